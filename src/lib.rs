@@ -1,0 +1,12 @@
+//! dgrid-worker: a worker node for D-GRID, a task grid whose only database is
+//! a git repository. The binary in `src/main.rs` is a thin shell over this
+//! library; see `ARCHITECTURE.md` for the map.
+
+pub mod cli;
+pub mod config;
+pub mod git;
+pub mod grid;
+pub mod logging;
+pub mod sandbox;
+pub mod service;
+pub mod time;

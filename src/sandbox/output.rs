@@ -1,0 +1,3 @@
+//! Reading a child's output with a cap. (Being implemented.)
+
+pub struct CappedOutput;

@@ -1,0 +1,142 @@
+//! Claims: a task in `tasks/in_progress/` carries a `claim` block naming the
+//! node that holds it. Writing the node id into the file also makes two
+//! nodes' claims of one task different patches, so git can never merge them
+//! away as "already upstream" (DESIGN.md section 2).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::task::{EntryKind, TaskRules};
+use super::{Id, Task};
+use crate::time::{self, Timestamp};
+
+pub const CLAIM_FIELD: &str = "claim";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub node_id: Id,
+    pub claimed_at: String,
+    /// claimed_at + timeout + grace: past it, the claim is an orphan whatever
+    /// the node's heartbeat says.
+    pub deadline: String,
+    pub attempt: u32,
+}
+
+/// A task as it sits in `in_progress/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedTask {
+    pub task: Task,
+    pub claim: Claim,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimFileError {
+    #[error("claimed task is invalid: {0}")]
+    Task(#[from] super::TaskError),
+    #[error("field `claim` is missing")]
+    NoClaim,
+    #[error("field `claim` is malformed: {0}")]
+    BadClaim(serde_json::Error),
+}
+
+impl ClaimedTask {
+    pub fn new(task: Task, node: &Id, now: Timestamp, grace: chrono::Duration) -> ClaimedTask {
+        let deadline = now + chrono::Duration::seconds(task.timeout_seconds as i64) + grace;
+        let claim = Claim {
+            node_id: node.clone(),
+            claimed_at: time::format(now),
+            deadline: time::format(deadline),
+            attempt: task.attempt,
+        };
+        ClaimedTask { task, claim }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut obj = self.task.to_json();
+        obj.insert(
+            CLAIM_FIELD.into(),
+            serde_json::to_value(&self.claim).expect("a claim always serialises"),
+        );
+        pretty(&Value::Object(obj))
+    }
+
+    /// Read an `in_progress/` file back. `Task::parse` drops the claim block,
+    /// so it is taken out first.
+    pub fn parse(
+        name: &str,
+        bytes: &[u8],
+        rules: &TaskRules,
+    ) -> Result<ClaimedTask, ClaimFileError> {
+        let claim = serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|mut v| v.get_mut(CLAIM_FIELD).map(Value::take))
+            .ok_or(ClaimFileError::NoClaim)?;
+        let claim: Claim = serde_json::from_value(claim).map_err(ClaimFileError::BadClaim)?;
+        // A task already running may have been accepted under looser rules;
+        // only its shape matters here, not today's limits.
+        let lenient = TaskRules {
+            max_timeout_seconds: u64::MAX,
+            ..rules.clone()
+        };
+        let task = Task::from_entry(name, EntryKind::File, bytes, &lenient)?;
+        Ok(ClaimedTask { task, claim })
+    }
+
+    /// The task as it goes back to the queue: claim removed, attempt set.
+    pub fn requeued(&self, attempt: u32) -> Vec<u8> {
+        let mut task = self.task.clone();
+        task.attempt = attempt;
+        pretty(&Value::Object(task.to_json()))
+    }
+}
+
+/// Pretty JSON with a trailing newline: grid files are read by people in
+/// GitHub's web view and diffed in pull requests.
+pub fn pretty(v: &Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(v).expect("JSON values always serialise");
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_round_trips_and_names_the_node() {
+        let rules = TaskRules::default();
+        let task = Task::parse(
+            br#"{"task_id":"t","script":"x","timeout_seconds":30,"k":1}"#,
+            &rules,
+        )
+        .unwrap();
+        let now = time::parse("2026-01-01T00:00:00Z").unwrap();
+        let node = Id::parse("n1").unwrap();
+        let c = ClaimedTask::new(task, &node, now, chrono::Duration::seconds(60));
+        assert_eq!(c.claim.deadline, "2026-01-01T00:01:30.000Z");
+        let back = ClaimedTask::parse("t.json", &c.to_bytes(), &rules).unwrap();
+        assert_eq!(back, c);
+        let other = ClaimedTask::new(
+            c.task.clone(),
+            &Id::parse("n2").unwrap(),
+            now,
+            chrono::Duration::zero(),
+        );
+        assert_ne!(other.to_bytes(), c.to_bytes());
+        let requeued: Value = serde_json::from_slice(&c.requeued(2)).unwrap();
+        assert_eq!(requeued["attempt"], 2);
+        assert_eq!(requeued["k"], 1);
+        assert!(requeued.get("claim").is_none());
+    }
+
+    #[test]
+    fn a_file_without_a_claim_is_an_error() {
+        let e = ClaimedTask::parse(
+            "t.json",
+            br#"{"task_id":"t","script":"x","timeout_seconds":30}"#,
+            &TaskRules::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ClaimFileError::NoClaim));
+    }
+}

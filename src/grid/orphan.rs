@@ -1,0 +1,191 @@
+//! The orphan rule: when a claim no longer has a live owner, and what becomes
+//! of the task then.
+
+use super::claim::Claim;
+use super::node::{NodeRecord, NodeStatus};
+use crate::time::{self, Timestamp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrphanPolicy {
+    /// A node whose last heartbeat is older than this is presumed dead.
+    pub stale_after: chrono::Duration,
+    /// Claims handed out before a task goes to `failed/` as abandoned.
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrphanReason {
+    DeadlinePassed { deadline: String },
+    HeartbeatStale { last_heartbeat: String },
+    NodeStopped,
+    NodeUnknown,
+}
+
+impl std::fmt::Display for OrphanReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OrphanReason::DeadlinePassed { deadline } => {
+                write!(f, "claim deadline {deadline} passed")
+            }
+            OrphanReason::HeartbeatStale { last_heartbeat } => {
+                write!(f, "node's last heartbeat {last_heartbeat} is stale")
+            }
+            OrphanReason::NodeStopped => write!(f, "node stopped without releasing its claim"),
+            OrphanReason::NodeUnknown => {
+                write!(f, "claiming node has no record and the claim is stale")
+            }
+        }
+    }
+}
+
+/// What to do with an orphaned claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Back to the queue with this attempt number.
+    Requeue { attempt: u32 },
+    /// Attempts exhausted: to `failed/` as abandoned.
+    Abandon,
+}
+
+/// Is this claim orphaned at `now`? `node` is the claiming node's record, if
+/// it has one. An unparseable timestamp counts as long past: a claim nobody
+/// can date must not block its task for ever.
+pub fn orphan_reason(
+    claim: &Claim,
+    node: Option<&NodeRecord>,
+    now: Timestamp,
+    policy: &OrphanPolicy,
+) -> Option<OrphanReason> {
+    let past = |s: &str, slack: chrono::Duration| time::parse(s).is_none_or(|t| t + slack < now);
+    if past(&claim.deadline, chrono::Duration::zero()) {
+        return Some(OrphanReason::DeadlinePassed {
+            deadline: claim.deadline.clone(),
+        });
+    }
+    match node {
+        Some(n) if n.status == NodeStatus::Stopped => Some(OrphanReason::NodeStopped),
+        Some(n) if past(&n.last_heartbeat, policy.stale_after) => {
+            Some(OrphanReason::HeartbeatStale {
+                last_heartbeat: n.last_heartbeat.clone(),
+            })
+        }
+        Some(_) => None,
+        None if past(&claim.claimed_at, policy.stale_after) => Some(OrphanReason::NodeUnknown),
+        None => None,
+    }
+}
+
+pub fn disposition(claim: &Claim, policy: &OrphanPolicy) -> Disposition {
+    if claim.attempt >= policy.max_attempts {
+        Disposition::Abandon
+    } else {
+        Disposition::Requeue {
+            attempt: claim.attempt + 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::Id;
+
+    fn at(s: &str) -> Timestamp {
+        time::parse(s).unwrap()
+    }
+
+    fn claim(claimed: &str, deadline: &str, attempt: u32) -> Claim {
+        Claim {
+            node_id: Id::parse("n").unwrap(),
+            claimed_at: claimed.into(),
+            deadline: deadline.into(),
+            attempt,
+        }
+    }
+
+    fn node(hb: &str, status: NodeStatus) -> NodeRecord {
+        NodeRecord {
+            node_id: Id::parse("n").unwrap(),
+            status,
+            last_heartbeat: hb.into(),
+            started_at: String::new(),
+            version: String::new(),
+            hostname: String::new(),
+            engine: String::new(),
+            concurrency: 1,
+            running: vec![],
+            tasks_completed: 0,
+            tasks_failed: 0,
+            problem: None,
+        }
+    }
+
+    const POLICY: OrphanPolicy = OrphanPolicy {
+        stale_after: chrono::Duration::seconds(60),
+        max_attempts: 3,
+    };
+
+    #[test]
+    fn live_claim_is_kept() {
+        let c = claim("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", 1);
+        let n = node("2026-01-01T00:00:30Z", NodeStatus::Busy);
+        assert_eq!(
+            orphan_reason(&c, Some(&n), at("2026-01-01T00:01:00Z"), &POLICY),
+            None
+        );
+    }
+
+    #[test]
+    fn deadline_beats_a_fresh_heartbeat() {
+        let c = claim("2026-01-01T00:00:00Z", "2026-01-01T00:00:40Z", 1);
+        let n = node("2026-01-01T00:00:59Z", NodeStatus::Busy);
+        assert!(matches!(
+            orphan_reason(&c, Some(&n), at("2026-01-01T00:01:00Z"), &POLICY),
+            Some(OrphanReason::DeadlinePassed { .. })
+        ));
+    }
+
+    #[test]
+    fn stale_heartbeat_stopped_or_unknown_node_orphan_the_claim() {
+        let c = claim("2026-01-01T00:00:00Z", "2026-01-01T05:00:00Z", 1);
+        let now = at("2026-01-01T00:02:01Z");
+        let stale = node("2026-01-01T00:01:00Z", NodeStatus::Busy);
+        assert!(matches!(
+            orphan_reason(&c, Some(&stale), at("2026-01-01T00:02:01Z"), &POLICY),
+            Some(OrphanReason::HeartbeatStale { .. })
+        ));
+        assert_eq!(
+            orphan_reason(&c, Some(&stale), at("2026-01-01T00:01:59Z"), &POLICY),
+            None
+        );
+        let stopped = node("2026-01-01T00:02:00Z", NodeStatus::Stopped);
+        assert_eq!(
+            orphan_reason(&c, Some(&stopped), now, &POLICY),
+            Some(OrphanReason::NodeStopped)
+        );
+        assert_eq!(
+            orphan_reason(&c, None, now, &POLICY),
+            Some(OrphanReason::NodeUnknown)
+        );
+        assert_eq!(
+            orphan_reason(&c, None, at("2026-01-01T00:00:30Z"), &POLICY),
+            None
+        );
+        let garbled = claim("yesterday", "soon", 1);
+        assert!(orphan_reason(&garbled, None, now, &POLICY).is_some());
+    }
+
+    #[test]
+    fn attempts_are_counted_up_to_the_limit() {
+        let c = |a| claim("x", "y", a);
+        assert_eq!(
+            disposition(&c(1), &POLICY),
+            Disposition::Requeue { attempt: 2 }
+        );
+        assert_eq!(
+            disposition(&c(2), &POLICY),
+            Disposition::Requeue { attempt: 3 }
+        );
+        assert_eq!(disposition(&c(3), &POLICY), Disposition::Abandon);
+    }
+}

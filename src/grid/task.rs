@@ -1,0 +1,397 @@
+//! Submitted tasks: parsing and validation.
+//!
+//! The same rules serve the worker (before it runs anything) and
+//! `dgrid-worker validate` (in the grid's CI), so that what CI accepts is
+//! exactly what a worker runs. Every error names the field and the reason.
+
+use serde_json::{Map, Value};
+
+use super::claim::CLAIM_FIELD;
+use super::{Id, IdError, layout};
+
+/// Limits a task must respect. A grid may tighten them in its configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRules {
+    pub max_file_bytes: usize,
+    pub max_script_bytes: usize,
+    pub max_timeout_seconds: u64,
+}
+
+impl Default for TaskRules {
+    fn default() -> Self {
+        TaskRules {
+            // A task is a small JSON document; anything bigger is a mistake or
+            // an attack on the workers' memory.
+            max_file_bytes: 256 * 1024,
+            // The script is passed as one argv string; Linux caps one argument
+            // at 128 KiB (MAX_ARG_STRLEN), so stay well under it.
+            max_script_bytes: 64 * 1024,
+            max_timeout_seconds: 3600,
+        }
+    }
+}
+
+/// A valid task, with the fields the worker does not know kept as they were.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub task_id: Id,
+    pub script: String,
+    pub timeout_seconds: u64,
+    /// 1 for a fresh task; raised each time an orphaned claim is requeued.
+    pub attempt: u32,
+    /// Every other top-level field, kept verbatim.
+    pub extra: Map<String, Value>,
+}
+
+/// How a queue entry is stored in git, as far as validation cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Executable,
+    Symlink,
+    Directory,
+    Submodule,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    #[error("file name must end in .json")]
+    NotJsonName,
+    #[error("file name is not a valid task id: {0}")]
+    BadFileName(IdError),
+    #[error("is a {0}, not a regular file")]
+    NotAFile(&'static str),
+    #[error("is empty")]
+    Empty,
+    #[error("is {size} bytes; at most {max} are allowed")]
+    TooLarge { size: usize, max: usize },
+    #[error("is not valid UTF-8 (first bad byte at offset {0})")]
+    NotUtf8(usize),
+    #[error("is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("must be a JSON object, found {0}")]
+    NotObject(&'static str),
+    #[error("field `{0}` is missing")]
+    Missing(&'static str),
+    #[error("field `{field}` must be {expected}, found {found}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("field `task_id` {0}")]
+    BadId(IdError),
+    #[error("field `task_id` is {id:?} but the file is named {stem:?}.json; they must match")]
+    IdMismatch { id: String, stem: String },
+    #[error("field `{field}` is {value}; it must be between {min} and {max}")]
+    OutOfRange {
+        field: &'static str,
+        value: String,
+        min: u64,
+        max: u64,
+    },
+    #[error("field `script` is {size} bytes; at most {max} are allowed")]
+    ScriptTooLarge { size: usize, max: usize },
+    #[error("field `script` is empty")]
+    EmptyScript,
+    #[error("field `script` contains a NUL byte, which no shell can run")]
+    NulInScript,
+}
+
+impl TaskError {
+    /// The field the error is about, for machine-readable reports.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            TaskError::Missing(f) | TaskError::WrongType { field: f, .. } => Some(f),
+            TaskError::OutOfRange { field, .. } => Some(field),
+            TaskError::BadId(_) | TaskError::IdMismatch { .. } => Some("task_id"),
+            TaskError::ScriptTooLarge { .. } | TaskError::EmptyScript | TaskError::NulInScript => {
+                Some("script")
+            }
+            _ => None,
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a fractional number",
+        Value::Number(n) if n.is_i64() && n.as_i64().is_some_and(|i| i < 0) => "a negative number",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Task {
+    /// Validate a queue entry: its name, how git stores it, and its bytes.
+    pub fn from_entry(
+        name: &str,
+        kind: EntryKind,
+        bytes: &[u8],
+        rules: &TaskRules,
+    ) -> Result<Task, TaskError> {
+        let stem = layout::json_stem(name).ok_or(TaskError::NotJsonName)?;
+        match kind {
+            EntryKind::File | EntryKind::Executable => {}
+            EntryKind::Symlink => return Err(TaskError::NotAFile("symbolic link")),
+            EntryKind::Directory => return Err(TaskError::NotAFile("directory")),
+            EntryKind::Submodule => return Err(TaskError::NotAFile("submodule")),
+        }
+        let file_id = Id::parse(stem).map_err(TaskError::BadFileName)?;
+        let task = Task::parse(bytes, rules)?;
+        if task.task_id != file_id {
+            return Err(TaskError::IdMismatch {
+                id: task.task_id.to_string(),
+                stem: stem.to_owned(),
+            });
+        }
+        Ok(task)
+    }
+
+    /// Validate a task document on its own (no file name to compare with).
+    pub fn parse(bytes: &[u8], rules: &TaskRules) -> Result<Task, TaskError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(TaskError::Empty);
+        }
+        if bytes.len() > rules.max_file_bytes {
+            return Err(TaskError::TooLarge {
+                size: bytes.len(),
+                max: rules.max_file_bytes,
+            });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| TaskError::NotUtf8(e.valid_up_to()))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| TaskError::NotJson(e.to_string()))?;
+        let Value::Object(mut obj) = value else {
+            return Err(TaskError::NotObject(type_name(&value)));
+        };
+
+        let task_id = match obj.remove("task_id") {
+            None => return Err(TaskError::Missing("task_id")),
+            Some(Value::String(s)) => Id::parse(&s).map_err(TaskError::BadId)?,
+            Some(other) => return Err(wrong("task_id", "a string", &other)),
+        };
+        let script = match obj.remove("script") {
+            None => return Err(TaskError::Missing("script")),
+            Some(Value::String(s)) => s,
+            Some(other) => return Err(wrong("script", "a string", &other)),
+        };
+        if script.trim().is_empty() {
+            return Err(TaskError::EmptyScript);
+        }
+        if script.len() > rules.max_script_bytes {
+            return Err(TaskError::ScriptTooLarge {
+                size: script.len(),
+                max: rules.max_script_bytes,
+            });
+        }
+        if script.contains('\0') {
+            return Err(TaskError::NulInScript);
+        }
+        let timeout_seconds = match obj.remove("timeout_seconds") {
+            None => return Err(TaskError::Missing("timeout_seconds")),
+            Some(v) => bounded_int(&v, "timeout_seconds", 1, rules.max_timeout_seconds)?,
+        };
+        let attempt = match obj.remove("attempt") {
+            None => 1,
+            Some(v) => bounded_int(&v, "attempt", 1, u64::from(u32::MAX))? as u32,
+        };
+        // A claim block in a queued task is left over from a requeue by an
+        // older tool; it is not the task's and is dropped rather than kept.
+        obj.remove(CLAIM_FIELD);
+        Ok(Task {
+            task_id,
+            script,
+            timeout_seconds,
+            attempt,
+            extra: obj,
+        })
+    }
+
+    /// The task as a JSON object, known fields first, then the kept ones.
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut obj = Map::new();
+        obj.insert("task_id".into(), self.task_id.to_string().into());
+        obj.insert("script".into(), self.script.clone().into());
+        obj.insert("timeout_seconds".into(), self.timeout_seconds.into());
+        if self.attempt > 1 {
+            obj.insert("attempt".into(), self.attempt.into());
+        }
+        obj.extend(self.extra.clone());
+        obj
+    }
+}
+
+fn wrong(field: &'static str, expected: &'static str, found: &Value) -> TaskError {
+    TaskError::WrongType {
+        field,
+        expected,
+        found: type_name(found),
+    }
+}
+
+fn bounded_int(v: &Value, field: &'static str, min: u64, max: u64) -> Result<u64, TaskError> {
+    let Value::Number(n) = v else {
+        return Err(wrong(field, "an integer", v));
+    };
+    let out_of_range = || TaskError::OutOfRange {
+        field,
+        value: n.to_string(),
+        min,
+        max,
+    };
+    if n.is_f64() {
+        return Err(wrong(field, "an integer", v));
+    }
+    match n.as_u64() {
+        Some(x) if (min..=max).contains(&x) => Ok(x),
+        _ => Err(out_of_range()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(name: &str, text: &str) -> Result<Task, TaskError> {
+        Task::from_entry(
+            name,
+            EntryKind::File,
+            text.as_bytes(),
+            &TaskRules::default(),
+        )
+    }
+
+    #[test]
+    fn valid_task_keeps_unknown_fields() {
+        let t = parse(
+            "t1.json",
+            r#"{"task_id":"t1","script":"echo hi","timeout_seconds":30,"owner":"ana"}"#,
+        )
+        .unwrap();
+        assert_eq!(t.task_id.as_str(), "t1");
+        assert_eq!(t.attempt, 1);
+        assert_eq!(t.extra["owner"], "ana");
+        assert_eq!(t.to_json()["owner"], "ana");
+    }
+
+    #[test]
+    fn each_problem_is_named() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("t.json", "", "is empty"),
+            ("t.json", "{", "not valid JSON"),
+            ("t.json", "[1]", "must be a JSON object, found an array"),
+            (
+                "t.json",
+                r#"{"script":"x","timeout_seconds":1}"#,
+                "`task_id` is missing",
+            ),
+            (
+                "t.json",
+                r#"{"task_id":7,"script":"x","timeout_seconds":1}"#,
+                "`task_id` must be a string, found a number",
+            ),
+            (
+                "t.json",
+                r#"{"task_id":"t","timeout_seconds":1}"#,
+                "`script` is missing",
+            ),
+            (
+                "t.json",
+                r#"{"task_id":"t","script":["x"],"timeout_seconds":1}"#,
+                "`script` must be a string, found an array",
+            ),
+            (
+                "t.json",
+                r#"{"task_id":"t","script":"x"}"#,
+                "`timeout_seconds` is missing",
+            ),
+            (
+                "t.json",
+                r#"{"task_id":"t","script":"x","timeout_seconds":"30"}"#,
+                "`timeout_seconds` must be an integer, found a string",
+            ),
+            (
+                "t.json",
+                r#"{"task_id":"t","script":"x","timeout_seconds":0}"#,
+                "`timeout_seconds` is 0; it must be between 1 and 3600",
+            ),
+            (
+                "t.json",
+                r#"{"task_id":"t","script":"x","timeout_seconds":-5}"#,
+                "`timeout_seconds` is -5",
+            ),
+            (
+                "t.json",
+                r#"{"task_id":"t","script":"x","timeout_seconds":1.5}"#,
+                "must be an integer, found a fractional number",
+            ),
+            (
+                "t.json",
+                r#"{"task_id":"t","script":"x","timeout_seconds":99999}"#,
+                "is 99999",
+            ),
+            (
+                "t.json",
+                r#"{"task_id":"u","script":"x","timeout_seconds":1}"#,
+                r#"is "u" but the file is named "t".json"#,
+            ),
+            (
+                "t.json",
+                r#"{"task_id":"../x","script":"x","timeout_seconds":1}"#,
+                "`task_id` must start with a letter or digit",
+            ),
+            (
+                "t.json",
+                r#"{"task_id":"t","script":"  ","timeout_seconds":1}"#,
+                "`script` is empty",
+            ),
+            ("t.txt", r#"{}"#, "must end in .json"),
+            ("a b.json", r#"{}"#, "not a valid task id"),
+        ];
+        for (name, text, want) in cases {
+            let err = parse(name, text).expect_err(text).to_string();
+            assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn non_files_and_bad_bytes_are_rejected() {
+        let rules = TaskRules::default();
+        let e = Task::from_entry("t.json", EntryKind::Symlink, b"x", &rules).unwrap_err();
+        assert_eq!(e, TaskError::NotAFile("symbolic link"));
+        let e = Task::from_entry("t.json", EntryKind::Directory, b"", &rules).unwrap_err();
+        assert_eq!(e, TaskError::NotAFile("directory"));
+        let e = Task::from_entry("t.json", EntryKind::File, b"{\"a\xff", &rules).unwrap_err();
+        assert_eq!(e, TaskError::NotUtf8(3));
+        let big = vec![b' '; rules.max_file_bytes + 1];
+        let mut big = big;
+        big[0] = b'{';
+        assert!(matches!(
+            Task::from_entry("t.json", EntryKind::File, &big, &rules),
+            Err(TaskError::TooLarge { .. })
+        ));
+        let deep = "[".repeat(10_000);
+        assert!(matches!(
+            Task::parse(deep.as_bytes(), &rules),
+            Err(TaskError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn attempt_round_trips_and_stale_claims_are_dropped() {
+        let t = Task::parse(
+            br#"{"task_id":"t","script":"x","timeout_seconds":1,"attempt":2,"claim":{"node_id":"n"}}"#,
+            &TaskRules::default(),
+        )
+        .unwrap();
+        assert_eq!(t.attempt, 2);
+        let json = t.to_json();
+        assert_eq!(json["attempt"], 2);
+        assert!(!json.contains_key("claim"));
+    }
+}

@@ -1,0 +1,160 @@
+//! One git invocation: the binary, a repository, a fixed environment, a
+//! timeout. Every git call of the worker goes through [`Git::run`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How to run git for one repository.
+#[derive(Debug, Clone)]
+pub struct Git {
+    binary: PathBuf,
+    dir: PathBuf,
+    timeout: Duration,
+    /// Extra environment for every child (credentials, identity). Values are
+    /// never logged: only the argument list is.
+    env: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("could not start `{binary} {args}`: {source}")]
+    Spawn {
+        binary: String,
+        args: String,
+        source: std::io::Error,
+    },
+    #[error("`git {args}` timed out after {after:?} and was killed")]
+    Timeout { args: String, after: Duration },
+    #[error("`git {args}` failed (exit {code}): {stderr}")]
+    Failed {
+        args: String,
+        code: i32,
+        stderr: String,
+    },
+    #[error("`git {args}` printed something unexpected: {what}")]
+    Unexpected { args: String, what: String },
+}
+
+/// What a successful call printed, and how long it took.
+#[derive(Debug)]
+pub struct GitOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub code: i32,
+    pub elapsed: Duration,
+}
+
+impl GitOutput {
+    pub fn stdout_str(&self) -> &str {
+        std::str::from_utf8(&self.stdout).unwrap_or("").trim_end()
+    }
+}
+
+impl Git {
+    pub fn new(binary: impl Into<PathBuf>, dir: impl Into<PathBuf>, timeout: Duration) -> Git {
+        Git {
+            binary: binary.into(),
+            dir: dir.into(),
+            timeout,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Git {
+        self.env.extend(env);
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Run git and return its output when it exits 0.
+    pub fn run(&self, args: &[&str]) -> Result<GitOutput, GitError> {
+        self.run_with(args, None, &[0])
+    }
+
+    /// Run git with `stdin`, accepting the exit codes in `ok` (some commands,
+    /// `merge-base --is-ancestor` among them, answer with their exit code).
+    pub fn run_with(
+        &self,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        ok: &[i32],
+    ) -> Result<GitOutput, GitError> {
+        let shown = args.join(" ");
+        let started = Instant::now();
+        let mut expr = duct::cmd(&self.binary, args)
+            .dir(&self.dir)
+            // Never wait for a person: a prompt would hang the service until
+            // the timeout and then fail anyway.
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ASKPASS", "")
+            .env("SSH_ASKPASS", "")
+            // Messages are parsed in a few places; keep them in English.
+            .env("LC_ALL", "C")
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked();
+        if std::env::var_os("GIT_SSH_COMMAND").is_none() {
+            expr = expr.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+        }
+        for (k, v) in &self.env {
+            expr = expr.env(k, v);
+        }
+        expr = match stdin {
+            Some(bytes) => expr.stdin_bytes(bytes.to_vec()),
+            None => expr.stdin_null(),
+        };
+        let handle = expr.start().map_err(|source| GitError::Spawn {
+            binary: self.binary.display().to_string(),
+            args: shown.clone(),
+            source,
+        })?;
+        let output = match handle.wait_timeout(self.timeout) {
+            Ok(Some(_)) => handle.into_output(),
+            Ok(None) => {
+                let _ = handle.kill();
+                return Err(GitError::Timeout {
+                    args: shown,
+                    after: self.timeout,
+                });
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|source| GitError::Spawn {
+            binary: self.binary.display().to_string(),
+            args: shown.clone(),
+            source,
+        })?;
+        let code = output.status.code().unwrap_or(-1);
+        let elapsed = started.elapsed();
+        tracing::trace!(args = %shown, code, ?elapsed, "git");
+        if !ok.contains(&code) {
+            return Err(GitError::Failed {
+                args: shown,
+                code,
+                stderr: summarize(&output.stderr),
+            });
+        }
+        Ok(GitOutput {
+            stdout: output.stdout,
+            stderr: output.stderr,
+            code,
+            elapsed,
+        })
+    }
+}
+
+/// The useful part of git's stderr for an error message: its last few
+/// non-empty lines, at most 500 characters.
+pub fn summarize(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+    tail.chars().take(500).collect()
+}

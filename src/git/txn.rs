@@ -1,0 +1,150 @@
+//! The transaction loop of DESIGN.md section 2.
+//!
+//! A round: fetch `origin/main`, let the caller plan its change against that
+//! fresh tip (checking its preconditions there), build the commit on top of
+//! the tip, push. A rejected push means someone else won the round: fetch and
+//! plan again from scratch, so a precondition is never assumed, and nothing is
+//! ever rebased (the "already upstream" trap cannot happen: every round makes
+//! a new commit from the tip it has just read). A push whose answer is lost is
+//! checked against the re-fetched tip before anything is redone.
+
+use std::time::Duration;
+
+use super::command::GitError;
+use super::repo::{GridRepo, Oid, PushOutcome};
+use super::tree::{self, Edits};
+
+#[derive(Debug, Clone)]
+pub struct TxnPolicy {
+    /// Rounds before giving up on a contended transaction (the caller tries
+    /// again on its next loop; nothing is lost).
+    pub max_rounds: u32,
+    /// Backoff after a lost race: uniformly random in [0, base * 2^round],
+    /// capped at `backoff_max`. The randomness keeps racing workers from
+    /// colliding in lockstep.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for TxnPolicy {
+    fn default() -> Self {
+        TxnPolicy {
+            max_rounds: 20,
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the planner sees: the freshly fetched tip (none for an empty remote)
+/// and the repository to read it with.
+pub struct Txn<'a> {
+    pub repo: &'a GridRepo,
+    pub tip: Option<Oid>,
+}
+
+/// A planned change. No edits means there is nothing to do this round.
+pub struct Plan<T> {
+    pub edits: Edits,
+    pub message: String,
+    pub value: T,
+}
+
+#[derive(Debug)]
+pub enum TxnOutcome<T> {
+    Committed {
+        commit: Oid,
+        value: T,
+        /// Rounds lost to other writers before this one won.
+        rejections: u32,
+    },
+    /// The plan had nothing to change at the tip it last saw.
+    Unchanged {
+        tip: Option<Oid>,
+        value: T,
+        rejections: u32,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("gave up after {rounds} rounds lost to other writers")]
+    Contended { rounds: u32 },
+}
+
+pub fn run<T>(
+    repo: &GridRepo,
+    policy: &TxnPolicy,
+    mut plan: impl FnMut(&Txn<'_>) -> Result<Plan<T>, GitError>,
+) -> Result<TxnOutcome<T>, TxnError> {
+    let mut rejections = 0;
+    for round in 0..policy.max_rounds {
+        let tip = repo.fetch()?;
+        let planned = plan(&Txn {
+            repo,
+            tip: tip.clone(),
+        })?;
+        if planned.edits.is_empty() {
+            return Ok(TxnOutcome::Unchanged {
+                tip,
+                value: planned.value,
+                rejections,
+            });
+        }
+        let base_tree = tip.as_deref().map(|t| repo.root_tree(t)).transpose()?;
+        let new_tree = match tree::apply(repo, base_tree.as_deref(), &planned.edits)? {
+            Some(t) => t,
+            None => repo.make_tree(&[])?,
+        };
+        let commit = repo.commit(&new_tree, tip.as_deref(), &planned.message)?;
+        match repo.push(&commit) {
+            Ok(PushOutcome::Accepted) => {
+                return Ok(TxnOutcome::Committed {
+                    commit,
+                    value: planned.value,
+                    rejections,
+                });
+            }
+            Ok(PushOutcome::Rejected) => {
+                rejections += 1;
+                tracing::debug!(round, "push lost the race; planning again from the new tip");
+            }
+            Err(push_err) => {
+                // The push may have landed although we saw an error (a
+                // connection cut after the remote updated its ref). Look
+                // before redoing anything; if we cannot even fetch, the
+                // remote is away and the caller retries later.
+                let Ok(Some(now)) = repo.fetch() else {
+                    return Err(push_err.into());
+                };
+                if repo.is_ancestor(&commit, &now)? {
+                    tracing::info!("push reported an error but the commit is on the remote");
+                    return Ok(TxnOutcome::Committed {
+                        commit,
+                        value: planned.value,
+                        rejections,
+                    });
+                }
+                if matches!(&push_err, GitError::Failed { stderr, .. } if stderr.contains("refused"))
+                {
+                    return Err(push_err.into());
+                }
+                tracing::warn!(error = %push_err, "push failed; retrying from the new tip");
+            }
+        }
+        std::thread::sleep(backoff(policy, round));
+    }
+    Err(TxnError::Contended {
+        rounds: policy.max_rounds,
+    })
+}
+
+fn backoff(policy: &TxnPolicy, round: u32) -> Duration {
+    let ceiling = policy
+        .backoff_base
+        .saturating_mul(1 << round.min(16))
+        .min(policy.backoff_max);
+    ceiling.mul_f64(fastrand::f64())
+}

@@ -1,1 +1,9 @@
-//! (In progress.)
+//! The long-running worker: the main loop and what it talks to (the outbox
+//! on disk, systemd's notification socket, signals).
+
+pub mod notify;
+pub mod outbox;
+pub mod sync;
+pub mod worker;
+
+pub use worker::{RunOptions, run};

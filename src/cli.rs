@@ -1,4 +1,0 @@
-//! (In progress.)
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
-}

@@ -1,0 +1,60 @@
+//! The command line: `dgrid-worker <subcommand>`. Each subcommand is a thin
+//! layer over the library; this module parses arguments, sets up logging and
+//! turns errors into exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::service::{self, RunOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "dgrid-worker", version, about = "A worker node for D-GRID, the task grid whose database is a git repository")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the worker: claim tasks, run them in the sandbox, push results.
+    Run {
+        /// Configuration file [default: /etc/dgrid/worker.toml, if present]
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Exit 0 once the queue is empty and nothing of this node's is
+        /// running or waiting to be pushed.
+        #[arg(long)]
+        drain: bool,
+    },
+}
+
+/// Exit status for a configuration error (sysexits' EX_CONFIG), so that
+/// systemd's `RestartPreventExitStatus=` can stop restarting a node that
+/// cannot start until someone edits its configuration.
+const EXIT_CONFIG: u8 = 78;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, drain } => {
+            let cfg = match Config::load(config.as_deref()) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("dgrid-worker: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            crate::logging::init(&cfg.log_level, Some(cfg.node_id.as_str()));
+            match service::run(cfg, RunOptions { drain }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "worker stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

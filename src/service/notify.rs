@@ -1,0 +1,64 @@
+//! systemd's notification protocol (`Type=notify`): READY, STATUS, WATCHDOG,
+//! STOPPING, EXTEND_TIMEOUT_USEC. Outside systemd (no `NOTIFY_SOCKET`) every
+//! call is a no-op.
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+pub struct Notifier {
+    /// Half of `WatchdogSec`, when the watchdog is on: ping at least this often.
+    watchdog_every: Option<Duration>,
+    last_status: String,
+}
+
+impl Notifier {
+    pub fn from_env() -> Notifier {
+        Notifier {
+            watchdog_every: sd_notify::watchdog_enabled().map(|d| d / 2),
+            last_status: String::new(),
+        }
+    }
+
+    pub fn watchdog_every(&self) -> Option<Duration> {
+        self.watchdog_every
+    }
+
+    fn send(&self, states: &[NotifyState]) {
+        if let Err(e) = sd_notify::notify(states) {
+            tracing::warn!(error = %e, "could not notify systemd");
+        }
+    }
+
+    pub fn ready(&mut self, status: &str) {
+        self.last_status = status.to_owned();
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    /// Send STATUS= only when it changed.
+    pub fn status(&mut self, status: &str) {
+        if self.last_status != status {
+            self.last_status = status.to_owned();
+            self.send(&[NotifyState::Status(status)]);
+        }
+    }
+
+    /// Called by the main loop itself, so that a stuck loop stops pinging and
+    /// systemd restarts the service.
+    pub fn watchdog(&self) {
+        if self.watchdog_every.is_some() {
+            self.send(&[NotifyState::Watchdog]);
+        }
+    }
+
+    pub fn stopping(&mut self, status: &str) {
+        self.last_status = status.to_owned();
+        self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
+    }
+
+    /// Ask for more time to stop while a task drains.
+    pub fn extend_timeout(&self, by: Duration) {
+        let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+        self.send(&[NotifyState::ExtendTimeoutUsec(usec)]);
+    }
+}

@@ -1,0 +1,195 @@
+//! The outbox: how a task ended, kept on disk until a push carrying it has
+//! been accepted. A worker restarted, or cut off from the remote for hours,
+//! loses nothing: on start it pushes what the outbox holds.
+//!
+//! One file per task, `<state>/outbox/<task_id>.json`, written atomically
+//! (temp file, fsync, rename, fsync of the directory).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::grid::{Id, TaskResult};
+
+/// How a claimed task ended, as far as the grid must hear of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Finish {
+    /// It ran (or timed out): the result goes to `completed/` or `failed/`.
+    Result { result: TaskResult },
+    /// It could not run through no fault of its own (engine failure, the
+    /// worker shutting down): back to the queue, attempt unchanged.
+    Requeue { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub task_id: Id,
+    /// The attempt of the claim this ends; a later claim of the same task (by
+    /// anyone) is not ours to end.
+    pub attempt: u32,
+    /// `claimed_at` of that claim: with the node id, it names one claim
+    /// exactly, even when the same task comes back to this node later.
+    pub claimed_at: String,
+    pub finish: Finish,
+}
+
+/// The outbox on disk, mirrored in memory so the loop can ask about it
+/// cheaply; the disk is written first, always.
+#[derive(Debug)]
+pub struct Outbox {
+    dir: PathBuf,
+    entries: Vec<OutboxEntry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("outbox {path}: {source}")]
+pub struct OutboxError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+fn err(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
+    move |source| OutboxError {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Outbox {
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Outbox, OutboxError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(dir.join("superseded")).map_err(err(&dir))?;
+        let entries = load(&dir)?;
+        Ok(Outbox { dir, entries })
+    }
+
+    /// Everything waiting, oldest first.
+    pub fn entries(&self) -> &[OutboxEntry] {
+        &self.entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn path(&self, task: &Id) -> PathBuf {
+        self.dir.join(format!("{task}.json"))
+    }
+
+    /// Store an entry durably before anything else is done with it.
+    pub fn put(&mut self, entry: &OutboxEntry) -> Result<(), OutboxError> {
+        let path = self.path(&entry.task_id);
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(err(&self.dir))?;
+        let bytes = serde_json::to_vec_pretty(entry).expect("outbox entries always serialise");
+        tmp.write_all(&bytes).map_err(err(&path))?;
+        tmp.as_file().sync_all().map_err(err(&path))?;
+        tmp.persist(&path).map_err(|e| OutboxError {
+            path: path.clone(),
+            source: e.error,
+        })?;
+        sync_dir(&self.dir)?;
+        self.entries.retain(|e| e.task_id != entry.task_id);
+        self.entries.push(entry.clone());
+        Ok(())
+    }
+
+    /// The entry has landed on the remote.
+    pub fn remove(&mut self, task: &Id) -> Result<(), OutboxError> {
+        let path = self.path(task);
+        self.entries.retain(|e| &e.task_id != task);
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err(&path)(e)),
+        }
+    }
+
+    /// The grid moved on without this entry (our claim was reaped and the
+    /// task given to someone else): keep it for the operator, out of the way.
+    pub fn supersede(&mut self, task: &Id) -> Result<(), OutboxError> {
+        let from = self.path(task);
+        self.entries.retain(|e| &e.task_id != task);
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        let to = self
+            .dir
+            .join("superseded")
+            .join(format!("{task}-{stamp}.json"));
+        std::fs::rename(&from, &to).map_err(err(&from))?;
+        sync_dir(&self.dir)
+    }
+}
+
+/// Read the outbox back, oldest first. A file that cannot be read back is
+/// moved aside to `corrupt/` and reported, never deleted.
+fn load(dir: &Path) -> Result<Vec<OutboxEntry>, OutboxError> {
+    let mut found = Vec::new();
+    for item in std::fs::read_dir(dir).map_err(err(dir))? {
+        let item = item.map_err(err(dir))?;
+        let path = item.path();
+        if path.extension().is_none_or(|e| e != "json") || !path.is_file() {
+            continue;
+        }
+        let modified = item.metadata().and_then(|m| m.modified()).ok();
+        match std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<OutboxEntry>(&b).ok())
+        {
+            Some(entry) => found.push((modified, entry)),
+            None => {
+                let aside = dir.join("corrupt");
+                let _ = std::fs::create_dir_all(&aside);
+                let _ = std::fs::rename(&path, aside.join(item.file_name()));
+                tracing::error!(path = %path.display(), "unreadable outbox entry moved to corrupt/");
+            }
+        }
+    }
+    found.sort_by_key(|(modified, _)| *modified);
+    Ok(found.into_iter().map(|(_, e)| e).collect())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_survive_reopen_and_leave_only_when_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(dir.path()).unwrap();
+        let e = OutboxEntry {
+            task_id: Id::parse("t1").unwrap(),
+            attempt: 1,
+            claimed_at: "2026-01-01T00:00:00.000Z".into(),
+            finish: Finish::Requeue {
+                reason: "engine down".into(),
+            },
+        };
+        outbox.put(&e).unwrap();
+        std::fs::write(dir.path().join("junk.json"), b"{").unwrap();
+        assert_eq!(outbox.len(), 1);
+        let mut again = Outbox::open(dir.path()).unwrap();
+        assert_eq!(again.entries(), &[e.clone()][..]);
+        assert!(dir.path().join("corrupt/junk.json").exists());
+        again.supersede(&e.task_id).unwrap();
+        assert!(again.is_empty());
+        assert!(Outbox::open(dir.path()).unwrap().is_empty());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("superseded"))
+                .unwrap()
+                .count(),
+            1
+        );
+        again.remove(&e.task_id).unwrap();
+    }
+}

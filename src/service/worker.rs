@@ -1,0 +1,692 @@
+//! The main loop. Synchronous and small: git and the engine are blocking
+//! calls with timeouts; tasks run on their own threads and report back over
+//! a channel, so the loop stays free to heartbeat, answer the watchdog and
+//! hear signals while a task runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use crate::config::Config;
+use crate::git::auth;
+use crate::git::txn::{self, TxnOutcome, TxnPolicy};
+use crate::git::{Git, GridRepo};
+use crate::grid::claim::ClaimedTask;
+use crate::grid::orphan::OrphanPolicy;
+use crate::grid::{Id, NodeRecord, NodeStatus, ResultStatus, TaskResult};
+use crate::sandbox::{self, CancelFlag, Engine, Job, Outcome, RunReport};
+use crate::service::notify::Notifier;
+use crate::service::outbox::{Finish, Outbox, OutboxEntry};
+use crate::service::sync::{self, SyncReport, SyncRequest};
+use crate::time;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Exit 0 once the queue is empty and nothing of ours is running or
+    /// waiting to be pushed.
+    pub drain: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+    #[error(transparent)]
+    Outbox(#[from] crate::service::outbox::OutboxError),
+    #[error("cannot set up signal handling: {0}")]
+    Signals(std::io::Error),
+    #[error("stopped before the node could register")]
+    StoppedBeforeReady,
+}
+
+enum Event {
+    Finished { task: Id, report: RunReport },
+    Signal,
+}
+
+struct Running {
+    claimed: ClaimedTask,
+    cancel: CancelFlag,
+}
+
+/// Why the engine is not used for now, and when to look again.
+struct Unhealthy {
+    problem: String,
+    retry_at: Instant,
+}
+
+const ENGINE_RETRY: Duration = Duration::from_secs(60);
+/// Reap at most this often: reaping lists `in_progress/` and reads claims.
+const REAP_EVERY: Duration = Duration::from_secs(60);
+const MAINTAIN_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+struct Worker {
+    cfg: Config,
+    repo: GridRepo,
+    engine: Arc<dyn Engine>,
+    outbox: Outbox,
+    notifier: Notifier,
+    events: Sender<Event>,
+    running: BTreeMap<Id, Running>,
+    unhealthy: Option<Unhealthy>,
+    started_at: String,
+    completed: u64,
+    failed: u64,
+    draining_since: Option<Instant>,
+    queue_empty_at: Option<String>,
+    next_poll: Instant,
+    next_heartbeat: Instant,
+    next_reap: Instant,
+    next_maintenance: Instant,
+    remote_ok: bool,
+    signals_seen: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
+    let engine: Arc<dyn Engine> = Arc::from(sandbox::engine_from_config(&cfg.sandbox)?);
+    let node = cfg.node_id.clone();
+    tracing::info!(node_id = %node, engine = engine.name(), repo = %cfg.repo_url, "starting");
+
+    // Refuse outright what configuration must fix (no engine, limits that
+    // would be ignored); start unhealthy on what may pass (engine down).
+    let mut unhealthy = None;
+    match engine.check() {
+        Ok(()) => {}
+        Err(
+            e @ (sandbox::SandboxError::NoEngine | sandbox::SandboxError::LimitsNotEnforced { .. }),
+        ) => {
+            return Err(e.into());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "engine check failed; starting unhealthy");
+            unhealthy = Some(Unhealthy {
+                problem: e.to_string(),
+                retry_at: Instant::now() + ENGINE_RETRY,
+            });
+        }
+    }
+    match engine.remove_leftovers(node.as_str()) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(count = n, "removed containers left by an earlier run"),
+        Err(e) => tracing::warn!(error = %e, "could not look for leftover containers"),
+    }
+
+    let identity = vec![
+        ("GIT_AUTHOR_NAME".to_owned(), format!("dgrid-worker {node}")),
+        (
+            "GIT_AUTHOR_EMAIL".to_owned(),
+            format!("{node}@dgrid.invalid"),
+        ),
+        (
+            "GIT_COMMITTER_NAME".to_owned(),
+            format!("dgrid-worker {node}"),
+        ),
+        (
+            "GIT_COMMITTER_EMAIL".to_owned(),
+            format!("{node}@dgrid.invalid"),
+        ),
+    ];
+    let git = Git::new(
+        &cfg.git_binary,
+        cfg.state_dir.join("grid.git"),
+        cfg.git_timeout,
+    )
+    .with_env(auth::credential_env(
+        cfg.token.as_ref(),
+        cfg.git_username.as_deref(),
+    ))
+    .with_env(identity);
+    let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?;
+    let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
+
+    let (tx, rx) = channel();
+    let signals_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    spawn_signal_thread(tx.clone(), signals_seen.clone())?;
+
+    let now = Instant::now();
+    let mut w = Worker {
+        cfg,
+        repo,
+        engine,
+        outbox,
+        notifier: Notifier::from_env(),
+        events: tx,
+        running: BTreeMap::new(),
+        unhealthy,
+        started_at: time::format(time::now()),
+        completed: 0,
+        failed: 0,
+        draining_since: None,
+        queue_empty_at: None,
+        next_poll: now,
+        next_heartbeat: now,
+        next_reap: now,
+        next_maintenance: now + MAINTAIN_EVERY,
+        remote_ok: false,
+        signals_seen,
+    };
+    w.register(&rx)?;
+    w.main_loop(&rx, &opts);
+    Ok(())
+}
+
+fn spawn_signal_thread(
+    tx: Sender<Event>,
+    seen: Arc<std::sync::atomic::AtomicUsize>,
+) -> Result<(), WorkerError> {
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(WorkerError::Signals)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                seen.fetch_add(1, Ordering::SeqCst);
+                tracing::info!(signal = sig, "signal received");
+                if tx.send(Event::Signal).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(WorkerError::Signals)?;
+    Ok(())
+}
+
+impl Worker {
+    fn node(&self) -> &Id {
+        &self.cfg.node_id
+    }
+
+    fn status(&self) -> NodeStatus {
+        if self.draining_since.is_some() {
+            NodeStatus::Draining
+        } else if self.unhealthy.is_some() {
+            NodeStatus::Unhealthy
+        } else if self.running.is_empty() {
+            NodeStatus::Idle
+        } else {
+            NodeStatus::Busy
+        }
+    }
+
+    fn record(&self, status: NodeStatus) -> NodeRecord {
+        NodeRecord {
+            node_id: self.node().clone(),
+            status,
+            last_heartbeat: time::format(time::now()),
+            started_at: self.started_at.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            hostname: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+            engine: self.engine.name().to_owned(),
+            concurrency: self.cfg.concurrency,
+            running: self.running.keys().map(Id::to_string).collect(),
+            tasks_completed: self.completed,
+            tasks_failed: self.failed,
+            problem: self.unhealthy.as_ref().map(|u| u.problem.clone()),
+        }
+    }
+
+    fn orphan_policy(&self) -> OrphanPolicy {
+        OrphanPolicy {
+            stale_after: chrono::Duration::from_std(self.cfg.stale_after)
+                .unwrap_or(chrono::Duration::MAX),
+            max_attempts: self.cfg.max_attempts,
+        }
+    }
+
+    /// Register (first heartbeat, pending outbox, own leftover claims) before
+    /// telling systemd we are ready. The remote may be down at boot: keep
+    /// trying, answering the watchdog and signals meanwhile.
+    fn register(&mut self, rx: &Receiver<Event>) -> Result<(), WorkerError> {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match self.sync(0, true, true) {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot reach the grid yet");
+                    self.notifier.status(&format!("waiting for the grid: {e}"));
+                }
+            }
+            self.notifier.watchdog();
+            if let Ok(Event::Signal) = rx.recv_timeout(delay) {
+                self.notifier.stopping("stopped before registering");
+                return Err(WorkerError::StoppedBeforeReady);
+            }
+            delay = (delay * 2).min(self.cfg.pull_interval.max(Duration::from_secs(1)) * 6);
+        }
+        let status = self.status_line();
+        self.notifier.ready(&status);
+        tracing::info!(node_id = %self.node(), "registered; ready");
+        Ok(())
+    }
+
+    fn main_loop(&mut self, rx: &Receiver<Event>, opts: &RunOptions) {
+        loop {
+            self.notifier.watchdog();
+            self.check_engine_recovery();
+
+            let now = Instant::now();
+            if let Some(since) = self.draining_since
+                && now.duration_since(since) > self.cfg.drain_timeout
+            {
+                self.cancel_all("the drain timeout passed");
+            }
+
+            let accepting = self.draining_since.is_none() && self.unhealthy.is_none();
+            let free = if accepting {
+                self.cfg.concurrency as usize - self.running.len()
+            } else {
+                0
+            };
+            let pending = self.outbox_len();
+            let want = if free > 0 && (now >= self.next_poll || pending > 0) {
+                free
+            } else {
+                0
+            };
+            let heartbeat = now >= self.next_heartbeat;
+            let reap = now >= self.next_reap && self.draining_since.is_none();
+            if pending > 0 || want > 0 || heartbeat || reap {
+                match self.sync(want, heartbeat, reap) {
+                    Ok(report) => {
+                        if want > 0 {
+                            // Poll again at once while the queue has work and
+                            // we have room; otherwise at the interval.
+                            self.next_poll =
+                                if report.queue_left > 0 && report.claimed.len() == want {
+                                    now
+                                } else {
+                                    now + self.cfg.pull_interval
+                                };
+                        }
+                        for claimed in report.claimed {
+                            self.start(claimed);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, waiting = pending, "sync failed; results stay in the outbox");
+                        self.next_poll = now + self.cfg.pull_interval;
+                    }
+                }
+            }
+            let status = self.status_line();
+            self.notifier.status(&status);
+
+            let idle = self.running.is_empty() && self.outbox_len() == 0;
+            // Stopping: once nothing runs, shutdown() makes the last push;
+            // a remote that is away then must not hold the stop hostage.
+            if self.draining_since.is_some() && self.running.is_empty() {
+                break;
+            }
+            if opts.drain && idle && self.remote_ok && self.queue_empty_at.is_some() {
+                tracing::info!("queue empty and nothing pending; --drain ends here");
+                break;
+            }
+
+            let wait = self.next_wake().saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(event) => self.handle(event),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while let Ok(event) = rx.try_recv() {
+                self.handle(event);
+            }
+        }
+        self.shutdown();
+    }
+
+    fn next_wake(&self) -> Instant {
+        let now = Instant::now();
+        let mut at = self.next_heartbeat.min(self.next_reap);
+        if self.running.len() < self.cfg.concurrency as usize {
+            at = at.min(self.next_poll);
+        }
+        if let Some(every) = self.notifier.watchdog_every() {
+            at = at.min(now + every);
+        }
+        if let Some(u) = &self.unhealthy {
+            at = at.min(u.retry_at);
+        }
+        if self.outbox_len() > 0 {
+            // Results waiting for an unreachable remote: retry at the pull
+            // interval, never in a tight loop.
+            at = at.min(now + self.cfg.pull_interval);
+        }
+        if self.draining_since.is_some() {
+            at = at.min(now + Duration::from_secs(1));
+        }
+        at.max(now + Duration::from_millis(10))
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Finished { task, report } => self.finished(task, report),
+            Event::Signal => {
+                let n = self.signals_seen.load(Ordering::SeqCst);
+                if self.draining_since.is_none() && n <= 1 {
+                    tracing::info!(
+                        running = self.running.len(),
+                        "stopping: no new claims; letting running tasks finish"
+                    );
+                    self.draining_since = Some(Instant::now());
+                    self.notifier.stopping("draining");
+                    self.notifier
+                        .extend_timeout(self.cfg.drain_timeout + Duration::from_secs(30));
+                } else {
+                    tracing::warn!(
+                        "second signal: stopping now; running tasks go back to the queue"
+                    );
+                    self.draining_since.get_or_insert_with(Instant::now);
+                    self.cancel_all("the worker was told to stop now");
+                }
+            }
+        }
+    }
+
+    fn cancel_all(&mut self, why: &str) {
+        for (id, r) in &self.running {
+            if !r.cancel.swap(true, Ordering::SeqCst) {
+                tracing::warn!(task_id = %id, reason = why, "cancelling task");
+            }
+        }
+    }
+
+    fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// One sync transaction; updates schedules and the outbox from its report.
+    fn sync(
+        &mut self,
+        want: usize,
+        heartbeat: bool,
+        reap: bool,
+    ) -> Result<SyncReport, txn::TxnError> {
+        let status = if self.running.is_empty() && want > 0 {
+            NodeStatus::Busy
+        } else {
+            self.status()
+        };
+        self.sync_as(want, heartbeat, reap, status, &TxnPolicy::default())
+    }
+
+    fn sync_as(
+        &mut self,
+        want: usize,
+        heartbeat: bool,
+        reap: bool,
+        status: NodeStatus,
+        txn_policy: &TxnPolicy,
+    ) -> Result<SyncReport, txn::TxnError> {
+        let outbox = self.outbox.entries().to_vec();
+        let held: BTreeSet<Id> = self
+            .running
+            .keys()
+            .cloned()
+            .chain(outbox.iter().map(|e| e.task_id.clone()))
+            .collect();
+        let record = self.record(status);
+        let policy = self.orphan_policy();
+        let grace = chrono::Duration::from_std(self.cfg.claim_grace).unwrap_or_default();
+        let queue_empty_at = self.queue_empty_at.clone();
+        let started = Instant::now();
+        let result = txn::run(&self.repo, txn_policy, |t| {
+            let req = SyncRequest {
+                node: &self.cfg.node_id,
+                now: time::now(),
+                outbox: &outbox,
+                want_claims: want,
+                reap,
+                held: &held,
+                heartbeat,
+                record: &record,
+                rules: &self.cfg.task_rules,
+                policy: &policy,
+                claim_grace: grace,
+                queue_empty_at: queue_empty_at.as_ref(),
+            };
+            sync::plan(t, &req)
+        });
+        self.remote_ok = result.is_ok();
+        let (report, rejections, commit) = match result? {
+            TxnOutcome::Committed {
+                commit,
+                value,
+                rejections,
+            } => (value, rejections, Some(commit)),
+            TxnOutcome::Unchanged {
+                value, rejections, ..
+            } => (value, rejections, None),
+        };
+        tracing::debug!(elapsed = ?started.elapsed(), rejections, commit = commit.as_deref().unwrap_or("-"), "sync");
+
+        let now = Instant::now();
+        if report.wrote_heartbeat {
+            self.next_heartbeat = now + self.cfg.heartbeat_interval;
+        }
+        if reap {
+            self.next_reap = now + REAP_EVERY.min(self.cfg.stale_after / 2);
+        }
+        if want > 0 {
+            self.queue_empty_at =
+                (report.queue_left == 0 && report.claimed.is_empty() && report.invalid.is_empty())
+                    .then(|| report.tip.clone())
+                    .flatten();
+        }
+        for id in &report.landed {
+            if let Err(e) = self.outbox.remove(id) {
+                tracing::error!(task_id = %id, error = %e, "landed but could not clear from the outbox");
+            }
+        }
+        for id in &report.superseded {
+            tracing::warn!(task_id = %id, "result not pushed: the task was reaped and taken by another node; kept in outbox/superseded");
+            if let Err(e) = self.outbox.supersede(id) {
+                tracing::error!(task_id = %id, error = %e, "cannot move superseded result aside");
+            }
+        }
+        for (name, reason) in &report.invalid {
+            tracing::warn!(entry = %name, error = %reason, "invalid task moved to tasks/failed");
+        }
+        for (task, what) in &report.reaped {
+            tracing::warn!(task_id = %task, action = %what, "orphaned claim reaped");
+        }
+        for c in &report.claimed {
+            tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, "claimed");
+        }
+        if now >= self.next_maintenance && self.running.is_empty() {
+            self.next_maintenance = now + MAINTAIN_EVERY;
+            if let Err(e) = self.repo.maintain() {
+                tracing::warn!(error = %e, "git maintenance failed");
+            }
+        }
+        Ok(report)
+    }
+
+    fn start(&mut self, claimed: ClaimedTask) {
+        let id = claimed.task.task_id.clone();
+        let job = Job {
+            node_id: self.node().to_string(),
+            task_id: id.to_string(),
+            attempt: claimed.claim.attempt,
+            script: claimed.task.script.clone(),
+            timeout: Duration::from_secs(claimed.task.timeout_seconds),
+        };
+        let cancel: CancelFlag = Arc::new(AtomicBool::new(false));
+        let engine = self.engine.clone();
+        let events = self.events.clone();
+        let flag = cancel.clone();
+        let task = id.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("task-{id}"))
+            .spawn(move || {
+                let report = engine.run(&job, &flag);
+                let _ = events.send(Event::Finished { task, report });
+            });
+        match spawned {
+            Ok(_) => {
+                tracing::info!(task_id = %id, timeout = claimed.task.timeout_seconds, "running");
+                self.running.insert(id, Running { claimed, cancel });
+            }
+            Err(e) => {
+                tracing::error!(task_id = %id, error = %e, "cannot start a thread for the task; requeueing");
+                self.put_outbox(
+                    &claimed,
+                    Finish::Requeue {
+                        reason: format!("worker could not start the task: {e}"),
+                    },
+                );
+            }
+        }
+    }
+
+    fn finished(&mut self, task: Id, report: RunReport) {
+        let Some(running) = self.running.remove(&task) else {
+            return;
+        };
+        let claimed = running.claimed;
+        let node = self.node().clone();
+        let finish = match &report.outcome {
+            Outcome::EngineFailed(problem) => {
+                tracing::error!(task_id = %task, error = %problem, "engine failure; requeueing the task, node unhealthy");
+                self.unhealthy = Some(Unhealthy {
+                    problem: problem.clone(),
+                    retry_at: Instant::now() + ENGINE_RETRY,
+                });
+                Finish::Requeue {
+                    reason: format!("engine failure on {node}: {problem}"),
+                }
+            }
+            Outcome::Cancelled => {
+                tracing::warn!(task_id = %task, "task cancelled; requeueing");
+                Finish::Requeue {
+                    reason: format!("{node} stopped before the task finished"),
+                }
+            }
+            outcome => {
+                let (status, code, error) = match outcome {
+                    Outcome::Exited(0) => (ResultStatus::Completed, Some(0), None),
+                    Outcome::Exited(c) => (ResultStatus::Failed, Some(*c), None),
+                    _ => (
+                        ResultStatus::Timeout,
+                        None,
+                        Some(format!(
+                            "killed after its timeout of {} s",
+                            claimed.task.timeout_seconds
+                        )),
+                    ),
+                };
+                if status.is_success() {
+                    self.completed += 1;
+                } else {
+                    self.failed += 1;
+                }
+                tracing::info!(task_id = %task, status = ?status, exit_code = ?code, duration_ms = report.duration.as_millis() as u64, "task finished");
+                Finish::Result {
+                    result: TaskResult {
+                        task_id: task.to_string(),
+                        node_id: node,
+                        exit_code: code,
+                        stdout: report.stdout,
+                        stderr: report.stderr,
+                        timestamp: time::format(time::now()),
+                        status,
+                        started_at: Some(time::format(report.started_at)),
+                        duration_ms: Some(report.duration.as_millis() as u64),
+                        attempt: claimed.claim.attempt,
+                        truncated: report.truncated,
+                        error,
+                    },
+                }
+            }
+        };
+        self.put_outbox(&claimed, finish);
+    }
+
+    fn put_outbox(&mut self, claimed: &ClaimedTask, finish: Finish) {
+        let entry = OutboxEntry {
+            task_id: claimed.task.task_id.clone(),
+            attempt: claimed.claim.attempt,
+            claimed_at: claimed.claim.claimed_at.clone(),
+            finish,
+        };
+        if let Err(e) = self.outbox.put(&entry) {
+            // Without a durable copy the result would be lost on a crash;
+            // without even that, it must not be lost now: keep going and
+            // let the orphan rule requeue the task.
+            tracing::error!(task_id = %entry.task_id, error = %e, "cannot write the outbox; the claim will be reaped and the task rerun");
+        }
+    }
+
+    fn check_engine_recovery(&mut self) {
+        let Some(u) = &self.unhealthy else { return };
+        if Instant::now() < u.retry_at {
+            return;
+        }
+        match self.engine.check() {
+            Ok(()) => {
+                tracing::info!("engine healthy again");
+                self.unhealthy = None;
+                self.next_heartbeat = Instant::now();
+            }
+            Err(e) => {
+                self.unhealthy = Some(Unhealthy {
+                    problem: e.to_string(),
+                    retry_at: Instant::now() + ENGINE_RETRY,
+                });
+            }
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let pending = self.outbox_len();
+        let mut s = match (&self.unhealthy, self.draining_since) {
+            (_, Some(_)) => format!("draining: {} running", self.running.len()),
+            (Some(u), None) => format!("unhealthy: {}", u.problem),
+            (None, None) if self.running.is_empty() => "idle".to_owned(),
+            (None, None) => format!(
+                "running {}",
+                self.running
+                    .keys()
+                    .map(Id::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        if pending > 0 {
+            s.push_str(&format!("; {pending} result(s) waiting to be pushed"));
+        }
+        if !self.remote_ok {
+            s.push_str("; grid unreachable");
+        }
+        s
+    }
+
+    /// Push what is pending and mark the node stopped. Bounded: a remote
+    /// that is away keeps the outbox for the next start.
+    fn shutdown(&mut self) {
+        self.notifier.stopping("stopping: pushing pending results");
+        let policy = TxnPolicy {
+            max_rounds: 5,
+            ..TxnPolicy::default()
+        };
+        match self.sync_as(0, true, false, NodeStatus::Stopped, &policy) {
+            Ok(_) if self.outbox.is_empty() => tracing::info!(node_id = %self.node(), "stopped"),
+            Ok(_) => tracing::warn!(
+                waiting = self.outbox.len(),
+                "stopped with results still in the outbox"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not push on the way out; the outbox keeps it for the next start")
+            }
+        }
+    }
+}

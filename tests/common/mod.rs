@@ -1,0 +1,328 @@
+//! Test harness: real bare repositories, real pushes, the real binary.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dgrid-worker");
+
+pub fn git(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A grid: a bare repository seeded with the layout, in a temp directory
+/// that also holds the workers' state and logs.
+pub struct Grid {
+    pub root: tempfile::TempDir,
+    pub bare: PathBuf,
+}
+
+impl Grid {
+    pub fn new() -> Grid {
+        let root = tempfile::tempdir().unwrap();
+        let bare = root.path().join("grid.git");
+        std::fs::create_dir(&bare).unwrap();
+        git(&bare, &["init", "--quiet", "--bare", "-b", "main"]);
+        let grid = Grid { root, bare };
+        let mut files: Vec<(String, Vec<u8>)> = [
+            "tasks/queue",
+            "tasks/in_progress",
+            "tasks/completed",
+            "tasks/failed",
+            "nodes",
+        ]
+        .iter()
+        .map(|d| (format!("{d}/.gitkeep"), Vec::new()))
+        .collect();
+        files.push(("README.md".into(), b"a test grid\n".to_vec()));
+        grid.commit_files(&files, "seed the grid layout");
+        grid
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.bare.display())
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    /// Clone, let `edit` change the work tree, commit everything, push;
+    /// retry from a fresh clone if a worker pushed in between.
+    pub fn commit_with(&self, message: &str, edit: impl Fn(&Path)) {
+        for _ in 0..20 {
+            let scratch = tempfile::tempdir().unwrap();
+            let work = scratch.path().join("w");
+            git(scratch.path(), &["clone", "--quiet", &self.url(), "w"]);
+            edit(&work);
+            git(&work, &["add", "-A"]);
+            git(&work, &["commit", "--quiet", "--allow-empty", "-m", message]);
+            let pushed = Command::new("git")
+                .args(["push", "--quiet", "origin", "HEAD:main"])
+                .current_dir(&work)
+                .output()
+                .unwrap();
+            if pushed.status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("could not push to the test grid");
+    }
+
+    pub fn commit_files(&self, files: &[(String, Vec<u8>)], message: &str) {
+        self.commit_with(message, |work| {
+            for (path, bytes) in files {
+                let p = work.join(path);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, bytes).unwrap();
+            }
+        });
+    }
+
+    /// Queue tasks `(id, script, timeout)`.
+    pub fn submit(&self, tasks: &[(String, String, u64)]) {
+        let files: Vec<(String, Vec<u8>)> = tasks
+            .iter()
+            .map(|(id, script, timeout)| {
+                let body = serde_json::json!({"task_id": id, "script": script, "timeout_seconds": timeout});
+                (format!("tasks/queue/{id}.json"), body.to_string().into_bytes())
+            })
+            .collect();
+        self.commit_files(&files, "submit tasks");
+    }
+
+    /// Files of a directory on the remote's `main`: name -> content,
+    /// without the `.gitkeep`.
+    pub fn files(&self, dir: &str) -> BTreeMap<String, Vec<u8>> {
+        let out = git(&self.bare, &["ls-tree", "-z", "main", &format!("{dir}/")]);
+        let mut files = BTreeMap::new();
+        for rec in out.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+            let tab = rec.iter().position(|b| *b == b'\t').unwrap();
+            let meta = String::from_utf8_lossy(&rec[..tab]).to_string();
+            let name = String::from_utf8_lossy(&rec[tab + 1..]).to_string();
+            let short = name.rsplit('/').next().unwrap().to_owned();
+            if short == ".gitkeep" {
+                continue;
+            }
+            let oid = meta.split(' ').nth(2).unwrap();
+            let content = if meta.contains(" blob ") { git(&self.bare, &["cat-file", "blob", oid]).stdout } else { Vec::new() };
+            files.insert(short, content);
+        }
+        files
+    }
+
+    pub fn json_files(&self, dir: &str) -> BTreeMap<String, serde_json::Value> {
+        self.files(dir)
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::from_slice(&v).unwrap_or(serde_json::Value::Null)))
+            .collect()
+    }
+
+    /// Every result, completed and failed, as (file name, JSON).
+    pub fn results(&self) -> Vec<(String, serde_json::Value)> {
+        let mut all: Vec<_> = self.json_files("tasks/completed").into_iter().collect();
+        all.extend(self.json_files("tasks/failed"));
+        all
+    }
+
+    pub fn commit_count(&self) -> usize {
+        let out = git(&self.bare, &["rev-list", "--count", "main"]);
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+}
+
+/// A worker's configuration, written to a file in the grid's directory.
+pub struct WorkerSpec {
+    pub node: String,
+    pub url: String,
+    pub engine: String,
+    pub extra: String,
+    pub env: Vec<(String, String)>,
+    pub drain: bool,
+}
+
+impl WorkerSpec {
+    pub fn new(grid: &Grid, node: &str) -> WorkerSpec {
+        WorkerSpec {
+            node: node.into(),
+            url: grid.url(),
+            engine: "shell".into(),
+            extra: String::new(),
+            env: Vec::new(),
+            drain: true,
+        }
+    }
+
+    pub fn config_text(&self, state: &Path) -> String {
+        format!(
+            "node_id = \"{}\"\nrepo_url = \"{}\"\nstate_dir = \"{}\"\npull_interval = 1\n{}\n[sandbox]\nengine = \"{}\"\n",
+            self.node,
+            self.url,
+            state.display(),
+            self.extra,
+            self.engine
+        )
+    }
+}
+
+pub struct WorkerProc {
+    pub child: Child,
+    pub log: PathBuf,
+    pub state: PathBuf,
+}
+
+pub fn spawn_worker(grid: &Grid, spec: &WorkerSpec) -> WorkerProc {
+    let state = grid.path(&format!("state-{}", spec.node));
+    std::fs::create_dir_all(&state).unwrap();
+    let config = grid.path(&format!("{}.toml", spec.node));
+    std::fs::write(&config, spec.config_text(&state)).unwrap();
+    let log = grid.path(&format!("{}.log", spec.node));
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config"]).arg(&config);
+    if spec.drain {
+        cmd.arg("--drain");
+    }
+    cmd.env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("JOURNAL_STREAM")
+        .env("LOG_LEVEL", "debug")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file);
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("the worker starts");
+    WorkerProc { child, log, state }
+}
+
+impl WorkerProc {
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("worker did not exit within {within:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        std::fs::read_dir(self.state.join("outbox"))
+            .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "json")).count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `cond` every 50 ms until it holds, or fail with `what`.
+pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `git daemon` on 127.0.0.1 serving the grid, with push enabled.
+pub struct GitDaemon {
+    child: Child,
+    pub port: u16,
+    base: PathBuf,
+}
+
+impl GitDaemon {
+    pub fn start(grid: &Grid, port: u16) -> GitDaemon {
+        GitDaemon::start_at(grid.root.path(), port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("git://127.0.0.1:{}/grid.git", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        *self = GitDaemon::start_at(&self.base, self.port);
+    }
+
+    fn start_at(base: &Path, port: u16) -> GitDaemon {
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", base.display()),
+            ])
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        wait_until("git daemon to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        GitDaemon { child, port, base: base.to_owned() }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn append_line(path: &Path, line: &str) {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    writeln!(f, "{line}").unwrap();
+}

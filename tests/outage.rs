@@ -1,0 +1,81 @@
+//! Outage (issue item 4): the remote goes away while tasks run. Results wait
+//! in the outbox, survive a restart of the worker, and land once the remote
+//! is back. Nothing is lost, nothing is pushed twice.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+#[test]
+fn results_wait_in_the_outbox_and_land_when_the_remote_returns() {
+    let grid = Grid::new();
+    let mut daemon = GitDaemon::start(&grid, free_port());
+    let tasks: Vec<(String, String, u64)> = (0..3)
+        .map(|i| (format!("slow-{i}"), format!("sleep 2; echo done-{i}"), 30))
+        .collect();
+    grid.submit(&tasks);
+
+    let mut spec = WorkerSpec::new(&grid, "islander");
+    spec.url = daemon.url();
+    spec.drain = false;
+    spec.extra = "concurrency = 3".into();
+    let mut w = spawn_worker(&grid, &spec);
+
+    // All three claimed and running; then the remote disappears.
+    wait_until("three claims", Duration::from_secs(30), || grid.files("tasks/in_progress").len() == 3);
+    daemon.stop();
+
+    // They finish during the outage: the results are on disk, not pushed.
+    wait_until("three results in the outbox", Duration::from_secs(30), || w.outbox_len() == 3);
+    assert!(grid.files("tasks/completed").is_empty());
+
+    // The worker is stopped while the remote is still away: it exits cleanly
+    // and keeps its outbox.
+    w.signal(Signal::SIGTERM);
+    let status = w.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", w.log_text());
+    assert_eq!(w.outbox_len(), 3, "the outbox survives the stop");
+
+    // The remote returns; a new run of the same node delivers everything.
+    daemon.restart();
+    spec.drain = true;
+    let mut again = spawn_worker(&grid, &spec);
+    let status = again.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", again.log_text());
+    assert_eq!(again.outbox_len(), 0);
+
+    let completed = grid.json_files("tasks/completed");
+    assert_eq!(completed.len(), 3, "{completed:?}");
+    for i in 0..3 {
+        let r = &completed[&format!("islander-slow-{i}.json")];
+        assert_eq!(r["stdout"], format!("done-{i}\n"));
+        assert_eq!(r["status"], "completed");
+    }
+    assert!(grid.files("tasks/in_progress").is_empty());
+    assert!(grid.files("tasks/queue").is_empty());
+    assert!(grid.files("tasks/failed").is_empty());
+    assert!(w.log_text().contains("waiting"), "the outage is reported in the log");
+}
+
+#[test]
+fn a_worker_cut_off_keeps_running_and_delivers_on_its_own() {
+    let grid = Grid::new();
+    let mut daemon = GitDaemon::start(&grid, free_port());
+    grid.submit(&[("cut-1".into(), "sleep 2; echo ok".into(), 30)]);
+    let mut spec = WorkerSpec::new(&grid, "stubborn");
+    spec.url = daemon.url();
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the claim", Duration::from_secs(30), || grid.files("tasks/in_progress").len() == 1);
+    daemon.stop();
+    wait_until("the result in the outbox", Duration::from_secs(30), || w.outbox_len() == 1);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(w.child.try_wait().unwrap().is_none(), "the worker rides out the outage");
+    daemon.restart();
+    let status = w.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", w.log_text());
+    assert_eq!(grid.files("tasks/completed").len(), 1);
+    assert!(grid.files("tasks/in_progress").is_empty());
+}

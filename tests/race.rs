@@ -1,0 +1,85 @@
+//! DESIGN.md section 2 under contention: four worker processes drain one
+//! grid. Every task must end with exactly one result and run exactly once,
+//! over a local path remote and over `git daemon` on 127.0.0.1.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+
+const TASKS: usize = 100;
+const WORKERS: usize = 4;
+
+fn drain_with_racing_workers(grid: &Grid, url: &str) {
+    let runs = grid.path("runs.log");
+    let tasks: Vec<(String, String, u64)> = (0..TASKS)
+        .map(|i| {
+            let id = format!("race-{i:03}");
+            // The shell engine runs on the host, so each run leaves a line
+            // in a shared log: a task run twice shows up twice.
+            (id.clone(), format!("echo {id} >> '{}'; echo out-{id}", runs.display()), 30)
+        })
+        .collect();
+    grid.submit(&tasks);
+
+    let mut workers: Vec<WorkerProc> = (0..WORKERS)
+        .map(|i| {
+            let mut spec = WorkerSpec::new(grid, &format!("racer-{i}"));
+            spec.url = url.to_owned();
+            spawn_worker(grid, &spec)
+        })
+        .collect();
+    for w in &mut workers {
+        let status = w.wait_exit(Duration::from_secs(240));
+        assert!(status.success(), "worker failed: {status}\n{}", w.log_text());
+    }
+
+    // Exactly one result per task, all successful, from whoever ran it.
+    let results = grid.json_files("tasks/completed");
+    let mut per_task: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (file, json) in &results {
+        per_task.entry(json["task_id"].as_str().unwrap().to_owned()).or_default().push(file.clone());
+        assert_eq!(json["exit_code"], 0, "{file}: {json}");
+        assert_eq!(json["stdout"], format!("out-{}\n", json["task_id"].as_str().unwrap()));
+        assert!(file.starts_with(json["node_id"].as_str().unwrap()), "{file} names its node");
+    }
+    assert_eq!(per_task.len(), TASKS, "every task has a result");
+    assert!(per_task.values().all(|files| files.len() == 1), "duplicate results: {per_task:?}");
+    assert!(grid.files("tasks/failed").is_empty(), "no failures: {:?}", grid.files("tasks/failed"));
+    assert!(grid.files("tasks/queue").is_empty(), "queue drained");
+    assert!(grid.files("tasks/in_progress").is_empty(), "nothing left claimed");
+
+    // Exactly one execution per task.
+    let log = std::fs::read_to_string(&runs).unwrap();
+    let mut executions: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in log.lines() {
+        *executions.entry(line).or_default() += 1;
+    }
+    assert_eq!(executions.len(), TASKS);
+    let twice: Vec<_> = executions.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "tasks ran more than once: {twice:?}");
+
+    // More than one worker took part, and every node registered.
+    let by_node: BTreeMap<&str, usize> = results.values().fold(BTreeMap::new(), |mut m, j| {
+        *m.entry(j["node_id"].as_str().unwrap()).or_default() += 1;
+        m
+    });
+    assert!(by_node.len() > 1, "work was spread: {by_node:?}");
+    assert_eq!(grid.files("nodes").len(), WORKERS);
+}
+
+#[test]
+fn four_workers_drain_a_path_remote() {
+    let grid = Grid::new();
+    let url = grid.url();
+    drain_with_racing_workers(&grid, &url);
+}
+
+#[test]
+fn four_workers_drain_a_git_daemon_remote() {
+    let grid = Grid::new();
+    let daemon = GitDaemon::start(&grid, free_port());
+    drain_with_racing_workers(&grid, &daemon.url());
+}

@@ -1,0 +1,127 @@
+//! The git token (issue item 8): given in the configuration or as GIT_TOKEN,
+//! it reaches git only through the child's environment, and never appears in
+//! logs, `.git/config`, the remote URL, any git process's arguments, or
+//! anything pushed to the grid (a task printing its environment included).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use dgrid_worker::git::auth::{Secret, credential_env};
+
+/// A git that records its arguments before running the real one.
+fn spy_git(grid: &Grid) -> (std::path::PathBuf, std::path::PathBuf) {
+    let real = String::from_utf8(Command::new("sh").args(["-c", "command -v git"]).output().unwrap().stdout).unwrap();
+    let argv_log = grid.path("git-argv.log");
+    let spy = grid.path("git-spy");
+    std::fs::write(
+        &spy,
+        format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n", argv_log.display(), real.trim()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&spy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (spy, argv_log)
+}
+
+fn assert_nowhere(token: &str, grid: &Grid, w: &WorkerProc, argv_log: &Path) {
+    let log = w.log_text();
+    assert!(!log.is_empty());
+    assert!(!log.contains(token), "token in the worker's log");
+    let config = std::fs::read_to_string(w.state.join("grid.git/config")).unwrap();
+    assert!(!config.contains(token), "token in .git/config:\n{config}");
+    assert!(config.contains("url = file://"), "remote URL is the plain one:\n{config}");
+    let argv = std::fs::read_to_string(argv_log).unwrap();
+    assert!(argv.lines().count() > 10, "the spy saw the git calls");
+    assert!(!argv.contains(token), "token in a git command line");
+    let objects = git(&grid.bare, &["cat-file", "--batch-all-objects", "--batch"]).stdout;
+    assert!(!String::from_utf8_lossy(&objects).contains(token), "token pushed to the grid");
+    let mut outbox_and_state = Vec::new();
+    for entry in walk(&w.state) {
+        outbox_and_state.extend(std::fs::read(entry).unwrap_or_default());
+    }
+    assert!(!String::from_utf8_lossy(&outbox_and_state).contains(token), "token in the state directory");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn run_with_token(how: &str) {
+    let token = format!("tok-{how}-5ecr3t-{}", std::process::id());
+    let grid = Grid::new();
+    let (spy, argv_log) = spy_git(&grid);
+    grid.submit(&[(
+        "snoop".into(),
+        // The task's own environment must not carry it. (The shell engine
+        // is no isolation: a task could read its parent's /proc entry, which
+        // is why the token belongs in a credential file under systemd.)
+        "env; echo snooped".into(),
+        10,
+    )]);
+    let mut spec = WorkerSpec::new(&grid, "keeper");
+    spec.extra = format!("[git]\nbinary = \"{}\"\n", spy.display());
+    match how {
+        "env" => spec.env.push(("GIT_TOKEN".into(), token.clone())),
+        _ => {
+            let file = grid.path("token");
+            std::fs::write(&file, format!("{token}\n")).unwrap();
+            spec.extra = format!("token_file = \"{}\"\n{}", file.display(), spec.extra);
+        }
+    }
+    spec.env.push(("LOG_LEVEL".into(), "trace".into()));
+    let mut w = spawn_worker(&grid, &spec);
+    let status = w.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", w.log_text());
+    let done = grid.json_files("tasks/completed");
+    assert_eq!(done["keeper-snoop.json"]["stdout"].as_str().unwrap().lines().last(), Some("snooped"));
+    assert_nowhere(&token, &grid, &w, &argv_log);
+}
+
+#[test]
+fn token_from_git_token_stays_secret() {
+    run_with_token("env");
+}
+
+#[test]
+fn token_from_token_file_stays_secret() {
+    run_with_token("file");
+}
+
+/// The helper git is given really answers with the token, so the secrecy
+/// above is not bought by never using it.
+#[test]
+fn the_credential_helper_hands_the_token_to_git() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = credential_env(Some(&Secret::new("s3cret-value")), None);
+    let out = Command::new("git")
+        .args(["credential", "fill"])
+        .current_dir(dir.path())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"protocol=https\nhost=github.com\n\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("username=x-access-token"), "{text}");
+    assert!(text.contains("password=s3cret-value"), "{text}");
+}

@@ -1,6 +1,31 @@
-//! podman and docker, through their CLIs. (Being implemented.)
+//! podman and docker, through their CLIs.
+//!
+//! The CLIs rather than the engines' HTTP APIs: podman as root has no API
+//! service running, both CLIs take the same flags for everything used here,
+//! and an operator can reproduce any call by hand.
 
-use super::{CancelFlag, Engine, Job, RunReport, SandboxConfig, SandboxError};
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use wait_timeout::ChildExt;
+
+use super::supervise::{self, Ended, KillChild, Stopper};
+use super::{CancelFlag, Engine, Job, Limits, Outcome, RunReport, SandboxConfig, SandboxError};
+use crate::time;
+
+/// The label every container this crate starts carries, so that leftovers
+/// can be found and removed after a crash.
+const MANAGED_LABEL: &str = "dgrid.managed=true";
+
+/// Bytes kept of a housekeeping call's output: `ps -q` lists 13 bytes per
+/// container, `info --format` a line.
+const CALL_OUTPUT_CAP: usize = 256 * 1024;
+
+/// Deadline for `--version` when probing which engines are installed; the
+/// configured call timeout is not known there.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineFlavor {
@@ -15,18 +40,357 @@ impl EngineFlavor {
             EngineFlavor::Docker => "docker",
         }
     }
+
+    /// The CLI is on PATH and answers `--version`. Says nothing about whether
+    /// the engine works (docker's daemon may be down): that is `check()`.
     pub fn is_installed(self) -> bool {
-        todo!()
+        let mut cmd = Command::new(self.binary());
+        cmd.arg("--version");
+        matches!(
+            supervise::run(cmd, PROBE_TIMEOUT, None, 4096, &mut KillChild),
+            Ok(f) if f.ended == Ended::Exited(0)
+        )
+    }
+
+    fn info_args(self) -> [&'static str; 3] {
+        match self {
+            EngineFlavor::Podman => [
+                "info",
+                "--format",
+                "{{.Host.CgroupsVersion}} {{.Host.Security.Rootless}}",
+            ],
+            EngineFlavor::Docker => [
+                "info",
+                "--format",
+                "{{.CgroupVersion}} {{json .SecurityOptions}}",
+            ],
+        }
+    }
+
+    fn image_exists_args(self, image: &str) -> Vec<String> {
+        match self {
+            EngineFlavor::Podman => vec!["image".into(), "exists".into(), image.into()],
+            EngineFlavor::Docker => vec!["image".into(), "inspect".into(), image.into()],
+        }
+    }
+
+    fn rm_args(self, names: &[String]) -> Vec<String> {
+        let mut args = vec!["rm".to_string(), "-f".to_string()];
+        if self == EngineFlavor::Podman {
+            // podman's `rm -f` first stops with SIGTERM and waits 10 s; a
+            // task's `sh` is PID 1 and ignores SIGTERM, so that wait would
+            // always be spent. docker's `rm -f` kills at once.
+            args.extend(["-t".to_string(), "0".to_string()]);
+        }
+        args.extend(names.iter().cloned());
+        args
     }
 }
 
+/// The `run` arguments for one job (everything after the binary name).
+///
+/// Beyond the flags DESIGN.md lists: `--pull=never`, because there is no
+/// registry and an engine that tries one turns a missing image into a long
+/// network wait; `--log-driver=none`, because the output is streamed through
+/// the attached CLI and capped there, and docker's default json-file driver
+/// would also write all of it to disk.
+pub(super) fn run_args(job: &Job, image: &str, limits: &Limits) -> Vec<String> {
+    let memory = format!("{}m", limits.memory_mb);
+    [
+        "run",
+        "--rm",
+        "--name",
+        &job.container_name(),
+        "--label",
+        MANAGED_LABEL,
+        "--label",
+        &format!("dgrid.node={}", job.node_id),
+        "--label",
+        &format!("dgrid.task={}", job.task_id),
+        "--network=none",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--user",
+        "1000:1000",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        "--pids-limit",
+        &limits.pids.to_string(),
+        "--memory",
+        &memory,
+        "--memory-swap",
+        &memory,
+        "--cpus",
+        &limits.cpus.to_string(),
+        "--pull=never",
+        "--log-driver=none",
+        image,
+        "sh",
+        "-c",
+        &job.script,
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Cgroups {
+    V1,
+    V2,
+    Unknown(String),
+}
+
+/// What `info` says about where the engine runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Host {
+    pub cgroups: Cgroups,
+    pub rootless: bool,
+}
+
+/// Parse the one line `info --format` printed (see [`EngineFlavor::info_args`]).
+pub(super) fn parse_host(flavor: EngineFlavor, line: &str) -> Result<Host, String> {
+    let line = line.trim();
+    // docker's client prints empty or `<no value>` fields when it got no
+    // server information.
+    if line.is_empty() || line.starts_with("<no value>") {
+        return Err(format!("no host information in {line:?}"));
+    }
+    let (version, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let cgroups = match version {
+        "v1" | "1" => Cgroups::V1,
+        "v2" | "2" => Cgroups::V2,
+        other => Cgroups::Unknown(other.to_string()),
+    };
+    let rootless = match flavor {
+        EngineFlavor::Podman => match rest.trim() {
+            "true" => true,
+            "false" => false,
+            other => return Err(format!("unexpected rootless value {other:?}")),
+        },
+        // e.g. ["name=seccomp,profile=default","name=rootless"]
+        EngineFlavor::Docker => rest.contains("name=rootless"),
+    };
+    Ok(Host { cgroups, rootless })
+}
+
+/// Whether `--memory` and `--pids-limit` would be enforced; `Err(why)` if not.
+///
+/// Rootless engines on cgroup v1 cannot create cgroups (v1 has no delegation
+/// to unprivileged users), so they run the container without limits and only
+/// print a warning. Rootful engines enforce on both versions. Rootless on v2
+/// enforces where the memory and pids controllers are delegated (the systemd
+/// default); that is not verified here.
+pub(super) fn limits_enforced(host: &Host) -> Result<(), String> {
+    match (&host.cgroups, host.rootless) {
+        (_, false) | (Cgroups::V2, true) => Ok(()),
+        (Cgroups::V1, true) => Err("rootless on cgroup v1".into()),
+        (Cgroups::Unknown(v), true) => Err(format!("rootless on unknown cgroup version {v:?}")),
+    }
+}
+
+/// A line the engine CLI itself printed about its own failure, as opposed to
+/// the task's stderr that the CLI relays.
+fn is_engine_error_line(line: &str) -> bool {
+    let l = line.trim_start();
+    l.starts_with("Error:") // podman
+        || l.starts_with("Error response from daemon")
+        || l.starts_with("docker: ")
+        || l.starts_with("Cannot connect to the Docker daemon")
+}
+
+/// Map the exit code of `<engine> run` to an outcome.
+///
+/// Both engines exit 125 when they could not run the container (image
+/// missing, bad flags, engine down), and 126/127 when the runtime could not
+/// exec the command (no `sh` in the image). But the task's own exit code is
+/// passed through unchanged, so `exit 125` or a `sh: foo: not found` (127) in a
+/// script look the same by code alone. Blaming the engine for a task's failure
+/// would make every node that picks the task report itself unhealthy, so the
+/// code only counts as the engine's when the engine also said so on stderr:
+/// both print an `Error...` line on such failures, and for 126/127 an OCI
+/// runtime message. A script could print such a line itself and be requeued;
+/// the grid's attempt limit has to bound that.
+pub(super) fn classify_exit(code: i32, stderr: &str) -> Outcome {
+    let engine_lines: Vec<&str> = stderr.lines().filter(|l| is_engine_error_line(l)).collect();
+    let runtime_exec_failed = engine_lines.iter().any(|l| {
+        l.contains("OCI runtime")
+            || l.contains("unable to start container process")
+            || l.contains("executable file not found")
+    });
+    match code {
+        125 if !engine_lines.is_empty() => Outcome::EngineFailed(summarize(stderr)),
+        126 | 127 if runtime_exec_failed => Outcome::EngineFailed(summarize(stderr)),
+        c => Outcome::Exited(c),
+    }
+}
+
+/// A one-line digest of an engine's stderr for logs and the node record.
+fn summarize(stderr: &str) -> String {
+    const MAX: usize = 500;
+    let mut s = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Run '") && !l.starts_with("See '"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if s.is_empty() {
+        s = "no error message".into();
+    }
+    if s.len() > MAX {
+        let mut end = MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// The engine said the container was not there: fine when removing it.
+fn is_absent_error(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    s.contains("no such container") || s.contains("already in progress")
+}
+
+/// Runs tasks in containers through the podman or docker CLI.
 pub struct ContainerEngine {
     flavor: EngineFlavor,
+    image: String,
+    limits: Limits,
+    allow_unenforced_limits: bool,
+    call_timeout: Duration,
+    env: Vec<(OsString, OsString)>,
+}
+
+struct CallOutput {
+    code: i32,
+    stdout: String,
+    stderr: String,
 }
 
 impl ContainerEngine {
-    pub fn new(flavor: EngineFlavor, _cfg: &SandboxConfig) -> Self {
-        ContainerEngine { flavor }
+    pub fn new(flavor: EngineFlavor, cfg: &SandboxConfig) -> Self {
+        ContainerEngine {
+            flavor,
+            image: cfg.image.clone(),
+            limits: cfg.limits.clone(),
+            allow_unenforced_limits: cfg.allow_unenforced_limits,
+            call_timeout: cfg.engine_call_timeout,
+            env: Vec::new(),
+        }
+    }
+
+    /// Set an environment variable for every engine CLI call, e.g.
+    /// `CONTAINERS_CONF` for podman. Exists so that callers (tests above
+    /// all) need not change the whole process's environment, which is unsafe
+    /// once threads run.
+    pub fn with_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn flavor(&self) -> EngineFlavor {
+        self.flavor
+    }
+
+    fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut cmd = Command::new(self.flavor.binary());
+        cmd.args(args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        // Its own process group, so a Ctrl-C meant for the worker does not
+        // reach the CLI, which would relay it into the container and end the
+        // task behind the worker's back: cancelling is the worker's decision.
+        cmd.process_group(0);
+        cmd
+    }
+
+    /// A housekeeping call with the configured deadline. A non-zero exit is
+    /// returned, not an error: callers know which codes mean what.
+    fn call<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        action: &str,
+        args: &[S],
+    ) -> Result<CallOutput, SandboxError> {
+        let err = |reason: String| SandboxError::Call {
+            engine: self.name().to_string(),
+            action: action.to_string(),
+            reason,
+        };
+        let f = supervise::run(
+            self.command(args),
+            self.call_timeout,
+            None,
+            CALL_OUTPUT_CAP,
+            &mut KillChild,
+        )
+        .map_err(|e| err(format!("could not start {}: {e}", self.flavor.binary())))?;
+        match f.ended {
+            Ended::Exited(code) => Ok(CallOutput {
+                code,
+                stdout: f.stdout.text,
+                stderr: f.stderr.text,
+            }),
+            Ended::TimedOut | Ended::Cancelled => {
+                Err(err(format!("no answer within {:?}", self.call_timeout)))
+            }
+        }
+    }
+
+    /// Kill and remove containers by name or id; already gone is fine.
+    fn force_remove(&self, names: &[String]) -> Result<(), SandboxError> {
+        let out = self.call("rm", &self.flavor.rm_args(names))?;
+        if out.code == 0 || is_absent_error(&out.stderr) {
+            Ok(())
+        } else {
+            Err(SandboxError::Call {
+                engine: self.name().to_string(),
+                action: "rm".into(),
+                reason: summarize(&out.stderr),
+            })
+        }
+    }
+
+    fn unusable(&self, reason: String) -> SandboxError {
+        SandboxError::Unusable {
+            engine: self.name().to_string(),
+            reason,
+        }
+    }
+}
+
+/// Ends a task's container: killing only the CLI would leave the container
+/// running (podman) or orphaned in the daemon (docker).
+struct RemoveContainer<'a> {
+    engine: &'a ContainerEngine,
+    name: String,
+}
+
+impl RemoveContainer<'_> {
+    fn remove(&self) {
+        if let Err(e) = self.engine.force_remove(std::slice::from_ref(&self.name)) {
+            tracing::warn!(container = %self.name, error = %e, "could not remove container");
+        }
+    }
+}
+
+impl Stopper for RemoveContainer<'_> {
+    fn stop(&mut self, child: &mut Child) {
+        self.remove();
+        // With its container gone the CLI exits by itself; it is only killed
+        // if it hangs.
+        match child.wait_timeout(self.engine.call_timeout) {
+            Ok(Some(_)) => {}
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        // Removed again because a CLI stopped while still creating the
+        // container may have created it after the first removal.
+        self.remove();
     }
 }
 
@@ -34,13 +398,304 @@ impl Engine for ContainerEngine {
     fn name(&self) -> &str {
         self.flavor.binary()
     }
+
     fn check(&self) -> Result<(), SandboxError> {
-        todo!()
+        let info = self
+            .call("info", &self.flavor.info_args())
+            .map_err(|e| self.unusable(e.to_string()))?;
+        if info.code != 0 {
+            return Err(self.unusable(format!(
+                "`{} info` failed: {}",
+                self.name(),
+                summarize(&info.stderr)
+            )));
+        }
+        let host = parse_host(self.flavor, &info.stdout)
+            .map_err(|e| self.unusable(format!("cannot read `{} info`: {e}", self.name())))?;
+        if let Err(why) = limits_enforced(&host) {
+            if !self.allow_unenforced_limits {
+                return Err(SandboxError::LimitsNotEnforced {
+                    engine: self.name().to_string(),
+                    why,
+                });
+            }
+            tracing::warn!(
+                engine = self.name(),
+                %why,
+                "memory and pids limits are NOT enforced; running anyway because \
+                 sandbox.allow_unenforced_limits is set"
+            );
+        }
+
+        let image = self
+            .call("image", &self.flavor.image_exists_args(&self.image))
+            .map_err(|e| self.unusable(e.to_string()))?;
+        if image.code != 0 {
+            let detail = match summarize(&image.stderr).as_str() {
+                "no error message" => String::new(),
+                s => format!(" ({s})"),
+            };
+            return Err(self.unusable(format!(
+                "image {} is not present locally{detail}; there is no registry to pull \
+                 from: build or load it on this machine",
+                self.image
+            )));
+        }
+        Ok(())
     }
-    fn remove_leftovers(&self, _node_id: &str) -> Result<usize, SandboxError> {
-        todo!()
+
+    fn remove_leftovers(&self, node_id: &str) -> Result<usize, SandboxError> {
+        let node_label = format!("label=dgrid.node={node_id}");
+        let managed_label = format!("label={MANAGED_LABEL}");
+        let ps = self.call(
+            "ps",
+            &[
+                "ps",
+                "-a",
+                "-q",
+                "--filter",
+                &managed_label,
+                "--filter",
+                &node_label,
+            ],
+        )?;
+        if ps.code != 0 {
+            return Err(SandboxError::Call {
+                engine: self.name().to_string(),
+                action: "ps".into(),
+                reason: summarize(&ps.stderr),
+            });
+        }
+        let ids: Vec<String> = ps.stdout.split_whitespace().map(String::from).collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        tracing::info!(
+            engine = self.name(),
+            count = ids.len(),
+            "removing leftover containers"
+        );
+        self.force_remove(&ids)?;
+        Ok(ids.len())
     }
-    fn run(&self, _job: &Job, _cancel: &CancelFlag) -> RunReport {
-        todo!()
+
+    fn run(&self, job: &Job, cancel: &CancelFlag) -> RunReport {
+        let cmd = self.command(&run_args(job, &self.image, &self.limits));
+        let mut stopper = RemoveContainer {
+            engine: self,
+            name: job.container_name(),
+        };
+        match supervise::run(
+            cmd,
+            job.timeout,
+            Some(cancel),
+            self.limits.output_bytes,
+            &mut stopper,
+        ) {
+            Ok(f) => RunReport {
+                outcome: match f.ended {
+                    Ended::Exited(code) => classify_exit(code, &f.stderr.text),
+                    Ended::TimedOut => Outcome::TimedOut,
+                    Ended::Cancelled => Outcome::Cancelled,
+                },
+                truncated: f.stdout.truncated || f.stderr.truncated,
+                stdout: f.stdout.text,
+                stderr: f.stderr.text,
+                started_at: f.started_at,
+                duration: f.duration,
+            },
+            Err(e) => RunReport {
+                outcome: Outcome::EngineFailed(format!(
+                    "could not start {}: {e}",
+                    self.flavor.binary()
+                )),
+                stdout: String::new(),
+                stderr: String::new(),
+                truncated: false,
+                started_at: time::now(),
+                duration: Duration::ZERO,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            node_id: "n1".into(),
+            task_id: "t-42".into(),
+            attempt: 2,
+            script: "echo 'hi there'; exit 3".into(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn run_args_carry_every_isolation_flag() {
+        let limits = Limits {
+            memory_mb: 64,
+            cpus: 0.5,
+            pids: 32,
+            output_bytes: 100,
+        };
+        let args = run_args(&job(), "localhost/img:1", &limits);
+        let expected: Vec<String> = [
+            "run",
+            "--rm",
+            "--name",
+            "dgrid-n1-t-42-2",
+            "--label",
+            "dgrid.managed=true",
+            "--label",
+            "dgrid.node=n1",
+            "--label",
+            "dgrid.task=t-42",
+            "--network=none",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--user",
+            "1000:1000",
+            "--cap-drop=ALL",
+            "--security-opt=no-new-privileges",
+            "--pids-limit",
+            "32",
+            "--memory",
+            "64m",
+            "--memory-swap",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--pull=never",
+            "--log-driver=none",
+            "localhost/img:1",
+            "sh",
+            "-c",
+            "echo 'hi there'; exit 3",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(args, expected);
+    }
+
+    #[test]
+    fn whole_cpus_print_without_fraction() {
+        let args = run_args(&job(), "i", &Limits::default());
+        let i = args.iter().position(|a| a == "--cpus").unwrap();
+        assert_eq!(args[i + 1], "1");
+    }
+
+    #[test]
+    fn podman_rm_does_not_wait_for_sigterm() {
+        let names = ["a".to_string(), "b".to_string()];
+        assert_eq!(
+            EngineFlavor::Podman.rm_args(&names),
+            ["rm", "-f", "-t", "0", "a", "b"]
+        );
+        assert_eq!(EngineFlavor::Docker.rm_args(&names), ["rm", "-f", "a", "b"]);
+    }
+
+    #[test]
+    fn parses_podman_info() {
+        let h = parse_host(EngineFlavor::Podman, "v1 false\n").unwrap();
+        assert_eq!(
+            h,
+            Host {
+                cgroups: Cgroups::V1,
+                rootless: false
+            }
+        );
+        let h = parse_host(EngineFlavor::Podman, "v2 true").unwrap();
+        assert_eq!(h.cgroups, Cgroups::V2);
+        assert!(h.rootless);
+        assert!(parse_host(EngineFlavor::Podman, "v1 maybe").is_err());
+    }
+
+    #[test]
+    fn parses_docker_info() {
+        let h = parse_host(EngineFlavor::Docker, "1 [\"name=seccomp,profile=default\"]").unwrap();
+        assert_eq!(h.cgroups, Cgroups::V1);
+        assert!(!h.rootless);
+        let h = parse_host(
+            EngineFlavor::Docker,
+            "2 [\"name=seccomp,profile=default\",\"name=rootless\",\"name=cgroupns\"]",
+        )
+        .unwrap();
+        assert_eq!(h.cgroups, Cgroups::V2);
+        assert!(h.rootless);
+        assert!(parse_host(EngineFlavor::Docker, "").is_err());
+        assert!(parse_host(EngineFlavor::Docker, "<no value> null").is_err());
+    }
+
+    #[test]
+    fn limits_decision() {
+        let host = |cgroups, rootless| Host { cgroups, rootless };
+        assert!(limits_enforced(&host(Cgroups::V1, false)).is_ok());
+        assert!(limits_enforced(&host(Cgroups::V2, false)).is_ok());
+        assert!(limits_enforced(&host(Cgroups::V2, true)).is_ok());
+        assert!(limits_enforced(&host(Cgroups::V1, true)).is_err());
+        assert!(limits_enforced(&host(Cgroups::Unknown("v3".into()), true)).is_err());
+        assert!(limits_enforced(&host(Cgroups::Unknown("v3".into()), false)).is_ok());
+    }
+
+    #[test]
+    fn engine_errors_are_told_from_task_failures() {
+        // Real messages from podman 4.3 and docker 20.10 on this machine.
+        let podman_missing = "Error: localhost/dgrid-busybox:nope: image not known\n";
+        let docker_missing = "docker: Error response from daemon: No such image: x:y\n\n\
+                              Run 'docker run --help' for more information\n";
+        let podman_no_sh = "Error: runc: runc create failed: unable to start container \
+                            process: exec: \"sh\": executable file not found in $PATH: \
+                            OCI runtime attempted to invoke a command that was not found\n";
+        let docker_no_sh = "docker: Error response from daemon: failed to create shim task: \
+                            OCI runtime create failed: runc create failed: unable to start \
+                            container process: exec: \"sh\": executable file not found in \
+                            $PATH: unknown.\n";
+        assert!(
+            matches!(classify_exit(125, podman_missing), Outcome::EngineFailed(m) if m.contains("image not known"))
+        );
+        assert!(
+            matches!(classify_exit(125, docker_missing), Outcome::EngineFailed(m) if !m.contains("Run '"))
+        );
+        assert!(matches!(
+            classify_exit(127, podman_no_sh),
+            Outcome::EngineFailed(_)
+        ));
+        assert!(matches!(
+            classify_exit(127, docker_no_sh),
+            Outcome::EngineFailed(_)
+        ));
+        assert!(matches!(
+            classify_exit(126, podman_no_sh),
+            Outcome::EngineFailed(_)
+        ));
+
+        // The task's own codes pass through.
+        assert_eq!(classify_exit(125, ""), Outcome::Exited(125));
+        assert_eq!(
+            classify_exit(127, "sh: nosuch: not found\n"),
+            Outcome::Exited(127)
+        );
+        assert_eq!(
+            classify_exit(126, "sh: ./x: Permission denied\n"),
+            Outcome::Exited(126)
+        );
+        assert_eq!(classify_exit(0, ""), Outcome::Exited(0));
+        assert_eq!(classify_exit(137, ""), Outcome::Exited(137));
+        // An engine-looking line is not enough for ordinary codes.
+        assert_eq!(classify_exit(1, "Error: something\n"), Outcome::Exited(1));
+    }
+
+    #[test]
+    fn summary_is_bounded_and_on_one_line() {
+        let long = "Error: ".to_string() + &"é".repeat(1000);
+        let s = summarize(&long);
+        assert!(s.len() <= 504);
+        assert!(!s.contains('\n'));
+        assert_eq!(summarize("\n\n"), "no error message");
     }
 }

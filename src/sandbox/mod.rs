@@ -10,9 +10,10 @@
 mod container;
 mod output;
 mod shell;
+mod supervise;
 
 pub use container::{ContainerEngine, EngineFlavor};
-pub use output::CappedOutput;
+pub use output::{CappedOutput, Captured, read_capped};
 pub use shell::ShellEngine;
 
 use std::sync::Arc;

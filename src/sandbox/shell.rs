@@ -1,14 +1,74 @@
-//! The `shell` engine. (Being implemented.)
+//! The `shell` engine: the script runs directly on the host, as the worker's
+//! user. For trusted grids and benchmarks only; it isolates nothing. What it
+//! does keep: a fresh working directory, a scrubbed environment, the timeout,
+//! cancellation and the output cap, and no processes outliving the task.
 
-use super::{CancelFlag, Engine, Job, Limits, RunReport, SandboxError};
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use super::supervise::{self, Ended, Stopper};
+use super::{CancelFlag, Engine, Job, Limits, Outcome, RunReport, SandboxError};
+use crate::time;
+
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 pub struct ShellEngine {
-    _limits: Limits,
+    limits: Limits,
 }
 
 impl ShellEngine {
     pub fn new(limits: Limits) -> Self {
-        ShellEngine { _limits: limits }
+        tracing::warn!(
+            "sandbox engine is `shell`: task scripts run on this host as the worker's user \
+             with NO isolation (no container, no network or filesystem restrictions, no \
+             memory or pids limits). Use it only for grids whose every task is trusted."
+        );
+        ShellEngine { limits }
+    }
+
+    fn failed(reason: String) -> RunReport {
+        RunReport {
+            outcome: Outcome::EngineFailed(reason),
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            started_at: time::now(),
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+/// Kills the script's whole process group: killing only `sh` would leave
+/// whatever it started in the background running, and holding the output
+/// pipes open.
+struct KillGroup;
+
+impl KillGroup {
+    fn kill(child: &Child) {
+        let Ok(pid) = i32::try_from(child.id()) else {
+            return;
+        };
+        // ESRCH (the group is already empty) is the normal case after exit.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+impl Stopper for KillGroup {
+    fn stop(&mut self, child: &mut Child) {
+        Self::kill(child);
+    }
+
+    // Background processes are killed when the script ends, like a
+    // container's are when its init exits. The kernel does not reuse a pid
+    // while it is still some live process's group id, so this cannot hit a
+    // stranger's group while a member of the task's is left.
+    fn after_exit(&mut self, child: &Child) {
+        Self::kill(child);
     }
 }
 
@@ -16,13 +76,59 @@ impl Engine for ShellEngine {
     fn name(&self) -> &str {
         "shell"
     }
+
     fn check(&self) -> Result<(), SandboxError> {
-        todo!()
+        Ok(())
     }
+
     fn remove_leftovers(&self, _node_id: &str) -> Result<usize, SandboxError> {
         Ok(0)
     }
-    fn run(&self, _job: &Job, _cancel: &CancelFlag) -> RunReport {
-        todo!()
+
+    fn run(&self, job: &Job, cancel: &CancelFlag) -> RunReport {
+        let dir = match tempfile::Builder::new()
+            .prefix(&format!("dgrid-{}-", job.task_id))
+            .tempdir()
+        {
+            Ok(d) => d,
+            Err(e) => return Self::failed(format!("cannot create a working directory: {e}")),
+        };
+        let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from(DEFAULT_PATH));
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(&job.script)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", dir.path())
+            .env("TASK_ID", &job.task_id)
+            // Its own group, so that the kill reaches everything the script
+            // started, and the worker's terminal signals do not.
+            .process_group(0);
+        let report = match supervise::run(
+            cmd,
+            job.timeout,
+            Some(cancel),
+            self.limits.output_bytes,
+            &mut KillGroup,
+        ) {
+            Ok(f) => RunReport {
+                outcome: match f.ended {
+                    Ended::Exited(code) => Outcome::Exited(code),
+                    Ended::TimedOut => Outcome::TimedOut,
+                    Ended::Cancelled => Outcome::Cancelled,
+                },
+                truncated: f.stdout.truncated || f.stderr.truncated,
+                stdout: f.stdout.text,
+                stderr: f.stderr.text,
+                started_at: f.started_at,
+                duration: f.duration,
+            },
+            Err(e) => Self::failed(format!("could not start sh: {e}")),
+        };
+        if let Err(e) = dir.close() {
+            tracing::warn!(task = %job.task_id, error = %e, "could not remove task directory");
+        }
+        report
     }
 }

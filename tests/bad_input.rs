@@ -13,20 +13,68 @@ fn malformed_entries_are_failed_with_a_named_reason_and_the_worker_goes_on() {
     let grid = Grid::new();
     // (file name in tasks/queue, content, what the error must say)
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("not-json.json", b"this is not json".to_vec(), "not valid JSON"),
-        ("truncated.json", br#"{"task_id": "truncated", "script": "echo"#.to_vec(), "not valid JSON"),
+        (
+            "not-json.json",
+            b"this is not json".to_vec(),
+            "not valid JSON",
+        ),
+        (
+            "truncated.json",
+            br#"{"task_id": "truncated", "script": "echo"#.to_vec(),
+            "not valid JSON",
+        ),
         ("empty.json", Vec::new(), "is empty"),
         ("array.json", b"[1, 2, 3]".to_vec(), "must be a JSON object"),
-        ("no-script.json", br#"{"task_id":"no-script","timeout_seconds":5}"#.to_vec(), "`script` is missing"),
-        ("no-id.json", br#"{"script":"echo","timeout_seconds":5}"#.to_vec(), "`task_id` is missing"),
-        ("no-timeout.json", br#"{"task_id":"no-timeout","script":"echo"}"#.to_vec(), "`timeout_seconds` is missing"),
-        ("typed.json", br#"{"task_id":"typed","script":42,"timeout_seconds":5}"#.to_vec(), "`script` must be a string"),
-        ("str-timeout.json", br#"{"task_id":"str-timeout","script":"echo","timeout_seconds":"5"}"#.to_vec(), "`timeout_seconds` must be an integer"),
-        ("zero.json", br#"{"task_id":"zero","script":"echo","timeout_seconds":0}"#.to_vec(), "`timeout_seconds` is 0"),
-        ("huge.json", br#"{"task_id":"huge","script":"echo","timeout_seconds":86400}"#.to_vec(), "`timeout_seconds` is 86400"),
-        ("mismatch.json", br#"{"task_id":"other-name","script":"echo","timeout_seconds":5}"#.to_vec(), "file is named \"mismatch\""),
-        ("escape.json", br#"{"task_id":"../x","script":"echo","timeout_seconds":5}"#.to_vec(), "`task_id` must start with a letter or digit"),
-        ("latin1.json", b"{\"task_id\":\"latin1\",\"script\":\"caf\xe9\",\"timeout_seconds\":5}".to_vec(), "not valid UTF-8"),
+        (
+            "no-script.json",
+            br#"{"task_id":"no-script","timeout_seconds":5}"#.to_vec(),
+            "`script` is missing",
+        ),
+        (
+            "no-id.json",
+            br#"{"script":"echo","timeout_seconds":5}"#.to_vec(),
+            "`task_id` is missing",
+        ),
+        (
+            "no-timeout.json",
+            br#"{"task_id":"no-timeout","script":"echo"}"#.to_vec(),
+            "`timeout_seconds` is missing",
+        ),
+        (
+            "typed.json",
+            br#"{"task_id":"typed","script":42,"timeout_seconds":5}"#.to_vec(),
+            "`script` must be a string",
+        ),
+        (
+            "str-timeout.json",
+            br#"{"task_id":"str-timeout","script":"echo","timeout_seconds":"5"}"#.to_vec(),
+            "`timeout_seconds` must be an integer",
+        ),
+        (
+            "zero.json",
+            br#"{"task_id":"zero","script":"echo","timeout_seconds":0}"#.to_vec(),
+            "`timeout_seconds` is 0",
+        ),
+        (
+            "huge.json",
+            br#"{"task_id":"huge","script":"echo","timeout_seconds":86400}"#.to_vec(),
+            "`timeout_seconds` is 86400",
+        ),
+        (
+            "mismatch.json",
+            br#"{"task_id":"other-name","script":"echo","timeout_seconds":5}"#.to_vec(),
+            "file is named \"mismatch\"",
+        ),
+        (
+            "escape.json",
+            br#"{"task_id":"../x","script":"echo","timeout_seconds":5}"#.to_vec(),
+            "`task_id` must start with a letter or digit",
+        ),
+        (
+            "latin1.json",
+            b"{\"task_id\":\"latin1\",\"script\":\"caf\xe9\",\"timeout_seconds\":5}".to_vec(),
+            "not valid UTF-8",
+        ),
         ("notes.txt", b"hello".to_vec(), "must end in .json"),
     ];
     let marker = grid.path("good-ran");
@@ -47,22 +95,44 @@ fn malformed_entries_are_failed_with_a_named_reason_and_the_worker_goes_on() {
     assert!(status.success(), "{}", w.log_text());
 
     let failed = grid.json_files("tasks/failed");
-    let errors: Vec<String> = failed.values().map(|j| j["error"].as_str().unwrap_or("").to_owned()).collect();
-    let mut expected: Vec<(String, &str)> = cases.iter().map(|(n, _, why)| (n.to_string(), *why)).collect();
+    let errors: Vec<String> = failed
+        .values()
+        .map(|j| j["error"].as_str().unwrap_or("").to_owned())
+        .collect();
+    let mut expected: Vec<(String, &str)> = cases
+        .iter()
+        .map(|(n, _, why)| (n.to_string(), *why))
+        .collect();
     expected.push(("link.json".into(), "symbolic link"));
     expected.push(("dir.json".into(), "directory"));
     for (name, why) in &expected {
-        let hit = errors.iter().find(|e| e.contains(&format!("tasks/queue/{name}:")));
+        let hit = errors
+            .iter()
+            .find(|e| e.contains(&format!("tasks/queue/{name}:")));
         let hit = hit.unwrap_or_else(|| panic!("no failure names {name}; errors: {errors:#?}"));
-        assert!(hit.contains(why), "{name}: error {hit:?} should say {why:?}");
+        assert!(
+            hit.contains(why),
+            "{name}: error {hit:?} should say {why:?}"
+        );
     }
-    assert_eq!(failed.len(), expected.len(), "one failure per bad entry: {errors:#?}");
+    assert_eq!(
+        failed.len(),
+        expected.len(),
+        "one failure per bad entry: {errors:#?}"
+    );
     for (file, json) in &failed {
         assert_eq!(json["status"], "invalid", "{file}");
-        assert!(json["exit_code"].is_null(), "{file}: invalid tasks never run");
+        assert!(
+            json["exit_code"].is_null(),
+            "{file}: invalid tasks never run"
+        );
         assert!(file.starts_with("judge-"), "{file}");
     }
-    assert!(grid.files("tasks/queue").is_empty(), "nothing left behind: {:?}", grid.files("tasks/queue").keys());
+    assert!(
+        grid.files("tasks/queue").is_empty(),
+        "nothing left behind: {:?}",
+        grid.files("tasks/queue").keys()
+    );
     let completed = grid.json_files("tasks/completed");
     assert_eq!(completed.len(), 1);
     assert_eq!(completed["judge-good.json"]["stdout"], "fine\n");

@@ -25,11 +25,17 @@ fn results_wait_in_the_outbox_and_land_when_the_remote_returns() {
     let mut w = spawn_worker(&grid, &spec);
 
     // All three claimed and running; then the remote disappears.
-    wait_until("three claims", Duration::from_secs(30), || grid.files("tasks/in_progress").len() == 3);
+    wait_until("three claims", Duration::from_secs(30), || {
+        grid.files("tasks/in_progress").len() == 3
+    });
     daemon.stop();
 
     // They finish during the outage: the results are on disk, not pushed.
-    wait_until("three results in the outbox", Duration::from_secs(30), || w.outbox_len() == 3);
+    wait_until(
+        "three results in the outbox",
+        Duration::from_secs(30),
+        || w.outbox_len() == 3,
+    );
     assert!(grid.files("tasks/completed").is_empty());
 
     // The worker is stopped while the remote is still away: it exits cleanly
@@ -37,7 +43,12 @@ fn results_wait_in_the_outbox_and_land_when_the_remote_returns() {
     w.signal(Signal::SIGTERM);
     let status = w.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "{}", w.log_text());
-    assert_eq!(w.outbox_len(), 3, "the outbox survives the stop");
+    assert_eq!(
+        w.outbox_len(),
+        3,
+        "the outbox survives the stop:\n{}",
+        w.log_text()
+    );
 
     // The remote returns; a new run of the same node delivers everything.
     daemon.restart();
@@ -57,7 +68,10 @@ fn results_wait_in_the_outbox_and_land_when_the_remote_returns() {
     assert!(grid.files("tasks/in_progress").is_empty());
     assert!(grid.files("tasks/queue").is_empty());
     assert!(grid.files("tasks/failed").is_empty());
-    assert!(w.log_text().contains("waiting"), "the outage is reported in the log");
+    assert!(
+        w.log_text().contains("waiting"),
+        "the outage is reported in the log"
+    );
 }
 
 #[test]
@@ -68,11 +82,18 @@ fn a_worker_cut_off_keeps_running_and_delivers_on_its_own() {
     let mut spec = WorkerSpec::new(&grid, "stubborn");
     spec.url = daemon.url();
     let mut w = spawn_worker(&grid, &spec);
-    wait_until("the claim", Duration::from_secs(30), || grid.files("tasks/in_progress").len() == 1);
+    wait_until("the claim", Duration::from_secs(30), || {
+        grid.files("tasks/in_progress").len() == 1
+    });
     daemon.stop();
-    wait_until("the result in the outbox", Duration::from_secs(30), || w.outbox_len() == 1);
+    wait_until("the result in the outbox", Duration::from_secs(30), || {
+        w.outbox_len() == 1
+    });
     std::thread::sleep(Duration::from_secs(3));
-    assert!(w.child.try_wait().unwrap().is_none(), "the worker rides out the outage");
+    assert!(
+        w.child.try_wait().unwrap().is_none(),
+        "the worker rides out the outage"
+    );
     daemon.restart();
     let status = w.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "{}", w.log_text());

@@ -19,7 +19,11 @@ fn drain_with_racing_workers(grid: &Grid, url: &str) {
             let id = format!("race-{i:03}");
             // The shell engine runs on the host, so each run leaves a line
             // in a shared log: a task run twice shows up twice.
-            (id.clone(), format!("echo {id} >> '{}'; echo out-{id}", runs.display()), 30)
+            (
+                id.clone(),
+                format!("echo {id} >> '{}'; echo out-{id}", runs.display()),
+                30,
+            )
         })
         .collect();
     grid.submit(&tasks);
@@ -33,23 +37,46 @@ fn drain_with_racing_workers(grid: &Grid, url: &str) {
         .collect();
     for w in &mut workers {
         let status = w.wait_exit(Duration::from_secs(240));
-        assert!(status.success(), "worker failed: {status}\n{}", w.log_text());
+        assert!(
+            status.success(),
+            "worker failed: {status}\n{}",
+            w.log_text()
+        );
     }
 
     // Exactly one result per task, all successful, from whoever ran it.
     let results = grid.json_files("tasks/completed");
     let mut per_task: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (file, json) in &results {
-        per_task.entry(json["task_id"].as_str().unwrap().to_owned()).or_default().push(file.clone());
+        per_task
+            .entry(json["task_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(file.clone());
         assert_eq!(json["exit_code"], 0, "{file}: {json}");
-        assert_eq!(json["stdout"], format!("out-{}\n", json["task_id"].as_str().unwrap()));
-        assert!(file.starts_with(json["node_id"].as_str().unwrap()), "{file} names its node");
+        assert_eq!(
+            json["stdout"],
+            format!("out-{}\n", json["task_id"].as_str().unwrap())
+        );
+        assert!(
+            file.starts_with(json["node_id"].as_str().unwrap()),
+            "{file} names its node"
+        );
     }
     assert_eq!(per_task.len(), TASKS, "every task has a result");
-    assert!(per_task.values().all(|files| files.len() == 1), "duplicate results: {per_task:?}");
-    assert!(grid.files("tasks/failed").is_empty(), "no failures: {:?}", grid.files("tasks/failed"));
+    assert!(
+        per_task.values().all(|files| files.len() == 1),
+        "duplicate results: {per_task:?}"
+    );
+    assert!(
+        grid.files("tasks/failed").is_empty(),
+        "no failures: {:?}",
+        grid.files("tasks/failed")
+    );
     assert!(grid.files("tasks/queue").is_empty(), "queue drained");
-    assert!(grid.files("tasks/in_progress").is_empty(), "nothing left claimed");
+    assert!(
+        grid.files("tasks/in_progress").is_empty(),
+        "nothing left claimed"
+    );
 
     // Exactly one execution per task.
     let log = std::fs::read_to_string(&runs).unwrap();

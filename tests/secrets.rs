@@ -15,12 +15,23 @@ use dgrid_worker::git::auth::{Secret, credential_env};
 
 /// A git that records its arguments before running the real one.
 fn spy_git(grid: &Grid) -> (std::path::PathBuf, std::path::PathBuf) {
-    let real = String::from_utf8(Command::new("sh").args(["-c", "command -v git"]).output().unwrap().stdout).unwrap();
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     let argv_log = grid.path("git-argv.log");
     let spy = grid.path("git-spy");
     std::fs::write(
         &spy,
-        format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n", argv_log.display(), real.trim()),
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            argv_log.display(),
+            real.trim()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&spy, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -33,17 +44,26 @@ fn assert_nowhere(token: &str, grid: &Grid, w: &WorkerProc, argv_log: &Path) {
     assert!(!log.contains(token), "token in the worker's log");
     let config = std::fs::read_to_string(w.state.join("grid.git/config")).unwrap();
     assert!(!config.contains(token), "token in .git/config:\n{config}");
-    assert!(config.contains("url = file://"), "remote URL is the plain one:\n{config}");
+    assert!(
+        config.contains("url = file://"),
+        "remote URL is the plain one:\n{config}"
+    );
     let argv = std::fs::read_to_string(argv_log).unwrap();
     assert!(argv.lines().count() > 10, "the spy saw the git calls");
     assert!(!argv.contains(token), "token in a git command line");
     let objects = git(&grid.bare, &["cat-file", "--batch-all-objects", "--batch"]).stdout;
-    assert!(!String::from_utf8_lossy(&objects).contains(token), "token pushed to the grid");
+    assert!(
+        !String::from_utf8_lossy(&objects).contains(token),
+        "token pushed to the grid"
+    );
     let mut outbox_and_state = Vec::new();
     for entry in walk(&w.state) {
         outbox_and_state.extend(std::fs::read(entry).unwrap_or_default());
     }
-    assert!(!String::from_utf8_lossy(&outbox_and_state).contains(token), "token in the state directory");
+    assert!(
+        !String::from_utf8_lossy(&outbox_and_state).contains(token),
+        "token in the state directory"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -86,7 +106,14 @@ fn run_with_token(how: &str) {
     let status = w.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "{}", w.log_text());
     let done = grid.json_files("tasks/completed");
-    assert_eq!(done["keeper-snoop.json"]["stdout"].as_str().unwrap().lines().last(), Some("snooped"));
+    assert_eq!(
+        done["keeper-snoop.json"]["stdout"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .last(),
+        Some("snooped")
+    );
     assert_nowhere(&token, &grid, &w, &argv_log);
 }
 
@@ -116,7 +143,10 @@ fn the_credential_helper_hands_the_token_to_git() {
         .spawn()
         .and_then(|mut c| {
             use std::io::Write;
-            c.stdin.take().unwrap().write_all(b"protocol=https\nhost=github.com\n\n")?;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"protocol=https\nhost=github.com\n\n")?;
             c.wait_with_output()
         })
         .unwrap();

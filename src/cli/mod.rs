@@ -11,7 +11,11 @@ use crate::config::Config;
 use crate::service::{self, RunOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "dgrid-worker", version, about = "A worker node for D-GRID, the task grid whose database is a git repository")]
+#[command(
+    name = "dgrid-worker",
+    version,
+    about = "A worker node for D-GRID, the task grid whose database is a git repository"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -31,6 +31,10 @@ pub enum GitError {
         code: i32,
         stderr: String,
     },
+    #[error(
+        "the remote has no branch `{branch}`: is the URL a grid repository? (a new grid starts from the template's layout)"
+    )]
+    NoBranch { branch: String },
     #[error("`git {args}` printed something unexpected: {what}")]
     Unexpected { args: String, what: String },
 }
@@ -84,7 +88,8 @@ impl Git {
     ) -> Result<GitOutput, GitError> {
         let shown = args.join(" ");
         let started = Instant::now();
-        let mut expr = duct::cmd(&self.binary, args)
+        // As an OsStr, not a Path: duct would read a bare `git` Path as `./git`.
+        let mut expr = duct::cmd(self.binary.as_os_str(), args)
             .dir(&self.dir)
             // Never wait for a person: a prompt would hang the service until
             // the timeout and then fail anyway.

@@ -127,8 +127,7 @@ impl GridRepo {
         self.git.dir()
     }
 
-    /// Fetch the branch and return the new tip of `origin/main`, or `None`
-    /// when the remote branch does not exist (an empty grid).
+    /// Fetch the branch and return the new tip of `origin/main`.
     pub fn fetch(&self) -> Result<Option<Oid>, GitError> {
         let spec = format!("+refs/heads/{}:{TRACKING}", self.branch);
         self.git.run(&[
@@ -244,11 +243,9 @@ impl GridRepo {
     /// compare-and-swap: it only succeeds if `main` is still our parent.
     pub fn push(&self, commit: &str) -> Result<PushOutcome, GitError> {
         let refspec = format!("{commit}:refs/heads/{}", self.branch);
-        let out = self.git.run_with(
-            &["push", "--porcelain", "--quiet", "origin", &refspec],
-            None,
-            &[0, 1],
-        )?;
+        let out = self
+            .git
+            .run_with(&["push", "--porcelain", "origin", &refspec], None, &[0, 1])?;
         let outcome = parse_push_porcelain(&out.stdout, &format!("refs/heads/{}", self.branch));
         match outcome {
             Some(PushLine::Ok) if out.code == 0 => {

@@ -171,7 +171,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         remote_ok: false,
         signals_seen,
     };
-    w.register(&rx)?;
+    match w.register(&rx) {
+        // Told to stop while waiting for the grid: a clean stop, not a failure.
+        Err(WorkerError::StoppedBeforeReady) => return Ok(()),
+        other => other?,
+    }
     w.main_loop(&rx, &opts);
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -74,7 +75,10 @@ impl Grid {
             git(scratch.path(), &["clone", "--quiet", &self.url(), "w"]);
             edit(&work);
             git(&work, &["add", "-A"]);
-            git(&work, &["commit", "--quiet", "--allow-empty", "-m", message]);
+            git(
+                &work,
+                &["commit", "--quiet", "--allow-empty", "-m", message],
+            );
             let pushed = Command::new("git")
                 .args(["push", "--quiet", "origin", "HEAD:main"])
                 .current_dir(&work)
@@ -124,7 +128,11 @@ impl Grid {
                 continue;
             }
             let oid = meta.split(' ').nth(2).unwrap();
-            let content = if meta.contains(" blob ") { git(&self.bare, &["cat-file", "blob", oid]).stdout } else { Vec::new() };
+            let content = if meta.contains(" blob ") {
+                git(&self.bare, &["cat-file", "blob", oid]).stdout
+            } else {
+                Vec::new()
+            };
             files.insert(short, content);
         }
         files
@@ -133,7 +141,12 @@ impl Grid {
     pub fn json_files(&self, dir: &str) -> BTreeMap<String, serde_json::Value> {
         self.files(dir)
             .into_iter()
-            .map(|(k, v)| (k, serde_json::from_slice(&v).unwrap_or(serde_json::Value::Null)))
+            .map(|(k, v)| {
+                (
+                    k,
+                    serde_json::from_slice(&v).unwrap_or(serde_json::Value::Null),
+                )
+            })
             .collect()
     }
 
@@ -196,7 +209,11 @@ pub fn spawn_worker(grid: &Grid, spec: &WorkerSpec) -> WorkerProc {
     let config = grid.path(&format!("{}.toml", spec.node));
     std::fs::write(&config, spec.config_text(&state)).unwrap();
     let log = grid.path(&format!("{}.log", spec.node));
-    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--config"]).arg(&config);
     if spec.drain {
@@ -225,7 +242,10 @@ impl WorkerProc {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("worker did not exit within {within:?}; log:\n{}", self.log_text());
+                panic!(
+                    "worker did not exit within {within:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -241,7 +261,11 @@ impl WorkerProc {
 
     pub fn outbox_len(&self) -> usize {
         std::fs::read_dir(self.state.join("outbox"))
-            .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "json")).count())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .count()
+            })
             .unwrap_or(0)
     }
 }
@@ -257,38 +281,29 @@ impl Drop for WorkerProc {
 pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// A `git daemon` on 127.0.0.1 serving the grid, with push enabled.
 pub struct GitDaemon {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
     base: PathBuf,
 }
 
 impl GitDaemon {
     pub fn start(grid: &Grid, port: u16) -> GitDaemon {
-        GitDaemon::start_at(grid.root.path(), port)
+        let base = grid.root.path().to_owned();
+        let child = Some(GitDaemon::spawn(&base, port));
+        GitDaemon { child, port, base }
     }
 
-    pub fn url(&self) -> String {
-        format!("git://127.0.0.1:{}/grid.git", self.port)
-    }
-
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn restart(&mut self) {
-        self.stop();
-        *self = GitDaemon::start_at(&self.base, self.port);
-    }
-
-    fn start_at(base: &Path, port: u16) -> GitDaemon {
+    fn spawn(base: &Path, port: u16) -> Child {
         let child = Command::new("git")
             .args([
                 "daemon",
@@ -300,6 +315,10 @@ impl GitDaemon {
                 &format!("--base-path={}", base.display()),
             ])
             .arg(base)
+            // `git daemon` runs `git-daemon` as a child: its own group, so
+            // that stop() can kill both and the server cannot outlive the
+            // "outage".
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -307,7 +326,30 @@ impl GitDaemon {
         wait_until("git daemon to listen", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        GitDaemon { child, port, base: base.to_owned() }
+        child
+    }
+
+    pub fn url(&self) -> String {
+        format!("git://127.0.0.1:{}/grid.git", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+        wait_until(
+            "git daemon to stop listening",
+            Duration::from_secs(10),
+            || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err(),
+        );
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Some(GitDaemon::spawn(&self.base, self.port));
     }
 }
 
@@ -319,10 +361,18 @@ impl Drop for GitDaemon {
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn append_line(path: &Path, line: &str) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     writeln!(f, "{line}").unwrap();
 }

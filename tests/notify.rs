@@ -77,7 +77,7 @@ fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
         statuses.iter().any(|s| s.contains("running noted")),
         "{statuses:?}"
     );
-    assert!(statuses.iter().any(|s| *s == "STATUS=idle"), "{statuses:?}");
+    assert!(statuses.contains(&"STATUS=idle"), "{statuses:?}");
 
     // Watchdog pings at about half of WATCHDOG_USEC: several in 4 s.
     let pings: Vec<Instant> = messages

@@ -376,3 +376,37 @@ pub fn append_line(path: &Path, line: &str) {
         .unwrap();
     writeln!(f, "{line}").unwrap();
 }
+
+/// The image the container tests run (built by scripts/build-test-image).
+pub const TEST_IMAGE: &str = "localhost/dgrid-busybox:latest";
+
+/// podman as root on these hosts needs runc and sane ulimits (DESIGN.md 6);
+/// a containers.conf saying so, for tests that run podman.
+pub fn containers_conf(dir: &Path) -> PathBuf {
+    let path = dir.join("containers.conf");
+    std::fs::write(
+        &path,
+        "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\n",
+    )
+    .unwrap();
+    path
+}
+
+/// Fail (never skip) when podman or the test image is missing: CI installs
+/// both before running the tests.
+pub fn require_podman_image() {
+    let out = Command::new("podman").args(["image", "exists", TEST_IMAGE]).status();
+    assert!(
+        matches!(out, Ok(s) if s.success()),
+        "podman with {TEST_IMAGE} is required: run scripts/build-test-image (as .ci/run does)"
+    );
+}
+
+/// Containers of a node, running or not.
+pub fn node_containers(node: &str) -> Vec<String> {
+    let out = Command::new("podman")
+        .args(["ps", "-a", "-q", "--filter", &format!("label=dgrid.node={node}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}

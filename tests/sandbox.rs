@@ -246,6 +246,25 @@ fn missing_image_is_an_engine_failure(f: EngineFlavor) {
     assert!(e.check().is_err(), "check() must notice the missing image");
 }
 
+/// An engine that cannot work at all: podman told to use a runtime that does
+/// not exist, docker pointed at a socket nobody listens on.
+fn engine_down_is_an_engine_failure(f: EngineFlavor) {
+    engine(f, Limits::default()); // the working engine must be fine
+    let e = match f {
+        EngineFlavor::Podman => {
+            let bad = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("containers-broken.conf");
+            std::fs::write(&bad, "[engine]\nruntime = \"dgrid-no-such-runtime\"\n")
+                .expect("write broken containers.conf");
+            engine_with(f, IMAGE, Limits::default()).with_env("CONTAINERS_CONF", bad)
+        }
+        EngineFlavor::Docker => engine_with(f, IMAGE, Limits::default())
+            .with_env("DOCKER_HOST", "unix:///nonexistent/dgrid-docker.sock"),
+    };
+    let r = run(&e, &job("enginedown", "true", Duration::from_secs(30)));
+    assert!(matches!(r.outcome, Outcome::EngineFailed(_)), "{r:?}");
+    assert!(e.check().is_err(), "check() must notice the broken engine");
+}
+
 fn exit_code_passes_through(f: EngineFlavor) {
     let e = engine(f, Limits::default());
     let r = run(
@@ -349,6 +368,7 @@ for_each_engine!(
     timeout_kills_and_removes_the_container,
     output_is_capped,
     missing_image_is_an_engine_failure,
+    engine_down_is_an_engine_failure,
     exit_code_passes_through,
     cancel_kills_and_removes_the_container,
     remove_leftovers_only_takes_this_nodes,

@@ -222,6 +222,22 @@ fn timeout_kills_and_removes_the_container(f: EngineFlavor) {
     );
 }
 
+/// A deadline that passes while the engine is still creating the container:
+/// the first removal finds nothing, yet nothing may be left running.
+fn timeout_during_startup_leaves_nothing(f: EngineFlavor) {
+    let e = engine(f, Limits::default());
+    let j = job("earlytimeout", "sleep 300", Duration::from_millis(1));
+    let t = Instant::now();
+    let r = run(&e, &j);
+    let took = t.elapsed();
+    assert_eq!(r.outcome, Outcome::TimedOut, "{r:?}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert!(
+        !container_exists(f, &j.container_name()),
+        "container left behind"
+    );
+}
+
 fn output_is_capped(f: EngineFlavor) {
     let e = engine(f, Limits::default());
     let r = run(
@@ -366,6 +382,7 @@ for_each_engine!(
     fork_bomb_is_contained,
     memory_hog_is_killed,
     timeout_kills_and_removes_the_container,
+    timeout_during_startup_leaves_nothing,
     output_is_capped,
     missing_image_is_an_engine_failure,
     engine_down_is_an_engine_failure,

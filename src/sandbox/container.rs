@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wait_timeout::ChildExt;
 
@@ -22,6 +22,10 @@ const MANAGED_LABEL: &str = "dgrid.managed=true";
 /// Bytes kept of a housekeeping call's output: `ps -q` lists 13 bytes per
 /// container, `info --format` a line.
 const CALL_OUTPUT_CAP: usize = 256 * 1024;
+
+/// How long to let the CLI exit after removing its container before trying
+/// the removal again.
+const REMOVE_RETRY: Duration = Duration::from_millis(500);
 
 /// Deadline for `--version` when probing which engines are installed; the
 /// configured call timeout is not known there.
@@ -378,18 +382,23 @@ impl RemoveContainer<'_> {
 
 impl Stopper for RemoveContainer<'_> {
     fn stop(&mut self, child: &mut Child) {
-        self.remove();
-        // With its container gone the CLI exits by itself; it is only killed
-        // if it hangs.
-        match child.wait_timeout(self.engine.call_timeout) {
-            Ok(Some(_)) => {}
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
+        // Removing the container makes the CLI exit. The removal is repeated
+        // until it does, because a CLI stopped early may still be creating
+        // the container: the first `rm` then finds nothing, and the container
+        // appears just after.
+        let deadline = Instant::now() + self.engine.call_timeout;
+        loop {
+            self.remove();
+            match child.wait_timeout(REMOVE_RETRY) {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => continue,
+                _ => break,
             }
         }
-        // Removed again because a CLI stopped while still creating the
-        // container may have created it after the first removal.
+        tracing::warn!(container = %self.name, "engine CLI did not exit after removal; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+        // Killed mid-way, the CLI may have left a created container.
         self.remove();
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Prerequisites, run by CI before `cargo test` (as root):
 //!   scripts/start-dockerd
-//!   CONTAINERS_CONF=<conf selecting runc> scripts/build-test-image podman
+//!   scripts/build-test-image podman
 //!   scripts/build-test-image docker
 //! A missing engine or image fails the tests with a message saying so: a
 //! sandbox whose isolation was never tested must not look green.
@@ -85,7 +85,7 @@ fn engine(flavor: EngineFlavor, limits: Limits) -> ContainerEngine {
         panic!(
             "{} is not ready for the sandbox tests: {err}\n\
              Run, as root, before `cargo test`: scripts/start-dockerd; \
-             CONTAINERS_CONF=<runc conf> scripts/build-test-image podman; \
+             scripts/build-test-image podman; \
              scripts/build-test-image docker",
             flavor.binary()
         );

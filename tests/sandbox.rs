@@ -206,6 +206,12 @@ fn memory_hog_is_killed(f: EngineFlavor) {
     // Both engines report the OOM kill of the container's sh as 137.
     assert_eq!(r.outcome, Outcome::Exited(137), "{r:?}");
     assert!(!r.stdout.contains("len=200000000"), "{r:?}");
+    // podman's conmon writes an `oom` file into the CLI's working directory;
+    // the engine must not run the CLI from ours.
+    assert!(
+        !std::path::Path::new("oom").exists(),
+        "an `oom` file appeared in the worker's directory"
+    );
 }
 
 fn timeout_kills_and_removes_the_container(f: EngineFlavor) {

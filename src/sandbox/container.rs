@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use wait_timeout::ChildExt;
 
-use super::supervise::{self, Ended, KillChild, Stopper};
+use super::supervise::{self, Ended, KillChild, Stopper, engine_failed};
 use super::{CancelFlag, Engine, Job, Limits, Outcome, RunReport, SandboxConfig, SandboxError};
-use crate::time;
 
 /// The label every container this crate starts carries, so that leftovers
 /// can be found and removed after a crash.
@@ -489,7 +488,17 @@ impl Engine for ContainerEngine {
     }
 
     fn run(&self, job: &Job, cancel: &CancelFlag) -> RunReport {
-        let cmd = self.command(&run_args(job, &self.image, &self.limits));
+        // podman 4.3's conmon (runc, cgroup v1) drops an `oom` file into the
+        // CLI's working directory when the task is OOM-killed; the worker's
+        // own directory (perhaps a git checkout) must not collect them.
+        let cwd = match tempfile::Builder::new().prefix("dgrid-engine-").tempdir() {
+            Ok(d) => d,
+            Err(e) => {
+                return engine_failed(format!("cannot create a working directory: {e}"));
+            }
+        };
+        let mut cmd = self.command(&run_args(job, &self.image, &self.limits));
+        cmd.current_dir(cwd.path());
         let mut stopper = RemoveContainer {
             engine: self,
             name: job.container_name(),
@@ -501,29 +510,8 @@ impl Engine for ContainerEngine {
             self.limits.output_bytes,
             &mut stopper,
         ) {
-            Ok(f) => RunReport {
-                outcome: match f.ended {
-                    Ended::Exited(code) => classify_exit(code, &f.stderr.text),
-                    Ended::TimedOut => Outcome::TimedOut,
-                    Ended::Cancelled => Outcome::Cancelled,
-                },
-                truncated: f.stdout.truncated || f.stderr.truncated,
-                stdout: f.stdout.text,
-                stderr: f.stderr.text,
-                started_at: f.started_at,
-                duration: f.duration,
-            },
-            Err(e) => RunReport {
-                outcome: Outcome::EngineFailed(format!(
-                    "could not start {}: {e}",
-                    self.flavor.binary()
-                )),
-                stdout: String::new(),
-                stderr: String::new(),
-                truncated: false,
-                started_at: time::now(),
-                duration: Duration::ZERO,
-            },
+            Ok(f) => f.into_report(classify_exit),
+            Err(e) => engine_failed(format!("could not start {}: {e}", self.flavor.binary())),
         }
     }
 }

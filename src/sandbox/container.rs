@@ -7,13 +7,12 @@
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wait_timeout::ChildExt;
 
-use super::supervise::{self, Ended, KillChild, Stopper};
+use super::supervise::{self, Ended, KillChild, Stopper, engine_failed};
 use super::{CancelFlag, Engine, Job, Limits, Outcome, RunReport, SandboxConfig, SandboxError};
-use crate::time;
 
 /// The label every container this crate starts carries, so that leftovers
 /// can be found and removed after a crash.
@@ -22,6 +21,10 @@ const MANAGED_LABEL: &str = "dgrid.managed=true";
 /// Bytes kept of a housekeeping call's output: `ps -q` lists 13 bytes per
 /// container, `info --format` a line.
 const CALL_OUTPUT_CAP: usize = 256 * 1024;
+
+/// How long to let the CLI exit after removing its container before trying
+/// the removal again.
+const REMOVE_RETRY: Duration = Duration::from_millis(500);
 
 /// Deadline for `--version` when probing which engines are installed; the
 /// configured call timeout is not known there.
@@ -378,18 +381,23 @@ impl RemoveContainer<'_> {
 
 impl Stopper for RemoveContainer<'_> {
     fn stop(&mut self, child: &mut Child) {
-        self.remove();
-        // With its container gone the CLI exits by itself; it is only killed
-        // if it hangs.
-        match child.wait_timeout(self.engine.call_timeout) {
-            Ok(Some(_)) => {}
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
+        // Removing the container makes the CLI exit. The removal is repeated
+        // until it does, because a CLI stopped early may still be creating
+        // the container: the first `rm` then finds nothing, and the container
+        // appears just after.
+        let deadline = Instant::now() + self.engine.call_timeout;
+        loop {
+            self.remove();
+            match child.wait_timeout(REMOVE_RETRY) {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => continue,
+                _ => break,
             }
         }
-        // Removed again because a CLI stopped while still creating the
-        // container may have created it after the first removal.
+        tracing::warn!(container = %self.name, "engine CLI did not exit after removal; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+        // Killed mid-way, the CLI may have left a created container.
         self.remove();
     }
 }
@@ -480,7 +488,17 @@ impl Engine for ContainerEngine {
     }
 
     fn run(&self, job: &Job, cancel: &CancelFlag) -> RunReport {
-        let cmd = self.command(&run_args(job, &self.image, &self.limits));
+        // podman 4.3's conmon (runc, cgroup v1) drops an `oom` file into the
+        // CLI's working directory when the task is OOM-killed; the worker's
+        // own directory (perhaps a git checkout) must not collect them.
+        let cwd = match tempfile::Builder::new().prefix("dgrid-engine-").tempdir() {
+            Ok(d) => d,
+            Err(e) => {
+                return engine_failed(format!("cannot create a working directory: {e}"));
+            }
+        };
+        let mut cmd = self.command(&run_args(job, &self.image, &self.limits));
+        cmd.current_dir(cwd.path());
         let mut stopper = RemoveContainer {
             engine: self,
             name: job.container_name(),
@@ -492,29 +510,8 @@ impl Engine for ContainerEngine {
             self.limits.output_bytes,
             &mut stopper,
         ) {
-            Ok(f) => RunReport {
-                outcome: match f.ended {
-                    Ended::Exited(code) => classify_exit(code, &f.stderr.text),
-                    Ended::TimedOut => Outcome::TimedOut,
-                    Ended::Cancelled => Outcome::Cancelled,
-                },
-                truncated: f.stdout.truncated || f.stderr.truncated,
-                stdout: f.stdout.text,
-                stderr: f.stderr.text,
-                started_at: f.started_at,
-                duration: f.duration,
-            },
-            Err(e) => RunReport {
-                outcome: Outcome::EngineFailed(format!(
-                    "could not start {}: {e}",
-                    self.flavor.binary()
-                )),
-                stdout: String::new(),
-                stderr: String::new(),
-                truncated: false,
-                started_at: time::now(),
-                duration: Duration::ZERO,
-            },
+            Ok(f) => f.into_report(classify_exit),
+            Err(e) => engine_failed(format!("could not start {}: {e}", self.flavor.binary())),
         }
     }
 }

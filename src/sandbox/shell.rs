@@ -6,14 +6,12 @@
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
-use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use super::supervise::{self, Ended, Stopper};
+use super::supervise::{self, Stopper, engine_failed};
 use super::{CancelFlag, Engine, Job, Limits, Outcome, RunReport, SandboxError};
-use crate::time;
 
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
@@ -29,17 +27,6 @@ impl ShellEngine {
              memory or pids limits). Use it only for grids whose every task is trusted."
         );
         ShellEngine { limits }
-    }
-
-    fn failed(reason: String) -> RunReport {
-        RunReport {
-            outcome: Outcome::EngineFailed(reason),
-            stdout: String::new(),
-            stderr: String::new(),
-            truncated: false,
-            started_at: time::now(),
-            duration: Duration::ZERO,
-        }
     }
 }
 
@@ -91,7 +78,7 @@ impl Engine for ShellEngine {
             .tempdir()
         {
             Ok(d) => d,
-            Err(e) => return Self::failed(format!("cannot create a working directory: {e}")),
+            Err(e) => return engine_failed(format!("cannot create a working directory: {e}")),
         };
         let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from(DEFAULT_PATH));
         let mut cmd = Command::new("sh");
@@ -112,19 +99,9 @@ impl Engine for ShellEngine {
             self.limits.output_bytes,
             &mut KillGroup,
         ) {
-            Ok(f) => RunReport {
-                outcome: match f.ended {
-                    Ended::Exited(code) => Outcome::Exited(code),
-                    Ended::TimedOut => Outcome::TimedOut,
-                    Ended::Cancelled => Outcome::Cancelled,
-                },
-                truncated: f.stdout.truncated || f.stderr.truncated,
-                stdout: f.stdout.text,
-                stderr: f.stderr.text,
-                started_at: f.started_at,
-                duration: f.duration,
-            },
-            Err(e) => Self::failed(format!("could not start sh: {e}")),
+            // No engine in between: every exit code is the script's.
+            Ok(f) => f.into_report(|code, _| Outcome::Exited(code)),
+            Err(e) => engine_failed(format!("could not start sh: {e}")),
         };
         if let Err(e) = dir.close() {
             tracing::warn!(task = %job.task_id, error = %e, "could not remove task directory");

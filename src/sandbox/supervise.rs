@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use wait_timeout::ChildExt;
 
-use super::CancelFlag;
 use super::output::{CappedOutput, Captured};
+use super::{CancelFlag, Outcome, RunReport};
 use crate::time::{self, Timestamp};
 
 /// How often the cancel flag is looked at while the child runs.
@@ -38,6 +38,37 @@ pub(super) struct Finished {
     pub stderr: Captured,
     pub started_at: Timestamp,
     pub duration: Duration,
+}
+
+impl Finished {
+    /// The report for a task run; `exit` maps an exit code and the stderr
+    /// to an outcome, which is where the engines differ.
+    pub fn into_report(self, exit: impl FnOnce(i32, &str) -> Outcome) -> RunReport {
+        RunReport {
+            outcome: match self.ended {
+                Ended::Exited(code) => exit(code, &self.stderr.text),
+                Ended::TimedOut => Outcome::TimedOut,
+                Ended::Cancelled => Outcome::Cancelled,
+            },
+            truncated: self.stdout.truncated || self.stderr.truncated,
+            stdout: self.stdout.text,
+            stderr: self.stderr.text,
+            started_at: self.started_at,
+            duration: self.duration,
+        }
+    }
+}
+
+/// A run that never got going, with why.
+pub(super) fn engine_failed(reason: String) -> RunReport {
+    RunReport {
+        outcome: Outcome::EngineFailed(reason),
+        stdout: String::new(),
+        stderr: String::new(),
+        truncated: false,
+        started_at: time::now(),
+        duration: Duration::ZERO,
+    }
 }
 
 /// What an engine does to end its child early, and to tidy up after it.

@@ -35,6 +35,8 @@ pub enum GitError {
         "the remote has no branch `{branch}`: is the URL a grid repository? (a new grid starts from the template's layout)"
     )]
     NoBranch { branch: String },
+    #[error("the remote refused the push: {reason}")]
+    PushRefused { reason: String },
     #[error("`git {args}` printed something unexpected: {what}")]
     Unexpected { args: String, what: String },
 }

@@ -255,11 +255,7 @@ impl GridRepo {
                 Ok(PushOutcome::Accepted)
             }
             Some(PushLine::Rejected) => Ok(PushOutcome::Rejected),
-            Some(PushLine::RemoteRejected(why)) => Err(GitError::Failed {
-                args: "push".into(),
-                code: out.code,
-                stderr: format!("the remote refused the push: {why}"),
-            }),
+            Some(PushLine::RemoteRejected(reason)) => Err(GitError::PushRefused { reason }),
             _ => Err(GitError::Failed {
                 args: "push".into(),
                 code: out.code,
@@ -299,6 +295,14 @@ enum PushLine {
     RemoteRejected(String),
 }
 
+/// How receive-pack reports losing the ref lock to a concurrent push.
+const LOCK_LOST: &[&str] = &[
+    "failed to update ref",
+    "cannot lock ref",
+    "failed to lock",
+    "incorrect old value",
+];
+
 /// `git push --porcelain` prints one line per ref: a flag, TAB, `from:to`,
 /// TAB, a summary. `!` with `[rejected]` is a lost race; `!` with
 /// `[remote rejected]` is the server refusing (a hook, a protected branch).
@@ -314,6 +318,13 @@ fn parse_push_porcelain(stdout: &[u8], dst: &str) -> Option<PushLine> {
         }
         Some(match flag {
             " " | "+" | "*" | "=" => PushLine::Ok,
+            // Two pushes at once to one repository: the loser cannot take the
+            // ref's lock. That is a lost race like any other, not a refusal.
+            "!" if summary.starts_with("[remote rejected]")
+                && LOCK_LOST.iter().any(|m| summary.contains(m)) =>
+            {
+                PushLine::Rejected
+            }
             "!" if summary.starts_with("[remote rejected]") => {
                 PushLine::RemoteRejected(summary.to_owned())
             }
@@ -389,6 +400,11 @@ mod tests {
         let lost = b"To /x\n!\tabc:refs/heads/main\t[rejected] (fetch first)\nDone\n";
         assert!(matches!(
             parse_push_porcelain(lost, "refs/heads/main"),
+            Some(PushLine::Rejected)
+        ));
+        let locked = b"!\tabc:refs/heads/main\t[remote rejected] (failed to update ref)\n";
+        assert!(matches!(
+            parse_push_porcelain(locked, "refs/heads/main"),
             Some(PushLine::Rejected)
         ));
         let hook = b"!\tabc:refs/heads/main\t[remote rejected] (pre-receive hook declined)\n";

@@ -395,7 +395,9 @@ pub fn containers_conf(dir: &Path) -> PathBuf {
 /// Fail (never skip) when podman or the test image is missing: CI installs
 /// both before running the tests.
 pub fn require_podman_image() {
-    let out = Command::new("podman").args(["image", "exists", TEST_IMAGE]).status();
+    let out = Command::new("podman")
+        .args(["image", "exists", TEST_IMAGE])
+        .status();
     assert!(
         matches!(out, Ok(s) if s.success()),
         "podman with {TEST_IMAGE} is required: run scripts/build-test-image (as .ci/run does)"
@@ -405,8 +407,17 @@ pub fn require_podman_image() {
 /// Containers of a node, running or not.
 pub fn node_containers(node: &str) -> Vec<String> {
     let out = Command::new("podman")
-        .args(["ps", "-a", "-q", "--filter", &format!("label=dgrid.node={node}")])
+        .args([
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            &format!("label=dgrid.node={node}"),
+        ])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,23 +22,13 @@ use dgrid_worker::sandbox::{
 const IMAGE: &str = "localhost/dgrid-busybox:latest";
 
 /// podman as root needs runc (crun fails on these hybrid cgroups) and sane
-/// ulimits (root's hard nofile limit breaks podman's defaults).
-const CONTAINERS_CONF: &str = r#"[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-"#;
-
-fn containers_conf() -> &'static PathBuf {
-    static CONF: OnceLock<PathBuf> = OnceLock::new();
-    CONF.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let path = dir.join("containers.conf");
-        let tmp = dir.join(format!("containers.conf.{}", std::process::id()));
-        std::fs::write(&tmp, CONTAINERS_CONF).expect("write containers.conf");
-        std::fs::rename(&tmp, &path).expect("install containers.conf");
-        path
-    })
+/// ulimits (root's hard nofile limit breaks podman's defaults): the same
+/// containers.conf the demo uses.
+fn containers_conf() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/containers.conf"
+    ))
 }
 
 /// Unique per test process, so that parallel runs (and leftovers of a killed

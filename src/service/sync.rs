@@ -16,7 +16,7 @@ use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::{self, Disposition, OrphanPolicy};
 use crate::grid::task::EntryKind;
-use crate::grid::{Id, NodeRecord, ResultStatus, Task, TaskResult, TaskRules, layout};
+use crate::grid::{Id, NodeRecord, NodeStatus, ResultStatus, Task, TaskResult, TaskRules, layout};
 use crate::service::outbox::{Finish, OutboxEntry};
 use crate::time::{self, Timestamp};
 
@@ -305,9 +305,18 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
 
     // 5. The heartbeat rides along with any change, or goes alone when due.
     if !edits.is_empty() || req.heartbeat {
+        // The record as it will be once this commit lands: with the tasks
+        // just claimed among those running.
+        let mut record = req.record.clone();
+        record
+            .running
+            .extend(report.claimed.iter().map(|c| c.task.task_id.to_string()));
+        if record.status == NodeStatus::Idle && !record.running.is_empty() {
+            record.status = NodeStatus::Busy;
+        }
         edits.insert(
             layout::node_file(req.node).into_bytes(),
-            Edit::Put(req.record.to_bytes()),
+            Edit::Put(record.to_bytes()),
         );
         report.wrote_heartbeat = true;
         if summary.is_empty() {

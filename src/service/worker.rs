@@ -415,12 +415,7 @@ impl Worker {
         heartbeat: bool,
         reap: bool,
     ) -> Result<SyncReport, txn::TxnError> {
-        let status = if self.running.is_empty() && want > 0 {
-            NodeStatus::Busy
-        } else {
-            self.status()
-        };
-        self.sync_as(want, heartbeat, reap, status, &TxnPolicy::default())
+        self.sync_as(want, heartbeat, reap, self.status(), &TxnPolicy::default())
     }
 
     fn sync_as(

@@ -109,269 +109,257 @@ fn landing(
     }
 }
 
-/// Results to write: (path, bytes). Paths are unique per node and task; a
-/// clash (the same id submitted again later) gets a time suffix instead of
-/// overwriting the earlier result.
-struct ResultWrites(Vec<(bool, Id, String, TaskResult)>);
+/// A result to write. Its path is settled last: unique per node and task,
+/// and a clash (the same id submitted again later) gets a time suffix
+/// instead of overwriting the earlier result.
+struct PendingResult {
+    node: Id,
+    stem: String,
+    result: TaskResult,
+}
+
+/// The commit being planned: its edits, the results it will write, the
+/// words of its message, and the report for the loop.
+struct Draft<'a> {
+    req: &'a SyncRequest<'a>,
+    tip: &'a str,
+    edits: Edits,
+    results: Vec<PendingResult>,
+    summary: Vec<String>,
+    report: SyncReport,
+}
+
+impl Draft<'_> {
+    /// Move an entry that breaks the rules out of `dir` into `failed/`,
+    /// with the reason naming the file.
+    fn reject(&mut self, dir: &str, entry: &TreeEntry, error: &dyn std::fmt::Display) {
+        let name = entry.name_lossy();
+        let reason = format!("{dir}/{name}: {error}");
+        self.edits.insert(path(dir, &entry.name), Edit::Delete);
+        let stem = layout::result_stem_for_entry(&name);
+        let result = invalid_result(&name, self.req.node, &time::format(self.req.now), &reason);
+        self.summary.push(format!("reject {stem}"));
+        self.results.push(PendingResult {
+            node: self.req.node.clone(),
+            stem,
+            result,
+        });
+        self.report.invalid.push((name, reason));
+    }
+}
 
 pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, GitError> {
     let repo = txn.repo;
-    let mut report = SyncReport {
-        tip: txn.tip.clone(),
-        ..SyncReport::default()
-    };
-    let mut edits = Edits::new();
-    let mut results = ResultWrites(Vec::new());
-    let mut summary: Vec<String> = Vec::new();
     let Some(tip) = txn.tip.as_deref() else {
         // An empty remote: nothing to read; registering creates the grid.
+        let mut edits = Edits::new();
         if req.heartbeat {
             edits.insert(
                 layout::node_file(req.node).into_bytes(),
                 Edit::Put(req.record.to_bytes()),
             );
-            report.wrote_heartbeat = true;
         }
+        let report = SyncReport {
+            wrote_heartbeat: req.heartbeat,
+            ..SyncReport::default()
+        };
         return Ok(Plan {
             edits,
             message: format!("{}: register", req.node),
             value: report,
         });
     };
-    let now_s = time::format(req.now);
-
-    // 1. The outbox.
-    let mut touched: BTreeSet<Id> = BTreeSet::new();
-    if !req.outbox.is_empty() {
-        let specs: Vec<String> = req
-            .outbox
-            .iter()
-            .flat_map(|e| {
-                [
-                    format!("{tip}:{}", layout::in_progress_file(&e.task_id)),
-                    format!("{tip}:{}", layout::queue_file(&e.task_id)),
-                ]
-            })
-            .collect();
-        let blobs = repo.read_objects(&specs)?;
-        for (entry, pair) in req.outbox.iter().zip(blobs.chunks(2)) {
-            let how = landing(
-                entry,
-                req.node,
-                pair[0].as_deref(),
-                pair[1].is_some(),
-                req.rules,
-            );
-            let id = &entry.task_id;
-            let source = match how {
-                Landing::FromClaim => layout::in_progress_file(id),
-                Landing::FromQueue => layout::queue_file(id),
-                Landing::Moot => {
-                    report.landed.push(id.clone());
-                    continue;
-                }
-                Landing::Superseded => {
-                    report.superseded.push(id.clone());
-                    continue;
-                }
-            };
-            touched.insert(id.clone());
-            edits.insert(source.into_bytes(), Edit::Delete);
-            match &entry.finish {
-                Finish::Result { result } => {
-                    summary.push(format!("{} {id}", status_word(result.status)));
-                    results.0.push((
-                        result.status.is_success(),
-                        req.node.clone(),
-                        id.to_string(),
-                        result.clone(),
-                    ));
-                }
-                Finish::Requeue { reason } => {
-                    let claimed = ClaimedTask::parse(
-                        &format!("{id}.json"),
-                        pair[0].as_deref().unwrap_or(b""),
-                        req.rules,
-                    );
-                    if let Ok(c) = claimed {
-                        edits.insert(
-                            layout::queue_file(id).into_bytes(),
-                            Edit::Put(c.requeued(c.claim.attempt)),
-                        );
-                    }
-                    summary.push(format!("requeue {id} ({reason})"));
-                }
-            }
-            report.landed.push(id.clone());
-        }
-    }
-
-    // 2. New claims, and invalid entries met on the way.
-    let skip_queue = req.queue_empty_at.is_some_and(|t| t == tip);
-    if req.want_claims > 0 && !skip_queue {
-        let mut queue: Vec<TreeEntry> = repo
-            .list_dir(tip, layout::QUEUE)?
-            .into_iter()
-            .filter(|e| e.name != KEEP)
-            .filter(|e| {
-                let stem = layout::json_stem(&e.name_lossy()).map(str::to_owned);
-                !stem
-                    .and_then(|s| Id::parse(&s).ok())
-                    .is_some_and(|id| touched.contains(&id))
-            })
-            .collect();
-        // A random pick spreads racing nodes over the queue a little; the
-        // real contention is on the ref (DESIGN.md 7), which the backoff
-        // handles.
-        fastrand::shuffle(&mut queue);
-        let sample = queue.len().min(req.want_claims * 2 + 4);
-        let (looked_at, rest) = queue.split_at(sample);
-        let reads: Vec<String> = looked_at.iter().map(|e| e.oid.clone()).collect();
-        let blobs = repo.read_objects(&reads)?;
-        let mut left = rest.len();
-        for (entry, blob) in looked_at.iter().zip(blobs) {
-            let name = entry.name_lossy();
-            let bytes = blob.unwrap_or_default();
-            // Trees and submodules are not read as files.
-            let content: &[u8] = if matches!(entry.mode, EntryMode::Tree | EntryMode::Submodule) {
-                b""
-            } else {
-                &bytes
-            };
-            match Task::from_entry(&name, entry_kind(entry.mode), content, req.rules) {
-                Ok(task) if report.claimed.len() < req.want_claims => {
-                    let claimed = ClaimedTask::new(task, req.node, req.now, req.claim_grace);
-                    edits.insert(path(layout::QUEUE, &entry.name), Edit::Delete);
-                    edits.insert(
-                        layout::in_progress_file(&claimed.task.task_id).into_bytes(),
-                        Edit::Put(claimed.to_bytes()),
-                    );
-                    summary.push(format!("claim {}", claimed.task.task_id));
-                    report.claimed.push(claimed);
-                }
-                Ok(_) => left += 1,
-                Err(e) => {
-                    let reason = format!("{}/{name}: {e}", layout::QUEUE);
-                    edits.insert(path(layout::QUEUE, &entry.name), Edit::Delete);
-                    let stem = layout::result_stem_for_entry(&name);
-                    results.0.push((
-                        false,
-                        req.node.clone(),
-                        stem.clone(),
-                        invalid_result(&name, req.node, &now_s, &reason),
-                    ));
-                    summary.push(format!("reject {stem}"));
-                    report.invalid.push((name, reason));
-                }
-            }
-        }
-        report.queue_left = left;
-    }
-
-    // 3. Orphaned claims.
+    let mut d = Draft {
+        req,
+        tip,
+        edits: Edits::new(),
+        results: Vec::new(),
+        summary: Vec::new(),
+        report: SyncReport {
+            tip: Some(tip.to_owned()),
+            ..SyncReport::default()
+        },
+    };
+    let touched = land_outbox(repo, &mut d)?;
+    claim(repo, &mut d, &touched)?;
     if req.reap {
-        reap(
-            repo,
-            tip,
-            req,
-            &touched,
-            &mut edits,
-            &mut results,
-            &mut report,
-            &mut summary,
-        )?;
+        reap(repo, &mut d, &touched)?;
     }
+    write_results(repo, &mut d)?;
 
-    // 4. Results, at paths that do not exist yet.
-    if !results.0.is_empty() {
-        let paths: Vec<String> = results
-            .0
-            .iter()
-            .map(|(ok, node, stem, _)| layout::result_file(*ok, node, stem))
-            .collect();
-        let specs: Vec<String> = paths.iter().map(|p| format!("{tip}:{p}")).collect();
-        let existing = repo.read_objects(&specs)?;
-        for ((p, exists), (ok, node, stem, result)) in
-            paths.into_iter().zip(existing).zip(results.0)
-        {
-            let p = if exists.is_some() {
-                layout::result_file(ok, &node, &format!("{stem}-{}", req.now.timestamp_millis()))
-            } else {
-                p
-            };
-            edits.insert(p.into_bytes(), Edit::Put(result.to_bytes()));
-        }
-    }
-
-    // 5. The heartbeat rides along with any change, or goes alone when due.
-    if !edits.is_empty() || req.heartbeat {
+    // The heartbeat rides along with any change, or goes alone when due.
+    if !d.edits.is_empty() || req.heartbeat {
         // The record as it will be once this commit lands: with the tasks
         // just claimed among those running.
         let mut record = req.record.clone();
         record
             .running
-            .extend(report.claimed.iter().map(|c| c.task.task_id.to_string()));
+            .extend(d.report.claimed.iter().map(|c| c.task.task_id.to_string()));
         if record.status == NodeStatus::Idle && !record.running.is_empty() {
             record.status = NodeStatus::Busy;
         }
-        edits.insert(
+        d.edits.insert(
             layout::node_file(req.node).into_bytes(),
             Edit::Put(record.to_bytes()),
         );
-        report.wrote_heartbeat = true;
-        if summary.is_empty() {
-            summary.push("heartbeat".into());
+        d.report.wrote_heartbeat = true;
+        if d.summary.is_empty() {
+            d.summary.push("heartbeat".into());
         }
     }
-    let message = commit_message(req.node, &summary);
     Ok(Plan {
-        edits,
-        message,
-        value: report,
+        message: commit_message(req.node, &d.summary),
+        edits: d.edits,
+        value: d.report,
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn reap(
-    repo: &GridRepo,
-    tip: &str,
-    req: &SyncRequest<'_>,
-    touched: &BTreeSet<Id>,
-    edits: &mut Edits,
-    results: &mut ResultWrites,
-    report: &mut SyncReport,
-    summary: &mut Vec<String>,
-) -> Result<(), GitError> {
+/// End the claims the outbox holds results or requeues for. Returns the
+/// tasks touched, which the later steps must leave alone.
+fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet<Id>, GitError> {
+    let mut touched = BTreeSet::new();
+    if d.req.outbox.is_empty() {
+        return Ok(touched);
+    }
+    let tip = d.tip;
+    let specs: Vec<String> = d
+        .req
+        .outbox
+        .iter()
+        .flat_map(|e| {
+            [
+                format!("{tip}:{}", layout::in_progress_file(&e.task_id)),
+                format!("{tip}:{}", layout::queue_file(&e.task_id)),
+            ]
+        })
+        .collect();
+    let blobs = repo.read_objects(&specs)?;
+    for (entry, pair) in d.req.outbox.iter().zip(blobs.chunks(2)) {
+        let id = &entry.task_id;
+        let source = match landing(
+            entry,
+            d.req.node,
+            pair[0].as_deref(),
+            pair[1].is_some(),
+            d.req.rules,
+        ) {
+            Landing::FromClaim => layout::in_progress_file(id),
+            Landing::FromQueue => layout::queue_file(id),
+            Landing::Moot => {
+                d.report.landed.push(id.clone());
+                continue;
+            }
+            Landing::Superseded => {
+                d.report.superseded.push(id.clone());
+                continue;
+            }
+        };
+        touched.insert(id.clone());
+        d.edits.insert(source.into_bytes(), Edit::Delete);
+        match &entry.finish {
+            Finish::Result { result } => {
+                d.summary
+                    .push(format!("{} {id}", status_word(result.status)));
+                d.results.push(PendingResult {
+                    node: d.req.node.clone(),
+                    stem: id.to_string(),
+                    result: result.clone(),
+                });
+            }
+            Finish::Requeue { reason } => {
+                let claimed = ClaimedTask::parse(
+                    &format!("{id}.json"),
+                    pair[0].as_deref().unwrap_or(b""),
+                    d.req.rules,
+                );
+                if let Ok(c) = claimed {
+                    d.edits.insert(
+                        layout::queue_file(id).into_bytes(),
+                        Edit::Put(c.requeued(c.claim.attempt)),
+                    );
+                }
+                d.summary.push(format!("requeue {id} ({reason})"));
+            }
+        }
+        d.report.landed.push(id.clone());
+    }
+    Ok(touched)
+}
+
+/// Claim up to `want_claims` valid tasks; invalid entries met on the way go
+/// to `failed/`.
+fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(), GitError> {
+    let req = d.req;
+    if req.want_claims == 0 || req.queue_empty_at.is_some_and(|t| t == d.tip) {
+        return Ok(());
+    }
+    let mut queue: Vec<TreeEntry> = repo
+        .list_dir(d.tip, layout::QUEUE)?
+        .into_iter()
+        .filter(|e| e.name != KEEP)
+        .filter(|e| {
+            let id = layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok());
+            !id.is_some_and(|id| touched.contains(&id))
+        })
+        .collect();
+    // A random pick spreads racing nodes over the queue a little; the real
+    // contention is on the ref (DESIGN.md 7), which the backoff handles.
+    fastrand::shuffle(&mut queue);
+    let sample = queue.len().min(req.want_claims * 2 + 4);
+    let (looked_at, rest) = queue.split_at(sample);
+    let blobs = repo.read_objects(&looked_at.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
+    let mut left = rest.len();
+    for (entry, blob) in looked_at.iter().zip(blobs) {
+        // Trees and submodules are not read as files.
+        let content = match entry.mode {
+            EntryMode::Tree | EntryMode::Submodule => Vec::new(),
+            _ => blob.unwrap_or_default(),
+        };
+        match Task::from_entry(
+            &entry.name_lossy(),
+            entry_kind(entry.mode),
+            &content,
+            req.rules,
+        ) {
+            Ok(task) if d.report.claimed.len() < req.want_claims => {
+                let claimed = ClaimedTask::new(task, req.node, req.now, req.claim_grace);
+                d.edits
+                    .insert(path(layout::QUEUE, &entry.name), Edit::Delete);
+                d.edits.insert(
+                    layout::in_progress_file(&claimed.task.task_id).into_bytes(),
+                    Edit::Put(claimed.to_bytes()),
+                );
+                d.summary.push(format!("claim {}", claimed.task.task_id));
+                d.report.claimed.push(claimed);
+            }
+            Ok(_) => left += 1,
+            Err(e) => d.reject(layout::QUEUE, entry, &e),
+        }
+    }
+    d.report.queue_left = left;
+    Ok(())
+}
+
+/// Requeue (or abandon) claims whose owner is gone.
+fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(), GitError> {
+    let req = d.req;
     let entries: Vec<TreeEntry> = repo
-        .list_dir(tip, layout::IN_PROGRESS)?
+        .list_dir(d.tip, layout::IN_PROGRESS)?
         .into_iter()
         .filter(|e| e.name != KEEP && matches!(e.mode, EntryMode::File | EntryMode::Executable))
         .collect();
     let blobs = repo.read_objects(&entries.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
     let mut claims = Vec::new();
     for (entry, blob) in entries.iter().zip(blobs) {
-        let name = entry.name_lossy();
-        match ClaimedTask::parse(&name, &blob.unwrap_or_default(), req.rules) {
+        match ClaimedTask::parse(&entry.name_lossy(), &blob.unwrap_or_default(), req.rules) {
             Ok(c) if touched.contains(&c.task.task_id) => {}
             Ok(c) => claims.push(c),
-            Err(e) => {
-                // Garbage in in_progress/ (pushed by hand, or by a broken
-                // tool): it blocks nothing but must not sit there for ever.
-                let reason = format!("{}/{name}: {e}", layout::IN_PROGRESS);
-                edits.insert(path(layout::IN_PROGRESS, &entry.name), Edit::Delete);
-                let stem = layout::result_stem_for_entry(&name);
-                let now_s = time::format(req.now);
-                results.0.push((
-                    false,
-                    req.node.clone(),
-                    stem.clone(),
-                    invalid_result(&name, req.node, &now_s, &reason),
-                ));
-                summary.push(format!("reject {stem}"));
-                report.invalid.push((name, reason));
-            }
+            // Garbage in in_progress/ (pushed by hand, or by a broken tool):
+            // it blocks nothing but must not sit there for ever.
+            Err(e) => d.reject(layout::IN_PROGRESS, entry, &e),
         }
     }
+    let tip = d.tip;
     let claimers: BTreeSet<&Id> = claims
         .iter()
         .map(|c| &c.claim.node_id)
@@ -399,15 +387,16 @@ fn reap(
                 .map(|r| r.to_string())
         };
         let Some(why) = why else { continue };
-        edits.insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
+        d.edits
+            .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
         match orphan::disposition(&c.claim, req.policy) {
             Disposition::Requeue { attempt } => {
-                edits.insert(
+                d.edits.insert(
                     layout::queue_file(id).into_bytes(),
                     Edit::Put(c.requeued(attempt)),
                 );
-                summary.push(format!("requeue {id} (attempt {attempt})"));
-                report.reaped.push((
+                d.summary.push(format!("requeue {id} (attempt {attempt})"));
+                d.report.reaped.push((
                     id.to_string(),
                     format!("requeued as attempt {attempt}: {why}"),
                 ));
@@ -431,13 +420,46 @@ fn reap(
                     truncated: false,
                     error: Some(error.clone()),
                 };
-                results
-                    .0
-                    .push((false, c.claim.node_id.clone(), id.to_string(), result));
-                summary.push(format!("abandon {id}"));
-                report.reaped.push((id.to_string(), error));
+                d.results.push(PendingResult {
+                    node: c.claim.node_id.clone(),
+                    stem: id.to_string(),
+                    result,
+                });
+                d.summary.push(format!("abandon {id}"));
+                d.report.reaped.push((id.to_string(), error));
             }
         }
+    }
+    Ok(())
+}
+
+/// Put the results at paths that do not exist yet.
+fn write_results(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
+    if d.results.is_empty() {
+        return Ok(());
+    }
+    let paths: Vec<String> = d
+        .results
+        .iter()
+        .map(|r| layout::result_file(r.result.status.is_success(), &r.node, &r.stem))
+        .collect();
+    let specs: Vec<String> = paths.iter().map(|p| format!("{}:{p}", d.tip)).collect();
+    let existing = repo.read_objects(&specs)?;
+    for ((p, exists), r) in paths
+        .into_iter()
+        .zip(existing)
+        .zip(std::mem::take(&mut d.results))
+    {
+        let p = match exists {
+            None => p,
+            Some(_) => layout::result_file(
+                r.result.status.is_success(),
+                &r.node,
+                &format!("{}-{}", r.stem, d.req.now.timestamp_millis()),
+            ),
+        };
+        d.edits
+            .insert(p.into_bytes(), Edit::Put(r.result.to_bytes()));
     }
     Ok(())
 }

@@ -255,7 +255,14 @@ fn missing_image_is_an_engine_failure(f: EngineFlavor) {
     let e = engine_with(f, "localhost/dgrid-no-such-image:latest", Limits::default());
     let r = run(&e, &job("noimage", "true", Duration::from_secs(30)));
     assert!(matches!(r.outcome, Outcome::EngineFailed(_)), "{r:?}");
-    assert!(e.check().is_err(), "check() must notice the missing image");
+    let err = e
+        .check()
+        .expect_err("check() must notice the missing image")
+        .to_string();
+    assert!(
+        err.contains("not present locally") && err.contains("pull"),
+        "{err}"
+    );
 }
 
 /// An engine that cannot work at all: podman told to use a runtime that does

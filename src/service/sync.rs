@@ -343,11 +343,18 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
 /// Requeue (or abandon) claims whose owner is gone.
 fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(), GitError> {
     let req = d.req;
-    let entries: Vec<TreeEntry> = repo
+    let (entries, odd): (Vec<TreeEntry>, Vec<TreeEntry>) = repo
         .list_dir(d.tip, layout::IN_PROGRESS)?
         .into_iter()
-        .filter(|e| e.name != KEEP && matches!(e.mode, EntryMode::File | EntryMode::Executable))
-        .collect();
+        .filter(|e| e.name != KEEP)
+        .partition(|e| matches!(e.mode, EntryMode::File | EntryMode::Executable));
+    // Symlinks, directories, submodules: never a claim, and never read.
+    for entry in &odd {
+        let kind = entry_kind(entry.mode);
+        if let Err(e) = Task::from_entry(&entry.name_lossy(), kind, b"", req.rules) {
+            d.reject(layout::IN_PROGRESS, entry, &e);
+        }
+    }
     let blobs = repo.read_objects(&entries.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
     let mut claims = Vec::new();
     for (entry, blob) in entries.iter().zip(blobs) {

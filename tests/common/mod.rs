@@ -1,6 +1,8 @@
 //! Test harness: real bare repositories, real pushes, the real binary.
 #![allow(dead_code)]
 
+pub mod corpus;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::process::CommandExt;

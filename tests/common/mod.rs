@@ -171,6 +171,8 @@ pub struct WorkerSpec {
     pub url: String,
     pub engine: String,
     pub extra: String,
+    /// Lines for the `[sandbox]` table, after `engine`.
+    pub sandbox_extra: String,
     pub env: Vec<(String, String)>,
     pub drain: bool,
 }
@@ -182,6 +184,7 @@ impl WorkerSpec {
             url: grid.url(),
             engine: "shell".into(),
             extra: String::new(),
+            sandbox_extra: String::new(),
             env: Vec::new(),
             drain: true,
         }
@@ -189,12 +192,13 @@ impl WorkerSpec {
 
     pub fn config_text(&self, state: &Path) -> String {
         format!(
-            "node_id = \"{}\"\nrepo_url = \"{}\"\nstate_dir = \"{}\"\npull_interval = 1\n{}\n[sandbox]\nengine = \"{}\"\n",
+            "node_id = \"{}\"\nrepo_url = \"{}\"\nstate_dir = \"{}\"\npull_interval = 1\n{}\n[sandbox]\nengine = \"{}\"\n{}\n",
             self.node,
             self.url,
             state.display(),
             self.extra,
-            self.engine
+            self.engine,
+            self.sandbox_extra
         )
     }
 }
@@ -419,4 +423,28 @@ pub fn node_containers(node: &str) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// Every process's command line now: (pid, arguments joined by spaces).
+pub fn process_cmdlines() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        // Gone already, or a kernel thread: nothing to read.
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if raw.is_empty() {
+            continue;
+        }
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        out.push((pid, args.join(" ")));
+    }
+    out
 }

@@ -420,6 +420,30 @@ mod tests {
     }
 
     #[test]
+    fn unknown_fields_are_kept_to_the_digit() {
+        // Found by fuzzing: numbers past u64 became floats, so a claim or a
+        // requeue rewrote 6000000000000000000787475350 as 6.000000000000001e27.
+        let text = r#"{"task_id":"x","script":"a","timeout_seconds":1,"big":6000000000000000000787475350,"f":0.10000000000000000001}"#;
+        let t = Task::parse(text.as_bytes(), &TaskRules::default()).unwrap();
+        let again = serde_json::to_string(&Value::Object(t.to_json())).unwrap();
+        assert!(
+            again.contains(r#""big":6000000000000000000787475350"#),
+            "{again}"
+        );
+        assert!(again.contains(r#""f":0.10000000000000000001"#), "{again}");
+        let e = Task::parse(
+            br#"{"task_id":"x","script":"a","timeout_seconds":18446744073709551616}"#,
+            &TaskRules::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is 18446744073709551616; it must be between"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_key_given_twice_is_refused() {
         let e = Task::parse(
             br#"{"task_id":"t","script":"echo ok","timeout_seconds":1,"script":"echo evil"}"#,

@@ -185,7 +185,7 @@ pub fn cases() -> Vec<Hostile> {
             "timeout-overflow.json",
             br#"{"task_id":"timeout-overflow","script":"echo","timeout_seconds":18446744073709551616}"#
                 .to_vec(),
-            "`timeout_seconds` must be an integer",
+            "`timeout_seconds` is 18446744073709551616; it must be between 1 and 3600",
             "timeout past u64",
         ),
         f(

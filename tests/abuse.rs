@@ -18,12 +18,15 @@ use common::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+/// A check on a result: a complaint, or None.
+type Check = Box<dyn Fn(&Value) -> Option<String>>;
+
 struct Abuse {
     id: &'static str,
     script: String,
     timeout: u64,
     /// Checks on the result; each returns a complaint or None.
-    check: Box<dyn Fn(&Value) -> Option<String>>,
+    check: Check,
 }
 
 fn field<'a>(r: &'a Value, k: &str) -> &'a str {
@@ -46,9 +49,7 @@ fn never_says(stream: &'static str, bad: String) -> impl Fn(&Value) -> Option<St
     }
 }
 
-fn all(
-    checks: Vec<Box<dyn Fn(&Value) -> Option<String>>>,
-) -> Box<dyn Fn(&Value) -> Option<String>> {
+fn all(checks: Vec<Check>) -> Check {
     Box::new(move |r| {
         let found: Vec<String> = checks.iter().filter_map(|c| c(r)).collect();
         (!found.is_empty()).then(|| found.join("; "))

@@ -41,11 +41,14 @@ fn spy_git(grid: &Grid) -> (std::path::PathBuf, std::path::PathBuf) {
     (spy, argv_log)
 }
 
+/// What the sampler found: samples taken, programs seen, leaking lines.
+type Watched = (usize, BTreeSet<String>, Vec<String>);
+
 /// Samples every process's command line until dropped: the worker's, git's,
 /// the credential helper's, the task's.
 struct CmdlineWatch {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<(usize, BTreeSet<String>, Vec<String>)>>,
+    thread: Option<std::thread::JoinHandle<Watched>>,
 }
 
 impl CmdlineWatch {
@@ -72,7 +75,7 @@ impl CmdlineWatch {
         }
     }
 
-    fn finish(mut self) -> (usize, BTreeSet<String>, Vec<String>) {
+    fn finish(mut self) -> Watched {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.take().unwrap().join().unwrap()
     }

@@ -124,11 +124,13 @@ fn chaos(p: Params) -> Figures {
             let mut spec = WorkerSpec::new(&grid, &format!("chaos-{i}"));
             spec.url = daemon.url();
             spec.drain = false;
-            // A live node's heartbeat must outlast an outage, or its claims
-            // would be reaped from under it; killed nodes come back under the
-            // same id and requeue their own claims at once.
+            // A live node's heartbeat must outlast an outage and a spell of
+            // lost races (eight writers on one ref, on two busy cores), or
+            // its claims would be reaped from under it and run twice; killed
+            // nodes come back under the same id and requeue their own claims
+            // at once.
             spec.extra = format!(
-                "concurrency = {}\nheartbeat_interval = 5\nstale_after = 30\nmax_attempts = 1000\n",
+                "concurrency = {}\nheartbeat_interval = 10\nstale_after = 60\nmax_attempts = 1000\n",
                 p.concurrency
             );
             Slot {
@@ -196,7 +198,7 @@ fn chaos(p: Params) -> Figures {
         }
         if outage_until.is_none() && outage_marks.last().is_some_and(|m| done >= *m) {
             outage_marks.pop();
-            daemon.stop();
+            daemon.stop_gracefully();
             figures.outages += 1;
             figures.outage_secs += p.outage.as_secs();
             outage_until = Some(now + p.outage);

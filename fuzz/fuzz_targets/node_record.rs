@@ -1,10 +1,10 @@
 //! Other nodes' records, read when deciding whether their claims are orphaned.
 #![no_main]
 
+use dgrid_worker::grid::Id;
 use dgrid_worker::grid::NodeRecord;
 use dgrid_worker::grid::claim::Claim;
 use dgrid_worker::grid::orphan::{self, OrphanPolicy};
-use dgrid_worker::grid::Id;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -353,6 +353,30 @@ impl GitDaemon {
         );
     }
 
+    /// Stop the server the way an orderly shutdown does: SIGTERM to the
+    /// daemon and its connections. git removes its lock files on SIGTERM;
+    /// after a SIGKILL (`stop`) a receive-pack killed mid-update can leave
+    /// `HEAD.lock` or `refs/heads/main.lock` behind, which fails every later
+    /// push until someone deletes it, as with any git server that crashes.
+    pub fn stop_gracefully(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
+        let _ = child.wait();
+        wait_until(
+            "git daemon's connections to end",
+            Duration::from_secs(10),
+            || nix::sys::signal::killpg(pgid, None).is_err(),
+        );
+        wait_until(
+            "git daemon to stop listening",
+            Duration::from_secs(10),
+            || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err(),
+        );
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.child = Some(GitDaemon::spawn(&self.base, self.port));

@@ -7,7 +7,10 @@
 //! Reuse: `write_queue(dir)` lays every entry into a directory (a work
 //! tree's `tasks/queue/`), `cases()` says what each must be refused for.
 //! Match a reported error to a case by `Hostile::shown_name` (the entry's
-//! name as a lossy UTF-8 string, which is what error messages print).
+//! name as a lossy UTF-8 string, which is what error messages print). For a
+//! checker that reads files on disk (`dgrid-worker validate DIR`), use
+//! `Hostile::reason_on_disk`: `write_queue(dir)` then `validate dir` must
+//! report every case, and `valid_neighbours` must pass.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -38,6 +41,16 @@ pub struct Hostile {
 impl Hostile {
     pub fn shown_name(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
+    }
+
+    /// The reason when the entry is met as a file on disk (`validate` on a
+    /// checkout) rather than in git's tree: a nested repository is then
+    /// just a directory.
+    pub fn reason_on_disk(&self) -> &'static str {
+        match self.body {
+            Body::Repo => "directory",
+            _ => self.reason,
+        }
     }
 }
 

@@ -71,6 +71,7 @@ struct Figures {
     lost: usize,
     extra_results: usize,
     lost_push_races: usize,
+    longest_losing_streak: usize,
     commits: usize,
     elapsed: Duration,
 }
@@ -125,12 +126,14 @@ fn chaos(p: Params) -> Figures {
             spec.url = daemon.url();
             spec.drain = false;
             // A live node's heartbeat must outlast an outage and a spell of
-            // lost races (eight writers on one ref, on two busy cores), or
-            // its claims would be reaped from under it and run twice; killed
-            // nodes come back under the same id and requeue their own claims
-            // at once.
+            // lost races, or its claims are reaped from under it and run
+            // twice: with eight writers on one ref on two busy cores, a node
+            // lost 61 races in a row (78 s) in one run, so a stale limit of
+            // 60 s was too short (the default is 90 min). Killed nodes come
+            // back under the same id and requeue their own claims at once,
+            // so the stale limit costs this run nothing.
             spec.extra = format!(
-                "concurrency = {}\nheartbeat_interval = 10\nstale_after = 60\nmax_attempts = 1000\n",
+                "concurrency = {}\nheartbeat_interval = 30\nstale_after = 600\nmax_attempts = 1000\n",
                 p.concurrency
             );
             Slot {
@@ -201,7 +204,9 @@ fn chaos(p: Params) -> Figures {
             daemon.stop_gracefully();
             figures.outages += 1;
             figures.outage_secs += p.outage.as_secs();
-            outage_until = Some(now + p.outage);
+            // Counted from when the server is really gone (a graceful stop
+            // waits for the connections in flight).
+            outage_until = Some(Instant::now() + p.outage);
             eprintln!(
                 "chaos: remote down at {:?} ({done} results)",
                 start.elapsed()
@@ -242,9 +247,22 @@ fn chaos(p: Params) -> Figures {
             assert!(status.success(), "{}: {status}", slot.spec.node);
             assert_eq!(proc.outbox_len(), 0, "{} kept results", slot.spec.node);
             logs.push_str(&proc.log_text());
+            logs.push_str("\n\u{0}\n");
         }
     }
     figures.lost_push_races = logs.matches("push lost the race").count();
+    // The longest run of lost races one node had before a commit landed.
+    for log in logs.split("\n\u{0}\n") {
+        let mut streak = 0;
+        for line in log.lines() {
+            if line.contains("push lost the race") {
+                streak += 1;
+                figures.longest_losing_streak = figures.longest_losing_streak.max(streak);
+            } else if line.contains(" sync ") && line.contains("commit=") {
+                streak = 0;
+            }
+        }
+    }
     figures.commits = grid.commit_count();
 
     // Exactly one result per task, every one a success.

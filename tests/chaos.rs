@@ -258,7 +258,8 @@ fn chaos(p: Params) -> Figures {
             if line.contains("push lost the race") {
                 streak += 1;
                 figures.longest_losing_streak = figures.longest_losing_streak.max(streak);
-            } else if line.contains(" sync ") && line.contains("commit=") {
+            } else if line.contains("rejections") {
+                // The end of a sync: landed, or nothing to push.
                 streak = 0;
             }
         }

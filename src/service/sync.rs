@@ -96,6 +96,7 @@ fn landing(
     node: &Id,
     in_progress: Option<&[u8]>,
     queued: bool,
+    delivered: Option<&[u8]>,
     rules: &TaskRules,
 ) -> Landing {
     let ours = in_progress
@@ -105,6 +106,11 @@ fn landing(
         (_, true, _) => Landing::FromClaim,
         (Finish::Result { .. }, false, true) => Landing::FromQueue,
         (Finish::Requeue { .. }, false, _) => Landing::Moot,
+        // Our own push delivered it already (its answer was lost, then the
+        // worker restarted): nothing left to do.
+        (Finish::Result { result }, false, false) if delivered == Some(&result.to_bytes()[..]) => {
+            Landing::Moot
+        }
         (Finish::Result { .. }, false, false) => Landing::Superseded,
     }
 }
@@ -227,20 +233,26 @@ fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet<Id>, GitEr
         .outbox
         .iter()
         .flat_map(|e| {
+            let success =
+                matches!(&e.finish, Finish::Result { result } if result.status.is_success());
+            let delivered = layout::result_file(success, d.req.node, e.task_id.as_str());
             [
                 format!("{tip}:{}", layout::in_progress_file(&e.task_id)),
                 format!("{tip}:{}", layout::queue_file(&e.task_id)),
+                format!("{tip}:{delivered}"),
             ]
         })
         .collect();
     let blobs = repo.read_objects(&specs)?;
-    for (entry, pair) in d.req.outbox.iter().zip(blobs.chunks(2)) {
+    for (entry, found) in d.req.outbox.iter().zip(blobs.chunks(3)) {
         let id = &entry.task_id;
+        let (in_progress, queued, delivered) = (&found[0], &found[1], &found[2]);
         let source = match landing(
             entry,
             d.req.node,
-            pair[0].as_deref(),
-            pair[1].is_some(),
+            in_progress.as_deref(),
+            queued.is_some(),
+            delivered.as_deref(),
             d.req.rules,
         ) {
             Landing::FromClaim => layout::in_progress_file(id),
@@ -269,7 +281,7 @@ fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet<Id>, GitEr
             Finish::Requeue { reason } => {
                 let claimed = ClaimedTask::parse(
                     &format!("{id}.json"),
-                    pair[0].as_deref().unwrap_or(b""),
+                    in_progress.as_deref().unwrap_or(b""),
                     d.req.rules,
                 );
                 if let Ok(c) = claimed {
@@ -549,34 +561,50 @@ mod tests {
         let mine_later = claim_bytes("me", "2026-01-01T00:09:00.000Z");
         let theirs = claim_bytes("other", "2026-01-01T00:00:00.000Z");
         assert_eq!(
-            landing(&result, &me, Some(&mine), false, &rules),
+            landing(&result, &me, Some(&mine), false, None, &rules),
             Landing::FromClaim
         );
         assert_eq!(
-            landing(&result, &me, Some(&mine_later), false, &rules),
+            landing(&result, &me, Some(&mine_later), false, None, &rules),
             Landing::Superseded
         );
         assert_eq!(
-            landing(&result, &me, Some(&theirs), false, &rules),
+            landing(&result, &me, Some(&theirs), false, None, &rules),
             Landing::Superseded
         );
         assert_eq!(
-            landing(&result, &me, None, true, &rules),
+            landing(&result, &me, None, true, None, &rules),
             Landing::FromQueue
         );
         assert_eq!(
-            landing(&result, &me, None, false, &rules),
+            landing(&result, &me, None, false, None, &rules),
             Landing::Superseded
         );
         assert_eq!(
-            landing(&requeue, &me, Some(&mine), false, &rules),
+            landing(&requeue, &me, Some(&mine), false, None, &rules),
             Landing::FromClaim
         );
         assert_eq!(
-            landing(&requeue, &me, Some(&theirs), false, &rules),
+            landing(&requeue, &me, Some(&theirs), false, None, &rules),
             Landing::Moot
         );
-        assert_eq!(landing(&requeue, &me, None, true, &rules), Landing::Moot);
+        assert_eq!(
+            landing(&requeue, &me, None, true, None, &rules),
+            Landing::Moot
+        );
+        // Our own result already at its path (a push whose answer was lost).
+        let Finish::Result { result: r } = &result.finish else {
+            unreachable!()
+        };
+        let delivered = r.to_bytes();
+        assert_eq!(
+            landing(&result, &me, None, false, Some(&delivered), &rules),
+            Landing::Moot
+        );
+        assert_eq!(
+            landing(&result, &me, None, false, Some(b"{}"), &rules),
+            Landing::Superseded
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ struct File {
     claim_grace: Option<u64>,
     max_attempts: Option<std::num::NonZeroU32>,
     concurrency: Option<std::num::NonZeroU32>,
+    claim_ahead: Option<u32>,
     drain_timeout: Option<u64>,
     log_level: Option<String>,
     #[serde(default)]
@@ -89,6 +90,9 @@ pub struct Config {
     pub claim_grace: Duration,
     pub max_attempts: u32,
     pub concurrency: u32,
+    /// Tasks claimed beyond the free slots while busy, started the moment a
+    /// slot frees.
+    pub claim_ahead: u32,
     pub drain_timeout: Duration,
     pub log_level: String,
     pub git_binary: PathBuf,
@@ -263,6 +267,13 @@ impl Config {
             Some(v) => parse_positive("DGRID_CONCURRENCY", &v)? as u32,
             None => file.concurrency.map_or(1, |n| n.get()),
         };
+        let claim_ahead = match env.get("DGRID_CLAIM_AHEAD") {
+            Some(v) => v.trim().parse::<u32>().map_err(|_| ConfigError::Env {
+                var: "DGRID_CLAIM_AHEAD",
+                reason: format!("expected a whole number, got {v:?}"),
+            })?,
+            None => file.claim_ahead.unwrap_or(1),
+        };
         let state_dir = env
             .get("DGRID_STATE_DIR")
             .map(PathBuf::from)
@@ -319,6 +330,7 @@ impl Config {
             claim_grace: Duration::from_secs(file.claim_grace.unwrap_or(300)),
             max_attempts: file.max_attempts.map_or(3, |n| n.get()),
             concurrency,
+            claim_ahead,
             drain_timeout: Duration::from_secs(file.drain_timeout.unwrap_or(60)),
             log_level,
             git_binary: file.git.binary.unwrap_or_else(|| "git".into()),

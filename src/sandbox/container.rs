@@ -100,7 +100,7 @@ impl EngineFlavor {
 /// network wait; `--log-driver=none`, because the output is streamed through
 /// the attached CLI and capped there, and docker's default json-file driver
 /// would also write all of it to disk.
-pub(super) fn run_args(job: &Job, image: &str, limits: &Limits) -> Vec<String> {
+pub fn run_args(job: &Job, image: &str, limits: &Limits) -> Vec<String> {
     let memory = format!("{}m", limits.memory_mb);
     [
         "run",

@@ -3,7 +3,7 @@
 //! a channel, so the loop stays free to heartbeat, answer the watchdog and
 //! hear signals while a task runs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -53,6 +53,7 @@ enum Event {
 struct Running {
     claimed: ClaimedTask,
     cancel: CancelFlag,
+    started: Instant,
 }
 
 /// Why the engine is not used for now, and when to look again.
@@ -75,6 +76,10 @@ struct Worker {
     notifier: Notifier,
     events: Sender<Event>,
     running: BTreeMap<Id, Running>,
+    /// Claimed ahead, to start the moment a slot frees: the next task starts
+    /// without waiting for a push, and the push of the last result overlaps
+    /// its run.
+    waiting: VecDeque<ClaimedTask>,
     unhealthy: Option<Unhealthy>,
     started_at: String,
     completed: u64,
@@ -163,6 +168,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         notifier: Notifier::from_env(),
         events: tx,
         running: BTreeMap::new(),
+        waiting: VecDeque::new(),
         unhealthy,
         started_at: time::format(time::now()),
         completed: 0,
@@ -290,12 +296,7 @@ impl Worker {
                 self.cancel_all("the drain timeout passed");
             }
 
-            let accepting = self.draining_since.is_none() && self.unhealthy.is_none();
-            let free = if accepting {
-                self.cfg.concurrency as usize - self.running.len()
-            } else {
-                0
-            };
+            let free = self.free_claims();
             let pending = self.outbox_len();
             let want = if free > 0 && (now >= self.next_poll || pending > 0) {
                 free
@@ -327,7 +328,7 @@ impl Worker {
             let status = self.status_line();
             self.notifier.status(&status);
 
-            let idle = self.running.is_empty() && self.outbox_len() == 0;
+            let idle = self.running.is_empty() && self.waiting.is_empty() && self.outbox_len() == 0;
             // Stopping: once nothing runs, shutdown() makes the last push;
             // a remote that is away then must not hold the stop hostage.
             if self.draining_since.is_some() && self.running.is_empty() {
@@ -354,7 +355,7 @@ impl Worker {
     fn next_wake(&self) -> Instant {
         let now = Instant::now();
         let mut at = self.next_heartbeat.min(self.next_reap);
-        if self.running.len() < self.cfg.concurrency as usize {
+        if self.free_claims() > 0 {
             at = at.min(self.next_poll);
         }
         if let Some(every) = self.notifier.watchdog_every() {
@@ -385,6 +386,7 @@ impl Worker {
                         "stopping: no new claims; letting running tasks finish"
                     );
                     self.draining_since = Some(Instant::now());
+                    self.give_back_waiting();
                     self.notifier.stopping("draining");
                     self.notifier
                         .extend_timeout(self.cfg.drain_timeout + Duration::from_secs(30));
@@ -393,6 +395,7 @@ impl Worker {
                         "second signal: stopping now; running tasks go back to the queue"
                     );
                     self.draining_since.get_or_insert_with(Instant::now);
+                    self.give_back_waiting();
                     self.cancel_all("the worker was told to stop now");
                 }
             }
@@ -435,11 +438,19 @@ impl Worker {
             .running
             .keys()
             .cloned()
+            .chain(self.waiting.iter().map(|c| c.task.task_id.clone()))
             .chain(outbox.iter().map(|e| e.task_id.clone()))
             .collect();
         let record = self.record(status);
         let policy = self.orphan_policy();
-        let grace = chrono::Duration::from_std(self.cfg.claim_grace).unwrap_or_default();
+        // A task claimed ahead may wait for a slot: its deadline allows for
+        // that, so that a healthy node's queued claim is never reaped.
+        let wait = if want > self.free_slots() {
+            self.longest_wait()
+        } else {
+            Duration::ZERO
+        };
+        let grace = chrono::Duration::from_std(self.cfg.claim_grace + wait).unwrap_or_default();
         let queue_empty_at = self.queue_empty_at.clone();
         let started = Instant::now();
         let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
@@ -557,18 +568,68 @@ impl Worker {
         }
         for c in &report.claimed {
             tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, "claimed");
-            if self.draining_since.is_some() {
-                // Claimed by a push we only now know landed, while stopping:
-                // give it back rather than start it.
-                self.put_outbox(
-                    c,
-                    Finish::Requeue {
-                        reason: format!("{} is stopping", self.node()),
-                    },
-                );
-            } else {
-                self.start(c.clone());
-            }
+            self.waiting.push_back(c.clone());
+        }
+        if self.draining_since.is_some() {
+            // Claimed by a push we only now know landed, while stopping:
+            // give it back rather than start it.
+            self.give_back_waiting();
+        }
+        self.start_waiting();
+    }
+
+    /// Slots free to start a task now.
+    fn free_slots(&self) -> usize {
+        (self.cfg.concurrency as usize).saturating_sub(self.running.len() + self.waiting.len())
+    }
+
+    /// Tasks to claim on the next sync: free slots, plus `claim_ahead` more
+    /// while busy. Not while idle: an idle node that claimed ahead would hold
+    /// a task another idle node could start at once.
+    fn free_claims(&self) -> usize {
+        if self.draining_since.is_some() || self.unhealthy.is_some() {
+            return 0;
+        }
+        let ahead = if self.running.is_empty() {
+            0
+        } else {
+            self.cfg.claim_ahead as usize
+        };
+        (self.cfg.concurrency as usize + ahead)
+            .saturating_sub(self.running.len() + self.waiting.len())
+    }
+
+    /// How long a task claimed now may wait for a slot, at most: until the
+    /// running task closest to its timeout hits it, after those already
+    /// waiting ran to theirs.
+    fn longest_wait(&self) -> Duration {
+        let soonest_slot = self
+            .running
+            .values()
+            .map(|r| {
+                Duration::from_secs(r.claimed.task.timeout_seconds)
+                    .saturating_sub(r.started.elapsed())
+            })
+            .min()
+            .unwrap_or_default();
+        let queued: u64 = self.waiting.iter().map(|c| c.task.timeout_seconds).sum();
+        soonest_slot + Duration::from_secs(queued)
+    }
+
+    fn start_waiting(&mut self) {
+        while self.running.len() < self.cfg.concurrency as usize {
+            let Some(next) = self.waiting.pop_front() else {
+                break;
+            };
+            self.start(next);
+        }
+    }
+
+    /// Hand claimed-ahead tasks back to the queue (the node is stopping).
+    fn give_back_waiting(&mut self) {
+        for c in std::mem::take(&mut self.waiting) {
+            let reason = format!("{} stopped before starting it", self.node());
+            self.put_outbox(&c, Finish::Requeue { reason });
         }
     }
 
@@ -595,7 +656,14 @@ impl Worker {
         match spawned {
             Ok(_) => {
                 tracing::info!(task_id = %id, timeout = claimed.task.timeout_seconds, "running");
-                self.running.insert(id, Running { claimed, cancel });
+                self.running.insert(
+                    id,
+                    Running {
+                        claimed,
+                        cancel,
+                        started: Instant::now(),
+                    },
+                );
             }
             Err(e) => {
                 tracing::error!(task_id = %id, error = %e, "cannot start a thread for the task; requeueing");
@@ -670,6 +738,9 @@ impl Worker {
             }
         };
         self.put_outbox(&claimed, finish);
+        // Start what was claimed ahead before pushing this result: the push
+        // then overlaps the next run.
+        self.start_waiting();
     }
 
     fn put_outbox(&mut self, claimed: &ClaimedTask, finish: Finish) {

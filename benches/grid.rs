@@ -376,6 +376,7 @@ fn growth_run(grid: &Grid, claims: usize, queued: usize) -> GrowthRun {
                 now: dgrid_worker::time::now(),
                 outbox: &[],
                 want_claims: want,
+                start_now: want,
                 reap: false,
                 held: &held,
                 heartbeat: want == 0,

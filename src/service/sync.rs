@@ -24,8 +24,11 @@ pub struct SyncRequest<'a> {
     pub node: &'a Id,
     pub now: Timestamp,
     pub outbox: &'a [OutboxEntry],
-    /// How many tasks to claim (free slots).
+    /// How many tasks to claim.
     pub want_claims: usize,
+    /// How many of those start at once (the rest are claimed ahead and
+    /// wait for a slot): only these are listed as running.
+    pub start_now: usize,
     /// Look for orphaned claims this round.
     pub reap: bool,
     /// Tasks this node is running or has results for: its claims on them
@@ -198,9 +201,10 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         // The record as it will be once this commit lands: with the tasks
         // just claimed among those running.
         let mut record = req.record.clone();
+        let starting = d.report.claimed.iter().take(req.start_now);
         record
             .running
-            .extend(d.report.claimed.iter().map(|c| c.task.task_id.to_string()));
+            .extend(starting.map(|c| c.task.task_id.to_string()));
         if record.status == NodeStatus::Idle && !record.running.is_empty() {
             record.status = NodeStatus::Busy;
         }

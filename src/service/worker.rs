@@ -445,7 +445,8 @@ impl Worker {
         let policy = self.orphan_policy();
         // A task claimed ahead may wait for a slot: its deadline allows for
         // that, so that a healthy node's queued claim is never reaped.
-        let wait = if want > self.free_slots() {
+        let start_now = self.free_slots();
+        let wait = if want > start_now {
             self.longest_wait()
         } else {
             Duration::ZERO
@@ -459,6 +460,7 @@ impl Worker {
                 now: time::now(),
                 outbox: &outbox,
                 want_claims: want,
+                start_now,
                 reap,
                 held: &held,
                 heartbeat,

@@ -8,13 +8,13 @@
 //! ("the task is still queued", "this claim is still mine") is checked
 //! against the state the push will be judged on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::git::repo::{EntryMode, GridRepo, Oid, TreeEntry};
 use crate::git::txn::{Plan, Txn};
 use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
-use crate::grid::orphan::{self, Disposition, OrphanPolicy};
+use crate::grid::orphan::OrphanPolicy;
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, NodeRecord, ResultStatus, Task, TaskResult, TaskRules, layout};
 use crate::service::outbox::{Finish, OutboxEntry};
@@ -333,107 +333,30 @@ fn reap(
     report: &mut SyncReport,
     summary: &mut Vec<String>,
 ) -> Result<(), GitError> {
-    let entries: Vec<TreeEntry> = repo
-        .list_dir(tip, layout::IN_PROGRESS)?
-        .into_iter()
-        .filter(|e| e.name != KEEP && matches!(e.mode, EntryMode::File | EntryMode::Executable))
-        .collect();
-    let blobs = repo.read_objects(&entries.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
-    let mut claims = Vec::new();
-    for (entry, blob) in entries.iter().zip(blobs) {
-        let name = entry.name_lossy();
-        match ClaimedTask::parse(&name, &blob.unwrap_or_default(), req.rules) {
-            Ok(c) if touched.contains(&c.task.task_id) => {}
-            Ok(c) => claims.push(c),
-            Err(e) => {
-                // Garbage in in_progress/ (pushed by hand, or by a broken
-                // tool): it blocks nothing but must not sit there for ever.
-                let reason = format!("{}/{name}: {e}", layout::IN_PROGRESS);
-                edits.insert(path(layout::IN_PROGRESS, &entry.name), Edit::Delete);
-                let stem = layout::result_stem_for_entry(&name);
-                let now_s = time::format(req.now);
-                results.0.push((
-                    false,
-                    req.node.clone(),
-                    stem.clone(),
-                    invalid_result(&name, req.node, &now_s, &reason),
-                ));
-                summary.push(format!("reject {stem}"));
-                report.invalid.push((name, reason));
-            }
-        }
-    }
-    let claimers: BTreeSet<&Id> = claims
-        .iter()
-        .map(|c| &c.claim.node_id)
-        .filter(|n| *n != req.node)
-        .collect();
-    let specs: Vec<String> = claimers
-        .iter()
-        .map(|n| format!("{tip}:{}", layout::node_file(n)))
-        .collect();
-    let records: BTreeMap<&Id, NodeRecord> = claimers
-        .iter()
-        .copied()
-        .zip(repo.read_objects(&specs)?)
-        .filter_map(|(n, b)| Some((n, NodeRecord::parse(&b?).ok()?)))
-        .collect();
-    for c in &claims {
-        let id = &c.task.task_id;
-        let why = if &c.claim.node_id == req.node {
-            // Our own claim on a task we do not hold: we crashed or were
-            // killed while it ran. No need to wait for the stale limit.
-            (!req.held.contains(id))
-                .then(|| "this node restarted while holding the claim".to_owned())
-        } else {
-            orphan::orphan_reason(&c.claim, records.get(&c.claim.node_id), req.now, req.policy)
-                .map(|r| r.to_string())
-        };
-        let Some(why) = why else { continue };
-        edits.insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
-        match orphan::disposition(&c.claim, req.policy) {
-            Disposition::Requeue { attempt } => {
-                edits.insert(
-                    layout::queue_file(id).into_bytes(),
-                    Edit::Put(c.requeued(attempt)),
-                );
-                summary.push(format!("requeue {id} (attempt {attempt})"));
-                report.reaped.push((
-                    id.to_string(),
-                    format!("requeued as attempt {attempt}: {why}"),
-                ));
-            }
-            Disposition::Abandon => {
-                let error = format!(
-                    "abandoned after {} attempts; the last claim, by {}, was orphaned: {why}",
-                    c.claim.attempt, c.claim.node_id
-                );
-                let result = TaskResult {
-                    task_id: id.to_string(),
-                    node_id: c.claim.node_id.clone(),
-                    exit_code: None,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    timestamp: time::format(req.now),
-                    status: ResultStatus::Abandoned,
-                    started_at: Some(c.claim.claimed_at.clone()),
-                    duration_ms: None,
-                    attempt: c.claim.attempt,
-                    truncated: false,
-                    error: Some(error.clone()),
-                };
-                results
-                    .0
-                    .push((false, c.claim.node_id.clone(), id.to_string(), result));
-                summary.push(format!("abandon {id}"));
-                report.reaped.push((id.to_string(), error));
-            }
-        }
-    }
+    // The rule itself lives in service::reap, shared with `dgrid-worker reap`.
+    let input = super::reap::ReapInput {
+        node: req.node,
+        now: req.now,
+        held: req.held,
+        skip: touched,
+        rules: req.rules,
+        policy: req.policy,
+    };
+    let planned = super::reap::plan(repo, tip, &input)?;
+    edits.extend(planned.edits);
+    results.0.extend(
+        planned
+            .results
+            .into_iter()
+            .map(|r| (r.success, r.node, r.stem, r.result)),
+    );
+    report.invalid.extend(planned.invalid);
+    report.reaped.extend(planned.reaped);
+    summary.extend(planned.summary);
     Ok(())
 }
 
-fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskResult {
+pub(crate) fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskResult {
     TaskResult {
         task_id: layout::json_stem(name).unwrap_or(name).to_owned(),
         node_id: node.clone(),

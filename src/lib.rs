@@ -10,3 +10,4 @@ pub mod logging;
 pub mod sandbox;
 pub mod service;
 pub mod time;
+pub mod tools;

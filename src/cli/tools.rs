@@ -275,12 +275,12 @@ pub fn reap(a: ReapArgs) -> ExitCode {
             serde_json::json!({"dry_run": a.dry_run, "reaped": summary.reaped, "invalid": summary.invalid})
         );
     } else {
-        let verb = if a.dry_run { "would " } else { "" };
+        let verb = if a.dry_run { "would be " } else { "" };
         for (task, what) in &summary.reaped {
             println!("{task}: {verb}{what}");
         }
         for (entry, why) in &summary.invalid {
-            println!("{entry}: {verb}move to tasks/failed: {why}");
+            println!("{entry}: {verb}moved to tasks/failed: {why}");
         }
         if summary.reaped.is_empty() && summary.invalid.is_empty() {
             eprintln!("no orphaned claims");

@@ -320,7 +320,11 @@ fn status_shows_nodes_queue_running_and_results() {
         .lines()
         .find(|l| l.trim_start().starts_with("beta"))
         .unwrap();
-    assert!(beta.contains("3h ago"), "{beta}");
+    assert!(
+        beta.contains("3h ago") && beta.contains("stale heartbeat"),
+        "{beta}"
+    );
+    assert!(!alpha.contains("stale"), "{alpha}");
 
     // The same from a local checkout, read in place, and as JSON.
     let co = grid.path("checkout");

@@ -162,9 +162,18 @@ pub struct StatusArgs {
     /// Print the view as JSON (the dashboard's grid.json).
     #[arg(long)]
     pub json: bool,
+    /// A heartbeat older than this marks a node stale (the workers'
+    /// `stale_after`).
+    #[arg(
+        long,
+        env = "DGRID_STALE_AFTER",
+        value_name = "SECS",
+        default_value_t = 5400
+    )]
+    pub stale_after: u64,
 }
 
-fn load_view(repo: &RepoArgs) -> Result<view::GridView, String> {
+fn load_view(repo: &RepoArgs, stale_after: u64) -> Result<view::GridView, String> {
     let opened = repo.open_read().map_err(|e| e.to_string())?;
     let tip = opened.tip.clone().ok_or_else(|| {
         format!(
@@ -172,12 +181,13 @@ fn load_view(repo: &RepoArgs) -> Result<view::GridView, String> {
             repo.repo, repo.branch
         )
     })?;
-    view::GridView::load(&opened.repo, &tip, time::now())
+    let stale = stale_after.min(i64::MAX as u64) as i64;
+    view::GridView::load(&opened.repo, &tip, time::now(), stale)
         .map_err(|e| format!("{}: {}", repo.repo, e))
 }
 
 pub fn status(a: StatusArgs) -> ExitCode {
-    let v = match load_view(&a.repo) {
+    let v = match load_view(&a.repo, a.stale_after) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -299,10 +309,19 @@ pub struct DashboardArgs {
     /// The page's title.
     #[arg(long, default_value = "D-GRID dashboard")]
     pub title: String,
+    /// A heartbeat older than this marks a node stale (the workers'
+    /// `stale_after`).
+    #[arg(
+        long,
+        env = "DGRID_STALE_AFTER",
+        value_name = "SECS",
+        default_value_t = 5400
+    )]
+    pub stale_after: u64,
 }
 
 pub fn dashboard(a: DashboardArgs) -> ExitCode {
-    let v = match load_view(&a.repo) {
+    let v = match load_view(&a.repo, a.stale_after) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };

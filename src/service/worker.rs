@@ -22,6 +22,7 @@ use crate::sandbox::{self, CancelFlag, Engine, Job, Outcome, RunReport};
 use crate::service::notify::Notifier;
 use crate::service::outbox::{Finish, Outbox, OutboxEntry};
 use crate::service::sync::{self, SyncReport, SyncRequest};
+use crate::status::{self, Board};
 use crate::time;
 
 #[derive(Debug, Clone, Default)]
@@ -86,6 +87,8 @@ struct Worker {
     next_maintenance: Instant,
     remote_ok: bool,
     signals_seen: Arc<std::sync::atomic::AtomicUsize>,
+    /// What the status page shows; see `publish`.
+    board: Board,
 }
 
 pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
@@ -145,6 +148,20 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?;
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
 
+    // The status page: its own thread. A port already taken costs the page,
+    // not the worker's work, so it is logged, not fatal.
+    let board = Board::new(status::Snapshot::new(
+        node.as_str(),
+        engine.name(),
+        status::stuck_after(cfg.pull_interval, cfg.git_timeout),
+    ));
+    if let Some(addr) = cfg.status_listen {
+        match status::server::spawn(addr, board.clone()) {
+            Ok(bound) => tracing::info!(%bound, "status page listening"),
+            Err(e) => tracing::error!(%addr, error = %e, "cannot serve the status page"),
+        }
+    }
+
     let (tx, rx) = channel();
     let signals_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     spawn_signal_thread(tx.clone(), signals_seen.clone())?;
@@ -170,6 +187,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         next_maintenance: now + MAINTAIN_EVERY,
         remote_ok: false,
         signals_seen,
+        board,
     };
     match w.register(&rx) {
         // Told to stop while waiting for the grid: a clean stop, not a failure.
@@ -276,6 +294,7 @@ impl Worker {
         loop {
             self.notifier.watchdog();
             self.check_engine_recovery();
+            self.publish();
 
             let now = Instant::now();
             if let Some(since) = self.draining_since
@@ -461,6 +480,14 @@ impl Worker {
             sync::plan(t, &req)
         });
         self.remote_ok = result.is_ok();
+        if let Err(e) = &result {
+            let lost = match e {
+                txn::TxnError::Contended { rounds } => *rounds,
+                _ => 0,
+            };
+            self.board
+                .sync_done(started.elapsed(), false, lost, 0, false);
+        }
         let (report, rejections, commit) = match result? {
             TxnOutcome::Committed {
                 commit,
@@ -472,6 +499,14 @@ impl Worker {
             } => (value, rejections, None),
         };
         tracing::debug!(elapsed = ?started.elapsed(), rejections, commit = commit.as_deref().unwrap_or("-"), "sync");
+        let claimed = report.claimed.len();
+        self.board.sync_done(
+            started.elapsed(),
+            true,
+            rejections,
+            claimed,
+            report.wrote_heartbeat,
+        );
 
         let now = Instant::now();
         if report.wrote_heartbeat {
@@ -557,6 +592,8 @@ impl Worker {
             return;
         };
         let claimed = running.claimed;
+        self.board
+            .task_done(status::outcome_name(&report.outcome), report.duration);
         let node = self.node().clone();
         let finish = match &report.outcome {
             Outcome::EngineFailed(problem) => {
@@ -648,6 +685,33 @@ impl Worker {
                 });
             }
         }
+    }
+
+    /// Publish the loop's state to the status page; also the loop's sign of
+    /// life for `/healthz`.
+    fn publish(&self) {
+        let line = self.status_line();
+        let status = self.status();
+        self.board.update(|s| {
+            s.status = serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            s.status_line = line;
+            s.engine_problem = self.unhealthy.as_ref().map(|u| u.problem.clone());
+            s.running = self
+                .running
+                .values()
+                .map(|r| status::RunningTask {
+                    task_id: r.claimed.task.task_id.to_string(),
+                    attempt: r.claimed.claim.attempt,
+                    claimed_at: r.claimed.claim.claimed_at.clone(),
+                    timeout_seconds: r.claimed.task.timeout_seconds,
+                })
+                .collect();
+            s.outbox = self.outbox.len();
+            s.loop_alive_at = Some(time::format(time::now()));
+        });
     }
 
     fn status_line(&self) -> String {

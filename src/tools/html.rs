@@ -77,6 +77,10 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
                 escape(&n.status),
                 escape(p)
             ),
+            (None, None) if n.stale => format!(
+                "<span class=\"bad\">{} (stale heartbeat)</span>",
+                escape(&n.status)
+            ),
             (None, None) => format!(
                 "<span class=\"{}\">{}</span>",
                 status_class(&n.status),

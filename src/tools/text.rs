@@ -28,6 +28,7 @@ pub fn status(view: &GridView, repo: &str) -> String {
         let extra = match (&n.error, &n.problem) {
             (Some(e), _) => format!("  ! {e}"),
             (None, Some(p)) => format!("  ! {p}"),
+            _ if n.stale => "  ! stale heartbeat: presumed dead".to_owned(),
             _ => String::new(),
         };
         let _ = writeln!(

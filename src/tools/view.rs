@@ -45,6 +45,9 @@ pub struct NodeView {
     pub last_heartbeat: String,
     /// Seconds since the last heartbeat (none if it cannot be read).
     pub heartbeat_age_s: Option<i64>,
+    /// The heartbeat is older than the stale limit: the node is presumed
+    /// dead and its claims are orphans.
+    pub stale: bool,
     pub hostname: String,
     pub version: String,
     pub engine: String,
@@ -141,8 +144,16 @@ fn age(now: Timestamp, s: &str) -> Option<i64> {
 
 impl GridView {
     /// Read the grid at `commit`, as of `now`.
-    pub fn load(repo: &GridRepo, commit: &str, now: Timestamp) -> Result<GridView, GitError> {
-        let nodes = node_views(repo, commit, now)?;
+    pub fn load(
+        repo: &GridRepo,
+        commit: &str,
+        now: Timestamp,
+        stale_after_s: i64,
+    ) -> Result<GridView, GitError> {
+        let mut nodes = node_views(repo, commit, now)?;
+        for n in &mut nodes {
+            n.stale = n.heartbeat_age_s.is_none_or(|a| a > stale_after_s);
+        }
         let queue = files(repo.list_dir(commit, layout::QUEUE)?)
             .iter()
             .map(|e| {
@@ -208,6 +219,7 @@ fn node_views(repo: &GridRepo, commit: &str, now: Timestamp) -> Result<Vec<NodeV
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
                 heartbeat_age_s: age(now, &r.last_heartbeat),
+                stale: false,
                 last_heartbeat: r.last_heartbeat,
                 hostname: r.hostname,
                 version: r.version,
@@ -223,6 +235,7 @@ fn node_views(repo: &GridRepo, commit: &str, now: Timestamp) -> Result<Vec<NodeV
                 status: "unknown".into(),
                 last_heartbeat: String::new(),
                 heartbeat_age_s: None,
+                stale: false,
                 hostname: String::new(),
                 version: String::new(),
                 engine: String::new(),

@@ -167,3 +167,102 @@ pub fn expect_code(o: &Output, code: i32) {
         stderr(o)
     );
 }
+
+/// Where the browser tests leave their screenshots, for people to look at.
+pub fn screenshot_dir() -> std::path::PathBuf {
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools-screenshots");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Headless Chromium as root on these machines (see the README's "Grid
+/// tools"): no sandbox, no GPU, no background networking, a fresh profile.
+fn chromium(args: &[&str]) -> Output {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .args(args)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd
+        .spawn()
+        .expect("chromium is required (scripts/setup-host --tests installs it)");
+    let pid = child.id();
+    // A hung browser must fail the test, not hang it.
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(90));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(watchdog);
+    assert!(
+        out.status.success(),
+        "chromium {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Render `url`: a screenshot at `<screenshot_dir>/<name>.png` (checked to
+/// be a non-trivial PNG), and the DOM after rendering.
+pub fn render(url: &str, name: &str) -> String {
+    let png = screenshot_dir().join(format!("{name}.png"));
+    let _ = std::fs::remove_file(&png);
+    chromium(&[
+        &format!("--screenshot={}", png.display()),
+        "--window-size=1200,900",
+        url,
+    ]);
+    let bytes = std::fs::read(&png).expect("chromium wrote the screenshot");
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is a PNG",
+        png.display()
+    );
+    assert!(
+        bytes.len() > 10_000,
+        "{} looks empty ({} bytes)",
+        png.display(),
+        bytes.len()
+    );
+    let dom = chromium(&["--dump-dom", url]);
+    String::from_utf8_lossy(&dom.stdout).into_owned()
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_owned())
+}

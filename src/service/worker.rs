@@ -294,7 +294,6 @@ impl Worker {
         loop {
             self.notifier.watchdog();
             self.check_engine_recovery();
-            self.publish();
 
             let now = Instant::now();
             if let Some(since) = self.draining_since
@@ -354,6 +353,8 @@ impl Worker {
                 break;
             }
 
+            // Last thing before waiting: the page shows this round's claims.
+            self.publish();
             let wait = self.next_wake().saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(event) => self.handle(event),

@@ -25,7 +25,7 @@ fn podman_worker(grid: &Grid, node: &str, conf: &std::path::Path) -> WorkerSpec 
 fn a_killed_workers_claim_is_requeued_and_its_container_removed() {
     require_podman_image();
     let grid = Grid::new();
-    let conf = containers_conf(grid.root.path());
+    let conf = containers_conf();
     grid.submit(&[("long-haul".into(), "sleep 12; echo survived".into(), 60)]);
 
     // A claims the task and starts its container; then A dies hard.

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,23 +22,13 @@ use dgrid_worker::sandbox::{
 const IMAGE: &str = "localhost/dgrid-busybox:latest";
 
 /// podman as root needs runc (crun fails on these hybrid cgroups) and sane
-/// ulimits (root's hard nofile limit breaks podman's defaults).
-const CONTAINERS_CONF: &str = r#"[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-"#;
-
-fn containers_conf() -> &'static PathBuf {
-    static CONF: OnceLock<PathBuf> = OnceLock::new();
-    CONF.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let path = dir.join("containers.conf");
-        let tmp = dir.join(format!("containers.conf.{}", std::process::id()));
-        std::fs::write(&tmp, CONTAINERS_CONF).expect("write containers.conf");
-        std::fs::rename(&tmp, &path).expect("install containers.conf");
-        path
-    })
+/// ulimits (root's hard nofile limit breaks podman's defaults): the same
+/// containers.conf the demo uses.
+fn containers_conf() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/containers.conf"
+    ))
 }
 
 /// Unique per test process, so that parallel runs (and leftovers of a killed
@@ -265,7 +255,14 @@ fn missing_image_is_an_engine_failure(f: EngineFlavor) {
     let e = engine_with(f, "localhost/dgrid-no-such-image:latest", Limits::default());
     let r = run(&e, &job("noimage", "true", Duration::from_secs(30)));
     assert!(matches!(r.outcome, Outcome::EngineFailed(_)), "{r:?}");
-    assert!(e.check().is_err(), "check() must notice the missing image");
+    let err = e
+        .check()
+        .expect_err("check() must notice the missing image")
+        .to_string();
+    assert!(
+        err.contains("not present locally") && err.contains("pull"),
+        "{err}"
+    );
 }
 
 /// An engine that cannot work at all: podman told to use a runtime that does

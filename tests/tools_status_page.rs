@@ -140,7 +140,7 @@ fn metrics_move_when_tasks_run_and_the_page_shows_the_running_task() {
 #[test]
 fn healthz_is_503_when_the_engine_is_unhealthy() {
     let grid = Grid::new();
-    let conf = containers_conf(grid.root.path());
+    let conf = containers_conf();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut spec = WorkerSpec::new(&grid, "sick-1");

@@ -134,7 +134,8 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
         Ok(o) => o,
         Err(e) => return fail(e),
     };
-    match txn::run(&opened.repo, &TxnPolicy::default(), |t| {
+    let identity = txn::Identity::for_node("submit");
+    match txn::run(&opened.repo, &identity, &TxnPolicy::default(), |t| {
         submit::plan(t, &task)
     }) {
         Ok(TxnOutcome::Committed { value, .. }) => {
@@ -151,6 +152,11 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
             )),
             submit::Submitted::Queued { path } => fail(format_args!("{path}: nothing pushed")),
         },
+        Ok(TxnOutcome::Uncertain { error, .. }) => fail(format_args!(
+            "{}: the push's answer was lost and the grid is unreachable ({error}); \
+             look with `dgrid-worker status` before submitting {} again",
+            a.repo.repo, task.task_id
+        )),
         Err(e) => fail(format_args!("{}: {e}", a.repo.repo)),
     }
 }
@@ -272,10 +278,18 @@ pub fn reap(a: ReapArgs) -> ExitCode {
             Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
         }
     } else {
-        match txn::run(&opened.repo, &TxnPolicy::default(), |t| {
+        let identity = txn::Identity::for_node(who.as_str());
+        match txn::run(&opened.repo, &identity, &TxnPolicy::default(), |t| {
             reap::plan(t, &who, time::now(), &policy, &rules)
         }) {
             Ok(TxnOutcome::Committed { value, .. } | TxnOutcome::Unchanged { value, .. }) => value,
+            // A reap is idempotent: the next run redoes what did not land.
+            Ok(TxnOutcome::Uncertain { error, .. }) => {
+                return fail(format_args!(
+                    "{}: the push's answer was lost and the grid is unreachable: {error}",
+                    a.repo.repo
+                ));
+            }
             Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
         }
     };

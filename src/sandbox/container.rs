@@ -26,6 +26,9 @@ const CALL_OUTPUT_CAP: usize = 256 * 1024;
 /// the removal again.
 const REMOVE_RETRY: Duration = Duration::from_millis(500);
 
+/// Deadline for pulling a missing image at start: images are big, links slow.
+const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Deadline for `--version` when probing which engines are installed; the
 /// configured call timeout is not known there.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -317,6 +320,15 @@ impl ContainerEngine {
         action: &str,
         args: &[S],
     ) -> Result<CallOutput, SandboxError> {
+        self.call_within(action, args, self.call_timeout)
+    }
+
+    fn call_within<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        action: &str,
+        args: &[S],
+        timeout: Duration,
+    ) -> Result<CallOutput, SandboxError> {
         let err = |reason: String| SandboxError::Call {
             engine: self.name().to_string(),
             action: action.to_string(),
@@ -324,7 +336,7 @@ impl ContainerEngine {
         };
         let f = supervise::run(
             self.command(args),
-            self.call_timeout,
+            timeout,
             None,
             CALL_OUTPUT_CAP,
             &mut KillChild,
@@ -336,9 +348,7 @@ impl ContainerEngine {
                 stdout: f.stdout.text,
                 stderr: f.stderr.text,
             }),
-            Ended::TimedOut | Ended::Cancelled => {
-                Err(err(format!("no answer within {:?}", self.call_timeout)))
-            }
+            Ended::TimedOut | Ended::Cancelled => Err(err(format!("no answer within {timeout:?}"))),
         }
     }
 
@@ -438,18 +448,27 @@ impl Engine for ContainerEngine {
         let image = self
             .call("image", &self.flavor.image_exists_args(&self.image))
             .map_err(|e| self.unusable(e.to_string()))?;
-        if image.code != 0 {
-            let detail = match summarize(&image.stderr).as_str() {
-                "no error message" => String::new(),
-                s => format!(" ({s})"),
-            };
-            return Err(self.unusable(format!(
-                "image {} is not present locally{detail}; there is no registry to pull \
-                 from: build or load it on this machine",
-                self.image
-            )));
+        if image.code == 0 {
+            return Ok(());
         }
-        Ok(())
+        // Not here yet: fetch it now, once, rather than let every task fail
+        // on it (runs use --pull=never so that a task never waits on one).
+        tracing::info!(engine = self.name(), image = %self.image, "image not present; pulling it");
+        let pull = self.call_within("pull", &["pull", self.image.as_str()], PULL_TIMEOUT);
+        match pull {
+            Ok(out) if out.code == 0 => Ok(()),
+            Ok(out) => Err(self.unusable(format!(
+                "image {} is not present locally and `{} pull` failed ({}): build, load or \
+                 pull it on this machine",
+                self.image,
+                self.name(),
+                summarize(&out.stderr)
+            ))),
+            Err(e) => Err(self.unusable(format!(
+                "image {} is not present locally and pulling it failed: {e}",
+                self.image
+            ))),
+        }
     }
 
     fn remove_leftovers(&self, node_id: &str) -> Result<usize, SandboxError> {

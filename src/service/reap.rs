@@ -28,7 +28,6 @@ pub struct ReapInput<'a> {
 /// A result to write, before its final path is chosen.
 #[derive(Debug, Clone)]
 pub struct PendingResult {
-    pub success: bool,
     pub node: Id,
     pub stem: String,
     pub result: TaskResult,
@@ -80,7 +79,6 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                     .insert(path(layout::IN_PROGRESS, &entry.name), Edit::Delete);
                 let stem = layout::result_stem_for_entry(&name);
                 out.results.push(PendingResult {
-                    success: false,
                     node: input.node.clone(),
                     stem: stem.clone(),
                     result: super::sync::invalid_result(&name, input.node, &now_s, &reason),
@@ -157,7 +155,6 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                     error: Some(error.clone()),
                 };
                 out.results.push(PendingResult {
-                    success: false,
                     node: c.claim.node_id.clone(),
                     stem: id.to_string(),
                     result,
@@ -182,14 +179,14 @@ pub fn place_results(
     let mut edits = Edits::new();
     let paths: Vec<String> = results
         .iter()
-        .map(|r| layout::result_file(r.success, &r.node, &r.stem))
+        .map(|r| layout::result_file(r.result.status.is_success(), &r.node, &r.stem))
         .collect();
     let specs: Vec<String> = paths.iter().map(|p| format!("{tip}:{p}")).collect();
     let existing = repo.read_objects(&specs)?;
     for ((p, exists), r) in paths.into_iter().zip(existing).zip(results) {
         let p = if exists.is_some() {
             layout::result_file(
-                r.success,
+                r.result.status.is_success(),
                 &r.node,
                 &format!("{}-{}", r.stem, now.timestamp_millis()),
             )

@@ -16,7 +16,7 @@ use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::OrphanPolicy;
 use crate::grid::task::EntryKind;
-use crate::grid::{Id, NodeRecord, ResultStatus, Task, TaskResult, TaskRules, layout};
+use crate::grid::{Id, NodeRecord, NodeStatus, ResultStatus, Task, TaskResult, TaskRules, layout};
 use crate::service::outbox::{Finish, OutboxEntry};
 use crate::time::{self, Timestamp};
 
@@ -96,6 +96,7 @@ fn landing(
     node: &Id,
     in_progress: Option<&[u8]>,
     queued: bool,
+    delivered: Option<&[u8]>,
     rules: &TaskRules,
 ) -> Landing {
     let ours = in_progress
@@ -105,254 +106,305 @@ fn landing(
         (_, true, _) => Landing::FromClaim,
         (Finish::Result { .. }, false, true) => Landing::FromQueue,
         (Finish::Requeue { .. }, false, _) => Landing::Moot,
+        // Our own push delivered it already (its answer was lost, then the
+        // worker restarted): nothing left to do.
+        (Finish::Result { result }, false, false) if delivered == Some(&result.to_bytes()[..]) => {
+            Landing::Moot
+        }
         (Finish::Result { .. }, false, false) => Landing::Superseded,
     }
 }
 
-/// Results to write: (path, bytes). Paths are unique per node and task; a
-/// clash (the same id submitted again later) gets a time suffix instead of
-/// overwriting the earlier result.
-struct ResultWrites(Vec<(bool, Id, String, TaskResult)>);
+/// A result to write. Its path is settled last: unique per node and task,
+/// and a clash (the same id submitted again later) gets a time suffix
+/// instead of overwriting the earlier result.
+struct PendingResult {
+    node: Id,
+    stem: String,
+    result: TaskResult,
+}
+
+/// The commit being planned: its edits, the results it will write, the
+/// words of its message, and the report for the loop.
+struct Draft<'a> {
+    req: &'a SyncRequest<'a>,
+    tip: &'a str,
+    edits: Edits,
+    results: Vec<PendingResult>,
+    summary: Vec<String>,
+    report: SyncReport,
+}
+
+impl Draft<'_> {
+    /// Move an entry that breaks the rules out of `dir` into `failed/`,
+    /// with the reason naming the file.
+    fn reject(&mut self, dir: &str, entry: &TreeEntry, error: &dyn std::fmt::Display) {
+        let name = entry.name_lossy();
+        let reason = format!("{dir}/{name}: {error}");
+        self.edits.insert(path(dir, &entry.name), Edit::Delete);
+        let stem = layout::result_stem_for_entry(&name);
+        let result = invalid_result(&name, self.req.node, &time::format(self.req.now), &reason);
+        self.summary.push(format!("reject {stem}"));
+        self.results.push(PendingResult {
+            node: self.req.node.clone(),
+            stem,
+            result,
+        });
+        self.report.invalid.push((name, reason));
+    }
+}
 
 pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, GitError> {
     let repo = txn.repo;
-    let mut report = SyncReport {
-        tip: txn.tip.clone(),
-        ..SyncReport::default()
-    };
-    let mut edits = Edits::new();
-    let mut results = ResultWrites(Vec::new());
-    let mut summary: Vec<String> = Vec::new();
     let Some(tip) = txn.tip.as_deref() else {
         // An empty remote: nothing to read; registering creates the grid.
+        let mut edits = Edits::new();
         if req.heartbeat {
             edits.insert(
                 layout::node_file(req.node).into_bytes(),
                 Edit::Put(req.record.to_bytes()),
             );
-            report.wrote_heartbeat = true;
         }
+        let report = SyncReport {
+            wrote_heartbeat: req.heartbeat,
+            ..SyncReport::default()
+        };
         return Ok(Plan {
             edits,
             message: format!("{}: register", req.node),
             value: report,
         });
     };
-    let now_s = time::format(req.now);
-
-    // 1. The outbox.
-    let mut touched: BTreeSet<Id> = BTreeSet::new();
-    if !req.outbox.is_empty() {
-        let specs: Vec<String> = req
-            .outbox
-            .iter()
-            .flat_map(|e| {
-                [
-                    format!("{tip}:{}", layout::in_progress_file(&e.task_id)),
-                    format!("{tip}:{}", layout::queue_file(&e.task_id)),
-                ]
-            })
-            .collect();
-        let blobs = repo.read_objects(&specs)?;
-        for (entry, pair) in req.outbox.iter().zip(blobs.chunks(2)) {
-            let how = landing(
-                entry,
-                req.node,
-                pair[0].as_deref(),
-                pair[1].is_some(),
-                req.rules,
-            );
-            let id = &entry.task_id;
-            let source = match how {
-                Landing::FromClaim => layout::in_progress_file(id),
-                Landing::FromQueue => layout::queue_file(id),
-                Landing::Moot => {
-                    report.landed.push(id.clone());
-                    continue;
-                }
-                Landing::Superseded => {
-                    report.superseded.push(id.clone());
-                    continue;
-                }
-            };
-            touched.insert(id.clone());
-            edits.insert(source.into_bytes(), Edit::Delete);
-            match &entry.finish {
-                Finish::Result { result } => {
-                    summary.push(format!("{} {id}", status_word(result.status)));
-                    results.0.push((
-                        result.status.is_success(),
-                        req.node.clone(),
-                        id.to_string(),
-                        result.clone(),
-                    ));
-                }
-                Finish::Requeue { reason } => {
-                    let claimed = ClaimedTask::parse(
-                        &format!("{id}.json"),
-                        pair[0].as_deref().unwrap_or(b""),
-                        req.rules,
-                    );
-                    if let Ok(c) = claimed {
-                        edits.insert(
-                            layout::queue_file(id).into_bytes(),
-                            Edit::Put(c.requeued(c.claim.attempt)),
-                        );
-                    }
-                    summary.push(format!("requeue {id} ({reason})"));
-                }
-            }
-            report.landed.push(id.clone());
-        }
-    }
-
-    // 2. New claims, and invalid entries met on the way.
-    let skip_queue = req.queue_empty_at.is_some_and(|t| t == tip);
-    if req.want_claims > 0 && !skip_queue {
-        let mut queue: Vec<TreeEntry> = repo
-            .list_dir(tip, layout::QUEUE)?
-            .into_iter()
-            .filter(|e| e.name != KEEP)
-            .filter(|e| {
-                let stem = layout::json_stem(&e.name_lossy()).map(str::to_owned);
-                !stem
-                    .and_then(|s| Id::parse(&s).ok())
-                    .is_some_and(|id| touched.contains(&id))
-            })
-            .collect();
-        // A random pick spreads racing nodes over the queue a little; the
-        // real contention is on the ref (DESIGN.md 7), which the backoff
-        // handles.
-        fastrand::shuffle(&mut queue);
-        let sample = queue.len().min(req.want_claims * 2 + 4);
-        let (looked_at, rest) = queue.split_at(sample);
-        let reads: Vec<String> = looked_at.iter().map(|e| e.oid.clone()).collect();
-        let blobs = repo.read_objects(&reads)?;
-        let mut left = rest.len();
-        for (entry, blob) in looked_at.iter().zip(blobs) {
-            let name = entry.name_lossy();
-            let bytes = blob.unwrap_or_default();
-            // Trees and submodules are not read as files.
-            let content: &[u8] = if matches!(entry.mode, EntryMode::Tree | EntryMode::Submodule) {
-                b""
-            } else {
-                &bytes
-            };
-            match Task::from_entry(&name, entry_kind(entry.mode), content, req.rules) {
-                Ok(task) if report.claimed.len() < req.want_claims => {
-                    let claimed = ClaimedTask::new(task, req.node, req.now, req.claim_grace);
-                    edits.insert(path(layout::QUEUE, &entry.name), Edit::Delete);
-                    edits.insert(
-                        layout::in_progress_file(&claimed.task.task_id).into_bytes(),
-                        Edit::Put(claimed.to_bytes()),
-                    );
-                    summary.push(format!("claim {}", claimed.task.task_id));
-                    report.claimed.push(claimed);
-                }
-                Ok(_) => left += 1,
-                Err(e) => {
-                    let reason = format!("{}/{name}: {e}", layout::QUEUE);
-                    edits.insert(path(layout::QUEUE, &entry.name), Edit::Delete);
-                    let stem = layout::result_stem_for_entry(&name);
-                    results.0.push((
-                        false,
-                        req.node.clone(),
-                        stem.clone(),
-                        invalid_result(&name, req.node, &now_s, &reason),
-                    ));
-                    summary.push(format!("reject {stem}"));
-                    report.invalid.push((name, reason));
-                }
-            }
-        }
-        report.queue_left = left;
-    }
-
-    // 3. Orphaned claims.
+    let mut d = Draft {
+        req,
+        tip,
+        edits: Edits::new(),
+        results: Vec::new(),
+        summary: Vec::new(),
+        report: SyncReport {
+            tip: Some(tip.to_owned()),
+            ..SyncReport::default()
+        },
+    };
+    let touched = land_outbox(repo, &mut d)?;
+    claim(repo, &mut d, &touched)?;
     if req.reap {
-        reap(
-            repo,
-            tip,
-            req,
-            &touched,
-            &mut edits,
-            &mut results,
-            &mut report,
-            &mut summary,
-        )?;
+        reap(repo, &mut d, &touched)?;
     }
+    write_results(repo, &mut d)?;
 
-    // 4. Results, at paths that do not exist yet.
-    if !results.0.is_empty() {
-        let paths: Vec<String> = results
-            .0
-            .iter()
-            .map(|(ok, node, stem, _)| layout::result_file(*ok, node, stem))
-            .collect();
-        let specs: Vec<String> = paths.iter().map(|p| format!("{tip}:{p}")).collect();
-        let existing = repo.read_objects(&specs)?;
-        for ((p, exists), (ok, node, stem, result)) in
-            paths.into_iter().zip(existing).zip(results.0)
-        {
-            let p = if exists.is_some() {
-                layout::result_file(ok, &node, &format!("{stem}-{}", req.now.timestamp_millis()))
-            } else {
-                p
-            };
-            edits.insert(p.into_bytes(), Edit::Put(result.to_bytes()));
+    // The heartbeat rides along with any change, or goes alone when due.
+    if !d.edits.is_empty() || req.heartbeat {
+        // The record as it will be once this commit lands: with the tasks
+        // just claimed among those running.
+        let mut record = req.record.clone();
+        record
+            .running
+            .extend(d.report.claimed.iter().map(|c| c.task.task_id.to_string()));
+        if record.status == NodeStatus::Idle && !record.running.is_empty() {
+            record.status = NodeStatus::Busy;
         }
-    }
-
-    // 5. The heartbeat rides along with any change, or goes alone when due.
-    if !edits.is_empty() || req.heartbeat {
-        edits.insert(
+        d.edits.insert(
             layout::node_file(req.node).into_bytes(),
-            Edit::Put(req.record.to_bytes()),
+            Edit::Put(record.to_bytes()),
         );
-        report.wrote_heartbeat = true;
-        if summary.is_empty() {
-            summary.push("heartbeat".into());
+        d.report.wrote_heartbeat = true;
+        if d.summary.is_empty() {
+            d.summary.push("heartbeat".into());
         }
     }
-    let message = commit_message(req.node, &summary);
     Ok(Plan {
-        edits,
-        message,
-        value: report,
+        message: commit_message(req.node, &d.summary),
+        edits: d.edits,
+        value: d.report,
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn reap(
-    repo: &GridRepo,
-    tip: &str,
-    req: &SyncRequest<'_>,
-    touched: &BTreeSet<Id>,
-    edits: &mut Edits,
-    results: &mut ResultWrites,
-    report: &mut SyncReport,
-    summary: &mut Vec<String>,
-) -> Result<(), GitError> {
-    // The rule itself lives in service::reap, shared with `dgrid-worker reap`.
+/// End the claims the outbox holds results or requeues for. Returns the
+/// tasks touched, which the later steps must leave alone.
+fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet<Id>, GitError> {
+    let mut touched = BTreeSet::new();
+    if d.req.outbox.is_empty() {
+        return Ok(touched);
+    }
+    let tip = d.tip;
+    let specs: Vec<String> = d
+        .req
+        .outbox
+        .iter()
+        .flat_map(|e| {
+            let success =
+                matches!(&e.finish, Finish::Result { result } if result.status.is_success());
+            let delivered = layout::result_file(success, d.req.node, e.task_id.as_str());
+            [
+                format!("{tip}:{}", layout::in_progress_file(&e.task_id)),
+                format!("{tip}:{}", layout::queue_file(&e.task_id)),
+                format!("{tip}:{delivered}"),
+            ]
+        })
+        .collect();
+    let blobs = repo.read_objects(&specs)?;
+    for (entry, found) in d.req.outbox.iter().zip(blobs.chunks(3)) {
+        let id = &entry.task_id;
+        let (in_progress, queued, delivered) = (&found[0], &found[1], &found[2]);
+        let source = match landing(
+            entry,
+            d.req.node,
+            in_progress.as_deref(),
+            queued.is_some(),
+            delivered.as_deref(),
+            d.req.rules,
+        ) {
+            Landing::FromClaim => layout::in_progress_file(id),
+            Landing::FromQueue => layout::queue_file(id),
+            Landing::Moot => {
+                d.report.landed.push(id.clone());
+                continue;
+            }
+            Landing::Superseded => {
+                d.report.superseded.push(id.clone());
+                continue;
+            }
+        };
+        touched.insert(id.clone());
+        d.edits.insert(source.into_bytes(), Edit::Delete);
+        match &entry.finish {
+            Finish::Result { result } => {
+                d.summary
+                    .push(format!("{} {id}", status_word(result.status)));
+                d.results.push(PendingResult {
+                    node: d.req.node.clone(),
+                    stem: id.to_string(),
+                    result: result.clone(),
+                });
+            }
+            Finish::Requeue { reason } => {
+                let claimed = ClaimedTask::parse(
+                    &format!("{id}.json"),
+                    in_progress.as_deref().unwrap_or(b""),
+                    d.req.rules,
+                );
+                if let Ok(c) = claimed {
+                    d.edits.insert(
+                        layout::queue_file(id).into_bytes(),
+                        Edit::Put(c.requeued(c.claim.attempt)),
+                    );
+                }
+                d.summary.push(format!("requeue {id} ({reason})"));
+            }
+        }
+        d.report.landed.push(id.clone());
+    }
+    Ok(touched)
+}
+
+/// Claim up to `want_claims` valid tasks; invalid entries met on the way go
+/// to `failed/`.
+fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(), GitError> {
+    let req = d.req;
+    if req.want_claims == 0 || req.queue_empty_at.is_some_and(|t| t == d.tip) {
+        return Ok(());
+    }
+    let mut queue: Vec<TreeEntry> = repo
+        .list_dir(d.tip, layout::QUEUE)?
+        .into_iter()
+        .filter(|e| e.name != KEEP)
+        .filter(|e| {
+            let id = layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok());
+            !id.is_some_and(|id| touched.contains(&id))
+        })
+        .collect();
+    // A random pick spreads racing nodes over the queue a little; the real
+    // contention is on the ref (DESIGN.md 7), which the backoff handles.
+    fastrand::shuffle(&mut queue);
+    let sample = queue.len().min(req.want_claims * 2 + 4);
+    let (looked_at, rest) = queue.split_at(sample);
+    let blobs = repo.read_objects(&looked_at.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
+    let mut left = rest.len();
+    for (entry, blob) in looked_at.iter().zip(blobs) {
+        // Trees and submodules are not read as files.
+        let content = match entry.mode {
+            EntryMode::Tree | EntryMode::Submodule => Vec::new(),
+            _ => blob.unwrap_or_default(),
+        };
+        match Task::from_entry(
+            &entry.name_lossy(),
+            entry_kind(entry.mode),
+            &content,
+            req.rules,
+        ) {
+            Ok(task) if d.report.claimed.len() < req.want_claims => {
+                let claimed = ClaimedTask::new(task, req.node, req.now, req.claim_grace);
+                d.edits
+                    .insert(path(layout::QUEUE, &entry.name), Edit::Delete);
+                d.edits.insert(
+                    layout::in_progress_file(&claimed.task.task_id).into_bytes(),
+                    Edit::Put(claimed.to_bytes()),
+                );
+                d.summary.push(format!("claim {}", claimed.task.task_id));
+                d.report.claimed.push(claimed);
+            }
+            Ok(_) => left += 1,
+            Err(e) => d.reject(layout::QUEUE, entry, &e),
+        }
+    }
+    d.report.queue_left = left;
+    Ok(())
+}
+
+/// Requeue (or abandon) claims whose owner is gone. The rule itself lives
+/// in service::reap, shared with `dgrid-worker reap`.
+fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(), GitError> {
     let input = super::reap::ReapInput {
-        node: req.node,
-        now: req.now,
-        held: req.held,
+        node: d.req.node,
+        now: d.req.now,
+        held: d.req.held,
         skip: touched,
-        rules: req.rules,
-        policy: req.policy,
+        rules: d.req.rules,
+        policy: d.req.policy,
     };
-    let planned = super::reap::plan(repo, tip, &input)?;
-    edits.extend(planned.edits);
-    results.0.extend(
-        planned
-            .results
-            .into_iter()
-            .map(|r| (r.success, r.node, r.stem, r.result)),
-    );
-    report.invalid.extend(planned.invalid);
-    report.reaped.extend(planned.reaped);
-    summary.extend(planned.summary);
+    let planned = super::reap::plan(repo, d.tip, &input)?;
+    d.edits.extend(planned.edits);
+    d.results
+        .extend(planned.results.into_iter().map(|r| PendingResult {
+            node: r.node,
+            stem: r.stem,
+            result: r.result,
+        }));
+    d.summary.extend(planned.summary);
+    d.report.invalid.extend(planned.invalid);
+    d.report.reaped.extend(planned.reaped);
+    Ok(())
+}
+
+/// Put the results at paths that do not exist yet.
+fn write_results(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
+    if d.results.is_empty() {
+        return Ok(());
+    }
+    let paths: Vec<String> = d
+        .results
+        .iter()
+        .map(|r| layout::result_file(r.result.status.is_success(), &r.node, &r.stem))
+        .collect();
+    let specs: Vec<String> = paths.iter().map(|p| format!("{}:{p}", d.tip)).collect();
+    let existing = repo.read_objects(&specs)?;
+    for ((p, exists), r) in paths
+        .into_iter()
+        .zip(existing)
+        .zip(std::mem::take(&mut d.results))
+    {
+        let p = match exists {
+            None => p,
+            Some(_) => layout::result_file(
+                r.result.status.is_success(),
+                &r.node,
+                &format!("{}-{}", r.stem, d.req.now.timestamp_millis()),
+            ),
+        };
+        d.edits
+            .insert(p.into_bytes(), Edit::Put(r.result.to_bytes()));
+    }
     Ok(())
 }
 
@@ -441,34 +493,50 @@ mod tests {
         let mine_later = claim_bytes("me", "2026-01-01T00:09:00.000Z");
         let theirs = claim_bytes("other", "2026-01-01T00:00:00.000Z");
         assert_eq!(
-            landing(&result, &me, Some(&mine), false, &rules),
+            landing(&result, &me, Some(&mine), false, None, &rules),
             Landing::FromClaim
         );
         assert_eq!(
-            landing(&result, &me, Some(&mine_later), false, &rules),
+            landing(&result, &me, Some(&mine_later), false, None, &rules),
             Landing::Superseded
         );
         assert_eq!(
-            landing(&result, &me, Some(&theirs), false, &rules),
+            landing(&result, &me, Some(&theirs), false, None, &rules),
             Landing::Superseded
         );
         assert_eq!(
-            landing(&result, &me, None, true, &rules),
+            landing(&result, &me, None, true, None, &rules),
             Landing::FromQueue
         );
         assert_eq!(
-            landing(&result, &me, None, false, &rules),
+            landing(&result, &me, None, false, None, &rules),
             Landing::Superseded
         );
         assert_eq!(
-            landing(&requeue, &me, Some(&mine), false, &rules),
+            landing(&requeue, &me, Some(&mine), false, None, &rules),
             Landing::FromClaim
         );
         assert_eq!(
-            landing(&requeue, &me, Some(&theirs), false, &rules),
+            landing(&requeue, &me, Some(&theirs), false, None, &rules),
             Landing::Moot
         );
-        assert_eq!(landing(&requeue, &me, None, true, &rules), Landing::Moot);
+        assert_eq!(
+            landing(&requeue, &me, None, true, None, &rules),
+            Landing::Moot
+        );
+        // Our own result already at its path (a push whose answer was lost).
+        let Finish::Result { result: r } = &result.finish else {
+            unreachable!()
+        };
+        let delivered = r.to_bytes();
+        assert_eq!(
+            landing(&result, &me, None, false, Some(&delivered), &rules),
+            Landing::Moot
+        );
+        assert_eq!(
+            landing(&result, &me, None, false, Some(b"{}"), &rules),
+            Landing::Superseded
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::config::Config;
 use crate::git::auth;
-use crate::git::txn::{self, TxnOutcome, TxnPolicy};
+use crate::git::txn::{self, Identity, TxnOutcome, TxnPolicy};
 use crate::git::{Git, GridRepo};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::OrphanPolicy;
@@ -70,6 +70,7 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(6 * 3600);
 struct Worker {
     cfg: Config,
     repo: GridRepo,
+    identity: Identity,
     engine: Arc<dyn Engine>,
     outbox: Outbox,
     notifier: Notifier,
@@ -86,6 +87,9 @@ struct Worker {
     next_reap: Instant,
     next_maintenance: Instant,
     remote_ok: bool,
+    /// A commit pushed with no answer while the grid was unreachable, and
+    /// what it would mean if it landed.
+    uncertain: Option<(String, SyncReport)>,
     signals_seen: Arc<std::sync::atomic::AtomicUsize>,
     /// What the status page shows; see `publish`.
     board: Board,
@@ -168,6 +172,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
 
     let now = Instant::now();
     let mut w = Worker {
+        identity: Identity::for_node(node.as_str()),
         cfg,
         repo,
         engine,
@@ -186,6 +191,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         next_reap: now,
         next_maintenance: now + MAINTAIN_EVERY,
         remote_ok: false,
+        uncertain: None,
         signals_seen,
         board,
     };
@@ -329,9 +335,6 @@ impl Worker {
                                     now + self.cfg.pull_interval
                                 };
                         }
-                        for claimed in report.claimed {
-                            self.start(claimed);
-                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, waiting = pending, "sync failed; results stay in the outbox");
@@ -435,12 +438,7 @@ impl Worker {
         heartbeat: bool,
         reap: bool,
     ) -> Result<SyncReport, txn::TxnError> {
-        let status = if self.running.is_empty() && want > 0 {
-            NodeStatus::Busy
-        } else {
-            self.status()
-        };
-        self.sync_as(want, heartbeat, reap, status, &TxnPolicy::default())
+        self.sync_as(want, heartbeat, reap, self.status(), &TxnPolicy::default())
     }
 
     fn sync_as(
@@ -451,6 +449,7 @@ impl Worker {
         status: NodeStatus,
         txn_policy: &TxnPolicy,
     ) -> Result<SyncReport, txn::TxnError> {
+        self.resolve_uncertain()?;
         let outbox = self.outbox.entries().to_vec();
         let held: BTreeSet<Id> = self
             .running
@@ -463,7 +462,7 @@ impl Worker {
         let grace = chrono::Duration::from_std(self.cfg.claim_grace).unwrap_or_default();
         let queue_empty_at = self.queue_empty_at.clone();
         let started = Instant::now();
-        let result = txn::run(&self.repo, txn_policy, |t| {
+        let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
             let req = SyncRequest {
                 node: &self.cfg.node_id,
                 now: time::now(),
@@ -480,39 +479,47 @@ impl Worker {
             };
             sync::plan(t, &req)
         });
-        self.remote_ok = result.is_ok();
+        let elapsed = started.elapsed();
         if let Err(e) = &result {
             let lost = match e {
                 txn::TxnError::Contended { rounds } => *rounds,
                 _ => 0,
             };
-            self.board
-                .sync_done(started.elapsed(), false, lost, 0, false);
+            self.board.sync_done(elapsed, false, lost, 0, false);
         }
-        let (report, rejections, commit) = match result? {
+        let outcome = result.inspect_err(|_| self.remote_ok = false)?;
+        self.remote_ok = true;
+        let report = match outcome {
             TxnOutcome::Committed {
                 commit,
                 value,
                 rejections,
-            } => (value, rejections, Some(commit)),
+            } => {
+                tracing::debug!(?elapsed, rejections, %commit, "sync");
+                let (claimed, hb) = (value.claimed.len(), value.wrote_heartbeat);
+                self.board.sync_done(elapsed, true, rejections, claimed, hb);
+                value
+            }
             TxnOutcome::Unchanged {
                 value, rejections, ..
-            } => (value, rejections, None),
+            } => {
+                tracing::debug!(?elapsed, rejections, "sync: nothing to change");
+                self.board.sync_done(elapsed, true, rejections, 0, false);
+                value
+            }
+            TxnOutcome::Uncertain {
+                commit,
+                value,
+                error,
+            } => {
+                tracing::warn!(%commit, %error, "push outcome unknown and the grid unreachable; will check once it is back");
+                self.remote_ok = false;
+                self.board.sync_done(elapsed, false, 0, 0, false);
+                self.uncertain = Some((commit, value));
+                return Err(txn::TxnError::Git(error));
+            }
         };
-        tracing::debug!(elapsed = ?started.elapsed(), rejections, commit = commit.as_deref().unwrap_or("-"), "sync");
-        let claimed = report.claimed.len();
-        self.board.sync_done(
-            started.elapsed(),
-            true,
-            rejections,
-            claimed,
-            report.wrote_heartbeat,
-        );
-
         let now = Instant::now();
-        if report.wrote_heartbeat {
-            self.next_heartbeat = now + self.cfg.heartbeat_interval;
-        }
         if reap {
             self.next_reap = now + REAP_EVERY.min(self.cfg.stale_after / 2);
         }
@@ -521,6 +528,46 @@ impl Worker {
                 (report.queue_left == 0 && report.claimed.is_empty() && report.invalid.is_empty())
                     .then(|| report.tip.clone())
                     .flatten();
+        }
+        self.absorb(&report);
+        if now >= self.next_maintenance && self.running.is_empty() {
+            self.next_maintenance = now + MAINTAIN_EVERY;
+            if let Err(e) = self.repo.maintain() {
+                tracing::warn!(error = %e, "git maintenance failed");
+            }
+        }
+        Ok(report)
+    }
+
+    /// A commit whose push outcome was unknown: once the grid answers, act
+    /// on it if it landed (its claims are ours, its results delivered), and
+    /// forget it if it did not (its outbox entries are still there).
+    fn resolve_uncertain(&mut self) -> Result<(), txn::TxnError> {
+        let Some((commit, report)) = self.uncertain.take() else {
+            return Ok(());
+        };
+        match txn::landed(&self.repo, &commit) {
+            Ok(true) => {
+                tracing::info!(%commit, "the uncertain push had landed");
+                self.absorb(&report);
+                Ok(())
+            }
+            Ok(false) => {
+                tracing::info!(%commit, "the uncertain push had not landed");
+                Ok(())
+            }
+            Err(e) => {
+                self.uncertain = Some((commit, report));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Act on a sync that landed: clear delivered results from the outbox,
+    /// start what was claimed, and log what the grid now says.
+    fn absorb(&mut self, report: &SyncReport) {
+        if report.wrote_heartbeat {
+            self.next_heartbeat = Instant::now() + self.cfg.heartbeat_interval;
         }
         for id in &report.landed {
             if let Err(e) = self.outbox.remove(id) {
@@ -541,14 +588,19 @@ impl Worker {
         }
         for c in &report.claimed {
             tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, "claimed");
-        }
-        if now >= self.next_maintenance && self.running.is_empty() {
-            self.next_maintenance = now + MAINTAIN_EVERY;
-            if let Err(e) = self.repo.maintain() {
-                tracing::warn!(error = %e, "git maintenance failed");
+            if self.draining_since.is_some() {
+                // Claimed by a push we only now know landed, while stopping:
+                // give it back rather than start it.
+                self.put_outbox(
+                    c,
+                    Finish::Requeue {
+                        reason: format!("{} is stopping", self.node()),
+                    },
+                );
+            } else {
+                self.start(c.clone());
             }
         }
-        Ok(report)
     }
 
     fn start(&mut self, claimed: ClaimedTask) {
@@ -742,6 +794,7 @@ impl Worker {
     /// Push what is pending and mark the node stopped. Bounded: a remote
     /// that is away keeps the outbox for the next start.
     fn shutdown(&mut self) {
+        self.draining_since.get_or_insert_with(Instant::now);
         self.notifier.stopping("stopping: pushing pending results");
         let policy = TxnPolicy {
             max_rounds: 5,

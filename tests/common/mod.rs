@@ -380,16 +380,13 @@ pub fn append_line(path: &Path, line: &str) {
 /// The image the container tests run (built by scripts/build-test-image).
 pub const TEST_IMAGE: &str = "localhost/dgrid-busybox:latest";
 
-/// podman as root on these hosts needs runc and sane ulimits (DESIGN.md 6);
-/// a containers.conf saying so, for tests that run podman.
-pub fn containers_conf(dir: &Path) -> PathBuf {
-    let path = dir.join("containers.conf");
-    std::fs::write(
-        &path,
-        "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\n",
-    )
-    .unwrap();
-    path
+/// podman as root on these hosts needs runc and sane ulimits (DESIGN.md 6):
+/// the containers.conf the demo uses.
+pub fn containers_conf() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/containers.conf"
+    ))
 }
 
 /// Fail (never skip) when podman or the test image is missing: CI installs

@@ -1,0 +1,184 @@
+//! The node's life around its tasks: heartbeats while a task runs, orphaned
+//! claims of dead nodes requeued with an attempt count (and abandoned at the
+//! limit), and the SIGTERM drain: let a task finish, or put it back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+fn record(grid: &Grid, node: &str) -> serde_json::Value {
+    serde_json::from_slice(&grid.files("nodes")[&format!("{node}.json")]).unwrap()
+}
+
+#[test]
+fn heartbeats_go_on_while_a_task_runs() {
+    let grid = Grid::new();
+    grid.submit(&[("long".into(), "sleep 4; echo ok".into(), 30)]);
+    let mut spec = WorkerSpec::new(&grid, "beating");
+    spec.extra = "heartbeat_interval = 1\nstale_after = 5\n".into();
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the claim", Duration::from_secs(20), || {
+        grid.files("tasks/in_progress").len() == 1
+    });
+    let first = record(&grid, "beating");
+    assert_eq!(first["status"], "busy");
+    assert_eq!(first["running"], serde_json::json!(["long"]));
+    wait_until("a heartbeat during the run", Duration::from_secs(3), || {
+        record(&grid, "beating")["last_heartbeat"] != first["last_heartbeat"]
+    });
+    assert_eq!(
+        grid.files("tasks/in_progress").len(),
+        1,
+        "still running while it beat"
+    );
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+    let last = record(&grid, "beating");
+    assert_eq!(last["status"], "stopped");
+    assert_eq!(last["tasks_completed"], 1);
+}
+
+/// An in_progress file as a node that has since died would have left it.
+fn ghost_claim(id: &str, attempt: u32) -> (String, Vec<u8>) {
+    let body = serde_json::json!({
+        "task_id": id,
+        "script": format!("echo rerun-{id}"),
+        "timeout_seconds": 10,
+        "attempt": attempt,
+        "owner": "kept",
+        "claim": {
+            "node_id": "ghost",
+            "claimed_at": "2026-01-01T00:00:00.000Z",
+            "deadline": "2026-01-01T00:05:10.000Z",
+            "attempt": attempt
+        }
+    });
+    (
+        format!("tasks/in_progress/{id}.json"),
+        body.to_string().into_bytes(),
+    )
+}
+
+#[test]
+fn orphaned_claims_are_requeued_with_attempt_plus_one_or_abandoned() {
+    let grid = Grid::new();
+    let ghost_record = serde_json::json!({
+        "node_id": "ghost", "status": "busy", "last_heartbeat": "2026-01-01T00:00:00.000Z"
+    });
+    grid.commit_files(
+        &[
+            ghost_claim("second-chance", 1),
+            ghost_claim("last-straw", 3),
+            (
+                "nodes/ghost.json".into(),
+                ghost_record.to_string().into_bytes(),
+            ),
+        ],
+        "claims of a node that died",
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "reaper"));
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+
+    let done = grid.json_files("tasks/completed");
+    let rerun = &done["reaper-second-chance.json"];
+    assert_eq!(rerun["attempt"], 2);
+    assert_eq!(rerun["stdout"], "rerun-second-chance\n");
+    let failed = grid.json_files("tasks/failed");
+    let abandoned = &failed["ghost-last-straw.json"];
+    assert_eq!(abandoned["status"], "abandoned");
+    assert_eq!(abandoned["attempt"], 3);
+    let error = abandoned["error"].as_str().unwrap();
+    assert!(
+        error.contains("abandoned after 3 attempts") && error.contains("ghost"),
+        "{error}"
+    );
+    assert!(grid.files("tasks/in_progress").is_empty());
+    assert!(grid.files("tasks/queue").is_empty());
+    assert_eq!(done.len() + failed.len(), 2);
+}
+
+#[test]
+fn sigterm_lets_a_running_task_finish() {
+    let grid = Grid::new();
+    grid.submit(&[("finish-me".into(), "sleep 2; echo finished".into(), 30)]);
+    let mut spec = WorkerSpec::new(&grid, "polite");
+    spec.drain = false;
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the claim", Duration::from_secs(20), || {
+        grid.files("tasks/in_progress").len() == 1
+    });
+    w.signal(Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+    let done = grid.json_files("tasks/completed");
+    assert_eq!(done["polite-finish-me.json"]["stdout"], "finished\n");
+    assert!(grid.files("tasks/in_progress").is_empty());
+    assert_eq!(record(&grid, "polite")["status"], "stopped");
+}
+
+#[test]
+fn a_task_that_outlasts_the_drain_goes_back_to_the_queue() {
+    let grid = Grid::new();
+    grid.submit(&[("too-long".into(), "sleep 60".into(), 120)]);
+    let mut spec = WorkerSpec::new(&grid, "hasty");
+    spec.drain = false;
+    spec.extra = "drain_timeout = 1".into();
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the claim", Duration::from_secs(20), || {
+        grid.files("tasks/in_progress").len() == 1
+    });
+    w.signal(Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        w.log_text()
+    );
+    let queued = grid.json_files("tasks/queue");
+    let back = &queued["too-long.json"];
+    assert!(back.get("claim").is_none(), "{back}");
+    assert!(
+        back.get("attempt").is_none(),
+        "a drain is not the task's fault: attempt unchanged: {back}"
+    );
+    assert!(grid.files("tasks/in_progress").is_empty());
+    assert!(grid.results().is_empty());
+}
+
+#[test]
+fn a_second_signal_stops_at_once_and_still_requeues() {
+    let grid = Grid::new();
+    grid.submit(&[("interrupted".into(), "sleep 60".into(), 120)]);
+    let mut spec = WorkerSpec::new(&grid, "impatient");
+    spec.drain = false;
+    spec.extra = "drain_timeout = 600".into();
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the claim", Duration::from_secs(20), || {
+        grid.files("tasks/in_progress").len() == 1
+    });
+    w.signal(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    w.signal(Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        w.log_text()
+    );
+    assert!(
+        grid.json_files("tasks/queue")
+            .contains_key("interrupted.json")
+    );
+    assert!(grid.files("tasks/in_progress").is_empty());
+}

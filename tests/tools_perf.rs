@@ -145,11 +145,7 @@ fn status_and_dashboard_on_50k_results() {
         "\n{} results ({:.1} MB of result JSON), binary {}:",
         RESULTS,
         blob_bytes as f64 / 1e6,
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
+        bench_bin()
     );
     for (what, secs) in &rows {
         println!("  {secs:>6.2} s  {what}");

@@ -175,7 +175,7 @@ fn the_workflow_steps_run_as_written_against_a_real_grid() {
             .env("GITHUB_STEP_SUMMARY", &summary)
             .env("DGRID_REPO_URL", grid.url())
             .env("GIT_TOKEN", "not-needed-for-file-urls")
-            .env("DGRID_STALE_AFTER", "5400")
+            .env("DGRID_STALE_AFTER", "7200")
             .env("DGRID_MAX_ATTEMPTS", "3")
             .output()
             .unwrap();

@@ -174,7 +174,7 @@ pub struct StatusArgs {
         long,
         env = "DGRID_STALE_AFTER",
         value_name = "SECS",
-        default_value_t = 5400
+        default_value_t = 7200
     )]
     pub stale_after: u64,
 }
@@ -221,7 +221,7 @@ pub struct ReapArgs {
         long,
         env = "DGRID_STALE_AFTER",
         value_name = "SECS",
-        default_value_t = 5400
+        default_value_t = 7200
     )]
     pub stale_after: u64,
     /// Claims handed out before a task is abandoned (the workers'
@@ -329,7 +329,7 @@ pub struct DashboardArgs {
         long,
         env = "DGRID_STALE_AFTER",
         value_name = "SECS",
-        default_value_t = 5400
+        default_value_t = 7200
     )]
     pub stale_after: u64,
 }

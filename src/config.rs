@@ -41,6 +41,7 @@ struct File {
     claim_ahead: Option<u32>,
     drain_timeout: Option<u64>,
     log_level: Option<String>,
+    status_listen: Option<String>,
     #[serde(default)]
     sandbox: SandboxFile,
     #[serde(default)]
@@ -95,6 +96,8 @@ pub struct Config {
     pub claim_ahead: u32,
     pub drain_timeout: Duration,
     pub log_level: String,
+    /// Where the local status page listens; none when it is off.
+    pub status_listen: Option<std::net::SocketAddr>,
     pub git_binary: PathBuf,
     pub git_timeout: Duration,
     pub sandbox: SandboxConfig,
@@ -316,7 +319,25 @@ impl Config {
             reason: e.to_string(),
         })?;
 
+        let status_listen = match env.get("DGRID_STATUS_LISTEN") {
+            Some(v) => parse_listen(&v).map_err(|reason| ConfigError::Env {
+                var: "DGRID_STATUS_LISTEN",
+                reason,
+            })?,
+            None => parse_listen(
+                file.status_listen
+                    .as_deref()
+                    .unwrap_or(DEFAULT_STATUS_LISTEN),
+            )
+            .map_err(|reason| ConfigError::Invalid {
+                origin: origin.clone(),
+                key: "status_listen",
+                reason,
+            })?,
+        };
+
         Ok(Config {
+            status_listen,
             source,
             node_id,
             repo_url,
@@ -362,6 +383,20 @@ fn parse_file(text: &str, path: &Path) -> Result<File, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+/// The status page is on by default, on loopback only (DESIGN.md 4).
+pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:8000";
+
+/// `host:port`, or `""`/`off` for no status page.
+fn parse_listen(v: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    let v = v.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| {
+        format!("is {v:?}; expected an address and port such as 127.0.0.1:8000, or \"off\"")
     })
 }
 

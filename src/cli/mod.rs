@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod tools;
+
 use crate::config::Config;
 use crate::service::{self, RunOptions};
 
@@ -33,6 +35,18 @@ pub enum Command {
         #[arg(long)]
         drain: bool,
     },
+    /// Check task files with the rules a worker applies; exit 1 if any is invalid.
+    Validate(tools::ValidateArgs),
+    /// Make a task and push it to a grid's queue, as a transaction.
+    Submit(tools::SubmitArgs),
+    /// The grid at a glance: nodes, queue, running, done, failed.
+    Status(tools::StatusArgs),
+    /// Requeue orphaned claims (or abandon them), as a transaction.
+    Reap(tools::ReapArgs),
+    /// Write a static dashboard (index.html and grid.json) for a grid.
+    Dashboard(tools::DashboardArgs),
+    /// Create a new grid repository with the layout and workflows.
+    Init(tools::InitArgs),
 }
 
 /// Exit status for a configuration error (sysexits' EX_CONFIG), so that
@@ -42,7 +56,17 @@ const EXIT_CONFIG: u8 = 78;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // The tools talk to people and CI: warnings only, on stderr.
+        crate::logging::init("warn", None);
+    }
     match cli.command {
+        Command::Validate(a) => tools::validate(a),
+        Command::Submit(a) => tools::submit(a),
+        Command::Status(a) => tools::status(a),
+        Command::Reap(a) => tools::reap(a),
+        Command::Dashboard(a) => tools::dashboard(a),
+        Command::Init(a) => tools::init(a),
         Command::Run { config, drain } => {
             let cfg = match Config::load(config.as_deref()) {
                 Ok(cfg) => cfg,

@@ -112,6 +112,17 @@ impl GridRepo {
         Ok(repo)
     }
 
+    /// A repository read in place, as it is: a grid's own checkout or bare
+    /// repository, for the read-only tools (`status`, `dashboard`). Unlike
+    /// [`GridRepo::open_or_init`] it configures and fetches nothing, so it
+    /// never alters someone's clone.
+    pub fn read_only(git: Git, branch: &str) -> GridRepo {
+        GridRepo {
+            git,
+            branch: branch.to_owned(),
+        }
+    }
+
     pub fn git(&self) -> &Git {
         &self.git
     }

@@ -8,13 +8,13 @@
 //! ("the task is still queued", "this claim is still mine") is checked
 //! against the state the push will be judged on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::git::repo::{EntryMode, GridRepo, Oid, TreeEntry};
 use crate::git::txn::{Plan, Txn};
 use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
-use crate::grid::orphan::{self, Disposition, OrphanPolicy};
+use crate::grid::orphan::OrphanPolicy;
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, NodeRecord, NodeStatus, ResultStatus, Task, TaskResult, TaskRules, layout};
 use crate::service::outbox::{Finish, OutboxEntry};
@@ -356,96 +356,28 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
     Ok(())
 }
 
-/// Requeue (or abandon) claims whose owner is gone.
+/// Requeue (or abandon) claims whose owner is gone. The rule itself lives
+/// in service::reap, shared with `dgrid-worker reap`.
 fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(), GitError> {
-    let req = d.req;
-    let entries: Vec<TreeEntry> = repo
-        .list_dir(d.tip, layout::IN_PROGRESS)?
-        .into_iter()
-        .filter(|e| e.name != KEEP && matches!(e.mode, EntryMode::File | EntryMode::Executable))
-        .collect();
-    let blobs = repo.read_objects(&entries.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
-    let mut claims = Vec::new();
-    for (entry, blob) in entries.iter().zip(blobs) {
-        match ClaimedTask::parse(&entry.name_lossy(), &blob.unwrap_or_default(), req.rules) {
-            Ok(c) if touched.contains(&c.task.task_id) => {}
-            Ok(c) => claims.push(c),
-            // Garbage in in_progress/ (pushed by hand, or by a broken tool):
-            // it blocks nothing but must not sit there for ever.
-            Err(e) => d.reject(layout::IN_PROGRESS, entry, &e),
-        }
-    }
-    let tip = d.tip;
-    let claimers: BTreeSet<&Id> = claims
-        .iter()
-        .map(|c| &c.claim.node_id)
-        .filter(|n| *n != req.node)
-        .collect();
-    let specs: Vec<String> = claimers
-        .iter()
-        .map(|n| format!("{tip}:{}", layout::node_file(n)))
-        .collect();
-    let records: BTreeMap<&Id, NodeRecord> = claimers
-        .iter()
-        .copied()
-        .zip(repo.read_objects(&specs)?)
-        .filter_map(|(n, b)| Some((n, NodeRecord::parse(&b?).ok()?)))
-        .collect();
-    for c in &claims {
-        let id = &c.task.task_id;
-        let why = if &c.claim.node_id == req.node {
-            // Our own claim on a task we do not hold: we crashed or were
-            // killed while it ran. No need to wait for the stale limit.
-            (!req.held.contains(id))
-                .then(|| "this node restarted while holding the claim".to_owned())
-        } else {
-            orphan::orphan_reason(&c.claim, records.get(&c.claim.node_id), req.now, req.policy)
-                .map(|r| r.to_string())
-        };
-        let Some(why) = why else { continue };
-        d.edits
-            .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
-        match orphan::disposition(&c.claim, req.policy) {
-            Disposition::Requeue { attempt } => {
-                d.edits.insert(
-                    layout::queue_file(id).into_bytes(),
-                    Edit::Put(c.requeued(attempt)),
-                );
-                d.summary.push(format!("requeue {id} (attempt {attempt})"));
-                d.report.reaped.push((
-                    id.to_string(),
-                    format!("requeued as attempt {attempt}: {why}"),
-                ));
-            }
-            Disposition::Abandon => {
-                let error = format!(
-                    "abandoned after {} attempts; the last claim, by {}, was orphaned: {why}",
-                    c.claim.attempt, c.claim.node_id
-                );
-                let result = TaskResult {
-                    task_id: id.to_string(),
-                    node_id: c.claim.node_id.clone(),
-                    exit_code: None,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    timestamp: time::format(req.now),
-                    status: ResultStatus::Abandoned,
-                    started_at: Some(c.claim.claimed_at.clone()),
-                    duration_ms: None,
-                    attempt: c.claim.attempt,
-                    truncated: false,
-                    error: Some(error.clone()),
-                };
-                d.results.push(PendingResult {
-                    node: c.claim.node_id.clone(),
-                    stem: id.to_string(),
-                    result,
-                });
-                d.summary.push(format!("abandon {id}"));
-                d.report.reaped.push((id.to_string(), error));
-            }
-        }
-    }
+    let input = super::reap::ReapInput {
+        node: d.req.node,
+        now: d.req.now,
+        held: d.req.held,
+        skip: touched,
+        rules: d.req.rules,
+        policy: d.req.policy,
+    };
+    let planned = super::reap::plan(repo, d.tip, &input)?;
+    d.edits.extend(planned.edits);
+    d.results
+        .extend(planned.results.into_iter().map(|r| PendingResult {
+            node: r.node,
+            stem: r.stem,
+            result: r.result,
+        }));
+    d.summary.extend(planned.summary);
+    d.report.invalid.extend(planned.invalid);
+    d.report.reaped.extend(planned.reaped);
     Ok(())
 }
 
@@ -480,7 +412,7 @@ fn write_results(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
     Ok(())
 }
 
-fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskResult {
+pub(crate) fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskResult {
     TaskResult {
         task_id: layout::json_stem(name).unwrap_or(name).to_owned(),
         node_id: node.clone(),

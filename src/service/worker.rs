@@ -22,6 +22,7 @@ use crate::sandbox::{self, CancelFlag, Engine, Job, Outcome, RunReport};
 use crate::service::notify::Notifier;
 use crate::service::outbox::{Finish, Outbox, OutboxEntry};
 use crate::service::sync::{self, SyncReport, SyncRequest};
+use crate::status::{self, Board};
 use crate::time;
 
 #[derive(Debug, Clone, Default)]
@@ -95,6 +96,8 @@ struct Worker {
     /// what it would mean if it landed.
     uncertain: Option<(String, SyncReport)>,
     signals_seen: Arc<std::sync::atomic::AtomicUsize>,
+    /// What the status page shows; see `publish`.
+    board: Board,
 }
 
 pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
@@ -154,6 +157,20 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?;
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
 
+    // The status page: its own thread. A port already taken costs the page,
+    // not the worker's work, so it is logged, not fatal.
+    let board = Board::new(status::Snapshot::new(
+        node.as_str(),
+        engine.name(),
+        status::stuck_after(cfg.pull_interval, cfg.git_timeout),
+    ));
+    if let Some(addr) = cfg.status_listen {
+        match status::server::spawn(addr, board.clone()) {
+            Ok(bound) => tracing::info!(%bound, "status page listening"),
+            Err(e) => tracing::error!(%addr, error = %e, "cannot serve the status page"),
+        }
+    }
+
     let (tx, rx) = channel();
     let signals_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     spawn_signal_thread(tx.clone(), signals_seen.clone())?;
@@ -182,6 +199,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         remote_ok: false,
         uncertain: None,
         signals_seen,
+        board,
     };
     match w.register(&rx) {
         // Told to stop while waiting for the grid: a clean stop, not a failure.
@@ -339,6 +357,8 @@ impl Worker {
                 break;
             }
 
+            // Last thing before waiting: the page shows this round's claims.
+            self.publish();
             let wait = self.next_wake().saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(event) => self.handle(event),
@@ -473,6 +493,13 @@ impl Worker {
             sync::plan(t, &req)
         });
         let elapsed = started.elapsed();
+        if let Err(e) = &result {
+            let lost = match e {
+                txn::TxnError::Contended { rounds } => *rounds,
+                _ => 0,
+            };
+            self.board.sync_done(elapsed, false, lost, 0, false);
+        }
         let outcome = result.inspect_err(|_| self.remote_ok = false)?;
         self.remote_ok = true;
         let report = match outcome {
@@ -482,12 +509,15 @@ impl Worker {
                 rejections,
             } => {
                 tracing::debug!(?elapsed, rejections, %commit, "sync");
+                let (claimed, hb) = (value.claimed.len(), value.wrote_heartbeat);
+                self.board.sync_done(elapsed, true, rejections, claimed, hb);
                 value
             }
             TxnOutcome::Unchanged {
                 value, rejections, ..
             } => {
                 tracing::debug!(?elapsed, rejections, "sync: nothing to change");
+                self.board.sync_done(elapsed, true, rejections, 0, false);
                 value
             }
             TxnOutcome::Uncertain {
@@ -497,6 +527,7 @@ impl Worker {
             } => {
                 tracing::warn!(%commit, %error, "push outcome unknown and the grid unreachable; will check once it is back");
                 self.remote_ok = false;
+                self.board.sync_done(elapsed, false, 0, 0, false);
                 self.uncertain = Some((commit, value));
                 return Err(txn::TxnError::Git(error));
             }
@@ -684,6 +715,8 @@ impl Worker {
             return;
         };
         let claimed = running.claimed;
+        self.board
+            .task_done(status::outcome_name(&report.outcome), report.duration);
         let node = self.node().clone();
         let finish = match &report.outcome {
             Outcome::EngineFailed(problem) => {
@@ -778,6 +811,33 @@ impl Worker {
                 });
             }
         }
+    }
+
+    /// Publish the loop's state to the status page; also the loop's sign of
+    /// life for `/healthz`.
+    fn publish(&self) {
+        let line = self.status_line();
+        let status = self.status();
+        self.board.update(|s| {
+            s.status = serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            s.status_line = line;
+            s.engine_problem = self.unhealthy.as_ref().map(|u| u.problem.clone());
+            s.running = self
+                .running
+                .values()
+                .map(|r| status::RunningTask {
+                    task_id: r.claimed.task.task_id.to_string(),
+                    attempt: r.claimed.claim.attempt,
+                    claimed_at: r.claimed.claim.claimed_at.clone(),
+                    timeout_seconds: r.claimed.task.timeout_seconds,
+                })
+                .collect();
+            s.outbox = self.outbox.len();
+            s.loop_alive_at = Some(time::format(time::now()));
+        });
     }
 
     fn status_line(&self) -> String {

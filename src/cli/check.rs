@@ -337,6 +337,9 @@ mod tests {
         c.token = Some(auth::Secret::new("s3cr3t-t0k3n"));
         let lines = run(&c, CheckOptions { preflight: true }, &mut |_| {});
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        assert!(text.contains("token set") && !text.contains("s3cr3t"), "{text}");
+        assert!(
+            text.contains("token set") && !text.contains("s3cr3t"),
+            "{text}"
+        );
     }
 }

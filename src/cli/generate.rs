@@ -59,7 +59,12 @@ fn run(what: What) -> std::io::Result<()> {
             use clap_complete::Shell;
             std::fs::create_dir_all(&dir)?;
             for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-                clap_complete::generate_to(shell, &mut super::Cli::command(), "dgrid-worker", &dir)?;
+                clap_complete::generate_to(
+                    shell,
+                    &mut super::Cli::command(),
+                    "dgrid-worker",
+                    &dir,
+                )?;
             }
             Ok(())
         }

@@ -38,7 +38,14 @@ fn run(what: What) -> std::io::Result<()> {
                 .section("8")
                 .manual("System Administration");
             let mut out = Vec::new();
-            man.render(&mut out)?;
+            // Section by section rather than render(): its SUBCOMMANDS list
+            // points at dgrid-worker-<sub>(8) pages that are not shipped;
+            // here each subcommand gets its own section in this one page.
+            man.render_title(&mut out)?;
+            man.render_name_section(&mut out)?;
+            man.render_synopsis_section(&mut out)?;
+            man.render_description_section(&mut out)?;
+            man.render_options_section(&mut out)?;
             // One page documents the subcommands too, so that
             // `man dgrid-worker` tells how to run and check a node.
             for sub in super::Cli::command().get_subcommands() {
@@ -82,6 +89,13 @@ DGRID_STATE_DIR, DGRID_ENGINE, DGRID_IMAGE, DGRID_TOKEN_FILE) override it.
 \fI/etc/dgrid/git-token\fR
 The git token, passed to the service with LoadCredential= and read from
 $CREDENTIALS_DIRECTORY/git-token. Never put it in the configuration's URL.
+.TP
+\fI/etc/dgrid/containers.conf\fR
+podman settings of the service (CONTAINERS_CONF in the unit).
+.TP
+\fI/usr/libexec/dgrid-worker/podman\fR
+podman as the service's user, e.g. \fBpodman load < image.tar\fR to give the
+service the image its tasks run in (there is no registry to pull from).
 .TP
 \fI/var/lib/dgrid-worker\fR
 State: the working clone and the outbox of results not yet pushed; also the

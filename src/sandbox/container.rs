@@ -306,6 +306,9 @@ impl ContainerEngine {
         let mut cmd = Command::new(self.flavor.binary());
         cmd.args(args);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        // systemd's notify socket is the worker's alone: podman's conmon
+        // would otherwise send READY=1 for each container to the service.
+        cmd.env_remove("NOTIFY_SOCKET");
         // Its own process group, so a Ctrl-C meant for the worker does not
         // reach the CLI, which would relay it into the container and end the
         // task behind the worker's back: cancelling is the worker's decision.

@@ -94,6 +94,58 @@ fn validate_names_file_field_and_reason_and_exits_for_ci() {
 }
 
 #[test]
+fn validate_with_the_grid_refuses_ids_that_are_running_or_done() {
+    let grid = populated_grid();
+    let co = grid.path("checkout");
+    git(
+        grid.root.path(),
+        &["clone", "--quiet", &grid.url(), "checkout"],
+    );
+    let q = co.join("tasks/queue");
+    let task = |id: &str| format!(r#"{{"task_id":"{id}","script":"echo","timeout_seconds":5}}"#);
+    // t-run is claimed; c-1 and f-exit have results; fresh is new.
+    for id in ["t-run", "c-1", "f-exit", "fresh"] {
+        std::fs::write(q.join(format!("{id}.json")), task(id)).unwrap();
+    }
+    let o = dgrid(&[
+        "validate",
+        "--grid",
+        co.to_str().unwrap(),
+        q.to_str().unwrap(),
+    ]);
+    expect_code(&o, 1);
+    let out = stdout(&o);
+    let p = |id: &str| q.join(format!("{id}.json")).display().to_string();
+    for (id, why) in [
+        ("t-run", "is running: tasks/in_progress/t-run.json"),
+        (
+            "c-1",
+            "already has a result: tasks/completed/alpha-c-1.json",
+        ),
+        (
+            "f-exit",
+            "already has a result: tasks/failed/alpha-f-exit.json",
+        ),
+    ] {
+        let line = format!(
+            "{}: field `task_id` \"{id}\" {why}; task ids must be new",
+            p(id)
+        );
+        assert!(out.contains(&line), "want {line:?} in:\n{out}");
+    }
+    assert!(!out.contains("fresh"), "{out}");
+    assert!(
+        stderr(&o).contains("7 checked: 4 valid, 3 invalid"),
+        "{}",
+        stderr(&o)
+    );
+    // A result whose name merely ends like an id is not that id's.
+    std::fs::write(q.join("exit.json"), task("exit")).unwrap();
+    let o = dgrid(&["validate", "--grid", co.to_str().unwrap(), &p("exit")]);
+    expect_code(&o, 0);
+}
+
+#[test]
 fn submit_pushes_a_valid_task_and_refuses_duplicates() {
     let grid = Grid::new();
     let url = grid.url();

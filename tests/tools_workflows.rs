@@ -211,3 +211,78 @@ fn the_workflow_steps_run_as_written_against_a_real_grid() {
     assert!(html.contains("t-run"));
     assert!(work.join("_site/grid.json").is_file());
 }
+
+/// The install action's first step, run for real: a branch, an annotated
+/// tag (peeled to its commit), a lightweight tag and a commit id all
+/// resolve to the commit cargo will build; an unknown ref fails the job.
+/// shellcheck checks the script too (actionlint does not look inside
+/// composite actions).
+#[test]
+fn the_install_action_resolves_branches_tags_and_commits() {
+    let action: serde_yaml::Value = serde_yaml::from_slice(
+        &std::fs::read(Path::new(ROOT).join(".github/actions/install-dgrid-worker/action.yml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let script = action["runs"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "rev")
+        .and_then(|s| s["run"].as_str())
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rev.sh");
+    std::fs::write(&file, format!("#!/usr/bin/env bash\n{script}")).unwrap();
+    let sc = Command::new("shellcheck").arg(&file).output().unwrap();
+    assert!(
+        sc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sc.stdout)
+    );
+
+    let grid = Grid::new();
+    let first = String::from_utf8(git(&grid.bare, &["rev-parse", "main"]).stdout).unwrap();
+    git(&grid.bare, &["tag", "-a", "-m", "release", "v1", "main"]);
+    git(&grid.bare, &["tag", "light", "main"]);
+    grid.commit_files(&[("x".into(), b"x".to_vec())], "later");
+    let head = String::from_utf8(git(&grid.bare, &["rev-parse", "main"]).stdout).unwrap();
+    let resolve = |reference: &str| {
+        let out_file = dir.path().join("out");
+        let _ = std::fs::remove_file(&out_file);
+        let out = Command::new("bash")
+            .args(["--noprofile", "--norc", "-e", "-o", "pipefail"])
+            .arg(&file)
+            .env("WORKER_GIT", grid.url())
+            .env("WORKER_REF", reference)
+            .env("GITHUB_OUTPUT", &out_file)
+            .output()
+            .unwrap();
+        let written = std::fs::read_to_string(&out_file).unwrap_or_default();
+        (
+            out.status.success(),
+            written,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(
+        resolve("main"),
+        (true, format!("rev={head}"), String::new())
+    );
+    assert_eq!(resolve("v1"), (true, format!("rev={first}"), String::new()));
+    assert_eq!(
+        resolve("light"),
+        (true, format!("rev={first}"), String::new())
+    );
+    assert_eq!(
+        resolve(first.trim()),
+        (true, format!("rev={first}"), String::new())
+    );
+    let (ok, written, said) = resolve("no-such-ref");
+    assert!(!ok && written.is_empty(), "{written}");
+    assert!(
+        said.contains("::error::no branch or tag no-such-ref"),
+        "{said}"
+    );
+}

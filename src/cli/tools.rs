@@ -37,10 +37,17 @@ pub struct ValidateArgs {
     /// The grid's `tasks.max_timeout_seconds`, if the workers tighten it.
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub max_timeout: u64,
+    /// A checkout of the grid: also refuse ids that are running there or
+    /// already have a result.
+    #[arg(long, value_name = "DIR")]
+    pub grid: Option<PathBuf>,
 }
 
 pub fn validate(a: ValidateArgs) -> ExitCode {
-    let report = validate::validate(&a.paths, &rules(a.max_timeout));
+    let mut report = validate::validate(&a.paths, &rules(a.max_timeout));
+    if let Some(grid) = &a.grid {
+        validate::check_against_grid(&mut report, grid);
+    }
     // In GitHub Actions, also as annotations on the pull request's files.
     let github = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
     for f in report.unreadable.iter().chain(&report.findings) {

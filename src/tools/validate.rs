@@ -31,6 +31,8 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Paths that could not be read at all (missing, permissions).
     pub unreadable: Vec<Finding>,
+    /// The valid tasks: (file, task id).
+    pub tasks: Vec<(PathBuf, String)>,
 }
 
 /// Validate `paths`: files are checked as queue entries; a directory stands
@@ -78,7 +80,8 @@ pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
                         field: Some("task_id"),
                     });
                 } else {
-                    seen.insert(id, path);
+                    seen.insert(id.clone(), path.clone());
+                    report.tasks.push((path, id));
                     report.valid += 1;
                 }
             }
@@ -86,6 +89,70 @@ pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
         }
     }
     report
+}
+
+/// Check the valid tasks of `report` against the grid checked out at `grid`:
+/// an id that is running (`in_progress/`) or already has a result would be
+/// run a second time. A pull request's check sees what `submit` refuses.
+pub fn check_against_grid(report: &mut Report, grid: &Path) {
+    use std::collections::BTreeSet;
+    let ids: BTreeSet<&str> = report.tasks.iter().map(|(_, id)| id.as_str()).collect();
+    // id -> where it is in use already.
+    let mut in_use: BTreeMap<String, String> = BTreeMap::new();
+    for id in &ids {
+        let claim = format!("{}/{id}.json", layout::IN_PROGRESS);
+        if grid.join(&claim).exists() {
+            in_use.insert(id.to_string(), format!("is running: {claim}"));
+        }
+    }
+    // Results are named <node>-<task>.json; a name is only a candidate
+    // until the file's task_id says so. One directory listing, whatever the
+    // number of tasks checked.
+    for dir in [layout::COMPLETED, layout::FAILED] {
+        let Ok(entries) = std::fs::read_dir(grid.join(dir)) else {
+            continue;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(stem) = layout::json_stem(&name) else {
+                continue;
+            };
+            let candidates: Vec<&str> = ids
+                .iter()
+                .copied()
+                .filter(|id| {
+                    stem.strip_suffix(*id)
+                        .is_some_and(|node| node.ends_with('-'))
+                })
+                .collect();
+            if candidates.is_empty() {
+                continue;
+            }
+            let task_id = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["task_id"].as_str().map(str::to_owned));
+            if let Some(id) = task_id.filter(|t| candidates.contains(&t.as_str())) {
+                in_use
+                    .entry(id)
+                    .or_insert_with(|| format!("already has a result: {dir}/{name}"));
+            }
+        }
+    }
+    let tasks = std::mem::take(&mut report.tasks);
+    for (path, id) in tasks {
+        match in_use.get(&id) {
+            Some(where_) => {
+                report.valid -= 1;
+                report.findings.push(Finding {
+                    reason: format!("field `task_id` {id:?} {where_}; task ids must be new"),
+                    path,
+                    field: Some("task_id"),
+                });
+            }
+            None => report.tasks.push((path, id)),
+        }
+    }
 }
 
 fn unreadable(p: &Path, e: &std::io::Error) -> Finding {

@@ -253,7 +253,7 @@ impl Config {
         let stale_after = secs(
             "DGRID_STALE_AFTER",
             file.stale_after,
-            3 * heartbeat_interval.as_secs(),
+            heartbeat_interval.as_secs().saturating_mul(3),
         )?;
         if stale_after <= heartbeat_interval {
             return Err(ConfigError::Invalid {
@@ -336,7 +336,7 @@ impl Config {
             })?,
         };
 
-        Ok(Config {
+        let cfg = Config {
             status_listen,
             source,
             node_id,
@@ -367,9 +367,44 @@ impl Config {
                 max_timeout_seconds: file.tasks.max_timeout_seconds.map_or(3600, NonZeroU64::get),
                 ..TaskRules::default()
             },
-        })
+        };
+        cfg.check_durations(&origin)?;
+        Ok(cfg)
+    }
+
+    /// Every span of time the worker adds to a clock must fit: an interval
+    /// of 2^63 seconds would pass parsing and then panic the loop on its
+    /// first `Instant + Duration`. Ten years is past any sane setting.
+    fn check_durations(&self, origin: &str) -> Result<(), ConfigError> {
+        let spans = [
+            ("pull_interval", self.pull_interval.as_secs()),
+            ("heartbeat_interval", self.heartbeat_interval.as_secs()),
+            ("stale_after", self.stale_after.as_secs()),
+            ("claim_grace", self.claim_grace.as_secs()),
+            ("drain_timeout", self.drain_timeout.as_secs()),
+            ("git.timeout", self.git_timeout.as_secs()),
+            (
+                "tasks.max_timeout_seconds",
+                self.task_rules.max_timeout_seconds,
+            ),
+        ];
+        for (key, secs) in spans {
+            if secs > MAX_SECONDS {
+                return Err(ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    key,
+                    reason: format!(
+                        "is {secs} seconds; at most {MAX_SECONDS} (ten years) are allowed"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
+
+/// The longest span of time any setting may give.
+pub const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 fn read_file(path: &Path) -> Result<File, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -449,6 +484,21 @@ fn default_node_id() -> Id {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn spans_of_time_are_bounded() {
+        // Found by fuzzing: 3 * heartbeat_interval overflowed, and a huge
+        // interval would panic the loop at its first Instant + Duration.
+        for text in [
+            "repo_url = \"/g\"\nheartbeat_interval = 9000000000000000000\n",
+            "repo_url = \"/g\"\npull_interval = 9000000000000000000\n",
+            "repo_url = \"/g\"\ndrain_timeout = 18446744073709551615\n",
+            "repo_url = \"/g\"\n[tasks]\nmax_timeout_seconds = 400000000\n",
+        ] {
+            let e = Config::from_str_with(text, Path::new("w.toml"), &env(&[])).unwrap_err();
+            assert!(e.to_string().contains("at most 315360000"), "{text}: {e}");
+        }
+    }
 
     struct MapEnv(HashMap<&'static str, &'static str>);
     impl Env for MapEnv {

@@ -82,11 +82,14 @@ fn a_worker_cut_off_keeps_running_and_delivers_on_its_own() {
     grid.submit(&[("cut-1".into(), "sleep 2; echo ok".into(), 30)]);
     let mut spec = WorkerSpec::new(&grid, "stubborn");
     spec.url = daemon.url();
+    // Heartbeats (and reaps) fall due during the outage.
+    spec.extra = "heartbeat_interval = 1\nstale_after = 4\n".into();
     let mut w = spawn_worker(&grid, &spec);
     wait_until("the claim", Duration::from_secs(30), || {
         grid.files("tasks/in_progress").len() == 1
     });
     daemon.stop();
+    let cut_at = std::time::Instant::now();
     wait_until("the result in the outbox", Duration::from_secs(30), || {
         w.outbox_len() == 1
     });
@@ -95,10 +98,19 @@ fn a_worker_cut_off_keeps_running_and_delivers_on_its_own() {
         w.child.try_wait().unwrap().is_none(),
         "the worker rides out the outage"
     );
+    let outage = cut_at.elapsed();
     daemon.restart();
     let status = w.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "{}", w.log_text());
     assert_eq!(grid.files("tasks/completed").len(), 1);
+    // It retried at its pull interval (1 s), not in a tight loop: a remote
+    // that is down (or rate-limiting) must not be hammered.
+    let tries = w.log_text().matches("sync failed").count();
+    assert!(
+        tries >= 1 && tries as u64 <= outage.as_secs() + 2,
+        "{tries} failed syncs in {outage:?}:\n{}",
+        w.log_text()
+    );
     assert!(grid.files("tasks/in_progress").is_empty());
 }
 

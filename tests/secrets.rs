@@ -5,9 +5,12 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -38,7 +41,53 @@ fn spy_git(grid: &Grid) -> (std::path::PathBuf, std::path::PathBuf) {
     (spy, argv_log)
 }
 
+/// What the sampler found: samples taken, programs seen, leaking lines.
+type Watched = (usize, BTreeSet<String>, Vec<String>);
+
+/// Samples every process's command line until dropped: the worker's, git's,
+/// the credential helper's, the task's.
+struct CmdlineWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Watched>>,
+}
+
+impl CmdlineWatch {
+    fn start(token: String) -> CmdlineWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut samples, mut seen, mut leaks) = (0, BTreeSet::new(), Vec::new());
+            while !flag.load(Ordering::SeqCst) {
+                for (_, cmd) in process_cmdlines() {
+                    if cmd.contains(&token) {
+                        leaks.push(cmd.clone());
+                    }
+                    seen.insert(cmd.split(' ').next().unwrap_or("").to_owned());
+                }
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (samples, seen, leaks)
+        });
+        CmdlineWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Watched {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
 fn assert_nowhere(token: &str, grid: &Grid, w: &WorkerProc, argv_log: &Path) {
+    for (file, result) in grid.results() {
+        assert!(
+            !result.to_string().contains(token),
+            "token in result {file}"
+        );
+    }
     let log = w.log_text();
     assert!(!log.is_empty());
     assert!(!log.contains(token), "token in the worker's log");
@@ -88,7 +137,7 @@ fn run_with_token(how: &str) {
         // The task's own environment must not carry it. (The shell engine
         // is no isolation: a task could read its parent's /proc entry, which
         // is why the token belongs in a credential file under systemd.)
-        "env; echo snooped".into(),
+        "env; tr '\\0' ' ' < /proc/$PPID/cmdline; echo; echo snooped".into(),
         10,
     )]);
     let mut spec = WorkerSpec::new(&grid, "keeper");
@@ -102,9 +151,20 @@ fn run_with_token(how: &str) {
         }
     }
     spec.env.push(("LOG_LEVEL".into(), "trace".into()));
+    let watch = CmdlineWatch::start(token.clone());
     let mut w = spawn_worker(&grid, &spec);
     let status = w.wait_exit(Duration::from_secs(60));
+    let (samples, seen, leaks) = watch.finish();
     assert!(status.success(), "{}", w.log_text());
+    assert!(leaks.is_empty(), "token in a command line: {leaks:?}");
+    // The sampler really watched the run: it saw the worker and git.
+    assert!(samples > 20, "{samples} samples");
+    assert!(seen.contains(BIN), "never saw the worker: {seen:?}");
+    assert!(
+        seen.iter()
+            .any(|c| c.ends_with("git") || c.ends_with("git-spy")),
+        "never saw git: {seen:?}"
+    );
     let done = grid.json_files("tasks/completed");
     assert_eq!(
         done["keeper-snoop.json"]["stdout"]

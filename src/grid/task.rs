@@ -96,6 +96,8 @@ pub enum TaskError {
     EmptyScript,
     #[error("field `script` contains a NUL byte, which no shell can run")]
     NulInScript,
+    #[error("field `{0}` appears more than once; JSON parsers disagree on which one counts")]
+    DuplicateField(String),
 }
 
 impl TaskError {
@@ -169,6 +171,12 @@ impl Task {
         let Value::Object(mut obj) = value else {
             return Err(TaskError::NotObject(type_name(&value)));
         };
+        // serde_json keeps the last of two equal keys, other parsers the
+        // first: a reviewer (or a CI check in another language) could see a
+        // harmless script where the worker runs another.
+        if let Some(key) = duplicate_key(text) {
+            return Err(TaskError::DuplicateField(key));
+        }
 
         let task_id = match obj.remove("task_id") {
             None => return Err(TaskError::Missing("task_id")),
@@ -224,6 +232,35 @@ impl Task {
         obj.extend(self.extra.clone());
         obj
     }
+}
+
+/// The first top-level key of a JSON object that appears twice, if any.
+fn duplicate_key(text: &str) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct FirstDuplicate(Option<String>);
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = FirstDuplicate;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FirstDuplicate, A::Error> {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut first = None;
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if first.is_none() && seen.contains(&key) {
+                    first = Some(key);
+                } else {
+                    seen.insert(key);
+                }
+            }
+            Ok(FirstDuplicate(first))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(Keys).ok().and_then(|d| d.0)
 }
 
 fn wrong(field: &'static str, expected: &'static str, found: &Value) -> TaskError {
@@ -380,6 +417,48 @@ mod tests {
             Task::parse(deep.as_bytes(), &rules),
             Err(TaskError::NotJson(_))
         ));
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_to_the_digit() {
+        // Found by fuzzing: numbers past u64 became floats, so a claim or a
+        // requeue rewrote 6000000000000000000787475350 as 6.000000000000001e27.
+        let text = r#"{"task_id":"x","script":"a","timeout_seconds":1,"big":6000000000000000000787475350,"f":0.10000000000000000001}"#;
+        let t = Task::parse(text.as_bytes(), &TaskRules::default()).unwrap();
+        let again = serde_json::to_string(&Value::Object(t.to_json())).unwrap();
+        assert!(
+            again.contains(r#""big":6000000000000000000787475350"#),
+            "{again}"
+        );
+        assert!(again.contains(r#""f":0.10000000000000000001"#), "{again}");
+        let e = Task::parse(
+            br#"{"task_id":"x","script":"a","timeout_seconds":18446744073709551616}"#,
+            &TaskRules::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is 18446744073709551616; it must be between"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        let e = Task::parse(
+            br#"{"task_id":"t","script":"echo ok","timeout_seconds":1,"script":"echo evil"}"#,
+            &TaskRules::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e, TaskError::DuplicateField("script".into()));
+        // Equal keys in nested values are the task's own business.
+        assert!(
+            Task::parse(
+                br#"{"task_id":"t","script":"x","timeout_seconds":1,"meta":{"a":1,"a":2}}"#,
+                &TaskRules::default(),
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@ use crate::git::repo::{EntryMode, GridRepo, TreeEntry};
 use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::{self, Disposition, OrphanPolicy};
-use crate::grid::{Id, NodeRecord, ResultStatus, TaskResult, TaskRules, layout};
+use crate::grid::task::EntryKind;
+use crate::grid::{Id, NodeRecord, ResultStatus, Task, TaskResult, TaskRules, layout};
 use crate::time::{self, Timestamp};
 
 /// Who reaps, when, and under which rules.
@@ -55,37 +56,46 @@ fn path(dir: &str, name: &[u8]) -> Vec<u8> {
 /// the orphaned ones.
 pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPlan, GitError> {
     let mut out = ReapPlan::default();
-    let entries: Vec<TreeEntry> = repo
+    let now_s = time::format(input.now);
+    // Garbage in in_progress/ (pushed by hand, or by a broken tool): it
+    // blocks nothing but must not sit there for ever.
+    let reject = |out: &mut ReapPlan, entry: &TreeEntry, error: &dyn std::fmt::Display| {
+        let name = entry.name_lossy();
+        let reason = format!("{}/{name}: {error}", layout::IN_PROGRESS);
+        out.edits
+            .insert(path(layout::IN_PROGRESS, &entry.name), Edit::Delete);
+        let stem = layout::result_stem_for_entry(&name);
+        out.results.push(PendingResult {
+            node: input.node.clone(),
+            stem: stem.clone(),
+            result: super::sync::invalid_result(&name, input.node, &now_s, &reason),
+        });
+        out.summary.push(format!("reject {stem}"));
+        out.invalid.push((name, reason));
+    };
+    let (entries, odd): (Vec<TreeEntry>, Vec<TreeEntry>) = repo
         .list_dir(tip, layout::IN_PROGRESS)?
         .into_iter()
-        .filter(|e| {
-            e.name != layout::KEEP_FILE.as_bytes()
-                && matches!(e.mode, EntryMode::File | EntryMode::Executable)
-        })
-        .collect();
+        .filter(|e| e.name != layout::KEEP_FILE.as_bytes())
+        .partition(|e| matches!(e.mode, EntryMode::File | EntryMode::Executable));
+    // Symlinks, directories, submodules: never a claim, and never read.
+    for entry in &odd {
+        let kind = match entry.mode {
+            EntryMode::Symlink => EntryKind::Symlink,
+            EntryMode::Tree => EntryKind::Directory,
+            _ => EntryKind::Submodule,
+        };
+        if let Err(e) = Task::from_entry(&entry.name_lossy(), kind, b"", input.rules) {
+            reject(&mut out, entry, &e);
+        }
+    }
     let blobs = repo.read_objects(&entries.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
-    let now_s = time::format(input.now);
     let mut claims = Vec::new();
     for (entry, blob) in entries.iter().zip(blobs) {
-        let name = entry.name_lossy();
-        match ClaimedTask::parse(&name, &blob.unwrap_or_default(), input.rules) {
+        match ClaimedTask::parse(&entry.name_lossy(), &blob.unwrap_or_default(), input.rules) {
             Ok(c) if input.skip.contains(&c.task.task_id) => {}
             Ok(c) => claims.push(c),
-            Err(e) => {
-                // Garbage in in_progress/ (pushed by hand, or by a broken
-                // tool): it blocks nothing but must not sit there for ever.
-                let reason = format!("{}/{name}: {e}", layout::IN_PROGRESS);
-                out.edits
-                    .insert(path(layout::IN_PROGRESS, &entry.name), Edit::Delete);
-                let stem = layout::result_stem_for_entry(&name);
-                out.results.push(PendingResult {
-                    node: input.node.clone(),
-                    stem: stem.clone(),
-                    result: super::sync::invalid_result(&name, input.node, &now_s, &reason),
-                });
-                out.summary.push(format!("reject {stem}"));
-                out.invalid.push((name, reason));
-            }
+            Err(e) => reject(&mut out, entry, &e),
         }
     }
     let claimers: BTreeSet<&Id> = claims

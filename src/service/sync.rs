@@ -543,6 +543,42 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// An outbox entry ends a claim only if that very claim (this node,
+        /// this claimed_at) is there; a result goes in from the queue only
+        /// when nobody holds the task; a requeue never writes anything
+        /// unless its claim is there.
+        #[test]
+        fn landing_is_decided_by_the_claim_itself(
+            me in "[a-z]{1,3}", them in "[a-z]{1,3}", mine_at in 0u8..3, at in 0u8..3,
+            file in 0u8..4, queued in proptest::bool::ANY, is_result in proptest::bool::ANY,
+        ) {
+            let me_id = Id::parse(&me).unwrap();
+            let stamp = |i: u8| format!("2026-01-01T00:0{i}:00.000Z");
+            let mut e = entry(if is_result {
+                Finish::Result { result: invalid_result("t.json", &me_id, &stamp(0), "x") }
+            } else {
+                Finish::Requeue { reason: "r".into() }
+            });
+            e.claimed_at = stamp(mine_at);
+            let bytes = match file {
+                0 => None,
+                1 => Some(claim_bytes(&me, &stamp(at))),
+                2 => Some(claim_bytes(&them, &stamp(at))),
+                _ => Some(b"{garbage".to_vec()),
+            };
+            let got = landing(&e, &me_id, bytes.as_deref(), queued, None, &TaskRules::default());
+            let ours = (file == 1 || (file == 2 && them == me)) && at == mine_at;
+            let want = match (ours, is_result, queued) {
+                (true, _, _) => Landing::FromClaim,
+                (false, true, true) => Landing::FromQueue,
+                (false, true, false) => Landing::Superseded,
+                (false, false, _) => Landing::Moot,
+            };
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
     #[test]
     fn commit_messages_stay_short() {
         let me = Id::parse("n1").unwrap();

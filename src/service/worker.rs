@@ -95,6 +95,8 @@ struct Worker {
     /// A commit pushed with no answer while the grid was unreachable, and
     /// what it would mean if it landed.
     uncertain: Option<(String, SyncReport)>,
+    /// After a failed sync, no sync (for any reason) before this.
+    retry_sync_at: Instant,
     signals_seen: Arc<std::sync::atomic::AtomicUsize>,
     /// What the status page shows; see `publish`.
     board: Board,
@@ -198,6 +200,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         next_maintenance: now + MAINTAIN_EVERY,
         remote_ok: false,
         uncertain: None,
+        retry_sync_at: now,
         signals_seen,
         board,
     };
@@ -323,7 +326,8 @@ impl Worker {
             };
             let heartbeat = now >= self.next_heartbeat;
             let reap = now >= self.next_reap && self.draining_since.is_none();
-            if pending > 0 || want > 0 || heartbeat || reap {
+            let due = pending > 0 || want > 0 || heartbeat || reap;
+            if due && now >= self.retry_sync_at {
                 match self.sync(want, heartbeat, reap) {
                     Ok(report) => {
                         if want > 0 {
@@ -340,6 +344,10 @@ impl Worker {
                     Err(e) => {
                         tracing::warn!(error = %e, waiting = pending, "sync failed; results stay in the outbox");
                         self.next_poll = now + self.cfg.pull_interval;
+                        // A due heartbeat or reap stays due: without this,
+                        // the loop would retry every 10 ms while the remote
+                        // is away.
+                        self.retry_sync_at = now + self.cfg.pull_interval;
                     }
                 }
             }
@@ -378,16 +386,19 @@ impl Worker {
         if self.free_claims() > 0 {
             at = at.min(self.next_poll);
         }
+        if self.outbox_len() > 0 {
+            // Results waiting for an unreachable remote: retry at the pull
+            // interval, never in a tight loop.
+            at = at.min(now + self.cfg.pull_interval);
+        }
+        // Everything above is a reason to sync, and none may come before
+        // the retry time a failed sync set.
+        at = at.max(self.retry_sync_at);
         if let Some(every) = self.notifier.watchdog_every() {
             at = at.min(now + every);
         }
         if let Some(u) = &self.unhealthy {
             at = at.min(u.retry_at);
-        }
-        if self.outbox_len() > 0 {
-            // Results waiting for an unreachable remote: retry at the pull
-            // interval, never in a tight loop.
-            at = at.min(now + self.cfg.pull_interval);
         }
         if self.draining_since.is_some() {
             at = at.min(now + Duration::from_secs(1));

@@ -1,6 +1,8 @@
 //! Test harness: real bare repositories, real pushes, the real binary.
 #![allow(dead_code)]
 
+pub mod corpus;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -169,6 +171,8 @@ pub struct WorkerSpec {
     pub url: String,
     pub engine: String,
     pub extra: String,
+    /// Lines for the `[sandbox]` table, after `engine`.
+    pub sandbox_extra: String,
     pub env: Vec<(String, String)>,
     pub drain: bool,
 }
@@ -180,6 +184,7 @@ impl WorkerSpec {
             url: grid.url(),
             engine: "shell".into(),
             extra: String::new(),
+            sandbox_extra: String::new(),
             env: Vec::new(),
             drain: true,
         }
@@ -187,12 +192,13 @@ impl WorkerSpec {
 
     pub fn config_text(&self, state: &Path) -> String {
         format!(
-            "node_id = \"{}\"\nrepo_url = \"{}\"\nstate_dir = \"{}\"\npull_interval = 1\n{}\n[sandbox]\nengine = \"{}\"\n",
+            "node_id = \"{}\"\nrepo_url = \"{}\"\nstate_dir = \"{}\"\npull_interval = 1\n{}\n[sandbox]\nengine = \"{}\"\n{}\n",
             self.node,
             self.url,
             state.display(),
             self.extra,
-            self.engine
+            self.engine,
+            self.sandbox_extra
         )
     }
 }
@@ -347,6 +353,30 @@ impl GitDaemon {
         );
     }
 
+    /// Stop the server the way an orderly shutdown does: SIGTERM to the
+    /// daemon and its connections. git removes its lock files on SIGTERM;
+    /// after a SIGKILL (`stop`) a receive-pack killed mid-update can leave
+    /// `HEAD.lock` or `refs/heads/main.lock` behind, which fails every later
+    /// push until someone deletes it, as with any git server that crashes.
+    pub fn stop_gracefully(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
+        let _ = child.wait();
+        wait_until(
+            "git daemon's connections to end",
+            Duration::from_secs(10),
+            || nix::sys::signal::killpg(pgid, None).is_err(),
+        );
+        wait_until(
+            "git daemon to stop listening",
+            Duration::from_secs(10),
+            || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err(),
+        );
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.child = Some(GitDaemon::spawn(&self.base, self.port));
@@ -417,4 +447,28 @@ pub fn node_containers(node: &str) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// Every process's command line now: (pid, arguments joined by spaces).
+pub fn process_cmdlines() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        // Gone already, or a kernel thread: nothing to read.
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if raw.is_empty() {
+            continue;
+        }
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        out.push((pid, args.join(" ")));
+    }
+    out
 }

@@ -16,6 +16,11 @@ use crate::sandbox::{EngineKind, Limits, SandboxConfig};
 
 pub const DEFAULT_PATH: &str = "/etc/dgrid/worker.toml";
 
+/// Seconds between heartbeats of an idle node. Every heartbeat is a commit:
+/// at 40 minutes, 100 idle nodes add 150 commits an hour to the grid, and a
+/// busy node needs none (its heartbeat rides along with its claims).
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 2400;
+
 /// The file as written. Every section denies unknown keys, so a typo is an
 /// error at start, not a setting silently ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -33,8 +38,10 @@ struct File {
     claim_grace: Option<u64>,
     max_attempts: Option<std::num::NonZeroU32>,
     concurrency: Option<std::num::NonZeroU32>,
+    claim_ahead: Option<u32>,
     drain_timeout: Option<u64>,
     log_level: Option<String>,
+    status_listen: Option<String>,
     #[serde(default)]
     sandbox: SandboxFile,
     #[serde(default)]
@@ -84,8 +91,13 @@ pub struct Config {
     pub claim_grace: Duration,
     pub max_attempts: u32,
     pub concurrency: u32,
+    /// Tasks claimed beyond the free slots while busy, started the moment a
+    /// slot frees.
+    pub claim_ahead: u32,
     pub drain_timeout: Duration,
     pub log_level: String,
+    /// Where the local status page listens; none when it is off.
+    pub status_listen: Option<std::net::SocketAddr>,
     pub git_binary: PathBuf,
     pub git_timeout: Duration,
     pub sandbox: SandboxConfig,
@@ -233,7 +245,11 @@ impl Config {
             }
         };
         let pull_interval = secs("PULL_INTERVAL", file.pull_interval, 10)?;
-        let heartbeat_interval = secs("DGRID_HEARTBEAT_INTERVAL", file.heartbeat_interval, 1800)?;
+        let heartbeat_interval = secs(
+            "DGRID_HEARTBEAT_INTERVAL",
+            file.heartbeat_interval,
+            DEFAULT_HEARTBEAT_SECS,
+        )?;
         let stale_after = secs(
             "DGRID_STALE_AFTER",
             file.stale_after,
@@ -253,6 +269,13 @@ impl Config {
         let concurrency = match env.get("DGRID_CONCURRENCY") {
             Some(v) => parse_positive("DGRID_CONCURRENCY", &v)? as u32,
             None => file.concurrency.map_or(1, |n| n.get()),
+        };
+        let claim_ahead = match env.get("DGRID_CLAIM_AHEAD") {
+            Some(v) => v.trim().parse::<u32>().map_err(|_| ConfigError::Env {
+                var: "DGRID_CLAIM_AHEAD",
+                reason: format!("expected a whole number, got {v:?}"),
+            })?,
+            None => file.claim_ahead.unwrap_or(1),
         };
         let state_dir = env
             .get("DGRID_STATE_DIR")
@@ -296,7 +319,25 @@ impl Config {
             reason: e.to_string(),
         })?;
 
+        let status_listen = match env.get("DGRID_STATUS_LISTEN") {
+            Some(v) => parse_listen(&v).map_err(|reason| ConfigError::Env {
+                var: "DGRID_STATUS_LISTEN",
+                reason,
+            })?,
+            None => parse_listen(
+                file.status_listen
+                    .as_deref()
+                    .unwrap_or(DEFAULT_STATUS_LISTEN),
+            )
+            .map_err(|reason| ConfigError::Invalid {
+                origin: origin.clone(),
+                key: "status_listen",
+                reason,
+            })?,
+        };
+
         let cfg = Config {
+            status_listen,
             source,
             node_id,
             repo_url,
@@ -310,6 +351,7 @@ impl Config {
             claim_grace: Duration::from_secs(file.claim_grace.unwrap_or(300)),
             max_attempts: file.max_attempts.map_or(3, |n| n.get()),
             concurrency,
+            claim_ahead,
             drain_timeout: Duration::from_secs(file.drain_timeout.unwrap_or(60)),
             log_level,
             git_binary: file.git.binary.unwrap_or_else(|| "git".into()),
@@ -376,6 +418,20 @@ fn parse_file(text: &str, path: &Path) -> Result<File, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+/// The status page is on by default, on loopback only (DESIGN.md 4).
+pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:8000";
+
+/// `host:port`, or `""`/`off` for no status page.
+fn parse_listen(v: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    let v = v.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| {
+        format!("is {v:?}; expected an address and port such as 127.0.0.1:8000, or \"off\"")
     })
 }
 

@@ -9,4 +9,6 @@ pub mod grid;
 pub mod logging;
 pub mod sandbox;
 pub mod service;
+pub mod status;
 pub mod time;
+pub mod tools;

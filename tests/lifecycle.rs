@@ -182,3 +182,56 @@ fn a_second_signal_stops_at_once_and_still_requeues() {
     );
     assert!(grid.files("tasks/in_progress").is_empty());
 }
+
+#[test]
+fn a_busy_node_claims_one_ahead_and_gives_it_back_when_stopped() {
+    let grid = Grid::new();
+    let tasks: Vec<(String, String, u64)> = (0..3)
+        .map(|i| (format!("queued-{i}"), "sleep 3; echo ok".into(), 20))
+        .collect();
+    grid.submit(&tasks);
+    let mut spec = WorkerSpec::new(&grid, "eager");
+    spec.drain = false;
+    let mut w = spawn_worker(&grid, &spec);
+    // One running, one claimed ahead: two claims, both the node's.
+    wait_until("a claim ahead", Duration::from_secs(20), || {
+        grid.files("tasks/in_progress").len() == 2
+    });
+    let claims: Vec<serde_json::Value> =
+        grid.json_files("tasks/in_progress").into_values().collect();
+    assert!(claims.iter().all(|c| c["claim"]["node_id"] == "eager"));
+    let deadlines: Vec<&str> = claims
+        .iter()
+        .map(|c| c["claim"]["deadline"].as_str().unwrap())
+        .collect();
+    assert_ne!(
+        deadlines[0], deadlines[1],
+        "the waiting claim's deadline allows for its wait"
+    );
+    assert_eq!(
+        record(&grid, "eager")["running"].as_array().unwrap().len(),
+        1,
+        "only one runs"
+    );
+
+    w.signal(Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+    // The running task finished; the one claimed ahead went back unrun.
+    assert_eq!(grid.json_files("tasks/completed").len(), 1);
+    assert_eq!(
+        grid.files("tasks/queue").len(),
+        2,
+        "{:?}",
+        grid.files("tasks/queue").keys()
+    );
+    assert!(grid.files("tasks/in_progress").is_empty());
+    assert!(
+        grid.json_files("tasks/queue")
+            .values()
+            .all(|t| t.get("attempt").is_none())
+    );
+}

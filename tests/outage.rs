@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -108,6 +109,82 @@ fn a_worker_cut_off_keeps_running_and_delivers_on_its_own() {
     assert!(
         tries >= 1 && tries as u64 <= outage.as_secs() + 2,
         "{tries} failed syncs in {outage:?}:\n{}",
+        w.log_text()
+    );
+    assert!(grid.files("tasks/in_progress").is_empty());
+}
+
+/// A push that lands on the remote while the worker sees an error, and the
+/// remote gone before the worker can look: the claim must not be left with
+/// no owner. Once the grid is back, the worker finds its commit there and
+/// runs the task it claimed, as attempt 1.
+#[test]
+fn a_claim_whose_push_answer_was_lost_is_kept() {
+    let grid = Grid::new();
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let flag = grid.path("lose-next-push");
+    let away = grid.path("grid.git.away");
+    let wrapper = grid.path("git-flaky");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = push ] && [ -e '{flag}' ]; then\n  '{real}' \"$@\" >/dev/null 2>&1\n  rm -f '{flag}'\n  mv '{bare}' '{away}'\n  echo 'fatal: the remote end hung up unexpectedly' >&2\n  exit 128\nfi\nexec '{real}' \"$@\"\n",
+            flag = flag.display(),
+            real = real.trim(),
+            bare = grid.bare.display(),
+            away = away.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+
+    let mut spec = WorkerSpec::new(&grid, "unsure");
+    spec.drain = false;
+    spec.extra = format!("[git]\nbinary = \"{}\"\n", wrapper.display());
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("registration", Duration::from_secs(20), || {
+        grid.files("nodes").contains_key("unsure.json")
+    });
+    std::fs::write(&flag, b"").unwrap();
+    grid.submit(&[("lost-answer".into(), "echo ran".into(), 30)]);
+    wait_until(
+        "the claim's push to land and the remote to vanish",
+        Duration::from_secs(20),
+        || away.exists(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::rename(&away, &grid.bare).unwrap();
+
+    wait_until("the result", Duration::from_secs(30), || {
+        !grid.results().is_empty()
+    });
+    w.signal(Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        w.log_text()
+    );
+    let results = grid.results();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0].0, "unsure-lost-answer.json");
+    assert_eq!(
+        results[0].1["attempt"], 1,
+        "the claim was kept, not reaped and rerun"
+    );
+    assert!(
+        w.log_text().contains("the uncertain push had landed"),
+        "{}",
         w.log_text()
     );
     assert!(grid.files("tasks/in_progress").is_empty());

@@ -432,6 +432,7 @@ mod claim_choice {
                 now: time::now(),
                 outbox: &outbox,
                 want_claims: want,
+                start_now: want,
                 reap: false,
                 held: &BTreeSet::new(),
                 heartbeat: false,

@@ -7,6 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod check;
+mod generate;
+pub mod tools;
+
 use crate::config::Config;
 use crate::service::{self, RunOptions};
 
@@ -33,16 +37,57 @@ pub enum Command {
         #[arg(long)]
         drain: bool,
     },
+    /// Check task files with the rules a worker applies; exit 1 if any is invalid.
+    Validate(tools::ValidateArgs),
+    /// Make a task and push it to a grid's queue, as a transaction.
+    Submit(tools::SubmitArgs),
+    /// The grid at a glance: nodes, queue, running, done, failed.
+    Status(tools::StatusArgs),
+    /// Requeue orphaned claims (or abandon them), as a transaction.
+    Reap(tools::ReapArgs),
+    /// Write a static dashboard (index.html and grid.json) for a grid.
+    Dashboard(tools::DashboardArgs),
+    /// Create a new grid repository with the layout and workflows.
+    Init(tools::InitArgs),
+    /// Check that this node can run: configuration, state directory, git,
+    /// the remote, the engine, the image, and that limits are enforced.
+    /// Exit 0 when it can, 78 when the configuration or host must be fixed,
+    /// 1 otherwise.
+    Check {
+        /// Configuration file [default: /etc/dgrid/worker.toml, if present]
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Fail only on what the worker would refuse to start with, and do
+        /// not ask the remote: the mode of the service's ExecStartPre=.
+        #[arg(long)]
+        preflight: bool,
+    },
+    /// Write the man page or shell completions (used to build the packages).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: generate::What,
+    },
 }
 
 /// Exit status for a configuration error (sysexits' EX_CONFIG), so that
 /// systemd's `RestartPreventExitStatus=` can stop restarting a node that
 /// cannot start until someone edits its configuration.
-const EXIT_CONFIG: u8 = 78;
+pub(crate) const EXIT_CONFIG: u8 = 78;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // The tools talk to people and CI: warnings only, on stderr.
+        crate::logging::init("warn", None);
+    }
     match cli.command {
+        Command::Validate(a) => tools::validate(a),
+        Command::Submit(a) => tools::submit(a),
+        Command::Status(a) => tools::status(a),
+        Command::Reap(a) => tools::reap(a),
+        Command::Dashboard(a) => tools::dashboard(a),
+        Command::Init(a) => tools::init(a),
         Command::Run { config, drain } => {
             let cfg = match Config::load(config.as_deref()) {
                 Ok(cfg) => cfg,
@@ -60,5 +105,9 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Check { config, preflight } => {
+            ExitCode::from(check::main(config, check::CheckOptions { preflight }))
+        }
+        Command::Generate { what } => generate::main(what),
     }
 }

@@ -3,17 +3,17 @@
 //! - [`command`]: one git invocation, with a timeout, a fixed environment and
 //!   credentials passed only through the child's environment.
 //! - [`repo`]: the worker's private clone and the plumbing reads and writes
-//!   it needs (no work tree: trees are edited with `ls-tree`/`mktree`).
-//! - [`tree`]: building a new root tree from a set of path edits.
+//!   it needs (no work tree: reads with `ls-tree`/`cat-file`, commits with `fast-import`).
+//! - [`edits`]: a commit as path edits, written by `git fast-import`.
 //! - [`txn`]: the transaction loop (fetch, plan, commit, push, retry).
 
 pub mod auth;
 pub mod command;
+pub mod edits;
 pub mod repo;
-pub mod tree;
 pub mod txn;
 
 pub use command::{Git, GitError};
+pub use edits::{Edit, Edits, Signature};
 pub use repo::{EntryMode, GridRepo, PushOutcome, TreeEntry};
-pub use tree::{Edit, Edits};
 pub use txn::{Plan, Txn, TxnError, TxnOutcome, TxnPolicy};

@@ -8,6 +8,7 @@ use std::io::{BufRead, Read};
 use std::path::Path;
 
 use super::command::{Git, GitError, summarize};
+use super::edits::{self, Edits, Signature};
 
 /// A 40- (or 64-) hex-digit object id.
 pub type Oid = String;
@@ -41,14 +42,6 @@ impl EntryMode {
             EntryMode::Symlink => "120000",
             EntryMode::Tree => "040000",
             EntryMode::Submodule => "160000",
-        }
-    }
-
-    fn object_type(self) -> &'static str {
-        match self {
-            EntryMode::Tree => "tree",
-            EntryMode::Submodule => "commit",
-            _ => "blob",
         }
     }
 }
@@ -117,6 +110,17 @@ impl GridRepo {
             repo.git.run(&["config", key, value])?;
         }
         Ok(repo)
+    }
+
+    /// A repository read in place, as it is: a grid's own checkout or bare
+    /// repository, for the read-only tools (`status`, `dashboard`). Unlike
+    /// [`GridRepo::open_or_init`] it configures and fetches nothing, so it
+    /// never alters someone's clone.
+    pub fn read_only(git: Git, branch: &str) -> GridRepo {
+        GridRepo {
+            git,
+            branch: branch.to_owned(),
+        }
     }
 
     pub fn git(&self) -> &Git {
@@ -201,42 +205,29 @@ impl GridRepo {
             .flatten())
     }
 
-    pub fn write_blob(&self, bytes: &[u8]) -> Result<Oid, GitError> {
-        let out = self
-            .git
-            .run_with(&["hash-object", "-w", "--stdin"], Some(bytes), &[0])?;
-        Ok(out.stdout_str().to_owned())
-    }
-
-    pub fn make_tree(&self, entries: &[TreeEntry]) -> Result<Oid, GitError> {
-        let mut input = Vec::new();
-        for e in entries {
-            input.extend_from_slice(
-                format!("{} {} {}\t", e.mode.as_str(), e.mode.object_type(), e.oid).as_bytes(),
-            );
-            input.extend_from_slice(&e.name);
-            input.push(0);
+    /// Write a commit of `edits` on top of `parent` with one
+    /// `git fast-import`, and return its id.
+    pub fn commit_edits(
+        &self,
+        parent: Option<&str>,
+        edits: &Edits,
+        message: &str,
+        who: &Signature,
+    ) -> Result<Oid, GitError> {
+        let stream = edits::fast_import_stream(parent, edits, message, who);
+        let out = self.git.run_with(
+            &["fast-import", "--quiet", "--force", "--done"],
+            Some(&stream),
+            &[0],
+        )?;
+        let oid = out.stdout_str();
+        if oid.len() < 40 || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(GitError::Unexpected {
+                args: "fast-import".into(),
+                what: format!("{oid:?} for a commit id"),
+            });
         }
-        let out = self.git.run_with(&["mktree", "-z"], Some(&input), &[0])?;
-        Ok(out.stdout_str().to_owned())
-    }
-
-    pub fn root_tree(&self, commit: &str) -> Result<Oid, GitError> {
-        let out = self
-            .git
-            .run(&["rev-parse", &format!("{commit}^{{tree}}")])?;
-        Ok(out.stdout_str().to_owned())
-    }
-
-    /// A commit of `tree` on top of `parent` (none for a grid's first commit).
-    pub fn commit(&self, tree: &str, parent: Option<&str>, message: &str) -> Result<Oid, GitError> {
-        let mut args = vec!["commit-tree", tree];
-        if let Some(p) = parent {
-            args.extend(["-p", p]);
-        }
-        args.extend(["-F", "-"]);
-        let out = self.git.run_with(&args, Some(message.as_bytes()), &[0])?;
-        Ok(out.stdout_str().to_owned())
+        Ok(oid.to_owned())
     }
 
     /// Push `commit` as the new `main`. A plain (non-force) push is the
@@ -248,12 +239,9 @@ impl GridRepo {
             .run_with(&["push", "--porcelain", "origin", &refspec], None, &[0, 1])?;
         let outcome = parse_push_porcelain(&out.stdout, &format!("refs/heads/{}", self.branch));
         match outcome {
-            Some(PushLine::Ok) if out.code == 0 => {
-                // Keep the tracking ref in step, so that the next plan starts
-                // from what we just wrote even before the next fetch.
-                self.git.run(&["update-ref", TRACKING, commit])?;
-                Ok(PushOutcome::Accepted)
-            }
+            // The tracking ref is left alone: every transaction starts with
+            // a fetch, which brings it up to date.
+            Some(PushLine::Ok) if out.code == 0 => Ok(PushOutcome::Accepted),
             Some(PushLine::Rejected) => Ok(PushOutcome::Rejected),
             Some(PushLine::RemoteRejected(reason)) => Err(GitError::PushRefused { reason }),
             _ => Err(GitError::Failed {

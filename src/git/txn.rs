@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use super::command::GitError;
+use super::edits::{Edits, Signature};
 use super::repo::{GridRepo, Oid, PushOutcome};
-use super::tree::{self, Edits};
 
 #[derive(Debug, Clone)]
 pub struct TxnPolicy {
@@ -64,6 +64,21 @@ pub enum TxnOutcome<T> {
         value: T,
         rejections: u32,
     },
+    /// The push failed in a way that leaves open whether it landed, and the
+    /// remote cannot be reached to tell. Check with [`landed`] once it can.
+    Uncertain {
+        commit: Oid,
+        value: T,
+        error: GitError,
+    },
+}
+
+/// Did an uncertain commit land? Fetches; an error means "still unknown".
+pub fn landed(repo: &GridRepo, commit: &str) -> Result<bool, GitError> {
+    match repo.fetch()? {
+        Some(tip) => repo.is_ancestor(commit, &tip),
+        None => Ok(false),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +89,25 @@ pub enum TxnError {
     Contended { rounds: u32 },
 }
 
+/// Who a transaction's commits are by.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: String,
+    pub email: String,
+}
+
+impl Identity {
+    pub fn for_node(node: &str) -> Identity {
+        Identity {
+            name: format!("dgrid-worker {node}"),
+            email: format!("{node}@dgrid.invalid"),
+        }
+    }
+}
+
 pub fn run<T>(
     repo: &GridRepo,
+    identity: &Identity,
     policy: &TxnPolicy,
     mut plan: impl FnMut(&Txn<'_>) -> Result<Plan<T>, GitError>,
 ) -> Result<TxnOutcome<T>, TxnError> {
@@ -93,12 +125,12 @@ pub fn run<T>(
                 rejections,
             });
         }
-        let base_tree = tip.as_deref().map(|t| repo.root_tree(t)).transpose()?;
-        let new_tree = match tree::apply(repo, base_tree.as_deref(), &planned.edits)? {
-            Some(t) => t,
-            None => repo.make_tree(&[])?,
+        let who = Signature {
+            name: identity.name.clone(),
+            email: identity.email.clone(),
+            when: chrono::Utc::now().timestamp(),
         };
-        let commit = repo.commit(&new_tree, tip.as_deref(), &planned.message)?;
+        let commit = repo.commit_edits(tip.as_deref(), &planned.edits, &planned.message, &who)?;
         match repo.push(&commit) {
             Ok(PushOutcome::Accepted) => {
                 return Ok(TxnOutcome::Committed {
@@ -112,12 +144,21 @@ pub fn run<T>(
                 tracing::debug!(round, "push lost the race; planning again from the new tip");
             }
             Err(push_err) => {
+                // A hook or branch protection said no: retrying cannot help.
+                if matches!(push_err, GitError::PushRefused { .. }) {
+                    return Err(push_err.into());
+                }
                 // The push may have landed although we saw an error (a
                 // connection cut after the remote updated its ref). Look
-                // before redoing anything; if we cannot even fetch, the
-                // remote is away and the caller retries later.
+                // before redoing anything. If the remote cannot even be
+                // asked, hand the commit back as uncertain: the caller must
+                // find out later, or a claim could be left with no owner.
                 let Ok(Some(now)) = repo.fetch() else {
-                    return Err(push_err.into());
+                    return Ok(TxnOutcome::Uncertain {
+                        commit,
+                        value: planned.value,
+                        error: push_err,
+                    });
                 };
                 if repo.is_ancestor(&commit, &now)? {
                     tracing::info!("push reported an error but the commit is on the remote");
@@ -126,10 +167,6 @@ pub fn run<T>(
                         value: planned.value,
                         rejections,
                     });
-                }
-                if matches!(&push_err, GitError::Failed { stderr, .. } if stderr.contains("refused"))
-                {
-                    return Err(push_err.into());
                 }
                 tracing::warn!(error = %push_err, "push failed; retrying from the new tip");
             }

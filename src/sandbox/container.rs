@@ -100,7 +100,7 @@ impl EngineFlavor {
 /// network wait; `--log-driver=none`, because the output is streamed through
 /// the attached CLI and capped there, and docker's default json-file driver
 /// would also write all of it to disk.
-pub(super) fn run_args(job: &Job, image: &str, limits: &Limits) -> Vec<String> {
+pub fn run_args(job: &Job, image: &str, limits: &Limits) -> Vec<String> {
     let memory = format!("{}m", limits.memory_mb);
     [
         "run",
@@ -306,6 +306,9 @@ impl ContainerEngine {
         let mut cmd = Command::new(self.flavor.binary());
         cmd.args(args);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        // systemd's notify socket is the worker's alone: podman's conmon
+        // would otherwise send READY=1 for each container to the service.
+        cmd.env_remove("NOTIFY_SOCKET");
         // Its own process group, so a Ctrl-C meant for the worker does not
         // reach the CLI, which would relay it into the container and end the
         // task behind the worker's back: cancelling is the worker's decision.

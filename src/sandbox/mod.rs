@@ -12,7 +12,7 @@ mod output;
 mod shell;
 mod supervise;
 
-pub use container::{ContainerEngine, EngineFlavor};
+pub use container::{ContainerEngine, EngineFlavor, run_args};
 pub use output::{CappedOutput, Captured, read_capped};
 pub use shell::ShellEngine;
 

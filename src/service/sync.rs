@@ -8,13 +8,13 @@
 //! ("the task is still queued", "this claim is still mine") is checked
 //! against the state the push will be judged on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::git::repo::{EntryMode, GridRepo, Oid, TreeEntry};
 use crate::git::txn::{Plan, Txn};
 use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
-use crate::grid::orphan::{self, Disposition, OrphanPolicy};
+use crate::grid::orphan::OrphanPolicy;
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, NodeRecord, NodeStatus, ResultStatus, Task, TaskResult, TaskRules, layout};
 use crate::service::outbox::{Finish, OutboxEntry};
@@ -24,8 +24,11 @@ pub struct SyncRequest<'a> {
     pub node: &'a Id,
     pub now: Timestamp,
     pub outbox: &'a [OutboxEntry],
-    /// How many tasks to claim (free slots).
+    /// How many tasks to claim.
     pub want_claims: usize,
+    /// How many of those start at once (the rest are claimed ahead and
+    /// wait for a slot): only these are listed as running.
+    pub start_now: usize,
     /// Look for orphaned claims this round.
     pub reap: bool,
     /// Tasks this node is running or has results for: its claims on them
@@ -96,6 +99,7 @@ fn landing(
     node: &Id,
     in_progress: Option<&[u8]>,
     queued: bool,
+    delivered: Option<&[u8]>,
     rules: &TaskRules,
 ) -> Landing {
     let ours = in_progress
@@ -105,6 +109,11 @@ fn landing(
         (_, true, _) => Landing::FromClaim,
         (Finish::Result { .. }, false, true) => Landing::FromQueue,
         (Finish::Requeue { .. }, false, _) => Landing::Moot,
+        // Our own push delivered it already (its answer was lost, then the
+        // worker restarted): nothing left to do.
+        (Finish::Result { result }, false, false) if delivered == Some(&result.to_bytes()[..]) => {
+            Landing::Moot
+        }
         (Finish::Result { .. }, false, false) => Landing::Superseded,
     }
 }
@@ -192,9 +201,10 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         // The record as it will be once this commit lands: with the tasks
         // just claimed among those running.
         let mut record = req.record.clone();
+        let starting = d.report.claimed.iter().take(req.start_now);
         record
             .running
-            .extend(d.report.claimed.iter().map(|c| c.task.task_id.to_string()));
+            .extend(starting.map(|c| c.task.task_id.to_string()));
         if record.status == NodeStatus::Idle && !record.running.is_empty() {
             record.status = NodeStatus::Busy;
         }
@@ -227,20 +237,26 @@ fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet<Id>, GitEr
         .outbox
         .iter()
         .flat_map(|e| {
+            let success =
+                matches!(&e.finish, Finish::Result { result } if result.status.is_success());
+            let delivered = layout::result_file(success, d.req.node, e.task_id.as_str());
             [
                 format!("{tip}:{}", layout::in_progress_file(&e.task_id)),
                 format!("{tip}:{}", layout::queue_file(&e.task_id)),
+                format!("{tip}:{delivered}"),
             ]
         })
         .collect();
     let blobs = repo.read_objects(&specs)?;
-    for (entry, pair) in d.req.outbox.iter().zip(blobs.chunks(2)) {
+    for (entry, found) in d.req.outbox.iter().zip(blobs.chunks(3)) {
         let id = &entry.task_id;
+        let (in_progress, queued, delivered) = (&found[0], &found[1], &found[2]);
         let source = match landing(
             entry,
             d.req.node,
-            pair[0].as_deref(),
-            pair[1].is_some(),
+            in_progress.as_deref(),
+            queued.is_some(),
+            delivered.as_deref(),
             d.req.rules,
         ) {
             Landing::FromClaim => layout::in_progress_file(id),
@@ -269,7 +285,7 @@ fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet<Id>, GitEr
             Finish::Requeue { reason } => {
                 let claimed = ClaimedTask::parse(
                     &format!("{id}.json"),
-                    pair[0].as_deref().unwrap_or(b""),
+                    in_progress.as_deref().unwrap_or(b""),
                     d.req.rules,
                 );
                 if let Ok(c) = claimed {
@@ -340,103 +356,28 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
     Ok(())
 }
 
-/// Requeue (or abandon) claims whose owner is gone.
+/// Requeue (or abandon) claims whose owner is gone. The rule itself lives
+/// in service::reap, shared with `dgrid-worker reap`.
 fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(), GitError> {
-    let req = d.req;
-    let (entries, odd): (Vec<TreeEntry>, Vec<TreeEntry>) = repo
-        .list_dir(d.tip, layout::IN_PROGRESS)?
-        .into_iter()
-        .filter(|e| e.name != KEEP)
-        .partition(|e| matches!(e.mode, EntryMode::File | EntryMode::Executable));
-    // Symlinks, directories, submodules: never a claim, and never read.
-    for entry in &odd {
-        let kind = entry_kind(entry.mode);
-        if let Err(e) = Task::from_entry(&entry.name_lossy(), kind, b"", req.rules) {
-            d.reject(layout::IN_PROGRESS, entry, &e);
-        }
-    }
-    let blobs = repo.read_objects(&entries.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
-    let mut claims = Vec::new();
-    for (entry, blob) in entries.iter().zip(blobs) {
-        match ClaimedTask::parse(&entry.name_lossy(), &blob.unwrap_or_default(), req.rules) {
-            Ok(c) if touched.contains(&c.task.task_id) => {}
-            Ok(c) => claims.push(c),
-            // Garbage in in_progress/ (pushed by hand, or by a broken tool):
-            // it blocks nothing but must not sit there for ever.
-            Err(e) => d.reject(layout::IN_PROGRESS, entry, &e),
-        }
-    }
-    let tip = d.tip;
-    let claimers: BTreeSet<&Id> = claims
-        .iter()
-        .map(|c| &c.claim.node_id)
-        .filter(|n| *n != req.node)
-        .collect();
-    let specs: Vec<String> = claimers
-        .iter()
-        .map(|n| format!("{tip}:{}", layout::node_file(n)))
-        .collect();
-    let records: BTreeMap<&Id, NodeRecord> = claimers
-        .iter()
-        .copied()
-        .zip(repo.read_objects(&specs)?)
-        .filter_map(|(n, b)| Some((n, NodeRecord::parse(&b?).ok()?)))
-        .collect();
-    for c in &claims {
-        let id = &c.task.task_id;
-        let why = if &c.claim.node_id == req.node {
-            // Our own claim on a task we do not hold: we crashed or were
-            // killed while it ran. No need to wait for the stale limit.
-            (!req.held.contains(id))
-                .then(|| "this node restarted while holding the claim".to_owned())
-        } else {
-            orphan::orphan_reason(&c.claim, records.get(&c.claim.node_id), req.now, req.policy)
-                .map(|r| r.to_string())
-        };
-        let Some(why) = why else { continue };
-        d.edits
-            .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
-        match orphan::disposition(&c.claim, req.policy) {
-            Disposition::Requeue { attempt } => {
-                d.edits.insert(
-                    layout::queue_file(id).into_bytes(),
-                    Edit::Put(c.requeued(attempt)),
-                );
-                d.summary.push(format!("requeue {id} (attempt {attempt})"));
-                d.report.reaped.push((
-                    id.to_string(),
-                    format!("requeued as attempt {attempt}: {why}"),
-                ));
-            }
-            Disposition::Abandon => {
-                let error = format!(
-                    "abandoned after {} attempts; the last claim, by {}, was orphaned: {why}",
-                    c.claim.attempt, c.claim.node_id
-                );
-                let result = TaskResult {
-                    task_id: id.to_string(),
-                    node_id: c.claim.node_id.clone(),
-                    exit_code: None,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    timestamp: time::format(req.now),
-                    status: ResultStatus::Abandoned,
-                    started_at: Some(c.claim.claimed_at.clone()),
-                    duration_ms: None,
-                    attempt: c.claim.attempt,
-                    truncated: false,
-                    error: Some(error.clone()),
-                };
-                d.results.push(PendingResult {
-                    node: c.claim.node_id.clone(),
-                    stem: id.to_string(),
-                    result,
-                });
-                d.summary.push(format!("abandon {id}"));
-                d.report.reaped.push((id.to_string(), error));
-            }
-        }
-    }
+    let input = super::reap::ReapInput {
+        node: d.req.node,
+        now: d.req.now,
+        held: d.req.held,
+        skip: touched,
+        rules: d.req.rules,
+        policy: d.req.policy,
+    };
+    let planned = super::reap::plan(repo, d.tip, &input)?;
+    d.edits.extend(planned.edits);
+    d.results
+        .extend(planned.results.into_iter().map(|r| PendingResult {
+            node: r.node,
+            stem: r.stem,
+            result: r.result,
+        }));
+    d.summary.extend(planned.summary);
+    d.report.invalid.extend(planned.invalid);
+    d.report.reaped.extend(planned.reaped);
     Ok(())
 }
 
@@ -471,7 +412,7 @@ fn write_results(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
     Ok(())
 }
 
-fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskResult {
+pub(crate) fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskResult {
     TaskResult {
         task_id: layout::json_stem(name).unwrap_or(name).to_owned(),
         node_id: node.clone(),
@@ -556,34 +497,50 @@ mod tests {
         let mine_later = claim_bytes("me", "2026-01-01T00:09:00.000Z");
         let theirs = claim_bytes("other", "2026-01-01T00:00:00.000Z");
         assert_eq!(
-            landing(&result, &me, Some(&mine), false, &rules),
+            landing(&result, &me, Some(&mine), false, None, &rules),
             Landing::FromClaim
         );
         assert_eq!(
-            landing(&result, &me, Some(&mine_later), false, &rules),
+            landing(&result, &me, Some(&mine_later), false, None, &rules),
             Landing::Superseded
         );
         assert_eq!(
-            landing(&result, &me, Some(&theirs), false, &rules),
+            landing(&result, &me, Some(&theirs), false, None, &rules),
             Landing::Superseded
         );
         assert_eq!(
-            landing(&result, &me, None, true, &rules),
+            landing(&result, &me, None, true, None, &rules),
             Landing::FromQueue
         );
         assert_eq!(
-            landing(&result, &me, None, false, &rules),
+            landing(&result, &me, None, false, None, &rules),
             Landing::Superseded
         );
         assert_eq!(
-            landing(&requeue, &me, Some(&mine), false, &rules),
+            landing(&requeue, &me, Some(&mine), false, None, &rules),
             Landing::FromClaim
         );
         assert_eq!(
-            landing(&requeue, &me, Some(&theirs), false, &rules),
+            landing(&requeue, &me, Some(&theirs), false, None, &rules),
             Landing::Moot
         );
-        assert_eq!(landing(&requeue, &me, None, true, &rules), Landing::Moot);
+        assert_eq!(
+            landing(&requeue, &me, None, true, None, &rules),
+            Landing::Moot
+        );
+        // Our own result already at its path (a push whose answer was lost).
+        let Finish::Result { result: r } = &result.finish else {
+            unreachable!()
+        };
+        let delivered = r.to_bytes();
+        assert_eq!(
+            landing(&result, &me, None, false, Some(&delivered), &rules),
+            Landing::Moot
+        );
+        assert_eq!(
+            landing(&result, &me, None, false, Some(b"{}"), &rules),
+            Landing::Superseded
+        );
     }
 
     proptest::proptest! {
@@ -610,7 +567,7 @@ mod tests {
                 2 => Some(claim_bytes(&them, &stamp(at))),
                 _ => Some(b"{garbage".to_vec()),
             };
-            let got = landing(&e, &me_id, bytes.as_deref(), queued, &TaskRules::default());
+            let got = landing(&e, &me_id, bytes.as_deref(), queued, None, &TaskRules::default());
             let ours = (file == 1 || (file == 2 && them == me)) && at == mine_at;
             let want = match (ours, is_result, queued) {
                 (true, _, _) => Landing::FromClaim,

@@ -3,7 +3,7 @@
 //! a channel, so the loop stays free to heartbeat, answer the watchdog and
 //! hear signals while a task runs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -13,7 +13,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::config::Config;
 use crate::git::auth;
-use crate::git::txn::{self, TxnOutcome, TxnPolicy};
+use crate::git::txn::{self, Identity, TxnOutcome, TxnPolicy};
 use crate::git::{Git, GridRepo};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::OrphanPolicy;
@@ -22,6 +22,7 @@ use crate::sandbox::{self, CancelFlag, Engine, Job, Outcome, RunReport};
 use crate::service::notify::Notifier;
 use crate::service::outbox::{Finish, Outbox, OutboxEntry};
 use crate::service::sync::{self, SyncReport, SyncRequest};
+use crate::status::{self, Board};
 use crate::time;
 
 #[derive(Debug, Clone, Default)]
@@ -53,6 +54,7 @@ enum Event {
 struct Running {
     claimed: ClaimedTask,
     cancel: CancelFlag,
+    started: Instant,
 }
 
 /// Why the engine is not used for now, and when to look again.
@@ -69,11 +71,16 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(6 * 3600);
 struct Worker {
     cfg: Config,
     repo: GridRepo,
+    identity: Identity,
     engine: Arc<dyn Engine>,
     outbox: Outbox,
     notifier: Notifier,
     events: Sender<Event>,
     running: BTreeMap<Id, Running>,
+    /// Claimed ahead, to start the moment a slot frees: the next task starts
+    /// without waiting for a push, and the push of the last result overlaps
+    /// its run.
+    waiting: VecDeque<ClaimedTask>,
     unhealthy: Option<Unhealthy>,
     started_at: String,
     completed: u64,
@@ -85,9 +92,14 @@ struct Worker {
     next_reap: Instant,
     next_maintenance: Instant,
     remote_ok: bool,
+    /// A commit pushed with no answer while the grid was unreachable, and
+    /// what it would mean if it landed.
+    uncertain: Option<(String, SyncReport)>,
     /// After a failed sync, no sync (for any reason) before this.
     retry_sync_at: Instant,
     signals_seen: Arc<std::sync::atomic::AtomicUsize>,
+    /// What the status page shows; see `publish`.
+    board: Board,
 }
 
 pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
@@ -147,12 +159,27 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?;
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
 
+    // The status page: its own thread. A port already taken costs the page,
+    // not the worker's work, so it is logged, not fatal.
+    let board = Board::new(status::Snapshot::new(
+        node.as_str(),
+        engine.name(),
+        status::stuck_after(cfg.pull_interval, cfg.git_timeout),
+    ));
+    if let Some(addr) = cfg.status_listen {
+        match status::server::spawn(addr, board.clone()) {
+            Ok(bound) => tracing::info!(%bound, "status page listening"),
+            Err(e) => tracing::error!(%addr, error = %e, "cannot serve the status page"),
+        }
+    }
+
     let (tx, rx) = channel();
     let signals_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     spawn_signal_thread(tx.clone(), signals_seen.clone())?;
 
     let now = Instant::now();
     let mut w = Worker {
+        identity: Identity::for_node(node.as_str()),
         cfg,
         repo,
         engine,
@@ -160,6 +187,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         notifier: Notifier::from_env(),
         events: tx,
         running: BTreeMap::new(),
+        waiting: VecDeque::new(),
         unhealthy,
         started_at: time::format(time::now()),
         completed: 0,
@@ -171,8 +199,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         next_reap: now,
         next_maintenance: now + MAINTAIN_EVERY,
         remote_ok: false,
+        uncertain: None,
         retry_sync_at: now,
         signals_seen,
+        board,
     };
     match w.register(&rx) {
         // Told to stop while waiting for the grid: a clean stop, not a failure.
@@ -287,12 +317,7 @@ impl Worker {
                 self.cancel_all("the drain timeout passed");
             }
 
-            let accepting = self.draining_since.is_none() && self.unhealthy.is_none();
-            let free = if accepting {
-                self.cfg.concurrency as usize - self.running.len()
-            } else {
-                0
-            };
+            let free = self.free_claims();
             let pending = self.outbox_len();
             let want = if free > 0 && (now >= self.next_poll || pending > 0) {
                 free
@@ -315,9 +340,6 @@ impl Worker {
                                     now + self.cfg.pull_interval
                                 };
                         }
-                        for claimed in report.claimed {
-                            self.start(claimed);
-                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, waiting = pending, "sync failed; results stay in the outbox");
@@ -332,7 +354,7 @@ impl Worker {
             let status = self.status_line();
             self.notifier.status(&status);
 
-            let idle = self.running.is_empty() && self.outbox_len() == 0;
+            let idle = self.running.is_empty() && self.waiting.is_empty() && self.outbox_len() == 0;
             // Stopping: once nothing runs, shutdown() makes the last push;
             // a remote that is away then must not hold the stop hostage.
             if self.draining_since.is_some() && self.running.is_empty() {
@@ -343,6 +365,8 @@ impl Worker {
                 break;
             }
 
+            // Last thing before waiting: the page shows this round's claims.
+            self.publish();
             let wait = self.next_wake().saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(event) => self.handle(event),
@@ -359,7 +383,7 @@ impl Worker {
     fn next_wake(&self) -> Instant {
         let now = Instant::now();
         let mut at = self.next_heartbeat.min(self.next_reap);
-        if self.running.len() < self.cfg.concurrency as usize {
+        if self.free_claims() > 0 {
             at = at.min(self.next_poll);
         }
         if self.outbox_len() > 0 {
@@ -393,6 +417,7 @@ impl Worker {
                         "stopping: no new claims; letting running tasks finish"
                     );
                     self.draining_since = Some(Instant::now());
+                    self.give_back_waiting();
                     self.notifier.stopping("draining");
                     self.notifier
                         .extend_timeout(self.cfg.drain_timeout + Duration::from_secs(30));
@@ -401,6 +426,7 @@ impl Worker {
                         "second signal: stopping now; running tasks go back to the queue"
                     );
                     self.draining_since.get_or_insert_with(Instant::now);
+                    self.give_back_waiting();
                     self.cancel_all("the worker was told to stop now");
                 }
             }
@@ -437,24 +463,35 @@ impl Worker {
         status: NodeStatus,
         txn_policy: &TxnPolicy,
     ) -> Result<SyncReport, txn::TxnError> {
+        self.resolve_uncertain()?;
         let outbox = self.outbox.entries().to_vec();
         let held: BTreeSet<Id> = self
             .running
             .keys()
             .cloned()
+            .chain(self.waiting.iter().map(|c| c.task.task_id.clone()))
             .chain(outbox.iter().map(|e| e.task_id.clone()))
             .collect();
         let record = self.record(status);
         let policy = self.orphan_policy();
-        let grace = chrono::Duration::from_std(self.cfg.claim_grace).unwrap_or_default();
+        // A task claimed ahead may wait for a slot: its deadline allows for
+        // that, so that a healthy node's queued claim is never reaped.
+        let start_now = self.free_slots();
+        let wait = if want > start_now {
+            self.longest_wait()
+        } else {
+            Duration::ZERO
+        };
+        let grace = chrono::Duration::from_std(self.cfg.claim_grace + wait).unwrap_or_default();
         let queue_empty_at = self.queue_empty_at.clone();
         let started = Instant::now();
-        let result = txn::run(&self.repo, txn_policy, |t| {
+        let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
             let req = SyncRequest {
                 node: &self.cfg.node_id,
                 now: time::now(),
                 outbox: &outbox,
                 want_claims: want,
+                start_now,
                 reap,
                 held: &held,
                 heartbeat,
@@ -466,23 +503,47 @@ impl Worker {
             };
             sync::plan(t, &req)
         });
-        self.remote_ok = result.is_ok();
-        let (report, rejections, commit) = match result? {
+        let elapsed = started.elapsed();
+        if let Err(e) = &result {
+            let lost = match e {
+                txn::TxnError::Contended { rounds } => *rounds,
+                _ => 0,
+            };
+            self.board.sync_done(elapsed, false, lost, 0, false);
+        }
+        let outcome = result.inspect_err(|_| self.remote_ok = false)?;
+        self.remote_ok = true;
+        let report = match outcome {
             TxnOutcome::Committed {
                 commit,
                 value,
                 rejections,
-            } => (value, rejections, Some(commit)),
+            } => {
+                tracing::debug!(?elapsed, rejections, %commit, "sync");
+                let (claimed, hb) = (value.claimed.len(), value.wrote_heartbeat);
+                self.board.sync_done(elapsed, true, rejections, claimed, hb);
+                value
+            }
             TxnOutcome::Unchanged {
                 value, rejections, ..
-            } => (value, rejections, None),
+            } => {
+                tracing::debug!(?elapsed, rejections, "sync: nothing to change");
+                self.board.sync_done(elapsed, true, rejections, 0, false);
+                value
+            }
+            TxnOutcome::Uncertain {
+                commit,
+                value,
+                error,
+            } => {
+                tracing::warn!(%commit, %error, "push outcome unknown and the grid unreachable; will check once it is back");
+                self.remote_ok = false;
+                self.board.sync_done(elapsed, false, 0, 0, false);
+                self.uncertain = Some((commit, value));
+                return Err(txn::TxnError::Git(error));
+            }
         };
-        tracing::debug!(elapsed = ?started.elapsed(), rejections, commit = commit.as_deref().unwrap_or("-"), "sync");
-
         let now = Instant::now();
-        if report.wrote_heartbeat {
-            self.next_heartbeat = now + self.cfg.heartbeat_interval;
-        }
         if reap {
             self.next_reap = now + REAP_EVERY.min(self.cfg.stale_after / 2);
         }
@@ -491,6 +552,46 @@ impl Worker {
                 (report.queue_left == 0 && report.claimed.is_empty() && report.invalid.is_empty())
                     .then(|| report.tip.clone())
                     .flatten();
+        }
+        self.absorb(&report);
+        if now >= self.next_maintenance && self.running.is_empty() {
+            self.next_maintenance = now + MAINTAIN_EVERY;
+            if let Err(e) = self.repo.maintain() {
+                tracing::warn!(error = %e, "git maintenance failed");
+            }
+        }
+        Ok(report)
+    }
+
+    /// A commit whose push outcome was unknown: once the grid answers, act
+    /// on it if it landed (its claims are ours, its results delivered), and
+    /// forget it if it did not (its outbox entries are still there).
+    fn resolve_uncertain(&mut self) -> Result<(), txn::TxnError> {
+        let Some((commit, report)) = self.uncertain.take() else {
+            return Ok(());
+        };
+        match txn::landed(&self.repo, &commit) {
+            Ok(true) => {
+                tracing::info!(%commit, "the uncertain push had landed");
+                self.absorb(&report);
+                Ok(())
+            }
+            Ok(false) => {
+                tracing::info!(%commit, "the uncertain push had not landed");
+                Ok(())
+            }
+            Err(e) => {
+                self.uncertain = Some((commit, report));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Act on a sync that landed: clear delivered results from the outbox,
+    /// start what was claimed, and log what the grid now says.
+    fn absorb(&mut self, report: &SyncReport) {
+        if report.wrote_heartbeat {
+            self.next_heartbeat = Instant::now() + self.cfg.heartbeat_interval;
         }
         for id in &report.landed {
             if let Err(e) = self.outbox.remove(id) {
@@ -511,14 +612,69 @@ impl Worker {
         }
         for c in &report.claimed {
             tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, "claimed");
+            self.waiting.push_back(c.clone());
         }
-        if now >= self.next_maintenance && self.running.is_empty() {
-            self.next_maintenance = now + MAINTAIN_EVERY;
-            if let Err(e) = self.repo.maintain() {
-                tracing::warn!(error = %e, "git maintenance failed");
-            }
+        if self.draining_since.is_some() {
+            // Claimed by a push we only now know landed, while stopping:
+            // give it back rather than start it.
+            self.give_back_waiting();
         }
-        Ok(report)
+        self.start_waiting();
+    }
+
+    /// Slots free to start a task now.
+    fn free_slots(&self) -> usize {
+        (self.cfg.concurrency as usize).saturating_sub(self.running.len() + self.waiting.len())
+    }
+
+    /// Tasks to claim on the next sync: free slots, plus `claim_ahead` more
+    /// while busy. Not while idle: an idle node that claimed ahead would hold
+    /// a task another idle node could start at once.
+    fn free_claims(&self) -> usize {
+        if self.draining_since.is_some() || self.unhealthy.is_some() {
+            return 0;
+        }
+        let ahead = if self.running.is_empty() {
+            0
+        } else {
+            self.cfg.claim_ahead as usize
+        };
+        (self.cfg.concurrency as usize + ahead)
+            .saturating_sub(self.running.len() + self.waiting.len())
+    }
+
+    /// How long a task claimed now may wait for a slot, at most: until the
+    /// running task closest to its timeout hits it, after those already
+    /// waiting ran to theirs.
+    fn longest_wait(&self) -> Duration {
+        let soonest_slot = self
+            .running
+            .values()
+            .map(|r| {
+                Duration::from_secs(r.claimed.task.timeout_seconds)
+                    .saturating_sub(r.started.elapsed())
+            })
+            .min()
+            .unwrap_or_default();
+        let queued: u64 = self.waiting.iter().map(|c| c.task.timeout_seconds).sum();
+        soonest_slot + Duration::from_secs(queued)
+    }
+
+    fn start_waiting(&mut self) {
+        while self.running.len() < self.cfg.concurrency as usize {
+            let Some(next) = self.waiting.pop_front() else {
+                break;
+            };
+            self.start(next);
+        }
+    }
+
+    /// Hand claimed-ahead tasks back to the queue (the node is stopping).
+    fn give_back_waiting(&mut self) {
+        for c in std::mem::take(&mut self.waiting) {
+            let reason = format!("{} stopped before starting it", self.node());
+            self.put_outbox(&c, Finish::Requeue { reason });
+        }
     }
 
     fn start(&mut self, claimed: ClaimedTask) {
@@ -544,7 +700,14 @@ impl Worker {
         match spawned {
             Ok(_) => {
                 tracing::info!(task_id = %id, timeout = claimed.task.timeout_seconds, "running");
-                self.running.insert(id, Running { claimed, cancel });
+                self.running.insert(
+                    id,
+                    Running {
+                        claimed,
+                        cancel,
+                        started: Instant::now(),
+                    },
+                );
             }
             Err(e) => {
                 tracing::error!(task_id = %id, error = %e, "cannot start a thread for the task; requeueing");
@@ -563,6 +726,8 @@ impl Worker {
             return;
         };
         let claimed = running.claimed;
+        self.board
+            .task_done(status::outcome_name(&report.outcome), report.duration);
         let node = self.node().clone();
         let finish = match &report.outcome {
             Outcome::EngineFailed(problem) => {
@@ -619,6 +784,9 @@ impl Worker {
             }
         };
         self.put_outbox(&claimed, finish);
+        // Start what was claimed ahead before pushing this result: the push
+        // then overlaps the next run.
+        self.start_waiting();
     }
 
     fn put_outbox(&mut self, claimed: &ClaimedTask, finish: Finish) {
@@ -656,6 +824,33 @@ impl Worker {
         }
     }
 
+    /// Publish the loop's state to the status page; also the loop's sign of
+    /// life for `/healthz`.
+    fn publish(&self) {
+        let line = self.status_line();
+        let status = self.status();
+        self.board.update(|s| {
+            s.status = serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            s.status_line = line;
+            s.engine_problem = self.unhealthy.as_ref().map(|u| u.problem.clone());
+            s.running = self
+                .running
+                .values()
+                .map(|r| status::RunningTask {
+                    task_id: r.claimed.task.task_id.to_string(),
+                    attempt: r.claimed.claim.attempt,
+                    claimed_at: r.claimed.claim.claimed_at.clone(),
+                    timeout_seconds: r.claimed.task.timeout_seconds,
+                })
+                .collect();
+            s.outbox = self.outbox.len();
+            s.loop_alive_at = Some(time::format(time::now()));
+        });
+    }
+
     fn status_line(&self) -> String {
         let pending = self.outbox_len();
         let mut s = match (&self.unhealthy, self.draining_since) {
@@ -683,6 +878,7 @@ impl Worker {
     /// Push what is pending and mark the node stopped. Bounded: a remote
     /// that is away keeps the outbox for the next start.
     fn shutdown(&mut self) {
+        self.draining_since.get_or_insert_with(Instant::now);
         self.notifier.stopping("stopping: pushing pending results");
         let policy = TxnPolicy {
             max_rounds: 5,

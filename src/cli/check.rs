@@ -1,0 +1,345 @@
+//! `dgrid-worker check`: can this node run? For operators, and as the unit's
+//! `ExecStartPre=`. One line per check, `ok`, `WARN` or `FAIL`, then an exit
+//! code a service manager can act on:
+//!
+//! - 0: everything checked is fine (warnings allowed);
+//! - 78 (EX_CONFIG): something only an operator can fix: the configuration,
+//!   no engine installed, limits the engine would silently ignore. The unit
+//!   lists 78 in `RestartPreventExitStatus=`, so a broken node stops instead
+//!   of restarting forever;
+//! - 1: anything else (state directory, git, remote, engine down, image).
+//!
+//! `--preflight` is the unit's mode: it fails only on what the worker itself
+//! would refuse to start with, and only warns about what the worker rides out
+//! by itself (remote away at boot, engine down, image missing: it waits, or
+//! registers as unhealthy, which the grid can see). The remote is not asked
+//! at all then: network-online at boot is not a promise, and the worker's
+//! own start retries.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::git::{Git, auth};
+use crate::sandbox::{self, EngineKind, SandboxError};
+
+/// How one check went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Ok,
+    Warn,
+    /// Broken; the worker could still be restarted and succeed later.
+    Fail,
+    /// Broken until someone edits the configuration or the host.
+    FailConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub verdict: Verdict,
+    pub what: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tag = match self.verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warn => "WARN",
+            Verdict::Fail | Verdict::FailConfig => "FAIL",
+        };
+        write!(f, "{tag} {:<8} {}", self.what, self.detail)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions {
+    /// The unit's mode: see the module documentation.
+    pub preflight: bool,
+}
+
+/// Exit code for the worst verdict.
+pub fn exit_code(lines: &[Line]) -> u8 {
+    match lines.iter().map(|l| l.verdict).max() {
+        None | Some(Verdict::Ok) | Some(Verdict::Warn) => 0,
+        Some(Verdict::Fail) => 1,
+        Some(Verdict::FailConfig) => super::EXIT_CONFIG,
+    }
+}
+
+/// Run every check that the configuration allows, printing each line as it
+/// is known (a slow remote should not hide that the config was fine).
+pub fn run(cfg: &Config, opts: CheckOptions, out: &mut dyn FnMut(&Line)) -> Vec<Line> {
+    let mut lines = Vec::new();
+    let mut emit = |l: Line| {
+        out(&l);
+        lines.push(l);
+    };
+    let line = |verdict, what, detail: String| Line {
+        verdict,
+        what,
+        detail,
+    };
+
+    emit(line(
+        Verdict::Ok,
+        "config",
+        format!(
+            "{} (node {}, grid {} branch {}, token {})",
+            cfg.source
+                .as_deref()
+                .map_or("no file, environment only".to_owned(), |p| p
+                    .display()
+                    .to_string()),
+            cfg.node_id,
+            cfg.repo_url,
+            cfg.branch,
+            // Whether there is one, never what it is.
+            if cfg.token.is_some() { "set" } else { "none" }
+        ),
+    ));
+
+    emit(match check_state_dir(&cfg.state_dir) {
+        Ok(()) => line(
+            Verdict::Ok,
+            "state",
+            format!("{} is writable", cfg.state_dir.display()),
+        ),
+        Err(e) => line(
+            Verdict::Fail,
+            "state",
+            format!("{}: {e}", cfg.state_dir.display()),
+        ),
+    });
+
+    // git runs from a directory that surely exists: ls-remote needs no repo.
+    let git = Git::new(
+        &cfg.git_binary,
+        std::env::temp_dir(),
+        cfg.git_timeout.min(Duration::from_secs(30)),
+    )
+    .with_env(auth::credential_env(
+        cfg.token.as_ref(),
+        cfg.git_username.as_deref(),
+    ));
+    let git_ok = match git.run(&["--version"]) {
+        Ok(o) => {
+            emit(line(Verdict::Ok, "git", o.stdout_str().to_owned()));
+            true
+        }
+        Err(e) => {
+            emit(line(Verdict::FailConfig, "git", e.to_string()));
+            false
+        }
+    };
+
+    if opts.preflight {
+        emit(line(
+            Verdict::Ok,
+            "remote",
+            "not asked (--preflight: the worker waits for the grid itself)".into(),
+        ));
+    } else if git_ok {
+        let head = format!("refs/heads/{}", cfg.branch);
+        emit(
+            match git.run(&["ls-remote", "--heads", "--", &cfg.repo_url, &head]) {
+                Ok(o) if o.stdout_str().is_empty() => line(
+                    Verdict::Fail,
+                    "remote",
+                    format!(
+                        "{} answers but has no branch {}: is it a grid repository?",
+                        cfg.repo_url, cfg.branch
+                    ),
+                ),
+                Ok(o) => line(
+                    Verdict::Ok,
+                    "remote",
+                    format!(
+                        "{} {} at {}",
+                        cfg.repo_url,
+                        cfg.branch,
+                        o.stdout_str().get(..12).unwrap_or("?")
+                    ),
+                ),
+                Err(e) => line(Verdict::Fail, "remote", e.to_string()),
+            },
+        );
+    }
+
+    for l in check_sandbox(cfg, opts) {
+        emit(l);
+    }
+    lines
+}
+
+fn check_state_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    tempfile::tempfile_in(dir).map(drop)
+}
+
+fn check_sandbox(cfg: &Config, opts: CheckOptions) -> Vec<Line> {
+    let s = &cfg.sandbox;
+    let line = |verdict, what, detail: String| Line {
+        verdict,
+        what,
+        detail,
+    };
+    let engine = match sandbox::engine_from_config(s) {
+        Ok(e) => e,
+        Err(e) => return vec![line(Verdict::FailConfig, "engine", e.to_string())],
+    };
+    let limits = format!(
+        "memory {} MB, pids {}, cpus {}",
+        s.limits.memory_mb, s.limits.pids, s.limits.cpus
+    );
+    if s.engine == EngineKind::Shell {
+        return vec![
+            line(
+                Verdict::Warn,
+                "engine",
+                "shell: tasks run on this host as the worker's user, without isolation".into(),
+            ),
+            line(
+                Verdict::Warn,
+                "limits",
+                format!("{limits}: not enforced by the shell engine"),
+            ),
+        ];
+    }
+    let name = engine.name().to_owned();
+    match engine.check() {
+        Ok(()) => vec![
+            line(Verdict::Ok, "engine", format!("{name} answers")),
+            line(Verdict::Ok, "image", format!("{} is present", s.image)),
+            if s.allow_unenforced_limits {
+                line(
+                    Verdict::Warn,
+                    "limits",
+                    format!("{limits}: enforcement not required (sandbox.allow_unenforced_limits)"),
+                )
+            } else {
+                line(Verdict::Ok, "limits", format!("{limits}: enforced"))
+            },
+        ],
+        Err(e @ SandboxError::LimitsNotEnforced { .. }) => vec![
+            line(Verdict::Ok, "engine", format!("{name} answers")),
+            line(Verdict::FailConfig, "limits", e.to_string()),
+        ],
+        Err(e @ SandboxError::NoEngine) => {
+            vec![line(Verdict::FailConfig, "engine", e.to_string())]
+        }
+        Err(e) => {
+            // The worker starts anyway and reports itself unhealthy until
+            // the engine recovers: in the unit's mode that is a warning.
+            let verdict = if opts.preflight {
+                Verdict::Warn
+            } else {
+                Verdict::Fail
+            };
+            let what = if e.to_string().contains("is not present locally") {
+                "image"
+            } else {
+                "engine"
+            };
+            vec![line(verdict, what, e.to_string())]
+        }
+    }
+}
+
+/// `dgrid-worker check`: load the configuration (a failure is itself the
+/// first FAIL line), run the checks, print, exit.
+pub fn main(config: Option<PathBuf>, opts: CheckOptions) -> u8 {
+    let cfg = match Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            let l = Line {
+                verdict: Verdict::FailConfig,
+                what: "config",
+                detail: e.to_string(),
+            };
+            println!("{l}");
+            return exit_code(&[l]);
+        }
+    };
+    // Engine warnings (limits not enforced but allowed) go to stderr.
+    crate::logging::init("warn", Some(cfg.node_id.as_str()));
+    let lines = run(&cfg, opts, &mut |l| println!("{l}"));
+    exit_code(&lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    struct NoEnv;
+    impl Env for NoEnv {
+        fn get(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    fn cfg(extra: &str, state: &Path, url: &str) -> Config {
+        let text = format!(
+            "node_id = \"n1\"\nrepo_url = \"{url}\"\nstate_dir = \"{}\"\n{extra}",
+            state.display()
+        );
+        Config::from_str_with(&text, Path::new("/t/worker.toml"), &NoEnv).unwrap()
+    }
+
+    fn verdicts(lines: &[Line]) -> Vec<(&'static str, Verdict)> {
+        lines.iter().map(|l| (l.what, l.verdict)).collect()
+    }
+
+    #[test]
+    fn shell_engine_warns_and_a_missing_remote_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/nowhere.git", dir.path().display());
+        let c = cfg(
+            "[sandbox]\nengine = \"shell\"\n",
+            &dir.path().join("s"),
+            &url,
+        );
+        let lines = run(&c, CheckOptions::default(), &mut |_| {});
+        assert_eq!(
+            verdicts(&lines),
+            [
+                ("config", Verdict::Ok),
+                ("state", Verdict::Ok),
+                ("git", Verdict::Ok),
+                ("remote", Verdict::Fail),
+                ("engine", Verdict::Warn),
+                ("limits", Verdict::Warn),
+            ]
+        );
+        assert_eq!(exit_code(&lines), 1);
+        // Preflight does not ask the remote, so the same node passes.
+        let lines = run(&c, CheckOptions { preflight: true }, &mut |_| {});
+        assert_eq!(exit_code(&lines), 0, "{lines:?}");
+    }
+
+    #[test]
+    fn an_unusable_git_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(
+            "[sandbox]\nengine = \"shell\"\n[git]\nbinary = \"/nonexistent/git\"\n",
+            dir.path(),
+            "/srv/grid.git",
+        );
+        let lines = run(&c, CheckOptions { preflight: true }, &mut |_| {});
+        assert_eq!(exit_code(&lines), 78, "{lines:?}");
+    }
+
+    #[test]
+    fn the_token_is_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg("[sandbox]\nengine = \"shell\"\n", dir.path(), "/srv/g.git");
+        c.token = Some(auth::Secret::new("s3cr3t-t0k3n"));
+        let lines = run(&c, CheckOptions { preflight: true }, &mut |_| {});
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        assert!(
+            text.contains("token set") && !text.contains("s3cr3t"),
+            "{text}"
+        );
+    }
+}

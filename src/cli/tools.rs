@@ -1,0 +1,399 @@
+//! The grid tools' command lines: `validate`, `submit`, `status`, `reap`,
+//! `dashboard`, `init`. Each parses its arguments, calls `crate::tools`, and
+//! turns the outcome into output and an exit status for scripts and CI:
+//! 0 success, 1 the grid or the input is not as asked (invalid tasks, a
+//! duplicate id, an unreachable repository), 2 bad arguments (clap's own).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::{Map, Value};
+
+use crate::git::txn::{self, TxnOutcome, TxnPolicy};
+use crate::grid::orphan::OrphanPolicy;
+use crate::grid::{Id, TaskRules};
+use crate::time;
+use crate::tools::source::RepoArgs;
+use crate::tools::{html, init, reap, submit, text, validate, view};
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("dgrid-worker: {msg}");
+    ExitCode::FAILURE
+}
+
+fn rules(max_timeout: u64) -> TaskRules {
+    TaskRules {
+        max_timeout_seconds: max_timeout,
+        ..TaskRules::default()
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Task files, or directories whose entries are all checked as queue
+    /// entries (e.g. tasks/queue).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// The grid's `tasks.max_timeout_seconds`, if the workers tighten it.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub max_timeout: u64,
+    /// A checkout of the grid: also refuse ids that are running there or
+    /// already have a result.
+    #[arg(long, value_name = "DIR")]
+    pub grid: Option<PathBuf>,
+}
+
+pub fn validate(a: ValidateArgs) -> ExitCode {
+    let mut report = validate::validate(&a.paths, &rules(a.max_timeout));
+    if let Some(grid) = &a.grid {
+        validate::check_against_grid(&mut report, grid);
+    }
+    // In GitHub Actions, also as annotations on the pull request's files.
+    let github = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
+    for f in report.unreadable.iter().chain(&report.findings) {
+        println!("{f}");
+        if github {
+            println!("{}", validate::github_annotation(f));
+        }
+    }
+    eprintln!(
+        "{} checked: {} valid, {} invalid{}",
+        report.checked,
+        report.valid,
+        report.findings.len(),
+        if report.unreadable.is_empty() {
+            String::new()
+        } else {
+            format!(", {} unreadable", report.unreadable.len())
+        }
+    );
+    if report.findings.is_empty() && report.unreadable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["script", "script_file", "task_file"])))]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The task id [default: generated from the time and a random part].
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The script to run (sh -c).
+    #[arg(long, conflicts_with = "script_file")]
+    pub script: Option<String>,
+    /// Read the script from this file.
+    #[arg(long, value_name = "FILE")]
+    pub script_file: Option<PathBuf>,
+    /// A task JSON document to submit; --id, --script and --timeout override
+    /// its fields, and an id is generated if it has none.
+    #[arg(long, value_name = "FILE")]
+    pub task_file: Option<PathBuf>,
+    /// timeout_seconds of the task.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub max_timeout: u64,
+}
+
+pub fn submit(a: SubmitArgs) -> ExitCode {
+    let base = match &a.task_file {
+        None => Map::new(),
+        Some(p) => match std::fs::read(p) {
+            Err(e) => return fail(format_args!("{}: cannot read: {e}", p.display())),
+            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Object(m)) => m,
+                Ok(_) => return fail(format_args!("{}: must be a JSON object", p.display())),
+                Err(e) => return fail(format_args!("{}: is not valid JSON: {e}", p.display())),
+            },
+        },
+    };
+    let script = match (&a.script, &a.script_file) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(p)) => match std::fs::read_to_string(p) {
+            Ok(s) => Some(s),
+            Err(e) => return fail(format_args!("{}: cannot read: {e}", p.display())),
+        },
+        (None, None) => None,
+    };
+    let rules = rules(a.max_timeout);
+    let task = match submit::make_task(
+        base,
+        a.id.as_deref(),
+        script,
+        a.timeout,
+        time::now(),
+        &rules,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            let origin = a
+                .task_file
+                .as_ref()
+                .map_or("the task".to_owned(), |p| p.display().to_string());
+            return fail(format_args!("{origin}: {e}"));
+        }
+    };
+    let opened = match a.repo.open_clone_as("submit") {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let identity = txn::Identity::for_node("submit");
+    match txn::run(&opened.repo, &identity, &TxnPolicy::default(), |t| {
+        submit::plan(t, &task)
+    }) {
+        Ok(TxnOutcome::Committed { value, .. }) => {
+            if let submit::Submitted::Queued { path } = value {
+                eprintln!("queued {path}");
+            }
+            println!("{}", task.task_id);
+            ExitCode::SUCCESS
+        }
+        Ok(TxnOutcome::Unchanged { value, .. }) => match value {
+            submit::Submitted::Duplicate { path } => fail(format_args!(
+                "field `task_id` {:?} is already in use on the grid: {path}",
+                task.task_id.as_str()
+            )),
+            submit::Submitted::Queued { path } => fail(format_args!("{path}: nothing pushed")),
+        },
+        Ok(TxnOutcome::Uncertain { error, .. }) => fail(format_args!(
+            "{}: the push's answer was lost and the grid is unreachable ({error}); \
+             look with `dgrid-worker status` before submitting {} again",
+            a.repo.repo, task.task_id
+        )),
+        Err(e) => fail(format_args!("{}: {e}", a.repo.repo)),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Print the view as JSON (the dashboard's grid.json).
+    #[arg(long)]
+    pub json: bool,
+    /// A heartbeat older than this marks a node stale (the workers'
+    /// `stale_after`).
+    #[arg(
+        long,
+        env = "DGRID_STALE_AFTER",
+        value_name = "SECS",
+        default_value_t = 7200
+    )]
+    pub stale_after: u64,
+}
+
+fn load_view(repo: &RepoArgs, stale_after: u64) -> Result<view::GridView, String> {
+    let opened = repo.open_read().map_err(|e| e.to_string())?;
+    let tip = opened.tip.clone().ok_or_else(|| {
+        format!(
+            "{}: the repository has no branch `{}`",
+            repo.repo, repo.branch
+        )
+    })?;
+    let stale = stale_after.min(i64::MAX as u64) as i64;
+    view::GridView::load(&opened.repo, &tip, time::now(), stale)
+        .map_err(|e| format!("{}: {}", repo.repo, e))
+}
+
+pub fn status(a: StatusArgs) -> ExitCode {
+    let v = match load_view(&a.repo, a.stale_after) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("views serialise")
+        );
+    } else {
+        print!("{}", text::status(&v, &a.repo.repo));
+    }
+    ExitCode::SUCCESS
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReapArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Show what would be requeued or abandoned; push nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// A node whose heartbeat is older than this is presumed dead (the
+    /// workers' `stale_after`).
+    #[arg(
+        long,
+        env = "DGRID_STALE_AFTER",
+        value_name = "SECS",
+        default_value_t = 7200
+    )]
+    pub stale_after: u64,
+    /// Claims handed out before a task is abandoned (the workers'
+    /// `max_attempts`).
+    #[arg(long, env = "DGRID_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// The reaper's name in commits and in results of unreadable claims.
+    /// It must not be a worker's node id.
+    #[arg(long = "as", value_name = "ID", default_value = "dgrid-reaper")]
+    pub who: String,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn reap(a: ReapArgs) -> ExitCode {
+    let who = match Id::parse(&a.who) {
+        Ok(id) => id,
+        Err(e) => return fail(format_args!("--as {:?}: {e}", a.who)),
+    };
+    if a.max_attempts == 0 {
+        return fail("--max-attempts must be at least 1");
+    }
+    let policy = OrphanPolicy {
+        stale_after: chrono::Duration::seconds(a.stale_after.min(i64::MAX as u64) as i64),
+        max_attempts: a.max_attempts,
+    };
+    let rules = TaskRules {
+        max_timeout_seconds: u64::MAX,
+        ..TaskRules::default()
+    };
+    let opened = match a.repo.open_clone_as(who.as_str()) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    if let Some(tip) = &opened.tip {
+        // The reaper treats claims in its own name as leftovers of its own
+        // crash; under a worker's name it would reap that worker's live
+        // claims.
+        let node_file = crate::grid::layout::node_file(&who);
+        if matches!(opened.repo.read_path(tip, &node_file), Ok(Some(_))) {
+            return fail(format_args!(
+                "--as {who}: {node_file} exists; the reaper must not use a worker's node id"
+            ));
+        }
+    }
+    let summary = if a.dry_run {
+        let t = txn::Txn {
+            repo: &opened.repo,
+            tip: opened.tip.clone(),
+        };
+        match reap::plan(&t, &who, time::now(), &policy, &rules) {
+            Ok(p) => p.value,
+            Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
+        }
+    } else {
+        let identity = txn::Identity::for_node(who.as_str());
+        match txn::run(&opened.repo, &identity, &TxnPolicy::default(), |t| {
+            reap::plan(t, &who, time::now(), &policy, &rules)
+        }) {
+            Ok(TxnOutcome::Committed { value, .. } | TxnOutcome::Unchanged { value, .. }) => value,
+            // A reap is idempotent: the next run redoes what did not land.
+            Ok(TxnOutcome::Uncertain { error, .. }) => {
+                return fail(format_args!(
+                    "{}: the push's answer was lost and the grid is unreachable: {error}",
+                    a.repo.repo
+                ));
+            }
+            Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
+        }
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"dry_run": a.dry_run, "reaped": summary.reaped, "invalid": summary.invalid})
+        );
+    } else {
+        let verb = if a.dry_run { "would be " } else { "" };
+        for (task, what) in &summary.reaped {
+            println!("{task}: {verb}{what}");
+        }
+        for (entry, why) in &summary.invalid {
+            println!("{entry}: {verb}moved to tasks/failed: {why}");
+        }
+        if summary.reaped.is_empty() && summary.invalid.is_empty() {
+            eprintln!("no orphaned claims");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DashboardArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Where to write index.html and grid.json (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The page's title.
+    #[arg(long, default_value = "D-GRID dashboard")]
+    pub title: String,
+    /// A heartbeat older than this marks a node stale (the workers'
+    /// `stale_after`).
+    #[arg(
+        long,
+        env = "DGRID_STALE_AFTER",
+        value_name = "SECS",
+        default_value_t = 7200
+    )]
+    pub stale_after: u64,
+}
+
+pub fn dashboard(a: DashboardArgs) -> ExitCode {
+    let v = match load_view(&a.repo, a.stale_after) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let write = |name: &str, bytes: &[u8]| {
+        let p = a.out.join(name);
+        std::fs::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let done = std::fs::create_dir_all(&a.out)
+        .map_err(|e| format!("{}: {e}", a.out.display()))
+        .and_then(|()| {
+            write(
+                "grid.json",
+                &serde_json::to_vec_pretty(&v).expect("views serialise"),
+            )
+        })
+        .and_then(|()| write("index.html", html::dashboard(&v, &a.title).as_bytes()));
+    match done {
+        Ok(()) => {
+            eprintln!("dashboard written to {}", a.out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// The new grid's directory (must not exist, or be empty).
+    pub dir: PathBuf,
+    /// Where the grid's workflows build dgrid-worker from.
+    #[arg(long, value_name = "URL", default_value = init::DEFAULT_WORKER_GIT)]
+    pub worker_git: String,
+    /// The branch or tag of --worker-git to build.
+    #[arg(long, value_name = "REF", default_value = init::DEFAULT_WORKER_REF)]
+    pub worker_ref: String,
+    /// Make a bare repository (to serve, or to push to GitHub from).
+    #[arg(long)]
+    pub bare: bool,
+}
+
+pub fn init(a: InitArgs) -> ExitCode {
+    let opts = init::InitOptions {
+        worker_git: a.worker_git,
+        worker_ref: a.worker_ref,
+        bare: a.bare,
+    };
+    match init::init(&a.dir, &opts) {
+        Ok(()) => {
+            eprintln!("new grid in {}", a.dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}

@@ -1,0 +1,209 @@
+//! Reaping orphaned claims (DESIGN.md section 2), as one planning step over
+//! a fetched tip. Shared by the worker's sync (which folds it into its own
+//! commit) and by `dgrid-worker reap` (the repo workflow's transaction), so
+//! that both apply exactly the same rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::git::repo::{EntryMode, GridRepo, TreeEntry};
+use crate::git::{Edit, Edits, GitError};
+use crate::grid::claim::ClaimedTask;
+use crate::grid::orphan::{self, Disposition, OrphanPolicy};
+use crate::grid::task::EntryKind;
+use crate::grid::{Id, NodeRecord, ResultStatus, Task, TaskResult, TaskRules, layout};
+use crate::time::{self, Timestamp};
+
+/// Who reaps, when, and under which rules.
+pub struct ReapInput<'a> {
+    /// The reaping node (a worker, or the tool's identity). Its own claims
+    /// on tasks not in `held` are reaped at once: it restarted.
+    pub node: &'a Id,
+    pub now: Timestamp,
+    pub held: &'a BTreeSet<Id>,
+    /// Tasks already handled in the same plan (outbox landings): left alone.
+    pub skip: &'a BTreeSet<Id>,
+    pub rules: &'a TaskRules,
+    pub policy: &'a OrphanPolicy,
+}
+
+/// A result to write, before its final path is chosen.
+#[derive(Debug, Clone)]
+pub struct PendingResult {
+    pub node: Id,
+    pub stem: String,
+    pub result: TaskResult,
+}
+
+#[derive(Debug, Default)]
+pub struct ReapPlan {
+    pub edits: Edits,
+    pub results: Vec<PendingResult>,
+    /// (task, what was done and why).
+    pub reaped: Vec<(String, String)>,
+    /// (entry name, reason): garbage found in `in_progress/`.
+    pub invalid: Vec<(String, String)>,
+    /// Commit message items.
+    pub summary: Vec<String>,
+}
+
+fn path(dir: &str, name: &[u8]) -> Vec<u8> {
+    let mut p = format!("{dir}/").into_bytes();
+    p.extend_from_slice(name);
+    p
+}
+
+/// Look at every claim in `in_progress/` at `tip` and plan what becomes of
+/// the orphaned ones.
+pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPlan, GitError> {
+    let mut out = ReapPlan::default();
+    let now_s = time::format(input.now);
+    // Garbage in in_progress/ (pushed by hand, or by a broken tool): it
+    // blocks nothing but must not sit there for ever.
+    let reject = |out: &mut ReapPlan, entry: &TreeEntry, error: &dyn std::fmt::Display| {
+        let name = entry.name_lossy();
+        let reason = format!("{}/{name}: {error}", layout::IN_PROGRESS);
+        out.edits
+            .insert(path(layout::IN_PROGRESS, &entry.name), Edit::Delete);
+        let stem = layout::result_stem_for_entry(&name);
+        out.results.push(PendingResult {
+            node: input.node.clone(),
+            stem: stem.clone(),
+            result: super::sync::invalid_result(&name, input.node, &now_s, &reason),
+        });
+        out.summary.push(format!("reject {stem}"));
+        out.invalid.push((name, reason));
+    };
+    let (entries, odd): (Vec<TreeEntry>, Vec<TreeEntry>) = repo
+        .list_dir(tip, layout::IN_PROGRESS)?
+        .into_iter()
+        .filter(|e| e.name != layout::KEEP_FILE.as_bytes())
+        .partition(|e| matches!(e.mode, EntryMode::File | EntryMode::Executable));
+    // Symlinks, directories, submodules: never a claim, and never read.
+    for entry in &odd {
+        let kind = match entry.mode {
+            EntryMode::Symlink => EntryKind::Symlink,
+            EntryMode::Tree => EntryKind::Directory,
+            _ => EntryKind::Submodule,
+        };
+        if let Err(e) = Task::from_entry(&entry.name_lossy(), kind, b"", input.rules) {
+            reject(&mut out, entry, &e);
+        }
+    }
+    let blobs = repo.read_objects(&entries.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
+    let mut claims = Vec::new();
+    for (entry, blob) in entries.iter().zip(blobs) {
+        match ClaimedTask::parse(&entry.name_lossy(), &blob.unwrap_or_default(), input.rules) {
+            Ok(c) if input.skip.contains(&c.task.task_id) => {}
+            Ok(c) => claims.push(c),
+            Err(e) => reject(&mut out, entry, &e),
+        }
+    }
+    let claimers: BTreeSet<&Id> = claims
+        .iter()
+        .map(|c| &c.claim.node_id)
+        .filter(|n| *n != input.node)
+        .collect();
+    let specs: Vec<String> = claimers
+        .iter()
+        .map(|n| format!("{tip}:{}", layout::node_file(n)))
+        .collect();
+    let records: BTreeMap<&Id, NodeRecord> = claimers
+        .iter()
+        .copied()
+        .zip(repo.read_objects(&specs)?)
+        .filter_map(|(n, b)| Some((n, NodeRecord::parse(&b?).ok()?)))
+        .collect();
+    for c in &claims {
+        let id = &c.task.task_id;
+        let why = if &c.claim.node_id == input.node {
+            // Our own claim on a task we do not hold: we crashed or were
+            // killed while it ran. No need to wait for the stale limit.
+            (!input.held.contains(id))
+                .then(|| "this node restarted while holding the claim".to_owned())
+        } else {
+            orphan::orphan_reason(
+                &c.claim,
+                records.get(&c.claim.node_id),
+                input.now,
+                input.policy,
+            )
+            .map(|r| r.to_string())
+        };
+        let Some(why) = why else { continue };
+        out.edits
+            .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
+        match orphan::disposition(&c.claim, input.policy) {
+            Disposition::Requeue { attempt } => {
+                out.edits.insert(
+                    layout::queue_file(id).into_bytes(),
+                    Edit::Put(c.requeued(attempt)),
+                );
+                out.summary
+                    .push(format!("requeue {id} (attempt {attempt})"));
+                out.reaped.push((
+                    id.to_string(),
+                    format!("requeued as attempt {attempt}: {why}"),
+                ));
+            }
+            Disposition::Abandon => {
+                let error = format!(
+                    "abandoned after {} attempts; the last claim, by {}, was orphaned: {why}",
+                    c.claim.attempt, c.claim.node_id
+                );
+                let result = TaskResult {
+                    task_id: id.to_string(),
+                    node_id: c.claim.node_id.clone(),
+                    exit_code: None,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    timestamp: now_s.clone(),
+                    status: ResultStatus::Abandoned,
+                    started_at: Some(c.claim.claimed_at.clone()),
+                    duration_ms: None,
+                    attempt: c.claim.attempt,
+                    truncated: false,
+                    error: Some(error.clone()),
+                };
+                out.results.push(PendingResult {
+                    node: c.claim.node_id.clone(),
+                    stem: id.to_string(),
+                    result,
+                });
+                out.summary.push(format!("abandon {id}"));
+                out.reaped.push((id.to_string(), error));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Edits writing `results` at paths that do not exist yet at `tip`: a clash
+/// (the same id submitted again later) gets a time suffix instead of
+/// overwriting the earlier result. The same rule as the worker's sync.
+pub fn place_results(
+    repo: &GridRepo,
+    tip: &str,
+    now: Timestamp,
+    results: Vec<PendingResult>,
+) -> Result<Edits, GitError> {
+    let mut edits = Edits::new();
+    let paths: Vec<String> = results
+        .iter()
+        .map(|r| layout::result_file(r.result.status.is_success(), &r.node, &r.stem))
+        .collect();
+    let specs: Vec<String> = paths.iter().map(|p| format!("{tip}:{p}")).collect();
+    let existing = repo.read_objects(&specs)?;
+    for ((p, exists), r) in paths.into_iter().zip(existing).zip(results) {
+        let p = if exists.is_some() {
+            layout::result_file(
+                r.result.status.is_success(),
+                &r.node,
+                &format!("{}-{}", r.stem, now.timestamp_millis()),
+            )
+        } else {
+            p
+        };
+        edits.insert(p.into_bytes(), Edit::Put(r.result.to_bytes()));
+    }
+    Ok(edits)
+}

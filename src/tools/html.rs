@@ -1,0 +1,268 @@
+//! HTML for the dashboard: one self-contained page (inline CSS, an inline
+//! SVG chart, no scripts, no external assets), so it renders from GitHub
+//! Pages or a file:// URL alike. Every value from the grid is escaped: task
+//! ids are safe by construction, but errors, host names and output are not.
+
+use std::fmt::Write;
+
+use super::view::{GridView, ResultView, human_age};
+
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}\
+h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}\
+table{border-collapse:collapse;background:#fff;min-width:40%}\
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}\
+th{background:#eee}.ok{color:#186a18}.bad{color:#a31515}.warn{color:#8a5a00}\
+.cards{display:flex;gap:1em;flex-wrap:wrap}.card{background:#fff;border:1px solid #ddd;padding:.6em 1em}\
+.card b{display:block;font-size:1.6em}pre{margin:0;white-space:pre-wrap;max-width:60em;font-size:12px}\
+.muted{color:#777}";
+
+fn status_class(status: &str) -> &'static str {
+    match status {
+        "completed" | "idle" | "busy" => "ok",
+        "draining" | "stopped" => "warn",
+        _ => "bad",
+    }
+}
+
+/// The dashboard page for `view`.
+pub fn dashboard(view: &GridView, title: &str) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width\"><title>{t}</title><style>{STYLE}</style></head><body>\
+<h1>{t}</h1><p class=\"muted\">Generated {g} from commit <code>{c}</code>. Data: <a href=\"grid.json\">grid.json</a>.</p>",
+        t = escape(title),
+        g = escape(&view.generated_at),
+        c = escape(&view.commit[..view.commit.len().min(12)]),
+    );
+    let _ = write!(
+        h,
+        "<div class=\"cards\"><div class=\"card\" id=\"count-nodes\"><b>{}</b>nodes</div>\
+<div class=\"card\" id=\"count-queue\"><b>{}</b>queued</div>\
+<div class=\"card\" id=\"count-running\"><b>{}</b>running</div>\
+<div class=\"card\" id=\"count-completed\"><b>{}</b>completed</div>\
+<div class=\"card\" id=\"count-failed\"><b>{}</b>failed</div></div>",
+        view.nodes.len(),
+        view.queue.len(),
+        view.running.len(),
+        view.completed,
+        view.failed
+    );
+
+    h.push_str("<h2>Throughput</h2>");
+    h.push_str(&chart(view));
+
+    h.push_str("<h2>Nodes</h2><table id=\"nodes\"><tr><th>node</th><th>status</th><th>last heartbeat</th><th>running</th><th>done</th><th>failed</th><th>host</th><th>engine</th><th>version</th></tr>");
+    for n in &view.nodes {
+        let status = match (&n.problem, &n.error) {
+            (_, Some(e)) => format!("<span class=\"bad\">{}</span>", escape(e)),
+            (Some(p), None) => format!(
+                "<span class=\"bad\">{}</span>: {}",
+                escape(&n.status),
+                escape(p)
+            ),
+            (None, None) if n.stale => format!(
+                "<span class=\"bad\">{} (stale heartbeat)</span>",
+                escape(&n.status)
+            ),
+            (None, None) => format!(
+                "<span class=\"{}\">{}</span>",
+                status_class(&n.status),
+                escape(&n.status)
+            ),
+        };
+        let _ = write!(
+            h,
+            "<tr class=\"node\" data-node=\"{id}\"><td>{id}</td><td>{status}</td><td title=\"{hb}\">{age} ago</td><td>{run}</td><td>{done}</td><td>{failed}</td><td>{host}</td><td>{engine}</td><td>{ver}</td></tr>",
+            id = escape(&n.node_id),
+            hb = escape(&n.last_heartbeat),
+            age = human_age(n.heartbeat_age_s),
+            run = escape(&n.running.join(", ")),
+            done = n.tasks_completed,
+            failed = n.tasks_failed,
+            host = escape(&n.hostname),
+            engine = escape(&n.engine),
+            ver = escape(&n.version),
+        );
+    }
+    h.push_str("</table>");
+
+    h.push_str("<h2>Running</h2><table id=\"running\"><tr><th>task</th><th>node</th><th>for</th><th>attempt</th><th>deadline</th></tr>");
+    for r in &view.running {
+        let _ = write!(
+            h,
+            "<tr class=\"running\" data-task=\"{id}\"><td>{id}</td><td>{node}</td><td>{age}</td><td>{att}</td><td>{dl}{err}</td></tr>",
+            id = escape(&r.task_id),
+            node = escape(&r.node_id),
+            age = human_age(r.age_s),
+            att = r.attempt,
+            dl = escape(&r.deadline),
+            err = r
+                .error
+                .as_deref()
+                .map(|e| format!(" <span class=\"bad\">{}</span>", escape(e)))
+                .unwrap_or_default(),
+        );
+    }
+    h.push_str("</table>");
+
+    const QUEUE_SHOWN: usize = 200;
+    let _ = write!(
+        h,
+        "<h2>Queue</h2><table id=\"queue\"><tr><th>task</th></tr>"
+    );
+    for id in view.queue.iter().take(QUEUE_SHOWN) {
+        let _ = write!(
+            h,
+            "<tr class=\"queued\" data-task=\"{id}\"><td>{id}</td></tr>",
+            id = escape(id)
+        );
+    }
+    if view.queue.len() > QUEUE_SHOWN {
+        let _ = write!(
+            h,
+            "<tr><td class=\"muted\">and {} more</td></tr>",
+            view.queue.len() - QUEUE_SHOWN
+        );
+    }
+    h.push_str("</table>");
+
+    h.push_str("<h2>Recent results</h2>");
+    results_table(&mut h, "recent", &view.recent, false);
+    h.push_str("<h2>Failures</h2>");
+    results_table(&mut h, "failures", &view.failures, true);
+    h.push_str("</body></html>\n");
+    h
+}
+
+fn results_table(h: &mut String, id: &str, rows: &[ResultView], with_errors: bool) {
+    let _ = write!(
+        h,
+        "<table id=\"{id}\"><tr><th>task</th><th>node</th><th>status</th><th>exit</th><th>finished</th><th>duration</th>{}</tr>",
+        if with_errors { "<th>error</th>" } else { "" }
+    );
+    for r in rows {
+        let _ = write!(
+            h,
+            "<tr class=\"result\" data-task=\"{task}\" data-status=\"{st}\"><td>{task}</td><td>{node}</td><td class=\"{cls}\">{st}</td><td>{exit}</td><td>{ts}</td><td>{dur}</td>",
+            task = escape(&r.task_id),
+            node = escape(&r.node_id),
+            cls = status_class(&r.status),
+            st = escape(&r.status),
+            exit = r.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            ts = escape(&r.timestamp),
+            dur = r
+                .duration_ms
+                .map(|d| format!("{:.1} s", d as f64 / 1000.0))
+                .unwrap_or_default(),
+        );
+        if with_errors {
+            let mut text = r.error.clone().unwrap_or_default();
+            if let Some(tail) = &r.stderr_tail {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(tail);
+            }
+            let _ = write!(h, "<td><pre>{}</pre></td>", escape(&text));
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
+}
+
+/// Results per bucket as stacked SVG bars: completed (green) under failed
+/// (red), with the scale and the first and last bucket's time as labels.
+fn chart(view: &GridView) -> String {
+    let t = &view.throughput;
+    if t.buckets.is_empty() {
+        return "<p class=\"muted\" id=\"chart\">No results yet.</p>".into();
+    }
+    let (w, hgt, left, bottom) = (960.0_f64, 220.0_f64, 50.0_f64, 30.0_f64);
+    let max = t
+        .buckets
+        .iter()
+        .map(|b| b.completed + b.failed)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let bar_w = (w - left) / t.buckets.len() as f64;
+    let plot_h = hgt - bottom - 10.0;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{hgt}\" role=\"img\" aria-label=\"results per {} s\">",
+        t.bucket_s
+    );
+    let _ = write!(
+        s,
+        "<line x1=\"{left}\" y1=\"10\" x2=\"{left}\" y2=\"{y}\" stroke=\"#999\"/><line x1=\"{left}\" y1=\"{y}\" x2=\"{w}\" y2=\"{y}\" stroke=\"#999\"/>\
+<text x=\"{tx}\" y=\"20\" font-size=\"11\" text-anchor=\"end\">{max}</text><text x=\"{tx}\" y=\"{y}\" font-size=\"11\" text-anchor=\"end\">0</text>",
+        y = hgt - bottom,
+        tx = left - 4.0,
+    );
+    for (i, b) in t.buckets.iter().enumerate() {
+        let x = left + i as f64 * bar_w + 1.0;
+        let ch = b.completed as f64 / max * plot_h;
+        let fh = b.failed as f64 / max * plot_h;
+        let base = hgt - bottom;
+        let _ = write!(
+            s,
+            "<g><title>{start}: {c} completed, {f} failed</title><rect class=\"bar-ok\" x=\"{x:.1}\" y=\"{y1:.1}\" width=\"{bw:.1}\" height=\"{ch:.1}\" fill=\"#3c9a3c\"/><rect class=\"bar-bad\" x=\"{x:.1}\" y=\"{y2:.1}\" width=\"{bw:.1}\" height=\"{fh:.1}\" fill=\"#c83c3c\"/></g>",
+            start = escape(&b.start),
+            c = b.completed,
+            f = b.failed,
+            y1 = base - ch,
+            y2 = base - ch - fh,
+            bw = (bar_w - 2.0).max(1.0),
+        );
+    }
+    let label = |b: &super::view::Bucket| escape(&b.start[..b.start.len().min(16)]);
+    let _ = write!(
+        s,
+        "<text x=\"{left}\" y=\"{y}\" font-size=\"11\">{first}</text><text x=\"{w}\" y=\"{y}\" font-size=\"11\" text-anchor=\"end\">{last}</text></svg>\
+<p class=\"muted\">Results per {} (green: completed, red: failed, timed out, invalid or abandoned).</p>",
+        bucket_name(t.bucket_s),
+        y = hgt - 8.0,
+        first = label(&t.buckets[0]),
+        last = label(t.buckets.last().expect("not empty")),
+    );
+    s
+}
+
+fn bucket_name(secs: i64) -> String {
+    match secs {
+        s if s % 86400 == 0 => format!("{} day(s)", s / 86400),
+        s if s % 3600 == 0 => format!("{} hour(s)", s / 3600),
+        s => format!("{} minute(s)", s / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape("<img src=x onerror='a'>&\""),
+            "&lt;img src=x onerror=&#39;a&#39;&gt;&amp;&quot;"
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! The grid tools behind `validate`, `submit`, `status`, `reap`,
+//! `dashboard` and `init`: the same binary as the worker, reusing its rules
+//! (`Task::from_entry`, the orphan rule) and its transaction (`txn::run`),
+//! so that what a workflow checks is exactly what a worker enforces.
+
+pub mod html;
+pub mod init;
+pub mod reap;
+pub mod source;
+pub mod submit;
+pub mod text;
+pub mod validate;
+pub mod view;

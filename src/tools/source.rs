@@ -1,0 +1,180 @@
+//! Where the grid tools get a grid from: `--repo` is a URL (anything git
+//! can fetch) or a local path (a checkout or bare repository, as in a
+//! workflow). Reads of a local repository happen in place; everything else,
+//! and every write, goes through a private bare clone in a temporary
+//! directory, with the same git edge and credentials as the worker.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::git::auth::{self, Secret};
+use crate::git::repo::Oid;
+use crate::git::{Git, GitError, GridRepo};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RepoArgs {
+    /// The grid: a git URL or a local path (a checkout or bare repository).
+    #[arg(long, env = "DGRID_REPO_URL", value_name = "URL|PATH")]
+    pub repo: String,
+    /// The grid's branch.
+    #[arg(long, env = "DGRID_BRANCH", default_value = "main")]
+    pub branch: String,
+    /// Timeout of each git call, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub git_timeout: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{repo}: {source}")]
+    Git { repo: String, source: GitError },
+    #[error("{repo}: the repository has no branch `{branch}`")]
+    NoBranch { repo: String, branch: String },
+    #[error("{0}")]
+    Url(String),
+    #[error("cannot create a temporary directory: {0}")]
+    Temp(std::io::Error),
+    #[error("cannot read the token file {path}: {source}")]
+    Token {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A grid opened for reading or writing, with the commit to read.
+pub struct Opened {
+    pub repo: GridRepo,
+    /// The branch's tip (none for an empty remote).
+    pub tip: Option<Oid>,
+    /// Holds the private clone, if any, for as long as the repo is used.
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl RepoArgs {
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.git_timeout.max(1))
+    }
+
+    /// Is `--repo` a local git repository (work tree or bare)?
+    fn local_dir(&self) -> Option<PathBuf> {
+        let p = Path::new(&self.repo);
+        if !p.is_dir() {
+            return None;
+        }
+        let git = Git::new("git", p, self.timeout());
+        let out = git
+            .run(&["rev-parse", "--absolute-git-dir"])
+            .ok()
+            .map(|o| o.stdout_str().to_owned())?;
+        Some(PathBuf::from(out))
+    }
+
+    /// Open the grid to read it: in place when it is local, else fetched.
+    pub fn open_read(&self) -> Result<Opened, SourceError> {
+        let Some(git_dir) = self.local_dir() else {
+            return self.open_clone();
+        };
+        let git = Git::new("git", &git_dir, self.timeout());
+        // A checkout made by actions/checkout has the branch itself; a clone
+        // may only have origin's copy of it.
+        let candidates = [
+            format!("refs/heads/{}", self.branch),
+            format!("refs/remotes/origin/{}", self.branch),
+        ];
+        for r in &candidates {
+            let out = git
+                .run_with(&["rev-parse", "--verify", "--quiet", r], None, &[0, 1])
+                .map_err(|source| self.git_err(source))?;
+            if out.code == 0 {
+                return Ok(Opened {
+                    repo: GridRepo::read_only(git.clone(), &self.branch),
+                    tip: Some(out.stdout_str().to_owned()),
+                    _tmp: None,
+                });
+            }
+        }
+        Err(SourceError::NoBranch {
+            repo: self.repo.clone(),
+            branch: self.branch.clone(),
+        })
+    }
+
+    /// Open a private clone for a transaction (`txn::run` fetches it each
+    /// round). The identity names the tool, so the grid's history says who
+    /// made each commit.
+    pub fn open_clone_as(&self, who: &str) -> Result<Opened, SourceError> {
+        let url = match self.local_dir() {
+            // A relative path means nothing from inside the private clone.
+            Some(_) => std::fs::canonicalize(&self.repo)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| self.repo.clone()),
+            None => self.repo.clone(),
+        };
+        auth::check_url(&url).map_err(|e| SourceError::Url(format!("--repo {url}: {e}")))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("dgrid-tool-")
+            .tempdir()
+            .map_err(SourceError::Temp)?;
+        let identity = vec![
+            ("GIT_AUTHOR_NAME".to_owned(), format!("dgrid-worker {who}")),
+            (
+                "GIT_AUTHOR_EMAIL".to_owned(),
+                format!("{who}@dgrid.invalid"),
+            ),
+            (
+                "GIT_COMMITTER_NAME".to_owned(),
+                format!("dgrid-worker {who}"),
+            ),
+            (
+                "GIT_COMMITTER_EMAIL".to_owned(),
+                format!("{who}@dgrid.invalid"),
+            ),
+        ];
+        let git = Git::new("git", tmp.path().join("grid.git"), self.timeout())
+            .with_env(auth::credential_env(token()?.as_ref(), None))
+            .with_env(identity);
+        let repo = GridRepo::open_or_init(git, &url, &self.branch)
+            .map_err(|source| self.git_err(source))?;
+        let tip = repo.fetch().map_err(|source| self.git_err(source))?;
+        Ok(Opened {
+            repo,
+            tip,
+            _tmp: Some(tmp),
+        })
+    }
+
+    fn open_clone(&self) -> Result<Opened, SourceError> {
+        let opened = self.open_clone_as("tools")?;
+        if opened.tip.is_none() {
+            return Err(SourceError::NoBranch {
+                repo: self.repo.clone(),
+                branch: self.branch.clone(),
+            });
+        }
+        Ok(opened)
+    }
+
+    pub fn git_err(&self, source: GitError) -> SourceError {
+        SourceError::Git {
+            repo: self.repo.clone(),
+            source,
+        }
+    }
+}
+
+/// The token, as the worker takes it: `GIT_TOKEN`, else `DGRID_TOKEN_FILE`.
+/// Never a command-line argument (it would show in `ps`).
+fn token() -> Result<Option<Secret>, SourceError> {
+    if let Some(t) = std::env::var("GIT_TOKEN").ok().filter(|t| !t.is_empty()) {
+        return Ok(Some(Secret::new(t.trim())));
+    }
+    match std::env::var_os("DGRID_TOKEN_FILE") {
+        Some(p) if !p.is_empty() => {
+            let path = PathBuf::from(p);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| SourceError::Token { path, source })?;
+            Ok(Some(Secret::new(text.trim())).filter(|s| !s.expose().is_empty()))
+        }
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,106 @@
+//! `dgrid-worker status` for a terminal: the grid at a glance.
+
+use std::fmt::Write;
+
+use super::view::{GridView, human_age};
+
+/// Lists longer than this are cut, with a count of the rest.
+const SHOWN: usize = 20;
+
+pub fn status(view: &GridView, repo: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "grid {repo} at {}",
+        &view.commit[..view.commit.len().min(12)]
+    );
+    let _ = writeln!(
+        s,
+        "queued {}  running {}  completed {}  failed {}",
+        view.queue.len(),
+        view.running.len(),
+        view.completed,
+        view.failed
+    );
+
+    let _ = writeln!(s, "\nnodes ({}):", view.nodes.len());
+    for n in &view.nodes {
+        let extra = match (&n.error, &n.problem) {
+            (Some(e), _) => format!("  ! {e}"),
+            (None, Some(p)) => format!("  ! {p}"),
+            _ if n.stale => "  ! stale heartbeat: presumed dead".to_owned(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "  {:<20} {:<10} heartbeat {:>4} ago  running {:<3} done {:<6} failed {:<6}{extra}",
+            n.node_id,
+            n.status,
+            human_age(n.heartbeat_age_s),
+            n.running.len(),
+            n.tasks_completed,
+            n.tasks_failed,
+        );
+    }
+
+    let _ = writeln!(s, "\nrunning ({}):", view.running.len());
+    for r in view.running.iter().take(SHOWN) {
+        match &r.error {
+            Some(e) => {
+                let _ = writeln!(s, "  {:<30} ! {e}", r.task_id);
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "  {:<30} on {:<20} for {:>4}  attempt {}",
+                    r.task_id,
+                    r.node_id,
+                    human_age(r.age_s),
+                    r.attempt
+                );
+            }
+        }
+    }
+    more(&mut s, view.running.len());
+
+    let _ = writeln!(s, "\nqueue ({}):", view.queue.len());
+    for id in view.queue.iter().take(SHOWN) {
+        let _ = writeln!(s, "  {id}");
+    }
+    more(&mut s, view.queue.len());
+
+    let statuses: Vec<String> = view
+        .by_status
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "\ndone: {} completed, {} failed ({})",
+        view.completed,
+        view.failed,
+        statuses.join(", ")
+    );
+    if !view.failures.is_empty() {
+        let _ = writeln!(s, "\nrecent failures:");
+        for f in view.failures.iter().take(10) {
+            let why = f
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("exit {}", f.exit_code.unwrap_or(-1)));
+            let why: String = why.lines().next().unwrap_or("").chars().take(100).collect();
+            let _ = writeln!(
+                s,
+                "  {:<30} {:<10} on {:<16} {}  {why}",
+                f.task_id, f.status, f.node_id, f.timestamp
+            );
+        }
+    }
+    s
+}
+
+fn more(s: &mut String, len: usize) {
+    if len > SHOWN {
+        let _ = writeln!(s, "  ... and {} more", len - SHOWN);
+    }
+}

@@ -1,0 +1,231 @@
+//! `dgrid-worker validate`: the worker's own task rules (`Task::from_entry`)
+//! applied to files on disk, so that what a pull request's check accepts is
+//! exactly what a worker will run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::grid::task::EntryKind;
+use crate::grid::{Task, TaskRules, layout};
+
+/// One problem with one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub path: PathBuf,
+    /// The field the problem is about, when it is about one.
+    pub field: Option<&'static str>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Files looked at.
+    pub checked: usize,
+    pub valid: usize,
+    pub findings: Vec<Finding>,
+    /// Paths that could not be read at all (missing, permissions).
+    pub unreadable: Vec<Finding>,
+    /// The valid tasks: (file, task id).
+    pub tasks: Vec<(PathBuf, String)>,
+}
+
+/// Validate `paths`: files are checked as queue entries; a directory stands
+/// for its entries (not recursively: a directory inside a queue is itself an
+/// invalid entry, as the worker sees it). `.gitkeep` is not a task.
+pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
+    let mut report = Report::default();
+    let mut entries = Vec::new();
+    for p in paths {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => match std::fs::read_dir(p) {
+                Ok(dir) => {
+                    let mut names: Vec<PathBuf> = dir
+                        .filter_map(Result::ok)
+                        .filter(|e| e.file_name() != layout::KEEP_FILE)
+                        .map(|e| e.path())
+                        .collect();
+                    names.sort();
+                    entries.extend(names);
+                }
+                Err(e) => report.unreadable.push(unreadable(p, &e)),
+            },
+            Ok(_) => entries.push(p.clone()),
+            Err(e) => report.unreadable.push(unreadable(p, &e)),
+        }
+    }
+    // The same file named twice (a directory and one of its files) is one
+    // file, not a duplicate id.
+    let mut unique = std::collections::BTreeSet::new();
+    entries.retain(|p| unique.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
+    // task id -> the first file that claimed it.
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for path in entries {
+        report.checked += 1;
+        match check_file(&path, rules) {
+            Ok(task) => {
+                let id = task.task_id.to_string();
+                if let Some(first) = seen.get(&id) {
+                    report.findings.push(Finding {
+                        reason: format!(
+                            "field `task_id` {id:?} is already used by {}; task ids must be unique",
+                            first.display()
+                        ),
+                        path,
+                        field: Some("task_id"),
+                    });
+                } else {
+                    seen.insert(id.clone(), path.clone());
+                    report.tasks.push((path, id));
+                    report.valid += 1;
+                }
+            }
+            Err(f) => report.findings.push(f),
+        }
+    }
+    report
+}
+
+/// Check the valid tasks of `report` against the grid checked out at `grid`:
+/// an id that is running (`in_progress/`) or already has a result would be
+/// run a second time. A pull request's check sees what `submit` refuses.
+pub fn check_against_grid(report: &mut Report, grid: &Path) {
+    use std::collections::BTreeSet;
+    let ids: BTreeSet<&str> = report.tasks.iter().map(|(_, id)| id.as_str()).collect();
+    // id -> where it is in use already.
+    let mut in_use: BTreeMap<String, String> = BTreeMap::new();
+    for id in &ids {
+        let claim = format!("{}/{id}.json", layout::IN_PROGRESS);
+        if grid.join(&claim).exists() {
+            in_use.insert(id.to_string(), format!("is running: {claim}"));
+        }
+    }
+    // Results are named <node>-<task>.json; a name is only a candidate
+    // until the file's task_id says so. One directory listing, whatever the
+    // number of tasks checked.
+    for dir in [layout::COMPLETED, layout::FAILED] {
+        let Ok(entries) = std::fs::read_dir(grid.join(dir)) else {
+            continue;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(stem) = layout::json_stem(&name) else {
+                continue;
+            };
+            let candidates: Vec<&str> = ids
+                .iter()
+                .copied()
+                .filter(|id| {
+                    stem.strip_suffix(*id)
+                        .is_some_and(|node| node.ends_with('-'))
+                })
+                .collect();
+            if candidates.is_empty() {
+                continue;
+            }
+            let task_id = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["task_id"].as_str().map(str::to_owned));
+            if let Some(id) = task_id.filter(|t| candidates.contains(&t.as_str())) {
+                in_use
+                    .entry(id)
+                    .or_insert_with(|| format!("already has a result: {dir}/{name}"));
+            }
+        }
+    }
+    let tasks = std::mem::take(&mut report.tasks);
+    for (path, id) in tasks {
+        match in_use.get(&id) {
+            Some(where_) => {
+                report.valid -= 1;
+                report.findings.push(Finding {
+                    reason: format!("field `task_id` {id:?} {where_}; task ids must be new"),
+                    path,
+                    field: Some("task_id"),
+                });
+            }
+            None => report.tasks.push((path, id)),
+        }
+    }
+}
+
+fn unreadable(p: &Path, e: &std::io::Error) -> Finding {
+    Finding {
+        path: p.to_owned(),
+        field: None,
+        reason: format!("cannot read: {e}"),
+    }
+}
+
+fn check_file(path: &Path, rules: &TaskRules) -> Result<Task, Finding> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let meta = std::fs::symlink_metadata(path).map_err(|e| unreadable(path, &e))?;
+    let kind = if meta.file_type().is_symlink() {
+        EntryKind::Symlink
+    } else if meta.is_dir() {
+        EntryKind::Directory
+    } else {
+        EntryKind::File
+    };
+    let bytes = if kind == EntryKind::File {
+        std::fs::read(path).map_err(|e| unreadable(path, &e))?
+    } else {
+        Vec::new()
+    };
+    Task::from_entry(&name, kind, &bytes, rules).map_err(|e| Finding {
+        path: path.to_owned(),
+        field: e.field(),
+        reason: e.to_string(),
+    })
+}
+
+/// A GitHub Actions `::error` annotation for a finding. File names come from
+/// a pull request, so everything is escaped as the runner documents it; an
+/// unescaped name could otherwise smuggle in a workflow command.
+pub fn github_annotation(f: &Finding) -> String {
+    fn data(s: &str) -> String {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    }
+    fn property(s: &str) -> String {
+        data(s).replace(':', "%3A").replace(',', "%2C")
+    }
+    let title = match f.field {
+        Some(field) => format!("invalid task: {field}"),
+        None => "invalid task".to_owned(),
+    };
+    format!(
+        "::error file={},title={}::{}",
+        property(&f.path.to_string_lossy()),
+        property(&title),
+        data(&f.reason)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotations_cannot_be_broken_out_of() {
+        let f = Finding {
+            path: "tasks/queue/a,b:c%\n::stop-commands::x.json".into(),
+            field: Some("script"),
+            reason: "bad\n::add-mask::x".into(),
+        };
+        let a = github_annotation(&f);
+        assert_eq!(a.lines().count(), 1, "{a}");
+        assert!(a.starts_with("::error file=tasks/queue/a%2Cb%3Ac%25%0A%3A%3Astop-commands"));
+        assert!(a.ends_with("::bad%0A::add-mask::x"));
+    }
+}

@@ -1,0 +1,470 @@
+//! The grid at one commit, as `status` and `dashboard` show it.
+//!
+//! Reading is sized for big grids: one `ls-tree` per directory, and all the
+//! blobs that are read at all in one `cat-file --batch` per directory, so
+//! 50,000 results cost a few processes, not 50,000. Results are parsed into
+//! a small struct that skips their output (`stdout` is never needed here).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::git::GitError;
+use crate::git::repo::{EntryMode, GridRepo, TreeEntry};
+use crate::grid::claim::ClaimedTask;
+use crate::grid::{NodeRecord, TaskRules, layout};
+use crate::time::{self, Timestamp};
+
+/// How many recent results and failures are listed.
+pub const RECENT: usize = 50;
+/// Bars in the throughput chart, at most.
+pub const BUCKETS: usize = 48;
+/// The tail of a failure's stderr that is shown with it.
+const STDERR_TAIL: usize = 400;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GridView {
+    pub generated_at: String,
+    pub commit: String,
+    pub nodes: Vec<NodeView>,
+    pub queue: Vec<String>,
+    pub running: Vec<RunningView>,
+    pub completed: usize,
+    pub failed: usize,
+    /// Results by `status` (completed, failed, timeout, invalid, abandoned).
+    pub by_status: BTreeMap<String, usize>,
+    pub recent: Vec<ResultView>,
+    pub failures: Vec<ResultView>,
+    pub throughput: Throughput,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node_id: String,
+    pub status: String,
+    pub last_heartbeat: String,
+    /// Seconds since the last heartbeat (none if it cannot be read).
+    pub heartbeat_age_s: Option<i64>,
+    /// The heartbeat is older than the stale limit: the node is presumed
+    /// dead and its claims are orphans.
+    pub stale: bool,
+    pub hostname: String,
+    pub version: String,
+    pub engine: String,
+    pub running: Vec<String>,
+    pub tasks_completed: u64,
+    pub tasks_failed: u64,
+    pub problem: Option<String>,
+    /// Set when the file is not a node record.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunningView {
+    pub task_id: String,
+    pub node_id: String,
+    pub claimed_at: String,
+    pub age_s: Option<i64>,
+    pub deadline: String,
+    pub attempt: u32,
+    /// Set when the claim file cannot be read.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResultView {
+    pub file: String,
+    pub task_id: String,
+    pub node_id: String,
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub timestamp: String,
+    pub duration_ms: Option<u64>,
+    pub error: Option<String>,
+    pub stderr_tail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Width of one bar, in seconds.
+    pub bucket_s: i64,
+    pub buckets: Vec<Bucket>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bucket {
+    pub start: String,
+    pub completed: usize,
+    pub failed: usize,
+}
+
+/// The fields of a result file the views need; the rest is skipped.
+#[derive(Deserialize)]
+struct ResultLite {
+    #[serde(default)]
+    task_id: String,
+    #[serde(default)]
+    node_id: String,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    exit_code: Option<i64>,
+    #[serde(default)]
+    timestamp: String,
+    #[serde(default)]
+    duration_ms: Option<u64>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResultWithStderr {
+    #[serde(default)]
+    stderr: String,
+}
+
+fn files(entries: Vec<TreeEntry>) -> Vec<TreeEntry> {
+    entries
+        .into_iter()
+        .filter(|e| e.name != layout::KEEP_FILE.as_bytes())
+        .collect()
+}
+
+fn blob_ids(entries: &[TreeEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| matches!(e.mode, EntryMode::File | EntryMode::Executable))
+        .map(|e| e.oid.clone())
+        .collect()
+}
+
+fn age(now: Timestamp, s: &str) -> Option<i64> {
+    time::parse(s).map(|t| (now - t).num_seconds())
+}
+
+impl GridView {
+    /// Read the grid at `commit`, as of `now`.
+    pub fn load(
+        repo: &GridRepo,
+        commit: &str,
+        now: Timestamp,
+        stale_after_s: i64,
+    ) -> Result<GridView, GitError> {
+        let mut nodes = node_views(repo, commit, now)?;
+        for n in &mut nodes {
+            n.stale = n.heartbeat_age_s.is_none_or(|a| a > stale_after_s);
+        }
+        let queue = files(repo.list_dir(commit, layout::QUEUE)?)
+            .iter()
+            .map(|e| {
+                let n = e.name_lossy();
+                layout::json_stem(&n).unwrap_or(&n).to_owned()
+            })
+            .collect();
+        let running = running_views(repo, commit, now)?;
+        let mut all = Vec::new();
+        let completed = read_results(repo, commit, layout::COMPLETED, false, &mut all)?;
+        let failed = read_results(repo, commit, layout::FAILED, true, &mut all)?;
+        let mut by_status = BTreeMap::new();
+        for r in &all {
+            *by_status.entry(r.status.clone()).or_insert(0) += 1;
+        }
+        let throughput = throughput(&all);
+        // Newest first; RFC 3339 UTC strings with `Z` sort as times.
+        all.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+        let failures: Vec<ResultView> = all
+            .iter()
+            .filter(|r| r.status != "completed")
+            .take(RECENT)
+            .cloned()
+            .collect();
+        all.truncate(RECENT);
+        for r in &mut all {
+            r.stderr_tail = None;
+        }
+        Ok(GridView {
+            generated_at: time::format(now),
+            commit: commit.to_owned(),
+            nodes,
+            queue,
+            running,
+            completed,
+            failed,
+            by_status,
+            recent: all,
+            failures,
+            throughput,
+        })
+    }
+}
+
+fn node_views(repo: &GridRepo, commit: &str, now: Timestamp) -> Result<Vec<NodeView>, GitError> {
+    let entries = files(repo.list_dir(commit, layout::NODES)?);
+    let blobs = repo.read_objects(&blob_ids(&entries))?;
+    let mut blobs = blobs.into_iter();
+    let mut out = Vec::new();
+    for e in &entries {
+        let name = e.name_lossy();
+        let id = layout::json_stem(&name).unwrap_or(&name).to_owned();
+        let parsed = if matches!(e.mode, EntryMode::File | EntryMode::Executable) {
+            blobs.next().flatten().map(|b| NodeRecord::parse(&b))
+        } else {
+            None
+        };
+        out.push(match parsed {
+            Some(Ok(r)) => NodeView {
+                node_id: r.node_id.to_string(),
+                status: serde_json::to_value(r.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                heartbeat_age_s: age(now, &r.last_heartbeat),
+                stale: false,
+                last_heartbeat: r.last_heartbeat,
+                hostname: r.hostname,
+                version: r.version,
+                engine: r.engine,
+                running: r.running,
+                tasks_completed: r.tasks_completed,
+                tasks_failed: r.tasks_failed,
+                problem: r.problem,
+                error: None,
+            },
+            other => NodeView {
+                node_id: id,
+                status: "unknown".into(),
+                last_heartbeat: String::new(),
+                heartbeat_age_s: None,
+                stale: false,
+                hostname: String::new(),
+                version: String::new(),
+                engine: String::new(),
+                running: Vec::new(),
+                tasks_completed: 0,
+                tasks_failed: 0,
+                problem: None,
+                error: Some(match other {
+                    Some(Err(e)) => format!("{}/{name}: not a node record: {e}", layout::NODES),
+                    _ => format!("{}/{name}: not a regular file", layout::NODES),
+                }),
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn running_views(
+    repo: &GridRepo,
+    commit: &str,
+    now: Timestamp,
+) -> Result<Vec<RunningView>, GitError> {
+    let entries: Vec<TreeEntry> = files(repo.list_dir(commit, layout::IN_PROGRESS)?)
+        .into_iter()
+        .filter(|e| matches!(e.mode, EntryMode::File | EntryMode::Executable))
+        .collect();
+    let blobs = repo.read_objects(&blob_ids(&entries))?;
+    let rules = TaskRules::default();
+    Ok(entries
+        .iter()
+        .zip(blobs)
+        .map(|(e, b)| {
+            let name = e.name_lossy();
+            match ClaimedTask::parse(&name, &b.unwrap_or_default(), &rules) {
+                Ok(c) => RunningView {
+                    task_id: c.task.task_id.to_string(),
+                    node_id: c.claim.node_id.to_string(),
+                    age_s: age(now, &c.claim.claimed_at),
+                    claimed_at: c.claim.claimed_at,
+                    deadline: c.claim.deadline,
+                    attempt: c.claim.attempt,
+                    error: None,
+                },
+                Err(err) => RunningView {
+                    task_id: layout::json_stem(&name).unwrap_or(&name).to_owned(),
+                    node_id: String::new(),
+                    claimed_at: String::new(),
+                    age_s: None,
+                    deadline: String::new(),
+                    attempt: 0,
+                    error: Some(format!("{}/{name}: {err}", layout::IN_PROGRESS)),
+                },
+            }
+        })
+        .collect())
+}
+
+/// Read every result of `dir` into `out`; returns how many files it holds.
+fn read_results(
+    repo: &GridRepo,
+    commit: &str,
+    dir: &str,
+    keep_stderr: bool,
+    out: &mut Vec<ResultView>,
+) -> Result<usize, GitError> {
+    let entries: Vec<TreeEntry> = files(repo.list_dir(commit, dir)?)
+        .into_iter()
+        .filter(|e| matches!(e.mode, EntryMode::File | EntryMode::Executable))
+        .collect();
+    let blobs = repo.read_objects(&blob_ids(&entries))?;
+    let default_status = if dir == layout::COMPLETED {
+        "completed"
+    } else {
+        "failed"
+    };
+    for (e, b) in entries.iter().zip(blobs) {
+        let file = format!("{dir}/{}", e.name_lossy());
+        let bytes = b.unwrap_or_default();
+        let view = match serde_json::from_slice::<ResultLite>(&bytes) {
+            Ok(r) => ResultView {
+                file,
+                task_id: r.task_id,
+                node_id: r.node_id,
+                status: r.status.unwrap_or_else(|| default_status.to_owned()),
+                exit_code: r.exit_code,
+                timestamp: r.timestamp,
+                duration_ms: r.duration_ms,
+                error: r.error,
+                stderr_tail: keep_stderr
+                    .then(|| serde_json::from_slice::<ResultWithStderr>(&bytes).ok())
+                    .flatten()
+                    .map(|s| tail(&s.stderr, STDERR_TAIL))
+                    .filter(|s| !s.is_empty()),
+            },
+            Err(err) => ResultView {
+                error: Some(format!("{file}: not a result file: {err}")),
+                file,
+                task_id: String::new(),
+                node_id: String::new(),
+                status: "unreadable".into(),
+                exit_code: None,
+                timestamp: String::new(),
+                duration_ms: None,
+                stderr_tail: None,
+            },
+        };
+        out.push(view);
+    }
+    Ok(entries.len())
+}
+
+fn tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &s[start..])
+}
+
+/// Results per time bucket, over the span the results cover, in at most
+/// [`BUCKETS`] bars of a round width.
+fn throughput(results: &[ResultView]) -> Throughput {
+    let times: Vec<(i64, bool)> = results
+        .iter()
+        .filter_map(|r| time::parse(&r.timestamp).map(|t| (t.timestamp(), r.status == "completed")))
+        .collect();
+    let (Some(min), Some(max)) = (
+        times.iter().map(|t| t.0).min(),
+        times.iter().map(|t| t.0).max(),
+    ) else {
+        return Throughput::default();
+    };
+    const WIDTHS: &[i64] = &[
+        60,
+        300,
+        900,
+        1800,
+        3600,
+        3 * 3600,
+        6 * 3600,
+        12 * 3600,
+        86400,
+        7 * 86400,
+    ];
+    let span = max - min + 1;
+    let bucket_s = WIDTHS
+        .iter()
+        .copied()
+        .find(|w| span / w < BUCKETS as i64)
+        .unwrap_or(30 * 86400);
+    let first = min - min.rem_euclid(bucket_s);
+    let n = ((max - first) / bucket_s + 1) as usize;
+    let mut buckets: Vec<Bucket> = (0..n)
+        .map(|i| Bucket {
+            start: chrono::DateTime::from_timestamp(first + i as i64 * bucket_s, 0)
+                .map(time::format)
+                .unwrap_or_default(),
+            completed: 0,
+            failed: 0,
+        })
+        .collect();
+    for (t, ok) in times {
+        let b = &mut buckets[((t - first) / bucket_s) as usize];
+        if ok {
+            b.completed += 1;
+        } else {
+            b.failed += 1;
+        }
+    }
+    Throughput { bucket_s, buckets }
+}
+
+/// "3s", "4m", "2h", "5d": ages at a glance.
+pub fn human_age(secs: Option<i64>) -> String {
+    match secs {
+        None => "?".into(),
+        Some(s) if s < 0 => "0s".into(),
+        Some(s) if s < 120 => format!("{s}s"),
+        Some(s) if s < 7200 => format!("{}m", s / 60),
+        Some(s) if s < 2 * 86400 => format!("{}h", s / 3600),
+        Some(s) => format!("{}d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(ts: &str, status: &str) -> ResultView {
+        ResultView {
+            file: String::new(),
+            task_id: String::new(),
+            node_id: String::new(),
+            status: status.into(),
+            exit_code: None,
+            timestamp: ts.into(),
+            duration_ms: None,
+            error: None,
+            stderr_tail: None,
+        }
+    }
+
+    #[test]
+    fn throughput_buckets_are_round_and_cover_the_span() {
+        let t = throughput(&[
+            r("2026-01-01T00:00:10Z", "completed"),
+            r("2026-01-01T00:03:00Z", "failed"),
+            r("2026-01-01T01:59:00Z", "completed"),
+            r("garbage", "completed"),
+        ]);
+        assert_eq!(t.bucket_s, 300);
+        assert_eq!(t.buckets.first().unwrap().start, "2026-01-01T00:00:00.000Z");
+        assert_eq!(t.buckets[0].completed, 1);
+        assert_eq!(t.buckets[0].failed, 1);
+        assert_eq!(t.buckets.len(), 24);
+        assert_eq!(t.buckets.last().unwrap().completed, 1);
+        assert!(throughput(&[]).buckets.is_empty());
+    }
+
+    #[test]
+    fn ages_read_at_a_glance() {
+        assert_eq!(human_age(Some(5)), "5s");
+        assert_eq!(human_age(Some(600)), "10m");
+        assert_eq!(human_age(Some(3 * 3600)), "3h");
+        assert_eq!(human_age(Some(3 * 86400)), "3d");
+        assert_eq!(human_age(None), "?");
+        assert_eq!(tail("abcdef", 3), "…def");
+    }
+}

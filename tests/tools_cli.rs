@@ -1,0 +1,605 @@
+//! The grid tools against real bare repositories: validate, submit, status,
+//! reap, dashboard, init, with good and bad input.
+
+mod common;
+mod tools_fixture;
+
+use common::*;
+use tools_fixture::*;
+
+#[test]
+fn validate_names_file_field_and_reason_and_exits_for_ci() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("queue");
+    std::fs::create_dir(&q).unwrap();
+    std::fs::write(q.join(".gitkeep"), b"").unwrap();
+    std::fs::write(
+        q.join("good.json"),
+        br#"{"task_id":"good","script":"echo ok","timeout_seconds":5}"#,
+    )
+    .unwrap();
+    let ok = dgrid(&["validate", q.to_str().unwrap()]);
+    expect_code(&ok, 0);
+    assert!(stderr(&ok).contains("1 checked: 1 valid, 0 invalid"));
+
+    std::fs::write(q.join("notjson.json"), b"this is not json").unwrap();
+    std::fs::write(
+        q.join("noscript.json"),
+        br#"{"task_id":"noscript","timeout_seconds":5}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        q.join("slow.json"),
+        br#"{"task_id":"slow","script":"x","timeout_seconds":99999}"#,
+    )
+    .unwrap();
+    // The same id twice: a second directory holding good.json again.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(
+        other.join("good.json"),
+        br#"{"task_id":"good","script":"echo again","timeout_seconds":5}"#,
+    )
+    .unwrap();
+    let missing = dir.path().join("missing.json");
+    let bad = dgrid(&[
+        "validate",
+        q.to_str().unwrap(),
+        other.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    ]);
+    expect_code(&bad, 1);
+    let out = stdout(&bad);
+    let expect = [
+        (q.join("notjson.json"), "is not valid JSON"),
+        (q.join("noscript.json"), "field `script` is missing"),
+        (
+            q.join("slow.json"),
+            "field `timeout_seconds` is 99999; it must be between 1 and 3600",
+        ),
+        (
+            other.join("good.json"),
+            "field `task_id` \"good\" is already used by",
+        ),
+        (missing.clone(), "cannot read"),
+    ];
+    for (path, why) in expect {
+        let line = format!("{}: {why}", path.display());
+        assert!(out.contains(&line), "want {line:?} in:\n{out}");
+    }
+    assert!(
+        stderr(&bad).contains("5 checked: 1 valid, 4 invalid, 1 unreadable"),
+        "{}",
+        stderr(&bad)
+    );
+
+    // A stricter grid: the same rule the worker's tasks.max_timeout_seconds sets.
+    let strict = dgrid(&[
+        "validate",
+        "--max-timeout",
+        "2",
+        q.join("good.json").to_str().unwrap(),
+    ]);
+    expect_code(&strict, 1);
+    assert!(stdout(&strict).contains("field `timeout_seconds` is 5; it must be between 1 and 2"));
+
+    // In GitHub Actions, findings are also annotations, escaped.
+    let gh = std::process::Command::new(BIN)
+        .args(["validate", q.join("noscript.json").to_str().unwrap()])
+        .env("GITHUB_ACTIONS", "true")
+        .output()
+        .unwrap();
+    assert!(stdout(&gh).contains("::error file="), "{}", stdout(&gh));
+    assert!(stdout(&gh).contains("title=invalid task%3A script::field `script` is missing"));
+}
+
+#[test]
+fn validate_with_the_grid_refuses_ids_that_are_running_or_done() {
+    let grid = populated_grid();
+    let co = grid.path("checkout");
+    git(
+        grid.root.path(),
+        &["clone", "--quiet", &grid.url(), "checkout"],
+    );
+    let q = co.join("tasks/queue");
+    let task = |id: &str| format!(r#"{{"task_id":"{id}","script":"echo","timeout_seconds":5}}"#);
+    // t-run is claimed; c-1 and f-exit have results; fresh is new.
+    for id in ["t-run", "c-1", "f-exit", "fresh"] {
+        std::fs::write(q.join(format!("{id}.json")), task(id)).unwrap();
+    }
+    let o = dgrid(&[
+        "validate",
+        "--grid",
+        co.to_str().unwrap(),
+        q.to_str().unwrap(),
+    ]);
+    expect_code(&o, 1);
+    let out = stdout(&o);
+    let p = |id: &str| q.join(format!("{id}.json")).display().to_string();
+    for (id, why) in [
+        ("t-run", "is running: tasks/in_progress/t-run.json"),
+        (
+            "c-1",
+            "already has a result: tasks/completed/alpha-c-1.json",
+        ),
+        (
+            "f-exit",
+            "already has a result: tasks/failed/alpha-f-exit.json",
+        ),
+    ] {
+        let line = format!(
+            "{}: field `task_id` \"{id}\" {why}; task ids must be new",
+            p(id)
+        );
+        assert!(out.contains(&line), "want {line:?} in:\n{out}");
+    }
+    assert!(!out.contains("fresh"), "{out}");
+    assert!(
+        stderr(&o).contains("7 checked: 4 valid, 3 invalid"),
+        "{}",
+        stderr(&o)
+    );
+    // A result whose name merely ends like an id is not that id's.
+    std::fs::write(q.join("exit.json"), task("exit")).unwrap();
+    let o = dgrid(&["validate", "--grid", co.to_str().unwrap(), &p("exit")]);
+    expect_code(&o, 0);
+}
+
+#[test]
+fn submit_pushes_a_valid_task_and_refuses_duplicates() {
+    let grid = Grid::new();
+    let url = grid.url();
+    let out = dgrid(&[
+        "submit",
+        "--repo",
+        &url,
+        "--script",
+        "echo hi",
+        "--timeout",
+        "7",
+    ]);
+    expect_code(&out, 0);
+    let generated = stdout(&out).trim().to_owned();
+    assert!(generated.starts_with("t-"), "{generated}");
+    let queue = grid.json_files("tasks/queue");
+    let task = &queue[&format!("{generated}.json")];
+    assert_eq!(task["script"], "echo hi");
+    assert_eq!(task["timeout_seconds"], 7);
+
+    // From a task file, with an extra field kept, through a git daemon.
+    let daemon = GitDaemon::start(&grid, free_port());
+    let file = grid.path("task.json");
+    std::fs::write(
+        &file,
+        br#"{"task_id":"from-file","script":"echo f","timeout_seconds":3,"owner":"ana"}"#,
+    )
+    .unwrap();
+    let out = dgrid(&[
+        "submit",
+        "--repo",
+        &daemon.url(),
+        "--task-file",
+        file.to_str().unwrap(),
+    ]);
+    expect_code(&out, 0);
+    assert_eq!(
+        grid.json_files("tasks/queue")["from-file.json"]["owner"],
+        "ana"
+    );
+
+    // A script from a file, with an explicit id.
+    let script = grid.path("script.sh");
+    std::fs::write(&script, "echo from script file\n").unwrap();
+    let out = dgrid(&[
+        "submit",
+        "--repo",
+        &url,
+        "--id",
+        "scripted",
+        "--script-file",
+        script.to_str().unwrap(),
+        "--timeout",
+        "5",
+    ]);
+    expect_code(&out, 0);
+    assert_eq!(
+        grid.json_files("tasks/queue")["scripted.json"]["script"],
+        "echo from script file\n"
+    );
+
+    // Duplicates: queued, and finished (a result names the id).
+    let dup = dgrid(&[
+        "submit",
+        "--repo",
+        &url,
+        "--id",
+        "scripted",
+        "--script",
+        "x",
+        "--timeout",
+        "5",
+    ]);
+    expect_code(&dup, 1);
+    assert!(
+        stderr(&dup).contains(
+            "field `task_id` \"scripted\" is already in use on the grid: tasks/queue/scripted.json"
+        ),
+        "{}",
+        stderr(&dup)
+    );
+    grid.commit_files(
+        &[(
+            "tasks/completed/n-1-done.json".into(),
+            result(
+                "done",
+                "n-1",
+                dgrid_worker::grid::ResultStatus::Completed,
+                5,
+            ),
+        )],
+        "a result",
+    );
+    let dup = dgrid(&[
+        "submit",
+        "--repo",
+        &url,
+        "--id",
+        "done",
+        "--script",
+        "x",
+        "--timeout",
+        "5",
+    ]);
+    expect_code(&dup, 1);
+    assert!(
+        stderr(&dup).contains("tasks/completed/n-1-done.json"),
+        "{}",
+        stderr(&dup)
+    );
+    // A result whose name merely ends like the id is not a duplicate.
+    let ok = dgrid(&[
+        "submit",
+        "--repo",
+        &url,
+        "--id",
+        "1-done",
+        "--script",
+        "x",
+        "--timeout",
+        "5",
+    ]);
+    expect_code(&ok, 0);
+}
+
+#[test]
+fn submit_bad_input_is_refused_before_anything_is_pushed() {
+    let grid = Grid::new();
+    let url = grid.url();
+    let before = grid.commit_count();
+    let notjson = grid.path("bad.json");
+    std::fs::write(&notjson, b"{not json").unwrap();
+    let o = dgrid(&[
+        "submit",
+        "--repo",
+        &url,
+        "--task-file",
+        notjson.to_str().unwrap(),
+    ]);
+    expect_code(&o, 1);
+    assert!(
+        stderr(&o).contains("bad.json: is not valid JSON"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = dgrid(&[
+        "submit",
+        "--repo",
+        &url,
+        "--id",
+        "../etc",
+        "--script",
+        "x",
+        "--timeout",
+        "5",
+    ]);
+    expect_code(&o, 1);
+    assert!(
+        stderr(&o).contains("field `task_id` must start with a letter or digit"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = dgrid(&["submit", "--repo", &url, "--script", "x", "--timeout", "0"]);
+    expect_code(&o, 1);
+    assert!(
+        stderr(&o).contains("field `timeout_seconds` is 0"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = dgrid(&["submit", "--repo", &url, "--script", "x"]);
+    expect_code(&o, 1);
+    assert!(
+        stderr(&o).contains("field `timeout_seconds` is missing"),
+        "{}",
+        stderr(&o)
+    );
+
+    let missing = grid.path("no-such-grid.git");
+    let o = dgrid(&[
+        "submit",
+        "--repo",
+        missing.to_str().unwrap(),
+        "--script",
+        "x",
+        "--timeout",
+        "5",
+    ]);
+    expect_code(&o, 1);
+    assert!(stderr(&o).contains("no-such-grid.git"), "{}", stderr(&o));
+    assert_eq!(grid.commit_count(), before, "nothing was pushed");
+}
+
+#[test]
+fn status_shows_nodes_queue_running_and_results() {
+    let grid = populated_grid();
+    let o = dgrid(&["status", "--repo", &grid.url()]);
+    expect_code(&o, 0);
+    let text = stdout(&o);
+    for want in [
+        "queued 3  running 3  completed 5  failed 2",
+        "alpha",
+        "beta",
+        "q-1",
+        "t-run",
+        "on alpha",
+        "f-exit",
+        "f-timeout",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    // Heartbeat ages: alpha 20 s, beta 3 h.
+    let alpha = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("alpha"))
+        .unwrap();
+    assert!(
+        alpha.contains("heartbeat  20s ago") || alpha.contains("heartbeat  2"),
+        "{alpha}"
+    );
+    let beta = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("beta"))
+        .unwrap();
+    assert!(
+        beta.contains("3h ago") && beta.contains("stale heartbeat"),
+        "{beta}"
+    );
+    assert!(!alpha.contains("stale"), "{alpha}");
+
+    // The same from a local checkout, read in place, and as JSON.
+    let co = grid.path("checkout");
+    git(
+        grid.root.path(),
+        &["clone", "--quiet", &grid.url(), "checkout"],
+    );
+    let o = dgrid(&["status", "--repo", co.to_str().unwrap(), "--json"]);
+    expect_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["completed"], 5);
+    assert_eq!(v["failed"], 2);
+    assert_eq!(v["queue"].as_array().unwrap().len(), 3);
+    assert_eq!(v["running"].as_array().unwrap().len(), 3);
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 2);
+    assert_eq!(v["by_status"]["timeout"], 1);
+    let failures = v["failures"].as_array().unwrap();
+    assert_eq!(failures[0]["task_id"], "f-exit", "newest failure first");
+    assert!(
+        failures[0]["stderr_tail"]
+            .as_str()
+            .unwrap()
+            .contains("boom")
+    );
+
+    let missing = grid.path("nope.git");
+    let o = dgrid(&["status", "--repo", missing.to_str().unwrap()]);
+    expect_code(&o, 1);
+    assert!(stderr(&o).contains("nope.git"), "{}", stderr(&o));
+    // A directory that is not a repository at all.
+    let o = dgrid(&["status", "--repo", grid.root.path().to_str().unwrap()]);
+    expect_code(&o, 1);
+}
+
+#[test]
+fn reap_requeues_orphans_abandons_exhausted_claims_and_dry_run_changes_nothing() {
+    let grid = populated_grid();
+    // Garbage in in_progress/ is moved out too, with a named reason.
+    grid.commit_files(
+        &[("tasks/in_progress/junk.json".into(), b"{not json".to_vec())],
+        "junk claim",
+    );
+    let before = grid.commit_count();
+    let o = dgrid(&["reap", "--repo", &grid.url(), "--dry-run"]);
+    expect_code(&o, 0);
+    let text = stdout(&o);
+    assert!(
+        text.contains("t-orphan: would be requeued as attempt 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("t-last: would be abandoned after 3 attempts"),
+        "{text}"
+    );
+    assert!(
+        text.contains("junk.json: would be moved to tasks/failed"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("t-run"),
+        "a live claim is not an orphan:\n{text}"
+    );
+    assert_eq!(grid.commit_count(), before, "--dry-run pushes nothing");
+
+    let o = dgrid(&["reap", "--repo", &grid.url(), "--json"]);
+    expect_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["reaped"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(
+        grid.commit_count(),
+        before + 1,
+        "one transaction, one commit"
+    );
+    let queue = grid.json_files("tasks/queue");
+    assert_eq!(queue["t-orphan.json"]["attempt"], 2);
+    assert!(queue["t-orphan.json"].get("claim").is_none());
+    let running = grid.files("tasks/in_progress");
+    assert_eq!(running.keys().collect::<Vec<_>>(), ["t-run.json"]);
+    let failed = grid.json_files("tasks/failed");
+    assert_eq!(failed["beta-t-last.json"]["status"], "abandoned");
+    let junk = failed
+        .iter()
+        .find(|(k, _)| k.starts_with("dgrid-reaper-"))
+        .expect("the junk claim's result");
+    assert!(
+        junk.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("tasks/in_progress/junk.json")
+    );
+    let log = git(&grid.bare, &["log", "-1", "--format=%an%n%s", "main"]);
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        log.contains("dgrid-worker dgrid-reaper") && log.contains("requeue t-orphan"),
+        "{log}"
+    );
+
+    // Nothing left to do: no commit.
+    let o = dgrid(&["reap", "--repo", &grid.url()]);
+    expect_code(&o, 0);
+    assert!(stderr(&o).contains("no orphaned claims"));
+    assert_eq!(grid.commit_count(), before + 1);
+
+    // A worker's id is refused as the reaper's.
+    let o = dgrid(&["reap", "--repo", &grid.url(), "--as", "alpha"]);
+    expect_code(&o, 1);
+    assert!(
+        stderr(&o).contains("nodes/alpha.json exists"),
+        "{}",
+        stderr(&o)
+    );
+
+    let missing = grid.path("gone.git");
+    let o = dgrid(&["reap", "--repo", missing.to_str().unwrap()]);
+    expect_code(&o, 1);
+    assert!(stderr(&o).contains("gone.git"));
+}
+
+#[test]
+fn dashboard_writes_html_and_the_json_it_is_made_from() {
+    let grid = populated_grid();
+    let out = grid.path("site");
+    let o = dgrid(&[
+        "dashboard",
+        "--repo",
+        &grid.url(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    expect_code(&o, 0);
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("grid.json")).unwrap()).unwrap();
+    assert_eq!(json["completed"], 5);
+    assert!(html.contains("id=\"chart\""));
+    // No external assets: nothing is loaded from anywhere.
+    for bad in ["<script", "src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!html.contains(bad), "{bad} in the page");
+    }
+    // Output is escaped.
+    assert!(html.contains("boom: &lt;script&gt; went wrong"));
+
+    let o = dgrid(&[
+        "dashboard",
+        "--repo",
+        grid.path("nope").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    expect_code(&o, 1);
+}
+
+#[test]
+fn init_makes_a_grid_that_the_tools_and_a_worker_use() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("grid");
+    let o = dgrid(&[
+        "init",
+        dir.to_str().unwrap(),
+        "--worker-git",
+        "https://git.example/ops/dgrid-worker.git",
+        "--worker-ref",
+        "v1.2",
+    ]);
+    expect_code(&o, 0);
+    for d in [
+        "tasks/queue",
+        "tasks/in_progress",
+        "tasks/completed",
+        "tasks/failed",
+        "nodes",
+    ] {
+        assert!(dir.join(d).join(".gitkeep").is_file(), "{d}");
+    }
+    let wf = std::fs::read_to_string(dir.join(".github/workflows/grid.yml")).unwrap();
+    assert!(wf.contains("'https://git.example/ops/dgrid-worker.git'"));
+    assert!(wf.contains("vars.DGRID_WORKER_REF || 'v1.2'"));
+    let o = dgrid(&["validate", dir.join("tasks/queue").to_str().unwrap()]);
+    expect_code(&o, 0);
+    let o = dgrid(&["status", "--repo", dir.to_str().unwrap()]);
+    expect_code(&o, 0);
+
+    // Not over an existing grid, and not with a value that would break out
+    // of the workflow's YAML string.
+    let o = dgrid(&["init", dir.to_str().unwrap()]);
+    expect_code(&o, 1);
+    assert!(stderr(&o).contains("already exists and is not empty"));
+    let o = dgrid(&[
+        "init",
+        root.path().join("x").to_str().unwrap(),
+        "--worker-git",
+        "a' || 'b",
+    ]);
+    expect_code(&o, 1);
+    assert!(stderr(&o).contains("--worker-git"));
+
+    // A bare grid: submit to it, run a real worker on it, see the result.
+    let bare = root.path().join("served.git");
+    expect_code(&dgrid(&["init", "--bare", bare.to_str().unwrap()]), 0);
+    let url = format!("file://{}", bare.display());
+    expect_code(
+        &dgrid(&[
+            "submit",
+            "--repo",
+            &url,
+            "--id",
+            "hello",
+            "--script",
+            "echo hello",
+            "--timeout",
+            "10",
+        ]),
+        0,
+    );
+    let grid = Grid {
+        root: tempfile::tempdir().unwrap(),
+        bare: bare.clone(),
+    };
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
+    let status = w.wait_exit(std::time::Duration::from_secs(60));
+    assert!(status.success(), "{}", w.log_text());
+    let o = dgrid(&["status", "--repo", &url, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["completed"], 1, "{v}");
+    assert_eq!(v["recent"][0]["task_id"], "hello");
+}

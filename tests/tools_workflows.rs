@@ -1,0 +1,288 @@
+//! The grid's GitHub workflows: actionlint passes on every workflow (this
+//! repository's and those `init` writes), no `${{ }}` expression is ever
+//! interpolated into a shell line, every `dgrid-worker` call in a step is a
+//! subcommand with its own tests, and each step's script runs as written
+//! against a real grid checkout.
+//!
+//! actionlint (with shellcheck for the `run:` scripts) must be installed:
+//! scripts/setup-host does it. A missing one fails the test, never skips it.
+
+mod common;
+mod tools_fixture;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use tools_fixture::*;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn workflows(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join(".github/workflows"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no workflows in {}", dir.display());
+    v
+}
+
+fn actionlint(dir: &Path) {
+    for tool in ["actionlint", "shellcheck"] {
+        let found = Command::new(tool).arg("--version").output();
+        assert!(
+            matches!(&found, Ok(o) if o.status.success()),
+            "{tool} is required (scripts/setup-host installs it): {found:?}"
+        );
+    }
+    let out = Command::new("actionlint")
+        .arg("-oneline")
+        .args(workflows(dir))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "actionlint in {}:\n{}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn actionlint_passes_on_this_repositorys_workflows() {
+    actionlint(Path::new(ROOT));
+}
+
+#[test]
+fn actionlint_passes_on_the_workflows_of_a_new_grid() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("g");
+    expect_code(
+        &dgrid(&[
+            "init",
+            dir.to_str().unwrap(),
+            "--worker-git",
+            "https://git.example/x/dgrid-worker.git",
+        ]),
+        0,
+    );
+    actionlint(&dir);
+}
+
+/// Every `run:` script of every workflow: (file, job, step name, script).
+fn run_steps(dir: &Path) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    for wf in workflows(dir) {
+        let doc: serde_yaml::Value = serde_yaml::from_slice(&std::fs::read(&wf).unwrap()).unwrap();
+        let file = wf.file_name().unwrap().to_string_lossy().into_owned();
+        for (job, spec) in doc["jobs"].as_mapping().unwrap() {
+            for step in spec["steps"].as_sequence().unwrap() {
+                if let Some(run) = step["run"].as_str() {
+                    out.push((
+                        file.clone(),
+                        job.as_str().unwrap().to_owned(),
+                        step["name"].as_str().unwrap_or("").to_owned(),
+                        run.to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    let action: serde_yaml::Value = serde_yaml::from_slice(
+        &std::fs::read(dir.join(".github/actions/install-dgrid-worker/action.yml")).unwrap(),
+    )
+    .unwrap();
+    for step in action["runs"]["steps"].as_sequence().unwrap() {
+        if let Some(run) = step["run"].as_str() {
+            out.push((
+                "install-dgrid-worker/action.yml".into(),
+                "-".into(),
+                step["name"].as_str().unwrap_or("").to_owned(),
+                run.to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_expression_is_interpolated_into_a_shell_line_and_only_tested_subcommands_are_called() {
+    let tests = std::fs::read_to_string(Path::new(ROOT).join("tests/tools_cli.rs")).unwrap();
+    let steps = run_steps(Path::new(ROOT));
+    let mut called = Vec::new();
+    for (file, job, name, run) in &steps {
+        assert!(
+            !run.contains("${{"),
+            "{file} {job} {name:?}: an expression in a shell line; pass it through env instead:\n{run}"
+        );
+        for word in run.split_whitespace().collect::<Vec<_>>().windows(2) {
+            if word[0].ends_with("dgrid-worker") && !word[1].starts_with('-') {
+                called.push((file.clone(), word[1].to_owned()));
+            }
+        }
+    }
+    assert!(!called.is_empty());
+    for (file, sub) in &called {
+        assert!(
+            ["validate", "status", "reap", "dashboard"].contains(&sub.as_str()),
+            "{file} calls `dgrid-worker {sub}`, which the tools' tests do not cover"
+        );
+        assert!(
+            tests.contains(&format!("dgrid(&[\"{sub}\""))
+                || tests.contains(&format!("&[\n        \"{sub}\"")),
+            "tests/tools_cli.rs has no test calling `{sub}`"
+        );
+    }
+}
+
+/// The steps that call dgrid-worker, run as the runner would (bash -e, the
+/// workflow's environment) in a checkout of a grid with orphans: the reap
+/// step requeues, the status step writes the summary, the dashboard step
+/// writes the site, the validate step passes.
+#[test]
+fn the_workflow_steps_run_as_written_against_a_real_grid() {
+    let grid = populated_grid();
+    let work = grid.path("checkout");
+    git(
+        grid.root.path(),
+        &["clone", "--quiet", &grid.url(), "checkout"],
+    );
+    let summary = grid.path("summary.md");
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let mut ran = Vec::new();
+    for (file, job, name, run) in run_steps(Path::new(ROOT)) {
+        if file.starts_with("install-") || !run.contains("dgrid-worker") {
+            continue;
+        }
+        // The reap job pushes; the dashboard job then checks out main anew.
+        if job == "dashboard"
+            && !ran
+                .iter()
+                .any(|(_, j, _): &(String, String, String)| j == "dashboard")
+        {
+            git(&work, &["pull", "--quiet", "--ff-only"]);
+        }
+        let out = Command::new("bash")
+            .args(["--noprofile", "--norc", "-e", "-o", "pipefail", "-c", &run])
+            .current_dir(&work)
+            .env("PATH", &path)
+            .env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .env("DGRID_REPO_URL", grid.url())
+            .env("GIT_TOKEN", "not-needed-for-file-urls")
+            .env("DGRID_STALE_AFTER", "7200")
+            .env("DGRID_MAX_ATTEMPTS", "3")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file} {job} {name:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ran.push((file, job, name));
+    }
+    let names: Vec<&str> = ran.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Requeue orphaned claims",
+            "Status",
+            "Build the dashboard",
+            "Validate the queue"
+        ],
+        "every dgrid-worker step ran"
+    );
+    assert_eq!(
+        grid.json_files("tasks/queue")["t-orphan.json"]["attempt"],
+        2
+    );
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        summary.starts_with("```\ngrid .") && summary.contains("t-orphan"),
+        "{summary}"
+    );
+    let html = std::fs::read_to_string(work.join("_site/index.html")).unwrap();
+    assert!(html.contains("t-run"));
+    assert!(work.join("_site/grid.json").is_file());
+}
+
+/// The install action's first step, run for real: a branch, an annotated
+/// tag (peeled to its commit), a lightweight tag and a commit id all
+/// resolve to the commit cargo will build; an unknown ref fails the job.
+/// shellcheck checks the script too (actionlint does not look inside
+/// composite actions).
+#[test]
+fn the_install_action_resolves_branches_tags_and_commits() {
+    let action: serde_yaml::Value = serde_yaml::from_slice(
+        &std::fs::read(Path::new(ROOT).join(".github/actions/install-dgrid-worker/action.yml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let script = action["runs"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "rev")
+        .and_then(|s| s["run"].as_str())
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rev.sh");
+    std::fs::write(&file, format!("#!/usr/bin/env bash\n{script}")).unwrap();
+    let sc = Command::new("shellcheck").arg(&file).output().unwrap();
+    assert!(
+        sc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sc.stdout)
+    );
+
+    let grid = Grid::new();
+    let first = String::from_utf8(git(&grid.bare, &["rev-parse", "main"]).stdout).unwrap();
+    git(&grid.bare, &["tag", "-a", "-m", "release", "v1", "main"]);
+    git(&grid.bare, &["tag", "light", "main"]);
+    grid.commit_files(&[("x".into(), b"x".to_vec())], "later");
+    let head = String::from_utf8(git(&grid.bare, &["rev-parse", "main"]).stdout).unwrap();
+    let resolve = |reference: &str| {
+        let out_file = dir.path().join("out");
+        let _ = std::fs::remove_file(&out_file);
+        let out = Command::new("bash")
+            .args(["--noprofile", "--norc", "-e", "-o", "pipefail"])
+            .arg(&file)
+            .env("WORKER_GIT", grid.url())
+            .env("WORKER_REF", reference)
+            .env("GITHUB_OUTPUT", &out_file)
+            .output()
+            .unwrap();
+        let written = std::fs::read_to_string(&out_file).unwrap_or_default();
+        (
+            out.status.success(),
+            written,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(
+        resolve("main"),
+        (true, format!("rev={head}"), String::new())
+    );
+    assert_eq!(resolve("v1"), (true, format!("rev={first}"), String::new()));
+    assert_eq!(
+        resolve("light"),
+        (true, format!("rev={first}"), String::new())
+    );
+    assert_eq!(
+        resolve(first.trim()),
+        (true, format!("rev={first}"), String::new())
+    );
+    let (ok, written, said) = resolve("no-such-ref");
+    assert!(!ok && written.is_empty(), "{written}");
+    assert!(
+        said.contains("::error::no branch or tag no-such-ref"),
+        "{said}"
+    );
+}

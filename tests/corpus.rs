@@ -200,3 +200,47 @@ fn a_resubmitted_id_runs_again_and_keeps_the_first_result() {
     );
     assert_eq!(*out, "second\n");
 }
+
+/// `dgrid-worker validate` (a pull request's check) meets the same corpus on
+/// disk and refuses every entry for the reason the worker gives, so that
+/// what CI accepts is what a worker runs.
+#[test]
+fn validate_refuses_every_hostile_entry_for_the_same_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    corpus::write_queue(&queue);
+    let markers = dir.path().join("markers");
+    for (name, bytes) in corpus::valid_neighbours(&markers) {
+        std::fs::write(queue.join(name), bytes).unwrap();
+    }
+    let out = std::process::Command::new(BIN)
+        .arg("validate")
+        .arg(&queue)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let mut problems = Vec::new();
+    for h in corpus::cases() {
+        let prefix = format!("{}/{}: ", queue.display(), h.shown_name());
+        let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with(&prefix)).collect();
+        match lines.as_slice() {
+            [one] if one.contains(h.reason_on_disk()) => {}
+            other => problems.push(format!(
+                "{} ({}): want one line saying {:?}, got {other:?}",
+                h.shown_name(),
+                h.about,
+                h.reason_on_disk()
+            )),
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}\nstdout:\n{stdout}");
+    for valid in ["dup-b.json", "good.json"] {
+        let prefix = format!("{}/{valid}: ", queue.display());
+        assert!(
+            !stdout.lines().any(|l| l.starts_with(&prefix)),
+            "{valid} is valid:\n{stdout}"
+        );
+    }
+}

@@ -61,8 +61,10 @@ pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
     }
     // The same file named twice (a directory and one of its files) is one
     // file, not a duplicate id.
+    // Only the directory is resolved: a symlink is an entry of its own (the
+    // worker refuses it), not another name for the file it points to.
     let mut unique = std::collections::BTreeSet::new();
-    entries.retain(|p| unique.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
+    entries.retain(|p| unique.insert(entry_key(p)));
     // task id -> the first file that claimed it.
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     for path in entries {
@@ -89,6 +91,21 @@ pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
         }
     }
     report
+}
+
+/// Where an entry is, with its directory resolved but not the entry itself.
+fn entry_key(p: &Path) -> PathBuf {
+    let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
+        return p.to_path_buf();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::canonicalize(dir)
+        .map(|d| d.join(name))
+        .unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// Check the valid tasks of `report` against the grid checked out at `grid`:

@@ -21,6 +21,11 @@ pub const DEFAULT_PATH: &str = "/etc/dgrid/worker.toml";
 /// busy node needs none (its heartbeat rides along with its claims).
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 2400;
 
+/// A node silent this long is presumed dead: three missed heartbeats. The
+/// grid tools (`status`, `reap`) default to the same, so that they and the
+/// workers agree on who is alive.
+pub const DEFAULT_STALE_SECS: u64 = 3 * DEFAULT_HEARTBEAT_SECS;
+
 /// The file as written. Every section denies unknown keys, so a typo is an
 /// error at start, not a setting silently ignored.
 #[derive(Debug, Default, Deserialize)]

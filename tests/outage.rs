@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -121,33 +120,20 @@ fn a_worker_cut_off_keeps_running_and_delivers_on_its_own() {
 #[test]
 fn a_claim_whose_push_answer_was_lost_is_kept() {
     let grid = Grid::new();
-    let real = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v git"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let real = real_git();
     let flag = grid.path("lose-next-push");
     let away = grid.path("grid.git.away");
     let wrapper = grid.path("git-flaky");
-    std::fs::write(
+    write_script(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\nif [ \"$1\" = push ] && [ -e '{flag}' ]; then\n  '{real}' \"$@\" >/dev/null 2>&1\n  rm -f '{flag}'\n  mv '{bare}' '{away}'\n  echo 'fatal: the remote end hung up unexpectedly' >&2\n  exit 128\nfi\nexec '{real}' \"$@\"\n",
             flag = flag.display(),
-            real = real.trim(),
+            real = real,
             bare = grid.bare.display(),
             away = away.display(),
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
 
     let mut spec = WorkerSpec::new(&grid, "unsure");
     spec.drain = false;

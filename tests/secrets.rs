@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -18,26 +17,16 @@ use dgrid_worker::git::auth::{Secret, credential_env};
 
 /// A git that records its arguments before running the real one.
 fn spy_git(grid: &Grid) -> (std::path::PathBuf, std::path::PathBuf) {
-    let real = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v git"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let real = real_git();
     let argv_log = grid.path("git-argv.log");
     let spy = grid.path("git-spy");
-    std::fs::write(
+    write_script(
         &spy,
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+        &format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
             argv_log.display(),
-            real.trim()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&spy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     (spy, argv_log)
 }
 

@@ -181,7 +181,7 @@ pub struct StatusArgs {
         long,
         env = "DGRID_STALE_AFTER",
         value_name = "SECS",
-        default_value_t = 7200
+        default_value_t = crate::config::DEFAULT_STALE_SECS
     )]
     pub stale_after: u64,
 }
@@ -228,7 +228,7 @@ pub struct ReapArgs {
         long,
         env = "DGRID_STALE_AFTER",
         value_name = "SECS",
-        default_value_t = 7200
+        default_value_t = crate::config::DEFAULT_STALE_SECS
     )]
     pub stale_after: u64,
     /// Claims handed out before a task is abandoned (the workers'
@@ -336,7 +336,7 @@ pub struct DashboardArgs {
         long,
         env = "DGRID_STALE_AFTER",
         value_name = "SECS",
-        default_value_t = 7200
+        default_value_t = crate::config::DEFAULT_STALE_SECS
     )]
     pub stale_after: u64,
 }

@@ -472,3 +472,18 @@ pub fn process_cmdlines() -> Vec<(u32, String)> {
     }
     out
 }
+
+/// The git on PATH, as an absolute path, for wrapper scripts to exec.
+pub fn real_git() -> String {
+    let out = Command::new("sh")
+        .args(["-c", "command -v git"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Write an executable script (a stand-in `git` for a test).
+pub fn write_script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}

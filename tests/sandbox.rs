@@ -137,7 +137,7 @@ fn isolation(f: EngineFlavor) {
     let script = r#"
         echo "uid=$(id -u)"
         echo "ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ,)"
-        if wget -q -T 2 -O /dev/null http://192.0.2.1/ 2>/dev/null; then echo net=yes; else echo net=no; fi
+        echo "routes=$(tail -n +2 /proc/net/route | wc -l)"
         grep CapEff /proc/self/status
         if touch /x 2>/dev/null; then echo root=writable; else echo root=readonly; fi
         if touch /tmp/x; then echo tmp=writable; fi
@@ -148,7 +148,9 @@ fn isolation(f: EngineFlavor) {
     for want in [
         "uid=1000",
         "ifaces=lo,",
-        "net=no",
+        // No route to anywhere: nothing can leave, without trying to reach
+        // an outside address to prove it.
+        "routes=0",
         "CapEff:\t0000000000000000",
         "root=readonly",
         "tmp=writable",

@@ -66,8 +66,9 @@ impl TreeEntry {
 pub enum PushOutcome {
     /// The remote's `main` now points at our commit.
     Accepted,
-    /// Someone else pushed first (not a fast-forward): fetch and re-plan.
-    Rejected,
+    /// Someone else pushed first (not a fast-forward, or the ref's lock was
+    /// taken): fetch and re-plan. Carries git's words for it.
+    Rejected(String),
 }
 
 #[derive(Debug, Clone)]
@@ -242,7 +243,7 @@ impl GridRepo {
             // The tracking ref is left alone: every transaction starts with
             // a fetch, which brings it up to date.
             Some(PushLine::Ok) if out.code == 0 => Ok(PushOutcome::Accepted),
-            Some(PushLine::Rejected) => Ok(PushOutcome::Rejected),
+            Some(PushLine::Rejected(why)) => Ok(PushOutcome::Rejected(why)),
             Some(PushLine::RemoteRejected(reason)) => Err(GitError::PushRefused { reason }),
             _ => Err(GitError::Failed {
                 args: "push".into(),
@@ -279,7 +280,7 @@ impl GridRepo {
 
 enum PushLine {
     Ok,
-    Rejected,
+    Rejected(String),
     RemoteRejected(String),
 }
 
@@ -311,12 +312,12 @@ fn parse_push_porcelain(stdout: &[u8], dst: &str) -> Option<PushLine> {
             "!" if summary.starts_with("[remote rejected]")
                 && LOCK_LOST.iter().any(|m| summary.contains(m)) =>
             {
-                PushLine::Rejected
+                PushLine::Rejected(summary.to_owned())
             }
             "!" if summary.starts_with("[remote rejected]") => {
                 PushLine::RemoteRejected(summary.to_owned())
             }
-            "!" => PushLine::Rejected,
+            "!" => PushLine::Rejected(summary.to_owned()),
             _ => return None,
         })
     })
@@ -388,12 +389,12 @@ mod tests {
         let lost = b"To /x\n!\tabc:refs/heads/main\t[rejected] (fetch first)\nDone\n";
         assert!(matches!(
             parse_push_porcelain(lost, "refs/heads/main"),
-            Some(PushLine::Rejected)
+            Some(PushLine::Rejected(_))
         ));
         let locked = b"!\tabc:refs/heads/main\t[remote rejected] (failed to update ref)\n";
         assert!(matches!(
             parse_push_porcelain(locked, "refs/heads/main"),
-            Some(PushLine::Rejected)
+            Some(PushLine::Rejected(why)) if why == "[remote rejected] (failed to update ref)"
         ));
         let hook = b"!\tabc:refs/heads/main\t[remote rejected] (pre-receive hook declined)\n";
         assert!(matches!(

@@ -85,8 +85,10 @@ pub fn landed(repo: &GridRepo, commit: &str) -> Result<bool, GitError> {
 pub enum TxnError {
     #[error(transparent)]
     Git(#[from] GitError),
-    #[error("gave up after {rounds} rounds lost to other writers")]
-    Contended { rounds: u32 },
+    /// A stuck lock on the server (a git server killed mid-push keeps it)
+    /// looks like this too: `last` shows git's words, so the log can tell.
+    #[error("gave up after {rounds} rounds lost to other writers (last: {last})")]
+    Contended { rounds: u32, last: String },
 }
 
 /// Who a transaction's commits are by.
@@ -112,6 +114,7 @@ pub fn run<T>(
     mut plan: impl FnMut(&Txn<'_>) -> Result<Plan<T>, GitError>,
 ) -> Result<TxnOutcome<T>, TxnError> {
     let mut rejections = 0;
+    let mut last_rejection = String::new();
     for round in 0..policy.max_rounds {
         let tip = repo.fetch()?;
         let planned = plan(&Txn {
@@ -139,8 +142,9 @@ pub fn run<T>(
                     rejections,
                 });
             }
-            Ok(PushOutcome::Rejected) => {
+            Ok(PushOutcome::Rejected(why)) => {
                 rejections += 1;
+                last_rejection = why;
                 tracing::debug!(round, "push lost the race; planning again from the new tip");
             }
             Err(push_err) => {
@@ -175,6 +179,7 @@ pub fn run<T>(
     }
     Err(TxnError::Contended {
         rounds: policy.max_rounds,
+        last: last_rejection,
     })
 }
 

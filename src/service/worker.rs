@@ -506,7 +506,7 @@ impl Worker {
         let elapsed = started.elapsed();
         if let Err(e) = &result {
             let lost = match e {
-                txn::TxnError::Contended { rounds } => *rounds,
+                txn::TxnError::Contended { rounds, .. } => *rounds,
                 _ => 0,
             };
             self.board.sync_done(elapsed, false, lost, 0, false);

@@ -46,7 +46,9 @@ pub struct ReapPlan {
     pub summary: Vec<String>,
 }
 
-fn path(dir: &str, name: &[u8]) -> Vec<u8> {
+/// The path of entry `name` of `dir`, as bytes: hostile names are deleted
+/// under exactly the name they were pushed with.
+pub(crate) fn entry_path(dir: &str, name: &[u8]) -> Vec<u8> {
     let mut p = format!("{dir}/").into_bytes();
     p.extend_from_slice(name);
     p
@@ -60,18 +62,11 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
     // Garbage in in_progress/ (pushed by hand, or by a broken tool): it
     // blocks nothing but must not sit there for ever.
     let reject = |out: &mut ReapPlan, entry: &TreeEntry, error: &dyn std::fmt::Display| {
-        let name = entry.name_lossy();
-        let reason = format!("{}/{name}: {error}", layout::IN_PROGRESS);
-        out.edits
-            .insert(path(layout::IN_PROGRESS, &entry.name), Edit::Delete);
-        let stem = layout::result_stem_for_entry(&name);
-        out.results.push(PendingResult {
-            node: input.node.clone(),
-            stem: stem.clone(),
-            result: super::sync::invalid_result(&name, input.node, &now_s, &reason),
-        });
-        out.summary.push(format!("reject {stem}"));
-        out.invalid.push((name, reason));
+        let r = Rejection::of(layout::IN_PROGRESS, entry, error, input.node, input.now);
+        out.edits.insert(r.path, Edit::Delete);
+        out.summary.push(format!("reject {}", r.result.stem));
+        out.results.push(r.result);
+        out.invalid.push(r.invalid);
     };
     let (entries, odd): (Vec<TreeEntry>, Vec<TreeEntry>) = repo
         .list_dir(tip, layout::IN_PROGRESS)?
@@ -175,6 +170,40 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         }
     }
     Ok(out)
+}
+
+/// An entry that breaks the rules, on its way out of its directory into
+/// `failed/`: what the worker's sync and the reaper both do with one.
+pub(crate) struct Rejection {
+    /// The entry's path, to delete.
+    pub path: Vec<u8>,
+    /// Its `invalid` result.
+    pub result: PendingResult,
+    /// (entry name, reason naming the file).
+    pub invalid: (String, String),
+}
+
+impl Rejection {
+    pub fn of(
+        dir: &str,
+        entry: &TreeEntry,
+        error: &dyn std::fmt::Display,
+        node: &Id,
+        now: Timestamp,
+    ) -> Rejection {
+        let name = entry.name_lossy();
+        let reason = format!("{dir}/{name}: {error}");
+        let result = PendingResult {
+            node: node.clone(),
+            stem: layout::result_stem_for_entry(&name),
+            result: super::sync::invalid_result(&name, node, &time::format(now), &reason),
+        };
+        Rejection {
+            path: entry_path(dir, &entry.name),
+            result,
+            invalid: (name, reason),
+        }
+    }
 }
 
 /// Edits writing `results` at paths that do not exist yet at `tip`: a clash

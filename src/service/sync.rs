@@ -18,7 +18,8 @@ use crate::grid::orphan::OrphanPolicy;
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, NodeRecord, NodeStatus, ResultStatus, Task, TaskResult, TaskRules, layout};
 use crate::service::outbox::{Finish, OutboxEntry};
-use crate::time::{self, Timestamp};
+use crate::service::reap::{self, PendingResult, Rejection};
+use crate::time::Timestamp;
 
 pub struct SyncRequest<'a> {
     pub node: &'a Id,
@@ -63,12 +64,6 @@ pub struct SyncReport {
 }
 
 const KEEP: &[u8] = layout::KEEP_FILE.as_bytes();
-
-fn path(dir: &str, name: &[u8]) -> Vec<u8> {
-    let mut p = format!("{dir}/").into_bytes();
-    p.extend_from_slice(name);
-    p
-}
 
 fn entry_kind(mode: EntryMode) -> EntryKind {
     match mode {
@@ -118,15 +113,6 @@ fn landing(
     }
 }
 
-/// A result to write. Its path is settled last: unique per node and task,
-/// and a clash (the same id submitted again later) gets a time suffix
-/// instead of overwriting the earlier result.
-struct PendingResult {
-    node: Id,
-    stem: String,
-    result: TaskResult,
-}
-
 /// The commit being planned: its edits, the results it will write, the
 /// words of its message, and the report for the loop.
 struct Draft<'a> {
@@ -142,18 +128,11 @@ impl Draft<'_> {
     /// Move an entry that breaks the rules out of `dir` into `failed/`,
     /// with the reason naming the file.
     fn reject(&mut self, dir: &str, entry: &TreeEntry, error: &dyn std::fmt::Display) {
-        let name = entry.name_lossy();
-        let reason = format!("{dir}/{name}: {error}");
-        self.edits.insert(path(dir, &entry.name), Edit::Delete);
-        let stem = layout::result_stem_for_entry(&name);
-        let result = invalid_result(&name, self.req.node, &time::format(self.req.now), &reason);
-        self.summary.push(format!("reject {stem}"));
-        self.results.push(PendingResult {
-            node: self.req.node.clone(),
-            stem,
-            result,
-        });
-        self.report.invalid.push((name, reason));
+        let r = Rejection::of(dir, entry, error, self.req.node, self.req.now);
+        self.edits.insert(r.path, Edit::Delete);
+        self.summary.push(format!("reject {}", r.result.stem));
+        self.results.push(r.result);
+        self.report.invalid.push(r.invalid);
     }
 }
 
@@ -340,7 +319,7 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
             Ok(task) if d.report.claimed.len() < req.want_claims => {
                 let claimed = ClaimedTask::new(task, req.node, req.now, req.claim_grace);
                 d.edits
-                    .insert(path(layout::QUEUE, &entry.name), Edit::Delete);
+                    .insert(reap::entry_path(layout::QUEUE, &entry.name), Edit::Delete);
                 d.edits.insert(
                     layout::in_progress_file(&claimed.task.task_id).into_bytes(),
                     Edit::Put(claimed.to_bytes()),
@@ -359,7 +338,7 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
 /// Requeue (or abandon) claims whose owner is gone. The rule itself lives
 /// in service::reap, shared with `dgrid-worker reap`.
 fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(), GitError> {
-    let input = super::reap::ReapInput {
+    let input = reap::ReapInput {
         node: d.req.node,
         now: d.req.now,
         held: d.req.held,
@@ -367,14 +346,9 @@ fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<()
         rules: d.req.rules,
         policy: d.req.policy,
     };
-    let planned = super::reap::plan(repo, d.tip, &input)?;
+    let planned = reap::plan(repo, d.tip, &input)?;
     d.edits.extend(planned.edits);
-    d.results
-        .extend(planned.results.into_iter().map(|r| PendingResult {
-            node: r.node,
-            stem: r.stem,
-            result: r.result,
-        }));
+    d.results.extend(planned.results);
     d.summary.extend(planned.summary);
     d.report.invalid.extend(planned.invalid);
     d.report.reaped.extend(planned.reaped);
@@ -386,29 +360,9 @@ fn write_results(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
     if d.results.is_empty() {
         return Ok(());
     }
-    let paths: Vec<String> = d
-        .results
-        .iter()
-        .map(|r| layout::result_file(r.result.status.is_success(), &r.node, &r.stem))
-        .collect();
-    let specs: Vec<String> = paths.iter().map(|p| format!("{}:{p}", d.tip)).collect();
-    let existing = repo.read_objects(&specs)?;
-    for ((p, exists), r) in paths
-        .into_iter()
-        .zip(existing)
-        .zip(std::mem::take(&mut d.results))
-    {
-        let p = match exists {
-            None => p,
-            Some(_) => layout::result_file(
-                r.result.status.is_success(),
-                &r.node,
-                &format!("{}-{}", r.stem, d.req.now.timestamp_millis()),
-            ),
-        };
-        d.edits
-            .insert(p.into_bytes(), Edit::Put(r.result.to_bytes()));
-    }
+    let results = std::mem::take(&mut d.results);
+    d.edits
+        .extend(reap::place_results(repo, d.tip, d.req.now, results)?);
     Ok(())
 }
 

@@ -175,8 +175,15 @@ pub struct StatusArgs {
     /// Print the view as JSON (the dashboard's grid.json).
     #[arg(long)]
     pub json: bool,
-    /// A heartbeat older than this marks a node stale (the workers'
-    /// `stale_after`).
+    #[command(flatten)]
+    pub stale: StaleArgs,
+}
+
+/// When a node counts as dead: the same rule, and by default the same limit,
+/// as the workers' `stale_after`.
+#[derive(Debug, clap::Args)]
+pub struct StaleArgs {
+    /// A node whose heartbeat is older than this is presumed dead.
     #[arg(
         long,
         env = "DGRID_STALE_AFTER",
@@ -200,7 +207,7 @@ fn load_view(repo: &RepoArgs, stale_after: u64) -> Result<view::GridView, String
 }
 
 pub fn status(a: StatusArgs) -> ExitCode {
-    let v = match load_view(&a.repo, a.stale_after) {
+    let v = match load_view(&a.repo, a.stale.stale_after) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -222,15 +229,8 @@ pub struct ReapArgs {
     /// Show what would be requeued or abandoned; push nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// A node whose heartbeat is older than this is presumed dead (the
-    /// workers' `stale_after`).
-    #[arg(
-        long,
-        env = "DGRID_STALE_AFTER",
-        value_name = "SECS",
-        default_value_t = crate::config::DEFAULT_STALE_SECS
-    )]
-    pub stale_after: u64,
+    #[command(flatten)]
+    pub stale: StaleArgs,
     /// Claims handed out before a task is abandoned (the workers'
     /// `max_attempts`).
     #[arg(long, env = "DGRID_MAX_ATTEMPTS", default_value_t = 3)]
@@ -253,7 +253,7 @@ pub fn reap(a: ReapArgs) -> ExitCode {
         return fail("--max-attempts must be at least 1");
     }
     let policy = OrphanPolicy {
-        stale_after: chrono::Duration::seconds(a.stale_after.min(i64::MAX as u64) as i64),
+        stale_after: chrono::Duration::seconds(a.stale.stale_after.min(i64::MAX as u64) as i64),
         max_attempts: a.max_attempts,
     };
     let rules = TaskRules {
@@ -330,19 +330,12 @@ pub struct DashboardArgs {
     /// The page's title.
     #[arg(long, default_value = "D-GRID dashboard")]
     pub title: String,
-    /// A heartbeat older than this marks a node stale (the workers'
-    /// `stale_after`).
-    #[arg(
-        long,
-        env = "DGRID_STALE_AFTER",
-        value_name = "SECS",
-        default_value_t = crate::config::DEFAULT_STALE_SECS
-    )]
-    pub stale_after: u64,
+    #[command(flatten)]
+    pub stale: StaleArgs,
 }
 
 pub fn dashboard(a: DashboardArgs) -> ExitCode {
-    let v = match load_view(&a.repo, a.stale_after) {
+    let v = match load_view(&a.repo, a.stale.stale_after) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };

@@ -115,36 +115,70 @@ struct Drain {
     seconds: f64,
     commits: usize,
     results: usize,
+    /// From the workers' start to all of them registered.
+    startup: f64,
 }
 
-/// Drain `tasks` trivial tasks with `workers` workers; wall time from the
-/// workers' start to the last exit.
+/// Results on the remote's `main`, counted without reading them.
+fn result_count(grid: &Grid) -> usize {
+    let out = git(
+        &grid.bare,
+        &["ls-tree", "--name-only", "main", "tasks/completed/"],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.ends_with("/.gitkeep"))
+        .count()
+}
+
+/// `workers` workers start and register (idle, polling every second); then
+/// `tasks` trivial tasks arrive in one push, and the drain is timed from that
+/// push to the last result on `main`. Commits are those the workers made
+/// meanwhile: claims, results and heartbeats, not registrations or stops.
 fn drain(workers: usize, tasks: usize, extra: &str) -> Drain {
     let grid = Grid::new();
-    grid.commit_files(&trivial_tasks("t", tasks), "queue");
-    let before = grid.commit_count();
     let started = Instant::now();
     let mut procs: Vec<WorkerProc> = (0..workers)
         .map(|i| {
             let mut spec = bench_spec(&grid, &format!("w{i:02}"));
             spec.extra = extra.into();
+            spec.drain = false;
             spawn_worker(&grid, &spec)
         })
         .collect();
+    wait_until("every registration", Duration::from_secs(300), || {
+        grid.files("nodes").len() == workers
+    });
+    let startup = started.elapsed().as_secs_f64();
+    // Let the last registration's node settle into its idle poll.
+    std::thread::sleep(Duration::from_secs(2));
+    grid.commit_files(&trivial_tasks("t", tasks), "queue");
+    let submitted = Instant::now();
+    let before = grid.commit_count();
+    let deadline = submitted + Duration::from_secs(1800);
+    while result_count(&grid) < tasks {
+        assert!(Instant::now() < deadline, "the drain did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let seconds = submitted.elapsed().as_secs_f64();
+    let commits = grid.commit_count() - before;
+    for p in &mut procs {
+        p.signal(nix::sys::signal::Signal::SIGTERM);
+    }
     for p in &mut procs {
         assert!(
-            p.wait_exit(Duration::from_secs(1800)).success(),
+            p.wait_exit(Duration::from_secs(60)).success(),
             "{}",
             p.log_text()
         );
     }
-    let seconds = started.elapsed().as_secs_f64();
     let results = grid.files("tasks/completed").len();
-    assert_eq!(results, tasks, "every task done");
+    assert_eq!(results, tasks, "every task done, once");
     Drain {
         seconds,
-        commits: grid.commit_count() - before,
+        commits,
         results,
+        startup,
     }
 }
 
@@ -192,21 +226,30 @@ fn contention() -> String {
             rate1 = rate;
         }
         eprintln!(
-            "  {workers} workers: {rate:.1} tasks/s, {} commits",
-            d.commits
+            "  {workers} workers: {rate:.1} tasks/s, {} commits, registered in {:.1} s",
+            d.commits, d.startup
         );
-        rows.push((workers, rate, d.commits));
+        rows.push((workers, rate, d.commits, d.startup));
     }
     let loop1 = bare_loop(1, 10.0);
     let loop8 = bare_loop(8, 10.0);
     let mut s = String::from("## 1. Contention\n\n");
     let _ = writeln!(
         s,
-        "Draining {TASKS} tasks (`true`, shell engine, concurrency 1, `PULL_INTERVAL=1`) from one bare repository.\n"
+        "Draining {TASKS} tasks (`true`, shell engine, concurrency 1, `PULL_INTERVAL=1`, default \
+         `claim_ahead`) from one bare repository: the workers start and register, then the tasks \
+         arrive in one push; timed from that push to the last result on `main`. Commits are the \
+         workers' (claims, results, heartbeats); the registration storm is timed apart.\n"
     );
-    s.push_str("| workers | tasks/s | vs 1 worker | commits |\n|---:|---:|---:|---:|\n");
-    for (w, rate, commits) in &rows {
-        let _ = writeln!(s, "| {w} | {rate:.1} | {:.2} | {commits} |", rate / rate1);
+    s.push_str(
+        "| workers | tasks/s | vs 1 worker | commits | all registered after |\n|---:|---:|---:|---:|---:|\n",
+    );
+    for (w, rate, commits, startup) in &rows {
+        let _ = writeln!(
+            s,
+            "| {w} | {rate:.1} | {:.2} | {commits} | {startup:.1} s |",
+            rate / rate1
+        );
     }
     let _ = writeln!(
         s,
@@ -240,7 +283,7 @@ fn commits() -> String {
     format!(
         "## 2. Commits\n\n\
          | measure | figure | target |\n|---|---:|---:|\n\
-         | commits per task, 400 tasks, 4 workers (registration and stop included) | {per_task:.2} | at most 1.0 |\n\
+         | commits per task, 400 tasks, 4 workers (claims, results, heartbeats) | {per_task:.2} | at most 1.0 |\n\
          | idle node: commits per heartbeat interval (2 s interval, 20 s) | {per_interval:.2} | at most 1 |\n\
          | 100 idle nodes at the default interval ({default_interval:.0} s): commits per hour | {grid_hour:.0} | under 200 |\n"
     )

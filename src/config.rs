@@ -25,6 +25,11 @@ pub const DEFAULT_HEARTBEAT_SECS: u64 = 2400;
 /// grid tools (`status`, `reap`) default to the same, so that they and the
 /// workers agree on who is alive.
 pub const DEFAULT_STALE_SECS: u64 = 3 * DEFAULT_HEARTBEAT_SECS;
+/// The most tasks a node claims ahead of its free slots. It claims that
+/// many only when tasks are far shorter than a sync (`service::pace`); at
+/// 64 tasks per commit one ref carries over a thousand tasks a second
+/// (DESIGN.md 7: 330/s at 16 per commit).
+pub const DEFAULT_CLAIM_AHEAD: u32 = 64;
 
 /// The file as written. Every section denies unknown keys, so a typo is an
 /// error at start, not a setting silently ignored.
@@ -96,8 +101,9 @@ pub struct Config {
     pub claim_grace: Duration,
     pub max_attempts: u32,
     pub concurrency: u32,
-    /// Tasks claimed beyond the free slots while busy, started the moment a
-    /// slot frees.
+    /// At most this many tasks claimed beyond the free slots (while busy or
+    /// while the queue is deep), started the moment a slot frees; how many
+    /// is measured (`service::pace`).
     pub claim_ahead: u32,
     pub drain_timeout: Duration,
     pub log_level: String,
@@ -280,7 +286,7 @@ impl Config {
                 var: "DGRID_CLAIM_AHEAD",
                 reason: format!("expected a whole number, got {v:?}"),
             })?,
-            None => file.claim_ahead.unwrap_or(1),
+            None => file.claim_ahead.unwrap_or(DEFAULT_CLAIM_AHEAD),
         };
         let state_dir = env
             .get("DGRID_STATE_DIR")

@@ -184,19 +184,28 @@ fn a_second_signal_stops_at_once_and_still_requeues() {
 }
 
 #[test]
-fn a_busy_node_claims_one_ahead_and_gives_it_back_when_stopped() {
+fn a_busy_node_claims_one_ahead_of_long_tasks_and_gives_it_back_when_stopped() {
     let grid = Grid::new();
-    let tasks: Vec<(String, String, u64)> = (0..3)
+    let tasks: Vec<(String, String, u64)> = (0..4)
         .map(|i| (format!("queued-{i}"), "sleep 3; echo ok".into(), 20))
         .collect();
     grid.submit(&tasks);
     let mut spec = WorkerSpec::new(&grid, "eager");
     spec.drain = false;
     let mut w = spawn_worker(&grid, &spec);
-    // One running, one claimed ahead: two claims, both the node's.
+    // Its first task is timed, not guessed: no claim ahead meanwhile.
+    wait_until("the first claim", Duration::from_secs(20), || {
+        !grid.files("tasks/in_progress").is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(grid.files("tasks/in_progress").len(), 1);
+    // Then one running and one claimed ahead (a 3 s task is far longer
+    // than a sync: one ahead, no more), claimed in the commit that carries
+    // the first result.
     wait_until("a claim ahead", Duration::from_secs(20), || {
         grid.files("tasks/in_progress").len() == 2
     });
+    assert_eq!(grid.json_files("tasks/completed").len(), 1);
     let claims: Vec<serde_json::Value> =
         grid.json_files("tasks/in_progress").into_values().collect();
     assert!(claims.iter().all(|c| c["claim"]["node_id"] == "eager"));
@@ -213,6 +222,12 @@ fn a_busy_node_claims_one_ahead_and_gives_it_back_when_stopped() {
         1,
         "only one runs"
     );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        grid.files("tasks/in_progress").len(),
+        2,
+        "no more than one ahead"
+    );
 
     w.signal(Signal::SIGTERM);
     assert!(
@@ -220,8 +235,9 @@ fn a_busy_node_claims_one_ahead_and_gives_it_back_when_stopped() {
         "{}",
         w.log_text()
     );
-    // The running task finished; the one claimed ahead went back unrun.
-    assert_eq!(grid.json_files("tasks/completed").len(), 1);
+    // The running task finished; the one claimed ahead went back unrun,
+    // beside the one never claimed.
+    assert_eq!(grid.json_files("tasks/completed").len(), 2);
     assert_eq!(
         grid.files("tasks/queue").len(),
         2,
@@ -234,4 +250,41 @@ fn a_busy_node_claims_one_ahead_and_gives_it_back_when_stopped() {
             .values()
             .all(|t| t.get("attempt").is_none())
     );
+}
+
+#[test]
+fn short_tasks_are_claimed_and_reported_in_batches() {
+    let grid = Grid::new();
+    let tasks: Vec<(String, String, u64)> = (0..120)
+        .map(|i| (format!("quick-{i:03}"), format!("echo {i}"), 30))
+        .collect();
+    grid.submit(&tasks);
+    let before = grid.commit_count();
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "batcher"));
+    assert!(
+        w.wait_exit(Duration::from_secs(120)).success(),
+        "{}",
+        w.log_text()
+    );
+    let results = grid.json_files("tasks/completed");
+    assert_eq!(results.len(), 120, "every task, once");
+    for i in 0..120 {
+        let r = &results[&format!("batcher-quick-{i:03}.json")];
+        assert_eq!(r["stdout"], format!("{i}\n"));
+    }
+    // Registration, stop, and the rest: one commit per task would be 120.
+    let commits = grid.commit_count() - before;
+    assert!(
+        commits <= 30,
+        "{commits} commits for 120 short tasks: they were not batched"
+    );
+    // At least one commit carried several results and several claims (a
+    // long commit message lists every item on a line of its own).
+    let log =
+        String::from_utf8(git(&grid.bare, &["log", "--format=%B%x00", "main"]).stdout).unwrap();
+    let batched = log.split('\0').any(|msg| {
+        let items = |word: &str| msg.lines().filter(|l| l.starts_with(word)).count();
+        items("complete ") >= 4 && items("claim ") >= 4
+    });
+    assert!(batched, "{log}");
 }

@@ -19,9 +19,14 @@ pub struct TxnPolicy {
     /// Rounds before giving up on a contended transaction (the caller tries
     /// again on its next loop; nothing is lost).
     pub max_rounds: u32,
-    /// Backoff after a lost race: uniformly random in [0, base * 2^round],
-    /// capped at `backoff_max`. The randomness keeps racing workers from
-    /// colliding in lockstep.
+    /// Backoff after a lost race: uniformly random in [0, unit * 2^round],
+    /// where the unit is the time the lost round took (at least
+    /// `backoff_base`), and the doubling stops at `MAX_DOUBLINGS`, and the
+    /// whole at `backoff_max`. The randomness keeps racing workers from
+    /// colliding in lockstep; measuring in rounds makes the same policy fit
+    /// a local bare repository (rounds of 50 ms) and a hosted one (rounds of
+    /// a second). A short cap keeps a writer that lost a few rounds from
+    /// waiting out others that just started.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
@@ -116,6 +121,7 @@ pub fn run<T>(
     let mut rejections = 0;
     let mut last_rejection = String::new();
     for round in 0..policy.max_rounds {
+        let round_started = std::time::Instant::now();
         let tip = repo.fetch()?;
         let planned = plan(&Txn {
             repo,
@@ -175,7 +181,7 @@ pub fn run<T>(
                 tracing::warn!(error = %push_err, "push failed; retrying from the new tip");
             }
         }
-        std::thread::sleep(backoff(policy, round));
+        std::thread::sleep(backoff(policy, round, round_started.elapsed()));
     }
     Err(TxnError::Contended {
         rounds: policy.max_rounds,
@@ -183,10 +189,32 @@ pub fn run<T>(
     })
 }
 
-fn backoff(policy: &TxnPolicy, round: u32) -> Duration {
-    let ceiling = policy
-        .backoff_base
-        .saturating_mul(1 << round.min(16))
+/// Doublings of the backoff unit at most: 8 rounds' time covers the usual
+/// crowd of writers on one ref.
+const MAX_DOUBLINGS: u32 = 3;
+
+fn backoff(policy: &TxnPolicy, round: u32, round_took: Duration) -> Duration {
+    let ceiling = round_took
+        .max(policy.backoff_base)
+        .saturating_mul(1 << round.min(MAX_DOUBLINGS))
         .min(policy.backoff_max);
     ceiling.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_measured_in_rounds_and_capped() {
+        let p = TxnPolicy::default();
+        let ms = Duration::from_millis;
+        for _ in 0..200 {
+            assert!(backoff(&p, 0, ms(60)) <= ms(60));
+            assert!(backoff(&p, 1, ms(60)) <= ms(120));
+            assert!(backoff(&p, 9, ms(60)) <= ms(480), "doubling stops");
+            assert!(backoff(&p, 0, ms(1)) <= p.backoff_base, "at least the base");
+            assert!(backoff(&p, 9, Duration::from_secs(5)) <= p.backoff_max);
+        }
+    }
 }

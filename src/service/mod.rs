@@ -3,6 +3,7 @@
 
 pub mod notify;
 pub mod outbox;
+pub mod pace;
 pub mod reap;
 pub mod sync;
 pub mod worker;

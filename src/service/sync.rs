@@ -304,6 +304,11 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
     let (looked_at, rest) = queue.split_at(sample);
     let blobs = repo.read_objects(&looked_at.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
     let mut left = rest.len();
+    // A task claimed ahead waits for a slot: for the tasks claimed before
+    // it in this batch (the wait for tasks already running or waiting is in
+    // `claim_grace`). Its deadline allows for their timeouts, so that a
+    // healthy node's batch is never taken for orphaned.
+    let mut queued_before = chrono::Duration::zero();
     for (entry, blob) in looked_at.iter().zip(blobs) {
         // Trees and submodules are not read as files.
         let content = match entry.mode {
@@ -317,7 +322,14 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
             req.rules,
         ) {
             Ok(task) if d.report.claimed.len() < req.want_claims => {
-                let claimed = ClaimedTask::new(task, req.node, req.now, req.claim_grace);
+                let grace = if d.report.claimed.len() < req.start_now {
+                    req.claim_grace
+                } else {
+                    req.claim_grace + queued_before
+                };
+                // Validated: at most max_timeout_seconds.
+                queued_before += chrono::Duration::seconds(task.timeout_seconds as i64);
+                let claimed = ClaimedTask::new(task, req.node, req.now, grace);
                 d.edits
                     .insert(reap::entry_path(layout::QUEUE, &entry.name), Edit::Delete);
                 d.edits.insert(

@@ -21,6 +21,7 @@ use crate::grid::{Id, NodeRecord, NodeStatus, ResultStatus, TaskResult};
 use crate::sandbox::{self, CancelFlag, Engine, Job, Outcome, RunReport};
 use crate::service::notify::Notifier;
 use crate::service::outbox::{Finish, Outbox, OutboxEntry};
+use crate::service::pace::{self, Pace};
 use crate::service::sync::{self, SyncReport, SyncRequest};
 use crate::status::{self, Board};
 use crate::time;
@@ -97,6 +98,13 @@ struct Worker {
     uncertain: Option<(String, SyncReport)>,
     /// After a failed sync, no sync (for any reason) before this.
     retry_sync_at: Instant,
+    /// Measured sync and task times: how far ahead to claim.
+    pace: Pace,
+    /// The last look at the queue left tasks in it: claiming ahead takes
+    /// nothing another idle node would have started at once.
+    queue_deep: bool,
+    /// When the oldest result in the outbox was put there.
+    results_since: Option<Instant>,
     signals_seen: Arc<std::sync::atomic::AtomicUsize>,
     /// What the status page shows; see `publish`.
     board: Board,
@@ -158,6 +166,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     .with_env(identity);
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?;
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
+    let results_since = (!outbox.is_empty()).then(Instant::now);
 
     // The status page: its own thread. A port already taken costs the page,
     // not the worker's work, so it is logged, not fatal.
@@ -201,6 +210,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         remote_ok: false,
         uncertain: None,
         retry_sync_at: now,
+        pace: Pace::default(),
+        queue_deep: false,
+        results_since,
         signals_seen,
         board,
     };
@@ -285,7 +297,11 @@ impl Worker {
     fn register(&mut self, rx: &Receiver<Event>) -> Result<(), WorkerError> {
         let mut delay = Duration::from_secs(1);
         loop {
-            match self.sync(0, true, true) {
+            // The registration claims too (as an idle node would on its
+            // first poll): one commit fewer per start, where every node of
+            // a grid may be starting at once.
+            let want = self.free_claims();
+            match self.sync(want, true, true) {
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "cannot reach the grid yet");
@@ -319,14 +335,17 @@ impl Worker {
 
             let free = self.free_claims();
             let pending = self.outbox_len();
-            let want = if free > 0 && (now >= self.next_poll || pending > 0) {
+            let flush = self.flush_due(now);
+            // Claims only once nothing claimed is left to start: a batch is
+            // claimed in one commit, not topped up one task per commit.
+            let want = if free > 0 && self.waiting.is_empty() && (now >= self.next_poll || flush) {
                 free
             } else {
                 0
             };
             let heartbeat = now >= self.next_heartbeat;
             let reap = now >= self.next_reap && self.draining_since.is_none();
-            let due = pending > 0 || want > 0 || heartbeat || reap;
+            let due = flush || want > 0 || heartbeat || reap;
             if due && now >= self.retry_sync_at {
                 match self.sync(want, heartbeat, reap) {
                     Ok(report) => {
@@ -386,10 +405,12 @@ impl Worker {
         if self.free_claims() > 0 {
             at = at.min(self.next_poll);
         }
-        if self.outbox_len() > 0 {
-            // Results waiting for an unreachable remote: retry at the pull
-            // interval, never in a tight loop.
-            at = at.min(now + self.cfg.pull_interval);
+        if self.flush_due(now) {
+            at = now;
+        } else if let Some(since) = self.results_since
+            && self.outbox_len() > 0
+        {
+            at = at.min(since + pace::MAX_RESULT_DELAY);
         }
         // Everything above is a reason to sync, and none may come before
         // the retry time a failed sync set.
@@ -443,6 +464,19 @@ impl Worker {
 
     fn outbox_len(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// Push the outbox on this turn? See `pace::flush_results`.
+    fn flush_due(&self, now: Instant) -> bool {
+        let oldest = self
+            .results_since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        pace::flush_results(
+            self.outbox_len(),
+            self.waiting.len(),
+            oldest,
+            self.draining_since.is_some(),
+        )
     }
 
     /// One sync transaction; updates schedules and the outbox from its report.
@@ -520,6 +554,7 @@ impl Worker {
                 rejections,
             } => {
                 tracing::debug!(?elapsed, rejections, %commit, "sync");
+                self.pace.sync_took(elapsed);
                 let (claimed, hb) = (value.claimed.len(), value.wrote_heartbeat);
                 self.board.sync_done(elapsed, true, rejections, claimed, hb);
                 value
@@ -528,6 +563,7 @@ impl Worker {
                 value, rejections, ..
             } => {
                 tracing::debug!(?elapsed, rejections, "sync: nothing to change");
+                self.pace.sync_took(elapsed);
                 self.board.sync_done(elapsed, true, rejections, 0, false);
                 value
             }
@@ -552,9 +588,12 @@ impl Worker {
                 (report.queue_left == 0 && report.claimed.is_empty() && report.invalid.is_empty())
                     .then(|| report.tip.clone())
                     .flatten();
+            self.queue_deep = report.queue_left > 0;
         }
         self.absorb(&report);
-        if now >= self.next_maintenance && self.running.is_empty() {
+        // Not with a push of unknown outcome: maintenance may cut history
+        // that telling whether it landed needs.
+        if now >= self.next_maintenance && self.running.is_empty() && self.uncertain.is_none() {
             self.next_maintenance = now + MAINTAIN_EVERY;
             if let Err(e) = self.repo.maintain() {
                 tracing::warn!(error = %e, "git maintenance failed");
@@ -604,6 +643,9 @@ impl Worker {
                 tracing::error!(task_id = %id, error = %e, "cannot move superseded result aside");
             }
         }
+        if self.outbox.is_empty() {
+            self.results_since = None;
+        }
         for (name, reason) in &report.invalid {
             tracing::warn!(entry = %name, error = %reason, "invalid task moved to tasks/failed");
         }
@@ -627,17 +669,18 @@ impl Worker {
         (self.cfg.concurrency as usize).saturating_sub(self.running.len() + self.waiting.len())
     }
 
-    /// Tasks to claim on the next sync: free slots, plus `claim_ahead` more
-    /// while busy. Not while idle: an idle node that claimed ahead would hold
-    /// a task another idle node could start at once.
+    /// Tasks to claim on the next sync: free slots, plus as many ahead as
+    /// `pace` says (at most `claim_ahead`) while busy or while the queue is
+    /// deep. Not while idle at a shallow queue: an idle node that claimed
+    /// ahead would hold a task another idle node could start at once.
     fn free_claims(&self) -> usize {
         if self.draining_since.is_some() || self.unhealthy.is_some() {
             return 0;
         }
-        let ahead = if self.running.is_empty() {
+        let ahead = if self.running.is_empty() && !self.queue_deep {
             0
         } else {
-            self.cfg.claim_ahead as usize
+            self.pace.ahead(self.cfg.concurrency, self.cfg.claim_ahead)
         };
         (self.cfg.concurrency as usize + ahead)
             .saturating_sub(self.running.len() + self.waiting.len())
@@ -726,6 +769,12 @@ impl Worker {
             return;
         };
         let claimed = running.claimed;
+        if !matches!(
+            report.outcome,
+            Outcome::EngineFailed(_) | Outcome::Cancelled
+        ) {
+            self.pace.task_took(report.duration);
+        }
         self.board
             .task_done(status::outcome_name(&report.outcome), report.duration);
         let node = self.node().clone();
@@ -796,6 +845,7 @@ impl Worker {
             claimed_at: claimed.claim.claimed_at.clone(),
             finish,
         };
+        self.results_since.get_or_insert_with(Instant::now);
         if let Err(e) = self.outbox.put(&entry) {
             // Without a durable copy the result would be lost on a crash;
             // without even that, it must not be lost now: keep going and

@@ -203,3 +203,127 @@ fn an_old_full_clone_becomes_shallow_at_its_first_maintenance() {
     write_file(&repo, "nodes/tester.json", "{}\n");
     assert!(grid.files("nodes").contains_key("tester.json"));
 }
+
+/// Add `n` results (numbered from `from`) to `main`, 100 per commit, with
+/// one `git fast-import` in the bare repository.
+fn add_results(grid: &Grid, from: usize, n: usize) {
+    use std::fmt::Write as _;
+    let mut s = String::from("reset refs/heads/main\nfrom refs/heads/main^0\n");
+    for chunk in (from..from + n).collect::<Vec<_>>().chunks(100) {
+        let _ = write!(
+            s,
+            "commit refs/heads/main\ncommitter t <t@x> 1700000000 +0000\ndata 7\nresults\n"
+        );
+        for i in chunk {
+            let body = serde_json::json!({
+                "task_id": format!("r-{i:06}"), "node_id": "n1", "exit_code": 0,
+                "stdout": format!("result number {i}\n"), "stderr": "", "status": "completed",
+                "timestamp": dgrid_worker::time::format(
+                    chrono::DateTime::from_timestamp(1_700_000_000 + *i as i64, 0).unwrap()),
+            })
+            .to_string();
+            let _ = write!(
+                s,
+                "M 100644 inline tasks/completed/n1-r-{i:06}.json\ndata {}\n{body}\n",
+                body.len()
+            );
+        }
+        s.push('\n');
+    }
+    s.push_str("done\n");
+    let mut child = std::process::Command::new("git")
+        .args(["fast-import", "--quiet", "--done"])
+        .current_dir(&grid.bare)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), s.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}
+
+/// Bytes of the objects in a repository: packs, their indexes and loose
+/// objects, by length (a small fetch leaves loose objects, each of which
+/// `du` would round up to a 4 KiB block).
+fn object_bytes(dir: &Path) -> u64 {
+    fn walk(p: &Path) -> u64 {
+        std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                if m.is_dir() { walk(&e.path()) } else { m.len() }
+            })
+            .sum()
+    }
+    walk(&dir.join("objects"))
+}
+
+fn archive(grid: &Grid, keep: usize) {
+    let args = dgrid_worker::tools::source::RepoArgs {
+        repo: grid.url(),
+        branch: "main".into(),
+        git_timeout: 120,
+    };
+    let opts = dgrid_worker::tools::archive::ArchiveOptions {
+        keep,
+        ..Default::default()
+    };
+    let done = dgrid_worker::tools::archive::run(&args, &opts, false).unwrap();
+    assert!(done.pushed);
+}
+
+fn fresh_clone(grid: &Grid, name: &str) -> (GridRepo, std::path::PathBuf) {
+    let dir = grid.path(name);
+    let g = Git::new("git", &dir, Duration::from_secs(60));
+    let repo = GridRepo::open_or_init(g, &grid.url(), "main").unwrap();
+    repo.fetch().unwrap();
+    (repo, dir)
+}
+
+#[test]
+fn once_results_are_archived_the_clone_does_not_grow_with_them() {
+    let grid = Grid::new();
+    add_results(&grid, 0, 200);
+    archive(&grid, 50);
+    let (long_lived, long_dir) = fresh_clone(&grid, "long.git");
+    let small = object_bytes(&long_dir);
+
+    // Ten times the results, on main only: a fresh clone sees them all.
+    add_results(&grid, 200, 2000);
+    let (_, flat_dir) = fresh_clone(&grid, "flat.git");
+    let flat = object_bytes(&flat_dir);
+    assert!(
+        flat > 4 * small,
+        "the measure sees growth: {flat} vs {small}"
+    );
+
+    // Archived (the default keep is larger than this grid): a fresh clone
+    // is as small as before.
+    archive(&grid, 50);
+    let (_, archived_dir) = fresh_clone(&grid, "archived.git");
+    let archived = object_bytes(&archived_dir);
+    assert!(
+        archived * 10 < small * 15,
+        "2,200 results archived: {archived} bytes vs {small} at 200"
+    );
+
+    // The long-lived clone fetched it all as it happened; maintenance cuts
+    // it back to the size of a fresh one, and it keeps working.
+    long_lived.fetch().unwrap();
+    assert!(object_bytes(&long_dir) > 4 * small);
+    long_lived.maintain().unwrap();
+    assert!(is_shallow(&long_dir));
+    let after = object_bytes(&long_dir);
+    assert!(
+        after * 10 < archived * 15,
+        "after maintenance {after} bytes, a fresh clone {archived}"
+    );
+    eprintln!(
+        "clone objects: {small} B at 200 results, {flat} B at 2,200 on main, \
+         {archived} B archived, {after} B after maintenance"
+    );
+    write_file(&long_lived, "nodes/tester.json", "{}\n");
+    assert!(grid.files("nodes").contains_key("tester.json"));
+    assert_eq!(grid.files("tasks/completed").len(), 50);
+}

@@ -42,7 +42,7 @@ fn an_archive_racing_workers_loses_nothing_and_duplicates_nothing() {
     let tasks: Vec<(String, String, u64)> = (0..TASKS)
         .map(|i| {
             let id = format!("arc-{i:03}");
-            let script = if i % 7 == 0 {
+            let script = if i.is_multiple_of(7) {
                 format!("echo {id}; exit 3")
             } else {
                 format!("echo {id}")
@@ -108,7 +108,11 @@ fn an_archive_racing_workers_loses_nothing_and_duplicates_nothing() {
     // Failed ones stayed failed, completed ones completed.
     for ((_, dir, _), task) in &all {
         let n: usize = task[4..].parse().unwrap();
-        assert_eq!(dir == "tasks/failed", n % 7 == 0, "{task} in {dir}");
+        assert_eq!(
+            dir == "tasks/failed",
+            n.is_multiple_of(7),
+            "{task} in {dir}"
+        );
     }
 }
 

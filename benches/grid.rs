@@ -464,40 +464,74 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Archive `grid` as the grid workflow does (`dgrid-worker archive` with
+/// the default keep), through the tool's library function; its time.
+fn archive_as_the_workflow_does(grid: &Grid) -> (f64, usize) {
+    use dgrid_worker::tools::archive::{self, ArchiveOptions};
+    let repo = dgrid_worker::tools::source::RepoArgs {
+        repo: grid.url(),
+        branch: "main".into(),
+        git_timeout: 600,
+    };
+    let t = Instant::now();
+    let done = archive::run(&repo, &ArchiveOptions::default(), false).unwrap();
+    assert!(done.pushed);
+    (t.elapsed().as_secs_f64() * 1000.0, done.summary.moved.len())
+}
+
 fn growth() -> String {
     const BIG: usize = 50_000;
     const CLAIMS: usize = 15;
     const QUEUED: usize = 45;
     let t = Instant::now();
     let fresh = grid_with_history(0, QUEUED);
-    let big = grid_with_history(BIG, QUEUED);
+    let flat = grid_with_history(BIG, QUEUED);
+    let archived = grid_with_history(BIG, QUEUED);
     eprintln!("  built grids in {:.1} s", t.elapsed().as_secs_f64());
+    let (archive_ms, moved) = archive_as_the_workflow_does(&archived);
+    eprintln!("  archived {moved} results in {archive_ms:.0} ms");
     let f = growth_run(&fresh, CLAIMS, QUEUED);
-    let b = growth_run(&big, CLAIMS, QUEUED);
-    let (fc, bc) = (median(&f.claim_ms), median(&b.claim_ms));
+    let a = growth_run(&archived, CLAIMS, QUEUED);
+    let b = growth_run(&flat, CLAIMS, QUEUED);
+    let (fc, ac, bc) = (
+        median(&f.claim_ms),
+        median(&a.claim_ms),
+        median(&b.claim_ms),
+    );
     let mb = |x: u64| x as f64 / 1_048_576.0;
     let grid_bytes = |g: &Grid| du(&g.bare);
+    let keep = dgrid_worker::grid::archive::DEFAULT_KEEP;
     format!(
         "## 3. Growth\n\n\
-         One worker's clone and transactions on a fresh grid and on one with {BIG} results and {BIG} more commits.\n\n\
-         | measure | fresh grid | {BIG} results | ratio |\n|---|---:|---:|---:|\n\
-         | one claim (median of {CLAIMS} claim transactions) | {fc:.1} ms | {bc:.1} ms | {:.2} |\n\
-         | a task end to end (claim, run `true`, result), drain of {QUEUED} | {:.1} ms | {:.1} ms | {:.2} |\n\
-         | first sync (the initial clone) | {:.0} ms | {:.0} ms | {:.1} |\n\
-         | the worker's clone on disk | {:.2} MiB | {:.2} MiB | {:.1} |\n\
-         | the grid repository itself | {:.2} MiB | {:.2} MiB | |\n",
+         One worker's clone and transactions on a fresh grid, and on grids with {BIG} results and {BIG} more commits: \
+         archived (`dgrid-worker archive` as the grid workflow runs it, keeping the newest {keep} on `main`; \
+         it moved {moved} results in {archive_ms:.0} ms), and not archived (all results on `main`).\n\n\
+         | measure | fresh grid | {BIG}, archived | ratio | {BIG}, not archived | ratio |\n|---|---:|---:|---:|---:|---:|\n\
+         | one claim (median of {CLAIMS} claim transactions) | {fc:.1} ms | {ac:.1} ms | {:.2} | {bc:.1} ms | {:.2} |\n\
+         | a task end to end (claim, run `true`, result), drain of {QUEUED} | {:.1} ms | {:.1} ms | {:.2} | {:.1} ms | {:.2} |\n\
+         | first sync (the initial clone) | {:.0} ms | {:.0} ms | {:.1} | {:.0} ms | {:.1} |\n\
+         | the worker's clone on disk | {:.2} MiB | {:.2} MiB | {:.1} | {:.2} MiB | {:.1} |\n\
+         | the grid repository itself | {:.2} MiB | {:.2} MiB | | {:.2} MiB | |\n",
+        ac / fc,
         bc / fc,
         f.task_ms,
+        a.task_ms,
+        a.task_ms / f.task_ms,
         b.task_ms,
         b.task_ms / f.task_ms,
         f.first_sync_ms,
+        a.first_sync_ms,
+        a.first_sync_ms / f.first_sync_ms,
         b.first_sync_ms,
         b.first_sync_ms / f.first_sync_ms,
         mb(f.clone_bytes),
+        mb(a.clone_bytes),
+        a.clone_bytes as f64 / f.clone_bytes as f64,
         mb(b.clone_bytes),
         b.clone_bytes as f64 / f.clone_bytes as f64,
         mb(grid_bytes(&fresh)),
-        mb(grid_bytes(&big)),
+        mb(grid_bytes(&archived)),
+        mb(grid_bytes(&flat)),
     )
 }
 

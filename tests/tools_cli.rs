@@ -495,6 +495,177 @@ fn reap_requeues_orphans_abandons_exhausted_claims_and_dry_run_changes_nothing()
     assert!(stderr(&o).contains("gone.git"));
 }
 
+/// A branch `archive` as an earlier run left it: one result identical to
+/// main's, one different file under a name main also has.
+fn seed_archive(grid: &Grid) {
+    let c4 = grid.files("tasks/completed")["alpha-c-4.json"].clone();
+    let scratch = tempfile::tempdir().unwrap();
+    let w = scratch.path();
+    git(w, &["init", "-q", "-b", "archive"]);
+    std::fs::create_dir_all(w.join("tasks/completed")).unwrap();
+    std::fs::write(w.join("tasks/completed/alpha-c-4.json"), &c4).unwrap();
+    std::fs::write(w.join("tasks/completed/alpha-c-3.json"), b"{\"older\":1}").unwrap();
+    git(w, &["add", "-A"]);
+    git(w, &["commit", "-q", "-m", "an earlier archive"]);
+    git(w, &["push", "-q", grid.bare.to_str().unwrap(), "archive"]);
+}
+
+#[test]
+fn archive_keeps_the_newest_moves_the_rest_unchanged_and_reruns_change_nothing() {
+    let grid = populated_grid();
+    grid.commit_files(
+        &[("tasks/completed/junk.json".into(), b"{not json".to_vec())],
+        "junk result",
+    );
+    seed_archive(&grid);
+    let before_main = grid.files("tasks/completed");
+    let before_failed = grid.files("tasks/failed");
+    let (main0, archive0) = (grid.tip_of("main"), grid.tip_of("archive"));
+
+    // Dry run: says what it would do, moves nothing.
+    let o = dgrid(&["archive", "--repo", &grid.url(), "--keep", "3", "--dry-run"]);
+    expect_code(&o, 0);
+    assert!(
+        stdout(&o).contains(
+            "tasks/completed/alpha-c-3.json: would be archived as tasks/completed/alpha-c-3-2.json"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("5 of 8 results would be moved to archive; 3 kept on main"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        (grid.tip_of("main"), grid.tip_of("archive")),
+        (main0.clone(), archive0.clone())
+    );
+
+    let o = dgrid(&["archive", "--repo", &grid.url(), "--keep", "3", "--json"]);
+    expect_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["results"].as_u64(), v["kept"].as_u64()),
+        (Some(8), Some(3)),
+        "{v}"
+    );
+    assert_eq!(
+        v["already_archived"],
+        serde_json::json!(["tasks/completed/alpha-c-4.json"])
+    );
+
+    // The three newest stay on main (two failed, one completed), with the
+    // directories' .gitkeep.
+    let main = grid.files("tasks/completed");
+    assert_eq!(main.keys().collect::<Vec<_>>(), ["alpha-c-0.json"]);
+    assert_eq!(
+        grid.files("tasks/failed").keys().collect::<Vec<_>>(),
+        ["alpha-f-exit.json", "beta-f-timeout.json"]
+    );
+    for dir in ["tasks/completed", "tasks/failed"] {
+        let keep = git(
+            &grid.bare,
+            &["cat-file", "-e", &format!("main:{dir}/.gitkeep")],
+        );
+        assert!(keep.status.success());
+    }
+    // The rest is on the archive, byte for byte, at the same paths; the
+    // name taken by a different file got a suffix; nothing else changed.
+    let archived = grid.files_on("archive", "tasks/completed");
+    for name in [
+        "alpha-c-1.json",
+        "alpha-c-2.json",
+        "alpha-c-4.json",
+        "junk.json",
+    ] {
+        assert_eq!(archived[name], before_main[name], "{name}");
+    }
+    assert_eq!(archived["alpha-c-3-2.json"], before_main["alpha-c-3.json"]);
+    assert_eq!(archived["alpha-c-3.json"], b"{\"older\":1}".to_vec());
+    assert_eq!(archived.len(), 6);
+    assert!(grid.files_on("archive", "tasks/failed").is_empty());
+    assert_eq!(before_failed.len(), 2);
+    // One commit on each branch, by the archiver.
+    let log = git(&grid.bare, &["log", "-1", "--format=%an%n%s", "main"]);
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        log.contains("dgrid-worker dgrid-archiver") && log.contains("move 5 results to archive"),
+        "{log}"
+    );
+    let parent = git(&grid.bare, &["rev-parse", "main~1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&parent.stdout).trim(),
+        main0.unwrap()
+    );
+    let parent = git(&grid.bare, &["rev-parse", "archive~1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&parent.stdout).trim(),
+        archive0.unwrap()
+    );
+
+    // A rerun has nothing to do and pushes nothing.
+    let (main1, archive1) = (grid.tip_of("main"), grid.tip_of("archive"));
+    let o = dgrid(&["archive", "--repo", &grid.url(), "--keep", "3"]);
+    expect_code(&o, 0);
+    assert!(
+        stderr(&o).contains("0 of 3 results moved"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        (grid.tip_of("main"), grid.tip_of("archive")),
+        (main1, archive1)
+    );
+
+    // Bad arguments are named.
+    let o = dgrid(&["archive", "--repo", &grid.url(), "--archive-branch", "main"]);
+    expect_code(&o, 1);
+    assert!(
+        stderr(&o).contains("--archive-branch \"main\": must differ"),
+        "{}",
+        stderr(&o)
+    );
+    let o = dgrid(&["archive", "--repo", &grid.url(), "--archive-branch", "a..b"]);
+    expect_code(&o, 1);
+    assert!(
+        stderr(&o).contains("not a valid branch name"),
+        "{}",
+        stderr(&o)
+    );
+    let missing = grid.path("gone.git");
+    let o = dgrid(&["archive", "--repo", missing.to_str().unwrap()]);
+    expect_code(&o, 1);
+    assert!(stderr(&o).contains("gone.git"), "{}", stderr(&o));
+}
+
+#[test]
+fn archive_creates_the_branch_and_keeps_all_by_default_on_a_small_grid() {
+    let grid = populated_grid();
+    let main0 = grid.tip_of("main");
+    // 7 results, default keep 1000: nothing to do, no branch made.
+    let o = dgrid(&["archive", "--repo", &grid.url()]);
+    expect_code(&o, 0);
+    assert!(
+        stderr(&o).contains("0 of 7 results moved to archive; 7 kept on main"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(grid.tip_of("main"), main0);
+    assert_eq!(grid.tip_of("archive"), None);
+    // --keep 0 empties both directories onto a new archive branch, whose
+    // first commit holds the results only.
+    let o = dgrid(&["archive", "--repo", &grid.url(), "--keep", "0"]);
+    expect_code(&o, 0);
+    assert!(grid.files("tasks/completed").is_empty() && grid.files("tasks/failed").is_empty());
+    assert_eq!(grid.files_on("archive", "tasks/completed").len(), 5);
+    assert_eq!(grid.files_on("archive", "tasks/failed").len(), 2);
+    let roots = git(&grid.bare, &["rev-list", "--count", "archive"]);
+    assert_eq!(String::from_utf8_lossy(&roots.stdout).trim(), "1");
+    let top = git(&grid.bare, &["ls-tree", "--name-only", "archive"]);
+    assert_eq!(String::from_utf8_lossy(&top.stdout).trim(), "tasks");
+}
+
 #[test]
 fn dashboard_writes_html_and_the_json_it_is_made_from() {
     let grid = populated_grid();

@@ -128,7 +128,7 @@ fn no_expression_is_interpolated_into_a_shell_line_and_only_tested_subcommands_a
     assert!(!called.is_empty());
     for (file, sub) in &called {
         assert!(
-            ["validate", "status", "reap", "dashboard"].contains(&sub.as_str()),
+            ["validate", "status", "reap", "archive", "dashboard"].contains(&sub.as_str()),
             "{file} calls `dgrid-worker {sub}`, which the tools' tests do not cover"
         );
         assert!(
@@ -141,8 +141,9 @@ fn no_expression_is_interpolated_into_a_shell_line_and_only_tested_subcommands_a
 
 /// The steps that call dgrid-worker, run as the runner would (bash -e, the
 /// workflow's environment) in a checkout of a grid with orphans: the reap
-/// step requeues, the status step writes the summary, the dashboard step
-/// writes the site, the validate step passes.
+/// step requeues, the archive step moves old results off main, the status
+/// step writes the summary, the dashboard step writes the site, the
+/// validate step passes.
 #[test]
 fn the_workflow_steps_run_as_written_against_a_real_grid() {
     let grid = populated_grid();
@@ -177,6 +178,7 @@ fn the_workflow_steps_run_as_written_against_a_real_grid() {
             .env("GIT_TOKEN", "not-needed-for-file-urls")
             .env("DGRID_STALE_AFTER", "7200")
             .env("DGRID_MAX_ATTEMPTS", "3")
+            .env("DGRID_ARCHIVE_KEEP", "5")
             .output()
             .unwrap();
         assert!(
@@ -192,6 +194,7 @@ fn the_workflow_steps_run_as_written_against_a_real_grid() {
         names,
         [
             "Requeue orphaned claims",
+            "Archive old results",
             "Status",
             "Build the dashboard",
             "Validate the queue"
@@ -202,6 +205,8 @@ fn the_workflow_steps_run_as_written_against_a_real_grid() {
         grid.json_files("tasks/queue")["t-orphan.json"]["attempt"],
         2
     );
+    // 8 results after the reap (7 and the abandoned claim's), 5 kept.
+    assert_eq!(grid.files_on("archive", "tasks/completed").len(), 3);
     let summary = std::fs::read_to_string(&summary).unwrap();
     assert!(
         summary.starts_with("```\ngrid .") && summary.contains("t-orphan"),

@@ -45,6 +45,9 @@ pub enum Command {
     Status(tools::StatusArgs),
     /// Requeue orphaned claims (or abandon them), as a transaction.
     Reap(tools::ReapArgs),
+    /// Move old results from main to the archive branch, keeping the newest
+    /// on main, as one atomic transaction over both branches.
+    Archive(tools::ArchiveArgs),
     /// Write a static dashboard (index.html and grid.json) for a grid.
     Dashboard(tools::DashboardArgs),
     /// Create a new grid repository with the layout and workflows.
@@ -86,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Submit(a) => tools::submit(a),
         Command::Status(a) => tools::status(a),
         Command::Reap(a) => tools::reap(a),
+        Command::Archive(a) => tools::archive(a),
         Command::Dashboard(a) => tools::dashboard(a),
         Command::Init(a) => tools::init(a),
         Command::Run { config, drain } => {

@@ -1,5 +1,5 @@
 //! The grid tools' command lines: `validate`, `submit`, `status`, `reap`,
-//! `dashboard`, `init`. Each parses its arguments, calls `crate::tools`, and
+//! `archive`, `dashboard`, `init`. Each parses its arguments, calls `crate::tools`, and
 //! turns the outcome into output and an exit status for scripts and CI:
 //! 0 success, 1 the grid or the input is not as asked (invalid tasks, a
 //! duplicate id, an unreachable repository), 2 bad arguments (clap's own).
@@ -14,7 +14,7 @@ use crate::grid::orphan::OrphanPolicy;
 use crate::grid::{Id, TaskRules};
 use crate::time;
 use crate::tools::source::RepoArgs;
-use crate::tools::{html, init, reap, submit, text, validate, view};
+use crate::tools::{archive, html, init, reap, submit, text, validate, view};
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("dgrid-worker: {msg}");
@@ -317,6 +317,70 @@ pub fn reap(a: ReapArgs) -> ExitCode {
             eprintln!("no orphaned claims");
         }
     }
+    ExitCode::SUCCESS
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ArchiveArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Results to keep on the grid's branch: the newest by their
+    /// `timestamp` (unreadable files count as oldest).
+    #[arg(long, env = "DGRID_ARCHIVE_KEEP", value_name = "N", default_value_t = crate::grid::archive::DEFAULT_KEEP)]
+    pub keep: usize,
+    /// The branch results are moved to (created if absent), at the same
+    /// paths: a result is on the grid's branch, else there.
+    #[arg(long, value_name = "BRANCH", default_value = crate::grid::archive::ARCHIVE_BRANCH)]
+    pub archive_branch: String,
+    /// Show what would be moved; push nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn archive(a: ArchiveArgs) -> ExitCode {
+    let opts = archive::ArchiveOptions {
+        keep: a.keep,
+        archive_branch: a.archive_branch.clone(),
+    };
+    let done = match archive::run(&a.repo, &opts, a.dry_run) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    let s = &done.summary;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "dry_run": a.dry_run,
+                "archive_branch": a.archive_branch,
+                "results": s.results,
+                "kept": s.kept,
+                "moved": s.moved,
+                "already_archived": s.already_archived,
+            })
+        );
+        return ExitCode::SUCCESS;
+    }
+    let verb = if a.dry_run { "would be " } else { "" };
+    // One line per result would be tens of thousands on a first run: the
+    // count, and the files whose name changed (their old name was taken).
+    for (from, to) in s.renamed() {
+        println!("{from}: {verb}archived as {to}");
+    }
+    for path in &s.already_archived {
+        println!("{path}: {verb}removed (the same file is archived)");
+    }
+    eprintln!(
+        "{} of {} results {verb}moved to {}; {} kept on {}",
+        s.moved.len() + s.already_archived.len(),
+        s.results,
+        a.archive_branch,
+        s.kept,
+        a.repo.branch
+    );
     ExitCode::SUCCESS
 }
 

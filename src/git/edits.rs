@@ -10,12 +10,17 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use super::repo::{EntryMode, Oid};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Edit {
     /// Write this content (a regular file).
     Put(Vec<u8>),
     /// Remove the entry, whatever it is (file, symlink, directory).
     Delete,
+    /// Point the path at an object the repository already has (a file moved
+    /// without rewriting it, or a directory's tree built with `mktree`).
+    Object { mode: EntryMode, oid: Oid },
 }
 
 /// Path (bytes, `/`-separated) to edit. Bytes, because hostile queue entries
@@ -61,6 +66,11 @@ pub fn fast_import_stream(
         match edit {
             Edit::Delete => {
                 s.extend_from_slice(b"D ");
+                push_path(&mut s, path);
+                s.push(b'\n');
+            }
+            Edit::Object { mode, oid } => {
+                let _ = write!(s, "M {} {oid} ", mode.as_str());
                 push_path(&mut s, path);
                 s.push(b'\n');
             }
@@ -135,6 +145,28 @@ mod tests {
              data 12\nn1: claim t1\nfrom abc\n\
              M 100644 inline tasks/in_progress/t1.json\ndata 3\n{}\n\n\
              D tasks/queue/t1.json\n\nget-mark :1\ndone\n"
+        );
+    }
+
+    #[test]
+    fn existing_objects_are_referenced_not_copied() {
+        let mut edits = Edits::new();
+        edits.insert(
+            b"tasks/completed".to_vec(),
+            Edit::Object {
+                mode: EntryMode::Tree,
+                oid: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".into(),
+            },
+        );
+        let who = Signature {
+            name: "a".into(),
+            email: "a@x".into(),
+            when: 1,
+        };
+        let s = String::from_utf8(fast_import_stream(None, &edits, "m", &who)).unwrap();
+        assert!(
+            s.contains("\nM 040000 4b825dc642cb6eb9a060e54bf8d69288fbee4904 tasks/completed\n"),
+            "{s}"
         );
     }
 

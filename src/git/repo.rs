@@ -3,6 +3,17 @@
 //! is no work tree and no index: the worker reads with `ls-tree`/`cat-file`
 //! and writes new trees with `mktree`, so the cost of a transaction depends on
 //! the few directories it touches, not on how many results the grid holds.
+//!
+//! The clone is shallow. Its first fetch takes only the tip (`--depth=1`);
+//! later fetches are plain incremental fetches, as cheap as in a full clone,
+//! so the history from the first tip fetched onwards is complete. That is
+//! what [`GridRepo::is_ancestor`] relies on: it only ever asks about a commit
+//! this clone built on a tip it had fetched, against a tip fetched later, and
+//! every commit between the two arrived with those incremental fetches.
+//! [`GridRepo::maintain`] cuts the history back to the tip, so it must never
+//! run while such a question is still open (a push whose answer was lost).
+//! A shallow clone pushes like a full one: each push builds on the remote's
+//! own tip, so the server never needs history the clone lacks.
 
 use std::io::{BufRead, Read};
 use std::path::Path;
@@ -80,6 +91,10 @@ pub struct GridRepo {
 /// The remote-tracking ref the worker plans against.
 const TRACKING: &str = "refs/remotes/origin/main";
 
+/// Where fetched copies of other branches (the `archive`) are kept: apart
+/// from `refs/remotes/`, so that no branch name can collide with [`TRACKING`].
+const OTHER_TRACKING: &str = "refs/dgrid/branches";
+
 impl GridRepo {
     /// Open the private clone at `dir`, creating it if needed, pointed at
     /// `url`. Nothing is fetched yet.
@@ -124,6 +139,11 @@ impl GridRepo {
         }
     }
 
+    /// The grid's branch (`main`).
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
     pub fn git(&self) -> &Git {
         &self.git
     }
@@ -134,26 +154,93 @@ impl GridRepo {
 
     /// Fetch the branch and return the new tip of `origin/main`.
     pub fn fetch(&self) -> Result<Option<Oid>, GitError> {
-        let spec = format!("+refs/heads/{}:{TRACKING}", self.branch);
-        self.git.run(&[
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "origin",
-            &spec,
-        ])?;
-        self.tip()
+        let branch = self.branch.clone();
+        Ok(self.fetch_branches(&[branch.as_str()])?.pop().flatten())
     }
 
-    /// The last fetched tip, without asking the remote.
-    pub fn tip(&self) -> Result<Option<Oid>, GitError> {
+    /// Fetch several branches in one call and return their tips, in the
+    /// order asked. The grid's branch must exist on the remote; any other
+    /// may be absent (`None`, e.g. an `archive` not created yet).
+    ///
+    /// The first fetch into an empty clone (no tracking ref yet) takes only
+    /// the tips (`--depth=1`): the clone never holds the grid's history.
+    /// Every later fetch is plain, i.e. incremental, so the history from
+    /// those tips onwards stays complete (see the module's notes).
+    pub fn fetch_branches(&self, branches: &[&str]) -> Result<Vec<Option<Oid>>, GitError> {
+        let first = self.tip()?.is_none();
+        let mut present: Vec<&str> = branches.to_vec();
+        loop {
+            let specs: Vec<String> = present
+                .iter()
+                .map(|b| format!("+refs/heads/{b}:{}", self.tracking_ref(b)))
+                .collect();
+            let mut args = vec!["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"];
+            if first {
+                args.push("--depth=1");
+            }
+            args.push("origin");
+            args.extend(specs.iter().map(String::as_str));
+            match self.git.run(&args) {
+                Ok(_) => break,
+                // git names the first missing ref and fetches nothing; drop
+                // it (unless it is the grid's own branch) and ask again.
+                Err(GitError::Failed { ref stderr, .. })
+                    if present
+                        .iter()
+                        .any(|b| *b != self.branch && says_missing(stderr, b)) =>
+                {
+                    let gone = present
+                        .iter()
+                        .position(|b| *b != self.branch && says_missing(stderr, b))
+                        .expect("checked above");
+                    let gone = present.remove(gone);
+                    // Deleted on the remote: forget the copy as well.
+                    self.git
+                        .run(&["update-ref", "-d", &self.tracking_ref(gone)])?;
+                    if present.is_empty() {
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        branches.iter().map(|b| self.branch_tip(b)).collect()
+    }
+
+    /// The ref a fetched branch is kept under.
+    fn tracking_ref(&self, branch: &str) -> String {
+        if branch == self.branch {
+            TRACKING.to_owned()
+        } else {
+            format!("{OTHER_TRACKING}/{branch}")
+        }
+    }
+
+    /// The last fetched tip of `branch`, without asking the remote.
+    pub fn branch_tip(&self, branch: &str) -> Result<Option<Oid>, GitError> {
         let out = self.git.run_with(
-            &["rev-parse", "--verify", "--quiet", TRACKING],
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &self.tracking_ref(branch),
+            ],
             None,
             &[0, 1],
         )?;
         Ok((out.code == 0).then(|| out.stdout_str().to_owned()))
+    }
+
+    /// Is this clone shallow (it holds history only from some tip onwards)?
+    pub fn is_shallow(&self) -> Result<bool, GitError> {
+        let out = self.git.run(&["rev-parse", "--is-shallow-repository"])?;
+        Ok(out.stdout_str() == "true")
+    }
+
+    /// The last fetched tip, without asking the remote.
+    pub fn tip(&self) -> Result<Option<Oid>, GitError> {
+        let branch = self.branch.clone();
+        self.branch_tip(&branch)
     }
 
     /// The entries of directory `path` (e.g. `tasks/queue`) in `commit`;
@@ -206,6 +293,26 @@ impl GridRepo {
             .flatten())
     }
 
+    /// Write a tree object of `entries` (one directory, not recursive) with
+    /// one `git mktree`, which sorts them as git wants. This is how a
+    /// directory of tens of thousands of entries is rewritten in one go:
+    /// fast-import edits one entry at a time, each a scan of the directory.
+    pub fn make_tree(&self, entries: &[TreeEntry]) -> Result<Oid, GitError> {
+        let mut input = Vec::new();
+        for e in entries {
+            let kind = match e.mode {
+                EntryMode::Tree => "tree",
+                EntryMode::Submodule => "commit",
+                _ => "blob",
+            };
+            input.extend_from_slice(format!("{} {kind} {}\t", e.mode.as_str(), e.oid).as_bytes());
+            input.extend_from_slice(&e.name);
+            input.push(0);
+        }
+        let out = self.git.run_with(&["mktree", "-z"], Some(&input), &[0])?;
+        Ok(out.stdout_str().to_owned())
+    }
+
     /// Write a commit of `edits` on top of `parent` with one
     /// `git fast-import`, and return its id.
     pub fn commit_edits(
@@ -234,22 +341,61 @@ impl GridRepo {
     /// Push `commit` as the new `main`. A plain (non-force) push is the
     /// compare-and-swap: it only succeeds if `main` is still our parent.
     pub fn push(&self, commit: &str) -> Result<PushOutcome, GitError> {
-        let refspec = format!("{commit}:refs/heads/{}", self.branch);
-        let out = self
-            .git
-            .run_with(&["push", "--porcelain", "origin", &refspec], None, &[0, 1])?;
-        let outcome = parse_push_porcelain(&out.stdout, &format!("refs/heads/{}", self.branch));
-        match outcome {
-            // The tracking ref is left alone: every transaction starts with
-            // a fetch, which brings it up to date.
-            Some(PushLine::Ok) if out.code == 0 => Ok(PushOutcome::Accepted),
-            Some(PushLine::Rejected(why)) => Ok(PushOutcome::Rejected(why)),
-            Some(PushLine::RemoteRejected(reason)) => Err(GitError::PushRefused { reason }),
-            _ => Err(GitError::Failed {
-                args: "push".into(),
-                code: out.code,
-                stderr: summarize(&out.stderr),
-            }),
+        let branch = self.branch.clone();
+        self.push_branches(&[(commit, branch.as_str())])
+    }
+
+    /// Push each `(commit, branch)` as the new tip of its branch. With more
+    /// than one, the push is `--atomic`: the server updates all the refs or
+    /// none, so a transaction over several branches is one compare-and-swap.
+    pub fn push_branches(&self, updates: &[(&str, &str)]) -> Result<PushOutcome, GitError> {
+        let refspecs: Vec<String> = updates
+            .iter()
+            .map(|(commit, branch)| format!("{commit}:refs/heads/{branch}"))
+            .collect();
+        let mut args = vec!["push", "--porcelain"];
+        if updates.len() > 1 {
+            args.push("--atomic");
+        }
+        args.push("origin");
+        args.extend(refspecs.iter().map(String::as_str));
+        let out = self.git.run_with(&args, None, &[0, 1])?;
+        let lines: Vec<Option<PushLine>> = updates
+            .iter()
+            .map(|(_, branch)| parse_push_porcelain(&out.stdout, &format!("refs/heads/{branch}")))
+            .collect();
+        let failed = || GitError::Failed {
+            args: "push".into(),
+            code: out.code,
+            stderr: summarize(&out.stderr),
+        };
+        // The tracking refs are left alone: every transaction starts with a
+        // fetch, which brings them up to date.
+        if lines.iter().any(Option::is_none) {
+            return Err(failed());
+        }
+        let lines: Vec<PushLine> = lines.into_iter().flatten().collect();
+        if let Some(PushLine::RemoteRejected(reason)) = lines
+            .iter()
+            .find(|l| matches!(l, PushLine::RemoteRejected(_)))
+        {
+            return Err(GitError::PushRefused {
+                reason: reason.clone(),
+            });
+        }
+        // In an atomic push, refs that were fine are marked as failed
+        // because of another: report the ref that caused it.
+        let rejected = lines
+            .iter()
+            .filter_map(|l| match l {
+                PushLine::Rejected(why) => Some(why),
+                _ => None,
+            })
+            .min_by_key(|why| ATOMIC_ECHO.iter().any(|m| why.contains(m)));
+        match rejected {
+            Some(why) => Ok(PushOutcome::Rejected(why.clone())),
+            None if out.code == 0 => Ok(PushOutcome::Accepted),
+            None => Err(failed()),
         }
     }
 
@@ -262,20 +408,40 @@ impl GridRepo {
         Ok(out.code == 0)
     }
 
-    /// Repack and prune, off the claim path (DESIGN.md 7: one pack per fetch
-    /// piles up otherwise).
+    /// Housekeeping, off the claim path: cut the clone back to the tip
+    /// (`fetch --depth=1`) and drop everything else (`gc --prune=now`), so
+    /// that its size stays that of one tip, however long the worker runs,
+    /// and the one pack per fetch does not pile up (DESIGN.md 7). A full
+    /// clone made by an older version becomes shallow here too.
+    ///
+    /// The caller must make sure no push is uncertain: the uncertain
+    /// commit would be pruned, and the history between it and the tip cut,
+    /// so [`GridRepo::is_ancestor`] could no longer tell whether it landed.
     pub fn maintain(&self) -> Result<(), GitError> {
+        let spec = format!("+refs/heads/{}:{TRACKING}", self.branch);
         self.git.run(&[
-            "-c",
-            "gc.auto=1000",
-            "-c",
-            "gc.autoPackLimit=20",
-            "gc",
-            "--auto",
+            "fetch",
             "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--depth=1",
+            "origin",
+            &spec,
         ])?;
+        // The last transaction's commit: it would keep the history below it.
+        self.git
+            .run_with(&["update-ref", "-d", edits::SCRATCH_REF], None, &[0, 1])?;
+        self.git.run(&["gc", "--quiet", "--prune=now"])?;
         Ok(())
     }
+}
+
+/// Does git's (summarised) stderr say that `branch` is not on the remote?
+fn says_missing(stderr: &str, branch: &str) -> bool {
+    let said = format!("couldn't find remote ref refs/heads/{branch}");
+    stderr
+        .split(" / ")
+        .any(|line| line.trim().strip_prefix("fatal: ") == Some(said.as_str()))
 }
 
 enum PushLine {
@@ -284,13 +450,19 @@ enum PushLine {
     RemoteRejected(String),
 }
 
-/// How receive-pack reports losing the ref lock to a concurrent push.
+/// How receive-pack reports losing the ref lock to a concurrent push
+/// (the last: the same, for an atomic push).
 const LOCK_LOST: &[&str] = &[
     "failed to update ref",
     "cannot lock ref",
     "failed to lock",
     "incorrect old value",
+    "atomic transaction failed",
 ];
+
+/// How an atomic push marks the refs that failed only because another did
+/// (client side, then server side).
+const ATOMIC_ECHO: &[&str] = &["atomic push failed", "atomic push failure"];
 
 /// `git push --porcelain` prints one line per ref: a flag, TAB, `from:to`,
 /// TAB, a summary. `!` with `[rejected]` is a lost race; `!` with
@@ -310,7 +482,10 @@ fn parse_push_porcelain(stdout: &[u8], dst: &str) -> Option<PushLine> {
             // Two pushes at once to one repository: the loser cannot take the
             // ref's lock. That is a lost race like any other, not a refusal.
             "!" if summary.starts_with("[remote rejected]")
-                && LOCK_LOST.iter().any(|m| summary.contains(m)) =>
+                && LOCK_LOST
+                    .iter()
+                    .chain(ATOMIC_ECHO)
+                    .any(|m| summary.contains(m)) =>
             {
                 PushLine::Rejected(summary.to_owned())
             }
@@ -402,6 +577,41 @@ mod tests {
             Some(PushLine::RemoteRejected(_))
         ));
         assert!(parse_push_porcelain(b"fatal: nope\n", "refs/heads/main").is_none());
+    }
+
+    #[test]
+    fn atomic_push_lines() {
+        // A lost race on main makes the client fail the whole atomic push.
+        let out = b"To /x\n!\tb:refs/heads/archive\t[rejected] (atomic push failed)\n\
+                    !\ta:refs/heads/main\t[rejected] (non-fast-forward)\nDone\n";
+        assert!(matches!(
+            parse_push_porcelain(out, "refs/heads/archive"),
+            Some(PushLine::Rejected(why)) if why.contains("atomic push failed")
+        ));
+        // Losing the server's ref transaction to a concurrent push.
+        let out = b"!\tb:refs/heads/archive\t[remote rejected] (atomic transaction failed)\n";
+        assert!(matches!(
+            parse_push_porcelain(out, "refs/heads/archive"),
+            Some(PushLine::Rejected(_))
+        ));
+        // Refused for another ref's sake is not a refusal of this one.
+        let out = b"!\tb:refs/heads/archive\t[remote rejected] (atomic push failure)\n";
+        assert!(matches!(
+            parse_push_porcelain(out, "refs/heads/archive"),
+            Some(PushLine::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn a_missing_branch_is_told_apart_from_its_prefixes() {
+        let said = "fatal: couldn't find remote ref refs/heads/archive-old";
+        assert!(says_missing(said, "archive-old"));
+        assert!(!says_missing(said, "archive"));
+        assert!(says_missing(
+            "warning: x / fatal: couldn't find remote ref refs/heads/archive",
+            "archive"
+        ));
+        assert!(!says_missing("fatal: unable to access", "archive"));
     }
 
     #[test]

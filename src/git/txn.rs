@@ -7,6 +7,12 @@
 //! ever rebased (the "already upstream" trap cannot happen: every round makes
 //! a new commit from the tip it has just read). A push whose answer is lost is
 //! checked against the re-fetched tip before anything is redone.
+//!
+//! The same loop runs over several branches at once ([`run_branches`]): one
+//! commit per branch that changes, all pushed with `git push --atomic`, so
+//! that they land together or not at all (`dgrid-worker archive` moves
+//! results from `main` to `archive` this way). [`run`] is that loop over
+//! the grid's one branch.
 
 use std::time::Duration;
 
@@ -118,18 +124,133 @@ pub fn run<T>(
     policy: &TxnPolicy,
     mut plan: impl FnMut(&Txn<'_>) -> Result<Plan<T>, GitError>,
 ) -> Result<TxnOutcome<T>, TxnError> {
+    let branch = repo.branch().to_owned();
+    let outcome = run_branches(repo, identity, policy, &[branch.as_str()], |t| {
+        let planned = plan(&Txn {
+            repo: t.repo,
+            tip: t.tips[0].clone(),
+        })?;
+        Ok(BranchesPlan {
+            changes: vec![Change {
+                edits: planned.edits,
+                message: planned.message,
+            }],
+            value: planned.value,
+        })
+    })?;
+    let only = |commits: Vec<Option<Oid>>| {
+        commits
+            .into_iter()
+            .next()
+            .flatten()
+            .expect("a change to the one branch is a commit")
+    };
+    Ok(match outcome {
+        BranchesOutcome::Committed {
+            commits,
+            value,
+            rejections,
+        } => TxnOutcome::Committed {
+            commit: only(commits),
+            value,
+            rejections,
+        },
+        BranchesOutcome::Unchanged {
+            mut tips,
+            value,
+            rejections,
+        } => TxnOutcome::Unchanged {
+            tip: tips.pop().flatten(),
+            value,
+            rejections,
+        },
+        BranchesOutcome::Uncertain {
+            commits,
+            value,
+            error,
+        } => TxnOutcome::Uncertain {
+            commit: only(commits),
+            value,
+            error,
+        },
+    })
+}
+
+/// What the planner of a transaction over several branches sees: their
+/// freshly fetched tips, in the order the branches were given (`None` for
+/// a branch the remote does not have yet).
+pub struct BranchesTxn<'a> {
+    pub repo: &'a GridRepo,
+    pub tips: Vec<Option<Oid>>,
+}
+
+/// The planned change to one branch: no edits leaves it alone.
+pub struct Change {
+    pub edits: Edits,
+    pub message: String,
+}
+
+/// One change per branch, in the order the branches were given (missing
+/// ones change nothing).
+pub struct BranchesPlan<T> {
+    pub changes: Vec<Change>,
+    pub value: T,
+}
+
+#[derive(Debug)]
+pub enum BranchesOutcome<T> {
+    /// Every changed branch moved: the new commit of each (`None` for a
+    /// branch left alone).
+    Committed {
+        commits: Vec<Option<Oid>>,
+        value: T,
+        rejections: u32,
+    },
+    Unchanged {
+        tips: Vec<Option<Oid>>,
+        value: T,
+        rejections: u32,
+    },
+    /// As [`TxnOutcome::Uncertain`]; with an atomic push, the commits
+    /// landed all together or not at all.
+    Uncertain {
+        commits: Vec<Option<Oid>>,
+        value: T,
+        error: GitError,
+    },
+}
+
+/// The transaction loop over `branches` (the grid's branch among them, for
+/// fetching it is what makes the clone's first fetch shallow): fetch them
+/// all, plan, write one commit per changed branch, push them in one atomic
+/// push. A rejection of any ref rejects them all; the round is then planned
+/// again from the new tips, after the same jittered backoff as a claim.
+pub fn run_branches<T>(
+    repo: &GridRepo,
+    identity: &Identity,
+    policy: &TxnPolicy,
+    branches: &[&str],
+    mut plan: impl FnMut(&BranchesTxn<'_>) -> Result<BranchesPlan<T>, GitError>,
+) -> Result<BranchesOutcome<T>, TxnError> {
     let mut rejections = 0;
     let mut last_rejection = String::new();
     for round in 0..policy.max_rounds {
         let round_started = std::time::Instant::now();
-        let tip = repo.fetch()?;
-        let planned = plan(&Txn {
+        let tips = repo.fetch_branches(branches)?;
+        let planned = plan(&BranchesTxn {
             repo,
-            tip: tip.clone(),
+            tips: tips.clone(),
         })?;
-        if planned.edits.is_empty() {
-            return Ok(TxnOutcome::Unchanged {
-                tip,
+        let changed: Vec<(usize, &Change)> = planned
+            .changes
+            .iter()
+            .enumerate()
+            .take(branches.len())
+            .filter(|(_, c)| !c.edits.is_empty())
+            .collect();
+        if changed.is_empty() {
+            return Ok(BranchesOutcome::Unchanged {
+                tips,
                 value: planned.value,
                 rejections,
             });
@@ -139,11 +260,24 @@ pub fn run<T>(
             email: identity.email.clone(),
             when: chrono::Utc::now().timestamp(),
         };
-        let commit = repo.commit_edits(tip.as_deref(), &planned.edits, &planned.message, &who)?;
-        match repo.push(&commit) {
+        let mut commits: Vec<Option<Oid>> = vec![None; branches.len()];
+        for (i, change) in changed {
+            commits[i] = Some(repo.commit_edits(
+                tips[i].as_deref(),
+                &change.edits,
+                &change.message,
+                &who,
+            )?);
+        }
+        let updates: Vec<(&str, &str)> = commits
+            .iter()
+            .zip(branches)
+            .filter_map(|(c, b)| Some((c.as_deref()?, *b)))
+            .collect();
+        match repo.push_branches(&updates) {
             Ok(PushOutcome::Accepted) => {
-                return Ok(TxnOutcome::Committed {
-                    commit,
+                return Ok(BranchesOutcome::Committed {
+                    commits,
                     value: planned.value,
                     rejections,
                 });
@@ -161,19 +295,19 @@ pub fn run<T>(
                 // The push may have landed although we saw an error (a
                 // connection cut after the remote updated its ref). Look
                 // before redoing anything. If the remote cannot even be
-                // asked, hand the commit back as uncertain: the caller must
+                // asked, hand the commits back as uncertain: the caller must
                 // find out later, or a claim could be left with no owner.
-                let Ok(Some(now)) = repo.fetch() else {
-                    return Ok(TxnOutcome::Uncertain {
-                        commit,
+                let Ok(now) = repo.fetch_branches(branches) else {
+                    return Ok(BranchesOutcome::Uncertain {
+                        commits,
                         value: planned.value,
                         error: push_err,
                     });
                 };
-                if repo.is_ancestor(&commit, &now)? {
+                if landed_on(repo, &commits, &now)? {
                     tracing::info!("push reported an error but the commit is on the remote");
-                    return Ok(TxnOutcome::Committed {
-                        commit,
+                    return Ok(BranchesOutcome::Committed {
+                        commits,
                         value: planned.value,
                         rejections,
                     });
@@ -187,6 +321,22 @@ pub fn run<T>(
         rounds: policy.max_rounds,
         last: last_rejection,
     })
+}
+
+/// Is every commit contained in its branch's tip?
+fn landed_on(
+    repo: &GridRepo,
+    commits: &[Option<Oid>],
+    tips: &[Option<Oid>],
+) -> Result<bool, GitError> {
+    for (commit, tip) in commits.iter().zip(tips) {
+        let Some(commit) = commit else { continue };
+        let Some(tip) = tip else { return Ok(false) };
+        if !repo.is_ancestor(commit, tip)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Doublings of the backoff unit at most: 8 rounds' time covers the usual

@@ -2,6 +2,7 @@
 //! where files live, what a valid task is, what a claim, a result and a node
 //! record say, and which claims are orphaned. Nothing here runs a process.
 
+pub mod archive;
 pub mod claim;
 pub mod id;
 pub mod layout;

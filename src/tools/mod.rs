@@ -1,8 +1,9 @@
-//! The grid tools behind `validate`, `submit`, `status`, `reap`,
+//! The grid tools behind `validate`, `submit`, `status`, `reap`, `archive`,
 //! `dashboard` and `init`: the same binary as the worker, reusing its rules
 //! (`Task::from_entry`, the orphan rule) and its transaction (`txn::run`),
 //! so that what a workflow checks is exactly what a worker enforces.
 
+pub mod archive;
 pub mod html;
 pub mod init;
 pub mod reap;

@@ -119,7 +119,15 @@ impl Grid {
     /// Files of a directory on the remote's `main`: name -> content,
     /// without the `.gitkeep`.
     pub fn files(&self, dir: &str) -> BTreeMap<String, Vec<u8>> {
-        let out = git(&self.bare, &["ls-tree", "-z", "main", &format!("{dir}/")]);
+        self.files_on("main", dir)
+    }
+
+    /// As [`Grid::files`], on another branch; empty if it does not exist.
+    pub fn files_on(&self, branch: &str, dir: &str) -> BTreeMap<String, Vec<u8>> {
+        if self.tip_of(branch).is_none() {
+            return BTreeMap::new();
+        }
+        let out = git(&self.bare, &["ls-tree", "-z", branch, &format!("{dir}/")]);
         let mut files = BTreeMap::new();
         for rec in out.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
             let tab = rec.iter().position(|b| *b == b'\t').unwrap();
@@ -157,6 +165,23 @@ impl Grid {
         let mut all: Vec<_> = self.json_files("tasks/completed").into_iter().collect();
         all.extend(self.json_files("tasks/failed"));
         all
+    }
+
+    /// The commit a branch points at, if it exists.
+    pub fn tip_of(&self, branch: &str) -> Option<String> {
+        let out = Command::new("git")
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("refs/heads/{branch}"),
+            ])
+            .current_dir(&self.bare)
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     pub fn commit_count(&self) -> usize {

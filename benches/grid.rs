@@ -156,9 +156,11 @@ fn drain(workers: usize, tasks: usize, extra: &str) -> Drain {
     let submitted = Instant::now();
     let before = grid.commit_count();
     let deadline = submitted + Duration::from_secs(1800);
+    // Polled every 25 ms: finer would cost the workers CPU (a `git ls-tree`
+    // each time) on a machine they share.
     while result_count(&grid) < tasks {
         assert!(Instant::now() < deadline, "the drain did not finish");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(25));
     }
     let seconds = submitted.elapsed().as_secs_f64();
     let commits = grid.commit_count() - before;
@@ -428,6 +430,8 @@ fn growth_run(grid: &Grid, claims: usize, queued: usize) -> GrowthRun {
                 policy: &policy,
                 claim_grace: chrono::Duration::minutes(5),
                 queue_empty_at: None,
+                share_up_to: 0,
+                defer_results: false,
             };
             dgrid_worker::service::sync::plan(t, &req)
         })

@@ -441,6 +441,8 @@ mod claim_choice {
                 policy: &OrphanPolicy { stale_after: chrono::Duration::seconds(60), max_attempts: 3 },
                 claim_grace: chrono::Duration::seconds(60),
                 queue_empty_at: None,
+                share_up_to: 0,
+                defer_results: false,
             };
             let plan = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap();
             let report = plan.value;

@@ -51,4 +51,11 @@ impl NodeRecord {
     pub fn parse(bytes: &[u8]) -> Result<NodeRecord, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+
+    /// Is this node taking work at `now`: idle or busy, with a heartbeat
+    /// younger than `stale_after`?
+    pub fn takes_work(&self, now: crate::time::Timestamp, stale_after: chrono::Duration) -> bool {
+        matches!(self.status, NodeStatus::Idle | NodeStatus::Busy)
+            && crate::time::parse(&self.last_heartbeat).is_some_and(|t| t + stale_after >= now)
+    }
 }

@@ -54,13 +54,24 @@ impl Pace {
         self.task = blend(self.task, d);
     }
 
+    /// Has a task been timed (can a batch be sized)?
+    pub fn measured(&self) -> bool {
+        self.task.is_some() && self.sync.is_some()
+    }
+
     /// Tasks to hold claimed beyond the free slots: enough to keep every
     /// slot busy through [`SYNCS_COVERED`] syncs, at least one, at most
     /// `max` (0: none). Until a task and a sync have been timed, none.
     pub fn ahead(&self, concurrency: u32, max: u32) -> usize {
-        let (Some(sync), Some(task)) = (self.sync, self.task) else {
-            return 0;
-        };
+        match self.task {
+            Some(task) => self.ahead_if(task, concurrency, max),
+            None => 0,
+        }
+    }
+
+    /// What [`Pace::ahead`] would say if tasks took `task` seconds.
+    fn ahead_if(&self, task: f64, concurrency: u32, max: u32) -> usize {
+        let Some(sync) = self.sync else { return 0 };
         if max == 0 {
             return 0;
         }
@@ -69,14 +80,86 @@ impl Pace {
         // `as` saturates; NaN cannot occur (both are finite and task > 0).
         (covering as usize).clamp(1, max as usize)
     }
+
+    /// How long a task must have run before `waiting` claims are more than
+    /// [`surplus`] allows: when to look again. `None`: never (too few
+    /// waiting, or no sync timed).
+    pub fn surplus_after(&self, waiting: usize, concurrency: u32) -> Option<Duration> {
+        let sync = self.sync?;
+        // surplus > 0 once ahead <= m, i.e. once ceil(k / t) <= m.
+        let m = waiting.checked_sub(1)? / 2;
+        if m == 0 {
+            return None;
+        }
+        let k = f64::from(concurrency) * SYNCS_COVERED * sync;
+        Some(Duration::from_secs_f64(k / m as f64))
+    }
+
+    /// The most this node should hold ahead, knowing that one of its tasks
+    /// has been running for `running_for` already (a task is at least that
+    /// long): lets a share taken before any task was timed go back as soon
+    /// as the first task shows itself long, not when it ends. `None` when
+    /// nothing is known yet.
+    pub fn ahead_at_most(
+        &self,
+        running_for: Duration,
+        concurrency: u32,
+        max: u32,
+    ) -> Option<usize> {
+        let by_running = (!running_for.is_zero() && self.sync.is_some())
+            .then(|| self.ahead_if(running_for.as_secs_f64(), concurrency, max));
+        let by_measure = self.measured().then(|| self.ahead(concurrency, max));
+        match (by_running, by_measure) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A node that has not timed a task cannot size a batch by time. At a deep
+/// queue it takes its share instead: the queue divided among the nodes
+/// taking work, at most `cap`. A grid that starts on a long queue then
+/// makes one claim commit per node, not one for a first task and one more
+/// for the batch; what turns out to be too much goes back (see
+/// [`surplus`]).
+pub fn fair_share(queue_len: usize, nodes_taking_work: usize, cap: usize) -> usize {
+    queue_len.div_ceil(nodes_taking_work.max(1)).min(cap)
+}
+
+/// Claims waiting beyond what the node can run soon: more than twice what
+/// [`Pace::ahead`] asks for (a share taken before the first task was
+/// timed, of tasks that turned out long). They go back to the queue for
+/// nodes with free slots.
+pub fn surplus(waiting: usize, ahead: usize) -> usize {
+    waiting.saturating_sub(2 * ahead.max(1))
+}
+
+/// What [`flush_results`] decides on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outbox {
+    /// Results (and requeues) waiting to be pushed.
+    pub pending: usize,
+    /// Claimed tasks not started yet.
+    pub waiting: usize,
+    pub running: usize,
+    /// The node would claim on this turn (free room, poll due).
+    pub claiming: bool,
+    /// How long the oldest pending entry has waited.
+    pub oldest: Duration,
+    pub stopping: bool,
 }
 
 /// Push the results waiting in the outbox now? Yes when nothing claimed is
-/// left to start (the sync that claims the next batch is due, and they ride
-/// with it), when the oldest has waited [`MAX_RESULT_DELAY`], or when the
-/// node is stopping.
-pub fn flush_results(pending: usize, waiting: usize, oldest: Duration, stopping: bool) -> bool {
-    pending > 0 && (waiting == 0 || oldest >= MAX_RESULT_DELAY || stopping)
+/// left to start and either the sync that claims the next batch is due
+/// (they ride with it) or nothing runs any more; when the oldest has waited
+/// [`MAX_RESULT_DELAY`]; or when the node is stopping. At the end of a
+/// queue the last results of a batch thus go in one commit, not one for
+/// those done and one for the task still running.
+pub fn flush_results(o: Outbox) -> bool {
+    o.pending > 0
+        && (o.stopping
+            || o.oldest >= MAX_RESULT_DELAY
+            || (o.waiting == 0 && (o.running == 0 || o.claiming)))
 }
 
 #[cfg(test)]
@@ -133,18 +216,98 @@ mod tests {
     }
 
     #[test]
+    fn an_unmeasured_node_takes_a_share_of_a_deep_queue_and_returns_surplus() {
+        assert_eq!(fair_share(500, 8, 65), 63);
+        assert_eq!(fair_share(500, 1, 65), 65, "capped");
+        assert_eq!(fair_share(1, 4, 65), 1, "one task among idle nodes");
+        assert_eq!(fair_share(0, 4, 65), 0);
+        assert_eq!(fair_share(10, 0, 65), 10, "no record seen: counts itself");
+        assert_eq!(surplus(62, 1), 60, "long tasks: keep two");
+        assert_eq!(surplus(62, 64), 0);
+        assert_eq!(surplus(0, 0), 0);
+    }
+
+    #[test]
+    fn a_running_task_bounds_what_is_held_ahead() {
+        let mut p = Pace::default();
+        assert_eq!(p.ahead_at_most(ms(500), 1, 64), None, "no sync timed");
+        p.sync_took(ms(70));
+        assert_eq!(p.ahead_at_most(Duration::ZERO, 1, 64), None);
+        assert_eq!(p.ahead_at_most(ms(6), 1, 64), Some(47));
+        assert_eq!(p.ahead_at_most(Duration::from_secs(3), 1, 64), Some(1));
+        p.task_took(ms(2));
+        assert_eq!(p.ahead_at_most(Duration::ZERO, 1, 64), Some(64));
+        assert_eq!(
+            p.ahead_at_most(Duration::from_secs(3), 1, 64),
+            Some(1),
+            "the running task is longer than those measured"
+        );
+    }
+
+    #[test]
+    fn the_loop_knows_when_a_running_task_makes_claims_surplus() {
+        let mut p = Pace::default();
+        assert_eq!(p.surplus_after(10, 1), None, "no sync timed");
+        p.sync_took(ms(100));
+        assert_eq!(p.surplus_after(2, 1), None, "two are never surplus");
+        let at = p.surplus_after(4, 1).unwrap();
+        assert_eq!(at, ms(400));
+        let bound = |t: Duration| p.ahead_at_most(t, 1, 64).unwrap();
+        assert_eq!(surplus(4, bound(at - ms(10))), 0);
+        assert_eq!(surplus(4, bound(at + ms(10))), 2);
+    }
+
+    #[test]
     fn results_ride_with_the_next_claim_but_not_for_long() {
+        let o = Outbox {
+            pending: 3,
+            ..Outbox::default()
+        };
         assert!(
-            !flush_results(0, 0, Duration::ZERO, true),
+            !flush_results(Outbox {
+                pending: 0,
+                stopping: true,
+                ..o
+            }),
             "nothing to push"
         );
-        assert!(flush_results(3, 0, Duration::ZERO, false), "batch done");
-        assert!(!flush_results(3, 5, ms(100), false), "the batch runs on");
+        assert!(flush_results(o), "batch done, nothing runs");
         assert!(
-            flush_results(3, 5, MAX_RESULT_DELAY, false),
+            !flush_results(Outbox {
+                waiting: 5,
+                oldest: ms(100),
+                ..o
+            }),
+            "the batch runs on"
+        );
+        assert!(
+            !flush_results(Outbox { running: 1, ..o }),
+            "the queue is empty: wait for the last task of the batch"
+        );
+        assert!(
+            flush_results(Outbox {
+                running: 1,
+                claiming: true,
+                ..o
+            }),
+            "the next claim is due: ride with it"
+        );
+        assert!(
+            flush_results(Outbox {
+                waiting: 5,
+                oldest: MAX_RESULT_DELAY,
+                ..o
+            }),
             "waited enough"
         );
-        assert!(flush_results(1, 5, Duration::ZERO, true), "stopping");
+        assert!(
+            flush_results(Outbox {
+                waiting: 5,
+                stopping: true,
+                ..o
+            }),
+            "stopping"
+        );
     }
 
     proptest::proptest! {

@@ -18,6 +18,7 @@ use crate::grid::orphan::OrphanPolicy;
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, NodeRecord, NodeStatus, ResultStatus, Task, TaskResult, TaskRules, layout};
 use crate::service::outbox::{Finish, OutboxEntry};
+use crate::service::pace;
 use crate::service::reap::{self, PendingResult, Rejection};
 use crate::time::Timestamp;
 
@@ -44,6 +45,13 @@ pub struct SyncRequest<'a> {
     pub claim_grace: chrono::Duration,
     /// The queue was empty at this tip: skip listing it again.
     pub queue_empty_at: Option<&'a Oid>,
+    /// A node that cannot size a batch yet claims up to this many: its
+    /// share of the queue among the nodes taking work (`pace::fair_share`).
+    /// 0: just `want_claims`.
+    pub share_up_to: usize,
+    /// The outbox may wait for a task still running: commit its entries only
+    /// if this sync has more to say (claims, a reap, a heartbeat).
+    pub defer_results: bool,
 }
 
 #[derive(Debug, Default)]
@@ -169,9 +177,23 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         },
     };
     let touched = land_outbox(repo, &mut d)?;
+    let landing_only = d.edits.len();
     claim(repo, &mut d, &touched)?;
     if req.reap {
         reap(repo, &mut d, &touched)?;
+    }
+    if req.defer_results && !req.heartbeat && d.edits.len() == landing_only {
+        // Nothing to claim after all, and a task of the batch still runs:
+        // its result is near, and both go in one commit.
+        return Ok(Plan {
+            edits: Edits::new(),
+            message: String::new(),
+            value: SyncReport {
+                tip: Some(tip.to_owned()),
+                queue_left: d.report.queue_left,
+                ..SyncReport::default()
+            },
+        });
     }
     write_results(repo, &mut d)?;
 
@@ -300,7 +322,14 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
     // A random pick spreads racing nodes over the queue a little; the real
     // contention is on the ref (DESIGN.md 7), which the backoff handles.
     fastrand::shuffle(&mut queue);
-    let sample = queue.len().min(req.want_claims * 2 + 4);
+    let want = if req.share_up_to > 0 && !queue.is_empty() {
+        let nodes = nodes_taking_work(repo, d.tip, req)?;
+        req.want_claims
+            .max(pace::fair_share(queue.len(), nodes, req.share_up_to))
+    } else {
+        req.want_claims
+    };
+    let sample = queue.len().min(want * 2 + 4);
     let (looked_at, rest) = queue.split_at(sample);
     let blobs = repo.read_objects(&looked_at.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
     let mut left = rest.len();
@@ -321,7 +350,7 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
             &content,
             req.rules,
         ) {
-            Ok(task) if d.report.claimed.len() < req.want_claims => {
+            Ok(task) if d.report.claimed.len() < want => {
                 let grace = if d.report.claimed.len() < req.start_now {
                     req.claim_grace
                 } else {
@@ -345,6 +374,25 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
     }
     d.report.queue_left = left;
     Ok(())
+}
+
+/// How many nodes take work at this tip, this one included (its record may
+/// not be there yet: this may be its registration).
+fn nodes_taking_work(repo: &GridRepo, tip: &str, req: &SyncRequest<'_>) -> Result<usize, GitError> {
+    let others: Vec<TreeEntry> = repo
+        .list_dir(tip, layout::NODES)?
+        .into_iter()
+        .filter(|e| e.mode == EntryMode::File && e.name != KEEP)
+        .filter(|e| layout::json_stem(&e.name_lossy()) != Some(req.node.as_str()))
+        .collect();
+    let records = repo.read_objects(&others.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
+    let live = records
+        .iter()
+        .flatten()
+        .filter_map(|b| NodeRecord::parse(b).ok())
+        .filter(|n| n.takes_work(req.now, req.policy.stale_after))
+        .count();
+    Ok(live + 1)
 }
 
 /// Requeue (or abandon) claims whose owner is gone. The rule itself lives

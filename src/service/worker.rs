@@ -333,6 +333,7 @@ impl Worker {
                 self.cancel_all("the drain timeout passed");
             }
 
+            self.give_back_surplus();
             let free = self.free_claims();
             let pending = self.outbox_len();
             let flush = self.flush_due(now);
@@ -424,6 +425,17 @@ impl Worker {
         if self.draining_since.is_some() {
             at = at.min(now + Duration::from_secs(1));
         }
+        // Claims held ahead become surplus once a running task shows itself
+        // long: look then (give_back_surplus).
+        if let Some(after) = self
+            .pace
+            .surplus_after(self.waiting.len(), self.cfg.concurrency)
+            && let Some(first) = self.running.values().map(|r| r.started).min()
+        {
+            // A little past the point, so rounding cannot wake it early
+            // (and again, and again).
+            at = at.min(first + after + Duration::from_millis(10));
+        }
         at.max(now + Duration::from_millis(10))
     }
 
@@ -471,12 +483,14 @@ impl Worker {
         let oldest = self
             .results_since
             .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
-        pace::flush_results(
-            self.outbox_len(),
-            self.waiting.len(),
+        pace::flush_results(pace::Outbox {
+            pending: self.outbox_len(),
+            waiting: self.waiting.len(),
+            running: self.running.len(),
+            claiming: self.free_claims() > 0 && now >= self.next_poll,
             oldest,
-            self.draining_since.is_some(),
-        )
+            stopping: self.draining_since.is_some(),
+        })
     }
 
     /// One sync transaction; updates schedules and the outbox from its report.
@@ -518,6 +532,24 @@ impl Worker {
         };
         let grace = chrono::Duration::from_std(self.cfg.claim_grace + wait).unwrap_or_default();
         let queue_empty_at = self.queue_empty_at.clone();
+        // Not able to size a batch by time yet, and idle: take a share of a
+        // deep queue (pace::fair_share).
+        let share_up_to = if want > 0
+            && !self.pace.measured()
+            && self.running.is_empty()
+            && self.waiting.is_empty()
+        {
+            self.cfg.concurrency as usize + self.cfg.claim_ahead as usize
+        } else {
+            0
+        };
+        // The outbox is due only because a claim is (pace::flush_results): if
+        // the queue turns out empty, the result of the running task is near.
+        let defer_results = !self.running.is_empty()
+            && self.draining_since.is_none()
+            && self
+                .results_since
+                .is_some_and(|since| since.elapsed() < pace::MAX_RESULT_DELAY);
         let started = Instant::now();
         let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
             let req = SyncRequest {
@@ -534,6 +566,8 @@ impl Worker {
                 policy: &policy,
                 claim_grace: grace,
                 queue_empty_at: queue_empty_at.as_ref(),
+                share_up_to,
+                defer_results,
             };
             sync::plan(t, &req)
         });
@@ -709,6 +743,41 @@ impl Worker {
                 break;
             };
             self.start(next);
+        }
+    }
+
+    /// Hand back claims beyond what this node can run soon (a share taken
+    /// before its first task was timed, of tasks that turned out long): the
+    /// requeues ride with the next sync.
+    fn give_back_surplus(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let running_for = self
+            .running
+            .values()
+            .map(|r| r.started.elapsed())
+            .max()
+            .unwrap_or_default();
+        let Some(ahead) =
+            self.pace
+                .ahead_at_most(running_for, self.cfg.concurrency, self.cfg.claim_ahead)
+        else {
+            return;
+        };
+        let n = pace::surplus(self.waiting.len(), ahead);
+        if n == 0 {
+            return;
+        }
+        tracing::info!(
+            count = n,
+            keep = self.waiting.len() - n,
+            "giving back claims this node cannot start soon"
+        );
+        let keep = self.waiting.len() - n;
+        for c in self.waiting.split_off(keep) {
+            let reason = format!("{} claimed more than it can start soon", self.node());
+            self.put_outbox(&c, Finish::Requeue { reason });
         }
     }
 

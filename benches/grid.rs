@@ -219,20 +219,45 @@ fn bare_loop(writers: usize, secs: f64) -> f64 {
 
 fn contention() -> String {
     const TASKS: usize = 500;
-    let mut rows = Vec::new();
-    let mut rate1 = 0.0;
-    for workers in [1, 8, 16] {
-        let d = drain(workers, TASKS, "");
-        let rate = d.results as f64 / d.seconds;
-        if workers == 1 {
-            rate1 = rate;
+    /// Drains of one grid vary with who wins which race: each row is the
+    /// median of this many, taken in turn (1, 8, 16, 1, 8, 16, ...) so that
+    /// a change in the machine's load falls on every row alike.
+    const RUNS: usize = 3;
+    const WORKERS: [usize; 3] = [1, 8, 16];
+    let mut runs: Vec<Vec<Drain>> = WORKERS.iter().map(|_| Vec::new()).collect();
+    for round in 0..RUNS {
+        for (i, workers) in WORKERS.iter().enumerate() {
+            let d = drain(*workers, TASKS, "");
+            eprintln!(
+                "  run {round}: {workers} workers: {:.1} tasks/s, {} commits, registered in {:.1} s",
+                d.results as f64 / d.seconds,
+                d.commits,
+                d.startup
+            );
+            runs[i].push(d);
         }
-        eprintln!(
-            "  {workers} workers: {rate:.1} tasks/s, {} commits, registered in {:.1} s",
-            d.commits, d.startup
-        );
-        rows.push((workers, rate, d.commits, d.startup));
     }
+    let rate = |d: &Drain| d.results as f64 / d.seconds;
+    let rows: Vec<(usize, f64, f64, f64, f64, f64)> = WORKERS
+        .iter()
+        .zip(&runs)
+        .map(|(w, ds)| {
+            let rates: Vec<f64> = ds.iter().map(rate).collect();
+            let commits: Vec<f64> = ds.iter().map(|d| d.commits as f64).collect();
+            let startup: Vec<f64> = ds.iter().map(|d| d.startup).collect();
+            let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = rates.iter().copied().fold(0.0, f64::max);
+            (
+                *w,
+                median(&rates),
+                lo,
+                hi,
+                median(&commits),
+                median(&startup),
+            )
+        })
+        .collect();
+    let rate1 = rows[0].1;
     let loop1 = bare_loop(1, 10.0);
     let loop8 = bare_loop(8, 10.0);
     let mut s = String::from("## 1. Contention\n\n");
@@ -241,15 +266,16 @@ fn contention() -> String {
         "Draining {TASKS} tasks (`true`, shell engine, concurrency 1, `PULL_INTERVAL=1`, default \
          `claim_ahead`) from one bare repository: the workers start and register, then the tasks \
          arrive in one push; timed from that push to the last result on `main`. Commits are the \
-         workers' (claims, results, heartbeats); the registration storm is timed apart.\n"
+         workers' (claims, results, heartbeats); the registration storm is timed apart. Median of \
+         {RUNS} drains each, taken in turn, with the range.\n"
     );
     s.push_str(
-        "| workers | tasks/s | vs 1 worker | commits | all registered after |\n|---:|---:|---:|---:|---:|\n",
+        "| workers | tasks/s | range | vs 1 worker | commits | all registered after |\n|---:|---:|---:|---:|---:|---:|\n",
     );
-    for (w, rate, commits, startup) in &rows {
+    for (w, rate, lo, hi, commits, startup) in &rows {
         let _ = writeln!(
             s,
-            "| {w} | {rate:.1} | {:.2} | {commits} | {startup:.1} s |",
+            "| {w} | {rate:.1} | {lo:.0}-{hi:.0} | {:.2} | {commits:.0} | {startup:.1} s |",
             rate / rate1
         );
     }

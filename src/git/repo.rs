@@ -86,6 +86,10 @@ pub enum PushOutcome {
 pub struct GridRepo {
     git: Git,
     branch: String,
+    /// The tracking ref is known to exist: later fetches are incremental.
+    /// Remembered so that each fetch need not ask (one process fewer per
+    /// transaction round).
+    fetched: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The remote-tracking ref the worker plans against.
@@ -108,6 +112,7 @@ impl GridRepo {
         let repo = GridRepo {
             git,
             branch: branch.to_owned(),
+            fetched: Default::default(),
         };
         if !dir.join("HEAD").exists() {
             repo.git.run(&["init", "--quiet", "--bare"])?;
@@ -136,6 +141,7 @@ impl GridRepo {
         GridRepo {
             git,
             branch: branch.to_owned(),
+            fetched: Default::default(),
         }
     }
 
@@ -167,7 +173,8 @@ impl GridRepo {
     /// Every later fetch is plain, i.e. incremental, so the history from
     /// those tips onwards stays complete (see the module's notes).
     pub fn fetch_branches(&self, branches: &[&str]) -> Result<Vec<Option<Oid>>, GitError> {
-        let first = self.tip()?.is_none();
+        use std::sync::atomic::Ordering;
+        let first = !self.fetched.load(Ordering::Relaxed) && self.tip()?.is_none();
         let mut present: Vec<&str> = branches.to_vec();
         loop {
             let specs: Vec<String> = present
@@ -204,7 +211,15 @@ impl GridRepo {
                 Err(e) => return Err(e),
             }
         }
-        branches.iter().map(|b| self.branch_tip(b)).collect()
+        let tips: Vec<Option<Oid>> = branches
+            .iter()
+            .map(|b| self.branch_tip(b))
+            .collect::<Result<_, _>>()?;
+        let ours = branches.iter().position(|b| *b == self.branch);
+        if ours.is_some_and(|i| tips[i].is_some()) {
+            self.fetched.store(true, Ordering::Relaxed);
+        }
+        Ok(tips)
     }
 
     /// The ref a fetched branch is kept under.

@@ -69,6 +69,8 @@ pub struct SyncReport {
     /// Queue entries left after this plan (valid or not yet looked at).
     pub queue_left: usize,
     pub wrote_heartbeat: bool,
+    /// Tasks this commit puts back in the queue (requeues from the outbox).
+    pub requeued: usize,
 }
 
 const KEEP: &[u8] = layout::KEEP_FILE.as_bytes();
@@ -296,6 +298,7 @@ fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet<Id>, GitEr
                     );
                 }
                 d.summary.push(format!("requeue {id} ({reason})"));
+                d.report.requeued += 1;
             }
         }
         d.report.landed.push(id.clone());

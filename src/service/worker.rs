@@ -353,12 +353,14 @@ impl Worker {
                         if want > 0 {
                             // Poll again at once while the queue has work and
                             // we have room; otherwise at the interval.
-                            self.next_poll =
-                                if report.queue_left > 0 && report.claimed.len() == want {
-                                    now
-                                } else {
-                                    now + self.cfg.pull_interval
-                                };
+                            // Also at once after putting tasks back in the
+                            // queue: they were not there to claim.
+                            let more = report.queue_left > 0 && report.claimed.len() == want;
+                            self.next_poll = if more || report.requeued > 0 {
+                                now
+                            } else {
+                                now + self.cfg.pull_interval
+                            };
                         }
                     }
                     Err(e) => {
@@ -663,6 +665,12 @@ impl Worker {
     /// Act on a sync that landed: clear delivered results from the outbox,
     /// start what was claimed, and log what the grid now says.
     fn absorb(&mut self, report: &SyncReport) {
+        if report.requeued > 0 || !report.reaped.is_empty() {
+            // This commit put tasks back in the queue: it is not empty, and
+            // a node with room looks at it again.
+            self.queue_empty_at = None;
+            self.next_poll = Instant::now();
+        }
         if report.wrote_heartbeat {
             self.next_heartbeat = Instant::now() + self.cfg.heartbeat_interval;
         }

@@ -248,7 +248,13 @@ fn chaos(p: Params) -> Figures {
         if let Some(proc) = &mut slot.proc {
             let status = proc.wait_exit(Duration::from_secs(60));
             assert!(status.success(), "{}: {status}", slot.spec.node);
-            assert_eq!(proc.outbox_len(), 0, "{} kept results", slot.spec.node);
+            assert_eq!(
+                proc.outbox_len(),
+                0,
+                "{} kept results:\n{}",
+                slot.spec.node,
+                proc.log_text()
+            );
             logs.push_str(&proc.log_text());
             logs.push_str("\n\u{0}\n");
         }

@@ -46,8 +46,8 @@ pub struct SyncRequest<'a> {
     /// The queue was empty at this tip: skip listing it again.
     pub queue_empty_at: Option<&'a Oid>,
     /// A node that cannot size a batch yet claims up to this many: its
-    /// share of the queue among the nodes taking work (`pace::fair_share`).
-    /// 0: just `want_claims`.
+    /// share of a shallow queue, or a batch of a deep one
+    /// (`pace::first_claim`). 0: just `want_claims`.
     pub share_up_to: usize,
     /// The outbox may wait for a task still running: commit its entries only
     /// if this sync has more to say (claims, a reap, a heartbeat).
@@ -326,9 +326,9 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
     // contention is on the ref (DESIGN.md 7), which the backoff handles.
     fastrand::shuffle(&mut queue);
     let want = if req.share_up_to > 0 && !queue.is_empty() {
-        let nodes = nodes_taking_work(repo, d.tip, req)?;
+        let idle = idle_nodes(repo, d.tip, req)?;
         req.want_claims
-            .max(pace::fair_share(queue.len(), nodes, req.share_up_to))
+            .max(pace::first_claim(queue.len(), idle, req.share_up_to))
     } else {
         req.want_claims
     };
@@ -379,9 +379,9 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
     Ok(())
 }
 
-/// How many nodes take work at this tip, this one included (its record may
-/// not be there yet: this may be its registration).
-fn nodes_taking_work(repo: &GridRepo, tip: &str, req: &SyncRequest<'_>) -> Result<usize, GitError> {
+/// How many nodes are idle and taking work at this tip, this one included
+/// (its record may not be there yet: this may be its registration).
+fn idle_nodes(repo: &GridRepo, tip: &str, req: &SyncRequest<'_>) -> Result<usize, GitError> {
     let others: Vec<TreeEntry> = repo
         .list_dir(tip, layout::NODES)?
         .into_iter()
@@ -389,13 +389,13 @@ fn nodes_taking_work(repo: &GridRepo, tip: &str, req: &SyncRequest<'_>) -> Resul
         .filter(|e| layout::json_stem(&e.name_lossy()) != Some(req.node.as_str()))
         .collect();
     let records = repo.read_objects(&others.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
-    let live = records
+    let idle = records
         .iter()
         .flatten()
         .filter_map(|b| NodeRecord::parse(b).ok())
-        .filter(|n| n.takes_work(req.now, req.policy.stale_after))
+        .filter(|n| n.status == NodeStatus::Idle && n.takes_work(req.now, req.policy.stale_after))
         .count();
-    Ok(live + 1)
+    Ok(idle + 1)
 }
 
 /// Requeue (or abandon) claims whose owner is gone. The rule itself lives

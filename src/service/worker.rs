@@ -534,8 +534,8 @@ impl Worker {
         };
         let grace = chrono::Duration::from_std(self.cfg.claim_grace + wait).unwrap_or_default();
         let queue_empty_at = self.queue_empty_at.clone();
-        // Not able to size a batch by time yet, and idle: take a share of a
-        // deep queue (pace::fair_share).
+        // Not able to size a batch by time yet, and idle: a share of a
+        // shallow queue, a batch of a deep one (pace::first_claim).
         let share_up_to = if want > 0
             && !self.pace.measured()
             && self.running.is_empty()
@@ -1007,10 +1007,11 @@ impl Worker {
     fn shutdown(&mut self) {
         self.draining_since.get_or_insert_with(Instant::now);
         self.notifier.stopping("stopping: pushing pending results");
-        let policy = TxnPolicy {
-            max_rounds: 5,
-            ..TxnPolicy::default()
-        };
+        // As many rounds as any sync: a grid whose nodes all stop at once
+        // (a fleet restarted) contends like one that starts at once, and
+        // this push carries the last results. A remote that is away fails
+        // the first round; only contention takes more.
+        let policy = TxnPolicy::default();
         match self.sync_as(0, true, false, NodeStatus::Stopped, &policy) {
             Ok(_) if self.outbox.is_empty() => tracing::info!(node_id = %self.node(), "stopped"),
             Ok(_) => tracing::warn!(

@@ -288,3 +288,46 @@ fn short_tasks_are_claimed_and_reported_in_batches() {
     });
     assert!(batched, "{log}");
 }
+
+#[test]
+fn a_burst_of_long_tasks_is_shared_among_idle_nodes() {
+    let grid = Grid::new();
+    let nodes = ["idle-a", "idle-b", "idle-c"];
+    let mut workers: Vec<WorkerProc> = nodes
+        .iter()
+        .map(|n| {
+            let mut spec = WorkerSpec::new(&grid, n);
+            spec.drain = false;
+            spawn_worker(&grid, &spec)
+        })
+        .collect();
+    wait_until("three registrations", Duration::from_secs(30), || {
+        grid.files("nodes").len() == 3
+    });
+    // Three long tasks at once, to three idle nodes that have timed none:
+    // each takes its share (one) and starts it, none hoards the burst.
+    let tasks: Vec<(String, String, u64)> = (0..3)
+        .map(|i| (format!("burst-{i}"), "sleep 6".into(), 30))
+        .collect();
+    grid.submit(&tasks);
+    wait_until("all three started", Duration::from_secs(5), || {
+        grid.files("tasks/in_progress").len() == 3
+    });
+    let owners: std::collections::BTreeSet<String> = grid
+        .json_files("tasks/in_progress")
+        .values()
+        .map(|c| c["claim"]["node_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(owners.len(), 3, "one task per node: {owners:?}");
+    for w in &mut workers {
+        w.signal(Signal::SIGTERM);
+    }
+    for w in &mut workers {
+        assert!(
+            w.wait_exit(Duration::from_secs(30)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+    assert_eq!(grid.json_files("tasks/completed").len(), 3);
+}

@@ -18,10 +18,15 @@ fn drain_with_racing_workers(grid: &Grid, url: &str) {
         .map(|i| {
             let id = format!("race-{i:03}");
             // The shell engine runs on the host, so each run leaves a line
-            // in a shared log: a task run twice shows up twice.
+            // in a shared log: a task run twice shows up twice. The sleep
+            // keeps one worker from draining the grid before the others
+            // have registered.
             (
                 id.clone(),
-                format!("echo {id} >> '{}'; echo out-{id}", runs.display()),
+                format!(
+                    "echo {id} >> '{}'; sleep 0.05; echo out-{id}",
+                    runs.display()
+                ),
                 30,
             )
         })
@@ -32,6 +37,10 @@ fn drain_with_racing_workers(grid: &Grid, url: &str) {
         .map(|i| {
             let mut spec = WorkerSpec::new(grid, &format!("racer-{i}"));
             spec.url = url.to_owned();
+            // Small batches: with the default (up to 64) one node can take
+            // a queue of 100 quick tasks in two claims and nobody races.
+            // Five per claim makes at least 20 claims, raced by four.
+            spec.extra = "claim_ahead = 4".into();
             spawn_worker(grid, &spec)
         })
         .collect();

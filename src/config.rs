@@ -25,11 +25,16 @@ pub const DEFAULT_HEARTBEAT_SECS: u64 = 2400;
 /// grid tools (`status`, `reap`) default to the same, so that they and the
 /// workers agree on who is alive.
 pub const DEFAULT_STALE_SECS: u64 = 3 * DEFAULT_HEARTBEAT_SECS;
-/// The most tasks a node claims ahead of its free slots. It claims that
-/// many only when tasks are far shorter than a sync (`service::pace`); at
-/// 64 tasks per commit one ref carries over a thousand tasks a second
-/// (DESIGN.md 7: 330/s at 16 per commit).
-pub const DEFAULT_CLAIM_AHEAD: u32 = 64;
+/// The most tasks a node claims ahead of its free slots. In steady state
+/// it claims that many only when tasks are far shorter than a sync
+/// (`service::pace`); a node that has timed no task yet claims a batch this
+/// big from a deep queue. Each node that takes part in draining a queue
+/// costs at least two commits on the one ref, so bigger first batches mean
+/// fewer nodes take part in a drain of short tasks: measured on 500 tasks,
+/// 8 workers ran at 0.90 of one worker's rate with 64 and at 1.5-2.0 with
+/// 128 (BENCHMARKS.md). Long tasks claimed in such a batch go back within
+/// seconds (`pace::surplus`).
+pub const DEFAULT_CLAIM_AHEAD: u32 = 128;
 
 /// The file as written. Every section denies unknown keys, so a typo is an
 /// error at start, not a setting silently ignored.

@@ -260,7 +260,12 @@ fn short_tasks_are_claimed_and_reported_in_batches() {
         .collect();
     grid.submit(&tasks);
     let before = grid.commit_count();
-    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "batcher"));
+    // At most 33 per claim: the queue takes several batches, so results and
+    // the next claims meet in a commit (the default would take the whole
+    // queue in the first claim).
+    let mut spec = WorkerSpec::new(&grid, "batcher");
+    spec.extra = "claim_ahead = 32".into();
+    let mut w = spawn_worker(&grid, &spec);
     assert!(
         w.wait_exit(Duration::from_secs(120)).success(),
         "{}",

@@ -168,6 +168,16 @@ pub fn expect_code(o: &Output, code: i32) {
     );
 }
 
+/// Fail unless the tool refused (exit 1) and its message says `why`.
+pub fn expect_refused(o: &Output, why: &str) {
+    expect_code(o, 1);
+    assert!(
+        stderr(o).contains(why),
+        "expected {why:?} in:\n{}",
+        stderr(o)
+    );
+}
+
 /// Where the browser tests leave their screenshots, for people to look at.
 pub fn screenshot_dir() -> std::path::PathBuf {
     let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools-screenshots");

@@ -425,18 +425,12 @@ fn growth_run(grid: &Grid, claims: usize, queued: usize) -> GrowthRun {
         max_attempts: 3,
     };
     let record = dgrid_worker::grid::NodeRecord {
-        node_id: node.clone(),
-        status: dgrid_worker::grid::NodeStatus::Idle,
-        last_heartbeat: String::new(),
-        started_at: String::new(),
-        version: String::new(),
-        hostname: String::new(),
         engine: "shell".into(),
-        concurrency: 1,
-        running: vec![],
-        tasks_completed: 0,
-        tasks_failed: 0,
-        problem: None,
+        ..dgrid_worker::grid::NodeRecord::new(
+            node.clone(),
+            dgrid_worker::grid::NodeStatus::Idle,
+            String::new(),
+        )
     };
     let held = Default::default();
     let sync = |want: usize| {

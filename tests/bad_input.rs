@@ -95,10 +95,7 @@ fn malformed_entries_are_failed_with_a_named_reason_and_the_worker_goes_on() {
     assert!(status.success(), "{}", w.log_text());
 
     let failed = grid.json_files("tasks/failed");
-    let errors: Vec<String> = failed
-        .values()
-        .map(|j| j["error"].as_str().unwrap_or("").to_owned())
-        .collect();
+    let errors = errors_of(&failed);
     let mut expected: Vec<(String, &str)> = cases
         .iter()
         .map(|(n, _, why)| (n.to_string(), *why))

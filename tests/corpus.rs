@@ -43,10 +43,7 @@ fn every_hostile_entry_is_refused_with_its_reason_and_the_worker_lives() {
     assert!(status.success(), "{}", w.log_text());
 
     let failed = grid.json_files("tasks/failed");
-    let errors: Vec<String> = failed
-        .values()
-        .map(|j| j["error"].as_str().unwrap_or("").to_owned())
-        .collect();
+    let errors = errors_of(&failed);
     let mut problems = Vec::new();
     for h in &cases {
         let prefix = format!("tasks/queue/{}: ", h.shown_name());
@@ -141,10 +138,7 @@ fn hostile_entries_in_in_progress_are_reaped_with_a_reason() {
     let status = w.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "{}", w.log_text());
     let failed = grid.json_files("tasks/failed");
-    let errors: Vec<String> = failed
-        .values()
-        .map(|j| j["error"].as_str().unwrap_or("").to_owned())
-        .collect();
+    let errors = errors_of(&failed);
     // Nothing is read through the symlink; it goes too.
     for (name, why) in [
         ("not-json.json", "field `claim` is missing"),

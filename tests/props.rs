@@ -3,6 +3,8 @@
 //! (The outbox's "is this claim still mine" decision is property-tested
 //! next to it, in src/service/sync.rs.)
 
+mod common;
+
 use dgrid_worker::grid::claim::{Claim, ClaimedTask};
 use dgrid_worker::grid::orphan::{self, Disposition, OrphanPolicy, OrphanReason};
 use dgrid_worker::grid::task::EntryKind;
@@ -92,20 +94,7 @@ fn ts(secs: i64) -> Timestamp {
 }
 
 fn node(hb: i64, status: NodeStatus) -> NodeRecord {
-    NodeRecord {
-        node_id: Id::parse("n").unwrap(),
-        status,
-        last_heartbeat: time::format(ts(hb)),
-        started_at: String::new(),
-        version: String::new(),
-        hostname: String::new(),
-        engine: String::new(),
-        concurrency: 1,
-        running: vec![],
-        tasks_completed: 0,
-        tasks_failed: 0,
-        problem: None,
-    }
+    NodeRecord::new(Id::parse("n").unwrap(), status, time::format(ts(hb)))
 }
 
 fn claim_at(claimed: i64, deadline: i64, attempt: u32) -> Claim {
@@ -321,9 +310,9 @@ proptest! {
 
 mod claim_choice {
     use std::collections::BTreeSet;
-    use std::path::Path;
-    use std::process::Command;
     use std::time::Duration;
+
+    use super::common::git;
 
     use dgrid_worker::git::{Edit, Git, GridRepo, Txn};
     use dgrid_worker::grid::orphan::OrphanPolicy;
@@ -332,19 +321,6 @@ mod claim_choice {
     use dgrid_worker::service::sync::{self, SyncRequest};
     use dgrid_worker::time;
     use proptest::prelude::*;
-
-    fn git(dir: &Path, args: &[&str]) {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-    }
 
     proptest! {
         // Each case makes a repository: few cases, each a real plan.
@@ -414,18 +390,8 @@ mod claim_choice {
                 .collect();
             let touched: BTreeSet<String> = outbox.iter().map(|e| e.task_id.to_string()).collect();
             let record = NodeRecord {
-                node_id: node.clone(),
-                status: NodeStatus::Idle,
-                last_heartbeat: time::format(time::now()),
-                started_at: String::new(),
-                version: String::new(),
-                hostname: String::new(),
-                engine: String::new(),
                 concurrency: 4,
-                running: vec![],
-                tasks_completed: 0,
-                tasks_failed: 0,
-                problem: None,
+                ..NodeRecord::new(node.clone(), NodeStatus::Idle, time::format(time::now()))
             };
             let req = SyncRequest {
                 node: &node,

@@ -44,6 +44,25 @@ pub struct NodeRecord {
 }
 
 impl NodeRecord {
+    /// A record with what the orphan rule reads (status and heartbeat) and
+    /// the rest empty.
+    pub fn new(node_id: Id, status: NodeStatus, last_heartbeat: String) -> NodeRecord {
+        NodeRecord {
+            node_id,
+            status,
+            last_heartbeat,
+            started_at: String::new(),
+            version: String::new(),
+            hostname: String::new(),
+            engine: String::new(),
+            concurrency: 1,
+            running: Vec::new(),
+            tasks_completed: 0,
+            tasks_failed: 0,
+            problem: None,
+        }
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         super::claim::pretty(&serde_json::to_value(self).expect("node records always serialise"))
     }

@@ -104,20 +104,7 @@ mod tests {
     }
 
     fn node(hb: &str, status: NodeStatus) -> NodeRecord {
-        NodeRecord {
-            node_id: Id::parse("n").unwrap(),
-            status,
-            last_heartbeat: hb.into(),
-            started_at: String::new(),
-            version: String::new(),
-            hostname: String::new(),
-            engine: String::new(),
-            concurrency: 1,
-            running: vec![],
-            tasks_completed: 0,
-            tasks_failed: 0,
-            problem: None,
-        }
+        NodeRecord::new(Id::parse("n").unwrap(), status, hb.into())
     }
 
     const POLICY: OrphanPolicy = OrphanPolicy {

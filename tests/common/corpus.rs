@@ -16,7 +16,6 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 /// How an entry is stored.
 pub enum Body {
@@ -341,16 +340,7 @@ pub fn write_queue(dir: &Path) {
                     &["add", "README"],
                     &["commit", "--quiet", "-m", "nested"],
                 ] {
-                    let out = Command::new("git")
-                        .args(args)
-                        .current_dir(&path)
-                        .env("GIT_AUTHOR_NAME", "t")
-                        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-                        .env("GIT_COMMITTER_NAME", "t")
-                        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-                        .output()
-                        .unwrap();
-                    assert!(out.status.success(), "{out:?}");
+                    super::git(&path, args);
                 }
             }
         }

@@ -320,6 +320,15 @@ pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) 
     }
 }
 
+/// The `error` of each result file (empty when it has none), e.g. of
+/// `tasks/failed/`, to look for a reason in.
+pub fn errors_of(results: &BTreeMap<String, serde_json::Value>) -> Vec<String> {
+    results
+        .values()
+        .map(|j| j["error"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
 /// A `git daemon` on 127.0.0.1 serving the grid, with push enabled.
 pub struct GitDaemon {
     child: Option<Child>,

@@ -152,7 +152,7 @@ pub fn surplus(waiting: usize, ahead: usize) -> usize {
 
 /// What [`flush_results`] decides on.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Outbox {
+pub struct Flush {
     /// Results (and requeues) waiting to be pushed.
     pub pending: usize,
     /// Claimed tasks not started yet.
@@ -171,7 +171,7 @@ pub struct Outbox {
 /// [`MAX_RESULT_DELAY`]; or when the node is stopping. At the end of a
 /// queue the last results of a batch thus go in one commit, not one for
 /// those done and one for the task still running.
-pub fn flush_results(o: Outbox) -> bool {
+pub fn flush_results(o: Flush) -> bool {
     o.pending > 0
         && (o.stopping
             || o.oldest >= MAX_RESULT_DELAY
@@ -278,12 +278,12 @@ mod tests {
 
     #[test]
     fn results_ride_with_the_next_claim_but_not_for_long() {
-        let o = Outbox {
+        let o = Flush {
             pending: 3,
-            ..Outbox::default()
+            ..Flush::default()
         };
         assert!(
-            !flush_results(Outbox {
+            !flush_results(Flush {
                 pending: 0,
                 stopping: true,
                 ..o
@@ -292,7 +292,7 @@ mod tests {
         );
         assert!(flush_results(o), "batch done, nothing runs");
         assert!(
-            !flush_results(Outbox {
+            !flush_results(Flush {
                 waiting: 5,
                 oldest: ms(100),
                 ..o
@@ -300,11 +300,11 @@ mod tests {
             "the batch runs on"
         );
         assert!(
-            !flush_results(Outbox { running: 1, ..o }),
+            !flush_results(Flush { running: 1, ..o }),
             "the queue is empty: wait for the last task of the batch"
         );
         assert!(
-            flush_results(Outbox {
+            flush_results(Flush {
                 running: 1,
                 claiming: true,
                 ..o
@@ -312,7 +312,7 @@ mod tests {
             "the next claim is due: ride with it"
         );
         assert!(
-            flush_results(Outbox {
+            flush_results(Flush {
                 waiting: 5,
                 oldest: MAX_RESULT_DELAY,
                 ..o
@@ -320,7 +320,7 @@ mod tests {
             "waited enough"
         );
         assert!(
-            flush_results(Outbox {
+            flush_results(Flush {
                 waiting: 5,
                 stopping: true,
                 ..o

@@ -432,7 +432,7 @@ impl Worker {
         if let Some(after) = self
             .pace
             .surplus_after(self.waiting.len(), self.cfg.concurrency)
-            && let Some(first) = self.running.values().map(|r| r.started).min()
+            && let Some(first) = self.first_started()
         {
             // A little past the point, so rounding cannot wake it early
             // (and again, and again).
@@ -485,7 +485,7 @@ impl Worker {
         let oldest = self
             .results_since
             .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
-        pace::flush_results(pace::Outbox {
+        pace::flush_results(pace::Flush {
             pending: self.outbox_len(),
             waiting: self.waiting.len(),
             running: self.running.len(),
@@ -706,6 +706,12 @@ impl Worker {
         self.start_waiting();
     }
 
+    /// When the task running longest started: a lower bound on how long
+    /// tasks take, before any has been timed (pace::Pace::ahead_at_most).
+    fn first_started(&self) -> Option<Instant> {
+        self.running.values().map(|r| r.started).min()
+    }
+
     /// Slots free to start a task now.
     fn free_slots(&self) -> usize {
         (self.cfg.concurrency as usize).saturating_sub(self.running.len() + self.waiting.len())
@@ -761,12 +767,7 @@ impl Worker {
         if self.waiting.is_empty() {
             return;
         }
-        let running_for = self
-            .running
-            .values()
-            .map(|r| r.started.elapsed())
-            .max()
-            .unwrap_or_default();
+        let running_for = self.first_started().map_or(Duration::ZERO, |t| t.elapsed());
         let Some(ahead) =
             self.pace
                 .ahead_at_most(running_for, self.cfg.concurrency, self.cfg.claim_ahead)

@@ -408,6 +408,8 @@ mod claim_choice {
                 claim_grace: chrono::Duration::seconds(60),
                 queue_empty_at: None,
                 share_up_to: 0,
+                slots: 1,
+                survey: false,
                 defer_results: false,
             };
             let plan = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap();

@@ -142,6 +142,8 @@ pub fn growth_run(grid: &Grid, claims: usize, queued: usize) -> GrowthRun {
                 claim_grace: chrono::Duration::minutes(5),
                 queue_empty_at: None,
                 share_up_to: 0,
+                slots: 1,
+                survey: false,
                 defer_results: false,
             };
             dgrid_worker::service::sync::plan(t, &req)

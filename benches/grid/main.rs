@@ -5,7 +5,8 @@
 //! in one run. Figures are printed and written to `BENCHMARKS.md` (with the
 //! machine, git version and date) when every scenario ran.
 //!
-//! Scenarios: contention, commits, growth, pickup, footprint, overhead.
+//! Scenarios: contention, commits, growth, pickup, footprint, overhead,
+//! scaleout.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -35,6 +36,7 @@ fn main() {
         "pickup",
         "footprint",
         "overhead",
+        "scaleout",
     ];
     let run: Vec<&str> = all
         .iter()
@@ -51,6 +53,7 @@ fn main() {
             "pickup" => service::pickup(),
             "footprint" => service::footprint(),
             "overhead" => service::overhead(),
+            "scaleout" => scaleout::scaleout(),
             _ => unreachable!(),
         };
         println!("{section}");

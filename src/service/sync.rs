@@ -45,10 +45,16 @@ pub struct SyncRequest<'a> {
     pub claim_grace: chrono::Duration,
     /// The queue was empty at this tip: skip listing it again.
     pub queue_empty_at: Option<&'a Oid>,
-    /// A node that cannot size a batch yet claims up to this many: its
-    /// share of a shallow queue, or a batch of a deep one
-    /// (`pace::first_claim`). 0: just `want_claims`.
+    /// Claim at least this node's fair share of the queue, up to this many
+    /// tasks: the queue divided among the nodes taking work, by their
+    /// slots (`pace::fair_share`). 0: just `want_claims`.
     pub share_up_to: usize,
+    /// This node's slots (its concurrency), for its share.
+    pub slots: u32,
+    /// Look at the queue and the peers even when claiming nothing: the
+    /// report's `queue_left` and `idle_peer_slots` tell a node holding
+    /// claims it has not started whether idle peers wait for work.
+    pub survey: bool,
     /// The outbox may wait for a task still running: commit its entries only
     /// if this sync has more to say (claims, a reap, a heartbeat).
     pub defer_results: bool,
@@ -66,8 +72,14 @@ pub struct SyncReport {
     pub invalid: Vec<(String, String)>,
     /// Orphaned claims handled: (task, what was done and why).
     pub reaped: Vec<(String, String)>,
-    /// Queue entries left after this plan (valid or not yet looked at).
+    /// Queue entries left after this plan (valid or not yet looked at), when
+    /// the queue was looked at (claiming or surveying).
     pub queue_left: usize,
+    /// Slots of the peers that are idle and taking work at this tip, when
+    /// the queue was looked at.
+    pub idle_peer_slots: u32,
+    /// This node's fair share when it claimed (0: not computed).
+    pub fair_share: usize,
     pub wrote_heartbeat: bool,
     /// Tasks this commit puts back in the queue (requeues from the outbox).
     pub requeued: usize,
@@ -193,6 +205,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
             value: SyncReport {
                 tip: Some(tip.to_owned()),
                 queue_left: d.report.queue_left,
+                idle_peer_slots: d.report.idle_peer_slots,
                 ..SyncReport::default()
             },
         });
@@ -306,11 +319,13 @@ fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet<Id>, GitEr
     Ok(touched)
 }
 
-/// Claim up to `want_claims` valid tasks; invalid entries met on the way go
-/// to `failed/`.
+/// Claim up to `want_claims` valid tasks, or the node's fair share if more;
+/// invalid entries met on the way go to `failed/`. Surveying only, look at
+/// the queue and the peers and claim nothing.
 fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(), GitError> {
     let req = d.req;
-    if req.want_claims == 0 || req.queue_empty_at.is_some_and(|t| t == d.tip) {
+    let claiming = req.want_claims > 0 && req.queue_empty_at.is_none_or(|t| t != d.tip);
+    if !claiming && !req.survey {
         return Ok(());
     }
     let mut queue: Vec<TreeEntry> = repo
@@ -322,13 +337,23 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
             !id.is_some_and(|id| touched.contains(&id))
         })
         .collect();
+    let peers = if queue.is_empty() && !req.survey {
+        Peers::default()
+    } else {
+        peers(repo, d.tip, req)?
+    };
+    d.report.idle_peer_slots = peers.idle_slots;
+    if !claiming {
+        d.report.queue_left = queue.len();
+        return Ok(());
+    }
     // A random pick spreads racing nodes over the queue a little; the real
-    // contention is on the ref (DESIGN.md 7), which the backoff handles.
+    // contention is on the ref, which the transaction's backoff handles.
     fastrand::shuffle(&mut queue);
-    let want = if req.share_up_to > 0 && !queue.is_empty() {
-        let idle = idle_nodes(repo, d.tip, req)?;
-        req.want_claims
-            .max(pace::first_claim(queue.len(), idle, req.share_up_to))
+    let want = if req.share_up_to > 0 {
+        let share = pace::fair_share(queue.len(), req.slots, peers.live_slots);
+        d.report.fair_share = share;
+        req.want_claims.max(share.min(req.share_up_to))
     } else {
         req.want_claims
     };
@@ -379,9 +404,16 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
     Ok(())
 }
 
-/// How many nodes are idle and taking work at this tip, this one included
-/// (its record may not be there yet: this may be its registration).
-fn idle_nodes(repo: &GridRepo, tip: &str, req: &SyncRequest<'_>) -> Result<usize, GitError> {
+/// The other nodes' slots at a tip, as their records say.
+#[derive(Debug, Default, Clone, Copy)]
+struct Peers {
+    /// Of the nodes taking work (idle or busy, heartbeat fresh).
+    live_slots: u32,
+    /// Of those among them that are idle.
+    idle_slots: u32,
+}
+
+fn peers(repo: &GridRepo, tip: &str, req: &SyncRequest<'_>) -> Result<Peers, GitError> {
     let others: Vec<TreeEntry> = repo
         .list_dir(tip, layout::NODES)?
         .into_iter()
@@ -389,13 +421,23 @@ fn idle_nodes(repo: &GridRepo, tip: &str, req: &SyncRequest<'_>) -> Result<usize
         .filter(|e| layout::json_stem(&e.name_lossy()) != Some(req.node.as_str()))
         .collect();
     let records = repo.read_objects(&others.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
-    let idle = records
+    let mut peers = Peers::default();
+    for n in records
         .iter()
         .flatten()
         .filter_map(|b| NodeRecord::parse(b).ok())
-        .filter(|n| n.status == NodeStatus::Idle && n.takes_work(req.now, req.policy.stale_after))
-        .count();
-    Ok(idle + 1)
+    {
+        if !n.takes_work(req.now, req.policy.stale_after) {
+            continue;
+        }
+        // A record without the field (an older worker) has one slot.
+        let slots = n.concurrency.clamp(1, 1024);
+        peers.live_slots = peers.live_slots.saturating_add(slots);
+        if n.status == NodeStatus::Idle {
+            peers.idle_slots = peers.idle_slots.saturating_add(slots);
+        }
+    }
+    Ok(peers)
 }
 
 /// Requeue (or abandon) claims whose owner is gone. The rule itself lives

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod delay_proxy;
 
 use std::collections::BTreeMap;
 use std::io::Write;

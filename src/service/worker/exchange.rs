@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 use crate::git::txn::{self, TxnOutcome, TxnPolicy};
 use crate::grid::NodeStatus;
 use crate::grid::orphan::OrphanPolicy;
-use crate::service::pace;
 use crate::service::sync::{self, SyncReport, SyncRequest};
 use crate::status::SyncStats;
 use crate::time;
 
-use super::Worker;
 use super::schedule::Due;
+use super::{View, Worker};
 
 impl Worker {
     fn orphan_policy(&self) -> OrphanPolicy {
@@ -58,13 +57,15 @@ impl Worker {
         };
         let grace = chrono::Duration::from_std(self.cfg.claim_grace + wait).unwrap_or_default();
         let queue_empty_at = self.queue_empty_at.clone();
-        // Not able to size a batch by time yet, and idle: a share of a
-        // shallow queue, a batch of a deep one (pace::first_claim).
-        let share_up_to = if want > 0 && !self.pace.measured() && self.slots.is_idle() {
-            self.cfg.concurrency as usize + self.cfg.claim_ahead as usize
+        // At least its fair share of the queue, up to what it may hold.
+        let share_up_to = if want > 0 {
+            (self.cfg.concurrency as usize + self.cfg.claim_ahead as usize)
+                .saturating_sub(self.slots.running.len() + self.slots.waiting.len())
         } else {
             0
         };
+        // Holding claims not started: see whether idle peers want them.
+        let survey = due.look || !self.slots.waiting.is_empty();
         // The outbox is due only because a claim is (pace::flush_results): if
         // the queue turns out empty, the result of the running task is near.
         let defer_results = !self.slots.running.is_empty()
@@ -72,7 +73,7 @@ impl Worker {
             && self
                 .schedule
                 .results_since
-                .is_some_and(|since| since.elapsed() < pace::MAX_RESULT_DELAY);
+                .is_some_and(|since| since.elapsed() < self.pace.result_delay());
         let started = Instant::now();
         let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
             let req = SyncRequest {
@@ -90,6 +91,8 @@ impl Worker {
                 claim_grace: grace,
                 queue_empty_at: queue_empty_at.as_ref(),
                 share_up_to,
+                slots: self.cfg.concurrency,
+                survey,
                 defer_results,
             };
             sync::plan(t, &req)
@@ -155,6 +158,10 @@ impl Worker {
         if due.reap {
             self.schedule.reaped(now, self.cfg.stale_after);
         }
+        let looked = want > 0 || survey;
+        if looked {
+            self.schedule.looked(now, self.cfg.pull_interval);
+        }
         if want > 0 {
             self.queue_empty_at =
                 (report.queue_left == 0 && report.claimed.is_empty() && report.invalid.is_empty())
@@ -164,11 +171,17 @@ impl Worker {
             // Poll again at once while the queue has work and we have room;
             // also at once after putting tasks back in the queue: they were
             // not there to claim.
-            let more = report.queue_left > 0 && report.claimed.len() == want;
+            let more = report.queue_left > 0 && report.claimed.len() >= want;
             self.schedule
                 .claimed(now, more || report.requeued > 0, self.cfg.pull_interval);
         }
         self.absorb(&report);
+        if looked {
+            self.rebalance(&View {
+                queue_left: report.queue_left,
+                idle_peer_slots: report.idle_peer_slots,
+            });
+        }
         // Not with a push of unknown outcome: maintenance may cut history
         // that telling whether it landed needs.
         if self.slots.running.is_empty()

@@ -26,7 +26,6 @@ impl Worker {
                 self.cancel_all("the drain timeout passed");
             }
 
-            self.give_back_surplus();
             if let Some(due) = self.schedule.due(now, &self.load())
                 && let Err(e) = self.sync(&due, &TxnPolicy::default())
             {
@@ -70,7 +69,6 @@ impl Worker {
             self.notifier.watchdog_every().map(|every| now + every),
             self.unhealthy.as_ref().map(|u| u.retry_at),
             self.draining_since.map(|_| now + Duration::from_secs(1)),
-            self.slots.surplus_at(&self.pace),
         ];
         self.schedule.sleep(now, &self.load(), &others)
     }
@@ -116,6 +114,7 @@ impl Worker {
             flush: true,
             heartbeat: true,
             reap: false,
+            look: false,
         };
         match self.sync_as(&last, NodeStatus::Stopped, &TxnPolicy::default()) {
             Ok(_) if self.outbox.is_empty() => tracing::info!(node_id = %self.node(), "stopped"),

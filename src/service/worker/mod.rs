@@ -61,6 +61,14 @@ pub enum WorkerError {
     StoppedBeforeReady,
 }
 
+/// What the last look at the grid saw (a claim, or a look while holding
+/// claims not started).
+#[derive(Debug, Clone, Copy)]
+struct View {
+    queue_left: usize,
+    idle_peer_slots: u32,
+}
+
 /// Why the engine is not used for now, and when to look again.
 struct Unhealthy {
     problem: String,
@@ -218,6 +226,7 @@ impl Worker {
                 flush: true,
                 heartbeat: true,
                 reap: true,
+                look: false,
             };
             match self.sync(&due, &TxnPolicy::default()) {
                 Ok(_) => break,
@@ -255,6 +264,12 @@ impl Worker {
             waiting: self.slots.waiting.len(),
             running: self.slots.running.len(),
             pending: self.outbox.len(),
+            giving_back: self
+                .outbox
+                .entries()
+                .iter()
+                .any(|e| matches!(e.finish, crate::service::outbox::Finish::Requeue { .. })),
+            result_delay: self.pace.result_delay(),
             stopping: self.draining_since.is_some(),
         }
     }

@@ -29,6 +29,9 @@ pub struct Schedule {
     pub retry_sync_at: Instant,
     /// When the oldest entry in the outbox was put there.
     pub results_since: Option<Instant>,
+    /// While holding claims it has not started: when to look at the grid
+    /// again for idle peers to hand them to.
+    pub next_look: Instant,
 }
 
 /// What the loop holds this turn, as far as the schedule decides on it.
@@ -41,6 +44,10 @@ pub struct Load {
     pub running: usize,
     /// Entries in the outbox.
     pub pending: usize,
+    /// Among them, tasks handed back to the queue.
+    pub giving_back: bool,
+    /// How long a result may wait for a claim to ride with.
+    pub result_delay: Duration,
     /// Stopping: claim nothing, reap nothing, push what is pending.
     pub stopping: bool,
 }
@@ -54,11 +61,13 @@ pub struct Due {
     pub flush: bool,
     pub heartbeat: bool,
     pub reap: bool,
+    /// Look at the queue and the peers (holding claims not started yet).
+    pub look: bool,
 }
 
 impl Due {
     pub fn any(&self) -> bool {
-        self.claims > 0 || self.flush || self.heartbeat || self.reap
+        self.claims > 0 || self.flush || self.heartbeat || self.reap || self.look
     }
 }
 
@@ -72,6 +81,7 @@ impl Schedule {
             next_maintenance: now + MAINTAIN_EVERY,
             retry_sync_at: now,
             results_since: outbox_pending.then_some(now),
+            next_look: now,
         }
     }
 
@@ -92,6 +102,8 @@ impl Schedule {
             running: load.running,
             claiming: self.poll_due(now, load),
             oldest: self.oldest_result(now),
+            delay: load.result_delay,
+            giving_back: load.giving_back,
             stopping: load.stopping,
         })
     }
@@ -112,24 +124,32 @@ impl Schedule {
             flush,
             heartbeat: now >= self.next_heartbeat,
             reap: now >= self.next_reap && !load.stopping,
+            look: self.look_due(now, load),
         };
         (due.any() && now >= self.retry_sync_at).then_some(due)
     }
 
+    fn look_due(&self, now: Instant, load: &Load) -> bool {
+        load.waiting > 0 && !load.stopping && now >= self.next_look
+    }
+
     /// The next moment a sync may fall due: the nearest of the poll (with
-    /// room), the heartbeat, the reap, and the outbox's deadline; never
-    /// before the retry time a failed sync set.
+    /// room), the look (with claims waiting), the heartbeat, the reap, and
+    /// the outbox's deadline; never before the retry time a failed sync set.
     pub fn next_sync(&self, now: Instant, load: &Load) -> Instant {
         let mut at = self.next_heartbeat.min(self.next_reap);
         if load.room > 0 {
             at = at.min(self.next_poll);
+        }
+        if load.waiting > 0 && !load.stopping {
+            at = at.min(self.next_look);
         }
         if self.flush_due(now, load) {
             at = now;
         } else if let Some(since) = self.results_since
             && load.pending > 0
         {
-            at = at.min(since + pace::MAX_RESULT_DELAY);
+            at = at.min(since + load.result_delay);
         }
         at.max(self.retry_sync_at)
     }
@@ -161,6 +181,13 @@ impl Schedule {
         } else {
             now + pull_interval
         };
+    }
+
+    /// The grid was looked at (a claim or a look): holding claims not
+    /// started, look again after half a poll interval, so that a peer that
+    /// goes idle gets them within one.
+    pub fn looked(&mut self, now: Instant, pull_interval: Duration) {
+        self.next_look = now + pull_interval / 2;
     }
 
     pub fn reaped(&mut self, now: Instant, stale_after: Duration) {
@@ -205,17 +232,22 @@ mod tests {
         s.next_poll = now + PULL;
         s.next_heartbeat = now + Duration::from_secs(2400);
         s.next_reap = now + REAP_EVERY;
+        s.next_look = now + PULL;
         s
+    }
+
+    fn base() -> Load {
+        Load {
+            result_delay: pace::MAX_RESULT_DELAY,
+            ..Load::default()
+        }
     }
 
     #[test]
     fn a_new_node_registers_claims_and_reaps_at_once() {
         let now = Instant::now();
         let s = Schedule::starting(now, false);
-        let load = Load {
-            room: 1,
-            ..Load::default()
-        };
+        let load = Load { room: 1, ..base() };
         let due = s.due(now, &load).unwrap();
         assert_eq!(
             due,
@@ -223,7 +255,8 @@ mod tests {
                 claims: 1,
                 flush: false,
                 heartbeat: true,
-                reap: true
+                reap: true,
+                look: false,
             }
         );
     }
@@ -232,10 +265,7 @@ mod tests {
     fn an_idle_node_with_nothing_due_sleeps_until_its_poll() {
         let now = Instant::now();
         let s = quiet(now);
-        let load = Load {
-            room: 1,
-            ..Load::default()
-        };
+        let load = Load { room: 1, ..base() };
         assert_eq!(s.due(now, &load), None);
         assert_eq!(s.next_sync(now, &load), now + PULL);
         assert_eq!(s.sleep(now, &load, &[]), PULL);
@@ -244,7 +274,7 @@ mod tests {
             Duration::from_millis(500),
             "the watchdog comes first"
         );
-        let full = Load::default();
+        let full = base();
         assert_eq!(
             s.next_sync(now, &full),
             now + REAP_EVERY,
@@ -260,7 +290,7 @@ mod tests {
             room: 3,
             waiting: 2,
             running: 1,
-            ..Load::default()
+            ..base()
         };
         assert_eq!(s.due(now, &load).unwrap().claims, 0);
         let load = Load { waiting: 0, ..load };
@@ -274,7 +304,7 @@ mod tests {
         let load = Load {
             room: 1,
             pending: 1,
-            ..Load::default()
+            ..base()
         };
         assert!(s.due(now, &load).is_some());
         s.sync_failed(now, PULL);
@@ -295,9 +325,17 @@ mod tests {
             waiting: 3,
             running: 1,
             pending: 1,
-            ..Load::default()
+            ..base()
         };
         assert_eq!(s.due(now, &running), None, "the batch runs on");
+        let giving_back = Load {
+            giving_back: true,
+            ..running
+        };
+        assert!(
+            s.due(now, &giving_back).unwrap().flush,
+            "what goes back goes now"
+        );
         assert_eq!(s.next_sync(now, &running), now + pace::MAX_RESULT_DELAY);
         let later = now + pace::MAX_RESULT_DELAY;
         assert!(s.due(later, &running).unwrap().flush);
@@ -331,13 +369,32 @@ mod tests {
     }
 
     #[test]
+    fn claims_not_started_make_the_node_look_again_within_half_an_interval() {
+        let now = Instant::now();
+        let mut s = quiet(now);
+        let holding = Load {
+            waiting: 3,
+            running: 1,
+            ..base()
+        };
+        s.looked(now, PULL);
+        assert_eq!(s.due(now, &holding), None);
+        assert_eq!(s.next_sync(now, &holding), now + PULL / 2);
+        let due = s.due(now + PULL / 2, &holding).unwrap();
+        assert!(due.look && due.claims == 0 && !due.flush);
+        let stopping = Load {
+            stopping: true,
+            ..holding
+        };
+        assert_eq!(s.due(now + PULL / 2, &stopping), None);
+        assert_eq!(s.due(now + PULL / 2, &base()), None, "nothing held");
+    }
+
+    #[test]
     fn the_loop_never_spins() {
         let now = Instant::now();
         let s = Schedule::starting(now, false);
-        let load = Load {
-            room: 1,
-            ..Load::default()
-        };
+        let load = Load { room: 1, ..base() };
         assert_eq!(s.sleep(now, &load, &[]), SHORTEST_SLEEP);
     }
 }

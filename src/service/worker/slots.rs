@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::{Id, ResultStatus, TaskResult};
 use crate::sandbox::{CancelFlag, Engine, Job, Outcome, RunReport};
-use crate::service::pace::{self, Pace};
+use crate::service::pace::Pace;
 use crate::time;
 
 use super::signals::Event;
@@ -65,12 +65,6 @@ impl Slots {
         (self.concurrency + ahead).saturating_sub(self.running.len() + self.waiting.len())
     }
 
-    /// When the task running longest started: a lower bound on how long
-    /// tasks take, before any has been timed (`Pace::ahead_at_most`).
-    pub fn first_started(&self) -> Option<Instant> {
-        self.running.values().map(|r| r.started).min()
-    }
-
     /// How long a task claimed now may wait for a slot, at most: until the
     /// running task closest to its timeout hits it, after those already
     /// waiting ran to theirs.
@@ -98,28 +92,12 @@ impl Slots {
             .collect()
     }
 
-    /// Claims waiting beyond what this node can start soon (a share taken
-    /// before its first task was timed, of tasks that turned out long).
-    pub fn surplus(&self, now: Instant, pace: &Pace, claim_ahead: u32) -> usize {
-        if self.waiting.is_empty() {
-            return 0;
-        }
-        let running_for = self
-            .first_started()
-            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        match pace.ahead_at_most(running_for, self.concurrency as u32, claim_ahead) {
-            Some(ahead) => pace::surplus(self.waiting.len(), ahead),
-            None => 0,
-        }
-    }
-
-    /// When waiting claims become surplus if the running task goes on: the
-    /// loop wakes then to give them back.
-    pub fn surplus_at(&self, pace: &Pace) -> Option<Instant> {
-        let after = pace.surplus_after(self.waiting.len(), self.concurrency as u32)?;
-        // A little past the point, so rounding cannot wake it early (and
-        // again, and again).
-        Some(self.first_started()? + after + Duration::from_millis(10))
+    /// How long each running task has run.
+    pub fn running_for(&self, now: Instant) -> Vec<Duration> {
+        self.running
+            .values()
+            .map(|r| now.saturating_duration_since(r.started))
+            .collect()
     }
 
     /// The last `n` waiting claims, taken out.
@@ -283,23 +261,13 @@ mod tests {
     }
 
     #[test]
-    fn a_long_running_task_makes_claims_ahead_surplus() {
+    fn the_running_tasks_say_how_long_they_have_run() {
         let now = Instant::now();
-        let mut pace = Pace::default();
-        pace.sync_took(Duration::from_millis(100));
-        let mut s = Slots::new(1);
+        let mut s = Slots::new(2);
+        assert!(s.running_for(now).is_empty());
         run(&mut s, claimed("a", 30), now);
-        for i in 0..6 {
-            s.waiting.push_back(claimed(&format!("w{i}"), 30));
-        }
-        assert_eq!(s.surplus(now, &pace, 128), 0, "not running long yet");
-        let at = s.surplus_at(&pace).unwrap();
-        assert!(s.surplus(at, &pace, 128) > 0);
-        assert_eq!(
-            s.surplus(now + Duration::from_secs(60), &pace, 128),
-            4,
-            "long tasks: two stay"
-        );
+        let later = now + Duration::from_secs(3);
+        assert_eq!(s.running_for(later), vec![Duration::from_secs(3)]);
     }
 
     #[test]

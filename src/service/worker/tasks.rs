@@ -8,10 +8,11 @@ use crate::grid::Id;
 use crate::grid::claim::ClaimedTask;
 use crate::sandbox::{Outcome, RunReport};
 use crate::service::outbox::{Finish, OutboxEntry};
+use crate::service::pace;
 use crate::status;
 
 use super::slots::{self, Running};
-use super::{ENGINE_RETRY, Unhealthy, Worker};
+use super::{ENGINE_RETRY, Unhealthy, View, Worker};
 
 impl Worker {
     /// Start waiting claims while slots are free.
@@ -116,23 +117,39 @@ impl Worker {
         }
     }
 
-    /// Hand back claims beyond what this node can run soon (a share taken
-    /// before its first task was timed, of tasks that turned out long): the
-    /// requeues ride with the next sync.
-    pub(super) fn give_back_surplus(&mut self) {
-        let n = self
-            .slots
-            .surplus(Instant::now(), &self.pace, self.cfg.claim_ahead);
+    /// Hand claims this node has not started to idle peers, through the
+    /// queue, when the last look at the grid saw some (`pace::give_back`):
+    /// what is beyond its fair share of the unstarted work, or will not
+    /// start within half a poll interval. The requeues go with the next
+    /// sync, at once.
+    pub(super) fn rebalance(&mut self, view: &View) {
+        if self.slots.waiting.is_empty() || view.idle_peer_slots == 0 {
+            return;
+        }
+        let startable = self.pace.startable_within(
+            self.cfg.pull_interval / 2,
+            self.cfg.concurrency,
+            &self.slots.running_for(Instant::now()),
+        );
+        let n = pace::give_back(
+            self.slots.waiting.len(),
+            view.queue_left,
+            self.cfg.concurrency,
+            view.idle_peer_slots,
+            startable,
+        );
         if n == 0 {
             return;
         }
         tracing::info!(
             count = n,
             keep = self.slots.waiting.len() - n,
-            "giving back claims this node cannot start soon"
+            idle_peer_slots = view.idle_peer_slots,
+            "handing claims not started to idle peers"
         );
         for c in self.slots.take_last_waiting(n) {
-            let reason = format!("{} claimed more than it can start soon", self.node());
+            tracing::info!(task_id = %c.task.task_id, "giving back the claim: a peer is idle");
+            let reason = format!("{} handed it to an idle peer", self.node());
             self.put_outbox(&c, Finish::Requeue { reason });
         }
     }
@@ -141,6 +158,7 @@ impl Worker {
     pub(super) fn give_back_waiting(&mut self) {
         let all = self.slots.waiting.len();
         for c in self.slots.take_last_waiting(all) {
+            tracing::info!(task_id = %c.task.task_id, "giving back the claim: stopping");
             let reason = format!("{} stopped before starting it", self.node());
             self.put_outbox(&c, Finish::Requeue { reason });
         }

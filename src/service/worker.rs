@@ -863,7 +863,7 @@ impl Worker {
                     problem: problem.clone(),
                     retry_at: Instant::now() + ENGINE_RETRY,
                 });
-                Finish::Requeue {
+                Finish::Retry {
                     reason: format!("engine failure on {node}: {problem}"),
                 }
             }

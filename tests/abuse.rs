@@ -332,7 +332,7 @@ fn hostile_scripts_are_contained_by_podman() {
         .filter(|(_, c)| {
             c.contains(&format!("sleep {sleeper_a}"))
                 || c.contains(&format!("sleep {sleeper_b}"))
-                || c.contains(&format!("dgrid-{node}-"))
+                || c.contains(&format!("dgrid-{}-{node}-", node.len()))
         })
         .collect();
     assert!(

@@ -91,7 +91,7 @@ fn every_hostile_entry_is_refused_with_its_reason_and_the_worker_lives() {
     ran.sort();
     assert_eq!(ran, ["dup-b.ran", "good.ran"]);
     assert_eq!(completed.len(), 2, "{completed:?}");
-    assert_eq!(completed["judge-dup-b.json"]["stdout"], "fine-dup-b\n");
+    assert_eq!(completed["judge@dup-b.json"]["stdout"], "fine-dup-b\n");
     assert!(grid.files("tasks/queue").is_empty(), "queue drained");
     assert!(grid.files("tasks/in_progress").is_empty());
     // The worker logged each refusal and never died on one.
@@ -183,13 +183,13 @@ fn a_resubmitted_id_runs_again_and_keeps_the_first_result() {
         .map(|(f, j)| (f.as_str(), j["stdout"].as_str().unwrap()))
         .collect();
     assert_eq!(done.len(), 2, "{outputs:?}");
-    assert_eq!(outputs["repeat-again.json"], "first\n");
+    assert_eq!(outputs["repeat@again.json"], "first\n");
     let (second, out) = outputs
         .iter()
-        .find(|(f, _)| **f != "repeat-again.json")
+        .find(|(f, _)| **f != "repeat@again.json")
         .unwrap();
     assert!(
-        second.starts_with("repeat-again-") && second.ends_with(".json"),
+        second.starts_with("repeat@again@") && second.ends_with(".json"),
         "{second}"
     );
     assert_eq!(*out, "second\n");

@@ -183,7 +183,7 @@ pub fn engine_run_args(
 /// How long after the task's timeout the engine's own bound strikes: time
 /// for the worker's deadline (which starts before the container does) to
 /// come first and report a timeout, whatever the load.
-const ENGINE_TIMEOUT_SLACK: Duration = Duration::from_secs(30);
+const ENGINE_TIMEOUT_SLACK: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Cgroups {
@@ -702,7 +702,7 @@ mod tests {
     #[test]
     fn podman_bounds_the_run_itself() {
         let args = engine_run_args(EngineFlavor::Podman, &job(), "i", &Limits::default());
-        assert_eq!(args[..2], ["run", "--timeout=90"]);
+        assert_eq!(args[..2], ["run", "--timeout=70"]);
         let args = engine_run_args(EngineFlavor::Docker, &job(), "i", &Limits::default());
         assert_eq!(args, run_args(&job(), "i", &Limits::default()));
     }

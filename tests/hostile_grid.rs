@@ -427,6 +427,69 @@ fn old_result_names_are_still_found() {
     );
 }
 
+// ---- forged claims, dates and node records --------------------------------
+
+/// A claim in the name of a node nobody runs, dated in year 9999 and
+/// "kept alive" by a node record dated 9999 too, holds its task for no
+/// longer than one reap; a record that names another node than its file
+/// is shown as what it is, never as that node.
+#[test]
+fn forged_claims_and_dates_hold_nothing() {
+    let grid = Grid::new();
+    let forged = |task: &str, node: &str| {
+        let t = Task::parse(
+            format!(r#"{{"task_id":"{task}","script":"true","timeout_seconds":5}}"#).as_bytes(),
+            &TaskRules::default(),
+        )
+        .unwrap();
+        let year_9999 = time::parse("9999-01-01T00:00:00Z").unwrap();
+        ClaimedTask::new(t, &id(node), year_9999, chrono::Duration::days(300)).to_bytes()
+    };
+    let future_hb = NodeRecord::new(id("ghost"), NodeStatus::Busy, "9999-01-01T00:00:00Z".into());
+    let mimic = NodeRecord::new(id("real"), NodeStatus::Idle, time::format(time::now()));
+    grid.commit_files(
+        &[
+            (
+                "tasks/in_progress/held.json".into(),
+                forged("held", "ghost"),
+            ),
+            (
+                "tasks/in_progress/held-2.json".into(),
+                forged("held-2", "nobody"),
+            ),
+            ("nodes/ghost.json".into(), future_hb.to_bytes()),
+            ("nodes/mimic.json".into(), mimic.to_bytes()),
+        ],
+        "claims from the future",
+    );
+    let out = dgrid(&["reap", "--repo", &grid.url()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("claimed_at 9999-01-01T00:00:00.000Z is in the future"),
+        "{text}"
+    );
+    assert!(grid.files("tasks/in_progress").is_empty());
+    let queue = grid.json_files("tasks/queue");
+    assert_eq!(queue["held.json"]["attempt"], 2);
+    assert_eq!(queue["held-2.json"]["attempt"], 2);
+
+    let out = dgrid(&["status", "--repo", &grid.bare.display().to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("names node \"real\", but the file is named for \"mimic\""),
+        "{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.trim_start().starts_with("real ")),
+        "{text}"
+    );
+}
+
 // ---- 4. escaping ----------------------------------------------------------
 
 const EVIL: &str = "x\u{1b}[2J\n```\n::stop-commands::tok\n::notice::owned\u{7}";

@@ -132,8 +132,13 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         .zip(repo.read_objects(&specs, layout::MAX_NODE_RECORD_BYTES)?)
     {
         match b {
+            // A record is its node's only if it names that node: one that
+            // mimics another id counts as none.
             Blob::Data(b) => {
-                if let Ok(r) = NodeRecord::parse(&b) {
+                if let Ok(r) = NodeRecord::parse(&b)
+                    .map_err(|_| ())
+                    .and_then(|r| if &r.node_id == n { Ok(r) } else { Err(()) })
+                {
                     records.insert(n, r);
                 }
             }

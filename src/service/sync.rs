@@ -479,8 +479,13 @@ fn idle_nodes(repo: &GridRepo, tip: &str, req: &SyncRequest<'_>) -> Result<usize
     // A record too big to read is no record: that node is not counted.
     let idle = records
         .iter()
-        .filter_map(Blob::data)
-        .filter_map(|b| NodeRecord::parse(b).ok())
+        .zip(&others)
+        .filter_map(|(b, e)| Some((b.data()?, e)))
+        .filter_map(|(b, e)| {
+            NodeRecord::parse(b)
+                .ok()
+                .filter(|r| layout::json_stem(&e.name_lossy()) == Some(r.node_id.as_str()))
+        })
         .filter(|n| n.status == NodeStatus::Idle && n.takes_work(req.now, req.policy.stale_after))
         .count();
     Ok(idle + 1)

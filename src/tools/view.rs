@@ -216,6 +216,16 @@ fn node_views(repo: &GridRepo, commit: &str, now: Timestamp) -> Result<Vec<NodeV
         } else {
             None
         };
+        // A record that names another node than its file mimics it: shown
+        // under its file's name, as an error, never as that node.
+        let parsed = match parsed {
+            Some(Ok(r)) if r.node_id.as_str() != id => Some(Err(format!(
+                "names node {:?}, but the file is named for {:?}",
+                r.node_id.as_str(),
+                id
+            ))),
+            other => other,
+        };
         out.push(match parsed {
             Some(Ok(r)) => NodeView {
                 node_id: r.node_id.to_string(),

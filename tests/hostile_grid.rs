@@ -599,6 +599,7 @@ fn forged_timestamps_cannot_blow_up_the_dashboard() {
     );
     let html = std::fs::metadata(site.join("index.html")).unwrap().len();
     let json = std::fs::metadata(site.join("grid.json")).unwrap().len();
+    eprintln!("index.html {html} B, grid.json {json} B");
     assert!(
         html < 200_000 && json < 200_000,
         "index.html {html} B, grid.json {json} B"

@@ -437,7 +437,7 @@ fn reap_requeues_orphans_abandons_exhausted_claims_and_dry_run_changes_nothing()
     assert_eq!(failed["beta@t-last.json"]["status"], "abandoned");
     let junk = failed
         .iter()
-        .find(|(k, _)| k.starts_with("dgrid-reaper-"))
+        .find(|(k, _)| k.starts_with("dgrid-reaper@"))
         .expect("the junk claim's result");
     assert!(
         junk.1["error"]

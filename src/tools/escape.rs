@@ -4,10 +4,11 @@
 //! (Markdown, inside a code fence) and workflow annotations.
 //!
 //! What it guards against: control characters (terminal escape sequences,
-//! a newline that starts a `::workflow-command::` line or ends the summary's
-//! code fence), invisible and bidirectional format characters (text that
-//! reads differently from what it is), and backticks (a name of three of
-//! them closes a Markdown code fence even mid-line indentation allows).
+//! a newline that starts a `::workflow-command::` line), invisible and
+//! bidirectional format characters (text that reads differently from what
+//! it is), and runs of three or more backticks (a name that is one closes
+//! the job summary's Markdown code fence, indented as `status` prints it;
+//! single backticks, as in "field `script`", pass).
 //! Each is written as `\u{..}` (`\n`, `\t`, `\r` as such) and a backslash as
 //! `\\`, so the escaped text is one line, plain, and tells exactly what was
 //! there. Ordinary text, accents and all, passes unchanged.
@@ -17,27 +18,40 @@ use std::borrow::Cow;
 /// `s` made safe to print on one line of a terminal, a job summary or an
 /// annotation.
 pub fn untrusted(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(needs_escape) {
+    if !s.chars().any(needs_escape) && !s.contains(FENCE) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
         match c {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\\' => out.push_str("\\\\"),
+            '`' => {
+                let run = chars[i..].iter().take_while(|c| **c == '`').count();
+                let each = if run >= FENCE.len() { "\\u{60}" } else { "`" };
+                out.push_str(&each.repeat(run));
+                i += run;
+                continue;
+            }
             c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
+        i += 1;
     }
     Cow::Owned(out)
 }
 
+/// The shortest run of backticks that opens or closes a Markdown code fence.
+const FENCE: &str = "```";
+
 fn needs_escape(c: char) -> bool {
     c.is_control()
         || c == '\\'
-        || c == '`'
         || matches!(c,
             // zero-width and joiners, marks, bidi embeddings and overrides,
             // invisible operators, bidi isolates, the BOM, line and
@@ -56,7 +70,13 @@ mod tests {
 
     #[test]
     fn plain_text_passes_unchanged() {
-        for s in ["tasks/queue/t-1.json", "café: 3 s", "a b"] {
+        for s in [
+            "tasks/queue/t-1.json",
+            "café: 3 s",
+            "a b",
+            "field `script` is missing",
+            "a``b",
+        ] {
             assert!(matches!(untrusted(s), Cow::Borrowed(_)), "{s}");
         }
     }
@@ -79,6 +99,7 @@ mod tests {
         fn always_one_printable_line(s in proptest::prelude::any::<String>()) {
             let e = untrusted(&s);
             proptest::prop_assert!(!e.chars().any(needs_escape_after));
+            proptest::prop_assert!(!e.contains(FENCE));
             proptest::prop_assert_eq!(unescape(&e), s);
         }
     }

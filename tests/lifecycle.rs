@@ -90,11 +90,11 @@ fn orphaned_claims_are_requeued_with_attempt_plus_one_or_abandoned() {
     );
 
     let done = grid.json_files("tasks/completed");
-    let rerun = &done["reaper-second-chance.json"];
+    let rerun = &done["reaper@second-chance.json"];
     assert_eq!(rerun["attempt"], 2);
     assert_eq!(rerun["stdout"], "rerun-second-chance\n");
     let failed = grid.json_files("tasks/failed");
-    let abandoned = &failed["ghost-last-straw.json"];
+    let abandoned = &failed["ghost@last-straw.json"];
     assert_eq!(abandoned["status"], "abandoned");
     assert_eq!(abandoned["attempt"], 3);
     let error = abandoned["error"].as_str().unwrap();
@@ -124,7 +124,7 @@ fn sigterm_lets_a_running_task_finish() {
         w.log_text()
     );
     let done = grid.json_files("tasks/completed");
-    assert_eq!(done["polite-finish-me.json"]["stdout"], "finished\n");
+    assert_eq!(done["polite@finish-me.json"]["stdout"], "finished\n");
     assert!(grid.files("tasks/in_progress").is_empty());
     assert_eq!(record(&grid, "polite")["status"], "stopped");
 }
@@ -286,7 +286,7 @@ fn short_tasks_are_claimed_and_reported_in_batches() {
     let results = grid.json_files("tasks/completed");
     assert_eq!(results.len(), 120, "every task, once");
     for i in 0..120 {
-        let r = &results[&format!("batcher-quick-{i:03}.json")];
+        let r = &results[&format!("batcher@quick-{i:03}.json")];
         assert_eq!(r["stdout"], format!("{i}\n"));
     }
     // Registration, stop, and the rest: one commit per task would be 120.

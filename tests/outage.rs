@@ -61,7 +61,7 @@ fn results_wait_in_the_outbox_and_land_when_the_remote_returns() {
     let completed = grid.json_files("tasks/completed");
     assert_eq!(completed.len(), 3, "{completed:?}");
     for i in 0..3 {
-        let r = &completed[&format!("islander-slow-{i}.json")];
+        let r = &completed[&format!("islander@slow-{i}.json")];
         assert_eq!(r["stdout"], format!("done-{i}\n"));
         assert_eq!(r["status"], "completed");
     }
@@ -168,7 +168,7 @@ fn a_claim_whose_push_answer_was_lost_is_kept() {
     );
     let results = grid.results();
     assert_eq!(results.len(), 1, "{results:?}");
-    assert_eq!(results[0].0, "unsure-lost-answer.json");
+    assert_eq!(results[0].0, "unsure@lost-answer.json");
     assert_eq!(
         results[0].1["attempt"], 1,
         "the claim was kept, not reaped and rerun"

@@ -13,6 +13,7 @@ use crate::git::txn::{self, TxnOutcome, TxnPolicy};
 use crate::grid::orphan::OrphanPolicy;
 use crate::grid::{Id, TaskRules};
 use crate::time;
+use crate::tools::escape::untrusted as esc;
 use crate::tools::source::RepoArgs;
 use crate::tools::{archive, html, init, reap, submit, text, validate, view};
 
@@ -102,8 +103,8 @@ pub struct SubmitArgs {
 pub fn submit(a: SubmitArgs) -> ExitCode {
     let base = match &a.task_file {
         None => Map::new(),
-        Some(p) => match std::fs::read(p) {
-            Err(e) => return fail(format_args!("{}: cannot read: {e}", p.display())),
+        Some(p) => match validate::read_regular(p, TaskRules::default().max_file_bytes as u64) {
+            Err(e) => return fail(format_args!("{}: {e}", p.display())),
             Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
                 Ok(Value::Object(m)) => m,
                 Ok(_) => return fail(format_args!("{}: must be a JSON object", p.display())),
@@ -113,10 +114,15 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
     };
     let script = match (&a.script, &a.script_file) {
         (Some(s), _) => Some(s.clone()),
-        (None, Some(p)) => match std::fs::read_to_string(p) {
-            Ok(s) => Some(s),
-            Err(e) => return fail(format_args!("{}: cannot read: {e}", p.display())),
-        },
+        (None, Some(p)) => {
+            match validate::read_regular(p, TaskRules::default().max_script_bytes as u64) {
+                Ok(b) => match String::from_utf8(b) {
+                    Ok(s) => Some(s),
+                    Err(_) => return fail(format_args!("{}: is not valid UTF-8", p.display())),
+                },
+                Err(e) => return fail(format_args!("{}: {e}", p.display())),
+            }
+        }
         (None, None) => None,
     };
     let rules = rules(a.max_timeout);
@@ -154,8 +160,9 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
         }
         Ok(TxnOutcome::Unchanged { value, .. }) => match value {
             submit::Submitted::Duplicate { path } => fail(format_args!(
-                "field `task_id` {:?} is already in use on the grid: {path}",
-                task.task_id.as_str()
+                "field `task_id` {:?} is already in use on the grid: {}",
+                task.task_id.as_str(),
+                esc(&path)
             )),
             submit::Submitted::Queued { path } => fail(format_args!("{path}: nothing pushed")),
         },
@@ -184,14 +191,20 @@ pub struct StatusArgs {
 #[derive(Debug, clap::Args)]
 pub struct StaleArgs {
     /// A node whose heartbeat is older than this is presumed dead.
+    /// At most ten years, as in the workers' configuration.
     #[arg(
         long,
         env = "DGRID_STALE_AFTER",
         value_name = "SECS",
-        default_value_t = crate::config::DEFAULT_STALE_SECS
+        default_value_t = crate::config::DEFAULT_STALE_SECS,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_SPAN_SECS)
     )]
     pub stale_after: u64,
 }
+
+/// Ten years: longer spans of time are refused, not wrapped or panicked on
+/// (the worker's configuration caps every span the same way).
+const MAX_SPAN_SECS: u64 = 10 * 366 * 86400;
 
 fn load_view(repo: &RepoArgs, stale_after: u64) -> Result<view::GridView, String> {
     let opened = repo.open_read().map_err(|e| e.to_string())?;
@@ -269,7 +282,7 @@ pub fn reap(a: ReapArgs) -> ExitCode {
         // crash; under a worker's name it would reap that worker's live
         // claims.
         let node_file = crate::grid::layout::node_file(&who);
-        if matches!(opened.repo.read_path(tip, &node_file), Ok(Some(_))) {
+        if matches!(opened.repo.exists(tip, &node_file), Ok(true)) {
             return fail(format_args!(
                 "--as {who}: {node_file} exists; the reaper must not use a worker's node id"
             ));
@@ -308,10 +321,10 @@ pub fn reap(a: ReapArgs) -> ExitCode {
     } else {
         let verb = if a.dry_run { "would be " } else { "" };
         for (task, what) in &summary.reaped {
-            println!("{task}: {verb}{what}");
+            println!("{}: {verb}{}", esc(task), esc(what));
         }
         for (entry, why) in &summary.invalid {
-            println!("{entry}: {verb}moved to tasks/failed: {why}");
+            println!("{}: {verb}moved to tasks/failed: {}", esc(entry), esc(why));
         }
         if summary.reaped.is_empty() && summary.invalid.is_empty() {
             eprintln!("no orphaned claims");
@@ -368,10 +381,10 @@ pub fn archive(a: ArchiveArgs) -> ExitCode {
     // One line per result would be tens of thousands on a first run: the
     // count, and the files whose name changed (their old name was taken).
     for (from, to) in s.renamed() {
-        println!("{from}: {verb}archived as {to}");
+        println!("{}: {verb}archived as {}", esc(from), esc(to));
     }
     for path in &s.already_archived {
-        println!("{path}: {verb}removed (the same file is archived)");
+        println!("{}: {verb}removed (the same file is archived)", esc(path));
     }
     eprintln!(
         "{} of {} results {verb}moved to {}; {} kept on {}",

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::git::repo::{EntryMode, GridRepo, TreeEntry};
+use crate::git::repo::{Blob, EntryMode, GridRepo, TreeEntry};
 use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::{self, Disposition, OrphanPolicy};
@@ -84,10 +84,29 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
             reject(&mut out, entry, &e);
         }
     }
-    let blobs = repo.read_objects(&entries.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
+    // A claim is a task file with a claim block: one bigger than a task may
+    // be is no claim, and is refused by its size alone, unread.
+    let blobs = repo.read_objects(
+        &entries.iter().map(|e| e.oid.clone()).collect::<Vec<_>>(),
+        input.rules.max_file_bytes as u64,
+    )?;
     let mut claims = Vec::new();
     for (entry, blob) in entries.iter().zip(blobs) {
-        match ClaimedTask::parse(&entry.name_lossy(), &blob.unwrap_or_default(), input.rules) {
+        let bytes = match blob {
+            Blob::Data(b) => b,
+            Blob::TooBig { size, cap } => {
+                tracing::warn!(entry = ?entry.name_lossy(), size, cap, "oversized entry in in_progress/; not read");
+                let e = crate::grid::TaskError::TooLarge {
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
+                    max: usize::try_from(cap).unwrap_or(usize::MAX),
+                };
+                reject(&mut out, entry, &e);
+                continue;
+            }
+            // Not read this round: decide on it in a later one.
+            _ => continue,
+        };
+        match ClaimedTask::parse(&entry.name_lossy(), &bytes, input.rules) {
             Ok(c) if input.skip.contains(&c.task.task_id) => {}
             Ok(c) => claims.push(c),
             Err(e) => reject(&mut out, entry, &e),
@@ -102,14 +121,42 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         .iter()
         .map(|n| format!("{tip}:{}", layout::node_file(n)))
         .collect();
-    let records: BTreeMap<&Id, NodeRecord> = claimers
+    // A record too big to read (or not a file) counts as none: that node's
+    // claims are judged as an unknown node's. One not read for lack of
+    // budget is not known yet: its claims wait for a later round.
+    let mut unknown_yet: BTreeSet<&Id> = BTreeSet::new();
+    let mut records: BTreeMap<&Id, NodeRecord> = BTreeMap::new();
+    for (n, b) in claimers
         .iter()
         .copied()
-        .zip(repo.read_objects(&specs)?)
-        .filter_map(|(n, b)| Some((n, NodeRecord::parse(&b?).ok()?)))
-        .collect();
+        .zip(repo.read_objects(&specs, layout::MAX_NODE_RECORD_BYTES)?)
+    {
+        match b {
+            // A record is its node's only if it names that node: one that
+            // mimics another id counts as none.
+            Blob::Data(b) => {
+                if let Ok(r) = NodeRecord::parse(&b)
+                    .map_err(|_| ())
+                    .and_then(|r| if &r.node_id == n { Ok(r) } else { Err(()) })
+                {
+                    records.insert(n, r);
+                }
+            }
+            Blob::Deferred { .. } => {
+                unknown_yet.insert(n);
+            }
+            other => {
+                if let Some(why) = other.why_unread() {
+                    tracing::warn!(node_id = %n, why, "node record not read; its claims are judged as an unknown node's");
+                }
+            }
+        }
+    }
     for c in &claims {
         let id = &c.task.task_id;
+        if unknown_yet.contains(&c.claim.node_id) {
+            continue;
+        }
         let why = if &c.claim.node_id == input.node {
             // Our own claim on a task we do not hold: we crashed or were
             // killed while it ran. No need to wait for the stale limit.
@@ -206,9 +253,11 @@ impl Rejection {
     }
 }
 
-/// Edits writing `results` at paths that do not exist yet at `tip`: a clash
-/// (the same id submitted again later) gets a time suffix instead of
-/// overwriting the earlier result. The same rule as the worker's sync.
+/// Edits writing `results` at paths that do not exist yet at `tip` and
+/// that no other result of the same commit takes: a clash (the same id
+/// submitted again later, or two entries with one stem rejected at once)
+/// gets a suffix (`@<millis>`, then `@<millis>.2`, ...) instead of
+/// overwriting the other result. The same rule as the worker's sync.
 pub fn place_results(
     repo: &GridRepo,
     tip: &str,
@@ -216,23 +265,53 @@ pub fn place_results(
     results: Vec<PendingResult>,
 ) -> Result<Edits, GitError> {
     let mut edits = Edits::new();
-    let paths: Vec<String> = results
+    let path_of = |r: &PendingResult, stem: &str| {
+        layout::result_file(r.result.status.is_success(), &r.node, stem)
+    };
+    let millis = now.timestamp_millis();
+    // Every name that may be asked for, checked in one call: each result's
+    // own and its first suffixed one.
+    let mut specs: Vec<String> = Vec::new();
+    for r in &results {
+        specs.push(format!("{tip}:{}", path_of(r, &r.stem)));
+        specs.push(format!(
+            "{tip}:{}",
+            path_of(r, &layout::extra_result_stem(&r.stem, millis))
+        ));
+    }
+    let infos = repo.object_info(&specs)?;
+    let asked: BTreeSet<String> = specs
         .iter()
-        .map(|r| layout::result_file(r.result.status.is_success(), &r.node, &r.stem))
+        .map(|s| s[tip.len() + 1..].to_owned())
         .collect();
-    let specs: Vec<String> = paths.iter().map(|p| format!("{tip}:{p}")).collect();
-    let existing = repo.read_objects(&specs)?;
-    for ((p, exists), r) in paths.into_iter().zip(existing).zip(results) {
-        let p = if exists.is_some() {
-            layout::result_file(
-                r.result.status.is_success(),
-                &r.node,
-                &format!("{}-{}", r.stem, now.timestamp_millis()),
-            )
+    let at_tip: BTreeSet<&String> = specs
+        .iter()
+        .zip(&infos)
+        .filter(|(_, info)| info.is_some())
+        .map(|(s, _)| s)
+        .collect();
+    let there = |p: &str| -> Result<bool, GitError> {
+        if asked.contains(p) {
+            Ok(at_tip.contains(&format!("{tip}:{p}")))
         } else {
-            p
+            // Beyond the names asked about (three results of one task by
+            // one node in one commit): rare enough to ask one by one.
+            repo.exists(tip, p)
+        }
+    };
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    for r in results {
+        let mut candidates = std::iter::once(r.stem.clone())
+            .chain(std::iter::once(layout::extra_result_stem(&r.stem, millis)))
+            .chain((2u32..).map(|n| layout::extra_result_stem(&r.stem, format!("{millis}.{n}"))));
+        let path = loop {
+            let p = path_of(&r, &candidates.next().expect("an endless list"));
+            if !taken.contains(&p) && !there(&p)? {
+                break p;
+            }
         };
-        edits.insert(p.into_bytes(), Edit::Put(r.result.to_bytes()));
+        taken.insert(path.clone());
+        edits.insert(path.into_bytes(), Edit::Put(r.result.to_bytes()));
     }
     Ok(edits)
 }

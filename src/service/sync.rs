@@ -10,11 +10,11 @@
 
 use std::collections::BTreeSet;
 
-use crate::git::repo::{EntryMode, GridRepo, Oid, TreeEntry};
+use crate::git::repo::{Blob, EntryMode, GridRepo, Oid, TreeEntry};
 use crate::git::txn::{Plan, Txn};
 use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
-use crate::grid::orphan::OrphanPolicy;
+use crate::grid::orphan::{self, OrphanPolicy};
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, NodeRecord, NodeStatus, ResultStatus, Task, TaskResult, TaskRules, layout};
 use crate::service::outbox::{Finish, OutboxEntry};
@@ -87,6 +87,10 @@ pub struct SyncReport {
 
 const KEEP: &[u8] = layout::KEEP_FILE.as_bytes();
 
+fn is_file(mode: EntryMode) -> bool {
+    matches!(mode, EntryMode::File | EntryMode::Executable)
+}
+
 fn entry_kind(mode: EntryMode) -> EntryKind {
     match mode {
         EntryMode::File => EntryKind::File,
@@ -125,7 +129,7 @@ fn landing(
     match (&entry.finish, ours, queued) {
         (_, true, _) => Landing::FromClaim,
         (Finish::Result { .. }, false, true) => Landing::FromQueue,
-        (Finish::Requeue { .. }, false, _) => Landing::Moot,
+        (Finish::Requeue { .. } | Finish::Retry { .. }, false, _) => Landing::Moot,
         // Our own push delivered it already (its answer was lost, then the
         // worker restarted): nothing left to do.
         (Finish::Result { result }, false, false) if delivered == Some(&result.to_bytes()[..]) => {
@@ -263,16 +267,33 @@ fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet<Id>, GitEr
             ]
         })
         .collect();
-    let blobs = repo.read_objects(&specs)?;
+    // Our claim is a task file; the queue entry only has to be there (never
+    // read); our delivered result is a result.
+    let caps: Vec<u64> = (0..specs.len())
+        .map(|i| match i % 3 {
+            0 => d.req.rules.max_file_bytes as u64,
+            1 => 0,
+            _ => layout::MAX_RESULT_BYTES,
+        })
+        .collect();
+    let blobs = repo.read_objects_capped(&specs, &caps)?;
     for (entry, found) in d.req.outbox.iter().zip(blobs.chunks(3)) {
         let id = &entry.task_id;
         let (in_progress, queued, delivered) = (&found[0], &found[1], &found[2]);
+        // Too big to be ours is "not ours"; not read for lack of budget is
+        // "not known yet": decide in a later round.
+        if [in_progress, delivered]
+            .iter()
+            .any(|b| matches!(b, Blob::Deferred { .. }))
+        {
+            continue;
+        }
         let source = match landing(
             entry,
             d.req.node,
-            in_progress.as_deref(),
-            queued.is_some(),
-            delivered.as_deref(),
+            in_progress.data(),
+            queued.exists(),
+            delivered.data(),
             d.req.rules,
         ) {
             Landing::FromClaim => layout::in_progress_file(id),
@@ -301,7 +322,7 @@ fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet<Id>, GitEr
             Finish::Requeue { reason } => {
                 let claimed = ClaimedTask::parse(
                     &format!("{id}.json"),
-                    in_progress.as_deref().unwrap_or(b""),
+                    in_progress.data().unwrap_or(b""),
                     d.req.rules,
                 );
                 if let Ok(c) = claimed {
@@ -312,6 +333,44 @@ fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet<Id>, GitEr
                 }
                 d.summary.push(format!("requeue {id} ({reason})"));
                 d.report.requeued += 1;
+            }
+            Finish::Retry { reason } => {
+                // Landing::FromClaim: the claim is ours, so it parses.
+                let Ok(c) = ClaimedTask::parse(
+                    &format!("{id}.json"),
+                    in_progress.data().unwrap_or(b""),
+                    d.req.rules,
+                ) else {
+                    continue;
+                };
+                match orphan::disposition(&c.claim, d.req.policy) {
+                    orphan::Disposition::Requeue { attempt } => {
+                        d.edits.insert(
+                            layout::queue_file(id).into_bytes(),
+                            Edit::Put(c.requeued(attempt)),
+                        );
+                        d.summary
+                            .push(format!("requeue {id} (attempt {attempt}: {reason})"));
+                        d.report.requeued += 1;
+                    }
+                    orphan::Disposition::Abandon => {
+                        let result = abandoned(
+                            &c,
+                            d.req.node,
+                            d.req.now,
+                            format!(
+                                "abandoned after {} attempts; the last, on {}, failed: {reason}",
+                                c.claim.attempt, d.req.node
+                            ),
+                        );
+                        d.summary.push(format!("abandon {id}"));
+                        d.results.push(PendingResult {
+                            node: d.req.node.clone(),
+                            stem: id.to_string(),
+                            result,
+                        });
+                    }
+                }
             }
         }
         d.report.landed.push(id.clone());
@@ -359,18 +418,43 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
     };
     let sample = queue.len().min(want * 2 + 4);
     let (looked_at, rest) = queue.split_at(sample);
-    let blobs = repo.read_objects(&looked_at.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
+    // Only files are read, and none bigger than a task may be: a bigger one
+    // is refused by its size alone.
+    let files: Vec<&TreeEntry> = looked_at.iter().filter(|e| is_file(e.mode)).collect();
+    let mut blobs = repo
+        .read_objects(
+            &files.iter().map(|e| e.oid.clone()).collect::<Vec<_>>(),
+            req.rules.max_file_bytes as u64,
+        )?
+        .into_iter();
     let mut left = rest.len();
     // A task claimed ahead waits for a slot: for the tasks claimed before
     // it in this batch (the wait for tasks already running or waiting is in
     // `claim_grace`). Its deadline allows for their timeouts, so that a
     // healthy node's batch is never taken for orphaned.
     let mut queued_before = chrono::Duration::zero();
-    for (entry, blob) in looked_at.iter().zip(blobs) {
-        // Trees and submodules are not read as files.
-        let content = match entry.mode {
-            EntryMode::Tree | EntryMode::Submodule => Vec::new(),
-            _ => blob.unwrap_or_default(),
+    for entry in looked_at {
+        // Symlinks, trees and submodules are refused by their kind, unread.
+        let blob = if is_file(entry.mode) {
+            blobs.next().unwrap_or(Blob::Missing)
+        } else {
+            Blob::Data(Vec::new())
+        };
+        let content = match blob {
+            Blob::Data(b) => b,
+            Blob::TooBig { size, cap } => {
+                let e = crate::grid::TaskError::TooLarge {
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
+                    max: usize::try_from(cap).unwrap_or(usize::MAX),
+                };
+                d.reject(layout::QUEUE, entry, &e);
+                continue;
+            }
+            // Not read this round (budget spent, or gone): next time.
+            _ => {
+                left += 1;
+                continue;
+            }
         };
         match Task::from_entry(
             &entry.name_lossy(),
@@ -420,12 +504,22 @@ fn peers(repo: &GridRepo, tip: &str, req: &SyncRequest<'_>) -> Result<Peers, Git
         .filter(|e| e.mode == EntryMode::File && e.name != KEEP)
         .filter(|e| layout::json_stem(&e.name_lossy()) != Some(req.node.as_str()))
         .collect();
-    let records = repo.read_objects(&others.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
+    let records = repo.read_objects(
+        &others.iter().map(|e| e.oid.clone()).collect::<Vec<_>>(),
+        layout::MAX_NODE_RECORD_BYTES,
+    )?;
+    // A record too big to read, or one that names another node than its
+    // file does, is no record: that node is not counted.
     let mut peers = Peers::default();
     for n in records
         .iter()
-        .flatten()
-        .filter_map(|b| NodeRecord::parse(b).ok())
+        .zip(&others)
+        .filter_map(|(b, e)| Some((b.data()?, e)))
+        .filter_map(|(b, e)| {
+            NodeRecord::parse(b)
+                .ok()
+                .filter(|r| layout::json_stem(&e.name_lossy()) == Some(r.node_id.as_str()))
+        })
     {
         if !n.takes_work(req.now, req.policy.stale_after) {
             continue;
@@ -469,6 +563,24 @@ fn write_results(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
     d.edits
         .extend(reap::place_results(repo, d.tip, d.req.now, results)?);
     Ok(())
+}
+
+/// The `abandoned` result of a claimed task that will not be tried again.
+pub(crate) fn abandoned(c: &ClaimedTask, node: &Id, now: Timestamp, error: String) -> TaskResult {
+    TaskResult {
+        task_id: c.task.task_id.to_string(),
+        node_id: node.clone(),
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        timestamp: crate::time::format(now),
+        status: ResultStatus::Abandoned,
+        started_at: Some(c.claim.claimed_at.clone()),
+        duration_ms: None,
+        attempt: c.claim.attempt,
+        truncated: false,
+        error: Some(error),
+    }
 }
 
 pub(crate) fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskResult {

@@ -84,7 +84,9 @@ impl Worker {
                     problem: problem.clone(),
                     retry_at: Instant::now() + ENGINE_RETRY,
                 });
-                Finish::Requeue {
+                // As the task's next attempt: a task that fails the engine
+                // on every node ends in failed/ after max_attempts.
+                Finish::Retry {
                     reason: format!("engine failure on {node}: {problem}"),
                 }
             }

@@ -10,5 +10,6 @@ pub mod reap;
 pub mod source;
 pub mod submit;
 pub mod text;
+pub mod trust;
 pub mod validate;
 pub mod view;

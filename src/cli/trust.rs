@@ -64,7 +64,10 @@ pub fn keygen(a: KeygenArgs) -> ExitCode {
                 public.display()
             );
             // The public key on stdout, for `trust add-node --key -`.
-            println!("{}", key.public_key().to_openssh().expect("a new key encodes"));
+            println!(
+                "{}",
+                key.public_key().to_openssh().expect("a new key encodes")
+            );
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
@@ -163,8 +166,9 @@ fn window(w: &WindowArgs) -> Result<Window, String> {
     let t = |flag: &str, v: &Option<String>| {
         v.as_deref()
             .map(|s| {
-                time::parse(s)
-                    .ok_or_else(|| format!("--{flag} {s:?}: not an RFC 3339 time (2026-12-31T00:00:00Z)"))
+                time::parse(s).ok_or_else(|| {
+                    format!("--{flag} {s:?}: not an RFC 3339 time (2026-12-31T00:00:00Z)")
+                })
             })
             .transpose()
     };
@@ -225,8 +229,12 @@ pub fn trust(a: TrustArgs) -> ExitCode {
             println!("policy version {}: {}", changed.version, changed.summary);
             ExitCode::SUCCESS
         }
-        Ok(TxnOutcome::Committed { value: Err(why), .. })
-        | Ok(TxnOutcome::Unchanged { value: Err(why), .. }) => fail(why),
+        Ok(TxnOutcome::Committed {
+            value: Err(why), ..
+        })
+        | Ok(TxnOutcome::Unchanged {
+            value: Err(why), ..
+        }) => fail(why),
         Ok(TxnOutcome::Unchanged { value: Ok(_), .. }) => fail("nothing pushed"),
         Ok(TxnOutcome::Uncertain { error, .. }) => fail(format_args!(
             "{}: the push's answer was lost and the grid is unreachable ({error}); \
@@ -365,8 +373,7 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
             crate::trust::policy::POLICY_FILE
         ));
     }
-    let checks = match tools::verify_results(&opened.repo, &tip, &verifier, &a.paths, time::now())
-    {
+    let checks = match tools::verify_results(&opened.repo, &tip, &verifier, &a.paths, time::now()) {
         Ok(c) => c,
         Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
     };

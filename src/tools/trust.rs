@@ -125,7 +125,9 @@ pub fn plan(
         }
         _ => {
             let Some(tip) = txn.tip.as_deref() else {
-                return Ok(refuse(format!("the grid is empty: run `dgrid-worker trust init` first")));
+                return Ok(refuse(
+                    "the grid is empty: run `dgrid-worker trust init` first".to_owned(),
+                ));
             };
             let cur = match current(txn.repo, tip, roots)? {
                 Ok(p) => p,
@@ -171,8 +173,16 @@ pub fn plan(
     };
     let mut edits = Edits::new();
     put(&mut edits, POLICY_FILE, file);
-    put(&mut edits, ALLOWED_SIGNERS_FILE, next.allowed_signers().into_bytes());
-    put(&mut edits, REVOKED_KEYS_FILE, next.revoked_keys().into_bytes());
+    put(
+        &mut edits,
+        ALLOWED_SIGNERS_FILE,
+        next.allowed_signers().into_bytes(),
+    );
+    put(
+        &mut edits,
+        REVOKED_KEYS_FILE,
+        next.revoked_keys().into_bytes(),
+    );
     if let Some(r) = roots_file {
         put(&mut edits, ROOTS_FILE, r.into_bytes());
     }

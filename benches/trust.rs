@@ -28,6 +28,11 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench binaries too, without `--bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("benchmarks run with `cargo bench --bench trust`");
+        return;
+    }
     let grid = Id::parse("bench").unwrap();
     let root = KeySigner::InProcess(keys::generate("root"));
     let alice = KeySigner::InProcess(keys::generate("alice"));

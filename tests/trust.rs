@@ -828,3 +828,66 @@ fn verify_tells_attested_results_from_forged_ones() {
         "is for grid \"g7\", not \"g8\"",
     );
 }
+
+/// A root key with a passphrase is never read in the clear: the tools hand
+/// it to `ssh-keygen -Y sign`, which asks for the passphrase (here through
+/// SSH_ASKPASS, as a desktop would), and the policy verifies as any other.
+#[test]
+fn a_root_key_with_a_passphrase_signs_through_ssh_keygen() {
+    let grid = Grid::new();
+    let key = grid.path("root");
+    let out = ssh_keygen(
+        &[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "correct horse",
+            "-C",
+            "root",
+            "-f",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let askpass = grid.path("askpass");
+    write_script(&askpass, "#!/bin/sh\necho 'correct horse'\n");
+    let run = |askpass: &Path| {
+        Command::new(BIN)
+            .args([
+                "trust",
+                "init",
+                "--grid-id",
+                "g7",
+                "--repo",
+                &grid.url(),
+                "--sign-with",
+            ])
+            .arg(&key)
+            .env("SSH_ASKPASS", askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env_remove("DISPLAY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let wrong = grid.path("wrong");
+    write_script(&wrong, "#!/bin/sh\necho 'wrong'\n");
+    expect_refused(&run(&wrong), "`ssh-keygen -Y sign` failed");
+    expect_code(&run(&askpass), 0);
+    let policy = git(&grid.bare, &["show", "main:.dgrid/policy.json"]).stdout;
+    let roots = keys::read_public_list(&grid.path("root.pub")).unwrap();
+    let pinned = Pinned {
+        grid_id: Id::parse("g7").unwrap(),
+        roots,
+        threshold: 1,
+    };
+    assert_eq!(
+        dgrid_worker::trust::policy::open(&pinned, &policy)
+            .unwrap()
+            .policy
+            .version,
+        1
+    );
+}

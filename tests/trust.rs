@@ -785,7 +785,7 @@ fn verify_tells_attested_results_from_forged_ones() {
         ),
         (
             "tasks/completed/elsewhere-t1.json",
-            "not attested (claim-not-held)",
+            "not attested (claim-not-held): answers a claim its node never held: commit 0123456789012345678901234567890123456789 is not in the branch's history",
         ),
         ("tasks/failed/plain-t1.json", "not attested (unsigned)"),
     ] {

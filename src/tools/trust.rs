@@ -393,7 +393,17 @@ pub fn verify_results(
         let task_id = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|v| v["task_id"].as_str().map(str::to_owned));
-        let checked = verifier.verify_result(&bytes, claim.as_deref(), now);
+        let mut checked = verifier.verify_result(&bytes, claim.as_deref(), now);
+        // A claim commit that is not on the branch (made elsewhere, or
+        // invented) holds no claim, whatever it contains: say so.
+        if let (Err(TrustError::ClaimNotHeld(why)), None) = (&mut checked, &named) {
+            let commit = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["claim_commit"].as_str().map(str::to_owned));
+            if let Some(c) = commit.filter(|c| !history.contains(c)) {
+                *why = format!("commit {c} is not in the branch's history");
+            }
+        }
         out.push(match checked {
             Ok(a) => ResultCheck {
                 path,

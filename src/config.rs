@@ -63,6 +63,8 @@ struct File {
     git: GitFile,
     #[serde(default)]
     tasks: TasksFile,
+    #[serde(default)]
+    trust: crate::trust::config::TrustFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +120,8 @@ pub struct Config {
     pub git_timeout: Duration,
     pub sandbox: SandboxConfig,
     pub task_rules: TaskRules,
+    /// `[trust]`: the pinned roots and how strictly tasks are checked.
+    pub trust: crate::trust::TrustConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -352,7 +356,10 @@ impl Config {
             })?,
         };
 
+        let trust = crate::trust::config::resolve(file.trust, &origin, env)?;
+
         let cfg = Config {
+            trust,
             status_listen,
             source,
             node_id,
@@ -431,10 +438,12 @@ fn read_file(path: &Path) -> Result<File, ConfigError> {
 }
 
 fn parse_file(text: &str, path: &Path) -> Result<File, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
+    let mut file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
-    })
+    })?;
+    file.trust.locate(text);
+    Ok(file)
 }
 
 /// The status page is on by default, on loopback only (DESIGN.md 4).

@@ -12,3 +12,4 @@ pub mod service;
 pub mod status;
 pub mod time;
 pub mod tools;
+pub mod trust;

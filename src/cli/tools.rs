@@ -15,7 +15,7 @@ use crate::grid::{Id, TaskRules};
 use crate::time;
 use crate::tools::escape::untrusted as esc;
 use crate::tools::source::RepoArgs;
-use crate::tools::{archive, html, init, reap, submit, text, validate, view};
+use crate::tools::{archive, html, init, reap, submit, text, trust, validate, view};
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("dgrid-worker: {msg}");
@@ -42,12 +42,41 @@ pub struct ValidateArgs {
     /// already have a result.
     #[arg(long, value_name = "DIR")]
     pub grid: Option<PathBuf>,
+    /// Also check each task's signature, as a worker in `enforce` mode
+    /// would, against the policy on --trust-ref (and a changed
+    /// .dgrid/policy.json in --grid against it).
+    #[arg(long, requires = "trust_ref")]
+    pub verify: bool,
+    /// The ref whose policy and roots are trusted (in a pull request's
+    /// check, the base branch: never the pull request itself), read from the
+    /// repository at --grid (default: the current directory).
+    #[arg(long, value_name = "REF")]
+    pub trust_ref: Option<String>,
+    /// The roots' public keys [default: .dgrid/roots on --trust-ref].
+    #[arg(long, value_name = "FILE")]
+    pub roots: Option<PathBuf>,
+    /// Root signatures the policy needs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threshold: usize,
 }
 
 pub fn validate(a: ValidateArgs) -> ExitCode {
     let mut report = validate::validate(&a.paths, &rules(a.max_timeout));
     if let Some(grid) = &a.grid {
         validate::check_against_grid(&mut report, grid);
+    }
+    if let (true, Some(trust_ref)) = (a.verify, &a.trust_ref) {
+        let dir = a.grid.clone().unwrap_or_else(|| PathBuf::from("."));
+        match trust::verifier_at(
+            &dir,
+            trust_ref,
+            a.roots.as_deref(),
+            a.threshold,
+            &rules(a.max_timeout),
+        ) {
+            Ok(mut v) => trust::verify_report(&mut report, &mut v, a.grid.as_deref(), time::now()),
+            Err(e) => return fail(e),
+        }
     }
     // In GitHub Actions, also as annotations on the pull request's files.
     let github = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
@@ -98,6 +127,17 @@ pub struct SubmitArgs {
     pub timeout: Option<u64>,
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub max_timeout: u64,
+    /// Sign the task with this submitter's private key (OpenSSH format; one
+    /// with a passphrase is used through `ssh-keygen -Y sign`).
+    #[arg(long, value_name = "KEY", requires = "grid_id")]
+    pub sign_with: Option<PathBuf>,
+    /// The grid the signature is for, as its workers pin it: part of the
+    /// signature's namespace, so never read from the grid itself.
+    #[arg(long, env = "DGRID_GRID_ID", value_name = "ID")]
+    pub grid_id: Option<String>,
+    /// How long a signed task may wait to run before it expires.
+    #[arg(long, value_name = "SECS", default_value_t = 7 * 24 * 3600)]
+    pub expires_in: u64,
 }
 
 pub fn submit(a: SubmitArgs) -> ExitCode {
@@ -142,6 +182,15 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
                 .map_or("the task".to_owned(), |p| p.display().to_string());
             return fail(format_args!("{origin}: {e}"));
         }
+    };
+    let task = match (&a.sign_with, &a.grid_id) {
+        (Some(key), Some(grid)) => {
+            match trust::sign_task(&task, key, grid, a.expires_in, time::now(), &rules) {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            }
+        }
+        _ => task,
     };
     let opened = match a.repo.open_clone_as("submit") {
         Ok(o) => o,

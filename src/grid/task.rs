@@ -235,7 +235,7 @@ impl Task {
 }
 
 /// The first top-level key of a JSON object that appears twice, if any.
-fn duplicate_key(text: &str) -> Option<String> {
+pub(crate) fn duplicate_key(text: &str) -> Option<String> {
     use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
     struct FirstDuplicate(Option<String>);

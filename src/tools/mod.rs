@@ -11,5 +11,6 @@ pub mod reap;
 pub mod source;
 pub mod submit;
 pub mod text;
+pub mod trust;
 pub mod validate;
 pub mod view;

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod git;
 pub mod grid;
+pub mod html;
+pub mod ledger;
 pub mod logging;
 pub mod sandbox;
 pub mod service;

@@ -4,6 +4,7 @@
 //!   credentials passed only through the child's environment.
 //! - [`repo`]: the worker's private clone and the plumbing reads and writes
 //!   it needs (no work tree: reads with `ls-tree`/`cat-file`, commits with `fast-import`).
+//! - [`tree`]: object ids and tree entries, shared by `repo` and `edits`.
 //! - [`edits`]: a commit as path edits, written by `git fast-import`.
 //! - [`txn`]: the transaction loop (fetch, plan, commit, push, retry).
 
@@ -11,6 +12,7 @@ pub mod auth;
 pub mod command;
 pub mod edits;
 pub mod repo;
+pub mod tree;
 pub mod txn;
 
 pub use command::{Git, GitError};

@@ -6,8 +6,11 @@
 
 use serde_json::{Map, Value};
 
-use super::claim::CLAIM_FIELD;
 use super::{Id, IdError, layout};
+
+/// The block a claim adds to a task file (`grid::claim`): the grid's own,
+/// never part of what a submitter wrote.
+pub const CLAIM_FIELD: &str = "claim";
 
 /// Limits a task must respect. A grid may tighten them in its configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,9 +17,10 @@ use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::{self, OrphanPolicy};
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, NodeRecord, NodeStatus, ResultStatus, Task, TaskResult, TaskRules, layout};
+use crate::ledger::reap;
+use crate::ledger::results::{self, PendingResult, Rejection};
 use crate::service::outbox::{Finish, OutboxEntry};
 use crate::service::pace;
-use crate::service::reap::{self, PendingResult, Rejection};
 use crate::time::Timestamp;
 
 pub struct SyncRequest<'a> {
@@ -471,8 +472,10 @@ fn claim(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(
                 // Validated: at most max_timeout_seconds.
                 queued_before += chrono::Duration::seconds(task.timeout_seconds as i64);
                 let claimed = ClaimedTask::new(task, req.node, req.now, grace);
-                d.edits
-                    .insert(reap::entry_path(layout::QUEUE, &entry.name), Edit::Delete);
+                d.edits.insert(
+                    results::entry_path(layout::QUEUE, &entry.name),
+                    Edit::Delete,
+                );
                 d.edits.insert(
                     layout::in_progress_file(&claimed.task.task_id).into_bytes(),
                     Edit::Put(claimed.to_bytes()),
@@ -535,7 +538,7 @@ fn peers(repo: &GridRepo, tip: &str, req: &SyncRequest<'_>) -> Result<Peers, Git
 }
 
 /// Requeue (or abandon) claims whose owner is gone. The rule itself lives
-/// in service::reap, shared with `dgrid-worker reap`.
+/// in ledger::reap, shared with `dgrid-worker reap`.
 fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(), GitError> {
     let input = reap::ReapInput {
         node: d.req.node,
@@ -561,7 +564,7 @@ fn write_results(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
     }
     let results = std::mem::take(&mut d.results);
     d.edits
-        .extend(reap::place_results(repo, d.tip, d.req.now, results)?);
+        .extend(results::place_results(repo, d.tip, d.req.now, results)?);
     Ok(())
 }
 
@@ -580,23 +583,6 @@ pub(crate) fn abandoned(c: &ClaimedTask, node: &Id, now: Timestamp, error: Strin
         attempt: c.claim.attempt,
         truncated: false,
         error: Some(error),
-    }
-}
-
-pub(crate) fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskResult {
-    TaskResult {
-        task_id: layout::json_stem(name).unwrap_or(name).to_owned(),
-        node_id: node.clone(),
-        exit_code: None,
-        stdout: String::new(),
-        stderr: String::new(),
-        timestamp: now.to_owned(),
-        status: ResultStatus::Invalid,
-        started_at: None,
-        duration_ms: None,
-        attempt: 1,
-        truncated: false,
-        error: Some(reason.to_owned()),
     }
 }
 
@@ -637,6 +623,7 @@ fn commit_message(node: &Id, items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::results::invalid_result;
 
     fn entry(finish: Finish) -> OutboxEntry {
         OutboxEntry {

@@ -355,7 +355,7 @@ pub fn metrics(s: &Snapshot, now: Timestamp) -> String {
 
 /// The page at `/`: the same data as `/api/status`, for a person.
 pub fn page(s: &Snapshot, now: Timestamp) -> String {
-    use crate::tools::html::{STYLE, escape};
+    use crate::html::{STYLE, escape};
     let mut h = String::new();
     let healthy = health(s, now);
     let _ = write!(

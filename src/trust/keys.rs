@@ -225,6 +225,16 @@ pub fn write_new_pair(path: &Path, key: &PrivateKey) -> Result<PathBuf, KeyFileE
     Ok(public_path)
 }
 
+/// The SHA-256 of `bytes`, in lower-case hex (the digests the grid names
+/// tasks and policies by).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    HashAlg::Sha256
+        .digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,10 +22,10 @@
 //! files is in [`keys`] (key files) and [`store`] (the state directory).
 
 pub mod cache;
-pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod keys;
+pub mod mode;
 pub mod policy;
 pub mod result;
 pub mod sig;
@@ -33,9 +33,9 @@ pub mod store;
 pub mod task;
 pub mod verifier;
 
-pub use config::{Mode, TrustConfig};
 pub use envelope::Envelope;
 pub use error::TrustError;
+pub use mode::Mode;
 pub use policy::{Pinned, Policy, PolicyError};
 pub use sig::{KeySigner, Role};
 pub use task::{SignedTask, TaskDigest};

@@ -557,7 +557,7 @@ pub fn open(pinned: &Pinned, file: &[u8]) -> Result<Accepted, PolicyError> {
         index,
         policy,
         file: file.to_vec(),
-        digest: super::task::hex(&ssh_key::HashAlg::Sha256.digest(&payload)),
+        digest: keys::sha256_hex(&payload),
     })
 }
 

@@ -27,10 +27,11 @@
 //! the clock, which are cheap and change.
 
 use serde_json::{Map, Value};
-use ssh_key::{HashAlg, PublicKey};
+use ssh_key::PublicKey;
 
 use super::envelope::{self, ENVELOPE_FIELD, Envelope};
 use super::error::TrustError;
+use super::keys::sha256_hex;
 use super::policy::{Index, Kind, Lookup};
 use super::sig::{self, KeySigner, Role, SigError, SignError};
 use crate::grid::claim::{CLAIM_FIELD, pretty};
@@ -45,10 +46,6 @@ pub const UNSIGNED_FIELDS: [&str; 3] = [ENVELOPE_FIELD, CLAIM_FIELD, "attempt"];
 /// attack: a task "issued" that little in the future is taken.
 pub const CLOCK_SKEW_SECONDS: i64 = 300;
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `sha256:<hex>` of what a task asks to run: its signed payload, or for an
 /// unsigned task its fields as compact JSON with sorted keys (without the
 /// claim, the attempt, or an envelope). A result names the task it answers
@@ -59,7 +56,7 @@ pub struct TaskDigest(pub String);
 
 impl TaskDigest {
     pub fn of_bytes(bytes: &[u8]) -> TaskDigest {
-        TaskDigest(format!("sha256:{}", hex(&HashAlg::Sha256.digest(bytes))))
+        TaskDigest(format!("sha256:{}", sha256_hex(bytes)))
     }
 
     /// The digest of a task file, queued or claimed.

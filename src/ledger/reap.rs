@@ -1,5 +1,5 @@
-//! Reaping orphaned claims (DESIGN.md section 2), as one planning step over
-//! a fetched tip. Shared by the worker's sync (which folds it into its own
+//! Reaping orphaned claims (PROTOCOL.md, Orphans), as one planning step
+//! over a fetched tip. Shared by the worker's sync (which folds it into its own
 //! commit) and by `dgrid-worker reap` (the repo workflow's transaction), so
 //! that both apply exactly the same rule.
 
@@ -12,6 +12,8 @@ use crate::grid::orphan::{self, Disposition, OrphanPolicy};
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, NodeRecord, ResultStatus, Task, TaskResult, TaskRules, layout};
 use crate::time::{self, Timestamp};
+
+use super::results::{PendingResult, Rejection};
 
 /// Who reaps, when, and under which rules.
 pub struct ReapInput<'a> {
@@ -26,14 +28,6 @@ pub struct ReapInput<'a> {
     pub policy: &'a OrphanPolicy,
 }
 
-/// A result to write, before its final path is chosen.
-#[derive(Debug, Clone)]
-pub struct PendingResult {
-    pub node: Id,
-    pub stem: String,
-    pub result: TaskResult,
-}
-
 #[derive(Debug, Default)]
 pub struct ReapPlan {
     pub edits: Edits,
@@ -44,14 +38,6 @@ pub struct ReapPlan {
     pub invalid: Vec<(String, String)>,
     /// Commit message items.
     pub summary: Vec<String>,
-}
-
-/// The path of entry `name` of `dir`, as bytes: hostile names are deleted
-/// under exactly the name they were pushed with.
-pub(crate) fn entry_path(dir: &str, name: &[u8]) -> Vec<u8> {
-    let mut p = format!("{dir}/").into_bytes();
-    p.extend_from_slice(name);
-    p
 }
 
 /// Look at every claim in `in_progress/` at `tip` and plan what becomes of
@@ -217,101 +203,4 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         }
     }
     Ok(out)
-}
-
-/// An entry that breaks the rules, on its way out of its directory into
-/// `failed/`: what the worker's sync and the reaper both do with one.
-pub(crate) struct Rejection {
-    /// The entry's path, to delete.
-    pub path: Vec<u8>,
-    /// Its `invalid` result.
-    pub result: PendingResult,
-    /// (entry name, reason naming the file).
-    pub invalid: (String, String),
-}
-
-impl Rejection {
-    pub fn of(
-        dir: &str,
-        entry: &TreeEntry,
-        error: &dyn std::fmt::Display,
-        node: &Id,
-        now: Timestamp,
-    ) -> Rejection {
-        let name = entry.name_lossy();
-        let reason = format!("{dir}/{name}: {error}");
-        let result = PendingResult {
-            node: node.clone(),
-            stem: layout::result_stem_for_entry(&name),
-            result: super::sync::invalid_result(&name, node, &time::format(now), &reason),
-        };
-        Rejection {
-            path: entry_path(dir, &entry.name),
-            result,
-            invalid: (name, reason),
-        }
-    }
-}
-
-/// Edits writing `results` at paths that do not exist yet at `tip` and
-/// that no other result of the same commit takes: a clash (the same id
-/// submitted again later, or two entries with one stem rejected at once)
-/// gets a suffix (`@<millis>`, then `@<millis>.2`, ...) instead of
-/// overwriting the other result. The same rule as the worker's sync.
-pub fn place_results(
-    repo: &GridRepo,
-    tip: &str,
-    now: Timestamp,
-    results: Vec<PendingResult>,
-) -> Result<Edits, GitError> {
-    let mut edits = Edits::new();
-    let path_of = |r: &PendingResult, stem: &str| {
-        layout::result_file(r.result.status.is_success(), &r.node, stem)
-    };
-    let millis = now.timestamp_millis();
-    // Every name that may be asked for, checked in one call: each result's
-    // own and its first suffixed one.
-    let mut specs: Vec<String> = Vec::new();
-    for r in &results {
-        specs.push(format!("{tip}:{}", path_of(r, &r.stem)));
-        specs.push(format!(
-            "{tip}:{}",
-            path_of(r, &layout::extra_result_stem(&r.stem, millis))
-        ));
-    }
-    let infos = repo.object_info(&specs)?;
-    let asked: BTreeSet<String> = specs
-        .iter()
-        .map(|s| s[tip.len() + 1..].to_owned())
-        .collect();
-    let at_tip: BTreeSet<&String> = specs
-        .iter()
-        .zip(&infos)
-        .filter(|(_, info)| info.is_some())
-        .map(|(s, _)| s)
-        .collect();
-    let there = |p: &str| -> Result<bool, GitError> {
-        if asked.contains(p) {
-            Ok(at_tip.contains(&format!("{tip}:{p}")))
-        } else {
-            // Beyond the names asked about (three results of one task by
-            // one node in one commit): rare enough to ask one by one.
-            repo.exists(tip, p)
-        }
-    };
-    let mut taken: BTreeSet<String> = BTreeSet::new();
-    for r in results {
-        let mut candidates = std::iter::once(r.stem.clone())
-            .chain(std::iter::once(layout::extra_result_stem(&r.stem, millis)))
-            .chain((2u32..).map(|n| layout::extra_result_stem(&r.stem, format!("{millis}.{n}"))));
-        let path = loop {
-            let p = path_of(&r, &candidates.next().expect("an endless list"));
-            if !taken.contains(&p) && !there(&p)? {
-                break p;
-            }
-        };
-        taken.insert(path.clone());
-        edits.insert(path.into_bytes(), Edit::Put(r.result.to_bytes()));
-    }
-    Ok(edits)
 }

@@ -4,6 +4,8 @@
 //! original worker (`NODE_ID`, `DGRID_REPO_URL`, `GIT_TOKEN`, `PULL_INTERVAL`,
 //! `LOG_LEVEL`) and add `DGRID_*` for the rest.
 
+pub mod trust;
+
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,7 +66,7 @@ struct File {
     #[serde(default)]
     tasks: TasksFile,
     #[serde(default)]
-    trust: crate::trust::config::TrustFile,
+    trust: trust::TrustFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,7 +123,7 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub task_rules: TaskRules,
     /// `[trust]`: the pinned roots and how strictly tasks are checked.
-    pub trust: crate::trust::TrustConfig,
+    pub trust: trust::TrustConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -356,7 +358,7 @@ impl Config {
             })?,
         };
 
-        let trust = crate::trust::config::resolve(file.trust, &origin, env)?;
+        let trust = trust::resolve(file.trust, &origin, env)?;
 
         let cfg = Config {
             trust,

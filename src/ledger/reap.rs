@@ -10,10 +10,10 @@ use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::{self, Disposition, OrphanPolicy};
 use crate::grid::task::EntryKind;
-use crate::grid::{Id, NodeRecord, ResultStatus, Task, TaskResult, TaskRules, layout};
-use crate::time::{self, Timestamp};
+use crate::grid::{Id, NodeRecord, Task, TaskRules, layout};
+use crate::time::Timestamp;
 
-use super::results::{PendingResult, Rejection};
+use super::results::{PendingResult, Rejection, abandoned};
 
 /// Who reaps, when, and under which rules.
 pub struct ReapInput<'a> {
@@ -44,7 +44,6 @@ pub struct ReapPlan {
 /// the orphaned ones.
 pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPlan, GitError> {
     let mut out = ReapPlan::default();
-    let now_s = time::format(input.now);
     // Garbage in in_progress/ (pushed by hand, or by a broken tool): it
     // blocks nothing but must not sit there for ever.
     let reject = |out: &mut ReapPlan, entry: &TreeEntry, error: &dyn std::fmt::Display| {
@@ -178,20 +177,7 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                     "abandoned after {} attempts; the last claim, by {}, was orphaned: {why}",
                     c.claim.attempt, c.claim.node_id
                 );
-                let result = TaskResult {
-                    task_id: id.to_string(),
-                    node_id: c.claim.node_id.clone(),
-                    exit_code: None,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    timestamp: now_s.clone(),
-                    status: ResultStatus::Abandoned,
-                    started_at: Some(c.claim.claimed_at.clone()),
-                    duration_ms: None,
-                    attempt: c.claim.attempt,
-                    truncated: false,
-                    error: Some(error.clone()),
-                };
+                let result = abandoned(c, &c.claim.node_id, input.now, error.clone());
                 out.results.push(PendingResult {
                     node: c.claim.node_id.clone(),
                     stem: id.to_string(),

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::git::repo::{GridRepo, TreeEntry};
 use crate::git::{Edit, Edits, GitError};
+use crate::grid::claim::ClaimedTask;
 use crate::grid::{Id, ResultStatus, TaskResult, layout};
 use crate::time::{self, Timestamp};
 
@@ -138,5 +139,23 @@ pub fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskRes
         attempt: 1,
         truncated: false,
         error: Some(reason.to_owned()),
+    }
+}
+
+/// The `abandoned` result of a claimed task that will not be tried again.
+pub fn abandoned(c: &ClaimedTask, node: &Id, now: Timestamp, error: String) -> TaskResult {
+    TaskResult {
+        task_id: c.task.task_id.to_string(),
+        node_id: node.clone(),
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        timestamp: time::format(now),
+        status: ResultStatus::Abandoned,
+        started_at: Some(c.claim.claimed_at.clone()),
+        duration_ms: None,
+        attempt: c.claim.attempt,
+        truncated: false,
+        error: Some(error),
     }
 }

@@ -459,6 +459,9 @@ mod claim_choice {
                 queue_empty_at: None,
                 share_up_to: 0,
                 slots: 1,
+                holding: 0,
+                start_soon: usize::MAX,
+                records: &Default::default(),
                 survey: false,
                 defer_results: false,
             };

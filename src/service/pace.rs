@@ -132,6 +132,14 @@ pub fn fair_share(queue_len: usize, mine: u32, others_free: u32) -> usize {
     (queue_len as u128 * mine).div_ceil(all) as usize
 }
 
+/// How many more to claim for a node that holds `holding` tasks, when the
+/// grid holds `work` tasks not done (queued, or claimed by anyone and not
+/// finished): its fair share of all of it ([`fair_share`]), less what it
+/// holds. Nodes that come late to a backlog get as much as the first.
+pub fn share_to_claim(work: usize, holding: usize, mine: u32, others: u32) -> usize {
+    fair_share(work, mine, others).saturating_sub(holding)
+}
+
 /// How many of its `waiting` claims a node hands back when `idle_slots` of
 /// its peers' slots sit idle and `queued` tasks are left in the queue.
 /// Idle peers take from the queue first: only when it cannot fill their
@@ -155,14 +163,23 @@ pub fn give_back(
 
 /// Results wait at most this many syncs' time (or [`MAX_RESULT_DELAY`], if
 /// longer) for a claim to ride with: where each push takes long (a far git
-/// host, or many nodes on one ref) the ref has fewer pushes to spare.
+/// host) the ref has fewer pushes to spare.
 pub const RESULT_DELAY_SYNCS: f64 = 8.0;
 
 impl Pace {
-    /// How long a result may wait in the outbox for a claim to ride with.
-    pub fn result_delay(&self) -> Duration {
-        let by_sync = Duration::from_secs_f64(self.sync.unwrap_or(0.0) * RESULT_DELAY_SYNCS);
-        by_sync.clamp(MAX_RESULT_DELAY, 10 * MAX_RESULT_DELAY)
+    /// How long a result may wait in the outbox for a claim to ride with,
+    /// when `nodes` nodes share the ref: at least [`MAX_RESULT_DELAY`], at
+    /// least [`RESULT_DELAY_SYNCS`] syncs, and long enough that the nodes'
+    /// result pushes together take at most half of the ref (a sync's time
+    /// each, measured with the rounds it lost), so that nodes waiting for
+    /// their first claim can still get theirs in. At most ten times the
+    /// least.
+    pub fn result_delay(&self, nodes: usize) -> Duration {
+        let sync = self.sync.unwrap_or(0.0);
+        let by_sync = sync * RESULT_DELAY_SYNCS;
+        let by_share = sync * 2.0 * nodes as f64;
+        Duration::from_secs_f64(by_sync.max(by_share))
+            .clamp(MAX_RESULT_DELAY, 10 * MAX_RESULT_DELAY)
     }
 }
 
@@ -267,6 +284,17 @@ mod tests {
             fair_share(usize::MAX / 2, u32::MAX, u32::MAX),
             usize::MAX / 4 + 1
         );
+    }
+
+    #[test]
+    fn a_share_counts_what_is_claimed_and_what_the_node_holds() {
+        // 128 tasks, 16 nodes: the first takes 8, and so does the tenth,
+        // though 72 are claimed by then.
+        assert_eq!(share_to_claim(128, 0, 1, 15), 8);
+        assert_eq!(share_to_claim(56 + 72, 0, 1, 15), 8);
+        assert_eq!(share_to_claim(128, 8, 1, 15), 0, "it has its share");
+        assert_eq!(share_to_claim(128, 9, 1, 15), 0);
+        assert_eq!(share_to_claim(40, 2, 1, 3), 8);
     }
 
     #[test]
@@ -375,11 +403,14 @@ mod tests {
             "others may wait for what goes back"
         );
         let mut p = Pace::default();
-        assert_eq!(p.result_delay(), MAX_RESULT_DELAY);
+        assert_eq!(p.result_delay(1), MAX_RESULT_DELAY);
+        p.sync_took(ms(100));
+        assert_eq!(p.result_delay(1), MAX_RESULT_DELAY, "a local grid");
+        assert_eq!(p.result_delay(16), ms(3200), "sixteen nodes share the ref");
         p.sync_took(ms(1000));
-        assert_eq!(p.result_delay(), Duration::from_secs(8), "a far host");
+        assert!(p.result_delay(1) >= Duration::from_secs(2), "a far host");
         p.sync_took(ms(60_000));
-        assert!(p.result_delay() <= 10 * MAX_RESULT_DELAY);
+        assert!(p.result_delay(16) <= 10 * MAX_RESULT_DELAY);
     }
 
     proptest::proptest! {

@@ -148,7 +148,8 @@ impl GridRepo {
             ("remote.origin.url", url),
             ("remote.origin.fetch", fetch_spec.as_str()),
             // Housekeeping runs on the worker's schedule, never inside a claim
-            // (an automatic gc mid-claim costs 150-200 ms, DESIGN.md 7).
+            // (an automatic gc mid-claim costs 150-200 ms, measured on a grid of
+            // 50,000 results; DEVELOPING.md, What we measured).
             ("gc.auto", "0"),
             ("maintenance.auto", "false"),
             ("fetch.writeCommitGraph", "false"),
@@ -585,7 +586,8 @@ impl GridRepo {
     /// Housekeeping, off the claim path: cut the clone back to the tip
     /// (`fetch --depth=1`) and drop everything else (`gc --prune=now`), so
     /// that its size stays that of one tip, however long the worker runs,
-    /// and the one pack per fetch does not pile up (DESIGN.md 7). A full
+    /// and the one pack per fetch does not pile up (a blobless clone with
+    /// maintenance off went from 66 to 116 ms a claim over 600 claims). A full
     /// clone made by an older version becomes shallow here too.
     ///
     /// The caller must make sure no push is uncertain: the uncertain

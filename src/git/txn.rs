@@ -1,4 +1,4 @@
-//! The transaction loop of DESIGN.md section 2.
+//! The transaction loop (PROTOCOL.md, The transaction).
 //!
 //! A round: fetch `origin/main`, let the caller plan its change against that
 //! fresh tip (checking its preconditions there), build the commit on top of

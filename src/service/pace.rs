@@ -70,6 +70,17 @@ impl Pace {
         }
     }
 
+    /// [`Pace::ahead`], knowing that a task running now has run for
+    /// `longest_running` already: a task far longer than the average says
+    /// the tasks have changed (short ones measured, long ones arrived), and
+    /// what is held ahead shrinks now, not when it ends.
+    pub fn ahead_now(&self, longest_running: Duration, concurrency: u32, max: u32) -> usize {
+        match self.task {
+            Some(task) => self.ahead_if(task.max(longest_running.as_secs_f64()), concurrency, max),
+            None => 0,
+        }
+    }
+
     /// What [`Pace::ahead`] would say if tasks took `task` seconds.
     fn ahead_if(&self, task: f64, concurrency: u32, max: u32) -> usize {
         let Some(sync) = self.sync else { return 0 };
@@ -86,7 +97,8 @@ impl Pace {
     /// `within`, with `slots` slots of which those running have run for
     /// `running_for`. A running task is expected to end when the measured
     /// average says, or, once it has run longer than that (or nothing is
-    /// measured), to run as long again: task lengths are heavy-tailed.
+    /// measured), to run as long again: task lengths are heavy-tailed; and
+    /// the tasks after it are taken to be as long as the longer of the two.
     pub fn startable_within(
         &self,
         within: Duration,
@@ -94,7 +106,12 @@ impl Pace {
         running_for: &[Duration],
     ) -> usize {
         let within = within.as_secs_f64();
-        let task = self.task.map(|t| t.max(SHORTEST_TASK.as_secs_f64()));
+        // A running task longer than the average says the tasks got longer:
+        // those that follow are taken to be as long.
+        let longest = running_for.iter().max().map_or(0.0, Duration::as_secs_f64);
+        let task = self
+            .task
+            .map(|t| t.max(SHORTEST_TASK.as_secs_f64()).max(longest));
         let free = (slots as usize).saturating_sub(running_for.len());
         let ends = running_for
             .iter()
@@ -260,6 +277,21 @@ mod tests {
     }
 
     #[test]
+    fn a_long_running_task_shrinks_what_is_held_ahead_now() {
+        let mut p = Pace::default();
+        p.sync_took(ms(100));
+        p.task_took(ms(2));
+        assert_eq!(p.ahead_now(Duration::ZERO, 1, 128), 128, "short tasks");
+        assert_eq!(p.ahead_now(ms(2), 1, 128), 128);
+        assert_eq!(
+            p.ahead_now(Duration::from_secs(2), 1, 128),
+            1,
+            "a long one runs"
+        );
+        assert_eq!(Pace::default().ahead_now(ms(5), 1, 128), 0, "nothing timed");
+    }
+
+    #[test]
     fn one_slow_sample_moves_the_estimate_a_quarter() {
         let mut p = Pace::default();
         p.sync_took(ms(100));
@@ -329,6 +361,11 @@ mod tests {
         assert_eq!(p.startable_within(s(0.5), 1, &[s(0.7)]), 1, "ends in 0.3 s");
         assert_eq!(p.startable_within(s(2.5), 1, &[s(0.7)]), 3, "then two more");
         assert_eq!(
+            p.startable_within(s(2.5), 1, &[s(1.2)]),
+            2,
+            "a task longer than the average: it runs as long again, the next one as long"
+        );
+        assert_eq!(
             p.startable_within(s(0.5), 1, &[s(3.0)]),
             0,
             "a long one runs on"
@@ -339,6 +376,11 @@ mod tests {
             quick.startable_within(s(0.5), 1, &[Duration::ZERO]),
             500,
             "short tasks: many"
+        );
+        assert_eq!(
+            quick.startable_within(s(1.0), 1, &[s(0.4)]),
+            2,
+            "short tasks measured, a long one running: few"
         );
     }
 

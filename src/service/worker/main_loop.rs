@@ -45,7 +45,10 @@ impl Worker {
                 match self.sync(&due, &policy) {
                     Ok(_) => {}
                     Err(TxnError::Interrupted { rounds }) => {
-                        tracing::debug!(rounds, "sync interrupted: a task ended and the next waits");
+                        tracing::debug!(
+                            rounds,
+                            "sync interrupted: a task ended and the next waits"
+                        );
                     }
                     Err(TxnError::Contended { .. }) if can_wait => {
                         tracing::debug!("results wait: the grid's ref is busy");

@@ -270,7 +270,8 @@ impl Worker {
         }
         let peers_idle = self.last_view.is_some_and(|v| v.idle_peer_slots > 0);
         let ahead_ok = (!self.slots.running.is_empty() || self.queue_deep) && !peers_idle;
-        self.slots.room(&self.pace, self.cfg.claim_ahead, ahead_ok)
+        self.slots
+            .room(&self.pace, self.cfg.claim_ahead, ahead_ok, Instant::now())
     }
 
     /// Tasks wait in the outbox to go back to the queue: others may be

@@ -54,9 +54,10 @@ impl Slots {
 
     /// Tasks to claim: free slots, plus as many ahead as `pace` says (at
     /// most `claim_ahead`) when `ahead_ok`. See `Worker::room` for when.
-    pub fn room(&self, pace: &Pace, claim_ahead: u32, ahead_ok: bool) -> usize {
+    pub fn room(&self, pace: &Pace, claim_ahead: u32, ahead_ok: bool, now: Instant) -> usize {
+        let longest = self.running_for(now).into_iter().max().unwrap_or_default();
         let ahead = if ahead_ok {
-            pace.ahead(self.concurrency as u32, claim_ahead)
+            pace.ahead_now(longest, self.concurrency as u32, claim_ahead)
         } else {
             0
         };
@@ -214,24 +215,30 @@ mod tests {
         );
     }
 
+    impl Slots {
+        fn room_at(&self, pace: &Pace, claim_ahead: u32, ahead_ok: bool) -> usize {
+            self.room(pace, claim_ahead, ahead_ok, Instant::now())
+        }
+    }
+
     #[test]
     fn room_is_free_slots_plus_what_pace_holds_ahead() {
         let mut pace = Pace::default();
         let mut s = Slots::new(2);
-        assert_eq!(s.room(&pace, 128, false), 2, "just the slots");
-        assert_eq!(s.room(&pace, 128, true), 2, "nothing timed: none ahead");
+        assert_eq!(s.room_at(&pace, 128, false), 2, "just the slots");
+        assert_eq!(s.room_at(&pace, 128, true), 2, "nothing timed: none ahead");
         pace.sync_took(Duration::from_millis(100));
         pace.task_took(Duration::from_millis(100));
-        assert_eq!(s.room(&pace, 128, false), 2, "none ahead");
-        assert_eq!(s.room(&pace, 128, true), 2 + 8, "4 syncs of work ahead");
+        assert_eq!(s.room_at(&pace, 128, false), 2, "none ahead");
+        assert_eq!(s.room_at(&pace, 128, true), 2 + 8, "4 syncs of work ahead");
         let now = Instant::now();
         run(&mut s, claimed("a", 30), now);
-        assert_eq!(s.room(&pace, 128, true), 1 + 8);
-        assert_eq!(s.room(&pace, 128, false), 1);
+        assert_eq!(s.room_at(&pace, 128, true), 1 + 8);
+        assert_eq!(s.room_at(&pace, 128, false), 1);
         assert_eq!(s.free(), 1);
         s.waiting.push_back(claimed("b", 30));
         assert_eq!(s.free(), 0);
-        assert_eq!(s.room(&pace, 0, false), 0, "claim_ahead 0");
+        assert_eq!(s.room_at(&pace, 0, false), 0, "claim_ahead 0");
         assert_eq!(s.held().len(), 2);
     }
 

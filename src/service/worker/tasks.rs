@@ -24,7 +24,13 @@ impl Worker {
 
     fn start(&mut self, claimed: ClaimedTask) {
         let id = claimed.task.task_id.clone();
-        match slots::launch(&self.engine, &self.events, &self.nudge, self.node(), &claimed) {
+        match slots::launch(
+            &self.engine,
+            &self.events,
+            &self.nudge,
+            self.node(),
+            &claimed,
+        ) {
             Ok(cancel) => {
                 tracing::info!(task_id = %id, timeout = claimed.task.timeout_seconds, "running");
                 self.slots.running.insert(

@@ -448,6 +448,13 @@ pub fn scaleout() -> String {
                 far(shape(8, sleeps("i", &[0.0; 500]))),
             ]);
         }
+        if only("fleet1") {
+            let fleet = |mut s: Shape| {
+                s.fleet_start = true;
+                s
+            };
+            in_turn(&[fleet(shape(1, sleeps("j", &[0.0; 500])))]);
+        }
         if only("fleet") {
             let fleet = |mut s: Shape| {
                 s.fleet_start = true;

@@ -160,22 +160,24 @@ pub fn share_to_claim(work: usize, holding: usize, mine: u32, others: u32) -> us
 /// How many of its `waiting` claims a node hands back when `idle_slots` of
 /// its peers' slots sit idle and `queued` tasks are left in the queue.
 /// Idle peers take from the queue first: only when it cannot fill their
-/// slots does the node give back, and then what is beyond its fair share
-/// of all the unstarted work (the queue and its own waiting claims, divided
-/// among itself and the idle peers) or beyond what it can start within the
-/// horizon (`startable`), whichever keeps fewer.
+/// slots does the node give back, and then what it would not start within
+/// the horizon (`startable`, a poll interval: an idle peer needs that long
+/// to find a task given back), and no more than the idle slots could start
+/// in that time (`per_slot` each, at least one): other nodes may be giving
+/// back to the same peers. Short tasks it keeps: no peer could start them
+/// sooner.
 pub fn give_back(
     waiting: usize,
     queued: usize,
-    mine: u32,
     idle_slots: u32,
     startable: usize,
+    per_slot: usize,
 ) -> usize {
     if idle_slots == 0 || queued >= idle_slots as usize {
         return 0;
     }
-    let share = fair_share(queued + waiting, mine, idle_slots);
-    waiting.saturating_sub(share.min(startable))
+    let they_start = (idle_slots as usize).saturating_mul(per_slot.max(1));
+    waiting.saturating_sub(startable).min(they_start)
 }
 
 /// Results wait at most this many syncs' time (or [`MAX_RESULT_DELAY`], if
@@ -330,19 +332,15 @@ mod tests {
     }
 
     #[test]
-    fn idle_peers_get_what_is_beyond_the_share_or_what_will_not_start_soon() {
-        assert_eq!(give_back(7, 40, 1, 0, 0), 0, "nobody idle: keep");
-        assert_eq!(
-            give_back(3, 0, 1, 7, 3),
-            2,
-            "the tail: a share of 3 among 8"
-        );
-        assert_eq!(give_back(7, 56, 1, 7, 100), 0, "its share of a deep queue");
-        assert_eq!(give_back(7, 56, 1, 7, 0), 0, "idle peers have the queue");
-        assert_eq!(give_back(7, 2, 1, 7, 0), 7, "the queue cannot fill them");
-        assert_eq!(give_back(7, 0, 1, 1, 100), 3, "one idle peer: half");
-        assert_eq!(give_back(4, 0, 1, 1, 0), 4, "none would start soon");
-        assert_eq!(give_back(0, 10, 1, 3, 0), 0);
+    fn idle_peers_get_what_will_not_start_soon() {
+        assert_eq!(give_back(7, 40, 0, 0, 1), 0, "nobody idle: keep");
+        assert_eq!(give_back(3, 0, 7, 1, 1), 2, "the tail: keep what starts soon");
+        assert_eq!(give_back(7, 56, 7, 0, 1), 0, "idle peers have the queue");
+        assert_eq!(give_back(7, 2, 7, 0, 1), 7, "the queue cannot fill them");
+        assert_eq!(give_back(100, 0, 7, 500, 500), 0, "short tasks: keep them all");
+        assert_eq!(give_back(80, 0, 1, 5, 5), 5, "no more than one idle slot starts");
+        assert_eq!(give_back(80, 0, 1, 0, 0), 1, "at least one each");
+        assert_eq!(give_back(0, 10, 3, 0, 1), 0);
     }
 
     #[test]

@@ -126,10 +126,9 @@ impl Worker {
     }
 
     /// Hand claims this node has not started to idle peers, through the
-    /// queue, when the last look at the grid saw some (`pace::give_back`):
-    /// what is beyond its fair share of the unstarted work, or will not
-    /// start within a poll interval. The requeues go with the next sync, at
-    /// once.
+    /// queue, when the last look at the grid saw some and the queue cannot
+    /// fill their slots (`pace::give_back`): what it would not start within
+    /// a poll interval. The requeues go with the next sync, at once.
     pub(super) fn rebalance(&mut self, view: &View) {
         if self.slots.waiting.is_empty() || view.idle_peer_slots == 0 {
             return;
@@ -141,12 +140,17 @@ impl Worker {
             self.cfg.concurrency,
             &self.slots.running_for(Instant::now()),
         );
+        // What one idle slot would start in that time, with tasks as long
+        // as here.
+        let per_slot = self
+            .pace
+            .startable_within(self.cfg.pull_interval, 1, &[]);
         let n = pace::give_back(
             self.slots.waiting.len(),
             view.queue_left,
-            self.cfg.concurrency,
             view.idle_peer_slots,
             startable,
+            per_slot,
         );
         if n == 0 {
             return;

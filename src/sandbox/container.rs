@@ -369,6 +369,14 @@ impl ContainerEngine {
         }
     }
 
+    fn image_missing(&self, why: String) -> SandboxError {
+        SandboxError::ImageMissing {
+            engine: self.name().to_string(),
+            image: self.image.clone(),
+            why,
+        }
+    }
+
     fn unusable(&self, reason: String) -> SandboxError {
         SandboxError::Unusable {
             engine: self.name().to_string(),
@@ -460,17 +468,12 @@ impl Engine for ContainerEngine {
         let pull = self.call_within("pull", &["pull", self.image.as_str()], PULL_TIMEOUT);
         match pull {
             Ok(out) if out.code == 0 => Ok(()),
-            Ok(out) => Err(self.unusable(format!(
-                "image {} is not present locally and `{} pull` failed ({}): build, load or \
-                 pull it on this machine",
-                self.image,
+            Ok(out) => Err(self.image_missing(format!(
+                "`{} pull` failed ({})",
                 self.name(),
                 summarize(&out.stderr)
             ))),
-            Err(e) => Err(self.unusable(format!(
-                "image {} is not present locally and pulling it failed: {e}",
-                self.image
-            ))),
+            Err(e) => Err(self.image_missing(format!("pulling it failed: {e}"))),
         }
     }
 

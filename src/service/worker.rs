@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::config::Config;
-use crate::git::auth;
 use crate::git::txn::{self, Identity, TxnOutcome, TxnPolicy};
 use crate::git::{Git, GridRepo};
 use crate::grid::claim::ClaimedTask;
@@ -139,47 +138,26 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         Err(e) => tracing::warn!(error = %e, "could not look for leftover containers"),
     }
 
-    let identity = vec![
-        ("GIT_AUTHOR_NAME".to_owned(), format!("dgrid-worker {node}")),
-        (
-            "GIT_AUTHOR_EMAIL".to_owned(),
-            format!("{node}@dgrid.invalid"),
-        ),
-        (
-            "GIT_COMMITTER_NAME".to_owned(),
-            format!("dgrid-worker {node}"),
-        ),
-        (
-            "GIT_COMMITTER_EMAIL".to_owned(),
-            format!("{node}@dgrid.invalid"),
-        ),
-    ];
     let git = Git::new(
         &cfg.git_binary,
         cfg.state_dir.join("grid.git"),
         cfg.git_timeout,
     )
-    .with_env(auth::credential_env(
-        cfg.token.as_ref(),
-        cfg.git_username.as_deref(),
-    ))
-    .with_env(identity);
+    .with_env(cfg.access.env())
+    .with_env(Identity::for_node(node.as_str()).env());
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?;
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
     let results_since = (!outbox.is_empty()).then(Instant::now);
 
     // The status page: its own thread. A port already taken costs the page,
-    // not the worker's work, so it is logged, not fatal.
+    // not the worker's work (`status::server::start`).
     let board = Board::new(status::Snapshot::new(
         node.as_str(),
         engine.name(),
         status::stuck_after(cfg.pull_interval, cfg.git_timeout),
     ));
     if let Some(addr) = cfg.status_listen {
-        match status::server::spawn(addr, board.clone()) {
-            Ok(bound) => tracing::info!(%bound, "status page listening"),
-            Err(e) => tracing::error!(%addr, error = %e, "cannot serve the status page"),
-        }
+        status::server::start(addr, cfg.status_listen_is_default, board.clone());
     }
 
     let (tx, rx) = channel();
@@ -304,7 +282,7 @@ impl Worker {
             match self.sync(want, true, true) {
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "cannot reach the grid yet");
+                    tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot reach the grid yet");
                     self.notifier.status(&format!("waiting for the grid: {e}"));
                 }
             }
@@ -369,7 +347,7 @@ impl Worker {
                         // A due heartbeat or reap stays due: without this,
                         // the loop would retry every 10 ms while the remote
                         // is away.
-                        self.retry_sync_at = now + self.cfg.pull_interval;
+                        self.retry_sync_at = now + e.retry_after(self.cfg.pull_interval);
                     }
                 }
             }
@@ -589,7 +567,7 @@ impl Worker {
                 value,
                 rejections,
             } => {
-                tracing::debug!(?elapsed, rejections, %commit, "sync");
+                tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, rejections, %commit, "sync");
                 self.pace.sync_took(elapsed);
                 let (claimed, hb) = (value.claimed.len(), value.wrote_heartbeat);
                 self.board.sync_done(elapsed, true, rejections, claimed, hb);
@@ -598,7 +576,11 @@ impl Worker {
             TxnOutcome::Unchanged {
                 value, rejections, ..
             } => {
-                tracing::debug!(?elapsed, rejections, "sync: nothing to change");
+                tracing::debug!(
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    rejections,
+                    "sync: nothing to change"
+                );
                 self.pace.sync_took(elapsed);
                 self.board.sync_done(elapsed, true, rejections, 0, false);
                 value
@@ -891,7 +873,7 @@ impl Worker {
                 } else {
                     self.failed += 1;
                 }
-                tracing::info!(task_id = %task, status = ?status, exit_code = ?code, duration_ms = report.duration.as_millis() as u64, "task finished");
+                tracing::info!(task_id = %task, %status, exit_code = code, duration_ms = report.duration.as_millis() as u64, "task finished");
                 Finish::Result {
                     result: TaskResult {
                         task_id: task.to_string(),

@@ -142,37 +142,81 @@ pub fn run(cfg: &Config, opts: CheckOptions, out: &mut dyn FnMut(&Line)) -> Vec<
         ));
     } else if git_ok {
         let head = format!("refs/heads/{}", cfg.branch);
-        emit(
-            match git.run(&["ls-remote", "--heads", "--", &cfg.repo_url, &head]) {
-                Ok(o) if o.stdout_str().is_empty() => line(
-                    Verdict::Fail,
-                    "remote",
-                    format!(
-                        "{} answers but has no branch {}: is it a grid repository?",
-                        cfg.repo_url, cfg.branch
-                    ),
+        let remote = match git.run(&["ls-remote", "--heads", "--", &cfg.repo_url, &head]) {
+            Ok(o) if o.stdout_str().is_empty() => line(
+                Verdict::Fail,
+                "remote",
+                format!(
+                    "{} answers but has no branch {}: is it a grid repository?",
+                    cfg.repo_url, cfg.branch
                 ),
-                Ok(o) => line(
-                    Verdict::Ok,
-                    "remote",
-                    format!(
-                        "{} {} at {}",
-                        cfg.repo_url,
-                        cfg.branch,
-                        o.stdout_str().get(..12).unwrap_or("?")
-                    ),
+            ),
+            Ok(o) => line(
+                Verdict::Ok,
+                "remote",
+                format!(
+                    "{} {} at {}",
+                    cfg.repo_url,
+                    cfg.branch,
+                    o.stdout_str().get(..12).unwrap_or("?")
                 ),
-                // One line that names the cause (authentication, read-only,
-                // not found, TLS, host key, unreachable: `RemoteFailure`).
-                Err(e) => line(Verdict::Fail, "remote", format!("{}: {e}", cfg.repo_url)),
-            },
-        );
+            ),
+            // One line that names the cause (authentication, not found,
+            // TLS, host key, unreachable: `RemoteFailure`).
+            Err(e) => line(Verdict::Fail, "remote", format!("{}: {e}", cfg.repo_url)),
+        };
+        let readable = remote.verdict == Verdict::Ok;
+        emit(remote);
+        if readable {
+            emit(check_push(cfg));
+        }
     }
 
     for l in check_sandbox(cfg, opts) {
         emit(l);
     }
     lines
+}
+
+/// May these credentials push? A read-only token reads the grid fine and
+/// fails only at the worker's first push, so `check` asks: a dry-run push
+/// deleting a branch that does not exist. The server checks the right to
+/// push before it is told what (GitHub and git-http-backend answer the
+/// receive-pack advertisement with 403, an SSH forge refuses a read-only
+/// key); a dry run sends nothing.
+fn check_push(cfg: &Config) -> Line {
+    let verdict = |verdict, detail| Line {
+        verdict,
+        what: "push",
+        detail,
+    };
+    let Ok(scratch) = tempfile::Builder::new().prefix("dgrid-check-").tempdir() else {
+        return verdict(Verdict::Warn, "not asked: no temporary directory".into());
+    };
+    let git = Git::new(
+        &cfg.git_binary,
+        scratch.path(),
+        cfg.git_timeout.min(Duration::from_secs(30)),
+    )
+    .with_env(cfg.access.env());
+    let probe = ":refs/heads/dgrid-check-write-access";
+    let pushed = git.run(&["init", "--quiet", "--bare"]).and_then(|_| {
+        git.run(&[
+            "push",
+            "--dry-run",
+            "--porcelain",
+            "--",
+            &cfg.repo_url,
+            probe,
+        ])
+    });
+    match pushed {
+        Ok(_) => verdict(
+            Verdict::Ok,
+            "the grid accepts pushes with these credentials (dry run, nothing sent)".into(),
+        ),
+        Err(e) => verdict(Verdict::Fail, format!("{}: {e}", cfg.repo_url)),
+    }
 }
 
 /// Can the worker keep its state in `dir`? Looked at, never made: `check`

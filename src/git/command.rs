@@ -116,7 +116,12 @@ impl Git {
             .stdout_capture()
             .stderr_capture()
             .unchecked();
-        if std::env::var_os("GIT_SSH_COMMAND").is_none() {
+        // Strict ssh unless someone chose another: the configuration's
+        // (in `self.env`), else the process's own. Checked, not layered:
+        // with duct the first `env` of a name wins.
+        let ssh_chosen = std::env::var_os("GIT_SSH_COMMAND").is_some()
+            || self.env.iter().any(|(k, _)| k == "GIT_SSH_COMMAND");
+        if !ssh_chosen {
             expr = expr.env("GIT_SSH_COMMAND", SSH_BASE);
         }
         for (k, v) in &self.env {

@@ -57,10 +57,10 @@ async fn prometheus(State(b): State<Board>) -> impl IntoResponse {
 
 /// Start the page and log where it is. The default address is shared by
 /// every worker on a host: the second one to start finds it taken and
-/// serves on a free port instead (logged, and shown by `/api/status`
-/// nowhere else, so an operator running several workers sets
-/// `status_listen` per node). An address set explicitly that cannot be had
-/// costs the page, not the worker's work: a warning, and the worker runs on.
+/// serves on a free port instead, saying which in the log (an operator who
+/// wants fixed addresses sets `status_listen` per node). An address set
+/// explicitly that cannot be had costs the page, not the worker's work: a
+/// warning, and the worker runs on.
 pub fn start(addr: SocketAddr, is_default: bool, board: Board) -> Option<SocketAddr> {
     let in_use = match spawn(addr, board.clone()) {
         Ok(bound) => {

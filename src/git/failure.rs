@@ -57,11 +57,23 @@ pub enum RemoteFailure {
 }
 
 impl RemoteFailure {
-    /// Only an operator can fix it: retrying every poll only knocks on the
-    /// server (forges lock out addresses that fail authentication too
-    /// often). `Unreachable` is the one that passes by itself.
+    /// The server answered, and said no: nothing was written, and asking
+    /// again at once will not change its answer. `Unreachable` is the one
+    /// that may be a push cut off after it landed, and passes by itself.
     pub fn needs_operator(self) -> bool {
         !matches!(self, RemoteFailure::Unreachable)
+    }
+
+    /// The server refused these credentials. Forges lock out addresses
+    /// that fail authentication too often, so a node retries such a grid
+    /// slowly. (A missing repository or an untrusted certificate costs the
+    /// server nothing, and may be a moment's outage: those are retried at
+    /// the poll interval.)
+    pub fn refused_credentials(self) -> bool {
+        matches!(
+            self,
+            RemoteFailure::AuthFailed | RemoteFailure::Forbidden | RemoteFailure::ReadOnly
+        )
     }
 }
 
@@ -281,5 +293,6 @@ mod tests {
         assert_eq!(k, HostKeyUnknown);
         assert!(line.starts_with("No ED25519 host key is known"), "{line}");
         assert!(!Unreachable.needs_operator() && AuthFailed.needs_operator());
+        assert!(ReadOnly.refused_credentials() && !NotFound.refused_credentials());
     }
 }

@@ -111,12 +111,15 @@ impl TxnError {
         }
     }
 
-    /// When to try the grid again after this: at the poll interval, or for
-    /// what only an operator can fix (a refused token, an unknown host key)
-    /// no more than once a minute, so that a node with a bad token does not
-    /// knock on the forge every few seconds for hours.
+    /// When to try the grid again after this: at the poll interval, or,
+    /// when the server refused the credentials, no more than once a minute,
+    /// so that a node with a revoked token does not knock on the forge
+    /// every few seconds for hours (and get its address locked out).
     pub fn retry_after(&self, interval: std::time::Duration) -> std::time::Duration {
-        if self.remote_failure().is_some_and(|f| f.needs_operator()) {
+        if self
+            .remote_failure()
+            .is_some_and(|f| f.refused_credentials())
+        {
             interval.max(OPERATOR_RETRY)
         } else {
             interval
@@ -124,8 +127,7 @@ impl TxnError {
     }
 }
 
-/// How often a node retries a grid that refused it for a reason only an
-/// operator can fix.
+/// How often a node retries a grid that refused its credentials.
 pub const OPERATOR_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Who a transaction's commits are by.

@@ -491,7 +491,9 @@ fn check_readable(key: &str, path: &Path) -> Result<(), String> {
     }
     std::fs::File::open(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
     let mode = meta.permissions().mode() & 0o777;
-    if key == "git.ssh_key_file" && mode & 0o077 != 0 {
+    // ssh's own rule: a key of ours that group or others may read.
+    let ours = std::os::unix::fs::MetadataExt::uid(&meta) == nix::unistd::getuid().as_raw();
+    if key == "git.ssh_key_file" && ours && mode & 0o077 != 0 {
         return Err(format!(
             "{shown}: others may read this private key (mode {mode:o}), and ssh refuses such a key: chmod 600 it"
         ));

@@ -37,6 +37,8 @@ pub enum SourceError {
     Temp(std::io::Error),
     #[error(transparent)]
     Token(#[from] auth::TokenError),
+    #[error("environment variable {var}: {reason}")]
+    Env { var: &'static str, reason: String },
     #[error("environment variable {var}: {path}: cannot read: {source}")]
     AccessFile {
         var: &'static str,
@@ -174,9 +176,10 @@ fn access() -> Result<Access, SourceError> {
         .as_deref()
         .is_some_and(|u| u.contains(char::is_control))
     {
-        return Err(SourceError::Url(
-            "environment variable DGRID_GIT_USERNAME: contains a control character".into(),
-        ));
+        return Err(SourceError::Env {
+            var: "DGRID_GIT_USERNAME",
+            reason: "contains a control character (a line break?)".into(),
+        });
     }
     Ok(Access {
         token: auth::load_token(&get, None)?,

@@ -258,15 +258,22 @@ impl Config {
 
         let get = |name: &str| env.get(name);
         let token = auth::load_token(&get, file.token_file.as_deref())?;
-        let git_username = match file.git_username {
-            Some(user) if user.get_ref().contains(char::is_control) => {
+        let git_username = match (env.get("DGRID_GIT_USERNAME"), file.git_username) {
+            (Some(user), _) if user.contains(char::is_control) => {
+                return Err(ConfigError::Env {
+                    var: "DGRID_GIT_USERNAME",
+                    reason: "contains a control character (a line break?)".into(),
+                });
+            }
+            (Some(user), _) => Some(user),
+            (None, Some(user)) if user.get_ref().contains(char::is_control) => {
                 return Err(ConfigError::Invalid {
                     origin: at(user.span()),
                     key: "git_username",
                     reason: "contains a control character (a line break?)".into(),
                 });
             }
-            other => other.map(Spanned::into_inner),
+            (None, other) => other.map(Spanned::into_inner),
         };
         let path_setting = |key: &'static str,
                             var: &'static str,

@@ -96,7 +96,8 @@ fn log_files_carry_plain_fields() {
         log.contains("task_id=bad status=failed exit_code=3"),
         "{log}"
     );
-    for debug in ["Some(", "Completed", "Failed", "elapsed=", "ms)"] {
+    assert!(log.contains("engine=shell "), "{log}");
+    for debug in ["Some(", "Completed", "Failed", "elapsed=", "ms)", "=\""] {
         assert!(!log.contains(debug), "{debug:?} in:\n{log}");
     }
 }

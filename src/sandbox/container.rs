@@ -449,7 +449,7 @@ impl Engine for ContainerEngine {
                 });
             }
             tracing::warn!(
-                engine = self.name(),
+                engine = %self.name(),
                 %why,
                 "memory and pids limits are NOT enforced; running anyway because \
                  sandbox.allow_unenforced_limits is set"
@@ -464,7 +464,7 @@ impl Engine for ContainerEngine {
         }
         // Not here yet: fetch it now, once, rather than let every task fail
         // on it (runs use --pull=never so that a task never waits on one).
-        tracing::info!(engine = self.name(), image = %self.image, "image not present; pulling it");
+        tracing::info!(engine = %self.name(), image = %self.image, "image not present; pulling it");
         let pull = self.call_within("pull", &["pull", self.image.as_str()], PULL_TIMEOUT);
         match pull {
             Ok(out) if out.code == 0 => Ok(()),
@@ -504,7 +504,7 @@ impl Engine for ContainerEngine {
             return Ok(0);
         }
         tracing::info!(
-            engine = self.name(),
+            engine = %self.name(),
             count = ids.len(),
             "removing leftover containers"
         );

@@ -112,7 +112,7 @@ struct Worker {
 pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     let engine: Arc<dyn Engine> = Arc::from(sandbox::engine_from_config(&cfg.sandbox)?);
     let node = cfg.node_id.clone();
-    tracing::info!(node_id = %node, engine = engine.name(), repo = %cfg.repo_url, "starting");
+    tracing::info!(node_id = %node, engine = %engine.name(), repo = %cfg.repo_url, "starting");
 
     // Refuse outright what configuration must fix (no engine, limits that
     // would be ignored); start unhealthy on what may pass (engine down).

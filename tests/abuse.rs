@@ -298,7 +298,7 @@ fn hostile_scripts_are_contained_by_podman() {
     grid.submit(&[("after".into(), "echo fine".into(), 30)]);
     wait_until("the task after the abuse", Duration::from_secs(60), || {
         grid.json_files("tasks/completed")
-            .get(&format!("{node}-after.json"))
+            .get(&format!("{node}@after.json"))
             .is_some_and(|r| r["stdout"] == "fine\n")
     });
 
@@ -332,7 +332,7 @@ fn hostile_scripts_are_contained_by_podman() {
         .filter(|(_, c)| {
             c.contains(&format!("sleep {sleeper_a}"))
                 || c.contains(&format!("sleep {sleeper_b}"))
-                || c.contains(&format!("dgrid-{node}-"))
+                || c.contains(&format!("dgrid-{}-{node}-", node.len()))
         })
         .collect();
     assert!(

@@ -123,7 +123,7 @@ fn malformed_entries_are_failed_with_a_named_reason_and_the_worker_goes_on() {
             json["exit_code"].is_null(),
             "{file}: invalid tasks never run"
         );
-        assert!(file.starts_with("judge-"), "{file}");
+        assert!(file.starts_with("judge@"), "{file}");
     }
     assert!(
         grid.files("tasks/queue").is_empty(),
@@ -132,6 +132,6 @@ fn malformed_entries_are_failed_with_a_named_reason_and_the_worker_goes_on() {
     );
     let completed = grid.json_files("tasks/completed");
     assert_eq!(completed.len(), 1);
-    assert_eq!(completed["judge-good.json"]["stdout"], "fine\n");
+    assert_eq!(completed["judge@good.json"]["stdout"], "fine\n");
     assert!(marker.exists(), "the good task ran after the bad ones");
 }

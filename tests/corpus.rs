@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::corpus;
 use common::*;
+use dgrid_worker::tools::escape::untrusted;
 
 #[test]
 fn every_hostile_entry_is_refused_with_its_reason_and_the_worker_lives() {
@@ -77,7 +78,7 @@ fn every_hostile_entry_is_refused_with_its_reason_and_the_worker_lives() {
         assert_eq!(json["status"], "invalid", "{file}");
         assert!(json["exit_code"].is_null(), "{file}: never ran");
         assert!(
-            file.starts_with("judge-") && file.is_ascii(),
+            file.starts_with("judge@") && file.is_ascii(),
             "result names are safe: {file:?}"
         );
     }
@@ -91,7 +92,7 @@ fn every_hostile_entry_is_refused_with_its_reason_and_the_worker_lives() {
     ran.sort();
     assert_eq!(ran, ["dup-b.ran", "good.ran"]);
     assert_eq!(completed.len(), 2, "{completed:?}");
-    assert_eq!(completed["judge-dup-b.json"]["stdout"], "fine-dup-b\n");
+    assert_eq!(completed["judge@dup-b.json"]["stdout"], "fine-dup-b\n");
     assert!(grid.files("tasks/queue").is_empty(), "queue drained");
     assert!(grid.files("tasks/in_progress").is_empty());
     // The worker logged each refusal and never died on one.
@@ -183,13 +184,13 @@ fn a_resubmitted_id_runs_again_and_keeps_the_first_result() {
         .map(|(f, j)| (f.as_str(), j["stdout"].as_str().unwrap()))
         .collect();
     assert_eq!(done.len(), 2, "{outputs:?}");
-    assert_eq!(outputs["repeat-again.json"], "first\n");
+    assert_eq!(outputs["repeat@again.json"], "first\n");
     let (second, out) = outputs
         .iter()
-        .find(|(f, _)| **f != "repeat-again.json")
+        .find(|(f, _)| **f != "repeat@again.json")
         .unwrap();
     assert!(
-        second.starts_with("repeat-again-") && second.ends_with(".json"),
+        second.starts_with("repeat@again@") && second.ends_with(".json"),
         "{second}"
     );
     assert_eq!(*out, "second\n");
@@ -217,10 +218,12 @@ fn validate_refuses_every_hostile_entry_for_the_same_reason() {
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     let mut problems = Vec::new();
     for h in corpus::cases() {
-        let prefix = format!("{}/{}: ", queue.display(), h.shown_name());
+        // validate prints names and reasons escaped (one line each).
+        let prefix = untrusted(&format!("{}/{}: ", queue.display(), h.shown_name())).into_owned();
+        let reason = untrusted(h.reason_on_disk()).into_owned();
         let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with(&prefix)).collect();
         match lines.as_slice() {
-            [one] if one.contains(h.reason_on_disk()) => {}
+            [one] if one.contains(&reason) => {}
             other => problems.push(format!(
                 "{} ({}): want one line saying {:?}, got {other:?}",
                 h.shown_name(),

@@ -94,7 +94,7 @@ fn a_killed_workers_claim_is_requeued_and_its_container_removed() {
     let results = grid.results();
     assert_eq!(results.len(), 1, "exactly one result: {results:?}");
     let (file, result) = &results[0];
-    assert_eq!(file, "crash-b-long-haul.json");
+    assert_eq!(file, "crash-b@long-haul.json");
     assert_eq!(result["status"], "completed");
     assert_eq!(result["attempt"], 2);
     assert_eq!(result["stdout"], "survived\n");

@@ -90,11 +90,11 @@ fn orphaned_claims_are_requeued_with_attempt_plus_one_or_abandoned() {
     );
 
     let done = grid.json_files("tasks/completed");
-    let rerun = &done["reaper-second-chance.json"];
+    let rerun = &done["reaper@second-chance.json"];
     assert_eq!(rerun["attempt"], 2);
     assert_eq!(rerun["stdout"], "rerun-second-chance\n");
     let failed = grid.json_files("tasks/failed");
-    let abandoned = &failed["ghost-last-straw.json"];
+    let abandoned = &failed["ghost@last-straw.json"];
     assert_eq!(abandoned["status"], "abandoned");
     assert_eq!(abandoned["attempt"], 3);
     let error = abandoned["error"].as_str().unwrap();
@@ -124,7 +124,7 @@ fn sigterm_lets_a_running_task_finish() {
         w.log_text()
     );
     let done = grid.json_files("tasks/completed");
-    assert_eq!(done["polite-finish-me.json"]["stdout"], "finished\n");
+    assert_eq!(done["polite@finish-me.json"]["stdout"], "finished\n");
     assert!(grid.files("tasks/in_progress").is_empty());
     assert_eq!(record(&grid, "polite")["status"], "stopped");
 }
@@ -184,17 +184,17 @@ fn a_second_signal_stops_at_once_and_still_requeues() {
 }
 
 #[test]
-fn a_share_of_long_tasks_shrinks_to_what_the_node_can_start_soon_and_goes_back_on_stop() {
+fn claims_a_node_cannot_start_soon_go_to_a_peer_that_goes_idle_and_back_on_stop() {
     let grid = Grid::new();
     let tasks: Vec<(String, String, u64)> = (0..4)
-        .map(|i| (format!("queued-{i}"), "sleep 5; echo ok".into(), 20))
+        .map(|i| (format!("queued-{i}"), "sleep 10; echo ok".into(), 30))
         .collect();
     grid.submit(&tasks);
     let mut spec = WorkerSpec::new(&grid, "eager");
     spec.drain = false;
-    let mut w = spawn_worker(&grid, &spec);
-    // Alone at a queue of four, before any task is timed: its share is the
-    // whole queue, one running and three waiting.
+    let mut eager = spawn_worker(&grid, &spec);
+    // Alone at a queue of four: its fair share is the whole queue, one
+    // running and three waiting.
     wait_until("the share", Duration::from_secs(20), || {
         grid.files("tasks/in_progress").len() == 4
     });
@@ -217,33 +217,45 @@ fn a_share_of_long_tasks_shrinks_to_what_the_node_can_start_soon_and_goes_back_o
         1,
         "only one runs"
     );
-    // The running task soon shows itself far longer than a sync: the node
-    // keeps two ahead and gives the rest back while it still runs.
-    wait_until(
-        "the surplus back in the queue",
-        Duration::from_secs(4),
-        || grid.files("tasks/queue").len() == 1,
-    );
-    assert_eq!(grid.files("tasks/in_progress").len(), 3);
+    // With no one else to take them, it keeps them.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(grid.files("tasks/in_progress").len(), 4);
+
+    // A peer goes idle: the claims eager cannot start soon (its task runs
+    // ten seconds) go to it while eager's first task still runs.
+    let mut spec = WorkerSpec::new(&grid, "late");
+    spec.drain = false;
+    let mut late = spawn_worker(&grid, &spec);
+    wait_until("the peer to run a task", Duration::from_secs(60), || {
+        grid.json_files("tasks/in_progress")
+            .values()
+            .any(|c| c["claim"]["node_id"] == "late")
+    });
     assert!(
         grid.json_files("tasks/completed").is_empty(),
-        "before the first result"
+        "handed over while the first task still ran"
     );
+    assert!(eager.log_text().contains("a peer is idle"));
 
-    w.signal(Signal::SIGTERM);
-    assert!(
-        w.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        w.log_text()
-    );
-    // The running task finished; the ones claimed ahead went back unrun.
-    assert_eq!(grid.json_files("tasks/completed").len(), 1);
+    for w in [&mut eager, &mut late] {
+        w.signal(Signal::SIGTERM);
+    }
+    for w in [&mut eager, &mut late] {
+        assert!(
+            w.wait_exit(Duration::from_secs(60)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+    // The running tasks finished; those claimed ahead went back unrun.
+    let done = grid.json_files("tasks/completed").len();
     assert_eq!(
-        grid.files("tasks/queue").len(),
-        3,
+        done + grid.files("tasks/queue").len(),
+        4,
         "{:?}",
         grid.files("tasks/queue").keys()
     );
+    assert!(done >= 2, "both ran one");
     assert!(grid.files("tasks/in_progress").is_empty());
     assert!(
         grid.json_files("tasks/queue")
@@ -274,7 +286,7 @@ fn short_tasks_are_claimed_and_reported_in_batches() {
     let results = grid.json_files("tasks/completed");
     assert_eq!(results.len(), 120, "every task, once");
     for i in 0..120 {
-        let r = &results[&format!("batcher-quick-{i:03}.json")];
+        let r = &results[&format!("batcher@quick-{i:03}.json")];
         assert_eq!(r["stdout"], format!("{i}\n"));
     }
     // Registration, stop, and the rest: one commit per task would be 120.

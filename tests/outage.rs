@@ -61,7 +61,7 @@ fn results_wait_in_the_outbox_and_land_when_the_remote_returns() {
     let completed = grid.json_files("tasks/completed");
     assert_eq!(completed.len(), 3, "{completed:?}");
     for i in 0..3 {
-        let r = &completed[&format!("islander-slow-{i}.json")];
+        let r = &completed[&format!("islander@slow-{i}.json")];
         assert_eq!(r["stdout"], format!("done-{i}\n"));
         assert_eq!(r["status"], "completed");
     }
@@ -84,8 +84,13 @@ fn a_worker_cut_off_keeps_running_and_delivers_on_its_own() {
     // Heartbeats (and reaps) fall due during the outage.
     spec.extra = "heartbeat_interval = 1\nstale_after = 4\n".into();
     let mut w = spawn_worker(&grid, &spec);
-    wait_until("the claim", Duration::from_secs(30), || {
-        grid.files("tasks/in_progress").len() == 1
+    // Cut the grid off once the task runs: cut it off as soon as the claim
+    // is on the remote and the push's answer may be lost with it, which is
+    // another test (`a_claim_whose_push_answer_was_lost_is_kept`).
+    wait_until("the task to start", Duration::from_secs(30), || {
+        w.log_text()
+            .lines()
+            .any(|l| l.contains(" running") && l.contains("cut-1"))
     });
     daemon.stop();
     let cut_at = std::time::Instant::now();
@@ -163,7 +168,7 @@ fn a_claim_whose_push_answer_was_lost_is_kept() {
     );
     let results = grid.results();
     assert_eq!(results.len(), 1, "{results:?}");
-    assert_eq!(results[0].0, "unsure-lost-answer.json");
+    assert_eq!(results[0].0, "unsure@lost-answer.json");
     assert_eq!(
         results[0].1["attempt"], 1,
         "the claim was kept, not reaped and rerun"

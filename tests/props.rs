@@ -116,6 +116,11 @@ fn status() -> impl Strategy<Value = NodeStatus> {
     ]
 }
 
+/// Valid ids over a tiny alphabet, dashes and dots among it.
+fn dashed_id() -> impl Strategy<Value = String> {
+    "[a-b1][a-b1.-]{0,4}"
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -132,7 +137,52 @@ proptest! {
         prop_assert!(Id::parse(&stem).is_ok(), "{:?} -> {:?}", name, stem);
         prop_assert_eq!(&stem, &layout::result_stem_for_entry(&name));
         let path = layout::result_file(false, &Id::parse("n").unwrap(), &stem);
-        prop_assert!(path.starts_with("tasks/failed/n-") && !path.contains(".."));
+        prop_assert!(path.starts_with("tasks/failed/n@") && path.matches('/').count() == 2);
+    }
+
+    // ---- names made of two ids ----------------------------------------------
+
+    /// Result names are one-to-one: two (node, task) pairs share a path only
+    /// if they are the same pair, however the ids use `-` and `.` (a small
+    /// alphabet makes near-misses like `a-b`+`c` vs `a`+`b-c` common).
+    #[test]
+    fn result_names_are_one_to_one(
+        n1 in dashed_id(), t1 in dashed_id(), n2 in dashed_id(), t2 in dashed_id(),
+        ok1 in any::<bool>(), ok2 in any::<bool>(), extra in proptest::option::of(0u64..3),
+    ) {
+        let path = |ok: bool, n: &str, t: &str, extra: Option<u64>| {
+            let stem = match extra {
+                Some(k) => layout::extra_result_stem(t, k),
+                None => t.to_owned(),
+            };
+            layout::result_file(ok, &Id::parse(n).unwrap(), &stem)
+        };
+        let a = path(ok1, &n1, &t1, None);
+        let b = path(ok2, &n2, &t2, None);
+        prop_assert_eq!(a == b, (ok1, &n1, &t1) == (ok2, &n2, &t2), "{} {}", a, b);
+        // An extra result's name is never any task's plain one.
+        let c = path(ok2, &n2, &t2, extra);
+        prop_assert_eq!(a == c, (ok1, &n1, &t1) == (ok2, &n2, &t2) && extra.is_none());
+        // The name says whose it is: found for its own task, no other.
+        let name = a.rsplit('/').next().unwrap();
+        prop_assert_eq!(
+            layout::result_name_is_for(name, &Id::parse(&t2).unwrap()) == layout::NameMatch::Yes,
+            t1 == t2
+        );
+    }
+
+    /// Container names are one-to-one as well: two nodes on one host never
+    /// get each other's container.
+    #[test]
+    fn container_names_are_one_to_one(
+        n1 in dashed_id(), t1 in dashed_id(), a1 in 1u32..12,
+        n2 in dashed_id(), t2 in dashed_id(), a2 in 1u32..12,
+    ) {
+        let x = layout::container_name(&n1, &t1, a1);
+        let y = layout::container_name(&n2, &t2, a2);
+        prop_assert_eq!(x == y, (&n1, &t1, a1) == (&n2, &t2, a2), "{} {}", x, y);
+        // Only characters engines accept in names.
+        prop_assert!(x.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
     }
 
     // ---- task validation ---------------------------------------------------
@@ -408,6 +458,8 @@ mod claim_choice {
                 claim_grace: chrono::Duration::seconds(60),
                 queue_empty_at: None,
                 share_up_to: 0,
+                slots: 1,
+                survey: false,
                 defer_results: false,
             };
             let plan = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap();

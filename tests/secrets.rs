@@ -156,7 +156,7 @@ fn run_with_token(how: &str) {
     );
     let done = grid.json_files("tasks/completed");
     assert_eq!(
-        done["keeper-snoop.json"]["stdout"]
+        done["keeper@snoop.json"]["stdout"]
             .as_str()
             .unwrap()
             .lines()

@@ -451,10 +451,10 @@ fn reap_requeues_orphans_abandons_exhausted_claims_and_dry_run_changes_nothing()
     let running = grid.files("tasks/in_progress");
     assert_eq!(running.keys().collect::<Vec<_>>(), ["t-run.json"]);
     let failed = grid.json_files("tasks/failed");
-    assert_eq!(failed["beta-t-last.json"]["status"], "abandoned");
+    assert_eq!(failed["beta@t-last.json"]["status"], "abandoned");
     let junk = failed
         .iter()
-        .find(|(k, _)| k.starts_with("dgrid-reaper-"))
+        .find(|(k, _)| k.starts_with("dgrid-reaper@"))
         .expect("the junk claim's result");
     assert!(
         junk.1["error"]
@@ -516,7 +516,7 @@ fn archive_keeps_the_newest_moves_the_rest_unchanged_and_reruns_change_nothing()
     expect_code(&o, 0);
     assert!(
         stdout(&o).contains(
-            "tasks/completed/alpha-c-3.json: would be archived as tasks/completed/alpha-c-3-2.json"
+            "tasks/completed/alpha-c-3.json: would be archived as tasks/completed/alpha-c-3@2.json"
         ),
         "{}",
         stdout(&o)
@@ -570,7 +570,7 @@ fn archive_keeps_the_newest_moves_the_rest_unchanged_and_reruns_change_nothing()
     ] {
         assert_eq!(archived[name], before_main[name], "{name}");
     }
-    assert_eq!(archived["alpha-c-3-2.json"], before_main["alpha-c-3.json"]);
+    assert_eq!(archived["alpha-c-3@2.json"], before_main["alpha-c-3.json"]);
     assert_eq!(archived["alpha-c-3.json"], b"{\"older\":1}".to_vec());
     assert_eq!(archived.len(), 6);
     assert!(grid.files_on("archive", "tasks/failed").is_empty());

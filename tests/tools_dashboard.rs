@@ -60,3 +60,95 @@ fn dashboard_renders_every_state_in_chromium() {
         json["completed"]
     )));
 }
+
+/// A small grid as a first day has one: one idle node, two results within
+/// one minute (one failed, with stderr, after 2 ms), nothing queued or
+/// running. Each thing the page says must still read right.
+#[test]
+fn dashboard_of_a_small_grid_reads_right_in_chromium() {
+    use dgrid_worker::grid::{NodeStatus, ResultStatus};
+    let grid = common::Grid::new();
+    let mut failed: serde_json::Value =
+        serde_json::from_slice(&result("f-quick", "gamma", ResultStatus::Failed, 30)).unwrap();
+    failed["duration_ms"] = 2.into();
+    grid.commit_files(
+        &[
+            (
+                "nodes/gamma.json".into(),
+                node("gamma", NodeStatus::Idle, 6, &[]),
+            ),
+            (
+                "tasks/completed/gamma@ok.json".into(),
+                result("ok", "gamma", ResultStatus::Completed, 31),
+            ),
+            (
+                "tasks/failed/gamma@f-quick.json".into(),
+                serde_json::to_vec(&failed).unwrap(),
+            ),
+        ],
+        "a first day",
+    );
+    let out = grid.path("site");
+    expect_code(
+        &dgrid(&[
+            "dashboard",
+            "--repo",
+            &grid.url(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        0,
+    );
+    let url = format!("file://{}", out.join("index.html").display());
+    let dom = render(&url, "dashboard-small");
+
+    // One bucket: one narrow bar, and an axis from its start to its end.
+    assert_eq!(dom.matches("class=\"bar-ok\"").count(), 1, "{dom}");
+    let width: f64 = between(&dom, "class=\"bar-ok\"", "width=\"", "\"")
+        .parse()
+        .unwrap();
+    assert!(width <= 40.0, "a single bar {width} px wide");
+    let start = between(&dom, "class=\"axis-start\"", ">", "<");
+    let end = between(&dom, "class=\"axis-end\"", ">", "<");
+    assert_ne!(start, end, "both axis labels read {start}");
+
+    // Empty tables say so.
+    for table in ["running", "queue"] {
+        let t = between(&dom, &format!("id=\"{table}\""), ">", "</table>");
+        assert!(t.contains("none:"), "{table}: {t}");
+    }
+
+    // The heartbeat as a time, with its age when the page was made.
+    let hb = between(&dom, "class=\"heartbeat\"", ">", "</td>");
+    assert!(hb.contains("<time datetime=\""), "{hb}");
+    assert!(hb.contains("old when generated"), "{hb}");
+    assert!(!hb.trim_start().starts_with("6s ago"), "{hb}");
+
+    // Running: 0, not a blank cell.
+    assert_eq!(between(&dom, "class=\"node-running\"", ">", "<"), "0");
+
+    // 2 ms is 2 ms.
+    let failures = between(&dom, "id=\"failures\"", ">", "</table>");
+    assert!(failures.contains(">2 ms<"), "{failures}");
+    assert!(!dom.contains(">0.0 s<"));
+
+    // The error column holds the error; stderr has its own.
+    assert!(
+        failures.contains("<th>error</th><th>stderr (end)</th>"),
+        "{failures}"
+    );
+    let stderr = between(failures, "class=\"stderr\"", ">", "</td>");
+    assert!(
+        stderr.contains("boom: &lt;script&gt; went wrong"),
+        "{stderr}"
+    );
+    let error = between(failures, "class=\"error\"", ">", "</td>");
+    assert!(!error.contains("boom"), "{error}");
+}
+
+/// The text after `anchor`, from the first `open` to the next `close`.
+fn between<'a>(s: &'a str, anchor: &str, open: &str, close: &str) -> &'a str {
+    let rest = &s[s.find(anchor).unwrap_or_else(|| panic!("no {anchor:?}")) + anchor.len()..];
+    let rest = &rest[rest.find(open).unwrap() + open.len()..];
+    &rest[..rest.find(close).unwrap()]
+}

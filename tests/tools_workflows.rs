@@ -291,3 +291,108 @@ fn the_install_action_resolves_branches_tags_and_commits() {
         "{said}"
     );
 }
+
+/// The validate step on a pull request to a grid with a signed policy:
+/// run as written on the merge commit, it checks signatures against the
+/// base branch (the merge's first parent). A task signed by a submitter
+/// the pull request itself lists is refused; a task signed by a submitter
+/// the base lists passes.
+#[test]
+fn the_validate_step_takes_trust_from_the_base_branch() {
+    let grid = Grid::new();
+    let keys = grid.path("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let key = |n: &str| keys.join(n).display().to_string();
+    for n in ["root", "alice", "mallory"] {
+        expect_code(&dgrid(&["keygen", "-f", &key(n), "-C", n]), 0);
+    }
+    let url = grid.url();
+    let signed = |args: &[&str]| {
+        let mut all = args.to_vec();
+        let root = key("root");
+        all.extend(["--repo", url.as_str(), "--sign-with", root.as_str()]);
+        expect_code(&dgrid(&all), 0);
+    };
+    signed(&["trust", "init", "--grid-id", "g7"]);
+    signed(&[
+        "trust",
+        "add-submitter",
+        "--name",
+        "alice",
+        "--key",
+        &key("alice.pub"),
+    ]);
+
+    let work = grid.path("checkout");
+    git(grid.root.path(), &["clone", "--quiet", &url, "checkout"]);
+    git(&work, &["checkout", "--quiet", "-b", "pr"]);
+    let sign_task = |id: &str, signer: &str| {
+        let task = dgrid_worker::grid::Task::parse(
+            format!(r#"{{"task_id":"{id}","script":"echo {id}","timeout_seconds":5}}"#).as_bytes(),
+            &dgrid_worker::grid::TaskRules::default(),
+        )
+        .unwrap();
+        let k = dgrid_worker::trust::KeySigner::open(Path::new(&key(signer))).unwrap();
+        let now = dgrid_worker::time::now();
+        let bytes = dgrid_worker::trust::task::sign(
+            &task,
+            &dgrid_worker::grid::Id::parse("g7").unwrap(),
+            now,
+            now + chrono::Duration::hours(1),
+            &k,
+        )
+        .unwrap();
+        std::fs::write(work.join(format!("tasks/queue/{id}.json")), bytes).unwrap();
+    };
+    sign_task("by-alice", "alice");
+    sign_task("by-mallory", "mallory");
+    // The pull request lists mallory in its own (unsigned) roots file.
+    let mallory = std::fs::read_to_string(key("mallory.pub")).unwrap();
+    std::fs::write(work.join(".dgrid/roots"), mallory).unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "--quiet", "-m", "two tasks"]);
+    // What actions/checkout makes of a pull request: a merge commit whose
+    // first parent is the base branch.
+    git(
+        &work,
+        &["checkout", "--quiet", "-b", "merge", "origin/main"],
+    );
+    git(&work, &["merge", "--quiet", "--no-ff", "-m", "merge", "pr"]);
+
+    let (_, _, _, run) = run_steps(Path::new(ROOT))
+        .into_iter()
+        .find(|(_, _, name, _)| name == "Validate the queue")
+        .expect("the validate step");
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let step = || {
+        Command::new("bash")
+            .args(["--noprofile", "--norc", "-e", "-o", "pipefail", "-c", &run])
+            .current_dir(&work)
+            .env("PATH", &path)
+            .env("GITHUB_ACTIONS", "true")
+            .output()
+            .unwrap()
+    };
+    let out = step();
+    expect_code(&out, 1);
+    let text = stdout(&out);
+    assert!(
+        text.contains("by-mallory.json: untrusted (unknown-signer)")
+            && text.contains("::error file=tasks/queue/by-mallory.json"),
+        "{text}"
+    );
+    assert!(!text.contains("by-alice"), "{text}");
+
+    // The pull request drops that task; the merge is made anew.
+    git(&work, &["checkout", "--quiet", "pr"]);
+    git(&work, &["rm", "--quiet", "tasks/queue/by-mallory.json"]);
+    git(&work, &["commit", "--quiet", "-m", "drop it"]);
+    git(
+        &work,
+        &["checkout", "--quiet", "-B", "merge", "origin/main"],
+    );
+    git(&work, &["merge", "--quiet", "--no-ff", "-m", "merge", "pr"]);
+    let out = step();
+    expect_code(&out, 0);
+}

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 pub mod check;
 mod generate;
 pub mod tools;
+pub mod trust;
 
 use crate::config::Config;
 use crate::service::{self, RunOptions};
@@ -52,6 +53,14 @@ pub enum Command {
     Dashboard(tools::DashboardArgs),
     /// Create a new grid repository with the layout and workflows.
     Init(tools::InitArgs),
+    /// Make a node's key pair (Ed25519, OpenSSH format): the private key
+    /// 0600, the public key beside it as .pub and on stdout.
+    Keygen(trust::KeygenArgs),
+    /// Change the grid's signed policy: init, add-submitter, add-node, revoke.
+    Trust(trust::TrustArgs),
+    /// Check which results on the grid are attested by their node's
+    /// signature; exit 1 if any is not.
+    Verify(trust::VerifyArgs),
     /// Check that this node can run: configuration, state directory, git,
     /// the remote, the engine, the image, and that limits are enforced.
     /// Exit 0 when it can, 78 when the configuration or host must be fixed,
@@ -93,6 +102,9 @@ pub fn main() -> ExitCode {
         Command::Archive(a) => tools::archive(a),
         Command::Dashboard(a) => tools::dashboard(a),
         Command::Init(a) => tools::init(a),
+        Command::Keygen(a) => trust::keygen(a),
+        Command::Trust(a) => trust::trust(a),
+        Command::Verify(a) => trust::verify(a),
         Command::Run { config, drain } => {
             let cfg = match Config::load(config.as_deref()) {
                 Ok(cfg) => cfg,

@@ -13,8 +13,9 @@ use crate::git::txn::{self, TxnOutcome, TxnPolicy};
 use crate::grid::orphan::OrphanPolicy;
 use crate::grid::{Id, TaskRules};
 use crate::time;
+use crate::tools::escape::untrusted as esc;
 use crate::tools::source::RepoArgs;
-use crate::tools::{archive, html, init, reap, submit, text, validate, view};
+use crate::tools::{archive, html, init, reap, submit, text, trust, validate, view};
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("dgrid-worker: {msg}");
@@ -41,12 +42,41 @@ pub struct ValidateArgs {
     /// already have a result.
     #[arg(long, value_name = "DIR")]
     pub grid: Option<PathBuf>,
+    /// Also check each task's signature, as a worker in `enforce` mode
+    /// would, against the policy on --trust-ref (and a changed
+    /// .dgrid/policy.json in --grid against it).
+    #[arg(long, requires = "trust_ref")]
+    pub verify: bool,
+    /// The ref whose policy and roots are trusted (in a pull request's
+    /// check, the base branch: never the pull request itself), read from the
+    /// repository at --grid (default: the current directory).
+    #[arg(long, value_name = "REF")]
+    pub trust_ref: Option<String>,
+    /// The roots' public keys [default: .dgrid/roots on --trust-ref].
+    #[arg(long, value_name = "FILE")]
+    pub roots: Option<PathBuf>,
+    /// Root signatures the policy needs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threshold: usize,
 }
 
 pub fn validate(a: ValidateArgs) -> ExitCode {
     let mut report = validate::validate(&a.paths, &rules(a.max_timeout));
     if let Some(grid) = &a.grid {
         validate::check_against_grid(&mut report, grid);
+    }
+    if let (true, Some(trust_ref)) = (a.verify, &a.trust_ref) {
+        let dir = a.grid.clone().unwrap_or_else(|| PathBuf::from("."));
+        match trust::verifier_at(
+            &dir,
+            trust_ref,
+            a.roots.as_deref(),
+            a.threshold,
+            &rules(a.max_timeout),
+        ) {
+            Ok(mut v) => trust::verify_report(&mut report, &mut v, a.grid.as_deref(), time::now()),
+            Err(e) => return fail(e),
+        }
     }
     // In GitHub Actions, also as annotations on the pull request's files.
     let github = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
@@ -98,13 +128,24 @@ pub struct SubmitArgs {
     pub timeout: Option<u64>,
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub max_timeout: u64,
+    /// Sign the task with this submitter's private key (OpenSSH format; one
+    /// with a passphrase is used through `ssh-keygen -Y sign`).
+    #[arg(long, value_name = "KEY", requires = "grid_id")]
+    pub sign_with: Option<PathBuf>,
+    /// The grid the signature is for, as its workers pin it: part of the
+    /// signature's namespace, so never read from the grid itself.
+    #[arg(long, env = "DGRID_GRID_ID", value_name = "ID")]
+    pub grid_id: Option<String>,
+    /// How long a signed task may wait to run before it expires.
+    #[arg(long, value_name = "SECS", default_value_t = 7 * 24 * 3600)]
+    pub expires_in: u64,
 }
 
 pub fn submit(a: SubmitArgs) -> ExitCode {
     let base = match &a.task_file {
         None => Map::new(),
-        Some(p) => match std::fs::read(p) {
-            Err(e) => return fail(format_args!("{}: cannot read: {e}", p.display())),
+        Some(p) => match validate::read_regular(p, TaskRules::default().max_file_bytes as u64) {
+            Err(e) => return fail(format_args!("{}: {e}", p.display())),
             Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
                 Ok(Value::Object(m)) => m,
                 Ok(_) => return fail(format_args!("{}: must be a JSON object", p.display())),
@@ -125,10 +166,15 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
     }
     let script = match (&a.script, &a.script_file) {
         (Some(s), _) => Some(s.clone()),
-        (None, Some(p)) => match std::fs::read_to_string(p) {
-            Ok(s) => Some(s),
-            Err(e) => return fail(format_args!("{}: cannot read: {e}", p.display())),
-        },
+        (None, Some(p)) => {
+            match validate::read_regular(p, TaskRules::default().max_script_bytes as u64) {
+                Ok(b) => match String::from_utf8(b) {
+                    Ok(s) => Some(s),
+                    Err(_) => return fail(format_args!("{}: is not valid UTF-8", p.display())),
+                },
+                Err(e) => return fail(format_args!("{}: {e}", p.display())),
+            }
+        }
         (None, None) => None,
     };
     let rules = rules(a.max_timeout);
@@ -149,6 +195,15 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
             return fail(format_args!("{origin}: {e}"));
         }
     };
+    let task = match (&a.sign_with, &a.grid_id) {
+        (Some(key), Some(grid)) => {
+            match trust::sign_task(&task, key, grid, a.expires_in, time::now(), &rules) {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            }
+        }
+        _ => task,
+    };
     let opened = match a.repo.open_clone_as("submit") {
         Ok(o) => o,
         Err(e) => return fail(e),
@@ -166,8 +221,9 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
         }
         Ok(TxnOutcome::Unchanged { value, .. }) => match value {
             submit::Submitted::Duplicate { path } => fail(format_args!(
-                "field `task_id` {:?} is already in use on the grid: {path}",
-                task.task_id.as_str()
+                "field `task_id` {:?} is already in use on the grid: {}",
+                task.task_id.as_str(),
+                esc(&path)
             )),
             submit::Submitted::Queued { path } => fail(format_args!("{path}: nothing pushed")),
         },
@@ -196,14 +252,20 @@ pub struct StatusArgs {
 #[derive(Debug, clap::Args)]
 pub struct StaleArgs {
     /// A node whose heartbeat is older than this is presumed dead.
+    /// At most ten years, as in the workers' configuration.
     #[arg(
         long,
         env = "DGRID_STALE_AFTER",
         value_name = "SECS",
-        default_value_t = crate::config::DEFAULT_STALE_SECS
+        default_value_t = crate::config::DEFAULT_STALE_SECS,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_SPAN_SECS)
     )]
     pub stale_after: u64,
 }
+
+/// Ten years: longer spans of time are refused, not wrapped or panicked on
+/// (the worker's configuration caps every span the same way).
+const MAX_SPAN_SECS: u64 = 10 * 366 * 86400;
 
 fn load_view(repo: &RepoArgs, stale_after: u64) -> Result<view::GridView, String> {
     let opened = repo.open_read().map_err(|e| e.to_string())?;
@@ -281,7 +343,7 @@ pub fn reap(a: ReapArgs) -> ExitCode {
         // crash; under a worker's name it would reap that worker's live
         // claims.
         let node_file = crate::grid::layout::node_file(&who);
-        if matches!(opened.repo.read_path(tip, &node_file), Ok(Some(_))) {
+        if matches!(opened.repo.exists(tip, &node_file), Ok(true)) {
             return fail(format_args!(
                 "--as {who}: {node_file} exists; the reaper must not use a worker's node id"
             ));
@@ -320,10 +382,10 @@ pub fn reap(a: ReapArgs) -> ExitCode {
     } else {
         let verb = if a.dry_run { "would be " } else { "" };
         for (task, what) in &summary.reaped {
-            println!("{task}: {verb}{what}");
+            println!("{}: {verb}{}", esc(task), esc(what));
         }
         for (entry, why) in &summary.invalid {
-            println!("{entry}: {verb}moved to tasks/failed: {why}");
+            println!("{}: {verb}moved to tasks/failed: {}", esc(entry), esc(why));
         }
         if summary.reaped.is_empty() && summary.invalid.is_empty() {
             eprintln!("no orphaned claims");
@@ -380,10 +442,10 @@ pub fn archive(a: ArchiveArgs) -> ExitCode {
     // One line per result would be tens of thousands on a first run: the
     // count, and the files whose name changed (their old name was taken).
     for (from, to) in s.renamed() {
-        println!("{from}: {verb}archived as {to}");
+        println!("{}: {verb}archived as {}", esc(from), esc(to));
     }
     for path in &s.already_archived {
-        println!("{path}: {verb}removed (the same file is archived)");
+        println!("{}: {verb}removed (the same file is archived)", esc(path));
     }
     eprintln!(
         "{} of {} results {verb}moved to {}; {} kept on {}",

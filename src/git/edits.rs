@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use super::repo::{EntryMode, Oid};
+use super::tree::{EntryMode, Oid};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Edit {

@@ -6,6 +6,7 @@
 //!   it needs (no work tree: reads with `ls-tree`/`cat-file`, commits with `fast-import`).
 //! - [`failure`]: a failed fetch or push told apart by cause (authentication,
 //!   read-only, not found, TLS, host key, unreachable), from git's stderr.
+//! - [`tree`]: object ids and tree entries, shared by `repo` and `edits`.
 //! - [`edits`]: a commit as path edits, written by `git fast-import`.
 //! - [`txn`]: the transaction loop (fetch, plan, commit, push, retry).
 
@@ -14,6 +15,7 @@ pub mod command;
 pub mod edits;
 pub mod failure;
 pub mod repo;
+pub mod tree;
 pub mod txn;
 
 pub use command::{Git, GitError};

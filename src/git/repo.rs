@@ -21,56 +21,7 @@ use std::path::Path;
 use super::command::{Git, GitError, summarize};
 use super::edits::{self, Edits, Signature};
 
-/// A 40- (or 64-) hex-digit object id.
-pub type Oid = String;
-
-/// The modes git stores in trees, as the grid cares about them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryMode {
-    File,
-    Executable,
-    Symlink,
-    Tree,
-    Submodule,
-}
-
-impl EntryMode {
-    fn parse(mode: &str) -> Option<EntryMode> {
-        Some(match mode {
-            "100644" => EntryMode::File,
-            "100755" => EntryMode::Executable,
-            "120000" => EntryMode::Symlink,
-            "040000" => EntryMode::Tree,
-            "160000" => EntryMode::Submodule,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryMode::File => "100644",
-            EntryMode::Executable => "100755",
-            EntryMode::Symlink => "120000",
-            EntryMode::Tree => "040000",
-            EntryMode::Submodule => "160000",
-        }
-    }
-}
-
-/// One entry of a tree. Names are bytes: git allows any byte but `/` and
-/// NUL, and a hostile name must be deleted exactly as it was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TreeEntry {
-    pub mode: EntryMode,
-    pub oid: Oid,
-    pub name: Vec<u8>,
-}
-
-impl TreeEntry {
-    pub fn name_lossy(&self) -> String {
-        String::from_utf8_lossy(&self.name).into_owned()
-    }
-}
+pub use super::tree::{EntryMode, Oid, TreeEntry};
 
 /// What a push did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +33,76 @@ pub enum PushOutcome {
     Rejected(String),
 }
 
+/// What a bounded read ([`GridRepo::read_objects`]) found for one spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blob {
+    /// No such object or path.
+    Missing,
+    /// Not a blob (a tree or a submodule's commit at that path): not read.
+    NotABlob(String),
+    /// Larger than the caller's cap: not read.
+    TooBig {
+        size: u64,
+        cap: u64,
+    },
+    /// Not read in this round: the round's read budget was spent on the
+    /// blobs before it. Unknown, not bad: leave it for a later round.
+    Deferred {
+        size: u64,
+    },
+    Data(Vec<u8>),
+}
+
+impl Blob {
+    /// The bytes, if they were read.
+    pub fn data(&self) -> Option<&[u8]> {
+        match self {
+            Blob::Data(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn into_data(self) -> Option<Vec<u8>> {
+        match self {
+            Blob::Data(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Something is there, read or not.
+    pub fn exists(&self) -> bool {
+        !matches!(self, Blob::Missing)
+    }
+
+    /// Why a blob that is there was not read, for error messages.
+    pub fn why_unread(&self) -> Option<String> {
+        match self {
+            Blob::Missing | Blob::Data(_) => None,
+            Blob::NotABlob(kind) => Some(format!("is a {kind}, not a file")),
+            Blob::TooBig { size, cap } => Some(format!("is {size} bytes; at most {cap} are read")),
+            Blob::Deferred { size } => Some(format!(
+                "is {size} bytes, more than this round's read budget has left; not read now"
+            )),
+        }
+    }
+}
+
+/// One object as `cat-file --batch-check` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub oid: Oid,
+    /// `blob`, `tree`, `commit`, `tag`.
+    pub kind: String,
+    pub size: u64,
+}
+
+/// Bytes of blobs one round of the worker (one fetch, one plan) may read:
+/// a sync reads a sample of the queue, the claims, node records and a few
+/// outbox paths, a few hundred KB on a busy grid. Past it, blobs are
+/// [`Blob::Deferred`] to a later round, so that no push, however crafted,
+/// makes one round read more than this.
+pub const ROUND_READ_BUDGET: u64 = 16 * 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct GridRepo {
     git: Git,
@@ -90,6 +111,9 @@ pub struct GridRepo {
     /// Remembered so that each fetch need not ask (one process fewer per
     /// transaction round).
     fetched: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes left to read in this round, and what a round starts with.
+    budget: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    round_budget: u64,
 }
 
 /// The remote-tracking ref the worker plans against.
@@ -113,6 +137,8 @@ impl GridRepo {
             git,
             branch: branch.to_owned(),
             fetched: Default::default(),
+            budget: std::sync::Arc::new(ROUND_READ_BUDGET.into()),
+            round_budget: ROUND_READ_BUDGET,
         };
         if !dir.join("HEAD").exists() {
             repo.git.run(&["init", "--quiet", "--bare"])?;
@@ -142,6 +168,8 @@ impl GridRepo {
             git,
             branch: branch.to_owned(),
             fetched: Default::default(),
+            budget: std::sync::Arc::new(ROUND_READ_BUDGET.into()),
+            round_budget: ROUND_READ_BUDGET,
         }
     }
 
@@ -219,6 +247,8 @@ impl GridRepo {
         if ours.is_some_and(|i| tips[i].is_some()) {
             self.fetched.store(true, Ordering::Relaxed);
         }
+        // Each fetch starts a round: a transaction plans anew from it.
+        self.reset_read_budget();
         Ok(tips)
     }
 
@@ -280,32 +310,134 @@ impl GridRepo {
         })
     }
 
-    /// Read objects named by `specs` (`<oid>` or `<commit>:<path>`) in one
-    /// `cat-file --batch` call; `None` for each that does not exist.
-    pub fn read_objects(&self, specs: &[String]) -> Result<Vec<Option<Vec<u8>>>, GitError> {
+    /// What `specs` (`<oid>` or `<commit>:<path>`) name, without reading
+    /// them: one `cat-file --batch-check` call; `None` for each that does not
+    /// exist. Cheap whatever the objects' sizes: only headers are looked at.
+    pub fn object_info(&self, specs: &[String]) -> Result<Vec<Option<ObjectInfo>>, GitError> {
         if specs.is_empty() {
             return Ok(Vec::new());
         }
         let mut input = Vec::new();
         for spec in specs {
+            // A newline would end the request early and shift every answer
+            // after it; no spec the grid code builds has one.
+            let spec = if spec.contains('\n') { "missing" } else { spec };
             input.extend_from_slice(spec.as_bytes());
             input.push(b'\n');
         }
         let out = self
             .git
+            .run_with(&["cat-file", "--batch-check"], Some(&input), &[0])?;
+        parse_batch_check(&out.stdout, specs.len()).map_err(|what| GitError::Unexpected {
+            args: "cat-file --batch-check".into(),
+            what,
+        })
+    }
+
+    /// Read the blobs named by `specs` (`<oid>` or `<commit>:<path>`),
+    /// bounded: sizes are checked first (`cat-file --batch-check`), and only
+    /// blobs of at most `cap` bytes are read (one `cat-file --batch` call),
+    /// as long as this round's read budget lasts. Everything in the grid is
+    /// untrusted: twenty entries naming one 50 MB blob cost a pusher a few
+    /// KB, and must not cost a reader a gigabyte. What was not read says why
+    /// ([`Blob`]), and each caller decides what that means for its file.
+    pub fn read_objects(&self, specs: &[String], cap: u64) -> Result<Vec<Blob>, GitError> {
+        self.read_objects_capped(specs, &vec![cap; specs.len()])
+    }
+
+    /// [`GridRepo::read_objects`] with a cap for each spec (`caps[i]` for
+    /// `specs[i]`): one pair of calls for files of different kinds.
+    pub fn read_objects_capped(
+        &self,
+        specs: &[String],
+        caps: &[u64],
+    ) -> Result<Vec<Blob>, GitError> {
+        use std::sync::atomic::Ordering;
+        assert_eq!(specs.len(), caps.len(), "one cap per spec");
+        let infos = self.object_info(specs)?;
+        let mut found: Vec<Blob> = Vec::with_capacity(infos.len());
+        let mut wanted: Vec<(usize, String)> = Vec::new();
+        for (i, (info, &cap)) in infos.into_iter().zip(caps).enumerate() {
+            found.push(match info {
+                None => Blob::Missing,
+                Some(info) if info.kind != "blob" => Blob::NotABlob(info.kind),
+                Some(info) if info.size > cap => Blob::TooBig {
+                    size: info.size,
+                    cap,
+                },
+                Some(info) => {
+                    let left = self.budget.load(Ordering::Relaxed);
+                    if info.size > left {
+                        Blob::Deferred { size: info.size }
+                    } else {
+                        self.budget.store(left - info.size, Ordering::Relaxed);
+                        wanted.push((i, info.oid));
+                        Blob::Data(Vec::new())
+                    }
+                }
+            });
+        }
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        // By object id: what --batch-check sized is what is read.
+        let oids: Vec<String> = wanted.iter().map(|(_, oid)| oid.clone()).collect();
+        let bodies = self.read_sized(&oids)?;
+        for ((i, _), body) in wanted.into_iter().zip(bodies) {
+            found[i] = match body {
+                Some(b) => Blob::Data(b),
+                None => Blob::Missing,
+            };
+        }
+        Ok(found)
+    }
+
+    /// `cat-file --batch` of objects already sized and found small enough.
+    fn read_sized(&self, oids: &[String]) -> Result<Vec<Option<Vec<u8>>>, GitError> {
+        let mut input = Vec::new();
+        for oid in oids {
+            input.extend_from_slice(oid.as_bytes());
+            input.push(b'\n');
+        }
+        let out = self
+            .git
             .run_with(&["cat-file", "--batch"], Some(&input), &[0])?;
-        parse_cat_file_batch(&out.stdout, specs.len()).map_err(|what| GitError::Unexpected {
+        parse_cat_file_batch(&out.stdout, oids.len()).map_err(|what| GitError::Unexpected {
             args: "cat-file --batch".into(),
             what,
         })
     }
 
-    /// Read the file at `path` in `commit`, if it is there.
-    pub fn read_path(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+    /// Read the file at `path` in `commit`, if it is there and at most `cap`
+    /// bytes.
+    pub fn read_path(&self, commit: &str, path: &str, cap: u64) -> Result<Blob, GitError> {
         Ok(self
-            .read_objects(&[format!("{commit}:{path}")])?
+            .read_objects(&[format!("{commit}:{path}")], cap)?
             .pop()
-            .flatten())
+            .unwrap_or(Blob::Missing))
+    }
+
+    /// Does `path` exist in `commit`? Reads nothing.
+    pub fn exists(&self, commit: &str, path: &str) -> Result<bool, GitError> {
+        Ok(self
+            .object_info(&[format!("{commit}:{path}")])?
+            .pop()
+            .flatten()
+            .is_some())
+    }
+
+    /// Set how many bytes of blobs each round may read (a round starts with
+    /// each fetch; a repository read in place has one round).
+    pub fn with_read_budget(mut self, bytes: u64) -> GridRepo {
+        self.round_budget = bytes;
+        self.budget = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(bytes));
+        self
+    }
+
+    /// Start a new round of reads: the budget is full again.
+    pub fn reset_read_budget(&self) {
+        self.budget
+            .store(self.round_budget, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Write a tree object of `entries` (one directory, not recursive) with
@@ -541,6 +673,38 @@ fn parse_ls_tree(out: &[u8], strip: &[u8]) -> Result<Vec<TreeEntry>, String> {
         .collect()
 }
 
+/// `cat-file --batch-check` lines: `<oid> <type> <size>`, or `<spec>
+/// missing` (`ambiguous` for a short id that names several objects).
+fn parse_batch_check(out: &[u8], expected: usize) -> Result<Vec<Option<ObjectInfo>>, String> {
+    let text = std::str::from_utf8(out).map_err(|_| "non-UTF-8 cat-file output".to_owned())?;
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() != expected {
+        return Err(format!("{} lines for {expected} objects", lines.len()));
+    }
+    lines
+        .into_iter()
+        .map(|line| {
+            if line.ends_with(" missing") || line.ends_with(" ambiguous") {
+                return Ok(None);
+            }
+            let mut f = line.split(' ');
+            match (
+                f.next(),
+                f.next(),
+                f.next().and_then(|s| s.parse().ok()),
+                f.next(),
+            ) {
+                (Some(oid), Some(kind), Some(size), None) => Ok(Some(ObjectInfo {
+                    oid: oid.to_owned(),
+                    kind: kind.to_owned(),
+                    size,
+                })),
+                _ => Err(format!("bad cat-file --batch-check line {line:?}")),
+            }
+        })
+        .collect()
+}
+
 fn parse_cat_file_batch(out: &[u8], expected: usize) -> Result<Vec<Option<Vec<u8>>>, String> {
     let mut reader = std::io::Cursor::new(out);
     let mut results = Vec::with_capacity(expected);
@@ -637,6 +801,17 @@ mod tests {
         assert_eq!(e[0].name, b"a.json");
         assert_eq!(e[1].mode, EntryMode::Symlink);
         assert_eq!(e[1].name, b"l\xffnk");
+    }
+
+    #[test]
+    fn batch_check_lines() {
+        let out = b"aaaa blob 3\nx:y missing\nbbbb tree 70\n";
+        let r = parse_batch_check(out, 3).unwrap();
+        assert_eq!(r[0].as_ref().unwrap().size, 3);
+        assert!(r[1].is_none());
+        assert_eq!(r[2].as_ref().unwrap().kind, "tree");
+        assert!(parse_batch_check(out, 2).is_err());
+        assert!(parse_batch_check(b"aaaa blob x\n", 1).is_err());
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub enum Placement {
 
 /// Place the results `moving` of one directory into that directory of the
 /// archive, whose entries are `archived` (name to object). A name taken by
-/// a different file gets the first free `<stem>-2.json`, `<stem>-3.json`,
+/// a different file gets the first free `<stem>@2.json`, `<stem>@3.json`,
 /// ...; taken also means taken by an earlier result of this same move. A
 /// name holding the very same object means "archived already".
 pub fn place<O: PartialEq>(
@@ -95,8 +95,10 @@ pub fn place<O: PartialEq>(
         .collect()
 }
 
-/// `name` itself for `n = 1`; else `-n` before its `.json` (or at its end,
-/// for a name without one): `a.json`, `a-2.json`, `a-3.json`.
+/// `name` itself for `n = 1`; else `@n` before its `.json` (or at its end,
+/// for a name without one): `a.json`, `a@2.json`, `a@3.json`. `@` as in
+/// `layout::extra_result_stem`: no task id holds it, so a suffixed name is
+/// never read as another task's result.
 pub fn suffixed(name: &[u8], n: u32) -> Vec<u8> {
     if n == 1 {
         return name.to_vec();
@@ -106,7 +108,7 @@ pub fn suffixed(name: &[u8], n: u32) -> Vec<u8> {
         _ => (name, &b""[..]),
     };
     let mut out = stem.to_vec();
-    out.extend_from_slice(format!("-{n}").as_bytes());
+    out.extend_from_slice(format!("{}{n}", crate::grid::layout::RESULT_SEP).as_bytes());
     out.extend_from_slice(ext);
     out
 }
@@ -177,11 +179,11 @@ mod tests {
     #[test]
     fn suffixes_go_before_the_extension() {
         assert_eq!(suffixed(b"n-t1.json", 1), b"n-t1.json");
-        assert_eq!(suffixed(b"n-t1.json", 2), b"n-t1-2.json");
-        assert_eq!(suffixed(b"n-t1.json", 10), b"n-t1-10.json");
-        assert_eq!(suffixed(b"notes", 2), b"notes-2");
-        assert_eq!(suffixed(b".json", 2), b".json-2");
-        assert_eq!(suffixed(b"caf\xe9.json", 3), b"caf\xe9-3.json");
+        assert_eq!(suffixed(b"n-t1.json", 2), b"n-t1@2.json");
+        assert_eq!(suffixed(b"n-t1.json", 10), b"n-t1@10.json");
+        assert_eq!(suffixed(b"notes", 2), b"notes@2");
+        assert_eq!(suffixed(b".json", 2), b".json@2");
+        assert_eq!(suffixed(b"caf\xe9.json", 3), b"caf\xe9@3.json");
     }
 
     #[test]
@@ -189,18 +191,18 @@ mod tests {
         let archived: BTreeMap<Vec<u8>, u32> = [
             (b"a.json".to_vec(), 1),
             (b"b.json".to_vec(), 9),
-            (b"b-2.json".to_vec(), 8),
+            (b"b@2.json".to_vec(), 8),
             (b"c.json".to_vec(), 7),
-            (b"c-2.json".to_vec(), 3),
+            (b"c@2.json".to_vec(), 3),
         ]
         .into_iter()
         .collect();
         let moving = vec![
             stored(COMPLETED, "a.json", 1, None), // identical: already there
-            stored(COMPLETED, "b.json", 2, None), // b, b-2 taken: b-3
-            stored(COMPLETED, "c.json", 3, None), // identical under c-2
+            stored(COMPLETED, "b.json", 2, None), // b, b@2 taken: b@3
+            stored(COMPLETED, "c.json", 3, None), // identical under c@2
             stored(COMPLETED, "d.json", 4, None), // free
-            stored(COMPLETED, "b-3.json", 5, None), // taken by b's move: b-3-2
+            stored(COMPLETED, "b@3.json", 5, None), // taken by b's move: b@3@2
         ];
         assert_eq!(
             place(&moving, &archived),
@@ -209,16 +211,16 @@ mod tests {
                     at: b"a.json".to_vec()
                 },
                 Placement::Move {
-                    to: b"b-3.json".to_vec()
+                    to: b"b@3.json".to_vec()
                 },
                 Placement::AlreadyThere {
-                    at: b"c-2.json".to_vec()
+                    at: b"c@2.json".to_vec()
                 },
                 Placement::Move {
                     to: b"d.json".to_vec()
                 },
                 Placement::Move {
-                    to: b"b-3-2.json".to_vec()
+                    to: b"b@3@2.json".to_vec()
                 },
             ]
         );
@@ -241,7 +243,7 @@ mod tests {
                     at: b"x.json".to_vec()
                 },
                 Placement::Move {
-                    to: b"x-2.json".to_vec()
+                    to: b"x@2.json".to_vec()
                 }
             ]
         );

@@ -1,16 +1,15 @@
 //! Claims: a task in `tasks/in_progress/` carries a `claim` block naming the
 //! node that holds it. Writing the node id into the file also makes two
 //! nodes' claims of one task different patches, so git can never merge them
-//! away as "already upstream" (DESIGN.md section 2).
+//! away as "already upstream" (PROTOCOL.md, The transaction).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use super::task::CLAIM_FIELD;
 use super::task::{EntryKind, TaskRules};
 use super::{Id, Task};
 use crate::time::{self, Timestamp};
-
-pub const CLAIM_FIELD: &str = "claim";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {

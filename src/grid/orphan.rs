@@ -15,11 +15,29 @@ pub struct OrphanPolicy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrphanReason {
-    DeadlinePassed { deadline: String },
-    HeartbeatStale { last_heartbeat: String },
+    DeadlinePassed {
+        deadline: String,
+    },
+    HeartbeatStale {
+        last_heartbeat: String,
+    },
     NodeStopped,
     NodeUnknown,
+    /// `claimed_at` or the node's `last_heartbeat` is later than any clock
+    /// could be off by: forged (to hold a task for ever), or a broken clock.
+    InTheFuture {
+        what: &'static str,
+        at: String,
+    },
 }
+
+/// How far ahead of ours another node's clock may be. A claim made, or a
+/// heartbeat sent, later than this from now cannot be true: it is treated
+/// as unreadable, i.e. as long past, so that nobody holds a task for ever by
+/// dating a claim or a heartbeat in year 9999. (Such a claim is reaped at
+/// first sight; were it to survive until the date came near, it would be
+/// judged like any other then.)
+pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::hours(1);
 
 impl std::fmt::Display for OrphanReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,6 +51,9 @@ impl std::fmt::Display for OrphanReason {
             OrphanReason::NodeStopped => write!(f, "node stopped without releasing its claim"),
             OrphanReason::NodeUnknown => {
                 write!(f, "claiming node has no record and the claim is stale")
+            }
+            OrphanReason::InTheFuture { what, at } => {
+                write!(f, "{what} {at} is in the future beyond any clock skew")
             }
         }
     }
@@ -62,7 +83,18 @@ pub fn orphan_reason(
             deadline: claim.deadline.clone(),
         });
     }
+    let future = |s: &str| time::parse(s).is_some_and(|t| t > now + MAX_CLOCK_SKEW);
+    if future(&claim.claimed_at) {
+        return Some(OrphanReason::InTheFuture {
+            what: "claimed_at",
+            at: claim.claimed_at.clone(),
+        });
+    }
     match node {
+        Some(n) if future(&n.last_heartbeat) => Some(OrphanReason::InTheFuture {
+            what: "node's last heartbeat",
+            at: n.last_heartbeat.clone(),
+        }),
         Some(n) if n.status == NodeStatus::Stopped => Some(OrphanReason::NodeStopped),
         Some(n) if past(&n.last_heartbeat, policy.stale_after) => {
             Some(OrphanReason::HeartbeatStale {
@@ -160,6 +192,30 @@ mod tests {
         );
         let garbled = claim("yesterday", "soon", 1);
         assert!(orphan_reason(&garbled, None, now, &POLICY).is_some());
+    }
+
+    #[test]
+    fn dates_in_the_future_hold_nothing() {
+        let now = at("2026-01-01T00:00:00Z");
+        // A forged claim: dated in year 9999, deadline and all.
+        let forged = claim("9999-01-01T00:00:00Z", "9999-12-31T00:00:00Z", 1);
+        assert!(matches!(
+            orphan_reason(&forged, None, now, &POLICY),
+            Some(OrphanReason::InTheFuture {
+                what: "claimed_at",
+                ..
+            })
+        ));
+        // A heartbeat from year 9999 keeps no claim alive.
+        let c = claim("2026-01-01T00:00:00Z", "9999-12-31T00:00:00Z", 1);
+        let n = node("9999-01-01T00:00:00Z", NodeStatus::Busy);
+        assert!(matches!(
+            orphan_reason(&c, Some(&n), now, &POLICY),
+            Some(OrphanReason::InTheFuture { .. })
+        ));
+        // A clock a few minutes fast is a clock, not a forgery.
+        let n = node("2026-01-01T00:05:00Z", NodeStatus::Busy);
+        assert_eq!(orphan_reason(&c, Some(&n), now, &POLICY), None);
     }
 
     #[test]

@@ -6,8 +6,11 @@
 
 use serde_json::{Map, Value};
 
-use super::claim::CLAIM_FIELD;
 use super::{Id, IdError, layout};
+
+/// The block a claim adds to a task file (`grid::claim`): the grid's own,
+/// never part of what a submitter wrote.
+pub const CLAIM_FIELD: &str = "claim";
 
 /// Limits a task must respect. A grid may tighten them in its configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,7 +238,7 @@ impl Task {
 }
 
 /// The first top-level key of a JSON object that appears twice, if any.
-fn duplicate_key(text: &str) -> Option<String> {
+pub(crate) fn duplicate_key(text: &str) -> Option<String> {
     use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
     struct FirstDuplicate(Option<String>);

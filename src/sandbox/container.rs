@@ -134,12 +134,56 @@ pub fn run_args(job: &Job, image: &str, limits: &Limits) -> Vec<String> {
         image,
         "sh",
         "-c",
+        START_WRAPPER,
+        "sh",
         &job.script,
     ]
     .into_iter()
     .map(String::from)
     .collect()
 }
+
+/// What the container's shell prints on stdout before anything of the task
+/// runs: proof that the engine created and started the container and ran
+/// its command. A task can print it too, but only once it runs, i.e. once
+/// it is proven; and it can never take back the first one. Stripped from
+/// the output the grid keeps.
+pub const STARTED_MARK: &str = "\u{1e}dgrid-started\u{1e}";
+
+/// The container's command: print [`STARTED_MARK`], then become the task's
+/// own shell (`exec`: still PID 1, nothing of the worker's stays around).
+const START_WRAPPER: &str = "printf '\\036dgrid-started\\036'; exec sh -c \"$1\"";
+
+/// [`run_args`] as `flavor` takes them. podman also gets `--timeout`, so
+/// that conmon (outside the container, beyond the task's reach) kills and
+/// removes the container a little after the task's timeout even if the
+/// worker is SIGKILLed and never comes back: the worker's own deadline
+/// comes first in every other case. docker has no such flag (`--stop-timeout`
+/// is only the grace period of a `docker stop`), and a `timeout` wrapper
+/// inside the container would run as the task's own user, within its reach
+/// (ptrace), and only in images that have one: with docker a killed
+/// worker's containers run until it restarts and removes them.
+pub fn engine_run_args(
+    flavor: EngineFlavor,
+    job: &Job,
+    image: &str,
+    limits: &Limits,
+) -> Vec<String> {
+    let mut args = run_args(job, image, limits);
+    if flavor == EngineFlavor::Podman {
+        let bound = job
+            .timeout
+            .as_secs()
+            .saturating_add(ENGINE_TIMEOUT_SLACK.as_secs());
+        args.insert(1, format!("--timeout={bound}"));
+    }
+    args
+}
+
+/// How long after the task's timeout the engine's own bound strikes: time
+/// for the worker's deadline (which starts before the container does) to
+/// come first and report a timeout, whatever the load.
+const ENGINE_TIMEOUT_SLACK: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Cgroups {
@@ -206,7 +250,31 @@ fn is_engine_error_line(line: &str) -> bool {
         || l.starts_with("Cannot connect to the Docker daemon")
 }
 
-/// Map the exit code of `<engine> run` to an outcome.
+/// Map a finished `<engine> run` to an outcome, by what a task cannot forge:
+/// whether its container started (the [`STARTED_MARK`] came first on
+/// stdout), and, for a started one whose engine seems to have failed under
+/// it, whether the engine still answers (`engine_ok`, asked only then).
+///
+/// - Never started: the task never ran, so nothing in the output is its
+///   doing; an engine-looking failure is the engine's.
+/// - Started: its exit code and stderr are the task's, whatever they say
+///   (`Error: runc: ...` and exit 125 are one `printf` and `exit` away);
+///   only an engine that no longer answers makes it an engine failure.
+pub(super) fn classify_run(
+    code: i32,
+    stderr: &str,
+    started: bool,
+    engine_ok: impl FnOnce() -> bool,
+) -> Outcome {
+    match classify_exit(code, stderr) {
+        Outcome::EngineFailed(why) if !started || !engine_ok() => Outcome::EngineFailed(why),
+        Outcome::EngineFailed(_) => Outcome::Exited(code),
+        other => other,
+    }
+}
+
+/// Map the exit code of `<engine> run` to an outcome by code and stderr
+/// alone (see [`classify_run`] for what settles it).
 ///
 /// Both engines exit 125 when they could not run the container (image
 /// missing, bad flags, engine down), and 126/127 when the runtime could not
@@ -216,8 +284,8 @@ fn is_engine_error_line(line: &str) -> bool {
 /// would make every node that picks the task report itself unhealthy, so the
 /// code only counts as the engine's when the engine also said so on stderr:
 /// both print an `Error...` line on such failures, and for 126/127 an OCI
-/// runtime message. A script could print such a line itself and be requeued;
-/// the grid's attempt limit has to bound that.
+/// runtime message. A script could print such a line itself: this is only
+/// the first look, [`classify_run`] the verdict.
 pub(super) fn classify_exit(code: i32, stderr: &str) -> Outcome {
     let engine_lines: Vec<&str> = stderr.lines().filter(|l| is_engine_error_line(l)).collect();
     let runtime_exec_failed = engine_lines.iter().any(|l| {
@@ -377,11 +445,29 @@ impl ContainerEngine {
         }
     }
 
+    /// Does the engine still answer (`info`)? Asked right after a started
+    /// container's run ended the way an engine failure does.
+    fn answers(&self) -> bool {
+        matches!(self.call("info", &self.flavor.info_args()), Ok(out) if out.code == 0)
+    }
+
     fn unusable(&self, reason: String) -> SandboxError {
         SandboxError::Unusable {
             engine: self.name().to_string(),
             reason,
         }
+    }
+}
+
+/// Keep at most `cap` bytes of `out` (on a character boundary).
+fn cut_to(out: &mut super::Captured, cap: usize) {
+    if out.text.len() > cap {
+        let mut end = cap;
+        while !out.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.text.truncate(end);
+        out.truncated = true;
     }
 }
 
@@ -522,20 +608,30 @@ impl Engine for ContainerEngine {
                 return engine_failed(format!("cannot create a working directory: {e}"));
             }
         };
-        let mut cmd = self.command(&run_args(job, &self.image, &self.limits));
+        let mut cmd = self.command(&engine_run_args(
+            self.flavor,
+            job,
+            &self.image,
+            &self.limits,
+        ));
         cmd.current_dir(cwd.path());
         let mut stopper = RemoveContainer {
             engine: self,
             name: job.container_name(),
         };
-        match supervise::run(
-            cmd,
-            job.timeout,
-            Some(cancel),
-            self.limits.output_bytes,
-            &mut stopper,
-        ) {
-            Ok(f) => f.into_report(classify_exit),
+        // Room for the start mark on top of the task's own cap.
+        let cap = self.limits.output_bytes + STARTED_MARK.len();
+        match supervise::run(cmd, job.timeout, Some(cancel), cap, &mut stopper) {
+            Ok(mut f) => {
+                let started = f.stdout.text.starts_with(STARTED_MARK);
+                if started {
+                    f.stdout.text.drain(..STARTED_MARK.len());
+                }
+                for out in [&mut f.stdout, &mut f.stderr] {
+                    cut_to(out, self.limits.output_bytes);
+                }
+                f.into_report(|code, stderr| classify_run(code, stderr, started, || self.answers()))
+            }
             Err(e) => engine_failed(format!("could not start {}: {e}", self.flavor.binary())),
         }
     }
@@ -568,7 +664,7 @@ mod tests {
             "run",
             "--rm",
             "--name",
-            "dgrid-n1-t-42-2",
+            "dgrid-2-n1-t-42-2",
             "--label",
             "dgrid.managed=true",
             "--label",
@@ -596,12 +692,47 @@ mod tests {
             "localhost/img:1",
             "sh",
             "-c",
+            START_WRAPPER,
+            "sh",
             "echo 'hi there'; exit 3",
         ]
         .into_iter()
         .map(String::from)
         .collect();
         assert_eq!(args, expected);
+    }
+
+    #[test]
+    fn podman_bounds_the_run_itself() {
+        let args = engine_run_args(EngineFlavor::Podman, &job(), "i", &Limits::default());
+        assert_eq!(args[..2], ["run", "--timeout=70"]);
+        let args = engine_run_args(EngineFlavor::Docker, &job(), "i", &Limits::default());
+        assert_eq!(args, run_args(&job(), "i", &Limits::default()));
+    }
+
+    #[test]
+    fn a_started_task_cannot_pose_as_the_engine() {
+        let forged = "Error: runc: container init failed\n";
+        // It ran: its exit code is its own, however it reads.
+        assert_eq!(
+            classify_run(125, forged, true, || true),
+            Outcome::Exited(125)
+        );
+        // The engine never started it: the engine failed.
+        assert!(matches!(
+            classify_run(125, forged, false, || true),
+            Outcome::EngineFailed(_)
+        ));
+        // It ran, and the engine no longer answers: the engine died under it.
+        assert!(matches!(
+            classify_run(125, forged, true, || false),
+            Outcome::EngineFailed(_)
+        ));
+        // The probe is only asked when it matters.
+        assert_eq!(
+            classify_run(1, "", true, || panic!("not asked")),
+            Outcome::Exited(1)
+        );
     }
 
     #[test]

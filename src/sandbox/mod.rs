@@ -12,7 +12,7 @@ mod output;
 mod shell;
 mod supervise;
 
-pub use container::{ContainerEngine, EngineFlavor, run_args};
+pub use container::{ContainerEngine, EngineFlavor, STARTED_MARK, engine_run_args, run_args};
 pub use output::{CappedOutput, Captured, read_capped};
 pub use shell::ShellEngine;
 
@@ -88,10 +88,10 @@ pub struct Job {
 impl Job {
     /// The container name: derived from node, task and attempt so that a
     /// restarted worker can find and remove what a crash left behind, and two
-    /// nodes on one host never collide. Node and task ids are already limited
-    /// to `[A-Za-z0-9._-]`, which engines accept in names.
+    /// nodes on one host never collide (`layout::container_name` keeps it
+    /// one-to-one for ids holding `-`).
     pub fn container_name(&self) -> String {
-        format!("dgrid-{}-{}-{}", self.node_id, self.task_id, self.attempt)
+        crate::grid::layout::container_name(&self.node_id, &self.task_id, self.attempt)
     }
 }
 
@@ -108,8 +108,11 @@ pub enum Outcome {
     /// killed and removed. The task goes back to the queue.
     Cancelled,
     /// The engine could not run the task at all (image missing, engine down,
-    /// bad flags). Not the task's fault: it goes back to the queue and the
-    /// node reports itself unhealthy.
+    /// bad flags): its container never started, or the engine stopped
+    /// answering while it ran. Nothing a task prints or exits with can make
+    /// this (see `classify_run`). The task goes back to the queue as its next
+    /// attempt (so that no task is retried for ever) and the node reports
+    /// itself unhealthy.
     EngineFailed(String),
 }
 

@@ -4,7 +4,6 @@
 pub mod notify;
 pub mod outbox;
 pub mod pace;
-pub mod reap;
 pub mod sync;
 pub mod worker;
 

@@ -18,9 +18,14 @@ use crate::grid::{Id, TaskResult};
 pub enum Finish {
     /// It ran (or timed out): the result goes to `completed/` or `failed/`.
     Result { result: TaskResult },
-    /// It could not run through no fault of its own (engine failure, the
-    /// worker shutting down): back to the queue, attempt unchanged.
+    /// It could not run through no fault of its own (the worker shutting
+    /// down, claims given back): back to the queue, attempt unchanged.
     Requeue { reason: String },
+    /// It could not run and the fault is the engine's (its container never
+    /// started): back to the queue as its next attempt, or to `failed/` as
+    /// abandoned once `max_attempts` are used up. Counting it is what makes
+    /// sure no task, whatever it does, comes back for ever.
+    Retry { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

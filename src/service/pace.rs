@@ -2,7 +2,8 @@
 //! rule, pure.
 //!
 //! One commit per task caps a grid at the compare-and-swap rate of one ref
-//! (DESIGN.md 7: about 30 commits/s, falling as workers are added), so
+//! (about 30 commits/s on a local bare repository, falling as workers are
+//! added: BENCHMARKS.md, Contention), so
 //! batching is the lever: a node that claims k tasks in one commit and
 //! delivers their k results in the next makes 1/k of the commits. But a
 //! task claimed ahead is a task another node could be running. The hoard is
@@ -81,73 +82,88 @@ impl Pace {
         (covering as usize).clamp(1, max as usize)
     }
 
-    /// How long a task must have run before `waiting` claims are more than
-    /// [`surplus`] allows: when to look again. `None`: never (too few
-    /// waiting, or no sync timed).
-    pub fn surplus_after(&self, waiting: usize, concurrency: u32) -> Option<Duration> {
-        let sync = self.sync?;
-        // surplus > 0 once ahead <= m, i.e. once ceil(k / t) <= m.
-        let m = waiting.checked_sub(1)? / 2;
-        if m == 0 {
-            return None;
-        }
-        let k = f64::from(concurrency) * SYNCS_COVERED * sync;
-        Some(Duration::from_secs_f64(k / m as f64))
-    }
-
-    /// The most this node should hold ahead, knowing that one of its tasks
-    /// has been running for `running_for` already (a task is at least that
-    /// long): lets a share taken before any task was timed go back as soon
-    /// as the first task shows itself long, not when it ends. `None` when
-    /// nothing is known yet.
-    pub fn ahead_at_most(
+    /// How many claimed tasks this node can expect to start within
+    /// `within`, with `slots` slots of which those running have run for
+    /// `running_for`. A running task is expected to end when the measured
+    /// average says, or, once it has run longer than that (or nothing is
+    /// measured), to run as long again: task lengths are heavy-tailed.
+    pub fn startable_within(
         &self,
-        running_for: Duration,
-        concurrency: u32,
-        max: u32,
-    ) -> Option<usize> {
-        let by_running = (!running_for.is_zero() && self.sync.is_some())
-            .then(|| self.ahead_if(running_for.as_secs_f64(), concurrency, max));
-        let by_measure = self.measured().then(|| self.ahead(concurrency, max));
-        match (by_running, by_measure) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        within: Duration,
+        slots: u32,
+        running_for: &[Duration],
+    ) -> usize {
+        let within = within.as_secs_f64();
+        let task = self.task.map(|t| t.max(SHORTEST_TASK.as_secs_f64()));
+        let free = (slots as usize).saturating_sub(running_for.len());
+        let ends = running_for
+            .iter()
+            .map(|r| {
+                let r = r.as_secs_f64();
+                match task {
+                    Some(t) if r < t => t - r,
+                    _ => r,
+                }
+            })
+            .chain(std::iter::repeat_n(0.0, free));
+        ends.map(|free_at| {
+            if free_at > within {
+                0
+            } else {
+                // Then one after another, each as long as the average; a
+                // node that has measured nothing counts just the first.
+                let more = task.map_or(0.0, |t| ((within - free_at) / t).floor());
+                1 + more.min(1e9) as usize
+            }
+        })
+        .sum()
     }
 }
 
-/// A queue this many times deeper than the idle nodes is deep: see
-/// [`first_claim`].
-pub const DEEP: usize = 8;
-
-/// How many a node that has not timed a task yet claims at a queue of
-/// `queue_len`, with `idle` nodes (itself included) able to take some, at
-/// most `cap`. It cannot size a batch by time, so:
-/// - at a shallow queue (a burst), its share: the queue divided among the
-///   idle nodes, so that each starts at once;
-/// - at a deep queue (at least [`DEEP`] tasks for every idle node), all it
-///   may (`cap`). Every node that takes part in a drain makes at least two
-///   commits (its claim, its results) on the one ref they all queue for:
-///   measured with 16 workers on 500 short tasks, sharing among all made
-///   17-31 commits and ran at half the rate of the greedy claim (11-13).
-///   What turns out to be too much (long tasks) goes back soon after the
-///   first task starts (see [`surplus`]), for the nodes that got none.
-pub fn first_claim(queue_len: usize, idle: usize, cap: usize) -> usize {
-    let idle = idle.max(1);
-    let share = if queue_len >= DEEP * idle {
-        queue_len
-    } else {
-        queue_len.div_ceil(idle)
-    };
-    share.min(cap)
+/// This node's fair share of a queue of `queue_len`: the queue divided
+/// among the nodes that can take work now, by their slots (`mine`, and the
+/// `others_free` slots of idle peers). Every idle node then starts at once,
+/// and a backlog of long tasks is spread over all of them, not held by the
+/// first to see it.
+pub fn fair_share(queue_len: usize, mine: u32, others_free: u32) -> usize {
+    let mine = u128::from(mine.max(1));
+    let all = mine + u128::from(others_free);
+    // At most queue_len, so the cast back cannot truncate.
+    (queue_len as u128 * mine).div_ceil(all) as usize
 }
 
-/// Claims waiting beyond what the node can run soon: more than twice what
-/// [`Pace::ahead`] asks for (a share taken before the first task was
-/// timed, of tasks that turned out long). They go back to the queue for
-/// nodes with free slots.
-pub fn surplus(waiting: usize, ahead: usize) -> usize {
-    waiting.saturating_sub(2 * ahead.max(1))
+/// How many of its `waiting` claims a node hands back when `idle_slots` of
+/// its peers' slots sit idle and `queued` tasks are left in the queue.
+/// Idle peers take from the queue first: only when it cannot fill their
+/// slots does the node give back, and then what is beyond its fair share
+/// of all the unstarted work (the queue and its own waiting claims, divided
+/// among itself and the idle peers) or beyond what it can start within the
+/// horizon (`startable`), whichever keeps fewer.
+pub fn give_back(
+    waiting: usize,
+    queued: usize,
+    mine: u32,
+    idle_slots: u32,
+    startable: usize,
+) -> usize {
+    if idle_slots == 0 || queued >= idle_slots as usize {
+        return 0;
+    }
+    let share = fair_share(queued + waiting, mine, idle_slots);
+    waiting.saturating_sub(share.min(startable))
+}
+
+/// Results wait at most this many syncs' time (or [`MAX_RESULT_DELAY`], if
+/// longer) for a claim to ride with: where each push takes long (a far git
+/// host, or many nodes on one ref) the ref has fewer pushes to spare.
+pub const RESULT_DELAY_SYNCS: f64 = 8.0;
+
+impl Pace {
+    /// How long a result may wait in the outbox for a claim to ride with.
+    pub fn result_delay(&self) -> Duration {
+        let by_sync = Duration::from_secs_f64(self.sync.unwrap_or(0.0) * RESULT_DELAY_SYNCS);
+        by_sync.clamp(MAX_RESULT_DELAY, 10 * MAX_RESULT_DELAY)
+    }
 }
 
 /// What [`flush_results`] decides on.
@@ -162,19 +178,24 @@ pub struct Flush {
     pub claiming: bool,
     /// How long the oldest pending entry has waited.
     pub oldest: Duration,
+    /// How long a result may wait ([`Pace::result_delay`]).
+    pub delay: Duration,
+    /// Tasks handed back wait among them: others may be waiting for them.
+    pub giving_back: bool,
     pub stopping: bool,
 }
 
 /// Push the results waiting in the outbox now? Yes when nothing claimed is
 /// left to start and either the sync that claims the next batch is due
 /// (they ride with it) or nothing runs any more; when the oldest has waited
-/// [`MAX_RESULT_DELAY`]; or when the node is stopping. At the end of a
-/// queue the last results of a batch thus go in one commit, not one for
-/// those done and one for the task still running.
+/// its delay; when tasks go back to the queue; or when the node is
+/// stopping. At the end of a queue the last results of a batch thus go in
+/// one commit, not one for those done and one for the task still running.
 pub fn flush_results(o: Flush) -> bool {
     o.pending > 0
         && (o.stopping
-            || o.oldest >= MAX_RESULT_DELAY
+            || o.giving_back
+            || o.oldest >= o.delay
             || (o.waiting == 0 && (o.running == 0 || o.claiming)))
 }
 
@@ -232,54 +253,72 @@ mod tests {
     }
 
     #[test]
-    fn an_unmeasured_node_takes_a_share_or_a_batch_and_returns_surplus() {
-        assert_eq!(first_claim(500, 8, 65), 65, "deep: all it may");
-        assert_eq!(first_claim(500, 16, 65), 65);
-        assert_eq!(first_claim(40, 8, 65), 5, "shallow: its share");
-        assert_eq!(first_claim(500, 100, 65), 5);
-        assert_eq!(first_claim(4, 4, 65), 1, "a burst among idle nodes");
-        assert_eq!(first_claim(1, 4, 65), 1, "one task among idle nodes");
-        assert_eq!(first_claim(0, 4, 65), 0);
-        assert_eq!(first_claim(10, 0, 65), 10);
-        assert_eq!(surplus(62, 1), 60, "long tasks: keep two");
-        assert_eq!(surplus(62, 64), 0);
-        assert_eq!(surplus(0, 0), 0);
-    }
-
-    #[test]
-    fn a_running_task_bounds_what_is_held_ahead() {
-        let mut p = Pace::default();
-        assert_eq!(p.ahead_at_most(ms(500), 1, 64), None, "no sync timed");
-        p.sync_took(ms(70));
-        assert_eq!(p.ahead_at_most(Duration::ZERO, 1, 64), None);
-        assert_eq!(p.ahead_at_most(ms(6), 1, 64), Some(47));
-        assert_eq!(p.ahead_at_most(Duration::from_secs(3), 1, 64), Some(1));
-        p.task_took(ms(2));
-        assert_eq!(p.ahead_at_most(Duration::ZERO, 1, 64), Some(64));
+    fn a_fair_share_divides_the_queue_by_free_slots() {
+        assert_eq!(fair_share(64, 1, 7), 8, "eight idle nodes");
+        assert_eq!(fair_share(65, 1, 7), 9, "rounded up: nothing is left over");
+        assert_eq!(fair_share(128, 1, 15), 8);
+        assert_eq!(fair_share(10, 2, 3), 4, "by slots");
+        assert_eq!(fair_share(4, 1, 7), 1, "a burst among idle nodes");
+        assert_eq!(fair_share(1, 1, 7), 1, "one task among idle nodes");
+        assert_eq!(fair_share(0, 1, 7), 0);
+        assert_eq!(fair_share(10, 1, 0), 10, "alone");
+        assert_eq!(fair_share(10, 0, 0), 10, "no slots counts as one");
         assert_eq!(
-            p.ahead_at_most(Duration::from_secs(3), 1, 64),
-            Some(1),
-            "the running task is longer than those measured"
+            fair_share(usize::MAX / 2, u32::MAX, u32::MAX),
+            usize::MAX / 4 + 1
         );
     }
 
     #[test]
-    fn the_loop_knows_when_a_running_task_makes_claims_surplus() {
+    fn idle_peers_get_what_is_beyond_the_share_or_what_will_not_start_soon() {
+        assert_eq!(give_back(7, 40, 1, 0, 0), 0, "nobody idle: keep");
+        assert_eq!(
+            give_back(3, 0, 1, 7, 3),
+            2,
+            "the tail: a share of 3 among 8"
+        );
+        assert_eq!(give_back(7, 56, 1, 7, 100), 0, "its share of a deep queue");
+        assert_eq!(give_back(7, 56, 1, 7, 0), 0, "idle peers have the queue");
+        assert_eq!(give_back(7, 2, 1, 7, 0), 7, "the queue cannot fill them");
+        assert_eq!(give_back(7, 0, 1, 1, 100), 3, "one idle peer: half");
+        assert_eq!(give_back(4, 0, 1, 1, 0), 4, "none would start soon");
+        assert_eq!(give_back(0, 10, 1, 3, 0), 0);
+    }
+
+    #[test]
+    fn what_starts_soon_follows_the_running_task() {
+        let s = Duration::from_secs_f64;
         let mut p = Pace::default();
-        assert_eq!(p.surplus_after(10, 1), None, "no sync timed");
-        p.sync_took(ms(100));
-        assert_eq!(p.surplus_after(2, 1), None, "two are never surplus");
-        let at = p.surplus_after(4, 1).unwrap();
-        assert_eq!(at, ms(400));
-        let bound = |t: Duration| p.ahead_at_most(t, 1, 64).unwrap();
-        assert_eq!(surplus(4, bound(at - ms(10))), 0);
-        assert_eq!(surplus(4, bound(at + ms(10))), 2);
+        assert_eq!(
+            p.startable_within(s(0.5), 1, &[s(0.1)]),
+            1,
+            "nothing timed: it may end now"
+        );
+        assert_eq!(p.startable_within(s(0.5), 1, &[s(0.6)]), 0, "as long again");
+        assert_eq!(p.startable_within(s(0.5), 2, &[s(0.6)]), 1, "a free slot");
+        p.task_took(s(1.0));
+        assert_eq!(p.startable_within(s(0.5), 1, &[s(0.2)]), 0, "ends in 0.8 s");
+        assert_eq!(p.startable_within(s(0.5), 1, &[s(0.7)]), 1, "ends in 0.3 s");
+        assert_eq!(p.startable_within(s(2.5), 1, &[s(0.7)]), 3, "then two more");
+        assert_eq!(
+            p.startable_within(s(0.5), 1, &[s(3.0)]),
+            0,
+            "a long one runs on"
+        );
+        let mut quick = Pace::default();
+        quick.task_took(Duration::ZERO);
+        assert_eq!(
+            quick.startable_within(s(0.5), 1, &[Duration::ZERO]),
+            500,
+            "short tasks: many"
+        );
     }
 
     #[test]
     fn results_ride_with_the_next_claim_but_not_for_long() {
         let o = Flush {
             pending: 3,
+            delay: MAX_RESULT_DELAY,
             ..Flush::default()
         };
         assert!(
@@ -327,6 +366,20 @@ mod tests {
             }),
             "stopping"
         );
+        assert!(
+            flush_results(Flush {
+                waiting: 5,
+                giving_back: true,
+                ..o
+            }),
+            "others may wait for what goes back"
+        );
+        let mut p = Pace::default();
+        assert_eq!(p.result_delay(), MAX_RESULT_DELAY);
+        p.sync_took(ms(1000));
+        assert_eq!(p.result_delay(), Duration::from_secs(8), "a far host");
+        p.sync_took(ms(60_000));
+        assert!(p.result_delay() <= 10 * MAX_RESULT_DELAY);
     }
 
     proptest::proptest! {

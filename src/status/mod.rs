@@ -127,6 +127,20 @@ impl Snapshot {
     }
 }
 
+/// What one sync did, for the counters.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncStats {
+    pub took: Duration,
+    /// It reached the grid (committed, or had nothing to change).
+    pub ok: bool,
+    /// Rounds lost to other writers.
+    pub rejections: u32,
+    /// Tasks it claimed.
+    pub claims: usize,
+    /// It wrote the node's heartbeat.
+    pub heartbeat: bool,
+}
+
 /// Shared between the loop (writer) and the server (reader).
 #[derive(Debug, Clone)]
 pub struct Board(Arc<Mutex<Snapshot>>);
@@ -148,27 +162,20 @@ impl Board {
     }
 
     /// After a sync transaction.
-    pub fn sync_done(
-        &self,
-        took: Duration,
-        ok: bool,
-        rejections: u32,
-        claims: usize,
-        heartbeat: bool,
-    ) {
+    pub fn sync_done(&self, sync: SyncStats) {
         self.update(|s| {
-            s.git_sync_seconds.observe(took);
-            if ok {
+            s.git_sync_seconds.observe(sync.took);
+            if sync.ok {
                 s.syncs_ok += 1;
             } else {
                 s.syncs_failed += 1;
             }
-            s.claim_conflicts += u64::from(rejections);
-            s.claims += claims as u64;
-            if heartbeat {
+            s.claim_conflicts += u64::from(sync.rejections);
+            s.claims += sync.claims as u64;
+            if sync.heartbeat {
                 s.last_heartbeat = Some(time::format(time::now()));
             }
-            s.remote_ok = ok;
+            s.remote_ok = sync.ok;
         });
     }
 
@@ -348,7 +355,7 @@ pub fn metrics(s: &Snapshot, now: Timestamp) -> String {
 
 /// The page at `/`: the same data as `/api/status`, for a person.
 pub fn page(s: &Snapshot, now: Timestamp) -> String {
-    use crate::tools::html::{STYLE, escape};
+    use crate::html::{STYLE, escape};
     let mut h = String::new();
     let healthy = health(s, now);
     let _ = write!(

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::git::repo::{EntryMode, Oid, TreeEntry};
+use crate::git::repo::{Blob, EntryMode, Oid, TreeEntry};
 use crate::git::txn::{
     self, BranchesOutcome, BranchesPlan, BranchesTxn, Change, Identity, TxnError, TxnPolicy,
 };
@@ -166,14 +166,18 @@ fn read_results(
         .filter(|(_, e)| is_file(e.mode))
         .map(|(_, e)| e.oid.clone())
         .collect();
-    let mut bodies = repo.read_objects(&files)?.into_iter();
+    // A result too big to read (or not read within the budget) has no
+    // timestamp, and counts as oldest: it is archived first, unread.
+    let mut bodies = repo
+        .read_objects(&files, crate::grid::layout::MAX_RESULT_BYTES)?
+        .into_iter();
     Ok(entries
         .into_iter()
         .map(|(dir, e)| {
             // Only regular files are read; anything else has no timestamp
             // and counts as oldest.
             let body = if is_file(e.mode) {
-                bodies.next().flatten()
+                bodies.next().and_then(Blob::into_data)
             } else {
                 None
             };

@@ -5,31 +5,9 @@
 
 use std::fmt::Write;
 
+use crate::html::{STYLE, escape};
+
 use super::view::{GridView, ResultView, human_age};
-
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-pub const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}\
-h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}\
-table{border-collapse:collapse;background:#fff;min-width:40%}\
-th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}\
-th{background:#eee}.ok{color:#186a18}.bad{color:#a31515}.warn{color:#8a5a00}\
-.cards{display:flex;gap:1em;flex-wrap:wrap}.card{background:#fff;border:1px solid #ddd;padding:.6em 1em}\
-.card b{display:block;font-size:1.6em}pre{margin:0;white-space:pre-wrap;max-width:60em;font-size:12px}\
-.muted{color:#777}";
 
 fn status_class(status: &str) -> &'static str {
     match status {
@@ -89,11 +67,10 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
         };
         let _ = write!(
             h,
-            "<tr class=\"node\" data-node=\"{id}\"><td>{id}</td><td>{status}</td><td title=\"{hb}\">{age} ago</td><td>{run}</td><td>{done}</td><td>{failed}</td><td>{host}</td><td>{engine}</td><td>{ver}</td></tr>",
+            "<tr class=\"node\" data-node=\"{id}\"><td>{id}</td><td>{status}</td><td class=\"heartbeat\">{hb}</td><td class=\"node-running\">{run}</td><td>{done}</td><td>{failed}</td><td>{host}</td><td>{engine}</td><td>{ver}</td></tr>",
             id = escape(&n.node_id),
-            hb = escape(&n.last_heartbeat),
-            age = human_age(n.heartbeat_age_s),
-            run = escape(&n.running.join(", ")),
+            hb = heartbeat_cell(&n.last_heartbeat, n.heartbeat_age_s),
+            run = running_cell(&n.running),
             done = n.tasks_completed,
             failed = n.tasks_failed,
             host = escape(&n.hostname),
@@ -101,6 +78,7 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
             ver = escape(&n.version),
         );
     }
+    none_row(&mut h, view.nodes.is_empty(), 9, "no node has registered");
     h.push_str("</table>");
 
     h.push_str("<h2>Running</h2><table id=\"running\"><tr><th>task</th><th>node</th><th>for</th><th>attempt</th><th>deadline</th></tr>");
@@ -120,6 +98,7 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
                 .unwrap_or_default(),
         );
     }
+    none_row(&mut h, view.running.is_empty(), 5, "nothing is running");
     h.push_str("</table>");
 
     const QUEUE_SHOWN: usize = 200;
@@ -141,49 +120,96 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
             view.queue.len() - QUEUE_SHOWN
         );
     }
+    none_row(&mut h, view.queue.is_empty(), 1, "the queue is empty");
     h.push_str("</table>");
 
     h.push_str("<h2>Recent results</h2>");
-    results_table(&mut h, "recent", &view.recent, false);
+    results_table(&mut h, "recent", &view.recent, false, "no results yet");
     h.push_str("<h2>Failures</h2>");
-    results_table(&mut h, "failures", &view.failures, true);
+    results_table(&mut h, "failures", &view.failures, true, "no failures");
     h.push_str("</body></html>\n");
     h
 }
 
-fn results_table(h: &mut String, id: &str, rows: &[ResultView], with_errors: bool) {
+/// A row saying the table is empty, rather than bare headers that read
+/// as a page that failed to load.
+fn none_row(h: &mut String, empty: bool, columns: usize, what: &str) {
+    if empty {
+        let _ = write!(
+            h,
+            "<tr class=\"none\"><td colspan=\"{columns}\" class=\"muted\">none: {what}</td></tr>"
+        );
+    }
+}
+
+/// The heartbeat as a time, and its age when the page was made: a static
+/// page read an hour later must not claim "6s ago".
+fn heartbeat_cell(last_heartbeat: &str, age_s: Option<i64>) -> String {
+    match crate::time::parse(last_heartbeat) {
+        Some(t) => format!(
+            "<time datetime=\"{iso}\">{shown}</time> <span class=\"muted\">({age} old when generated)</span>",
+            iso = escape(last_heartbeat),
+            shown = t.format("%Y-%m-%d %H:%M:%S UTC"),
+            age = human_age(age_s),
+        ),
+        None if last_heartbeat.is_empty() => "<span class=\"muted\">none</span>".into(),
+        None => format!(
+            "<span class=\"bad\">unreadable: {}</span>",
+            escape(last_heartbeat)
+        ),
+    }
+}
+
+/// How many tasks a node runs, and which: `0` rather than a blank cell.
+fn running_cell(running: &[String]) -> String {
+    if running.is_empty() {
+        return "0".into();
+    }
+    format!("{}: {}", running.len(), escape(&running.join(", ")))
+}
+
+/// A duration as a person reads it: `2 ms`, `1.5 s`, `3 min 20 s`.
+pub fn duration(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1000..=59_999 => format!("{:.1} s", ms as f64 / 1000.0),
+        _ => format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
+fn results_table(h: &mut String, id: &str, rows: &[ResultView], with_errors: bool, none: &str) {
     let _ = write!(
         h,
         "<table id=\"{id}\"><tr><th>task</th><th>node</th><th>status</th><th>exit</th><th>finished</th><th>duration</th>{}</tr>",
-        if with_errors { "<th>error</th>" } else { "" }
+        if with_errors {
+            "<th>error</th><th>stderr (end)</th>"
+        } else {
+            ""
+        }
     );
     for r in rows {
         let _ = write!(
             h,
-            "<tr class=\"result\" data-task=\"{task}\" data-status=\"{st}\"><td>{task}</td><td>{node}</td><td class=\"{cls}\">{st}</td><td>{exit}</td><td>{ts}</td><td>{dur}</td>",
+            "<tr class=\"result\" data-task=\"{task}\" data-status=\"{st}\"><td>{task}</td><td>{node}</td><td class=\"{cls}\">{st}</td><td>{exit}</td><td>{ts}</td><td class=\"duration\">{dur}</td>",
             task = escape(&r.task_id),
             node = escape(&r.node_id),
             cls = status_class(&r.status),
             st = escape(&r.status),
             exit = r.exit_code.map(|c| c.to_string()).unwrap_or_default(),
             ts = escape(&r.timestamp),
-            dur = r
-                .duration_ms
-                .map(|d| format!("{:.1} s", d as f64 / 1000.0))
-                .unwrap_or_default(),
+            dur = r.duration_ms.map(duration).unwrap_or_default(),
         );
         if with_errors {
-            let mut text = r.error.clone().unwrap_or_default();
-            if let Some(tail) = &r.stderr_tail {
-                if !text.is_empty() {
-                    text.push('\n');
-                }
-                text.push_str(tail);
-            }
-            let _ = write!(h, "<td><pre>{}</pre></td>", escape(&text));
+            let _ = write!(
+                h,
+                "<td class=\"error\"><pre>{}</pre></td><td class=\"stderr\"><pre>{}</pre></td>",
+                escape(r.error.as_deref().unwrap_or("")),
+                escape(r.stderr_tail.as_deref().unwrap_or(""))
+            );
         }
         h.push_str("</tr>");
     }
+    none_row(h, rows.is_empty(), if with_errors { 8 } else { 6 }, none);
     h.push_str("</table>");
 }
 
@@ -202,7 +228,11 @@ fn chart(view: &GridView) -> String {
         .max()
         .unwrap_or(1)
         .max(1) as f64;
-    let bar_w = (w - left) / t.buckets.len() as f64;
+    // The time axis spans the whole width, one slot per bucket; a bar is at
+    // most 40 px wide in the middle of its slot, so that a single bucket is
+    // one bar, not a slab filling the chart.
+    let slot = (w - left) / t.buckets.len() as f64;
+    let bar_w = (slot - 2.0).clamp(1.0, 40.0);
     let plot_h = hgt - bottom - 10.0;
     let mut s = String::new();
     let _ = write!(
@@ -218,7 +248,7 @@ fn chart(view: &GridView) -> String {
         tx = left - 4.0,
     );
     for (i, b) in t.buckets.iter().enumerate() {
-        let x = left + i as f64 * bar_w + 1.0;
+        let x = left + i as f64 * slot + (slot - bar_w) / 2.0;
         let ch = b.completed as f64 / max * plot_h;
         let fh = b.failed as f64 / max * plot_h;
         let base = hgt - bottom;
@@ -230,18 +260,26 @@ fn chart(view: &GridView) -> String {
             f = b.failed,
             y1 = base - ch,
             y2 = base - ch - fh,
-            bw = (bar_w - 2.0).max(1.0),
+            bw = bar_w,
         );
     }
-    let label = |b: &super::view::Bucket| escape(&b.start[..b.start.len().min(16)]);
+    // The axis runs from the first bar's start to the last bar's end, so
+    // one bucket reads as the span it covers, not one minute twice.
+    let minute = |ts: Option<crate::time::Timestamp>| {
+        ts.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default()
+    };
+    let first_start = crate::time::parse(&t.buckets[0].start);
+    let last_end = crate::time::parse(&t.buckets.last().expect("not empty").start)
+        .map(|s| s + chrono::Duration::seconds(t.bucket_s));
     let _ = write!(
         s,
-        "<text x=\"{left}\" y=\"{y}\" font-size=\"11\">{first}</text><text x=\"{w}\" y=\"{y}\" font-size=\"11\" text-anchor=\"end\">{last}</text></svg>\
+        "<text class=\"axis-start\" x=\"{left}\" y=\"{y}\" font-size=\"11\">{first}</text><text class=\"axis-end\" x=\"{w}\" y=\"{y}\" font-size=\"11\" text-anchor=\"end\">{last}</text></svg>\
 <p class=\"muted\">Results per {} (green: completed, red: failed, timed out, invalid or abandoned).</p>",
         bucket_name(t.bucket_s),
         y = hgt - 8.0,
-        first = label(&t.buckets[0]),
-        last = label(t.buckets.last().expect("not empty")),
+        first = escape(&minute(first_start)),
+        last = escape(&minute(last_end)),
     );
     s
 }
@@ -264,5 +302,12 @@ mod tests {
             escape("<img src=x onerror='a'>&\""),
             "&lt;img src=x onerror=&#39;a&#39;&gt;&amp;&quot;"
         );
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(duration(2), "2 ms");
+        assert_eq!(duration(1500), "1.5 s");
+        assert_eq!(duration(200_000), "3 min 20 s");
     }
 }

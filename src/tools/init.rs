@@ -111,8 +111,8 @@ This repository is a task grid's database. Its `main` branch holds:
 nodes/<node_id>.json                       node records and heartbeats
 tasks/queue/<task_id>.json                 submitted, waiting
 tasks/in_progress/<task_id>.json           claimed by a node
-tasks/completed/<node_id>-<task_id>.json   results, exit code 0
-tasks/failed/<node_id>-<task_id>.json      failed, timed out, invalid or abandoned
+tasks/completed/<node_id>@<task_id>.json   results, exit code 0
+tasks/failed/<node_id>@<task_id>.json      failed, timed out, invalid or abandoned
 ```
 
 Submit a task with `dgrid-worker submit --repo URL --script 'echo hi' --timeout 30`,

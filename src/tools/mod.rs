@@ -4,11 +4,13 @@
 //! so that what a workflow checks is exactly what a worker enforces.
 
 pub mod archive;
+pub mod escape;
 pub mod html;
 pub mod init;
 pub mod reap;
 pub mod source;
 pub mod submit;
 pub mod text;
+pub mod trust;
 pub mod validate;
 pub mod view;

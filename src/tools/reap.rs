@@ -1,4 +1,4 @@
-//! `dgrid-worker reap`: the worker's orphan rule (`service::reap`) as a
+//! `dgrid-worker reap`: the worker's orphan rule (`ledger::reap`) as a
 //! transaction of its own, for the repo workflow or an operator.
 
 use std::collections::BTreeSet;
@@ -7,7 +7,8 @@ use crate::git::txn::{Plan, Txn};
 use crate::git::{Edits, GitError};
 use crate::grid::orphan::OrphanPolicy;
 use crate::grid::{Id, TaskRules};
-use crate::service::reap::{self, ReapInput};
+use crate::ledger::reap::{self, ReapInput};
+use crate::ledger::results;
 use crate::time::Timestamp;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -46,7 +47,7 @@ pub fn plan(
     };
     let planned = reap::plan(txn.repo, tip, &input)?;
     let mut edits = planned.edits;
-    edits.extend(reap::place_results(txn.repo, tip, now, planned.results)?);
+    edits.extend(results::place_results(txn.repo, tip, now, planned.results)?);
     let message = format!("{who}: {}\n", planned.summary.join(", "));
     Ok(Plan {
         edits,

@@ -12,6 +12,13 @@ use crate::git::repo::Oid;
 use crate::git::txn::Identity;
 use crate::git::{Git, GitError, GridRepo};
 
+/// Bytes of blobs a tool may read from one grid: `status` and `dashboard`
+/// read every result on `main` (50,000 results are about 15 MB; the archive
+/// keeps `main` far smaller). Each file is capped as well
+/// (`layout::MAX_RESULT_BYTES`, ...); past the budget, files are listed
+/// but not read, and show as unreadable.
+pub const TOOLS_READ_BUDGET: u64 = 128 * 1024 * 1024;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct RepoArgs {
     /// The grid: a git URL or a local path (a checkout or bare repository).
@@ -93,7 +100,8 @@ impl RepoArgs {
                 .map_err(|source| self.git_err(source))?;
             if out.code == 0 {
                 return Ok(Opened {
-                    repo: GridRepo::read_only(git.clone(), &self.branch),
+                    repo: GridRepo::read_only(git.clone(), &self.branch)
+                        .with_read_budget(TOOLS_READ_BUDGET),
                     tip: Some(out.stdout_str().to_owned()),
                     _tmp: None,
                 });
@@ -125,7 +133,8 @@ impl RepoArgs {
             .with_env(access()?.env())
             .with_env(Identity::for_node(who).env());
         let repo = GridRepo::open_or_init(git, &url, &self.branch)
-            .map_err(|source| self.git_err(source))?;
+            .map_err(|source| self.git_err(source))?
+            .with_read_budget(TOOLS_READ_BUDGET);
         let tip = repo.fetch().map_err(|source| self.git_err(source))?;
         Ok(Opened {
             repo,

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::git::txn::{Plan, Txn};
-use crate::git::{Edit, Edits, GitError};
+use crate::git::{Edit, Edits, GitError, GridRepo};
 use crate::grid::claim::pretty;
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, Task, TaskError, TaskRules, layout};
@@ -74,29 +74,12 @@ pub fn plan(txn: &Txn<'_>, task: &Task) -> Result<Plan<Submitted>, GitError> {
     if let Some(tip) = txn.tip.as_deref() {
         let repo = txn.repo;
         for path in [layout::queue_file(id), layout::in_progress_file(id)] {
-            if repo.read_path(tip, &path)?.is_some() {
+            if repo.exists(tip, &path)? {
                 return Ok(unchanged(path));
             }
         }
-        // Results are named <node>-<task>.json; node ids may hold dashes,
-        // so a name match is only a candidate until its task_id says so.
-        let suffix = format!("-{id}.json");
-        for dir in [layout::COMPLETED, layout::FAILED] {
-            let candidates: Vec<_> = repo
-                .list_dir(tip, dir)?
-                .into_iter()
-                .filter(|e| e.name.ends_with(suffix.as_bytes()))
-                .collect();
-            let blobs =
-                repo.read_objects(&candidates.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
-            for (e, b) in candidates.iter().zip(blobs) {
-                let same = b
-                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                    .is_some_and(|v| v["task_id"] == id.as_str());
-                if same {
-                    return Ok(unchanged(format!("{dir}/{}", e.name_lossy())));
-                }
-            }
+        if let Some(path) = find_result(repo, tip, id)? {
+            return Ok(unchanged(path));
         }
     }
     let mut edits = Edits::new();
@@ -109,6 +92,37 @@ pub fn plan(txn: &Txn<'_>, task: &Task) -> Result<Plan<Submitted>, GitError> {
         message: format!("submit {id}\n"),
         value: Submitted::Queued { path: target },
     })
+}
+
+/// A result of task `id` on `main` at `tip`, if there is one: named so
+/// (`<node>@<id>.json`), or under an older `<node>-<id>.json` name whose
+/// file says it is `id`'s (node ids may hold `-`, so the name alone does
+/// not tell).
+pub fn find_result(repo: &GridRepo, tip: &str, id: &Id) -> Result<Option<String>, GitError> {
+    for dir in [layout::COMPLETED, layout::FAILED] {
+        let mut candidates = Vec::new();
+        for e in repo.list_dir(tip, dir)? {
+            match layout::result_name_is_for(&e.name_lossy(), id) {
+                layout::NameMatch::Yes => return Ok(Some(format!("{dir}/{}", e.name_lossy()))),
+                layout::NameMatch::Candidate => candidates.push(e),
+                layout::NameMatch::No => {}
+            }
+        }
+        let blobs = repo.read_objects(
+            &candidates.iter().map(|e| e.oid.clone()).collect::<Vec<_>>(),
+            layout::MAX_RESULT_BYTES,
+        )?;
+        for (e, b) in candidates.iter().zip(blobs) {
+            let same = b
+                .data()
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                .is_some_and(|v| v["task_id"] == id.as_str());
+            if same {
+                return Ok(Some(format!("{dir}/{}", e.name_lossy())));
+            }
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
-//! `dgrid-worker status` for a terminal: the grid at a glance.
+//! `dgrid-worker status` for a terminal: the grid at a glance. Also what
+//! the grid workflow puts in its job summary, inside a code fence: every
+//! value read from the grid goes through `escape::untrusted`, so no file
+//! name or error can move the cursor, end the fence, or start a line.
 
 use std::fmt::Write;
 
+use super::escape::untrusted as esc;
 use super::view::{GridView, human_age};
 
 /// Lists longer than this are cut, with a count of the rest.
@@ -11,8 +15,9 @@ pub fn status(view: &GridView, repo: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "grid {repo} at {}",
-        &view.commit[..view.commit.len().min(12)]
+        "grid {} at {}",
+        esc(repo),
+        esc(&view.commit[..view.commit.len().min(12)])
     );
     let _ = writeln!(
         s,
@@ -26,16 +31,16 @@ pub fn status(view: &GridView, repo: &str) -> String {
     let _ = writeln!(s, "\nnodes ({}):", view.nodes.len());
     for n in &view.nodes {
         let extra = match (&n.error, &n.problem) {
-            (Some(e), _) => format!("  ! {e}"),
-            (None, Some(p)) => format!("  ! {p}"),
+            (Some(e), _) => format!("  ! {}", esc(e)),
+            (None, Some(p)) => format!("  ! {}", esc(p)),
             _ if n.stale => "  ! stale heartbeat: presumed dead".to_owned(),
             _ => String::new(),
         };
         let _ = writeln!(
             s,
             "  {:<20} {:<10} heartbeat {:>4} ago  running {:<3} done {:<6} failed {:<6}{extra}",
-            n.node_id,
-            n.status,
+            esc(&n.node_id),
+            esc(&n.status),
             human_age(n.heartbeat_age_s),
             n.running.len(),
             n.tasks_completed,
@@ -47,14 +52,14 @@ pub fn status(view: &GridView, repo: &str) -> String {
     for r in view.running.iter().take(SHOWN) {
         match &r.error {
             Some(e) => {
-                let _ = writeln!(s, "  {:<30} ! {e}", r.task_id);
+                let _ = writeln!(s, "  {:<30} ! {}", esc(&r.task_id), esc(e));
             }
             None => {
                 let _ = writeln!(
                     s,
                     "  {:<30} on {:<20} for {:>4}  attempt {}",
-                    r.task_id,
-                    r.node_id,
+                    esc(&r.task_id),
+                    esc(&r.node_id),
                     human_age(r.age_s),
                     r.attempt
                 );
@@ -65,14 +70,14 @@ pub fn status(view: &GridView, repo: &str) -> String {
 
     let _ = writeln!(s, "\nqueue ({}):", view.queue.len());
     for id in view.queue.iter().take(SHOWN) {
-        let _ = writeln!(s, "  {id}");
+        let _ = writeln!(s, "  {}", esc(id));
     }
     more(&mut s, view.queue.len());
 
     let statuses: Vec<String> = view
         .by_status
         .iter()
-        .map(|(k, v)| format!("{k} {v}"))
+        .map(|(k, v)| format!("{} {v}", esc(k)))
         .collect();
     let _ = writeln!(
         s,
@@ -91,8 +96,12 @@ pub fn status(view: &GridView, repo: &str) -> String {
             let why: String = why.lines().next().unwrap_or("").chars().take(100).collect();
             let _ = writeln!(
                 s,
-                "  {:<30} {:<10} on {:<16} {}  {why}",
-                f.task_id, f.status, f.node_id, f.timestamp
+                "  {:<30} {:<10} on {:<16} {}  {}",
+                esc(&f.task_id),
+                esc(&f.status),
+                esc(&f.node_id),
+                esc(&f.timestamp),
+                esc(&why)
             );
         }
     }

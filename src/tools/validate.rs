@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::grid::task::EntryKind;
 use crate::grid::{Task, TaskRules, layout};
+use crate::tools::escape::untrusted;
 
 /// One problem with one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,9 +18,16 @@ pub struct Finding {
     pub reason: String,
 }
 
+/// One line, whatever the file's name or the reason hold: both come from
+/// a pull request (`escape::untrusted`).
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.reason)
+        write!(
+            f,
+            "{}: {}",
+            untrusted(&self.path.to_string_lossy()),
+            untrusted(&self.reason)
+        )
     }
 }
 
@@ -122,30 +130,36 @@ pub fn check_against_grid(report: &mut Report, grid: &Path) {
             in_use.insert(id.to_string(), format!("is running: {claim}"));
         }
     }
-    // Results are named <node>-<task>.json; a name is only a candidate
-    // until the file's task_id says so. One directory listing, whatever the
-    // number of tasks checked.
+    // Results are named <node>@<task>.json, which says whose they are; an
+    // older <node>-<task>.json name is only a candidate until the file's
+    // task_id says so. One directory listing, whatever the number of tasks
+    // checked.
+    let parsed: Vec<crate::grid::Id> = ids
+        .iter()
+        .filter_map(|id| crate::grid::Id::parse(id).ok())
+        .collect();
     for dir in [layout::COMPLETED, layout::FAILED] {
         let Ok(entries) = std::fs::read_dir(grid.join(dir)) else {
             continue;
         };
         for e in entries.filter_map(Result::ok) {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(stem) = layout::json_stem(&name) else {
-                continue;
-            };
-            let candidates: Vec<&str> = ids
-                .iter()
-                .copied()
-                .filter(|id| {
-                    stem.strip_suffix(*id)
-                        .is_some_and(|node| node.ends_with('-'))
-                })
-                .collect();
+            let mut candidates = Vec::new();
+            for id in &parsed {
+                match layout::result_name_is_for(&name, id) {
+                    layout::NameMatch::Yes => {
+                        in_use
+                            .entry(id.to_string())
+                            .or_insert_with(|| format!("already has a result: {dir}/{name}"));
+                    }
+                    layout::NameMatch::Candidate => candidates.push(id.as_str()),
+                    layout::NameMatch::No => {}
+                }
+            }
             if candidates.is_empty() {
                 continue;
             }
-            let task_id = std::fs::read(e.path())
+            let task_id = read_regular(&e.path(), layout::MAX_RESULT_BYTES)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .and_then(|v| v["task_id"].as_str().map(str::to_owned));
@@ -172,6 +186,67 @@ pub fn check_against_grid(report: &mut Report, grid: &Path) {
     }
 }
 
+/// Why a file given on the command line was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("is a {0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("is {size} bytes; at most {max} are allowed")]
+    TooLarge { size: u64, max: u64 },
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Read a file named on the command line, bounded: only a regular file
+/// (a FIFO would block for ever, `/dev/zero` never end), and only if it is
+/// at most `cap` bytes. Opened without blocking and checked on the opened
+/// file itself, so nothing swapped in between the check and the read gets
+/// read instead.
+pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        None
+    } else if ft.is_dir() {
+        Some("directory")
+    } else if ft.is_fifo() {
+        Some("FIFO")
+    } else if ft.is_char_device() {
+        Some("character device")
+    } else if ft.is_block_device() {
+        Some("block device")
+    } else if ft.is_socket() {
+        Some("socket")
+    } else {
+        Some("special file")
+    };
+    if let Some(kind) = kind {
+        return Err(ReadError::NotRegular(kind));
+    }
+    if meta.len() > cap {
+        return Err(ReadError::TooLarge {
+            size: meta.len(),
+            max: cap,
+        });
+    }
+    // The file may grow while it is read: never take more than the cap.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(ReadError::TooLarge {
+            size: bytes.len() as u64,
+            max: cap,
+        });
+    }
+    Ok(bytes)
+}
+
 fn unreadable(p: &Path, e: &std::io::Error) -> Finding {
     Finding {
         path: p.to_owned(),
@@ -194,7 +269,27 @@ fn check_file(path: &Path, rules: &TaskRules) -> Result<Task, Finding> {
         EntryKind::File
     };
     let bytes = if kind == EntryKind::File {
-        std::fs::read(path).map_err(|e| unreadable(path, &e))?
+        match read_regular(path, rules.max_file_bytes as u64) {
+            Ok(b) => b,
+            Err(ReadError::TooLarge { size, max }) => {
+                let e = crate::grid::TaskError::TooLarge {
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
+                    max: usize::try_from(max).unwrap_or(usize::MAX),
+                };
+                return Err(Finding {
+                    path: path.to_owned(),
+                    field: None,
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => {
+                return Err(Finding {
+                    path: path.to_owned(),
+                    field: None,
+                    reason: e.to_string(),
+                });
+            }
+        }
     } else {
         Vec::new()
     };
@@ -206,8 +301,9 @@ fn check_file(path: &Path, rules: &TaskRules) -> Result<Task, Finding> {
 }
 
 /// A GitHub Actions `::error` annotation for a finding. File names come from
-/// a pull request, so everything is escaped as the runner documents it; an
-/// unescaped name could otherwise smuggle in a workflow command.
+/// a pull request: they are escaped by the one rule for grid text
+/// (`escape::untrusted`: no line break, no control character survives),
+/// then encoded as the runner documents for its properties and data.
 pub fn github_annotation(f: &Finding) -> String {
     fn data(s: &str) -> String {
         s.replace('%', "%25")
@@ -223,9 +319,9 @@ pub fn github_annotation(f: &Finding) -> String {
     };
     format!(
         "::error file={},title={}::{}",
-        property(&f.path.to_string_lossy()),
+        property(&untrusted(&f.path.to_string_lossy())),
         property(&title),
-        data(&f.reason)
+        data(&untrusted(&f.reason))
     )
 }
 
@@ -242,7 +338,14 @@ mod tests {
         };
         let a = github_annotation(&f);
         assert_eq!(a.lines().count(), 1, "{a}");
-        assert!(a.starts_with("::error file=tasks/queue/a%2Cb%3Ac%25%0A%3A%3Astop-commands"));
-        assert!(a.ends_with("::bad%0A::add-mask::x"));
+        assert!(
+            a.starts_with("::error file=tasks/queue/a%2Cb%3Ac%25\\n%3A%3Astop-commands"),
+            "{a}"
+        );
+        assert!(a.ends_with("::bad\\n::add-mask::x"), "{a}");
+        // The plain line printed before it is one line too.
+        let line = f.to_string();
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(!line.contains('\n'));
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::git::GitError;
-use crate::git::repo::{EntryMode, GridRepo, TreeEntry};
+use crate::git::repo::{Blob, EntryMode, GridRepo, TreeEntry};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::{NodeRecord, TaskRules, layout};
 use crate::time::{self, Timestamp};
@@ -200,16 +200,31 @@ impl GridView {
 
 fn node_views(repo: &GridRepo, commit: &str, now: Timestamp) -> Result<Vec<NodeView>, GitError> {
     let entries = files(repo.list_dir(commit, layout::NODES)?);
-    let blobs = repo.read_objects(&blob_ids(&entries))?;
+    let blobs = repo.read_objects(&blob_ids(&entries), layout::MAX_NODE_RECORD_BYTES)?;
     let mut blobs = blobs.into_iter();
     let mut out = Vec::new();
     for e in &entries {
         let name = e.name_lossy();
         let id = layout::json_stem(&name).unwrap_or(&name).to_owned();
         let parsed = if matches!(e.mode, EntryMode::File | EntryMode::Executable) {
-            blobs.next().flatten().map(|b| NodeRecord::parse(&b))
+            match blobs.next().unwrap_or(Blob::Missing) {
+                Blob::Data(b) => Some(NodeRecord::parse(&b).map_err(|e| e.to_string())),
+                other => Some(Err(other
+                    .why_unread()
+                    .unwrap_or_else(|| "is gone".to_owned()))),
+            }
         } else {
             None
+        };
+        // A record that names another node than its file mimics it: shown
+        // under its file's name, as an error, never as that node.
+        let parsed = match parsed {
+            Some(Ok(r)) if r.node_id.as_str() != id => Some(Err(format!(
+                "names node {:?}, but the file is named for {:?}",
+                r.node_id.as_str(),
+                id
+            ))),
+            other => other,
         };
         out.push(match parsed {
             Some(Ok(r)) => NodeView {
@@ -262,14 +277,20 @@ fn running_views(
         .into_iter()
         .filter(|e| matches!(e.mode, EntryMode::File | EntryMode::Executable))
         .collect();
-    let blobs = repo.read_objects(&blob_ids(&entries))?;
     let rules = TaskRules::default();
+    let blobs = repo.read_objects(&blob_ids(&entries), rules.max_file_bytes as u64)?;
     Ok(entries
         .iter()
         .zip(blobs)
         .map(|(e, b)| {
             let name = e.name_lossy();
-            match ClaimedTask::parse(&name, &b.unwrap_or_default(), &rules) {
+            let parsed = match &b {
+                Blob::Data(bytes) => {
+                    ClaimedTask::parse(&name, bytes, &rules).map_err(|e| e.to_string())
+                }
+                other => Err(other.why_unread().unwrap_or_else(|| "is gone".to_owned())),
+            };
+            match parsed {
                 Ok(c) => RunningView {
                     task_id: c.task.task_id.to_string(),
                     node_id: c.claim.node_id.to_string(),
@@ -305,7 +326,7 @@ fn read_results(
         .into_iter()
         .filter(|e| matches!(e.mode, EntryMode::File | EntryMode::Executable))
         .collect();
-    let blobs = repo.read_objects(&blob_ids(&entries))?;
+    let blobs = repo.read_objects(&blob_ids(&entries), layout::MAX_RESULT_BYTES)?;
     let default_status = if dir == layout::COMPLETED {
         "completed"
     } else {
@@ -313,8 +334,13 @@ fn read_results(
     };
     for (e, b) in entries.iter().zip(blobs) {
         let file = format!("{dir}/{}", e.name_lossy());
-        let bytes = b.unwrap_or_default();
-        let view = match serde_json::from_slice::<ResultLite>(&bytes) {
+        let parsed = match &b {
+            Blob::Data(bytes) => serde_json::from_slice::<ResultLite>(bytes)
+                .map_err(|e| format!("not a result file: {e}")),
+            other => Err(other.why_unread().unwrap_or_else(|| "is gone".to_owned())),
+        };
+        let bytes = b.data().unwrap_or_default();
+        let view = match parsed {
             Ok(r) => ResultView {
                 file,
                 task_id: r.task_id,
@@ -325,13 +351,13 @@ fn read_results(
                 duration_ms: r.duration_ms,
                 error: r.error,
                 stderr_tail: keep_stderr
-                    .then(|| serde_json::from_slice::<ResultWithStderr>(&bytes).ok())
+                    .then(|| serde_json::from_slice::<ResultWithStderr>(bytes).ok())
                     .flatten()
                     .map(|s| tail(&s.stderr, STDERR_TAIL))
                     .filter(|s| !s.is_empty()),
             },
             Err(err) => ResultView {
-                error: Some(format!("{file}: not a result file: {err}")),
+                error: Some(format!("{file}: {err}")),
                 file,
                 task_id: String::new(),
                 node_id: String::new(),
@@ -384,11 +410,19 @@ fn throughput(results: &[ResultView]) -> Throughput {
         7 * 86400,
     ];
     let span = max - min + 1;
+    // A round width if one gives at most BUCKETS bars; else (results years
+    // apart, or a forged timestamp in year 0 or 9999) whole 30-day months,
+    // as many as it takes: the chart never has more than BUCKETS bars,
+    // whatever the timestamps say.
+    const MONTH: i64 = 30 * 86400;
     let bucket_s = WIDTHS
         .iter()
         .copied()
-        .find(|w| span / w < BUCKETS as i64)
-        .unwrap_or(30 * 86400);
+        .find(|w| span / w < BUCKETS as i64 - 1)
+        .unwrap_or_else(|| {
+            let months = span / MONTH / (BUCKETS as i64 - 1) + 1;
+            months.saturating_mul(MONTH)
+        });
     let first = min - min.rem_euclid(bucket_s);
     let n = ((max - first) / bucket_s + 1) as usize;
     let mut buckets: Vec<Bucket> = (0..n)
@@ -456,6 +490,29 @@ mod tests {
         assert_eq!(t.buckets.len(), 24);
         assert_eq!(t.buckets.last().unwrap().completed, 1);
         assert!(throughput(&[]).buckets.is_empty());
+    }
+
+    #[test]
+    fn forged_timestamps_cannot_grow_the_chart() {
+        let t = throughput(&[
+            r("0000-01-01T00:00:00Z", "completed"),
+            r("9999-12-31T23:59:59Z", "failed"),
+        ]);
+        assert!(t.buckets.len() <= BUCKETS, "{} buckets", t.buckets.len());
+        assert_eq!(t.buckets.first().unwrap().completed, 1);
+        assert_eq!(t.buckets.last().unwrap().failed, 1);
+        for span in [59, 3600, 47 * 3600, 86400 * 400, 86400 * 365 * 30] {
+            let end = chrono::DateTime::from_timestamp(1_700_000_000 + span, 0).unwrap();
+            let t = throughput(&[
+                r("2023-11-14T22:13:20Z", "completed"),
+                r(&time::format(end), "completed"),
+            ]);
+            assert!(
+                t.buckets.len() <= BUCKETS,
+                "span {span}: {}",
+                t.buckets.len()
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod delay_proxy;
 pub mod hosts;
 
 use std::collections::BTreeMap;

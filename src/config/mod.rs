@@ -4,6 +4,8 @@
 //! original worker (`NODE_ID`, `DGRID_REPO_URL`, `GIT_TOKEN`, `PULL_INTERVAL`,
 //! `LOG_LEVEL`) and add `DGRID_*` for the rest.
 
+pub mod trust;
+
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,6 +66,8 @@ struct File {
     git: GitFile,
     #[serde(default)]
     tasks: TasksFile,
+    #[serde(default)]
+    trust: trust::TrustFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +129,8 @@ pub struct Config {
     pub git_timeout: Duration,
     pub sandbox: SandboxConfig,
     pub task_rules: TaskRules,
+    /// `[trust]`: the pinned roots and how strictly tasks are checked.
+    pub trust: trust::TrustConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -416,7 +422,10 @@ impl Config {
             (None, None) => parse_listen(DEFAULT_STATUS_LISTEN).expect("the default parses"),
         };
 
+        let trust = trust::resolve(file.trust, &origin, env)?;
+
         let cfg = Config {
+            trust,
             status_listen,
             status_listen_is_default,
             source,
@@ -509,10 +518,12 @@ fn check_readable(key: &str, path: &Path) -> Result<(), String> {
 }
 
 fn parse_file(text: &str, path: &Path) -> Result<File, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
+    let mut file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
-    })
+    })?;
+    file.trust.locate(text);
+    Ok(file)
 }
 
 /// The status page is on by default, on loopback only (DESIGN.md 4).

@@ -1,17 +1,19 @@
-//! Reaping orphaned claims (DESIGN.md section 2), as one planning step over
-//! a fetched tip. Shared by the worker's sync (which folds it into its own
+//! Reaping orphaned claims (PROTOCOL.md, Orphans), as one planning step
+//! over a fetched tip. Shared by the worker's sync (which folds it into its own
 //! commit) and by `dgrid-worker reap` (the repo workflow's transaction), so
 //! that both apply exactly the same rule.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::git::repo::{EntryMode, GridRepo, TreeEntry};
+use crate::git::repo::{Blob, EntryMode, GridRepo, TreeEntry};
 use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::{self, Disposition, OrphanPolicy};
 use crate::grid::task::EntryKind;
-use crate::grid::{Id, NodeRecord, ResultStatus, Task, TaskResult, TaskRules, layout};
-use crate::time::{self, Timestamp};
+use crate::grid::{Id, NodeRecord, Task, TaskRules, layout};
+use crate::time::Timestamp;
+
+use super::results::{PendingResult, Rejection, abandoned};
 
 /// Who reaps, when, and under which rules.
 pub struct ReapInput<'a> {
@@ -26,14 +28,6 @@ pub struct ReapInput<'a> {
     pub policy: &'a OrphanPolicy,
 }
 
-/// A result to write, before its final path is chosen.
-#[derive(Debug, Clone)]
-pub struct PendingResult {
-    pub node: Id,
-    pub stem: String,
-    pub result: TaskResult,
-}
-
 #[derive(Debug, Default)]
 pub struct ReapPlan {
     pub edits: Edits,
@@ -46,19 +40,10 @@ pub struct ReapPlan {
     pub summary: Vec<String>,
 }
 
-/// The path of entry `name` of `dir`, as bytes: hostile names are deleted
-/// under exactly the name they were pushed with.
-pub(crate) fn entry_path(dir: &str, name: &[u8]) -> Vec<u8> {
-    let mut p = format!("{dir}/").into_bytes();
-    p.extend_from_slice(name);
-    p
-}
-
 /// Look at every claim in `in_progress/` at `tip` and plan what becomes of
 /// the orphaned ones.
 pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPlan, GitError> {
     let mut out = ReapPlan::default();
-    let now_s = time::format(input.now);
     // Garbage in in_progress/ (pushed by hand, or by a broken tool): it
     // blocks nothing but must not sit there for ever.
     let reject = |out: &mut ReapPlan, entry: &TreeEntry, error: &dyn std::fmt::Display| {
@@ -84,10 +69,29 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
             reject(&mut out, entry, &e);
         }
     }
-    let blobs = repo.read_objects(&entries.iter().map(|e| e.oid.clone()).collect::<Vec<_>>())?;
+    // A claim is a task file with a claim block: one bigger than a task may
+    // be is no claim, and is refused by its size alone, unread.
+    let blobs = repo.read_objects(
+        &entries.iter().map(|e| e.oid.clone()).collect::<Vec<_>>(),
+        input.rules.max_file_bytes as u64,
+    )?;
     let mut claims = Vec::new();
     for (entry, blob) in entries.iter().zip(blobs) {
-        match ClaimedTask::parse(&entry.name_lossy(), &blob.unwrap_or_default(), input.rules) {
+        let bytes = match blob {
+            Blob::Data(b) => b,
+            Blob::TooBig { size, cap } => {
+                tracing::warn!(entry = ?entry.name_lossy(), size, cap, "oversized entry in in_progress/; not read");
+                let e = crate::grid::TaskError::TooLarge {
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
+                    max: usize::try_from(cap).unwrap_or(usize::MAX),
+                };
+                reject(&mut out, entry, &e);
+                continue;
+            }
+            // Not read this round: decide on it in a later one.
+            _ => continue,
+        };
+        match ClaimedTask::parse(&entry.name_lossy(), &bytes, input.rules) {
             Ok(c) if input.skip.contains(&c.task.task_id) => {}
             Ok(c) => claims.push(c),
             Err(e) => reject(&mut out, entry, &e),
@@ -102,14 +106,42 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         .iter()
         .map(|n| format!("{tip}:{}", layout::node_file(n)))
         .collect();
-    let records: BTreeMap<&Id, NodeRecord> = claimers
+    // A record too big to read (or not a file) counts as none: that node's
+    // claims are judged as an unknown node's. One not read for lack of
+    // budget is not known yet: its claims wait for a later round.
+    let mut unknown_yet: BTreeSet<&Id> = BTreeSet::new();
+    let mut records: BTreeMap<&Id, NodeRecord> = BTreeMap::new();
+    for (n, b) in claimers
         .iter()
         .copied()
-        .zip(repo.read_objects(&specs)?)
-        .filter_map(|(n, b)| Some((n, NodeRecord::parse(&b?).ok()?)))
-        .collect();
+        .zip(repo.read_objects(&specs, layout::MAX_NODE_RECORD_BYTES)?)
+    {
+        match b {
+            // A record is its node's only if it names that node: one that
+            // mimics another id counts as none.
+            Blob::Data(b) => {
+                if let Ok(r) = NodeRecord::parse(&b)
+                    .map_err(|_| ())
+                    .and_then(|r| if &r.node_id == n { Ok(r) } else { Err(()) })
+                {
+                    records.insert(n, r);
+                }
+            }
+            Blob::Deferred { .. } => {
+                unknown_yet.insert(n);
+            }
+            other => {
+                if let Some(why) = other.why_unread() {
+                    tracing::warn!(node_id = %n, why, "node record not read; its claims are judged as an unknown node's");
+                }
+            }
+        }
+    }
     for c in &claims {
         let id = &c.task.task_id;
+        if unknown_yet.contains(&c.claim.node_id) {
+            continue;
+        }
         let why = if &c.claim.node_id == input.node {
             // Our own claim on a task we do not hold: we crashed or were
             // killed while it ran. No need to wait for the stale limit.
@@ -145,20 +177,7 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                     "abandoned after {} attempts; the last claim, by {}, was orphaned: {why}",
                     c.claim.attempt, c.claim.node_id
                 );
-                let result = TaskResult {
-                    task_id: id.to_string(),
-                    node_id: c.claim.node_id.clone(),
-                    exit_code: None,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    timestamp: now_s.clone(),
-                    status: ResultStatus::Abandoned,
-                    started_at: Some(c.claim.claimed_at.clone()),
-                    duration_ms: None,
-                    attempt: c.claim.attempt,
-                    truncated: false,
-                    error: Some(error.clone()),
-                };
+                let result = abandoned(c, &c.claim.node_id, input.now, error.clone());
                 out.results.push(PendingResult {
                     node: c.claim.node_id.clone(),
                     stem: id.to_string(),
@@ -170,69 +189,4 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         }
     }
     Ok(out)
-}
-
-/// An entry that breaks the rules, on its way out of its directory into
-/// `failed/`: what the worker's sync and the reaper both do with one.
-pub(crate) struct Rejection {
-    /// The entry's path, to delete.
-    pub path: Vec<u8>,
-    /// Its `invalid` result.
-    pub result: PendingResult,
-    /// (entry name, reason naming the file).
-    pub invalid: (String, String),
-}
-
-impl Rejection {
-    pub fn of(
-        dir: &str,
-        entry: &TreeEntry,
-        error: &dyn std::fmt::Display,
-        node: &Id,
-        now: Timestamp,
-    ) -> Rejection {
-        let name = entry.name_lossy();
-        let reason = format!("{dir}/{name}: {error}");
-        let result = PendingResult {
-            node: node.clone(),
-            stem: layout::result_stem_for_entry(&name),
-            result: super::sync::invalid_result(&name, node, &time::format(now), &reason),
-        };
-        Rejection {
-            path: entry_path(dir, &entry.name),
-            result,
-            invalid: (name, reason),
-        }
-    }
-}
-
-/// Edits writing `results` at paths that do not exist yet at `tip`: a clash
-/// (the same id submitted again later) gets a time suffix instead of
-/// overwriting the earlier result. The same rule as the worker's sync.
-pub fn place_results(
-    repo: &GridRepo,
-    tip: &str,
-    now: Timestamp,
-    results: Vec<PendingResult>,
-) -> Result<Edits, GitError> {
-    let mut edits = Edits::new();
-    let paths: Vec<String> = results
-        .iter()
-        .map(|r| layout::result_file(r.result.status.is_success(), &r.node, &r.stem))
-        .collect();
-    let specs: Vec<String> = paths.iter().map(|p| format!("{tip}:{p}")).collect();
-    let existing = repo.read_objects(&specs)?;
-    for ((p, exists), r) in paths.into_iter().zip(existing).zip(results) {
-        let p = if exists.is_some() {
-            layout::result_file(
-                r.result.status.is_success(),
-                &r.node,
-                &format!("{}-{}", r.stem, now.timestamp_millis()),
-            )
-        } else {
-            p
-        };
-        edits.insert(p.into_bytes(), Edit::Put(r.result.to_bytes()));
-    }
-    Ok(edits)
 }

@@ -1,0 +1,138 @@
+//! The benchmark harness: `cargo bench --bench grid [-- SCENARIO...]`.
+//!
+//! Each scenario measures the real binary (built with the bench profile)
+//! against real bare repositories, and comparisons are measured side by side
+//! in one run. Figures are printed and written to `BENCHMARKS.md` (with the
+//! machine, git version and date) when every scenario ran.
+//!
+//! Scenarios: contention, commits, growth, pickup, footprint, overhead,
+//! scaleout.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+mod contention;
+mod growth;
+mod scaleout;
+mod service;
+
+use std::process::Command;
+
+use common::*;
+fn main() {
+    // `cargo test --all-targets` runs bench binaries too, without `--bench`:
+    // the scenarios take minutes, so they run only under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("benchmarks run with `cargo bench --bench grid`");
+        return;
+    }
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let all = [
+        "contention",
+        "commits",
+        "growth",
+        "pickup",
+        "footprint",
+        "overhead",
+        "scaleout",
+    ];
+    let run: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|s| wanted.is_empty() || wanted.iter().any(|w| w == s))
+        .collect();
+    let mut report = String::new();
+    for scenario in &run {
+        eprintln!("== {scenario}");
+        let section = match *scenario {
+            "contention" => contention::contention(),
+            "commits" => contention::commits(),
+            "growth" => growth::growth(),
+            "pickup" => service::pickup(),
+            "footprint" => service::footprint(),
+            "overhead" => service::overhead(),
+            "scaleout" => scaleout::scaleout(),
+            _ => unreachable!(),
+        };
+        println!("{section}");
+        report.push_str(&section);
+        report.push('\n');
+    }
+    if run.len() == all.len() {
+        write_report(&report);
+    }
+}
+
+fn write_report(body: &str) {
+    let git = String::from_utf8_lossy(
+        &Command::new("git")
+            .arg("--version")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_owned();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let date = chrono::Utc::now().format("%Y-%m-%d");
+    let text = format!(
+        "# Benchmarks\n\nMeasured by `cargo bench --bench grid` on {date}: {cores} cores ({cpu}), {git}, \
+         local bare repositories. Every comparison below was measured side by side in the same run.\n\n{body}"
+    );
+    std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md"), text).unwrap();
+    eprintln!("wrote BENCHMARKS.md");
+}
+
+/// A worker as the benchmarks run it: shell engine, quiet, polling every second.
+fn bench_spec(grid: &Grid, node: &str) -> WorkerSpec {
+    let mut spec = WorkerSpec::new(grid, node);
+    spec.env.push(("LOG_LEVEL".into(), "warn".into()));
+    spec
+}
+
+fn trivial_tasks(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let id = format!("{prefix}-{i:05}");
+            let body = serde_json::json!({"task_id": id, "script": "true", "timeout_seconds": 30});
+            (
+                format!("tasks/queue/{id}.json"),
+                body.to_string().into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Results on the remote's `main`, counted without reading them.
+fn result_count(grid: &Grid) -> usize {
+    let out = git(
+        &grid.bare,
+        &["ls-tree", "--name-only", "main", "tasks/completed/"],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.ends_with("/.gitkeep"))
+        .count()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}

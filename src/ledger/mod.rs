@@ -1,0 +1,7 @@
+//! Plans over a fetched tip that the worker and the grid tools share: the
+//! orphan sweep, and how rejected entries and results are written. Above
+//! `git/` and `grid/`, below `service/` and `tools/`, so that a tool
+//! applies exactly the rule a worker does without depending on the worker.
+
+pub mod reap;
+pub mod results;

@@ -1,0 +1,161 @@
+//! Results as a plan writes them: an entry rejected into `failed/`, and
+//! the placing of results at paths no other result holds. Shared by the
+//! worker's sync and the tools that change the grid (`reap`).
+
+use std::collections::BTreeSet;
+
+use crate::git::repo::{GridRepo, TreeEntry};
+use crate::git::{Edit, Edits, GitError};
+use crate::grid::claim::ClaimedTask;
+use crate::grid::{Id, ResultStatus, TaskResult, layout};
+use crate::time::{self, Timestamp};
+
+/// A result to write, before its final path is chosen.
+#[derive(Debug, Clone)]
+pub struct PendingResult {
+    pub node: Id,
+    pub stem: String,
+    pub result: TaskResult,
+}
+
+/// The path of entry `name` of `dir`, as bytes: hostile names are deleted
+/// under exactly the name they were pushed with.
+pub fn entry_path(dir: &str, name: &[u8]) -> Vec<u8> {
+    let mut p = format!("{dir}/").into_bytes();
+    p.extend_from_slice(name);
+    p
+}
+
+/// An entry that breaks the rules, on its way out of its directory into
+/// `failed/`: what the worker's sync and the reaper both do with one.
+pub struct Rejection {
+    /// The entry's path, to delete.
+    pub path: Vec<u8>,
+    /// Its `invalid` result.
+    pub result: PendingResult,
+    /// (entry name, reason naming the file).
+    pub invalid: (String, String),
+}
+
+impl Rejection {
+    pub fn of(
+        dir: &str,
+        entry: &TreeEntry,
+        error: &dyn std::fmt::Display,
+        node: &Id,
+        now: Timestamp,
+    ) -> Rejection {
+        let name = entry.name_lossy();
+        let reason = format!("{dir}/{name}: {error}");
+        let result = PendingResult {
+            node: node.clone(),
+            stem: layout::result_stem_for_entry(&name),
+            result: invalid_result(&name, node, &time::format(now), &reason),
+        };
+        Rejection {
+            path: entry_path(dir, &entry.name),
+            result,
+            invalid: (name, reason),
+        }
+    }
+}
+
+/// Edits writing `results` at paths that do not exist yet at `tip` and
+/// that no other result of the same commit takes: a clash (the same id
+/// submitted again later, or two entries with one stem rejected at once)
+/// gets a suffix (`@<millis>`, then `@<millis>.2`, ...) instead of
+/// overwriting the other result. The same rule as the worker's sync.
+pub fn place_results(
+    repo: &GridRepo,
+    tip: &str,
+    now: Timestamp,
+    results: Vec<PendingResult>,
+) -> Result<Edits, GitError> {
+    let mut edits = Edits::new();
+    let path_of = |r: &PendingResult, stem: &str| {
+        layout::result_file(r.result.status.is_success(), &r.node, stem)
+    };
+    let millis = now.timestamp_millis();
+    // Every name that may be asked for, checked in one call: each result's
+    // own and its first suffixed one.
+    let mut specs: Vec<String> = Vec::new();
+    for r in &results {
+        specs.push(format!("{tip}:{}", path_of(r, &r.stem)));
+        specs.push(format!(
+            "{tip}:{}",
+            path_of(r, &layout::extra_result_stem(&r.stem, millis))
+        ));
+    }
+    let infos = repo.object_info(&specs)?;
+    let asked: BTreeSet<String> = specs
+        .iter()
+        .map(|s| s[tip.len() + 1..].to_owned())
+        .collect();
+    let at_tip: BTreeSet<&String> = specs
+        .iter()
+        .zip(&infos)
+        .filter(|(_, info)| info.is_some())
+        .map(|(s, _)| s)
+        .collect();
+    let there = |p: &str| -> Result<bool, GitError> {
+        if asked.contains(p) {
+            Ok(at_tip.contains(&format!("{tip}:{p}")))
+        } else {
+            // Beyond the names asked about (three results of one task by
+            // one node in one commit): rare enough to ask one by one.
+            repo.exists(tip, p)
+        }
+    };
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    for r in results {
+        let mut candidates = std::iter::once(r.stem.clone())
+            .chain(std::iter::once(layout::extra_result_stem(&r.stem, millis)))
+            .chain((2u32..).map(|n| layout::extra_result_stem(&r.stem, format!("{millis}.{n}"))));
+        let path = loop {
+            let p = path_of(&r, &candidates.next().expect("an endless list"));
+            if !taken.contains(&p) && !there(&p)? {
+                break p;
+            }
+        };
+        taken.insert(path.clone());
+        edits.insert(path.into_bytes(), Edit::Put(r.result.to_bytes()));
+    }
+    Ok(edits)
+}
+
+/// The `invalid` result of a queue or claim entry that breaks the rules,
+/// named after the raw entry name.
+pub fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskResult {
+    TaskResult {
+        task_id: layout::json_stem(name).unwrap_or(name).to_owned(),
+        node_id: node.clone(),
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        timestamp: now.to_owned(),
+        status: ResultStatus::Invalid,
+        started_at: None,
+        duration_ms: None,
+        attempt: 1,
+        truncated: false,
+        error: Some(reason.to_owned()),
+    }
+}
+
+/// The `abandoned` result of a claimed task that will not be tried again.
+pub fn abandoned(c: &ClaimedTask, node: &Id, now: Timestamp, error: String) -> TaskResult {
+    TaskResult {
+        task_id: c.task.task_id.to_string(),
+        node_id: node.clone(),
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        timestamp: time::format(now),
+        status: ResultStatus::Abandoned,
+        started_at: Some(c.claim.claimed_at.clone()),
+        duration_ms: None,
+        attempt: c.claim.attempt,
+        truncated: false,
+        error: Some(error),
+    }
+}

@@ -1,0 +1,190 @@
+//! Claiming: the node's fair share of the queue (or more, by what it can
+//! run in a few syncs), with invalid entries met on the way moved to
+//! `failed/`; and what the peers' records say about their slots.
+
+use std::collections::BTreeSet;
+
+use super::{Draft, KEEP, SyncRequest};
+use crate::git::repo::{Blob, EntryMode, GridRepo, TreeEntry};
+use crate::git::{Edit, GitError};
+use crate::grid::claim::ClaimedTask;
+use crate::grid::task::EntryKind;
+use crate::grid::{Id, NodeRecord, NodeStatus, Task, layout};
+use crate::ledger::results;
+use crate::service::pace;
+
+fn is_file(mode: EntryMode) -> bool {
+    matches!(mode, EntryMode::File | EntryMode::Executable)
+}
+
+fn entry_kind(mode: EntryMode) -> EntryKind {
+    match mode {
+        EntryMode::File => EntryKind::File,
+        EntryMode::Executable => EntryKind::Executable,
+        EntryMode::Symlink => EntryKind::Symlink,
+        EntryMode::Tree => EntryKind::Directory,
+        EntryMode::Submodule => EntryKind::Submodule,
+    }
+}
+
+/// Claim up to `want_claims` valid tasks, or the node's fair share if more;
+/// invalid entries met on the way go to `failed/`. Surveying only, look at
+/// the queue and the peers and claim nothing.
+pub(super) fn claim(
+    repo: &GridRepo,
+    d: &mut Draft<'_>,
+    touched: &BTreeSet<Id>,
+) -> Result<(), GitError> {
+    let req = d.req;
+    let claiming = req.want_claims > 0 && req.queue_empty_at.is_none_or(|t| t != d.tip);
+    if !claiming && !req.survey {
+        return Ok(());
+    }
+    let mut queue: Vec<TreeEntry> = repo
+        .list_dir(d.tip, layout::QUEUE)?
+        .into_iter()
+        .filter(|e| e.name != KEEP)
+        .filter(|e| {
+            let id = layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok());
+            !id.is_some_and(|id| touched.contains(&id))
+        })
+        .collect();
+    let peers = if queue.is_empty() && !req.survey {
+        Peers::default()
+    } else {
+        peers(repo, d.tip, req)?
+    };
+    d.report.idle_peer_slots = peers.idle_slots;
+    if !claiming {
+        d.report.queue_left = queue.len();
+        return Ok(());
+    }
+    // A random pick spreads racing nodes over the queue a little; the real
+    // contention is on the ref, which the transaction's backoff handles.
+    fastrand::shuffle(&mut queue);
+    let want = if req.share_up_to > 0 {
+        let share = pace::fair_share(queue.len(), req.slots, peers.live_slots);
+        d.report.fair_share = share;
+        req.want_claims.max(share.min(req.share_up_to))
+    } else {
+        req.want_claims
+    };
+    let sample = queue.len().min(want * 2 + 4);
+    let (looked_at, rest) = queue.split_at(sample);
+    // Only files are read, and none bigger than a task may be: a bigger one
+    // is refused by its size alone.
+    let files: Vec<&TreeEntry> = looked_at.iter().filter(|e| is_file(e.mode)).collect();
+    let mut blobs = repo
+        .read_objects(
+            &files.iter().map(|e| e.oid.clone()).collect::<Vec<_>>(),
+            req.rules.max_file_bytes as u64,
+        )?
+        .into_iter();
+    let mut left = rest.len();
+    // A task claimed ahead waits for a slot: for the tasks claimed before
+    // it in this batch (the wait for tasks already running or waiting is in
+    // `claim_grace`). Its deadline allows for their timeouts, so that a
+    // healthy node's batch is never taken for orphaned.
+    let mut queued_before = chrono::Duration::zero();
+    for entry in looked_at {
+        // Symlinks, trees and submodules are refused by their kind, unread.
+        let blob = if is_file(entry.mode) {
+            blobs.next().unwrap_or(Blob::Missing)
+        } else {
+            Blob::Data(Vec::new())
+        };
+        let content = match blob {
+            Blob::Data(b) => b,
+            Blob::TooBig { size, cap } => {
+                let e = crate::grid::TaskError::TooLarge {
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
+                    max: usize::try_from(cap).unwrap_or(usize::MAX),
+                };
+                d.reject(layout::QUEUE, entry, &e);
+                continue;
+            }
+            // Not read this round (budget spent, or gone): next time.
+            _ => {
+                left += 1;
+                continue;
+            }
+        };
+        match Task::from_entry(
+            &entry.name_lossy(),
+            entry_kind(entry.mode),
+            &content,
+            req.rules,
+        ) {
+            Ok(task) if d.report.claimed.len() < want => {
+                let grace = if d.report.claimed.len() < req.start_now {
+                    req.claim_grace
+                } else {
+                    req.claim_grace + queued_before
+                };
+                // Validated: at most max_timeout_seconds.
+                queued_before += chrono::Duration::seconds(task.timeout_seconds as i64);
+                let claimed = ClaimedTask::new(task, req.node, req.now, grace);
+                d.edits.insert(
+                    results::entry_path(layout::QUEUE, &entry.name),
+                    Edit::Delete,
+                );
+                d.edits.insert(
+                    layout::in_progress_file(&claimed.task.task_id).into_bytes(),
+                    Edit::Put(claimed.to_bytes()),
+                );
+                d.summary.push(format!("claim {}", claimed.task.task_id));
+                d.report.claimed.push(claimed);
+            }
+            Ok(_) => left += 1,
+            Err(e) => d.reject(layout::QUEUE, entry, &e),
+        }
+    }
+    d.report.queue_left = left;
+    Ok(())
+}
+
+/// The other nodes' slots at a tip, as their records say.
+#[derive(Debug, Default, Clone, Copy)]
+struct Peers {
+    /// Of the nodes taking work (idle or busy, heartbeat fresh).
+    live_slots: u32,
+    /// Of those among them that are idle.
+    idle_slots: u32,
+}
+
+fn peers(repo: &GridRepo, tip: &str, req: &SyncRequest<'_>) -> Result<Peers, GitError> {
+    let others: Vec<TreeEntry> = repo
+        .list_dir(tip, layout::NODES)?
+        .into_iter()
+        .filter(|e| e.mode == EntryMode::File && e.name != KEEP)
+        .filter(|e| layout::json_stem(&e.name_lossy()) != Some(req.node.as_str()))
+        .collect();
+    let records = repo.read_objects(
+        &others.iter().map(|e| e.oid.clone()).collect::<Vec<_>>(),
+        layout::MAX_NODE_RECORD_BYTES,
+    )?;
+    // A record too big to read, or one that names another node than its
+    // file does, is no record: that node is not counted.
+    let mut peers = Peers::default();
+    for n in records
+        .iter()
+        .zip(&others)
+        .filter_map(|(b, e)| Some((b.data()?, e)))
+        .filter_map(|(b, e)| {
+            NodeRecord::parse(b)
+                .ok()
+                .filter(|r| layout::json_stem(&e.name_lossy()) == Some(r.node_id.as_str()))
+        })
+    {
+        if !n.takes_work(req.now, req.policy.stale_after) {
+            continue;
+        }
+        // A record without the field (an older worker) has one slot.
+        let slots = n.concurrency.clamp(1, 1024);
+        peers.live_slots = peers.live_slots.saturating_add(slots);
+        if n.status == NodeStatus::Idle {
+            peers.idle_slots = peers.idle_slots.saturating_add(slots);
+        }
+    }
+    Ok(peers)
+}

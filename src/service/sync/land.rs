@@ -1,0 +1,305 @@
+//! Landing the outbox: each result or requeue ends the claim it was made
+//! under, and only that claim (this node, that `claimed_at`), so that a
+//! task reaped and taken by another node in the meantime keeps one result.
+
+use std::collections::BTreeSet;
+
+use super::{Draft, status_word};
+use crate::git::Edit;
+use crate::git::GitError;
+use crate::git::repo::{Blob, GridRepo};
+use crate::grid::claim::ClaimedTask;
+use crate::grid::orphan;
+use crate::grid::{Id, TaskRules, layout};
+use crate::ledger::results::{PendingResult, abandoned};
+use crate::service::outbox::{Finish, OutboxEntry};
+
+/// What becomes of one outbox entry at this tip.
+#[derive(Debug, PartialEq)]
+enum Landing {
+    /// Our claim is there: end it.
+    FromClaim,
+    /// The claim was reaped and the task requeued, nobody holds it: finish
+    /// it from the queue (the result still exists exactly once).
+    FromQueue,
+    /// Nothing to do (a requeue whose claim is gone already).
+    Moot,
+    /// Someone else holds or has finished the task.
+    Superseded,
+}
+
+fn landing(
+    entry: &OutboxEntry,
+    node: &Id,
+    in_progress: Option<&[u8]>,
+    queued: bool,
+    delivered: Option<&[u8]>,
+    rules: &TaskRules,
+) -> Landing {
+    let ours = in_progress
+        .and_then(|b| ClaimedTask::parse(&format!("{}.json", entry.task_id), b, rules).ok())
+        .is_some_and(|c| &c.claim.node_id == node && c.claim.claimed_at == entry.claimed_at);
+    match (&entry.finish, ours, queued) {
+        (_, true, _) => Landing::FromClaim,
+        (Finish::Result { .. }, false, true) => Landing::FromQueue,
+        (Finish::Requeue { .. } | Finish::Retry { .. }, false, _) => Landing::Moot,
+        // Our own push delivered it already (its answer was lost, then the
+        // worker restarted): nothing left to do.
+        (Finish::Result { result }, false, false) if delivered == Some(&result.to_bytes()[..]) => {
+            Landing::Moot
+        }
+        (Finish::Result { .. }, false, false) => Landing::Superseded,
+    }
+}
+
+/// End the claims the outbox holds results or requeues for. Returns the
+/// tasks touched, which the later steps must leave alone.
+pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet<Id>, GitError> {
+    let mut touched = BTreeSet::new();
+    if d.req.outbox.is_empty() {
+        return Ok(touched);
+    }
+    let tip = d.tip;
+    let specs: Vec<String> = d
+        .req
+        .outbox
+        .iter()
+        .flat_map(|e| {
+            let success =
+                matches!(&e.finish, Finish::Result { result } if result.status.is_success());
+            let delivered = layout::result_file(success, d.req.node, e.task_id.as_str());
+            [
+                format!("{tip}:{}", layout::in_progress_file(&e.task_id)),
+                format!("{tip}:{}", layout::queue_file(&e.task_id)),
+                format!("{tip}:{delivered}"),
+            ]
+        })
+        .collect();
+    // Our claim is a task file; the queue entry only has to be there (never
+    // read); our delivered result is a result.
+    let caps: Vec<u64> = (0..specs.len())
+        .map(|i| match i % 3 {
+            0 => d.req.rules.max_file_bytes as u64,
+            1 => 0,
+            _ => layout::MAX_RESULT_BYTES,
+        })
+        .collect();
+    let blobs = repo.read_objects_capped(&specs, &caps)?;
+    for (entry, found) in d.req.outbox.iter().zip(blobs.chunks(3)) {
+        let id = &entry.task_id;
+        let (in_progress, queued, delivered) = (&found[0], &found[1], &found[2]);
+        // Too big to be ours is "not ours"; not read for lack of budget is
+        // "not known yet": decide in a later round.
+        if [in_progress, delivered]
+            .iter()
+            .any(|b| matches!(b, Blob::Deferred { .. }))
+        {
+            continue;
+        }
+        let source = match landing(
+            entry,
+            d.req.node,
+            in_progress.data(),
+            queued.exists(),
+            delivered.data(),
+            d.req.rules,
+        ) {
+            Landing::FromClaim => layout::in_progress_file(id),
+            Landing::FromQueue => layout::queue_file(id),
+            Landing::Moot => {
+                d.report.landed.push(id.clone());
+                continue;
+            }
+            Landing::Superseded => {
+                d.report.superseded.push(id.clone());
+                continue;
+            }
+        };
+        touched.insert(id.clone());
+        d.edits.insert(source.into_bytes(), Edit::Delete);
+        match &entry.finish {
+            Finish::Result { result } => {
+                d.summary
+                    .push(format!("{} {id}", status_word(result.status)));
+                d.results.push(PendingResult {
+                    node: d.req.node.clone(),
+                    stem: id.to_string(),
+                    result: result.clone(),
+                });
+            }
+            Finish::Requeue { reason } => {
+                let claimed = ClaimedTask::parse(
+                    &format!("{id}.json"),
+                    in_progress.data().unwrap_or(b""),
+                    d.req.rules,
+                );
+                if let Ok(c) = claimed {
+                    d.edits.insert(
+                        layout::queue_file(id).into_bytes(),
+                        Edit::Put(c.requeued(c.claim.attempt)),
+                    );
+                }
+                d.summary.push(format!("requeue {id} ({reason})"));
+                d.report.requeued += 1;
+            }
+            Finish::Retry { reason } => {
+                // Landing::FromClaim: the claim is ours, so it parses.
+                let Ok(c) = ClaimedTask::parse(
+                    &format!("{id}.json"),
+                    in_progress.data().unwrap_or(b""),
+                    d.req.rules,
+                ) else {
+                    continue;
+                };
+                match orphan::disposition(&c.claim, d.req.policy) {
+                    orphan::Disposition::Requeue { attempt } => {
+                        d.edits.insert(
+                            layout::queue_file(id).into_bytes(),
+                            Edit::Put(c.requeued(attempt)),
+                        );
+                        d.summary
+                            .push(format!("requeue {id} (attempt {attempt}: {reason})"));
+                        d.report.requeued += 1;
+                    }
+                    orphan::Disposition::Abandon => {
+                        let result = abandoned(
+                            &c,
+                            d.req.node,
+                            d.req.now,
+                            format!(
+                                "abandoned after {} attempts; the last, on {}, failed: {reason}",
+                                c.claim.attempt, d.req.node
+                            ),
+                        );
+                        d.summary.push(format!("abandon {id}"));
+                        d.results.push(PendingResult {
+                            node: d.req.node.clone(),
+                            stem: id.to_string(),
+                            result,
+                        });
+                    }
+                }
+            }
+        }
+        d.report.landed.push(id.clone());
+    }
+    Ok(touched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::results::invalid_result;
+
+    fn entry(finish: Finish) -> OutboxEntry {
+        OutboxEntry {
+            task_id: Id::parse("t").unwrap(),
+            attempt: 1,
+            claimed_at: "2026-01-01T00:00:00.000Z".into(),
+            finish,
+        }
+    }
+
+    fn claim_bytes(node: &str, claimed_at: &str) -> Vec<u8> {
+        format!(
+            r#"{{"task_id":"t","script":"x","timeout_seconds":5,"claim":{{"node_id":"{node}","claimed_at":"{claimed_at}","deadline":"2026-01-01T01:00:00.000Z","attempt":1}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn an_outbox_entry_lands_only_on_its_own_claim() {
+        let me = Id::parse("me").unwrap();
+        let rules = TaskRules::default();
+        let result = entry(Finish::Result {
+            result: invalid_result("t.json", &me, "2026-01-01T00:00:00.000Z", "x"),
+        });
+        let requeue = entry(Finish::Requeue {
+            reason: "engine".into(),
+        });
+        let mine = claim_bytes("me", "2026-01-01T00:00:00.000Z");
+        let mine_later = claim_bytes("me", "2026-01-01T00:09:00.000Z");
+        let theirs = claim_bytes("other", "2026-01-01T00:00:00.000Z");
+        assert_eq!(
+            landing(&result, &me, Some(&mine), false, None, &rules),
+            Landing::FromClaim
+        );
+        assert_eq!(
+            landing(&result, &me, Some(&mine_later), false, None, &rules),
+            Landing::Superseded
+        );
+        assert_eq!(
+            landing(&result, &me, Some(&theirs), false, None, &rules),
+            Landing::Superseded
+        );
+        assert_eq!(
+            landing(&result, &me, None, true, None, &rules),
+            Landing::FromQueue
+        );
+        assert_eq!(
+            landing(&result, &me, None, false, None, &rules),
+            Landing::Superseded
+        );
+        assert_eq!(
+            landing(&requeue, &me, Some(&mine), false, None, &rules),
+            Landing::FromClaim
+        );
+        assert_eq!(
+            landing(&requeue, &me, Some(&theirs), false, None, &rules),
+            Landing::Moot
+        );
+        assert_eq!(
+            landing(&requeue, &me, None, true, None, &rules),
+            Landing::Moot
+        );
+        // Our own result already at its path (a push whose answer was lost).
+        let Finish::Result { result: r } = &result.finish else {
+            unreachable!()
+        };
+        let delivered = r.to_bytes();
+        assert_eq!(
+            landing(&result, &me, None, false, Some(&delivered), &rules),
+            Landing::Moot
+        );
+        assert_eq!(
+            landing(&result, &me, None, false, Some(b"{}"), &rules),
+            Landing::Superseded
+        );
+    }
+
+    proptest::proptest! {
+        /// An outbox entry ends a claim only if that very claim (this node,
+        /// this claimed_at) is there; a result goes in from the queue only
+        /// when nobody holds the task; a requeue never writes anything
+        /// unless its claim is there.
+        #[test]
+        fn landing_is_decided_by_the_claim_itself(
+            me in "[a-z]{1,3}", them in "[a-z]{1,3}", mine_at in 0u8..3, at in 0u8..3,
+            file in 0u8..4, queued in proptest::bool::ANY, is_result in proptest::bool::ANY,
+        ) {
+            let me_id = Id::parse(&me).unwrap();
+            let stamp = |i: u8| format!("2026-01-01T00:0{i}:00.000Z");
+            let mut e = entry(if is_result {
+                Finish::Result { result: invalid_result("t.json", &me_id, &stamp(0), "x") }
+            } else {
+                Finish::Requeue { reason: "r".into() }
+            });
+            e.claimed_at = stamp(mine_at);
+            let bytes = match file {
+                0 => None,
+                1 => Some(claim_bytes(&me, &stamp(at))),
+                2 => Some(claim_bytes(&them, &stamp(at))),
+                _ => Some(b"{garbage".to_vec()),
+            };
+            let got = landing(&e, &me_id, bytes.as_deref(), queued, None, &TaskRules::default());
+            let ours = (file == 1 || (file == 2 && them == me)) && at == mine_at;
+            let want = match (ours, is_result, queued) {
+                (true, _, _) => Landing::FromClaim,
+                (false, true, true) => Landing::FromQueue,
+                (false, true, false) => Landing::Superseded,
+                (false, false, _) => Landing::Moot,
+            };
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! One sync: the transaction that carries everything this node has to say to
+//! the grid in a single commit: results and requeues from the outbox, new
+//! claims, invalid queue entries moved to `failed/`, orphaned claims reaped,
+//! and the node's heartbeat riding along. Folding them into one commit is
+//! what keeps commits per task near one and pushes per task low.
+//!
+//! The plan is made afresh from each fetched tip, so every precondition
+//! ("the task is still queued", "this claim is still mine") is checked
+//! against the state the push will be judged on.
+
+use std::collections::BTreeSet;
+
+use crate::git::repo::{GridRepo, Oid, TreeEntry};
+use crate::git::txn::{Plan, Txn};
+use crate::git::{Edit, Edits, GitError};
+use crate::grid::claim::ClaimedTask;
+use crate::grid::orphan::OrphanPolicy;
+use crate::grid::{Id, NodeRecord, NodeStatus, ResultStatus, TaskRules, layout};
+use crate::ledger::reap;
+use crate::ledger::results::{self, PendingResult, Rejection};
+use crate::service::outbox::OutboxEntry;
+use crate::time::Timestamp;
+
+pub struct SyncRequest<'a> {
+    pub node: &'a Id,
+    pub now: Timestamp,
+    pub outbox: &'a [OutboxEntry],
+    /// How many tasks to claim.
+    pub want_claims: usize,
+    /// How many of those start at once (the rest are claimed ahead and
+    /// wait for a slot): only these are listed as running.
+    pub start_now: usize,
+    /// Look for orphaned claims this round.
+    pub reap: bool,
+    /// Tasks this node is running or has results for: its claims on them
+    /// are alive. Any other claim naming this node is left from a crash.
+    pub held: &'a BTreeSet<Id>,
+    /// Write the node record even if nothing else changes.
+    pub heartbeat: bool,
+    /// The record to write (with `last_heartbeat` = now).
+    pub record: &'a NodeRecord,
+    pub rules: &'a TaskRules,
+    pub policy: &'a OrphanPolicy,
+    pub claim_grace: chrono::Duration,
+    /// The queue was empty at this tip: skip listing it again.
+    pub queue_empty_at: Option<&'a Oid>,
+    /// Claim at least this node's fair share of the queue, up to this many
+    /// tasks: the queue divided among the nodes taking work, by their
+    /// slots (`pace::fair_share`). 0: just `want_claims`.
+    pub share_up_to: usize,
+    /// This node's slots (its concurrency), for its share.
+    pub slots: u32,
+    /// Look at the queue and the peers even when claiming nothing: the
+    /// report's `queue_left` and `idle_peer_slots` tell a node holding
+    /// claims it has not started whether idle peers wait for work.
+    pub survey: bool,
+    /// The outbox may wait for a task still running: commit its entries only
+    /// if this sync has more to say (claims, a reap, a heartbeat).
+    pub defer_results: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub tip: Option<Oid>,
+    pub claimed: Vec<ClaimedTask>,
+    /// Outbox entries that are done with: landed now, or found moot.
+    pub landed: Vec<Id>,
+    /// Outbox results the grid no longer wants (another node owns the task).
+    pub superseded: Vec<Id>,
+    /// Queue entries moved to `failed/` as invalid: (entry name, reason).
+    pub invalid: Vec<(String, String)>,
+    /// Orphaned claims handled: (task, what was done and why).
+    pub reaped: Vec<(String, String)>,
+    /// Queue entries left after this plan (valid or not yet looked at), when
+    /// the queue was looked at (claiming or surveying).
+    pub queue_left: usize,
+    /// Slots of the peers that are idle and taking work at this tip, when
+    /// the queue was looked at.
+    pub idle_peer_slots: u32,
+    /// This node's fair share when it claimed (0: not computed).
+    pub fair_share: usize,
+    pub wrote_heartbeat: bool,
+    /// Tasks this commit puts back in the queue (requeues from the outbox).
+    pub requeued: usize,
+}
+
+const KEEP: &[u8] = layout::KEEP_FILE.as_bytes();
+
+mod claim;
+mod land;
+
+use claim::claim;
+use land::land_outbox;
+
+/// The commit being planned: its edits, the results it will write, the
+/// words of its message, and the report for the loop.
+struct Draft<'a> {
+    req: &'a SyncRequest<'a>,
+    tip: &'a str,
+    edits: Edits,
+    results: Vec<PendingResult>,
+    summary: Vec<String>,
+    report: SyncReport,
+}
+
+impl Draft<'_> {
+    /// Move an entry that breaks the rules out of `dir` into `failed/`,
+    /// with the reason naming the file.
+    fn reject(&mut self, dir: &str, entry: &TreeEntry, error: &dyn std::fmt::Display) {
+        let r = Rejection::of(dir, entry, error, self.req.node, self.req.now);
+        self.edits.insert(r.path, Edit::Delete);
+        self.summary.push(format!("reject {}", r.result.stem));
+        self.results.push(r.result);
+        self.report.invalid.push(r.invalid);
+    }
+}
+
+pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, GitError> {
+    let repo = txn.repo;
+    let Some(tip) = txn.tip.as_deref() else {
+        // An empty remote: nothing to read; registering creates the grid.
+        let mut edits = Edits::new();
+        if req.heartbeat {
+            edits.insert(
+                layout::node_file(req.node).into_bytes(),
+                Edit::Put(req.record.to_bytes()),
+            );
+        }
+        let report = SyncReport {
+            wrote_heartbeat: req.heartbeat,
+            ..SyncReport::default()
+        };
+        return Ok(Plan {
+            edits,
+            message: format!("{}: register", req.node),
+            value: report,
+        });
+    };
+    let mut d = Draft {
+        req,
+        tip,
+        edits: Edits::new(),
+        results: Vec::new(),
+        summary: Vec::new(),
+        report: SyncReport {
+            tip: Some(tip.to_owned()),
+            ..SyncReport::default()
+        },
+    };
+    let touched = land_outbox(repo, &mut d)?;
+    let landing_only = d.edits.len();
+    claim(repo, &mut d, &touched)?;
+    if req.reap {
+        reap(repo, &mut d, &touched)?;
+    }
+    if req.defer_results && !req.heartbeat && d.edits.len() == landing_only {
+        // Nothing to claim after all, and a task of the batch still runs:
+        // its result is near, and both go in one commit.
+        return Ok(Plan {
+            edits: Edits::new(),
+            message: String::new(),
+            value: SyncReport {
+                tip: Some(tip.to_owned()),
+                queue_left: d.report.queue_left,
+                idle_peer_slots: d.report.idle_peer_slots,
+                ..SyncReport::default()
+            },
+        });
+    }
+    write_results(repo, &mut d)?;
+
+    // The heartbeat rides along with any change, or goes alone when due.
+    if !d.edits.is_empty() || req.heartbeat {
+        // The record as it will be once this commit lands: with the tasks
+        // just claimed among those running.
+        let mut record = req.record.clone();
+        let starting = d.report.claimed.iter().take(req.start_now);
+        record
+            .running
+            .extend(starting.map(|c| c.task.task_id.to_string()));
+        if record.status == NodeStatus::Idle && !record.running.is_empty() {
+            record.status = NodeStatus::Busy;
+        }
+        d.edits.insert(
+            layout::node_file(req.node).into_bytes(),
+            Edit::Put(record.to_bytes()),
+        );
+        d.report.wrote_heartbeat = true;
+        if d.summary.is_empty() {
+            d.summary.push("heartbeat".into());
+        }
+    }
+    Ok(Plan {
+        message: commit_message(req.node, &d.summary),
+        edits: d.edits,
+        value: d.report,
+    })
+}
+
+/// Requeue (or abandon) claims whose owner is gone. The rule itself lives
+/// in ledger::reap, shared with `dgrid-worker reap`.
+fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(), GitError> {
+    let input = reap::ReapInput {
+        node: d.req.node,
+        now: d.req.now,
+        held: d.req.held,
+        skip: touched,
+        rules: d.req.rules,
+        policy: d.req.policy,
+    };
+    let planned = reap::plan(repo, d.tip, &input)?;
+    d.edits.extend(planned.edits);
+    d.results.extend(planned.results);
+    d.summary.extend(planned.summary);
+    d.report.invalid.extend(planned.invalid);
+    d.report.reaped.extend(planned.reaped);
+    Ok(())
+}
+
+/// Put the results at paths that do not exist yet.
+fn write_results(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
+    if d.results.is_empty() {
+        return Ok(());
+    }
+    let results = std::mem::take(&mut d.results);
+    d.edits
+        .extend(results::place_results(repo, d.tip, d.req.now, results)?);
+    Ok(())
+}
+
+fn status_word(s: ResultStatus) -> &'static str {
+    match s {
+        ResultStatus::Completed => "complete",
+        ResultStatus::Failed => "fail",
+        ResultStatus::Timeout => "time out",
+        ResultStatus::Invalid => "reject",
+        ResultStatus::Abandoned => "abandon",
+    }
+}
+
+/// `n1: complete t1, claim t2, claim t3`, shortened past a few items: the
+/// log stays readable in `git log --oneline`.
+fn commit_message(node: &Id, items: &[String]) -> String {
+    const SHOWN: usize = 6;
+    let mut subject = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        subject.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    let mut msg = format!("{node}: {subject}\n");
+    if items.len() > SHOWN {
+        msg.push('\n');
+        for item in items {
+            msg.push_str(item);
+            msg.push('\n');
+        }
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_messages_stay_short() {
+        let me = Id::parse("n1").unwrap();
+        assert_eq!(commit_message(&me, &["claim a".into()]), "n1: claim a\n");
+        let many: Vec<String> = (0..8).map(|i| format!("claim t{i}")).collect();
+        let msg = commit_message(&me, &many);
+        assert!(msg.starts_with(
+            "n1: claim t0, claim t1, claim t2, claim t3, claim t4, claim t5 and 2 more\n\n"
+        ));
+    }
+}

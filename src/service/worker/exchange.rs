@@ -1,0 +1,270 @@
+//! One sync with the grid (`service::sync::plan` inside the transaction
+//! loop of `git::txn`), and acting on what it reports: start what was
+//! claimed, clear what landed from the outbox, reschedule.
+
+use std::time::{Duration, Instant};
+
+use crate::git::txn::{self, TxnOutcome, TxnPolicy};
+use crate::grid::NodeStatus;
+use crate::grid::orphan::OrphanPolicy;
+use crate::service::sync::{self, SyncReport, SyncRequest};
+use crate::status::SyncStats;
+use crate::time;
+
+use super::schedule::Due;
+use super::{View, Worker};
+
+impl Worker {
+    fn orphan_policy(&self) -> OrphanPolicy {
+        OrphanPolicy {
+            stale_after: chrono::Duration::from_std(self.cfg.stale_after)
+                .unwrap_or(chrono::Duration::MAX),
+            max_attempts: self.cfg.max_attempts,
+        }
+    }
+
+    /// One sync carrying what `due` asks for, with the node's current status.
+    pub(super) fn sync(
+        &mut self,
+        due: &Due,
+        txn_policy: &TxnPolicy,
+    ) -> Result<SyncReport, txn::TxnError> {
+        self.sync_as(due, self.status(), txn_policy)
+    }
+
+    /// One sync, writing the node record with `status`. Results and
+    /// requeues in the outbox always go along.
+    pub(super) fn sync_as(
+        &mut self,
+        due: &Due,
+        status: NodeStatus,
+        txn_policy: &TxnPolicy,
+    ) -> Result<SyncReport, txn::TxnError> {
+        self.resolve_uncertain()?;
+        let want = due.claims;
+        let outbox = self.outbox.entries().to_vec();
+        let mut held = self.slots.held();
+        held.extend(outbox.iter().map(|e| e.task_id.clone()));
+        let record = self.record(status);
+        let policy = self.orphan_policy();
+        // A task claimed ahead may wait for a slot: its deadline allows for
+        // that, so that a healthy node's queued claim is never reaped.
+        let start_now = self.slots.free();
+        let wait = if want > start_now {
+            self.slots.longest_wait(Instant::now())
+        } else {
+            Duration::ZERO
+        };
+        let grace = chrono::Duration::from_std(self.cfg.claim_grace + wait).unwrap_or_default();
+        let queue_empty_at = self.queue_empty_at.clone();
+        // At least its fair share of the queue, up to what it may hold.
+        let share_up_to = if want > 0 {
+            (self.cfg.concurrency as usize + self.cfg.claim_ahead as usize)
+                .saturating_sub(self.slots.running.len() + self.slots.waiting.len())
+        } else {
+            0
+        };
+        // Holding claims not started: see whether idle peers want them.
+        let survey = due.look || !self.slots.waiting.is_empty();
+        // The outbox is due only because a claim is (pace::flush_results): if
+        // the queue turns out empty, the result of the running task is near.
+        let defer_results = !self.slots.running.is_empty()
+            && self.draining_since.is_none()
+            && self
+                .schedule
+                .results_since
+                .is_some_and(|since| since.elapsed() < self.pace.result_delay());
+        let started = Instant::now();
+        let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
+            let req = SyncRequest {
+                node: &self.cfg.node_id,
+                now: time::now(),
+                outbox: &outbox,
+                want_claims: want,
+                start_now,
+                reap: due.reap,
+                held: &held,
+                heartbeat: due.heartbeat,
+                record: &record,
+                rules: &self.cfg.task_rules,
+                policy: &policy,
+                claim_grace: grace,
+                queue_empty_at: queue_empty_at.as_ref(),
+                share_up_to,
+                slots: self.cfg.concurrency,
+                survey,
+                defer_results,
+            };
+            sync::plan(t, &req)
+        });
+        let took = started.elapsed();
+        let failed = |rejections| SyncStats {
+            took,
+            ok: false,
+            rejections,
+            claims: 0,
+            heartbeat: false,
+        };
+        if let Err(e) = &result {
+            let lost = match e {
+                txn::TxnError::Contended { rounds, .. } => *rounds,
+                _ => 0,
+            };
+            self.board.sync_done(failed(lost));
+        }
+        let outcome = result.inspect_err(|_| self.remote_ok = false)?;
+        self.remote_ok = true;
+        let report = match outcome {
+            TxnOutcome::Committed {
+                commit,
+                value,
+                rejections,
+            } => {
+                tracing::debug!(took_ms = took.as_millis() as u64, rejections, %commit, "sync");
+                self.pace.sync_took(took);
+                self.board.sync_done(SyncStats {
+                    took,
+                    ok: true,
+                    rejections,
+                    claims: value.claimed.len(),
+                    heartbeat: value.wrote_heartbeat,
+                });
+                value
+            }
+            TxnOutcome::Unchanged {
+                value, rejections, ..
+            } => {
+                tracing::debug!(
+                    took_ms = took.as_millis() as u64,
+                    rejections,
+                    "sync: nothing to change"
+                );
+                self.pace.sync_took(took);
+                self.board.sync_done(SyncStats {
+                    ok: true,
+                    ..failed(rejections)
+                });
+                value
+            }
+            TxnOutcome::Uncertain {
+                commit,
+                value,
+                error,
+            } => {
+                tracing::warn!(%commit, %error, "push outcome unknown and the grid unreachable; will check once it is back");
+                self.remote_ok = false;
+                self.board.sync_done(failed(0));
+                self.uncertain = Some((commit, value));
+                return Err(txn::TxnError::Git(error));
+            }
+        };
+        let now = Instant::now();
+        if due.reap {
+            self.schedule.reaped(now, self.cfg.stale_after);
+        }
+        let looked = want > 0 || survey;
+        if looked {
+            self.schedule.looked(now, self.cfg.pull_interval);
+        }
+        if want > 0 {
+            self.queue_empty_at =
+                (report.queue_left == 0 && report.claimed.is_empty() && report.invalid.is_empty())
+                    .then(|| report.tip.clone())
+                    .flatten();
+            self.queue_deep = report.queue_left > 0;
+            // Poll again at once while the queue has work and we have room;
+            // also at once after putting tasks back in the queue: they were
+            // not there to claim.
+            let more = report.queue_left > 0 && report.claimed.len() >= want;
+            self.schedule
+                .claimed(now, more || report.requeued > 0, self.cfg.pull_interval);
+        }
+        self.absorb(&report);
+        if looked {
+            self.rebalance(&View {
+                queue_left: report.queue_left,
+                idle_peer_slots: report.idle_peer_slots,
+            });
+        }
+        // Not with a push of unknown outcome: maintenance may cut history
+        // that telling whether it landed needs.
+        if self.slots.running.is_empty()
+            && self.uncertain.is_none()
+            && self.schedule.take_maintenance(now)
+            && let Err(e) = self.repo.maintain()
+        {
+            tracing::warn!(error = %e, "git maintenance failed");
+        }
+        Ok(report)
+    }
+
+    /// A commit whose push outcome was unknown: once the grid answers, act
+    /// on it if it landed (its claims are ours, its results delivered), and
+    /// forget it if it did not (its outbox entries are still there).
+    fn resolve_uncertain(&mut self) -> Result<(), txn::TxnError> {
+        let Some((commit, report)) = self.uncertain.take() else {
+            return Ok(());
+        };
+        match txn::landed(&self.repo, &commit) {
+            Ok(true) => {
+                tracing::info!(%commit, "the uncertain push had landed");
+                self.absorb(&report);
+                Ok(())
+            }
+            Ok(false) => {
+                tracing::info!(%commit, "the uncertain push had not landed");
+                Ok(())
+            }
+            Err(e) => {
+                self.uncertain = Some((commit, report));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Act on a sync that landed: clear delivered results from the outbox,
+    /// start what was claimed, and log what the grid now says.
+    fn absorb(&mut self, report: &SyncReport) {
+        let now = Instant::now();
+        if report.requeued > 0 || !report.reaped.is_empty() {
+            // This commit put tasks back in the queue: it is not empty, and
+            // a node with room looks at it again.
+            self.queue_empty_at = None;
+            self.schedule.next_poll = now;
+        }
+        if report.wrote_heartbeat {
+            self.schedule
+                .heartbeat_written(now, self.cfg.heartbeat_interval);
+        }
+        for id in &report.landed {
+            if let Err(e) = self.outbox.remove(id) {
+                tracing::error!(task_id = %id, error = %e, "landed but could not clear from the outbox");
+            }
+        }
+        for id in &report.superseded {
+            tracing::warn!(task_id = %id, "result not pushed: the task was reaped and taken by another node; kept in outbox/superseded");
+            if let Err(e) = self.outbox.supersede(id) {
+                tracing::error!(task_id = %id, error = %e, "cannot move superseded result aside");
+            }
+        }
+        if self.outbox.is_empty() {
+            self.schedule.outbox_emptied();
+        }
+        for (name, reason) in &report.invalid {
+            tracing::warn!(entry = %name, error = %reason, "invalid task moved to tasks/failed");
+        }
+        for (task, what) in &report.reaped {
+            tracing::warn!(task_id = %task, action = %what, "orphaned claim reaped");
+        }
+        for c in &report.claimed {
+            tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, "claimed");
+            self.slots.waiting.push_back(c.clone());
+        }
+        if self.draining_since.is_some() {
+            // Claimed by a push we only now know landed, while stopping:
+            // give it back rather than start it.
+            self.give_back_waiting();
+        }
+        self.start_waiting();
+    }
+}

@@ -1,0 +1,131 @@
+//! The loop itself. Each turn: ping the watchdog, recheck an unhealthy
+//! engine, give back claims that turned out surplus, make one sync if the
+//! schedule says one is due, publish, then sleep on the event channel until
+//! the next reason to wake (a task's end, a signal, a timer).
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::git::txn::TxnPolicy;
+use crate::grid::NodeStatus;
+
+use super::schedule::Due;
+use super::signals::Event;
+use super::{RunOptions, Worker};
+
+impl Worker {
+    pub(super) fn main_loop(&mut self, rx: &Receiver<Event>, opts: &RunOptions) {
+        loop {
+            self.notifier.watchdog();
+            self.check_engine_recovery();
+
+            let now = Instant::now();
+            if let Some(since) = self.draining_since
+                && now.duration_since(since) > self.cfg.drain_timeout
+            {
+                self.cancel_all("the drain timeout passed");
+            }
+
+            if let Some(due) = self.schedule.due(now, &self.load())
+                && let Err(e) = self.sync(&due, &TxnPolicy::default())
+            {
+                tracing::warn!(error = %e, waiting = self.outbox.len(), "sync failed; results stay in the outbox");
+                self.schedule
+                    .sync_failed(now, e.retry_after(self.cfg.pull_interval));
+            }
+            let status = self.status_line();
+            self.notifier.status(&status);
+
+            // Stopping: once nothing runs, shutdown() makes the last push;
+            // a remote that is away then must not hold the stop hostage.
+            if self.draining_since.is_some() && self.slots.running.is_empty() {
+                break;
+            }
+            let idle = self.slots.is_idle() && self.outbox.is_empty();
+            if opts.drain && idle && self.remote_ok && self.queue_empty_at.is_some() {
+                tracing::info!("queue empty and nothing pending; --drain ends here");
+                break;
+            }
+
+            // Last thing before waiting: the page shows this round's claims.
+            self.publish();
+            let wait = self.sleep_for();
+            match rx.recv_timeout(wait) {
+                Ok(event) => self.handle(event),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while let Ok(event) = rx.try_recv() {
+                self.handle(event);
+            }
+        }
+        self.shutdown();
+    }
+
+    /// Until the next sync may be due, or sooner: the watchdog, an engine
+    /// recheck, the drain's clock, claims turning surplus.
+    fn sleep_for(&self) -> Duration {
+        let now = Instant::now();
+        let others = [
+            self.notifier.watchdog_every().map(|every| now + every),
+            self.unhealthy.as_ref().map(|u| u.retry_at),
+            self.draining_since.map(|_| now + Duration::from_secs(1)),
+        ];
+        self.schedule.sleep(now, &self.load(), &others)
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Finished { task, report } => self.finished(task, report),
+            Event::Signal => {
+                let n = self.signals.get();
+                if self.draining_since.is_none() && n <= 1 {
+                    tracing::info!(
+                        running = self.slots.running.len(),
+                        "stopping: no new claims; letting running tasks finish"
+                    );
+                    self.draining_since = Some(Instant::now());
+                    self.give_back_waiting();
+                    self.notifier.stopping("draining");
+                    self.notifier
+                        .extend_timeout(self.cfg.drain_timeout + Duration::from_secs(30));
+                } else {
+                    tracing::warn!(
+                        "second signal: stopping now; running tasks go back to the queue"
+                    );
+                    self.draining_since.get_or_insert_with(Instant::now);
+                    self.give_back_waiting();
+                    self.cancel_all("the worker was told to stop now");
+                }
+            }
+        }
+    }
+
+    /// Push what is pending and mark the node stopped. Bounded: a remote
+    /// that is away keeps the outbox for the next start.
+    fn shutdown(&mut self) {
+        self.draining_since.get_or_insert_with(Instant::now);
+        self.notifier.stopping("stopping: pushing pending results");
+        // As many rounds as any sync: a grid whose nodes all stop at once
+        // (a fleet restarted) contends like one that starts at once, and
+        // this push carries the last results. A remote that is away fails
+        // the first round; only contention takes more.
+        let last = Due {
+            claims: 0,
+            flush: true,
+            heartbeat: true,
+            reap: false,
+            look: false,
+        };
+        match self.sync_as(&last, NodeStatus::Stopped, &TxnPolicy::default()) {
+            Ok(_) if self.outbox.is_empty() => tracing::info!(node_id = %self.node(), "stopped"),
+            Ok(_) => tracing::warn!(
+                waiting = self.outbox.len(),
+                "stopped with results still in the outbox"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not push on the way out; the outbox keeps it for the next start")
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The worker: start-up, then the main loop. Synchronous and small: git and
+//! the engine are blocking calls with timeouts; tasks run on their own
+//! threads and report back over a channel, so the loop stays free to
+//! heartbeat, answer the watchdog and hear signals while a task runs.
+//!
+//! - `mod.rs`      start-up: engine, clone, status page, signals, register
+//! - `main_loop`   the loop itself: one turn, the events, the stop
+//! - `schedule`    when a sync is due and how long to sleep (pure)
+//! - `slots`       what runs and what waits; a run becomes a result
+//! - `tasks`       starting and finishing tasks, giving claims back
+//! - `exchange`    one sync with the grid, and acting on its report
+//! - `report`      what the node says of itself: record, STATUS=, page
+//! - `signals`     the events that wake the loop
+
+mod exchange;
+mod main_loop;
+mod report;
+mod schedule;
+mod signals;
+mod slots;
+mod tasks;
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::git::txn::{Identity, TxnPolicy};
+use crate::git::{Git, GridRepo};
+use crate::sandbox::{self, Engine};
+use crate::service::notify::Notifier;
+use crate::service::outbox::Outbox;
+use crate::service::pace::Pace;
+use crate::service::sync::SyncReport;
+use crate::status::{self, Board};
+use crate::time;
+
+use schedule::{Due, Schedule};
+use signals::{Event, SignalCount};
+use slots::Slots;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Exit 0 once the queue is empty and nothing of ours is running or
+    /// waiting to be pushed.
+    pub drain: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+    #[error(transparent)]
+    Outbox(#[from] crate::service::outbox::OutboxError),
+    #[error("cannot set up signal handling: {0}")]
+    Signals(std::io::Error),
+    #[error("stopped before the node could register")]
+    StoppedBeforeReady,
+}
+
+/// What the last look at the grid saw (a claim, or a look while holding
+/// claims not started).
+#[derive(Debug, Clone, Copy)]
+struct View {
+    queue_left: usize,
+    idle_peer_slots: u32,
+}
+
+/// Why the engine is not used for now, and when to look again.
+struct Unhealthy {
+    problem: String,
+    retry_at: Instant,
+}
+
+const ENGINE_RETRY: Duration = Duration::from_secs(60);
+
+struct Worker {
+    cfg: Config,
+    repo: GridRepo,
+    identity: Identity,
+    engine: Arc<dyn Engine>,
+    outbox: Outbox,
+    notifier: Notifier,
+    events: Sender<Event>,
+    signals: SignalCount,
+    board: Board,
+    slots: Slots,
+    schedule: Schedule,
+    /// Measured sync and task times: how far ahead to claim.
+    pace: Pace,
+    unhealthy: Option<Unhealthy>,
+    draining_since: Option<Instant>,
+    started_at: String,
+    completed: u64,
+    failed: u64,
+    /// The tip at which the queue was last seen empty: a poll that finds
+    /// the same tip need not list it again.
+    queue_empty_at: Option<String>,
+    /// The last look at the queue left tasks in it: claiming ahead takes
+    /// nothing another idle node would have started at once.
+    queue_deep: bool,
+    remote_ok: bool,
+    /// A commit pushed with no answer while the grid was unreachable, and
+    /// what it would mean if it landed.
+    uncertain: Option<(String, SyncReport)>,
+}
+
+pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
+    let engine: Arc<dyn Engine> = Arc::from(sandbox::engine_from_config(&cfg.sandbox)?);
+    let node = cfg.node_id.clone();
+    tracing::info!(node_id = %node, engine = %engine.name(), repo = %cfg.repo_url, "starting");
+
+    // Refuse outright what configuration must fix (no engine, limits that
+    // would be ignored); start unhealthy on what may pass (engine down).
+    let mut unhealthy = None;
+    match engine.check() {
+        Ok(()) => {}
+        Err(
+            e @ (sandbox::SandboxError::NoEngine | sandbox::SandboxError::LimitsNotEnforced { .. }),
+        ) => {
+            return Err(e.into());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "engine check failed; starting unhealthy");
+            unhealthy = Some(Unhealthy {
+                problem: e.to_string(),
+                retry_at: Instant::now() + ENGINE_RETRY,
+            });
+        }
+    }
+    match engine.remove_leftovers(node.as_str()) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(count = n, "removed containers left by an earlier run"),
+        Err(e) => tracing::warn!(error = %e, "could not look for leftover containers"),
+    }
+
+    let identity = Identity::for_node(node.as_str());
+    let git = Git::new(
+        &cfg.git_binary,
+        cfg.state_dir.join("grid.git"),
+        cfg.git_timeout,
+    )
+    .with_env(cfg.access.env())
+    .with_env(identity.env());
+    let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?;
+    let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
+
+    // The status page: its own thread. A port already taken costs the page,
+    // not the worker's work (`status::server::start`).
+    let board = Board::new(status::Snapshot::new(
+        node.as_str(),
+        engine.name(),
+        status::stuck_after(cfg.pull_interval, cfg.git_timeout),
+    ));
+    if let Some(addr) = cfg.status_listen {
+        status::server::start(addr, cfg.status_listen_is_default, board.clone());
+    }
+
+    let (tx, rx) = channel();
+    let signals = signals::spawn_signal_thread(tx.clone()).map_err(WorkerError::Signals)?;
+
+    let now = Instant::now();
+    let mut w = Worker {
+        schedule: Schedule::starting(now, !outbox.is_empty()),
+        slots: Slots::new(cfg.concurrency),
+        cfg,
+        repo,
+        identity,
+        engine,
+        outbox,
+        notifier: Notifier::from_env(),
+        events: tx,
+        signals,
+        board,
+        pace: Pace::default(),
+        unhealthy,
+        draining_since: None,
+        started_at: time::format(time::now()),
+        completed: 0,
+        failed: 0,
+        queue_empty_at: None,
+        queue_deep: false,
+        remote_ok: false,
+        uncertain: None,
+    };
+    match w.register(&rx) {
+        // Told to stop while waiting for the grid: a clean stop, not a failure.
+        Err(WorkerError::StoppedBeforeReady) => return Ok(()),
+        other => other?,
+    }
+    w.main_loop(&rx, &opts);
+    Ok(())
+}
+
+impl Worker {
+    fn node(&self) -> &crate::grid::Id {
+        &self.cfg.node_id
+    }
+
+    /// Register (first heartbeat, pending outbox, own leftover claims) before
+    /// telling systemd we are ready. The remote may be down at boot: keep
+    /// trying, answering the watchdog and signals meanwhile.
+    fn register(&mut self, rx: &Receiver<Event>) -> Result<(), WorkerError> {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            // The registration claims too (as an idle node would on its
+            // first poll): one commit fewer per start, where every node of
+            // a grid may be starting at once.
+            let due = Due {
+                claims: self.room(),
+                flush: true,
+                heartbeat: true,
+                reap: true,
+                look: false,
+            };
+            match self.sync(&due, &TxnPolicy::default()) {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot reach the grid yet");
+                    self.notifier.status(&format!("waiting for the grid: {e}"));
+                }
+            }
+            self.notifier.watchdog();
+            if let Ok(Event::Signal) = rx.recv_timeout(delay) {
+                self.notifier.stopping("stopped before registering");
+                return Err(WorkerError::StoppedBeforeReady);
+            }
+            delay = (delay * 2).min(self.cfg.pull_interval.max(Duration::from_secs(1)) * 6);
+        }
+        let status = self.status_line();
+        self.notifier.ready(&status);
+        tracing::info!(node_id = %self.node(), "registered; ready");
+        Ok(())
+    }
+
+    /// Tasks to claim on the next sync (none while stopping or unhealthy).
+    fn room(&self) -> usize {
+        if self.draining_since.is_some() || self.unhealthy.is_some() {
+            return 0;
+        }
+        self.slots
+            .room(&self.pace, self.cfg.claim_ahead, self.queue_deep)
+    }
+
+    /// The loop's load, as the schedule sees it.
+    fn load(&self) -> schedule::Load {
+        schedule::Load {
+            room: self.room(),
+            waiting: self.slots.waiting.len(),
+            running: self.slots.running.len(),
+            pending: self.outbox.len(),
+            giving_back: self
+                .outbox
+                .entries()
+                .iter()
+                .any(|e| matches!(e.finish, crate::service::outbox::Finish::Requeue { .. })),
+            result_delay: self.pace.result_delay(),
+            stopping: self.draining_since.is_some(),
+        }
+    }
+}

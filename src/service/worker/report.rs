@@ -1,0 +1,95 @@
+//! What the node says of itself: its record in `nodes/`, systemd's
+//! `STATUS=` line, and the snapshot the status page reads.
+
+use crate::grid::{Id, NodeRecord, NodeStatus};
+use crate::status;
+use crate::time;
+
+use super::Worker;
+
+impl Worker {
+    pub(super) fn status(&self) -> NodeStatus {
+        if self.draining_since.is_some() {
+            NodeStatus::Draining
+        } else if self.unhealthy.is_some() {
+            NodeStatus::Unhealthy
+        } else if self.slots.running.is_empty() {
+            NodeStatus::Idle
+        } else {
+            NodeStatus::Busy
+        }
+    }
+
+    pub(super) fn record(&self, status: NodeStatus) -> NodeRecord {
+        NodeRecord {
+            node_id: self.node().clone(),
+            status,
+            last_heartbeat: time::format(time::now()),
+            started_at: self.started_at.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            hostname: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+            engine: self.engine.name().to_owned(),
+            concurrency: self.cfg.concurrency,
+            running: self.slots.running.keys().map(Id::to_string).collect(),
+            tasks_completed: self.completed,
+            tasks_failed: self.failed,
+            problem: self.unhealthy.as_ref().map(|u| u.problem.clone()),
+        }
+    }
+
+    pub(super) fn status_line(&self) -> String {
+        let pending = self.outbox.len();
+        let running = &self.slots.running;
+        let mut s = match (&self.unhealthy, self.draining_since) {
+            (_, Some(_)) => format!("draining: {} running", running.len()),
+            (Some(u), None) => format!("unhealthy: {}", u.problem),
+            (None, None) if running.is_empty() => "idle".to_owned(),
+            (None, None) => format!(
+                "running {}",
+                running
+                    .keys()
+                    .map(Id::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        if pending > 0 {
+            s.push_str(&format!("; {pending} result(s) waiting to be pushed"));
+        }
+        if !self.remote_ok {
+            s.push_str("; grid unreachable");
+        }
+        s
+    }
+
+    /// Publish the loop's state to the status page; also the loop's sign of
+    /// life for `/healthz`.
+    pub(super) fn publish(&self) {
+        let line = self.status_line();
+        let status = self.status();
+        self.board.update(|s| {
+            s.status = serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            s.status_line = line;
+            s.engine_problem = self.unhealthy.as_ref().map(|u| u.problem.clone());
+            s.running = self
+                .slots
+                .running
+                .values()
+                .map(|r| status::RunningTask {
+                    task_id: r.claimed.task.task_id.to_string(),
+                    attempt: r.claimed.claim.attempt,
+                    claimed_at: r.claimed.claim.claimed_at.clone(),
+                    timeout_seconds: r.claimed.task.timeout_seconds,
+                })
+                .collect();
+            s.outbox = self.outbox.len();
+            s.loop_alive_at = Some(time::format(time::now()));
+        });
+    }
+}

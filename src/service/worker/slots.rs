@@ -1,0 +1,299 @@
+//! The task slots: what runs, what waits for a slot (claimed ahead), how
+//! much room is left, and how a finished run becomes a result.
+//!
+//! Tasks run on their own threads (`Engine::run` blocks) and report over the
+//! loop's channel; everything else here is plain bookkeeping, unit-tested.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use crate::grid::claim::ClaimedTask;
+use crate::grid::{Id, ResultStatus, TaskResult};
+use crate::sandbox::{CancelFlag, Engine, Job, Outcome, RunReport};
+use crate::service::pace::Pace;
+use crate::time;
+
+use super::signals::Event;
+
+pub struct Running {
+    pub claimed: ClaimedTask,
+    pub cancel: CancelFlag,
+    pub started: Instant,
+}
+
+pub struct Slots {
+    concurrency: usize,
+    pub running: BTreeMap<Id, Running>,
+    /// Claimed ahead, to start the moment a slot frees: the next task starts
+    /// without waiting for a push, and the push of the last result overlaps
+    /// its run.
+    pub waiting: VecDeque<ClaimedTask>,
+}
+
+impl Slots {
+    pub fn new(concurrency: u32) -> Slots {
+        Slots {
+            concurrency: concurrency as usize,
+            running: BTreeMap::new(),
+            waiting: VecDeque::new(),
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.running.is_empty() && self.waiting.is_empty()
+    }
+
+    /// Slots free to start a task now.
+    pub fn free(&self) -> usize {
+        self.concurrency
+            .saturating_sub(self.running.len() + self.waiting.len())
+    }
+
+    /// Tasks to claim: free slots, plus as many ahead as `pace` says (at
+    /// most `claim_ahead`) while busy or while the queue is deep. Not while
+    /// idle at a shallow queue: an idle node that claimed ahead would hold a
+    /// task another idle node could start at once.
+    pub fn room(&self, pace: &Pace, claim_ahead: u32, queue_deep: bool) -> usize {
+        let ahead = if self.running.is_empty() && !queue_deep {
+            0
+        } else {
+            pace.ahead(self.concurrency as u32, claim_ahead)
+        };
+        (self.concurrency + ahead).saturating_sub(self.running.len() + self.waiting.len())
+    }
+
+    /// How long a task claimed now may wait for a slot, at most: until the
+    /// running task closest to its timeout hits it, after those already
+    /// waiting ran to theirs.
+    pub fn longest_wait(&self, now: Instant) -> Duration {
+        let soonest_slot = self
+            .running
+            .values()
+            .map(|r| {
+                Duration::from_secs(r.claimed.task.timeout_seconds)
+                    .saturating_sub(now.saturating_duration_since(r.started))
+            })
+            .min()
+            .unwrap_or_default();
+        let queued: u64 = self.waiting.iter().map(|c| c.task.timeout_seconds).sum();
+        soonest_slot + Duration::from_secs(queued)
+    }
+
+    /// Tasks this node holds (running or waiting): its claims on them are
+    /// alive.
+    pub fn held(&self) -> BTreeSet<Id> {
+        self.running
+            .keys()
+            .cloned()
+            .chain(self.waiting.iter().map(|c| c.task.task_id.clone()))
+            .collect()
+    }
+
+    /// How long each running task has run.
+    pub fn running_for(&self, now: Instant) -> Vec<Duration> {
+        self.running
+            .values()
+            .map(|r| now.saturating_duration_since(r.started))
+            .collect()
+    }
+
+    /// The last `n` waiting claims, taken out.
+    pub fn take_last_waiting(&mut self, n: usize) -> Vec<ClaimedTask> {
+        let keep = self.waiting.len().saturating_sub(n);
+        self.waiting.split_off(keep).into()
+    }
+
+    /// The next waiting claim, if a slot is free for it.
+    pub fn next_to_start(&mut self) -> Option<ClaimedTask> {
+        if self.running.len() < self.concurrency {
+            self.waiting.pop_front()
+        } else {
+            None
+        }
+    }
+}
+
+/// Run `claimed` on its own thread; its report comes back as
+/// [`Event::Finished`].
+pub fn launch(
+    engine: &Arc<dyn Engine>,
+    events: &Sender<Event>,
+    node: &Id,
+    claimed: &ClaimedTask,
+) -> std::io::Result<CancelFlag> {
+    let id = claimed.task.task_id.clone();
+    let job = Job {
+        node_id: node.to_string(),
+        task_id: id.to_string(),
+        attempt: claimed.claim.attempt,
+        script: claimed.task.script.clone(),
+        timeout: Duration::from_secs(claimed.task.timeout_seconds),
+    };
+    let cancel: CancelFlag = Arc::new(AtomicBool::new(false));
+    let engine = engine.clone();
+    let events = events.clone();
+    let flag = cancel.clone();
+    std::thread::Builder::new()
+        .name(format!("task-{id}"))
+        .spawn(move || {
+            let report = engine.run(&job, &flag);
+            let _ = events.send(Event::Finished { task: id, report });
+        })?;
+    Ok(cancel)
+}
+
+/// The result of a run that ran (exited or timed out); `None` for one that
+/// did not (engine failure, cancelled), which goes back to the queue.
+pub fn result_of(report: &RunReport, claimed: &ClaimedTask, node: &Id) -> Option<TaskResult> {
+    let (status, exit_code, error) = match report.outcome {
+        Outcome::Exited(0) => (ResultStatus::Completed, Some(0), None),
+        Outcome::Exited(c) => (ResultStatus::Failed, Some(c), None),
+        Outcome::TimedOut => (
+            ResultStatus::Timeout,
+            None,
+            Some(format!(
+                "killed after its timeout of {} s",
+                claimed.task.timeout_seconds
+            )),
+        ),
+        Outcome::EngineFailed(_) | Outcome::Cancelled => return None,
+    };
+    Some(TaskResult {
+        task_id: claimed.task.task_id.to_string(),
+        node_id: node.clone(),
+        exit_code,
+        stdout: report.stdout.clone(),
+        stderr: report.stderr.clone(),
+        timestamp: time::format(time::now()),
+        status,
+        started_at: Some(time::format(report.started_at)),
+        duration_ms: Some(report.duration.as_millis() as u64),
+        attempt: claimed.claim.attempt,
+        truncated: report.truncated,
+        error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::{Task, TaskRules};
+
+    fn claimed(id: &str, timeout: u64) -> ClaimedTask {
+        let bytes = format!(r#"{{"task_id":"{id}","script":"true","timeout_seconds":{timeout}}}"#);
+        let task = Task::from_entry(
+            &format!("{id}.json"),
+            crate::grid::task::EntryKind::File,
+            bytes.as_bytes(),
+            &TaskRules::default(),
+        )
+        .unwrap();
+        ClaimedTask::new(
+            task,
+            &Id::parse("n1").unwrap(),
+            time::now(),
+            chrono::Duration::seconds(300),
+        )
+    }
+
+    fn run(slots: &mut Slots, c: ClaimedTask, started: Instant) {
+        slots.running.insert(
+            c.task.task_id.clone(),
+            Running {
+                claimed: c,
+                cancel: Arc::new(AtomicBool::new(false)),
+                started,
+            },
+        );
+    }
+
+    #[test]
+    fn room_is_free_slots_plus_what_pace_holds_ahead() {
+        let mut pace = Pace::default();
+        let mut s = Slots::new(2);
+        assert_eq!(s.room(&pace, 128, false), 2, "idle: just the slots");
+        assert_eq!(s.room(&pace, 128, true), 2, "nothing timed: none ahead");
+        pace.sync_took(Duration::from_millis(100));
+        pace.task_took(Duration::from_millis(100));
+        assert_eq!(s.room(&pace, 128, false), 2, "idle at a shallow queue");
+        assert_eq!(
+            s.room(&pace, 128, true),
+            2 + 8,
+            "deep queue: 4 syncs of work"
+        );
+        let now = Instant::now();
+        run(&mut s, claimed("a", 30), now);
+        assert_eq!(s.room(&pace, 128, false), 1 + 8);
+        assert_eq!(s.free(), 1);
+        s.waiting.push_back(claimed("b", 30));
+        assert_eq!(s.free(), 0);
+        assert_eq!(s.room(&pace, 0, false), 0, "claim_ahead 0");
+        assert_eq!(s.held().len(), 2);
+    }
+
+    #[test]
+    fn a_claim_made_now_may_wait_for_the_running_and_the_waiting() {
+        let now = Instant::now();
+        let mut s = Slots::new(1);
+        assert_eq!(s.longest_wait(now), Duration::ZERO);
+        run(&mut s, claimed("a", 30), now);
+        s.waiting.push_back(claimed("b", 20));
+        let later = now + Duration::from_secs(10);
+        assert_eq!(s.longest_wait(later), Duration::from_secs(20 + 20));
+    }
+
+    #[test]
+    fn waiting_claims_start_only_into_a_free_slot() {
+        let now = Instant::now();
+        let mut s = Slots::new(1);
+        s.waiting.push_back(claimed("a", 30));
+        s.waiting.push_back(claimed("b", 30));
+        s.waiting.push_back(claimed("c", 30));
+        let first = s.next_to_start().unwrap();
+        run(&mut s, first, now);
+        assert!(s.next_to_start().is_none());
+        let back = s.take_last_waiting(1);
+        assert_eq!(back[0].task.task_id.as_str(), "c");
+        assert_eq!(s.waiting.len(), 1);
+    }
+
+    #[test]
+    fn the_running_tasks_say_how_long_they_have_run() {
+        let now = Instant::now();
+        let mut s = Slots::new(2);
+        assert!(s.running_for(now).is_empty());
+        run(&mut s, claimed("a", 30), now);
+        let later = now + Duration::from_secs(3);
+        assert_eq!(s.running_for(later), vec![Duration::from_secs(3)]);
+    }
+
+    #[test]
+    fn a_run_becomes_a_result_unless_it_never_ran() {
+        let c = claimed("t", 7);
+        let node = Id::parse("n1").unwrap();
+        let report = |outcome| RunReport {
+            outcome,
+            stdout: "out".into(),
+            stderr: String::new(),
+            truncated: false,
+            started_at: time::now(),
+            duration: Duration::from_millis(5),
+        };
+        let ok = result_of(&report(Outcome::Exited(0)), &c, &node).unwrap();
+        assert_eq!(
+            (ok.status, ok.exit_code),
+            (ResultStatus::Completed, Some(0))
+        );
+        assert_eq!(ok.stdout, "out");
+        let failed = result_of(&report(Outcome::Exited(3)), &c, &node).unwrap();
+        assert_eq!(failed.status, ResultStatus::Failed);
+        let late = result_of(&report(Outcome::TimedOut), &c, &node).unwrap();
+        assert_eq!(late.status, ResultStatus::Timeout);
+        assert!(late.error.unwrap().contains("7 s"));
+        assert!(result_of(&report(Outcome::Cancelled), &c, &node).is_none());
+        assert!(result_of(&report(Outcome::EngineFailed("x".into())), &c, &node).is_none());
+    }
+}

@@ -1,0 +1,478 @@
+//! The trust tools: `trust init | add-submitter | add-node | revoke` (each a
+//! new signed policy version, pushed by the worker's transaction),
+//! `validate --verify` (tasks checked against the policy of a trusted ref),
+//! and `verify` (which results are attested).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use ssh_key::PublicKey;
+
+use crate::git::repo::Blob;
+use crate::git::txn::{Plan, Txn};
+use crate::git::{Edit, Edits, Git, GitError, GridRepo};
+use crate::grid::{Id, TaskRules, layout};
+use crate::time::Timestamp;
+use crate::trust::keys::{self, fingerprint};
+use crate::trust::policy::{
+    self, ALLOWED_SIGNERS_FILE, Kind, POLICY_FILE, Pinned, Policy, REVOKED_KEYS_FILE, ROOTS_FILE,
+    Window,
+};
+use crate::trust::{KeySigner, TrustError, Verdict, Verifier};
+
+use super::validate::{Finding, Report};
+
+/// One change to the policy.
+#[derive(Debug, Clone)]
+pub enum PolicyEdit {
+    /// Version 1, with these roots written to `.dgrid/roots` for CI.
+    Init { grid_id: Id, roots: Vec<PublicKey> },
+    Add {
+        kind: Kind,
+        name: Id,
+        key: PublicKey,
+        window: Window,
+    },
+    Revoke {
+        key: PublicKey,
+        reason: Option<String>,
+    },
+    /// Revoke the listed key with this fingerprint.
+    RevokeFingerprint {
+        fingerprint: String,
+        reason: Option<String>,
+    },
+}
+
+/// What a policy transaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub version: u64,
+    pub summary: String,
+}
+
+/// The grid's current policy, checked against the roots the caller holds
+/// (its signing keys and any `--roots`): a tool never builds on a policy
+/// it could not itself accept.
+fn current(
+    repo: &GridRepo,
+    tip: &str,
+    roots: &[PublicKey],
+) -> Result<Result<Policy, String>, GitError> {
+    let file = match repo.read_path(tip, POLICY_FILE, policy::MAX_POLICY_BYTES as u64)? {
+        Blob::Data(file) => file,
+        Blob::Missing => {
+            return Ok(Err(format!(
+                "the grid has no {POLICY_FILE}: run `dgrid-worker trust init` first"
+            )));
+        }
+        unread => {
+            return Ok(Err(format!(
+                "{POLICY_FILE} {}",
+                unread.why_unread().unwrap_or_default()
+            )));
+        }
+    };
+    let grid_id = serde_json::from_slice::<Value>(&file)
+        .ok()
+        .and_then(|v| v["grid_id"].as_str().and_then(|g| Id::parse(g).ok()));
+    let Some(grid_id) = grid_id else {
+        return Ok(Err(format!("{POLICY_FILE}: has no valid `grid_id`")));
+    };
+    let pinned = Pinned {
+        grid_id,
+        roots: roots.to_vec(),
+        threshold: 1,
+    };
+    Ok(policy::open(&pinned, &file).map(|a| a.policy).map_err(|e| {
+        format!("{POLICY_FILE} {e}; pass the grid's roots with --roots if another root signed it")
+    }))
+}
+
+fn put(edits: &mut Edits, path: &str, bytes: Vec<u8>) {
+    edits.insert(path.as_bytes().to_vec(), Edit::Put(bytes));
+}
+
+/// Plan one policy change at the fetched tip: the next version, signed by
+/// `signers`, with `allowed_signers` and `revoked_keys` written from it. A
+/// refusal (no policy yet, a key already listed, ...) plans nothing and
+/// says why.
+pub fn plan(
+    txn: &Txn<'_>,
+    edit: &PolicyEdit,
+    signers: &[&KeySigner],
+    roots: &[PublicKey],
+    now: Timestamp,
+) -> Result<Plan<Result<Changed, String>>, GitError> {
+    let refuse = |why: String| Plan {
+        edits: Edits::new(),
+        message: String::new(),
+        value: Err(why),
+    };
+    let existing = match txn.tip.as_deref() {
+        Some(tip) => txn.repo.exists(tip, POLICY_FILE)?,
+        None => false,
+    };
+    let (next, summary, roots_file) = match edit {
+        PolicyEdit::Init { grid_id, roots } => {
+            if existing {
+                return Ok(refuse(format!(
+                    "the grid has a {POLICY_FILE} already; change it with add-submitter, add-node or revoke"
+                )));
+            }
+            let text: String = roots
+                .iter()
+                .map(|k| format!("{}\n", keys::openssh_line(k)))
+                .collect();
+            (
+                Policy::new(grid_id.clone(), now),
+                format!("init grid {grid_id}"),
+                Some(format!(
+                    "# The roots of grid {grid_id}, for the grid's own CI. Workers pin theirs in worker.toml.\n{text}"
+                )),
+            )
+        }
+        _ => {
+            let Some(tip) = txn.tip.as_deref() else {
+                return Ok(refuse(
+                    "the grid is empty: run `dgrid-worker trust init` first".to_owned(),
+                ));
+            };
+            let cur = match current(txn.repo, tip, roots)? {
+                Ok(p) => p,
+                Err(why) => return Ok(refuse(why)),
+            };
+            let mut next = cur.successor(now);
+            let done = match edit {
+                PolicyEdit::Add {
+                    kind,
+                    name,
+                    key,
+                    window,
+                } => next
+                    .add(*kind, name.clone(), key, *window)
+                    .map(|()| format!("add {kind} {name} ({})", fingerprint(key))),
+                PolicyEdit::Revoke { key, reason } => next
+                    .revoke(key, reason.clone(), now)
+                    .map(|who| revoked_summary(key, who)),
+                PolicyEdit::RevokeFingerprint {
+                    fingerprint: fp,
+                    reason,
+                } => match next.key_by_fingerprint(fp) {
+                    Some(key) => next
+                        .revoke(&key, reason.clone(), now)
+                        .map(|who| revoked_summary(&key, who)),
+                    None => {
+                        return Ok(refuse(format!(
+                            "no listed key has fingerprint {fp}; revoke an unlisted key with --key FILE"
+                        )));
+                    }
+                },
+                PolicyEdit::Init { .. } => unreachable!("handled above"),
+            };
+            match done {
+                Ok(summary) => (next, summary, None),
+                Err(e) => return Ok(refuse(e.to_string())),
+            }
+        }
+    };
+    let file = match next.seal(signers) {
+        Ok(f) => f,
+        Err(e) => return Ok(refuse(e.to_string())),
+    };
+    let mut edits = Edits::new();
+    put(&mut edits, POLICY_FILE, file);
+    put(
+        &mut edits,
+        ALLOWED_SIGNERS_FILE,
+        next.allowed_signers().into_bytes(),
+    );
+    put(
+        &mut edits,
+        REVOKED_KEYS_FILE,
+        next.revoked_keys().into_bytes(),
+    );
+    if let Some(r) = roots_file {
+        put(&mut edits, ROOTS_FILE, r.into_bytes());
+    }
+    Ok(Plan {
+        edits,
+        message: format!("trust: {summary} (policy version {})\n", next.version),
+        value: Ok(Changed {
+            version: next.version,
+            summary,
+        }),
+    })
+}
+
+fn revoked_summary(key: &PublicKey, who: Option<(Kind, Id)>) -> String {
+    match who {
+        Some((kind, name)) => format!("revoke {kind} {name}'s key {}", fingerprint(key)),
+        None => format!("revoke key {}", fingerprint(key)),
+    }
+}
+
+/// Read `path` at `reference` in the repository at `dir`.
+fn show(git: &Git, reference: &str, path: &str) -> Result<Option<Vec<u8>>, String> {
+    let spec = format!("{reference}:{path}");
+    let out = git
+        .run_with(&["cat-file", "blob", &spec], None, &[0, 128])
+        .map_err(|e| e.to_string())?;
+    Ok((out.code == 0).then_some(out.stdout))
+}
+
+/// The trust of a ref: its policy, accepted against roots (`--roots`, or the
+/// ref's own `.dgrid/roots`). For a pull request's check, the ref is the
+/// base branch: nothing the pull request changes is trusted.
+pub fn verifier_at(
+    dir: &Path,
+    reference: &str,
+    roots_file: Option<&Path>,
+    threshold: usize,
+    rules: &TaskRules,
+) -> Result<Verifier, String> {
+    let git = Git::new("git", dir, std::time::Duration::from_secs(120));
+    let policy_file = show(&git, reference, POLICY_FILE)?.ok_or_else(|| {
+        format!("{reference} has no {POLICY_FILE}: there is no policy to verify against")
+    })?;
+    let roots = match roots_file {
+        Some(p) => keys::read_public_list(p).map_err(|e| e.to_string())?,
+        None => {
+            let text = show(&git, reference, ROOTS_FILE)?
+                .ok_or_else(|| format!("{reference} has no {ROOTS_FILE}; pass --roots FILE"))?;
+            keys::parse_list(&String::from_utf8_lossy(&text))
+                .map_err(|(line, e)| format!("{reference}:{ROOTS_FILE}: line {line}: {e}"))?
+        }
+    };
+    let grid_id = serde_json::from_slice::<Value>(&policy_file)
+        .ok()
+        .and_then(|v| v["grid_id"].as_str().and_then(|g| Id::parse(g).ok()))
+        .ok_or_else(|| format!("{reference}:{POLICY_FILE}: has no valid `grid_id`"))?;
+    let mut v = Verifier::new(
+        Pinned {
+            grid_id,
+            roots,
+            threshold,
+        },
+        rules.clone(),
+    );
+    v.offer_policy(&policy_file)
+        .map_err(|e| format!("{reference}:{POLICY_FILE} {e}"))?;
+    Ok(v)
+}
+
+/// Check the signature of every valid task in `report` with `verifier`:
+/// what a worker in `enforce` mode would skip or fail is a finding. A
+/// changed `.dgrid/policy.json` in the checkout at `grid` must be one the
+/// verifier's holder would take (signed by the roots, a higher version).
+pub fn verify_report(
+    report: &mut Report,
+    verifier: &mut Verifier,
+    grid: Option<&Path>,
+    now: Timestamp,
+) {
+    let tasks = std::mem::take(&mut report.tasks);
+    for (path, id) in tasks {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let verdict = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let key = format!("file:{}", path.display());
+                verifier.verify_task(&key, &name, &bytes, now)
+            }
+            Err(e) => Verdict::Reject(TrustError::BadField {
+                field: "envelope",
+                reason: format!("cannot read: {e}"),
+            }),
+        };
+        match verdict {
+            Verdict::Trusted(_) => report.tasks.push((path, id)),
+            Verdict::Skip(e) | Verdict::Reject(e) => {
+                report.valid -= 1;
+                report.findings.push(Finding {
+                    path,
+                    field: Some("envelope"),
+                    reason: e.report(),
+                });
+            }
+        }
+    }
+    if let Some(grid) = grid {
+        let changed = grid.join(POLICY_FILE);
+        if let Ok(bytes) = std::fs::read(&changed) {
+            report.checked += 1;
+            match verifier.offer_policy(&bytes) {
+                Ok(_) => report.valid += 1,
+                Err(e) => report.findings.push(Finding {
+                    path: changed,
+                    field: Some("envelope"),
+                    reason: format!("untrusted policy ({}): {e}", e.code()),
+                }),
+            }
+        }
+    }
+}
+
+/// One result's standing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResultCheck {
+    pub path: String,
+    pub task_id: Option<String>,
+    /// The node whose signature makes it count, if it counts.
+    pub attested_by: Option<String>,
+    /// Why it does not count.
+    pub code: Option<&'static str>,
+    pub error: Option<String>,
+}
+
+/// Check results on the grid's branch: every file in `tasks/completed/` and
+/// `tasks/failed/`, or only `paths`. A result's claim commit must be in the
+/// branch's history (one `rev-list`, whatever the number of results) and
+/// hold its node's claim.
+pub fn verify_results(
+    repo: &GridRepo,
+    tip: &str,
+    verifier: &Verifier,
+    paths: &[String],
+    now: Timestamp,
+) -> Result<Vec<ResultCheck>, GitError> {
+    let paths: Vec<String> = if paths.is_empty() {
+        let mut all = Vec::new();
+        for dir in [layout::COMPLETED, layout::FAILED] {
+            for e in repo.list_dir(tip, dir)? {
+                let name = e.name_lossy();
+                if name != layout::KEEP_FILE {
+                    all.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+        all
+    } else {
+        paths.to_vec()
+    };
+    let blobs = repo.read_objects(
+        &paths
+            .iter()
+            .map(|p| format!("{tip}:{p}"))
+            .collect::<Vec<_>>(),
+        layout::MAX_RESULT_BYTES,
+    )?;
+    let history: HashSet<String> = repo
+        .git()
+        .run(&["rev-list", tip])?
+        .stdout_str()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // (claim commit, task id) each result names, unverified: only to know
+    // which claim file to read.
+    let named: Vec<Option<(String, String)>> = blobs
+        .iter()
+        .map(|b| {
+            let v: Value = serde_json::from_slice(b.data()?).ok()?;
+            let commit = v["claim_commit"].as_str()?.to_owned();
+            let task = v["task_id"].as_str()?.to_owned();
+            (history.contains(&commit) && Id::parse(&task).is_ok()).then_some((commit, task))
+        })
+        .collect();
+    let claim_specs: Vec<String> = named
+        .iter()
+        .flatten()
+        .map(|(c, t)| format!("{c}:{}/{t}.json", layout::IN_PROGRESS))
+        .collect();
+    let mut claims = repo
+        .read_objects(&claim_specs, TaskRules::default().max_file_bytes as u64)?
+        .into_iter()
+        .map(Blob::into_data);
+    let mut out = Vec::new();
+    for ((path, blob), named) in paths.into_iter().zip(blobs).zip(named) {
+        let claim = if named.is_some() {
+            claims.next().flatten()
+        } else {
+            None
+        };
+        let bytes = match blob {
+            Blob::Data(bytes) => bytes,
+            Blob::Missing => {
+                out.push(ResultCheck {
+                    path,
+                    task_id: None,
+                    attested_by: None,
+                    code: Some("missing"),
+                    error: Some(format!("is not on the branch at {tip}")),
+                });
+                continue;
+            }
+            unread => {
+                out.push(ResultCheck {
+                    path,
+                    task_id: None,
+                    attested_by: None,
+                    code: Some("unreadable"),
+                    error: unread.why_unread(),
+                });
+                continue;
+            }
+        };
+        let task_id = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["task_id"].as_str().map(str::to_owned));
+        let mut checked = verifier.verify_result(&bytes, claim.as_deref(), now);
+        // A claim commit that is not on the branch (made elsewhere, or
+        // invented) holds no claim, whatever it contains: say so.
+        if let (Err(TrustError::ClaimNotHeld(why)), None) = (&mut checked, &named) {
+            let commit = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["claim_commit"].as_str().map(str::to_owned));
+            if let Some(c) = commit.filter(|c| !history.contains(c)) {
+                *why = format!("commit {c} is not in the branch's history");
+            }
+        }
+        out.push(match checked {
+            Ok(a) => ResultCheck {
+                path,
+                task_id,
+                attested_by: Some(a.node.to_string()),
+                code: None,
+                error: None,
+            },
+            Err(e) => ResultCheck {
+                path,
+                task_id,
+                attested_by: None,
+                code: Some(e.code()),
+                error: Some(e.to_string()),
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// `submit --sign-with`: the task as made by `submit`, signed for `grid` by
+/// the key at `key_path`, valid for `expires_in` seconds from `now`; checked
+/// again as the queue entry it becomes.
+pub fn sign_task(
+    task: &crate::grid::Task,
+    key_path: &Path,
+    grid: &str,
+    expires_in: u64,
+    now: Timestamp,
+    rules: &TaskRules,
+) -> Result<crate::grid::Task, String> {
+    let grid = Id::parse(grid).map_err(|e| format!("--grid-id {grid:?}: {e}"))?;
+    let key = KeySigner::open(key_path).map_err(|e| e.to_string())?;
+    let expires = chrono::Duration::seconds(expires_in.min(crate::config::MAX_SECONDS) as i64);
+    let bytes = crate::trust::task::sign(task, &grid, now, now + expires, &key)
+        .map_err(|e| e.to_string())?;
+    let name = format!("{}.json", task.task_id);
+    crate::grid::Task::from_entry(&name, crate::grid::task::EntryKind::File, &bytes, rules)
+        .map_err(|e| format!("the signed task: {e}"))
+}
+
+/// Where `keygen` writes by default.
+pub fn default_key_path() -> PathBuf {
+    PathBuf::from("/etc/dgrid/node-key")
+}

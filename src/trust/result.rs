@@ -1,0 +1,342 @@
+//! Signed results.
+//!
+//! A node signs its result's fields plus `grid_id`, `task_digest` (the
+//! [`TaskDigest`] of the task it ran) and `claim_commit` (the commit that
+//! put its claim in `tasks/in_progress/`), with its own key, in the grid's
+//! result namespace. The file is those fields and the envelope:
+//!
+//! ```json
+//! {
+//!   "task_id": "t-42", "node_id": "n1", "exit_code": 0, "stdout": "hi\n", "stderr": "",
+//!   "timestamp": "…", "status": "completed", "attempt": 1, "truncated": false,
+//!   "grid_id": "g7",
+//!   "task_digest": "sha256:9f86d0…",
+//!   "claim_commit": "3b18e5…",
+//!   "envelope": {"payload_type": "application/vnd.dgrid.result.v1+json", "payload": "…", "signatures": ["…"]}
+//! }
+//! ```
+//!
+//! A result counts ("attested") only if the policy lists its signer as the
+//! node it names, and, for a task that ran, the claim commit holds that
+//! node's claim of that task, at that attempt, with that digest: a node
+//! cannot answer for a claim it never held, nor for another task.
+
+use serde_json::Value;
+use ssh_key::PublicKey;
+
+use super::envelope::{self, ENVELOPE_FIELD, Envelope};
+use super::error::TrustError;
+use super::policy::{Index, Kind, Lookup};
+use super::sig::{self, KeySigner, Role, SigError, SignError};
+use super::task::{TaskDigest, signer_for};
+use crate::grid::claim::{CLAIM_FIELD, Claim, pretty};
+use crate::grid::{Id, ResultStatus, TaskResult};
+
+/// Sign a result. `claim_commit` is none only for a task that was never
+/// claimed (an invalid queue entry moved to `failed/`).
+pub fn sign(
+    result: &TaskResult,
+    grid: &Id,
+    task_digest: &TaskDigest,
+    claim_commit: Option<&str>,
+    key: &KeySigner,
+) -> Result<Vec<u8>, SignError> {
+    let Value::Object(mut fields) = serde_json::to_value(result).expect("results serialise") else {
+        unreachable!("a struct serialises to an object")
+    };
+    fields.insert("grid_id".into(), grid.to_string().into());
+    fields.insert("task_digest".into(), task_digest.to_string().into());
+    if let Some(c) = claim_commit {
+        fields.insert("claim_commit".into(), c.into());
+    }
+    let payload = serde_json::to_vec(&Value::Object(fields.clone())).expect("JSON serialises");
+    let signature = key.sign(Role::Result, grid, &payload)?;
+    fields.insert(
+        ENVELOPE_FIELD.into(),
+        Envelope::new(Role::Result, &payload, vec![signature]).to_value(),
+    );
+    Ok(pretty(&Value::Object(fields)))
+}
+
+/// A result file, parsed and its signature checked against the key it
+/// names; who that key is comes in [`judge`].
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub result: TaskResult,
+    pub task_digest: String,
+    pub claim_commit: Option<String>,
+    pub signer: PublicKey,
+    pub signature: Result<(), SigError>,
+}
+
+fn text_field(
+    obj: &serde_json::Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, TrustError> {
+    match obj.get(field) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(TrustError::BadField {
+            field,
+            reason: "not a string".into(),
+        }),
+    }
+}
+
+pub fn open(bytes: &[u8], grid: &Id) -> Result<Opened, TrustError> {
+    let top = envelope::parse_object(bytes)?;
+    let env = Envelope::from_field(
+        top.get(ENVELOPE_FIELD).ok_or(TrustError::Unsigned)?,
+        Role::Result,
+    )?;
+    let armored = env.only_signature(Role::Result)?;
+    let payload = env.payload_bytes()?;
+    let signed = envelope::parse_object(&payload)?;
+    envelope::agree(&top, &signed, &[ENVELOPE_FIELD]).map_err(TrustError::Tampered)?;
+    match text_field(&signed, "grid_id")? {
+        Some(g) if g == grid.as_str() => {}
+        Some(g) => {
+            return Err(TrustError::OtherGrid {
+                found: g,
+                expected: grid.to_string(),
+            });
+        }
+        None => {
+            return Err(TrustError::BadField {
+                field: "grid_id",
+                reason: "it is missing".into(),
+            });
+        }
+    }
+    let task_digest = text_field(&signed, "task_digest")?.ok_or(TrustError::BadField {
+        field: "task_digest",
+        reason: "it is missing".into(),
+    })?;
+    let claim_commit = text_field(&signed, "claim_commit")?;
+    let result: TaskResult =
+        serde_json::from_value(Value::Object(signed)).map_err(|e| TrustError::BadField {
+            field: "result",
+            reason: e.to_string(),
+        })?;
+    let s = sig::parse(armored).map_err(TrustError::BadSignature)?;
+    Ok(Opened {
+        result,
+        task_digest,
+        claim_commit,
+        signer: sig::signer(&s),
+        signature: sig::verify(&s, Role::Result, grid, &payload),
+    })
+}
+
+/// A result that counts: its node, and the task and claim it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attested {
+    pub node: Id,
+    pub task_digest: String,
+    pub claim_commit: Option<String>,
+}
+
+/// Does the result count? `claim_file` is `tasks/in_progress/<task_id>.json`
+/// as it was in the result's `claim_commit` (none if that commit or file is
+/// not there); the caller reads it from git.
+pub fn judge(
+    opened: &Opened,
+    index: &Index,
+    now: crate::time::Timestamp,
+    claim_file: Option<&[u8]>,
+) -> Result<Attested, TrustError> {
+    if index.lookup(&opened.signer) == Lookup::Unknown {
+        return Err(TrustError::UnknownSigner {
+            fingerprint: super::keys::fingerprint(&opened.signer),
+        });
+    }
+    opened.signature.clone().map_err(TrustError::BadSignature)?;
+    let signer = signer_for(index, &opened.signer, Kind::Node, now)?;
+    let r = &opened.result;
+    if signer != r.node_id {
+        return Err(TrustError::WrongNode {
+            signer: signer.to_string(),
+            node_id: r.node_id.to_string(),
+        });
+    }
+    let ran = matches!(
+        r.status,
+        ResultStatus::Completed | ResultStatus::Failed | ResultStatus::Timeout
+    );
+    if ran {
+        let Some(commit) = &opened.claim_commit else {
+            return Err(TrustError::ClaimNotHeld(
+                "the result names no `claim_commit`".into(),
+            ));
+        };
+        let path = format!("{}/{}.json", crate::grid::layout::IN_PROGRESS, r.task_id);
+        let file = claim_file
+            .ok_or_else(|| TrustError::ClaimNotHeld(format!("commit {commit} has no {path}")))?;
+        let claim = serde_json::from_slice::<Value>(file)
+            .ok()
+            .and_then(|mut v| v.get_mut(CLAIM_FIELD).map(Value::take))
+            .and_then(|c| serde_json::from_value::<Claim>(c).ok())
+            .ok_or_else(|| {
+                TrustError::ClaimNotHeld(format!("{path} in commit {commit} has no claim block"))
+            })?;
+        if claim.node_id != r.node_id || claim.attempt != r.attempt {
+            return Err(TrustError::ClaimNotHeld(format!(
+                "{path} in commit {commit} is claimed by {} at attempt {}, not by {} at attempt {}",
+                claim.node_id, claim.attempt, r.node_id, r.attempt
+            )));
+        }
+        if TaskDigest::of_file(file).map(|d| d.0) != Some(opened.task_digest.clone()) {
+            return Err(TrustError::ClaimNotHeld(format!(
+                "{path} in commit {commit} is another task than {}",
+                opened.task_digest
+            )));
+        }
+    }
+    Ok(Attested {
+        node: signer,
+        task_digest: opened.task_digest.clone(),
+        claim_commit: opened.claim_commit.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::claim::ClaimedTask;
+    use crate::grid::{Task, TaskRules};
+    use crate::trust::policy::tests::{at, id, signer};
+    use crate::trust::policy::{Policy, Window};
+
+    const NOW: &str = "2026-03-01T12:00:00Z";
+
+    struct Fixture {
+        n1: KeySigner,
+        n2: KeySigner,
+        index: Index,
+        claim_file: Vec<u8>,
+        digest: TaskDigest,
+    }
+
+    fn fixture() -> Fixture {
+        let (n1, n2) = (signer(), signer());
+        let mut p = Policy::new(id("g7"), at("2026-01-01T00:00:00Z"));
+        p.add(Kind::Node, id("n1"), n1.public_key(), Window::default())
+            .unwrap();
+        p.add(Kind::Node, id("n2"), n2.public_key(), Window::default())
+            .unwrap();
+        let task = Task::parse(
+            br#"{"task_id":"t1","script":"echo hi","timeout_seconds":30}"#,
+            &TaskRules::default(),
+        )
+        .unwrap();
+        let claim_file =
+            ClaimedTask::new(task, &id("n1"), at(NOW), chrono::Duration::seconds(60)).to_bytes();
+        Fixture {
+            n1,
+            n2,
+            index: p.index().unwrap(),
+            digest: TaskDigest::of_file(&claim_file).unwrap(),
+            claim_file,
+        }
+    }
+
+    fn result(node: &str) -> TaskResult {
+        TaskResult {
+            task_id: "t1".into(),
+            node_id: id(node),
+            exit_code: Some(0),
+            stdout: "hi\n".into(),
+            stderr: String::new(),
+            timestamp: NOW.into(),
+            status: ResultStatus::Completed,
+            started_at: None,
+            duration_ms: Some(5),
+            attempt: 1,
+            truncated: false,
+            error: None,
+        }
+    }
+
+    fn check(f: &Fixture, bytes: &[u8], claim: Option<&[u8]>) -> Result<Attested, TrustError> {
+        judge(&open(bytes, &id("g7"))?, &f.index, at(NOW), claim)
+    }
+
+    #[test]
+    fn a_result_signed_by_the_claiming_node_is_attested() {
+        let f = fixture();
+        let bytes = sign(&result("n1"), &id("g7"), &f.digest, Some("c0ffee"), &f.n1).unwrap();
+        let a = check(&f, &bytes, Some(&f.claim_file)).unwrap();
+        assert_eq!(a.node.as_str(), "n1");
+        assert_eq!(a.claim_commit.as_deref(), Some("c0ffee"));
+        // The file still reads as a plain result.
+        let plain: TaskResult = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(plain, result("n1"));
+    }
+
+    #[test]
+    fn attack_forged_result_is_not_attested() {
+        let f = fixture();
+        // Another node's key, in n1's name.
+        let bytes = sign(&result("n1"), &id("g7"), &f.digest, Some("c0"), &f.n2).unwrap();
+        let e = check(&f, &bytes, Some(&f.claim_file)).unwrap_err();
+        assert_eq!(
+            e,
+            TrustError::WrongNode {
+                signer: "n2".into(),
+                node_id: "n1".into()
+            }
+        );
+        // A key the policy does not know.
+        let bytes = sign(&result("n1"), &id("g7"), &f.digest, Some("c0"), &signer()).unwrap();
+        assert_eq!(
+            check(&f, &bytes, Some(&f.claim_file)).unwrap_err().code(),
+            "unknown-signer"
+        );
+        // n1's own result with its output changed.
+        let good = sign(&result("n1"), &id("g7"), &f.digest, Some("c0"), &f.n1).unwrap();
+        let mut v: Value = serde_json::from_slice(&good).unwrap();
+        v["stdout"] = "all good\n".into();
+        let e = check(&f, &serde_json::to_vec(&v).unwrap(), Some(&f.claim_file)).unwrap_err();
+        assert_eq!(e.code(), "tampered");
+        // ... and with the payload changed to match: the signature breaks.
+        let env = Envelope::from_field(&v["envelope"], Role::Result).unwrap();
+        let p = String::from_utf8(env.payload_bytes().unwrap())
+            .unwrap()
+            .replace("hi\\n", "all good\\n");
+        v["envelope"]["payload"] = Envelope::new(Role::Result, p.as_bytes(), vec![])
+            .payload
+            .into();
+        let e = check(&f, &serde_json::to_vec(&v).unwrap(), Some(&f.claim_file)).unwrap_err();
+        assert_eq!(e.code(), "bad-signature", "{e}");
+    }
+
+    #[test]
+    fn attack_result_for_a_claim_the_node_never_held() {
+        let f = fixture();
+        // n2 signs its own result for the task n1 holds.
+        let bytes = sign(&result("n2"), &id("g7"), &f.digest, Some("c0"), &f.n2).unwrap();
+        let e = check(&f, &bytes, Some(&f.claim_file)).unwrap_err();
+        assert_eq!(e.code(), "claim-not-held");
+        assert!(
+            e.to_string()
+                .contains("claimed by n1 at attempt 1, not by n2"),
+            "{e}"
+        );
+        // No claim in the named commit, or none named.
+        let bytes = sign(&result("n1"), &id("g7"), &f.digest, Some("c0"), &f.n1).unwrap();
+        assert_eq!(
+            check(&f, &bytes, None).unwrap_err().code(),
+            "claim-not-held"
+        );
+        let bytes = sign(&result("n1"), &id("g7"), &f.digest, None, &f.n1).unwrap();
+        assert_eq!(
+            check(&f, &bytes, Some(&f.claim_file)).unwrap_err().code(),
+            "claim-not-held"
+        );
+        // The claim of another task.
+        let other = TaskDigest::of_bytes(b"another task");
+        let bytes = sign(&result("n1"), &id("g7"), &other, Some("c0"), &f.n1).unwrap();
+        let e = check(&f, &bytes, Some(&f.claim_file)).unwrap_err();
+        assert!(e.to_string().contains("is another task"), "{e}");
+    }
+}

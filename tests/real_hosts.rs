@@ -68,7 +68,7 @@ fn line<'a>(text: &'a str, what: &str) -> &'a str {
 }
 
 fn result_name(node: &str, task: &str) -> String {
-    format!("{node}-{task}.json")
+    format!("{node}@{task}.json")
 }
 
 #[test]

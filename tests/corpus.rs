@@ -163,7 +163,7 @@ fn hostile_entries_in_in_progress_are_reaped_with_a_reason() {
 
 /// A task id submitted again after it already has a result: the worker runs
 /// it and keeps both results, the second under a time-suffixed name, so that
-/// no result is ever overwritten (DESIGN.md: results are never lost).
+/// no result is ever overwritten (PROTOCOL.md: results are exactly once).
 #[test]
 fn a_resubmitted_id_runs_again_and_keeps_the_first_result() {
     let grid = Grid::new();

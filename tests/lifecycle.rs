@@ -348,3 +348,111 @@ fn a_burst_of_long_tasks_is_shared_among_idle_nodes() {
     }
     assert_eq!(grid.json_files("tasks/completed").len(), 3);
 }
+
+/// Workers idle and registered; returns them with the grid.
+fn idle_fleet(grid: &Grid, nodes: &[&str]) -> Vec<WorkerProc> {
+    let workers: Vec<WorkerProc> = nodes
+        .iter()
+        .map(|n| {
+            let mut spec = WorkerSpec::new(grid, n);
+            spec.drain = false;
+            spawn_worker(grid, &spec)
+        })
+        .collect();
+    wait_until("every registration", Duration::from_secs(60), || {
+        grid.files("nodes").len() == nodes.len()
+    });
+    workers
+}
+
+/// Stop at once (two signals): running tasks go back to the queue.
+fn stop_now(workers: &mut [WorkerProc]) {
+    for w in workers.iter() {
+        w.signal(Signal::SIGTERM);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for w in workers.iter() {
+        w.signal(Signal::SIGTERM);
+    }
+    for w in workers.iter_mut() {
+        assert!(
+            w.wait_exit(Duration::from_secs(60)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+}
+
+fn claims_by_node(grid: &Grid) -> std::collections::BTreeMap<String, usize> {
+    let mut by = std::collections::BTreeMap::new();
+    for c in grid.json_files("tasks/in_progress").values() {
+        *by.entry(c["claim"]["node_id"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    by
+}
+
+#[test]
+fn a_backlog_is_spread_over_all_idle_nodes() {
+    let grid = Grid::new();
+    let nodes = ["spread-a", "spread-b", "spread-c", "spread-d"];
+    let mut workers = idle_fleet(&grid, &nodes);
+    // Sixteen long tasks at once: each node's fair share is four, whoever
+    // sees the backlog first, and however late another comes to it.
+    let tasks: Vec<(String, String, u64)> = (0..16)
+        .map(|i| (format!("long-{i:02}"), "sleep 60".into(), 120))
+        .collect();
+    grid.submit(&tasks);
+    wait_until("all sixteen claimed", Duration::from_secs(120), || {
+        grid.files("tasks/in_progress").len() == 16
+    });
+    let by = claims_by_node(&grid);
+    assert_eq!(by.len(), 4, "every node took some: {by:?}");
+    assert!(by.values().all(|n| *n == 4), "four each: {by:?}");
+    stop_now(&mut workers);
+    assert_eq!(grid.files("tasks/queue").len(), 16, "all went back");
+}
+
+#[test]
+fn long_tasks_after_short_ones_are_not_hoarded() {
+    let grid = Grid::new();
+    let nodes = ["swift-a", "swift-b", "swift-c"];
+    let mut workers = idle_fleet(&grid, &nodes);
+    // Short tasks: the nodes measure them in milliseconds and hold dozens
+    // of such ahead while the queue is deep.
+    let short: Vec<(String, String, u64)> = (0..400)
+        .map(|i| (format!("short-{i:03}"), "true".into(), 30))
+        .collect();
+    grid.submit(&short);
+    wait_until(
+        "the short tasks under way",
+        Duration::from_secs(120),
+        || grid.files("tasks/completed").len() >= 40,
+    );
+    // Long ones arrive among them: the batch that takes one must not keep
+    // the others behind it while another node sits idle.
+    let long: Vec<(String, String, u64)> = (0..6)
+        .map(|i| (format!("slow-{i}"), "sleep 60".into(), 120))
+        .collect();
+    grid.submit(&long);
+    let holders = || -> std::collections::BTreeSet<String> {
+        grid.json_files("tasks/in_progress")
+            .values()
+            .filter(|c| c["task_id"].as_str().unwrap().starts_with("slow-"))
+            .map(|c| c["claim"]["node_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    wait_until(
+        "every node holding a long task",
+        Duration::from_secs(60),
+        || holders().len() == 3,
+    );
+    assert!(
+        !grid
+            .files("tasks/completed")
+            .keys()
+            .any(|k| k.contains("slow-")),
+        "spread while the first long tasks still ran"
+    );
+    stop_now(&mut workers);
+}

@@ -251,7 +251,7 @@ proptest! {
         prop_assert_eq!(deadline, ts(now) + chrono::Duration::seconds(task.timeout_seconds as i64 + grace));
         let back = ClaimedTask::parse(&format!("{id}.json"), &c.to_bytes(), &rules).unwrap();
         prop_assert_eq!(&back, &c);
-        // Two nodes' claims are never the same patch (DESIGN.md 2).
+        // Two nodes' claims are never the same patch (PROTOCOL.md, The transaction).
         if other != node_id {
             let c2 = ClaimedTask::new(task, &Id::parse(&other).unwrap(), ts(now), chrono::Duration::seconds(grace));
             prop_assert_ne!(c2.to_bytes(), c.to_bytes());
@@ -459,6 +459,9 @@ mod claim_choice {
                 queue_empty_at: None,
                 share_up_to: 0,
                 slots: 1,
+                holding: 0,
+                start_soon: usize::MAX,
+                records: &Default::default(),
                 survey: false,
                 defer_results: false,
             };

@@ -1,4 +1,4 @@
-//! DESIGN.md section 2 under contention: four worker processes drain one
+//! The transaction (PROTOCOL.md section 3) under contention: four worker processes drain one
 //! grid. Every task must end with exactly one result and run exactly once,
 //! over a local path remote and over `git daemon` on 127.0.0.1.
 

@@ -1,4 +1,4 @@
-//! The worker's private clone is shallow (issue 6, target 3): it holds the
+//! The worker's private clone is shallow (BENCHMARKS.md, Growth): it holds the
 //! tip it first fetched and what came after, never the grid's history.
 //! Real bare repositories, real pushes, over a path remote with git's
 //! default configuration and over `git daemon`.

@@ -143,6 +143,9 @@ pub fn growth_run(grid: &Grid, claims: usize, queued: usize) -> GrowthRun {
                 queue_empty_at: None,
                 share_up_to: 0,
                 slots: 1,
+                holding: 0,
+                start_soon: usize::MAX,
+                records: &Default::default(),
                 survey: false,
                 defer_results: false,
             };

@@ -104,7 +104,10 @@ fn drain(shape: &Shape) -> Run {
                 let mut spec = bench_spec(&grid, &format!("w{i:02}"));
                 spec.drain = false;
                 spec.env.retain(|(k, _)| k != "LOG_LEVEL");
-                spec.env.push(("LOG_LEVEL".into(), "info".into()));
+                // info: the lines the tail is read from; SCALEOUT_LOG=debug
+                // shows every round of every sync.
+                let level = std::env::var("SCALEOUT_LOG").unwrap_or_else(|_| "info".into());
+                spec.env.push(("LOG_LEVEL".into(), level));
                 spec.env
                     .push(("PULL_INTERVAL".into(), shape.pull_interval.to_string()));
                 if let Some(p) = &proxy {
@@ -154,6 +157,11 @@ fn drain(shape: &Shape) -> Run {
         "every task done, once"
     );
     let logs: Vec<Vec<Event>> = procs.iter().map(|p| events(&p.log_text())).collect();
+    if std::env::var_os("SCALEOUT_KEEP").is_some() {
+        eprintln!("    kept: {}", grid.root.path().display());
+        std::mem::forget(procs);
+        std::mem::forget(grid);
+    }
     let t0 = secs(pushed_at);
     Run {
         seconds,

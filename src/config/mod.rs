@@ -526,7 +526,8 @@ fn parse_file(text: &str, path: &Path) -> Result<File, ConfigError> {
     Ok(file)
 }
 
-/// The status page is on by default, on loopback only (DESIGN.md 4).
+/// The status page is on by default, on loopback only: it says what the
+/// node runs, which is nobody else's business.
 pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:8000";
 
 /// `host:port`, or `""`/`off` for no status page.

@@ -148,7 +148,8 @@ impl GridRepo {
             ("remote.origin.url", url),
             ("remote.origin.fetch", fetch_spec.as_str()),
             // Housekeeping runs on the worker's schedule, never inside a claim
-            // (an automatic gc mid-claim costs 150-200 ms, DESIGN.md 7).
+            // (an automatic gc mid-claim costs 150-200 ms, measured on a grid of
+            // 50,000 results; DEVELOPING.md, What we measured).
             ("gc.auto", "0"),
             ("maintenance.auto", "false"),
             ("fetch.writeCommitGraph", "false"),
@@ -299,6 +300,33 @@ impl GridRepo {
             args: "ls-tree".into(),
             what,
         })
+    }
+
+    /// The entries of several directories of `commit` (none inside another),
+    /// in the order given, with one `ls-tree`: a claim lists the queue, the claims and the nodes
+    /// in every round, and each git process costs a round a few ms more in
+    /// which another node's push can land first.
+    pub fn list_dirs(&self, commit: &str, paths: &[&str]) -> Result<Vec<Vec<TreeEntry>>, GitError> {
+        let prefixes: Vec<String> = paths.iter().map(|p| format!("{p}/")).collect();
+        let mut args = vec!["ls-tree", "-z", "--full-tree", commit, "--"];
+        args.extend(prefixes.iter().map(String::as_str));
+        let out = self.git.run(&args)?;
+        let all = parse_ls_tree(&out.stdout, b"").map_err(|what| GitError::Unexpected {
+            args: "ls-tree".into(),
+            what,
+        })?;
+        let mut dirs: Vec<Vec<TreeEntry>> = vec![Vec::new(); paths.len()];
+        for mut e in all {
+            let Some(i) = prefixes
+                .iter()
+                .position(|p| e.name.starts_with(p.as_bytes()))
+            else {
+                continue;
+            };
+            e.name.drain(..prefixes[i].len());
+            dirs[i].push(e);
+        }
+        Ok(dirs)
     }
 
     /// The entries of one tree object.
@@ -558,7 +586,8 @@ impl GridRepo {
     /// Housekeeping, off the claim path: cut the clone back to the tip
     /// (`fetch --depth=1`) and drop everything else (`gc --prune=now`), so
     /// that its size stays that of one tip, however long the worker runs,
-    /// and the one pack per fetch does not pile up (DESIGN.md 7). A full
+    /// and the one pack per fetch does not pile up (a blobless clone with
+    /// maintenance off went from 66 to 116 ms a claim over 600 claims). A full
     /// clone made by an older version becomes shallow here too.
     ///
     /// The caller must make sure no push is uncertain: the uncertain
@@ -732,6 +761,44 @@ fn parse_cat_file_batch(out: &[u8], expected: usize) -> Result<Vec<Option<Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_directories_are_listed_in_one_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(dir.path())
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@t")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@t")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{:?}", out);
+        };
+        run(&["init", "-q", "-b", "main"]);
+        for f in ["a/x", "a/y", "a/b/z", "c/w", "d/v"] {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, f).unwrap();
+        }
+        run(&["add", "-A"]);
+        run(&["commit", "-q", "-m", "x"]);
+        let git = Git::new(
+            "git",
+            dir.path().join(".git"),
+            std::time::Duration::from_secs(30),
+        );
+        let repo = GridRepo::read_only(git, "main");
+        let names =
+            |v: &Vec<TreeEntry>| -> Vec<String> { v.iter().map(TreeEntry::name_lossy).collect() };
+        let dirs = repo.list_dirs("HEAD", &["a", "c", "e"]).unwrap();
+        assert_eq!(names(&dirs[0]), ["b", "x", "y"], "direct entries only");
+        assert_eq!(dirs[0][0].mode, EntryMode::Tree);
+        assert_eq!(names(&dirs[1]), ["w"]);
+        assert!(dirs[2].is_empty(), "a directory that is not there");
+    }
 
     #[test]
     fn push_porcelain_lines() {

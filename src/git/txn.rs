@@ -1,4 +1,4 @@
-//! The transaction loop of DESIGN.md section 2.
+//! The transaction loop (PROTOCOL.md, The transaction).
 //!
 //! A round: fetch `origin/main`, let the caller plan its change against that
 //! fresh tip (checking its preconditions there), build the commit on top of
@@ -14,6 +14,8 @@
 //! results from `main` to `archive` this way). [`run`] is that loop over
 //! the grid's one branch.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::command::GitError;
@@ -35,6 +37,10 @@ pub struct TxnPolicy {
     /// waiting out others that just started.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Give up between rounds once this is set: the caller has something
+    /// more urgent than this change (a worker whose task ended, with the
+    /// next one claimed and waiting to start), and will try again after.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Default for TxnPolicy {
@@ -43,7 +49,34 @@ impl Default for TxnPolicy {
             max_rounds: 20,
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_secs(2),
+            interrupt: None,
         }
+    }
+}
+
+impl TxnPolicy {
+    /// For a change that can wait (results of a node that is still busy):
+    /// one more round after a lost one, then leave the ref to the writers
+    /// who cannot wait (a node claiming its first work), and try later.
+    pub fn yielding() -> Self {
+        TxnPolicy {
+            max_rounds: 2,
+            ..TxnPolicy::default()
+        }
+    }
+
+    /// Give up between rounds once `flag` is set.
+    pub fn interruptible(self, flag: Arc<AtomicBool>) -> Self {
+        TxnPolicy {
+            interrupt: Some(flag),
+            ..self
+        }
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
     }
 }
 
@@ -100,6 +133,10 @@ pub enum TxnError {
     /// looks like this too: `last` shows git's words, so the log can tell.
     #[error("gave up after {rounds} rounds lost to other writers (last: {last})")]
     Contended { rounds: u32, last: String },
+    /// Given up between rounds because the caller asked (see
+    /// [`TxnPolicy::interrupt`]): nothing was changed, nothing is wrong.
+    #[error("interrupted after {rounds} rounds lost to other writers")]
+    Interrupted { rounds: u32 },
 }
 
 impl TxnError {
@@ -107,7 +144,7 @@ impl TxnError {
     pub fn remote_failure(&self) -> Option<super::RemoteFailure> {
         match self {
             TxnError::Git(e) => e.remote_failure(),
-            TxnError::Contended { .. } => None,
+            TxnError::Contended { .. } | TxnError::Interrupted { .. } => None,
         }
     }
 
@@ -365,12 +402,30 @@ pub fn run_branches<T>(
                 tracing::warn!(error = %push_err, "push failed; retrying from the new tip");
             }
         }
-        std::thread::sleep(backoff(policy, round, round_started.elapsed()));
+        if !pause(policy, backoff(policy, round, round_started.elapsed())) {
+            return Err(TxnError::Interrupted { rounds: rejections });
+        }
     }
     Err(TxnError::Contended {
         rounds: policy.max_rounds,
         last: last_rejection,
     })
+}
+
+/// Sleep `d`, in short steps if the caller may interrupt: false if it did.
+fn pause(policy: &TxnPolicy, d: Duration) -> bool {
+    const STEP: Duration = Duration::from_millis(20);
+    let until = std::time::Instant::now() + d;
+    loop {
+        if policy.interrupted() {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        if now >= until {
+            return true;
+        }
+        std::thread::sleep((until - now).min(STEP));
+    }
 }
 
 /// Is every commit contained in its branch's tip?
@@ -404,6 +459,17 @@ fn backoff(policy: &TxnPolicy, round: u32, round_took: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pause_ends_early_when_interrupted() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let p = TxnPolicy::default().interruptible(flag.clone());
+        assert!(pause(&p, Duration::from_millis(30)));
+        flag.store(true, Ordering::SeqCst);
+        let t = std::time::Instant::now();
+        assert!(!pause(&p, Duration::from_secs(10)));
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
 
     #[test]
     fn backoff_is_measured_in_rounds_and_capped() {

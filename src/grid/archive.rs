@@ -4,7 +4,7 @@
 //! Results move to the same path on the archive (`tasks/completed/x.json`
 //! stays `tasks/completed/x.json`), so a lookup is "main, else archive, same
 //! path". Keeping `main`'s result directories small is what keeps a push's
-//! cost flat as a grid ages (DESIGN.md 7): the server walks the whole tree
+//! cost flat as a grid ages (BENCHMARKS.md, Growth): the server walks the whole tree
 //! of every commit pushed to it.
 
 use std::collections::{BTreeMap, BTreeSet};

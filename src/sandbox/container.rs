@@ -95,7 +95,7 @@ impl EngineFlavor {
 
 /// The `run` arguments for one job (everything after the binary name).
 ///
-/// Beyond the flags DESIGN.md lists: `--pull=never`, because there is no
+/// Beyond the sandbox flags in README (The sandbox): `--pull=never`, because there is no
 /// registry and an engine that tries one turns a missing image into a long
 /// network wait; `--log-driver=none`, because the output is streamed through
 /// the attached CLI and capped there, and docker's default json-file driver

@@ -70,6 +70,17 @@ impl Pace {
         }
     }
 
+    /// [`Pace::ahead`], knowing that a task running now has run for
+    /// `longest_running` already: a task far longer than the average says
+    /// the tasks have changed (short ones measured, long ones arrived), and
+    /// what is held ahead shrinks now, not when it ends.
+    pub fn ahead_now(&self, longest_running: Duration, concurrency: u32, max: u32) -> usize {
+        match self.task {
+            Some(task) => self.ahead_if(task.max(longest_running.as_secs_f64()), concurrency, max),
+            None => 0,
+        }
+    }
+
     /// What [`Pace::ahead`] would say if tasks took `task` seconds.
     fn ahead_if(&self, task: f64, concurrency: u32, max: u32) -> usize {
         let Some(sync) = self.sync else { return 0 };
@@ -86,7 +97,8 @@ impl Pace {
     /// `within`, with `slots` slots of which those running have run for
     /// `running_for`. A running task is expected to end when the measured
     /// average says, or, once it has run longer than that (or nothing is
-    /// measured), to run as long again: task lengths are heavy-tailed.
+    /// measured), to run as long again: task lengths are heavy-tailed; and
+    /// the tasks after it are taken to be as long as the longer of the two.
     pub fn startable_within(
         &self,
         within: Duration,
@@ -94,7 +106,12 @@ impl Pace {
         running_for: &[Duration],
     ) -> usize {
         let within = within.as_secs_f64();
-        let task = self.task.map(|t| t.max(SHORTEST_TASK.as_secs_f64()));
+        // A running task longer than the average says the tasks got longer:
+        // those that follow are taken to be as long.
+        let longest = running_for.iter().max().map_or(0.0, Duration::as_secs_f64);
+        let task = self
+            .task
+            .map(|t| t.max(SHORTEST_TASK.as_secs_f64()).max(longest));
         let free = (slots as usize).saturating_sub(running_for.len());
         let ends = running_for
             .iter()
@@ -132,6 +149,14 @@ pub fn fair_share(queue_len: usize, mine: u32, others_free: u32) -> usize {
     (queue_len as u128 * mine).div_ceil(all) as usize
 }
 
+/// How many more to claim for a node that holds `holding` tasks, when the
+/// grid holds `work` tasks not done (queued, or claimed by anyone and not
+/// finished): its fair share of all of it ([`fair_share`]), less what it
+/// holds. Nodes that come late to a backlog get as much as the first.
+pub fn share_to_claim(work: usize, holding: usize, mine: u32, others: u32) -> usize {
+    fair_share(work, mine, others).saturating_sub(holding)
+}
+
 /// How many of its `waiting` claims a node hands back when `idle_slots` of
 /// its peers' slots sit idle and `queued` tasks are left in the queue.
 /// Idle peers take from the queue first: only when it cannot fill their
@@ -155,14 +180,23 @@ pub fn give_back(
 
 /// Results wait at most this many syncs' time (or [`MAX_RESULT_DELAY`], if
 /// longer) for a claim to ride with: where each push takes long (a far git
-/// host, or many nodes on one ref) the ref has fewer pushes to spare.
+/// host) the ref has fewer pushes to spare.
 pub const RESULT_DELAY_SYNCS: f64 = 8.0;
 
 impl Pace {
-    /// How long a result may wait in the outbox for a claim to ride with.
-    pub fn result_delay(&self) -> Duration {
-        let by_sync = Duration::from_secs_f64(self.sync.unwrap_or(0.0) * RESULT_DELAY_SYNCS);
-        by_sync.clamp(MAX_RESULT_DELAY, 10 * MAX_RESULT_DELAY)
+    /// How long a result may wait in the outbox for a claim to ride with,
+    /// when `nodes` nodes share the ref: at least [`MAX_RESULT_DELAY`], at
+    /// least [`RESULT_DELAY_SYNCS`] syncs, and long enough that the nodes'
+    /// result pushes together take at most half of the ref (a sync's time
+    /// each, measured with the rounds it lost), so that nodes waiting for
+    /// their first claim can still get theirs in. At most ten times the
+    /// least.
+    pub fn result_delay(&self, nodes: usize) -> Duration {
+        let sync = self.sync.unwrap_or(0.0);
+        let by_sync = sync * RESULT_DELAY_SYNCS;
+        let by_share = sync * 2.0 * nodes as f64;
+        Duration::from_secs_f64(by_sync.max(by_share))
+            .clamp(MAX_RESULT_DELAY, 10 * MAX_RESULT_DELAY)
     }
 }
 
@@ -243,6 +277,21 @@ mod tests {
     }
 
     #[test]
+    fn a_long_running_task_shrinks_what_is_held_ahead_now() {
+        let mut p = Pace::default();
+        p.sync_took(ms(100));
+        p.task_took(ms(2));
+        assert_eq!(p.ahead_now(Duration::ZERO, 1, 128), 128, "short tasks");
+        assert_eq!(p.ahead_now(ms(2), 1, 128), 128);
+        assert_eq!(
+            p.ahead_now(Duration::from_secs(2), 1, 128),
+            1,
+            "a long one runs"
+        );
+        assert_eq!(Pace::default().ahead_now(ms(5), 1, 128), 0, "nothing timed");
+    }
+
+    #[test]
     fn one_slow_sample_moves_the_estimate_a_quarter() {
         let mut p = Pace::default();
         p.sync_took(ms(100));
@@ -267,6 +316,17 @@ mod tests {
             fair_share(usize::MAX / 2, u32::MAX, u32::MAX),
             usize::MAX / 4 + 1
         );
+    }
+
+    #[test]
+    fn a_share_counts_what_is_claimed_and_what_the_node_holds() {
+        // 128 tasks, 16 nodes: the first takes 8, and so does the tenth,
+        // though 72 are claimed by then.
+        assert_eq!(share_to_claim(128, 0, 1, 15), 8);
+        assert_eq!(share_to_claim(56 + 72, 0, 1, 15), 8);
+        assert_eq!(share_to_claim(128, 8, 1, 15), 0, "it has its share");
+        assert_eq!(share_to_claim(128, 9, 1, 15), 0);
+        assert_eq!(share_to_claim(40, 2, 1, 3), 8);
     }
 
     #[test]
@@ -301,6 +361,11 @@ mod tests {
         assert_eq!(p.startable_within(s(0.5), 1, &[s(0.7)]), 1, "ends in 0.3 s");
         assert_eq!(p.startable_within(s(2.5), 1, &[s(0.7)]), 3, "then two more");
         assert_eq!(
+            p.startable_within(s(2.5), 1, &[s(1.2)]),
+            2,
+            "a task longer than the average: it runs as long again, the next one as long"
+        );
+        assert_eq!(
             p.startable_within(s(0.5), 1, &[s(3.0)]),
             0,
             "a long one runs on"
@@ -311,6 +376,11 @@ mod tests {
             quick.startable_within(s(0.5), 1, &[Duration::ZERO]),
             500,
             "short tasks: many"
+        );
+        assert_eq!(
+            quick.startable_within(s(1.0), 1, &[s(0.4)]),
+            2,
+            "short tasks measured, a long one running: few"
         );
     }
 
@@ -375,11 +445,14 @@ mod tests {
             "others may wait for what goes back"
         );
         let mut p = Pace::default();
-        assert_eq!(p.result_delay(), MAX_RESULT_DELAY);
+        assert_eq!(p.result_delay(1), MAX_RESULT_DELAY);
+        p.sync_took(ms(100));
+        assert_eq!(p.result_delay(1), MAX_RESULT_DELAY, "a local grid");
+        assert_eq!(p.result_delay(16), ms(3200), "sixteen nodes share the ref");
         p.sync_took(ms(1000));
-        assert_eq!(p.result_delay(), Duration::from_secs(8), "a far host");
+        assert!(p.result_delay(1) >= Duration::from_secs(2), "a far host");
         p.sync_took(ms(60_000));
-        assert!(p.result_delay() <= 10 * MAX_RESULT_DELAY);
+        assert!(p.result_delay(16) <= 10 * MAX_RESULT_DELAY);
     }
 
     proptest::proptest! {

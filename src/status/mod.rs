@@ -1,5 +1,5 @@
 //! The worker's local status page: what the main loop last published,
-//! served by a small HTTP server on its own thread (DESIGN.md 4: the core is
+//! served by a small HTTP server on its own thread (the core is
 //! synchronous; tokio serves only this page).
 //!
 //! The loop never waits on the server: it publishes into a [`Board`] under a

@@ -446,7 +446,7 @@ pub fn append_line(path: &Path, line: &str) {
 /// The image the container tests run (built by scripts/build-test-image).
 pub const TEST_IMAGE: &str = "localhost/dgrid-busybox:latest";
 
-/// podman as root on these hosts needs runc and sane ulimits (DESIGN.md 6):
+/// podman as root on these hosts needs runc and sane ulimits (DEVELOPING.md, This machine's traps):
 /// the containers.conf the demo uses.
 pub fn containers_conf() -> PathBuf {
     PathBuf::from(concat!(

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::{Draft, KEEP, SyncRequest};
-use crate::git::repo::{Blob, EntryMode, GridRepo, TreeEntry};
+use crate::git::repo::{Blob, EntryMode, GridRepo, Oid, TreeEntry};
 use crate::git::{Edit, GitError};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::task::EntryKind;
@@ -40,21 +40,24 @@ pub(super) fn claim(
     if !claiming && !req.survey {
         return Ok(());
     }
-    let mut queue: Vec<TreeEntry> = repo
-        .list_dir(d.tip, layout::QUEUE)?
-        .into_iter()
-        .filter(|e| e.name != KEEP)
-        .filter(|e| {
-            let id = layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok());
-            !id.is_some_and(|id| touched.contains(&id))
-        })
-        .collect();
+    // The queue, the claims and the nodes, in one listing.
+    let not_touched = |e: &TreeEntry| {
+        let id = layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok());
+        e.name != KEEP && !id.is_some_and(|id| touched.contains(&id))
+    };
+    let [queue, in_progress, nodes]: [Vec<TreeEntry>; 3] = repo
+        .list_dirs(d.tip, &[layout::QUEUE, layout::IN_PROGRESS, layout::NODES])?
+        .try_into()
+        .expect("three directories asked, three listed");
+    let mut queue: Vec<TreeEntry> = queue.into_iter().filter(|e| not_touched(e)).collect();
+    let claimed = in_progress.iter().filter(|e| not_touched(e)).count();
     let peers = if queue.is_empty() && !req.survey {
         Peers::default()
     } else {
-        peers(repo, d.tip, req)?
+        peers(repo, nodes, req)?
     };
     d.report.idle_peer_slots = peers.idle_slots;
+    d.report.live_peer_slots = peers.live_slots;
     if !claiming {
         d.report.queue_left = queue.len();
         return Ok(());
@@ -63,9 +66,26 @@ pub(super) fn claim(
     // contention is on the ref, which the transaction's backoff handles.
     fastrand::shuffle(&mut queue);
     let want = if req.share_up_to > 0 {
-        let share = pace::fair_share(queue.len(), req.slots, peers.live_slots);
+        // The work in the grid is what is queued and what is claimed but
+        // not done (running, or waiting at some node): dividing all of it
+        // gives each node the same share however late it comes, and a node
+        // already holding its share takes no more.
+        let share = pace::share_to_claim(
+            queue.len() + claimed,
+            req.holding,
+            req.slots,
+            peers.live_slots,
+        );
         d.report.fair_share = share;
-        req.want_claims.max(share.min(req.share_up_to))
+        let want = req.want_claims.max(share.min(req.share_up_to));
+        // Where the queue cannot fill the idle peers' slots, take no more
+        // than this node starts soon: the rest would go back to them at its
+        // next look (`pace::give_back`), two commits for nothing.
+        if (peers.idle_slots as usize) > queue.len() {
+            want.min(req.start_soon.max(1))
+        } else {
+            want
+        }
     } else {
         req.want_claims
     };
@@ -152,30 +172,37 @@ struct Peers {
     idle_slots: u32,
 }
 
-fn peers(repo: &GridRepo, tip: &str, req: &SyncRequest<'_>) -> Result<Peers, GitError> {
-    let others: Vec<TreeEntry> = repo
-        .list_dir(tip, layout::NODES)?
+fn peers(repo: &GridRepo, nodes: Vec<TreeEntry>, req: &SyncRequest<'_>) -> Result<Peers, GitError> {
+    let others: Vec<TreeEntry> = nodes
         .into_iter()
         .filter(|e| e.mode == EntryMode::File && e.name != KEEP)
         .filter(|e| layout::json_stem(&e.name_lossy()) != Some(req.node.as_str()))
         .collect();
-    let records = repo.read_objects(
-        &others.iter().map(|e| e.oid.clone()).collect::<Vec<_>>(),
-        layout::MAX_NODE_RECORD_BYTES,
-    )?;
+    // Most records are the same blobs as in the last round: read only the
+    // new ones.
+    let mut cache = req.records.borrow_mut();
+    let unseen: Vec<String> = others
+        .iter()
+        .filter(|e| !cache.0.contains_key(&e.oid))
+        .map(|e| e.oid.clone())
+        .collect();
+    let read = repo.read_objects(&unseen, layout::MAX_NODE_RECORD_BYTES)?;
+    cache.remember(
+        unseen.into_iter().zip(
+            read.iter()
+                .map(|b| b.data().and_then(|b| NodeRecord::parse(b).ok())),
+        ),
+    );
+    let records: Vec<Option<&NodeRecord>> = others
+        .iter()
+        .map(|e| cache.0.get(&e.oid).and_then(Option::as_ref))
+        .collect();
     // A record too big to read, or one that names another node than its
     // file does, is no record: that node is not counted.
     let mut peers = Peers::default();
-    for n in records
-        .iter()
-        .zip(&others)
-        .filter_map(|(b, e)| Some((b.data()?, e)))
-        .filter_map(|(b, e)| {
-            NodeRecord::parse(b)
-                .ok()
-                .filter(|r| layout::json_stem(&e.name_lossy()) == Some(r.node_id.as_str()))
-        })
-    {
+    for n in records.into_iter().zip(&others).filter_map(|(r, e)| {
+        r.filter(|r| layout::json_stem(&e.name_lossy()) == Some(r.node_id.as_str()))
+    }) {
         if !n.takes_work(req.now, req.policy.stale_after) {
             continue;
         }
@@ -187,4 +214,23 @@ fn peers(repo: &GridRepo, tip: &str, req: &SyncRequest<'_>) -> Result<Peers, Git
         }
     }
     Ok(peers)
+}
+
+/// Node records already read, by blob id (a blob's content never changes),
+/// so that a round reads only the records that changed since the last.
+/// Bounded: a grid that keeps pushing new records empties it now and then.
+#[derive(Debug, Default)]
+pub struct RecordCache(std::collections::HashMap<Oid, Option<NodeRecord>>);
+
+impl RecordCache {
+    const MAX: usize = 4096;
+
+    fn remember(&mut self, read: impl Iterator<Item = (Oid, Option<NodeRecord>)>) {
+        for (oid, record) in read {
+            if self.0.len() >= Self::MAX {
+                self.0.clear();
+            }
+            self.0.insert(oid, record);
+        }
+    }
 }

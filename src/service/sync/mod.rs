@@ -50,6 +50,15 @@ pub struct SyncRequest<'a> {
     pub share_up_to: usize,
     /// This node's slots (its concurrency), for its share.
     pub slots: u32,
+    /// Tasks this node holds (running, or claimed and waiting): its share
+    /// counts them.
+    pub holding: usize,
+    /// How many tasks this node would start within a poll interval
+    /// (`Pace::startable_within`): all it takes while idle peers would
+    /// otherwise find the queue empty.
+    pub start_soon: usize,
+    /// Node records read in earlier rounds, by blob id.
+    pub records: &'a std::cell::RefCell<RecordCache>,
     /// Look at the queue and the peers even when claiming nothing: the
     /// report's `queue_left` and `idle_peer_slots` tell a node holding
     /// claims it has not started whether idle peers wait for work.
@@ -77,6 +86,9 @@ pub struct SyncReport {
     /// Slots of the peers that are idle and taking work at this tip, when
     /// the queue was looked at.
     pub idle_peer_slots: u32,
+    /// Slots of all the peers taking work at this tip, when the queue was
+    /// looked at.
+    pub live_peer_slots: u32,
     /// This node's fair share when it claimed (0: not computed).
     pub fair_share: usize,
     pub wrote_heartbeat: bool,
@@ -89,6 +101,7 @@ const KEEP: &[u8] = layout::KEEP_FILE.as_bytes();
 mod claim;
 mod land;
 
+pub use claim::RecordCache;
 use claim::claim;
 use land::land_outbox;
 
@@ -163,6 +176,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
                 tip: Some(tip.to_owned()),
                 queue_left: d.report.queue_left,
                 idle_peer_slots: d.report.idle_peer_slots,
+                live_peer_slots: d.report.live_peer_slots,
                 ..SyncReport::default()
             },
         });

@@ -64,16 +64,23 @@ impl Worker {
         } else {
             0
         };
+        let start_soon = self.pace.startable_within(
+            self.cfg.pull_interval,
+            self.cfg.concurrency,
+            &self.slots.running_for(Instant::now()),
+        );
         // Holding claims not started: see whether idle peers want them.
         let survey = due.look || !self.slots.waiting.is_empty();
         // The outbox is due only because a claim is (pace::flush_results): if
         // the queue turns out empty, the result of the running task is near.
+        // Not tasks going back: others may be waiting for them.
         let defer_results = !self.slots.running.is_empty()
             && self.draining_since.is_none()
+            && !self.giving_back()
             && self
                 .schedule
                 .results_since
-                .is_some_and(|since| since.elapsed() < self.pace.result_delay());
+                .is_some_and(|since| since.elapsed() < self.result_delay());
         let started = Instant::now();
         let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
             let req = SyncRequest {
@@ -92,6 +99,9 @@ impl Worker {
                 queue_empty_at: queue_empty_at.as_ref(),
                 share_up_to,
                 slots: self.cfg.concurrency,
+                holding: self.slots.running.len() + self.slots.waiting.len(),
+                start_soon,
+                records: &self.records,
                 survey,
                 defer_results,
             };
@@ -107,12 +117,19 @@ impl Worker {
         };
         if let Err(e) = &result {
             let lost = match e {
-                txn::TxnError::Contended { rounds, .. } => *rounds,
-                _ => 0,
+                txn::TxnError::Contended { rounds, .. } | txn::TxnError::Interrupted { rounds } => {
+                    *rounds
+                }
+                txn::TxnError::Git(_) => 0,
             };
             self.board.sync_done(failed(lost));
         }
-        let outcome = result.inspect_err(|_| self.remote_ok = false)?;
+        // Losing races says the grid is there and busy, not away.
+        let outcome = result.inspect_err(|e| {
+            if matches!(e, txn::TxnError::Git(_)) {
+                self.remote_ok = false;
+            }
+        })?;
         self.remote_ok = true;
         let report = match outcome {
             TxnOutcome::Committed {
@@ -181,10 +198,13 @@ impl Worker {
         }
         self.absorb(&report);
         if looked {
-            self.rebalance(&View {
+            let view = View {
                 queue_left: report.queue_left,
                 idle_peer_slots: report.idle_peer_slots,
-            });
+                live_peer_slots: report.live_peer_slots,
+            };
+            self.last_view = Some(view);
+            self.rebalance(&view);
         }
         // Not with a push of unknown outcome: maintenance may cut history
         // that telling whether it landed needs.

@@ -6,7 +6,7 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use crate::git::txn::TxnPolicy;
+use crate::git::txn::{TxnError, TxnPolicy};
 use crate::grid::NodeStatus;
 
 use super::schedule::Due;
@@ -26,12 +26,40 @@ impl Worker {
                 self.cancel_all("the drain timeout passed");
             }
 
-            if let Some(due) = self.schedule.due(now, &self.load())
-                && let Err(e) = self.sync(&due, &TxnPolicy::default())
-            {
-                tracing::warn!(error = %e, waiting = self.outbox.len(), "sync failed; results stay in the outbox");
-                self.schedule
-                    .sync_failed(now, e.retry_after(self.cfg.pull_interval));
+            let load = self.load();
+            if let Some(due) = self.schedule.due(now, &load) {
+                let can_wait = due.can_wait(&load);
+                let policy = if can_wait {
+                    TxnPolicy::yielding()
+                } else {
+                    TxnPolicy::default()
+                };
+                // A task that ends while this sync loses races makes it give
+                // up, if a claimed one waits to start: the slot must not
+                // idle while the ref is busy.
+                let policy = if self.slots.waiting.is_empty() {
+                    policy
+                } else {
+                    policy.interruptible(self.nudge.clone())
+                };
+                match self.sync(&due, &policy) {
+                    Ok(_) => {}
+                    Err(TxnError::Interrupted { rounds }) => {
+                        tracing::debug!(
+                            rounds,
+                            "sync interrupted: a task ended and the next waits"
+                        );
+                    }
+                    Err(TxnError::Contended { .. }) if can_wait => {
+                        tracing::debug!("results wait: the grid's ref is busy");
+                        self.schedule.results_deferred(Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, waiting = self.outbox.len(), "sync failed; results stay in the outbox");
+                        self.schedule
+                            .sync_failed(now, e.retry_after(self.cfg.pull_interval));
+                    }
+                }
             }
             let status = self.status_line();
             self.notifier.status(&status);
@@ -55,6 +83,9 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            // Cleared before the events are taken: a task thread sets it
+            // after sending its event, so none is missed.
+            self.nudge.store(false, std::sync::atomic::Ordering::SeqCst);
             while let Ok(event) = rx.try_recv() {
                 self.handle(event);
             }

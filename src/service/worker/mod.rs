@@ -66,6 +66,7 @@ pub enum WorkerError {
 struct View {
     queue_left: usize,
     idle_peer_slots: u32,
+    live_peer_slots: u32,
 }
 
 /// Why the engine is not used for now, and when to look again.
@@ -84,6 +85,9 @@ struct Worker {
     outbox: Outbox,
     notifier: Notifier,
     events: Sender<Event>,
+    /// Set by a task's thread when it ends: a sync losing races gives up
+    /// then, if a claimed task waits to start.
+    nudge: Arc<std::sync::atomic::AtomicBool>,
     signals: SignalCount,
     board: Board,
     slots: Slots,
@@ -102,6 +106,10 @@ struct Worker {
     /// nothing another idle node would have started at once.
     queue_deep: bool,
     remote_ok: bool,
+    /// What the last look at the queue and the peers saw.
+    last_view: Option<View>,
+    /// The peers' node records read so far, by blob id.
+    records: std::cell::RefCell<crate::service::sync::RecordCache>,
     /// A commit pushed with no answer while the grid was unreachable, and
     /// what it would mean if it landed.
     uncertain: Option<(String, SyncReport)>,
@@ -172,6 +180,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         outbox,
         notifier: Notifier::from_env(),
         events: tx,
+        nudge: Default::default(),
         signals,
         board,
         pace: Pace::default(),
@@ -183,6 +192,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         queue_empty_at: None,
         queue_deep: false,
         remote_ok: false,
+        last_view: None,
+        records: Default::default(),
         uncertain: None,
     };
     match w.register(&rx) {
@@ -235,13 +246,36 @@ impl Worker {
         Ok(())
     }
 
-    /// Tasks to claim on the next sync (none while stopping or unhealthy).
+    /// Tasks to claim on the next sync (none while stopping or unhealthy):
+    /// free slots, and claims ahead while busy or while the queue is deep.
+    /// None ahead while idle at a shallow queue (an idle peer could start
+    /// them at once), nor while the last look saw peers idle (they are
+    /// what claims ahead would keep waiting).
     fn room(&self) -> usize {
         if self.draining_since.is_some() || self.unhealthy.is_some() {
             return 0;
         }
+        let peers_idle = self.last_view.is_some_and(|v| v.idle_peer_slots > 0);
+        let ahead_ok = (!self.slots.running.is_empty() || self.queue_deep) && !peers_idle;
         self.slots
-            .room(&self.pace, self.cfg.claim_ahead, self.queue_deep)
+            .room(&self.pace, self.cfg.claim_ahead, ahead_ok, Instant::now())
+    }
+
+    /// Tasks wait in the outbox to go back to the queue: others may be
+    /// waiting for them, so they go at once.
+    fn giving_back(&self) -> bool {
+        use crate::service::outbox::Finish;
+        self.outbox
+            .entries()
+            .iter()
+            .any(|e| matches!(e.finish, Finish::Requeue { .. } | Finish::Retry { .. }))
+    }
+
+    /// How long results may wait for a claim to ride with, given how many
+    /// nodes share the ref (`Pace::result_delay`).
+    fn result_delay(&self) -> std::time::Duration {
+        let peers = self.last_view.map_or(0, |v| v.live_peer_slots);
+        self.pace.result_delay(peers as usize + 1)
     }
 
     /// The loop's load, as the schedule sees it.
@@ -251,12 +285,8 @@ impl Worker {
             waiting: self.slots.waiting.len(),
             running: self.slots.running.len(),
             pending: self.outbox.len(),
-            giving_back: self
-                .outbox
-                .entries()
-                .iter()
-                .any(|e| matches!(e.finish, crate::service::outbox::Finish::Requeue { .. })),
-            result_delay: self.pace.result_delay(),
+            giving_back: self.giving_back(),
+            result_delay: self.result_delay(),
             stopping: self.draining_since.is_some(),
         }
     }

@@ -69,6 +69,19 @@ impl Due {
     pub fn any(&self) -> bool {
         self.claims > 0 || self.flush || self.heartbeat || self.reap || self.look
     }
+
+    /// Only results of a node still at work (or a look): they can wait for
+    /// a quieter ref if the push loses a race, instead of contending with
+    /// the nodes that are claiming their first work. Tasks handed back, a
+    /// heartbeat, a reap or a stop cannot wait.
+    pub fn can_wait(&self, load: &Load) -> bool {
+        self.claims == 0
+            && !self.heartbeat
+            && !self.reap
+            && load.running > 0
+            && !load.giving_back
+            && !load.stopping
+    }
 }
 
 impl Schedule {
@@ -196,6 +209,12 @@ impl Schedule {
 
     pub fn heartbeat_written(&mut self, now: Instant, interval: Duration) {
         self.next_heartbeat = now + interval;
+    }
+
+    /// A push that could wait lost its race: results wait one delay more.
+    pub fn results_deferred(&mut self, now: Instant) {
+        self.results_since = Some(now);
+        self.next_look = now + pace::MAX_RESULT_DELAY;
     }
 
     /// An entry went into the outbox.
@@ -388,6 +407,37 @@ mod tests {
         };
         assert_eq!(s.due(now + PULL / 2, &stopping), None);
         assert_eq!(s.due(now + PULL / 2, &base()), None, "nothing held");
+    }
+
+    #[test]
+    fn results_of_a_busy_node_can_wait_claims_and_stops_cannot() {
+        let busy = Load {
+            running: 1,
+            pending: 2,
+            ..base()
+        };
+        let results = Due {
+            flush: true,
+            ..Due::default()
+        };
+        assert!(results.can_wait(&busy));
+        assert!(!results.can_wait(&base()), "nothing runs: push them");
+        let claims = Due {
+            claims: 1,
+            ..results
+        };
+        assert!(!claims.can_wait(&busy));
+        let giving_back = Load {
+            giving_back: true,
+            ..busy
+        };
+        assert!(!results.can_wait(&giving_back));
+        let now = Instant::now();
+        let mut s = quiet(now);
+        s.result_waiting(now);
+        let later = now + Duration::from_secs(1);
+        s.results_deferred(later);
+        assert_eq!(s.results_since, Some(later));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -53,14 +53,13 @@ impl Slots {
     }
 
     /// Tasks to claim: free slots, plus as many ahead as `pace` says (at
-    /// most `claim_ahead`) while busy or while the queue is deep. Not while
-    /// idle at a shallow queue: an idle node that claimed ahead would hold a
-    /// task another idle node could start at once.
-    pub fn room(&self, pace: &Pace, claim_ahead: u32, queue_deep: bool) -> usize {
-        let ahead = if self.running.is_empty() && !queue_deep {
-            0
+    /// most `claim_ahead`) when `ahead_ok`. See `Worker::room` for when.
+    pub fn room(&self, pace: &Pace, claim_ahead: u32, ahead_ok: bool, now: Instant) -> usize {
+        let longest = self.running_for(now).into_iter().max().unwrap_or_default();
+        let ahead = if ahead_ok {
+            pace.ahead_now(longest, self.concurrency as u32, claim_ahead)
         } else {
-            pace.ahead(self.concurrency as u32, claim_ahead)
+            0
         };
         (self.concurrency + ahead).saturating_sub(self.running.len() + self.waiting.len())
     }
@@ -117,10 +116,12 @@ impl Slots {
 }
 
 /// Run `claimed` on its own thread; its report comes back as
-/// [`Event::Finished`].
+/// [`Event::Finished`], and `nudge` is set: a sync that is only losing
+/// races gives up between rounds, so that the next claimed task starts.
 pub fn launch(
     engine: &Arc<dyn Engine>,
     events: &Sender<Event>,
+    nudge: &Arc<AtomicBool>,
     node: &Id,
     claimed: &ClaimedTask,
 ) -> std::io::Result<CancelFlag> {
@@ -136,11 +137,15 @@ pub fn launch(
     let engine = engine.clone();
     let events = events.clone();
     let flag = cancel.clone();
+    let nudge = nudge.clone();
     std::thread::Builder::new()
         .name(format!("task-{id}"))
         .spawn(move || {
             let report = engine.run(&job, &flag);
             let _ = events.send(Event::Finished { task: id, report });
+            // After the event, so that the loop, which clears the nudge
+            // before it takes events, never misses one.
+            nudge.store(true, Ordering::SeqCst);
         })?;
     Ok(cancel)
 }
@@ -210,27 +215,30 @@ mod tests {
         );
     }
 
+    impl Slots {
+        fn room_at(&self, pace: &Pace, claim_ahead: u32, ahead_ok: bool) -> usize {
+            self.room(pace, claim_ahead, ahead_ok, Instant::now())
+        }
+    }
+
     #[test]
     fn room_is_free_slots_plus_what_pace_holds_ahead() {
         let mut pace = Pace::default();
         let mut s = Slots::new(2);
-        assert_eq!(s.room(&pace, 128, false), 2, "idle: just the slots");
-        assert_eq!(s.room(&pace, 128, true), 2, "nothing timed: none ahead");
+        assert_eq!(s.room_at(&pace, 128, false), 2, "just the slots");
+        assert_eq!(s.room_at(&pace, 128, true), 2, "nothing timed: none ahead");
         pace.sync_took(Duration::from_millis(100));
         pace.task_took(Duration::from_millis(100));
-        assert_eq!(s.room(&pace, 128, false), 2, "idle at a shallow queue");
-        assert_eq!(
-            s.room(&pace, 128, true),
-            2 + 8,
-            "deep queue: 4 syncs of work"
-        );
+        assert_eq!(s.room_at(&pace, 128, false), 2, "none ahead");
+        assert_eq!(s.room_at(&pace, 128, true), 2 + 8, "4 syncs of work ahead");
         let now = Instant::now();
         run(&mut s, claimed("a", 30), now);
-        assert_eq!(s.room(&pace, 128, false), 1 + 8);
+        assert_eq!(s.room_at(&pace, 128, true), 1 + 8);
+        assert_eq!(s.room_at(&pace, 128, false), 1);
         assert_eq!(s.free(), 1);
         s.waiting.push_back(claimed("b", 30));
         assert_eq!(s.free(), 0);
-        assert_eq!(s.room(&pace, 0, false), 0, "claim_ahead 0");
+        assert_eq!(s.room_at(&pace, 0, false), 0, "claim_ahead 0");
         assert_eq!(s.held().len(), 2);
     }
 

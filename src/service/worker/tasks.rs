@@ -24,7 +24,13 @@ impl Worker {
 
     fn start(&mut self, claimed: ClaimedTask) {
         let id = claimed.task.task_id.clone();
-        match slots::launch(&self.engine, &self.events, self.node(), &claimed) {
+        match slots::launch(
+            &self.engine,
+            &self.events,
+            &self.nudge,
+            self.node(),
+            &claimed,
+        ) {
             Ok(cancel) => {
                 tracing::info!(task_id = %id, timeout = claimed.task.timeout_seconds, "running");
                 self.slots.running.insert(
@@ -122,14 +128,16 @@ impl Worker {
     /// Hand claims this node has not started to idle peers, through the
     /// queue, when the last look at the grid saw some (`pace::give_back`):
     /// what is beyond its fair share of the unstarted work, or will not
-    /// start within half a poll interval. The requeues go with the next
-    /// sync, at once.
+    /// start within a poll interval. The requeues go with the next sync, at
+    /// once.
     pub(super) fn rebalance(&mut self, view: &View) {
         if self.slots.waiting.is_empty() || view.idle_peer_slots == 0 {
             return;
         }
+        // An idle peer takes a task given back at its next poll, within a
+        // poll interval: keep what this node starts sooner than that.
         let startable = self.pace.startable_within(
-            self.cfg.pull_interval / 2,
+            self.cfg.pull_interval,
             self.cfg.concurrency,
             &self.slots.running_for(Instant::now()),
         );

@@ -5,6 +5,7 @@
 //! prefix, and every entry carries `NODE_ID`, so that
 //! `journalctl -u dgrid-worker NODE_ID=n1 TASK_ID=t1` finds a task's story.
 
+use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
 
 use tracing_subscriber::EnvFilter;
@@ -43,8 +44,11 @@ pub fn init(level: &str, node_id: Option<&str>) {
             .try_init();
         return;
     }
+    // Colours only for a person at a terminal: in a log file or a pipe
+    // the escape codes are noise around every level and field name.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

@@ -259,8 +259,16 @@ fn missing_image_is_an_engine_failure(f: EngineFlavor) {
     assert!(matches!(r.outcome, Outcome::EngineFailed(_)), "{r:?}");
     let err = e
         .check()
-        .expect_err("check() must notice the missing image")
-        .to_string();
+        .expect_err("check() must notice the missing image");
+    // Typed, so that `check` can say "image" rather than "engine".
+    assert!(
+        matches!(
+            err,
+            dgrid_worker::sandbox::SandboxError::ImageMissing { .. }
+        ),
+        "{err}"
+    );
+    let err = err.to_string();
     assert!(
         err.contains("not present locally") && err.contains("pull"),
         "{err}"

@@ -204,3 +204,67 @@ fn the_credential_helper_hands_the_token_to_git() {
     assert!(text.contains("username=x-access-token"), "{text}");
     assert!(text.contains("password=s3cret-value"), "{text}");
 }
+
+/// A token with a line break in it: git's credential protocol is one
+/// `key=value` a line, so the second line was read as a field of its own
+/// (`username=...` replaced the user name) and, being no field, printed
+/// back by git in a warning that reached the log. Refused at start (the
+/// configuration's exit status), and by the tools, naming where the token
+/// came from and never what it is.
+#[test]
+fn a_token_with_a_line_break_is_refused_at_start_and_by_the_tools() {
+    let grid = Grid::new();
+    grid.submit(&[("t1".into(), "echo ran".into(), 10)]);
+    let evil = "tok-first-line\nusername=injected-second-line";
+    for how in ["env", "file"] {
+        let mut spec = WorkerSpec::new(&grid, &format!("nl-{how}"));
+        match how {
+            "env" => spec.env.push(("GIT_TOKEN".into(), evil.into())),
+            _ => {
+                let file = grid.path("nl-token");
+                std::fs::write(&file, format!("{evil}\n")).unwrap();
+                spec.extra = format!("token_file = \"{}\"\n", file.display());
+            }
+        }
+        let mut w = spawn_worker(&grid, &spec);
+        let status = w.wait_exit(Duration::from_secs(60));
+        let log = w.log_text();
+        assert_eq!(status.code(), Some(78), "{how}: {log}");
+        let origin = if how == "env" {
+            "GIT_TOKEN"
+        } else {
+            "nl-token"
+        };
+        assert!(
+            log.contains("control character") && log.contains(origin),
+            "{how}: {log}"
+        );
+        assert!(
+            !log.contains("tok-first-line") && !log.contains("injected"),
+            "{how}: {log}"
+        );
+    }
+    assert!(grid.files("tasks/completed").is_empty(), "nothing ran");
+
+    let out = Command::new(BIN)
+        .args([
+            "submit",
+            "--repo",
+            &grid.url(),
+            "--script",
+            "true",
+            "--timeout",
+            "5",
+        ])
+        .env("GIT_TOKEN", evil)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("GIT_TOKEN") && err.contains("control character"),
+        "{err}"
+    );
+    assert!(!err.contains("injected"), "{err}");
+    assert_eq!(grid.files("tasks/queue").len(), 1, "nothing submitted");
+}

@@ -303,8 +303,25 @@ fn submit_bad_input_is_refused_before_anything_is_pushed() {
     let o = dgrid(&["submit", "--repo", &url, "--script", "x", "--timeout", "0"]);
     expect_refused(&o, "field `timeout_seconds` is 0");
 
+    // The flag is required, and said to be by name (clap: exit 2).
     let o = dgrid(&["submit", "--repo", &url, "--script", "x"]);
-    expect_refused(&o, "field `timeout_seconds` is missing");
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("--timeout <SECS>"), "{}", stderr(&o));
+    let help = stdout(&dgrid(&["submit", "--help"]));
+    assert!(help.contains("required"), "{help}");
+    let untimed = grid.path("untimed.json");
+    std::fs::write(&untimed, br#"{"script": "true"}"#).unwrap();
+    let o = dgrid(&[
+        "submit",
+        "--repo",
+        &url,
+        "--task-file",
+        untimed.to_str().unwrap(),
+    ]);
+    expect_refused(
+        &o,
+        "untimed.json: field `timeout_seconds` is missing: give --timeout",
+    );
 
     let missing = grid.path("no-such-grid.git");
     let o = dgrid(&[

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::git::{Git, auth};
+use crate::git::Git;
 use crate::sandbox::{self, EngineKind, SandboxError};
 
 /// How one check went.
@@ -95,15 +95,19 @@ pub fn run(cfg: &Config, opts: CheckOptions, out: &mut dyn FnMut(&Line)) -> Vec<
             cfg.repo_url,
             cfg.branch,
             // Whether there is one, never what it is.
-            if cfg.token.is_some() { "set" } else { "none" }
+            if cfg.access.token.is_some() {
+                "set"
+            } else {
+                "none"
+            }
         ),
     ));
 
     emit(match check_state_dir(&cfg.state_dir) {
-        Ok(()) => line(
+        Ok(how) => line(
             Verdict::Ok,
             "state",
-            format!("{} is writable", cfg.state_dir.display()),
+            format!("{} {how}", cfg.state_dir.display()),
         ),
         Err(e) => line(
             Verdict::Fail,
@@ -118,10 +122,7 @@ pub fn run(cfg: &Config, opts: CheckOptions, out: &mut dyn FnMut(&Line)) -> Vec<
         std::env::temp_dir(),
         cfg.git_timeout.min(Duration::from_secs(30)),
     )
-    .with_env(auth::credential_env(
-        cfg.token.as_ref(),
-        cfg.git_username.as_deref(),
-    ));
+    .with_env(cfg.access.env());
     let git_ok = match git.run(&["--version"]) {
         Ok(o) => {
             emit(line(Verdict::Ok, "git", o.stdout_str().to_owned()));
@@ -141,29 +142,34 @@ pub fn run(cfg: &Config, opts: CheckOptions, out: &mut dyn FnMut(&Line)) -> Vec<
         ));
     } else if git_ok {
         let head = format!("refs/heads/{}", cfg.branch);
-        emit(
-            match git.run(&["ls-remote", "--heads", "--", &cfg.repo_url, &head]) {
-                Ok(o) if o.stdout_str().is_empty() => line(
-                    Verdict::Fail,
-                    "remote",
-                    format!(
-                        "{} answers but has no branch {}: is it a grid repository?",
-                        cfg.repo_url, cfg.branch
-                    ),
+        let remote = match git.run(&["ls-remote", "--heads", "--", &cfg.repo_url, &head]) {
+            Ok(o) if o.stdout_str().is_empty() => line(
+                Verdict::Fail,
+                "remote",
+                format!(
+                    "{} answers but has no branch {}: is it a grid repository?",
+                    cfg.repo_url, cfg.branch
                 ),
-                Ok(o) => line(
-                    Verdict::Ok,
-                    "remote",
-                    format!(
-                        "{} {} at {}",
-                        cfg.repo_url,
-                        cfg.branch,
-                        o.stdout_str().get(..12).unwrap_or("?")
-                    ),
+            ),
+            Ok(o) => line(
+                Verdict::Ok,
+                "remote",
+                format!(
+                    "{} {} at {}",
+                    cfg.repo_url,
+                    cfg.branch,
+                    o.stdout_str().get(..12).unwrap_or("?")
                 ),
-                Err(e) => line(Verdict::Fail, "remote", e.to_string()),
-            },
-        );
+            ),
+            // One line that names the cause (authentication, not found,
+            // TLS, host key, unreachable: `RemoteFailure`).
+            Err(e) => line(Verdict::Fail, "remote", format!("{}: {e}", cfg.repo_url)),
+        };
+        let readable = remote.verdict == Verdict::Ok;
+        emit(remote);
+        if readable {
+            emit(check_push(cfg));
+        }
     }
 
     for l in check_sandbox(cfg, opts) {
@@ -172,9 +178,73 @@ pub fn run(cfg: &Config, opts: CheckOptions, out: &mut dyn FnMut(&Line)) -> Vec<
     lines
 }
 
-fn check_state_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    tempfile::tempfile_in(dir).map(drop)
+/// May these credentials push? A read-only token reads the grid fine and
+/// fails only at the worker's first push, so `check` asks: a dry-run push
+/// deleting a branch that does not exist. The server checks the right to
+/// push before it is told what (GitHub and git-http-backend answer the
+/// receive-pack advertisement with 403, an SSH forge refuses a read-only
+/// key); a dry run sends nothing.
+fn check_push(cfg: &Config) -> Line {
+    let verdict = |verdict, detail| Line {
+        verdict,
+        what: "push",
+        detail,
+    };
+    let Ok(scratch) = tempfile::Builder::new().prefix("dgrid-check-").tempdir() else {
+        return verdict(Verdict::Warn, "not asked: no temporary directory".into());
+    };
+    let git = Git::new(
+        &cfg.git_binary,
+        scratch.path(),
+        cfg.git_timeout.min(Duration::from_secs(30)),
+    )
+    .with_env(cfg.access.env());
+    let probe = ":refs/heads/dgrid-check-write-access";
+    let pushed = git.run(&["init", "--quiet", "--bare"]).and_then(|_| {
+        git.run(&[
+            "push",
+            "--dry-run",
+            "--porcelain",
+            "--",
+            &cfg.repo_url,
+            probe,
+        ])
+    });
+    match pushed {
+        Ok(_) => verdict(
+            Verdict::Ok,
+            "the grid accepts pushes with these credentials (dry run, nothing sent)".into(),
+        ),
+        Err(e) => verdict(Verdict::Fail, format!("{}: {e}", cfg.repo_url)),
+    }
+}
+
+/// Can the worker keep its state in `dir`? Looked at, never made: `check`
+/// changes nothing on the host (under systemd, `StateDirectory=` makes it
+/// before the worker starts; elsewhere the worker makes it itself).
+fn check_state_dir(dir: &Path) -> std::io::Result<&'static str> {
+    if dir.is_dir() {
+        return tempfile::tempfile_in(dir).map(|_| "is writable");
+    }
+    if dir.exists() {
+        return Err(std::io::Error::other("is not a directory"));
+    }
+    let parent = dir
+        .ancestors()
+        .skip(1)
+        .find(|a| a.is_dir())
+        .unwrap_or(Path::new("/"));
+    tempfile::tempfile_in(parent)
+        .map(|_| "does not exist yet; the worker will create it")
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "does not exist, and it cannot be made in {}: {e}",
+                    parent.display()
+                ),
+            )
+        })
 }
 
 fn check_sandbox(cfg: &Config, opts: CheckOptions) -> Vec<Line> {
@@ -236,10 +306,9 @@ fn check_sandbox(cfg: &Config, opts: CheckOptions) -> Vec<Line> {
             } else {
                 Verdict::Fail
             };
-            let what = if e.to_string().contains("is not present locally") {
-                "image"
-            } else {
-                "engine"
+            let what = match e {
+                SandboxError::ImageMissing { .. } => "image",
+                _ => "engine",
             };
             vec![line(verdict, what, e.to_string())]
         }
@@ -261,8 +330,10 @@ pub fn main(config: Option<PathBuf>, opts: CheckOptions) -> u8 {
             return exit_code(&[l]);
         }
     };
-    // Engine warnings (limits not enforced but allowed) go to stderr.
-    crate::logging::init("warn", Some(cfg.node_id.as_str()));
+    // Errors only: every warning the checks meet (the shell engine, limits
+    // not enforced but allowed) is one of the lines below already, and
+    // saying it twice reads as two problems.
+    crate::logging::init("error", Some(cfg.node_id.as_str()));
     let lines = run(&cfg, opts, &mut |l| println!("{l}"));
     exit_code(&lines)
 }
@@ -319,6 +390,25 @@ mod tests {
     }
 
     #[test]
+    fn check_does_not_make_the_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("not").join("yet");
+        let c = cfg("[sandbox]\nengine = \"shell\"\n", &state, "/srv/g.git");
+        let lines = run(&c, CheckOptions { preflight: true }, &mut |_| {});
+        assert_eq!(lines[1].verdict, Verdict::Ok, "{lines:?}");
+        assert!(lines[1].detail.contains("will create it"), "{lines:?}");
+        assert!(!dir.path().join("not").exists());
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let c = cfg(
+            "[sandbox]\nengine = \"shell\"\n",
+            &dir.path().join("file"),
+            "/srv/g.git",
+        );
+        let lines = run(&c, CheckOptions { preflight: true }, &mut |_| {});
+        assert_eq!(lines[1].verdict, Verdict::Fail, "{lines:?}");
+    }
+
+    #[test]
     fn an_unusable_git_is_a_configuration_error() {
         let dir = tempfile::tempdir().unwrap();
         let c = cfg(
@@ -334,7 +424,7 @@ mod tests {
     fn the_token_is_never_printed() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg("[sandbox]\nengine = \"shell\"\n", dir.path(), "/srv/g.git");
-        c.token = Some(auth::Secret::new("s3cr3t-t0k3n"));
+        c.access.token = Some(crate::git::auth::Secret::new("s3cr3t-t0k3n"));
         let lines = run(&c, CheckOptions { preflight: true }, &mut |_| {});
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
         assert!(

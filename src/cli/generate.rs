@@ -84,11 +84,18 @@ const FILES_SECTION: &str = r#".SH FILES
 \fI/etc/dgrid/worker.toml\fR
 The configuration. Unknown keys are errors. Environment variables
 (NODE_ID, DGRID_REPO_URL, GIT_TOKEN, PULL_INTERVAL, LOG_LEVEL,
-DGRID_STATE_DIR, DGRID_ENGINE, DGRID_IMAGE, DGRID_TOKEN_FILE) override it.
+DGRID_STATE_DIR, DGRID_ENGINE, DGRID_IMAGE, DGRID_TOKEN_FILE, DGRID_GIT_USERNAME, DGRID_CA_FILE,
+DGRID_SSH_KEY_FILE, DGRID_KNOWN_HOSTS) override it.
 .TP
 \fI/etc/dgrid/git-token\fR
 The git token, passed to the service with LoadCredential= and read from
 $CREDENTIALS_DIRECTORY/git-token. Never put it in the configuration's URL.
+A token with a line break or other control character is refused.
+.TP
+\fI$CREDENTIALS_DIRECTORY/ssh-key\fR
+An SSH deploy key, if the unit is given one (LoadCredential=ssh-key:FILE);
+used unless [git] ssh_key_file names another. Host keys are checked
+strictly, against [git] known_hosts when set.
 .TP
 \fI/etc/dgrid/containers.conf\fR
 podman settings of the service (CONTAINERS_CONF in the unit).

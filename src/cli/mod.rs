@@ -89,8 +89,9 @@ pub(crate) const EXIT_CONFIG: u8 = 78;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run { .. }) {
+    if !matches!(cli.command, Command::Run { .. } | Command::Check { .. }) {
         // The tools talk to people and CI: warnings only, on stderr.
+        // (`run` and `check` set up their own, once the config is read.)
         crate::logging::init("warn", None);
     }
     match cli.command {

@@ -122,8 +122,9 @@ pub struct SubmitArgs {
     /// its fields, and an id is generated if it has none.
     #[arg(long, value_name = "FILE")]
     pub task_file: Option<PathBuf>,
-    /// timeout_seconds of the task.
-    #[arg(long, value_name = "SECS")]
+    /// The task's timeout_seconds: how long it may run before it is killed
+    /// (required, unless the --task-file sets it).
+    #[arg(long, value_name = "SECS", required_unless_present = "task_file")]
     pub timeout: Option<u64>,
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub max_timeout: u64,
@@ -152,6 +153,17 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
             },
         },
     };
+    // clap requires --timeout without a task file; with one, the file may
+    // set it, and if it does not, the flag is what to name.
+    if a.timeout.is_none()
+        && let Some(p) = &a.task_file
+        && !base.contains_key("timeout_seconds")
+    {
+        return fail(format_args!(
+            "{}: field `timeout_seconds` is missing: give --timeout SECS, or set it in the file",
+            p.display()
+        ));
+    }
     let script = match (&a.script, &a.script_file) {
         (Some(s), _) => Some(s.clone()),
         (None, Some(p)) => {

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use toml::Spanned;
 
-use crate::git::auth::{self, Secret};
+use crate::git::auth::{self, Access};
 use crate::grid::{Id, TaskRules};
 use crate::sandbox::{EngineKind, Limits, SandboxConfig};
 
@@ -44,10 +45,10 @@ pub const DEFAULT_CLAIM_AHEAD: u32 = 128;
 #[serde(deny_unknown_fields)]
 struct File {
     node_id: Option<Id>,
-    repo_url: Option<String>,
+    repo_url: Option<Spanned<String>>,
     branch: Option<String>,
     token_file: Option<PathBuf>,
-    git_username: Option<String>,
+    git_username: Option<Spanned<String>>,
     state_dir: Option<PathBuf>,
     pull_interval: Option<NonZeroU64>,
     heartbeat_interval: Option<NonZeroU64>,
@@ -58,7 +59,7 @@ struct File {
     claim_ahead: Option<u32>,
     drain_timeout: Option<u64>,
     log_level: Option<String>,
-    status_listen: Option<String>,
+    status_listen: Option<Spanned<String>>,
     #[serde(default)]
     sandbox: SandboxFile,
     #[serde(default)]
@@ -86,6 +87,9 @@ struct SandboxFile {
 struct GitFile {
     binary: Option<PathBuf>,
     timeout: Option<NonZeroU64>,
+    ca_file: Option<Spanned<PathBuf>>,
+    ssh_key_file: Option<Spanned<PathBuf>>,
+    known_hosts: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,8 +105,8 @@ pub struct Config {
     pub node_id: Id,
     pub repo_url: String,
     pub branch: String,
-    pub token: Option<Secret>,
-    pub git_username: Option<String>,
+    /// How git reaches the grid: token, CA, SSH key and pinned host keys.
+    pub access: Access,
     pub state_dir: PathBuf,
     pub pull_interval: Duration,
     pub heartbeat_interval: Duration,
@@ -118,6 +122,9 @@ pub struct Config {
     pub log_level: String,
     /// Where the local status page listens; none when it is off.
     pub status_listen: Option<std::net::SocketAddr>,
+    /// Nobody chose `status_listen`: if another worker on this host has the
+    /// default port, this one takes a free port instead.
+    pub status_listen_is_default: bool,
     pub git_binary: PathBuf,
     pub git_timeout: Duration,
     pub sandbox: SandboxConfig,
@@ -145,6 +152,8 @@ pub enum ConfigError {
         key: &'static str,
         reason: String,
     },
+    #[error(transparent)]
+    Token(#[from] auth::TokenError),
     #[error("`{key}` is not set: set it in {file} or with {var}")]
     Missing {
         key: &'static str,
@@ -174,27 +183,44 @@ impl Config {
     }
 
     pub fn load_with(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
-        let (file, source) = match path {
-            Some(p) => (read_file(p)?, Some(p.to_owned())),
-            None if Path::new(DEFAULT_PATH).exists() => (
-                read_file(Path::new(DEFAULT_PATH))?,
-                Some(DEFAULT_PATH.into()),
-            ),
-            None => (File::default(), None),
+        let path = match path {
+            Some(p) => Some(p),
+            None if Path::new(DEFAULT_PATH).exists() => Some(Path::new(DEFAULT_PATH)),
+            None => None,
         };
-        Config::resolve(file, source, env)
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                Config::from_str_with(&text, p, env)
+            }
+            None => Config::resolve(File::default(), None, "", env),
+        }
     }
 
     /// Parse a configuration from text (for tests and `check`).
     pub fn from_str_with(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
         let file = parse_file(text, path)?;
-        Config::resolve(file, Some(path.to_owned()), env)
+        Config::resolve(file, Some(path.to_owned()), text, env)
     }
 
-    fn resolve(file: File, source: Option<PathBuf>, env: &dyn Env) -> Result<Config, ConfigError> {
+    fn resolve(
+        file: File,
+        source: Option<PathBuf>,
+        text: &str,
+        env: &dyn Env,
+    ) -> Result<Config, ConfigError> {
         let origin = source
             .as_ref()
             .map_or("configuration".to_owned(), |p| p.display().to_string());
+        // "FILE line N" for a value read from the file, as toml's own
+        // errors give it.
+        let at = |span: std::ops::Range<usize>| {
+            let line = text.get(..span.start).unwrap_or("").matches('\n').count() + 1;
+            format!("{origin} line {line}")
+        };
         let file_name = source
             .as_ref()
             .map_or(DEFAULT_PATH.to_owned(), |p| p.display().to_string());
@@ -209,51 +235,89 @@ impl Config {
                 None => default_node_id(),
             },
         };
-        let repo_url = env
-            .get("DGRID_REPO_URL")
-            .or(file.repo_url)
-            .ok_or(ConfigError::Missing {
-                key: "repo_url",
-                file: file_name.clone(),
-                var: "DGRID_REPO_URL",
-            })?;
-        auth::check_url(&repo_url).map_err(|e| ConfigError::Invalid {
-            origin: origin.clone(),
-            key: "repo_url",
-            reason: e.to_string(),
-        })?;
+        let repo_url = match env.get("DGRID_REPO_URL") {
+            Some(url) => {
+                auth::check_url(&url).map_err(|e| ConfigError::Env {
+                    var: "DGRID_REPO_URL",
+                    reason: e.to_string(),
+                })?;
+                url
+            }
+            None => {
+                let url = file.repo_url.ok_or(ConfigError::Missing {
+                    key: "repo_url",
+                    file: file_name.clone(),
+                    var: "DGRID_REPO_URL",
+                })?;
+                auth::check_url(url.get_ref()).map_err(|e| ConfigError::Invalid {
+                    origin: at(url.span()),
+                    key: "repo_url",
+                    reason: format!("is refused: {e}"),
+                })?;
+                url.into_inner()
+            }
+        };
         let branch = env
             .get("DGRID_BRANCH")
             .or(file.branch)
             .unwrap_or_else(|| "main".into());
 
-        // The token: GIT_TOKEN, else a token file (DGRID_TOKEN_FILE,
-        // token_file), else systemd's credential `git-token` if the unit
-        // passed one with LoadCredential=.
-        let token_file = env
-            .get("DGRID_TOKEN_FILE")
-            .map(PathBuf::from)
-            .or(file.token_file)
-            .or_else(|| {
-                env.get("CREDENTIALS_DIRECTORY")
-                    .map(|d| Path::new(&d).join("git-token"))
-                    .filter(|p| p.exists())
-            });
-        let token = match env.get("GIT_TOKEN") {
-            Some(t) => Some(Secret::new(t.trim())),
-            None => match token_file {
-                Some(p) => Some(Secret::new(
-                    std::fs::read_to_string(&p)
-                        .map_err(|source| ConfigError::Read {
-                            path: p.clone(),
-                            source,
-                        })?
-                        .trim(),
-                )),
-                None => None,
-            },
-        }
-        .filter(|t| !t.expose().is_empty());
+        let get = |name: &str| env.get(name);
+        let token = auth::load_token(&get, file.token_file.as_deref())?;
+        let git_username = match (env.get("DGRID_GIT_USERNAME"), file.git_username) {
+            (Some(user), _) if user.contains(char::is_control) => {
+                return Err(ConfigError::Env {
+                    var: "DGRID_GIT_USERNAME",
+                    reason: "contains a control character (a line break?)".into(),
+                });
+            }
+            (Some(user), _) => Some(user),
+            (None, Some(user)) if user.get_ref().contains(char::is_control) => {
+                return Err(ConfigError::Invalid {
+                    origin: at(user.span()),
+                    key: "git_username",
+                    reason: "contains a control character (a line break?)".into(),
+                });
+            }
+            (None, other) => other.map(Spanned::into_inner),
+        };
+        let path_setting = |key: &'static str,
+                            var: &'static str,
+                            from_file: Option<Spanned<PathBuf>>,
+                            credential: Option<&str>|
+         -> Result<Option<PathBuf>, ConfigError> {
+            if let Some(p) = env.get(var) {
+                let p = PathBuf::from(p);
+                check_readable(key, &p).map_err(|reason| ConfigError::Env { var, reason })?;
+                return Ok(Some(p));
+            }
+            if let Some(p) = from_file {
+                check_readable(key, p.get_ref()).map_err(|reason| ConfigError::Invalid {
+                    origin: at(p.span()),
+                    key,
+                    reason,
+                })?;
+                return Ok(Some(p.into_inner()));
+            }
+            Ok(credential.and_then(|name| auth::credential_path(&get, name)))
+        };
+        let access = Access {
+            token,
+            username: git_username,
+            ca_file: path_setting("git.ca_file", "DGRID_CA_FILE", file.git.ca_file, None)?,
+            ssh_key_file: path_setting(
+                "git.ssh_key_file",
+                "DGRID_SSH_KEY_FILE",
+                file.git.ssh_key_file,
+                Some(auth::SSH_KEY_CREDENTIAL),
+            )?,
+            known_hosts: path_setting(
+                "git.known_hosts",
+                "DGRID_KNOWN_HOSTS",
+                file.git.known_hosts,
+                None,
+            )?,
+        };
 
         let secs = |var: &'static str,
                     from_file: Option<NonZeroU64>,
@@ -341,21 +405,21 @@ impl Config {
             reason: e.to_string(),
         })?;
 
-        let status_listen = match env.get("DGRID_STATUS_LISTEN") {
-            Some(v) => parse_listen(&v).map_err(|reason| ConfigError::Env {
+        let status_listen_is_default =
+            env.get("DGRID_STATUS_LISTEN").is_none() && file.status_listen.is_none();
+        let status_listen = match (env.get("DGRID_STATUS_LISTEN"), file.status_listen) {
+            (Some(v), _) => parse_listen(&v).map_err(|reason| ConfigError::Env {
                 var: "DGRID_STATUS_LISTEN",
                 reason,
             })?,
-            None => parse_listen(
-                file.status_listen
-                    .as_deref()
-                    .unwrap_or(DEFAULT_STATUS_LISTEN),
-            )
-            .map_err(|reason| ConfigError::Invalid {
-                origin: origin.clone(),
-                key: "status_listen",
-                reason,
-            })?,
+            (None, Some(v)) => {
+                parse_listen(v.get_ref()).map_err(|reason| ConfigError::Invalid {
+                    origin: at(v.span()),
+                    key: "status_listen",
+                    reason,
+                })?
+            }
+            (None, None) => parse_listen(DEFAULT_STATUS_LISTEN).expect("the default parses"),
         };
 
         let trust = trust::resolve(file.trust, &origin, env)?;
@@ -363,12 +427,12 @@ impl Config {
         let cfg = Config {
             trust,
             status_listen,
+            status_listen_is_default,
             source,
             node_id,
             repo_url,
             branch,
-            token,
-            git_username: file.git_username,
+            access,
             state_dir,
             pull_interval,
             heartbeat_interval,
@@ -431,12 +495,26 @@ impl Config {
 /// The longest span of time any setting may give.
 pub const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
-fn read_file(path: &Path) -> Result<File, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse_file(&text, path)
+/// A file setting must name a file this process can read now: found at
+/// start, not at the first fetch. A private key that others may read is
+/// refused too, as ssh itself would refuse it (less clearly, and later).
+fn check_readable(key: &str, path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown}: is not a file"));
+    }
+    std::fs::File::open(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    // ssh's own rule: a key of ours that group or others may read.
+    let ours = std::os::unix::fs::MetadataExt::uid(&meta) == nix::unistd::getuid().as_raw();
+    if key == "git.ssh_key_file" && ours && mode & 0o077 != 0 {
+        return Err(format!(
+            "{shown}: others may read this private key (mode {mode:o}), and ssh refuses such a key: chmod 600 it"
+        ));
+    }
+    Ok(())
 }
 
 fn parse_file(text: &str, path: &Path) -> Result<File, ConfigError> {
@@ -561,7 +639,10 @@ mod tests {
         assert_eq!(c.node_id.as_str(), "n2");
         assert_eq!(c.pull_interval, Duration::from_secs(1));
         assert_eq!(c.sandbox.engine, EngineKind::Shell);
-        assert_eq!(c.token.as_ref().map(Secret::expose), Some("t0k"));
+        assert_eq!(
+            c.access.token.as_ref().map(auth::Secret::expose),
+            Some("t0k")
+        );
         assert!(!format!("{c:?}").contains("t0k"));
     }
 
@@ -597,5 +678,75 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("repo_url") && e.contains("credentials"), "{e}");
+        // Checked after parsing, and still with the line, as every other error.
+        let e = load(
+            "node_id = \"n1\"\n\nrepo_url = \"https://u:p@github.com/o/g\"\n",
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/etc/dgrid/worker.toml line 3") && e.contains("`repo_url`"),
+            "{e}"
+        );
+        let e = load(
+            "repo_url = \"/g\"\ngit_username = \"x\\nusername=y\"\n",
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 2") && e.contains("git_username"), "{e}");
+        let e = load(
+            "repo_url = \"/g\"\n[git]\nca_file = \"/nonexistent/ca.pem\"\n",
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 3") && e.contains("git.ca_file") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ssh_settings_and_the_ssh_key_credential() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("ssh-key");
+        std::fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let known = dir.path().join("known_hosts");
+        std::fs::write(&known, "").unwrap();
+        let text = format!(
+            "repo_url = \"ssh://git@h/g\"\n[git]\nssh_key_file = \"{}\"\nknown_hosts = \"{}\"\n",
+            key.display(),
+            known.display()
+        );
+        let e = load(&text, &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = load(&text, &env(&[])).unwrap();
+        assert_eq!(c.access.ssh_key_file.as_deref(), Some(key.as_path()));
+        assert_eq!(c.access.known_hosts.as_deref(), Some(known.as_path()));
+        // Without a setting, the unit's credential `ssh-key` is the key.
+        let creds: &'static str = Box::leak(dir.path().display().to_string().into_boxed_str());
+        let c = load(
+            "repo_url = \"ssh://git@h/g\"\n",
+            &env(&[("CREDENTIALS_DIRECTORY", creds)]),
+        )
+        .unwrap();
+        assert_eq!(c.access.ssh_key_file.as_deref(), Some(key.as_path()));
+    }
+
+    #[test]
+    fn a_token_with_a_line_break_stops_the_start() {
+        let e = load("repo_url = \"/g\"\n", &env(&[("GIT_TOKEN", "abc\ndef")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("GIT_TOKEN") && e.contains("control character"),
+            "{e}"
+        );
+        assert!(!e.contains("def"), "{e}");
     }
 }

@@ -4,8 +4,14 @@
 //! `.git/config`: git gets a credential helper through `GIT_CONFIG_*`
 //! variables in the child's environment only, and the helper reads the token
 //! from another variable of that same environment. `ps` shows neither.
+//!
+//! The worker and the grid tools load the token with the one
+//! [`load_token`], and build a git child's environment with the one
+//! [`Access::env`]: HTTPS trust (`ca_file`), the token, and for SSH a
+//! pinned host key and a deploy key.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// A secret that prints as `***` in every `Debug` and `Display`, so that a
 /// stray `?config` in a log line cannot leak it.
@@ -67,6 +73,138 @@ pub fn credential_env(token: Option<&Secret>, username: Option<&str>) -> Vec<(St
         env.push((USER_VAR.to_owned(), user.to_owned()));
     }
     env
+}
+
+/// The name of the systemd credential (`LoadCredential=git-token:...`).
+pub const TOKEN_CREDENTIAL: &str = "git-token";
+/// The name of the systemd credential holding an SSH deploy key.
+pub const SSH_KEY_CREDENTIAL: &str = "ssh-key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read the token file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// git's credential protocol is one `key=value` per line: a line break
+    /// in the token would hand git a second line of our choosing (and git
+    /// prints a line it cannot read, so the rest of the token would end up
+    /// in the log).
+    #[error(
+        "the token from {origin} contains a control character at byte {at} (a line break?): \\
+         a token is one line of printable characters; fix {origin}"
+    )]
+    ControlCharacter { origin: String, at: usize },
+}
+
+/// A systemd credential of this service, if the unit passed one
+/// (`$CREDENTIALS_DIRECTORY/<name>`, present and not empty). The package
+/// ships an empty token file so that `LoadCredential=` never fails the
+/// unit: empty means "none".
+pub fn credential_path(get: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<PathBuf> {
+    let dir = get("CREDENTIALS_DIRECTORY")?;
+    let path = Path::new(&dir).join(name);
+    std::fs::metadata(&path)
+        .is_ok_and(|m| m.is_file() && m.len() > 0)
+        .then_some(path)
+}
+
+/// The token, for the worker and the tools alike: `GIT_TOKEN`, else the
+/// file named by `DGRID_TOKEN_FILE`, else `configured_file` (the worker's
+/// `token_file`), else systemd's credential `git-token`. Surrounding
+/// whitespace (a file's final newline) is dropped; an empty token is none;
+/// a token with a control character inside is refused, naming where it
+/// came from, never what it is.
+pub fn load_token(
+    get: &dyn Fn(&str) -> Option<String>,
+    configured_file: Option<&Path>,
+) -> Result<Option<Secret>, TokenError> {
+    let (text, origin) = match get("GIT_TOKEN") {
+        Some(t) => (t, "GIT_TOKEN".to_owned()),
+        None => {
+            let file = get("DGRID_TOKEN_FILE")
+                .map(PathBuf::from)
+                .or_else(|| configured_file.map(Path::to_owned))
+                .or_else(|| credential_path(get, TOKEN_CREDENTIAL));
+            let Some(path) = file else {
+                return Ok(None);
+            };
+            let text = std::fs::read_to_string(&path).map_err(|source| TokenError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            (text, path.display().to_string())
+        }
+    };
+    let token = text.trim();
+    if let Some(at) = token.find(char::is_control) {
+        return Err(TokenError::ControlCharacter { origin, at });
+    }
+    Ok((!token.is_empty()).then(|| Secret::new(token)))
+}
+
+/// Everything a git child needs to reach the grid: the token (HTTPS), the
+/// CA to trust (HTTPS), the deploy key and pinned host keys (SSH).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub token: Option<Secret>,
+    /// Sent with the token; `x-access-token` when unset.
+    pub username: Option<String>,
+    /// Trust this CA bundle for HTTPS instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The SSH private key (a deploy key) to authenticate with.
+    pub ssh_key_file: Option<PathBuf>,
+    /// The only known_hosts file ssh reads: the grid's pinned host keys.
+    pub known_hosts: Option<PathBuf>,
+}
+
+impl Access {
+    /// The child environment for git. Paths may appear there (and in ssh's
+    /// argv, through `GIT_SSH_COMMAND`); secrets only in variables that no
+    /// argv ever shows.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = credential_env(self.token.as_ref(), self.username.as_deref());
+        if let Some(ca) = &self.ca_file {
+            // The variable, not `http.sslCAInfo`: git lets GIT_SSL_CAINFO
+            // override the setting, and hosts often export it for the
+            // system bundle.
+            env.push(("GIT_SSL_CAINFO".to_owned(), ca.display().to_string()));
+        }
+        if self.ssh_key_file.is_some() || self.known_hosts.is_some() {
+            env.push(("GIT_SSH_COMMAND".to_owned(), self.ssh_command()));
+        }
+        env
+    }
+
+    /// `ssh` with strict host key checking (a host not in known_hosts, or
+    /// with another key, is refused, never trusted on first use), no
+    /// prompts, and only the configured key offered. git runs this through
+    /// the shell, so each path is quoted.
+    pub fn ssh_command(&self) -> String {
+        let mut cmd = String::from(SSH_BASE);
+        if let Some(known) = &self.known_hosts {
+            cmd.push_str(" -o GlobalKnownHostsFile=/dev/null -o UserKnownHostsFile=");
+            cmd.push_str(&quote(known));
+        }
+        if let Some(key) = &self.ssh_key_file {
+            cmd.push_str(" -o IdentitiesOnly=yes -o IdentityAgent=none -i ");
+            cmd.push_str(&quote(key));
+        }
+        cmd
+    }
+}
+
+/// The ssh every git child runs unless told otherwise: never a prompt,
+/// never an unknown host key accepted.
+pub const SSH_BASE: &str = "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes";
+
+fn quote(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    // A path with a NUL cannot exist; anything else quotes.
+    shlex::try_quote(&text)
+        .map(|q| q.into_owned())
+        .unwrap_or_else(|_| "/dev/null".to_owned())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,6 +270,92 @@ mod tests {
         ] {
             assert_eq!(check_url(ok), Ok(()), "{ok}");
         }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn a_token_with_a_line_break_is_refused_without_being_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("git-token");
+        std::fs::write(&file, "ghp_first\nusername=evil\n").unwrap();
+        let e = load_token(&no_env, Some(&file)).unwrap_err().to_string();
+        assert!(
+            e.contains("control character") && e.contains("git-token"),
+            "{e}"
+        );
+        assert!(!e.contains("ghp_first") && !e.contains("evil"), "{e}");
+        let from_env = |n: &str| (n == "GIT_TOKEN").then(|| "a\tb".to_owned());
+        let e = load_token(&from_env, None).unwrap_err().to_string();
+        assert!(e.contains("GIT_TOKEN") && e.contains("byte 1"), "{e}");
+        // A final newline is what every editor writes: fine.
+        std::fs::write(&file, "ghp_ok\n").unwrap();
+        let t = load_token(&no_env, Some(&file)).unwrap().unwrap();
+        assert_eq!(t.expose(), "ghp_ok");
+    }
+
+    #[test]
+    fn token_sources_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        let configured = dir.path().join("configured");
+        std::fs::write(&configured, "from-config").unwrap();
+        let env_file = dir.path().join("env-file");
+        std::fs::write(&env_file, "from-env-file").unwrap();
+        let creds_s = creds.display().to_string();
+        let env_file_s = env_file.display().to_string();
+        let get = |vars: Vec<(&'static str, String)>| {
+            move |n: &str| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone())
+        };
+        let tok = |g: &dyn Fn(&str) -> Option<String>, f: Option<&Path>| {
+            load_token(g, f).unwrap().map(|s| s.expose().to_owned())
+        };
+        // An empty credential (as the package ships it) is no token.
+        std::fs::write(creds.join(TOKEN_CREDENTIAL), "").unwrap();
+        let g = get(vec![("CREDENTIALS_DIRECTORY", creds_s.clone())]);
+        assert_eq!(tok(&g, None), None);
+        std::fs::write(creds.join(TOKEN_CREDENTIAL), "from-credential\n").unwrap();
+        assert_eq!(tok(&g, None).as_deref(), Some("from-credential"));
+        assert_eq!(tok(&g, Some(&configured)).as_deref(), Some("from-config"));
+        let g = get(vec![
+            ("CREDENTIALS_DIRECTORY", creds_s.clone()),
+            ("DGRID_TOKEN_FILE", env_file_s.clone()),
+        ]);
+        assert_eq!(tok(&g, Some(&configured)).as_deref(), Some("from-env-file"));
+        let g = get(vec![
+            ("DGRID_TOKEN_FILE", env_file_s),
+            ("GIT_TOKEN", " from-env ".to_owned()),
+        ]);
+        assert_eq!(tok(&g, Some(&configured)).as_deref(), Some("from-env"));
+    }
+
+    #[test]
+    fn ssh_is_strict_and_paths_are_quoted() {
+        let a = Access {
+            ssh_key_file: Some("/etc/dgrid/my key's".into()),
+            known_hosts: Some("/etc/dgrid/known_hosts".into()),
+            ..Access::default()
+        };
+        let cmd = a.ssh_command();
+        assert!(cmd.contains("StrictHostKeyChecking=yes"), "{cmd}");
+        assert!(
+            cmd.contains("BatchMode=yes") && cmd.contains("IdentitiesOnly=yes"),
+            "{cmd}"
+        );
+        assert!(
+            cmd.contains("UserKnownHostsFile=/etc/dgrid/known_hosts"),
+            "{cmd}"
+        );
+        // The shell that git runs it with reads the path back whole.
+        let words = shlex::split(&cmd).unwrap();
+        assert_eq!(
+            words.last().map(String::as_str),
+            Some("/etc/dgrid/my key's")
+        );
+        assert!(Access::default().env().is_empty());
     }
 
     #[test]

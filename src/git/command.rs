@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::auth::SSH_BASE;
+pub use super::failure::RemoteFailure;
+
 /// How to run git for one repository.
 #[derive(Debug, Clone)]
 pub struct Git {
@@ -35,6 +38,16 @@ pub enum GitError {
         "the remote has no branch `{branch}`: is the URL a grid repository? (a new grid starts from the template's layout)"
     )]
     NoBranch { branch: String },
+    /// A fetch, push or ls-remote that failed for a reason an operator
+    /// must know by name: see [`RemoteFailure`].
+    #[error("{failure} [git: {said}]")]
+    Remote {
+        failure: RemoteFailure,
+        args: String,
+        /// git's own line that says so (never a secret: credentials are
+        /// not in URLs, and a token with a line break is refused at load).
+        said: String,
+    },
     #[error("the remote refused the push: {reason}")]
     PushRefused { reason: String },
     #[error("`git {args}` printed something unexpected: {what}")]
@@ -103,8 +116,13 @@ impl Git {
             .stdout_capture()
             .stderr_capture()
             .unchecked();
-        if std::env::var_os("GIT_SSH_COMMAND").is_none() {
-            expr = expr.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+        // Strict ssh unless someone chose another: the configuration's
+        // (in `self.env`), else the process's own. Checked, not layered:
+        // with duct the first `env` of a name wins.
+        let ssh_chosen = std::env::var_os("GIT_SSH_COMMAND").is_some()
+            || self.env.iter().any(|(k, _)| k == "GIT_SSH_COMMAND");
+        if !ssh_chosen {
+            expr = expr.env("GIT_SSH_COMMAND", SSH_BASE);
         }
         for (k, v) in &self.env {
             expr = expr.env(k, v);
@@ -136,8 +154,24 @@ impl Git {
         })?;
         let code = output.status.code().unwrap_or(-1);
         let elapsed = started.elapsed();
-        tracing::trace!(args = %shown, code, ?elapsed, "git");
+        tracing::trace!(args = %shown, code, elapsed_ms = elapsed.as_millis() as u64, "git");
         if !ok.contains(&code) {
+            let remote = matches!(
+                args.first(),
+                Some(&("fetch" | "push" | "ls-remote" | "clone"))
+            );
+            if remote
+                && let Some((failure, said)) = super::failure::classify(
+                    &String::from_utf8_lossy(&output.stderr),
+                    args.first() == Some(&"push"),
+                )
+            {
+                return Err(GitError::Remote {
+                    failure,
+                    args: shown,
+                    said,
+                });
+            }
             return Err(GitError::Failed {
                 args: shown,
                 code,
@@ -150,6 +184,16 @@ impl Git {
             code,
             elapsed,
         })
+    }
+}
+
+impl GitError {
+    /// The remote failure this is, if it is one.
+    pub fn remote_failure(&self) -> Option<RemoteFailure> {
+        match self {
+            GitError::Remote { failure, .. } => Some(*failure),
+            _ => None,
+        }
     }
 }
 

@@ -139,6 +139,34 @@ pub enum TxnError {
     Interrupted { rounds: u32 },
 }
 
+impl TxnError {
+    /// The remote failure behind this, if it is one.
+    pub fn remote_failure(&self) -> Option<super::RemoteFailure> {
+        match self {
+            TxnError::Git(e) => e.remote_failure(),
+            TxnError::Contended { .. } | TxnError::Interrupted { .. } => None,
+        }
+    }
+
+    /// When to try the grid again after this: at the poll interval, or,
+    /// when the server refused the credentials, no more than once a minute,
+    /// so that a node with a revoked token does not knock on the forge
+    /// every few seconds for hours (and get its address locked out).
+    pub fn retry_after(&self, interval: std::time::Duration) -> std::time::Duration {
+        if self
+            .remote_failure()
+            .is_some_and(|f| f.refused_credentials())
+        {
+            interval.max(OPERATOR_RETRY)
+        } else {
+            interval
+        }
+    }
+}
+
+/// How often a node retries a grid that refused its credentials.
+pub const OPERATOR_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Who a transaction's commits are by.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -152,6 +180,22 @@ impl Identity {
             name: format!("dgrid-worker {node}"),
             email: format!("{node}@dgrid.invalid"),
         }
+    }
+
+    /// The same identity for a git child's environment: the one place the
+    /// worker, the tools and `init` get `GIT_AUTHOR_*`/`GIT_COMMITTER_*`
+    /// from, so that the grid's history names each writer the same way
+    /// whichever path made the commit.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("GIT_AUTHOR_NAME", &self.name),
+            ("GIT_AUTHOR_EMAIL", &self.email),
+            ("GIT_COMMITTER_NAME", &self.name),
+            ("GIT_COMMITTER_EMAIL", &self.email),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect()
     }
 }
 
@@ -325,8 +369,14 @@ pub fn run_branches<T>(
                 tracing::debug!(round, "push lost the race; planning again from the new tip");
             }
             Err(push_err) => {
-                // A hook or branch protection said no: retrying cannot help.
-                if matches!(push_err, GitError::PushRefused { .. }) {
+                // A hook or branch protection said no, or the server refused
+                // these credentials (a read-only token): nothing landed, and
+                // retrying cannot help.
+                if matches!(push_err, GitError::PushRefused { .. })
+                    || push_err
+                        .remote_failure()
+                        .is_some_and(|f| f.needs_operator())
+                {
                     return Err(push_err.into());
                 }
                 // The push may have landed although we saw an error (a

@@ -21,6 +21,25 @@ pub enum ResultStatus {
 }
 
 impl ResultStatus {
+    /// The name written in result files (and log lines).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultStatus::Completed => "completed",
+            ResultStatus::Failed => "failed",
+            ResultStatus::Timeout => "timeout",
+            ResultStatus::Invalid => "invalid",
+            ResultStatus::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl std::fmt::Display for ResultStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ResultStatus {
     pub fn is_success(self) -> bool {
         self == ResultStatus::Completed
     }

@@ -437,6 +437,14 @@ impl ContainerEngine {
         }
     }
 
+    fn image_missing(&self, why: String) -> SandboxError {
+        SandboxError::ImageMissing {
+            engine: self.name().to_string(),
+            image: self.image.clone(),
+            why,
+        }
+    }
+
     /// Does the engine still answer (`info`)? Asked right after a started
     /// container's run ended the way an engine failure does.
     fn answers(&self) -> bool {
@@ -527,7 +535,7 @@ impl Engine for ContainerEngine {
                 });
             }
             tracing::warn!(
-                engine = self.name(),
+                engine = %self.name(),
                 %why,
                 "memory and pids limits are NOT enforced; running anyway because \
                  sandbox.allow_unenforced_limits is set"
@@ -542,21 +550,16 @@ impl Engine for ContainerEngine {
         }
         // Not here yet: fetch it now, once, rather than let every task fail
         // on it (runs use --pull=never so that a task never waits on one).
-        tracing::info!(engine = self.name(), image = %self.image, "image not present; pulling it");
+        tracing::info!(engine = %self.name(), image = %self.image, "image not present; pulling it");
         let pull = self.call_within("pull", &["pull", self.image.as_str()], PULL_TIMEOUT);
         match pull {
             Ok(out) if out.code == 0 => Ok(()),
-            Ok(out) => Err(self.unusable(format!(
-                "image {} is not present locally and `{} pull` failed ({}): build, load or \
-                 pull it on this machine",
-                self.image,
+            Ok(out) => Err(self.image_missing(format!(
+                "`{} pull` failed ({})",
                 self.name(),
                 summarize(&out.stderr)
             ))),
-            Err(e) => Err(self.unusable(format!(
-                "image {} is not present locally and pulling it failed: {e}",
-                self.image
-            ))),
+            Err(e) => Err(self.image_missing(format!("pulling it failed: {e}"))),
         }
     }
 
@@ -587,7 +590,7 @@ impl Engine for ContainerEngine {
             return Ok(0);
         }
         tracing::info!(
-            engine = self.name(),
+            engine = %self.name(),
             count = ids.len(),
             "removing leftover containers"
         );

@@ -138,6 +138,17 @@ pub enum SandboxError {
     NoEngine,
     #[error("{engine} is not usable: {reason}")]
     Unusable { engine: String, reason: String },
+    /// The engine works, but the task image is not there and could not be
+    /// pulled: an operator loads it (this host has no registry to pull from).
+    #[error(
+        "{engine}: image {image} is not present locally and {why}: build, load or pull it \
+         on this machine"
+    )]
+    ImageMissing {
+        engine: String,
+        image: String,
+        why: String,
+    },
     #[error(
         "{engine} would not enforce the memory and pids limits here ({why}); \
          refusing to run untrusted tasks. Run rootful, move to cgroup v2, or set \

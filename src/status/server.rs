@@ -55,6 +55,50 @@ async fn prometheus(State(b): State<Board>) -> impl IntoResponse {
     )
 }
 
+/// Start the page and log where it is. The default address is shared by
+/// every worker on a host: the second one to start finds it taken and
+/// serves on a free port instead, saying which in the log (an operator who
+/// wants fixed addresses sets `status_listen` per node). An address set
+/// explicitly that cannot be had costs the page, not the worker's work: a
+/// warning, and the worker runs on.
+pub fn start(addr: SocketAddr, is_default: bool, board: Board) -> Option<SocketAddr> {
+    let in_use = match spawn(addr, board.clone()) {
+        Ok(bound) => {
+            tracing::info!(%bound, "status page listening");
+            return Some(bound);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => e,
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "status page off: cannot listen there");
+            return None;
+        }
+    };
+    if !is_default {
+        tracing::warn!(
+            %addr,
+            "status page off: the address is in use (another worker on this host?); \
+             set status_listen to a free port, or to port 0 for any"
+        );
+        return None;
+    }
+    let any = SocketAddr::new(addr.ip(), 0);
+    match spawn(any, board) {
+        Ok(bound) => {
+            tracing::info!(
+                %bound,
+                default = %addr,
+                "status page listening on a free port: the default one is in use \
+                 (another worker on this host?); set status_listen to choose"
+            );
+            Some(bound)
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %in_use, also = %e, "status page off: no port to listen on");
+            None
+        }
+    }
+}
+
 /// Serve `board` on `addr`; returns the address actually bound (port 0
 /// picks a free one).
 pub fn spawn(addr: SocketAddr, board: Board) -> std::io::Result<SocketAddr> {

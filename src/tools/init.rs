@@ -130,10 +130,7 @@ fn git(dir: &Path, args: &[&str]) -> Result<(), InitError> {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "dgrid-worker init")
-        .env("GIT_AUTHOR_EMAIL", "init@dgrid.invalid")
-        .env("GIT_COMMITTER_NAME", "dgrid-worker init")
-        .env("GIT_COMMITTER_EMAIL", "init@dgrid.invalid")
+        .envs(crate::git::txn::Identity::for_node("init").env())
         .env("GIT_TERMINAL_PROMPT", "0")
         .output()
         .map_err(|source| InitError::Io {

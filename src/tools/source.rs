@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::git::auth::{self, Secret};
+use crate::git::auth::{self, Access};
 use crate::git::repo::Oid;
+use crate::git::txn::Identity;
 use crate::git::{Git, GitError, GridRepo};
 
 /// Bytes of blobs a tool may read from one grid: `status` and `dashboard`
@@ -41,8 +42,13 @@ pub enum SourceError {
     Url(String),
     #[error("cannot create a temporary directory: {0}")]
     Temp(std::io::Error),
-    #[error("cannot read the token file {path}: {source}")]
-    Token {
+    #[error(transparent)]
+    Token(#[from] auth::TokenError),
+    #[error("environment variable {var}: {reason}")]
+    Env { var: &'static str, reason: String },
+    #[error("environment variable {var}: {path}: cannot read: {source}")]
+    AccessFile {
+        var: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
@@ -123,24 +129,9 @@ impl RepoArgs {
             .prefix("dgrid-tool-")
             .tempdir()
             .map_err(SourceError::Temp)?;
-        let identity = vec![
-            ("GIT_AUTHOR_NAME".to_owned(), format!("dgrid-worker {who}")),
-            (
-                "GIT_AUTHOR_EMAIL".to_owned(),
-                format!("{who}@dgrid.invalid"),
-            ),
-            (
-                "GIT_COMMITTER_NAME".to_owned(),
-                format!("dgrid-worker {who}"),
-            ),
-            (
-                "GIT_COMMITTER_EMAIL".to_owned(),
-                format!("{who}@dgrid.invalid"),
-            ),
-        ];
         let git = Git::new("git", tmp.path().join("grid.git"), self.timeout())
-            .with_env(auth::credential_env(token()?.as_ref(), None))
-            .with_env(identity);
+            .with_env(access()?.env())
+            .with_env(Identity::for_node(who).env());
         let repo = GridRepo::open_or_init(git, &url, &self.branch)
             .map_err(|source| self.git_err(source))?
             .with_read_budget(TOOLS_READ_BUDGET);
@@ -171,19 +162,42 @@ impl RepoArgs {
     }
 }
 
-/// The token, as the worker takes it: `GIT_TOKEN`, else `DGRID_TOKEN_FILE`.
-/// Never a command-line argument (it would show in `ps`).
-fn token() -> Result<Option<Secret>, SourceError> {
-    if let Some(t) = std::env::var("GIT_TOKEN").ok().filter(|t| !t.is_empty()) {
-        return Ok(Some(Secret::new(t.trim())));
+/// How the tools reach the grid, from the environment as the worker takes
+/// it: the token through the worker's own loader (`GIT_TOKEN`, else
+/// `DGRID_TOKEN_FILE`, else the `git-token` credential), and
+/// `DGRID_GIT_USERNAME`, `DGRID_CA_FILE`, `DGRID_SSH_KEY_FILE`,
+/// `DGRID_KNOWN_HOSTS`. Never a command-line argument (it would show in `ps`).
+fn access() -> Result<Access, SourceError> {
+    let get = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let file = |var: &'static str| -> Result<Option<PathBuf>, SourceError> {
+        let Some(p) = get(var).map(PathBuf::from) else {
+            return Ok(None);
+        };
+        std::fs::File::open(&p).map_err(|source| SourceError::AccessFile {
+            var,
+            path: p.clone(),
+            source,
+        })?;
+        Ok(Some(p))
+    };
+    let username = get("DGRID_GIT_USERNAME");
+    if username
+        .as_deref()
+        .is_some_and(|u| u.contains(char::is_control))
+    {
+        return Err(SourceError::Env {
+            var: "DGRID_GIT_USERNAME",
+            reason: "contains a control character (a line break?)".into(),
+        });
     }
-    match std::env::var_os("DGRID_TOKEN_FILE") {
-        Some(p) if !p.is_empty() => {
-            let path = PathBuf::from(p);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| SourceError::Token { path, source })?;
-            Ok(Some(Secret::new(text.trim())).filter(|s| !s.expose().is_empty()))
-        }
-        _ => Ok(None),
-    }
+    Ok(Access {
+        token: auth::load_token(&get, None)?,
+        username,
+        ca_file: file("DGRID_CA_FILE")?,
+        ssh_key_file: match file("DGRID_SSH_KEY_FILE")? {
+            Some(p) => Some(p),
+            None => auth::credential_path(&get, auth::SSH_KEY_CREDENTIAL),
+        },
+        known_hosts: file("DGRID_KNOWN_HOSTS")?,
+    })
 }

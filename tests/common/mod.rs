@@ -3,6 +3,7 @@
 
 pub mod corpus;
 pub mod delay_proxy;
+pub mod hosts;
 
 use std::collections::BTreeMap;
 use std::io::Write;

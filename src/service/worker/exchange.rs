@@ -137,7 +137,7 @@ impl Worker {
                 value,
                 rejections,
             } => {
-                tracing::debug!(?took, rejections, %commit, "sync");
+                tracing::debug!(took_ms = took.as_millis() as u64, rejections, %commit, "sync");
                 self.pace.sync_took(took);
                 self.board.sync_done(SyncStats {
                     took,
@@ -151,7 +151,11 @@ impl Worker {
             TxnOutcome::Unchanged {
                 value, rejections, ..
             } => {
-                tracing::debug!(?took, rejections, "sync: nothing to change");
+                tracing::debug!(
+                    took_ms = took.as_millis() as u64,
+                    rejections,
+                    "sync: nothing to change"
+                );
                 self.pace.sync_took(took);
                 self.board.sync_done(SyncStats {
                     ok: true,

@@ -56,7 +56,8 @@ impl Worker {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, waiting = self.outbox.len(), "sync failed; results stay in the outbox");
-                        self.schedule.sync_failed(now, self.cfg.pull_interval);
+                        self.schedule
+                            .sync_failed(now, e.retry_after(self.cfg.pull_interval));
                     }
                 }
             }

@@ -25,7 +25,6 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::git::auth;
 use crate::git::txn::{Identity, TxnPolicy};
 use crate::git::{Git, GridRepo};
 use crate::sandbox::{self, Engine};
@@ -119,7 +118,7 @@ struct Worker {
 pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     let engine: Arc<dyn Engine> = Arc::from(sandbox::engine_from_config(&cfg.sandbox)?);
     let node = cfg.node_id.clone();
-    tracing::info!(node_id = %node, engine = engine.name(), repo = %cfg.repo_url, "starting");
+    tracing::info!(node_id = %node, engine = %engine.name(), repo = %cfg.repo_url, "starting");
 
     // Refuse outright what configuration must fix (no engine, limits that
     // would be ignored); start unhealthy on what may pass (engine down).
@@ -146,37 +145,25 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     }
 
     let identity = Identity::for_node(node.as_str());
-    let identity_env = vec![
-        ("GIT_AUTHOR_NAME".to_owned(), identity.name.clone()),
-        ("GIT_AUTHOR_EMAIL".to_owned(), identity.email.clone()),
-        ("GIT_COMMITTER_NAME".to_owned(), identity.name.clone()),
-        ("GIT_COMMITTER_EMAIL".to_owned(), identity.email.clone()),
-    ];
     let git = Git::new(
         &cfg.git_binary,
         cfg.state_dir.join("grid.git"),
         cfg.git_timeout,
     )
-    .with_env(auth::credential_env(
-        cfg.token.as_ref(),
-        cfg.git_username.as_deref(),
-    ))
-    .with_env(identity_env);
+    .with_env(cfg.access.env())
+    .with_env(identity.env());
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?;
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
 
     // The status page: its own thread. A port already taken costs the page,
-    // not the worker's work, so it is logged, not fatal.
+    // not the worker's work (`status::server::start`).
     let board = Board::new(status::Snapshot::new(
         node.as_str(),
         engine.name(),
         status::stuck_after(cfg.pull_interval, cfg.git_timeout),
     ));
     if let Some(addr) = cfg.status_listen {
-        match status::server::spawn(addr, board.clone()) {
-            Ok(bound) => tracing::info!(%bound, "status page listening"),
-            Err(e) => tracing::error!(%addr, error = %e, "cannot serve the status page"),
-        }
+        status::server::start(addr, cfg.status_listen_is_default, board.clone());
     }
 
     let (tx, rx) = channel();
@@ -242,7 +229,7 @@ impl Worker {
             match self.sync(&due, &TxnPolicy::default()) {
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "cannot reach the grid yet");
+                    tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot reach the grid yet");
                     self.notifier.status(&format!("waiting for the grid: {e}"));
                 }
             }

@@ -77,8 +77,8 @@ impl Worker {
                 }
                 tracing::info!(
                     task_id = %task,
-                    status = ?result.status,
-                    exit_code = ?result.exit_code,
+                    status = %result.status,
+                    exit_code = result.exit_code,
                     duration_ms = report.duration.as_millis() as u64,
                     "task finished"
                 );

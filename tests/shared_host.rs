@@ -1,0 +1,134 @@
+//! Workers as a newcomer runs them: two on one host (the demo does), their
+//! stderr in log files. Neither may print an ERROR for something that is
+//! not one, nor log lines meant for a terminal or a debugger.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// The status page of `log`'s worker: the address it says it listens on.
+fn page_address(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("status page listening"))?;
+    let at = line.find("bound=")? + "bound=".len();
+    Some(line[at..].split_whitespace().next()?.to_owned())
+}
+
+#[test]
+fn two_workers_on_one_host_each_get_a_status_page_without_an_error() {
+    // The test holds the default port, as a first worker would. Workers of
+    // tests running alongside may have it for a moment: they fall back
+    // too, and let go when they end.
+    let mut held = None;
+    wait_until(
+        "the default port to be free",
+        Duration::from_secs(120),
+        || {
+            held = std::net::TcpListener::bind(dgrid_worker::config::DEFAULT_STATUS_LISTEN).ok();
+            held.is_some()
+        },
+    );
+    let grid = Grid::new();
+    grid.submit(&[("t1".into(), "echo one".into(), 30)]);
+    let mut workers: Vec<WorkerProc> = ["host-a", "host-b"]
+        .iter()
+        .map(|n| {
+            let mut spec = WorkerSpec::new(&grid, n);
+            spec.drain = false;
+            spawn_worker(&grid, &spec)
+        })
+        .collect();
+    let mut pages = Vec::new();
+    for w in &mut workers {
+        wait_until("the status page", Duration::from_secs(60), || {
+            page_address(&w.log_text()).is_some()
+        });
+        let log = w.log_text();
+        let addr = page_address(&log).unwrap();
+        assert_ne!(addr, dgrid_worker::config::DEFAULT_STATUS_LISTEN, "{log}");
+        assert!(log.contains("the default one is in use"), "{log}");
+        assert!(!log.contains("ERROR"), "{log}");
+        let served = std::net::TcpStream::connect(&addr);
+        assert!(served.is_ok(), "{addr}: {log}");
+        pages.push(addr);
+    }
+    assert_ne!(pages[0], pages[1]);
+}
+
+#[test]
+fn a_chosen_port_in_use_is_a_warning_and_the_worker_runs_on() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let grid = Grid::new();
+    grid.submit(&[("t1".into(), "echo one".into(), 30)]);
+    let mut spec = WorkerSpec::new(&grid, "chosen-1");
+    spec.extra = format!("status_listen = \"127.0.0.1:{port}\"\n");
+    let mut w = spawn_worker(&grid, &spec);
+    assert!(w.wait_exit(Duration::from_secs(120)).success());
+    let log = w.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains("status page off") && l.contains("in use")),
+        "{log}"
+    );
+    assert!(!log.contains("ERROR"), "{log}");
+    assert_eq!(grid.files("tasks/completed").len(), 1);
+}
+
+#[test]
+fn log_files_carry_plain_fields() {
+    let grid = Grid::new();
+    grid.submit(&[
+        ("ok".into(), "echo fine".into(), 30),
+        ("bad".into(), "exit 3".into(), 30),
+    ]);
+    let spec = WorkerSpec::new(&grid, "plain-1");
+    let mut w = spawn_worker(&grid, &spec);
+    assert!(w.wait_exit(Duration::from_secs(120)).success());
+    let log = w.log_text();
+    assert!(!log.contains('\x1b'), "colour codes in a log file:\n{log}");
+    assert!(
+        log.contains("task_id=ok status=completed exit_code=0"),
+        "{log}"
+    );
+    assert!(
+        log.contains("task_id=bad status=failed exit_code=3"),
+        "{log}"
+    );
+    assert!(log.contains("engine=shell "), "{log}");
+    for debug in ["Some(", "Completed", "Failed", "elapsed=", "ms)", "=\""] {
+        assert!(!log.contains(debug), "{debug:?} in:\n{log}");
+    }
+}
+
+#[test]
+fn check_says_each_thing_once_and_changes_nothing() {
+    let grid = Grid::new();
+    let state = grid.path("not-made-yet");
+    let config = grid.path("check.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repo_url = \"{}\"\nstate_dir = \"{}\"\n[sandbox]\nengine = \"shell\"\n",
+            grid.url(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(text.matches("without isolation").count(), 1, "{text}");
+    assert_eq!(text.matches("NO isolation").count(), 0, "{text}");
+    assert!(text.contains("will create it"), "{text}");
+    assert!(!state.exists(), "check made the state directory");
+}

@@ -60,6 +60,7 @@ fn run(what: What) -> std::io::Result<()> {
                 page.render_options_section(&mut out)?;
             }
             out.extend_from_slice(FILES_SECTION.as_bytes());
+            out.extend_from_slice(configuration_section().as_bytes());
             std::io::Write::write_all(&mut std::io::stdout(), &out)
         }
         What::Completions { dir } => {
@@ -76,6 +77,24 @@ fn run(what: What) -> std::io::Result<()> {
             Ok(())
         }
     }
+}
+
+/// worker.toml's keys with their defaults, from the code's own table
+/// (`config::defaults`): the page cannot disagree with the worker.
+fn configuration_section() -> String {
+    let mut s = String::from(
+        ".SH CONFIGURATION\nKeys of /etc/dgrid/worker.toml with their defaults \
+         (README, Configuration, says what each does):\n",
+    );
+    for (key, value) in crate::config::defaults::documented() {
+        // roff: a leading dot or quote would be a request; neither occurs
+        // in a key, and values are escaped for backslashes.
+        s.push_str(&format!(
+            ".TP\n\\fB{key}\\fR\n{}\n",
+            value.replace('\\', "\\e")
+        ));
+    }
+    s
 }
 
 /// What an operator looks for beyond the options: where things are.

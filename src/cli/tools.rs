@@ -36,7 +36,7 @@ pub struct ValidateArgs {
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// The grid's `tasks.max_timeout_seconds`, if the workers tighten it.
-    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    #[arg(long, value_name = "SECS", default_value_t = crate::grid::TaskRules::default().max_timeout_seconds)]
     pub max_timeout: u64,
     /// A checkout of the grid: also refuse ids that are running there or
     /// already have a result.
@@ -126,7 +126,7 @@ pub struct SubmitArgs {
     /// (required, unless the --task-file sets it).
     #[arg(long, value_name = "SECS", required_unless_present = "task_file")]
     pub timeout: Option<u64>,
-    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    #[arg(long, value_name = "SECS", default_value_t = crate::grid::TaskRules::default().max_timeout_seconds)]
     pub max_timeout: u64,
     /// Sign the task with this submitter's private key (OpenSSH format; one
     /// with a passphrase is used through `ssh-keygen -Y sign`).
@@ -307,7 +307,7 @@ pub struct ReapArgs {
     pub stale: StaleArgs,
     /// Claims handed out before a task is abandoned (the workers'
     /// `max_attempts`).
-    #[arg(long, env = "DGRID_MAX_ATTEMPTS", default_value_t = 3)]
+    #[arg(long, env = "DGRID_MAX_ATTEMPTS", default_value_t = crate::grid::orphan::DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: u32,
     /// The reaper's name in commits and in results of unreadable claims.
     /// It must not be a worker's node id.

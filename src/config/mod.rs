@@ -4,6 +4,7 @@
 //! original worker (`NODE_ID`, `DGRID_REPO_URL`, `GIT_TOKEN`, `PULL_INTERVAL`,
 //! `LOG_LEVEL`) and add `DGRID_*` for the rest.
 
+pub mod defaults;
 pub mod trust;
 
 use std::num::NonZeroU64;
@@ -17,27 +18,10 @@ use crate::git::auth::{self, Access};
 use crate::grid::{Id, TaskRules};
 use crate::sandbox::{EngineKind, Limits, SandboxConfig};
 
-pub const DEFAULT_PATH: &str = "/etc/dgrid/worker.toml";
-
-/// Seconds between heartbeats of an idle node. Every heartbeat is a commit:
-/// at 40 minutes, 100 idle nodes add 150 commits an hour to the grid, and a
-/// busy node needs none (its heartbeat rides along with its claims).
-pub const DEFAULT_HEARTBEAT_SECS: u64 = 2400;
-
-/// A node silent this long is presumed dead: three missed heartbeats. The
-/// grid tools (`status`, `reap`) default to the same, so that they and the
-/// workers agree on who is alive.
-pub const DEFAULT_STALE_SECS: u64 = 3 * DEFAULT_HEARTBEAT_SECS;
-/// The most tasks a node claims ahead of its free slots. In steady state
-/// it claims that many only when tasks are far shorter than a sync
-/// (`service::pace`); a node that has timed no task yet claims a batch this
-/// big from a deep queue. Each node that takes part in draining a queue
-/// costs at least two commits on the one ref, so bigger first batches mean
-/// fewer nodes take part in a drain of short tasks: measured on 500 tasks,
-/// 8 workers ran at 0.90 of one worker's rate with 64 and at 1.5-2.0 with
-/// 128 (BENCHMARKS.md). Long tasks claimed in such a batch go back within
-/// seconds (`pace::surplus`).
-pub const DEFAULT_CLAIM_AHEAD: u32 = 128;
+pub use defaults::{
+    DEFAULT_CLAIM_AHEAD, DEFAULT_HEARTBEAT_SECS, DEFAULT_PATH, DEFAULT_STALE_SECS,
+    DEFAULT_STATUS_LISTEN,
+};
 
 /// The file as written. Every section denies unknown keys, so a typo is an
 /// error at start, not a setting silently ignored.
@@ -330,7 +314,11 @@ impl Config {
                 )),
             }
         };
-        let pull_interval = secs("PULL_INTERVAL", file.pull_interval, 10)?;
+        let pull_interval = secs(
+            "PULL_INTERVAL",
+            file.pull_interval,
+            defaults::PULL_INTERVAL_SECS,
+        )?;
         let heartbeat_interval = secs(
             "DGRID_HEARTBEAT_INTERVAL",
             file.heartbeat_interval,
@@ -339,7 +327,9 @@ impl Config {
         let stale_after = secs(
             "DGRID_STALE_AFTER",
             file.stale_after,
-            heartbeat_interval.as_secs().saturating_mul(3),
+            heartbeat_interval
+                .as_secs()
+                .saturating_mul(defaults::STALE_AFTER_HEARTBEATS),
         )?;
         if stale_after <= heartbeat_interval {
             return Err(ConfigError::Invalid {
@@ -354,7 +344,7 @@ impl Config {
         }
         let concurrency = match env.get("DGRID_CONCURRENCY") {
             Some(v) => parse_positive("DGRID_CONCURRENCY", &v)? as u32,
-            None => file.concurrency.map_or(1, |n| n.get()),
+            None => file.concurrency.map_or(defaults::CONCURRENCY, |n| n.get()),
         };
         let claim_ahead = match env.get("DGRID_CLAIM_AHEAD") {
             Some(v) => v.trim().parse::<u32>().map_err(|_| ConfigError::Env {
@@ -368,7 +358,7 @@ impl Config {
             .map(PathBuf::from)
             .or(file.state_dir)
             .or_else(|| env.get("STATE_DIRECTORY").map(PathBuf::from))
-            .unwrap_or_else(|| "/var/lib/dgrid-worker".into());
+            .unwrap_or_else(|| defaults::STATE_DIR.into());
 
         let engine = match env.get("DGRID_ENGINE") {
             Some(v) => parse_engine(&v)?,
@@ -377,8 +367,8 @@ impl Config {
         let image = env
             .get("DGRID_IMAGE")
             .or(file.sandbox.image)
-            .unwrap_or_else(|| "docker.io/library/python:3.11-alpine".into());
-        let cpus = file.sandbox.cpus.unwrap_or(1.0);
+            .unwrap_or_else(|| defaults::IMAGE.into());
+        let cpus = file.sandbox.cpus.unwrap_or(Limits::default().cpus);
         if !(cpus > 0.0 && cpus <= 1024.0) {
             return Err(ConfigError::Invalid {
                 origin,
@@ -386,19 +376,23 @@ impl Config {
                 reason: format!("is {cpus}; it must be above 0"),
             });
         }
+        let default = Limits::default();
         let limits = Limits {
-            memory_mb: file.sandbox.memory_mb.map_or(256, NonZeroU64::get),
+            memory_mb: file
+                .sandbox
+                .memory_mb
+                .map_or(default.memory_mb, NonZeroU64::get),
             cpus,
-            pids: file.sandbox.pids_limit.map_or(128, |n| n.get()),
+            pids: file.sandbox.pids_limit.map_or(default.pids, |n| n.get()),
             output_bytes: file
                 .sandbox
                 .output_limit_bytes
-                .map_or(10 * 1024, NonZeroU64::get) as usize,
+                .map_or(default.output_bytes, |n| n.get() as usize),
         };
         let log_level = env
             .get("LOG_LEVEL")
             .or(file.log_level)
-            .unwrap_or_else(|| "info".into());
+            .unwrap_or_else(|| defaults::LOG_LEVEL.into());
         tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| ConfigError::Invalid {
             origin: origin.clone(),
             key: "log_level",
@@ -437,14 +431,27 @@ impl Config {
             pull_interval,
             heartbeat_interval,
             stale_after,
-            claim_grace: Duration::from_secs(file.claim_grace.unwrap_or(300)),
-            max_attempts: file.max_attempts.map_or(3, |n| n.get()),
+            claim_grace: Duration::from_secs(
+                file.claim_grace.unwrap_or(defaults::CLAIM_GRACE_SECS),
+            ),
+            max_attempts: file
+                .max_attempts
+                .map_or(defaults::MAX_ATTEMPTS, |n| n.get()),
             concurrency,
             claim_ahead,
-            drain_timeout: Duration::from_secs(file.drain_timeout.unwrap_or(60)),
+            drain_timeout: Duration::from_secs(
+                file.drain_timeout.unwrap_or(defaults::DRAIN_TIMEOUT_SECS),
+            ),
             log_level,
-            git_binary: file.git.binary.unwrap_or_else(|| "git".into()),
-            git_timeout: Duration::from_secs(file.git.timeout.map_or(120, NonZeroU64::get)),
+            git_binary: file
+                .git
+                .binary
+                .unwrap_or_else(|| defaults::GIT_BINARY.into()),
+            git_timeout: Duration::from_secs(
+                file.git
+                    .timeout
+                    .map_or(defaults::GIT_TIMEOUT_SECS, NonZeroU64::get),
+            ),
             sandbox: SandboxConfig {
                 engine,
                 image,
@@ -453,7 +460,10 @@ impl Config {
                 engine_call_timeout: Duration::from_secs(60),
             },
             task_rules: TaskRules {
-                max_timeout_seconds: file.tasks.max_timeout_seconds.map_or(3600, NonZeroU64::get),
+                max_timeout_seconds: file
+                    .tasks
+                    .max_timeout_seconds
+                    .map_or(TaskRules::default().max_timeout_seconds, NonZeroU64::get),
                 ..TaskRules::default()
             },
         };
@@ -525,10 +535,6 @@ fn parse_file(text: &str, path: &Path) -> Result<File, ConfigError> {
     file.trust.locate(text);
     Ok(file)
 }
-
-/// The status page is on by default, on loopback only: it says what the
-/// node runs, which is nobody else's business.
-pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:8000";
 
 /// `host:port`, or `""`/`off` for no status page.
 fn parse_listen(v: &str) -> Result<Option<std::net::SocketAddr>, String> {

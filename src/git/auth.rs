@@ -43,10 +43,14 @@ impl fmt::Display for Secret {
 const TOKEN_VAR: &str = "DGRID_GIT_TOKEN";
 const USER_VAR: &str = "DGRID_GIT_USERNAME";
 
+/// The user name sent with the token when none is set: what GitHub expects
+/// with an installation or fine-grained token (any name works with a PAT).
+pub const DEFAULT_GIT_USERNAME: &str = "x-access-token";
+
 /// The credential helper, as a shell snippet git runs for `get` requests. It
 /// prints the variables' values, never has them in its own argv.
 const HELPER: &str = "!f() { test \"$1\" = get || exit 0; \
-     printf 'username=%s\\npassword=%s\\n' \"${DGRID_GIT_USERNAME:-x-access-token}\" \"$DGRID_GIT_TOKEN\"; }; f";
+     printf 'username=%s\\npassword=%s\\n' \"$DGRID_GIT_USERNAME\" \"$DGRID_GIT_TOKEN\"; }; f";
 
 /// Environment for a git child that may need the token. The first helper
 /// entry is empty, which clears helpers configured elsewhere (a desktop
@@ -69,9 +73,10 @@ pub fn credential_env(token: Option<&Secret>, username: Option<&str>) -> Vec<(St
         ("GIT_CONFIG_VALUE_1".to_owned(), HELPER.to_owned()),
         (TOKEN_VAR.to_owned(), token.expose().to_owned()),
     ];
-    if let Some(user) = username {
-        env.push((USER_VAR.to_owned(), user.to_owned()));
-    }
+    env.push((
+        USER_VAR.to_owned(),
+        username.unwrap_or(DEFAULT_GIT_USERNAME).to_owned(),
+    ));
     env
 }
 

@@ -5,6 +5,10 @@ use super::claim::Claim;
 use super::node::{NodeRecord, NodeStatus};
 use crate::time::{self, Timestamp};
 
+/// Claims a task gets before it is abandoned, unless a grid sets another
+/// number (`max_attempts`); the workers and `dgrid-worker reap` must agree.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrphanPolicy {
     /// A node whose last heartbeat is older than this is presumed dead.

@@ -50,6 +50,8 @@ pub struct Limits {
     pub output_bytes: usize,
 }
 
+/// The sandbox's defaults (worker.toml's `[sandbox]`): enough for a script
+/// in python, not enough for one to starve the host.
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -334,11 +334,23 @@ mod tests {
     #[test]
     fn idle_peers_get_what_will_not_start_soon() {
         assert_eq!(give_back(7, 40, 0, 0, 1), 0, "nobody idle: keep");
-        assert_eq!(give_back(3, 0, 7, 1, 1), 2, "the tail: keep what starts soon");
+        assert_eq!(
+            give_back(3, 0, 7, 1, 1),
+            2,
+            "the tail: keep what starts soon"
+        );
         assert_eq!(give_back(7, 56, 7, 0, 1), 0, "idle peers have the queue");
         assert_eq!(give_back(7, 2, 7, 0, 1), 7, "the queue cannot fill them");
-        assert_eq!(give_back(100, 0, 7, 500, 500), 0, "short tasks: keep them all");
-        assert_eq!(give_back(80, 0, 1, 5, 5), 5, "no more than one idle slot starts");
+        assert_eq!(
+            give_back(100, 0, 7, 500, 500),
+            0,
+            "short tasks: keep them all"
+        );
+        assert_eq!(
+            give_back(80, 0, 1, 5, 5),
+            5,
+            "no more than one idle slot starts"
+        );
         assert_eq!(give_back(80, 0, 1, 0, 0), 1, "at least one each");
         assert_eq!(give_back(0, 10, 3, 0, 1), 0);
     }

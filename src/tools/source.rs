@@ -28,7 +28,7 @@ pub struct RepoArgs {
     #[arg(long, env = "DGRID_BRANCH", default_value = "main")]
     pub branch: String,
     /// Timeout of each git call, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    #[arg(long, value_name = "SECS", default_value_t = crate::config::defaults::GIT_TIMEOUT_SECS)]
     pub git_timeout: u64,
 }
 

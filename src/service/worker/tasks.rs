@@ -142,9 +142,7 @@ impl Worker {
         );
         // What one idle slot would start in that time, with tasks as long
         // as here.
-        let per_slot = self
-            .pace
-            .startable_within(self.cfg.pull_interval, 1, &[]);
+        let per_slot = self.pace.startable_within(self.cfg.pull_interval, 1, &[]);
         let n = pace::give_back(
             self.slots.waiting.len(),
             view.queue_left,

@@ -357,8 +357,8 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
         crate::trust::policy::POLICY_FILE,
         crate::trust::policy::MAX_POLICY_BYTES as u64,
     ) {
-        Ok(crate::git::repo::Blob::Data(p)) => p,
-        Ok(crate::git::repo::Blob::Missing) => {
+        Ok(crate::git::Blob::Data(p)) => p,
+        Ok(crate::git::Blob::Missing) => {
             return fail(format_args!(
                 "{}: has no {}",
                 a.repo.repo,

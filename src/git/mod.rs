@@ -2,8 +2,9 @@
 //!
 //! - [`command`]: one git invocation, with a timeout, a fixed environment and
 //!   credentials passed only through the child's environment.
-//! - [`repo`]: the worker's private clone and the plumbing reads and writes
-//!   it needs (no work tree: reads with `ls-tree`/`cat-file`, commits with `fast-import`).
+//! - [`repo`]: the worker's private clone: open, fetch, maintain.
+//! - [`read`]: listings and bounded reads of blobs (`ls-tree`, `cat-file`).
+//! - [`write`]: trees, commits (`fast-import`) and pushes.
 //! - [`failure`]: a failed fetch or push told apart by cause (authentication,
 //!   read-only, not found, TLS, host key, unreachable), from git's stderr.
 //! - [`tree`]: object ids and tree entries, shared by `repo` and `edits`.
@@ -14,12 +15,17 @@ pub mod auth;
 pub mod command;
 pub mod edits;
 pub mod failure;
+pub mod read;
 pub mod repo;
 pub mod tree;
 pub mod txn;
+pub mod write;
 
 pub use command::{Git, GitError};
 pub use edits::{Edit, Edits, Signature};
 pub use failure::RemoteFailure;
-pub use repo::{EntryMode, GridRepo, PushOutcome, TreeEntry};
+pub use read::{Blob, ObjectInfo};
+pub use repo::GridRepo;
+pub use tree::{EntryMode, Oid, TreeEntry};
 pub use txn::{Plan, Txn, TxnError, TxnOutcome, TxnPolicy};
+pub use write::PushOutcome;

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use super::command::GitError;
 use super::edits::{Edits, Signature};
-use super::repo::{GridRepo, Oid, PushOutcome};
+use super::repo::GridRepo;
+use super::tree::Oid;
+use super::write::PushOutcome;
 
 #[derive(Debug, Clone)]
 pub struct TxnPolicy {

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::git::repo::{Blob, EntryMode, GridRepo, TreeEntry};
+use crate::git::{Blob, EntryMode, GridRepo, TreeEntry};
 use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::{self, Disposition, OrphanPolicy};

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::git::repo::{GridRepo, TreeEntry};
 use crate::git::{Edit, Edits, GitError};
+use crate::git::{GridRepo, TreeEntry};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::{Id, ResultStatus, TaskResult, layout};
 use crate::time::{self, Timestamp};

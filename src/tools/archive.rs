@@ -15,10 +15,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::git::repo::{Blob, EntryMode, Oid, TreeEntry};
 use crate::git::txn::{
     self, BranchesOutcome, BranchesPlan, BranchesTxn, Change, Identity, TxnError, TxnPolicy,
 };
+use crate::git::{Blob, EntryMode, Oid, TreeEntry};
 use crate::git::{Edit, Edits, Git, GitError, GridRepo};
 use crate::grid::archive::{self, Placement, Stored};
 use crate::grid::layout::{COMPLETED, FAILED, KEEP_FILE};

@@ -8,7 +8,6 @@
 //! of the same name overrides it later without editing the files.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::grid::layout;
 
@@ -36,8 +35,8 @@ pub enum InitError {
         value: String,
         reason: &'static str,
     },
-    #[error("`git {args}` failed: {stderr}")]
-    Git { args: String, stderr: String },
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
 }
 
 pub struct InitOptions {
@@ -126,23 +125,16 @@ dgrid-worker with cargo from the repository variable `DGRID_WORKER_GIT` (at
 `DGRID_WORKER_REF`), else from the URL written into the workflows.
 ";
 
+/// git in `dir`, through the crate's one way of running it (a timeout, no
+/// prompts, a fixed identity).
 fn git(dir: &Path, args: &[&str]) -> Result<(), InitError> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .envs(crate::git::txn::Identity::for_node("init").env())
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .map_err(|source| InitError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(InitError::Git {
-            args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
+    crate::git::Git::new(
+        crate::config::defaults::GIT_BINARY,
+        dir,
+        std::time::Duration::from_secs(crate::config::defaults::GIT_TIMEOUT_SECS),
+    )
+    .with_env(crate::git::txn::Identity::for_node("init").env())
+    .run(args)?;
     Ok(())
 }
 

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::git::Oid;
 use crate::git::auth::{self, Access};
-use crate::git::repo::Oid;
 use crate::git::txn::Identity;
 use crate::git::{Git, GitError, GridRepo};
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use ssh_key::PublicKey;
 
-use crate::git::repo::Blob;
+use crate::git::Blob;
 use crate::git::txn::{Plan, Txn};
 use crate::git::{Edit, Edits, Git, GitError, GridRepo};
 use crate::grid::{Id, TaskRules, layout};

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::git::GitError;
-use crate::git::repo::{Blob, EntryMode, GridRepo, TreeEntry};
+use crate::git::{Blob, EntryMode, GridRepo, TreeEntry};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::{NodeRecord, TaskRules, layout};
 use crate::time::{self, Timestamp};

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::{Draft, KEEP, SyncRequest};
-use crate::git::repo::{Blob, EntryMode, GridRepo, Oid, TreeEntry};
+use crate::git::{Blob, EntryMode, GridRepo, Oid, TreeEntry};
 use crate::git::{Edit, GitError};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::task::EntryKind;

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use super::{Draft, status_word};
 use crate::git::Edit;
 use crate::git::GitError;
-use crate::git::repo::{Blob, GridRepo};
+use crate::git::{Blob, GridRepo};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan;
 use crate::grid::{Id, TaskRules, layout};

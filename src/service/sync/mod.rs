@@ -10,9 +10,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::git::repo::{GridRepo, Oid, TreeEntry};
 use crate::git::txn::{Plan, Txn};
 use crate::git::{Edit, Edits, GitError};
+use crate::git::{GridRepo, Oid, TreeEntry};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::OrphanPolicy;
 use crate::grid::{Id, NodeRecord, NodeStatus, ResultStatus, TaskRules, layout};

@@ -1,0 +1,161 @@
+//! The configuration's rules, from TOML text and a made-up environment.
+
+use super::*;
+use std::collections::HashMap;
+
+#[test]
+fn spans_of_time_are_bounded() {
+    // Found by fuzzing: 3 * heartbeat_interval overflowed, and a huge
+    // interval would panic the loop at its first Instant + Duration.
+    for text in [
+        "repo_url = \"/g\"\nheartbeat_interval = 9000000000000000000\n",
+        "repo_url = \"/g\"\npull_interval = 9000000000000000000\n",
+        "repo_url = \"/g\"\ndrain_timeout = 18446744073709551615\n",
+        "repo_url = \"/g\"\n[tasks]\nmax_timeout_seconds = 400000000\n",
+    ] {
+        let e = Config::from_str_with(text, Path::new("w.toml"), &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("at most 315360000"), "{text}: {e}");
+    }
+}
+
+struct MapEnv(HashMap<&'static str, &'static str>);
+impl Env for MapEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).map(|s| s.to_string())
+    }
+}
+fn env(pairs: &[(&'static str, &'static str)]) -> MapEnv {
+    MapEnv(pairs.iter().copied().collect())
+}
+fn load(text: &str, e: &MapEnv) -> Result<Config, ConfigError> {
+    Config::from_str_with(text, Path::new("/etc/dgrid/worker.toml"), e)
+}
+
+#[test]
+fn file_then_environment() {
+    let text = "node_id = \"n1\"\nrepo_url = \"/srv/grid.git\"\npull_interval = 5\n[sandbox]\nengine = \"podman\"\nimage = \"img\"\n";
+    let c = load(text, &env(&[])).unwrap();
+    assert_eq!(c.node_id.as_str(), "n1");
+    assert_eq!(c.pull_interval, Duration::from_secs(5));
+    assert_eq!(c.sandbox.engine, EngineKind::Podman);
+    let c = load(
+        text,
+        &env(&[
+            ("NODE_ID", "n2"),
+            ("PULL_INTERVAL", "1"),
+            ("DGRID_ENGINE", "shell"),
+            ("GIT_TOKEN", "t0k"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.node_id.as_str(), "n2");
+    assert_eq!(c.pull_interval, Duration::from_secs(1));
+    assert_eq!(c.sandbox.engine, EngineKind::Shell);
+    assert_eq!(
+        c.access.token.as_ref().map(auth::Secret::expose),
+        Some("t0k")
+    );
+    assert!(!format!("{c:?}").contains("t0k"));
+}
+
+#[test]
+fn errors_name_key_file_and_line() {
+    let e = load("repo_url = \"/g\"\n\npul_interval = 5\n", &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/etc/dgrid/worker.toml") && e.contains("line 3") && e.contains("pul_interval"),
+        "{e}"
+    );
+    let e = load("repo_url = \"/g\"\n[sandbox]\nmemory_mb = 0\n", &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 3") && e.contains("memory_mb"), "{e}");
+    let e = load("repo_url = \"/g\"\nnode_id = \"../x\"\n", &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 2") && e.contains("node_id"), "{e}");
+    let e = load("repo_url = \"/g\"\n", &env(&[("PULL_INTERVAL", "soon")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("PULL_INTERVAL") && e.contains("soon"), "{e}");
+    let e = load("", &env(&[])).unwrap_err().to_string();
+    assert!(
+        e.contains("repo_url") && e.contains("DGRID_REPO_URL"),
+        "{e}"
+    );
+    let e = load("repo_url = \"https://tok@github.com/o/g\"\n", &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("repo_url") && e.contains("credentials"), "{e}");
+    // Checked after parsing, and still with the line, as every other error.
+    let e = load(
+        "node_id = \"n1\"\n\nrepo_url = \"https://u:p@github.com/o/g\"\n",
+        &env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("/etc/dgrid/worker.toml line 3") && e.contains("`repo_url`"),
+        "{e}"
+    );
+    let e = load(
+        "repo_url = \"/g\"\ngit_username = \"x\\nusername=y\"\n",
+        &env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("line 2") && e.contains("git_username"), "{e}");
+    let e = load(
+        "repo_url = \"/g\"\n[git]\nca_file = \"/nonexistent/ca.pem\"\n",
+        &env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("line 3") && e.contains("git.ca_file") && e.contains("/nonexistent/ca.pem"),
+        "{e}"
+    );
+}
+
+#[test]
+fn ssh_settings_and_the_ssh_key_credential() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ssh-key");
+    std::fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, "").unwrap();
+    let text = format!(
+        "repo_url = \"ssh://git@h/g\"\n[git]\nssh_key_file = \"{}\"\nknown_hosts = \"{}\"\n",
+        key.display(),
+        known.display()
+    );
+    let e = load(&text, &env(&[])).unwrap_err().to_string();
+    assert!(e.contains("line 3") && e.contains("chmod 600"), "{e}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = load(&text, &env(&[])).unwrap();
+    assert_eq!(c.access.ssh_key_file.as_deref(), Some(key.as_path()));
+    assert_eq!(c.access.known_hosts.as_deref(), Some(known.as_path()));
+    // Without a setting, the unit's credential `ssh-key` is the key.
+    let creds: &'static str = Box::leak(dir.path().display().to_string().into_boxed_str());
+    let c = load(
+        "repo_url = \"ssh://git@h/g\"\n",
+        &env(&[("CREDENTIALS_DIRECTORY", creds)]),
+    )
+    .unwrap();
+    assert_eq!(c.access.ssh_key_file.as_deref(), Some(key.as_path()));
+}
+
+#[test]
+fn a_token_with_a_line_break_stops_the_start() {
+    let e = load("repo_url = \"/g\"\n", &env(&[("GIT_TOKEN", "abc\ndef")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("GIT_TOKEN") && e.contains("control character"),
+        "{e}"
+    );
+    assert!(!e.contains("def"), "{e}");
+}

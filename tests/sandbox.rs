@@ -110,6 +110,7 @@ fn job(task: &str, script: &str, timeout: Duration) -> Job {
         attempt: 1,
         script: script.into(),
         timeout,
+        inputs: None,
     }
 }
 

@@ -161,7 +161,7 @@ fn submit_pushes_a_valid_task_and_refuses_duplicates() {
     expect_code(&out, 0);
     let generated = stdout(&out).trim().to_owned();
     assert!(generated.starts_with("t-"), "{generated}");
-    let queue = grid.json_files("tasks/queue");
+    let queue = grid.queued();
     let task = &queue[&format!("{generated}.json")];
     assert_eq!(task["script"], "echo hi");
     assert_eq!(task["timeout_seconds"], 7);
@@ -182,10 +182,7 @@ fn submit_pushes_a_valid_task_and_refuses_duplicates() {
         file.to_str().unwrap(),
     ]);
     expect_code(&out, 0);
-    assert_eq!(
-        grid.json_files("tasks/queue")["from-file.json"]["owner"],
-        "ana"
-    );
+    assert_eq!(grid.queued()["from-file.json"]["owner"], "ana");
 
     // A script from a file, with an explicit id.
     let script = grid.path("script.sh");
@@ -203,7 +200,7 @@ fn submit_pushes_a_valid_task_and_refuses_duplicates() {
     ]);
     expect_code(&out, 0);
     assert_eq!(
-        grid.json_files("tasks/queue")["scripted.json"]["script"],
+        grid.queued()["scripted.json"]["script"],
         "echo from script file\n"
     );
 
@@ -428,7 +425,7 @@ fn reap_requeues_orphans_abandons_exhausted_claims_and_dry_run_changes_nothing()
         before + 1,
         "one transaction, one commit"
     );
-    let queue = grid.json_files("tasks/queue");
+    let queue = grid.queued();
     assert_eq!(queue["t-orphan.json"]["attempt"], 2);
     assert!(queue["t-orphan.json"].get("claim").is_none());
     let running = grid.files("tasks/in_progress");

@@ -145,6 +145,8 @@ pub fn growth_run(grid: &Grid, claims: usize, queued: usize) -> GrowthRun {
                 slots: 1,
                 survey: false,
                 defer_results: false,
+                labels: &Default::default(),
+                holding: &[],
             };
             dgrid_worker::service::sync::plan(t, &req)
         })

@@ -4,6 +4,7 @@
 //! original worker (`NODE_ID`, `DGRID_REPO_URL`, `GIT_TOKEN`, `PULL_INTERVAL`,
 //! `LOG_LEVEL`) and add `DGRID_*` for the rest.
 
+pub mod budget;
 pub mod trust;
 
 use std::num::NonZeroU64;
@@ -67,6 +68,13 @@ struct File {
     tasks: TasksFile,
     #[serde(default)]
     trust: trust::TrustFile,
+    labels: Option<toml::Spanned<Vec<String>>>,
+    exclusive: Option<toml::Spanned<Vec<String>>>,
+    #[serde(default)]
+    budget: budget::BudgetFile,
+    /// Where lines start in the file's text, for errors that name a line.
+    #[serde(skip)]
+    line_starts: Vec<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +132,9 @@ pub struct Config {
     pub task_rules: TaskRules,
     /// `[trust]`: the pinned roots and how strictly tasks are checked.
     pub trust: trust::TrustConfig,
+    /// `labels`, `exclusive` and `[budget]`: what the node routes by and
+    /// what its volunteer gives.
+    pub scheduling: budget::Scheduling,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -359,8 +370,18 @@ impl Config {
         };
 
         let trust = trust::resolve(file.trust, &origin, env)?;
+        let line_starts = file.line_starts;
+        let at = |span: Option<std::ops::Range<usize>>| match span {
+            Some(s) if !line_starts.is_empty() => format!(
+                "{origin}, line {}",
+                line_starts.partition_point(|&l| l <= s.start)
+            ),
+            _ => origin.clone(),
+        };
+        let scheduling = budget::resolve(file.labels, file.exclusive, file.budget, env, &at)?;
 
         let cfg = Config {
+            scheduling,
             trust,
             status_listen,
             source,
@@ -445,6 +466,9 @@ fn parse_file(text: &str, path: &Path) -> Result<File, ConfigError> {
         message: e.to_string().trim_end().to_owned(),
     })?;
     file.trust.locate(text);
+    file.line_starts = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
     Ok(file)
 }
 
@@ -596,5 +620,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("repo_url") && e.contains("credentials"), "{e}");
+    }
+
+    #[test]
+    fn labels_exclusive_and_budget_are_checked_with_the_line() {
+        let text = "repo_url = \"/g\"\nlabels = [\"gpu\", \"zone=eu\"]\nexclusive = [\"gpu\"]\n[budget]\ntasks_per_hour = 10\ntask_seconds_per_hour = 600\nquiet_hours = [\"22:00-07:00\"]\n";
+        let c = load(text, &env(&[])).unwrap();
+        let names: Vec<&str> = c.scheduling.labels.iter().map(|l| l.as_str()).collect();
+        assert_eq!(names, ["gpu", "zone=eu"]);
+        assert_eq!(c.scheduling.exclusive.len(), 1);
+        assert_eq!(c.scheduling.budget.tasks_per_hour, Some(10));
+        assert_eq!(c.scheduling.budget.task_seconds_per_hour, Some(600));
+        assert_eq!(c.scheduling.budget.quiet_hours.len(), 1);
+        let c = load("repo_url = \"/g\"\n", &env(&[])).unwrap();
+        assert!(c.scheduling.labels.is_empty() && c.scheduling.budget.is_unlimited());
+
+        let e = load("repo_url = \"/g\"\n\nlabels = [\"GPU\"]\n", &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 3") && e.contains("labels") && e.contains("\"GPU\""),
+            "{e}"
+        );
+        let e = load(
+            "repo_url = \"/g\"\nlabels = [\"gpu\"]\nexclusive = [\"fpga\"]\n",
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 3") && e.contains("exclusive") && e.contains("fpga"),
+            "{e}"
+        );
+        let e = load(
+            "repo_url = \"/g\"\n[budget]\nquiet_hours = [\"25:00-07:00\"]\n",
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 3") && e.contains("budget.quiet_hours"),
+            "{e}"
+        );
+        let e = load(
+            "repo_url = \"/g\"\n[budget]\ntasks_per_hour = 0\n",
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 3") && e.contains("tasks_per_hour"), "{e}");
+        let c = load(
+            "repo_url = \"/g\"\n",
+            &env(&[("DGRID_LABELS", "gpu, arch=arm64")]),
+        )
+        .unwrap();
+        assert_eq!(c.scheduling.labels.len(), 2);
+        let e = load("repo_url = \"/g\"\n", &env(&[("DGRID_LABELS", "a/b")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DGRID_LABELS") && e.contains("a/b"), "{e}");
     }
 }

@@ -132,6 +132,7 @@ mod tests {
             claimed_at: claimed.into(),
             deadline: deadline.into(),
             attempt,
+            queued_at: None,
         }
     }
 

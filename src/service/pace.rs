@@ -55,6 +55,11 @@ impl Pace {
         self.task = blend(self.task, d);
     }
 
+    /// The measured time of a task, in seconds (if one was timed).
+    pub fn task_secs(&self) -> Option<f64> {
+        self.task
+    }
+
     /// Has a task been timed (can a batch be sized)?
     pub fn measured(&self) -> bool {
         self.task.is_some() && self.sync.is_some()
@@ -151,6 +156,24 @@ pub fn give_back(
     }
     let share = fair_share(queued + waiting, mine, idle_slots);
     waiting.saturating_sub(share.min(startable))
+}
+
+/// Which of the claims a node holds and has not started go back to the
+/// queue because work of a higher priority waits there: those whose level
+/// (priority with age, `grid::schedule`) is below `top_queued`, the best
+/// level this node could claim. Giving them back empties its waiting list
+/// down to work at least as urgent, so its next claim takes the higher work
+/// first and it starts at the next free slot. (Indices into `waiting`.)
+pub fn preempt(waiting: &[u8], top_queued: Option<u8>) -> Vec<usize> {
+    let Some(top) = top_queued else {
+        return Vec::new();
+    };
+    waiting
+        .iter()
+        .enumerate()
+        .filter(|(_, level)| **level < top)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Results wait at most this many syncs' time (or [`MAX_RESULT_DELAY`], if
@@ -283,6 +306,19 @@ mod tests {
         assert_eq!(give_back(7, 0, 1, 1, 100), 3, "one idle peer: half");
         assert_eq!(give_back(4, 0, 1, 1, 0), 4, "none would start soon");
         assert_eq!(give_back(0, 10, 1, 3, 0), 0);
+    }
+
+    #[test]
+    fn claims_below_the_best_queued_level_go_back() {
+        assert_eq!(preempt(&[50, 50, 10, 10], Some(90)), vec![0, 1, 2, 3]);
+        assert_eq!(preempt(&[90, 90, 10], Some(90)), vec![2]);
+        assert_eq!(
+            preempt(&[90, 50], Some(50)),
+            Vec::<usize>::new(),
+            "as high: kept"
+        );
+        assert!(preempt(&[10], None).is_empty(), "nothing queued");
+        assert!(preempt(&[], Some(99)).is_empty());
     }
 
     #[test]

@@ -74,6 +74,14 @@ impl Worker {
                 .schedule
                 .results_since
                 .is_some_and(|since| since.elapsed() < self.pace.result_delay());
+        let holding: Vec<crate::grid::Class> = self
+            .slots
+            .waiting
+            .iter()
+            .map(|c| c.task.class())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let started = Instant::now();
         let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
             let req = SyncRequest {
@@ -94,6 +102,8 @@ impl Worker {
                 slots: self.cfg.concurrency,
                 survey,
                 defer_results,
+                labels: &self.labels,
+                holding: &holding,
             };
             sync::plan(t, &req)
         });
@@ -171,7 +181,9 @@ impl Worker {
             // Poll again at once while the queue has work and we have room;
             // also at once after putting tasks back in the queue: they were
             // not there to claim.
-            let more = report.queue_left > 0 && report.claimed.len() >= want;
+            // Also when the claim stopped at its share of a priority level:
+            // more of it is queued, and it goes before anything lower.
+            let more = report.queue_left > 0 && (report.claimed.len() >= want || report.capped);
             self.schedule
                 .claimed(now, more || report.requeued > 0, self.cfg.pull_interval);
         }
@@ -180,6 +192,7 @@ impl Worker {
             self.rebalance(&View {
                 queue_left: report.queue_left,
                 idle_peer_slots: report.idle_peer_slots,
+                top_queued: report.top_queued,
             });
         }
         // Not with a push of unknown outcome: maintenance may cut history
@@ -251,6 +264,12 @@ impl Worker {
         }
         for (task, what) in &report.reaped {
             tracing::warn!(task_id = %task, action = %what, "orphaned claim reaped");
+        }
+        for (task, what) in &report.released {
+            tracing::info!(task_id = %task, action = %what, "waiting task moved on");
+        }
+        for (task, inputs) in &report.inputs {
+            self.inputs.insert(task.clone(), inputs.clone());
         }
         for c in &report.claimed {
             tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, "claimed");

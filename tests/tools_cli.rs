@@ -219,7 +219,7 @@ fn submit_pushes_a_valid_task_and_refuses_duplicates() {
     expect_code(&dup, 1);
     assert!(
         stderr(&dup).contains(
-            "field `task_id` \"scripted\" is already in use on the grid: tasks/queue/scripted.json"
+            "field `task_id` \"scripted\" is already in use on the grid: tasks/lanes/p50/any/"
         ),
         "{}",
         stderr(&dup)
@@ -324,7 +324,7 @@ fn status_shows_nodes_queue_running_and_results() {
     expect_code(&o, 0);
     let text = stdout(&o);
     for want in [
-        "queued 3  running 3  completed 5  failed 2",
+        "queued 3  waiting 0  running 3  completed 5  failed 2",
         "alpha",
         "beta",
         "q-1",

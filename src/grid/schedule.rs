@@ -97,6 +97,29 @@ impl NodeLabels {
     }
 }
 
+/// Why none of `nodes` (name, labels) serves `class`; `None` if one does.
+/// At most a few nodes are named, then how many more.
+pub fn why_unserved(class: &Class, nodes: &[(&str, &NodeLabels)]) -> Option<String> {
+    const NAMED: usize = 5;
+    if nodes.is_empty() {
+        return Some("no live node".to_owned());
+    }
+    let mut reasons = Vec::new();
+    for (name, labels) in nodes {
+        match labels.serves(class) {
+            Ok(()) => return None,
+            Err(lack) => reasons.push(format!("{name} {lack}")),
+        }
+    }
+    let more = reasons.len().saturating_sub(NAMED);
+    reasons.truncate(NAMED);
+    let mut text = format!("no live node serves it: {}", reasons.join("; "));
+    if more > 0 {
+        text.push_str(&format!("; and {more} more"));
+    }
+    Some(text)
+}
+
 /// A queued task as the order sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Queued<'a> {
@@ -278,6 +301,31 @@ mod tests {
         let from_record =
             NodeLabels::from_record(&["gpu".into(), "Bad Label".into()], &["gpu".into()]);
         assert_eq!(from_record, node(&["gpu"], &["gpu"]));
+    }
+
+    #[test]
+    fn a_class_no_node_serves_says_what_each_lacks() {
+        let gpu = Class::from_labels(["gpu"]).unwrap();
+        let plain = node(&["arch=amd64"], &[]);
+        let fpga = node(&["fpga"], &["fpga"]);
+        let has_gpu = node(&["gpu"], &[]);
+        assert_eq!(
+            why_unserved(&gpu, &[("n1", &plain), ("n2", &fpga)]).unwrap(),
+            "no live node serves it: n1 lacks gpu; n2 lacks gpu"
+        );
+        assert_eq!(
+            why_unserved(&Class::any(), &[("n2", &fpga)]).unwrap(),
+            "no live node serves it: n2 takes only tasks that require fpga"
+        );
+        assert_eq!(
+            why_unserved(&gpu, &[("n1", &plain), ("n3", &has_gpu)]),
+            None
+        );
+        assert_eq!(why_unserved(&gpu, &[]).unwrap(), "no live node");
+        let many: Vec<(String, NodeLabels)> =
+            (0..8).map(|i| (format!("n{i}"), plain.clone())).collect();
+        let refs: Vec<(&str, &NodeLabels)> = many.iter().map(|(n, l)| (n.as_str(), l)).collect();
+        assert!(why_unserved(&gpu, &refs).unwrap().ends_with("; and 3 more"));
     }
 
     #[test]

@@ -171,17 +171,19 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<R
         return Ok(out);
     }
     // The cheap look first: which parents have anything waiting at all.
-    let parents: BTreeSet<Vec<u8>> = repo
+    let top: Vec<TreeEntry> = repo
         .list_dir(tip, layout::BLOCKED)?
         .into_iter()
-        .filter(|e| e.mode == EntryMode::Tree)
-        .map(|e| e.name)
+        .filter(|e| e.name != layout::KEEP_FILE.as_bytes())
         .collect();
-    let relevant = input
-        .finished
-        .keys()
-        .any(|id| parents.contains(id.as_str().as_bytes()));
-    if parents.is_empty() || (!relevant && !input.sweep) {
+    let relevant = top.iter().any(|e| {
+        e.mode == EntryMode::Tree
+            && std::str::from_utf8(&e.name)
+                .ok()
+                .and_then(|n| Id::parse(n).ok())
+                .is_some_and(|id| input.finished.contains_key(&id))
+    });
+    if top.is_empty() || (!relevant && !input.sweep) {
         return Ok(out);
     }
     let blocked = BlockedAt::list(repo, tip)?;

@@ -8,3 +8,4 @@ pub mod nodes;
 pub mod queue;
 pub mod reap;
 pub mod results;
+pub mod routing;

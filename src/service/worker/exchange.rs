@@ -58,9 +58,14 @@ impl Worker {
         let grace = chrono::Duration::from_std(self.cfg.claim_grace + wait).unwrap_or_default();
         let queue_empty_at = self.queue_empty_at.clone();
         // At least its fair share of the queue, up to what it may hold.
+        // Never beyond what the volunteer's limits let it start.
         let share_up_to = if want > 0 {
-            (self.cfg.concurrency as usize + self.cfg.claim_ahead as usize)
-                .saturating_sub(self.slots.running.len() + self.slots.waiting.len())
+            let room = (self.cfg.concurrency as usize + self.cfg.claim_ahead as usize)
+                .saturating_sub(self.slots.running.len() + self.slots.waiting.len());
+            match self.allowance().room(self.slots.waiting.len()) {
+                Some(budget) => room.min(budget),
+                None => room,
+            }
         } else {
             0
         };
@@ -235,9 +240,10 @@ impl Worker {
     /// start what was claimed, and log what the grid now says.
     fn absorb(&mut self, report: &SyncReport) {
         let now = Instant::now();
-        if report.requeued > 0 || !report.reaped.is_empty() {
-            // This commit put tasks back in the queue: it is not empty, and
-            // a node with room looks at it again.
+        if report.requeued > 0 || !report.reaped.is_empty() || !report.released.is_empty() {
+            // This commit put tasks back in the queue (or released waiting
+            // ones into it): it is not empty, and a node with room looks at
+            // it again.
             self.queue_empty_at = None;
             self.schedule.next_poll = now;
         }

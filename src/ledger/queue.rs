@@ -3,7 +3,8 @@
 //! `ls-tree` calls whatever the queue's size. Nothing is read: a lane's
 //! path says all the claim order needs (`grid::layout::Place`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use crate::git::GitError;
 use crate::git::repo::{GridRepo, TreeEntry};
@@ -16,7 +17,9 @@ use crate::time::Timestamp;
 pub struct LaneEntry {
     /// Named by its path below `tasks/lanes/`.
     pub entry: TreeEntry,
-    pub place: Place,
+    /// Shared by the entries of one batch: a deep queue has far fewer
+    /// directories than tasks.
+    pub place: Rc<Place>,
 }
 
 impl LaneEntry {
@@ -66,12 +69,28 @@ impl QueueAt {
             .collect();
         let mut lanes = Vec::new();
         let mut misplaced = Vec::new();
+        // Each batch directory is read once, whatever it holds.
+        let mut dirs: HashMap<Vec<u8>, Result<Rc<Place>, PlaceError>> = HashMap::new();
         for entry in repo.list_dir_recursive(tip, layout::LANES)? {
             if is_keep(&entry.name) {
                 continue;
             }
-            match Place::parse(&entry.name) {
-                Ok((place, _)) => lanes.push(LaneEntry { entry, place }),
+            let dir = match entry.name.iter().rposition(|b| *b == b'/') {
+                Some(i) => &entry.name[..i],
+                None => &[][..],
+            };
+            let place = match dirs.get(dir) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Place::parse(&entry.name).map(|(place, _)| Rc::new(place));
+                    dirs.insert(dir.to_vec(), p.clone());
+                    p
+                }
+            };
+            // What a path says depends on its directory alone (the depth
+            // too): one verdict for all of a directory's entries.
+            match place {
+                Ok(place) => lanes.push(LaneEntry { entry, place }),
                 Err(e) => misplaced.push((entry, e)),
             }
         }

@@ -9,7 +9,9 @@
 //! (`grid::schedule`), read the sample (bounded), judge each candidate
 //! ([`consider`]), and claim the ones taken ([`take`]).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use super::{Draft, SyncRequest};
 use crate::git::repo::{Blob, EntryMode, GridRepo, Oid, TreeEntry};
@@ -24,9 +26,10 @@ use crate::ledger::queue::QueueAt;
 use crate::ledger::{nodes, results};
 use crate::service::pace;
 
-/// Inbox entries read (and filed into their lanes) in one sync, at most:
-/// an old grid's flat queue moves into lanes a batch at a time.
-const INBOX_BATCH: usize = 64;
+/// Inbox entries read (and filed into their lanes) in one sync, at least
+/// (more when the node claims more): an old grid's flat queue moves into
+/// lanes a batch at a time, each batch one commit of small edits.
+const INBOX_BATCH: usize = 256;
 /// Entries of `tasks/lanes/` that are no place for a task, moved to
 /// `failed/` in one sync, at most.
 const MISPLACED_BATCH: usize = 64;
@@ -46,18 +49,18 @@ fn entry_kind(mode: EntryMode) -> EntryKind {
 }
 
 /// A queued task this node could claim.
-struct Candidate {
+struct Candidate<'q> {
     /// The directory `entry` is named below (`tasks/queue` or
     /// `tasks/lanes`).
     dir: &'static str,
-    entry: TreeEntry,
+    entry: Cow<'q, TreeEntry>,
     /// Where it is in the lanes (for an inbox entry: where it belongs).
-    place: Place,
+    place: Rc<Place>,
     /// An inbox entry, read and judged already.
     judged: Option<Verdict>,
 }
 
-impl Candidate {
+impl Candidate<'_> {
     fn path(&self) -> Vec<u8> {
         results::entry_path(self.dir, &self.entry.name)
     }
@@ -84,23 +87,31 @@ pub(super) fn claim(
     let queue = d.queue(repo)?;
     reject_misplaced(d, &queue);
     let not_touched = |name: &[u8]| {
+        if touched.is_empty() {
+            return true;
+        }
         let id = std::str::from_utf8(name)
             .ok()
             .and_then(layout::json_stem)
             .and_then(|s| Id::parse(s).ok());
         !id.is_some_and(|id| touched.contains(&id))
     };
-    let mut candidates: Vec<Candidate> = queue
-        .lanes
-        .iter()
-        .filter(|l| not_touched(l.file_name()) && req.labels.serves(&l.place.class).is_ok())
-        .map(|l| Candidate {
-            dir: layout::LANES,
-            entry: l.entry.clone(),
-            place: l.place.clone(),
-            judged: None,
-        })
-        .collect();
+    // Whether it serves a class is asked once per class, not per task.
+    let mut serves: BTreeMap<&Class, bool> = BTreeMap::new();
+    let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    for l in &queue.lanes {
+        let ok = *serves
+            .entry(&l.place.class)
+            .or_insert_with(|| req.labels.serves(&l.place.class).is_ok());
+        if ok && not_touched(l.file_name()) {
+            candidates.push(Candidate {
+                dir: layout::LANES,
+                entry: Cow::Borrowed(&l.entry),
+                place: l.place.clone(),
+                judged: None,
+            });
+        }
+    }
     let mut inbox: Vec<TreeEntry> = queue
         .inbox
         .iter()
@@ -121,8 +132,9 @@ pub(super) fn claim(
     // The inbox first: what it holds is read now (a batch of it), filed
     // into its lane, and claimable in this same round.
     fastrand::shuffle(&mut inbox);
-    let unread = inbox.len().saturating_sub(INBOX_BATCH);
-    inbox.truncate(INBOX_BATCH);
+    let batch = INBOX_BATCH.max(req.want_claims.max(req.share_up_to) * 2 + 4);
+    let unread = inbox.len().saturating_sub(batch);
+    inbox.truncate(batch);
     candidates.extend(file_inbox(repo, d, inbox)?);
 
     let places: Vec<Queued<'_>> = candidates
@@ -174,7 +186,7 @@ pub(super) fn claim(
         // by hand) is moved where it belongs, and claimed from there later:
         // the order it was judged in was the path's.
         let home = Place::of(&task, c.place.batch.minute);
-        if c.dir == layout::LANES && home != c.place {
+        if c.dir == layout::LANES && home != *c.place {
             move_to(
                 d,
                 &c.path(),
@@ -223,7 +235,9 @@ pub(super) fn claim(
             }
         }
     }
-    d.report.capped = picker.capped();
+    // Stopped at a level's share, or at the inbox's batch: more is there
+    // for this node as soon as it has room.
+    d.report.capped = picker.capped() || (unread > 0 && picker.taken() < want);
     d.report.queue_left = left;
     d.report.top_queued = top;
     Ok(())
@@ -268,7 +282,7 @@ fn file_inbox(
     repo: &GridRepo,
     d: &mut Draft<'_>,
     inbox: Vec<TreeEntry>,
-) -> Result<Vec<Candidate>, GitError> {
+) -> Result<Vec<Candidate<'static>>, GitError> {
     let req = d.req;
     let files: Vec<String> = inbox
         .iter()
@@ -302,8 +316,8 @@ fn file_inbox(
         }
         out.push(Candidate {
             dir: layout::QUEUE,
-            entry,
-            place,
+            entry: Cow::Owned(entry),
+            place: Rc::new(place),
             judged: Some(Verdict::Claimable(task)),
         });
     }
@@ -342,16 +356,22 @@ fn how_many(queued: usize, req: &SyncRequest<'_>, peers: &Peers, d: &mut Draft<'
 /// Each level's quota: this node's share of the level, among the peers
 /// that serve any of its classes.
 fn level_quotas(
-    candidates: &[Candidate],
+    candidates: &[Candidate<'_>],
     order: &[(usize, u8)],
     req: &SyncRequest<'_>,
     peers: &Peers,
 ) -> BTreeMap<u8, usize> {
     let mut levels: BTreeMap<u8, (usize, BTreeSet<&Class>)> = BTreeMap::new();
+    let mut last: Option<(u8, *const Place)> = None;
     for &(i, level) in order {
         let l = levels.entry(level).or_default();
         l.0 += 1;
-        l.1.insert(&candidates[i].place.class);
+        // Tasks of one batch come together: its class once.
+        let place = Rc::as_ptr(&candidates[i].place);
+        if last != Some((level, place)) {
+            l.1.insert(&candidates[i].place.class);
+            last = Some((level, place));
+        }
     }
     levels
         .into_iter()
@@ -385,7 +405,7 @@ impl Sample {
 /// were read already).
 fn read_sample(
     repo: &GridRepo,
-    candidates: &[Candidate],
+    candidates: &[Candidate<'_>],
     order: &[(usize, u8)],
     req: &SyncRequest<'_>,
 ) -> Result<Sample, GitError> {

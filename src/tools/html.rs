@@ -125,7 +125,7 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
             let _ = write!(
                 h,
                 "<tr class=\"unservable\"><td>{}</td><td>{}: {}</td><td class=\"bad\">{}</td></tr>",
-                escape(&u.requires.join(", ")),
+                labels_cell(&u.requires),
                 u.tasks,
                 escape(&u.task_ids.join(", ")),
                 escape(&u.why),
@@ -148,10 +148,10 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
         let requires = match &q.unservable {
             Some(why) => format!(
                 "{} <span class=\"bad\">{}</span>",
-                escape(&q.requires.join(", ")),
+                labels_cell(&q.requires),
                 escape(why)
             ),
-            None => escape(&q.requires.join(", ")),
+            None => labels_cell(&q.requires),
         };
         let _ = write!(
             h,
@@ -182,7 +182,7 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
             "<tr class=\"waiting\" data-task=\"{id}\"><td>{id}</td><td class=\"waits-for\">{waits}</td><td>{p}</td><td>{r}</td></tr>",
             id = escape(&w.task_id),
             p = w.priority.map(|p| p.to_string()).unwrap_or_default(),
-            r = escape(&w.requires.join(", ")),
+            r = labels_cell(&w.requires),
         );
     }
     none_row(
@@ -228,6 +228,14 @@ fn heartbeat_cell(last_heartbeat: &str, age_s: Option<i64>) -> String {
             escape(last_heartbeat)
         ),
     }
+}
+
+/// Labels a task requires: `nothing` rather than a blank cell.
+fn labels_cell(labels: &[String]) -> String {
+    if labels.is_empty() {
+        return "<span class=\"muted\">nothing</span>".into();
+    }
+    escape(&labels.join(", "))
 }
 
 /// How many tasks a node runs, and which: `0` rather than a blank cell.

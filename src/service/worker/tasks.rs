@@ -157,6 +157,14 @@ impl Worker {
             claimed.task.task_id, claimed.claim.attempt
         ));
         let io = |e: std::io::Error| format!("{}: {e}", dir.display());
+        // The container engines take the path in a `--mount` list, split
+        // on commas.
+        if dir.to_str().is_none_or(|d| d.contains(',')) {
+            return Err(format!(
+                "{}: the state directory's path must be UTF-8 without ',' to mount a task's inputs",
+                dir.display()
+            ));
+        }
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io)?;
         }

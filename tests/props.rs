@@ -464,6 +464,8 @@ mod claim_choice {
                 defer_results: false,
                 labels: &Default::default(),
                 holding: &[],
+                preempt_below: None,
+                preempt_up_to: 0,
             };
             let plan = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap();
             let report = plan.value;

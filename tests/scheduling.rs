@@ -527,6 +527,52 @@ fn a_priority_burst_mid_drain_starts_before_the_low_work_left() {
     );
 }
 
+/// One node busy with a long low task and holding five more it has not
+/// started: a high one pushed meanwhile is claimed at its next look, and
+/// runs next, before the low ones it held.
+#[test]
+fn work_of_a_higher_priority_takes_the_next_slot_from_claims_held() {
+    let grid = Grid::new();
+    let mut low = vec![
+        json!({"task_id": "blocker", "script": "sleep 5", "timeout_seconds": 60, "priority": 10}),
+    ];
+    low.extend((0..5).map(|i| json!({"task_id": format!("low-{i}"), "script": "true", "timeout_seconds": 30, "priority": 10})));
+    submit(&grid, "low", Value::Array(low));
+    let mut spec = WorkerSpec::new(&grid, "holder");
+    spec.drain = false;
+    let mut w = spawn_worker(&grid, &spec);
+    // Alone at a queue of six: it takes them all, one running.
+    wait_until("all six claimed", Duration::from_secs(30), || {
+        grid.files("tasks/in_progress").len() == 6
+    });
+    submit(
+        &grid,
+        "high",
+        json!([{"task_id": "urgent", "script": "echo urgent", "timeout_seconds": 30, "priority": 90}]),
+    );
+    wait_until("every result", Duration::from_secs(120), || {
+        grid.results().len() == 7
+    });
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+    let r = results_by_task(&grid);
+    let urgent = started(&r["urgent"]);
+    assert!(
+        urgent >= ended(&r["blocker"]),
+        "it waited for the running task"
+    );
+    for i in 0..5 {
+        assert!(
+            started(&r[&format!("low-{i}")]) > urgent,
+            "low-{i} ran before the urgent task"
+        );
+    }
+}
+
 fn record(grid: &Grid, node: &str) -> Value {
     serde_json::from_slice(&grid.files("nodes")[&format!("{node}.json")]).unwrap()
 }

@@ -147,6 +147,8 @@ pub fn growth_run(grid: &Grid, claims: usize, queued: usize) -> GrowthRun {
                 defer_results: false,
                 labels: &Default::default(),
                 holding: &[],
+                preempt_below: None,
+                preempt_up_to: 0,
             };
             dgrid_worker::service::sync::plan(t, &req)
         })

@@ -135,6 +135,8 @@ impl Claimer {
                     defer_results: false,
                     labels: &self.labels,
                     holding: &[],
+                    preempt_below: None,
+                    preempt_up_to: 0,
                 };
                 dgrid_worker::service::sync::plan(t, &req)
             },

@@ -680,4 +680,28 @@ mod tests {
             .to_string();
         assert!(e.contains("DGRID_LABELS") && e.contains("a/b"), "{e}");
     }
+
+    #[test]
+    fn every_key_the_conffile_documents_parses() {
+        // Uncomment each `#key = value` line of the packaged worker.toml:
+        // what it documents is what the worker takes.
+        let text: String = include_str!("../../packaging/worker.toml")
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+                {
+                    rest.to_owned()
+                }
+                _ => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = load(&text, &env(&[])).unwrap();
+        assert_eq!(c.scheduling.exclusive.len(), 1);
+        assert_eq!(c.scheduling.budget.tasks_per_hour, Some(100));
+        assert_eq!(c.scheduling.budget.quiet_hours.len(), 1);
+    }
 }

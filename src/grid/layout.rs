@@ -337,6 +337,32 @@ mod tests {
         assert_eq!(Place::of(&q, at).dir(), "tasks/lanes/p50/any/20260102T0304");
     }
 
+    proptest::proptest! {
+        /// Whatever a valid task says (its priority, labels, submitter,
+        /// time), its place is a path that reads back as that place.
+        #[test]
+        fn every_place_is_a_path_that_reads_back(
+            p in 0u8..=99,
+            labels in proptest::collection::btree_set("[a-z0-9][a-z0-9._-]{0,7}(=[a-z0-9._-]{1,6})?", 0..5),
+            who in proptest::option::of("[A-Za-z0-9][A-Za-z0-9._-]{0,20}"),
+            secs in 0i64..4_000_000_000,
+        ) {
+            let labels: Vec<&String> = labels.iter().filter(|l| l.as_str() != "any").collect();
+            let mut fields = serde_json::json!({"task_id": "t", "script": "x", "timeout_seconds": 1, "priority": p, "requires": labels});
+            if let Some(w) = &who {
+                fields["submitter"] = w.clone().into();
+            }
+            let task = Task::parse(fields.to_string().as_bytes(), &crate::grid::TaskRules::default()).unwrap();
+            let at = chrono::DateTime::from_timestamp(secs, 0).unwrap();
+            let place = Place::of(&task, at);
+            let path = place.file(&task.task_id);
+            let rel = path.strip_prefix("tasks/lanes/").unwrap();
+            let (back, name) = Place::parse(rel.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(back, place);
+            proptest::prop_assert_eq!(name, b"t.json");
+        }
+    }
+
     #[test]
     fn paths_that_are_no_place_say_why() {
         let bad: &[(&str, &str)] = &[

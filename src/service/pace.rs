@@ -159,11 +159,13 @@ pub fn give_back(
 }
 
 /// Which of the claims a node holds and has not started go back to the
-/// queue because work of a higher priority waits there: those whose level
-/// (priority with age, `grid::schedule`) is below `top_queued`, the best
-/// level this node could claim. Giving them back empties its waiting list
-/// down to work at least as urgent, so its next claim takes the higher work
-/// first and it starts at the next free slot. (Indices into `waiting`.)
+/// queue because work of a higher priority still waits there (after the
+/// look that saw it claimed this node's share of it, ahead of them): those
+/// whose level (priority with age, `grid::schedule`) is below
+/// `top_queued`, the best level left that this node could claim. Another
+/// node may start them sooner than this one, busy with higher work, and
+/// this node's next claim takes what is left of the higher work first.
+/// (Indices into `waiting`.)
 pub fn preempt(waiting: &[u8], top_queued: Option<u8>) -> Vec<usize> {
     let Some(top) = top_queued else {
         return Vec::new();

@@ -124,10 +124,23 @@ pub(super) fn claim(
         peers(repo, d.tip, req)?
     };
     d.report.idle_peer_slots = peers.idle_slots(req.holding);
-    if !claiming {
+    let top = candidates.iter().map(|c| level_of(&c.place, req)).max();
+    // Holding claims not started, a node that sees work of a higher level
+    // claims it in this very look (its share of it, above what it holds),
+    // so that it starts at the node's next free slot; what it held goes
+    // back by the outbox (`pace::preempt`).
+    let above = match (claiming, req.preempt_below, top) {
+        (false, Some(held), Some(top)) if top > held => Some(held),
+        _ => None,
+    };
+    if !claiming && above.is_none() {
         d.report.queue_left = candidates.len() + inbox.len();
-        d.report.top_queued = candidates.iter().map(|c| level_of(&c.place, req)).max();
+        d.report.top_queued = top;
         return Ok(());
+    }
+    if above.is_some() {
+        // Only the lanes: the inbox waits for the node's next claim.
+        inbox.clear();
     }
     // The inbox first: what it holds is read now (a batch of it), filed
     // into its lane, and claimable in this same round.
@@ -145,7 +158,10 @@ pub(super) fn claim(
         })
         .collect();
     let order = schedule::order(&places, req.now);
-    let want = how_many(candidates.len() + unread, req, &peers, d);
+    let want = match above {
+        Some(_) => req.preempt_up_to,
+        None => how_many(candidates.len() + unread, req, &peers, d),
+    };
     let quotas = level_quotas(&candidates, &order, req, &peers);
     let sample = order.len().min(want * 2 + 4);
     let mut read = read_sample(repo, &candidates, &order[..sample], req)?;
@@ -160,6 +176,12 @@ pub(super) fn claim(
     // healthy node's batch is never taken for orphaned.
     let mut queued_before = chrono::Duration::zero();
     for (k, &(i, level)) in order.iter().enumerate() {
+        if above.is_some_and(|held| level <= held) {
+            // Nothing at or below what it holds is claimed in a look.
+            left += 1;
+            top = top.max(Some(level));
+            continue;
+        }
         let c = &mut candidates[i];
         let verdict = match (k < sample, c.judged.take()) {
             (_, Some(v)) => v,

@@ -67,6 +67,12 @@ pub struct SyncRequest<'a> {
     /// The classes of the claims it holds and has not started: idle peers
     /// count for handing them over only if they serve one.
     pub holding: &'a [Class],
+    /// Surveying while holding claims not started: the lowest level
+    /// (priority with age) among them. Queued work above it is claimed in
+    /// this look, up to `preempt_up_to` tasks (what it holds), to start
+    /// before them; those go back by the outbox (`pace::preempt`).
+    pub preempt_below: Option<u8>,
+    pub preempt_up_to: usize,
 }
 
 #[derive(Debug, Default)]

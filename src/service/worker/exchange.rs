@@ -47,10 +47,22 @@ impl Worker {
         held.extend(outbox.iter().map(|e| e.task_id.clone()));
         let record = self.record(status);
         let policy = self.orphan_policy();
+        // Holding claims not started, a look claims higher work above them.
+        let now_ts = time::now();
+        let preempt_below = if due.look || !self.slots.waiting.is_empty() {
+            self.slots
+                .waiting
+                .iter()
+                .map(|c| c.effective_priority(now_ts))
+                .min()
+        } else {
+            None
+        };
+        let preempt_up_to = self.slots.waiting.len();
         // A task claimed ahead may wait for a slot: its deadline allows for
         // that, so that a healthy node's queued claim is never reaped.
         let start_now = self.slots.free();
-        let wait = if want > start_now {
+        let wait = if want > start_now || preempt_below.is_some() {
             self.slots.longest_wait(Instant::now())
         } else {
             Duration::ZERO
@@ -109,6 +121,8 @@ impl Worker {
                 defer_results,
                 labels: &self.labels,
                 holding: &holding,
+                preempt_below,
+                preempt_up_to,
             };
             sync::plan(t, &req)
         });
@@ -278,8 +292,17 @@ impl Worker {
             self.inputs.insert(task.clone(), inputs.clone());
         }
         for c in &report.claimed {
-            tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, "claimed");
+            tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, priority = c.task.priority(), "claimed");
             self.slots.waiting.push_back(c.clone());
+        }
+        if !report.claimed.is_empty() {
+            // Higher work claimed while holding lower: it starts first (a
+            // stable sort: claims of one level keep their order).
+            let now = time::now();
+            self.slots
+                .waiting
+                .make_contiguous()
+                .sort_by_key(|c| std::cmp::Reverse(c.effective_priority(now)));
         }
         if self.draining_since.is_some() {
             // Claimed by a push we only now know landed, while stopping:

@@ -223,21 +223,23 @@ pub(super) fn claim(
             continue;
         }
         let inputs = if task.after().is_empty() {
-            Some(Vec::new())
+            Ok(Vec::new())
         } else {
             if results_index.is_none() {
                 results_index = Some(ResultIndex::list(repo, d.tip)?);
             }
             inputs_of(repo, results_index.as_ref().expect("listed above"), &task)?
         };
-        let Some(inputs) = inputs else {
-            // Not every task it runs after has completed (it was pushed
-            // among the ready ones by hand): it waits, and what becomes of
-            // it is decided there (`ledger::deps`).
-            let wait_for = &task.after()[0];
-            let to = layout::blocked_file(wait_for, &task.task_id);
-            move_to(d, &c.path(), &to, &c.entry.oid, "wait");
-            continue;
+        let inputs = match inputs {
+            Ok(inputs) => inputs,
+            Err(wait_for) => {
+                // A task it runs after has not completed (it was pushed
+                // among the ready ones by hand): it waits under that one,
+                // and what becomes of it is decided there (`ledger::deps`).
+                let to = layout::blocked_file(&wait_for, &task.task_id);
+                move_to(d, &c.path(), &to, &c.entry.oid, "wait");
+                continue;
+            }
         };
         if picker.offer(level, quotas.get(&level).copied().unwrap_or(usize::MAX)) {
             let path = c.path();
@@ -347,19 +349,19 @@ fn file_inbox(
 }
 
 /// The results of the tasks `task` runs after, to mount as its inputs, if
-/// every one completed; `None` if not.
+/// every one completed; else the first that has not.
 fn inputs_of(
     repo: &GridRepo,
     index: &ResultIndex,
     task: &Task,
-) -> Result<Option<Vec<(Id, Oid)>>, GitError> {
+) -> Result<Result<Vec<(Id, Oid)>, Id>, GitError> {
     let found = index.find(repo, task.after())?;
     Ok(task
         .after()
         .iter()
         .map(|p| match found.get(p) {
-            Some(r) if r.completed => Some((p.clone(), r.oid.clone())),
-            _ => None,
+            Some(r) if r.completed => Ok((p.clone(), r.oid.clone())),
+            _ => Err(p.clone()),
         })
         .collect())
 }

@@ -128,6 +128,9 @@ impl Worker {
     }
 
     pub(super) fn put_outbox(&mut self, claimed: &ClaimedTask, finish: Finish) {
+        // A claim that ends here (given back, or never started) needs its
+        // inputs no more.
+        self.inputs.remove(&claimed.task.task_id);
         let entry = OutboxEntry {
             task_id: claimed.task.task_id.clone(),
             attempt: claimed.claim.attempt,

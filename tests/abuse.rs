@@ -321,7 +321,7 @@ fn hostile_scripts_are_contained_by_podman() {
         "{:?}",
         stop.elapsed()
     );
-    assert!(grid.files("tasks/queue").contains_key("stubborn.json"));
+    assert!(grid.queued().contains_key("stubborn.json"));
     assert!(grid.files("tasks/in_progress").is_empty());
 
     // Nothing left behind: no container, no detached sleeper, no stray

@@ -104,7 +104,7 @@ fn an_archive_racing_workers_loses_nothing_and_duplicates_nothing() {
         grid.files("tasks/completed").len() + grid.files("tasks/failed").len(),
         3
     );
-    assert!(grid.files("tasks/queue").is_empty() && grid.files("tasks/in_progress").is_empty());
+    assert!(grid.queued().is_empty() && grid.files("tasks/in_progress").is_empty());
     // Failed ones stayed failed, completed ones completed.
     for ((_, dir, _), task) in &all {
         let n: usize = task[4..].parse().unwrap();

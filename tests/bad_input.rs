@@ -126,9 +126,9 @@ fn malformed_entries_are_failed_with_a_named_reason_and_the_worker_goes_on() {
         assert!(file.starts_with("judge@"), "{file}");
     }
     assert!(
-        grid.files("tasks/queue").is_empty(),
+        grid.queued().is_empty(),
         "nothing left behind: {:?}",
-        grid.files("tasks/queue").keys()
+        grid.queued().keys()
     );
     let completed = grid.json_files("tasks/completed");
     assert_eq!(completed.len(), 1);

@@ -164,7 +164,7 @@ fn chaos(p: Params) -> Figures {
             p.deadline,
             results_count(&grid),
             p.tasks,
-            grid.files("tasks/queue").len(),
+            grid.queued().len(),
             grid.files("tasks/in_progress").len()
         );
         for slot in &mut slots {
@@ -188,7 +188,7 @@ fn chaos(p: Params) -> Figures {
         // Both outages happen even if results arrive in batches that pass
         // several marks at once.
         if done >= p.tasks
-            && grid.files("tasks/queue").is_empty()
+            && grid.queued().is_empty()
             && grid.files("tasks/in_progress").is_empty()
             && outage_until.is_none()
             && outage_marks.is_empty()
@@ -288,7 +288,7 @@ fn chaos(p: Params) -> Figures {
         .filter(|t| !per_task.contains_key(&t.0))
         .count();
     figures.extra_results = per_task.values().map(|n| n - 1).sum();
-    assert!(grid.files("tasks/queue").is_empty());
+    assert!(grid.queued().is_empty());
     assert!(grid.files("tasks/in_progress").is_empty());
 
     // Executions: each task at least once; any run beyond one per task is

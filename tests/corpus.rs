@@ -93,7 +93,7 @@ fn every_hostile_entry_is_refused_with_its_reason_and_the_worker_lives() {
     assert_eq!(ran, ["dup-b.ran", "good.ran"]);
     assert_eq!(completed.len(), 2, "{completed:?}");
     assert_eq!(completed["judge@dup-b.json"]["stdout"], "fine-dup-b\n");
-    assert!(grid.files("tasks/queue").is_empty(), "queue drained");
+    assert!(grid.queued().is_empty(), "queue drained");
     assert!(grid.files("tasks/in_progress").is_empty());
     // The worker logged each refusal and never died on one.
     assert_eq!(

@@ -103,7 +103,7 @@ fn a_killed_workers_claim_is_requeued_and_its_container_removed() {
         "{}",
         b.log_text()
     );
-    assert!(grid.files("tasks/queue").is_empty());
+    assert!(grid.queued().is_empty());
     assert!(grid.files("tasks/in_progress").is_empty());
     assert!(node_containers("crash-b").is_empty());
 }

@@ -124,7 +124,7 @@ fn engine_failures_count_against_the_task() {
         error.contains("engine failure") && error.contains("container init failed"),
         "{error}"
     );
-    assert!(grid.files("tasks/queue").is_empty());
+    assert!(grid.queued().is_empty());
     assert!(grid.files("tasks/in_progress").is_empty());
     // The node said so: its engine failed.
     assert!(w.log_text().contains("engine failure"), "{}", w.log_text());
@@ -235,7 +235,7 @@ fn oversized_entries_are_refused_unread_and_memory_stays_bounded() {
             assert!(errors.contains(&want), "{want:?} not in {errors:#?}");
         }
     }
-    assert!(grid.files("tasks/queue").is_empty());
+    assert!(grid.queued().is_empty());
     assert!(grid.files("tasks/in_progress").is_empty());
 
     // The tools read the same grid in place, as bounded (nodes/ still
@@ -474,7 +474,7 @@ fn forged_claims_and_dates_hold_nothing() {
         "{text}"
     );
     assert!(grid.files("tasks/in_progress").is_empty());
-    let queue = grid.json_files("tasks/queue");
+    let queue = grid.queued();
     assert_eq!(queue["held.json"]["attempt"], 2);
     assert_eq!(queue["held-2.json"]["attempt"], 2);
 

@@ -103,7 +103,7 @@ fn orphaned_claims_are_requeued_with_attempt_plus_one_or_abandoned() {
         "{error}"
     );
     assert!(grid.files("tasks/in_progress").is_empty());
-    assert!(grid.files("tasks/queue").is_empty());
+    assert!(grid.queued().is_empty());
     assert_eq!(done.len() + failed.len(), 2);
 }
 
@@ -146,7 +146,7 @@ fn a_task_that_outlasts_the_drain_goes_back_to_the_queue() {
         "{}",
         w.log_text()
     );
-    let queued = grid.json_files("tasks/queue");
+    let queued = grid.queued();
     let back = &queued["too-long.json"];
     assert!(back.get("claim").is_none(), "{back}");
     assert!(
@@ -176,10 +176,7 @@ fn a_second_signal_stops_at_once_and_still_requeues() {
         "{}",
         w.log_text()
     );
-    assert!(
-        grid.json_files("tasks/queue")
-            .contains_key("interrupted.json")
-    );
+    assert!(grid.queued().contains_key("interrupted.json"));
     assert!(grid.files("tasks/in_progress").is_empty());
 }
 
@@ -249,19 +246,10 @@ fn claims_a_node_cannot_start_soon_go_to_a_peer_that_goes_idle_and_back_on_stop(
     }
     // The running tasks finished; those claimed ahead went back unrun.
     let done = grid.json_files("tasks/completed").len();
-    assert_eq!(
-        done + grid.files("tasks/queue").len(),
-        4,
-        "{:?}",
-        grid.files("tasks/queue").keys()
-    );
+    assert_eq!(done + grid.queued().len(), 4, "{:?}", grid.queued().keys());
     assert!(done >= 2, "both ran one");
     assert!(grid.files("tasks/in_progress").is_empty());
-    assert!(
-        grid.json_files("tasks/queue")
-            .values()
-            .all(|t| t.get("attempt").is_none())
-    );
+    assert!(grid.queued().values().all(|t| t.get("attempt").is_none()));
 }
 
 #[test]

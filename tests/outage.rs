@@ -66,7 +66,7 @@ fn results_wait_in_the_outbox_and_land_when_the_remote_returns() {
         assert_eq!(r["status"], "completed");
     }
     assert!(grid.files("tasks/in_progress").is_empty());
-    assert!(grid.files("tasks/queue").is_empty());
+    assert!(grid.queued().is_empty());
     assert!(grid.files("tasks/failed").is_empty());
     assert!(
         w.log_text().contains("waiting"),

@@ -103,6 +103,7 @@ fn claim_at(claimed: i64, deadline: i64, attempt: u32) -> Claim {
         claimed_at: time::format(ts(claimed)),
         deadline: time::format(ts(deadline)),
         attempt,
+        queued_at: None,
     }
 }
 
@@ -315,7 +316,7 @@ proptest! {
     fn garbled_timestamps_never_block_a_task(claimed in ".{0,30}", deadline in ".{0,30}", hb in ".{0,30}") {
         prop_assume!(time::parse(&deadline).is_none());
         let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(60), max_attempts: 3 };
-        let c = Claim { node_id: Id::parse("n").unwrap(), claimed_at: claimed, deadline, attempt: 1 };
+        let c = Claim { node_id: Id::parse("n").unwrap(), claimed_at: claimed, deadline, attempt: 1, queued_at: None };
         let mut n = node(0, NodeStatus::Busy);
         n.last_heartbeat = hb;
         prop_assert!(orphan::orphan_reason(&c, Some(&n), ts(0), &policy).is_some());
@@ -464,6 +465,10 @@ mod claim_choice {
                 records: &Default::default(),
                 survey: false,
                 defer_results: false,
+                labels: &Default::default(),
+                holding_classes: &[],
+                preempt_below: None,
+                preempt_up_to: 0,
             };
             let plan = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap();
             let report = plan.value;

@@ -81,7 +81,7 @@ fn drain_with_racing_workers(grid: &Grid, url: &str) {
         "no failures: {:?}",
         grid.files("tasks/failed")
     );
-    assert!(grid.files("tasks/queue").is_empty(), "queue drained");
+    assert!(grid.queued().is_empty(), "queue drained");
     assert!(
         grid.files("tasks/in_progress").is_empty(),
         "nothing left claimed"

@@ -110,6 +110,7 @@ fn job(task: &str, script: &str, timeout: Duration) -> Job {
         attempt: 1,
         script: script.into(),
         timeout,
+        inputs: None,
     }
 }
 
@@ -379,6 +380,61 @@ fn remove_leftovers_only_takes_this_nodes(f: EngineFlavor) {
     assert!(!container_exists(f, &names[1]));
 }
 
+/// A directory of inputs (a parent's result), as the worker writes it for
+/// a task that runs after another: world-readable files in a directory of
+/// their own.
+fn inputs_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("dgrid-inputs-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("build-1.json");
+    std::fs::write(
+        &file,
+        "{\"task_id\": \"build-1\", \"stdout\": \"built\\n\"}\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    dir
+}
+
+fn inputs_are_read_only_at_inputs(f: EngineFlavor) {
+    let e = engine(f, Limits::default());
+    let dir = inputs_dir();
+    let mut j = job(
+        "inputs",
+        r#"
+        echo "env=$DGRID_INPUTS"
+        grep -q '"stdout": "built' /inputs/build-1.json && echo read=ok
+        if echo x > /inputs/build-1.json 2>/dev/null; then echo write=yes; else echo write=refused; fi
+        if touch /inputs/new 2>/dev/null; then echo create=yes; else echo create=refused; fi
+        grep ' /inputs ' /proc/mounts | grep -q '[ ,]ro[ ,]' && echo mount=ro
+        echo "uid=$(id -u)"
+        "#,
+        Duration::from_secs(30),
+    );
+    j.inputs = Some(dir.path().to_owned());
+    let r = run(&e, &j);
+    assert_eq!(r.outcome, Outcome::Exited(0), "{r:?}");
+    let lines: Vec<&str> = r.stdout.lines().map(str::trim).collect();
+    for want in [
+        "env=/inputs",
+        "read=ok",
+        "write=refused",
+        "create=refused",
+        "mount=ro",
+        "uid=1000",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in {r:?}");
+    }
+    // The host's copy is untouched.
+    let kept = std::fs::read_to_string(dir.path().join("build-1.json")).unwrap();
+    assert!(kept.contains("built"), "{kept}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
 macro_rules! for_each_engine {
     ($($case:ident),* $(,)?) => {
         mod podman {
@@ -402,6 +458,7 @@ for_each_engine!(
     exit_code_passes_through,
     cancel_kills_and_removes_the_container,
     remove_leftovers_only_takes_this_nodes,
+    inputs_are_read_only_at_inputs,
 );
 
 // ---- shell engine ------------------------------------------------------------
@@ -492,6 +549,29 @@ fn shell_output_is_capped() {
     assert_eq!(r.outcome, Outcome::Exited(0));
     assert_eq!(r.stdout.len(), 10240);
     assert!(r.truncated);
+}
+
+#[test]
+fn shell_names_its_inputs_in_the_environment() {
+    let dir = inputs_dir();
+    let mut j = job(
+        "shell-inputs",
+        r#"cat "$DGRID_INPUTS/build-1.json""#,
+        Duration::from_secs(10),
+    );
+    j.inputs = Some(dir.path().to_owned());
+    let r = shell().run(&j, &no_cancel());
+    assert_eq!(r.outcome, Outcome::Exited(0), "{r:?}");
+    assert!(r.stdout.contains("built"), "{r:?}");
+    let r = shell().run(
+        &job(
+            "shell-no-inputs",
+            "echo \"[$DGRID_INPUTS]\"",
+            Duration::from_secs(10),
+        ),
+        &no_cancel(),
+    );
+    assert_eq!(r.stdout, "[]\n", "a task without inputs is told none");
 }
 
 #[test]

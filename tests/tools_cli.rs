@@ -146,6 +146,113 @@ fn validate_with_the_grid_refuses_ids_that_are_running_or_done() {
 }
 
 #[test]
+fn validate_checks_the_scheduling_fields_and_where_each_task_is_filed() {
+    let grid = populated_grid();
+    let co = grid.path("checkout");
+    git(
+        grid.root.path(),
+        &["clone", "--quiet", &grid.url(), "checkout"],
+    );
+    let put = |rel: &str, body: &str| {
+        let p = co.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+    };
+    let t = |id: &str, extra: &str| {
+        format!(r#"{{"task_id":"{id}","script":"echo","timeout_seconds":5{extra}}}"#)
+    };
+    // Well filed: in its lane; waiting under the first of its parents.
+    put(
+        "tasks/lanes/p80/arch=arm64+gpu/20261130T1200-ana/fine.json",
+        &t(
+            "fine",
+            r#","priority":80,"requires":["gpu","arch=arm64"],"submitter":"ana""#,
+        ),
+    );
+    put(
+        "tasks/blocked/q-1/waits.json",
+        &t("waits", r#","after":["q-1","c-1"]"#),
+    );
+    // In the inbox anything goes: a node files it.
+    put(
+        "tasks/queue/inbox.json",
+        &t("inbox", r#","priority":90,"requires":["gpu"]"#),
+    );
+    // Broken fields, and tasks filed where their fields do not say.
+    put("tasks/queue/loud.json", &t("loud", r#","priority":100"#));
+    put(
+        "tasks/queue/shouty.json",
+        &t("shouty", r#","requires":["GPU"]"#),
+    );
+    put(
+        "tasks/lanes/p10/any/20261130T1200/misfiled.json",
+        &t("misfiled", r#","priority":90"#),
+    );
+    put(
+        "tasks/lanes/p10/any/20261130T1200/waiting.json",
+        &t("waiting", r#","priority":10,"after":["q-1"]"#),
+    );
+    put("tasks/lanes/p5/any/20261130T1200/odd.json", &t("odd", ""));
+    put(
+        "tasks/blocked/c-1/wrong.json",
+        &t("wrong", r#","after":["q-1"]"#),
+    );
+    put("tasks/blocked/loose.json", &t("loose", ""));
+    // A parent the grid has never heard of, with --grid.
+    put(
+        "tasks/queue/lost.json",
+        &t("lost", r#","after":["nowhere"]"#),
+    );
+    let dirs = ["tasks/queue", "tasks/lanes", "tasks/blocked"].map(|d| co.join(d));
+    let mut args = vec!["validate", "--grid", co.to_str().unwrap()];
+    args.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+    let o = dgrid(&args);
+    expect_code(&o, 1);
+    let out = stdout(&o);
+    let p = |rel: &str| co.join(rel).display().to_string();
+    for (rel, why) in [
+        (
+            "tasks/queue/loud.json",
+            "field `priority` is 100; it must be between 0 and 99",
+        ),
+        (
+            "tasks/queue/shouty.json",
+            "field `requires` label \"GPU\" must start with a lower-case letter or a digit",
+        ),
+        (
+            "tasks/lanes/p10/any/20261130T1200/misfiled.json",
+            "is filed under tasks/lanes/p10/any/20261130T1200, but its fields (priority, requires, submitter, queued_at) put it in tasks/lanes/p90/any/20261130T1200",
+        ),
+        (
+            "tasks/lanes/p10/any/20261130T1200/waiting.json",
+            "a task that runs after others waits in tasks/blocked/<the first of them>/, not in a lane",
+        ),
+        (
+            "tasks/lanes/p5/any/20261130T1200/odd.json",
+            "is under \"p5\", which is not a priority (p00 to p99)",
+        ),
+        (
+            "tasks/blocked/c-1/wrong.json",
+            "waits under `c-1`, which its `after` does not name",
+        ),
+        (
+            "tasks/blocked/loose.json",
+            "is not where a waiting task can be",
+        ),
+        (
+            "tasks/queue/lost.json",
+            "field `after` of `lost` names `nowhere`, which is neither among these tasks nor on the grid",
+        ),
+    ] {
+        let line = format!("{}: {why}", p(rel));
+        assert!(out.contains(&line), "want {line:?} in:\n{out}");
+    }
+    for fine in ["fine.json", "waits.json", "inbox.json"] {
+        assert!(!out.contains(fine), "{fine} was refused:\n{out}");
+    }
+}
+
+#[test]
 fn submit_pushes_a_valid_task_and_refuses_duplicates() {
     let grid = Grid::new();
     let url = grid.url();
@@ -161,7 +268,7 @@ fn submit_pushes_a_valid_task_and_refuses_duplicates() {
     expect_code(&out, 0);
     let generated = stdout(&out).trim().to_owned();
     assert!(generated.starts_with("t-"), "{generated}");
-    let queue = grid.json_files("tasks/queue");
+    let queue = grid.queued();
     let task = &queue[&format!("{generated}.json")];
     assert_eq!(task["script"], "echo hi");
     assert_eq!(task["timeout_seconds"], 7);
@@ -182,10 +289,7 @@ fn submit_pushes_a_valid_task_and_refuses_duplicates() {
         file.to_str().unwrap(),
     ]);
     expect_code(&out, 0);
-    assert_eq!(
-        grid.json_files("tasks/queue")["from-file.json"]["owner"],
-        "ana"
-    );
+    assert_eq!(grid.queued()["from-file.json"]["owner"], "ana");
 
     // A script from a file, with an explicit id.
     let script = grid.path("script.sh");
@@ -203,7 +307,7 @@ fn submit_pushes_a_valid_task_and_refuses_duplicates() {
     ]);
     expect_code(&out, 0);
     assert_eq!(
-        grid.json_files("tasks/queue")["scripted.json"]["script"],
+        grid.queued()["scripted.json"]["script"],
         "echo from script file\n"
     );
 
@@ -222,7 +326,7 @@ fn submit_pushes_a_valid_task_and_refuses_duplicates() {
     expect_code(&dup, 1);
     assert!(
         stderr(&dup).contains(
-            "field `task_id` \"scripted\" is already in use on the grid: tasks/queue/scripted.json"
+            "field `task_id` \"scripted\" is already in use on the grid: tasks/lanes/p50/any/"
         ),
         "{}",
         stderr(&dup)
@@ -344,7 +448,7 @@ fn status_shows_nodes_queue_running_and_results() {
     expect_code(&o, 0);
     let text = stdout(&o);
     for want in [
-        "queued 3  running 3  completed 5  failed 2",
+        "queued 3  waiting 0  running 3  completed 5  failed 2",
         "alpha",
         "beta",
         "q-1",
@@ -445,7 +549,7 @@ fn reap_requeues_orphans_abandons_exhausted_claims_and_dry_run_changes_nothing()
         before + 1,
         "one transaction, one commit"
     );
-    let queue = grid.json_files("tasks/queue");
+    let queue = grid.queued();
     assert_eq!(queue["t-orphan.json"]["attempt"], 2);
     assert!(queue["t-orphan.json"].get("claim").is_none());
     let running = grid.files("tasks/in_progress");

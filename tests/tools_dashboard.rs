@@ -152,3 +152,99 @@ fn between<'a>(s: &'a str, anchor: &str, open: &str, close: &str) -> &'a str {
     let rest = &rest[rest.find(open).unwrap() + open.len()..];
     &rest[..rest.find(close).unwrap()]
 }
+
+/// Scheduling on the page: the queue in claim order with priority (and
+/// what age added), labels and submitter; a task waiting for another and
+/// what for; a class no live node serves, and why; a node's labels and its
+/// volunteer's pause.
+#[test]
+fn dashboard_shows_priority_labels_and_what_waits_in_chromium() {
+    use dgrid_worker::grid::NodeStatus;
+    let grid = common::Grid::new();
+    let task = |id: &str, extra: &str| {
+        format!(r#"{{"task_id":"{id}","script":"echo","timeout_seconds":5{extra}}}"#).into_bytes()
+    };
+    let mut gpu_node: serde_json::Value =
+        serde_json::from_slice(&node("gpu-box", NodeStatus::Idle, 5, &[])).unwrap();
+    gpu_node["labels"] = serde_json::json!(["arch=amd64", "gpu"]);
+    gpu_node["exclusive"] = serde_json::json!(["gpu"]);
+    gpu_node["paused"] =
+        "quiet hours (22:00-07:00, local time) until 2026-12-01T07:00:00.000Z".into();
+    // An hour old: the low task has gained ten levels.
+    let hour_ago = (dgrid_worker::time::now() - chrono::Duration::hours(1)).format("%Y%m%dT%H%M");
+    let now = dgrid_worker::time::now().format("%Y%m%dT%H%M");
+    grid.commit_files(
+        &[
+            (
+                "nodes/gpu-box.json".into(),
+                gpu_node.to_string().into_bytes(),
+            ),
+            (
+                format!("tasks/lanes/p90/gpu/{now}-ana/urgent.json"),
+                task(
+                    "urgent",
+                    r#","priority":90,"requires":["gpu"],"submitter":"ana""#,
+                ),
+            ),
+            (
+                format!("tasks/lanes/p10/any/{hour_ago}/old-low.json"),
+                task("old-low", r#","priority":10"#),
+            ),
+            (
+                format!("tasks/lanes/p50/fpga/{now}/needs-fpga.json"),
+                task("needs-fpga", r#","requires":["fpga"]"#),
+            ),
+            (
+                "tasks/blocked/urgent/after-urgent.json".into(),
+                task("after-urgent", r#","after":["urgent"]"#),
+            ),
+        ],
+        "scheduling",
+    );
+    let out = grid.path("site");
+    expect_code(
+        &dgrid(&[
+            "dashboard",
+            "--repo",
+            &grid.url(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        0,
+    );
+    let dom = render(
+        &format!("file://{}", out.join("index.html").display()),
+        "dashboard-scheduling",
+    );
+    for (what, needle) in [
+        (
+            "the urgent task first",
+            "class=\"queued\" data-task=\"urgent\"><td>urgent</td><td class=\"priority\">90</td><td class=\"requires\">gpu",
+        ),
+        (
+            "age added to the low one",
+            "data-task=\"old-low\"><td>old-low</td><td class=\"priority\">10 <span class=\"muted\">(now 20)</span>",
+        ),
+        ("the submitter", "<td>ana</td>"),
+        (
+            "what waits, and for what",
+            "class=\"waiting\" data-task=\"after-urgent\"><td>after-urgent</td><td class=\"waits-for\">urgent</td>",
+        ),
+        ("the class no node serves", "id=\"unservable\""),
+        ("why", "no live node serves it: gpu-box lacks fpga"),
+        (
+            "the node's labels",
+            "arch=amd64, gpu <span class=\"muted\">(only tasks that require gpu)</span>",
+        ),
+        ("its pause", "paused: quiet hours (22:00-07:00, local time)"),
+        ("the waiting count", "id=\"count-waiting\"><b>1</b>"),
+    ] {
+        assert!(
+            dom.contains(needle),
+            "{what}: {needle:?} not in the rendered page"
+        );
+    }
+    let urgent = dom.find("data-task=\"urgent\"").unwrap();
+    let low = dom.find("data-task=\"old-low\"").unwrap();
+    assert!(urgent < low, "claim order: 90 before 10 (now 20)");
+}

@@ -201,10 +201,7 @@ fn the_workflow_steps_run_as_written_against_a_real_grid() {
         ],
         "every dgrid-worker step ran"
     );
-    assert_eq!(
-        grid.json_files("tasks/queue")["t-orphan.json"]["attempt"],
-        2
-    );
+    assert_eq!(grid.queued()["t-orphan.json"]["attempt"], 2);
     // 8 results after the reap (7 and the abandoned claim's), 5 kept.
     assert_eq!(grid.files_on("archive", "tasks/completed").len(), 3);
     let summary = std::fs::read_to_string(&summary).unwrap();

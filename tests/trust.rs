@@ -327,7 +327,14 @@ fn what_dgrid_worker_signs_verifies_with_ssh_keygen() {
     let co = t.checkout();
     let allowed = co.join(".dgrid/allowed_signers");
     let revoked = co.join(".dgrid/revoked_keys");
-    let task = std::fs::read(co.join("tasks/queue/t1.json")).unwrap();
+    // Submitted into its lane (priority and class), signed as it lies.
+    let lane = t
+        .grid
+        .lane_paths()
+        .into_iter()
+        .find(|p| p.ends_with("/t1.json"))
+        .unwrap();
+    let task = std::fs::read(co.join("tasks/lanes").join(lane)).unwrap();
     let (payload, sig) = payload_and_signature(&task);
     let task_ns = "dgrid-task-v1@g7";
     assert!(ssh_verify(
@@ -443,7 +450,7 @@ fn what_dgrid_worker_signs_verifies_with_ssh_keygen() {
         "--verify",
         "--trust-ref",
         "origin/main",
-        co.join("tasks/queue").to_str().unwrap(),
+        co.join("tasks/lanes").to_str().unwrap(),
     ]);
     expect_code(&out, 1);
     assert!(

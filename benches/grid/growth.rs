@@ -148,6 +148,10 @@ pub fn growth_run(grid: &Grid, claims: usize, queued: usize) -> GrowthRun {
                 records: &Default::default(),
                 survey: false,
                 defer_results: false,
+                labels: &Default::default(),
+                holding_classes: &[],
+                preempt_below: None,
+                preempt_up_to: 0,
             };
             dgrid_worker::service::sync::plan(t, &req)
         })

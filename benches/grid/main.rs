@@ -6,13 +6,14 @@
 //! machine, git version and date) when every scenario ran.
 //!
 //! Scenarios: contention, commits, growth, pickup, footprint, overhead,
-//! scaleout.
+//! scaleout, schedule.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod contention;
 mod growth;
 mod scaleout;
+mod schedule;
 mod service;
 
 use std::process::Command;
@@ -37,6 +38,7 @@ fn main() {
         "footprint",
         "overhead",
         "scaleout",
+        "schedule",
     ];
     let run: Vec<&str> = all
         .iter()
@@ -54,6 +56,7 @@ fn main() {
             "footprint" => service::footprint(),
             "overhead" => service::overhead(),
             "scaleout" => scaleout::scaleout(),
+            "schedule" => schedule::schedule(),
             _ => unreachable!(),
         };
         println!("{section}");
@@ -102,13 +105,20 @@ fn bench_spec(grid: &Grid, node: &str) -> WorkerSpec {
     spec
 }
 
+/// `n` tasks running `true`, in their lane as `submit` files them (priority
+/// 50, no labels, arrived this minute).
 fn trivial_tasks(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    let place = dgrid_worker::grid::layout::Place {
+        priority: 50,
+        class: dgrid_worker::grid::Class::any(),
+        batch: dgrid_worker::grid::layout::Batch::new(dgrid_worker::time::now(), None),
+    };
     (0..n)
         .map(|i| {
             let id = format!("{prefix}-{i:05}");
             let body = serde_json::json!({"task_id": id, "script": "true", "timeout_seconds": 30});
             (
-                format!("tasks/queue/{id}.json"),
+                place.file(&dgrid_worker::grid::Id::parse(&id).unwrap()),
                 body.to_string().into_bytes(),
             )
         })

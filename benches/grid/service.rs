@@ -139,6 +139,7 @@ pub fn overhead() -> String {
         attempt: 1,
         script: "true".into(),
         timeout: Duration::from_secs(30),
+        inputs: None,
     };
     let started = Instant::now();
     for i in 0..TASKS {

@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         claimed_at: record.started_at.clone(),
         deadline: record.last_heartbeat.clone(),
         attempt: record.concurrency,
+        queued_at: None,
     };
     let policy = OrphanPolicy {
         stale_after: chrono::Duration::seconds(60),
@@ -27,4 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let now = dgrid_worker::time::now();
     let _ = orphan::orphan_reason(&claim, Some(&record), now, &policy);
     let _ = orphan::disposition(&claim, &policy);
+    // Its labels, whatever they hold, route without panicking.
+    let labels = record.node_labels();
+    let _ = labels.serves(&dgrid_worker::grid::Class::any());
 });

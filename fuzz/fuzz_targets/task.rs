@@ -25,6 +25,14 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(task) = Task::parse(bytes, &rules) {
+        // Where it is queued is a path that reads back as the same place:
+        // no label, submitter or time can make it another path.
+        let place = layout::Place::of(&task, dgrid_worker::time::now());
+        let path = place.file(&task.task_id);
+        let rel = path.strip_prefix("tasks/lanes/").expect("in the lanes");
+        let (back, name) = layout::Place::parse(rel.as_bytes()).expect("a place");
+        assert_eq!(back, place);
+        assert_eq!(name, format!("{}.json", task.task_id).as_bytes());
         assert!(!task.script.trim().is_empty());
         assert!((1..=rules.max_timeout_seconds).contains(&task.timeout_seconds));
         assert!(task.attempt >= 1);

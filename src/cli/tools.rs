@@ -118,14 +118,30 @@ pub struct SubmitArgs {
     /// Read the script from this file.
     #[arg(long, value_name = "FILE")]
     pub script_file: Option<PathBuf>,
-    /// A task JSON document to submit; --id, --script and --timeout override
-    /// its fields, and an id is generated if it has none.
+    /// A task JSON document to submit, or an array of them (a graph of
+    /// tasks that run `after` one another, pushed in one commit); --id,
+    /// --script and --timeout override a single task's fields, and an id is
+    /// generated for a task that has none.
     #[arg(long, value_name = "FILE")]
     pub task_file: Option<PathBuf>,
     /// The task's timeout_seconds: how long it may run before it is killed
     /// (required, unless the --task-file sets it).
     #[arg(long, value_name = "SECS", required_unless_present = "task_file")]
     pub timeout: Option<u64>,
+    /// priority of the task: 0 to 99, higher runs first [default: 50].
+    #[arg(long, value_name = "N")]
+    pub priority: Option<u64>,
+    /// A label a node must have to run it (repeat for several), such as
+    /// gpu or arch=arm64.
+    #[arg(long = "requires", value_name = "LABEL")]
+    pub requires: Vec<String>,
+    /// A task that must complete first (repeat for several); its result is
+    /// the task's input, /inputs/<id>.json.
+    #[arg(long = "after", value_name = "ID")]
+    pub after: Vec<String>,
+    /// Who submits it, for fairness between submitters.
+    #[arg(long, env = "DGRID_SUBMITTER", value_name = "NAME")]
+    pub submitter: Option<String>,
     #[arg(long, value_name = "SECS", default_value_t = crate::grid::TaskRules::default().max_timeout_seconds)]
     pub max_timeout: u64,
     /// Sign the task with this submitter's private key (OpenSSH format; one
@@ -141,14 +157,55 @@ pub struct SubmitArgs {
     pub expires_in: u64,
 }
 
+/// The scheduling flags of `submit`, as fields of a task document.
+fn scheduling_fields(a: &SubmitArgs, base: &mut Map<String, Value>) {
+    if let Some(p) = a.priority {
+        base.insert("priority".into(), p.into());
+    }
+    if !a.requires.is_empty() {
+        base.insert("requires".into(), a.requires.clone().into());
+    }
+    if !a.after.is_empty() {
+        base.insert("after".into(), a.after.clone().into());
+    }
+    if let Some(s) = &a.submitter {
+        base.insert("submitter".into(), s.clone().into());
+    }
+}
+
 pub fn submit(a: SubmitArgs) -> ExitCode {
-    let base = match &a.task_file {
-        None => Map::new(),
-        Some(p) => match validate::read_regular(p, TaskRules::default().max_file_bytes as u64) {
+    // One document, or an array of them (a graph).
+    let bases: Vec<Map<String, Value>> = match &a.task_file {
+        None => vec![Map::new()],
+        Some(p) => match validate::read_regular(p, TaskRules::default().max_file_bytes as u64 * 64)
+        {
             Err(e) => return fail(format_args!("{}: {e}", p.display())),
             Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-                Ok(Value::Object(m)) => m,
-                Ok(_) => return fail(format_args!("{}: must be a JSON object", p.display())),
+                Ok(Value::Object(m)) => vec![m],
+                Ok(Value::Array(items)) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for (i, item) in items.into_iter().enumerate() {
+                        match item {
+                            Value::Object(m) => out.push(m),
+                            _ => {
+                                return fail(format_args!(
+                                    "{}: item {i} must be a JSON object (a task)",
+                                    p.display()
+                                ));
+                            }
+                        }
+                    }
+                    if out.is_empty() {
+                        return fail(format_args!("{}: holds no task", p.display()));
+                    }
+                    out
+                }
+                Ok(_) => {
+                    return fail(format_args!(
+                        "{}: must be a JSON object (a task) or an array of them",
+                        p.display()
+                    ));
+                }
                 Err(e) => return fail(format_args!("{}: is not valid JSON: {e}", p.display())),
             },
         },
@@ -157,12 +214,27 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
     // set it, and if it does not, the flag is what to name.
     if a.timeout.is_none()
         && let Some(p) = &a.task_file
-        && !base.contains_key("timeout_seconds")
+        && let Some(i) = bases
+            .iter()
+            .position(|b| !b.contains_key("timeout_seconds"))
     {
+        let which = if bases.len() > 1 {
+            format!(" (item {i})")
+        } else {
+            String::new()
+        };
         return fail(format_args!(
-            "{}: field `timeout_seconds` is missing: give --timeout SECS, or set it in the file",
+            "{}{which}: field `timeout_seconds` is missing: give --timeout SECS, or set it in the file",
             p.display()
         ));
+    }
+    let graph = bases.len() > 1;
+    if graph
+        && (a.id.is_some() || a.script.is_some() || a.script_file.is_some() || !a.after.is_empty())
+    {
+        return fail(
+            "--id, --script, --script-file and --after are one task's: with a file of several, give them in the file",
+        );
     }
     let script = match (&a.script, &a.script_file) {
         (Some(s), _) => Some(s.clone()),
@@ -178,62 +250,87 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
         (None, None) => None,
     };
     let rules = rules(a.max_timeout);
-    let task = match submit::make_task(
-        base,
-        a.id.as_deref(),
-        script,
-        a.timeout,
-        time::now(),
-        &rules,
-    ) {
-        Ok(t) => t,
-        Err(e) => {
-            let origin = a
-                .task_file
-                .as_ref()
-                .map_or("the task".to_owned(), |p| p.display().to_string());
-            return fail(format_args!("{origin}: {e}"));
-        }
-    };
-    let task = match (&a.sign_with, &a.grid_id) {
-        (Some(key), Some(grid)) => {
-            match trust::sign_task(&task, key, grid, a.expires_in, time::now(), &rules) {
-                Ok(t) => t,
-                Err(e) => return fail(e),
+    let now = time::now();
+    let mut tasks = Vec::with_capacity(bases.len());
+    for (i, mut base) in bases.into_iter().enumerate() {
+        scheduling_fields(&a, &mut base);
+        let task = match submit::make_task(
+            base,
+            a.id.as_deref(),
+            script.clone(),
+            a.timeout,
+            now,
+            &rules,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                let origin = match (&a.task_file, graph) {
+                    (Some(p), true) => format!("{} item {i}", p.display()),
+                    (Some(p), false) => p.display().to_string(),
+                    (None, _) => "the task".to_owned(),
+                };
+                return fail(format_args!("{origin}: {e}"));
             }
-        }
-        _ => task,
-    };
+        };
+        let task = match (&a.sign_with, &a.grid_id) {
+            (Some(key), Some(grid)) => {
+                match trust::sign_task(&task, key, grid, a.expires_in, now, &rules) {
+                    Ok(t) => t,
+                    Err(e) => return fail(e),
+                }
+            }
+            _ => task,
+        };
+        tasks.push(task);
+    }
+    if let Some(dup) = duplicate_id(&tasks) {
+        return fail(format_args!(
+            "field `task_id` {dup:?} is given to two tasks"
+        ));
+    }
     let opened = match a.repo.open_clone_as("submit") {
         Ok(o) => o,
         Err(e) => return fail(e),
     };
     let identity = txn::Identity::for_node("submit");
     match txn::run(&opened.repo, &identity, &TxnPolicy::default(), |t| {
-        submit::plan(t, &task)
+        submit::plan(t, &tasks, now)
     }) {
         Ok(TxnOutcome::Committed { value, .. }) => {
-            if let submit::Submitted::Queued { path } = value {
-                eprintln!("queued {path}");
+            if let submit::Submitted::Queued { paths } = value {
+                for path in paths {
+                    eprintln!("queued {}", esc(&path));
+                }
             }
-            println!("{}", task.task_id);
+            for t in &tasks {
+                println!("{}", t.task_id);
+            }
             ExitCode::SUCCESS
         }
         Ok(TxnOutcome::Unchanged { value, .. }) => match value {
-            submit::Submitted::Duplicate { path } => fail(format_args!(
-                "field `task_id` {:?} is already in use on the grid: {}",
-                task.task_id.as_str(),
+            submit::Submitted::Duplicate { id, path } => fail(format_args!(
+                "field `task_id` {id:?} is already in use on the grid: {}",
                 esc(&path)
             )),
-            submit::Submitted::Queued { path } => fail(format_args!("{path}: nothing pushed")),
+            submit::Submitted::Refused(why) => fail(esc(&why)),
+            submit::Submitted::Queued { .. } => fail("nothing pushed"),
         },
         Ok(TxnOutcome::Uncertain { error, .. }) => fail(format_args!(
             "{}: the push's answer was lost and the grid is unreachable ({error}); \
-             look with `dgrid-worker status` before submitting {} again",
-            a.repo.repo, task.task_id
+             look with `dgrid-worker status` before submitting again",
+            a.repo.repo
         )),
         Err(e) => fail(format_args!("{}: {e}", a.repo.repo)),
     }
+}
+
+/// An id given to two of `tasks`, if any.
+fn duplicate_id(tasks: &[crate::grid::Task]) -> Option<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    tasks
+        .iter()
+        .find(|t| !seen.insert(t.task_id.clone()))
+        .map(|t| t.task_id.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -377,7 +474,13 @@ pub fn reap(a: ReapArgs) -> ExitCode {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"dry_run": a.dry_run, "reaped": summary.reaped, "invalid": summary.invalid})
+            serde_json::json!({
+                "dry_run": a.dry_run,
+                "reaped": summary.reaped,
+                "invalid": summary.invalid,
+                "released": summary.released,
+                "unservable": summary.unservable,
+            })
         );
     } else {
         let verb = if a.dry_run { "would be " } else { "" };
@@ -387,7 +490,24 @@ pub fn reap(a: ReapArgs) -> ExitCode {
         for (entry, why) in &summary.invalid {
             println!("{}: {verb}moved to tasks/failed: {}", esc(entry), esc(why));
         }
-        if summary.reaped.is_empty() && summary.invalid.is_empty() {
+        for (task, what) in &summary.released {
+            println!("{}: {verb}{}", esc(task), esc(what));
+        }
+        for u in &summary.unservable {
+            let more = u.tasks.saturating_sub(u.task_ids.len());
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            println!(
+                "{}{more}: cannot run now, requires {}: {}",
+                esc(&u.task_ids.join(", ")),
+                esc(&u.requires.join(", ")),
+                esc(&u.why)
+            );
+        }
+        if summary.reaped.is_empty() && summary.invalid.is_empty() && summary.released.is_empty() {
             eprintln!("no orphaned claims");
         }
     }
@@ -434,6 +554,7 @@ pub fn archive(a: ArchiveArgs) -> ExitCode {
                 "kept": s.kept,
                 "moved": s.moved,
                 "already_archived": s.already_archived,
+                "kept_for_dependants": s.kept_for_dependants,
             })
         );
         return ExitCode::SUCCESS;
@@ -447,8 +568,16 @@ pub fn archive(a: ArchiveArgs) -> ExitCode {
     for path in &s.already_archived {
         println!("{}: {verb}removed (the same file is archived)", esc(path));
     }
+    let dependants = if s.kept_for_dependants > 0 {
+        format!(
+            " ({} of them because a task still to run runs after them)",
+            s.kept_for_dependants
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{} of {} results {verb}moved to {}; {} kept on {}",
+        "{} of {} results {verb}moved to {}; {} kept on {}{dependants}",
         s.moved.len() + s.already_archived.len(),
         s.results,
         a.archive_branch,

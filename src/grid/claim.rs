@@ -19,6 +19,11 @@ pub struct Claim {
     /// the node's heartbeat says.
     pub deadline: String,
     pub attempt: u32,
+    /// When the task arrived in the queue, as its place there said: its
+    /// age, kept through the claim, so that a requeue puts it back in its
+    /// batch and its priority counts from the same moment.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub queued_at: Option<String>,
 }
 
 /// A task as it sits in `in_progress/`.
@@ -46,8 +51,35 @@ impl ClaimedTask {
             claimed_at: time::format(now),
             deadline: time::format(deadline),
             attempt: task.attempt,
+            queued_at: None,
         };
         ClaimedTask { task, claim }
+    }
+
+    /// The claim of a task that arrived in the queue at `arrival`.
+    pub fn arrived(mut self, arrival: Timestamp) -> ClaimedTask {
+        self.claim.queued_at = Some(time::format(arrival));
+        self
+    }
+
+    /// When the task arrived in the queue, to the minute, as the queue's
+    /// order counts it: what its place there said, else its own
+    /// `queued_at`, else (an older claim) when it was claimed.
+    pub fn arrival(&self) -> Timestamp {
+        let t = self
+            .claim
+            .queued_at
+            .as_deref()
+            .and_then(time::parse)
+            .or_else(|| self.task.queued_at())
+            .or_else(|| time::parse(&self.claim.claimed_at))
+            .unwrap_or_else(time::now);
+        super::layout::Batch::new(t, None).minute
+    }
+
+    /// Its priority as it counts at `now` (with its age).
+    pub fn effective_priority(&self, now: Timestamp) -> u8 {
+        super::schedule::effective_priority(self.task.priority(), self.arrival(), now)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -3,9 +3,21 @@
 //! of two ids (result files, containers): those must stay one-to-one, or two
 //! nodes' results, or two nodes' containers, would take each other's place.
 
-use super::Id;
+use super::label::{Class, ClassError};
+use super::task::PRIORITY_MAX;
+use super::{Id, Task};
+use crate::time::Timestamp;
 
+/// The inbox: a task pushed here by hand (a pull request) is filed into
+/// its lane by the first node that reads it. Workers before lanes read
+/// only this directory.
 pub const QUEUE: &str = "tasks/queue";
+/// Queued tasks by priority, class and batch:
+/// `tasks/lanes/p<NN>/<class>/<batch>/<task>.json` ([`Place`]).
+pub const LANES: &str = "tasks/lanes";
+/// Tasks waiting for the tasks they run `after`:
+/// `tasks/blocked/<the task waited for>/<task>.json`.
+pub const BLOCKED: &str = "tasks/blocked";
 pub const IN_PROGRESS: &str = "tasks/in_progress";
 pub const COMPLETED: &str = "tasks/completed";
 pub const FAILED: &str = "tasks/failed";
@@ -34,6 +46,151 @@ pub const RESULT_SEP: char = '@';
 
 pub fn queue_file(task: &Id) -> String {
     format!("{QUEUE}/{task}.json")
+}
+
+/// `tasks/blocked/<parent>/<child>.json`: `child` waits for `parent` (the
+/// first of its `after` not finished yet).
+pub fn blocked_file(parent: &Id, child: &Id) -> String {
+    format!("{BLOCKED}/{parent}/{child}.json")
+}
+
+/// Where a queued task waits: its lane (priority and class) and its batch
+/// (the minute it arrived and who submitted it). Everything the claim
+/// order needs is in the path, so a node orders a queue of any size from
+/// one listing, reading only the tasks it is about to claim; and each claim
+/// rewrites a few small directories, never one the size of the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub priority: u8,
+    pub class: Class,
+    pub batch: Batch,
+}
+
+/// Tasks of one submitter (or of none) that arrived in one minute:
+/// `20261130T1205` or `20261130T1205-alice`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Batch {
+    /// The minute of arrival (UTC), seconds cut.
+    pub minute: Timestamp,
+    pub submitter: Option<Id>,
+}
+
+const MINUTE_FORMAT: &str = "%Y%m%dT%H%M";
+const MINUTE_LEN: usize = 13;
+
+impl Batch {
+    pub fn new(arrival: Timestamp, submitter: Option<Id>) -> Batch {
+        use chrono::{DurationRound, TimeDelta};
+        let minute = arrival
+            .duration_trunc(TimeDelta::minutes(1))
+            .unwrap_or(arrival);
+        Batch { minute, submitter }
+    }
+
+    pub fn dir_name(&self) -> String {
+        let minute = self.minute.format(MINUTE_FORMAT);
+        match &self.submitter {
+            Some(s) => format!("{minute}-{s}"),
+            None => minute.to_string(),
+        }
+    }
+
+    /// Only the form [`Batch::dir_name`] writes.
+    pub fn parse(name: &str) -> Option<Batch> {
+        let (minute, rest) = (name.get(..MINUTE_LEN)?, name.get(MINUTE_LEN..)?);
+        let shape = minute
+            .char_indices()
+            .all(|(i, c)| if i == 8 { c == 'T' } else { c.is_ascii_digit() });
+        if !shape {
+            return None;
+        }
+        let minute = chrono::NaiveDateTime::parse_from_str(&format!("{minute}00"), "%Y%m%dT%H%M%S")
+            .ok()?
+            .and_utc();
+        let submitter = match rest {
+            "" => None,
+            _ => Some(Id::parse(rest.strip_prefix('-')?).ok()?),
+        };
+        Some(Batch { minute, submitter })
+    }
+}
+
+/// Why a path under [`LANES`] is not where a task can be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceError {
+    #[error("is not where a queued task can be: tasks/lanes/p<NN>/<class>/<batch>/<task>.json is")]
+    Depth,
+    #[error("is under {0:?}, which is not a priority (p00 to p{PRIORITY_MAX})")]
+    Priority(String),
+    #[error("is under {name:?}, which is not a class: {reason}")]
+    Class { name: String, reason: ClassError },
+    #[error(
+        "is under {0:?}, which is not a batch (the minute of arrival, as 20261130T1205, then -submitter if any)"
+    )]
+    Batch(String),
+}
+
+impl Place {
+    /// Where `task` belongs, if it arrived at `arrival` (its `queued_at`
+    /// wins when it has one).
+    pub fn of(task: &Task, arrival: Timestamp) -> Place {
+        Place {
+            priority: task.priority(),
+            class: task.class(),
+            batch: Batch::new(task.queued_at().unwrap_or(arrival), task.submitter.clone()),
+        }
+    }
+
+    /// `tasks/lanes/p<NN>/<class>/<batch>`.
+    pub fn dir(&self) -> String {
+        format!(
+            "{LANES}/p{:02}/{}/{}",
+            self.priority,
+            self.class.dir_name(),
+            self.batch.dir_name()
+        )
+    }
+
+    pub fn file(&self, task: &Id) -> String {
+        format!("{}/{task}.json", self.dir())
+    }
+
+    /// A path below [`LANES`] (`p50/any/20261130T1205/t.json`): its place,
+    /// and the entry's own name.
+    pub fn parse(rel: &[u8]) -> Result<(Place, &[u8]), PlaceError> {
+        let parts: Vec<&[u8]> = rel.split(|b| *b == b'/').collect();
+        let [p, class, batch, name] = parts[..] else {
+            return Err(PlaceError::Depth);
+        };
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let priority = std::str::from_utf8(p)
+            .ok()
+            .and_then(|p| p.strip_prefix('p'))
+            .filter(|d| d.len() == 2 && d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse::<u8>().ok())
+            .filter(|n| *n <= PRIORITY_MAX)
+            .ok_or_else(|| PlaceError::Priority(text(p)))?;
+        let class_name = std::str::from_utf8(class).map_err(|_| PlaceError::Class {
+            name: text(class),
+            reason: ClassError::NotCanonical,
+        })?;
+        let class = Class::parse_dir(class_name).map_err(|reason| PlaceError::Class {
+            name: class_name.to_owned(),
+            reason,
+        })?;
+        let batch = std::str::from_utf8(batch)
+            .ok()
+            .and_then(Batch::parse)
+            .ok_or_else(|| PlaceError::Batch(text(batch)))?;
+        Ok((
+            Place {
+                priority,
+                class,
+                batch,
+            },
+            name,
+        ))
+    }
 }
 
 pub fn in_progress_file(task: &Id) -> String {
@@ -113,8 +270,11 @@ pub fn json_stem(name: &str) -> Option<&str> {
 /// is not a valid id (`"../x.json"`, control characters, ...): the valid stem
 /// itself, else `invalid-` and a stable hash of the raw name, so that the
 /// result path is always safe and the same entry always maps to one name.
+/// An entry deeper in a directory (a lane's) is named by its own name, its
+/// last component.
 pub fn result_stem_for_entry(name: &str) -> String {
-    match json_stem(name).map(Id::parse) {
+    let own = name.rsplit('/').next().unwrap_or(name);
+    match json_stem(own).map(Id::parse) {
         Some(Ok(id)) => id.to_string(),
         _ => format!("invalid-{:016x}", fnv1a(name.as_bytes())),
     }
@@ -147,12 +307,92 @@ mod tests {
     }
 
     #[test]
+    fn a_place_is_a_path_and_back() {
+        let t = Task::parse(
+            br#"{"task_id":"t1","script":"x","timeout_seconds":1,"priority":7,"requires":["gpu","arch=arm64"],"submitter":"ana"}"#,
+            &crate::grid::TaskRules::default(),
+        )
+        .unwrap();
+        let at = crate::time::parse("2026-11-30T12:05:42.123Z").unwrap();
+        let place = Place::of(&t, at);
+        let path = place.file(&t.task_id);
+        assert_eq!(
+            path,
+            "tasks/lanes/p07/arch=arm64+gpu/20261130T1205-ana/t1.json"
+        );
+        let rel = path.strip_prefix("tasks/lanes/").unwrap();
+        let (back, name) = Place::parse(rel.as_bytes()).unwrap();
+        assert_eq!(back, place);
+        assert_eq!(name, b"t1.json");
+        assert_eq!(
+            back.batch.minute,
+            crate::time::parse("2026-11-30T12:05:00Z").unwrap()
+        );
+        // queued_at, when the task has one, is its arrival.
+        let q = Task::parse(
+            br#"{"task_id":"t1","script":"x","timeout_seconds":1,"queued_at":"2026-01-02T03:04:05Z"}"#,
+            &crate::grid::TaskRules::default(),
+        )
+        .unwrap();
+        assert_eq!(Place::of(&q, at).dir(), "tasks/lanes/p50/any/20260102T0304");
+    }
+
+    proptest::proptest! {
+        /// Whatever a valid task says (its priority, labels, submitter,
+        /// time), its place is a path that reads back as that place.
+        #[test]
+        fn every_place_is_a_path_that_reads_back(
+            p in 0u8..=99,
+            labels in proptest::collection::btree_set("[a-z0-9][a-z0-9._-]{0,7}(=[a-z0-9._-]{1,6})?", 0..5),
+            who in proptest::option::of("[A-Za-z0-9][A-Za-z0-9._-]{0,20}"),
+            secs in 0i64..4_000_000_000,
+        ) {
+            let labels: Vec<&String> = labels.iter().filter(|l| l.as_str() != "any").collect();
+            let mut fields = serde_json::json!({"task_id": "t", "script": "x", "timeout_seconds": 1, "priority": p, "requires": labels});
+            if let Some(w) = &who {
+                fields["submitter"] = w.clone().into();
+            }
+            let task = Task::parse(fields.to_string().as_bytes(), &crate::grid::TaskRules::default()).unwrap();
+            let at = chrono::DateTime::from_timestamp(secs, 0).unwrap();
+            let place = Place::of(&task, at);
+            let path = place.file(&task.task_id);
+            let rel = path.strip_prefix("tasks/lanes/").unwrap();
+            let (back, name) = Place::parse(rel.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(back, place);
+            proptest::prop_assert_eq!(name, b"t.json");
+        }
+    }
+
+    #[test]
+    fn paths_that_are_no_place_say_why() {
+        let bad: &[(&str, &str)] = &[
+            ("p50/any/t.json", "tasks/lanes/p<NN>"),
+            ("p50/any/20261130T1205/x/t.json", "tasks/lanes/p<NN>"),
+            ("p5/any/20261130T1205/t.json", "not a priority"),
+            ("p100/any/20261130T1205/t.json", "not a priority"),
+            ("pxx/any/20261130T1205/t.json", "not a priority"),
+            ("p50/GPU/20261130T1205/t.json", "not a class"),
+            ("p50/gpu+arch=x/20261130T1205/t.json", "not a class"),
+            ("p50/any/2026113T1205/t.json", "not a batch"),
+            ("p50/any/20261130T1299/t.json", "not a batch"),
+            ("p50/any/20261130T1205ana/t.json", "not a batch"),
+            ("p50/any/20261130T1205-../t.json", "not a batch"),
+        ];
+        for (rel, want) in bad {
+            let e = Place::parse(rel.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(want), "{rel}: {e}");
+        }
+        assert!(Place::parse(b"p00/any/20261130T1205-a.b/x").is_ok());
+    }
+
+    #[test]
     fn result_stems_are_always_safe() {
         assert_eq!(result_stem_for_entry("t1.json"), "t1");
         let odd = result_stem_for_entry("..\u{7}x.json");
         assert!(odd.starts_with("invalid-") && Id::parse(&odd).is_ok());
         assert_eq!(odd, result_stem_for_entry("..\u{7}x.json"));
         assert_ne!(odd, result_stem_for_entry("notes.txt"));
+        assert_eq!(result_stem_for_entry("p50/any/20261130T1205/t1.json"), "t1");
     }
 
     #[test]

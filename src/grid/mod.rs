@@ -4,15 +4,19 @@
 
 pub mod archive;
 pub mod claim;
+pub mod deps;
 pub mod id;
+pub mod label;
 pub mod layout;
 pub mod node;
 pub mod orphan;
 pub mod result;
+pub mod schedule;
 pub mod task;
 
 pub use claim::Claim;
 pub use id::{Id, IdError};
+pub use label::{Class, Label};
 pub use node::{NodeRecord, NodeStatus};
 pub use result::{ResultStatus, TaskResult};
 pub use task::{Task, TaskError, TaskRules};

@@ -41,6 +41,19 @@ pub struct NodeRecord {
     /// Why the node is unhealthy, when it is.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
+    /// Its labels, configured and detected (`arch=`, `os=`, `engine=`): it
+    /// runs tasks that require a subset of them. A record without them
+    /// (an older worker) serves only tasks that require nothing.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// The labels it is exclusive to: it takes only tasks that require
+    /// every one of them.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub exclusive: Vec<String>,
+    /// Why it takes no work for now (its volunteer's limits: a cap reached,
+    /// quiet hours), and until when.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub paused: Option<String>,
 }
 
 impl NodeRecord {
@@ -60,6 +73,9 @@ impl NodeRecord {
             tasks_completed: 0,
             tasks_failed: 0,
             problem: None,
+            labels: Vec::new(),
+            exclusive: Vec::new(),
+            paused: None,
         }
     }
 
@@ -71,10 +87,21 @@ impl NodeRecord {
         serde_json::from_slice(bytes)
     }
 
-    /// Is this node taking work at `now`: idle or busy, with a heartbeat
-    /// younger than `stale_after`?
-    pub fn takes_work(&self, now: crate::time::Timestamp, stale_after: chrono::Duration) -> bool {
+    /// Is this node alive at `now`: idle or busy, with a heartbeat younger
+    /// than `stale_after`? (It may be paused by its limits all the same.)
+    pub fn is_live(&self, now: crate::time::Timestamp, stale_after: chrono::Duration) -> bool {
         matches!(self.status, NodeStatus::Idle | NodeStatus::Busy)
             && crate::time::parse(&self.last_heartbeat).is_some_and(|t| t + stale_after >= now)
+    }
+
+    /// Is this node taking work at `now`: alive, and not paused by its
+    /// volunteer's limits?
+    pub fn takes_work(&self, now: crate::time::Timestamp, stale_after: chrono::Duration) -> bool {
+        self.is_live(now, stale_after) && self.paused.is_none()
+    }
+
+    /// Its labels, for routing ([`crate::grid::schedule::NodeLabels`]).
+    pub fn node_labels(&self) -> crate::grid::schedule::NodeLabels {
+        crate::grid::schedule::NodeLabels::from_record(&self.labels, &self.exclusive)
     }
 }

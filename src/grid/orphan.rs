@@ -136,6 +136,7 @@ mod tests {
             claimed_at: claimed.into(),
             deadline: deadline.into(),
             attempt,
+            queued_at: None,
         }
     }
 

@@ -18,6 +18,8 @@ pub enum ResultStatus {
     Invalid,
     /// Never finished: its claims were orphaned more often than allowed.
     Abandoned,
+    /// Never ran: a task it runs `after` did not complete (`error` names it).
+    DependencyFailed,
 }
 
 impl ResultStatus {
@@ -29,6 +31,7 @@ impl ResultStatus {
             ResultStatus::Timeout => "timeout",
             ResultStatus::Invalid => "invalid",
             ResultStatus::Abandoned => "abandoned",
+            ResultStatus::DependencyFailed => "dependency_failed",
         }
     }
 }

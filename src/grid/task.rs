@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value};
 
+use super::label::{Class, ClassError};
 use super::{Id, IdError, layout};
 
 /// The block a claim adds to a task file (`grid::claim`): the grid's own,
@@ -34,7 +35,20 @@ impl Default for TaskRules {
     }
 }
 
+/// The lowest and highest `priority`; higher runs first.
+pub const PRIORITY_MAX: u8 = 99;
+/// The priority of a task that gives none: the middle of the range.
+pub const DEFAULT_PRIORITY: u8 = 50;
+/// The most tasks one task may run `after`. A join of more goes through
+/// intermediate tasks: each time one of its parents finishes, a waiting
+/// task is looked at again.
+pub const MAX_AFTER: usize = 100;
+
 /// A valid task, with the fields the worker does not know kept as they were.
+///
+/// The scheduling fields are kept as given (absent stays absent), so that a
+/// task written back by a claim or a requeue says what its submitter wrote;
+/// [`Task::priority`] and [`Task::class`] apply the defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub task_id: Id,
@@ -42,6 +56,16 @@ pub struct Task {
     pub timeout_seconds: u64,
     /// 1 for a fresh task; raised each time an orphaned claim is requeued.
     pub attempt: u32,
+    /// `priority`: 0 to [`PRIORITY_MAX`]; higher runs first.
+    pub priority: Option<u8>,
+    /// `requires`: labels a node must have to run it, as listed.
+    pub requires: Option<Vec<String>>,
+    /// `after`: tasks that must have completed before this one runs.
+    pub after: Option<Vec<Id>>,
+    /// `submitter`: who asked, for fairness between submitters.
+    pub submitter: Option<Id>,
+    /// `queued_at`: when it was first queued (RFC 3339), for its age.
+    pub queued_at: Option<String>,
     /// Every other top-level field, kept verbatim.
     pub extra: Map<String, Value>,
 }
@@ -101,6 +125,24 @@ pub enum TaskError {
     NulInScript,
     #[error("field `{0}` appears more than once; JSON parsers disagree on which one counts")]
     DuplicateField(String),
+    #[error("field `requires` {0}")]
+    BadRequires(ClassError),
+    #[error("field `after` item {index} ({value}) {reason}")]
+    BadAfter {
+        index: usize,
+        value: String,
+        reason: IdError,
+    },
+    #[error("field `after` lists {0:?} twice")]
+    DuplicateAfter(String),
+    #[error("field `after` lists {count} tasks; at most {MAX_AFTER} are allowed")]
+    TooManyAfter { count: usize },
+    #[error("field `after` names the task itself; it would wait for ever")]
+    AfterItself,
+    #[error("field `submitter` {0}")]
+    BadSubmitter(IdError),
+    #[error("field `{field}` is {value:?}, not an RFC 3339 time (such as 2026-11-30T10:00:00Z)")]
+    NotATime { field: &'static str, value: String },
 }
 
 impl TaskError {
@@ -113,6 +155,13 @@ impl TaskError {
             TaskError::ScriptTooLarge { .. } | TaskError::EmptyScript | TaskError::NulInScript => {
                 Some("script")
             }
+            TaskError::BadRequires(_) => Some("requires"),
+            TaskError::BadAfter { .. }
+            | TaskError::DuplicateAfter(_)
+            | TaskError::TooManyAfter { .. }
+            | TaskError::AfterItself => Some("after"),
+            TaskError::BadSubmitter(_) => Some("submitter"),
+            TaskError::NotATime { field, .. } => Some(field),
             _ => None,
         }
     }
@@ -211,6 +260,34 @@ impl Task {
             None => 1,
             Some(v) => bounded_int(&v, "attempt", 1, u64::from(u32::MAX))? as u32,
         };
+        let priority = match obj.remove("priority") {
+            None => None,
+            Some(v) => Some(bounded_int(&v, "priority", 0, u64::from(PRIORITY_MAX))? as u8),
+        };
+        let requires = match obj.remove("requires") {
+            None => None,
+            Some(v) => Some(parse_requires(&v)?),
+        };
+        let after = match obj.remove("after") {
+            None => None,
+            Some(v) => Some(parse_after(&v, &task_id)?),
+        };
+        let submitter = match obj.remove("submitter") {
+            None => None,
+            Some(Value::String(s)) => Some(Id::parse(&s).map_err(TaskError::BadSubmitter)?),
+            Some(other) => return Err(wrong("submitter", "a string", &other)),
+        };
+        let queued_at = match obj.remove("queued_at") {
+            None => None,
+            Some(Value::String(s)) if crate::time::parse(&s).is_some() => Some(s),
+            Some(Value::String(s)) => {
+                return Err(TaskError::NotATime {
+                    field: "queued_at",
+                    value: s,
+                });
+            }
+            Some(other) => return Err(wrong("queued_at", "a string", &other)),
+        };
         // A claim block in a queued task is left over from a requeue by an
         // older tool; it is not the task's and is dropped rather than kept.
         obj.remove(CLAIM_FIELD);
@@ -219,8 +296,37 @@ impl Task {
             script,
             timeout_seconds,
             attempt,
+            priority,
+            requires,
+            after,
+            submitter,
+            queued_at,
             extra: obj,
         })
+    }
+
+    /// The priority, or [`DEFAULT_PRIORITY`] if the task gives none.
+    pub fn priority(&self) -> u8 {
+        self.priority.unwrap_or(DEFAULT_PRIORITY)
+    }
+
+    /// The class: the labels it requires, as a set (validated at parse).
+    pub fn class(&self) -> Class {
+        match &self.requires {
+            Some(r) => Class::from_labels(r.iter().map(String::as_str))
+                .expect("`requires` was checked when the task was parsed"),
+            None => Class::any(),
+        }
+    }
+
+    /// The tasks it runs after (none if it gives no `after`).
+    pub fn after(&self) -> &[Id] {
+        self.after.as_deref().unwrap_or(&[])
+    }
+
+    /// When it was first queued, if it says.
+    pub fn queued_at(&self) -> Option<crate::time::Timestamp> {
+        self.queued_at.as_deref().and_then(crate::time::parse)
     }
 
     /// The task as a JSON object, known fields first, then the kept ones.
@@ -232,9 +338,70 @@ impl Task {
         if self.attempt > 1 {
             obj.insert("attempt".into(), self.attempt.into());
         }
+        if let Some(p) = self.priority {
+            obj.insert("priority".into(), p.into());
+        }
+        if let Some(r) = &self.requires {
+            obj.insert("requires".into(), r.clone().into());
+        }
+        if let Some(a) = &self.after {
+            let ids: Vec<Value> = a.iter().map(|id| id.to_string().into()).collect();
+            obj.insert("after".into(), ids.into());
+        }
+        if let Some(s) = &self.submitter {
+            obj.insert("submitter".into(), s.to_string().into());
+        }
+        if let Some(q) = &self.queued_at {
+            obj.insert("queued_at".into(), q.clone().into());
+        }
         obj.extend(self.extra.clone());
         obj
     }
+}
+
+/// `requires`: an array of labels forming a class.
+fn parse_requires(v: &Value) -> Result<Vec<String>, TaskError> {
+    let Value::Array(items) = v else {
+        return Err(wrong("requires", "an array of labels", v));
+    };
+    let mut labels = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::String(s) => labels.push(s.clone()),
+            other => return Err(wrong("requires", "an array of labels (strings)", other)),
+        }
+    }
+    Class::from_labels(labels.iter().map(String::as_str)).map_err(TaskError::BadRequires)?;
+    Ok(labels)
+}
+
+/// `after`: an array of task ids, none twice, not the task itself.
+fn parse_after(v: &Value, me: &Id) -> Result<Vec<Id>, TaskError> {
+    let Value::Array(items) = v else {
+        return Err(wrong("after", "an array of task ids", v));
+    };
+    if items.len() > MAX_AFTER {
+        return Err(TaskError::TooManyAfter { count: items.len() });
+    }
+    let mut ids: Vec<Id> = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let Value::String(s) = item else {
+            return Err(wrong("after", "an array of task ids (strings)", item));
+        };
+        let id = Id::parse(s).map_err(|reason| TaskError::BadAfter {
+            index,
+            value: format!("{s:?}"),
+            reason,
+        })?;
+        if &id == me {
+            return Err(TaskError::AfterItself);
+        }
+        if ids.contains(&id) {
+            return Err(TaskError::DuplicateAfter(s.clone()));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 /// The first top-level key of a JSON object that appears twice, if any.
@@ -475,5 +642,131 @@ mod tests {
         let json = t.to_json();
         assert_eq!(json["attempt"], 2);
         assert!(!json.contains_key("claim"));
+    }
+
+    #[test]
+    fn scheduling_fields_are_checked_and_kept_as_given() {
+        let t = Task::parse(
+            br#"{"task_id":"t","script":"x","timeout_seconds":1,"priority":80,"requires":["gpu","arch=arm64"],"after":["a","b"],"submitter":"ana","queued_at":"2026-11-30T10:00:00Z"}"#,
+            &TaskRules::default(),
+        )
+        .unwrap();
+        assert_eq!(t.priority(), 80);
+        assert_eq!(t.class().dir_name(), "arch=arm64+gpu");
+        assert_eq!(t.after().len(), 2);
+        assert_eq!(t.submitter.as_ref().unwrap().as_str(), "ana");
+        assert!(t.queued_at().is_some());
+        let json = t.to_json();
+        assert_eq!(json["requires"], serde_json::json!(["gpu", "arch=arm64"]));
+        assert_eq!(json["after"], serde_json::json!(["a", "b"]));
+        assert_eq!(json["priority"], 80);
+        assert_eq!(json["queued_at"], "2026-11-30T10:00:00Z");
+        // An old task: the defaults, and nothing added when written back.
+        let old = Task::parse(
+            br#"{"task_id":"t","script":"x","timeout_seconds":1}"#,
+            &TaskRules::default(),
+        )
+        .unwrap();
+        assert_eq!(old.priority(), DEFAULT_PRIORITY);
+        assert!(old.class().is_empty());
+        assert!(old.after().is_empty());
+        let json = old.to_json();
+        for f in ["priority", "requires", "after", "submitter", "queued_at"] {
+            assert!(!json.contains_key(f), "{f} added to an old task");
+        }
+    }
+
+    #[test]
+    fn each_scheduling_problem_is_named() {
+        let base = r#""task_id":"t","script":"x","timeout_seconds":1"#;
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                r#""priority":100"#,
+                "priority",
+                "`priority` is 100; it must be between 0 and 99",
+            ),
+            (r#""priority":-1"#, "priority", "`priority` is -1"),
+            (
+                r#""priority":"high""#,
+                "priority",
+                "`priority` must be an integer, found a string",
+            ),
+            (
+                r#""priority":7.5"#,
+                "priority",
+                "`priority` must be an integer",
+            ),
+            (
+                r#""requires":"gpu""#,
+                "requires",
+                "`requires` must be an array of labels, found a string",
+            ),
+            (
+                r#""requires":[1]"#,
+                "requires",
+                "`requires` must be an array of labels (strings), found a number",
+            ),
+            (
+                r#""requires":["GPU"]"#,
+                "requires",
+                r#"`requires` label "GPU" must start with a lower-case"#,
+            ),
+            (
+                r#""requires":["gpu","gpu"]"#,
+                "requires",
+                r#"`requires` lists "gpu" twice"#,
+            ),
+            (r#""requires":["any"]"#, "requires", "is reserved"),
+            (r#""requires":["a/b"]"#, "requires", "contains '/'"),
+            (
+                r#""after":"a""#,
+                "after",
+                "`after` must be an array of task ids, found a string",
+            ),
+            (
+                r#""after":["a","../b"]"#,
+                "after",
+                r#"`after` item 1 ("../b") must start with a letter or digit"#,
+            ),
+            (
+                r#""after":["a","a"]"#,
+                "after",
+                r#"`after` lists "a" twice"#,
+            ),
+            (r#""after":["t"]"#, "after", "`after` names the task itself"),
+            (
+                r#""submitter":"a b""#,
+                "submitter",
+                "`submitter` contains ' '",
+            ),
+            (
+                r#""submitter":5"#,
+                "submitter",
+                "`submitter` must be a string",
+            ),
+            (
+                r#""queued_at":"yesterday""#,
+                "queued_at",
+                r#"`queued_at` is "yesterday", not an RFC 3339 time"#,
+            ),
+        ];
+        for (field, name, want) in cases {
+            let text = format!("{{{base},{field}}}");
+            let e = Task::parse(text.as_bytes(), &TaskRules::default()).expect_err(&text);
+            assert!(
+                e.to_string().contains(want),
+                "{text}: got {e}, want {want:?}"
+            );
+            assert_eq!(e.field(), Some(*name), "{text}");
+        }
+        let many: Vec<String> = (0..=MAX_AFTER).map(|i| format!("\"p{i}\"")).collect();
+        let text = format!("{{{base},\"after\":[{}]}}", many.join(","));
+        let e = Task::parse(text.as_bytes(), &TaskRules::default()).unwrap_err();
+        assert_eq!(
+            e,
+            TaskError::TooManyAfter {
+                count: MAX_AFTER + 1
+            }
+        );
     }
 }

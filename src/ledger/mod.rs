@@ -3,5 +3,9 @@
 //! `git/` and `grid/`, below `service/` and `tools/`, so that a tool
 //! applies exactly the rule a worker does without depending on the worker.
 
+pub mod deps;
+pub mod nodes;
+pub mod queue;
 pub mod reap;
 pub mod results;
+pub mod routing;

@@ -162,7 +162,7 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         match orphan::disposition(&c.claim, input.policy) {
             Disposition::Requeue { attempt } => {
                 out.edits.insert(
-                    layout::queue_file(id).into_bytes(),
+                    super::queue::requeue_path(&c.task, c.arrival()).into_bytes(),
                     Edit::Put(c.requeued(attempt)),
                 );
                 out.summary

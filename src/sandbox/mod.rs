@@ -85,7 +85,16 @@ pub struct Job {
     pub attempt: u32,
     pub script: String,
     pub timeout: Duration,
+    /// A directory of files the task reads (the results of the tasks it
+    /// runs after, `<id>.json`): mounted read-only at [`INPUTS_DIR`] in a
+    /// container, named by `DGRID_INPUTS` in the environment.
+    pub inputs: Option<std::path::PathBuf>,
 }
+
+/// Where a task's inputs are inside its container.
+pub const INPUTS_DIR: &str = "/inputs";
+/// The environment variable that names the inputs' directory to a task.
+pub const INPUTS_ENV: &str = "DGRID_INPUTS";
 
 impl Job {
     /// The container name: derived from node, task and attempt so that a

@@ -92,6 +92,9 @@ impl Engine for ShellEngine {
             // Its own group, so that the kill reaches everything the script
             // started, and the worker's terminal signals do not.
             .process_group(0);
+        if let Some(inputs) = &job.inputs {
+            cmd.env(super::INPUTS_ENV, inputs);
+        }
         let report = match supervise::run(
             cmd,
             job.timeout,

@@ -1,6 +1,7 @@
 //! The long-running worker: the main loop and what it talks to (the outbox
 //! on disk, systemd's notification socket, signals).
 
+pub mod budget;
 pub mod notify;
 pub mod outbox;
 pub mod pace;

@@ -55,6 +55,11 @@ impl Pace {
         self.task = blend(self.task, d);
     }
 
+    /// The measured time of a task, in seconds (if one was timed).
+    pub fn task_secs(&self) -> Option<f64> {
+        self.task
+    }
+
     /// Has a task been timed (can a batch be sized)?
     pub fn measured(&self) -> bool {
         self.task.is_some() && self.sync.is_some()
@@ -178,6 +183,26 @@ pub fn give_back(
     }
     let they_start = (idle_slots as usize).saturating_mul(per_slot.max(1));
     waiting.saturating_sub(startable).min(they_start)
+}
+
+/// Which of the claims a node holds and has not started go back to the
+/// queue because work of a higher priority still waits there (after the
+/// look that saw it claimed this node's share of it, ahead of them): those
+/// whose level (priority with age, `grid::schedule`) is below
+/// `top_queued`, the best level left that this node could claim. Another
+/// node may start them sooner than this one, busy with higher work, and
+/// this node's next claim takes what is left of the higher work first.
+/// (Indices into `waiting`.)
+pub fn preempt(waiting: &[u8], top_queued: Option<u8>) -> Vec<usize> {
+    let Some(top) = top_queued else {
+        return Vec::new();
+    };
+    waiting
+        .iter()
+        .enumerate()
+        .filter(|(_, level)| **level < top)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Results wait at most this many syncs' time (or [`MAX_RESULT_DELAY`], if
@@ -353,6 +378,19 @@ mod tests {
         );
         assert_eq!(give_back(80, 0, 1, 0, 0), 1, "at least one each");
         assert_eq!(give_back(0, 10, 3, 0, 1), 0);
+    }
+
+    #[test]
+    fn claims_below_the_best_queued_level_go_back() {
+        assert_eq!(preempt(&[50, 50, 10, 10], Some(90)), vec![0, 1, 2, 3]);
+        assert_eq!(preempt(&[90, 90, 10], Some(90)), vec![2]);
+        assert_eq!(
+            preempt(&[90, 50], Some(50)),
+            Vec::<usize>::new(),
+            "as high: kept"
+        );
+        assert!(preempt(&[10], None).is_empty(), "nothing queued");
+        assert!(preempt(&[], Some(99)).is_empty());
     }
 
     #[test]

@@ -37,6 +37,14 @@ pub struct RunningTask {
     pub attempt: u32,
     pub claimed_at: String,
     pub timeout_seconds: u64,
+    pub priority: u8,
+}
+
+/// A task claimed and not started yet.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitingTask {
+    pub task_id: String,
+    pub priority: u8,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -82,7 +90,15 @@ pub struct Snapshot {
     pub engine: String,
     pub engine_problem: Option<String>,
     pub running: Vec<RunningTask>,
+    /// Claimed ahead, waiting for a slot.
+    pub waiting: Vec<WaitingTask>,
     pub outbox: usize,
+    /// Why the node takes no work now (its volunteer's limits), and until
+    /// when.
+    pub paused: Option<String>,
+    /// The labels it routes by, and those it is exclusive to.
+    pub labels: Vec<String>,
+    pub exclusive: Vec<String>,
     pub remote_ok: bool,
     /// When the last heartbeat was accepted by the grid.
     pub last_heartbeat: Option<String>,
@@ -111,7 +127,11 @@ impl Snapshot {
             engine: engine.to_owned(),
             engine_problem: None,
             running: Vec::new(),
+            waiting: Vec::new(),
             outbox: 0,
+            paused: None,
+            labels: Vec::new(),
+            exclusive: Vec::new(),
             remote_ok: false,
             last_heartbeat: None,
             loop_alive_at: None,
@@ -277,6 +297,12 @@ pub fn metrics(s: &Snapshot, now: Timestamp) -> String {
         s.running.len() as f64,
     );
     simple(
+        "dgrid_paused",
+        "gauge",
+        "1 while the node takes no work by its volunteer's limits.",
+        f64::from(u8::from(s.paused.is_some())),
+    );
+    simple(
         "dgrid_outbox_results",
         "gauge",
         "Results waiting to be pushed.",
@@ -380,7 +406,9 @@ pub fn page(s: &Snapshot, now: Timestamp) -> String {
         "<table id=\"facts\"><tr><th>version</th><td>{}</td></tr><tr><th>engine</th><td>{}</td></tr>\
 <tr><th>started</th><td>{}</td></tr><tr><th>last heartbeat</th><td>{}</td></tr>\
 <tr><th>loop alive</th><td>{}</td></tr><tr><th>grid reachable</th><td>{}</td></tr>\
-<tr><th>results waiting</th><td>{}</td></tr></table>",
+<tr><th>results waiting</th><td>{}</td></tr>\
+<tr><th>labels</th><td id=\"labels\">{}</td></tr><tr><th>exclusive to</th><td id=\"exclusive\">{}</td></tr>\
+<tr><th>paused</th><td id=\"paused\" class=\"{}\">{}</td></tr></table>",
         escape(&s.version),
         escape(&s.engine),
         escape(&s.started_at),
@@ -388,16 +416,34 @@ pub fn page(s: &Snapshot, now: Timestamp) -> String {
         escape(s.loop_alive_at.as_deref().unwrap_or("never")),
         if s.remote_ok { "yes" } else { "no" },
         s.outbox,
+        escape(&s.labels.join(", ")),
+        escape(&if s.exclusive.is_empty() {
+            "nothing".to_owned()
+        } else {
+            s.exclusive.join(", ")
+        }),
+        if s.paused.is_some() { "bad" } else { "ok" },
+        escape(s.paused.as_deref().unwrap_or("no")),
     );
-    h.push_str("<h2>Running</h2><table id=\"running\"><tr><th>task</th><th>attempt</th><th>claimed</th><th>timeout</th></tr>");
+    h.push_str("<h2>Running</h2><table id=\"running\"><tr><th>task</th><th>priority</th><th>attempt</th><th>claimed</th><th>timeout</th></tr>");
     for r in &s.running {
         let _ = write!(
             h,
-            "<tr class=\"running\" data-task=\"{id}\"><td>{id}</td><td>{}</td><td>{}</td><td>{} s</td></tr>",
+            "<tr class=\"running\" data-task=\"{id}\"><td>{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{} s</td></tr>",
+            r.priority,
             r.attempt,
             escape(&r.claimed_at),
             r.timeout_seconds,
             id = escape(&r.task_id),
+        );
+    }
+    h.push_str("</table><h2>Claimed, waiting for a slot</h2><table id=\"waiting\"><tr><th>task</th><th>priority</th></tr>");
+    for w in &s.waiting {
+        let _ = write!(
+            h,
+            "<tr class=\"waiting\" data-task=\"{id}\"><td>{id}</td><td>{}</td></tr>",
+            w.priority,
+            id = escape(&w.task_id),
         );
     }
     h.push_str("</table><h2>Counters</h2><table id=\"counters\">");

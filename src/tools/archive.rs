@@ -12,7 +12,7 @@
 //! neither, and a worker's push racing the archive's makes one of them
 //! plan again from the other's tip.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::git::txn::{
@@ -58,6 +58,10 @@ pub struct ArchiveSummary {
     /// already (the same result written to `main` again after it had been
     /// archived): the archive keeps its copy.
     pub already_archived: Vec<String>,
+    /// Results kept on `main` beyond the newest, because a task that is
+    /// queued, waiting or running runs after theirs (it reads them as its
+    /// inputs, and waits on them).
+    pub kept_for_dependants: usize,
 }
 
 impl ArchiveSummary {
@@ -83,7 +87,13 @@ pub fn plan(
         }
         let results = read_results(repo, &listed)?;
         summary.results = results.len();
-        let moving = archive::select(results, opts.keep);
+        // A result a pending task runs after stays, whatever its age.
+        let needed = needed_results(repo, main)?;
+        let (kept, results): (Vec<_>, Vec<_>) = results
+            .into_iter()
+            .partition(|(_, task)| task.as_ref().is_some_and(|t| needed.contains(t)));
+        summary.kept_for_dependants = kept.len();
+        let moving = archive::select(results.into_iter().map(|(r, _)| r).collect(), opts.keep);
         summary.kept = summary.results - moving.len();
         for (dir, entries) in &listed {
             let here: Vec<Stored<(EntryMode, Oid)>> =
@@ -151,11 +161,54 @@ pub fn plan(
     })
 }
 
-/// Every result file in `listed` (`.gitkeep` aside), with its timestamp.
+/// The ids whose results tasks still need: every task queued (inbox and
+/// lanes), waiting (`blocked/`) or running runs after those in its `after`.
+/// Every such file is read (within the tools' budget): a waiting task's
+/// path names one of its parents, not all.
+fn needed_results(repo: &GridRepo, tip: &str) -> Result<BTreeSet<String>, GitError> {
+    use crate::grid::layout;
+    use crate::ledger::deps::BlockedAt;
+    use crate::ledger::queue::QueueAt;
+    let queue = QueueAt::list(repo, tip)?;
+    let blocked = BlockedAt::list(repo, tip)?;
+    let in_progress = repo.list_dir(tip, layout::IN_PROGRESS)?;
+    let mut needed: BTreeSet<String> = blocked
+        .entries
+        .iter()
+        .map(|b| b.parent.to_string())
+        .collect();
+    let oids: Vec<String> = queue
+        .inbox
+        .iter()
+        .chain(queue.lanes.iter().map(|l| &l.entry))
+        .chain(blocked.entries.iter().map(|b| &b.entry))
+        .chain(in_progress.iter())
+        .filter(|e| is_file(e.mode))
+        .map(|e| e.oid.clone())
+        .collect();
+    for blob in repo.read_objects(
+        &oids,
+        crate::grid::TaskRules::default().max_file_bytes as u64,
+    )? {
+        let after = blob
+            .data()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+            .and_then(|v| v.get("after").and_then(|a| a.as_array()).cloned())
+            .unwrap_or_default();
+        needed.extend(after.iter().filter_map(|a| a.as_str().map(str::to_owned)));
+    }
+    Ok(needed)
+}
+
+/// A result file on `main` and the task it is of, as the file says.
+type Read = (Stored<(EntryMode, Oid)>, Option<String>);
+
+/// Every result file in `listed` (`.gitkeep` aside), with its timestamp,
+/// and the task it is of (as the file says).
 fn read_results(
     repo: &GridRepo,
     listed: &BTreeMap<&'static str, Vec<TreeEntry>>,
-) -> Result<Vec<Stored<(EntryMode, Oid)>>, GitError> {
+) -> Result<Vec<Read>, GitError> {
     let entries: Vec<(&'static str, &TreeEntry)> = listed
         .iter()
         .flat_map(|(dir, es)| es.iter().map(move |e| (*dir, e)))
@@ -181,12 +234,17 @@ fn read_results(
             } else {
                 None
             };
-            Stored {
+            let task = body
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                .and_then(|v| v.get("task_id").and_then(|t| t.as_str()).map(str::to_owned));
+            let stored = Stored {
                 dir,
                 name: e.name.clone(),
                 object: (e.mode, e.oid.clone()),
                 timestamp: body.as_deref().and_then(archive::timestamp_of),
-            }
+            };
+            (stored, task)
         })
         .collect())
 }

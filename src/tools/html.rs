@@ -33,11 +33,13 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
         h,
         "<div class=\"cards\"><div class=\"card\" id=\"count-nodes\"><b>{}</b>nodes</div>\
 <div class=\"card\" id=\"count-queue\"><b>{}</b>queued</div>\
+<div class=\"card\" id=\"count-waiting\"><b>{}</b>waiting</div>\
 <div class=\"card\" id=\"count-running\"><b>{}</b>running</div>\
 <div class=\"card\" id=\"count-completed\"><b>{}</b>completed</div>\
 <div class=\"card\" id=\"count-failed\"><b>{}</b>failed</div></div>",
         view.nodes.len(),
         view.queue.len(),
+        view.waiting.len(),
         view.running.len(),
         view.completed,
         view.failed
@@ -46,7 +48,7 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
     h.push_str("<h2>Throughput</h2>");
     h.push_str(&chart(view));
 
-    h.push_str("<h2>Nodes</h2><table id=\"nodes\"><tr><th>node</th><th>status</th><th>last heartbeat</th><th>running</th><th>done</th><th>failed</th><th>host</th><th>engine</th><th>version</th></tr>");
+    h.push_str("<h2>Nodes</h2><table id=\"nodes\"><tr><th>node</th><th>status</th><th>last heartbeat</th><th>running</th><th>done</th><th>failed</th><th>labels</th><th>host</th><th>engine</th><th>version</th></tr>");
     for n in &view.nodes {
         let status = match (&n.problem, &n.error) {
             (_, Some(e)) => format!("<span class=\"bad\">{}</span>", escape(e)),
@@ -65,9 +67,25 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
                 escape(&n.status)
             ),
         };
+        let status = match &n.paused {
+            Some(p) if n.error.is_none() => format!(
+                "{status} <span class=\"warn paused\">paused: {}</span>",
+                escape(p)
+            ),
+            _ => status,
+        };
+        let labels = if n.exclusive.is_empty() {
+            escape(&n.labels.join(", "))
+        } else {
+            format!(
+                "{} <span class=\"muted\">(only tasks that require {})</span>",
+                escape(&n.labels.join(", ")),
+                escape(&n.exclusive.join(", "))
+            )
+        };
         let _ = write!(
             h,
-            "<tr class=\"node\" data-node=\"{id}\"><td>{id}</td><td>{status}</td><td class=\"heartbeat\">{hb}</td><td class=\"node-running\">{run}</td><td>{done}</td><td>{failed}</td><td>{host}</td><td>{engine}</td><td>{ver}</td></tr>",
+            "<tr class=\"node\" data-node=\"{id}\"><td>{id}</td><td>{status}</td><td class=\"heartbeat\">{hb}</td><td class=\"node-running\">{run}</td><td>{done}</td><td>{failed}</td><td class=\"labels\">{labels}</td><td>{host}</td><td>{engine}</td><td>{ver}</td></tr>",
             id = escape(&n.node_id),
             hb = heartbeat_cell(&n.last_heartbeat, n.heartbeat_age_s),
             run = running_cell(&n.running),
@@ -78,7 +96,7 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
             ver = escape(&n.version),
         );
     }
-    none_row(&mut h, view.nodes.is_empty(), 9, "no node has registered");
+    none_row(&mut h, view.nodes.is_empty(), 10, "no node has registered");
     h.push_str("</table>");
 
     h.push_str("<h2>Running</h2><table id=\"running\"><tr><th>task</th><th>node</th><th>for</th><th>attempt</th><th>deadline</th></tr>");
@@ -101,26 +119,78 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
     none_row(&mut h, view.running.is_empty(), 5, "nothing is running");
     h.push_str("</table>");
 
+    if !view.unservable.is_empty() {
+        h.push_str("<h2>Cannot run now</h2><table id=\"unservable\"><tr><th>requires</th><th>tasks</th><th>why</th></tr>");
+        for u in &view.unservable {
+            let _ = write!(
+                h,
+                "<tr class=\"unservable\"><td>{}</td><td>{}: {}</td><td class=\"bad\">{}</td></tr>",
+                labels_cell(&u.requires),
+                u.tasks,
+                escape(&u.task_ids.join(", ")),
+                escape(&u.why),
+            );
+        }
+        h.push_str("</table>");
+    }
+
     const QUEUE_SHOWN: usize = 200;
-    let _ = write!(
-        h,
-        "<h2>Queue</h2><table id=\"queue\"><tr><th>task</th></tr>"
+    h.push_str(
+        "<h2>Queue</h2><p class=\"muted\">In the order nodes take it: by priority (with the levels gained by waiting), submitters in turn.</p>\
+<table id=\"queue\"><tr><th>task</th><th>priority</th><th>requires</th><th>submitter</th><th>queued</th></tr>",
     );
-    for id in view.queue.iter().take(QUEUE_SHOWN) {
+    for q in view.queue.iter().take(QUEUE_SHOWN) {
+        let priority = match (q.priority, q.effective_priority) {
+            (None, _) => "<span class=\"muted\">in the inbox, not filed yet</span>".to_owned(),
+            (Some(p), Some(e)) if e != p => format!("{p} <span class=\"muted\">(now {e})</span>"),
+            (Some(p), _) => p.to_string(),
+        };
+        let requires = match &q.unservable {
+            Some(why) => format!(
+                "{} <span class=\"bad\">{}</span>",
+                labels_cell(&q.requires),
+                escape(why)
+            ),
+            None => labels_cell(&q.requires),
+        };
         let _ = write!(
             h,
-            "<tr class=\"queued\" data-task=\"{id}\"><td>{id}</td></tr>",
-            id = escape(id)
+            "<tr class=\"queued\" data-task=\"{id}\"><td>{id}</td><td class=\"priority\">{priority}</td><td class=\"requires\">{requires}</td><td>{by}</td><td>{at}</td></tr>",
+            id = escape(&q.task_id),
+            by = escape(q.submitter.as_deref().unwrap_or("")),
+            at = escape(q.queued_at.as_deref().unwrap_or("")),
         );
     }
     if view.queue.len() > QUEUE_SHOWN {
         let _ = write!(
             h,
-            "<tr><td class=\"muted\">and {} more</td></tr>",
+            "<tr><td colspan=\"5\" class=\"muted\">and {} more</td></tr>",
             view.queue.len() - QUEUE_SHOWN
         );
     }
-    none_row(&mut h, view.queue.is_empty(), 1, "the queue is empty");
+    none_row(&mut h, view.queue.is_empty(), 5, "the queue is empty");
+    h.push_str("</table>");
+
+    h.push_str("<h2>Waiting for other tasks</h2><table id=\"waiting\"><tr><th>task</th><th>waits for</th><th>priority</th><th>requires</th></tr>");
+    for w in view.waiting.iter().take(QUEUE_SHOWN) {
+        let waits = match &w.error {
+            Some(e) => format!("<span class=\"bad\">{}</span>", escape(e)),
+            None => escape(&w.waits_for.join(", ")),
+        };
+        let _ = write!(
+            h,
+            "<tr class=\"waiting\" data-task=\"{id}\"><td>{id}</td><td class=\"waits-for\">{waits}</td><td>{p}</td><td>{r}</td></tr>",
+            id = escape(&w.task_id),
+            p = w.priority.map(|p| p.to_string()).unwrap_or_default(),
+            r = labels_cell(&w.requires),
+        );
+    }
+    none_row(
+        &mut h,
+        view.waiting.is_empty(),
+        4,
+        "no task waits for another",
+    );
     h.push_str("</table>");
 
     h.push_str("<h2>Recent results</h2>");
@@ -158,6 +228,14 @@ fn heartbeat_cell(last_heartbeat: &str, age_s: Option<i64>) -> String {
             escape(last_heartbeat)
         ),
     }
+}
+
+/// Labels a task requires: `nothing` rather than a blank cell.
+fn labels_cell(labels: &[String]) -> String {
+    if labels.is_empty() {
+        return "<span class=\"muted\">nothing</span>".into();
+    }
+    escape(&labels.join(", "))
 }
 
 /// How many tasks a node runs, and which: `0` rather than a blank cell.

@@ -78,6 +78,8 @@ pub fn files(opts: &InitOptions) -> Result<Vec<(String, String)>, InitError> {
     };
     let mut out: Vec<(String, String)> = [
         layout::QUEUE,
+        layout::LANES,
+        layout::BLOCKED,
         layout::IN_PROGRESS,
         layout::COMPLETED,
         layout::FAILED,
@@ -107,17 +109,22 @@ const README: &str = "# A D-GRID grid
 This repository is a task grid's database. Its `main` branch holds:
 
 ```
-nodes/<node_id>.json                       node records and heartbeats
-tasks/queue/<task_id>.json                 submitted, waiting
-tasks/in_progress/<task_id>.json           claimed by a node
-tasks/completed/<node_id>@<task_id>.json   results, exit code 0
-tasks/failed/<node_id>@<task_id>.json      failed, timed out, invalid or abandoned
+nodes/<node_id>.json                          node records and heartbeats
+tasks/queue/<task_id>.json                    the inbox: submitted by hand, not filed yet
+tasks/lanes/p<NN>/<class>/<batch>/<task_id>.json   queued, by priority and labels
+tasks/blocked/<parent>/<task_id>.json         waiting for the tasks it runs after
+tasks/in_progress/<task_id>.json              claimed by a node
+tasks/completed/<node_id>@<task_id>.json      results, exit code 0
+tasks/failed/<node_id>@<task_id>.json         failed, timed out, invalid or abandoned
 ```
 
-Submit a task with `dgrid-worker submit --repo URL --script 'echo hi' --timeout 30`,
-or by pull request adding `tasks/queue/<task_id>.json`:
-`{\"task_id\": \"<task_id>\", \"script\": \"...\", \"timeout_seconds\": 30}`.
-The `Validate tasks` workflow checks it with the workers' own rules.
+Submit a task with `dgrid-worker submit --repo URL --script 'echo hi' --timeout 30`
+(`--priority`, `--requires LABEL`, `--after ID`; a graph of tasks from one
+file with `--task-file`), or by pull request adding `tasks/queue/<task_id>.json`:
+`{\"task_id\": \"<task_id>\", \"script\": \"...\", \"timeout_seconds\": 30}`,
+with `priority` (0-99), `requires` and `after` if it needs them; the first
+node to see it files it into its lane. The `Validate tasks` workflow checks
+it with the workers' own rules.
 
 `Grid maintenance` requeues orphaned claims and publishes the dashboard to
 GitHub Pages (Settings > Pages > Source: GitHub Actions). Both build

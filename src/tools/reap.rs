@@ -1,14 +1,19 @@
-//! `dgrid-worker reap`: the worker's orphan rule (`ledger::reap`) as a
-//! transaction of its own, for the repo workflow or an operator.
+//! `dgrid-worker reap`: the worker's orphan rule (`ledger::reap`) and its
+//! sweep of waiting tasks (`ledger::deps`) as a transaction of its own, for
+//! the repo workflow or an operator; and the queued tasks no live node can
+//! run (`ledger::routing`), named.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::git::txn::{Plan, Txn};
 use crate::git::{Edits, GitError};
 use crate::grid::orphan::OrphanPolicy;
+use crate::grid::schedule::NodeLabels;
 use crate::grid::{Id, TaskRules};
+use crate::ledger::deps::{self, Finished};
+use crate::ledger::queue::QueueAt;
 use crate::ledger::reap::{self, ReapInput};
-use crate::ledger::results;
+use crate::ledger::{nodes, results, routing};
 use crate::time::Timestamp;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -17,6 +22,19 @@ pub struct ReapSummary {
     pub reaped: Vec<(String, String)>,
     /// (entry, why): unreadable claim files moved to `failed/`.
     pub invalid: Vec<(String, String)>,
+    /// (task, what became of it): waiting tasks moved on.
+    pub released: Vec<(String, String)>,
+    /// Queued tasks no live node serves, by class.
+    pub unservable: Vec<Unservable>,
+}
+
+/// Queued tasks of one class that no live node serves.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unservable {
+    pub requires: Vec<String>,
+    pub tasks: usize,
+    pub task_ids: Vec<String>,
+    pub why: String,
 }
 
 /// Plan the reap at the fetched tip. `who` is the reaper's identity: it must
@@ -47,14 +65,60 @@ pub fn plan(
     };
     let planned = reap::plan(txn.repo, tip, &input)?;
     let mut edits = planned.edits;
-    edits.extend(results::place_results(txn.repo, tip, now, planned.results)?);
-    let message = format!("{who}: {}\n", planned.summary.join(", "));
+    let mut pending = planned.results;
+    let mut summary = planned.summary;
+    let mut invalid = planned.invalid;
+    // Waiting tasks: those of the tasks abandoned now, and every one whose
+    // parent is no longer pending.
+    let queue = QueueAt::list(txn.repo, tip)?;
+    let finished: BTreeMap<Id, Finished> = pending
+        .iter()
+        .filter_map(|r| Some((Id::parse(&r.result.task_id).ok()?, Finished::of(r))))
+        .collect();
+    let released = deps::release(
+        txn.repo,
+        tip,
+        &deps::ReleaseInput {
+            node: who,
+            now,
+            rules,
+            finished: &finished,
+            queue: &queue,
+            claimed: &none,
+            sweep: true,
+        },
+    )?;
+    edits.extend(released.edits);
+    pending.extend(released.results);
+    summary.extend(released.summary);
+    invalid.extend(released.invalid);
+    edits.extend(results::place_results(txn.repo, tip, now, pending)?);
+    let message = format!("{who}: {}\n", summary.join(", "));
+    // What no live node can run, as the nodes' records say now.
+    let records = nodes::records(txn.repo, tip, None)?;
+    let live: Vec<(String, NodeLabels)> = records
+        .iter()
+        .filter(|r| r.is_live(now, policy.stale_after))
+        .map(|r| (r.node_id.to_string(), r.node_labels()))
+        .collect();
+    let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (n.as_str(), l)).collect();
+    let unservable = routing::unserved(&queue, &refs)
+        .into_iter()
+        .map(|u| Unservable {
+            requires: u.class.labels().map(ToString::to_string).collect(),
+            tasks: u.tasks,
+            task_ids: u.task_ids,
+            why: u.why,
+        })
+        .collect();
     Ok(Plan {
         edits,
         message,
         value: ReapSummary {
             reaped: planned.reaped,
-            invalid: planned.invalid,
+            invalid,
+            released: released.moved,
+            unservable,
         },
     })
 }

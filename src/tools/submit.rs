@@ -1,13 +1,20 @@
-//! `dgrid-worker submit`: a task file made by the worker's own rules, put in
-//! the queue by a transaction whose precondition is that the id is new.
+//! `dgrid-worker submit`: task files made by the worker's own rules, put in
+//! the queue by a transaction whose precondition is that each id is new; a
+//! whole graph of tasks (`after`) in one commit.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
 use crate::git::txn::{Plan, Txn};
 use crate::git::{Edit, Edits, GitError, GridRepo};
 use crate::grid::claim::pretty;
+use crate::grid::deps::{self, Next, Parent};
+use crate::grid::layout::Place;
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, Task, TaskError, TaskRules, layout};
+use crate::ledger::deps::{BlockedAt, ResultIndex, ResultRef};
+use crate::ledger::queue::QueueAt;
 use crate::time::Timestamp;
 
 /// A fresh id: the time (so ids sort by submission) and randomness (so two
@@ -22,7 +29,8 @@ pub fn generate_id(now: Timestamp) -> Id {
 }
 
 /// Build the task document: `base` (from a file, possibly without an id),
-/// overridden by what was given on the command line, then checked by
+/// overridden by what was given on the command line, stamped with the time
+/// it is queued (`queued_at`, its age for the order), then checked by
 /// `Task::from_entry` under the name it will have in the queue.
 pub fn make_task(
     mut base: Map<String, Value>,
@@ -44,6 +52,9 @@ pub fn make_task(
     if let Some(t) = timeout {
         base.insert("timeout_seconds".into(), t.into());
     }
+    if !base.contains_key("queued_at") {
+        base.insert("queued_at".into(), crate::time::format(now).into());
+    }
     let bytes = pretty(&Value::Object(base.clone()));
     // The file name follows the id; an id that is not a valid file name is
     // reported as the `task_id` field's problem, not the file's.
@@ -54,43 +65,120 @@ pub fn make_task(
     Task::from_entry(&name, EntryKind::File, &bytes, rules)
 }
 
-/// Where an id is already in use on the grid.
+/// What a submit did, or why it did nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Submitted {
-    Queued { path: String },
-    Duplicate { path: String },
+    /// Each task, where it went (its lane, or `blocked/` to wait).
+    Queued { paths: Vec<String> },
+    /// This id is in use on the grid already, at this path.
+    Duplicate { id: String, path: String },
+    /// The graph cannot run: an unknown id, a cycle, a parent that failed.
+    Refused(String),
 }
 
-/// Plan the submit at the fetched tip: refuse an id that is queued, running,
-/// or has a result already.
-pub fn plan(txn: &Txn<'_>, task: &Task) -> Result<Plan<Submitted>, GitError> {
-    let id = &task.task_id;
-    let target = layout::queue_file(id);
-    let unchanged = |path: String| Plan {
+/// Plan the submit of `tasks` (one, or a whole graph) at the fetched tip,
+/// all in one commit: refuse an id that is queued, waiting, running, or
+/// has a result; a task that runs after one neither among them nor on the
+/// grid, or after one that did not complete; and tasks that wait for each
+/// other in a cycle. Each goes to its lane, or, while a task it runs after
+/// is not finished, to `blocked/` under the first such.
+pub fn plan(txn: &Txn<'_>, tasks: &[Task], now: Timestamp) -> Result<Plan<Submitted>, GitError> {
+    let unchanged = |value: Submitted| Plan {
         edits: Edits::new(),
         message: String::new(),
-        value: Submitted::Duplicate { path },
+        value,
     };
+    let ours: BTreeSet<&Id> = tasks.iter().map(|t| &t.task_id).collect();
+    // On the grid: what is pending (queued, waiting, running), and results.
+    let mut pending: BTreeMap<Id, String> = BTreeMap::new();
+    let mut results: BTreeMap<Id, ResultRef> = BTreeMap::new();
     if let Some(tip) = txn.tip.as_deref() {
         let repo = txn.repo;
-        for path in [layout::queue_file(id), layout::in_progress_file(id)] {
-            if repo.exists(tip, &path)? {
-                return Ok(unchanged(path));
+        let queue = QueueAt::list(repo, tip)?;
+        for (id, path) in queue.paths() {
+            pending.insert(id, String::from_utf8_lossy(&path).into_owned());
+        }
+        for e in repo.list_dir(tip, layout::IN_PROGRESS)? {
+            if let Some(id) = layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok()) {
+                pending.insert(id.clone(), layout::in_progress_file(&id));
             }
         }
-        if let Some(path) = find_result(repo, tip, id)? {
-            return Ok(unchanged(path));
+        for b in BlockedAt::list(repo, tip)?.entries {
+            if let Some(id) = b.child() {
+                let path = String::from_utf8_lossy(&b.path()).into_owned();
+                pending.insert(id, path);
+            }
+        }
+        let mut asked: Vec<Id> = tasks.iter().map(|t| t.task_id.clone()).collect();
+        asked.extend(tasks.iter().flat_map(|t| t.after().iter().cloned()));
+        asked.sort();
+        asked.dedup();
+        results = ResultIndex::list(repo, tip)?.find(repo, &asked)?;
+    }
+    for t in tasks {
+        let id = &t.task_id;
+        if let Some(path) = pending.get(id) {
+            return Ok(unchanged(Submitted::Duplicate {
+                id: id.to_string(),
+                path: path.clone(),
+            }));
+        }
+        if let Some(r) = results.get(id) {
+            return Ok(unchanged(Submitted::Duplicate {
+                id: id.to_string(),
+                path: r.file.clone(),
+            }));
         }
     }
+    let graph: Vec<(Id, Vec<Id>)> = tasks
+        .iter()
+        .map(|t| (t.task_id.clone(), t.after().to_vec()))
+        .collect();
+    let known = |p: &Id| pending.contains_key(p) || results.contains_key(p);
+    if let Some(e) = deps::check_graph(&graph, known).into_iter().next() {
+        return Ok(unchanged(Submitted::Refused(e.to_string())));
+    }
     let mut edits = Edits::new();
-    edits.insert(
-        target.clone().into_bytes(),
-        Edit::Put(pretty(&Value::Object(task.to_json()))),
-    );
+    let mut paths = Vec::new();
+    for t in tasks {
+        let next = deps::next(t.after(), |p| {
+            if ours.contains(p) || pending.contains_key(p) {
+                Parent::Pending
+            } else {
+                match results.get(p) {
+                    Some(r) if r.completed => Parent::Completed,
+                    Some(r) => Parent::Failed {
+                        status: None,
+                        file: r.file.clone(),
+                    },
+                    None => Parent::Unknown,
+                }
+            }
+        });
+        let path = match next {
+            Next::Ready => Place::of(t, now).file(&t.task_id),
+            Next::Wait(parent) => layout::blocked_file(&parent, &t.task_id),
+            Next::Fail { error, .. } => {
+                return Ok(unchanged(Submitted::Refused(format!(
+                    "field `after` of `{}`: {error}",
+                    t.task_id
+                ))));
+            }
+        };
+        edits.insert(
+            path.clone().into_bytes(),
+            Edit::Put(pretty(&Value::Object(t.to_json()))),
+        );
+        paths.push(path);
+    }
+    let message = match tasks {
+        [one] => format!("submit {}\n", one.task_id),
+        many => format!("submit {} tasks\n", many.len()),
+    };
     Ok(Plan {
         edits,
-        message: format!("submit {id}\n"),
-        value: Submitted::Queued { path: target },
+        message,
+        value: Submitted::Queued { paths },
     })
 }
 
@@ -99,30 +187,10 @@ pub fn plan(txn: &Txn<'_>, task: &Task) -> Result<Plan<Submitted>, GitError> {
 /// file says it is `id`'s (node ids may hold `-`, so the name alone does
 /// not tell).
 pub fn find_result(repo: &GridRepo, tip: &str, id: &Id) -> Result<Option<String>, GitError> {
-    for dir in [layout::COMPLETED, layout::FAILED] {
-        let mut candidates = Vec::new();
-        for e in repo.list_dir(tip, dir)? {
-            match layout::result_name_is_for(&e.name_lossy(), id) {
-                layout::NameMatch::Yes => return Ok(Some(format!("{dir}/{}", e.name_lossy()))),
-                layout::NameMatch::Candidate => candidates.push(e),
-                layout::NameMatch::No => {}
-            }
-        }
-        let blobs = repo.read_objects(
-            &candidates.iter().map(|e| e.oid.clone()).collect::<Vec<_>>(),
-            layout::MAX_RESULT_BYTES,
-        )?;
-        for (e, b) in candidates.iter().zip(blobs) {
-            let same = b
-                .data()
-                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-                .is_some_and(|v| v["task_id"] == id.as_str());
-            if same {
-                return Ok(Some(format!("{dir}/{}", e.name_lossy())));
-            }
-        }
-    }
-    Ok(None)
+    Ok(ResultIndex::list(repo, tip)?
+        .find(repo, std::slice::from_ref(id))?
+        .remove(id)
+        .map(|r| r.file))
 }
 
 #[cfg(test)]

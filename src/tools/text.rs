@@ -21,8 +21,9 @@ pub fn status(view: &GridView, repo: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "queued {}  running {}  completed {}  failed {}",
+        "queued {}  waiting {}  running {}  completed {}  failed {}",
         view.queue.len(),
+        view.waiting.len(),
         view.running.len(),
         view.completed,
         view.failed
@@ -30,10 +31,11 @@ pub fn status(view: &GridView, repo: &str) -> String {
 
     let _ = writeln!(s, "\nnodes ({}):", view.nodes.len());
     for n in &view.nodes {
-        let extra = match (&n.error, &n.problem) {
-            (Some(e), _) => format!("  ! {}", esc(e)),
-            (None, Some(p)) => format!("  ! {}", esc(p)),
+        let extra = match (&n.error, &n.problem, &n.paused) {
+            (Some(e), _, _) => format!("  ! {}", esc(e)),
+            (None, Some(p), _) => format!("  ! {}", esc(p)),
             _ if n.stale => "  ! stale heartbeat: presumed dead".to_owned(),
+            (None, None, Some(p)) => format!("  ! paused: {}", esc(p)),
             _ => String::new(),
         };
         let _ = writeln!(
@@ -46,6 +48,17 @@ pub fn status(view: &GridView, repo: &str) -> String {
             n.tasks_completed,
             n.tasks_failed,
         );
+        if !n.labels.is_empty() {
+            let exclusive = if n.exclusive.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; takes only tasks that require {}",
+                    esc(&n.exclusive.join(", "))
+                )
+            };
+            let _ = writeln!(s, "    labels {}{exclusive}", esc(&n.labels.join(", ")));
+        }
     }
 
     let _ = writeln!(s, "\nrunning ({}):", view.running.len());
@@ -68,11 +81,54 @@ pub fn status(view: &GridView, repo: &str) -> String {
     }
     more(&mut s, view.running.len());
 
-    let _ = writeln!(s, "\nqueue ({}):", view.queue.len());
-    for id in view.queue.iter().take(SHOWN) {
-        let _ = writeln!(s, "  {}", esc(id));
+    let _ = writeln!(
+        s,
+        "\nqueue ({}), in the order nodes take it (priority, with age):",
+        view.queue.len()
+    );
+    for q in view.queue.iter().take(SHOWN) {
+        let _ = writeln!(s, "  {}", queued_line(q));
     }
     more(&mut s, view.queue.len());
+
+    if !view.unservable.is_empty() {
+        let _ = writeln!(s, "\ncannot run now ({} classes):", view.unservable.len());
+        for u in &view.unservable {
+            let more = if u.tasks > u.task_ids.len() {
+                format!(" and {} more", u.tasks - u.task_ids.len())
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "  requires {}: {} ({}{more}): {}",
+                esc(&u.requires.join(", ")),
+                plural(u.tasks, "task"),
+                esc(&u.task_ids.join(", ")),
+                esc(&u.why)
+            );
+        }
+    }
+
+    if !view.waiting.is_empty() {
+        let _ = writeln!(s, "\nwaiting for other tasks ({}):", view.waiting.len());
+        for w in view.waiting.iter().take(SHOWN) {
+            match &w.error {
+                Some(e) => {
+                    let _ = writeln!(s, "  {:<30} ! {}", esc(&w.task_id), esc(e));
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "  {:<30} waits for {}",
+                        esc(&w.task_id),
+                        esc(&w.waits_for.join(", "))
+                    );
+                }
+            }
+        }
+        more(&mut s, view.waiting.len());
+    }
 
     let statuses: Vec<String> = view
         .by_status
@@ -106,6 +162,39 @@ pub fn status(view: &GridView, repo: &str) -> String {
         }
     }
     s
+}
+
+/// One queued task: id, priority (with age), labels, submitter, and why
+/// no node takes it, if none does.
+fn queued_line(q: &super::view::QueuedView) -> String {
+    let Some(p) = q.priority else {
+        return format!("{:<30} (in the inbox, not filed yet)", esc(&q.task_id));
+    };
+    let level = match q.effective_priority {
+        Some(e) if e != p => format!("p{p} (now {e})"),
+        _ => format!("p{p}"),
+    };
+    let requires = if q.requires.is_empty() {
+        "requires nothing".to_owned()
+    } else {
+        format!("requires {}", esc(&q.requires.join(", ")))
+    };
+    let mut line = format!("{:<30} {level:<12} {requires}", esc(&q.task_id));
+    if let Some(by) = &q.submitter {
+        line.push_str(&format!("  by {}", esc(by)));
+    }
+    if let Some(why) = &q.unservable {
+        line.push_str(&format!("  ! {}", esc(why)));
+    }
+    line
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 fn more(s: &mut String, len: usize) {

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::grid::deps::{self, GraphError};
+use crate::grid::layout::Place;
 use crate::grid::task::EntryKind;
-use crate::grid::{Task, TaskRules, layout};
+use crate::grid::{Id, Task, TaskRules, layout};
 use crate::tools::escape::untrusted;
 
 /// One problem with one file.
@@ -41,6 +43,60 @@ pub struct Report {
     pub unreadable: Vec<Finding>,
     /// The valid tasks: (file, task id).
     pub tasks: Vec<(PathBuf, String)>,
+    /// The valid tasks that run after others: (file, task id, `after`).
+    pub graph: Vec<(PathBuf, Id, Vec<Id>)>,
+}
+
+/// Where an entry given to `validate` sits, as far as its place says
+/// something about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Where {
+    /// A file on its own, or in the inbox (`tasks/queue/`): anywhere goes.
+    Anywhere,
+    /// Below `tasks/lanes/`, at this path below it.
+    Lane(String),
+    /// Below `tasks/blocked/`, at this path below it.
+    Blocked(String),
+}
+
+/// The files below `dir`, at any depth, with their paths below it.
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, String)>, problems: &mut Vec<Finding>) {
+    fn go(
+        root: &Path,
+        dir: &Path,
+        depth: usize,
+        out: &mut Vec<(PathBuf, String)>,
+        bad: &mut Vec<Finding>,
+    ) {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                bad.push(unreadable(dir, &e));
+                return;
+            }
+        };
+        let mut names: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() != layout::KEEP_FILE)
+            .map(|e| e.path())
+            .collect();
+        names.sort();
+        for p in names {
+            let is_dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+            // Deeper than a lane's tasks is no place for one: listed, and
+            // refused by its place, not walked into without end.
+            if is_dir && depth < 4 {
+                go(root, &p, depth + 1, out, bad);
+            } else {
+                let rel = p
+                    .strip_prefix(root)
+                    .map(|r| r.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                out.push((p, rel));
+            }
+        }
+    }
+    go(dir, dir, 1, out, problems);
 }
 
 /// Validate `paths`: files are checked as queue entries; a directory stands
@@ -48,9 +104,25 @@ pub struct Report {
 /// invalid entry, as the worker sees it). `.gitkeep` is not a task.
 pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
     let mut report = Report::default();
-    let mut entries = Vec::new();
+    let mut entries: Vec<(PathBuf, Where)> = Vec::new();
     for p in paths {
+        let named = p.file_name().and_then(|n| n.to_str());
         match std::fs::symlink_metadata(p) {
+            // The lanes and the waiting tasks are laid out in directories:
+            // each file is checked, and its place with it.
+            Ok(m) if m.is_dir() && matches!(named, Some("lanes" | "blocked")) => {
+                let mut found = Vec::new();
+                walk(p, &mut found, &mut report.unreadable);
+                let lanes = named == Some("lanes");
+                entries.extend(found.into_iter().map(|(path, rel)| {
+                    let w = if lanes {
+                        Where::Lane(rel)
+                    } else {
+                        Where::Blocked(rel)
+                    };
+                    (path, w)
+                }));
+            }
             Ok(m) if m.is_dir() => match std::fs::read_dir(p) {
                 Ok(dir) => {
                     let mut names: Vec<PathBuf> = dir
@@ -59,11 +131,11 @@ pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
                         .map(|e| e.path())
                         .collect();
                     names.sort();
-                    entries.extend(names);
+                    entries.extend(names.into_iter().map(|n| (n, Where::Anywhere)));
                 }
                 Err(e) => report.unreadable.push(unreadable(p, &e)),
             },
-            Ok(_) => entries.push(p.clone()),
+            Ok(_) => entries.push((p.clone(), Where::Anywhere)),
             Err(e) => report.unreadable.push(unreadable(p, &e)),
         }
     }
@@ -72,12 +144,12 @@ pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
     // Only the directory is resolved: a symlink is an entry of its own (the
     // worker refuses it), not another name for the file it points to.
     let mut unique = std::collections::BTreeSet::new();
-    entries.retain(|p| unique.insert(entry_key(p)));
+    entries.retain(|(p, _)| unique.insert(entry_key(p)));
     // task id -> the first file that claimed it.
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for path in entries {
+    for (path, place) in entries {
         report.checked += 1;
-        match check_file(&path, rules) {
+        match check_file(&path, rules).and_then(|t| check_place(&path, &place, t)) {
             Ok(task) => {
                 let id = task.task_id.to_string();
                 if let Some(first) = seen.get(&id) {
@@ -91,6 +163,13 @@ pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
                     });
                 } else {
                     seen.insert(id.clone(), path.clone());
+                    if !task.after().is_empty() {
+                        report.graph.push((
+                            path.clone(),
+                            task.task_id.clone(),
+                            task.after().to_vec(),
+                        ));
+                    }
                     report.tasks.push((path, id));
                     report.valid += 1;
                 }
@@ -98,7 +177,102 @@ pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
             Err(f) => report.findings.push(f),
         }
     }
+    // Tasks that wait for each other in a circle could never run.
+    let graph: Vec<(Id, Vec<Id>)> = report
+        .graph
+        .iter()
+        .map(|(_, id, after)| (id.clone(), after.clone()))
+        .collect();
+    for e in deps::check_graph(&graph, |_| true) {
+        graph_finding(&mut report, &e);
+    }
     report
+}
+
+/// A graph problem as a finding on the file of the task it names first.
+fn graph_finding(report: &mut Report, e: &GraphError) {
+    let first = match e {
+        GraphError::Unknown { task, .. } => task,
+        GraphError::Cycle(ids) => &ids[0],
+    };
+    let Some(path) = report
+        .graph
+        .iter()
+        .find(|(_, id, _)| id == first)
+        .map(|(p, _, _)| p.clone())
+    else {
+        return;
+    };
+    if let Some(i) = report.tasks.iter().position(|(p, _)| *p == path) {
+        report.tasks.remove(i);
+        report.valid -= 1;
+    }
+    report.findings.push(Finding {
+        path,
+        field: Some("after"),
+        reason: e.to_string(),
+    });
+}
+
+/// A task's place says something of it: a lane's path its priority, class
+/// and batch; a waiting task's directory the task it waits for. A file
+/// elsewhere than its fields say is refused here, where a person can move
+/// it (a node that meets one moves it itself).
+fn check_place(path: &Path, place: &Where, task: Task) -> Result<Task, Finding> {
+    let finding = |field: Option<&'static str>, reason: String| Finding {
+        path: path.to_owned(),
+        field,
+        reason,
+    };
+    match place {
+        Where::Anywhere => Ok(task),
+        Where::Lane(rel) => {
+            let (at, _) = Place::parse(rel.as_bytes()).map_err(|e| finding(None, e.to_string()))?;
+            if !task.after().is_empty() {
+                return Err(finding(
+                    Some("after"),
+                    format!(
+                        "a task that runs after others waits in {}/<the first of them>/, not in a lane",
+                        layout::BLOCKED
+                    ),
+                ));
+            }
+            let home = Place::of(&task, at.batch.minute);
+            if home != at {
+                return Err(finding(
+                    None,
+                    format!(
+                        "is filed under {}, but its fields (priority, requires, submitter, queued_at) put it in {}",
+                        at.dir(),
+                        home.dir()
+                    ),
+                ));
+            }
+            Ok(task)
+        }
+        Where::Blocked(rel) => {
+            let parent = match rel.split('/').collect::<Vec<_>>()[..] {
+                [p, _] => Id::parse(p).ok(),
+                _ => None,
+            };
+            let Some(parent) = parent else {
+                return Err(finding(
+                    None,
+                    format!(
+                        "is not where a waiting task can be: {}/<the task it waits for>/<task>.json is",
+                        layout::BLOCKED
+                    ),
+                ));
+            };
+            if !task.after().contains(&parent) {
+                return Err(finding(
+                    Some("after"),
+                    format!("waits under `{parent}`, which its `after` does not name"),
+                ));
+            }
+            Ok(task)
+        }
+    }
 }
 
 /// Where an entry is, with its directory resolved but not the entry itself.
@@ -170,6 +344,19 @@ pub fn check_against_grid(report: &mut Report, grid: &Path) {
             }
         }
     }
+    // A task that runs after another the grid has never heard of would
+    // fail at once.
+    let graph: Vec<(Id, Vec<Id>)> = report
+        .graph
+        .iter()
+        .map(|(_, id, after)| (id.clone(), after.clone()))
+        .collect();
+    let on_grid = known_ids(grid, &graph);
+    for e in deps::check_graph(&graph, |p| on_grid.contains(p)) {
+        if matches!(e, GraphError::Unknown { .. }) {
+            graph_finding(report, &e);
+        }
+    }
     let tasks = std::mem::take(&mut report.tasks);
     for (path, id) in tasks {
         match in_use.get(&id) {
@@ -184,6 +371,63 @@ pub fn check_against_grid(report: &mut Report, grid: &Path) {
             None => report.tasks.push((path, id)),
         }
     }
+}
+
+/// Of the ids `graph`'s tasks run after, those the grid checked out at
+/// `grid` holds: queued, waiting, running, or with a result.
+fn known_ids(grid: &Path, graph: &[(Id, Vec<Id>)]) -> std::collections::BTreeSet<Id> {
+    use std::collections::BTreeSet;
+    let wanted: BTreeSet<&Id> = graph.iter().flat_map(|(_, a)| a).collect();
+    let mut known = BTreeSet::new();
+    if wanted.is_empty() {
+        return known;
+    }
+    let stem_id = |name: &str| layout::json_stem(name).and_then(|s| Id::parse(s).ok());
+    for dir in [layout::QUEUE, layout::IN_PROGRESS] {
+        if let Ok(entries) = std::fs::read_dir(grid.join(dir)) {
+            known.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| stem_id(&e.file_name().to_string_lossy())),
+            );
+        }
+    }
+    for dir in [layout::LANES, layout::BLOCKED] {
+        let mut found = Vec::new();
+        walk(&grid.join(dir), &mut found, &mut Vec::new());
+        known.extend(
+            found
+                .iter()
+                .filter_map(|(p, _)| stem_id(&p.file_name()?.to_string_lossy())),
+        );
+    }
+    for dir in [layout::COMPLETED, layout::FAILED] {
+        let Ok(entries) = std::fs::read_dir(grid.join(dir)) else {
+            continue;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            for id in &wanted {
+                match layout::result_name_is_for(&name, id) {
+                    layout::NameMatch::Yes => {
+                        known.insert((*id).clone());
+                    }
+                    layout::NameMatch::Candidate => {
+                        let task_id = read_regular(&e.path(), layout::MAX_RESULT_BYTES)
+                            .ok()
+                            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                            .and_then(|v| v["task_id"].as_str().map(str::to_owned));
+                        if task_id.as_deref() == Some(id.as_str()) {
+                            known.insert((*id).clone());
+                        }
+                    }
+                    layout::NameMatch::No => {}
+                }
+            }
+        }
+    }
+    known.retain(|id| wanted.contains(id));
+    known
 }
 
 /// Why a file given on the command line was not read.

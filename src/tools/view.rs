@@ -12,7 +12,12 @@ use serde::{Deserialize, Serialize};
 use crate::git::GitError;
 use crate::git::{Blob, EntryMode, GridRepo, TreeEntry};
 use crate::grid::claim::ClaimedTask;
-use crate::grid::{NodeRecord, TaskRules, layout};
+use crate::grid::schedule::{self, NodeLabels};
+use crate::grid::task::EntryKind;
+use crate::grid::{Class, Id, NodeRecord, Task, TaskRules, layout};
+use crate::ledger::deps::{BlockedAt, ResultIndex};
+use crate::ledger::queue::QueueAt;
+use crate::ledger::routing;
 use crate::time::{self, Timestamp};
 
 /// How many recent results and failures are listed.
@@ -27,7 +32,13 @@ pub struct GridView {
     pub generated_at: String,
     pub commit: String,
     pub nodes: Vec<NodeView>,
-    pub queue: Vec<String>,
+    /// Queued tasks, in the order nodes claim them (the inbox, not filed
+    /// yet, last).
+    pub queue: Vec<QueuedView>,
+    /// Tasks waiting for others to complete.
+    pub waiting: Vec<WaitingView>,
+    /// Classes of queued tasks that no live node serves.
+    pub unservable: Vec<UnservableView>,
     pub running: Vec<RunningView>,
     pub completed: usize,
     pub failed: usize,
@@ -55,8 +66,56 @@ pub struct NodeView {
     pub tasks_completed: u64,
     pub tasks_failed: u64,
     pub problem: Option<String>,
+    /// Its labels, and those it is exclusive to.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub exclusive: Vec<String>,
+    /// Why it takes no work now (its volunteer's limits).
+    #[serde(default)]
+    pub paused: Option<String>,
     /// Set when the file is not a node record.
     pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueuedView {
+    pub task_id: String,
+    /// Its priority (none: in the inbox, not filed into a lane yet).
+    pub priority: Option<u8>,
+    /// As it counts now, with its age.
+    pub effective_priority: Option<u8>,
+    /// The labels a node needs to run it.
+    pub requires: Vec<String>,
+    pub submitter: Option<String>,
+    /// The minute it arrived.
+    pub queued_at: Option<String>,
+    pub path: String,
+    /// Set when no live node serves it: why.
+    pub unservable: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WaitingView {
+    pub task_id: String,
+    /// The tasks it runs after that have not completed yet.
+    pub waits_for: Vec<String>,
+    pub priority: Option<u8>,
+    pub requires: Vec<String>,
+    pub path: String,
+    /// Set when the file cannot be read as a task.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnservableView {
+    /// The labels its tasks require.
+    pub requires: Vec<String>,
+    /// How many queued tasks are of it, and the first of them.
+    pub tasks: usize,
+    pub task_ids: Vec<String>,
+    /// What the live nodes lack.
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,13 +213,8 @@ impl GridView {
         for n in &mut nodes {
             n.stale = n.heartbeat_age_s.is_none_or(|a| a > stale_after_s);
         }
-        let queue = files(repo.list_dir(commit, layout::QUEUE)?)
-            .iter()
-            .map(|e| {
-                let n = e.name_lossy();
-                layout::json_stem(&n).unwrap_or(&n).to_owned()
-            })
-            .collect();
+        let (queue, unservable) = queue_views(repo, commit, now, &nodes)?;
+        let waiting = waiting_views(repo, commit)?;
         let running = running_views(repo, commit, now)?;
         let mut all = Vec::new();
         let completed = read_results(repo, commit, layout::COMPLETED, false, &mut all)?;
@@ -187,6 +241,8 @@ impl GridView {
             commit: commit.to_owned(),
             nodes,
             queue,
+            waiting,
+            unservable,
             running,
             completed,
             failed,
@@ -243,6 +299,9 @@ fn node_views(repo: &GridRepo, commit: &str, now: Timestamp) -> Result<Vec<NodeV
                 tasks_completed: r.tasks_completed,
                 tasks_failed: r.tasks_failed,
                 problem: r.problem,
+                labels: r.labels,
+                exclusive: r.exclusive,
+                paused: r.paused,
                 error: None,
             },
             other => NodeView {
@@ -258,6 +317,9 @@ fn node_views(repo: &GridRepo, commit: &str, now: Timestamp) -> Result<Vec<NodeV
                 tasks_completed: 0,
                 tasks_failed: 0,
                 problem: None,
+                labels: Vec::new(),
+                exclusive: Vec::new(),
+                paused: None,
                 error: Some(match other {
                     Some(Err(e)) => format!("{}/{name}: not a node record: {e}", layout::NODES),
                     _ => format!("{}/{name}: not a regular file", layout::NODES),
@@ -266,6 +328,156 @@ fn node_views(repo: &GridRepo, commit: &str, now: Timestamp) -> Result<Vec<NodeV
         });
     }
     Ok(out)
+}
+
+/// The queue in claim order, from the paths alone (nothing is read), and
+/// the classes no live node serves, with what each node lacks. A node
+/// counts as live by its heartbeat (`nodes` were marked stale or not), a
+/// paused one too: it comes back.
+fn queue_views(
+    repo: &GridRepo,
+    commit: &str,
+    now: Timestamp,
+    nodes: &[NodeView],
+) -> Result<(Vec<QueuedView>, Vec<UnservableView>), GitError> {
+    let q = QueueAt::list(repo, commit)?;
+    let live: Vec<(&str, NodeLabels)> = nodes
+        .iter()
+        .filter(|n| n.error.is_none() && !n.stale && matches!(n.status.as_str(), "idle" | "busy"))
+        .map(|n| {
+            (
+                n.node_id.as_str(),
+                NodeLabels::from_record(&n.labels, &n.exclusive),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (*n, l)).collect();
+    let unserved = routing::unserved(&q, &refs);
+    let why: BTreeMap<&Class, &str> = unserved
+        .iter()
+        .map(|u| (&u.class, u.why.as_str()))
+        .collect();
+    let places: Vec<schedule::Queued<'_>> = q
+        .lanes
+        .iter()
+        .map(|l| schedule::Queued {
+            place: &l.place,
+            name: l.file_name(),
+        })
+        .collect();
+    let mut queue = Vec::with_capacity(q.len());
+    for (i, level) in schedule::order(&places, now) {
+        let l = &q.lanes[i];
+        let name = String::from_utf8_lossy(l.file_name()).into_owned();
+        let task_id = layout::json_stem(&name).unwrap_or(&name).to_owned();
+        let requires: Vec<String> = l.place.class.labels().map(ToString::to_string).collect();
+        let lacking = why.get(&l.place.class).map(|w| (*w).to_owned());
+        queue.push(QueuedView {
+            task_id,
+            priority: Some(l.place.priority),
+            effective_priority: Some(level),
+            requires,
+            submitter: l.place.batch.submitter.as_ref().map(Id::to_string),
+            queued_at: Some(time::format(l.place.batch.minute)),
+            path: String::from_utf8_lossy(&l.path()).into_owned(),
+            unservable: lacking,
+        });
+    }
+    for e in &q.inbox {
+        let n = e.name_lossy();
+        queue.push(QueuedView {
+            task_id: layout::json_stem(&n).unwrap_or(&n).to_owned(),
+            priority: None,
+            effective_priority: None,
+            requires: Vec::new(),
+            submitter: None,
+            queued_at: None,
+            path: format!("{}/{n}", layout::QUEUE),
+            unservable: None,
+        });
+    }
+    let unservable = unserved
+        .into_iter()
+        .map(|u| UnservableView {
+            requires: u.class.labels().map(ToString::to_string).collect(),
+            tasks: u.tasks,
+            task_ids: u.task_ids,
+            why: u.why,
+        })
+        .collect();
+    Ok((queue, unservable))
+}
+
+/// The tasks waiting for others, each with those it still waits for (its
+/// `after` less those with a completed result).
+fn waiting_views(repo: &GridRepo, commit: &str) -> Result<Vec<WaitingView>, GitError> {
+    let blocked = BlockedAt::list(repo, commit)?;
+    if blocked.entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rules = TaskRules::default();
+    let files: Vec<String> = blocked
+        .entries
+        .iter()
+        .filter(|b| matches!(b.entry.mode, EntryMode::File | EntryMode::Executable))
+        .map(|b| b.entry.oid.clone())
+        .collect();
+    let mut blobs = repo
+        .read_objects(&files, rules.max_file_bytes as u64)?
+        .into_iter();
+    let mut parsed = Vec::new();
+    for b in &blocked.entries {
+        let path = String::from_utf8_lossy(&b.path()).into_owned();
+        let task = if matches!(b.entry.mode, EntryMode::File | EntryMode::Executable) {
+            match blobs.next().unwrap_or(Blob::Missing) {
+                Blob::Data(bytes) => {
+                    Task::from_entry(&b.file_name(), EntryKind::File, &bytes, &rules)
+                        .map_err(|e| e.to_string())
+                }
+                other => Err(other.why_unread().unwrap_or_else(|| "is gone".to_owned())),
+            }
+        } else {
+            Err("is not a regular file".to_owned())
+        };
+        parsed.push((b, path, task));
+    }
+    let parents: Vec<Id> = parsed
+        .iter()
+        .filter_map(|(_, _, t)| t.as_ref().ok())
+        .flat_map(|t| t.after().iter().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let done = ResultIndex::list(repo, commit)?.find(repo, &parents)?;
+    Ok(parsed
+        .into_iter()
+        .map(|(b, path, task)| match task {
+            Ok(t) => WaitingView {
+                task_id: t.task_id.to_string(),
+                waits_for: t
+                    .after()
+                    .iter()
+                    .filter(|p| !done.get(*p).is_some_and(|r| r.completed))
+                    .map(Id::to_string)
+                    .collect(),
+                priority: Some(t.priority()),
+                requires: t.class().labels().map(ToString::to_string).collect(),
+                path,
+                error: None,
+            },
+            Err(e) => WaitingView {
+                task_id: b
+                    .child()
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| b.file_name()),
+                waits_for: vec![b.parent.to_string()],
+                priority: None,
+                requires: Vec::new(),
+                error: Some(format!("{path}: {e}")),
+                path,
+            },
+        })
+        .collect())
 }
 
 fn running_views(

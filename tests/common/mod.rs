@@ -150,6 +150,70 @@ impl Grid {
         files
     }
 
+    /// Files below a directory on `main`, at any depth: name (the last
+    /// component) -> content, without `.gitkeep`s.
+    pub fn files_below(&self, dir: &str) -> BTreeMap<String, Vec<u8>> {
+        let out = git(
+            &self.bare,
+            &["ls-tree", "-r", "-z", "main", &format!("{dir}/")],
+        );
+        let mut files = BTreeMap::new();
+        for rec in out.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+            let tab = rec.iter().position(|b| *b == b'\t').unwrap();
+            let meta = String::from_utf8_lossy(&rec[..tab]).to_string();
+            let name = String::from_utf8_lossy(&rec[tab + 1..]).to_string();
+            let short = name.rsplit('/').next().unwrap().to_owned();
+            if short == ".gitkeep" {
+                continue;
+            }
+            let oid = meta.split(' ').nth(2).unwrap();
+            files.insert(short, git(&self.bare, &["cat-file", "blob", oid]).stdout);
+        }
+        files
+    }
+
+    /// Every queued task, filed in its lane or not (`tasks/queue/`,
+    /// `tasks/lanes/`): file name -> JSON.
+    pub fn queued(&self) -> BTreeMap<String, serde_json::Value> {
+        let mut all = self.files("tasks/queue");
+        all.extend(self.files_below("tasks/lanes"));
+        all.into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    serde_json::from_slice(&v).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect()
+    }
+
+    /// The paths of the queued tasks in their lanes, below `tasks/lanes/`.
+    pub fn lane_paths(&self) -> Vec<String> {
+        let out = git(
+            &self.bare,
+            &["ls-tree", "-r", "--name-only", "main", "tasks/lanes/"],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.ends_with("/.gitkeep"))
+            .map(|l| l.trim_start_matches("tasks/lanes/").to_owned())
+            .collect()
+    }
+
+    /// Tasks waiting for others (`tasks/blocked/<parent>/`): file name ->
+    /// JSON.
+    pub fn blocked(&self) -> BTreeMap<String, serde_json::Value> {
+        self.files_below("tasks/blocked")
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    serde_json::from_slice(&v).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect()
+    }
+
     pub fn json_files(&self, dir: &str) -> BTreeMap<String, serde_json::Value> {
         self.files(dir)
             .into_iter()

@@ -31,6 +31,13 @@ pub fn node(name: &str, status: NodeStatus, hb_ago_s: i64, running: &[&str]) -> 
         tasks_completed: 4,
         tasks_failed: 1,
         problem: None,
+        labels: vec![
+            "arch=amd64".into(),
+            "engine=podman".into(),
+            "os=linux".into(),
+        ],
+        exclusive: Vec::new(),
+        paused: None,
     }
     .to_bytes()
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::EngineFlavor;
-use crate::sandbox::{Job, Limits};
+use crate::sandbox::{INPUTS_DIR, INPUTS_ENV, Job, Limits};
 
 /// The label every container this crate starts carries, so that leftovers
 /// can be found and removed after a crash.
@@ -20,7 +20,7 @@ pub(super) const MANAGED_LABEL: &str = "dgrid.managed=true";
 /// would also write all of it to disk.
 pub fn run_args(job: &Job, image: &str, limits: &Limits) -> Vec<String> {
     let memory = format!("{}m", limits.memory_mb);
-    [
+    let mut args: Vec<String> = [
         "run",
         "--rm",
         "--name",
@@ -49,16 +49,29 @@ pub fn run_args(job: &Job, image: &str, limits: &Limits) -> Vec<String> {
         &limits.cpus.to_string(),
         "--pull=never",
         "--log-driver=none",
-        image,
-        "sh",
-        "-c",
-        START_WRAPPER,
-        "sh",
-        &job.script,
     ]
     .into_iter()
     .map(String::from)
-    .collect()
+    .collect();
+    if let Some(dir) = &job.inputs {
+        // Read-only, a bind of a directory the worker wrote for this run
+        // alone: the task reads its inputs and can change nothing of the
+        // host's. Its path is the worker's own (state directory, task id):
+        // no `,` that --mount would split on.
+        args.push("--mount".into());
+        args.push(format!(
+            "type=bind,source={},target={INPUTS_DIR},readonly",
+            dir.display()
+        ));
+        args.push("--env".into());
+        args.push(format!("{INPUTS_ENV}={INPUTS_DIR}"));
+    }
+    args.extend(
+        [image, "sh", "-c", START_WRAPPER, "sh", &job.script]
+            .into_iter()
+            .map(String::from),
+    );
+    args
 }
 
 /// What the container's shell prints on stdout before anything of the task
@@ -114,7 +127,31 @@ mod tests {
             attempt: 2,
             script: "echo 'hi there'; exit 3".into(),
             timeout: Duration::from_secs(60),
+            inputs: None,
         }
+    }
+
+    #[test]
+    fn inputs_are_mounted_read_only_and_named_in_the_environment() {
+        let mut j = job();
+        j.inputs = Some("/var/lib/dgrid-worker/inputs/t-42-2".into());
+        let args = run_args(&j, "i", &Limits::default());
+        let plain = run_args(&job(), "i", &Limits::default());
+        // Every isolation flag as before, the mount and variable added
+        // before the image.
+        let image = args.iter().position(|a| a == "i").unwrap();
+        assert_eq!(
+            args[image - 4..image],
+            [
+                "--mount",
+                "type=bind,source=/var/lib/dgrid-worker/inputs/t-42-2,target=/inputs,readonly",
+                "--env",
+                "DGRID_INPUTS=/inputs",
+            ]
+        );
+        let mut without: Vec<String> = args.clone();
+        without.drain(image - 4..image);
+        assert_eq!(without, plain);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::git::{Blob, GridRepo};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan;
 use crate::grid::{Id, TaskRules, layout};
+use crate::ledger::queue::requeue_path;
 use crate::ledger::results::{PendingResult, abandoned};
 use crate::service::outbox::{Finish, OutboxEntry};
 
@@ -28,6 +29,13 @@ enum Landing {
     Superseded,
 }
 
+/// Is the claim in `in_progress` the one `entry` was made under?
+fn is_ours(entry: &OutboxEntry, node: &Id, in_progress: Option<&[u8]>, rules: &TaskRules) -> bool {
+    in_progress
+        .and_then(|b| ClaimedTask::parse(&format!("{}.json", entry.task_id), b, rules).ok())
+        .is_some_and(|c| &c.claim.node_id == node && c.claim.claimed_at == entry.claimed_at)
+}
+
 fn landing(
     entry: &OutboxEntry,
     node: &Id,
@@ -36,9 +44,7 @@ fn landing(
     delivered: Option<&[u8]>,
     rules: &TaskRules,
 ) -> Landing {
-    let ours = in_progress
-        .and_then(|b| ClaimedTask::parse(&format!("{}.json", entry.task_id), b, rules).ok())
-        .is_some_and(|c| &c.claim.node_id == node && c.claim.claimed_at == entry.claimed_at);
+    let ours = is_ours(entry, node, in_progress, rules);
     match (&entry.finish, ours, queued) {
         (_, true, _) => Landing::FromClaim,
         (Finish::Result { .. }, false, true) => Landing::FromQueue,
@@ -70,24 +76,24 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
             let delivered = layout::result_file(success, d.req.node, e.task_id.as_str());
             [
                 format!("{tip}:{}", layout::in_progress_file(&e.task_id)),
-                format!("{tip}:{}", layout::queue_file(&e.task_id)),
                 format!("{tip}:{delivered}"),
             ]
         })
         .collect();
-    // Our claim is a task file; the queue entry only has to be there (never
-    // read); our delivered result is a result.
+    // Our claim is a task file; our delivered result is a result.
     let caps: Vec<u64> = (0..specs.len())
-        .map(|i| match i % 3 {
+        .map(|i| match i % 2 {
             0 => d.req.rules.max_file_bytes as u64,
-            1 => 0,
             _ => layout::MAX_RESULT_BYTES,
         })
         .collect();
     let blobs = repo.read_objects_capped(&specs, &caps)?;
-    for (entry, found) in d.req.outbox.iter().zip(blobs.chunks(3)) {
+    // Where each queued task is, looked up only if a claim is not ours any
+    // more (it may have been reaped and requeued: in a lane, by its fields).
+    let mut queued: Option<std::collections::BTreeMap<Id, Vec<u8>>> = None;
+    for (entry, found) in d.req.outbox.iter().zip(blobs.chunks(2)) {
         let id = &entry.task_id;
-        let (in_progress, queued, delivered) = (&found[0], &found[1], &found[2]);
+        let (in_progress, delivered) = (&found[0], &found[1]);
         // Too big to be ours is "not ours"; not read for lack of budget is
         // "not known yet": decide in a later round.
         if [in_progress, delivered]
@@ -96,16 +102,25 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
         {
             continue;
         }
+        let ours = is_ours(entry, d.req.node, in_progress.data(), d.req.rules);
+        let queue_path = if ours {
+            None
+        } else {
+            if queued.is_none() {
+                queued = Some(d.queue(repo)?.paths());
+            }
+            queued.as_ref().and_then(|q| q.get(id)).cloned()
+        };
         let source = match landing(
             entry,
             d.req.node,
             in_progress.data(),
-            queued.exists(),
+            queue_path.is_some(),
             delivered.data(),
             d.req.rules,
         ) {
-            Landing::FromClaim => layout::in_progress_file(id),
-            Landing::FromQueue => layout::queue_file(id),
+            Landing::FromClaim => layout::in_progress_file(id).into_bytes(),
+            Landing::FromQueue => queue_path.unwrap_or_default(),
             Landing::Moot => {
                 d.report.landed.push(id.clone());
                 continue;
@@ -116,7 +131,7 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
             }
         };
         touched.insert(id.clone());
-        d.edits.insert(source.into_bytes(), Edit::Delete);
+        d.edits.insert(source, Edit::Delete);
         match &entry.finish {
             Finish::Result { result } => {
                 d.summary
@@ -135,7 +150,7 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                 );
                 if let Ok(c) = claimed {
                     d.edits.insert(
-                        layout::queue_file(id).into_bytes(),
+                        requeue_path(&c.task, c.arrival()).into_bytes(),
                         Edit::Put(c.requeued(c.claim.attempt)),
                     );
                 }
@@ -154,7 +169,7 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                 match orphan::disposition(&c.claim, d.req.policy) {
                     orphan::Disposition::Requeue { attempt } => {
                         d.edits.insert(
-                            layout::queue_file(id).into_bytes(),
+                            requeue_path(&c.task, c.arrival()).into_bytes(),
                             Edit::Put(c.requeued(attempt)),
                         );
                         d.summary

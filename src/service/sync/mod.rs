@@ -8,14 +8,18 @@
 //! ("the task is still queued", "this claim is still mine") is checked
 //! against the state the push will be judged on.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use crate::git::txn::{Plan, Txn};
 use crate::git::{Edit, Edits, GitError};
 use crate::git::{GridRepo, Oid, TreeEntry};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::OrphanPolicy;
-use crate::grid::{Id, NodeRecord, NodeStatus, ResultStatus, TaskRules, layout};
+use crate::grid::schedule::NodeLabels;
+use crate::grid::{Class, Id, NodeRecord, NodeStatus, ResultStatus, TaskRules, layout};
+use crate::ledger::deps::{self, Finished};
+use crate::ledger::queue::QueueAt;
 use crate::ledger::reap;
 use crate::ledger::results::{self, PendingResult, Rejection};
 use crate::service::outbox::OutboxEntry;
@@ -66,6 +70,18 @@ pub struct SyncRequest<'a> {
     /// The outbox may wait for a task still running: commit its entries only
     /// if this sync has more to say (claims, a reap, a heartbeat).
     pub defer_results: bool,
+    /// What this node serves: it claims only tasks whose class it has
+    /// every label of (and, if exclusive, that require its labels).
+    pub labels: &'a NodeLabels,
+    /// The classes of the claims it holds and has not started: idle peers
+    /// count for handing them over only if they serve one.
+    pub holding_classes: &'a [Class],
+    /// Surveying while holding claims not started: the lowest level
+    /// (priority with age) among them. Queued work above it is claimed in
+    /// this look, up to `preempt_up_to` tasks (what it holds), to start
+    /// before them; those go back by the outbox (`pace::preempt`).
+    pub preempt_below: Option<u8>,
+    pub preempt_up_to: usize,
 }
 
 #[derive(Debug, Default)]
@@ -94,9 +110,19 @@ pub struct SyncReport {
     pub wrote_heartbeat: bool,
     /// Tasks this commit puts back in the queue (requeues from the outbox).
     pub requeued: usize,
+    /// The highest priority (with its age) of the tasks this node could
+    /// claim that are left in the queue, when it was looked at: claims not
+    /// started of a lower one go back for it (`pace::preempt`).
+    pub top_queued: Option<u8>,
+    /// The claim stopped at this node's share of a priority level, with
+    /// more of it queued for others: look again as soon as there is room.
+    pub capped: bool,
+    /// For each task claimed that runs after others: their results (the
+    /// blob of each on this tip), to read into its inputs when it starts.
+    pub inputs: BTreeMap<Id, Vec<(Id, Oid)>>,
+    /// Tasks that waited for others, moved on: (task, what became of it).
+    pub released: Vec<(String, String)>,
 }
-
-const KEEP: &[u8] = layout::KEEP_FILE.as_bytes();
 
 mod claim;
 mod land;
@@ -114,9 +140,21 @@ struct Draft<'a> {
     results: Vec<PendingResult>,
     summary: Vec<String>,
     report: SyncReport,
+    /// The queue at `tip`, listed once and shared by the steps.
+    queue: Option<Rc<QueueAt>>,
 }
 
 impl Draft<'_> {
+    /// The queue at this plan's tip (listed on first use).
+    fn queue(&mut self, repo: &GridRepo) -> Result<Rc<QueueAt>, GitError> {
+        if let Some(q) = &self.queue {
+            return Ok(q.clone());
+        }
+        let q = Rc::new(QueueAt::list(repo, self.tip)?);
+        self.queue = Some(q.clone());
+        Ok(q)
+    }
+
     /// Move an entry that breaks the rules out of `dir` into `failed/`,
     /// with the reason naming the file.
     fn reject(&mut self, dir: &str, entry: &TreeEntry, error: &dyn std::fmt::Display) {
@@ -159,6 +197,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
             tip: Some(tip.to_owned()),
             ..SyncReport::default()
         },
+        queue: None,
     };
     let touched = land_outbox(repo, &mut d)?;
     let landing_only = d.edits.len();
@@ -177,10 +216,12 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
                 queue_left: d.report.queue_left,
                 idle_peer_slots: d.report.idle_peer_slots,
                 live_peer_slots: d.report.live_peer_slots,
+                top_queued: d.report.top_queued,
                 ..SyncReport::default()
             },
         });
     }
+    release(repo, &mut d)?;
     write_results(repo, &mut d)?;
 
     // The heartbeat rides along with any change, or goes alone when due.
@@ -231,6 +272,42 @@ fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<()
     Ok(())
 }
 
+/// Move on the tasks waiting for those this plan writes results of (and,
+/// with a reap, sweep every waiting task whose parent is gone).
+fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
+    let finished: BTreeMap<Id, Finished> = d
+        .results
+        .iter()
+        .filter_map(|r| Some((Id::parse(&r.result.task_id).ok()?, Finished::of(r))))
+        .collect();
+    if finished.is_empty() && !d.req.reap {
+        return Ok(());
+    }
+    let claimed: BTreeSet<Id> = d
+        .report
+        .claimed
+        .iter()
+        .map(|c| c.task.task_id.clone())
+        .collect();
+    let queue = d.queue(repo)?;
+    let input = deps::ReleaseInput {
+        node: d.req.node,
+        now: d.req.now,
+        rules: d.req.rules,
+        finished: &finished,
+        queue: &queue,
+        claimed: &claimed,
+        sweep: d.req.reap,
+    };
+    let planned = deps::release(repo, d.tip, &input)?;
+    d.edits.extend(planned.edits);
+    d.results.extend(planned.results);
+    d.summary.extend(planned.summary);
+    d.report.invalid.extend(planned.invalid);
+    d.report.released.extend(planned.moved);
+    Ok(())
+}
+
 /// Put the results at paths that do not exist yet.
 fn write_results(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
     if d.results.is_empty() {
@@ -249,6 +326,7 @@ fn status_word(s: ResultStatus) -> &'static str {
         ResultStatus::Timeout => "time out",
         ResultStatus::Invalid => "reject",
         ResultStatus::Abandoned => "abandon",
+        ResultStatus::DependencyFailed => "fail (dependency)",
     }
 }
 

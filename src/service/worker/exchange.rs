@@ -47,10 +47,22 @@ impl Worker {
         held.extend(outbox.iter().map(|e| e.task_id.clone()));
         let record = self.record(status);
         let policy = self.orphan_policy();
+        // Holding claims not started, a look claims higher work above them.
+        let now_ts = time::now();
+        let preempt_below = if due.look || !self.slots.waiting.is_empty() {
+            self.slots
+                .waiting
+                .iter()
+                .map(|c| c.effective_priority(now_ts))
+                .min()
+        } else {
+            None
+        };
+        let preempt_up_to = self.slots.waiting.len();
         // A task claimed ahead may wait for a slot: its deadline allows for
         // that, so that a healthy node's queued claim is never reaped.
         let start_now = self.slots.free();
-        let wait = if want > start_now {
+        let wait = if want > start_now || preempt_below.is_some() {
             self.slots.longest_wait(Instant::now())
         } else {
             Duration::ZERO
@@ -58,9 +70,14 @@ impl Worker {
         let grace = chrono::Duration::from_std(self.cfg.claim_grace + wait).unwrap_or_default();
         let queue_empty_at = self.queue_empty_at.clone();
         // At least its fair share of the queue, up to what it may hold.
+        // Never beyond what the volunteer's limits let it start.
         let share_up_to = if want > 0 {
-            (self.cfg.concurrency as usize + self.cfg.claim_ahead as usize)
-                .saturating_sub(self.slots.running.len() + self.slots.waiting.len())
+            let room = (self.cfg.concurrency as usize + self.cfg.claim_ahead as usize)
+                .saturating_sub(self.slots.running.len() + self.slots.waiting.len());
+            match self.allowance().room(self.slots.waiting.len()) {
+                Some(budget) => room.min(budget),
+                None => room,
+            }
         } else {
             0
         };
@@ -81,6 +98,14 @@ impl Worker {
                 .schedule
                 .results_since
                 .is_some_and(|since| since.elapsed() < self.result_delay());
+        let holding_classes: Vec<crate::grid::Class> = self
+            .slots
+            .waiting
+            .iter()
+            .map(|c| c.task.class())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let started = Instant::now();
         let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
             let req = SyncRequest {
@@ -104,6 +129,10 @@ impl Worker {
                 records: &self.records,
                 survey,
                 defer_results,
+                labels: &self.labels,
+                holding_classes: &holding_classes,
+                preempt_below,
+                preempt_up_to,
             };
             sync::plan(t, &req)
         });
@@ -192,7 +221,9 @@ impl Worker {
             // Poll again at once while the queue has work and we have room;
             // also at once after putting tasks back in the queue: they were
             // not there to claim.
-            let more = report.queue_left > 0 && report.claimed.len() >= want;
+            // Also when the claim stopped at its share of a priority level:
+            // more of it is queued, and it goes before anything lower.
+            let more = report.queue_left > 0 && (report.claimed.len() >= want || report.capped);
             self.schedule
                 .claimed(now, more || report.requeued > 0, self.cfg.pull_interval);
         }
@@ -202,6 +233,7 @@ impl Worker {
                 queue_left: report.queue_left,
                 idle_peer_slots: report.idle_peer_slots,
                 live_peer_slots: report.live_peer_slots,
+                top_queued: report.top_queued,
             };
             self.last_view = Some(view);
             self.rebalance(&view);
@@ -246,9 +278,10 @@ impl Worker {
     /// start what was claimed, and log what the grid now says.
     fn absorb(&mut self, report: &SyncReport) {
         let now = Instant::now();
-        if report.requeued > 0 || !report.reaped.is_empty() {
-            // This commit put tasks back in the queue: it is not empty, and
-            // a node with room looks at it again.
+        if report.requeued > 0 || !report.reaped.is_empty() || !report.released.is_empty() {
+            // This commit put tasks back in the queue (or released waiting
+            // ones into it): it is not empty, and a node with room looks at
+            // it again.
             self.queue_empty_at = None;
             self.schedule.next_poll = now;
         }
@@ -276,9 +309,24 @@ impl Worker {
         for (task, what) in &report.reaped {
             tracing::warn!(task_id = %task, action = %what, "orphaned claim reaped");
         }
+        for (task, what) in &report.released {
+            tracing::info!(task_id = %task, action = %what, "waiting task moved on");
+        }
+        for (task, inputs) in &report.inputs {
+            self.inputs.insert(task.clone(), inputs.clone());
+        }
         for c in &report.claimed {
-            tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, "claimed");
+            tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, priority = c.task.priority(), "claimed");
             self.slots.waiting.push_back(c.clone());
+        }
+        if !report.claimed.is_empty() {
+            // Higher work claimed while holding lower: it starts first (a
+            // stable sort: claims of one level keep their order).
+            let now = time::now();
+            self.slots
+                .waiting
+                .make_contiguous()
+                .sort_by_key(|c| std::cmp::Reverse(c.effective_priority(now)));
         }
         if self.draining_since.is_some() {
             // Claimed by a push we only now know landed, while stopping:

@@ -18,6 +18,9 @@ impl Worker {
         loop {
             self.notifier.watchdog();
             self.check_engine_recovery();
+            if self.draining_since.is_none() {
+                self.check_budget();
+            }
 
             let now = Instant::now();
             if let Some(since) = self.draining_since
@@ -101,6 +104,7 @@ impl Worker {
             self.notifier.watchdog_every().map(|every| now + every),
             self.unhealthy.as_ref().map(|u| u.retry_at),
             self.draining_since.map(|_| now + Duration::from_secs(1)),
+            self.paused_until(),
         ];
         self.schedule.sleep(now, &self.load(), &others)
     }

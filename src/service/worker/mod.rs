@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::git::txn::{Identity, TxnPolicy};
 use crate::git::{Git, GridRepo};
+use crate::grid::schedule::NodeLabels;
+use crate::grid::{Class, Id, Label};
 use crate::sandbox::{self, Engine};
+use crate::service::budget::{Allowance, Budget, Paused};
 use crate::service::notify::Notifier;
 use crate::service::outbox::Outbox;
 use crate::service::pace::Pace;
@@ -67,6 +70,8 @@ struct View {
     queue_left: usize,
     idle_peer_slots: u32,
     live_peer_slots: u32,
+    /// The best level (priority with age) queued that this node serves.
+    top_queued: Option<u8>,
 }
 
 /// Why the engine is not used for now, and when to look again.
@@ -113,6 +118,30 @@ struct Worker {
     /// A commit pushed with no answer while the grid was unreachable, and
     /// what it would mean if it landed.
     uncertain: Option<(String, SyncReport)>,
+    /// What this node serves: its configured labels and the detected ones.
+    labels: NodeLabels,
+    /// Its volunteer's limits, and the tasks of the last hour.
+    budget: Budget,
+    /// Why it takes no work now, as last told (record, STATUS=, page).
+    paused: Option<Paused>,
+    /// For tasks claimed that run after others: the results to give them
+    /// as inputs (task -> (parent, blob)).
+    inputs: std::collections::BTreeMap<Id, Vec<(Id, String)>>,
+}
+
+/// The labels a node routes by: those configured, and `arch=`, `os=` and
+/// `engine=` as detected.
+pub fn node_labels(cfg: &Config, engine: &str) -> NodeLabels {
+    let mut labels = cfg.scheduling.labels.clone();
+    labels.push(crate::grid::label::arch_label());
+    labels.push(crate::grid::label::os_label());
+    if let Ok(e) = Label::parse(&format!("engine={engine}")) {
+        labels.push(e);
+    }
+    NodeLabels {
+        labels: Class::of(labels),
+        exclusive: Class::of(cfg.scheduling.exclusive.clone()),
+    }
 }
 
 pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
@@ -154,6 +183,13 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     .with_env(identity.env());
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?;
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
+    // Inputs written for tasks of an earlier run: those tasks are gone.
+    match std::fs::remove_dir_all(cfg.state_dir.join("inputs")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(error = %e, "cannot remove the inputs of an earlier run")
+        }
+        _ => {}
+    }
 
     // The status page: its own thread. A port already taken costs the page,
     // not the worker's work (`status::server::start`).
@@ -169,8 +205,15 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     let (tx, rx) = channel();
     let signals = signals::spawn_signal_thread(tx.clone()).map_err(WorkerError::Signals)?;
 
+    let labels = node_labels(&cfg, engine.name());
+    tracing::info!(labels = %labels.labels.describe(), exclusive = %labels.exclusive.describe(), "routing");
+    let budget = Budget::new(cfg.scheduling.budget.clone());
     let now = Instant::now();
     let mut w = Worker {
+        labels,
+        budget,
+        paused: None,
+        inputs: Default::default(),
         schedule: Schedule::starting(now, !outbox.is_empty()),
         slots: Slots::new(cfg.concurrency),
         cfg,
@@ -246,19 +289,36 @@ impl Worker {
         Ok(())
     }
 
-    /// Tasks to claim on the next sync (none while stopping or unhealthy):
-    /// free slots, and claims ahead while busy or while the queue is deep.
-    /// None ahead while idle at a shallow queue (an idle peer could start
-    /// them at once), nor while the last look saw peers idle (they are
-    /// what claims ahead would keep waiting).
+    /// Tasks to claim on the next sync (none while stopping, unhealthy or
+    /// paused by its volunteer's limits): free slots, and claims ahead while
+    /// busy or while the queue is deep. None ahead while idle at a shallow
+    /// queue (an idle peer could start them at once), nor while the last
+    /// look saw peers idle (they are what claims ahead would keep waiting).
     fn room(&self) -> usize {
         if self.draining_since.is_some() || self.unhealthy.is_some() {
             return 0;
         }
         let peers_idle = self.last_view.is_some_and(|v| v.idle_peer_slots > 0);
         let ahead_ok = (!self.slots.running.is_empty() || self.queue_deep) && !peers_idle;
-        self.slots
-            .room(&self.pace, self.cfg.claim_ahead, ahead_ok, Instant::now())
+        let room = self
+            .slots
+            .room(&self.pace, self.cfg.claim_ahead, ahead_ok, Instant::now());
+        match self.allowance().room(self.slots.waiting.len()) {
+            Some(budget) => room.min(budget),
+            None => room,
+        }
+    }
+
+    /// What the volunteer's limits allow now.
+    fn allowance(&self) -> Allowance {
+        if self.budget.limits().is_unlimited() {
+            return Allowance::Open(None);
+        }
+        self.budget.allowance(
+            time::now(),
+            chrono::Local::now().naive_local(),
+            self.pace.task_secs(),
+        )
     }
 
     /// Tasks wait in the outbox to go back to the queue: others may be

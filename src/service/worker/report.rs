@@ -37,6 +37,14 @@ impl Worker {
             tasks_completed: self.completed,
             tasks_failed: self.failed,
             problem: self.unhealthy.as_ref().map(|u| u.problem.clone()),
+            labels: self.labels.labels.labels().map(|l| l.to_string()).collect(),
+            exclusive: self
+                .labels
+                .exclusive
+                .labels()
+                .map(|l| l.to_string())
+                .collect(),
+            paused: self.paused.as_ref().map(ToString::to_string),
         }
     }
 
@@ -56,6 +64,9 @@ impl Worker {
                     .join(", ")
             ),
         };
+        if let (Some(p), None) = (&self.paused, self.draining_since) {
+            s.push_str(&format!("; paused: {p}"));
+        }
         if pending > 0 {
             s.push_str(&format!("; {pending} result(s) waiting to be pushed"));
         }
@@ -86,9 +97,27 @@ impl Worker {
                     attempt: r.claimed.claim.attempt,
                     claimed_at: r.claimed.claim.claimed_at.clone(),
                     timeout_seconds: r.claimed.task.timeout_seconds,
+                    priority: r.claimed.task.priority(),
                 })
                 .collect();
             s.outbox = self.outbox.len();
+            s.paused = self.paused.as_ref().map(ToString::to_string);
+            s.labels = self.labels.labels.labels().map(|l| l.to_string()).collect();
+            s.exclusive = self
+                .labels
+                .exclusive
+                .labels()
+                .map(|l| l.to_string())
+                .collect();
+            s.waiting = self
+                .slots
+                .waiting
+                .iter()
+                .map(|c| status::WaitingTask {
+                    task_id: c.task.task_id.to_string(),
+                    priority: c.task.priority(),
+                })
+                .collect();
             s.loop_alive_at = Some(time::format(time::now()));
         });
     }

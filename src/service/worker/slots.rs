@@ -22,6 +22,10 @@ pub struct Running {
     pub claimed: ClaimedTask,
     pub cancel: CancelFlag,
     pub started: Instant,
+    /// The same moment on the wall clock (the volunteer's hourly limits).
+    pub started_at: crate::time::Timestamp,
+    /// The directory of its inputs, removed when it ends.
+    pub inputs: Option<std::path::PathBuf>,
 }
 
 pub struct Slots {
@@ -105,6 +109,22 @@ impl Slots {
         self.waiting.split_off(keep).into()
     }
 
+    /// The waiting claims at `indices`, taken out (the others keep their
+    /// order).
+    pub fn take_waiting(&mut self, indices: &[usize]) -> Vec<ClaimedTask> {
+        let mut out = Vec::new();
+        let mut kept = VecDeque::new();
+        for (i, c) in std::mem::take(&mut self.waiting).into_iter().enumerate() {
+            if indices.contains(&i) {
+                out.push(c);
+            } else {
+                kept.push_back(c);
+            }
+        }
+        self.waiting = kept;
+        out
+    }
+
     /// The next waiting claim, if a slot is free for it.
     pub fn next_to_start(&mut self) -> Option<ClaimedTask> {
         if self.running.len() < self.concurrency {
@@ -124,6 +144,7 @@ pub fn launch(
     nudge: &Arc<AtomicBool>,
     node: &Id,
     claimed: &ClaimedTask,
+    inputs: Option<std::path::PathBuf>,
 ) -> std::io::Result<CancelFlag> {
     let id = claimed.task.task_id.clone();
     let job = Job {
@@ -132,6 +153,7 @@ pub fn launch(
         attempt: claimed.claim.attempt,
         script: claimed.task.script.clone(),
         timeout: Duration::from_secs(claimed.task.timeout_seconds),
+        inputs,
     };
     let cancel: CancelFlag = Arc::new(AtomicBool::new(false));
     let engine = engine.clone();
@@ -211,6 +233,8 @@ mod tests {
                 claimed: c,
                 cancel: Arc::new(AtomicBool::new(false)),
                 started,
+                started_at: time::now(),
+                inputs: None,
             },
         );
     }
@@ -266,6 +290,12 @@ mod tests {
         let back = s.take_last_waiting(1);
         assert_eq!(back[0].task.task_id.as_str(), "c");
         assert_eq!(s.waiting.len(), 1);
+        s.waiting.push_back(claimed("d", 30));
+        s.waiting.push_back(claimed("e", 30));
+        let back = s.take_waiting(&[0, 2]);
+        let ids: Vec<&str> = back.iter().map(|c| c.task.task_id.as_str()).collect();
+        assert_eq!(ids, ["b", "e"]);
+        assert_eq!(s.waiting[0].task.task_id.as_str(), "d");
     }
 
     #[test]

@@ -4,12 +4,15 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use std::path::{Path, PathBuf};
+
 use crate::grid::Id;
 use crate::grid::claim::ClaimedTask;
 use crate::sandbox::{Outcome, RunReport};
 use crate::service::outbox::{Finish, OutboxEntry};
 use crate::service::pace;
 use crate::status;
+use crate::time;
 
 use super::slots::{self, Running};
 use super::{ENGINE_RETRY, Unhealthy, View, Worker};
@@ -24,25 +27,39 @@ impl Worker {
 
     fn start(&mut self, claimed: ClaimedTask) {
         let id = claimed.task.task_id.clone();
+        let inputs = match self.prepare_inputs(&claimed) {
+            Ok(dir) => dir,
+            Err(reason) => {
+                tracing::error!(task_id = %id, error = %reason, "cannot give the task its inputs; requeueing");
+                self.put_outbox(&claimed, Finish::Retry { reason });
+                return;
+            }
+        };
         match slots::launch(
             &self.engine,
             &self.events,
             &self.nudge,
             self.node(),
             &claimed,
+            inputs.clone(),
         ) {
             Ok(cancel) => {
-                tracing::info!(task_id = %id, timeout = claimed.task.timeout_seconds, "running");
+                tracing::info!(task_id = %id, timeout = claimed.task.timeout_seconds, priority = claimed.task.priority(), "running");
+                let started_at = time::now();
+                self.budget.started(started_at);
                 self.slots.running.insert(
                     id,
                     Running {
                         claimed,
                         cancel,
                         started: Instant::now(),
+                        started_at,
+                        inputs,
                     },
                 );
             }
             Err(e) => {
+                remove_inputs(inputs.as_deref());
                 tracing::error!(task_id = %id, error = %e, "cannot start a thread for the task; requeueing");
                 self.put_outbox(
                     &claimed,
@@ -58,6 +75,8 @@ impl Worker {
         let Some(running) = self.slots.running.remove(&task) else {
             return;
         };
+        self.budget.ended(running.started_at, time::now());
+        remove_inputs(running.inputs.as_deref());
         let claimed = running.claimed;
         if !matches!(
             report.outcome,
@@ -110,6 +129,9 @@ impl Worker {
     }
 
     pub(super) fn put_outbox(&mut self, claimed: &ClaimedTask, finish: Finish) {
+        // A claim that ends here (given back, or never started) needs its
+        // inputs no more.
+        self.inputs.remove(&claimed.task.task_id);
         let entry = OutboxEntry {
             task_id: claimed.task.task_id.clone(),
             attempt: claimed.claim.attempt,
@@ -125,11 +147,129 @@ impl Worker {
         }
     }
 
-    /// Hand claims this node has not started to idle peers, through the
-    /// queue, when the last look at the grid saw some and the queue cannot
-    /// fill their slots (`pace::give_back`): what it would not start within
-    /// a poll interval. The requeues go with the next sync, at once.
+    /// The results of the tasks `claimed` runs after, written for it to
+    /// read: `<state>/inputs/<task>-<attempt>/<id>.json`, world-readable
+    /// (a rootless container's user is not the worker's), read-only to the
+    /// task (mounted so). None for a task that runs after nothing.
+    fn prepare_inputs(&mut self, claimed: &ClaimedTask) -> Result<Option<PathBuf>, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(parents) = self.inputs.remove(&claimed.task.task_id) else {
+            return Ok(None);
+        };
+        let dir = self.cfg.state_dir.join("inputs").join(format!(
+            "{}-{}",
+            claimed.task.task_id, claimed.claim.attempt
+        ));
+        let io = |e: std::io::Error| format!("{}: {e}", dir.display());
+        // The container engines take the path in a `--mount` list, split
+        // on commas.
+        if dir.to_str().is_none_or(|d| d.contains(',')) {
+            return Err(format!(
+                "{}: the state directory's path must be UTF-8 without ',' to mount a task's inputs",
+                dir.display()
+            ));
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io)?;
+        }
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+        // A new round of reads: these are a few results, each capped.
+        self.repo.reset_read_budget();
+        let oids: Vec<String> = parents.iter().map(|(_, oid)| oid.clone()).collect();
+        let blobs = self
+            .repo
+            .read_objects(&oids, crate::grid::layout::MAX_RESULT_BYTES)
+            .map_err(|e| e.to_string())?;
+        for ((parent, _), blob) in parents.iter().zip(blobs) {
+            let Some(bytes) = blob.data() else {
+                remove_inputs(Some(&dir));
+                return Err(format!(
+                    "the result of `{parent}`, an input, cannot be read: {}",
+                    blob.why_unread().unwrap_or_else(|| "it is gone".into())
+                ));
+            };
+            let file = dir.join(format!("{parent}.json"));
+            std::fs::write(&file, bytes).map_err(io)?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+        }
+        Ok(Some(dir))
+    }
+
+    /// Look at the volunteer's limits: a change (paused, or free again) is
+    /// logged and goes into the next heartbeat; claims held beyond what may
+    /// start within the limits go back to the queue at once.
+    pub(super) fn check_budget(&mut self) {
+        let allowance = self.allowance();
+        let paused = match &allowance {
+            crate::service::budget::Allowance::Paused(p) => Some(p.clone()),
+            _ => None,
+        };
+        if paused.as_ref().map(|p| &p.why) != self.paused.as_ref().map(|p| &p.why) {
+            match &paused {
+                Some(p) => {
+                    tracing::info!(why = %p, "paused by the volunteer's limits: claiming nothing")
+                }
+                None => tracing::info!("the volunteer's limits allow work again"),
+            }
+            self.schedule.next_heartbeat = Instant::now();
+            if paused.is_none() {
+                self.schedule.next_poll = Instant::now();
+            }
+        }
+        self.paused = paused;
+        let surplus = allowance.surplus(self.slots.waiting.len());
+        if surplus > 0 {
+            let why = self
+                .paused
+                .as_ref()
+                .map_or("at its limit".to_owned(), ToString::to_string);
+            for c in self.slots.take_last_waiting(surplus) {
+                tracing::info!(task_id = %c.task.task_id, "giving back the claim: the volunteer's limits");
+                let reason = format!("{} gave it back: {why}", self.node());
+                self.put_outbox(&c, Finish::Requeue { reason });
+            }
+        }
+    }
+
+    /// When a paused node may take work again, on the loop's clock.
+    pub(super) fn paused_until(&self) -> Option<Instant> {
+        let until = self.paused.as_ref()?.until?;
+        let wait = (until - time::now()).to_std().unwrap_or_default();
+        Some(Instant::now() + wait)
+    }
+
+    /// Hand claims this node has not started back to the queue when the
+    /// last look at the grid saw work it should do first or peers to do
+    /// them: those of a lower priority than the best it could claim
+    /// (`pace::preempt`), so that the higher one starts at the next free
+    /// slot; and for idle peers, when the queue cannot fill their slots
+    /// (`pace::give_back`), what it would not start within a poll
+    /// interval. The requeues go with the next sync, at once.
     pub(super) fn rebalance(&mut self, view: &View) {
+        let now = time::now();
+        let levels: Vec<u8> = self
+            .slots
+            .waiting
+            .iter()
+            .map(|c| c.effective_priority(now))
+            .collect();
+        let lower = pace::preempt(&levels, view.top_queued);
+        if !lower.is_empty() {
+            tracing::info!(
+                count = lower.len(),
+                top_queued = view.top_queued,
+                "handing back claims not started: work of a higher priority waits"
+            );
+            for c in self.slots.take_waiting(&lower) {
+                tracing::info!(task_id = %c.task.task_id, priority = c.task.priority(), "giving back the claim: higher priority waits");
+                let reason = format!(
+                    "{} handed it back for work of a higher priority",
+                    self.node()
+                );
+                self.put_outbox(&c, Finish::Requeue { reason });
+            }
+        }
         if self.slots.waiting.is_empty() || view.idle_peer_slots == 0 {
             return;
         }
@@ -202,5 +342,15 @@ impl Worker {
                 });
             }
         }
+    }
+}
+
+/// Remove a task's inputs directory (it ran, or never will).
+fn remove_inputs(dir: Option<&Path>) {
+    if let Some(dir) = dir
+        && let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a task's inputs");
     }
 }

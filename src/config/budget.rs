@@ -1,0 +1,202 @@
+//! A volunteer's own limits in worker.toml, and the labels a node routes
+//! by:
+//!
+//! ```toml
+//! labels = ["gpu", "zone=eu"]       # besides arch=, os=, engine=, detected
+//! exclusive = ["gpu"]               # take only tasks that require gpu
+//!
+//! [budget]
+//! tasks_per_hour = 100              # default: no limit
+//! task_seconds_per_hour = 1800      # default: no limit
+//! quiet_hours = ["22:00-07:00"]     # local time; default: none
+//! ```
+//!
+//! The rules that apply the budget are `service::budget`; this is only what
+//! the file says, checked.
+
+use std::num::{NonZeroU32, NonZeroU64};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfigError, Env};
+use crate::grid::Label;
+
+/// A span of the day, in the node's local time: `22:00-07:00` (across
+/// midnight) or `09:00-17:30`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietHours {
+    /// Minutes after midnight.
+    start: u32,
+    end: u32,
+}
+
+impl QuietHours {
+    pub fn parse(s: &str) -> Result<QuietHours, String> {
+        let minute = |t: &str| -> Result<u32, String> {
+            let (h, m) = t
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| format!("{t:?} is not a time of day such as 22:00"))?;
+            let (h, m): (u32, u32) = match (h.parse(), m.parse()) {
+                (Ok(h), Ok(m)) if h < 24 && m < 60 && m_len(t) => (h, m),
+                _ => return Err(format!("{t:?} is not a time of day such as 22:00")),
+            };
+            Ok(h * 60 + m)
+        };
+        fn m_len(t: &str) -> bool {
+            t.trim().split_once(':').is_some_and(|(_, m)| m.len() == 2)
+        }
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("{s:?} is not a span of the day such as 22:00-07:00"))?;
+        let (start, end) = (minute(a)?, minute(b)?);
+        if start == end {
+            return Err(format!("{s:?} is empty: it starts where it ends"));
+        }
+        Ok(QuietHours { start, end })
+    }
+
+    /// Is `minute` (after midnight) inside?
+    pub fn contains(&self, minute: u32) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        }
+    }
+
+    /// Minutes from `minute` to this span's end.
+    pub fn minutes_to_end(&self, minute: u32) -> u32 {
+        (self.end + 24 * 60 - minute) % (24 * 60)
+    }
+}
+
+impl std::fmt::Display for QuietHours {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:02}:{:02}-{:02}:{:02}",
+            self.start / 60,
+            self.start % 60,
+            self.end / 60,
+            self.end % 60
+        )
+    }
+}
+
+/// The limits, as configured (`[budget]`); none by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub tasks_per_hour: Option<u32>,
+    pub task_seconds_per_hour: Option<u64>,
+    pub quiet_hours: Vec<QuietHours>,
+}
+
+impl Limits {
+    pub fn is_unlimited(&self) -> bool {
+        self.tasks_per_hour.is_none()
+            && self.task_seconds_per_hour.is_none()
+            && self.quiet_hours.is_empty()
+    }
+}
+
+/// `[budget]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetFile {
+    tasks_per_hour: Option<NonZeroU32>,
+    task_seconds_per_hour: Option<NonZeroU64>,
+    quiet_hours: Option<Spanned<Vec<String>>>,
+}
+
+/// The routing and budget settings, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Scheduling {
+    /// Configured labels (the detected ones are added at start).
+    pub labels: Vec<Label>,
+    pub exclusive: Vec<Label>,
+    pub budget: Limits,
+}
+
+/// `labels`, `exclusive` (each overridden by `DGRID_LABELS`,
+/// `DGRID_EXCLUSIVE`: comma-separated) and `[budget]`. `at` turns a span
+/// of the file into "file, line N".
+pub fn resolve(
+    labels: Option<Spanned<Vec<String>>>,
+    exclusive: Option<Spanned<Vec<String>>>,
+    budget: BudgetFile,
+    env: &dyn Env,
+    at: &dyn Fn(Option<std::ops::Range<usize>>) -> String,
+) -> Result<Scheduling, ConfigError> {
+    let list = |key: &'static str,
+                var: &'static str,
+                file: Option<Spanned<Vec<String>>>|
+     -> Result<Vec<Label>, ConfigError> {
+        if let Some(v) = env.get(var) {
+            return v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    Label::parse(s).map_err(|e| ConfigError::Env {
+                        var,
+                        reason: format!("label {s:?} {e}"),
+                    })
+                })
+                .collect();
+        }
+        let Some(file) = file else {
+            return Ok(Vec::new());
+        };
+        let where_ = at(Some(file.span()));
+        file.into_inner()
+            .iter()
+            .map(|s| {
+                Label::parse(s).map_err(|e| ConfigError::Invalid {
+                    origin: where_.clone(),
+                    key,
+                    reason: format!("label {s:?} {e}"),
+                })
+            })
+            .collect()
+    };
+    let exclusive_span = exclusive.as_ref().map(Spanned::span);
+    let labels = list("labels", "DGRID_LABELS", labels)?;
+    let exclusive = list("exclusive", "DGRID_EXCLUSIVE", exclusive)?;
+    if let Some(stray) = exclusive.iter().find(|l| !labels.contains(l)) {
+        return Err(ConfigError::Invalid {
+            origin: at(exclusive_span),
+            key: "exclusive",
+            reason: format!(
+                "lists {:?}, which is not in `labels`: a node can only be exclusive to a label it has",
+                stray.as_str()
+            ),
+        });
+    }
+    let quiet_hours = match budget.quiet_hours {
+        None => Vec::new(),
+        Some(q) => {
+            let where_ = at(Some(q.span()));
+            q.into_inner()
+                .iter()
+                .map(|s| {
+                    QuietHours::parse(s).map_err(|reason| ConfigError::Invalid {
+                        origin: where_.clone(),
+                        key: "budget.quiet_hours",
+                        reason,
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    Ok(Scheduling {
+        labels,
+        exclusive,
+        budget: Limits {
+            tasks_per_hour: budget.tasks_per_hour.map(NonZeroU32::get),
+            task_seconds_per_hour: budget.task_seconds_per_hour.map(NonZeroU64::get),
+            quiet_hours,
+        },
+    })
+}

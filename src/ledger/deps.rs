@@ -1,0 +1,533 @@
+//! Tasks that run `after` others, over a fetched tip: where they wait, and
+//! what releases them. Shared by the worker's sync and the grid tools.
+//!
+//! A waiting task sits at `tasks/blocked/<parent>/<task>.json`, under the
+//! first of its parents not finished yet; no node lists `blocked/` to
+//! claim, so it cannot run early. Two things move it on:
+//!
+//! - **The parent's result** (the fast path): any plan that writes a result
+//!   (a worker landing one, a reject, an abandon) looks at
+//!   `blocked/<that task>/` in the same commit and moves each task found
+//!   there on: to its lane when every parent completed, under its next
+//!   unfinished parent, or to `failed/` as `dependency_failed` naming the
+//!   parent that did not complete. A task failed so releases its own
+//!   waiting tasks in turn.
+//! - **The sweep** (the safety net), with each reap: every `blocked/<p>/`
+//!   whose `p` is no longer queued, waiting or running is looked at the
+//!   same way (a result written by an older worker, a task pushed under a
+//!   finished parent by hand), and waiting tasks that wait for each other
+//!   in a cycle fail, naming it.
+//!
+//! Both are bounded: at most [`MAX_PER_PLAN`] waiting tasks are looked at in
+//! one plan; the rest are left for the next.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::git::{Blob, EntryMode, GridRepo, TreeEntry};
+use crate::git::{Edit, Edits, GitError};
+use crate::grid::deps::{self, Next, Parent};
+use crate::grid::task::EntryKind;
+use crate::grid::{Id, ResultStatus, Task, TaskResult, TaskRules, layout};
+use crate::time::{self, Timestamp};
+
+use super::queue::{QueueAt, requeue_path};
+use super::results::{PendingResult, Rejection, entry_path};
+
+/// Waiting tasks looked at in one plan, at most.
+pub const MAX_PER_PLAN: usize = 512;
+
+/// One file below `tasks/blocked/`.
+#[derive(Debug, Clone)]
+pub struct BlockedEntry {
+    /// Named by its path below `tasks/blocked/` (`<parent>/<task>.json`).
+    pub entry: TreeEntry,
+    pub parent: Id,
+}
+
+impl BlockedEntry {
+    /// Its own name (`<task>.json`).
+    pub fn file_name(&self) -> String {
+        let name = self.entry.name_lossy();
+        name.rsplit('/').next().unwrap_or(&name).to_owned()
+    }
+
+    /// The waiting task's id, if its name is `<id>.json`.
+    pub fn child(&self) -> Option<Id> {
+        layout::json_stem(&self.file_name()).and_then(|s| Id::parse(s).ok())
+    }
+
+    pub fn path(&self) -> Vec<u8> {
+        entry_path(layout::BLOCKED, &self.entry.name)
+    }
+}
+
+/// What waits at a tip.
+#[derive(Debug, Clone, Default)]
+pub struct BlockedAt {
+    pub entries: Vec<BlockedEntry>,
+    /// Entries that are no waiting task's place (named by their path below
+    /// `tasks/blocked/`).
+    pub misplaced: Vec<TreeEntry>,
+}
+
+impl BlockedAt {
+    pub fn list(repo: &GridRepo, tip: &str) -> Result<BlockedAt, GitError> {
+        let mut out = BlockedAt::default();
+        for entry in repo.list_dir_recursive(tip, layout::BLOCKED)? {
+            let name = entry.name.clone();
+            let parts: Vec<&[u8]> = name.split(|b| *b == b'/').collect();
+            if parts.last() == Some(&layout::KEEP_FILE.as_bytes()) {
+                continue;
+            }
+            let parent = match parts[..] {
+                [p, _] => std::str::from_utf8(p).ok().and_then(|p| Id::parse(p).ok()),
+                _ => None,
+            };
+            match parent {
+                Some(parent) => out.entries.push(BlockedEntry { entry, parent }),
+                None => out.misplaced.push(entry),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ids of the tasks that wait.
+    pub fn children(&self) -> BTreeSet<Id> {
+        self.entries
+            .iter()
+            .filter_map(BlockedEntry::child)
+            .collect()
+    }
+}
+
+/// A result this plan writes, as dependants see it.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub success: bool,
+    pub status: String,
+    /// Where it lands (for the error of a dependant).
+    pub file: String,
+}
+
+impl Finished {
+    pub fn of(r: &PendingResult) -> Finished {
+        Finished {
+            success: r.result.status.is_success(),
+            status: status_name(r.result.status),
+            file: layout::result_file(r.result.status.is_success(), &r.node, &r.stem),
+        }
+    }
+}
+
+fn status_name(s: ResultStatus) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Who moves waiting tasks on, and what it knows.
+pub struct ReleaseInput<'a> {
+    pub node: &'a Id,
+    pub now: Timestamp,
+    pub rules: &'a TaskRules,
+    /// Results this plan writes, by task.
+    pub finished: &'a BTreeMap<Id, Finished>,
+    /// The queue at the tip (for what is pending).
+    pub queue: &'a QueueAt,
+    /// Tasks this plan takes out of the queue or `in_progress/` without a
+    /// result yet (claims): still pending.
+    pub claimed: &'a BTreeSet<Id>,
+    /// Also look at every waiting task whose parent is no longer pending,
+    /// and for cycles (the reap's sweep).
+    pub sweep: bool,
+}
+
+/// What a release plans.
+#[derive(Debug, Default)]
+pub struct Release {
+    pub edits: Edits,
+    pub results: Vec<PendingResult>,
+    /// Commit message items.
+    pub summary: Vec<String>,
+    /// (entry, reason): entries of `blocked/` that are not tasks.
+    pub invalid: Vec<(String, String)>,
+    /// (task, what became of it).
+    pub moved: Vec<(String, String)>,
+}
+
+/// What the grid's branch says of tasks, for [`Parent`].
+struct Ledger {
+    pending: BTreeSet<Id>,
+    /// id -> (completed?, file)
+    results: BTreeMap<Id, (bool, String)>,
+}
+
+/// Move on the waiting tasks of the parents in `input.finished` (and, in a
+/// sweep, of every parent no longer pending).
+pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<Release, GitError> {
+    let mut out = Release::default();
+    if input.finished.is_empty() && !input.sweep {
+        return Ok(out);
+    }
+    // The cheap look first: which parents have anything waiting at all.
+    let top: Vec<TreeEntry> = repo
+        .list_dir(tip, layout::BLOCKED)?
+        .into_iter()
+        .filter(|e| e.name != layout::KEEP_FILE.as_bytes())
+        .collect();
+    let relevant = top.iter().any(|e| {
+        e.mode == EntryMode::Tree
+            && std::str::from_utf8(&e.name)
+                .ok()
+                .and_then(|n| Id::parse(n).ok())
+                .is_some_and(|id| input.finished.contains_key(&id))
+    });
+    if top.is_empty() || (!relevant && !input.sweep) {
+        return Ok(out);
+    }
+    let blocked = BlockedAt::list(repo, tip)?;
+    let waiting = blocked.children();
+    let mut pending: BTreeSet<Id> = input.queue.paths().into_keys().collect();
+    pending.extend(
+        repo.list_dir(tip, layout::IN_PROGRESS)?
+            .iter()
+            .filter_map(|e| layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok())),
+    );
+    pending.extend(waiting.iter().cloned());
+    pending.extend(input.claimed.iter().cloned());
+    for id in input.finished.keys() {
+        pending.remove(id);
+    }
+
+    // Whose waiting tasks to look at: the parents finished now, and in a
+    // sweep every parent that is not pending.
+    let mut work: Vec<&BlockedEntry> = blocked
+        .entries
+        .iter()
+        .filter(|b| {
+            input.finished.contains_key(&b.parent) || (input.sweep && !pending.contains(&b.parent))
+        })
+        .collect();
+    // Waiting for each other: each waits under one parent, so a cycle is a
+    // loop of waiting tasks; none of them can ever run.
+    let mut cycle_of: BTreeMap<Id, String> = BTreeMap::new();
+    if input.sweep {
+        let owned: Vec<(Id, Id)> = blocked
+            .entries
+            .iter()
+            .filter_map(|b| Some((b.child()?, b.parent.clone())))
+            .collect();
+        let refs: BTreeMap<&Id, Vec<&Id>> = owned.iter().map(|(c, p)| (c, vec![p])).collect();
+        for cycle in deps::cycles(&refs) {
+            let error = deps::GraphError::Cycle(cycle.clone()).to_string();
+            for id in cycle {
+                cycle_of.insert(id, error.clone());
+            }
+        }
+        work.extend(blocked.entries.iter().filter(|b| {
+            b.child().is_some_and(|c| cycle_of.contains_key(&c))
+                && !input.finished.contains_key(&b.parent)
+                && pending.contains(&b.parent)
+        }));
+    }
+    for entry in &blocked.misplaced {
+        if out.invalid.len() >= MAX_PER_PLAN {
+            break;
+        }
+        let why = "is not where a waiting task can be: tasks/blocked/<the task it waits for>/<task>.json is";
+        reject(&mut out, entry, why, input);
+    }
+    if work.is_empty() {
+        return Ok(out);
+    }
+
+    let mut ledger = Ledger {
+        pending,
+        results: BTreeMap::new(),
+    };
+    let index = ResultIndex::list(repo, tip)?;
+    // Parents to look up among the results: those not pending and not
+    // finished in this plan.
+    let mut unknown_parents: BTreeSet<Id> = BTreeSet::new();
+    let mut failed_now: BTreeMap<Id, Finished> = input.finished.clone();
+    let mut done: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut queue: std::collections::VecDeque<BlockedEntry> = work.into_iter().cloned().collect();
+    let mut looked = 0;
+    while let Some(b) = queue.pop_front() {
+        if looked >= MAX_PER_PLAN {
+            break;
+        }
+        if !done.insert(b.entry.name.clone()) {
+            continue;
+        }
+        looked += 1;
+        let blob = if matches!(b.entry.mode, EntryMode::File | EntryMode::Executable) {
+            repo.read_objects(
+                std::slice::from_ref(&b.entry.oid),
+                input.rules.max_file_bytes as u64,
+            )?
+            .pop()
+            .unwrap_or(Blob::Missing)
+        } else {
+            Blob::Data(Vec::new())
+        };
+        let bytes = match blob {
+            Blob::Data(d) => d,
+            Blob::TooBig { size, cap } => {
+                let e = crate::grid::TaskError::TooLarge {
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
+                    max: usize::try_from(cap).unwrap_or(usize::MAX),
+                };
+                reject(&mut out, &b.entry, &e.to_string(), input);
+                continue;
+            }
+            _ => continue,
+        };
+        let task = match Task::from_entry(&b.file_name(), kind(b.entry.mode), &bytes, input.rules) {
+            Ok(t) => t,
+            Err(e) => {
+                reject(&mut out, &b.entry, &e.to_string(), input);
+                continue;
+            }
+        };
+        let id = task.task_id.clone();
+        let next = match cycle_of.get(&id) {
+            Some(error) => Next::Fail {
+                parent: b.parent.clone(),
+                error: error.clone(),
+            },
+            None => {
+                // Look the parents up among the results once, together.
+                let lookup: Vec<Id> = task
+                    .after()
+                    .iter()
+                    .filter(|p| {
+                        !failed_now.contains_key(*p)
+                            && !ledger.pending.contains(*p)
+                            && !ledger.results.contains_key(*p)
+                            && !unknown_parents.contains(*p)
+                    })
+                    .cloned()
+                    .collect();
+                if !lookup.is_empty() {
+                    let found = index.find(repo, &lookup)?;
+                    for p in lookup {
+                        match found.get(&p) {
+                            Some(r) => {
+                                ledger.results.insert(p, (r.completed, r.file.clone()));
+                            }
+                            None => {
+                                unknown_parents.insert(p);
+                            }
+                        }
+                    }
+                }
+                deps::next(task.after(), |p| {
+                    if let Some(f) = failed_now.get(p) {
+                        return if f.success {
+                            Parent::Completed
+                        } else {
+                            Parent::Failed {
+                                status: Some(f.status.clone()),
+                                file: f.file.clone(),
+                            }
+                        };
+                    }
+                    if ledger.pending.contains(p) {
+                        return Parent::Pending;
+                    }
+                    match ledger.results.get(p) {
+                        Some((true, _)) => Parent::Completed,
+                        Some((false, file)) => Parent::Failed {
+                            status: None,
+                            file: file.clone(),
+                        },
+                        None => Parent::Unknown,
+                    }
+                })
+            }
+        };
+        // A task not waiting for the parent it is filed under (pushed
+        // there by hand) is judged all the same: by its own `after`.
+        match next {
+            Next::Ready => {
+                out.edits.insert(b.path(), Edit::Delete);
+                let to = requeue_path(&task, input.now);
+                out.edits.insert(
+                    to.clone().into_bytes(),
+                    Edit::Object {
+                        mode: EntryMode::File,
+                        oid: b.entry.oid.clone(),
+                    },
+                );
+                out.summary.push(format!("release {id}"));
+                out.moved.push((
+                    id.to_string(),
+                    format!("every dependency completed: queued at {to}"),
+                ));
+                ledger.pending.insert(id);
+            }
+            Next::Wait(p) if p == b.parent => {}
+            Next::Wait(p) => {
+                out.edits.insert(b.path(), Edit::Delete);
+                out.edits.insert(
+                    layout::blocked_file(&p, &id).into_bytes(),
+                    Edit::Object {
+                        mode: EntryMode::File,
+                        oid: b.entry.oid.clone(),
+                    },
+                );
+                out.moved
+                    .push((id.to_string(), format!("now waits for `{p}`")));
+            }
+            Next::Fail { error, .. } => {
+                out.edits.insert(b.path(), Edit::Delete);
+                let result = dependency_failed(&task, input.node, input.now, error.clone());
+                let pending = PendingResult {
+                    node: input.node.clone(),
+                    stem: id.to_string(),
+                    result,
+                };
+                failed_now.insert(id.clone(), Finished::of(&pending));
+                ledger.pending.remove(&id);
+                out.results.push(pending);
+                out.summary.push(format!("fail {id} (dependency)"));
+                out.moved.push((id.to_string(), error));
+                // Its own waiting tasks, in turn.
+                queue.extend(blocked.entries.iter().filter(|c| c.parent == id).cloned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn kind(mode: EntryMode) -> EntryKind {
+    match mode {
+        EntryMode::File => EntryKind::File,
+        EntryMode::Executable => EntryKind::Executable,
+        EntryMode::Symlink => EntryKind::Symlink,
+        EntryMode::Tree => EntryKind::Directory,
+        EntryMode::Submodule => EntryKind::Submodule,
+    }
+}
+
+fn reject(out: &mut Release, entry: &TreeEntry, why: &str, input: &ReleaseInput<'_>) {
+    let r = Rejection::of(layout::BLOCKED, entry, &why, input.node, input.now);
+    out.edits.insert(r.path, Edit::Delete);
+    out.summary.push(format!("reject {}", r.result.stem));
+    out.results.push(r.result);
+    out.invalid.push(r.invalid);
+}
+
+/// The `dependency_failed` result of a waiting task that will never run.
+pub fn dependency_failed(task: &Task, node: &Id, now: Timestamp, error: String) -> TaskResult {
+    TaskResult {
+        task_id: task.task_id.to_string(),
+        node_id: node.clone(),
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        timestamp: time::format(now),
+        status: ResultStatus::DependencyFailed,
+        started_at: None,
+        duration_ms: None,
+        attempt: task.attempt,
+        truncated: false,
+        error: Some(error),
+    }
+}
+
+/// A result found on the branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultRef {
+    pub completed: bool,
+    /// Its path.
+    pub file: String,
+    pub oid: crate::git::Oid,
+}
+
+/// The result directories at a tip, listed once, for looking tasks' results
+/// up by id: a name of the current form (`<node>@<task>.json`) says whose
+/// it is; an older `<node>-<task>.json` name counts once its file says it is
+/// that task's. A completed result wins over one that is not (the id was
+/// run again).
+pub struct ResultIndex {
+    listed: Vec<(&'static str, Vec<TreeEntry>)>,
+}
+
+impl ResultIndex {
+    pub fn list(repo: &GridRepo, tip: &str) -> Result<ResultIndex, GitError> {
+        let mut listed = Vec::new();
+        for dir in [layout::COMPLETED, layout::FAILED] {
+            listed.push((dir, repo.list_dir(tip, dir)?));
+        }
+        Ok(ResultIndex { listed })
+    }
+
+    /// The results of `ids`, those that have one.
+    pub fn find(&self, repo: &GridRepo, ids: &[Id]) -> Result<BTreeMap<Id, ResultRef>, GitError> {
+        let mut found: BTreeMap<Id, ResultRef> = BTreeMap::new();
+        let mut note = |id: &Id, r: ResultRef| {
+            let slot = found.entry(id.clone()).or_insert_with(|| r.clone());
+            if r.completed && !slot.completed {
+                *slot = r;
+            }
+        };
+        for (dir, entries) in &self.listed {
+            let completed = *dir == layout::COMPLETED;
+            let mut candidates: Vec<(&TreeEntry, Vec<&Id>)> = Vec::new();
+            for e in entries {
+                let name = e.name_lossy();
+                let mut maybe = Vec::new();
+                for id in ids {
+                    match layout::result_name_is_for(&name, id) {
+                        layout::NameMatch::Yes => note(
+                            id,
+                            ResultRef {
+                                completed,
+                                file: format!("{dir}/{name}"),
+                                oid: e.oid.clone(),
+                            },
+                        ),
+                        layout::NameMatch::Candidate => maybe.push(id),
+                        layout::NameMatch::No => {}
+                    }
+                }
+                if !maybe.is_empty() {
+                    candidates.push((e, maybe));
+                }
+            }
+            if candidates.is_empty() {
+                continue;
+            }
+            let blobs = repo.read_objects(
+                &candidates
+                    .iter()
+                    .map(|(e, _)| e.oid.clone())
+                    .collect::<Vec<_>>(),
+                layout::MAX_RESULT_BYTES,
+            )?;
+            for ((e, maybe), b) in candidates.iter().zip(blobs) {
+                let task_id = b
+                    .data()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                    .and_then(|v| v["task_id"].as_str().map(str::to_owned));
+                if let Some(id) = maybe
+                    .iter()
+                    .find(|id| Some(id.as_str()) == task_id.as_deref())
+                {
+                    note(
+                        id,
+                        ResultRef {
+                            completed,
+                            file: format!("{dir}/{}", e.name_lossy()),
+                            oid: e.oid.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,137 @@
+//! The queue at a tip, as its listings say: the inbox (`tasks/queue/`,
+//! flat) and the lanes (`tasks/lanes/p<NN>/<class>/<batch>/`), two
+//! `ls-tree` calls whatever the queue's size. Nothing is read: a lane's
+//! path says all the claim order needs (`grid::layout::Place`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use crate::git::GitError;
+use crate::git::{GridRepo, TreeEntry};
+use crate::grid::layout::{self, Place, PlaceError};
+use crate::grid::{Id, Task};
+use crate::time::Timestamp;
+
+/// One task file in a lane.
+#[derive(Debug, Clone)]
+pub struct LaneEntry {
+    /// Named by its path below `tasks/lanes/`.
+    pub entry: TreeEntry,
+    /// Shared by the entries of one batch: a deep queue has far fewer
+    /// directories than tasks.
+    pub place: Rc<Place>,
+}
+
+impl LaneEntry {
+    /// Its own name (`t.json`).
+    pub fn file_name(&self) -> &[u8] {
+        let name = &self.entry.name;
+        let start = name.iter().rposition(|b| *b == b'/').map_or(0, |i| i + 1);
+        &name[start..]
+    }
+
+    /// Its id, if its name is `<id>.json`.
+    pub fn id(&self) -> Option<Id> {
+        std::str::from_utf8(self.file_name())
+            .ok()
+            .and_then(layout::json_stem)
+            .and_then(|s| Id::parse(s).ok())
+    }
+
+    /// Its full path in the grid, as bytes.
+    pub fn path(&self) -> Vec<u8> {
+        crate::ledger::results::entry_path(layout::LANES, &self.entry.name)
+    }
+}
+
+/// Where a queued task is, and what is queued at a tip.
+#[derive(Debug, Clone, Default)]
+pub struct QueueAt {
+    /// `tasks/queue/` but its `.gitkeep`: tasks not filed yet.
+    pub inbox: Vec<TreeEntry>,
+    pub lanes: Vec<LaneEntry>,
+    /// Entries below `tasks/lanes/` that are no place for a task (named by
+    /// their path below it), and why.
+    pub misplaced: Vec<(TreeEntry, PlaceError)>,
+}
+
+fn is_keep(name: &[u8]) -> bool {
+    let last = name.rsplit(|b| *b == b'/').next().unwrap_or(name);
+    last == layout::KEEP_FILE.as_bytes()
+}
+
+impl QueueAt {
+    pub fn list(repo: &GridRepo, tip: &str) -> Result<QueueAt, GitError> {
+        let inbox = repo
+            .list_dir(tip, layout::QUEUE)?
+            .into_iter()
+            .filter(|e| !is_keep(&e.name))
+            .collect();
+        let mut lanes = Vec::new();
+        let mut misplaced = Vec::new();
+        // Each batch directory is read once, whatever it holds.
+        let mut dirs: HashMap<Vec<u8>, Result<Rc<Place>, PlaceError>> = HashMap::new();
+        for entry in repo.list_dir_recursive(tip, layout::LANES)? {
+            if is_keep(&entry.name) {
+                continue;
+            }
+            let dir = match entry.name.iter().rposition(|b| *b == b'/') {
+                Some(i) => &entry.name[..i],
+                None => &[][..],
+            };
+            let place = match dirs.get(dir) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Place::parse(&entry.name).map(|(place, _)| Rc::new(place));
+                    dirs.insert(dir.to_vec(), p.clone());
+                    p
+                }
+            };
+            // What a path says depends on its directory alone (the depth
+            // too): one verdict for all of a directory's entries.
+            match place {
+                Ok(place) => lanes.push(LaneEntry { entry, place }),
+                Err(e) => misplaced.push((entry, e)),
+            }
+        }
+        Ok(QueueAt {
+            inbox,
+            lanes,
+            misplaced,
+        })
+    }
+
+    /// Tasks queued (filed or not).
+    pub fn len(&self) -> usize {
+        self.inbox.len() + self.lanes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every queued id, with the path of its file (a second file of one id
+    /// is left out: only one of them can be claimed).
+    pub fn paths(&self) -> BTreeMap<Id, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for e in &self.inbox {
+            if let Some(id) = layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok()) {
+                out.entry(id)
+                    .or_insert_with(|| crate::ledger::results::entry_path(layout::QUEUE, &e.name));
+            }
+        }
+        for l in &self.lanes {
+            if let Some(id) = l.id() {
+                out.entry(id).or_insert_with(|| l.path());
+            }
+        }
+        out
+    }
+}
+
+/// Where `task` goes back to the queue (a requeue, a task released by its
+/// dependencies, an inbox entry filed): its lane, by its own fields; if it
+/// says nowhere when it was queued, `arrival` is its arrival.
+pub fn requeue_path(task: &Task, arrival: Timestamp) -> String {
+    Place::of(task, arrival).file(&task.task_id)
+}

@@ -1,0 +1,379 @@
+//! A volunteer's own limits: at most so many tasks an hour, at most so many
+//! seconds of task time an hour, and hours of the day when the node takes
+//! no work. Pure, over an explicit clock: the worker tells it when tasks
+//! start and end, and asks what it may claim now.
+//!
+//! A node at a limit claims nothing, holds nothing it has not started (its
+//! waiting claims go back to the queue at once, for other nodes), and says
+//! why and until when. A task that started within the limits runs to its
+//! end; its time counts in the hour it ran, so a long one delays the next.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, Timelike};
+
+pub use crate::config::budget::{Limits, QuietHours};
+use crate::time::Timestamp;
+
+/// The window the hourly limits count over.
+pub const WINDOW: Duration = Duration::from_secs(3600);
+
+/// Why a node takes no work now, and when it may again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paused {
+    pub why: String,
+    /// When the limit lifts, if that can be told (a running task keeps
+    /// adding to the time used while it runs).
+    pub until: Option<Timestamp>,
+}
+
+impl std::fmt::Display for Paused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)?;
+        if let Some(t) = self.until {
+            write!(f, " until {}", crate::time::format(t))?;
+        }
+        Ok(())
+    }
+}
+
+/// What the limits allow now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowance {
+    /// Hold at most this many tasks not started yet, claims waiting for a
+    /// slot included (none: no limit): what may start within the limits.
+    Open(Option<usize>),
+    Paused(Paused),
+}
+
+impl Allowance {
+    /// How many more to claim with `waiting` held already (none: no limit).
+    pub fn room(&self, waiting: usize) -> Option<usize> {
+        match self {
+            Allowance::Open(None) => None,
+            Allowance::Open(Some(n)) => Some(n.saturating_sub(waiting)),
+            Allowance::Paused(_) => Some(0),
+        }
+    }
+
+    /// How many of `waiting` held claims are beyond what may start: they go
+    /// back to the queue.
+    pub fn surplus(&self, waiting: usize) -> usize {
+        match self {
+            Allowance::Open(None) => 0,
+            Allowance::Open(Some(n)) => waiting.saturating_sub(*n),
+            Allowance::Paused(_) => waiting,
+        }
+    }
+}
+
+/// The tasks of the last hour, as far as the limits count them.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    limits: Limits,
+    /// (started, ended; none while running), oldest first.
+    runs: VecDeque<(Timestamp, Option<Timestamp>)>,
+}
+
+fn window() -> chrono::Duration {
+    chrono::Duration::from_std(WINDOW).expect("an hour fits")
+}
+
+impl Budget {
+    pub fn new(limits: Limits) -> Budget {
+        Budget {
+            limits,
+            runs: VecDeque::new(),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A task started at `at`.
+    pub fn started(&mut self, at: Timestamp) {
+        self.prune(at);
+        self.runs.push_back((at, None));
+    }
+
+    /// The task that started at `started` ended at `at`.
+    pub fn ended(&mut self, started: Timestamp, at: Timestamp) {
+        if let Some(run) = self
+            .runs
+            .iter_mut()
+            .find(|(s, e)| *s == started && e.is_none())
+        {
+            run.1 = Some(at);
+        }
+    }
+
+    /// Forget runs that ended before the window: the record stays as small
+    /// as an hour's work.
+    fn prune(&mut self, now: Timestamp) {
+        let from = now - window();
+        self.runs.retain(|(_, end)| end.is_none_or(|e| e > from));
+    }
+
+    fn starts_since(&self, from: Timestamp) -> usize {
+        self.runs.iter().filter(|(s, _)| *s > from).count()
+    }
+
+    /// Seconds of task time within the hour before `at`, running tasks
+    /// counted as running until `at`.
+    fn seconds_used(&self, at: Timestamp) -> f64 {
+        let from = at - window();
+        self.runs
+            .iter()
+            .map(|(s, e)| {
+                let start = (*s).max(from);
+                let end = e.unwrap_or(at).min(at);
+                (end - start).num_milliseconds().max(0) as f64 / 1000.0
+            })
+            .sum()
+    }
+
+    /// What may be held at `now` (`local` is the same moment on the node's
+    /// wall clock), tasks measured to take `task_secs` on average (if
+    /// measured).
+    pub fn allowance(
+        &self,
+        now: Timestamp,
+        local: NaiveDateTime,
+        task_secs: Option<f64>,
+    ) -> Allowance {
+        let minute = local.hour() * 60 + local.minute();
+        if let Some(q) = self.limits.quiet_hours.iter().find(|q| q.contains(minute)) {
+            let left = i64::from(q.minutes_to_end(minute)) * 60 - i64::from(local.second());
+            return Allowance::Paused(Paused {
+                why: format!("quiet hours ({q}, local time)"),
+                until: Some(now + chrono::Duration::seconds(left.max(1))),
+            });
+        }
+        let mut room: Option<usize> = None;
+        if let Some(max) = self.limits.tasks_per_hour {
+            let from = now - window();
+            let started = self.starts_since(from);
+            if started >= max as usize {
+                // The oldest start in the window leaves it first.
+                let oldest = self
+                    .runs
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .filter(|s| *s > from)
+                    .min();
+                return Allowance::Paused(Paused {
+                    why: format!("at its limit of {max} tasks an hour"),
+                    until: oldest.map(|s| s + window()),
+                });
+            }
+            room = Some(max as usize - started);
+        }
+        if let Some(max) = self.limits.task_seconds_per_hour {
+            let used = self.seconds_used(now);
+            if used >= max as f64 {
+                return Allowance::Paused(Paused {
+                    why: format!("at its limit of {max} s of task time an hour"),
+                    until: self.seconds_free_at(now, max as f64),
+                });
+            }
+            // What the time left holds, at the measured pace; unmeasured,
+            // one at a time.
+            let fits = match task_secs {
+                Some(t) if t > 0.0 => ((max as f64 - used) / t).ceil() as usize,
+                _ => 1,
+            };
+            room = Some(room.map_or(fits, |r| r.min(fits)));
+        }
+        Allowance::Open(room)
+    }
+
+    /// When the time used in the last hour falls below `max`, if no task
+    /// runs (a running one keeps adding to it): looked for ten seconds at a
+    /// time over the next hour.
+    fn seconds_free_at(&self, now: Timestamp, max: f64) -> Option<Timestamp> {
+        if self.runs.iter().any(|(_, e)| e.is_none()) {
+            return None;
+        }
+        (1..=360)
+            .map(|i| now + chrono::Duration::seconds(10 * i))
+            .find(|t| self.seconds_used(*t) < max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        crate::time::parse(s).unwrap()
+    }
+
+    fn local(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    fn limits(tasks: Option<u32>, secs: Option<u64>, quiet: &[&str]) -> Limits {
+        Limits {
+            tasks_per_hour: tasks,
+            task_seconds_per_hour: secs,
+            quiet_hours: quiet
+                .iter()
+                .map(|q| QuietHours::parse(q).unwrap())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn no_limits_allow_anything() {
+        let b = Budget::new(Limits::default());
+        let now = at("2026-11-30T10:00:00Z");
+        assert_eq!(
+            b.allowance(now, local("2026-11-30 11:00:00"), None),
+            Allowance::Open(None)
+        );
+    }
+
+    #[test]
+    fn a_cap_on_tasks_counts_starts_in_the_last_hour_and_claims_waiting() {
+        let mut b = Budget::new(limits(Some(3), None, &[]));
+        let t0 = at("2026-11-30T10:00:00Z");
+        let l = local("2026-11-30 11:00:00");
+        let open = b.allowance(t0, l, None);
+        assert_eq!(open, Allowance::Open(Some(3)));
+        assert_eq!(open.room(2), Some(1), "two claimed, not started");
+        assert_eq!(open.surplus(5), 2, "five held, three may start");
+        b.started(t0);
+        b.ended(t0, t0 + chrono::Duration::seconds(5));
+        b.started(t0 + chrono::Duration::minutes(10));
+        assert_eq!(
+            b.allowance(t0 + chrono::Duration::minutes(11), l, None),
+            Allowance::Open(Some(1))
+        );
+        b.started(t0 + chrono::Duration::minutes(20));
+        let paused = b.allowance(t0 + chrono::Duration::minutes(21), l, None);
+        assert_eq!(
+            paused,
+            Allowance::Paused(Paused {
+                why: "at its limit of 3 tasks an hour".into(),
+                until: Some(t0 + chrono::Duration::hours(1)),
+            })
+        );
+        // An hour after the first start, one may go again.
+        let later = t0 + chrono::Duration::minutes(61);
+        assert_eq!(b.allowance(later, l, None), Allowance::Open(Some(1)));
+    }
+
+    #[test]
+    fn a_cap_on_seconds_counts_time_inside_the_window_running_tasks_included() {
+        let mut b = Budget::new(limits(None, Some(600), &[]));
+        let t0 = at("2026-11-30T10:00:00Z");
+        let l = local("2026-11-30 11:00:00");
+        b.started(t0);
+        b.ended(t0, t0 + chrono::Duration::seconds(300));
+        let now = t0 + chrono::Duration::seconds(400);
+        assert_eq!(b.allowance(now, l, Some(100.0)), Allowance::Open(Some(3)));
+        assert_eq!(
+            b.allowance(now, l, None),
+            Allowance::Open(Some(1)),
+            "unmeasured: one"
+        );
+        b.started(now);
+        let later = now + chrono::Duration::seconds(300);
+        let Allowance::Paused(p) = b.allowance(later, l, Some(100.0)) else {
+            panic!("300 s done and 300 s running make 600")
+        };
+        assert_eq!(p.why, "at its limit of 600 s of task time an hour");
+        assert_eq!(p.until, None, "a task still runs: it cannot be told");
+        b.ended(now, later);
+        let Allowance::Paused(p) = b.allowance(later, l, Some(100.0)) else {
+            panic!()
+        };
+        // The first 300 s leave the window from 11:00 on, one second each.
+        let until = p.until.unwrap();
+        assert!(
+            until > t0 + chrono::Duration::hours(1)
+                && until <= t0 + chrono::Duration::seconds(3610),
+            "{until}"
+        );
+        // A task that began before the window counts only its part inside.
+        let mut b = Budget::new(limits(None, Some(600), &[]));
+        b.started(t0);
+        b.ended(t0, t0 + chrono::Duration::minutes(70));
+        let now = t0 + chrono::Duration::minutes(75);
+        assert!(matches!(
+            b.allowance(now, l, Some(60.0)),
+            Allowance::Paused(_)
+        ));
+        let now = t0 + chrono::Duration::minutes(121);
+        assert_eq!(
+            b.allowance(now, l, Some(60.0)),
+            Allowance::Open(Some(1)),
+            "9 minutes inside the window: 60 s left"
+        );
+    }
+
+    #[test]
+    fn quiet_hours_pause_until_they_end_in_local_time() {
+        let b = Budget::new(limits(None, None, &["22:00-07:00", "12:00-12:30"]));
+        let now = at("2026-11-30T21:00:00Z");
+        let paused = b.allowance(now, local("2026-11-30 23:30:00"), None);
+        assert_eq!(paused.surplus(4), 4, "nothing held while paused");
+        assert_eq!(paused.room(0), Some(0));
+        let Allowance::Paused(p) = paused else {
+            panic!()
+        };
+        assert_eq!(p.why, "quiet hours (22:00-07:00, local time)");
+        assert_eq!(p.until, Some(now + chrono::Duration::minutes(450)));
+        assert!(matches!(
+            b.allowance(now, local("2026-12-01 06:59:30"), None),
+            Allowance::Paused(_)
+        ));
+        assert_eq!(
+            b.allowance(now, local("2026-12-01 07:00:00"), None),
+            Allowance::Open(None)
+        );
+        assert!(matches!(
+            b.allowance(now, local("2026-12-01 12:10:00"), None),
+            Allowance::Paused(_)
+        ));
+        assert_eq!(
+            b.allowance(now, local("2026-12-01 12:30:00"), None),
+            Allowance::Open(None)
+        );
+    }
+
+    #[test]
+    fn quiet_hours_are_read_strictly() {
+        assert!(QuietHours::parse("22:00-07:00").is_ok());
+        assert_eq!(
+            QuietHours::parse("9:00-17:30").unwrap().to_string(),
+            "09:00-17:30"
+        );
+        for bad in [
+            "22-07",
+            "25:00-07:00",
+            "22:00-07:60",
+            "22:00",
+            "22:00-22:00",
+            "a:b-c:d",
+            "22:0-07:00",
+        ] {
+            assert!(QuietHours::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_record_holds_only_an_hours_work() {
+        let mut b = Budget::new(limits(Some(1000), None, &[]));
+        let t0 = at("2026-11-30T10:00:00Z");
+        for i in 0..100 {
+            let s = t0 + chrono::Duration::minutes(i);
+            b.started(s);
+            b.ended(s, s + chrono::Duration::seconds(1));
+        }
+        b.started(t0 + chrono::Duration::minutes(100));
+        assert!(b.runs.len() <= 62, "{}", b.runs.len());
+    }
+}

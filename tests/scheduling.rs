@@ -1,0 +1,846 @@
+//! Scheduling against real repositories and the real binary: priorities
+//! (and a burst of urgent work in the middle of a drain), labels (two
+//! nodes with different labels on one mixed queue; a task no node can run,
+//! named), dependencies (a graph, inputs, failures named, a dependency that
+//! completes while its dependants are being claimed and submitted), a
+//! volunteer's limits, and the layout's hostile entries.
+
+mod common;
+mod tools_fixture;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use tools_fixture::{dgrid, expect_code, expect_refused, http_get, stdout};
+
+/// Submit `tasks` (a JSON array) with `dgrid-worker submit --task-file`:
+/// one commit, each task where it belongs.
+fn submit(grid: &Grid, name: &str, tasks: Value) {
+    let file = grid.path(&format!("{name}.json"));
+    std::fs::write(&file, tasks.to_string()).unwrap();
+    let out = dgrid(&[
+        "submit",
+        "--repo",
+        &grid.url(),
+        "--task-file",
+        file.to_str().unwrap(),
+    ]);
+    expect_code(&out, 0);
+}
+
+/// Every result by task id (each task must have exactly one).
+fn results_by_task(grid: &Grid) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for (file, r) in grid.results() {
+        let id = r["task_id"].as_str().unwrap().to_owned();
+        assert!(
+            out.insert(id.clone(), r).is_none(),
+            "two results of {id} ({file})"
+        );
+    }
+    out
+}
+
+fn started(r: &Value) -> chrono::DateTime<chrono::Utc> {
+    dgrid_worker::time::parse(r["started_at"].as_str().unwrap()).unwrap()
+}
+
+fn ended(r: &Value) -> chrono::DateTime<chrono::Utc> {
+    dgrid_worker::time::parse(r["timestamp"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn higher_priority_runs_first_and_old_tasks_without_the_fields_run_as_before() {
+    let grid = Grid::new();
+    // An old task, straight in the flat queue: the default priority.
+    grid.submit(&[("plain".into(), "echo plain".into(), 30)]);
+    submit(
+        &grid,
+        "prio",
+        json!([
+            {"task_id": "low", "script": "echo low", "timeout_seconds": 30, "priority": 10, "keep": {"me": 1}},
+            {"task_id": "urgent", "script": "echo urgent", "timeout_seconds": 30, "priority": 90},
+            {"task_id": "high", "script": "echo high", "timeout_seconds": 30, "priority": 70},
+        ]),
+    );
+    let lanes = grid.lane_paths();
+    assert!(
+        lanes
+            .iter()
+            .any(|p| p.starts_with("p90/any/") && p.ends_with("/urgent.json")),
+        "{lanes:?}"
+    );
+    // One at a time: the order is the claim order.
+    let mut spec = WorkerSpec::new(&grid, "solo");
+    spec.extra = "claim_ahead = 0".into();
+    let mut w = spawn_worker(&grid, &spec);
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    let r = results_by_task(&grid);
+    assert_eq!(r.len(), 4);
+    let mut order: Vec<(&String, chrono::DateTime<chrono::Utc>)> =
+        r.iter().map(|(id, r)| (id, started(r))).collect();
+    order.sort_by_key(|(_, t)| *t);
+    let ids: Vec<&str> = order.iter().map(|(id, _)| id.as_str()).collect();
+    // The old task waited in the inbox: it was filed at p50 on the first
+    // sync, and runs between 70 and 10.
+    assert_eq!(ids, ["urgent", "high", "plain", "low"]);
+    assert_eq!(r["plain"]["stdout"], "plain\n");
+    assert!(grid.queued().is_empty());
+}
+
+#[test]
+fn two_nodes_with_different_labels_share_a_mixed_queue_and_an_unservable_task_is_named() {
+    let grid = Grid::new();
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        tasks.push(json!({"task_id": format!("gpu-{i:02}"), "script": "echo gpu", "timeout_seconds": 30, "requires": ["gpu"]}));
+        tasks.push(
+            json!({"task_id": format!("any-{i:02}"), "script": "echo any", "timeout_seconds": 30}),
+        );
+    }
+    let arch = dgrid_worker::grid::label::arch_label().to_string();
+    tasks.push(json!({"task_id": "on-this-arch", "script": "true", "timeout_seconds": 30, "requires": [arch]}));
+    tasks.push(json!({"task_id": "needs-fpga", "script": "true", "timeout_seconds": 30, "requires": ["fpga", "gpu"]}));
+    submit(&grid, "mixed", Value::Array(tasks));
+
+    // A GPU node kept for GPU work, and a plain node, at once.
+    let mut gpu = WorkerSpec::new(&grid, "gpu-node");
+    gpu.extra = "labels = [\"gpu\"]\nexclusive = [\"gpu\"]\n".into();
+    let plain = WorkerSpec::new(&grid, "plain-node");
+    let mut a = spawn_worker(&grid, &gpu);
+    let mut b = spawn_worker(&grid, &plain);
+    for w in [&mut a, &mut b] {
+        assert!(
+            w.wait_exit(Duration::from_secs(120)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+    let r = results_by_task(&grid);
+    assert_eq!(r.len(), 25, "{:?}", r.keys());
+    for (id, res) in &r {
+        let node = res["node_id"].as_str().unwrap();
+        match id.as_str() {
+            i if i.starts_with("gpu-") => assert_eq!(node, "gpu-node", "{id}"),
+            _ => assert_eq!(node, "plain-node", "{id}: the GPU node takes only GPU work"),
+        }
+        assert_eq!(res["status"], "completed", "{id}");
+    }
+    // Nobody has fpga: it stays queued, never failed, and is named with
+    // what each node lacks.
+    let queued = grid.queued();
+    assert_eq!(queued.keys().collect::<Vec<_>>(), ["needs-fpga.json"]);
+    let record: Value = serde_json::from_slice(&grid.files("nodes")["gpu-node.json"]).unwrap();
+    assert_eq!(record["exclusive"], json!(["gpu"]));
+    assert!(
+        record["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "gpu")
+            && record["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| *l == json!(arch))
+            && record["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l == "engine=shell"),
+        "{record}"
+    );
+
+    // The nodes stopped; as live nodes their records still count for the
+    // tools' verdict when fresh: make them so by reading at once.
+    let out = dgrid(&["status", "--repo", &grid.bare.display().to_string()]);
+    expect_code(&out, 0);
+    let text = stdout(&out);
+    assert!(text.contains("cannot run now"), "{text}");
+    assert!(
+        text.contains("requires fpga, gpu: 1 task (needs-fpga)"),
+        "{text}"
+    );
+    assert!(text.contains("no live node"), "{text}");
+    let out = dgrid(&["reap", "--repo", &grid.url()]);
+    expect_code(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("needs-fpga: cannot run now, requires fpga, gpu: no live node"),
+        "{text}"
+    );
+    assert!(
+        grid.queued().contains_key("needs-fpga.json"),
+        "the reap fails nothing"
+    );
+}
+
+#[test]
+fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
+    let grid = Grid::new();
+    submit(
+        &grid,
+        "unservable",
+        json!([{"task_id": "needs-fpga", "script": "true", "timeout_seconds": 30, "requires": ["fpga"]}]),
+    );
+    // A node that stays up, exclusive to gpu: it lacks fpga.
+    let mut spec = WorkerSpec::new(&grid, "gpu-box");
+    spec.extra = "labels = [\"gpu\"]\nexclusive = [\"gpu\"]\n".into();
+    spec.drain = false;
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the node's record", Duration::from_secs(30), || {
+        grid.files("nodes").contains_key("gpu-box.json")
+    });
+    for (cmd, want) in [
+        ("status", "no live node serves it: gpu-box lacks fpga"),
+        (
+            "reap",
+            "needs-fpga: cannot run now, requires fpga: no live node serves it: gpu-box lacks fpga",
+        ),
+    ] {
+        let repo = if cmd == "status" {
+            grid.bare.display().to_string()
+        } else {
+            grid.url()
+        };
+        let out = dgrid(&[cmd, "--repo", &repo]);
+        expect_code(&out, 0);
+        assert!(stdout(&out).contains(want), "{cmd}: {}", stdout(&out));
+    }
+    let site = grid.path("site");
+    expect_code(
+        &dgrid(&[
+            "dashboard",
+            "--repo",
+            &grid.bare.display().to_string(),
+            "--out",
+            site.to_str().unwrap(),
+        ]),
+        0,
+    );
+    let html = std::fs::read_to_string(site.join("index.html")).unwrap();
+    assert!(
+        html.contains("id=\"unservable\"") && html.contains("gpu-box lacks fpga"),
+        "{html}"
+    );
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(site.join("grid.json")).unwrap()).unwrap();
+    assert_eq!(json["unservable"][0]["task_ids"], json!(["needs-fpga"]));
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+    assert!(grid.queued().contains_key("needs-fpga.json"));
+}
+
+#[test]
+fn a_graph_runs_in_order_with_its_inputs_and_a_failure_fails_its_dependants_by_name() {
+    let grid = Grid::new();
+    submit(
+        &grid,
+        "graph",
+        json!([
+            {"task_id": "build-1", "script": "echo one", "timeout_seconds": 30},
+            {"task_id": "build-2", "script": "echo two", "timeout_seconds": 30},
+            {"task_id": "test", "timeout_seconds": 30, "after": ["build-1", "build-2"],
+             "script": "grep -q '\"stdout\": \"one' \"$DGRID_INPUTS/build-1.json\" && grep -q '\"stdout\": \"two' \"$DGRID_INPUTS/build-2.json\" && ls \"$DGRID_INPUTS\" && echo tested"},
+            {"task_id": "report", "script": "echo reported", "timeout_seconds": 30, "after": ["test"]},
+            {"task_id": "bad", "script": "exit 3", "timeout_seconds": 30},
+            {"task_id": "after-bad", "script": "echo never", "timeout_seconds": 30, "after": ["bad", "build-1"]},
+            {"task_id": "after-after-bad", "script": "echo never", "timeout_seconds": 30, "after": ["after-bad"]},
+        ]),
+    );
+    // Waiting, not queued: no node can claim them early.
+    let blocked = grid.blocked();
+    assert_eq!(blocked.len(), 4, "{:?}", blocked.keys());
+    let lanes = grid.lane_paths();
+    assert_eq!(lanes.len(), 3, "{lanes:?}");
+
+    let mut a = spawn_worker(&grid, &WorkerSpec::new(&grid, "w1"));
+    let mut b = spawn_worker(&grid, &WorkerSpec::new(&grid, "w2"));
+    for w in [&mut a, &mut b] {
+        assert!(
+            w.wait_exit(Duration::from_secs(120)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+    let r = results_by_task(&grid);
+    assert_eq!(r.len(), 7, "{:?}", r.keys());
+    assert_eq!(r["test"]["status"], "completed", "{}", r["test"]);
+    assert_eq!(r["test"]["stdout"], "build-1.json\nbuild-2.json\ntested\n");
+    assert!(
+        started(&r["test"]) >= ended(&r["build-1"]) && started(&r["test"]) >= ended(&r["build-2"])
+    );
+    assert_eq!(r["report"]["status"], "completed");
+    assert!(started(&r["report"]) >= ended(&r["test"]));
+    assert_eq!(r["bad"]["status"], "failed");
+    assert_eq!(r["after-bad"]["status"], "dependency_failed");
+    let e = r["after-bad"]["error"].as_str().unwrap();
+    assert!(e.contains("dependency `bad` did not complete"), "{e}");
+    let e = r["after-after-bad"]["error"].as_str().unwrap();
+    assert!(e.contains("dependency `after-bad` did not complete"), "{e}");
+    assert!(r["after-bad"]["stdout"] == "", "never ran");
+    assert!(grid.blocked().is_empty() && grid.queued().is_empty());
+    assert!(grid.files("tasks/in_progress").is_empty());
+}
+
+#[test]
+fn unknown_parents_and_cycles_are_refused_by_submit_and_validate() {
+    let grid = Grid::new();
+    let file = grid.path("cycle.json");
+    std::fs::write(
+        &file,
+        json!([
+            {"task_id": "a", "script": "true", "timeout_seconds": 5, "after": ["b"]},
+            {"task_id": "b", "script": "true", "timeout_seconds": 5, "after": ["a"]},
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let out = dgrid(&[
+        "submit",
+        "--repo",
+        &grid.url(),
+        "--task-file",
+        file.to_str().unwrap(),
+    ]);
+    expect_refused(&out, "field `after` makes a cycle: a -> b -> a");
+    let out = dgrid(&[
+        "submit",
+        "--repo",
+        &grid.url(),
+        "--script",
+        "true",
+        "--timeout",
+        "5",
+        "--id",
+        "orphan",
+        "--after",
+        "ghost",
+    ]);
+    expect_refused(
+        &out,
+        "field `after` of `orphan` names `ghost`, which is neither among these tasks nor on the grid",
+    );
+    assert!(
+        grid.queued().is_empty() && grid.blocked().is_empty(),
+        "nothing pushed"
+    );
+
+    // The same, as a pull request's check sees them.
+    let co = grid.path("checkout");
+    git(
+        grid.root.path(),
+        &["clone", "--quiet", &grid.url(), "checkout"],
+    );
+    let q = co.join("tasks/queue");
+    std::fs::write(
+        q.join("a.json"),
+        r#"{"task_id":"a","script":"true","timeout_seconds":5,"after":["b"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        q.join("b.json"),
+        r#"{"task_id":"b","script":"true","timeout_seconds":5,"after":["a"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        q.join("c.json"),
+        r#"{"task_id":"c","script":"true","timeout_seconds":5,"after":["ghost"]}"#,
+    )
+    .unwrap();
+    let out = dgrid(&[
+        "validate",
+        "--grid",
+        co.to_str().unwrap(),
+        q.to_str().unwrap(),
+    ]);
+    expect_code(&out, 1);
+    let text = stdout(&out);
+    assert!(
+        text.contains("a.json: field `after` makes a cycle: a -> b -> a"),
+        "{text}"
+    );
+    assert!(
+        text.contains("c.json: field `after` of `c` names `ghost`"),
+        "{text}"
+    );
+}
+
+/// Many small graphs, three nodes racing: each parent's result lands in a
+/// commit that also releases its dependants, while the other nodes are
+/// claiming; and dependants submitted while their parent runs and lands.
+/// Every task runs exactly once, never before the task it runs after has
+/// its result, always with that result as its input.
+#[test]
+fn a_dependency_that_completes_while_its_dependants_are_claimed_and_submitted() {
+    let grid = Grid::new();
+    let mut tasks = Vec::new();
+    for i in 0..15 {
+        tasks.push(json!({"task_id": format!("p{i:02}"), "script": format!("sleep 0.{}; echo parent-{i}", i % 4), "timeout_seconds": 30}));
+        for j in 0..2 {
+            tasks.push(json!({
+                "task_id": format!("c{i:02}-{j}"), "timeout_seconds": 30, "after": [format!("p{i:02}")],
+                "script": format!("grep -q 'parent-{i}' \"$DGRID_INPUTS/p{i:02}.json\" && echo child-{i}-{j}"),
+            }));
+        }
+    }
+    tasks.push(
+        json!({"task_id": "slow-parent", "script": "sleep 2; echo slow", "timeout_seconds": 30}),
+    );
+    submit(&grid, "many", Value::Array(tasks));
+    let mut workers: Vec<WorkerProc> = (0..3)
+        .map(|i| {
+            let mut spec = WorkerSpec::new(&grid, &format!("racer-{i}"));
+            spec.drain = false;
+            spawn_worker(&grid, &spec)
+        })
+        .collect();
+    // Dependants of the slow parent, submitted one by one as it is claimed,
+    // runs and lands: each finds it running (and waits) or completed (and
+    // is queued at once).
+    wait_until("the slow parent's claim", Duration::from_secs(60), || {
+        grid.files("tasks/in_progress")
+            .contains_key("slow-parent.json")
+            || results_by_task(&grid).contains_key("slow-parent")
+    });
+    for k in 0..6 {
+        let out = dgrid(&[
+            "submit",
+            "--repo",
+            &grid.url(),
+            "--id",
+            &format!("late-{k}"),
+            "--timeout",
+            "30",
+            "--after",
+            "slow-parent",
+            "--script",
+            "grep -q '\"stdout\": \"slow' \"$DGRID_INPUTS/slow-parent.json\" && echo late",
+        ]);
+        expect_code(&out, 0);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_until("every task's result", Duration::from_secs(180), || {
+        results_by_task(&grid).len() == 15 * 3 + 1 + 6
+    });
+    for w in &workers {
+        w.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    for w in &mut workers {
+        assert!(
+            w.wait_exit(Duration::from_secs(60)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+    let r = results_by_task(&grid);
+    for (id, res) in &r {
+        assert_eq!(res["status"], "completed", "{id}: {res}");
+        let parent = if id.starts_with('c') {
+            Some(format!("p{}", &id[1..3]))
+        } else if id.starts_with("late-") {
+            Some("slow-parent".into())
+        } else {
+            None
+        };
+        if let Some(p) = parent {
+            assert!(
+                started(res) >= ended(&r[&p]),
+                "{id} started before {p} ended"
+            );
+        }
+    }
+    assert!(grid.blocked().is_empty() && grid.queued().is_empty());
+}
+
+#[test]
+fn a_priority_burst_mid_drain_starts_before_the_low_work_left() {
+    let grid = Grid::new();
+    let low: Vec<Value> = (0..200)
+        .map(|i| json!({"task_id": format!("low-{i:03}"), "script": "sleep 0.3", "timeout_seconds": 30, "priority": 10}))
+        .collect();
+    submit(&grid, "low", Value::Array(low));
+    let mut workers: Vec<WorkerProc> = (0..4)
+        .map(|i| {
+            let mut spec = WorkerSpec::new(&grid, &format!("drain-{i}"));
+            spec.drain = false;
+            spawn_worker(&grid, &spec)
+        })
+        .collect();
+    wait_until("40 low tasks done", Duration::from_secs(120), || {
+        grid.results().len() >= 40
+    });
+    let high: Vec<Value> = (0..20)
+        .map(|i| json!({"task_id": format!("high-{i:02}"), "script": "sleep 0.3", "timeout_seconds": 30, "priority": 90}))
+        .collect();
+    submit(&grid, "high", Value::Array(high));
+    wait_until("every task's result", Duration::from_secs(300), || {
+        grid.results().len() == 220
+    });
+    for w in &workers {
+        w.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    for w in &mut workers {
+        assert!(
+            w.wait_exit(Duration::from_secs(60)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+    let r = results_by_task(&grid);
+    let last_high = r
+        .iter()
+        .filter(|(id, _)| id.starts_with("high"))
+        .map(|(_, r)| started(r))
+        .max()
+        .unwrap();
+    let lows_after = r
+        .iter()
+        .filter(|(id, r)| id.starts_with("low") && started(r) > last_high)
+        .count();
+    // The burst came with some 160 low tasks left: all twenty high ones
+    // started while most of those still waited.
+    assert!(
+        lows_after >= 60,
+        "only {lows_after} low tasks started after the last high one"
+    );
+    let given_back: usize = workers
+        .iter()
+        .map(|w| {
+            w.log_text()
+                .matches("giving back the claim: higher priority waits")
+                .count()
+        })
+        .sum();
+    eprintln!(
+        "low claims given back for the burst: {given_back}; low tasks after the last high start: {lows_after}"
+    );
+}
+
+/// One node busy with a long low task and holding five more it has not
+/// started: a high one pushed meanwhile is claimed at its next look, and
+/// runs next, before the low ones it held.
+#[test]
+fn work_of_a_higher_priority_takes_the_next_slot_from_claims_held() {
+    let grid = Grid::new();
+    let mut low = vec![
+        json!({"task_id": "blocker", "script": "sleep 5", "timeout_seconds": 60, "priority": 10}),
+    ];
+    low.extend((0..5).map(|i| json!({"task_id": format!("low-{i}"), "script": "true", "timeout_seconds": 30, "priority": 10})));
+    submit(&grid, "low", Value::Array(low));
+    let mut spec = WorkerSpec::new(&grid, "holder");
+    spec.drain = false;
+    let mut w = spawn_worker(&grid, &spec);
+    // Alone at a queue of six: it takes them all, one running.
+    wait_until("all six claimed", Duration::from_secs(30), || {
+        grid.files("tasks/in_progress").len() == 6
+    });
+    submit(
+        &grid,
+        "high",
+        json!([{"task_id": "urgent", "script": "echo urgent", "timeout_seconds": 30, "priority": 90}]),
+    );
+    wait_until("every result", Duration::from_secs(120), || {
+        grid.results().len() == 7
+    });
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+    let r = results_by_task(&grid);
+    let urgent = started(&r["urgent"]);
+    assert!(
+        urgent >= ended(&r["blocker"]),
+        "it waited for the running task"
+    );
+    for i in 0..5 {
+        assert!(
+            started(&r[&format!("low-{i}")]) > urgent,
+            "low-{i} ran before the urgent task"
+        );
+    }
+}
+
+fn record(grid: &Grid, node: &str) -> Value {
+    serde_json::from_slice(&grid.files("nodes")[&format!("{node}.json")]).unwrap()
+}
+
+#[test]
+fn a_node_at_its_hourly_cap_stops_claiming_holds_nothing_and_says_so() {
+    let grid = Grid::new();
+    let tasks: Vec<(String, String, u64)> = (0..6)
+        .map(|i| (format!("t{i}"), "echo hi".into(), 30))
+        .collect();
+    grid.submit(&tasks);
+    let port = free_port();
+    let mut spec = WorkerSpec::new(&grid, "capped");
+    spec.drain = false;
+    spec.extra = format!("status_listen = \"127.0.0.1:{port}\"\n[budget]\ntasks_per_hour = 3\n");
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until(
+        "three results and the pause in the record",
+        Duration::from_secs(60),
+        || {
+            grid.results().len() == 3
+                && grid.files("nodes").contains_key("capped.json")
+                && record(&grid, "capped")["paused"].is_string()
+        },
+    );
+    let paused = record(&grid, "capped")["paused"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        paused.starts_with("at its limit of 3 tasks an hour until "),
+        "{paused}"
+    );
+    // Nothing held while it waits for its budget: the rest stay queued.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(grid.files("tasks/in_progress").is_empty());
+    assert_eq!(grid.queued().len(), 3);
+    assert_eq!(grid.results().len(), 3);
+    let (code, body) = http_get(&format!("127.0.0.1:{port}"), "/api/status");
+    assert_eq!(code, 200);
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        status["paused"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 3 tasks"),
+        "{status}"
+    );
+    assert!(
+        status["status_line"]
+            .as_str()
+            .unwrap()
+            .contains("paused: at its limit"),
+        "{status}"
+    );
+    let (_, page) = http_get(&format!("127.0.0.1:{port}"), "/");
+    assert!(
+        page.contains("id=\"paused\" class=\"bad\">at its limit of 3 tasks an hour"),
+        "{page}"
+    );
+    let out = dgrid(&["status", "--repo", &grid.bare.display().to_string()]);
+    assert!(
+        stdout(&out).contains("! paused: at its limit of 3 tasks an hour"),
+        "{}",
+        stdout(&out)
+    );
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+}
+
+#[test]
+fn a_node_in_its_quiet_hours_takes_nothing() {
+    let grid = Grid::new();
+    grid.submit(&[("quiet".into(), "echo hi".into(), 30)]);
+    // A window around now, in UTC (the worker's local time here).
+    let now = chrono::Utc::now();
+    let window = format!(
+        "{}-{}",
+        (now - chrono::Duration::hours(1)).format("%H:%M"),
+        (now + chrono::Duration::hours(1)).format("%H:%M")
+    );
+    let mut spec = WorkerSpec::new(&grid, "sleepy");
+    spec.drain = false;
+    spec.env.push(("TZ".into(), "UTC".into()));
+    spec.extra = format!("[budget]\nquiet_hours = [\"{window}\"]\n");
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the pause in the record", Duration::from_secs(60), || {
+        grid.files("nodes").contains_key("sleepy.json")
+            && record(&grid, "sleepy")["paused"].is_string()
+    });
+    let paused = record(&grid, "sleepy")["paused"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        paused.starts_with(&format!("quiet hours ({window}, local time) until ")),
+        "{paused}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(grid.results().is_empty() && grid.files("tasks/in_progress").is_empty());
+    assert_eq!(grid.queued().len(), 1);
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+}
+
+#[test]
+fn a_node_at_its_cap_of_task_time_stops_claiming() {
+    let grid = Grid::new();
+    let tasks: Vec<(String, String, u64)> = (0..6)
+        .map(|i| (format!("s{i}"), "sleep 1".into(), 30))
+        .collect();
+    grid.submit(&tasks);
+    let mut spec = WorkerSpec::new(&grid, "budgeted");
+    spec.drain = false;
+    spec.extra = "[budget]\ntask_seconds_per_hour = 2\n".into();
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the pause in the record", Duration::from_secs(60), || {
+        grid.files("nodes").contains_key("budgeted.json")
+            && record(&grid, "budgeted")["paused"]
+                .as_str()
+                .is_some_and(|p| p.contains("limit of 2 s of task time an hour"))
+    });
+    wait_until("nothing held", Duration::from_secs(30), || {
+        grid.files("tasks/in_progress").is_empty()
+    });
+    // A task started within the budget runs to its end: two, perhaps three.
+    let ran = grid.results().len();
+    assert!((2..=3).contains(&ran), "{ran} ran");
+    assert_eq!(grid.queued().len(), 6 - ran);
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+}
+
+#[test]
+fn hostile_entries_in_lanes_and_blocked_go_to_failed_with_a_named_error() {
+    let grid = Grid::new();
+    let task = |id: &str, extra: &str| {
+        format!(r#"{{"task_id":"{id}","script":"echo {id}","timeout_seconds":5{extra}}}"#)
+            .into_bytes()
+    };
+    let big = {
+        let mut b = b"{\"task_id\":\"big\",\"script\":\"".to_vec();
+        b.extend(std::iter::repeat_n(b'x', 300 * 1024));
+        b.extend(b"\",\"timeout_seconds\":5}");
+        b
+    };
+    grid.commit_files(
+        &[
+            ("tasks/lanes/stray.json".into(), task("stray", "")),
+            (
+                "tasks/lanes/p7/any/20261130T1200/short-p.json".into(),
+                task("short-p", ""),
+            ),
+            (
+                "tasks/lanes/p50/GPU/20261130T1200/upper.json".into(),
+                task("upper", ""),
+            ),
+            (
+                "tasks/lanes/p50/any/yesterday/when.json".into(),
+                task("when", ""),
+            ),
+            (
+                "tasks/lanes/p50/any/20261130T1200/deep/x.json".into(),
+                task("x", ""),
+            ),
+            (
+                "tasks/lanes/p50/any/20261130T1200/broken.json".into(),
+                b"{not json".to_vec(),
+            ),
+            ("tasks/lanes/p50/any/20261130T1200/big.json".into(), big),
+            (
+                "tasks/lanes/p50/any/20261130T1200/other.json".into(),
+                task("mismatch", ""),
+            ),
+            // Fields that say another place: moved there, then run.
+            (
+                "tasks/lanes/p10/any/20261130T1200/misfiled.json".into(),
+                task("misfiled", r#","priority":90"#),
+            ),
+            ("tasks/blocked/stray.json".into(), task("b-stray", "")),
+            (
+                "tasks/blocked/nobody/orphan-child.json".into(),
+                task("orphan-child", r#","after":["nobody"]"#),
+            ),
+        ],
+        "hostile lanes",
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "sturdy"));
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    let failed = grid.json_files("tasks/failed");
+    let errors = errors_of(&failed).join("\n");
+    for want in [
+        "tasks/lanes/stray.json: is not where a queued task can be",
+        "tasks/lanes/p7/any/20261130T1200/short-p.json: is under \"p7\", which is not a priority",
+        "tasks/lanes/p50/GPU/20261130T1200/upper.json: is under \"GPU\", which is not a class",
+        "tasks/lanes/p50/any/yesterday/when.json: is under \"yesterday\", which is not a batch",
+        "tasks/lanes/p50/any/20261130T1200/deep/x.json: is not where a queued task can be",
+        "tasks/lanes/p50/any/20261130T1200/broken.json: is not valid JSON",
+        "tasks/lanes/p50/any/20261130T1200/big.json: is 307",
+        "tasks/lanes/p50/any/20261130T1200/other.json: field `task_id` is \"mismatch\" but the file is named \"other\".json",
+        "tasks/blocked/stray.json: is not where a waiting task can be",
+        "dependency `nobody` is not on the grid",
+    ] {
+        assert!(errors.contains(want), "{want:?} not in:\n{errors}");
+    }
+    let done = grid.json_files("tasks/completed");
+    assert_eq!(done["sturdy@misfiled.json"]["stdout"], "misfiled\n");
+    assert!(
+        grid.queued().is_empty() && grid.blocked().is_empty(),
+        "{:?}",
+        grid.lane_paths()
+    );
+}
+
+#[test]
+fn archive_keeps_the_results_a_waiting_task_needs() {
+    let grid = Grid::new();
+    submit(
+        &grid,
+        "deps",
+        json!([
+            {"task_id": "old-parent", "script": "echo parent", "timeout_seconds": 30},
+            {"task_id": "filler-1", "script": "true", "timeout_seconds": 30},
+            {"task_id": "filler-2", "script": "true", "timeout_seconds": 30},
+        ]),
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "w"));
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    // A child of the finished parent, and one of a parent still to come.
+    submit(
+        &grid,
+        "later",
+        json!([
+            {"task_id": "gate", "script": "true", "timeout_seconds": 30, "requires": ["nobody-has-this"]},
+            {"task_id": "child", "timeout_seconds": 30, "after": ["old-parent", "gate"],
+             "script": "cat \"$DGRID_INPUTS/old-parent.json\""},
+        ]),
+    );
+    assert_eq!(grid.blocked().len(), 1);
+    let out = dgrid(&["archive", "--repo", &grid.url(), "--keep", "0"]);
+    expect_code(&out, 0);
+    assert!(
+        tools_fixture::stderr(&out)
+            .contains("1 of them because a task still to run runs after them"),
+        "{}",
+        tools_fixture::stderr(&out)
+    );
+    let main = grid.json_files("tasks/completed");
+    assert_eq!(main.keys().collect::<Vec<_>>(), ["w@old-parent.json"]);
+    assert_eq!(grid.files_on("archive", "tasks/completed").len(), 2);
+}

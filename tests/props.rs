@@ -435,7 +435,9 @@ mod claim_choice {
                             truncated: false,
                             error: None,
                         },
+                        signed: None,
                     },
+                    ran: None,
                 })
                 .collect();
             let touched: BTreeSet<String> = outbox.iter().map(|e| e.task_id.to_string()).collect();
@@ -464,6 +466,7 @@ mod claim_choice {
                 records: &Default::default(),
                 survey: false,
                 defer_results: false,
+                trust: None,
             };
             let plan = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap();
             let report = plan.value;

@@ -148,6 +148,7 @@ pub fn growth_run(grid: &Grid, claims: usize, queued: usize) -> GrowthRun {
                 records: &Default::default(),
                 survey: false,
                 defer_results: false,
+                trust: None,
             };
             dgrid_worker::service::sync::plan(t, &req)
         })

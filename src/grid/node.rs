@@ -41,6 +41,11 @@ pub struct NodeRecord {
     /// Why the node is unhealthy, when it is.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
+    /// The public key this node signs its results with (`ssh-ed25519
+    /// AAAA…`), for the grid's owner to list in the policy. Only the
+    /// policy says whether it counts.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub node_key: Option<String>,
 }
 
 impl NodeRecord {
@@ -60,6 +65,7 @@ impl NodeRecord {
             tasks_completed: 0,
             tasks_failed: 0,
             problem: None,
+            node_key: None,
         }
     }
 

@@ -474,5 +474,5 @@ pub fn sign_task(
 
 /// Where `keygen` writes by default.
 pub fn default_key_path() -> PathBuf {
-    PathBuf::from("/etc/dgrid/node-key")
+    PathBuf::from(crate::config::trust::DEFAULT_NODE_KEY)
 }

@@ -31,6 +31,7 @@ pub fn node(name: &str, status: NodeStatus, hb_ago_s: i64, running: &[&str]) -> 
         tasks_completed: 4,
         tasks_failed: 1,
         problem: None,
+        node_key: None,
     }
     .to_bytes()
 }

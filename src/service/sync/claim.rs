@@ -4,12 +4,13 @@
 
 use std::collections::BTreeSet;
 
+use super::admit::{self, Admit};
 use super::{Draft, KEEP, SyncRequest};
 use crate::git::{Blob, EntryMode, GridRepo, Oid, TreeEntry};
 use crate::git::{Edit, GitError};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::task::EntryKind;
-use crate::grid::{Id, NodeRecord, NodeStatus, Task, layout};
+use crate::grid::{Id, NodeRecord, NodeStatus, layout};
 use crate::ledger::results;
 use crate::service::pace;
 
@@ -40,6 +41,7 @@ pub(super) fn claim(
     if !claiming && !req.survey {
         return Ok(());
     }
+    admit::refresh(repo, d)?;
     // The queue, the claims and the nodes, in one listing.
     let not_touched = |e: &TreeEntry| {
         let id = layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok());
@@ -49,7 +51,12 @@ pub(super) fn claim(
         .list_dirs(d.tip, &[layout::QUEUE, layout::IN_PROGRESS, layout::NODES])?
         .try_into()
         .expect("three directories asked, three listed");
-    let mut queue: Vec<TreeEntry> = queue.into_iter().filter(|e| not_touched(e)).collect();
+    let mut queue: Vec<TreeEntry> = queue
+        .into_iter()
+        .filter(|e| not_touched(e))
+        // Not work for this node until its policy changes (trust).
+        .filter(|e| !admit::skipped(d, &e.oid))
+        .collect();
     let claimed = in_progress.iter().filter(|e| not_touched(e)).count();
     let peers = if queue.is_empty() && !req.survey {
         Peers::default()
@@ -129,13 +136,8 @@ pub(super) fn claim(
                 continue;
             }
         };
-        match Task::from_entry(
-            &entry.name_lossy(),
-            entry_kind(entry.mode),
-            &content,
-            req.rules,
-        ) {
-            Ok(task) if d.report.claimed.len() < want => {
+        match admit::admit(repo, d, entry, entry_kind(entry.mode), &content)? {
+            Admit::Run(task) if d.report.claimed.len() < want => {
                 let grace = if d.report.claimed.len() < req.start_now {
                     req.claim_grace
                 } else {
@@ -155,8 +157,9 @@ pub(super) fn claim(
                 d.summary.push(format!("claim {}", claimed.task.task_id));
                 d.report.claimed.push(claimed);
             }
-            Ok(_) => left += 1,
-            Err(e) => d.reject(layout::QUEUE, entry, &e),
+            Admit::Run(_) => left += 1,
+            Admit::Skip => {}
+            Admit::Reject(e) => d.reject(layout::QUEUE, entry, &e),
         }
     }
     d.report.queue_left = left;

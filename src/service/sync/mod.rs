@@ -8,6 +8,7 @@
 //! ("the task is still queued", "this claim is still mine") is checked
 //! against the state the push will be judged on.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use crate::git::txn::{Plan, Txn};
@@ -66,6 +67,9 @@ pub struct SyncRequest<'a> {
     /// The outbox may wait for a task still running: commit its entries only
     /// if this sync has more to say (claims, a reap, a heartbeat).
     pub defer_results: bool,
+    /// The node's trust (`[trust] mode` warn or enforce): which queue
+    /// entries it may claim. None: every valid task.
+    pub trust: Option<&'a RefCell<Gate>>,
 }
 
 #[derive(Debug, Default)]
@@ -98,9 +102,11 @@ pub struct SyncReport {
 
 const KEEP: &[u8] = layout::KEEP_FILE.as_bytes();
 
+mod admit;
 mod claim;
 mod land;
 
+pub use admit::{Gate, GateError};
 pub use claim::RecordCache;
 use claim::claim;
 use land::land_outbox;

@@ -104,6 +104,7 @@ impl Worker {
                 records: &self.records,
                 survey,
                 defer_results,
+                trust: self.gate.as_ref(),
             };
             sync::plan(t, &req)
         });
@@ -131,7 +132,7 @@ impl Worker {
             }
         })?;
         self.remote_ok = true;
-        let report = match outcome {
+        let (report, commit) = match outcome {
             TxnOutcome::Committed {
                 commit,
                 value,
@@ -146,7 +147,7 @@ impl Worker {
                     claims: value.claimed.len(),
                     heartbeat: value.wrote_heartbeat,
                 });
-                value
+                (value, Some(commit))
             }
             TxnOutcome::Unchanged {
                 value, rejections, ..
@@ -161,7 +162,7 @@ impl Worker {
                     ok: true,
                     ..failed(rejections)
                 });
-                value
+                (value, None)
             }
             TxnOutcome::Uncertain {
                 commit,
@@ -196,7 +197,8 @@ impl Worker {
             self.schedule
                 .claimed(now, more || report.requeued > 0, self.cfg.pull_interval);
         }
-        self.absorb(&report);
+        self.absorb(&report, commit.as_deref());
+        self.check_node_key();
         if looked {
             let view = View {
                 queue_left: report.queue_left,
@@ -228,7 +230,7 @@ impl Worker {
         match txn::landed(&self.repo, &commit) {
             Ok(true) => {
                 tracing::info!(%commit, "the uncertain push had landed");
-                self.absorb(&report);
+                self.absorb(&report, Some(&commit));
                 Ok(())
             }
             Ok(false) => {
@@ -242,9 +244,10 @@ impl Worker {
         }
     }
 
-    /// Act on a sync that landed: clear delivered results from the outbox,
-    /// start what was claimed, and log what the grid now says.
-    fn absorb(&mut self, report: &SyncReport) {
+    /// Act on a sync that landed in `commit` (none if nothing changed):
+    /// clear delivered results from the outbox, start what was claimed, and
+    /// log what the grid now says.
+    fn absorb(&mut self, report: &SyncReport, commit: Option<&str>) {
         let now = Instant::now();
         if report.requeued > 0 || !report.reaped.is_empty() {
             // This commit put tasks back in the queue: it is not empty, and
@@ -256,6 +259,7 @@ impl Worker {
             self.schedule
                 .heartbeat_written(now, self.cfg.heartbeat_interval);
         }
+        self.delivered(&report.landed);
         for id in &report.landed {
             if let Err(e) = self.outbox.remove(id) {
                 tracing::error!(task_id = %id, error = %e, "landed but could not clear from the outbox");
@@ -278,6 +282,11 @@ impl Worker {
         }
         for c in &report.claimed {
             tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, "claimed");
+            // The commit that holds the claim: the node's result names it.
+            if let Some(commit) = commit {
+                self.claim_commits
+                    .insert(c.task.task_id.clone(), commit.to_owned());
+            }
             self.slots.waiting.push_back(c.clone());
         }
         if self.draining_since.is_some() {

@@ -11,7 +11,9 @@
 //! - `exchange`    one sync with the grid, and acting on its report
 //! - `report`      what the node says of itself: record, STATUS=, page
 //! - `signals`     the events that wake the loop
+//! - `attest`      trust: the node key and the gate; signed results
 
+mod attest;
 mod exchange;
 mod main_loop;
 mod report;
@@ -20,20 +22,26 @@ mod signals;
 mod slots;
 mod tasks;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
+
+use ssh_key::PublicKey;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::git::txn::{Identity, TxnPolicy};
 use crate::git::{Git, GridRepo};
+use crate::grid::Id;
 use crate::sandbox::{self, Engine};
 use crate::service::notify::Notifier;
 use crate::service::outbox::Outbox;
 use crate::service::pace::Pace;
-use crate::service::sync::SyncReport;
+use crate::service::sync::{Gate, SyncReport};
 use crate::status::{self, Board};
 use crate::time;
+use crate::trust::Signer;
 
 use schedule::{Due, Schedule};
 use signals::{Event, SignalCount};
@@ -58,6 +66,9 @@ pub enum WorkerError {
     Signals(std::io::Error),
     #[error("stopped before the node could register")]
     StoppedBeforeReady,
+    /// `[trust]` cannot be applied (the node key, the state directory).
+    #[error("trust: {0}")]
+    Trust(String),
 }
 
 /// What the last look at the grid saw (a claim, or a look while holding
@@ -113,6 +124,16 @@ struct Worker {
     /// A commit pushed with no answer while the grid was unreachable, and
     /// what it would mean if it landed.
     uncertain: Option<(String, SyncReport)>,
+    /// `[trust]` in warn or enforce: what this node may claim.
+    gate: Option<RefCell<Gate>>,
+    /// This node's key and grid: signs its results.
+    signer: Option<Signer>,
+    /// This node's public key, for its record.
+    node_key: Option<PublicKey>,
+    /// The policy version this node's key was last checked against.
+    key_checked_at: Option<u64>,
+    /// For each task this node holds, the commit that pushed its claim.
+    claim_commits: HashMap<Id, String>,
 }
 
 pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
@@ -154,6 +175,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     .with_env(identity.env());
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?;
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
+    let trust = attest::open(&cfg)?;
 
     // The status page: its own thread. A port already taken costs the page,
     // not the worker's work (`status::server::start`).
@@ -195,6 +217,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         last_view: None,
         records: Default::default(),
         uncertain: None,
+        gate: trust.gate,
+        signer: trust.signer,
+        node_key: trust.node_key,
+        key_checked_at: None,
+        claim_commits: HashMap::new(),
     };
     match w.register(&rx) {
         // Told to stop while waiting for the grid: a clean stop, not a failure.
@@ -206,7 +233,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
 }
 
 impl Worker {
-    fn node(&self) -> &crate::grid::Id {
+    fn node(&self) -> &Id {
         &self.cfg.node_id
     }
 

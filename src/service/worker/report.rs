@@ -37,6 +37,7 @@ impl Worker {
             tasks_completed: self.completed,
             tasks_failed: self.failed,
             problem: self.unhealthy.as_ref().map(|u| u.problem.clone()),
+            node_key: self.node_key.as_ref().map(crate::trust::keys::openssh_line),
         }
     }
 

@@ -4,6 +4,7 @@
 //! so that what a workflow checks is exactly what a worker enforces.
 
 pub mod archive;
+pub mod attest;
 pub mod escape;
 pub mod html;
 pub mod init;

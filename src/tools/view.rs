@@ -36,6 +36,29 @@ pub struct GridView {
     pub recent: Vec<ResultView>,
     pub failures: Vec<ResultView>,
     pub throughput: Throughput,
+    /// Which of the results listed are attested, when the grid has a
+    /// policy (`tools::attest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustView>,
+}
+
+/// What the grid's policy says of the results listed (`recent` and
+/// `failures`): each is checked as `dgrid-worker verify` does.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrustView {
+    pub grid_id: String,
+    /// Where the roots the policy was checked against came from: pinned
+    /// (`--roots`) or the grid's own `.dgrid/roots`, which anyone who can
+    /// push could have rewritten.
+    pub roots: String,
+    pub policy_version: Option<u64>,
+    /// Why the policy could not be used; nothing is attested then.
+    pub error: Option<String>,
+    pub checked: usize,
+    pub attested: usize,
+    pub not_attested: usize,
+    /// Signed by their node, but the clone lacks the claim's commit.
+    pub unchecked: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +80,17 @@ pub struct NodeView {
     pub problem: Option<String>,
     /// Set when the file is not a node record.
     pub error: Option<String>,
+    /// The fingerprint of the key the node says it signs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Why the grid's policy does not let that key sign the node's results
+    /// (not listed, revoked, another node's); none when it does, or when
+    /// there is no policy to ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_problem: Option<String>,
+    /// The key itself, as the record gives it (not shown; for checking).
+    #[serde(skip)]
+    pub key_line: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +116,15 @@ pub struct ResultView {
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
     pub stderr_tail: Option<String>,
+    /// `attested` (then `attested_by` names the node), `unchecked`, or why
+    /// it is not attested (`unsigned`, `wrong-node`, `claim-not-held`, ...);
+    /// none when the grid has no policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -194,6 +237,7 @@ impl GridView {
             recent: all,
             failures,
             throughput,
+            trust: None,
         })
     }
 }
@@ -244,6 +288,13 @@ fn node_views(repo: &GridRepo, commit: &str, now: Timestamp) -> Result<Vec<NodeV
                 tasks_failed: r.tasks_failed,
                 problem: r.problem,
                 error: None,
+                key: r.node_key.as_deref().map(|k| {
+                    crate::trust::keys::parse_public(k)
+                        .map(|k| crate::trust::keys::fingerprint(&k))
+                        .unwrap_or_else(|e| format!("unreadable: {e}"))
+                }),
+                key_problem: None,
+                key_line: r.node_key,
             },
             other => NodeView {
                 node_id: id,
@@ -258,6 +309,9 @@ fn node_views(repo: &GridRepo, commit: &str, now: Timestamp) -> Result<Vec<NodeV
                 tasks_completed: 0,
                 tasks_failed: 0,
                 problem: None,
+                key: None,
+                key_problem: None,
+                key_line: None,
                 error: Some(match other {
                     Some(Err(e)) => format!("{}/{name}: not a node record: {e}", layout::NODES),
                     _ => format!("{}/{name}: not a regular file", layout::NODES),
@@ -355,6 +409,9 @@ fn read_results(
                     .flatten()
                     .map(|s| tail(&s.stderr, STDERR_TAIL))
                     .filter(|s| !s.is_empty()),
+                trust: None,
+                attested_by: None,
+                trust_error: None,
             },
             Err(err) => ResultView {
                 error: Some(format!("{file}: {err}")),
@@ -366,6 +423,9 @@ fn read_results(
                 timestamp: String::new(),
                 duration_ms: None,
                 stderr_tail: None,
+                trust: None,
+                attested_by: None,
+                trust_error: None,
             },
         };
         out.push(view);
@@ -472,6 +532,9 @@ mod tests {
             duration_ms: None,
             error: None,
             stderr_tail: None,
+            trust: None,
+            attested_by: None,
+            trust_error: None,
         }
     }
 

@@ -11,7 +11,7 @@
 //! `.dgrid/policy.json` and of the result directories (one `cat-file
 //! --batch-check`), and reads the policy only when its blob changed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::Draft;
@@ -24,6 +24,10 @@ use crate::trust::cache::Cache;
 use crate::trust::policy::{MAX_POLICY_BYTES, POLICY_FILE, Pinned};
 use crate::trust::ran::{Ran, RanRecord};
 use crate::trust::{Action, KeyStanding, Mode, Offer, SignedTask, TrustError, Verdict, Verifier};
+
+/// Queue blobs remembered as skipped: a queue flooded with unsigned
+/// entries costs a few MB of ids, not a read of each at every sync.
+const SKIPPED_ENTRIES: usize = 65536;
 
 /// What becomes of one queue entry.
 #[derive(Debug)]
@@ -73,7 +77,7 @@ pub(super) fn refresh(repo: &GridRepo, d: &Draft<'_>) -> Result<(), GitError> {
 pub(super) fn skipped(d: &Draft<'_>, oid: &str) -> bool {
     d.req
         .trust
-        .is_some_and(|g| g.borrow().skipped.contains(oid))
+        .is_some_and(|g| g.borrow().skipped.get(oid).is_some())
 }
 
 /// A node's trust in `warn` or `enforce` mode (in `off` there is none).
@@ -90,8 +94,9 @@ pub struct Gate {
     /// (once listed) the result files there by task id.
     result_trees: [Option<Oid>; 2],
     results: Option<HashMap<String, Vec<String>>>,
-    /// Queue blobs skipped for a reason only a new policy can change.
-    skipped: HashSet<Oid>,
+    /// Queue blobs skipped for a reason only a new policy can change
+    /// (bounded: past it, the oldest are read and skipped again).
+    skipped: Cache<()>,
     /// What was logged about a blob already: said once, not every poll.
     said: Cache<()>,
 }
@@ -145,7 +150,7 @@ impl Gate {
             policy_blob: None,
             result_trees: [None, None],
             results: None,
-            skipped: HashSet::new(),
+            skipped: Cache::new(SKIPPED_ENTRIES),
             said: Cache::new(crate::trust::verifier::CACHE_ENTRIES),
         })
     }
@@ -279,7 +284,7 @@ impl Gate {
                     e,
                     TrustError::Unsigned | TrustError::UnknownSigner { .. } | TrustError::NoPolicy
                 ) {
-                    self.skipped.insert(oid.clone());
+                    self.skipped.insert(oid.clone(), ());
                 }
                 if self.first_time(oid, e.code()) {
                     tracing::info!(entry = %name, code = %e.code(), error = %e, "trust: task left in the queue");

@@ -6,7 +6,7 @@
 //! machine, git version and date) when every scenario ran.
 //!
 //! Scenarios: contention, commits, growth, pickup, footprint, overhead,
-//! scaleout.
+//! scaleout, trust.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -14,6 +14,7 @@ mod contention;
 mod growth;
 mod scaleout;
 mod service;
+mod trust;
 
 use std::process::Command;
 
@@ -37,6 +38,7 @@ fn main() {
         "footprint",
         "overhead",
         "scaleout",
+        "trust",
     ];
     let run: Vec<&str> = all
         .iter()
@@ -54,6 +56,7 @@ fn main() {
             "footprint" => service::footprint(),
             "overhead" => service::overhead(),
             "scaleout" => scaleout::scaleout(),
+            "trust" => trust::trust(),
             _ => unreachable!(),
         };
         println!("{section}");

@@ -527,6 +527,17 @@ fn only_a_result_signed_by_the_node_that_held_the_claim_is_attested() {
         ],
         "forged results",
     );
+    // A node whose key the policy does not list.
+    let mut n3: Value = t.grid.json_files("nodes")["n1.json"].clone();
+    n3["node_id"] = "n3".into();
+    n3["node_key"] = std::fs::read_to_string(t.key("eve.pub"))
+        .unwrap()
+        .trim()
+        .into();
+    t.grid.commit_files(
+        &[("nodes/n3.json".into(), serde_json::to_vec(&n3).unwrap())],
+        "a node the owner never listed",
+    );
     let expected = [
         ("tasks/completed/n1@ok.json", "attested", "by node n1"),
         ("tasks/failed/n1@bad.json", "attested", "by node n1"),
@@ -604,13 +615,21 @@ fn only_a_result_signed_by_the_node_that_held_the_claim_is_attested() {
         .unwrap();
     assert!(n1["key"].as_str().unwrap().starts_with("SHA256:"));
     assert!(n1.get("key_problem").is_none(), "{n1}");
+    let n3 = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "n3")
+        .unwrap();
+    assert_eq!(n3["key_problem"], "policy version 6 does not list it");
     let text = dgrid(&["status", "--repo", &bare]);
     expect_code(&text, 0);
     let text = stdout(&text);
     assert!(
         text.contains("trust: policy version 6 of grid g7, roots from the grid's own .dgrid/roots")
             && text.contains("2 attested, 4 not, 0 unchecked")
-            && text.contains("tasks/completed/n1@ok@1.json  not attested (wrong-node)"),
+            && text.contains("tasks/completed/n1@ok@1.json  not attested (wrong-node)")
+            && text.contains(": policy version 6 does not list it; its results do not count"),
         "{text}"
     );
     // Pinned to a root that did not sign the policy, nothing is attested.
@@ -660,6 +679,7 @@ fn only_a_result_signed_by_the_node_that_held_the_claim_is_attested() {
         "<th>attested</th>",
         "id=\"count-attested\"><b>2/6</b>",
         "Results checked against policy version 6 of grid <code>g7</code>",
+        "<span class=\"bad\">policy version 6 does not list it</span>",
     ] {
         assert!(dom.contains(needle), "{needle:?} not in the rendered page");
     }

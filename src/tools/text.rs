@@ -36,8 +36,12 @@ pub fn status(view: &GridView, repo: &str) -> String {
             _ if n.stale => "  ! stale heartbeat: presumed dead".to_owned(),
             _ => String::new(),
         };
-        if let Some(p) = &n.key_problem {
-            extra.push_str(&format!("  ! its results do not count: its key {}", esc(p)));
+        if let (Some(k), Some(p)) = (&n.key, &n.key_problem) {
+            extra.push_str(&format!(
+                "  ! key {}: {}; its results do not count",
+                esc(k),
+                esc(p)
+            ));
         }
         let _ = writeln!(
             s,

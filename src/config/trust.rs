@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::defaults::DEFAULT_NODE_KEY;
 use super::{ConfigError, Env};
 use crate::grid::Id;
 use crate::trust::Mode;
@@ -77,9 +78,6 @@ pub struct TrustConfig {
 /// The credential name the unit passes the node key under
 /// (`LoadCredential=node-key:…`).
 pub const NODE_KEY_CREDENTIAL: &str = "node-key";
-
-/// Where the package makes the node key, and `keygen` writes by default.
-pub const DEFAULT_NODE_KEY: &str = "/etc/dgrid/node-key";
 
 /// Resolve `[trust]`: `origin` names the configuration file; the
 /// environment may set the mode (`DGRID_TRUST_MODE`) and provides
@@ -140,7 +138,9 @@ pub fn resolve(file: TrustFile, origin: &str, env: &dyn Env) -> Result<TrustConf
                     "holds no key".into(),
                 ));
             }
-            let threshold = file.threshold.map_or(1, NonZeroUsize::get);
+            let threshold = file
+                .threshold
+                .map_or(super::defaults::TRUST_THRESHOLD, NonZeroUsize::get);
             if threshold > roots.len() {
                 return Err(invalid(
                     origin.to_owned(),

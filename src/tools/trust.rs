@@ -526,5 +526,5 @@ pub fn sign_task(
 
 /// Where `keygen` writes by default.
 pub fn default_key_path() -> PathBuf {
-    PathBuf::from(crate::config::trust::DEFAULT_NODE_KEY)
+    PathBuf::from(crate::config::defaults::DEFAULT_NODE_KEY)
 }

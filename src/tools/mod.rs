@@ -12,6 +12,7 @@ pub mod reap;
 pub mod source;
 pub mod submit;
 pub mod text;
+pub mod throughput;
 pub mod trust;
 pub mod validate;
 pub mod view;

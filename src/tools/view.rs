@@ -15,10 +15,11 @@ use crate::grid::claim::ClaimedTask;
 use crate::grid::{NodeRecord, TaskRules, layout};
 use crate::time::{self, Timestamp};
 
+use super::throughput;
+pub use super::throughput::{BUCKETS, Bucket, Throughput};
+
 /// How many recent results and failures are listed.
 pub const RECENT: usize = 50;
-/// Bars in the throughput chart, at most.
-pub const BUCKETS: usize = 48;
 /// The tail of a failure's stderr that is shown with it.
 const STDERR_TAIL: usize = 400;
 
@@ -127,20 +128,6 @@ pub struct ResultView {
     pub trust_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Throughput {
-    /// Width of one bar, in seconds.
-    pub bucket_s: i64,
-    pub buckets: Vec<Bucket>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Bucket {
-    pub start: String,
-    pub completed: usize,
-    pub failed: usize,
-}
-
 /// The fields of a result file the views need; the rest is skipped.
 #[derive(Deserialize)]
 struct ResultLite {
@@ -212,7 +199,10 @@ impl GridView {
         for r in &all {
             *by_status.entry(r.status.clone()).or_insert(0) += 1;
         }
-        let throughput = throughput(&all);
+        let throughput = throughput::of(
+            all.iter()
+                .map(|r| (r.timestamp.as_str(), r.status == "completed")),
+        );
         // Newest first; RFC 3339 UTC strings with `Z` sort as times.
         all.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
         let failures: Vec<ResultView> = all
@@ -444,67 +434,6 @@ fn tail(s: &str, max: usize) -> String {
     format!("…{}", &s[start..])
 }
 
-/// Results per time bucket, over the span the results cover, in at most
-/// [`BUCKETS`] bars of a round width.
-fn throughput(results: &[ResultView]) -> Throughput {
-    let times: Vec<(i64, bool)> = results
-        .iter()
-        .filter_map(|r| time::parse(&r.timestamp).map(|t| (t.timestamp(), r.status == "completed")))
-        .collect();
-    let (Some(min), Some(max)) = (
-        times.iter().map(|t| t.0).min(),
-        times.iter().map(|t| t.0).max(),
-    ) else {
-        return Throughput::default();
-    };
-    const WIDTHS: &[i64] = &[
-        60,
-        300,
-        900,
-        1800,
-        3600,
-        3 * 3600,
-        6 * 3600,
-        12 * 3600,
-        86400,
-        7 * 86400,
-    ];
-    let span = max - min + 1;
-    // A round width if one gives at most BUCKETS bars; else (results years
-    // apart, or a forged timestamp in year 0 or 9999) whole 30-day months,
-    // as many as it takes: the chart never has more than BUCKETS bars,
-    // whatever the timestamps say.
-    const MONTH: i64 = 30 * 86400;
-    let bucket_s = WIDTHS
-        .iter()
-        .copied()
-        .find(|w| span / w < BUCKETS as i64 - 1)
-        .unwrap_or_else(|| {
-            let months = span / MONTH / (BUCKETS as i64 - 1) + 1;
-            months.saturating_mul(MONTH)
-        });
-    let first = min - min.rem_euclid(bucket_s);
-    let n = ((max - first) / bucket_s + 1) as usize;
-    let mut buckets: Vec<Bucket> = (0..n)
-        .map(|i| Bucket {
-            start: chrono::DateTime::from_timestamp(first + i as i64 * bucket_s, 0)
-                .map(time::format)
-                .unwrap_or_default(),
-            completed: 0,
-            failed: 0,
-        })
-        .collect();
-    for (t, ok) in times {
-        let b = &mut buckets[((t - first) / bucket_s) as usize];
-        if ok {
-            b.completed += 1;
-        } else {
-            b.failed += 1;
-        }
-    }
-    Throughput { bucket_s, buckets }
-}
-
 /// "3s", "4m", "2h", "5d": ages at a glance.
 pub fn human_age(secs: Option<i64>) -> String {
     match secs {
@@ -520,63 +449,6 @@ pub fn human_age(secs: Option<i64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn r(ts: &str, status: &str) -> ResultView {
-        ResultView {
-            file: String::new(),
-            task_id: String::new(),
-            node_id: String::new(),
-            status: status.into(),
-            exit_code: None,
-            timestamp: ts.into(),
-            duration_ms: None,
-            error: None,
-            stderr_tail: None,
-            trust: None,
-            attested_by: None,
-            trust_error: None,
-        }
-    }
-
-    #[test]
-    fn throughput_buckets_are_round_and_cover_the_span() {
-        let t = throughput(&[
-            r("2026-01-01T00:00:10Z", "completed"),
-            r("2026-01-01T00:03:00Z", "failed"),
-            r("2026-01-01T01:59:00Z", "completed"),
-            r("garbage", "completed"),
-        ]);
-        assert_eq!(t.bucket_s, 300);
-        assert_eq!(t.buckets.first().unwrap().start, "2026-01-01T00:00:00.000Z");
-        assert_eq!(t.buckets[0].completed, 1);
-        assert_eq!(t.buckets[0].failed, 1);
-        assert_eq!(t.buckets.len(), 24);
-        assert_eq!(t.buckets.last().unwrap().completed, 1);
-        assert!(throughput(&[]).buckets.is_empty());
-    }
-
-    #[test]
-    fn forged_timestamps_cannot_grow_the_chart() {
-        let t = throughput(&[
-            r("0000-01-01T00:00:00Z", "completed"),
-            r("9999-12-31T23:59:59Z", "failed"),
-        ]);
-        assert!(t.buckets.len() <= BUCKETS, "{} buckets", t.buckets.len());
-        assert_eq!(t.buckets.first().unwrap().completed, 1);
-        assert_eq!(t.buckets.last().unwrap().failed, 1);
-        for span in [59, 3600, 47 * 3600, 86400 * 400, 86400 * 365 * 30] {
-            let end = chrono::DateTime::from_timestamp(1_700_000_000 + span, 0).unwrap();
-            let t = throughput(&[
-                r("2023-11-14T22:13:20Z", "completed"),
-                r(&time::format(end), "completed"),
-            ]);
-            assert!(
-                t.buckets.len() <= BUCKETS,
-                "span {span}: {}",
-                t.buckets.len()
-            );
-        }
-    }
 
     #[test]
     fn ages_read_at_a_glance() {

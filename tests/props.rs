@@ -436,7 +436,9 @@ mod claim_choice {
                             truncated: false,
                             error: None,
                         },
+                        signed: None,
                     },
+                    ran: None,
                 })
                 .collect();
             let touched: BTreeSet<String> = outbox.iter().map(|e| e.task_id.to_string()).collect();
@@ -469,6 +471,7 @@ mod claim_choice {
                 holding_classes: &[],
                 preempt_below: None,
                 preempt_up_to: 0,
+                trust: None,
             };
             let plan = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap();
             let report = plan.value;

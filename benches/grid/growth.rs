@@ -152,6 +152,7 @@ pub fn growth_run(grid: &Grid, claims: usize, queued: usize) -> GrowthRun {
                 holding_classes: &[],
                 preempt_below: None,
                 preempt_up_to: 0,
+                trust: None,
             };
             dgrid_worker::service::sync::plan(t, &req)
         })

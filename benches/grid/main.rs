@@ -6,7 +6,7 @@
 //! machine, git version and date) when every scenario ran.
 //!
 //! Scenarios: contention, commits, growth, pickup, footprint, overhead,
-//! scaleout, schedule.
+//! scaleout, schedule, trust.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -15,6 +15,7 @@ mod growth;
 mod scaleout;
 mod schedule;
 mod service;
+mod trust;
 
 use std::process::Command;
 
@@ -39,6 +40,7 @@ fn main() {
         "overhead",
         "scaleout",
         "schedule",
+        "trust",
     ];
     let run: Vec<&str> = all
         .iter()
@@ -57,6 +59,7 @@ fn main() {
             "overhead" => service::overhead(),
             "scaleout" => scaleout::scaleout(),
             "schedule" => schedule::schedule(),
+            "trust" => trust::trust(),
             _ => unreachable!(),
         };
         println!("{section}");

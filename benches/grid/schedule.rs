@@ -140,6 +140,7 @@ impl Claimer {
                     holding_classes: &[],
                     preempt_below: None,
                     preempt_up_to: 0,
+                    trust: None,
                 };
                 dgrid_worker::service::sync::plan(t, &req)
             },

@@ -172,6 +172,9 @@ pub fn run(cfg: &Config, opts: CheckOptions, out: &mut dyn FnMut(&Line)) -> Vec<
         }
     }
 
+    if let Some(l) = check_trust(cfg) {
+        emit(l);
+    }
     for l in check_sandbox(cfg, opts) {
         emit(l);
     }
@@ -217,6 +220,83 @@ fn check_push(cfg: &Config) -> Line {
         ),
         Err(e) => verdict(Verdict::Fail, format!("{}: {e}", cfg.repo_url)),
     }
+}
+
+/// `[trust]`, when anything of it is set: the mode, what is pinned, the
+/// policy held, and the node key (which `warn` and `enforce` need: they
+/// sign the node's results).
+fn check_trust(cfg: &Config) -> Option<Line> {
+    let t = &cfg.trust;
+    if t.pinned.is_none() && t.node_key.is_none() {
+        return None;
+    }
+    let mut detail = format!("mode {}", t.mode.word());
+    if let Some(p) = &t.pinned {
+        let (verifier, stale) = match crate::trust::Verifier::open_state(
+            p.clone(),
+            cfg.task_rules.clone(),
+            &cfg.state_dir,
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                return Some(Line {
+                    verdict: Verdict::Fail,
+                    what: "trust",
+                    detail: format!("{detail}: {e}"),
+                });
+            }
+        };
+        detail.push_str(&format!(
+            ", grid {}, {} root(s), {} needed",
+            p.grid_id,
+            p.roots.len(),
+            p.threshold
+        ));
+        match (verifier.policy_version(), stale) {
+            (Some(v), _) => detail.push_str(&format!(", holding policy version {v}")),
+            (None, Some(e)) => detail.push_str(&format!(
+                ", the stored policy is not used ({}: {e})",
+                e.code()
+            )),
+            (None, None) => detail.push_str(", no policy held yet"),
+        }
+    }
+    let Some(path) = &t.node_key else {
+        return Some(Line {
+            verdict: Verdict::Ok,
+            what: "trust",
+            detail: format!("{detail}; no node key: results go unsigned"),
+        });
+    };
+    let broken = if t.mode == crate::trust::Mode::Off {
+        Verdict::Warn
+    } else {
+        Verdict::FailConfig
+    };
+    Some(match crate::trust::KeySigner::open(path) {
+        Ok(crate::trust::KeySigner::InProcess(k)) => Line {
+            verdict: Verdict::Ok,
+            what: "trust",
+            detail: format!(
+                "{detail}; node key {} ({})",
+                crate::trust::keys::fingerprint(k.public_key()),
+                path.display()
+            ),
+        },
+        Ok(crate::trust::KeySigner::SshKeygen { .. }) => Line {
+            verdict: broken,
+            what: "trust",
+            detail: format!(
+                "{detail}; node key {}: has a passphrase, which a service cannot type",
+                path.display()
+            ),
+        },
+        Err(e) => Line {
+            verdict: broken,
+            what: "trust",
+            detail: format!("{detail}; node key {e}"),
+        },
+    })
 }
 
 /// Can the worker keep its state in `dir`? Looked at, never made: `check`
@@ -348,6 +428,10 @@ mod tests {
         fn get(&self, _: &str) -> Option<String> {
             None
         }
+        // Not the host's files: a node key the host may have.
+        fn exists(&self, _: &Path) -> bool {
+            false
+        }
     }
 
     fn cfg(extra: &str, state: &Path, url: &str) -> Config {
@@ -418,6 +502,43 @@ mod tests {
         );
         let lines = run(&c, CheckOptions { preflight: true }, &mut |_| {});
         assert_eq!(exit_code(&lines), 78, "{lines:?}");
+    }
+
+    #[test]
+    fn a_node_key_that_cannot_sign_stops_a_checking_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::trust::keys::generate("root");
+        let root = root.public_key().to_openssh().unwrap();
+        let key = dir.path().join("node-key");
+        crate::trust::keys::write_new_pair(&key, &crate::trust::keys::generate("n1")).unwrap();
+        let trust = |mode: &str, key: &Path| {
+            format!(
+                "[sandbox]\nengine = \"shell\"\n[trust]\nmode = \"{mode}\"\ngrid_id = \"g7\"\nroots = [\"{root}\"]\nnode_key = \"{}\"\n",
+                key.display()
+            )
+        };
+        let c = cfg(&trust("enforce", &key), &dir.path().join("s"), "/srv/g.git");
+        let lines = run(&c, CheckOptions { preflight: true }, &mut |_| {});
+        let l = lines.iter().find(|l| l.what == "trust").unwrap();
+        assert_eq!(l.verdict, Verdict::Ok, "{l}");
+        assert!(
+            l.detail.contains(
+                "mode enforce, grid g7, 1 root(s), 1 needed, no policy held yet; node key SHA256:"
+            ),
+            "{l}"
+        );
+        let missing = dir.path().join("nowhere");
+        let c = cfg(
+            &trust("enforce", &missing),
+            &dir.path().join("s"),
+            "/srv/g.git",
+        );
+        let lines = run(&c, CheckOptions { preflight: true }, &mut |_| {});
+        assert_eq!(exit_code(&lines), 78, "{lines:?}");
+        // In `off` the node still runs, its results unsigned.
+        let c = cfg(&trust("off", &missing), &dir.path().join("s"), "/srv/g.git");
+        let lines = run(&c, CheckOptions { preflight: true }, &mut |_| {});
+        assert_eq!(exit_code(&lines), 0, "{lines:?}");
     }
 
     #[test]

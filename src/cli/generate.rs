@@ -104,7 +104,7 @@ const FILES_SECTION: &str = r#".SH FILES
 The configuration. Unknown keys are errors. Environment variables
 (NODE_ID, DGRID_REPO_URL, GIT_TOKEN, PULL_INTERVAL, LOG_LEVEL,
 DGRID_STATE_DIR, DGRID_ENGINE, DGRID_IMAGE, DGRID_TOKEN_FILE, DGRID_GIT_USERNAME, DGRID_CA_FILE,
-DGRID_SSH_KEY_FILE, DGRID_KNOWN_HOSTS) override it.
+DGRID_SSH_KEY_FILE, DGRID_KNOWN_HOSTS, DGRID_TRUST_MODE) override it.
 .TP
 \fI/etc/dgrid/git-token\fR
 The git token, passed to the service with LoadCredential= and read from
@@ -116,6 +116,13 @@ An SSH deploy key, if the unit is given one (LoadCredential=ssh-key:FILE);
 used unless [git] ssh_key_file names another. Host keys are checked
 strictly, against [git] known_hosts when set.
 .TP
+\fI/etc/dgrid/node-key\fR, \fI/etc/dgrid/node-key.pub\fR
+This node's key pair, made at install (root's, 0600) and kept on upgrade.
+It signs the node's results; the unit passes it as the credential
+node-key. Send the .pub file to the grid's owner (\fBdgrid-worker trust
+add-node\fR). [trust] roots names the owner's root public keys, e.g.
+\fI/etc/dgrid/trust-roots\fR.
+.TP
 \fI/etc/dgrid/containers.conf\fR
 podman settings of the service (CONTAINERS_CONF in the unit).
 .TP
@@ -124,8 +131,10 @@ podman as the service's user, e.g. \fBpodman load < image.tar\fR to give the
 service the image its tasks run in (there is no registry to pull from).
 .TP
 \fI/var/lib/dgrid-worker\fR
-State: the working clone and the outbox of results not yet pushed; also the
-home of the dgrid-worker user and its rootless podman storage.
+State: the working clone and the outbox of results not yet pushed, the
+trust policy held (trust/policy.json) and the signed tasks run
+(trust/ran); also the home of the dgrid-worker user and its rootless
+podman storage.
 .SH EXIT STATUS
 0 on success; 78 on a configuration error (the service is then not
 restarted); 1 on other failures.

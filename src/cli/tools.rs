@@ -15,7 +15,7 @@ use crate::grid::{Id, TaskRules};
 use crate::time;
 use crate::tools::escape::untrusted as esc;
 use crate::tools::source::RepoArgs;
-use crate::tools::{archive, html, init, reap, submit, text, trust, validate, view};
+use crate::tools::{archive, attest, html, init, reap, submit, text, trust, validate, view};
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("dgrid-worker: {msg}");
@@ -342,6 +342,8 @@ pub struct StatusArgs {
     pub json: bool,
     #[command(flatten)]
     pub stale: StaleArgs,
+    #[command(flatten)]
+    pub pin: attest::PinArgs,
 }
 
 /// When a node counts as dead: the same rule, and by default the same limit,
@@ -364,7 +366,11 @@ pub struct StaleArgs {
 /// (the worker's configuration caps every span the same way).
 const MAX_SPAN_SECS: u64 = 10 * 366 * 86400;
 
-fn load_view(repo: &RepoArgs, stale_after: u64) -> Result<view::GridView, String> {
+fn load_view(
+    repo: &RepoArgs,
+    stale_after: u64,
+    pin: &attest::PinArgs,
+) -> Result<view::GridView, String> {
     let opened = repo.open_read().map_err(|e| e.to_string())?;
     let tip = opened.tip.clone().ok_or_else(|| {
         format!(
@@ -373,12 +379,16 @@ fn load_view(repo: &RepoArgs, stale_after: u64) -> Result<view::GridView, String
         )
     })?;
     let stale = stale_after.min(i64::MAX as u64) as i64;
-    view::GridView::load(&opened.repo, &tip, time::now(), stale)
-        .map_err(|e| format!("{}: {}", repo.repo, e))
+    let now = time::now();
+    let mut v = view::GridView::load(&opened.repo, &tip, now, stale)
+        .map_err(|e| format!("{}: {}", repo.repo, e))?;
+    attest::attest(&mut v, &opened.repo, &tip, pin, now)
+        .map_err(|e| format!("{}: {}", repo.repo, e))?;
+    Ok(v)
 }
 
 pub fn status(a: StatusArgs) -> ExitCode {
-    let v = match load_view(&a.repo, a.stale.stale_after) {
+    let v = match load_view(&a.repo, a.stale.stale_after, &a.pin) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -599,10 +609,12 @@ pub struct DashboardArgs {
     pub title: String,
     #[command(flatten)]
     pub stale: StaleArgs,
+    #[command(flatten)]
+    pub pin: attest::PinArgs,
 }
 
 pub fn dashboard(a: DashboardArgs) -> ExitCode {
-    let v = match load_view(&a.repo, a.stale.stale_after) {
+    let v = match load_view(&a.repo, a.stale.stale_after, &a.pin) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };

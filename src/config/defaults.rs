@@ -67,6 +67,13 @@ pub const GIT_TIMEOUT_SECS: u64 = 120;
 /// node runs, which is nobody else's business.
 pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:8000";
 
+/// Where the package makes the node key and `keygen` writes it, and
+/// where `[trust] node_key` looks when there is no credential `node-key`.
+pub const DEFAULT_NODE_KEY: &str = "/etc/dgrid/node-key";
+
+/// Root signatures a policy needs, unless `[trust] threshold` says more.
+pub const TRUST_THRESHOLD: usize = 1;
+
 /// `(key, default as worker.toml writes it)` for every key that has a
 /// default: what the shipped worker.toml's commented lines and README's
 /// configuration table must say.
@@ -106,6 +113,8 @@ pub fn documented() -> Vec<(&'static str, String)> {
             "tasks.max_timeout_seconds",
             TaskRules::default().max_timeout_seconds.to_string(),
         ),
+        ("trust.mode", quoted(crate::trust::Mode::default().word())),
+        ("trust.threshold", TRUST_THRESHOLD.to_string()),
     ]
 }
 
@@ -118,7 +127,9 @@ mod tests {
         let mut section = String::new();
         let mut out = Vec::new();
         for line in include_str!("../../packaging/worker.toml").lines() {
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            // A table commented out as a whole (`#[trust]`) is a table too.
+            let header = line.strip_prefix('#').unwrap_or(line);
+            if let Some(name) = header.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 section = format!("{name}.");
             } else if let Some((key, value)) =
                 line.strip_prefix('#').and_then(|l| l.split_once(" = "))

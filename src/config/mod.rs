@@ -96,6 +96,11 @@ pub enum ConfigError {
 /// Environment lookups, injectable so tests need not touch the process's.
 pub trait Env {
     fn get(&self, name: &str) -> Option<String>;
+
+    /// Is there a file at `path`? (Where a default file is looked for.)
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
 }
 
 pub struct ProcessEnv;

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::defaults::DEFAULT_NODE_KEY;
 use super::{ConfigError, Env};
 use crate::grid::Id;
 use crate::trust::Mode;
@@ -137,7 +138,9 @@ pub fn resolve(file: TrustFile, origin: &str, env: &dyn Env) -> Result<TrustConf
                     "holds no key".into(),
                 ));
             }
-            let threshold = file.threshold.map_or(1, NonZeroUsize::get);
+            let threshold = file
+                .threshold
+                .map_or(super::defaults::TRUST_THRESHOLD, NonZeroUsize::get);
             if threshold > roots.len() {
                 return Err(invalid(
                     origin.to_owned(),
@@ -177,11 +180,27 @@ pub fn resolve(file: TrustFile, origin: &str, env: &dyn Env) -> Result<TrustConf
             ),
         ));
     }
+    // The unit's credential; else, run by hand (`check`, or the worker in
+    // a shell), the file the package made, which only root can read.
     let node_key = file.node_key.or_else(|| {
         env.get("CREDENTIALS_DIRECTORY")
             .map(|d| Path::new(&d).join(NODE_KEY_CREDENTIAL))
-            .filter(|p| p.exists())
+            .or_else(|| Some(PathBuf::from(DEFAULT_NODE_KEY)))
+            .filter(|p| env.exists(p))
     });
+    // A node that checks tasks signs its results: without a key, its work
+    // would count for nothing in a grid that checks them.
+    if mode != Mode::Off && node_key.is_none() {
+        return Err(invalid(
+            origin.to_owned(),
+            "trust.node_key",
+            format!(
+                "is not set, and there is neither a credential `{NODE_KEY_CREDENTIAL}` nor {DEFAULT_NODE_KEY}, but mode {} signs this node's results: \
+                 make a key with `dgrid-worker keygen -f {DEFAULT_NODE_KEY}` (the package makes one at install)",
+                mode.word()
+            ),
+        ));
+    }
     Ok(TrustConfig {
         mode,
         pinned,
@@ -199,6 +218,10 @@ mod tests {
         fn get(&self, _: &str) -> Option<String> {
             None
         }
+        // Not the host's files: a node key the host may have.
+        fn exists(&self, _: &Path) -> bool {
+            false
+        }
     }
 
     fn load(trust: &str) -> Result<Config, ConfigError> {
@@ -215,7 +238,7 @@ mod tests {
         let key = keys::generate("owner");
         let line = key.public_key().to_openssh().unwrap();
         let c = load(&format!(
-            "mode = \"enforce\"\ngrid_id = \"g7\"\nroots = [\"{line}\"]\n"
+            "mode = \"enforce\"\ngrid_id = \"g7\"\nroots = [\"{line}\"]\nnode_key = \"/k\"\n"
         ))
         .unwrap();
         assert_eq!(c.trust.mode, Mode::Enforce);
@@ -280,6 +303,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`trust.grid_id` is not set"), "{e}");
+        let e = load(&format!(
+            "mode = \"warn\"\ngrid_id = \"g7\"\nroots = [\"{key}\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`trust.node_key` is not set, and there is neither a credential `node-key` nor /etc/dgrid/node-key"),
+            "{e}"
+        );
         let e = load("nodekey = \"/x\"\n").unwrap_err().to_string();
         assert!(e.contains("line 4") && e.contains("nodekey"), "{e}");
     }

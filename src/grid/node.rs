@@ -54,6 +54,11 @@ pub struct NodeRecord {
     /// quiet hours), and until when.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub paused: Option<String>,
+    /// The public key this node signs its results with (`ssh-ed25519
+    /// AAAA…`), for the grid's owner to list in the policy. Only the
+    /// policy says whether it counts.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub node_key: Option<String>,
 }
 
 impl NodeRecord {
@@ -76,6 +81,7 @@ impl NodeRecord {
             labels: Vec::new(),
             exclusive: Vec::new(),
             paused: None,
+            node_key: None,
         }
     }
 

@@ -384,11 +384,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<R
             Next::Fail { error, .. } => {
                 out.edits.insert(b.path(), Edit::Delete);
                 let result = dependency_failed(&task, input.node, input.now, error.clone());
-                let pending = PendingResult {
-                    node: input.node.clone(),
-                    stem: id.to_string(),
-                    result,
-                };
+                let pending = PendingResult::unsigned(input.node.clone(), id.to_string(), result);
                 failed_now.insert(id.clone(), Finished::of(&pending));
                 ledger.pending.remove(&id);
                 out.results.push(pending);

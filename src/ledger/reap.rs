@@ -178,11 +178,11 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                     c.claim.attempt, c.claim.node_id
                 );
                 let result = abandoned(c, &c.claim.node_id, input.now, error.clone());
-                out.results.push(PendingResult {
-                    node: c.claim.node_id.clone(),
-                    stem: id.to_string(),
+                out.results.push(PendingResult::unsigned(
+                    c.claim.node_id.clone(),
+                    id.to_string(),
                     result,
-                });
+                ));
                 out.summary.push(format!("abandon {id}"));
                 out.reaped.push((id.to_string(), error));
             }

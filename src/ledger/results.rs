@@ -16,6 +16,28 @@ pub struct PendingResult {
     pub node: Id,
     pub stem: String,
     pub result: TaskResult,
+    /// The file as its node signed it; none for an unsigned result (the
+    /// file is then the result as JSON).
+    pub signed: Option<Vec<u8>>,
+}
+
+impl PendingResult {
+    pub fn unsigned(node: Id, stem: String, result: TaskResult) -> PendingResult {
+        PendingResult {
+            node,
+            stem,
+            result,
+            signed: None,
+        }
+    }
+
+    /// The file as it goes in the grid.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match &self.signed {
+            Some(b) => b.clone(),
+            None => self.result.to_bytes(),
+        }
+    }
 }
 
 /// The path of entry `name` of `dir`, as bytes: hostile names are deleted
@@ -47,11 +69,11 @@ impl Rejection {
     ) -> Rejection {
         let name = entry.name_lossy();
         let reason = format!("{dir}/{name}: {error}");
-        let result = PendingResult {
-            node: node.clone(),
-            stem: layout::result_stem_for_entry(&name),
-            result: invalid_result(&name, node, &time::format(now), &reason),
-        };
+        let result = PendingResult::unsigned(
+            node.clone(),
+            layout::result_stem_for_entry(&name),
+            invalid_result(&name, node, &time::format(now), &reason),
+        );
         Rejection {
             path: entry_path(dir, &entry.name),
             result,
@@ -118,7 +140,7 @@ pub fn place_results(
             }
         };
         taken.insert(path.clone());
-        edits.insert(path.into_bytes(), Edit::Put(r.result.to_bytes()));
+        edits.insert(path.into_bytes(), Edit::Put(r.to_bytes()));
     }
     Ok(edits)
 }

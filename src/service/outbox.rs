@@ -16,8 +16,13 @@ use crate::grid::{Id, TaskResult};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Finish {
-    /// It ran (or timed out): the result goes to `completed/` or `failed/`.
-    Result { result: TaskResult },
+    /// It ran (or timed out): the result goes to `completed/` or `failed/`,
+    /// as `signed` (the file signed by this node) when there is a node key.
+    Result {
+        result: TaskResult,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signed: Option<String>,
+    },
     /// It could not run through no fault of its own (the worker shutting
     /// down, claims given back): back to the queue, attempt unchanged.
     Requeue { reason: String },
@@ -38,6 +43,10 @@ pub struct OutboxEntry {
     /// exactly, even when the same task comes back to this node later.
     pub claimed_at: String,
     pub finish: Finish,
+    /// For a signed task that ran: its digest and expiry, recorded once the
+    /// result is delivered so that the task never runs here again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran: Option<crate::trust::ran::Ran>,
 }
 
 /// The outbox on disk, mirrored in memory so the loop can ask about it
@@ -179,6 +188,7 @@ mod tests {
             finish: Finish::Requeue {
                 reason: "engine down".into(),
             },
+            ran: None,
         };
         outbox.put(&e).unwrap();
         std::fs::write(dir.path().join("junk.json"), b"{").unwrap();

@@ -36,19 +36,27 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
 <div class=\"card\" id=\"count-waiting\"><b>{}</b>waiting</div>\
 <div class=\"card\" id=\"count-running\"><b>{}</b>running</div>\
 <div class=\"card\" id=\"count-completed\"><b>{}</b>completed</div>\
-<div class=\"card\" id=\"count-failed\"><b>{}</b>failed</div></div>",
+<div class=\"card\" id=\"count-failed\"><b>{}</b>failed</div>{}</div>",
         view.nodes.len(),
         view.queue.len(),
         view.waiting.len(),
         view.running.len(),
         view.completed,
-        view.failed
+        view.failed,
+        match &view.trust {
+            Some(t) if t.error.is_none() => format!(
+                "<div class=\"card\" id=\"count-attested\"><b>{}/{}</b>listed results attested</div>",
+                t.attested, t.checked
+            ),
+            _ => String::new(),
+        }
     );
+    h.push_str(&trust_note(view));
 
     h.push_str("<h2>Throughput</h2>");
     h.push_str(&chart(view));
 
-    h.push_str("<h2>Nodes</h2><table id=\"nodes\"><tr><th>node</th><th>status</th><th>last heartbeat</th><th>running</th><th>done</th><th>failed</th><th>labels</th><th>host</th><th>engine</th><th>version</th></tr>");
+    h.push_str("<h2>Nodes</h2><table id=\"nodes\"><tr><th>node</th><th>status</th><th>last heartbeat</th><th>running</th><th>done</th><th>failed</th><th>labels</th><th>host</th><th>engine</th><th>version</th><th>key</th></tr>");
     for n in &view.nodes {
         let status = match (&n.problem, &n.error) {
             (_, Some(e)) => format!("<span class=\"bad\">{}</span>", escape(e)),
@@ -85,7 +93,7 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
         };
         let _ = write!(
             h,
-            "<tr class=\"node\" data-node=\"{id}\"><td>{id}</td><td>{status}</td><td class=\"heartbeat\">{hb}</td><td class=\"node-running\">{run}</td><td>{done}</td><td>{failed}</td><td class=\"labels\">{labels}</td><td>{host}</td><td>{engine}</td><td>{ver}</td></tr>",
+            "<tr class=\"node\" data-node=\"{id}\"><td>{id}</td><td>{status}</td><td class=\"heartbeat\">{hb}</td><td class=\"node-running\">{run}</td><td>{done}</td><td>{failed}</td><td class=\"labels\">{labels}</td><td>{host}</td><td>{engine}</td><td>{ver}</td><td class=\"node-key\">{key}</td></tr>",
             id = escape(&n.node_id),
             hb = heartbeat_cell(&n.last_heartbeat, n.heartbeat_age_s),
             run = running_cell(&n.running),
@@ -94,9 +102,10 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
             host = escape(&n.hostname),
             engine = escape(&n.engine),
             ver = escape(&n.version),
+            key = key_cell(n.key.as_deref(), n.key_problem.as_deref()),
         );
     }
-    none_row(&mut h, view.nodes.is_empty(), 10, "no node has registered");
+    none_row(&mut h, view.nodes.is_empty(), 11, "no node has registered");
     h.push_str("</table>");
 
     h.push_str("<h2>Running</h2><table id=\"running\"><tr><th>task</th><th>node</th><th>for</th><th>attempt</th><th>deadline</th></tr>");
@@ -193,10 +202,25 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
     );
     h.push_str("</table>");
 
+    let attest = view.trust.as_ref().is_some_and(|t| t.error.is_none());
     h.push_str("<h2>Recent results</h2>");
-    results_table(&mut h, "recent", &view.recent, false, "no results yet");
+    results_table(
+        &mut h,
+        "recent",
+        &view.recent,
+        false,
+        attest,
+        "no results yet",
+    );
     h.push_str("<h2>Failures</h2>");
-    results_table(&mut h, "failures", &view.failures, true, "no failures");
+    results_table(
+        &mut h,
+        "failures",
+        &view.failures,
+        true,
+        attest,
+        "no failures",
+    );
     h.push_str("</body></html>\n");
     h
 }
@@ -255,10 +279,74 @@ pub fn duration(ms: u64) -> String {
     }
 }
 
-fn results_table(h: &mut String, id: &str, rows: &[ResultView], with_errors: bool, none: &str) {
+/// The trust line under the counts: which policy the results were
+/// checked against, and where its roots came from.
+fn trust_note(view: &GridView) -> String {
+    match &view.trust {
+        None => String::new(),
+        Some(t) => match &t.error {
+            Some(e) => format!(
+                "<p id=\"trust\" class=\"bad\">Results not checked: {}</p>",
+                escape(e)
+            ),
+            None => format!(
+                "<p id=\"trust\" class=\"muted\">Results checked against policy version {v} of grid <code>{g}</code>, roots from {r}: {a} attested, {n} not, {u} unchecked (their claim's commit is not in this clone).</p>",
+                v = t.policy_version.unwrap_or_default(),
+                g = escape(&t.grid_id),
+                r = escape(&t.roots),
+                a = t.attested,
+                n = t.not_attested,
+                u = t.unchecked,
+            ),
+        },
+    }
+}
+
+/// A node's key: its fingerprint, and what the policy says of it.
+fn key_cell(key: Option<&str>, problem: Option<&str>) -> String {
+    match (key, problem) {
+        (None, _) => "<span class=\"muted\">none</span>".into(),
+        (Some(k), None) => format!("<code>{}</code>", escape(k)),
+        (Some(k), Some(p)) => format!(
+            "<code>{}</code> <span class=\"bad\">{}</span>",
+            escape(k),
+            escape(p)
+        ),
+    }
+}
+
+/// Whether a result is attested: by which node, or why not.
+fn attested_cell(r: &ResultView) -> String {
+    match (r.trust.as_deref(), &r.attested_by) {
+        (Some("attested"), Some(node)) => {
+            format!("<span class=\"ok\">by {}</span>", escape(node))
+        }
+        (Some(code), _) => format!(
+            "<span class=\"{}\" title=\"{}\">{}</span>",
+            if code == crate::tools::trust::UNCHECKED {
+                "warn"
+            } else {
+                "bad"
+            },
+            escape(r.trust_error.as_deref().unwrap_or("")),
+            escape(code)
+        ),
+        (None, _) => String::new(),
+    }
+}
+
+fn results_table(
+    h: &mut String,
+    id: &str,
+    rows: &[ResultView],
+    with_errors: bool,
+    attest: bool,
+    none: &str,
+) {
     let _ = write!(
         h,
-        "<table id=\"{id}\"><tr><th>task</th><th>node</th><th>status</th><th>exit</th><th>finished</th><th>duration</th>{}</tr>",
+        "<table id=\"{id}\"><tr><th>task</th><th>node</th><th>status</th><th>exit</th><th>finished</th><th>duration</th>{}{}</tr>",
+        if attest { "<th>attested</th>" } else { "" },
         if with_errors {
             "<th>error</th><th>stderr (end)</th>"
         } else {
@@ -268,7 +356,12 @@ fn results_table(h: &mut String, id: &str, rows: &[ResultView], with_errors: boo
     for r in rows {
         let _ = write!(
             h,
-            "<tr class=\"result\" data-task=\"{task}\" data-status=\"{st}\"><td>{task}</td><td>{node}</td><td class=\"{cls}\">{st}</td><td>{exit}</td><td>{ts}</td><td class=\"duration\">{dur}</td>",
+            "<tr class=\"result\" data-task=\"{task}\" data-status=\"{st}\"{trust}><td>{task}</td><td>{node}</td><td class=\"{cls}\">{st}</td><td>{exit}</td><td>{ts}</td><td class=\"duration\">{dur}</td>",
+            trust = r
+                .trust
+                .as_deref()
+                .map(|t| format!(" data-trust=\"{}\"", escape(t)))
+                .unwrap_or_default(),
             task = escape(&r.task_id),
             node = escape(&r.node_id),
             cls = status_class(&r.status),
@@ -277,6 +370,9 @@ fn results_table(h: &mut String, id: &str, rows: &[ResultView], with_errors: boo
             ts = escape(&r.timestamp),
             dur = r.duration_ms.map(duration).unwrap_or_default(),
         );
+        if attest {
+            let _ = write!(h, "<td class=\"attested\">{}</td>", attested_cell(r));
+        }
         if with_errors {
             let _ = write!(
                 h,
@@ -287,7 +383,8 @@ fn results_table(h: &mut String, id: &str, rows: &[ResultView], with_errors: boo
         }
         h.push_str("</tr>");
     }
-    none_row(h, rows.is_empty(), if with_errors { 8 } else { 6 }, none);
+    let columns = 6 + usize::from(attest) + if with_errors { 2 } else { 0 };
+    none_row(h, rows.is_empty(), columns, none);
     h.push_str("</table>");
 }
 

@@ -4,6 +4,7 @@
 //! so that what a workflow checks is exactly what a worker enforces.
 
 pub mod archive;
+pub mod attest;
 pub mod escape;
 pub mod html;
 pub mod init;
@@ -11,6 +12,7 @@ pub mod reap;
 pub mod source;
 pub mod submit;
 pub mod text;
+pub mod throughput;
 pub mod trust;
 pub mod validate;
 pub mod view;

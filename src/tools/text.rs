@@ -31,13 +31,20 @@ pub fn status(view: &GridView, repo: &str) -> String {
 
     let _ = writeln!(s, "\nnodes ({}):", view.nodes.len());
     for n in &view.nodes {
-        let extra = match (&n.error, &n.problem, &n.paused) {
+        let mut extra = match (&n.error, &n.problem, &n.paused) {
             (Some(e), _, _) => format!("  ! {}", esc(e)),
             (None, Some(p), _) => format!("  ! {}", esc(p)),
             _ if n.stale => "  ! stale heartbeat: presumed dead".to_owned(),
             (None, None, Some(p)) => format!("  ! paused: {}", esc(p)),
             _ => String::new(),
         };
+        if let (Some(k), Some(p)) = (&n.key, &n.key_problem) {
+            extra.push_str(&format!(
+                "  ! key {}: {}; its results do not count",
+                esc(k),
+                esc(p)
+            ));
+        }
         let _ = writeln!(
             s,
             "  {:<20} {:<10} heartbeat {:>4} ago  running {:<3} done {:<6} failed {:<6}{extra}",
@@ -142,6 +149,7 @@ pub fn status(view: &GridView, repo: &str) -> String {
         view.failed,
         statuses.join(", ")
     );
+    trust(&mut s, view);
     if !view.failures.is_empty() {
         let _ = writeln!(s, "\nrecent failures:");
         for f in view.failures.iter().take(10) {
@@ -201,4 +209,51 @@ fn more(s: &mut String, len: usize) {
     if len > SHOWN {
         let _ = writeln!(s, "  ... and {} more", len - SHOWN);
     }
+}
+
+/// Which of the results listed (the latest and the latest failures) are
+/// attested, and why each other one is not.
+fn trust(s: &mut String, view: &GridView) {
+    let Some(t) = &view.trust else { return };
+    if let Some(e) = &t.error {
+        let _ = writeln!(s, "\ntrust: results not checked: {}", esc(e));
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\ntrust: policy version {} of grid {}, roots from {}",
+        t.policy_version.unwrap_or_default(),
+        esc(&t.grid_id),
+        esc(&t.roots)
+    );
+    let _ = writeln!(
+        s,
+        "  of the {} latest results and failures: {} attested, {} not, {} unchecked",
+        t.checked, t.attested, t.not_attested, t.unchecked
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    let not: Vec<_> = view
+        .recent
+        .iter()
+        .chain(&view.failures)
+        .filter(|r| r.trust.as_deref().is_some_and(|c| c != "attested"))
+        .filter(|r| seen.insert(r.file.clone()))
+        .collect();
+    for r in not.iter().take(SHOWN) {
+        let why: String = r
+            .trust_error
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(120)
+            .collect();
+        let _ = writeln!(
+            s,
+            "  {}  not attested ({}): {}",
+            esc(&r.file),
+            esc(r.trust.as_deref().unwrap_or("")),
+            esc(&why)
+        );
+    }
+    more(s, not.len());
 }

@@ -323,15 +323,23 @@ pub struct ResultCheck {
     pub task_id: Option<String>,
     /// The node whose signature makes it count, if it counts.
     pub attested_by: Option<String>,
-    /// Why it does not count.
+    /// Why it does not count: a refusal's name (`unsigned`, `wrong-node`,
+    /// `claim-not-held`, ...), or `unchecked` when the clone lacks the
+    /// history to tell (a shallow clone without the claim's commit).
     pub code: Option<&'static str>,
     pub error: Option<String>,
 }
 
+/// The code of a result whose signature and signer hold but whose claim
+/// could not be looked at: the clone is shallow and lacks its commit.
+pub const UNCHECKED: &str = "unchecked";
+
 /// Check results on the grid's branch: every file in `tasks/completed/` and
 /// `tasks/failed/`, or only `paths`. A result's claim commit must be in the
-/// branch's history (one `rev-list`, whatever the number of results) and
-/// hold its node's claim.
+/// branch's history (one `rev-list`, whatever the number of results, and
+/// only if a result names a commit) and hold its node's claim. In a
+/// shallow clone, a result whose claim commit is not there is
+/// [`UNCHECKED`], not refused.
 pub fn verify_results(
     repo: &GridRepo,
     tip: &str,
@@ -360,23 +368,56 @@ pub fn verify_results(
             .collect::<Vec<_>>(),
         layout::MAX_RESULT_BYTES,
     )?;
-    let history: HashSet<String> = repo
-        .git()
-        .run(&["rev-list", tip])?
-        .stdout_str()
-        .lines()
-        .map(str::to_owned)
-        .collect();
     // (claim commit, task id) each result names, unverified: only to know
     // which claim file to read.
-    let named: Vec<Option<(String, String)>> = blobs
+    let claimed: Vec<Option<(String, String)>> = blobs
         .iter()
         .map(|b| {
             let v: Value = serde_json::from_slice(b.data()?).ok()?;
             let commit = v["claim_commit"].as_str()?.to_owned();
             let task = v["task_id"].as_str()?.to_owned();
-            (history.contains(&commit) && Id::parse(&task).is_ok()).then_some((commit, task))
+            // Only what could be an object id is handed to git.
+            let hex = commit.len() >= 40 && commit.bytes().all(|c| c.is_ascii_hexdigit());
+            (hex && Id::parse(&task).is_ok()).then_some((commit, task))
         })
+        .collect();
+    let history: HashSet<String> = if claimed.iter().any(Option::is_some) {
+        repo.git()
+            .run(&["rev-list", tip])?
+            .stdout_str()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    // Commits named but not in the history: in a shallow clone, those that
+    // are not there at all cannot be judged.
+    let elsewhere: Vec<String> = claimed
+        .iter()
+        .flatten()
+        .map(|(c, _)| c.clone())
+        .filter(|c| !history.contains(c))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let absent: HashSet<String> = if !elsewhere.is_empty() && repo.is_shallow()? {
+        let specs: Vec<String> = elsewhere
+            .iter()
+            .map(|c| format!("{c}^{{commit}}"))
+            .collect();
+        elsewhere
+            .iter()
+            .zip(repo.object_info(&specs)?)
+            .filter(|(_, info)| info.is_none())
+            .map(|(c, _)| c.clone())
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let named: Vec<Option<(String, String)>> = claimed
+        .iter()
+        .map(|n| n.clone().filter(|(c, _)| history.contains(c)))
         .collect();
     let claim_specs: Vec<String> = named
         .iter()
@@ -388,7 +429,7 @@ pub fn verify_results(
         .into_iter()
         .map(Blob::into_data);
     let mut out = Vec::new();
-    for ((path, blob), named) in paths.into_iter().zip(blobs).zip(named) {
+    for (((path, blob), named), claimed) in paths.into_iter().zip(blobs).zip(named).zip(claimed) {
         let claim = if named.is_some() {
             claims.next().flatten()
         } else {
@@ -422,14 +463,25 @@ pub fn verify_results(
             .and_then(|v| v["task_id"].as_str().map(str::to_owned));
         let mut checked = verifier.verify_result(&bytes, claim.as_deref(), now);
         // A claim commit that is not on the branch (made elsewhere, or
-        // invented) holds no claim, whatever it contains: say so.
-        if let (Err(TrustError::ClaimNotHeld(why)), None) = (&mut checked, &named) {
-            let commit = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| v["claim_commit"].as_str().map(str::to_owned));
-            if let Some(c) = commit.filter(|c| !history.contains(c)) {
-                *why = format!("commit {c} is not in the branch's history");
+        // invented) holds no claim, whatever it contains: say so; unless
+        // the clone is shallow and lacks it, when nothing can be said.
+        let elsewhere = claimed.map(|(c, _)| c).filter(|c| !history.contains(c));
+        if let (Err(TrustError::ClaimNotHeld(why)), None, Some(c)) =
+            (&mut checked, &named, &elsewhere)
+        {
+            if absent.contains(c) {
+                out.push(ResultCheck {
+                    path,
+                    task_id,
+                    attested_by: None,
+                    code: Some(UNCHECKED),
+                    error: Some(format!(
+                        "its signature holds, but this clone is shallow and lacks its claim's commit {c}: fetch the grid's history to check the claim"
+                    )),
+                });
+                continue;
             }
+            *why = format!("commit {c} is not in the branch's history");
         }
         out.push(match checked {
             Ok(a) => ResultCheck {
@@ -474,5 +526,5 @@ pub fn sign_task(
 
 /// Where `keygen` writes by default.
 pub fn default_key_path() -> PathBuf {
-    PathBuf::from("/etc/dgrid/node-key")
+    PathBuf::from(crate::config::defaults::DEFAULT_NODE_KEY)
 }

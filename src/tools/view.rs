@@ -20,10 +20,11 @@ use crate::ledger::queue::QueueAt;
 use crate::ledger::routing;
 use crate::time::{self, Timestamp};
 
+use super::throughput;
+pub use super::throughput::{BUCKETS, Bucket, Throughput};
+
 /// How many recent results and failures are listed.
 pub const RECENT: usize = 50;
-/// Bars in the throughput chart, at most.
-pub const BUCKETS: usize = 48;
 /// The tail of a failure's stderr that is shown with it.
 const STDERR_TAIL: usize = 400;
 
@@ -47,6 +48,29 @@ pub struct GridView {
     pub recent: Vec<ResultView>,
     pub failures: Vec<ResultView>,
     pub throughput: Throughput,
+    /// Which of the results listed are attested, when the grid has a
+    /// policy (`tools::attest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustView>,
+}
+
+/// What the grid's policy says of the results listed (`recent` and
+/// `failures`): each is checked as `dgrid-worker verify` does.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrustView {
+    pub grid_id: String,
+    /// Where the roots the policy was checked against came from: pinned
+    /// (`--roots`) or the grid's own `.dgrid/roots`, which anyone who can
+    /// push could have rewritten.
+    pub roots: String,
+    pub policy_version: Option<u64>,
+    /// Why the policy could not be used; nothing is attested then.
+    pub error: Option<String>,
+    pub checked: usize,
+    pub attested: usize,
+    pub not_attested: usize,
+    /// Signed by their node, but the clone lacks the claim's commit.
+    pub unchecked: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +100,17 @@ pub struct NodeView {
     pub paused: Option<String>,
     /// Set when the file is not a node record.
     pub error: Option<String>,
+    /// The fingerprint of the key the node says it signs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Why the grid's policy does not let that key sign the node's results
+    /// (not listed, revoked, another node's); none when it does, or when
+    /// there is no policy to ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_problem: Option<String>,
+    /// The key itself, as the record gives it (not shown; for checking).
+    #[serde(skip)]
+    pub key_line: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,20 +176,15 @@ pub struct ResultView {
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
     pub stderr_tail: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Throughput {
-    /// Width of one bar, in seconds.
-    pub bucket_s: i64,
-    pub buckets: Vec<Bucket>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Bucket {
-    pub start: String,
-    pub completed: usize,
-    pub failed: usize,
+    /// `attested` (then `attested_by` names the node), `unchecked`, or why
+    /// it is not attested (`unsigned`, `wrong-node`, `claim-not-held`, ...);
+    /// none when the grid has no policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_error: Option<String>,
 }
 
 /// The fields of a result file the views need; the rest is skipped.
@@ -223,7 +253,10 @@ impl GridView {
         for r in &all {
             *by_status.entry(r.status.clone()).or_insert(0) += 1;
         }
-        let throughput = throughput(&all);
+        let throughput = throughput::of(
+            all.iter()
+                .map(|r| (r.timestamp.as_str(), r.status == "completed")),
+        );
         // Newest first; RFC 3339 UTC strings with `Z` sort as times.
         all.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
         let failures: Vec<ResultView> = all
@@ -250,6 +283,7 @@ impl GridView {
             recent: all,
             failures,
             throughput,
+            trust: None,
         })
     }
 }
@@ -303,6 +337,13 @@ fn node_views(repo: &GridRepo, commit: &str, now: Timestamp) -> Result<Vec<NodeV
                 exclusive: r.exclusive,
                 paused: r.paused,
                 error: None,
+                key: r.node_key.as_deref().map(|k| {
+                    crate::trust::keys::parse_public(k)
+                        .map(|k| crate::trust::keys::fingerprint(&k))
+                        .unwrap_or_else(|e| format!("unreadable: {e}"))
+                }),
+                key_problem: None,
+                key_line: r.node_key,
             },
             other => NodeView {
                 node_id: id,
@@ -320,6 +361,9 @@ fn node_views(repo: &GridRepo, commit: &str, now: Timestamp) -> Result<Vec<NodeV
                 labels: Vec::new(),
                 exclusive: Vec::new(),
                 paused: None,
+                key: None,
+                key_problem: None,
+                key_line: None,
                 error: Some(match other {
                     Some(Err(e)) => format!("{}/{name}: not a node record: {e}", layout::NODES),
                     _ => format!("{}/{name}: not a regular file", layout::NODES),
@@ -567,6 +611,9 @@ fn read_results(
                     .flatten()
                     .map(|s| tail(&s.stderr, STDERR_TAIL))
                     .filter(|s| !s.is_empty()),
+                trust: None,
+                attested_by: None,
+                trust_error: None,
             },
             Err(err) => ResultView {
                 error: Some(format!("{file}: {err}")),
@@ -578,6 +625,9 @@ fn read_results(
                 timestamp: String::new(),
                 duration_ms: None,
                 stderr_tail: None,
+                trust: None,
+                attested_by: None,
+                trust_error: None,
             },
         };
         out.push(view);
@@ -596,67 +646,6 @@ fn tail(s: &str, max: usize) -> String {
     format!("…{}", &s[start..])
 }
 
-/// Results per time bucket, over the span the results cover, in at most
-/// [`BUCKETS`] bars of a round width.
-fn throughput(results: &[ResultView]) -> Throughput {
-    let times: Vec<(i64, bool)> = results
-        .iter()
-        .filter_map(|r| time::parse(&r.timestamp).map(|t| (t.timestamp(), r.status == "completed")))
-        .collect();
-    let (Some(min), Some(max)) = (
-        times.iter().map(|t| t.0).min(),
-        times.iter().map(|t| t.0).max(),
-    ) else {
-        return Throughput::default();
-    };
-    const WIDTHS: &[i64] = &[
-        60,
-        300,
-        900,
-        1800,
-        3600,
-        3 * 3600,
-        6 * 3600,
-        12 * 3600,
-        86400,
-        7 * 86400,
-    ];
-    let span = max - min + 1;
-    // A round width if one gives at most BUCKETS bars; else (results years
-    // apart, or a forged timestamp in year 0 or 9999) whole 30-day months,
-    // as many as it takes: the chart never has more than BUCKETS bars,
-    // whatever the timestamps say.
-    const MONTH: i64 = 30 * 86400;
-    let bucket_s = WIDTHS
-        .iter()
-        .copied()
-        .find(|w| span / w < BUCKETS as i64 - 1)
-        .unwrap_or_else(|| {
-            let months = span / MONTH / (BUCKETS as i64 - 1) + 1;
-            months.saturating_mul(MONTH)
-        });
-    let first = min - min.rem_euclid(bucket_s);
-    let n = ((max - first) / bucket_s + 1) as usize;
-    let mut buckets: Vec<Bucket> = (0..n)
-        .map(|i| Bucket {
-            start: chrono::DateTime::from_timestamp(first + i as i64 * bucket_s, 0)
-                .map(time::format)
-                .unwrap_or_default(),
-            completed: 0,
-            failed: 0,
-        })
-        .collect();
-    for (t, ok) in times {
-        let b = &mut buckets[((t - first) / bucket_s) as usize];
-        if ok {
-            b.completed += 1;
-        } else {
-            b.failed += 1;
-        }
-    }
-    Throughput { bucket_s, buckets }
-}
-
 /// "3s", "4m", "2h", "5d": ages at a glance.
 pub fn human_age(secs: Option<i64>) -> String {
     match secs {
@@ -672,60 +661,6 @@ pub fn human_age(secs: Option<i64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn r(ts: &str, status: &str) -> ResultView {
-        ResultView {
-            file: String::new(),
-            task_id: String::new(),
-            node_id: String::new(),
-            status: status.into(),
-            exit_code: None,
-            timestamp: ts.into(),
-            duration_ms: None,
-            error: None,
-            stderr_tail: None,
-        }
-    }
-
-    #[test]
-    fn throughput_buckets_are_round_and_cover_the_span() {
-        let t = throughput(&[
-            r("2026-01-01T00:00:10Z", "completed"),
-            r("2026-01-01T00:03:00Z", "failed"),
-            r("2026-01-01T01:59:00Z", "completed"),
-            r("garbage", "completed"),
-        ]);
-        assert_eq!(t.bucket_s, 300);
-        assert_eq!(t.buckets.first().unwrap().start, "2026-01-01T00:00:00.000Z");
-        assert_eq!(t.buckets[0].completed, 1);
-        assert_eq!(t.buckets[0].failed, 1);
-        assert_eq!(t.buckets.len(), 24);
-        assert_eq!(t.buckets.last().unwrap().completed, 1);
-        assert!(throughput(&[]).buckets.is_empty());
-    }
-
-    #[test]
-    fn forged_timestamps_cannot_grow_the_chart() {
-        let t = throughput(&[
-            r("0000-01-01T00:00:00Z", "completed"),
-            r("9999-12-31T23:59:59Z", "failed"),
-        ]);
-        assert!(t.buckets.len() <= BUCKETS, "{} buckets", t.buckets.len());
-        assert_eq!(t.buckets.first().unwrap().completed, 1);
-        assert_eq!(t.buckets.last().unwrap().failed, 1);
-        for span in [59, 3600, 47 * 3600, 86400 * 400, 86400 * 365 * 30] {
-            let end = chrono::DateTime::from_timestamp(1_700_000_000 + span, 0).unwrap();
-            let t = throughput(&[
-                r("2023-11-14T22:13:20Z", "completed"),
-                r(&time::format(end), "completed"),
-            ]);
-            assert!(
-                t.buckets.len() <= BUCKETS,
-                "span {span}: {}",
-                t.buckets.len()
-            );
-        }
-    }
 
     #[test]
     fn ages_read_at_a_glance() {

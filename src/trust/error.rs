@@ -58,6 +58,10 @@ pub enum TrustError {
     WrongNode { signer: String, node_id: String },
     #[error("answers a claim its node never held: {0}")]
     ClaimNotHeld(String),
+    /// The task ran already: a copy put back in the queue after its result
+    /// (by the host, or anyone with push access) never runs again.
+    #[error("was run already: {0}")]
+    Replayed(String),
 }
 
 /// What a node does with a task it does not trust.
@@ -95,6 +99,7 @@ impl TrustError {
             TrustError::LifetimeTooLong { .. } => "lifetime-too-long",
             TrustError::WrongNode { .. } => "wrong-node",
             TrustError::ClaimNotHeld(_) => "claim-not-held",
+            TrustError::Replayed(_) => "replayed",
         }
     }
 

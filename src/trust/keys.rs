@@ -281,5 +281,11 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_private(&path).unwrap_err();
         assert!(e.to_string().contains("chmod 600"), "{e}");
+        // What systemd hands a service as a credential (0400, or 0440 for
+        // a group) is private enough: nobody but its user and group.
+        for mode in [0o400, 0o440, 0o640] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            read_private(&path).unwrap();
+        }
     }
 }

@@ -19,7 +19,8 @@
 //!
 //! Layout: the decisions are pure and take the clock as an argument
 //! ([`policy`], [`task`], [`result`], [`verifier`]); reading and writing
-//! files is in [`keys`] (key files) and [`store`] (the state directory).
+//! files is in [`keys`] (key files), [`store`] (the policy a node holds) and
+//! [`ran`] (the tasks it has run), the last two in its state directory.
 
 pub mod cache;
 pub mod envelope;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod keys;
 pub mod mode;
 pub mod policy;
+pub mod ran;
 pub mod result;
 pub mod sig;
 pub mod store;
@@ -39,4 +41,4 @@ pub use mode::Mode;
 pub use policy::{Pinned, Policy, PolicyError};
 pub use sig::{KeySigner, Role};
 pub use task::{SignedTask, TaskDigest};
-pub use verifier::{Action, Signer, Verdict, Verifier};
+pub use verifier::{Action, KeyStanding, Offer, Signer, Verdict, Verifier};

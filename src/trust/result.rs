@@ -136,6 +136,30 @@ pub struct Attested {
     pub claim_commit: Option<String>,
 }
 
+/// The first half of [`judge`], all that needs no history: the signature
+/// holds, and the policy lists its key, now, as the key of the node the
+/// result names. Returns that node.
+pub fn judge_signer(
+    opened: &Opened,
+    index: &Index,
+    now: crate::time::Timestamp,
+) -> Result<Id, TrustError> {
+    if index.lookup(&opened.signer) == Lookup::Unknown {
+        return Err(TrustError::UnknownSigner {
+            fingerprint: super::keys::fingerprint(&opened.signer),
+        });
+    }
+    opened.signature.clone().map_err(TrustError::BadSignature)?;
+    let signer = signer_for(index, &opened.signer, Kind::Node, now)?;
+    if signer != opened.result.node_id {
+        return Err(TrustError::WrongNode {
+            signer: signer.to_string(),
+            node_id: opened.result.node_id.to_string(),
+        });
+    }
+    Ok(signer)
+}
+
 /// Does the result count? `claim_file` is `tasks/in_progress/<task_id>.json`
 /// as it was in the result's `claim_commit` (none if that commit or file is
 /// not there); the caller reads it from git.
@@ -145,20 +169,8 @@ pub fn judge(
     now: crate::time::Timestamp,
     claim_file: Option<&[u8]>,
 ) -> Result<Attested, TrustError> {
-    if index.lookup(&opened.signer) == Lookup::Unknown {
-        return Err(TrustError::UnknownSigner {
-            fingerprint: super::keys::fingerprint(&opened.signer),
-        });
-    }
-    opened.signature.clone().map_err(TrustError::BadSignature)?;
-    let signer = signer_for(index, &opened.signer, Kind::Node, now)?;
+    let signer = judge_signer(opened, index, now)?;
     let r = &opened.result;
-    if signer != r.node_id {
-        return Err(TrustError::WrongNode {
-            signer: signer.to_string(),
-            node_id: r.node_id.to_string(),
-        });
-    }
     let ran = matches!(
         r.status,
         ResultStatus::Completed | ResultStatus::Failed | ResultStatus::Timeout

@@ -18,7 +18,7 @@ use ssh_key::PublicKey;
 use super::cache::Cache;
 use super::error::{Disposition, TrustError};
 use super::keys::KeyFileError;
-use super::policy::{self, Accepted, Decision, Held, Pinned, Policy, PolicyError};
+use super::policy::{self, Accepted, Decision, Held, Kind, Lookup, Pinned, Policy, PolicyError};
 use super::result::{self, Attested};
 use super::sig::{KeySigner, SignError};
 use super::task::{self, SignedTask, TaskDigest};
@@ -57,6 +57,15 @@ pub enum Action {
     Skip(TrustError),
     /// Move it to `failed/` with `TrustError::report` as its error.
     Fail(TrustError),
+}
+
+/// Whether the policy in use lets a node's key sign that node's results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyStanding {
+    Listed,
+    NoPolicy,
+    /// Why its results will not count (not listed, revoked, expired, ...).
+    Problem(String),
 }
 
 /// The answer to a policy offered by the grid.
@@ -191,6 +200,54 @@ impl Verifier {
         let opened = result::open(bytes, &self.pinned.grid_id)?;
         let p = self.policy.as_ref().ok_or(TrustError::NoPolicy)?;
         result::judge(&opened, &p.index, now, claim_file)
+    }
+
+    /// Does the result file `bytes` answer the task whose digest is
+    /// `digest`, signed by the node it names? What a node can tell without
+    /// the grid's history (its clone is shallow): the claim is not checked.
+    /// Returns the node.
+    pub fn answers(
+        &self,
+        bytes: &[u8],
+        digest: &TaskDigest,
+        now: Timestamp,
+    ) -> Result<Id, TrustError> {
+        let opened = result::open(bytes, &self.pinned.grid_id)?;
+        let p = self.policy.as_ref().ok_or(TrustError::NoPolicy)?;
+        let node = result::judge_signer(&opened, &p.index, now)?;
+        if opened.task_digest != digest.0 {
+            return Err(TrustError::ClaimNotHeld(format!(
+                "it answers task {}, not {digest}",
+                opened.task_digest
+            )));
+        }
+        Ok(node)
+    }
+
+    /// The version of the policy in use, if any.
+    pub fn policy_version(&self) -> Option<u64> {
+        self.policy().map(|p| p.version)
+    }
+
+    /// What the policy in use says of `key` as node `node`'s key.
+    pub fn node_key_standing(&self, node: &Id, key: &PublicKey, now: Timestamp) -> KeyStanding {
+        let Some(p) = &self.policy else {
+            return KeyStanding::NoPolicy;
+        };
+        let version = p.policy.version;
+        let problem = match p.index.lookup(key) {
+            Lookup::Unknown => format!("policy version {version} does not list it"),
+            Lookup::Revoked(r) => format!("it was revoked at {}", r.revoked_at),
+            Lookup::Listed(l) if l.kind != Kind::Node || &l.name != node => format!(
+                "policy version {version} lists it as {} {}'s key",
+                l.kind, l.name
+            ),
+            Lookup::Listed(l) => match l.window.check(now) {
+                Ok(()) => return KeyStanding::Listed,
+                Err(e) => format!("it {e}"),
+            },
+        };
+        KeyStanding::Problem(problem)
     }
 
     pub fn cached(&self) -> usize {

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
+use super::admit::{self, Admit};
 use super::{Draft, SyncRequest};
 use crate::git::{Blob, EntryMode, GridRepo, Oid, TreeEntry};
 use crate::git::{Edit, GitError};
@@ -84,6 +85,7 @@ pub(super) fn claim(
     if !claiming && !req.survey {
         return Ok(());
     }
+    admit::refresh(repo, d)?;
     let queue = d.queue(repo)?;
     reject_misplaced(d, &queue);
     let not_touched = |name: &[u8]| {
@@ -103,7 +105,8 @@ pub(super) fn claim(
         let ok = *serves
             .entry(&l.place.class)
             .or_insert_with(|| req.labels.serves(&l.place.class).is_ok());
-        if ok && not_touched(l.file_name()) {
+        // Not work for this node until its policy changes (trust).
+        if ok && not_touched(l.file_name()) && !admit::skipped(d, &l.entry.oid) {
             candidates.push(Candidate {
                 dir: layout::LANES,
                 entry: Cow::Borrowed(&l.entry),
@@ -115,7 +118,7 @@ pub(super) fn claim(
     let mut inbox: Vec<TreeEntry> = queue
         .inbox
         .iter()
-        .filter(|e| not_touched(&e.name))
+        .filter(|e| not_touched(&e.name) && !admit::skipped(d, &e.oid))
         .cloned()
         .collect();
     // The claims and the nodes, in one listing: the work not done counts
@@ -196,7 +199,7 @@ pub(super) fn claim(
         let c = &mut candidates[i];
         let verdict = match (k < sample, c.judged.take()) {
             (_, Some(v)) => v,
-            (true, None) => consider(&c.entry, c.name(), read.next_for(&c.entry), req),
+            (true, None) => consider(repo, d, &c.entry, c.name(), read.next_for(&c.entry))?,
             (false, None) => {
                 left += 1;
                 top = top.max(Some(level));
@@ -209,6 +212,7 @@ pub(super) fn claim(
                 d.reject(c.dir, &c.entry, &e);
                 continue;
             }
+            Verdict::Skip => continue,
             Verdict::Later => {
                 left += 1;
                 top = top.max(Some(level));
@@ -330,13 +334,13 @@ fn file_inbox(
     );
     let mut out = Vec::new();
     for entry in inbox {
-        let task = match consider(&entry, &entry.name, read.next_for(&entry), req) {
+        let task = match consider(repo, d, &entry, &entry.name, read.next_for(&entry))? {
             Verdict::Claimable(task) => task,
             Verdict::Reject(e) => {
                 d.reject(layout::QUEUE, &entry, &e);
                 continue;
             }
-            Verdict::Later => continue,
+            Verdict::Skip | Verdict::Later => continue,
         };
         let from = results::entry_path(layout::QUEUE, &entry.name);
         if let Some(first) = task.after().first() {
@@ -478,35 +482,49 @@ fn read_sample(
 
 /// What becomes of one candidate.
 enum Verdict {
-    /// A valid task this node may claim.
+    /// A valid task this node may claim (for a signed task, what was
+    /// signed).
     Claimable(Task),
-    /// Broken: to `failed/`, with this reason.
-    Reject(TaskError),
+    /// Broken, or refused by the node's trust for good: to `failed/`, with
+    /// this reason.
+    Reject(String),
+    /// Not this node's to run now (unsigned, an unknown signer, not yet
+    /// issued: `admit`): left where it is, not counted as work left.
+    Skip,
     /// Not decided in this round (not read: budget spent, or gone).
     Later,
 }
 
-/// Judge one queue entry (its own name `name`) from what was read of it.
-fn consider(entry: &TreeEntry, name: &[u8], blob: Blob, req: &SyncRequest<'_>) -> Verdict {
+/// Judge one queue entry (its own name `name`) from what was read of it:
+/// the task rules, then the node's trust (`admit`).
+fn consider(
+    repo: &GridRepo,
+    d: &Draft<'_>,
+    entry: &TreeEntry,
+    name: &[u8],
+    blob: Blob,
+) -> Result<Verdict, GitError> {
     let content = match blob {
         Blob::Data(b) => b,
         Blob::TooBig { size, cap } => {
-            return Verdict::Reject(TaskError::TooLarge {
-                size: usize::try_from(size).unwrap_or(usize::MAX),
-                max: usize::try_from(cap).unwrap_or(usize::MAX),
-            });
+            return Ok(Verdict::Reject(
+                TaskError::TooLarge {
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
+                    max: usize::try_from(cap).unwrap_or(usize::MAX),
+                }
+                .to_string(),
+            ));
         }
-        _ => return Verdict::Later,
+        _ => return Ok(Verdict::Later),
     };
-    match Task::from_entry(
-        &String::from_utf8_lossy(name),
-        entry_kind(entry.mode),
-        &content,
-        req.rules,
-    ) {
-        Ok(task) => Verdict::Claimable(task),
-        Err(e) => Verdict::Reject(e),
-    }
+    let name = String::from_utf8_lossy(name);
+    Ok(
+        match admit::admit(repo, d, entry, &name, entry_kind(entry.mode), &content)? {
+            Admit::Run(task) => Verdict::Claimable(task),
+            Admit::Skip => Verdict::Skip,
+            Admit::Reject(e) => Verdict::Reject(e),
+        },
+    )
 }
 
 /// Claim `task` (the queue file at `from`): out of the queue, into

@@ -51,7 +51,14 @@ fn landing(
         (Finish::Requeue { .. } | Finish::Retry { .. }, false, _) => Landing::Moot,
         // Our own push delivered it already (its answer was lost, then the
         // worker restarted): nothing left to do.
-        (Finish::Result { result }, false, false) if delivered == Some(&result.to_bytes()[..]) => {
+        (Finish::Result { result, signed }, false, false)
+            if delivered
+                == Some(
+                    &signed
+                        .as_ref()
+                        .map_or_else(|| result.to_bytes(), |s| s.clone().into_bytes())[..],
+                ) =>
+        {
             Landing::Moot
         }
         (Finish::Result { .. }, false, false) => Landing::Superseded,
@@ -72,7 +79,7 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
         .iter()
         .flat_map(|e| {
             let success =
-                matches!(&e.finish, Finish::Result { result } if result.status.is_success());
+                matches!(&e.finish, Finish::Result { result, .. } if result.status.is_success());
             let delivered = layout::result_file(success, d.req.node, e.task_id.as_str());
             [
                 format!("{tip}:{}", layout::in_progress_file(&e.task_id)),
@@ -133,13 +140,14 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
         touched.insert(id.clone());
         d.edits.insert(source, Edit::Delete);
         match &entry.finish {
-            Finish::Result { result } => {
+            Finish::Result { result, signed } => {
                 d.summary
                     .push(format!("{} {id}", status_word(result.status)));
                 d.results.push(PendingResult {
                     node: d.req.node.clone(),
                     stem: id.to_string(),
                     result: result.clone(),
+                    signed: signed.as_ref().map(|s| s.clone().into_bytes()),
                 });
             }
             Finish::Requeue { reason } => {
@@ -187,11 +195,11 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                             ),
                         );
                         d.summary.push(format!("abandon {id}"));
-                        d.results.push(PendingResult {
-                            node: d.req.node.clone(),
-                            stem: id.to_string(),
+                        d.results.push(PendingResult::unsigned(
+                            d.req.node.clone(),
+                            id.to_string(),
                             result,
-                        });
+                        ));
                     }
                 }
             }
@@ -212,6 +220,7 @@ mod tests {
             attempt: 1,
             claimed_at: "2026-01-01T00:00:00.000Z".into(),
             finish,
+            ran: None,
         }
     }
 
@@ -228,6 +237,7 @@ mod tests {
         let rules = TaskRules::default();
         let result = entry(Finish::Result {
             result: invalid_result("t.json", &me, "2026-01-01T00:00:00.000Z", "x"),
+            signed: None,
         });
         let requeue = entry(Finish::Requeue {
             reason: "engine".into(),
@@ -268,7 +278,7 @@ mod tests {
             Landing::Moot
         );
         // Our own result already at its path (a push whose answer was lost).
-        let Finish::Result { result: r } = &result.finish else {
+        let Finish::Result { result: r, .. } = &result.finish else {
             unreachable!()
         };
         let delivered = r.to_bytes();
@@ -295,7 +305,7 @@ mod tests {
             let me_id = Id::parse(&me).unwrap();
             let stamp = |i: u8| format!("2026-01-01T00:0{i}:00.000Z");
             let mut e = entry(if is_result {
-                Finish::Result { result: invalid_result("t.json", &me_id, &stamp(0), "x") }
+                Finish::Result { result: invalid_result("t.json", &me_id, &stamp(0), "x"), signed: None }
             } else {
                 Finish::Requeue { reason: "r".into() }
             });

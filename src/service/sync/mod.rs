@@ -8,6 +8,7 @@
 //! ("the task is still queued", "this claim is still mine") is checked
 //! against the state the push will be judged on.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
@@ -82,6 +83,9 @@ pub struct SyncRequest<'a> {
     /// before them; those go back by the outbox (`pace::preempt`).
     pub preempt_below: Option<u8>,
     pub preempt_up_to: usize,
+    /// The node's trust (`[trust] mode` warn or enforce): which queue
+    /// entries it may claim. None: every valid task.
+    pub trust: Option<&'a RefCell<Gate>>,
 }
 
 #[derive(Debug, Default)]
@@ -124,9 +128,11 @@ pub struct SyncReport {
     pub released: Vec<(String, String)>,
 }
 
+mod admit;
 mod claim;
 mod land;
 
+pub use admit::{Gate, GateError};
 pub use claim::RecordCache;
 use claim::claim;
 use land::land_outbox;

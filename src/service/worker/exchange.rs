@@ -133,6 +133,7 @@ impl Worker {
                 holding_classes: &holding_classes,
                 preempt_below,
                 preempt_up_to,
+                trust: self.gate.as_ref(),
             };
             sync::plan(t, &req)
         });
@@ -160,7 +161,7 @@ impl Worker {
             }
         })?;
         self.remote_ok = true;
-        let report = match outcome {
+        let (report, commit) = match outcome {
             TxnOutcome::Committed {
                 commit,
                 value,
@@ -175,7 +176,7 @@ impl Worker {
                     claims: value.claimed.len(),
                     heartbeat: value.wrote_heartbeat,
                 });
-                value
+                (value, Some(commit))
             }
             TxnOutcome::Unchanged {
                 value, rejections, ..
@@ -190,7 +191,7 @@ impl Worker {
                     ok: true,
                     ..failed(rejections)
                 });
-                value
+                (value, None)
             }
             TxnOutcome::Uncertain {
                 commit,
@@ -227,7 +228,8 @@ impl Worker {
             self.schedule
                 .claimed(now, more || report.requeued > 0, self.cfg.pull_interval);
         }
-        self.absorb(&report);
+        self.absorb(&report, commit.as_deref());
+        self.check_node_key();
         if looked {
             let view = View {
                 queue_left: report.queue_left,
@@ -260,7 +262,7 @@ impl Worker {
         match txn::landed(&self.repo, &commit) {
             Ok(true) => {
                 tracing::info!(%commit, "the uncertain push had landed");
-                self.absorb(&report);
+                self.absorb(&report, Some(&commit));
                 Ok(())
             }
             Ok(false) => {
@@ -274,9 +276,10 @@ impl Worker {
         }
     }
 
-    /// Act on a sync that landed: clear delivered results from the outbox,
-    /// start what was claimed, and log what the grid now says.
-    fn absorb(&mut self, report: &SyncReport) {
+    /// Act on a sync that landed in `commit` (none if nothing changed):
+    /// clear delivered results from the outbox, start what was claimed, and
+    /// log what the grid now says.
+    fn absorb(&mut self, report: &SyncReport, commit: Option<&str>) {
         let now = Instant::now();
         if report.requeued > 0 || !report.reaped.is_empty() || !report.released.is_empty() {
             // This commit put tasks back in the queue (or released waiting
@@ -289,6 +292,7 @@ impl Worker {
             self.schedule
                 .heartbeat_written(now, self.cfg.heartbeat_interval);
         }
+        self.delivered(&report.landed);
         for id in &report.landed {
             if let Err(e) = self.outbox.remove(id) {
                 tracing::error!(task_id = %id, error = %e, "landed but could not clear from the outbox");
@@ -317,6 +321,11 @@ impl Worker {
         }
         for c in &report.claimed {
             tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, priority = c.task.priority(), "claimed");
+            // The commit that holds the claim: the node's result names it.
+            if let Some(commit) = commit {
+                self.claim_commits
+                    .insert(c.task.task_id.clone(), commit.to_owned());
+            }
             self.slots.waiting.push_back(c.clone());
         }
         if !report.claimed.is_empty() {

@@ -11,7 +11,9 @@
 //! - `exchange`    one sync with the grid, and acting on its report
 //! - `report`      what the node says of itself: record, STATUS=, page
 //! - `signals`     the events that wake the loop
+//! - `attest`      trust: the node key and the gate; signed results
 
+mod attest;
 mod exchange;
 mod main_loop;
 mod report;
@@ -20,8 +22,12 @@ mod signals;
 mod slots;
 mod tasks;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
+
+use ssh_key::PublicKey;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -34,9 +40,10 @@ use crate::service::budget::{Allowance, Budget, Paused};
 use crate::service::notify::Notifier;
 use crate::service::outbox::Outbox;
 use crate::service::pace::Pace;
-use crate::service::sync::SyncReport;
+use crate::service::sync::{Gate, SyncReport};
 use crate::status::{self, Board};
 use crate::time;
+use crate::trust::Signer;
 
 use schedule::{Due, Schedule};
 use signals::{Event, SignalCount};
@@ -61,6 +68,9 @@ pub enum WorkerError {
     Signals(std::io::Error),
     #[error("stopped before the node could register")]
     StoppedBeforeReady,
+    /// `[trust]` cannot be applied (the node key, the state directory).
+    #[error("trust: {0}")]
+    Trust(String),
 }
 
 /// What the last look at the grid saw (a claim, or a look while holding
@@ -127,6 +137,16 @@ struct Worker {
     /// For tasks claimed that run after others: the results to give them
     /// as inputs (task -> (parent, blob)).
     inputs: std::collections::BTreeMap<Id, Vec<(Id, String)>>,
+    /// `[trust]` in warn or enforce: what this node may claim.
+    gate: Option<RefCell<Gate>>,
+    /// This node's key and grid: signs its results.
+    signer: Option<Signer>,
+    /// This node's public key, for its record.
+    node_key: Option<PublicKey>,
+    /// The policy version this node's key was last checked against.
+    key_checked_at: Option<u64>,
+    /// For each task this node holds, the commit that pushed its claim.
+    claim_commits: HashMap<Id, String>,
 }
 
 /// The labels a node routes by: those configured, and `arch=`, `os=` and
@@ -190,6 +210,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         }
         _ => {}
     }
+    let trust = attest::open(&cfg)?;
 
     // The status page: its own thread. A port already taken costs the page,
     // not the worker's work (`status::server::start`).
@@ -238,6 +259,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         last_view: None,
         records: Default::default(),
         uncertain: None,
+        gate: trust.gate,
+        signer: trust.signer,
+        node_key: trust.node_key,
+        key_checked_at: None,
+        claim_commits: HashMap::new(),
     };
     match w.register(&rx) {
         // Told to stop while waiting for the grid: a clean stop, not a failure.
@@ -249,7 +275,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
 }
 
 impl Worker {
-    fn node(&self) -> &crate::grid::Id {
+    fn node(&self) -> &Id {
         &self.cfg.node_id
     }
 

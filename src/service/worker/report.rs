@@ -45,6 +45,7 @@ impl Worker {
                 .map(|l| l.to_string())
                 .collect(),
             paused: self.paused.as_ref().map(ToString::to_string),
+            node_key: self.node_key.as_ref().map(crate::trust::keys::openssh_line),
         }
     }
 

@@ -101,7 +101,8 @@ impl Worker {
                     duration_ms = report.duration.as_millis() as u64,
                     "task finished"
                 );
-                Finish::Result { result }
+                let signed = self.sign(&claimed, &result);
+                Finish::Result { result, signed }
             }
             (Outcome::EngineFailed(problem), None) => {
                 tracing::error!(task_id = %task, error = %problem, "engine failure; requeueing the task, node unhealthy");
@@ -132,12 +133,19 @@ impl Worker {
         // A claim that ends here (given back, or never started) needs its
         // inputs no more.
         self.inputs.remove(&claimed.task.task_id);
+        let ran = match finish {
+            Finish::Result { .. } => super::attest::ran_of(claimed),
+            _ => None,
+        };
         let entry = OutboxEntry {
             task_id: claimed.task.task_id.clone(),
             attempt: claimed.claim.attempt,
             claimed_at: claimed.claim.claimed_at.clone(),
             finish,
+            ran,
         };
+        // The claim ends here, one way or another.
+        self.claim_commits.remove(&entry.task_id);
         self.schedule.result_waiting(Instant::now());
         if let Err(e) = self.outbox.put(&entry) {
             // Without a durable copy the result would be lost on a crash;

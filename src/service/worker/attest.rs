@@ -1,0 +1,158 @@
+//! The node's side of trust: at start-up, its key and (in `warn` and
+//! `enforce`) the gate its claims pass through; then, for each task it
+//! ran, the signed result and the record that it ran.
+//!
+//! A result is signed when it is made, with the claim it answers: the
+//! commit that pushed the claim (known when that push landed) and the
+//! digest of the task file claimed. It goes to the outbox signed, so a
+//! restart pushes the same bytes.
+
+use std::cell::RefCell;
+
+use ssh_key::PublicKey;
+
+use crate::config::Config;
+use crate::grid::claim::ClaimedTask;
+use crate::grid::{Id, TaskResult};
+use crate::service::sync::Gate;
+use crate::time;
+use crate::trust::envelope::ENVELOPE_FIELD;
+use crate::trust::ran::Ran;
+use crate::trust::{KeySigner, KeyStanding, Mode, Signer, TaskDigest};
+
+use super::{Worker, WorkerError};
+
+/// What `[trust]` gives a worker at start.
+pub(super) struct NodeTrust {
+    pub gate: Option<RefCell<Gate>>,
+    pub signer: Option<Signer>,
+    pub node_key: Option<PublicKey>,
+}
+
+/// Open the node key and the gate. In `warn` and `enforce` a key that
+/// cannot be used stops the worker (`check` says so first); in `off` it is
+/// logged and results go unsigned.
+pub(super) fn open(cfg: &Config) -> Result<NodeTrust, WorkerError> {
+    let t = &cfg.trust;
+    let key = match t.node_key.as_deref().map(KeySigner::open) {
+        None => None,
+        Some(Ok(KeySigner::SshKeygen { .. })) => {
+            let path = t.node_key.as_deref().expect("opened from it");
+            let e = WorkerError::Trust(format!(
+                "{}: has a passphrase; a node signs unattended, so its key must have none (make one with `dgrid-worker keygen`)",
+                path.display()
+            ));
+            if t.mode != Mode::Off {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "results are not signed");
+            None
+        }
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) if t.mode != Mode::Off => return Err(WorkerError::Trust(e.to_string())),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "the node key cannot be used; results are not signed");
+            None
+        }
+    };
+    let node_key = key.as_ref().map(|k| k.public_key().clone());
+    if let Some(k) = &node_key {
+        tracing::info!(
+            fingerprint = %crate::trust::keys::fingerprint(k),
+            "node key loaded"
+        );
+    }
+    let signer = match (key, &t.pinned) {
+        (Some(k), Some(p)) => Some(Signer::new(p.grid_id.clone(), k)),
+        _ => None,
+    };
+    let gate = match (&t.pinned, t.mode) {
+        (Some(p), Mode::Warn | Mode::Enforce) => Some(RefCell::new(
+            Gate::open(
+                t.mode,
+                p.clone(),
+                cfg.task_rules.clone(),
+                &cfg.state_dir,
+                time::now(),
+            )
+            .map_err(|e| WorkerError::Trust(e.to_string()))?,
+        )),
+        _ => None,
+    };
+    Ok(NodeTrust {
+        gate,
+        signer,
+        node_key,
+    })
+}
+
+/// The record a signed task leaves once its result is delivered.
+pub(super) fn ran_of(claimed: &ClaimedTask) -> Option<Ran> {
+    let extra = &claimed.task.extra;
+    if !extra.contains_key(ENVELOPE_FIELD) {
+        return None;
+    }
+    Some(Ran {
+        digest: TaskDigest::of_file(&claimed.to_bytes())?.0,
+        expires_at: extra.get("expires_at")?.as_str()?.to_owned(),
+    })
+}
+
+impl Worker {
+    /// The result file, signed by this node for the claim it answers; none
+    /// without a node key and a grid id (it then goes unsigned).
+    pub(super) fn sign(&self, claimed: &ClaimedTask, result: &TaskResult) -> Option<String> {
+        let signer = self.signer.as_ref()?;
+        let commit = self.claim_commits.get(&claimed.task.task_id);
+        let digest = TaskDigest::of_file(&claimed.to_bytes())?;
+        match signer.sign_result(result, &digest, commit.map(String::as_str)) {
+            Ok(bytes) => String::from_utf8(bytes).ok(),
+            Err(e) => {
+                // The result itself must not be lost: it goes unsigned.
+                tracing::error!(task_id = %claimed.task.task_id, error = %e, "cannot sign the result; pushing it unsigned");
+                None
+            }
+        }
+    }
+
+    /// Results a push delivered: the tasks they answer never run here again.
+    pub(super) fn delivered(&mut self, landed: &[Id]) {
+        let Some(gate) = &self.gate else { return };
+        let ran: Vec<Ran> = self
+            .outbox
+            .entries()
+            .iter()
+            .filter(|e| landed.contains(&e.task_id))
+            .filter(|e| matches!(e.finish, crate::service::outbox::Finish::Result { .. }))
+            .filter_map(|e| e.ran.clone())
+            .collect();
+        gate.borrow_mut().ran(&ran);
+    }
+
+    /// Say once per policy version whether this node's results will count:
+    /// a key the policy does not list signs results nobody attests.
+    pub(super) fn check_node_key(&mut self) {
+        let (Some(gate), Some(key)) = (&self.gate, &self.node_key) else {
+            return;
+        };
+        let gate = gate.borrow();
+        let version = gate.policy_version();
+        if version.is_none() || version == self.key_checked_at {
+            return;
+        }
+        self.key_checked_at = version;
+        let fingerprint = crate::trust::keys::fingerprint(key);
+        match gate.node_key_standing(&self.cfg.node_id, key, time::now()) {
+            KeyStanding::Listed => {
+                tracing::info!(%fingerprint, policy = version, "this node's key is in the policy: its results count")
+            }
+            KeyStanding::NoPolicy => {}
+            KeyStanding::Problem(why) => tracing::warn!(
+                %fingerprint,
+                policy = version,
+                problem = %why,
+                "this node's results will not count as attested: send its public key to the grid's owner for `dgrid-worker trust add-node`"
+            ),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Which results `status` and `dashboard` list are attested: each is
+//! checked as `verify` checks it (the node's signature, the policy's key
+//! for that node, the claim in the commit it names, on the branch), against
+//! the grid's policy at the commit shown.
+//!
+//! Only the results listed (the latest and the latest failures, at most
+//! twice [`super::view::RECENT`]) are checked, so the cost stays that of a
+//! hundred signatures and one `rev-list` whatever the grid's size.
+//!
+//! The roots come from `--roots` (and `--grid-id`), as a worker pins them;
+//! without them, from the grid's own `.dgrid/roots` and the policy's grid
+//! id, which anyone who can push could have rewritten along with the
+//! policy: the view says which.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::trust::{UNCHECKED, verify_results};
+use super::view::{GridView, TrustView};
+use crate::git::GitError;
+use crate::git::{Blob, GridRepo};
+use crate::grid::{Id, TaskRules};
+use crate::time::Timestamp;
+use crate::trust::keys;
+use crate::trust::policy::{MAX_POLICY_BYTES, POLICY_FILE, Pinned, ROOTS_FILE};
+use crate::trust::{KeyStanding, Verifier};
+
+/// The roots to check against, as the tools take them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PinArgs {
+    /// The grid's root public keys, as the workers pin them [default: the
+    /// grid's own .dgrid/roots, which a pusher could have rewritten].
+    #[arg(long = "roots", value_name = "FILE")]
+    pub roots: Option<PathBuf>,
+    /// The grid's id, as the workers pin it [default: the policy's].
+    #[arg(long, env = "DGRID_GRID_ID", value_name = "ID")]
+    pub grid_id: Option<String>,
+}
+
+/// Check the results `view` lists, and the node keys its records show,
+/// against the grid's policy at `tip`. A grid without a policy is left as
+/// it is; a policy that cannot be used is said in `view.trust.error`.
+pub fn attest(
+    view: &mut GridView,
+    repo: &GridRepo,
+    tip: &str,
+    pin: &PinArgs,
+    now: Timestamp,
+) -> Result<(), GitError> {
+    let policy = match repo.read_path(tip, POLICY_FILE, MAX_POLICY_BYTES as u64)? {
+        Blob::Missing => return Ok(()),
+        Blob::Data(p) => p,
+        unread => {
+            view.trust = Some(TrustView {
+                error: Some(format!(
+                    "{POLICY_FILE} {}",
+                    unread.why_unread().unwrap_or_default()
+                )),
+                ..TrustView::default()
+            });
+            return Ok(());
+        }
+    };
+    let (verifier, mut trust) = match open(repo, tip, pin, &policy)? {
+        Ok(v) => v,
+        Err(error) => {
+            view.trust = Some(TrustView {
+                error: Some(error),
+                ..TrustView::default()
+            });
+            return Ok(());
+        }
+    };
+    let mut paths: Vec<String> = view
+        .recent
+        .iter()
+        .chain(&view.failures)
+        .map(|r| r.file.clone())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    let checks: HashMap<String, _> = verify_results(repo, tip, &verifier, &paths, now)?
+        .into_iter()
+        .map(|c| (c.path.clone(), c))
+        .collect();
+    for c in checks.values() {
+        trust.checked += 1;
+        match (&c.attested_by, c.code) {
+            (Some(_), _) => trust.attested += 1,
+            (None, Some(UNCHECKED)) => trust.unchecked += 1,
+            (None, _) => trust.not_attested += 1,
+        }
+    }
+    for r in view.recent.iter_mut().chain(view.failures.iter_mut()) {
+        let Some(c) = checks.get(&r.file) else {
+            continue;
+        };
+        r.attested_by = c.attested_by.clone();
+        r.trust = Some(match (&c.attested_by, c.code) {
+            (Some(_), _) => "attested".to_owned(),
+            (None, code) => code.unwrap_or("error").to_owned(),
+        });
+        r.trust_error = c.error.clone();
+    }
+    for n in &mut view.nodes {
+        let (Ok(id), Some(line)) = (Id::parse(&n.node_id), &n.key_line) else {
+            continue;
+        };
+        n.key_problem = match keys::parse_public(line) {
+            Err(e) => Some(format!("its key {e}")),
+            Ok(k) => match verifier.node_key_standing(&id, &k, now) {
+                KeyStanding::Listed | KeyStanding::NoPolicy => None,
+                KeyStanding::Problem(why) => Some(why),
+            },
+        };
+    }
+    view.trust = Some(trust);
+    Ok(())
+}
+
+/// The verifier for the policy file `policy`, and the view's header.
+fn open(
+    repo: &GridRepo,
+    tip: &str,
+    pin: &PinArgs,
+    policy: &[u8],
+) -> Result<Result<(Verifier, TrustView), String>, GitError> {
+    let (roots, from) = match &pin.roots {
+        Some(path) => match keys::read_public_list(path) {
+            Ok(k) => (k, format!("pinned ({})", path.display())),
+            Err(e) => return Ok(Err(e.to_string())),
+        },
+        None => match repo.read_path(tip, ROOTS_FILE, 64 * 1024)? {
+            Blob::Data(text) => match keys::parse_list(&String::from_utf8_lossy(&text)) {
+                Ok(k) if !k.is_empty() => (
+                    k,
+                    format!("the grid's own {ROOTS_FILE} (pass --roots to pin them)"),
+                ),
+                Ok(_) => return Ok(Err(format!("{ROOTS_FILE} holds no key; pass --roots"))),
+                Err((line, e)) => return Ok(Err(format!("{ROOTS_FILE}: line {line}: {e}"))),
+            },
+            _ => {
+                return Ok(Err(format!(
+                    "the grid has no readable {ROOTS_FILE}; pass --roots"
+                )));
+            }
+        },
+    };
+    let grid_id = match &pin.grid_id {
+        Some(g) => Id::parse(g).map_err(|e| format!("--grid-id {g:?}: {e}")),
+        None => serde_json::from_slice::<Value>(policy)
+            .ok()
+            .and_then(|v| v["grid_id"].as_str().and_then(|g| Id::parse(g).ok()))
+            .ok_or_else(|| format!("{POLICY_FILE}: has no valid `grid_id`")),
+    };
+    let grid_id = match grid_id {
+        Ok(g) => g,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut verifier = Verifier::new(
+        Pinned {
+            grid_id: grid_id.clone(),
+            roots,
+            threshold: 1,
+        },
+        TaskRules::default(),
+    );
+    if let Err(e) = verifier.offer_policy(policy) {
+        return Ok(Err(format!("{POLICY_FILE} ({}): {e}", e.code())));
+    }
+    let view = TrustView {
+        grid_id: grid_id.to_string(),
+        roots: from,
+        policy_version: verifier.policy_version(),
+        ..TrustView::default()
+    };
+    Ok(Ok((verifier, view)))
+}

@@ -1,0 +1,687 @@
+//! Trust, end to end, with running workers against real bare repositories:
+//! each attack on what a node runs ends where it should (left in the
+//! queue, or in `failed/` with its name), what a node runs is exactly what
+//! a submitter signed, a copy of a task that ran never runs again, the
+//! policy only moves forward, and only results signed by the node that
+//! held the claim are attested (`verify`, `status`, `dashboard`).
+//!
+//! The shell engine runs the scripts (these tests are about what runs, not
+//! how it is contained): each leaves a mark, so a test can tell which ran.
+
+mod common;
+mod tools_fixture;
+mod trust_fixture;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::*;
+use tools_fixture::{dgrid, expect_code, stdout};
+use trust_fixture::*;
+
+/// The `error` of a result in `failed/`.
+fn failed_error(t: &TrustedGrid, name: &str) -> String {
+    let failed = t.grid.json_files("tasks/failed");
+    let r = failed
+        .get(name)
+        .unwrap_or_else(|| panic!("no tasks/failed/{name} in {:?}", failed.keys()));
+    assert_eq!(r["status"], "invalid", "{r}");
+    r["error"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn enforce_runs_only_what_a_submitter_signed_and_names_each_refusal() {
+    let t = TrustedGrid::new();
+    let relabelled = {
+        // Signed for g8, then relabelled as g7's: the signature's namespace
+        // still says g8.
+        let bytes = t.signed(
+            "relabelled",
+            &t.marking("relabelled"),
+            "alice",
+            "g8",
+            -10,
+            3600,
+        );
+        let text = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"g8\"", "\"g7\"");
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        let env = dgrid_worker::trust::Envelope::from_field(
+            &v["envelope"],
+            dgrid_worker::trust::Role::Task,
+        )
+        .unwrap();
+        let payload = String::from_utf8(env.payload_bytes().unwrap())
+            .unwrap()
+            .replace("\"g8\"", "\"g7\"");
+        v["envelope"]["payload"] = dgrid_worker::trust::Envelope::new(
+            dgrid_worker::trust::Role::Task,
+            payload.as_bytes(),
+            vec![],
+        )
+        .payload
+        .into();
+        serde_json::to_vec_pretty(&v).unwrap()
+    };
+    let tampered = {
+        let mut v: Value =
+            serde_json::from_slice(&t.by_alice("tampered", "echo harmless")).unwrap();
+        v["script"] = t.marking("tampered").into();
+        serde_json::to_vec_pretty(&v).unwrap()
+    };
+    let unsigned = serde_json::to_vec(&serde_json::json!({
+        "task_id": "unsigned", "script": t.marking("unsigned"), "timeout_seconds": 30
+    }))
+    .unwrap();
+    let skipped = [
+        ("unsigned", unsigned),
+        (
+            "stranger",
+            t.signed(
+                "stranger",
+                &t.marking("stranger"),
+                "eve",
+                GRID_ID,
+                -10,
+                3600,
+            ),
+        ),
+        (
+            "early",
+            t.signed("early", &t.marking("early"), "alice", GRID_ID, 7200, 9000),
+        ),
+    ];
+    let mut queue = vec![
+        ("good", t.by_alice("good", &t.marking("good"))),
+        (
+            "by-node",
+            t.signed("by-node", &t.marking("by-node"), "n1", GRID_ID, -10, 3600),
+        ),
+        (
+            "other-grid",
+            t.signed(
+                "other-grid",
+                &t.marking("other-grid"),
+                "alice",
+                "g8",
+                -10,
+                3600,
+            ),
+        ),
+        ("relabelled", relabelled),
+        ("tampered", tampered),
+        (
+            "expired",
+            t.signed(
+                "expired",
+                &t.marking("expired"),
+                "alice",
+                GRID_ID,
+                -7200,
+                -3600,
+            ),
+        ),
+        (
+            "revoked",
+            t.signed("revoked", &t.marking("revoked"), "bob", GRID_ID, -10, 3600),
+        ),
+    ];
+    queue.extend(skipped.iter().cloned());
+    t.queue(&queue, "a queue with every attack");
+
+    // A node that heartbeats every second sees a new tip each second, and
+    // looks at the queue again each time.
+    let mut spec = t.worker("n1", "enforce");
+    spec.extra.insert_str(0, "heartbeat_interval = 1\n");
+    spec.drain = false;
+    let mut w = spawn_worker(&t.grid, &spec);
+    wait_until(
+        "the good task and six refusals",
+        Duration::from_secs(120),
+        || t.grid.files("tasks/completed").len() == 1 && t.grid.files("tasks/failed").len() == 6,
+    );
+    let tip = t.grid.tip_of("main").unwrap();
+    wait_until(
+        "a few more looks at the queue",
+        Duration::from_secs(60),
+        || git_count_since(&t.grid, &tip) >= 4,
+    );
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(w.wait_exit(Duration::from_secs(60)).success());
+
+    // The signed task ran, and only it.
+    let completed = t.grid.json_files("tasks/completed");
+    let good = &completed["n1@good.json"];
+    assert_eq!(good["status"], "completed", "{good}");
+    assert_eq!(t.runs("good"), 1);
+    for (name, _) in &queue[1..] {
+        assert_eq!(t.runs(name), 0, "{name} ran");
+    }
+    // Each refusal in failed/, by name.
+    for (id, code) in [
+        ("by-node", "wrong-role"),
+        ("other-grid", "other-grid"),
+        ("relabelled", "bad-signature"),
+        ("tampered", "tampered"),
+        ("expired", "expired"),
+        ("revoked", "revoked-key"),
+    ] {
+        let e = failed_error(&t, &format!("n1@{id}.json"));
+        assert!(
+            e.starts_with(&format!("tasks/queue/{id}.json: untrusted ({code}): ")),
+            "{id}: {e}"
+        );
+    }
+    assert!(
+        failed_error(&t, "n1@tampered.json")
+            .ends_with("field `script` differs from the signed payload")
+    );
+    // What the policy may yet make good stays in the queue, untouched, and
+    // is logged once, not at every look.
+    let queued = t.grid.files("tasks/queue");
+    for (id, bytes) in &skipped {
+        assert_eq!(&queued[&format!("{id}.json")], bytes, "{id} left as it was");
+    }
+    assert_eq!(queued.len(), 3, "{:?}", queued.keys());
+    for (id, code) in [
+        ("unsigned", "unsigned"),
+        ("stranger", "unknown-signer"),
+        ("early", "not-yet-issued"),
+    ] {
+        let lines = log_lines(&w, &format!("entry={id}.json"));
+        let left: Vec<_> = lines
+            .iter()
+            .filter(|l| l.contains("task left in the queue"))
+            .collect();
+        assert_eq!(left.len(), 1, "{id}: {lines:#?}");
+        assert!(left[0].contains(&format!("code={code}")), "{}", left[0]);
+    }
+
+    // The result is signed by n1, for the claim it held: attested.
+    let out = t.verify(&["tasks/completed/n1@good.json"]);
+    assert!(
+        out.contains("tasks/completed/n1@good.json: attested by node n1"),
+        "{out}"
+    );
+    // The node's record carries its key; its state holds the policy and
+    // the task it ran.
+    let record = &t.grid.json_files("nodes")["n1.json"];
+    let public = std::fs::read_to_string(t.key("n1.pub")).unwrap();
+    let words = |s: &str| s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    assert_eq!(record["node_key"].as_str().unwrap(), words(&public));
+    assert_eq!(t.held_version(&w), 6);
+    let ran = std::fs::read_to_string(w.state.join("trust/ran")).unwrap();
+    assert_eq!(ran.lines().count(), 1, "{ran}");
+    assert!(
+        ran.starts_with(good["task_digest"].as_str().unwrap()),
+        "{ran}"
+    );
+}
+
+/// Commits on main after `since`.
+fn git_count_since(grid: &Grid, since: &str) -> usize {
+    let out = git(
+        &grid.bare,
+        &["rev-list", "--count", &format!("{since}..main")],
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn warn_runs_everything_and_says_what_enforce_would_refuse() {
+    let t = TrustedGrid::new();
+    let tampered = {
+        let mut v: Value =
+            serde_json::from_slice(&t.by_alice("tampered", "echo harmless")).unwrap();
+        v["script"] = t.marking("tampered").into();
+        serde_json::to_vec_pretty(&v).unwrap()
+    };
+    let unsigned = serde_json::to_vec(&serde_json::json!({
+        "task_id": "unsigned", "script": t.marking("unsigned"), "timeout_seconds": 30
+    }))
+    .unwrap();
+    t.queue(
+        &[
+            ("unsigned", unsigned),
+            ("tampered", tampered),
+            ("good", t.by_alice("good", &t.marking("good"))),
+        ],
+        "three tasks",
+    );
+    let w = t.drain(&t.worker("n2", "warn"));
+    for id in ["unsigned", "tampered", "good"] {
+        assert_eq!(t.runs(id), 1, "{id}");
+        assert!(
+            t.grid
+                .files("tasks/completed")
+                .contains_key(&format!("n2@{id}.json"))
+        );
+    }
+    for (id, code) in [("unsigned", "unsigned"), ("tampered", "tampered")] {
+        let lines = log_lines(&w, &format!("entry={id}.json"));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("enforce mode would not run")
+                    && l.contains(&format!("code={code}"))),
+            "{id}: {lines:#?}"
+        );
+    }
+    assert!(log_lines(&w, "entry=good.json").is_empty());
+}
+
+#[test]
+fn a_task_that_ran_never_runs_again_but_a_requeue_does() {
+    let t = TrustedGrid::new();
+    let once = t.by_alice("once", &t.marking("once"));
+    t.queue(&[("once", once.clone())], "once");
+    t.drain(&t.worker("n1", "enforce"));
+    assert_eq!(t.runs("once"), 1);
+    assert!(t.grid.files("tasks/completed").contains_key("n1@once.json"));
+
+    // The same signed file, pushed again: n2 sees n1's signed result.
+    t.queue(&[("once", once.clone())], "replay");
+    t.drain(&t.worker("n2", "enforce"));
+    assert_eq!(t.runs("once"), 1);
+    let e = failed_error(&t, "n2@once.json");
+    assert!(
+        e.contains("untrusted (replayed): was run already: tasks/completed/n1@once.json answers it, signed by node n1"),
+        "{e}"
+    );
+
+    // The results removed (or archived) and the file pushed again: n1
+    // remembers it ran it.
+    t.grid
+        .commit_with("the host removes the results and replays", |w| {
+            std::fs::remove_file(w.join("tasks/completed/n1@once.json")).unwrap();
+            std::fs::remove_file(w.join("tasks/failed/n2@once.json")).unwrap();
+            std::fs::write(w.join("tasks/queue/once.json"), &once).unwrap();
+        });
+    t.drain(&t.worker("n1", "enforce"));
+    assert_eq!(t.runs("once"), 1);
+    let e = failed_error(&t, "n1@once.json");
+    assert!(
+        e.contains("untrusted (replayed): was run already: this node ran task once"),
+        "{e}"
+    );
+
+    // A result that does not verify is no result: it cannot stop a task.
+    let forged = serde_json::json!({
+        "task_id": "fresh", "node_id": "n1", "exit_code": 0, "stdout": "", "stderr": "",
+        "timestamp": dgrid_worker::time::format(dgrid_worker::time::now()),
+        "status": "completed", "attempt": 1, "truncated": false
+    });
+    t.grid.commit_files(
+        &[
+            (
+                "tasks/completed/n1@fresh.json".into(),
+                serde_json::to_vec(&forged).unwrap(),
+            ),
+            (
+                "tasks/queue/fresh.json".into(),
+                t.by_alice("fresh", &t.marking("fresh")),
+            ),
+        ],
+        "an unsigned result, then the task",
+    );
+    t.drain(&t.worker("n2", "enforce"));
+    assert_eq!(t.runs("fresh"), 1);
+    assert!(
+        t.grid
+            .files("tasks/completed")
+            .contains_key("n2@fresh.json")
+    );
+
+    // A claim lost with its node (SIGKILL mid-task) is requeued and runs
+    // again: nothing was delivered, so nothing was recorded.
+    let slow = format!("sleep 3; {}", t.marking("slow"));
+    t.queue(&[("slow", t.by_alice("slow", &slow))], "slow");
+    let mut spec = t.worker("n1", "enforce");
+    spec.drain = false;
+    let w = spawn_worker(&t.grid, &spec);
+    wait_until("slow claimed", Duration::from_secs(60), || {
+        t.grid.files("tasks/in_progress").contains_key("slow.json")
+    });
+    w.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(w);
+    let again = t.drain(&t.worker("n1", "enforce"));
+    let completed = t.grid.json_files("tasks/completed");
+    assert_eq!(
+        completed["n1@slow.json"]["status"],
+        "completed",
+        "{}",
+        again.log_text()
+    );
+    assert!(!t.grid.files("tasks/failed").contains_key("n1@slow.json"));
+}
+
+#[test]
+fn the_policy_only_moves_forward_and_only_the_roots_move_it() {
+    let t = TrustedGrid::new();
+    // Version 3 listed bob; version 6 revokes his key.
+    let v3 = git(&t.grid.bare, &["show", "main~3:.dgrid/policy.json"]).stdout;
+    assert!(String::from_utf8_lossy(&v3).contains("\"version\": 3"));
+    let v6 = git(&t.grid.bare, &["show", "main:.dgrid/policy.json"]).stdout;
+    t.queue(&[("first", t.by_alice("first", "true"))], "first");
+    let w = t.drain(&t.worker("n1", "enforce"));
+    assert_eq!(t.held_version(&w), 6);
+
+    // The host brings back version 3, and bob's task with it: n1, started
+    // again, holds 6 from its state directory.
+    t.grid.commit_files(
+        &[
+            (".dgrid/policy.json".into(), v3),
+            (
+                "tasks/queue/by-bob.json".into(),
+                t.signed("by-bob", &t.marking("by-bob"), "bob", GRID_ID, -10, 3600),
+            ),
+        ],
+        "roll the policy back",
+    );
+    let w = t.drain(&t.worker("n1", "enforce"));
+    let refused = log_lines(&w, "the grid's policy is refused");
+    assert!(
+        refused.iter().any(|l| l.contains("code=rolled-back")),
+        "{}",
+        w.log_text()
+    );
+    assert_eq!(t.held_version(&w), 6);
+    assert_eq!(t.runs("by-bob"), 0);
+    assert!(failed_error(&t, "n1@by-bob.json").contains("untrusted (revoked-key)"));
+
+    // Eve writes a version 99 listing herself, signed by herself.
+    let mut policy: dgrid_worker::trust::Policy = {
+        let mut v: Value = serde_json::from_slice(&v6).unwrap();
+        v.as_object_mut().unwrap().remove("envelope");
+        serde_json::from_value(v).unwrap()
+    };
+    policy.version = 99;
+    let eve = dgrid_worker::trust::KeySigner::open(std::path::Path::new(&t.key("eve"))).unwrap();
+    policy
+        .add(
+            dgrid_worker::trust::policy::Kind::Submitter,
+            dgrid_worker::grid::Id::parse("eve").unwrap(),
+            eve.public_key(),
+            Default::default(),
+        )
+        .unwrap();
+    let by_eve = t.signed("by-eve", &t.marking("by-eve"), "eve", GRID_ID, -10, 3600);
+    t.grid.commit_files(
+        &[
+            (".dgrid/policy.json".into(), policy.seal(&[&eve]).unwrap()),
+            ("tasks/queue/by-eve.json".into(), by_eve.clone()),
+        ],
+        "a policy signed by no root",
+    );
+    let w = t.drain(&t.worker("n1", "enforce"));
+    assert!(
+        log_lines(&w, "the grid's policy is refused")
+            .iter()
+            .any(|l| l.contains("code=not-signed-by-roots")),
+        "{}",
+        w.log_text()
+    );
+    assert_eq!(t.held_version(&w), 6);
+    assert_eq!(t.runs("by-eve"), 0);
+    assert_eq!(t.grid.files("tasks/queue")["by-eve.json"], by_eve);
+
+    // The owner's next version (7, over the forged file) lists carol; her
+    // task, queued before, waits in the queue of a running node until the
+    // policy reaches it, then runs.
+    t.grid.commit_with("the owner takes the policy back", |w| {
+        std::fs::write(w.join(".dgrid/policy.json"), &v6).unwrap();
+        std::fs::remove_file(w.join("tasks/queue/by-eve.json")).unwrap();
+    });
+    t.queue(
+        &[(
+            "by-carol",
+            t.signed(
+                "by-carol",
+                &t.marking("by-carol"),
+                "carol",
+                GRID_ID,
+                -10,
+                3600,
+            ),
+        )],
+        "carol's task",
+    );
+    let mut spec = t.worker("n1", "enforce");
+    spec.drain = false;
+    let mut w = spawn_worker(&t.grid, &spec);
+    wait_until("carol's task skipped", Duration::from_secs(60), || {
+        !log_lines(&w, "entry=by-carol.json").is_empty()
+    });
+    assert!(log_lines(&w, "entry=by-carol.json")[0].contains("code=unknown-signer"));
+    t.policy(&[
+        "trust",
+        "add-submitter",
+        "--name",
+        "carol",
+        "--key",
+        &t.key("carol.pub"),
+    ]);
+    wait_until("carol's task run", Duration::from_secs(60), || {
+        t.grid
+            .files("tasks/completed")
+            .contains_key("n1@by-carol.json")
+    });
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(w.wait_exit(Duration::from_secs(60)).success());
+    assert_eq!(t.runs("by-carol"), 1);
+    assert_eq!(t.held_version(&w), 7);
+    assert!(!log_lines(&w, "accepted a new policy").is_empty());
+}
+
+#[test]
+fn only_a_result_signed_by_the_node_that_held_the_claim_is_attested() {
+    use dgrid_worker::grid::{Id, TaskResult};
+    use dgrid_worker::trust::{Signer, TaskDigest};
+    let t = TrustedGrid::new();
+    t.queue(
+        &[
+            ("ok", t.by_alice("ok", "echo fine")),
+            ("bad", t.by_alice("bad", "echo broken >&2; exit 3")),
+        ],
+        "two tasks",
+    );
+    t.drain(&t.worker("n1", "enforce"));
+    let ok: Value = t.grid.json_files("tasks/completed")["n1@ok.json"].clone();
+    assert!(t.grid.json_files("tasks/failed")["n1@bad.json"]["envelope"].is_object());
+    let claim_commit = ok["claim_commit"].as_str().unwrap().to_owned();
+    let claim = git(
+        &t.grid.bare,
+        &["show", &format!("{claim_commit}:tasks/in_progress/ok.json")],
+    )
+    .stdout;
+    let digest = TaskDigest::of_file(&claim).unwrap();
+    let result: TaskResult = serde_json::from_value(ok.clone()).unwrap();
+    let g7 = Id::parse(GRID_ID).unwrap();
+    let n2 = Signer::open(g7, std::path::Path::new(&t.key("n2"))).unwrap();
+    // n2's key in n1's name; n2 for the claim n1 held; n1's result with
+    // its output changed; a result with no signature.
+    let in_n1s_name = n2
+        .sign_result(&result, &digest, Some(&claim_commit))
+        .unwrap();
+    let theirs = TaskResult {
+        node_id: Id::parse("n2").unwrap(),
+        ..result.clone()
+    };
+    let unheld = n2
+        .sign_result(&theirs, &digest, Some(&claim_commit))
+        .unwrap();
+    let mut changed = ok.clone();
+    changed["stdout"] = "all good, trust me\n".into();
+    let unsigned = result.to_bytes();
+    t.grid.commit_files(
+        &[
+            ("tasks/completed/n1@ok@1.json".into(), in_n1s_name),
+            ("tasks/completed/n2@ok.json".into(), unheld),
+            (
+                "tasks/completed/n1@ok@2.json".into(),
+                serde_json::to_vec_pretty(&changed).unwrap(),
+            ),
+            ("tasks/completed/n1@ok@3.json".into(), unsigned),
+        ],
+        "forged results",
+    );
+    // A node whose key the policy does not list.
+    let mut n3: Value = t.grid.json_files("nodes")["n1.json"].clone();
+    n3["node_id"] = "n3".into();
+    n3["node_key"] = std::fs::read_to_string(t.key("eve.pub"))
+        .unwrap()
+        .trim()
+        .into();
+    t.grid.commit_files(
+        &[("nodes/n3.json".into(), serde_json::to_vec(&n3).unwrap())],
+        "a node the owner never listed",
+    );
+    let expected = [
+        ("tasks/completed/n1@ok.json", "attested", "by node n1"),
+        ("tasks/failed/n1@bad.json", "attested", "by node n1"),
+        (
+            "tasks/completed/n1@ok@1.json",
+            "wrong-node",
+            "is signed by node n2 but names node n1",
+        ),
+        (
+            "tasks/completed/n2@ok.json",
+            "claim-not-held",
+            "is claimed by n1 at attempt 1, not by n2",
+        ),
+        (
+            "tasks/completed/n1@ok@2.json",
+            "tampered",
+            "field `stdout` differs from the signed payload",
+        ),
+        (
+            "tasks/completed/n1@ok@3.json",
+            "unsigned",
+            "has no `envelope`",
+        ),
+    ];
+    let out = t.verify(&[]);
+    for (path, code, says) in expected {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{path}:")))
+            .unwrap_or_else(|| panic!("{path} not in:\n{out}"));
+        if code == "attested" {
+            assert!(line.contains("attested by node n1"), "{line}");
+        } else {
+            assert!(
+                line.contains(&format!("not attested ({code})")) && line.contains(says),
+                "{line}"
+            );
+        }
+    }
+
+    // status --json: the same, per result listed, with the policy's roots
+    // pinned; the text names each result that is not attested.
+    let bare = t.grid.bare.display().to_string();
+    let root = t.key("root.pub");
+    let json = dgrid(&["status", "--repo", &bare, "--json", "--roots", &root]);
+    expect_code(&json, 0);
+    let v: Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(v["trust"]["policy_version"], 6);
+    assert!(v["trust"]["roots"].as_str().unwrap().starts_with("pinned"));
+    assert_eq!(v["trust"]["attested"], 2);
+    assert_eq!(v["trust"]["not_attested"], 4);
+    let listed: Vec<&Value> = v["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(v["failures"].as_array().unwrap())
+        .collect();
+    for (path, code, says) in expected {
+        let r = listed
+            .iter()
+            .find(|r| r["file"] == path)
+            .unwrap_or_else(|| panic!("{path} not listed"));
+        assert_eq!(r["trust"], code, "{r}");
+        if code == "attested" {
+            assert_eq!(r["attested_by"], "n1");
+        } else {
+            assert!(r["trust_error"].as_str().unwrap().contains(says), "{r}");
+        }
+    }
+    let n1 = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "n1")
+        .unwrap();
+    assert!(n1["key"].as_str().unwrap().starts_with("SHA256:"));
+    assert!(n1.get("key_problem").is_none(), "{n1}");
+    let n3 = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "n3")
+        .unwrap();
+    assert_eq!(n3["key_problem"], "policy version 6 does not list it");
+    let text = dgrid(&["status", "--repo", &bare]);
+    expect_code(&text, 0);
+    let text = stdout(&text);
+    assert!(
+        text.contains("trust: policy version 6 of grid g7, roots from the grid's own .dgrid/roots")
+            && text.contains("2 attested, 4 not, 0 unchecked")
+            && text.contains("tasks/completed/n1@ok@1.json  not attested (wrong-node)")
+            && text.contains(": policy version 6 does not list it; its results do not count"),
+        "{text}"
+    );
+    // Pinned to a root that did not sign the policy, nothing is attested.
+    let eve = t.key("eve.pub");
+    let wrong = dgrid(&["status", "--repo", &bare, "--roots", &eve]);
+    assert!(
+        stdout(&wrong)
+            .contains("trust: results not checked: .dgrid/policy.json (not-signed-by-roots)"),
+        "{}",
+        stdout(&wrong)
+    );
+
+    // A shallow clone (as actions/checkout makes one) lacks the claims'
+    // commits: signed results are unchecked, forgeries still refused.
+    git(
+        t.grid.root.path(),
+        &["clone", "--quiet", "--depth", "1", &t.grid.url(), "shallow"],
+    );
+    let shallow = t.grid.path("shallow").display().to_string();
+    let out = dgrid(&["status", "--repo", &shallow, "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["trust"]["unchecked"], 3, "{}", v["trust"]);
+    assert_eq!(v["trust"]["attested"], 0);
+
+    // The dashboard, rendered: a column says which results are attested.
+    let site = t.grid.path("site");
+    expect_code(
+        &dgrid(&[
+            "dashboard",
+            "--repo",
+            &bare,
+            "--out",
+            site.to_str().unwrap(),
+        ]),
+        0,
+    );
+    let dom = tools_fixture::render(
+        &format!("file://{}", site.join("index.html").display()),
+        "dashboard-trust",
+    );
+    for needle in [
+        "data-task=\"ok\" data-status=\"completed\" data-trust=\"attested\"",
+        "data-trust=\"wrong-node\"",
+        "data-trust=\"claim-not-held\"",
+        "data-trust=\"tampered\"",
+        "data-trust=\"unsigned\"",
+        "<th>attested</th>",
+        "id=\"count-attested\"><b>2/6</b>",
+        "Results checked against policy version 6 of grid <code>g7</code>",
+        "<span class=\"bad\">policy version 6 does not list it</span>",
+    ] {
+        assert!(dom.contains(needle), "{needle:?} not in the rendered page");
+    }
+    assert!(dom.contains("class=\"ok\">by n1</span>"));
+}

@@ -261,10 +261,7 @@ pub fn container_name(node: &str, task: &str, attempt: u32) -> String {
     format!("dgrid-{}-{node}-{task}-{attempt}", node.len())
 }
 
-/// The stem of a queue entry's name, if it is a `.json` name.
-pub fn json_stem(name: &str) -> Option<&str> {
-    name.strip_suffix(".json").filter(|s| !s.is_empty())
-}
+pub use super::id::json_stem;
 
 /// A file-name-safe stem for the result of a queue entry, even one whose name
 /// is not a valid id (`"../x.json"`, control characters, ...): the valid stem

@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::label::{Class, ClassError};
-use super::{Id, IdError, layout};
+use super::{Id, IdError};
 
 /// The block a claim adds to a task file (`grid::claim`): the grid's own,
 /// never part of what a submitter wrote.
@@ -188,7 +188,7 @@ impl Task {
         bytes: &[u8],
         rules: &TaskRules,
     ) -> Result<Task, TaskError> {
-        let stem = layout::json_stem(name).ok_or(TaskError::NotJsonName)?;
+        let stem = super::id::json_stem(name).ok_or(TaskError::NotJsonName)?;
         match kind {
             EntryKind::File | EntryKind::Executable => {}
             EntryKind::Symlink => return Err(TaskError::NotAFile("symbolic link")),

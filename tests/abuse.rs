@@ -1,6 +1,6 @@
 //! The sandbox abuse suite: scripts that try what a hostile task would, run
 //! by a real worker through the real podman engine (as root, runc, the test
-//! image of scripts/build-test-image). Each must be contained: the worker
+//! image of scripts/lib/build-test-image). Each must be contained: the worker
 //! stays up and reports each task, the host is untouched, and no container
 //! or process is left behind.
 //!

@@ -149,7 +149,7 @@ fn measured(args: &[&str]) -> (std::process::Output, u64) {
         .arg(BIN)
         .args(args)
         .output()
-        .expect("/usr/bin/time runs (scripts/setup-host installs it)");
+        .expect("/usr/bin/time runs (scripts/lib/setup-host installs it)");
     let err = String::from_utf8_lossy(&out.stderr);
     let kib = err
         .lines()

@@ -398,7 +398,7 @@ fn a_backlog_is_spread_over_all_idle_nodes() {
     assert_eq!(by.len(), 4, "every node took some: {by:?}");
     assert!(by.values().all(|n| *n == 4), "four each: {by:?}");
     stop_now(&mut workers);
-    assert_eq!(grid.files("tasks/queue").len(), 16, "all went back");
+    assert_eq!(grid.queued().len(), 16, "all went back");
 }
 
 #[test]

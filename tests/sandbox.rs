@@ -1,9 +1,9 @@
 //! The sandbox against real engines: podman (as root, runc) and docker.
 //!
 //! Prerequisites, run by CI before `cargo test` (as root):
-//!   scripts/start-dockerd
-//!   scripts/build-test-image podman
-//!   scripts/build-test-image docker
+//!   scripts/lib/start-dockerd
+//!   scripts/lib/build-test-image podman
+//!   scripts/lib/build-test-image docker
 //! A missing engine or image fails the tests with a message saying so: a
 //! sandbox whose isolation was never tested must not look green.
 
@@ -27,7 +27,7 @@ const IMAGE: &str = "localhost/dgrid-busybox:latest";
 fn containers_conf() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/scripts/containers.conf"
+        "/scripts/lib/containers.conf"
     ))
 }
 
@@ -74,9 +74,9 @@ fn engine(flavor: EngineFlavor, limits: Limits) -> ContainerEngine {
     if let Err(err) = result {
         panic!(
             "{} is not ready for the sandbox tests: {err}\n\
-             Run, as root, before `cargo test`: scripts/start-dockerd; \
-             scripts/build-test-image podman; \
-             scripts/build-test-image docker",
+             Run, as root, before `cargo test`: scripts/lib/start-dockerd; \
+             scripts/lib/build-test-image podman; \
+             scripts/lib/build-test-image docker",
             flavor.binary()
         );
     }

@@ -5,7 +5,7 @@
 //! against a real grid checkout.
 //!
 //! actionlint (with shellcheck for the `run:` scripts) must be installed:
-//! scripts/setup-host does it. A missing one fails the test, never skips it.
+//! scripts/lib/setup-host does it. A missing one fails the test, never skips it.
 
 mod common;
 mod tools_fixture;
@@ -34,7 +34,7 @@ fn actionlint(dir: &Path) {
         let found = Command::new(tool).arg("--version").output();
         assert!(
             matches!(&found, Ok(o) if o.status.success()),
-            "{tool} is required (scripts/setup-host installs it): {found:?}"
+            "{tool} is required (scripts/lib/setup-host installs it): {found:?}"
         );
     }
     let out = Command::new("actionlint")

@@ -6,7 +6,7 @@
 //! from the ref it is given, and names each attack; `verify` tells attested
 //! results from forged ones.
 //!
-//! `ssh-keygen` comes with openssh-client (scripts/setup-host installs it);
+//! `ssh-keygen` comes with openssh-client (scripts/lib/setup-host installs it);
 //! a missing one fails these tests.
 
 mod common;
@@ -34,7 +34,7 @@ fn ssh_keygen(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("ssh-keygen is required (scripts/setup-host installs openssh-client)");
+        .expect("ssh-keygen is required (scripts/lib/setup-host installs openssh-client)");
     use std::io::Write;
     child
         .stdin

@@ -16,7 +16,7 @@
 //!   `LoadCredential=node-key:/etc/dgrid/node-key` (a private copy of the
 //!   key in `$CREDENTIALS_DIRECTORY`), `ExecStartPre=dgrid-worker check
 //!   --preflight` and `ExecStart=dgrid-worker run`. The unit itself is
-//!   tested under systemd by scripts/system-test.
+//!   tested under systemd by scripts/lib/system-test.
 //!
 //! Needs root, util-linux (`unshare`, `nsenter`), overlayfs and ssh-keygen;
 //! a missing one fails the test.

@@ -74,7 +74,6 @@ impl AsRef<str> for Id {
     }
 }
 
-
 /// The stem of a file's name, if it is a `.json` name: where an entry's
 /// id (or, for a bad entry, what stands in its place) is read from.
 pub fn json_stem(name: &str) -> Option<&str> {

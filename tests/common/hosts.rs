@@ -11,7 +11,7 @@
 //! Both listen on 127.0.0.1 on a free port, keep their configuration, keys
 //! and logs in a temporary directory, touch no system service, and are
 //! killed (with everything they started) when dropped. A missing program
-//! fails the test: `scripts/setup-host --tests` installs them.
+//! fails the test: `scripts/lib/setup-host --tests` installs them.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -33,7 +33,7 @@ pub fn require(path: &str, package: &str) {
     };
     assert!(
         found,
-        "{path} is required (Debian package {package}): run scripts/setup-host --tests"
+        "{path} is required (Debian package {package}): run scripts/lib/setup-host --tests"
     );
 }
 

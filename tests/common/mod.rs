@@ -507,7 +507,7 @@ pub fn append_line(path: &Path, line: &str) {
     writeln!(f, "{line}").unwrap();
 }
 
-/// The image the container tests run (built by scripts/build-test-image).
+/// The image the container tests run (built by scripts/lib/build-test-image).
 pub const TEST_IMAGE: &str = "localhost/dgrid-busybox:latest";
 
 /// podman as root on these hosts needs runc and sane ulimits (DEVELOPING.md, This machine's traps):
@@ -515,7 +515,7 @@ pub const TEST_IMAGE: &str = "localhost/dgrid-busybox:latest";
 pub fn containers_conf() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/scripts/containers.conf"
+        "/scripts/lib/containers.conf"
     ))
 }
 
@@ -527,7 +527,7 @@ pub fn require_podman_image() {
         .status();
     assert!(
         matches!(out, Ok(s) if s.success()),
-        "podman with {TEST_IMAGE} is required: run scripts/build-test-image (as .ci/run does)"
+        "podman with {TEST_IMAGE} is required: run scripts/lib/build-test-image (as .ci/run does)"
     );
 }
 

@@ -216,7 +216,7 @@ fn chromium(args: &[&str]) -> Output {
     .stderr(std::process::Stdio::piped());
     let child = cmd
         .spawn()
-        .expect("chromium is required (scripts/setup-host --tests installs it)");
+        .expect("chromium is required (scripts/lib/setup-host --tests installs it)");
     let pid = child.id();
     // A hung browser must fail the test, not hang it.
     let watchdog = std::thread::spawn(move || {

@@ -176,7 +176,7 @@ pub(super) fn claim(
         Some(_) => req.preempt_up_to,
         None => how_many(candidates.len() + unread, claimed, req, &peers, d),
     };
-    let quotas = level_quotas(&candidates, &order, req, &peers);
+    let quotas = level_quotas(&candidates, &order, req, &peers, d.report.fair_share);
     let sample = order.len().min(want * 2 + 4);
     let mut read = read_sample(repo, &candidates, &order[..sample], req)?;
     let mut picker = Picker::new(want);
@@ -415,12 +415,14 @@ fn how_many(
 }
 
 /// Each level's quota: this node's share of the level, among the peers
-/// that serve any of its classes.
+/// that serve any of its classes, and at least its `share` of all the
+/// work (`how_many`).
 fn level_quotas(
     candidates: &[Candidate<'_>],
     order: &[(usize, u8)],
     req: &SyncRequest<'_>,
     peers: &Peers,
+    share: usize,
 ) -> BTreeMap<u8, usize> {
     let mut levels: BTreeMap<u8, (usize, BTreeSet<&Class>)> = BTreeMap::new();
     let mut last: Option<(u8, *const Place)> = None;
@@ -439,7 +441,10 @@ fn level_quotas(
         .map(|(level, (count, classes))| {
             let classes: Vec<&Class> = classes.into_iter().collect();
             let others = peers.live_slots(Some(&classes));
-            (level, pace::fair_share(count, req.slots, others))
+            // Never below the node's share of all the work not done: a
+            // level's count leaves out what is claimed of it already, and a
+            // node that comes late to a backlog is due as much as the first.
+            (level, pace::fair_share(count, req.slots, others).max(share))
         })
         .collect()
 }

@@ -2,11 +2,9 @@
 //! `tasks/failed/` with an `error` that names the problem, nothing is left in
 //! the queue, and the worker goes on to run the good task after them.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn malformed_entries_are_failed_with_a_named_reason_and_the_worker_goes_on() {

@@ -21,14 +21,12 @@
 //! Needs root, util-linux (`unshare`, `nsenter`), overlayfs and ssh-keygen;
 //! a missing one fails the test.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

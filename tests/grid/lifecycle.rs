@@ -2,11 +2,9 @@
 //! claims of dead nodes requeued with an attempt count (and abandoned at the
 //! limit), and the SIGTERM drain: let a task finish, or put it back.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 fn record(grid: &Grid, node: &str) -> serde_json::Value {

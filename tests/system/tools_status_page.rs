@@ -3,14 +3,11 @@
 //! engine is unhealthy, the page renders in headless Chromium with the
 //! running task and the counters, and the listen address is configurable.
 
-mod common;
-mod tools_fixture;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
+use crate::tools_fixture::*;
 use prometheus_parse::{Scrape, Value};
-use tools_fixture::*;
 
 fn scrape(addr: &str) -> Scrape {
     let (code, body) = http_get(addr, "/metrics");

@@ -7,14 +7,11 @@
 //! actionlint (with shellcheck for the `run:` scripts) must be installed:
 //! scripts/lib/setup-host does it. A missing one fails the test, never skips it.
 
-mod common;
-mod tools_fixture;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
-use tools_fixture::*;
+use crate::common::*;
+use crate::tools_fixture::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -111,7 +108,7 @@ fn run_steps(dir: &Path) -> Vec<(String, String, String, String)> {
 
 #[test]
 fn no_expression_is_interpolated_into_a_shell_line_and_only_tested_subcommands_are_called() {
-    let tests = std::fs::read_to_string(Path::new(ROOT).join("tests/tools_cli.rs")).unwrap();
+    let tests = std::fs::read_to_string(Path::new(ROOT).join("tests/grid/tools_cli.rs")).unwrap();
     let steps = run_steps(Path::new(ROOT));
     let mut called = Vec::new();
     for (file, job, name, run) in &steps {
@@ -134,7 +131,7 @@ fn no_expression_is_interpolated_into_a_shell_line_and_only_tested_subcommands_a
         assert!(
             tests.contains(&format!("dgrid(&[\"{sub}\""))
                 || tests.contains(&format!("&[\n        \"{sub}\"")),
-            "tests/tools_cli.rs has no test calling `{sub}`"
+            "tests/grid/tools_cli.rs has no test calling `{sub}`"
         );
     }
 }

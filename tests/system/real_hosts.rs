@@ -1,19 +1,17 @@
 //! The worker against the kinds of server a volunteer points it at: a forge
 //! over HTTPS with a token, or over SSH with a deploy key. The servers are
 //! real (nginx + git-http-backend with TLS and basic auth; OpenSSH's sshd;
-//! `common::hosts`), and so is every failure: a wrong, revoked or read-only
+//! `crate::common::hosts`), and so is every failure: a wrong, revoked or read-only
 //! token, a missing repository, an untrusted certificate, an unknown or
 //! changed host key. Each is told apart by name, in the worker's log and in
 //! `dgrid-worker check`, and none loses a result or stops the worker.
-
-mod common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::hosts::{HttpsHost, READER, SshHost};
-use common::*;
+use crate::common::hosts::{HttpsHost, READER, SshHost};
+use crate::common::*;
 
 fn toml_str(p: &Path) -> String {
     format!("\"{}\"", p.display())

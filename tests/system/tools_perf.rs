@@ -2,18 +2,15 @@
 //! A measurement, not an assertion (timings depend on the machine): run it
 //! with `scripts/bench-tools`, which prints the figures the README records.
 //!
-//!     cargo test --release --test tools_perf -- --ignored --nocapture
-
-mod common;
-mod tools_fixture;
+//!     cargo test --release --test system tools_perf:: -- --ignored --nocapture
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
+use crate::tools_fixture::*;
 use dgrid_worker::grid::{NodeStatus, ResultStatus};
-use tools_fixture::*;
 
 /// Add `files` to `main` of the bare repository in one commit, through
 /// `git fast-import` (50,000 files through a work tree would take minutes).

@@ -3,12 +3,10 @@
 //! Real bare repositories, real pushes, over a path remote with git's
 //! default configuration and over `git daemon`.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use dgrid_worker::git::txn::{self, Identity, Plan, TxnOutcome, TxnPolicy};
 use dgrid_worker::git::{Edit, Edits, Git, GridRepo};
 

@@ -8,13 +8,11 @@
 //! `git daemon` port on 127.0.0.1 and ::1): `--network=none` must stop even
 //! that.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 

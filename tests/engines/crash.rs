@@ -3,11 +3,9 @@
 //! worker completes the task; the container the dead worker left running is
 //! removed when it starts again.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 fn podman_worker(grid: &Grid, node: &str, conf: &std::path::Path) -> WorkerSpec {

@@ -5,13 +5,11 @@
 //!
 //! Also: a task resubmitted under an id that already has a result.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::corpus;
-use common::*;
+use crate::common::corpus;
+use crate::common::*;
 use dgrid_worker::tools::escape::untrusted;
 
 #[test]

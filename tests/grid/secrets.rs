@@ -3,8 +3,6 @@
 //! logs, `.git/config`, the remote URL, any git process's arguments, or
 //! anything pushed to the grid (a task printing its environment included).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -12,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use dgrid_worker::git::auth::{Secret, credential_env};
 
 /// A git that records its arguments before running the real one.

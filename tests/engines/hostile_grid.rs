@@ -5,13 +5,11 @@
 //! read without bound, lose a result, or write through to a terminal or a
 //! GitHub job. Figures: RELIABILITY.md, "A hostile grid".
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use dgrid_worker::grid::claim::ClaimedTask;
 use dgrid_worker::grid::{Id, NodeRecord, NodeStatus, ResultStatus, Task, TaskResult, TaskRules};
 use dgrid_worker::time;

@@ -9,23 +9,20 @@
 //! `ssh-keygen` comes with openssh-client (scripts/lib/setup-host installs it);
 //! a missing one fails these tests.
 
-mod common;
-mod tools_fixture;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use base64ct::{Base64, Encoding};
 use serde_json::{Value, json};
 
-use common::*;
+use crate::common::*;
+use crate::tools_fixture::*;
 use dgrid_worker::grid::claim::ClaimedTask;
 use dgrid_worker::grid::{Id, ResultStatus, Task, TaskResult, TaskRules};
 use dgrid_worker::time;
 use dgrid_worker::trust::policy::Pinned;
 use dgrid_worker::trust::task::TaskDigest;
 use dgrid_worker::trust::{KeySigner, Signer, Verdict, Verifier, keys};
-use tools_fixture::*;
 
 fn ssh_keygen(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new("ssh-keygen")

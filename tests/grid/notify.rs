@@ -2,12 +2,10 @@
 //! READY=1 only after the node is registered in the grid, STATUS= lines,
 //! WATCHDOG=1 at half the watchdog interval, and STOPPING=1 on SIGTERM.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 #[test]

@@ -1,11 +1,8 @@
 //! The grid tools against real bare repositories: validate, submit, status,
 //! reap, dashboard, init, with good and bad input.
 
-mod common;
-mod tools_fixture;
-
-use common::*;
-use tools_fixture::*;
+use crate::common::*;
+use crate::tools_fixture::*;
 
 #[test]
 fn validate_names_file_field_and_reason_and_exits_for_ci() {

@@ -2,11 +2,9 @@
 //! stderr in log files. Neither may print an ERROR for something that is
 //! not one, nor log lines meant for a terminal or a debugger.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// The status page of `log`'s worker: the address it says it listens on.
 fn page_address(log: &str) -> Option<String> {

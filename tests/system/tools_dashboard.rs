@@ -2,10 +2,7 @@
 //! running, completed and failed tasks; the screenshot is kept under the
 //! test's output and the rendered DOM is checked for the expected rows.
 
-mod common;
-mod tools_fixture;
-
-use tools_fixture::*;
+use crate::tools_fixture::*;
 
 #[test]
 fn dashboard_renders_every_state_in_chromium() {
@@ -67,7 +64,7 @@ fn dashboard_renders_every_state_in_chromium() {
 #[test]
 fn dashboard_of_a_small_grid_reads_right_in_chromium() {
     use dgrid_worker::grid::{NodeStatus, ResultStatus};
-    let grid = common::Grid::new();
+    let grid = crate::common::Grid::new();
     let mut failed: serde_json::Value =
         serde_json::from_slice(&result("f-quick", "gamma", ResultStatus::Failed, 30)).unwrap();
     failed["duration_ms"] = 2.into();
@@ -160,7 +157,7 @@ fn between<'a>(s: &'a str, anchor: &str, open: &str, close: &str) -> &'a str {
 #[test]
 fn dashboard_shows_priority_labels_and_what_waits_in_chromium() {
     use dgrid_worker::grid::NodeStatus;
-    let grid = common::Grid::new();
+    let grid = crate::common::Grid::new();
     let task = |id: &str, extra: &str| {
         format!(r#"{{"task_id":"{id}","script":"echo","timeout_seconds":5{extra}}}"#).into_bytes()
     };

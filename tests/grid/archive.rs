@@ -4,19 +4,16 @@
 //! up exactly once across `main` and `archive`, and the two branches must
 //! move together or not at all.
 
-mod common;
-mod tools_fixture;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
+use crate::tools_fixture::*;
 use dgrid_worker::git::txn::{self, Identity, TxnError, TxnPolicy};
 use dgrid_worker::git::{Git, GitError, GridRepo};
 use dgrid_worker::tools::archive::{self, ArchiveOptions};
-use tools_fixture::*;
 
 /// Every result on both branches: (branch, dir, name) -> the task it is for.
 fn all_results(grid: &Grid) -> BTreeMap<(String, String, String), String> {

@@ -3,8 +3,6 @@
 //! (The outbox's "is this claim still mine" decision is property-tested
 //! next to it, in src/service/sync.rs.)
 
-mod common;
-
 use dgrid_worker::grid::claim::{Claim, ClaimedTask};
 use dgrid_worker::grid::orphan::{self, Disposition, OrphanPolicy, OrphanReason};
 use dgrid_worker::grid::task::EntryKind;
@@ -363,7 +361,7 @@ mod claim_choice {
     use std::collections::BTreeSet;
     use std::time::Duration;
 
-    use super::common::git;
+    use crate::common::git;
 
     use dgrid_worker::git::{Edit, Git, GridRepo, Txn};
     use dgrid_worker::grid::orphan::OrphanPolicy;

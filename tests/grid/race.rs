@@ -2,12 +2,10 @@
 //! grid. Every task must end with exactly one result and run exactly once,
 //! over a local path remote and over `git daemon` on 127.0.0.1.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const TASKS: usize = 100;
 const WORKERS: usize = 4;

@@ -8,17 +8,13 @@
 //! The shell engine runs the scripts (these tests are about what runs, not
 //! how it is contained): each leaves a mark, so a test can tell which ran.
 
-mod common;
-mod tools_fixture;
-mod trust_fixture;
-
 use std::time::Duration;
 
 use serde_json::Value;
 
-use common::*;
-use tools_fixture::{dgrid, expect_code, stdout};
-use trust_fixture::*;
+use crate::common::*;
+use crate::tools_fixture::{dgrid, expect_code, stdout};
+use crate::trust_fixture::*;
 
 /// The `error` of a result in `failed/`.
 fn failed_error(t: &TrustedGrid, name: &str) -> String {
@@ -666,7 +662,7 @@ fn only_a_result_signed_by_the_node_that_held_the_claim_is_attested() {
         ]),
         0,
     );
-    let dom = tools_fixture::render(
+    let dom = crate::tools_fixture::render(
         &format!("file://{}", site.join("index.html").display()),
         "dashboard-trust",
     );

@@ -8,12 +8,10 @@
 //! run (500 tasks, 10 s outages): `scripts/chaos`, figures in RELIABILITY.md.
 //! Every figure can be overridden with CHAOS_* variables (see `Params`).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 #[derive(Debug, Clone)]

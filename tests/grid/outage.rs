@@ -2,11 +2,9 @@
 //! in the outbox, survive a restart of the worker, and land once the remote
 //! is back. Nothing is lost, nothing is pushed twice.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 #[test]

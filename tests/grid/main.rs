@@ -1,0 +1,24 @@
+//! The grid suites: what needs only git and the `shell` engine (real bare
+//! repositories, real pushes, the real binary). `scripts/test --quick` runs
+//! these, with the unit tests.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../tools_fixture/mod.rs"]
+mod tools_fixture;
+
+mod archive;
+mod bad_input;
+mod corpus;
+mod lifecycle;
+mod notify;
+mod outage;
+mod props;
+mod race;
+mod scheduling;
+mod secrets;
+mod shallow;
+mod shared_host;
+mod structure;
+mod tools_cli;
+mod trust;

@@ -8,24 +8,36 @@
 //! the peers, file what the inbox holds, decide the order and how many
 //! (`grid::schedule`), read the sample (bounded), judge each candidate
 //! ([`consider`]), and claim the ones taken ([`take`]).
+//!
+//! Here: the candidates, the claim loop, and the choosing of how many
+//! (`how_many`, by fair share) and which (the order, each level's quota).
+//! Apart: `judge.rs`, reading a candidate and judging it ([`Verdict`]),
+//! and filing the inbox; `take.rs`, the edits of a task taken or moved;
+//! `peers.rs`, what the other nodes' records say about their slots.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use super::admit::{self, Admit};
+use super::admit;
 use super::{Draft, SyncRequest};
-use crate::git::{Blob, EntryMode, GridRepo, Oid, TreeEntry};
-use crate::git::{Edit, GitError};
-use crate::grid::claim::ClaimedTask;
+use crate::git::{GitError, GridRepo, TreeEntry};
 use crate::grid::layout::Place;
-use crate::grid::schedule::{self, NodeLabels, Picker, Queued};
-use crate::grid::task::EntryKind;
-use crate::grid::{Class, Id, NodeRecord, NodeStatus, Task, TaskError, layout};
+use crate::grid::schedule::{self, Picker, Queued};
+use crate::grid::{Class, Id, layout};
 use crate::ledger::deps::ResultIndex;
 use crate::ledger::queue::QueueAt;
 use crate::ledger::results;
 use crate::service::pace;
+
+mod judge;
+mod peers;
+mod take;
+
+use judge::{Verdict, consider, file_inbox, read_sample};
+pub use peers::RecordCache;
+use peers::{Peers, peers};
+use take::{inputs_of, move_to, take};
 
 /// Inbox entries read (and filed into their lanes) in one sync, at least
 /// (more when the node claims more): an old grid's flat queue moves into
@@ -34,20 +46,6 @@ const INBOX_BATCH: usize = 256;
 /// Entries of `tasks/lanes/` that are no place for a task, moved to
 /// `failed/` in one sync, at most.
 const MISPLACED_BATCH: usize = 64;
-
-fn is_file(mode: EntryMode) -> bool {
-    matches!(mode, EntryMode::File | EntryMode::Executable)
-}
-
-fn entry_kind(mode: EntryMode) -> EntryKind {
-    match mode {
-        EntryMode::File => EntryKind::File,
-        EntryMode::Executable => EntryKind::Executable,
-        EntryMode::Symlink => EntryKind::Symlink,
-        EntryMode::Tree => EntryKind::Directory,
-        EntryMode::Submodule => EntryKind::Submodule,
-    }
-}
 
 /// A queued task this node could claim.
 struct Candidate<'q> {
@@ -295,92 +293,6 @@ fn reject_misplaced(d: &mut Draft<'_>, queue: &QueueAt) {
     }
 }
 
-/// Move the file at `from` (blob `oid`, unchanged: a signed task stays
-/// signed) to `to`.
-fn move_to(d: &mut Draft<'_>, from: &[u8], to: &str, oid: &Oid, word: &str) {
-    d.edits.insert(from.to_vec(), Edit::Delete);
-    d.edits.insert(
-        to.as_bytes().to_vec(),
-        Edit::Object {
-            mode: EntryMode::File,
-            oid: oid.clone(),
-        },
-    );
-    let name = to.rsplit('/').next().unwrap_or(to);
-    d.summary.push(format!(
-        "{word} {}",
-        layout::json_stem(name).unwrap_or(name)
-    ));
-}
-
-/// Read and judge a batch of the inbox: a broken entry goes to `failed/`;
-/// a task that runs after others waits in `blocked/` (where its parents are
-/// looked at); one this node does not serve goes to its lane; the others
-/// become candidates, judged, to be claimed or filed.
-fn file_inbox(
-    repo: &GridRepo,
-    d: &mut Draft<'_>,
-    inbox: Vec<TreeEntry>,
-) -> Result<Vec<Candidate<'static>>, GitError> {
-    let req = d.req;
-    let files: Vec<String> = inbox
-        .iter()
-        .filter(|e| is_file(e.mode))
-        .map(|e| e.oid.clone())
-        .collect();
-    let mut read = Sample(
-        repo.read_objects(&files, req.rules.max_file_bytes as u64)?
-            .into_iter(),
-    );
-    let mut out = Vec::new();
-    for entry in inbox {
-        let task = match consider(repo, d, &entry, &entry.name, read.next_for(&entry))? {
-            Verdict::Claimable(task) => task,
-            Verdict::Reject(e) => {
-                d.reject(layout::QUEUE, &entry, &e);
-                continue;
-            }
-            Verdict::Skip | Verdict::Later => continue,
-        };
-        let from = results::entry_path(layout::QUEUE, &entry.name);
-        if let Some(first) = task.after().first() {
-            let to = layout::blocked_file(first, &task.task_id);
-            move_to(d, &from, &to, &entry.oid, "wait");
-            continue;
-        }
-        let place = Place::of(&task, req.now);
-        if req.labels.serves(&place.class).is_err() {
-            move_to(d, &from, &place.file(&task.task_id), &entry.oid, "file");
-            continue;
-        }
-        out.push(Candidate {
-            dir: layout::QUEUE,
-            entry: Cow::Owned(entry),
-            place: Rc::new(place),
-            judged: Some(Verdict::Claimable(task)),
-        });
-    }
-    Ok(out)
-}
-
-/// The results of the tasks `task` runs after, to mount as its inputs, if
-/// every one completed; else the first that has not.
-fn inputs_of(
-    repo: &GridRepo,
-    index: &ResultIndex,
-    task: &Task,
-) -> Result<Result<Vec<(Id, Oid)>, Id>, GitError> {
-    let found = index.find(repo, task.after())?;
-    Ok(task
-        .after()
-        .iter()
-        .map(|p| match found.get(p) {
-            Some(r) if r.completed => Ok((p.clone(), r.oid.clone())),
-            _ => Err(p.clone()),
-        })
-        .collect())
-}
-
 /// How many tasks to claim: `want_claims`, or the node's fair share if
 /// more (up to `share_up_to`). The work in the grid is what is queued and
 /// what is claimed but not done (running, or waiting at some node):
@@ -447,216 +359,4 @@ fn level_quotas(
             (level, pace::fair_share(count, req.slots, others).max(share))
         })
         .collect()
-}
-
-/// The sample's blobs, read in one bounded call: only files are read, and
-/// none bigger than a task may be (a bigger one is refused by its size
-/// alone).
-struct Sample(std::vec::IntoIter<Blob>);
-
-impl Sample {
-    /// What was read for `entry`, the next entry of the sample in order.
-    fn next_for(&mut self, entry: &TreeEntry) -> Blob {
-        if is_file(entry.mode) {
-            self.0.next().unwrap_or(Blob::Missing)
-        } else {
-            // Symlinks, trees and submodules are refused by their kind,
-            // unread.
-            Blob::Data(Vec::new())
-        }
-    }
-}
-
-/// The lane candidates among `order`'s, read in that order (inbox ones
-/// were read already).
-fn read_sample(
-    repo: &GridRepo,
-    candidates: &[Candidate<'_>],
-    order: &[(usize, u8)],
-    req: &SyncRequest<'_>,
-) -> Result<Sample, GitError> {
-    let files: Vec<String> = order
-        .iter()
-        .map(|(i, _)| &candidates[*i])
-        .filter(|c| c.judged.is_none() && is_file(c.entry.mode))
-        .map(|c| c.entry.oid.clone())
-        .collect();
-    let blobs = repo.read_objects(&files, req.rules.max_file_bytes as u64)?;
-    Ok(Sample(blobs.into_iter()))
-}
-
-/// What becomes of one candidate.
-enum Verdict {
-    /// A valid task this node may claim (for a signed task, what was
-    /// signed).
-    Claimable(Task),
-    /// Broken, or refused by the node's trust for good: to `failed/`, with
-    /// this reason.
-    Reject(String),
-    /// Not this node's to run now (unsigned, an unknown signer, not yet
-    /// issued: `admit`): left where it is, not counted as work left.
-    Skip,
-    /// Not decided in this round (not read: budget spent, or gone).
-    Later,
-}
-
-/// Judge one queue entry (its own name `name`) from what was read of it:
-/// the task rules, then the node's trust (`admit`).
-fn consider(
-    repo: &GridRepo,
-    d: &Draft<'_>,
-    entry: &TreeEntry,
-    name: &[u8],
-    blob: Blob,
-) -> Result<Verdict, GitError> {
-    let content = match blob {
-        Blob::Data(b) => b,
-        Blob::TooBig { size, cap } => {
-            return Ok(Verdict::Reject(
-                TaskError::TooLarge {
-                    size: usize::try_from(size).unwrap_or(usize::MAX),
-                    max: usize::try_from(cap).unwrap_or(usize::MAX),
-                }
-                .to_string(),
-            ));
-        }
-        _ => return Ok(Verdict::Later),
-    };
-    let name = String::from_utf8_lossy(name);
-    Ok(
-        match admit::admit(repo, d, entry, &name, entry_kind(entry.mode), &content)? {
-            Admit::Run(task) => Verdict::Claimable(task),
-            Admit::Skip => Verdict::Skip,
-            Admit::Reject(e) => Verdict::Reject(e),
-        },
-    )
-}
-
-/// Claim `task` (the queue file at `from`): out of the queue, into
-/// `in_progress/` with a claim block naming this node and the task's
-/// arrival. `queued_before` is the time the tasks claimed before it in
-/// this batch may take; returns it with this task's.
-fn take(
-    d: &mut Draft<'_>,
-    from: &[u8],
-    task: Task,
-    arrival: crate::time::Timestamp,
-    inputs: Vec<(Id, Oid)>,
-    queued_before: chrono::Duration,
-) -> chrono::Duration {
-    let req = d.req;
-    let grace = if d.report.claimed.len() < req.start_now {
-        req.claim_grace
-    } else {
-        req.claim_grace + queued_before
-    };
-    // Validated: at most max_timeout_seconds.
-    let queued_before = queued_before + chrono::Duration::seconds(task.timeout_seconds as i64);
-    let claimed = ClaimedTask::new(task, req.node, req.now, grace).arrived(arrival);
-    d.edits.insert(from.to_vec(), Edit::Delete);
-    d.edits.insert(
-        layout::in_progress_file(&claimed.task.task_id).into_bytes(),
-        Edit::Put(claimed.to_bytes()),
-    );
-    d.summary.push(format!("claim {}", claimed.task.task_id));
-    if !inputs.is_empty() {
-        d.report.inputs.insert(claimed.task.task_id.clone(), inputs);
-    }
-    d.report.claimed.push(claimed);
-    queued_before
-}
-
-/// The other nodes taking work at a tip, as their records say: their
-/// slots, whether they are idle, and what they serve.
-#[derive(Debug, Default, Clone)]
-struct Peers(Vec<Peer>);
-
-#[derive(Debug, Clone)]
-struct Peer {
-    slots: u32,
-    idle: bool,
-    labels: NodeLabels,
-}
-
-impl Peers {
-    /// Slots of the peers that serve any of `classes` (all: `None`).
-    fn live_slots(&self, classes: Option<&[&Class]>) -> u32 {
-        self.0
-            .iter()
-            .filter(|p| classes.is_none_or(|cs| cs.iter().any(|c| p.labels.serves(c).is_ok())))
-            .fold(0u32, |n, p| n.saturating_add(p.slots))
-    }
-
-    /// Slots of the idle peers that could take over any of the claims this
-    /// node holds (`holding`: their classes; none held: any idle peer).
-    fn idle_slots(&self, holding: &[Class]) -> u32 {
-        self.0
-            .iter()
-            .filter(|p| p.idle)
-            .filter(|p| holding.is_empty() || holding.iter().any(|c| p.labels.serves(c).is_ok()))
-            .fold(0u32, |n, p| n.saturating_add(p.slots))
-    }
-}
-
-fn peers(repo: &GridRepo, nodes: Vec<TreeEntry>, req: &SyncRequest<'_>) -> Result<Peers, GitError> {
-    let others: Vec<TreeEntry> = nodes
-        .into_iter()
-        .filter(|e| e.mode == EntryMode::File && e.name != layout::KEEP_FILE.as_bytes())
-        .filter(|e| layout::json_stem(&e.name_lossy()) != Some(req.node.as_str()))
-        .collect();
-    // Most records are the same blobs as in the last round: read only the
-    // new ones.
-    let mut cache = req.records.borrow_mut();
-    let unseen: Vec<String> = others
-        .iter()
-        .filter(|e| !cache.0.contains_key(&e.oid))
-        .map(|e| e.oid.clone())
-        .collect();
-    let read = repo.read_objects(&unseen, layout::MAX_NODE_RECORD_BYTES)?;
-    cache.remember(
-        unseen.into_iter().zip(
-            read.iter()
-                .map(|b| b.data().and_then(|b| NodeRecord::parse(b).ok())),
-        ),
-    );
-    Ok(Peers(
-        others
-            .iter()
-            // A record too big to read, or one that names another node than
-            // its file does, is no record: that node is not counted.
-            .filter_map(|e| {
-                cache
-                    .0
-                    .get(&e.oid)
-                    .and_then(Option::as_ref)
-                    .filter(|r| layout::json_stem(&e.name_lossy()) == Some(r.node_id.as_str()))
-            })
-            .filter(|n| n.takes_work(req.now, req.policy.stale_after))
-            .map(|n| Peer {
-                // A record without the field (an older worker) has one slot.
-                slots: n.concurrency.clamp(1, 1024),
-                idle: n.status == NodeStatus::Idle,
-                labels: n.node_labels(),
-            })
-            .collect(),
-    ))
-}
-
-/// Node records already read, by blob id (a blob's content never changes),
-/// so that a round reads only the records that changed since the last.
-/// Bounded: a grid that keeps pushing new records empties it now and then.
-#[derive(Debug, Default)]
-pub struct RecordCache(std::collections::HashMap<Oid, Option<NodeRecord>>);
-
-impl RecordCache {
-    const MAX: usize = 4096;
-
-    fn remember(&mut self, read: impl Iterator<Item = (Oid, Option<NodeRecord>)>) {
-        for (oid, record) in read {
-            if self.0.len() >= Self::MAX {
-                self.0.clear();
-            }
-            self.0.insert(oid, record);
-        }
-    }
 }

@@ -1,0 +1,245 @@
+//! `dgrid-worker submit`: make a task (or a graph of them from a file)
+//! from the flags, sign it if asked, and push it to the grid's queue as one
+//! transaction; an id already in use is refused.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::{Map, Value};
+
+use super::{fail, rules};
+use crate::git::txn::{self, TxnOutcome, TxnPolicy};
+use crate::grid::TaskRules;
+use crate::time;
+use crate::tools::escape::untrusted as esc;
+use crate::tools::source::RepoArgs;
+use crate::tools::{submit, trust, validate};
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["script", "script_file", "task_file"])))]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The task id [default: generated from the time and a random part].
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The script to run (sh -c).
+    #[arg(long, conflicts_with = "script_file")]
+    pub script: Option<String>,
+    /// Read the script from this file.
+    #[arg(long, value_name = "FILE")]
+    pub script_file: Option<PathBuf>,
+    /// A task JSON document to submit, or an array of them (a graph of
+    /// tasks that run `after` one another, pushed in one commit); --id,
+    /// --script and --timeout override a single task's fields, and an id is
+    /// generated for a task that has none.
+    #[arg(long, value_name = "FILE")]
+    pub task_file: Option<PathBuf>,
+    /// The task's timeout_seconds: how long it may run before it is killed
+    /// (required, unless the --task-file sets it).
+    #[arg(long, value_name = "SECS", required_unless_present = "task_file")]
+    pub timeout: Option<u64>,
+    /// priority of the task: 0 to 99, higher runs first [default: 50].
+    #[arg(long, value_name = "N")]
+    pub priority: Option<u64>,
+    /// A label a node must have to run it (repeat for several), such as
+    /// gpu or arch=arm64.
+    #[arg(long = "requires", value_name = "LABEL")]
+    pub requires: Vec<String>,
+    /// A task that must complete first (repeat for several); its result is
+    /// the task's input, /inputs/<id>.json.
+    #[arg(long = "after", value_name = "ID")]
+    pub after: Vec<String>,
+    /// Who submits it, for fairness between submitters.
+    #[arg(long, env = "DGRID_SUBMITTER", value_name = "NAME")]
+    pub submitter: Option<String>,
+    #[arg(long, value_name = "SECS", default_value_t = crate::grid::TaskRules::default().max_timeout_seconds)]
+    pub max_timeout: u64,
+    /// Sign the task with this submitter's private key (OpenSSH format; one
+    /// with a passphrase is used through `ssh-keygen -Y sign`).
+    #[arg(long, value_name = "KEY", requires = "grid_id")]
+    pub sign_with: Option<PathBuf>,
+    /// The grid the signature is for, as its workers pin it: part of the
+    /// signature's namespace, so never read from the grid itself.
+    #[arg(long, env = "DGRID_GRID_ID", value_name = "ID")]
+    pub grid_id: Option<String>,
+    /// How long a signed task may wait to run before it expires.
+    #[arg(long, value_name = "SECS", default_value_t = 7 * 24 * 3600)]
+    pub expires_in: u64,
+}
+
+/// The scheduling flags of `submit`, as fields of a task document.
+fn scheduling_fields(a: &SubmitArgs, base: &mut Map<String, Value>) {
+    if let Some(p) = a.priority {
+        base.insert("priority".into(), p.into());
+    }
+    if !a.requires.is_empty() {
+        base.insert("requires".into(), a.requires.clone().into());
+    }
+    if !a.after.is_empty() {
+        base.insert("after".into(), a.after.clone().into());
+    }
+    if let Some(s) = &a.submitter {
+        base.insert("submitter".into(), s.clone().into());
+    }
+}
+
+pub fn submit(a: SubmitArgs) -> ExitCode {
+    // One document, or an array of them (a graph).
+    let bases: Vec<Map<String, Value>> = match &a.task_file {
+        None => vec![Map::new()],
+        Some(p) => match validate::read_regular(p, TaskRules::default().max_file_bytes as u64 * 64)
+        {
+            Err(e) => return fail(format_args!("{}: {e}", p.display())),
+            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Object(m)) => vec![m],
+                Ok(Value::Array(items)) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for (i, item) in items.into_iter().enumerate() {
+                        match item {
+                            Value::Object(m) => out.push(m),
+                            _ => {
+                                return fail(format_args!(
+                                    "{}: item {i} must be a JSON object (a task)",
+                                    p.display()
+                                ));
+                            }
+                        }
+                    }
+                    if out.is_empty() {
+                        return fail(format_args!("{}: holds no task", p.display()));
+                    }
+                    out
+                }
+                Ok(_) => {
+                    return fail(format_args!(
+                        "{}: must be a JSON object (a task) or an array of them",
+                        p.display()
+                    ));
+                }
+                Err(e) => return fail(format_args!("{}: is not valid JSON: {e}", p.display())),
+            },
+        },
+    };
+    // clap requires --timeout without a task file; with one, the file may
+    // set it, and if it does not, the flag is what to name.
+    if a.timeout.is_none()
+        && let Some(p) = &a.task_file
+        && let Some(i) = bases
+            .iter()
+            .position(|b| !b.contains_key("timeout_seconds"))
+    {
+        let which = if bases.len() > 1 {
+            format!(" (item {i})")
+        } else {
+            String::new()
+        };
+        return fail(format_args!(
+            "{}{which}: field `timeout_seconds` is missing: give --timeout SECS, or set it in the file",
+            p.display()
+        ));
+    }
+    let graph = bases.len() > 1;
+    if graph
+        && (a.id.is_some() || a.script.is_some() || a.script_file.is_some() || !a.after.is_empty())
+    {
+        return fail(
+            "--id, --script, --script-file and --after are one task's: with a file of several, give them in the file",
+        );
+    }
+    let script = match (&a.script, &a.script_file) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(p)) => {
+            match validate::read_regular(p, TaskRules::default().max_script_bytes as u64) {
+                Ok(b) => match String::from_utf8(b) {
+                    Ok(s) => Some(s),
+                    Err(_) => return fail(format_args!("{}: is not valid UTF-8", p.display())),
+                },
+                Err(e) => return fail(format_args!("{}: {e}", p.display())),
+            }
+        }
+        (None, None) => None,
+    };
+    let rules = rules(a.max_timeout);
+    let now = time::now();
+    let mut tasks = Vec::with_capacity(bases.len());
+    for (i, mut base) in bases.into_iter().enumerate() {
+        scheduling_fields(&a, &mut base);
+        let task = match submit::make_task(
+            base,
+            a.id.as_deref(),
+            script.clone(),
+            a.timeout,
+            now,
+            &rules,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                let origin = match (&a.task_file, graph) {
+                    (Some(p), true) => format!("{} item {i}", p.display()),
+                    (Some(p), false) => p.display().to_string(),
+                    (None, _) => "the task".to_owned(),
+                };
+                return fail(format_args!("{origin}: {e}"));
+            }
+        };
+        let task = match (&a.sign_with, &a.grid_id) {
+            (Some(key), Some(grid)) => {
+                match trust::sign_task(&task, key, grid, a.expires_in, now, &rules) {
+                    Ok(t) => t,
+                    Err(e) => return fail(e),
+                }
+            }
+            _ => task,
+        };
+        tasks.push(task);
+    }
+    if let Some(dup) = duplicate_id(&tasks) {
+        return fail(format_args!(
+            "field `task_id` {dup:?} is given to two tasks"
+        ));
+    }
+    let opened = match a.repo.open_clone_as("submit") {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    let identity = txn::Identity::for_node("submit");
+    match txn::run(&opened.repo, &identity, &TxnPolicy::default(), |t| {
+        submit::plan(t, &tasks, now)
+    }) {
+        Ok(TxnOutcome::Committed { value, .. }) => {
+            if let submit::Submitted::Queued { paths } = value {
+                for path in paths {
+                    eprintln!("queued {}", esc(&path));
+                }
+            }
+            for t in &tasks {
+                println!("{}", t.task_id);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(TxnOutcome::Unchanged { value, .. }) => match value {
+            submit::Submitted::Duplicate { id, path } => fail(format_args!(
+                "field `task_id` {id:?} is already in use on the grid: {}",
+                esc(&path)
+            )),
+            submit::Submitted::Refused(why) => fail(esc(&why)),
+            submit::Submitted::Queued { .. } => fail("nothing pushed"),
+        },
+        Ok(TxnOutcome::Uncertain { error, .. }) => fail(format_args!(
+            "{}: the push's answer was lost and the grid is unreachable ({error}); \
+             look with `dgrid-worker status` before submitting again",
+            a.repo.repo
+        )),
+        Err(e) => fail(format_args!("{}: {e}", a.repo.repo)),
+    }
+}
+
+/// An id given to two of `tasks`, if any.
+fn duplicate_id(tasks: &[crate::grid::Task]) -> Option<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    tasks
+        .iter()
+        .find(|t| !seen.insert(t.task_id.clone()))
+        .map(|t| t.task_id.to_string())
+}

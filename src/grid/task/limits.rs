@@ -1,0 +1,35 @@
+//! The bounds a task is held to: sizes and the timeout (`TaskRules`, which
+//! a grid may tighten in its configuration), and the ranges of the
+//! scheduling fields. Apart so that the errors that quote them and the
+//! fields they bound both read them from one place.
+
+/// Limits a task must respect. A grid may tighten them in its configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRules {
+    pub max_file_bytes: usize,
+    pub max_script_bytes: usize,
+    pub max_timeout_seconds: u64,
+}
+
+impl Default for TaskRules {
+    fn default() -> Self {
+        TaskRules {
+            // A task is a small JSON document; anything bigger is a mistake or
+            // an attack on the workers' memory.
+            max_file_bytes: 256 * 1024,
+            // The script is passed as one argv string; Linux caps one argument
+            // at 128 KiB (MAX_ARG_STRLEN), so stay well under it.
+            max_script_bytes: 64 * 1024,
+            max_timeout_seconds: 3600,
+        }
+    }
+}
+
+/// The lowest and highest `priority`; higher runs first.
+pub const PRIORITY_MAX: u8 = 99;
+/// The priority of a task that gives none: the middle of the range.
+pub const DEFAULT_PRIORITY: u8 = 50;
+/// The most tasks one task may run `after`. A join of more goes through
+/// intermediate tasks: each time one of its parents finishes, a waiting
+/// task is looked at again.
+pub const MAX_AFTER: usize = 100;

@@ -1,0 +1,165 @@
+//! Judging the candidates: reading what is judged (one bounded read per
+//! round, in claim order), the verdict on each entry (the task rules, then
+//! the node's trust), and filing the inbox: each entry of a batch read,
+//! judged, and sent to `failed/`, to wait, to its lane, or on as a
+//! candidate.
+
+use std::borrow::Cow;
+use std::rc::Rc;
+
+use super::Candidate;
+use super::take::move_to;
+use crate::git::{Blob, EntryMode, GitError, GridRepo, TreeEntry};
+use crate::grid::layout::Place;
+use crate::grid::task::EntryKind;
+use crate::grid::{Task, TaskError, layout};
+use crate::ledger::results;
+use crate::service::sync::admit::{self, Admit};
+use crate::service::sync::{Draft, SyncRequest};
+
+fn is_file(mode: EntryMode) -> bool {
+    matches!(mode, EntryMode::File | EntryMode::Executable)
+}
+
+fn entry_kind(mode: EntryMode) -> EntryKind {
+    match mode {
+        EntryMode::File => EntryKind::File,
+        EntryMode::Executable => EntryKind::Executable,
+        EntryMode::Symlink => EntryKind::Symlink,
+        EntryMode::Tree => EntryKind::Directory,
+        EntryMode::Submodule => EntryKind::Submodule,
+    }
+}
+
+/// Read and judge a batch of the inbox: a broken entry goes to `failed/`;
+/// a task that runs after others waits in `blocked/` (where its parents are
+/// looked at); one this node does not serve goes to its lane; the others
+/// become candidates, judged, to be claimed or filed.
+pub(super) fn file_inbox(
+    repo: &GridRepo,
+    d: &mut Draft<'_>,
+    inbox: Vec<TreeEntry>,
+) -> Result<Vec<Candidate<'static>>, GitError> {
+    let req = d.req;
+    let files: Vec<String> = inbox
+        .iter()
+        .filter(|e| is_file(e.mode))
+        .map(|e| e.oid.clone())
+        .collect();
+    let mut read = Sample(
+        repo.read_objects(&files, req.rules.max_file_bytes as u64)?
+            .into_iter(),
+    );
+    let mut out = Vec::new();
+    for entry in inbox {
+        let task = match consider(repo, d, &entry, &entry.name, read.next_for(&entry))? {
+            Verdict::Claimable(task) => task,
+            Verdict::Reject(e) => {
+                d.reject(layout::QUEUE, &entry, &e);
+                continue;
+            }
+            Verdict::Skip | Verdict::Later => continue,
+        };
+        let from = results::entry_path(layout::QUEUE, &entry.name);
+        if let Some(first) = task.after().first() {
+            let to = layout::blocked_file(first, &task.task_id);
+            move_to(d, &from, &to, &entry.oid, "wait");
+            continue;
+        }
+        let place = Place::of(&task, req.now);
+        if req.labels.serves(&place.class).is_err() {
+            move_to(d, &from, &place.file(&task.task_id), &entry.oid, "file");
+            continue;
+        }
+        out.push(Candidate {
+            dir: layout::QUEUE,
+            entry: Cow::Owned(entry),
+            place: Rc::new(place),
+            judged: Some(Verdict::Claimable(task)),
+        });
+    }
+    Ok(out)
+}
+
+/// The sample's blobs, read in one bounded call: only files are read, and
+/// none bigger than a task may be (a bigger one is refused by its size
+/// alone).
+pub(super) struct Sample(std::vec::IntoIter<Blob>);
+
+impl Sample {
+    /// What was read for `entry`, the next entry of the sample in order.
+    pub(super) fn next_for(&mut self, entry: &TreeEntry) -> Blob {
+        if is_file(entry.mode) {
+            self.0.next().unwrap_or(Blob::Missing)
+        } else {
+            // Symlinks, trees and submodules are refused by their kind,
+            // unread.
+            Blob::Data(Vec::new())
+        }
+    }
+}
+
+/// The lane candidates among `order`'s, read in that order (inbox ones
+/// were read already).
+pub(super) fn read_sample(
+    repo: &GridRepo,
+    candidates: &[Candidate<'_>],
+    order: &[(usize, u8)],
+    req: &SyncRequest<'_>,
+) -> Result<Sample, GitError> {
+    let files: Vec<String> = order
+        .iter()
+        .map(|(i, _)| &candidates[*i])
+        .filter(|c| c.judged.is_none() && is_file(c.entry.mode))
+        .map(|c| c.entry.oid.clone())
+        .collect();
+    let blobs = repo.read_objects(&files, req.rules.max_file_bytes as u64)?;
+    Ok(Sample(blobs.into_iter()))
+}
+
+/// What becomes of one candidate.
+pub(super) enum Verdict {
+    /// A valid task this node may claim (for a signed task, what was
+    /// signed).
+    Claimable(Task),
+    /// Broken, or refused by the node's trust for good: to `failed/`, with
+    /// this reason.
+    Reject(String),
+    /// Not this node's to run now (unsigned, an unknown signer, not yet
+    /// issued: `admit`): left where it is, not counted as work left.
+    Skip,
+    /// Not decided in this round (not read: budget spent, or gone).
+    Later,
+}
+
+/// Judge one queue entry (its own name `name`) from what was read of it:
+/// the task rules, then the node's trust (`admit`).
+pub(super) fn consider(
+    repo: &GridRepo,
+    d: &Draft<'_>,
+    entry: &TreeEntry,
+    name: &[u8],
+    blob: Blob,
+) -> Result<Verdict, GitError> {
+    let content = match blob {
+        Blob::Data(b) => b,
+        Blob::TooBig { size, cap } => {
+            return Ok(Verdict::Reject(
+                TaskError::TooLarge {
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
+                    max: usize::try_from(cap).unwrap_or(usize::MAX),
+                }
+                .to_string(),
+            ));
+        }
+        _ => return Ok(Verdict::Later),
+    };
+    let name = String::from_utf8_lossy(name);
+    Ok(
+        match admit::admit(repo, d, entry, &name, entry_kind(entry.mode), &content)? {
+            Admit::Run(task) => Verdict::Claimable(task),
+            Admit::Skip => Verdict::Skip,
+            Admit::Reject(e) => Verdict::Reject(e),
+        },
+    )
+}

@@ -1,0 +1,107 @@
+//! The peers: the other nodes taking work at a tip, as their records say
+//! (slots, idle or not, what they serve), for this node's share; and the
+//! cache that reads only the records that changed since the last round.
+
+use crate::git::{EntryMode, GitError, GridRepo, Oid, TreeEntry};
+use crate::grid::schedule::NodeLabels;
+use crate::grid::{Class, NodeRecord, NodeStatus, layout};
+use crate::service::sync::SyncRequest;
+
+/// The other nodes taking work at a tip, as their records say: their
+/// slots, whether they are idle, and what they serve.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Peers(Vec<Peer>);
+
+#[derive(Debug, Clone)]
+struct Peer {
+    slots: u32,
+    idle: bool,
+    labels: NodeLabels,
+}
+
+impl Peers {
+    /// Slots of the peers that serve any of `classes` (all: `None`).
+    pub(super) fn live_slots(&self, classes: Option<&[&Class]>) -> u32 {
+        self.0
+            .iter()
+            .filter(|p| classes.is_none_or(|cs| cs.iter().any(|c| p.labels.serves(c).is_ok())))
+            .fold(0u32, |n, p| n.saturating_add(p.slots))
+    }
+
+    /// Slots of the idle peers that could take over any of the claims this
+    /// node holds (`holding`: their classes; none held: any idle peer).
+    pub(super) fn idle_slots(&self, holding: &[Class]) -> u32 {
+        self.0
+            .iter()
+            .filter(|p| p.idle)
+            .filter(|p| holding.is_empty() || holding.iter().any(|c| p.labels.serves(c).is_ok()))
+            .fold(0u32, |n, p| n.saturating_add(p.slots))
+    }
+}
+
+pub(super) fn peers(
+    repo: &GridRepo,
+    nodes: Vec<TreeEntry>,
+    req: &SyncRequest<'_>,
+) -> Result<Peers, GitError> {
+    let others: Vec<TreeEntry> = nodes
+        .into_iter()
+        .filter(|e| e.mode == EntryMode::File && e.name != layout::KEEP_FILE.as_bytes())
+        .filter(|e| layout::json_stem(&e.name_lossy()) != Some(req.node.as_str()))
+        .collect();
+    // Most records are the same blobs as in the last round: read only the
+    // new ones.
+    let mut cache = req.records.borrow_mut();
+    let unseen: Vec<String> = others
+        .iter()
+        .filter(|e| !cache.0.contains_key(&e.oid))
+        .map(|e| e.oid.clone())
+        .collect();
+    let read = repo.read_objects(&unseen, layout::MAX_NODE_RECORD_BYTES)?;
+    cache.remember(
+        unseen.into_iter().zip(
+            read.iter()
+                .map(|b| b.data().and_then(|b| NodeRecord::parse(b).ok())),
+        ),
+    );
+    Ok(Peers(
+        others
+            .iter()
+            // A record too big to read, or one that names another node than
+            // its file does, is no record: that node is not counted.
+            .filter_map(|e| {
+                cache
+                    .0
+                    .get(&e.oid)
+                    .and_then(Option::as_ref)
+                    .filter(|r| layout::json_stem(&e.name_lossy()) == Some(r.node_id.as_str()))
+            })
+            .filter(|n| n.takes_work(req.now, req.policy.stale_after))
+            .map(|n| Peer {
+                // A record without the field (an older worker) has one slot.
+                slots: n.concurrency.clamp(1, 1024),
+                idle: n.status == NodeStatus::Idle,
+                labels: n.node_labels(),
+            })
+            .collect(),
+    ))
+}
+
+/// Node records already read, by blob id (a blob's content never changes),
+/// so that a round reads only the records that changed since the last.
+/// Bounded: a grid that keeps pushing new records empties it now and then.
+#[derive(Debug, Default)]
+pub struct RecordCache(std::collections::HashMap<Oid, Option<NodeRecord>>);
+
+impl RecordCache {
+    const MAX: usize = 4096;
+
+    fn remember(&mut self, read: impl Iterator<Item = (Oid, Option<NodeRecord>)>) {
+        for (oid, record) in read {
+            if self.0.len() >= Self::MAX {
+                self.0.clear();
+            }
+            self.0.insert(oid, record);
+        }
+    }
+}

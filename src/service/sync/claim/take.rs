@@ -1,0 +1,80 @@
+//! The edits of a candidate decided: taking a task (out of the queue, into
+//! `in_progress/` with a claim block, and the results it runs after as its
+//! inputs), or moving a queue file unchanged to where it belongs (its lane,
+//! or to wait under `blocked/`).
+
+use crate::git::{Edit, EntryMode, GitError, GridRepo, Oid};
+use crate::grid::claim::ClaimedTask;
+use crate::grid::{Id, Task, layout};
+use crate::ledger::deps::ResultIndex;
+use crate::service::sync::Draft;
+
+/// Move the file at `from` (blob `oid`, unchanged: a signed task stays
+/// signed) to `to`.
+pub(super) fn move_to(d: &mut Draft<'_>, from: &[u8], to: &str, oid: &Oid, word: &str) {
+    d.edits.insert(from.to_vec(), Edit::Delete);
+    d.edits.insert(
+        to.as_bytes().to_vec(),
+        Edit::Object {
+            mode: EntryMode::File,
+            oid: oid.clone(),
+        },
+    );
+    let name = to.rsplit('/').next().unwrap_or(to);
+    d.summary.push(format!(
+        "{word} {}",
+        layout::json_stem(name).unwrap_or(name)
+    ));
+}
+
+/// The results of the tasks `task` runs after, to mount as its inputs, if
+/// every one completed; else the first that has not.
+pub(super) fn inputs_of(
+    repo: &GridRepo,
+    index: &ResultIndex,
+    task: &Task,
+) -> Result<Result<Vec<(Id, Oid)>, Id>, GitError> {
+    let found = index.find(repo, task.after())?;
+    Ok(task
+        .after()
+        .iter()
+        .map(|p| match found.get(p) {
+            Some(r) if r.completed => Ok((p.clone(), r.oid.clone())),
+            _ => Err(p.clone()),
+        })
+        .collect())
+}
+
+/// Claim `task` (the queue file at `from`): out of the queue, into
+/// `in_progress/` with a claim block naming this node and the task's
+/// arrival. `queued_before` is the time the tasks claimed before it in
+/// this batch may take; returns it with this task's.
+pub(super) fn take(
+    d: &mut Draft<'_>,
+    from: &[u8],
+    task: Task,
+    arrival: crate::time::Timestamp,
+    inputs: Vec<(Id, Oid)>,
+    queued_before: chrono::Duration,
+) -> chrono::Duration {
+    let req = d.req;
+    let grace = if d.report.claimed.len() < req.start_now {
+        req.claim_grace
+    } else {
+        req.claim_grace + queued_before
+    };
+    // Validated: at most max_timeout_seconds.
+    let queued_before = queued_before + chrono::Duration::seconds(task.timeout_seconds as i64);
+    let claimed = ClaimedTask::new(task, req.node, req.now, grace).arrived(arrival);
+    d.edits.insert(from.to_vec(), Edit::Delete);
+    d.edits.insert(
+        layout::in_progress_file(&claimed.task.task_id).into_bytes(),
+        Edit::Put(claimed.to_bytes()),
+    );
+    d.summary.push(format!("claim {}", claimed.task.task_id));
+    if !inputs.is_empty() {
+        d.report.inputs.insert(claimed.task.task_id.clone(), inputs);
+    }
+    d.report.claimed.push(claimed);
+    queued_before
+}

@@ -1,0 +1,153 @@
+//! `validate --grid`: the valid tasks checked against a checkout of the
+//! grid, so that a pull request's check refuses what `submit` would: an id
+//! that is running or already has a result, and a task that runs after one
+//! the grid has never heard of.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::place::walk;
+use super::read::read_regular;
+use super::{Finding, Report, graph_finding};
+use crate::grid::deps::{self, GraphError};
+use crate::grid::{Id, layout};
+
+/// Check the valid tasks of `report` against the grid checked out at `grid`:
+/// an id that is running (`in_progress/`) or already has a result would be
+/// run a second time. A pull request's check sees what `submit` refuses.
+pub fn check_against_grid(report: &mut Report, grid: &Path) {
+    use std::collections::BTreeSet;
+    let ids: BTreeSet<&str> = report.tasks.iter().map(|(_, id)| id.as_str()).collect();
+    // id -> where it is in use already.
+    let mut in_use: BTreeMap<String, String> = BTreeMap::new();
+    for id in &ids {
+        let claim = format!("{}/{id}.json", layout::IN_PROGRESS);
+        if grid.join(&claim).exists() {
+            in_use.insert(id.to_string(), format!("is running: {claim}"));
+        }
+    }
+    // Results are named <node>@<task>.json, which says whose they are; an
+    // older <node>-<task>.json name is only a candidate until the file's
+    // task_id says so. One directory listing, whatever the number of tasks
+    // checked.
+    let parsed: Vec<crate::grid::Id> = ids
+        .iter()
+        .filter_map(|id| crate::grid::Id::parse(id).ok())
+        .collect();
+    for dir in [layout::COMPLETED, layout::FAILED] {
+        let Ok(entries) = std::fs::read_dir(grid.join(dir)) else {
+            continue;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mut candidates = Vec::new();
+            for id in &parsed {
+                match layout::result_name_is_for(&name, id) {
+                    layout::NameMatch::Yes => {
+                        in_use
+                            .entry(id.to_string())
+                            .or_insert_with(|| format!("already has a result: {dir}/{name}"));
+                    }
+                    layout::NameMatch::Candidate => candidates.push(id.as_str()),
+                    layout::NameMatch::No => {}
+                }
+            }
+            if candidates.is_empty() {
+                continue;
+            }
+            let task_id = read_regular(&e.path(), layout::MAX_RESULT_BYTES)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["task_id"].as_str().map(str::to_owned));
+            if let Some(id) = task_id.filter(|t| candidates.contains(&t.as_str())) {
+                in_use
+                    .entry(id)
+                    .or_insert_with(|| format!("already has a result: {dir}/{name}"));
+            }
+        }
+    }
+    // A task that runs after another the grid has never heard of would
+    // fail at once.
+    let graph: Vec<(Id, Vec<Id>)> = report
+        .graph
+        .iter()
+        .map(|(_, id, after)| (id.clone(), after.clone()))
+        .collect();
+    let on_grid = known_ids(grid, &graph);
+    for e in deps::check_graph(&graph, |p| on_grid.contains(p)) {
+        if matches!(e, GraphError::Unknown { .. }) {
+            graph_finding(report, &e);
+        }
+    }
+    let tasks = std::mem::take(&mut report.tasks);
+    for (path, id) in tasks {
+        match in_use.get(&id) {
+            Some(where_) => {
+                report.valid -= 1;
+                report.findings.push(Finding {
+                    reason: format!("field `task_id` {id:?} {where_}; task ids must be new"),
+                    path,
+                    field: Some("task_id"),
+                });
+            }
+            None => report.tasks.push((path, id)),
+        }
+    }
+}
+
+/// Of the ids `graph`'s tasks run after, those the grid checked out at
+/// `grid` holds: queued, waiting, running, or with a result.
+fn known_ids(grid: &Path, graph: &[(Id, Vec<Id>)]) -> std::collections::BTreeSet<Id> {
+    use std::collections::BTreeSet;
+    let wanted: BTreeSet<&Id> = graph.iter().flat_map(|(_, a)| a).collect();
+    let mut known = BTreeSet::new();
+    if wanted.is_empty() {
+        return known;
+    }
+    let stem_id = |name: &str| layout::json_stem(name).and_then(|s| Id::parse(s).ok());
+    for dir in [layout::QUEUE, layout::IN_PROGRESS] {
+        if let Ok(entries) = std::fs::read_dir(grid.join(dir)) {
+            known.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| stem_id(&e.file_name().to_string_lossy())),
+            );
+        }
+    }
+    for dir in [layout::LANES, layout::BLOCKED] {
+        let mut found = Vec::new();
+        walk(&grid.join(dir), &mut found, &mut Vec::new());
+        known.extend(
+            found
+                .iter()
+                .filter_map(|(p, _)| stem_id(&p.file_name()?.to_string_lossy())),
+        );
+    }
+    for dir in [layout::COMPLETED, layout::FAILED] {
+        let Ok(entries) = std::fs::read_dir(grid.join(dir)) else {
+            continue;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            for id in &wanted {
+                match layout::result_name_is_for(&name, id) {
+                    layout::NameMatch::Yes => {
+                        known.insert((*id).clone());
+                    }
+                    layout::NameMatch::Candidate => {
+                        let task_id = read_regular(&e.path(), layout::MAX_RESULT_BYTES)
+                            .ok()
+                            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                            .and_then(|v| v["task_id"].as_str().map(str::to_owned));
+                        if task_id.as_deref() == Some(id.as_str()) {
+                            known.insert((*id).clone());
+                        }
+                    }
+                    layout::NameMatch::No => {}
+                }
+            }
+        }
+    }
+    known.retain(|id| wanted.contains(id));
+    known
+}

@@ -1,0 +1,123 @@
+//! Where a task file sits, and what its place says of it: a file on its
+//! own or in the inbox may be anything; one below `tasks/lanes/` must be
+//! filed where its fields put it; one below `tasks/blocked/` must wait for
+//! a task its `after` names. Also the walk of those directories.
+
+use std::path::{Path, PathBuf};
+
+use super::{Finding, unreadable};
+use crate::grid::layout::Place;
+use crate::grid::{Id, Task, layout};
+
+/// Where an entry given to `validate` sits, as far as its place says
+/// something about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Where {
+    /// A file on its own, or in the inbox (`tasks/queue/`): anywhere goes.
+    Anywhere,
+    /// Below `tasks/lanes/`, at this path below it.
+    Lane(String),
+    /// Below `tasks/blocked/`, at this path below it.
+    Blocked(String),
+}
+
+/// The files below `dir`, at any depth, with their paths below it.
+pub(super) fn walk(dir: &Path, out: &mut Vec<(PathBuf, String)>, problems: &mut Vec<Finding>) {
+    fn go(
+        root: &Path,
+        dir: &Path,
+        depth: usize,
+        out: &mut Vec<(PathBuf, String)>,
+        bad: &mut Vec<Finding>,
+    ) {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                bad.push(unreadable(dir, &e));
+                return;
+            }
+        };
+        let mut names: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() != layout::KEEP_FILE)
+            .map(|e| e.path())
+            .collect();
+        names.sort();
+        for p in names {
+            let is_dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+            // Deeper than a lane's tasks is no place for one: listed, and
+            // refused by its place, not walked into without end.
+            if is_dir && depth < 4 {
+                go(root, &p, depth + 1, out, bad);
+            } else {
+                let rel = p
+                    .strip_prefix(root)
+                    .map(|r| r.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                out.push((p, rel));
+            }
+        }
+    }
+    go(dir, dir, 1, out, problems);
+}
+
+/// A task's place says something of it: a lane's path its priority, class
+/// and batch; a waiting task's directory the task it waits for. A file
+/// elsewhere than its fields say is refused here, where a person can move
+/// it (a node that meets one moves it itself).
+pub(super) fn check_place(path: &Path, place: &Where, task: Task) -> Result<Task, Finding> {
+    let finding = |field: Option<&'static str>, reason: String| Finding {
+        path: path.to_owned(),
+        field,
+        reason,
+    };
+    match place {
+        Where::Anywhere => Ok(task),
+        Where::Lane(rel) => {
+            let (at, _) = Place::parse(rel.as_bytes()).map_err(|e| finding(None, e.to_string()))?;
+            if !task.after().is_empty() {
+                return Err(finding(
+                    Some("after"),
+                    format!(
+                        "a task that runs after others waits in {}/<the first of them>/, not in a lane",
+                        layout::BLOCKED
+                    ),
+                ));
+            }
+            let home = Place::of(&task, at.batch.minute);
+            if home != at {
+                return Err(finding(
+                    None,
+                    format!(
+                        "is filed under {}, but its fields (priority, requires, submitter, queued_at) put it in {}",
+                        at.dir(),
+                        home.dir()
+                    ),
+                ));
+            }
+            Ok(task)
+        }
+        Where::Blocked(rel) => {
+            let parent = match rel.split('/').collect::<Vec<_>>()[..] {
+                [p, _] => Id::parse(p).ok(),
+                _ => None,
+            };
+            let Some(parent) = parent else {
+                return Err(finding(
+                    None,
+                    format!(
+                        "is not where a waiting task can be: {}/<the task it waits for>/<task>.json is",
+                        layout::BLOCKED
+                    ),
+                ));
+            };
+            if !task.after().contains(&parent) {
+                return Err(finding(
+                    Some("after"),
+                    format!("waits under `{parent}`, which its `after` does not name"),
+                ));
+            }
+            Ok(task)
+        }
+    }
+}

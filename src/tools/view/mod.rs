@@ -1,0 +1,151 @@
+//! The grid at one commit, as `status` and `dashboard` show it.
+//!
+//! Reading is sized for big grids: one `ls-tree` per directory, and all the
+//! blobs that are read at all in one `cat-file --batch` per directory, so
+//! 50,000 results cost a few processes, not 50,000. Results are parsed into
+//! a small struct that skips their output (`stdout` is never needed here).
+//!
+//! The view itself (what `status`, `dashboard` and their JSON show) is in
+//! `model.rs`; here it is assembled, from the parts that read the grid by
+//! directory: `nodes.rs` (node records), `tasks.rs` (the queue, the tasks
+//! waiting for others, the claims running) and `results.rs` (completed and
+//! failed).
+
+use std::collections::BTreeMap;
+
+use crate::git::GitError;
+use crate::git::{EntryMode, GridRepo, TreeEntry};
+use crate::grid::layout;
+use crate::time::{self, Timestamp};
+
+use super::throughput;
+pub use super::throughput::{BUCKETS, Bucket, Throughput};
+
+mod model;
+mod nodes;
+mod results;
+mod tasks;
+
+pub use model::{
+    GridView, NodeView, QueuedView, ResultView, RunningView, TrustView, UnservableView, WaitingView,
+};
+use nodes::node_views;
+use results::read_results;
+use tasks::{queue_views, running_views, waiting_views};
+
+/// How many recent results and failures are listed.
+pub const RECENT: usize = 50;
+
+fn files(entries: Vec<TreeEntry>) -> Vec<TreeEntry> {
+    entries
+        .into_iter()
+        .filter(|e| e.name != layout::KEEP_FILE.as_bytes())
+        .collect()
+}
+
+fn blob_ids(entries: &[TreeEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| matches!(e.mode, EntryMode::File | EntryMode::Executable))
+        .map(|e| e.oid.clone())
+        .collect()
+}
+
+fn age(now: Timestamp, s: &str) -> Option<i64> {
+    time::parse(s).map(|t| (now - t).num_seconds())
+}
+
+impl GridView {
+    /// Read the grid at `commit`, as of `now`.
+    pub fn load(
+        repo: &GridRepo,
+        commit: &str,
+        now: Timestamp,
+        stale_after_s: i64,
+    ) -> Result<GridView, GitError> {
+        let mut nodes = node_views(repo, commit, now)?;
+        for n in &mut nodes {
+            n.stale = n.heartbeat_age_s.is_none_or(|a| a > stale_after_s);
+        }
+        let (queue, unservable) = queue_views(repo, commit, now, &nodes)?;
+        let waiting = waiting_views(repo, commit)?;
+        let running = running_views(repo, commit, now)?;
+        let mut all = Vec::new();
+        let completed = read_results(repo, commit, layout::COMPLETED, false, &mut all)?;
+        let failed = read_results(repo, commit, layout::FAILED, true, &mut all)?;
+        let mut by_status = BTreeMap::new();
+        for r in &all {
+            *by_status.entry(r.status.clone()).or_insert(0) += 1;
+        }
+        let throughput = throughput::of(
+            all.iter()
+                .map(|r| (r.timestamp.as_str(), r.status == "completed")),
+        );
+        // Newest first; RFC 3339 UTC strings with `Z` sort as times.
+        all.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+        let failures: Vec<ResultView> = all
+            .iter()
+            .filter(|r| r.status != "completed")
+            .take(RECENT)
+            .cloned()
+            .collect();
+        all.truncate(RECENT);
+        for r in &mut all {
+            r.stderr_tail = None;
+        }
+        Ok(GridView {
+            generated_at: time::format(now),
+            commit: commit.to_owned(),
+            nodes,
+            queue,
+            waiting,
+            unservable,
+            running,
+            completed,
+            failed,
+            by_status,
+            recent: all,
+            failures,
+            throughput,
+            trust: None,
+        })
+    }
+}
+
+fn tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &s[start..])
+}
+
+/// "3s", "4m", "2h", "5d": ages at a glance.
+pub fn human_age(secs: Option<i64>) -> String {
+    match secs {
+        None => "?".into(),
+        Some(s) if s < 0 => "0s".into(),
+        Some(s) if s < 120 => format!("{s}s"),
+        Some(s) if s < 7200 => format!("{}m", s / 60),
+        Some(s) if s < 2 * 86400 => format!("{}h", s / 3600),
+        Some(s) => format!("{}d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_at_a_glance() {
+        assert_eq!(human_age(Some(5)), "5s");
+        assert_eq!(human_age(Some(600)), "10m");
+        assert_eq!(human_age(Some(3 * 3600)), "3h");
+        assert_eq!(human_age(Some(3 * 86400)), "3d");
+        assert_eq!(human_age(None), "?");
+        assert_eq!(tail("abcdef", 3), "…def");
+    }
+}

@@ -1,0 +1,213 @@
+//! Reading the tasks not done yet: the queue in claim order with the
+//! classes no live node serves, the tasks waiting for others (and which of
+//! those they still wait for), and the claims running in `in_progress/`.
+
+use std::collections::BTreeMap;
+
+use super::model::{NodeView, QueuedView, RunningView, UnservableView, WaitingView};
+use super::{age, blob_ids, files};
+use crate::git::{Blob, EntryMode, GitError, GridRepo, TreeEntry};
+use crate::grid::claim::ClaimedTask;
+use crate::grid::schedule::{self, NodeLabels};
+use crate::grid::task::EntryKind;
+use crate::grid::{Class, Id, Task, TaskRules, layout};
+use crate::ledger::deps::{BlockedAt, ResultIndex};
+use crate::ledger::queue::QueueAt;
+use crate::ledger::routing;
+use crate::time::{self, Timestamp};
+
+/// The queue in claim order, from the paths alone (nothing is read), and
+/// the classes no live node serves, with what each node lacks. A node
+/// counts as live by its heartbeat (`nodes` were marked stale or not), a
+/// paused one too: it comes back.
+pub(super) fn queue_views(
+    repo: &GridRepo,
+    commit: &str,
+    now: Timestamp,
+    nodes: &[NodeView],
+) -> Result<(Vec<QueuedView>, Vec<UnservableView>), GitError> {
+    let q = QueueAt::list(repo, commit)?;
+    let live: Vec<(&str, NodeLabels)> = nodes
+        .iter()
+        .filter(|n| n.error.is_none() && !n.stale && matches!(n.status.as_str(), "idle" | "busy"))
+        .map(|n| {
+            (
+                n.node_id.as_str(),
+                NodeLabels::from_record(&n.labels, &n.exclusive),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (*n, l)).collect();
+    let unserved = routing::unserved(&q, &refs);
+    let why: BTreeMap<&Class, &str> = unserved
+        .iter()
+        .map(|u| (&u.class, u.why.as_str()))
+        .collect();
+    let places: Vec<schedule::Queued<'_>> = q
+        .lanes
+        .iter()
+        .map(|l| schedule::Queued {
+            place: &l.place,
+            name: l.file_name(),
+        })
+        .collect();
+    let mut queue = Vec::with_capacity(q.len());
+    for (i, level) in schedule::order(&places, now) {
+        let l = &q.lanes[i];
+        let name = String::from_utf8_lossy(l.file_name()).into_owned();
+        let task_id = layout::json_stem(&name).unwrap_or(&name).to_owned();
+        let requires: Vec<String> = l.place.class.labels().map(ToString::to_string).collect();
+        let lacking = why.get(&l.place.class).map(|w| (*w).to_owned());
+        queue.push(QueuedView {
+            task_id,
+            priority: Some(l.place.priority),
+            effective_priority: Some(level),
+            requires,
+            submitter: l.place.batch.submitter.as_ref().map(Id::to_string),
+            queued_at: Some(time::format(l.place.batch.minute)),
+            path: String::from_utf8_lossy(&l.path()).into_owned(),
+            unservable: lacking,
+        });
+    }
+    for e in &q.inbox {
+        let n = e.name_lossy();
+        queue.push(QueuedView {
+            task_id: layout::json_stem(&n).unwrap_or(&n).to_owned(),
+            priority: None,
+            effective_priority: None,
+            requires: Vec::new(),
+            submitter: None,
+            queued_at: None,
+            path: format!("{}/{n}", layout::QUEUE),
+            unservable: None,
+        });
+    }
+    let unservable = unserved
+        .into_iter()
+        .map(|u| UnservableView {
+            requires: u.class.labels().map(ToString::to_string).collect(),
+            tasks: u.tasks,
+            task_ids: u.task_ids,
+            why: u.why,
+        })
+        .collect();
+    Ok((queue, unservable))
+}
+
+/// The tasks waiting for others, each with those it still waits for (its
+/// `after` less those with a completed result).
+pub(super) fn waiting_views(repo: &GridRepo, commit: &str) -> Result<Vec<WaitingView>, GitError> {
+    let blocked = BlockedAt::list(repo, commit)?;
+    if blocked.entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rules = TaskRules::default();
+    let files: Vec<String> = blocked
+        .entries
+        .iter()
+        .filter(|b| matches!(b.entry.mode, EntryMode::File | EntryMode::Executable))
+        .map(|b| b.entry.oid.clone())
+        .collect();
+    let mut blobs = repo
+        .read_objects(&files, rules.max_file_bytes as u64)?
+        .into_iter();
+    let mut parsed = Vec::new();
+    for b in &blocked.entries {
+        let path = String::from_utf8_lossy(&b.path()).into_owned();
+        let task = if matches!(b.entry.mode, EntryMode::File | EntryMode::Executable) {
+            match blobs.next().unwrap_or(Blob::Missing) {
+                Blob::Data(bytes) => {
+                    Task::from_entry(&b.file_name(), EntryKind::File, &bytes, &rules)
+                        .map_err(|e| e.to_string())
+                }
+                other => Err(other.why_unread().unwrap_or_else(|| "is gone".to_owned())),
+            }
+        } else {
+            Err("is not a regular file".to_owned())
+        };
+        parsed.push((b, path, task));
+    }
+    let parents: Vec<Id> = parsed
+        .iter()
+        .filter_map(|(_, _, t)| t.as_ref().ok())
+        .flat_map(|t| t.after().iter().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let done = ResultIndex::list(repo, commit)?.find(repo, &parents)?;
+    Ok(parsed
+        .into_iter()
+        .map(|(b, path, task)| match task {
+            Ok(t) => WaitingView {
+                task_id: t.task_id.to_string(),
+                waits_for: t
+                    .after()
+                    .iter()
+                    .filter(|p| !done.get(*p).is_some_and(|r| r.completed))
+                    .map(Id::to_string)
+                    .collect(),
+                priority: Some(t.priority()),
+                requires: t.class().labels().map(ToString::to_string).collect(),
+                path,
+                error: None,
+            },
+            Err(e) => WaitingView {
+                task_id: b
+                    .child()
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| b.file_name()),
+                waits_for: vec![b.parent.to_string()],
+                priority: None,
+                requires: Vec::new(),
+                error: Some(format!("{path}: {e}")),
+                path,
+            },
+        })
+        .collect())
+}
+
+pub(super) fn running_views(
+    repo: &GridRepo,
+    commit: &str,
+    now: Timestamp,
+) -> Result<Vec<RunningView>, GitError> {
+    let entries: Vec<TreeEntry> = files(repo.list_dir(commit, layout::IN_PROGRESS)?)
+        .into_iter()
+        .filter(|e| matches!(e.mode, EntryMode::File | EntryMode::Executable))
+        .collect();
+    let rules = TaskRules::default();
+    let blobs = repo.read_objects(&blob_ids(&entries), rules.max_file_bytes as u64)?;
+    Ok(entries
+        .iter()
+        .zip(blobs)
+        .map(|(e, b)| {
+            let name = e.name_lossy();
+            let parsed = match &b {
+                Blob::Data(bytes) => {
+                    ClaimedTask::parse(&name, bytes, &rules).map_err(|e| e.to_string())
+                }
+                other => Err(other.why_unread().unwrap_or_else(|| "is gone".to_owned())),
+            };
+            match parsed {
+                Ok(c) => RunningView {
+                    task_id: c.task.task_id.to_string(),
+                    node_id: c.claim.node_id.to_string(),
+                    age_s: age(now, &c.claim.claimed_at),
+                    claimed_at: c.claim.claimed_at,
+                    deadline: c.claim.deadline,
+                    attempt: c.claim.attempt,
+                    error: None,
+                },
+                Err(err) => RunningView {
+                    task_id: layout::json_stem(&name).unwrap_or(&name).to_owned(),
+                    node_id: String::new(),
+                    claimed_at: String::new(),
+                    age_s: None,
+                    deadline: String::new(),
+                    attempt: 0,
+                    error: Some(format!("{}/{name}: {err}", layout::IN_PROGRESS)),
+                },
+            }
+        })
+        .collect())
+}

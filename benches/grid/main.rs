@@ -93,12 +93,29 @@ fn write_report(body: &str) {
         .map(|n| n.get())
         .unwrap_or(0);
     let date = chrono::Utc::now().format("%Y-%m-%d");
-    let text = format!(
-        "# Benchmarks\n\nMeasured by `cargo bench --bench grid` on {date}: {cores} cores ({cpu}), {git}, \
-         local bare repositories. Every comparison below was measured side by side in the same run.\n\n{body}"
+    let generated = format!(
+        "{BEGIN}\nMeasured by `cargo bench --bench grid` on {date}: {cores} cores ({cpu}), {git}, \
+         local bare repositories. Every comparison below was measured side by side in the same run.\n\n{body}{END}\n"
     );
-    std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md"), text).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    std::fs::write(path, splice(&old, &generated)).unwrap();
     eprintln!("wrote BENCHMARKS.md");
+}
+
+const BEGIN: &str = "<!-- begin: written by `cargo bench --bench grid`; edit outside -->";
+const END: &str = "<!-- end: written by `cargo bench --bench grid` -->";
+
+/// The report between the markers replaces the last run's; what people
+/// wrote around it (how the targets were reached, what was tried) stays.
+fn splice(old: &str, generated: &str) -> String {
+    match (old.find(BEGIN), old.find(END)) {
+        (Some(b), Some(e)) if b < e => {
+            let after = old[e + END.len()..].trim_start_matches('\n');
+            format!("{}{generated}{after}", &old[..b])
+        }
+        _ => format!("# Benchmarks\n\n{generated}"),
+    }
 }
 
 /// A worker as the benchmarks run it: shell engine, quiet, polling every second.

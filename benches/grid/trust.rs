@@ -329,7 +329,7 @@ pub fn trust() -> String {
         }
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mut s = String::from("## 8. Trust\n\n");
+    let mut s = String::from("## 9. Trust\n\n");
     let _ = writeln!(
         s,
         "{TASKS} tasks signed by one submitter (Ed25519), verified by a worker's `trust::Verifier` \

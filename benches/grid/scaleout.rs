@@ -440,7 +440,10 @@ pub fn scaleout() -> String {
             in_turn(&[shape(8, sleeps("m", &heavy_tailed(128)))]);
         }
         if only("zero") {
-            in_turn(&[shape(1, sleeps("z", &[0.0; 500])), shape(8, sleeps("y", &[0.0; 500]))]);
+            in_turn(&[
+                shape(1, sleeps("z", &[0.0; 500])),
+                shape(8, sleeps("y", &[0.0; 500])),
+            ]);
         }
         if only("far") {
             in_turn(&[far(shape(1, one_s(16, "f"))), far(shape(8, one_s(64, "g")))]);

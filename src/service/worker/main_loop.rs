@@ -38,9 +38,11 @@ impl Worker {
                     TxnPolicy::default()
                 };
                 // A task that ends while this sync loses races makes it give
-                // up, if a claimed one waits to start: the slot must not
-                // idle while the ref is busy.
-                let policy = if self.slots.waiting.is_empty() {
+                // up: if a claimed one waits to start, the slot must not idle
+                // while the ref is busy; and a sync made while tasks run
+                // leaves their results for later (the next is near), so the
+                // next round should carry the one that just ended.
+                let policy = if self.slots.is_idle() {
                     policy
                 } else {
                     policy.interruptible(self.nudge.clone())

@@ -326,9 +326,18 @@ impl Worker {
         }
         let peers_idle = self.last_view.is_some_and(|v| v.idle_peer_slots > 0);
         let ahead_ok = (!self.slots.running.is_empty() || self.queue_deep) && !peers_idle;
-        let room = self
+        let now = Instant::now();
+        let mut room = self
             .slots
-            .room(&self.pace, self.cfg.claim_ahead, ahead_ok, Instant::now());
+            .room(&self.pace, self.cfg.claim_ahead, ahead_ok, now);
+        if peers_idle {
+            room = room.max(self.slots.room_before_peers_look(
+                &self.pace,
+                self.cfg.pull_interval,
+                self.cfg.claim_ahead,
+                now,
+            ));
+        }
         match self.allowance().room(self.slots.waiting.len()) {
             Some(budget) => room.min(budget),
             None => room,

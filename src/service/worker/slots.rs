@@ -18,10 +18,17 @@ use crate::time;
 
 use super::signals::Event;
 
+/// When a task's run ended, once it has.
+pub type Ended = Arc<std::sync::OnceLock<Instant>>;
+
 pub struct Running {
     pub claimed: ClaimedTask,
     pub cancel: CancelFlag,
     pub started: Instant,
+    /// Set by the task's thread the moment its run ends, before the loop
+    /// (perhaps busy with a sync) takes the event: a task that ended is
+    /// not one still running long.
+    pub ended: Ended,
     /// The same moment on the wall clock (the volunteer's hourly limits).
     pub started_at: crate::time::Timestamp,
     /// The directory of its inputs, removed when it ends.
@@ -68,6 +75,31 @@ impl Slots {
         (self.concurrency + ahead).saturating_sub(self.running.len() + self.waiting.len())
     }
 
+    /// Tasks to claim while peers sit idle: what this node starts before
+    /// an idle peer would, at its next look at the queue (half a poll
+    /// interval away on average), at most `claim_ahead` ahead. Short tasks
+    /// then go a batch a commit, where spreading them would only add
+    /// commits to the one ref; long ones are left to the peers. None until
+    /// a task has been timed.
+    pub fn room_before_peers_look(
+        &self,
+        pace: &Pace,
+        pull_interval: Duration,
+        claim_ahead: u32,
+        now: Instant,
+    ) -> usize {
+        if !pace.measured() {
+            return 0;
+        }
+        pace.startable_within(
+            pull_interval / 2,
+            self.concurrency as u32,
+            &self.running_for(now),
+        )
+        .min(self.concurrency + claim_ahead as usize)
+        .saturating_sub(self.running.len() + self.waiting.len())
+    }
+
     /// How long a task claimed now may wait for a slot, at most: until the
     /// running task closest to its timeout hits it, after those already
     /// waiting ran to theirs.
@@ -95,10 +127,12 @@ impl Slots {
             .collect()
     }
 
-    /// How long each running task has run.
+    /// How long each running task has run; a task whose run has ended
+    /// (its event not taken yet) is left out: its slot is as good as free.
     pub fn running_for(&self, now: Instant) -> Vec<Duration> {
         self.running
             .values()
+            .filter(|r| r.ended.get().is_none())
             .map(|r| now.saturating_duration_since(r.started))
             .collect()
     }
@@ -138,6 +172,7 @@ impl Slots {
 /// Run `claimed` on its own thread; its report comes back as
 /// [`Event::Finished`], and `nudge` is set: a sync that is only losing
 /// races gives up between rounds, so that the next claimed task starts.
+/// `ended` is set when the run ends.
 pub fn launch(
     engine: &Arc<dyn Engine>,
     events: &Sender<Event>,
@@ -145,6 +180,7 @@ pub fn launch(
     node: &Id,
     claimed: &ClaimedTask,
     inputs: Option<std::path::PathBuf>,
+    ended: &Ended,
 ) -> std::io::Result<CancelFlag> {
     let id = claimed.task.task_id.clone();
     let job = Job {
@@ -160,10 +196,12 @@ pub fn launch(
     let events = events.clone();
     let flag = cancel.clone();
     let nudge = nudge.clone();
+    let ended = ended.clone();
     std::thread::Builder::new()
         .name(format!("task-{id}"))
         .spawn(move || {
             let report = engine.run(&job, &flag);
+            let _ = ended.set(Instant::now());
             let _ = events.send(Event::Finished { task: id, report });
             // After the event, so that the loop, which clears the nudge
             // before it takes events, never misses one.
@@ -233,6 +271,7 @@ mod tests {
                 claimed: c,
                 cancel: Arc::new(AtomicBool::new(false)),
                 started,
+                ended: Ended::default(),
                 started_at: time::now(),
                 inputs: None,
             },
@@ -264,6 +303,33 @@ mod tests {
         assert_eq!(s.free(), 0);
         assert_eq!(s.room_at(&pace, 0, false), 0, "claim_ahead 0");
         assert_eq!(s.held().len(), 2);
+    }
+
+    #[test]
+    fn while_peers_idle_a_node_takes_only_what_it_starts_before_they_would() {
+        let now = Instant::now();
+        let s = Slots::new(1);
+        let second = Duration::from_secs(1);
+        let mut pace = Pace::default();
+        assert_eq!(
+            s.room_before_peers_look(&pace, second, 128, now),
+            0,
+            "nothing timed"
+        );
+        pace.sync_took(Duration::from_millis(100));
+        pace.task_took(Duration::from_millis(10));
+        // Half a second of 10 ms tasks: fifty, within claim_ahead.
+        let short = s.room_before_peers_look(&pace, second, 128, now);
+        assert!((40..=60).contains(&short), "{short}");
+        assert_eq!(s.room_before_peers_look(&pace, second, 8, now), 9);
+        let mut long = Pace::default();
+        long.sync_took(Duration::from_millis(100));
+        long.task_took(Duration::from_secs(5));
+        assert_eq!(
+            s.room_before_peers_look(&long, second, 128, now),
+            1,
+            "the free slot only"
+        );
     }
 
     #[test]
@@ -306,6 +372,9 @@ mod tests {
         run(&mut s, claimed("a", 30), now);
         let later = now + Duration::from_secs(3);
         assert_eq!(s.running_for(later), vec![Duration::from_secs(3)]);
+        // Its run ended while the loop was in a sync: not a long task.
+        s.running.values().next().unwrap().ended.set(now).unwrap();
+        assert!(s.running_for(later).is_empty());
     }
 
     #[test]

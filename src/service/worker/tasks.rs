@@ -35,6 +35,7 @@ impl Worker {
                 return;
             }
         };
+        let ended = slots::Ended::default();
         match slots::launch(
             &self.engine,
             &self.events,
@@ -42,6 +43,7 @@ impl Worker {
             self.node(),
             &claimed,
             inputs.clone(),
+            &ended,
         ) {
             Ok(cancel) => {
                 tracing::info!(task_id = %id, timeout = claimed.task.timeout_seconds, priority = claimed.task.priority(), "running");
@@ -53,6 +55,7 @@ impl Worker {
                         claimed,
                         cancel,
                         started: Instant::now(),
+                        ended,
                         started_at,
                         inputs,
                     },

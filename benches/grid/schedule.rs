@@ -374,6 +374,10 @@ fn http_body(addr: &str, path: &str) -> String {
 }
 
 pub fn schedule() -> String {
+    // SCHEDULE_ONLY=burst: the burst alone, to try a change to the rules.
+    if std::env::var("SCHEDULE_ONLY").is_ok_and(|v| v == "burst") {
+        return burst();
+    }
     let cost = claim_cost();
     eprintln!("{cost}");
     let burst = burst();

@@ -95,7 +95,7 @@ fn write_report(body: &str) {
     let date = chrono::Utc::now().format("%Y-%m-%d");
     let generated = format!(
         "{BEGIN}\nMeasured by `cargo bench --bench grid` on {date}: {cores} cores ({cpu}), {git}, \
-         local bare repositories. Every comparison below was measured side by side in the same run.\n\n{body}{END}\n"
+         local bare repositories. Every comparison below was measured side by side in the same run.\n\n{body}{END}\n\n"
     );
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
     let old = std::fs::read_to_string(path).unwrap_or_default();

@@ -184,12 +184,17 @@ fn claims_a_node_cannot_start_soon_go_to_a_peer_that_goes_idle_and_back_on_stop(
     let tasks: Vec<(String, String, u64)> = (0..4)
         .map(|i| (format!("queued-{i}"), "sleep 10; echo ok".into(), 30))
         .collect();
-    grid.submit(&tasks);
     let mut spec = WorkerSpec::new(&grid, "eager");
     spec.drain = false;
     let mut eager = spawn_worker(&grid, &spec);
-    // Alone at a queue of four: its fair share is the whole queue, one
-    // running and three waiting.
+    // Registered and idle (a node starting with a backlog claims only its
+    // free slots: its peers may be starting too), then a queue of four
+    // arrives. Alone, its fair share is the whole queue, one running and
+    // three waiting.
+    wait_until("registered", Duration::from_secs(20), || {
+        grid.files("nodes").len() == 1
+    });
+    grid.submit(&tasks);
     wait_until("the share", Duration::from_secs(20), || {
         grid.files("tasks/in_progress").len() == 4
     });

@@ -553,11 +553,15 @@ fn work_of_a_higher_priority_takes_the_next_slot_from_claims_held() {
         json!({"task_id": "blocker", "script": "sleep 5", "timeout_seconds": 60, "priority": 10}),
     ];
     low.extend((0..5).map(|i| json!({"task_id": format!("low-{i}"), "script": "true", "timeout_seconds": 30, "priority": 10})));
-    submit(&grid, "low", Value::Array(low));
     let mut spec = WorkerSpec::new(&grid, "holder");
     spec.drain = false;
     let mut w = spawn_worker(&grid, &spec);
-    // Alone at a queue of six: it takes them all, one running.
+    // Registered and idle, then six arrive (a node starting with a backlog
+    // claims only its free slots). Alone, it takes them all, one running.
+    wait_until("registered", Duration::from_secs(20), || {
+        grid.files("nodes").len() == 1
+    });
+    submit(&grid, "low", Value::Array(low));
     wait_until("all six claimed", Duration::from_secs(30), || {
         grid.files("tasks/in_progress").len() == 6
     });

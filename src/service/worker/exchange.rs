@@ -71,7 +71,7 @@ impl Worker {
         let queue_empty_at = self.queue_empty_at.clone();
         // At least its fair share of the queue, up to what it may hold.
         // Never beyond what the volunteer's limits let it start.
-        let share_up_to = if want > 0 {
+        let share_up_to = if want > 0 && self.registered {
             let room = (self.cfg.concurrency as usize + self.cfg.claim_ahead as usize)
                 .saturating_sub(self.slots.running.len() + self.slots.waiting.len());
             match self.allowance().room(self.slots.waiting.len()) {

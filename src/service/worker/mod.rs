@@ -147,6 +147,10 @@ struct Worker {
     key_checked_at: Option<u64>,
     /// For each task this node holds, the commit that pushed its claim.
     claim_commits: HashMap<Id, String>,
+    /// Registered: the node has seen the grid once, with the peers that
+    /// were there. Until then it claims only its free slots (see
+    /// `register`).
+    registered: bool,
 }
 
 /// The labels a node routes by: those configured, and `arch=`, `os=` and
@@ -264,6 +268,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         node_key: trust.node_key,
         key_checked_at: None,
         claim_commits: HashMap::new(),
+        registered: false,
     };
     match w.register(&rx) {
         // Told to stop while waiting for the grid: a clean stop, not a failure.
@@ -287,7 +292,9 @@ impl Worker {
         loop {
             // The registration claims too (as an idle node would on its
             // first poll): one commit fewer per start, where every node of
-            // a grid may be starting at once.
+            // a grid may be starting at once. But only its free slots, not
+            // a share: peers starting with it are not in `nodes/` yet, so
+            // a share now would be all of a backlog.
             let due = Due {
                 claims: self.room(),
                 flush: true,
@@ -296,7 +303,10 @@ impl Worker {
                 look: false,
             };
             match self.sync(&due, &TxnPolicy::default()) {
-                Ok(_) => break,
+                Ok(_) => {
+                    self.registered = true;
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot reach the grid yet");
                     self.notifier.status(&format!("waiting for the grid: {e}"));

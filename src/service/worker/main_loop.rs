@@ -52,7 +52,7 @@ impl Worker {
                     Err(TxnError::Interrupted { rounds }) => {
                         tracing::debug!(
                             rounds,
-                            "sync interrupted: a task ended and the next waits"
+                            "sync interrupted: a task ended; the next sync carries its result"
                         );
                     }
                     Err(TxnError::Contended { .. }) if can_wait => {

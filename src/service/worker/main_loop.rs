@@ -41,8 +41,9 @@ impl Worker {
                 // up: if a claimed one waits to start, the slot must not idle
                 // while the ref is busy; and a sync made while tasks run
                 // leaves their results for later (the next is near), so the
-                // next round should carry the one that just ended.
-                let policy = if self.slots.is_idle() {
+                // next round should carry the one that just ended. Not
+                // while claims go back: idle peers wait for them.
+                let policy = if self.slots.is_idle() || self.giving_back() {
                     policy
                 } else {
                     policy.interruptible(self.nudge.clone())

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::plan::PlainNode;
 use crate::common::*;
 use crate::{bench_spec, median, trivial_tasks};
 
@@ -108,53 +109,13 @@ pub fn growth_run(grid: &Grid, claims: usize, queued: usize) -> GrowthRun {
     let state = grid.path("bench-state");
     let git_handle = Git::new("git", state.join("grid.git"), Duration::from_secs(600));
     let repo = GridRepo::open_or_init(git_handle, &grid.url(), "main").unwrap();
-    let node = dgrid_worker::grid::Id::parse("claimer").unwrap();
     let identity = Identity::for_node("claimer");
-    let rules = dgrid_worker::grid::TaskRules::default();
-    let policy = dgrid_worker::grid::orphan::OrphanPolicy {
-        stale_after: chrono::Duration::hours(1),
-        max_attempts: 3,
-    };
-    let record = dgrid_worker::grid::NodeRecord {
-        engine: "shell".into(),
-        ..dgrid_worker::grid::NodeRecord::new(
-            node.clone(),
-            dgrid_worker::grid::NodeStatus::Idle,
-            String::new(),
-        )
-    };
-    let held = Default::default();
+    let mut node = PlainNode::new("claimer");
+    node.record.engine = "shell".into();
     let sync = |want: usize| {
         let t = Instant::now();
         let out = txn::run(&repo, &identity, &TxnPolicy::default(), |t| {
-            let req = dgrid_worker::service::sync::SyncRequest {
-                node: &node,
-                now: dgrid_worker::time::now(),
-                outbox: &[],
-                want_claims: want,
-                start_now: want,
-                reap: false,
-                held: &held,
-                heartbeat: want == 0,
-                record: &record,
-                rules: &rules,
-                policy: &policy,
-                claim_grace: chrono::Duration::minutes(5),
-                queue_empty_at: None,
-                share_up_to: 0,
-                slots: 1,
-                holding: 0,
-                start_soon: usize::MAX,
-                records: &Default::default(),
-                survey: false,
-                defer_results: false,
-                labels: &Default::default(),
-                holding_classes: &[],
-                preempt_below: None,
-                preempt_up_to: 0,
-                trust: None,
-            };
-            dgrid_worker::service::sync::plan(t, &req)
+            dgrid_worker::service::sync::plan(t, &node.request(want))
         })
         .unwrap();
         assert!(matches!(out, txn::TxnOutcome::Committed { .. }));

@@ -11,6 +11,7 @@ use dgrid_worker::grid::label::{Class, Label};
 use dgrid_worker::grid::layout::{Batch, Place};
 use dgrid_worker::grid::schedule::NodeLabels;
 
+use crate::common::plan::PlainNode;
 use crate::common::*;
 use crate::{bench_spec, median, percentile};
 
@@ -80,8 +81,7 @@ fn classes() -> Vec<Class> {
 /// per transaction: each call returns one claim's time in ms.
 struct Claimer {
     repo: dgrid_worker::git::GridRepo,
-    labels: NodeLabels,
-    node: dgrid_worker::grid::Id,
+    node: PlainNode,
 }
 
 impl Claimer {
@@ -90,60 +90,21 @@ impl Claimer {
         let state = grid.path(&format!("claimer-{name}"));
         let git_handle = Git::new("git", state.join("grid.git"), Duration::from_secs(600));
         let repo = GridRepo::open_or_init(git_handle, &grid.url(), "main").unwrap();
-        let node = dgrid_worker::grid::Id::parse(name).unwrap();
-        let mut c = Claimer { repo, labels, node };
+        let mut node = PlainNode::new(name);
+        node.labels = labels;
+        let mut c = Claimer { repo, node };
         c.claim(0);
         c
     }
 
     fn claim(&mut self, want: usize) -> f64 {
         use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
-        let rules = dgrid_worker::grid::TaskRules::default();
-        let policy = dgrid_worker::grid::orphan::OrphanPolicy {
-            stale_after: chrono::Duration::hours(1),
-            max_attempts: 3,
-        };
-        let record = dgrid_worker::grid::NodeRecord::new(
-            self.node.clone(),
-            dgrid_worker::grid::NodeStatus::Idle,
-            String::new(),
-        );
-        let held = Default::default();
         let t = Instant::now();
         let out = txn::run(
             &self.repo,
-            &Identity::for_node(self.node.as_str()),
+            &Identity::for_node(self.node.node.as_str()),
             &TxnPolicy::default(),
-            |t| {
-                let req = dgrid_worker::service::sync::SyncRequest {
-                    node: &self.node,
-                    now: dgrid_worker::time::now(),
-                    outbox: &[],
-                    want_claims: want,
-                    start_now: want,
-                    reap: false,
-                    held: &held,
-                    heartbeat: want == 0,
-                    record: &record,
-                    rules: &rules,
-                    policy: &policy,
-                    claim_grace: chrono::Duration::minutes(5),
-                    queue_empty_at: None,
-                    share_up_to: 0,
-                    slots: 1,
-                    holding: 0,
-                    start_soon: usize::MAX,
-                    records: &Default::default(),
-                    survey: false,
-                    defer_results: false,
-                    labels: &self.labels,
-                    holding_classes: &[],
-                    preempt_below: None,
-                    preempt_up_to: 0,
-                    trust: None,
-                };
-                dgrid_worker::service::sync::plan(t, &req)
-            },
+            |t| dgrid_worker::service::sync::plan(t, &self.node.request(want)),
         )
         .unwrap();
         match out {

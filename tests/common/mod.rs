@@ -4,6 +4,7 @@
 pub mod corpus;
 pub mod delay_proxy;
 pub mod hosts;
+pub mod plan;
 
 use std::collections::BTreeMap;
 use std::io::Write;

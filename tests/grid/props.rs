@@ -362,10 +362,10 @@ mod claim_choice {
     use std::time::Duration;
 
     use crate::common::git;
+    use crate::common::plan::PlainNode;
 
     use dgrid_worker::git::{Edit, Git, GridRepo, Txn};
-    use dgrid_worker::grid::orphan::OrphanPolicy;
-    use dgrid_worker::grid::{Id, NodeRecord, NodeStatus, ResultStatus, TaskResult, TaskRules};
+    use dgrid_worker::grid::{Id, NodeRecord, NodeStatus, ResultStatus, TaskResult};
     use dgrid_worker::service::outbox::{Finish, OutboxEntry};
     use dgrid_worker::service::sync::{self, SyncRequest};
     use dgrid_worker::time;
@@ -440,36 +440,17 @@ mod claim_choice {
                 })
                 .collect();
             let touched: BTreeSet<String> = outbox.iter().map(|e| e.task_id.to_string()).collect();
-            let record = NodeRecord {
+            let mut plain = PlainNode::new(node.as_str());
+            plain.record = NodeRecord {
                 concurrency: 4,
                 ..NodeRecord::new(node.clone(), NodeStatus::Idle, time::format(time::now()))
             };
+            plain.policy.stale_after = chrono::Duration::seconds(60);
             let req = SyncRequest {
-                node: &node,
-                now: time::now(),
                 outbox: &outbox,
-                want_claims: want,
-                start_now: want,
-                reap: false,
-                held: &BTreeSet::new(),
                 heartbeat: false,
-                record: &record,
-                rules: &TaskRules::default(),
-                policy: &OrphanPolicy { stale_after: chrono::Duration::seconds(60), max_attempts: 3 },
                 claim_grace: chrono::Duration::seconds(60),
-                queue_empty_at: None,
-                share_up_to: 0,
-                slots: 1,
-                holding: 0,
-                start_soon: usize::MAX,
-                records: &Default::default(),
-                survey: false,
-                defer_results: false,
-                labels: &Default::default(),
-                holding_classes: &[],
-                preempt_below: None,
-                preempt_up_to: 0,
-                trust: None,
+                ..plain.request(want)
             };
             let plan = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap();
             let report = plan.value;

@@ -1,0 +1,71 @@
+//! A sync request as a bare node makes it: nothing held, nothing running,
+//! no share to take, no trust. The benchmarks and property tests that call
+//! `service::sync::plan` directly start from this and override what they
+//! are about (`SyncRequest { outbox: &o, ..node.request(1) }`).
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
+use dgrid_worker::grid::orphan::OrphanPolicy;
+use dgrid_worker::grid::schedule::NodeLabels;
+use dgrid_worker::grid::{Id, NodeRecord, NodeStatus, TaskRules};
+use dgrid_worker::service::sync::{RecordCache, SyncRequest};
+
+pub struct PlainNode {
+    pub node: Id,
+    pub record: NodeRecord,
+    pub rules: TaskRules,
+    pub policy: OrphanPolicy,
+    pub labels: NodeLabels,
+    held: BTreeSet<Id>,
+    records: RefCell<RecordCache>,
+}
+
+impl PlainNode {
+    pub fn new(node: &str) -> PlainNode {
+        let node = Id::parse(node).unwrap();
+        PlainNode {
+            record: NodeRecord::new(node.clone(), NodeStatus::Idle, String::new()),
+            node,
+            rules: TaskRules::default(),
+            policy: OrphanPolicy {
+                stale_after: chrono::Duration::hours(1),
+                max_attempts: 3,
+            },
+            labels: NodeLabels::default(),
+            held: BTreeSet::new(),
+            records: RefCell::default(),
+        }
+    }
+
+    /// Claim `want` tasks (none: just the heartbeat).
+    pub fn request(&self, want: usize) -> SyncRequest<'_> {
+        SyncRequest {
+            node: &self.node,
+            now: dgrid_worker::time::now(),
+            outbox: &[],
+            want_claims: want,
+            start_now: want,
+            reap: false,
+            held: &self.held,
+            heartbeat: want == 0,
+            record: &self.record,
+            rules: &self.rules,
+            policy: &self.policy,
+            claim_grace: chrono::Duration::minutes(5),
+            queue_empty_at: None,
+            share_up_to: 0,
+            slots: 1,
+            holding: 0,
+            start_soon: usize::MAX,
+            records: &self.records,
+            survey: false,
+            defer_results: false,
+            labels: &self.labels,
+            holding_classes: &[],
+            preempt_below: None,
+            preempt_up_to: 0,
+            trust: None,
+        }
+    }
+}

@@ -229,6 +229,9 @@ fn burst() -> String {
             let mut spec = bench_spec(&grid, &format!("n{i}"));
             spec.drain = false;
             spec.extra = format!("status_listen = \"127.0.0.1:{port}\"\n");
+            if let Ok(level) = std::env::var("SCHEDULE_LOG") {
+                spec.env.push(("LOG_LEVEL".into(), level));
+            }
             spawn_worker(&grid, &spec)
         })
         .collect();
@@ -297,7 +300,7 @@ fn burst() -> String {
         .iter()
         .filter(|r| r.0.starts_with("low") && r.1 > last_high)
         .count();
-    format!(
+    let table = format!(
         "{NODES} workers (shell engine, concurrency 1, `PULL_INTERVAL=1`) drain {LOW} tasks of priority 10 (`sleep 0.2`); \
          after 40 results, {HIGH} tasks of priority 90 arrive in one push (`submit --task-file`). For the k-th of them to start, \
          the wait beyond the k-th slot to free after the push (a task ending on any node), against the nodes' mean sync in the same run; \
@@ -314,7 +317,12 @@ fn burst() -> String {
         percentile(&from_push, 0.95),
         from_push[from_push.len() - 1],
         sync,
-    )
+    );
+    if std::env::var_os("SCHEDULE_KEEP").is_some() {
+        eprintln!("    kept: {}", grid.root.path().display());
+        std::mem::forget(grid);
+    }
+    table
 }
 
 fn http_body(addr: &str, path: &str) -> String {

@@ -9,7 +9,8 @@ use std::rc::Rc;
 use crate::git::GitError;
 use crate::git::{GridRepo, TreeEntry};
 use crate::grid::layout::{self, Place, PlaceError};
-use crate::grid::{Id, Task};
+use crate::grid::schedule::{NodeLabels, effective_priority};
+use crate::grid::{Class, Id, Task};
 use crate::time::Timestamp;
 
 /// One task file in a lane.
@@ -110,6 +111,22 @@ impl QueueAt {
         self.len() == 0
     }
 
+    /// The best level (priority with age, `grid::schedule`) filed in the
+    /// lanes that a node with `labels` serves, at `now`. The inbox is left
+    /// out: its tasks say their priority only once read.
+    pub fn top_level(&self, labels: &NodeLabels, now: Timestamp) -> Option<u8> {
+        let mut serves: HashMap<&Class, bool> = HashMap::new();
+        self.lanes
+            .iter()
+            .filter(|l| {
+                *serves
+                    .entry(&l.place.class)
+                    .or_insert_with(|| labels.serves(&l.place.class).is_ok())
+            })
+            .map(|l| effective_priority(l.place.priority, l.place.batch.minute, now))
+            .max()
+    }
+
     /// Every queued id, with the path of its file (a second file of one id
     /// is left out: only one of them can be claimed).
     pub fn paths(&self) -> BTreeMap<Id, Vec<u8>> {
@@ -134,4 +151,59 @@ impl QueueAt {
 /// says nowhere when it was queued, `arrival` is its arrival.
 pub fn requeue_path(task: &Task, arrival: Timestamp) -> String {
     Place::of(task, arrival).file(&task.task_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::tree::EntryMode;
+
+    fn lane(priority: u8, class: &Class, minute: Timestamp, id: &str) -> LaneEntry {
+        let place = Place {
+            priority,
+            class: class.clone(),
+            batch: layout::Batch::new(minute, None),
+        };
+        LaneEntry {
+            entry: TreeEntry {
+                mode: EntryMode::File,
+                oid: "0".repeat(40),
+                name: place.file(&Id::parse(id).unwrap()).into_bytes(),
+            },
+            place: Rc::new(place),
+        }
+    }
+
+    #[test]
+    fn the_top_level_is_the_best_a_node_serves() {
+        let now = crate::time::now();
+        let gpu = Class::from_labels(["gpu"]).unwrap();
+        let plain = NodeLabels::default();
+        let q = QueueAt {
+            lanes: vec![
+                lane(10, &Class::any(), now, "a"),
+                lane(90, &gpu, now, "b"),
+                lane(50, &Class::any(), now, "c"),
+            ],
+            ..QueueAt::default()
+        };
+        assert_eq!(q.top_level(&plain, now), Some(50), "not the gpu task");
+        let with_gpu = NodeLabels {
+            labels: gpu.clone(),
+            ..NodeLabels::default()
+        };
+        assert_eq!(q.top_level(&with_gpu, now), Some(90));
+        assert_eq!(QueueAt::default().top_level(&plain, now), None);
+        // Old work ages upward.
+        let old = QueueAt {
+            lanes: vec![lane(
+                10,
+                &Class::any(),
+                now - chrono::Duration::days(30),
+                "d",
+            )],
+            ..QueueAt::default()
+        };
+        assert!(old.top_level(&plain, now).unwrap() > 10);
+    }
 }

@@ -5,6 +5,7 @@ pub mod budget;
 pub mod notify;
 pub mod outbox;
 pub mod pace;
+pub mod share;
 pub mod sync;
 pub mod worker;
 

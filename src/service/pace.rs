@@ -35,7 +35,13 @@ const SHORTEST_TASK: Duration = Duration::from_millis(1);
 pub struct Pace {
     sync: Option<f64>,
     task: Option<f64>,
+    /// A look at the lanes before starting a claim (a fetch and a listing).
+    peek: Option<f64>,
 }
+
+/// A look at the queue at every free slot may cost at most this share of
+/// a task's time.
+const PEEK_SHARE: f64 = 0.25;
 
 /// Weight of the newest sample: a quarter follows a change in the grid
 /// within a few syncs without jumping at one slow push.
@@ -55,9 +61,33 @@ impl Pace {
         self.task = blend(self.task, d);
     }
 
+    pub fn peek_took(&mut self, d: Duration) {
+        self.peek = blend(self.peek, d);
+    }
+
     /// The measured time of a task, in seconds (if one was timed).
     pub fn task_secs(&self) -> Option<f64> {
         self.task
+    }
+
+    /// What a look at the lanes takes, as measured (or estimated).
+    pub fn peek_estimate(&self) -> Duration {
+        Duration::from_secs_f64(self.peek.or(self.sync.map(|s| s / 2.0)).unwrap_or(0.0))
+    }
+
+    /// Is a look at the lanes at every free slot worth its time? It lets
+    /// work of a higher priority start at the next free slot, not at the
+    /// next periodic look, and costs a fetch and a listing before each
+    /// task: yes where that is at most [`PEEK_SHARE`] of a task, as
+    /// measured (half a sync's time until a look has been timed: it is a
+    /// sync's fetch and listing without its reads, commit and push). Before
+    /// shorter tasks a slot frees again soon, and the claims' own syncs
+    /// see the higher work.
+    pub fn look_at_free_slots(&self) -> bool {
+        match (self.task, self.peek.or(self.sync.map(|s| s / 2.0))) {
+            (Some(task), Some(peek)) => peek <= PEEK_SHARE * task,
+            _ => false,
+        }
     }
 
     /// Has a task been timed (can a batch be sized)?
@@ -140,69 +170,6 @@ impl Pace {
         })
         .sum()
     }
-}
-
-/// This node's fair share of a queue of `queue_len`: the queue divided
-/// among the nodes that can take work now, by their slots (`mine`, and the
-/// `others_free` slots of idle peers). Every idle node then starts at once,
-/// and a backlog of long tasks is spread over all of them, not held by the
-/// first to see it.
-pub fn fair_share(queue_len: usize, mine: u32, others_free: u32) -> usize {
-    let mine = u128::from(mine.max(1));
-    let all = mine + u128::from(others_free);
-    // At most queue_len, so the cast back cannot truncate.
-    (queue_len as u128 * mine).div_ceil(all) as usize
-}
-
-/// How many more to claim for a node that holds `holding` tasks, when the
-/// grid holds `work` tasks not done (queued, or claimed by anyone and not
-/// finished): its fair share of all of it ([`fair_share`]), less what it
-/// holds. Nodes that come late to a backlog get as much as the first.
-pub fn share_to_claim(work: usize, holding: usize, mine: u32, others: u32) -> usize {
-    fair_share(work, mine, others).saturating_sub(holding)
-}
-
-/// How many of its `waiting` claims a node hands back when `idle_slots` of
-/// its peers' slots sit idle and `queued` tasks are left in the queue.
-/// Idle peers take from the queue first: only when it cannot fill their
-/// slots does the node give back, and then what it would not start within
-/// the horizon (`startable`, a poll interval: an idle peer needs that long
-/// to find a task given back), and no more than the idle slots could start
-/// in that time (`per_slot` each, at least one): other nodes may be giving
-/// back to the same peers. Short tasks it keeps: no peer could start them
-/// sooner.
-pub fn give_back(
-    waiting: usize,
-    queued: usize,
-    idle_slots: u32,
-    startable: usize,
-    per_slot: usize,
-) -> usize {
-    if idle_slots == 0 || queued >= idle_slots as usize {
-        return 0;
-    }
-    let they_start = (idle_slots as usize).saturating_mul(per_slot.max(1));
-    waiting.saturating_sub(startable).min(they_start)
-}
-
-/// Which of the claims a node holds and has not started go back to the
-/// queue because work of a higher priority still waits there (after the
-/// look that saw it claimed this node's share of it, ahead of them): those
-/// whose level (priority with age, `grid::schedule`) is below
-/// `top_queued`, the best level left that this node could claim. Another
-/// node may start them sooner than this one, busy with higher work, and
-/// this node's next claim takes what is left of the higher work first.
-/// (Indices into `waiting`.)
-pub fn preempt(waiting: &[u8], top_queued: Option<u8>) -> Vec<usize> {
-    let Some(top) = top_queued else {
-        return Vec::new();
-    };
-    waiting
-        .iter()
-        .enumerate()
-        .filter(|(_, level)| **level < top)
-        .map(|(i, _)| i)
-        .collect()
 }
 
 /// Results wait at most this many syncs' time (or [`MAX_RESULT_DELAY`], if
@@ -329,68 +296,21 @@ mod tests {
     }
 
     #[test]
-    fn a_fair_share_divides_the_queue_by_free_slots() {
-        assert_eq!(fair_share(64, 1, 7), 8, "eight idle nodes");
-        assert_eq!(fair_share(65, 1, 7), 9, "rounded up: nothing is left over");
-        assert_eq!(fair_share(128, 1, 15), 8);
-        assert_eq!(fair_share(10, 2, 3), 4, "by slots");
-        assert_eq!(fair_share(4, 1, 7), 1, "a burst among idle nodes");
-        assert_eq!(fair_share(1, 1, 7), 1, "one task among idle nodes");
-        assert_eq!(fair_share(0, 1, 7), 0);
-        assert_eq!(fair_share(10, 1, 0), 10, "alone");
-        assert_eq!(fair_share(10, 0, 0), 10, "no slots counts as one");
-        assert_eq!(
-            fair_share(usize::MAX / 2, u32::MAX, u32::MAX),
-            usize::MAX / 4 + 1
-        );
-    }
-
-    #[test]
-    fn a_share_counts_what_is_claimed_and_what_the_node_holds() {
-        // 128 tasks, 16 nodes: the first takes 8, and so does the tenth,
-        // though 72 are claimed by then.
-        assert_eq!(share_to_claim(128, 0, 1, 15), 8);
-        assert_eq!(share_to_claim(56 + 72, 0, 1, 15), 8);
-        assert_eq!(share_to_claim(128, 8, 1, 15), 0, "it has its share");
-        assert_eq!(share_to_claim(128, 9, 1, 15), 0);
-        assert_eq!(share_to_claim(40, 2, 1, 3), 8);
-    }
-
-    #[test]
-    fn idle_peers_get_what_will_not_start_soon() {
-        assert_eq!(give_back(7, 40, 0, 0, 1), 0, "nobody idle: keep");
-        assert_eq!(
-            give_back(3, 0, 7, 1, 1),
-            2,
-            "the tail: keep what starts soon"
-        );
-        assert_eq!(give_back(7, 56, 7, 0, 1), 0, "idle peers have the queue");
-        assert_eq!(give_back(7, 2, 7, 0, 1), 7, "the queue cannot fill them");
-        assert_eq!(
-            give_back(100, 0, 7, 500, 500),
-            0,
-            "short tasks: keep them all"
-        );
-        assert_eq!(
-            give_back(80, 0, 1, 5, 5),
-            5,
-            "no more than one idle slot starts"
-        );
-        assert_eq!(give_back(80, 0, 1, 0, 0), 1, "at least one each");
-        assert_eq!(give_back(0, 10, 3, 0, 1), 0);
-    }
-
-    #[test]
-    fn claims_below_the_best_queued_level_go_back() {
-        assert_eq!(preempt(&[50, 50, 10, 10], Some(90)), vec![0, 1, 2, 3]);
-        assert_eq!(preempt(&[90, 90, 10], Some(90)), vec![2]);
-        assert_eq!(
-            preempt(&[90, 50], Some(50)),
-            Vec::<usize>::new(),
-            "as high: kept"
-        );
-        assert!(preempt(&[10], None).is_empty(), "nothing queued");
-        assert!(preempt(&[], Some(99)).is_empty());
+    fn a_look_at_every_free_slot_only_where_it_costs_little() {
+        let mut p = Pace::default();
+        assert!(!p.look_at_free_slots(), "nothing timed");
+        p.sync_took(ms(100));
+        p.task_took(ms(150));
+        assert!(!p.look_at_free_slots(), "half a sync is a third of a task");
+        p.task_took(Duration::from_secs(2));
+        assert!(p.look_at_free_slots(), "tasks of seconds");
+        assert_eq!(p.peek_estimate(), ms(50), "half a sync until timed");
+        p.peek_took(ms(600));
+        assert!(!p.look_at_free_slots(), "a far host: a look costs too much");
+        let mut zero = Pace::default();
+        zero.sync_took(ms(100));
+        zero.task_took(ms(1));
+        assert!(!zero.look_at_free_slots(), "zero-length tasks");
     }
 
     #[test]

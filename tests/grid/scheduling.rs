@@ -593,6 +593,58 @@ fn work_of_a_higher_priority_takes_the_next_slot_from_claims_held() {
     }
 }
 
+/// The look at a free slot: a node holding claims of tasks shorter than
+/// its result delay makes no other sync between two of them, and its
+/// periodic look (half a poll interval, here 30 s) is far off; higher work
+/// pushed meanwhile still starts at its next free slot.
+#[test]
+fn higher_work_starts_at_the_next_free_slot_between_periodic_looks() {
+    let grid = Grid::new();
+    let low: Vec<Value> = (0..10)
+        .map(|i| json!({"task_id": format!("low-{i}"), "script": "sleep 0.8", "timeout_seconds": 30, "priority": 10}))
+        .collect();
+    submit(&grid, "low", Value::Array(low));
+    let mut spec = WorkerSpec::new(&grid, "holder");
+    spec.drain = false;
+    spec.env.push(("PULL_INTERVAL".into(), "60".into()));
+    let mut w = spawn_worker(&grid, &spec);
+    // Alone, once it has timed a task it holds all the rest.
+    wait_until(
+        "two results, the rest held",
+        Duration::from_secs(60),
+        || grid.results().len() >= 2 && grid.files("tasks/in_progress").len() >= 5,
+    );
+    submit(
+        &grid,
+        "high",
+        json!([{"task_id": "urgent", "script": "echo urgent", "timeout_seconds": 30, "priority": 90}]),
+    );
+    let pushed = dgrid_worker::time::now();
+    wait_until("every result", Duration::from_secs(120), || {
+        grid.results().len() == 11
+    });
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+    let r = results_by_task(&grid);
+    let urgent = started(&r["urgent"]);
+    let lows_before: Vec<&String> = r
+        .iter()
+        .filter(|(id, v)| id.starts_with("low") && started(v) > pushed && started(v) < urgent)
+        .map(|(id, _)| id)
+        .collect();
+    // The slot that frees first after the push takes it; one more low may
+    // start if that slot freed while the push was on its way.
+    assert!(
+        lows_before.len() <= 1,
+        "low tasks started after the push and before the urgent one: {lows_before:?}\n{}",
+        w.log_text()
+    );
+}
+
 fn record(grid: &Grid, node: &str) -> Value {
     serde_json::from_slice(&grid.files("nodes")[&format!("{node}.json")]).unwrap()
 }

@@ -316,7 +316,7 @@ fn the_checker_sees_what_it_checks() {
             .contains(&to.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     };
     assert!(uses(&["service", "sync", "claim"], &["git"]));
-    assert!(uses(&["service", "sync", "claim"], &["service", "pace"]));
+    assert!(uses(&["service", "sync", "claim"], &["service", "share"]));
     assert!(uses(&["git", "repo"], &["git", "tree"]));
     assert!(
         uses(&["ledger", "reap"], &["ledger", "results"]),

@@ -51,7 +51,7 @@ pub struct SyncRequest<'a> {
     pub queue_empty_at: Option<&'a Oid>,
     /// Claim at least this node's fair share of the queue, up to this many
     /// tasks: the queue divided among the nodes taking work, by their
-    /// slots (`pace::fair_share`). 0: just `want_claims`.
+    /// slots (`share::fair_share`). 0: just `want_claims`.
     pub share_up_to: usize,
     /// This node's slots (its concurrency), for its share.
     pub slots: u32,
@@ -80,7 +80,7 @@ pub struct SyncRequest<'a> {
     /// Surveying while holding claims not started: the lowest level
     /// (priority with age) among them. Queued work above it is claimed in
     /// this look, up to `preempt_up_to` tasks (what it holds), to start
-    /// before them; those go back by the outbox (`pace::preempt`).
+    /// before them; those go back by the outbox (`share::preempt`).
     pub preempt_below: Option<u8>,
     pub preempt_up_to: usize,
     /// The node's trust (`[trust] mode` warn or enforce): which queue
@@ -116,7 +116,7 @@ pub struct SyncReport {
     pub requeued: usize,
     /// The highest priority (with its age) of the tasks this node could
     /// claim that are left in the queue, when it was looked at: claims not
-    /// started of a lower one go back for it (`pace::preempt`).
+    /// started of a lower one go back for it (`share::preempt`).
     pub top_queued: Option<u8>,
     /// The claim stopped at this node's share of a priority level, with
     /// more of it queued for others: look again as soon as there is room.

@@ -91,13 +91,16 @@ impl Worker {
         // The outbox is due only because a claim is (pace::flush_results): if
         // the queue turns out empty, the result of the running task is near.
         // Not tasks going back: others may be waiting for them.
-        let defer_results = !self.slots.running.is_empty()
-            && self.draining_since.is_none()
-            && !self.giving_back()
-            && self
-                .schedule
-                .results_since
-                .is_some_and(|since| since.elapsed() < self.result_delay());
+        // A look before starting a claim: the slot waits for it, so the
+        // results wait for the next sync.
+        let defer_results = due.before_start
+            || !self.slots.running.is_empty()
+                && self.draining_since.is_none()
+                && !self.giving_back()
+                && self
+                    .schedule
+                    .results_since
+                    .is_some_and(|since| since.elapsed() < self.result_delay());
         let holding_classes: Vec<crate::grid::Class> = self
             .slots
             .waiting

@@ -29,6 +29,9 @@ impl Worker {
                 self.cancel_all("the drain timeout passed");
             }
 
+            if std::mem::take(&mut self.look_first) {
+                self.look_before_starting();
+            }
             let load = self.load();
             if let Some(due) = self.schedule.due(now, &load) {
                 let can_wait = due.can_wait(&load);
@@ -154,6 +157,7 @@ impl Worker {
             heartbeat: true,
             reap: false,
             look: false,
+            before_start: false,
         };
         match self.sync_as(&last, NodeStatus::Stopped, &TxnPolicy::default()) {
             Ok(_) if self.outbox.is_empty() => tracing::info!(node_id = %self.node(), "stopped"),

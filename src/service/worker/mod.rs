@@ -137,6 +137,9 @@ struct Worker {
     /// For tasks claimed that run after others: the results to give them
     /// as inputs (task -> (parent, blob)).
     inputs: std::collections::BTreeMap<Id, Vec<(Id, String)>>,
+    /// A task ended with claims waiting: look at the queue before the next
+    /// starts (`Worker::look_before_starting`).
+    look_first: bool,
     /// `[trust]` in warn or enforce: what this node may claim.
     gate: Option<RefCell<Gate>>,
     /// This node's key and grid: signs its results.
@@ -239,6 +242,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         budget,
         paused: None,
         inputs: Default::default(),
+        look_first: false,
         schedule: Schedule::starting(now, !outbox.is_empty()),
         slots: Slots::new(cfg.concurrency),
         cfg,
@@ -301,6 +305,7 @@ impl Worker {
                 heartbeat: true,
                 reap: true,
                 look: false,
+                before_start: false,
             };
             match self.sync(&due, &TxnPolicy::default()) {
                 Ok(_) => {

@@ -32,6 +32,8 @@ pub struct Schedule {
     /// While holding claims it has not started: when to look at the grid
     /// again for idle peers to hand them to.
     pub next_look: Instant,
+    /// When the grid was last looked at (a claim or a look).
+    pub last_look: Option<Instant>,
 }
 
 /// What the loop holds this turn, as far as the schedule decides on it.
@@ -63,6 +65,10 @@ pub struct Due {
     pub reap: bool,
     /// Look at the queue and the peers (holding claims not started yet).
     pub look: bool,
+    /// The look is made at a free slot, before the claim that waits for it
+    /// starts: the outbox waits for the next sync, so that the look pushes
+    /// only when it finds higher work to claim.
+    pub before_start: bool,
 }
 
 impl Due {
@@ -95,6 +101,7 @@ impl Schedule {
             retry_sync_at: now,
             results_since: outbox_pending.then_some(now),
             next_look: now,
+            last_look: None,
         }
     }
 
@@ -138,6 +145,7 @@ impl Schedule {
             heartbeat: now >= self.next_heartbeat,
             reap: now >= self.next_reap && !load.stopping,
             look: self.look_due(now, load),
+            before_start: false,
         };
         (due.any() && now >= self.retry_sync_at).then_some(due)
     }
@@ -201,6 +209,7 @@ impl Schedule {
     /// goes idle gets them within one.
     pub fn looked(&mut self, now: Instant, pull_interval: Duration) {
         self.next_look = now + pull_interval / 2;
+        self.last_look = Some(now);
     }
 
     pub fn reaped(&mut self, now: Instant, stale_after: Duration) {
@@ -276,6 +285,7 @@ mod tests {
                 heartbeat: true,
                 reap: true,
                 look: false,
+                before_start: false,
             }
         );
     }

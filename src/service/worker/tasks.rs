@@ -6,14 +6,17 @@ use std::time::Instant;
 
 use std::path::{Path, PathBuf};
 
+use crate::git::txn::TxnPolicy;
 use crate::grid::Id;
 use crate::grid::claim::ClaimedTask;
+use crate::ledger::queue::QueueAt;
 use crate::sandbox::{Outcome, RunReport};
 use crate::service::outbox::{Finish, OutboxEntry};
-use crate::service::pace;
+use crate::service::share;
 use crate::status;
 use crate::time;
 
+use super::schedule::Due;
 use super::slots::{self, Running};
 use super::{ENGINE_RETRY, Unhealthy, View, Worker};
 
@@ -127,8 +130,73 @@ impl Worker {
             }
         };
         self.put_outbox(&claimed, finish);
-        // Start what was claimed ahead before pushing this result: the push
-        // then overlaps the next run.
+        if self.look_pays() {
+            // The loop looks first (main_loop), then starts.
+            self.look_first = true;
+        } else {
+            // Start what was claimed ahead before pushing this result: the
+            // push then overlaps the next run.
+            self.start_waiting();
+        }
+    }
+
+    /// At a free slot with a claim waiting for it, look at the lanes
+    /// first? Work of a higher priority may have arrived since the claim
+    /// was made, and should start at this slot, not after the claims held.
+    /// Where a look costs little against a task (`Pace::look_at_free_slots`),
+    /// and only if the last look is older than the look takes: one that
+    /// recent is as good as a new one.
+    fn look_pays(&self) -> bool {
+        self.draining_since.is_none()
+            && self.unhealthy.is_none()
+            && !self.slots.waiting.is_empty()
+            && self.slots.running.len() < self.cfg.concurrency as usize
+            && self.pace.look_at_free_slots()
+            && self
+                .schedule
+                .last_look
+                .is_none_or(|at| at.elapsed() >= self.pace.peek_estimate())
+    }
+
+    /// The look [`Worker::look_pays`] asked for: fetch and list the lanes;
+    /// if they hold work above the claims waiting here, one sync claims it
+    /// (and hands back, by the outbox, the claims it goes before). Then
+    /// start what waits, highest first. A look that finds nothing pushes
+    /// nothing, and whatever its fate, the slot does not stay idle.
+    pub(super) fn look_before_starting(&mut self) {
+        let started = Instant::now();
+        let top = self.repo.fetch().and_then(|tip| match tip {
+            Some(tip) => Ok(QueueAt::list(&self.repo, &tip)?.top_level(&self.labels, time::now())),
+            None => Ok(None),
+        });
+        self.pace.peek_took(started.elapsed());
+        let now = time::now();
+        let held = self
+            .slots
+            .waiting
+            .iter()
+            .map(|c| c.effective_priority(now))
+            .min();
+        match top {
+            Ok(top) if top > held => {
+                tracing::debug!(
+                    ?top,
+                    ?held,
+                    "higher work queued; claiming it before starting"
+                );
+                let due = Due {
+                    look: true,
+                    before_start: true,
+                    ..Due::default()
+                };
+                let policy = TxnPolicy::default().interruptible(self.nudge.clone());
+                if let Err(e) = self.sync(&due, &policy) {
+                    tracing::debug!(error = %e, "claiming the higher work failed; starting what waits");
+                }
+            }
+            Ok(_) => self.schedule.last_look = Some(Instant::now()),
+            Err(e) => tracing::debug!(error = %e, "cannot look at the lanes; starting what waits"),
+        }
         self.start_waiting();
     }
 
@@ -253,9 +321,9 @@ impl Worker {
     /// Hand claims this node has not started back to the queue when the
     /// last look at the grid saw work it should do first or peers to do
     /// them: those of a lower priority than the best it could claim
-    /// (`pace::preempt`), so that the higher one starts at the next free
+    /// (`share::preempt`), so that the higher one starts at the next free
     /// slot; and for idle peers, when the queue cannot fill their slots
-    /// (`pace::give_back`), what it would not start within a poll
+    /// (`share::give_back`), what it would not start within a poll
     /// interval. The requeues go with the next sync, at once.
     pub(super) fn rebalance(&mut self, view: &View) {
         let now = time::now();
@@ -265,7 +333,7 @@ impl Worker {
             .iter()
             .map(|c| c.effective_priority(now))
             .collect();
-        let lower = pace::preempt(&levels, view.top_queued);
+        let lower = share::preempt(&levels, view.top_queued);
         if !lower.is_empty() {
             tracing::info!(
                 count = lower.len(),
@@ -294,7 +362,7 @@ impl Worker {
         // What one idle slot would start in that time, with tasks as long
         // as here.
         let per_slot = self.pace.startable_within(self.cfg.pull_interval, 1, &[]);
-        let n = pace::give_back(
+        let n = share::give_back(
             self.slots.waiting.len(),
             view.queue_left,
             view.idle_peer_slots,

@@ -28,7 +28,7 @@ use crate::grid::{Class, Id, layout};
 use crate::ledger::deps::ResultIndex;
 use crate::ledger::queue::QueueAt;
 use crate::ledger::results;
-use crate::service::pace;
+use crate::service::share;
 
 mod judge;
 mod peers;
@@ -140,7 +140,7 @@ pub(super) fn claim(
     // Holding claims not started, a node that sees work of a higher level
     // claims it in this very look (its share of it, above what it holds),
     // so that it starts at the node's next free slot; what it held goes
-    // back by the outbox (`pace::preempt`).
+    // back by the outbox (`share::preempt`).
     let above = match (claiming, req.preempt_below, top) {
         (false, Some(held), Some(top)) if top > held => Some(held),
         _ => None,
@@ -300,7 +300,7 @@ fn reject_misplaced(d: &mut Draft<'_>, queue: &QueueAt) {
 /// to a backlog, and a node already holding its share takes no more. Where
 /// the queue cannot fill the idle peers' slots, it takes no more than it
 /// starts soon: the rest would go back to them at its next look
-/// (`pace::give_back`), two commits for nothing.
+/// (`share::give_back`), two commits for nothing.
 fn how_many(
     queued: usize,
     claimed: usize,
@@ -311,7 +311,7 @@ fn how_many(
     if req.share_up_to == 0 {
         return req.want_claims;
     }
-    let share = pace::share_to_claim(
+    let share = share::share_to_claim(
         queued + claimed,
         req.holding,
         req.slots,
@@ -327,8 +327,10 @@ fn how_many(
 }
 
 /// Each level's quota: this node's share of the level, among the peers
-/// that serve any of its classes, and at least its `share` of all the
-/// work (`how_many`).
+/// that serve any of its classes; the lowest level queued at least its
+/// `share` of all the work (`how_many`). Not a level above: a burst of
+/// higher work goes to every node, to start at each one's next free slot,
+/// not all to the node that happened to claim first.
 fn level_quotas(
     candidates: &[Candidate<'_>],
     order: &[(usize, u8)],
@@ -348,15 +350,22 @@ fn level_quotas(
             last = Some((level, place));
         }
     }
+    let lowest = levels.keys().next().copied();
     levels
         .into_iter()
         .map(|(level, (count, classes))| {
             let classes: Vec<&Class> = classes.into_iter().collect();
             let others = peers.live_slots(Some(&classes));
-            // Never below the node's share of all the work not done: a
-            // level's count leaves out what is claimed of it already, and a
-            // node that comes late to a backlog is due as much as the first.
-            (level, pace::fair_share(count, req.slots, others).max(share))
+            let quota = share::fair_share(count, req.slots, others);
+            // The lowest level: never below the node's share of all the
+            // work not done. A level's count leaves out what is claimed of
+            // it already, and a node that comes late to a backlog is due
+            // as much as the first.
+            if Some(level) == lowest {
+                (level, quota.max(share))
+            } else {
+                (level, quota)
+            }
         })
         .collect()
 }

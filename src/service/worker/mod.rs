@@ -140,6 +140,9 @@ struct Worker {
     /// A task ended with claims waiting: look at the queue before the next
     /// starts (`Worker::look_before_starting`).
     look_first: bool,
+    /// The level above its claims that the last look before a start saw
+    /// and could not claim: not looked for again at every start.
+    unclaimable_top: Option<u8>,
     /// `[trust]` in warn or enforce: what this node may claim.
     gate: Option<RefCell<Gate>>,
     /// This node's key and grid: signs its results.
@@ -243,6 +246,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         paused: None,
         inputs: Default::default(),
         look_first: false,
+        unclaimable_top: None,
         schedule: Schedule::starting(now, !outbox.is_empty()),
         slots: Slots::new(cfg.concurrency),
         cfg,

@@ -169,7 +169,11 @@ impl Worker {
             Some(tip) => Ok(QueueAt::list(&self.repo, &tip)?.top_level(&self.labels, time::now())),
             None => Ok(None),
         });
-        self.pace.peek_took(started.elapsed());
+        // A failed look says nothing of what a look costs (a remote that is
+        // away can take a timeout), and must not turn the looks off.
+        if top.is_ok() {
+            self.pace.peek_took(started.elapsed());
+        }
         let now = time::now();
         let held = self
             .slots
@@ -178,7 +182,10 @@ impl Worker {
             .map(|c| c.effective_priority(now))
             .min();
         match top {
-            Ok(top) if top > held => {
+            // The same higher level that the last look could not claim
+            // (tasks this node may not take, as trust rules): the periodic
+            // look will see what changes; no sync per task for it.
+            Ok(top) if top > held && top != self.unclaimable_top => {
                 tracing::debug!(
                     ?top,
                     ?held,
@@ -190,11 +197,24 @@ impl Worker {
                     ..Due::default()
                 };
                 let policy = TxnPolicy::default().interruptible(self.nudge.clone());
-                if let Err(e) = self.sync(&due, &policy) {
-                    tracing::debug!(error = %e, "claiming the higher work failed; starting what waits");
+                match self.sync(&due, &policy) {
+                    Ok(report) => {
+                        self.unclaimable_top = (report.claimed.is_empty()
+                            && report.top_queued == top)
+                            .then_some(top)
+                            .flatten();
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "claiming the higher work failed; starting what waits");
+                    }
                 }
             }
-            Ok(_) => self.schedule.last_look = Some(Instant::now()),
+            Ok(top) => {
+                if top <= held {
+                    self.unclaimable_top = None;
+                }
+                self.schedule.last_look = Some(Instant::now());
+            }
             Err(e) => tracing::debug!(error = %e, "cannot look at the lanes; starting what waits"),
         }
         self.start_waiting();

@@ -68,6 +68,15 @@ impl QueueAt {
             .into_iter()
             .filter(|e| !is_keep(&e.name))
             .collect();
+        Ok(QueueAt {
+            inbox,
+            ..QueueAt::list_lanes(repo, tip)?
+        })
+    }
+
+    /// The lanes alone (one `ls-tree`), the inbox left empty: enough to
+    /// see what is filed and at which level.
+    pub fn list_lanes(repo: &GridRepo, tip: &str) -> Result<QueueAt, GitError> {
         let mut lanes = Vec::new();
         let mut misplaced = Vec::new();
         // Each batch directory is read once, whatever it holds.
@@ -96,7 +105,7 @@ impl QueueAt {
             }
         }
         Ok(QueueAt {
-            inbox,
+            inbox: Vec::new(),
             lanes,
             misplaced,
         })

@@ -166,7 +166,9 @@ impl Worker {
     pub(super) fn look_before_starting(&mut self) {
         let started = Instant::now();
         let top = self.repo.fetch().and_then(|tip| match tip {
-            Some(tip) => Ok(QueueAt::list(&self.repo, &tip)?.top_level(&self.labels, time::now())),
+            Some(tip) => {
+                Ok(QueueAt::list_lanes(&self.repo, &tip)?.top_level(&self.labels, time::now()))
+            }
             None => Ok(None),
         });
         // A failed look says nothing of what a look costs (a remote that is

@@ -70,21 +70,26 @@ impl Pace {
         self.task
     }
 
+    /// What a look at the lanes takes, in seconds: as measured, or half a
+    /// sync's time until a look has been timed (it is a sync's fetch and
+    /// listing without its reads, commit and push).
+    fn peek_secs(&self) -> Option<f64> {
+        self.peek.or(self.sync.map(|s| s / 2.0))
+    }
+
     /// What a look at the lanes takes, as measured (or estimated).
     pub fn peek_estimate(&self) -> Duration {
-        Duration::from_secs_f64(self.peek.or(self.sync.map(|s| s / 2.0)).unwrap_or(0.0))
+        Duration::from_secs_f64(self.peek_secs().unwrap_or(0.0))
     }
 
     /// Is a look at the lanes at every free slot worth its time? It lets
     /// work of a higher priority start at the next free slot, not at the
     /// next periodic look, and costs a fetch and a listing before each
     /// task: yes where that is at most [`PEEK_SHARE`] of a task, as
-    /// measured (half a sync's time until a look has been timed: it is a
-    /// sync's fetch and listing without its reads, commit and push). Before
-    /// shorter tasks a slot frees again soon, and the claims' own syncs
-    /// see the higher work.
+    /// measured. Before shorter tasks a slot frees again soon, and the
+    /// claims' own syncs see the higher work.
     pub fn look_at_free_slots(&self) -> bool {
-        match (self.task, self.peek.or(self.sync.map(|s| s / 2.0))) {
+        match (self.task, self.peek_secs()) {
             (Some(task), Some(peek)) => peek <= PEEK_SHARE * task,
             _ => false,
         }

@@ -570,16 +570,7 @@ fn work_of_a_higher_priority_takes_the_next_slot_from_claims_held() {
         "high",
         json!([{"task_id": "urgent", "script": "echo urgent", "timeout_seconds": 30, "priority": 90}]),
     );
-    wait_until("every result", Duration::from_secs(120), || {
-        grid.results().len() == 7
-    });
-    w.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(
-        w.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        w.log_text()
-    );
-    let r = results_by_task(&grid);
+    let r = stop_after_results(&grid, &mut w, 7);
     let urgent = started(&r["urgent"]);
     assert!(
         urgent >= ended(&r["blocker"]),
@@ -620,16 +611,7 @@ fn higher_work_starts_at_the_next_free_slot_between_periodic_looks() {
         json!([{"task_id": "urgent", "script": "echo urgent", "timeout_seconds": 30, "priority": 90}]),
     );
     let pushed = dgrid_worker::time::now();
-    wait_until("every result", Duration::from_secs(120), || {
-        grid.results().len() == 11
-    });
-    w.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(
-        w.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        w.log_text()
-    );
-    let r = results_by_task(&grid);
+    let r = stop_after_results(&grid, &mut w, 11);
     let urgent = started(&r["urgent"]);
     let lows_before: Vec<&String> = r
         .iter()
@@ -643,6 +625,21 @@ fn higher_work_starts_at_the_next_free_slot_between_periodic_looks() {
         "low tasks started after the push and before the urgent one: {lows_before:?}\n{}",
         w.log_text()
     );
+}
+
+/// Wait for `n` results, stop the worker cleanly, and give the results by
+/// task.
+fn stop_after_results(grid: &Grid, w: &mut WorkerProc, n: usize) -> BTreeMap<String, Value> {
+    wait_until("every result", Duration::from_secs(120), || {
+        grid.results().len() == n
+    });
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+    results_by_task(grid)
 }
 
 fn record(grid: &Grid, node: &str) -> Value {

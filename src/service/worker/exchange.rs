@@ -48,16 +48,7 @@ impl Worker {
         let record = self.record(status);
         let policy = self.orphan_policy();
         // Holding claims not started, a look claims higher work above them.
-        let now_ts = time::now();
-        let preempt_below = if due.look || !self.slots.waiting.is_empty() {
-            self.slots
-                .waiting
-                .iter()
-                .map(|c| c.effective_priority(now_ts))
-                .min()
-        } else {
-            None
-        };
+        let preempt_below = self.slots.lowest_waiting_level(time::now());
         let preempt_up_to = self.slots.waiting.len();
         // A task claimed ahead may wait for a slot: its deadline allows for
         // that, so that a healthy node's queued claim is never reaped.

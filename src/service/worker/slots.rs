@@ -100,6 +100,12 @@ impl Slots {
         .saturating_sub(self.running.len() + self.waiting.len())
     }
 
+    /// The lowest level (priority with age) among the claims waiting to
+    /// start: work queued above it goes before them.
+    pub fn lowest_waiting_level(&self, now: time::Timestamp) -> Option<u8> {
+        self.waiting.iter().map(|c| c.effective_priority(now)).min()
+    }
+
     /// How long a task claimed now may wait for a slot, at most: until the
     /// running task closest to its timeout hits it, after those already
     /// waiting ran to theirs.

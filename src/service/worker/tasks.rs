@@ -176,13 +176,7 @@ impl Worker {
         if top.is_ok() {
             self.pace.peek_took(started.elapsed());
         }
-        let now = time::now();
-        let held = self
-            .slots
-            .waiting
-            .iter()
-            .map(|c| c.effective_priority(now))
-            .min();
+        let held = self.slots.lowest_waiting_level(time::now());
         match top {
             // The same higher level that the last look could not claim
             // (tasks this node may not take, as trust rules): the periodic

@@ -25,7 +25,14 @@ pub enum Finish {
     },
     /// It could not run through no fault of its own (the worker shutting
     /// down, claims given back): back to the queue, attempt unchanged.
-    Requeue { reason: String },
+    Requeue {
+        reason: String,
+        /// Handed back because work of a higher priority came first, not
+        /// for an idle peer: the sync that carries it may give way to the
+        /// start of the higher claim that waits for a slot.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        preempted: bool,
+    },
     /// It could not run and the fault is the engine's (its container never
     /// started): back to the queue as its next attempt, or to `failed/` as
     /// abandoned once `max_attempts` are used up. Counting it is what makes
@@ -187,6 +194,7 @@ mod tests {
             claimed_at: "2026-01-01T00:00:00.000Z".into(),
             finish: Finish::Requeue {
                 reason: "engine down".into(),
+                preempted: false,
             },
             ran: None,
         };
@@ -206,5 +214,26 @@ mod tests {
             1
         );
         again.remove(&e.task_id).unwrap();
+    }
+
+    #[test]
+    fn a_requeue_written_before_preemption_was_marked_reads_as_for_peers() {
+        let old = br#"{"kind":"requeue","reason":"n1 handed it to an idle peer"}"#;
+        let f: Finish = serde_json::from_slice(old).unwrap();
+        assert_eq!(
+            f,
+            Finish::Requeue {
+                reason: "n1 handed it to an idle peer".into(),
+                preempted: false
+            }
+        );
+        let back = serde_json::to_string(&f).unwrap();
+        assert!(!back.contains("preempted"), "{back}");
+        let marked = Finish::Requeue {
+            reason: "r".into(),
+            preempted: true,
+        };
+        let text = serde_json::to_string(&marked).unwrap();
+        assert_eq!(serde_json::from_str::<Finish>(&text).unwrap(), marked);
     }
 }

@@ -913,3 +913,103 @@ fn archive_keeps_the_results_a_waiting_task_needs() {
     assert_eq!(main.keys().collect::<Vec<_>>(), ["w@old-parent.json"]);
     assert_eq!(grid.files_on("archive", "tasks/completed").len(), 2);
 }
+
+/// A node that handed its lower claims back for a burst holds them in its
+/// outbox until its next push: work not done that the queue does not
+/// show. It takes its share of the burst, not its share of all the work
+/// in the grid; a node with nothing handed back, seeing the same queue,
+/// counts the burst as the lowest work there is and takes its share of
+/// all of it. (A plan on a real repository; four live nodes, 40 claims
+/// running, 8 urgent tasks queued.)
+#[test]
+fn a_node_handing_back_lower_claims_takes_only_its_share_of_a_burst() {
+    use crate::common::plan::PlainNode;
+    use dgrid_worker::git::{Git, GridRepo, Txn};
+    use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
+    use dgrid_worker::service::outbox::{Finish, OutboxEntry};
+    use dgrid_worker::service::sync::{self, SyncRequest};
+
+    let grid = Grid::new();
+    let now = dgrid_worker::time::format(dgrid_worker::time::now());
+    let mut files: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| {
+            let id = Id::parse(&format!("n{i}")).unwrap();
+            let record = NodeRecord {
+                concurrency: 1,
+                ..NodeRecord::new(id, NodeStatus::Busy, now.clone())
+            };
+            (
+                format!("nodes/n{i}.json"),
+                serde_json::to_vec(&record).unwrap(),
+            )
+        })
+        .collect();
+    files.extend((0..40).map(|i| {
+        let body = json!({"task_id": format!("low-{i:02}"), "script": "true", "timeout_seconds": 30, "priority": 10,
+            "claim": {"node_id": format!("n{}", i % 4), "claimed_at": now, "deadline": now, "attempt": 1}});
+        (
+            format!("tasks/in_progress/low-{i:02}.json"),
+            body.to_string().into_bytes(),
+        )
+    }));
+    grid.commit_files(&files, "a drain of low work, all claimed");
+    submit(
+        &grid,
+        "burst",
+        Value::Array(
+            (0..8)
+                .map(|i| json!({"task_id": format!("high-{i}"), "script": "true", "timeout_seconds": 30, "priority": 90}))
+                .collect(),
+        ),
+    );
+
+    let claims = |outbox: &[OutboxEntry]| -> usize {
+        let state = tempfile::tempdir().unwrap();
+        let git = Git::new(
+            "git",
+            state.path().join("grid.git"),
+            Duration::from_secs(30),
+        );
+        let repo = GridRepo::open_or_init(git, &grid.url(), "main").unwrap();
+        let tip = repo.fetch().unwrap();
+        let mut node = PlainNode::new("n0");
+        node.record = NodeRecord {
+            concurrency: 1,
+            ..NodeRecord::new(node.node.clone(), NodeStatus::Busy, now.clone())
+        };
+        let req = SyncRequest {
+            outbox,
+            share_up_to: 100,
+            ..node.request(1)
+        };
+        let report = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap().value;
+        assert!(
+            report
+                .claimed
+                .iter()
+                .all(|c| c.task.task_id.as_str().starts_with("high-")),
+            "only the burst is queued"
+        );
+        report.claimed.len()
+    };
+    let handed_back = [OutboxEntry {
+        task_id: Id::parse("low-00").unwrap(),
+        attempt: 1,
+        claimed_at: now.clone(),
+        finish: Finish::Requeue {
+            reason: "n0 handed it back for work of a higher priority".into(),
+            preempted: true,
+        },
+        ran: None,
+    }];
+    assert_eq!(
+        claims(&handed_back),
+        2,
+        "its share of the burst among four nodes"
+    );
+    assert_eq!(
+        claims(&[]),
+        8,
+        "nothing handed back: its share of all 48 (12) covers the burst"
+    );
+}

@@ -150,7 +150,7 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                     signed: signed.as_ref().map(|s| s.clone().into_bytes()),
                 });
             }
-            Finish::Requeue { reason } => {
+            Finish::Requeue { reason, .. } => {
                 let claimed = ClaimedTask::parse(
                     &format!("{id}.json"),
                     in_progress.data().unwrap_or(b""),
@@ -241,6 +241,7 @@ mod tests {
         });
         let requeue = entry(Finish::Requeue {
             reason: "engine".into(),
+            preempted: false,
         });
         let mine = claim_bytes("me", "2026-01-01T00:00:00.000Z");
         let mine_later = claim_bytes("me", "2026-01-01T00:09:00.000Z");
@@ -307,7 +308,7 @@ mod tests {
             let mut e = entry(if is_result {
                 Finish::Result { result: invalid_result("t.json", &me_id, &stamp(0), "x"), signed: None }
             } else {
-                Finish::Requeue { reason: "r".into() }
+                Finish::Requeue { reason: "r".into(), preempted: false }
             });
             e.claimed_at = stamp(mine_at);
             let bytes = match file {

@@ -376,13 +376,22 @@ impl Worker {
     }
 
     /// Tasks wait in the outbox to go back to the queue: others may be
-    /// waiting for them, so they go at once.
+    /// waiting for them, so they go at once, and the sync that carries them
+    /// does not give way to this node's own task ends. Not claims handed
+    /// back for higher work: their peers are as busy, so they ride with the
+    /// next sync like a result, and the higher claim that waits for this
+    /// node's free slot starts first.
     fn giving_back(&self) -> bool {
         use crate::service::outbox::Finish;
-        self.outbox
-            .entries()
-            .iter()
-            .any(|e| matches!(e.finish, Finish::Requeue { .. } | Finish::Retry { .. }))
+        self.outbox.entries().iter().any(|e| {
+            matches!(
+                e.finish,
+                Finish::Requeue {
+                    preempted: false,
+                    ..
+                } | Finish::Retry { .. }
+            )
+        })
     }
 
     /// How long results may wait for a claim to ride with, given how many

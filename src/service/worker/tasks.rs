@@ -71,6 +71,7 @@ impl Worker {
                     &claimed,
                     Finish::Requeue {
                         reason: format!("worker could not start the task: {e}"),
+                        preempted: false,
                     },
                 );
             }
@@ -126,6 +127,7 @@ impl Worker {
                 tracing::warn!(task_id = %task, "task cancelled; requeueing");
                 Finish::Requeue {
                     reason: format!("{node} stopped before the task finished"),
+                    preempted: false,
                 }
             }
         };
@@ -322,7 +324,13 @@ impl Worker {
             for c in self.slots.take_last_waiting(surplus) {
                 tracing::info!(task_id = %c.task.task_id, "giving back the claim: the volunteer's limits");
                 let reason = format!("{} gave it back: {why}", self.node());
-                self.put_outbox(&c, Finish::Requeue { reason });
+                self.put_outbox(
+                    &c,
+                    Finish::Requeue {
+                        reason,
+                        preempted: false,
+                    },
+                );
             }
         }
     }
@@ -362,7 +370,13 @@ impl Worker {
                     "{} handed it back for work of a higher priority",
                     self.node()
                 );
-                self.put_outbox(&c, Finish::Requeue { reason });
+                self.put_outbox(
+                    &c,
+                    Finish::Requeue {
+                        reason,
+                        preempted: true,
+                    },
+                );
             }
         }
         if self.slots.waiting.is_empty() || view.idle_peer_slots == 0 {
@@ -397,7 +411,13 @@ impl Worker {
         for c in self.slots.take_last_waiting(n) {
             tracing::info!(task_id = %c.task.task_id, "giving back the claim: a peer is idle");
             let reason = format!("{} handed it to an idle peer", self.node());
-            self.put_outbox(&c, Finish::Requeue { reason });
+            self.put_outbox(
+                &c,
+                Finish::Requeue {
+                    reason,
+                    preempted: false,
+                },
+            );
         }
     }
 
@@ -407,7 +427,13 @@ impl Worker {
         for c in self.slots.take_last_waiting(all) {
             tracing::info!(task_id = %c.task.task_id, "giving back the claim: stopping");
             let reason = format!("{} stopped before starting it", self.node());
-            self.put_outbox(&c, Finish::Requeue { reason });
+            self.put_outbox(
+                &c,
+                Finish::Requeue {
+                    reason,
+                    preempted: false,
+                },
+            );
         }
     }
 

@@ -28,6 +28,7 @@ use crate::grid::{Class, Id, layout};
 use crate::ledger::deps::ResultIndex;
 use crate::ledger::queue::QueueAt;
 use crate::ledger::results;
+use crate::service::outbox::Finish;
 use crate::service::share;
 
 mod judge;
@@ -174,7 +175,24 @@ pub(super) fn claim(
         Some(_) => req.preempt_up_to,
         None => how_many(candidates.len() + unread, claimed, req, &peers, d),
     };
-    let quotas = level_quotas(&candidates, &order, req, &peers, d.report.fair_share);
+    // Lower claims this node handed back for higher work and has not
+    // pushed yet are work not done that the queue does not show: the
+    // lowest level queued may be the top one, and it is shared by itself.
+    let handing_back_lower = req.outbox.iter().any(|e| {
+        matches!(
+            e.finish,
+            Finish::Requeue {
+                preempted: true,
+                ..
+            }
+        )
+    });
+    let backlog_share = if handing_back_lower {
+        0
+    } else {
+        d.report.fair_share
+    };
+    let quotas = level_quotas(&candidates, &order, req, &peers, backlog_share);
     let sample = order.len().min(want * 2 + 4);
     let mut read = read_sample(repo, &candidates, &order[..sample], req)?;
     let mut picker = Picker::new(want);
@@ -328,9 +346,10 @@ fn how_many(
 
 /// Each level's quota: this node's share of the level, among the peers
 /// that serve any of its classes; the lowest level queued at least its
-/// `share` of all the work (`how_many`). Not a level above: a burst of
-/// higher work goes to every node, to start at each one's next free slot,
-/// not all to the node that happened to claim first.
+/// `share` of all the work (`how_many`; zero when lower work is held out of
+/// the queue's sight). Not a level above: a burst of higher work goes to
+/// every node, to start at each one's next free slot, not all to the node
+/// that happened to claim first.
 fn level_quotas(
     candidates: &[Candidate<'_>],
     order: &[(usize, u8)],

@@ -38,6 +38,11 @@ pub struct NodeRecord {
     pub tasks_completed: u64,
     #[serde(default)]
     pub tasks_failed: u64,
+    /// How long its recent tasks took, in milliseconds, as it measured them
+    /// (a weighted mean): a node that has timed none of its own sizes its
+    /// share of a drain by it (`service::share::participants`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub task_ms: Option<u64>,
     /// Why the node is unhealthy, when it is.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
@@ -77,6 +82,7 @@ impl NodeRecord {
             running: Vec::new(),
             tasks_completed: 0,
             tasks_failed: 0,
+            task_ms: None,
             problem: None,
             labels: Vec::new(),
             exclusive: Vec::new(),

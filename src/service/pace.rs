@@ -37,6 +37,9 @@ pub struct Pace {
     task: Option<f64>,
     /// A look at the lanes before starting a claim (a fetch and a listing).
     peek: Option<f64>,
+    /// One round of a sync that committed (fetch, plan, commit, push): what
+    /// a commit holds the ref for, without the rounds it lost.
+    round: Option<f64>,
 }
 
 /// A look at the queue at every free slot may cost at most this share of
@@ -68,6 +71,16 @@ impl Pace {
     /// The measured time of a task, in seconds (if one was timed).
     pub fn task_secs(&self) -> Option<f64> {
         self.task
+    }
+
+    /// A sync that committed took `d` over `rounds` rounds.
+    pub fn commit_took(&mut self, d: Duration, rounds: u32) {
+        self.round = blend(self.round, d / rounds.max(1));
+    }
+
+    /// What one round of a committing sync takes, in seconds (as measured).
+    pub fn round_secs(&self) -> Option<f64> {
+        self.round
     }
 
     /// What a look at the lanes takes, in seconds: as measured, or half a
@@ -288,6 +301,19 @@ mod tests {
             "a long one runs"
         );
         assert_eq!(Pace::default().ahead_now(ms(5), 1, 128), 0, "nothing timed");
+    }
+
+    #[test]
+    fn a_round_is_a_committing_sync_without_the_rounds_it_lost() {
+        let mut p = Pace::default();
+        assert_eq!(p.round_secs(), None);
+        p.commit_took(ms(600), 3);
+        assert!((p.round_secs().unwrap() - 0.2).abs() < 1e-9);
+        p.commit_took(ms(100), 0);
+        assert!(
+            (p.round_secs().unwrap() - 0.175).abs() < 1e-9,
+            "zero rounds counts as one"
+        );
     }
 
     #[test]

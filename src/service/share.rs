@@ -23,6 +23,32 @@ pub fn share_to_claim(work: usize, holding: usize, mine: u32, others: u32) -> us
     fair_share(work, mine, others).saturating_sub(holding)
 }
 
+/// How many slots a drain of `work` tasks pays for, when tasks take
+/// `task_secs` and one round of a committing sync takes `round_secs` (as
+/// measured: what a commit holds the one ref for). Each node that takes
+/// part puts its claim on the ref before its first task starts, so the
+/// last of `p` slots starts about `p` rounds after the first, and the
+/// drain takes about `p * round + work * task / p`: least at
+/// `p = sqrt(work * task / round)`. A backlog of tasks that take seconds
+/// pays for every node on any host (64 tasks of 1 s, rounds of 0.1 s: 26
+/// slots); 500 tasks that take a few milliseconds pay for five, and behind
+/// a far host for two. Slots, not nodes: with several slots a node, this
+/// errs towards fewer commits.
+pub fn participants(work: usize, task_secs: f64, round_secs: f64) -> u32 {
+    let task = task_secs.clamp(0.001, 86_400.0);
+    let round = round_secs.clamp(0.001, 3_600.0);
+    // `as` saturates (a NaN from nowhere gives 0, hence the max).
+    ((work as f64 * task / round).sqrt().ceil() as u32).max(1)
+}
+
+/// The peers' slots that count in this node's share ([`fair_share`]) when
+/// a drain pays for `participants` slots: all of them, or fewer, so that
+/// the first nodes to claim take the whole of a drain of short tasks and
+/// the rest find the queue empty, with no commits of theirs on the ref.
+pub fn others_taking_part(mine: u32, others: u32, participants: u32) -> u32 {
+    others.min(participants.saturating_sub(mine.max(1)))
+}
+
 /// How many of its `waiting` claims a node hands back when `idle_slots` of
 /// its peers' slots sit idle and `queued` tasks are left in the queue.
 /// Idle peers take from the queue first: only when it cannot fill their
@@ -96,6 +122,24 @@ mod tests {
         assert_eq!(share_to_claim(128, 8, 1, 15), 0, "it has its share");
         assert_eq!(share_to_claim(128, 9, 1, 15), 0);
         assert_eq!(share_to_claim(40, 2, 1, 3), 8);
+    }
+
+    #[test]
+    fn a_drain_pays_for_the_slots_its_work_covers_against_its_syncs() {
+        assert_eq!(participants(64, 1.0, 0.1), 26, "seconds: every node");
+        assert_eq!(participants(128, 1.0, 0.4), 18);
+        assert_eq!(participants(500, 0.005, 0.15), 5, "milliseconds: a few");
+        assert_eq!(participants(500, 0.005, 1.0), 2, "far host");
+        assert_eq!(participants(0, 1.0, 0.1), 1, "at least one");
+        assert_eq!(participants(usize::MAX, 1e300, 0.0), u32::MAX, "saturates");
+        assert_eq!(participants(10, f64::NAN, 0.1), 1, "no NaN from a record");
+        assert_eq!(others_taking_part(1, 7, 26), 7, "all of them");
+        assert_eq!(others_taking_part(1, 7, 5), 4);
+        assert_eq!(others_taking_part(1, 7, 1), 0, "alone");
+        assert_eq!(others_taking_part(4, 7, 2), 0, "its own slots cover it");
+        // 500 short tasks, 8 nodes, the drain paying for 5: the first takes
+        // 100, not 63.
+        assert_eq!(share_to_claim(500, 0, 1, others_taking_part(1, 7, 5)), 100);
     }
 
     #[test]

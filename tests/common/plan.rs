@@ -58,6 +58,8 @@ impl PlainNode {
             slots: 1,
             holding: 0,
             start_soon: usize::MAX,
+            task_secs: None,
+            round_secs: None,
             records: &self.records,
             survey: false,
             defer_results: false,

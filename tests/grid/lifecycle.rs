@@ -447,3 +447,80 @@ fn long_tasks_after_short_ones_are_not_hoarded() {
     );
     stop_now(&mut workers);
 }
+
+/// A drain pays for as many nodes as its work covers against the cost of
+/// their commits (`share::participants`): a node that has timed nothing
+/// takes that size of share when its peers' records say how long tasks
+/// take. 500 tasks, eight nodes, rounds of 0.15 s: tasks of 5 ms pay for
+/// five slots (a share of 100), tasks of a second for every node (63); no
+/// timing anywhere, every node too; a record that lies a task is longer
+/// than a day counts as a day. (A plan on a real repository.)
+#[test]
+fn a_short_drain_goes_to_the_few_nodes_it_pays_for() {
+    use crate::common::plan::PlainNode;
+    use dgrid_worker::git::{Git, GridRepo, Txn};
+    use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
+    use dgrid_worker::service::sync::{self, SyncRequest};
+
+    let claims = |task_ms: &[Option<u64>]| -> usize {
+        let grid = Grid::new();
+        let now = dgrid_worker::time::format(dgrid_worker::time::now());
+        let mut files: Vec<(String, Vec<u8>)> = task_ms
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| {
+                let record = NodeRecord {
+                    task_ms: *ms,
+                    ..NodeRecord::new(
+                        Id::parse(&format!("p{i}")).unwrap(),
+                        NodeStatus::Idle,
+                        now.clone(),
+                    )
+                };
+                (
+                    format!("nodes/p{i}.json"),
+                    serde_json::to_vec(&record).unwrap(),
+                )
+            })
+            .collect();
+        files.extend((0..500).map(|i| {
+            let body = serde_json::json!({"task_id": format!("t{i:03}"), "script": "true", "timeout_seconds": 30});
+            (format!("tasks/queue/t{i:03}.json"), body.to_string().into_bytes())
+        }));
+        grid.commit_files(&files, "seven peers and a backlog");
+        let state = tempfile::tempdir().unwrap();
+        let git = Git::new(
+            "git",
+            state.path().join("grid.git"),
+            Duration::from_secs(30),
+        );
+        let repo = GridRepo::open_or_init(git, &grid.url(), "main").unwrap();
+        let tip = repo.fetch().unwrap();
+        let node = PlainNode::new("me");
+        let req = SyncRequest {
+            share_up_to: 500,
+            round_secs: Some(0.15),
+            ..node.request(1)
+        };
+        sync::plan(&Txn { repo: &repo, tip }, &req)
+            .unwrap()
+            .value
+            .claimed
+            .len()
+    };
+    let short = [Some(5), Some(5), Some(6), None, None, None, None];
+    assert_eq!(claims(&short), 100, "five slots' worth of 5 ms tasks");
+    let long = [Some(1000), Some(1000), None, None, None, None, None];
+    assert_eq!(claims(&long), 63, "tasks of a second: all eight share");
+    assert_eq!(claims(&[None; 7]), 63, "nothing timed: all eight share");
+    let liar = [
+        Some(u64::MAX),
+        Some(u64::MAX),
+        Some(u64::MAX),
+        Some(5),
+        None,
+        None,
+        None,
+    ];
+    assert_eq!(claims(&liar), 63, "a day-long task pays for every node");
+}

@@ -30,6 +30,7 @@ pub fn node(name: &str, status: NodeStatus, hb_ago_s: i64, running: &[&str]) -> 
         running: running.iter().map(|s| s.to_string()).collect(),
         tasks_completed: 4,
         tasks_failed: 1,
+        task_ms: None,
         problem: None,
         labels: vec![
             "arch=amd64".into(),

@@ -62,6 +62,11 @@ pub struct SyncRequest<'a> {
     /// (`Pace::startable_within`): all it takes while idle peers would
     /// otherwise find the queue empty.
     pub start_soon: usize,
+    /// How long this node's tasks take, and one round of a sync that
+    /// commits, as measured (none until timed): what a drain of the queue
+    /// pays for (`share::participants`).
+    pub task_secs: Option<f64>,
+    pub round_secs: Option<f64>,
     /// Node records read in earlier rounds, by blob id.
     pub records: &'a std::cell::RefCell<RecordCache>,
     /// Look at the queue and the peers even when claiming nothing: the

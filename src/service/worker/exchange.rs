@@ -120,6 +120,8 @@ impl Worker {
                 slots: self.cfg.concurrency,
                 holding: self.slots.running.len() + self.slots.waiting.len(),
                 start_soon,
+                task_secs: self.pace.task_secs(),
+                round_secs: self.pace.round_secs(),
                 records: &self.records,
                 survey,
                 defer_results,
@@ -163,6 +165,7 @@ impl Worker {
             } => {
                 tracing::debug!(took_ms = took.as_millis() as u64, rejections, %commit, "sync");
                 self.pace.sync_took(took);
+                self.pace.commit_took(took, rejections.saturating_add(1));
                 self.board.sync_done(SyncStats {
                     took,
                     ok: true,

@@ -36,6 +36,7 @@ impl Worker {
             running: self.slots.running.keys().map(Id::to_string).collect(),
             tasks_completed: self.completed,
             tasks_failed: self.failed,
+            task_ms: self.pace.task_secs().map(|s| (s * 1000.0).round() as u64),
             problem: self.unhealthy.as_ref().map(|u| u.problem.clone()),
             labels: self.labels.labels.labels().map(|l| l.to_string()).collect(),
             exclusive: self

@@ -315,7 +315,9 @@ fn reject_misplaced(d: &mut Draft<'_>, queue: &QueueAt) {
 /// more (up to `share_up_to`). The work in the grid is what is queued and
 /// what is claimed but not done (running, or waiting at some node):
 /// dividing all of it gives each node the same share however late it comes
-/// to a backlog, and a node already holding its share takes no more. Where
+/// to a backlog, and a node already holding its share takes no more. It
+/// is divided among the slots the drain pays for (`share::participants`),
+/// once the tasks' length is known here or to a peer. Where
 /// the queue cannot fill the idle peers' slots, it takes no more than it
 /// starts soon: the rest would go back to them at its next look
 /// (`share::give_back`), two commits for nothing.
@@ -329,12 +331,16 @@ fn how_many(
     if req.share_up_to == 0 {
         return req.want_claims;
     }
-    let share = share::share_to_claim(
-        queued + claimed,
-        req.holding,
-        req.slots,
-        peers.live_slots(None),
-    );
+    let work = queued + claimed;
+    let mut others = peers.live_slots(None);
+    // How many slots the drain pays for, once the tasks' length is known
+    // (timed here, or by the peers): a drain of short tasks goes to the
+    // first few, whose commits are all it costs the ref.
+    if let (Some(task), Some(round)) = (req.task_secs.or(peers.task_secs()), req.round_secs) {
+        let taking_part = share::participants(work, task, round);
+        others = share::others_taking_part(req.slots, others, taking_part);
+    }
+    let share = share::share_to_claim(work, req.holding, req.slots, others);
     d.report.fair_share = share;
     let want = req.want_claims.max(share.min(req.share_up_to));
     if (peers.idle_slots(&[]) as usize) > queued {

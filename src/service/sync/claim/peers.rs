@@ -17,6 +17,8 @@ struct Peer {
     slots: u32,
     idle: bool,
     labels: NodeLabels,
+    /// How long its tasks take, as it measured them (`task_ms`).
+    task_secs: Option<f64>,
 }
 
 impl Peers {
@@ -26,6 +28,18 @@ impl Peers {
             .iter()
             .filter(|p| classes.is_none_or(|cs| cs.iter().any(|c| p.labels.serves(c).is_ok())))
             .fold(0u32, |n, p| n.saturating_add(p.slots))
+    }
+
+    /// How long tasks take here, as the peers that timed any say (the
+    /// median: one record cannot move it far): a prior for a node that
+    /// has timed none of its own.
+    pub(super) fn task_secs(&self) -> Option<f64> {
+        let mut timed: Vec<f64> = self.0.iter().filter_map(|p| p.task_secs).collect();
+        if timed.is_empty() {
+            return None;
+        }
+        timed.sort_by(f64::total_cmp);
+        Some(timed[timed.len() / 2])
     }
 
     /// Slots of the idle peers that could take over any of the claims this
@@ -82,6 +96,8 @@ pub(super) fn peers(
                 slots: n.concurrency.clamp(1, 1024),
                 idle: n.status == NodeStatus::Idle,
                 labels: n.node_labels(),
+                // Hostile input: at most a day.
+                task_secs: n.task_ms.map(|ms| ms.min(86_400_000) as f64 / 1000.0),
             })
             .collect(),
     ))

@@ -37,8 +37,9 @@ pub struct Pace {
     task: Option<f64>,
     /// A look at the lanes before starting a claim (a fetch and a listing).
     peek: Option<f64>,
-    /// One round of a sync that committed (fetch, plan, commit, push): what
-    /// a commit holds the ref for, without the rounds it lost.
+    /// A sync that committed, per round (fetch, plan, commit, push; the
+    /// lost rounds and the waits after them spread over all): about what
+    /// one commit holds the ref for.
     round: Option<f64>,
 }
 
@@ -78,7 +79,7 @@ impl Pace {
         self.round = blend(self.round, d / rounds.max(1));
     }
 
-    /// What one round of a committing sync takes, in seconds (as measured).
+    /// What a committing sync takes per round, in seconds (as measured).
     pub fn round_secs(&self) -> Option<f64> {
         self.round
     }

@@ -6,10 +6,11 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
+use dgrid_worker::git::{Git, GridRepo, Txn};
 use dgrid_worker::grid::orphan::OrphanPolicy;
 use dgrid_worker::grid::schedule::NodeLabels;
 use dgrid_worker::grid::{Id, NodeRecord, NodeStatus, TaskRules};
-use dgrid_worker::service::sync::{RecordCache, SyncRequest};
+use dgrid_worker::service::sync::{self, RecordCache, SyncReport, SyncRequest};
 
 pub struct PlainNode {
     pub node: Id,
@@ -70,4 +71,18 @@ impl PlainNode {
             trust: None,
         }
     }
+}
+
+/// Plan `req` on the tip of the grid at `url`, from a fresh clone: what
+/// the node would commit there (nothing is pushed).
+pub fn plan_at(url: &str, req: &SyncRequest<'_>) -> SyncReport {
+    let state = tempfile::tempdir().unwrap();
+    let git = Git::new(
+        "git",
+        state.path().join("grid.git"),
+        std::time::Duration::from_secs(30),
+    );
+    let repo = GridRepo::open_or_init(git, url, "main").unwrap();
+    let tip = repo.fetch().unwrap();
+    sync::plan(&Txn { repo: &repo, tip }, req).unwrap().value
 }

@@ -457,10 +457,9 @@ fn long_tasks_after_short_ones_are_not_hoarded() {
 /// than a day counts as a day. (A plan on a real repository.)
 #[test]
 fn a_short_drain_goes_to_the_few_nodes_it_pays_for() {
-    use crate::common::plan::PlainNode;
-    use dgrid_worker::git::{Git, GridRepo, Txn};
+    use crate::common::plan::{PlainNode, plan_at};
     use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
-    use dgrid_worker::service::sync::{self, SyncRequest};
+    use dgrid_worker::service::sync::SyncRequest;
 
     let claims = |task_ms: &[Option<u64>]| -> usize {
         let grid = Grid::new();
@@ -488,25 +487,13 @@ fn a_short_drain_goes_to_the_few_nodes_it_pays_for() {
             (format!("tasks/queue/t{i:03}.json"), body.to_string().into_bytes())
         }));
         grid.commit_files(&files, "seven peers and a backlog");
-        let state = tempfile::tempdir().unwrap();
-        let git = Git::new(
-            "git",
-            state.path().join("grid.git"),
-            Duration::from_secs(30),
-        );
-        let repo = GridRepo::open_or_init(git, &grid.url(), "main").unwrap();
-        let tip = repo.fetch().unwrap();
         let node = PlainNode::new("me");
         let req = SyncRequest {
             share_up_to: 500,
             round_secs: Some(0.15),
             ..node.request(1)
         };
-        sync::plan(&Txn { repo: &repo, tip }, &req)
-            .unwrap()
-            .value
-            .claimed
-            .len()
+        plan_at(&grid.url(), &req).claimed.len()
     };
     let short = [Some(5), Some(5), Some(6), None, None, None, None];
     assert_eq!(claims(&short), 100, "five slots' worth of 5 ms tasks");

@@ -923,11 +923,10 @@ fn archive_keeps_the_results_a_waiting_task_needs() {
 /// running, 8 urgent tasks queued.)
 #[test]
 fn a_node_handing_back_lower_claims_takes_only_its_share_of_a_burst() {
-    use crate::common::plan::PlainNode;
-    use dgrid_worker::git::{Git, GridRepo, Txn};
+    use crate::common::plan::{PlainNode, plan_at};
     use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
     use dgrid_worker::service::outbox::{Finish, OutboxEntry};
-    use dgrid_worker::service::sync::{self, SyncRequest};
+    use dgrid_worker::service::sync::SyncRequest;
 
     let grid = Grid::new();
     let now = dgrid_worker::time::format(dgrid_worker::time::now());
@@ -964,14 +963,6 @@ fn a_node_handing_back_lower_claims_takes_only_its_share_of_a_burst() {
     );
 
     let claims = |outbox: &[OutboxEntry]| -> usize {
-        let state = tempfile::tempdir().unwrap();
-        let git = Git::new(
-            "git",
-            state.path().join("grid.git"),
-            Duration::from_secs(30),
-        );
-        let repo = GridRepo::open_or_init(git, &grid.url(), "main").unwrap();
-        let tip = repo.fetch().unwrap();
         let mut node = PlainNode::new("n0");
         node.record = NodeRecord {
             concurrency: 1,
@@ -982,7 +973,7 @@ fn a_node_handing_back_lower_claims_takes_only_its_share_of_a_burst() {
             share_up_to: 100,
             ..node.request(1)
         };
-        let report = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap().value;
+        let report = plan_at(&grid.url(), &req);
         assert!(
             report
                 .claimed

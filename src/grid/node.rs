@@ -43,6 +43,12 @@ pub struct NodeRecord {
     /// share of a drain by it (`service::share::participants`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub task_ms: Option<u64>,
+    /// The lowest level (priority with age) among the tasks it holds,
+    /// running or waiting: work not done that the queue does not show, so
+    /// that a burst of higher work queued alone is not taken for the
+    /// lowest work there is (`service::sync::claim`, `level_quotas`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub holds_level: Option<u8>,
     /// Why the node is unhealthy, when it is.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
@@ -83,6 +89,7 @@ impl NodeRecord {
             tasks_completed: 0,
             tasks_failed: 0,
             task_ms: None,
+            holds_level: None,
             problem: None,
             labels: Vec::new(),
             exclusive: Vec::new(),

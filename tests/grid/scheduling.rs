@@ -914,60 +914,57 @@ fn archive_keeps_the_results_a_waiting_task_needs() {
     assert_eq!(grid.files_on("archive", "tasks/completed").len(), 2);
 }
 
-/// A node that handed its lower claims back for a burst holds them in its
-/// outbox until its next push: work not done that the queue does not
-/// show. It takes its share of the burst, not its share of all the work
-/// in the grid; a node with nothing handed back, seeing the same queue,
-/// counts the burst as the lowest work there is and takes its share of
-/// all of it. (A plan on a real repository; four live nodes, 40 claims
-/// running, 8 urgent tasks queued.)
+/// A burst queued alone, while the low work it came over is all claimed,
+/// is still shared: each node takes its share of the burst, not its share
+/// of all the work in the grid (which would cover the whole burst). The
+/// low work is out of the queue's sight, and a node knows of it from its
+/// peers' records (`holds_level`) or from its own outbox (claims it handed
+/// back for the burst and has not pushed yet). A grid of older workers,
+/// whose records say nothing, looks like a backlog at the burst's level.
+/// (A plan on a real repository; four live nodes, 40 low claims, 8 urgent
+/// tasks queued.)
 #[test]
-fn a_node_handing_back_lower_claims_takes_only_its_share_of_a_burst() {
+fn a_burst_over_low_work_held_out_of_the_queues_sight_is_shared() {
     use crate::common::plan::{PlainNode, plan_at};
     use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
     use dgrid_worker::service::outbox::{Finish, OutboxEntry};
     use dgrid_worker::service::sync::SyncRequest;
 
-    let grid = Grid::new();
     let now = dgrid_worker::time::format(dgrid_worker::time::now());
-    let mut files: Vec<(String, Vec<u8>)> = (0..4)
-        .map(|i| {
-            let id = Id::parse(&format!("n{i}")).unwrap();
-            let record = NodeRecord {
-                concurrency: 1,
-                ..NodeRecord::new(id, NodeStatus::Busy, now.clone())
-            };
+    let claims = |peers_say: Option<u8>, outbox: &[OutboxEntry]| -> usize {
+        let grid = Grid::new();
+        let mut files: Vec<(String, Vec<u8>)> = (1..4)
+            .map(|i| {
+                let id = Id::parse(&format!("n{i}")).unwrap();
+                let record = NodeRecord {
+                    holds_level: peers_say,
+                    ..NodeRecord::new(id, NodeStatus::Busy, now.clone())
+                };
+                (
+                    format!("nodes/n{i}.json"),
+                    serde_json::to_vec(&record).unwrap(),
+                )
+            })
+            .collect();
+        files.extend((0..40).map(|i| {
+            let body = json!({"task_id": format!("low-{i:02}"), "script": "true", "timeout_seconds": 30, "priority": 10,
+                "claim": {"node_id": format!("n{}", i % 4), "claimed_at": now, "deadline": now, "attempt": 1}});
             (
-                format!("nodes/n{i}.json"),
-                serde_json::to_vec(&record).unwrap(),
+                format!("tasks/in_progress/low-{i:02}.json"),
+                body.to_string().into_bytes(),
             )
-        })
-        .collect();
-    files.extend((0..40).map(|i| {
-        let body = json!({"task_id": format!("low-{i:02}"), "script": "true", "timeout_seconds": 30, "priority": 10,
-            "claim": {"node_id": format!("n{}", i % 4), "claimed_at": now, "deadline": now, "attempt": 1}});
-        (
-            format!("tasks/in_progress/low-{i:02}.json"),
-            body.to_string().into_bytes(),
-        )
-    }));
-    grid.commit_files(&files, "a drain of low work, all claimed");
-    submit(
-        &grid,
-        "burst",
-        Value::Array(
-            (0..8)
-                .map(|i| json!({"task_id": format!("high-{i}"), "script": "true", "timeout_seconds": 30, "priority": 90}))
-                .collect(),
-        ),
-    );
-
-    let claims = |outbox: &[OutboxEntry]| -> usize {
-        let mut node = PlainNode::new("n0");
-        node.record = NodeRecord {
-            concurrency: 1,
-            ..NodeRecord::new(node.node.clone(), NodeStatus::Busy, now.clone())
-        };
+        }));
+        grid.commit_files(&files, "a drain of low work, all claimed");
+        submit(
+            &grid,
+            "burst",
+            Value::Array(
+                (0..8)
+                    .map(|i| json!({"task_id": format!("high-{i}"), "script": "true", "timeout_seconds": 30, "priority": 90}))
+                    .collect(),
+            ),
+        );
+        let node = PlainNode::new("n0");
         let req = SyncRequest {
             outbox,
             share_up_to: 100,
@@ -994,13 +991,23 @@ fn a_node_handing_back_lower_claims_takes_only_its_share_of_a_burst() {
         ran: None,
     }];
     assert_eq!(
-        claims(&handed_back),
+        claims(Some(10), &[]),
         2,
-        "its share of the burst among four nodes"
+        "the peers hold level 10: its share of the burst among four"
     );
     assert_eq!(
-        claims(&[]),
+        claims(None, &handed_back),
+        2,
+        "its own outbox holds level 10: the same"
+    );
+    assert_eq!(
+        claims(None, &[]),
         8,
-        "nothing handed back: its share of all 48 (12) covers the burst"
+        "nothing says so: the burst is the backlog, and its share of all 48 (12) covers it"
+    );
+    assert_eq!(
+        claims(Some(90), &[]),
+        8,
+        "the peers hold work as high: the same"
     );
 }

@@ -31,6 +31,7 @@ pub fn node(name: &str, status: NodeStatus, hb_ago_s: i64, running: &[&str]) -> 
         tasks_completed: 4,
         tasks_failed: 1,
         task_ms: None,
+        holds_level: None,
         problem: None,
         labels: vec![
             "arch=amd64".into(),

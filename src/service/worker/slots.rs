@@ -106,6 +106,15 @@ impl Slots {
         self.waiting.iter().map(|c| c.effective_priority(now)).min()
     }
 
+    /// The lowest level among all the tasks it holds, running or waiting.
+    pub fn lowest_held_level(&self, now: time::Timestamp) -> Option<u8> {
+        self.running
+            .values()
+            .map(|r| r.claimed.effective_priority(now))
+            .chain(self.lowest_waiting_level(now))
+            .min()
+    }
+
     /// How long a task claimed now may wait for a slot, at most: until the
     /// running task closest to its timeout hits it, after those already
     /// waiting ran to theirs.
@@ -254,7 +263,13 @@ mod tests {
     use crate::grid::{Task, TaskRules};
 
     fn claimed(id: &str, timeout: u64) -> ClaimedTask {
-        let bytes = format!(r#"{{"task_id":"{id}","script":"true","timeout_seconds":{timeout}}}"#);
+        claimed_with(id, &format!(r#","timeout_seconds":{timeout}"#))
+    }
+
+    /// A claim of task `id` whose file has `fields` (JSON, each with a
+    /// leading comma) beside its id and script.
+    fn claimed_with(id: &str, fields: &str) -> ClaimedTask {
+        let bytes = format!(r#"{{"task_id":"{id}","script":"true"{fields}}}"#);
         let task = Task::from_entry(
             &format!("{id}.json"),
             crate::grid::task::EntryKind::File,
@@ -347,6 +362,29 @@ mod tests {
         s.waiting.push_back(claimed("b", 20));
         let later = now + Duration::from_secs(10);
         assert_eq!(s.longest_wait(later), Duration::from_secs(20 + 20));
+    }
+
+    #[test]
+    fn the_lowest_level_held_counts_running_and_waiting_tasks() {
+        let at = |id: &str, priority: u8| {
+            claimed_with(
+                id,
+                &format!(r#","timeout_seconds":5,"priority":{priority}"#),
+            )
+        };
+        let now = Instant::now();
+        let mut s = Slots::new(1);
+        assert_eq!(s.lowest_held_level(time::now()), None, "holds nothing");
+        run(&mut s, at("r", 40), now);
+        assert_eq!(s.lowest_held_level(time::now()), Some(40));
+        s.waiting.push_back(at("w", 90));
+        assert_eq!(
+            s.lowest_held_level(time::now()),
+            Some(40),
+            "the running one"
+        );
+        s.waiting.push_back(at("v", 10));
+        assert_eq!(s.lowest_held_level(time::now()), Some(10), "a waiting one");
     }
 
     #[test]

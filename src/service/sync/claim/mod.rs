@@ -352,10 +352,11 @@ fn how_many(
 
 /// Each level's quota: this node's share of the level, among the peers
 /// that serve any of its classes; the lowest level queued at least its
-/// `share` of all the work (`how_many`; zero when lower work is held out of
-/// the queue's sight). Not a level above: a burst of higher work goes to
-/// every node, to start at each one's next free slot, not all to the node
-/// that happened to claim first.
+/// `share` of all the work (`how_many`), unless lower work is held out of
+/// the queue's sight (by a peer, as its record says, or in this node's
+/// outbox: then `share` is zero). Not a level above: a burst of higher
+/// work goes to every node, to start at each one's next free slot, not all
+/// to the node that happened to claim first.
 fn level_quotas(
     candidates: &[Candidate<'_>],
     order: &[(usize, u8)],
@@ -385,8 +386,9 @@ fn level_quotas(
             // The lowest level: never below the node's share of all the
             // work not done. A level's count leaves out what is claimed of
             // it already, and a node that comes late to a backlog is due
-            // as much as the first.
-            if Some(level) == lowest {
+            // as much as the first. Not when a peer holds lower work: then
+            // this level is a burst above it, not the backlog.
+            if Some(level) == lowest && !peers.hold_below(level) {
                 (level, quota.max(share))
             } else {
                 (level, quota)

@@ -19,6 +19,8 @@ struct Peer {
     labels: NodeLabels,
     /// How long its tasks take, as it measured them (`task_ms`).
     task_secs: Option<f64>,
+    /// The lowest level among the tasks it holds (`holds_level`).
+    holds_level: Option<u8>,
 }
 
 impl Peers {
@@ -40,6 +42,13 @@ impl Peers {
         }
         timed.sort_by(f64::total_cmp);
         Some(timed[timed.len() / 2])
+    }
+
+    /// Does a peer hold work below `level`, out of the queue's sight?
+    pub(super) fn hold_below(&self, level: u8) -> bool {
+        self.0
+            .iter()
+            .any(|p| p.holds_level.is_some_and(|l| l < level))
     }
 
     /// Slots of the idle peers that could take over any of the claims this
@@ -98,6 +107,7 @@ pub(super) fn peers(
                 labels: n.node_labels(),
                 // Hostile input: at most a day.
                 task_secs: n.task_ms.map(|ms| ms.min(86_400_000) as f64 / 1000.0),
+                holds_level: n.holds_level,
             })
             .collect(),
     ))

@@ -1010,4 +1010,9 @@ fn a_burst_over_low_work_held_out_of_the_queues_sight_is_shared() {
         8,
         "the peers hold work as high: the same"
     );
+    assert_eq!(
+        claims(Some(89), &[]),
+        8,
+        "one step below is the same work aged since the record was written"
+    );
 }

@@ -44,11 +44,13 @@ impl Peers {
         Some(timed[timed.len() / 2])
     }
 
-    /// Does a peer hold work below `level`, out of the queue's sight?
+    /// Does a peer hold work below `level`, out of the queue's sight? By
+    /// more than one aging step: a record's level was reckoned when it was
+    /// written, and the same task may have aged a step since.
     pub(super) fn hold_below(&self, level: u8) -> bool {
         self.0
             .iter()
-            .any(|p| p.holds_level.is_some_and(|l| l < level))
+            .any(|p| p.holds_level.is_some_and(|l| l.saturating_add(1) < level))
     }
 
     /// Slots of the idle peers that could take over any of the claims this

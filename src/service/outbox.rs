@@ -40,6 +40,16 @@ pub enum Finish {
     Retry { reason: String },
 }
 
+impl Finish {
+    /// Back to the queue, where a peer may be waiting for it.
+    pub fn requeue(reason: String) -> Finish {
+        Finish::Requeue {
+            reason,
+            preempted: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
     pub task_id: Id,

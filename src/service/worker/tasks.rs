@@ -69,10 +69,7 @@ impl Worker {
                 tracing::error!(task_id = %id, error = %e, "cannot start a thread for the task; requeueing");
                 self.put_outbox(
                     &claimed,
-                    Finish::Requeue {
-                        reason: format!("worker could not start the task: {e}"),
-                        preempted: false,
-                    },
+                    Finish::requeue(format!("worker could not start the task: {e}")),
                 );
             }
         }
@@ -125,10 +122,7 @@ impl Worker {
             }
             (_, None) => {
                 tracing::warn!(task_id = %task, "task cancelled; requeueing");
-                Finish::Requeue {
-                    reason: format!("{node} stopped before the task finished"),
-                    preempted: false,
-                }
+                Finish::requeue(format!("{node} stopped before the task finished"))
             }
         };
         self.put_outbox(&claimed, finish);
@@ -324,13 +318,7 @@ impl Worker {
             for c in self.slots.take_last_waiting(surplus) {
                 tracing::info!(task_id = %c.task.task_id, "giving back the claim: the volunteer's limits");
                 let reason = format!("{} gave it back: {why}", self.node());
-                self.put_outbox(
-                    &c,
-                    Finish::Requeue {
-                        reason,
-                        preempted: false,
-                    },
-                );
+                self.put_outbox(&c, Finish::requeue(reason));
             }
         }
     }
@@ -411,13 +399,7 @@ impl Worker {
         for c in self.slots.take_last_waiting(n) {
             tracing::info!(task_id = %c.task.task_id, "giving back the claim: a peer is idle");
             let reason = format!("{} handed it to an idle peer", self.node());
-            self.put_outbox(
-                &c,
-                Finish::Requeue {
-                    reason,
-                    preempted: false,
-                },
-            );
+            self.put_outbox(&c, Finish::requeue(reason));
         }
     }
 
@@ -427,13 +409,7 @@ impl Worker {
         for c in self.slots.take_last_waiting(all) {
             tracing::info!(task_id = %c.task.task_id, "giving back the claim: stopping");
             let reason = format!("{} stopped before starting it", self.node());
-            self.put_outbox(
-                &c,
-                Finish::Requeue {
-                    reason,
-                    preempted: false,
-                },
-            );
+            self.put_outbox(&c, Finish::requeue(reason));
         }
     }
 

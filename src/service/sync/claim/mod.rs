@@ -175,24 +175,7 @@ pub(super) fn claim(
         Some(_) => req.preempt_up_to,
         None => how_many(candidates.len() + unread, claimed, req, &peers, d),
     };
-    // Lower claims this node handed back for higher work and has not
-    // pushed yet are work not done that the queue does not show: the
-    // lowest level queued may be the top one, and it is shared by itself.
-    let handing_back_lower = req.outbox.iter().any(|e| {
-        matches!(
-            e.finish,
-            Finish::Requeue {
-                preempted: true,
-                ..
-            }
-        )
-    });
-    let backlog_share = if handing_back_lower {
-        0
-    } else {
-        d.report.fair_share
-    };
-    let quotas = level_quotas(&candidates, &order, req, &peers, backlog_share);
+    let quotas = level_quotas(&candidates, &order, req, &peers, d.report.fair_share);
     let sample = order.len().min(want * 2 + 4);
     let mut read = read_sample(repo, &candidates, &order[..sample], req)?;
     let mut picker = Picker::new(want);
@@ -353,10 +336,9 @@ fn how_many(
 /// Each level's quota: this node's share of the level, among the peers
 /// that serve any of its classes; the lowest level queued at least its
 /// `share` of all the work (`how_many`), unless lower work is held out of
-/// the queue's sight (by a peer, as its record says, or in this node's
-/// outbox: then `share` is zero). Not a level above: a burst of higher
-/// work goes to every node, to start at each one's next free slot, not all
-/// to the node that happened to claim first.
+/// the queue's sight. Not a level above: a burst of higher work goes to
+/// every node, to start at each one's next free slot, not all to the node
+/// that happened to claim first.
 fn level_quotas(
     candidates: &[Candidate<'_>],
     order: &[(usize, u8)],
@@ -377,18 +359,31 @@ fn level_quotas(
         }
     }
     let lowest = levels.keys().next().copied();
+    // Lower work that the queue does not show: claims this node handed back
+    // for higher work and has not pushed yet, or a peer's, as its record
+    // says. The lowest level queued is then a burst above it, not the
+    // backlog, and is shared by itself.
+    let handing_back_lower = req.outbox.iter().any(|e| {
+        matches!(
+            e.finish,
+            Finish::Requeue {
+                preempted: true,
+                ..
+            }
+        )
+    });
+    let backlog = |level: u8| !handing_back_lower && !peers.hold_below(level);
     levels
         .into_iter()
         .map(|(level, (count, classes))| {
             let classes: Vec<&Class> = classes.into_iter().collect();
             let others = peers.live_slots(Some(&classes));
             let quota = share::fair_share(count, req.slots, others);
-            // The lowest level: never below the node's share of all the
-            // work not done. A level's count leaves out what is claimed of
-            // it already, and a node that comes late to a backlog is due
-            // as much as the first. Not when a peer holds lower work: then
-            // this level is a burst above it, not the backlog.
-            if Some(level) == lowest && !peers.hold_below(level) {
+            // The lowest level, when it is the backlog: never below the
+            // node's share of all the work not done. A level's count leaves
+            // out what is claimed of it already, and a node that comes late
+            // to a backlog is due as much as the first.
+            if Some(level) == lowest && backlog(level) {
                 (level, quota.max(share))
             } else {
                 (level, quota)

@@ -45,8 +45,14 @@ impl Worker {
                 // while the ref is busy; and a sync made while tasks run
                 // leaves their results for later (the next is near), so the
                 // next round should carry the one that just ended. Not
-                // while claims go back: idle peers wait for them.
-                let policy = if self.slots.is_idle() || self.giving_back() {
+                // while claims go back and none waits here: idle peers wait
+                // for them, and nothing here would start sooner. (With one
+                // waiting, the slot starts it, and the claims go back with
+                // the sync right after: a handback that lost seven races
+                // in a row once kept a slot idle for four seconds.)
+                let policy = if self.slots.is_idle()
+                    || (self.giving_back() && self.slots.waiting.is_empty())
+                {
                     policy
                 } else {
                     policy.interruptible(self.nudge.clone())

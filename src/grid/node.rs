@@ -49,6 +49,13 @@ pub struct NodeRecord {
     /// lowest work there is (`service::sync::claim`, `level_quotas`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub holds_level: Option<u8>,
+    /// How long, from `last_heartbeat`, the work it holds (running and
+    /// claimed ahead) keeps it busy, as it reckons by its measured task
+    /// length: a peer holding claims it would start later than that hands
+    /// them back for it (`service::share::give_back`). None: it cannot
+    /// tell (nothing timed yet).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub busy_ms: Option<u64>,
     /// Why the node is unhealthy, when it is.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
@@ -90,6 +97,7 @@ impl NodeRecord {
             tasks_failed: 0,
             task_ms: None,
             holds_level: None,
+            busy_ms: None,
             problem: None,
             labels: Vec::new(),
             exclusive: Vec::new(),

@@ -160,6 +160,26 @@ impl Pace {
         running_for: &[Duration],
     ) -> usize {
         let within = within.as_secs_f64();
+        let (task, ends) = self.slots_free(slots, running_for);
+        ends.into_iter()
+            .map(|free_at| {
+                if free_at > within {
+                    0
+                } else {
+                    // Then one after another, each as long as the average; a
+                    // node that has measured nothing counts just the first.
+                    let more = task.map_or(0.0, |t| ((within - free_at) / t).floor());
+                    1 + more.min(1e9) as usize
+                }
+            })
+            .sum()
+    }
+
+    /// When each slot frees (seconds from now), with `slots` slots of which
+    /// those running have run for `running_for`, and the length taken for
+    /// the tasks after them (none until one is timed): as
+    /// [`Pace::startable_within`] reckons them.
+    fn slots_free(&self, slots: u32, running_for: &[Duration]) -> (Option<f64>, Vec<f64>) {
         // A running task longer than the average says the tasks got longer:
         // those that follow are taken to be as long.
         let longest = running_for.iter().max().map_or(0.0, Duration::as_secs_f64);
@@ -176,18 +196,30 @@ impl Pace {
                     _ => r,
                 }
             })
-            .chain(std::iter::repeat_n(0.0, free));
-        ends.map(|free_at| {
-            if free_at > within {
-                0
-            } else {
-                // Then one after another, each as long as the average; a
-                // node that has measured nothing counts just the first.
-                let more = task.map_or(0.0, |t| ((within - free_at) / t).floor());
-                1 + more.min(1e9) as usize
-            }
-        })
-        .sum()
+            .chain(std::iter::repeat_n(0.0, free))
+            .collect();
+        (task, ends)
+    }
+
+    /// When this node would start each of its next `n` tasks (seconds from
+    /// now, in the order they start), and then when a slot would run dry:
+    /// `n + 1` times. A slot takes the next task when it frees, each task
+    /// as long as [`Pace::startable_within`] takes them; until a task has
+    /// been timed, what follows a slot's first is never (infinity).
+    pub fn starts(&self, slots: u32, running_for: &[Duration], n: usize) -> Vec<f64> {
+        let (task, mut free) = self.slots_free(slots, running_for);
+        let step = task.unwrap_or(f64::INFINITY);
+        let mut out = Vec::with_capacity(n + 1);
+        for _ in 0..=n {
+            // Slots are few (the node's concurrency): a scan is enough.
+            let Some((i, &at)) = free.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)) else {
+                out.push(f64::INFINITY);
+                continue;
+            };
+            out.push(at);
+            free[i] = at + step;
+        }
+        out
     }
 }
 
@@ -381,6 +413,25 @@ mod tests {
             quick.startable_within(s(1.0), 1, &[s(0.4)]),
             2,
             "short tasks measured, a long one running: few"
+        );
+    }
+
+    #[test]
+    fn starts_follow_the_slots_as_they_free() {
+        let s = Duration::from_secs_f64;
+        let mut p = Pace::default();
+        assert_eq!(p.starts(1, &[], 0), vec![0.0], "idle: dry now");
+        assert_eq!(
+            p.starts(1, &[s(0.5)], 2),
+            vec![0.5, f64::INFINITY, f64::INFINITY],
+            "nothing timed: the running task runs as long again, then never"
+        );
+        p.task_took(s(1.0));
+        assert_eq!(p.starts(2, &[s(0.25)], 3), vec![0.0, 0.75, 1.0, 1.75]);
+        assert_eq!(
+            p.starts(1, &[s(3.0)], 2),
+            vec![3.0, 6.0, 9.0],
+            "behind a long task, the next ones as long"
         );
     }
 

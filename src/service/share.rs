@@ -49,27 +49,76 @@ pub fn others_taking_part(mine: u32, others: u32, participants: u32) -> u32 {
     others.min(participants.saturating_sub(mine.max(1)))
 }
 
-/// How many of its `waiting` claims a node hands back when `idle_slots` of
-/// its peers' slots sit idle and `queued` tasks are left in the queue.
-/// Idle peers take from the queue first: only when it cannot fill their
-/// slots does the node give back, and then what it would not start within
-/// the horizon (`startable`, a poll interval: an idle peer needs that long
-/// to find a task given back), and no more than the idle slots could start
-/// in that time (`per_slot` each, at least one): other nodes may be giving
-/// back to the same peers. Short tasks it keeps: no peer could start them
-/// sooner.
+/// How many of its claims not started a node hands back (the last first),
+/// when it would start them at `starts` (seconds from now, in the order it
+/// starts them: `Pace::starts`) and the slots of the peers that could take
+/// them run dry at `peers_dry` (seconds from now; idle: 0). A peer finds a
+/// task given back within `lag` of running dry (a poll interval), takes
+/// from the queue first (`queued` tasks), and runs tasks of `task` seconds
+/// (none: unknown, one each). A claim goes back when a peer slot would
+/// start it sooner than this node, by more than `cost` (what the handback
+/// costs: its commit and the peer's claim, on a ref other nodes push to): to idle peers what this node would not
+/// start within a poll interval, and to busy ones what it would start a
+/// poll interval after they run dry and find it, as behind a task that
+/// runs far longer than the rest. Short tasks it keeps: no peer could
+/// start them sooner.
 pub fn give_back(
-    waiting: usize,
+    starts: &[f64],
     queued: usize,
-    idle_slots: u32,
-    startable: usize,
-    per_slot: usize,
+    peers_dry: &[f64],
+    lag: f64,
+    cost: f64,
+    task: Option<f64>,
 ) -> usize {
-    if idle_slots == 0 || queued >= idle_slots as usize {
-        return 0;
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    // Microseconds, so that the times order as integers; never is u64::MAX.
+    let micros = |secs: f64| -> u64 {
+        if secs.is_nan() {
+            u64::MAX
+        } else {
+            // `as` saturates: infinity is never.
+            (secs.max(0.0) * 1e6) as u64
+        }
+    };
+    let step = task.map_or(u64::MAX, micros).max(1);
+    let lag = micros(lag);
+    let cost = micros(cost);
+    // A busy peer's time to run dry is its own reckoning, and it changes
+    // as its tasks end: it must be sooner by another poll interval, or
+    // claims would go back and forth with every change of the reckonings.
+    let mut free: BinaryHeap<Reverse<u64>> = peers_dry
+        .iter()
+        .map(|&d| {
+            let margin = if d > 0.0 { lag } else { 0 };
+            Reverse(
+                micros(d)
+                    .saturating_add(lag)
+                    .saturating_add(margin)
+                    .saturating_add(cost),
+            )
+        })
+        .collect();
+    let latest = starts.iter().copied().map(micros).max().unwrap_or(0);
+    // The queue goes to the peers first, each task to the slot that frees
+    // first; no further than the last of this node's starts.
+    for _ in 0..queued {
+        match free.peek_mut() {
+            Some(mut slot) if slot.0 < latest => slot.0 = slot.0.saturating_add(step),
+            _ => break,
+        }
     }
-    let they_start = (idle_slots as usize).saturating_mul(per_slot.max(1));
-    waiting.saturating_sub(startable).min(they_start)
+    let mut n = 0;
+    for start in starts.iter().rev().copied().map(micros) {
+        match free.peek_mut() {
+            Some(mut slot) if slot.0 < start => {
+                slot.0 = slot.0.saturating_add(step);
+                n += 1;
+            }
+            _ => break,
+        }
+    }
+    n
 }
 
 /// Which of the claims a node holds and has not started go back to the
@@ -142,28 +191,111 @@ mod tests {
         assert_eq!(share_to_claim(500, 0, 1, others_taking_part(1, 7, 5)), 100);
     }
 
+    /// Start times of `n` claims, one after another, of `task` seconds,
+    /// the first at `first`.
+    fn after(first: f64, task: f64, n: usize) -> Vec<f64> {
+        (0..n).map(|i| first + task * i as f64).collect()
+    }
+
     #[test]
     fn idle_peers_get_what_will_not_start_soon() {
-        assert_eq!(give_back(7, 40, 0, 0, 1), 0, "nobody idle: keep");
+        let idle = |n: usize| vec![0.0; n];
+        let one = Some(1.0);
+        let (lag, t) = (1.0, 1.0);
         assert_eq!(
-            give_back(3, 0, 7, 1, 1),
-            2,
-            "the tail: keep what starts soon"
+            give_back(&after(0.5, t, 7), 40, &[], lag, 0.0, one),
+            0,
+            "no peer: keep"
         );
-        assert_eq!(give_back(7, 56, 7, 0, 1), 0, "idle peers have the queue");
-        assert_eq!(give_back(7, 2, 7, 0, 1), 7, "the queue cannot fill them");
         assert_eq!(
-            give_back(100, 0, 7, 500, 500),
+            give_back(&after(0.5, t, 3), 0, &idle(7), lag, 0.0, one),
+            2,
+            "the tail: keep what starts within a poll interval"
+        );
+        assert_eq!(
+            give_back(&after(0.5, t, 7), 56, &idle(7), lag, 0.0, one),
+            0,
+            "idle peers have the queue"
+        );
+        assert_eq!(
+            give_back(&after(0.5, t, 7), 2, &idle(7), lag, 0.0, one),
+            5,
+            "the queue cannot fill them"
+        );
+        assert_eq!(
+            give_back(&after(0.0, 0.002, 100), 0, &idle(7), lag, 0.0, Some(0.002)),
             0,
             "short tasks: keep them all"
         );
         assert_eq!(
-            give_back(80, 0, 1, 5, 5),
-            5,
-            "no more than one idle slot starts"
+            give_back(&after(0.0, 0.2, 80), 0, &idle(1), lag, 0.0, Some(0.2)),
+            37,
+            "what the idle slot starts before this node would: they meet halfway"
         );
-        assert_eq!(give_back(80, 0, 1, 0, 0), 1, "at least one each");
-        assert_eq!(give_back(0, 10, 3, 0, 1), 0);
+        assert_eq!(
+            give_back(
+                &[0.0, f64::INFINITY, f64::INFINITY],
+                0,
+                &idle(1),
+                lag,
+                0.0,
+                None
+            ),
+            1,
+            "nothing timed: one each"
+        );
+        assert_eq!(give_back(&[], 10, &idle(3), lag, 0.0, one), 0);
+    }
+
+    #[test]
+    fn a_claim_behind_a_long_task_goes_to_a_peer_that_runs_dry_sooner() {
+        // Its running task has run 2 s, past the average of 0.5 s: it is
+        // taken to run 2 s more, and the claims after it as long each.
+        let behind_long = after(2.0, 2.0, 6);
+        assert_eq!(
+            give_back(&behind_long, 0, &[3.0, 3.5, 9.0], 1.0, 0.0, Some(0.5)),
+            3,
+            "the peers dry in 3 s and 3.5 s, found a poll interval later and sooner by one more, start the last three"
+        );
+        assert_eq!(
+            give_back(&behind_long, 0, &[20.0], 1.0, 0.0, Some(0.5)),
+            0,
+            "a peer busy longer takes nothing"
+        );
+        assert_eq!(
+            give_back(&behind_long, 40, &[3.0, 3.5], 1.0, 0.0, Some(0.5)),
+            0,
+            "the peers have the queue till after this node's last start"
+        );
+        // Behind a busy ref a handback pays only when the peer would start
+        // the claim sooner by more than its commits cost.
+        assert_eq!(
+            give_back(&after(0.5, 1.0, 3), 0, &[0.0; 7], 1.0, 1.0, one_s()),
+            1,
+            "idle peers, handbacks that cost a second: only the last"
+        );
+        // Tasks of a second, nodes that started a round apart: the late one
+        // keeps its claims, which it starts before the first runs dry.
+        assert_eq!(
+            give_back(&after(0.3, 1.0, 7), 0, &[7.0], 1.0, 0.0, one_s()),
+            0
+        );
+        assert_eq!(
+            give_back(
+                &after(0.0, 1.0, 3),
+                0,
+                &[f64::NAN, f64::INFINITY],
+                1.0,
+                0.0,
+                one_s()
+            ),
+            0,
+            "a record's nonsense starts nothing"
+        );
+    }
+
+    fn one_s() -> Option<f64> {
+        Some(1.0)
     }
 
     #[test]

@@ -61,6 +61,8 @@ impl PlainNode {
             start_soon: usize::MAX,
             task_secs: None,
             round_secs: None,
+            next_starts: &[],
+            pickup_secs: 1.0,
             records: &self.records,
             survey: false,
             defer_results: false,

@@ -32,6 +32,7 @@ pub fn node(name: &str, status: NodeStatus, hb_ago_s: i64, running: &[&str]) -> 
         tasks_failed: 1,
         task_ms: None,
         holds_level: None,
+        busy_ms: None,
         problem: None,
         labels: vec![
             "arch=amd64".into(),

@@ -67,6 +67,13 @@ pub struct SyncRequest<'a> {
     /// pays for (`share::participants`).
     pub task_secs: Option<f64>,
     pub round_secs: Option<f64>,
+    /// When this node would start the tasks it claims now, in the order it
+    /// claims them, and then run dry (seconds from now, `Pace::starts`: one
+    /// more than it may claim), and how long a peer
+    /// takes to find a task given back (a poll interval): it takes none that
+    /// a peer would start sooner (`share::give_back`).
+    pub next_starts: &'a [f64],
+    pub pickup_secs: f64,
     /// Node records read in earlier rounds, by blob id.
     pub records: &'a std::cell::RefCell<RecordCache>,
     /// Look at the queue and the peers even when claiming nothing: the
@@ -111,6 +118,11 @@ pub struct SyncReport {
     /// Slots of the peers that are idle and taking work at this tip, when
     /// the queue was looked at.
     pub idle_peer_slots: u32,
+    /// When each slot of those peers (idle, or busy and able to tell) runs
+    /// dry, in seconds from this look, soonest first, when the queue was
+    /// looked at: claims this node would start later go to them
+    /// (`share::give_back`).
+    pub peers_dry: Vec<f64>,
     /// Slots of all the peers taking work at this tip, when the queue was
     /// looked at.
     pub live_peer_slots: u32,
@@ -226,6 +238,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
                 tip: Some(tip.to_owned()),
                 queue_left: d.report.queue_left,
                 idle_peer_slots: d.report.idle_peer_slots,
+                peers_dry: std::mem::take(&mut d.report.peers_dry),
                 live_peer_slots: d.report.live_peer_slots,
                 top_queued: d.report.top_queued,
                 ..SyncReport::default()
@@ -246,6 +259,14 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
             .extend(starting.map(|c| c.task.task_id.to_string()));
         if record.status == NodeStatus::Idle && !record.running.is_empty() {
             record.status = NodeStatus::Busy;
+        }
+        // And busy for as long as its claims keep it (when it can tell).
+        if !d.report.claimed.is_empty() {
+            record.busy_ms = req
+                .next_starts
+                .get(d.report.claimed.len())
+                .filter(|s| s.is_finite())
+                .map(|s| (s * 1000.0).round() as u64);
         }
         d.edits.insert(
             layout::node_file(req.node).into_bytes(),

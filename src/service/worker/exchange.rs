@@ -77,6 +77,15 @@ impl Worker {
             self.cfg.concurrency,
             &self.slots.running_for(Instant::now()),
         );
+        let next_starts = {
+            let held = self.slots.waiting.len();
+            let mut starts = self.pace.starts(
+                self.cfg.concurrency,
+                &self.slots.running_for(Instant::now()),
+                held + want.max(share_up_to),
+            );
+            starts.split_off(held.min(starts.len()))
+        };
         // Holding claims not started: see whether idle peers want them.
         let survey = due.look || !self.slots.waiting.is_empty();
         // The outbox is due only because a claim is (pace::flush_results): if
@@ -122,6 +131,8 @@ impl Worker {
                 start_soon,
                 task_secs: self.pace.task_secs(),
                 round_secs: self.pace.round_secs(),
+                next_starts: &next_starts,
+                pickup_secs: self.cfg.pull_interval.as_secs_f64(),
                 records: &self.records,
                 survey,
                 defer_results,
@@ -231,11 +242,12 @@ impl Worker {
             let view = View {
                 queue_left: report.queue_left,
                 idle_peer_slots: report.idle_peer_slots,
+                peers_dry: report.peers_dry.clone(),
                 live_peer_slots: report.live_peer_slots,
                 top_queued: report.top_queued,
             };
-            self.last_view = Some(view);
             self.rebalance(&view);
+            self.last_view = Some(view);
         }
         // Not with a push of unknown outcome: maintenance may cut history
         // that telling whether it landed needs.

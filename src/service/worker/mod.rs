@@ -75,10 +75,13 @@ pub enum WorkerError {
 
 /// What the last look at the grid saw (a claim, or a look while holding
 /// claims not started).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct View {
     queue_left: usize,
     idle_peer_slots: u32,
+    /// When the slots of the peers that could take this node's claims run
+    /// dry, in seconds from the look, soonest first.
+    peers_dry: Vec<f64>,
     live_peer_slots: u32,
     /// The best level (priority with age) queued that this node serves.
     top_queued: Option<u8>,
@@ -343,7 +346,10 @@ impl Worker {
         if self.draining_since.is_some() || self.unhealthy.is_some() {
             return 0;
         }
-        let peers_idle = self.last_view.is_some_and(|v| v.idle_peer_slots > 0);
+        let peers_idle = self
+            .last_view
+            .as_ref()
+            .is_some_and(|v| v.idle_peer_slots > 0);
         let ahead_ok = (!self.slots.running.is_empty() || self.queue_deep) && !peers_idle;
         let now = Instant::now();
         let mut room = self
@@ -397,7 +403,7 @@ impl Worker {
     /// How long results may wait for a claim to ride with, given how many
     /// nodes share the ref (`Pace::result_delay`).
     fn result_delay(&self) -> std::time::Duration {
-        let peers = self.last_view.map_or(0, |v| v.live_peer_slots);
+        let peers = self.last_view.as_ref().map_or(0, |v| v.live_peer_slots);
         self.pace.result_delay(peers as usize + 1)
     }
 

@@ -38,6 +38,9 @@ impl Worker {
             tasks_failed: self.failed,
             task_ms: self.pace.task_secs().map(|s| (s * 1000.0).round() as u64),
             holds_level: self.slots.lowest_held_level(time::now()),
+            busy_ms: self
+                .dry_in()
+                .map(|secs| (secs * 1000.0).round().min(u64::MAX as f64) as u64),
             problem: self.unhealthy.as_ref().map(|u| u.problem.clone()),
             labels: self.labels.labels.labels().map(|l| l.to_string()).collect(),
             exclusive: self
@@ -49,6 +52,20 @@ impl Worker {
             paused: self.paused.as_ref().map(ToString::to_string),
             node_key: self.node_key.as_ref().map(crate::trust::keys::openssh_line),
         }
+    }
+
+    /// When, from now, this node would run dry of the work it holds
+    /// (seconds; None: it cannot tell before a task has been timed).
+    pub(super) fn dry_in(&self) -> Option<f64> {
+        let running = self.slots.running_for(std::time::Instant::now());
+        if self.pace.task_secs().is_none() && !running.is_empty() {
+            // A task just started would be reckoned to end now.
+            return None;
+        }
+        let starts = self
+            .pace
+            .starts(self.cfg.concurrency, &running, self.slots.waiting.len());
+        starts.last().copied().filter(|s| s.is_finite())
     }
 
     pub(super) fn status_line(&self) -> String {

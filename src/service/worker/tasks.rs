@@ -367,25 +367,30 @@ impl Worker {
                 );
             }
         }
-        if self.slots.waiting.is_empty() || view.idle_peer_slots == 0 {
+        if self.slots.waiting.is_empty() || view.peers_dry.is_empty() {
             return;
         }
-        // An idle peer takes a task given back at its next poll, within a
-        // poll interval: keep what this node starts sooner than that.
-        let startable = self.pace.startable_within(
-            self.cfg.pull_interval,
-            self.cfg.concurrency,
-            &self.slots.running_for(Instant::now()),
-        );
-        // What one idle slot would start in that time, with tasks as long
-        // as here.
-        let per_slot = self.pace.startable_within(self.cfg.pull_interval, 1, &[]);
+        // When this node would start each claim it holds, and when the
+        // peers' slots run dry: an idle peer takes a task given back at its
+        // next poll, within a poll interval, and a busy one within that of
+        // running dry. What a peer would start sooner goes to it.
+        let running = self.slots.running_for(Instant::now());
+        let mut starts = self
+            .pace
+            .starts(self.cfg.concurrency, &running, self.slots.waiting.len());
+        starts.pop(); // when it would run dry
+        // A handback is two commits (this node's, the peer's claim) on a ref
+        // the others push to: a round each, as measured with its lost races.
+        // (The claim itself reckons with no cost: what it does not take, it
+        // need not hand back.)
+        let handback_cost = 2.0 * self.pace.round_secs().unwrap_or(0.0);
         let n = share::give_back(
-            self.slots.waiting.len(),
+            &starts,
             view.queue_left,
-            view.idle_peer_slots,
-            startable,
-            per_slot,
+            &view.peers_dry,
+            self.cfg.pull_interval.as_secs_f64(),
+            handback_cost,
+            self.pace.task_secs(),
         );
         if n == 0 {
             return;
@@ -394,11 +399,15 @@ impl Worker {
             count = n,
             keep = self.slots.waiting.len() - n,
             idle_peer_slots = view.idle_peer_slots,
-            "handing claims not started to idle peers"
+            soonest_dry = view.peers_dry.first(),
+            "handing claims not started to peers that would start them sooner"
         );
         for c in self.slots.take_last_waiting(n) {
-            tracing::info!(task_id = %c.task.task_id, "giving back the claim: a peer is idle");
-            let reason = format!("{} handed it to an idle peer", self.node());
+            tracing::info!(task_id = %c.task.task_id, "giving back the claim: a peer would start it sooner");
+            let reason = format!(
+                "{} handed it to a peer that would start it sooner",
+                self.node()
+            );
             self.put_outbox(&c, Finish::requeue(reason));
         }
     }

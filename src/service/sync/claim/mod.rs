@@ -136,6 +136,7 @@ pub(super) fn claim(
         peers(repo, nodes, req)?
     };
     d.report.idle_peer_slots = peers.idle_slots(req.holding_classes);
+    d.report.peers_dry = peers.dry_slots(req.holding_classes);
     d.report.live_peer_slots = peers.live_slots(None);
     let top = candidates.iter().map(|c| level_of(&c.place, req)).max();
     // Holding claims not started, a node that sees work of a higher level
@@ -302,7 +303,8 @@ fn reject_misplaced(d: &mut Draft<'_>, queue: &QueueAt) {
 /// is divided among the slots the drain pays for (`share::participants`),
 /// once the tasks' length is known here or to a peer. Where
 /// the queue cannot fill the idle peers' slots, it takes no more than it
-/// starts soon: the rest would go back to them at its next look
+/// starts soon, and never what a peer, idle or running dry, would start
+/// sooner: the rest would go back to them at its next look
 /// (`share::give_back`), two commits for nothing.
 fn how_many(
     queued: usize,
@@ -326,11 +328,26 @@ fn how_many(
     let share = share::share_to_claim(work, req.holding, req.slots, others);
     d.report.fair_share = share;
     let want = req.want_claims.max(share.min(req.share_up_to));
-    if (peers.idle_slots(&[]) as usize) > queued {
+    let want = if (peers.idle_slots(&[]) as usize) > queued {
         want.min(req.start_soon.max(1))
     } else {
         want
-    }
+    };
+    // Nor what a peer would start sooner, once what stays queued has gone
+    // to the peers: it would go back to them at the next look. (Starts not
+    // given: nothing to reckon with.)
+    let Some(starts) = req.next_starts.get(..want) else {
+        return want;
+    };
+    let sooner = share::give_back(
+        starts,
+        queued.saturating_sub(want),
+        &peers.dry_slots(&[]),
+        req.pickup_secs,
+        0.0,
+        req.task_secs,
+    );
+    want - sooner.min(want)
 }
 
 /// Each level's quota: this node's share of the level, among the peers

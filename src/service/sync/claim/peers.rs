@@ -21,7 +21,14 @@ struct Peer {
     task_secs: Option<f64>,
     /// The lowest level among the tasks it holds (`holds_level`).
     holds_level: Option<u8>,
+    /// When, from now, it runs dry of what it holds, in seconds: 0 if idle,
+    /// as its record reckons (`busy_ms`) if busy, none if it cannot tell.
+    dry_in: Option<f64>,
 }
+
+/// At most this many peers' slots are reckoned with in handing claims
+/// over: a hostile grid's records cannot make the reckoning long.
+const MAX_PEER_SLOTS_RECKONED: usize = 4096;
 
 impl Peers {
     /// Slots of the peers that serve any of `classes` (all: `None`).
@@ -51,6 +58,24 @@ impl Peers {
         self.0
             .iter()
             .any(|p| p.holds_level.is_some_and(|l| l.saturating_add(1) < level))
+    }
+
+    /// When, from now, each slot of the peers that could take over any of
+    /// the claims this node holds (as [`Peers::idle_slots`]) runs dry, in
+    /// seconds, soonest first; peers that cannot tell are left out.
+    pub(super) fn dry_slots(&self, holding: &[Class]) -> Vec<f64> {
+        let mut out: Vec<f64> = Vec::new();
+        for p in self
+            .0
+            .iter()
+            .filter(|p| holding.is_empty() || holding.iter().any(|c| p.labels.serves(c).is_ok()))
+        {
+            let Some(dry) = p.dry_in else { continue };
+            let room = MAX_PEER_SLOTS_RECKONED.saturating_sub(out.len());
+            out.extend(std::iter::repeat_n(dry, (p.slots as usize).min(room)));
+        }
+        out.sort_by(f64::total_cmp);
+        out
     }
 
     /// Slots of the idle peers that could take over any of the claims this
@@ -110,9 +135,23 @@ pub(super) fn peers(
                 // Hostile input: at most a day.
                 task_secs: n.task_ms.map(|ms| ms.min(86_400_000) as f64 / 1000.0),
                 holds_level: n.holds_level,
+                dry_in: dry_in(n, req.now),
             })
             .collect(),
     ))
+}
+
+/// When, from `now`, a peer runs dry of what it holds: at once if idle;
+/// if busy, what its record reckoned (`busy_ms`, at most a day: hostile
+/// input) less the time since it was written, at least nothing.
+fn dry_in(record: &NodeRecord, now: crate::time::Timestamp) -> Option<f64> {
+    if record.status == NodeStatus::Idle {
+        return Some(0.0);
+    }
+    let busy = record.busy_ms?.min(86_400_000) as f64 / 1000.0;
+    let written = crate::time::parse(&record.last_heartbeat)?;
+    let since = (now - written).to_std().unwrap_or_default().as_secs_f64();
+    Some((busy - since).max(0.0))
 }
 
 /// Node records already read, by blob id (a blob's content never changes),

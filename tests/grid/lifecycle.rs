@@ -511,3 +511,63 @@ fn a_short_drain_goes_to_the_few_nodes_it_pays_for() {
     ];
     assert_eq!(claims(&liar), 63, "a day-long task pays for every node");
 }
+
+/// A node does not claim what a peer would start sooner: here it is stuck
+/// behind long tasks (its next starts 8.5 s away, 2 s apart), its measured
+/// task takes a second,
+/// and one peer shares a queue of eight. Its share is four; the peer takes
+/// what stays queued first, and then, running dry in a second (its record's
+/// `busy_ms`; a busy peer's reckoning counts a poll interval less), the
+/// last three of the four: the node claims one. A peer busy for a minute,
+/// or whose record cannot tell (an older worker), takes none of them; an
+/// idle one takes all four. (A plan on a real repository.)
+#[test]
+fn a_claim_leaves_to_a_peer_what_it_would_start_sooner() {
+    use crate::common::plan::{PlainNode, plan_at};
+    use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
+    use dgrid_worker::service::sync::SyncRequest;
+
+    let claims = |status: NodeStatus, busy_ms: Option<u64>| -> usize {
+        let grid = Grid::new();
+        let now = dgrid_worker::time::format(dgrid_worker::time::now());
+        let record = NodeRecord {
+            busy_ms,
+            ..NodeRecord::new(Id::parse("peer").unwrap(), status, now)
+        };
+        let mut files = vec![(
+            "nodes/peer.json".to_owned(),
+            serde_json::to_vec(&record).unwrap(),
+        )];
+        files.extend((0..8).map(|i| {
+            let body = serde_json::json!({"task_id": format!("t{i}"), "script": "sleep 1", "timeout_seconds": 30});
+            (format!("tasks/queue/t{i}.json"), body.to_string().into_bytes())
+        }));
+        grid.commit_files(&files, "a peer and a queue");
+        let node = PlainNode::new("me");
+        // Slots 2 s apart, 0.5 s from where the reckoning turns, so that a
+        // slow clone (the peer's record ages meanwhile) cannot tip it.
+        let starts: Vec<f64> = (0..9).map(|i| 8.5 + 2.0 * f64::from(i)).collect();
+        let req = SyncRequest {
+            share_up_to: 8,
+            task_secs: Some(1.0),
+            round_secs: Some(0.15),
+            next_starts: &starts,
+            pickup_secs: 1.0,
+            ..node.request(1)
+        };
+        plan_at(&grid.url(), &req).claimed.len()
+    };
+    assert_eq!(claims(NodeStatus::Busy, Some(1_000)), 1, "dry in a second");
+    assert_eq!(
+        claims(NodeStatus::Busy, Some(60_000)),
+        4,
+        "busy for a minute"
+    );
+    assert_eq!(claims(NodeStatus::Busy, None), 4, "cannot tell");
+    assert_eq!(claims(NodeStatus::Idle, None), 0, "idle");
+    assert_eq!(
+        claims(NodeStatus::Busy, Some(u64::MAX)),
+        4,
+        "a record's nonsense: a day at most"
+    );
+}

@@ -26,6 +26,14 @@ struct Peer {
     dry_in: Option<f64>,
 }
 
+impl Peer {
+    /// Could it take over any of the claims of classes `holding` (none
+    /// held: any)?
+    fn could_take(&self, holding: &[Class]) -> bool {
+        holding.is_empty() || holding.iter().any(|c| self.labels.serves(c).is_ok())
+    }
+}
+
 /// At most this many peers' slots are reckoned with in handing claims
 /// over: a hostile grid's records cannot make the reckoning long.
 const MAX_PEER_SLOTS_RECKONED: usize = 4096;
@@ -65,11 +73,7 @@ impl Peers {
     /// seconds, soonest first; peers that cannot tell are left out.
     pub(super) fn dry_slots(&self, holding: &[Class]) -> Vec<f64> {
         let mut out: Vec<f64> = Vec::new();
-        for p in self
-            .0
-            .iter()
-            .filter(|p| holding.is_empty() || holding.iter().any(|c| p.labels.serves(c).is_ok()))
-        {
+        for p in self.0.iter().filter(|p| p.could_take(holding)) {
             let Some(dry) = p.dry_in else { continue };
             let room = MAX_PEER_SLOTS_RECKONED.saturating_sub(out.len());
             out.extend(std::iter::repeat_n(dry, (p.slots as usize).min(room)));
@@ -83,8 +87,7 @@ impl Peers {
     pub(super) fn idle_slots(&self, holding: &[Class]) -> u32 {
         self.0
             .iter()
-            .filter(|p| p.idle)
-            .filter(|p| holding.is_empty() || holding.iter().any(|c| p.labels.serves(c).is_ok()))
+            .filter(|p| p.idle && p.could_take(holding))
             .fold(0u32, |n, p| n.saturating_add(p.slots))
     }
 }

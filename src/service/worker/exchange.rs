@@ -72,16 +72,16 @@ impl Worker {
         } else {
             0
         };
-        let start_soon = self.pace.startable_within(
-            self.cfg.pull_interval,
-            self.cfg.concurrency,
-            &self.slots.running_for(Instant::now()),
-        );
+        let running = self.slots.running_for(Instant::now());
+        let start_soon =
+            self.pace
+                .startable_within(self.cfg.pull_interval, self.cfg.concurrency, &running);
+        // When it would start what it claims now: after the claims it holds.
         let next_starts = {
             let held = self.slots.waiting.len();
             let mut starts = self.pace.starts(
                 self.cfg.concurrency,
-                &self.slots.running_for(Instant::now()),
+                &running,
                 held + want.max(share_up_to),
             );
             starts.split_off(held.min(starts.len()))

@@ -38,9 +38,7 @@ impl Worker {
             tasks_failed: self.failed,
             task_ms: self.pace.task_secs().map(|s| (s * 1000.0).round() as u64),
             holds_level: self.slots.lowest_held_level(time::now()),
-            busy_ms: self
-                .dry_in()
-                .map(|secs| (secs * 1000.0).round().min(u64::MAX as f64) as u64),
+            busy_ms: self.dry_in().map(|secs| (secs * 1000.0).round() as u64),
             problem: self.unhealthy.as_ref().map(|u| u.problem.clone()),
             labels: self.labels.labels.labels().map(|l| l.to_string()).collect(),
             exclusive: self

@@ -334,9 +334,9 @@ impl Worker {
     /// last look at the grid saw work it should do first or peers to do
     /// them: those of a lower priority than the best it could claim
     /// (`share::preempt`), so that the higher one starts at the next free
-    /// slot; and for idle peers, when the queue cannot fill their slots
-    /// (`share::give_back`), what it would not start within a poll
-    /// interval. The requeues go with the next sync, at once.
+    /// slot; and those a peer, idle or running dry, would start sooner
+    /// than this node, once the queue has gone to the peers
+    /// (`share::give_back`). The requeues go with the next sync, at once.
     pub(super) fn rebalance(&mut self, view: &View) {
         let now = time::now();
         let levels: Vec<u8> = self

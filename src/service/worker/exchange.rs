@@ -79,11 +79,9 @@ impl Worker {
         // When it would start what it claims now: after the claims it holds.
         let next_starts = {
             let held = self.slots.waiting.len();
-            let mut starts = self.pace.starts(
-                self.cfg.concurrency,
-                &running,
-                held + want.max(share_up_to),
-            );
+            let mut starts =
+                self.pace
+                    .starts(self.cfg.concurrency, &running, held + want.max(share_up_to));
             starts.split_off(held.min(starts.len()))
         };
         // Holding claims not started: see whether idle peers want them.

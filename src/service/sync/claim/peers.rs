@@ -135,8 +135,7 @@ pub(super) fn peers(
                 slots: n.concurrency.clamp(1, 1024),
                 idle: n.status == NodeStatus::Idle,
                 labels: n.node_labels(),
-                // Hostile input: at most a day.
-                task_secs: n.task_ms.map(|ms| ms.min(86_400_000) as f64 / 1000.0),
+                task_secs: n.task_ms.map(record_secs),
                 holds_level: n.holds_level,
                 dry_in: dry_in(n, req.now),
             })
@@ -144,14 +143,20 @@ pub(super) fn peers(
     ))
 }
 
+/// A duration a record gives in milliseconds, in seconds: at most a day,
+/// as the record is hostile input.
+fn record_secs(ms: u64) -> f64 {
+    ms.min(86_400_000) as f64 / 1000.0
+}
+
 /// When, from `now`, a peer runs dry of what it holds: at once if idle;
-/// if busy, what its record reckoned (`busy_ms`, at most a day: hostile
-/// input) less the time since it was written, at least nothing.
+/// if busy, what its record reckoned (`busy_ms`) less the time since it
+/// was written, at least nothing.
 fn dry_in(record: &NodeRecord, now: crate::time::Timestamp) -> Option<f64> {
     if record.status == NodeStatus::Idle {
         return Some(0.0);
     }
-    let busy = record.busy_ms?.min(86_400_000) as f64 / 1000.0;
+    let busy = record_secs(record.busy_ms?);
     let written = crate::time::parse(&record.last_heartbeat)?;
     let since = (now - written).to_std().unwrap_or_default().as_secs_f64();
     Some((busy - since).max(0.0))

@@ -11,6 +11,11 @@ use super::task::{EntryKind, TaskRules};
 use super::{Id, Task};
 use crate::time::{self, Timestamp};
 
+/// How long a node has to answer a claim a peer made for it. A node that
+/// takes such claims (`takes_assigned` in its record) looks at the grid at
+/// least every 15 s, so this is four looks and the answer's commit.
+pub const ANSWER_WITHIN: chrono::Duration = chrono::Duration::seconds(60);
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     pub node_id: Id,
@@ -24,6 +29,23 @@ pub struct Claim {
     /// batch and its priority counts from the same moment.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub queued_at: Option<String>,
+    /// A claim made for an idle peer by another node (`assigned_by`), in
+    /// the one commit that claims for both: the peer starts it when it
+    /// next looks, and answers by taking these two fields out. Past
+    /// `answer_by` unanswered, the claim is an orphan (the peer may be
+    /// dead though its record looks fresh) and goes back to the queue with
+    /// its attempt unchanged: as far as the grid knows, it never ran.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub assigned_by: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub answer_by: Option<String>,
+}
+
+impl Claim {
+    /// Made for this node by a peer, and not answered yet.
+    pub fn unanswered(&self) -> bool {
+        self.answer_by.is_some()
+    }
 }
 
 /// A task as it sits in `in_progress/`.
@@ -52,8 +74,34 @@ impl ClaimedTask {
             deadline: time::format(deadline),
             attempt: task.attempt,
             queued_at: None,
+            assigned_by: None,
+            answer_by: None,
         };
         ClaimedTask { task, claim }
+    }
+
+    /// The claim `by` makes for its idle peer `node`, which must answer
+    /// within `answer_within`.
+    pub fn assigned(
+        task: Task,
+        node: &Id,
+        by: &Id,
+        now: Timestamp,
+        grace: chrono::Duration,
+        answer_within: chrono::Duration,
+    ) -> ClaimedTask {
+        let mut c = ClaimedTask::new(task, node, now, grace);
+        c.claim.assigned_by = Some(by.clone());
+        c.claim.answer_by = Some(time::format(now + answer_within));
+        c
+    }
+
+    /// The claim as its node answers it: its own from now on.
+    pub fn answered(&self) -> ClaimedTask {
+        let mut c = self.clone();
+        c.claim.assigned_by = None;
+        c.claim.answer_by = None;
+        c
     }
 
     /// The claim of a task that arrived in the queue at `arrival`.
@@ -158,6 +206,41 @@ mod tests {
         assert_eq!(requeued["attempt"], 2);
         assert_eq!(requeued["k"], 1);
         assert!(requeued.get("claim").is_none());
+    }
+
+    #[test]
+    fn an_assigned_claim_round_trips_and_is_answered_by_dropping_its_fields() {
+        let rules = TaskRules::default();
+        let task = Task::parse(
+            br#"{"task_id":"t","script":"x","timeout_seconds":30,"k":1}"#,
+            &rules,
+        )
+        .unwrap();
+        let now = time::parse("2026-01-01T00:00:00Z").unwrap();
+        let (peer, me) = (Id::parse("p").unwrap(), Id::parse("n1").unwrap());
+        let c = ClaimedTask::assigned(
+            task,
+            &peer,
+            &me,
+            now,
+            chrono::Duration::seconds(60),
+            chrono::Duration::seconds(45),
+        );
+        assert!(c.claim.unanswered());
+        assert_eq!(c.claim.node_id, peer);
+        assert_eq!(
+            c.claim.answer_by.as_deref(),
+            Some("2026-01-01T00:00:45.000Z")
+        );
+        let back = ClaimedTask::parse("t.json", &c.to_bytes(), &rules).unwrap();
+        assert_eq!(back, c);
+        let answered = back.answered();
+        assert!(!answered.claim.unanswered());
+        let v: Value = serde_json::from_slice(&answered.to_bytes()).unwrap();
+        assert!(v["claim"].get("assigned_by").is_none());
+        assert!(v["claim"].get("answer_by").is_none());
+        assert_eq!(v["k"], 1);
+        assert_eq!(v["claim"]["claimed_at"], "2026-01-01T00:00:00.000Z");
     }
 
     #[test]

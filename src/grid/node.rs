@@ -56,6 +56,12 @@ pub struct NodeRecord {
     /// tell (nothing timed yet).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub busy_ms: Option<u64>,
+    /// It starts claims a peer makes for it while it is idle, and answers
+    /// them within a minute (PROTOCOL.md, Assigned claims). Absent (an
+    /// older worker, or one that checks what it runs by policy or budget):
+    /// nobody claims for it.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub takes_assigned: bool,
     /// Why the node is unhealthy, when it is.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
@@ -98,6 +104,7 @@ impl NodeRecord {
             task_ms: None,
             holds_level: None,
             busy_ms: None,
+            takes_assigned: false,
             problem: None,
             labels: Vec::new(),
             exclusive: Vec::new(),

@@ -19,6 +19,10 @@ pub struct OrphanPolicy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrphanReason {
+    /// Made for a peer that did not answer it in time.
+    NotAnswered {
+        answer_by: String,
+    },
     DeadlinePassed {
         deadline: String,
     },
@@ -46,6 +50,9 @@ pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::hours(1);
 impl std::fmt::Display for OrphanReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            OrphanReason::NotAnswered { answer_by } => {
+                write!(f, "assigned claim not answered by {answer_by}")
+            }
             OrphanReason::DeadlinePassed { deadline } => {
                 write!(f, "claim deadline {deadline} passed")
             }
@@ -87,6 +94,13 @@ pub fn orphan_reason(
             deadline: claim.deadline.clone(),
         });
     }
+    if let Some(answer_by) = &claim.answer_by
+        && past(answer_by, chrono::Duration::zero())
+    {
+        return Some(OrphanReason::NotAnswered {
+            answer_by: answer_by.clone(),
+        });
+    }
     let future = |s: &str| time::parse(s).is_some_and(|t| t > now + MAX_CLOCK_SKEW);
     if future(&claim.claimed_at) {
         return Some(OrphanReason::InTheFuture {
@@ -111,8 +125,14 @@ pub fn orphan_reason(
     }
 }
 
+/// An assigned claim never answered goes back with its attempt unchanged:
+/// as far as the grid knows, the task never ran.
 pub fn disposition(claim: &Claim, policy: &OrphanPolicy) -> Disposition {
-    if claim.attempt >= policy.max_attempts {
+    if claim.unanswered() {
+        Disposition::Requeue {
+            attempt: claim.attempt,
+        }
+    } else if claim.attempt >= policy.max_attempts {
         Disposition::Abandon
     } else {
         Disposition::Requeue {
@@ -137,6 +157,8 @@ mod tests {
             deadline: deadline.into(),
             attempt,
             queued_at: None,
+            assigned_by: None,
+            answer_by: None,
         }
     }
 
@@ -221,6 +243,44 @@ mod tests {
         // A clock a few minutes fast is a clock, not a forgery.
         let n = node("2026-01-01T00:05:00Z", NodeStatus::Busy);
         assert_eq!(orphan_reason(&c, Some(&n), now, &POLICY), None);
+    }
+
+    #[test]
+    fn an_assigned_claim_unanswered_in_time_goes_back_as_the_same_attempt() {
+        let p = POLICY;
+        let mut c = claim("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", 2);
+        c.assigned_by = Some(Id::parse("n2").unwrap());
+        c.answer_by = Some("2026-01-01T00:01:00Z".into());
+        let n = node("2026-01-01T00:00:50Z", NodeStatus::Idle);
+        // Within its window, a live node's assigned claim stands.
+        assert_eq!(
+            orphan_reason(&c, Some(&n), at("2026-01-01T00:00:59Z"), &p),
+            None
+        );
+        // Past it, it is an orphan however fresh the record looks.
+        assert_eq!(
+            orphan_reason(&c, Some(&n), at("2026-01-01T00:01:01Z"), &p),
+            Some(OrphanReason::NotAnswered {
+                answer_by: "2026-01-01T00:01:00Z".into()
+            })
+        );
+        // A date nobody can read counts as long past.
+        c.answer_by = Some("soon".into());
+        assert!(matches!(
+            orphan_reason(&c, Some(&n), at("2026-01-01T00:00:30Z"), &p),
+            Some(OrphanReason::NotAnswered { .. })
+        ));
+        // It never ran: no attempt is spent, even at the limit.
+        c.attempt = p.max_attempts;
+        assert_eq!(
+            disposition(&c, &p),
+            Disposition::Requeue {
+                attempt: p.max_attempts
+            }
+        );
+        // Answered, it is the node's own claim like any other.
+        c.answer_by = None;
+        assert_eq!(disposition(&c, &p), Disposition::Abandon);
     }
 
     #[test]

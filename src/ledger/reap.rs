@@ -145,8 +145,15 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         let why = if &c.claim.node_id == input.node {
             // Our own claim on a task we do not hold: we crashed or were
             // killed while it ran. No need to wait for the stale limit.
-            (!input.held.contains(id))
-                .then(|| "this node restarted while holding the claim".to_owned())
+            // A claim a peer made for it that it is not running: it had
+            // no room for it, or restarted before answering.
+            (!input.held.contains(id)).then(|| {
+                if c.claim.unanswered() {
+                    "claimed for this node when it could not take it".to_owned()
+                } else {
+                    "this node restarted while holding the claim".to_owned()
+                }
+            })
         } else {
             orphan::orphan_reason(
                 &c.claim,

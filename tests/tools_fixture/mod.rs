@@ -33,6 +33,7 @@ pub fn node(name: &str, status: NodeStatus, hb_ago_s: i64, running: &[&str]) -> 
         task_ms: None,
         holds_level: None,
         busy_ms: None,
+        takes_assigned: false,
         problem: None,
         labels: vec![
             "arch=amd64".into(),

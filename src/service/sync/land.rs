@@ -174,7 +174,8 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                 ) else {
                     continue;
                 };
-                match orphan::disposition(&c.claim, d.req.policy) {
+                // It ran here: an attempt spent, answered or not.
+                match orphan::disposition(&c.answered().claim, d.req.policy) {
                     orphan::Disposition::Requeue { attempt } => {
                         d.edits.insert(
                             requeue_path(&c.task, c.arrival()).into_bytes(),

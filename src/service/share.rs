@@ -49,6 +49,31 @@ pub fn others_taking_part(mine: u32, others: u32, participants: u32) -> u32 {
     others.min(participants.saturating_sub(mine.max(1)))
 }
 
+/// How many tasks a node claims for each of its idle peers that start
+/// claims made for them (their slots in `idle`), once it has claimed its
+/// own: each peer's fair share of the `work` not done, as if it had
+/// claimed for itself with nothing held, from the `queued` tasks left.
+/// Peers' slots count up to `others` in all, the peers' slots the drain
+/// pays for (as [`others_taking_part`] gives it; `mine` is this node's):
+/// a drain of short tasks is not spread over peers it does not pay for.
+pub fn assign(work: usize, queued: usize, mine: u32, others: u32, idle: &[u32]) -> Vec<usize> {
+    let all = mine.max(1).saturating_add(others);
+    let mut left = queued;
+    let mut room = others;
+    idle.iter()
+        .map(|&slots| {
+            let slots = slots.max(1);
+            if room < slots || left == 0 {
+                return 0;
+            }
+            room -= slots;
+            let n = fair_share(work, slots, all - slots).min(left);
+            left -= n;
+            n
+        })
+        .collect()
+}
+
 /// How many of its claims not started a node hands back (the last first),
 /// when it would start them at `starts` (seconds from now, in the order it
 /// starts them: `Pace::starts`) and the slots of the peers that could take
@@ -144,6 +169,24 @@ pub fn preempt(waiting: &[u8], top_queued: Option<u8>) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_peers_are_claimed_for_by_their_share() {
+        // 128 tasks, 16 one-slot nodes, this node took its 8: each idle
+        // peer gets 8.
+        assert_eq!(assign(128, 120, 1, 15, &[1; 15]), vec![8; 15]);
+        // Slots count: a peer of four gets four shares.
+        assert_eq!(assign(64, 56, 1, 7, &[4, 1, 1, 1]), vec![32, 8, 8, 8]);
+        // No more than is left, first come first served.
+        assert_eq!(assign(10, 3, 1, 3, &[1, 1, 1]), vec![3, 0, 0]);
+        // Only the slots the drain pays for: two of the five peers.
+        assert_eq!(assign(500, 400, 1, 2, &[1; 5]), vec![167, 167, 0, 0, 0]);
+        // A peer bigger than what is left of them gets nothing; a smaller
+        // one after it still may.
+        assert_eq!(assign(100, 90, 1, 3, &[4, 2]), vec![0, 50]);
+        // Nothing queued, nothing assigned.
+        assert_eq!(assign(8, 0, 1, 7, &[1; 7]), vec![0; 7]);
+    }
 
     #[test]
     fn a_fair_share_divides_the_queue_by_free_slots() {

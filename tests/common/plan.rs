@@ -1,5 +1,5 @@
 //! A sync request as a bare node makes it: nothing held, nothing running,
-//! no share to take, no trust. The benchmarks and property tests that call
+//! no share to take, no trust, no claims made for or by peers. The benchmarks and property tests that call
 //! `service::sync::plan` directly start from this and override what they
 //! are about (`SyncRequest { outbox: &o, ..node.request(1) }`).
 
@@ -10,7 +10,7 @@ use dgrid_worker::git::{Git, GridRepo, Txn};
 use dgrid_worker::grid::orphan::OrphanPolicy;
 use dgrid_worker::grid::schedule::NodeLabels;
 use dgrid_worker::grid::{Id, NodeRecord, NodeStatus, TaskRules};
-use dgrid_worker::service::sync::{self, RecordCache, SyncReport, SyncRequest};
+use dgrid_worker::service::sync::{self, ClaimCache, RecordCache, SyncReport, SyncRequest};
 
 pub struct PlainNode {
     pub node: Id,
@@ -20,6 +20,7 @@ pub struct PlainNode {
     pub labels: NodeLabels,
     held: BTreeSet<Id>,
     records: RefCell<RecordCache>,
+    claims_seen: RefCell<ClaimCache>,
 }
 
 impl PlainNode {
@@ -36,6 +37,7 @@ impl PlainNode {
             labels: NodeLabels::default(),
             held: BTreeSet::new(),
             records: RefCell::default(),
+            claims_seen: RefCell::default(),
         }
     }
 
@@ -71,6 +73,10 @@ impl PlainNode {
             preempt_below: None,
             preempt_up_to: 0,
             trust: None,
+            adopt: false,
+            answer: &self.held,
+            assign_within: None,
+            claims_seen: &self.claims_seen,
         }
     }
 }
@@ -87,4 +93,24 @@ pub fn plan_at(url: &str, req: &SyncRequest<'_>) -> SyncReport {
     let repo = GridRepo::open_or_init(git, url, "main").unwrap();
     let tip = repo.fetch().unwrap();
     sync::plan(&Txn { repo: &repo, tip }, req).unwrap().value
+}
+
+/// Plan `req` on the tip of the grid at `url` and push it, from a fresh
+/// clone: the report of the plan that landed (none pushed if it changed
+/// nothing).
+pub fn commit_at(url: &str, req: &SyncRequest<'_>) -> SyncReport {
+    use dgrid_worker::git::TxnOutcome;
+    use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
+    let state = tempfile::tempdir().unwrap();
+    let git = Git::new(
+        "git",
+        state.path().join("grid.git"),
+        std::time::Duration::from_secs(30),
+    );
+    let repo = GridRepo::open_or_init(git, url, "main").unwrap();
+    let who = Identity::for_node(req.node.as_str());
+    match txn::run(&repo, &who, &TxnPolicy::default(), |t| sync::plan(t, req)).unwrap() {
+        TxnOutcome::Committed { value, .. } | TxnOutcome::Unchanged { value, .. } => value,
+        TxnOutcome::Uncertain { error, .. } => panic!("push outcome unknown: {error}"),
+    }
 }

@@ -318,8 +318,14 @@ fn a_burst_of_long_tasks_is_shared_among_idle_nodes() {
         .map(|i| (format!("burst-{i}"), "sleep 6".into(), 30))
         .collect();
     grid.submit(&tasks);
-    wait_until("all three started", Duration::from_secs(5), || {
+    wait_until("all three claimed", Duration::from_secs(5), || {
         grid.files("tasks/in_progress").len() == 3
+    });
+    // A claim made for a peer starts at its next look (a second here).
+    wait_until("all three running", Duration::from_secs(30), || {
+        workers
+            .iter()
+            .all(|w| w.log_text().contains("running task_id=burst-"))
     });
     let owners: std::collections::BTreeSet<String> = grid
         .json_files("tasks/in_progress")

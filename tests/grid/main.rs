@@ -8,6 +8,7 @@ mod common;
 mod tools_fixture;
 
 mod archive;
+mod assigned;
 mod bad_input;
 mod corpus;
 mod lifecycle;

@@ -98,6 +98,18 @@ pub struct SyncRequest<'a> {
     /// The node's trust (`[trust] mode` warn or enforce): which queue
     /// entries it may claim. None: every valid task.
     pub trust: Option<&'a RefCell<Gate>>,
+    /// This node takes claims peers make for it and has a free slot: a
+    /// look that finds some ends there, unpushed, and reports them to
+    /// start at once (`assigned::discover`).
+    pub adopt: bool,
+    /// Claims made for this node that it has started and not answered
+    /// yet: this commit answers them.
+    pub answer: &'a BTreeSet<Id>,
+    /// How long a peer has to answer a claim this node makes for it (none:
+    /// it makes none).
+    pub assign_within: Option<chrono::Duration>,
+    /// Claim files read in earlier rounds, by blob id.
+    pub claims_seen: &'a RefCell<ClaimCache>,
 }
 
 #[derive(Debug, Default)]
@@ -143,13 +155,26 @@ pub struct SyncReport {
     pub inputs: BTreeMap<Id, Vec<(Id, Oid)>>,
     /// Tasks that waited for others, moved on: (task, what became of it).
     pub released: Vec<(String, String)>,
+    /// Claims peers made for this node, found in this look: to start now
+    /// and answer in the next commit (this plan pushes nothing).
+    pub adopted: Vec<ClaimedTask>,
+    /// Claims made for this node that need no answer any more: answered by
+    /// this commit, or gone.
+    pub answered: Vec<Id>,
+    /// Claims made for this node that it started and no longer holds: it
+    /// answered too late. It stops them.
+    pub lost: Vec<Id>,
+    /// Claims this commit makes for idle peers: (task, peer).
+    pub assigned: Vec<(Id, Id)>,
 }
 
 mod admit;
+mod assigned;
 mod claim;
 mod land;
 
 pub use admit::{Gate, GateError};
+pub use assigned::ClaimCache;
 pub use claim::RecordCache;
 use claim::claim;
 use land::land_outbox;
@@ -222,8 +247,31 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         },
         queue: None,
     };
+    if req.adopt {
+        // Claims a peer made for this node: they start now, before any
+        // push of its own; their answer goes with the next commit.
+        let adopted = assigned::discover(repo, &mut d)?;
+        if !adopted.is_empty() {
+            return Ok(Plan {
+                edits: Edits::new(),
+                message: String::new(),
+                value: SyncReport {
+                    tip: Some(tip.to_owned()),
+                    adopted,
+                    ..SyncReport::default()
+                },
+            });
+        }
+    }
     let touched = land_outbox(repo, &mut d)?;
     let landing_only = d.edits.len();
+    assigned::answer(repo, &mut d, &touched)?;
+    if matches!(
+        req.record.status,
+        NodeStatus::Stopped | NodeStatus::Draining
+    ) {
+        assigned::decline(repo, &mut d)?;
+    }
     claim(repo, &mut d, &touched)?;
     if req.reap {
         reap(repo, &mut d, &touched)?;

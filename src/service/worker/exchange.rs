@@ -12,6 +12,11 @@ use crate::status::SyncStats;
 use crate::time;
 
 use super::schedule::Due;
+
+/// How long a claim made for this node waits for a commit to answer it
+/// with: a third of the time it has (`grid::claim::ANSWER_WITHIN`), so
+/// that a push losing races for a while still answers in time.
+const ANSWER_AFTER: Duration = Duration::from_secs(20);
 use super::{View, Worker};
 
 impl Worker {
@@ -107,6 +112,8 @@ impl Worker {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
+        // A free slot: claims a peer made for this node start at once.
+        let adopt = self.registered && start_now > 0 && self.takes_assigned();
         let started = Instant::now();
         let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
             let req = SyncRequest {
@@ -139,6 +146,10 @@ impl Worker {
                 preempt_below,
                 preempt_up_to,
                 trust: self.gate.as_ref(),
+                adopt,
+                answer: &self.unanswered,
+                assign_within: Some(crate::grid::claim::ANSWER_WITHIN),
+                claims_seen: &self.claims_seen,
             };
             sync::plan(t, &req)
         });
@@ -220,17 +231,20 @@ impl Worker {
             self.schedule.looked(now, self.cfg.pull_interval);
         }
         if want > 0 {
-            self.queue_empty_at =
-                (report.queue_left == 0 && report.claimed.is_empty() && report.invalid.is_empty())
-                    .then(|| report.tip.clone())
-                    .flatten();
+            // A look that found claims made for it saw nothing of the queue.
+            let empty = report.queue_left == 0
+                && report.claimed.is_empty()
+                && report.invalid.is_empty()
+                && report.adopted.is_empty();
+            self.queue_empty_at = empty.then(|| report.tip.clone()).flatten();
             self.queue_deep = report.queue_left > 0;
             // Poll again at once while the queue has work and we have room;
             // also at once after putting tasks back in the queue: they were
             // not there to claim.
             // Also when the claim stopped at its share of a priority level:
             // more of it is queued, and it goes before anything lower.
-            let more = report.queue_left > 0 && (report.claimed.len() >= want || report.capped);
+            let more = report.queue_left > 0 && (report.claimed.len() >= want || report.capped)
+                || !report.adopted.is_empty();
             self.schedule
                 .claimed(now, more || report.requeued > 0, self.cfg.pull_interval);
         }
@@ -326,6 +340,34 @@ impl Worker {
         for (task, inputs) in &report.inputs {
             self.inputs.insert(task.clone(), inputs.clone());
         }
+        for (task, peer) in &report.assigned {
+            tracing::info!(task_id = %task, peer = %peer, "claimed for an idle peer");
+        }
+        for id in &report.answered {
+            self.unanswered.remove(id);
+        }
+        for id in &report.lost {
+            tracing::warn!(task_id = %id, "a claim made for this node was reaped before it answered; stopping the task");
+            self.drop_lost(id);
+        }
+        for c in &report.adopted {
+            tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, by = ?c.claim.assigned_by.as_ref().map(|b| b.as_str()), "claimed for this node by a peer");
+            // The tip it was found at holds the claim, as the result says.
+            if let Some(tip) = &report.tip {
+                self.claim_commits
+                    .insert(c.task.task_id.clone(), tip.clone());
+            }
+            self.unanswered.insert(c.task.task_id.clone());
+            self.slots.waiting.push_back(c.clone());
+        }
+        if !self.unanswered.is_empty() {
+            // The answer rides with the next commit this node makes anyway
+            // (its first results, a claim), or goes alone well before its
+            // `answer_by`: a commit each for a drain's idle nodes would
+            // crowd the ref just as the drain starts.
+            let by = now + ANSWER_AFTER;
+            self.schedule.next_heartbeat = self.schedule.next_heartbeat.min(by);
+        }
         for c in &report.claimed {
             tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, priority = c.task.priority(), "claimed");
             // The commit that holds the claim: the node's result names it.
@@ -335,7 +377,7 @@ impl Worker {
             }
             self.slots.waiting.push_back(c.clone());
         }
-        if !report.claimed.is_empty() {
+        if !report.claimed.is_empty() || !report.adopted.is_empty() {
             // Higher work claimed while holding lower: it starts first (a
             // stable sort: claims of one level keep their order).
             let now = time::now();

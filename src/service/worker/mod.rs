@@ -156,6 +156,11 @@ struct Worker {
     key_checked_at: Option<u64>,
     /// For each task this node holds, the commit that pushed its claim.
     claim_commits: HashMap<Id, String>,
+    /// Claims peers made for this node that it started and has not
+    /// answered yet (PROTOCOL.md, Assigned claims).
+    unanswered: std::collections::BTreeSet<Id>,
+    /// Who the claim files name, read so far, by blob id.
+    claims_seen: RefCell<crate::service::sync::ClaimCache>,
     /// Registered: the node has seen the grid once, with the peers that
     /// were there. Until then it claims only its free slots (see
     /// `register`).
@@ -279,6 +284,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         node_key: trust.node_key,
         key_checked_at: None,
         claim_commits: HashMap::new(),
+        unanswered: Default::default(),
+        claims_seen: Default::default(),
         registered: false,
     };
     match w.register(&rx) {

@@ -7,6 +7,10 @@ use crate::time;
 
 use super::Worker;
 
+/// A node that looks less often than this takes no claims made for it:
+/// it could not answer them within `grid::claim::ANSWER_WITHIN`.
+const MAX_PULL_FOR_ASSIGNED: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl Worker {
     pub(super) fn status(&self) -> NodeStatus {
         if self.draining_since.is_some() {
@@ -39,6 +43,7 @@ impl Worker {
             task_ms: self.pace.task_secs().map(|s| (s * 1000.0).round() as u64),
             holds_level: self.slots.lowest_held_level(time::now()),
             busy_ms: self.dry_in().map(|secs| (secs * 1000.0).round() as u64),
+            takes_assigned: self.takes_assigned(),
             problem: self.unhealthy.as_ref().map(|u| u.problem.clone()),
             labels: self.labels.labels.labels().map(|l| l.to_string()).collect(),
             exclusive: self
@@ -50,6 +55,18 @@ impl Worker {
             paused: self.paused.as_ref().map(ToString::to_string),
             node_key: self.node_key.as_ref().map(crate::trust::keys::openssh_line),
         }
+    }
+
+    /// Does this node start claims its peers make for it? Only where its
+    /// labels alone decide what it runs (no trust gate, no volunteer's
+    /// limits), while it takes work, and looking often enough to answer
+    /// within `ANSWER_WITHIN`.
+    pub(super) fn takes_assigned(&self) -> bool {
+        self.gate.is_none()
+            && self.budget.limits().is_unlimited()
+            && self.draining_since.is_none()
+            && self.unhealthy.is_none()
+            && self.cfg.pull_interval <= MAX_PULL_FOR_ASSIGNED
     }
 
     /// When, from now, this node would run dry of the work it holds

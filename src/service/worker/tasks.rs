@@ -422,6 +422,17 @@ impl Worker {
         }
     }
 
+    /// A claim made for this node that it lost (it answered too late):
+    /// stop running it, or drop it unstarted. Its result or requeue, if
+    /// any reaches the outbox, is found moot when it lands.
+    pub(super) fn drop_lost(&mut self, id: &Id) {
+        if let Some(r) = self.slots.running.get(id) {
+            r.cancel.store(true, Ordering::SeqCst);
+        }
+        self.slots.waiting.retain(|c| &c.task.task_id != id);
+        self.claim_commits.remove(id);
+    }
+
     pub(super) fn cancel_all(&mut self, why: &str) {
         for (id, r) in &self.slots.running {
             if !r.cancel.swap(true, Ordering::SeqCst) {

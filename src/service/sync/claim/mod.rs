@@ -31,10 +31,12 @@ use crate::ledger::results;
 use crate::service::outbox::Finish;
 use crate::service::share;
 
+mod assign;
 mod judge;
 mod peers;
 mod take;
 
+use assign::Assignees;
 use judge::{Verdict, consider, file_inbox, read_sample};
 pub use peers::RecordCache;
 use peers::{Peers, peers};
@@ -130,11 +132,21 @@ pub(super) fn claim(
         .iter()
         .filter(|e| e.name != layout::KEEP_FILE.as_bytes() && not_touched(&e.name))
         .count();
-    let peers = if candidates.is_empty() && inbox.is_empty() && !req.survey {
+    let mut peers = if candidates.is_empty() && inbox.is_empty() && !req.survey {
         Peers::default()
     } else {
         peers(repo, nodes, req)?
     };
+    // A peer idle by its record may hold claims made for it already, which
+    // its record cannot show yet: it is not idle, neither to claim for nor
+    // to hand claims back to.
+    if peers.any_assignable() {
+        let holders = super::assigned::holders(repo, d, &in_progress)?;
+        peers.holding(&holders.by_node);
+    }
+    let assigning = req
+        .assign_within
+        .filter(|_| claiming && peers.any_assignable());
     d.report.idle_peer_slots = peers.idle_slots(req.holding_classes);
     d.report.peers_dry = peers.dry_slots(req.holding_classes);
     d.report.live_peer_slots = peers.live_slots(None);
@@ -172,12 +184,26 @@ pub(super) fn claim(
         })
         .collect();
     let order = schedule::order(&places, req.now);
-    let want = match above {
-        Some(_) => req.preempt_up_to,
-        None => how_many(candidates.len() + unread, claimed, req, &peers, d),
+    let queued = candidates.len() + unread;
+    let (want, mut assignees) = match (above, assigning) {
+        (Some(_), _) => (req.preempt_up_to, Assignees::none()),
+        (None, None) => (how_many(queued, claimed, req, &peers, d), Assignees::none()),
+        (None, Some(within)) => {
+            let want = how_many(queued, claimed, req, &peers, d);
+            let others = others_sharing(queued + claimed, req, &peers);
+            let plan = Assignees::plan(
+                queued + claimed,
+                queued.saturating_sub(want),
+                req.slots,
+                others,
+                &peers,
+                within,
+            );
+            (want, plan)
+        }
     };
     let quotas = level_quotas(&candidates, &order, req, &peers, d.report.fair_share);
-    let sample = order.len().min(want * 2 + 4);
+    let sample = order.len().min((want + assignees.total()) * 2 + 4);
     let mut read = read_sample(repo, &candidates, &order[..sample], req)?;
     let mut picker = Picker::new(want);
     let mut results_index: Option<ResultIndex> = None;
@@ -256,23 +282,34 @@ pub(super) fn claim(
                 continue;
             }
         };
+        let path = c.path();
+        let arrival = c.place.batch.minute;
         if picker.offer(level, quotas.get(&level).copied().unwrap_or(usize::MAX)) {
-            let path = c.path();
-            let arrival = c.place.batch.minute;
             queued_before = take(d, &path, task, arrival, inputs, queued_before);
-        } else {
-            left += 1;
-            top = top.max(Some(level));
-            if c.dir == layout::QUEUE {
-                move_to(
-                    d,
-                    &c.path(),
-                    &c.place.file(&task.task_id),
-                    &c.entry.oid,
-                    "file",
-                );
-            }
+            continue;
         }
+        // Next in order after this node's own: an idle peer's, if one is
+        // due some (not a task that reads inputs: a peer finds only its
+        // claim).
+        if inputs.is_empty()
+            && let Some(who) = assignees.who(&c.place.class)
+        {
+            assignees.take(who, d, &path, task, arrival);
+            continue;
+        }
+        left += 1;
+        top = top.max(Some(level));
+        if c.dir == layout::QUEUE {
+            move_to(d, &path, &c.place.file(&task.task_id), &c.entry.oid, "file");
+        }
+    }
+    // The peers claimed for are idle no more: this node hands them nothing
+    // back at once.
+    let given = assignees.given();
+    if !given.is_empty() {
+        peers.holding(&given);
+        d.report.idle_peer_slots = peers.idle_slots(req.holding_classes);
+        d.report.peers_dry = peers.dry_slots(req.holding_classes);
     }
     // Stopped at a level's share, or at the inbox's batch: more is there
     // for this node as soon as it has room.
@@ -317,14 +354,7 @@ fn how_many(
         return req.want_claims;
     }
     let work = queued + claimed;
-    let mut others = peers.live_slots(None);
-    // How many slots the drain pays for, once the tasks' length is known
-    // (timed here, or by the peers): a drain of short tasks goes to the
-    // first few, whose commits are all it costs the ref.
-    if let (Some(task), Some(round)) = (req.task_secs.or(peers.task_secs()), req.round_secs) {
-        let taking_part = share::participants(work, task, round);
-        others = share::others_taking_part(req.slots, others, taking_part);
-    }
+    let others = others_sharing(work, req, peers);
     let share = share::share_to_claim(work, req.holding, req.slots, others);
     d.report.fair_share = share;
     let want = req.want_claims.max(share.min(req.share_up_to));
@@ -348,6 +378,21 @@ fn how_many(
         req.task_secs,
     );
     want - sooner.min(want)
+}
+
+/// The peers' slots that share a drain of `work` tasks with this node:
+/// all the live peers', or, once the tasks' length is known (timed here,
+/// or by the peers), only as many as the drain pays for: a drain of short
+/// tasks goes to the first few, whose commits are all it costs the ref.
+fn others_sharing(work: usize, req: &SyncRequest<'_>, peers: &Peers) -> u32 {
+    let others = peers.live_slots(None);
+    match (req.task_secs.or(peers.task_secs()), req.round_secs) {
+        (Some(task), Some(round)) => {
+            let taking_part = share::participants(work, task, round);
+            share::others_taking_part(req.slots, others, taking_part)
+        }
+        _ => others,
+    }
 }
 
 /// Each level's quota: this node's share of the level, among the peers

@@ -2,9 +2,11 @@
 //! (slots, idle or not, what they serve), for this node's share; and the
 //! cache that reads only the records that changed since the last round.
 
+use std::collections::BTreeMap;
+
 use crate::git::{EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::schedule::NodeLabels;
-use crate::grid::{Class, NodeRecord, NodeStatus, layout};
+use crate::grid::{Class, Id, NodeRecord, NodeStatus, layout};
 use crate::service::sync::SyncRequest;
 
 /// The other nodes taking work at a tip, as their records say: their
@@ -14,6 +16,7 @@ pub(super) struct Peers(Vec<Peer>);
 
 #[derive(Debug, Clone)]
 struct Peer {
+    id: Id,
     slots: u32,
     idle: bool,
     labels: NodeLabels,
@@ -24,6 +27,15 @@ struct Peer {
     /// When, from now, it runs dry of what it holds, in seconds: 0 if idle,
     /// as its record reckons (`busy_ms`) if busy, none if it cannot tell.
     dry_in: Option<f64>,
+    /// It starts claims made for it (`takes_assigned`).
+    takes_assigned: bool,
+}
+
+/// An idle peer this node may claim for: its id, slots and labels.
+pub(super) struct Assignable {
+    pub id: Id,
+    pub slots: u32,
+    pub labels: NodeLabels,
 }
 
 impl Peer {
@@ -39,6 +51,40 @@ impl Peer {
 const MAX_PEER_SLOTS_RECKONED: usize = 4096;
 
 impl Peers {
+    /// Is any peer idle and taking claims made for it?
+    pub(super) fn any_assignable(&self) -> bool {
+        self.0.iter().any(|p| p.idle && p.takes_assigned)
+    }
+
+    /// Peers holding claims at this tip (`holding`, by node) are not idle,
+    /// whatever their records say: a claim made for one has not reached
+    /// its record yet. When they run dry they cannot tell.
+    pub(super) fn holding(&mut self, holding: &BTreeMap<Id, usize>) {
+        for p in self.0.iter_mut().filter(|p| p.idle) {
+            if holding.get(&p.id).is_some_and(|n| *n > 0) {
+                p.idle = false;
+                p.dry_in = None;
+            }
+        }
+    }
+
+    /// The idle peers that take claims made for them, in a random order:
+    /// nodes that claim at once do not all favour the same peer.
+    pub(super) fn assignable(&self) -> Vec<Assignable> {
+        let mut out: Vec<Assignable> = self
+            .0
+            .iter()
+            .filter(|p| p.idle && p.takes_assigned)
+            .map(|p| Assignable {
+                id: p.id.clone(),
+                slots: p.slots,
+                labels: p.labels.clone(),
+            })
+            .collect();
+        fastrand::shuffle(&mut out);
+        out
+    }
+
     /// Slots of the peers that serve any of `classes` (all: `None`).
     pub(super) fn live_slots(&self, classes: Option<&[&Class]>) -> u32 {
         self.0
@@ -131,6 +177,7 @@ pub(super) fn peers(
             })
             .filter(|n| n.takes_work(req.now, req.policy.stale_after))
             .map(|n| Peer {
+                id: n.node_id.clone(),
                 // A record without the field (an older worker) has one slot.
                 slots: n.concurrency.clamp(1, 1024),
                 idle: n.status == NodeStatus::Idle,
@@ -138,6 +185,7 @@ pub(super) fn peers(
                 task_secs: n.task_ms.map(record_secs),
                 holds_level: n.holds_level,
                 dry_in: dry_in(n, req.now),
+                takes_assigned: n.takes_assigned,
             })
             .collect(),
     ))

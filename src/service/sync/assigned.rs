@@ -1,0 +1,209 @@
+//! Claims made for idle peers (PROTOCOL.md, Assigned claims). A node that
+//! claims from a backlog claims for idle peers too, in its one commit, so
+//! that one push starts many nodes instead of each waiting its turn on the
+//! ref. Here: who holds claims at a tip (read once per blob, through a
+//! cache), the claims a peer made for this node (found when it looks, and
+//! started before any push of its own), and its answers to them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::Draft;
+use crate::git::{Blob, Edit, EntryMode, GitError, GridRepo, Oid, TreeEntry};
+use crate::grid::claim::ClaimedTask;
+use crate::grid::{Id, Task, layout};
+use crate::ledger::queue::requeue_path;
+
+/// Claim files read in one sync, at most, beyond those read before: a grid
+/// that fills `in_progress/` with junk cannot make a look long. Those not
+/// read count for nobody until a later look reads them.
+const MAX_CLAIMS_READ: usize = 512;
+
+/// Who each claim file names, by blob id (a blob never changes), so that
+/// a look reads only the claims made since the last. Bounded: a grid that
+/// keeps pushing new claims empties it now and then.
+#[derive(Debug, Default)]
+pub struct ClaimCache(HashMap<Oid, Option<Holder>>);
+
+#[derive(Debug, Clone)]
+struct Holder {
+    node: Id,
+    unanswered: bool,
+}
+
+impl ClaimCache {
+    const MAX: usize = 8192;
+
+    fn remember(&mut self, oid: Oid, holder: Option<Holder>) {
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(oid, holder);
+    }
+}
+
+/// The claims at a tip, by the node they name.
+#[derive(Debug, Default)]
+pub(super) struct Holders {
+    /// Claims naming each node (answered or not).
+    pub by_node: BTreeMap<Id, usize>,
+    /// The claim files made for this node and not answered yet.
+    mine: Vec<TreeEntry>,
+}
+
+/// Who holds the claims listed in `in_progress/` (`entries`), as far as
+/// this look can read.
+pub(super) fn holders(
+    repo: &GridRepo,
+    d: &Draft<'_>,
+    entries: &[TreeEntry],
+) -> Result<Holders, GitError> {
+    let files: Vec<&TreeEntry> = entries
+        .iter()
+        .filter(|e| e.mode == EntryMode::File && e.name != layout::KEEP_FILE.as_bytes())
+        .collect();
+    let mut cache = d.req.claims_seen.borrow_mut();
+    // By blob, with a name it is found under: a claim's task id is its
+    // file's stem.
+    let unseen: BTreeMap<Oid, String> = files
+        .iter()
+        .filter(|e| !cache.0.contains_key(&e.oid))
+        .map(|e| (e.oid.clone(), e.name_lossy()))
+        .take(MAX_CLAIMS_READ)
+        .collect();
+    let oids: Vec<Oid> = unseen.keys().cloned().collect();
+    let read = repo.read_objects(&oids, d.req.rules.max_file_bytes as u64)?;
+    for ((oid, name), blob) in unseen.into_iter().zip(read) {
+        let holder = match &blob {
+            Blob::Data(b) => ClaimedTask::parse(&name, b, d.req.rules)
+                .ok()
+                .map(|c| Holder {
+                    unanswered: c.claim.unanswered(),
+                    node: c.claim.node_id,
+                }),
+            // Not read for lack of budget: not known yet.
+            Blob::Deferred { .. } => continue,
+            _ => None,
+        };
+        cache.remember(oid, holder);
+    }
+    let mut out = Holders::default();
+    for e in files {
+        let Some(Some(h)) = cache.0.get(&e.oid) else {
+            continue;
+        };
+        *out.by_node.entry(h.node.clone()).or_default() += 1;
+        if h.unanswered && &h.node == d.req.node {
+            out.mine.push(e.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The claims made for this node, unanswered, that it does not hold, as
+/// files at this tip.
+fn unheld(repo: &GridRepo, d: &Draft<'_>) -> Result<Vec<ClaimedTask>, GitError> {
+    let entries = repo.list_dir(d.tip, layout::IN_PROGRESS)?;
+    let holders = holders(repo, d, &entries)?;
+    if holders.mine.is_empty() {
+        return Ok(Vec::new());
+    }
+    let req = d.req;
+    let oids: Vec<Oid> = holders.mine.iter().map(|e| e.oid.clone()).collect();
+    let blobs = repo.read_objects(&oids, req.rules.max_file_bytes as u64)?;
+    Ok(holders
+        .mine
+        .iter()
+        .zip(blobs)
+        .filter_map(|(e, b)| ClaimedTask::parse(&e.name_lossy(), b.data()?, req.rules).ok())
+        .filter(|c| !req.held.contains(&c.task.task_id))
+        .collect())
+}
+
+/// A node stopping puts back the claims made for it that it has not
+/// started, as the same attempt, rather than leave them for `answer_by`.
+pub(super) fn decline(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
+    for c in unheld(repo, d)? {
+        let id = &c.task.task_id;
+        d.edits
+            .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
+        d.edits.insert(
+            requeue_path(&c.task, c.arrival()).into_bytes(),
+            Edit::Put(c.requeued(c.claim.attempt)),
+        );
+        d.summary.push(format!("requeue {id} (not taken)"));
+        d.report.requeued += 1;
+    }
+    Ok(())
+}
+
+/// The claims peers made for this node that it does not hold yet and can
+/// run: it starts them at once, and answers them in its next commit.
+/// Claims it cannot run (its rules or labels refuse the task) it leaves:
+/// unanswered, they go back to the queue at their `answer_by`.
+pub(super) fn discover(repo: &GridRepo, d: &mut Draft<'_>) -> Result<Vec<ClaimedTask>, GitError> {
+    let req = d.req;
+    let mut found = Vec::new();
+    for c in unheld(repo, d)? {
+        // Its own rules, not the assigning node's: a task it would not
+        // claim it does not run for being handed it.
+        let strict = Task::parse(&c.requeued(c.claim.attempt), req.rules);
+        if strict.is_err() || req.labels.serves(&c.task.class()).is_err() {
+            tracing::warn!(task_id = %c.task.task_id, "a claim assigned to this node asks what it does not serve; left to go back to the queue");
+            continue;
+        }
+        found.push(c);
+    }
+    Ok(found)
+}
+
+/// Answer the claims made for this node that it has started
+/// (`req.answer`): the claim becomes its own. One whose result lands in
+/// this very commit needs no answer. One it no longer holds (reaped after
+/// its `answer_by`, and maybe claimed again) is lost: the node stops
+/// running it, so that no two live nodes run one task for longer than it
+/// takes to find out.
+pub(super) fn answer(
+    repo: &GridRepo,
+    d: &mut Draft<'_>,
+    landing: &BTreeSet<Id>,
+) -> Result<(), GitError> {
+    let req = d.req;
+    if req.answer.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&Id> = req.answer.iter().collect();
+    let specs: Vec<String> = ids
+        .iter()
+        .map(|id| format!("{}:{}", d.tip, layout::in_progress_file(id)))
+        .collect();
+    let blobs = repo.read_objects(&specs, req.rules.max_file_bytes as u64)?;
+    for (id, blob) in ids.into_iter().zip(blobs) {
+        if matches!(blob, Blob::Deferred { .. }) {
+            continue;
+        }
+        d.report.answered.push(id.clone());
+        if landing.contains(id) {
+            continue;
+        }
+        let Some(c) = blob
+            .data()
+            .and_then(|b| ClaimedTask::parse(&format!("{id}.json"), b, req.rules).ok())
+        else {
+            d.report.lost.push(id.clone());
+            continue;
+        };
+        if &c.claim.node_id != req.node {
+            d.report.lost.push(id.clone());
+            continue;
+        }
+        if !c.claim.unanswered() {
+            continue;
+        }
+        d.edits.insert(
+            layout::in_progress_file(id).into_bytes(),
+            Edit::Put(c.answered().to_bytes()),
+        );
+        d.summary.push(format!("take {id}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! Claiming for idle peers: once a node has claimed its own, the tasks
+//! next in the queue's order go to the idle peers that start claims made
+//! for them, each up to its share (`share::assign`), in the same commit.
+//! One push then starts many nodes: each idle peer finds its claims at its
+//! next look and starts them before any push of its own.
+
+use crate::git::Edit;
+use crate::grid::claim::ClaimedTask;
+use crate::grid::schedule::NodeLabels;
+use crate::grid::{Class, Id, Task, layout};
+use crate::service::share;
+use crate::service::sync::Draft;
+
+use super::peers::Peers;
+
+struct Assignee {
+    id: Id,
+    labels: NodeLabels,
+    /// How many more to claim for it.
+    due: usize,
+    slots: usize,
+    given: usize,
+    /// The timeouts of the tasks claimed for it beyond its slots: they
+    /// wait for those, and their deadlines allow for it.
+    queued_before: chrono::Duration,
+}
+
+/// The idle peers this node claims for in this commit, and how many each.
+pub(super) struct Assignees {
+    peers: Vec<Assignee>,
+    within: chrono::Duration,
+}
+
+impl Assignees {
+    /// Claim nothing for anyone.
+    pub(super) fn none() -> Assignees {
+        Assignees {
+            peers: Vec::new(),
+            within: chrono::Duration::zero(),
+        }
+    }
+
+    /// For `work` tasks not done, of which `queued` are left once this
+    /// node has claimed its own, shared among this node's `mine` slots and
+    /// `others` of its peers'.
+    pub(super) fn plan(
+        work: usize,
+        queued: usize,
+        mine: u32,
+        others: u32,
+        peers: &Peers,
+        within: chrono::Duration,
+    ) -> Assignees {
+        let idle = peers.assignable();
+        let slots: Vec<u32> = idle.iter().map(|p| p.slots).collect();
+        let due = share::assign(work, queued, mine, others, &slots);
+        Assignees {
+            peers: idle
+                .into_iter()
+                .zip(due)
+                .filter(|(_, due)| *due > 0)
+                .map(|(p, due)| Assignee {
+                    id: p.id,
+                    labels: p.labels,
+                    due,
+                    slots: p.slots as usize,
+                    given: 0,
+                    queued_before: chrono::Duration::zero(),
+                })
+                .collect(),
+            within,
+        }
+    }
+
+    /// The peers it claimed for, and how many each.
+    pub(super) fn given(&self) -> std::collections::BTreeMap<Id, usize> {
+        self.peers
+            .iter()
+            .filter(|p| p.given > 0)
+            .map(|p| (p.id.clone(), p.given))
+            .collect()
+    }
+
+    /// How many tasks it means to claim for peers in all.
+    pub(super) fn total(&self) -> usize {
+        self.peers.iter().map(|p| p.due).sum()
+    }
+
+    /// The first peer still due some that serves `class`, if any.
+    pub(super) fn who(&self, class: &Class) -> Option<usize> {
+        self.peers
+            .iter()
+            .position(|p| p.due > 0 && p.labels.serves(class).is_ok())
+    }
+
+    /// Claim `task` (the queue file at `from`) for peer `who` (from
+    /// [`Assignees::who`]).
+    pub(super) fn take(
+        &mut self,
+        who: usize,
+        d: &mut Draft<'_>,
+        from: &[u8],
+        task: Task,
+        arrival: crate::time::Timestamp,
+    ) {
+        let p = &mut self.peers[who];
+        let req = d.req;
+        let grace = req.claim_grace + p.queued_before;
+        if p.given >= p.slots {
+            // Validated: at most max_timeout_seconds.
+            p.queued_before += chrono::Duration::seconds(task.timeout_seconds as i64);
+        }
+        p.due -= 1;
+        p.given += 1;
+        let claimed = ClaimedTask::assigned(task, &p.id, req.node, req.now, grace, self.within)
+            .arrived(arrival);
+        let id = claimed.task.task_id.clone();
+        d.edits.insert(from.to_vec(), Edit::Delete);
+        d.edits.insert(
+            layout::in_progress_file(&id).into_bytes(),
+            Edit::Put(claimed.to_bytes()),
+        );
+        d.summary.push(format!("claim {id} for {}", p.id));
+        d.report.assigned.push((id, p.id.clone()));
+    }
+}

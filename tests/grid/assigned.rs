@@ -1,0 +1,268 @@
+//! Claims made for idle peers (PROTOCOL.md, Assigned claims): one commit
+//! claims for the idle nodes that take such claims; each starts its own at
+//! its next look, before any push, and answers with its next commit; one
+//! that does not answer in time has its claims go back to the queue as the
+//! same attempt. Real repositories and real pushes throughout.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::common::plan::{PlainNode, commit_at};
+use crate::common::*;
+use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
+use dgrid_worker::service::sync::SyncRequest;
+
+fn record(node: &str, takes_assigned: bool) -> (String, Vec<u8>) {
+    let now = dgrid_worker::time::format(dgrid_worker::time::now());
+    let r = NodeRecord {
+        takes_assigned,
+        ..NodeRecord::new(Id::parse(node).unwrap(), NodeStatus::Idle, now)
+    };
+    (format!("nodes/{node}.json"), r.to_bytes())
+}
+
+/// A node whose record, when it writes one, is fresh.
+fn live(node: &str) -> PlainNode {
+    let mut n = PlainNode::new(node);
+    n.record.last_heartbeat = dgrid_worker::time::format(dgrid_worker::time::now());
+    n
+}
+
+/// Who the claim files name, and which of them are still unanswered.
+fn claims(grid: &Grid) -> Vec<(String, String, bool)> {
+    grid.json_files("tasks/in_progress")
+        .values()
+        .map(|c| {
+            (
+                c["task_id"].as_str().unwrap().to_owned(),
+                c["claim"]["node_id"].as_str().unwrap().to_owned(),
+                c["claim"].get("answer_by").is_some(),
+            )
+        })
+        .collect()
+}
+
+fn held_by(grid: &Grid, node: &str) -> BTreeSet<Id> {
+    claims(grid)
+        .into_iter()
+        .filter(|(_, n, _)| n == node)
+        .map(|(t, _, _)| Id::parse(&t).unwrap())
+        .collect()
+}
+
+/// Four idle peers: p1 and p2 take claims made for them, p3 (an older
+/// worker) does not, and p4 holds one already. Sixteen tasks, one slot
+/// each: a share of four (17 tasks not done over five slots). The node
+/// claims its four and four each for p1 and p2, in one commit. p1 finds
+/// its four at its look and pushes nothing; its next commit answers them.
+/// p2 never answers: past `answer_by` its four go back as the same
+/// attempt. p4, with no room for the one made for it, gives it back, and
+/// p6, stopping, puts back the one made for it.
+#[test]
+fn claims_made_for_idle_peers_are_started_answered_or_given_back() {
+    let grid = Grid::new();
+    let mut files = vec![
+        record("p1", true),
+        record("p2", true),
+        record("p3", false),
+        record("p4", true),
+    ];
+    let held = serde_json::json!({
+        "task_id": "held", "script": "true", "timeout_seconds": 30,
+        "claim": {"node_id": "p4", "claimed_at": dgrid_worker::time::format(dgrid_worker::time::now()),
+                  "deadline": "2999-01-01T00:00:00Z", "attempt": 1,
+                  "assigned_by": "x", "answer_by": "2999-01-01T00:00:00Z"}
+    });
+    files.push((
+        "tasks/in_progress/held.json".into(),
+        held.to_string().into_bytes(),
+    ));
+    let mut gone = held.clone();
+    gone["task_id"] = "gone".into();
+    gone["claim"]["node_id"] = "p6".into();
+    files.push((
+        "tasks/in_progress/gone.json".into(),
+        gone.to_string().into_bytes(),
+    ));
+    files.extend((0..16).map(|i| {
+        let body = serde_json::json!({"task_id": format!("t{i:02}"), "script": "sleep 1", "timeout_seconds": 30});
+        (format!("tasks/queue/t{i:02}.json"), body.to_string().into_bytes())
+    }));
+    grid.commit_files(&files, "four idle peers and a backlog");
+
+    // The claim, for itself and for the idle peers that take it.
+    let me = live("me");
+    let report = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            share_up_to: 16,
+            assign_within: Some(chrono::Duration::seconds(60)),
+            ..me.request(1)
+        },
+    );
+    assert_eq!(report.claimed.len(), 4, "its own share");
+    let mut to: Vec<&str> = report.assigned.iter().map(|(_, p)| p.as_str()).collect();
+    to.sort();
+    assert_eq!(to, ["p1", "p1", "p1", "p1", "p2", "p2", "p2", "p2"]);
+    assert_eq!(held_by(&grid, "me").len(), 4);
+    assert_eq!(held_by(&grid, "p3").len(), 0, "an older worker: none");
+    assert_eq!(held_by(&grid, "p4").len(), 1, "holding already: none");
+    for c in grid.json_files("tasks/in_progress").values() {
+        if c["claim"]["node_id"] == "p1" {
+            assert_eq!(c["claim"]["assigned_by"], "me");
+            assert!(
+                c["claim"]["answer_by"].as_str().unwrap()
+                    > c["claim"]["claimed_at"].as_str().unwrap()
+            );
+        }
+    }
+    assert_eq!(grid.queued().len(), 4);
+
+    // p1 looks: it finds its four, and pushes nothing.
+    let p1 = live("p1");
+    let before = claims(&grid);
+    let found = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            adopt: true,
+            ..p1.request(1)
+        },
+    );
+    let adopted: BTreeSet<Id> = found
+        .adopted
+        .iter()
+        .map(|c| c.task.task_id.clone())
+        .collect();
+    assert_eq!(adopted, held_by(&grid, "p1"));
+    assert!(found.claimed.is_empty(), "nothing claimed besides");
+    assert_eq!(
+        claims(&grid),
+        before,
+        "a look that finds claims pushes nothing"
+    );
+
+    // Its next commit answers them: they are its own.
+    let answered = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            held: &adopted,
+            answer: &adopted,
+            ..p1.request(0)
+        },
+    );
+    assert_eq!(answered.answered.len(), 4);
+    assert!(answered.lost.is_empty());
+    for (task, node, unanswered) in claims(&grid) {
+        if node == "p1" {
+            assert!(!unanswered, "{task} answered");
+        }
+    }
+
+    // A minute on, p2 has not answered: its four go back, attempt 1.
+    let other = PlainNode::new("other");
+    let later = dgrid_worker::time::now() + chrono::Duration::seconds(61);
+    let reaped = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            reap: true,
+            now: later,
+            ..other.request(0)
+        },
+    );
+    let mut back: Vec<&str> = reaped.reaped.iter().map(|(t, _)| t.as_str()).collect();
+    back.sort();
+    assert_eq!(back.len(), 4, "{:?}", reaped.reaped);
+    assert!(
+        reaped
+            .reaped
+            .iter()
+            .all(|(_, why)| why.contains("attempt 1") && why.contains("not answered")),
+        "{:?}",
+        reaped.reaped
+    );
+    assert_eq!(held_by(&grid, "p2").len(), 0);
+    assert_eq!(held_by(&grid, "p1").len(), 4, "answered claims stand");
+    assert_eq!(grid.queued().len(), 8);
+    assert!(
+        grid.queued()
+            .values()
+            .all(|t| t["attempt"].as_u64().unwrap_or(1) == 1),
+        "no attempt spent"
+    );
+
+    // p4, busy, reaps the claim made for it that it cannot take.
+    let p4 = PlainNode::new("p4");
+    let declined = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            reap: true,
+            ..p4.request(0)
+        },
+    );
+    assert_eq!(declined.reaped.len(), 1, "{:?}", declined.reaped);
+    assert!(declined.reaped[0].1.contains("attempt 1"));
+    assert!(declined.reaped[0].1.contains("could not take it"));
+    assert_eq!(grid.queued().len(), 9);
+
+    // p6 stops before it looked: its last commit puts back what was
+    // claimed for it.
+    let mut p6 = live("p6");
+    p6.record.status = NodeStatus::Stopped;
+    let stopped = commit_at(&grid.url(), &p6.request(0));
+    assert_eq!(stopped.requeued, 1);
+    assert_eq!(held_by(&grid, "p6").len(), 0);
+    let queued = grid.queued();
+    let back = queued.values().find(|t| t["task_id"] == "gone").unwrap();
+    assert_eq!(back["attempt"].as_u64().unwrap_or(1), 1);
+    assert_eq!(grid.queued().len(), 10);
+}
+
+/// Idle workers with the real binary: the first to claim claims for the
+/// others, each starts what was claimed for it, and every task runs once.
+#[test]
+fn idle_workers_run_what_a_peer_claimed_for_them() {
+    let grid = Grid::new();
+    let nodes = ["for-a", "for-b", "for-c"];
+    let mut workers: Vec<WorkerProc> = nodes
+        .iter()
+        .map(|n| {
+            let mut spec = WorkerSpec::new(&grid, n);
+            spec.drain = false;
+            spawn_worker(&grid, &spec)
+        })
+        .collect();
+    wait_until("every registration", Duration::from_secs(60), || {
+        grid.files("nodes").len() == nodes.len()
+    });
+    let tasks: Vec<(String, String, u64)> = (0..6)
+        .map(|i| (format!("s{i}"), "sleep 2".into(), 60))
+        .collect();
+    grid.submit(&tasks);
+    wait_until("all six completed", Duration::from_secs(120), || {
+        grid.files("tasks/completed").len() == 6
+    });
+    let log = String::from_utf8(git(&grid.bare, &["log", "--format=%s", "main"]).stdout).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains(" for for-")),
+        "a claim made for a peer:\n{log}"
+    );
+    let ran: BTreeSet<String> = grid
+        .json_files("tasks/completed")
+        .values()
+        .map(|r| r["node_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ran.len(), 3, "every node ran some: {ran:?}");
+    wait_until("no claim left", Duration::from_secs(60), || {
+        grid.files("tasks/in_progress").is_empty()
+    });
+    for w in workers.iter() {
+        w.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    for w in workers.iter_mut() {
+        assert!(
+            w.wait_exit(Duration::from_secs(60)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+}

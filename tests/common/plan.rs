@@ -73,7 +73,7 @@ impl PlainNode {
             preempt_below: None,
             preempt_up_to: 0,
             trust: None,
-            adopt: false,
+            adopt: 0,
             answer: &self.held,
             assign_within: None,
             claims_seen: &self.claims_seen,

@@ -138,8 +138,9 @@ pub(super) fn decline(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
 
 /// The claims peers made for this node that it does not hold yet and can
 /// run: it starts them at once, and answers them in its next commit.
-/// Claims it cannot run (its rules or labels refuse the task) it leaves:
-/// unanswered, they go back to the queue at their `answer_by`.
+/// Claims it cannot run (its rules or labels refuse the task), and those
+/// beyond what it may hold (`req.adopt`), it leaves: unanswered, they go
+/// back to the queue at their `answer_by`, or at its own next reap.
 pub(super) fn discover(repo: &GridRepo, d: &mut Draft<'_>) -> Result<Vec<ClaimedTask>, GitError> {
     let req = d.req;
     let mut found = Vec::new();
@@ -152,6 +153,9 @@ pub(super) fn discover(repo: &GridRepo, d: &mut Draft<'_>) -> Result<Vec<Claimed
             continue;
         }
         found.push(c);
+        if found.len() >= req.adopt {
+            break;
+        }
     }
     Ok(found)
 }

@@ -99,9 +99,9 @@ pub struct SyncRequest<'a> {
     /// entries it may claim. None: every valid task.
     pub trust: Option<&'a RefCell<Gate>>,
     /// This node takes claims peers make for it and has a free slot: a
-    /// look that finds some ends there, unpushed, and reports them to
-    /// start at once (`assigned::discover`).
-    pub adopt: bool,
+    /// look that finds some ends there, unpushed, and reports up to this
+    /// many of them to start at once (`assigned::discover`). 0: none.
+    pub adopt: usize,
     /// Claims made for this node that it has started and not answered
     /// yet: this commit answers them.
     pub answer: &'a BTreeSet<Id>,
@@ -247,7 +247,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         },
         queue: None,
     };
-    if req.adopt {
+    if req.adopt > 0 {
         // Claims a peer made for this node: they start now, before any
         // push of its own; their answer goes with the next commit.
         let adopted = assigned::discover(repo, &mut d)?;

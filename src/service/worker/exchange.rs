@@ -113,7 +113,14 @@ impl Worker {
             .into_iter()
             .collect();
         // A free slot: claims a peer made for this node start at once.
-        let adopt = self.registered && start_now > 0 && self.takes_assigned();
+        // As many as it may hold: a grid cannot fill its slots' waiting
+        // line past what it would claim itself.
+        let adopt = if self.registered && start_now > 0 && self.takes_assigned() {
+            (self.cfg.concurrency as usize + self.cfg.claim_ahead as usize)
+                .saturating_sub(self.slots.running.len() + self.slots.waiting.len())
+        } else {
+            0
+        };
         let started = Instant::now();
         let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
             let req = SyncRequest {

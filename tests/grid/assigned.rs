@@ -96,6 +96,7 @@ fn claims_made_for_idle_peers_are_started_answered_or_given_back() {
         &grid.url(),
         &SyncRequest {
             share_up_to: 16,
+            task_secs: Some(1.0),
             assign_within: Some(chrono::Duration::seconds(60)),
             ..me.request(1)
         },
@@ -124,7 +125,7 @@ fn claims_made_for_idle_peers_are_started_answered_or_given_back() {
     let found = commit_at(
         &grid.url(),
         &SyncRequest {
-            adopt: true,
+            adopt: 16,
             ..p1.request(1)
         },
     );
@@ -215,6 +216,48 @@ fn claims_made_for_idle_peers_are_started_answered_or_given_back() {
     let back = queued.values().find(|t| t["task_id"] == "gone").unwrap();
     assert_eq!(back["attempt"].as_u64().unwrap_or(1), 1);
     assert_eq!(grid.queued().len(), 10);
+}
+
+/// With no task timed anywhere, the node cannot tell how many slots a
+/// drain pays for (500 tasks of a few milliseconds pay for five): it
+/// gives each idle peer at most eight tasks a slot, and the peer claims
+/// the rest of its share itself once it has timed one. Sixty-four tasks,
+/// a peer of two slots: its share is 42, blind 16.
+#[test]
+fn a_blind_claim_gives_an_idle_peer_eight_tasks_a_slot() {
+    let grid = Grid::new();
+    let (path, _) = record("p1", true);
+    let now = dgrid_worker::time::format(dgrid_worker::time::now());
+    let two_slots = NodeRecord {
+        takes_assigned: true,
+        concurrency: 2,
+        ..NodeRecord::new(Id::parse("p1").unwrap(), NodeStatus::Idle, now)
+    };
+    let mut files = vec![(path, two_slots.to_bytes())];
+    files.extend((0..64).map(|i| {
+        let body = serde_json::json!({"task_id": format!("t{i:02}"), "script": "true", "timeout_seconds": 30});
+        (format!("tasks/queue/t{i:02}.json"), body.to_string().into_bytes())
+    }));
+    grid.commit_files(&files, "an idle peer and a backlog");
+    let me = live("me");
+    let assigned = |task_secs: Option<f64>| {
+        let report = crate::common::plan::plan_at(
+            &grid.url(),
+            &SyncRequest {
+                share_up_to: 64,
+                task_secs,
+                assign_within: Some(chrono::Duration::seconds(60)),
+                ..me.request(1)
+            },
+        );
+        (report.claimed.len(), report.assigned.len())
+    };
+    assert_eq!(
+        assigned(None),
+        (22, 16),
+        "blind: its share, and eight a slot"
+    );
+    assert_eq!(assigned(Some(1.0)), (22, 42), "timed: the peer's share");
 }
 
 /// Idle workers with the real binary: the first to claim claims for the

@@ -191,11 +191,12 @@ pub(super) fn claim(
         (None, Some(within)) => {
             let want = how_many(queued, claimed, req, &peers, d);
             let others = others_sharing(queued + claimed, req, &peers);
+            let blind = req.task_secs.or(peers.task_secs()).is_none();
             let plan = Assignees::plan(
                 queued + claimed,
                 queued.saturating_sub(want),
-                req.slots,
-                others,
+                (req.slots, others),
+                blind,
                 &peers,
                 within,
             );

@@ -222,9 +222,11 @@ fn claims_made_for_idle_peers_are_started_answered_or_given_back() {
 /// drain pays for (500 tasks of a few milliseconds pay for five): it
 /// gives each idle peer at most eight tasks a slot, and the peer claims
 /// the rest of its share itself once it has timed one. Sixty-four tasks,
-/// a peer of two slots: its share is 42, blind 16.
+/// peers of two slots and one: their shares are 32 and 16, blind 16 and
+/// 8. A peer alone gets none: it would find the task as soon at its own
+/// look.
 #[test]
-fn a_blind_claim_gives_an_idle_peer_eight_tasks_a_slot() {
+fn a_blind_claim_gives_idle_peers_eight_tasks_a_slot_and_one_alone_none() {
     let grid = Grid::new();
     let (path, _) = record("p1", true);
     let now = dgrid_worker::time::format(dgrid_worker::time::now());
@@ -234,13 +236,15 @@ fn a_blind_claim_gives_an_idle_peer_eight_tasks_a_slot() {
         ..NodeRecord::new(Id::parse("p1").unwrap(), NodeStatus::Idle, now)
     };
     let mut files = vec![(path, two_slots.to_bytes())];
+    let alone = files.clone();
+    files.push(record("p2", true));
     files.extend((0..64).map(|i| {
         let body = serde_json::json!({"task_id": format!("t{i:02}"), "script": "true", "timeout_seconds": 30});
         (format!("tasks/queue/t{i:02}.json"), body.to_string().into_bytes())
     }));
-    grid.commit_files(&files, "an idle peer and a backlog");
+    grid.commit_files(&files, "two idle peers and a backlog");
     let me = live("me");
-    let assigned = |task_secs: Option<f64>| {
+    let assigned = |grid: &Grid, task_secs: Option<f64>| {
         let report = crate::common::plan::plan_at(
             &grid.url(),
             &SyncRequest {
@@ -252,12 +256,12 @@ fn a_blind_claim_gives_an_idle_peer_eight_tasks_a_slot() {
         );
         (report.claimed.len(), report.assigned.len())
     };
-    assert_eq!(
-        assigned(None),
-        (22, 16),
-        "blind: its share, and eight a slot"
-    );
-    assert_eq!(assigned(Some(1.0)), (22, 42), "timed: the peer's share");
+    assert_eq!(assigned(&grid, None), (16, 24), "blind: eight a slot");
+    assert_eq!(assigned(&grid, Some(1.0)), (16, 48), "timed: their shares");
+    let one = Grid::new();
+    one.commit_files(&alone, "one idle peer");
+    one.commit_files(&files[2..], "a backlog");
+    assert_eq!(assigned(&one, Some(1.0)).1, 0, "one peer: none");
 }
 
 /// Idle workers with the real binary: the first to claim claims for the

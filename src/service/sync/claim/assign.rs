@@ -22,6 +22,10 @@ use super::peers::Peers;
 /// peer made 8 nodes drain 500 `true` tasks at 0.42 x one node.
 const BLIND_PER_SLOT: usize = 8;
 
+/// A node claims for its idle peers only when it starts at least this many
+/// of them: what a claim for peers saves is their taking turns on the ref.
+const MIN_PEERS: usize = 2;
+
 struct Assignee {
     id: Id,
     labels: NodeLabels,
@@ -70,6 +74,12 @@ impl Assignees {
             for (d, s) in due.iter_mut().zip(&slots) {
                 *d = (*d).min(*s as usize * BLIND_PER_SLOT);
             }
+        }
+        // Claims for one peer only do not pay: that peer starts them at its
+        // own next look, where on its own it would have had them at the first
+        // look of any idle node (pickup p50 0.36 s before, 0.61 s with).
+        if due.iter().filter(|d| **d > 0).count() < MIN_PEERS {
+            return Assignees::none();
         }
         Assignees {
             peers: idle

@@ -101,9 +101,9 @@ pub(super) fn holders(
 
 /// The claims made for this node, unanswered, that it does not hold, as
 /// files at this tip.
-fn unheld(repo: &GridRepo, d: &Draft<'_>) -> Result<Vec<ClaimedTask>, GitError> {
-    let entries = repo.list_dir(d.tip, layout::IN_PROGRESS)?;
-    let holders = holders(repo, d, &entries)?;
+fn unheld(repo: &GridRepo, d: &mut Draft<'_>) -> Result<Vec<ClaimedTask>, GitError> {
+    let listed = d.claims_and_nodes(repo)?;
+    let holders = holders(repo, d, &listed[0])?;
     if holders.mine.is_empty() {
         return Ok(Vec::new());
     }

@@ -190,6 +190,8 @@ struct Draft<'a> {
     report: SyncReport,
     /// The queue at `tip`, listed once and shared by the steps.
     queue: Option<Rc<QueueAt>>,
+    /// `in_progress/` and `nodes/` at `tip`, listed once.
+    claims_and_nodes: Option<Rc<[Vec<TreeEntry>; 2]>>,
 }
 
 impl Draft<'_> {
@@ -201,6 +203,21 @@ impl Draft<'_> {
         let q = Rc::new(QueueAt::list(repo, self.tip)?);
         self.queue = Some(q.clone());
         Ok(q)
+    }
+
+    /// The claims and the node records at this plan's tip, in one listing
+    /// (on first use).
+    fn claims_and_nodes(&mut self, repo: &GridRepo) -> Result<Rc<[Vec<TreeEntry>; 2]>, GitError> {
+        if let Some(l) = &self.claims_and_nodes {
+            return Ok(l.clone());
+        }
+        let [claims, nodes]: [Vec<TreeEntry>; 2] = repo
+            .list_dirs(self.tip, &[layout::IN_PROGRESS, layout::NODES])?
+            .try_into()
+            .expect("two directories asked, two listed");
+        let l = Rc::new([claims, nodes]);
+        self.claims_and_nodes = Some(l.clone());
+        Ok(l)
     }
 
     /// Move an entry that breaks the rules out of `dir` into `failed/`,
@@ -246,6 +263,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
             ..SyncReport::default()
         },
         queue: None,
+        claims_and_nodes: None,
     };
     if req.adopt > 0 {
         // Claims a peer made for this node: they start now, before any

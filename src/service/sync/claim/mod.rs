@@ -124,10 +124,8 @@ pub(super) fn claim(
         .collect();
     // The claims and the nodes, in one listing: the work not done counts
     // what is claimed, and the peers' records say who shares it.
-    let [in_progress, nodes]: [Vec<TreeEntry>; 2] = repo
-        .list_dirs(d.tip, &[layout::IN_PROGRESS, layout::NODES])?
-        .try_into()
-        .expect("two directories asked, two listed");
+    let listed = d.claims_and_nodes(repo)?;
+    let [in_progress, nodes] = &*listed;
     let claimed = in_progress
         .iter()
         .filter(|e| e.name != layout::KEEP_FILE.as_bytes() && not_touched(&e.name))
@@ -141,7 +139,7 @@ pub(super) fn claim(
     // its record cannot show yet: it is not idle, neither to claim for nor
     // to hand claims back to.
     if peers.any_assignable() {
-        let holders = super::assigned::holders(repo, d, &in_progress)?;
+        let holders = super::assigned::holders(repo, d, in_progress)?;
         peers.holding(&holders.by_node);
     }
     let assigning = req

@@ -140,11 +140,11 @@ impl Peers {
 
 pub(super) fn peers(
     repo: &GridRepo,
-    nodes: Vec<TreeEntry>,
+    nodes: &[TreeEntry],
     req: &SyncRequest<'_>,
 ) -> Result<Peers, GitError> {
-    let others: Vec<TreeEntry> = nodes
-        .into_iter()
+    let others: Vec<&TreeEntry> = nodes
+        .iter()
         .filter(|e| e.mode == EntryMode::File && e.name != layout::KEEP_FILE.as_bytes())
         .filter(|e| layout::json_stem(&e.name_lossy()) != Some(req.node.as_str()))
         .collect();

@@ -588,3 +588,19 @@ pub fn write_script(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
+
+/// Workers idle and registered (they stay when the queue empties).
+pub fn idle_fleet(grid: &Grid, nodes: &[&str]) -> Vec<WorkerProc> {
+    let workers: Vec<WorkerProc> = nodes
+        .iter()
+        .map(|n| {
+            let mut spec = WorkerSpec::new(grid, n);
+            spec.drain = false;
+            spawn_worker(grid, &spec)
+        })
+        .collect();
+    wait_until("every registration", Duration::from_secs(60), || {
+        grid.files("nodes").len() == nodes.len()
+    });
+    workers
+}

@@ -84,13 +84,7 @@ impl PlainNode {
 /// Plan `req` on the tip of the grid at `url`, from a fresh clone: what
 /// the node would commit there (nothing is pushed).
 pub fn plan_at(url: &str, req: &SyncRequest<'_>) -> SyncReport {
-    let state = tempfile::tempdir().unwrap();
-    let git = Git::new(
-        "git",
-        state.path().join("grid.git"),
-        std::time::Duration::from_secs(30),
-    );
-    let repo = GridRepo::open_or_init(git, url, "main").unwrap();
+    let (_state, repo) = clone_of(url);
     let tip = repo.fetch().unwrap();
     sync::plan(&Txn { repo: &repo, tip }, req).unwrap().value
 }
@@ -101,6 +95,16 @@ pub fn plan_at(url: &str, req: &SyncRequest<'_>) -> SyncReport {
 pub fn commit_at(url: &str, req: &SyncRequest<'_>) -> SyncReport {
     use dgrid_worker::git::TxnOutcome;
     use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
+    let (_state, repo) = clone_of(url);
+    let who = Identity::for_node(req.node.as_str());
+    match txn::run(&repo, &who, &TxnPolicy::default(), |t| sync::plan(t, req)).unwrap() {
+        TxnOutcome::Committed { value, .. } | TxnOutcome::Unchanged { value, .. } => value,
+        TxnOutcome::Uncertain { error, .. } => panic!("push outcome unknown: {error}"),
+    }
+}
+
+/// A fresh private clone of the grid at `url` (gone with the directory).
+fn clone_of(url: &str) -> (tempfile::TempDir, GridRepo) {
     let state = tempfile::tempdir().unwrap();
     let git = Git::new(
         "git",
@@ -108,9 +112,5 @@ pub fn commit_at(url: &str, req: &SyncRequest<'_>) -> SyncReport {
         std::time::Duration::from_secs(30),
     );
     let repo = GridRepo::open_or_init(git, url, "main").unwrap();
-    let who = Identity::for_node(req.node.as_str());
-    match txn::run(&repo, &who, &TxnPolicy::default(), |t| sync::plan(t, req)).unwrap() {
-        TxnOutcome::Committed { value, .. } | TxnOutcome::Unchanged { value, .. } => value,
-        TxnOutcome::Uncertain { error, .. } => panic!("push outcome unknown: {error}"),
-    }
+    (state, repo)
 }

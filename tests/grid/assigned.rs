@@ -270,17 +270,7 @@ fn a_blind_claim_gives_idle_peers_eight_tasks_a_slot_and_one_alone_none() {
 fn idle_workers_run_what_a_peer_claimed_for_them() {
     let grid = Grid::new();
     let nodes = ["for-a", "for-b", "for-c"];
-    let mut workers: Vec<WorkerProc> = nodes
-        .iter()
-        .map(|n| {
-            let mut spec = WorkerSpec::new(&grid, n);
-            spec.drain = false;
-            spawn_worker(&grid, &spec)
-        })
-        .collect();
-    wait_until("every registration", Duration::from_secs(60), || {
-        grid.files("nodes").len() == nodes.len()
-    });
+    let mut workers = idle_fleet(&grid, &nodes);
     let tasks: Vec<(String, String, u64)> = (0..6)
         .map(|i| (format!("s{i}"), "sleep 2".into(), 60))
         .collect();

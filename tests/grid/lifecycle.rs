@@ -346,22 +346,6 @@ fn a_burst_of_long_tasks_is_shared_among_idle_nodes() {
     assert_eq!(grid.json_files("tasks/completed").len(), 3);
 }
 
-/// Workers idle and registered; returns them with the grid.
-fn idle_fleet(grid: &Grid, nodes: &[&str]) -> Vec<WorkerProc> {
-    let workers: Vec<WorkerProc> = nodes
-        .iter()
-        .map(|n| {
-            let mut spec = WorkerSpec::new(grid, n);
-            spec.drain = false;
-            spawn_worker(grid, &spec)
-        })
-        .collect();
-    wait_until("every registration", Duration::from_secs(60), || {
-        grid.files("nodes").len() == nodes.len()
-    });
-    workers
-}
-
 /// Stop at once (two signals): running tasks go back to the queue.
 fn stop_now(workers: &mut [WorkerProc]) {
     for w in workers.iter() {

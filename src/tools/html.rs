@@ -112,9 +112,17 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
     for r in &view.running {
         let _ = write!(
             h,
-            "<tr class=\"running\" data-task=\"{id}\"><td>{id}</td><td>{node}</td><td>{age}</td><td>{att}</td><td>{dl}{err}</td></tr>",
+            "<tr class=\"running\" data-task=\"{id}\"><td>{id}</td><td>{node}{by}</td><td>{age}</td><td>{att}</td><td>{dl}{err}</td></tr>",
             id = escape(&r.task_id),
             node = escape(&r.node_id),
+            by = r
+                .assigned_by
+                .as_deref()
+                .map(|b| format!(
+                    " <span class=\"note\">(claimed for it by {}, not answered yet)</span>",
+                    escape(b)
+                ))
+                .unwrap_or_default(),
             age = human_age(r.age_s),
             att = r.attempt,
             dl = escape(&r.deadline),

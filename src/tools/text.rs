@@ -77,11 +77,12 @@ pub fn status(view: &GridView, repo: &str) -> String {
             None => {
                 let _ = writeln!(
                     s,
-                    "  {:<30} on {:<20} for {:>4}  attempt {}",
+                    "  {:<30} on {:<20} for {:>4}  attempt {}{}",
                     esc(&r.task_id),
                     esc(&r.node_id),
                     human_age(r.age_s),
-                    r.attempt
+                    r.attempt,
+                    unanswered(r)
                 );
             }
         }
@@ -256,4 +257,17 @@ fn trust(s: &mut String, view: &GridView) {
         );
     }
     more(s, not.len());
+}
+
+/// A claim made for the node by a peer, not answered yet: said so, as it
+/// may go back to the queue at `answer_by`.
+fn unanswered(r: &super::view::RunningView) -> String {
+    match (&r.assigned_by, &r.answer_by) {
+        (Some(by), Some(until)) => format!(
+            "  (claimed for it by {}, not answered yet; back to the queue after {})",
+            esc(by),
+            esc(until)
+        ),
+        _ => String::new(),
+    }
 }

@@ -118,6 +118,25 @@ fn claims_made_for_idle_peers_are_started_answered_or_given_back() {
         }
     }
     assert_eq!(grid.queued().len(), 4);
+    // `status` says which claims wait for an answer.
+    let o = crate::tools_fixture::dgrid(&["status", "--repo", &grid.url()]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let p1_line = text.lines().find(|l| l.contains(" on p1 ")).unwrap();
+    assert!(
+        p1_line.contains("claimed for it by me, not answered yet"),
+        "{text}"
+    );
+    let mine = text.lines().find(|l| l.contains(" on me ")).unwrap();
+    assert!(!mine.contains("claimed for it"), "{text}");
+    let o = crate::tools_fixture::dgrid(&["status", "--repo", &grid.url(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let by: Vec<&str> = v["running"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["assigned_by"].as_str())
+        .collect();
+    assert_eq!(by.len(), 10, "8 for p1 and p2, and the two seeded: {by:?}");
 
     // p1 looks: it finds its four, and pushes nothing.
     let p1 = live("p1");

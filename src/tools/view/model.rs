@@ -142,6 +142,12 @@ pub struct RunningView {
     pub age_s: Option<i64>,
     pub deadline: String,
     pub attempt: u32,
+    /// A claim another node made for this one, not answered yet: who made
+    /// it, and by when the node must answer (PROTOCOL.md, Assigned claims).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub assigned_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub answer_by: Option<String>,
     /// Set when the claim file cannot be read.
     pub error: Option<String>,
 }

@@ -196,6 +196,8 @@ pub(super) fn running_views(
                     claimed_at: c.claim.claimed_at,
                     deadline: c.claim.deadline,
                     attempt: c.claim.attempt,
+                    assigned_by: c.claim.assigned_by.map(|b| b.to_string()),
+                    answer_by: c.claim.answer_by,
                     error: None,
                 },
                 Err(err) => RunningView {
@@ -205,6 +207,8 @@ pub(super) fn running_views(
                     age_s: None,
                     deadline: String::new(),
                     attempt: 0,
+                    assigned_by: None,
+                    answer_by: None,
                     error: Some(format!("{}/{name}: {err}", layout::IN_PROGRESS)),
                 },
             }

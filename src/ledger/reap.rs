@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::git::{Blob, EntryMode, GridRepo, TreeEntry};
 use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
-use crate::grid::orphan::{self, Disposition, OrphanPolicy};
+use crate::grid::orphan::{self, Disposition, OrphanPolicy, OrphanReason};
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, NodeRecord, Task, TaskRules, layout};
 use crate::time::Timestamp;
@@ -38,6 +38,9 @@ pub struct ReapPlan {
     pub invalid: Vec<(String, String)>,
     /// Commit message items.
     pub summary: Vec<String>,
+    /// Peers that left claims made for them unanswered: their records now
+    /// say they take no such claims, until they write them again.
+    pub silent: Vec<Id>,
 }
 
 /// Look at every claim in `in_progress/` at `tip` and plan what becomes of
@@ -111,6 +114,9 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
     // budget is not known yet: its claims wait for a later round.
     let mut unknown_yet: BTreeSet<&Id> = BTreeSet::new();
     let mut records: BTreeMap<&Id, NodeRecord> = BTreeMap::new();
+    // The records as read, for those that take claims made for them: one
+    // that leaves them unanswered is rewritten with all else it says kept.
+    let mut taking: BTreeMap<&Id, Vec<u8>> = BTreeMap::new();
     for (n, b) in claimers
         .iter()
         .copied()
@@ -124,6 +130,9 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                     .map_err(|_| ())
                     .and_then(|r| if &r.node_id == n { Ok(r) } else { Err(()) })
                 {
+                    if r.takes_assigned {
+                        taking.insert(n, b);
+                    }
                     records.insert(n, r);
                 }
             }
@@ -155,13 +164,18 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                 }
             })
         } else {
-            orphan::orphan_reason(
+            let reason = orphan::orphan_reason(
                 &c.claim,
                 records.get(&c.claim.node_id),
                 input.now,
                 input.policy,
-            )
-            .map(|r| r.to_string())
+            );
+            if matches!(reason, Some(OrphanReason::NotAnswered { .. }))
+                && let Some(record) = taking.remove(&c.claim.node_id)
+            {
+                silence(&mut out, &c.claim.node_id, &record);
+            }
+            reason.map(|r| r.to_string())
         };
         let Some(why) = why else { continue };
         out.edits
@@ -196,4 +210,28 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         }
     }
     Ok(out)
+}
+
+/// A peer left a claim made for it unanswered past its `answer_by`: dead
+/// with a record that still looks fresh (a node that crashed counts as
+/// live until `stale_after`, hours at the defaults), or cut off from the
+/// grid. Its record is rewritten to say it takes no claims made for it
+/// (`takes_assigned: false`; all else it says, fields this version does
+/// not know included, kept as it was), so that no node claims for it
+/// again, each time costing those tasks a minute. The node's own next
+/// commit rewrites its record, and says it again if it does.
+fn silence(out: &mut ReapPlan, node: &Id, record: &[u8]) {
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(record) else {
+        return;
+    };
+    fields.insert("takes_assigned".into(), serde_json::Value::Bool(false));
+    out.edits.insert(
+        layout::node_file(node).into_bytes(),
+        Edit::Put(crate::grid::claim::pretty(&serde_json::Value::Object(
+            fields,
+        ))),
+    );
+    out.summary
+        .push(format!("{node} takes no claims made for it"));
+    out.silent.push(node.clone());
 }

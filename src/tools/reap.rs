@@ -26,6 +26,9 @@ pub struct ReapSummary {
     pub released: Vec<(String, String)>,
     /// Queued tasks no live node serves, by class.
     pub unservable: Vec<Unservable>,
+    /// Nodes that left claims made for them unanswered: their records now
+    /// say they take none.
+    pub silent: Vec<String>,
 }
 
 /// Queued tasks of one class that no live node serves.
@@ -119,6 +122,7 @@ pub fn plan(
             invalid,
             released: released.moved,
             unservable,
+            silent: planned.silent.iter().map(ToString::to_string).collect(),
         },
     })
 }

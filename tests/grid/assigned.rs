@@ -322,3 +322,130 @@ fn idle_workers_run_what_a_peer_claimed_for_them() {
         );
     }
 }
+
+/// A peer that leaves the claims made for it unanswered (dead, with a
+/// record that looks fresh for hours) is claimed for no more: the reap
+/// that puts its claims back rewrites its record to say it takes none,
+/// keeping all else the record says, and the next claim from the backlog
+/// leaves it out. Its own next record says it takes them again.
+#[test]
+fn a_peer_that_does_not_answer_is_claimed_for_no_more_until_it_writes_again() {
+    let grid = Grid::new();
+    let (p1, p1_bytes) = record("p1", true);
+    let mut p1_json: serde_json::Value = serde_json::from_slice(&p1_bytes).unwrap();
+    p1_json["a_field_of_a_later_version"] = serde_json::json!({"kept": [1, 2]});
+    let mut files = vec![
+        (p1, p1_json.to_string().into_bytes()),
+        record("p2", true),
+        record("p3", true),
+    ];
+    files.extend((0..40).map(|i| {
+        let body = serde_json::json!({"task_id": format!("t{i:02}"), "script": "sleep 1", "timeout_seconds": 30});
+        (format!("tasks/queue/t{i:02}.json"), body.to_string().into_bytes())
+    }));
+    grid.commit_files(&files, "three idle peers and a backlog");
+    let me = live("me");
+    let claim_at = |now: dgrid_worker::time::Timestamp, held: &BTreeSet<Id>| {
+        commit_at(
+            &grid.url(),
+            &SyncRequest {
+                share_up_to: 4,
+                task_secs: Some(1.0),
+                assign_within: Some(chrono::Duration::seconds(60)),
+                held,
+                now,
+                ..me.request(1)
+            },
+        )
+    };
+    let first = claim_at(dgrid_worker::time::now(), &BTreeSet::new());
+    let mut to: BTreeSet<&str> = first.assigned.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(
+        to,
+        BTreeSet::from(["p1", "p2", "p3"]),
+        "{:?}",
+        first.assigned
+    );
+
+    // p3 answers; p1 and p2 never do. A minute on, a reap puts their
+    // claims back and says so in their records.
+    let mut p3 = live("p3");
+    p3.record.takes_assigned = true;
+    let mine3 = held_by(&grid, "p3");
+    commit_at(
+        &grid.url(),
+        &SyncRequest {
+            held: &mine3,
+            answer: &mine3,
+            ..p3.request(0)
+        },
+    );
+    let later = dgrid_worker::time::now() + chrono::Duration::seconds(61);
+    let reaped = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            reap: true,
+            now: later,
+            ..PlainNode::new("other").request(0)
+        },
+    );
+    let mut silent: Vec<&str> = reaped.silent.iter().map(|n| n.as_str()).collect();
+    silent.sort();
+    assert_eq!(silent, ["p1", "p2"]);
+    let nodes = grid.json_files("nodes");
+    let p1_now = &nodes["p1.json"];
+    assert_eq!(p1_now["takes_assigned"], false);
+    assert_eq!(
+        p1_now["a_field_of_a_later_version"]["kept"][1], 2,
+        "{p1_now}"
+    );
+    assert_eq!(
+        p1_now["last_heartbeat"], p1_json["last_heartbeat"],
+        "its heartbeat is its own to write"
+    );
+    assert_eq!(nodes["p3.json"]["takes_assigned"], true, "p3 answered");
+    let log =
+        String::from_utf8(git(&grid.bare, &["log", "-1", "--format=%B", "main"]).stdout).unwrap();
+    assert!(log.contains("p1 takes no claims made for it"), "{log}");
+
+    // The `reap` tool, run as the grid's workflow runs it, names nobody now:
+    // the claims are back and the records say it already.
+    let o = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["silent"], serde_json::json!([]), "{v}");
+
+    // The next claim from the backlog leaves p1 and p2 out; with p3 alone
+    // to claim for, it claims for nobody (a peer alone gains nothing).
+    let mine = held_by(&grid, "me");
+    let second = claim_at(later + chrono::Duration::seconds(1), &mine);
+    assert!(second.claimed.len() > 0, "{second:?}");
+    to = second.assigned.iter().map(|(_, p)| p.as_str()).collect();
+    assert!(!to.contains("p1") && !to.contains("p2"), "{to:?}");
+
+    // p1 and p2 come back: their records say they take claims again, and
+    // the next claim is made for them.
+    for p in ["p1", "p2"] {
+        let mut back = live(p);
+        back.record.takes_assigned = true;
+        commit_at(
+            &grid.url(),
+            &SyncRequest {
+                heartbeat: true,
+                now: later + chrono::Duration::seconds(2),
+                ..back.request(0)
+            },
+        );
+    }
+    assert_eq!(grid.json_files("nodes")["p1.json"]["takes_assigned"], true);
+    let mine = held_by(&grid, "me");
+    let third = claim_at(later + chrono::Duration::seconds(3), &mine);
+    to = third.assigned.iter().map(|(_, p)| p.as_str()).collect();
+    assert!(
+        to.contains("p1") && to.contains("p2"),
+        "{:?} {} queued, claimed {}, second {:?}",
+        third.assigned,
+        grid.queued().len(),
+        third.claimed.len(),
+        second.assigned
+    );
+}

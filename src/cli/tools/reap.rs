@@ -100,6 +100,7 @@ pub fn reap(a: ReapArgs) -> ExitCode {
                 "invalid": summary.invalid,
                 "released": summary.released,
                 "unservable": summary.unservable,
+                "silent": summary.silent,
             })
         );
     } else {
@@ -112,6 +113,12 @@ pub fn reap(a: ReapArgs) -> ExitCode {
         }
         for (task, what) in &summary.released {
             println!("{}: {verb}{}", esc(task), esc(what));
+        }
+        for node in &summary.silent {
+            println!(
+                "{}: {verb}marked as taking no claims made for it (it left them unanswered)",
+                esc(node)
+            );
         }
         for u in &summary.unservable {
             let more = u.tasks.saturating_sub(u.task_ids.len());

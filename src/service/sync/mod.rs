@@ -124,6 +124,9 @@ pub struct SyncReport {
     pub invalid: Vec<(String, String)>,
     /// Orphaned claims handled: (task, what was done and why).
     pub reaped: Vec<(String, String)>,
+    /// Peers whose records now say they take no claims made for them, as
+    /// they left such claims unanswered.
+    pub silent: Vec<Id>,
     /// Queue entries left after this plan (valid or not yet looked at), when
     /// the queue was looked at (claiming or surveying).
     pub queue_left: usize,
@@ -367,6 +370,7 @@ fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<()
     d.summary.extend(planned.summary);
     d.report.invalid.extend(planned.invalid);
     d.report.reaped.extend(planned.reaped);
+    d.report.silent.extend(planned.silent);
     Ok(())
 }
 

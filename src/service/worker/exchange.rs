@@ -341,6 +341,9 @@ impl Worker {
         for (task, what) in &report.reaped {
             tracing::warn!(task_id = %task, action = %what, "orphaned claim reaped");
         }
+        for peer in &report.silent {
+            tracing::warn!(node_id = %peer, "a peer left claims made for it unanswered; none are made for it until it writes its record again");
+        }
         for (task, what) in &report.released {
             tracing::info!(task_id = %task, action = %what, "waiting task moved on");
         }

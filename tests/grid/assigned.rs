@@ -418,7 +418,7 @@ fn a_peer_that_does_not_answer_is_claimed_for_no_more_until_it_writes_again() {
     // to claim for, it claims for nobody (a peer alone gains nothing).
     let mine = held_by(&grid, "me");
     let second = claim_at(later + chrono::Duration::seconds(1), &mine);
-    assert!(second.claimed.len() > 0, "{second:?}");
+    assert!(!second.claimed.is_empty(), "{second:?}");
     to = second.assigned.iter().map(|(_, p)| p.as_str()).collect();
     assert!(!to.contains("p1") && !to.contains("p2"), "{to:?}");
 

@@ -290,6 +290,13 @@ fn idle_workers_run_what_a_peer_claimed_for_them() {
     let grid = Grid::new();
     let nodes = ["for-a", "for-b", "for-c"];
     let mut workers = idle_fleet(&grid, &nodes);
+    for n in nodes {
+        assert_eq!(
+            grid.json_files("nodes")[&format!("{n}.json")]["takes_assigned"],
+            true,
+            "a worker with no gate nor limits takes claims made for it"
+        );
+    }
     let tasks: Vec<(String, String, u64)> = (0..6)
         .map(|i| (format!("s{i}"), "sleep 2".into(), 60))
         .collect();

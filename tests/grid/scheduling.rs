@@ -675,6 +675,13 @@ fn a_node_at_its_hourly_cap_stops_claiming_holds_nothing_and_says_so() {
         paused.starts_with("at its limit of 3 tasks an hour until "),
         "{paused}"
     );
+    // A node with limits judges what it runs by its budget: no peer claims
+    // for it (PROTOCOL.md, Assigned claims).
+    assert!(
+        record(&grid, "capped").get("takes_assigned").is_none(),
+        "{}",
+        record(&grid, "capped")
+    );
     // Nothing held while it waits for its budget: the rest stay queued.
     std::thread::sleep(Duration::from_secs(3));
     assert!(grid.files("tasks/in_progress").is_empty());

@@ -207,6 +207,9 @@ fn enforce_runs_only_what_a_submitter_signed_and_names_each_refusal() {
     let public = std::fs::read_to_string(t.key("n1.pub")).unwrap();
     let words = |s: &str| s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
     assert_eq!(record["node_key"].as_str().unwrap(), words(&public));
+    // What a node with a trust gate runs is not for a peer to judge: it
+    // takes no claims made for it (PROTOCOL.md, Assigned claims).
+    assert!(record.get("takes_assigned").is_none(), "{record}");
     assert_eq!(t.held_version(&w), 6);
     let ran = std::fs::read_to_string(w.state.join("trust/ran")).unwrap();
     assert_eq!(ran.lines().count(), 1, "{ran}");

@@ -74,6 +74,7 @@ impl PlainNode {
             preempt_up_to: 0,
             trust: None,
             adopt: 0,
+            adopt_above: 0,
             answer: &self.held,
             assign_within: None,
             claims_seen: &self.claims_seen,

@@ -456,3 +456,116 @@ fn a_peer_that_does_not_answer_is_claimed_for_no_more_until_it_writes_again() {
         second.assigned
     );
 }
+
+/// A burst of work above what the nodes hold: the first node to see it
+/// claims its share, and in the same commit each busy peer's share for
+/// it, if that peer holds only lower work in short tasks and takes claims
+/// made for it. A peer running a long task, one holding work at the
+/// burst's level, and one that takes no such claims get none. A peer's
+/// look finds its share, pushes nothing, and starts it before the lower
+/// claims it holds.
+#[test]
+fn a_burst_above_what_busy_peers_hold_is_claimed_for_them_in_one_commit() {
+    let grid = Grid::new();
+    let busy = |node: &str, holds: u8, task_ms: u64, takes: bool| {
+        let now = dgrid_worker::time::format(dgrid_worker::time::now());
+        let r = NodeRecord {
+            takes_assigned: takes,
+            holds_level: Some(holds),
+            task_ms: Some(task_ms),
+            ..NodeRecord::new(Id::parse(node).unwrap(), NodeStatus::Busy, now)
+        };
+        (format!("nodes/{node}.json"), r.to_bytes())
+    };
+    grid.commit_files(
+        &[
+            busy("short1", 10, 200, true),
+            busy("short2", 10, 200, true),
+            busy("long", 10, 600_000, true),
+            busy("level", 90, 200, true),
+            busy("older", 10, 200, false),
+        ],
+        "five busy peers",
+    );
+    let burst: Vec<serde_json::Value> = (0..12)
+        .map(|i| serde_json::json!({"task_id": format!("high-{i:02}"), "script": "true", "timeout_seconds": 30, "priority": 90}))
+        .collect();
+    let file = grid.path("burst.json");
+    std::fs::write(&file, serde_json::Value::Array(burst).to_string()).unwrap();
+    let o = crate::tools_fixture::dgrid(&[
+        "submit",
+        "--repo",
+        &grid.url(),
+        "--task-file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // "me" holds two low claims not started: its look sees the burst.
+    let me = live("me");
+    let report = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            survey: true,
+            preempt_below: Some(10),
+            preempt_up_to: 2,
+            assign_within: Some(chrono::Duration::seconds(60)),
+            ..me.request(0)
+        },
+    );
+    // Twelve over six slots: two each.
+    assert_eq!(report.claimed.len(), 2, "its own share");
+    let mut to: Vec<&str> = report.assigned.iter().map(|(_, p)| p.as_str()).collect();
+    to.sort();
+    assert_eq!(to, ["short1", "short1", "short2", "short2"]);
+    assert_eq!(grid.lane_paths().len(), 6, "the rest left");
+
+    // short1 runs a low task and holds another: its look finds the two
+    // made for it and pushes nothing.
+    let mut short1 = live("short1");
+    short1.record.takes_assigned = true;
+    let before = claims(&grid);
+    // It has no free slot (its claim waits for the running task), so it
+    // takes what is above its lowest claim waiting: a slot's worth a look.
+    short1.record.holds_level = Some(10);
+    let look = |held: &BTreeSet<Id>| {
+        commit_at(
+            &grid.url(),
+            &SyncRequest {
+                adopt_above: 1,
+                held,
+                ..short1.request(0)
+            },
+        )
+    };
+    let found = look(&BTreeSet::new());
+    assert_eq!(found.adopted.len(), 1, "a slot's worth at a look");
+    assert!(found.adopted[0].task.task_id.as_str().starts_with("high-"));
+    assert_eq!(
+        claims(&grid),
+        before,
+        "a look that finds claims pushes nothing"
+    );
+    let held: BTreeSet<Id> = [found.adopted[0].task.task_id.clone()].into();
+    let more = look(&held);
+    assert_eq!(more.adopted.len(), 1, "the other at its next look");
+    assert_ne!(more.adopted[0].task.task_id, found.adopted[0].task.task_id);
+
+    // Work at or below what it holds is not taken beyond its room: a
+    // node with none left leaves it to go back to the queue.
+    short1.record.holds_level = Some(90);
+    let low = look_below(&grid, &short1);
+    assert!(low.adopted.is_empty(), "{:?}", low.adopted);
+}
+
+/// A look of a node holding work at level 90 at the lowest: the claims
+/// made for it (level 90) are not above that.
+fn look_below(grid: &Grid, node: &PlainNode) -> dgrid_worker::service::sync::SyncReport {
+    commit_at(
+        &grid.url(),
+        &SyncRequest {
+            adopt_above: 1,
+            ..node.request(0)
+        },
+    )
+}

@@ -541,6 +541,12 @@ fn a_priority_burst_mid_drain_starts_before_the_low_work_left() {
     eprintln!(
         "low claims given back for the burst: {given_back}; low tasks after the last high start: {after} of {left}"
     );
+    // Claims a node made for its busy peers (a burst above what they hold)
+    // were all taken: none sat unanswered until it went back.
+    for w in &workers {
+        let log = w.log_text();
+        assert!(!log.contains("not answered"), "{log}");
+    }
 }
 
 /// One node busy with a long low task and holding five more it has not

@@ -28,6 +28,9 @@ pub struct ClaimCache(HashMap<Oid, Option<Holder>>);
 struct Holder {
     node: Id,
     unanswered: bool,
+    /// The task's priority and when it arrived: its level at any moment.
+    priority: u8,
+    arrival: crate::time::Timestamp,
 }
 
 impl ClaimCache {
@@ -46,8 +49,12 @@ impl ClaimCache {
 pub(super) struct Holders {
     /// Claims naming each node (answered or not).
     pub by_node: BTreeMap<Id, usize>,
+    /// The nodes named by claims made for them and not answered yet.
+    pub unanswered: BTreeSet<Id>,
     /// The claim files made for this node and not answered yet.
     mine: Vec<TreeEntry>,
+    /// Their tasks' (priority, arrival), in the same order.
+    mine_levels: Vec<(u8, crate::time::Timestamp)>,
 }
 
 /// Who holds the claims listed in `in_progress/` (`entries`), as far as
@@ -57,11 +64,43 @@ pub(super) fn holders(
     d: &Draft<'_>,
     entries: &[TreeEntry],
 ) -> Result<Holders, GitError> {
+    holders_of(repo, d.req.node, d.req.rules, d.req.claims_seen, entries)
+}
+
+/// Are there claims made for `node` at `tip`, that it does not hold
+/// (`held`), of work above `level` at `now`? A look at a free slot asks,
+/// holding claims of `level` at the lowest: a peer may have claimed a
+/// burst of higher work for it, which it then syncs to start first.
+pub fn made_for(
+    repo: &GridRepo,
+    tip: &str,
+    (node, held): (&Id, &BTreeSet<Id>),
+    (level, now): (u8, crate::time::Timestamp),
+    rules: &crate::grid::TaskRules,
+    cache: &std::cell::RefCell<ClaimCache>,
+) -> Result<bool, GitError> {
+    let entries = repo.list_dir(tip, layout::IN_PROGRESS)?;
+    let h = holders_of(repo, node, rules, cache, &entries)?;
+    Ok(h.mine.iter().zip(&h.mine_levels).any(|(e, (p, at))| {
+        crate::grid::schedule::effective_priority(*p, *at, now) > level
+            && layout::json_stem(&e.name_lossy())
+                .and_then(|s| Id::parse(s).ok())
+                .is_none_or(|id| !held.contains(&id))
+    }))
+}
+
+fn holders_of(
+    repo: &GridRepo,
+    node: &Id,
+    rules: &crate::grid::TaskRules,
+    cache: &std::cell::RefCell<ClaimCache>,
+    entries: &[TreeEntry],
+) -> Result<Holders, GitError> {
     let files: Vec<&TreeEntry> = entries
         .iter()
         .filter(|e| e.mode == EntryMode::File && e.name != layout::KEEP_FILE.as_bytes())
         .collect();
-    let mut cache = d.req.claims_seen.borrow_mut();
+    let mut cache = cache.borrow_mut();
     // By blob, with a name it is found under: a claim's task id is its
     // file's stem.
     let unseen: BTreeMap<Oid, String> = files
@@ -71,15 +110,15 @@ pub(super) fn holders(
         .take(MAX_CLAIMS_READ)
         .collect();
     let oids: Vec<Oid> = unseen.keys().cloned().collect();
-    let read = repo.read_objects(&oids, d.req.rules.max_file_bytes as u64)?;
+    let read = repo.read_objects(&oids, rules.max_file_bytes as u64)?;
     for ((oid, name), blob) in unseen.into_iter().zip(read) {
         let holder = match &blob {
-            Blob::Data(b) => ClaimedTask::parse(&name, b, d.req.rules)
-                .ok()
-                .map(|c| Holder {
-                    unanswered: c.claim.unanswered(),
-                    node: c.claim.node_id,
-                }),
+            Blob::Data(b) => ClaimedTask::parse(&name, b, rules).ok().map(|c| Holder {
+                unanswered: c.claim.unanswered(),
+                priority: c.task.priority(),
+                arrival: c.arrival(),
+                node: c.claim.node_id,
+            }),
             // Not read for lack of budget: not known yet.
             Blob::Deferred { .. } => continue,
             _ => None,
@@ -92,8 +131,12 @@ pub(super) fn holders(
             continue;
         };
         *out.by_node.entry(h.node.clone()).or_default() += 1;
-        if h.unanswered && &h.node == d.req.node {
-            out.mine.push(e.clone());
+        if h.unanswered {
+            if &h.node == node {
+                out.mine.push(e.clone());
+                out.mine_levels.push((h.priority, h.arrival));
+            }
+            out.unanswered.insert(h.node.clone());
         }
     }
     Ok(out)
@@ -139,11 +182,15 @@ pub(super) fn decline(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
 /// The claims peers made for this node that it does not hold yet and can
 /// run: it starts them at once, and answers them in its next commit.
 /// Claims it cannot run (its rules or labels refuse the task), and those
-/// beyond what it may hold (`req.adopt`), it leaves: unanswered, they go
+/// beyond what it may hold (`req.adopt`, and `req.adopt_above` more of
+/// work above what it holds waiting), it leaves: unanswered, they go
 /// back to the queue at their `answer_by`, or at its own next reap.
 pub(super) fn discover(repo: &GridRepo, d: &mut Draft<'_>) -> Result<Vec<ClaimedTask>, GitError> {
     let req = d.req;
     let mut found = Vec::new();
+    // Taken within `req.adopt`, and beyond it as work above what it
+    // holds waiting.
+    let (mut within, mut above) = (0, 0);
     for c in unheld(repo, d)? {
         // Its own rules, not the assigning node's: a task it would not
         // claim it does not run for being handed it.
@@ -152,8 +199,19 @@ pub(super) fn discover(repo: &GridRepo, d: &mut Draft<'_>) -> Result<Vec<Claimed
             tracing::warn!(task_id = %c.task.task_id, "a claim assigned to this node asks what it does not serve; left to go back to the queue");
             continue;
         }
-        found.push(c);
-        if found.len() >= req.adopt {
+        if within < req.adopt {
+            within += 1;
+            found.push(c);
+        } else if above < req.adopt_above
+            && req
+                .record
+                .holds_level
+                .is_some_and(|held| c.effective_priority(req.now) > held)
+        {
+            above += 1;
+            found.push(c);
+        }
+        if within >= req.adopt && above >= req.adopt_above {
             break;
         }
     }

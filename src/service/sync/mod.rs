@@ -102,6 +102,12 @@ pub struct SyncRequest<'a> {
     /// look that finds some ends there, unpushed, and reports up to this
     /// many of them to start at once (`assigned::discover`). 0: none.
     pub adopt: usize,
+    /// Beyond `adopt`, how many claims made for it it may take that are
+    /// above the lowest level it holds, running or waiting (its record's
+    /// `holds_level`): a burst of higher work a peer claimed for it
+    /// starts at its next free slot, before the lower claims it holds.
+    /// 0: none.
+    pub adopt_above: usize,
     /// Claims made for this node that it has started and not answered
     /// yet: this commit answers them.
     pub answer: &'a BTreeSet<Id>,
@@ -177,7 +183,7 @@ mod claim;
 mod land;
 
 pub use admit::{Gate, GateError};
-pub use assigned::ClaimCache;
+pub use assigned::{ClaimCache, made_for};
 pub use claim::RecordCache;
 use claim::claim;
 use land::land_outbox;
@@ -268,7 +274,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         queue: None,
         claims_and_nodes: None,
     };
-    if req.adopt > 0 {
+    if req.adopt > 0 || req.adopt_above > 0 {
         // Claims a peer made for this node: they start now, before any
         // push of its own; their answer goes with the next commit.
         let adopted = assigned::discover(repo, &mut d)?;

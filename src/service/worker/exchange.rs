@@ -115,9 +115,18 @@ impl Worker {
         // A free slot: claims a peer made for this node start at once.
         // As many as it may hold: a grid cannot fill its slots' waiting
         // line past what it would claim itself.
-        let adopt = if self.registered && start_now > 0 && self.takes_assigned() {
+        let takes = self.registered && self.takes_assigned();
+        let adopt = if takes && start_now > 0 {
             (self.cfg.concurrency as usize + self.cfg.claim_ahead as usize)
                 .saturating_sub(self.slots.running.len() + self.slots.waiting.len())
+        } else {
+            0
+        };
+        // Busy, work above what it holds claimed for it by a peer (a
+        // burst), as much as it could hold: it starts at the next free
+        // slots, before the lower claims it holds.
+        let adopt_above = if takes && record.holds_level.is_some() {
+            self.cfg.concurrency as usize + self.cfg.claim_ahead as usize
         } else {
             0
         };
@@ -154,6 +163,7 @@ impl Worker {
                 preempt_up_to,
                 trust: self.gate.as_ref(),
                 adopt,
+                adopt_above,
                 answer: &self.unanswered,
                 assign_within: Some(crate::grid::claim::ANSWER_WITHIN),
                 claims_seen: &self.claims_seen,

@@ -161,8 +161,23 @@ impl Worker {
     /// nothing, and whatever its fate, the slot does not stay idle.
     pub(super) fn look_before_starting(&mut self) {
         let started = Instant::now();
+        let takes_assigned = self.takes_assigned();
+        let mut made_for_it = false;
         let top = self.repo.fetch().and_then(|tip| match tip {
             Some(tip) => {
+                // A peer may have claimed a burst of higher work for this
+                // node: it is no longer in the lanes, but waits for it.
+                if takes_assigned && let Some(lowest) = self.slots.lowest_waiting_level(time::now())
+                {
+                    made_for_it = crate::service::sync::made_for(
+                        &self.repo,
+                        &tip,
+                        (&self.cfg.node_id, &self.slots.held()),
+                        (lowest, time::now()),
+                        &self.cfg.task_rules,
+                        &self.claims_seen,
+                    )?;
+                }
                 Ok(QueueAt::list_lanes(&self.repo, &tip)?.top_level(&self.labels, time::now()))
             }
             None => Ok(None),
@@ -177,7 +192,7 @@ impl Worker {
             // The same higher level that the last look could not claim
             // (tasks this node may not take, as trust rules): the periodic
             // look will see what changes; no sync per task for it.
-            Ok(top) if top > held && top != self.unclaimable_top => {
+            Ok(top) if made_for_it || top > held && top != self.unclaimable_top => {
                 tracing::debug!(
                     ?top,
                     ?held,

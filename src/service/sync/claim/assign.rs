@@ -99,6 +99,41 @@ impl Assignees {
         }
     }
 
+    /// For a burst of `burst` tasks above what this node holds, of which
+    /// it takes `mine_take` itself: each peer in `peers` (idle, or busy
+    /// with lower work; `Peers::burst_assignable`) gets its share of the
+    /// burst, by slots among this node's `mine` and `others` of its peers'.
+    /// One commit then hands a burst to every node that should start it,
+    /// where each would otherwise put its own claim on the ref in turn,
+    /// all at the same moment. Unlike a backlog, one peer is worth it: a
+    /// busy peer would claim its share in a commit of its own.
+    pub(super) fn burst(
+        burst: usize,
+        mine_take: usize,
+        (mine, others): (u32, u32),
+        peers: Vec<super::peers::Assignable>,
+        within: chrono::Duration,
+    ) -> Assignees {
+        let slots: Vec<u32> = peers.iter().map(|p| p.slots).collect();
+        let due = share::assign(burst, burst.saturating_sub(mine_take), mine, others, &slots);
+        Assignees {
+            peers: peers
+                .into_iter()
+                .zip(due)
+                .filter(|(_, due)| *due > 0)
+                .map(|(p, due)| Assignee {
+                    id: p.id,
+                    labels: p.labels,
+                    due,
+                    slots: p.slots as usize,
+                    given: 0,
+                    queued_before: chrono::Duration::zero(),
+                })
+                .collect(),
+            within,
+        }
+    }
+
     /// The peers it claimed for, and how many each.
     pub(super) fn given(&self) -> std::collections::BTreeMap<Id, usize> {
         self.peers

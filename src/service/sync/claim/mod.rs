@@ -184,7 +184,27 @@ pub(super) fn claim(
     let order = schedule::order(&places, req.now);
     let queued = candidates.len() + unread;
     let (want, mut assignees) = match (above, assigning) {
-        (Some(_), _) => (req.preempt_up_to, Assignees::none()),
+        (Some(held), _) => {
+            // A burst above what this node holds: its share for itself, and
+            // the peers' shares for them, in this one commit.
+            let plan = match (req.assign_within, top) {
+                (Some(within), Some(top)) => {
+                    let holders = super::assigned::holders(repo, d, in_progress)?;
+                    let burst = order.iter().filter(|(_, l)| *l > held).count();
+                    let others = peers.live_slots(None);
+                    let mine = share::fair_share(burst, req.slots, others).min(req.preempt_up_to);
+                    Assignees::burst(
+                        burst,
+                        mine,
+                        (req.slots, others),
+                        peers.burst_assignable(top, &holders.unanswered),
+                        within,
+                    )
+                }
+                _ => Assignees::none(),
+            };
+            (req.preempt_up_to, plan)
+        }
         (None, None) => (how_many(queued, claimed, req, &peers, d), Assignees::none()),
         (None, Some(within)) => {
             let want = how_many(queued, claimed, req, &peers, d);

@@ -46,6 +46,11 @@ impl Peer {
     }
 }
 
+/// A busy peer gets a burst claimed for it only if its tasks take at most
+/// this long (as it measured them): it starts them at its next free slot,
+/// well within the minute it has to answer.
+const BURST_PEER_TASK_SECS: f64 = 10.0;
+
 /// At most this many peers' slots are reckoned with in handing claims
 /// over: a hostile grid's records cannot make the reckoning long.
 const MAX_PEER_SLOTS_RECKONED: usize = 4096;
@@ -75,6 +80,36 @@ impl Peers {
             .0
             .iter()
             .filter(|p| p.idle && p.takes_assigned)
+            .map(|p| Assignable {
+                id: p.id.clone(),
+                slots: p.slots,
+                labels: p.labels.clone(),
+            })
+            .collect();
+        fastrand::shuffle(&mut out);
+        out
+    }
+
+    /// The peers to claim a burst of work at `level` for, as it arrives
+    /// above what this node holds: those that take claims made for them,
+    /// have none waiting for their answer (`unanswered`), and either sit
+    /// idle or hold only work below it, in tasks short enough that a slot
+    /// frees well within the answer window. Each finds its claims at that
+    /// slot and starts them first, with no commit of its own before.
+    pub(super) fn burst_assignable(
+        &self,
+        level: u8,
+        unanswered: &std::collections::BTreeSet<Id>,
+    ) -> Vec<Assignable> {
+        let mut out: Vec<Assignable> = self
+            .0
+            .iter()
+            .filter(|p| p.takes_assigned && !unanswered.contains(&p.id))
+            .filter(|p| {
+                p.idle
+                    || (p.holds_level.is_some_and(|l| l < level)
+                        && p.task_secs.is_some_and(|t| t <= BURST_PEER_TASK_SECS))
+            })
             .map(|p| Assignable {
                 id: p.id.clone(),
                 slots: p.slots,

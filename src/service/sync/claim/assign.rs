@@ -11,7 +11,7 @@ use crate::grid::{Class, Id, Task, layout};
 use crate::service::share;
 use crate::service::sync::Draft;
 
-use super::peers::Peers;
+use super::peers::{Assignable, Peers};
 
 /// Blind (no task timed here or by any peer), a peer gets at most this
 /// many a slot: enough to keep it busy until its first results can tell
@@ -81,22 +81,7 @@ impl Assignees {
         if due.iter().filter(|d| **d > 0).count() < MIN_PEERS {
             return Assignees::none();
         }
-        Assignees {
-            peers: idle
-                .into_iter()
-                .zip(due)
-                .filter(|(_, due)| *due > 0)
-                .map(|(p, due)| Assignee {
-                    id: p.id,
-                    labels: p.labels,
-                    due,
-                    slots: p.slots as usize,
-                    given: 0,
-                    queued_before: chrono::Duration::zero(),
-                })
-                .collect(),
-            within,
-        }
+        Assignees::due(idle, due, within)
     }
 
     /// For a burst of `burst` tasks above what this node holds, of which
@@ -111,11 +96,17 @@ impl Assignees {
         burst: usize,
         mine_take: usize,
         (mine, others): (u32, u32),
-        peers: Vec<super::peers::Assignable>,
+        peers: Vec<Assignable>,
         within: chrono::Duration,
     ) -> Assignees {
         let slots: Vec<u32> = peers.iter().map(|p| p.slots).collect();
         let due = share::assign(burst, burst.saturating_sub(mine_take), mine, others, &slots);
+        Assignees::due(peers, due, within)
+    }
+
+    /// The peers due some (`due`, by `peers`' order), each to be given
+    /// that many.
+    fn due(peers: Vec<Assignable>, due: Vec<usize>, within: chrono::Duration) -> Assignees {
         Assignees {
             peers: peers
                 .into_iter()

@@ -76,10 +76,15 @@ impl Peers {
     /// The idle peers that take claims made for them, in a random order:
     /// nodes that claim at once do not all favour the same peer.
     pub(super) fn assignable(&self) -> Vec<Assignable> {
+        self.shuffled(|p| p.idle && p.takes_assigned)
+    }
+
+    /// The peers `pick` takes, as [`Assignable`], in a random order.
+    fn shuffled(&self, pick: impl Fn(&Peer) -> bool) -> Vec<Assignable> {
         let mut out: Vec<Assignable> = self
             .0
             .iter()
-            .filter(|p| p.idle && p.takes_assigned)
+            .filter(|p| pick(p))
             .map(|p| Assignable {
                 id: p.id.clone(),
                 slots: p.slots,
@@ -101,23 +106,13 @@ impl Peers {
         level: u8,
         unanswered: &std::collections::BTreeSet<Id>,
     ) -> Vec<Assignable> {
-        let mut out: Vec<Assignable> = self
-            .0
-            .iter()
-            .filter(|p| p.takes_assigned && !unanswered.contains(&p.id))
-            .filter(|p| {
-                p.idle
+        self.shuffled(|p| {
+            p.takes_assigned
+                && !unanswered.contains(&p.id)
+                && (p.idle
                     || (p.holds_level.is_some_and(|l| l < level)
-                        && p.task_secs.is_some_and(|t| t <= BURST_PEER_TASK_SECS))
-            })
-            .map(|p| Assignable {
-                id: p.id.clone(),
-                slots: p.slots,
-                labels: p.labels.clone(),
-            })
-            .collect();
-        fastrand::shuffle(&mut out);
-        out
+                        && p.task_secs.is_some_and(|t| t <= BURST_PEER_TASK_SECS)))
+        })
     }
 
     /// Slots of the peers that serve any of `classes` (all: `None`).

@@ -51,10 +51,9 @@ pub(super) struct Holders {
     pub by_node: BTreeMap<Id, usize>,
     /// The nodes named by claims made for them and not answered yet.
     pub unanswered: BTreeSet<Id>,
-    /// The claim files made for this node and not answered yet.
-    mine: Vec<TreeEntry>,
-    /// Their tasks' (priority, arrival), in the same order.
-    mine_levels: Vec<(u8, crate::time::Timestamp)>,
+    /// The claim files made for this node and not answered yet, with
+    /// what their tasks' levels are read from.
+    mine: Vec<(TreeEntry, Holder)>,
 }
 
 /// Who holds the claims listed in `in_progress/` (`entries`), as far as
@@ -81,8 +80,8 @@ pub fn made_for(
 ) -> Result<bool, GitError> {
     let entries = repo.list_dir(tip, layout::IN_PROGRESS)?;
     let h = holders_of(repo, node, rules, cache, &entries)?;
-    Ok(h.mine.iter().zip(&h.mine_levels).any(|(e, (p, at))| {
-        crate::grid::schedule::effective_priority(*p, *at, now) > level
+    Ok(h.mine.iter().any(|(e, m)| {
+        crate::grid::schedule::effective_priority(m.priority, m.arrival, now) > level
             && layout::json_stem(&e.name_lossy())
                 .and_then(|s| Id::parse(s).ok())
                 .is_none_or(|id| !held.contains(&id))
@@ -133,8 +132,7 @@ fn holders_of(
         *out.by_node.entry(h.node.clone()).or_default() += 1;
         if h.unanswered {
             if &h.node == node {
-                out.mine.push(e.clone());
-                out.mine_levels.push((h.priority, h.arrival));
+                out.mine.push((e.clone(), h.clone()));
             }
             out.unanswered.insert(h.node.clone());
         }
@@ -151,13 +149,13 @@ fn unheld(repo: &GridRepo, d: &mut Draft<'_>) -> Result<Vec<ClaimedTask>, GitErr
         return Ok(Vec::new());
     }
     let req = d.req;
-    let oids: Vec<Oid> = holders.mine.iter().map(|e| e.oid.clone()).collect();
+    let oids: Vec<Oid> = holders.mine.iter().map(|(e, _)| e.oid.clone()).collect();
     let blobs = repo.read_objects(&oids, req.rules.max_file_bytes as u64)?;
     Ok(holders
         .mine
         .iter()
         .zip(blobs)
-        .filter_map(|(e, b)| ClaimedTask::parse(&e.name_lossy(), b.data()?, req.rules).ok())
+        .filter_map(|((e, _), b)| ClaimedTask::parse(&e.name_lossy(), b.data()?, req.rules).ok())
         .filter(|c| !req.held.contains(&c.task.task_id))
         .collect())
 }

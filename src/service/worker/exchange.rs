@@ -124,9 +124,9 @@ impl Worker {
         };
         // Busy, work above what it holds claimed for it by a peer (a
         // burst), as much as it could hold: it starts at the next free
-        // slots, before the lower claims it holds.
-        // At looks only (the periodic one, and one at a free slot): a
-        // sync that only pushes results does not read the claims for it.
+        // slots, before the lower claims it holds. Read at looks only (the
+        // periodic one, and one at a free slot): a sync that only pushes
+        // results has no use for it.
         let adopt_above = if takes && due.look && record.holds_level.is_some() {
             self.cfg.concurrency as usize + self.cfg.claim_ahead as usize
         } else {

@@ -196,7 +196,8 @@ impl Worker {
                 tracing::debug!(
                     ?top,
                     ?held,
-                    "higher work queued; claiming it before starting"
+                    made_for_it,
+                    "higher work queued or claimed for this node; taking it before starting"
                 );
                 let due = Due {
                     look: true,

@@ -62,6 +62,12 @@ pub struct NodeRecord {
     /// nobody claims for it.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub takes_assigned: bool,
+    /// When a peer's reap found a claim made for it unanswered past its
+    /// `answer_by` and marked it as taking no more (`takes_assigned:
+    /// false`). Never written by the node itself: its own next write of
+    /// the record clears it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unanswered_at: Option<String>,
     /// Why the node is unhealthy, when it is.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
@@ -105,6 +111,7 @@ impl NodeRecord {
             holds_level: None,
             busy_ms: None,
             takes_assigned: false,
+            unanswered_at: None,
             problem: None,
             labels: Vec::new(),
             exclusive: Vec::new(),

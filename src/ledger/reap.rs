@@ -173,7 +173,7 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
             if matches!(reason, Some(OrphanReason::NotAnswered { .. }))
                 && let Some(record) = taking.remove(&c.claim.node_id)
             {
-                silence(&mut out, &c.claim.node_id, &record);
+                silence(&mut out, &c.claim.node_id, &record, input.now);
             }
             reason.map(|r| r.to_string())
         };
@@ -219,12 +219,18 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
 /// (`takes_assigned: false`; all else it says, fields this version does
 /// not know included, kept as it was), so that no node claims for it
 /// again, each time costing those tasks a minute. The node's own next
-/// commit rewrites its record, and says it again if it does.
-fn silence(out: &mut ReapPlan, node: &Id, record: &[u8]) {
+/// commit rewrites its record, and says it again if it does. The record
+/// also says when it was found not answering (`unanswered_at`), for
+/// `status` and the dashboard; that too goes with the node's next write.
+fn silence(out: &mut ReapPlan, node: &Id, record: &[u8], now: Timestamp) {
     let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(record) else {
         return;
     };
     fields.insert("takes_assigned".into(), serde_json::Value::Bool(false));
+    fields.insert(
+        "unanswered_at".into(),
+        serde_json::Value::String(crate::time::format(now)),
+    );
     out.edits.insert(
         layout::node_file(node).into_bytes(),
         Edit::Put(crate::grid::claim::pretty(&serde_json::Value::Object(

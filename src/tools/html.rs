@@ -82,6 +82,13 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
             ),
             _ => status,
         };
+        let status = match &n.unanswered_at {
+            Some(at) if n.error.is_none() => format!(
+                "{status} <span class=\"warn unanswered\" title=\"no node claims for it until it writes its record again\">left a claim made for it unanswered ({})</span>",
+                escape(at)
+            ),
+            _ => status,
+        };
         let labels = if n.exclusive.is_empty() {
             escape(&n.labels.join(", "))
         } else {

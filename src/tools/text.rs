@@ -38,6 +38,12 @@ pub fn status(view: &GridView, repo: &str) -> String {
             (None, None, Some(p)) => format!("  ! paused: {}", esc(p)),
             _ => String::new(),
         };
+        if let Some(at) = &n.unanswered_at {
+            extra.push_str(&format!(
+                "  ! left a claim made for it unanswered (found {}): no node claims for it until it writes its record again",
+                esc(at)
+            ));
+        }
         if let (Some(k), Some(p)) = (&n.key, &n.key_problem) {
             extra.push_str(&format!(
                 "  ! key {}: {}; its results do not count",

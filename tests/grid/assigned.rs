@@ -410,10 +410,67 @@ fn a_peer_that_does_not_answer_is_claimed_for_no_more_until_it_writes_again() {
         p1_now["last_heartbeat"], p1_json["last_heartbeat"],
         "its heartbeat is its own to write"
     );
+    assert_eq!(
+        p1_now["unanswered_at"],
+        dgrid_worker::time::format(later),
+        "{p1_now}"
+    );
     assert_eq!(nodes["p3.json"]["takes_assigned"], true, "p3 answered");
+    assert!(nodes["p3.json"].get("unanswered_at").is_none());
     let log =
         String::from_utf8(git(&grid.bare, &["log", "-1", "--format=%B", "main"]).stdout).unwrap();
     assert!(log.contains("p1 takes no claims made for it"), "{log}");
+
+    // The grid's owner sees it: `status` and the dashboard name the nodes
+    // marked, and when, and not the one that answered.
+    let o = crate::tools_fixture::dgrid(&["status", "--repo", &grid.url()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = |n: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{n} ")))
+            .unwrap_or_else(|| panic!("no line for {n}: {text}"))
+            .to_owned()
+    };
+    for p in ["p1", "p2"] {
+        assert!(
+            line(p).contains("left a claim made for it unanswered"),
+            "{text}"
+        );
+    }
+    assert!(!line("p3").contains("unanswered"), "{text}");
+    let o = crate::tools_fixture::dgrid(&["status", "--repo", &grid.url(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let view = |n: &str| {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["node_id"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(view("p1")["unanswered_at"], p1_now["unanswered_at"], "{v}");
+    assert_eq!(view("p1")["takes_assigned"], false);
+    assert_eq!(view("p3")["takes_assigned"], true);
+    assert!(view("p3").get("unanswered_at").is_none(), "{v}");
+    let site = grid.path("site");
+    let o = crate::tools_fixture::dgrid(&[
+        "dashboard",
+        "--repo",
+        &grid.url(),
+        "--out",
+        site.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(site.join("index.html")).unwrap();
+    let row = |n: &str| {
+        let at = html
+            .find(&format!("data-node=\"{n}\""))
+            .unwrap_or_else(|| panic!("no row for {n}: {html}"));
+        html[at..at + html[at..].find("</tr>").unwrap()].to_owned()
+    };
+    assert!(row("p2").contains("class=\"warn unanswered\""), "{html}");
+    assert!(!row("p3").contains("unanswered"), "{html}");
 
     // The `reap` tool, run as the grid's workflow runs it, names nobody now:
     // the claims are back and the records say it already.
@@ -443,7 +500,12 @@ fn a_peer_that_does_not_answer_is_claimed_for_no_more_until_it_writes_again() {
             },
         );
     }
-    assert_eq!(grid.json_files("nodes")["p1.json"]["takes_assigned"], true);
+    let p1_back = &grid.json_files("nodes")["p1.json"];
+    assert_eq!(p1_back["takes_assigned"], true);
+    assert!(
+        p1_back.get("unanswered_at").is_none(),
+        "its own write clears it: {p1_back}"
+    );
     let mine = held_by(&grid, "me");
     let third = claim_at(later + chrono::Duration::seconds(3), &mine);
     to = third.assigned.iter().map(|(_, p)| p.as_str()).collect();

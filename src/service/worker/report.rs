@@ -44,6 +44,8 @@ impl Worker {
             holds_level: self.slots.lowest_held_level(time::now()),
             busy_ms: self.dry_in().map(|secs| (secs * 1000.0).round() as u64),
             takes_assigned: self.takes_assigned(),
+            // Its own write clears a peer's finding that it did not answer.
+            unanswered_at: None,
             problem: self.unhealthy.as_ref().map(|u| u.problem.clone()),
             labels: self.labels.labels.labels().map(|l| l.to_string()).collect(),
             exclusive: self

@@ -79,6 +79,13 @@ pub struct NodeView {
     /// Why it takes no work now (its volunteer's limits).
     #[serde(default)]
     pub paused: Option<String>,
+    /// It starts claims a peer makes for it (`takes_assigned`).
+    #[serde(default)]
+    pub takes_assigned: bool,
+    /// When a peer's reap found a claim made for it unanswered, and marked
+    /// it as taking no more until it writes its record again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unanswered_at: Option<String>,
     /// Set when the file is not a node record.
     pub error: Option<String>,
     /// The fingerprint of the key the node says it signs with.

@@ -60,6 +60,8 @@ pub(super) fn node_views(
                 labels: r.labels,
                 exclusive: r.exclusive,
                 paused: r.paused,
+                takes_assigned: r.takes_assigned,
+                unanswered_at: r.unanswered_at,
                 error: None,
                 key: r.node_key.as_deref().map(|k| {
                     crate::trust::keys::parse_public(k)
@@ -85,6 +87,8 @@ pub(super) fn node_views(
                 labels: Vec::new(),
                 exclusive: Vec::new(),
                 paused: None,
+                takes_assigned: false,
+                unanswered_at: None,
                 key: None,
                 key_problem: None,
                 key_line: None,

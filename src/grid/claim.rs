@@ -16,6 +16,17 @@ use crate::time::{self, Timestamp};
 /// least every 15 s, so this is four looks and the answer's commit.
 pub const ANSWER_WITHIN: chrono::Duration = chrono::Duration::seconds(60);
 
+/// How long a node waits, at most, to answer a claim made for it with a
+/// commit of its own: until then the answer rides with any commit it makes
+/// (its results, a claim), a third of the time it has, so that a push
+/// losing races for a while still answers in time.
+pub const ANSWER_AFTER: chrono::Duration = chrono::Duration::seconds(20);
+
+/// A claim made for a node and still unanswered this long after it was
+/// made is late: a node that is well answers within [`ANSWER_AFTER`] and a
+/// few lost races. Its node may be gone, and nobody claims more for it.
+pub const ANSWER_LATE: chrono::Duration = chrono::Duration::seconds(30);
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     pub node_id: Id,
@@ -45,6 +56,18 @@ impl Claim {
     /// Made for this node by a peer, and not answered yet.
     pub fn unanswered(&self) -> bool {
         self.answer_by.is_some()
+    }
+
+    /// When, unanswered, it turns late ([`ANSWER_LATE`] after it was made,
+    /// as its `answer_by` says); none if answered. An `answer_by` that
+    /// cannot be read is late at once: nobody counts on that node.
+    pub fn late_at(&self) -> Option<Timestamp> {
+        let by = self.answer_by.as_deref()?;
+        Some(
+            time::parse(by)
+                .map(|by| by - ANSWER_WITHIN + ANSWER_LATE)
+                .unwrap_or(chrono::DateTime::UNIX_EPOCH),
+        )
     }
 }
 

@@ -620,6 +620,92 @@ fn a_burst_above_what_busy_peers_hold_is_claimed_for_them_in_one_commit() {
     assert!(low.adopted.is_empty(), "{:?}", low.adopted);
 }
 
+/// What a busy peer holds, for a burst, is read from the claims at the
+/// tip: its record lags them. A peer that has just claimed low work (its
+/// record written before it held any, and with no task timed) and one that
+/// runs low work a peer claimed for it (its record still says idle, its
+/// answer not due yet) get their share; one that has left a claim made for
+/// it unanswered for longer than a node that is well takes gets none, nor
+/// does one whose record says it holds low work when the tip shows it
+/// holds only work at the burst's level.
+#[test]
+fn a_burst_is_claimed_for_peers_by_what_the_tip_shows_they_hold() {
+    let grid = Grid::new();
+    let now = dgrid_worker::time::now();
+    let at = |secs: i64| dgrid_worker::time::format(now + chrono::Duration::seconds(secs));
+    let rec = |node: &str, status: NodeStatus, holds: Option<u8>, task_ms: Option<u64>| {
+        let r = NodeRecord {
+            takes_assigned: true,
+            holds_level: holds,
+            task_ms,
+            ..NodeRecord::new(Id::parse(node).unwrap(), status, at(0))
+        };
+        (format!("nodes/{node}.json"), r.to_bytes())
+    };
+    // A claim of `task` (priority `priority`) by `node`, made for it by a
+    // peer `made` seconds ago and not answered yet, if `made` is some.
+    let claim = |task: &str, node: &str, priority: u8, made: Option<i64>| {
+        let mut c = serde_json::json!({
+            "task_id": task, "script": "true", "timeout_seconds": 30, "priority": priority,
+            "claim": {"node_id": node, "claimed_at": at(-5), "deadline": at(600), "attempt": 1},
+        });
+        if let Some(made) = made {
+            c["claim"]["assigned_by"] = "elsewhere".into();
+            c["claim"]["answer_by"] = at(60 - made).into();
+        }
+        (
+            format!("tasks/in_progress/{task}.json"),
+            serde_json::to_vec_pretty(&c).unwrap(),
+        )
+    };
+    grid.commit_files(
+        &[
+            rec("fresh", NodeStatus::Busy, None, None),
+            claim("low-f1", "fresh", 10, None),
+            claim("low-f2", "fresh", 10, None),
+            rec("adopting", NodeStatus::Idle, None, None),
+            claim("low-a1", "adopting", 10, Some(5)),
+            claim("low-a2", "adopting", 10, Some(5)),
+            rec("late", NodeStatus::Busy, Some(10), Some(200)),
+            claim("low-l1", "late", 10, Some(40)),
+            rec("stale", NodeStatus::Busy, Some(10), Some(200)),
+            claim("mid-s1", "stale", 90, None),
+        ],
+        "four busy peers, as the tip shows them",
+    );
+    let burst: Vec<serde_json::Value> = (0..10)
+        .map(|i| serde_json::json!({"task_id": format!("high-{i:02}"), "script": "true", "timeout_seconds": 30, "priority": 90}))
+        .collect();
+    let file = grid.path("burst.json");
+    std::fs::write(&file, serde_json::Value::Array(burst).to_string()).unwrap();
+    let o = crate::tools_fixture::dgrid(&[
+        "submit",
+        "--repo",
+        &grid.url(),
+        "--task-file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let me = live("me");
+    let report = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            survey: true,
+            preempt_below: Some(10),
+            preempt_up_to: 2,
+            task_secs: Some(0.2),
+            assign_within: Some(chrono::Duration::seconds(60)),
+            ..me.request(0)
+        },
+    );
+    // Ten over five slots: two each.
+    assert_eq!(report.claimed.len(), 2, "its own share");
+    let mut to: Vec<&str> = report.assigned.iter().map(|(_, p)| p.as_str()).collect();
+    to.sort();
+    assert_eq!(to, ["adopting", "adopting", "fresh", "fresh"]);
+}
+
 /// A look of a node holding work at level 90 at the lowest: the claims
 /// made for it (level 90) are not above that.
 fn look_below(grid: &Grid, node: &PlainNode) -> dgrid_worker::service::sync::SyncReport {

@@ -27,7 +27,8 @@ pub struct ClaimCache(HashMap<Oid, Option<Holder>>);
 #[derive(Debug, Clone)]
 struct Holder {
     node: Id,
-    unanswered: bool,
+    /// Made for it and not answered yet: when that turns late.
+    late_at: Option<crate::time::Timestamp>,
     /// The task's priority and when it arrived: its level at any moment.
     priority: u8,
     arrival: crate::time::Timestamp,
@@ -49,8 +50,12 @@ impl ClaimCache {
 pub(super) struct Holders {
     /// Claims naming each node (answered or not).
     pub by_node: BTreeMap<Id, usize>,
-    /// The nodes named by claims made for them and not answered yet.
-    pub unanswered: BTreeSet<Id>,
+    /// The lowest level (priority with age) among the claims naming each
+    /// node: what it holds, as the tip shows it before its record can.
+    pub lowest: BTreeMap<Id, u8>,
+    /// The nodes named by a claim made for them that is late to be
+    /// answered (`grid::claim::ANSWER_LATE`): they may be gone.
+    pub late: BTreeSet<Id>,
     /// The claim files made for this node and not answered yet, with
     /// what their tasks' levels are read from.
     mine: Vec<(TreeEntry, Holder)>,
@@ -63,7 +68,13 @@ pub(super) fn holders(
     d: &Draft<'_>,
     entries: &[TreeEntry],
 ) -> Result<Holders, GitError> {
-    holders_of(repo, d.req.node, d.req.rules, d.req.claims_seen, entries)
+    holders_of(
+        repo,
+        (d.req.node, d.req.now),
+        d.req.rules,
+        d.req.claims_seen,
+        entries,
+    )
 }
 
 /// Are there claims made for `node` at `tip`, that it does not hold
@@ -79,7 +90,7 @@ pub fn made_for(
     cache: &std::cell::RefCell<ClaimCache>,
 ) -> Result<bool, GitError> {
     let entries = repo.list_dir(tip, layout::IN_PROGRESS)?;
-    let h = holders_of(repo, node, rules, cache, &entries)?;
+    let h = holders_of(repo, (node, now), rules, cache, &entries)?;
     Ok(h.mine.iter().any(|(e, m)| {
         crate::grid::schedule::effective_priority(m.priority, m.arrival, now) > level
             && layout::json_stem(&e.name_lossy())
@@ -90,7 +101,7 @@ pub fn made_for(
 
 fn holders_of(
     repo: &GridRepo,
-    node: &Id,
+    (node, now): (&Id, crate::time::Timestamp),
     rules: &crate::grid::TaskRules,
     cache: &std::cell::RefCell<ClaimCache>,
     entries: &[TreeEntry],
@@ -113,7 +124,7 @@ fn holders_of(
     for ((oid, name), blob) in unseen.into_iter().zip(read) {
         let holder = match &blob {
             Blob::Data(b) => ClaimedTask::parse(&name, b, rules).ok().map(|c| Holder {
-                unanswered: c.claim.unanswered(),
+                late_at: c.claim.late_at(),
                 priority: c.task.priority(),
                 arrival: c.arrival(),
                 node: c.claim.node_id,
@@ -130,11 +141,18 @@ fn holders_of(
             continue;
         };
         *out.by_node.entry(h.node.clone()).or_default() += 1;
-        if h.unanswered {
+        let level = crate::grid::schedule::effective_priority(h.priority, h.arrival, now);
+        out.lowest
+            .entry(h.node.clone())
+            .and_modify(|l| *l = (*l).min(level))
+            .or_insert(level);
+        if let Some(late_at) = h.late_at {
             if &h.node == node {
                 out.mine.push((e.clone(), h.clone()));
             }
-            out.unanswered.insert(h.node.clone());
+            if late_at <= now {
+                out.late.insert(h.node.clone());
+            }
         }
     }
     Ok(out)

@@ -13,10 +13,6 @@ use crate::time;
 
 use super::schedule::Due;
 
-/// How long a claim made for this node waits for a commit to answer it
-/// with: a third of the time it has (`grid::claim::ANSWER_WITHIN`), so
-/// that a push losing races for a while still answers in time.
-const ANSWER_AFTER: Duration = Duration::from_secs(20);
 use super::{View, Worker};
 
 impl Worker {
@@ -363,7 +359,7 @@ impl Worker {
             self.inputs.insert(task.clone(), inputs.clone());
         }
         for (task, peer) in &report.assigned {
-            tracing::info!(task_id = %task, peer = %peer, "claimed for an idle peer");
+            tracing::info!(task_id = %task, peer = %peer, "claimed for a peer");
         }
         for id in &report.answered {
             self.unanswered.remove(id);
@@ -387,7 +383,10 @@ impl Worker {
             // (its first results, a claim), or goes alone well before its
             // `answer_by`: a commit each for a drain's idle nodes would
             // crowd the ref just as the drain starts.
-            let by = now + ANSWER_AFTER;
+            let by = now
+                + crate::grid::claim::ANSWER_AFTER
+                    .to_std()
+                    .expect("a positive constant");
             self.schedule.next_heartbeat = self.schedule.next_heartbeat.min(by);
         }
         for c in &report.claimed {

@@ -197,7 +197,7 @@ pub(super) fn claim(
                         burst,
                         mine,
                         (req.slots, others),
-                        peers.burst_assignable(top, &holders.unanswered),
+                        peers.burst_assignable(top, &holders, req.task_secs.or(peers.task_secs())),
                         within,
                     )
                 }

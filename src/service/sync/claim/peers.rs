@@ -95,23 +95,31 @@ impl Peers {
         out
     }
 
-    /// The peers to claim a burst of work at `level` for, as it arrives
+    /// The peers this node may claim a burst for, a burst of work at `level`
     /// above what this node holds: those that take claims made for them,
-    /// have none waiting for their answer (`unanswered`), and either sit
-    /// idle or hold only work below it, in tasks short enough that a slot
-    /// frees well within the answer window. Each finds its claims at that
-    /// slot and starts them first, with no commit of its own before.
+    /// are not late to answer one (`holders.late`), and either sit idle or
+    /// hold only work below it, in tasks short enough that a slot frees
+    /// well within the answer window. What a peer holds is read from the
+    /// claims at the tip, which show claims made for it and those its last
+    /// commit took before its record can; how long its tasks take, from its
+    /// record, or `task_secs` (the grid's, as this node knows it) for one
+    /// that has timed none yet. Each finds its claims at its next free slot
+    /// and starts them first, with no commit of its own before.
     pub(super) fn burst_assignable(
         &self,
         level: u8,
-        unanswered: &std::collections::BTreeSet<Id>,
+        holders: &super::super::assigned::Holders,
+        task_secs: Option<f64>,
     ) -> Vec<Assignable> {
         self.shuffled(|p| {
+            let holds = holders.lowest.get(&p.id).copied().or(p.holds_level);
             p.takes_assigned
-                && !unanswered.contains(&p.id)
+                && !holders.late.contains(&p.id)
                 && (p.idle
-                    || (p.holds_level.is_some_and(|l| l < level)
-                        && p.task_secs.is_some_and(|t| t <= BURST_PEER_TASK_SECS)))
+                    || (holds.is_some_and(|l| l < level)
+                        && p.task_secs
+                            .or(task_secs)
+                            .is_some_and(|t| t <= BURST_PEER_TASK_SECS)))
         })
     }
 

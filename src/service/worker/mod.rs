@@ -424,6 +424,37 @@ impl Worker {
             giving_back: self.giving_back(),
             result_delay: self.result_delay(),
             stopping: self.draining_since.is_some(),
+            look_ahead_at: self.look_ahead_at(),
         }
+    }
+
+    /// When to look at the queue ahead of the next free slot: every slot
+    /// busy and a claim waiting for one, a look made shortly before the
+    /// first running task is due to end (by the measured task length) lets
+    /// the slot start higher work, claimed by this look or for this node
+    /// by a peer, the moment it frees, where a look at the slot would make
+    /// it wait (`Pace::look_ahead_of`). Once a slot: a look made since
+    /// covers it.
+    fn look_ahead_at(&self) -> Option<Instant> {
+        if self.draining_since.is_some()
+            || self.unhealthy.is_some()
+            || self.slots.waiting.is_empty()
+            || self.slots.running.len() < self.cfg.concurrency as usize
+        {
+            return None;
+        }
+        let task = Duration::from_secs_f64(self.pace.task_secs()?);
+        let frees = self
+            .slots
+            .running
+            .values()
+            .filter(|r| r.ended.get().is_none())
+            .map(|r| r.started + task)
+            .min()?;
+        let at = self.pace.look_ahead_of(frees)?;
+        if self.schedule.last_look.is_some_and(|l| l >= at) {
+            return None;
+        }
+        Some(at)
     }
 }

@@ -52,6 +52,9 @@ pub struct Load {
     pub result_delay: Duration,
     /// Stopping: claim nothing, reap nothing, push what is pending.
     pub stopping: bool,
+    /// When to look at the queue ahead of the next free slot, holding
+    /// claims for it (`Worker::look_ahead_at`), besides the periodic look.
+    pub look_ahead_at: Option<Instant>,
 }
 
 /// What a sync made now should carry.
@@ -151,7 +154,13 @@ impl Schedule {
     }
 
     fn look_due(&self, now: Instant, load: &Load) -> bool {
-        load.waiting > 0 && !load.stopping && now >= self.next_look
+        load.waiting > 0 && !load.stopping && now >= self.next_look(load)
+    }
+
+    /// The next look: the periodic one, or one ahead of a free slot.
+    fn next_look(&self, load: &Load) -> Instant {
+        load.look_ahead_at
+            .map_or(self.next_look, |at| at.min(self.next_look))
     }
 
     /// The next moment a sync may fall due: the nearest of the poll (with
@@ -163,7 +172,7 @@ impl Schedule {
             at = at.min(self.next_poll);
         }
         if load.waiting > 0 && !load.stopping {
-            at = at.min(self.next_look);
+            at = at.min(self.next_look(load));
         }
         if self.flush_due(now, load) {
             at = now;
@@ -417,6 +426,29 @@ mod tests {
         };
         assert_eq!(s.due(now + PULL / 2, &stopping), None);
         assert_eq!(s.due(now + PULL / 2, &base()), None, "nothing held");
+    }
+
+    #[test]
+    fn a_look_ahead_of_a_free_slot_falls_due_before_the_periodic_one() {
+        let now = Instant::now();
+        let mut s = quiet(now);
+        s.looked(now, PULL);
+        let ahead = now + Duration::from_millis(150);
+        let holding = Load {
+            waiting: 1,
+            running: 1,
+            look_ahead_at: Some(ahead),
+            ..base()
+        };
+        assert_eq!(s.next_sync(now, &holding), ahead);
+        assert_eq!(s.due(now, &holding), None);
+        let due = s.due(ahead, &holding).unwrap();
+        assert!(due.look && due.claims == 0 && !due.flush);
+        let stopping = Load {
+            stopping: true,
+            ..holding
+        };
+        assert_eq!(s.due(ahead, &stopping), None);
     }
 
     #[test]

@@ -79,8 +79,8 @@ pub(super) fn holders(
 
 /// Are there claims made for `node` at `tip`, that it does not hold
 /// (`held`), of work above `level` at `now`? A look at a free slot asks,
-/// holding claims of `level` at the lowest: a peer may have claimed a
-/// burst of higher work for it, which it then syncs to start first.
+/// with a claim of `level` to start next: a peer may have claimed a burst
+/// of higher work for it, which it then syncs to start first.
 pub fn made_for(
     repo: &GridRepo,
     tip: &str,

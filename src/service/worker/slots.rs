@@ -106,6 +106,12 @@ impl Slots {
         self.waiting.iter().map(|c| c.effective_priority(now)).min()
     }
 
+    /// The level of the claim that starts at the next free slot (the
+    /// highest waiting: they wait in that order).
+    pub fn next_waiting_level(&self, now: time::Timestamp) -> Option<u8> {
+        self.waiting.iter().map(|c| c.effective_priority(now)).max()
+    }
+
     /// The lowest level among all the tasks it holds, running or waiting.
     pub fn lowest_held_level(&self, now: time::Timestamp) -> Option<u8> {
         self.running

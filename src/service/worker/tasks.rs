@@ -167,13 +167,12 @@ impl Worker {
             Some(tip) => {
                 // A peer may have claimed a burst of higher work for this
                 // node: it is no longer in the lanes, but waits for it.
-                if takes_assigned && let Some(lowest) = self.slots.lowest_waiting_level(time::now())
-                {
+                if takes_assigned && let Some(next) = self.slots.next_waiting_level(time::now()) {
                     made_for_it = crate::service::sync::made_for(
                         &self.repo,
                         &tip,
                         (&self.cfg.node_id, &self.slots.held()),
-                        (lowest, time::now()),
+                        (next, time::now()),
                         &self.cfg.task_rules,
                         &self.claims_seen,
                     )?;
@@ -187,7 +186,11 @@ impl Worker {
         if top.is_ok() {
             self.pace.peek_took(started.elapsed());
         }
-        let held = self.slots.lowest_waiting_level(time::now());
+        // Only work above what starts next is worth the slot's wait for a
+        // sync: below that, what waits starts now, and the claims it goes
+        // before go back at the next look, which the slot does not wait
+        // for.
+        let held = self.slots.next_waiting_level(time::now());
         match top {
             // The same higher level that the last look could not claim
             // (tasks this node may not take, as trust rules): the periodic

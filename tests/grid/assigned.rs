@@ -549,32 +549,10 @@ fn a_burst_above_what_busy_peers_hold_is_claimed_for_them_in_one_commit() {
         ],
         "five busy peers",
     );
-    let burst: Vec<serde_json::Value> = (0..12)
-        .map(|i| serde_json::json!({"task_id": format!("high-{i:02}"), "script": "true", "timeout_seconds": 30, "priority": 90}))
-        .collect();
-    let file = grid.path("burst.json");
-    std::fs::write(&file, serde_json::Value::Array(burst).to_string()).unwrap();
-    let o = crate::tools_fixture::dgrid(&[
-        "submit",
-        "--repo",
-        &grid.url(),
-        "--task-file",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    submit_burst(&grid, 12);
 
     // "me" holds two low claims not started: its look sees the burst.
-    let me = live("me");
-    let report = commit_at(
-        &grid.url(),
-        &SyncRequest {
-            survey: true,
-            preempt_below: Some(10),
-            preempt_up_to: 2,
-            assign_within: Some(chrono::Duration::seconds(60)),
-            ..me.request(0)
-        },
-    );
+    let report = look_at_burst(&grid, None);
     // Twelve over six slots: two each.
     assert_eq!(report.claimed.len(), 2, "its own share");
     let mut to: Vec<&str> = report.assigned.iter().map(|(_, p)| p.as_str()).collect();
@@ -673,7 +651,19 @@ fn a_burst_is_claimed_for_peers_by_what_the_tip_shows_they_hold() {
         ],
         "four busy peers, as the tip shows them",
     );
-    let burst: Vec<serde_json::Value> = (0..10)
+    submit_burst(&grid, 10);
+
+    let report = look_at_burst(&grid, Some(0.2));
+    // Ten over five slots: two each.
+    assert_eq!(report.claimed.len(), 2, "its own share");
+    let mut to: Vec<&str> = report.assigned.iter().map(|(_, p)| p.as_str()).collect();
+    to.sort();
+    assert_eq!(to, ["adopting", "adopting", "fresh", "fresh"]);
+}
+
+/// `n` tasks of priority 90 (`high-NN`), submitted in one push.
+fn submit_burst(grid: &Grid, n: usize) {
+    let burst: Vec<serde_json::Value> = (0..n)
         .map(|i| serde_json::json!({"task_id": format!("high-{i:02}"), "script": "true", "timeout_seconds": 30, "priority": 90}))
         .collect();
     let file = grid.path("burst.json");
@@ -686,24 +676,22 @@ fn a_burst_is_claimed_for_peers_by_what_the_tip_shows_they_hold() {
         file.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
 
-    let me = live("me");
-    let report = commit_at(
+/// The look of node "me", holding two claims of priority 10 not started
+/// (its tasks timed at `task_secs`), that sees a burst above them.
+fn look_at_burst(grid: &Grid, task_secs: Option<f64>) -> dgrid_worker::service::sync::SyncReport {
+    commit_at(
         &grid.url(),
         &SyncRequest {
             survey: true,
             preempt_below: Some(10),
             preempt_up_to: 2,
-            task_secs: Some(0.2),
+            task_secs,
             assign_within: Some(chrono::Duration::seconds(60)),
-            ..me.request(0)
+            ..live("me").request(0)
         },
-    );
-    // Ten over five slots: two each.
-    assert_eq!(report.claimed.len(), 2, "its own share");
-    let mut to: Vec<&str> = report.assigned.iter().map(|(_, p)| p.as_str()).collect();
-    to.sort();
-    assert_eq!(to, ["adopting", "adopting", "fresh", "fresh"]);
+    )
 }
 
 /// A look of a node holding work at level 90 at the lowest: the claims

@@ -468,13 +468,24 @@ fn shell() -> ShellEngine {
 }
 
 /// True if `pid` is gone or a zombie waiting for its (new) parent.
+/// Is `pid` gone (or a zombie) within 10 s? A SIGKILL sent to a group
+/// is delivered asynchronously: on a loaded machine a member can still
+/// show as sleeping the moment the run returns.
 fn process_is_dead(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    let dead = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while !dead() {
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    true
 }
 
 #[test]

@@ -78,6 +78,7 @@ impl PlainNode {
             answer: &self.held,
             assign_within: None,
             claims_seen: &self.claims_seen,
+            joining: false,
         }
     }
 }

@@ -116,6 +116,10 @@ pub struct SyncRequest<'a> {
     pub assign_within: Option<chrono::Duration>,
     /// Claim files read in earlier rounds, by blob id.
     pub claims_seen: &'a RefCell<ClaimCache>,
+    /// This sync registers the node and it has nothing of its own to
+    /// deliver: it may stay out of a drain its peers cover
+    /// (`share::stays_out`), pushing nothing (the report's `stayed_out`).
+    pub joining: bool,
 }
 
 #[derive(Debug, Default)]
@@ -175,6 +179,9 @@ pub struct SyncReport {
     pub lost: Vec<Id>,
     /// Claims this commit makes for idle peers: (task, peer).
     pub assigned: Vec<(Id, Id)>,
+    /// Joining, it stayed out of a drain its peers cover: nothing pushed,
+    /// the node registers later.
+    pub stayed_out: bool,
 }
 
 mod admit;
@@ -300,6 +307,18 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         assigned::decline(repo, &mut d)?;
     }
     claim(repo, &mut d, &touched)?;
+    if d.report.stayed_out {
+        return Ok(Plan {
+            edits: Edits::new(),
+            message: String::new(),
+            value: SyncReport {
+                tip: Some(tip.to_owned()),
+                stayed_out: true,
+                queue_left: d.report.queue_left,
+                ..SyncReport::default()
+            },
+        });
+    }
     if req.reap {
         reap(repo, &mut d, &touched)?;
     }

@@ -128,8 +128,18 @@ impl Worker {
         } else {
             0
         };
+        let joining = !self.registered
+            && outbox.is_empty()
+            && self.join_by.is_some_and(|by| Instant::now() < by);
         let started = Instant::now();
+        let mut rounds_lost = 0u32;
         let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
+            // Before any commit has been timed, the rounds this sync lost
+            // say what a round costs.
+            let round_secs = self.pace.round_secs().or_else(|| {
+                (rounds_lost > 0).then(|| started.elapsed().as_secs_f64() / f64::from(rounds_lost))
+            });
+            rounds_lost += 1;
             let req = SyncRequest {
                 node: &self.cfg.node_id,
                 now: time::now(),
@@ -149,7 +159,7 @@ impl Worker {
                 holding: self.slots.running.len() + self.slots.waiting.len(),
                 start_soon,
                 task_secs: self.pace.task_secs(),
-                round_secs: self.pace.round_secs(),
+                round_secs,
                 next_starts: &next_starts,
                 pickup_secs: self.cfg.pull_interval.as_secs_f64(),
                 records: &self.records,
@@ -165,6 +175,7 @@ impl Worker {
                 answer: &self.unanswered,
                 assign_within: Some(crate::grid::claim::ANSWER_WITHIN),
                 claims_seen: &self.claims_seen,
+                joining,
             };
             sync::plan(t, &req)
         });
@@ -219,6 +230,12 @@ impl Worker {
                     "sync: nothing to change"
                 );
                 self.pace.sync_took(took);
+                if !self.registered && rejections > 0 {
+                    // Joining, it stayed out after losing rounds: they were
+                    // commits the ref turned away, and what a round costs
+                    // is what its next try at joining weighs.
+                    self.pace.commit_took(took, rejections);
+                }
                 self.board.sync_done(SyncStats {
                     ok: true,
                     ..failed(rejections)

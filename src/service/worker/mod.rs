@@ -165,7 +165,15 @@ struct Worker {
     /// were there. Until then it claims only its free slots (see
     /// `register`).
     registered: bool,
+    /// Registering, until when it may stay out of a drain its peers cover
+    /// (`share::stays_out`) rather than push its registration: a bound, so
+    /// that a long drain does not keep it unregistered.
+    join_by: Option<Instant>,
 }
+
+/// A node stays out of a drain its peers cover for at most this long
+/// before it registers anyway.
+const STAY_OUT_AT_MOST: Duration = Duration::from_secs(60);
 
 /// The labels a node routes by: those configured, and `arch=`, `os=` and
 /// `engine=` as detected.
@@ -287,6 +295,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         unanswered: Default::default(),
         claims_seen: Default::default(),
         registered: false,
+        join_by: None,
     };
     match w.register(&rx) {
         // Told to stop while waiting for the grid: a clean stop, not a failure.
@@ -307,6 +316,8 @@ impl Worker {
     /// trying, answering the watchdog and signals meanwhile.
     fn register(&mut self, rx: &Receiver<Event>) -> Result<(), WorkerError> {
         let mut delay = Duration::from_secs(1);
+        self.join_by = Some(Instant::now() + STAY_OUT_AT_MOST);
+        let mut stayed_out = false;
         loop {
             // The registration claims too (as an idle node would on its
             // first poll): one commit fewer per start, where every node of
@@ -322,8 +333,28 @@ impl Worker {
                 before_start: false,
             };
             match self.sync(&due, &TxnPolicy::default()) {
+                Ok(report) if report.stayed_out => {
+                    // Its peers drain the queue sooner than it could join:
+                    // it registers once they have, with no race for the ref.
+                    if !stayed_out {
+                        tracing::info!(
+                            queued = report.queue_left,
+                            "peers are draining a queue of short tasks; registering once they have"
+                        );
+                        stayed_out = true;
+                    }
+                    self.notifier
+                        .status("waiting to register: peers are draining a queue of short tasks");
+                    self.notifier.watchdog();
+                    if let Ok(Event::Signal) = rx.recv_timeout(self.cfg.pull_interval) {
+                        self.notifier.stopping("stopped before registering");
+                        return Err(WorkerError::StoppedBeforeReady);
+                    }
+                    continue;
+                }
                 Ok(_) => {
                     self.registered = true;
+                    self.join_by = None;
                     break;
                 }
                 Err(e) => {

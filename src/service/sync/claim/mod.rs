@@ -130,7 +130,7 @@ pub(super) fn claim(
         .iter()
         .filter(|e| e.name != layout::KEEP_FILE.as_bytes() && not_touched(&e.name))
         .count();
-    let mut peers = if candidates.is_empty() && inbox.is_empty() && !req.survey {
+    let mut peers = if candidates.is_empty() && inbox.is_empty() && !req.survey && !req.joining {
         Peers::default()
     } else {
         peers(repo, nodes, req)?
@@ -141,6 +141,21 @@ pub(super) fn claim(
     if peers.any_assignable() {
         let holders = super::assigned::holders(repo, d, in_progress)?;
         peers.holding(&holders.by_node);
+    }
+    if claiming
+        && req.joining
+        && stays_out(
+            repo,
+            d,
+            in_progress,
+            &peers,
+            &candidates,
+            inbox.len() + claimed,
+        )?
+    {
+        d.report.stayed_out = true;
+        d.report.queue_left = candidates.len() + inbox.len();
+        return Ok(());
     }
     let assigning = req
         .assign_within
@@ -336,6 +351,47 @@ pub(super) fn claim(
     d.report.queue_left = left;
     d.report.top_queued = top;
     Ok(())
+}
+
+/// Joining, does this node stay out of the drain at this tip
+/// (`share::stays_out`)? The work is what it could claim (`candidates`)
+/// and `more` (the inbox, unread, and what is claimed); the peers that
+/// cover it are those holding claims, and they must cover every class it
+/// could claim (a GPU node does not stay out of GPU work because CPU peers
+/// are busy).
+/// Only once the tasks' length is known (a peer timed them) and a round's
+/// (this sync lost one), and never while a claim names it (left from
+/// before a restart: its registration requeues it).
+fn stays_out(
+    repo: &GridRepo,
+    d: &Draft<'_>,
+    in_progress: &[TreeEntry],
+    peers: &Peers,
+    candidates: &[Candidate<'_>],
+    more: usize,
+) -> Result<bool, GitError> {
+    let req = d.req;
+    let (Some(task), Some(round)) = (peers.task_secs(), req.round_secs) else {
+        return Ok(false);
+    };
+    let holders = super::assigned::holders(repo, d, in_progress)?;
+    if holders.by_node.get(req.node).is_some_and(|n| *n > 0) {
+        return Ok(false);
+    }
+    // The class the holders serve least: every class must be covered.
+    // Nothing queued for it, only claims: the drain's end, all of them.
+    let classes: BTreeSet<&Class> = candidates.iter().map(|c| &c.place.class).collect();
+    let covering = classes
+        .into_iter()
+        .map(|c| peers.holding_slots(&holders.by_node, Some(c)))
+        .min()
+        .unwrap_or_else(|| peers.holding_slots(&holders.by_node, None));
+    Ok(share::stays_out(
+        candidates.len() + more,
+        task,
+        round,
+        covering,
+    ))
 }
 
 /// The level (effective priority) of a place now.

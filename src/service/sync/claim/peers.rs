@@ -123,6 +123,20 @@ impl Peers {
         })
     }
 
+    /// Slots of the peers holding claims (`holding`, by node) that serve
+    /// `class` (any: `None`).
+    pub(super) fn holding_slots(
+        &self,
+        holding: &BTreeMap<Id, usize>,
+        class: Option<&Class>,
+    ) -> u32 {
+        self.0
+            .iter()
+            .filter(|p| holding.get(&p.id).is_some_and(|n| *n > 0))
+            .filter(|p| class.is_none_or(|c| p.labels.serves(c).is_ok()))
+            .fold(0u32, |n, p| n.saturating_add(p.slots))
+    }
+
     /// Slots of the peers that serve any of `classes` (all: `None`).
     pub(super) fn live_slots(&self, classes: Option<&[&Class]>) -> u32 {
         self.0

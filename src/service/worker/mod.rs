@@ -343,6 +343,9 @@ impl Worker {
                         );
                         stayed_out = true;
                     }
+                    // What it saw of the queue was not its to claim: it
+                    // joins, when it does, with its free slots only.
+                    self.queue_deep = false;
                     self.notifier
                         .status("waiting to register: peers are draining a queue of short tasks");
                     self.notifier.watchdog();

@@ -107,16 +107,10 @@ fn a_joining_node_stays_out_of_a_short_drain_its_peers_cover() {
 #[test]
 fn a_node_that_stayed_out_registers_once_the_drain_is_over() {
     let grid = Grid::new();
-    let tasks: Vec<(String, Vec<u8>)> = (0..60)
-        .map(|i| {
-            let body = serde_json::json!({"task_id": format!("t{i:02}"), "script": "true", "timeout_seconds": 30});
-            (
-                format!("tasks/queue/t{i:02}.json"),
-                body.to_string().into_bytes(),
-            )
-        })
+    let tasks: Vec<(String, String, u64)> = (0..60)
+        .map(|i| (format!("t{i:02}"), "true".to_owned(), 30))
         .collect();
-    grid.commit_files(&tasks, "a backlog");
+    grid.submit(&tasks);
     let peers: Vec<PlainNode> = (0..3).map(|i| peer(&format!("p{i}"), Some(5))).collect();
     for p in &peers {
         commit_at(&grid.url(), &p.request(20));

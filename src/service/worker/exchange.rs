@@ -132,14 +132,14 @@ impl Worker {
             && outbox.is_empty()
             && self.join_by.is_some_and(|by| Instant::now() < by);
         let started = Instant::now();
-        let mut rounds_lost = 0u32;
+        let mut round = 0u32;
         let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
             // Before any commit has been timed, the rounds this sync lost
-            // say what a round costs.
+            // (all before this one) say what a round costs.
             let round_secs = self.pace.round_secs().or_else(|| {
-                (rounds_lost > 0).then(|| started.elapsed().as_secs_f64() / f64::from(rounds_lost))
+                (round > 0).then(|| started.elapsed().as_secs_f64() / f64::from(round))
             });
-            rounds_lost += 1;
+            round += 1;
             let req = SyncRequest {
                 node: &self.cfg.node_id,
                 now: time::now(),

@@ -358,10 +358,9 @@ pub(super) fn claim(
 /// and `more` (the inbox, unread, and what is claimed); the peers that
 /// cover it are those holding claims, and they must cover every class it
 /// could claim (a GPU node does not stay out of GPU work because CPU peers
-/// are busy).
-/// Only once the tasks' length is known (a peer timed them) and a round's
-/// (this sync lost one), and never while a claim names it (left from
-/// before a restart: its registration requeues it).
+/// are busy). Only once the tasks' length is known (a peer timed them)
+/// and a round's (this sync lost one), and never while a claim names it
+/// (left from before a restart: its registration requeues it).
 fn stays_out(
     repo: &GridRepo,
     d: &Draft<'_>,

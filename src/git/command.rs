@@ -88,6 +88,49 @@ impl Git {
         &self.dir
     }
 
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The environment every git child gets, on top of the process's own.
+    fn child_env(&self) -> Vec<(&str, &str)> {
+        let mut env = vec![
+            // Never wait for a person: a prompt would hang the service until
+            // the timeout and then fail anyway.
+            ("GIT_TERMINAL_PROMPT", "0"),
+            ("GIT_ASKPASS", ""),
+            ("SSH_ASKPASS", ""),
+            // Messages are parsed in a few places; keep them in English.
+            ("LC_ALL", "C"),
+        ];
+        // Strict ssh unless someone chose another: the configuration's
+        // (in `self.env`), else the process's own.
+        let ssh_chosen = std::env::var_os("GIT_SSH_COMMAND").is_some()
+            || self.env.iter().any(|(k, _)| k == "GIT_SSH_COMMAND");
+        if !ssh_chosen {
+            env.push(("GIT_SSH_COMMAND", SSH_BASE));
+        }
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        env
+    }
+
+    /// A git child that lives on, with piped stdin and stdout (for
+    /// `cat-file --batch`, [`super::batch`]): the same binary, directory
+    /// and environment as [`Git::run`]; stderr is dropped.
+    pub(super) fn spawn_piped(&self, args: &[&str]) -> std::io::Result<std::process::Child> {
+        use std::process::{Command, Stdio};
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in self.child_env() {
+            cmd.env(k, v);
+        }
+        cmd.spawn()
+    }
+
     /// Run git and return its output when it exits 0.
     pub fn run(&self, args: &[&str]) -> Result<GitOutput, GitError> {
         self.run_with(args, None, &[0])
@@ -106,25 +149,10 @@ impl Git {
         // As an OsStr, not a Path: duct would read a bare `git` Path as `./git`.
         let mut expr = duct::cmd(self.binary.as_os_str(), args)
             .dir(&self.dir)
-            // Never wait for a person: a prompt would hang the service until
-            // the timeout and then fail anyway.
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_ASKPASS", "")
-            .env("SSH_ASKPASS", "")
-            // Messages are parsed in a few places; keep them in English.
-            .env("LC_ALL", "C")
             .stdout_capture()
             .stderr_capture()
             .unchecked();
-        // Strict ssh unless someone chose another: the configuration's
-        // (in `self.env`), else the process's own. Checked, not layered:
-        // with duct the first `env` of a name wins.
-        let ssh_chosen = std::env::var_os("GIT_SSH_COMMAND").is_some()
-            || self.env.iter().any(|(k, _)| k == "GIT_SSH_COMMAND");
-        if !ssh_chosen {
-            expr = expr.env("GIT_SSH_COMMAND", SSH_BASE);
-        }
-        for (k, v) in &self.env {
+        for (k, v) in self.child_env() {
             expr = expr.env(k, v);
         }
         expr = match stdin {

@@ -4,6 +4,7 @@
 //!   credentials passed only through the child's environment.
 //! - [`repo`]: the worker's private clone: open, fetch, maintain.
 //! - [`read`]: listings and bounded reads of blobs (`ls-tree`, `cat-file`).
+//! - [`batch`]: the clone's kept `cat-file` processes, which `read` uses.
 //! - [`write`]: trees, commits (`fast-import`) and pushes.
 //! - [`failure`]: a failed fetch or push told apart by cause (authentication,
 //!   read-only, not found, TLS, host key, unreachable), from git's stderr.
@@ -12,6 +13,7 @@
 //! - [`txn`]: the transaction loop (fetch, plan, commit, push, retry).
 
 pub mod auth;
+mod batch;
 pub mod command;
 pub mod edits;
 pub mod failure;

@@ -162,10 +162,14 @@ impl GridRepo {
             input.extend_from_slice(spec.as_bytes());
             input.push(b'\n');
         }
+        let parse = |out: &[u8]| parse_batch_check(out, specs.len());
+        if let Some(infos) = self.cat.check(&self.git, &input, specs.len(), parse) {
+            return Ok(infos);
+        }
         let out = self
             .git
             .run_with(&["cat-file", "--batch-check"], Some(&input), &[0])?;
-        parse_batch_check(&out.stdout, specs.len()).map_err(|what| GitError::Unexpected {
+        parse(&out.stdout).map_err(|what| GitError::Unexpected {
             args: "cat-file --batch-check".into(),
             what,
         })
@@ -193,7 +197,7 @@ impl GridRepo {
         assert_eq!(specs.len(), caps.len(), "one cap per spec");
         let infos = self.object_info(specs)?;
         let mut found: Vec<Blob> = Vec::with_capacity(infos.len());
-        let mut wanted: Vec<(usize, String)> = Vec::new();
+        let mut wanted: Vec<(usize, String, u64)> = Vec::new();
         for (i, (info, &cap)) in infos.into_iter().zip(caps).enumerate() {
             found.push(match info {
                 None => Blob::Missing,
@@ -208,7 +212,7 @@ impl GridRepo {
                         Blob::Deferred { size: info.size }
                     } else {
                         self.budget.store(left - info.size, Ordering::Relaxed);
-                        wanted.push((i, info.oid));
+                        wanted.push((i, info.oid, info.size));
                         Blob::Data(Vec::new())
                     }
                 }
@@ -218,9 +222,13 @@ impl GridRepo {
             return Ok(found);
         }
         // By object id: what --batch-check sized is what is read.
-        let oids: Vec<String> = wanted.iter().map(|(_, oid)| oid.clone()).collect();
-        let bodies = self.read_sized(&oids)?;
-        for ((i, _), body) in wanted.into_iter().zip(bodies) {
+        let oids: Vec<String> = wanted.iter().map(|(_, oid, _)| oid.clone()).collect();
+        let sizes: Vec<u64> = wanted.iter().map(|(_, _, size)| *size).collect();
+        let bodies = match self.cat.contents(&self.git, &oids, &sizes) {
+            Some(bodies) => bodies,
+            None => self.read_sized(&oids)?,
+        };
+        for ((i, _, _), body) in wanted.into_iter().zip(bodies) {
             found[i] = match body {
                 Some(b) => Blob::Data(b),
                 None => Blob::Missing,

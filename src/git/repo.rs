@@ -17,6 +17,7 @@
 
 use std::path::Path;
 
+use super::batch::CatFiles;
 use super::command::{Git, GitError};
 use super::edits;
 
@@ -40,6 +41,8 @@ pub struct GridRepo {
     /// Bytes left to read in this round, and what a round starts with.
     pub(super) budget: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub(super) round_budget: u64,
+    /// The clone's kept `cat-file` processes, shared by its copies.
+    pub(super) cat: std::sync::Arc<CatFiles>,
 }
 
 /// The remote-tracking ref the worker plans against.
@@ -65,6 +68,7 @@ impl GridRepo {
             fetched: Default::default(),
             budget: std::sync::Arc::new(ROUND_READ_BUDGET.into()),
             round_budget: ROUND_READ_BUDGET,
+            cat: Default::default(),
         };
         if !dir.join("HEAD").exists() {
             repo.git.run(&["init", "--quiet", "--bare"])?;
@@ -97,6 +101,7 @@ impl GridRepo {
             fetched: Default::default(),
             budget: std::sync::Arc::new(ROUND_READ_BUDGET.into()),
             round_budget: ROUND_READ_BUDGET,
+            cat: Default::default(),
         }
     }
 
@@ -215,6 +220,13 @@ impl GridRepo {
         self.branch_tip(&branch)
     }
 
+    /// Stop the kept `cat-file` processes ([`super::batch`]); the next
+    /// read starts them again. For a node with nothing to do until its
+    /// next poll: they hold a few MB each.
+    pub fn release_readers(&self) {
+        self.cat.reset();
+    }
+
     /// Housekeeping, off the claim path: cut the clone back to the tip
     /// (`fetch --depth=1`) and drop everything else (`gc --prune=now`), so
     /// that its size stays that of one tip, however long the worker runs,
@@ -239,6 +251,8 @@ impl GridRepo {
         // The last transaction's commit: it would keep the history below it.
         self.git
             .run_with(&["update-ref", "-d", edits::SCRATCH_REF], None, &[0, 1])?;
+        // The kept readers would hold the old packs open.
+        self.release_readers();
         self.git.run(&["gc", "--quiet", "--prune=now"])?;
         Ok(())
     }

@@ -17,6 +17,7 @@ mod notify;
 mod outage;
 mod props;
 mod race;
+mod readers;
 mod scheduling;
 mod secrets;
 mod shallow;

@@ -302,6 +302,11 @@ impl Worker {
         {
             tracing::warn!(error = %e, "git maintenance failed");
         }
+        // An idle node's next sync is a poll interval away: it keeps no
+        // reader processes (their memory) until then.
+        if self.slots.is_idle() {
+            self.repo.release_readers();
+        }
         Ok(report)
     }
 

@@ -18,6 +18,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::command::Git;
+use super::tree::{EntryMode, Oid, TreeEntry};
+
+/// One object as `cat-file --batch-check` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub oid: Oid,
+    /// `blob`, `tree`, `commit`, `tag`.
+    pub kind: String,
+    pub size: u64,
+}
 
 /// The two processes of one clone, started at their first use.
 #[derive(Debug, Default)]
@@ -90,6 +100,41 @@ impl CatFiles {
         })
     }
 
+    /// The entries of the trees that `specs` (`<commit>:<path>`, or a
+    /// tree's id) name, as `ls-tree` lists them (names without the path);
+    /// an empty list for a spec that names no tree, as `ls-tree` of a
+    /// directory that is not there.
+    pub fn trees(&self, git: &Git, specs: &[String]) -> Option<Vec<Vec<TreeEntry>>> {
+        let mut input = Vec::new();
+        for spec in specs {
+            // A newline would shift every answer after it; the grid code
+            // builds none.
+            if spec.contains('\n') {
+                return None;
+            }
+            input.extend_from_slice(spec.as_bytes());
+            input.push(b'\n');
+        }
+        let infos = self.check(git, &input, specs.len(), |out| {
+            parse_batch_check(out, specs.len())
+        })?;
+        let trees: Vec<(usize, ObjectInfo)> = infos
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, info)| Some((i, info?)))
+            .filter(|(_, info)| info.kind == "tree")
+            .collect();
+        let oids: Vec<String> = trees.iter().map(|(_, t)| t.oid.clone()).collect();
+        let sizes: Vec<u64> = trees.iter().map(|(_, t)| t.size).collect();
+        let bodies = self.contents(git, &oids, &sizes)?;
+        let mut listed = vec![Vec::new(); specs.len()];
+        for ((i, info), body) in trees.into_iter().zip(bodies) {
+            // Each id is 20 raw bytes in a SHA-1 repository, 32 in SHA-256.
+            listed[i] = parse_tree(&body?, info.oid.len() / 2)?;
+        }
+        Some(listed)
+    }
+
     /// Drop both processes (after housekeeping replaced the packs).
     pub fn reset(&self) {
         for slot in [&self.check, &self.contents] {
@@ -111,7 +156,12 @@ impl CatFiles {
     ) -> Option<T> {
         // A lock poisoned by a panic elsewhere: read with a process of one's own.
         let mut guard = slot.lock().ok()?;
-        if guard.is_none() {
+        // One that has exited since (killed, or out of memory) is replaced
+        // before it is asked.
+        if guard
+            .as_mut()
+            .is_none_or(|b| !matches!(b.child.try_wait(), Ok(None)))
+        {
             *guard = Batch::start(git, mode);
         }
         let batch = guard.as_mut()?;
@@ -121,6 +171,66 @@ impl CatFiles {
         }
         answer
     }
+}
+
+/// `cat-file --batch-check` lines: `<oid> <type> <size>`, or `<spec>
+/// missing` (`ambiguous` for a short id that names several objects).
+pub(super) fn parse_batch_check(
+    out: &[u8],
+    expected: usize,
+) -> Result<Vec<Option<ObjectInfo>>, String> {
+    let text = std::str::from_utf8(out).map_err(|_| "non-UTF-8 cat-file output".to_owned())?;
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() != expected {
+        return Err(format!("{} lines for {expected} objects", lines.len()));
+    }
+    lines
+        .into_iter()
+        .map(|line| {
+            if line.ends_with(" missing") || line.ends_with(" ambiguous") {
+                return Ok(None);
+            }
+            let mut f = line.split(' ');
+            match (
+                f.next(),
+                f.next(),
+                f.next().and_then(|s| s.parse().ok()),
+                f.next(),
+            ) {
+                (Some(oid), Some(kind), Some(size), None) => Ok(Some(ObjectInfo {
+                    oid: oid.to_owned(),
+                    kind: kind.to_owned(),
+                    size,
+                })),
+                _ => Err(format!("bad cat-file --batch-check line {line:?}")),
+            }
+        })
+        .collect()
+}
+
+/// A tree object's entries: `<octal mode> <name>\0<raw id>`, each.
+fn parse_tree(mut body: &[u8], id_len: usize) -> Option<Vec<TreeEntry>> {
+    use std::fmt::Write as _;
+    let mut entries = Vec::new();
+    while !body.is_empty() {
+        let space = body.iter().position(|b| *b == b' ')?;
+        let nul = space + body[space..].iter().position(|b| *b == 0)?;
+        // Trees store `40000`; `ls-tree` prints every mode as six digits.
+        let mode = u32::from_str_radix(std::str::from_utf8(&body[..space]).ok()?, 8).ok()?;
+        let mode = EntryMode::parse(&format!("{mode:06o}"))?;
+        let id = body.get(nul + 1..nul + 1 + id_len)?;
+        let mut oid = String::with_capacity(id_len * 2);
+        for b in id {
+            let _ = write!(oid, "{b:02x}");
+        }
+        entries.push(TreeEntry {
+            mode,
+            oid,
+            name: body[space + 1..nul].to_vec(),
+        });
+        body = &body[nul + 1 + id_len..];
+    }
+    Some(entries)
 }
 
 #[derive(Debug)]
@@ -187,117 +297,132 @@ impl Drop for Batch {
 }
 
 #[cfg(test)]
+impl CatFiles {
+    /// Kill both kept processes behind the slots' backs, as a crash would.
+    pub(super) fn kill_for_test(&self) {
+        for slot in [&self.check, &self.contents] {
+            if let Some(batch) = slot.lock().unwrap().as_mut() {
+                batch.child.kill().unwrap();
+                batch.child.wait().unwrap();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::git::GridRepo;
 
-    fn repo() -> (tempfile::TempDir, GridRepo) {
+    fn bare() -> (tempfile::TempDir, Git) {
         let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("git")
-            .args(["init", "-q", "--bare"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success());
         let git = Git::new("git", dir.path(), Duration::from_secs(30));
-        (dir, GridRepo::read_only(git, "main"))
+        git.run(&["init", "-q", "--bare"]).unwrap();
+        (dir, git)
     }
 
-    fn write_blob(dir: &std::path::Path, body: &[u8]) -> String {
-        let mut child = std::process::Command::new("git")
-            .args(["hash-object", "-w", "--stdin"])
-            .current_dir(dir)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(body).unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    fn write_blob(git: &Git, body: &[u8]) -> String {
+        let out = git.run_with(&["hash-object", "-w", "--stdin"], Some(body), &[0]);
+        out.unwrap().stdout_str().to_owned()
+    }
+
+    /// Sizes, then contents, as `GridRepo::read_objects` asks.
+    fn read(cat: &CatFiles, git: &Git, specs: &[String]) -> Option<Vec<Option<Vec<u8>>>> {
+        let input: String = specs.iter().map(|s| format!("{s}\n")).collect();
+        let parse = |out: &[u8]| parse_batch_check(out, specs.len());
+        let infos = cat.check(git, input.as_bytes(), specs.len(), parse)?;
+        let found: Vec<&ObjectInfo> = infos.iter().flatten().collect();
+        let oids: Vec<String> = found.iter().map(|i| i.oid.clone()).collect();
+        let sizes: Vec<u64> = found.iter().map(|i| i.size).collect();
+        let mut bodies = cat.contents(git, &oids, &sizes)?.into_iter();
+        Some(
+            infos
+                .iter()
+                .map(|i| i.as_ref().and_then(|_| bodies.next().flatten()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn batch_check_lines() {
+        let out = b"aaaa blob 3\nx:y missing\nbbbb tree 70\n";
+        let r = parse_batch_check(out, 3).unwrap();
+        assert_eq!(r[0].as_ref().unwrap().size, 3);
+        assert!(r[1].is_none());
+        assert_eq!(r[2].as_ref().unwrap().kind, "tree");
+        assert!(parse_batch_check(out, 2).is_err());
+        assert!(parse_batch_check(b"aaaa blob x\n", 1).is_err());
     }
 
     #[test]
     fn a_kept_reader_sees_objects_written_after_it_started() {
-        let (dir, repo) = repo();
-        let a = write_blob(dir.path(), b"a");
-        assert_eq!(
-            repo.read_objects(std::slice::from_ref(&a), 10).unwrap()[0].data(),
-            Some(&b"a"[..])
-        );
+        let (dir, git) = bare();
+        let cat = CatFiles::default();
+        let a = write_blob(&git, b"a");
+        let got = read(&cat, &git, std::slice::from_ref(&a)).unwrap();
+        assert_eq!(got, [Some(b"a".to_vec())]);
         // Written by another process after the reader started, into a pack
-        // as a fetch or a commit writes it, and the loose one packed away.
-        let b = write_blob(dir.path(), b"bb");
-        let mut pack = std::process::Command::new("git")
-            .args(["pack-objects", "-q", "objects/pack/pack"])
-            .current_dir(dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        write!(pack.stdin.take().unwrap(), "{a}\n{b}\n").unwrap();
-        assert!(pack.wait().unwrap().success());
-        let out = std::process::Command::new("git")
-            .args(["prune-packed"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        // as a fetch or a commit writes it, and the loose ones packed away.
+        let b = write_blob(&git, b"bb");
+        let list = format!("{a}\n{b}\n");
+        let pack = ["pack-objects", "-q", "objects/pack/pack"];
+        git.run_with(&pack, Some(list.as_bytes()), &[0]).unwrap();
+        git.run(&["prune-packed"]).unwrap();
         let loose = dir.path().join("objects").join(&b[..2]).join(&b[2..]);
         assert!(!loose.exists(), "packed");
-        assert!(
-            std::fs::read_dir(dir.path().join("objects/pack"))
-                .unwrap()
-                .count()
-                > 0
-        );
-        let got = repo.read_objects(&[b, a, "0".repeat(40)], 10).unwrap();
-        assert_eq!(got[0].data(), Some(&b"bb"[..]));
-        assert_eq!(got[1].data(), Some(&b"a"[..]));
-        assert_eq!(got[2], crate::git::Blob::Missing);
+        let got = read(&cat, &git, &[b, a, "0".repeat(40)]).unwrap();
+        assert_eq!(got, [Some(b"bb".to_vec()), Some(b"a".to_vec()), None]);
     }
 
     #[test]
     fn answers_larger_than_a_pipe_are_read_whole() {
-        let (dir, repo) = repo();
-        // 300 KB in one blob, and 3,000 specs in one check: both sides'
-        // pipes fill while the other side is still writing.
+        let (_dir, git) = bare();
+        let cat = CatFiles::default();
+        // 300 KB twice, and 3,000 specs in one check: both sides' pipes
+        // fill while the other side is still writing.
         let big = vec![b'x'; 300 * 1024];
-        let oid = write_blob(dir.path(), &big);
+        let oid = write_blob(&git, &big);
         let specs = vec![oid; 3000];
-        let infos = repo.object_info(&specs).unwrap();
+        let input: String = specs.iter().map(|s| format!("{s}\n")).collect();
+        let infos = cat
+            .check(&git, input.as_bytes(), 3000, |out| {
+                parse_batch_check(out, 3000)
+            })
+            .unwrap();
         assert!(
             infos
                 .iter()
                 .all(|i| i.as_ref().unwrap().size == big.len() as u64)
         );
-        let got = repo.read_objects(&specs[..2], 1 << 20).unwrap();
-        assert_eq!(got[0].data(), Some(&big[..]));
-        assert_eq!(got[1].data(), Some(&big[..]));
+        let got = read(&cat, &git, &specs[..2]).unwrap();
+        assert_eq!(got, [Some(big.clone()), Some(big)]);
     }
 
     #[test]
-    fn a_reader_that_died_is_replaced() {
-        let (dir, repo) = repo();
-        let a = write_blob(dir.path(), b"a");
-        assert!(repo.read_objects(std::slice::from_ref(&a), 10).unwrap()[0].exists());
-        for slot in [&repo.cat.check, &repo.cat.contents] {
-            let mut guard = slot.lock().unwrap();
-            let batch = guard.as_mut().expect("started by the read");
-            batch.child.kill().unwrap();
-            batch.child.wait().unwrap();
-        }
-        // This read falls back to a process of its own; the next starts a
-        // new kept reader.
+    fn a_reader_that_died_is_started_again() {
+        let (_dir, git) = bare();
+        let cat = CatFiles::default();
+        let a = write_blob(&git, b"a");
+        assert!(read(&cat, &git, std::slice::from_ref(&a)).is_some());
+        let pid = |slot: &Mutex<Option<Batch>>| slot.lock().unwrap().as_ref().map(|b| b.child.id());
+        let before = (pid(&cat.check), pid(&cat.contents));
+        cat.kill_for_test();
+        // Found dead before it is asked, and started again.
+        let got = read(&cat, &git, std::slice::from_ref(&a)).unwrap();
+        assert_eq!(got, [Some(b"a".to_vec())]);
+        let after = (pid(&cat.check), pid(&cat.contents));
+        assert!(after.0.is_some() && after.1.is_some());
+        assert!(after.0 != before.0 && after.1 != before.1, "new processes");
+    }
+
+    #[test]
+    fn a_contents_answer_of_another_size_than_checked_is_refused() {
+        let (_dir, git) = bare();
+        let cat = CatFiles::default();
+        let a = write_blob(&git, b"abc");
+        assert_eq!(cat.contents(&git, std::slice::from_ref(&a), &[2]), None);
         assert_eq!(
-            repo.read_objects(std::slice::from_ref(&a), 10).unwrap()[0].data(),
-            Some(&b"a"[..])
+            cat.contents(&git, &[a], &[3]),
+            Some(vec![Some(b"abc".to_vec())])
         );
-        assert!(repo.cat.check.lock().unwrap().is_none(), "dropped");
-        assert_eq!(
-            repo.read_objects(&[a], 10).unwrap()[0].data(),
-            Some(&b"a"[..])
-        );
-        assert!(repo.cat.check.lock().unwrap().is_some(), "started again");
-        assert!(repo.cat.contents.lock().unwrap().is_some());
     }
 }

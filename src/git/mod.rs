@@ -4,7 +4,8 @@
 //!   credentials passed only through the child's environment.
 //! - [`repo`]: the worker's private clone: open, fetch, maintain.
 //! - [`read`]: listings and bounded reads of blobs (`ls-tree`, `cat-file`).
-//! - [`batch`]: the clone's kept `cat-file` processes, which `read` uses.
+//! - [`batch`]: the clone's kept `cat-file` processes, which `read` uses;
+//!   [`walk`]: a directory at any depth through them.
 //! - [`write`]: trees, commits (`fast-import`) and pushes.
 //! - [`failure`]: a failed fetch or push told apart by cause (authentication,
 //!   read-only, not found, TLS, host key, unreachable), from git's stderr.
@@ -21,12 +22,14 @@ pub mod read;
 pub mod repo;
 pub mod tree;
 pub mod txn;
+mod walk;
 pub mod write;
 
+pub use batch::ObjectInfo;
 pub use command::{Git, GitError};
 pub use edits::{Edit, Edits, Signature};
 pub use failure::RemoteFailure;
-pub use read::{Blob, ObjectInfo};
+pub use read::Blob;
 pub use repo::GridRepo;
 pub use tree::{EntryMode, Oid, TreeEntry};
 pub use txn::{Plan, Txn, TxnError, TxnOutcome, TxnPolicy};

@@ -6,9 +6,10 @@
 
 use std::io::{BufRead, Read};
 
+use super::batch::{ObjectInfo, parse_batch_check};
 use super::command::GitError;
 use super::repo::GridRepo;
-use super::tree::{EntryMode, Oid, TreeEntry};
+use super::tree::{TreeEntry, parse_ls_tree};
 
 /// What a bounded read ([`GridRepo::read_objects`]) found for one spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,15 +65,6 @@ impl Blob {
     }
 }
 
-/// One object as `cat-file --batch-check` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectInfo {
-    pub oid: Oid,
-    /// `blob`, `tree`, `commit`, `tag`.
-    pub kind: String,
-    pub size: u64,
-}
-
 impl GridRepo {
     /// Does `path` exist in `commit`? Reads nothing.
     pub fn exists(&self, commit: &str, path: &str) -> Result<bool, GitError> {
@@ -86,14 +78,7 @@ impl GridRepo {
     /// The entries of directory `path` (e.g. `tasks/queue`) in `commit`;
     /// empty when the directory does not exist.
     pub fn list_dir(&self, commit: &str, path: &str) -> Result<Vec<TreeEntry>, GitError> {
-        let prefix = format!("{path}/");
-        let out = self
-            .git
-            .run(&["ls-tree", "-z", "--full-tree", commit, "--", &prefix])?;
-        parse_ls_tree(&out.stdout, prefix.as_bytes()).map_err(|what| GitError::Unexpected {
-            args: "ls-tree".into(),
-            what,
-        })
+        Ok(self.list_dirs(commit, &[path])?.pop().unwrap_or_default())
     }
 
     /// The entries of several directories of `commit` (none inside another),
@@ -101,6 +86,10 @@ impl GridRepo {
     /// in every round, and each git process costs a round a few ms more in
     /// which another node's push can land first.
     pub fn list_dirs(&self, commit: &str, paths: &[&str]) -> Result<Vec<Vec<TreeEntry>>, GitError> {
+        let specs: Vec<String> = paths.iter().map(|p| format!("{commit}:{p}")).collect();
+        if let Some(dirs) = self.cat.trees(&self.git, &specs) {
+            return Ok(dirs);
+        }
         let prefixes: Vec<String> = paths.iter().map(|p| format!("{p}/")).collect();
         let mut args = vec!["ls-tree", "-z", "--full-tree", commit, "--"];
         args.extend(prefixes.iter().map(String::as_str));
@@ -128,21 +117,15 @@ impl GridRepo {
     /// (`p50/any/20261130T1205/t.json`): one `ls-tree -r`, whose cost
     /// follows the number of entries (10,000 in about 8 ms).
     pub fn list_dir_recursive(&self, commit: &str, path: &str) -> Result<Vec<TreeEntry>, GitError> {
+        if let Some(all) = super::walk::walk_kept(self, commit, path) {
+            return Ok(all);
+        }
         let prefix = format!("{path}/");
         let out = self
             .git
             .run(&["ls-tree", "-r", "-z", "--full-tree", commit, "--", &prefix])?;
         parse_ls_tree(&out.stdout, prefix.as_bytes()).map_err(|what| GitError::Unexpected {
             args: "ls-tree -r".into(),
-            what,
-        })
-    }
-
-    /// The entries of one tree object.
-    pub fn list_tree(&self, tree: &str) -> Result<Vec<TreeEntry>, GitError> {
-        let out = self.git.run(&["ls-tree", "-z", tree])?;
-        parse_ls_tree(&out.stdout, b"").map_err(|what| GitError::Unexpected {
-            args: "ls-tree".into(),
             what,
         })
     }
@@ -277,66 +260,6 @@ impl GridRepo {
     }
 }
 
-fn parse_ls_tree(out: &[u8], strip: &[u8]) -> Result<Vec<TreeEntry>, String> {
-    out.split(|b| *b == 0)
-        .filter(|rec| !rec.is_empty())
-        .map(|rec| {
-            let tab = rec
-                .iter()
-                .position(|b| *b == b'\t')
-                .ok_or("no tab in ls-tree record")?;
-            let meta =
-                std::str::from_utf8(&rec[..tab]).map_err(|_| "non-UTF-8 ls-tree metadata")?;
-            let mut fields = meta.split(' ');
-            let mode = fields
-                .next()
-                .and_then(EntryMode::parse)
-                .ok_or_else(|| format!("unknown mode in {meta:?}"))?;
-            let oid = fields
-                .nth(1)
-                .ok_or("no object id in ls-tree record")?
-                .to_owned();
-            let name = rec[tab + 1..]
-                .strip_prefix(strip)
-                .unwrap_or(&rec[tab + 1..])
-                .to_vec();
-            Ok(TreeEntry { mode, oid, name })
-        })
-        .collect()
-}
-
-/// `cat-file --batch-check` lines: `<oid> <type> <size>`, or `<spec>
-/// missing` (`ambiguous` for a short id that names several objects).
-fn parse_batch_check(out: &[u8], expected: usize) -> Result<Vec<Option<ObjectInfo>>, String> {
-    let text = std::str::from_utf8(out).map_err(|_| "non-UTF-8 cat-file output".to_owned())?;
-    let lines: Vec<&str> = text.lines().collect();
-    if lines.len() != expected {
-        return Err(format!("{} lines for {expected} objects", lines.len()));
-    }
-    lines
-        .into_iter()
-        .map(|line| {
-            if line.ends_with(" missing") || line.ends_with(" ambiguous") {
-                return Ok(None);
-            }
-            let mut f = line.split(' ');
-            match (
-                f.next(),
-                f.next(),
-                f.next().and_then(|s| s.parse().ok()),
-                f.next(),
-            ) {
-                (Some(oid), Some(kind), Some(size), None) => Ok(Some(ObjectInfo {
-                    oid: oid.to_owned(),
-                    kind: kind.to_owned(),
-                    size,
-                })),
-                _ => Err(format!("bad cat-file --batch-check line {line:?}")),
-            }
-        })
-        .collect()
-}
-
 fn parse_cat_file_batch(out: &[u8], expected: usize) -> Result<Vec<Option<Vec<u8>>>, String> {
     let mut reader = std::io::Cursor::new(out);
     let mut results = Vec::with_capacity(expected);
@@ -364,7 +287,7 @@ fn parse_cat_file_batch(out: &[u8], expected: usize) -> Result<Vec<Option<Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::git::Git;
+    use crate::git::{EntryMode, Git};
 
     #[test]
     fn several_directories_are_listed_in_one_call() {
@@ -405,6 +328,20 @@ mod tests {
     }
 
     #[test]
+    fn reads_go_on_when_the_kept_readers_died() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = Git::new("git", dir.path(), std::time::Duration::from_secs(30));
+        git.run(&["init", "-q", "--bare"]).unwrap();
+        let a = git.run_with(&["hash-object", "-w", "--stdin"], Some(b"a"), &[0]);
+        let a = a.unwrap().stdout_str().to_owned();
+        let repo = GridRepo::read_only(git, "main");
+        let read = || repo.read_objects(std::slice::from_ref(&a), 10).unwrap();
+        assert_eq!(read()[0].data(), Some(&b"a"[..]));
+        repo.cat.kill_for_test();
+        assert_eq!(read()[0].data(), Some(&b"a"[..]));
+    }
+
+    #[test]
     fn ls_tree_keeps_odd_names_as_bytes() {
         let out =
             b"100644 blob aaaa\ttasks/queue/a.json\x00120000 blob bbbb\ttasks/queue/l\xffnk\x00";
@@ -412,17 +349,6 @@ mod tests {
         assert_eq!(e[0].name, b"a.json");
         assert_eq!(e[1].mode, EntryMode::Symlink);
         assert_eq!(e[1].name, b"l\xffnk");
-    }
-
-    #[test]
-    fn batch_check_lines() {
-        let out = b"aaaa blob 3\nx:y missing\nbbbb tree 70\n";
-        let r = parse_batch_check(out, 3).unwrap();
-        assert_eq!(r[0].as_ref().unwrap().size, 3);
-        assert!(r[1].is_none());
-        assert_eq!(r[2].as_ref().unwrap().kind, "tree");
-        assert!(parse_batch_check(out, 2).is_err());
-        assert!(parse_batch_check(b"aaaa blob x\n", 1).is_err());
     }
 
     #[test]

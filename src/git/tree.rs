@@ -1,6 +1,6 @@
 //! What a tree holds, as the rest of the crate sees it: object ids, entry
-//! modes and entries. Read by `repo` (from `ls-tree`) and written by
-//! `edits` (into a `fast-import` stream).
+//! modes and entries. Read by `read` (from `ls-tree`) and `batch` (from
+//! tree objects), and written by `edits` (into a `fast-import` stream).
 
 /// A 40- (or 64-) hex-digit object id.
 pub type Oid = String;
@@ -51,4 +51,33 @@ impl TreeEntry {
     pub fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
     }
+}
+
+/// `ls-tree -z` records, names stripped of `strip`.
+pub(super) fn parse_ls_tree(out: &[u8], strip: &[u8]) -> Result<Vec<TreeEntry>, String> {
+    out.split(|b| *b == 0)
+        .filter(|rec| !rec.is_empty())
+        .map(|rec| {
+            let tab = rec
+                .iter()
+                .position(|b| *b == b'\t')
+                .ok_or("no tab in ls-tree record")?;
+            let meta =
+                std::str::from_utf8(&rec[..tab]).map_err(|_| "non-UTF-8 ls-tree metadata")?;
+            let mut fields = meta.split(' ');
+            let mode = fields
+                .next()
+                .and_then(EntryMode::parse)
+                .ok_or_else(|| format!("unknown mode in {meta:?}"))?;
+            let oid = fields
+                .nth(1)
+                .ok_or("no object id in ls-tree record")?
+                .to_owned();
+            let name = rec[tab + 1..]
+                .strip_prefix(strip)
+                .unwrap_or(&rec[tab + 1..])
+                .to_vec();
+            Ok(TreeEntry { mode, oid, name })
+        })
+        .collect()
 }

@@ -68,6 +68,9 @@ impl CatFiles {
         oids: &[String],
         sizes: &[u64],
     ) -> Option<Vec<Option<Vec<u8>>>> {
+        if oids.is_empty() {
+            return Some(Vec::new());
+        }
         let mut input = Vec::new();
         for oid in oids {
             input.extend_from_slice(oid.as_bytes());

@@ -287,37 +287,18 @@ fn parse_cat_file_batch(out: &[u8], expected: usize) -> Result<Vec<Option<Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::git::tree::committed_repo;
     use crate::git::{EntryMode, Git};
 
     #[test]
     fn several_directories_are_listed_in_one_call() {
-        let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(args)
-                .current_dir(dir.path())
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@t")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@t")
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{:?}", out);
-        };
-        run(&["init", "-q", "-b", "main"]);
-        for f in ["a/x", "a/y", "a/b/z", "c/w", "d/v"] {
-            let p = dir.path().join(f);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, f).unwrap();
-        }
-        run(&["add", "-A"]);
-        run(&["commit", "-q", "-m", "x"]);
-        let git = Git::new(
-            "git",
-            dir.path().join(".git"),
-            std::time::Duration::from_secs(30),
-        );
-        let repo = GridRepo::read_only(git, "main");
+        let (_dir, repo) = committed_repo(|dir| {
+            for f in ["a/x", "a/y", "a/b/z", "c/w", "d/v"] {
+                let p = dir.join(f);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, f).unwrap();
+            }
+        });
         let names =
             |v: &Vec<TreeEntry>| -> Vec<String> { v.iter().map(TreeEntry::name_lossy).collect() };
         let dirs = repo.list_dirs("HEAD", &["a", "c", "e"]).unwrap();

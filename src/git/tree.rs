@@ -81,3 +81,35 @@ pub(super) fn parse_ls_tree(out: &[u8], strip: &[u8]) -> Result<Vec<TreeEntry>, 
         })
         .collect()
 }
+
+/// For tests: a repository whose one commit on `main` holds the files
+/// `write` puts in its work tree (given the work tree's path), read in
+/// place.
+#[cfg(test)]
+pub(super) fn committed_repo(
+    write: impl FnOnce(&std::path::Path),
+) -> (tempfile::TempDir, super::GridRepo) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{:?}", out);
+    };
+    run(&["init", "-q", "-b", "main"]);
+    write(dir.path());
+    run(&["add", "-A"]);
+    run(&["commit", "-q", "-m", "x"]);
+    let git = super::Git::new(
+        "git",
+        dir.path().join(".git"),
+        std::time::Duration::from_secs(30),
+    );
+    (dir, super::GridRepo::read_only(git, "main"))
+}

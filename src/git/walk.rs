@@ -79,54 +79,34 @@ fn list_below(
 mod tests {
     use super::*;
     use crate::git::Git;
-    use crate::git::tree::parse_ls_tree;
+    use crate::git::tree::{committed_repo, parse_ls_tree};
 
     #[test]
     fn the_kept_readers_list_as_ls_tree_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(args)
-                .current_dir(dir.path())
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@t")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@t")
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{:?}", out);
-        };
-        run(&["init", "-q", "-b", "main"]);
         // Three levels as the lanes have them, two identical subtrees, a
         // name with a space and one that is not UTF-8, an executable, a
         // symlink, and a file beside the directories.
-        let files: [&[u8]; 7] = [
-            b"l/p50/any/t1/a.json",
-            b"l/p50/any/t1/b c.json",
-            b"l/p90/gpu/t1/a.json",
-            b"l/p90/gpu/t2/\xff.json",
-            b"l/p90/top",
-            b"l/run.sh",
-            b"other/x",
-        ];
-        for f in files {
-            use std::os::unix::ffi::OsStrExt;
-            let p = dir.path().join(std::ffi::OsStr::from_bytes(f));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, "same").unwrap();
-        }
-        let run_sh = dir.path().join("l/run.sh");
-        std::fs::set_permissions(&run_sh, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        std::os::unix::fs::symlink("p50", dir.path().join("l/link")).unwrap();
-        run(&["add", "-A"]);
-        run(&["commit", "-q", "-m", "x"]);
-        let git = Git::new(
-            "git",
-            dir.path().join(".git"),
-            std::time::Duration::from_secs(30),
-        );
-        let repo = GridRepo::read_only(git, "main");
+        let (_dir, repo) = committed_repo(|dir| {
+            let files: [&[u8]; 7] = [
+                b"l/p50/any/t1/a.json",
+                b"l/p50/any/t1/b c.json",
+                b"l/p90/gpu/t1/a.json",
+                b"l/p90/gpu/t2/\xff.json",
+                b"l/p90/top",
+                b"l/run.sh",
+                b"other/x",
+            ];
+            for f in files {
+                use std::os::unix::ffi::OsStrExt;
+                let p = dir.join(std::ffi::OsStr::from_bytes(f));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, "same").unwrap();
+            }
+            let run_sh = dir.join("l/run.sh");
+            let exec = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+            std::fs::set_permissions(&run_sh, exec).unwrap();
+            std::os::unix::fs::symlink("p50", dir.join("l/link")).unwrap();
+        });
         let ls_tree = |args: &[&str], strip: &[u8]| {
             parse_ls_tree(&repo.git.run(args).unwrap().stdout, strip).unwrap()
         };

@@ -301,6 +301,11 @@ impl Drop for Batch {
 
 #[cfg(test)]
 impl CatFiles {
+    /// The kept `--batch-check` process's pid, if one runs.
+    pub(super) fn check_pid(&self) -> Option<u32> {
+        self.check.lock().unwrap().as_ref().map(|b| b.child.id())
+    }
+
     /// Kill both kept processes behind the slots' backs, as a crash would.
     pub(super) fn kill_for_test(&self) {
         for slot in [&self.check, &self.contents] {

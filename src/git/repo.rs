@@ -17,7 +17,7 @@
 
 use std::path::Path;
 
-use super::batch::CatFiles;
+use super::batch::{CatFiles, parse_batch_check};
 use super::command::{Git, GitError};
 use super::edits;
 
@@ -193,8 +193,16 @@ impl GridRepo {
         }
     }
 
-    /// The last fetched tip of `branch`, without asking the remote.
+    /// The last fetched tip of `branch`, without asking the remote: from
+    /// the kept `--batch-check` ([`super::batch`]), which reads the ref
+    /// afresh at each request (as git reads a ref: the loose file, else
+    /// `packed-refs` if it changed), else from a `rev-parse` of its own.
     pub fn branch_tip(&self, branch: &str) -> Result<Option<Oid>, GitError> {
+        let spec = format!("{}\n", self.tracking_ref(branch));
+        let parse = |out: &[u8]| parse_batch_check(out, 1);
+        if let Some(mut found) = self.cat.check(&self.git, spec.as_bytes(), 1, parse) {
+            return Ok(found.pop().flatten().map(|info| info.oid));
+        }
         let out = self.git.run_with(
             &[
                 "rev-parse",
@@ -269,6 +277,43 @@ fn says_missing(stderr: &str, branch: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kept_reader_follows_the_tracking_ref_loose_and_packed() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = Git::new("git", dir.path(), std::time::Duration::from_secs(30));
+        git.run(&["init", "-q", "--bare"]).unwrap();
+        let out = |args: &[&str]| git.run(args).unwrap().stdout_str().to_owned();
+        let tree = out(&["hash-object", "-t", "tree", "-w", "/dev/null"]);
+        let c1 = out(&["commit-tree", &tree, "-m", "1"]);
+        let c2 = out(&["commit-tree", &tree, "-p", &c1, "-m", "2"]);
+        let repo = GridRepo::read_only(git.clone(), "main");
+        assert_eq!(repo.tip().unwrap(), None, "no ref yet");
+        let reader = repo.cat.check_pid().expect("read by the kept reader");
+        let set = |c: &str| out(&["update-ref", TRACKING, c]);
+        set(&c1);
+        assert_eq!(repo.tip().unwrap().as_deref(), Some(c1.as_str()));
+        set(&c2);
+        assert_eq!(repo.tip().unwrap().as_deref(), Some(c2.as_str()), "loose");
+        out(&["pack-refs", "--all", "--prune"]);
+        assert_eq!(repo.tip().unwrap().as_deref(), Some(c2.as_str()), "packed");
+        set(&c1);
+        assert_eq!(
+            repo.tip().unwrap().as_deref(),
+            Some(c1.as_str()),
+            "loose over packed"
+        );
+        set(&c2);
+        out(&["pack-refs", "--all", "--prune"]);
+        assert_eq!(
+            repo.tip().unwrap().as_deref(),
+            Some(c2.as_str()),
+            "packed anew"
+        );
+        out(&["update-ref", "-d", TRACKING]);
+        assert_eq!(repo.tip().unwrap(), None, "deleted");
+        assert_eq!(repo.cat.check_pid(), Some(reader), "one reader throughout");
+    }
 
     #[test]
     fn a_missing_branch_is_told_apart_from_its_prefixes() {

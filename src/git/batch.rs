@@ -37,16 +37,10 @@ pub(super) struct CatFiles {
 }
 
 impl CatFiles {
-    /// `cat-file --batch-check` of `input` (one spec a line), its answer
-    /// parsed by `parse` (given the answer's lines); None when the kept
-    /// process could not answer.
-    pub fn check<T>(
-        &self,
-        git: &Git,
-        input: &[u8],
-        lines: usize,
-        parse: impl FnOnce(&[u8]) -> Result<T, String>,
-    ) -> Option<T> {
+    /// `cat-file --batch-check` of `input` (`lines` specs, one a line):
+    /// what each names, `None` for each that does not exist; None in all
+    /// when the kept process could not answer.
+    pub fn info(&self, git: &Git, input: &[u8], lines: usize) -> Option<Vec<Option<ObjectInfo>>> {
         let answer = Self::exchange(&self.check, git, "--batch-check", input, |out| {
             let mut all = Vec::new();
             for _ in 0..lines {
@@ -57,7 +51,7 @@ impl CatFiles {
             }
             Some(all)
         })?;
-        parse(&answer).ok()
+        parse_batch_check(&answer, lines).ok()
     }
 
     /// `cat-file --batch` of `oids`, whose sizes the caller has checked
@@ -118,9 +112,7 @@ impl CatFiles {
             input.extend_from_slice(spec.as_bytes());
             input.push(b'\n');
         }
-        let infos = self.check(git, &input, specs.len(), |out| {
-            parse_batch_check(out, specs.len())
-        })?;
+        let infos = self.info(git, &input, specs.len())?;
         let trees: Vec<(usize, ObjectInfo)> = infos
             .into_iter()
             .enumerate()
@@ -336,8 +328,7 @@ mod tests {
     /// Sizes, then contents, as `GridRepo::read_objects` asks.
     fn read(cat: &CatFiles, git: &Git, specs: &[String]) -> Option<Vec<Option<Vec<u8>>>> {
         let input: String = specs.iter().map(|s| format!("{s}\n")).collect();
-        let parse = |out: &[u8]| parse_batch_check(out, specs.len());
-        let infos = cat.check(git, input.as_bytes(), specs.len(), parse)?;
+        let infos = cat.info(git, input.as_bytes(), specs.len())?;
         let found: Vec<&ObjectInfo> = infos.iter().flatten().collect();
         let oids: Vec<String> = found.iter().map(|i| i.oid.clone()).collect();
         let sizes: Vec<u64> = found.iter().map(|i| i.size).collect();
@@ -391,11 +382,7 @@ mod tests {
         let oid = write_blob(&git, &big);
         let specs = vec![oid; 3000];
         let input: String = specs.iter().map(|s| format!("{s}\n")).collect();
-        let infos = cat
-            .check(&git, input.as_bytes(), 3000, |out| {
-                parse_batch_check(out, 3000)
-            })
-            .unwrap();
+        let infos = cat.info(&git, input.as_bytes(), 3000).unwrap();
         assert!(
             infos
                 .iter()

@@ -145,14 +145,13 @@ impl GridRepo {
             input.extend_from_slice(spec.as_bytes());
             input.push(b'\n');
         }
-        let parse = |out: &[u8]| parse_batch_check(out, specs.len());
-        if let Some(infos) = self.cat.check(&self.git, &input, specs.len(), parse) {
+        if let Some(infos) = self.cat.info(&self.git, &input, specs.len()) {
             return Ok(infos);
         }
         let out = self
             .git
             .run_with(&["cat-file", "--batch-check"], Some(&input), &[0])?;
-        parse(&out.stdout).map_err(|what| GitError::Unexpected {
+        parse_batch_check(&out.stdout, specs.len()).map_err(|what| GitError::Unexpected {
             args: "cat-file --batch-check".into(),
             what,
         })

@@ -17,7 +17,7 @@
 
 use std::path::Path;
 
-use super::batch::{CatFiles, parse_batch_check};
+use super::batch::CatFiles;
 use super::command::{Git, GitError};
 use super::edits;
 
@@ -199,8 +199,7 @@ impl GridRepo {
     /// `packed-refs` if it changed), else from a `rev-parse` of its own.
     pub fn branch_tip(&self, branch: &str) -> Result<Option<Oid>, GitError> {
         let spec = format!("{}\n", self.tracking_ref(branch));
-        let parse = |out: &[u8]| parse_batch_check(out, 1);
-        if let Some(mut found) = self.cat.check(&self.git, spec.as_bytes(), 1, parse) {
+        if let Some(mut found) = self.cat.info(&self.git, spec.as_bytes(), 1) {
             return Ok(found.pop().flatten().map(|info| info.oid));
         }
         let out = self.git.run_with(

@@ -109,6 +109,19 @@ impl Budget {
         }
     }
 
+    /// The run that started at `started` was taken back within a sync of
+    /// its start, for higher work (`Worker::take_back_below`): its claim
+    /// waits to start again, and it is not counted as a task of its own.
+    pub fn taken_back(&mut self, started: Timestamp) {
+        if let Some(i) = self
+            .runs
+            .iter()
+            .position(|(s, e)| *s == started && e.is_none())
+        {
+            self.runs.remove(i);
+        }
+    }
+
     /// Forget runs that ended before the window: the record stays as small
     /// as an hour's work.
     fn prune(&mut self, now: Timestamp) {
@@ -263,6 +276,26 @@ mod tests {
         // An hour after the first start, one may go again.
         let later = t0 + chrono::Duration::minutes(61);
         assert_eq!(b.allowance(later, l, None), Allowance::Open(Some(1)));
+    }
+
+    #[test]
+    fn a_start_taken_back_is_not_a_task() {
+        let mut b = Budget::new(limits(Some(2), None, &[]));
+        let t0 = at("2026-11-30T10:00:00Z");
+        let l = local("2026-11-30 11:00:00");
+        b.started(t0);
+        let again = t0 + chrono::Duration::seconds(1);
+        b.started(again);
+        assert!(matches!(b.allowance(again, l, None), Allowance::Paused(_)));
+        b.taken_back(again);
+        assert_eq!(
+            b.allowance(again, l, None),
+            Allowance::Open(Some(1)),
+            "one start counted"
+        );
+        // The one that runs on stays counted, ended or not.
+        b.taken_back(again);
+        assert_eq!(b.allowance(again, l, None), Allowance::Open(Some(1)));
     }
 
     #[test]

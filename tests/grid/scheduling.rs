@@ -633,6 +633,64 @@ fn higher_work_starts_at_the_next_free_slot_between_periodic_looks() {
     );
 }
 
+/// The look at a free slot comes after the slot has started its next
+/// claim, so that the slot never waits for a fetch: higher work that the
+/// look finds takes the slot back from the run that just started, and that
+/// claim runs again later, once. Here the one look that could see the
+/// higher work first is the one at the slot: it is pushed after the look
+/// ahead of the long task's end (made by the mean of the short tasks) and
+/// after the results before it landed, and the periodic look is 30 s off.
+#[test]
+fn higher_work_found_just_after_a_start_takes_the_slot_back() {
+    let grid = Grid::new();
+    let mut low: Vec<Value> = (0..4)
+        .map(|i| json!({"task_id": format!("a-{i}"), "script": "sleep 0.3", "timeout_seconds": 30, "priority": 10}))
+        .collect();
+    low.push(
+        json!({"task_id": "b-long", "script": "sleep 8", "timeout_seconds": 60, "priority": 10}),
+    );
+    low.extend((0..2).map(|i| json!({"task_id": format!("c-{i}"), "script": "sleep 1", "timeout_seconds": 30, "priority": 10})));
+    submit(&grid, "low", Value::Array(low));
+    let mut spec = WorkerSpec::new(&grid, "holder");
+    spec.drain = false;
+    spec.env.push(("PULL_INTERVAL".into(), "60".into()));
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until(
+        "the long task running, the short ones' results on main",
+        Duration::from_secs(60),
+        || w.log_text().contains("running task_id=b-long") && grid.results().len() >= 4,
+    );
+    assert!(
+        !w.log_text().contains("task_id=b-long status"),
+        "the long task ended before the higher work could be pushed:\n{}",
+        w.log_text()
+    );
+    submit(
+        &grid,
+        "high",
+        json!([{"task_id": "urgent", "script": "echo urgent", "timeout_seconds": 30, "priority": 90}]),
+    );
+    let r = stop_after_results(&grid, &mut w, 8);
+    let log = w.log_text();
+    assert!(
+        log.contains("taking back the start") && log.contains("task_id=c-0 level=10"),
+        "{log}"
+    );
+    let urgent = started(&r["urgent"]);
+    assert!(
+        urgent >= ended(&r["b-long"]),
+        "it waited for the running task"
+    );
+    assert!(
+        started(&r["c-0"]) > urgent,
+        "the start taken back ran again after the urgent task"
+    );
+    assert_eq!(log.matches("running task_id=c-0").count(), 2, "{log}");
+    for (id, res) in &r {
+        assert_eq!(res["status"], "completed", "{id}");
+    }
+}
+
 /// Wait for `n` results, stop the worker cleanly, and give the results by
 /// task.
 fn stop_after_results(grid: &Grid, w: &mut WorkerProc, n: usize) -> BTreeMap<String, Value> {

@@ -421,13 +421,8 @@ impl Worker {
             self.slots.waiting.push_back(c.clone());
         }
         if !report.claimed.is_empty() || !report.adopted.is_empty() {
-            // Higher work claimed while holding lower: it starts first (a
-            // stable sort: claims of one level keep their order).
-            let now = time::now();
-            self.slots
-                .waiting
-                .make_contiguous()
-                .sort_by_key(|c| std::cmp::Reverse(c.effective_priority(now)));
+            // Higher work claimed while holding lower: it starts first.
+            self.slots.sort_waiting(time::now());
         }
         if self.draining_since.is_some() {
             // Claimed by a push we only now know landed, while stopping:

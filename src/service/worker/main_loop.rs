@@ -29,8 +29,8 @@ impl Worker {
                 self.cancel_all("the drain timeout passed");
             }
 
-            if std::mem::take(&mut self.look_first) {
-                self.look_before_starting();
+            if let Some(at_slot) = self.look_at_slot.take() {
+                self.look_at_free_slot(&at_slot);
             }
             let load = self.load();
             if let Some(due) = self.schedule.due(now, &load) {

@@ -140,9 +140,9 @@ struct Worker {
     /// For tasks claimed that run after others: the results to give them
     /// as inputs (task -> (parent, blob)).
     inputs: std::collections::BTreeMap<Id, Vec<(Id, String)>>,
-    /// A task ended with claims waiting: look at the queue before the next
-    /// starts (`Worker::look_before_starting`).
-    look_first: bool,
+    /// A task ended with claims waiting, and the slot started these: look
+    /// at the queue right away (`Worker::look_at_free_slot`).
+    look_at_slot: Option<Vec<Id>>,
     /// The level above its claims that the last look before a start saw
     /// and could not claim: not looked for again at every start.
     unclaimable_top: Option<u8>,
@@ -261,7 +261,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         budget,
         paused: None,
         inputs: Default::default(),
-        look_first: false,
+        look_at_slot: None,
         unclaimable_top: None,
         schedule: Schedule::starting(now, !outbox.is_empty()),
         slots: Slots::new(cfg.concurrency),
@@ -473,7 +473,7 @@ impl Worker {
         if self.draining_since.is_some()
             || self.unhealthy.is_some()
             || self.slots.waiting.is_empty()
-            || self.slots.running.len() < self.cfg.concurrency as usize
+            || self.slots.occupied() < self.cfg.concurrency as usize
         {
             return None;
         }

@@ -33,6 +33,9 @@ pub struct Running {
     pub started_at: crate::time::Timestamp,
     /// The directory of its inputs, removed when it ends.
     pub inputs: Option<std::path::PathBuf>,
+    /// Taken back for higher work just after it started (cancelled): its
+    /// slot is free, and its claim waits again once its run reports.
+    pub taken_back: bool,
 }
 
 pub struct Slots {
@@ -55,6 +58,12 @@ impl Slots {
 
     pub fn is_idle(&self) -> bool {
         self.running.is_empty() && self.waiting.is_empty()
+    }
+
+    /// Slots that hold a run: those running, less runs taken back (their
+    /// containers are on their way out, and their claims wait again).
+    pub fn occupied(&self) -> usize {
+        self.running.values().filter(|r| !r.taken_back).count()
     }
 
     /// Slots free to start a task now.
@@ -158,6 +167,53 @@ impl Slots {
             .collect()
     }
 
+    /// The runs among `started` (started at a free slot just before a look
+    /// at the lanes) that are below the claims now waiting, as many as
+    /// those are, taken back: each is cancelled (it ran for about a look
+    /// and a sync), its slot is free at once for the higher work, and its
+    /// claim waits again once its run reports (`Worker::wait_again`). A run
+    /// that has ended by now stays a run. The ids and levels taken back.
+    pub fn take_back_below(&mut self, started: &[Id], now: time::Timestamp) -> Vec<(Id, u8)> {
+        let mut above: Vec<u8> = self
+            .waiting
+            .iter()
+            .map(|c| c.effective_priority(now))
+            .collect();
+        // Higher claims that a run taken back already frees a slot for.
+        for r in self.running.values().filter(|r| r.taken_back) {
+            let level = r.claimed.effective_priority(now);
+            if let Some(i) = above.iter().position(|&l| l > level) {
+                above.swap_remove(i);
+            }
+        }
+        let mut out = Vec::new();
+        for id in started {
+            let Some(r) = self.running.get_mut(id) else {
+                continue;
+            };
+            if r.taken_back || r.ended.get().is_some() {
+                continue;
+            }
+            let level = r.claimed.effective_priority(now);
+            let Some(i) = above.iter().position(|&l| l > level) else {
+                continue;
+            };
+            above.swap_remove(i);
+            r.taken_back = true;
+            r.cancel.store(true, Ordering::SeqCst);
+            out.push((id.clone(), level));
+        }
+        out
+    }
+
+    /// Highest level first, claims of one level in the order they came (a
+    /// stable sort): higher work claimed while holding lower starts first.
+    pub fn sort_waiting(&mut self, now: time::Timestamp) {
+        self.waiting
+            .make_contiguous()
+            .sort_by_key(|c| std::cmp::Reverse(c.effective_priority(now)));
+    }
+
     /// The last `n` waiting claims, taken out.
     pub fn take_last_waiting(&mut self, n: usize) -> Vec<ClaimedTask> {
         let keep = self.waiting.len().saturating_sub(n);
@@ -182,7 +238,7 @@ impl Slots {
 
     /// The next waiting claim, if a slot is free for it.
     pub fn next_to_start(&mut self) -> Option<ClaimedTask> {
-        if self.running.len() < self.concurrency {
+        if self.occupied() < self.concurrency {
             self.waiting.pop_front()
         } else {
             None
@@ -264,193 +320,4 @@ pub fn result_of(report: &RunReport, claimed: &ClaimedTask, node: &Id) -> Option
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::grid::{Task, TaskRules};
-
-    fn claimed(id: &str, timeout: u64) -> ClaimedTask {
-        claimed_with(id, &format!(r#","timeout_seconds":{timeout}"#))
-    }
-
-    /// A claim of task `id` whose file has `fields` (JSON, each with a
-    /// leading comma) beside its id and script.
-    fn claimed_with(id: &str, fields: &str) -> ClaimedTask {
-        let bytes = format!(r#"{{"task_id":"{id}","script":"true"{fields}}}"#);
-        let task = Task::from_entry(
-            &format!("{id}.json"),
-            crate::grid::task::EntryKind::File,
-            bytes.as_bytes(),
-            &TaskRules::default(),
-        )
-        .unwrap();
-        ClaimedTask::new(
-            task,
-            &Id::parse("n1").unwrap(),
-            time::now(),
-            chrono::Duration::seconds(300),
-        )
-    }
-
-    fn run(slots: &mut Slots, c: ClaimedTask, started: Instant) {
-        slots.running.insert(
-            c.task.task_id.clone(),
-            Running {
-                claimed: c,
-                cancel: Arc::new(AtomicBool::new(false)),
-                started,
-                ended: Ended::default(),
-                started_at: time::now(),
-                inputs: None,
-            },
-        );
-    }
-
-    impl Slots {
-        fn room_at(&self, pace: &Pace, claim_ahead: u32, ahead_ok: bool) -> usize {
-            self.room(pace, claim_ahead, ahead_ok, Instant::now())
-        }
-    }
-
-    #[test]
-    fn room_is_free_slots_plus_what_pace_holds_ahead() {
-        let mut pace = Pace::default();
-        let mut s = Slots::new(2);
-        assert_eq!(s.room_at(&pace, 128, false), 2, "just the slots");
-        assert_eq!(s.room_at(&pace, 128, true), 2, "nothing timed: none ahead");
-        pace.sync_took(Duration::from_millis(100));
-        pace.task_took(Duration::from_millis(100));
-        assert_eq!(s.room_at(&pace, 128, false), 2, "none ahead");
-        assert_eq!(s.room_at(&pace, 128, true), 2 + 8, "4 syncs of work ahead");
-        let now = Instant::now();
-        run(&mut s, claimed("a", 30), now);
-        assert_eq!(s.room_at(&pace, 128, true), 1 + 8);
-        assert_eq!(s.room_at(&pace, 128, false), 1);
-        assert_eq!(s.free(), 1);
-        s.waiting.push_back(claimed("b", 30));
-        assert_eq!(s.free(), 0);
-        assert_eq!(s.room_at(&pace, 0, false), 0, "claim_ahead 0");
-        assert_eq!(s.held().len(), 2);
-    }
-
-    #[test]
-    fn while_peers_idle_a_node_takes_only_what_it_starts_before_they_would() {
-        let now = Instant::now();
-        let s = Slots::new(1);
-        let second = Duration::from_secs(1);
-        let mut pace = Pace::default();
-        assert_eq!(
-            s.room_before_peers_look(&pace, second, 128, now),
-            0,
-            "nothing timed"
-        );
-        pace.sync_took(Duration::from_millis(100));
-        pace.task_took(Duration::from_millis(10));
-        // Half a second of 10 ms tasks: fifty, within claim_ahead.
-        let short = s.room_before_peers_look(&pace, second, 128, now);
-        assert!((40..=60).contains(&short), "{short}");
-        assert_eq!(s.room_before_peers_look(&pace, second, 8, now), 9);
-        let mut long = Pace::default();
-        long.sync_took(Duration::from_millis(100));
-        long.task_took(Duration::from_secs(5));
-        assert_eq!(
-            s.room_before_peers_look(&long, second, 128, now),
-            1,
-            "the free slot only"
-        );
-    }
-
-    #[test]
-    fn a_claim_made_now_may_wait_for_the_running_and_the_waiting() {
-        let now = Instant::now();
-        let mut s = Slots::new(1);
-        assert_eq!(s.longest_wait(now), Duration::ZERO);
-        run(&mut s, claimed("a", 30), now);
-        s.waiting.push_back(claimed("b", 20));
-        let later = now + Duration::from_secs(10);
-        assert_eq!(s.longest_wait(later), Duration::from_secs(20 + 20));
-    }
-
-    #[test]
-    fn the_lowest_level_held_counts_running_and_waiting_tasks() {
-        let at = |id: &str, priority: u8| {
-            claimed_with(
-                id,
-                &format!(r#","timeout_seconds":5,"priority":{priority}"#),
-            )
-        };
-        let now = Instant::now();
-        let mut s = Slots::new(1);
-        assert_eq!(s.lowest_held_level(time::now()), None, "holds nothing");
-        run(&mut s, at("r", 40), now);
-        assert_eq!(s.lowest_held_level(time::now()), Some(40));
-        s.waiting.push_back(at("w", 90));
-        assert_eq!(
-            s.lowest_held_level(time::now()),
-            Some(40),
-            "the running one"
-        );
-        s.waiting.push_back(at("v", 10));
-        assert_eq!(s.lowest_held_level(time::now()), Some(10), "a waiting one");
-    }
-
-    #[test]
-    fn waiting_claims_start_only_into_a_free_slot() {
-        let now = Instant::now();
-        let mut s = Slots::new(1);
-        s.waiting.push_back(claimed("a", 30));
-        s.waiting.push_back(claimed("b", 30));
-        s.waiting.push_back(claimed("c", 30));
-        let first = s.next_to_start().unwrap();
-        run(&mut s, first, now);
-        assert!(s.next_to_start().is_none());
-        let back = s.take_last_waiting(1);
-        assert_eq!(back[0].task.task_id.as_str(), "c");
-        assert_eq!(s.waiting.len(), 1);
-        s.waiting.push_back(claimed("d", 30));
-        s.waiting.push_back(claimed("e", 30));
-        let back = s.take_waiting(&[0, 2]);
-        let ids: Vec<&str> = back.iter().map(|c| c.task.task_id.as_str()).collect();
-        assert_eq!(ids, ["b", "e"]);
-        assert_eq!(s.waiting[0].task.task_id.as_str(), "d");
-    }
-
-    #[test]
-    fn the_running_tasks_say_how_long_they_have_run() {
-        let now = Instant::now();
-        let mut s = Slots::new(2);
-        assert!(s.running_for(now).is_empty());
-        run(&mut s, claimed("a", 30), now);
-        let later = now + Duration::from_secs(3);
-        assert_eq!(s.running_for(later), vec![Duration::from_secs(3)]);
-        // Its run ended while the loop was in a sync: not a long task.
-        s.running.values().next().unwrap().ended.set(now).unwrap();
-        assert!(s.running_for(later).is_empty());
-    }
-
-    #[test]
-    fn a_run_becomes_a_result_unless_it_never_ran() {
-        let c = claimed("t", 7);
-        let node = Id::parse("n1").unwrap();
-        let report = |outcome| RunReport {
-            outcome,
-            stdout: "out".into(),
-            stderr: String::new(),
-            truncated: false,
-            started_at: time::now(),
-            duration: Duration::from_millis(5),
-        };
-        let ok = result_of(&report(Outcome::Exited(0)), &c, &node).unwrap();
-        assert_eq!(
-            (ok.status, ok.exit_code),
-            (ResultStatus::Completed, Some(0))
-        );
-        assert_eq!(ok.stdout, "out");
-        let failed = result_of(&report(Outcome::Exited(3)), &c, &node).unwrap();
-        assert_eq!(failed.status, ResultStatus::Failed);
-        let late = result_of(&report(Outcome::TimedOut), &c, &node).unwrap();
-        assert_eq!(late.status, ResultStatus::Timeout);
-        assert!(late.error.unwrap().contains("7 s"));
-        assert!(result_of(&report(Outcome::Cancelled), &c, &node).is_none());
-        assert!(result_of(&report(Outcome::EngineFailed("x".into())), &c, &node).is_none());
-    }
-}
+mod tests;

@@ -21,21 +21,28 @@ use super::slots::{self, Running};
 use super::{ENGINE_RETRY, Unhealthy, View, Worker};
 
 impl Worker {
-    /// Start waiting claims while slots are free.
-    pub(super) fn start_waiting(&mut self) {
+    /// Start waiting claims while slots are free; the ids of those started.
+    pub(super) fn start_waiting(&mut self) -> Vec<Id> {
+        let mut started = Vec::new();
         while let Some(next) = self.slots.next_to_start() {
-            self.start(next);
+            let id = next.task.task_id.clone();
+            if self.start(next) {
+                started.push(id);
+            }
         }
+        started
     }
 
-    fn start(&mut self, claimed: ClaimedTask) {
+    /// Start `claimed` in a free slot; false if it could not start (its
+    /// claim then went to the outbox).
+    fn start(&mut self, claimed: ClaimedTask) -> bool {
         let id = claimed.task.task_id.clone();
         let inputs = match self.prepare_inputs(&claimed) {
             Ok(dir) => dir,
             Err(reason) => {
                 tracing::error!(task_id = %id, error = %reason, "cannot give the task its inputs; requeueing");
                 self.put_outbox(&claimed, Finish::Retry { reason });
-                return;
+                return false;
             }
         };
         let ended = slots::Ended::default();
@@ -61,8 +68,10 @@ impl Worker {
                         ended,
                         started_at,
                         inputs,
+                        taken_back: false,
                     },
                 );
+                true
             }
             Err(e) => {
                 remove_inputs(inputs.as_deref());
@@ -71,6 +80,7 @@ impl Worker {
                     &claimed,
                     Finish::requeue(format!("worker could not start the task: {e}")),
                 );
+                false
             }
         }
     }
@@ -79,6 +89,10 @@ impl Worker {
         let Some(running) = self.slots.running.remove(&task) else {
             return;
         };
+        if running.taken_back && matches!(report.outcome, Outcome::Cancelled) {
+            self.wait_again(running);
+            return;
+        }
         self.budget.ended(running.started_at, time::now());
         remove_inputs(running.inputs.as_deref());
         let claimed = running.claimed;
@@ -126,27 +140,55 @@ impl Worker {
             }
         };
         self.put_outbox(&claimed, finish);
-        if self.look_pays() {
-            // The loop looks first (main_loop), then starts.
-            self.look_first = true;
-        } else {
-            // Start what was claimed ahead before pushing this result: the
-            // push then overlaps the next run.
-            self.start_waiting();
+        // Start what was claimed ahead before pushing this result: the push
+        // then overlaps the next run. A look at the lanes, if one is due,
+        // comes right after the start, not before it: the slot never waits
+        // for a fetch, and a start the look would have changed is taken
+        // back (`take_back_below`).
+        let look = self.look_pays();
+        let started = self.start_waiting();
+        if look {
+            self.look_at_slot = Some(started);
         }
     }
 
-    /// At a free slot with a claim waiting for it, look at the lanes
-    /// first? Work of a higher priority may have arrived since the claim
-    /// was made, and should start at this slot, not after the claims held.
-    /// Where a look costs little against a task (`Pace::look_at_free_slots`),
-    /// and only if the last look is older than the look takes: one that
-    /// recent is as good as a new one.
+    /// A run taken back for higher work has ended: its claim waits again,
+    /// in its place by level (or goes back to the queue, if the node is
+    /// stopping), and its slot starts what comes first now.
+    fn wait_again(&mut self, running: Running) {
+        remove_inputs(running.inputs.as_deref());
+        self.budget.taken_back(running.started_at);
+        let claimed = running.claimed;
+        if self.draining_since.is_some() {
+            let reason = format!("{} stopped before the task finished", self.node());
+            self.put_outbox(&claimed, Finish::requeue(reason));
+        } else {
+            self.slots.waiting.push_back(claimed);
+            self.slots.sort_waiting(time::now());
+        }
+        self.start_waiting();
+    }
+
+    /// After a look at a free slot claimed higher work: take back the runs
+    /// the slot started just before the look that are below it
+    /// (`Slots::take_back_below`); their slots start the higher work.
+    fn take_back_below(&mut self, at_slot: &[Id]) {
+        for (id, level) in self.slots.take_back_below(at_slot, time::now()) {
+            tracing::info!(task_id = %id, level, "taking back the start: higher work is claimed for this slot");
+        }
+    }
+
+    /// At a free slot with a claim waiting for it, look at the lanes? Work
+    /// of a higher priority may have arrived since the claim was made, and
+    /// should start at this slot, not after the claims held. Where a look
+    /// costs little against a task (`Pace::look_at_free_slots`), and only
+    /// if the last look is older than the look takes: one that recent is
+    /// as good as a new one.
     fn look_pays(&self) -> bool {
         self.draining_since.is_none()
             && self.unhealthy.is_none()
             && !self.slots.waiting.is_empty()
-            && self.slots.running.len() < self.cfg.concurrency as usize
+            && self.slots.occupied() < self.cfg.concurrency as usize
             && self.pace.look_at_free_slots()
             && self
                 .schedule
@@ -154,20 +196,35 @@ impl Worker {
                 .is_none_or(|at| at.elapsed() >= self.pace.peek_estimate())
     }
 
-    /// The look [`Worker::look_pays`] asked for: fetch and list the lanes;
-    /// if they hold work above the claims waiting here, one sync claims it
-    /// (and hands back, by the outbox, the claims it goes before). Then
-    /// start what waits, highest first. A look that finds nothing pushes
-    /// nothing, and whatever its fate, the slot does not stay idle.
-    pub(super) fn look_before_starting(&mut self) {
+    /// The look [`Worker::look_pays`] asked for, made just after the free
+    /// slot started `at_slot`: fetch and list the lanes; if they hold work
+    /// above what the slot started, one sync claims it (and hands back, by
+    /// the outbox, the claims it goes before), and the start is taken back
+    /// for it. A look that finds nothing pushes nothing. The slot never
+    /// waits for the look: measured with mixed task lengths, a fetch before
+    /// each start cost a tenth of the drain (BENCHMARKS.md, "A look after
+    /// the start").
+    pub(super) fn look_at_free_slot(&mut self, at_slot: &[Id]) {
         let started = Instant::now();
+        // What the slot started, or else the next to start: the level the
+        // look must find work above.
+        let held = |w: &Worker| {
+            let now = time::now();
+            at_slot
+                .iter()
+                .filter_map(|id| w.slots.running.get(id))
+                .map(|r| r.claimed.effective_priority(now))
+                .chain(w.slots.next_waiting_level(now))
+                .max()
+        };
+        let before = held(self);
         let takes_assigned = self.takes_assigned();
         let mut made_for_it = false;
         let top = self.repo.fetch().and_then(|tip| match tip {
             Some(tip) => {
                 // A peer may have claimed a burst of higher work for this
                 // node: it is no longer in the lanes, but waits for it.
-                if takes_assigned && let Some(next) = self.slots.next_waiting_level(time::now()) {
+                if takes_assigned && let Some(next) = before {
                     made_for_it = crate::service::sync::made_for(
                         &self.repo,
                         &tip,
@@ -190,7 +247,7 @@ impl Worker {
         // sync: below that, what waits starts now, and the claims it goes
         // before go back at the next look, which the slot does not wait
         // for.
-        let held = self.slots.next_waiting_level(time::now());
+        let held = held(self);
         match top {
             // The same higher level that the last look could not claim
             // (tasks this node may not take, as trust rules): the periodic
@@ -214,6 +271,7 @@ impl Worker {
                             && report.top_queued == top)
                             .then_some(top)
                             .flatten();
+                        self.take_back_below(at_slot);
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "claiming the higher work failed; starting what waits");
@@ -263,7 +321,9 @@ impl Worker {
     /// task (mounted so). None for a task that runs after nothing.
     fn prepare_inputs(&mut self, claimed: &ClaimedTask) -> Result<Option<PathBuf>, String> {
         use std::os::unix::fs::PermissionsExt;
-        let Some(parents) = self.inputs.remove(&claimed.task.task_id) else {
+        // Kept until the claim ends (`put_outbox`): a start taken back for
+        // higher work starts again with the same inputs.
+        let Some(parents) = self.inputs.get(&claimed.task.task_id).cloned() else {
             return Ok(None);
         };
         let dir = self.cfg.state_dir.join("inputs").join(format!(
@@ -445,8 +505,10 @@ impl Worker {
     /// stop running it, or drop it unstarted. Its result or requeue, if
     /// any reaches the outbox, is found moot when it lands.
     pub(super) fn drop_lost(&mut self, id: &Id) {
-        if let Some(r) = self.slots.running.get(id) {
+        if let Some(r) = self.slots.running.get_mut(id) {
             r.cancel.store(true, Ordering::SeqCst);
+            // Not to wait again: the claim is not this node's any more.
+            r.taken_back = false;
         }
         self.slots.waiting.retain(|c| &c.task.task_id != id);
         self.claim_commits.remove(id);

@@ -334,6 +334,28 @@ fn cancel_kills_and_removes_the_container(f: EngineFlavor) {
     );
 }
 
+/// A start taken back for higher work is cancelled a look and a sync after
+/// it began: while the engine may still be creating the container.
+fn cancel_during_startup_leaves_nothing(f: EngineFlavor) {
+    let e = engine(f, Limits::default());
+    let j = job("earlycancel", "sleep 300", Duration::from_secs(120));
+    let flag = no_cancel();
+    let setter = Arc::clone(&flag);
+    thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        setter.store(true, Ordering::SeqCst);
+    });
+    let t = Instant::now();
+    let r = e.run(&j, &flag);
+    let took = t.elapsed();
+    assert_eq!(r.outcome, Outcome::Cancelled, "{r:?}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert!(
+        !container_exists(f, &j.container_name()),
+        "container left behind"
+    );
+}
+
 /// Removes the named containers when dropped, so a failed assertion does not
 /// leave `sleep 300` containers behind.
 struct Cleanup(EngineFlavor, Vec<String>);
@@ -457,6 +479,7 @@ for_each_engine!(
     engine_down_is_an_engine_failure,
     exit_code_passes_through,
     cancel_kills_and_removes_the_container,
+    cancel_during_startup_leaves_nothing,
     remove_leftovers_only_takes_this_nodes,
     inputs_are_read_only_at_inputs,
 );

@@ -343,9 +343,11 @@ fn http_body(addr: &str, path: &str) -> String {
 }
 
 pub fn schedule() -> String {
-    // SCHEDULE_ONLY=burst: the burst alone, to try a change to the rules.
-    if std::env::var("SCHEDULE_ONLY").is_ok_and(|v| v == "burst") {
-        return burst();
+    // SCHEDULE_ONLY=burst (or claim): that part alone, to try a change.
+    match std::env::var("SCHEDULE_ONLY").as_deref() {
+        Ok("burst") => return burst(),
+        Ok("claim") => return claim_cost(),
+        _ => {}
     }
     let cost = claim_cost();
     eprintln!("{cost}");

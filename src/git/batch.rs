@@ -205,22 +205,21 @@ pub(super) fn parse_batch_check(
 
 /// A tree object's entries: `<octal mode> <name>\0<raw id>`, each.
 fn parse_tree(mut body: &[u8], id_len: usize) -> Option<Vec<TreeEntry>> {
-    use std::fmt::Write as _;
     let mut entries = Vec::new();
     while !body.is_empty() {
         let space = body.iter().position(|b| *b == b' ')?;
         let nul = space + body[space..].iter().position(|b| *b == 0)?;
-        // Trees store `40000`; `ls-tree` prints every mode as six digits.
-        let mode = u32::from_str_radix(std::str::from_utf8(&body[..space]).ok()?, 8).ok()?;
-        let mode = EntryMode::parse(&format!("{mode:06o}"))?;
+        let mode = EntryMode::of_tree_object(&body[..space])?;
         let id = body.get(nul + 1..nul + 1 + id_len)?;
-        let mut oid = String::with_capacity(id_len * 2);
-        for b in id {
-            let _ = write!(oid, "{b:02x}");
-        }
+        // A deep queue's listing is tens of thousands of entries: one
+        // allocation each for the id, none for the mode.
+        let mut hex = [0u8; 64];
+        let hex = hex.get_mut(..id_len * 2)?;
+        hex::encode_to_slice(id, hex).ok()?;
         entries.push(TreeEntry {
             mode,
-            oid,
+            // Hex digits are ASCII.
+            oid: String::from_utf8(hex.to_vec()).ok()?,
             name: body[space + 1..nul].to_vec(),
         });
         body = &body[nul + 1 + id_len..];
@@ -350,6 +349,35 @@ mod tests {
         assert_eq!(r[2].as_ref().unwrap().kind, "tree");
         assert!(parse_batch_check(out, 2).is_err());
         assert!(parse_batch_check(b"aaaa blob x\n", 1).is_err());
+    }
+
+    #[test]
+    fn tree_objects_parse_by_their_stored_modes() {
+        let entry = |mode: &str, name: &str, id: u8| {
+            let mut e = format!("{mode} {name}\0").into_bytes();
+            e.extend([id; 20]);
+            e
+        };
+        let body: Vec<u8> = [
+            entry("40000", "dir", 1),
+            entry("100644", "a.json", 0xab),
+            entry("100755", "run", 2),
+            entry("120000", "link", 3),
+            entry("160000", "sub", 4),
+        ]
+        .concat();
+        let listed = parse_tree(&body, 20).unwrap();
+        let modes: Vec<EntryMode> = listed.iter().map(|e| e.mode).collect();
+        use EntryMode::*;
+        assert_eq!(modes, [Tree, File, Executable, Symlink, Submodule]);
+        assert_eq!(listed[1].oid, "ab".repeat(20));
+        assert_eq!(listed[1].name, b"a.json");
+        // A mode git does not write (zero-padded, or group-writable) is not
+        // guessed at: the listing goes to `ls-tree`, which says what it is.
+        for odd in ["040000", "100664", "644"] {
+            assert!(parse_tree(&entry(odd, "x", 5), 20).is_none(), "{odd}");
+        }
+        assert!(parse_tree(&entry("100644", "cut", 5)[..20], 20).is_none());
     }
 
     #[test]

@@ -16,6 +16,19 @@ pub enum EntryMode {
 }
 
 impl EntryMode {
+    /// The mode as a tree object stores it: `40000` for a tree (`ls-tree`
+    /// prints six digits), the others as `ls-tree` prints them.
+    pub(super) fn of_tree_object(mode: &[u8]) -> Option<EntryMode> {
+        Some(match mode {
+            b"100644" => EntryMode::File,
+            b"100755" => EntryMode::Executable,
+            b"120000" => EntryMode::Symlink,
+            b"40000" => EntryMode::Tree,
+            b"160000" => EntryMode::Submodule,
+            _ => return None,
+        })
+    }
+
     pub(super) fn parse(mode: &str) -> Option<EntryMode> {
         Some(match mode {
             "100644" => EntryMode::File,

@@ -601,10 +601,7 @@ fn higher_work_starts_at_the_next_free_slot_between_periodic_looks() {
         .map(|i| json!({"task_id": format!("low-{i}"), "script": "sleep 0.8", "timeout_seconds": 30, "priority": 10}))
         .collect();
     submit(&grid, "low", Value::Array(low));
-    let mut spec = WorkerSpec::new(&grid, "holder");
-    spec.drain = false;
-    spec.env.push(("PULL_INTERVAL".into(), "60".into()));
-    let mut w = spawn_worker(&grid, &spec);
+    let mut w = holder_looking_rarely(&grid);
     // Alone, once it has timed a task it holds all the rest.
     wait_until(
         "two results, the rest held",
@@ -651,10 +648,7 @@ fn higher_work_found_just_after_a_start_takes_the_slot_back() {
     );
     low.extend((0..2).map(|i| json!({"task_id": format!("c-{i}"), "script": "sleep 1", "timeout_seconds": 30, "priority": 10})));
     submit(&grid, "low", Value::Array(low));
-    let mut spec = WorkerSpec::new(&grid, "holder");
-    spec.drain = false;
-    spec.env.push(("PULL_INTERVAL".into(), "60".into()));
-    let mut w = spawn_worker(&grid, &spec);
+    let mut w = holder_looking_rarely(&grid);
     wait_until(
         "the long task running, the short ones' results on main",
         Duration::from_secs(60),
@@ -689,6 +683,16 @@ fn higher_work_found_just_after_a_start_takes_the_slot_back() {
     for (id, res) in &r {
         assert_eq!(res["status"], "completed", "{id}");
     }
+}
+
+/// A node named `holder` that keeps running once the queue is empty and
+/// looks at the queue every 30 s (half its poll interval): between two of
+/// its own syncs, only a look at a free slot can see new work.
+fn holder_looking_rarely(grid: &Grid) -> WorkerProc {
+    let mut spec = WorkerSpec::new(grid, "holder");
+    spec.drain = false;
+    spec.env.push(("PULL_INTERVAL".into(), "60".into()));
+    spawn_worker(grid, &spec)
 }
 
 /// Wait for `n` results, stop the worker cleanly, and give the results by

@@ -208,28 +208,25 @@ impl Worker {
         let started = Instant::now();
         // What the slot started, or else the next to start: the level the
         // look must find work above.
-        let held = |w: &Worker| {
-            let now = time::now();
-            at_slot
-                .iter()
-                .filter_map(|id| w.slots.running.get(id))
-                .map(|r| r.claimed.effective_priority(now))
-                .chain(w.slots.next_waiting_level(now))
-                .max()
-        };
-        let before = held(self);
+        let now = time::now();
+        let held = at_slot
+            .iter()
+            .filter_map(|id| self.slots.running.get(id))
+            .map(|r| r.claimed.effective_priority(now))
+            .chain(self.slots.next_waiting_level(now))
+            .max();
         let takes_assigned = self.takes_assigned();
         let mut made_for_it = false;
         let top = self.repo.fetch().and_then(|tip| match tip {
             Some(tip) => {
                 // A peer may have claimed a burst of higher work for this
                 // node: it is no longer in the lanes, but waits for it.
-                if takes_assigned && let Some(next) = before {
+                if takes_assigned && let Some(next) = held {
                     made_for_it = crate::service::sync::made_for(
                         &self.repo,
                         &tip,
                         (&self.cfg.node_id, &self.slots.held()),
-                        (next, time::now()),
+                        (next, now),
                         &self.cfg.task_rules,
                         &self.claims_seen,
                     )?;
@@ -247,7 +244,6 @@ impl Worker {
         // sync: below that, what waits starts now, and the claims it goes
         // before go back at the next look, which the slot does not wait
         // for.
-        let held = held(self);
         match top {
             // The same higher level that the last look could not claim
             // (tasks this node may not take, as trust rules): the periodic

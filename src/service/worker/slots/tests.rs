@@ -26,6 +26,14 @@ fn claimed_with(id: &str, fields: &str) -> ClaimedTask {
     )
 }
 
+/// A claim of task `id` at `priority`.
+fn at_level(id: &str, priority: u8) -> ClaimedTask {
+    claimed_with(
+        id,
+        &format!(r#","timeout_seconds":5,"priority":{priority}"#),
+    )
+}
+
 fn run(slots: &mut Slots, c: ClaimedTask, started: Instant) {
     slots.running.insert(
         c.task.task_id.clone(),
@@ -108,24 +116,18 @@ fn a_claim_made_now_may_wait_for_the_running_and_the_waiting() {
 
 #[test]
 fn the_lowest_level_held_counts_running_and_waiting_tasks() {
-    let at = |id: &str, priority: u8| {
-        claimed_with(
-            id,
-            &format!(r#","timeout_seconds":5,"priority":{priority}"#),
-        )
-    };
     let now = Instant::now();
     let mut s = Slots::new(1);
     assert_eq!(s.lowest_held_level(time::now()), None, "holds nothing");
-    run(&mut s, at("r", 40), now);
+    run(&mut s, at_level("r", 40), now);
     assert_eq!(s.lowest_held_level(time::now()), Some(40));
-    s.waiting.push_back(at("w", 90));
+    s.waiting.push_back(at_level("w", 90));
     assert_eq!(
         s.lowest_held_level(time::now()),
         Some(40),
         "the running one"
     );
-    s.waiting.push_back(at("v", 10));
+    s.waiting.push_back(at_level("v", 10));
     assert_eq!(s.lowest_held_level(time::now()), Some(10), "a waiting one");
 }
 
@@ -152,21 +154,15 @@ fn waiting_claims_start_only_into_a_free_slot() {
 
 #[test]
 fn a_start_below_higher_work_is_taken_back_and_frees_its_slot() {
-    let at = |id: &str, priority: u8| {
-        claimed_with(
-            id,
-            &format!(r#","timeout_seconds":5,"priority":{priority}"#),
-        )
-    };
     let now = Instant::now();
     let mut s = Slots::new(2);
-    run(&mut s, at("low", 10), now);
-    run(&mut s, at("mid", 50), now);
-    run(&mut s, at("older", 10), now);
+    run(&mut s, at_level("low", 10), now);
+    run(&mut s, at_level("mid", 50), now);
+    run(&mut s, at_level("older", 10), now);
     let id = |s: &str| Id::parse(s).unwrap();
-    run(&mut s, at("quick", 10), now);
+    run(&mut s, at_level("quick", 10), now);
     s.running[&id("quick")].ended.set(now).unwrap();
-    s.waiting.push_back(at("urgent", 90));
+    s.waiting.push_back(at_level("urgent", 90));
     // Only what the slot started just now, and not a run that ended;
     // one higher claim takes back one run.
     let started = [id("quick"), id("low"), id("mid")];
@@ -183,21 +179,15 @@ fn a_start_below_higher_work_is_taken_back_and_frees_its_slot() {
     assert!(s.take_back_below(&started, time::now()).is_empty(), "once");
     // Nothing above a run: nothing taken back.
     s.waiting.clear();
-    s.waiting.push_back(at("same", 50));
+    s.waiting.push_back(at_level("same", 50));
     assert!(s.take_back_below(&[id("mid")], time::now()).is_empty());
 }
 
 #[test]
 fn claims_wait_highest_first_in_the_order_they_came() {
-    let at = |id: &str, priority: u8| {
-        claimed_with(
-            id,
-            &format!(r#","timeout_seconds":5,"priority":{priority}"#),
-        )
-    };
     let mut s = Slots::new(1);
     for (id, p) in [("a", 10), ("b", 90), ("c", 10), ("d", 50), ("e", 90)] {
-        s.waiting.push_back(at(id, p));
+        s.waiting.push_back(at_level(id, p));
     }
     s.sort_waiting(time::now());
     let ids: Vec<&str> = s.waiting.iter().map(|c| c.task.task_id.as_str()).collect();

@@ -16,28 +16,26 @@ pub enum EntryMode {
 }
 
 impl EntryMode {
-    /// The mode as a tree object stores it: `40000` for a tree (`ls-tree`
-    /// prints six digits), the others as `ls-tree` prints them.
+    const ALL: [EntryMode; 5] = [
+        EntryMode::File,
+        EntryMode::Executable,
+        EntryMode::Symlink,
+        EntryMode::Tree,
+        EntryMode::Submodule,
+    ];
+
+    /// The mode as a tree object stores it: as `ls-tree` prints it
+    /// ([`EntryMode::as_str`]) without the leading zero of a tree's
+    /// `040000`. Anything else (zero-padded, group-writable) is none.
     pub(super) fn of_tree_object(mode: &[u8]) -> Option<EntryMode> {
-        Some(match mode {
-            b"100644" => EntryMode::File,
-            b"100755" => EntryMode::Executable,
-            b"120000" => EntryMode::Symlink,
-            b"40000" => EntryMode::Tree,
-            b"160000" => EntryMode::Submodule,
-            _ => return None,
-        })
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str().trim_start_matches('0').as_bytes() == mode)
     }
 
+    /// The mode as `ls-tree` prints it.
     pub(super) fn parse(mode: &str) -> Option<EntryMode> {
-        Some(match mode {
-            "100644" => EntryMode::File,
-            "100755" => EntryMode::Executable,
-            "120000" => EntryMode::Symlink,
-            "040000" => EntryMode::Tree,
-            "160000" => EntryMode::Submodule,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|m| m.as_str() == mode)
     }
 
     pub fn as_str(self) -> &'static str {

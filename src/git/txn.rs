@@ -43,6 +43,12 @@ pub struct TxnPolicy {
     /// more urgent than this change (a worker whose task ended, with the
     /// next one claimed and waiting to start), and will try again after.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// After a lost round, begin another only if it ends by then (taking
+    /// as long as the lost one did, after its backoff): the caller has
+    /// something to do at that moment that a sync in flight would hold up
+    /// (a slot due to free, a claim waiting to start there), and a change
+    /// that can wait is tried again after it.
+    pub rounds_end_by: Option<std::time::Instant>,
 }
 
 impl Default for TxnPolicy {
@@ -52,6 +58,7 @@ impl Default for TxnPolicy {
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_secs(2),
             interrupt: None,
+            rounds_end_by: None,
         }
     }
 }
@@ -73,6 +80,21 @@ impl TxnPolicy {
             interrupt: Some(flag),
             ..self
         }
+    }
+
+    /// Begin no round after a lost one that would not end by `at`.
+    pub fn rounds_end_by(self, at: Option<std::time::Instant>) -> Self {
+        TxnPolicy {
+            rounds_end_by: at,
+            ..self
+        }
+    }
+
+    /// Would a round that takes `round`, begun after a pause of `pause`,
+    /// end too late?
+    fn ends_too_late(&self, pause: Duration, round: Duration) -> bool {
+        self.rounds_end_by
+            .is_some_and(|by| std::time::Instant::now() + pause + round > by)
     }
 
     fn interrupted(&self) -> bool {
@@ -136,7 +158,8 @@ pub enum TxnError {
     #[error("gave up after {rounds} rounds lost to other writers (last: {last})")]
     Contended { rounds: u32, last: String },
     /// Given up between rounds because the caller asked (see
-    /// [`TxnPolicy::interrupt`]): nothing was changed, nothing is wrong.
+    /// [`TxnPolicy::interrupt`] and [`TxnPolicy::rounds_end_by`]): nothing
+    /// was changed, nothing is wrong.
     #[error("interrupted after {rounds} rounds lost to other writers")]
     Interrupted { rounds: u32 },
 }
@@ -404,7 +427,9 @@ pub fn run_branches<T>(
                 tracing::warn!(error = %push_err, "push failed; retrying from the new tip");
             }
         }
-        if !pause(policy, backoff(policy, round, round_started.elapsed())) {
+        let took = round_started.elapsed();
+        let wait = backoff(policy, round, took);
+        if policy.ends_too_late(wait, took) || !pause(policy, wait) {
             return Err(TxnError::Interrupted { rounds: rejections });
         }
     }
@@ -471,6 +496,18 @@ mod tests {
         let t = std::time::Instant::now();
         assert!(!pause(&p, Duration::from_secs(10)));
         assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_round_that_would_end_after_the_deadline_is_not_begun() {
+        let ms = Duration::from_millis;
+        let by = std::time::Instant::now() + Duration::from_secs(10);
+        let p = TxnPolicy::default().rounds_end_by(Some(by));
+        assert!(!p.ends_too_late(ms(100), ms(500)));
+        assert!(p.ends_too_late(ms(9_600), ms(500)));
+        assert!(p.ends_too_late(ms(0), Duration::from_secs(11)));
+        let free = TxnPolicy::default().rounds_end_by(None);
+        assert!(!free.ends_too_late(Duration::from_secs(60), Duration::from_secs(60)));
     }
 
     #[test]

@@ -101,6 +101,14 @@ impl Pace {
         Duration::from_secs_f64(self.peek_secs().unwrap_or(0.0))
     }
 
+    /// What a sync takes, as measured: the longer of the recent syncs and
+    /// a committing sync's round (looks, which only fetch, pull the first
+    /// down).
+    pub fn sync_estimate(&self) -> Duration {
+        let secs = self.sync.unwrap_or(0.0).max(self.round.unwrap_or(0.0));
+        Duration::from_secs_f64(secs)
+    }
+
     /// Is a look at the lanes at every free slot worth its time? It lets
     /// work of a higher priority start at the next free slot, not at the
     /// next periodic look, and costs a fetch and a listing before each

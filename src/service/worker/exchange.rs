@@ -41,6 +41,7 @@ impl Worker {
         status: NodeStatus,
         txn_policy: &TxnPolicy,
     ) -> Result<SyncReport, txn::TxnError> {
+        self.schedule.synced();
         self.resolve_uncertain()?;
         let want = due.claims;
         let outbox = self.outbox.entries().to_vec();

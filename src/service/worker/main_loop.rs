@@ -33,10 +33,18 @@ impl Worker {
                 self.look_at_free_slot(&at_slot);
             }
             let load = self.load();
-            if let Some(due) = self.schedule.due(now, &load) {
+            if let Some(due) = self
+                .schedule
+                .due(now, &load)
+                .filter(|due| !self.schedule.hold_for_slot(Instant::now(), &load, due))
+            {
                 let can_wait = due.can_wait(&load);
+                // A change that can wait begins no round it cannot end
+                // before a slot frees with a claim waiting for it: that
+                // start would wait for the round, and on a far host a round
+                // lost to other writers is half a second.
                 let policy = if can_wait {
-                    TxnPolicy::yielding()
+                    TxnPolicy::yielding().rounds_end_by(load.slot_to_keep_clear(load.sync_takes))
                 } else {
                     TxnPolicy::default()
                 };
@@ -62,7 +70,7 @@ impl Worker {
                     Err(TxnError::Interrupted { rounds }) => {
                         tracing::debug!(
                             rounds,
-                            "sync interrupted: a task ended; the next sync carries its result"
+                            "sync interrupted: a slot frees; the next sync carries its result"
                         );
                     }
                     Err(TxnError::Contended { .. }) if can_wait => {

@@ -459,7 +459,31 @@ impl Worker {
             result_delay: self.result_delay(),
             stopping: self.draining_since.is_some(),
             look_ahead_at: self.look_ahead_at(),
+            slot_frees: self.slot_frees(),
+            look_takes: self.pace.peek_estimate(),
+            sync_takes: self.pace.sync_estimate(),
+            task_takes: Duration::from_secs_f64(self.pace.task_secs().unwrap_or(0.0)),
         }
+    }
+
+    /// When the first running task is due to end, by the measured task
+    /// length, while every slot is busy and a claim waits for one: the
+    /// moment the loop must be free to start it.
+    fn slot_frees(&self) -> Option<Instant> {
+        if self.draining_since.is_some()
+            || self.unhealthy.is_some()
+            || self.slots.waiting.is_empty()
+            || self.slots.occupied() < self.cfg.concurrency as usize
+        {
+            return None;
+        }
+        let task = Duration::from_secs_f64(self.pace.task_secs()?);
+        self.slots
+            .running
+            .values()
+            .filter(|r| r.ended.get().is_none())
+            .map(|r| r.started + task)
+            .min()
     }
 
     /// When to look at the queue ahead of the next free slot: every slot
@@ -470,21 +494,7 @@ impl Worker {
     /// it wait (`Pace::look_ahead_of`). Once a slot: a look made since
     /// covers it.
     fn look_ahead_at(&self) -> Option<Instant> {
-        if self.draining_since.is_some()
-            || self.unhealthy.is_some()
-            || self.slots.waiting.is_empty()
-            || self.slots.occupied() < self.cfg.concurrency as usize
-        {
-            return None;
-        }
-        let task = Duration::from_secs_f64(self.pace.task_secs()?);
-        let frees = self
-            .slots
-            .running
-            .values()
-            .filter(|r| r.ended.get().is_none())
-            .map(|r| r.started + task)
-            .min()?;
+        let frees = self.slot_frees()?;
         let at = self.pace.look_ahead_of(frees)?;
         if self.schedule.last_look.is_some_and(|l| l >= at) {
             return None;

@@ -34,6 +34,21 @@ pub struct Schedule {
     pub next_look: Instant,
     /// When the grid was last looked at (a claim or a look).
     pub last_look: Option<Instant>,
+    /// A due sync held back for a slot about to free
+    /// ([`Schedule::hold_for_slot`]).
+    pub hold: Hold,
+}
+
+/// Whether a due sync waits for a slot to start its next claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hold {
+    /// No sync held since the last one ran.
+    #[default]
+    Free,
+    /// Held until this instant: when the slot is due to free.
+    Until(Instant),
+    /// Held once since the last sync: the next due one runs.
+    Spent,
 }
 
 /// What the loop holds this turn, as far as the schedule decides on it.
@@ -55,6 +70,25 @@ pub struct Load {
     /// When to look at the queue ahead of the next free slot, holding
     /// claims for it (`Worker::look_ahead_at`), besides the periodic look.
     pub look_ahead_at: Option<Instant>,
+    /// When the first running task is due to end (by the measured task
+    /// length), while every slot is busy and a claim waits for one.
+    pub slot_frees: Option<Instant>,
+    /// What a look at the lanes takes, and any other sync, as measured.
+    pub look_takes: Duration,
+    pub sync_takes: Duration,
+    /// What a task takes, as measured.
+    pub task_takes: Duration,
+}
+
+impl Load {
+    /// When the slot a sync of `takes` should stay clear of is due to
+    /// free ([`Load::slot_frees`]), where such a sync fits between two
+    /// starts: before tasks shorter than a sync, a sync kept clear of one
+    /// end runs over the next, and a node that gave way to each would only
+    /// push more often, a round at a time.
+    pub fn slot_to_keep_clear(&self, takes: Duration) -> Option<Instant> {
+        self.slot_frees.filter(|_| self.task_takes >= takes)
+    }
 }
 
 /// What a sync made now should carry.
@@ -77,6 +111,11 @@ pub struct Due {
 impl Due {
     pub fn any(&self) -> bool {
         self.claims > 0 || self.flush || self.heartbeat || self.reap || self.look
+    }
+
+    /// A look at the lanes and nothing else: a fetch and a listing.
+    fn only_a_look(&self) -> bool {
+        self.look && self.claims == 0 && !self.flush && !self.heartbeat && !self.reap
     }
 
     /// Only results of a node still at work (or a look): they can wait for
@@ -105,6 +144,7 @@ impl Schedule {
             results_since: outbox_pending.then_some(now),
             next_look: now,
             last_look: None,
+            hold: Hold::Free,
         }
     }
 
@@ -181,7 +221,62 @@ impl Schedule {
         {
             at = at.min(since + load.result_delay);
         }
+        if let Hold::Until(until) = self.hold {
+            at = at.max(until);
+        }
         at.max(self.retry_sync_at)
+    }
+
+    /// Hold the `due` sync back until the slot about to free has started
+    /// the claim waiting for it? Yes when the sync, made now, would still
+    /// run when the first running task is due to end (`Load::slot_frees`,
+    /// against what such a sync takes, as measured): the loop, inside a
+    /// sync, starts nothing, and the slot would idle until the sync ends.
+    /// Traced behind a far host: looks of 0.2-0.4 s, made on their periodic
+    /// clock, started 1 s tasks 0.25-0.4 s late. Held at most until half a
+    /// sync past the slot's due end (or it frees sooner), and once between
+    /// syncs: with
+    /// several slots one frees every fraction of a task, and a sync held at
+    /// each would never run. Never while tasks handed back wait for idle
+    /// peers, nor stopping.
+    pub fn hold_for_slot(&mut self, now: Instant, load: &Load, due: &Due) -> bool {
+        if let Hold::Until(until) = self.hold {
+            if now < until {
+                return true;
+            }
+            self.hold = Hold::Spent;
+        }
+        if self.hold == Hold::Spent || load.giving_back || load.stopping {
+            return false;
+        }
+        let takes = if due.only_a_look() {
+            load.look_takes
+        } else {
+            load.sync_takes
+        };
+        match load.slot_to_keep_clear(takes) {
+            Some(frees) if frees > now && now + takes > frees => {
+                // Half a sync beyond the due end: a task that runs a few ms
+                // over its measured length (most do) still starts its
+                // successor first. Traced: a hold that lapsed at the due
+                // end started its look 1-3 ms before the task ended.
+                self.hold = Hold::Until(frees + takes / 2);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A task ended: a sync held for its slot runs once the slot started.
+    pub fn slot_freed(&mut self) {
+        if let Hold::Until(_) = self.hold {
+            self.hold = Hold::Spent;
+        }
+    }
+
+    /// A sync ran: the next due one may be held again.
+    pub fn synced(&mut self) {
+        self.hold = Hold::Free;
     }
 
     /// How long to sleep: until the next sync, or the earliest of `others`
@@ -255,238 +350,4 @@ impl Schedule {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PULL: Duration = Duration::from_secs(10);
-
-    fn at(start: Instant, ms: u64) -> Instant {
-        start + Duration::from_millis(ms)
-    }
-
-    fn quiet(now: Instant) -> Schedule {
-        let mut s = Schedule::starting(now, false);
-        s.next_poll = now + PULL;
-        s.next_heartbeat = now + Duration::from_secs(2400);
-        s.next_reap = now + REAP_EVERY;
-        s.next_look = now + PULL;
-        s
-    }
-
-    fn base() -> Load {
-        Load {
-            result_delay: pace::MAX_RESULT_DELAY,
-            ..Load::default()
-        }
-    }
-
-    #[test]
-    fn a_new_node_registers_claims_and_reaps_at_once() {
-        let now = Instant::now();
-        let s = Schedule::starting(now, false);
-        let load = Load { room: 1, ..base() };
-        let due = s.due(now, &load).unwrap();
-        assert_eq!(
-            due,
-            Due {
-                claims: 1,
-                flush: false,
-                heartbeat: true,
-                reap: true,
-                look: false,
-                before_start: false,
-            }
-        );
-    }
-
-    #[test]
-    fn an_idle_node_with_nothing_due_sleeps_until_its_poll() {
-        let now = Instant::now();
-        let s = quiet(now);
-        let load = Load { room: 1, ..base() };
-        assert_eq!(s.due(now, &load), None);
-        assert_eq!(s.next_sync(now, &load), now + PULL);
-        assert_eq!(s.sleep(now, &load, &[]), PULL);
-        assert_eq!(
-            s.sleep(now, &load, &[Some(at(now, 500)), None]),
-            Duration::from_millis(500),
-            "the watchdog comes first"
-        );
-        let full = base();
-        assert_eq!(
-            s.next_sync(now, &full),
-            now + REAP_EVERY,
-            "no room: the poll is no reason to wake"
-        );
-    }
-
-    #[test]
-    fn claims_wait_until_nothing_claimed_is_left_to_start() {
-        let now = Instant::now();
-        let s = Schedule::starting(now, false);
-        let load = Load {
-            room: 3,
-            waiting: 2,
-            running: 1,
-            ..base()
-        };
-        assert_eq!(s.due(now, &load).unwrap().claims, 0);
-        let load = Load { waiting: 0, ..load };
-        assert_eq!(s.due(now, &load).unwrap().claims, 3);
-    }
-
-    #[test]
-    fn a_failed_sync_holds_every_reason_back_for_the_interval() {
-        let now = Instant::now();
-        let mut s = Schedule::starting(now, true);
-        let load = Load {
-            room: 1,
-            pending: 1,
-            ..base()
-        };
-        assert!(s.due(now, &load).is_some());
-        s.sync_failed(now, PULL);
-        let soon = at(now, 5000);
-        assert_eq!(s.due(soon, &load), None, "heartbeat and results wait");
-        assert_eq!(s.next_sync(soon, &load), now + PULL);
-        let due = s.due(now + PULL, &load).unwrap();
-        assert!(due.heartbeat && due.flush && due.claims == 1);
-    }
-
-    #[test]
-    fn results_ride_with_the_next_claim_or_go_after_the_delay() {
-        let now = Instant::now();
-        let mut s = quiet(now);
-        s.result_waiting(now);
-        let running = Load {
-            room: 0,
-            waiting: 3,
-            running: 1,
-            pending: 1,
-            ..base()
-        };
-        assert_eq!(s.due(now, &running), None, "the batch runs on");
-        let giving_back = Load {
-            giving_back: true,
-            ..running
-        };
-        assert!(
-            s.due(now, &giving_back).unwrap().flush,
-            "what goes back goes now"
-        );
-        assert_eq!(s.next_sync(now, &running), now + pace::MAX_RESULT_DELAY);
-        let later = now + pace::MAX_RESULT_DELAY;
-        assert!(s.due(later, &running).unwrap().flush);
-        let stopping = Load {
-            stopping: true,
-            ..running
-        };
-        let due = s.due(now, &stopping).unwrap();
-        assert!(due.flush && !due.reap, "stopping: push, never reap");
-        s.outbox_emptied();
-        assert_eq!(s.results_since, None);
-    }
-
-    #[test]
-    fn a_claim_that_took_all_it_asked_for_polls_again_at_once() {
-        let now = Instant::now();
-        let mut s = quiet(now);
-        s.claimed(now, true, PULL);
-        assert_eq!(s.next_poll, now);
-        s.claimed(now, false, PULL);
-        assert_eq!(s.next_poll, now + PULL);
-        s.reaped(now, Duration::from_secs(30));
-        assert_eq!(
-            s.next_reap,
-            now + Duration::from_secs(15),
-            "half the stale limit"
-        );
-        assert!(!s.take_maintenance(now));
-        assert!(s.take_maintenance(now + MAINTAIN_EVERY));
-        assert!(!s.take_maintenance(now + MAINTAIN_EVERY));
-    }
-
-    #[test]
-    fn claims_not_started_make_the_node_look_again_within_half_an_interval() {
-        let now = Instant::now();
-        let mut s = quiet(now);
-        let holding = Load {
-            waiting: 3,
-            running: 1,
-            ..base()
-        };
-        s.looked(now, PULL);
-        assert_eq!(s.due(now, &holding), None);
-        assert_eq!(s.next_sync(now, &holding), now + PULL / 2);
-        let due = s.due(now + PULL / 2, &holding).unwrap();
-        assert!(due.look && due.claims == 0 && !due.flush);
-        let stopping = Load {
-            stopping: true,
-            ..holding
-        };
-        assert_eq!(s.due(now + PULL / 2, &stopping), None);
-        assert_eq!(s.due(now + PULL / 2, &base()), None, "nothing held");
-    }
-
-    #[test]
-    fn a_look_ahead_of_a_free_slot_falls_due_before_the_periodic_one() {
-        let now = Instant::now();
-        let mut s = quiet(now);
-        s.looked(now, PULL);
-        let ahead = now + Duration::from_millis(150);
-        let holding = Load {
-            waiting: 1,
-            running: 1,
-            look_ahead_at: Some(ahead),
-            ..base()
-        };
-        assert_eq!(s.next_sync(now, &holding), ahead);
-        assert_eq!(s.due(now, &holding), None);
-        let due = s.due(ahead, &holding).unwrap();
-        assert!(due.look && due.claims == 0 && !due.flush);
-        let stopping = Load {
-            stopping: true,
-            ..holding
-        };
-        assert_eq!(s.due(ahead, &stopping), None);
-    }
-
-    #[test]
-    fn results_of_a_busy_node_can_wait_claims_and_stops_cannot() {
-        let busy = Load {
-            running: 1,
-            pending: 2,
-            ..base()
-        };
-        let results = Due {
-            flush: true,
-            ..Due::default()
-        };
-        assert!(results.can_wait(&busy));
-        assert!(!results.can_wait(&base()), "nothing runs: push them");
-        let claims = Due {
-            claims: 1,
-            ..results
-        };
-        assert!(!claims.can_wait(&busy));
-        let giving_back = Load {
-            giving_back: true,
-            ..busy
-        };
-        assert!(!results.can_wait(&giving_back));
-        let now = Instant::now();
-        let mut s = quiet(now);
-        s.result_waiting(now);
-        let later = now + Duration::from_secs(1);
-        s.results_deferred(later);
-        assert_eq!(s.results_since, Some(later));
-    }
-
-    #[test]
-    fn the_loop_never_spins() {
-        let now = Instant::now();
-        let s = Schedule::starting(now, false);
-        let load = Load { room: 1, ..base() };
-        assert_eq!(s.sleep(now, &load, &[]), SHORTEST_SLEEP);
-    }
-}
+mod tests;

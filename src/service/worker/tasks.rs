@@ -89,6 +89,7 @@ impl Worker {
         let Some(running) = self.slots.running.remove(&task) else {
             return;
         };
+        self.schedule.slot_freed();
         if running.taken_back && matches!(report.outcome, Outcome::Cancelled) {
             self.wait_again(running);
             return;

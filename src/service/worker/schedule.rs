@@ -45,7 +45,7 @@ pub enum Hold {
     /// No sync held since the last one ran.
     #[default]
     Free,
-    /// Held until this instant: when the slot is due to free.
+    /// Held until this instant: half a sync past the slot's due end.
     Until(Instant),
     /// Held once since the last sync: the next due one runs.
     Spent,
@@ -235,10 +235,9 @@ impl Schedule {
     /// Traced behind a far host: looks of 0.2-0.4 s, made on their periodic
     /// clock, started 1 s tasks 0.25-0.4 s late. Held at most until half a
     /// sync past the slot's due end (or it frees sooner), and once between
-    /// syncs: with
-    /// several slots one frees every fraction of a task, and a sync held at
-    /// each would never run. Never while tasks handed back wait for idle
-    /// peers, nor stopping.
+    /// syncs: with several slots one frees every fraction of a task, and a
+    /// sync held at each would never run. Never while tasks handed back
+    /// wait for idle peers, nor stopping.
     pub fn hold_for_slot(&mut self, now: Instant, load: &Load, due: &Due) -> bool {
         if let Hold::Until(until) = self.hold {
             if now < until {

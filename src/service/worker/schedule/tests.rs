@@ -246,17 +246,25 @@ fn waiting_for(frees: Instant) -> Load {
     }
 }
 
+/// A sync that only looks at the lanes, and one that pushes results.
+const LOOK: Due = Due {
+    claims: 0,
+    flush: false,
+    heartbeat: false,
+    reap: false,
+    look: true,
+    before_start: false,
+};
+const PUSH: Due = Due {
+    flush: true,
+    look: false,
+    ..LOOK
+};
+
 #[test]
 fn a_sync_that_would_run_over_a_slot_freeing_waits_for_its_start() {
     let now = Instant::now();
-    let look = Due {
-        look: true,
-        ..Due::default()
-    };
-    let push = Due {
-        flush: true,
-        ..Due::default()
-    };
+    let (look, push) = (LOOK, PUSH);
     // Ends before the slot frees: made now.
     let mut s = quiet(now);
     assert!(!s.hold_for_slot(now, &waiting_for(at(now, 350)), &look));
@@ -286,10 +294,7 @@ fn a_sync_that_would_run_over_a_slot_freeing_waits_for_its_start() {
 #[test]
 fn nothing_holds_a_sync_without_a_claim_waiting_handbacks_or_a_stop() {
     let now = Instant::now();
-    let push = Due {
-        flush: true,
-        ..Due::default()
-    };
+    let push = PUSH;
     let frees = at(now, 100);
     let nothing_waits = Load {
         slot_frees: None,
@@ -315,11 +320,7 @@ fn nothing_holds_a_sync_without_a_claim_waiting_handbacks_or_a_stop() {
     };
     let mut s = quiet(now);
     assert!(!s.hold_for_slot(now, &short, &push));
-    let look = Due {
-        look: true,
-        ..Due::default()
-    };
-    assert!(s.hold_for_slot(now, &short, &look), "a look fits");
+    assert!(s.hold_for_slot(now, &short, &LOOK), "a look fits");
     // Due in the past (the task ran over): nothing to wait for.
     let mut s = quiet(now);
     assert!(!s.hold_for_slot(now, &waiting_for(now - Duration::from_millis(1)), &push));

@@ -41,6 +41,8 @@ struct Shape {
     /// The workers start with the backlog already queued (registration
     /// included in the time), instead of idle before it arrives.
     fleet_start: bool,
+    /// Each worker's slots.
+    concurrency: u32,
 }
 
 struct Run {
@@ -110,6 +112,8 @@ fn drain(shape: &Shape) -> Run {
                 spec.env.push(("LOG_LEVEL".into(), level));
                 spec.env
                     .push(("PULL_INTERVAL".into(), shape.pull_interval.to_string()));
+                spec.env
+                    .push(("DGRID_CONCURRENCY".into(), shape.concurrency.to_string()));
                 if let Some(p) = &proxy {
                     spec.url = p.url("grid.git");
                 }
@@ -323,8 +327,13 @@ fn in_turn(shapes: &[Shape]) -> Vec<Vec<Run>> {
         for (i, shape) in shapes.iter().enumerate() {
             let r = drain(shape);
             eprintln!(
-                "  run {round}: {} workers, {} tasks{}{}: {:.1} s, {:.2} tasks/s, {} commits, tail idle {:.2} s, {} given back",
+                "  run {round}: {} workers{}, {} tasks{}{}: {:.1} s, {:.2} tasks/s, {} commits, tail idle {:.2} s, {} given back",
                 shape.workers,
+                if shape.concurrency > 1 {
+                    format!(" of {} slots", shape.concurrency)
+                } else {
+                    String::new()
+                },
                 shape.tasks.len(),
                 if shape.far { ", far host" } else { "" },
                 if shape.fleet_start {
@@ -363,6 +372,7 @@ fn shape(workers: usize, tasks: Vec<(String, String)>) -> Shape {
         pull_interval: 1,
         far: false,
         fleet_start: false,
+        concurrency: 1,
     }
 }
 
@@ -471,6 +481,9 @@ pub fn scaleout() -> String {
                 fleet(shape(8, sleeps("k", &[0.0; 500]))),
             ]);
         }
+        if only("custom") {
+            custom();
+        }
         if only("pickup") {
             in_turn(&[Shape {
                 pull_interval: 10,
@@ -480,6 +493,44 @@ pub fn scaleout() -> String {
         return String::new();
     }
     full()
+}
+
+/// A drain the fixed rows do not cover, to check a rule against what a
+/// user would run: `SCALEOUT_ONLY=custom SCALEOUT_CUSTOM=workers=4,
+/// slots=2,tasks=32,len=2,interval=10,far=1` (len in seconds, or `mixed`
+/// for the heavy-tailed lengths). One worker drains its share of the
+/// tasks (tasks / workers, as in the E rows) in turn with the N.
+fn custom() {
+    let spec = std::env::var("SCALEOUT_CUSTOM").unwrap_or_default();
+    let get = |key: &str, default: &str| -> String {
+        spec.split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map_or(default.to_owned(), |(_, v)| v.to_owned())
+    };
+    let num = |key: &str, default: &str| -> usize {
+        get(key, default)
+            .parse()
+            .unwrap_or_else(|_| panic!("SCALEOUT_CUSTOM: {key} is not a number"))
+    };
+    let workers = num("workers", "8");
+    let tasks = num("tasks", "64");
+    let lengths = |n: usize| match get("len", "1").as_str() {
+        "mixed" => heavy_tailed(n),
+        l => vec![l.parse().expect("SCALEOUT_CUSTOM: len is seconds or mixed"); n],
+    };
+    let make = |workers: usize, n: usize, prefix: &str| Shape {
+        pull_interval: num("interval", "1") as u64,
+        far: num("far", "0") == 1,
+        concurrency: num("slots", "1") as u32,
+        ..shape(workers, sleeps(prefix, &lengths(n)))
+    };
+    let runs = in_turn(&[make(1, tasks / workers, "u"), make(workers, tasks, "v")]);
+    let rate = |r: &[Run]| med(r, |r| r.rate);
+    eprintln!(
+        "  E({workers}) = {:.2}",
+        rate(&runs[1]) / (workers as f64 * rate(&runs[0]))
+    );
 }
 
 fn full() -> String {

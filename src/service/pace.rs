@@ -208,18 +208,20 @@ impl Pace {
     /// the tasks after them (none until one is timed): as
     /// [`Pace::startable_within`] reckons them.
     fn slots_free(&self, slots: u32, running_for: &[Duration]) -> (Option<f64>, Vec<f64>) {
+        let average = self.task.map(|t| t.max(SHORTEST_TASK.as_secs_f64()));
         // A running task longer than the average says the tasks got longer:
         // those that follow are taken to be as long.
         let longest = running_for.iter().max().map_or(0.0, Duration::as_secs_f64);
-        let task = self
-            .task
-            .map(|t| t.max(SHORTEST_TASK.as_secs_f64()).max(longest));
+        let task = average.map(|t| t.max(longest));
         let free = (slots as usize).saturating_sub(running_for.len());
+        // But each running task ends by its own time: one long task in a
+        // slot says nothing of the short one beside it (lengths are
+        // heavy-tailed), which ends when the average says.
         let ends = running_for
             .iter()
             .map(|r| {
                 let r = r.as_secs_f64();
-                match task {
+                match average {
                     Some(t) if r < t => t - r,
                     _ => r,
                 }

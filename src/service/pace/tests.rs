@@ -180,6 +180,11 @@ fn starts_follow_the_slots_as_they_free() {
         vec![3.0, 6.0, 9.0],
         "behind a long task, the next ones as long"
     );
+    assert_eq!(
+        p.starts(2, &[s(3.0), s(0.25)], 2),
+        vec![0.75, 3.0, 3.75],
+        "a short task beside a long one ends by the average"
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@
 //! the grid's one branch.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::command::GitError;
@@ -49,6 +49,12 @@ pub struct TxnPolicy {
     /// (a slot due to free, a claim waiting to start there), and a change
     /// that can wait is tried again after it.
     pub rounds_end_by: Option<std::time::Instant>,
+    /// How many may be pushing to the ref now, as the planner read them at
+    /// the tip of its last round (0: not read): the doubling of the
+    /// backoff stops there. At the end of a drain, the last few writers
+    /// left, each with its last results, need not wait as long as a crowd
+    /// would, with the ref idle between their rounds.
+    pub writers: Option<Arc<AtomicU32>>,
 }
 
 impl Default for TxnPolicy {
@@ -59,6 +65,7 @@ impl Default for TxnPolicy {
             backoff_max: Duration::from_secs(2),
             interrupt: None,
             rounds_end_by: None,
+            writers: None,
         }
     }
 }
@@ -86,6 +93,15 @@ impl TxnPolicy {
     pub fn rounds_end_by(self, at: Option<std::time::Instant>) -> Self {
         TxnPolicy {
             rounds_end_by: at,
+            ..self
+        }
+    }
+
+    /// Spread the backoff over no more rounds than `writers` holds when a
+    /// round is lost (the planner stores it).
+    pub fn writers(self, writers: Arc<AtomicU32>) -> Self {
+        TxnPolicy {
+            writers: Some(writers),
             ..self
         }
     }
@@ -476,50 +492,17 @@ fn landed_on(
 const MAX_DOUBLINGS: u32 = 3;
 
 fn backoff(policy: &TxnPolicy, round: u32, round_took: Duration) -> Duration {
+    let doubled = 1 << round.min(MAX_DOUBLINGS);
+    let rounds = match policy.writers.as_ref().map(|w| w.load(Ordering::SeqCst)) {
+        Some(writers) if writers > 0 => doubled.min(writers),
+        _ => doubled,
+    };
     let ceiling = round_took
         .max(policy.backoff_base)
-        .saturating_mul(1 << round.min(MAX_DOUBLINGS))
+        .saturating_mul(rounds)
         .min(policy.backoff_max);
     ceiling.mul_f64(fastrand::f64())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pause_ends_early_when_interrupted() {
-        let flag = Arc::new(AtomicBool::new(false));
-        let p = TxnPolicy::default().interruptible(flag.clone());
-        assert!(pause(&p, Duration::from_millis(30)));
-        flag.store(true, Ordering::SeqCst);
-        let t = std::time::Instant::now();
-        assert!(!pause(&p, Duration::from_secs(10)));
-        assert!(t.elapsed() < Duration::from_secs(1));
-    }
-
-    #[test]
-    fn a_round_that_would_end_after_the_deadline_is_not_begun() {
-        let ms = Duration::from_millis;
-        let by = std::time::Instant::now() + Duration::from_secs(10);
-        let p = TxnPolicy::default().rounds_end_by(Some(by));
-        assert!(!p.ends_too_late(ms(100), ms(500)));
-        assert!(p.ends_too_late(ms(9_600), ms(500)));
-        assert!(p.ends_too_late(ms(0), Duration::from_secs(11)));
-        let free = TxnPolicy::default().rounds_end_by(None);
-        assert!(!free.ends_too_late(Duration::from_secs(60), Duration::from_secs(60)));
-    }
-
-    #[test]
-    fn backoff_is_measured_in_rounds_and_capped() {
-        let p = TxnPolicy::default();
-        let ms = Duration::from_millis;
-        for _ in 0..200 {
-            assert!(backoff(&p, 0, ms(60)) <= ms(60));
-            assert!(backoff(&p, 1, ms(60)) <= ms(120));
-            assert!(backoff(&p, 9, ms(60)) <= ms(480), "doubling stops");
-            assert!(backoff(&p, 0, ms(1)) <= p.backoff_base, "at least the base");
-            assert!(backoff(&p, 9, Duration::from_secs(5)) <= p.backoff_max);
-        }
-    }
-}
+mod tests;

@@ -117,3 +117,87 @@ fn four_workers_drain_a_git_daemon_remote() {
     let daemon = GitDaemon::start(&grid, free_port());
     drain_with_racing_workers(&grid, &daemon.url());
 }
+
+/// A result of the claim `c` made by `node`, ready to deliver.
+fn result_of(
+    c: &dgrid_worker::grid::claim::ClaimedTask,
+    node: &str,
+) -> dgrid_worker::service::outbox::OutboxEntry {
+    use dgrid_worker::grid::{Id, ResultStatus, TaskResult};
+    use dgrid_worker::service::outbox::{Finish, OutboxEntry};
+    OutboxEntry {
+        task_id: c.task.task_id.clone(),
+        attempt: c.claim.attempt,
+        claimed_at: c.claim.claimed_at.clone(),
+        finish: Finish::Result {
+            result: TaskResult {
+                task_id: c.task.task_id.to_string(),
+                node_id: Id::parse(node).unwrap(),
+                exit_code: Some(0),
+                stdout: String::new(),
+                stderr: String::new(),
+                timestamp: dgrid_worker::time::format(dgrid_worker::time::now()),
+                status: ResultStatus::Completed,
+                started_at: None,
+                duration_ms: None,
+                attempt: c.claim.attempt,
+                truncated: false,
+                error: None,
+            },
+            signed: None,
+        },
+        ran: None,
+    }
+}
+
+/// A node that only delivers counts who may push with it: the nodes
+/// holding claims at the tip, and itself. Its lost rounds then wait no
+/// longer than that many rounds (`TxnPolicy::writers`). A node that claims
+/// does not count (idle racers hold nothing the tip could show).
+#[test]
+fn a_node_that_only_delivers_counts_the_writers_left() {
+    use crate::common::plan::{PlainNode, commit_at, plan_at};
+    use dgrid_worker::service::sync::SyncRequest;
+
+    let grid = Grid::new();
+    let tasks: Vec<(String, String, u64)> = (0..4)
+        .map(|i| (format!("t{i}"), "true".to_owned(), 30))
+        .collect();
+    grid.submit(&tasks);
+    let names = ["a", "b", "c"];
+    let nodes: Vec<PlainNode> = names.iter().map(|n| PlainNode::new(n)).collect();
+    let results: Vec<_> = nodes
+        .iter()
+        .zip(names)
+        .map(|(n, name)| {
+            let mut report = commit_at(&grid.url(), &n.request(1));
+            assert_eq!(report.claimed.len(), 1, "{name} claims one");
+            [result_of(&report.claimed.remove(0), name)]
+        })
+        .collect();
+    let delivering = |n: usize| SyncRequest {
+        outbox: &results[n],
+        ..nodes[n].request(0)
+    };
+    let report = plan_at(&grid.url(), &delivering(0));
+    assert_eq!(report.landed.len(), 1, "{report:?}");
+    assert_eq!(report.writers, 3, "b and c hold claims, and a itself");
+    // Claiming the task left as well: not counted.
+    let report = plan_at(
+        &grid.url(),
+        &SyncRequest {
+            outbox: &results[0],
+            ..nodes[0].request(1)
+        },
+    );
+    assert_eq!(report.claimed.len(), 1);
+    assert_eq!(
+        report.writers, 0,
+        "a claim races idle nodes the tip cannot count"
+    );
+    // Once b and c have delivered, a is the last writer.
+    for n in [1, 2] {
+        assert_eq!(commit_at(&grid.url(), &delivering(n)).landed.len(), 1);
+    }
+    assert_eq!(plan_at(&grid.url(), &delivering(0)).writers, 1);
+}

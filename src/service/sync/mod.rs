@@ -179,6 +179,11 @@ pub struct SyncReport {
     pub lost: Vec<Id>,
     /// Claims this commit makes for idle peers: (task, peer).
     pub assigned: Vec<(Id, Id)>,
+    /// The nodes that may push to the ref now, as this tip shows them
+    /// (those holding claims, and this one), when this plan only delivers
+    /// (0: not read): if its push loses, the wait before the next round is
+    /// spread over no more rounds than that (`TxnPolicy::writers`).
+    pub writers: u32,
     /// Joining, it stayed out of a drain its peers cover: nothing pushed,
     /// the node registers later.
     pub stayed_out: bool,
@@ -245,6 +250,32 @@ impl Draft<'_> {
         self.results.push(r.result);
         self.report.invalid.push(r.invalid);
     }
+}
+
+/// The nodes that may push to the ref now, as the tip shows them, when
+/// this plan only delivers what this node holds (results, claims going
+/// back): those holding claims there, and this one. That is the end of a
+/// drain, where the last holders each push their last results. Not read
+/// (0) for a plan that claims or registers: idle nodes racing for a queue
+/// that just filled, or a fleet registering, hold no claims, and the tip
+/// cannot count them. Claim files not read yet (a look reads a bounded
+/// number) count for nobody.
+fn writers(repo: &GridRepo, d: &mut Draft<'_>) -> Result<u32, GitError> {
+    let delivering = !d.req.outbox.is_empty()
+        && !d.req.joining
+        && d.report.claimed.is_empty()
+        && d.report.assigned.is_empty();
+    if !delivering {
+        return Ok(0);
+    }
+    let listed = d.claims_and_nodes(repo)?;
+    let holders = assigned::holders(repo, d, &listed[0])?;
+    let others = holders
+        .by_node
+        .iter()
+        .filter(|(node, n)| **n > 0 && *node != d.req.node)
+        .count();
+    Ok(u32::try_from(others).unwrap_or(u32::MAX).saturating_add(1))
 }
 
 pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, GitError> {
@@ -371,6 +402,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
             d.summary.push("heartbeat".into());
         }
     }
+    d.report.writers = writers(repo, &mut d)?;
     Ok(Plan {
         message: commit_message(req.node, &d.summary),
         edits: d.edits,

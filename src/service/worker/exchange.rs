@@ -2,6 +2,8 @@
 //! loop of `git::txn`), and acting on what it reports: start what was
 //! claimed, clear what landed from the outbox, reschedule.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::git::txn::{self, TxnOutcome, TxnPolicy};
@@ -134,7 +136,9 @@ impl Worker {
             && self.join_by.is_some_and(|by| Instant::now() < by);
         let started = Instant::now();
         let mut round = 0u32;
-        let result = txn::run(&self.repo, &self.identity, txn_policy, |t| {
+        let writers = Arc::new(AtomicU32::new(0));
+        let txn_policy = txn_policy.clone().writers(writers.clone());
+        let result = txn::run(&self.repo, &self.identity, &txn_policy, |t| {
             // Before any commit has been timed, the rounds this sync lost
             // (all before this one) say what a round costs.
             let round_secs = self.pace.round_secs().or_else(|| {
@@ -178,7 +182,9 @@ impl Worker {
                 claims_seen: &self.claims_seen,
                 joining,
             };
-            sync::plan(t, &req)
+            let planned = sync::plan(t, &req)?;
+            writers.store(planned.value.writers, Ordering::SeqCst);
+            Ok(planned)
         });
         let took = started.elapsed();
         let failed = |rejections| SyncStats {

@@ -31,8 +31,8 @@ pub struct TxnPolicy {
     pub max_rounds: u32,
     /// Backoff after a lost race: uniformly random in [0, unit * 2^round],
     /// where the unit is the time the lost round took (at least
-    /// `backoff_base`), and the doubling stops at `MAX_DOUBLINGS`, and the
-    /// whole at `backoff_max`. The randomness keeps racing workers from
+    /// `backoff_base`), and the doubling stops at `MAX_DOUBLINGS` (or at
+    /// `writers`), and the whole at `backoff_max`. The randomness keeps racing workers from
     /// colliding in lockstep; measuring in rounds makes the same policy fit
     /// a local bare repository (rounds of 50 ms) and a hosted one (rounds of
     /// a second). A short cap keeps a writer that lost a few rounds from

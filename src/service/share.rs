@@ -95,11 +95,17 @@ pub fn assign(work: usize, queued: usize, mine: u32, others: u32, idle: &[u32]) 
 /// from the queue first (`queued` tasks), and runs tasks of `task` seconds
 /// (none: unknown, one each). A claim goes back when a peer slot would
 /// start it sooner than this node, by more than `cost` (what the handback
-/// costs: its commit and the peer's claim, on a ref other nodes push to): to idle peers what this node would not
-/// start within a poll interval, and to busy ones what it would start a
-/// poll interval after they run dry and find it, as behind a task that
-/// runs far longer than the rest. Short tasks it keeps: no peer could
-/// start them sooner.
+/// costs: its commit and the peer's claim, on a ref other nodes push to):
+/// to idle peers what this node would not start before the first of them
+/// polls, and to busy ones what it would start a poll interval after they
+/// run dry and find it, as behind a task that runs far longer than the
+/// rest. Short tasks it keeps: no peer could start them sooner.
+///
+/// Idle peers poll a `lag` apart each, at times nobody arranged: of `k`
+/// of them, the first polls a (k+1)th of `lag` from now on average, the
+/// second two, and so on. Taking each at the whole `lag` kept a claim
+/// behind a task that ran on while six peers sat idle (BENCHMARKS.md, "A
+/// claim behind a long task, with peers idle").
 pub fn give_back(
     starts: &[f64],
     queued: usize,
@@ -125,16 +131,20 @@ pub fn give_back(
     // A busy peer's time to run dry is its own reckoning, and it changes
     // as its tasks end: it must be sooner by another poll interval, or
     // claims would go back and forth with every change of the reckonings.
+    let idle = peers_dry.iter().filter(|&&d| d <= 0.0).count() as u64;
+    let mut nth_idle = 0;
     let mut free: BinaryHeap<Reverse<u64>> = peers_dry
         .iter()
         .map(|&d| {
-            let margin = if d > 0.0 { lag } else { 0 };
-            Reverse(
-                micros(d)
-                    .saturating_add(lag)
-                    .saturating_add(margin)
-                    .saturating_add(cost),
-            )
+            let found = if d <= 0.0 {
+                nth_idle += 1;
+                lag.saturating_mul(nth_idle) / (idle + 1)
+            } else {
+                // Found a poll interval after running dry, and sooner by
+                // another (see above).
+                lag.saturating_mul(2)
+            };
+            Reverse(micros(d).saturating_add(found).saturating_add(cost))
         })
         .collect();
     let latest = starts.iter().copied().map(micros).max().unwrap_or(0);
@@ -281,9 +291,25 @@ mod tests {
             "no peer: keep"
         );
         assert_eq!(
+            give_back(&after(0.5, t, 3), 0, &idle(1), lag, 0.0, one),
+            1,
+            "one idle peer polls half an interval away: the last goes to it, \
+             and the one before it would start no sooner there"
+        );
+        assert_eq!(
             give_back(&after(0.5, t, 3), 0, &idle(7), lag, 0.0, one),
-            2,
-            "the tail: keep what starts within a poll interval"
+            3,
+            "of seven idle peers the first polls an eighth of an interval away"
+        );
+        assert_eq!(
+            give_back(&[0.3], 0, &idle(1), lag, 0.0, one),
+            0,
+            "what starts before an idle peer would poll stays"
+        );
+        assert_eq!(
+            give_back(&[0.3], 0, &idle(3), lag, 0.0, one),
+            1,
+            "three idle peers: the first polls a quarter of an interval away"
         );
         assert_eq!(
             give_back(&after(0.5, t, 7), 56, &idle(7), lag, 0.0, one),
@@ -292,17 +318,17 @@ mod tests {
         );
         assert_eq!(
             give_back(&after(0.5, t, 7), 2, &idle(7), lag, 0.0, one),
-            5,
+            6,
             "the queue cannot fill them"
         );
         assert_eq!(
-            give_back(&after(0.0, 0.002, 100), 0, &idle(7), lag, 0.0, Some(0.002)),
+            give_back(&after(0.0, 0.002, 100), 0, &idle(7), lag, 0.1, Some(0.002)),
             0,
-            "short tasks: keep them all"
+            "short tasks: keep them all, as a peer's claim of any costs a round"
         );
         assert_eq!(
             give_back(&after(0.0, 0.2, 80), 0, &idle(1), lag, 0.0, Some(0.2)),
-            37,
+            39,
             "what the idle slot starts before this node would: they meet halfway"
         );
         assert_eq!(
@@ -344,8 +370,13 @@ mod tests {
         // the claim sooner by more than its commits cost.
         assert_eq!(
             give_back(&after(0.5, 1.0, 3), 0, &[0.0; 7], 1.0, 1.0, one_s()),
+            2,
+            "idle peers, handbacks that cost a second: the last two"
+        );
+        assert_eq!(
+            give_back(&after(0.5, 1.0, 3), 0, &[0.0], 1.0, 1.0, one_s()),
             1,
-            "idle peers, handbacks that cost a second: only the last"
+            "one idle peer, handbacks that cost a second: only the last"
         );
         // Tasks of a second, nodes that started a round apart: the late one
         // keeps its claims, which it starts before the first runs dry.

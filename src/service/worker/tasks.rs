@@ -457,8 +457,8 @@ impl Worker {
         starts.pop(); // when it would run dry
         // A handback is two commits (this node's, the peer's claim) on a ref
         // the others push to: a round each, as measured with its lost races.
-        // (The claim itself reckons with no cost: what it does not take, it
-        // need not hand back.)
+        // (The claim itself reckons with one: what it does not take, it
+        // need not hand back, but a peer must claim.)
         let handback_cost = 2.0 * self.pace.round_secs().unwrap_or(0.0);
         let n = share::give_back(
             &starts,

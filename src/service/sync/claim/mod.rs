@@ -438,7 +438,8 @@ fn how_many(
         want
     };
     // Nor what a peer would start sooner, once what stays queued has gone
-    // to the peers: it would go back to them at the next look. (Starts not
+    // to the peers: it would go back to them at the next look. What it
+    // leaves costs no handback, but a peer's claim: a round. (Starts not
     // given: nothing to reckon with.)
     let Some(starts) = req.next_starts.get(..want) else {
         return want;
@@ -448,7 +449,7 @@ fn how_many(
         queued.saturating_sub(want),
         &peers.dry_slots(&[]),
         req.pickup_secs,
-        0.0,
+        req.round_secs.unwrap_or(0.0),
         req.task_secs,
     );
     want - sooner.min(want)

@@ -37,6 +37,17 @@ fn backoff_is_measured_in_rounds_and_capped() {
 }
 
 #[test]
+fn an_idle_node_backs_off_two_rounds_at_most() {
+    let ms = Duration::from_millis;
+    let idle = TxnPolicy::default().idle();
+    let busy = TxnPolicy::default();
+    let most = |p: &TxnPolicy, round| (0..200).map(|_| backoff(p, round, ms(100))).max().unwrap();
+    assert!(most(&idle, 9) <= ms(200), "{:?}", most(&idle, 9));
+    assert!(most(&idle, 0) <= ms(100), "the first loss: a round, as any");
+    assert!(most(&busy, 9) > ms(400), "a busy node doubles on");
+}
+
+#[test]
 fn backoff_spreads_over_the_writers_left() {
     let ms = Duration::from_millis;
     let writers = Arc::new(AtomicU32::new(0));

@@ -138,6 +138,14 @@ impl Worker {
         let mut round = 0u32;
         let writers = Arc::new(AtomicU32::new(0));
         let txn_policy = txn_policy.clone().writers(writers.clone());
+        // Nothing to run until this sync lands: every round it waits out,
+        // it sits idle.
+        let idle = want > 0
+            && self.registered
+            && !joining
+            && self.slots.running.is_empty()
+            && self.slots.waiting.is_empty();
+        let txn_policy = if idle { txn_policy.idle() } else { txn_policy };
         let result = txn::run(&self.repo, &self.identity, &txn_policy, |t| {
             // Before any commit has been timed, the rounds this sync lost
             // (all before this one) say what a round costs.

@@ -86,7 +86,8 @@ impl TxnPolicy {
     }
 
     /// For a node with nothing to run until this change lands (no task
-    /// running, none waiting): its backoff doubles once at most. The
+    /// running, none waiting), in a grid whose tasks take longer than a
+    /// round: its backoff doubles once at most. The
     /// writers it races are busy nodes, whose syncs begin again from the
     /// first round at each task's end (`interruptible`); waiting out up to
     /// eight rounds after each loss, it lost to them again and again

@@ -139,12 +139,19 @@ impl Worker {
         let writers = Arc::new(AtomicU32::new(0));
         let txn_policy = txn_policy.clone().writers(writers.clone());
         // Nothing to run until this sync lands: every round it waits out,
-        // it sits idle.
+        // it sits idle, and that costs the grid a task's time where tasks
+        // take longer than a round. (Where they take less, the ref is what
+        // bounds a drain, and the doubling is what spares it.)
         let idle = want > 0
             && self.registered
             && !joining
             && self.slots.running.is_empty()
-            && self.slots.waiting.is_empty();
+            && self.slots.waiting.is_empty()
+            && self
+                .pace
+                .task_secs()
+                .zip(self.pace.round_secs())
+                .is_some_and(|(task, round)| task > round);
         let txn_policy = if idle { txn_policy.idle() } else { txn_policy };
         let result = txn::run(&self.repo, &self.identity, &txn_policy, |t| {
             // Before any commit has been timed, the rounds this sync lost

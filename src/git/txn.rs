@@ -38,10 +38,10 @@ pub struct TxnPolicy {
     /// a second). A short cap keeps a writer that lost a few rounds from
     /// waiting out others that just started.
     pub backoff_base: Duration,
+    pub backoff_max: Duration,
     /// The doubling stops after this many lost rounds (`MAX_DOUBLINGS`,
     /// or fewer for a node with nothing to run: `idle`).
     pub max_doublings: u32,
-    pub backoff_max: Duration,
     /// Give up between rounds once this is set: the caller has something
     /// more urgent than this change (a worker whose task ended, with the
     /// next one claimed and waiting to start), and will try again after.
@@ -87,12 +87,11 @@ impl TxnPolicy {
 
     /// For a node with nothing to run until this change lands (no task
     /// running, none waiting), in a grid whose tasks take longer than a
-    /// round: its backoff doubles once at most. The
-    /// writers it races are busy nodes, whose syncs begin again from the
-    /// first round at each task's end (`interruptible`); waiting out up to
-    /// eight rounds after each loss, it lost to them again and again
-    /// (traced: seven rounds in 5.5 s, with work queued, while it sat
-    /// idle). It has nothing else to do with the time.
+    /// round: its backoff doubles once at most. The writers it races are
+    /// busy nodes, whose syncs begin again from the first round at each
+    /// task's end (`interruptible`); waiting out up to eight rounds after
+    /// each loss, it lost to them again and again (traced: seven rounds in
+    /// 5.5 s, with work queued, while it sat idle).
     pub fn idle(self) -> Self {
         TxnPolicy {
             max_doublings: IDLE_DOUBLINGS,

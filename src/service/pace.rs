@@ -11,7 +11,8 @@
 //! run during [`SYNCS_COVERED`] syncs, as measured. Another node waits at
 //! most a few syncs for it, and a node with long tasks claims one ahead, no
 //! more. A node that has not timed a task yet claims none ahead: it cannot
-//! size a batch, and its first task is timed within that task.
+//! size a batch, and its first task is timed within that task. A node
+//! restarted starts from what its last run measured (`Pace::assume_task`).
 //! Results wait for the commit that claims the next batch, never longer
 //! than [`MAX_RESULT_DELAY`].
 
@@ -68,6 +69,14 @@ impl Pace {
 
     pub fn task_took(&mut self, d: Duration) {
         self.task = blend(self.task, d);
+    }
+
+    /// Take tasks to last `secs` until one is timed (what the last run
+    /// measured).
+    pub fn assume_task(&mut self, secs: f64) {
+        if self.task.is_none() && secs.is_finite() && secs >= 0.0 {
+            self.task = Some(secs);
+        }
     }
 
     pub fn peek_took(&mut self, d: Duration) {

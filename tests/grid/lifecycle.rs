@@ -561,3 +561,49 @@ fn a_claim_leaves_to_a_peer_what_it_would_start_sooner() {
         "a record's nonsense: a day at most"
     );
 }
+
+#[test]
+fn a_restarted_node_keeps_the_task_length_it_measured() {
+    let grid = Grid::new();
+    grid.submit(&[
+        ("timed-1".into(), "sleep 0.3".into(), 30),
+        ("timed-2".into(), "sleep 0.3".into(), 30),
+    ]);
+    let spec = WorkerSpec::new(&grid, "keeper");
+    let mut first = spawn_worker(&grid, &spec);
+    assert!(first.wait_exit(Duration::from_secs(60)).success());
+    assert_eq!(grid.results().len(), 2, "{}", first.log_text());
+    let measured = record(&grid, "keeper")["task_ms"]
+        .as_u64()
+        .expect("the record carries the length it measured");
+    assert!(measured >= 250, "{measured} ms");
+    let forget = |also_the_file: bool| {
+        // Its record gone from the grid (as after a reap): what the next
+        // run writes is its own.
+        grid.commit_with("drop the record", |work| {
+            std::fs::remove_file(work.join("nodes/keeper.json")).unwrap()
+        });
+        if also_the_file {
+            std::fs::remove_file(first.state.join("pace.json")).unwrap();
+        }
+    };
+
+    forget(false);
+    let mut again = spawn_worker(&grid, &spec);
+    assert!(again.wait_exit(Duration::from_secs(60)).success());
+    assert_eq!(
+        record(&grid, "keeper")["task_ms"].as_u64(),
+        Some(measured),
+        "restarted with no task to time, it still knows their length:\n{}",
+        again.log_text()
+    );
+
+    forget(true);
+    let mut blind = spawn_worker(&grid, &spec);
+    assert!(blind.wait_exit(Duration::from_secs(60)).success());
+    assert_eq!(
+        record(&grid, "keeper")["task_ms"],
+        serde_json::Value::Null,
+        "without the file in its state directory, a start is blind"
+    );
+}

@@ -13,6 +13,7 @@ use crate::service::sync::{self, SyncReport, SyncRequest};
 use crate::status::SyncStats;
 use crate::time;
 
+use super::kept_pace;
 use super::schedule::Due;
 
 use super::{View, Worker};
@@ -371,6 +372,10 @@ impl Worker {
         if report.wrote_heartbeat {
             self.schedule
                 .heartbeat_written(now, self.cfg.heartbeat_interval);
+            // With each heartbeat, and with the last one on the way out.
+            if let Some(task) = self.pace.task_secs() {
+                kept_pace::save(&self.cfg.state_dir, task, time::now());
+            }
         }
         self.delivered(&report.landed);
         for id in &report.landed {

@@ -15,6 +15,7 @@
 
 mod attest;
 mod exchange;
+mod kept_pace;
 mod main_loop;
 mod report;
 mod schedule;
@@ -255,6 +256,14 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     let labels = node_labels(&cfg, engine.name());
     tracing::info!(labels = %labels.labels.describe(), exclusive = %labels.exclusive.describe(), "routing");
     let budget = Budget::new(cfg.scheduling.budget.clone());
+    let mut pace = Pace::default();
+    if let Some(task) = kept_pace::load(&cfg.state_dir, time::now()) {
+        tracing::info!(
+            task_secs = task,
+            "tasks taken to last as the last run measured them"
+        );
+        pace.assume_task(task);
+    }
     let now = Instant::now();
     let mut w = Worker {
         labels,
@@ -275,7 +284,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         nudge: Default::default(),
         signals,
         board,
-        pace: Pace::default(),
+        pace,
         unhealthy,
         draining_since: None,
         started_at: time::format(time::now()),

@@ -33,19 +33,18 @@ struct Kept {
 /// The task length kept by the last run, in seconds, if it is fit to use
 /// at `now`.
 pub(super) fn load(state_dir: &Path, now: Timestamp) -> Option<f64> {
+    use std::io::Read;
     let path = state_dir.join(FILE);
-    if !path.exists() {
-        return None;
-    }
-    let read = || -> Result<Kept, String> {
-        let len = std::fs::metadata(&path).map_err(|e| e.to_string())?.len();
-        if len > MAX_BYTES {
-            return Err(format!("{len} bytes, more than {MAX_BYTES}"));
-        }
-        let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    let mut bytes = Vec::new();
+    let read =
+        std::fs::File::open(&path).and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut bytes));
+    let kept = match read {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => Err(e.to_string()),
+        Ok(_) if bytes.len() as u64 > MAX_BYTES => Err(format!("more than {MAX_BYTES} bytes")),
+        Ok(_) => serde_json::from_slice::<Kept>(&bytes).map_err(|e| e.to_string()),
     };
-    let kept = match read() {
+    let kept = match kept {
         Ok(k) => k,
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "ignoring the task length kept by the last run");
@@ -58,18 +57,19 @@ pub(super) fn load(state_dir: &Path, now: Timestamp) -> Option<f64> {
 }
 
 /// Keep `task_secs` for the next run (written whole, then renamed into
-/// place). A failure costs the next start its hint, nothing else.
+/// place, as the state directory's other files are; not synced: a lost
+/// write costs the next start its hint, nothing else).
 pub(super) fn save(state_dir: &Path, task_secs: f64, now: Timestamp) {
+    use std::io::Write;
     let kept = Kept {
         task_ms: (task_secs * 1000.0).round().clamp(0.0, LONGEST_MS as f64) as u64,
         at: time::format(now),
     };
     let path = state_dir.join(FILE);
-    let tmp = state_dir.join(format!("{FILE}.tmp"));
-    let written = serde_json::to_vec(&kept)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&tmp, bytes))
-        .and_then(|()| std::fs::rename(&tmp, &path));
+    let written = tempfile::NamedTempFile::new_in(state_dir).and_then(|mut tmp| {
+        tmp.write_all(&serde_json::to_vec(&kept)?)?;
+        tmp.persist(&path).map_err(|e| e.error)
+    });
     if let Err(e) = written {
         tracing::debug!(file = %path.display(), error = %e, "cannot keep the task length");
     }

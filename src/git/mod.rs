@@ -12,12 +12,15 @@
 //! - [`tree`]: object ids and tree entries, shared by `repo` and `edits`.
 //! - [`edits`]: a commit as path edits, written by `git fast-import`.
 //! - [`txn`]: the transaction loop (fetch, plan, commit, push, retry).
+//! - [`published`]: a node's outbox on a branch of its own, for peers'
+//!   commits to carry when its own lose the race.
 
 pub mod auth;
 mod batch;
 pub mod command;
 pub mod edits;
 pub mod failure;
+pub mod published;
 pub mod read;
 pub mod repo;
 pub mod tree;

@@ -43,10 +43,19 @@ pub struct GridRepo {
     pub(super) round_budget: u64,
     /// The clone's kept `cat-file` processes, shared by its copies.
     pub(super) cat: std::sync::Arc<CatFiles>,
+    /// Fetch the nodes' published outboxes with the grid's branch
+    /// ([`super::published`]): the worker's clone does, the tools' do not.
+    pub(super) outboxes: bool,
 }
 
 /// The remote-tracking ref the worker plans against.
 const TRACKING: &str = "refs/remotes/origin/main";
+
+/// Every node's published outbox ([`super::published`]), fetched with the
+/// grid's branch, and where the copies are kept: apart from `refs/remotes/`,
+/// like the other branches' copies.
+const OUTBOX_FETCH_SPEC: &str = "+refs/heads/outbox/*:refs/dgrid/outbox/*";
+pub(super) const OUTBOX_TRACKING: &str = "refs/dgrid/outbox";
 
 /// Where fetched copies of other branches (the `archive`) are kept: apart
 /// from `refs/remotes/`, so that no branch name can collide with [`TRACKING`].
@@ -69,6 +78,7 @@ impl GridRepo {
             budget: std::sync::Arc::new(ROUND_READ_BUDGET.into()),
             round_budget: ROUND_READ_BUDGET,
             cat: Default::default(),
+            outboxes: false,
         };
         if !dir.join("HEAD").exists() {
             repo.git.run(&["init", "--quiet", "--bare"])?;
@@ -102,6 +112,7 @@ impl GridRepo {
             budget: std::sync::Arc::new(ROUND_READ_BUDGET.into()),
             round_budget: ROUND_READ_BUDGET,
             cat: Default::default(),
+            outboxes: false,
         }
     }
 
@@ -145,8 +156,16 @@ impl GridRepo {
             if first {
                 args.push("--depth=1");
             }
+            let outboxes = self.outboxes && present.contains(&self.branch.as_str());
+            if outboxes {
+                // An outbox its node deleted goes from the clone too.
+                args.push("--prune");
+            }
             args.push("origin");
             args.extend(specs.iter().map(String::as_str));
+            if outboxes {
+                args.push(OUTBOX_FETCH_SPEC);
+            }
             match self.git.run(&args) {
                 Ok(_) => break,
                 // git names the first missing ref and fetches nothing; drop

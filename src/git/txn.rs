@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use super::command::GitError;
 use super::edits::{Edits, Signature};
+use super::published::Publish;
 use super::repo::GridRepo;
 use super::tree::Oid;
 use super::write::PushOutcome;
@@ -58,6 +59,10 @@ pub struct TxnPolicy {
     /// left, each with its last results, need not wait as long as a crowd
     /// would, with the ref idle between their rounds.
     pub writers: Option<Arc<AtomicU32>>,
+    /// After the first lost round, publish this as the node's outbox
+    /// ([`super::published`]), for a peer's commit to carry if it lands
+    /// first.
+    pub publish: Option<Arc<Publish>>,
 }
 
 impl Default for TxnPolicy {
@@ -70,6 +75,7 @@ impl Default for TxnPolicy {
             interrupt: None,
             rounds_end_by: None,
             writers: None,
+            publish: None,
         }
     }
 }
@@ -120,6 +126,14 @@ impl TxnPolicy {
     pub fn writers(self, writers: Arc<AtomicU32>) -> Self {
         TxnPolicy {
             writers: Some(writers),
+            ..self
+        }
+    }
+
+    /// Publish `outbox` after the first lost round.
+    pub fn publish(self, outbox: Publish) -> Self {
+        TxnPolicy {
+            publish: Some(Arc::new(outbox)),
             ..self
         }
     }
@@ -462,6 +476,12 @@ pub fn run_branches<T>(
             }
         }
         let took = round_started.elapsed();
+        if rejections == 1
+            && let Some(outbox) = &policy.publish
+        {
+            // The ref is contended: whoever lands next may carry these.
+            outbox.publish(repo, &who);
+        }
         let wait = backoff(policy, round, took);
         if policy.ends_too_late(wait, took) || !pause(policy, wait) {
             return Err(TxnError::Interrupted { rounds: rejections });

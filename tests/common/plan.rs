@@ -10,7 +10,9 @@ use dgrid_worker::git::{Git, GridRepo, Txn};
 use dgrid_worker::grid::orphan::OrphanPolicy;
 use dgrid_worker::grid::schedule::NodeLabels;
 use dgrid_worker::grid::{Id, NodeRecord, NodeStatus, TaskRules};
-use dgrid_worker::service::sync::{self, ClaimCache, RecordCache, SyncReport, SyncRequest};
+use dgrid_worker::service::sync::{
+    self, ClaimCache, PublishedCache, RecordCache, SyncReport, SyncRequest,
+};
 
 pub struct PlainNode {
     pub node: Id,
@@ -21,6 +23,7 @@ pub struct PlainNode {
     held: BTreeSet<Id>,
     records: RefCell<RecordCache>,
     claims_seen: RefCell<ClaimCache>,
+    published_seen: RefCell<PublishedCache>,
 }
 
 impl PlainNode {
@@ -38,6 +41,7 @@ impl PlainNode {
             held: BTreeSet::new(),
             records: RefCell::default(),
             claims_seen: RefCell::default(),
+            published_seen: RefCell::default(),
         }
     }
 
@@ -78,6 +82,7 @@ impl PlainNode {
             answer: &self.held,
             assign_within: None,
             claims_seen: &self.claims_seen,
+            published_seen: &self.published_seen,
             joining: false,
         }
     }
@@ -105,14 +110,29 @@ pub fn commit_at(url: &str, req: &SyncRequest<'_>) -> SyncReport {
     }
 }
 
-/// A fresh private clone of the grid at `url` (gone with the directory).
-fn clone_of(url: &str) -> (tempfile::TempDir, GridRepo) {
+/// Publish `edits` as `node`'s outbox on the grid at `url` (the whole
+/// tree of its branch), as the node does when its push loses a round.
+pub fn publish_at(url: &str, node: &str, edits: &dgrid_worker::git::Edits) {
+    let (_state, repo) = clone_of(url);
+    let who = dgrid_worker::git::Signature {
+        name: node.into(),
+        email: format!("{node}@dgrid.invalid"),
+        when: chrono::Utc::now().timestamp(),
+    };
+    repo.publish(node, edits, "published", &who).unwrap();
+}
+
+/// A fresh private clone of the grid at `url` (gone with the directory),
+/// fetching the nodes' published outboxes as a worker's does.
+pub fn clone_of(url: &str) -> (tempfile::TempDir, GridRepo) {
     let state = tempfile::tempdir().unwrap();
     let git = Git::new(
         "git",
         state.path().join("grid.git"),
         std::time::Duration::from_secs(30),
     );
-    let repo = GridRepo::open_or_init(git, url, "main").unwrap();
+    let repo = GridRepo::open_or_init(git, url, "main")
+        .unwrap()
+        .with_outboxes();
     (state, repo)
 }

@@ -16,6 +16,7 @@ mod lifecycle;
 mod notify;
 mod outage;
 mod props;
+mod published;
 mod race;
 mod readers;
 mod scheduling;

@@ -30,7 +30,12 @@ enum Landing {
 }
 
 /// Is the claim in `in_progress` the one `entry` was made under?
-fn is_ours(entry: &OutboxEntry, node: &Id, in_progress: Option<&[u8]>, rules: &TaskRules) -> bool {
+pub(super) fn is_ours(
+    entry: &OutboxEntry,
+    node: &Id,
+    in_progress: Option<&[u8]>,
+    rules: &TaskRules,
+) -> bool {
     in_progress
         .and_then(|b| ClaimedTask::parse(&format!("{}.json", entry.task_id), b, rules).ok())
         .is_some_and(|c| &c.claim.node_id == node && c.claim.claimed_at == entry.claimed_at)

@@ -116,6 +116,8 @@ pub struct SyncRequest<'a> {
     pub assign_within: Option<chrono::Duration>,
     /// Claim files read in earlier rounds, by blob id.
     pub claims_seen: &'a RefCell<ClaimCache>,
+    /// Peers' published outboxes found to hold nothing left to carry.
+    pub published_seen: &'a RefCell<PublishedCache>,
     /// This sync registers the node and it has nothing of its own to
     /// deliver: it may stay out of a drain its peers cover
     /// (`share::stays_out`), pushing nothing (the report's `stayed_out`).
@@ -179,6 +181,8 @@ pub struct SyncReport {
     pub lost: Vec<Id>,
     /// Claims this commit makes for idle peers: (task, peer).
     pub assigned: Vec<(Id, Id)>,
+    /// Peers' published results this commit carries: (task, peer).
+    pub carried: Vec<(Id, Id)>,
     /// The nodes that may push to the ref now, as this tip shows them
     /// (those holding claims, and this one), when this plan only delivers
     /// (0: not read): if its push loses, the wait before the next round is
@@ -193,12 +197,14 @@ mod admit;
 mod assigned;
 mod claim;
 mod land;
+mod published;
 
 pub use admit::{Gate, GateError};
 pub use assigned::{ClaimCache, made_for};
 pub use claim::RecordCache;
 use claim::claim;
 use land::land_outbox;
+pub use published::{PublishedCache, to_publish};
 
 /// The commit being planned: its edits, the results it will write, the
 /// words of its message, and the report for the loop.
@@ -328,8 +334,8 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
             });
         }
     }
-    let touched = land_outbox(repo, &mut d)?;
-    let landing_only = d.edits.len();
+    let mut touched = land_outbox(repo, &mut d)?;
+    let mut landing_only = d.edits.len();
     assigned::answer(repo, &mut d, &touched)?;
     if matches!(
         req.record.status,
@@ -349,6 +355,13 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
                 ..SyncReport::default()
             },
         });
+    }
+    if !d.edits.is_empty() || req.heartbeat {
+        // A commit is made anyway: it carries the results peers published
+        // when their own pushes lost, which wait like this node's own.
+        let before = d.edits.len();
+        published::carry(repo, &mut d, &mut touched)?;
+        landing_only += d.edits.len() - before;
     }
     if req.reap {
         reap(repo, &mut d, &touched)?;

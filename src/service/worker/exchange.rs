@@ -154,6 +154,12 @@ impl Worker {
                 .zip(self.pace.round_secs())
                 .is_some_and(|(task, round)| task > round);
         let txn_policy = if idle { txn_policy.idle() } else { txn_policy };
+        // Should a round be lost, the results go where a peer's commit may
+        // carry them (PROTOCOL.md, Published results).
+        let txn_policy = match sync::to_publish(&self.cfg.node_id, &outbox) {
+            Some(p) => txn_policy.publish(p),
+            None => txn_policy,
+        };
         let result = txn::run(&self.repo, &self.identity, &txn_policy, |t| {
             // Before any commit has been timed, the rounds this sync lost
             // (all before this one) say what a round costs.
@@ -196,6 +202,7 @@ impl Worker {
                 answer: &self.unanswered,
                 assign_within: Some(crate::grid::claim::ANSWER_WITHIN),
                 claims_seen: &self.claims_seen,
+                published_seen: &self.published_seen,
                 joining,
             };
             let planned = sync::plan(t, &req)?;
@@ -409,6 +416,9 @@ impl Worker {
         }
         for (task, peer) in &report.assigned {
             tracing::info!(task_id = %task, peer = %peer, "claimed for a peer");
+        }
+        for (task, peer) in &report.carried {
+            tracing::info!(task_id = %task, peer = %peer, "carried a peer's published result");
         }
         for id in &report.answered {
             self.unanswered.remove(id);

@@ -162,6 +162,8 @@ struct Worker {
     unanswered: std::collections::BTreeSet<Id>,
     /// Who the claim files name, read so far, by blob id.
     claims_seen: RefCell<crate::service::sync::ClaimCache>,
+    /// Peers' published outboxes with nothing left to carry, by commit.
+    published_seen: RefCell<crate::service::sync::PublishedCache>,
     /// Registered: the node has seen the grid once, with the peers that
     /// were there. Until then it claims only its free slots (see
     /// `register`).
@@ -228,7 +230,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     )
     .with_env(cfg.access.env())
     .with_env(identity.env());
-    let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?;
+    let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?.with_outboxes();
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
     // Inputs written for tasks of an earlier run: those tasks are gone.
     match std::fs::remove_dir_all(cfg.state_dir.join("inputs")) {
@@ -303,6 +305,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         claim_commits: HashMap::new(),
         unanswered: Default::default(),
         claims_seen: Default::default(),
+        published_seen: Default::default(),
         registered: false,
         join_by: None,
     };

@@ -1,0 +1,113 @@
+//! Published outboxes (PROTOCOL.md, Published results): a branch of its
+//! own, `outbox/<node>`, where a node puts the results it has not landed on
+//! the grid's branch yet, for the next commit to land there, by whichever
+//! node, to carry them.
+//!
+//! Every result goes through the one ref, a commit at a time. At the end of
+//! a drain each node has its last results to land, and each push that loses
+//! to a peer's costs a fetch and a push again: behind a far host, half a
+//! second a turn, eight turns for eight nodes. A node's own branch has no
+//! other writer, so a push there needs no fetch first and never loses; the
+//! peers' next commits, which fetch these branches with the grid's, carry
+//! what they find, and one commit lands the results of several nodes.
+//!
+//! Only a worker's clone fetches them ([`GridRepo::with_outboxes`]); the
+//! tools read the grid's branch alone.
+
+use super::command::GitError;
+use super::edits::{Edits, Signature};
+use super::repo::{GridRepo, OUTBOX_TRACKING as TRACKING};
+use super::tree::Oid;
+
+/// A node's outbox as it publishes it: the whole tree of its branch.
+#[derive(Debug)]
+pub struct Publish {
+    pub node: String,
+    pub edits: Edits,
+    pub message: String,
+}
+
+impl Publish {
+    /// Publish, as a transaction does after a lost round. A failure costs
+    /// only the chance that a peer carries these (the node still lands
+    /// them itself): logged, not returned.
+    pub(super) fn publish(&self, repo: &GridRepo, who: &Signature) {
+        match repo.publish(&self.node, &self.edits, &self.message, who) {
+            Ok(commit) => tracing::debug!(%commit, "outbox published for peers to carry"),
+            Err(error) => tracing::debug!(%error, "could not publish the outbox"),
+        }
+    }
+}
+
+/// The branch a node publishes to, if its id makes a ref name: an id may
+/// hold `..` or end in `.lock`, which git refuses in a ref (such a node
+/// publishes nothing, and lands its results as every node did before).
+pub fn branch_for(node: &str) -> Option<String> {
+    let safe = !node.contains("..") && !node.ends_with(".lock") && !node.ends_with('.');
+    safe.then(|| format!("outbox/{node}"))
+}
+
+impl GridRepo {
+    /// Fetch the nodes' published outboxes with the grid's branch.
+    pub fn with_outboxes(mut self) -> GridRepo {
+        self.outboxes = true;
+        self
+    }
+
+    /// The last fetched commit of each node's published outbox (`None`:
+    /// none, or not a commit), read through the kept `--batch-check`.
+    pub fn published_tips(&self, nodes: &[&str]) -> Result<Vec<Option<Oid>>, GitError> {
+        let specs: Vec<String> = nodes
+            .iter()
+            .map(|n| match branch_for(n) {
+                Some(_) => format!("{TRACKING}/{n}"),
+                // Asks for nothing that can exist.
+                None => "refs/dgrid/none".to_owned(),
+            })
+            .collect();
+        Ok(self
+            .object_info(&specs)?
+            .into_iter()
+            .map(|info| info.filter(|i| i.kind == "commit").map(|i| i.oid))
+            .collect())
+    }
+
+    /// Publish `edits` (the whole tree: the commit has no parent) as
+    /// `node`'s outbox, replacing what it published before. Nobody else
+    /// writes the branch, so the push does not wait for a fetch.
+    pub fn publish(
+        &self,
+        node: &str,
+        edits: &Edits,
+        message: &str,
+        who: &Signature,
+    ) -> Result<Oid, GitError> {
+        let Some(branch) = branch_for(node) else {
+            return Err(GitError::Unexpected {
+                args: "push".into(),
+                what: format!("{node:?} makes no branch name"),
+            });
+        };
+        let commit = self.commit_edits(None, edits, message, who)?;
+        let spec = format!("+{commit}:refs/heads/{branch}");
+        self.git.run(&["push", "--quiet", "origin", &spec])?;
+        Ok(commit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_that_makes_no_ref_name_publishes_nothing() {
+        assert_eq!(branch_for("n1").as_deref(), Some("outbox/n1"));
+        assert_eq!(
+            branch_for("node-7.eu_west").as_deref(),
+            Some("outbox/node-7.eu_west")
+        );
+        for bad in ["a..b", "n.lock", "n."] {
+            assert_eq!(branch_for(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Published outboxes, the sync's side (PROTOCOL.md, Published results):
+//! what a node publishes when its push loses a round, and the peers'
+//! results a plan carries when it commits anyway.
+//!
+//! A published entry is the node's own outbox entry, so a peer checks it
+//! exactly as the node would: the claim at the tip is that node's, made at
+//! that moment. The peer writes the file the node would have written, at
+//! the path it would have chosen, so that the node, seeing it there, takes
+//! it as its own delivery. A node can publish results only for claims it
+//! holds, which it could push to the grid's branch itself: carrying them
+//! gives a publisher no power it lacks.
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::land::is_ours;
+use super::{Draft, assigned, status_word};
+use crate::git::published::Publish;
+use crate::git::{Blob, Edit, Edits, GitError, GridRepo, Oid};
+use crate::grid::{Id, layout};
+use crate::ledger::results::PendingResult;
+use crate::service::outbox::{Finish, OutboxEntry};
+
+/// The directory of a published outbox's tree that holds its entries.
+const DIR: &str = "results";
+
+/// Entries a node publishes, and a plan reads of one peer's: the oldest
+/// first. More wait for the next time.
+const MAX_ENTRIES: usize = 64;
+
+/// Peers whose published outboxes one plan reads.
+const MAX_PEERS: usize = 32;
+
+/// The largest entry read: a result at its largest, as a JSON string
+/// (escaped, up to twice its size) beside its own fields.
+const MAX_ENTRY_BYTES: u64 = 2 * layout::MAX_RESULT_BYTES + 64 * 1024;
+
+/// The largest listing of a published tree read: `MAX_ENTRIES` names of
+/// the longest ids.
+const MAX_TREE_BYTES: u64 = 32 * 1024;
+
+/// Published commits found to hold nothing to carry any more, by id: an
+/// entry whose claim is gone never becomes carriable again (a claim names
+/// the moment it was made). Bounded: emptied when full.
+#[derive(Debug, Default)]
+pub struct PublishedCache(HashSet<Oid>);
+
+const CACHE_MAX: usize = 1024;
+
+/// The outbox as `node` publishes it: its results (requeues and retries
+/// change nothing a peer could carry), none if it has none.
+pub fn to_publish(node: &Id, outbox: &[OutboxEntry]) -> Option<Publish> {
+    let mut edits = Edits::new();
+    for e in outbox
+        .iter()
+        .filter(|e| matches!(e.finish, Finish::Result { .. }))
+        .take(MAX_ENTRIES)
+    {
+        let json = serde_json::to_vec(e).expect("an outbox entry serializes");
+        edits.insert(
+            format!("{DIR}/{}.json", e.task_id).into_bytes(),
+            Edit::Put(json),
+        );
+    }
+    (!edits.is_empty()).then(|| Publish {
+        node: node.to_string(),
+        message: format!("{node}: results for the next commit to carry\n"),
+        edits,
+    })
+}
+
+/// Carry what the peers holding claims at this tip have published, for
+/// claims that are still theirs; `touched` gains the tasks carried.
+pub(super) fn carry(
+    repo: &GridRepo,
+    d: &mut Draft<'_>,
+    touched: &mut BTreeSet<Id>,
+) -> Result<(), GitError> {
+    let listed = d.claims_and_nodes(repo)?;
+    let holders = assigned::holders(repo, d, &listed[0])?;
+    let peers: Vec<Id> = holders
+        .by_node
+        .iter()
+        .filter(|(node, n)| **n > 0 && *node != d.req.node)
+        .map(|(node, _)| node.clone())
+        .take(MAX_PEERS)
+        .collect();
+    if peers.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = peers.iter().map(Id::as_str).collect();
+    let tips = repo.published_tips(&names)?;
+    for (peer, tip) in peers.iter().zip(tips) {
+        let Some(tip) = tip else { continue };
+        if d.req.published_seen.borrow().0.contains(&tip) {
+            continue;
+        }
+        if carry_one(repo, d, touched, peer, &tip)? {
+            let mut seen = d.req.published_seen.borrow_mut();
+            if seen.0.len() >= CACHE_MAX {
+                seen.0.clear();
+            }
+            seen.0.insert(tip);
+        }
+    }
+    Ok(())
+}
+
+/// Carry what `peer` published in `commit`. True if nothing in it can be
+/// carried now or later.
+fn carry_one(
+    repo: &GridRepo,
+    d: &mut Draft<'_>,
+    touched: &mut BTreeSet<Id>,
+    peer: &Id,
+    commit: &str,
+) -> Result<bool, GitError> {
+    // A listing is read whole: a crafted tree of a million names must not be.
+    let tree = repo
+        .object_info(&[format!("{commit}:{DIR}")])?
+        .pop()
+        .flatten();
+    match tree {
+        Some(t) if t.kind == "tree" && t.size <= MAX_TREE_BYTES => {}
+        _ => return Ok(true),
+    }
+    let ids: Vec<Id> = repo
+        .list_dir(commit, DIR)?
+        .iter()
+        .filter_map(|e| layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok()))
+        .take(MAX_ENTRIES)
+        .collect();
+    let tip = d.tip;
+    let mut specs = Vec::new();
+    let mut caps = Vec::new();
+    for id in &ids {
+        specs.push(format!("{commit}:{DIR}/{id}.json"));
+        caps.push(MAX_ENTRY_BYTES);
+        specs.push(format!("{tip}:{}", layout::in_progress_file(id)));
+        caps.push(d.req.rules.max_file_bytes as u64);
+    }
+    let blobs = repo.read_objects_capped(&specs, &caps)?;
+    let mut settled = true;
+    for (id, found) in ids.iter().zip(blobs.chunks(2)) {
+        let (entry, claim) = (&found[0], &found[1]);
+        if [entry, claim]
+            .iter()
+            .any(|b| matches!(b, Blob::Deferred { .. }))
+        {
+            settled = false;
+            continue;
+        }
+        let Some(entry) = entry
+            .data()
+            .and_then(|b| serde_json::from_slice::<OutboxEntry>(b).ok())
+        else {
+            continue;
+        };
+        let Finish::Result { result, signed } = &entry.finish else {
+            continue;
+        };
+        if &entry.task_id != id
+            || result.task_id != id.as_str()
+            || &result.node_id != peer
+            || !is_ours(&entry, peer, claim.data(), d.req.rules)
+        {
+            continue;
+        }
+        if touched.contains(id) {
+            // This plan ends the claim another way: look again next time.
+            settled = false;
+            continue;
+        }
+        touched.insert(id.clone());
+        d.edits
+            .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
+        d.summary
+            .push(format!("{} {id} for {peer}", status_word(result.status)));
+        d.results.push(PendingResult {
+            node: peer.clone(),
+            stem: id.to_string(),
+            result: result.clone(),
+            signed: signed.as_ref().map(|s| s.clone().into_bytes()),
+        });
+        d.report.carried.push((id.clone(), peer.clone()));
+        // Carried now; if this push loses, the next plan reads it again.
+        settled = false;
+    }
+    Ok(settled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::{ResultStatus, TaskResult};
+
+    fn entry(id: &str, finish: Finish) -> OutboxEntry {
+        OutboxEntry {
+            task_id: Id::parse(id).unwrap(),
+            attempt: 1,
+            claimed_at: "2026-01-01T00:00:00.000Z".into(),
+            finish,
+            ran: None,
+        }
+    }
+
+    fn result(id: &str) -> TaskResult {
+        TaskResult {
+            task_id: id.into(),
+            node_id: Id::parse("n1").unwrap(),
+            exit_code: Some(0),
+            stdout: "out \"quoted\"\n".into(),
+            stderr: String::new(),
+            timestamp: "2026-01-01T00:00:01.000Z".into(),
+            status: ResultStatus::Completed,
+            started_at: Some("2026-01-01T00:00:00.500Z".into()),
+            duration_ms: Some(500),
+            attempt: 1,
+            truncated: false,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn only_results_are_published() {
+        let me = Id::parse("n1").unwrap();
+        let outbox = [
+            entry(
+                "a",
+                Finish::Result {
+                    result: result("a"),
+                    signed: None,
+                },
+            ),
+            entry("b", Finish::requeue("going back".into())),
+        ];
+        let p = to_publish(&me, &outbox).expect("a result to publish");
+        assert_eq!(p.node, "n1");
+        let paths: Vec<&[u8]> = p.edits.keys().map(Vec::as_slice).collect();
+        assert_eq!(paths, [b"results/a.json".as_slice()]);
+        assert!(to_publish(&me, &outbox[1..]).is_none());
+    }
+
+    #[test]
+    fn a_published_result_reads_back_to_the_same_file() {
+        // The node takes a peer's delivery as its own only if the file is
+        // byte for byte the one it would have written.
+        let e = entry(
+            "a",
+            Finish::Result {
+                result: result("a"),
+                signed: None,
+            },
+        );
+        let p = to_publish(&Id::parse("n1").unwrap(), std::slice::from_ref(&e)).unwrap();
+        let Some(Edit::Put(json)) = p.edits.values().next() else {
+            panic!("a put");
+        };
+        let back: OutboxEntry = serde_json::from_slice(json).unwrap();
+        let (Finish::Result { result: a, .. }, Finish::Result { result: b, .. }) =
+            (&e.finish, &back.finish)
+        else {
+            panic!("results");
+        };
+        assert_eq!(a.to_bytes(), b.to_bytes());
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,200 @@
+//! Published results (PROTOCOL.md, Published results): a node whose push
+//! loses a round publishes its results on a branch of its own; the next
+//! commit a peer makes carries those whose claims are still that node's,
+//! and the node takes them as delivered. Whatever else such a branch holds
+//! is left where it is. Real repositories and real pushes throughout.
+
+use std::cell::Cell;
+
+use crate::common::plan::{PlainNode, clone_of, commit_at, publish_at};
+use crate::common::*;
+use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
+use dgrid_worker::git::{Edit, Edits, Plan, TxnOutcome};
+use dgrid_worker::grid::{Id, ResultStatus, TaskResult, layout};
+use dgrid_worker::service::outbox::{Finish, OutboxEntry};
+use dgrid_worker::service::sync::{self, SyncRequest};
+
+const AT: &str = "2026-01-01T00:00:00.000Z";
+
+fn claim(task: &str, node: &str, claimed_at: &str) -> (String, Vec<u8>) {
+    let body = serde_json::json!({
+        "task_id": task, "script": "true", "timeout_seconds": 30,
+        "claim": {"node_id": node, "claimed_at": claimed_at,
+                  "deadline": "2999-01-01T00:00:00Z", "attempt": 1}
+    });
+    (
+        format!("tasks/in_progress/{task}.json"),
+        body.to_string().into_bytes(),
+    )
+}
+
+fn done(task: &str, node: &str) -> OutboxEntry {
+    OutboxEntry {
+        task_id: Id::parse(task).unwrap(),
+        attempt: 1,
+        claimed_at: AT.into(),
+        finish: Finish::Result {
+            result: TaskResult {
+                task_id: task.into(),
+                node_id: Id::parse(node).unwrap(),
+                exit_code: Some(0),
+                stdout: format!("{task} ran on {node}\n"),
+                stderr: String::new(),
+                timestamp: "2026-01-01T00:00:02.000Z".into(),
+                status: ResultStatus::Completed,
+                started_at: Some("2026-01-01T00:00:01.000Z".into()),
+                duration_ms: Some(1000),
+                attempt: 1,
+                truncated: false,
+                error: None,
+            },
+            signed: None,
+        },
+        ran: None,
+    }
+}
+
+fn put(edits: &mut Edits, name: &str, bytes: Vec<u8>) {
+    edits.insert(format!("results/{name}").into_bytes(), Edit::Put(bytes));
+}
+
+fn file_of(e: &OutboxEntry) -> Vec<u8> {
+    match &e.finish {
+        Finish::Result { result, .. } => result.to_bytes(),
+        _ => unreachable!("results only"),
+    }
+}
+
+/// b published four entries; two are for claims that are still its own.
+/// The other two (a claim of c's, and a claim of b's made at another
+/// moment) stay where they are, as do the entries that are not results at
+/// all: one that is not JSON, one naming another task than its file, one
+/// too big to read. a's heartbeat carries b's two; b, syncing its outbox
+/// after, finds them delivered and pushes nothing, and each has one result.
+#[test]
+fn a_peer_carries_published_results_and_their_node_takes_them_as_delivered() {
+    let grid = Grid::new();
+    grid.commit_files(
+        &[
+            claim("b1", "b", AT),
+            claim("b2", "b", AT),
+            claim("c1", "c", AT),
+            claim("again", "b", "2026-01-01T00:05:00.000Z"),
+        ],
+        "claims of b and c",
+    );
+    let mine = [done("b1", "b"), done("b2", "b")];
+    let mut edits = sync::to_publish(&Id::parse("b").unwrap(), &mine)
+        .unwrap()
+        .edits;
+    for (name, entry) in [
+        ("c1.json", done("c1", "b")),
+        ("again.json", done("again", "b")),
+    ] {
+        put(&mut edits, name, serde_json::to_vec(&entry).unwrap());
+    }
+    put(&mut edits, "junk.json", b"{ not json".to_vec());
+    put(
+        &mut edits,
+        "other.json",
+        serde_json::to_vec(&done("b1", "b")).unwrap(),
+    );
+    put(&mut edits, "huge.json", vec![b' '; 3 << 20]);
+    publish_at(&grid.url(), "b", &edits);
+    assert_eq!(grid.files_on("outbox/b", "results").len(), 7);
+
+    let a = PlainNode::new("a");
+    let report = commit_at(&grid.url(), &a.request(0));
+    let mut carried: Vec<(String, String)> = report
+        .carried
+        .iter()
+        .map(|(t, p)| (t.to_string(), p.to_string()))
+        .collect();
+    carried.sort();
+    assert_eq!(
+        carried,
+        [("b1".into(), "b".into()), ("b2".into(), "b".into())]
+    );
+    let completed = grid.files("tasks/completed");
+    for e in &mine {
+        let name = layout::result_file(true, &Id::parse("b").unwrap(), e.task_id.as_str());
+        let name = name.rsplit('/').next().unwrap();
+        assert_eq!(completed.get(name), Some(&file_of(e)), "{name}");
+    }
+    assert_eq!(completed.len(), 2, "{completed:?}");
+    let left: Vec<String> = grid.files("tasks/in_progress").into_keys().collect();
+    assert_eq!(left, ["again.json", "c1.json"]);
+
+    // b's own sync: both landed already, as it would have written them.
+    let b = PlainNode::new("b");
+    let report = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            outbox: &mine,
+            heartbeat: false,
+            ..b.request(0)
+        },
+    );
+    let mut landed: Vec<String> = report.landed.iter().map(Id::to_string).collect();
+    landed.sort();
+    assert_eq!(landed, ["b1", "b2"]);
+    assert!(report.superseded.is_empty(), "{:?}", report.superseded);
+    assert_eq!(grid.files("tasks/completed").len(), 2, "one result each");
+}
+
+/// A push that loses its round publishes the outbox before trying again;
+/// one that wins at once publishes nothing.
+#[test]
+fn a_push_that_loses_publishes_the_outbox_first() {
+    let grid = Grid::new();
+    let (_state, repo) = clone_of(&grid.url());
+    let outbox = [done("t1", "n1")];
+    let policy = || {
+        TxnPolicy::default().publish(sync::to_publish(&Id::parse("n1").unwrap(), &outbox).unwrap())
+    };
+    let who = Identity::for_node("n1");
+    let change = |message: &str| {
+        let mut edits = Edits::new();
+        edits.insert(
+            format!("notes/{message}").into_bytes(),
+            Edit::Put(b"x".to_vec()),
+        );
+        edits
+    };
+    // Won at once: nothing published.
+    let outcome = txn::run(&repo, &who, &policy(), |_| {
+        Ok(Plan {
+            edits: change("first"),
+            message: "first".into(),
+            value: (),
+        })
+    })
+    .unwrap();
+    assert!(matches!(
+        outcome,
+        TxnOutcome::Committed { rejections: 0, .. }
+    ));
+    assert!(grid.tip_of("outbox/n1").is_none());
+
+    // Another writer lands between this fetch and this push.
+    let rounds = Cell::new(0);
+    let outcome = txn::run(&repo, &who, &policy(), |_| {
+        rounds.set(rounds.get() + 1);
+        if rounds.get() == 1 {
+            grid.commit_files(&[("notes/other".into(), b"y".to_vec())], "a peer lands");
+        }
+        Ok(Plan {
+            edits: change("second"),
+            message: "second".into(),
+            value: (),
+        })
+    })
+    .unwrap();
+    assert!(matches!(
+        outcome,
+        TxnOutcome::Committed { rejections: 1, .. }
+    ));
+    let published = grid.files_on("outbox/n1", "results");
+    let entry: OutboxEntry = serde_json::from_slice(&published["t1.json"]).unwrap();
+    assert_eq!(entry, outbox[0]);
+}

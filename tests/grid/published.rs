@@ -28,6 +28,15 @@ fn claim(task: &str, node: &str, claimed_at: &str) -> (String, Vec<u8>) {
     )
 }
 
+/// A claim `by` made for `node`, not answered yet.
+fn claim_for(task: &str, node: &str, by: &str) -> (String, Vec<u8>) {
+    let (path, bytes) = claim(task, node, AT);
+    let mut body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    body["claim"]["assigned_by"] = by.into();
+    body["claim"]["answer_by"] = "2999-01-01T00:00:00Z".into();
+    (path, body.to_string().into_bytes())
+}
+
 fn done(task: &str, node: &str) -> OutboxEntry {
     OutboxEntry {
         task_id: Id::parse(task).unwrap(),
@@ -65,19 +74,21 @@ fn file_of(e: &OutboxEntry) -> Vec<u8> {
     }
 }
 
-/// b published four entries; two are for claims that are still its own.
-/// The other two (a claim of c's, and a claim of b's made at another
-/// moment) stay where they are, as do the entries that are not results at
-/// all: one that is not JSON, one naming another task than its file, one
-/// too big to read. a's heartbeat carries b's two; b, syncing its outbox
-/// after, finds them delivered and pushes nothing, and each has one result.
+/// b published four entries; two are for claims that are still its own
+/// (one c made for it, which b ran before answering). The other two (a
+/// claim of c's, and a claim of b's made at another moment) stay where
+/// they are, as do the entries that are not results at all: one that is
+/// not JSON, one naming another task than its file, one too big to read.
+/// a's heartbeat carries b's two; b, syncing its outbox after, finds them
+/// delivered (the claim made for it answered by its result, not lost) and
+/// pushes nothing, and each has one result.
 #[test]
 fn a_peer_carries_published_results_and_their_node_takes_them_as_delivered() {
     let grid = Grid::new();
     grid.commit_files(
         &[
             claim("b1", "b", AT),
-            claim("b2", "b", AT),
+            claim_for("b2", "b", "c"),
             claim("c1", "c", AT),
             claim("again", "b", "2026-01-01T00:05:00.000Z"),
         ],
@@ -127,14 +138,18 @@ fn a_peer_carries_published_results_and_their_node_takes_them_as_delivered() {
 
     // b's own sync: both landed already, as it would have written them.
     let b = PlainNode::new("b");
+    let unanswered = std::collections::BTreeSet::from([Id::parse("b2").unwrap()]);
     let report = commit_at(
         &grid.url(),
         &SyncRequest {
             outbox: &mine,
             heartbeat: false,
+            answer: &unanswered,
             ..b.request(0)
         },
     );
+    assert!(report.lost.is_empty(), "{:?}", report.lost);
+    assert_eq!(report.answered, [Id::parse("b2").unwrap()]);
     let mut landed: Vec<String> = report.landed.iter().map(Id::to_string).collect();
     landed.sort();
     assert_eq!(landed, ["b1", "b2"]);

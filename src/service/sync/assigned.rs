@@ -260,7 +260,9 @@ pub(super) fn answer(
             continue;
         }
         d.report.answered.push(id.clone());
-        if landing.contains(id) {
+        // Ended by this commit, or landed already (a peer carried its
+        // published result): not lost.
+        if landing.contains(id) || d.report.landed.contains(id) {
             continue;
         }
         let Some(c) = blob

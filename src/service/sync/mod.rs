@@ -359,6 +359,9 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
     if !d.edits.is_empty() || req.heartbeat {
         // A commit is made anyway: it carries the results peers published
         // when their own pushes lost, which wait like this node's own.
+        // (Carrying them in a commit made for nothing else, at an idle
+        // node's poll, added writers to the ref and landed nothing sooner:
+        // BENCHMARKS.md, Results carried by peers' commits.)
         let before = d.edits.len();
         published::carry(repo, &mut d, &mut touched)?;
         landing_only += d.edits.len() - before;

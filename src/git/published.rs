@@ -11,8 +11,12 @@
 //! peers' next commits, which fetch these branches with the grid's, carry
 //! what they find, and one commit lands the results of several nodes.
 //!
-//! Only a worker's clone fetches them ([`GridRepo::with_outboxes`]); the
-//! tools read the grid's branch alone.
+//! Only a worker's clone fetches them ([`GridRepo::with_outboxes`]), and
+//! only those of the peers holding claims at the last tip it planned on
+//! ([`GridRepo::watch_outboxes`]): the branches of nodes that hold nothing
+//! have nothing to carry, and a crowd of branches pushed by anyone costs
+//! the fetch nothing unless named after such a peer. The tools read the
+//! grid's branch alone.
 
 use super::command::GitError;
 use super::edits::{Edits, Signature};
@@ -48,10 +52,27 @@ pub fn branch_for(node: &str) -> Option<String> {
 }
 
 impl GridRepo {
-    /// Fetch the nodes' published outboxes with the grid's branch.
+    /// Fetch the published outboxes of the nodes it is told to watch with
+    /// the grid's branch (none until told).
     pub fn with_outboxes(mut self) -> GridRepo {
-        self.outboxes = true;
+        self.outboxes = Some(Default::default());
         self
+    }
+
+    /// Watch these nodes' published outboxes from the next fetch on (those
+    /// whose id makes a branch name), in place of the ones watched before.
+    pub fn watch_outboxes(&self, nodes: &[&str]) {
+        let Some(watched) = &self.outboxes else {
+            return;
+        };
+        let nodes: Vec<String> = nodes
+            .iter()
+            .filter(|n| branch_for(n).is_some())
+            .map(|n| n.to_string())
+            .collect();
+        *watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = nodes;
     }
 
     /// The last fetched commit of each node's published outbox (`None`:

@@ -43,18 +43,17 @@ pub struct GridRepo {
     pub(super) round_budget: u64,
     /// The clone's kept `cat-file` processes, shared by its copies.
     pub(super) cat: std::sync::Arc<CatFiles>,
-    /// Fetch the nodes' published outboxes with the grid's branch
-    /// ([`super::published`]): the worker's clone does, the tools' do not.
-    pub(super) outboxes: bool,
+    /// The nodes whose published outboxes ([`super::published`]) the next
+    /// fetch of the grid's branch brings along: a worker's clone watches
+    /// its peers holding claims; the tools' clones watch none (`None`).
+    pub(super) outboxes: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 /// The remote-tracking ref the worker plans against.
 const TRACKING: &str = "refs/remotes/origin/main";
 
-/// Every node's published outbox ([`super::published`]), fetched with the
-/// grid's branch, and where the copies are kept: apart from `refs/remotes/`,
-/// like the other branches' copies.
-const OUTBOX_FETCH_SPEC: &str = "+refs/heads/outbox/*:refs/dgrid/outbox/*";
+/// Where the copies of the nodes' published outboxes ([`super::published`])
+/// are kept: apart from `refs/remotes/`, like the other branches' copies.
 pub(super) const OUTBOX_TRACKING: &str = "refs/dgrid/outbox";
 
 /// Where fetched copies of other branches (the `archive`) are kept: apart
@@ -78,7 +77,7 @@ impl GridRepo {
             budget: std::sync::Arc::new(ROUND_READ_BUDGET.into()),
             round_budget: ROUND_READ_BUDGET,
             cat: Default::default(),
-            outboxes: false,
+            outboxes: None,
         };
         if !dir.join("HEAD").exists() {
             repo.git.run(&["init", "--quiet", "--bare"])?;
@@ -112,7 +111,7 @@ impl GridRepo {
             budget: std::sync::Arc::new(ROUND_READ_BUDGET.into()),
             round_budget: ROUND_READ_BUDGET,
             cat: Default::default(),
-            outboxes: false,
+            outboxes: None,
         }
     }
 
@@ -147,6 +146,18 @@ impl GridRepo {
         use std::sync::atomic::Ordering;
         let first = !self.fetched.load(Ordering::Relaxed) && self.tip()?.is_none();
         let mut present: Vec<&str> = branches.to_vec();
+        // The watched outboxes, by pattern: one that matches no branch is
+        // no error, where a missing branch named in full would be. With
+        // protocol v2 the server lists only refs under these prefixes.
+        let outboxes: Vec<String> = match &self.outboxes {
+            Some(watched) if branches.contains(&self.branch.as_str()) => watched
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|n| format!("+refs/heads/outbox/{n}*:{OUTBOX_TRACKING}/{n}*"))
+                .collect(),
+            _ => Vec::new(),
+        };
         loop {
             let specs: Vec<String> = present
                 .iter()
@@ -156,16 +167,13 @@ impl GridRepo {
             if first {
                 args.push("--depth=1");
             }
-            let outboxes = self.outboxes && present.contains(&self.branch.as_str());
-            if outboxes {
-                // An outbox its node deleted goes from the clone too.
+            if !outboxes.is_empty() {
+                // An outbox deleted on the remote goes from the clone too.
                 args.push("--prune");
             }
             args.push("origin");
             args.extend(specs.iter().map(String::as_str));
-            if outboxes {
-                args.push(OUTBOX_FETCH_SPEC);
-            }
+            args.extend(outboxes.iter().map(String::as_str));
             match self.git.run(&args) {
                 Ok(_) => break,
                 // git names the first missing ref and fetches nothing; drop

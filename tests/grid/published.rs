@@ -9,7 +9,7 @@ use std::cell::Cell;
 use crate::common::plan::{PlainNode, clone_of, commit_at, publish_at};
 use crate::common::*;
 use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
-use dgrid_worker::git::{Edit, Edits, Plan, TxnOutcome};
+use dgrid_worker::git::{Edit, Edits, Plan, Txn, TxnOutcome};
 use dgrid_worker::grid::{Id, ResultStatus, TaskResult, layout};
 use dgrid_worker::service::outbox::{Finish, OutboxEntry};
 use dgrid_worker::service::sync::{self, SyncRequest};
@@ -113,9 +113,29 @@ fn a_peer_carries_published_results_and_their_node_takes_them_as_delivered() {
     put(&mut edits, "huge.json", vec![b' '; 3 << 20]);
     publish_at(&grid.url(), "b", &edits);
     assert_eq!(grid.files_on("outbox/b", "results").len(), 7);
+    // z holds no claim: what it publishes is not even fetched.
+    publish_at(&grid.url(), "z", &edits);
 
+    // a learns at one tip who holds claims, and its next fetch brings
+    // what they published: its heartbeat carries b's two.
     let a = PlainNode::new("a");
-    let report = commit_at(&grid.url(), &a.request(0));
+    let (_state, repo) = clone_of(&grid.url());
+    let tip = repo.fetch().unwrap();
+    let first = sync::plan(&Txn { repo: &repo, tip }, &a.request(0)).unwrap();
+    assert!(first.value.carried.is_empty(), "nothing watched yet");
+    let report = match txn::run(
+        &repo,
+        &Identity::for_node("a"),
+        &TxnPolicy::default(),
+        |t| sync::plan(t, &a.request(0)),
+    )
+    .unwrap()
+    {
+        TxnOutcome::Committed { value, .. } => value,
+        other => panic!("a heartbeat commits: {other:?}"),
+    };
+    let fetched = repo.published_tips(&["b", "z"]).unwrap();
+    assert!(fetched[0].is_some() && fetched[1].is_none(), "{fetched:?}");
     let mut carried: Vec<(String, String)> = report
         .carried
         .iter()

@@ -84,10 +84,12 @@ pub(super) fn carry(
         .map(|(node, _)| node.clone())
         .take(MAX_PEERS)
         .collect();
+    let names: Vec<&str> = peers.iter().map(Id::as_str).collect();
+    // The next fetch brings what these publish.
+    repo.watch_outboxes(&names);
     if peers.is_empty() {
         return Ok(());
     }
-    let names: Vec<&str> = peers.iter().map(Id::as_str).collect();
     let tips = repo.published_tips(&names)?;
     for (peer, tip) in peers.iter().zip(tips) {
         let Some(tip) = tip else { continue };

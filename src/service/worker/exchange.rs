@@ -154,9 +154,13 @@ impl Worker {
                 .zip(self.pace.round_secs())
                 .is_some_and(|(task, round)| task > round);
         let txn_policy = if idle { txn_policy.idle() } else { txn_policy };
-        // Should a round be lost, the results go where a peer's commit may
-        // carry them (PROTOCOL.md, Published results).
-        let txn_policy = match sync::to_publish(&self.cfg.node_id, &outbox) {
+        // Its last results, with nothing left to run: should a round be
+        // lost, they go where a peer's commit may carry them (PROTOCOL.md,
+        // Published results). A busy node's results ride with its next
+        // claim, and a push more each lost round cost a mixed drain more
+        // than it saved (BENCHMARKS.md, Results carried by peers' commits).
+        let last = self.slots.running.is_empty() && self.slots.waiting.is_empty();
+        let txn_policy = match sync::to_publish(&self.cfg.node_id, &outbox).filter(|_| last) {
             Some(p) => txn_policy.publish(p),
             None => txn_policy,
         };

@@ -139,6 +139,7 @@ impl Worker {
         let mut round = 0u32;
         let writers = Arc::new(AtomicU32::new(0));
         let txn_policy = txn_policy.clone().writers(writers.clone());
+        let nothing_to_run = self.slots.running.is_empty() && self.slots.waiting.is_empty();
         // Nothing to run until this sync lands: every round it waits out,
         // it sits idle, and that costs the grid a task's time where tasks
         // take longer than a round. (Where they take less, the ref is what
@@ -146,8 +147,7 @@ impl Worker {
         let idle = want > 0
             && self.registered
             && !joining
-            && self.slots.running.is_empty()
-            && self.slots.waiting.is_empty()
+            && nothing_to_run
             && self
                 .pace
                 .task_secs()
@@ -159,8 +159,11 @@ impl Worker {
         // Published results). A busy node's results ride with its next
         // claim, and a push more each lost round cost a mixed drain more
         // than it saved (BENCHMARKS.md, Results carried by peers' commits).
-        let last = self.slots.running.is_empty() && self.slots.waiting.is_empty();
-        let txn_policy = match sync::to_publish(&self.cfg.node_id, &outbox).filter(|_| last) {
+        // Only then is the outbox serialized for it.
+        let txn_policy = match nothing_to_run
+            .then(|| sync::to_publish(&self.cfg.node_id, &outbox))
+            .flatten()
+        {
             Some(p) => txn_policy.publish(p),
             None => txn_policy,
         };

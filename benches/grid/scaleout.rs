@@ -499,7 +499,8 @@ pub fn scaleout() -> String {
 /// user would run: `SCALEOUT_ONLY=custom SCALEOUT_CUSTOM=workers=4,
 /// slots=2,tasks=32,len=2,interval=10,far=1` (len in seconds, or `mixed`
 /// for the heavy-tailed lengths). One worker drains its share of the
-/// tasks (tasks / workers, as in the E rows) in turn with the N.
+/// tasks (tasks / workers, as in the E rows; `one=500` for the whole
+/// backlog, as the contention rows do) in turn with the N.
 fn custom() {
     let spec = std::env::var("SCALEOUT_CUSTOM").unwrap_or_default();
     let get = |key: &str, default: &str| -> String {
@@ -525,11 +526,15 @@ fn custom() {
         concurrency: num("slots", "1") as u32,
         ..shape(workers, sleeps(prefix, &lengths(n)))
     };
-    let runs = in_turn(&[make(1, tasks / workers, "u"), make(workers, tasks, "v")]);
+    let one = num("one", &(tasks / workers).to_string());
+    let runs = in_turn(&[make(1, one, "u"), make(workers, tasks, "v")]);
     let rate = |r: &[Run]| med(r, |r| r.rate);
+    // The one worker's rate scaled to the N's share of the backlog.
+    let scale = one as f64 * workers as f64 / tasks as f64;
     eprintln!(
-        "  E({workers}) = {:.2}",
-        rate(&runs[1]) / (workers as f64 * rate(&runs[0]))
+        "  E({workers}) = {:.2} ({:.2} x one worker)",
+        rate(&runs[1]) * scale / (workers as f64 * rate(&runs[0])),
+        rate(&runs[1]) / rate(&runs[0])
     );
 }
 

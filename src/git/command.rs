@@ -146,24 +146,14 @@ impl Git {
     ) -> Result<GitOutput, GitError> {
         let shown = args.join(" ");
         let started = Instant::now();
-        // As an OsStr, not a Path: duct would read a bare `git` Path as `./git`.
-        let mut expr = duct::cmd(self.binary.as_os_str(), args)
-            .dir(&self.dir)
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked();
-        for (k, v) in self.child_env() {
-            expr = expr.env(k, v);
-        }
+        let mut expr = self.expression(args).stdout_capture();
         expr = match stdin {
             Some(bytes) => expr.stdin_bytes(bytes.to_vec()),
             None => expr.stdin_null(),
         };
-        let handle = expr.start().map_err(|source| GitError::Spawn {
-            binary: self.binary.display().to_string(),
-            args: shown.clone(),
-            source,
-        })?;
+        let handle = expr
+            .start()
+            .map_err(|source| self.spawn_error(&shown, source))?;
         let output = match handle.wait_timeout(self.timeout) {
             Ok(Some(_)) => handle.into_output(),
             Ok(None) => {
@@ -175,37 +165,11 @@ impl Git {
             }
             Err(e) => Err(e),
         }
-        .map_err(|source| GitError::Spawn {
-            binary: self.binary.display().to_string(),
-            args: shown.clone(),
-            source,
-        })?;
+        .map_err(|source| self.spawn_error(&shown, source))?;
         let code = output.status.code().unwrap_or(-1);
         let elapsed = started.elapsed();
         tracing::trace!(args = %shown, code, elapsed_ms = elapsed.as_millis() as u64, "git");
-        if !ok.contains(&code) {
-            let remote = matches!(
-                args.first(),
-                Some(&("fetch" | "push" | "ls-remote" | "clone"))
-            );
-            if remote
-                && let Some((failure, said)) = super::failure::classify(
-                    &String::from_utf8_lossy(&output.stderr),
-                    args.first() == Some(&"push"),
-                )
-            {
-                return Err(GitError::Remote {
-                    failure,
-                    args: shown,
-                    said,
-                });
-            }
-            return Err(GitError::Failed {
-                args: shown,
-                code,
-                stderr: summarize(&output.stderr),
-            });
-        }
+        check_exit(args, shown, code, ok, &output.stderr)?;
         Ok(GitOutput {
             stdout: output.stdout,
             stderr: output.stderr,
@@ -213,6 +177,137 @@ impl Git {
             elapsed,
         })
     }
+
+    /// Run git for at most `cap` bytes of its stdout: the output and
+    /// whether there was more (then git is stopped there, and its exit is
+    /// not looked at). For a listing whose length the grid's writers
+    /// choose (`ls-remote` of a namespace anyone able to push may fill).
+    pub fn run_capped(&self, args: &[&str], cap: usize) -> Result<(GitOutput, bool), GitError> {
+        use std::io::Read;
+        use std::sync::mpsc;
+        let shown = args.join(" ");
+        let started = Instant::now();
+        let reader = self
+            .expression(args)
+            .stdin_null()
+            .reader()
+            .map_err(|source| self.spawn_error(&shown, source))?;
+        let reader = std::sync::Arc::new(reader);
+        // The timeout `run` has: the watcher stops git, which ends the read.
+        let (done, finished) = mpsc::channel::<()>();
+        let watcher = {
+            let reader = reader.clone();
+            let timeout = self.timeout;
+            std::thread::spawn(move || {
+                let late = finished.recv_timeout(timeout) == Err(mpsc::RecvTimeoutError::Timeout);
+                if late {
+                    let _ = reader.kill();
+                }
+                late
+            })
+        };
+        let mut stdout = Vec::new();
+        let read = (&*reader).take(cap as u64 + 1).read_to_end(&mut stdout);
+        let _ = done.send(());
+        if watcher.join().unwrap_or(true) {
+            return Err(GitError::Timeout {
+                args: shown,
+                after: self.timeout,
+            });
+        }
+        read.map_err(|source| self.spawn_error(&shown, source))?;
+        let elapsed = started.elapsed();
+        if stdout.len() > cap {
+            let _ = reader.kill();
+            stdout.truncate(cap);
+            return Ok((
+                GitOutput {
+                    stdout,
+                    stderr: Vec::new(),
+                    code: 0,
+                    elapsed,
+                },
+                true,
+            ));
+        }
+        // At the end of its output: the read waited for git's exit.
+        let output = reader
+            .try_wait()
+            .map_err(|source| self.spawn_error(&shown, source))?
+            .ok_or_else(|| GitError::Unexpected {
+                args: shown.clone(),
+                what: "no exit status after the end of its output".into(),
+            })?;
+        let code = output.status.code().unwrap_or(-1);
+        let stderr = output.stderr.clone();
+        check_exit(args, shown, code, &[0], &stderr)?;
+        Ok((
+            GitOutput {
+                stdout,
+                stderr,
+                code,
+                elapsed,
+            },
+            false,
+        ))
+    }
+
+    /// git with these arguments, in this directory and environment, stderr
+    /// captured, any exit accepted (the caller checks it).
+    fn expression(&self, args: &[&str]) -> duct::Expression {
+        // As an OsStr, not a Path: duct would read a bare `git` Path as `./git`.
+        let mut expr = duct::cmd(self.binary.as_os_str(), args)
+            .dir(&self.dir)
+            .stderr_capture()
+            .unchecked();
+        for (k, v) in self.child_env() {
+            expr = expr.env(k, v);
+        }
+        expr
+    }
+
+    fn spawn_error(&self, shown: &str, source: std::io::Error) -> GitError {
+        GitError::Spawn {
+            binary: self.binary.display().to_string(),
+            args: shown.to_owned(),
+            source,
+        }
+    }
+}
+
+/// An exit code outside `ok` as the error it is: a remote's refusal,
+/// classified, or git's own failure with its last words.
+fn check_exit(
+    args: &[&str],
+    shown: String,
+    code: i32,
+    ok: &[i32],
+    stderr: &[u8],
+) -> Result<(), GitError> {
+    if ok.contains(&code) {
+        return Ok(());
+    }
+    let remote = matches!(
+        args.first(),
+        Some(&("fetch" | "push" | "ls-remote" | "clone"))
+    );
+    if remote
+        && let Some((failure, said)) = super::failure::classify(
+            &String::from_utf8_lossy(stderr),
+            args.first() == Some(&"push"),
+        )
+    {
+        return Err(GitError::Remote {
+            failure,
+            args: shown,
+            said,
+        });
+    }
+    Err(GitError::Failed {
+        args: shown,
+        code,
+        stderr: summarize(stderr),
+    })
 }
 
 impl GitError {
@@ -236,4 +331,41 @@ pub fn summarize(stderr: &[u8]) -> String {
         .collect();
     let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
     tail.chars().take(500).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(timeout: Duration) -> Git {
+        Git::new("git", std::env::temp_dir(), timeout)
+    }
+
+    #[test]
+    fn a_capped_run_reads_no_more_than_its_cap() {
+        let (out, more) = git(Duration::from_secs(30))
+            .run_capped(&["--version"], 7)
+            .unwrap();
+        assert_eq!(out.stdout, b"git ver");
+        assert!(more);
+        let (out, more) = git(Duration::from_secs(30))
+            .run_capped(&["--version"], 1000)
+            .unwrap();
+        assert!(out.stdout_str().starts_with("git version"), "{out:?}");
+        assert!(!more);
+        let failed = git(Duration::from_secs(30)).run_capped(&["no-such-command"], 1000);
+        assert!(matches!(failed, Err(GitError::Failed { .. })), "{failed:?}");
+    }
+
+    #[test]
+    fn a_capped_run_stops_at_the_timeout() {
+        // A server that accepts and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("git://{}/grid.git", listener.local_addr().unwrap());
+        let started = Instant::now();
+        let hung = git(Duration::from_secs(1)).run_capped(&["ls-remote", &url], 1000);
+        assert!(matches!(hung, Err(GitError::Timeout { .. })), "{hung:?}");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        drop(listener);
+    }
 }

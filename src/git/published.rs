@@ -116,6 +116,97 @@ impl GridRepo {
     }
 }
 
+/// The published outboxes on the remote, as far as a bounded listing
+/// goes: (node, commit) for each branch `outbox/<node>`.
+#[derive(Debug, Default)]
+pub struct Outboxes {
+    pub branches: Vec<(String, Oid)>,
+    /// The listing went past its bound: these are the first branches only.
+    pub truncated: bool,
+}
+
+/// The most of `ls-remote` read for the published outboxes: about 8,000
+/// branches. Anyone able to push can make more; the rest wait for the
+/// next reap.
+const MAX_LISTING: usize = 1 << 20;
+
+/// Deletions per push: one push names each branch twice (its lease and
+/// its refspec) on the command line.
+const DELETIONS_PER_PUSH: usize = 100;
+
+impl GridRepo {
+    /// The published outboxes on the remote (for the reap to tidy).
+    pub fn list_outboxes(&self) -> Result<Outboxes, GitError> {
+        let (out, truncated) = self.git.run_capped(
+            &["ls-remote", "--heads", "origin", "refs/heads/outbox/*"],
+            MAX_LISTING,
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines: Vec<&str> = text.lines().collect();
+        if truncated {
+            // The last line may be cut short.
+            lines.pop();
+        }
+        let branches = lines
+            .iter()
+            .filter_map(|line| {
+                let (oid, name) = line.split_once('\t')?;
+                let node = name.strip_prefix("refs/heads/outbox/")?;
+                let is_oid = oid.len() >= 40 && oid.bytes().all(|b| b.is_ascii_hexdigit());
+                is_oid.then(|| (node.to_owned(), oid.to_owned()))
+            })
+            .collect();
+        Ok(Outboxes {
+            branches,
+            truncated,
+        })
+    }
+
+    /// Delete these published outboxes, each only if it is still at the
+    /// commit given (a node that published again since keeps its branch).
+    /// The deletions that the remote refused are returned, with its word.
+    pub fn delete_outboxes(&self, branches: &[(String, Oid)]) -> Vec<(String, String)> {
+        let mut refused = Vec::new();
+        for batch in branches.chunks(DELETIONS_PER_PUSH) {
+            let mut args: Vec<String> = vec!["push".into(), "--quiet".into(), "--porcelain".into()];
+            for (node, oid) in batch {
+                args.push(format!("--force-with-lease=refs/heads/outbox/{node}:{oid}"));
+            }
+            args.push("origin".into());
+            args.extend(
+                batch
+                    .iter()
+                    .map(|(node, _)| format!(":refs/heads/outbox/{node}")),
+            );
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            // `--porcelain` names each ref's fate: a refused one begins
+            // with `!`, and git then exits 1.
+            match self.git.run_with(&args, None, &[0, 1]) {
+                Ok(out) => {
+                    let said = out.stdout_str();
+                    for (node, _) in batch {
+                        // `!\t(delete):refs/heads/outbox/<node>\t[rejected] (why)`
+                        let line = format!(":refs/heads/outbox/{node}\t");
+                        if let Some(l) = said
+                            .lines()
+                            .find(|l| l.starts_with('!') && l.contains(&line))
+                        {
+                            refused.push((
+                                node.clone(),
+                                l.rsplit('\t').next().unwrap_or("").to_owned(),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => {
+                    refused.extend(batch.iter().map(|(node, _)| (node.clone(), e.to_string())))
+                }
+            }
+        }
+        refused
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

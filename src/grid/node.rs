@@ -135,6 +135,13 @@ impl NodeRecord {
             && crate::time::parse(&self.last_heartbeat).is_some_and(|t| t + stale_after >= now)
     }
 
+    /// Is this node still running at `now`: not stopped, with a heartbeat
+    /// younger than `stale_after` (it may be draining, or its engine down)?
+    pub fn is_up(&self, now: crate::time::Timestamp, stale_after: chrono::Duration) -> bool {
+        self.status != NodeStatus::Stopped
+            && crate::time::parse(&self.last_heartbeat).is_some_and(|t| t + stale_after >= now)
+    }
+
     /// Is this node taking work at `now`: alive, and not paused by its
     /// volunteer's limits?
     pub fn takes_work(&self, now: crate::time::Timestamp, stale_after: chrono::Duration) -> bool {

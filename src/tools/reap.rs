@@ -1,7 +1,8 @@
 //! `dgrid-worker reap`: the worker's orphan rule (`ledger::reap`) and its
 //! sweep of waiting tasks (`ledger::deps`) as a transaction of its own, for
-//! the repo workflow or an operator; and the queued tasks no live node can
-//! run (`ledger::routing`), named.
+//! the repo workflow or an operator; the queued tasks no live node can
+//! run (`ledger::routing`), named; and the published outboxes no running
+//! node owns, to delete.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,6 +30,8 @@ pub struct ReapSummary {
     /// Nodes that left claims made for them unanswered: their records now
     /// say they take none.
     pub silent: Vec<String>,
+    /// Published outboxes no running node owns, to delete: (node, commit).
+    pub outboxes: Vec<(String, String)>,
 }
 
 /// Queued tasks of one class that no live node serves.
@@ -42,13 +45,15 @@ pub struct Unservable {
 
 /// Plan the reap at the fetched tip. `who` is the reaper's identity: it must
 /// not be a worker's id, or that worker's live claims would be taken for
-/// its own leftovers.
+/// its own leftovers. `outboxes`: the published outboxes on the remote
+/// (node, commit), of which those no live node owns are named to delete.
 pub fn plan(
     txn: &Txn<'_>,
     who: &Id,
     now: Timestamp,
     policy: &OrphanPolicy,
     rules: &TaskRules,
+    outboxes: &[(String, String)],
 ) -> Result<Plan<ReapSummary>, GitError> {
     let Some(tip) = txn.tip.as_deref() else {
         return Ok(Plan {
@@ -105,6 +110,11 @@ pub fn plan(
         .map(|r| (r.node_id.to_string(), r.node_labels()))
         .collect();
     let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (n.as_str(), l)).collect();
+    let owners: BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r.is_up(now, policy.stale_after))
+        .map(|r| r.node_id.as_str())
+        .collect();
     let unservable = routing::unserved(&queue, &refs)
         .into_iter()
         .map(|u| Unservable {
@@ -123,6 +133,42 @@ pub fn plan(
             released: released.moved,
             unservable,
             silent: planned.silent.iter().map(ToString::to_string).collect(),
+            outboxes: unowned(outboxes, &owners),
         },
     })
+}
+
+/// The published outboxes (node, commit) that no running node owns
+/// (`live`: [`crate::grid::NodeRecord::is_up`]): those of nodes gone (no
+/// record, a stale one, or stopped), and any other branch
+/// under `outbox/`, which no node publishes and none reads. A node
+/// publishes only results of claims it holds, which go back to the queue
+/// once it is gone, so what its branch holds can no longer be carried;
+/// and the results themselves stay in its own outbox until it lands them.
+fn unowned(outboxes: &[(String, String)], live: &BTreeSet<&str>) -> Vec<(String, String)> {
+    outboxes
+        .iter()
+        .filter(|(node, _)| !live.contains(node.as_str()))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_outboxes_of_live_nodes_stay() {
+        let listed: Vec<(String, String)> = ["n1", "n2", "gone", "n1-x", "a/b"]
+            .iter()
+            .map(|n| (n.to_string(), format!("{n}-commit")))
+            .collect();
+        let live: BTreeSet<&str> = ["n1", "n2", "n3"].into();
+        let names: Vec<String> = unowned(&listed, &live)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["gone", "n1-x", "a/b"]);
+        assert!(unowned(&[], &live).is_empty());
+    }
 }

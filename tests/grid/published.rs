@@ -233,3 +233,90 @@ fn a_push_that_loses_publishes_the_outbox_first() {
     let entry: OutboxEntry = serde_json::from_slice(&published["t1.json"]).unwrap();
     assert_eq!(entry, outbox[0]);
 }
+
+/// The outbox branches on the grid's remote.
+fn outbox_branches(grid: &Grid) -> Vec<String> {
+    let out = git(
+        &grid.bare,
+        &[
+            "for-each-ref",
+            "--format=%(refname:lstrip=3)",
+            "refs/heads/outbox/",
+        ],
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The reap deletes the published outboxes that no running node owns (a
+/// node gone stale, one stopped, branches no node publishes to), keeps a
+/// running node's, and deletes none that was published again after it
+/// listed them.
+#[test]
+fn the_reap_deletes_the_outboxes_no_running_node_owns() {
+    let grid = Grid::new();
+    let now = dgrid_worker::time::format(dgrid_worker::time::now());
+    let record = |id: &str, status: &str, at: &str| {
+        (
+            format!("nodes/{id}.json"),
+            serde_json::json!({"node_id": id, "status": status, "last_heartbeat": at})
+                .to_string()
+                .into_bytes(),
+        )
+    };
+    grid.commit_files(
+        &[
+            record("up", "busy", &now),
+            record("draining", "draining", &now),
+            record("stale", "busy", AT),
+            record("stopped", "stopped", &now),
+        ],
+        "nodes",
+    );
+    let mut edits = Edits::new();
+    put(&mut edits, "t1.json", file_of(&done("t1", "up")));
+    for node in ["up", "draining", "stale", "stopped", "nobody", "up-1"] {
+        publish_at(&grid.url(), node, &edits);
+    }
+
+    let dry = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url(), "--dry-run", "--json"]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(
+        v["outboxes_deleted"],
+        serde_json::json!(["nobody", "stale", "stopped", "up-1"]),
+        "{v}"
+    );
+    assert_eq!(outbox_branches(&grid).len(), 6, "a dry run deletes nothing");
+
+    let o = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(said.contains("outbox/stale: deleted"), "{said}");
+    assert_eq!(outbox_branches(&grid), ["draining", "up"]);
+
+    // Listed at one commit, published again since: the lease keeps it.
+    publish_at(&grid.url(), "stale", &edits);
+    let (_state, repo) = clone_of(&grid.url());
+    let listed = repo.list_outboxes().unwrap();
+    assert!(!listed.truncated);
+    let stale: Vec<(String, String)> = listed
+        .branches
+        .into_iter()
+        .filter(|(n, _)| n == "stale")
+        .collect();
+    assert_eq!(stale.len(), 1);
+    put(&mut edits, "t2.json", file_of(&done("t2", "stale")));
+    publish_at(&grid.url(), "stale", &edits);
+    let refused = repo.delete_outboxes(&stale);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, "stale");
+    assert_eq!(outbox_branches(&grid), ["draining", "stale", "up"]);
+}

@@ -66,19 +66,39 @@ pub fn reap(a: ReapArgs) -> ExitCode {
             ));
         }
     }
+    // Published outboxes, listed once (bounded): a reap's push does not
+    // change them, and the deletions are conditional on what was listed.
+    let listed = match opened.repo.list_outboxes() {
+        Ok(o) => {
+            if o.truncated {
+                eprintln!(
+                    "warning: {} lists more outbox/ branches than are read at once; the rest wait for the next reap",
+                    a.repo.repo
+                );
+            }
+            o.branches
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: {}: could not list the outbox/ branches: {e}",
+                a.repo.repo
+            );
+            Vec::new()
+        }
+    };
     let summary = if a.dry_run {
         let t = txn::Txn {
             repo: &opened.repo,
             tip: opened.tip.clone(),
         };
-        match reap::plan(&t, &who, time::now(), &policy, &rules) {
+        match reap::plan(&t, &who, time::now(), &policy, &rules, &listed) {
             Ok(p) => p.value,
             Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
         }
     } else {
         let identity = txn::Identity::for_node(who.as_str());
         match txn::run(&opened.repo, &identity, &TxnPolicy::default(), |t| {
-            reap::plan(t, &who, time::now(), &policy, &rules)
+            reap::plan(t, &who, time::now(), &policy, &rules, &listed)
         }) {
             Ok(TxnOutcome::Committed { value, .. } | TxnOutcome::Unchanged { value, .. }) => value,
             // A reap is idempotent: the next run redoes what did not land.
@@ -91,6 +111,20 @@ pub fn reap(a: ReapArgs) -> ExitCode {
             Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
         }
     };
+    let refused = if a.dry_run {
+        Vec::new()
+    } else {
+        opened.repo.delete_outboxes(&summary.outboxes)
+    };
+    let deleted: Vec<&str> = summary
+        .outboxes
+        .iter()
+        .map(|(node, _)| node.as_str())
+        .filter(|node| !refused.iter().any(|(r, _)| r == node))
+        .collect();
+    for (node, why) in &refused {
+        eprintln!("warning: outbox/{}: not deleted: {}", esc(node), esc(why));
+    }
     if a.json {
         println!(
             "{}",
@@ -101,6 +135,7 @@ pub fn reap(a: ReapArgs) -> ExitCode {
                 "released": summary.released,
                 "unservable": summary.unservable,
                 "silent": summary.silent,
+                "outboxes_deleted": deleted,
             })
         );
     } else {
@@ -132,6 +167,12 @@ pub fn reap(a: ReapArgs) -> ExitCode {
                 esc(&u.task_ids.join(", ")),
                 esc(&u.requires.join(", ")),
                 esc(&u.why)
+            );
+        }
+        for node in &deleted {
+            println!(
+                "outbox/{}: {verb}deleted (no live node publishes there)",
+                esc(node)
             );
         }
         if summary.reaped.is_empty() && summary.invalid.is_empty() && summary.released.is_empty() {

@@ -44,7 +44,8 @@ pub enum Command {
     Submit(tools::SubmitArgs),
     /// The grid at a glance: nodes, queue, running, done, failed.
     Status(tools::StatusArgs),
-    /// Requeue orphaned claims (or abandon them), as a transaction.
+    /// Requeue orphaned claims (or abandon them), as a transaction, and
+    /// delete the outbox/ branches of nodes gone.
     Reap(tools::ReapArgs),
     /// Move old results from main to the archive branch, keeping the newest
     /// on main, as one atomic transaction over both branches.

@@ -149,6 +149,11 @@ fn the_workflow_steps_run_as_written_against_a_real_grid() {
         grid.root.path(),
         &["clone", "--quiet", &grid.url(), "checkout"],
     );
+    // A node gone left its published outbox behind.
+    git(
+        &work,
+        &["push", "--quiet", "origin", "HEAD:refs/heads/outbox/ghost"],
+    );
     let summary = grid.path("summary.md");
     let bin_dir = Path::new(BIN).parent().unwrap();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
@@ -190,7 +195,7 @@ fn the_workflow_steps_run_as_written_against_a_real_grid() {
     assert_eq!(
         names,
         [
-            "Requeue orphaned claims",
+            "Requeue orphaned claims, delete the outboxes of nodes gone",
             "Archive old results",
             "Status",
             "Build the dashboard",
@@ -199,6 +204,7 @@ fn the_workflow_steps_run_as_written_against_a_real_grid() {
         "every dgrid-worker step ran"
     );
     assert_eq!(grid.queued()["t-orphan.json"]["attempt"], 2);
+    assert!(grid.tip_of("outbox/ghost").is_none(), "the reap deleted it");
     // 8 results after the reap (7 and the abandoned claim's), 5 kept.
     assert_eq!(grid.files_on("archive", "tasks/completed").len(), 3);
     let summary = std::fs::read_to_string(&summary).unwrap();

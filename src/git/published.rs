@@ -164,11 +164,11 @@ impl GridRepo {
 
     /// Delete these published outboxes, each only if it is still at the
     /// commit given (a node that published again since keeps its branch).
-    /// The deletions that the remote refused are returned, with its word.
+    /// Those not deleted are returned, with the remote's word or git's.
     pub fn delete_outboxes(&self, branches: &[(String, Oid)]) -> Vec<(String, String)> {
-        let mut refused = Vec::new();
+        let mut kept = Vec::new();
         for batch in branches.chunks(DELETIONS_PER_PUSH) {
-            let mut args: Vec<String> = vec!["push".into(), "--quiet".into(), "--porcelain".into()];
+            let mut args: Vec<String> = vec!["push".into(), "--porcelain".into()];
             for (node, oid) in batch {
                 args.push(format!("--force-with-lease=refs/heads/outbox/{node}:{oid}"));
             }
@@ -179,31 +179,29 @@ impl GridRepo {
                     .map(|(node, _)| format!(":refs/heads/outbox/{node}")),
             );
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            // `--porcelain` names each ref's fate: a refused one begins
-            // with `!`, and git then exits 1.
+            // git exits 1 when the remote refused some: `--porcelain` says
+            // each ref's fate, and only a line flagged `-` is a deletion.
             match self.git.run_with(&args, None, &[0, 1]) {
                 Ok(out) => {
                     let said = out.stdout_str();
                     for (node, _) in batch {
+                        // `-\t:refs/heads/outbox/<node>\t[deleted]`, or
                         // `!\t(delete):refs/heads/outbox/<node>\t[rejected] (why)`
-                        let line = format!(":refs/heads/outbox/{node}\t");
-                        if let Some(l) = said
-                            .lines()
-                            .find(|l| l.starts_with('!') && l.contains(&line))
-                        {
-                            refused.push((
+                        let name = format!(":refs/heads/outbox/{node}\t");
+                        match said.lines().find(|l| l.contains(&name)) {
+                            Some(l) if l.starts_with('-') => {}
+                            Some(l) => kept.push((
                                 node.clone(),
                                 l.rsplit('\t').next().unwrap_or("").to_owned(),
-                            ));
+                            )),
+                            None => kept.push((node.clone(), "the push did not say".into())),
                         }
                     }
                 }
-                Err(e) => {
-                    refused.extend(batch.iter().map(|(node, _)| (node.clone(), e.to_string())))
-                }
+                Err(e) => kept.extend(batch.iter().map(|(node, _)| (node.clone(), e.to_string()))),
             }
         }
-        refused
+        kept
     }
 }
 

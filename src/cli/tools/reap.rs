@@ -171,7 +171,7 @@ pub fn reap(a: ReapArgs) -> ExitCode {
         }
         for node in &deleted {
             println!(
-                "outbox/{}: {verb}deleted (no live node publishes there)",
+                "outbox/{}: {verb}deleted (no running node owns it)",
                 esc(node)
             );
         }

@@ -320,3 +320,47 @@ fn the_reap_deletes_the_outboxes_no_running_node_owns() {
     assert_eq!(refused[0].0, "stale");
     assert_eq!(outbox_branches(&grid), ["draining", "stale", "up"]);
 }
+
+/// A crowd of branches under `outbox/` is listed only up to the bound:
+/// the listing says it stopped there, and every branch it returns is
+/// whole (the line cut at the bound is dropped).
+#[test]
+fn the_outbox_listing_stops_at_its_bound() {
+    let grid = Grid::new();
+    let tip = grid.tip_of("main").unwrap();
+    let crowd: String = (0..12_000)
+        .map(|i| {
+            format!(
+                "create refs/heads/outbox/crowd-{i:05}-{} {tip}\n",
+                "x".repeat(40)
+            )
+        })
+        .collect();
+    let mut child = std::process::Command::new("git")
+        .args(["update-ref", "--stdin"])
+        .current_dir(&grid.bare)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(crowd.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let (_state, repo) = clone_of(&grid.url());
+    let listed = repo.list_outboxes().unwrap();
+    assert!(listed.truncated);
+    // Lines of 40 + 1 + 18 + 52 + 1 bytes: 1 MiB holds 9,362 of them whole.
+    assert_eq!(listed.branches.len(), (1 << 20) / 112);
+    assert!(
+        listed
+            .branches
+            .iter()
+            .all(|(node, oid)| node.len() == 52 && *oid == tip),
+        "every branch listed is whole"
+    );
+}

@@ -32,6 +32,9 @@ pub struct ReapSummary {
     pub silent: Vec<String>,
     /// Published outboxes no running node owns, to delete: (node, commit).
     pub outboxes: Vec<(String, String)>,
+    /// The running nodes, whose outboxes stay (for a listing made after).
+    #[serde(skip)]
+    pub running: BTreeSet<String>,
 }
 
 /// Queued tasks of one class that no live node serves.
@@ -110,10 +113,10 @@ pub fn plan(
         .map(|r| (r.node_id.to_string(), r.node_labels()))
         .collect();
     let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (n.as_str(), l)).collect();
-    let owners: BTreeSet<&str> = records
+    let running: BTreeSet<String> = records
         .iter()
         .filter(|r| r.is_up(now, policy.stale_after))
-        .map(|r| r.node_id.as_str())
+        .map(|r| r.node_id.to_string())
         .collect();
     let unservable = routing::unserved(&queue, &refs)
         .into_iter()
@@ -133,7 +136,8 @@ pub fn plan(
             released: released.moved,
             unservable,
             silent: planned.silent.iter().map(ToString::to_string).collect(),
-            outboxes: unowned(outboxes, &owners),
+            outboxes: unowned(outboxes, &running),
+            running,
         },
     })
 }
@@ -145,10 +149,10 @@ pub fn plan(
 /// publishes only results of claims it holds, which go back to the queue
 /// once it is gone, so what its branch holds can no longer be carried;
 /// and the results themselves stay in its own outbox until it lands them.
-fn unowned(outboxes: &[(String, String)], live: &BTreeSet<&str>) -> Vec<(String, String)> {
+pub fn unowned(outboxes: &[(String, String)], live: &BTreeSet<String>) -> Vec<(String, String)> {
     outboxes
         .iter()
-        .filter(|(node, _)| !live.contains(node.as_str()))
+        .filter(|(node, _)| !live.contains(node))
         .cloned()
         .collect()
 }
@@ -163,7 +167,7 @@ mod tests {
             .iter()
             .map(|n| (n.to_string(), format!("{n}-commit")))
             .collect();
-        let live: BTreeSet<&str> = ["n1", "n2", "n3"].into();
+        let live: BTreeSet<String> = ["n1", "n2", "n3"].map(String::from).into();
         let names: Vec<String> = unowned(&listed, &live)
             .into_iter()
             .map(|(n, _)| n)

@@ -323,18 +323,17 @@ fn the_reap_deletes_the_outboxes_no_running_node_owns() {
 
 /// A crowd of branches under `outbox/` is listed only up to the bound:
 /// the listing says it stopped there, and every branch it returns is
-/// whole (the line cut at the bound is dropped).
+/// whole (the line cut at the bound is dropped). The reap lists again
+/// after each listing's deletions, and deletes the whole crowd.
 #[test]
 fn the_outbox_listing_stops_at_its_bound() {
     let grid = Grid::new();
     let tip = grid.tip_of("main").unwrap();
-    let crowd: String = (0..12_000)
-        .map(|i| {
-            format!(
-                "create refs/heads/outbox/crowd-{i:05}-{} {tip}\n",
-                "x".repeat(40)
-            )
-        })
+    // Long names (in components a file system takes), so that a crowd of
+    // 1,600 passes the bound: deleting refs costs the remote about 2 ms each.
+    let long = vec!["x".repeat(200); 4].join("/");
+    let crowd: String = (0..1_600)
+        .map(|i| format!("create refs/heads/outbox/crowd-{i:05}/{long} {tip}\n"))
         .collect();
     let mut child = std::process::Command::new("git")
         .args(["update-ref", "--stdin"])
@@ -354,13 +353,19 @@ fn the_outbox_listing_stops_at_its_bound() {
     let (_state, repo) = clone_of(&grid.url());
     let listed = repo.list_outboxes().unwrap();
     assert!(listed.truncated);
-    // Lines of 40 + 1 + 18 + 52 + 1 bytes: 1 MiB holds 9,362 of them whole.
-    assert_eq!(listed.branches.len(), (1 << 20) / 112);
+    // Lines of 40 + 1 + 18 + 815 + 1 bytes: 1 MiB holds 1,198 of them whole.
+    assert_eq!(listed.branches.len(), (1 << 20) / 875);
     assert!(
         listed
             .branches
             .iter()
-            .all(|(node, oid)| node.len() == 52 && *oid == tip),
+            .all(|(node, oid)| node.len() == 815 && *oid == tip),
         "every branch listed is whole"
     );
+
+    let o = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["outboxes_deleted"].as_array().unwrap().len(), 1_600);
+    assert!(outbox_branches(&grid).is_empty());
 }

@@ -2,9 +2,13 @@
 //! transaction, or with `--dry-run` show what would be; the reaper's name
 //! must not be a worker's.
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use super::{StaleArgs, fail};
+use crate::git::GridRepo;
+use crate::git::published::Outboxes;
 use crate::git::txn::{self, TxnOutcome, TxnPolicy};
 use crate::grid::orphan::OrphanPolicy;
 use crate::grid::{Id, TaskRules};
@@ -66,24 +70,16 @@ pub fn reap(a: ReapArgs) -> ExitCode {
             ));
         }
     }
-    // Published outboxes, listed once (bounded): a reap's push does not
-    // change them, and the deletions are conditional on what was listed.
+    // Published outboxes, listed (bounded) before the reap: its push does
+    // not change them, and each deletion is leased to what was listed.
     let listed = match opened.repo.list_outboxes() {
-        Ok(o) => {
-            if o.truncated {
-                eprintln!(
-                    "warning: {} lists more outbox/ branches than are read at once; the rest wait for the next reap",
-                    a.repo.repo
-                );
-            }
-            o.branches
-        }
+        Ok(o) => o,
         Err(e) => {
             eprintln!(
                 "warning: {}: could not list the outbox/ branches: {e}",
                 a.repo.repo
             );
-            Vec::new()
+            Outboxes::default()
         }
     };
     let summary = if a.dry_run {
@@ -91,14 +87,14 @@ pub fn reap(a: ReapArgs) -> ExitCode {
             repo: &opened.repo,
             tip: opened.tip.clone(),
         };
-        match reap::plan(&t, &who, time::now(), &policy, &rules, &listed) {
+        match reap::plan(&t, &who, time::now(), &policy, &rules, &listed.branches) {
             Ok(p) => p.value,
             Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
         }
     } else {
         let identity = txn::Identity::for_node(who.as_str());
         match txn::run(&opened.repo, &identity, &TxnPolicy::default(), |t| {
-            reap::plan(t, &who, time::now(), &policy, &rules, &listed)
+            reap::plan(t, &who, time::now(), &policy, &rules, &listed.branches)
         }) {
             Ok(TxnOutcome::Committed { value, .. } | TxnOutcome::Unchanged { value, .. }) => value,
             // A reap is idempotent: the next run redoes what did not land.
@@ -111,19 +107,20 @@ pub fn reap(a: ReapArgs) -> ExitCode {
             Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
         }
     };
-    let refused = if a.dry_run {
-        Vec::new()
+    let (deleted, refused, more) = if a.dry_run {
+        let named = summary.outboxes.iter().map(|(n, _)| n.clone()).collect();
+        (named, Vec::new(), listed.truncated)
     } else {
-        opened.repo.delete_outboxes(&summary.outboxes)
+        tidy(&opened.repo, &summary, listed.truncated)
     };
-    let deleted: Vec<&str> = summary
-        .outboxes
-        .iter()
-        .map(|(node, _)| node.as_str())
-        .filter(|node| !refused.iter().any(|(r, _)| r == node))
-        .collect();
     for (node, why) in &refused {
         eprintln!("warning: outbox/{}: not deleted: {}", esc(node), esc(why));
+    }
+    if more {
+        eprintln!(
+            "warning: {}: more outbox/ branches than this reap could list; the rest at the next",
+            a.repo.repo
+        );
     }
     if a.json {
         println!(
@@ -180,4 +177,52 @@ pub fn reap(a: ReapArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// How long a reap goes on deleting a crowd of outboxes.
+const TIDY_FOR: Duration = Duration::from_secs(120);
+
+/// Delete the outboxes the reap found no running node owns; while the
+/// listing stopped at its bound (a crowd: about 9,000 branches a listing),
+/// list again and go on, for [`TIDY_FOR`] at most or until a round deletes
+/// nothing. What was deleted, what was not (with why), and whether more
+/// may be left.
+fn tidy(
+    repo: &GridRepo,
+    summary: &reap::ReapSummary,
+    mut more: bool,
+) -> (Vec<String>, Vec<(String, String)>, bool) {
+    let started = Instant::now();
+    let mut batch = summary.outboxes.clone();
+    let mut deleted = Vec::new();
+    let mut refused: Vec<(String, String)> = Vec::new();
+    let mut kept_names: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let kept = repo.delete_outboxes(&batch);
+        kept_names.extend(kept.iter().map(|(n, _)| n.clone()));
+        let before = deleted.len();
+        deleted.extend(
+            batch
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| !kept.iter().any(|(k, _)| k == n)),
+        );
+        refused.extend(kept);
+        if !more || deleted.len() == before || started.elapsed() > TIDY_FOR {
+            return (deleted, refused, more);
+        }
+        match repo.list_outboxes() {
+            Ok(listed) => {
+                more = listed.truncated;
+                batch = reap::unowned(&listed.branches, &summary.running)
+                    .into_iter()
+                    .filter(|(n, _)| !kept_names.contains(n))
+                    .collect();
+            }
+            Err(e) => {
+                eprintln!("warning: could not list the outbox/ branches again: {e}");
+                return (deleted, refused, more);
+            }
+        }
+    }
 }

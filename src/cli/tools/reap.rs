@@ -113,8 +113,17 @@ pub fn reap(a: ReapArgs) -> ExitCode {
     } else {
         tidy(&opened.repo, &summary, listed.truncated)
     };
-    for (node, why) in &refused {
+    // A remote that refuses them all (a token without the right) would
+    // refuse thousands alike: the first few say why.
+    const SHOWN: usize = 20;
+    for (node, why) in refused.iter().take(SHOWN) {
         eprintln!("warning: outbox/{}: not deleted: {}", esc(node), esc(why));
+    }
+    if refused.len() > SHOWN {
+        eprintln!(
+            "warning: and {} more outbox/ branches not deleted",
+            refused.len() - SHOWN
+        );
     }
     if more {
         eprintln!(
@@ -205,7 +214,7 @@ fn tidy(
             batch
                 .into_iter()
                 .map(|(n, _)| n)
-                .filter(|n| !kept.iter().any(|(k, _)| k == n)),
+                .filter(|n| !kept_names.contains(n)),
         );
         refused.extend(kept);
         if !more || deleted.len() == before || started.elapsed() > TIDY_FOR {

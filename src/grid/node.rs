@@ -131,15 +131,18 @@ impl NodeRecord {
     /// Is this node alive at `now`: idle or busy, with a heartbeat younger
     /// than `stale_after`? (It may be paused by its limits all the same.)
     pub fn is_live(&self, now: crate::time::Timestamp, stale_after: chrono::Duration) -> bool {
-        matches!(self.status, NodeStatus::Idle | NodeStatus::Busy)
-            && crate::time::parse(&self.last_heartbeat).is_some_and(|t| t + stale_after >= now)
+        matches!(self.status, NodeStatus::Idle | NodeStatus::Busy) && self.beats(now, stale_after)
     }
 
     /// Is this node still running at `now`: not stopped, with a heartbeat
     /// younger than `stale_after` (it may be draining, or its engine down)?
     pub fn is_up(&self, now: crate::time::Timestamp, stale_after: chrono::Duration) -> bool {
-        self.status != NodeStatus::Stopped
-            && crate::time::parse(&self.last_heartbeat).is_some_and(|t| t + stale_after >= now)
+        self.status != NodeStatus::Stopped && self.beats(now, stale_after)
+    }
+
+    /// Is its heartbeat younger than `stale_after` at `now`?
+    fn beats(&self, now: crate::time::Timestamp, stale_after: chrono::Duration) -> bool {
+        crate::time::parse(&self.last_heartbeat).is_some_and(|t| t + stale_after >= now)
     }
 
     /// Is this node taking work at `now`: alive, and not paused by its

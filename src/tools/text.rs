@@ -106,7 +106,8 @@ pub fn status(view: &GridView, repo: &str) -> String {
     more(&mut s, view.queue.len());
 
     if !view.unservable.is_empty() {
-        let _ = writeln!(s, "\ncannot run now ({} classes):", view.unservable.len());
+        let classes = plural(view.unservable.len(), "class");
+        let _ = writeln!(s, "\ncannot run now ({classes}):");
         for u in &view.unservable {
             let more = if u.tasks > u.task_ids.len() {
                 format!(" and {} more", u.tasks - u.task_ids.len())
@@ -115,8 +116,8 @@ pub fn status(view: &GridView, repo: &str) -> String {
             };
             let _ = writeln!(
                 s,
-                "  requires {}: {} ({}{more}): {}",
-                esc(&u.requires.join(", ")),
+                "  {}: {} ({}{more}): {}",
+                requirement(&u.requires),
                 plural(u.tasks, "task"),
                 esc(&u.task_ids.join(", ")),
                 esc(&u.why)
@@ -149,12 +150,15 @@ pub fn status(view: &GridView, repo: &str) -> String {
         .iter()
         .map(|(k, v)| format!("{} {v}", esc(k)))
         .collect();
+    let by_status = if statuses.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", statuses.join(", "))
+    };
     let _ = writeln!(
         s,
-        "\ndone: {} completed, {} failed ({})",
-        view.completed,
-        view.failed,
-        statuses.join(", ")
+        "\ndone: {} completed, {} failed{by_status}",
+        view.completed, view.failed
     );
     trust(&mut s, view);
     if !view.failures.is_empty() {
@@ -189,11 +193,7 @@ fn queued_line(q: &super::view::QueuedView) -> String {
         Some(e) if e != p => format!("p{p} (now {e})"),
         _ => format!("p{p}"),
     };
-    let requires = if q.requires.is_empty() {
-        "requires nothing".to_owned()
-    } else {
-        format!("requires {}", esc(&q.requires.join(", ")))
-    };
+    let requires = requirement(&q.requires);
     let mut line = format!("{:<30} {level:<12} {requires}", esc(&q.task_id));
     if let Some(by) = &q.submitter {
         line.push_str(&format!("  by {}", esc(by)));
@@ -205,10 +205,20 @@ fn queued_line(q: &super::view::QueuedView) -> String {
 }
 
 fn plural(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
+    match n {
+        1 => format!("1 {what}"),
+        _ if what.ends_with('s') => format!("{n} {what}es"),
+        _ => format!("{n} {what}s"),
+    }
+}
+
+/// What a class of tasks asks of a node, escaped: "requires gpu, arch=arm64",
+/// or "requires nothing" for the class of tasks that name no label.
+pub fn requirement(labels: &[String]) -> String {
+    if labels.is_empty() {
+        "requires nothing".to_owned()
     } else {
-        format!("{n} {what}s")
+        format!("requires {}", esc(&labels.join(", ")))
     }
 }
 
@@ -275,5 +285,27 @@ fn unanswered(r: &super::view::RunningView) -> String {
             esc(until)
         ),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_class_with_no_label_requires_nothing_and_labels_are_escaped() {
+        assert_eq!(requirement(&[]), "requires nothing");
+        assert_eq!(
+            requirement(&["arch=arm64".into(), "gpu".into()]),
+            "requires arch=arm64, gpu"
+        );
+        assert!(!requirement(&["gpu\u{1b}[2J".into()]).contains('\u{1b}'));
+    }
+
+    #[test]
+    fn counts_read_as_english() {
+        assert_eq!(plural(1, "class"), "1 class");
+        assert_eq!(plural(3, "class"), "3 classes");
+        assert_eq!(plural(0, "task"), "0 tasks");
     }
 }

@@ -169,9 +169,9 @@ pub fn reap(a: ReapArgs) -> ExitCode {
                 String::new()
             };
             println!(
-                "{}{more}: cannot run now, requires {}: {}",
+                "{}{more}: cannot run now, {}: {}",
                 esc(&u.task_ids.join(", ")),
-                esc(&u.requires.join(", ")),
+                crate::tools::text::requirement(&u.requires),
                 esc(&u.why)
             );
         }

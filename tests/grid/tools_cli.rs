@@ -438,6 +438,63 @@ fn submit_bad_input_is_refused_before_anything_is_pushed() {
     assert_eq!(grid.commit_count(), before, "nothing was pushed");
 }
 
+/// A field kept that is a known one mistyped or named as other schedulers
+/// name it is valid (unknown fields are kept), and said: by `validate`,
+/// which the pull request's check runs, and by `submit`, before the push.
+#[test]
+fn a_field_probably_meant_as_a_known_one_is_kept_and_warned_about() {
+    let grid = Grid::new();
+    let file = grid.path("gpu-1.json");
+    std::fs::write(
+        &file,
+        br#"{"task_id":"gpu-1","script":"true","timeout_seconds":5,"require":["gpu"],"Priority":90,"owner":"ana"}"#,
+    )
+    .unwrap();
+    let o = dgrid(&["validate", file.to_str().unwrap()]);
+    expect_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("warning: ") && out.contains("gpu-1.json: field `require` is not one a worker reads (it is kept as it is); did you mean `requires`?"),
+        "{out}"
+    );
+    assert!(
+        out.contains("field `Priority`") && out.contains("did you mean `priority`?"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("`owner`"),
+        "a field of the grid's own is not hinted at: {out}"
+    );
+    assert!(
+        stderr(&o).contains("1 checked: 1 valid, 0 invalid, 2 warnings"),
+        "{}",
+        stderr(&o)
+    );
+    let annotated = std::process::Command::new(env!("CARGO_BIN_EXE_dgrid-worker"))
+        .args(["validate", file.to_str().unwrap()])
+        .env("GITHUB_ACTIONS", "true")
+        .output()
+        .unwrap();
+    let annotations = String::from_utf8_lossy(&annotated.stdout);
+    assert!(annotations.contains("::warning file="), "{annotations}");
+
+    let o = dgrid(&[
+        "submit",
+        "--repo",
+        &grid.url(),
+        "--task-file",
+        file.to_str().unwrap(),
+    ]);
+    expect_code(&o, 0);
+    assert!(
+        stderr(&o).contains("warning: ") && stderr(&o).contains("did you mean `requires`?"),
+        "{}",
+        stderr(&o)
+    );
+    let task = &grid.queued()["gpu-1.json"];
+    assert_eq!(task["require"][0], "gpu", "kept as it was: {task}");
+}
+
 #[test]
 fn status_shows_nodes_queue_running_and_results() {
     let grid = populated_grid();

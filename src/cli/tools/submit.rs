@@ -165,6 +165,11 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
     let mut tasks = Vec::with_capacity(bases.len());
     for (i, mut base) in bases.into_iter().enumerate() {
         scheduling_fields(&a, &mut base);
+        let origin = match (&a.task_file, graph) {
+            (Some(p), true) => format!("{} item {i}", p.display()),
+            (Some(p), false) => p.display().to_string(),
+            (None, _) => "the task".to_owned(),
+        };
         let task = match submit::make_task(
             base,
             a.id.as_deref(),
@@ -174,15 +179,15 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
             &rules,
         ) {
             Ok(t) => t,
-            Err(e) => {
-                let origin = match (&a.task_file, graph) {
-                    (Some(p), true) => format!("{} item {i}", p.display()),
-                    (Some(p), false) => p.display().to_string(),
-                    (None, _) => "the task".to_owned(),
-                };
-                return fail(format_args!("{origin}: {e}"));
-            }
+            Err(e) => return fail(format_args!("{origin}: {e}")),
         };
+        for (field, meant) in task.likely_mistakes() {
+            eprintln!(
+                "dgrid-worker: warning: {}: {}",
+                esc(&origin),
+                esc(&validate::mistake(field, meant))
+            );
+        }
         let task = match (&a.sign_with, &a.grid_id) {
             (Some(key), Some(grid)) => {
                 match trust::sign_task(&task, key, grid, a.expires_in, now, &rules) {

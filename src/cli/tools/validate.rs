@@ -67,8 +67,14 @@ pub fn validate(a: ValidateArgs) -> ExitCode {
             println!("{}", validate::github_annotation(f));
         }
     }
+    for w in &report.warnings {
+        println!("warning: {w}");
+        if github {
+            println!("{}", validate::github_warning(w));
+        }
+    }
     eprintln!(
-        "{} checked: {} valid, {} invalid{}",
+        "{} checked: {} valid, {} invalid{}{}",
         report.checked,
         report.valid,
         report.findings.len(),
@@ -76,6 +82,11 @@ pub fn validate(a: ValidateArgs) -> ExitCode {
             String::new()
         } else {
             format!(", {} unreadable", report.unreadable.len())
+        },
+        match report.warnings.len() {
+            0 => String::new(),
+            1 => ", 1 warning".to_owned(),
+            n => format!(", {n} warnings"),
         }
     );
     if report.findings.is_empty() && report.unreadable.is_empty() {

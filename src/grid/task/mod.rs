@@ -9,13 +9,15 @@
 //! `scheduling.rs` the fields that say when and where a task runs
 //! (`priority`, `requires`, `after`, `submitter`, `queued_at`); `error.rs`
 //! the named errors; `json.rs` the reading of untrusted JSON that the parse
-//! stands on (type names, bounded integers, keys given twice).
+//! stands on (type names, bounded integers, keys given twice); `hints.rs`
+//! the known field an unknown one was probably meant to be.
 
 use serde_json::{Map, Value};
 
 use super::Id;
 
 mod error;
+mod hints;
 mod json;
 mod limits;
 mod scheduling;
@@ -191,6 +193,16 @@ impl Task {
             queued_at,
             extra: obj,
         })
+    }
+
+    /// The kept fields that look like a known field mistyped or named as
+    /// another scheduler names it: (the field, the one probably meant).
+    /// They are kept all the same; `validate` and `submit` warn.
+    pub fn likely_mistakes(&self) -> Vec<(&str, &'static str)> {
+        self.extra
+            .keys()
+            .filter_map(|k| hints::meant(k).map(|m| (k.as_str(), m)))
+            .collect()
     }
 
     /// The task as a JSON object, known fields first, then the kept ones.

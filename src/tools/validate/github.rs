@@ -10,6 +10,20 @@ use crate::tools::escape::untrusted;
 /// (`escape::untrusted`: no line break, no control character survives),
 /// then encoded as the runner documents for its properties and data.
 pub fn github_annotation(f: &Finding) -> String {
+    let title = match f.field {
+        Some(field) => format!("invalid task: {field}"),
+        None => "invalid task".to_owned(),
+    };
+    annotation("error", &title, f)
+}
+
+/// A GitHub Actions `::warning` annotation for a warning about a valid
+/// task (a field it keeps but probably did not mean), escaped alike.
+pub fn github_warning(f: &Finding) -> String {
+    annotation("warning", "task field kept as it is", f)
+}
+
+fn annotation(level: &str, title: &str, f: &Finding) -> String {
     fn data(s: &str) -> String {
         s.replace('%', "%25")
             .replace('\r', "%0D")
@@ -18,14 +32,10 @@ pub fn github_annotation(f: &Finding) -> String {
     fn property(s: &str) -> String {
         data(s).replace(':', "%3A").replace(',', "%2C")
     }
-    let title = match f.field {
-        Some(field) => format!("invalid task: {field}"),
-        None => "invalid task".to_owned(),
-    };
     format!(
-        "::error file={},title={}::{}",
+        "::{level} file={},title={}::{}",
         property(&untrusted(&f.path.to_string_lossy())),
-        property(&title),
+        property(title),
         data(&untrusted(&f.reason))
     )
 }
@@ -48,6 +58,12 @@ mod tests {
             "{a}"
         );
         assert!(a.ends_with("::bad\\n::add-mask::x"), "{a}");
+        let w = github_warning(&f);
+        assert_eq!(w.lines().count(), 1, "{w}");
+        assert!(
+            w.starts_with("::warning file=tasks/queue/a%2Cb%3Ac%25"),
+            "{w}"
+        );
         // The plain line printed before it is one line too.
         let line = f.to_string();
         assert_eq!(line.lines().count(), 1, "{line}");

@@ -24,7 +24,7 @@ mod place;
 mod read;
 
 pub use checkout::check_against_grid;
-pub use github::github_annotation;
+pub use github::{github_annotation, github_warning};
 use place::{Where, check_place, walk};
 pub use read::{ReadError, read_regular};
 
@@ -56,6 +56,9 @@ pub struct Report {
     pub checked: usize,
     pub valid: usize,
     pub findings: Vec<Finding>,
+    /// Valid tasks with a field kept that was probably meant as a known
+    /// one (`Task::likely_mistakes`): said, never refused.
+    pub warnings: Vec<Finding>,
     /// Paths that could not be read at all (missing, permissions).
     pub unreadable: Vec<Finding>,
     /// The valid tasks: (file, task id).
@@ -128,6 +131,17 @@ pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
                     });
                 } else {
                     seen.insert(id.clone(), path.clone());
+                    report
+                        .warnings
+                        .extend(
+                            task.likely_mistakes()
+                                .into_iter()
+                                .map(|(field, meant)| Finding {
+                                    path: path.clone(),
+                                    field: None,
+                                    reason: mistake(field, meant),
+                                }),
+                        );
                     if !task.after().is_empty() {
                         report.graph.push((
                             path.clone(),
@@ -152,6 +166,13 @@ pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
         graph_finding(&mut report, &e);
     }
     report
+}
+
+/// The warning for a kept field that was probably meant as `meant`.
+pub fn mistake(field: &str, meant: &str) -> String {
+    format!(
+        "field `{field}` is not one a worker reads (it is kept as it is); did you mean `{meant}`?"
+    )
 }
 
 /// A graph problem as a finding on the file of the task it names first.

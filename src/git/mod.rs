@@ -13,11 +13,13 @@
 //! - [`edits`]: a commit as path edits, written by `git fast-import`.
 //! - [`txn`]: the transaction loop (fetch, plan, commit, push, retry).
 //! - [`published`]: a node's outbox on a branch of its own, for peers'
-//!   commits to carry when its own lose the race.
+//!   commits to carry when its own lose the race; [`crowd`]: the branches
+//!   named after a watched peer's that its fetches keep out.
 
 pub mod auth;
 mod batch;
 pub mod command;
+pub mod crowd;
 pub mod edits;
 pub mod failure;
 pub mod published;

@@ -15,12 +15,14 @@
 //! only those of the peers holding claims at the last tip it planned on
 //! ([`GridRepo::watch_outboxes`]): the branches of nodes that hold nothing
 //! have nothing to carry, and a crowd of branches pushed by anyone costs
-//! the fetch nothing unless named after such a peer. The tools read the
-//! grid's branch alone.
+//! the fetch only its listing on the server; one named after such a peer,
+//! which the peer's pattern matches, is fetched once and kept out from
+//! then on ([`super::crowd`]). The tools read the grid's branch alone.
 
 use super::command::GitError;
+use super::crowd;
 use super::edits::{Edits, Signature};
-use super::repo::{GridRepo, OUTBOX_TRACKING as TRACKING};
+use super::repo::{GridRepo, OUTBOX_TRACKING as TRACKING, Watch};
 use super::tree::Oid;
 
 /// A node's outbox as it publishes it: the whole tree of its branch.
@@ -43,6 +45,21 @@ impl Publish {
     }
 }
 
+/// A fetch's refspecs for the watched outboxes.
+#[derive(Debug, Default)]
+pub(super) struct OutboxSpecs {
+    pub(super) patterns: Vec<String>,
+    /// Negative refspecs: the crowds learnt.
+    pub(super) kept_out: Vec<String>,
+    pub(super) watched: Vec<String>,
+}
+
+fn lock(watch: &std::sync::Mutex<Watch>) -> std::sync::MutexGuard<'_, Watch> {
+    watch
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The branch a node publishes to, if its id makes a ref name: an id may
 /// hold `..` or end in `.lock`, which git refuses in a ref (such a node
 /// publishes nothing, and lands its results as every node did before).
@@ -62,7 +79,7 @@ impl GridRepo {
     /// Watch these nodes' published outboxes from the next fetch on (those
     /// whose id makes a branch name), in place of the ones watched before.
     pub fn watch_outboxes(&self, nodes: &[&str]) {
-        let Some(watched) = &self.outboxes else {
+        let Some(watch) = &self.outboxes else {
             return;
         };
         let nodes: Vec<String> = nodes
@@ -70,9 +87,95 @@ impl GridRepo {
             .filter(|n| branch_for(n).is_some())
             .map(|n| n.to_string())
             .collect();
-        *watched
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = nodes;
+        lock(watch).nodes = nodes;
+    }
+
+    /// What the next fetch of the grid's branch asks for besides it.
+    pub(super) fn outbox_refspecs(&self) -> OutboxSpecs {
+        let Some(watch) = &self.outboxes else {
+            return OutboxSpecs::default();
+        };
+        let watch = lock(watch);
+        OutboxSpecs {
+            // By pattern: one that matches no branch is no error, where a
+            // missing branch named in full would be. With protocol v2 the
+            // server lists only refs under these prefixes.
+            patterns: watch
+                .nodes
+                .iter()
+                .map(|n| format!("+refs/heads/outbox/{n}*:{TRACKING}/{n}*"))
+                .collect(),
+            kept_out: watch.kept_out.refspecs(&watch.nodes),
+            watched: watch.nodes.clone(),
+        }
+    }
+
+    /// After a fetch of `watched`' patterns that reported `report`: learn
+    /// the crowds it brought that no watched peer publishes to, keep them
+    /// out of the next fetches, and delete their copies from the clone (a
+    /// fetch prunes no ref a negative refspec excludes). Failures cost
+    /// only the next fetch's time: logged.
+    pub(super) fn keep_crowds_out(&self, report: &[u8], watched: &[String]) {
+        let Some(watch) = &self.outboxes else {
+            return;
+        };
+        let report = String::from_utf8_lossy(report);
+        let strangers: Vec<String> = crowd::brought(&report, TRACKING)
+            .into_iter()
+            .filter(|n| !watched.iter().any(|w| w == n))
+            .map(str::to_owned)
+            .collect();
+        if strangers.is_empty() {
+            return;
+        }
+        let (added, gone) = {
+            let mut watch = lock(watch);
+            let added = watch.kept_out.learn(watched, &strangers);
+            // Only the copies the next fetch leaves out: a copy deleted
+            // that the next fetch brings again would make every fetch
+            // bring the whole crowd.
+            let gone: String = strangers
+                .iter()
+                .filter(|n| watch.kept_out.excludes(n, watched))
+                .map(|n| format!("delete {TRACKING}/{n}\n"))
+                .collect();
+            (added, gone)
+        };
+        if !gone.is_empty()
+            && let Err(error) =
+                self.git
+                    .run_with(&["update-ref", "--stdin"], Some(gone.as_bytes()), &[0])
+        {
+            tracing::debug!(%error, "could not delete the crowd's copies");
+        }
+        if !added.is_empty() {
+            // Ref names hold no control character (git refuses them).
+            tracing::warn!(
+                branches = strangers.len(),
+                kept_out = %added.join(" "),
+                "branches that a watched peer's outbox pattern matches, not its own: \
+                 kept out of this node's fetches while it watches that peer \
+                 (the grid's reap deletes those no running node owns)"
+            );
+        }
+    }
+
+    /// This git refused the patterns: fetch the crowds as before.
+    pub(super) fn forget_crowds(&self) {
+        if let Some(watch) = &self.outboxes {
+            lock(watch).kept_out.refuse();
+        }
+    }
+
+    /// How many branches named after watched peers the fetches have
+    /// brought, and the patterns in force for `watched`.
+    pub fn crowds_kept_out(&self, watched: &[&str]) -> (usize, Vec<String>) {
+        let Some(watch) = &self.outboxes else {
+            return (0, Vec::new());
+        };
+        let watch = lock(watch);
+        let watched: Vec<String> = watched.iter().map(|w| w.to_string()).collect();
+        (watch.kept_out.strangers, watch.kept_out.refspecs(&watched))
     }
 
     /// The last fetched commit of each node's published outbox (`None`:

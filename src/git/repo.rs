@@ -46,7 +46,15 @@ pub struct GridRepo {
     /// The nodes whose published outboxes ([`super::published`]) the next
     /// fetch of the grid's branch brings along: a worker's clone watches
     /// its peers holding claims; the tools' clones watch none (`None`).
-    pub(super) outboxes: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
+    pub(super) outboxes: Option<std::sync::Arc<std::sync::Mutex<Watch>>>,
+}
+
+/// The peers a worker's clone watches, and the crowds its fetches keep out
+/// (`published.rs`).
+#[derive(Debug, Default)]
+pub struct Watch {
+    pub(super) nodes: Vec<String>,
+    pub(super) kept_out: super::crowd::KeptOut,
 }
 
 /// The remote-tracking ref the worker plans against.
@@ -93,6 +101,10 @@ impl GridRepo {
             ("maintenance.auto", "false"),
             ("fetch.writeCommitGraph", "false"),
             ("core.logAllRefUpdates", "false"),
+            // A fetch's report names each ref it brought, in full, whatever
+            // the service user's own configuration says: `published.rs`
+            // reads it for the crowd after a watched peer.
+            ("fetch.output", "full"),
         ] {
             repo.git.run(&["config", key, value])?;
         }
@@ -146,36 +158,40 @@ impl GridRepo {
         use std::sync::atomic::Ordering;
         let first = !self.fetched.load(Ordering::Relaxed) && self.tip()?.is_none();
         let mut present: Vec<&str> = branches.to_vec();
-        // The watched outboxes, by pattern: one that matches no branch is
-        // no error, where a missing branch named in full would be. With
-        // protocol v2 the server lists only refs under these prefixes.
-        let outboxes: Vec<String> = match &self.outboxes {
-            Some(watched) if branches.contains(&self.branch.as_str()) => watched
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .iter()
-                .map(|n| format!("+refs/heads/outbox/{n}*:{OUTBOX_TRACKING}/{n}*"))
-                .collect(),
-            _ => Vec::new(),
+        // The watched outboxes, by pattern, less the crowds learnt
+        // (`published.rs`, `crowd.rs`).
+        let mut outboxes = match branches.contains(&self.branch.as_str()) {
+            true => self.outbox_refspecs(),
+            false => Default::default(),
         };
         loop {
             let specs: Vec<String> = present
                 .iter()
                 .map(|b| format!("+refs/heads/{b}:{}", self.tracking_ref(b)))
                 .collect();
-            let mut args = vec!["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"];
+            // Watching outboxes, the fetch reports what it brought.
+            let mut args = vec!["fetch", "--no-tags", "--no-write-fetch-head"];
+            if outboxes.patterns.is_empty() {
+                args.push("--quiet");
+            }
             if first {
                 args.push("--depth=1");
             }
-            if !outboxes.is_empty() {
+            if !outboxes.patterns.is_empty() {
                 // An outbox deleted on the remote goes from the clone too.
                 args.push("--prune");
             }
             args.push("origin");
             args.extend(specs.iter().map(String::as_str));
-            args.extend(outboxes.iter().map(String::as_str));
+            args.extend(outboxes.patterns.iter().map(String::as_str));
+            args.extend(outboxes.kept_out.iter().map(String::as_str));
             match self.git.run(&args) {
-                Ok(_) => break,
+                Ok(out) => {
+                    if !outboxes.patterns.is_empty() {
+                        self.keep_crowds_out(&out.stderr, &outboxes.watched);
+                    }
+                    break;
+                }
                 // git names the first missing ref and fetches nothing; drop
                 // it (unless it is the grid's own branch) and ask again.
                 Err(GitError::Failed { ref stderr, .. })
@@ -194,6 +210,13 @@ impl GridRepo {
                     if present.is_empty() {
                         break;
                     }
+                }
+                // Patterns refused by this git (or any failure with them):
+                // fetch as before, and learn again.
+                Err(GitError::Failed { ref stderr, .. }) if !outboxes.kept_out.is_empty() => {
+                    tracing::warn!(%stderr, "a fetch with the crowds kept out failed; fetching without");
+                    self.forget_crowds();
+                    outboxes.kept_out.clear();
                 }
                 Err(e) => return Err(e),
             }

@@ -325,6 +325,126 @@ fn the_reap_deletes_the_outboxes_no_running_node_owns() {
 /// the listing says it stopped there, and every branch it returns is
 /// whole (the line cut at the bound is dropped). The reap lists again
 /// after each listing's deletions, and deletes the whole crowd.
+/// Create `names` (after `outbox/`) on the grid's remote at `tip`, as
+/// anyone able to push could.
+fn crowd(grid: &Grid, names: impl Iterator<Item = String>, tip: &str) {
+    let lines: String = names
+        .map(|n| format!("create refs/heads/outbox/{n} {tip}\n"))
+        .collect();
+    let mut child = std::process::Command::new("git")
+        .args(["update-ref", "--stdin"])
+        .current_dir(&grid.bare)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// The copies of outboxes in a worker's clone.
+fn copies(state: &std::path::Path) -> Vec<String> {
+    let out = git(
+        &state.join("grid.git"),
+        &[
+            "for-each-ref",
+            "--format=%(refname:lstrip=3)",
+            "refs/dgrid/outbox/",
+        ],
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Branches named after a watched peer's outbox (`outbox/b-1`, ...) come
+/// with the fetch of its pattern once: the fetch learns them and keeps
+/// them out from then on (a negative refspec for the crowd, not one per
+/// branch), its copies leave the clone, and the peer's own branch is still
+/// fetched and carried. A watched peer's branch is never kept out.
+#[test]
+fn a_crowd_named_after_a_watched_peer_is_fetched_once() {
+    let grid = Grid::new();
+    let tip = grid.tip_of("main").unwrap();
+    let edits = sync::to_publish(&Id::parse("b").unwrap(), &[done("b1", "b")])
+        .unwrap()
+        .edits;
+    publish_at(&grid.url(), "b", &edits);
+    crowd(&grid, (0..2_000).map(|i| format!("b-{i}")), &tip);
+
+    let (state, repo) = clone_of(&grid.url());
+    repo.watch_outboxes(&["b"]);
+    repo.fetch().unwrap();
+    assert_eq!(copies(state.path()), ["b"]);
+    assert_eq!(
+        repo.crowds_kept_out(&["b"]),
+        (2_000, vec!["^refs/heads/outbox/b-*".to_owned()])
+    );
+    let published = |node: &str| {
+        String::from_utf8(git(&grid.bare, &["rev-parse", &format!("outbox/{node}")]).stdout)
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        repo.published_tips(&["b"]).unwrap()[0].clone(),
+        Some(published("b"))
+    );
+
+    // More of the crowd is not fetched at all; b's new outbox is.
+    crowd(&grid, (0..500).map(|i| format!("b-x{i}")), &tip);
+    let again = sync::to_publish(
+        &Id::parse("b").unwrap(),
+        &[done("b1", "b"), done("b2", "b")],
+    )
+    .unwrap()
+    .edits;
+    publish_at(&grid.url(), "b", &again);
+    repo.fetch().unwrap();
+    assert_eq!(copies(state.path()), ["b"]);
+    assert_eq!(repo.crowds_kept_out(&["b"]).0, 2_000, "none fetched again");
+    assert_eq!(
+        repo.published_tips(&["b"]).unwrap()[0].clone(),
+        Some(published("b"))
+    );
+
+    // Another crowd after b is learnt as well.
+    crowd(&grid, (0..100).map(|i| format!("b.{i}")), &tip);
+    repo.fetch().unwrap();
+    assert_eq!(copies(state.path()), ["b"]);
+    assert_eq!(
+        repo.crowds_kept_out(&["b"]),
+        (
+            2_100,
+            vec![
+                "^refs/heads/outbox/b-*".to_owned(),
+                "^refs/heads/outbox/b.*".to_owned()
+            ]
+        )
+    );
+
+    // bz is a node: while only b is watched its branch is a stranger;
+    // once bz holds claims too, it is fetched.
+    publish_at(&grid.url(), "bz", &edits);
+    repo.fetch().unwrap();
+    assert_eq!(copies(state.path()), ["b"]);
+    repo.watch_outboxes(&["b", "bz"]);
+    repo.fetch().unwrap();
+    assert_eq!(copies(state.path()), ["b", "bz"]);
+    assert_eq!(
+        repo.published_tips(&["bz"]).unwrap()[0].clone(),
+        Some(published("bz"))
+    );
+    assert_eq!(repo.crowds_kept_out(&["b", "bz"]).0, 2_101);
+}
+
 #[test]
 fn the_outbox_listing_stops_at_its_bound() {
     let grid = Grid::new();

@@ -160,7 +160,8 @@ impl GridRepo {
         }
     }
 
-    /// This git refused the patterns: fetch the crowds as before.
+    /// This git refused the patterns (a fetch failed with them and
+    /// succeeded without): fetch the crowds as before.
     pub(super) fn forget_crowds(&self) {
         if let Some(watch) = &self.outboxes {
             lock(watch).kept_out.refuse();

@@ -164,21 +164,22 @@ impl GridRepo {
             true => self.outbox_refspecs(),
             false => Default::default(),
         };
+        let mut refused = false;
         loop {
             let specs: Vec<String> = present
                 .iter()
                 .map(|b| format!("+refs/heads/{b}:{}", self.tracking_ref(b)))
                 .collect();
-            // Watching outboxes, the fetch reports what it brought.
             let mut args = vec!["fetch", "--no-tags", "--no-write-fetch-head"];
-            if outboxes.patterns.is_empty() {
-                args.push("--quiet");
-            }
             if first {
                 args.push("--depth=1");
             }
-            if !outboxes.patterns.is_empty() {
-                // An outbox deleted on the remote goes from the clone too.
+            if outboxes.patterns.is_empty() {
+                args.push("--quiet");
+            } else {
+                // Watching outboxes, the fetch reports what it brought (for
+                // the crowds), and an outbox deleted on the remote goes from
+                // the clone too.
                 args.push("--prune");
             }
             args.push("origin");
@@ -187,6 +188,9 @@ impl GridRepo {
             args.extend(outboxes.kept_out.iter().map(String::as_str));
             match self.git.run(&args) {
                 Ok(out) => {
+                    if refused {
+                        self.forget_crowds();
+                    }
                     if !outboxes.patterns.is_empty() {
                         self.keep_crowds_out(&out.stderr, &outboxes.watched);
                     }
@@ -211,11 +215,12 @@ impl GridRepo {
                         break;
                     }
                 }
-                // Patterns refused by this git (or any failure with them):
-                // fetch as before, and learn again.
+                // A fetch with the crowds kept out failed: once more
+                // without them. If that succeeds, this git refuses them,
+                // and the crowds are fetched as before from then on.
                 Err(GitError::Failed { ref stderr, .. }) if !outboxes.kept_out.is_empty() => {
-                    tracing::warn!(%stderr, "a fetch with the crowds kept out failed; fetching without");
-                    self.forget_crowds();
+                    tracing::warn!(%stderr, "a fetch with the crowds kept out failed; trying without");
+                    refused = true;
                     outboxes.kept_out.clear();
                 }
                 Err(e) => return Err(e),

@@ -236,13 +236,15 @@ fn a_push_that_loses_publishes_the_outbox_first() {
 
 /// The outbox branches on the grid's remote.
 fn outbox_branches(grid: &Grid) -> Vec<String> {
+    outboxes_in(&grid.bare, "refs/heads/outbox/")
+}
+
+/// The names of the refs under `namespace` (`refs/<a>/outbox/`) in the
+/// repository at `dir`, after `outbox/`.
+fn outboxes_in(dir: &std::path::Path, namespace: &str) -> Vec<String> {
     let out = git(
-        &grid.bare,
-        &[
-            "for-each-ref",
-            "--format=%(refname:lstrip=3)",
-            "refs/heads/outbox/",
-        ],
+        dir,
+        &["for-each-ref", "--format=%(refname:lstrip=3)", namespace],
     );
     String::from_utf8(out.stdout)
         .unwrap()
@@ -349,19 +351,7 @@ fn crowd(grid: &Grid, names: impl Iterator<Item = String>, tip: &str) {
 
 /// The copies of outboxes in a worker's clone.
 fn copies(state: &std::path::Path) -> Vec<String> {
-    let out = git(
-        &state.join("grid.git"),
-        &[
-            "for-each-ref",
-            "--format=%(refname:lstrip=3)",
-            "refs/dgrid/outbox/",
-        ],
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    outboxes_in(&state.join("grid.git"), "refs/dgrid/outbox/")
 }
 
 /// Branches named after a watched peer's outbox (`outbox/b-1`, ...) come
@@ -445,6 +435,55 @@ fn a_crowd_named_after_a_watched_peer_is_fetched_once() {
     assert_eq!(repo.crowds_kept_out(&["b", "bz"]).0, 2_101);
 }
 
+/// A git that refuses negative refspecs, as one before 2.29 does: the
+/// fetch that carries the crowd's pattern fails, the one without it
+/// succeeds, and from then on the clone fetches as before, keeping the
+/// crowd's copies (so that it comes whole once, not with every fetch),
+/// and learns no more.
+#[test]
+fn a_git_that_refuses_the_patterns_fetches_the_crowd_as_before() {
+    let grid = Grid::new();
+    let tip = grid.tip_of("main").unwrap();
+    let edits = sync::to_publish(&Id::parse("b").unwrap(), &[done("b1", "b")])
+        .unwrap()
+        .edits;
+    publish_at(&grid.url(), "b", &edits);
+    crowd(&grid, (0..200).map(|i| format!("b-{i:03}")), &tip);
+
+    let state = tempfile::tempdir().unwrap();
+    let old_git = state.path().join("git-2.28");
+    std::fs::write(
+        &old_git,
+        "#!/bin/sh\n\
+         for a in \"$@\"; do case \"$a\" in ^*) echo \"fatal: invalid refspec '$a'\" >&2; exit 128;; esac; done\n\
+         exec git \"$@\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&old_git, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let git = dgrid_worker::git::Git::new(
+        &old_git,
+        state.path().join("grid.git"),
+        std::time::Duration::from_secs(30),
+    );
+    let repo = dgrid_worker::git::GridRepo::open_or_init(git, &grid.url(), "main")
+        .unwrap()
+        .with_outboxes();
+    repo.watch_outboxes(&["b"]);
+    repo.fetch().unwrap();
+    assert_eq!(repo.crowds_kept_out(&["b"]).1, ["^refs/heads/outbox/b-*"]);
+    assert_eq!(copies(state.path()), ["b"]);
+
+    // Refused: fetched without, the crowd with it, its copies kept.
+    repo.fetch().unwrap();
+    assert_eq!(repo.crowds_kept_out(&["b"]), (400, Vec::new()));
+    assert_eq!(copies(state.path()).len(), 201);
+    // And not again.
+    repo.fetch().unwrap();
+    assert_eq!(repo.crowds_kept_out(&["b"]).0, 400);
+    assert!(repo.published_tips(&["b"]).unwrap()[0].is_some());
+}
+
 #[test]
 fn the_outbox_listing_stops_at_its_bound() {
     let grid = Grid::new();
@@ -452,23 +491,11 @@ fn the_outbox_listing_stops_at_its_bound() {
     // Long names (in components a file system takes), so that a crowd of
     // 1,600 passes the bound: deleting refs costs the remote about 2 ms each.
     let long = vec!["x".repeat(200); 4].join("/");
-    let crowd: String = (0..1_600)
-        .map(|i| format!("create refs/heads/outbox/crowd-{i:05}/{long} {tip}\n"))
-        .collect();
-    let mut child = std::process::Command::new("git")
-        .args(["update-ref", "--stdin"])
-        .current_dir(&grid.bare)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(crowd.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    crowd(
+        &grid,
+        (0..1_600).map(|i| format!("crowd-{i:05}/{long}")),
+        &tip,
+    );
 
     let (_state, repo) = clone_of(&grid.url());
     let listed = repo.list_outboxes().unwrap();

@@ -7,20 +7,20 @@ use std::time::Duration;
 use crate::common::*;
 use nix::sys::signal::Signal;
 
-#[test]
-fn results_wait_in_the_outbox_and_land_when_the_remote_returns() {
-    let grid = Grid::new();
-    let mut daemon = GitDaemon::start(&grid, free_port());
+/// A node whose three results finished while the remote was away, stopped
+/// while it still is: (the remote, the node's spec, the stopped node).
+fn three_results_kept_through_an_outage(grid: &Grid) -> (GitDaemon, WorkerSpec, WorkerProc) {
+    let mut daemon = GitDaemon::start(grid, free_port());
     let tasks: Vec<(String, String, u64)> = (0..3)
         .map(|i| (format!("slow-{i}"), format!("sleep 2; echo done-{i}"), 30))
         .collect();
     grid.submit(&tasks);
 
-    let mut spec = WorkerSpec::new(&grid, "islander");
+    let mut spec = WorkerSpec::new(grid, "islander");
     spec.url = daemon.url();
     spec.drain = false;
     spec.extra = "concurrency = 3".into();
-    let mut w = spawn_worker(&grid, &spec);
+    let mut w = spawn_worker(grid, &spec);
 
     // All three claimed and running; then the remote disappears.
     wait_until("three claims", Duration::from_secs(30), || {
@@ -47,15 +47,11 @@ fn results_wait_in_the_outbox_and_land_when_the_remote_returns() {
         "the outbox survives the stop:\n{}",
         w.log_text()
     );
+    (daemon, spec, w)
+}
 
-    // The remote returns; a new run of the same node delivers everything.
-    daemon.restart();
-    spec.drain = true;
-    let mut again = spawn_worker(&grid, &spec);
-    let status = again.wait_exit(Duration::from_secs(60));
-    assert!(status.success(), "{}", again.log_text());
-    assert_eq!(again.outbox_len(), 0);
-
+/// The three results, each once, and nothing left claimed or queued.
+fn assert_the_three_landed(grid: &Grid) {
     let completed = grid.json_files("tasks/completed");
     assert_eq!(completed.len(), 3, "{completed:?}");
     for i in 0..3 {
@@ -66,10 +62,51 @@ fn results_wait_in_the_outbox_and_land_when_the_remote_returns() {
     assert!(grid.files("tasks/in_progress").is_empty());
     assert!(grid.queued().is_empty());
     assert!(grid.files("tasks/failed").is_empty());
+}
+
+#[test]
+fn results_wait_in_the_outbox_and_land_when_the_remote_returns() {
+    let grid = Grid::new();
+    let (mut daemon, mut spec, w) = three_results_kept_through_an_outage(&grid);
+
+    // The remote returns; a new run of the same node delivers everything.
+    daemon.restart();
+    spec.drain = true;
+    let mut again = spawn_worker(&grid, &spec);
+    let status = again.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", again.log_text());
+    assert_eq!(again.outbox_len(), 0);
+    assert_the_three_landed(&grid);
     assert!(
         w.log_text().contains("waiting"),
         "the outage is reported in the log"
     );
+}
+
+/// Started again while the remote is still away, the node waits for it;
+/// told to stop just after the remote is back, before its next try, it
+/// tries once more on the way out and lands what its last run left.
+#[test]
+fn a_node_stopped_while_it_waits_for_the_grid_lands_what_it_holds() {
+    let grid = Grid::new();
+    let (mut daemon, spec, _) = three_results_kept_through_an_outage(&grid);
+    let mut again = spawn_worker(&grid, &spec);
+    // Its third failed try: the next is 4 s away.
+    wait_until("the grid waited for", Duration::from_secs(60), || {
+        again.log_text().contains("retry_in_s=4")
+    });
+    daemon.restart();
+    again.signal(Signal::SIGTERM);
+    let status = again.wait_exit(Duration::from_secs(60));
+    let log = again.log_text();
+    assert!(status.success(), "{log}");
+    // The log file is the node's: this run's part begins at its start.
+    let this_run = &log[log.rfind("starting node_id").unwrap()..];
+    assert!(!this_run.contains("registered; ready"), "{log}");
+    assert_eq!(again.outbox_len(), 0, "{log}");
+    assert_the_three_landed(&grid);
+    let record = &grid.json_files("nodes")["islander.json"];
+    assert_eq!(record["status"], "stopped", "{record}");
 }
 
 #[test]

@@ -158,7 +158,7 @@ impl Worker {
 
     /// Push what is pending and mark the node stopped. Bounded: a remote
     /// that is away keeps the outbox for the next start.
-    fn shutdown(&mut self) {
+    pub(super) fn shutdown(&mut self) {
         self.draining_since.get_or_insert_with(Instant::now);
         self.notifier.stopping("stopping: pushing pending results");
         // As many rounds as any sync: a grid whose nodes all stop at once

@@ -310,8 +310,15 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         join_by: None,
     };
     match w.register(&rx) {
-        // Told to stop while waiting for the grid: a clean stop, not a failure.
-        Err(WorkerError::StoppedBeforeReady) => return Ok(()),
+        // Told to stop while waiting for the grid: a clean stop, not a
+        // failure. Results an earlier run left get one try to land (the
+        // grid may be back by now); a remote still away keeps them.
+        Err(WorkerError::StoppedBeforeReady) => {
+            if !w.outbox.is_empty() {
+                w.shutdown();
+            }
+            return Ok(());
+        }
         other => other?,
     }
     w.main_loop(&rx, &opts);

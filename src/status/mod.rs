@@ -112,6 +112,9 @@ pub struct Snapshot {
     pub claim_conflicts: u64,
     pub syncs_ok: u64,
     pub syncs_failed: u64,
+    /// Branches a watched peer's outbox pattern brought that were not its
+    /// own (a crowd named after it), each kept out of the fetches after.
+    pub outbox_strangers: u64,
     pub git_sync_seconds: Histogram,
     pub sandbox_seconds: Histogram,
 }
@@ -141,6 +144,7 @@ impl Snapshot {
             claim_conflicts: 0,
             syncs_ok: 0,
             syncs_failed: 0,
+            outbox_strangers: 0,
             git_sync_seconds: Histogram::new(GIT_BUCKETS),
             sandbox_seconds: Histogram::new(SANDBOX_BUCKETS),
         }
@@ -333,6 +337,12 @@ pub fn metrics(s: &Snapshot, now: Timestamp) -> String {
         s.syncs_failed as f64,
     );
     simple(
+        "dgrid_outbox_strangers_total",
+        "counter",
+        "Branches named after a watched peer's outbox, not its own (anyone able to push can make them): fetched once, then kept out.",
+        s.outbox_strangers as f64,
+    );
+    simple(
         "dgrid_last_heartbeat_timestamp_seconds",
         "gauge",
         "When the grid last accepted this node's heartbeat (Unix time; 0 = never).",
@@ -485,6 +495,20 @@ mod tests {
         let e = health(&s, now).unwrap_err();
         assert!(e[0].contains("engine unhealthy: podman: no such image"));
         assert!(metrics(&s, now).contains("dgrid_healthy 0"));
+    }
+
+    #[test]
+    fn a_crowd_kept_out_is_counted_in_the_metrics() {
+        let now = time::parse("2026-01-01T00:10:00Z").unwrap();
+        let mut s = Snapshot::new("n", "podman", Duration::from_secs(60));
+        assert!(metrics(&s, now).contains("\ndgrid_outbox_strangers_total 0\n"));
+        s.outbox_strangers = 3000;
+        let m = metrics(&s, now);
+        assert!(
+            m.contains("# TYPE dgrid_outbox_strangers_total counter"),
+            "{m}"
+        );
+        assert!(m.contains("\ndgrid_outbox_strangers_total 3000\n"), "{m}");
     }
 
     #[test]

@@ -209,3 +209,67 @@ fn the_listen_address_comes_from_the_config_and_the_environment_turns_it_off() {
         "{err}"
     );
 }
+
+/// A running worker watching a peer that holds a claim, with 500 branches
+/// named after that peer's outbox on the grid (anyone able to push can
+/// make them): `/metrics` counts them once, and the fetches after the
+/// first leave them out (the counter stays while the syncs go on).
+#[test]
+fn a_crowd_named_after_a_peer_is_counted_once_on_the_metrics() {
+    let grid = Grid::new();
+    let now = dgrid_worker::time::format(dgrid_worker::time::now());
+    let claim = serde_json::json!({
+        "task_id": "held", "script": "true", "timeout_seconds": 30,
+        "claim": {"node_id": "peer", "claimed_at": now,
+                  "deadline": "2999-01-01T00:00:00Z", "attempt": 1}
+    });
+    let record = serde_json::json!({"node_id": "peer", "status": "busy", "last_heartbeat": now});
+    grid.commit_files(
+        &[
+            (
+                "tasks/in_progress/held.json".into(),
+                claim.to_string().into_bytes(),
+            ),
+            ("nodes/peer.json".into(), record.to_string().into_bytes()),
+        ],
+        "a peer holding a claim",
+    );
+    let tip = grid.tip_of("main").unwrap();
+    let crowd: String = (0..500)
+        .map(|i| format!("create refs/heads/outbox/peer-{i} {tip}\n"))
+        .collect();
+    let mut child = std::process::Command::new("git")
+        .args(["update-ref", "--stdin"])
+        .current_dir(&grid.bare)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(crowd.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let (w, addr) = worker_with_page(&grid, "watcher", "");
+    wait_until("the crowd counted", Duration::from_secs(60), || {
+        value(&scrape(&addr), "dgrid_outbox_strangers_total", None) >= 500.0
+    });
+    let syncs = value(&scrape(&addr), "dgrid_syncs_total", None);
+    wait_until("three more syncs", Duration::from_secs(60), || {
+        value(&scrape(&addr), "dgrid_syncs_total", None) >= syncs + 3.0
+    });
+    assert_eq!(
+        value(&scrape(&addr), "dgrid_outbox_strangers_total", None),
+        500.0,
+        "fetched once:\n{}",
+        w.log_text()
+    );
+    assert!(
+        w.log_text().contains("kept_out=peer-*"),
+        "the warning names the pattern:\n{}",
+        w.log_text()
+    );
+}

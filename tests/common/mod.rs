@@ -107,6 +107,29 @@ impl Grid {
         });
     }
 
+    /// Create the branches `outbox/<name>` for each of `names` on the
+    /// remote, at `tip`, in one transaction: a crowd, as anyone able to
+    /// push could make one.
+    pub fn outbox_crowd(&self, names: impl Iterator<Item = String>, tip: &str) {
+        let lines: String = names
+            .map(|n| format!("create refs/heads/outbox/{n} {tip}\n"))
+            .collect();
+        let mut child = std::process::Command::new("git")
+            .args(["update-ref", "--stdin"])
+            .current_dir(&self.bare)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
     /// Queue tasks `(id, script, timeout)`.
     pub fn submit(&self, tasks: &[(String, String, u64)]) {
         let files: Vec<(String, Vec<u8>)> = tasks

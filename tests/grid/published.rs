@@ -327,28 +327,6 @@ fn the_reap_deletes_the_outboxes_no_running_node_owns() {
 /// the listing says it stopped there, and every branch it returns is
 /// whole (the line cut at the bound is dropped). The reap lists again
 /// after each listing's deletions, and deletes the whole crowd.
-/// Create `names` (after `outbox/`) on the grid's remote at `tip`, as
-/// anyone able to push could.
-fn crowd(grid: &Grid, names: impl Iterator<Item = String>, tip: &str) {
-    let lines: String = names
-        .map(|n| format!("create refs/heads/outbox/{n} {tip}\n"))
-        .collect();
-    let mut child = std::process::Command::new("git")
-        .args(["update-ref", "--stdin"])
-        .current_dir(&grid.bare)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
 /// The copies of outboxes in a worker's clone.
 fn copies(state: &std::path::Path) -> Vec<String> {
     outboxes_in(&state.join("grid.git"), "refs/dgrid/outbox/")
@@ -367,7 +345,7 @@ fn a_crowd_named_after_a_watched_peer_is_fetched_once() {
         .unwrap()
         .edits;
     publish_at(&grid.url(), "b", &edits);
-    crowd(&grid, (0..2_000).map(|i| format!("b-{i}")), &tip);
+    grid.outbox_crowd((0..2_000).map(|i| format!("b-{i}")), &tip);
 
     let (state, repo) = clone_of(&grid.url());
     repo.watch_outboxes(&["b"]);
@@ -389,7 +367,7 @@ fn a_crowd_named_after_a_watched_peer_is_fetched_once() {
     );
 
     // More of the crowd is not fetched at all; b's new outbox is.
-    crowd(&grid, (0..500).map(|i| format!("b-x{i}")), &tip);
+    grid.outbox_crowd((0..500).map(|i| format!("b-x{i}")), &tip);
     let again = sync::to_publish(
         &Id::parse("b").unwrap(),
         &[done("b1", "b"), done("b2", "b")],
@@ -406,7 +384,7 @@ fn a_crowd_named_after_a_watched_peer_is_fetched_once() {
     );
 
     // Another crowd after b is learnt as well.
-    crowd(&grid, (0..100).map(|i| format!("b.{i}")), &tip);
+    grid.outbox_crowd((0..100).map(|i| format!("b.{i}")), &tip);
     repo.fetch().unwrap();
     assert_eq!(copies(state.path()), ["b"]);
     assert_eq!(
@@ -448,7 +426,7 @@ fn a_git_that_refuses_the_patterns_fetches_the_crowd_as_before() {
         .unwrap()
         .edits;
     publish_at(&grid.url(), "b", &edits);
-    crowd(&grid, (0..200).map(|i| format!("b-{i:03}")), &tip);
+    grid.outbox_crowd((0..200).map(|i| format!("b-{i:03}")), &tip);
 
     let state = tempfile::tempdir().unwrap();
     let old_git = state.path().join("git-2.28");
@@ -491,11 +469,7 @@ fn the_outbox_listing_stops_at_its_bound() {
     // Long names (in components a file system takes), so that a crowd of
     // 1,600 passes the bound: deleting refs costs the remote about 2 ms each.
     let long = vec!["x".repeat(200); 4].join("/");
-    crowd(
-        &grid,
-        (0..1_600).map(|i| format!("crowd-{i:05}/{long}")),
-        &tip,
-    );
+    grid.outbox_crowd((0..1_600).map(|i| format!("crowd-{i:05}/{long}")), &tip);
 
     let (_state, repo) = clone_of(&grid.url());
     let listed = repo.list_outboxes().unwrap();

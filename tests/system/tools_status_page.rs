@@ -235,24 +235,7 @@ fn a_crowd_named_after_a_peer_is_counted_once_on_the_metrics() {
         "a peer holding a claim",
     );
     let tip = grid.tip_of("main").unwrap();
-    let crowd: String = (0..500)
-        .map(|i| format!("create refs/heads/outbox/peer-{i} {tip}\n"))
-        .collect();
-    let mut child = std::process::Command::new("git")
-        .args(["update-ref", "--stdin"])
-        .current_dir(&grid.bare)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(crowd.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-
+    grid.outbox_crowd((0..500).map(|i| format!("peer-{i}")), &tip);
     let (w, addr) = worker_with_page(&grid, "watcher", "");
     wait_until("the crowd counted", Duration::from_secs(60), || {
         value(&scrape(&addr), "dgrid_outbox_strangers_total", None) >= 500.0

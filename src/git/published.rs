@@ -215,8 +215,36 @@ impl GridRepo {
         };
         let commit = self.commit_edits(None, edits, message, who)?;
         let spec = format!("+{commit}:refs/heads/{branch}");
+        // Until the push answers, the branch may hold this commit or the
+        // one before: either is this node's to delete on its way out.
+        if let Some(watch) = &self.outboxes {
+            let published = &mut lock(watch).published;
+            published.push(commit.clone());
+            if published.len() > 2 {
+                published.remove(0);
+            }
+        }
         self.git.run(&["push", "--quiet", "origin", &spec])?;
         Ok(commit)
+    }
+
+    /// On a node's way out, with nothing left in its outbox: delete the
+    /// branch it published to in this run, leased to the last commit it
+    /// pushed there (`delete_outboxes`). `None` when it published nothing
+    /// (a branch an earlier run left is the reap's), else the refusal,
+    /// if any (a push whose answer was lost may have left the commit
+    /// before).
+    pub fn unpublish(&self, node: &str) -> Option<Result<(), String>> {
+        let watch = self.outboxes.as_ref()?;
+        let published = std::mem::take(&mut lock(watch).published);
+        let mut refusal = None;
+        for commit in published.into_iter().rev() {
+            match self.delete_outboxes(&[(node.to_owned(), commit)]).pop() {
+                None => return Some(Ok(())),
+                Some((_, why)) => refusal = refusal.or(Some(why)),
+            }
+        }
+        refusal.map(Err)
     }
 }
 

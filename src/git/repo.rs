@@ -55,6 +55,9 @@ pub struct GridRepo {
 pub struct Watch {
     pub(super) nodes: Vec<String>,
     pub(super) kept_out: super::crowd::KeptOut,
+    /// The last two commits this node pushed to its own outbox branch in
+    /// this run, the last one last.
+    pub(super) published: Vec<Oid>,
 }
 
 /// The remote-tracking ref the worker plans against.

@@ -490,3 +490,60 @@ fn the_outbox_listing_stops_at_its_bound() {
     assert_eq!(v["outboxes_deleted"].as_array().unwrap().len(), 1_600);
     assert!(outbox_branches(&grid).is_empty());
 }
+
+/// A worker whose last result's push loses a round publishes it on its
+/// branch, then lands it; stopped, it deletes the branch it published to
+/// (the reap need not), leased to the commit it pushed there.
+#[test]
+fn a_node_deletes_its_published_outbox_on_its_way_out() {
+    use nix::sys::signal::Signal;
+    use std::time::Duration;
+    let grid = Grid::new();
+    let real = real_git();
+    let flag = grid.path("lose-next-push");
+    let wrapper = grid.path("git-loses-a-round");
+    // The push to main after the flag is set finds another writer's commit
+    // there first: refused as out of date, a lost round.
+    write_script(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\n\
+             if [ \"$1\" = push ] && [ -e '{flag}' ] && echo \"$*\" | grep -q 'refs/heads/main'; then\n\
+             \x20 rm -f '{flag}'\n\
+             \x20 t=$('{real}' -C '{bare}' rev-parse 'main^{{tree}}')\n\
+             \x20 c=$('{real}' -C '{bare}' -c user.name=o -c user.email=o@x commit-tree \"$t\" -p main -m 'another writer')\n\
+             \x20 '{real}' -C '{bare}' update-ref refs/heads/main \"$c\"\n\
+             fi\n\
+             exec '{real}' \"$@\"\n",
+            flag = flag.display(),
+            bare = grid.bare.display(),
+        ),
+    );
+    let mut spec = WorkerSpec::new(&grid, "leaver");
+    spec.drain = false;
+    spec.extra = format!("[git]\nbinary = \"{}\"\n", wrapper.display());
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("registration", Duration::from_secs(30), || {
+        grid.files("nodes").contains_key("leaver.json")
+    });
+    grid.submit(&[("last-one".into(), "sleep 1; echo ok".into(), 30)]);
+    wait_until("the claim", Duration::from_secs(30), || {
+        grid.files("tasks/in_progress")
+            .contains_key("last-one.json")
+    });
+    std::fs::write(&flag, b"").unwrap();
+    wait_until("the result", Duration::from_secs(30), || {
+        !grid.results().is_empty()
+    });
+    assert!(!flag.exists(), "a push to main lost its round");
+    assert_eq!(outbox_branches(&grid), ["leaver"], "{}", w.log_text());
+
+    w.signal(Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    assert!(outbox_branches(&grid).is_empty(), "{}", w.log_text());
+    assert_eq!(grid.results().len(), 1);
+}

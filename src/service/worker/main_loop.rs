@@ -174,7 +174,14 @@ impl Worker {
             before_start: false,
         };
         match self.sync_as(&last, NodeStatus::Stopped, &TxnPolicy::default()) {
-            Ok(_) if self.outbox.is_empty() => tracing::info!(node_id = %self.node(), "stopped"),
+            Ok(_) if self.outbox.is_empty() => {
+                // What it published for peers to carry has landed: its
+                // branch goes with it, rather than wait for the reap.
+                if let Some(Err(why)) = self.repo.unpublish(self.node().as_str()) {
+                    tracing::info!(%why, "its published outbox stays for the reap");
+                }
+                tracing::info!(node_id = %self.node(), "stopped")
+            }
             Ok(_) => tracing::warn!(
                 waiting = self.outbox.len(),
                 "stopped with results still in the outbox"

@@ -168,8 +168,16 @@ impl GridRepo {
         }
     }
 
-    /// How many branches named after watched peers the fetches have
-    /// brought, and the patterns in force for `watched`.
+    /// How many branches named after watched peers, not their own, the
+    /// fetches have brought (the status page's count of crowds).
+    pub fn outbox_strangers(&self) -> usize {
+        self.outboxes
+            .as_ref()
+            .map_or(0, |watch| lock(watch).kept_out.strangers)
+    }
+
+    /// [`GridRepo::outbox_strangers`], and the patterns in force for a
+    /// fetch of `watched`' outboxes.
     pub fn crowds_kept_out(&self, watched: &[&str]) -> (usize, Vec<String>) {
         let Some(watch) = &self.outboxes else {
             return (0, Vec::new());

@@ -204,7 +204,8 @@ fn queued_line(q: &super::view::QueuedView) -> String {
     line
 }
 
-fn plural(n: usize, what: &str) -> String {
+/// `n` of `what`, in English: "1 class", "3 classes", "0 tasks".
+pub fn plural(n: usize, what: &str) -> String {
     match n {
         1 => format!("1 {what}"),
         _ if what.ends_with('s') => format!("{n} {what}es"),

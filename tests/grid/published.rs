@@ -332,6 +332,19 @@ fn copies(state: &std::path::Path) -> Vec<String> {
     outboxes_in(&state.join("grid.git"), "refs/dgrid/outbox/")
 }
 
+/// A grid where b has published its outbox (one result), beside `crowd`
+/// branches `outbox/b-N`: (the grid, its tip, what b published).
+fn b_published_beside_a_crowd(crowd: usize) -> (Grid, String, Edits) {
+    let grid = Grid::new();
+    let tip = grid.tip_of("main").unwrap();
+    let edits = sync::to_publish(&Id::parse("b").unwrap(), &[done("b1", "b")])
+        .unwrap()
+        .edits;
+    publish_at(&grid.url(), "b", &edits);
+    grid.outbox_crowd((0..crowd).map(|i| format!("b-{i}")), &tip);
+    (grid, tip, edits)
+}
+
 /// Branches named after a watched peer's outbox (`outbox/b-1`, ...) come
 /// with the fetch of its pattern once: the fetch learns them and keeps
 /// them out from then on (a negative refspec for the crowd, not one per
@@ -339,13 +352,7 @@ fn copies(state: &std::path::Path) -> Vec<String> {
 /// fetched and carried. A watched peer's branch is never kept out.
 #[test]
 fn a_crowd_named_after_a_watched_peer_is_fetched_once() {
-    let grid = Grid::new();
-    let tip = grid.tip_of("main").unwrap();
-    let edits = sync::to_publish(&Id::parse("b").unwrap(), &[done("b1", "b")])
-        .unwrap()
-        .edits;
-    publish_at(&grid.url(), "b", &edits);
-    grid.outbox_crowd((0..2_000).map(|i| format!("b-{i}")), &tip);
+    let (grid, tip, edits) = b_published_beside_a_crowd(2_000);
 
     let (state, repo) = clone_of(&grid.url());
     repo.watch_outboxes(&["b"]);
@@ -420,13 +427,7 @@ fn a_crowd_named_after_a_watched_peer_is_fetched_once() {
 /// and learns no more.
 #[test]
 fn a_git_that_refuses_the_patterns_fetches_the_crowd_as_before() {
-    let grid = Grid::new();
-    let tip = grid.tip_of("main").unwrap();
-    let edits = sync::to_publish(&Id::parse("b").unwrap(), &[done("b1", "b")])
-        .unwrap()
-        .edits;
-    publish_at(&grid.url(), "b", &edits);
-    grid.outbox_crowd((0..200).map(|i| format!("b-{i:03}")), &tip);
+    let (grid, ..) = b_published_beside_a_crowd(200);
 
     let state = tempfile::tempdir().unwrap();
     let old_git = state.path().join("git-2.28");

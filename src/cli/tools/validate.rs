@@ -85,8 +85,7 @@ pub fn validate(a: ValidateArgs) -> ExitCode {
         },
         match report.warnings.len() {
             0 => String::new(),
-            1 => ", 1 warning".to_owned(),
-            n => format!(", {n} warnings"),
+            n => format!(", {}", crate::tools::text::plural(n, "warning")),
         }
     );
     if report.findings.is_empty() && report.unreadable.is_empty() {

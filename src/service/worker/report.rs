@@ -138,7 +138,7 @@ impl Worker {
                 })
                 .collect();
             s.outbox = self.outbox.len();
-            s.outbox_strangers = self.repo.crowds_kept_out(&[]).0 as u64;
+            s.outbox_strangers = self.repo.outbox_strangers() as u64;
             s.paused = self.paused.as_ref().map(ToString::to_string);
             s.labels = self.labels.labels.labels().map(|l| l.to_string()).collect();
             s.exclusive = self

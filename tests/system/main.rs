@@ -16,5 +16,5 @@ mod tools_dashboard;
 mod tools_perf;
 mod tools_status_page;
 mod tools_workflows;
-mod trust_readme;
+mod trust_guide;
 mod trust_worker;

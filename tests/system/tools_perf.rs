@@ -1,6 +1,6 @@
 //! How long `status` and `dashboard` take on a grid with 50,000 results.
 //! A measurement, not an assertion (timings depend on the machine): run it
-//! with `scripts/bench-tools`, which prints the figures the README records.
+//! with `scripts/bench-tools`, which prints the figures docs/tools.md records.
 //!
 //!     cargo test --release --test system tools_perf:: -- --ignored --nocapture
 

@@ -198,8 +198,8 @@ pub fn screenshot_dir() -> std::path::PathBuf {
     d
 }
 
-/// Headless Chromium as root on these machines (see the README's "Grid
-/// tools"): no sandbox, no GPU, no background networking, a fresh profile.
+/// Headless Chromium as root on these machines (see the README, "The status
+/// page"): no sandbox, no GPU, no background networking, a fresh profile.
 fn chromium(args: &[&str]) -> Output {
     let profile = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("chromium");

@@ -1,4 +1,4 @@
-//! README, "Trust", "Setting it up, end to end": every block marked
+//! docs/trust.md, "Setting it up, end to end": every block marked
 //! `<!-- trust-steps: ROLE -->` runs as written, in order, against a real
 //! bare repository, and the task Alice submits ends attested by node n1.
 //!
@@ -30,15 +30,15 @@ use crate::common::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The marked blocks of the README's "Setting it up, end to end": (role,
+/// The marked blocks of docs/trust.md's "Setting it up, end to end": (role,
 /// script).
 fn steps() -> Vec<(String, String)> {
-    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
-    let start = readme
-        .find("### Setting it up, end to end")
-        .expect("README has the trust steps");
-    let section = &readme[start..];
-    let section = &section[..section[4..].find("\n### ").map_or(section.len(), |i| i + 4)];
+    let guide = std::fs::read_to_string(Path::new(ROOT).join("docs/trust.md")).unwrap();
+    let start = guide
+        .find("## Setting it up, end to end")
+        .expect("docs/trust.md has the steps");
+    let section = &guide[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
     let mut out = Vec::new();
     let mut lines = section.lines();
     while let Some(line) = lines.next() {
@@ -132,7 +132,7 @@ fn text(o: &Output) -> String {
 }
 
 #[test]
-fn the_readme_trust_steps_run_as_written() {
+fn the_trust_guide_steps_run_as_written() {
     let steps = steps();
     let roles: Vec<&str> = steps.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(

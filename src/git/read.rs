@@ -117,7 +117,7 @@ impl GridRepo {
     /// (`p50/any/20261130T1205/t.json`): one `ls-tree -r`, whose cost
     /// follows the number of entries (10,000 in about 8 ms).
     pub fn list_dir_recursive(&self, commit: &str, path: &str) -> Result<Vec<TreeEntry>, GitError> {
-        if let Some(all) = super::walk::walk_kept(self, commit, path) {
+        if let Some(all) = super::walk::walk_kept(&self.cat, &self.git, &self.walks, commit, path) {
             return Ok(all);
         }
         let prefix = format!("{path}/");

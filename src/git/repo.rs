@@ -43,6 +43,8 @@ pub struct GridRepo {
     pub(super) round_budget: u64,
     /// The clone's kept `cat-file` processes, shared by its copies.
     pub(super) cat: std::sync::Arc<CatFiles>,
+    /// The trees the last walk of each directory read (`walk.rs`).
+    pub(super) walks: std::sync::Arc<super::walk::WalkCache>,
     /// The nodes whose published outboxes ([`super::published`]) the next
     /// fetch of the grid's branch brings along: a worker's clone watches
     /// its peers holding claims; the tools' clones watch none (`None`).
@@ -88,6 +90,7 @@ impl GridRepo {
             budget: std::sync::Arc::new(ROUND_READ_BUDGET.into()),
             round_budget: ROUND_READ_BUDGET,
             cat: Default::default(),
+            walks: Default::default(),
             outboxes: None,
         };
         if !dir.join("HEAD").exists() {
@@ -126,6 +129,7 @@ impl GridRepo {
             budget: std::sync::Arc::new(ROUND_READ_BUDGET.into()),
             round_budget: ROUND_READ_BUDGET,
             cat: Default::default(),
+            walks: Default::default(),
             outboxes: None,
         }
     }

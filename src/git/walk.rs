@@ -1,32 +1,93 @@
 //! A directory listed at any depth (`ls-tree -r`) through the clone's kept
 //! readers (`batch`): the lanes are listed in every claim, and each
 //! `ls-tree` is a process in a round a push must win.
+//!
+//! A tree is named by its contents, so a subtree read by the last walk of
+//! the same directory is the same list now. A claim changes one batch
+//! directory of the lanes (and the directories above it); the others are
+//! not read again. On a queue of 10,000 tasks in 100 batches, the walk
+//! read 10,000 entries each claim, 5-6 ms of a 75 ms claim.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::repo::GridRepo;
+use super::batch::CatFiles;
+use super::command::Git;
 use super::tree::{EntryMode, Oid, TreeEntry};
 
-/// [`GridRepo::list_dir_recursive`] through the kept readers: the
-/// trees a level at a time (one exchange each), then listed depth
-/// first in tree order, as `ls-tree -r` lists them. Deeper than
-/// [`KEPT_WALK_DEPTH`] (no grid layout is), `ls-tree` does it.
-pub(super) fn walk_kept(repo: &GridRepo, commit: &str, path: &str) -> Option<Vec<TreeEntry>> {
-    let root = repo
-        .cat
-        .trees(&repo.git, &[format!("{commit}:{path}")])?
-        .pop()?;
-    let mut trees: HashMap<Oid, Vec<TreeEntry>> = HashMap::new();
+/// The subtrees of one directory's last walk, by id.
+type Trees = HashMap<Oid, Arc<Vec<TreeEntry>>>;
+
+/// The trees each walked directory's last walk read, shared by a clone's
+/// copies.
+#[derive(Debug, Default)]
+pub(super) struct WalkCache {
+    by_dir: std::sync::Mutex<HashMap<String, Trees>>,
+}
+
+/// A walk's trees are kept for the next only while they hold this much
+/// (names, ids and the entries themselves; a queue of about 20,000 tasks):
+/// past it, each walk reads the whole directory, as before, and an idle
+/// node keeps nothing of a crowd of long names.
+const KEPT_BYTES: usize = 2 << 20;
+
+/// What `trees` hold in memory, as [`KEPT_BYTES`] counts it.
+fn held(trees: &Trees) -> usize {
+    trees
+        .values()
+        .flat_map(|t| t.iter())
+        .map(|e| std::mem::size_of::<TreeEntry>() + e.name.len() + e.oid.len())
+        .sum()
+}
+
+/// `GridRepo::list_dir_recursive` through the kept readers: the
+/// trees a level at a time (one exchange each, for the trees the last
+/// walk of `path` did not read), then listed depth first in tree order,
+/// as `ls-tree -r` lists them. Deeper than [`KEPT_WALK_DEPTH`] (no grid
+/// layout is), `ls-tree` does it.
+pub(super) fn walk_kept(
+    cat: &CatFiles,
+    git: &Git,
+    cache: &WalkCache,
+    commit: &str,
+    path: &str,
+) -> Option<Vec<TreeEntry>> {
+    let root = cat.trees(git, &[format!("{commit}:{path}")])?.pop()?;
+    let last: Trees = cache
+        .by_dir
+        .lock()
+        .ok()
+        .and_then(|mut m| m.remove(path))
+        .unwrap_or_default();
+    let mut trees: Trees = HashMap::new();
     let mut level: Vec<Oid> = subtrees(&root, &trees);
     for _ in 0..KEPT_WALK_DEPTH {
         if level.is_empty() {
             let mut all = Vec::new();
             list_below(&root, b"", &trees, &mut all);
+            if held(&trees) <= KEPT_BYTES
+                && let Ok(mut m) = cache.by_dir.lock()
+            {
+                m.insert(path.to_owned(), trees);
+            }
             return Some(all);
         }
-        let found = repo.cat.trees(&repo.git, &level)?;
+        // Read only what the last walk did not: a tree's id names its
+        // contents.
+        let (known, unknown): (Vec<Oid>, Vec<Oid>) =
+            level.into_iter().partition(|oid| last.contains_key(oid));
+        let found = if unknown.is_empty() {
+            Vec::new()
+        } else {
+            cat.trees(git, &unknown)?
+        };
+        let read = unknown.into_iter().zip(found.into_iter().map(Arc::new));
+        let kept = known.into_iter().map(|oid| {
+            let entries = last[&oid].clone();
+            (oid, entries)
+        });
         let mut next = Vec::new();
-        for (oid, entries) in level.into_iter().zip(found) {
+        for (oid, entries) in read.chain(kept) {
             next.extend(subtrees(&entries, &trees));
             trees.insert(oid, entries);
         }
@@ -43,7 +104,7 @@ pub(super) fn walk_kept(repo: &GridRepo, commit: &str, path: &str) -> Option<Vec
 const KEPT_WALK_DEPTH: usize = 32;
 
 /// The trees among `entries` not read yet.
-fn subtrees(entries: &[TreeEntry], read: &HashMap<Oid, Vec<TreeEntry>>) -> Vec<Oid> {
+fn subtrees(entries: &[TreeEntry], read: &Trees) -> Vec<Oid> {
     entries
         .iter()
         .filter(|e| e.mode == EntryMode::Tree && !read.contains_key(&e.oid))
@@ -53,12 +114,7 @@ fn subtrees(entries: &[TreeEntry], read: &HashMap<Oid, Vec<TreeEntry>>) -> Vec<O
 
 /// Everything but trees below `entries`, named from `prefix` on, depth
 /// first.
-fn list_below(
-    entries: &[TreeEntry],
-    prefix: &[u8],
-    trees: &HashMap<Oid, Vec<TreeEntry>>,
-    out: &mut Vec<TreeEntry>,
-) {
+fn list_below(entries: &[TreeEntry], prefix: &[u8], trees: &Trees, out: &mut Vec<TreeEntry>) {
     for e in entries {
         let mut name = prefix.to_vec();
         name.extend_from_slice(&e.name);
@@ -79,7 +135,13 @@ fn list_below(
 mod tests {
     use super::*;
     use crate::git::Git;
+    use crate::git::GridRepo;
     use crate::git::tree::{committed_repo, parse_ls_tree};
+
+    /// `path` at `commit`, walked through `repo`'s kept readers.
+    fn walk(repo: &GridRepo, commit: &str, path: &str) -> Option<Vec<TreeEntry>> {
+        walk_kept(&repo.cat, &repo.git, &repo.walks, commit, path)
+    }
 
     #[test]
     fn the_kept_readers_list_as_ls_tree_does() {
@@ -110,7 +172,7 @@ mod tests {
         let ls_tree = |args: &[&str], strip: &[u8]| {
             parse_ls_tree(&repo.git.run(args).unwrap().stdout, strip).unwrap()
         };
-        let kept = walk_kept(&repo, "HEAD", "l").expect("read by the kept readers");
+        let kept = walk(&repo, "HEAD", "l").expect("read by the kept readers");
         assert_eq!(kept.len(), 7);
         assert_eq!(
             kept,
@@ -144,6 +206,63 @@ mod tests {
     }
 
     #[test]
+    fn a_walk_reads_only_the_trees_the_last_walk_of_its_directory_did_not() {
+        let (dir, repo) = committed_repo(|dir| {
+            for (f, body) in [("l/a/x/1.json", "1"), ("l/b/y/2.json", "2")] {
+                std::fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
+                std::fs::write(dir.join(f), body).unwrap();
+            }
+        });
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(dir.path())
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@t")
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@t")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        let first = walk(&repo, "HEAD", "l").unwrap();
+        assert_eq!(first.len(), 2);
+        // A second commit changes `l/a` only; then the object of the
+        // unchanged `l/b/y` goes from the disk. The walk still lists it,
+        // as the last walk read it: it was not read again.
+        std::fs::write(dir.path().join("l/a/x/3.json"), "3").unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "y"]);
+        let expected = parse_ls_tree(
+            &repo
+                .git
+                .run(&["ls-tree", "-r", "-z", "--full-tree", "HEAD", "--", "l/"])
+                .unwrap()
+                .stdout,
+            b"l/",
+        )
+        .unwrap();
+        let unchanged = git(&["rev-parse", "HEAD:l/b/y"]);
+        let (fan, rest) = unchanged.split_at(2);
+        std::fs::remove_file(dir.path().join(".git/objects").join(fan).join(rest)).unwrap();
+        let second = walk(&repo, "HEAD", "l").unwrap();
+        assert_eq!(second, expected);
+        assert_eq!(second.len(), 3);
+        // A clone's copy with no walk behind it reads every tree, and finds
+        // that one missing.
+        let fresh = GridRepo::read_only(repo.git.clone(), "main");
+        let listed = walk(&fresh, "HEAD", "l").unwrap_or_default();
+        assert!(
+            !listed.iter().any(|e| e.name == b"b/y/2.json"),
+            "{listed:?}"
+        );
+        // Another directory's walk keeps its own trees.
+        assert_eq!(walk(&repo, "HEAD", "l/a").unwrap().len(), 2);
+        assert_eq!(walk(&repo, "HEAD", "l").unwrap(), expected);
+    }
+
+    #[test]
     fn a_tree_deeper_than_the_kept_walk_is_listed_by_ls_tree() {
         let dir = tempfile::tempdir().unwrap();
         let git = Git::new("git", dir.path(), std::time::Duration::from_secs(30));
@@ -165,7 +284,7 @@ mod tests {
             mode = "040000 tree";
         }
         let repo = GridRepo::read_only(git, "main");
-        assert_eq!(walk_kept(&repo, &oid, "d"), None, "too deep for the walk");
+        assert_eq!(walk(&repo, &oid, "d"), None, "too deep for the walk");
         let all = repo.list_dir_recursive(&oid, "d").unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].name_lossy(), "d/".repeat(KEPT_WALK_DEPTH) + "d");

@@ -11,6 +11,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod contention;
+mod cpu;
 mod growth;
 mod scaleout;
 mod schedule;
@@ -122,6 +123,7 @@ fn splice(old: &str, generated: &str) -> String {
 fn bench_spec(grid: &Grid, node: &str) -> WorkerSpec {
     let mut spec = WorkerSpec::new(grid, node);
     spec.env.push(("LOG_LEVEL".into(), "warn".into()));
+    spec.cgroup = cpu::limited_cgroup(node);
     spec
 }
 

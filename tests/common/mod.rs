@@ -290,6 +290,9 @@ pub struct WorkerSpec {
     pub sandbox_extra: String,
     pub env: Vec<(String, String)>,
     pub drain: bool,
+    /// A cgroup directory the worker runs in (the benches' CPU limit), with
+    /// everything it starts.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl WorkerSpec {
@@ -302,6 +305,7 @@ impl WorkerSpec {
             sandbox_extra: String::new(),
             env: Vec::new(),
             drain: true,
+            cgroup: None,
         }
     }
 
@@ -335,7 +339,18 @@ pub fn spawn_worker(grid: &Grid, spec: &WorkerSpec) -> WorkerProc {
         .append(true)
         .open(&log)
         .unwrap();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = match &spec.cgroup {
+        // The shell moves itself into the cgroup, then becomes the worker:
+        // nothing the worker starts runs outside it.
+        Some(dir) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", r#"echo $$ > "$0/cgroup.procs" && exec "$@""#])
+                .arg(dir)
+                .arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
     cmd.args(["run", "--config"]).arg(&config);
     if spec.drain {
         cmd.arg("--drain");

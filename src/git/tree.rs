@@ -93,6 +93,23 @@ pub(super) fn parse_ls_tree(out: &[u8], strip: &[u8]) -> Result<Vec<TreeEntry>, 
         .collect()
 }
 
+/// For tests: git run in the work tree `dir`, as a test's author and
+/// committer; its output, trimmed.
+#[cfg(test)]
+pub(super) fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// For tests: a repository whose one commit on `main` holds the files
 /// `write` puts in its work tree (given the work tree's path), read in
 /// place.
@@ -101,22 +118,10 @@ pub(super) fn committed_repo(
     write: impl FnOnce(&std::path::Path),
 ) -> (tempfile::TempDir, super::GridRepo) {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(dir.path())
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@t")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@t")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{:?}", out);
-    };
-    run(&["init", "-q", "-b", "main"]);
+    git_in(dir.path(), &["init", "-q", "-b", "main"]);
     write(dir.path());
-    run(&["add", "-A"]);
-    run(&["commit", "-q", "-m", "x"]);
+    git_in(dir.path(), &["add", "-A"]);
+    git_in(dir.path(), &["commit", "-q", "-m", "x"]);
     let git = super::Git::new(
         "git",
         dir.path().join(".git"),

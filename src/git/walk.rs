@@ -136,7 +136,7 @@ mod tests {
     use super::*;
     use crate::git::Git;
     use crate::git::GridRepo;
-    use crate::git::tree::{committed_repo, parse_ls_tree};
+    use crate::git::tree::{committed_repo, git_in, parse_ls_tree};
 
     /// `path` at `commit`, walked through `repo`'s kept readers.
     fn walk(repo: &GridRepo, commit: &str, path: &str) -> Option<Vec<TreeEntry>> {
@@ -213,19 +213,7 @@ mod tests {
                 std::fs::write(dir.join(f), body).unwrap();
             }
         });
-        let git = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(args)
-                .current_dir(dir.path())
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@t")
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@t")
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-            String::from_utf8(out.stdout).unwrap().trim().to_owned()
-        };
+        let git = |args: &[&str]| git_in(dir.path(), args);
         let first = walk(&repo, "HEAD", "l").unwrap();
         assert_eq!(first.len(), 2);
         // A second commit changes `l/a` only; then the object of the

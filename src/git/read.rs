@@ -114,8 +114,9 @@ impl GridRepo {
 
     /// Every file (and symlink, and submodule) below directory `path` in
     /// `commit`, at any depth, named by its path below `path`
-    /// (`p50/any/20261130T1205/t.json`): one `ls-tree -r`, whose cost
-    /// follows the number of entries (10,000 in about 8 ms).
+    /// (`p50/any/20261130T1205/t.json`): through the kept readers, which
+    /// read only the subtrees the last walk of `path` did not (`walk.rs`);
+    /// `ls-tree -r` when they cannot answer (10,000 entries in about 8 ms).
     pub fn list_dir_recursive(&self, commit: &str, path: &str) -> Result<Vec<TreeEntry>, GitError> {
         if let Some(all) = super::walk::walk_kept(&self.cat, &self.git, &self.walks, commit, path) {
             return Ok(all);

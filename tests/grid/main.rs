@@ -11,6 +11,7 @@ mod archive;
 mod assigned;
 mod bad_input;
 mod corpus;
+mod handback;
 mod joining;
 mod lifecycle;
 mod notify;

@@ -15,6 +15,7 @@
 
 mod attest;
 mod exchange;
+mod handed_back;
 mod kept_pace;
 mod main_loop;
 mod report;
@@ -157,6 +158,9 @@ struct Worker {
     key_checked_at: Option<u64>,
     /// For each task this node holds, the commit that pushed its claim.
     claim_commits: HashMap<Id, String>,
+    /// Claims handed to peers whose requeue has not landed: a free slot
+    /// with nothing else to start takes them back (`handed_back`).
+    handed_back: Vec<handed_back::HandedBack>,
     /// Claims peers made for this node that it started and has not
     /// answered yet (PROTOCOL.md, Assigned claims).
     unanswered: std::collections::BTreeSet<Id>,
@@ -303,6 +307,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         node_key: trust.node_key,
         key_checked_at: None,
         claim_commits: HashMap::new(),
+        handed_back: Vec::new(),
         unanswered: Default::default(),
         claims_seen: Default::default(),
         published_seen: Default::default(),

@@ -24,13 +24,19 @@ impl Worker {
     /// Start waiting claims while slots are free; the ids of those started.
     pub(super) fn start_waiting(&mut self) -> Vec<Id> {
         let mut started = Vec::new();
-        while let Some(next) = self.slots.next_to_start() {
-            let id = next.task.task_id.clone();
-            if self.start(next) {
-                started.push(id);
+        loop {
+            while let Some(next) = self.slots.next_to_start() {
+                let id = next.task.task_id.clone();
+                if self.start(next) {
+                    started.push(id);
+                }
+            }
+            // A slot still free: a claim handed to the peers and not gone
+            // yet starts here (`handed_back`).
+            if self.slots.occupied() >= self.cfg.concurrency as usize || !self.take_back_handed() {
+                return started;
             }
         }
-        started
     }
 
     /// Start `claimed` in a free slot; false if it could not start (its
@@ -484,7 +490,7 @@ impl Worker {
                 "{} handed it to a peer that would start it sooner",
                 self.node()
             );
-            self.put_outbox(&c, Finish::requeue(reason));
+            self.hand_to_peers(c, reason);
         }
     }
 
@@ -509,6 +515,7 @@ impl Worker {
         }
         self.slots.waiting.retain(|c| &c.task.task_id != id);
         self.claim_commits.remove(id);
+        self.forget_handed(id);
     }
 
     pub(super) fn cancel_all(&mut self, why: &str) {

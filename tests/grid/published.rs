@@ -548,3 +548,82 @@ fn a_node_deletes_its_published_outbox_on_its_way_out() {
     assert!(outbox_branches(&grid).is_empty(), "{}", w.log_text());
     assert_eq!(grid.results().len(), 1);
 }
+
+/// b is busy by its record (reckoned busy for ten minutes more), but the
+/// two claims naming it are results it published: its pushes lost, and it
+/// has nothing left to run. a, claiming from a backlog, claims b's share
+/// for it in the same commit, alone as b is among the peers (a claim for
+/// one idle peer does not pay; for one whose own claims are not landing,
+/// it does). Without the publication, a claims for nobody.
+#[test]
+fn a_peer_that_published_its_last_results_is_claimed_for_as_idle() {
+    use dgrid_worker::grid::{NodeRecord, NodeStatus};
+    let run = |published: bool| -> Vec<(String, String)> {
+        let grid = Grid::new();
+        let now = dgrid_worker::time::format(dgrid_worker::time::now());
+        let busy = NodeRecord {
+            takes_assigned: true,
+            busy_ms: Some(600_000),
+            concurrency: 1,
+            ..NodeRecord::new(Id::parse("b").unwrap(), NodeStatus::Busy, now)
+        };
+        let mut files = vec![
+            ("nodes/b.json".to_owned(), busy.to_bytes()),
+            claim("b1", "b", AT),
+            claim("b2", "b", AT),
+        ];
+        files.extend((0..8).map(|i| {
+            let body = serde_json::json!({"task_id": format!("t{i}"), "script": "sleep 1", "timeout_seconds": 30});
+            (format!("tasks/queue/t{i}.json"), body.to_string().into_bytes())
+        }));
+        grid.commit_files(&files, "b busy by its record, and a backlog");
+        if published {
+            let edits = sync::to_publish(
+                &Id::parse("b").unwrap(),
+                &[done("b1", "b"), done("b2", "b")],
+            )
+            .unwrap()
+            .edits;
+            publish_at(&grid.url(), "b", &edits);
+        }
+        let mut a = PlainNode::new("a");
+        a.record.last_heartbeat = dgrid_worker::time::format(dgrid_worker::time::now());
+        let (_state, repo) = clone_of(&grid.url());
+        // A heartbeat first: a learns who holds claims, and its next
+        // fetch brings what they published.
+        let tip = repo.fetch().unwrap();
+        sync::plan(&Txn { repo: &repo, tip }, &a.request(0)).unwrap();
+        let req = SyncRequest {
+            share_up_to: 8,
+            task_secs: Some(1.0),
+            round_secs: Some(0.1),
+            heartbeat: false,
+            assign_within: Some(chrono::Duration::seconds(60)),
+            ..a.request(1)
+        };
+        let report = match txn::run(
+            &repo,
+            &Identity::for_node("a"),
+            &TxnPolicy::default(),
+            |t| sync::plan(t, &req),
+        )
+        .unwrap()
+        {
+            TxnOutcome::Committed { value, .. } => value,
+            other => panic!("a claims: {other:?}"),
+        };
+        report
+            .assigned
+            .iter()
+            .map(|(t, p)| (t.to_string(), p.to_string()))
+            .collect()
+    };
+    let assigned = run(true);
+    assert!(!assigned.is_empty(), "nothing claimed for b");
+    assert!(assigned.iter().all(|(_, p)| p == "b"), "{assigned:?}");
+    assert_eq!(
+        run(false),
+        [],
+        "busy by its record, and nothing says otherwise"
+    );
+}

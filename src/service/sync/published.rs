@@ -107,15 +107,18 @@ pub(super) fn carry(
     Ok(())
 }
 
-/// Carry what `peer` published in `commit`. True if nothing in it can be
-/// carried now or later.
-fn carry_one(
+/// A published outbox read beside a tip: the tasks of its entries, and
+/// for each two blobs in turn, the entry and the claim at the tip.
+type ReadPublished = (Vec<Id>, Vec<Blob>);
+
+/// What a peer published in `commit`, read beside this tip
+/// ([`ReadPublished`]). None if the commit holds no listing to read (not a
+/// tree, or past its bound).
+fn read_published(
     repo: &GridRepo,
-    d: &mut Draft<'_>,
-    touched: &mut BTreeSet<Id>,
-    peer: &Id,
+    d: &Draft<'_>,
     commit: &str,
-) -> Result<bool, GitError> {
+) -> Result<Option<ReadPublished>, GitError> {
     // A listing is read whole: a crafted tree of a million names must not be.
     let tree = repo
         .object_info(&[format!("{commit}:{DIR}")])?
@@ -123,7 +126,7 @@ fn carry_one(
         .flatten();
     match tree {
         Some(t) if t.kind == "tree" && t.size <= MAX_TREE_BYTES => {}
-        _ => return Ok(true),
+        _ => return Ok(None),
     }
     let ids: Vec<Id> = repo
         .list_dir(commit, DIR)?
@@ -141,6 +144,38 @@ fn carry_one(
         caps.push(d.req.rules.max_file_bytes as u64);
     }
     let blobs = repo.read_objects_capped(&specs, &caps)?;
+    Ok(Some((ids, blobs)))
+}
+
+/// The published entry `entry` (for task `id`), if it is a result `peer`
+/// may deliver now: for that task, by that node, and for the claim at the
+/// tip (`claim`), which is still `peer`'s, made at the entry's moment.
+fn carriable(entry: &Blob, claim: &Blob, id: &Id, peer: &Id, d: &Draft<'_>) -> Option<OutboxEntry> {
+    let entry = entry
+        .data()
+        .and_then(|b| serde_json::from_slice::<OutboxEntry>(b).ok())?;
+    let Finish::Result { result, .. } = &entry.finish else {
+        return None;
+    };
+    (&entry.task_id == id
+        && result.task_id == id.as_str()
+        && &result.node_id == peer
+        && is_ours(&entry, peer, claim.data(), d.req.rules))
+    .then_some(entry)
+}
+
+/// Carry what `peer` published in `commit`. True if nothing in it can be
+/// carried now or later.
+fn carry_one(
+    repo: &GridRepo,
+    d: &mut Draft<'_>,
+    touched: &mut BTreeSet<Id>,
+    peer: &Id,
+    commit: &str,
+) -> Result<bool, GitError> {
+    let Some((ids, blobs)) = read_published(repo, d, commit)? else {
+        return Ok(true);
+    };
     let mut settled = true;
     for (id, found) in ids.iter().zip(blobs.chunks(2)) {
         let (entry, claim) = (&found[0], &found[1]);
@@ -151,22 +186,12 @@ fn carry_one(
             settled = false;
             continue;
         }
-        let Some(entry) = entry
-            .data()
-            .and_then(|b| serde_json::from_slice::<OutboxEntry>(b).ok())
-        else {
+        let Some(entry) = carriable(entry, claim, id, peer, d) else {
             continue;
         };
         let Finish::Result { result, signed } = &entry.finish else {
             continue;
         };
-        if &entry.task_id != id
-            || result.task_id != id.as_str()
-            || &result.node_id != peer
-            || !is_ours(&entry, peer, claim.data(), d.req.rules)
-        {
-            continue;
-        }
         if touched.contains(id) {
             // This plan ends the claim another way: look again next time.
             settled = false;
@@ -188,6 +213,54 @@ fn carry_one(
         settled = false;
     }
     Ok(settled)
+}
+
+/// Of the peers `busy` (busy by their records), those that ran dry: every
+/// claim naming them at this tip (`in_progress`) is a result they
+/// published for a peer to carry. A node publishes only with nothing left
+/// to run and a push that lost (PROTOCOL.md, Published results); while
+/// its pushes keep losing, its record cannot say it ran dry. Traced in a
+/// mixed drain of 8: such a node lost five to eight rounds in a row,
+/// 3.5-4 s with work queued, while the nodes that landed claimed 8-13
+/// tasks each and none for it. Reads nothing beyond the published tips
+/// unless one is new to this node.
+pub(super) fn ran_dry(
+    repo: &GridRepo,
+    d: &Draft<'_>,
+    in_progress: &[crate::git::TreeEntry],
+    busy: &[Id],
+) -> Result<BTreeSet<Id>, GitError> {
+    let mut out = BTreeSet::new();
+    let busy: Vec<&Id> = busy.iter().take(MAX_PEERS).collect();
+    let names: Vec<&str> = busy.iter().map(|p| p.as_str()).collect();
+    let tips = repo.published_tips(&names)?;
+    let fresh: Vec<(&Id, Oid)> = busy
+        .into_iter()
+        .zip(tips)
+        .filter_map(|(p, tip)| tip.map(|t| (p, t)))
+        .filter(|(_, tip)| !d.req.published_seen.borrow().0.contains(tip))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(out);
+    }
+    let holders = assigned::holders(repo, d, in_progress)?;
+    for (peer, tip) in fresh {
+        let Some(&held) = holders.by_node.get(peer) else {
+            continue;
+        };
+        let Some((ids, blobs)) = read_published(repo, d, &tip)? else {
+            continue;
+        };
+        let theirs = ids
+            .iter()
+            .zip(blobs.chunks(2))
+            .filter(|(id, found)| carriable(&found[0], &found[1], id, peer, d).is_some())
+            .count();
+        if held > 0 && theirs == held {
+            out.insert(peer.clone());
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -142,6 +142,15 @@ pub(super) fn claim(
         let holders = super::assigned::holders(repo, d, in_progress)?;
         peers.holding(&holders.by_node);
     }
+    // A peer busy by its record whose claims are all results it published
+    // has run dry: claimed for as an idle one.
+    if claiming && req.assign_within.is_some() && !(candidates.is_empty() && inbox.is_empty()) {
+        let busy = peers.busy_takers();
+        if !busy.is_empty() {
+            let dry = super::published::ran_dry(repo, d, in_progress, &busy)?;
+            peers.ran_dry(&dry);
+        }
+    }
     if claiming
         && req.joining
         && stays_out(

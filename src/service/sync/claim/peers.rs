@@ -29,6 +29,10 @@ struct Peer {
     dry_in: Option<f64>,
     /// It starts claims made for it (`takes_assigned`).
     takes_assigned: bool,
+    /// Busy by its record, but every claim naming it at the tip is a
+    /// result it published for peers to carry (`published::ran_dry`): it
+    /// has nothing left to run, and may be claimed for as an idle peer.
+    ran_dry: bool,
 }
 
 /// An idle peer this node may claim for: its id, slots and labels.
@@ -36,9 +40,18 @@ pub(super) struct Assignable {
     pub id: Id,
     pub slots: u32,
     pub labels: NodeLabels,
+    /// Busy by its record, run dry by what it published: its own claims
+    /// are not landing.
+    pub ran_dry: bool,
 }
 
 impl Peer {
+    /// Idle (by its record, or run dry past it) and starting claims made
+    /// for it.
+    fn assignable(&self) -> bool {
+        (self.idle || self.ran_dry) && self.takes_assigned
+    }
+
     /// Could it take over any of the claims of classes `holding` (none
     /// held: any)?
     fn could_take(&self, holding: &[Class]) -> bool {
@@ -58,7 +71,26 @@ const MAX_PEER_SLOTS_RECKONED: usize = 4096;
 impl Peers {
     /// Is any peer idle and taking claims made for it?
     pub(super) fn any_assignable(&self) -> bool {
-        self.0.iter().any(|p| p.idle && p.takes_assigned)
+        self.0.iter().any(Peer::assignable)
+    }
+
+    /// The peers busy by their records that start claims made for them:
+    /// those that may have run dry where their records cannot say so.
+    pub(super) fn busy_takers(&self) -> Vec<Id> {
+        self.0
+            .iter()
+            .filter(|p| !p.idle && p.takes_assigned)
+            .map(|p| p.id.clone())
+            .collect()
+    }
+
+    /// The peers `dry` ran dry (`published::ran_dry`): claimed for as idle
+    /// ones, and running dry now in the reckoning of handbacks.
+    pub(super) fn ran_dry(&mut self, dry: &std::collections::BTreeSet<Id>) {
+        for p in self.0.iter_mut().filter(|p| dry.contains(&p.id)) {
+            p.ran_dry = true;
+            p.dry_in = Some(0.0);
+        }
     }
 
     /// Peers holding claims at this tip (`holding`, by node) are not idle,
@@ -76,7 +108,7 @@ impl Peers {
     /// The idle peers that take claims made for them, in a random order:
     /// nodes that claim at once do not all favour the same peer.
     pub(super) fn assignable(&self) -> Vec<Assignable> {
-        self.shuffled(|p| p.idle && p.takes_assigned)
+        self.shuffled(Peer::assignable)
     }
 
     /// The peers `pick` takes, as [`Assignable`], in a random order.
@@ -89,6 +121,7 @@ impl Peers {
                 id: p.id.clone(),
                 slots: p.slots,
                 labels: p.labels.clone(),
+                ran_dry: p.ran_dry && !p.idle,
             })
             .collect();
         fastrand::shuffle(&mut out);
@@ -238,6 +271,7 @@ pub(super) fn peers(
                 holds_level: n.holds_level,
                 dry_in: dry_in(n, req.now),
                 takes_assigned: n.takes_assigned,
+                ran_dry: false,
             })
             .collect(),
     ))

@@ -554,15 +554,11 @@ fn a_node_deletes_its_published_outbox_on_its_way_out() {
 /// has nothing left to run. a, claiming from a backlog, claims b's share
 /// for it in the same commit, alone as b is among the peers (a claim for
 /// one idle peer does not pay; for one whose own claims are not landing,
-/// it does). So it is when no claim names b at all (a peer carried its
-/// results, and b's record still says busy). Holding its claims without
-/// the publication, b is claimed for by nobody.
+/// it does). Without the publication, a claims for nobody.
 #[test]
-fn a_peer_that_ran_dry_is_claimed_for_as_idle() {
+fn a_peer_that_published_its_last_results_is_claimed_for_as_idle() {
     use dgrid_worker::grid::{NodeRecord, NodeStatus};
-    // b busy by its record, and at the tip: its two claims unpublished,
-    // their results published, or nothing at all (a peer carried them).
-    let run = |published: bool, holds: bool| -> Vec<(String, String)> {
+    let run = |published: bool| -> Vec<(String, String)> {
         let grid = Grid::new();
         let now = dgrid_worker::time::format(dgrid_worker::time::now());
         let busy = NodeRecord {
@@ -571,10 +567,11 @@ fn a_peer_that_ran_dry_is_claimed_for_as_idle() {
             concurrency: 1,
             ..NodeRecord::new(Id::parse("b").unwrap(), NodeStatus::Busy, now)
         };
-        let mut files = vec![("nodes/b.json".to_owned(), busy.to_bytes())];
-        if holds {
-            files.extend([claim("b1", "b", AT), claim("b2", "b", AT)]);
-        }
+        let mut files = vec![
+            ("nodes/b.json".to_owned(), busy.to_bytes()),
+            claim("b1", "b", AT),
+            claim("b2", "b", AT),
+        ];
         files.extend((0..8).map(|i| {
             let body = serde_json::json!({"task_id": format!("t{i}"), "script": "sleep 1", "timeout_seconds": 30});
             (format!("tasks/queue/t{i}.json"), body.to_string().into_bytes())
@@ -621,145 +618,12 @@ fn a_peer_that_ran_dry_is_claimed_for_as_idle() {
             .map(|(t, p)| (t.to_string(), p.to_string()))
             .collect()
     };
-    for (published, holds) in [(true, true), (false, false)] {
-        let assigned = run(published, holds);
-        assert!(
-            !assigned.is_empty(),
-            "nothing claimed for b (published {published}, holding {holds})"
-        );
-        assert!(assigned.iter().all(|(_, p)| p == "b"), "{assigned:?}");
-    }
+    let assigned = run(true);
+    assert!(!assigned.is_empty(), "nothing claimed for b");
+    assert!(assigned.iter().all(|(_, p)| p == "b"), "{assigned:?}");
     assert_eq!(
-        run(false, true),
+        run(false),
         [],
         "busy by its record, and nothing says otherwise"
     );
-}
-
-/// A claim handed back (its requeue published: the holder's push lost)
-/// is claimed by the idle peer in the very commit that carries it back,
-/// not first queued and claimed a round later; one it does not serve (it
-/// asks for a label the peer lacks) goes back to its lane. Without the
-/// publication nothing moves: the claims are b's. b's own sync after
-/// finds both requeues moot, and nothing is queued twice.
-#[test]
-fn a_published_handback_is_claimed_in_the_commit_that_carries_it() {
-    let run = |published: bool| {
-        let grid = Grid::new();
-        let (gpu, gpu_bytes) = claim("b3", "b", AT);
-        let mut body: serde_json::Value = serde_json::from_slice(&gpu_bytes).unwrap();
-        body["requires"] = serde_json::json!(["gpu"]);
-        grid.commit_files(
-            &[
-                claim("b1", "b", AT),
-                claim("b2", "b", AT),
-                (gpu, body.to_string().into_bytes()),
-            ],
-            "b holds three claims",
-        );
-        let handbacks: Vec<OutboxEntry> = ["b1", "b3"]
-            .iter()
-            .map(|t| OutboxEntry {
-                finish: Finish::requeue("a peer would start it sooner".into()),
-                ..done(t, "b")
-            })
-            .collect();
-        if published {
-            let edits = sync::to_publish(&Id::parse("b").unwrap(), &handbacks)
-                .unwrap()
-                .edits;
-            publish_at(&grid.url(), "b", &edits);
-        }
-        let a = PlainNode::new("a");
-        let (_state, repo) = clone_of(&grid.url());
-        // A first look: a learns who holds claims, and its next fetch
-        // brings what they published.
-        let tip = repo.fetch().unwrap();
-        let first = sync::plan(&Txn { repo: &repo, tip }, &a.request(1)).unwrap();
-        assert!(first.value.claimed.is_empty(), "nothing watched yet");
-        let req = SyncRequest {
-            heartbeat: false,
-            ..a.request(2)
-        };
-        let outcome = txn::run(
-            &repo,
-            &Identity::for_node("a"),
-            &TxnPolicy::default(),
-            |t| sync::plan(t, &req),
-        )
-        .unwrap();
-        (grid, handbacks, outcome)
-    };
-
-    let (grid, handbacks, outcome) = run(true);
-    let TxnOutcome::Committed { value: report, .. } = outcome else {
-        panic!("a carries and claims: {outcome:?}");
-    };
-    let claimed: Vec<String> = report
-        .claimed
-        .iter()
-        .map(|c| c.task.task_id.to_string())
-        .collect();
-    assert_eq!(claimed, ["b1"], "the GPU task is not a's to run");
-    let mut back: Vec<String> = report
-        .carried_back
-        .iter()
-        .map(|(t, p)| format!("{t} of {p}"))
-        .collect();
-    back.sort();
-    assert_eq!(back, ["b1 of b", "b3 of b"]);
-    assert!(report.carried.is_empty(), "no result to carry");
-    let held = grid.files("tasks/in_progress");
-    let holder = |t: &str| -> String {
-        let v: serde_json::Value = serde_json::from_slice(&held[&format!("{t}.json")]).unwrap();
-        v["claim"]["node_id"].as_str().unwrap().to_owned()
-    };
-    assert_eq!(
-        (holder("b1"), holder("b2")),
-        ("a".into(), "b".into()),
-        "{held:?}"
-    );
-    assert!(!held.contains_key("b3.json"), "{held:?}");
-    let queued = grid.queued();
-    assert_eq!(
-        queued.keys().collect::<Vec<_>>(),
-        ["b3.json"],
-        "only the GPU task waits in its lane: {queued:?}"
-    );
-    assert!(queued["b3.json"].get("claim").is_none());
-    assert_eq!(
-        queued["b3.json"]["attempt"].as_u64().unwrap_or(1),
-        1,
-        "its attempt unchanged"
-    );
-    let message =
-        String::from_utf8(git(&grid.bare, &["log", "-1", "--format=%B", "main"]).stdout).unwrap();
-    for words in ["requeue b1 for b", "requeue b3 for b", "claim b1"] {
-        assert!(message.contains(words), "{words:?} in {message:?}");
-    }
-
-    // b's own sync: its requeues find their claims ended already.
-    let b = PlainNode::new("b");
-    let report = commit_at(
-        &grid.url(),
-        &SyncRequest {
-            outbox: &handbacks,
-            heartbeat: false,
-            ..b.request(0)
-        },
-    );
-    let mut landed: Vec<String> = report.landed.iter().map(Id::to_string).collect();
-    landed.sort();
-    assert_eq!(landed, ["b1", "b3"]);
-    assert_eq!(report.requeued, 0, "nothing requeued twice");
-    assert_eq!(grid.queued().len(), 1);
-    assert_eq!(holder("b1"), "a");
-
-    let (grid, _, outcome) = run(false);
-    assert!(
-        matches!(outcome, TxnOutcome::Unchanged { .. }),
-        "nothing to claim without the publication: {outcome:?}"
-    );
-    assert_eq!(grid.files("tasks/in_progress").len(), 3);
-    assert!(grid.queued().is_empty());
 }

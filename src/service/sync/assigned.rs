@@ -59,9 +59,6 @@ pub(super) struct Holders {
     /// The claim files made for this node and not answered yet, with
     /// what their tasks' levels are read from.
     mine: Vec<(TreeEntry, Holder)>,
-    /// Claim files not read (past this look's budget): they may name
-    /// anyone.
-    pub unread: usize,
 }
 
 /// Who holds the claims listed in `in_progress/` (`entries`), as far as
@@ -141,7 +138,6 @@ fn holders_of(
     let mut out = Holders::default();
     for e in files {
         let Some(Some(h)) = cache.0.get(&e.oid) else {
-            out.unread += usize::from(!cache.0.contains_key(&e.oid));
             continue;
         };
         *out.by_node.entry(h.node.clone()).or_default() += 1;

@@ -1,24 +1,22 @@
 //! Published outboxes, the sync's side (PROTOCOL.md, Published results):
 //! what a node publishes when its push loses a round, and the peers'
-//! results and handbacks a plan carries.
+//! results a plan carries when it commits anyway.
 //!
 //! A published entry is the node's own outbox entry, so a peer checks it
 //! exactly as the node would: the claim at the tip is that node's, made at
 //! that moment. The peer writes the file the node would have written, at
 //! the path it would have chosen, so that the node, seeing it there, takes
-//! it as its own delivery. A node can publish results and requeues only
-//! for claims it holds, which it could push to the grid's branch itself:
-//! carrying them gives a publisher no power it lacks.
+//! it as its own delivery. A node can publish results only for claims it
+//! holds, which it could push to the grid's branch itself: carrying them
+//! gives a publisher no power it lacks.
 
 use std::collections::{BTreeSet, HashSet};
 
 use super::land::is_ours;
 use super::{Draft, assigned, status_word};
 use crate::git::published::Publish;
-use crate::git::{Blob, Edit, Edits, GitError, GridRepo, Oid, TreeEntry};
-use crate::grid::claim::ClaimedTask;
+use crate::git::{Blob, Edit, Edits, GitError, GridRepo, Oid};
 use crate::grid::{Id, layout};
-use crate::ledger::queue::requeue_path;
 use crate::ledger::results::PendingResult;
 use crate::service::outbox::{Finish, OutboxEntry};
 
@@ -40,54 +38,34 @@ const MAX_ENTRY_BYTES: u64 = 2 * layout::MAX_RESULT_BYTES + 64 * 1024;
 /// the longest ids.
 const MAX_TREE_BYTES: u64 = 32 * 1024;
 
-/// Published commits read already, by id, bounded (emptied when full). An
+/// Published commits found to hold nothing to carry any more, by id: an
 /// entry whose claim is gone never becomes carriable again (a claim names
-/// the moment it was made).
+/// the moment it was made). Bounded: emptied when full.
 #[derive(Debug, Default)]
-pub struct PublishedCache {
-    /// Holding nothing to carry any more.
-    settled: HashSet<Oid>,
-    /// Holding no handback to carry any more (results maybe).
-    no_handbacks: HashSet<Oid>,
-}
+pub struct PublishedCache(HashSet<Oid>);
 
 const CACHE_MAX: usize = 1024;
 
-fn remember(set: &mut HashSet<Oid>, tip: Oid) {
-    if set.len() >= CACHE_MAX {
-        set.clear();
-    }
-    set.insert(tip);
-}
-
-/// The outbox as `node` publishes it: its results and its requeues (a
-/// retry spends an attempt by the grid's policy, which is the node's to
-/// apply), none if it has neither.
+/// The outbox as `node` publishes it: its results (requeues and retries
+/// change nothing a peer could carry), none if it has none.
 pub fn to_publish(node: &Id, outbox: &[OutboxEntry]) -> Option<Publish> {
     let mut edits = Edits::new();
     for e in outbox
         .iter()
-        .filter(|e| matches!(e.finish, Finish::Result { .. } | Finish::Requeue { .. }))
+        .filter(|e| matches!(e.finish, Finish::Result { .. }))
         .take(MAX_ENTRIES)
     {
         let json = serde_json::to_vec(e).expect("an outbox entry serializes");
-        edits.insert(entry_path(&e.task_id).into_bytes(), Edit::Put(json));
+        edits.insert(
+            format!("{DIR}/{}.json", e.task_id).into_bytes(),
+            Edit::Put(json),
+        );
     }
     (!edits.is_empty()).then(|| Publish {
         node: node.to_string(),
-        message: format!("{node}: results and handbacks for the next commit to carry\n"),
+        message: format!("{node}: results for the next commit to carry\n"),
         edits,
-        sent: Default::default(),
     })
-}
-
-fn entry_path(id: &Id) -> String {
-    format!("{DIR}/{id}.json")
-}
-
-/// Does `p` hold the entry for task `id`?
-pub fn publishes(p: &Publish, id: &Id) -> bool {
-    p.edits.contains_key(entry_path(id).as_bytes())
 }
 
 /// Carry what the peers holding claims at this tip have published, for
@@ -115,79 +93,18 @@ pub(super) fn carry(
     let tips = repo.published_tips(&names)?;
     for (peer, tip) in peers.iter().zip(tips) {
         let Some(tip) = tip else { continue };
-        if d.req.published_seen.borrow().settled.contains(&tip) {
+        if d.req.published_seen.borrow().0.contains(&tip) {
             continue;
         }
         if carry_one(repo, d, touched, peer, &tip)? {
-            remember(&mut d.req.published_seen.borrow_mut().settled, tip);
+            let mut seen = d.req.published_seen.borrow_mut();
+            if seen.0.len() >= CACHE_MAX {
+                seen.0.clear();
+            }
+            seen.0.insert(tip);
         }
     }
     Ok(())
-}
-
-/// The claims that peers handed back and published the requeues of (a
-/// busy node hands back what an idle peer would start sooner, and its push
-/// may lose rounds for seconds: traced, up to 5 s with the task out of
-/// everyone's reach). Carried back to their lanes in this plan, each
-/// returned with the file written there: the claiming plan takes them as
-/// it takes what is queued, in this same commit. Asked only by a plan that
-/// claims; reads nothing beyond the published tips unless one is new.
-pub(super) fn carry_handbacks(
-    repo: &GridRepo,
-    d: &mut Draft<'_>,
-    in_progress: &[TreeEntry],
-    touched: &BTreeSet<Id>,
-) -> Result<Vec<(ClaimedTask, Vec<u8>)>, GitError> {
-    let holders = assigned::holders(repo, d, in_progress)?;
-    let peers: Vec<Id> = holders
-        .by_node
-        .iter()
-        .filter(|(node, n)| **n > 0 && *node != d.req.node)
-        .map(|(node, _)| node.clone())
-        .take(MAX_PEERS)
-        .collect();
-    let names: Vec<&str> = peers.iter().map(Id::as_str).collect();
-    // The next fetch brings what these publish.
-    repo.watch_outboxes(&names);
-    let mut out = Vec::new();
-    if peers.is_empty() {
-        return Ok(out);
-    }
-    let tips = repo.published_tips(&names)?;
-    for (peer, tip) in peers.iter().zip(tips) {
-        let Some(tip) = tip else { continue };
-        {
-            let seen = d.req.published_seen.borrow();
-            if seen.settled.contains(&tip) || seen.no_handbacks.contains(&tip) {
-                continue;
-            }
-        }
-        let Some((ids, blobs)) = read_published(repo, d, &tip)? else {
-            continue;
-        };
-        let mut settled = true;
-        for (id, found) in ids.iter().zip(blobs.chunks(2)) {
-            let (entry, claim) = (&found[0], &found[1]);
-            if [entry, claim]
-                .iter()
-                .any(|b| matches!(b, Blob::Deferred { .. }))
-            {
-                settled = false;
-                continue;
-            }
-            let handback = carriable(entry, claim, id, peer, d)
-                .is_some_and(|e| matches!(e.finish, Finish::Requeue { .. }));
-            if !handback || touched.contains(id) {
-                continue;
-            }
-            settled = false;
-            out.extend(requeue_for(d, id, claim, peer));
-        }
-        if settled {
-            remember(&mut d.req.published_seen.borrow_mut().no_handbacks, tip);
-        }
-    }
-    Ok(out)
 }
 
 /// A published outbox read beside a tip: the tasks of its entries, and
@@ -230,43 +147,21 @@ fn read_published(
     Ok(Some((ids, blobs)))
 }
 
-/// The published entry `entry` (for task `id`), if `peer` may deliver it
-/// now: for that task and the claim at the tip (`claim`), which is still
-/// `peer`'s, made at the entry's moment; a result, by that node, or a
-/// requeue.
+/// The published entry `entry` (for task `id`), if it is a result `peer`
+/// may deliver now: for that task, by that node, and for the claim at the
+/// tip (`claim`), which is still `peer`'s, made at the entry's moment.
 fn carriable(entry: &Blob, claim: &Blob, id: &Id, peer: &Id, d: &Draft<'_>) -> Option<OutboxEntry> {
     let entry = entry
         .data()
         .and_then(|b| serde_json::from_slice::<OutboxEntry>(b).ok())?;
-    let fits = match &entry.finish {
-        Finish::Result { result, .. } => result.task_id == id.as_str() && &result.node_id == peer,
-        Finish::Requeue { .. } => true,
-        Finish::Retry { .. } => false,
+    let Finish::Result { result, .. } = &entry.finish else {
+        return None;
     };
-    (fits && &entry.task_id == id && is_ours(&entry, peer, claim.data(), d.req.rules))
-        .then_some(entry)
-}
-
-/// End `peer`'s claim of task `id` (`claim`, at the tip) as its requeue
-/// would: back to its lane, attempt unchanged. Returns the task as it
-/// goes back, and the file written there.
-fn requeue_for(
-    d: &mut Draft<'_>,
-    id: &Id,
-    claim: &Blob,
-    peer: &Id,
-) -> Option<(ClaimedTask, Vec<u8>)> {
-    let c = ClaimedTask::parse(&format!("{id}.json"), claim.data()?, d.req.rules).ok()?;
-    let bytes = c.requeued(c.claim.attempt);
-    d.edits
-        .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
-    d.edits.insert(
-        requeue_path(&c.task, c.arrival()).into_bytes(),
-        Edit::Put(bytes.clone()),
-    );
-    d.summary.push(format!("requeue {id} for {peer}"));
-    d.report.carried_back.push((id.clone(), peer.clone()));
-    Some((c, bytes))
+    (&entry.task_id == id
+        && result.task_id == id.as_str()
+        && &result.node_id == peer
+        && is_ours(&entry, peer, claim.data(), d.req.rules))
+    .then_some(entry)
 }
 
 /// Carry what `peer` published in `commit`. True if nothing in it can be
@@ -294,18 +189,14 @@ fn carry_one(
         let Some(entry) = carriable(entry, claim, id, peer, d) else {
             continue;
         };
+        let Finish::Result { result, signed } = &entry.finish else {
+            continue;
+        };
         if touched.contains(id) {
             // This plan ends the claim another way: look again next time.
             settled = false;
             continue;
         }
-        let Finish::Result { result, signed } = &entry.finish else {
-            if requeue_for(d, id, claim, peer).is_some() {
-                touched.insert(id.clone());
-                settled = false;
-            }
-            continue;
-        };
         touched.insert(id.clone());
         d.edits
             .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
@@ -324,18 +215,15 @@ fn carry_one(
     Ok(settled)
 }
 
-/// Of the peers `busy` (busy by their records), those that ran dry: no
-/// claim names them at this tip (`in_progress`), or every one that does
-/// is a result (or a handback) they published for a peer to carry. A node
-/// publishes its results only with nothing left to run and a push that
-/// lost (PROTOCOL.md, Published results), and a node runs nothing that no
-/// claim at the tip names; while its pushes keep losing, its record cannot
-/// say it ran dry. Traced in a mixed drain of 8: such a node lost five to
-/// eight rounds in a row, 3.5-4 s with work queued, while the nodes that
-/// landed claimed 8-13 tasks each and none for it; once a peer carried its
-/// results, it held nothing and its record still said busy. Reads nothing
-/// beyond the claims and the published tips unless a tip is new to this
-/// node.
+/// Of the peers `busy` (busy by their records), those that ran dry: every
+/// claim naming them at this tip (`in_progress`) is a result they
+/// published for a peer to carry. A node publishes only with nothing left
+/// to run and a push that lost (PROTOCOL.md, Published results); while
+/// its pushes keep losing, its record cannot say it ran dry. Traced in a
+/// mixed drain of 8: such a node lost five to eight rounds in a row,
+/// 3.5-4 s with work queued, while the nodes that landed claimed 8-13
+/// tasks each and none for it. Reads nothing beyond the published tips
+/// unless one is new to this node.
 pub(super) fn ran_dry(
     repo: &GridRepo,
     d: &Draft<'_>,
@@ -343,26 +231,23 @@ pub(super) fn ran_dry(
     busy: &[Id],
 ) -> Result<BTreeSet<Id>, GitError> {
     let mut out = BTreeSet::new();
-    let holders = assigned::holders(repo, d, in_progress)?;
-    let mut holding: Vec<(&Id, usize)> = Vec::new();
-    for peer in busy {
-        match holders.by_node.get(peer) {
-            Some(&held) if held > 0 => holding.push((peer, held)),
-            // A claim not read may be its.
-            _ if holders.unread > 0 => {}
-            _ => {
-                out.insert(peer.clone());
-            }
-        }
-    }
-    holding.truncate(MAX_PEERS);
-    let names: Vec<&str> = holding.iter().map(|(p, _)| p.as_str()).collect();
+    let busy: Vec<&Id> = busy.iter().take(MAX_PEERS).collect();
+    let names: Vec<&str> = busy.iter().map(|p| p.as_str()).collect();
     let tips = repo.published_tips(&names)?;
-    for ((peer, held), tip) in holding.into_iter().zip(tips) {
-        let Some(tip) = tip else { continue };
-        if d.req.published_seen.borrow().settled.contains(&tip) {
+    let fresh: Vec<(&Id, Oid)> = busy
+        .into_iter()
+        .zip(tips)
+        .filter_map(|(p, tip)| tip.map(|t| (p, t)))
+        .filter(|(_, tip)| !d.req.published_seen.borrow().0.contains(tip))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(out);
+    }
+    let holders = assigned::holders(repo, d, in_progress)?;
+    for (peer, tip) in fresh {
+        let Some(&held) = holders.by_node.get(peer) else {
             continue;
-        }
+        };
         let Some((ids, blobs)) = read_published(repo, d, &tip)? else {
             continue;
         };
@@ -371,7 +256,7 @@ pub(super) fn ran_dry(
             .zip(blobs.chunks(2))
             .filter(|(id, found)| carriable(&found[0], &found[1], id, peer, d).is_some())
             .count();
-        if theirs == held {
+        if held > 0 && theirs == held {
             out.insert(peer.clone());
         }
     }
@@ -411,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn results_and_requeues_are_published_not_retries() {
+    fn only_results_are_published() {
         let me = Id::parse("n1").unwrap();
         let outbox = [
             entry(
@@ -422,23 +307,12 @@ mod tests {
                 },
             ),
             entry("b", Finish::requeue("going back".into())),
-            entry(
-                "c",
-                Finish::Retry {
-                    reason: "the engine failed".into(),
-                },
-            ),
         ];
-        let p = to_publish(&me, &outbox).expect("entries to publish");
+        let p = to_publish(&me, &outbox).expect("a result to publish");
         assert_eq!(p.node, "n1");
         let paths: Vec<&[u8]> = p.edits.keys().map(Vec::as_slice).collect();
-        assert_eq!(
-            paths,
-            [b"results/a.json".as_slice(), b"results/b.json".as_slice()]
-        );
-        assert!(publishes(&p, &Id::parse("b").unwrap()));
-        assert!(!publishes(&p, &Id::parse("c").unwrap()));
-        assert!(to_publish(&me, &outbox[2..]).is_none());
+        assert_eq!(paths, [b"results/a.json".as_slice()]);
+        assert!(to_publish(&me, &outbox[1..]).is_none());
     }
 
     #[test]

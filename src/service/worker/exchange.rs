@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use crate::git::txn::{self, TxnOutcome, TxnPolicy};
 use crate::grid::NodeStatus;
 use crate::grid::orphan::OrphanPolicy;
-use crate::service::outbox::Finish;
 use crate::service::sync::{self, SyncReport, SyncRequest};
 use crate::status::SyncStats;
 use crate::time;
@@ -155,18 +154,13 @@ impl Worker {
                 .zip(self.pace.round_secs())
                 .is_some_and(|(task, round)| task > round);
         let txn_policy = if idle { txn_policy.idle() } else { txn_policy };
-        // Its last results, with nothing left to run, or claims handed
-        // back: should a round be lost, they go where a peer's commit may
-        // carry them (PROTOCOL.md, Published results); the idle peer a
-        // handback is for claims it in the commit that carries it. A busy
-        // node's results alone ride with its next claim, and a push more
-        // each lost round cost a mixed drain more than it saved
-        // (BENCHMARKS.md, Results carried by peers' commits). Only then is
-        // the outbox serialized for it.
-        let hands_back = outbox
-            .iter()
-            .any(|e| matches!(e.finish, Finish::Requeue { .. }));
-        let txn_policy = match (nothing_to_run || hands_back)
+        // Its last results, with nothing left to run: should a round be
+        // lost, they go where a peer's commit may carry them (PROTOCOL.md,
+        // Published results). A busy node's results ride with its next
+        // claim, and a push more each lost round cost a mixed drain more
+        // than it saved (BENCHMARKS.md, Results carried by peers' commits).
+        // Only then is the outbox serialized for it.
+        let txn_policy = match nothing_to_run
             .then(|| sync::to_publish(&self.cfg.node_id, &outbox))
             .flatten()
         {
@@ -223,12 +217,6 @@ impl Worker {
             Ok(planned)
         });
         let took = started.elapsed();
-        if let Some(p) = &txn_policy.publish
-            && p.sent.load(Ordering::SeqCst)
-        {
-            // A peer may carry these now: not to be taken back.
-            self.handed_published(|id| sync::publishes(p, id));
-        }
         let failed = |rejections| SyncStats {
             took,
             ok: false,
@@ -438,9 +426,6 @@ impl Worker {
         }
         for (task, peer) in &report.carried {
             tracing::info!(task_id = %task, peer = %peer, "carried a peer's published result");
-        }
-        for (task, peer) in &report.carried_back {
-            tracing::info!(task_id = %task, peer = %peer, "carried a claim a peer handed back to the queue");
         }
         for id in &report.answered {
             self.unanswered.remove(id);

@@ -31,6 +31,10 @@ pub struct Publish {
     pub node: String,
     pub edits: Edits,
     pub message: String,
+    /// Set once a push of the branch was tried (one that failed may still
+    /// have landed): from then on a peer may carry what it holds, whatever
+    /// the node does after.
+    pub sent: std::sync::atomic::AtomicBool,
 }
 
 impl Publish {
@@ -38,6 +42,9 @@ impl Publish {
     /// only the chance that a peer carries these (the node still lands
     /// them itself): logged, not returned.
     pub(super) fn publish(&self, repo: &GridRepo, who: &Signature) {
+        if branch_for(&self.node).is_some() {
+            self.sent.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         match repo.publish(&self.node, &self.edits, &self.message, who) {
             Ok(commit) => tracing::debug!(%commit, "outbox published for peers to carry"),
             Err(error) => tracing::debug!(%error, "could not publish the outbox"),

@@ -38,6 +38,15 @@ impl GridRepo {
         Ok(out.stdout_str().to_owned())
     }
 
+    /// Write `data` as a blob and return its id: for content a plan judges
+    /// before any commit holds it.
+    pub fn write_blob(&self, data: &[u8]) -> Result<Oid, GitError> {
+        let out = self
+            .git
+            .run_with(&["hash-object", "-w", "--stdin"], Some(data), &[0])?;
+        Ok(out.stdout_str().to_owned())
+    }
+
     /// Write a commit of `edits` on top of `parent` with one
     /// `git fast-import`, and return its id.
     pub fn commit_edits(

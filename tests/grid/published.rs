@@ -95,7 +95,7 @@ fn a_peer_carries_published_results_and_their_node_takes_them_as_delivered() {
         "claims of b and c",
     );
     let mine = [done("b1", "b"), done("b2", "b")];
-    let mut edits = sync::to_publish(&Id::parse("b").unwrap(), &mine)
+    let mut edits = sync::to_publish(&Id::parse("b").unwrap(), &mine, false)
         .unwrap()
         .edits;
     for (name, entry) in [
@@ -185,7 +185,8 @@ fn a_push_that_loses_publishes_the_outbox_first() {
     let (_state, repo) = clone_of(&grid.url());
     let outbox = [done("t1", "n1")];
     let policy = || {
-        TxnPolicy::default().publish(sync::to_publish(&Id::parse("n1").unwrap(), &outbox).unwrap())
+        TxnPolicy::default()
+            .publish(sync::to_publish(&Id::parse("n1").unwrap(), &outbox, false).unwrap())
     };
     let who = Identity::for_node("n1");
     let change = |message: &str| {
@@ -337,7 +338,7 @@ fn copies(state: &std::path::Path) -> Vec<String> {
 fn b_published_beside_a_crowd(crowd: usize) -> (Grid, String, Edits) {
     let grid = Grid::new();
     let tip = grid.tip_of("main").unwrap();
-    let edits = sync::to_publish(&Id::parse("b").unwrap(), &[done("b1", "b")])
+    let edits = sync::to_publish(&Id::parse("b").unwrap(), &[done("b1", "b")], false)
         .unwrap()
         .edits;
     publish_at(&grid.url(), "b", &edits);
@@ -378,6 +379,7 @@ fn a_crowd_named_after_a_watched_peer_is_fetched_once() {
     let again = sync::to_publish(
         &Id::parse("b").unwrap(),
         &[done("b1", "b"), done("b2", "b")],
+        false,
     )
     .unwrap()
     .edits;
@@ -581,6 +583,7 @@ fn a_peer_that_published_its_last_results_is_claimed_for_as_idle() {
             let edits = sync::to_publish(
                 &Id::parse("b").unwrap(),
                 &[done("b1", "b"), done("b2", "b")],
+                false,
             )
             .unwrap()
             .edits;
@@ -626,4 +629,132 @@ fn a_peer_that_published_its_last_results_is_claimed_for_as_idle() {
         [],
         "busy by its record, and nothing says otherwise"
     );
+}
+
+/// A claim handed back (its requeue published: the holder's push lost)
+/// is claimed by the idle peer in the very commit that carries it back,
+/// not first queued and claimed a round later; one it does not serve (it
+/// asks for a label the peer lacks) goes back to its lane. Without the
+/// publication nothing moves: the claims are b's. b's own sync after
+/// finds both requeues moot, and nothing is queued twice.
+#[test]
+fn a_published_handback_is_claimed_in_the_commit_that_carries_it() {
+    let run = |published: bool| {
+        let grid = Grid::new();
+        let (gpu, gpu_bytes) = claim("b3", "b", AT);
+        let mut body: serde_json::Value = serde_json::from_slice(&gpu_bytes).unwrap();
+        body["requires"] = serde_json::json!(["gpu"]);
+        grid.commit_files(
+            &[
+                claim("b1", "b", AT),
+                claim("b2", "b", AT),
+                (gpu, body.to_string().into_bytes()),
+            ],
+            "b holds three claims",
+        );
+        let handbacks: Vec<OutboxEntry> = ["b1", "b3"]
+            .iter()
+            .map(|t| OutboxEntry {
+                finish: Finish::requeue("a peer would start it sooner".into()),
+                ..done(t, "b")
+            })
+            .collect();
+        if published {
+            let edits = sync::to_publish(&Id::parse("b").unwrap(), &handbacks, true)
+                .unwrap()
+                .edits;
+            publish_at(&grid.url(), "b", &edits);
+        }
+        let a = PlainNode::new("a");
+        let (_state, repo) = clone_of(&grid.url());
+        // A first look: a learns who holds claims, and its next fetch
+        // brings what they published.
+        let tip = repo.fetch().unwrap();
+        let first = sync::plan(&Txn { repo: &repo, tip }, &a.request(1)).unwrap();
+        assert!(first.value.claimed.is_empty(), "nothing watched yet");
+        let req = SyncRequest {
+            heartbeat: false,
+            ..a.request(2)
+        };
+        let outcome = txn::run(
+            &repo,
+            &Identity::for_node("a"),
+            &TxnPolicy::default(),
+            |t| sync::plan(t, &req),
+        )
+        .unwrap();
+        (grid, handbacks, outcome)
+    };
+
+    let (grid, handbacks, outcome) = run(true);
+    let TxnOutcome::Committed { value: report, .. } = outcome else {
+        panic!("a carries and claims: {outcome:?}");
+    };
+    let claimed: Vec<String> = report
+        .claimed
+        .iter()
+        .map(|c| c.task.task_id.to_string())
+        .collect();
+    assert_eq!(claimed, ["b1"], "the GPU task is not a's to run");
+    let mut back: Vec<String> = report
+        .carried_back
+        .iter()
+        .map(|(t, p)| format!("{t} of {p}"))
+        .collect();
+    back.sort();
+    assert_eq!(back, ["b1 of b", "b3 of b"]);
+    assert!(report.carried.is_empty(), "no result to carry");
+    let held = grid.files("tasks/in_progress");
+    let holder = |t: &str| -> String {
+        let v: serde_json::Value = serde_json::from_slice(&held[&format!("{t}.json")]).unwrap();
+        v["claim"]["node_id"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(
+        (holder("b1"), holder("b2")),
+        ("a".into(), "b".into()),
+        "{held:?}"
+    );
+    assert!(!held.contains_key("b3.json"), "{held:?}");
+    let queued = grid.queued();
+    assert_eq!(
+        queued.keys().collect::<Vec<_>>(),
+        ["b3.json"],
+        "only the GPU task waits in its lane: {queued:?}"
+    );
+    assert!(queued["b3.json"].get("claim").is_none());
+    assert_eq!(
+        queued["b3.json"]["attempt"].as_u64().unwrap_or(1),
+        1,
+        "its attempt unchanged"
+    );
+    let message =
+        String::from_utf8(git(&grid.bare, &["log", "-1", "--format=%B", "main"]).stdout).unwrap();
+    for words in ["requeue b1 for b", "requeue b3 for b", "claim b1"] {
+        assert!(message.contains(words), "{words:?} in {message:?}");
+    }
+
+    // b's own sync: its requeues find their claims ended already.
+    let b = PlainNode::new("b");
+    let report = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            outbox: &handbacks,
+            heartbeat: false,
+            ..b.request(0)
+        },
+    );
+    let mut landed: Vec<String> = report.landed.iter().map(Id::to_string).collect();
+    landed.sort();
+    assert_eq!(landed, ["b1", "b3"]);
+    assert_eq!(report.requeued, 0, "nothing requeued twice");
+    assert_eq!(grid.queued().len(), 1);
+    assert_eq!(holder("b1"), "a");
+
+    let (grid, _, outcome) = run(false);
+    assert!(
+        matches!(outcome, TxnOutcome::Unchanged { .. }),
+        "nothing to claim without the publication: {outcome:?}"
+    );
+    assert_eq!(grid.files("tasks/in_progress").len(), 3);
+    assert!(grid.queued().is_empty());
 }

@@ -183,6 +183,9 @@ pub struct SyncReport {
     pub assigned: Vec<(Id, Id)>,
     /// Peers' published results this commit carries: (task, peer).
     pub carried: Vec<(Id, Id)>,
+    /// Peers' published handbacks this commit carries back to the queue
+    /// (the claim may take them in it, as `claimed` says): (task, peer).
+    pub carried_back: Vec<(Id, Id)>,
     /// The nodes that may push to the ref now, as this tip shows them
     /// (those holding claims, and this one), when this plan only delivers
     /// (0: not read): if its push loses, the wait before the next round is
@@ -204,7 +207,7 @@ pub use assigned::{ClaimCache, made_for};
 pub use claim::RecordCache;
 use claim::claim;
 use land::land_outbox;
-pub use published::{PublishedCache, to_publish};
+pub use published::{PublishedCache, publishes, to_publish};
 
 /// The commit being planned: its edits, the results it will write, the
 /// words of its message, and the report for the loop.
@@ -343,7 +346,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
     ) {
         assigned::decline(repo, &mut d)?;
     }
-    claim(repo, &mut d, &touched)?;
+    claim(repo, &mut d, &mut touched)?;
     if d.report.stayed_out {
         return Ok(Plan {
             edits: Edits::new(),

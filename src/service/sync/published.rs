@@ -1,22 +1,24 @@
 //! Published outboxes, the sync's side (PROTOCOL.md, Published results):
 //! what a node publishes when its push loses a round, and the peers'
-//! results a plan carries when it commits anyway.
+//! results and handbacks a plan carries.
 //!
 //! A published entry is the node's own outbox entry, so a peer checks it
 //! exactly as the node would: the claim at the tip is that node's, made at
 //! that moment. The peer writes the file the node would have written, at
 //! the path it would have chosen, so that the node, seeing it there, takes
-//! it as its own delivery. A node can publish results only for claims it
-//! holds, which it could push to the grid's branch itself: carrying them
-//! gives a publisher no power it lacks.
+//! it as its own delivery. A node can publish results and requeues only
+//! for claims it holds, which it could push to the grid's branch itself:
+//! carrying them gives a publisher no power it lacks.
 
 use std::collections::{BTreeSet, HashSet};
 
 use super::land::is_ours;
 use super::{Draft, assigned, status_word};
 use crate::git::published::Publish;
-use crate::git::{Blob, Edit, Edits, GitError, GridRepo, Oid};
+use crate::git::{Blob, Edit, Edits, GitError, GridRepo, Oid, TreeEntry};
+use crate::grid::claim::ClaimedTask;
 use crate::grid::{Id, layout};
+use crate::ledger::queue::requeue_path;
 use crate::ledger::results::PendingResult;
 use crate::service::outbox::{Finish, OutboxEntry};
 
@@ -38,34 +40,58 @@ const MAX_ENTRY_BYTES: u64 = 2 * layout::MAX_RESULT_BYTES + 64 * 1024;
 /// the longest ids.
 const MAX_TREE_BYTES: u64 = 32 * 1024;
 
-/// Published commits found to hold nothing to carry any more, by id: an
+/// Published commits read already, by id, bounded (emptied when full). An
 /// entry whose claim is gone never becomes carriable again (a claim names
-/// the moment it was made). Bounded: emptied when full.
+/// the moment it was made).
 #[derive(Debug, Default)]
-pub struct PublishedCache(HashSet<Oid>);
+pub struct PublishedCache {
+    /// Holding nothing to carry any more.
+    settled: HashSet<Oid>,
+    /// Holding no handback to carry any more (results maybe).
+    no_handbacks: HashSet<Oid>,
+}
 
 const CACHE_MAX: usize = 1024;
 
-/// The outbox as `node` publishes it: its results (requeues and retries
-/// change nothing a peer could carry), none if it has none.
-pub fn to_publish(node: &Id, outbox: &[OutboxEntry]) -> Option<Publish> {
+fn remember(set: &mut HashSet<Oid>, tip: Oid) {
+    if set.len() >= CACHE_MAX {
+        set.clear();
+    }
+    set.insert(tip);
+}
+
+/// The outbox as `node` publishes it: its results, and its requeues if
+/// `handbacks` (a retry spends an attempt by the grid's policy, which is
+/// the node's to apply), none if it has nothing of these.
+pub fn to_publish(node: &Id, outbox: &[OutboxEntry], handbacks: bool) -> Option<Publish> {
     let mut edits = Edits::new();
     for e in outbox
         .iter()
-        .filter(|e| matches!(e.finish, Finish::Result { .. }))
+        .filter(|e| match e.finish {
+            Finish::Result { .. } => true,
+            Finish::Requeue { .. } => handbacks,
+            Finish::Retry { .. } => false,
+        })
         .take(MAX_ENTRIES)
     {
         let json = serde_json::to_vec(e).expect("an outbox entry serializes");
-        edits.insert(
-            format!("{DIR}/{}.json", e.task_id).into_bytes(),
-            Edit::Put(json),
-        );
+        edits.insert(entry_path(&e.task_id).into_bytes(), Edit::Put(json));
     }
     (!edits.is_empty()).then(|| Publish {
         node: node.to_string(),
-        message: format!("{node}: results for the next commit to carry\n"),
+        message: format!("{node}: results and handbacks for the next commit to carry\n"),
         edits,
+        sent: Default::default(),
     })
+}
+
+fn entry_path(id: &Id) -> String {
+    format!("{DIR}/{id}.json")
+}
+
+/// Does `p` hold the entry for task `id`?
+pub fn publishes(p: &Publish, id: &Id) -> bool {
+    p.edits.contains_key(entry_path(id).as_bytes())
 }
 
 /// Carry what the peers holding claims at this tip have published, for
@@ -76,7 +102,26 @@ pub(super) fn carry(
     touched: &mut BTreeSet<Id>,
 ) -> Result<(), GitError> {
     let listed = d.claims_and_nodes(repo)?;
-    let holders = assigned::holders(repo, d, &listed[0])?;
+    for (peer, tip) in holders_published(repo, d, &listed[0])? {
+        if d.req.published_seen.borrow().settled.contains(&tip) {
+            continue;
+        }
+        if carry_one(repo, d, touched, &peer, &tip)? {
+            remember(&mut d.req.published_seen.borrow_mut().settled, tip);
+        }
+    }
+    Ok(())
+}
+
+/// The peers holding claims at this tip (`in_progress`; at most
+/// `MAX_PEERS`), with the tips of what they published, those that have
+/// one. The next fetch brings what they publish.
+fn holders_published(
+    repo: &GridRepo,
+    d: &Draft<'_>,
+    in_progress: &[TreeEntry],
+) -> Result<Vec<(Id, Oid)>, GitError> {
+    let holders = assigned::holders(repo, d, in_progress)?;
     let peers: Vec<Id> = holders
         .by_node
         .iter()
@@ -85,26 +130,69 @@ pub(super) fn carry(
         .take(MAX_PEERS)
         .collect();
     let names: Vec<&str> = peers.iter().map(Id::as_str).collect();
-    // The next fetch brings what these publish.
     repo.watch_outboxes(&names);
     if peers.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let tips = repo.published_tips(&names)?;
-    for (peer, tip) in peers.iter().zip(tips) {
-        let Some(tip) = tip else { continue };
-        if d.req.published_seen.borrow().0.contains(&tip) {
-            continue;
-        }
-        if carry_one(repo, d, touched, peer, &tip)? {
-            let mut seen = d.req.published_seen.borrow_mut();
-            if seen.0.len() >= CACHE_MAX {
-                seen.0.clear();
+    Ok(peers
+        .into_iter()
+        .zip(tips)
+        .filter_map(|(peer, tip)| tip.map(|t| (peer, t)))
+        .collect())
+}
+
+/// The claims that peers handed back and published the requeues of (a
+/// busy node hands back what an idle peer would start sooner, and its push
+/// may lose rounds for seconds: traced, up to 5 s with the task out of
+/// everyone's reach). Carried back to their lanes in this plan, each
+/// returned with the file written there: the claiming plan takes them as
+/// it takes what is queued, in this same commit. Asked only by a plan that
+/// claims; reads nothing beyond the published tips unless one is new.
+pub(super) fn carry_handbacks(
+    repo: &GridRepo,
+    d: &mut Draft<'_>,
+    in_progress: &[TreeEntry],
+    touched: &BTreeSet<Id>,
+) -> Result<Vec<(ClaimedTask, Vec<u8>)>, GitError> {
+    let mut out = Vec::new();
+    for (peer, tip) in holders_published(repo, d, in_progress)? {
+        {
+            let seen = d.req.published_seen.borrow();
+            if seen.settled.contains(&tip) || seen.no_handbacks.contains(&tip) {
+                continue;
             }
-            seen.0.insert(tip);
+        }
+        let Some((ids, blobs)) = read_published(repo, d, &tip)? else {
+            continue;
+        };
+        let mut settled = true;
+        for (id, found) in ids.iter().zip(blobs.chunks(2)) {
+            if deferred(found) {
+                settled = false;
+                continue;
+            }
+            let (entry, claim) = (&found[0], &found[1]);
+            let handback = carriable(entry, claim, id, &peer, d)
+                .is_some_and(|e| matches!(e.finish, Finish::Requeue { .. }));
+            if !handback || touched.contains(id) {
+                continue;
+            }
+            settled = false;
+            out.extend(requeue_for(d, id, claim, &peer));
+        }
+        if settled {
+            remember(&mut d.req.published_seen.borrow_mut().no_handbacks, tip);
         }
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Is either blob of a published entry (`found`: the entry, then the
+/// claim at the tip) past this look's budget? Then it is read in a later
+/// one.
+fn deferred(found: &[Blob]) -> bool {
+    found.iter().any(|b| matches!(b, Blob::Deferred { .. }))
 }
 
 /// A published outbox read beside a tip: the tasks of its entries, and
@@ -147,21 +235,43 @@ fn read_published(
     Ok(Some((ids, blobs)))
 }
 
-/// The published entry `entry` (for task `id`), if it is a result `peer`
-/// may deliver now: for that task, by that node, and for the claim at the
-/// tip (`claim`), which is still `peer`'s, made at the entry's moment.
+/// The published entry `entry` (for task `id`), if `peer` may deliver it
+/// now: for that task and the claim at the tip (`claim`), which is still
+/// `peer`'s, made at the entry's moment; a result, by that node, or a
+/// requeue.
 fn carriable(entry: &Blob, claim: &Blob, id: &Id, peer: &Id, d: &Draft<'_>) -> Option<OutboxEntry> {
     let entry = entry
         .data()
         .and_then(|b| serde_json::from_slice::<OutboxEntry>(b).ok())?;
-    let Finish::Result { result, .. } = &entry.finish else {
-        return None;
+    let fits = match &entry.finish {
+        Finish::Result { result, .. } => result.task_id == id.as_str() && &result.node_id == peer,
+        Finish::Requeue { .. } => true,
+        Finish::Retry { .. } => false,
     };
-    (&entry.task_id == id
-        && result.task_id == id.as_str()
-        && &result.node_id == peer
-        && is_ours(&entry, peer, claim.data(), d.req.rules))
-    .then_some(entry)
+    (fits && &entry.task_id == id && is_ours(&entry, peer, claim.data(), d.req.rules))
+        .then_some(entry)
+}
+
+/// End `peer`'s claim of task `id` (`claim`, at the tip) as its requeue
+/// would: back to its lane, attempt unchanged. Returns the task as it
+/// goes back, and the file written there.
+fn requeue_for(
+    d: &mut Draft<'_>,
+    id: &Id,
+    claim: &Blob,
+    peer: &Id,
+) -> Option<(ClaimedTask, Vec<u8>)> {
+    let c = ClaimedTask::parse(&format!("{id}.json"), claim.data()?, d.req.rules).ok()?;
+    let bytes = c.requeued(c.claim.attempt);
+    d.edits
+        .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
+    d.edits.insert(
+        requeue_path(&c.task, c.arrival()).into_bytes(),
+        Edit::Put(bytes.clone()),
+    );
+    d.summary.push(format!("requeue {id} for {peer}"));
+    d.report.carried_back.push((id.clone(), peer.clone()));
+    Some((c, bytes))
 }
 
 /// Carry what `peer` published in `commit`. True if nothing in it can be
@@ -178,18 +288,12 @@ fn carry_one(
     };
     let mut settled = true;
     for (id, found) in ids.iter().zip(blobs.chunks(2)) {
-        let (entry, claim) = (&found[0], &found[1]);
-        if [entry, claim]
-            .iter()
-            .any(|b| matches!(b, Blob::Deferred { .. }))
-        {
+        if deferred(found) {
             settled = false;
             continue;
         }
+        let (entry, claim) = (&found[0], &found[1]);
         let Some(entry) = carriable(entry, claim, id, peer, d) else {
-            continue;
-        };
-        let Finish::Result { result, signed } = &entry.finish else {
             continue;
         };
         if touched.contains(id) {
@@ -197,6 +301,13 @@ fn carry_one(
             settled = false;
             continue;
         }
+        let Finish::Result { result, signed } = &entry.finish else {
+            if requeue_for(d, id, claim, peer).is_some() {
+                touched.insert(id.clone());
+                settled = false;
+            }
+            continue;
+        };
         touched.insert(id.clone());
         d.edits
             .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
@@ -238,7 +349,7 @@ pub(super) fn ran_dry(
         .into_iter()
         .zip(tips)
         .filter_map(|(p, tip)| tip.map(|t| (p, t)))
-        .filter(|(_, tip)| !d.req.published_seen.borrow().0.contains(tip))
+        .filter(|(_, tip)| !d.req.published_seen.borrow().settled.contains(tip))
         .collect();
     if fresh.is_empty() {
         return Ok(out);
@@ -296,7 +407,7 @@ mod tests {
     }
 
     #[test]
-    fn only_results_are_published() {
+    fn results_and_requeues_are_published_not_retries() {
         let me = Id::parse("n1").unwrap();
         let outbox = [
             entry(
@@ -307,12 +418,28 @@ mod tests {
                 },
             ),
             entry("b", Finish::requeue("going back".into())),
+            entry(
+                "c",
+                Finish::Retry {
+                    reason: "the engine failed".into(),
+                },
+            ),
         ];
-        let p = to_publish(&me, &outbox).expect("a result to publish");
+        let p = to_publish(&me, &outbox, true).expect("entries to publish");
         assert_eq!(p.node, "n1");
         let paths: Vec<&[u8]> = p.edits.keys().map(Vec::as_slice).collect();
+        assert_eq!(
+            paths,
+            [b"results/a.json".as_slice(), b"results/b.json".as_slice()]
+        );
+        assert!(publishes(&p, &Id::parse("b").unwrap()));
+        assert!(!publishes(&p, &Id::parse("c").unwrap()));
+        assert!(to_publish(&me, &outbox[2..], true).is_none());
+        // Tasks shorter than a round: results alone.
+        let p = to_publish(&me, &outbox, false).expect("a result to publish");
+        let paths: Vec<&[u8]> = p.edits.keys().map(Vec::as_slice).collect();
         assert_eq!(paths, [b"results/a.json".as_slice()]);
-        assert!(to_publish(&me, &outbox[1..]).is_none());
+        assert!(to_publish(&me, &outbox[1..], false).is_none());
     }
 
     #[test]
@@ -326,7 +453,7 @@ mod tests {
                 signed: None,
             },
         );
-        let p = to_publish(&Id::parse("n1").unwrap(), std::slice::from_ref(&e)).unwrap();
+        let p = to_publish(&Id::parse("n1").unwrap(), std::slice::from_ref(&e), false).unwrap();
         let Some(Edit::Put(json)) = p.edits.values().next() else {
             panic!("a put");
         };

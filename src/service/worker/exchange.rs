@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::git::txn::{self, TxnOutcome, TxnPolicy};
 use crate::grid::NodeStatus;
 use crate::grid::orphan::OrphanPolicy;
+use crate::service::outbox::Finish;
 use crate::service::sync::{self, SyncReport, SyncRequest};
 use crate::status::SyncStats;
 use crate::time;
@@ -144,24 +145,30 @@ impl Worker {
         // it sits idle, and that costs the grid a task's time where tasks
         // take longer than a round. (Where they take less, the ref is what
         // bounds a drain, and the doubling is what spares it.)
-        let idle = want > 0
-            && self.registered
-            && !joining
-            && nothing_to_run
-            && self
-                .pace
-                .task_secs()
-                .zip(self.pace.round_secs())
-                .is_some_and(|(task, round)| task > round);
+        let long = self
+            .pace
+            .task_secs()
+            .zip(self.pace.round_secs())
+            .is_some_and(|(task, round)| task > round);
+        let idle = want > 0 && self.registered && !joining && nothing_to_run && long;
         let txn_policy = if idle { txn_policy.idle() } else { txn_policy };
-        // Its last results, with nothing left to run: should a round be
-        // lost, they go where a peer's commit may carry them (PROTOCOL.md,
-        // Published results). A busy node's results ride with its next
-        // claim, and a push more each lost round cost a mixed drain more
-        // than it saved (BENCHMARKS.md, Results carried by peers' commits).
-        // Only then is the outbox serialized for it.
-        let txn_policy = match nothing_to_run
-            .then(|| sync::to_publish(&self.cfg.node_id, &outbox))
+        // Its last results, with nothing left to run, or claims handed
+        // back: should a round be lost, they go where a peer's commit may
+        // carry them (PROTOCOL.md, Published results); the idle peer a
+        // handback is for claims it in the commit that carries it. A busy
+        // node's results alone ride with its next claim, and a push more
+        // each lost round cost a mixed drain more than it saved
+        // (BENCHMARKS.md, Results carried by peers' commits). Handbacks
+        // only where tasks take longer than a round: where they take less,
+        // a peer's claim from the queue is as quick, and carried handbacks
+        // cost drains of `true` (BENCHMARKS.md, Handbacks carried by
+        // peers). Only then is the outbox serialized for it.
+        let hands_back = long
+            && outbox
+                .iter()
+                .any(|e| matches!(e.finish, Finish::Requeue { .. }));
+        let txn_policy = match (nothing_to_run || hands_back)
+            .then(|| sync::to_publish(&self.cfg.node_id, &outbox, long))
             .flatten()
         {
             Some(p) => txn_policy.publish(p),
@@ -217,6 +224,12 @@ impl Worker {
             Ok(planned)
         });
         let took = started.elapsed();
+        if let Some(p) = &txn_policy.publish
+            && p.sent.load(Ordering::SeqCst)
+        {
+            // A peer may carry these now: not to be taken back.
+            self.handed_published(|id| sync::publishes(p, id));
+        }
         let failed = |rejections| SyncStats {
             took,
             ok: false,
@@ -426,6 +439,9 @@ impl Worker {
         }
         for (task, peer) in &report.carried {
             tracing::info!(task_id = %task, peer = %peer, "carried a peer's published result");
+        }
+        for (task, peer) in &report.carried_back {
+            tracing::info!(task_id = %task, peer = %peer, "carried a claim a peer handed back to the queue");
         }
         for id in &report.answered {
             self.unanswered.remove(id);

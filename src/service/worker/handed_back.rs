@@ -4,10 +4,12 @@
 //! many nodes push to that sync can lose its races for seconds. Meanwhile
 //! no peer can claim the task and this node no longer means to run it.
 //! Traced, a mixed drain of 8 nodes: requeues landed up to 5 s after the
-//! handback while the peer it was meant for sat idle. So until the requeue
+//! handback while the peer it was meant for sat idle. So a sync that loses
+//! a round publishes the requeue for a peer to carry, and claim, in its
+//! own commit (`sync::published`); and until the requeue is published or
 //! lands, the claim stays this node's to start: a slot that frees with
-//! nothing else to run takes it back from the outbox and starts it, and a
-//! handback never makes a task wait longer than keeping it would have.
+//! nothing else to run takes it back from the outbox and starts it. Once
+//! published it is the peers' (one may hold it already): never taken back.
 
 use crate::grid::Id;
 use crate::grid::claim::ClaimedTask;
@@ -82,6 +84,15 @@ impl Worker {
         }
         self.slots.waiting.push_back(h.claimed);
         true
+    }
+
+    /// Handbacks whose requeues went out on the node's published branch
+    /// (`published`, by task): a peer may carry them, and claim them, from
+    /// then on, so they are the peers' already. Taking one back could run
+    /// it twice.
+    pub(super) fn handed_published(&mut self, published: impl Fn(&Id) -> bool) {
+        self.handed_back
+            .retain(|h| !published(&h.claimed.task.task_id));
     }
 
     /// A claim this node lost: not to be taken back either.

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use super::Candidate;
 use super::take::move_to;
 use crate::git::{Blob, EntryMode, GitError, GridRepo, TreeEntry};
+use crate::grid::claim::ClaimedTask;
 use crate::grid::layout::Place;
 use crate::grid::task::EntryKind;
 use crate::grid::{Task, TaskError, layout};
@@ -79,6 +80,45 @@ pub(super) fn file_inbox(
         });
     }
     Ok(out)
+}
+
+/// A claim a peer handed back, carried to its lane by this plan (`bytes`,
+/// the file written there), as a candidate: judged as a queued task is
+/// (by this node's own trust, not the peer's), if this node serves its
+/// class. The file is written to the object store, as a queued one would
+/// be there already: the trust's verdicts are kept by blob.
+pub(super) fn handed_back(
+    repo: &GridRepo,
+    d: &Draft<'_>,
+    c: &ClaimedTask,
+    bytes: Vec<u8>,
+) -> Result<Option<Candidate<'static>>, GitError> {
+    let place = Place::of(&c.task, c.arrival());
+    if d.req.labels.serves(&place.class).is_err() {
+        return Ok(None);
+    }
+    let path = place.file(&c.task.task_id);
+    let Some(rel) = path.strip_prefix(&format!("{}/", layout::LANES)) else {
+        return Ok(None);
+    };
+    let entry = TreeEntry {
+        mode: EntryMode::File,
+        oid: repo.write_blob(&bytes)?,
+        name: rel.as_bytes().to_vec(),
+    };
+    let name = format!("{}.json", c.task.task_id);
+    Ok(
+        match consider(repo, d, &entry, name.as_bytes(), Blob::Data(bytes))? {
+            Verdict::Claimable(task) => Some(Candidate {
+                dir: layout::LANES,
+                entry: Cow::Owned(entry),
+                place: Rc::new(place),
+                judged: Some(Verdict::Claimable(task)),
+            }),
+            // Not this node's to run: it waits in its lane for another.
+            _ => None,
+        },
+    )
 }
 
 /// The sample's blobs, read in one bounded call: only files are read, and

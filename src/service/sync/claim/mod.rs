@@ -37,7 +37,7 @@ mod peers;
 mod take;
 
 use assign::Assignees;
-use judge::{Verdict, consider, file_inbox, read_sample};
+use judge::{Verdict, consider, file_inbox, handed_back, read_sample};
 pub use peers::RecordCache;
 use peers::{Peers, peers};
 use take::{inputs_of, move_to, take};
@@ -79,10 +79,24 @@ impl Candidate<'_> {
 pub(super) fn claim(
     repo: &GridRepo,
     d: &mut Draft<'_>,
-    touched: &BTreeSet<Id>,
+    touched: &mut BTreeSet<Id>,
 ) -> Result<(), GitError> {
     let req = d.req;
-    let claiming = req.want_claims > 0 && req.queue_empty_at.is_none_or(|t| t != d.tip);
+    if req.want_claims == 0 && !req.survey {
+        return Ok(());
+    }
+    let mut claiming = req.want_claims > 0 && req.queue_empty_at.is_none_or(|t| t != d.tip);
+    // Claims peers handed back and published the requeues of: back in
+    // their lanes with this commit, and claimable in it like what is
+    // queued. Looked for even where the queue was empty at this tip: a
+    // published branch moves apart from the grid's.
+    let listed = d.claims_and_nodes(repo)?;
+    let handed = if req.want_claims > 0 {
+        super::published::carry_handbacks(repo, d, &listed[0], touched)?
+    } else {
+        Vec::new()
+    };
+    claiming |= !handed.is_empty();
     if !claiming && !req.survey {
         return Ok(());
     }
@@ -122,14 +136,18 @@ pub(super) fn claim(
         .filter(|e| not_touched(&e.name) && !admit::skipped(d, &e.oid))
         .cloned()
         .collect();
-    // The claims and the nodes, in one listing: the work not done counts
-    // what is claimed, and the peers' records say who shares it.
-    let listed = d.claims_and_nodes(repo)?;
+    // The claims and the nodes, in one listing (above): the work not done
+    // counts what is claimed, and the peers' records say who shares it.
     let [in_progress, nodes] = &*listed;
     let claimed = in_progress
         .iter()
         .filter(|e| e.name != layout::KEEP_FILE.as_bytes() && not_touched(&e.name))
         .count();
+    let claimed = claimed.saturating_sub(handed.len());
+    for (c, bytes) in handed {
+        touched.insert(c.task.task_id.clone());
+        candidates.extend(handed_back(repo, d, &c, bytes)?);
+    }
     let mut peers = if candidates.is_empty() && inbox.is_empty() && !req.survey && !req.joining {
         Peers::default()
     } else {

@@ -161,8 +161,9 @@ impl Worker {
         // (BENCHMARKS.md, Results carried by peers' commits). Handbacks
         // only where tasks take longer than a round: where they take less,
         // a peer's claim from the queue is as quick, and carried handbacks
-        // cost drains of `true` (BENCHMARKS.md, Handbacks carried by
-        // peers). Only then is the outbox serialized for it.
+        // cost drains of `true` (BENCHMARKS.md, Handbacks published where
+        // tasks take longer than a round). Only then is the outbox
+        // serialized for it.
         let hands_back = long
             && outbox
                 .iter()

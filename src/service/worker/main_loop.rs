@@ -106,14 +106,27 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            // Cleared before the events are taken: a task thread sets it
-            // after sending its event, so none is missed.
-            self.nudge.store(false, std::sync::atomic::Ordering::SeqCst);
             while let Ok(event) = rx.try_recv() {
                 self.handle(event);
             }
+            self.renew_nudge();
         }
         self.shutdown();
+    }
+
+    /// The nudge says whether a run has ended that the loop has not taken
+    /// yet: cleared, then set again if so. In that order, a run ending in
+    /// between is never missed: its thread sets the nudge after its end
+    /// is visible here. A nudge left set by a run already taken made the
+    /// next sync give up at its first lost round: traced, a look that
+    /// found a priority burst lost its claim to that and ran a low task
+    /// while the burst waited for it.
+    fn renew_nudge(&self) {
+        use std::sync::atomic::Ordering;
+        self.nudge.store(false, Ordering::SeqCst);
+        if self.slots.ended_untaken() {
+            self.nudge.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Until the next sync may be due, or sooner: the watchdog, an engine

@@ -167,6 +167,11 @@ impl Slots {
             .collect()
     }
 
+    /// A run has ended whose event the loop has not taken yet.
+    pub fn ended_untaken(&self) -> bool {
+        self.running.values().any(|r| r.ended.get().is_some())
+    }
+
     /// The runs among `started` (started at a free slot just before a look
     /// at the lanes) that are below the claims now waiting, as many as
     /// those are, taken back: each is cancelled (it ran for about a look
@@ -247,7 +252,7 @@ impl Slots {
 }
 
 /// Run `claimed` on its own thread; its report comes back as
-/// [`Event::Finished`], and `nudge` is set: a sync that is only losing
+/// [`Event::Finished`], and `nudge` is set first: a sync that is only losing
 /// races gives up between rounds, so that the next claimed task starts.
 /// `ended` is set when the run ends.
 pub fn launch(
@@ -279,10 +284,14 @@ pub fn launch(
         .spawn(move || {
             let report = engine.run(&job, &flag);
             let _ = ended.set(Instant::now());
-            let _ = events.send(Event::Finished { task: id, report });
-            // After the event, so that the loop, which clears the nudge
-            // before it takes events, never misses one.
+            // Before the event: a store after it could land once the loop
+            // has taken the event and cleared the nudge (the send wakes
+            // the loop, which may run before this thread does again), and
+            // the next sync would give up at its first lost round for a
+            // run that ended long ago. The loop sets it again for runs
+            // whose events it has not taken (`Slots::ended_untaken`).
             nudge.store(true, Ordering::SeqCst);
+            let _ = events.send(Event::Finished { task: id, report });
         })?;
     Ok(cancel)
 }

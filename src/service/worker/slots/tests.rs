@@ -233,3 +233,19 @@ fn a_run_becomes_a_result_unless_it_never_ran() {
     assert!(result_of(&report(Outcome::Cancelled), &c, &node).is_none());
     assert!(result_of(&report(Outcome::EngineFailed("x".into())), &c, &node).is_none());
 }
+
+#[test]
+fn a_run_that_ended_counts_until_the_loop_takes_its_event() {
+    let now = Instant::now();
+    let mut s = Slots::new(2);
+    assert!(!s.ended_untaken());
+    run(&mut s, at_level("a", 50), now);
+    run(&mut s, at_level("b", 50), now);
+    assert!(!s.ended_untaken(), "both still running");
+    let id = Id::parse("b").unwrap();
+    s.running[&id].ended.set(now).unwrap();
+    assert!(s.ended_untaken(), "b ended, its event not taken");
+    // Taking the event removes the run (`Worker::finished`).
+    s.running.remove(&id);
+    assert!(!s.ended_untaken());
+}

@@ -63,6 +63,11 @@ pub struct TxnPolicy {
     /// ([`super::published`]), for a peer's commit to carry if it lands
     /// first.
     pub publish: Option<Arc<Publish>>,
+    /// The tip of the grid's branch fetched just before (by a look that
+    /// found work to take): the first round plans on it instead of
+    /// fetching again. A tip moved since only loses that round's push,
+    /// and the next fetches as always.
+    pub fetched: Option<Oid>,
 }
 
 impl Default for TxnPolicy {
@@ -76,6 +81,7 @@ impl Default for TxnPolicy {
             rounds_end_by: None,
             writers: None,
             publish: None,
+            fetched: None,
         }
     }
 }
@@ -126,6 +132,15 @@ impl TxnPolicy {
     pub fn writers(self, writers: Arc<AtomicU32>) -> Self {
         TxnPolicy {
             writers: Some(writers),
+            ..self
+        }
+    }
+
+    /// Plan the first round on `tip`, fetched just now (a transaction
+    /// over the grid's branch alone).
+    pub fn from_tip(self, tip: Oid) -> Self {
+        TxnPolicy {
+            fetched: Some(tip),
             ..self
         }
     }
@@ -390,7 +405,10 @@ pub fn run_branches<T>(
     let mut last_rejection = String::new();
     for round in 0..policy.max_rounds {
         let round_started = std::time::Instant::now();
-        let tips = repo.fetch_branches(branches)?;
+        let tips = match &policy.fetched {
+            Some(tip) if round == 0 && branches == [repo.branch()] => vec![Some(tip.clone())],
+            _ => repo.fetch_branches(branches)?,
+        };
         let planned = plan(&BranchesTxn {
             repo,
             tips: tips.clone(),

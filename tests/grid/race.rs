@@ -201,3 +201,68 @@ fn a_node_that_only_delivers_counts_the_writers_left() {
     }
     assert_eq!(plan_at(&grid.url(), &delivering(0)).writers, 1);
 }
+
+/// A transaction may plan its first round on a tip fetched just before (a
+/// look at a free slot that found work to take, `TxnPolicy::from_tip`):
+/// on a tip still current it lands in that round; on one a peer has moved
+/// past, its push loses, and the next round fetches and plans again on
+/// the peer's commit, which the result keeps.
+#[test]
+fn a_transaction_planned_on_a_fetched_tip_lands_or_plans_again_on_the_new_one() {
+    use dgrid_worker::git::txn::{self, Identity, Plan, TxnOutcome, TxnPolicy};
+    use dgrid_worker::git::{Edit, Edits, Git, GridRepo};
+    let grid = Grid::new();
+    let dir = grid.path("clone");
+    let repo = GridRepo::open_or_init(
+        Git::new("git", &dir, Duration::from_secs(60)),
+        &grid.url(),
+        "main",
+    )
+    .unwrap();
+    let write = |tip, path: &str| {
+        let mut planned_on = Vec::new();
+        let out = txn::run(
+            &repo,
+            &Identity::for_node("tester"),
+            &TxnPolicy::default().from_tip(tip),
+            |t| {
+                planned_on.push(t.tip.clone());
+                let mut edits = Edits::new();
+                edits.insert(path.as_bytes().to_vec(), Edit::Put(b"{}\n".to_vec()));
+                Ok(Plan {
+                    edits,
+                    message: format!("write {path}"),
+                    value: (),
+                })
+            },
+        )
+        .unwrap();
+        match out {
+            TxnOutcome::Committed { rejections, .. } => (rejections, planned_on),
+            other => panic!("not committed: {other:?}"),
+        }
+    };
+
+    let current = repo.fetch().unwrap().unwrap();
+    let (rejections, planned_on) = write(current.clone(), "nodes/a.json");
+    assert_eq!(rejections, 0, "a current tip lands at once");
+    assert_eq!(planned_on, vec![Some(current)], "planned on the tip given");
+
+    let looked = repo.fetch().unwrap().unwrap();
+    grid.commit_files(
+        &[("nodes/peer.json".into(), b"{}\n".to_vec())],
+        "a peer's commit",
+    );
+    let (rejections, planned_on) = write(looked.clone(), "nodes/b.json");
+    assert_eq!(
+        rejections, 1,
+        "the first round planned on the stale tip, unfetched"
+    );
+    assert_eq!(planned_on.len(), 2);
+    assert_eq!(planned_on[0], Some(looked.clone()));
+    assert_ne!(planned_on[1], Some(looked), "the second round fetched");
+    let nodes = grid.files("nodes");
+    for f in ["a.json", "b.json", "peer.json"] {
+        assert!(nodes.contains_key(f), "{f} missing: {:?}", nodes.keys());
+    }
+}

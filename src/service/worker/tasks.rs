@@ -224,8 +224,10 @@ impl Worker {
             .max();
         let takes_assigned = self.takes_assigned();
         let mut made_for_it = false;
+        let mut fetched = None;
         let top = self.repo.fetch().and_then(|tip| match tip {
             Some(tip) => {
+                fetched = Some(tip.clone());
                 // A peer may have claimed a burst of higher work for this
                 // node: it is no longer in the lanes, but waits for it.
                 if takes_assigned && let Some(next) = held {
@@ -267,7 +269,14 @@ impl Worker {
                     before_start: true,
                     ..Due::default()
                 };
+                // The look and the sync in one: the sync plans on the tip
+                // the look fetched (a fetch is most of a look), where a
+                // sync of its own fetched again before it claimed.
                 let policy = TxnPolicy::default().interruptible(self.nudge.clone());
+                let policy = match fetched {
+                    Some(tip) => policy.from_tip(tip),
+                    None => policy,
+                };
                 match self.sync(&due, &policy) {
                     Ok(report) => {
                         self.unclaimable_top = (report.claimed.is_empty()

@@ -53,6 +53,10 @@ const PEEK_SHARE: f64 = 0.25;
 /// may cost this share of a task.
 const LOOK_AHEAD_SHARE: f64 = 0.5;
 
+/// A start taken back for higher work may have run at most this share of
+/// a task: it is work thrown away.
+const TAKE_BACK_SHARE: f64 = 0.5;
+
 /// Weight of the newest sample: a quarter follows a change in the grid
 /// within a few syncs without jumping at one slow push.
 const WEIGHT: f64 = 0.25;
@@ -144,6 +148,16 @@ impl Pace {
         }
         // Half a look's time to spare: a look runs late on a busy host.
         frees.checked_sub(Duration::from_secs_f64(peek * 1.5))
+    }
+
+    /// How young a run must be to be taken back for higher work that a
+    /// sync brought: started at a free slot before a look and a sync could
+    /// tell of that work, i.e. within their time, and never more than
+    /// [`TAKE_BACK_SHARE`] of a task. None until a task is timed.
+    pub fn take_back_window(&self) -> Option<Duration> {
+        let task = self.task?;
+        let learn = self.peek_secs().unwrap_or(0.0) + self.sync_estimate().as_secs_f64();
+        Some(Duration::from_secs_f64(learn.min(TAKE_BACK_SHARE * task)))
     }
 
     /// Has a task been timed (can a batch be sized)?

@@ -98,6 +98,21 @@ fn a_look_at_every_free_slot_only_where_it_costs_little() {
 }
 
 #[test]
+fn a_start_is_taken_back_within_a_look_and_a_sync_at_most_half_a_task() {
+    let mut p = Pace::default();
+    p.sync_took(ms(100));
+    assert_eq!(p.take_back_window(), None, "no task timed");
+    p.task_took(Duration::from_secs(2));
+    p.peek_took(ms(40));
+    assert_eq!(p.take_back_window(), Some(ms(140)), "a look and a sync");
+    let mut short = Pace::default();
+    short.sync_took(ms(100));
+    short.peek_took(ms(40));
+    short.task_took(ms(200));
+    assert_eq!(short.take_back_window(), Some(ms(100)), "half a task");
+}
+
+#[test]
 fn a_look_ahead_of_a_free_slot_ends_before_it_where_it_costs_little_enough() {
     let frees = std::time::Instant::now() + Duration::from_secs(10);
     let mut p = Pace::default();

@@ -66,7 +66,7 @@ impl Worker {
                     policy.interruptible(self.nudge.clone())
                 };
                 match self.sync(&due, &policy) {
-                    Ok(_) => {}
+                    Ok(_) => self.take_back_recent_starts(),
                     Err(TxnError::Interrupted { rounds }) => {
                         tracing::debug!(
                             rounds,

@@ -185,6 +185,30 @@ impl Worker {
         }
     }
 
+    /// After a sync that brought work above a run this node started
+    /// moments ago (claimed for it by a peer, or by the sync): take the
+    /// start back, as a look at the free slot does (`take_back_below`).
+    /// The start was made at a free slot just before the sync could tell
+    /// it of the higher work (`Pace::take_back_window`); traced, such a
+    /// slot ran its low task out while the burst claimed for it waited.
+    pub(super) fn take_back_recent_starts(&mut self) {
+        let Some(window) = self.pace.take_back_window() else {
+            return;
+        };
+        let recent: Vec<Id> = self
+            .slots
+            .running
+            .iter()
+            .filter(|(_, r)| r.started.elapsed() <= window)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if recent.is_empty() || self.draining_since.is_some() {
+            return;
+        }
+        self.take_back_below(&recent);
+        self.start_waiting();
+    }
+
     /// At a free slot with a claim waiting for it, look at the lanes? Work
     /// of a higher priority may have arrived since the claim was made, and
     /// should start at this slot, not after the claims held. Where a look

@@ -281,6 +281,13 @@ impl Worker {
                     "sync: nothing to change"
                 );
                 self.pace.sync_took(took);
+                // A look that found nothing to do: a fetch and a listing,
+                // what a look at a free slot costs. Timed here too, or one
+                // slow look at a slot would turn those looks off for good
+                // (`Pace::look_at_free_slots`), with none left to time.
+                if due.look && rejections == 0 {
+                    self.pace.peek_took(took);
+                }
                 if !self.registered && rejections > 0 {
                     // Joining, it stayed out after losing rounds: they were
                     // commits the ref turned away, and what a round costs

@@ -319,7 +319,10 @@ fn burst() -> String {
         sync,
     );
     if std::env::var_os("SCHEDULE_KEEP").is_some() {
-        eprintln!("    kept: {}", grid.root.path().display());
+        eprintln!(
+            "    kept: {} (pushed at {pushed})",
+            grid.root.path().display()
+        );
         std::mem::forget(grid);
     }
     table

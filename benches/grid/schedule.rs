@@ -241,8 +241,23 @@ fn burst() -> String {
     let high: Vec<serde_json::Value> = (0..HIGH)
         .map(|i| serde_json::json!({"task_id": format!("high-{i:02}"), "script": "sleep 0.2", "timeout_seconds": 30, "priority": 90}))
         .collect();
+    // When the burst landed on the ref: the moment `submit` returns is
+    // later by what it does after its push (up to 0.2 s seen), and a
+    // high task claimed in between would count as waiting for nothing.
+    // A hook on the grid names each update's time, for the one push.
+    let landed = grid.path("landed.log");
+    let hook = grid.bare.join("hooks/reference-transaction");
+    write_script(
+        &hook,
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = committed ] || exit 0\nnow=$(date +%s.%N)\n\
+             while read old new ref; do echo \"$now $new\"; done >> '{}'\n",
+            landed.display()
+        ),
+    );
     write("high.json", serde_json::Value::Array(high));
-    let pushed = dgrid_worker::time::now();
+    std::fs::remove_file(&hook).unwrap();
+    let pushed = landed_at(&grid, &landed);
     wait_until("every result", Duration::from_secs(600), || {
         grid.results().len() == LOW + HIGH
     });
@@ -326,6 +341,34 @@ fn burst() -> String {
         std::mem::forget(grid);
     }
     table
+}
+
+/// When the commit that added the burst's lane landed, from the hook's
+/// lines (`<epoch seconds> <new tip>`).
+fn landed_at(grid: &Grid, log: &std::path::Path) -> chrono::DateTime<chrono::Utc> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(&grid.bare)
+        .args([
+            "log",
+            "--diff-filter=A",
+            "--format=%H",
+            "main",
+            "--",
+            "tasks/lanes/p90",
+        ])
+        .output()
+        .unwrap();
+    let commit = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let lines = std::fs::read_to_string(log).unwrap();
+    let secs: f64 = lines
+        .lines()
+        .find_map(|l| {
+            let (at, tip) = l.split_once(' ')?;
+            (tip.trim() == commit).then(|| at.parse().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("the burst's commit {commit:?} is not in {lines:?}"));
+    chrono::DateTime::from_timestamp_micros((secs * 1e6) as i64).unwrap()
 }
 
 fn http_body(addr: &str, path: &str) -> String {

@@ -317,7 +317,7 @@ fn burst() -> String {
         .count();
     let table = format!(
         "{NODES} workers (shell engine, concurrency 1, `PULL_INTERVAL=1`) drain {LOW} tasks of priority 10 (`sleep 0.2`); \
-         after 40 results, {HIGH} tasks of priority 90 arrive in one push (`submit --task-file`). For the k-th of them to start, \
+         after 40 results, {HIGH} tasks of priority 90 arrive in one push (`submit --task-file`; timed from the moment it landed on the ref, by a hook on the grid). For the k-th of them to start, \
          the wait beyond the k-th slot to free after the push (a task ending on any node), against the nodes' mean sync in the same run; \
          and the wait from the push.\n\n\
          | measure | p50 | p95 | max |\n|---|---:|---:|---:|\n\

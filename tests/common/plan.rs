@@ -136,3 +136,17 @@ pub fn clone_of(url: &str) -> (tempfile::TempDir, GridRepo) {
         .with_outboxes();
     (state, repo)
 }
+
+/// A transaction's plan that writes one file, as a tool or a worker would.
+pub fn write_one(path: &str, body: &[u8]) -> dgrid_worker::git::txn::Plan<()> {
+    let mut edits = dgrid_worker::git::Edits::new();
+    edits.insert(
+        path.as_bytes().to_vec(),
+        dgrid_worker::git::Edit::Put(body.to_vec()),
+    );
+    dgrid_worker::git::txn::Plan {
+        edits,
+        message: format!("write {path}"),
+        value: (),
+    }
+}

@@ -209,8 +209,8 @@ fn a_node_that_only_delivers_counts_the_writers_left() {
 /// the peer's commit, which the result keeps.
 #[test]
 fn a_transaction_planned_on_a_fetched_tip_lands_or_plans_again_on_the_new_one() {
-    use dgrid_worker::git::txn::{self, Identity, Plan, TxnOutcome, TxnPolicy};
-    use dgrid_worker::git::{Edit, Edits, Git, GridRepo};
+    use dgrid_worker::git::txn::{self, Identity, TxnOutcome, TxnPolicy};
+    use dgrid_worker::git::{Git, GridRepo};
     let grid = Grid::new();
     let dir = grid.path("clone");
     let repo = GridRepo::open_or_init(
@@ -227,13 +227,7 @@ fn a_transaction_planned_on_a_fetched_tip_lands_or_plans_again_on_the_new_one() 
             &TxnPolicy::default().from_tip(tip),
             |t| {
                 planned_on.push(t.tip.clone());
-                let mut edits = Edits::new();
-                edits.insert(path.as_bytes().to_vec(), Edit::Put(b"{}\n".to_vec()));
-                Ok(Plan {
-                    edits,
-                    message: format!("write {path}"),
-                    value: (),
-                })
+                Ok(crate::common::plan::write_one(path, b"{}\n"))
             },
         )
         .unwrap();

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
-use dgrid_worker::git::txn::{self, Identity, Plan, TxnOutcome, TxnPolicy};
-use dgrid_worker::git::{Edit, Edits, Git, GridRepo};
+use dgrid_worker::git::txn::{self, Identity, TxnOutcome, TxnPolicy};
+use dgrid_worker::git::{Edit, Git, GridRepo};
 
 /// Commits reachable from the clone's copy of `main`.
 fn commits_in_clone(dir: &Path) -> usize {
@@ -39,18 +39,7 @@ fn write_file(repo: &GridRepo, path: &str, body: &str) -> String {
         repo,
         &Identity::for_node("tester"),
         &TxnPolicy::default(),
-        |_| {
-            let mut edits = Edits::new();
-            edits.insert(
-                path.as_bytes().to_vec(),
-                Edit::Put(body.as_bytes().to_vec()),
-            );
-            Ok(Plan {
-                edits,
-                message: format!("write {path}"),
-                value: (),
-            })
-        },
+        |_| Ok(crate::common::plan::write_one(path, body.as_bytes())),
     )
     .unwrap();
     match out {

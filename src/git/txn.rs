@@ -14,158 +14,17 @@
 //! results from `main` to `archive` this way). [`run`] is that loop over
 //! the grid's one branch.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::command::GitError;
 use super::edits::{Edits, Signature};
-use super::published::Publish;
 use super::repo::GridRepo;
 use super::tree::Oid;
 use super::write::PushOutcome;
 
-#[derive(Debug, Clone)]
-pub struct TxnPolicy {
-    /// Rounds before giving up on a contended transaction (the caller tries
-    /// again on its next loop; nothing is lost).
-    pub max_rounds: u32,
-    /// Backoff after a lost race: uniformly random in [0, unit * 2^round],
-    /// where the unit is the time the lost round took (at least
-    /// `backoff_base`), and the doubling stops at `max_doublings` (or at
-    /// `writers`), and the whole at `backoff_max`. The randomness keeps racing workers from
-    /// colliding in lockstep; measuring in rounds makes the same policy fit
-    /// a local bare repository (rounds of 50 ms) and a hosted one (rounds of
-    /// a second). A short cap keeps a writer that lost a few rounds from
-    /// waiting out others that just started.
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
-    /// The doubling stops after this many lost rounds (`MAX_DOUBLINGS`,
-    /// or fewer for a node with nothing to run: `idle`).
-    pub max_doublings: u32,
-    /// Give up between rounds once this is set: the caller has something
-    /// more urgent than this change (a worker whose task ended, with the
-    /// next one claimed and waiting to start), and will try again after.
-    pub interrupt: Option<Arc<AtomicBool>>,
-    /// After a lost round, begin another only if it ends by then (taking
-    /// as long as the lost one did, after its backoff): the caller has
-    /// something to do at that moment that a sync in flight would hold up
-    /// (a slot due to free, a claim waiting to start there), and a change
-    /// that can wait is tried again after it.
-    pub rounds_end_by: Option<std::time::Instant>,
-    /// How many may be pushing to the ref now, as the planner read them at
-    /// the tip of its last round (0: not read): the doubling of the
-    /// backoff stops there. At the end of a drain, the last few writers
-    /// left, each with its last results, need not wait as long as a crowd
-    /// would, with the ref idle between their rounds.
-    pub writers: Option<Arc<AtomicU32>>,
-    /// After the first lost round, publish this as the node's outbox
-    /// ([`super::published`]), for a peer's commit to carry if it lands
-    /// first.
-    pub publish: Option<Arc<Publish>>,
-    /// The tip of the grid's branch fetched just before (by a look that
-    /// found work to take): the first round plans on it instead of
-    /// fetching again. A tip moved since only loses that round's push,
-    /// and the next fetches as always.
-    pub fetched: Option<Oid>,
-}
-
-impl Default for TxnPolicy {
-    fn default() -> Self {
-        TxnPolicy {
-            max_rounds: 20,
-            backoff_base: Duration::from_millis(25),
-            backoff_max: Duration::from_secs(2),
-            max_doublings: MAX_DOUBLINGS,
-            interrupt: None,
-            rounds_end_by: None,
-            writers: None,
-            publish: None,
-            fetched: None,
-        }
-    }
-}
-
-impl TxnPolicy {
-    /// For a change that can wait (results of a node that is still busy):
-    /// one more round after a lost one, then leave the ref to the writers
-    /// who cannot wait (a node claiming its first work), and try later.
-    pub fn yielding() -> Self {
-        TxnPolicy {
-            max_rounds: 2,
-            ..TxnPolicy::default()
-        }
-    }
-
-    /// For a node with nothing to run until this change lands (no task
-    /// running, none waiting), in a grid whose tasks take longer than a
-    /// round: its backoff doubles once at most. The writers it races are
-    /// busy nodes, whose syncs begin again from the first round at each
-    /// task's end (`interruptible`); waiting out up to eight rounds after
-    /// each loss, it lost to them again and again (traced: seven rounds in
-    /// 5.5 s, with work queued, while it sat idle).
-    pub fn idle(self) -> Self {
-        TxnPolicy {
-            max_doublings: IDLE_DOUBLINGS,
-            ..self
-        }
-    }
-
-    /// Give up between rounds once `flag` is set.
-    pub fn interruptible(self, flag: Arc<AtomicBool>) -> Self {
-        TxnPolicy {
-            interrupt: Some(flag),
-            ..self
-        }
-    }
-
-    /// Begin no round after a lost one that would not end by `at`.
-    pub fn rounds_end_by(self, at: Option<std::time::Instant>) -> Self {
-        TxnPolicy {
-            rounds_end_by: at,
-            ..self
-        }
-    }
-
-    /// Spread the backoff over no more rounds than `writers` holds when a
-    /// round is lost (the planner stores it).
-    pub fn writers(self, writers: Arc<AtomicU32>) -> Self {
-        TxnPolicy {
-            writers: Some(writers),
-            ..self
-        }
-    }
-
-    /// Plan the first round on `tip`, fetched just now (a transaction
-    /// over the grid's branch alone).
-    pub fn from_tip(self, tip: Oid) -> Self {
-        TxnPolicy {
-            fetched: Some(tip),
-            ..self
-        }
-    }
-
-    /// Publish `outbox` after the first lost round.
-    pub fn publish(self, outbox: Publish) -> Self {
-        TxnPolicy {
-            publish: Some(Arc::new(outbox)),
-            ..self
-        }
-    }
-
-    /// Would a round that takes `round`, begun after a pause of `pause`,
-    /// end too late?
-    fn ends_too_late(&self, pause: Duration, round: Duration) -> bool {
-        self.rounds_end_by
-            .is_some_and(|by| std::time::Instant::now() + pause + round > by)
-    }
-
-    fn interrupted(&self) -> bool {
-        self.interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::SeqCst))
-    }
-}
+mod policy;
+pub use policy::TxnPolicy;
 
 /// What the planner sees: the freshly fetched tip (none for an empty remote)
 /// and the repository to read it with.

@@ -1,4 +1,6 @@
 use super::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 
 #[test]
 fn a_pause_ends_early_when_interrupted() {

@@ -17,6 +17,7 @@ mod attest;
 mod exchange;
 mod handed_back;
 mod kept_pace;
+mod look;
 mod main_loop;
 mod report;
 mod schedule;

@@ -6,17 +6,14 @@ use std::time::Instant;
 
 use std::path::{Path, PathBuf};
 
-use crate::git::txn::TxnPolicy;
 use crate::grid::Id;
 use crate::grid::claim::ClaimedTask;
-use crate::ledger::queue::QueueAt;
 use crate::sandbox::{Outcome, RunReport};
 use crate::service::outbox::{Finish, OutboxEntry};
 use crate::service::share;
 use crate::status;
 use crate::time;
 
-use super::schedule::Due;
 use super::slots::{self, Running};
 use super::{ENGINE_RETRY, Unhealthy, View, Worker};
 
@@ -172,155 +169,6 @@ impl Worker {
         } else {
             self.slots.waiting.push_back(claimed);
             self.slots.sort_waiting(time::now());
-        }
-        self.start_waiting();
-    }
-
-    /// After a look at a free slot claimed higher work: take back the runs
-    /// the slot started just before the look that are below it
-    /// (`Slots::take_back_below`); their slots start the higher work.
-    fn take_back_below(&mut self, at_slot: &[Id]) {
-        for (id, level) in self.slots.take_back_below(at_slot, time::now()) {
-            tracing::info!(task_id = %id, level, "taking back the start: higher work is claimed for this slot");
-        }
-    }
-
-    /// After a sync that brought work above a run this node started
-    /// moments ago (claimed for it by a peer, or by the sync): take the
-    /// start back, as a look at the free slot does (`take_back_below`).
-    /// The start was made at a free slot just before the sync could tell
-    /// it of the higher work (`Pace::take_back_window`); traced, such a
-    /// slot ran its low task out while the burst claimed for it waited.
-    pub(super) fn take_back_recent_starts(&mut self) {
-        let Some(window) = self.pace.take_back_window() else {
-            return;
-        };
-        let recent: Vec<Id> = self
-            .slots
-            .running
-            .iter()
-            .filter(|(_, r)| r.started.elapsed() <= window)
-            .map(|(id, _)| id.clone())
-            .collect();
-        if recent.is_empty() || self.draining_since.is_some() {
-            return;
-        }
-        self.take_back_below(&recent);
-        self.start_waiting();
-    }
-
-    /// At a free slot with a claim waiting for it, look at the lanes? Work
-    /// of a higher priority may have arrived since the claim was made, and
-    /// should start at this slot, not after the claims held. Where a look
-    /// costs little against a task (`Pace::look_at_free_slots`), and only
-    /// if the last look is older than the look takes: one that recent is
-    /// as good as a new one.
-    fn look_pays(&self) -> bool {
-        self.draining_since.is_none()
-            && self.unhealthy.is_none()
-            && !self.slots.waiting.is_empty()
-            && self.slots.occupied() < self.cfg.concurrency as usize
-            && self.pace.look_at_free_slots()
-            && self
-                .schedule
-                .last_look
-                .is_none_or(|at| at.elapsed() >= self.pace.peek_estimate())
-    }
-
-    /// The look [`Worker::look_pays`] asked for, made just after the free
-    /// slot started `at_slot`: fetch and list the lanes; if they hold work
-    /// above what the slot started, one sync claims it (and hands back, by
-    /// the outbox, the claims it goes before), and the start is taken back
-    /// for it. A look that finds nothing pushes nothing. The slot never
-    /// waits for the look: measured with mixed task lengths, a fetch before
-    /// each start cost a tenth of the drain (BENCHMARKS.md, "A look after
-    /// the start").
-    pub(super) fn look_at_free_slot(&mut self, at_slot: &[Id]) {
-        let started = Instant::now();
-        // What the slot started, or else the next to start: the level the
-        // look must find work above.
-        let now = time::now();
-        let held = at_slot
-            .iter()
-            .filter_map(|id| self.slots.running.get(id))
-            .map(|r| r.claimed.effective_priority(now))
-            .chain(self.slots.next_waiting_level(now))
-            .max();
-        let takes_assigned = self.takes_assigned();
-        let mut made_for_it = false;
-        let mut fetched = None;
-        let top = self.repo.fetch().and_then(|tip| match tip {
-            Some(tip) => {
-                fetched = Some(tip.clone());
-                // A peer may have claimed a burst of higher work for this
-                // node: it is no longer in the lanes, but waits for it.
-                if takes_assigned && let Some(next) = held {
-                    made_for_it = crate::service::sync::made_for(
-                        &self.repo,
-                        &tip,
-                        (&self.cfg.node_id, &self.slots.held()),
-                        (next, now),
-                        &self.cfg.task_rules,
-                        &self.claims_seen,
-                    )?;
-                }
-                Ok(QueueAt::list_lanes(&self.repo, &tip)?.top_level(&self.labels, time::now()))
-            }
-            None => Ok(None),
-        });
-        // A failed look says nothing of what a look costs (a remote that is
-        // away can take a timeout), and must not turn the looks off.
-        if top.is_ok() {
-            self.pace.peek_took(started.elapsed());
-        }
-        // Only work above what starts next is worth the slot's wait for a
-        // sync: below that, what waits starts now, and the claims it goes
-        // before go back at the next look, which the slot does not wait
-        // for.
-        match top {
-            // The same higher level that the last look could not claim
-            // (tasks this node may not take, as trust rules): the periodic
-            // look will see what changes; no sync per task for it.
-            Ok(top) if made_for_it || top > held && top != self.unclaimable_top => {
-                tracing::debug!(
-                    ?top,
-                    ?held,
-                    made_for_it,
-                    "higher work queued or claimed for this node; taking it before starting"
-                );
-                let due = Due {
-                    look: true,
-                    before_start: true,
-                    ..Due::default()
-                };
-                // The look and the sync in one: the sync plans on the tip
-                // the look fetched (a fetch is most of a look), where a
-                // sync of its own fetched again before it claimed.
-                let policy = TxnPolicy::default().interruptible(self.nudge.clone());
-                let policy = match fetched {
-                    Some(tip) => policy.from_tip(tip),
-                    None => policy,
-                };
-                match self.sync(&due, &policy) {
-                    Ok(report) => {
-                        self.unclaimable_top = (report.claimed.is_empty()
-                            && report.top_queued == top)
-                            .then_some(top)
-                            .flatten();
-                        self.take_back_below(at_slot);
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "claiming the higher work failed; starting what waits");
-                    }
-                }
-            }
-            Ok(top) => {
-                if top <= held {
-                    self.unclaimable_top = None;
-                }
-                self.schedule.last_look = Some(Instant::now());
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot look at the lanes; starting what waits"),
         }
         self.start_waiting();
     }

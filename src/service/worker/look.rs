@@ -16,10 +16,13 @@ impl Worker {
     /// After a look at a free slot claimed higher work: take back the runs
     /// the slot started just before the look that are below it
     /// (`Slots::take_back_below`); their slots start the higher work.
-    pub(super) fn take_back_below(&mut self, at_slot: &[Id]) {
-        for (id, level) in self.slots.take_back_below(at_slot, time::now()) {
+    /// Whether any was.
+    pub(super) fn take_back_below(&mut self, at_slot: &[Id]) -> bool {
+        let back = self.slots.take_back_below(at_slot, time::now());
+        for (id, level) in &back {
             tracing::info!(task_id = %id, level, "taking back the start: higher work is claimed for this slot");
         }
+        !back.is_empty()
     }
 
     /// After a sync that brought work above a run this node started
@@ -42,8 +45,12 @@ impl Worker {
         if recent.is_empty() || self.draining_since.is_some() {
             return;
         }
-        self.take_back_below(&recent);
-        self.start_waiting();
+        // Only then a start: a slot left free by no take-back is not this
+        // rule's to fill (a handback waiting in the outbox is taken back
+        // at a free slot, not after any sync).
+        if self.take_back_below(&recent) {
+            self.start_waiting();
+        }
     }
 
     /// At a free slot with a claim waiting for it, look at the lanes? Work

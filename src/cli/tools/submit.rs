@@ -209,7 +209,12 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let identity = txn::Identity::for_node("submit");
-    match txn::run(&opened.repo, &identity, &TxnPolicy::default(), |t| {
+    // The first round plans on the tip the clone fetched just now.
+    let policy = match opened.tip.clone() {
+        Some(tip) => TxnPolicy::default().from_tip(tip),
+        None => TxnPolicy::default(),
+    };
+    match txn::run(&opened.repo, &identity, &policy, |t| {
         submit::plan(t, &tasks, now)
     }) {
         Ok(TxnOutcome::Committed { value, .. }) => {

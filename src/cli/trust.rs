@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use ssh_key::PublicKey;
 
-use crate::git::txn::{self, TxnOutcome, TxnPolicy};
+use crate::git::txn::{self, TxnOutcome};
 use crate::grid::{Id, TaskRules};
 use crate::time;
 use crate::tools::source::RepoArgs;
@@ -220,7 +220,7 @@ pub fn trust(a: TrustArgs) -> ExitCode {
     };
     let refs: Vec<&KeySigner> = signers.iter().collect();
     let identity = txn::Identity::for_node("trust");
-    match txn::run(&opened.repo, &identity, &TxnPolicy::default(), |t| {
+    match txn::run(&opened.repo, &identity, &opened.txn_policy(), |t| {
         tools::plan(t, &edit, &refs, &roots, time::now())
     }) {
         Ok(TxnOutcome::Committed {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::git::Oid;
 use crate::git::auth::{self, Access};
-use crate::git::txn::Identity;
+use crate::git::txn::{Identity, TxnPolicy};
 use crate::git::{Git, GitError, GridRepo};
 
 /// Bytes of blobs a tool may read from one grid: `status` and `dashboard`
@@ -61,6 +61,17 @@ pub struct Opened {
     pub tip: Option<Oid>,
     /// Holds the private clone, if any, for as long as the repo is used.
     _tmp: Option<tempfile::TempDir>,
+}
+
+impl Opened {
+    /// For a transaction on the grid's branch: its first round plans on
+    /// the tip fetched to open the grid, not on a second fetch.
+    pub fn txn_policy(&self) -> TxnPolicy {
+        match &self.tip {
+            Some(tip) => TxnPolicy::default().from_tip(tip.clone()),
+            None => TxnPolicy::default(),
+        }
+    }
 }
 
 impl RepoArgs {

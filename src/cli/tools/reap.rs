@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{StaleArgs, fail};
 use crate::git::GridRepo;
 use crate::git::published::Outboxes;
-use crate::git::txn::{self, TxnOutcome, TxnPolicy};
+use crate::git::txn::{self, TxnOutcome};
 use crate::grid::orphan::OrphanPolicy;
 use crate::grid::{Id, TaskRules};
 use crate::time;
@@ -93,7 +93,7 @@ pub fn reap(a: ReapArgs) -> ExitCode {
         }
     } else {
         let identity = txn::Identity::for_node(who.as_str());
-        match txn::run(&opened.repo, &identity, &TxnPolicy::default(), |t| {
+        match txn::run(&opened.repo, &identity, &opened.txn_policy(), |t| {
             reap::plan(t, &who, time::now(), &policy, &rules, &listed.branches)
         }) {
             Ok(TxnOutcome::Committed { value, .. } | TxnOutcome::Unchanged { value, .. }) => value,

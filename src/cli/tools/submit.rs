@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde_json::{Map, Value};
 
 use super::{fail, rules};
-use crate::git::txn::{self, TxnOutcome, TxnPolicy};
+use crate::git::txn::{self, TxnOutcome};
 use crate::grid::TaskRules;
 use crate::time;
 use crate::tools::escape::untrusted as esc;
@@ -209,12 +209,7 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let identity = txn::Identity::for_node("submit");
-    // The first round plans on the tip the clone fetched just now.
-    let policy = match opened.tip.clone() {
-        Some(tip) => TxnPolicy::default().from_tip(tip),
-        None => TxnPolicy::default(),
-    };
-    match txn::run(&opened.repo, &identity, &policy, |t| {
+    match txn::run(&opened.repo, &identity, &opened.txn_policy(), |t| {
         submit::plan(t, &tasks, now)
     }) {
         Ok(TxnOutcome::Committed { value, .. }) => {

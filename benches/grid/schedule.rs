@@ -264,11 +264,15 @@ fn burst() -> String {
     // The nodes' own mean sync, from their status pages.
     let mut sync_sum = 0.0;
     let mut sync_n = 0.0;
+    let mut commit_sum = 0.0;
+    let mut commit_n = 0.0;
     for port in &ports {
         let body = http_body(&format!("127.0.0.1:{port}"), "/api/status");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         sync_sum += v["git_sync_seconds"]["sum"].as_f64().unwrap();
         sync_n += v["git_sync_seconds"]["count"].as_f64().unwrap();
+        commit_sum += v["git_commit_seconds"]["sum"].as_f64().unwrap();
+        commit_n += v["git_commit_seconds"]["count"].as_f64().unwrap();
     }
     for w in &workers {
         w.signal(nix::sys::signal::Signal::SIGTERM);
@@ -277,6 +281,7 @@ fn burst() -> String {
         w.wait_exit(Duration::from_secs(60));
     }
     let sync = sync_sum / sync_n;
+    let commit = commit_sum / commit_n;
     let parse = |s: &serde_json::Value| dgrid_worker::time::parse(s.as_str().unwrap()).unwrap();
     let mut runs: Vec<(
         String,
@@ -323,7 +328,8 @@ fn burst() -> String {
          | measure | p50 | p95 | max |\n|---|---:|---:|---:|\n\
          | high task's start beyond its free slot | {:.2} s | {:.2} s | {:.2} s |\n\
          | high task's start from the push | {:.2} s | {:.2} s | {:.2} s |\n\n\
-         Mean sync (the nodes' `dgrid_git_sync_duration_seconds`): {:.2} s. Low tasks started between the push and the last high start: \
+         Mean sync (the nodes' `dgrid_git_sync_duration_seconds`): {:.2} s; of the syncs that landed a commit \
+         (`dgrid_git_commit_duration_seconds`): {:.2} s. Low tasks started between the push and the last high start: \
          {lows_between} (the nodes' claims not started yet, up to their next look at the queue, every half poll interval); after it: {lows_after}.\n",
         percentile(&beyond, 0.5),
         percentile(&beyond, 0.95),
@@ -332,6 +338,7 @@ fn burst() -> String {
         percentile(&from_push, 0.95),
         from_push[from_push.len() - 1],
         sync,
+        commit,
     );
     if std::env::var_os("SCHEDULE_KEEP").is_some() {
         eprintln!(

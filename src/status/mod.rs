@@ -116,6 +116,9 @@ pub struct Snapshot {
     /// own (a crowd named after it), each kept out of the fetches after.
     pub outbox_strangers: u64,
     pub git_sync_seconds: Histogram,
+    /// The syncs that landed a commit: a look that changes nothing costs a
+    /// fetch, one that commits a plan and a push too.
+    pub git_commit_seconds: Histogram,
     pub sandbox_seconds: Histogram,
 }
 
@@ -146,6 +149,7 @@ impl Snapshot {
             syncs_failed: 0,
             outbox_strangers: 0,
             git_sync_seconds: Histogram::new(GIT_BUCKETS),
+            git_commit_seconds: Histogram::new(GIT_BUCKETS),
             sandbox_seconds: Histogram::new(SANDBOX_BUCKETS),
         }
     }
@@ -163,6 +167,8 @@ pub struct SyncStats {
     pub claims: usize,
     /// It wrote the node's heartbeat.
     pub heartbeat: bool,
+    /// It landed a commit.
+    pub committed: bool,
 }
 
 /// Shared between the loop (writer) and the server (reader).
@@ -189,6 +195,9 @@ impl Board {
     pub fn sync_done(&self, sync: SyncStats) {
         self.update(|s| {
             s.git_sync_seconds.observe(sync.took);
+            if sync.committed {
+                s.git_commit_seconds.observe(sync.took);
+            }
             if sync.ok {
                 s.syncs_ok += 1;
             } else {
@@ -382,6 +391,12 @@ pub fn metrics(s: &Snapshot, now: Timestamp) -> String {
     );
     histogram(
         &mut out,
+        "dgrid_git_commit_duration_seconds",
+        "Duration of the sync transactions that landed a commit.",
+        &s.git_commit_seconds,
+    );
+    histogram(
+        &mut out,
         "dgrid_sandbox_duration_seconds",
         "Duration of task runs in the sandbox.",
         &s.sandbox_seconds,
@@ -509,6 +524,37 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("\ndgrid_outbox_strangers_total 3000\n"), "{m}");
+    }
+
+    #[test]
+    fn only_syncs_that_commit_are_timed_as_commits() {
+        let board = Board::new(Snapshot::new("n", "podman", Duration::from_secs(60)));
+        let sync = SyncStats {
+            took: Duration::from_millis(20),
+            ok: true,
+            rejections: 0,
+            claims: 0,
+            heartbeat: false,
+            committed: false,
+        };
+        board.sync_done(sync);
+        board.sync_done(SyncStats {
+            took: Duration::from_millis(80),
+            committed: true,
+            ..sync
+        });
+        let s = board.snapshot();
+        assert_eq!(s.git_sync_seconds.count, 2);
+        assert_eq!(s.git_commit_seconds.count, 1);
+        let m = metrics(&s, time::now());
+        assert!(
+            m.contains("\ndgrid_git_commit_duration_seconds_count 1\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("\ndgrid_git_sync_duration_seconds_count 2\n"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -108,6 +108,11 @@ fn metrics_move_when_tasks_run_and_the_page_shows_the_running_task() {
         value(&after, "dgrid_git_sync_duration_seconds", None)
             > value(&before, "dgrid_git_sync_duration_seconds", None)
     );
+    // Its claims and results landed as commits: timed as such too.
+    assert!(
+        value(&after, "dgrid_git_commit_duration_seconds", None)
+            > value(&before, "dgrid_git_commit_duration_seconds", None)
+    );
     assert!(
         value(&after, "dgrid_last_heartbeat_timestamp_seconds", None)
             >= value(&before, "dgrid_last_heartbeat_timestamp_seconds", None)

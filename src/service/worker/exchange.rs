@@ -237,6 +237,7 @@ impl Worker {
             rejections,
             claims: 0,
             heartbeat: false,
+            committed: false,
         };
         if let Err(e) = &result {
             let lost = match e {
@@ -269,6 +270,7 @@ impl Worker {
                     rejections,
                     claims: value.claimed.len(),
                     heartbeat: value.wrote_heartbeat,
+                    committed: true,
                 });
                 (value, Some(commit))
             }

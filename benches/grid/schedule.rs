@@ -191,8 +191,9 @@ fn claim_cost() -> String {
     out
 }
 
-/// One drain with a burst: (text, p95 of the wait beyond the next free
-/// slot, mean sync).
+/// One drain with a burst: the section's text (the waits beyond each high
+/// task's free slot and from the push, and the nodes' mean syncs, all and
+/// those that landed a commit).
 fn burst() -> String {
     const LOW: usize = 200;
     const HIGH: usize = 20;

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::{bench_spec, median, result_count, trivial_tasks};
+use crate::{bench_spec, median, min_max, result_count, trivial_tasks};
 
 pub struct Drain {
     seconds: f64,
@@ -130,8 +130,7 @@ pub fn contention() -> String {
             let rates: Vec<f64> = ds.iter().map(rate).collect();
             let commits: Vec<f64> = ds.iter().map(|d| d.commits as f64).collect();
             let startup: Vec<f64> = ds.iter().map(|d| d.startup).collect();
-            let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = rates.iter().copied().fold(0.0, f64::max);
+            let (lo, hi) = min_max(&rates);
             (
                 *w,
                 median(&rates),

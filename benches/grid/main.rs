@@ -165,6 +165,14 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The lowest and the highest of `v` (a run's range).
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(*x), hi.max(*x))
+        })
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }

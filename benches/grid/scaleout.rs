@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::delay_proxy::DelayProxy;
 use crate::common::*;
-use crate::{bench_spec, median, result_count};
+use crate::{bench_spec, median, min_max, result_count};
 
 /// Drains per row, taken in turn across the rows of a comparison.
 const RUNS: usize = 3;
@@ -358,11 +358,7 @@ fn med(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
 }
 
 fn range(runs: &[Run], f: impl Fn(&Run) -> f64) -> (f64, f64) {
-    let v: Vec<f64> = runs.iter().map(f).collect();
-    (
-        v.iter().copied().fold(f64::INFINITY, f64::min),
-        v.iter().copied().fold(0.0, f64::max),
-    )
+    min_max(&runs.iter().map(f).collect::<Vec<_>>())
 }
 
 fn shape(workers: usize, tasks: Vec<(String, String)>) -> Shape {

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::{bench_spec, median, percentile, trivial_tasks};
+use crate::{bench_spec, median, min_max, percentile, trivial_tasks};
 
 pub fn pickup() -> String {
     const TASKS: usize = 40;
@@ -148,8 +148,7 @@ pub fn overhead() -> String {
         ratios.push((w - b) / b * 100.0);
     }
     let range = |v: &[f64], k: f64| {
-        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = min_max(v);
         format!("{:.0}-{:.0}", lo * k, hi * k)
     };
     format!(

@@ -19,7 +19,7 @@ use dgrid_worker::trust::task::TaskDigest;
 use dgrid_worker::trust::{KeySigner, Signer, Verdict, Verifier, keys};
 
 use crate::common::*;
-use crate::{bench_spec, median, result_count};
+use crate::{bench_spec, median, min_max, result_count};
 
 const TASKS: usize = 500;
 const SSH_KEYGEN_CALLS: usize = 20;
@@ -377,8 +377,7 @@ pub fn trust() -> String {
     let (rate_ratio, cpu_ratio) = (paired(&rate), paired(&|d: &Drain| d.cpu));
     for (i, (name, ds)) in ["off", "enforce"].iter().zip(&runs).enumerate() {
         let rates: Vec<f64> = ds.iter().map(rate).collect();
-        let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = rates.iter().copied().fold(0.0, f64::max);
+        let (lo, hi) = min_max(&rates);
         let commits = median(&ds.iter().map(|d| d.commits as f64).collect::<Vec<_>>());
         let cpu = median(&ds.iter().map(|d| d.cpu).collect::<Vec<_>>());
         let (vs_rate, vs_cpu) = if i == 0 {

@@ -345,8 +345,15 @@ impl Worker {
         // A handback is two commits (this node's, the peer's claim) on a ref
         // the others push to: a round each, as measured with its lost races.
         // (The claim itself reckons with one: what it does not take, it
-        // need not hand back, but a peer must claim.)
-        let handback_cost = 2.0 * self.pace.round_secs().unwrap_or(0.0);
+        // need not hand back, but a peer must claim.) And a poll interval
+        // more: traced at the end of mixed drains, a handback took 1-2.5 s
+        // from this decision to a peer's start at an interval of 1 s (its
+        // requeue lost rounds, was published and carried, then waited for
+        // a look), and a task handed on twice started last; 24 mixed pairs
+        // with it, makespan median 9.5 s against 9.8 s (BENCHMARKS.md,
+        // "A handback's real cost").
+        let handback_cost =
+            2.0 * self.pace.round_secs().unwrap_or(0.0) + self.cfg.pull_interval.as_secs_f64();
         let n = share::give_back(
             &starts,
             view.queue_left,

@@ -95,7 +95,9 @@ pub fn assign(work: usize, queued: usize, mine: u32, others: u32, idle: &[u32]) 
 /// from the queue first (`queued` tasks), and runs tasks of `task` seconds
 /// (none: unknown, one each). A claim goes back when a peer slot would
 /// start it sooner than this node, by more than `cost` (what the handback
-/// costs: its commit and the peer's claim, on a ref other nodes push to):
+/// costs: its commit and the peer's claim, on a ref other nodes push to,
+/// and what it waits on the way, which the worker reckons at a poll
+/// interval):
 /// to idle peers what this node would not start before the first of them
 /// polls, and to busy ones what it would start a poll interval after they
 /// run dry and find it, as behind a task that runs far longer than the

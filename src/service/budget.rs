@@ -122,6 +122,38 @@ impl Budget {
         }
     }
 
+    /// The runs of the last hour before `now`, each `(started, ended)`,
+    /// oldest first, at most the newest `max`: what a restart keeps
+    /// (`worker/kept_budget.rs`). A run still going counts as ending `now`
+    /// (a node that dies mid-task has that task counted as started).
+    pub fn kept(&self, now: Timestamp, max: usize) -> Vec<(Timestamp, Timestamp)> {
+        let from = now - window();
+        let runs: Vec<(Timestamp, Timestamp)> = self
+            .runs
+            .iter()
+            .map(|(s, e)| (*s, e.unwrap_or(now)))
+            .filter(|(_, e)| *e > from)
+            .collect();
+        let skip = runs.len().saturating_sub(max);
+        runs.into_iter().skip(skip).collect()
+    }
+
+    /// Count the runs a previous run of this node kept ([`Budget::kept`]):
+    /// those that ended within the hour before `now`; none that ends after
+    /// it or before it started (the clock moved back, or the file lies).
+    /// How many it counts.
+    pub fn restore(&mut self, runs: &[(Timestamp, Timestamp)], now: Timestamp) -> usize {
+        let from = now - window();
+        let before = self.runs.len();
+        self.runs.extend(
+            runs.iter()
+                .filter(|(s, e)| s <= e && *e <= now && *e > from)
+                .map(|(s, e)| (*s, Some(*e))),
+        );
+        self.runs.make_contiguous().sort_by_key(|(s, _)| *s);
+        self.runs.len() - before
+    }
+
     /// Forget runs that ended before the window: the record stays as small
     /// as an hour's work.
     fn prune(&mut self, now: Timestamp) {
@@ -395,6 +427,41 @@ mod tests {
         ] {
             assert!(QuietHours::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn what_a_restart_keeps_is_the_last_hour_and_counts_as_before() {
+        let lim = limits(Some(3), Some(600), &[]);
+        let mut b = Budget::new(lim.clone());
+        b.started(at("2026-12-01T09:00:00Z"));
+        b.ended(at("2026-12-01T09:00:00Z"), at("2026-12-01T09:05:00Z"));
+        b.started(at("2026-12-01T10:00:00Z"));
+        b.ended(at("2026-12-01T10:00:00Z"), at("2026-12-01T10:04:00Z"));
+        b.started(at("2026-12-01T10:10:00Z"));
+        let now = at("2026-12-01T10:11:00Z");
+        let kept = b.kept(now, 100);
+        assert_eq!(
+            kept,
+            [
+                (at("2026-12-01T10:00:00Z"), at("2026-12-01T10:04:00Z")),
+                (at("2026-12-01T10:10:00Z"), now),
+            ],
+            "the run of 9:00 ended over an hour ago; the running one counts to now"
+        );
+        assert_eq!(b.kept(now, 1), kept[1..], "the newest when bounded");
+        let mut restarted = Budget::new(lim);
+        let mut lies = kept.clone();
+        lies.push((at("2026-12-01T11:00:00Z"), at("2026-12-01T11:01:00Z")));
+        lies.push((now, at("2026-12-01T10:00:00Z")));
+        assert_eq!(restarted.restore(&lies, now), 2);
+        let allowance = |b: &Budget| b.allowance(now, local("2026-12-01 10:11:00"), Some(1.0));
+        assert_eq!(
+            allowance(&restarted),
+            Allowance::Open(Some(1)),
+            "two of three tasks used, as before the restart; what lies is not counted"
+        );
+        restarted.started(now);
+        assert!(matches!(allowance(&restarted), Allowance::Paused(_)));
     }
 
     #[test]

@@ -789,6 +789,35 @@ fn a_node_at_its_hourly_cap_stops_claiming_holds_nothing_and_says_so() {
         "{}",
         w.log_text()
     );
+    // Restarted (a config change, an upgrade), it counts the hour on: its
+    // first record says paused, and nothing more is claimed.
+    let first_start = record(&grid, "capped")["started_at"].clone();
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until(
+        "the restarted node's record, paused",
+        Duration::from_secs(60),
+        || {
+            let r = record(&grid, "capped");
+            r["started_at"] != first_start && r["paused"].is_string()
+        },
+    );
+    let again = record(&grid, "capped");
+    assert!(
+        again["paused"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("at its limit of 3 tasks an hour")),
+        "{again}\n{}",
+        w.log_text()
+    );
+    assert!(grid.files("tasks/in_progress").is_empty());
+    assert_eq!(grid.results().len(), 3);
+    assert!(w.log_text().contains("runs=3"), "{}", w.log_text());
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@
 mod attest;
 mod exchange;
 mod handed_back;
+mod kept_budget;
 mod kept_pace;
 mod look;
 mod main_loop;
@@ -262,7 +263,14 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
 
     let labels = node_labels(&cfg, engine.name());
     tracing::info!(labels = %labels.labels.describe(), exclusive = %labels.exclusive.describe(), "routing");
-    let budget = Budget::new(cfg.scheduling.budget.clone());
+    let mut budget = Budget::new(cfg.scheduling.budget.clone());
+    if !budget.limits().is_unlimited() {
+        let runs = budget.restore(&kept_budget::load(&cfg.state_dir), time::now());
+        tracing::info!(
+            runs,
+            "the limits count the runs of the last hour as the last run kept them"
+        );
+    }
     let mut pace = Pace::default();
     if let Some(task) = kept_pace::load(&cfg.state_dir, time::now()) {
         tracing::info!(

@@ -62,6 +62,7 @@ impl Worker {
                 tracing::info!(task_id = %id, timeout = claimed.task.timeout_seconds, priority = claimed.task.priority(), "running");
                 let started_at = time::now();
                 self.budget.started(started_at);
+                self.keep_budget();
                 self.slots.running.insert(
                     id,
                     Running {
@@ -98,6 +99,7 @@ impl Worker {
             return;
         }
         self.budget.ended(running.started_at, time::now());
+        self.keep_budget();
         remove_inputs(running.inputs.as_deref());
         let claimed = running.claimed;
         if !matches!(
@@ -162,6 +164,7 @@ impl Worker {
     fn wait_again(&mut self, running: Running) {
         remove_inputs(running.inputs.as_deref());
         self.budget.taken_back(running.started_at);
+        self.keep_budget();
         let claimed = running.claimed;
         if self.draining_since.is_some() {
             let reason = format!("{} stopped before the task finished", self.node());
@@ -253,6 +256,14 @@ impl Worker {
     /// Look at the volunteer's limits: a change (paused, or free again) is
     /// logged and goes into the next heartbeat; claims held beyond what may
     /// start within the limits go back to the queue at once.
+    /// Where limits are set, keep what they count for a restart.
+    fn keep_budget(&self) {
+        if !self.budget.limits().is_unlimited() {
+            let runs = self.budget.kept(time::now(), super::kept_budget::MAX_RUNS);
+            super::kept_budget::save(&self.cfg.state_dir, &runs);
+        }
+    }
+
     pub(super) fn check_budget(&mut self) {
         let allowance = self.allowance();
         let paused = match &allowance {

@@ -1,0 +1,133 @@
+//! A volunteer's limits counted across restarts: the runs of the last hour,
+//! kept in the node's state directory. Without them, `systemctl restart`
+//! (a config change, an upgrade, a crash and `Restart=on-failure`) would
+//! begin a new hour's count, and a node capped at 100 tasks an hour could
+//! run 100 more at once. Kept only where a limit is set. A file that is
+//! missing, unreadable or nonsense counts nothing, as before.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+const FILE: &str = "budget.json";
+
+/// At most this many runs are kept (the newest): a cap of more tasks an
+/// hour than this is counted from this many after a restart.
+pub(super) const MAX_RUNS: usize = 2048;
+
+/// The file is the node's own, but read no more than it ever writes (a
+/// run is two numbers of 13 digits).
+const MAX_BYTES: u64 = 40 * MAX_RUNS as u64 + 64;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Kept {
+    /// (started, ended), in milliseconds since the epoch.
+    runs: Vec<(i64, i64)>,
+}
+
+/// The runs the last run of this node kept, as `(started, ended)`.
+pub(super) fn load(state_dir: &Path) -> Vec<(Timestamp, Timestamp)> {
+    use std::io::Read;
+    let path = state_dir.join(FILE);
+    let mut bytes = Vec::new();
+    let read =
+        std::fs::File::open(&path).and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut bytes));
+    let kept = match read {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => Err(e.to_string()),
+        Ok(_) if bytes.len() as u64 > MAX_BYTES => Err(format!("more than {MAX_BYTES} bytes")),
+        Ok(_) => serde_json::from_slice::<Kept>(&bytes).map_err(|e| e.to_string()),
+    };
+    match kept {
+        Ok(k) => k
+            .runs
+            .iter()
+            .filter_map(|(s, e)| Some((at(*s)?, at(*e)?)))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "ignoring the runs of the last hour kept by the last run");
+            Vec::new()
+        }
+    }
+}
+
+fn at(ms: i64) -> Option<Timestamp> {
+    chrono::DateTime::from_timestamp_millis(ms)
+}
+
+/// Keep `runs` for the next run (written whole, then renamed into place;
+/// not synced: a write lost in a power cut costs the count of an hour at
+/// most, as no file at all would).
+pub(super) fn save(state_dir: &Path, runs: &[(Timestamp, Timestamp)]) {
+    use std::io::Write;
+    let kept = Kept {
+        runs: runs
+            .iter()
+            .map(|(s, e)| (s.timestamp_millis(), e.timestamp_millis()))
+            .collect(),
+    };
+    let path = state_dir.join(FILE);
+    let written = tempfile::NamedTempFile::new_in(state_dir).and_then(|mut tmp| {
+        tmp.write_all(&serde_json::to_vec(&kept)?)?;
+        tmp.persist(&path).map_err(|e| e.error)
+    });
+    if let Err(e) = written {
+        tracing::warn!(file = %path.display(), error = %e, "cannot keep the runs of the last hour; a restart would count the hour anew");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        crate::time::parse(s).unwrap()
+    }
+
+    #[test]
+    fn runs_are_kept_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).is_empty(), "none kept");
+        let runs = vec![
+            (t("2026-12-01T10:00:00.123Z"), t("2026-12-01T10:04:00Z")),
+            (t("2026-12-01T10:10:00Z"), t("2026-12-01T10:10:00Z")),
+        ];
+        save(dir.path(), &runs);
+        assert_eq!(load(dir.path()), runs);
+        let most: Vec<_> = (0..MAX_RUNS)
+            .map(|_| (t("2026-12-01T10:00:00.123Z"), t("2026-12-01T10:59:59.999Z")))
+            .collect();
+        save(dir.path(), &most);
+        assert_eq!(load(dir.path()).len(), MAX_RUNS, "the most it writes, read");
+    }
+
+    #[test]
+    fn nonsense_counts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(FILE);
+        for text in [
+            "not json".to_owned(),
+            r#"{"runs": [["a", 1]]}"#.to_owned(),
+            format!(
+                r#"{{"runs": [], "pad": "{}"}}"#,
+                "x".repeat(MAX_BYTES as usize)
+            ),
+        ] {
+            std::fs::write(&file, &text).unwrap();
+            assert!(load(dir.path()).is_empty(), "{text:.40}");
+        }
+        std::fs::write(
+            &file,
+            r#"{"runs": [[1764583200000, 1764583260000], [1e30, 0]]}"#,
+        )
+        .unwrap();
+        assert!(
+            load(dir.path()).is_empty(),
+            "a number out of range: the file is nonsense"
+        );
+        std::fs::write(&file, r#"{"runs": [[1764583200000, 1764583260000]]}"#).unwrap();
+        assert_eq!(load(dir.path()).len(), 1);
+    }
+}

@@ -2,13 +2,14 @@
 //! kept in the node's state directory. Without them, `systemctl restart`
 //! (a config change, an upgrade, a crash and `Restart=on-failure`) would
 //! begin a new hour's count, and a node capped at 100 tasks an hour could
-//! run 100 more at once. Kept only where a limit is set. A file that is
-//! missing, unreadable or nonsense counts nothing, as before.
+//! run 100 more at once. Kept only where a limit is set (`kept.rs`). A
+//! file that is missing, unreadable or nonsense counts nothing, as before.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::kept;
 use crate::time::Timestamp;
 
 const FILE: &str = "budget.json";
@@ -29,25 +30,15 @@ struct Kept {
 
 /// The runs the last run of this node kept, as `(started, ended)`.
 pub(super) fn load(state_dir: &Path) -> Vec<(Timestamp, Timestamp)> {
-    use std::io::Read;
-    let path = state_dir.join(FILE);
-    let mut bytes = Vec::new();
-    let read =
-        std::fs::File::open(&path).and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut bytes));
-    let kept = match read {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => Err(e.to_string()),
-        Ok(_) if bytes.len() as u64 > MAX_BYTES => Err(format!("more than {MAX_BYTES} bytes")),
-        Ok(_) => serde_json::from_slice::<Kept>(&bytes).map_err(|e| e.to_string()),
-    };
-    match kept {
+    match kept::read::<Kept>(state_dir, FILE, MAX_BYTES) {
         Ok(k) => k
-            .runs
+            .map(|k| k.runs)
+            .unwrap_or_default()
             .iter()
             .filter_map(|(s, e)| Some((at(*s)?, at(*e)?)))
             .collect(),
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "ignoring the runs of the last hour kept by the last run");
+            tracing::warn!(error = %e, "ignoring the runs of the last hour kept by the last run");
             Vec::new()
         }
     }
@@ -57,24 +48,16 @@ fn at(ms: i64) -> Option<Timestamp> {
     chrono::DateTime::from_timestamp_millis(ms)
 }
 
-/// Keep `runs` for the next run (written whole, then renamed into place;
-/// not synced: a write lost in a power cut costs the count of an hour at
-/// most, as no file at all would).
+/// Keep `runs` for the next run.
 pub(super) fn save(state_dir: &Path, runs: &[(Timestamp, Timestamp)]) {
-    use std::io::Write;
-    let kept = Kept {
+    let file = Kept {
         runs: runs
             .iter()
             .map(|(s, e)| (s.timestamp_millis(), e.timestamp_millis()))
             .collect(),
     };
-    let path = state_dir.join(FILE);
-    let written = tempfile::NamedTempFile::new_in(state_dir).and_then(|mut tmp| {
-        tmp.write_all(&serde_json::to_vec(&kept)?)?;
-        tmp.persist(&path).map_err(|e| e.error)
-    });
-    if let Err(e) = written {
-        tracing::warn!(file = %path.display(), error = %e, "cannot keep the runs of the last hour; a restart would count the hour anew");
+    if let Err(e) = kept::write(state_dir, FILE, &file) {
+        tracing::warn!(error = %e, "cannot keep the runs of the last hour; a restart would count the hour anew");
     }
 }
 

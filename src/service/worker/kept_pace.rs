@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::kept;
 use crate::time::{self, Timestamp};
 
 const FILE: &str = "pace.json";
@@ -33,45 +34,26 @@ struct Kept {
 /// The task length kept by the last run, in seconds, if it is fit to use
 /// at `now`.
 pub(super) fn load(state_dir: &Path, now: Timestamp) -> Option<f64> {
-    use std::io::Read;
-    let path = state_dir.join(FILE);
-    let mut bytes = Vec::new();
-    let read =
-        std::fs::File::open(&path).and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut bytes));
-    let kept = match read {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => Err(e.to_string()),
-        Ok(_) if bytes.len() as u64 > MAX_BYTES => Err(format!("more than {MAX_BYTES} bytes")),
-        Ok(_) => serde_json::from_slice::<Kept>(&bytes).map_err(|e| e.to_string()),
-    };
-    let kept = match kept {
-        Ok(k) => k,
+    let file: Kept = match kept::read(state_dir, FILE, MAX_BYTES) {
+        Ok(k) => k?,
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "ignoring the task length kept by the last run");
+            tracing::warn!(error = %e, "ignoring the task length kept by the last run");
             return None;
         }
     };
-    let at = time::parse(&kept.at)?;
+    let at = time::parse(&file.at)?;
     let age = (now - at).to_std().ok()?;
-    (age <= KEPT_FOR && kept.task_ms <= LONGEST_MS).then(|| kept.task_ms as f64 / 1000.0)
+    (age <= KEPT_FOR && file.task_ms <= LONGEST_MS).then(|| file.task_ms as f64 / 1000.0)
 }
 
-/// Keep `task_secs` for the next run (written whole, then renamed into
-/// place, as the state directory's other files are; not synced: a lost
-/// write costs the next start its hint, nothing else).
+/// Keep `task_secs` for the next run.
 pub(super) fn save(state_dir: &Path, task_secs: f64, now: Timestamp) {
-    use std::io::Write;
-    let kept = Kept {
+    let file = Kept {
         task_ms: (task_secs * 1000.0).round().clamp(0.0, LONGEST_MS as f64) as u64,
         at: time::format(now),
     };
-    let path = state_dir.join(FILE);
-    let written = tempfile::NamedTempFile::new_in(state_dir).and_then(|mut tmp| {
-        tmp.write_all(&serde_json::to_vec(&kept)?)?;
-        tmp.persist(&path).map_err(|e| e.error)
-    });
-    if let Err(e) = written {
-        tracing::debug!(file = %path.display(), error = %e, "cannot keep the task length");
+    if let Err(e) = kept::write(state_dir, FILE, &file) {
+        tracing::debug!(error = %e, "cannot keep the task length");
     }
 }
 

@@ -16,6 +16,7 @@
 mod attest;
 mod exchange;
 mod handed_back;
+mod kept;
 mod kept_budget;
 mod kept_pace;
 mod look;

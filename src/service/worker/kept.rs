@@ -1,0 +1,48 @@
+//! The small files a node keeps in its state directory between runs
+//! (`kept_pace.rs`, `kept_budget.rs`): hints for its next start, read no
+//! larger than they are ever written, and written whole, then renamed into
+//! place. Not synced: a write lost in a power cut costs the next start its
+//! hint, as no file at all would.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The file `name` in `state_dir`, as `T`: none if there is no such file;
+/// an error (the file and why) if it cannot be read, is over `max_bytes`
+/// or is not a `T`, for the caller to log and go on without it.
+pub(super) fn read<T: DeserializeOwned>(
+    state_dir: &Path,
+    name: &str,
+    max_bytes: u64,
+) -> Result<Option<T>, String> {
+    let path = state_dir.join(name);
+    let mut bytes = Vec::new();
+    let read =
+        std::fs::File::open(&path).and_then(|f| f.take(max_bytes + 1).read_to_end(&mut bytes));
+    let why = match read {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => e.to_string(),
+        Ok(_) if bytes.len() as u64 > max_bytes => format!("more than {max_bytes} bytes"),
+        Ok(_) => match serde_json::from_slice::<T>(&bytes) {
+            Ok(t) => return Ok(Some(t)),
+            Err(e) => e.to_string(),
+        },
+    };
+    Err(format!("{}: {why}", path.display()))
+}
+
+/// Write `value` as the file `name` in `state_dir`: whole, then renamed
+/// into place. An error names the file.
+pub(super) fn write<T: Serialize>(state_dir: &Path, name: &str, value: &T) -> Result<(), String> {
+    let path = state_dir.join(name);
+    tempfile::NamedTempFile::new_in(state_dir)
+        .and_then(|mut tmp| {
+            tmp.write_all(&serde_json::to_vec(value)?)?;
+            tmp.persist(&path).map_err(|e| e.error)
+        })
+        .map(drop)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}

@@ -2,8 +2,9 @@
 //! kept in the node's state directory. Without them, `systemctl restart`
 //! (a config change, an upgrade, a crash and `Restart=on-failure`) would
 //! begin a new hour's count, and a node capped at 100 tasks an hour could
-//! run 100 more at once. Kept only where a limit is set (`kept.rs`). A
-//! file that is missing, unreadable or nonsense counts nothing, as before.
+//! run 100 more at once. Kept only where an hourly limit is set, as tasks
+//! start and end (`Worker::keep_budget`) and as the node stops. A file
+//! that is missing, unreadable or nonsense counts nothing, as before.
 
 use std::path::Path;
 

@@ -140,6 +140,8 @@ struct Worker {
     labels: NodeLabels,
     /// Its volunteer's limits, and the tasks of the last hour.
     budget: Budget,
+    /// When what the budget counts was last kept for a restart.
+    budget_kept_at: Option<Instant>,
     /// Why it takes no work now, as last told (record, STATUS=, page).
     paused: Option<Paused>,
     /// For tasks claimed that run after others: the results to give them
@@ -284,6 +286,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     let mut w = Worker {
         labels,
         budget,
+        budget_kept_at: None,
         paused: None,
         inputs: Default::default(),
         look_at_slot: None,

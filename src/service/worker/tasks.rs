@@ -2,7 +2,7 @@
 //! of the slots. Every way a claim ends goes through the outbox first.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +16,9 @@ use crate::time;
 
 use super::slots::{self, Running};
 use super::{ENGINE_RETRY, Unhealthy, View, Worker};
+
+/// How often, at most, what the budget counts is kept while tasks run.
+const KEEP_BUDGET_EVERY: Duration = Duration::from_secs(10);
 
 impl Worker {
     /// Start waiting claims while slots are free; the ids of those started.
@@ -62,7 +65,7 @@ impl Worker {
                 tracing::info!(task_id = %id, timeout = claimed.task.timeout_seconds, priority = claimed.task.priority(), "running");
                 let started_at = time::now();
                 self.budget.started(started_at);
-                self.keep_budget();
+                self.keep_budget(false);
                 self.slots.running.insert(
                     id,
                     Running {
@@ -99,7 +102,7 @@ impl Worker {
             return;
         }
         self.budget.ended(running.started_at, time::now());
-        self.keep_budget();
+        self.keep_budget(false);
         remove_inputs(running.inputs.as_deref());
         let claimed = running.claimed;
         if !matches!(
@@ -164,7 +167,7 @@ impl Worker {
     fn wait_again(&mut self, running: Running) {
         remove_inputs(running.inputs.as_deref());
         self.budget.taken_back(running.started_at);
-        self.keep_budget();
+        self.keep_budget(false);
         let claimed = running.claimed;
         if self.draining_since.is_some() {
             let reason = format!("{} stopped before the task finished", self.node());
@@ -256,12 +259,25 @@ impl Worker {
     /// Look at the volunteer's limits: a change (paused, or free again) is
     /// logged and goes into the next heartbeat; claims held beyond what may
     /// start within the limits go back to the queue at once.
-    /// Where limits are set, keep what they count for a restart.
-    fn keep_budget(&self) {
-        if !self.budget.limits().is_unlimited() {
-            let runs = self.budget.kept(time::now(), super::kept_budget::MAX_RUNS);
-            super::kept_budget::save(&self.cfg.state_dir, &runs);
+    /// Where an hourly limit is set, keep what it counts for a restart:
+    /// when asked (`now`), else at most every [`KEEP_BUDGET_EVERY`], as
+    /// tasks start and end (a node of short tasks would write the file
+    /// many times a second). A node that dies loses that much of the count.
+    pub(super) fn keep_budget(&mut self, now: bool) {
+        let limits = self.budget.limits();
+        if limits.tasks_per_hour.is_none() && limits.task_seconds_per_hour.is_none() {
+            return;
         }
+        if !now
+            && self
+                .budget_kept_at
+                .is_some_and(|t| t.elapsed() < KEEP_BUDGET_EVERY)
+        {
+            return;
+        }
+        self.budget_kept_at = Some(Instant::now());
+        let runs = self.budget.kept(time::now(), super::kept_budget::MAX_RUNS);
+        super::kept_budget::save(&self.cfg.state_dir, &runs);
     }
 
     pub(super) fn check_budget(&mut self) {

@@ -3,8 +3,9 @@
 //! (a config change, an upgrade, a crash and `Restart=on-failure`) would
 //! begin a new hour's count, and a node capped at 100 tasks an hour could
 //! run 100 more at once. Kept only where an hourly limit is set, as tasks
-//! start and end (`Worker::keep_budget`) and as the node stops. A file
-//! that is missing, unreadable or nonsense counts nothing, as before.
+//! start and end (`Worker::keep_budget`), when the node reaches a limit
+//! and as it stops. A file that is missing, unreadable or nonsense counts
+//! nothing, as before.
 
 use std::path::Path;
 

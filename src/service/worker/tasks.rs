@@ -260,9 +260,10 @@ impl Worker {
     /// logged and goes into the next heartbeat; claims held beyond what may
     /// start within the limits go back to the queue at once.
     /// Where an hourly limit is set, keep what it counts for a restart:
-    /// when asked (`now`), else at most every [`KEEP_BUDGET_EVERY`], as
-    /// tasks start and end (a node of short tasks would write the file
-    /// many times a second). A node that dies loses that much of the count.
+    /// when asked (`now`: at a limit, stopping), else at most every
+    /// [`KEEP_BUDGET_EVERY`], as tasks start and end (a node of short tasks
+    /// would write the file many times a second). A node that dies while
+    /// it works loses that much of the count.
     pub(super) fn keep_budget(&mut self, now: bool) {
         let limits = self.budget.limits();
         if limits.tasks_per_hour.is_none() && limits.task_seconds_per_hour.is_none() {
@@ -297,6 +298,12 @@ impl Worker {
             if paused.is_none() {
                 self.schedule.next_poll = Instant::now();
             }
+        }
+        if paused.is_some() && self.paused.is_none() {
+            // At its limit it may sit still for an hour, starting nothing
+            // that would keep the count: a node that dies then must not
+            // come back with a fresh hour.
+            self.keep_budget(true);
         }
         self.paused = paused;
         let surplus = allowance.surplus(self.slots.waiting.len());

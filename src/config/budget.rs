@@ -95,9 +95,13 @@ pub struct Limits {
 
 impl Limits {
     pub fn is_unlimited(&self) -> bool {
-        self.tasks_per_hour.is_none()
-            && self.task_seconds_per_hour.is_none()
-            && self.quiet_hours.is_empty()
+        !self.counts_the_hour() && self.quiet_hours.is_empty()
+    }
+
+    /// A limit on what the node runs in an hour is set: what it ran in the
+    /// last one counts (and is kept across restarts).
+    pub fn counts_the_hour(&self) -> bool {
+        self.tasks_per_hour.is_some() || self.task_seconds_per_hour.is_some()
     }
 }
 

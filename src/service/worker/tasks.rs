@@ -265,8 +265,7 @@ impl Worker {
     /// would write the file many times a second). A node that dies while
     /// it works loses that much of the count.
     pub(super) fn keep_budget(&mut self, now: bool) {
-        let limits = self.budget.limits();
-        if limits.tasks_per_hour.is_none() && limits.task_seconds_per_hour.is_none() {
+        if !self.budget.limits().counts_the_hour() {
             return;
         }
         if !now

@@ -11,10 +11,12 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use chrono::{NaiveDateTime, Timelike};
+use chrono::{TimeZone, Timelike};
 
 pub use crate::config::budget::{Limits, QuietHours};
 use crate::time::Timestamp;
+
+mod quiet;
 
 /// The window the hourly limits count over.
 pub const WINDOW: Duration = Duration::from_secs(3600);
@@ -179,21 +181,23 @@ impl Budget {
             .sum()
     }
 
-    /// What may be held at `now` (`local` is the same moment on the node's
-    /// wall clock), tasks measured to take `task_secs` on average (if
-    /// measured).
-    pub fn allowance(
+    /// What may be held at `now`, quiet hours read on the wall clock of
+    /// `zone` (the node's), tasks measured to take `task_secs` on average
+    /// (if measured).
+    pub fn allowance<Z: TimeZone>(
         &self,
         now: Timestamp,
-        local: NaiveDateTime,
+        zone: &Z,
         task_secs: Option<f64>,
     ) -> Allowance {
+        let local = now.with_timezone(zone).naive_local();
         let minute = local.hour() * 60 + local.minute();
         if let Some(q) = self.limits.quiet_hours.iter().find(|q| q.contains(minute)) {
-            let left = i64::from(q.minutes_to_end(minute)) * 60 - i64::from(local.second());
             return Allowance::Paused(Paused {
                 why: format!("quiet hours ({q}, local time)"),
-                until: Some(now + chrono::Duration::seconds(left.max(1))),
+                until: Some(
+                    quiet::end(q, now, local, zone).max(now + chrono::Duration::seconds(1)),
+                ),
             });
         }
         let mut room: Option<usize> = None;
@@ -249,14 +253,19 @@ impl Budget {
 
 #[cfg(test)]
 mod tests {
+    use chrono::{NaiveDateTime, Utc};
+
     use super::*;
 
     fn at(s: &str) -> Timestamp {
         crate::time::parse(s).unwrap()
     }
 
-    fn local(s: &str) -> NaiveDateTime {
-        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap()
+    /// A zone whose wall clock reads `local` at `now`.
+    fn wall(now: Timestamp, local: &str) -> chrono::FixedOffset {
+        let local = NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S").unwrap();
+        let offset = (local - now.naive_utc()).num_seconds();
+        chrono::FixedOffset::east_opt(i32::try_from(offset).unwrap()).unwrap()
     }
 
     fn limits(tasks: Option<u32>, secs: Option<u64>, quiet: &[&str]) -> Limits {
@@ -274,17 +283,14 @@ mod tests {
     fn no_limits_allow_anything() {
         let b = Budget::new(Limits::default());
         let now = at("2026-11-30T10:00:00Z");
-        assert_eq!(
-            b.allowance(now, local("2026-11-30 11:00:00"), None),
-            Allowance::Open(None)
-        );
+        assert_eq!(b.allowance(now, &Utc, None), Allowance::Open(None));
     }
 
     #[test]
     fn a_cap_on_tasks_counts_starts_in_the_last_hour_and_claims_waiting() {
         let mut b = Budget::new(limits(Some(3), None, &[]));
         let t0 = at("2026-11-30T10:00:00Z");
-        let l = local("2026-11-30 11:00:00");
+        let l = &Utc;
         let open = b.allowance(t0, l, None);
         assert_eq!(open, Allowance::Open(Some(3)));
         assert_eq!(open.room(2), Some(1), "two claimed, not started");
@@ -314,7 +320,7 @@ mod tests {
     fn a_start_taken_back_is_not_a_task() {
         let mut b = Budget::new(limits(Some(2), None, &[]));
         let t0 = at("2026-11-30T10:00:00Z");
-        let l = local("2026-11-30 11:00:00");
+        let l = &Utc;
         b.started(t0);
         let again = t0 + chrono::Duration::seconds(1);
         b.started(again);
@@ -334,7 +340,7 @@ mod tests {
     fn a_cap_on_seconds_counts_time_inside_the_window_running_tasks_included() {
         let mut b = Budget::new(limits(None, Some(600), &[]));
         let t0 = at("2026-11-30T10:00:00Z");
-        let l = local("2026-11-30 11:00:00");
+        let l = &Utc;
         b.started(t0);
         b.ended(t0, t0 + chrono::Duration::seconds(300));
         let now = t0 + chrono::Duration::seconds(400);
@@ -383,7 +389,7 @@ mod tests {
     fn quiet_hours_pause_until_they_end_in_local_time() {
         let b = Budget::new(limits(None, None, &["22:00-07:00", "12:00-12:30"]));
         let now = at("2026-11-30T21:00:00Z");
-        let paused = b.allowance(now, local("2026-11-30 23:30:00"), None);
+        let paused = b.allowance(now, &wall(now, "2026-11-30 23:30:00"), None);
         assert_eq!(paused.surplus(4), 4, "nothing held while paused");
         assert_eq!(paused.room(0), Some(0));
         let Allowance::Paused(p) = paused else {
@@ -392,19 +398,19 @@ mod tests {
         assert_eq!(p.why, "quiet hours (22:00-07:00, local time)");
         assert_eq!(p.until, Some(now + chrono::Duration::minutes(450)));
         assert!(matches!(
-            b.allowance(now, local("2026-12-01 06:59:30"), None),
+            b.allowance(now, &wall(now, "2026-12-01 06:59:30"), None),
             Allowance::Paused(_)
         ));
         assert_eq!(
-            b.allowance(now, local("2026-12-01 07:00:00"), None),
+            b.allowance(now, &wall(now, "2026-12-01 07:00:00"), None),
             Allowance::Open(None)
         );
         assert!(matches!(
-            b.allowance(now, local("2026-12-01 12:10:00"), None),
+            b.allowance(now, &wall(now, "2026-12-01 12:10:00"), None),
             Allowance::Paused(_)
         ));
         assert_eq!(
-            b.allowance(now, local("2026-12-01 12:30:00"), None),
+            b.allowance(now, &wall(now, "2026-12-01 12:30:00"), None),
             Allowance::Open(None)
         );
     }
@@ -454,7 +460,7 @@ mod tests {
         lies.push((at("2026-12-01T11:00:00Z"), at("2026-12-01T11:01:00Z")));
         lies.push((now, at("2026-12-01T10:00:00Z")));
         assert_eq!(restarted.restore(&lies, now), 2);
-        let allowance = |b: &Budget| b.allowance(now, local("2026-12-01 10:11:00"), Some(1.0));
+        let allowance = |b: &Budget| b.allowance(now, &Utc, Some(1.0));
         assert_eq!(
             allowance(&restarted),
             Allowance::Open(Some(1)),

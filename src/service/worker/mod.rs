@@ -452,11 +452,8 @@ impl Worker {
         if self.budget.limits().is_unlimited() {
             return Allowance::Open(None);
         }
-        self.budget.allowance(
-            time::now(),
-            chrono::Local::now().naive_local(),
-            self.pace.task_secs(),
-        )
+        self.budget
+            .allowance(time::now(), &chrono::Local, self.pace.task_secs())
     }
 
     /// Tasks wait in the outbox to go back to the queue: others may be

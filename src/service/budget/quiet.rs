@@ -1,0 +1,145 @@
+//! When quiet hours end, read on the node's wall clock.
+
+use chrono::{NaiveDateTime, TimeZone, Timelike, Utc};
+
+use super::QuietHours;
+use crate::time::Timestamp;
+
+/// The moment the wall clock of `zone`, reading `local` at `now`, next
+/// reads the end of `q`: found on the wall clock, not as minutes from now,
+/// so that on a night the clocks change the pause says when it really
+/// ends. An end the clocks skip (it falls in the hour they jump over) is
+/// the first minute after it that exists; one they pass twice, the first.
+pub(super) fn end<Z: TimeZone>(
+    q: &QuietHours,
+    now: Timestamp,
+    local: NaiveDateTime,
+    zone: &Z,
+) -> Timestamp {
+    let minutes_left = i64::from(q.minutes_to_end(local.hour() * 60 + local.minute()));
+    let end = local.with_second(0).unwrap_or(local) + chrono::Duration::minutes(minutes_left);
+    (0..=180)
+        .map(|m| end + chrono::Duration::minutes(m))
+        .find_map(|l| zone.from_local_datetime(&l).earliest())
+        .map_or(now + (end - local), |t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{NaiveDateTime, TimeZone};
+
+    use super::super::{Allowance, Budget, Limits, QuietHours};
+    use crate::time::Timestamp;
+
+    fn at(s: &str) -> Timestamp {
+        crate::time::parse(s).unwrap()
+    }
+
+    fn quiet(span: &str) -> Budget {
+        Budget::new(Limits {
+            quiet_hours: vec![QuietHours::parse(span).unwrap()],
+            ..Limits::default()
+        })
+    }
+
+    /// A zone whose clocks change once, at `at` (UTC), as daylight saving
+    /// time's do: enough to show the pause's end read on the wall clock.
+    #[derive(Debug, Clone, Copy)]
+    struct Shift {
+        at: NaiveDateTime,
+        before: chrono::FixedOffset,
+        after: chrono::FixedOffset,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    struct ShiftOffset(chrono::FixedOffset, Shift);
+
+    impl chrono::Offset for ShiftOffset {
+        fn fix(&self) -> chrono::FixedOffset {
+            self.0
+        }
+    }
+
+    impl TimeZone for Shift {
+        type Offset = ShiftOffset;
+        fn from_offset(o: &ShiftOffset) -> Shift {
+            o.1
+        }
+        fn offset_from_local_date(
+            &self,
+            _: &chrono::NaiveDate,
+        ) -> chrono::LocalResult<ShiftOffset> {
+            unimplemented!("not asked by the budget")
+        }
+        fn offset_from_local_datetime(
+            &self,
+            l: &NaiveDateTime,
+        ) -> chrono::LocalResult<ShiftOffset> {
+            let fits = |o: chrono::FixedOffset, before: bool| {
+                let utc = *l - chrono::Duration::seconds(o.local_minus_utc().into());
+                (if before {
+                    utc < self.at
+                } else {
+                    utc >= self.at
+                })
+                .then_some(ShiftOffset(o, *self))
+            };
+            match (fits(self.before, true), fits(self.after, false)) {
+                (Some(a), Some(b)) => chrono::LocalResult::Ambiguous(a, b),
+                (Some(a), None) | (None, Some(a)) => chrono::LocalResult::Single(a),
+                (None, None) => chrono::LocalResult::None,
+            }
+        }
+        fn offset_from_utc_date(&self, _: &chrono::NaiveDate) -> ShiftOffset {
+            unimplemented!("not asked by the budget")
+        }
+        fn offset_from_utc_datetime(&self, u: &NaiveDateTime) -> ShiftOffset {
+            ShiftOffset(
+                if *u < self.at {
+                    self.before
+                } else {
+                    self.after
+                },
+                *self,
+            )
+        }
+    }
+
+    #[test]
+    fn quiet_hours_end_by_the_wall_clock_on_a_night_the_clocks_change() {
+        let hours = |h| chrono::FixedOffset::east_opt(h * 3600).unwrap();
+        let until = |b: &Budget, now: Timestamp, zone: &Shift| match b.allowance(now, zone, None) {
+            Allowance::Paused(p) => p.until.unwrap(),
+            open => panic!("{open:?}"),
+        };
+        // Clocks go back an hour at 01:00 UTC: 07:00 comes nine hours
+        // after 23:00, not eight.
+        let autumn = Shift {
+            at: at("2026-10-25T01:00:00Z").naive_utc(),
+            before: hours(2),
+            after: hours(1),
+        };
+        let b = quiet("22:00-07:00");
+        assert_eq!(
+            until(&b, at("2026-10-24T21:00:00Z"), &autumn),
+            at("2026-10-25T06:00:00Z")
+        );
+        // Clocks go forward an hour at 01:00 UTC: 02:30 never comes; the
+        // pause ends at 03:00, the first minute after it on the wall clock.
+        let spring = Shift {
+            at: at("2026-03-29T01:00:00Z").naive_utc(),
+            before: hours(1),
+            after: hours(2),
+        };
+        let b = quiet("22:00-02:30");
+        assert_eq!(
+            until(&b, at("2026-03-28T22:00:00Z"), &spring),
+            at("2026-03-29T01:00:00Z")
+        );
+        assert_eq!(
+            b.allowance(at("2026-03-29T01:00:00Z"), &spring, None),
+            Allowance::Open(None),
+            "and there the node works again"
+        );
+    }
+}

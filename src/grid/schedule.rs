@@ -151,7 +151,7 @@ pub fn order(tasks: &[Queued<'_>], now: Timestamp) -> Vec<(usize, u8)> {
         let mut queues: Vec<Party<'_>> = parties
             .into_values()
             .map(|mut q| {
-                q.sort();
+                q.sort_by(arrival);
                 q
             })
             .collect();
@@ -164,13 +164,28 @@ pub fn order(tasks: &[Queued<'_>], now: Timestamp) -> Vec<(usize, u8)> {
             if turn.is_empty() {
                 break;
             }
-            turn.sort();
+            turn.sort_by(|a, b| arrival(a, b));
             out.extend(turn.into_iter().map(|t| (t.2, level)));
             round += 1;
         }
         queues.clear();
     }
     out
+}
+
+/// Which of two queued tasks (arrival minute, id, index) came first: the
+/// earlier minute; within one minute (the path says no more), by id with
+/// the numbers in ids compared as numbers, so that `task-2`, submitted
+/// before `task-10` in a loop as such series are, goes first.
+fn arrival(a: &(Timestamp, &[u8], usize), b: &(Timestamp, &[u8], usize)) -> std::cmp::Ordering {
+    let natural = match (std::str::from_utf8(a.1), std::str::from_utf8(b.1)) {
+        (Ok(x), Ok(y)) => alphanumeric_sort::compare_str(x, y),
+        _ => std::cmp::Ordering::Equal,
+    };
+    a.0.cmp(&b.0)
+        .then(natural)
+        .then_with(|| a.1.cmp(b.1))
+        .then(a.2.cmp(&b.2))
 }
 
 /// Walks the claim order and says which claimable tasks to take: at most
@@ -375,6 +390,17 @@ mod tests {
             ids(&tasks, now),
             ["urgent", "early", "early2", "late", "low"]
         );
+    }
+
+    #[test]
+    fn within_a_minute_numbered_ids_go_in_their_numbers_order() {
+        let now = at("2026-11-30T10:10:00Z");
+        let minute = "2026-11-30T10:09:00Z";
+        let tasks: Vec<(Place, &str)> = ["s10", "s2", "s1", "s9", "s02", "t1"]
+            .into_iter()
+            .map(|n| (place(50, &[], minute, None), n))
+            .collect();
+        assert_eq!(ids(&tasks, now), ["s1", "s2", "s02", "s9", "s10", "t1"]);
     }
 
     #[test]

@@ -227,11 +227,20 @@ impl Budget {
                     until: self.seconds_free_at(now, max as f64),
                 });
             }
-            // What the time left holds, at the measured pace; unmeasured,
-            // one at a time.
+            // What the time left holds, at the measured pace, once the
+            // tasks running now have taken what they are expected to still
+            // take (without that, each look while they ran found the hour
+            // as free as at their start, and a node of four slots started
+            // four where the time held two); unmeasured, one at a time.
+            let running = self.runs.iter().filter(|(_, e)| e.is_none());
             let fits = match task_secs {
-                Some(t) if t > 0.0 => ((max as f64 - used) / t).ceil() as usize,
-                _ => 1,
+                Some(t) if t > 0.0 => {
+                    let ahead: f64 = running
+                        .map(|(s, _)| (t - (now - *s).num_milliseconds() as f64 / 1000.0).max(0.0))
+                        .sum();
+                    ((max as f64 - used - ahead).max(0.0) / t).ceil() as usize
+                }
+                _ => usize::from(running.count() == 0),
             };
             room = Some(room.map_or(fits, |r| r.min(fits)));
         }
@@ -334,6 +343,36 @@ mod tests {
         // The one that runs on stays counted, ended or not.
         b.taken_back(again);
         assert_eq!(b.allowance(again, l, None), Allowance::Open(Some(1)));
+    }
+
+    #[test]
+    fn a_cap_on_seconds_counts_what_running_tasks_will_still_take() {
+        // 4 s an hour, tasks of 3 s, four slots: two may start (the second
+        // starts within the limit), and no more while they run.
+        let mut b = Budget::new(limits(None, Some(4), &[]));
+        let t0 = at("2026-11-30T10:00:00Z");
+        assert_eq!(b.allowance(t0, &Utc, Some(3.0)), Allowance::Open(Some(2)));
+        b.started(t0);
+        b.started(t0);
+        let soon = t0 + chrono::Duration::milliseconds(100);
+        assert_eq!(
+            b.allowance(soon, &Utc, Some(3.0)),
+            Allowance::Open(Some(0)),
+            "5.8 s still to run against 3.8 s left"
+        );
+        // One ends early, after 1 s: 3 s left, the other 2 s from its end.
+        b.ended(t0, t0 + chrono::Duration::seconds(1));
+        let later = t0 + chrono::Duration::seconds(1);
+        assert_eq!(
+            b.allowance(later, &Utc, Some(3.0)),
+            Allowance::Open(Some(0)),
+            "1 s used, 1 s running, 2 s ahead of it: the hour is spoken for"
+        );
+        // Unmeasured, one at a time: nothing beside a task that runs.
+        let mut b = Budget::new(limits(None, Some(600), &[]));
+        assert_eq!(b.allowance(t0, &Utc, None), Allowance::Open(Some(1)));
+        b.started(t0);
+        assert_eq!(b.allowance(soon, &Utc, None), Allowance::Open(Some(0)));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::{bench_spec, median, min_max, result_count, trivial_tasks};
+use crate::{bench_spec, median, min_max, trivial_tasks, wait_for_results};
 
 pub struct Drain {
     seconds: f64,
@@ -40,13 +40,7 @@ pub fn drain(workers: usize, tasks: usize, extra: &str) -> Drain {
     grid.commit_files(&trivial_tasks("t", tasks), "queue");
     let submitted = Instant::now();
     let before = grid.commit_count();
-    let deadline = submitted + Duration::from_secs(1800);
-    // Polled every 25 ms: finer would cost the workers CPU (a `git ls-tree`
-    // each time) on a machine they share.
-    while result_count(&grid) < tasks {
-        assert!(Instant::now() < deadline, "the drain did not finish");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_for_results(&grid, tasks, Duration::from_secs(1800));
     let seconds = submitted.elapsed().as_secs_f64();
     let commits = grid.commit_count() - before;
     for p in &mut procs {

@@ -19,6 +19,7 @@ mod service;
 mod trust;
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::*;
 fn main() {
@@ -157,6 +158,27 @@ fn result_count(grid: &Grid) -> usize {
         .lines()
         .filter(|l| !l.ends_with("/.gitkeep"))
         .count()
+}
+
+/// Waits until `main` holds `total` results, at most `within`; what it
+/// saw last is when the drain ended. Looks every 25 ms at the ref's file
+/// (a read, no process) and lists the results only when the ref moved:
+/// a `git ls-tree` every 25 ms, 40 processes a second, was a load of the
+/// harness's own on the two cores the workers it times share.
+fn wait_for_results(grid: &Grid, total: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    let ref_file = grid.bare.join("refs/heads/main");
+    let mut seen: Option<Vec<u8>> = None;
+    loop {
+        // A ref not in its own file (packed) is listed every time.
+        let now = std::fs::read(&ref_file).ok();
+        if (now.is_none() || now != seen) && result_count(grid) >= total {
+            return;
+        }
+        seen = now;
+        assert!(Instant::now() < deadline, "the drain did not finish");
+        std::thread::sleep(Duration::from_millis(25));
+    }
 }
 
 fn median(v: &[f64]) -> f64 {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::delay_proxy::DelayProxy;
 use crate::common::*;
-use crate::{bench_spec, median, min_max, result_count};
+use crate::{bench_spec, median, min_max, wait_for_results};
 
 /// Drains per row, taken in turn across the rows of a comparison.
 const RUNS: usize = 3;
@@ -137,11 +137,7 @@ fn drain(shape: &Shape) -> Run {
     };
     let before = grid.commit_count();
     let total = shape.tasks.len();
-    let deadline = pushed + Duration::from_secs(1800);
-    while result_count(&grid) < total {
-        assert!(Instant::now() < deadline, "the drain did not finish");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_for_results(&grid, total, Duration::from_secs(1800));
     let seconds = pushed.elapsed().as_secs_f64();
     let ended_at = SystemTime::now();
     let commits = grid.commit_count() - before;

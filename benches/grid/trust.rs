@@ -19,7 +19,7 @@ use dgrid_worker::trust::task::TaskDigest;
 use dgrid_worker::trust::{KeySigner, Signer, Verdict, Verifier, keys};
 
 use crate::common::*;
-use crate::{bench_spec, median, min_max, result_count};
+use crate::{bench_spec, median, min_max, wait_for_results};
 
 const TASKS: usize = 500;
 const SSH_KEYGEN_CALLS: usize = 20;
@@ -281,11 +281,7 @@ fn drain(enforce: bool) -> Drain {
     grid.commit_files(&files, "queue");
     let submitted = Instant::now();
     let before = grid.commit_count();
-    let deadline = submitted + Duration::from_secs(1800);
-    while result_count(&grid) < TASKS {
-        assert!(Instant::now() < deadline, "the drain did not finish");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_for_results(&grid, TASKS, Duration::from_secs(1800));
     let seconds = submitted.elapsed().as_secs_f64();
     let cpu = crate::service::usage(w.child.id()).1 - cpu_before;
     let commits = grid.commit_count() - before;

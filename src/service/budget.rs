@@ -195,9 +195,8 @@ impl Budget {
         if let Some(q) = self.limits.quiet_hours.iter().find(|q| q.contains(minute)) {
             return Allowance::Paused(Paused {
                 why: format!("quiet hours ({q}, local time)"),
-                until: Some(
-                    quiet::end(q, now, local, zone).max(now + chrono::Duration::seconds(1)),
-                ),
+                until: quiet::end(&self.limits.quiet_hours, now, local, zone)
+                    .map(|t| t.max(now + chrono::Duration::seconds(1))),
             });
         }
         let mut room: Option<usize> = None;

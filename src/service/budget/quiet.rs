@@ -6,22 +6,38 @@ use super::QuietHours;
 use crate::time::Timestamp;
 
 /// The moment the wall clock of `zone`, reading `local` at `now`, next
-/// reads the end of `q`: found on the wall clock, not as minutes from now,
-/// so that on a night the clocks change the pause says when it really
-/// ends. An end the clocks skip (it falls in the hour they jump over) is
-/// the first minute after it that exists; one they pass twice, the first.
+/// reads a minute outside every span of `quiet` (`local` is inside one):
+/// spans that meet (`22:00-00:00` and `00:00-07:00`) end together. Found
+/// on the wall clock, not as minutes from now, so that on a night the
+/// clocks change the pause says when it really ends. An end the clocks
+/// skip (it falls in the hour they jump over) is the first minute after
+/// it that exists; one they pass twice, the first. None if the spans
+/// cover the whole day.
 pub(super) fn end<Z: TimeZone>(
-    q: &QuietHours,
+    quiet: &[QuietHours],
     now: Timestamp,
     local: NaiveDateTime,
     zone: &Z,
-) -> Timestamp {
-    let minutes_left = i64::from(q.minutes_to_end(local.hour() * 60 + local.minute()));
-    let end = local.with_second(0).unwrap_or(local) + chrono::Duration::minutes(minutes_left);
-    (0..=180)
-        .map(|m| end + chrono::Duration::minutes(m))
-        .find_map(|l| zone.from_local_datetime(&l).earliest())
-        .map_or(now + (end - local), |t| t.with_timezone(&Utc))
+) -> Option<Timestamp> {
+    const DAY: u32 = 24 * 60;
+    let mut minute = local.hour() * 60 + local.minute();
+    let mut minutes_left = 0;
+    while let Some(q) = quiet.iter().find(|q| q.contains(minute)) {
+        let left = q.minutes_to_end(minute);
+        minutes_left += left;
+        minute = (minute + left) % DAY;
+        if minutes_left >= DAY {
+            return None;
+        }
+    }
+    let end =
+        local.with_second(0).unwrap_or(local) + chrono::Duration::minutes(i64::from(minutes_left));
+    Some(
+        (0..=180)
+            .map(|m| end + chrono::Duration::minutes(m))
+            .find_map(|l| zone.from_local_datetime(&l).earliest())
+            .map_or(now + (end - local), |t| t.with_timezone(&Utc)),
+    )
 }
 
 #[cfg(test)]
@@ -103,6 +119,34 @@ mod tests {
                 *self,
             )
         }
+    }
+
+    #[test]
+    fn spans_that_meet_end_together() {
+        let zone = chrono::FixedOffset::east_opt(0).unwrap();
+        let b = Budget::new(Limits {
+            quiet_hours: ["22:00-00:00", "00:00-07:00", "12:00-12:30"]
+                .iter()
+                .map(|q| QuietHours::parse(q).unwrap())
+                .collect(),
+            ..Limits::default()
+        });
+        let Allowance::Paused(p) = b.allowance(at("2026-11-30T23:00:00Z"), &zone, None) else {
+            panic!()
+        };
+        assert_eq!(p.until, Some(at("2026-12-01T07:00:00Z")));
+        let whole_day = Budget::new(Limits {
+            quiet_hours: vec![
+                QuietHours::parse("07:00-19:00").unwrap(),
+                QuietHours::parse("19:00-07:00").unwrap(),
+            ],
+            ..Limits::default()
+        });
+        let Allowance::Paused(p) = whole_day.allowance(at("2026-11-30T23:00:00Z"), &zone, None)
+        else {
+            panic!()
+        };
+        assert_eq!(p.until, None, "never: the spans cover the day");
     }
 
     #[test]

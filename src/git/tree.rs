@@ -15,6 +15,20 @@ pub enum EntryMode {
     Submodule,
 }
 
+/// What a task's rules see of an entry: its kind alone.
+impl From<EntryMode> for crate::grid::task::EntryKind {
+    fn from(mode: EntryMode) -> Self {
+        use crate::grid::task::EntryKind;
+        match mode {
+            EntryMode::File => EntryKind::File,
+            EntryMode::Executable => EntryKind::Executable,
+            EntryMode::Symlink => EntryKind::Symlink,
+            EntryMode::Tree => EntryKind::Directory,
+            EntryMode::Submodule => EntryKind::Submodule,
+        }
+    }
+}
+
 impl EntryMode {
     const ALL: [EntryMode; 5] = [
         EntryMode::File,

@@ -284,7 +284,12 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<R
             }
             _ => continue,
         };
-        let task = match Task::from_entry(&b.file_name(), kind(b.entry.mode), &bytes, input.rules) {
+        let task = match Task::from_entry(
+            &b.file_name(),
+            EntryKind::from(b.entry.mode),
+            &bytes,
+            input.rules,
+        ) {
             Ok(t) => t,
             Err(e) => {
                 reject(&mut out, &b.entry, &e.to_string(), input);
@@ -396,16 +401,6 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<R
         }
     }
     Ok(out)
-}
-
-fn kind(mode: EntryMode) -> EntryKind {
-    match mode {
-        EntryMode::File => EntryKind::File,
-        EntryMode::Executable => EntryKind::Executable,
-        EntryMode::Symlink => EntryKind::Symlink,
-        EntryMode::Tree => EntryKind::Directory,
-        EntryMode::Submodule => EntryKind::Submodule,
-    }
 }
 
 fn reject(out: &mut Release, entry: &TreeEntry, why: &str, input: &ReleaseInput<'_>) {

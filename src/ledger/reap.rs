@@ -63,12 +63,12 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         .partition(|e| matches!(e.mode, EntryMode::File | EntryMode::Executable));
     // Symlinks, directories, submodules: never a claim, and never read.
     for entry in &odd {
-        let kind = match entry.mode {
-            EntryMode::Symlink => EntryKind::Symlink,
-            EntryMode::Tree => EntryKind::Directory,
-            _ => EntryKind::Submodule,
-        };
-        if let Err(e) = Task::from_entry(&entry.name_lossy(), kind, b"", input.rules) {
+        if let Err(e) = Task::from_entry(
+            &entry.name_lossy(),
+            EntryKind::from(entry.mode),
+            b"",
+            input.rules,
+        ) {
             reject(&mut out, entry, &e);
         }
     }

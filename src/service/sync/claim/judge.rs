@@ -22,16 +22,6 @@ fn is_file(mode: EntryMode) -> bool {
     matches!(mode, EntryMode::File | EntryMode::Executable)
 }
 
-fn entry_kind(mode: EntryMode) -> EntryKind {
-    match mode {
-        EntryMode::File => EntryKind::File,
-        EntryMode::Executable => EntryKind::Executable,
-        EntryMode::Symlink => EntryKind::Symlink,
-        EntryMode::Tree => EntryKind::Directory,
-        EntryMode::Submodule => EntryKind::Submodule,
-    }
-}
-
 /// Read and judge a batch of the inbox: a broken entry goes to `failed/`;
 /// a task that runs after others waits in `blocked/` (where its parents are
 /// looked at); one this node does not serve goes to its lane; the others
@@ -196,7 +186,7 @@ pub(super) fn consider(
     };
     let name = String::from_utf8_lossy(name);
     Ok(
-        match admit::admit(repo, d, entry, &name, entry_kind(entry.mode), &content)? {
+        match admit::admit(repo, d, entry, &name, EntryKind::from(entry.mode), &content)? {
             Admit::Run(task) => Verdict::Claimable(task),
             Admit::Skip => Verdict::Skip,
             Admit::Reject(e) => Verdict::Reject(e),

@@ -7,5 +7,6 @@ pub mod deps;
 pub mod nodes;
 pub mod queue;
 pub mod reap;
+pub mod refile;
 pub mod results;
 pub mod routing;

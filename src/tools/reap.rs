@@ -14,7 +14,7 @@ use crate::grid::{Id, TaskRules};
 use crate::ledger::deps::{self, Finished};
 use crate::ledger::queue::QueueAt;
 use crate::ledger::reap::{self, ReapInput};
-use crate::ledger::{nodes, results, routing};
+use crate::ledger::{nodes, refile, results, routing};
 use crate::time::Timestamp;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -23,7 +23,8 @@ pub struct ReapSummary {
     pub reaped: Vec<(String, String)>,
     /// (entry, why): unreadable claim files moved to `failed/`.
     pub invalid: Vec<(String, String)>,
-    /// (task, what became of it): waiting tasks moved on.
+    /// (task, what became of it): waiting tasks moved on, and tasks filed
+    /// by hand in a lane no live node serves moved to their own.
     pub released: Vec<(String, String)>,
     /// Queued tasks no live node serves, by class.
     pub unservable: Vec<Unservable>,
@@ -103,8 +104,7 @@ pub fn plan(
     pending.extend(released.results);
     summary.extend(released.summary);
     invalid.extend(released.invalid);
-    edits.extend(results::place_results(txn.repo, tip, now, pending)?);
-    let message = format!("{who}: {}\n", summary.join(", "));
+    let mut moved = released.moved;
     // What no live node can run, as the nodes' records say now.
     let records = nodes::records(txn.repo, tip, None)?;
     let live: Vec<(String, NodeLabels)> = records
@@ -113,6 +113,20 @@ pub fn plan(
         .map(|r| (r.node_id.to_string(), r.node_labels()))
         .collect();
     let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (n.as_str(), l)).collect();
+    // Where none of them reads, a task filed by hand in the wrong lane
+    // would wait unseen: those lanes' files are read here.
+    let refiled = refile::plan(txn.repo, &queue, &refs, rules, who, now)?;
+    let mut queue = queue;
+    queue
+        .lanes
+        .retain(|l| !refiled.edits.contains_key(&l.path()));
+    edits.extend(refiled.edits);
+    pending.extend(refiled.results);
+    summary.extend(refiled.summary);
+    invalid.extend(refiled.invalid);
+    moved.extend(refiled.moved);
+    edits.extend(results::place_results(txn.repo, tip, now, pending)?);
+    let message = format!("{who}: {}\n", summary.join(", "));
     let running: BTreeSet<String> = records
         .iter()
         .filter(|r| r.is_up(now, policy.stale_after))
@@ -133,7 +147,7 @@ pub fn plan(
         value: ReapSummary {
             reaped: planned.reaped,
             invalid,
-            released: released.moved,
+            released: moved,
             unservable,
             silent: planned.silent.iter().map(ToString::to_string).collect(),
             outboxes: unowned(outboxes, &running),

@@ -179,6 +179,61 @@ fn two_nodes_with_different_labels_share_a_mixed_queue_and_an_unservable_task_is
 }
 
 #[test]
+fn a_task_filed_by_hand_in_a_lane_no_node_serves_is_moved_by_the_reap() {
+    let grid = Grid::new();
+    // No node serves `gpu` (there is none at all): no node lists that lane,
+    // so none would meet a task misfiled there.
+    let batch = "tasks/lanes/p50/gpu/20261203T1400";
+    let task = |id: &str, requires: Value| {
+        json!({"task_id": id, "script": "true", "timeout_seconds": 30, "requires": requires})
+            .to_string()
+            .into_bytes()
+    };
+    grid.commit_files(
+        &[
+            (format!("{batch}/plain.json"), task("plain", json!([]))),
+            (
+                format!("{batch}/on-gpu.json"),
+                task("on-gpu", json!(["gpu"])),
+            ),
+            (format!("{batch}/junk.json"), b"{}".to_vec()),
+        ],
+        "filed by hand",
+    );
+    let out = dgrid(&["reap", "--repo", &grid.url()]);
+    expect_code(&out, 0);
+    let text = stdout(&out);
+    let mut lanes = grid.lane_paths();
+    lanes.sort();
+    assert_eq!(
+        lanes,
+        [
+            "p50/any/20261203T1400/plain.json",
+            "p50/gpu/20261203T1400/on-gpu.json"
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains("plain: filed in tasks/lanes/p50/any/"),
+        "{text}"
+    );
+    assert!(text.contains("junk.json: moved to tasks/failed"), "{text}");
+    assert!(
+        text.contains("on-gpu: cannot run now, requires gpu: no live node"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("plain: cannot run now"),
+        "the moved task is named by its own labels: {text}"
+    );
+    assert_eq!(grid.files("tasks/failed").len(), 1);
+    // A second reap finds nothing more to move.
+    let out = dgrid(&["reap", "--repo", &grid.url()]);
+    expect_code(&out, 0);
+    assert!(!stdout(&out).contains("filed in"), "{}", stdout(&out));
+}
+
+#[test]
 fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
     let grid = Grid::new();
     submit(

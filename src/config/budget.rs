@@ -169,13 +169,22 @@ pub fn resolve(
     let labels = list("labels", "DGRID_LABELS", labels)?;
     let exclusive = list("exclusive", "DGRID_EXCLUSIVE", exclusive)?;
     if let Some(stray) = exclusive.iter().find(|l| !labels.contains(l)) {
-        return Err(ConfigError::Invalid {
-            origin: at(exclusive_span),
-            key: "exclusive",
-            reason: format!(
-                "lists {:?}, which is not in `labels`: a node can only be exclusive to a label it has",
-                stray.as_str()
-            ),
+        let reason = format!(
+            "lists {:?}, which is not in `labels`: a node can only be exclusive to a label it has",
+            stray.as_str()
+        );
+        // Named where it was set: the variable overrides the file.
+        return Err(if env.get("DGRID_EXCLUSIVE").is_some() {
+            ConfigError::Env {
+                var: "DGRID_EXCLUSIVE",
+                reason,
+            }
+        } else {
+            ConfigError::Invalid {
+                origin: at(exclusive_span),
+                key: "exclusive",
+                reason,
+            }
         });
     }
     let quiet_hours = match budget.quiet_hours {

@@ -191,6 +191,16 @@ fn labels_exclusive_and_budget_are_checked_with_the_line() {
         "{e}"
     );
     let e = load(
+        "repo_url = \"/g\"\nlabels = [\"gpu\"]\n",
+        &env(&[("DGRID_EXCLUSIVE", "tpu")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("DGRID_EXCLUSIVE") && e.contains("tpu") && !e.contains("line"),
+        "named where it was set: {e}"
+    );
+    let e = load(
         "repo_url = \"/g\"\n[budget]\nquiet_hours = [\"25:00-07:00\"]\n",
         &env(&[]),
     )

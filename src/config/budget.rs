@@ -50,7 +50,13 @@ impl QuietHours {
         let (a, b) = s
             .split_once('-')
             .ok_or_else(|| format!("{s:?} is not a span of the day such as 22:00-07:00"))?;
-        let (start, end) = (minute(a)?, minute(b)?);
+        // Each side's error names the whole span, so that "-1:00-07:00"
+        // is not reported as the empty time before its first dash.
+        let (start, end) = (minute(a), minute(b));
+        let (start, end) = match (start, end) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return Err(format!("{s:?}: {e}")),
+        };
         if start == end {
             return Err(format!("{s:?} is empty: it starts where it ends"));
         }

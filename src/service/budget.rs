@@ -471,6 +471,11 @@ mod tests {
         ] {
             assert!(QuietHours::parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            QuietHours::parse("-1:00-07:00").unwrap_err(),
+            r#""-1:00-07:00": "" is not a time of day such as 22:00"#,
+            "the span named, not only its empty first part"
+        );
     }
 
     #[test]

@@ -227,9 +227,40 @@ pub fn os_label() -> Label {
     Label::parse(&format!("os={}", std::env::consts::OS)).expect("OS names are labels")
 }
 
+/// The configured labels that say another value for a key the node
+/// detects (`arch=arm64` on an amd64 machine), each with the detected one:
+/// kept (an emulator may run such tasks), but worth a word, since the node
+/// will then claim tasks that ask for either.
+pub fn contradicting<'a>(
+    configured: &'a [Label],
+    detected: &'a [Label],
+) -> Vec<(&'a Label, &'a Label)> {
+    let key = |l: &'a Label| l.as_str().split_once('=').map(|(k, _)| k);
+    configured
+        .iter()
+        .filter_map(|c| {
+            let d = detected
+                .iter()
+                .find(|d| key(d).is_some() && key(d) == key(c) && d != &c)?;
+            Some((c, d))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configured_label_against_a_detected_one_is_found() {
+        let l = |s: &str| Label::parse(s).unwrap();
+        let configured = [l("arch=arm64"), l("gpu"), l("os=linux")];
+        let detected = [l("arch=amd64"), l("os=linux"), l("engine=shell")];
+        assert_eq!(
+            contradicting(&configured, &detected),
+            [(&configured[0], &detected[0])]
+        );
+    }
 
     #[test]
     fn labels_are_lower_case_names_or_key_value_pairs() {

@@ -190,12 +190,18 @@ const STAY_OUT_AT_MOST: Duration = Duration::from_secs(60);
 /// The labels a node routes by: those configured, and `arch=`, `os=` and
 /// `engine=` as detected.
 pub fn node_labels(cfg: &Config, engine: &str) -> NodeLabels {
-    let mut labels = cfg.scheduling.labels.clone();
-    labels.push(crate::grid::label::arch_label());
-    labels.push(crate::grid::label::os_label());
+    let mut detected = vec![
+        crate::grid::label::arch_label(),
+        crate::grid::label::os_label(),
+    ];
     if let Ok(e) = Label::parse(&format!("engine={engine}")) {
-        labels.push(e);
+        detected.push(e);
     }
+    for (c, d) in crate::grid::label::contradicting(&cfg.scheduling.labels, &detected) {
+        tracing::warn!(configured = %c.as_str(), detected = %d.as_str(), "a configured label says another value than the one detected: this node claims tasks that ask for either");
+    }
+    let mut labels = cfg.scheduling.labels.clone();
+    labels.extend(detected);
     NodeLabels {
         labels: Class::of(labels),
         exclusive: Class::of(cfg.scheduling.exclusive.clone()),

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod escape;
 pub mod git;
 pub mod grid;
 pub mod html;

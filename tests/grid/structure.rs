@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// The layers, bottom first; a folder (or top-level file) may use those on
 /// lower rows, never those on its own row or above, but itself.
 const LAYERS: &[&[&str]] = &[
+    &["escape"],
     &["time", "logging", "html"],
     &["grid"],
     &["git", "sandbox", "trust"],

@@ -1,11 +1,12 @@
 //! HTML for the dashboard: one self-contained page (inline CSS, an inline
 //! SVG chart, no scripts, no external assets), so it renders from GitHub
-//! Pages or a file:// URL alike. Every value from the grid is escaped: task
-//! ids are safe by construction, but errors, host names and output are not.
+//! Pages or a file:// URL alike. Every value from the grid is escaped (the
+//! crate's one rule for grid text, then HTML): task ids are safe by
+//! construction, but errors, host names, file names and output are not.
 
 use std::fmt::Write;
 
-use crate::html::{STYLE, escape};
+use crate::html::{STYLE, escape, escape_block};
 
 use super::view::{GridView, ResultView, human_age};
 
@@ -392,8 +393,8 @@ fn results_table(
             let _ = write!(
                 h,
                 "<td class=\"error\"><pre>{}</pre></td><td class=\"stderr\"><pre>{}</pre></td>",
-                escape(r.error.as_deref().unwrap_or("")),
-                escape(r.stderr_tail.as_deref().unwrap_or(""))
+                escape_block(r.error.as_deref().unwrap_or("")),
+                escape_block(r.stderr_tail.as_deref().unwrap_or(""))
             );
         }
         h.push_str("</tr>");

@@ -836,6 +836,69 @@ fn dashboard_writes_html_and_the_json_it_is_made_from() {
     expect_code(&o, 1);
 }
 
+/// What the dashboard shows from the grid (a node record's fields, a file
+/// name, a result's error and output) goes through the rule for grid text
+/// before HTML: no escape sequence, bell, bidirectional override or line
+/// separator reaches the page raw; each reads as its escape, and the
+/// output keeps its lines.
+#[test]
+fn the_dashboard_shows_hostile_text_escaped() {
+    const RAW: &str = "\u{1b}[31mQ\u{7}\u{202e}\u{2028}";
+    const SHOWN: &str = "\\u{1b}[31mQ\\u{7}\\u{202e}\\u{2028}";
+    let grid = Grid::new();
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&node("x", dgrid_worker::grid::NodeStatus::Idle, 20, &[])).unwrap();
+    record["hostname"] = format!("host{RAW}").into();
+    record["version"] = format!("1.0{RAW}").into();
+    let mut failed: serde_json::Value = serde_json::from_slice(&result(
+        "f",
+        "x",
+        dgrid_worker::grid::ResultStatus::Failed,
+        60,
+    ))
+    .unwrap();
+    failed["error"] = format!("err{RAW}").into();
+    failed["stderr"] = format!("first\nsecond{RAW}").into();
+    grid.commit_files(
+        &[
+            ("nodes/x.json".into(), record.to_string().into_bytes()),
+            (format!("nodes/y{RAW}.json"), b"{}".to_vec()),
+            (format!("tasks/queue/q{RAW}.json"), b"{}".to_vec()),
+            (
+                "tasks/failed/x@f.json".into(),
+                failed.to_string().into_bytes(),
+            ),
+        ],
+        "hostile text",
+    );
+    let out = grid.path("site");
+    let o = dgrid(&[
+        "dashboard",
+        "--repo",
+        &grid.url(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    expect_code(&o, 0);
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    for raw in ['\u{1b}', '\u{7}', '\u{202e}', '\u{2028}'] {
+        assert!(
+            !html.contains(raw),
+            "raw {raw:?} in the page:\n{}",
+            html.escape_debug()
+        );
+    }
+    for want in [
+        format!("host{SHOWN}"),
+        format!("1.0{SHOWN}"),
+        format!("q{SHOWN}"),
+        format!("err{SHOWN}"),
+        format!("first\nsecond{SHOWN}"),
+    ] {
+        assert!(html.contains(&want), "{want:?} not in the page:\n{html}");
+    }
+}
+
 #[test]
 fn init_makes_a_grid_that_the_tools_and_a_worker_use() {
     let root = tempfile::tempdir().unwrap();

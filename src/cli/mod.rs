@@ -118,7 +118,7 @@ pub fn main() -> ExitCode {
             match service::run(cfg, RunOptions { drain }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = %e, "worker stopped");
+                    tracing::error!(error = %crate::escape::Untrusted(&e), "worker stopped");
                     ExitCode::FAILURE
                 }
             }

@@ -19,6 +19,8 @@
 //! which the peer's pattern matches, is fetched once and kept out from
 //! then on ([`super::crowd`]). The tools read the grid's branch alone.
 
+use crate::escape::Untrusted;
+
 use super::command::GitError;
 use super::crowd;
 use super::edits::{Edits, Signature};
@@ -47,7 +49,9 @@ impl Publish {
         }
         match repo.publish(&self.node, &self.edits, &self.message, who) {
             Ok(commit) => tracing::debug!(%commit, "outbox published for peers to carry"),
-            Err(error) => tracing::debug!(%error, "could not publish the outbox"),
+            Err(error) => {
+                tracing::debug!(error = %Untrusted(&error), "could not publish the outbox")
+            }
         }
     }
 }
@@ -153,13 +157,14 @@ impl GridRepo {
                 self.git
                     .run_with(&["update-ref", "--stdin"], Some(gone.as_bytes()), &[0])
         {
-            tracing::debug!(%error, "could not delete the crowd's copies");
+            tracing::debug!(error = %Untrusted(&error), "could not delete the crowd's copies");
         }
         if !added.is_empty() {
-            // Ref names hold no control character (git refuses them).
+            // Ref names hold no control character (git refuses them),
+            // but may hold invisible and bidirectional ones.
             tracing::warn!(
                 branches = strangers.len(),
-                kept_out = %added.join(" "),
+                kept_out = %Untrusted(added.join(" ")),
                 "branches that a watched peer's outbox pattern matches, not its own: \
                  kept out of this node's fetches while it watches that peer \
                  (the grid's reap deletes those no running node owns)"

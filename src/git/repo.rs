@@ -17,6 +17,8 @@
 
 use std::path::Path;
 
+use crate::escape::Untrusted;
+
 use super::batch::CatFiles;
 use super::command::{Git, GitError};
 use super::edits;
@@ -226,7 +228,7 @@ impl GridRepo {
                 // without them. If that succeeds, this git refuses them,
                 // and the crowds are fetched as before from then on.
                 Err(GitError::Failed { ref stderr, .. }) if !outboxes.kept_out.is_empty() => {
-                    tracing::warn!(%stderr, "a fetch with the crowds kept out failed; trying without");
+                    tracing::warn!(stderr = %Untrusted(&stderr), "a fetch with the crowds kept out failed; trying without");
                     refused = true;
                     outboxes.kept_out.clear();
                 }

@@ -17,6 +17,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::escape::Untrusted;
+
 use super::command::GitError;
 use super::edits::{Edits, Signature};
 use super::repo::GridRepo;
@@ -349,7 +351,7 @@ pub fn run_branches<T>(
                         rejections,
                     });
                 }
-                tracing::warn!(error = %push_err, "push failed; retrying from the new tip");
+                tracing::warn!(error = %Untrusted(&push_err), "push failed; retrying from the new tip");
             }
         }
         let took = round_started.elapsed();

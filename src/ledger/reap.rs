@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::escape::Untrusted;
 use crate::git::{Blob, EntryMode, GridRepo, TreeEntry};
 use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
@@ -83,7 +84,7 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         let bytes = match blob {
             Blob::Data(b) => b,
             Blob::TooBig { size, cap } => {
-                tracing::warn!(entry = ?entry.name_lossy(), size, cap, "oversized entry in in_progress/; not read");
+                tracing::warn!(entry = %Untrusted(entry.name_lossy()), size, cap, "oversized entry in in_progress/; not read");
                 let e = crate::grid::TaskError::TooLarge {
                     size: usize::try_from(size).unwrap_or(usize::MAX),
                     max: usize::try_from(cap).unwrap_or(usize::MAX),

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
+// A status is sent as one line by the rule for grid text (an error in it
+// may quote the grid): a line break would start another assignment of the
+// protocol.
+use crate::escape::line;
+
 pub struct Notifier {
     /// Half of `WatchdogSec`, when the watchdog is on: ping at least this often.
     watchdog_every: Option<Duration>,
@@ -32,14 +37,14 @@ impl Notifier {
 
     pub fn ready(&mut self, status: &str) {
         self.last_status = status.to_owned();
-        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+        self.send(&[NotifyState::Ready, NotifyState::Status(&line(status))]);
     }
 
     /// Send STATUS= only when it changed.
     pub fn status(&mut self, status: &str) {
         if self.last_status != status {
             self.last_status = status.to_owned();
-            self.send(&[NotifyState::Status(status)]);
+            self.send(&[NotifyState::Status(&line(status))]);
         }
     }
 
@@ -53,7 +58,7 @@ impl Notifier {
 
     pub fn stopping(&mut self, status: &str) {
         self.last_status = status.to_owned();
-        self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
+        self.send(&[NotifyState::Stopping, NotifyState::Status(&line(status))]);
     }
 
     /// Ask for more time to stop while a task drains.

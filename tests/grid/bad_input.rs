@@ -133,3 +133,76 @@ fn malformed_entries_are_failed_with_a_named_reason_and_the_worker_goes_on() {
     assert_eq!(completed["judge@good.json"]["stdout"], "fine\n");
     assert!(marker.exists(), "the good task ran after the bad ones");
 }
+
+/// A name from the grid reaches the worker's log only escaped: whatever
+/// shows the log (a terminal, a pager, the journal) never gets a raw
+/// escape sequence, bell, bidirectional override or line separator, and
+/// the name still reads as what it was. The failed result keeps the exact
+/// name (JSON escapes it there).
+#[test]
+fn hostile_names_reach_the_log_only_escaped() {
+    const RAW: &str = "\u{1b}[31mQ\u{7}\u{202e}\u{2028}";
+    const SHOWN: &str = "\\u{1b}[31mQ\\u{7}\\u{202e}\\u{2028}";
+    let grid = Grid::new();
+    let task = |id: &str, extra: &str| {
+        format!(r#"{{"task_id":"{id}","script":"echo {id}","timeout_seconds":5{extra}}}"#)
+            .into_bytes()
+    };
+    grid.commit_files(
+        &[
+            (format!("tasks/queue/q{RAW}.json"), b"{}".to_vec()),
+            (
+                format!("tasks/lanes/p50/gpu{RAW}/20261203T1400/c.json"),
+                task("c", ""),
+            ),
+            (
+                format!("tasks/lanes/p50/any/2026{RAW}/b.json"),
+                task("b", ""),
+            ),
+            (
+                format!("tasks/blocked/pa{RAW}/t3.json"),
+                task("t3", r#","after":["zz"]"#),
+            ),
+        ],
+        "hostile names",
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "plain"));
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text().escape_debug()
+    );
+    let log = String::from_utf8(std::fs::read(&w.log).unwrap()).unwrap();
+    for raw in RAW.chars() {
+        assert!(
+            raw.is_ascii_graphic() || !log.contains(raw),
+            "raw {raw:?} in the log:\n{}",
+            log.escape_debug()
+        );
+    }
+    for want in [
+        format!("entry=q{SHOWN}.json "),
+        format!("error=tasks/queue/q{SHOWN}.json: "),
+        format!("error=tasks/lanes/p50/gpu{SHOWN}/20261203T1400/c.json: "),
+        format!("error=tasks/lanes/p50/any/2026{SHOWN}/b.json: "),
+        format!("error=tasks/blocked/pa{SHOWN}/t3.json: "),
+    ] {
+        assert!(
+            log.contains(&want),
+            "{want:?} not in the log:\n{}",
+            log.escape_debug()
+        );
+    }
+    let errors = errors_of(&grid.json_files("tasks/failed"));
+    for path in [
+        format!("tasks/queue/q{RAW}.json: "),
+        format!("tasks/lanes/p50/gpu{RAW}/20261203T1400/c.json: "),
+        format!("tasks/lanes/p50/any/2026{RAW}/b.json: "),
+        format!("tasks/blocked/pa{RAW}/t3.json: "),
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(&path)),
+            "no failure names {path:?}: {errors:#?}"
+        );
+    }
+}

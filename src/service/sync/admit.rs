@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::Draft;
+use crate::escape::Untrusted;
 use crate::git::GitError;
 use crate::git::{Blob, EntryMode, GridRepo, Oid, TreeEntry};
 use crate::grid::task::EntryKind;
@@ -133,7 +134,7 @@ impl Gate {
     ) -> Result<Gate, GateError> {
         let (verifier, stale) = Verifier::open_state(pinned, rules, state_dir)?;
         if let Some(e) = stale {
-            tracing::warn!(code = %e.code(), error = %e, "the policy in the state directory is not used");
+            tracing::warn!(code = %e.code(), error = %Untrusted(&e), "the policy in the state directory is not used");
         }
         match verifier.policy_version() {
             Some(v) => tracing::info!(version = v, mode = mode.word(), "trust: holding policy"),
@@ -244,7 +245,7 @@ impl Gate {
             }
             Err(e) => tracing::warn!(
                 code = %e.code(),
-                error = %e,
+                error = %Untrusted(&e),
                 held = ?self.verifier.policy_version(),
                 "trust: the grid's policy is refused; keeping the one held"
             ),
@@ -276,7 +277,7 @@ impl Gate {
             (Action::Run { warning: None }, _) => Admit::Run(task),
             (Action::Run { warning: Some(e) }, _) => {
                 if self.first_time(oid, e.code()) {
-                    tracing::warn!(entry = %name, code = %e.code(), error = %e, "trust (warn mode): running a task that enforce mode would not run");
+                    tracing::warn!(entry = %Untrusted(name), code = %e.code(), error = %Untrusted(&e), "trust (warn mode): running a task that enforce mode would not run");
                 }
                 Admit::Run(task)
             }
@@ -288,7 +289,7 @@ impl Gate {
                     self.skipped.insert(oid.clone(), ());
                 }
                 if self.first_time(oid, e.code()) {
-                    tracing::info!(entry = %name, code = %e.code(), error = %e, "trust: task left in the queue");
+                    tracing::info!(entry = %Untrusted(name), code = %e.code(), error = %Untrusted(&e), "trust: task left in the queue");
                 }
                 Admit::Skip
             }

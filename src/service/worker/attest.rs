@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use ssh_key::PublicKey;
 
 use crate::config::Config;
+use crate::escape::Untrusted;
 use crate::grid::claim::ClaimedTask;
 use crate::grid::{Id, TaskResult};
 use crate::service::sync::Gate;
@@ -150,7 +151,7 @@ impl Worker {
             KeyStanding::Problem(why) => tracing::warn!(
                 %fingerprint,
                 policy = version,
-                problem = %why,
+                problem = %Untrusted(&why),
                 "this node's results will not count as attested: send its public key to the grid's owner for `dgrid-worker trust add-node`"
             ),
         }

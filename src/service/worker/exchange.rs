@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::escape::Untrusted;
 use crate::git::txn::{self, TxnOutcome, TxnPolicy};
 use crate::grid::NodeStatus;
 use crate::grid::orphan::OrphanPolicy;
@@ -307,7 +308,7 @@ impl Worker {
                 value,
                 error,
             } => {
-                tracing::warn!(%commit, %error, "push outcome unknown and the grid unreachable; will check once it is back");
+                tracing::warn!(%commit, error = %Untrusted(&error), "push outcome unknown and the grid unreachable; will check once it is back");
                 self.remote_ok = false;
                 self.board.sync_done(failed(0));
                 self.uncertain = Some((commit, value));
@@ -360,7 +361,7 @@ impl Worker {
             && self.schedule.take_maintenance(now)
             && let Err(e) = self.repo.maintain()
         {
-            tracing::warn!(error = %e, "git maintenance failed");
+            tracing::warn!(error = %Untrusted(&e), "git maintenance failed");
         }
         // An idle node's next sync is a poll interval away: it keeps no
         // reader processes (their memory) until then.
@@ -430,16 +431,16 @@ impl Worker {
             self.schedule.outbox_emptied();
         }
         for (name, reason) in &report.invalid {
-            tracing::warn!(entry = %name, error = %reason, "invalid task moved to tasks/failed");
+            tracing::warn!(entry = %Untrusted(name), error = %Untrusted(reason), "invalid task moved to tasks/failed");
         }
         for (task, what) in &report.reaped {
-            tracing::warn!(task_id = %task, action = %what, "orphaned claim reaped");
+            tracing::warn!(task_id = %task, action = %Untrusted(what), "orphaned claim reaped");
         }
         for peer in &report.silent {
             tracing::warn!(node_id = %peer, "a peer left claims made for it unanswered; none are made for it until it writes its record again");
         }
         for (task, what) in &report.released {
-            tracing::info!(task_id = %task, action = %what, "waiting task moved on");
+            tracing::info!(task_id = %task, action = %Untrusted(what), "waiting task moved on");
         }
         for (task, inputs) in &report.inputs {
             self.inputs.insert(task.clone(), inputs.clone());

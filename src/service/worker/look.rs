@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use crate::escape::Untrusted;
 use crate::git::txn::TxnPolicy;
 use crate::grid::Id;
 use crate::ledger::queue::QueueAt;
@@ -154,7 +155,7 @@ impl Worker {
                         self.take_back_below(at_slot);
                     }
                     Err(e) => {
-                        tracing::debug!(error = %e, "claiming the higher work failed; starting what waits");
+                        tracing::debug!(error = %Untrusted(&e), "claiming the higher work failed; starting what waits");
                     }
                 }
             }
@@ -164,7 +165,9 @@ impl Worker {
                 }
                 self.schedule.last_look = Some(Instant::now());
             }
-            Err(e) => tracing::debug!(error = %e, "cannot look at the lanes; starting what waits"),
+            Err(e) => {
+                tracing::debug!(error = %Untrusted(&e), "cannot look at the lanes; starting what waits")
+            }
         }
         self.start_waiting();
     }

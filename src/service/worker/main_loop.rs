@@ -6,6 +6,7 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use crate::escape::Untrusted;
 use crate::git::txn::{TxnError, TxnPolicy};
 use crate::grid::NodeStatus;
 
@@ -78,7 +79,7 @@ impl Worker {
                         self.schedule.results_deferred(Instant::now());
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, waiting = self.outbox.len(), "sync failed; results stay in the outbox");
+                        tracing::warn!(error = %Untrusted(&e), waiting = self.outbox.len(), "sync failed; results stay in the outbox");
                         self.schedule
                             .sync_failed(now, e.retry_after(self.cfg.pull_interval));
                     }
@@ -192,7 +193,7 @@ impl Worker {
                 // What it published for peers to carry has landed: its
                 // branch goes with it, rather than wait for the reap.
                 if let Some(Err(why)) = self.repo.unpublish(self.node().as_str()) {
-                    tracing::info!(%why, "its published outbox stays for the reap");
+                    tracing::info!(why = %Untrusted(&why), "its published outbox stays for the reap");
                 }
                 tracing::info!(node_id = %self.node(), "stopped")
             }
@@ -201,7 +202,7 @@ impl Worker {
                 "stopped with results still in the outbox"
             ),
             Err(e) => {
-                tracing::warn!(error = %e, "could not push on the way out; the outbox keeps it for the next start")
+                tracing::warn!(error = %Untrusted(&e), "could not push on the way out; the outbox keeps it for the next start")
             }
         }
     }

@@ -36,6 +36,7 @@ use ssh_key::PublicKey;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::escape::Untrusted;
 use crate::git::txn::{Identity, TxnPolicy};
 use crate::git::{Git, GridRepo};
 use crate::grid::schedule::NodeLabels;
@@ -404,7 +405,7 @@ impl Worker {
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot reach the grid yet");
+                    tracing::warn!(error = %Untrusted(&e), retry_in_s = delay.as_secs(), "cannot reach the grid yet");
                     self.notifier.status(&format!("waiting for the grid: {e}"));
                 }
             }

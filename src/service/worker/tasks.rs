@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use std::path::{Path, PathBuf};
 
+use crate::escape::Untrusted;
 use crate::grid::Id;
 use crate::grid::claim::ClaimedTask;
 use crate::sandbox::{Outcome, RunReport};
@@ -46,7 +47,7 @@ impl Worker {
         let inputs = match self.prepare_inputs(&claimed) {
             Ok(dir) => dir,
             Err(reason) => {
-                tracing::error!(task_id = %id, error = %reason, "cannot give the task its inputs; requeueing");
+                tracing::error!(task_id = %id, error = %Untrusted(&reason), "cannot give the task its inputs; requeueing");
                 self.put_outbox(&claimed, Finish::Retry { reason });
                 return false;
             }
@@ -132,7 +133,7 @@ impl Worker {
                 Finish::Result { result, signed }
             }
             (Outcome::EngineFailed(problem), None) => {
-                tracing::error!(task_id = %task, error = %problem, "engine failure; requeueing the task, node unhealthy");
+                tracing::error!(task_id = %task, error = %Untrusted(&problem), "engine failure; requeueing the task, node unhealthy");
                 self.unhealthy = Some(Unhealthy {
                     problem: problem.clone(),
                     retry_at: Instant::now() + ENGINE_RETRY,

@@ -11,28 +11,17 @@ use ssh_key::PublicKey;
 use crate::git::txn::{self, TxnOutcome};
 use crate::grid::{Id, TaskRules};
 use crate::time;
+use crate::tools::escape::untrusted as esc;
 use crate::tools::source::RepoArgs;
 use crate::tools::trust::{self as tools, PolicyEdit};
 use crate::trust::keys;
 use crate::trust::policy::{Kind, Pinned, Window};
 use crate::trust::{KeySigner, Verifier};
 
-/// Grid files name results; a name or an error may hold control characters
-/// that would drive the terminal: print them escaped.
-fn printable(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
-
+/// The one way to fail: a message quoting the grid (a path, git's
+/// words) is printed escaped.
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("dgrid-worker: {msg}");
+    eprintln!("dgrid-worker: {}", esc(&msg.to_string()));
     ExitCode::FAILURE
 }
 
@@ -392,12 +381,12 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
             println!("{}", serde_json::to_string(c).expect("checks serialise"));
         } else {
             match (&c.attested_by, &c.error) {
-                (Some(node), _) => println!("{}: attested by node {node}", printable(&c.path)),
+                (Some(node), _) => println!("{}: attested by node {}", esc(&c.path), esc(node)),
                 (None, Some(e)) => println!(
                     "{}: not attested ({}): {}",
-                    printable(&c.path),
+                    esc(&c.path),
                     c.code.unwrap_or("error"),
-                    printable(e)
+                    esc(e)
                 ),
                 (None, None) => {}
             }

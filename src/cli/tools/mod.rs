@@ -13,6 +13,7 @@
 use std::process::ExitCode;
 
 use crate::grid::TaskRules;
+use crate::tools::escape::untrusted as esc;
 
 mod archive;
 mod init;
@@ -28,8 +29,10 @@ pub use submit::{SubmitArgs, submit};
 pub use validate::{ValidateArgs, validate};
 pub use view::{DashboardArgs, StatusArgs, dashboard, status};
 
+/// The one way to fail: a message quoting the grid (a path, git's
+/// words) is printed escaped.
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("dgrid-worker: {msg}");
+    eprintln!("dgrid-worker: {}", esc(&msg.to_string()));
     ExitCode::FAILURE
 }
 

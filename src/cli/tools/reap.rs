@@ -76,8 +76,9 @@ pub fn reap(a: ReapArgs) -> ExitCode {
         Ok(o) => o,
         Err(e) => {
             eprintln!(
-                "warning: {}: could not list the outbox/ branches: {e}",
-                a.repo.repo
+                "warning: {}: could not list the outbox/ branches: {}",
+                a.repo.repo,
+                esc(&e.to_string())
             );
             Outboxes::default()
         }
@@ -229,7 +230,10 @@ fn tidy(
                     .collect();
             }
             Err(e) => {
-                eprintln!("warning: could not list the outbox/ branches again: {e}");
+                eprintln!(
+                    "warning: could not list the outbox/ branches again: {}",
+                    esc(&e.to_string())
+                );
                 return (deleted, refused, more);
             }
         }

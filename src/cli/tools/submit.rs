@@ -225,10 +225,9 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
         }
         Ok(TxnOutcome::Unchanged { value, .. }) => match value {
             submit::Submitted::Duplicate { id, path } => fail(format_args!(
-                "field `task_id` {id:?} is already in use on the grid: {}",
-                esc(&path)
+                "field `task_id` {id:?} is already in use on the grid: {path}"
             )),
-            submit::Submitted::Refused(why) => fail(esc(&why)),
+            submit::Submitted::Refused(why) => fail(why),
             submit::Submitted::Queued { .. } => fail("nothing pushed"),
         },
         Ok(TxnOutcome::Uncertain { error, .. }) => fail(format_args!(

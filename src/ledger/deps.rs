@@ -11,7 +11,9 @@
 //!   there on: to its lane when every parent completed, under its next
 //!   unfinished parent, or to `failed/` as `dependency_failed` naming the
 //!   parent that did not complete. A task failed so releases its own
-//!   waiting tasks in turn.
+//!   waiting tasks in turn. Tasks the plan files under `blocked/` itself
+//!   (from the inbox) are looked at as if there already, and at once if
+//!   their parent is not pending; cycles through them fail.
 //! - **The sweep** (the safety net), with each reap: every `blocked/<p>/`
 //!   whose `p` is no longer queued, waiting or running is looked at the
 //!   same way (a result written by an older worker, a task pushed under a
@@ -138,6 +140,10 @@ pub struct ReleaseInput<'a> {
     /// Tasks this plan takes out of the queue or `in_progress/` without a
     /// result yet (claims): still pending.
     pub claimed: &'a BTreeSet<Id>,
+    /// Tasks this plan files under `blocked/` (from the inbox, or a lane
+    /// by hand), not at the tip yet: judged with those there, and at once
+    /// if their parent is not pending (it has a result, or none is coming).
+    pub filed: &'a [BlockedEntry],
     /// Also look at every waiting task whose parent is no longer pending,
     /// and for cycles (the reap's sweep).
     pub sweep: bool,
@@ -167,7 +173,7 @@ struct Ledger {
 /// sweep, of every parent no longer pending).
 pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<Release, GitError> {
     let mut out = Release::default();
-    if input.finished.is_empty() && !input.sweep {
+    if input.finished.is_empty() && !input.sweep && input.filed.is_empty() {
         return Ok(out);
     }
     // The cheap look first: which parents have anything waiting at all.
@@ -176,17 +182,32 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<R
         .into_iter()
         .filter(|e| e.name != layout::KEEP_FILE.as_bytes())
         .collect();
-    let relevant = top.iter().any(|e| {
-        e.mode == EntryMode::Tree
-            && std::str::from_utf8(&e.name)
+    let parents: BTreeSet<Id> = top
+        .iter()
+        .filter(|e| e.mode == EntryMode::Tree)
+        .filter_map(|e| {
+            std::str::from_utf8(&e.name)
                 .ok()
                 .and_then(|n| Id::parse(n).ok())
-                .is_some_and(|id| input.finished.contains_key(&id))
-    });
-    if top.is_empty() || (!relevant && !input.sweep) {
+        })
+        .chain(input.filed.iter().map(|b| b.parent.clone()))
+        .collect();
+    let relevant = parents.iter().any(|id| input.finished.contains_key(id));
+    // A cycle through a task filed now needs something waiting for it.
+    let cycles = input.sweep
+        || input
+            .filed
+            .iter()
+            .any(|f| f.child().is_some_and(|c| parents.contains(&c)));
+    if input.filed.is_empty() && (top.is_empty() || (!relevant && !input.sweep)) {
         return Ok(out);
     }
-    let blocked = BlockedAt::list(repo, tip)?;
+    let mut blocked = BlockedAt::list(repo, tip)?;
+    let filed: BTreeSet<&[u8]> = input.filed.iter().map(|f| &f.entry.name[..]).collect();
+    blocked
+        .entries
+        .retain(|b| !filed.contains(&b.entry.name[..]));
+    blocked.entries.extend(input.filed.iter().cloned());
     let waiting = blocked.children();
     let mut pending: BTreeSet<Id> = input.queue.paths().into_keys().collect();
     pending.extend(
@@ -201,18 +222,19 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<R
     }
 
     // Whose waiting tasks to look at: the parents finished now, and in a
-    // sweep every parent that is not pending.
+    // sweep (or for a task filed now) every parent that is not pending.
     let mut work: Vec<&BlockedEntry> = blocked
         .entries
         .iter()
         .filter(|b| {
-            input.finished.contains_key(&b.parent) || (input.sweep && !pending.contains(&b.parent))
+            let settled = input.sweep || filed.contains(&b.entry.name[..]);
+            input.finished.contains_key(&b.parent) || (settled && !pending.contains(&b.parent))
         })
         .collect();
     // Waiting for each other: each waits under one parent, so a cycle is a
     // loop of waiting tasks; none of them can ever run.
     let mut cycle_of: BTreeMap<Id, String> = BTreeMap::new();
-    if input.sweep {
+    if cycles {
         let owned: Vec<(Id, Id)> = blocked
             .entries
             .iter()

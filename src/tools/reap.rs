@@ -97,6 +97,7 @@ pub fn plan(
             finished: &finished,
             queue: &queue,
             claimed: &none,
+            filed: &[],
             sweep: true,
         },
     )?;

@@ -345,6 +345,106 @@ fn a_graph_runs_in_order_with_its_inputs_and_a_failure_fails_its_dependants_by_n
     assert!(grid.files("tasks/in_progress").is_empty());
 }
 
+/// Pushed by hand into the inbox in one commit: a parent that is invalid,
+/// its dependant and theirs, two tasks that wait for each other, and a
+/// task after a parent that completed before. The commit that lands the
+/// parent's `invalid` result fails its dependants, naming it and how it
+/// ended, fails the cycle, and queues the task whose parent completed:
+/// nothing is left in `tasks/blocked/` for a later sweep.
+#[test]
+fn a_parent_rejected_as_invalid_fails_its_dependants_in_the_same_commit() {
+    let grid = Grid::new();
+    submit(
+        &grid,
+        "first",
+        json!([{"task_id": "done-par", "script": "echo done", "timeout_seconds": 30}]),
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    let task = |id: &str, script: &str, after: &[&str]| {
+        let mut t = json!({"task_id": id, "script": script, "timeout_seconds": 30});
+        if !after.is_empty() {
+            t["after"] = json!(after);
+        }
+        (format!("tasks/queue/{id}.json"), t.to_string().into_bytes())
+    };
+    grid.commit_files(
+        &[
+            task("par3", "", &[]),
+            task("ch3", "echo never", &["par3"]),
+            task("gch3", "echo never", &["ch3"]),
+            task("cyc-a", "echo never", &["cyc-b"]),
+            task("cyc-b", "echo never", &["cyc-a"]),
+            task("late", "cat \"$DGRID_INPUTS/done-par.json\"", &["done-par"]),
+        ],
+        "by hand, in one commit",
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n2"));
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    let par = "tasks/failed/n2@par3.json";
+    let log = git(
+        &grid.bare,
+        &["log", "--format=%H", "--diff-filter=A", "main", "--", par],
+    );
+    let landed = String::from_utf8_lossy(&log.stdout).trim().to_owned();
+    assert_eq!(landed.lines().count(), 1, "{landed:?}");
+    let at = |path: &str| -> Value {
+        let blob = git(&grid.bare, &["show", &format!("{landed}:{path}")]).stdout;
+        serde_json::from_slice(&blob).unwrap()
+    };
+    assert_eq!(at(par)["status"], "invalid");
+    let paths = git(
+        &grid.bare,
+        &["ls-tree", "-r", "--name-only", &landed, "tasks/"],
+    );
+    let paths = String::from_utf8_lossy(&paths.stdout).to_string();
+    assert!(
+        !paths.lines().any(|p| p.starts_with("tasks/blocked/")),
+        "nothing left waiting:\n{paths}"
+    );
+    assert!(
+        paths
+            .lines()
+            .any(|p| p.starts_with("tasks/lanes/") && p.ends_with("/late.json")),
+        "the task whose parent completed is queued:\n{paths}"
+    );
+    for (id, want) in [
+        (
+            "ch3",
+            "dependency `par3` did not complete: it ended `invalid` (tasks/failed/n2@par3.json)",
+        ),
+        (
+            "gch3",
+            "dependency `ch3` did not complete: it ended `dependency_failed`",
+        ),
+        (
+            "cyc-a",
+            "field `after` makes a cycle: cyc-a -> cyc-b -> cyc-a",
+        ),
+        (
+            "cyc-b",
+            "field `after` makes a cycle: cyc-a -> cyc-b -> cyc-a",
+        ),
+    ] {
+        let r = at(&format!("tasks/failed/n2@{id}.json"));
+        assert_eq!(r["status"], "dependency_failed", "{id}: {r}");
+        let e = r["error"].as_str().unwrap();
+        assert!(e.contains(want), "{id}: {e}");
+    }
+    let r = results_by_task(&grid);
+    assert_eq!(r["late"]["status"], "completed", "{}", r["late"]);
+    assert!(r["late"]["stdout"].as_str().unwrap().contains("done"));
+    assert!(grid.blocked().is_empty() && grid.queued().is_empty());
+}
+
 #[test]
 fn unknown_parents_and_cycles_are_refused_by_submit_and_validate() {
     let grid = Grid::new();

@@ -19,7 +19,7 @@ use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::OrphanPolicy;
 use crate::grid::schedule::NodeLabels;
 use crate::grid::{Class, Id, NodeRecord, NodeStatus, ResultStatus, TaskRules, layout};
-use crate::ledger::deps::{self, Finished};
+use crate::ledger::deps::BlockedEntry;
 use crate::ledger::queue::QueueAt;
 use crate::ledger::reap;
 use crate::ledger::results::{self, PendingResult, Rejection};
@@ -201,6 +201,7 @@ mod assigned;
 mod claim;
 mod land;
 mod published;
+mod release;
 
 pub use admit::{Gate, GateError};
 pub use assigned::{ClaimCache, made_for};
@@ -208,6 +209,7 @@ pub use claim::RecordCache;
 use claim::claim;
 use land::land_outbox;
 pub use published::{PublishedCache, publishes, to_publish};
+use release::release;
 
 /// The commit being planned: its edits, the results it will write, the
 /// words of its message, and the report for the loop.
@@ -222,6 +224,9 @@ struct Draft<'a> {
     queue: Option<Rc<QueueAt>>,
     /// `in_progress/` and `nodes/` at `tip`, listed once.
     claims_and_nodes: Option<Rc<[Vec<TreeEntry>; 2]>>,
+    /// Tasks this plan files under `blocked/`: the release looks at them
+    /// with those waiting at the tip.
+    waiting: Vec<BlockedEntry>,
 }
 
 impl Draft<'_> {
@@ -320,6 +325,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         },
         queue: None,
         claims_and_nodes: None,
+        waiting: Vec::new(),
     };
     if req.adopt > 0 || req.adopt_above > 0 {
         // Claims a peer made for this node: they start now, before any
@@ -447,42 +453,6 @@ fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<()
     d.report.invalid.extend(planned.invalid);
     d.report.reaped.extend(planned.reaped);
     d.report.silent.extend(planned.silent);
-    Ok(())
-}
-
-/// Move on the tasks waiting for those this plan writes results of (and,
-/// with a reap, sweep every waiting task whose parent is gone).
-fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
-    let finished: BTreeMap<Id, Finished> = d
-        .results
-        .iter()
-        .filter_map(|r| Some((Id::parse(&r.result.task_id).ok()?, Finished::of(r))))
-        .collect();
-    if finished.is_empty() && !d.req.reap {
-        return Ok(());
-    }
-    let claimed: BTreeSet<Id> = d
-        .report
-        .claimed
-        .iter()
-        .map(|c| c.task.task_id.clone())
-        .collect();
-    let queue = d.queue(repo)?;
-    let input = deps::ReleaseInput {
-        node: d.req.node,
-        now: d.req.now,
-        rules: d.req.rules,
-        finished: &finished,
-        queue: &queue,
-        claimed: &claimed,
-        sweep: d.req.reap,
-    };
-    let planned = deps::release(repo, d.tip, &input)?;
-    d.edits.extend(planned.edits);
-    d.results.extend(planned.results);
-    d.summary.extend(planned.summary);
-    d.report.invalid.extend(planned.invalid);
-    d.report.released.extend(planned.moved);
     Ok(())
 }
 

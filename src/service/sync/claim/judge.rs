@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::rc::Rc;
 
 use super::Candidate;
-use super::take::move_to;
+use super::take::{move_to, wait_under};
 use crate::git::{Blob, EntryMode, GitError, GridRepo, TreeEntry};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::layout::Place;
@@ -53,8 +53,7 @@ pub(super) fn file_inbox(
         };
         let from = results::entry_path(layout::QUEUE, &entry.name);
         if let Some(first) = task.after().first() {
-            let to = layout::blocked_file(first, &task.task_id);
-            move_to(d, &from, &to, &entry.oid, "wait");
+            wait_under(d, &from, first, &task.task_id, &entry.oid);
             continue;
         }
         let place = Place::of(&task, req.now);

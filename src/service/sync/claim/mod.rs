@@ -40,7 +40,7 @@ use assign::Assignees;
 use judge::{Verdict, consider, file_inbox, handed_back, read_sample};
 pub use peers::RecordCache;
 use peers::{Peers, peers};
-use take::{inputs_of, move_to, take};
+use take::{inputs_of, move_to, take, wait_under};
 
 /// Inbox entries read (and filed into their lanes) in one sync, at least
 /// (more when the node claims more): an old grid's flat queue moves into
@@ -338,8 +338,7 @@ pub(super) fn claim(
                 // A task it runs after has not completed (it was pushed
                 // among the ready ones by hand): it waits under that one,
                 // and what becomes of it is decided there (`ledger::deps`).
-                let to = layout::blocked_file(&wait_for, &task.task_id);
-                move_to(d, &c.path(), &to, &c.entry.oid, "wait");
+                wait_under(d, &c.path(), &wait_for, &task.task_id, &c.entry.oid);
                 continue;
             }
         };

@@ -3,10 +3,10 @@
 //! inputs), or moving a queue file unchanged to where it belongs (its lane,
 //! or to wait under `blocked/`).
 
-use crate::git::{Edit, EntryMode, GitError, GridRepo, Oid};
+use crate::git::{Edit, EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::{Id, Task, layout};
-use crate::ledger::deps::ResultIndex;
+use crate::ledger::deps::{BlockedEntry, ResultIndex};
 use crate::service::sync::Draft;
 
 /// Move the file at `from` (blob `oid`, unchanged: a signed task stays
@@ -25,6 +25,23 @@ pub(super) fn move_to(d: &mut Draft<'_>, from: &[u8], to: &str, oid: &Oid, word:
         "{word} {}",
         layout::json_stem(name).unwrap_or(name)
     ));
+}
+
+/// Move the task `id` (the file at `from`, blob `oid`) to wait under
+/// `parent` in `blocked/`; the plan's release looks at it there
+/// (`ledger::deps`).
+pub(super) fn wait_under(d: &mut Draft<'_>, from: &[u8], parent: &Id, id: &Id, oid: &Oid) {
+    let to = layout::blocked_file(parent, id);
+    move_to(d, from, &to, oid, "wait");
+    let name = format!("{parent}/{id}.json").into_bytes();
+    d.waiting.push(BlockedEntry {
+        entry: TreeEntry {
+            mode: EntryMode::File,
+            oid: oid.clone(),
+            name,
+        },
+        parent: parent.clone(),
+    });
 }
 
 /// The results of the tasks `task` runs after, to mount as its inputs, if

@@ -1,0 +1,54 @@
+//! Moving on the tasks that wait for others (`ledger::deps`), in the plan
+//! that writes their parents' results: a result landed, an entry rejected
+//! as invalid, a claim abandoned, a waiting task failed in turn. The tasks
+//! this plan files under `blocked/` itself are looked at with those waiting
+//! at the tip, so that a parent and its dependant pushed by hand in one
+//! commit are settled in one commit.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::Draft;
+use crate::git::{GitError, GridRepo};
+use crate::grid::Id;
+use crate::ledger::deps::{self, Finished};
+
+/// Move on the tasks waiting for those this plan writes results of (and,
+/// with a reap, sweep every waiting task whose parent is gone).
+pub(super) fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
+    let finished: BTreeMap<Id, Finished> = d
+        .results
+        .iter()
+        .filter_map(|r| Some((Id::parse(&r.result.task_id).ok()?, Finished::of(r))))
+        .collect();
+    if finished.is_empty() && !d.req.reap && d.waiting.is_empty() {
+        return Ok(());
+    }
+    let claimed: BTreeSet<Id> = d
+        .report
+        .claimed
+        .iter()
+        .map(|c| c.task.task_id.clone())
+        .collect();
+    let queue = d.queue(repo)?;
+    let input = deps::ReleaseInput {
+        node: d.req.node,
+        now: d.req.now,
+        rules: d.req.rules,
+        finished: &finished,
+        queue: &queue,
+        claimed: &claimed,
+        filed: &d.waiting,
+        sweep: d.req.reap,
+    };
+    let planned = deps::release(repo, d.tip, &input)?;
+    // A task this very plan filed under `blocked/` and moves on now: the
+    // delete replaces the filing (fast-import ignores the delete of a path
+    // the tip does not have, and removes one it does: a file of the same
+    // name pushed there by hand).
+    d.edits.extend(planned.edits);
+    d.results.extend(planned.results);
+    d.summary.extend(planned.summary);
+    d.report.invalid.extend(planned.invalid);
+    d.report.released.extend(planned.moved);
+    Ok(())
+}

@@ -200,7 +200,12 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
     for w in view.waiting.iter().take(QUEUE_SHOWN) {
         let waits = match &w.error {
             Some(e) => format!("<span class=\"bad\">{}</span>", escape(e)),
-            None => escape(&w.waits_for.join(", ")),
+            None => match &w.held {
+                Some(held) if w.waits_for.is_empty() => {
+                    format!("<span class=\"muted\">{}</span>", escape(held))
+                }
+                _ => escape(&w.waits_for.join(", ")),
+            },
         };
         let _ = write!(
             h,

@@ -133,12 +133,7 @@ pub fn status(view: &GridView, repo: &str) -> String {
                     let _ = writeln!(s, "  {:<30} ! {}", esc(&w.task_id), esc(e));
                 }
                 None => {
-                    let _ = writeln!(
-                        s,
-                        "  {:<30} waits for {}",
-                        esc(&w.task_id),
-                        esc(&w.waits_for.join(", "))
-                    );
+                    let _ = writeln!(s, "  {:<30} {}", esc(&w.task_id), esc(&w.waits()));
                 }
             }
         }

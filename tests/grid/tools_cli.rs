@@ -564,6 +564,80 @@ fn status_shows_nodes_queue_running_and_results() {
     expect_code(&o, 1);
 }
 
+/// A file under `tasks/blocked/<parent>/` that waits for none of the tasks
+/// its `after` names (pushed there by hand with no `after`, or all of them
+/// completed) is shown with what holds it, never with an empty list.
+#[test]
+fn status_says_what_holds_a_waiting_task_that_names_nothing_to_wait_for() {
+    let grid = populated_grid();
+    let t = |id: &str, extra: &str| {
+        format!(r#"{{"task_id":"{id}","script":"echo {id}","timeout_seconds":30{extra}}}"#)
+            .into_bytes()
+    };
+    grid.commit_files(
+        &[
+            ("tasks/blocked/bl-par/bl6.json".into(), t("bl6", "")),
+            (
+                "tasks/blocked/c-0/bl7.json".into(),
+                t("bl7", r#","after":["c-0"]"#),
+            ),
+            (
+                "tasks/blocked/q-1/bl8.json".into(),
+                t("bl8", r#","after":["c-0","q-1"]"#),
+            ),
+        ],
+        "waiting tasks, by hand",
+    );
+    let o = dgrid(&["status", "--repo", &grid.url()]);
+    expect_code(&o, 0);
+    let text = stdout(&o);
+    let line = |id: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(id))
+            .unwrap_or_else(|| panic!("{id} missing from:\n{text}"))
+            .trim_end()
+            .to_owned()
+    };
+    assert!(
+        line("bl6").contains(
+            "waits under `bl-par` by its path (its file names no `after`): a node queues it when `bl-par` finishes"
+        ),
+        "{text}"
+    );
+    assert!(
+        line("bl7")
+            .contains("waits under `c-0` by its path (every task its `after` names completed)"),
+        "{text}"
+    );
+    assert!(line("bl8").ends_with("waits for q-1"), "{text}");
+    assert!(
+        !text.lines().any(|l| l.trim_end().ends_with("waits for")),
+        "{text}"
+    );
+
+    let o = dgrid(&["status", "--repo", &grid.url(), "--json"]);
+    expect_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let waiting = |id: &str| {
+        v["waiting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["task_id"] == id)
+            .unwrap_or_else(|| panic!("{id} missing from {v}"))
+            .clone()
+    };
+    assert_eq!(waiting("bl6")["waits_for"], serde_json::json!([]));
+    assert!(
+        waiting("bl6")["held"]
+            .as_str()
+            .unwrap()
+            .contains("its file names no `after`")
+    );
+    assert_eq!(waiting("bl8")["waits_for"], serde_json::json!(["q-1"]));
+    assert!(waiting("bl8").get("held").is_none());
+}
+
 #[test]
 fn reap_requeues_orphans_abandons_exhausted_claims_and_dry_run_changes_nothing() {
     let grid = populated_grid();

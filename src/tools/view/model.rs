@@ -123,11 +123,25 @@ pub struct WaitingView {
     pub task_id: String,
     /// The tasks it runs after that have not completed yet.
     pub waits_for: Vec<String>,
+    /// Set when that is none (its file names no `after`, or every task it
+    /// names completed): what holds it all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     pub priority: Option<u8>,
     pub requires: Vec<String>,
     pub path: String,
     /// Set when the file cannot be read as a task.
     pub error: Option<String>,
+}
+
+impl WaitingView {
+    /// What it waits for, in words: the tasks, or what holds it.
+    pub fn waits(&self) -> String {
+        match &self.held {
+            Some(held) if self.waits_for.is_empty() => held.clone(),
+            _ => format!("waits for {}", self.waits_for.join(", ")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -146,6 +146,7 @@ pub(super) fn waiting_views(repo: &GridRepo, commit: &str) -> Result<Vec<Waiting
                     .filter(|p| !done.get(*p).is_some_and(|r| r.completed))
                     .map(Id::to_string)
                     .collect(),
+                held: held(&t, &b.parent, |p| done.get(p).is_some_and(|r| r.completed)),
                 priority: Some(t.priority()),
                 requires: t.class().labels().map(ToString::to_string).collect(),
                 path,
@@ -157,6 +158,7 @@ pub(super) fn waiting_views(repo: &GridRepo, commit: &str) -> Result<Vec<Waiting
                     .map(|c| c.to_string())
                     .unwrap_or_else(|| b.file_name()),
                 waits_for: vec![b.parent.to_string()],
+                held: None,
                 priority: None,
                 requires: Vec::new(),
                 error: Some(format!("{path}: {e}")),
@@ -164,6 +166,24 @@ pub(super) fn waiting_views(repo: &GridRepo, commit: &str) -> Result<Vec<Waiting
             },
         })
         .collect())
+}
+
+/// What holds a waiting task that waits for none of the tasks its
+/// `after` names (a file pushed under `blocked/` by hand, or one whose
+/// parents all completed): the parent its path names, until a node moves
+/// it on. None while it waits for one of them.
+fn held(task: &Task, parent: &Id, completed: impl Fn(&Id) -> bool) -> Option<String> {
+    if !task.after().iter().all(completed) {
+        return None;
+    }
+    let why = if task.after().is_empty() {
+        "its file names no `after`"
+    } else {
+        "every task its `after` names completed"
+    };
+    Some(format!(
+        "waits under `{parent}` by its path ({why}): a node queues it when `{parent}` finishes or at its next sweep"
+    ))
 }
 
 pub(super) fn running_views(

@@ -71,9 +71,10 @@ pub enum Submitted {
     /// Each task, where it went (its lane, or `blocked/` to wait).
     Queued { paths: Vec<String> },
     /// This id is in use on the grid already, at this path.
-    Duplicate { id: String, path: String },
-    /// The graph cannot run: an unknown id, a cycle, a parent that failed.
-    Refused(String),
+    Duplicate { id: Id, path: String },
+    /// The graph cannot run: an unknown id, a cycle, a parent that failed;
+    /// `task` is the one whose `after` says so (of a cycle, its first).
+    Refused { task: Id, why: String },
 }
 
 /// Plan the submit of `tasks` (one, or a whole graph) at the fetched tip,
@@ -119,13 +120,13 @@ pub fn plan(txn: &Txn<'_>, tasks: &[Task], now: Timestamp) -> Result<Plan<Submit
         let id = &t.task_id;
         if let Some(path) = pending.get(id) {
             return Ok(unchanged(Submitted::Duplicate {
-                id: id.to_string(),
+                id: id.clone(),
                 path: path.clone(),
             }));
         }
         if let Some(r) = results.get(id) {
             return Ok(unchanged(Submitted::Duplicate {
-                id: id.to_string(),
+                id: id.clone(),
                 path: r.file.clone(),
             }));
         }
@@ -136,7 +137,12 @@ pub fn plan(txn: &Txn<'_>, tasks: &[Task], now: Timestamp) -> Result<Plan<Submit
         .collect();
     let known = |p: &Id| pending.contains_key(p) || results.contains_key(p);
     if let Some(e) = deps::check_graph(&graph, known).into_iter().next() {
-        return Ok(unchanged(Submitted::Refused(e.to_string())));
+        let task = match &e {
+            deps::GraphError::Unknown { task, .. } => task.clone(),
+            deps::GraphError::Cycle(ids) => ids[0].clone(),
+        };
+        let why = e.to_string();
+        return Ok(unchanged(Submitted::Refused { task, why }));
     }
     let mut edits = Edits::new();
     let mut paths = Vec::new();
@@ -159,10 +165,10 @@ pub fn plan(txn: &Txn<'_>, tasks: &[Task], now: Timestamp) -> Result<Plan<Submit
             Next::Ready => Place::of(t, now).file(&t.task_id),
             Next::Wait(parent) => layout::blocked_file(&parent, &t.task_id),
             Next::Fail { error, .. } => {
-                return Ok(unchanged(Submitted::Refused(format!(
-                    "field `after` of `{}`: {error}",
-                    t.task_id
-                ))));
+                return Ok(unchanged(Submitted::Refused {
+                    task: t.task_id.clone(),
+                    why: format!("field `after` of `{}`: {error}", t.task_id),
+                }));
             }
         };
         edits.insert(

@@ -438,6 +438,59 @@ fn submit_bad_input_is_refused_before_anything_is_pushed() {
     assert_eq!(grid.commit_count(), before, "nothing was pushed");
 }
 
+/// What `submit --task-file` refuses of a graph is said of the file and the
+/// item in it, with the field and the reason; nothing is pushed.
+#[test]
+fn submit_names_the_file_and_item_of_a_graph_it_refuses() {
+    let grid = populated_grid();
+    let before = grid.commit_count();
+    let t = |id: &str, after: &[&str]| {
+        let mut t = serde_json::json!({"task_id": id, "script": "true", "timeout_seconds": 5});
+        if !after.is_empty() {
+            t["after"] = serde_json::json!(after);
+        }
+        t
+    };
+    let refused = |name: &str, tasks: Vec<serde_json::Value>, want: &str| {
+        let file = grid.path(name);
+        std::fs::write(&file, serde_json::Value::Array(tasks).to_string()).unwrap();
+        let o = dgrid(&[
+            "submit",
+            "--repo",
+            &grid.url(),
+            "--task-file",
+            file.to_str().unwrap(),
+        ]);
+        expect_refused(&o, &format!("{} {want}", file.display()));
+    };
+    refused(
+        "cycle.json",
+        vec![t("a1", &[]), t("a2", &["a3"]), t("a3", &["a2"])],
+        "item 1: field `after` makes a cycle: a2 -> a3 -> a2",
+    );
+    refused(
+        "unknown.json",
+        vec![t("a1", &[]), t("a3", &["nope"])],
+        "item 1: field `after` of `a3` names `nope`, which is neither among these tasks nor on the grid",
+    );
+    refused(
+        "failed.json",
+        vec![t("a1", &[]), t("a4", &["f-exit"])],
+        "item 1: field `after` of `a4`: dependency `f-exit` did not complete",
+    );
+    refused(
+        "twice.json",
+        vec![t("d1", &[]), t("d2", &[]), t("d1", &[])],
+        "item 2: field `task_id` \"d1\" is given to two tasks (item 0 has it too)",
+    );
+    refused(
+        "taken.json",
+        vec![t("n1", &[]), t("q-1", &[])],
+        "item 1: field `task_id` \"q-1\" is already in use on the grid: tasks/queue/q-1.json",
+    );
+    assert_eq!(grid.commit_count(), before, "nothing was pushed");
+}
+
 /// A field kept that is a known one mistyped or named as other schedulers
 /// name it is valid (unknown fields are kept), and said: by `validate`,
 /// which the pull request's check runs, and by `submit`, before the push.

@@ -163,6 +163,8 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
     let rules = rules(a.max_timeout);
     let now = time::now();
     let mut tasks = Vec::with_capacity(bases.len());
+    // Where each task came from, to name in what is said of it.
+    let mut origins = Vec::with_capacity(bases.len());
     for (i, mut base) in bases.into_iter().enumerate() {
         scheduling_fields(&a, &mut base);
         let origin = match (&a.task_file, graph) {
@@ -198,12 +200,20 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
             _ => task,
         };
         tasks.push(task);
+        origins.push(origin);
     }
-    if let Some(dup) = duplicate_id(&tasks) {
+    if let Some((first, second)) = duplicate_id(&tasks) {
         return fail(format_args!(
-            "field `task_id` {dup:?} is given to two tasks"
+            "{}: field `task_id` {:?} is given to two tasks (item {first} has it too)",
+            origins[second],
+            tasks[second].task_id.as_str()
         ));
     }
+    // Said of a task by its id: named by where it came from.
+    let origin_of = |id: &crate::grid::Id| {
+        let i = tasks.iter().position(|t| &t.task_id == id);
+        i.map_or("the task", |i| origins[i].as_str()).to_owned()
+    };
     let opened = match a.repo.open_clone_as("submit") {
         Ok(o) => o,
         Err(e) => return fail(e),
@@ -225,9 +235,13 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
         }
         Ok(TxnOutcome::Unchanged { value, .. }) => match value {
             submit::Submitted::Duplicate { id, path } => fail(format_args!(
-                "field `task_id` {id:?} is already in use on the grid: {path}"
+                "{}: field `task_id` {:?} is already in use on the grid: {path}",
+                origin_of(&id),
+                id.as_str()
             )),
-            submit::Submitted::Refused(why) => fail(why),
+            submit::Submitted::Refused { task, why } => {
+                fail(format_args!("{}: {why}", origin_of(&task)))
+            }
             submit::Submitted::Queued { .. } => fail("nothing pushed"),
         },
         Ok(TxnOutcome::Uncertain { error, .. }) => fail(format_args!(
@@ -239,11 +253,12 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
     }
 }
 
-/// An id given to two of `tasks`, if any.
-fn duplicate_id(tasks: &[crate::grid::Task]) -> Option<String> {
-    let mut seen = std::collections::BTreeSet::new();
+/// Two of `tasks` given one id, if any: the first's index and the
+/// second's.
+fn duplicate_id(tasks: &[crate::grid::Task]) -> Option<(usize, usize)> {
+    let mut seen = std::collections::BTreeMap::new();
     tasks
         .iter()
-        .find(|t| !seen.insert(t.task_id.clone()))
-        .map(|t| t.task_id.to_string())
+        .enumerate()
+        .find_map(|(i, t)| seen.insert(&t.task_id, i).map(|first| (first, i)))
 }

@@ -11,8 +11,18 @@ use nix::sys::signal::Signal;
 /// while it still is: (the remote, the node's spec, the stopped node).
 fn three_results_kept_through_an_outage(grid: &Grid) -> (GitDaemon, WorkerSpec, WorkerProc) {
     let mut daemon = GitDaemon::start(grid, free_port());
+    // The tasks end when the test says so (the shell engine runs them on
+    // this host), not after a sleep a loaded machine could outlast before
+    // the remote goes away: then one result would land before the outage.
+    let go = grid.path("go");
     let tasks: Vec<(String, String, u64)> = (0..3)
-        .map(|i| (format!("slow-{i}"), format!("sleep 2; echo done-{i}"), 30))
+        .map(|i| {
+            let script = format!(
+                "while [ ! -e '{}' ]; do sleep 0.1; done; echo done-{i}",
+                go.display()
+            );
+            (format!("slow-{i}"), script, 120)
+        })
         .collect();
     grid.submit(&tasks);
 
@@ -27,11 +37,12 @@ fn three_results_kept_through_an_outage(grid: &Grid) -> (GitDaemon, WorkerSpec, 
         grid.files("tasks/in_progress").len() == 3
     });
     daemon.stop();
+    std::fs::write(&go, b"").unwrap();
 
     // They finish during the outage: the results are on disk, not pushed.
     wait_until(
         "three results in the outbox",
-        Duration::from_secs(30),
+        Duration::from_secs(120),
         || w.outbox_len() == 3,
     );
     assert!(grid.files("tasks/completed").is_empty());

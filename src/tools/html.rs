@@ -196,6 +196,19 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
     none_row(&mut h, view.queue.is_empty(), 5, "the queue is empty");
     h.push_str("</table>");
 
+    if !view.misplaced.is_empty() {
+        h.push_str("<h2>No place for a task</h2><p class=\"muted\">Entries below tasks/lanes/ whose path says no priority, class or batch: the next node to claim moves each to tasks/failed.</p><table id=\"misplaced\"><tr><th>entry</th><th>why</th></tr>");
+        for m in view.misplaced.iter().take(QUEUE_SHOWN) {
+            let _ = write!(
+                h,
+                "<tr class=\"misplaced\"><td>{}</td><td class=\"bad\">{}</td></tr>",
+                escape(&m.path),
+                escape(&m.why)
+            );
+        }
+        h.push_str("</table>");
+    }
+
     h.push_str("<h2>Waiting for other tasks</h2><table id=\"waiting\"><tr><th>task</th><th>waits for</th><th>priority</th><th>requires</th></tr>");
     for w in view.waiting.iter().take(QUEUE_SHOWN) {
         let waits = match &w.error {

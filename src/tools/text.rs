@@ -125,6 +125,18 @@ pub fn status(view: &GridView, repo: &str) -> String {
         }
     }
 
+    if !view.misplaced.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nno place for a task ({}; the next node to claim moves each to tasks/failed):",
+            view.misplaced.len()
+        );
+        for m in view.misplaced.iter().take(SHOWN) {
+            let _ = writeln!(s, "  {} ! {}", esc(&m.path), esc(&m.why));
+        }
+        more(&mut s, view.misplaced.len());
+    }
+
     if !view.waiting.is_empty() {
         let _ = writeln!(s, "\nwaiting for other tasks ({}):", view.waiting.len());
         for w in view.waiting.iter().take(SHOWN) {

@@ -621,6 +621,50 @@ fn status_shows_nodes_queue_running_and_results() {
 /// its `after` names (pushed there by hand with no `after`, or all of them
 /// completed) is shown with what holds it, never with an empty list.
 #[test]
+fn status_and_the_dashboard_name_lane_entries_that_are_no_place_for_a_task() {
+    let grid = populated_grid();
+    let t = br#"{"task_id":"x","script":"true","timeout_seconds":30}"#.to_vec();
+    grid.commit_files(
+        &[
+            ("tasks/lanes/p7/any/20261203T1400/x.json".into(), t.clone()),
+            ("tasks/lanes/p50/GPU/20261203T1400/y.json".into(), t),
+        ],
+        "misplaced by hand",
+    );
+    let o = dgrid(&["status", "--repo", &grid.url()]);
+    expect_code(&o, 0);
+    let text = stdout(&o);
+    assert!(text.contains("no place for a task (2;"), "{text}");
+    for path in [
+        "tasks/lanes/p7/any/20261203T1400/x.json !",
+        "tasks/lanes/p50/GPU/20261203T1400/y.json !",
+    ] {
+        assert!(text.contains(path), "{path}: {text}");
+    }
+    let o = dgrid(&["status", "--repo", &grid.url(), "--json"]);
+    expect_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["misplaced"].as_array().map(Vec::len), Some(2), "{v}");
+    let site = grid.path("site-misplaced");
+    expect_code(
+        &dgrid(&[
+            "dashboard",
+            "--repo",
+            &grid.url(),
+            "--out",
+            site.to_str().unwrap(),
+        ]),
+        0,
+    );
+    let html = std::fs::read_to_string(site.join("index.html")).unwrap();
+    assert!(
+        html.contains("<h2>No place for a task</h2>")
+            && html.contains("p7/any/20261203T1400/x.json"),
+        "{html}"
+    );
+}
+
+#[test]
 fn status_says_what_holds_a_waiting_task_that_names_nothing_to_wait_for() {
     let grid = populated_grid();
     let t = |id: &str, extra: &str| {

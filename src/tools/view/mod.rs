@@ -67,7 +67,7 @@ impl GridView {
         for n in &mut nodes {
             n.stale = n.heartbeat_age_s.is_none_or(|a| a > stale_after_s);
         }
-        let (queue, unservable) = queue_views(repo, commit, now, &nodes)?;
+        let (queue, unservable, misplaced) = queue_views(repo, commit, now, &nodes)?;
         let waiting = waiting_views(repo, commit)?;
         let running = running_views(repo, commit, now)?;
         let mut all = Vec::new();
@@ -100,6 +100,7 @@ impl GridView {
             queue,
             waiting,
             unservable,
+            misplaced,
             running,
             completed,
             failed,

@@ -21,6 +21,10 @@ pub struct GridView {
     pub waiting: Vec<WaitingView>,
     /// Classes of queued tasks that no live node serves.
     pub unservable: Vec<UnservableView>,
+    /// Entries below `tasks/lanes/` that are no place for a task (the next
+    /// node to claim moves them to `failed/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub misplaced: Vec<MisplacedView>,
     pub running: Vec<RunningView>,
     pub completed: usize,
     pub failed: usize,
@@ -142,6 +146,12 @@ impl WaitingView {
             _ => format!("waits for {}", self.waits_for.join(", ")),
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MisplacedView {
+    pub path: String,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{NodeView, QueuedView, RunningView, UnservableView, WaitingView};
+use super::model::{MisplacedView, NodeView, QueuedView, RunningView, UnservableView, WaitingView};
 use super::{age, blob_ids, files};
 use crate::git::{Blob, EntryMode, GitError, GridRepo, TreeEntry};
 use crate::grid::claim::ClaimedTask;
@@ -16,8 +16,12 @@ use crate::ledger::queue::QueueAt;
 use crate::ledger::routing;
 use crate::time::{self, Timestamp};
 
-/// The queue in claim order, from the paths alone (nothing is read), and
-/// the classes no live node serves, with what each node lacks. A node
+/// The queue, the classes no live node serves, the lanes' misplaced entries.
+type QueueViews = (Vec<QueuedView>, Vec<UnservableView>, Vec<MisplacedView>);
+
+/// The queue in claim order, from the paths alone (nothing is read), the
+/// classes no live node serves, with what each node lacks, and the
+/// entries of the lanes that are no place for a task. A node
 /// counts as live by its heartbeat (`nodes` were marked stale or not), a
 /// paused one too: it comes back.
 pub(super) fn queue_views(
@@ -25,7 +29,7 @@ pub(super) fn queue_views(
     commit: &str,
     now: Timestamp,
     nodes: &[NodeView],
-) -> Result<(Vec<QueuedView>, Vec<UnservableView>), GitError> {
+) -> Result<QueueViews, GitError> {
     let q = QueueAt::list(repo, commit)?;
     let live: Vec<(&str, NodeLabels)> = nodes
         .iter()
@@ -91,7 +95,19 @@ pub(super) fn queue_views(
             why: u.why,
         })
         .collect();
-    Ok((queue, unservable))
+    let misplaced = q
+        .misplaced
+        .iter()
+        .map(|(e, why)| MisplacedView {
+            path: String::from_utf8_lossy(&crate::ledger::results::entry_path(
+                layout::LANES,
+                &e.name,
+            ))
+            .into_owned(),
+            why: why.to_string(),
+        })
+        .collect();
+    Ok((queue, unservable, misplaced))
 }
 
 /// The tasks waiting for others, each with those it still waits for (its

@@ -645,18 +645,7 @@ fn status_and_the_dashboard_name_lane_entries_that_are_no_place_for_a_task() {
     expect_code(&o, 0);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["misplaced"].as_array().map(Vec::len), Some(2), "{v}");
-    let site = grid.path("site-misplaced");
-    expect_code(
-        &dgrid(&[
-            "dashboard",
-            "--repo",
-            &grid.url(),
-            "--out",
-            site.to_str().unwrap(),
-        ]),
-        0,
-    );
-    let html = std::fs::read_to_string(site.join("index.html")).unwrap();
+    let html = dashboard_html(&grid, &grid.path("site-misplaced"));
     assert!(
         html.contains("<h2>No place for a task</h2>")
             && html.contains("p7/any/20261203T1400/x.json"),
@@ -973,10 +962,9 @@ fn archive_creates_the_branch_and_keeps_all_by_default_on_a_small_grid() {
     assert_eq!(String::from_utf8_lossy(&top.stdout).trim(), "tasks");
 }
 
-#[test]
-fn dashboard_writes_html_and_the_json_it_is_made_from() {
-    let grid = populated_grid();
-    let out = grid.path("site");
+/// `dgrid-worker dashboard` of `grid` into `out`, which must succeed: the
+/// page it wrote.
+fn dashboard_html(grid: &Grid, out: &std::path::Path) -> String {
     let o = dgrid(&[
         "dashboard",
         "--repo",
@@ -985,7 +973,14 @@ fn dashboard_writes_html_and_the_json_it_is_made_from() {
         out.to_str().unwrap(),
     ]);
     expect_code(&o, 0);
-    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    std::fs::read_to_string(out.join("index.html")).unwrap()
+}
+
+#[test]
+fn dashboard_writes_html_and_the_json_it_is_made_from() {
+    let grid = populated_grid();
+    let out = grid.path("site");
+    let html = dashboard_html(&grid, &out);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("grid.json")).unwrap()).unwrap();
     assert_eq!(json["completed"], 5);
@@ -1043,15 +1038,7 @@ fn the_dashboard_shows_hostile_text_escaped() {
         "hostile text",
     );
     let out = grid.path("site");
-    let o = dgrid(&[
-        "dashboard",
-        "--repo",
-        &grid.url(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    expect_code(&o, 0);
-    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let html = dashboard_html(&grid, &out);
     for raw in ['\u{1b}', '\u{7}', '\u{202e}', '\u{2028}'] {
         assert!(
             !html.contains(raw),

@@ -8,11 +8,13 @@
 //! each time and moves those misfiled to their lane, or to `failed/` when
 //! they are no task at all.
 
+use std::collections::HashMap;
+
 use crate::git::{Blob, Edit, Edits, EntryMode, GitError, GridRepo};
 use crate::grid::layout::{self, Place};
 use crate::grid::schedule::{self, NodeLabels};
 use crate::grid::task::EntryKind;
-use crate::grid::{Id, Task, TaskError, TaskRules};
+use crate::grid::{Class, Id, Task, TaskError, TaskRules};
 use crate::time::Timestamp;
 
 use super::queue::{LaneEntry, QueueAt};
@@ -47,10 +49,16 @@ pub fn plan(
     now: Timestamp,
 ) -> Result<Refiled, GitError> {
     let mut out = Refiled::default();
+    // Judged once a class: a deep queue has far fewer classes than tasks.
+    let mut served: HashMap<&Class, bool> = HashMap::new();
     let unserved: Vec<&LaneEntry> = queue
         .lanes
         .iter()
-        .filter(|l| schedule::why_unserved(&l.place.class, live).is_some())
+        .filter(|l| {
+            !*served
+                .entry(&l.place.class)
+                .or_insert_with(|| schedule::why_unserved(&l.place.class, live).is_none())
+        })
         .collect();
     let batch = batch(&unserved, now);
     let specs: Vec<String> = batch.iter().map(|l| l.entry.oid.clone()).collect();

@@ -162,6 +162,26 @@ pub fn cycles(edges: &BTreeMap<&Id, Vec<&Id>>) -> Vec<Vec<Id>> {
     found
 }
 
+/// The loop that `task` would close by waiting under `parent`, where
+/// `waits` says under whom each waiting task waits: each waits for one
+/// task at a time, so a loop is a chain that comes back. Given as
+/// [`cycles`] gives it (from its smallest id, in the order they wait).
+pub fn loop_through(waits: &BTreeMap<Id, Id>, task: &Id, parent: &Id) -> Option<Vec<Id>> {
+    let mut path = vec![task.clone()];
+    let mut at = parent;
+    // A chain longer than the tasks that wait has met a loop elsewhere.
+    for _ in 0..=waits.len() {
+        if at == task {
+            let smallest = (0..path.len()).min_by_key(|i| &path[*i]).unwrap_or(0);
+            path.rotate_left(smallest);
+            return Some(path);
+        }
+        path.push(at.clone());
+        at = waits.get(at)?;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +260,29 @@ mod tests {
             (id("c"), vec![id("a"), id("b")]),
         ];
         assert!(check_graph(&fine, |_| false).is_empty());
+    }
+
+    #[test]
+    fn a_wait_that_closes_a_loop_is_found() {
+        // c waits under b, b under a; a moving under c closes the loop.
+        let waits: BTreeMap<Id, Id> = [(id("c"), id("b")), (id("b"), id("a")), (id("x"), id("y"))]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            loop_through(&waits, &id("a"), &id("c")),
+            Some(vec![id("a"), id("c"), id("b")])
+        );
+        assert_eq!(
+            loop_through(&waits, &id("b"), &id("b")),
+            Some(vec![id("b")])
+        );
+        assert_eq!(loop_through(&waits, &id("a"), &id("x")), None);
+        assert_eq!(loop_through(&waits, &id("a"), &id("free")), None);
+        // A loop that does not pass through the task is not its own.
+        let ring: BTreeMap<Id, Id> = [(id("p"), id("q")), (id("q"), id("p"))]
+            .into_iter()
+            .collect();
+        assert_eq!(loop_through(&ring, &id("a"), &id("p")), None);
     }
 
     proptest::proptest! {

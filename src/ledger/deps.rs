@@ -13,7 +13,8 @@
 //!   parent that did not complete. A task failed so releases its own
 //!   waiting tasks in turn. Tasks the plan files under `blocked/` itself
 //!   (from the inbox) are looked at as if there already, and at once if
-//!   their parent is not pending; cycles through them fail.
+//!   their parent is not pending; cycles through them fail, and so do
+//!   the tasks of a loop that a move under the next parent would close.
 //! - **The sweep** (the safety net), with each reap: every `blocked/<p>/`
 //!   whose `p` is no longer queued, waiting or running is looked at the
 //!   same way (a result written by an older worker, a task pushed under a
@@ -33,6 +34,7 @@ use crate::grid::{Id, ResultStatus, Task, TaskResult, TaskRules, layout};
 use crate::time::{self, Timestamp};
 
 use super::queue::{QueueAt, requeue_path};
+use super::result_index::{self, ResultIndex};
 use super::results::{PendingResult, Rejection, entry_path};
 
 /// Waiting tasks looked at in one plan, at most.
@@ -165,8 +167,9 @@ pub struct Release {
 /// What the grid's branch says of tasks, for [`Parent`].
 struct Ledger {
     pending: BTreeSet<Id>,
-    /// id -> (completed?, file)
-    results: BTreeMap<Id, (bool, String)>,
+    /// id -> its result: completed?, its file, and how it ended (read for
+    /// those that did not complete).
+    results: BTreeMap<Id, (bool, String, Option<String>)>,
 }
 
 /// Move on the waiting tasks of the parents in `input.finished` (and, in a
@@ -209,6 +212,12 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<R
         .retain(|b| !filed.contains(&b.entry.name[..]));
     blocked.entries.extend(input.filed.iter().cloned());
     let waiting = blocked.children();
+    // Under whom each waits, as this plan moves them.
+    let mut under: BTreeMap<Id, Id> = blocked
+        .entries
+        .iter()
+        .filter_map(|b| Some((b.child()?, b.parent.clone())))
+        .collect();
     let mut pending: BTreeSet<Id> = input.queue.paths().into_keys().collect();
     pending.extend(
         repo.list_dir(tip, layout::IN_PROGRESS)?
@@ -339,10 +348,19 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<R
                     .collect();
                 if !lookup.is_empty() {
                     let found = index.find(repo, &lookup)?;
+                    let failed: BTreeMap<Id, _> = found
+                        .iter()
+                        .filter(|(_, r)| !r.completed)
+                        .map(|(id, r)| (id.clone(), r.clone()))
+                        .collect();
+                    let how = result_index::statuses(repo, &failed)?;
                     for p in lookup {
                         match found.get(&p) {
                             Some(r) => {
-                                ledger.results.insert(p, (r.completed, r.file.clone()));
+                                let status = how.get(&p).map(|s| status_name(*s));
+                                ledger
+                                    .results
+                                    .insert(p, (r.completed, r.file.clone(), status));
                             }
                             None => {
                                 unknown_parents.insert(p);
@@ -365,15 +383,33 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<R
                         return Parent::Pending;
                     }
                     match ledger.results.get(p) {
-                        Some((true, _)) => Parent::Completed,
-                        Some((false, file)) => Parent::Failed {
-                            status: None,
+                        Some((true, ..)) => Parent::Completed,
+                        Some((false, file, status)) => Parent::Failed {
+                            status: status.clone(),
                             file: file.clone(),
                         },
                         None => Parent::Unknown,
                     }
                 })
             }
+        };
+        // A move under another parent that closes a loop of waiting tasks
+        // (the loop the `after`s of tasks pushed by hand made, found only
+        // as they move on): none of them can ever run.
+        let next = match next {
+            Next::Wait(p) if p != b.parent => match deps::loop_through(&under, &id, &p) {
+                Some(cycle) => {
+                    let error = deps::GraphError::Cycle(cycle.clone()).to_string();
+                    cycle_of.extend(cycle.into_iter().map(|c| (c, error.clone())));
+                    Next::Fail { parent: p, error }
+                }
+                None => Next::Wait(p),
+            },
+            next => next,
+        };
+        match &next {
+            Next::Wait(p) => under.insert(id.clone(), p.clone()),
+            _ => under.remove(&id),
         };
         // A task not waiting for the parent it is filed under (pushed
         // there by hand) is judged all the same: by its own `after`.
@@ -448,99 +484,5 @@ pub fn dependency_failed(task: &Task, node: &Id, now: Timestamp, error: String) 
         attempt: task.attempt,
         truncated: false,
         error: Some(error),
-    }
-}
-
-/// A result found on the branch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResultRef {
-    pub completed: bool,
-    /// Its path.
-    pub file: String,
-    pub oid: crate::git::Oid,
-}
-
-/// The result directories at a tip, listed once, for looking tasks' results
-/// up by id: a name of the current form (`<node>@<task>.json`) says whose
-/// it is; an older `<node>-<task>.json` name counts once its file says it is
-/// that task's. A completed result wins over one that is not (the id was
-/// run again).
-pub struct ResultIndex {
-    listed: Vec<(&'static str, Vec<TreeEntry>)>,
-}
-
-impl ResultIndex {
-    pub fn list(repo: &GridRepo, tip: &str) -> Result<ResultIndex, GitError> {
-        let mut listed = Vec::new();
-        for dir in [layout::COMPLETED, layout::FAILED] {
-            listed.push((dir, repo.list_dir(tip, dir)?));
-        }
-        Ok(ResultIndex { listed })
-    }
-
-    /// The results of `ids`, those that have one.
-    pub fn find(&self, repo: &GridRepo, ids: &[Id]) -> Result<BTreeMap<Id, ResultRef>, GitError> {
-        let mut found: BTreeMap<Id, ResultRef> = BTreeMap::new();
-        let mut note = |id: &Id, r: ResultRef| {
-            let slot = found.entry(id.clone()).or_insert_with(|| r.clone());
-            if r.completed && !slot.completed {
-                *slot = r;
-            }
-        };
-        for (dir, entries) in &self.listed {
-            let completed = *dir == layout::COMPLETED;
-            let mut candidates: Vec<(&TreeEntry, Vec<&Id>)> = Vec::new();
-            for e in entries {
-                let name = e.name_lossy();
-                let mut maybe = Vec::new();
-                for id in ids {
-                    match layout::result_name_is_for(&name, id) {
-                        layout::NameMatch::Yes => note(
-                            id,
-                            ResultRef {
-                                completed,
-                                file: format!("{dir}/{name}"),
-                                oid: e.oid.clone(),
-                            },
-                        ),
-                        layout::NameMatch::Candidate => maybe.push(id),
-                        layout::NameMatch::No => {}
-                    }
-                }
-                if !maybe.is_empty() {
-                    candidates.push((e, maybe));
-                }
-            }
-            if candidates.is_empty() {
-                continue;
-            }
-            let blobs = repo.read_objects(
-                &candidates
-                    .iter()
-                    .map(|(e, _)| e.oid.clone())
-                    .collect::<Vec<_>>(),
-                layout::MAX_RESULT_BYTES,
-            )?;
-            for ((e, maybe), b) in candidates.iter().zip(blobs) {
-                let task_id = b
-                    .data()
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-                    .and_then(|v| v["task_id"].as_str().map(str::to_owned));
-                if let Some(id) = maybe
-                    .iter()
-                    .find(|id| Some(id.as_str()) == task_id.as_deref())
-                {
-                    note(
-                        id,
-                        ResultRef {
-                            completed,
-                            file: format!("{dir}/{}", e.name_lossy()),
-                            oid: e.oid.clone(),
-                        },
-                    );
-                }
-            }
-        }
-        Ok(found)
     }
 }

@@ -8,5 +8,6 @@ pub mod nodes;
 pub mod queue;
 pub mod reap;
 pub mod refile;
+pub mod result_index;
 pub mod results;
 pub mod routing;

@@ -13,8 +13,9 @@ use crate::grid::deps::{self, Next, Parent};
 use crate::grid::layout::Place;
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, Task, TaskError, TaskRules, layout};
-use crate::ledger::deps::{BlockedAt, ResultIndex, ResultRef};
+use crate::ledger::deps::BlockedAt;
 use crate::ledger::queue::QueueAt;
+use crate::ledger::result_index::{ResultIndex, ResultRef};
 use crate::time::Timestamp;
 
 /// A fresh id: the time (so ids sort by submission) and randomness (so two

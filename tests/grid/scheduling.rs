@@ -445,6 +445,85 @@ fn a_parent_rejected_as_invalid_fails_its_dependants_in_the_same_commit() {
     assert!(grid.blocked().is_empty() && grid.queued().is_empty());
 }
 
+/// Pushed by hand: a task filed under a parent that failed before (the
+/// sweep at a node's start moves it on, naming how its parent ended), and
+/// two tasks whose `after`s make a loop only once their first parent is
+/// done (`loop-a` after `x` and `loop-b`, `loop-b` after `loop-a`): the
+/// commit that lands `x`'s result fails both, naming the loop, where the
+/// move of `loop-a` under `loop-b` left them for a later sweep.
+#[test]
+fn a_loop_closed_by_a_release_fails_at_once_and_a_late_dependant_says_how_its_parent_ended() {
+    let grid = Grid::new();
+    submit(
+        &grid,
+        "first",
+        json!([{"task_id": "bad", "script": "exit 3", "timeout_seconds": 30}]),
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    let task = |path: &str, id: &str, after: &[&str]| {
+        let t =
+            json!({"task_id": id, "script": "echo never", "timeout_seconds": 30, "after": after});
+        (path.replace("{id}", id), t.to_string().into_bytes())
+    };
+    grid.commit_files(
+        &[
+            task("tasks/blocked/bad/{id}.json", "late", &["bad"]),
+            (
+                "tasks/queue/x.json".to_owned(),
+                json!({"task_id": "x", "script": "echo x", "timeout_seconds": 30})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            task("tasks/queue/{id}.json", "loop-a", &["x", "loop-b"]),
+            task("tasks/queue/{id}.json", "loop-b", &["loop-a"]),
+        ],
+        "by hand, in one commit",
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n2"));
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    let r = results_by_task(&grid);
+    let e = r["late"]["error"].as_str().unwrap();
+    assert!(
+        e.contains(
+            "dependency `bad` did not complete: it ended `failed` (tasks/failed/n1@bad.json)"
+        ),
+        "{e}"
+    );
+    assert_eq!(r["x"]["status"], "completed", "{}", r["x"]);
+    let x = "tasks/completed/n2@x.json";
+    let log = git(
+        &grid.bare,
+        &["log", "--format=%H", "--diff-filter=A", "main", "--", x],
+    );
+    let landed = String::from_utf8_lossy(&log.stdout).trim().to_owned();
+    assert_eq!(landed.lines().count(), 1, "{landed:?}");
+    for id in ["loop-a", "loop-b"] {
+        let path = format!("{landed}:tasks/failed/n2@{id}.json");
+        let blob = git(&grid.bare, &["show", &path]);
+        assert!(
+            blob.status.success(),
+            "{id} failed in the commit of x's result"
+        );
+        let r: Value = serde_json::from_slice(&blob.stdout).unwrap();
+        assert_eq!(r["status"], "dependency_failed", "{id}: {r}");
+        let e = r["error"].as_str().unwrap();
+        assert!(
+            e.contains("field `after` makes a cycle: loop-a -> loop-b -> loop-a"),
+            "{id}: {e}"
+        );
+    }
+    assert!(grid.blocked().is_empty() && grid.queued().is_empty());
+}
+
 #[test]
 fn unknown_parents_and_cycles_are_refused_by_submit_and_validate() {
     let grid = Grid::new();

@@ -11,8 +11,9 @@ use crate::grid::claim::ClaimedTask;
 use crate::grid::schedule::{self, NodeLabels};
 use crate::grid::task::EntryKind;
 use crate::grid::{Class, Id, Task, TaskRules, layout};
-use crate::ledger::deps::{BlockedAt, ResultIndex};
+use crate::ledger::deps::BlockedAt;
 use crate::ledger::queue::QueueAt;
+use crate::ledger::result_index::ResultIndex;
 use crate::ledger::routing;
 use crate::time::{self, Timestamp};
 

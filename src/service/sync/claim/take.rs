@@ -6,7 +6,8 @@
 use crate::git::{Edit, EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::{Id, Task, layout};
-use crate::ledger::deps::{BlockedEntry, ResultIndex};
+use crate::ledger::deps::BlockedEntry;
+use crate::ledger::result_index::ResultIndex;
 use crate::service::sync::Draft;
 
 /// Move the file at `from` (blob `oid`, unchanged: a signed task stays

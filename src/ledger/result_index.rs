@@ -1,0 +1,126 @@
+//! Where a task's result is on a fetched tip, looked up by id: for a
+//! waiting task's parents (the release, the claim of a dependant, `submit`,
+//! `status`). The result directories are listed once; a name says whose
+//! result it is, or a bounded read of the file does.
+
+use std::collections::BTreeMap;
+
+use crate::git::{GitError, GridRepo, Oid, TreeEntry};
+use crate::grid::{Id, ResultStatus, layout};
+
+/// A result found on the branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultRef {
+    pub completed: bool,
+    /// Its path.
+    pub file: String,
+    pub oid: Oid,
+}
+
+/// The result directories at a tip, listed once, for looking tasks' results
+/// up by id: a name of the current form (`<node>@<task>.json`) says whose
+/// it is; an older `<node>-<task>.json` name counts once its file says it is
+/// that task's. A completed result wins over one that is not (the id was
+/// run again).
+pub struct ResultIndex {
+    listed: Vec<(&'static str, Vec<TreeEntry>)>,
+}
+
+impl ResultIndex {
+    pub fn list(repo: &GridRepo, tip: &str) -> Result<ResultIndex, GitError> {
+        let mut listed = Vec::new();
+        for dir in [layout::COMPLETED, layout::FAILED] {
+            listed.push((dir, repo.list_dir(tip, dir)?));
+        }
+        Ok(ResultIndex { listed })
+    }
+
+    /// The results of `ids`, those that have one.
+    pub fn find(&self, repo: &GridRepo, ids: &[Id]) -> Result<BTreeMap<Id, ResultRef>, GitError> {
+        let mut found: BTreeMap<Id, ResultRef> = BTreeMap::new();
+        let mut note = |id: &Id, r: ResultRef| {
+            let slot = found.entry(id.clone()).or_insert_with(|| r.clone());
+            if r.completed && !slot.completed {
+                *slot = r;
+            }
+        };
+        for (dir, entries) in &self.listed {
+            let completed = *dir == layout::COMPLETED;
+            let mut candidates: Vec<(&TreeEntry, Vec<&Id>)> = Vec::new();
+            for e in entries {
+                let name = e.name_lossy();
+                let mut maybe = Vec::new();
+                for id in ids {
+                    match layout::result_name_is_for(&name, id) {
+                        layout::NameMatch::Yes => note(
+                            id,
+                            ResultRef {
+                                completed,
+                                file: format!("{dir}/{name}"),
+                                oid: e.oid.clone(),
+                            },
+                        ),
+                        layout::NameMatch::Candidate => maybe.push(id),
+                        layout::NameMatch::No => {}
+                    }
+                }
+                if !maybe.is_empty() {
+                    candidates.push((e, maybe));
+                }
+            }
+            if candidates.is_empty() {
+                continue;
+            }
+            let blobs = repo.read_objects(
+                &candidates
+                    .iter()
+                    .map(|(e, _)| e.oid.clone())
+                    .collect::<Vec<_>>(),
+                layout::MAX_RESULT_BYTES,
+            )?;
+            for ((e, maybe), b) in candidates.iter().zip(blobs) {
+                let task_id = b
+                    .data()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                    .and_then(|v| v["task_id"].as_str().map(str::to_owned));
+                if let Some(id) = maybe
+                    .iter()
+                    .find(|id| Some(id.as_str()) == task_id.as_deref())
+                {
+                    note(
+                        id,
+                        ResultRef {
+                            completed,
+                            file: format!("{dir}/{}", e.name_lossy()),
+                            oid: e.oid.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// How the results in `refs` ended, by their files' `status` (read bounded,
+/// together): for a dependant's error. A file that says no known status is
+/// left out.
+pub fn statuses(
+    repo: &GridRepo,
+    refs: &BTreeMap<Id, ResultRef>,
+) -> Result<BTreeMap<Id, ResultStatus>, GitError> {
+    if refs.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let oids: Vec<Oid> = refs.values().map(|r| r.oid.clone()).collect();
+    let blobs = repo.read_objects(&oids, layout::MAX_RESULT_BYTES)?;
+    Ok(refs
+        .keys()
+        .zip(blobs)
+        .filter_map(|(id, b)| {
+            let v: serde_json::Value = serde_json::from_slice(b.data()?).ok()?;
+            let status = serde_json::from_value(v.get("status")?.clone()).ok()?;
+            Some((id.clone(), status))
+        })
+        .collect())
+}

@@ -247,6 +247,50 @@ fn validate_checks_the_scheduling_fields_and_where_each_task_is_filed() {
     for fine in ["fine.json", "waits.json", "inbox.json"] {
         assert!(!out.contains(fine), "{fine} was refused:\n{out}");
     }
+
+    // A lane, a class's directory, a waiting task's file or a file of a
+    // lane named on its own: each file is judged by its place, the same
+    // way, and a batch directory is no entry.
+    let one = |rel: &str| {
+        let o = dgrid(&["validate", co.join(rel).to_str().unwrap()]);
+        (o.status.code(), stdout(&o))
+    };
+    let (code, out) = one("tasks/lanes/p10/any");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(
+            "misfiled.json: is filed under tasks/lanes/p10/any/20261130T1200, but its fields"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("waiting.json: a task that runs after others waits in"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("20261130T1200:"),
+        "a batch directory is no entry:\n{out}"
+    );
+    let (code, out) = one("tasks/lanes/p10/any/20261130T1200/misfiled.json");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("is filed under tasks/lanes/p10/any/20261130T1200, but its fields"),
+        "{out}"
+    );
+    let (code, out) = one("tasks/blocked/c-1/wrong.json");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("waits under `c-1`, which its `after` does not name"),
+        "{out}"
+    );
+    for fine in [
+        "tasks/lanes/p80/arch=arm64+gpu",
+        "tasks/lanes/p80/arch=arm64+gpu/20261130T1200-ana/fine.json",
+        "tasks/blocked/q-1",
+    ] {
+        let (code, out) = one(fine);
+        assert_eq!(code, Some(0), "{fine}: {out}");
+    }
 }
 
 #[test]

@@ -25,7 +25,7 @@ mod read;
 
 pub use checkout::check_against_grid;
 pub use github::{github_annotation, github_warning};
-use place::{Where, check_place, walk};
+use place::{Where, check_place, root_of, walk_below};
 pub use read::{ReadError, read_regular};
 
 /// One problem with one file.
@@ -69,29 +69,27 @@ pub struct Report {
 
 /// Validate `paths`: files are checked as queue entries; a directory stands
 /// for its entries (not recursively: a directory inside a queue is itself an
-/// invalid entry, as the worker sees it). `.gitkeep` is not a task.
+/// invalid entry, as the worker sees it). `.gitkeep` is not a task. The
+/// lanes and `blocked` (or a directory or file below `tasks/lanes` or
+/// `tasks/blocked`) are walked, and each file is judged by its place too.
 pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
     let mut report = Report::default();
     let mut entries: Vec<(PathBuf, Where)> = Vec::new();
     for p in paths {
-        let named = p.file_name().and_then(|n| n.to_str());
-        match std::fs::symlink_metadata(p) {
+        match (std::fs::symlink_metadata(p), root_of(p)) {
             // The lanes and the waiting tasks are laid out in directories:
-            // each file is checked, and its place with it.
-            Ok(m) if m.is_dir() && matches!(named, Some("lanes" | "blocked")) => {
+            // each file is checked, and its place with it, whether the
+            // root or a directory below it is named.
+            (Ok(m), Some((root, prefix))) if m.is_dir() => {
                 let mut found = Vec::new();
-                walk(p, &mut found, &mut report.unreadable);
-                let lanes = named == Some("lanes");
-                entries.extend(found.into_iter().map(|(path, rel)| {
-                    let w = if lanes {
-                        Where::Lane(rel)
-                    } else {
-                        Where::Blocked(rel)
-                    };
-                    (path, w)
-                }));
+                walk_below(p, &prefix, &mut found, &mut report.unreadable);
+                entries.extend(found.into_iter().map(|(path, rel)| (path, root.at(rel))));
             }
-            Ok(m) if m.is_dir() => match std::fs::read_dir(p) {
+            // A file named below them: its place too.
+            (Ok(_), Some((root, rel))) if !rel.is_empty() => {
+                entries.push((p.clone(), root.at(rel)))
+            }
+            (Ok(m), _) if m.is_dir() => match std::fs::read_dir(p) {
                 Ok(dir) => {
                     let mut names: Vec<PathBuf> = dir
                         .filter_map(Result::ok)
@@ -103,8 +101,8 @@ pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
                 }
                 Err(e) => report.unreadable.push(unreadable(p, &e)),
             },
-            Ok(_) => entries.push((p.clone(), Where::Anywhere)),
-            Err(e) => report.unreadable.push(unreadable(p, &e)),
+            (Ok(_), _) => entries.push((p.clone(), Where::Anywhere)),
+            (Err(e), _) => report.unreadable.push(unreadable(p, &e)),
         }
     }
     // The same file named twice (a directory and one of its files) is one

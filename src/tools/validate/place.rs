@@ -21,10 +21,63 @@ pub(super) enum Where {
     Blocked(String),
 }
 
+/// What a path given to `validate` is, by its name: the lanes or the
+/// waiting tasks (`tasks/lanes`, or a directory named `lanes` on its own),
+/// a directory or file below them (the place is the path below the root:
+/// `tasks/lanes/p50/any` is a class's lane), or anything else (`None`).
+pub(super) fn root_of(path: &Path) -> Option<(Root, String)> {
+    let parts: Vec<&str> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => n.to_str(),
+            _ => None,
+        })
+        .collect();
+    let root = |name: &str| match name {
+        "lanes" => Some(Root::Lanes),
+        "blocked" => Some(Root::Blocked),
+        _ => None,
+    };
+    // The first `tasks/lanes` or `tasks/blocked` on the path, or else a
+    // directory of that name itself.
+    match (1..parts.len()).find(|&i| parts[i - 1] == "tasks" && root(parts[i]).is_some()) {
+        Some(i) => Some((root(parts[i])?, parts[i + 1..].join("/"))),
+        None => Some((root(parts.last()?)?, String::new())),
+    }
+}
+
+/// The two directories whose layout says something of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Root {
+    Lanes,
+    Blocked,
+}
+
+impl Root {
+    pub(super) fn at(self, rel: String) -> Where {
+        match self {
+            Root::Lanes => Where::Lane(rel),
+            Root::Blocked => Where::Blocked(rel),
+        }
+    }
+}
+
 /// The files below `dir`, at any depth, with their paths below it.
 pub(super) fn walk(dir: &Path, out: &mut Vec<(PathBuf, String)>, problems: &mut Vec<Finding>) {
+    walk_below(dir, "", out, problems);
+}
+
+/// The files below `dir`, which is at `prefix` below its root (`""` for
+/// the root itself), with their paths below the root.
+pub(super) fn walk_below(
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<(PathBuf, String)>,
+    problems: &mut Vec<Finding>,
+) {
     fn go(
         root: &Path,
+        prefix: &str,
         dir: &Path,
         depth: usize,
         out: &mut Vec<(PathBuf, String)>,
@@ -48,17 +101,23 @@ pub(super) fn walk(dir: &Path, out: &mut Vec<(PathBuf, String)>, problems: &mut 
             // Deeper than a lane's tasks is no place for one: listed, and
             // refused by its place, not walked into without end.
             if is_dir && depth < 4 {
-                go(root, &p, depth + 1, out, bad);
+                go(root, prefix, &p, depth + 1, out, bad);
             } else {
-                let rel = p
+                let below = p
                     .strip_prefix(root)
                     .map(|r| r.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                let rel = if prefix.is_empty() {
+                    below
+                } else {
+                    format!("{prefix}/{below}")
+                };
                 out.push((p, rel));
             }
         }
     }
-    go(dir, dir, 1, out, problems);
+    let depth = 1 + prefix.split('/').filter(|c| !c.is_empty()).count();
+    go(dir, prefix, dir, depth, out, problems);
 }
 
 /// A task's place says something of it: a lane's path its priority, class
@@ -119,5 +178,40 @@ pub(super) fn check_place(path: &Path, place: &Where, task: Task) -> Result<Task
             }
             Ok(task)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_says_which_root_it_is_below() {
+        let at = |p: &str| root_of(Path::new(p));
+        assert_eq!(at("tasks/lanes"), Some((Root::Lanes, String::new())));
+        assert_eq!(
+            at("/g/tasks/blocked/"),
+            Some((Root::Blocked, String::new()))
+        );
+        assert_eq!(at("lanes"), Some((Root::Lanes, String::new())));
+        assert_eq!(
+            at("./tasks/lanes/p50/any"),
+            Some((Root::Lanes, "p50/any".into()))
+        );
+        assert_eq!(
+            at("g/tasks/blocked/b-1/t.json"),
+            Some((Root::Blocked, "b-1/t.json".into()))
+        );
+        // A class named like a root below a lane is the lane's, not a root.
+        assert_eq!(
+            at("tasks/lanes/p50/lanes/x"),
+            Some((Root::Lanes, "p50/lanes/x".into()))
+        );
+        assert_eq!(
+            at("tasks/lanes/p50/lanes"),
+            Some((Root::Lanes, "p50/lanes".into()))
+        );
+        assert_eq!(at("tasks/queue/t.json"), None);
+        assert_eq!(at("t.json"), None);
     }
 }

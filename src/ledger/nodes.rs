@@ -3,7 +3,23 @@
 
 use crate::git::GitError;
 use crate::git::{EntryMode, GridRepo, TreeEntry};
+use crate::grid::schedule::NodeLabels;
 use crate::grid::{NodeRecord, layout};
+use crate::time::Timestamp;
+
+/// The labels of the nodes live at `now` (idle or busy, beating within
+/// `stale_after`), by node: who serves which lanes.
+pub fn live_labels(
+    records: &[NodeRecord],
+    now: Timestamp,
+    stale_after: chrono::Duration,
+) -> Vec<(String, NodeLabels)> {
+    records
+        .iter()
+        .filter(|r| r.is_live(now, stale_after))
+        .map(|r| (r.node_id.to_string(), r.node_labels()))
+        .collect()
+}
 
 /// Every readable record in `nodes/` at `tip`, but `except`'s. A record too
 /// big to read, not JSON, or naming another node than its file is left

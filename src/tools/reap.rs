@@ -108,11 +108,7 @@ pub fn plan(
     let mut moved = released.moved;
     // What no live node can run, as the nodes' records say now.
     let records = nodes::records(txn.repo, tip, None)?;
-    let live: Vec<(String, NodeLabels)> = records
-        .iter()
-        .filter(|r| r.is_live(now, policy.stale_after))
-        .map(|r| (r.node_id.to_string(), r.node_labels()))
-        .collect();
+    let live = nodes::live_labels(&records, now, policy.stale_after);
     let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (n.as_str(), l)).collect();
     // Where none of them reads, a task filed by hand in the wrong lane
     // would wait unseen: those lanes' files are read here.

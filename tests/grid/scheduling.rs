@@ -233,6 +233,52 @@ fn a_task_filed_by_hand_in_a_lane_no_node_serves_is_moved_by_the_reap() {
     assert!(!stdout(&out).contains("filed in"), "{}", stdout(&out));
 }
 
+/// The same on a grid that runs no `reap` tool (no grid workflow): a
+/// worker's own reap reads the lanes no live node serves, moves the task
+/// misfiled there to its lane, and then runs it; the task that does ask
+/// for a GPU stays, named.
+#[test]
+fn a_worker_alone_moves_a_task_misfiled_in_a_lane_nobody_serves_and_runs_it() {
+    let grid = Grid::new();
+    let batch = "tasks/lanes/p50/gpu/20261203T1400";
+    let task = |id: &str, requires: Value| {
+        json!({"task_id": id, "script": "echo ran", "timeout_seconds": 30, "requires": requires})
+            .to_string()
+            .into_bytes()
+    };
+    grid.commit_files(
+        &[
+            (format!("{batch}/plain.json"), task("plain", json!([]))),
+            (
+                format!("{batch}/on-gpu.json"),
+                task("on-gpu", json!(["gpu"])),
+            ),
+        ],
+        "filed by hand",
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
+    wait_until(
+        "the misfiled task's result",
+        Duration::from_secs(60),
+        || !grid.files("tasks/completed").is_empty(),
+    );
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    let r = results_by_task(&grid);
+    assert_eq!(r["plain"]["status"], "completed", "{}", r["plain"]);
+    assert!(!r.contains_key("on-gpu"), "{r:?}");
+    assert_eq!(grid.lane_paths(), ["p50/gpu/20261203T1400/on-gpu.json"]);
+    let log = w.log_text();
+    assert!(
+        log.contains("plain") && log.contains("in a lane no live node serves"),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
     let grid = Grid::new();

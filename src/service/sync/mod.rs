@@ -201,6 +201,7 @@ mod assigned;
 mod claim;
 mod land;
 mod published;
+mod refile;
 mod release;
 
 pub use admit::{Gate, GateError};
@@ -377,6 +378,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
     }
     if req.reap {
         reap(repo, &mut d, &touched)?;
+        refile::refile(repo, &mut d)?;
     }
     if req.defer_results && !req.heartbeat && d.edits.len() == landing_only {
         // Nothing to claim after all, and a task of the batch still runs:

@@ -1,0 +1,33 @@
+//! With each reap, the files of the lanes no live node serves: a task
+//! pushed by hand into the wrong one (`tasks/lanes/p50/gpu/` on a grid
+//! without a GPU node, the task requiring nothing) is met by no node's
+//! claim, and without this a grid that runs no `reap` of its own (no grid
+//! workflow) would hold it for ever. The rule is `ledger::refile`'s, the
+//! same as the `reap` tool's.
+
+use super::Draft;
+use crate::git::{GitError, GridRepo};
+use crate::grid::schedule::NodeLabels;
+use crate::ledger::{nodes, refile};
+
+pub(super) fn refile(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
+    let me = d.req.node.as_str();
+    let records = nodes::records(repo, d.tip, Some(me))?;
+    // This node serves what its record says now, whatever the tip holds
+    // of it (nothing yet, or an older record).
+    let mut live = nodes::live_labels(&records, d.req.now, d.req.policy.stale_after);
+    live.push((me.to_owned(), d.req.record.node_labels()));
+    let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (n.as_str(), l)).collect();
+    let queue = d.queue(repo)?;
+    let planned = refile::plan(repo, &queue, &refs, d.req.rules, d.req.node, d.req.now)?;
+    // A path this plan already moves is left to it.
+    if planned.edits.keys().any(|p| d.edits.contains_key(p)) {
+        return Ok(());
+    }
+    d.edits.extend(planned.edits);
+    d.results.extend(planned.results);
+    d.summary.extend(planned.summary);
+    d.report.invalid.extend(planned.invalid);
+    d.report.released.extend(planned.moved);
+    Ok(())
+}

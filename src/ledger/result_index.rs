@@ -102,25 +102,28 @@ impl ResultIndex {
     }
 }
 
-/// How the results in `refs` ended, by their files' `status` (read bounded,
-/// together): for a dependant's error. A file that says no known status is
-/// left out.
+/// How the results in `refs` ended, by their files' `status` (each read
+/// bounded, one at a time: a result may be a megabyte of output): for a
+/// dependant's error. A file that says no known status is left out.
 pub fn statuses(
     repo: &GridRepo,
     refs: &BTreeMap<Id, ResultRef>,
 ) -> Result<BTreeMap<Id, ResultStatus>, GitError> {
-    if refs.is_empty() {
-        return Ok(BTreeMap::new());
+    let mut out = BTreeMap::new();
+    for (id, r) in refs {
+        let blob = repo.read_objects(std::slice::from_ref(&r.oid), layout::MAX_RESULT_BYTES)?;
+        // Only the one field is kept; the rest is skipped as it is read.
+        #[derive(serde::Deserialize)]
+        struct Ended {
+            status: ResultStatus,
+        }
+        let ended = blob
+            .first()
+            .and_then(|b| b.data())
+            .and_then(|b| serde_json::from_slice::<Ended>(b).ok());
+        if let Some(e) = ended {
+            out.insert(id.clone(), e.status);
+        }
     }
-    let oids: Vec<Oid> = refs.values().map(|r| r.oid.clone()).collect();
-    let blobs = repo.read_objects(&oids, layout::MAX_RESULT_BYTES)?;
-    Ok(refs
-        .keys()
-        .zip(blobs)
-        .filter_map(|(id, b)| {
-            let v: serde_json::Value = serde_json::from_slice(b.data()?).ok()?;
-            let status = serde_json::from_value(v.get("status")?.clone()).ok()?;
-            Some((id.clone(), status))
-        })
-        .collect())
+    Ok(out)
 }

@@ -1,0 +1,133 @@
+//! What the loop has room for, and when it must be free: the claims to
+//! ask for (free slots, claims ahead, the volunteer's allowance), results
+//! that may wait, the next slot to free and the look ahead of it. Read by
+//! the schedule (`Load`) and by each sync's request.
+
+use std::time::{Duration, Instant};
+
+use super::{Worker, schedule};
+use crate::service::budget::Allowance;
+use crate::time;
+
+impl Worker {
+    /// Tasks to claim on the next sync (none while stopping, unhealthy or
+    /// paused by its volunteer's limits): free slots, and claims ahead while
+    /// busy or while the queue is deep. None ahead while idle at a shallow
+    /// queue (an idle peer could start them at once), nor while the last
+    /// look saw peers idle (they are what claims ahead would keep waiting).
+    pub(super) fn room(&self) -> usize {
+        if self.draining_since.is_some() || self.unhealthy.is_some() {
+            return 0;
+        }
+        let peers_idle = self
+            .last_view
+            .as_ref()
+            .is_some_and(|v| v.idle_peer_slots > 0);
+        let ahead_ok = (!self.slots.running.is_empty() || self.queue_deep) && !peers_idle;
+        let now = Instant::now();
+        let mut room = self
+            .slots
+            .room(&self.pace, self.cfg.claim_ahead, ahead_ok, now);
+        if peers_idle {
+            room = room.max(self.slots.room_before_peers_look(
+                &self.pace,
+                self.cfg.pull_interval,
+                self.cfg.claim_ahead,
+                now,
+            ));
+        }
+        match self.allowance().room(self.slots.waiting.len()) {
+            Some(budget) => room.min(budget),
+            None => room,
+        }
+    }
+
+    /// What the volunteer's limits allow now.
+    pub(super) fn allowance(&self) -> Allowance {
+        if self.budget.limits().is_unlimited() {
+            return Allowance::Open(None);
+        }
+        self.budget
+            .allowance(time::now(), &chrono::Local, self.pace.task_secs())
+    }
+
+    /// Tasks wait in the outbox to go back to the queue: others may be
+    /// waiting for them, so they go at once, and the sync that carries them
+    /// does not give way to this node's own task ends. Not claims handed
+    /// back for higher work: their peers are as busy, so they ride with the
+    /// next sync like a result, and the higher claim that waits for this
+    /// node's free slot starts first.
+    pub(super) fn giving_back(&self) -> bool {
+        use crate::service::outbox::Finish;
+        self.outbox.entries().iter().any(|e| {
+            matches!(
+                e.finish,
+                Finish::Requeue {
+                    preempted: false,
+                    ..
+                } | Finish::Retry { .. }
+            )
+        })
+    }
+
+    /// How long results may wait for a claim to ride with, given how many
+    /// nodes share the ref (`Pace::result_delay`).
+    pub(super) fn result_delay(&self) -> std::time::Duration {
+        let peers = self.last_view.as_ref().map_or(0, |v| v.live_peer_slots);
+        self.pace.result_delay(peers as usize + 1)
+    }
+
+    /// The loop's load, as the schedule sees it.
+    pub(super) fn load(&self) -> schedule::Load {
+        schedule::Load {
+            room: self.room(),
+            waiting: self.slots.waiting.len(),
+            running: self.slots.running.len(),
+            pending: self.outbox.len(),
+            giving_back: self.giving_back(),
+            result_delay: self.result_delay(),
+            stopping: self.draining_since.is_some(),
+            look_ahead_at: self.look_ahead_at(),
+            slot_frees: self.slot_frees(),
+            look_takes: self.pace.peek_estimate(),
+            sync_takes: self.pace.sync_estimate(),
+            task_takes: Duration::from_secs_f64(self.pace.task_secs().unwrap_or(0.0)),
+        }
+    }
+
+    /// When the first running task is due to end, by the measured task
+    /// length, while every slot is busy and a claim waits for one: the
+    /// moment the loop must be free to start it.
+    pub(super) fn slot_frees(&self) -> Option<Instant> {
+        if self.draining_since.is_some()
+            || self.unhealthy.is_some()
+            || self.slots.waiting.is_empty()
+            || self.slots.occupied() < self.cfg.concurrency as usize
+        {
+            return None;
+        }
+        let task = Duration::from_secs_f64(self.pace.task_secs()?);
+        self.slots
+            .running
+            .values()
+            .filter(|r| r.ended.get().is_none())
+            .map(|r| r.started + task)
+            .min()
+    }
+
+    /// When to look at the queue ahead of the next free slot: every slot
+    /// busy and a claim waiting for one, a look made shortly before the
+    /// first running task is due to end (by the measured task length) lets
+    /// the slot start higher work, claimed by this look or for this node
+    /// by a peer, the moment it frees, where a look at the slot would make
+    /// it wait (`Pace::look_ahead_of`). Once a slot: a look made since
+    /// covers it.
+    pub(super) fn look_ahead_at(&self) -> Option<Instant> {
+        let frees = self.slot_frees()?;
+        let at = self.pace.look_ahead_of(frees)?;
+        if self.schedule.last_look.is_some_and(|l| l >= at) {
+            return None;
+        }
+        Some(at)
+    }
+}

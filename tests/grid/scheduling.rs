@@ -178,28 +178,36 @@ fn two_nodes_with_different_labels_share_a_mixed_queue_and_an_unservable_task_is
     );
 }
 
-#[test]
-fn a_task_filed_by_hand_in_a_lane_no_node_serves_is_moved_by_the_reap() {
-    let grid = Grid::new();
-    // No node serves `gpu` (there is none at all): no node lists that lane,
-    // so none would meet a task misfiled there.
+/// Pushed by hand into `p50/gpu/`, which no node serves (there is none at
+/// all, so no node lists that lane to meet a task misfiled there): `plain`,
+/// which requires nothing, `on-gpu`, which does ask for a GPU, and `extra`
+/// files by name.
+fn misfile_in_the_gpu_lane(grid: &Grid, extra: &[(&str, &[u8])]) {
     let batch = "tasks/lanes/p50/gpu/20261203T1400";
     let task = |id: &str, requires: Value| {
-        json!({"task_id": id, "script": "true", "timeout_seconds": 30, "requires": requires})
+        json!({"task_id": id, "script": "echo ran", "timeout_seconds": 30, "requires": requires})
             .to_string()
             .into_bytes()
     };
-    grid.commit_files(
-        &[
-            (format!("{batch}/plain.json"), task("plain", json!([]))),
-            (
-                format!("{batch}/on-gpu.json"),
-                task("on-gpu", json!(["gpu"])),
-            ),
-            (format!("{batch}/junk.json"), b"{}".to_vec()),
-        ],
-        "filed by hand",
+    let mut files = vec![
+        (format!("{batch}/plain.json"), task("plain", json!([]))),
+        (
+            format!("{batch}/on-gpu.json"),
+            task("on-gpu", json!(["gpu"])),
+        ),
+    ];
+    files.extend(
+        extra
+            .iter()
+            .map(|(n, b)| (format!("{batch}/{n}"), b.to_vec())),
     );
+    grid.commit_files(&files, "filed by hand");
+}
+
+#[test]
+fn a_task_filed_by_hand_in_a_lane_no_node_serves_is_moved_by_the_reap() {
+    let grid = Grid::new();
+    misfile_in_the_gpu_lane(&grid, &[("junk.json", b"{}")]);
     let out = dgrid(&["reap", "--repo", &grid.url()]);
     expect_code(&out, 0);
     let text = stdout(&out);
@@ -240,22 +248,7 @@ fn a_task_filed_by_hand_in_a_lane_no_node_serves_is_moved_by_the_reap() {
 #[test]
 fn a_worker_alone_moves_a_task_misfiled_in_a_lane_nobody_serves_and_runs_it() {
     let grid = Grid::new();
-    let batch = "tasks/lanes/p50/gpu/20261203T1400";
-    let task = |id: &str, requires: Value| {
-        json!({"task_id": id, "script": "echo ran", "timeout_seconds": 30, "requires": requires})
-            .to_string()
-            .into_bytes()
-    };
-    grid.commit_files(
-        &[
-            (format!("{batch}/plain.json"), task("plain", json!([]))),
-            (
-                format!("{batch}/on-gpu.json"),
-                task("on-gpu", json!(["gpu"])),
-            ),
-        ],
-        "filed by hand",
-    );
+    misfile_in_the_gpu_lane(&grid, &[]);
     let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
     wait_until(
         "the misfiled task's result",

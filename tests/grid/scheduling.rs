@@ -384,6 +384,24 @@ fn a_graph_runs_in_order_with_its_inputs_and_a_failure_fails_its_dependants_by_n
     assert!(grid.files("tasks/in_progress").is_empty());
 }
 
+/// The one commit on `main` that added `path`.
+fn commit_adding(grid: &Grid, path: &str) -> String {
+    let log = git(
+        &grid.bare,
+        &["log", "--format=%H", "--diff-filter=A", "main", "--", path],
+    );
+    let landed = String::from_utf8_lossy(&log.stdout).trim().to_owned();
+    assert_eq!(landed.lines().count(), 1, "{path}: {landed:?}");
+    landed
+}
+
+/// The JSON file at `path` in `commit` (which must hold it).
+fn json_at(grid: &Grid, commit: &str, path: &str) -> Value {
+    let blob = git(&grid.bare, &["show", &format!("{commit}:{path}")]);
+    assert!(blob.status.success(), "{path} is not in {commit}");
+    serde_json::from_slice(&blob.stdout).unwrap()
+}
+
 /// Pushed by hand into the inbox in one commit: a parent that is invalid,
 /// its dependant and theirs, two tasks that wait for each other, and a
 /// task after a parent that completed before. The commit that lands the
@@ -429,16 +447,8 @@ fn a_parent_rejected_as_invalid_fails_its_dependants_in_the_same_commit() {
         w.log_text()
     );
     let par = "tasks/failed/n2@par3.json";
-    let log = git(
-        &grid.bare,
-        &["log", "--format=%H", "--diff-filter=A", "main", "--", par],
-    );
-    let landed = String::from_utf8_lossy(&log.stdout).trim().to_owned();
-    assert_eq!(landed.lines().count(), 1, "{landed:?}");
-    let at = |path: &str| -> Value {
-        let blob = git(&grid.bare, &["show", &format!("{landed}:{path}")]).stdout;
-        serde_json::from_slice(&blob).unwrap()
-    };
+    let landed = commit_adding(&grid, par);
+    let at = |path: &str| json_at(&grid, &landed, path);
     assert_eq!(at(par)["status"], "invalid");
     let paths = git(
         &grid.bare,
@@ -538,21 +548,10 @@ fn a_loop_closed_by_a_release_fails_at_once_and_a_late_dependant_says_how_its_pa
         "{e}"
     );
     assert_eq!(r["x"]["status"], "completed", "{}", r["x"]);
-    let x = "tasks/completed/n2@x.json";
-    let log = git(
-        &grid.bare,
-        &["log", "--format=%H", "--diff-filter=A", "main", "--", x],
-    );
-    let landed = String::from_utf8_lossy(&log.stdout).trim().to_owned();
-    assert_eq!(landed.lines().count(), 1, "{landed:?}");
+    let landed = commit_adding(&grid, "tasks/completed/n2@x.json");
     for id in ["loop-a", "loop-b"] {
-        let path = format!("{landed}:tasks/failed/n2@{id}.json");
-        let blob = git(&grid.bare, &["show", &path]);
-        assert!(
-            blob.status.success(),
-            "{id} failed in the commit of x's result"
-        );
-        let r: Value = serde_json::from_slice(&blob.stdout).unwrap();
+        // Failed in the commit of x's result.
+        let r = json_at(&grid, &landed, &format!("tasks/failed/n2@{id}.json"));
         assert_eq!(r["status"], "dependency_failed", "{id}: {r}");
         let e = r["error"].as_str().unwrap();
         assert!(

@@ -2,6 +2,7 @@
 //! on disk, systemd's notification socket, signals).
 
 pub mod budget;
+pub mod heap;
 pub mod notify;
 pub mod outbox;
 pub mod pace;

@@ -20,7 +20,9 @@ const MAX_CLAIMS_READ: usize = 512;
 
 /// Who each claim file names, by blob id (a blob never changes), so that
 /// a look reads only the claims made since the last. Bounded: a grid that
-/// keeps pushing new claims empties it now and then.
+/// keeps pushing new claims empties it now and then, and claims no longer
+/// listed are dropped once they outnumber those listed (after a drain,
+/// the cache does not keep thousands of finished claims alive).
 #[derive(Debug, Default)]
 pub struct ClaimCache(HashMap<Oid, Option<Holder>>);
 
@@ -42,6 +44,15 @@ impl ClaimCache {
             self.0.clear();
         }
         self.0.insert(oid, holder);
+    }
+
+    /// Keep only the claims of `listed`, when the rest outnumber them.
+    fn forget_unlisted(&mut self, listed: &[&TreeEntry]) {
+        if self.0.len() > 2 * listed.len() + 64 {
+            let keep: std::collections::HashSet<&str> =
+                listed.iter().map(|e| e.oid.as_str()).collect();
+            self.0.retain(|oid, _| keep.contains(oid.as_str()));
+        }
     }
 }
 
@@ -111,6 +122,7 @@ fn holders_of(
         .filter(|e| e.mode == EntryMode::File && e.name != layout::KEEP_FILE.as_bytes())
         .collect();
     let mut cache = cache.borrow_mut();
+    cache.forget_unlisted(&files);
     // By blob, with a name it is found under: a claim's task id is its
     // file's stem.
     let unseen: BTreeMap<Oid, String> = files

@@ -94,6 +94,12 @@ impl Worker {
                 break;
             }
             let idle = self.slots.is_idle() && self.outbox.is_empty();
+            let ended = self.completed + self.failed;
+            if idle && ended != self.ended_at_trim {
+                // Idle after work: what the drain freed goes back.
+                crate::service::heap::release_free();
+                self.ended_at_trim = ended;
+            }
             if opts.drain && idle && self.remote_ok && self.queue_empty_at.is_some() {
                 tracing::info!("queue empty and nothing pending; --drain ends here");
                 break;

@@ -128,6 +128,8 @@ struct Worker {
     started_at: String,
     completed: u64,
     failed: u64,
+    /// Tasks ended when the node last gave its free memory back (at idle).
+    ended_at_trim: u64,
     /// The tip at which the queue was last seen empty: a poll that finds
     /// the same tip need not list it again.
     queue_empty_at: Option<String>,
@@ -215,6 +217,7 @@ pub fn node_labels(cfg: &Config, engine: &str) -> NodeLabels {
 }
 
 pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
+    crate::service::heap::limit_arenas();
     let engine: Arc<dyn Engine> = Arc::from(sandbox::engine_from_config(&cfg.sandbox)?);
     let node = cfg.node_id.clone();
     tracing::info!(node_id = %node, engine = %engine.name(), repo = %cfg.repo_url, "starting");
@@ -321,6 +324,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         started_at: time::format(time::now()),
         completed: 0,
         failed: 0,
+        ended_at_trim: 0,
         queue_empty_at: None,
         queue_deep: false,
         remote_ok: false,

@@ -38,9 +38,10 @@ pub(super) fn root_of(path: &Path) -> Option<(Root, String)> {
         "blocked" => Some(Root::Blocked),
         _ => None,
     };
-    // The first `tasks/lanes` or `tasks/blocked` on the path, or else a
-    // directory of that name itself.
-    match (1..parts.len()).find(|&i| parts[i - 1] == "tasks" && root(parts[i]).is_some()) {
+    // The last `tasks/lanes` or `tasks/blocked` on the path (a checkout
+    // may sit below a directory of those names; nothing below a root is
+    // named so), or else a directory of that name itself.
+    match (1..parts.len()).rfind(|&i| parts[i - 1] == "tasks" && root(parts[i]).is_some()) {
         Some(i) => Some((root(parts[i])?, parts[i + 1..].join("/"))),
         None => Some((root(parts.last()?)?, String::new())),
     }
@@ -210,6 +211,10 @@ mod tests {
         assert_eq!(
             at("tasks/lanes/p50/lanes"),
             Some((Root::Lanes, "p50/lanes".into()))
+        );
+        assert_eq!(
+            at("/srv/tasks/lanes/grid/tasks/lanes/p50/any"),
+            Some((Root::Lanes, "p50/any".into()))
         );
         assert_eq!(at("tasks/queue/t.json"), None);
         assert_eq!(at("t.json"), None);

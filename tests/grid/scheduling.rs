@@ -40,6 +40,17 @@ fn results_by_task(grid: &Grid) -> BTreeMap<String, Value> {
     out
 }
 
+/// A worker that runs until the queue is empty and nothing is pending, and
+/// exits cleanly (its log in the panic if not).
+fn drained(grid: &Grid, node: &str) {
+    let mut w = spawn_worker(grid, &WorkerSpec::new(grid, node));
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+}
+
 fn started(r: &Value) -> chrono::DateTime<chrono::Utc> {
     dgrid_worker::time::parse(r["started_at"].as_str().unwrap()).unwrap()
 }
@@ -416,12 +427,7 @@ fn a_parent_rejected_as_invalid_fails_its_dependants_in_the_same_commit() {
         "first",
         json!([{"task_id": "done-par", "script": "echo done", "timeout_seconds": 30}]),
     );
-    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
-    assert!(
-        w.wait_exit(Duration::from_secs(60)).success(),
-        "{}",
-        w.log_text()
-    );
+    drained(&grid, "n1");
     let task = |id: &str, script: &str, after: &[&str]| {
         let mut t = json!({"task_id": id, "script": script, "timeout_seconds": 30});
         if !after.is_empty() {
@@ -440,12 +446,7 @@ fn a_parent_rejected_as_invalid_fails_its_dependants_in_the_same_commit() {
         ],
         "by hand, in one commit",
     );
-    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n2"));
-    assert!(
-        w.wait_exit(Duration::from_secs(60)).success(),
-        "{}",
-        w.log_text()
-    );
+    drained(&grid, "n2");
     let par = "tasks/failed/n2@par3.json";
     let landed = commit_adding(&grid, par);
     let at = |path: &str| json_at(&grid, &landed, path);
@@ -508,12 +509,7 @@ fn a_loop_closed_by_a_release_fails_at_once_and_a_late_dependant_says_how_its_pa
         "first",
         json!([{"task_id": "bad", "script": "exit 3", "timeout_seconds": 30}]),
     );
-    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
-    assert!(
-        w.wait_exit(Duration::from_secs(60)).success(),
-        "{}",
-        w.log_text()
-    );
+    drained(&grid, "n1");
     let task = |path: &str, id: &str, after: &[&str]| {
         let t =
             json!({"task_id": id, "script": "echo never", "timeout_seconds": 30, "after": after});
@@ -533,12 +529,7 @@ fn a_loop_closed_by_a_release_fails_at_once_and_a_late_dependant_says_how_its_pa
         ],
         "by hand, in one commit",
     );
-    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n2"));
-    assert!(
-        w.wait_exit(Duration::from_secs(60)).success(),
-        "{}",
-        w.log_text()
-    );
+    drained(&grid, "n2");
     let r = results_by_task(&grid);
     let e = r["late"]["error"].as_str().unwrap();
     assert!(
@@ -1214,12 +1205,7 @@ fn hostile_entries_in_lanes_and_blocked_go_to_failed_with_a_named_error() {
         ],
         "hostile lanes",
     );
-    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "sturdy"));
-    assert!(
-        w.wait_exit(Duration::from_secs(60)).success(),
-        "{}",
-        w.log_text()
-    );
+    drained(&grid, "sturdy");
     let failed = grid.json_files("tasks/failed");
     let errors = errors_of(&failed).join("\n");
     for want in [
@@ -1257,12 +1243,7 @@ fn archive_keeps_the_results_a_waiting_task_needs() {
             {"task_id": "filler-2", "script": "true", "timeout_seconds": 30},
         ]),
     );
-    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "w"));
-    assert!(
-        w.wait_exit(Duration::from_secs(60)).success(),
-        "{}",
-        w.log_text()
-    );
+    drained(&grid, "w");
     // A child of the finished parent, and one of a parent still to come.
     submit(
         &grid,

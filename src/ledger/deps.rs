@@ -27,12 +27,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::git::{Blob, EntryMode, GridRepo, TreeEntry};
-use crate::git::{Edit, Edits, GitError};
+use crate::git::{Edit, GitError};
 use crate::grid::deps::{self, Next, Parent};
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, ResultStatus, Task, TaskResult, TaskRules, layout};
 use crate::time::{self, Timestamp};
 
+use super::Moves;
 use super::queue::{QueueAt, requeue_path};
 use super::result_index::{self, ResultIndex};
 use super::results::{PendingResult, Rejection, entry_path};
@@ -151,19 +152,6 @@ pub struct ReleaseInput<'a> {
     pub sweep: bool,
 }
 
-/// What a release plans.
-#[derive(Debug, Default)]
-pub struct Release {
-    pub edits: Edits,
-    pub results: Vec<PendingResult>,
-    /// Commit message items.
-    pub summary: Vec<String>,
-    /// (entry, reason): entries of `blocked/` that are not tasks.
-    pub invalid: Vec<(String, String)>,
-    /// (task, what became of it).
-    pub moved: Vec<(String, String)>,
-}
-
 /// What the grid's branch says of tasks, for [`Parent`].
 struct Ledger {
     pending: BTreeSet<Id>,
@@ -174,8 +162,8 @@ struct Ledger {
 
 /// Move on the waiting tasks of the parents in `input.finished` (and, in a
 /// sweep, of every parent no longer pending).
-pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<Release, GitError> {
-    let mut out = Release::default();
+pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<Moves, GitError> {
+    let mut out = Moves::default();
     if input.finished.is_empty() && !input.sweep && input.filed.is_empty() {
         return Ok(out);
     }
@@ -461,7 +449,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<R
     Ok(out)
 }
 
-fn reject(out: &mut Release, entry: &TreeEntry, why: &str, input: &ReleaseInput<'_>) {
+fn reject(out: &mut Moves, entry: &TreeEntry, why: &str, input: &ReleaseInput<'_>) {
     let r = Rejection::of(layout::BLOCKED, entry, &why, input.node, input.now);
     out.edits.insert(r.path, Edit::Delete);
     out.summary.push(format!("reject {}", r.result.stem));

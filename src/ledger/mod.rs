@@ -11,3 +11,32 @@ pub mod refile;
 pub mod result_index;
 pub mod results;
 pub mod routing;
+
+use crate::git::Edits;
+use results::PendingResult;
+
+/// What a plan over waiting entries (in `blocked/`, or in a lane nobody
+/// serves) moves on: the edits, the results of entries that will never
+/// run, and what to say of it. The release and the refile both make one.
+#[derive(Debug, Default)]
+pub struct Moves {
+    pub edits: Edits,
+    pub results: Vec<PendingResult>,
+    /// Commit message items.
+    pub summary: Vec<String>,
+    /// (entry, reason): entries that are no task.
+    pub invalid: Vec<(String, String)>,
+    /// (task, what became of it).
+    pub moved: Vec<(String, String)>,
+}
+
+impl Moves {
+    /// Add `other`'s moves after these.
+    pub fn extend(&mut self, other: Moves) {
+        self.edits.extend(other.edits);
+        self.results.extend(other.results);
+        self.summary.extend(other.summary);
+        self.invalid.extend(other.invalid);
+        self.moved.extend(other.moved);
+    }
+}

@@ -10,32 +10,20 @@
 
 use std::collections::HashMap;
 
-use crate::git::{Blob, Edit, Edits, EntryMode, GitError, GridRepo};
+use crate::git::{Blob, Edit, EntryMode, GitError, GridRepo};
 use crate::grid::layout::{self, Place};
 use crate::grid::schedule::{self, NodeLabels};
 use crate::grid::task::EntryKind;
 use crate::grid::{Class, Id, Task, TaskError, TaskRules};
 use crate::time::Timestamp;
 
+use super::Moves;
 use super::queue::{LaneEntry, QueueAt};
-use super::results::{PendingResult, Rejection};
+use super::results::Rejection;
 
 /// Files read in one reap, at most: a grid with more waiting in unserved
 /// lanes has a different batch of them read at each reap.
 pub const READ_PER_REAP: usize = 256;
-
-#[derive(Debug, Default)]
-pub struct Refiled {
-    pub edits: Edits,
-    /// `invalid` results of files that are no task.
-    pub results: Vec<PendingResult>,
-    /// (entry name, reason): files that are no task.
-    pub invalid: Vec<(String, String)>,
-    /// (task, where it went and why).
-    pub moved: Vec<(String, String)>,
-    /// Commit message items.
-    pub summary: Vec<String>,
-}
 
 /// Read a batch of the files in lanes that none of `live` serves and plan
 /// what becomes of those filed elsewhere than their fields say. `now`
@@ -47,8 +35,8 @@ pub fn plan(
     rules: &TaskRules,
     node: &Id,
     now: Timestamp,
-) -> Result<Refiled, GitError> {
-    let mut out = Refiled::default();
+) -> Result<Moves, GitError> {
+    let mut out = Moves::default();
     // Judged once a class: a deep queue has far fewer classes than tasks.
     let mut served: HashMap<&Class, bool> = HashMap::new();
     let unserved: Vec<&LaneEntry> = queue

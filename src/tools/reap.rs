@@ -87,7 +87,7 @@ pub fn plan(
         .iter()
         .filter_map(|r| Some((Id::parse(&r.result.task_id).ok()?, Finished::of(r))))
         .collect();
-    let released = deps::release(
+    let mut released = deps::release(
         txn.repo,
         tip,
         &deps::ReleaseInput {
@@ -101,11 +101,6 @@ pub fn plan(
             sweep: true,
         },
     )?;
-    edits.extend(released.edits);
-    pending.extend(released.results);
-    summary.extend(released.summary);
-    invalid.extend(released.invalid);
-    let mut moved = released.moved;
     // What no live node can run, as the nodes' records say now.
     let records = nodes::records(txn.repo, tip, None)?;
     let live = nodes::live_labels(&records, now, policy.stale_after);
@@ -117,11 +112,12 @@ pub fn plan(
     queue
         .lanes
         .retain(|l| !refiled.edits.contains_key(&l.path()));
-    edits.extend(refiled.edits);
-    pending.extend(refiled.results);
-    summary.extend(refiled.summary);
-    invalid.extend(refiled.invalid);
-    moved.extend(refiled.moved);
+    released.extend(refiled);
+    edits.extend(released.edits);
+    pending.extend(released.results);
+    summary.extend(released.summary);
+    invalid.extend(released.invalid);
+    let moved = released.moved;
     edits.extend(results::place_results(txn.repo, tip, now, pending)?);
     let message = format!("{who}: {}\n", summary.join(", "));
     let running: BTreeSet<String> = records

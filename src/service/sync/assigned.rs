@@ -45,14 +45,16 @@ impl ClaimCache {
         }
         self.0.insert(oid, holder);
     }
+}
 
-    /// Keep only the claims of `listed`, when the rest outnumber them.
-    fn forget_unlisted(&mut self, listed: &[&TreeEntry]) {
-        if self.0.len() > 2 * listed.len() + 64 {
-            let keep: std::collections::HashSet<&str> =
-                listed.iter().map(|e| e.oid.as_str()).collect();
-            self.0.retain(|oid, _| keep.contains(oid.as_str()));
-        }
+/// A cache by blob id keeps only the blobs of `listed` once the rest
+/// outnumber them: after a drain it does not keep thousands of finished
+/// claims or old records alive, and a few stale ones are not worth a set
+/// each round.
+pub(super) fn forget_unlisted<V>(cache: &mut HashMap<Oid, V>, listed: &[&TreeEntry]) {
+    if cache.len() > 2 * listed.len() + 64 {
+        let keep: std::collections::HashSet<&str> = listed.iter().map(|e| e.oid.as_str()).collect();
+        cache.retain(|oid, _| keep.contains(oid.as_str()));
     }
 }
 
@@ -122,7 +124,7 @@ fn holders_of(
         .filter(|e| e.mode == EntryMode::File && e.name != layout::KEEP_FILE.as_bytes())
         .collect();
     let mut cache = cache.borrow_mut();
-    cache.forget_unlisted(&files);
+    forget_unlisted(&mut cache.0, &files);
     // By blob, with a name it is found under: a claim's task id is its
     // file's stem.
     let unseen: BTreeMap<Oid, String> = files
@@ -298,4 +300,28 @@ pub(super) fn answer(
         d.summary.push(format!("take {id}"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_no_longer_listed_go_once_they_outnumber_the_listed() {
+        let entry = |i: usize| TreeEntry {
+            mode: EntryMode::File,
+            oid: format!("{i:040x}"),
+            name: format!("n{i}.json").into_bytes(),
+        };
+        let mut cache: HashMap<Oid, ()> = (0..300).map(|i| (entry(i).oid, ())).collect();
+        let listed: Vec<TreeEntry> = (290..300).map(entry).collect();
+        let refs: Vec<&TreeEntry> = listed.iter().collect();
+        forget_unlisted(&mut cache, &refs);
+        assert_eq!(cache.len(), 10);
+        assert!(refs.iter().all(|e| cache.contains_key(&e.oid)));
+        // A few stale ones stay.
+        cache.extend((300..350).map(|i| (entry(i).oid, ())));
+        forget_unlisted(&mut cache, &refs);
+        assert_eq!(cache.len(), 60);
+    }
 }

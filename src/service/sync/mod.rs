@@ -258,6 +258,15 @@ impl Draft<'_> {
 
     /// Move an entry that breaks the rules out of `dir` into `failed/`,
     /// with the reason naming the file.
+    /// Waiting entries moved on by a shared planner (release, refile).
+    fn fold(&mut self, m: crate::ledger::Moves) {
+        self.edits.extend(m.edits);
+        self.results.extend(m.results);
+        self.summary.extend(m.summary);
+        self.report.invalid.extend(m.invalid);
+        self.report.released.extend(m.moved);
+    }
+
     fn reject(&mut self, dir: &str, entry: &TreeEntry, error: &dyn std::fmt::Display) {
         let r = Rejection::of(dir, entry, error, self.req.node, self.req.now);
         self.edits.insert(r.path, Edit::Delete);

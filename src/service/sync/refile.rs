@@ -24,10 +24,6 @@ pub(super) fn refile(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError>
     if planned.edits.keys().any(|p| d.edits.contains_key(p)) {
         return Ok(());
     }
-    d.edits.extend(planned.edits);
-    d.results.extend(planned.results);
-    d.summary.extend(planned.summary);
-    d.report.invalid.extend(planned.invalid);
-    d.report.released.extend(planned.moved);
+    d.fold(planned);
     Ok(())
 }

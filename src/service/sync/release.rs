@@ -45,10 +45,6 @@ pub(super) fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
     // delete replaces the filing (fast-import ignores the delete of a path
     // the tip does not have, and removes one it does: a file of the same
     // name pushed there by hand).
-    d.edits.extend(planned.edits);
-    d.results.extend(planned.results);
-    d.summary.extend(planned.summary);
-    d.report.invalid.extend(planned.invalid);
-    d.report.released.extend(planned.moved);
+    d.fold(planned);
     Ok(())
 }

@@ -236,7 +236,7 @@ pub(super) fn peers(
     // Most records are the same blobs as in the last round: read only the
     // new ones.
     let mut cache = req.records.borrow_mut();
-    cache.forget_unlisted(&others);
+    super::super::assigned::forget_unlisted(&mut cache.0, &others);
     let unseen: Vec<String> = others
         .iter()
         .filter(|e| !cache.0.contains_key(&e.oid))
@@ -308,15 +308,6 @@ pub struct RecordCache(std::collections::HashMap<Oid, Option<NodeRecord>>);
 impl RecordCache {
     const MAX: usize = 4096;
 
-    /// Keep only the records of `listed`, when the rest outnumber them.
-    fn forget_unlisted(&mut self, listed: &[&TreeEntry]) {
-        if self.0.len() > 2 * listed.len() + 64 {
-            let keep: std::collections::HashSet<&str> =
-                listed.iter().map(|e| e.oid.as_str()).collect();
-            self.0.retain(|oid, _| keep.contains(oid.as_str()));
-        }
-    }
-
     fn remember(&mut self, read: impl Iterator<Item = (Oid, Option<NodeRecord>)>) {
         for (oid, record) in read {
             if self.0.len() >= Self::MAX {
@@ -324,33 +315,5 @@ impl RecordCache {
             }
             self.0.insert(oid, record);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(i: usize) -> TreeEntry {
-        TreeEntry {
-            mode: EntryMode::File,
-            oid: format!("{i:040x}"),
-            name: format!("n{i}.json").into_bytes(),
-        }
-    }
-
-    #[test]
-    fn records_no_longer_listed_go_once_they_outnumber_the_listed() {
-        let mut cache = RecordCache::default();
-        cache.remember((0..300).map(|i| (entry(i).oid, None)));
-        let listed: Vec<TreeEntry> = (290..300).map(entry).collect();
-        let refs: Vec<&TreeEntry> = listed.iter().collect();
-        cache.forget_unlisted(&refs);
-        assert_eq!(cache.0.len(), 10);
-        assert!(refs.iter().all(|e| cache.0.contains_key(&e.oid)));
-        // A few stale ones stay: pruning is not worth a set each round.
-        cache.remember((300..350).map(|i| (entry(i).oid, None)));
-        cache.forget_unlisted(&refs);
-        assert_eq!(cache.0.len(), 60);
     }
 }

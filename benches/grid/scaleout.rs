@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::delay_proxy::DelayProxy;
+use crate::common::hosts::HttpsHost;
 use crate::common::*;
 use crate::{bench_spec, median, min_max, wait_for_results};
 
@@ -38,6 +39,9 @@ struct Shape {
     tasks: Vec<(String, String)>,
     pull_interval: u64,
     far: bool,
+    /// The grid is served over HTTPS (nginx and git-http-backend, a token),
+    /// as a forge serves it, instead of over a path or `git daemon`.
+    https: bool,
     /// The workers start with the backlog already queued (registration
     /// included in the time), instead of idle before it arrives.
     fleet_start: bool,
@@ -87,8 +91,15 @@ fn heavy_tailed(n: usize) -> Vec<f64> {
 
 fn drain(shape: &Shape) -> Run {
     let grid = Grid::new();
-    let daemon = shape.far.then(|| GitDaemon::start(&grid, free_port()));
-    let proxy = daemon.as_ref().map(|d| DelayProxy::start(d.port, FAR));
+    let https = shape.https.then(|| HttpsHost::start(grid.root.path()));
+    let daemon = (shape.far && !shape.https).then(|| GitDaemon::start(&grid, free_port()));
+    let upstream = https
+        .as_ref()
+        .map(|h| h.port)
+        .or(daemon.as_ref().map(|d| d.port));
+    let proxy = upstream
+        .filter(|_| shape.far)
+        .map(|port| DelayProxy::start(port, FAR));
     let files: Vec<(String, Vec<u8>)> = shape
         .tasks
         .iter()
@@ -114,7 +125,12 @@ fn drain(shape: &Shape) -> Run {
                     .push(("PULL_INTERVAL".into(), shape.pull_interval.to_string()));
                 spec.env
                     .push(("DGRID_CONCURRENCY".into(), shape.concurrency.to_string()));
-                if let Some(p) = &proxy {
+                if let Some(h) = &https {
+                    let port = proxy.as_ref().map_or(h.port, |p| p.port);
+                    spec.url = format!("https://127.0.0.1:{port}/grid.git");
+                    spec.extra += &format!("\n[git]\nca_file = \"{}\"\n", h.ca.display());
+                    spec.env.push(("GIT_TOKEN".into(), h.token.clone()));
+                } else if let Some(p) = &proxy {
                     spec.url = p.url("grid.git");
                 }
                 spawn_worker(&grid, &spec)
@@ -363,6 +379,7 @@ fn shape(workers: usize, tasks: Vec<(String, String)>) -> Shape {
         tasks,
         pull_interval: 1,
         far: false,
+        https: false,
         fleet_start: false,
         concurrency: 1,
     }
@@ -489,8 +506,9 @@ pub fn scaleout() -> String {
 
 /// A drain the fixed rows do not cover, to check a rule against what a
 /// user would run: `SCALEOUT_ONLY=custom SCALEOUT_CUSTOM=workers=4,
-/// slots=2,tasks=32,len=2,interval=10,far=1` (len in seconds, or `mixed`
-/// for the heavy-tailed lengths). One worker drains its share of the
+/// slots=2,tasks=32,len=2,interval=10,far=1,https=1` (len in seconds, or
+/// `mixed` for the heavy-tailed lengths; `https=1` serves the grid as a
+/// forge does, over HTTPS with a token, behind the far proxy with `far=1`). One worker drains its share of the
 /// tasks (tasks / workers, as in the E rows; `one=500` for the whole
 /// backlog, as the contention rows do) in turn with the N.
 fn custom() {
@@ -515,6 +533,7 @@ fn custom() {
     let make = |workers: usize, n: usize, prefix: &str| Shape {
         pull_interval: num("interval", "1") as u64,
         far: num("far", "0") == 1,
+        https: num("https", "0") == 1,
         concurrency: num("slots", "1") as u32,
         ..shape(workers, sleeps(prefix, &lengths(n)))
     };

@@ -2,18 +2,22 @@
 //! fixed time in each direction, so that each round trip through it costs
 //! at least twice that, as a hosted forge's does. Bandwidth is not limited;
 //! order is kept. Used by the benchmarks (`Scale-out`) and by tests that
-//! need a remote whose answers take a while.
+//! need a remote whose answers take a while. It can also hold new
+//! connections unanswered (`hold`): a remote that hangs, not one that is
+//! gone, which is what a client waits on until its own timeout.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 pub struct DelayProxy {
     pub port: u16,
     stop: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
+    held: Arc<AtomicUsize>,
 }
 
 impl DelayProxy {
@@ -24,20 +28,31 @@ impl DelayProxy {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let hold = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(AtomicUsize::new(0));
+        let (stopping, holding, counted) = (stop.clone(), hold.clone(), held.clone());
         std::thread::spawn(move || {
+            let forward = |client: TcpStream| {
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                pipe(&client, &server, one_way);
+                pipe(&server, &client, one_way);
+            };
+            let mut parked = Vec::new();
             while !stopping.load(Ordering::SeqCst) {
+                if !holding.load(Ordering::SeqCst) {
+                    parked.drain(..).for_each(forward);
+                }
                 match listener.accept() {
-                    Ok((client, _)) => {
-                        client.set_nonblocking(false).unwrap();
-                        let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                            continue;
-                        };
-                        let _ = client.set_nodelay(true);
-                        let _ = server.set_nodelay(true);
-                        pipe(&client, &server, one_way);
-                        pipe(&server, &client, one_way);
+                    Ok((client, _)) if holding.load(Ordering::SeqCst) => {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        parked.push(client);
                     }
+                    Ok((client, _)) => forward(client),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(2));
                     }
@@ -45,7 +60,23 @@ impl DelayProxy {
                 }
             }
         });
-        DelayProxy { port, stop }
+        DelayProxy {
+            port,
+            stop,
+            hold,
+            held,
+        }
+    }
+
+    /// Hold each new connection open and unanswered until `hold(false)`,
+    /// which forwards them, late, as if the remote had been slow.
+    pub fn hold(&self, on: bool) {
+        self.hold.store(on, Ordering::SeqCst);
+    }
+
+    /// Connections that arrived while held, so far.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
     }
 
     pub fn url(&self, repo: &str) -> String {

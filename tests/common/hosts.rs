@@ -127,9 +127,11 @@ impl HttpsHost {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
         let sock = d.join("fcgi.sock");
+        // 16 children: a bench drains with up to 16 workers at once, and a
+        // forge does not make them queue for a backend.
         let fcgi = Group::spawn(
             Command::new("fcgiwrap")
-                .args(["-c", "4", "-s"])
+                .args(["-c", "16", "-s"])
                 .arg(format!("unix:{}", sock.display()))
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(d.join("logs/fcgiwrap.log")).unwrap()),

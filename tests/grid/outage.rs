@@ -226,3 +226,92 @@ fn a_claim_whose_push_answer_was_lost_is_kept() {
     );
     assert!(grid.files("tasks/in_progress").is_empty());
 }
+
+/// A remote that hangs (it takes connections and answers nothing) while a
+/// node holds claims it has not started: the loop waits inside its sync,
+/// up to git's timeout (120 s), and each run's thread starts the next
+/// claim itself. Before, the first run's end left the slot idle until the
+/// sync returned: no task ran while the remote hung.
+#[test]
+fn claims_held_run_one_after_another_while_the_remote_hangs() {
+    let grid = Grid::new();
+    let daemon = GitDaemon::start(&grid, free_port());
+    let proxy = crate::common::delay_proxy::DelayProxy::start(daemon.port, Duration::ZERO);
+    // Every task waits for `go`, then marks that it ran: which one the
+    // node starts first does not matter, and none ends before the remote
+    // hangs.
+    let go = grid.path("go");
+    let ran = grid.path("ran");
+    std::fs::create_dir(&ran).unwrap();
+    let ids: Vec<String> = (0..5).map(|i| format!("held-{i}")).collect();
+    let tasks: Vec<(String, String, u64)> = ids
+        .iter()
+        .map(|id| {
+            let script = format!(
+                "while [ ! -e '{}' ]; do sleep 0.1; done; touch '{}/{id}'",
+                go.display(),
+                ran.display()
+            );
+            (id.clone(), script, 120)
+        })
+        .collect();
+    // Tasks it has timed as short: it then claims ahead, a batch at once.
+    let warm: Vec<(String, String, u64)> = (0..4)
+        .map(|i| (format!("warm-{i}"), "true".to_owned(), 30))
+        .collect();
+    grid.submit(&warm);
+
+    let mut spec = WorkerSpec::new(&grid, "relay");
+    spec.url = proxy.url("grid.git");
+    spec.drain = false;
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the short tasks done", Duration::from_secs(60), || {
+        grid.files("tasks/completed").len() == warm.len()
+    });
+    grid.submit(&tasks);
+    wait_until("claims held, one running", Duration::from_secs(60), || {
+        grid.files("tasks/in_progress").len() >= 2 && w.log_text().contains("running")
+    });
+    let held = grid.files("tasks/in_progress").len();
+
+    // The node's next sync connects and waits; then the running task ends.
+    proxy.hold(true);
+    wait_until(
+        "the node to wait on the hung remote",
+        Duration::from_secs(60),
+        || proxy.held() > 0,
+    );
+    std::fs::write(&go, b"").unwrap();
+    wait_until(
+        "every held claim run while the remote hangs",
+        Duration::from_secs(60),
+        || std::fs::read_dir(&ran).unwrap().count() >= held,
+    );
+    assert_eq!(
+        grid.files("tasks/completed").len(),
+        warm.len(),
+        "nothing landed while the remote hung"
+    );
+
+    // Once it answers, every result lands, each once.
+    proxy.hold(false);
+    wait_until("every result", Duration::from_secs(120), || {
+        grid.files("tasks/completed").len() == warm.len() + ids.len()
+    });
+    w.signal(Signal::SIGTERM);
+    let status = w.wait_exit(Duration::from_secs(120));
+    assert!(status.success(), "{}", w.log_text());
+    let landed = grid.files("tasks/completed");
+    for id in &ids {
+        assert_eq!(
+            landed
+                .keys()
+                .filter(|f| f.ends_with(&format!("@{id}.json")))
+                .count(),
+            1,
+            "{id} in {:?}",
+            landed.keys()
+        );
+    }
+    assert!(grid.files("tasks/in_progress").is_empty());
+}

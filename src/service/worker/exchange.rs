@@ -176,6 +176,9 @@ impl Worker {
             Some(p) => txn_policy.publish(p),
             None => txn_policy,
         };
+        // The loop is blind until the sync returns: a run that ends meanwhile
+        // starts the next claim on its own thread.
+        self.arm_relay();
         let result = txn::run(&self.repo, &self.identity, &txn_policy, |t| {
             // Before any commit has been timed, the rounds this sync lost
             // (all before this one) say what a round costs.
@@ -226,6 +229,7 @@ impl Worker {
             Ok(planned)
         });
         let took = started.elapsed();
+        self.settle_relay();
         if let Some(p) = &txn_policy.publish
             && p.sent.load(Ordering::SeqCst)
         {

@@ -8,6 +8,7 @@
 //! - `schedule`    when a sync is due and how long to sleep (pure)
 //! - `load`        what the loop has room for, and when it must be free
 //! - `slots`       what runs and what waits; a run becomes a result
+//! - `relay`       a run's thread starts the next claim while a sync blocks
 //! - `tasks`       starting and finishing tasks, giving claims back
 //! - `handed_back` claims handed to peers, until their requeue lands
 //! - `look`        higher work at a free slot: look, take the start back
@@ -26,6 +27,7 @@ mod kept_pace;
 mod load;
 mod look;
 mod main_loop;
+mod relay;
 mod report;
 mod schedule;
 mod signals;
@@ -117,6 +119,8 @@ struct Worker {
     /// Set by a task's thread when it ends: a sync losing races gives up
     /// then, if a claimed task waits to start.
     nudge: Arc<std::sync::atomic::AtomicBool>,
+    /// The claims a run's thread may start while the loop is in a sync.
+    relay: relay::Relay,
     signals: SignalCount,
     board: Board,
     slots: Slots,
@@ -316,6 +320,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         notifier: Notifier::from_env(),
         events: tx,
         nudge: Default::default(),
+        relay: Default::default(),
         signals,
         board,
         pace,

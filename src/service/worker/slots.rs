@@ -16,10 +16,10 @@ use crate::sandbox::{CancelFlag, Engine, Job, Outcome, RunReport};
 use crate::service::pace::Pace;
 use crate::time;
 
+use super::relay::Relay;
 use super::signals::Event;
 
-/// When a task's run ended, once it has.
-pub type Ended = Arc<std::sync::OnceLock<Instant>>;
+pub use super::relay::Ended;
 
 pub struct Running {
     pub claimed: ClaimedTask,
@@ -254,44 +254,52 @@ impl Slots {
 /// Run `claimed` on its own thread; its report comes back as
 /// [`Event::Finished`], and `nudge` is set first: a sync that is only losing
 /// races gives up between rounds, so that the next claimed task starts.
-/// `ended` is set when the run ends.
+/// `ended` is set when the run ends. A run that ended (not cancelled, not
+/// failed by the engine) while the loop is inside a sync starts the next
+/// claim the loop armed, on this thread ([`Relay`]); its slot never freed,
+/// so the nudge stays down.
 pub fn launch(
     engine: &Arc<dyn Engine>,
     events: &Sender<Event>,
     nudge: &Arc<AtomicBool>,
-    node: &Id,
-    claimed: &ClaimedTask,
-    inputs: Option<std::path::PathBuf>,
+    relay: &Relay,
+    run: (Id, Job),
     ended: &Ended,
 ) -> std::io::Result<CancelFlag> {
-    let id = claimed.task.task_id.clone();
-    let job = Job {
-        node_id: node.to_string(),
-        task_id: id.to_string(),
-        attempt: claimed.claim.attempt,
-        script: claimed.task.script.clone(),
-        timeout: Duration::from_secs(claimed.task.timeout_seconds),
-        inputs,
-    };
+    let (mut id, mut job) = run;
     let cancel: CancelFlag = Arc::new(AtomicBool::new(false));
     let engine = engine.clone();
     let events = events.clone();
-    let flag = cancel.clone();
+    let mut flag = cancel.clone();
     let nudge = nudge.clone();
-    let ended = ended.clone();
+    let relay = relay.clone();
+    let mut ended = ended.clone();
     std::thread::Builder::new()
         .name(format!("task-{id}"))
         .spawn(move || {
-            let report = engine.run(&job, &flag);
-            let _ = ended.set(Instant::now());
-            // Before the event: a store after it could land once the loop
-            // has taken the event and cleared the nudge (the send wakes
-            // the loop, which may run before this thread does again), and
-            // the next sync would give up at its first lost round for a
-            // run that ended long ago. The loop sets it again for runs
-            // whose events it has not taken (`Slots::ended_untaken`).
-            nudge.store(true, Ordering::SeqCst);
-            let _ = events.send(Event::Finished { task: id, report });
+            loop {
+                let report = engine.run(&job, &flag);
+                let _ = ended.set(Instant::now());
+                let next = (!flag.load(Ordering::SeqCst)
+                    && !matches!(report.outcome, Outcome::EngineFailed(_)))
+                .then(|| relay.take_next())
+                .flatten();
+                // Before the event: a store after it could land once the
+                // loop has taken the event and cleared the nudge (the send
+                // wakes the loop, which may run before this thread does
+                // again), and the next sync would give up at its first lost
+                // round for a run that ended long ago. The loop sets it
+                // again for runs whose events it has not taken
+                // (`Slots::ended_untaken`).
+                if next.is_none() {
+                    nudge.store(true, Ordering::SeqCst);
+                }
+                let _ = events.send(Event::Finished { task: id, report });
+                let Some((next_id, next_job, next_flag, next_ended)) = next else {
+                    return;
+                };
+                (id, job, flag, ended) = (next_id, next_job, next_flag, next_ended);
+            }
         })?;
     Ok(cancel)
 }

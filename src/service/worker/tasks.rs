@@ -53,32 +53,19 @@ impl Worker {
             }
         };
         let ended = slots::Ended::default();
+        let job = super::relay::job_of(self.node(), &claimed, inputs.clone());
         match slots::launch(
             &self.engine,
             &self.events,
             &self.nudge,
-            self.node(),
-            &claimed,
-            inputs.clone(),
+            &self.relay,
+            (id.clone(), job),
             &ended,
         ) {
             Ok(cancel) => {
-                tracing::info!(task_id = %id, timeout = claimed.task.timeout_seconds, priority = claimed.task.priority(), "running");
-                let started_at = time::now();
-                self.budget.started(started_at);
-                self.keep_budget(false);
-                self.slots.running.insert(
-                    id,
-                    Running {
-                        claimed,
-                        cancel,
-                        started: Instant::now(),
-                        ended,
-                        started_at,
-                        inputs,
-                        taken_back: false,
-                    },
-                );
+                super::relay::log_start(&claimed);
+                let now = (Instant::now(), time::now());
+                self.began(claimed, cancel, ended, now, inputs);
                 true
             }
             Err(e) => {
@@ -91,6 +78,32 @@ impl Worker {
                 false
             }
         }
+    }
+
+    /// A run has begun (here, or on a thread the relay handed it to): it
+    /// occupies its slot and counts against the volunteer's limits.
+    pub(super) fn began(
+        &mut self,
+        claimed: ClaimedTask,
+        cancel: crate::sandbox::CancelFlag,
+        ended: slots::Ended,
+        (started, started_at): (Instant, time::Timestamp),
+        inputs: Option<PathBuf>,
+    ) {
+        self.budget.started(started_at);
+        self.keep_budget(false);
+        self.slots.running.insert(
+            claimed.task.task_id.clone(),
+            Running {
+                claimed,
+                cancel,
+                started,
+                ended,
+                started_at,
+                inputs,
+                taken_back: false,
+            },
+        );
     }
 
     pub(super) fn finished(&mut self, task: Id, report: RunReport) {

@@ -200,6 +200,27 @@ pub fn pretty(v: &Value) -> Vec<u8> {
     out
 }
 
+/// For tests across the crate: node `n1`'s claim of the task file
+/// `{"task_id":id,"script":"true"<fields>}` (`fields` JSON, each with a
+/// leading comma), made now.
+#[cfg(test)]
+pub(crate) fn claimed_for_test(id: &str, fields: &str) -> ClaimedTask {
+    let bytes = format!(r#"{{"task_id":"{id}","script":"true"{fields}}}"#);
+    let task = Task::from_entry(
+        &format!("{id}.json"),
+        EntryKind::File,
+        bytes.as_bytes(),
+        &TaskRules::default(),
+    )
+    .unwrap();
+    ClaimedTask::new(
+        task,
+        &Id::parse("n1").unwrap(),
+        time::now(),
+        chrono::Duration::seconds(300),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

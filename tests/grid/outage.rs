@@ -270,7 +270,10 @@ fn claims_held_run_one_after_another_while_the_remote_hangs() {
     });
     grid.submit(&tasks);
     wait_until("claims held, one running", Duration::from_secs(60), || {
-        grid.files("tasks/in_progress").len() >= 2 && w.log_text().contains("running")
+        grid.files("tasks/in_progress").len() >= 2
+            && w.log_text()
+                .lines()
+                .any(|l| l.contains("running") && l.contains("task_id=held-"))
     });
     let held = grid.files("tasks/in_progress").len();
 

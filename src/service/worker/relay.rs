@@ -9,7 +9,8 @@
 //! 1 s tasks over HTTPS 100 ms away, each task's slot 1.45-1.95 s apart).
 //!
 //! So before a sync the loop *arms* the claims that would start next (the
-//! head of its waiting line, in order, at most one per running task), and
+//! head of its waiting line, in order; under hourly limits at most one
+//! per running task), and
 //! the thread whose run ends takes the first armed one and runs it at
 //! once. After the sync the loop *settles*: what was taken becomes a
 //! running task in its books, the rest is disarmed and waits as before.
@@ -74,8 +75,8 @@ struct State {
     started: Vec<Relayed>,
 }
 
-/// Shared by the loop and the task threads; the lock is held only to move
-/// an entry, never across a run or a git call.
+/// Shared by the loop and the task threads; the lock is held to move an
+/// entry (and log a start), never across a run or a git call.
 #[derive(Clone, Default)]
 pub struct Relay(Arc<Mutex<State>>);
 
@@ -124,29 +125,19 @@ impl Relay {
 }
 
 impl Worker {
-    /// Would a run that ends inside a sync start the next claim itself?
-    /// Every slot busy (a free one starts its claim now), the claim next
-    /// in line needs no inputs (the loop reads those from the clone), and
-    /// nothing stops starts: stopping, paused by the volunteer's limits,
-    /// the engine unhealthy.
-    pub(super) fn relay_covers(&self) -> bool {
-        self.draining_since.is_none()
-            && self.paused.is_none()
-            && self.unhealthy.is_none()
-            && self.slots.free() == 0
-            && self
-                .slots
-                .waiting
-                .front()
-                .is_some_and(|c| !self.inputs.contains_key(&c.task.task_id))
-    }
-
     /// Before a sync: hand the threads the claims that start next, the
-    /// longest prefix of the line that needs no inputs. Under hourly
+    /// longest prefix of the line that needs no inputs (the loop reads
+    /// those from the clone). Only while every slot is busy (a free one
+    /// starts its claim now), and nothing stops starts: stopping, paused
+    /// by the volunteer's limits, the engine unhealthy. Under hourly
     /// limits, one per running task: the limits are looked at again
     /// between syncs.
     pub(super) fn arm_relay(&mut self) {
-        if !self.relay_covers() {
+        if self.draining_since.is_some()
+            || self.paused.is_some()
+            || self.unhealthy.is_some()
+            || self.slots.free() > 0
+        {
             return;
         }
         let most = if self.budget.limits().is_unlimited() {
@@ -191,31 +182,13 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grid::{Task, TaskRules};
-    use std::sync::atomic::AtomicBool;
 
     fn armed(id: &str) -> Armed {
-        let bytes = format!(r#"{{"task_id":"{id}","script":"true","timeout_seconds":5}}"#);
-        let task = Task::from_entry(
-            &format!("{id}.json"),
-            crate::grid::task::EntryKind::File,
-            bytes.as_bytes(),
-            &TaskRules::default(),
-        )
-        .unwrap();
-        let node = Id::parse("n1").unwrap();
-        let claimed = ClaimedTask::new(task, &node, time::now(), chrono::Duration::seconds(300));
+        let claimed = crate::grid::claim::claimed_for_test(id, r#","timeout_seconds":5"#);
         Armed {
-            job: Job {
-                node_id: "n".into(),
-                task_id: id.into(),
-                attempt: 1,
-                script: "true".into(),
-                timeout: Duration::from_secs(1),
-                inputs: None,
-            },
+            job: job_of(&Id::parse("n1").unwrap(), &claimed, None),
             claimed,
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel: Default::default(),
             ended: Ended::default(),
         }
     }

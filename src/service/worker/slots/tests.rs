@@ -1,7 +1,6 @@
 //! The slots' bookkeeping, on claims built from task files.
 
 use super::*;
-use crate::grid::{Task, TaskRules};
 
 fn claimed(id: &str, timeout: u64) -> ClaimedTask {
     claimed_with(id, &format!(r#","timeout_seconds":{timeout}"#))
@@ -10,20 +9,7 @@ fn claimed(id: &str, timeout: u64) -> ClaimedTask {
 /// A claim of task `id` whose file has `fields` (JSON, each with a
 /// leading comma) beside its id and script.
 fn claimed_with(id: &str, fields: &str) -> ClaimedTask {
-    let bytes = format!(r#"{{"task_id":"{id}","script":"true"{fields}}}"#);
-    let task = Task::from_entry(
-        &format!("{id}.json"),
-        crate::grid::task::EntryKind::File,
-        bytes.as_bytes(),
-        &TaskRules::default(),
-    )
-    .unwrap();
-    ClaimedTask::new(
-        task,
-        &Id::parse("n1").unwrap(),
-        time::now(),
-        chrono::Duration::seconds(300),
-    )
+    crate::grid::claim::claimed_for_test(id, fields)
 }
 
 /// A claim of task `id` at `priority`.

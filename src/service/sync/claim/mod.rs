@@ -190,6 +190,17 @@ pub(super) fn claim(
     d.report.idle_peer_slots = peers.idle_slots(req.holding_classes);
     d.report.peers_dry = peers.dry_slots(req.holding_classes);
     d.report.live_peer_slots = peers.live_slots(None);
+    // Holding claims not started, a look reads the inbox too (a batch, as
+    // a claim does): a task pushed there by hand above what the node holds
+    // is seen by this look, not at the node's next claim, and what was
+    // read goes to its lane in this commit.
+    let mut unread = 0;
+    if !claiming && req.preempt_below.is_some() && !inbox.is_empty() {
+        fastrand::shuffle(&mut inbox);
+        unread = inbox.len().saturating_sub(INBOX_BATCH);
+        inbox.truncate(INBOX_BATCH);
+        candidates.extend(file_inbox(repo, d, std::mem::take(&mut inbox))?);
+    }
     let top = candidates.iter().map(|c| level_of(&c.place, req)).max();
     // Holding claims not started, a node that sees work of a higher level
     // claims it in this very look (its share of it, above what it holds),
@@ -200,7 +211,8 @@ pub(super) fn claim(
         _ => None,
     };
     if !claiming && above.is_none() {
-        d.report.queue_left = candidates.len() + inbox.len();
+        candidates.iter().for_each(|c| file_unclaimed(d, c));
+        d.report.queue_left = candidates.len() + inbox.len() + unread;
         d.report.top_queued = top;
         return Ok(());
     }
@@ -212,7 +224,7 @@ pub(super) fn claim(
     // into its lane, and claimable in this same round.
     fastrand::shuffle(&mut inbox);
     let batch = INBOX_BATCH.max(req.want_claims.max(req.share_up_to) * 2 + 4);
-    let unread = inbox.len().saturating_sub(batch);
+    let unread = unread + inbox.len().saturating_sub(batch);
     inbox.truncate(batch);
     candidates.extend(file_inbox(repo, d, inbox)?);
 
@@ -281,6 +293,7 @@ pub(super) fn claim(
             // Nothing at or below what it holds is claimed in a look.
             left += 1;
             top = top.max(Some(level));
+            file_unclaimed(d, &candidates[i]);
             continue;
         }
         let c = &mut candidates[i];
@@ -377,6 +390,21 @@ pub(super) fn claim(
     d.report.queue_left = left;
     d.report.top_queued = top;
     Ok(())
+}
+
+/// An inbox entry read and judged, not claimed: to its lane.
+fn file_unclaimed(d: &mut Draft<'_>, c: &Candidate<'_>) {
+    if c.dir == layout::QUEUE
+        && let Some(Verdict::Claimable(task)) = &c.judged
+    {
+        move_to(
+            d,
+            &c.path(),
+            &c.place.file(&task.task_id),
+            &c.entry.oid,
+            "file",
+        );
+    }
 }
 
 /// Joining, does this node stay out of the drain at this tip

@@ -318,3 +318,119 @@ fn claims_held_run_one_after_another_while_the_remote_hangs() {
     }
     assert!(grid.files("tasks/in_progress").is_empty());
 }
+
+/// The relay's start is blind: a task's thread starts the next claim while
+/// the loop's sync is still out, and that sync may bring higher work. Here
+/// the node's look hangs on the remote; meanwhile a task of priority 90 is
+/// pushed by hand to the inbox (`tasks/queue/`) and the running low task
+/// ends, so its thread starts the next low claim. When the look returns it
+/// has read the inbox and claimed the urgent task, and the relayed start
+/// is taken back for it, as a start at a free slot just before a look
+/// would be. Before, the look read only the lanes, and the low task (which
+/// here never ends by itself) kept the slot: the urgent task waited.
+#[test]
+fn a_start_the_relay_made_inside_a_sync_is_taken_back_for_the_higher_work_it_brought() {
+    let grid = Grid::new();
+    let daemon = GitDaemon::start(&grid, free_port());
+    let proxy = crate::common::delay_proxy::DelayProxy::start(daemon.port, Duration::ZERO);
+    // Each task marks its start, and a low one ends only when the test
+    // opens its gate.
+    let (started, gates) = (grid.path("started"), grid.path("gates"));
+    std::fs::create_dir(&started).unwrap();
+    std::fs::create_dir(&gates).unwrap();
+    let task = |id: &str, script: String, priority: u8| {
+        let body = serde_json::json!({"task_id": id, "script": script, "timeout_seconds": 120, "priority": priority});
+        (
+            format!("tasks/queue/{id}.json"),
+            body.to_string().into_bytes(),
+        )
+    };
+    let low: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| {
+            let id = format!("low-{i}");
+            let script = format!(
+                "touch '{s}/{id}'; while [ ! -e '{g}/{id}' ]; do sleep 0.1; done",
+                s = started.display(),
+                g = gates.display()
+            );
+            task(&id, script, 10)
+        })
+        .collect();
+    let starts = || -> Vec<String> {
+        std::fs::read_dir(&started)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    // Tasks it has timed as short: it then claims ahead, a batch at once.
+    let warm: Vec<(String, String, u64)> = (0..4)
+        .map(|i| (format!("warm-{i}"), "true".to_owned(), 30))
+        .collect();
+    grid.submit(&warm);
+    let mut spec = WorkerSpec::new(&grid, "relay");
+    spec.url = proxy.url("grid.git");
+    spec.drain = false;
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the short tasks done", Duration::from_secs(60), || {
+        grid.files("tasks/completed").len() == warm.len()
+    });
+    grid.commit_files(&low, "submit low tasks");
+    wait_until("claims held, one running", Duration::from_secs(60), || {
+        grid.files("tasks/in_progress").len() >= 2 && starts().len() == 1
+    });
+    let first = starts().remove(0);
+
+    // The node's next look hangs; the urgent task is queued meanwhile, and
+    // the running task ends: its thread starts the next claim.
+    proxy.hold(true);
+    wait_until(
+        "the node to wait on the hung remote",
+        Duration::from_secs(60),
+        || proxy.held() > 0,
+    );
+    let urgent = format!("touch '{}/urgent'", started.display());
+    grid.commit_files(&[task("urgent", urgent, 90)], "submit urgent");
+    std::fs::write(gates.join(&first), b"").unwrap();
+    wait_until(
+        "a low claim started by the relay",
+        Duration::from_secs(60),
+        || starts().len() == 2,
+    );
+    let relayed = starts().into_iter().find(|id| *id != first).unwrap();
+
+    proxy.hold(false);
+    wait_until(
+        "the urgent task started while the relayed one's gate is shut",
+        Duration::from_secs(60),
+        || starts().contains(&"urgent".to_owned()),
+    );
+    let log = w.log_text();
+    assert!(
+        log.contains(&format!(
+            "taking back the start: higher work is claimed for this slot task_id={relayed}"
+        )),
+        "{log}"
+    );
+
+    // Every gate open: everything ends, each task once.
+    for i in 0..5 {
+        std::fs::write(gates.join(format!("low-{i}")), b"").unwrap();
+    }
+    wait_until("every result", Duration::from_secs(120), || {
+        grid.results().len() == warm.len() + 6
+    });
+    w.signal(Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    let mut ids: Vec<String> = grid
+        .results()
+        .iter()
+        .map(|(_, r)| r["task_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), warm.len() + 6, "each task once: {ids:?}");
+}

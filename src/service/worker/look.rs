@@ -30,17 +30,17 @@ impl Worker {
     /// moments ago (claimed for it by a peer, or by the sync): take the
     /// start back, as a look at the free slot does (`take_back_below`).
     /// The start was made at a free slot just before the sync could tell
-    /// it of the higher work (`Pace::take_back_window`); traced, such a
-    /// slot ran its low task out while the burst claimed for it waited.
+    /// it of the higher work (`Pace::take_back_window`), or by a task's
+    /// thread while the sync ran (the relay); traced, such a slot ran its
+    /// low task out while the burst claimed for it waited.
     pub(super) fn take_back_recent_starts(&mut self) {
-        let Some(window) = self.pace.take_back_window() else {
-            return;
-        };
+        let relayed = std::mem::take(&mut self.relayed);
+        let window = self.pace.take_back_window().unwrap_or_default();
         let recent: Vec<Id> = self
             .slots
             .running
             .iter()
-            .filter(|(_, r)| r.started.elapsed() <= window)
+            .filter(|(id, r)| r.started.elapsed() <= window || relayed.contains(id))
             .map(|(id, _)| id.clone())
             .collect();
         if recent.is_empty() || self.draining_since.is_some() {
@@ -61,15 +61,32 @@ impl Worker {
     /// if the last look is older than the look takes: one that recent is
     /// as good as a new one.
     pub(super) fn look_pays(&self) -> bool {
+        !self.slots.waiting.is_empty()
+            && self.slots.occupied() < self.cfg.concurrency as usize
+            && self.look_after_start_pays()
+    }
+
+    /// A look just after a start: where looks cost little against a task,
+    /// and the last is older than a look takes. Asked at a free slot
+    /// ([`Worker::look_pays`]), and for the starts a task's thread made
+    /// through the relay while the loop was inside a sync: those were made
+    /// as blind as a start at a free slot (traced: with the relay and no
+    /// look, a priority burst claimed for a node waited for a whole low
+    /// task at its first slot, 0.2 s, where the look took the start back).
+    pub(super) fn look_after_start_pays(&self) -> bool {
         self.draining_since.is_none()
             && self.unhealthy.is_none()
-            && !self.slots.waiting.is_empty()
-            && self.slots.occupied() < self.cfg.concurrency as usize
             && self.pace.look_at_free_slots()
             && self
                 .schedule
                 .last_look
                 .is_none_or(|at| at.elapsed() >= self.pace.peek_estimate())
+    }
+
+    /// Look at the lanes, at the next turn of the loop, just after these
+    /// starts (`look_at_free_slot`).
+    pub(super) fn look_after(&mut self, started: Vec<Id>) {
+        self.look_at_slot.get_or_insert_default().extend(started);
     }
 
     /// The look [`Worker::look_pays`] asked for, made just after the free
@@ -152,7 +169,13 @@ impl Worker {
                             && report.top_queued == top)
                             .then_some(top)
                             .flatten();
-                        self.take_back_below(at_slot);
+                        // And what the relay started while this sync ran.
+                        let blind: Vec<Id> = at_slot
+                            .iter()
+                            .cloned()
+                            .chain(std::mem::take(&mut self.relayed))
+                            .collect();
+                        self.take_back_below(&blind);
                     }
                     Err(e) => {
                         tracing::debug!(error = %Untrusted(&e), "claiming the higher work failed; starting what waits");

@@ -162,6 +162,10 @@ struct Worker {
     /// A task ended with claims waiting, and the slot started these: look
     /// at the queue right away (`Worker::look_at_free_slot`).
     look_at_slot: Option<Vec<Id>>,
+    /// The starts task threads made through the relay in the last sync:
+    /// blind to what it brought, taken back for higher work it claimed
+    /// (`Worker::take_back_recent_starts`).
+    relayed: Vec<Id>,
     /// The level above its claims that the last look before a start saw
     /// and could not claim: not looked for again at every start.
     unclaimable_top: Option<u8>,
@@ -309,6 +313,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         paused: None,
         inputs: Default::default(),
         look_at_slot: None,
+        relayed: Vec::new(),
         unclaimable_top: None,
         schedule: Schedule::starting(now, !outbox.is_empty()),
         slots: Slots::new(cfg.concurrency),

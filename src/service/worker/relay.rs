@@ -163,9 +163,18 @@ impl Worker {
     }
 
     /// After the sync: the claims threads started leave the waiting line
-    /// for the running tasks; the rest is disarmed.
+    /// for the running tasks, and get the look a start at a free slot
+    /// gets; the rest is disarmed.
     pub(super) fn settle_relay(&mut self) {
-        for r in self.relay.settle() {
+        let relayed = self.relay.settle();
+        self.relayed = relayed
+            .iter()
+            .map(|r| r.claimed.task.task_id.clone())
+            .collect();
+        if !relayed.is_empty() && self.look_after_start_pays() {
+            self.look_after(self.relayed.clone());
+        }
+        for r in relayed {
             let id = &r.claimed.task.task_id;
             self.slots.waiting.retain(|c| &c.task.task_id != id);
             self.began(

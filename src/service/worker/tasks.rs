@@ -171,7 +171,7 @@ impl Worker {
         let look = self.look_pays();
         let started = self.start_waiting();
         if look {
-            self.look_at_slot = Some(started);
+            self.look_after(started);
         }
     }
 

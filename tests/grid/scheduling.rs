@@ -843,7 +843,8 @@ fn work_of_a_higher_priority_takes_the_next_slot_from_claims_held() {
     let urgent = started(&r["urgent"]);
     assert!(
         urgent >= ended(&r["blocker"]),
-        "it waited for the running task"
+        "it waited for the running task:\n{}",
+        w.log_text()
     );
     for i in 0..5 {
         assert!(

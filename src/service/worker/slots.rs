@@ -320,13 +320,17 @@ pub fn result_of(report: &RunReport, claimed: &ClaimedTask, node: &Id) -> Option
         ),
         Outcome::EngineFailed(_) | Outcome::Cancelled => return None,
     };
+    // When the run ended, not when the loop took its report: a run that
+    // ends inside a sync is taken after it, and the claim its thread
+    // started meanwhile (the relay) began before that.
+    let ended = report.started_at + chrono::Duration::from_std(report.duration).unwrap_or_default();
     Some(TaskResult {
         task_id: claimed.task.task_id.to_string(),
         node_id: node.clone(),
         exit_code,
         stdout: report.stdout.clone(),
         stderr: report.stderr.clone(),
-        timestamp: time::format(time::now()),
+        timestamp: time::format(ended),
         status,
         started_at: Some(time::format(report.started_at)),
         duration_ms: Some(report.duration.as_millis() as u64),

@@ -197,18 +197,25 @@ fn the_running_tasks_say_how_long_they_have_run() {
 fn a_run_becomes_a_result_unless_it_never_ran() {
     let c = claimed("t", 7);
     let node = Id::parse("n1").unwrap();
+    // A run of 5 ms that began an hour ago, reported only now.
+    let began = time::now() - chrono::Duration::hours(1);
     let report = |outcome| RunReport {
         outcome,
         stdout: "out".into(),
         stderr: String::new(),
         truncated: false,
-        started_at: time::now(),
+        started_at: began,
         duration: Duration::from_millis(5),
     };
     let ok = result_of(&report(Outcome::Exited(0)), &c, &node).unwrap();
     assert_eq!(
         (ok.status, ok.exit_code),
         (ResultStatus::Completed, Some(0))
+    );
+    // Its time is when the run ended, not when its report was taken.
+    assert_eq!(
+        ok.timestamp,
+        time::format(began + chrono::Duration::milliseconds(5))
     );
     assert_eq!(ok.stdout, "out");
     let failed = result_of(&report(Outcome::Exited(3)), &c, &node).unwrap();

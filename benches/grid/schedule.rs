@@ -193,8 +193,10 @@ fn claim_cost() -> String {
 
 /// One drain with a burst: the section's text (the waits beyond each high
 /// task's free slot and from the push, and the nodes' mean syncs, all and
-/// those that landed a commit).
-fn burst() -> String {
+/// those that landed a commit). The burst is filed in its lane by
+/// `submit`, or, `by_hand`, pushed as files to the inbox, as a pull
+/// request or the forge's web editor would.
+fn burst(by_hand: bool) -> String {
     const LOW: usize = 200;
     const HIGH: usize = 20;
     const NODES: usize = 4;
@@ -256,9 +258,26 @@ fn burst() -> String {
             landed.display()
         ),
     );
-    write("high.json", serde_json::Value::Array(high));
+    if by_hand {
+        // As a hand-pushed burst: each file in the inbox, one commit.
+        let files: Vec<(String, Vec<u8>)> = high
+            .iter()
+            .map(|t| {
+                let id = t["task_id"].as_str().unwrap();
+                (format!("tasks/queue/{id}.json"), t.to_string().into_bytes())
+            })
+            .collect();
+        grid.commit_files(&files, "urgent work, by hand");
+    } else {
+        write("high.json", serde_json::Value::Array(high));
+    }
     std::fs::remove_file(&hook).unwrap();
-    let pushed = landed_at(&grid, &landed);
+    let first_high = if by_hand {
+        "tasks/queue/high-00.json"
+    } else {
+        "tasks/lanes/p90"
+    };
+    let pushed = landed_at(&grid, &landed, first_high);
     wait_until("every result", Duration::from_secs(600), || {
         grid.results().len() == LOW + HIGH
     });
@@ -321,9 +340,14 @@ fn burst() -> String {
         .iter()
         .filter(|r| r.0.starts_with("low") && r.1 > last_high)
         .count();
+    let how = if by_hand {
+        "files in `tasks/queue/`, as pushed by hand"
+    } else {
+        "`submit --task-file`, which files them in their lane"
+    };
     let table = format!(
         "{NODES} workers (shell engine, concurrency 1, `PULL_INTERVAL=1`) drain {LOW} tasks of priority 10 (`sleep 0.2`); \
-         after 40 results, {HIGH} tasks of priority 90 arrive in one push (`submit --task-file`; timed from the moment it landed on the ref, by a hook on the grid). For the k-th of them to start, \
+         after 40 results, {HIGH} tasks of priority 90 arrive in one push ({how}; timed from the moment it landed on the ref, by a hook on the grid). For the k-th of them to start, \
          the wait beyond the k-th slot to free after the push (a task ending on any node), against the nodes' mean sync in the same run; \
          and the wait from the push.\n\n\
          | measure | p50 | p95 | max |\n|---|---:|---:|---:|\n\
@@ -351,20 +375,14 @@ fn burst() -> String {
     table
 }
 
-/// When the commit that added the burst's lane landed, from the hook's
-/// lines (`<epoch seconds> <new tip>`).
-fn landed_at(grid: &Grid, log: &std::path::Path) -> chrono::DateTime<chrono::Utc> {
+/// When the commit that added `path` (the burst's lane, or its first
+/// file in the inbox) landed, from the hook's lines (`<epoch seconds>
+/// <new tip>`).
+fn landed_at(grid: &Grid, log: &std::path::Path, path: &str) -> chrono::DateTime<chrono::Utc> {
     let out = Command::new("git")
         .arg("-C")
         .arg(&grid.bare)
-        .args([
-            "log",
-            "--diff-filter=A",
-            "--format=%H",
-            "main",
-            "--",
-            "tasks/lanes/p90",
-        ])
+        .args(["log", "--diff-filter=A", "--format=%H", "main", "--", path])
         .output()
         .unwrap();
     let commit = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -397,18 +415,23 @@ fn http_body(addr: &str, path: &str) -> String {
 }
 
 pub fn schedule() -> String {
-    // SCHEDULE_ONLY=burst (or claim): that part alone, to try a change.
+    // SCHEDULE_ONLY=burst (or inbox: the burst pushed by hand, or claim):
+    // that part alone, to try a change.
     match std::env::var("SCHEDULE_ONLY").as_deref() {
-        Ok("burst") => return burst(),
+        Ok("burst") => return burst(false),
+        Ok("inbox") => return burst(true),
         Ok("claim") => return claim_cost(),
         _ => {}
     }
     let cost = claim_cost();
     eprintln!("{cost}");
-    let burst = burst();
+    let burst_filed = burst(false);
+    eprintln!("{burst_filed}");
+    let by_hand = burst(true);
     format!(
         "## 8. Scheduling\n\n\
          ### A claim on a deep queue of many classes\n\n{cost}\n\
-         ### A priority burst in the middle of a drain\n\n{burst}"
+         ### A priority burst in the middle of a drain\n\n{burst_filed}\n\
+         ### The same burst pushed by hand\n\n{by_hand}"
     )
 }

@@ -854,6 +854,57 @@ fn work_of_a_higher_priority_takes_the_next_slot_from_claims_held() {
     }
 }
 
+/// As above, with the urgent task pushed by hand to the inbox
+/// (`tasks/queue/`), as a pull request or the forge's web editor would:
+/// the node's look reads the inbox too, so the task is claimed while the
+/// node still holds its low claims, and runs next. Before, it waited in
+/// the inbox until the node claimed again, after the five it held.
+#[test]
+fn work_of_a_higher_priority_pushed_by_hand_takes_the_next_slot_from_claims_held() {
+    let grid = Grid::new();
+    // The running task ends when the test says so: after the urgent task
+    // is claimed, whatever the machine's load.
+    let gate = grid.path("gate");
+    let blocker = format!("while [ ! -e '{}' ]; do sleep 0.1; done", gate.display());
+    let mut low = vec![
+        json!({"task_id": "blocker", "script": blocker, "timeout_seconds": 120, "priority": 10}),
+    ];
+    low.extend((0..5).map(|i| json!({"task_id": format!("low-{i}"), "script": "true", "timeout_seconds": 30, "priority": 10})));
+    let mut spec = WorkerSpec::new(&grid, "holder");
+    spec.drain = false;
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("registered", Duration::from_secs(20), || {
+        grid.files("nodes").len() == 1
+    });
+    submit(&grid, "low", Value::Array(low));
+    wait_until("all six claimed", Duration::from_secs(30), || {
+        grid.files("tasks/in_progress").len() == 6
+    });
+    let urgent = json!({"task_id": "urgent", "script": "echo urgent", "timeout_seconds": 30, "priority": 90});
+    grid.commit_files(
+        &[(
+            "tasks/queue/urgent.json".to_owned(),
+            urgent.to_string().into_bytes(),
+        )],
+        "urgent, by hand",
+    );
+    wait_until(
+        "the urgent task claimed while the node holds its low claims",
+        Duration::from_secs(60),
+        || grid.files("tasks/in_progress").contains_key("urgent.json"),
+    );
+    std::fs::write(&gate, b"").unwrap();
+    let r = stop_after_results(&grid, &mut w, 7);
+    let urgent = started(&r["urgent"]);
+    for i in 0..5 {
+        assert!(
+            started(&r[&format!("low-{i}")]) > urgent,
+            "low-{i} ran before the urgent task:\n{}",
+            w.log_text()
+        );
+    }
+}
+
 /// The look at a free slot: a node holding claims of tasks shorter than
 /// its result delay makes no other sync between two of them, and its
 /// periodic look (half a poll interval, here 30 s) is far off; higher work

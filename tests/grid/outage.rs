@@ -227,6 +227,27 @@ fn a_claim_whose_push_answer_was_lost_is_kept() {
     assert!(grid.files("tasks/in_progress").is_empty());
 }
 
+/// A node `relay` that reaches the grid through `proxy`, once it has run
+/// four tasks it timed as short (it then claims ahead, a batch at once),
+/// and how many those were (their results are on `main`).
+fn node_warmed_up(
+    grid: &Grid,
+    proxy: &crate::common::delay_proxy::DelayProxy,
+) -> (WorkerProc, usize) {
+    let warm: Vec<(String, String, u64)> = (0..4)
+        .map(|i| (format!("warm-{i}"), "true".to_owned(), 30))
+        .collect();
+    grid.submit(&warm);
+    let mut spec = WorkerSpec::new(grid, "relay");
+    spec.url = proxy.url("grid.git");
+    spec.drain = false;
+    let w = spawn_worker(grid, &spec);
+    wait_until("the short tasks done", Duration::from_secs(60), || {
+        grid.files("tasks/completed").len() == warm.len()
+    });
+    (w, warm.len())
+}
+
 /// A remote that hangs (it takes connections and answers nothing) while a
 /// node holds claims it has not started: the loop waits inside its sync,
 /// up to git's timeout (120 s), and each run's thread starts the next
@@ -255,19 +276,7 @@ fn claims_held_run_one_after_another_while_the_remote_hangs() {
             (id.clone(), script, 120)
         })
         .collect();
-    // Tasks it has timed as short: it then claims ahead, a batch at once.
-    let warm: Vec<(String, String, u64)> = (0..4)
-        .map(|i| (format!("warm-{i}"), "true".to_owned(), 30))
-        .collect();
-    grid.submit(&warm);
-
-    let mut spec = WorkerSpec::new(&grid, "relay");
-    spec.url = proxy.url("grid.git");
-    spec.drain = false;
-    let mut w = spawn_worker(&grid, &spec);
-    wait_until("the short tasks done", Duration::from_secs(60), || {
-        grid.files("tasks/completed").len() == warm.len()
-    });
+    let (mut w, warm) = node_warmed_up(&grid, &proxy);
     grid.submit(&tasks);
     wait_until("claims held, one running", Duration::from_secs(60), || {
         grid.files("tasks/in_progress").len() >= 2
@@ -292,14 +301,14 @@ fn claims_held_run_one_after_another_while_the_remote_hangs() {
     );
     assert_eq!(
         grid.files("tasks/completed").len(),
-        warm.len(),
+        warm,
         "nothing landed while the remote hung"
     );
 
     // Once it answers, every result lands, each once.
     proxy.hold(false);
     wait_until("every result", Duration::from_secs(120), || {
-        grid.files("tasks/completed").len() == warm.len() + ids.len()
+        grid.files("tasks/completed").len() == warm + ids.len()
     });
     w.signal(Signal::SIGTERM);
     let status = w.wait_exit(Duration::from_secs(120));
@@ -362,18 +371,7 @@ fn a_start_the_relay_made_inside_a_sync_is_taken_back_for_the_higher_work_it_bro
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect()
     };
-    // Tasks it has timed as short: it then claims ahead, a batch at once.
-    let warm: Vec<(String, String, u64)> = (0..4)
-        .map(|i| (format!("warm-{i}"), "true".to_owned(), 30))
-        .collect();
-    grid.submit(&warm);
-    let mut spec = WorkerSpec::new(&grid, "relay");
-    spec.url = proxy.url("grid.git");
-    spec.drain = false;
-    let mut w = spawn_worker(&grid, &spec);
-    wait_until("the short tasks done", Duration::from_secs(60), || {
-        grid.files("tasks/completed").len() == warm.len()
-    });
+    let (mut w, warm) = node_warmed_up(&grid, &proxy);
     grid.commit_files(&low, "submit low tasks");
     wait_until("claims held, one running", Duration::from_secs(60), || {
         grid.files("tasks/in_progress").len() >= 2 && starts().len() == 1
@@ -417,7 +415,7 @@ fn a_start_the_relay_made_inside_a_sync_is_taken_back_for_the_higher_work_it_bro
         std::fs::write(gates.join(format!("low-{i}")), b"").unwrap();
     }
     wait_until("every result", Duration::from_secs(120), || {
-        grid.results().len() == warm.len() + 6
+        grid.results().len() == warm + 6
     });
     w.signal(Signal::SIGTERM);
     assert!(
@@ -432,5 +430,5 @@ fn a_start_the_relay_made_inside_a_sync_is_taken_back_for_the_higher_work_it_bro
         .collect();
     ids.sort();
     ids.dedup();
-    assert_eq!(ids.len(), warm.len() + 6, "each task once: {ids:?}");
+    assert_eq!(ids.len(), warm + 6, "each task once: {ids:?}");
 }

@@ -812,28 +812,35 @@ fn a_priority_burst_mid_drain_starts_before_the_low_work_left() {
     }
 }
 
+/// A node `holder`, registered and idle, then six tasks of priority 10
+/// arrive (a node starting with a backlog claims only its free slots):
+/// alone, it claims them all and runs `blocker_script` first, holding
+/// five tasks (`true`) it has not started.
+fn holding_six_claims(grid: &Grid, blocker_script: &str) -> WorkerProc {
+    let mut low = vec![
+        json!({"task_id": "blocker", "script": blocker_script, "timeout_seconds": 120, "priority": 10}),
+    ];
+    low.extend((0..5).map(|i| json!({"task_id": format!("low-{i}"), "script": "true", "timeout_seconds": 30, "priority": 10})));
+    let mut spec = WorkerSpec::new(grid, "holder");
+    spec.drain = false;
+    let w = spawn_worker(grid, &spec);
+    wait_until("registered", Duration::from_secs(20), || {
+        grid.files("nodes").len() == 1
+    });
+    submit(grid, "low", Value::Array(low));
+    wait_until("all six claimed", Duration::from_secs(30), || {
+        grid.files("tasks/in_progress").len() == 6
+    });
+    w
+}
+
 /// One node busy with a long low task and holding five more it has not
 /// started: a high one pushed meanwhile is claimed at its next look, and
 /// runs next, before the low ones it held.
 #[test]
 fn work_of_a_higher_priority_takes_the_next_slot_from_claims_held() {
     let grid = Grid::new();
-    let mut low = vec![
-        json!({"task_id": "blocker", "script": "sleep 5", "timeout_seconds": 60, "priority": 10}),
-    ];
-    low.extend((0..5).map(|i| json!({"task_id": format!("low-{i}"), "script": "true", "timeout_seconds": 30, "priority": 10})));
-    let mut spec = WorkerSpec::new(&grid, "holder");
-    spec.drain = false;
-    let mut w = spawn_worker(&grid, &spec);
-    // Registered and idle, then six arrive (a node starting with a backlog
-    // claims only its free slots). Alone, it takes them all, one running.
-    wait_until("registered", Duration::from_secs(20), || {
-        grid.files("nodes").len() == 1
-    });
-    submit(&grid, "low", Value::Array(low));
-    wait_until("all six claimed", Duration::from_secs(30), || {
-        grid.files("tasks/in_progress").len() == 6
-    });
+    let mut w = holding_six_claims(&grid, "sleep 5");
     submit(
         &grid,
         "high",
@@ -866,20 +873,7 @@ fn work_of_a_higher_priority_pushed_by_hand_takes_the_next_slot_from_claims_held
     // is claimed, whatever the machine's load.
     let gate = grid.path("gate");
     let blocker = format!("while [ ! -e '{}' ]; do sleep 0.1; done", gate.display());
-    let mut low = vec![
-        json!({"task_id": "blocker", "script": blocker, "timeout_seconds": 120, "priority": 10}),
-    ];
-    low.extend((0..5).map(|i| json!({"task_id": format!("low-{i}"), "script": "true", "timeout_seconds": 30, "priority": 10})));
-    let mut spec = WorkerSpec::new(&grid, "holder");
-    spec.drain = false;
-    let mut w = spawn_worker(&grid, &spec);
-    wait_until("registered", Duration::from_secs(20), || {
-        grid.files("nodes").len() == 1
-    });
-    submit(&grid, "low", Value::Array(low));
-    wait_until("all six claimed", Duration::from_secs(30), || {
-        grid.files("tasks/in_progress").len() == 6
-    });
+    let mut w = holding_six_claims(&grid, &blocker);
     let urgent = json!({"task_id": "urgent", "script": "echo urgent", "timeout_seconds": 30, "priority": 90});
     grid.commit_files(
         &[(

@@ -190,15 +190,21 @@ pub(super) fn claim(
     d.report.idle_peer_slots = peers.idle_slots(req.holding_classes);
     d.report.peers_dry = peers.dry_slots(req.holding_classes);
     d.report.live_peer_slots = peers.live_slots(None);
-    // Holding claims not started, a look reads the inbox too (a batch, as
-    // a claim does): a task pushed there by hand above what the node holds
-    // is seen by this look, not at the node's next claim, and what was
-    // read goes to its lane in this commit.
-    let mut unread = 0;
-    if !claiming && req.preempt_below.is_some() && !inbox.is_empty() {
+    // The inbox first: what it holds is read now (a batch of it), filed
+    // into its lane, and claimable in this same round. A look made while
+    // holding claims not started reads it too: a task pushed there by hand
+    // above what the node holds is seen by this look, not at the node's
+    // next claim, and what was read goes to its lane in this commit.
+    let mut unread = inbox.len();
+    if claiming || req.preempt_below.is_some() {
+        let batch = if claiming {
+            INBOX_BATCH.max(req.want_claims.max(req.share_up_to) * 2 + 4)
+        } else {
+            INBOX_BATCH
+        };
         fastrand::shuffle(&mut inbox);
-        unread = inbox.len().saturating_sub(INBOX_BATCH);
-        inbox.truncate(INBOX_BATCH);
+        unread = inbox.len().saturating_sub(batch);
+        inbox.truncate(batch);
         candidates.extend(file_inbox(repo, d, std::mem::take(&mut inbox))?);
     }
     let top = candidates.iter().map(|c| level_of(&c.place, req)).max();
@@ -212,21 +218,10 @@ pub(super) fn claim(
     };
     if !claiming && above.is_none() {
         candidates.iter().for_each(|c| file_unclaimed(d, c));
-        d.report.queue_left = candidates.len() + inbox.len() + unread;
+        d.report.queue_left = candidates.len() + unread;
         d.report.top_queued = top;
         return Ok(());
     }
-    if above.is_some() {
-        // Only the lanes: the inbox waits for the node's next claim.
-        inbox.clear();
-    }
-    // The inbox first: what it holds is read now (a batch of it), filed
-    // into its lane, and claimable in this same round.
-    fastrand::shuffle(&mut inbox);
-    let batch = INBOX_BATCH.max(req.want_claims.max(req.share_up_to) * 2 + 4);
-    let unread = unread + inbox.len().saturating_sub(batch);
-    inbox.truncate(batch);
-    candidates.extend(file_inbox(repo, d, inbox)?);
 
     let places: Vec<Queued<'_>> = candidates
         .iter()

@@ -1,15 +1,12 @@
 //! The slots' bookkeeping, on claims built from task files.
 
 use super::*;
+/// A claim of task `id` whose file has `fields` (JSON, each with a leading
+/// comma) beside its id and script.
+use crate::grid::claim::claimed_for_test as claimed_with;
 
 fn claimed(id: &str, timeout: u64) -> ClaimedTask {
     claimed_with(id, &format!(r#","timeout_seconds":{timeout}"#))
-}
-
-/// A claim of task `id` whose file has `fields` (JSON, each with a
-/// leading comma) beside its id and script.
-fn claimed_with(id: &str, fields: &str) -> ClaimedTask {
-    crate::grid::claim::claimed_for_test(id, fields)
 }
 
 /// A claim of task `id` at `priority`.

@@ -76,7 +76,7 @@ impl QueueAt {
 
     /// The lanes alone (one `ls-tree`), the inbox left empty: enough to
     /// see what is filed and at which level.
-    pub fn list_lanes(repo: &GridRepo, tip: &str) -> Result<QueueAt, GitError> {
+    fn list_lanes(repo: &GridRepo, tip: &str) -> Result<QueueAt, GitError> {
         let mut lanes = Vec::new();
         let mut misplaced = Vec::new();
         // Each batch directory is read once, whatever it holds.
@@ -109,6 +109,23 @@ impl QueueAt {
             lanes,
             misplaced,
         })
+    }
+
+    /// What the inbox holds, as one number (`None` when it is empty): a
+    /// look that finds the inbox as the last look that read it left it
+    /// (tasks this node may not file, a batch it could not read) does not
+    /// read it again.
+    pub fn inbox_key(&self) -> Option<u64> {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        if self.inbox.is_empty() {
+            return None;
+        }
+        let mut h = DefaultHasher::new();
+        for e in &self.inbox {
+            e.name.hash(&mut h);
+            e.oid.hash(&mut h);
+        }
+        Some(h.finish())
     }
 
     /// Tasks queued (filed or not).

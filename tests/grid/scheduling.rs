@@ -948,6 +948,29 @@ fn higher_work_starts_at_the_next_free_slot_between_periodic_looks() {
 /// after the results before it landed, and the periodic look is 30 s off.
 #[test]
 fn higher_work_found_just_after_a_start_takes_the_slot_back() {
+    found_just_after_a_start(|grid, urgent| submit(grid, "high", json!([urgent])));
+}
+
+/// As above, with the urgent task pushed by hand to the inbox, where its
+/// level is known only once read: the look at the free slot reads the
+/// inbox too. Before, it listed the lanes alone, and the task waited for
+/// the periodic look (30 s off here) while the low claims ran.
+#[test]
+fn higher_work_pushed_by_hand_just_after_a_start_takes_the_slot_back() {
+    found_just_after_a_start(|grid, urgent| {
+        grid.commit_files(
+            &[(
+                "tasks/queue/urgent.json".to_owned(),
+                urgent.to_string().into_bytes(),
+            )],
+            "urgent, by hand",
+        )
+    });
+}
+
+/// Short tasks, then a long one, then two more; `push` queues an urgent
+/// task while the long one runs, after the look ahead of its end.
+fn found_just_after_a_start(push: impl FnOnce(&Grid, Value)) {
     let grid = Grid::new();
     let mut low: Vec<Value> = (0..4)
         .map(|i| json!({"task_id": format!("a-{i}"), "script": "sleep 0.3", "timeout_seconds": 30, "priority": 10}))
@@ -968,10 +991,9 @@ fn higher_work_found_just_after_a_start_takes_the_slot_back() {
         "the long task ended before the higher work could be pushed:\n{}",
         w.log_text()
     );
-    submit(
+    push(
         &grid,
-        "high",
-        json!([{"task_id": "urgent", "script": "echo urgent", "timeout_seconds": 30, "priority": 90}]),
+        json!({"task_id": "urgent", "script": "echo urgent", "timeout_seconds": 30, "priority": 90}),
     );
     let r = stop_after_results(&grid, &mut w, 8);
     let log = w.log_text();

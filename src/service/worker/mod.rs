@@ -169,6 +169,9 @@ struct Worker {
     /// The level above its claims that the last look before a start saw
     /// and could not claim: not looked for again at every start.
     unclaimable_top: Option<u8>,
+    /// The inbox as the last look before a start that read it found it
+    /// (`QueueAt::inbox_key`): not read again at every start.
+    inbox_looked: Option<u64>,
     /// `[trust]` in warn or enforce: what this node may claim.
     gate: Option<RefCell<Gate>>,
     /// This node's key and grid: signs its results.
@@ -315,6 +318,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         look_at_slot: None,
         relayed: Vec::new(),
         unclaimable_top: None,
+        inbox_looked: None,
         schedule: Schedule::starting(now, !outbox.is_empty()),
         slots: Slots::new(cfg.concurrency),
         cfg,

@@ -27,10 +27,11 @@ pub struct TxnPolicy {
     /// The doubling stops after this many lost rounds (`MAX_DOUBLINGS`,
     /// or fewer for a node with nothing to run: `idle`).
     pub max_doublings: u32,
-    /// Give up between rounds once this is set: the caller has something
-    /// more urgent than this change (a worker whose task ended, with the
-    /// next one claimed and waiting to start), and will try again after.
-    pub interrupt: Option<Arc<AtomicBool>>,
+    /// Give up between rounds once any of these is set: the caller has
+    /// something more urgent than this change (a worker whose task ended,
+    /// with the next one claimed and waiting to start), and will try again
+    /// after.
+    pub interrupt: Vec<Arc<AtomicBool>>,
     /// After a lost round, begin another only if it ends by then (taking
     /// as long as the lost one did, after its backoff): the caller has
     /// something to do at that moment that a sync in flight would hold up
@@ -61,7 +62,7 @@ impl Default for TxnPolicy {
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_secs(2),
             max_doublings: MAX_DOUBLINGS,
-            interrupt: None,
+            interrupt: Vec::new(),
             rounds_end_by: None,
             writers: None,
             publish: None,
@@ -95,12 +96,11 @@ impl TxnPolicy {
         }
     }
 
-    /// Give up between rounds once `flag` is set.
-    pub fn interruptible(self, flag: Arc<AtomicBool>) -> Self {
-        TxnPolicy {
-            interrupt: Some(flag),
-            ..self
-        }
+    /// Give up between rounds once `flag` is set (or any flag given
+    /// before).
+    pub fn interruptible(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.interrupt.push(flag);
+        self
     }
 
     /// Begin no round after a lost one that would not end by `at`.
@@ -145,8 +145,6 @@ impl TxnPolicy {
     }
 
     pub(super) fn interrupted(&self) -> bool {
-        self.interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::SeqCst))
+        self.interrupt.iter().any(|f| f.load(Ordering::SeqCst))
     }
 }

@@ -11,6 +11,14 @@ fn a_pause_ends_early_when_interrupted() {
     let t = std::time::Instant::now();
     assert!(!pause(&p, Duration::from_secs(10)));
     assert!(t.elapsed() < Duration::from_secs(1));
+    // Any of several flags.
+    let second = Arc::new(AtomicBool::new(false));
+    let p = TxnPolicy::default()
+        .interruptible(Arc::new(AtomicBool::new(false)))
+        .interruptible(second.clone());
+    assert!(pause(&p, Duration::from_millis(30)));
+    second.store(true, Ordering::SeqCst);
+    assert!(!pause(&p, Duration::from_secs(10)));
 }
 
 #[test]

@@ -44,8 +44,24 @@ impl Worker {
                 // before a slot frees with a claim waiting for it: that
                 // start would wait for the round, and on a far host a round
                 // lost to other writers is half a second.
+                // Where looks cost little against a task, it also gives up
+                // at a lost round once a task's thread has started a claim
+                // through the relay: that start was made blind to what the
+                // round's winner brought (traced: a burst of higher work
+                // claimed for this node by the winner, seen only after the
+                // retry's backoff and round, 0.4 s later, with three low
+                // tasks started meanwhile), and the look a relayed start
+                // gets fetches at once. Not where looks are dear (over
+                // HTTPS, 100 ms away, giving up cost 8 nodes' drains of 1 s
+                // tasks 1.3 s: the results waited for a later round).
                 let policy = if can_wait {
-                    TxnPolicy::yielding().rounds_end_by(load.slot_to_keep_clear(load.sync_takes))
+                    let policy = TxnPolicy::yielding()
+                        .rounds_end_by(load.slot_to_keep_clear(load.sync_takes));
+                    if self.look_after_start_pays() {
+                        policy.interruptible(self.relay.started_flag())
+                    } else {
+                        policy
+                    }
                 } else {
                     TxnPolicy::default()
                 };

@@ -20,6 +20,7 @@
 //! settled books), so none can go back while a thread starts it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,9 +79,20 @@ struct State {
 /// Shared by the loop and the task threads; the lock is held to move an
 /// entry (and log a start), never across a run or a git call.
 #[derive(Clone, Default)]
-pub struct Relay(Arc<Mutex<State>>);
+pub struct Relay {
+    state: Arc<Mutex<State>>,
+    /// Set when a thread starts an armed claim, cleared when the loop
+    /// settles: for a sync that should give up once a start was made
+    /// blind to what it may bring (a sync of results that can wait).
+    started_any: Arc<AtomicBool>,
+}
 
 impl Relay {
+    /// The flag a start through the relay sets, until the loop settles.
+    pub fn started_flag(&self) -> Arc<AtomicBool> {
+        self.started_any.clone()
+    }
+
     /// Hand these claims to the threads, first to start first.
     pub fn arm(&self, armed: Vec<Armed>) {
         self.lock().armed.extend(armed);
@@ -98,6 +110,7 @@ impl Relay {
             next.cancel.clone(),
             next.ended.clone(),
         );
+        self.started_any.store(true, Ordering::SeqCst);
         state.started.push(Relayed {
             claimed: next.claimed,
             cancel: next.cancel,
@@ -112,13 +125,14 @@ impl Relay {
     pub fn settle(&self) -> Vec<Relayed> {
         let mut state = self.lock();
         state.armed.clear();
+        self.started_any.store(false, Ordering::SeqCst);
         std::mem::take(&mut state.started)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A thread that panicked holding the lock left whole entries (each
         // change is one push or pop): the state is still good to use.
-        self.0
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -209,12 +223,14 @@ mod tests {
         let (first, ..) = relay.take_next().unwrap();
         let (second, ..) = relay.take_next().unwrap();
         assert_eq!((first.as_str(), second.as_str()), ("a", "b"));
+        assert!(relay.started_flag().load(Ordering::SeqCst));
         let started: Vec<String> = relay
             .settle()
             .iter()
             .map(|r| r.claimed.task.task_id.to_string())
             .collect();
         assert_eq!(started, ["a", "b"]);
+        assert!(!relay.started_flag().load(Ordering::SeqCst));
         // `c` was disarmed: no thread takes it, and nothing is settled twice.
         assert!(relay.take_next().is_none());
         assert!(relay.settle().is_empty());

@@ -11,7 +11,7 @@
 //! start and the tail: the longest a node sat idle while another held a
 //! claim it had not started.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -209,6 +209,9 @@ enum What {
     Started,
     Finished,
     GaveBack,
+    /// A start taken back for higher work: its run ends with no
+    /// "task finished".
+    TakenBack,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +248,8 @@ fn events(log: &str) -> Vec<Event> {
             What::Finished
         } else if message.starts_with("giving back") {
             What::GaveBack
+        } else if message.starts_with("taking back the start") {
+            What::TakenBack
         } else {
             continue;
         };
@@ -274,9 +279,13 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// The longest a node sat idle (after its first task started, until its
-/// next start or the end of the drain) while another node held a claim it
-/// had not started (from its claim until it started it or gave it back).
+/// The longest a node sat idle (nothing running, after its first task
+/// started, until its next start or the end of the drain) while another
+/// node held a claim it had not started (from its claim until it started
+/// it or gave it back). What runs is kept by task: a start the relay makes
+/// while the loop is inside a sync is logged before the end of the run
+/// before it, which the loop logs after the sync (read in order, as the
+/// last run's end, that made a node look idle for a whole task).
 fn tail_idle(logs: &[Vec<Event>], end: f64) -> f64 {
     // Per node: idle intervals, and held-unstarted intervals.
     let mut idle: Vec<Vec<(f64, f64)>> = Vec::new();
@@ -284,6 +293,7 @@ fn tail_idle(logs: &[Vec<Event>], end: f64) -> f64 {
     for log in logs {
         let mut gaps = Vec::new();
         let mut free_since: Option<f64> = None;
+        let mut running: BTreeSet<&str> = BTreeSet::new();
         let mut claims: BTreeMap<&str, f64> = BTreeMap::new();
         let mut holds = Vec::new();
         for e in log {
@@ -295,11 +305,16 @@ fn tail_idle(logs: &[Vec<Event>], end: f64) -> f64 {
                     if let Some(since) = free_since.take() {
                         gaps.push((since, e.at));
                     }
+                    running.insert(&e.task);
                     if let Some(c) = claims.remove(e.task.as_str()) {
                         holds.push((c, e.at));
                     }
                 }
-                What::Finished => free_since = Some(e.at),
+                What::Finished | What::TakenBack => {
+                    if running.remove(e.task.as_str()) && running.is_empty() {
+                        free_since = Some(e.at);
+                    }
+                }
                 What::GaveBack => {
                     if let Some(c) = claims.remove(e.task.as_str()) {
                         holds.push((c, e.at));

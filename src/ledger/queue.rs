@@ -232,4 +232,33 @@ mod tests {
         };
         assert!(old.top_level(&plain, now).unwrap() > 10);
     }
+
+    #[test]
+    fn the_inbox_key_changes_with_what_the_inbox_holds() {
+        let entry = |name: &str, oid: char| TreeEntry {
+            mode: EntryMode::File,
+            oid: oid.to_string().repeat(40),
+            name: name.as_bytes().to_vec(),
+        };
+        let inbox = |entries: Vec<TreeEntry>| QueueAt {
+            inbox: entries,
+            ..QueueAt::default()
+        };
+        assert_eq!(inbox(vec![]).inbox_key(), None, "nothing to read");
+        let one = inbox(vec![entry("a.json", '1')]).inbox_key();
+        assert!(one.is_some());
+        assert_eq!(inbox(vec![entry("a.json", '1')]).inbox_key(), one);
+        // A file rewritten in place, or one more, is new to read.
+        assert_ne!(inbox(vec![entry("a.json", '2')]).inbox_key(), one);
+        assert_ne!(
+            inbox(vec![entry("a.json", '1'), entry("b.json", '1')]).inbox_key(),
+            one
+        );
+        // The lanes do not count.
+        let with_lanes = QueueAt {
+            lanes: vec![lane(10, &Class::any(), crate::time::now(), "c")],
+            ..inbox(vec![entry("a.json", '1')])
+        };
+        assert_eq!(with_lanes.inbox_key(), one);
+    }
 }

@@ -874,13 +874,9 @@ fn work_of_a_higher_priority_pushed_by_hand_takes_the_next_slot_from_claims_held
     let gate = grid.path("gate");
     let blocker = format!("while [ ! -e '{}' ]; do sleep 0.1; done", gate.display());
     let mut w = holding_six_claims(&grid, &blocker);
-    let urgent = json!({"task_id": "urgent", "script": "echo urgent", "timeout_seconds": 30, "priority": 90});
-    grid.commit_files(
-        &[(
-            "tasks/queue/urgent.json".to_owned(),
-            urgent.to_string().into_bytes(),
-        )],
-        "urgent, by hand",
+    push_by_hand(
+        &grid,
+        &json!({"task_id": "urgent", "script": "echo urgent", "timeout_seconds": 30, "priority": 90}),
     );
     wait_until(
         "the urgent task claimed while the node holds its low claims",
@@ -957,15 +953,20 @@ fn higher_work_found_just_after_a_start_takes_the_slot_back() {
 /// the periodic look (30 s off here) while the low claims ran.
 #[test]
 fn higher_work_pushed_by_hand_just_after_a_start_takes_the_slot_back() {
-    found_just_after_a_start(|grid, urgent| {
-        grid.commit_files(
-            &[(
-                "tasks/queue/urgent.json".to_owned(),
-                urgent.to_string().into_bytes(),
-            )],
-            "urgent, by hand",
-        )
-    });
+    found_just_after_a_start(|grid, urgent| push_by_hand(grid, &urgent));
+}
+
+/// `task` as a file in the inbox, one commit: as a pull request or the
+/// forge's web editor would queue it.
+fn push_by_hand(grid: &Grid, task: &Value) {
+    let id = task["task_id"].as_str().unwrap();
+    grid.commit_files(
+        &[(
+            format!("tasks/queue/{id}.json"),
+            task.to_string().into_bytes(),
+        )],
+        &format!("{id}, by hand"),
+    );
 }
 
 /// Short tasks, then a long one, then two more; `push` queues an urgent

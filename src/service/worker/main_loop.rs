@@ -87,7 +87,7 @@ impl Worker {
                     Err(TxnError::Interrupted { rounds }) => {
                         tracing::debug!(
                             rounds,
-                            "sync interrupted: a slot frees; the next sync carries its result"
+                            "sync interrupted: a slot freed, or a claim started blind to it; the next sync carries what it held"
                         );
                     }
                     Err(TxnError::Contended { .. }) if can_wait => {

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::delay_proxy::DelayProxy;
-use crate::common::hosts::HttpsHost;
+use crate::common::hosts::{HttpsHost, SshHost};
 use crate::common::*;
 use crate::{bench_spec, median, min_max, wait_for_results};
 
@@ -42,6 +42,9 @@ struct Shape {
     /// The grid is served over HTTPS (nginx and git-http-backend, a token),
     /// as a forge serves it, instead of over a path or `git daemon`.
     https: bool,
+    /// The grid is served over SSH (OpenSSH's sshd, a deploy key and a
+    /// pinned host key), as a forge serves it to a deploy key.
+    ssh: bool,
     /// The workers start with the backlog already queued (registration
     /// included in the time), instead of idle before it arrives.
     fleet_start: bool,
@@ -92,10 +95,13 @@ fn heavy_tailed(n: usize) -> Vec<f64> {
 fn drain(shape: &Shape) -> Run {
     let grid = Grid::new();
     let https = shape.https.then(|| HttpsHost::start(grid.root.path()));
-    let daemon = (shape.far && !shape.https).then(|| GitDaemon::start(&grid, free_port()));
+    let ssh = shape.ssh.then(SshHost::start);
+    let daemon =
+        (shape.far && !shape.https && !shape.ssh).then(|| GitDaemon::start(&grid, free_port()));
     let upstream = https
         .as_ref()
         .map(|h| h.port)
+        .or(ssh.as_ref().map(|h| h.port))
         .or(daemon.as_ref().map(|d| d.port));
     let proxy = upstream
         .filter(|_| shape.far)
@@ -130,6 +136,14 @@ fn drain(shape: &Shape) -> Run {
                     spec.url = format!("https://127.0.0.1:{port}/grid.git");
                     spec.extra += &format!("\n[git]\nca_file = \"{}\"\n", h.ca.display());
                     spec.env.push(("GIT_TOKEN".into(), h.token.clone()));
+                } else if let Some(h) = &ssh {
+                    let port = proxy.as_ref().map_or(h.port, |p| p.port);
+                    spec.url = h.url_at(port, &grid.bare);
+                    spec.extra += &format!(
+                        "\n[git]\nssh_key_file = \"{}\"\nknown_hosts = \"{}\"\n",
+                        h.key.display(),
+                        h.known_hosts_at(port).display()
+                    );
                 } else if let Some(p) = &proxy {
                     spec.url = p.url("grid.git");
                 }
@@ -395,6 +409,7 @@ fn shape(workers: usize, tasks: Vec<(String, String)>) -> Shape {
         pull_interval: 1,
         far: false,
         https: false,
+        ssh: false,
         fleet_start: false,
         concurrency: 1,
     }
@@ -523,7 +538,8 @@ pub fn scaleout() -> String {
 /// user would run: `SCALEOUT_ONLY=custom SCALEOUT_CUSTOM=workers=4,
 /// slots=2,tasks=32,len=2,interval=10,far=1,https=1` (len in seconds, or
 /// `mixed` for the heavy-tailed lengths; `https=1` serves the grid as a
-/// forge does, over HTTPS with a token, behind the far proxy with `far=1`). One worker drains its share of the
+/// forge does, over HTTPS with a token, behind the far proxy with `far=1`;
+/// `ssh=1` over SSH with a deploy key). One worker drains its share of the
 /// tasks (tasks / workers, as in the E rows; `one=500` for the whole
 /// backlog, as the contention rows do) in turn with the N.
 fn custom() {
@@ -549,6 +565,7 @@ fn custom() {
         pull_interval: num("interval", "1") as u64,
         far: num("far", "0") == 1,
         https: num("https", "0") == 1,
+        ssh: num("ssh", "0") == 1,
         concurrency: num("slots", "1") as u32,
         ..shape(workers, sleeps(prefix, &lengths(n)))
     };

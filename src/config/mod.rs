@@ -253,6 +253,8 @@ impl Config {
                 file.git.known_hosts,
                 None,
             )?,
+            // The worker opens it at its start (it empties a directory).
+            ssh_shared: None,
         };
 
         let secs = |var: &'static str,

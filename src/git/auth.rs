@@ -1,9 +1,10 @@
 //! Credentials for the grid remote.
 //!
 //! The token never goes on a command line, into a remote URL or into
-//! `.git/config`: git gets a credential helper through `GIT_CONFIG_*`
-//! variables in the child's environment only, and the helper reads the token
-//! from another variable of that same environment. `ps` shows neither.
+//! `.git/config`: git gets it through `GIT_CONFIG_*` variables in the
+//! child's environment only (a header for the first request, and a
+//! credential helper that reads it from another variable of that same
+//! environment). `ps` shows neither.
 //!
 //! The worker and the grid tools load the token with the one
 //! [`load_token`], and build a git child's environment with the one
@@ -12,6 +13,10 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+use base64ct::{Base64, Encoding};
+
+use super::ssh::{self, SharedConnection};
 
 /// A secret that prints as `***` in every `Debug` and `Display`, so that a
 /// stray `?config` in a log line cannot leak it.
@@ -52,31 +57,36 @@ pub const DEFAULT_GIT_USERNAME: &str = "x-access-token";
 const HELPER: &str = "!f() { test \"$1\" = get || exit 0; \
      printf 'username=%s\\npassword=%s\\n' \"$DGRID_GIT_USERNAME\" \"$DGRID_GIT_TOKEN\"; }; f";
 
-/// Environment for a git child that may need the token. The first helper
-/// entry is empty, which clears helpers configured elsewhere (a desktop
-/// keyring has no business answering for a service).
+/// Environment for a git child that may need the token.
+///
+/// The token goes with the first request, as an `Authorization` header
+/// (`http.extraHeader`): without it every git call over HTTPS first takes a
+/// 401 and asks again, one more round trip a call (0.11 s of a no-op
+/// fetch's 0.67 s with the forge 100 ms away). The helper stays behind it
+/// for a token the server refuses, so that git still says "Authentication
+/// failed" rather than that it could not prompt. The first entry of each
+/// key is empty, which clears what is configured elsewhere (a desktop
+/// keyring, or a checkout's header, has no business answering for a
+/// service).
 pub fn credential_env(token: Option<&Secret>, username: Option<&str>) -> Vec<(String, String)> {
     let Some(token) = token else {
         return Vec::new();
     };
-    let mut env = vec![
-        ("GIT_CONFIG_COUNT".to_owned(), "2".to_owned()),
-        (
-            "GIT_CONFIG_KEY_0".to_owned(),
-            "credential.helper".to_owned(),
-        ),
-        ("GIT_CONFIG_VALUE_0".to_owned(), String::new()),
-        (
-            "GIT_CONFIG_KEY_1".to_owned(),
-            "credential.helper".to_owned(),
-        ),
-        ("GIT_CONFIG_VALUE_1".to_owned(), HELPER.to_owned()),
-        (TOKEN_VAR.to_owned(), token.expose().to_owned()),
+    let username = username.unwrap_or(DEFAULT_GIT_USERNAME);
+    let basic = Base64::encode_string(format!("{username}:{}", token.expose()).as_bytes());
+    let config = [
+        ("credential.helper", String::new()),
+        ("credential.helper", HELPER.to_owned()),
+        ("http.extraHeader", String::new()),
+        ("http.extraHeader", format!("Authorization: Basic {basic}")),
     ];
-    env.push((
-        USER_VAR.to_owned(),
-        username.unwrap_or(DEFAULT_GIT_USERNAME).to_owned(),
-    ));
+    let mut env = vec![("GIT_CONFIG_COUNT".to_owned(), config.len().to_string())];
+    for (i, (key, value)) in config.into_iter().enumerate() {
+        env.push((format!("GIT_CONFIG_KEY_{i}"), key.to_owned()));
+        env.push((format!("GIT_CONFIG_VALUE_{i}"), value));
+    }
+    env.push((TOKEN_VAR.to_owned(), token.expose().to_owned()));
+    env.push((USER_VAR.to_owned(), username.to_owned()));
     env
 }
 
@@ -162,6 +172,9 @@ pub struct Access {
     pub ssh_key_file: Option<PathBuf>,
     /// The only known_hosts file ssh reads: the grid's pinned host keys.
     pub known_hosts: Option<PathBuf>,
+    /// Where ssh keeps one connection to the grid's host open between git
+    /// calls ([`SharedConnection`]); the worker's, never a one-shot tool's.
+    pub ssh_shared: Option<SharedConnection>,
 }
 
 impl Access {
@@ -176,7 +189,7 @@ impl Access {
             // system bundle.
             env.push(("GIT_SSL_CAINFO".to_owned(), ca.display().to_string()));
         }
-        if self.ssh_key_file.is_some() || self.known_hosts.is_some() {
+        if self.ssh_key_file.is_some() || self.known_hosts.is_some() || self.ssh_shared.is_some() {
             env.push(("GIT_SSH_COMMAND".to_owned(), self.ssh_command()));
         }
         env
@@ -187,29 +200,12 @@ impl Access {
     /// prompts, and only the configured key offered. git runs this through
     /// the shell, so each path is quoted.
     pub fn ssh_command(&self) -> String {
-        let mut cmd = String::from(SSH_BASE);
-        if let Some(known) = &self.known_hosts {
-            cmd.push_str(" -o GlobalKnownHostsFile=/dev/null -o UserKnownHostsFile=");
-            cmd.push_str(&quote(known));
-        }
-        if let Some(key) = &self.ssh_key_file {
-            cmd.push_str(" -o IdentitiesOnly=yes -o IdentityAgent=none -i ");
-            cmd.push_str(&quote(key));
-        }
-        cmd
+        ssh::command(
+            self.known_hosts.as_deref(),
+            self.ssh_key_file.as_deref(),
+            self.ssh_shared.as_ref(),
+        )
     }
-}
-
-/// The ssh every git child runs unless told otherwise: never a prompt,
-/// never an unknown host key accepted.
-pub const SSH_BASE: &str = "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes";
-
-fn quote(path: &Path) -> String {
-    let text = path.to_string_lossy();
-    // A path with a NUL cannot exist; anything else quotes.
-    shlex::try_quote(&text)
-        .map(|q| q.into_owned())
-        .unwrap_or_else(|_| "/dev/null".to_owned())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -369,5 +365,21 @@ mod tests {
         let holders: Vec<_> = env.iter().filter(|(_, v)| v.contains("tok123")).collect();
         assert_eq!(holders, vec![&(TOKEN_VAR.to_owned(), "tok123".to_owned())]);
         assert!(credential_env(None, None).is_empty());
+        // The header carries it encoded, in a value too, never in a key.
+        let header = env
+            .iter()
+            .find_map(|(_, v)| v.strip_prefix("Authorization: Basic "))
+            .expect("a header sent with the first request");
+        let decoded = Base64::decode_vec(header).unwrap();
+        assert_eq!(decoded, b"x-access-token:tok123");
+        assert!(
+            env.iter()
+                .all(|(k, _)| !k.contains("tok123") && !k.contains(header))
+        );
+        let count: usize = env[0].1.parse().unwrap();
+        assert!(
+            env.iter()
+                .any(|(k, _)| *k == format!("GIT_CONFIG_VALUE_{}", count - 1))
+        );
     }
 }

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::auth::SSH_BASE;
 pub use super::failure::RemoteFailure;
+use super::ssh::SSH_BASE;
 
 /// How to run git for one repository.
 #[derive(Debug, Clone)]

@@ -25,6 +25,7 @@ pub mod failure;
 pub mod published;
 pub mod read;
 pub mod repo;
+pub mod ssh;
 pub mod tree;
 pub mod txn;
 mod walk;

@@ -210,5 +210,7 @@ fn access() -> Result<Access, SourceError> {
             None => auth::credential_path(&get, auth::SSH_KEY_CREDENTIAL),
         },
         known_hosts: file("DGRID_KNOWN_HOSTS")?,
+        // A tool makes a few git calls and exits: nothing to keep open.
+        ssh_shared: None,
     })
 }

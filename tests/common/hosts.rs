@@ -408,12 +408,20 @@ impl SshHost {
 
     /// The URL of a bare repository on this machine, reached over SSH.
     pub fn url(&self, repo: &Path) -> String {
-        format!(
-            "ssh://{}@127.0.0.1:{}{}",
-            self.user,
-            self.port,
-            repo.display()
-        )
+        self.url_at(self.port, repo)
+    }
+
+    /// The same repository reached at another port of this machine (a
+    /// proxy in front of the server).
+    pub fn url_at(&self, port: u16, repo: &Path) -> String {
+        format!("ssh://{}@127.0.0.1:{port}{}", self.user, repo.display())
+    }
+
+    /// A known_hosts file that pins this server's host key at `port`.
+    pub fn known_hosts_at(&self, port: u16) -> PathBuf {
+        let path = self.dir.path().join(format!("known_hosts-{port}"));
+        std::fs::write(&path, format!("[127.0.0.1]:{port} {}\n", self.host_key)).unwrap();
+        path
     }
 
     pub fn log(&self) -> String {

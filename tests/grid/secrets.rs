@@ -4,6 +4,8 @@
 //! anything pushed to the grid (a task printing its environment included).
 
 use std::collections::BTreeSet;
+
+use base64ct::Encoding;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -39,14 +41,14 @@ struct CmdlineWatch {
 }
 
 impl CmdlineWatch {
-    fn start(token: String) -> CmdlineWatch {
+    fn start(secrets: Vec<String>) -> CmdlineWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let (mut samples, mut seen, mut leaks) = (0, BTreeSet::new(), Vec::new());
             while !flag.load(Ordering::SeqCst) {
                 for (_, cmd) in process_cmdlines() {
-                    if cmd.contains(&token) {
+                    if secrets.iter().any(|s| cmd.contains(s)) {
                         leaks.push(cmd.clone());
                     }
                     seen.insert(cmd.split(' ').next().unwrap_or("").to_owned());
@@ -138,7 +140,9 @@ fn run_with_token(how: &str) {
         }
     }
     spec.env.push(("LOG_LEVEL".into(), "trace".into()));
-    let watch = CmdlineWatch::start(token.clone());
+    // The token also goes as a header, base64-encoded with the user name.
+    let encoded = base64ct::Base64::encode_string(format!("x-access-token:{token}").as_bytes());
+    let watch = CmdlineWatch::start(vec![token.clone(), encoded.clone()]);
     let mut w = spawn_worker(&grid, &spec);
     let status = w.wait_exit(Duration::from_secs(60));
     let (samples, seen, leaks) = watch.finish();
@@ -162,6 +166,7 @@ fn run_with_token(how: &str) {
         Some("snooped")
     );
     assert_nowhere(&token, &grid, &w, &argv_log);
+    assert_nowhere(&encoded, &grid, &w, &argv_log);
 }
 
 #[test]

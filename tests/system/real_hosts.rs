@@ -118,6 +118,10 @@ fn https_drains_with_the_token_from_env_file_and_credential() {
         "{access}"
     );
     assert!(!host.all_logs().contains(&host.token));
+    // The token goes with each call's first request: none was refused for
+    // want of it (a 401 and a second try cost a round trip a git call).
+    let refused: Vec<&str> = access.lines().filter(|l| l.contains("\" 401 ")).collect();
+    assert!(refused.is_empty(), "{refused:#?}");
 }
 
 #[test]
@@ -305,6 +309,47 @@ fn ssh_drains_with_a_deploy_key_from_a_file_or_the_credential() {
         );
     }
     assert!(host.log().contains("Accepted publickey"), "{}", host.log());
+}
+
+/// Every git call over ssh used to open its own connection: a key
+/// exchange and an authentication each, seven or eight round trips to a
+/// far forge. The worker keeps one open between calls, its socket in a
+/// private directory of its state.
+#[test]
+fn ssh_git_calls_share_one_connection() {
+    use std::os::unix::fs::PermissionsExt;
+    let grid = Grid::new();
+    let host = SshHost::start();
+    let tasks: Vec<_> = (0..4)
+        .map(|i| (format!("shared-{i}"), format!("echo {i}"), 30))
+        .collect();
+    grid.submit(&tasks);
+    let git = format!(
+        "known_hosts = {}\nssh_key_file = {}",
+        toml_str(&host.known_hosts),
+        toml_str(&host.key)
+    );
+    let mut spec = ssh_spec(&grid, &host, "ssh-shared", &git);
+    // One task a claim: more syncs, each of them git calls over ssh.
+    spec.extra.insert_str(0, "claim_ahead = 1\n");
+    let mut w = spawn_worker(&grid, &spec);
+    assert!(
+        w.wait_exit(Duration::from_secs(240)).success(),
+        "{}",
+        w.log_text()
+    );
+    assert_eq!(grid.json_files("tasks/completed").len(), 4);
+    let log = host.log();
+    let sessions = log.matches("Starting session: command").count();
+    let connections = log.matches("Accepted publickey").count();
+    // A second connection can open when two calls start before the first
+    // master listens; after that, every call goes through it.
+    assert!(
+        sessions >= 8 && (1..=2).contains(&connections),
+        "{sessions} git calls over {connections} connections:\n{log}"
+    );
+    let dir = std::fs::metadata(w.state.join("ssh")).unwrap();
+    assert_eq!(dir.permissions().mode() & 0o777, 0o700);
 }
 
 #[test]

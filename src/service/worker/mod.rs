@@ -44,6 +44,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::escape::Untrusted;
+use crate::git::auth::Access;
+use crate::git::ssh::{self, SharedConnection};
 use crate::git::txn::{Identity, TxnPolicy};
 use crate::git::{Git, GridRepo};
 use crate::grid::schedule::NodeLabels;
@@ -227,6 +229,25 @@ pub fn node_labels(cfg: &Config, engine: &str) -> NodeLabels {
     }
 }
 
+/// How the worker's git calls reach the grid: the configuration's access,
+/// and over ssh one connection kept open between calls, unless the
+/// operator chose the ssh command (`GIT_SSH_COMMAND`, with no key or pinned
+/// host keys configured, which would replace it anyway).
+fn worker_access(cfg: &Config) -> Access {
+    let mut access = cfg.access.clone();
+    let ssh_chosen = std::env::var_os("GIT_SSH_COMMAND").is_some()
+        && access.ssh_key_file.is_none()
+        && access.known_hosts.is_none();
+    if !ssh::is_ssh_url(&cfg.repo_url) || ssh_chosen {
+        return access;
+    }
+    match SharedConnection::fresh(&cfg.state_dir.join("ssh")) {
+        Ok(shared) => access.ssh_shared = Some(shared),
+        Err(e) => tracing::warn!(error = %e, "each git call opens its own ssh connection"),
+    }
+    access
+}
+
 pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     crate::service::heap::limit_arenas();
     let engine: Arc<dyn Engine> = Arc::from(sandbox::engine_from_config(&cfg.sandbox)?);
@@ -263,7 +284,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         cfg.state_dir.join("grid.git"),
         cfg.git_timeout,
     )
-    .with_env(cfg.access.env())
+    .with_env(worker_access(&cfg).env())
     .with_env(identity.env());
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?.with_outboxes();
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;

@@ -39,8 +39,9 @@ pub fn command(
 /// The master's socket lives in a directory of the worker's own (mode
 /// 0700; the socket itself 0600), emptied at each start so that a worker
 /// never talks through a connection an earlier run opened with other
-/// settings (another key, other pinned host keys). The master exits
-/// [`PERSIST_SECS`] after its last use, or when the server stops
+/// settings (another key, other pinned host keys). The master exits when
+/// the worker stops ([`SharedConnection::close`]), [`PERSIST_SECS`] after
+/// its last use, or when the server stops
 /// answering keepalives: a connection that went dead costs at most
 /// `ServerAliveInterval × ServerAliveCountMax` before calls open fresh ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,10 +54,15 @@ pub struct SharedConnection {
 /// for a node that stopped.
 pub const PERSIST_SECS: u32 = 120;
 
+/// The master's socket, in the worker's own directory. One name, not a
+/// hash of host, port and user (`%C`): a worker reaches one remote, and
+/// its directory is emptied at each start.
+const SOCKET: &str = "master";
+
 /// The longest directory whose socket path fits: a unix socket's path holds
-/// 107 bytes, and ssh names the socket by a 40-character hash (`%C`) and
-/// first binds it under that name plus 17 characters.
-const MAX_DIR_LEN: usize = 107 - 1 - 40 - 17;
+/// 107 bytes, and ssh first binds the socket under its name plus 17
+/// characters (measured: 83 binds, 84 does not).
+const MAX_DIR_LEN: usize = 107 - 1 - SOCKET.len() - 17;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SharedConnectionError {
@@ -111,12 +117,38 @@ impl SharedConnection {
 
     /// The options that make an ssh call use (or start) the master.
     fn options(&self) -> String {
-        let path = self.dir.join("%C");
+        let path = self.dir.join(SOCKET);
         format!(
             " -o ControlMaster=auto -o ControlPath={} -o ControlPersist={PERSIST_SECS} \
              -o ServerAliveInterval=10 -o ServerAliveCountMax=3",
             quote(&path)
         )
+    }
+
+    /// Ask the master to exit, when the worker stops: a worker run by hand
+    /// should leave nothing behind (under systemd the unit's cgroup goes
+    /// anyway). No master, or one that does not answer within a second or
+    /// two: nothing to do, it goes when its time is up.
+    pub fn close(&self) {
+        use std::process::{Command, Stdio};
+        let spawned = Command::new("ssh")
+            .arg("-o")
+            .arg(format!("ControlPath={}", self.dir.join(SOCKET).display()))
+            .args(["-O", "exit", "dgrid-grid"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(mut child) = spawned else { return };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while matches!(child.try_wait(), Ok(None)) {
+            if std::time::Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 
@@ -162,7 +194,7 @@ mod tests {
         assert!(cmd.starts_with(SSH_BASE), "{cmd}");
         for opt in [
             "ControlMaster=auto".to_owned(),
-            format!("ControlPath={}/%C", dir.display()),
+            format!("ControlPath={}/master", dir.display()),
             format!("ControlPersist={PERSIST_SECS}"),
             "ServerAliveInterval=10".to_owned(),
         ] {

@@ -350,6 +350,19 @@ fn ssh_git_calls_share_one_connection() {
     );
     let dir = std::fs::metadata(w.state.join("ssh")).unwrap();
     assert_eq!(dir.permissions().mode() & 0o777, 0o700);
+    // The worker stopped its master on the way out (else it would stay two
+    // minutes): the master removes its socket as it exits, and no ssh is
+    // left on it. Its own time would be 120 s; the bound is well inside.
+    let socket = w.state.join("ssh/master");
+    let on_socket = || {
+        process_cmdlines()
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains(&socket.display().to_string()))
+            .count()
+    };
+    wait_until("the master to exit", Duration::from_secs(60), || {
+        !socket.exists() && on_socket() == 0
+    });
 }
 
 #[test]

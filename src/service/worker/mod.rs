@@ -279,12 +279,13 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     }
 
     let identity = Identity::for_node(node.as_str());
+    let access = worker_access(&cfg);
     let git = Git::new(
         &cfg.git_binary,
         cfg.state_dir.join("grid.git"),
         cfg.git_timeout,
     )
-    .with_env(worker_access(&cfg).env())
+    .with_env(access.env())
     .with_env(identity.env());
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?.with_outboxes();
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
@@ -378,7 +379,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         registered: false,
         join_by: None,
     };
-    match w.register(&rx) {
+    let ran = match w.register(&rx) {
         // Told to stop while waiting for the grid: a clean stop, not a
         // failure. Results an earlier run left get one try to land (the
         // grid may be back by now); a remote still away keeps them.
@@ -386,12 +387,18 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
             if !w.outbox.is_empty() {
                 w.shutdown();
             }
-            return Ok(());
+            Ok(())
         }
-        other => other?,
+        Err(e) => Err(e),
+        Ok(()) => {
+            w.main_loop(&rx, &opts);
+            Ok(())
+        }
+    };
+    if let Some(shared) = &access.ssh_shared {
+        shared.close();
     }
-    w.main_loop(&rx, &opts);
-    Ok(())
+    ran
 }
 
 impl Worker {

@@ -3,6 +3,9 @@
 //! worker one connection kept open between calls.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wait_timeout::ChildExt;
 
 /// The ssh every git child runs unless told otherwise: never a prompt,
 /// never an unknown host key accepted.
@@ -41,9 +44,9 @@ pub fn command(
 /// never talks through a connection an earlier run opened with other
 /// settings (another key, other pinned host keys). The master exits when
 /// the worker stops ([`SharedConnection::close`]), [`PERSIST_SECS`] after
-/// its last use, or when the server stops
-/// answering keepalives: a connection that went dead costs at most
-/// `ServerAliveInterval × ServerAliveCountMax` before calls open fresh ones.
+/// its last use, or when the server stops answering keepalives: a
+/// connection that went dead costs at most `ServerAliveInterval ×
+/// ServerAliveCountMax` before calls open fresh ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedConnection {
     dir: PathBuf,
@@ -53,6 +56,9 @@ pub struct SharedConnection {
 /// idle node's longer looks, short enough not to hold a forge's connection
 /// for a node that stopped.
 pub const PERSIST_SECS: u32 = 120;
+
+/// How long the worker waits for its master to say it exits.
+const CLOSE_WITHIN: Duration = Duration::from_secs(2);
 
 /// The master's socket, in the worker's own directory. One name, not a
 /// hash of host, port and user (`%C`): a worker reaches one remote, and
@@ -127,8 +133,8 @@ impl SharedConnection {
 
     /// Ask the master to exit, when the worker stops: a worker run by hand
     /// should leave nothing behind (under systemd the unit's cgroup goes
-    /// anyway). No master, or one that does not answer within a second or
-    /// two: nothing to do, it goes when its time is up.
+    /// anyway). No master, or one that does not answer within
+    /// [`CLOSE_WITHIN`]: nothing to do, it goes when its time is up.
     pub fn close(&self) {
         use std::process::{Command, Stdio};
         let spawned = Command::new("ssh")
@@ -140,14 +146,9 @@ impl SharedConnection {
             .stderr(Stdio::null())
             .spawn();
         let Ok(mut child) = spawned else { return };
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while matches!(child.try_wait(), Ok(None)) {
-            if std::time::Instant::now() > until {
-                let _ = child.kill();
-                let _ = child.wait();
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        if !matches!(child.wait_timeout(CLOSE_WITHIN), Ok(Some(_))) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

@@ -4,13 +4,13 @@
 //! anything pushed to the grid (a task printing its environment included).
 
 use std::collections::BTreeSet;
-
-use base64ct::Encoding;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use base64ct::Encoding;
 
 use crate::common::*;
 use dgrid_worker::git::auth::{Secret, credential_env};

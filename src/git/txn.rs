@@ -26,7 +26,7 @@ use super::tree::Oid;
 use super::write::PushOutcome;
 
 mod policy;
-pub use policy::TxnPolicy;
+pub use policy::{Defer, TxnPolicy};
 
 /// What the planner sees: the freshly fetched tip (none for an empty remote)
 /// and the repository to read it with.
@@ -264,10 +264,15 @@ pub fn run_branches<T>(
 ) -> Result<BranchesOutcome<T>, TxnError> {
     let mut rejections = 0;
     let mut last_rejection = String::new();
-    for round in 0..policy.max_rounds {
+    let began = std::time::Instant::now();
+    let mut deferred = false;
+    let mut round = 0;
+    while round < policy.max_rounds {
         let round_started = std::time::Instant::now();
         let tips = match &policy.fetched {
-            Some(tip) if round == 0 && branches == [repo.branch()] => vec![Some(tip.clone())],
+            Some(tip) if round == 0 && !deferred && branches == [repo.branch()] => {
+                vec![Some(tip.clone())]
+            }
             _ => repo.fetch_branches(branches)?,
         };
         let planned = plan(&BranchesTxn {
@@ -293,6 +298,21 @@ pub fn run_branches<T>(
             email: identity.email.clone(),
             when: chrono::Utc::now().timestamp(),
         };
+        if rejections == 0
+            && let Some(step) = defers(policy, began.elapsed())
+        {
+            // Peers at work will commit anyway: theirs may carry this.
+            if let Some(outbox) = &policy.publish
+                && !outbox.sent.load(Ordering::SeqCst)
+            {
+                outbox.publish(repo, &who);
+            }
+            if !pause(policy, step) {
+                return Err(TxnError::Interrupted { rounds: 0 });
+            }
+            deferred = true;
+            continue;
+        }
         let mut commits: Vec<Option<Oid>> = vec![None; branches.len()];
         for (i, change) in changed {
             commits[i] = Some(repo.commit_edits(
@@ -357,6 +377,7 @@ pub fn run_branches<T>(
         let took = round_started.elapsed();
         if rejections == 1
             && let Some(outbox) = &policy.publish
+            && !outbox.sent.load(Ordering::SeqCst)
         {
             // The ref is contended: whoever lands next may carry these.
             outbox.publish(repo, &who);
@@ -365,11 +386,27 @@ pub fn run_branches<T>(
         if policy.ends_too_late(wait, took) || !pause(policy, wait) {
             return Err(TxnError::Interrupted { rounds: rejections });
         }
+        round += 1;
     }
     Err(TxnError::Contended {
         rounds: policy.max_rounds,
         last: last_rejection,
     })
+}
+
+/// The wait before planning again, where this delivery is left to peers
+/// at work (`TxnPolicy::defer`) `elapsed` into the transaction: none once
+/// the planner finds no peer at work, or the wait would run past `until`.
+/// Random up to a step: nodes that finish together each see the others
+/// at work (none has published yet), and the first of them to look again
+/// finds them all published and lands them, about a step over their
+/// number after they finished, where the same wait for all would cost
+/// each drain's end a whole step.
+fn defers(policy: &TxnPolicy, elapsed: Duration) -> Option<Duration> {
+    let defer = policy.defer.as_ref()?;
+    policy.publish.as_ref()?;
+    let wait = defer.step.mul_f64(fastrand::f64());
+    (defer.peers_at_work.load(Ordering::SeqCst) && elapsed + wait <= defer.until).then_some(wait)
 }
 
 /// Sleep `d`, in short steps if the caller may interrupt: false if it did.

@@ -298,6 +298,37 @@ impl Pace {
     }
 }
 
+/// A round at least this long (a fetch of three round trips and a push
+/// of two, to a forge 100 ms away) makes a node's last delivery defer to
+/// peers at work ([`Pace::defer_delivery`]). Where a round takes less (the
+/// grid on this host, or near), a round lost costs less than the wait
+/// for a peer: at the end of a drain of 1 s tasks on 8 nodes, the last
+/// result landed 0.28 s after the last task ended pushing at once, and
+/// 0.34-0.62 s deferring; behind a forge 100 ms away, 2.1 s against 1.0 s
+/// (BENCHMARKS.md, "The last results of a drain, left to peers at work").
+const DEFER_ROUND_SECS: f64 = 0.5;
+
+/// Looks at most before a deferred delivery pushes after all: the last
+/// nodes of a drain finish within a few rounds of each other; a peer
+/// whose tasks run on longer should not hold these back.
+const DEFER_STEPS: f64 = 4.0;
+
+impl Pace {
+    /// Does a node's delivery of its last results wait for peers at work
+    /// to carry them (`git::txn::Defer`), and if so, the wait between its
+    /// looks (a sync's time: a peer's landing takes a round) and how long
+    /// at most (a few looks, within `result_delay`)? Only where a round
+    /// takes at least [`DEFER_ROUND_SECS`].
+    pub fn defer_delivery(&self, result_delay: Duration) -> Option<(Duration, Duration)> {
+        let round = self.round?;
+        if round < DEFER_ROUND_SECS {
+            return None;
+        }
+        let step = self.sync_estimate();
+        Some((step, result_delay.min(step.mul_f64(DEFER_STEPS))))
+    }
+}
+
 /// What [`flush_results`] decides on.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Flush {

@@ -5,6 +5,9 @@
 //! is left where it is. Real repositories and real pushes throughout.
 
 use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::common::plan::{PlainNode, clone_of, commit_at, publish_at};
 use crate::common::*;
@@ -233,6 +236,150 @@ fn a_push_that_loses_publishes_the_outbox_first() {
     let published = grid.files_on("outbox/n1", "results");
     let entry: OutboxEntry = serde_json::from_slice(&published["t1.json"]).unwrap();
     assert_eq!(entry, outbox[0]);
+}
+
+/// A node with only its last results to deliver, while a peer holding
+/// claims is at work, publishes them and plans again a look later,
+/// leaving the push to the peer whose commit carries them (`txn::Defer`):
+/// nothing of its own reaches `main`. With nobody at work it pushes at
+/// once, publishing nothing; with a peer at work past `until`, it pushes
+/// after all.
+#[test]
+fn a_last_delivery_waits_for_a_peer_at_work_to_carry_it() {
+    let outbox = [done("t1", "n1")];
+    let who = Identity::for_node("n1");
+    let policy = |at_work: &Arc<AtomicBool>, until: Duration| {
+        TxnPolicy::default()
+            .publish(sync::to_publish(&Id::parse("n1").unwrap(), &outbox, false).unwrap())
+            .defer(txn::Defer {
+                peers_at_work: at_work.clone(),
+                step: Duration::from_millis(20),
+                until,
+            })
+    };
+    let mine = || Plan {
+        edits: [(b"notes/mine".to_vec(), Edit::Put(b"x".to_vec()))]
+            .into_iter()
+            .collect(),
+        message: "mine".into(),
+        value: (),
+    };
+
+    // A peer at work: published, then the peer's commit carried it.
+    let grid = Grid::new();
+    let start = grid.tip_of("main");
+    let (_state, repo) = clone_of(&grid.url());
+    let at_work = Arc::new(AtomicBool::new(true));
+    let plans = Cell::new(0);
+    let outcome = txn::run(
+        &repo,
+        &who,
+        &policy(&at_work, Duration::from_secs(600)),
+        |_| {
+            plans.set(plans.get() + 1);
+            if plans.get() == 1 {
+                return Ok(mine());
+            }
+            assert!(grid.tip_of("outbox/n1").is_some(), "published first");
+            assert_eq!(grid.tip_of("main"), start, "nothing pushed to main");
+            at_work.store(false, Ordering::SeqCst);
+            Ok(Plan {
+                edits: Edits::new(),
+                message: String::new(),
+                value: (),
+            })
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        outcome,
+        TxnOutcome::Unchanged { rejections: 0, .. }
+    ));
+    assert_eq!(plans.get(), 2);
+    assert_eq!(grid.tip_of("main"), start);
+    let published = grid.files_on("outbox/n1", "results");
+    let entry: OutboxEntry = serde_json::from_slice(&published["t1.json"]).unwrap();
+    assert_eq!(entry, outbox[0]);
+
+    // Nobody at work: pushed at once, nothing published.
+    let grid = Grid::new();
+    let (_state, repo) = clone_of(&grid.url());
+    let nobody = Arc::new(AtomicBool::new(false));
+    let outcome = txn::run(
+        &repo,
+        &who,
+        &policy(&nobody, Duration::from_secs(600)),
+        |_| Ok(mine()),
+    )
+    .unwrap();
+    assert!(matches!(
+        outcome,
+        TxnOutcome::Committed { rejections: 0, .. }
+    ));
+    assert!(grid.tip_of("outbox/n1").is_none());
+
+    // A peer at work past `until`: the node pushes its own commit.
+    let grid = Grid::new();
+    let (_state, repo) = clone_of(&grid.url());
+    let busy = Arc::new(AtomicBool::new(true));
+    let plans = Cell::new(0);
+    let outcome = txn::run(
+        &repo,
+        &who,
+        &policy(&busy, Duration::from_millis(200)),
+        |_| {
+            plans.set(plans.get() + 1);
+            Ok(mine())
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        outcome,
+        TxnOutcome::Committed { rejections: 0, .. }
+    ));
+    assert!(plans.get() >= 2, "looked again before pushing");
+    assert!(grid.tip_of("outbox/n1").is_some());
+    assert!(grid.files_on("main", "notes").contains_key("mine"));
+}
+
+/// A peer is at work, for a node delivering its last results, while it
+/// holds claims that are not all results it published: one of two
+/// published, still at work; both, it ran dry.
+#[test]
+fn a_peer_that_published_all_it_holds_is_not_at_work() {
+    let grid = Grid::new();
+    grid.commit_files(
+        &[
+            claim("a1", "a", AT),
+            claim("b1", "b", AT),
+            claim("b2", "b", AT),
+        ],
+        "claims of a and b",
+    );
+    let a = PlainNode::new("a");
+    let outbox = [done("a1", "a")];
+    let req = SyncRequest {
+        outbox: &outbox,
+        heartbeat: false,
+        ..a.request(0)
+    };
+    let (_state, repo) = clone_of(&grid.url());
+    let plan = || {
+        let tip = repo.fetch().unwrap();
+        sync::plan(&Txn { repo: &repo, tip }, &req).unwrap().value
+    };
+    let first = plan();
+    assert_eq!((first.writers, first.peers_at_work), (2, 1));
+    let b = Id::parse("b").unwrap();
+    let publish = |entries: &[OutboxEntry]| {
+        let edits = sync::to_publish(&b, entries, false).unwrap().edits;
+        publish_at(&grid.url(), "b", &edits);
+    };
+    publish(&[done("b1", "b")]);
+    assert_eq!(plan().peers_at_work, 1, "b2 still b's to run");
+    publish(&[done("b1", "b"), done("b2", "b")]);
+    let dry = plan();
+    assert_eq!((dry.writers, dry.peers_at_work), (2, 0));
 }
 
 /// The outbox branches on the grid's remote.

@@ -53,6 +53,30 @@ pub struct TxnPolicy {
     /// fetching again. A tip moved since only loses that round's push,
     /// and the next fetches as always.
     pub fetched: Option<Oid>,
+    /// Before pushing at all, leave the landing to peers still at work
+    /// ([`Defer`]); only with `publish`, which it sends first.
+    pub defer: Option<Defer>,
+}
+
+/// A delivery that may ride with a peer's commit: a node with nothing left
+/// to run, holding its last results, while peers that hold claims are
+/// still at work. Their next commits carry a published outbox
+/// ([`super::super::published`]), so instead of pushing its own commit
+/// (one more writer on the ref, at the moment the peers' last commits
+/// take their turns there) it publishes, waits `step`, and plans again:
+/// landed by then, it has nothing to change; the last of the nodes to
+/// finish, finding every peer's results published, lands them all in one
+/// commit. It pushes as before once no peer is at work, or `until` after
+/// the transaction began.
+#[derive(Debug, Clone)]
+pub struct Defer {
+    /// Set by the planner each round: peers hold claims at the tip that
+    /// are not all results they published.
+    pub peers_at_work: Arc<AtomicBool>,
+    /// The wait between looks: about a round.
+    pub step: Duration,
+    /// How long a result may wait at all (the node's result delay).
+    pub until: Duration,
 }
 
 impl Default for TxnPolicy {
@@ -67,6 +91,7 @@ impl Default for TxnPolicy {
             writers: None,
             publish: None,
             fetched: None,
+            defer: None,
         }
     }
 }
@@ -133,6 +158,14 @@ impl TxnPolicy {
     pub fn publish(self, outbox: Publish) -> Self {
         TxnPolicy {
             publish: Some(Arc::new(outbox)),
+            ..self
+        }
+    }
+
+    /// Leave the landing to peers at work first (`Defer`).
+    pub fn defer(self, defer: Defer) -> Self {
+        TxnPolicy {
+            defer: Some(defer),
             ..self
         }
     }

@@ -70,6 +70,24 @@ fn a_round_is_a_committing_sync_without_the_rounds_it_lost() {
 }
 
 #[test]
+fn a_last_delivery_defers_to_peers_only_behind_a_far_forge() {
+    let secs = Duration::from_secs;
+    // Nothing timed, or the grid on this host: push at once.
+    assert_eq!(Pace::default().defer_delivery(secs(10)), None);
+    let mut near = Pace::default();
+    near.sync_took(ms(80));
+    near.commit_took(ms(150), 0);
+    assert_eq!(near.defer_delivery(secs(10)), None);
+    // A round of 0.8 s: a look each sync, four at most.
+    let mut far = Pace::default();
+    far.sync_took(ms(400));
+    far.commit_took(ms(800), 0);
+    assert_eq!(far.defer_delivery(secs(10)), Some((ms(800), ms(3200))));
+    // Never past how long a result may wait at all.
+    assert_eq!(far.defer_delivery(secs(2)), Some((ms(800), secs(2))));
+}
+
+#[test]
 fn one_slow_sample_moves_the_estimate_a_quarter() {
     let mut p = Pace::default();
     p.sync_took(ms(100));

@@ -191,6 +191,10 @@ pub struct SyncReport {
     /// (0: not read): if its push loses, the wait before the next round is
     /// spread over no more rounds than that (`TxnPolicy::writers`).
     pub writers: u32,
+    /// Of those, peers at work: holding claims that are not all results
+    /// they published (`published::ran_dry`). Their next commits carry
+    /// this node's published results (`TxnPolicy::defer`).
+    pub peers_at_work: u32,
     /// Joining, it stayed out of a drain its peers cover: nothing pushed,
     /// the node registers later.
     pub stayed_out: bool,
@@ -209,7 +213,7 @@ pub use assigned::{ClaimCache, made_for};
 pub use claim::RecordCache;
 use claim::claim;
 use land::land_outbox;
-pub use published::{PublishedCache, publishes, to_publish};
+pub use published::{MAX_ENTRIES as MAX_PUBLISHED, PublishedCache, publishes, to_publish};
 use release::release;
 
 /// The commit being planned: its edits, the results it will write, the
@@ -284,22 +288,30 @@ impl Draft<'_> {
 /// that just filled, or a fleet registering, hold no claims, and the tip
 /// cannot count them. Claim files not read yet (a look reads a bounded
 /// number) count for nobody.
-fn writers(repo: &GridRepo, d: &mut Draft<'_>) -> Result<u32, GitError> {
+///
+/// And of those peers, how many are at work (`SyncReport::peers_at_work`).
+fn writers(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(u32, u32), GitError> {
     let delivering = !d.req.outbox.is_empty()
         && !d.req.joining
         && d.report.claimed.is_empty()
         && d.report.assigned.is_empty();
     if !delivering {
-        return Ok(0);
+        return Ok((0, 0));
     }
     let listed = d.claims_and_nodes(repo)?;
     let holders = assigned::holders(repo, d, &listed[0])?;
-    let others = holders
+    let others: Vec<Id> = holders
         .by_node
         .iter()
         .filter(|(node, n)| **n > 0 && *node != d.req.node)
-        .count();
-    Ok(u32::try_from(others).unwrap_or(u32::MAX).saturating_add(1))
+        .map(|(node, _)| node.clone())
+        .collect();
+    let dry = published::ran_dry(repo, d, &listed[0], &others)?;
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    Ok((
+        count(others.len()).saturating_add(1),
+        count(others.len() - dry.len()),
+    ))
 }
 
 pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, GitError> {
@@ -438,7 +450,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
             d.summary.push("heartbeat".into());
         }
     }
-    d.report.writers = writers(repo, &mut d)?;
+    (d.report.writers, d.report.peers_at_work) = writers(repo, &mut d)?;
     Ok(Plan {
         message: commit_message(req.node, &d.summary),
         edits: d.edits,

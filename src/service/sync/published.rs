@@ -27,7 +27,7 @@ const DIR: &str = "results";
 
 /// Entries a node publishes, and a plan reads of one peer's: the oldest
 /// first. More wait for the next time.
-const MAX_ENTRIES: usize = 64;
+pub const MAX_ENTRIES: usize = 64;
 
 /// Peers whose published outboxes one plan reads.
 const MAX_PEERS: usize = 32;

@@ -3,7 +3,7 @@
 //! claimed, clear what landed from the outbox, reschedule.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::escape::Untrusted;
@@ -176,6 +176,32 @@ impl Worker {
             Some(p) => txn_policy.publish(p),
             None => txn_policy,
         };
+        // Its last results, nothing else: while peers are still at work,
+        // their commits may land these (`txn::Defer`), where a round costs
+        // enough for that to pay (`Pace::defer_delivery`). Only as many as
+        // one publication holds, so that peers see this node has run dry
+        // and do not wait for it in turn. Not a node that is stopping, nor
+        // one handing claims back: someone waits for those.
+        let peers_at_work = Arc::new(AtomicBool::new(false));
+        let defer = self.pace.defer_delivery(self.result_delay()).filter(|_| {
+            nothing_to_run
+                && self.registered
+                && status != NodeStatus::Stopped
+                && status != NodeStatus::Draining
+                && outbox.len() <= sync::MAX_PUBLISHED
+                && outbox
+                    .iter()
+                    .all(|e| matches!(e.finish, Finish::Result { .. }))
+        });
+        let txn_policy = if let Some((step, until)) = defer {
+            txn_policy.defer(txn::Defer {
+                peers_at_work: peers_at_work.clone(),
+                step,
+                until,
+            })
+        } else {
+            txn_policy
+        };
         // The loop is blind until the sync returns: a run that ends meanwhile
         // starts the next claim on its own thread.
         self.arm_relay();
@@ -226,6 +252,7 @@ impl Worker {
             };
             let planned = sync::plan(t, &req)?;
             writers.store(planned.value.writers, Ordering::SeqCst);
+            peers_at_work.store(planned.value.peers_at_work > 0, Ordering::SeqCst);
             Ok(planned)
         });
         let took = started.elapsed();

@@ -304,8 +304,9 @@ impl Pace {
 /// grid on this host, or near), a round lost costs less than the wait
 /// for a peer: at the end of a drain of 1 s tasks on 8 nodes, the last
 /// result landed 0.28 s after the last task ended pushing at once, and
-/// 0.34-0.62 s deferring; behind a forge 100 ms away, 2.1 s against 1.0 s
-/// (BENCHMARKS.md, "The last results of a drain, left to peers at work").
+/// 0.34-0.62 s deferring; behind a forge 100 ms away, 1.5-3.0 s against
+/// 1.3-1.5 s, and over SSH 2.7-4.9 s against 1.9-2.1 s (BENCHMARKS.md,
+/// "The last results of a drain, left to peers at work").
 const DEFER_ROUND_SECS: f64 = 0.5;
 
 /// Looks at most before a deferred delivery pushes after all: the last

@@ -57,6 +57,22 @@ const LOOK_AHEAD_SHARE: f64 = 0.5;
 /// a task: it is work thrown away.
 const TAKE_BACK_SHARE: f64 = 0.5;
 
+/// A round at least this long (a fetch of three round trips and a push
+/// of two, to a forge 100 ms away) makes a node's last delivery defer to
+/// peers at work ([`Pace::defer_delivery`]). Where a round takes less (the
+/// grid on this host, or near), a round lost costs less than the wait
+/// for a peer: at the end of a drain of 1 s tasks on 8 nodes, the last
+/// result landed 0.28 s after the last task ended pushing at once, and
+/// 0.34-0.62 s deferring; behind a forge 100 ms away, 1.5-3.0 s against
+/// 1.3-1.5 s, and over SSH 2.7-4.9 s against 1.9-2.1 s (BENCHMARKS.md,
+/// "The last results of a drain, left to peers at work").
+const DEFER_ROUND_SECS: f64 = 0.5;
+
+/// Looks at most before a deferred delivery pushes after all: the last
+/// nodes of a drain finish within a few rounds of each other; a peer
+/// whose tasks run on longer should not hold these back.
+const DEFER_STEPS: f64 = 4.0;
+
 /// Weight of the newest sample: a quarter follows a change in the grid
 /// within a few syncs without jumping at one slow push.
 const WEIGHT: f64 = 0.25;
@@ -296,25 +312,7 @@ impl Pace {
         Duration::from_secs_f64(by_sync.max(by_share))
             .clamp(MAX_RESULT_DELAY, 10 * MAX_RESULT_DELAY)
     }
-}
 
-/// A round at least this long (a fetch of three round trips and a push
-/// of two, to a forge 100 ms away) makes a node's last delivery defer to
-/// peers at work ([`Pace::defer_delivery`]). Where a round takes less (the
-/// grid on this host, or near), a round lost costs less than the wait
-/// for a peer: at the end of a drain of 1 s tasks on 8 nodes, the last
-/// result landed 0.28 s after the last task ended pushing at once, and
-/// 0.34-0.62 s deferring; behind a forge 100 ms away, 1.5-3.0 s against
-/// 1.3-1.5 s, and over SSH 2.7-4.9 s against 1.9-2.1 s (BENCHMARKS.md,
-/// "The last results of a drain, left to peers at work").
-const DEFER_ROUND_SECS: f64 = 0.5;
-
-/// Looks at most before a deferred delivery pushes after all: the last
-/// nodes of a drain finish within a few rounds of each other; a peer
-/// whose tasks run on longer should not hold these back.
-const DEFER_STEPS: f64 = 4.0;
-
-impl Pace {
     /// Does a node's delivery of its last results wait for peers at work
     /// to carry them (`git::txn::Defer`), and if so, the wait between its
     /// looks (a sync's time: a peer's landing takes a round) and how long

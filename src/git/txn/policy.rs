@@ -75,7 +75,8 @@ pub struct Defer {
     pub peers_at_work: Arc<AtomicBool>,
     /// The wait between looks: about a round.
     pub step: Duration,
-    /// How long a result may wait at all (the node's result delay).
+    /// Deferring ends this long after the transaction began: a few
+    /// looks, within how long a result may wait at all.
     pub until: Duration,
 }
 

@@ -40,12 +40,15 @@ pub struct Publish {
 }
 
 impl Publish {
-    /// Publish, as a transaction does after a lost round. A failure costs
-    /// only the chance that a peer carries these (the node still lands
-    /// them itself): logged, not returned.
+    /// Publish, as a transaction does after a lost round (or before its
+    /// first push, deferring to peers at work), once: a second call sends
+    /// nothing. A failure costs only the chance that a peer carries these
+    /// (the node still lands them itself): logged, not returned.
     pub(super) fn publish(&self, repo: &GridRepo, who: &Signature) {
-        if branch_for(&self.node).is_some() {
-            self.sent.store(true, std::sync::atomic::Ordering::SeqCst);
+        if branch_for(&self.node).is_some()
+            && self.sent.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
         }
         match repo.publish(&self.node, &self.edits, &self.message, who) {
             Ok(commit) => tracing::debug!(%commit, "outbox published for peers to carry"),

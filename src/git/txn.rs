@@ -21,6 +21,7 @@ use crate::escape::Untrusted;
 
 use super::command::GitError;
 use super::edits::{Edits, Signature};
+use super::published::Publish;
 use super::repo::GridRepo;
 use super::tree::Oid;
 use super::write::PushOutcome;
@@ -299,14 +300,10 @@ pub fn run_branches<T>(
             when: chrono::Utc::now().timestamp(),
         };
         if rejections == 0
-            && let Some(step) = defers(policy, began.elapsed())
+            && let Some((step, outbox)) = defers(policy, began.elapsed())
         {
             // Peers at work will commit anyway: theirs may carry this.
-            if let Some(outbox) = &policy.publish
-                && !outbox.sent.load(Ordering::SeqCst)
-            {
-                outbox.publish(repo, &who);
-            }
+            outbox.publish(repo, &who);
             if !pause(policy, step) {
                 return Err(TxnError::Interrupted { rounds: 0 });
             }
@@ -377,7 +374,6 @@ pub fn run_branches<T>(
         let took = round_started.elapsed();
         if rejections == 1
             && let Some(outbox) = &policy.publish
-            && !outbox.sent.load(Ordering::SeqCst)
         {
             // The ref is contended: whoever lands next may carry these.
             outbox.publish(repo, &who);
@@ -394,19 +390,21 @@ pub fn run_branches<T>(
     })
 }
 
-/// The wait before planning again, where this delivery is left to peers
-/// at work (`TxnPolicy::defer`) `elapsed` into the transaction: none once
-/// the planner finds no peer at work, or the wait would run past `until`.
+/// The wait before planning again, and the outbox to publish first,
+/// where this delivery is left to peers at work (`TxnPolicy::defer`)
+/// `elapsed` into the transaction: none once the planner finds no peer at
+/// work, or the wait would run past `until`.
 /// Random up to a step: nodes that finish together each see the others
 /// at work (none has published yet), and the first of them to look again
 /// finds them all published and lands them, about a step over their
 /// number after they finished, where the same wait for all would cost
 /// each drain's end a whole step.
-fn defers(policy: &TxnPolicy, elapsed: Duration) -> Option<Duration> {
+fn defers(policy: &TxnPolicy, elapsed: Duration) -> Option<(Duration, &Publish)> {
     let defer = policy.defer.as_ref()?;
-    policy.publish.as_ref()?;
+    let outbox = policy.publish.as_deref()?;
     let wait = defer.step.mul_f64(fastrand::f64());
-    (defer.peers_at_work.load(Ordering::SeqCst) && elapsed + wait <= defer.until).then_some(wait)
+    (defer.peers_at_work.load(Ordering::SeqCst) && elapsed + wait <= defer.until)
+        .then_some((wait, outbox))
 }
 
 /// Sleep `d`, in short steps if the caller may interrupt: false if it did.

@@ -84,6 +84,7 @@ impl PlainNode {
             claims_seen: &self.claims_seen,
             published_seen: &self.published_seen,
             joining: false,
+            count_at_work: false,
         }
     }
 }

@@ -361,6 +361,7 @@ fn a_peer_that_published_all_it_holds_is_not_at_work() {
     let req = SyncRequest {
         outbox: &outbox,
         heartbeat: false,
+        count_at_work: true,
         ..a.request(0)
     };
     let (_state, repo) = clone_of(&grid.url());

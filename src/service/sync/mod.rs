@@ -122,6 +122,10 @@ pub struct SyncRequest<'a> {
     /// deliver: it may stay out of a drain its peers cover
     /// (`share::stays_out`), pushing nothing (the report's `stayed_out`).
     pub joining: bool,
+    /// Count the peers at work (`SyncReport::peers_at_work`), which reads
+    /// their published outboxes: only a delivery that may defer to them
+    /// (`TxnPolicy::defer`) asks.
+    pub count_at_work: bool,
 }
 
 #[derive(Debug, Default)]
@@ -191,8 +195,9 @@ pub struct SyncReport {
     /// (0: not read): if its push loses, the wait before the next round is
     /// spread over no more rounds than that (`TxnPolicy::writers`).
     pub writers: u32,
-    /// Of those, peers at work: holding claims that are not all results
-    /// they published (`published::ran_dry`). Their next commits carry
+    /// Of those, peers at work, where the request asks (`count_at_work`):
+    /// holding claims that are not all results they published
+    /// (`published::ran_dry`). Their next commits carry
     /// this node's published results (`TxnPolicy::defer`).
     pub peers_at_work: u32,
     /// Joining, it stayed out of a drain its peers cover: nothing pushed,
@@ -306,12 +311,14 @@ fn writers(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(u32, u32), GitError> {
         .filter(|(node, n)| **n > 0 && *node != d.req.node)
         .map(|(node, _)| node.clone())
         .collect();
-    let dry = published::ran_dry(repo, d, &listed[0], &others)?;
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    Ok((
-        count(others.len()).saturating_add(1),
-        count(others.len() - dry.len()),
-    ))
+    let at_work = if d.req.count_at_work {
+        let dry = published::ran_dry(repo, d, &listed[0], &others)?;
+        count(others.len() - dry.len())
+    } else {
+        0
+    };
+    Ok((count(others.len()).saturating_add(1), at_work))
 }
 
 pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, GitError> {

@@ -249,6 +249,7 @@ impl Worker {
                 claims_seen: &self.claims_seen,
                 published_seen: &self.published_seen,
                 joining,
+                count_at_work: defer.is_some(),
             };
             let planned = sync::plan(t, &req)?;
             writers.store(planned.value.writers, Ordering::SeqCst);

@@ -705,3 +705,63 @@ fn look_below(grid: &Grid, node: &PlainNode) -> dgrid_worker::service::sync::Syn
         },
     )
 }
+
+/// A node running claims made for it answers them with the next commit it
+/// makes for something else: a look, with the first result waiting for
+/// the task still running or with nothing to deliver, pushes nothing (one
+/// commit a peer at the start of a drain, on the one ref, traced behind a
+/// far forge). Its heartbeat, due well before the answers are, carries
+/// them with the result.
+#[test]
+fn answers_wait_for_a_commit_made_for_something_else() {
+    use crate::common::plan::{claim_for, done};
+    let grid = Grid::new();
+    grid.commit_files(
+        &[
+            record("p1", true),
+            claim_for("a1", "p1", "me"),
+            claim_for("a2", "p1", "me"),
+        ],
+        "two claims made for p1",
+    );
+    let p1 = live("p1");
+    let started: BTreeSet<Id> = ["a1", "a2"].map(|t| Id::parse(t).unwrap()).into();
+    let a1_done = [done("a1", "p1")];
+    let before = claims(&grid);
+    let tip = grid.tip_of("main");
+    for (outbox, defer_results) in [(&a1_done[..], true), (&[][..], false)] {
+        let look = commit_at(
+            &grid.url(),
+            &SyncRequest {
+                outbox,
+                defer_results,
+                held: &started,
+                answer: &started,
+                survey: true,
+                heartbeat: false,
+                ..p1.request(0)
+            },
+        );
+        assert!(look.answered.is_empty(), "{:?}", look.answered);
+        assert_eq!(grid.tip_of("main"), tip, "a look pushed a commit");
+    }
+    assert_eq!(claims(&grid), before);
+
+    let beat = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            outbox: &a1_done,
+            held: &started,
+            answer: &started,
+            ..p1.request(0)
+        },
+    );
+    assert!(beat.wrote_heartbeat);
+    assert_eq!(beat.answered.len(), 2, "{:?}", beat.answered);
+    assert_eq!(
+        claims(&grid),
+        [("a2".to_owned(), "p1".to_owned(), false)],
+        "a1 ended by its result, a2 answered"
+    );
+    assert_eq!(grid.json_files("tasks/completed").len(), 1);
+}

@@ -9,8 +9,7 @@ use std::collections::BTreeSet;
 use dgrid_worker::git::{Git, GridRepo, Txn};
 use dgrid_worker::grid::orphan::OrphanPolicy;
 use dgrid_worker::grid::schedule::NodeLabels;
-use dgrid_worker::grid::{Id, NodeRecord, NodeStatus, ResultStatus, TaskResult, TaskRules};
-use dgrid_worker::service::outbox::{Finish, OutboxEntry};
+use dgrid_worker::grid::{Id, NodeRecord, NodeStatus, TaskRules};
 use dgrid_worker::service::sync::{
     self, ClaimCache, PublishedCache, RecordCache, SyncReport, SyncRequest,
 };
@@ -150,57 +149,5 @@ pub fn write_one(path: &str, body: &[u8]) -> dgrid_worker::git::txn::Plan<()> {
         edits,
         message: format!("write {path}"),
         value: (),
-    }
-}
-
-/// When the claims the plan-level tests seed were made.
-pub const AT: &str = "2026-01-01T00:00:00.000Z";
-
-/// A claim file for `task`, held by `node` since `claimed_at`.
-pub fn claim(task: &str, node: &str, claimed_at: &str) -> (String, Vec<u8>) {
-    let body = serde_json::json!({
-        "task_id": task, "script": "true", "timeout_seconds": 30,
-        "claim": {"node_id": node, "claimed_at": claimed_at,
-                  "deadline": "2999-01-01T00:00:00Z", "attempt": 1}
-    });
-    (
-        format!("tasks/in_progress/{task}.json"),
-        body.to_string().into_bytes(),
-    )
-}
-
-/// A claim `by` made for `node`, not answered yet.
-pub fn claim_for(task: &str, node: &str, by: &str) -> (String, Vec<u8>) {
-    let (path, bytes) = claim(task, node, AT);
-    let mut body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    body["claim"]["assigned_by"] = by.into();
-    body["claim"]["answer_by"] = "2999-01-01T00:00:00Z".into();
-    (path, body.to_string().into_bytes())
-}
-
-/// `node`'s result for `task`, in its outbox.
-pub fn done(task: &str, node: &str) -> OutboxEntry {
-    OutboxEntry {
-        task_id: Id::parse(task).unwrap(),
-        attempt: 1,
-        claimed_at: AT.into(),
-        finish: Finish::Result {
-            result: TaskResult {
-                task_id: task.into(),
-                node_id: Id::parse(node).unwrap(),
-                exit_code: Some(0),
-                stdout: format!("{task} ran on {node}\n"),
-                stderr: String::new(),
-                timestamp: "2026-01-01T00:00:02.000Z".into(),
-                status: ResultStatus::Completed,
-                started_at: Some("2026-01-01T00:00:01.000Z".into()),
-                duration_ms: Some(1000),
-                attempt: 1,
-                truncated: false,
-                error: None,
-            },
-            signed: None,
-        },
-        ran: None,
     }
 }

@@ -9,13 +9,62 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::common::plan::{AT, PlainNode, claim, claim_for, clone_of, commit_at, done, publish_at};
+use crate::common::plan::{PlainNode, clone_of, commit_at, publish_at};
 use crate::common::*;
 use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
 use dgrid_worker::git::{Edit, Edits, Plan, Txn, TxnOutcome};
-use dgrid_worker::grid::{Id, layout};
+use dgrid_worker::grid::{Id, ResultStatus, TaskResult, layout};
 use dgrid_worker::service::outbox::{Finish, OutboxEntry};
 use dgrid_worker::service::sync::{self, SyncRequest};
+
+const AT: &str = "2026-01-01T00:00:00.000Z";
+
+fn claim(task: &str, node: &str, claimed_at: &str) -> (String, Vec<u8>) {
+    let body = serde_json::json!({
+        "task_id": task, "script": "true", "timeout_seconds": 30,
+        "claim": {"node_id": node, "claimed_at": claimed_at,
+                  "deadline": "2999-01-01T00:00:00Z", "attempt": 1}
+    });
+    (
+        format!("tasks/in_progress/{task}.json"),
+        body.to_string().into_bytes(),
+    )
+}
+
+/// A claim `by` made for `node`, not answered yet.
+fn claim_for(task: &str, node: &str, by: &str) -> (String, Vec<u8>) {
+    let (path, bytes) = claim(task, node, AT);
+    let mut body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    body["claim"]["assigned_by"] = by.into();
+    body["claim"]["answer_by"] = "2999-01-01T00:00:00Z".into();
+    (path, body.to_string().into_bytes())
+}
+
+fn done(task: &str, node: &str) -> OutboxEntry {
+    OutboxEntry {
+        task_id: Id::parse(task).unwrap(),
+        attempt: 1,
+        claimed_at: AT.into(),
+        finish: Finish::Result {
+            result: TaskResult {
+                task_id: task.into(),
+                node_id: Id::parse(node).unwrap(),
+                exit_code: Some(0),
+                stdout: format!("{task} ran on {node}\n"),
+                stderr: String::new(),
+                timestamp: "2026-01-01T00:00:02.000Z".into(),
+                status: ResultStatus::Completed,
+                started_at: Some("2026-01-01T00:00:01.000Z".into()),
+                duration_ms: Some(1000),
+                attempt: 1,
+                truncated: false,
+                error: None,
+            },
+            signed: None,
+        },
+        ran: None,
+    }
+}
 
 fn put(edits: &mut Edits, name: &str, bytes: Vec<u8>) {
     edits.insert(format!("results/{name}").into_bytes(), Edit::Put(bytes));

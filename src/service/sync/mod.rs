@@ -373,14 +373,8 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         }
     }
     let mut touched = land_outbox(repo, &mut d)?;
-    let landing = d.edits.len();
-    assigned::answer(repo, &mut d, &touched)?;
-    // Answers ride with a commit made for something else, or with a
-    // heartbeat well before they are due, and wait with the results (at
-    // a drain's start behind a far forge, seven peers each committed
-    // theirs within a second of starting: PROTOCOL.md, Assigned claims).
-    let answers = d.edits.len() - landing;
     let mut landing_only = d.edits.len();
+    assigned::answer(repo, &mut d, &touched)?;
     if matches!(
         req.record.status,
         NodeStatus::Stopped | NodeStatus::Draining
@@ -400,7 +394,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
             },
         });
     }
-    if d.edits.len() > answers || req.heartbeat {
+    if !d.edits.is_empty() || req.heartbeat {
         // A commit is made anyway: it carries the results peers published
         // when their own pushes lost, which wait like this node's own.
         // (Carrying them in a commit made for nothing else, at an idle
@@ -414,19 +408,14 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         reap(repo, &mut d, &touched)?;
         refile::refile(repo, &mut d)?;
     }
-    if !req.heartbeat
-        && d.edits.len() == landing_only
-        && (req.defer_results || (answers > 0 && d.edits.len() == answers))
-    {
+    if req.defer_results && !req.heartbeat && d.edits.len() == landing_only {
         // Nothing to claim after all, and a task of the batch still runs:
-        // its result is near, and both go in one commit; or only answers.
-        // Claims found lost need no commit: the node stops them now.
+        // its result is near, and both go in one commit.
         return Ok(Plan {
             edits: Edits::new(),
             message: String::new(),
             value: SyncReport {
                 tip: Some(tip.to_owned()),
-                lost: std::mem::take(&mut d.report.lost),
                 queue_left: d.report.queue_left,
                 idle_peer_slots: d.report.idle_peer_slots,
                 peers_dry: std::mem::take(&mut d.report.peers_dry),

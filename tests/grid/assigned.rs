@@ -705,3 +705,45 @@ fn look_below(grid: &Grid, node: &PlainNode) -> dgrid_worker::service::sync::Syn
         },
     )
 }
+
+/// A claim made for this node that was reaped and claimed again before
+/// it answered is lost: a look that leaves its results for the next
+/// commit (a task of its batch still runs) still says so, and pushes
+/// nothing, so that the node stops running it now and not a result delay
+/// later.
+#[test]
+fn a_look_that_defers_its_results_still_finds_a_claim_made_for_it_lost() {
+    let grid = Grid::new();
+    let now = dgrid_worker::time::format(dgrid_worker::time::now());
+    let taken = serde_json::json!({
+        "task_id": "gone", "script": "true", "timeout_seconds": 30,
+        "claim": {"node_id": "other", "claimed_at": now,
+                  "deadline": "2999-01-01T00:00:00Z", "attempt": 2}
+    });
+    grid.commit_files(
+        &[
+            record("p1", true),
+            (
+                "tasks/in_progress/gone.json".into(),
+                taken.to_string().into_bytes(),
+            ),
+        ],
+        "a claim made for p1, reaped and claimed again by another node",
+    );
+    let p1 = live("p1");
+    let started: BTreeSet<Id> = [Id::parse("gone").unwrap()].into();
+    let tip = grid.tip_of("main");
+    let look = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            held: &started,
+            answer: &started,
+            survey: true,
+            defer_results: true,
+            heartbeat: false,
+            ..p1.request(0)
+        },
+    );
+    assert_eq!(look.lost, [Id::parse("gone").unwrap()]);
+    assert_eq!(grid.tip_of("main"), tip, "the look pushed a commit");
+}

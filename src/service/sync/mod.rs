@@ -410,12 +410,14 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
     }
     if req.defer_results && !req.heartbeat && d.edits.len() == landing_only {
         // Nothing to claim after all, and a task of the batch still runs:
-        // its result is near, and both go in one commit.
+        // its result is near, and both go in one commit. Claims made for
+        // this node found lost need no commit: it stops them now.
         return Ok(Plan {
             edits: Edits::new(),
             message: String::new(),
             value: SyncReport {
                 tip: Some(tip.to_owned()),
+                lost: std::mem::take(&mut d.report.lost),
                 queue_left: d.report.queue_left,
                 idle_peer_slots: d.report.idle_peer_slots,
                 peers_dry: std::mem::take(&mut d.report.peers_dry),

@@ -450,6 +450,9 @@ impl Worker {
         }
         self.slots.waiting.retain(|c| &c.task.task_id != id);
         self.claim_commits.remove(id);
+        // Nothing to answer: a look that found it lost without a commit
+        // must not find it again at every look after.
+        self.unanswered.remove(id);
         self.forget_handed(id);
     }
 

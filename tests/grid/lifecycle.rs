@@ -502,6 +502,70 @@ fn a_short_drain_goes_to_the_few_nodes_it_pays_for() {
     assert_eq!(claims(&liar), 63, "a day-long task pays for every node");
 }
 
+/// A node holding claims that run out within a sync or two tops them up
+/// (`Due::top_up`): it claims its share beyond what it holds, if that is
+/// a batch at least as large as what it holds, and nothing otherwise, so
+/// that it never takes a task a commit. 500 tasks, eight nodes (a share
+/// of 63): holding 20, it takes 43; holding 40, nothing (23 more would be
+/// fewer than it holds); holding its share, nothing. (A plan on a real
+/// repository.)
+#[test]
+fn a_top_up_takes_the_share_beyond_what_the_node_holds_or_nothing() {
+    use crate::common::plan::{PlainNode, plan_at};
+    use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
+    use dgrid_worker::service::sync::SyncRequest;
+
+    let grid = Grid::new();
+    let now = dgrid_worker::time::format(dgrid_worker::time::now());
+    let mut files: Vec<(String, Vec<u8>)> = (0..7)
+        .map(|i| {
+            let record = NodeRecord::new(
+                Id::parse(&format!("p{i}")).unwrap(),
+                NodeStatus::Idle,
+                now.clone(),
+            );
+            (
+                format!("nodes/p{i}.json"),
+                serde_json::to_vec(&record).unwrap(),
+            )
+        })
+        .collect();
+    files.extend((0..500).map(|i| {
+        let body = serde_json::json!({"task_id": format!("t{i:03}"), "script": "true", "timeout_seconds": 30});
+        (format!("tasks/queue/t{i:03}.json"), body.to_string().into_bytes())
+    }));
+    grid.commit_files(&files, "seven peers and a backlog");
+    let node = PlainNode::new("me");
+    let top_up = |holding: usize| {
+        let req = SyncRequest {
+            top_up: true,
+            heartbeat: false,
+            share_up_to: 500,
+            holding,
+            round_secs: Some(0.15),
+            ..node.request(0)
+        };
+        plan_at(&grid.url(), &req)
+    };
+    assert_eq!(
+        top_up(20).claimed.len(),
+        43,
+        "its share beyond the 20 it holds"
+    );
+    for holding in [40, 63] {
+        let report = top_up(holding);
+        assert!(
+            report.claimed.is_empty(),
+            "holding {holding}: {:?}",
+            report.claimed
+        );
+        assert_eq!(
+            report.queue_left, 500,
+            "holding {holding}: the queue was read"
+        );
+    }
+}
+
 /// A node does not claim what a peer would start sooner: here it is stuck
 /// behind long tasks (its next starts 8.5 s away, 2 s apart), its measured
 /// task takes a second,

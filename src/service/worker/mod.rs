@@ -426,6 +426,7 @@ impl Worker {
                 reap: true,
                 look: false,
                 before_start: false,
+                top_up: false,
             };
             match self.sync(&due, &TxnPolicy::default()) {
                 Ok(report) if report.stayed_out => {

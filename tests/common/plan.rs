@@ -52,7 +52,6 @@ impl PlainNode {
             now: dgrid_worker::time::now(),
             outbox: &[],
             want_claims: want,
-            top_up: false,
             start_now: want,
             reap: false,
             held: &self.held,

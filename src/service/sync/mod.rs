@@ -32,10 +32,6 @@ pub struct SyncRequest<'a> {
     pub outbox: &'a [OutboxEntry],
     /// How many tasks to claim.
     pub want_claims: usize,
-    /// Claiming nothing by count (`want_claims` 0), but holding claims
-    /// that run out soon: its fair share beyond what it holds, up to
-    /// `share_up_to`, or nothing (`Due::top_up`).
-    pub top_up: bool,
     /// How many of those start at once (the rest are claimed ahead and
     /// wait for a slot): only these are listed as running.
     pub start_now: usize,

@@ -49,9 +49,6 @@ impl Worker {
         self.schedule.synced();
         self.resolve_uncertain()?;
         let want = due.claims;
-        // Holding claims that run out within a sync or two: its share
-        // beyond them, if more (`Due::top_up`).
-        let top_up = due.top_up && want == 0 && self.registered;
         let outbox = self.outbox.entries().to_vec();
         let mut held = self.slots.held();
         held.extend(outbox.iter().map(|e| e.task_id.clone()));
@@ -72,7 +69,7 @@ impl Worker {
         let queue_empty_at = self.queue_empty_at.clone();
         // At least its fair share of the queue, up to what it may hold.
         // Never beyond what the volunteer's limits let it start.
-        let share_up_to = if (want > 0 || top_up) && self.registered {
+        let share_up_to = if want > 0 && self.registered {
             let room = (self.cfg.concurrency as usize + self.cfg.claim_ahead as usize)
                 .saturating_sub(self.slots.running.len() + self.slots.waiting.len());
             match self.allowance().room(self.slots.waiting.len()) {
@@ -220,7 +217,6 @@ impl Worker {
                 now: time::now(),
                 outbox: &outbox,
                 want_claims: want,
-                top_up,
                 start_now,
                 reap: due.reap,
                 held: &held,
@@ -355,11 +351,11 @@ impl Worker {
         if due.reap {
             self.schedule.reaped(now, self.cfg.stale_after);
         }
-        let looked = want > 0 || top_up || survey;
+        let looked = want > 0 || survey;
         if looked {
             self.schedule.looked(now, self.cfg.pull_interval);
         }
-        if want > 0 || top_up {
+        if want > 0 {
             // A look that found claims made for it saw nothing of the queue.
             let empty = report.queue_left == 0
                 && report.claimed.is_empty()
@@ -372,10 +368,7 @@ impl Worker {
             // not there to claim.
             // Also when the claim stopped at its share of a priority level:
             // more of it is queued, and it goes before anything lower.
-            // Not after a top-up: it took its share, or no more was due.
-            let more = want > 0
-                && report.queue_left > 0
-                && (report.claimed.len() >= want || report.capped)
+            let more = report.queue_left > 0 && (report.claimed.len() >= want || report.capped)
                 || !report.adopted.is_empty();
             self.schedule
                 .claimed(now, more || report.requeued > 0, self.cfg.pull_interval);

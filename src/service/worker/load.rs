@@ -92,31 +92,7 @@ impl Worker {
             look_takes: self.pace.peek_estimate(),
             sync_takes: self.pace.sync_estimate(),
             task_takes: Duration::from_secs_f64(self.pace.task_secs().unwrap_or(0.0)),
-            runs_dry_at: self.runs_dry_at(),
         }
-    }
-
-    /// Holding claims not started, when a slot would have none left to
-    /// start (`Pace::starts`), while the node may claim more: registered,
-    /// not stopping, healthy, with room in the volunteer's allowance.
-    fn runs_dry_at(&self) -> Option<Instant> {
-        let waiting = self.slots.waiting.len();
-        if waiting == 0
-            || !self.registered
-            || self.draining_since.is_some()
-            || self.unhealthy.is_some()
-            || self.allowance().room(waiting) == Some(0)
-        {
-            return None;
-        }
-        let now = Instant::now();
-        let running = self.slots.running_for(now);
-        let dry = *self
-            .pace
-            .starts(self.cfg.concurrency, &running, waiting)
-            .last()?;
-        dry.is_finite()
-            .then(|| now + Duration::from_secs_f64(dry.min(86_400.0)))
     }
 
     /// When the first running task is due to end, by the measured task

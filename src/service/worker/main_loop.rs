@@ -209,7 +209,6 @@ impl Worker {
             reap: false,
             look: false,
             before_start: false,
-            top_up: false,
         };
         match self.sync_as(&last, NodeStatus::Stopped, &TxnPolicy::default()) {
             Ok(_) if self.outbox.is_empty() => {

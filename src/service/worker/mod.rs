@@ -426,7 +426,6 @@ impl Worker {
                 reap: true,
                 look: false,
                 before_start: false,
-                top_up: false,
             };
             match self.sync(&due, &TxnPolicy::default()) {
                 Ok(report) if report.stayed_out => {

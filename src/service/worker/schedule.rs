@@ -2,8 +2,7 @@
 //! monotonic clock, so every rule is unit-tested without a grid.
 //!
 //! A sync is due for four reasons: claims (room for tasks and the poll is
-//! due, or claims held that run out within two syncs), results to push
-//! (see [`pace::flush_results`]), a heartbeat, a reap.
+//! due), results to push (see [`pace::flush_results`]), a heartbeat, a reap.
 //! None of them may come before `retry_sync_at`, which a failed sync sets:
 //! a remote that is away is asked once per `pull_interval`, not every turn.
 
@@ -79,10 +78,6 @@ pub struct Load {
     pub sync_takes: Duration,
     /// What a task takes, as measured.
     pub task_takes: Duration,
-    /// Holding claims not started: when a slot would have none left to
-    /// start, by the measured task length (none until one is timed, or
-    /// while the node may claim nothing).
-    pub runs_dry_at: Option<Instant>,
 }
 
 impl Load {
@@ -94,25 +89,7 @@ impl Load {
     pub fn slot_to_keep_clear(&self, takes: Duration) -> Option<Instant> {
         self.slot_frees.filter(|_| self.task_takes >= takes)
     }
-
-    /// From when a node holding claims tops them up
-    /// ([`Due::top_up`]): [`TOP_UP_SYNCS`] syncs before it would run dry.
-    fn top_up_from(&self) -> Option<Instant> {
-        let lead = self.sync_takes.mul_f64(TOP_UP_SYNCS);
-        self.runs_dry_at
-            .filter(|_| self.waiting > 0 && !self.stopping)
-            .map(|dry| dry.checked_sub(lead).unwrap_or(dry))
-    }
 }
-
-/// A node holding claims tops them up this many syncs (as measured, lost
-/// rounds included) before it would run dry: a claim made only once the
-/// last of them starts lands after that one ends wherever tasks take less
-/// than a sync. Traced behind a far host, 8 nodes and tasks of 0.2 s:
-/// the seven peers of the first claimer ran their first claims dry within
-/// a second of each other, then lost rounds to one another on the ref for
-/// 2-4 s each, idle.
-pub const TOP_UP_SYNCS: f64 = 2.0;
 
 /// What a sync made now should carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,25 +106,16 @@ pub struct Due {
     /// starts: the outbox waits for the next sync, so that the look pushes
     /// only when it finds higher work to claim.
     pub before_start: bool,
-    /// Holding claims that run out within [`TOP_UP_SYNCS`] syncs: claim
-    /// its fair share beyond what it holds, if that is a batch (never a
-    /// task at a time: a node holding its share takes nothing).
-    pub top_up: bool,
 }
 
 impl Due {
     pub fn any(&self) -> bool {
-        self.claims > 0 || self.top_up || self.flush || self.heartbeat || self.reap || self.look
+        self.claims > 0 || self.flush || self.heartbeat || self.reap || self.look
     }
 
     /// A look at the lanes and nothing else: a fetch and a listing.
     fn only_a_look(&self) -> bool {
-        self.look
-            && self.claims == 0
-            && !self.top_up
-            && !self.flush
-            && !self.heartbeat
-            && !self.reap
+        self.look && self.claims == 0 && !self.flush && !self.heartbeat && !self.reap
     }
 
     /// Only results of a node still at work (or a look): they can wait for
@@ -156,7 +124,6 @@ impl Due {
     /// heartbeat, a reap or a stop cannot wait.
     pub fn can_wait(&self, load: &Load) -> bool {
         self.claims == 0
-            && !self.top_up
             && !self.heartbeat
             && !self.reap
             && load.running > 0
@@ -215,9 +182,6 @@ impl Schedule {
         } else {
             0
         };
-        let top_up = claims == 0
-            && now >= self.next_poll
-            && load.top_up_from().is_some_and(|from| now >= from);
         let due = Due {
             claims,
             flush,
@@ -225,7 +189,6 @@ impl Schedule {
             reap: now >= self.next_reap && !load.stopping,
             look: self.look_due(now, load),
             before_start: false,
-            top_up,
         };
         (due.any() && now >= self.retry_sync_at).then_some(due)
     }
@@ -250,9 +213,6 @@ impl Schedule {
         }
         if load.waiting > 0 && !load.stopping {
             at = at.min(self.next_look(load));
-        }
-        if let Some(from) = load.top_up_from() {
-            at = at.min(from.max(self.next_poll));
         }
         if self.flush_due(now, load) {
             at = now;

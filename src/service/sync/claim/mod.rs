@@ -82,11 +82,10 @@ pub(super) fn claim(
     touched: &mut BTreeSet<Id>,
 ) -> Result<(), GitError> {
     let req = d.req;
-    let wants = req.want_claims > 0 || req.top_up;
-    if !wants && !req.survey {
+    if req.want_claims == 0 && !req.survey {
         return Ok(());
     }
-    let mut claiming = wants && req.queue_empty_at.is_none_or(|t| t != d.tip);
+    let mut claiming = req.want_claims > 0 && req.queue_empty_at.is_none_or(|t| t != d.tip);
     // Claims peers handed back and published the requeues of: back in
     // their lanes with this commit, and claimable in it like what is
     // queued. Looked for even where the queue was empty at this tip: a
@@ -255,26 +254,19 @@ pub(super) fn claim(
             };
             (req.preempt_up_to, plan)
         }
-        (None, assigning) => {
+        (None, None) => (how_many(queued, claimed, req, &peers, d), Assignees::none()),
+        (None, Some(within)) => {
             let want = how_many(queued, claimed, req, &peers, d);
-            if want == 0 && req.want_claims == 0 {
-                // A top-up with nothing due: it holds its share already.
-                candidates.iter().for_each(|c| file_unclaimed(d, c));
-                d.report.queue_left = queued;
-                d.report.top_queued = top;
-                return Ok(());
-            }
-            let plan = match assigning {
-                None => Assignees::none(),
-                Some(within) => Assignees::plan(
-                    queued + claimed,
-                    queued.saturating_sub(want),
-                    (req.slots, others_sharing(queued + claimed, req, &peers)),
-                    req.task_secs.or(peers.task_secs()).is_none(),
-                    &peers,
-                    within,
-                ),
-            };
+            let others = others_sharing(queued + claimed, req, &peers);
+            let blind = req.task_secs.or(peers.task_secs()).is_none();
+            let plan = Assignees::plan(
+                queued + claimed,
+                queued.saturating_sub(want),
+                (req.slots, others),
+                blind,
+                &peers,
+                within,
+            );
             (want, plan)
         }
     };

@@ -15,10 +15,6 @@ use crate::service::outbox::Finish;
 use crate::service::share;
 use crate::service::sync::{Draft, SyncRequest};
 
-/// A top-up (`SyncRequest::top_up`) takes at least this many, and at
-/// least as many as the node holds.
-const MIN_TOP_UP: usize = 2;
-
 /// How many tasks to claim: `want_claims`, or the node's fair share if
 /// more (up to `share_up_to`). The work in the grid is what is queued and
 /// what is claimed but not done (running, or waiting at some node):
@@ -45,11 +41,6 @@ pub(super) fn how_many(
     let share = share::share_to_claim(work, req.holding, req.slots, others);
     d.report.fair_share = share;
     let want = req.want_claims.max(share.min(req.share_up_to));
-    // A top-up takes a batch or nothing: a node whose share is one more
-    // than it holds would otherwise commit a task at a time.
-    if req.want_claims == 0 && want < MIN_TOP_UP.max(req.holding) {
-        return 0;
-    }
     let want = if (peers.idle_slots(&[]) as usize) > queued {
         want.min(req.start_soon.max(1))
     } else {

@@ -37,7 +37,6 @@ fn a_new_node_registers_claims_and_reaps_at_once() {
             reap: true,
             look: false,
             before_start: false,
-            top_up: false,
         }
     );
 }
@@ -76,52 +75,6 @@ fn claims_wait_until_nothing_claimed_is_left_to_start() {
     assert_eq!(s.due(now, &load).unwrap().claims, 0);
     let load = Load { waiting: 0, ..load };
     assert_eq!(s.due(now, &load).unwrap().claims, 3);
-}
-
-#[test]
-fn claims_that_run_out_within_two_syncs_are_topped_up_at_the_poll() {
-    let now = Instant::now();
-    let mut s = quiet(now);
-    s.next_poll = at(now, 500);
-    // Tasks shorter than a sync: the last claim held starts 1.1 s from
-    // now, and a sync takes 0.6 s.
-    let holding = Load {
-        waiting: 5,
-        running: 1,
-        sync_takes: Duration::from_millis(600),
-        runs_dry_at: Some(at(now, 1100)),
-        ..base()
-    };
-    assert_eq!(s.due(now, &holding), None, "the poll is not due yet");
-    assert_eq!(
-        s.next_sync(now, &holding),
-        at(now, 500),
-        "it wakes at the poll"
-    );
-    let due = s.due(at(now, 500), &holding).unwrap();
-    assert!(due.top_up && due.claims == 0, "{due:?}");
-    assert!(!due.can_wait(&holding), "a top-up is a claim");
-    // Holding more than two syncs' worth: it waits until it holds less.
-    let more = Load {
-        runs_dry_at: Some(at(now, 3000)),
-        ..holding
-    };
-    assert_eq!(s.due(at(now, 500), &more), None);
-    assert_eq!(s.next_sync(at(now, 500), &more), at(now, 1800));
-    assert!(s.due(at(now, 1800), &more).unwrap().top_up);
-    // Nothing timed (no dry moment), or stopping: nothing to top up.
-    for load in [
-        Load {
-            runs_dry_at: None,
-            ..holding
-        },
-        Load {
-            stopping: true,
-            ..holding
-        },
-    ] {
-        assert!(s.due(at(now, 500), &load).is_none_or(|d| !d.top_up));
-    }
 }
 
 #[test]
@@ -301,7 +254,6 @@ const LOOK: Due = Due {
     reap: false,
     look: true,
     before_start: false,
-    top_up: false,
 };
 const PUSH: Due = Due {
     flush: true,

@@ -704,11 +704,13 @@ fn a_node_deletes_its_published_outbox_on_its_way_out() {
 /// has nothing left to run. a, claiming from a backlog, claims b's share
 /// for it in the same commit, alone as b is among the peers (a claim for
 /// one idle peer does not pay; for one whose own claims are not landing,
-/// it does). Without the publication, a claims for nobody.
+/// it does). So too once a peer has carried those results, and b holds no
+/// claim at all while its record still says busy. Without the
+/// publication, a claims for nobody, with or without b's claims.
 #[test]
 fn a_peer_that_published_its_last_results_is_claimed_for_as_idle() {
     use dgrid_worker::grid::{NodeRecord, NodeStatus};
-    let run = |published: bool| -> Vec<(String, String)> {
+    let run = |published: bool, carried: bool| -> Vec<(String, String)> {
         let grid = Grid::new();
         let now = dgrid_worker::time::format(dgrid_worker::time::now());
         let busy = NodeRecord {
@@ -717,11 +719,10 @@ fn a_peer_that_published_its_last_results_is_claimed_for_as_idle() {
             concurrency: 1,
             ..NodeRecord::new(Id::parse("b").unwrap(), NodeStatus::Busy, now)
         };
-        let mut files = vec![
-            ("nodes/b.json".to_owned(), busy.to_bytes()),
-            claim("b1", "b", AT),
-            claim("b2", "b", AT),
-        ];
+        let mut files = vec![("nodes/b.json".to_owned(), busy.to_bytes())];
+        if !carried {
+            files.extend([claim("b1", "b", AT), claim("b2", "b", AT)]);
+        }
         files.extend((0..8).map(|i| {
             let body = serde_json::json!({"task_id": format!("t{i}"), "script": "sleep 1", "timeout_seconds": 30});
             (format!("tasks/queue/t{i}.json"), body.to_string().into_bytes())
@@ -769,11 +770,16 @@ fn a_peer_that_published_its_last_results_is_claimed_for_as_idle() {
             .map(|(t, p)| (t.to_string(), p.to_string()))
             .collect()
     };
-    let assigned = run(true);
-    assert!(!assigned.is_empty(), "nothing claimed for b");
-    assert!(assigned.iter().all(|(_, p)| p == "b"), "{assigned:?}");
+    for (published, carried) in [(true, false), (true, true), (false, true)] {
+        let assigned = run(published, carried);
+        assert!(
+            !assigned.is_empty(),
+            "published {published}, carried {carried}: nothing claimed for b"
+        );
+        assert!(assigned.iter().all(|(_, p)| p == "b"), "{assigned:?}");
+    }
     assert_eq!(
-        run(false),
+        run(false, false),
         [],
         "busy by its record, and nothing says otherwise"
     );

@@ -326,14 +326,19 @@ fn carry_one(
     Ok(settled)
 }
 
-/// Of the peers `busy` (busy by their records), those that ran dry: every
-/// claim naming them at this tip (`in_progress`) is a result they
-/// published for a peer to carry. A node publishes only with nothing left
-/// to run and a push that lost (PROTOCOL.md, Published results); while
-/// its pushes keep losing, its record cannot say it ran dry. Traced in a
-/// mixed drain of 8: such a node lost five to eight rounds in a row,
-/// 3.5-4 s with work queued, while the nodes that landed claimed 8-13
-/// tasks each and none for it. Reads nothing beyond the published tips
+/// Of the peers `busy` (busy by their records), those that ran dry: they
+/// hold no claim at this tip (`in_progress`), or every claim naming them
+/// is a result they published for a peer to carry. A node publishes only
+/// with nothing left to run and a push that lost (PROTOCOL.md, Published
+/// results); while its pushes keep losing, its record cannot say it ran
+/// dry, and once a peer has carried the last of what it published, it
+/// holds nothing while its record still says busy (only its own commit
+/// rewrites that, and a dead node's claims are reaped before its record
+/// ages out of the live peers). Traced in a mixed drain of 8: such a node
+/// lost five to eight rounds in a row, 3.5-4 s with work queued, while
+/// the nodes that landed claimed 8-13 tasks each and none for it; behind
+/// a far host, once a peer had carried its results, one lost six rounds
+/// over 9 s and ran nothing more in the drain. Reads no published tree
 /// unless one is new to this node.
 pub(super) fn ran_dry(
     repo: &GridRepo,
@@ -341,24 +346,25 @@ pub(super) fn ran_dry(
     in_progress: &[crate::git::TreeEntry],
     busy: &[Id],
 ) -> Result<BTreeSet<Id>, GitError> {
+    let holders = assigned::holders(repo, d, in_progress)?;
     let mut out = BTreeSet::new();
-    let busy: Vec<&Id> = busy.iter().take(MAX_PEERS).collect();
-    let names: Vec<&str> = busy.iter().map(|p| p.as_str()).collect();
+    let mut holding: Vec<&Id> = Vec::new();
+    for peer in busy.iter().take(MAX_PEERS) {
+        if holders.by_node.get(peer).is_some_and(|n| *n > 0) {
+            holding.push(peer);
+        } else {
+            out.insert(peer.clone());
+        }
+    }
+    let names: Vec<&str> = holding.iter().map(|p| p.as_str()).collect();
     let tips = repo.published_tips(&names)?;
-    let fresh: Vec<(&Id, Oid)> = busy
+    let fresh = holding
         .into_iter()
         .zip(tips)
         .filter_map(|(p, tip)| tip.map(|t| (p, t)))
-        .filter(|(_, tip)| !d.req.published_seen.borrow().settled.contains(tip))
-        .collect();
-    if fresh.is_empty() {
-        return Ok(out);
-    }
-    let holders = assigned::holders(repo, d, in_progress)?;
+        .filter(|(_, tip)| !d.req.published_seen.borrow().settled.contains(tip));
     for (peer, tip) in fresh {
-        let Some(&held) = holders.by_node.get(peer) else {
-            continue;
-        };
+        let held = holders.by_node.get(peer).copied().unwrap_or(0);
         let Some((ids, blobs)) = read_published(repo, d, &tip)? else {
             continue;
         };
@@ -367,7 +373,7 @@ pub(super) fn ran_dry(
             .zip(blobs.chunks(2))
             .filter(|(id, found)| carriable(&found[0], &found[1], id, peer, d).is_some())
             .count();
-        if held > 0 && theirs == held {
+        if theirs == held {
             out.insert(peer.clone());
         }
     }

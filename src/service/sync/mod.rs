@@ -313,7 +313,7 @@ fn writers(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(u32, u32), GitError> {
         .collect();
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let at_work = if d.req.count_at_work {
-        let dry = published::ran_dry(repo, d, &listed[0], &others)?;
+        let dry = published::ran_dry(repo, d, &holders.by_node, &others)?;
         count(others.len() - dry.len())
     } else {
         0

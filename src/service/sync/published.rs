@@ -10,7 +10,7 @@
 //! for claims it holds, which it could push to the grid's branch itself:
 //! carrying them gives a publisher no power it lacks.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::land::is_ours;
 use super::{Draft, assigned, status_word};
@@ -338,33 +338,33 @@ fn carry_one(
 /// lost five to eight rounds in a row, 3.5-4 s with work queued, while
 /// the nodes that landed claimed 8-13 tasks each and none for it; behind
 /// a far host, once a peer had carried its results, one lost six rounds
-/// over 9 s and ran nothing more in the drain. Reads no published tree
-/// unless one is new to this node.
+/// over 9 s and ran nothing more in the drain. `holders`: how many claims
+/// each node holds at this tip (`assigned::holders`, which the caller has
+/// read). Reads no published tree unless one is new to this node.
 pub(super) fn ran_dry(
     repo: &GridRepo,
     d: &Draft<'_>,
-    in_progress: &[crate::git::TreeEntry],
+    holders: &BTreeMap<Id, usize>,
     busy: &[Id],
 ) -> Result<BTreeSet<Id>, GitError> {
-    let holders = assigned::holders(repo, d, in_progress)?;
     let mut out = BTreeSet::new();
-    let mut holding: Vec<&Id> = Vec::new();
+    let mut holding: Vec<(&Id, usize)> = Vec::new();
     for peer in busy.iter().take(MAX_PEERS) {
-        if holders.by_node.get(peer).is_some_and(|n| *n > 0) {
-            holding.push(peer);
-        } else {
-            out.insert(peer.clone());
+        match holders.get(peer) {
+            Some(&held) if held > 0 => holding.push((peer, held)),
+            _ => {
+                out.insert(peer.clone());
+            }
         }
     }
-    let names: Vec<&str> = holding.iter().map(|p| p.as_str()).collect();
+    let names: Vec<&str> = holding.iter().map(|(p, _)| p.as_str()).collect();
     let tips = repo.published_tips(&names)?;
     let fresh = holding
         .into_iter()
         .zip(tips)
         .filter_map(|(p, tip)| tip.map(|t| (p, t)))
         .filter(|(_, tip)| !d.req.published_seen.borrow().settled.contains(tip));
-    for (peer, tip) in fresh {
-        let held = holders.by_node.get(peer).copied().unwrap_or(0);
+    for ((peer, held), tip) in fresh {
         let Some((ids, blobs)) = read_published(repo, d, &tip)? else {
             continue;
         };

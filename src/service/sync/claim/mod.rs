@@ -155,17 +155,17 @@ pub(super) fn claim(
     };
     // A peer idle by its record may hold claims made for it already, which
     // its record cannot show yet: it is not idle, neither to claim for nor
-    // to hand claims back to.
-    if peers.any_assignable() {
+    // to hand claims back to. A peer busy by its record that holds
+    // nothing, or whose claims are all results it published, has run dry:
+    // claimed for as an idle one. Who holds what is read once for both.
+    let checks_dry =
+        claiming && req.assign_within.is_some() && !(candidates.is_empty() && inbox.is_empty());
+    if peers.any_assignable() || checks_dry && !peers.busy_takers().is_empty() {
         let holders = super::assigned::holders(repo, d, in_progress)?;
         peers.holding(&holders.by_node);
-    }
-    // A peer busy by its record whose claims are all results it published
-    // has run dry: claimed for as an idle one.
-    if claiming && req.assign_within.is_some() && !(candidates.is_empty() && inbox.is_empty()) {
         let busy = peers.busy_takers();
-        if !busy.is_empty() {
-            let dry = super::published::ran_dry(repo, d, in_progress, &busy)?;
+        if checks_dry && !busy.is_empty() {
+            let dry = super::published::ran_dry(repo, d, &holders.by_node, &busy)?;
             peers.ran_dry(&dry);
         }
     }

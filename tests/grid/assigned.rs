@@ -661,6 +661,82 @@ fn a_burst_is_claimed_for_peers_by_what_the_tip_shows_they_hold() {
     assert_eq!(to, ["adopting", "adopting", "fresh", "fresh"]);
 }
 
+/// Peers busy with claims they will have run before a claim can land are
+/// claimed for like idle ones, less what they hold: "quick" holds two
+/// tasks of 10 ms, where a round takes 50 ms, and gets its share of the
+/// backlog (18 of 70 not done over the four slots the drain pays for)
+/// less its two, though it is the only peer due any. Not "slow" (two of
+/// 5 s), nor "late" (quick tasks, but its claims made for it are late to
+/// be answered: it may be gone), nor anyone where a round is not timed
+/// or is shorter than what "quick" holds.
+#[test]
+fn peers_that_run_dry_before_a_claim_lands_are_claimed_for_less_what_they_hold() {
+    let grid = Grid::new();
+    let now = dgrid_worker::time::now();
+    let at = |secs: i64| dgrid_worker::time::format(now + chrono::Duration::seconds(secs));
+    let rec = |node: &str, task_ms: u64| {
+        let r = NodeRecord {
+            takes_assigned: true,
+            task_ms: Some(task_ms),
+            ..NodeRecord::new(Id::parse(node).unwrap(), NodeStatus::Busy, at(0))
+        };
+        (format!("nodes/{node}.json"), r.to_bytes())
+    };
+    let claim = |task: &str, node: &str, made: Option<i64>| {
+        let mut c = serde_json::json!({
+            "task_id": task, "script": "true", "timeout_seconds": 30,
+            "claim": {"node_id": node, "claimed_at": at(-5), "deadline": at(600), "attempt": 1},
+        });
+        if let Some(made) = made {
+            c["claim"]["assigned_by"] = "elsewhere".into();
+            c["claim"]["answer_by"] = at(60 - made).into();
+        }
+        (
+            format!("tasks/in_progress/{task}.json"),
+            serde_json::to_vec_pretty(&c).unwrap(),
+        )
+    };
+    let mut files = vec![
+        rec("quick", 10),
+        claim("q1", "quick", None),
+        claim("q2", "quick", None),
+        rec("slow", 5000),
+        claim("s1", "slow", None),
+        claim("s2", "slow", None),
+        rec("late", 10),
+        claim("l1", "late", Some(40)),
+        claim("l2", "late", Some(40)),
+    ];
+    files.extend((0..64).map(|i| {
+        let body = serde_json::json!({"task_id": format!("t{i:02}"), "script": "true", "timeout_seconds": 30});
+        (format!("tasks/queue/t{i:02}.json"), body.to_string().into_bytes())
+    }));
+    grid.commit_files(&files, "three busy peers and a backlog");
+    let me = live("me");
+    let plan = |task_secs: Option<f64>, round_secs: Option<f64>| {
+        crate::common::plan::plan_at(
+            &grid.url(),
+            &SyncRequest {
+                share_up_to: 64,
+                task_secs,
+                round_secs,
+                assign_within: Some(chrono::Duration::seconds(60)),
+                ..me.request(1)
+            },
+        )
+    };
+    let report = plan(Some(0.01), Some(0.05));
+    assert_eq!(report.claimed.len(), 18, "its own share");
+    let to: BTreeSet<&str> = report.assigned.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(to, BTreeSet::from(["quick"]), "{:?}", report.assigned);
+    assert_eq!(report.assigned.len(), 16, "its share less the two it holds");
+    assert!(plan(Some(0.01), None).assigned.is_empty(), "no round timed");
+    assert!(
+        plan(Some(0.01), Some(0.01)).assigned.is_empty(),
+        "what it holds outlasts a round"
+    );
+}
+
 /// `n` tasks of priority 90 (`high-NN`), submitted in one push.
 fn submit_burst(grid: &Grid, n: usize) {
     let burst: Vec<serde_json::Value> = (0..n)

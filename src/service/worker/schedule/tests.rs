@@ -325,3 +325,49 @@ fn nothing_holds_a_sync_without_a_claim_waiting_handbacks_or_a_stop() {
     let mut s = quiet(now);
     assert!(!s.hold_for_slot(now, &waiting_for(now - Duration::from_millis(1)), &push));
 }
+
+#[test]
+fn a_sync_due_as_the_last_short_task_ends_waits_for_its_result() {
+    let now = Instant::now();
+    let push = PUSH;
+    let ending = |ends: Instant, task_ms: u64| Load {
+        running: 1,
+        pending: 132,
+        running_ends: Some(ends),
+        sync_takes: Duration::from_millis(800),
+        task_takes: Duration::from_millis(task_ms),
+        ..base()
+    };
+    // Due to end 3 ms from now: held until a quarter of the sync past it.
+    let mut s = quiet(now);
+    let load = ending(at(now, 3), 3);
+    assert!(s.hold_for_slot(now, &load, &push));
+    assert_eq!(s.hold, Hold::Until(at(now, 203)));
+    // It ended: the sync runs, with its result.
+    s.slot_freed();
+    assert!(!s.hold_for_slot(at(now, 4), &load, &push));
+    // Ran a little over its length: still waited for, until the bound.
+    let mut s = quiet(now);
+    assert!(s.hold_for_slot(now, &ending(now - Duration::from_millis(50), 3), &push));
+    assert_eq!(s.hold, Hold::Until(at(now, 150)));
+    // Not where the end is further than a quarter of the sync away, nor
+    // where tasks take longer than that (a mixed drain's long task), nor
+    // with a claim waiting for a slot (its own rule), nor stopping.
+    let far = ending(at(now, 300), 3);
+    let long = ending(at(now, 100), 300);
+    let waiting = Load {
+        waiting: 1,
+        ..ending(at(now, 3), 3)
+    };
+    let stopping = Load {
+        stopping: true,
+        ..ending(at(now, 3), 3)
+    };
+    for load in [far, long, waiting, stopping] {
+        let mut s = quiet(now);
+        assert!(!s.hold_for_slot(now, &load, &push), "{load:?}");
+    }
+    // Long past its due end: nothing to wait for.
+    let mut s = quiet(now);
+    assert!(!s.hold_for_slot(now, &ending(now - Duration::from_millis(300), 3), &push));
+}

@@ -92,24 +92,7 @@ impl Worker {
             look_takes: self.pace.peek_estimate(),
             sync_takes: self.pace.sync_estimate(),
             task_takes: Duration::from_secs_f64(self.pace.task_secs().unwrap_or(0.0)),
-            running_ends: self.running_ends(),
         }
-    }
-
-    /// When the last running task is due to end, by the measured task
-    /// length, while no claim waits for a slot: the moment a sync would
-    /// carry every result this node has.
-    fn running_ends(&self) -> Option<Instant> {
-        if self.draining_since.is_some() || !self.slots.waiting.is_empty() {
-            return None;
-        }
-        let task = Duration::from_secs_f64(self.pace.task_secs()?);
-        self.slots
-            .running
-            .values()
-            .filter(|r| r.ended.get().is_none())
-            .map(|r| r.started + task)
-            .max()
     }
 
     /// When the first running task is due to end, by the measured task

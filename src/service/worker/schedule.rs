@@ -78,9 +78,6 @@ pub struct Load {
     pub sync_takes: Duration,
     /// What a task takes, as measured.
     pub task_takes: Duration,
-    /// When the last running task is due to end (by the measured task
-    /// length), while no claim waits for a slot.
-    pub running_ends: Option<Instant>,
 }
 
 impl Load {
@@ -91,23 +88,6 @@ impl Load {
     /// push more often, a round at a time.
     pub fn slot_to_keep_clear(&self, takes: Duration) -> Option<Instant> {
         self.slot_frees.filter(|_| self.task_takes >= takes)
-    }
-
-    /// Until when a sync of `takes`, due at `now`, waits for the tasks
-    /// running to end, with no claim waiting: when the last is due to end
-    /// within a quarter of such a sync (by the measured length, where tasks
-    /// take at most that), until a quarter of a sync past it. Made at
-    /// once, the sync carries every result but theirs, and theirs then
-    /// take a commit of their own: traced behind a far forge, the last of
-    /// 133 tasks of 3 ms ended 3 ms into the sync that carried the other
-    /// 132 and claimed nothing (the queue was empty), and its result
-    /// landed 1.7 s after theirs, the drain's last 1.7 s.
-    pub fn results_to_wait_for(&self, now: Instant, takes: Duration) -> Option<Instant> {
-        let quarter = takes / 4;
-        let ends = self.running_ends.filter(|_| self.waiting == 0)?;
-        (self.task_takes <= quarter && ends <= now + quarter)
-            .then_some(ends + quarter)
-            .filter(|until| *until > now)
     }
 }
 
@@ -248,8 +228,7 @@ impl Schedule {
     }
 
     /// Hold the `due` sync back until the slot about to free has started
-    /// the claim waiting for it, or the tasks running have ended
-    /// ([`Load::results_to_wait_for`])? Yes when the sync, made now, would still
+    /// the claim waiting for it? Yes when the sync, made now, would still
     /// run when the first running task is due to end (`Load::slot_frees`,
     /// against what such a sync takes, as measured): the loop, inside a
     /// sync, starts nothing, and the slot would idle until the sync ends.
@@ -283,13 +262,7 @@ impl Schedule {
                 self.hold = Hold::Until(frees + takes / 2);
                 true
             }
-            _ => match load.results_to_wait_for(now, takes) {
-                Some(until) => {
-                    self.hold = Hold::Until(until);
-                    true
-                }
-                None => false,
-            },
+            _ => false,
         }
     }
 

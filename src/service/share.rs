@@ -62,36 +62,25 @@ pub fn stays_out(work: usize, task_secs: f64, round_secs: f64, holding_slots: u3
     work > 0 && holding_slots >= participants(work, task_secs, round_secs)
 }
 
-/// How many tasks a node claims for each of its peers that start claims
-/// made for them (in `peers`: each one's slots, and the claims it holds
-/// that it will have run before these reach it; none if idle), once it
-/// has claimed its own: each peer's fair share of the `work` not done, as
-/// if it had claimed for itself, less what it holds, from the `queued`
-/// tasks left. Peers' slots count up to `others` in all, the peers' slots
-/// the drain pays for (as [`others_taking_part`] gives it; `mine` is this
-/// node's): a drain of short tasks is not spread over peers it does not
-/// pay for.
-pub fn assign(
-    work: usize,
-    queued: usize,
-    mine: u32,
-    others: u32,
-    peers: &[(u32, usize)],
-) -> Vec<usize> {
+/// How many tasks a node claims for each of its idle peers that start
+/// claims made for them (their slots in `idle`), once it has claimed its
+/// own: each peer's fair share of the `work` not done, as if it had
+/// claimed for itself with nothing held, from the `queued` tasks left.
+/// Peers' slots count up to `others` in all, the peers' slots the drain
+/// pays for (as [`others_taking_part`] gives it; `mine` is this node's):
+/// a drain of short tasks is not spread over peers it does not pay for.
+pub fn assign(work: usize, queued: usize, mine: u32, others: u32, idle: &[u32]) -> Vec<usize> {
     let all = mine.max(1).saturating_add(others);
     let mut left = queued;
     let mut room = others;
-    peers
-        .iter()
-        .map(|&(slots, held)| {
+    idle.iter()
+        .map(|&slots| {
             let slots = slots.max(1);
             if room < slots || left == 0 {
                 return 0;
             }
             room -= slots;
-            let n = fair_share(work, slots, all - slots)
-                .saturating_sub(held)
-                .min(left);
+            let n = fair_share(work, slots, all - slots).min(left);
             left -= n;
             n
         })
@@ -210,27 +199,18 @@ mod tests {
     fn idle_peers_are_claimed_for_by_their_share() {
         // 128 tasks, 16 one-slot nodes, this node took its 8: each idle
         // peer gets 8.
-        assert_eq!(assign(128, 120, 1, 15, &[(1, 0); 15]), vec![8; 15]);
+        assert_eq!(assign(128, 120, 1, 15, &[1; 15]), vec![8; 15]);
         // Slots count: a peer of four gets four shares.
-        let peers = [(4, 0), (1, 0), (1, 0), (1, 0)];
-        assert_eq!(assign(64, 56, 1, 7, &peers), vec![32, 8, 8, 8]);
+        assert_eq!(assign(64, 56, 1, 7, &[4, 1, 1, 1]), vec![32, 8, 8, 8]);
         // No more than is left, first come first served.
-        assert_eq!(assign(10, 3, 1, 3, &[(1, 0); 3]), vec![3, 0, 0]);
+        assert_eq!(assign(10, 3, 1, 3, &[1, 1, 1]), vec![3, 0, 0]);
         // Only the slots the drain pays for: two of the five peers.
-        assert_eq!(
-            assign(500, 400, 1, 2, &[(1, 0); 5]),
-            vec![167, 167, 0, 0, 0]
-        );
+        assert_eq!(assign(500, 400, 1, 2, &[1; 5]), vec![167, 167, 0, 0, 0]);
         // A peer bigger than what is left of them gets nothing; a smaller
         // one after it still may.
-        assert_eq!(assign(100, 90, 1, 3, &[(4, 0), (2, 0)]), vec![0, 50]);
+        assert_eq!(assign(100, 90, 1, 3, &[4, 2]), vec![0, 50]);
         // Nothing queued, nothing assigned.
-        assert_eq!(assign(8, 0, 1, 7, &[(1, 0); 7]), vec![0; 7]);
-        // What a peer holds counts in its share, and its slots in the
-        // drain's: one holding its whole share gets none, and leaves
-        // no room for a third.
-        let peers = [(1, 8), (1, 167), (1, 0)];
-        assert_eq!(assign(500, 300, 1, 2, &peers), vec![159, 0, 0]);
+        assert_eq!(assign(8, 0, 1, 7, &[1; 7]), vec![0; 7]);
     }
 
     #[test]

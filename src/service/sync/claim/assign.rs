@@ -68,26 +68,21 @@ impl Assignees {
         within: chrono::Duration,
     ) -> Assignees {
         let idle = peers.assignable();
-        let slots: Vec<(u32, usize)> = idle.iter().map(|p| (p.slots, p.held)).collect();
+        let slots: Vec<u32> = idle.iter().map(|p| p.slots).collect();
         let mut due = share::assign(work, queued, mine, others, &slots);
         if blind {
-            for (d, (s, _)) in due.iter_mut().zip(&slots) {
+            for (d, s) in due.iter_mut().zip(&slots) {
                 *d = (*d).min(*s as usize * BLIND_PER_SLOT);
             }
         }
         // Claims for one peer only do not pay: that peer starts them at its
         // own next look, where on its own it would have had them at the first
         // look of any idle node (pickup p50 0.36 s before, 0.61 s with).
-        // Unless it would start nothing before a commit of its own lands:
-        // it ran dry where its record cannot say so, its own claims losing
-        // their races (`published::ran_dry`), or it runs dry as this lands
-        // and would claim in the commit of its results (`held`).
+        // Unless it ran dry where its record cannot say so: its own claims
+        // are losing their races (`published::ran_dry`).
         let given = due.iter().filter(|d| **d > 0).count();
-        let waits_on_own = due
-            .iter()
-            .zip(&idle)
-            .any(|(d, p)| *d > 0 && (p.ran_dry || p.held > 0));
-        if given < MIN_PEERS && !waits_on_own {
+        let starving = due.iter().zip(&idle).any(|(d, p)| *d > 0 && p.ran_dry);
+        if given < MIN_PEERS && !starving {
             return Assignees::none();
         }
         Assignees::due(idle, due, within)
@@ -108,7 +103,7 @@ impl Assignees {
         peers: Vec<Assignable>,
         within: chrono::Duration,
     ) -> Assignees {
-        let slots: Vec<(u32, usize)> = peers.iter().map(|p| (p.slots, 0)).collect();
+        let slots: Vec<u32> = peers.iter().map(|p| p.slots).collect();
         let due = share::assign(burst, burst.saturating_sub(mine_take), mine, others, &slots);
         Assignees::due(peers, due, within)
     }

@@ -163,13 +163,6 @@ pub(super) fn claim(
     if peers.any_assignable() || checks_dry && !peers.busy_takers().is_empty() {
         let holders = super::assigned::holders(repo, d, in_progress)?;
         peers.holding(&holders.by_node);
-        if checks_dry {
-            peers.running_dry(
-                &holders,
-                req.task_secs.or(peers.task_secs()),
-                req.round_secs,
-            );
-        }
         let busy = peers.busy_takers();
         if checks_dry && !busy.is_empty() {
             let dry = super::published::ran_dry(repo, d, &holders.by_node, &busy)?;

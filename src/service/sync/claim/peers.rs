@@ -33,10 +33,6 @@ struct Peer {
     /// result it published for peers to carry (`published::ran_dry`): it
     /// has nothing left to run, and may be claimed for as an idle peer.
     ran_dry: bool,
-    /// The claims naming it at the tip, where it will have run them all
-    /// before a commit of this node's can land (`Peers::running_dry`):
-    /// claimed for like an idle peer, less what it holds. None otherwise.
-    dry_soon: Option<usize>,
 }
 
 /// An idle peer this node may claim for: its id, slots and labels.
@@ -47,15 +43,13 @@ pub(super) struct Assignable {
     /// Busy by its record, run dry by what it published: its own claims
     /// are not landing.
     pub ran_dry: bool,
-    /// The claims it holds that count in its share (running dry soon).
-    pub held: usize,
 }
 
 impl Peer {
-    /// Idle (by its record, or run dry past it, or soon) and starting
-    /// claims made for it.
+    /// Idle (by its record, or run dry past it) and starting claims made
+    /// for it.
     fn assignable(&self) -> bool {
-        (self.idle || self.ran_dry || self.dry_soon.is_some()) && self.takes_assigned
+        (self.idle || self.ran_dry) && self.takes_assigned
     }
 
     /// Could it take over any of the claims of classes `holding` (none
@@ -111,36 +105,6 @@ impl Peers {
         }
     }
 
-    /// Peers holding claims at this tip (`holders`) that will have run
-    /// them all within `round_secs`, a round of this node's committing
-    /// sync, at `task_secs` a task (the peer's own, or else the grid's as
-    /// this node knows it): claimed for like idle ones, less what they
-    /// hold, since claims made for them now reach them as they run dry.
-    /// Left alone, each would claim for itself once dry, in a commit of
-    /// its own, one after another on the one ref: traced behind a far
-    /// forge with 500 `true` tasks, the third such claim landed 1.8 s
-    /// after the first node's, every one of its tasks still to run. Not
-    /// a peer late to answer a claim made for it (it may be gone), nor
-    /// where the tasks' length is not known.
-    pub(super) fn running_dry(
-        &mut self,
-        holders: &super::super::assigned::Holders,
-        task_secs: Option<f64>,
-        round_secs: Option<f64>,
-    ) {
-        let Some(round) = round_secs else { return };
-        for p in self.0.iter_mut().filter(|p| !p.idle && !p.ran_dry) {
-            let Some(task) = p.task_secs.or(task_secs) else {
-                continue;
-            };
-            let held = holders.by_node.get(&p.id).copied().unwrap_or(0);
-            let runs = held.div_ceil(p.slots.max(1) as usize) as f64 * task;
-            if held > 0 && runs <= round && !holders.late.contains(&p.id) {
-                p.dry_soon = Some(held);
-            }
-        }
-    }
-
     /// The idle peers that take claims made for them, in a random order:
     /// nodes that claim at once do not all favour the same peer.
     pub(super) fn assignable(&self) -> Vec<Assignable> {
@@ -158,11 +122,6 @@ impl Peers {
                 slots: p.slots,
                 labels: p.labels.clone(),
                 ran_dry: p.ran_dry && !p.idle,
-                held: if p.idle || p.ran_dry {
-                    0
-                } else {
-                    p.dry_soon.unwrap_or(0)
-                },
             })
             .collect();
         fastrand::shuffle(&mut out);
@@ -314,7 +273,6 @@ pub(super) fn peers(
                 dry_in: dry_in(n, req.now),
                 takes_assigned: n.takes_assigned,
                 ran_dry: false,
-                dry_soon: None,
             })
             .collect(),
     ))

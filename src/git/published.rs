@@ -104,12 +104,22 @@ impl GridRepo {
         lock(watch).nodes = nodes;
     }
 
+    /// Did the last fetch bring what `node` published, if anything? Only
+    /// then does the clone know it (a node becomes watched once a tip
+    /// shows it holding claims).
+    pub fn fetched_outbox_of(&self, node: &str) -> bool {
+        self.outboxes
+            .as_ref()
+            .is_some_and(|w| lock(w).fetched.iter().any(|n| n == node))
+    }
+
     /// What the next fetch of the grid's branch asks for besides it.
     pub(super) fn outbox_refspecs(&self) -> OutboxSpecs {
         let Some(watch) = &self.outboxes else {
             return OutboxSpecs::default();
         };
-        let watch = lock(watch);
+        let mut watch = lock(watch);
+        watch.fetched = watch.nodes.clone();
         OutboxSpecs {
             // By pattern: one that matches no branch is no error, where a
             // missing branch named in full would be. With protocol v2 the

@@ -58,6 +58,8 @@ pub struct GridRepo {
 #[derive(Debug, Default)]
 pub struct Watch {
     pub(super) nodes: Vec<String>,
+    /// The nodes the last fetch asked for (`nodes` as it was then).
+    pub(super) fetched: Vec<String>,
     pub(super) kept_out: super::crowd::KeptOut,
     /// The last two commits this node pushed to its own outbox branch in
     /// this run, the last one last.

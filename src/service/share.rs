@@ -171,6 +171,57 @@ pub fn give_back(
     n
 }
 
+/// A busy peer's line, as a node with nothing to run reads it from the
+/// tip and the peer's record: its claims not started, its slots, and how
+/// long its tasks take (seconds).
+#[derive(Debug, Clone, Copy)]
+pub struct Line {
+    pub waiting: usize,
+    pub slots: u32,
+    pub task_secs: f64,
+}
+
+/// How many claims a node with nothing to run takes over from each busy
+/// peer's line (the last in each line first; work stealing): the node
+/// (`mine` slots) starts its `k`th such task one committing round
+/// (`round`) and `k / mine` of the peer's tasks from now, and the peer
+/// starts its `i`th waiting claim when `i / slots + 1` of its tasks have
+/// ended (the one running counted whole: its length is not known, and a
+/// task that runs long is what leaves a line behind it). A claim is taken
+/// while the node would start it sooner, the latest first, at most
+/// `up_to` in all. Where tasks take less than a round nothing is taken:
+/// the peer starts them before the node's commit could land.
+///
+/// The handback (`give_back`) asks the holder's commit, on a ref it
+/// races for at every task's end; this asks the commit of a node that
+/// has nothing else to do (traced in mixed drains: a node idle for 1-3 s
+/// while a peer held claims behind a long task, BENCHMARKS.md).
+pub fn take_over(lines: &[Line], mine: u32, up_to: usize, round: f64) -> Vec<usize> {
+    let mut taken = vec![0usize; lines.len()];
+    let mine = mine.max(1) as usize;
+    for k in 0..up_to {
+        // The line whose last claim not taken would start latest.
+        let latest = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| l.waiting > taken[*i])
+            .map(|(i, l)| {
+                let last = l.waiting - taken[i] - 1;
+                let at = ((last / l.slots.max(1) as usize) as f64 + 1.0) * l.task_secs;
+                (i, at, l.task_secs)
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let Some((i, at, task)) = latest else {
+            break;
+        };
+        if round + (k / mine) as f64 * task >= at {
+            break;
+        }
+        taken[i] += 1;
+    }
+    taken
+}
+
 /// Which of the claims a node holds and has not started go back to the
 /// queue because work of a higher priority still waits there (after the
 /// look that saw it claimed this node's share of it, ahead of them): those
@@ -194,6 +245,37 @@ pub fn preempt(waiting: &[u8], top_queued: Option<u8>) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idle_node_takes_over_the_ends_of_long_lines() {
+        let line = |waiting, task_secs| Line {
+            waiting,
+            slots: 1,
+            task_secs,
+        };
+        // Behind a long task, one claim waits: an idle node takes it.
+        assert_eq!(take_over(&[line(1, 0.5)], 1, 4, 0.2), vec![1]);
+        // Five wait: the node takes the last three (it starts them at
+        // 0.2, 0.7 and 1.2 s, the peer its two left at 0.5 and 1.0 s); a
+        // fourth it would start at 1.7 s, the peer at 1.0 s.
+        assert_eq!(take_over(&[line(5, 0.5)], 1, 8, 0.2), vec![3]);
+        // The longest line first, and no more than asked.
+        assert_eq!(
+            take_over(&[line(2, 1.0), line(6, 1.0)], 1, 1, 0.2),
+            vec![0, 1]
+        );
+        // Tasks shorter than a round: the peer starts them first.
+        assert_eq!(take_over(&[line(1, 0.1)], 1, 4, 0.2), vec![0]);
+        // A peer of four slots starts its first four at once.
+        let wide = Line {
+            waiting: 4,
+            slots: 4,
+            task_secs: 1.0,
+        };
+        assert_eq!(take_over(&[wide], 1, 4, 1.5), vec![0]);
+        assert_eq!(take_over(&[wide], 1, 4, 0.2), vec![1]);
+        assert_eq!(take_over(&[], 1, 4, 0.2), Vec::<usize>::new());
+    }
 
     #[test]
     fn idle_peers_are_claimed_for_by_their_share() {

@@ -85,6 +85,8 @@ impl PlainNode {
             published_seen: &self.published_seen,
             joining: false,
             count_at_work: false,
+            steal_up_to: 0,
+            watch: false,
         }
     }
 }

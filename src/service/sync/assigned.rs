@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::Draft;
 use crate::git::{Blob, Edit, EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::claim::ClaimedTask;
-use crate::grid::{Id, Task, layout};
+use crate::grid::{Class, Id, Task, layout};
 use crate::ledger::queue::requeue_path;
 
 /// Claim files read in one sync, at most, beyond those read before: a grid
@@ -34,6 +34,8 @@ struct Holder {
     /// The task's priority and when it arrived: its level at any moment.
     priority: u8,
     arrival: crate::time::Timestamp,
+    /// The labels it requires.
+    class: Class,
 }
 
 impl ClaimCache {
@@ -72,6 +74,18 @@ pub(super) struct Holders {
     /// The claim files made for this node and not answered yet, with
     /// what their tasks' levels are read from.
     mine: Vec<(TreeEntry, Holder)>,
+    /// Every claim read, by task: the node it names, its level, and
+    /// whether it was made for that node and is not answered yet.
+    pub claims: BTreeMap<Id, HeldClaim>,
+}
+
+/// One claim at a tip, as [`Holders`] reads it.
+#[derive(Debug, Clone)]
+pub(super) struct HeldClaim {
+    pub node: Id,
+    pub level: u8,
+    pub unanswered: bool,
+    pub class: Class,
 }
 
 /// Who holds the claims listed in `in_progress/` (`entries`), as far as
@@ -141,6 +155,7 @@ fn holders_of(
                 late_at: c.claim.late_at(),
                 priority: c.task.priority(),
                 arrival: c.arrival(),
+                class: c.task.class(),
                 node: c.claim.node_id,
             }),
             // Not read for lack of budget: not known yet.
@@ -156,6 +171,15 @@ fn holders_of(
         };
         *out.by_node.entry(h.node.clone()).or_default() += 1;
         let level = crate::grid::schedule::effective_priority(h.priority, h.arrival, now);
+        if let Some(task) = layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok()) {
+            let claim = HeldClaim {
+                node: h.node.clone(),
+                level,
+                unanswered: h.late_at.is_some(),
+                class: h.class.clone(),
+            };
+            out.claims.insert(task, claim);
+        }
         out.lowest
             .entry(h.node.clone())
             .and_modify(|l| *l = (*l).min(level))
@@ -246,6 +270,37 @@ pub(super) fn discover(repo: &GridRepo, d: &mut Draft<'_>) -> Result<Vec<Claimed
         }
     }
     Ok(found)
+}
+
+/// The claims this node holds (running or waiting: `req.held` less its
+/// outbox, whose landing judges its own, and the claims it answers) that
+/// the tip names another node for: an idle peer took one over before it
+/// started here (`claim::steal`), or it was reaped and claimed again. The
+/// node stops them (`SyncReport::taken`). One not at the tip is left: its
+/// result may have landed.
+pub(super) fn watch_taken(
+    repo: &GridRepo,
+    d: &mut Draft<'_>,
+    touched: &BTreeSet<Id>,
+) -> Result<(), GitError> {
+    let req = d.req;
+    let outbox: BTreeSet<&Id> = req.outbox.iter().map(|e| &e.task_id).collect();
+    let mine: Vec<&Id> = req
+        .held
+        .iter()
+        .filter(|id| !outbox.contains(id) && !req.answer.contains(*id) && !touched.contains(*id))
+        .collect();
+    if mine.is_empty() {
+        return Ok(());
+    }
+    let listed = d.claims_and_nodes(repo)?;
+    let holders = holders(repo, d, &listed[0])?;
+    for id in mine {
+        if holders.claims.get(id).is_some_and(|c| &c.node != req.node) {
+            d.report.taken.push(id.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Answer the claims made for this node that it has started

@@ -9,13 +9,12 @@
 //! against the state the push will be judged on.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use crate::git::txn::{Plan, Txn};
 use crate::git::{Edit, Edits, GitError};
 use crate::git::{GridRepo, Oid, TreeEntry};
-use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan::OrphanPolicy;
 use crate::grid::schedule::NodeLabels;
 use crate::grid::{Class, Id, NodeRecord, NodeStatus, ResultStatus, TaskRules, layout};
@@ -122,87 +121,17 @@ pub struct SyncRequest<'a> {
     /// deliver: it may stay out of a drain its peers cover
     /// (`share::stays_out`), pushing nothing (the report's `stayed_out`).
     pub joining: bool,
+    /// Take over claims busy peers hold and have not started, up to this
+    /// many, where nothing else is claimed (`claim::steal`). 0: none.
+    pub steal_up_to: usize,
+    /// Look whether the claims this node holds (`held`, less its outbox
+    /// and `answer`) still name it: where tasks outlast a round, an idle
+    /// peer may take over one it has not started (`SyncReport::taken`).
+    pub watch: bool,
     /// Count the peers at work (`SyncReport::peers_at_work`), which reads
     /// their published outboxes: only a delivery that may defer to them
     /// (`TxnPolicy::defer`) asks.
     pub count_at_work: bool,
-}
-
-#[derive(Debug, Default)]
-pub struct SyncReport {
-    pub tip: Option<Oid>,
-    pub claimed: Vec<ClaimedTask>,
-    /// Outbox entries that are done with: landed now, or found moot.
-    pub landed: Vec<Id>,
-    /// Outbox results the grid no longer wants (another node owns the task).
-    pub superseded: Vec<Id>,
-    /// Queue entries moved to `failed/` as invalid: (entry name, reason).
-    pub invalid: Vec<(String, String)>,
-    /// Orphaned claims handled: (task, what was done and why).
-    pub reaped: Vec<(String, String)>,
-    /// Peers whose records now say they take no claims made for them, as
-    /// they left such claims unanswered.
-    pub silent: Vec<Id>,
-    /// Queue entries left after this plan (valid or not yet looked at), when
-    /// the queue was looked at (claiming or surveying).
-    pub queue_left: usize,
-    /// Slots of the peers that are idle and taking work at this tip, when
-    /// the queue was looked at.
-    pub idle_peer_slots: u32,
-    /// When each slot of those peers (idle, or busy and able to tell) runs
-    /// dry, in seconds from this look, soonest first, when the queue was
-    /// looked at: claims this node would start later go to them
-    /// (`share::give_back`).
-    pub peers_dry: Vec<f64>,
-    /// Slots of all the peers taking work at this tip, when the queue was
-    /// looked at.
-    pub live_peer_slots: u32,
-    /// This node's fair share when it claimed (0: not computed).
-    pub fair_share: usize,
-    pub wrote_heartbeat: bool,
-    /// Tasks this commit puts back in the queue (requeues from the outbox).
-    pub requeued: usize,
-    /// The highest priority (with its age) of the tasks this node could
-    /// claim that are left in the queue, when it was looked at: claims not
-    /// started of a lower one go back for it (`share::preempt`).
-    pub top_queued: Option<u8>,
-    /// The claim stopped at this node's share of a priority level, with
-    /// more of it queued for others: look again as soon as there is room.
-    pub capped: bool,
-    /// For each task claimed that runs after others: their results (the
-    /// blob of each on this tip), to read into its inputs when it starts.
-    pub inputs: BTreeMap<Id, Vec<(Id, Oid)>>,
-    /// Tasks that waited for others, moved on: (task, what became of it).
-    pub released: Vec<(String, String)>,
-    /// Claims peers made for this node, found in this look: to start now
-    /// and answer in the next commit (this plan pushes nothing).
-    pub adopted: Vec<ClaimedTask>,
-    /// Claims made for this node that need no answer any more: answered by
-    /// this commit, or gone.
-    pub answered: Vec<Id>,
-    /// Claims made for this node that it started and no longer holds: it
-    /// answered too late. It stops them.
-    pub lost: Vec<Id>,
-    /// Claims this commit makes for idle peers: (task, peer).
-    pub assigned: Vec<(Id, Id)>,
-    /// Peers' published results this commit carries: (task, peer).
-    pub carried: Vec<(Id, Id)>,
-    /// Peers' published handbacks this commit carries back to the queue
-    /// (the claim may take them in it, as `claimed` says): (task, peer).
-    pub carried_back: Vec<(Id, Id)>,
-    /// The nodes that may push to the ref now, as this tip shows them
-    /// (those holding claims, and this one), when this plan only delivers
-    /// (0: not read): if its push loses, the wait before the next round is
-    /// spread over no more rounds than that (`TxnPolicy::writers`).
-    pub writers: u32,
-    /// Of those, peers at work, where the request asks (`count_at_work`):
-    /// holding claims that are not all results they published
-    /// (`published::ran_dry`). Their next commits carry
-    /// this node's published results (`TxnPolicy::defer`).
-    pub peers_at_work: u32,
-    /// Joining, it stayed out of a drain its peers cover: nothing pushed,
-    /// the node registers later.
-    pub stayed_out: bool,
 }
 
 mod admit;
@@ -212,14 +141,16 @@ mod land;
 mod published;
 mod refile;
 mod release;
+mod report;
 
 pub use admit::{Gate, GateError};
 pub use assigned::{ClaimCache, made_for};
 pub use claim::RecordCache;
-use claim::claim;
+use claim::{claim, steal};
 use land::land_outbox;
 pub use published::{MAX_ENTRIES as MAX_PUBLISHED, PublishedCache, publishes, to_publish};
 use release::release;
+pub use report::SyncReport;
 
 /// The commit being planned: its edits, the results it will write, the
 /// words of its message, and the report for the loop.
@@ -375,6 +306,9 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
     let mut touched = land_outbox(repo, &mut d)?;
     let mut landing_only = d.edits.len();
     assigned::answer(repo, &mut d, &touched)?;
+    if req.watch {
+        assigned::watch_taken(repo, &mut d, &touched)?;
+    }
     if matches!(
         req.record.status,
         NodeStatus::Stopped | NodeStatus::Draining
@@ -382,6 +316,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         assigned::decline(repo, &mut d)?;
     }
     claim(repo, &mut d, &mut touched)?;
+    steal(repo, &mut d, &mut touched)?;
     if d.report.stayed_out {
         return Ok(Plan {
             edits: Edits::new(),
@@ -418,6 +353,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
             value: SyncReport {
                 tip: Some(tip.to_owned()),
                 lost: std::mem::take(&mut d.report.lost),
+                taken: std::mem::take(&mut d.report.taken),
                 queue_left: d.report.queue_left,
                 idle_peer_slots: d.report.idle_peer_slots,
                 peers_dry: std::mem::take(&mut d.report.peers_dry),

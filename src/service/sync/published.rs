@@ -207,21 +207,9 @@ fn read_published(
     d: &Draft<'_>,
     commit: &str,
 ) -> Result<Option<ReadPublished>, GitError> {
-    // A listing is read whole: a crafted tree of a million names must not be.
-    let tree = repo
-        .object_info(&[format!("{commit}:{DIR}")])?
-        .pop()
-        .flatten();
-    match tree {
-        Some(t) if t.kind == "tree" && t.size <= MAX_TREE_BYTES => {}
-        _ => return Ok(None),
-    }
-    let ids: Vec<Id> = repo
-        .list_dir(commit, DIR)?
-        .iter()
-        .filter_map(|e| layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok()))
-        .take(MAX_ENTRIES)
-        .collect();
+    let Some(ids) = listed(repo, commit)? else {
+        return Ok(None);
+    };
     let tip = d.tip;
     let mut specs = Vec::new();
     let mut caps = Vec::new();
@@ -233,6 +221,45 @@ fn read_published(
     }
     let blobs = repo.read_objects_capped(&specs, &caps)?;
     Ok(Some((ids, blobs)))
+}
+
+/// The tasks a peer published entries for in `commit` (at most
+/// `MAX_ENTRIES`). None if the commit holds no listing to read (not a
+/// tree, or past its bound).
+fn listed(repo: &GridRepo, commit: &str) -> Result<Option<Vec<Id>>, GitError> {
+    // A listing is read whole: a crafted tree of a million names must not be.
+    let tree = repo
+        .object_info(&[format!("{commit}:{DIR}")])?
+        .pop()
+        .flatten();
+    match tree {
+        Some(t) if t.kind == "tree" && t.size <= MAX_TREE_BYTES => {}
+        _ => return Ok(None),
+    }
+    Ok(Some(
+        repo.list_dir(commit, DIR)?
+            .iter()
+            .filter_map(|e| layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok()))
+            .take(MAX_ENTRIES)
+            .collect(),
+    ))
+}
+
+/// The tasks each peer holding claims at this tip has published entries
+/// for (results, handbacks): claims it ran or gave up, whatever its
+/// record says, which nobody takes over from it (`claim::steal`). Only
+/// the listings are read.
+pub(super) fn published_ids(
+    repo: &GridRepo,
+    d: &Draft<'_>,
+    in_progress: &[TreeEntry],
+) -> Result<BTreeMap<Id, BTreeSet<Id>>, GitError> {
+    let mut out = BTreeMap::new();
+    for (peer, tip) in holders_published(repo, d, in_progress)? {
+        let ids = listed(repo, &tip)?.unwrap_or_default();
+        out.insert(peer, ids.into_iter().collect());
+    }
+    Ok(out)
 }
 
 /// The published entry `entry` (for task `id`), if `peer` may deliver it

@@ -152,6 +152,13 @@ impl Worker {
             .zip(self.pace.round_secs())
             .is_some_and(|(task, round)| task > round);
         let idle = want > 0 && self.registered && !joining && nothing_to_run && long;
+        // Room and nothing waiting (a claim is due only then), where tasks
+        // outlast a round: claims a busy peer has not started may be taken
+        // over, as many as it would claim.
+        let steal_up_to = match status {
+            NodeStatus::Idle | NodeStatus::Busy if long && self.registered && !joining => want,
+            _ => 0,
+        };
         let txn_policy = if idle { txn_policy.idle() } else { txn_policy };
         // Its last results, with nothing left to run, or claims handed
         // back: should a round be lost, they go where a peer's commit may
@@ -250,6 +257,8 @@ impl Worker {
                 published_seen: &self.published_seen,
                 joining,
                 count_at_work: defer.is_some(),
+                steal_up_to,
+                watch: long && !nothing_to_run,
             };
             let planned = sync::plan(t, &req)?;
             writers.store(planned.value.writers, Ordering::SeqCst);
@@ -492,6 +501,13 @@ impl Worker {
         for id in &report.lost {
             tracing::warn!(task_id = %id, "a claim made for this node was reaped before it answered; stopping the task");
             self.drop_lost(id);
+        }
+        for id in &report.taken {
+            tracing::warn!(task_id = %id, "a claim of this node's names another node now (taken over unstarted, or reaped); stopping the task");
+            self.drop_lost(id);
+        }
+        for (task, peer) in &report.stolen {
+            tracing::info!(task_id = %task, peer = %peer, "took over a claim a busy peer had not started");
         }
         for c in &report.adopted {
             tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, by = ?c.claim.assigned_by.as_ref().map(|b| b.as_str()), "claimed for this node by a peer");

@@ -33,6 +33,7 @@ mod assign;
 mod judge;
 mod peers;
 mod size;
+mod steal;
 mod take;
 
 use assign::Assignees;
@@ -40,6 +41,7 @@ use judge::{Verdict, consider, file_inbox, handed_back, read_sample};
 pub use peers::RecordCache;
 use peers::{Peers, peers};
 use size::{how_many, level_quotas, others_sharing};
+pub(super) use steal::steal;
 use take::{inputs_of, move_to, take, wait_under};
 
 /// Inbox entries read (and filed into their lanes) in one sync, at least

@@ -33,6 +33,8 @@ struct Peer {
     /// result it published for peers to carry (`published::ran_dry`): it
     /// has nothing left to run, and may be claimed for as an idle peer.
     ran_dry: bool,
+    /// The tasks its record says it runs.
+    running: Vec<String>,
 }
 
 /// An idle peer this node may claim for: its id, slots and labels.
@@ -213,6 +215,16 @@ impl Peers {
         out
     }
 
+    /// A peer taking work, as a node with nothing to run reads its line
+    /// (`steal`): its slots, how long its tasks take (its `task_ms`), and
+    /// the tasks its record says it runs. None: no such peer.
+    pub(super) fn line_of(&self, id: &Id) -> Option<(u32, Option<f64>, &[String])> {
+        self.0
+            .iter()
+            .find(|p| &p.id == id)
+            .map(|p| (p.slots, p.task_secs, p.running.as_slice()))
+    }
+
     /// Slots of the idle peers that could take over any of the claims this
     /// node holds (`holding`: their classes; none held: any idle peer).
     pub(super) fn idle_slots(&self, holding: &[Class]) -> u32 {
@@ -273,6 +285,7 @@ pub(super) fn peers(
                 dry_in: dry_in(n, req.now),
                 takes_assigned: n.takes_assigned,
                 ran_dry: false,
+                running: n.running.clone(),
             })
             .collect(),
     ))

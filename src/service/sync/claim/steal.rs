@@ -1,0 +1,135 @@
+//! Taking over claims a busy peer has not started (work stealing;
+//! PROTOCOL.md, Claims taken over). A node with nothing to run and nothing
+//! queued that it serves reads, at the tip, the claims each live peer
+//! holds beyond the tasks its record says it runs, and takes the last of
+//! the longest lines (`share::take_over`) in the commit it makes anyway:
+//! its results, its record. The peer, at its next sync, finds the claim
+//! naming another node and drops it (`sync::watch_taken`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::judge::{Verdict, handed_back};
+use super::peers::peers;
+use super::take::take;
+use crate::git::{GitError, GridRepo};
+use crate::grid::claim::ClaimedTask;
+use crate::grid::{Id, layout};
+use crate::service::share::{self, Line};
+use crate::service::sync::{Draft, assigned, published};
+
+/// A peer's claims not started, in the order it starts them (level, task),
+/// and its line as `share::take_over` reads it.
+type PeerLine<'a> = (&'a Id, Vec<(u8, &'a Id)>, Line);
+
+/// Peers whose lines one plan reads, at most: a grid of many records
+/// cannot make a plan long.
+const MAX_LINES: usize = 64;
+
+/// Take over, for this node, claims busy peers hold and have not started,
+/// up to `req.steal_up_to`, where this plan claimed nothing else.
+pub(in crate::service::sync) fn steal(
+    repo: &GridRepo,
+    d: &mut Draft<'_>,
+    touched: &mut BTreeSet<Id>,
+) -> Result<(), GitError> {
+    let req = d.req;
+    let (Some(round), true) = (req.round_secs, req.steal_up_to > 0) else {
+        return Ok(());
+    };
+    if !d.report.claimed.is_empty() || !d.report.assigned.is_empty() || d.report.queue_left > 0 {
+        return Ok(());
+    }
+    let listed = d.claims_and_nodes(repo)?;
+    let [in_progress, nodes] = &*listed;
+    let holders = assigned::holders(repo, d, in_progress)?;
+    let others = holders
+        .by_node
+        .iter()
+        .any(|(node, n)| *n > 0 && node != req.node);
+    if !others {
+        return Ok(());
+    }
+    let peers = peers(repo, nodes, req)?;
+    let published = published::published_ids(repo, d, in_progress)?;
+    // Each peer's claims not started that this node serves, as the tip
+    // and the peer's record show them: answered (one made for it and not answered it may start at any
+    // look, unrecorded), not among what its record says it runs, nor
+    // published (it ran them, or gave them up, past its record). In the
+    // order it starts them: the highest level first, then by name, as it
+    // claimed them.
+    let mut lines: BTreeMap<&Id, Vec<(u8, &Id)>> = BTreeMap::new();
+    for (task, c) in &holders.claims {
+        if &c.node == req.node
+            || c.unanswered
+            || touched.contains(task)
+            || req.labels.serves(&c.class).is_err()
+        {
+            continue;
+        }
+        // A live peer, whose published entries the last fetch brought.
+        let Some((_, _, running)) = peers.line_of(&c.node) else {
+            continue;
+        };
+        if !repo.fetched_outbox_of(c.node.as_str()) {
+            continue;
+        }
+        let started = running.iter().any(|r| r == task.as_str());
+        let gone = published.get(&c.node).is_some_and(|p| p.contains(task));
+        if !started && !gone {
+            lines.entry(&c.node).or_default().push((c.level, task));
+        }
+    }
+    let task_secs = req.task_secs.or(peers.task_secs());
+    let mut order: Vec<PeerLine<'_>> = Vec::new();
+    for (peer, mut waiting) in lines.into_iter().take(MAX_LINES) {
+        let (slots, secs, _) = peers.line_of(peer).expect("found above");
+        let Some(task_secs) = secs.or(task_secs) else {
+            continue;
+        };
+        waiting.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        let line = Line {
+            waiting: waiting.len(),
+            slots,
+            task_secs,
+        };
+        order.push((peer, waiting, line));
+    }
+    let lines: Vec<Line> = order.iter().map(|(_, _, l)| *l).collect();
+    let counts = share::take_over(&lines, req.slots, req.steal_up_to, round);
+    let mut queued_before = chrono::Duration::zero();
+    for ((peer, waiting, _), n) in order.iter().zip(counts) {
+        let ids: Vec<&Id> = waiting[waiting.len() - n..].iter().map(|w| w.1).collect();
+        let specs: Vec<String> = ids
+            .iter()
+            .map(|id| format!("{}:{}", d.tip, layout::in_progress_file(id)))
+            .collect();
+        let blobs = repo.read_objects(&specs, req.rules.max_file_bytes as u64)?;
+        for (id, blob) in ids.into_iter().zip(blobs) {
+            let Some(c) = blob
+                .data()
+                .and_then(|b| ClaimedTask::parse(&format!("{id}.json"), b, req.rules).ok())
+                .filter(|c| &c.claim.node_id == *peer && !c.claim.unanswered())
+            else {
+                continue;
+            };
+            // Judged as this node judges what is queued (its labels, its
+            // trust); not a task that reads inputs, which a claim from the
+            // lanes would have gathered.
+            let bytes = c.requeued(c.claim.attempt);
+            let Some(candidate) = handed_back(repo, d, &c, bytes)? else {
+                continue;
+            };
+            let Some(Verdict::Claimable(task)) = candidate.judged else {
+                continue;
+            };
+            if !task.after().is_empty() {
+                continue;
+            }
+            let from = layout::in_progress_file(id).into_bytes();
+            queued_before = take(d, &from, task, c.arrival(), Vec::new(), queued_before);
+            touched.insert(id.clone());
+            d.report.stolen.push((id.clone(), (*peer).clone()));
+        }
+    }
+    Ok(())
+}

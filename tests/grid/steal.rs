@@ -1,0 +1,337 @@
+//! Claims taken over (PROTOCOL.md, Claims taken over): a node with nothing
+//! to run takes, in its own commit, the last claims of a busy peer's line
+//! that the peer has not started; the peer, at its next sync, finds them
+//! naming another node and drops them. Real repositories and real pushes
+//! throughout.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::common::plan::{PlainNode, clone_of, plan_at, publish_at};
+use crate::common::*;
+use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
+use dgrid_worker::git::{Txn, TxnOutcome};
+use dgrid_worker::grid::{Id, NodeRecord, NodeStatus, ResultStatus, TaskResult};
+use dgrid_worker::service::outbox::{Finish, OutboxEntry};
+use dgrid_worker::service::sync::{self, SyncReport, SyncRequest};
+
+fn at(secs: i64) -> String {
+    dgrid_worker::time::format(dgrid_worker::time::now() + chrono::Duration::seconds(secs))
+}
+
+/// A busy node's record, fresh, running `running`, its tasks taking
+/// `task_ms`.
+fn busy(node: &str, running: &[&str], task_ms: u64) -> (String, Vec<u8>) {
+    let r = NodeRecord {
+        running: running.iter().map(|s| s.to_string()).collect(),
+        task_ms: Some(task_ms),
+        ..NodeRecord::new(Id::parse(node).unwrap(), NodeStatus::Busy, at(0))
+    };
+    (format!("nodes/{node}.json"), r.to_bytes())
+}
+
+/// A claim of `task` by `node`, with `extra` fields in the task.
+fn claim(task: &str, node: &str, script: &str, extra: serde_json::Value) -> (String, Vec<u8>) {
+    let mut body = serde_json::json!({
+        "task_id": task, "script": script, "timeout_seconds": 60,
+        "claim": {"node_id": node, "claimed_at": at(-5), "deadline": at(600), "attempt": 1},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    (
+        format!("tasks/in_progress/{task}.json"),
+        serde_json::to_vec_pretty(&body).unwrap(),
+    )
+}
+
+fn node_of(grid: &Grid, task: &str) -> String {
+    let claims = grid.json_files("tasks/in_progress");
+    claims[&format!("{task}.json")]["claim"]["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Plan `req` once on a fresh clone (which learns who holds claims, and
+/// so watches their published outboxes from its next fetch on, as a
+/// running node's clone does), then commit it.
+fn take_over_at(grid: &Grid, req: &SyncRequest<'_>) -> SyncReport {
+    let (_state, repo) = clone_of(&grid.url());
+    let tip = repo.fetch().unwrap();
+    sync::plan(&Txn { repo: &repo, tip }, req).unwrap();
+    let who = Identity::for_node(req.node.as_str());
+    match txn::run(&repo, &who, &TxnPolicy::default(), |t| sync::plan(t, req)).unwrap() {
+        TxnOutcome::Committed { value, .. } => value,
+        other => panic!("a commit: {other:?}"),
+    }
+}
+
+fn ids(v: &[(Id, Id)]) -> Vec<String> {
+    let mut out: Vec<String> = v.iter().map(|(t, _)| t.to_string()).collect();
+    out.sort();
+    out
+}
+
+/// Four peers hold claims behind a running task. Of "slow"'s three
+/// waiting, the idle node takes the last two (a third it would start no
+/// sooner than slow does); the attempt stays. Nothing of "done"'s,
+/// whose waiting claims are results it published, of "gpu"'s, which ask
+/// a label the node lacks, nor of "fresh"'s, made for it and not
+/// answered. Slow, at its next sync, finds the two naming another node.
+#[test]
+fn an_idle_node_takes_over_the_end_of_a_busy_peers_line() {
+    let grid = Grid::new();
+    let none = serde_json::json!({});
+    let mut files = vec![
+        busy("slow", &["s-0"], 2000),
+        busy("done", &["d-0"], 2000),
+        busy("gpu", &["g-0"], 2000),
+        busy("fresh", &[], 2000),
+    ];
+    for i in 0..4 {
+        let (path, bytes) = claim(&format!("s-{i}"), "slow", "sleep 2", none.clone());
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        if i == 3 {
+            // Its second attempt: a claim taken over keeps it.
+            v["attempt"] = 2.into();
+            v["claim"]["attempt"] = 2.into();
+        }
+        files.push((path, serde_json::to_vec_pretty(&v).unwrap()));
+    }
+    for i in 0..3 {
+        files.push(claim(&format!("d-{i}"), "done", "sleep 2", none.clone()));
+        let gpu = serde_json::json!({"requires": ["gpu"]});
+        files.push(claim(&format!("g-{i}"), "gpu", "sleep 2", gpu));
+        let (path, bytes) = claim(&format!("f-{i}"), "fresh", "sleep 2", none.clone());
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["claim"]["assigned_by"] = "elsewhere".into();
+        v["claim"]["answer_by"] = at(55).into();
+        files.push((path, serde_json::to_vec_pretty(&v).unwrap()));
+    }
+    grid.commit_files(&files, "four busy peers and their lines");
+    // "done" ran d-1 and d-2 and published their results (its record
+    // cannot say so until one of its pushes lands).
+    let claims = grid.json_files("tasks/in_progress");
+    let entries: Vec<OutboxEntry> = ["d-1", "d-2"]
+        .iter()
+        .map(|t| OutboxEntry {
+            task_id: Id::parse(t).unwrap(),
+            attempt: 1,
+            claimed_at: claims[&format!("{t}.json")]["claim"]["claimed_at"]
+                .as_str()
+                .unwrap()
+                .into(),
+            finish: Finish::Result {
+                result: TaskResult {
+                    task_id: t.to_string(),
+                    node_id: Id::parse("done").unwrap(),
+                    exit_code: Some(0),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    timestamp: at(0),
+                    status: ResultStatus::Completed,
+                    started_at: None,
+                    duration_ms: None,
+                    attempt: 1,
+                    truncated: false,
+                    error: None,
+                },
+                signed: None,
+            },
+            ran: None,
+        })
+        .collect();
+    let edits = sync::to_publish(&Id::parse("done").unwrap(), &entries, false)
+        .unwrap()
+        .edits;
+    publish_at(&grid.url(), "done", &edits);
+
+    let mut idle = PlainNode::new("idle");
+    idle.record.last_heartbeat = at(0);
+    let req = SyncRequest {
+        steal_up_to: 8,
+        task_secs: Some(2.0),
+        round_secs: Some(0.2),
+        ..idle.request(8)
+    };
+    // A clone whose fetch did not ask for the holders' published
+    // outboxes takes nothing over: it cannot tell what they ran.
+    assert!(plan_at(&grid.url(), &req).stolen.is_empty());
+    let landed = take_over_at(&grid, &req);
+    assert_eq!(ids(&landed.stolen), ["s-2", "s-3"], "{:?}", landed.stolen);
+    assert!(landed.stolen.iter().all(|(_, p)| p.as_str() == "slow"));
+    let claims = grid.json_files("tasks/in_progress");
+    for (task, node, attempt) in [
+        ("s-0", "slow", 1),
+        ("s-1", "slow", 1),
+        ("s-2", "idle", 1),
+        ("s-3", "idle", 2),
+    ] {
+        let c = &claims[&format!("{task}.json")]["claim"];
+        assert_eq!(c["node_id"], node, "{task}");
+        assert_eq!(
+            c["attempt"], attempt,
+            "{task}: a claim taken over is the same attempt"
+        );
+    }
+    for t in ["d-0", "g-1", "g-2", "f-0", "f-2"] {
+        assert_ne!(node_of(&grid, t), "idle", "{t}");
+    }
+    // The commit carried done's published results instead.
+    let done = grid.json_files("tasks/completed");
+    assert!(done.contains_key("done@d-1.json") && done.contains_key("done@d-2.json"));
+
+    // Slow holds all four, runs s-0: its next sync finds two gone.
+    let mut slow = PlainNode::new("slow");
+    slow.record.last_heartbeat = at(0);
+    let held: BTreeSet<Id> = (0..4)
+        .map(|i| Id::parse(&format!("s-{i}")).unwrap())
+        .collect();
+    let watching = SyncRequest {
+        held: &held,
+        watch: true,
+        ..slow.request(0)
+    };
+    let mut taken: Vec<String> = plan_at(&grid.url(), &watching)
+        .taken
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    taken.sort();
+    assert_eq!(taken, ["s-2", "s-3"]);
+    let blind = SyncRequest {
+        held: &held,
+        ..slow.request(0)
+    };
+    assert!(plan_at(&grid.url(), &blind).taken.is_empty());
+
+    // Tasks no longer than a round: nothing is taken over.
+    let quick = SyncRequest {
+        steal_up_to: 8,
+        task_secs: Some(0.1),
+        round_secs: Some(0.2),
+        ..idle.request(8)
+    };
+    grid.commit_files(&[busy("slow", &["s-0"], 100)], "slow's tasks are short");
+    let (_state, repo) = clone_of(&grid.url());
+    let tip = repo.fetch().unwrap();
+    sync::plan(&Txn { repo: &repo, tip }, &quick).unwrap();
+    let tip = repo.fetch().unwrap();
+    let planned = sync::plan(&Txn { repo: &repo, tip }, &quick).unwrap().value;
+    assert!(planned.stolen.is_empty(), "{:?}", planned.stolen);
+}
+
+/// A peer holds claims behind a task it never finishes (its record stays
+/// as it was): a running node with nothing to do takes them over one
+/// commit at a time and runs them; the one its record says it runs stays
+/// its own.
+#[test]
+fn a_running_node_takes_over_what_a_stuck_peer_has_not_started() {
+    let grid = Grid::new();
+    let mut spec = WorkerSpec::new(&grid, "idle");
+    spec.drain = false;
+    let mut idle = spawn_worker(&grid, &spec);
+    // It times its tasks first: a claim is taken over only where tasks
+    // outlast a round.
+    let warm: Vec<(String, String, u64)> = (0..2)
+        .map(|i| (format!("warm-{i}"), "sleep 1".into(), 30))
+        .collect();
+    grid.submit(&warm);
+    wait_until("the warm-up", Duration::from_secs(60), || {
+        grid.json_files("tasks/completed").len() == 2
+    });
+    let none = serde_json::json!({});
+    let mut files = vec![busy("stuck", &["k-0"], 3000)];
+    for i in 0..4 {
+        files.push(claim(&format!("k-{i}"), "stuck", "sleep 1", none.clone()));
+    }
+    grid.commit_files(&files, "a peer stuck behind k-0");
+    wait_until("k-1 to k-3 run here", Duration::from_secs(120), || {
+        let done = grid.json_files("tasks/completed");
+        (1..4).all(|i| done.contains_key(&format!("idle@k-{i}.json")))
+    });
+    assert_eq!(node_of(&grid, "k-0"), "stuck");
+    let log = idle.log_text();
+    assert!(
+        log.contains("took over a claim a busy peer had not started"),
+        "{log}"
+    );
+    idle.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        idle.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        idle.log_text()
+    );
+}
+
+/// A running node holds three claims behind a long task; a peer takes the
+/// last two over. The node drops them at its next sync and never runs
+/// them; what it kept it runs.
+#[test]
+fn a_node_drops_the_claims_a_peer_took_over() {
+    let grid = Grid::new();
+    let mut spec = WorkerSpec::new(&grid, "holder");
+    spec.drain = false;
+    let mut holder = spawn_worker(&grid, &spec);
+    let warm: Vec<(String, String, u64)> = (0..2)
+        .map(|i| (format!("warm-{i}"), "sleep 1".into(), 30))
+        .collect();
+    grid.submit(&warm);
+    wait_until("the warm-up", Duration::from_secs(60), || {
+        grid.json_files("tasks/completed").len() == 2
+    });
+    // Alone, its share is the whole queue: one running, three waiting.
+    let tasks: Vec<(String, String, u64)> = (0..4)
+        .map(|i| (format!("h-{i}"), "sleep 4".into(), 60))
+        .collect();
+    grid.submit(&tasks);
+    wait_until("the share", Duration::from_secs(30), || {
+        grid.files("tasks/in_progress").len() == 4
+            && grid
+                .json_files("nodes")
+                .get("holder.json")
+                .is_some_and(|r| r["running"].as_array().is_some_and(|a| a.len() == 1))
+    });
+    let mut thief = PlainNode::new("thief");
+    thief.record.last_heartbeat = at(0);
+    let took = take_over_at(
+        &grid,
+        &SyncRequest {
+            steal_up_to: 2,
+            task_secs: Some(4.0),
+            round_secs: Some(0.2),
+            ..thief.request(2)
+        },
+    );
+    assert_eq!(took.stolen.len(), 2, "{:?}", took.stolen);
+    wait_until("the holder drops them", Duration::from_secs(60), || {
+        holder.log_text().matches("names another node now").count() == 2
+    });
+    let kept: Vec<String> = (0..4)
+        .map(|i| format!("h-{i}"))
+        .filter(|t| {
+            node_of(&grid, t) == "holder" || !took.stolen.iter().any(|(s, _)| s.as_str() == t)
+        })
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    wait_until("what it kept", Duration::from_secs(120), || {
+        let done = grid.json_files("tasks/completed");
+        kept.iter()
+            .all(|t| done.contains_key(&format!("holder@{t}.json")))
+    });
+    let done = grid.json_files("tasks/completed");
+    for (t, _) in &took.stolen {
+        assert!(
+            !done.contains_key(&format!("holder@{t}.json")),
+            "{t} ran on the holder"
+        );
+        assert_eq!(node_of(&grid, t.as_str()), "thief");
+    }
+    holder.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        holder.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        holder.log_text()
+    );
+}

@@ -50,9 +50,33 @@ pub struct Claim {
     pub assigned_by: Option<Id>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub answer_by: Option<String>,
+    /// A claim a node with nothing to run took over from a busy peer that
+    /// had not started it, as far as the peer's record said: that peer's
+    /// claim (`node_id`, `claimed_at`). If the peer had started it after
+    /// all, its result still lands, and ends this claim: the first result
+    /// of the two runs is the task's one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub taken_from: Option<TakenFrom>,
+}
+
+/// The claim a claim was taken over from (`Claim::taken_from`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakenFrom {
+    pub node_id: Id,
+    pub claimed_at: String,
 }
 
 impl Claim {
+    /// Is this `node`'s claim made at `claimed_at`, or one taken over from
+    /// it?
+    pub fn made_by(&self, node: &Id, claimed_at: &str) -> bool {
+        (&self.node_id == node && self.claimed_at == claimed_at)
+            || self
+                .taken_from
+                .as_ref()
+                .is_some_and(|t| &t.node_id == node && t.claimed_at == claimed_at)
+    }
+
     /// Made for this node by a peer, and not answered yet.
     pub fn unanswered(&self) -> bool {
         self.answer_by.is_some()
@@ -99,6 +123,7 @@ impl ClaimedTask {
             queued_at: None,
             assigned_by: None,
             answer_by: None,
+            taken_from: None,
         };
         ClaimedTask { task, claim }
     }

@@ -159,6 +159,7 @@ mod tests {
             queued_at: None,
             assigned_by: None,
             answer_by: None,
+            taken_from: None,
         }
     }
 

@@ -172,11 +172,13 @@ pub fn give_back(
 }
 
 /// A busy peer's line, as a node with nothing to run reads it from the
-/// tip and the peer's record: its claims not started, its slots, and how
-/// long its tasks take (seconds).
+/// tip and the peer's record: its claims not started, how many at its
+/// head are not to be taken (it starts them at its next task ends, which
+/// may have come), its slots, and how long its tasks take (seconds).
 #[derive(Debug, Clone, Copy)]
 pub struct Line {
     pub waiting: usize,
+    pub head: usize,
     pub slots: u32,
     pub task_secs: f64,
 }
@@ -189,7 +191,7 @@ pub struct Line {
 /// ended (the one running counted whole: its length is not known, and a
 /// task that runs long is what leaves a line behind it). A claim is taken
 /// while the node would start it sooner, the latest first, at most
-/// `up_to` in all. Where tasks take less than a round nothing is taken:
+/// `up_to` in all, and never one of a line's `head`. Where tasks take less than a round nothing is taken:
 /// the peer starts them before the node's commit could land.
 ///
 /// The handback (`give_back`) asks the holder's commit, on a ref it
@@ -204,7 +206,7 @@ pub fn take_over(lines: &[Line], mine: u32, up_to: usize, round: f64) -> Vec<usi
         let latest = lines
             .iter()
             .enumerate()
-            .filter(|(i, l)| l.waiting > taken[*i])
+            .filter(|(i, l)| l.waiting > taken[*i] + l.head)
             .map(|(i, l)| {
                 let last = l.waiting - taken[i] - 1;
                 let at = ((last / l.slots.max(1) as usize) as f64 + 1.0) * l.task_secs;
@@ -250,6 +252,7 @@ mod tests {
     fn an_idle_node_takes_over_the_ends_of_long_lines() {
         let line = |waiting, task_secs| Line {
             waiting,
+            head: 0,
             slots: 1,
             task_secs,
         };
@@ -269,11 +272,30 @@ mod tests {
         // A peer of four slots starts its first four at once.
         let wide = Line {
             waiting: 4,
+            head: 0,
             slots: 4,
             task_secs: 1.0,
         };
         assert_eq!(take_over(&[wide], 1, 4, 1.5), vec![0]);
         assert_eq!(take_over(&[wide], 1, 4, 0.2), vec![1]);
+        // Its head it starts itself: of three, the last two.
+        let headed = Line {
+            head: 1,
+            ..line(3, 2.0)
+        };
+        assert_eq!(take_over(&[headed], 1, 8, 0.2), vec![2]);
+        assert_eq!(
+            take_over(
+                &[Line {
+                    head: 1,
+                    ..line(1, 5.0)
+                }],
+                1,
+                8,
+                0.2
+            ),
+            vec![0]
+        );
         assert_eq!(take_over(&[], 1, 4, 0.2), Vec::<usize>::new());
     }
 

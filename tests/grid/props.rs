@@ -104,6 +104,7 @@ fn claim_at(claimed: i64, deadline: i64, attempt: u32) -> Claim {
         queued_at: None,
         assigned_by: None,
         answer_by: None,
+        taken_from: None,
     }
 }
 
@@ -316,7 +317,7 @@ proptest! {
     fn garbled_timestamps_never_block_a_task(claimed in ".{0,30}", deadline in ".{0,30}", hb in ".{0,30}") {
         prop_assume!(time::parse(&deadline).is_none());
         let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(60), max_attempts: 3 };
-        let c = Claim { node_id: Id::parse("n").unwrap(), claimed_at: claimed, deadline, attempt: 1, queued_at: None, assigned_by: None, answer_by: None };
+        let c = Claim { node_id: Id::parse("n").unwrap(), claimed_at: claimed, deadline, attempt: 1, queued_at: None, assigned_by: None, answer_by: None, taken_from: None };
         let mut n = node(0, NodeStatus::Busy);
         n.last_heartbeat = hb;
         prop_assert!(orphan::orphan_reason(&c, Some(&n), ts(0), &policy).is_some());

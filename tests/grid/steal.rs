@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::common::plan::{PlainNode, clone_of, plan_at, publish_at};
+use crate::common::plan::{PlainNode, clone_of, commit_at, plan_at, publish_at};
 use crate::common::*;
 use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
 use dgrid_worker::git::{Txn, TxnOutcome};
@@ -45,6 +45,34 @@ fn claim(task: &str, node: &str, script: &str, extra: serde_json::Value) -> (Str
     )
 }
 
+/// `node`'s outbox entry of a completed run of `task`, under the claim it
+/// made at `claimed_at`.
+fn ran(task: &str, node: &str, claimed_at: &serde_json::Value) -> OutboxEntry {
+    OutboxEntry {
+        task_id: Id::parse(task).unwrap(),
+        attempt: 1,
+        claimed_at: claimed_at.as_str().unwrap().into(),
+        finish: Finish::Result {
+            result: TaskResult {
+                task_id: task.to_string(),
+                node_id: Id::parse(node).unwrap(),
+                exit_code: Some(0),
+                stdout: String::new(),
+                stderr: String::new(),
+                timestamp: at(0),
+                status: ResultStatus::Completed,
+                started_at: None,
+                duration_ms: None,
+                attempt: 1,
+                truncated: false,
+                error: None,
+            },
+            signed: None,
+        },
+        ran: None,
+    }
+}
+
 fn node_of(grid: &Grid, task: &str) -> String {
     let claims = grid.json_files("tasks/in_progress");
     claims[&format!("{task}.json")]["claim"]["node_id"]
@@ -65,6 +93,10 @@ fn take_over_at(grid: &Grid, req: &SyncRequest<'_>) -> SyncReport {
         TxnOutcome::Committed { value, .. } => value,
         other => panic!("a commit: {other:?}"),
     }
+}
+
+fn ids_of(v: &[Id]) -> Vec<String> {
+    v.iter().map(Id::to_string).collect()
 }
 
 fn ids(v: &[(Id, Id)]) -> Vec<String> {
@@ -115,31 +147,12 @@ fn an_idle_node_takes_over_the_end_of_a_busy_peers_line() {
     let claims = grid.json_files("tasks/in_progress");
     let entries: Vec<OutboxEntry> = ["d-1", "d-2"]
         .iter()
-        .map(|t| OutboxEntry {
-            task_id: Id::parse(t).unwrap(),
-            attempt: 1,
-            claimed_at: claims[&format!("{t}.json")]["claim"]["claimed_at"]
-                .as_str()
-                .unwrap()
-                .into(),
-            finish: Finish::Result {
-                result: TaskResult {
-                    task_id: t.to_string(),
-                    node_id: Id::parse("done").unwrap(),
-                    exit_code: Some(0),
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    timestamp: at(0),
-                    status: ResultStatus::Completed,
-                    started_at: None,
-                    duration_ms: None,
-                    attempt: 1,
-                    truncated: false,
-                    error: None,
-                },
-                signed: None,
-            },
-            ran: None,
+        .map(|t| {
+            ran(
+                t,
+                "done",
+                &claims[&format!("{t}.json")]["claim"]["claimed_at"],
+            )
         })
         .collect();
     let edits = sync::to_publish(&Id::parse("done").unwrap(), &entries, false)
@@ -158,6 +171,7 @@ fn an_idle_node_takes_over_the_end_of_a_busy_peers_line() {
     // A clone whose fetch did not ask for the holders' published
     // outboxes takes nothing over: it cannot tell what they ran.
     assert!(plan_at(&grid.url(), &req).stolen.is_empty());
+    let before = grid.json_files("tasks/in_progress");
     let landed = take_over_at(&grid, &req);
     assert_eq!(ids(&landed.stolen), ["s-2", "s-3"], "{:?}", landed.stolen);
     assert!(landed.stolen.iter().all(|(_, p)| p.as_str() == "slow"));
@@ -206,6 +220,57 @@ fn an_idle_node_takes_over_the_end_of_a_busy_peers_line() {
     };
     assert!(plan_at(&grid.url(), &blind).taken.is_empty());
 
+    // Slow had started s-3 after all (its record was older than the
+    // start): its result lands, the first of the two runs, and ends the
+    // claim idle took over; a requeue of s-2 from it (a handback) finds
+    // the claim no longer its own and puts nothing back.
+    let handback = OutboxEntry {
+        finish: Finish::requeue("handed to a peer".into()),
+        ..ran("s-2", "slow", &before["s-2.json"]["claim"]["claimed_at"])
+    };
+    let outbox = [
+        ran("s-3", "slow", &before["s-3.json"]["claim"]["claimed_at"]),
+        handback,
+    ];
+    let after = grid.json_files("tasks/in_progress");
+    let first = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            outbox: &outbox,
+            held: &held,
+            ..slow.request(0)
+        },
+    );
+    assert_eq!(first.landed.len(), 2, "{:?}", first.landed);
+    assert!(first.superseded.is_empty(), "{:?}", first.superseded);
+    assert!(
+        grid.json_files("tasks/completed")
+            .contains_key("slow@s-3.json")
+    );
+    assert!(!grid.files("tasks/in_progress").contains_key("s-3.json"));
+    assert_eq!(node_of(&grid, "s-2"), "idle");
+    assert!(grid.queued().is_empty(), "{:?}", grid.queued().keys());
+    // Idle's own run of s-3 ends later: one result per task.
+    let late = [ran(
+        "s-3",
+        "idle",
+        &after["s-3.json"]["claim"]["claimed_at"],
+    )];
+    let second = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            outbox: &late,
+            ..idle.request(0)
+        },
+    );
+    assert_eq!(ids_of(&second.superseded), ["s-3"]);
+    let results: Vec<String> = grid
+        .json_files("tasks/completed")
+        .into_keys()
+        .filter(|k| k.ends_with("@s-3.json"))
+        .collect();
+    assert_eq!(results, ["slow@s-3.json"]);
+
     // Tasks no longer than a round: nothing is taken over.
     let quick = SyncRequest {
         steal_up_to: 8,
@@ -222,10 +287,10 @@ fn an_idle_node_takes_over_the_end_of_a_busy_peers_line() {
     assert!(planned.stolen.is_empty(), "{:?}", planned.stolen);
 }
 
-/// A peer holds claims behind a task it never finishes (its record stays
-/// as it was): a running node with nothing to do takes them over one
-/// commit at a time and runs them; the one its record says it runs stays
-/// its own.
+/// A peer holds claims behind a task that runs far longer than it
+/// reckoned (its record stays as it was): a running node with nothing to
+/// do takes them over one commit at a time, as each starts at once, and
+/// runs them; the one the peer's record says it runs stays its own.
 #[test]
 fn a_running_node_takes_over_what_a_stuck_peer_has_not_started() {
     let grid = Grid::new();
@@ -242,7 +307,13 @@ fn a_running_node_takes_over_what_a_stuck_peer_has_not_started() {
         grid.json_files("tasks/completed").len() == 2
     });
     let none = serde_json::json!({});
-    let mut files = vec![busy("stuck", &["k-0"], 3000)];
+    // Its claims were to keep it busy for 2 s, ten seconds ago: its
+    // task runs long, and it starts none of the rest meanwhile.
+    let (path, record) = busy("stuck", &["k-0"], 1000);
+    let mut record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    record["busy_ms"] = 2000.into();
+    record["last_heartbeat"] = at(-10).into();
+    let mut files = vec![(path, serde_json::to_vec(&record).unwrap())];
     for i in 0..4 {
         files.push(claim(&format!("k-{i}"), "stuck", "sleep 1", none.clone()));
     }

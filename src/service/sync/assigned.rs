@@ -272,12 +272,13 @@ pub(super) fn discover(repo: &GridRepo, d: &mut Draft<'_>) -> Result<Vec<Claimed
     Ok(found)
 }
 
-/// The claims this node holds (running or waiting: `req.held` less its
-/// outbox, whose landing judges its own, and the claims it answers) that
-/// the tip names another node for: an idle peer took one over before it
-/// started here (`claim::steal`), or it was reaped and claimed again. The
-/// node stops them (`SyncReport::taken`). One not at the tip is left: its
-/// result may have landed.
+/// The claims this node holds and has not started (`req.held` less what
+/// its record says it runs, its outbox, whose landing judges its own, and
+/// the claims it answers) that the tip names another node for: an idle
+/// peer took one over (`claim::steal`), or it was reaped and claimed
+/// again. The node drops them (`SyncReport::taken`). One it runs it runs
+/// on: its result lands if it is the first (`Claim::taken_from`). One not
+/// at the tip is left: its result may have landed.
 pub(super) fn watch_taken(
     repo: &GridRepo,
     d: &mut Draft<'_>,
@@ -289,6 +290,7 @@ pub(super) fn watch_taken(
         .held
         .iter()
         .filter(|id| !outbox.contains(id) && !req.answer.contains(*id) && !touched.contains(*id))
+        .filter(|id| !req.record.running.iter().any(|r| r == id.as_str()))
         .collect();
     if mine.is_empty() {
         return Ok(());

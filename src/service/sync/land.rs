@@ -29,16 +29,25 @@ enum Landing {
     Superseded,
 }
 
-/// Is the claim in `in_progress` the one `entry` was made under?
+/// Is the claim in `in_progress` the one `entry` was made under? For a
+/// result, also one a peer took over from that claim (`Claim::taken_from`):
+/// the node had started the task after all, and the first result of the
+/// two runs lands. Not a requeue: the claim is the peer's to run now.
 pub(super) fn is_ours(
     entry: &OutboxEntry,
     node: &Id,
     in_progress: Option<&[u8]>,
     rules: &TaskRules,
 ) -> bool {
-    in_progress
+    let Some(c) = in_progress
         .and_then(|b| ClaimedTask::parse(&format!("{}.json", entry.task_id), b, rules).ok())
-        .is_some_and(|c| &c.claim.node_id == node && c.claim.claimed_at == entry.claimed_at)
+    else {
+        return false;
+    };
+    match entry.finish {
+        Finish::Result { .. } => c.claim.made_by(node, &entry.claimed_at),
+        _ => &c.claim.node_id == node && c.claim.claimed_at == entry.claimed_at,
+    }
 }
 
 fn landing(

@@ -152,11 +152,14 @@ impl Worker {
             .zip(self.pace.round_secs())
             .is_some_and(|(task, round)| task > round);
         let idle = want > 0 && self.registered && !joining && nothing_to_run && long;
-        // Room and nothing waiting (a claim is due only then), where tasks
-        // outlast a round: claims a busy peer has not started may be taken
-        // over, as many as it would claim.
+        // Free slots and nothing waiting (a claim is due only then), where
+        // tasks outlast a round: claims a busy peer has not started may be
+        // taken over, as many as start now. (Taken over to wait here, one
+        // was taken over again from this node within half a second.)
         let steal_up_to = match status {
-            NodeStatus::Idle | NodeStatus::Busy if long && self.registered && !joining => want,
+            NodeStatus::Idle | NodeStatus::Busy if long && self.registered && !joining => {
+                want.min(start_now)
+            }
             _ => 0,
         };
         let txn_policy = if idle { txn_policy.idle() } else { txn_policy };
@@ -463,7 +466,7 @@ impl Worker {
             }
         }
         for id in &report.superseded {
-            tracing::warn!(task_id = %id, "result not pushed: the task was reaped and taken by another node; kept in outbox/superseded");
+            tracing::warn!(task_id = %id, "result not pushed: another node holds the task, or its result landed first; kept in outbox/superseded");
             if let Err(e) = self.outbox.supersede(id) {
                 tracing::error!(task_id = %id, error = %e, "cannot move superseded result aside");
             }
@@ -503,7 +506,11 @@ impl Worker {
             self.drop_lost(id);
         }
         for id in &report.taken {
-            tracing::warn!(task_id = %id, "a claim of this node's names another node now (taken over unstarted, or reaped); stopping the task");
+            if self.slots.running.contains_key(id) {
+                // Started meanwhile: it runs on, and the first result lands.
+                continue;
+            }
+            tracing::info!(task_id = %id, "a claim of this node's names another node now (taken over before it started here, or reaped); dropping it");
             self.drop_lost(id);
         }
         for (task, peer) in &report.stolen {

@@ -355,7 +355,7 @@ pub(super) fn claim(
         let path = c.path();
         let arrival = c.place.batch.minute;
         if picker.offer(level, quotas.get(&level).copied().unwrap_or(usize::MAX)) {
-            queued_before = take(d, &path, task, arrival, inputs, queued_before);
+            queued_before = take(d, (&path, None), task, arrival, inputs, queued_before);
             continue;
         }
         // Next in order after this node's own: an idle peer's, if one is

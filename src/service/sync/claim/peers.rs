@@ -33,8 +33,24 @@ struct Peer {
     /// result it published for peers to carry (`published::ran_dry`): it
     /// has nothing left to run, and may be claimed for as an idle peer.
     ran_dry: bool,
-    /// The tasks its record says it runs.
+    /// The tasks its record says it runs, and how long ago it wrote it
+    /// (seconds; none if it cannot be read).
     running: Vec<String>,
+    since: Option<f64>,
+    /// How long its claims kept it busy from then, as it reckoned
+    /// (`busy_ms`).
+    busy: Option<f64>,
+}
+
+/// What a peer's record says of its line: its slots, how long its tasks
+/// take (`task_ms`), the tasks it runs, how long ago it said so, and how
+/// long its claims kept it busy from then (`busy_ms`).
+pub(super) struct LineOf<'a> {
+    pub slots: u32,
+    pub task_secs: Option<f64>,
+    pub running: &'a [String],
+    pub since: Option<f64>,
+    pub busy: Option<f64>,
 }
 
 /// An idle peer this node may claim for: its id, slots and labels.
@@ -216,13 +232,15 @@ impl Peers {
     }
 
     /// A peer taking work, as a node with nothing to run reads its line
-    /// (`steal`): its slots, how long its tasks take (its `task_ms`), and
-    /// the tasks its record says it runs. None: no such peer.
-    pub(super) fn line_of(&self, id: &Id) -> Option<(u32, Option<f64>, &[String])> {
-        self.0
-            .iter()
-            .find(|p| &p.id == id)
-            .map(|p| (p.slots, p.task_secs, p.running.as_slice()))
+    /// (`steal`). None: no such peer.
+    pub(super) fn line_of(&self, id: &Id) -> Option<LineOf<'_>> {
+        self.0.iter().find(|p| &p.id == id).map(|p| LineOf {
+            slots: p.slots,
+            task_secs: p.task_secs,
+            running: &p.running,
+            since: p.since,
+            busy: p.busy,
+        })
     }
 
     /// Slots of the idle peers that could take over any of the claims this
@@ -286,6 +304,9 @@ pub(super) fn peers(
                 takes_assigned: n.takes_assigned,
                 ran_dry: false,
                 running: n.running.clone(),
+                since: crate::time::parse(&n.last_heartbeat)
+                    .map(|t| (req.now - t).to_std().unwrap_or_default().as_secs_f64()),
+                busy: n.busy_ms.map(record_secs),
             })
             .collect(),
     ))

@@ -9,13 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::judge::{Verdict, handed_back};
-use super::peers::peers;
+use super::peers::{Peers, peers};
 use super::take::take;
 use crate::git::{GitError, GridRepo};
-use crate::grid::claim::ClaimedTask;
+use crate::grid::claim::{ClaimedTask, TakenFrom};
 use crate::grid::{Id, layout};
 use crate::service::share::{self, Line};
-use crate::service::sync::{Draft, assigned, published};
+use crate::service::sync::{Draft, SyncRequest, assigned, published};
 
 /// A peer's claims not started, in the order it starts them (level, task),
 /// and its line as `share::take_over` reads it.
@@ -33,9 +33,9 @@ pub(in crate::service::sync) fn steal(
     touched: &mut BTreeSet<Id>,
 ) -> Result<(), GitError> {
     let req = d.req;
-    let (Some(round), true) = (req.round_secs, req.steal_up_to > 0) else {
+    if req.round_secs.is_none() || req.steal_up_to == 0 {
         return Ok(());
-    };
+    }
     if !d.report.claimed.is_empty() || !d.report.assigned.is_empty() || d.report.queue_left > 0 {
         return Ok(());
     }
@@ -50,52 +50,15 @@ pub(in crate::service::sync) fn steal(
         return Ok(());
     }
     let peers = peers(repo, nodes, req)?;
+    // The lines first as the tip and the records show them; what the
+    // peers published is read only where a claim would be taken over.
+    let none = BTreeMap::new();
+    let (_, counts) = lines_of(repo, (d.req, &*touched), &holders, &peers, &none);
+    if counts.iter().all(|n| *n == 0) {
+        return Ok(());
+    }
     let published = published::published_ids(repo, d, in_progress)?;
-    // Each peer's claims not started that this node serves, as the tip
-    // and the peer's record show them: answered (one made for it and not answered it may start at any
-    // look, unrecorded), not among what its record says it runs, nor
-    // published (it ran them, or gave them up, past its record). In the
-    // order it starts them: the highest level first, then by name, as it
-    // claimed them.
-    let mut lines: BTreeMap<&Id, Vec<(u8, &Id)>> = BTreeMap::new();
-    for (task, c) in &holders.claims {
-        if &c.node == req.node
-            || c.unanswered
-            || touched.contains(task)
-            || req.labels.serves(&c.class).is_err()
-        {
-            continue;
-        }
-        // A live peer, whose published entries the last fetch brought.
-        let Some((_, _, running)) = peers.line_of(&c.node) else {
-            continue;
-        };
-        if !repo.fetched_outbox_of(c.node.as_str()) {
-            continue;
-        }
-        let started = running.iter().any(|r| r == task.as_str());
-        let gone = published.get(&c.node).is_some_and(|p| p.contains(task));
-        if !started && !gone {
-            lines.entry(&c.node).or_default().push((c.level, task));
-        }
-    }
-    let task_secs = req.task_secs.or(peers.task_secs());
-    let mut order: Vec<PeerLine<'_>> = Vec::new();
-    for (peer, mut waiting) in lines.into_iter().take(MAX_LINES) {
-        let (slots, secs, _) = peers.line_of(peer).expect("found above");
-        let Some(task_secs) = secs.or(task_secs) else {
-            continue;
-        };
-        waiting.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-        let line = Line {
-            waiting: waiting.len(),
-            slots,
-            task_secs,
-        };
-        order.push((peer, waiting, line));
-    }
-    let lines: Vec<Line> = order.iter().map(|(_, _, l)| *l).collect();
-    let counts = share::take_over(&lines, req.slots, req.steal_up_to, round);
+    let (order, counts) = lines_of(repo, (d.req, &*touched), &holders, &peers, &published);
     let mut queued_before = chrono::Duration::zero();
     for ((peer, waiting, _), n) in order.iter().zip(counts) {
         let ids: Vec<&Id> = waiting[waiting.len() - n..].iter().map(|w| w.1).collect();
@@ -126,10 +89,89 @@ pub(in crate::service::sync) fn steal(
                 continue;
             }
             let from = layout::in_progress_file(id).into_bytes();
-            queued_before = take(d, &from, task, c.arrival(), Vec::new(), queued_before);
+            let was = TakenFrom {
+                node_id: c.claim.node_id.clone(),
+                claimed_at: c.claim.claimed_at.clone(),
+            };
+            let at = (&from[..], Some(was));
+            queued_before = take(d, at, task, c.arrival(), Vec::new(), queued_before);
             touched.insert(id.clone());
             d.report.stolen.push((id.clone(), (*peer).clone()));
         }
     }
     Ok(())
+}
+
+/// Each live peer's claims not started that this node serves, as the tip
+/// and the peer's record show them, and how many of each line to take
+/// over (`share::take_over`). Answered (one made for it and not answered
+/// it may start at any look, unrecorded), not among what its record says
+/// it runs, nor published (`published`: it ran them, or gave them up,
+/// past its record), and only from peers whose published entries the
+/// last fetch brought. In the order it starts them: the highest level
+/// first, then by name, as it claimed them.
+fn lines_of<'h>(
+    repo: &GridRepo,
+    (req, touched): (&SyncRequest<'_>, &BTreeSet<Id>),
+    holders: &'h assigned::Holders,
+    peers: &Peers,
+    published: &BTreeMap<Id, BTreeSet<Id>>,
+) -> (Vec<PeerLine<'h>>, Vec<usize>) {
+    let mut lines: BTreeMap<&Id, Vec<(u8, &Id)>> = BTreeMap::new();
+    for (task, c) in &holders.claims {
+        if &c.node == req.node
+            || c.unanswered
+            || touched.contains(task)
+            || req.labels.serves(&c.class).is_err()
+        {
+            continue;
+        }
+        let Some(line) = peers.line_of(&c.node) else {
+            continue;
+        };
+        if !repo.fetched_outbox_of(c.node.as_str()) {
+            continue;
+        }
+        let started = line.running.iter().any(|r| r == task.as_str());
+        let gone = published.get(&c.node).is_some_and(|p| p.contains(task));
+        if !started && !gone {
+            lines.entry(&c.node).or_default().push((c.level, task));
+        }
+    }
+    let task_secs = req.task_secs.or(peers.task_secs());
+    let mut order: Vec<PeerLine<'_>> = Vec::new();
+    for (peer, mut waiting) in lines.into_iter().take(MAX_LINES) {
+        let of = peers.line_of(peer).expect("found above");
+        let (Some(task_secs), Some(since)) = (of.task_secs.or(task_secs), of.since) else {
+            continue;
+        };
+        waiting.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        // Its record is as old as its last commit, and a node starts the
+        // next claim in its line at each task's end without one: those it
+        // has likely started since are not counted, nor the head of what
+        // is left, which it starts at its next task's end, which may have
+        // come (traced in drains of 1 s tasks: claims taken over had
+        // started 0.2-0.9 s before). Unless its claims have kept it busy
+        // for a task longer than it reckoned they would (`busy_ms`): then
+        // a task runs long, with the line behind it, as its record says.
+        let overdue = of.busy.is_some_and(|b| since > b + task_secs);
+        let (started, head) = if overdue {
+            (0, 0)
+        } else {
+            let ended = (since / task_secs).floor().min(1e6) as usize;
+            (ended.saturating_mul(of.slots as usize), of.slots as usize)
+        };
+        let line = Line {
+            waiting: waiting.len().saturating_sub(started),
+            head,
+            slots: of.slots,
+            task_secs,
+        };
+        order.push((peer, waiting, line));
+    }
+    let lines: Vec<Line> = order.iter().map(|(_, _, l)| *l).collect();
+    // Checked by the caller: no round timed, nothing taken over.
+    let round = req.round_secs.unwrap_or(f64::INFINITY);
+    let counts = share::take_over(&lines, req.slots, req.steal_up_to, round);
+    (order, counts)
 }

@@ -4,7 +4,7 @@
 //! or to wait under `blocked/`).
 
 use crate::git::{Edit, EntryMode, GitError, GridRepo, Oid, TreeEntry};
-use crate::grid::claim::ClaimedTask;
+use crate::grid::claim::{ClaimedTask, TakenFrom};
 use crate::grid::{Id, Task, layout};
 use crate::ledger::deps::BlockedEntry;
 use crate::ledger::result_index::ResultIndex;
@@ -63,13 +63,14 @@ pub(super) fn inputs_of(
         .collect())
 }
 
-/// Claim `task` (the queue file at `from`): out of the queue, into
-/// `in_progress/` with a claim block naming this node and the task's
-/// arrival. `queued_before` is the time the tasks claimed before it in
-/// this batch may take; returns it with this task's.
+/// Claim `task` (the queue file at `from`, or a peer's claim taken over
+/// from it, `taken_from`): out of the queue, into `in_progress/` with a
+/// claim block naming this node and the task's arrival. `queued_before`
+/// is the time the tasks claimed before it in this batch may take;
+/// returns it with this task's.
 pub(super) fn take(
     d: &mut Draft<'_>,
-    from: &[u8],
+    (from, taken_from): (&[u8], Option<TakenFrom>),
     task: Task,
     arrival: crate::time::Timestamp,
     inputs: Vec<(Id, Oid)>,
@@ -83,7 +84,8 @@ pub(super) fn take(
     };
     // Validated: at most max_timeout_seconds.
     let queued_before = queued_before + chrono::Duration::seconds(task.timeout_seconds as i64);
-    let claimed = ClaimedTask::new(task, req.node, req.now, grace).arrived(arrival);
+    let mut claimed = ClaimedTask::new(task, req.node, req.now, grace).arrived(arrival);
+    claimed.claim.taken_from = taken_from;
     d.edits.insert(from.to_vec(), Edit::Delete);
     d.edits.insert(
         layout::in_progress_file(&claimed.task.task_id).into_bytes(),

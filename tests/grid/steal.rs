@@ -287,18 +287,12 @@ fn an_idle_node_takes_over_the_end_of_a_busy_peers_line() {
     assert!(planned.stolen.is_empty(), "{:?}", planned.stolen);
 }
 
-/// A peer holds claims behind a task that runs far longer than it
-/// reckoned (its record stays as it was): a running node with nothing to
-/// do takes them over one commit at a time, as each starts at once, and
-/// runs them; the one the peer's record says it runs stays its own.
-#[test]
-fn a_running_node_takes_over_what_a_stuck_peer_has_not_started() {
-    let grid = Grid::new();
-    let mut spec = WorkerSpec::new(&grid, "idle");
+/// A worker that has timed two tasks of 1 s: claims are taken over, and
+/// watched, only where tasks outlast a round.
+fn timed_worker(grid: &Grid, node: &str) -> WorkerProc {
+    let mut spec = WorkerSpec::new(grid, node);
     spec.drain = false;
-    let mut idle = spawn_worker(&grid, &spec);
-    // It times its tasks first: a claim is taken over only where tasks
-    // outlast a round.
+    let worker = spawn_worker(grid, &spec);
     let warm: Vec<(String, String, u64)> = (0..2)
         .map(|i| (format!("warm-{i}"), "sleep 1".into(), 30))
         .collect();
@@ -306,6 +300,17 @@ fn a_running_node_takes_over_what_a_stuck_peer_has_not_started() {
     wait_until("the warm-up", Duration::from_secs(60), || {
         grid.json_files("tasks/completed").len() == 2
     });
+    worker
+}
+
+/// A peer holds claims behind a task that runs far longer than it
+/// reckoned (its record stays as it was): a running node with nothing to
+/// do takes them over one commit at a time, as each starts at once, and
+/// runs them; the one the peer's record says it runs stays its own.
+#[test]
+fn a_running_node_takes_over_what_a_stuck_peer_has_not_started() {
+    let grid = Grid::new();
+    let mut idle = timed_worker(&grid, "idle");
     let none = serde_json::json!({});
     // Its claims were to keep it busy for 2 s, ten seconds ago: its
     // task runs long, and it starts none of the rest meanwhile.
@@ -342,16 +347,7 @@ fn a_running_node_takes_over_what_a_stuck_peer_has_not_started() {
 #[test]
 fn a_node_drops_the_claims_a_peer_took_over() {
     let grid = Grid::new();
-    let mut spec = WorkerSpec::new(&grid, "holder");
-    spec.drain = false;
-    let mut holder = spawn_worker(&grid, &spec);
-    let warm: Vec<(String, String, u64)> = (0..2)
-        .map(|i| (format!("warm-{i}"), "sleep 1".into(), 30))
-        .collect();
-    grid.submit(&warm);
-    wait_until("the warm-up", Duration::from_secs(60), || {
-        grid.json_files("tasks/completed").len() == 2
-    });
+    let mut holder = timed_worker(&grid, "holder");
     // Alone, its share is the whole queue: one running, three waiting.
     let tasks: Vec<(String, String, u64)> = (0..4)
         .map(|i| (format!("h-{i}"), "sleep 4".into(), 60))

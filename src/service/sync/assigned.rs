@@ -305,6 +305,20 @@ pub(super) fn watch_taken(
     Ok(())
 }
 
+/// The claim files of tasks `ids` at this plan's tip, read in one call
+/// (bounded as a task is).
+pub(super) fn claim_files(
+    repo: &GridRepo,
+    d: &Draft<'_>,
+    ids: &[&Id],
+) -> Result<Vec<Blob>, GitError> {
+    let specs: Vec<String> = ids
+        .iter()
+        .map(|id| format!("{}:{}", d.tip, layout::in_progress_file(id)))
+        .collect();
+    repo.read_objects(&specs, d.req.rules.max_file_bytes as u64)
+}
+
 /// Answer the claims made for this node that it has started
 /// (`req.answer`): the claim becomes its own. One whose result lands in
 /// this very commit needs no answer. One it no longer holds (reaped after
@@ -321,11 +335,7 @@ pub(super) fn answer(
         return Ok(());
     }
     let ids: Vec<&Id> = req.answer.iter().collect();
-    let specs: Vec<String> = ids
-        .iter()
-        .map(|id| format!("{}:{}", d.tip, layout::in_progress_file(id)))
-        .collect();
-    let blobs = repo.read_objects(&specs, req.rules.max_file_bytes as u64)?;
+    let blobs = claim_files(repo, d, &ids)?;
     for (id, blob) in ids.into_iter().zip(blobs) {
         if matches!(blob, Blob::Deferred { .. }) {
             continue;

@@ -62,11 +62,7 @@ pub(in crate::service::sync) fn steal(
     let mut queued_before = chrono::Duration::zero();
     for ((peer, waiting, _), n) in order.iter().zip(counts) {
         let ids: Vec<&Id> = waiting[waiting.len() - n..].iter().map(|w| w.1).collect();
-        let specs: Vec<String> = ids
-            .iter()
-            .map(|id| format!("{}:{}", d.tip, layout::in_progress_file(id)))
-            .collect();
-        let blobs = repo.read_objects(&specs, req.rules.max_file_bytes as u64)?;
+        let blobs = assigned::claim_files(repo, d, &ids)?;
         for (id, blob) in ids.into_iter().zip(blobs) {
             let Some(c) = blob
                 .data()

@@ -74,12 +74,9 @@ pub(super) struct Holders {
     /// The claim files made for this node and not answered yet, with
     /// what their tasks' levels are read from.
     mine: Vec<(TreeEntry, Holder)>,
-    /// Every claim read, by task: the node it names, its level, and
-    /// whether it was made for that node and is not answered yet.
-    pub claims: BTreeMap<Id, HeldClaim>,
 }
 
-/// One claim at a tip, as [`Holders`] reads it.
+/// One claim at a tip, as [`held_claims`] reads it.
 #[derive(Debug, Clone)]
 pub(super) struct HeldClaim {
     pub node: Id,
@@ -171,15 +168,6 @@ fn holders_of(
         };
         *out.by_node.entry(h.node.clone()).or_default() += 1;
         let level = crate::grid::schedule::effective_priority(h.priority, h.arrival, now);
-        if let Some(task) = layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok()) {
-            let claim = HeldClaim {
-                node: h.node.clone(),
-                level,
-                unanswered: h.late_at.is_some(),
-                class: h.class.clone(),
-            };
-            out.claims.insert(task, claim);
-        }
         out.lowest
             .entry(h.node.clone())
             .and_modify(|l| *l = (*l).min(level))
@@ -192,6 +180,39 @@ fn holders_of(
                 out.late.insert(h.node.clone());
             }
         }
+    }
+    Ok(out)
+}
+
+/// Every claim listed in `in_progress/` (`entries`), as far as this look
+/// can read, by task: the node it names, its level, whether it was made
+/// for that node and is not answered yet, and its class. Apart from
+/// [`holders`], which every plan asks and which a drain of 500 claims
+/// would pay for at each round: only claims taken over read this.
+pub(super) fn held_claims(
+    repo: &GridRepo,
+    d: &Draft<'_>,
+    entries: &[TreeEntry],
+) -> Result<BTreeMap<Id, HeldClaim>, GitError> {
+    // Reads what the cache lacks.
+    holders(repo, d, entries)?;
+    let cache = d.req.claims_seen.borrow();
+    let now = d.req.now;
+    let mut out = BTreeMap::new();
+    for e in entries {
+        let Some(Some(h)) = cache.0.get(&e.oid) else {
+            continue;
+        };
+        let Some(task) = layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok()) else {
+            continue;
+        };
+        let claim = HeldClaim {
+            node: h.node.clone(),
+            level: crate::grid::schedule::effective_priority(h.priority, h.arrival, now),
+            unanswered: h.late_at.is_some(),
+            class: h.class.clone(),
+        };
+        out.insert(task, claim);
     }
     Ok(out)
 }
@@ -296,9 +317,9 @@ pub(super) fn watch_taken(
         return Ok(());
     }
     let listed = d.claims_and_nodes(repo)?;
-    let holders = holders(repo, d, &listed[0])?;
+    let claims = held_claims(repo, d, &listed[0])?;
     for id in mine {
-        if holders.claims.get(id).is_some_and(|c| &c.node != req.node) {
+        if claims.get(id).is_some_and(|c| &c.node != req.node) {
             d.report.taken.push(id.clone());
         }
     }

@@ -1,10 +1,12 @@
 //! Taking over claims a busy peer has not started (work stealing;
-//! PROTOCOL.md, Claims taken over). A node with nothing to run and nothing
-//! queued that it serves reads, at the tip, the claims each live peer
-//! holds beyond the tasks its record says it runs, and takes the last of
-//! the longest lines (`share::take_over`) in the commit it makes anyway:
-//! its results, its record. The peer, at its next sync, finds the claim
-//! naming another node and drops it (`sync::watch_taken`).
+//! PROTOCOL.md, Claims taken over). A node with a free slot, nothing
+//! waiting and nothing queued that it serves reads, at the tip, the
+//! claims each live peer holds beyond the tasks its record says it runs,
+//! and takes the last of the longest lines (`share::take_over`) in its own
+//! commit (with its results and record). The peer, at its next sync, finds
+//! a claim it has not started naming another node and drops it
+//! (`assigned::watch_taken`); one it had started runs on, and the first
+//! result lands (`Claim::taken_from`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,16 +51,17 @@ pub(in crate::service::sync) fn steal(
     if !others {
         return Ok(());
     }
+    let claims = assigned::held_claims(repo, d, in_progress)?;
     let peers = peers(repo, nodes, req)?;
     // The lines first as the tip and the records show them; what the
     // peers published is read only where a claim would be taken over.
     let none = BTreeMap::new();
-    let (_, counts) = lines_of(repo, (d.req, &*touched), &holders, &peers, &none);
+    let (_, counts) = lines_of(repo, (d.req, &*touched), &claims, &peers, &none);
     if counts.iter().all(|n| *n == 0) {
         return Ok(());
     }
     let published = published::published_ids(repo, d, in_progress)?;
-    let (order, counts) = lines_of(repo, (d.req, &*touched), &holders, &peers, &published);
+    let (order, counts) = lines_of(repo, (d.req, &*touched), &claims, &peers, &published);
     let mut queued_before = chrono::Duration::zero();
     for ((peer, waiting, _), n) in order.iter().zip(counts) {
         let ids: Vec<&Id> = waiting[waiting.len() - n..].iter().map(|w| w.1).collect();
@@ -109,12 +112,12 @@ pub(in crate::service::sync) fn steal(
 fn lines_of<'h>(
     repo: &GridRepo,
     (req, touched): (&SyncRequest<'_>, &BTreeSet<Id>),
-    holders: &'h assigned::Holders,
+    claims: &'h BTreeMap<Id, assigned::HeldClaim>,
     peers: &Peers,
     published: &BTreeMap<Id, BTreeSet<Id>>,
 ) -> (Vec<PeerLine<'h>>, Vec<usize>) {
     let mut lines: BTreeMap<&Id, Vec<(u8, &Id)>> = BTreeMap::new();
-    for (task, c) in &holders.claims {
+    for (task, c) in claims {
         if &c.node == req.node
             || c.unanswered
             || touched.contains(task)

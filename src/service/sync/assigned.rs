@@ -130,6 +130,39 @@ fn holders_of(
     cache: &std::cell::RefCell<ClaimCache>,
     entries: &[TreeEntry],
 ) -> Result<Holders, GitError> {
+    let files = read_unseen(repo, rules, cache, entries)?;
+    let cache = cache.borrow();
+    let mut out = Holders::default();
+    for e in files {
+        let Some(Some(h)) = cache.0.get(&e.oid) else {
+            continue;
+        };
+        *out.by_node.entry(h.node.clone()).or_default() += 1;
+        let level = crate::grid::schedule::effective_priority(h.priority, h.arrival, now);
+        out.lowest
+            .entry(h.node.clone())
+            .and_modify(|l| *l = (*l).min(level))
+            .or_insert(level);
+        if let Some(late_at) = h.late_at {
+            if &h.node == node {
+                out.mine.push((e.clone(), h.clone()));
+            }
+            if late_at <= now {
+                out.late.insert(h.node.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The claim files among `entries`, with those the cache lacks read into
+/// it (at most `MAX_CLAIMS_READ` a look).
+fn read_unseen<'e>(
+    repo: &GridRepo,
+    rules: &crate::grid::TaskRules,
+    cache: &std::cell::RefCell<ClaimCache>,
+    entries: &'e [TreeEntry],
+) -> Result<Vec<&'e TreeEntry>, GitError> {
     let files: Vec<&TreeEntry> = entries
         .iter()
         .filter(|e| e.mode == EntryMode::File && e.name != layout::KEEP_FILE.as_bytes())
@@ -161,49 +194,33 @@ fn holders_of(
         };
         cache.remember(oid, holder);
     }
-    let mut out = Holders::default();
-    for e in files {
-        let Some(Some(h)) = cache.0.get(&e.oid) else {
-            continue;
-        };
-        *out.by_node.entry(h.node.clone()).or_default() += 1;
-        let level = crate::grid::schedule::effective_priority(h.priority, h.arrival, now);
-        out.lowest
-            .entry(h.node.clone())
-            .and_modify(|l| *l = (*l).min(level))
-            .or_insert(level);
-        if let Some(late_at) = h.late_at {
-            if &h.node == node {
-                out.mine.push((e.clone(), h.clone()));
-            }
-            if late_at <= now {
-                out.late.insert(h.node.clone());
-            }
-        }
-    }
-    Ok(out)
+    Ok(files)
 }
 
-/// Every claim listed in `in_progress/` (`entries`), as far as this look
-/// can read, by task: the node it names, its level, whether it was made
-/// for that node and is not answered yet, and its class. Apart from
-/// [`holders`], which every plan asks and which a drain of 500 claims
-/// would pay for at each round: only claims taken over read this.
+/// The claims listed in `in_progress/` (`entries`) of the tasks `keep`
+/// picks, as far as this look can read, by task: the node each names,
+/// its level, whether it was made for that node and is not answered
+/// yet, and its class. Apart from [`holders`], which every plan asks and
+/// which a drain of 500 claims would pay for at each round: only claims
+/// taken over, and watched for that, read this.
 pub(super) fn held_claims(
     repo: &GridRepo,
     d: &Draft<'_>,
     entries: &[TreeEntry],
+    keep: impl Fn(&Id) -> bool,
 ) -> Result<BTreeMap<Id, HeldClaim>, GitError> {
-    // Reads what the cache lacks.
-    holders(repo, d, entries)?;
+    let files = read_unseen(repo, d.req.rules, d.req.claims_seen, entries)?;
     let cache = d.req.claims_seen.borrow();
     let now = d.req.now;
     let mut out = BTreeMap::new();
-    for e in entries {
+    for e in files {
         let Some(Some(h)) = cache.0.get(&e.oid) else {
             continue;
         };
-        let Some(task) = layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok()) else {
+        let Some(task) = layout::json_stem(&e.name_lossy())
+            .and_then(|s| Id::parse(s).ok())
+            .filter(|t| keep(t))
+        else {
             continue;
         };
         let claim = HeldClaim {
@@ -317,7 +334,7 @@ pub(super) fn watch_taken(
         return Ok(());
     }
     let listed = d.claims_and_nodes(repo)?;
-    let claims = held_claims(repo, d, &listed[0])?;
+    let claims = held_claims(repo, d, &listed[0], |t| mine.contains(&t))?;
     for id in mine {
         if claims.get(id).is_some_and(|c| &c.node != req.node) {
             d.report.taken.push(id.clone());

@@ -292,7 +292,8 @@ pub(super) fn peers(
                     .filter(|r| layout::json_stem(&e.name_lossy()) == Some(r.node_id.as_str()))
             })
             .filter(|n| n.takes_work(req.now, req.policy.stale_after))
-            .map(|n| Peer {
+            .map(|n| (n, since(n, req.now)))
+            .map(|(n, since)| Peer {
                 id: n.node_id.clone(),
                 // A record without the field (an older worker) has one slot.
                 slots: n.concurrency.clamp(1, 1024),
@@ -300,12 +301,11 @@ pub(super) fn peers(
                 labels: n.node_labels(),
                 task_secs: n.task_ms.map(record_secs),
                 holds_level: n.holds_level,
-                dry_in: dry_in(n, req.now),
+                dry_in: dry_in(n, since),
                 takes_assigned: n.takes_assigned,
                 ran_dry: false,
                 running: n.running.clone(),
-                since: crate::time::parse(&n.last_heartbeat)
-                    .map(|t| (req.now - t).to_std().unwrap_or_default().as_secs_f64()),
+                since,
                 busy: n.busy_ms.map(record_secs),
             })
             .collect(),
@@ -318,17 +318,22 @@ fn record_secs(ms: u64) -> f64 {
     ms.min(86_400_000) as f64 / 1000.0
 }
 
-/// When, from `now`, a peer runs dry of what it holds: at once if idle;
-/// if busy, what its record reckoned (`busy_ms`) less the time since it
-/// was written, at least nothing.
-fn dry_in(record: &NodeRecord, now: crate::time::Timestamp) -> Option<f64> {
+/// How long before `now` a record was written, in seconds (none if its
+/// time cannot be read; none passed if it lies in the future).
+fn since(record: &NodeRecord, now: crate::time::Timestamp) -> Option<f64> {
+    let written = crate::time::parse(&record.last_heartbeat)?;
+    Some((now - written).to_std().unwrap_or_default().as_secs_f64())
+}
+
+/// When a peer runs dry of what it holds, in seconds from now: at once if
+/// idle; if busy, what its record reckoned (`busy_ms`) less the time
+/// since it was written (`since`), at least nothing.
+fn dry_in(record: &NodeRecord, since: Option<f64>) -> Option<f64> {
     if record.status == NodeStatus::Idle {
         return Some(0.0);
     }
     let busy = record_secs(record.busy_ms?);
-    let written = crate::time::parse(&record.last_heartbeat)?;
-    let since = (now - written).to_std().unwrap_or_default().as_secs_f64();
-    Some((busy - since).max(0.0))
+    Some((busy - since?).max(0.0))
 }
 
 /// Node records already read, by blob id (a blob's content never changes),

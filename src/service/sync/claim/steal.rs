@@ -43,15 +43,10 @@ pub(in crate::service::sync) fn steal(
     }
     let listed = d.claims_and_nodes(repo)?;
     let [in_progress, nodes] = &*listed;
-    let holders = assigned::holders(repo, d, in_progress)?;
-    let others = holders
-        .by_node
-        .iter()
-        .any(|(node, n)| *n > 0 && node != req.node);
-    if !others {
+    let claims = assigned::held_claims(repo, d, in_progress, |_| true)?;
+    if claims.values().all(|c| &c.node == req.node) {
         return Ok(());
     }
-    let claims = assigned::held_claims(repo, d, in_progress)?;
     let peers = peers(repo, nodes, req)?;
     // The lines first as the tip and the records show them; what the
     // peers published is read only where a claim would be taken over.
@@ -118,29 +113,37 @@ fn lines_of<'h>(
 ) -> (Vec<PeerLine<'h>>, Vec<usize>) {
     let mut lines: BTreeMap<&Id, Vec<(u8, &Id)>> = BTreeMap::new();
     for (task, c) in claims {
-        if &c.node == req.node
-            || c.unanswered
-            || touched.contains(task)
-            || req.labels.serves(&c.class).is_err()
+        if &c.node != req.node
+            && !c.unanswered
+            && !touched.contains(task)
+            && req.labels.serves(&c.class).is_ok()
         {
-            continue;
-        }
-        let Some(line) = peers.line_of(&c.node) else {
-            continue;
-        };
-        if !repo.fetched_outbox_of(c.node.as_str()) {
-            continue;
-        }
-        let started = line.running.iter().any(|r| r == task.as_str());
-        let gone = published.get(&c.node).is_some_and(|p| p.contains(task));
-        if !started && !gone {
             lines.entry(&c.node).or_default().push((c.level, task));
         }
     }
     let task_secs = req.task_secs.or(peers.task_secs());
     let mut order: Vec<PeerLine<'_>> = Vec::new();
-    for (peer, mut waiting) in lines.into_iter().take(MAX_LINES) {
-        let of = peers.line_of(peer).expect("found above");
+    let mut read = 0;
+    for (peer, mut waiting) in lines {
+        // A live peer, whose published entries the last fetch brought.
+        let Some(of) = peers.line_of(peer) else {
+            continue;
+        };
+        if !repo.fetched_outbox_of(peer.as_str()) {
+            continue;
+        }
+        let gone = published.get(peer);
+        waiting.retain(|(_, task)| {
+            !of.running.iter().any(|r| r == task.as_str())
+                && !gone.is_some_and(|p| p.contains(*task))
+        });
+        if waiting.is_empty() {
+            continue;
+        }
+        read += 1;
+        if read > MAX_LINES {
+            break;
+        }
         let (Some(task_secs), Some(since)) = (of.task_secs.or(task_secs), of.since) else {
             continue;
         };

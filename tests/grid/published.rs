@@ -238,6 +238,48 @@ fn a_push_that_loses_publishes_the_outbox_first() {
     assert_eq!(entry, outbox[0]);
 }
 
+/// A batch of short tasks' results (here 300, more than a round of the
+/// old bound of 64) is published whole and rides one peer's commit: the
+/// node need not push any of them itself.
+#[test]
+fn a_batch_of_results_rides_one_peers_commit() {
+    let grid = Grid::new();
+    let ids: Vec<String> = (0..300).map(|i| format!("s{i:03}")).collect();
+    let claims: Vec<_> = ids.iter().map(|t| claim(t, "b", AT)).collect();
+    grid.commit_files(&claims, "a batch claimed by b");
+    let mine: Vec<OutboxEntry> = ids.iter().map(|t| done(t, "b")).collect();
+    let published = sync::to_publish(&Id::parse("b").unwrap(), &mine, false).unwrap();
+    assert!(sync::publishes_all(&published, &mine));
+    publish_at(&grid.url(), "b", &published.edits);
+
+    let a = PlainNode::new("a");
+    let (_state, repo) = clone_of(&grid.url());
+    let heartbeat = || match txn::run(
+        &repo,
+        &Identity::for_node("a"),
+        &TxnPolicy::default(),
+        |t| sync::plan(t, &a.request(0)),
+    )
+    .unwrap()
+    {
+        TxnOutcome::Committed { value, .. } => value,
+        other => panic!("a heartbeat commits: {other:?}"),
+    };
+    assert!(heartbeat().carried.is_empty(), "b's outbox not watched yet");
+    let before = grid.commit_count();
+    let report = heartbeat();
+    assert_eq!(report.carried.len(), 300);
+    assert_eq!(grid.commit_count(), before + 1, "one commit");
+    let completed = grid.files("tasks/completed");
+    assert_eq!(completed.len(), 300);
+    for e in &mine {
+        let name = layout::result_file(true, &Id::parse("b").unwrap(), e.task_id.as_str());
+        let name = name.rsplit('/').next().unwrap();
+        assert_eq!(completed.get(name), Some(&file_of(e)), "{name}");
+    }
+    assert!(grid.files("tasks/in_progress").is_empty());
+}
+
 /// A node with only its last results to deliver, while a peer holding
 /// claims is at work, publishes them and plans again a look later,
 /// leaving the push to the peer whose commit carries them (`txn::Defer`):

@@ -148,7 +148,7 @@ pub use assigned::{ClaimCache, made_for};
 pub use claim::RecordCache;
 use claim::{claim, steal};
 use land::land_outbox;
-pub use published::{MAX_ENTRIES as MAX_PUBLISHED, PublishedCache, publishes, to_publish};
+pub use published::{PublishedCache, publishes, publishes_all, to_publish};
 use release::release;
 pub use report::SyncReport;
 

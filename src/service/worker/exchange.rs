@@ -15,10 +15,8 @@ use crate::service::sync::{self, SyncReport, SyncRequest};
 use crate::status::SyncStats;
 use crate::time;
 
-use super::kept_pace;
 use super::schedule::Due;
-
-use super::{View, Worker};
+use super::{View, Worker, kept_pace};
 
 impl Worker {
     fn orphan_policy(&self) -> OrphanPolicy {
@@ -173,32 +171,34 @@ impl Worker {
         // only where tasks take longer than a round: where they take less,
         // a peer's claim from the queue is as quick, and carried handbacks
         // cost drains of `true` (BENCHMARKS.md, Handbacks published where
-        // tasks take longer than a round). Only then is the outbox
-        // serialized for it.
+        // tasks take longer than a round).
         let hands_back = long
             && outbox
                 .iter()
                 .any(|e| matches!(e.finish, Finish::Requeue { .. }));
-        let txn_policy = match (nothing_to_run || hands_back)
+        let publication = (nothing_to_run || hands_back)
             .then(|| sync::to_publish(&self.cfg.node_id, &outbox, long))
-            .flatten()
-        {
+            .flatten();
+        let published_all = publication
+            .as_ref()
+            .is_some_and(|p| sync::publishes_all(p, &outbox));
+        let txn_policy = match publication {
             Some(p) => txn_policy.publish(p),
             None => txn_policy,
         };
         // Its last results, nothing else: while peers are still at work,
         // their commits may land these (`txn::Defer`), where a round costs
-        // enough for that to pay (`Pace::defer_delivery`). Only as many as
-        // one publication holds, so that peers see this node has run dry
-        // and do not wait for it in turn. Not a node that is stopping, nor
-        // one handing claims back: someone waits for those.
+        // enough for that to pay (`Pace::defer_delivery`). Only if one
+        // publication holds them all, so that peers see this node has run
+        // dry and do not wait for it. Not a node that is stopping, nor one
+        // handing claims back: someone waits for those.
         let peers_at_work = Arc::new(AtomicBool::new(false));
         let defer = self.pace.defer_delivery(self.result_delay()).filter(|_| {
             nothing_to_run
                 && self.registered
                 && status != NodeStatus::Stopped
                 && status != NodeStatus::Draining
-                && outbox.len() <= sync::MAX_PUBLISHED
+                && published_all
                 && outbox
                     .iter()
                     .all(|e| matches!(e.finish, Finish::Result { .. }))

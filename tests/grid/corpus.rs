@@ -132,6 +132,12 @@ fn hostile_entries_in_in_progress_are_reaped_with_a_reason() {
             br#"{"task_id":"badclaim","script":"echo","timeout_seconds":5,"claim":{"node_id":"../x","claimed_at":1,"deadline":[],"attempt":-1}}"#,
         )
         .unwrap();
+        // A claim taken over from a claim that cannot be (`taken_from`).
+        std::fs::write(
+            work.join("tasks/in_progress/badtaken.json"),
+            br#"{"task_id":"badtaken","script":"echo","timeout_seconds":5,"claim":{"node_id":"w","claimed_at":"2026-01-01T00:00:00Z","deadline":"2026-01-01T00:01:00Z","attempt":1,"taken_from":{"node_id":"../x","claimed_at":5}}}"#,
+        )
+        .unwrap();
     });
     let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "janitor"));
     let status = w.wait_exit(Duration::from_secs(60));
@@ -146,6 +152,7 @@ fn hostile_entries_in_in_progress_are_reaped_with_a_reason() {
         ("link.json", "is a symbolic link"),
         ("noclaim.json", "field `claim` is missing"),
         ("badclaim.json", "field `claim` is malformed"),
+        ("badtaken.json", "field `claim` is malformed"),
     ] {
         let prefix = format!("tasks/in_progress/{name}: ");
         assert!(
@@ -155,7 +162,7 @@ fn hostile_entries_in_in_progress_are_reaped_with_a_reason() {
             "{name}: want {why:?} in {errors:#?}"
         );
     }
-    assert_eq!(failed.len(), 6, "{errors:#?}");
+    assert_eq!(failed.len(), 7, "{errors:#?}");
     assert!(grid.files("tasks/in_progress").is_empty());
 }
 

@@ -287,6 +287,71 @@ fn an_idle_node_takes_over_the_end_of_a_busy_peers_line() {
     assert!(planned.stolen.is_empty(), "{:?}", planned.stolen);
 }
 
+/// A hostile writer's claim with a forged `taken_from` (naming "victim"
+/// and a moment): the only result it lets land besides its holder's is
+/// victim's run under that very claim, which the writer could as well
+/// have left in victim's hands. Victim's result under another claim, a
+/// stranger's under this one, and victim's requeue through it land
+/// nothing and end nothing: the claim stays the writer's.
+#[test]
+fn a_forged_taken_from_lands_only_the_named_claims_result() {
+    let grid = Grid::new();
+    let named = at(-60);
+    let forged = serde_json::json!({"node_id": "victim", "claimed_at": named});
+    let (path, bytes) = claim("f-1", "writer", "true", serde_json::json!({}));
+    let mut body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    body["claim"]["taken_from"] = forged;
+    grid.commit_files(
+        &[(path, serde_json::to_vec(&body).unwrap())],
+        "a claim taken over from nobody's",
+    );
+    let named = serde_json::Value::String(named);
+    let victim = PlainNode::new("victim");
+    let stranger = PlainNode::new("stranger");
+    for (node, entry) in [
+        (&victim, ran("f-1", "victim", &serde_json::json!(at(-90)))),
+        (&stranger, ran("f-1", "stranger", &named)),
+        (
+            &victim,
+            OutboxEntry {
+                finish: Finish::requeue("given back".into()),
+                ..ran("f-1", "victim", &named)
+            },
+        ),
+    ] {
+        let report = commit_at(
+            &grid.url(),
+            &SyncRequest {
+                outbox: std::slice::from_ref(&entry),
+                ..node.request(0)
+            },
+        );
+        // A result is superseded (kept aside by its node); a requeue is
+        // moot (cleared, nothing put back).
+        let result = matches!(entry.finish, Finish::Result { .. });
+        let (gone, kept) = (&report.landed, &report.superseded);
+        assert_eq!(
+            (gone.len(), kept.len()),
+            if result { (0, 1) } else { (1, 0) },
+            "{entry:?}: {gone:?} {kept:?}"
+        );
+        assert_eq!(node_of(&grid, "f-1"), "writer");
+        assert!(grid.json_files("tasks/completed").is_empty());
+        assert!(grid.queued().is_empty(), "{:?}", grid.queued().keys());
+    }
+    let report = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            outbox: &[ran("f-1", "victim", &named)],
+            ..victim.request(0)
+        },
+    );
+    assert_eq!(ids_of(&report.landed), ["f-1"]);
+    assert!(grid.files("tasks/in_progress").is_empty());
+    let results: Vec<String> = grid.json_files("tasks/completed").into_keys().collect();
+    assert_eq!(results, ["victim@f-1.json"]);
+}
+
 /// A worker that has timed two tasks of 1 s: claims are taken over, and
 /// watched, only where tasks outlast a round.
 fn timed_worker(grid: &Grid, node: &str) -> WorkerProc {

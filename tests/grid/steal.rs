@@ -250,7 +250,24 @@ fn an_idle_node_takes_over_the_end_of_a_busy_peers_line() {
     assert!(!grid.files("tasks/in_progress").contains_key("s-3.json"));
     assert_eq!(node_of(&grid, "s-2"), "idle");
     assert!(grid.queued().is_empty(), "{:?}", grid.queued().keys());
-    // Idle's own run of s-3 ends later: one result per task.
+    // Idle, running both, learns at its next sync that s-3 ended
+    // elsewhere, and stops that run; s-2 still names it.
+    let mut runner = PlainNode::new("idle");
+    runner.record.running = vec!["s-2".into(), "s-3".into()];
+    let both: BTreeSet<Id> = ["s-2", "s-3"]
+        .iter()
+        .map(|t| Id::parse(t).unwrap())
+        .collect();
+    let running = SyncRequest {
+        held: &both,
+        watch: true,
+        ..runner.request(0)
+    };
+    let seen = plan_at(&grid.url(), &running);
+    assert_eq!(ids_of(&seen.ended), ["s-3"]);
+    assert!(seen.taken.is_empty(), "{:?}", seen.taken);
+    // Idle's own run of s-3 ends later (had it not stopped): one result
+    // per task.
     let late = [ran(
         "s-3",
         "idle",
@@ -270,6 +287,17 @@ fn an_idle_node_takes_over_the_end_of_a_busy_peers_line() {
         .filter(|k| k.ends_with("@s-3.json"))
         .collect();
     assert_eq!(results, ["slow@s-3.json"]);
+    // A claim it runs that went back to the queue (reaped) is no task
+    // ended: its result lands from there.
+    grid.commit_with("s-2 back to the queue", |work| {
+        std::fs::rename(
+            work.join("tasks/in_progress/s-2.json"),
+            work.join("tasks/queue/s-2.json"),
+        )
+        .unwrap();
+    });
+    let seen = plan_at(&grid.url(), &running);
+    assert_eq!(ids_of(&seen.ended), ["s-3"]);
 
     // Tasks no longer than a round: nothing is taken over.
     let quick = SyncRequest {

@@ -310,13 +310,18 @@ pub(super) fn discover(repo: &GridRepo, d: &mut Draft<'_>) -> Result<Vec<Claimed
     Ok(found)
 }
 
-/// The claims this node holds and has not started (`req.held` less what
-/// its record says it runs, its outbox, whose landing judges its own, and
-/// the claims it answers) that the tip names another node for: an idle
-/// peer took one over (`claim::steal`), or it was reaped and claimed
-/// again. The node drops them (`SyncReport::taken`). One it runs it runs
-/// on: its result lands if it is the first (`Claim::taken_from`). One not
-/// at the tip is left: its result may have landed.
+/// The claims this node holds (`req.held` less its outbox, whose landing
+/// judges its own, and the claims it answers), as the tip has them. One
+/// it has not started (not in its record's `running`) that the tip names
+/// another node for: an idle peer took it over (`claim::steal`), or it
+/// was reaped and claimed again; the node drops it (`SyncReport::taken`).
+/// One it runs it runs on while the tip names anyone: its result lands if
+/// it is the first (`Claim::taken_from`). One it runs that the tip no
+/// longer holds, nor queues: the task ended elsewhere (the first holder
+/// of a claim taken over had started it after all, and its result
+/// landed first), and the node stops its run, whose result would be
+/// superseded (`SyncReport::ended`). One not started and not at the tip
+/// is left: its result may have landed.
 pub(super) fn watch_taken(
     repo: &GridRepo,
     d: &mut Draft<'_>,
@@ -328,17 +333,31 @@ pub(super) fn watch_taken(
         .held
         .iter()
         .filter(|id| !outbox.contains(id) && !req.answer.contains(*id) && !touched.contains(*id))
-        .filter(|id| !req.record.running.iter().any(|r| r == id.as_str()))
         .collect();
     if mine.is_empty() {
         return Ok(());
     }
+    let runs = |id: &Id| req.record.running.iter().any(|r| r == id.as_str());
     let listed = d.claims_and_nodes(repo)?;
     let claims = held_claims(repo, d, &listed[0], |t| mine.contains(&t))?;
+    let at_tip: BTreeSet<Id> = listed[0]
+        .iter()
+        .filter_map(|e| layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok()))
+        .filter(|t| mine.contains(&t))
+        .collect();
+    let mut gone = Vec::new();
     for id in mine {
-        if claims.get(id).is_some_and(|c| &c.node != req.node) {
-            d.report.taken.push(id.clone());
+        match claims.get(id) {
+            Some(c) if &c.node != req.node && !runs(id) => d.report.taken.push(id.clone()),
+            _ if runs(id) && !at_tip.contains(id) => gone.push(id.clone()),
+            _ => {}
         }
+    }
+    if !gone.is_empty() {
+        let queued = d.queue(repo)?.paths();
+        d.report
+            .ended
+            .extend(gone.into_iter().filter(|id| !queued.contains_key(id)));
     }
     Ok(())
 }

@@ -354,6 +354,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
                 tip: Some(tip.to_owned()),
                 lost: std::mem::take(&mut d.report.lost),
                 taken: std::mem::take(&mut d.report.taken),
+                ended: std::mem::take(&mut d.report.ended),
                 queue_left: d.report.queue_left,
                 idle_peer_slots: d.report.idle_peer_slots,
                 peers_dry: std::mem::take(&mut d.report.peers_dry),

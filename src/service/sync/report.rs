@@ -89,4 +89,8 @@ pub struct SyncReport {
     /// another node for: taken over by an idle peer, or reaped and claimed
     /// again. It stops them.
     pub taken: Vec<Id>,
+    /// Tasks this node runs (`SyncRequest::watch`) whose claim the tip no
+    /// longer holds, nor queues: ended elsewhere (a claim taken over whose
+    /// first holder's result landed first). It stops their runs.
+    pub ended: Vec<Id>,
 }

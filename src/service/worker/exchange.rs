@@ -501,18 +501,7 @@ impl Worker {
         for id in &report.answered {
             self.unanswered.remove(id);
         }
-        for id in &report.lost {
-            tracing::warn!(task_id = %id, "a claim made for this node was reaped before it answered; stopping the task");
-            self.drop_lost(id);
-        }
-        for id in &report.taken {
-            if self.slots.running.contains_key(id) {
-                // Started meanwhile: it runs on, and the first result lands.
-                continue;
-            }
-            tracing::info!(task_id = %id, "a claim of this node's names another node now (taken over before it started here, or reaped); dropping it");
-            self.drop_lost(id);
-        }
+        self.drop_claims_gone(report);
         for (task, peer) in &report.stolen {
             tracing::info!(task_id = %task, peer = %peer, "took over a claim a busy peer had not started");
         }

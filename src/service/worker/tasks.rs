@@ -12,6 +12,7 @@ use crate::grid::claim::ClaimedTask;
 use crate::sandbox::{Outcome, RunReport};
 use crate::service::outbox::{Finish, OutboxEntry};
 use crate::service::share;
+use crate::service::sync::SyncReport;
 use crate::status;
 use crate::time;
 
@@ -442,6 +443,28 @@ impl Worker {
     /// A claim made for this node that it lost (it answered too late):
     /// stop running it, or drop it unstarted. Its result or requeue, if
     /// any reaches the outbox, is found moot when it lands.
+    /// Drop the claims a sync found this node no longer holds: made for
+    /// it and reaped before it answered, taken over before it started
+    /// them, or ended elsewhere while it ran them.
+    pub(super) fn drop_claims_gone(&mut self, report: &SyncReport) {
+        for id in &report.lost {
+            tracing::warn!(task_id = %id, "a claim made for this node was reaped before it answered; stopping the task");
+            self.drop_lost(id);
+        }
+        for id in &report.taken {
+            if self.slots.running.contains_key(id) {
+                // Started meanwhile: it runs on, and the first result lands.
+                continue;
+            }
+            tracing::info!(task_id = %id, "a claim of this node's names another node now (taken over before it started here, or reaped); dropping it");
+            self.drop_lost(id);
+        }
+        for id in &report.ended {
+            tracing::info!(task_id = %id, "this task ended elsewhere (the first holder of a claim taken over landed its result first); stopping its run here");
+            self.drop_lost(id);
+        }
+    }
+
     pub(super) fn drop_lost(&mut self, id: &Id) {
         if let Some(r) = self.slots.running.get_mut(id) {
             r.cancel.store(true, Ordering::SeqCst);

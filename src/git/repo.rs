@@ -27,9 +27,9 @@ use super::tree::Oid;
 
 /// Bytes of blobs one round of the worker (one fetch, one plan) may read:
 /// a sync reads a sample of the queue, the claims, node records and what
-/// peers published for it to carry, a few hundred KB on a busy grid. Past it, blobs are
-/// [`Blob::Deferred`] to a later round, so that no push, however crafted,
-/// makes one round read more than this.
+/// peers published for it to carry, a few hundred KB on a busy grid. Past
+/// it, blobs are [`Blob::Deferred`] to a later round, so that no push,
+/// however crafted, makes one round read more than this.
 pub const ROUND_READ_BUDGET: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone)]

@@ -29,9 +29,9 @@ const DIR: &str = "results";
 /// first. More wait for the next time. Enough for a whole batch of short
 /// tasks' results to ride one peer's commit: behind a far forge, a node
 /// left with more than one publication holds pushes them itself, each
-/// writer's turn half a second or more (traced: drains of 500 `true`
-/// tasks on 8 nodes landed their last 380 results in four commits, one
-/// a second, after the last task had run).
+/// writer's turn half a second or more (traced: a drain of 500 `true`
+/// tasks on 8 nodes landed its last 399 results in four commits, one a
+/// second, after the last task had run).
 pub const MAX_ENTRIES: usize = 512;
 
 /// What one publication holds in all, as written (the oldest entries

@@ -12,10 +12,10 @@ use std::time::Duration;
 use crate::common::plan::{PlainNode, clone_of, commit_at, publish_at};
 use crate::common::*;
 use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
-use dgrid_worker::git::{Edit, Edits, Plan, Txn, TxnOutcome};
+use dgrid_worker::git::{Edit, Edits, GridRepo, Plan, Txn, TxnOutcome};
 use dgrid_worker::grid::{Id, ResultStatus, TaskResult, layout};
 use dgrid_worker::service::outbox::{Finish, OutboxEntry};
-use dgrid_worker::service::sync::{self, SyncRequest};
+use dgrid_worker::service::sync::{self, SyncReport, SyncRequest};
 
 const AT: &str = "2026-01-01T00:00:00.000Z";
 
@@ -63,6 +63,16 @@ fn done(task: &str, node: &str) -> OutboxEntry {
             signed: None,
         },
         ran: None,
+    }
+}
+
+/// One heartbeat of `node` from the clone `repo`, committed.
+fn heartbeat(repo: &GridRepo, node: &PlainNode) -> SyncReport {
+    let who = Identity::for_node(node.node.as_str());
+    let plan = |t: &Txn<'_>| sync::plan(t, &node.request(0));
+    match txn::run(repo, &who, &TxnPolicy::default(), plan).unwrap() {
+        TxnOutcome::Committed { value, .. } => value,
+        other => panic!("a heartbeat commits: {other:?}"),
     }
 }
 
@@ -126,17 +136,7 @@ fn a_peer_carries_published_results_and_their_node_takes_them_as_delivered() {
     let tip = repo.fetch().unwrap();
     let first = sync::plan(&Txn { repo: &repo, tip }, &a.request(0)).unwrap();
     assert!(first.value.carried.is_empty(), "nothing watched yet");
-    let report = match txn::run(
-        &repo,
-        &Identity::for_node("a"),
-        &TxnPolicy::default(),
-        |t| sync::plan(t, &a.request(0)),
-    )
-    .unwrap()
-    {
-        TxnOutcome::Committed { value, .. } => value,
-        other => panic!("a heartbeat commits: {other:?}"),
-    };
+    let report = heartbeat(&repo, &a);
     let fetched = repo.published_tips(&["b", "z"]).unwrap();
     assert!(fetched[0].is_some() && fetched[1].is_none(), "{fetched:?}");
     let mut carried: Vec<(String, String)> = report
@@ -254,20 +254,12 @@ fn a_batch_of_results_rides_one_peers_commit() {
 
     let a = PlainNode::new("a");
     let (_state, repo) = clone_of(&grid.url());
-    let heartbeat = || match txn::run(
-        &repo,
-        &Identity::for_node("a"),
-        &TxnPolicy::default(),
-        |t| sync::plan(t, &a.request(0)),
-    )
-    .unwrap()
-    {
-        TxnOutcome::Committed { value, .. } => value,
-        other => panic!("a heartbeat commits: {other:?}"),
-    };
-    assert!(heartbeat().carried.is_empty(), "b's outbox not watched yet");
+    assert!(
+        heartbeat(&repo, &a).carried.is_empty(),
+        "b's outbox not watched yet"
+    );
     let before = grid.commit_count();
-    let report = heartbeat();
+    let report = heartbeat(&repo, &a);
     assert_eq!(report.carried.len(), 300);
     assert_eq!(grid.commit_count(), before + 1, "one commit");
     let completed = grid.files("tasks/completed");

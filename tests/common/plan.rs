@@ -153,3 +153,40 @@ pub fn write_one(path: &str, body: &[u8]) -> dgrid_worker::git::txn::Plan<()> {
         value: (),
     }
 }
+
+/// `node`'s outbox entry of a run of `task` that completed with no output,
+/// under its claim made at `claimed_at` (attempt `attempt`), ended at
+/// `ended`: a result ready to deliver, as the tests of landing need one.
+pub fn completed(
+    task: &str,
+    node: &str,
+    attempt: u32,
+    claimed_at: &str,
+    ended: String,
+) -> dgrid_worker::service::outbox::OutboxEntry {
+    use dgrid_worker::grid::{ResultStatus, TaskResult};
+    use dgrid_worker::service::outbox::{Finish, OutboxEntry};
+    OutboxEntry {
+        task_id: Id::parse(task).unwrap(),
+        attempt,
+        claimed_at: claimed_at.into(),
+        finish: Finish::Result {
+            result: TaskResult {
+                task_id: task.into(),
+                node_id: Id::parse(node).unwrap(),
+                exit_code: Some(0),
+                stdout: String::new(),
+                stderr: String::new(),
+                timestamp: ended,
+                status: ResultStatus::Completed,
+                started_at: None,
+                duration_ms: None,
+                attempt,
+                truncated: false,
+                error: None,
+            },
+            signed: None,
+        },
+        ran: None,
+    }
+}

@@ -365,11 +365,11 @@ mod claim_choice {
     use std::time::Duration;
 
     use crate::common::git;
-    use crate::common::plan::PlainNode;
+    use crate::common::plan::{PlainNode, completed};
 
     use dgrid_worker::git::{Edit, Git, GridRepo, Txn};
-    use dgrid_worker::grid::{Id, NodeRecord, NodeStatus, ResultStatus, TaskResult};
-    use dgrid_worker::service::outbox::{Finish, OutboxEntry};
+    use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
+    use dgrid_worker::service::outbox::OutboxEntry;
     use dgrid_worker::service::sync::{self, SyncRequest};
     use dgrid_worker::time;
     use proptest::prelude::*;
@@ -416,30 +416,16 @@ mod claim_choice {
                 .iter()
                 .enumerate()
                 .filter(|(i, b)| **b && *i < valid.len())
-                .map(|(i, _)| OutboxEntry {
-                    task_id: Id::parse(&format!("t{i}")).unwrap(),
-                    attempt: 1,
-                    claimed_at: "2026-01-01T00:00:00.000Z".into(),
-                    // A result for a task that is back in the queue: it
-                    // lands from there, so the task must not be claimed.
-                    finish: Finish::Result {
-                        result: TaskResult {
-                            task_id: format!("t{i}"),
-                            node_id: Id::parse("n").unwrap(),
-                            exit_code: Some(0),
-                            stdout: String::new(),
-                            stderr: String::new(),
-                            timestamp: "2026-01-01T00:00:01.000Z".into(),
-                            status: ResultStatus::Completed,
-                            started_at: None,
-                            duration_ms: None,
-                            attempt: 1,
-                            truncated: false,
-                            error: None,
-                        },
-                        signed: None,
-                    },
-                    ran: None,
+                // A result for a task that is back in the queue: it lands
+                // from there, so the task must not be claimed.
+                .map(|(i, _)| {
+                    completed(
+                        &format!("t{i}"),
+                        "n",
+                        1,
+                        "2026-01-01T00:00:00.000Z",
+                        "2026-01-01T00:00:01.000Z".into(),
+                    )
                 })
                 .collect();
             let touched: BTreeSet<String> = outbox.iter().map(|e| e.task_id.to_string()).collect();

@@ -123,31 +123,13 @@ fn result_of(
     c: &dgrid_worker::grid::claim::ClaimedTask,
     node: &str,
 ) -> dgrid_worker::service::outbox::OutboxEntry {
-    use dgrid_worker::grid::{Id, ResultStatus, TaskResult};
-    use dgrid_worker::service::outbox::{Finish, OutboxEntry};
-    OutboxEntry {
-        task_id: c.task.task_id.clone(),
-        attempt: c.claim.attempt,
-        claimed_at: c.claim.claimed_at.clone(),
-        finish: Finish::Result {
-            result: TaskResult {
-                task_id: c.task.task_id.to_string(),
-                node_id: Id::parse(node).unwrap(),
-                exit_code: Some(0),
-                stdout: String::new(),
-                stderr: String::new(),
-                timestamp: dgrid_worker::time::format(dgrid_worker::time::now()),
-                status: ResultStatus::Completed,
-                started_at: None,
-                duration_ms: None,
-                attempt: c.claim.attempt,
-                truncated: false,
-                error: None,
-            },
-            signed: None,
-        },
-        ran: None,
-    }
+    crate::common::plan::completed(
+        c.task.task_id.as_str(),
+        node,
+        c.claim.attempt,
+        &c.claim.claimed_at,
+        dgrid_worker::time::format(dgrid_worker::time::now()),
+    )
 }
 
 /// A node that only delivers counts who may push with it: the nodes

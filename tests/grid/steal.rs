@@ -7,11 +7,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::common::plan::{PlainNode, clone_of, commit_at, plan_at, publish_at};
+use crate::common::plan::{PlainNode, clone_of, commit_at, completed, plan_at, publish_at};
 use crate::common::*;
 use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
 use dgrid_worker::git::{Txn, TxnOutcome};
-use dgrid_worker::grid::{Id, NodeRecord, NodeStatus, ResultStatus, TaskResult};
+use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
 use dgrid_worker::service::outbox::{Finish, OutboxEntry};
 use dgrid_worker::service::sync::{self, SyncReport, SyncRequest};
 
@@ -48,29 +48,7 @@ fn claim(task: &str, node: &str, script: &str, extra: serde_json::Value) -> (Str
 /// `node`'s outbox entry of a completed run of `task`, under the claim it
 /// made at `claimed_at`.
 fn ran(task: &str, node: &str, claimed_at: &serde_json::Value) -> OutboxEntry {
-    OutboxEntry {
-        task_id: Id::parse(task).unwrap(),
-        attempt: 1,
-        claimed_at: claimed_at.as_str().unwrap().into(),
-        finish: Finish::Result {
-            result: TaskResult {
-                task_id: task.to_string(),
-                node_id: Id::parse(node).unwrap(),
-                exit_code: Some(0),
-                stdout: String::new(),
-                stderr: String::new(),
-                timestamp: at(0),
-                status: ResultStatus::Completed,
-                started_at: None,
-                duration_ms: None,
-                attempt: 1,
-                truncated: false,
-                error: None,
-            },
-            signed: None,
-        },
-        ran: None,
-    }
+    completed(task, node, 1, claimed_at.as_str().unwrap(), at(0))
 }
 
 fn node_of(grid: &Grid, task: &str) -> String {

@@ -340,16 +340,17 @@ pub(super) fn watch_taken(
     let runs = |id: &Id| req.record.running.iter().any(|r| r == id.as_str());
     let listed = d.claims_and_nodes(repo)?;
     let claims = held_claims(repo, d, &listed[0], |t| mine.contains(&t))?;
-    let at_tip: BTreeSet<Id> = listed[0]
-        .iter()
-        .filter_map(|e| layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok()))
-        .filter(|t| mine.contains(&t))
-        .collect();
+    // A task it runs whose claim was not read here (rare): is its file at
+    // the tip at all?
+    let listed_at_tip = |id: &Id| {
+        let name = format!("{id}.json");
+        listed[0].iter().any(|e| e.name == name.as_bytes())
+    };
     let mut gone = Vec::new();
     for id in mine {
         match claims.get(id) {
             Some(c) if &c.node != req.node && !runs(id) => d.report.taken.push(id.clone()),
-            _ if runs(id) && !at_tip.contains(id) => gone.push(id.clone()),
+            None if runs(id) && !listed_at_tip(id) => gone.push(id.clone()),
             _ => {}
         }
     }

@@ -8,20 +8,34 @@
 //! drains spend the machine") then say what the protocol costs, not what
 //! the host has left. A diagnostic for a section run alone; the full run
 //! never sets it. The `git daemon` of the far-host rows is not held.
+//!
+//! A list (`BENCH_CPU_PER_WORKER=0.1,0.4`) gives the workers those shares
+//! in turn by their number (`w00` the first, `w01` the second, and so
+//! on round the list): nodes of unequal speed, as a volunteer fleet is.
 
 use std::path::PathBuf;
 
 /// The cgroup a worker named `node` runs in, created and limited, when
 /// `BENCH_CPU_PER_WORKER` asks for one; `None` when it does not.
 pub fn limited_cgroup(node: &str) -> Option<PathBuf> {
-    let cores: f64 = match std::env::var("BENCH_CPU_PER_WORKER") {
+    let shares: Vec<f64> = match std::env::var("BENCH_CPU_PER_WORKER") {
         Ok(v) => v
-            .parse()
-            .ok()
-            .filter(|c: &f64| *c > 0.0)
-            .unwrap_or_else(|| panic!("BENCH_CPU_PER_WORKER={v}: cores, a number above 0")),
+            .split(',')
+            .map(|c| {
+                c.trim()
+                    .parse()
+                    .ok()
+                    .filter(|c: &f64| *c > 0.0)
+                    .unwrap_or_else(|| {
+                        panic!("BENCH_CPU_PER_WORKER={v}: cores, numbers above 0 split by commas")
+                    })
+            })
+            .collect(),
         Err(_) => return None,
     };
+    // The worker's number: the digits its name ends with.
+    let digits = node.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let cores = shares[digits.parse::<usize>().unwrap_or(0) % shares.len()];
     const PERIOD_US: u64 = 100_000;
     let quota_us = (cores * PERIOD_US as f64).round() as u64;
     // One directory a worker, named for the bench's process so that runs

@@ -578,9 +578,37 @@ fn custom() {
     };
     let workers = num("workers", "8");
     let tasks = num("tasks", "64");
-    let lengths = |n: usize| match get("len", "1").as_str() {
+    let len = get("len", "1");
+    let lengths = |n: usize| match len.as_str() {
         "mixed" => heavy_tailed(n),
-        l => vec![l.parse().expect("SCALEOUT_CUSTOM: len is seconds or mixed"); n],
+        l => match l.strip_prefix("cpu") {
+            // Sized in the loop's turns below, not in seconds.
+            Some(_) => vec![0.0; n],
+            None => vec![
+                l.parse()
+                    .expect("SCALEOUT_CUSTOM: len is seconds, mixed or cpuN");
+                n
+            ],
+        },
+    };
+    // `len=cpuN`: a task that counts to N thousand in the shell, work for
+    // the processor (about 1.3 s a million turns on a core here), so that
+    // a node held to less of a core (`BENCH_CPU_PER_WORKER`) takes longer.
+    let cpu_work = |tasks: Vec<(String, String)>| match len.strip_prefix("cpu") {
+        Some(k) => {
+            let turns = k
+                .parse::<usize>()
+                .expect("SCALEOUT_CUSTOM: len=cpuN, N a number")
+                * 1000;
+            tasks
+                .into_iter()
+                .map(|(id, _)| {
+                    let script = format!("i=0; while [ $i -lt {turns} ]; do i=$((i+1)); done");
+                    (id, script)
+                })
+                .collect()
+        }
+        None => tasks,
     };
     let make = |workers: usize, n: usize, prefix: &str| Shape {
         pull_interval: num("interval", "1") as u64,
@@ -588,7 +616,7 @@ fn custom() {
         https: num("https", "0") == 1,
         ssh: num("ssh", "0") == 1,
         concurrency: num("slots", "1") as u32,
-        ..shape(workers, sleeps(prefix, &lengths(n)))
+        ..shape(workers, cpu_work(sleeps(prefix, &lengths(n))))
     };
     let one = num("one", &(tasks / workers).to_string());
     let runs = in_turn(&[make(1, one, "u"), make(workers, tasks, "v")]);

@@ -310,6 +310,13 @@ pub fn run_branches<T>(
             deferred = true;
             continue;
         }
+        if rejections == 0
+            && policy.publish_first
+            && let Some(outbox) = &policy.publish
+        {
+            // Its pushes keep losing: a peer's commit may carry these first.
+            outbox.publish(repo, &who);
+        }
         let mut commits: Vec<Option<Oid>> = vec![None; branches.len()];
         for (i, change) in changed {
             commits[i] = Some(repo.commit_edits(

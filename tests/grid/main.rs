@@ -24,6 +24,7 @@ mod scheduling;
 mod secrets;
 mod shallow;
 mod shared_host;
+mod standing;
 mod steal;
 mod structure;
 mod tools_cli;

@@ -48,6 +48,10 @@ pub struct TxnPolicy {
     /// ([`super::published`]), for a peer's commit to carry if it lands
     /// first.
     pub publish: Option<Arc<Publish>>,
+    /// Publish before the first push, not after a lost round: a node
+    /// whose pushes keep losing (`service::worker`, starved), so that
+    /// its peers see its results and standing at their next commit.
+    pub publish_first: bool,
     /// The tip of the grid's branch fetched just before (by a look that
     /// found work to take): the first round plans on it instead of
     /// fetching again. A tip moved since only loses that round's push,
@@ -91,6 +95,7 @@ impl Default for TxnPolicy {
             rounds_end_by: None,
             writers: None,
             publish: None,
+            publish_first: false,
             fetched: None,
             defer: None,
         }
@@ -160,6 +165,14 @@ impl TxnPolicy {
         TxnPolicy {
             publish: Some(Arc::new(outbox)),
             ..self
+        }
+    }
+
+    /// Publish `outbox` before the first push (`publish_first`).
+    pub fn publish_first(self, outbox: Publish) -> Self {
+        TxnPolicy {
+            publish_first: true,
+            ..self.publish(outbox)
         }
     }
 

@@ -148,7 +148,9 @@ pub use assigned::{ClaimCache, made_for};
 pub use claim::RecordCache;
 use claim::{claim, steal};
 use land::land_outbox;
-pub use published::{PublishedCache, publishes, publishes_all, to_publish};
+pub use published::{
+    PublishedCache, Standing, publishes, publishes_all, to_publish, with_standing,
+};
 use release::release;
 pub use report::SyncReport;
 

@@ -108,7 +108,12 @@ fn entry_path(id: &Id) -> String {
 
 /// Does `p` hold an entry for each of `outbox`'s?
 pub fn publishes_all(p: &Publish, outbox: &[OutboxEntry]) -> bool {
-    p.edits.len() == outbox.len()
+    let entries = p
+        .edits
+        .keys()
+        .filter(|k| k.starts_with(DIR.as_bytes()) && k.get(DIR.len()) == Some(&b'/'))
+        .count();
+    entries == outbox.len()
 }
 
 /// Does `p` hold the entry for task `id`?
@@ -128,7 +133,8 @@ pub(super) fn carry(
         if d.req.published_seen.borrow().settled.contains(&tip) {
             continue;
         }
-        if carry_one(repo, d, touched, &peer, &tip)? {
+        let results = carry_one(repo, d, touched, &peer, &tip)?;
+        if standing::carry(repo, d, touched, &peer, &tip)? && results {
             remember(&mut d.req.published_seen.borrow_mut().settled, tip);
         }
     }
@@ -428,6 +434,9 @@ pub(super) fn ran_dry(
     }
     Ok(out)
 }
+
+mod standing;
+pub use standing::{Standing, with_standing};
 
 #[cfg(test)]
 mod tests;

@@ -66,6 +66,8 @@ pub struct SyncReport {
     pub assigned: Vec<(Id, Id)>,
     /// Peers' published results this commit carries: (task, peer).
     pub carried: Vec<(Id, Id)>,
+    /// Peers whose published answers or record this commit carries.
+    pub carried_standing: Vec<Id>,
     /// Peers' published handbacks this commit carries back to the queue
     /// (the claim may take them in it, as `claimed` says): (task, peer).
     pub carried_back: Vec<(Id, Id)>,

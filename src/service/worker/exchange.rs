@@ -165,24 +165,27 @@ impl Worker {
         // back: should a round be lost, they go where a peer's commit may
         // carry them (PROTOCOL.md, Published results); the idle peer a
         // handback is for claims it in the commit that carries it. A busy
-        // node's results alone ride with its next claim, and a push more
-        // each lost round cost a mixed drain more than it saved
-        // (BENCHMARKS.md, Results carried by peers' commits). Handbacks
-        // only where tasks take longer than a round: where they take less,
-        // a peer's claim from the queue is as quick, and carried handbacks
-        // cost drains of `true` (BENCHMARKS.md, Handbacks published where
-        // tasks take longer than a round).
+        // node's results ride with its next claim (a push more each lost
+        // round cost a mixed drain more than it saved), unless starved;
+        // handbacks only where tasks outlast a round, or a peer's claim
+        // from the queue is as quick (BENCHMARKS.md: Results carried by
+        // peers' commits; Handbacks published where tasks take longer
+        // than a round).
         let hands_back = long
             && outbox
                 .iter()
                 .any(|e| matches!(e.finish, Finish::Requeue { .. }));
-        let publication = (nothing_to_run || hands_back)
+        let starved = self.starved();
+        let publication = (nothing_to_run || hands_back || starved)
             .then(|| sync::to_publish(&self.cfg.node_id, &outbox, long))
             .flatten();
+        let publication = self.standing(publication, starved, &record);
         let published_all = publication
             .as_ref()
             .is_some_and(|p| sync::publishes_all(p, &outbox));
         let txn_policy = match publication {
+            // A handback published is a peer's to take, not this node's.
+            Some(p) if starved && !hands_back => txn_policy.publish_first(p),
             Some(p) => txn_policy.publish(p),
             None => txn_policy,
         };
@@ -292,6 +295,7 @@ impl Worker {
                 txn::TxnError::Git(_) => 0,
             };
             self.board.sync_done(failed(lost));
+            self.lost_syncs += u32::from(lost > 0);
         }
         // Losing races says the grid is there and busy, not away.
         let outcome = result.inspect_err(|e| {
@@ -309,6 +313,7 @@ impl Worker {
                 tracing::debug!(took_ms = took.as_millis() as u64, rejections, %commit, "sync");
                 self.pace.sync_took(took);
                 self.pace.commit_took(took, rejections.saturating_add(1));
+                self.lost_syncs = 0;
                 self.board.sync_done(SyncStats {
                     took,
                     ok: true,
@@ -495,6 +500,9 @@ impl Worker {
         for (task, peer) in &report.carried {
             tracing::info!(task_id = %task, peer = %peer, "carried a peer's published result");
         }
+        for peer in &report.carried_standing {
+            tracing::info!(peer = %peer, "carried a peer's published answers and record");
+        }
         for (task, peer) in &report.carried_back {
             tracing::info!(task_id = %task, peer = %peer, "carried a claim a peer handed back to the queue");
         }
@@ -515,6 +523,7 @@ impl Worker {
             self.unanswered.insert(c.task.task_id.clone());
             self.slots.waiting.push_back(c.clone());
         }
+        self.note_answers();
         if !self.unanswered.is_empty() {
             // The answer rides with the next commit this node makes anyway
             // (its first results, a claim), or goes alone well before its

@@ -9,7 +9,78 @@ use super::{Worker, schedule};
 use crate::service::budget::Allowance;
 use crate::time;
 
+/// Something of this node's (a result, an answer) has waited this long to
+/// land: its pushes keep losing. A busy node holds its results up to
+/// `Pace::result_delay` (2 s at most) for a claim to ride with, and a
+/// crowd's last writers lose a few rounds (BENCHMARKS.md, The last results
+/// of a drain): five seconds is past both.
+const STARVED: Duration = Duration::from_secs(5);
+
+/// And it lost rounds in this many syncs in a row, landing nothing: a
+/// node that lands between its losses (a crowd's turns on the ref) is
+/// not starved, and its results ride with its next claim as before.
+const STARVED_SYNCS: u32 = 3;
+
 impl Worker {
+    /// Have its results or answers waited [`STARVED`] or more, over
+    /// [`STARVED_SYNCS`] lost syncs? Then what
+    /// it publishes carries its standing too (`sync::Standing`), and it
+    /// publishes before its first push.
+    pub(super) fn starved(&self) -> bool {
+        self.lost_syncs >= STARVED_SYNCS
+            && [self.schedule.results_since, self.answers_since]
+                .into_iter()
+                .flatten()
+                .any(|since| since.elapsed() >= STARVED)
+    }
+
+    /// Keep `answers_since` with what `unanswered` holds.
+    pub(super) fn note_answers(&mut self) {
+        self.answers_since = match self.answers_since {
+            _ if self.unanswered.is_empty() => None,
+            since => since.or(Some(Instant::now())),
+        };
+    }
+
+    /// `publication` with this node's answers and record beside its
+    /// results if it is `starved`, for a peer's commit to carry
+    /// (PROTOCOL.md, Published results): its claims stay its own, and its
+    /// peers see what it runs.
+    pub(super) fn standing(
+        &self,
+        publication: Option<crate::git::published::Publish>,
+        starved: bool,
+        record: &crate::grid::node::NodeRecord,
+    ) -> Option<crate::git::published::Publish> {
+        if !starved {
+            return publication;
+        }
+        let standing = crate::service::sync::Standing {
+            answers: self.answers(),
+            record,
+        };
+        Some(crate::service::sync::with_standing(
+            publication,
+            &self.cfg.node_id,
+            &standing,
+        ))
+    }
+
+    /// The claims made for this node that it answers (`unanswered`), with
+    /// the moment each was made.
+    pub(super) fn answers(&self) -> Vec<(&crate::grid::Id, &str)> {
+        self.unanswered
+            .iter()
+            .filter_map(|id| {
+                let held = match self.slots.running.get(id) {
+                    Some(r) => Some(&r.claimed),
+                    None => self.slots.waiting.iter().find(|c| &c.task.task_id == id),
+                };
+                held.map(|c| (id, c.claim.claimed_at.as_str()))
+            })
+            .collect()
+    }
+
     /// Tasks to claim on the next sync (none while stopping, unhealthy or
     /// paused by its volunteer's limits): free slots, and claims ahead while
     /// busy or while the queue is deep. None ahead while idle at a shallow

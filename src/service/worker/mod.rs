@@ -190,6 +190,10 @@ struct Worker {
     /// Claims peers made for this node that it started and has not
     /// answered yet (PROTOCOL.md, Assigned claims).
     unanswered: std::collections::BTreeSet<Id>,
+    /// Since when `unanswered` has held something (`starved`).
+    answers_since: Option<Instant>,
+    /// Syncs in a row that lost rounds and landed nothing (`starved`).
+    lost_syncs: u32,
     /// Who the claim files name, read so far, by blob id.
     claims_seen: RefCell<crate::service::sync::ClaimCache>,
     /// Peers' published outboxes with nothing left to carry, by commit.
@@ -374,6 +378,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         claim_commits: HashMap::new(),
         handed_back: Vec::new(),
         unanswered: Default::default(),
+        answers_since: None,
+        lost_syncs: 0,
         claims_seen: Default::default(),
         published_seen: Default::default(),
         registered: false,

@@ -133,10 +133,13 @@ fn lines_of<'h>(
             continue;
         }
         let gone = published.get(peer);
-        waiting.retain(|(_, task)| {
-            !of.running.iter().any(|r| r == task.as_str())
-                && !gone.is_some_and(|p| p.contains(*task))
-        });
+        let running = |task: &Id| of.running.iter().any(|r| r == task.as_str());
+        waiting.retain(|(_, task)| !running(task));
+        // Published and not running by its record: started after it, and
+        // ended (counted below among what it started since).
+        let before = waiting.len();
+        waiting.retain(|(_, task)| !gone.is_some_and(|p| p.contains(*task)));
+        let ended_seen = before - waiting.len();
         if waiting.is_empty() {
             continue;
         }
@@ -161,7 +164,8 @@ fn lines_of<'h>(
             (0, 0)
         } else {
             let ended = (since / task_secs).floor().min(1e6) as usize;
-            (ended.saturating_mul(of.slots as usize), of.slots as usize)
+            let started = ended.saturating_mul(of.slots as usize);
+            (started.saturating_sub(ended_seen), of.slots as usize)
         };
         let line = Line {
             waiting: waiting.len().saturating_sub(started),

@@ -129,3 +129,48 @@ fn a_published_result_reads_back_to_the_same_file() {
     assert_eq!(a.to_bytes(), b.to_bytes());
     assert_eq!(back, e);
 }
+
+#[test]
+fn a_standing_rides_beside_the_results_and_counts_as_none_of_them() {
+    let me = Id::parse("n1").unwrap();
+    let outbox = [entry(
+        "a",
+        Finish::Result {
+            result: result("a"),
+            signed: None,
+        },
+    )];
+    let record = crate::grid::node::NodeRecord::new(
+        me.clone(),
+        crate::grid::NodeStatus::Busy,
+        "2026-01-01T00:00:02.000Z".into(),
+    );
+    let b = Id::parse("b").unwrap();
+    let standing = Standing {
+        answers: vec![(&b, "2026-01-01T00:00:00.000Z")],
+        record: &record,
+    };
+    let p = with_standing(to_publish(&me, &outbox, false), &me, &standing);
+    let names: Vec<String> = p
+        .edits
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(names, ["answers/b.json", "record.json", "results/a.json"]);
+    assert!(
+        publishes_all(&p, &outbox),
+        "the answer and record are no results"
+    );
+    let Edit::Put(answer) = &p.edits[b"answers/b.json".as_slice()] else {
+        panic!("an answer is written");
+    };
+    let answer: serde_json::Value = serde_json::from_slice(answer).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"task_id": "b", "claimed_at": "2026-01-01T00:00:00.000Z"})
+    );
+    // A standing alone, with no results: a publication all the same.
+    let alone = with_standing(None, &me, &standing);
+    assert_eq!(alone.edits.len(), 2);
+    assert!(publishes_all(&alone, &[]));
+}

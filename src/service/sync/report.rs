@@ -32,7 +32,7 @@ pub struct SyncReport {
     /// dry, in seconds from this look, soonest first, when the queue was
     /// looked at: claims this node would start later go to them
     /// (`share::give_back`).
-    pub peers_dry: Vec<f64>,
+    pub peers_dry: Vec<crate::service::share::PeerSlot>,
     /// Slots of all the peers taking work at this tip, when the queue was
     /// looked at.
     pub live_peer_slots: u32,

@@ -138,6 +138,7 @@ impl Worker {
         let started = Instant::now();
         let mut round = 0u32;
         let writers = Arc::new(AtomicU32::new(0));
+        let seen = std::cell::RefCell::new(None);
         let txn_policy = txn_policy.clone().writers(writers.clone());
         let nothing_to_run = self.slots.running.is_empty() && self.slots.waiting.is_empty();
         // Nothing to run until this sync lands: every round it waits out,
@@ -267,6 +268,7 @@ impl Worker {
                 watch: long && !nothing_to_run,
             };
             let planned = sync::plan(t, &req)?;
+            *seen.borrow_mut() = Some(View::of(&planned.value));
             writers.store(planned.value.writers, Ordering::SeqCst);
             peers_at_work.store(planned.value.peers_at_work > 0, Ordering::SeqCst);
             Ok(planned)
@@ -296,6 +298,11 @@ impl Worker {
             };
             self.board.sync_done(failed(lost));
             self.lost_syncs += u32::from(lost > 0);
+            // What its lost rounds read of the grid is as good as a look:
+            // a node whose pushes keep losing hands claims on all the same.
+            if let Some(view) = seen.take().filter(|_| survey && lost > 0) {
+                self.rebalance_on(view);
+            }
         }
         // Losing races says the grid is there and busy, not away.
         let outcome = result.inspect_err(|e| {
@@ -393,15 +400,7 @@ impl Worker {
         self.absorb(&report, commit.as_deref());
         self.check_node_key();
         if looked {
-            let view = View {
-                queue_left: report.queue_left,
-                idle_peer_slots: report.idle_peer_slots,
-                peers_dry: report.peers_dry.clone(),
-                live_peer_slots: report.live_peer_slots,
-                top_queued: report.top_queued,
-            };
-            self.rebalance(&view);
-            self.last_view = Some(view);
+            self.rebalance_on(View::of(&report));
         }
         // Not with a push of unknown outcome: maintenance may cut history
         // that telling whether it landed needs.

@@ -96,10 +96,22 @@ struct View {
     idle_peer_slots: u32,
     /// When the slots of the peers that could take this node's claims run
     /// dry, in seconds from the look, soonest first.
-    peers_dry: Vec<f64>,
+    peers_dry: Vec<crate::service::share::PeerSlot>,
     live_peer_slots: u32,
     /// The best level (priority with age) queued that this node serves.
     top_queued: Option<u8>,
+}
+
+impl View {
+    fn of(report: &SyncReport) -> View {
+        View {
+            queue_left: report.queue_left,
+            idle_peer_slots: report.idle_peer_slots,
+            peers_dry: report.peers_dry.clone(),
+            live_peer_slots: report.live_peer_slots,
+            top_queued: report.top_queued,
+        }
+    }
 }
 
 /// Why the engine is not used for now, and when to look again.

@@ -341,6 +341,12 @@ impl Worker {
         Some(Instant::now() + wait)
     }
 
+    /// [`Self::rebalance`] on `view`, kept as the last look's.
+    pub(super) fn rebalance_on(&mut self, view: View) {
+        self.rebalance(&view);
+        self.last_view = Some(view);
+    }
+
     /// Hand claims this node has not started back to the queue when the
     /// last look at the grid saw work it should do first or peers to do
     /// them: those of a lower priority than the best it could claim
@@ -402,7 +408,7 @@ impl Worker {
         // "A handback's real cost").
         let handback_cost =
             2.0 * self.pace.round_secs().unwrap_or(0.0) + self.cfg.pull_interval.as_secs_f64();
-        let n = share::give_back(
+        let n = share::give_back_paced(
             &starts,
             view.queue_left,
             &view.peers_dry,
@@ -417,7 +423,7 @@ impl Worker {
             count = n,
             keep = self.slots.waiting.len() - n,
             idle_peer_slots = view.idle_peer_slots,
-            soonest_dry = view.peers_dry.first(),
+            soonest_dry = view.peers_dry.first().map(|p| p.dry),
             "handing claims not started to peers that would start them sooner"
         );
         for c in self.slots.take_last_waiting(n) {

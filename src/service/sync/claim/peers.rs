@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use crate::git::{EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::schedule::NodeLabels;
 use crate::grid::{Class, Id, NodeRecord, NodeStatus, layout};
+use crate::service::share::PeerSlot;
 use crate::service::sync::SyncRequest;
 
 /// The other nodes taking work at a tip, as their records say: their
@@ -219,15 +220,20 @@ impl Peers {
 
     /// When, from now, each slot of the peers that could take over any of
     /// the claims this node holds (as [`Peers::idle_slots`]) runs dry, in
-    /// seconds, soonest first; peers that cannot tell are left out.
-    pub(super) fn dry_slots(&self, holding: &[Class]) -> Vec<f64> {
-        let mut out: Vec<f64> = Vec::new();
+    /// seconds, soonest first, with how long the peer's tasks take; peers
+    /// that cannot tell are left out.
+    pub(super) fn dry_slots(&self, holding: &[Class]) -> Vec<PeerSlot> {
+        let mut out: Vec<PeerSlot> = Vec::new();
         for p in self.0.iter().filter(|p| p.could_take(holding)) {
             let Some(dry) = p.dry_in else { continue };
             let room = MAX_PEER_SLOTS_RECKONED.saturating_sub(out.len());
-            out.extend(std::iter::repeat_n(dry, (p.slots as usize).min(room)));
+            let slot = PeerSlot {
+                dry,
+                task: p.task_secs,
+            };
+            out.extend(std::iter::repeat_n(slot, (p.slots as usize).min(room)));
         }
-        out.sort_by(f64::total_cmp);
+        out.sort_by(|a, b| a.dry.total_cmp(&b.dry));
         out
     }
 

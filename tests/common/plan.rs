@@ -113,6 +113,19 @@ pub fn commit_at(url: &str, req: &SyncRequest<'_>) -> SyncReport {
     }
 }
 
+/// One heartbeat of `node` from the clone `repo` (which keeps what it
+/// learnt, as a worker's does), committed.
+pub fn heartbeat(repo: &GridRepo, node: &PlainNode) -> SyncReport {
+    use dgrid_worker::git::TxnOutcome;
+    use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
+    let who = Identity::for_node(node.node.as_str());
+    let plan = |t: &Txn<'_>| sync::plan(t, &node.request(0));
+    match txn::run(repo, &who, &TxnPolicy::default(), plan).unwrap() {
+        TxnOutcome::Committed { value, .. } => value,
+        other => panic!("a heartbeat commits: {other:?}"),
+    }
+}
+
 /// Publish `edits` as `node`'s outbox on the grid at `url` (the whole
 /// tree of its branch), as the node does when its push loses a round.
 pub fn publish_at(url: &str, node: &str, edits: &dgrid_worker::git::Edits) {

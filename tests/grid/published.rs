@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::common::plan::{PlainNode, clone_of, commit_at, publish_at};
+use crate::common::plan::{PlainNode, clone_of, commit_at, heartbeat, publish_at};
 use crate::common::*;
 use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
-use dgrid_worker::git::{Edit, Edits, GridRepo, Plan, Txn, TxnOutcome};
+use dgrid_worker::git::{Edit, Edits, Plan, Txn, TxnOutcome};
 use dgrid_worker::grid::{Id, ResultStatus, TaskResult, layout};
 use dgrid_worker::service::outbox::{Finish, OutboxEntry};
-use dgrid_worker::service::sync::{self, SyncReport, SyncRequest};
+use dgrid_worker::service::sync::{self, SyncRequest};
 
 const AT: &str = "2026-01-01T00:00:00.000Z";
 
@@ -63,16 +63,6 @@ fn done(task: &str, node: &str) -> OutboxEntry {
             signed: None,
         },
         ran: None,
-    }
-}
-
-/// One heartbeat of `node` from the clone `repo`, committed.
-fn heartbeat(repo: &GridRepo, node: &PlainNode) -> SyncReport {
-    let who = Identity::for_node(node.node.as_str());
-    let plan = |t: &Txn<'_>| sync::plan(t, &node.request(0));
-    match txn::run(repo, &who, &TxnPolicy::default(), plan).unwrap() {
-        TxnOutcome::Committed { value, .. } => value,
-        other => panic!("a heartbeat commits: {other:?}"),
     }
 }
 

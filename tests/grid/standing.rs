@@ -2,13 +2,12 @@
 //! results and carried by a peer's commit (PROTOCOL.md, Published results):
 //! real repositories, real pushes.
 
-use crate::common::plan::{PlainNode, clone_of, publish_at};
+use crate::common::plan::{PlainNode, clone_of, heartbeat, publish_at};
 use crate::common::*;
-use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
-use dgrid_worker::git::{Edit, Edits, GridRepo, Txn, TxnOutcome};
+use dgrid_worker::git::{Edit, Edits, Txn};
 use dgrid_worker::grid::node::{NodeRecord, NodeStatus};
 use dgrid_worker::grid::{Id, layout};
-use dgrid_worker::service::sync::{self, Standing, SyncReport};
+use dgrid_worker::service::sync::{self, Standing};
 
 const AT: &str = "2026-01-01T00:00:00.000Z";
 
@@ -50,16 +49,6 @@ fn standing(node: &str, answers: &[(&str, &str)], r: &NodeRecord) -> Edits {
         record: r,
     };
     sync::with_standing(None, &Id::parse(node).unwrap(), &s).edits
-}
-
-/// One heartbeat of `node` from the clone `repo`, committed.
-fn heartbeat(repo: &GridRepo, node: &PlainNode) -> SyncReport {
-    let who = Identity::for_node(node.node.as_str());
-    let plan = |t: &Txn<'_>| sync::plan(t, &node.request(0));
-    match txn::run(repo, &who, &TxnPolicy::default(), plan).unwrap() {
-        TxnOutcome::Committed { value, .. } => value,
-        other => panic!("a heartbeat commits: {other:?}"),
-    }
 }
 
 fn claim_at_tip(grid: &Grid, task: &str) -> serde_json::Value {

@@ -238,26 +238,43 @@ fn read_published(
     let Some(ids) = listed(repo, commit)? else {
         return Ok(None);
     };
-    let tip = d.tip;
-    let mut specs = Vec::new();
-    let mut caps = Vec::new();
-    for id in &ids {
-        specs.push(format!("{commit}:{DIR}/{id}.json"));
-        caps.push(MAX_ENTRY_BYTES);
-        specs.push(format!("{tip}:{}", layout::in_progress_file(id)));
-        caps.push(d.req.rules.max_file_bytes as u64);
-    }
+    let (specs, caps) = beside_claims(d, commit, (DIR, MAX_ENTRY_BYTES), &ids);
     let blobs = repo.read_objects_capped(&specs, &caps)?;
     Ok(Some((ids, blobs)))
+}
+
+/// What to read of `ids` (and how much at most): for each, its entry
+/// under `dir` in `commit` (at most `cap` bytes), then its claim at the
+/// tip.
+fn beside_claims(
+    d: &Draft<'_>,
+    commit: &str,
+    (dir, cap): (&str, u64),
+    ids: &[Id],
+) -> (Vec<String>, Vec<u64>) {
+    let mut specs = Vec::new();
+    let mut caps = Vec::new();
+    for id in ids {
+        specs.push(format!("{commit}:{dir}/{id}.json"));
+        caps.push(cap);
+        specs.push(format!("{}:{}", d.tip, layout::in_progress_file(id)));
+        caps.push(d.req.rules.max_file_bytes as u64);
+    }
+    (specs, caps)
 }
 
 /// The tasks a peer published entries for in `commit` (at most
 /// `MAX_ENTRIES`). None if the commit holds no listing to read (not a
 /// tree, or past its bound).
 fn listed(repo: &GridRepo, commit: &str) -> Result<Option<Vec<Id>>, GitError> {
+    listed_in(repo, commit, DIR)
+}
+
+/// The tasks named under `dir` in `commit`, as [`listed`].
+fn listed_in(repo: &GridRepo, commit: &str, dir: &str) -> Result<Option<Vec<Id>>, GitError> {
     // A listing is read whole: a crafted tree of a million names must not be.
     let tree = repo
-        .object_info(&[format!("{commit}:{DIR}")])?
+        .object_info(&[format!("{commit}:{dir}")])?
         .pop()
         .flatten();
     match tree {
@@ -265,7 +282,7 @@ fn listed(repo: &GridRepo, commit: &str) -> Result<Option<Vec<Id>>, GitError> {
         _ => return Ok(None),
     }
     Ok(Some(
-        repo.list_dir(commit, DIR)?
+        repo.list_dir(commit, dir)?
             .iter()
             .filter_map(|e| layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok()))
             .take(MAX_ENTRIES)

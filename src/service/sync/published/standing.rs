@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{MAX_ENTRIES, MAX_TREE_BYTES, deferred};
+use super::{MAX_ENTRIES, beside_claims, deferred, listed_in};
 use crate::git::published::Publish;
 use crate::git::{Blob, Edit, Edits, GitError, GridRepo};
 use crate::grid::claim::ClaimedTask;
@@ -79,21 +79,13 @@ pub(super) fn carry(
     peer: &Id,
     commit: &str,
 ) -> Result<bool, GitError> {
-    let ids = answered_ids(repo, commit)?;
-    let tip = d.tip;
-    let mut specs = vec![
-        format!("{commit}:{RECORD}"),
-        format!("{tip}:{}", layout::node_file(peer)),
-    ];
-    let mut caps = vec![layout::MAX_NODE_RECORD_BYTES; 2];
-    for id in &ids {
-        specs.push(format!("{commit}:{ANSWERS}/{id}.json"));
-        caps.push(MAX_ANSWER_BYTES);
-        specs.push(format!("{tip}:{}", layout::in_progress_file(id)));
-        caps.push(d.req.rules.max_file_bytes as u64);
-    }
+    let ids = listed_in(repo, commit, ANSWERS)?.unwrap_or_default();
+    let (mut specs, mut caps) = beside_claims(d, commit, (ANSWERS, MAX_ANSWER_BYTES), &ids);
+    specs.push(format!("{commit}:{RECORD}"));
+    specs.push(format!("{}:{}", d.tip, layout::node_file(peer)));
+    caps.extend([layout::MAX_NODE_RECORD_BYTES; 2]);
     let blobs = repo.read_objects_capped(&specs, &caps)?;
-    let (record, answers) = blobs.split_at(2);
+    let (answers, record) = blobs.split_at(blobs.len() - 2);
     let mut settled = !deferred(record);
     let mut wrote = false;
     if let Some(r) = newer_record(record, peer, d) {
@@ -128,26 +120,6 @@ pub(super) fn carry(
     }
     // Written now: if this push loses, the next plan reads it again.
     Ok(settled && !wrote)
-}
-
-/// The tasks `commit` holds answers for (at most `MAX_ENTRIES`; none if
-/// it holds no listing to read).
-fn answered_ids(repo: &GridRepo, commit: &str) -> Result<Vec<Id>, GitError> {
-    // A listing is read whole: a crafted tree of a million names must not be.
-    let tree = repo
-        .object_info(&[format!("{commit}:{ANSWERS}")])?
-        .pop()
-        .flatten();
-    match tree {
-        Some(t) if t.kind == "tree" && t.size <= MAX_TREE_BYTES => {}
-        _ => return Ok(Vec::new()),
-    }
-    Ok(repo
-        .list_dir(commit, ANSWERS)?
-        .iter()
-        .filter_map(|e| layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok()))
-        .take(MAX_ENTRIES)
-        .collect())
 }
 
 /// The published record (`found`: it, then the tip's), if it is `peer`'s

@@ -87,42 +87,6 @@ pub fn assign(work: usize, queued: usize, mine: u32, others: u32, idle: &[u32]) 
         .collect()
 }
 
-/// How many of its claims not started a node hands back (the last first),
-/// when it would start them at `starts` (seconds from now, in the order it
-/// starts them: `Pace::starts`) and the slots of the peers that could take
-/// them run dry at `peers_dry` (seconds from now; idle: 0). A peer finds a
-/// task given back within `lag` of running dry (a poll interval), takes
-/// from the queue first (`queued` tasks), and runs tasks of `task` seconds
-/// (none: unknown, one each). A claim goes back when a peer slot would
-/// start it sooner than this node, by more than `cost` (what the handback
-/// costs: its commit and the peer's claim, on a ref other nodes push to,
-/// and what it waits on the way, which the worker reckons at a poll
-/// interval):
-/// to idle peers what this node would not start before the first of them
-/// polls, and to busy ones what it would start a poll interval after they
-/// run dry and find it, as behind a task that runs far longer than the
-/// rest. Short tasks it keeps: no peer could start them sooner.
-///
-/// Idle peers poll a `lag` apart each, at times nobody arranged: of `k`
-/// of them, the first polls a (k+1)th of `lag` from now on average, the
-/// second two, and so on. Taking each at the whole `lag` kept a claim
-/// behind a task that ran on while six peers sat idle (BENCHMARKS.md, "A
-/// claim behind a long task, with peers idle").
-pub fn give_back(
-    starts: &[f64],
-    queued: usize,
-    peers_dry: &[f64],
-    lag: f64,
-    cost: f64,
-    task: Option<f64>,
-) -> usize {
-    let slots: Vec<PeerSlot> = peers_dry
-        .iter()
-        .map(|&dry| PeerSlot { dry, task: None })
-        .collect();
-    give_back_paced(starts, queued, &slots, lag, cost, task)
-}
-
 /// A peer's slot, as a node handing claims over reckons with it: when it
 /// runs dry (seconds from now; idle: 0) and how long the peer's tasks
 /// take (its `task_ms`; none: unknown).
@@ -139,11 +103,31 @@ pub struct PeerSlot {
 /// difference is the spread of the tasks the two happened to run.
 const UNEQUAL: f64 = 0.5;
 
-/// [`give_back`], each peer's slot at its own pace (`PeerSlot::task`)
-/// where it differs from this node's by more than [`UNEQUAL`]: a slow node
-/// otherwise reckoned a fast peer took a task in its own, slow, time, and
-/// kept what the peer would have run three times over.
-pub fn give_back_paced(
+/// How many of its claims not started a node hands back (the last first),
+/// when it would start them at `starts` (seconds from now, in the order it
+/// starts them: `Pace::starts`) and the slots of the peers that could take
+/// them run dry at `peers` (`PeerSlot::dry`). A peer finds a task given
+/// back within `lag` of running dry (a poll interval), takes from the
+/// queue first (`queued` tasks), and runs tasks of `task` seconds, this
+/// node's (none: unknown, one each), or its own (`PeerSlot::task`) where
+/// that differs by more than [`UNEQUAL`]: a slow node otherwise reckoned
+/// a fast peer took a task in its own, slow, time, and kept what the peer
+/// would have run three times over. A claim goes back when a peer slot would
+/// start it sooner than this node, by more than `cost` (what the handback
+/// costs: its commit and the peer's claim, on a ref other nodes push to,
+/// and what it waits on the way, which the worker reckons at a poll
+/// interval):
+/// to idle peers what this node would not start before the first of them
+/// polls, and to busy ones what it would start a poll interval after they
+/// run dry and find it, as behind a task that runs far longer than the
+/// rest. Short tasks it keeps: no peer could start them sooner.
+///
+/// Idle peers poll a `lag` apart each, at times nobody arranged: of `k`
+/// of them, the first polls a (k+1)th of `lag` from now on average, the
+/// second two, and so on. Taking each at the whole `lag` kept a claim
+/// behind a task that ran on while six peers sat idle (BENCHMARKS.md, "A
+/// claim behind a long task, with peers idle").
+pub fn give_back(
     starts: &[f64],
     queued: usize,
     peers: &[PeerSlot],

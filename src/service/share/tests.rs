@@ -1,5 +1,22 @@
 use super::*;
 
+/// [`super::give_back`] with every peer at this node's pace (none has
+/// timed a task).
+fn give_back(
+    starts: &[f64],
+    queued: usize,
+    dry: &[f64],
+    lag: f64,
+    cost: f64,
+    task: Option<f64>,
+) -> usize {
+    let peers: Vec<PeerSlot> = dry
+        .iter()
+        .map(|&dry| PeerSlot { dry, task: None })
+        .collect();
+    super::give_back(starts, queued, &peers, lag, cost, task)
+}
+
 #[test]
 fn an_idle_node_takes_over_the_ends_of_long_lines() {
     let line = |waiting, task_secs| Line {
@@ -282,18 +299,18 @@ fn a_slow_node_hands_fast_peers_what_they_run_at_their_own_pace() {
         dry: 0.0,
         task: Some(task),
     };
-    let paced = give_back_paced(&starts, 0, &[fast(0.5), fast(0.5)], 1.0, 1.0, Some(2.5));
+    let paced = super::give_back(&starts, 0, &[fast(0.5), fast(0.5)], 1.0, 1.0, Some(2.5));
     // Reckoned at its own pace, each peer would take one every 2.5 s.
     let own = give_back(&starts, 0, &[0.0, 0.0], 1.0, 1.0, Some(2.5));
     // The first it starts itself sooner than either peer could.
     assert_eq!((own, paced), (4, 5));
     // Peers within twice its pace (or half) run at its pace: the
     // difference is the spread of the tasks they ran.
-    let near = give_back_paced(&starts, 0, &[fast(1.5), fast(1.5)], 1.0, 1.0, Some(2.5));
+    let near = super::give_back(&starts, 0, &[fast(1.5), fast(1.5)], 1.0, 1.0, Some(2.5));
     assert_eq!(near, own);
     // And a fast node does not hand slow peers what they would run late.
     let quick = [0.5, 1.0, 1.5, 2.0];
-    let slow = give_back_paced(&quick, 0, &[fast(5.0)], 1.0, 0.2, Some(0.5));
+    let slow = super::give_back(&quick, 0, &[fast(5.0)], 1.0, 0.2, Some(0.5));
     assert_eq!(slow, 1);
     assert_eq!(give_back(&quick, 0, &[0.0], 1.0, 0.2, Some(0.5)), 2);
 }

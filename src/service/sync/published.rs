@@ -108,12 +108,7 @@ fn entry_path(id: &Id) -> String {
 
 /// Does `p` hold an entry for each of `outbox`'s?
 pub fn publishes_all(p: &Publish, outbox: &[OutboxEntry]) -> bool {
-    let entries = p
-        .edits
-        .keys()
-        .filter(|k| k.starts_with(DIR.as_bytes()) && k.get(DIR.len()) == Some(&b'/'))
-        .count();
-    entries == outbox.len()
+    outbox.iter().all(|e| publishes(p, &e.task_id))
 }
 
 /// Does `p` hold the entry for task `id`?

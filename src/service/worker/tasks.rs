@@ -354,7 +354,7 @@ impl Worker {
     /// slot; and those a peer, idle or running dry, would start sooner
     /// than this node, once the queue has gone to the peers
     /// (`share::give_back`). The requeues go with the next sync, at once.
-    pub(super) fn rebalance(&mut self, view: &View) {
+    fn rebalance(&mut self, view: &View) {
         let now = time::now();
         let levels: Vec<u8> = self
             .slots
@@ -408,7 +408,7 @@ impl Worker {
         // "A handback's real cost").
         let handback_cost =
             2.0 * self.pace.round_secs().unwrap_or(0.0) + self.cfg.pull_interval.as_secs_f64();
-        let n = share::give_back_paced(
+        let n = share::give_back(
             &starts,
             view.queue_left,
             &view.peers_dry,

@@ -53,7 +53,7 @@ pub(super) fn how_many(
     let Some(starts) = req.next_starts.get(..want) else {
         return want;
     };
-    let sooner = share::give_back_paced(
+    let sooner = share::give_back(
         starts,
         queued.saturating_sub(want),
         &peers.dry_slots(&[]),

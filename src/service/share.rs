@@ -103,6 +103,33 @@ pub struct PeerSlot {
 /// difference is the spread of the tasks the two happened to run.
 const UNEQUAL: f64 = 0.5;
 
+/// The pace of a node that takes over a peer's claims: its own (`mine`)
+/// where it is faster than the peer by more than [`UNEQUAL`], the
+/// peer's otherwise. Not its own where it is slower: a node's `task_ms`
+/// is of the tasks it ran, and a peer behind a long task reads as fast.
+fn faster(mine: Option<f64>, peer: f64) -> f64 {
+    match mine {
+        Some(m) if m < peer * UNEQUAL => m,
+        _ => peer,
+    }
+}
+
+/// How many claims at the head of a busy peer's line (`slots`, tasks of
+/// `peer_task` seconds) a node with nothing to run leaves to it: the peer
+/// starts them at its next task ends, which may have come, and a claim
+/// taken over there would run twice. None where the peer is slower than
+/// this node (tasks of `mine` seconds, a committing `round` on the way)
+/// by more than [`UNEQUAL`]: started there or not, the task ends sooner
+/// here. Traced with nodes of unequal speed: fast nodes sat idle 3-6 s at
+/// a drain's end while slow ones held one or two claims each, every line
+/// read as a task started since the record and its head.
+pub fn head_left(slots: u32, peer_task: f64, mine: Option<f64>, round: f64) -> usize {
+    match mine {
+        Some(m) if peer_task * UNEQUAL > m + round => 0,
+        _ => slots as usize,
+    }
+}
+
 /// How many of its claims not started a node hands back (the last first),
 /// when it would start them at `starts` (seconds from now, in the order it
 /// starts them: `Pace::starts`) and the slots of the peers that could take
@@ -212,8 +239,10 @@ pub struct Line {
 
 /// How many claims a node with nothing to run takes over from each busy
 /// peer's line (the last in each line first; work stealing): the node
-/// (`mine` slots) starts its `k`th such task one committing round
-/// (`round`) and `k / mine` of the peer's tasks from now, and the peer
+/// (`mine` slots, tasks of `mine_task` seconds) starts its `k`th such
+/// task one committing round (`round`) and `k / mine` tasks from now, at
+/// the peer's pace or its own where it is the faster by more than
+/// [`UNEQUAL`] (`faster`), and the peer
 /// starts its `i`th waiting claim when `i / slots + 1` of its tasks have
 /// ended (the one running counted whole: its length is not known, and a
 /// task that runs long is what leaves a line behind it). A claim is taken
@@ -225,7 +254,12 @@ pub struct Line {
 /// races for at every task's end; this asks the commit of a node that
 /// has nothing else to do (traced in mixed drains: a node idle for 1-3 s
 /// while a peer held claims behind a long task, BENCHMARKS.md).
-pub fn take_over(lines: &[Line], mine: u32, up_to: usize, round: f64) -> Vec<usize> {
+pub fn take_over(
+    lines: &[Line],
+    (mine, mine_task): (u32, Option<f64>),
+    up_to: usize,
+    round: f64,
+) -> Vec<usize> {
     let mut taken = vec![0usize; lines.len()];
     let mine = mine.max(1) as usize;
     for k in 0..up_to {
@@ -237,7 +271,7 @@ pub fn take_over(lines: &[Line], mine: u32, up_to: usize, round: f64) -> Vec<usi
             .map(|(i, l)| {
                 let last = l.waiting - taken[i] - 1;
                 let at = ((last / l.slots.max(1) as usize) as f64 + 1.0) * l.task_secs;
-                (i, at, l.task_secs)
+                (i, at, faster(mine_task, l.task_secs))
             })
             .max_by(|a, b| a.1.total_cmp(&b.1));
         let Some((i, at, task)) = latest else {

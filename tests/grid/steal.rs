@@ -374,6 +374,41 @@ fn timed_worker(grid: &Grid, node: &str) -> WorkerProc {
     worker
 }
 
+/// Nodes of unequal speed: a peer whose record says its tasks take 2.2 s
+/// holds two claims behind the one it runs. A node that runs them in
+/// 0.4 s takes both, the head too (started there or not, the task ends
+/// sooner here); a node of like pace leaves the head to the peer.
+#[test]
+fn a_fast_node_takes_a_slow_peers_line_head_and_all() {
+    let grid = Grid::new();
+    let none = serde_json::json!({});
+    let mut files = vec![busy("slow", &["s-0"], 2200)];
+    for i in 0..3 {
+        files.push(claim(&format!("s-{i}"), "slow", "sleep 2", none.clone()));
+    }
+    grid.commit_files(&files, "a slow peer and its line");
+    let mut idle = PlainNode::new("idle");
+    idle.record.last_heartbeat = at(0);
+    let req = |task_secs| SyncRequest {
+        steal_up_to: 4,
+        task_secs: Some(task_secs),
+        round_secs: Some(0.2),
+        ..idle.request(4)
+    };
+    let (_state, repo) = clone_of(&grid.url());
+    let tip = repo.fetch().unwrap();
+    sync::plan(&Txn { repo: &repo, tip }, &req(2.0)).unwrap();
+    let tip = repo.fetch().unwrap();
+    let alike = sync::plan(&Txn { repo: &repo, tip }, &req(2.0))
+        .unwrap()
+        .value;
+    assert_eq!(ids(&alike.stolen), ["s-2"], "{:?}", alike.stolen);
+    let landed = take_over_at(&grid, &req(0.4));
+    assert_eq!(ids(&landed.stolen), ["s-1", "s-2"], "{:?}", landed.stolen);
+    assert_eq!(node_of(&grid, "s-0"), "slow");
+    assert_eq!(node_of(&grid, "s-1"), "idle");
+}
+
 /// A peer holds claims behind a task that runs far longer than it
 /// reckoned (its record stays as it was): a running node with nothing to
 /// do takes them over one commit at a time, as each starts at once, and

@@ -26,18 +26,18 @@ fn an_idle_node_takes_over_the_ends_of_long_lines() {
         task_secs,
     };
     // Behind a long task, one claim waits: an idle node takes it.
-    assert_eq!(take_over(&[line(1, 0.5)], 1, 4, 0.2), vec![1]);
+    assert_eq!(take_over(&[line(1, 0.5)], (1, None), 4, 0.2), vec![1]);
     // Five wait: the node takes the last three (it starts them at
     // 0.2, 0.7 and 1.2 s, the peer its two left at 0.5 and 1.0 s); a
     // fourth it would start at 1.7 s, the peer at 1.0 s.
-    assert_eq!(take_over(&[line(5, 0.5)], 1, 8, 0.2), vec![3]);
+    assert_eq!(take_over(&[line(5, 0.5)], (1, None), 8, 0.2), vec![3]);
     // The longest line first, and no more than asked.
     assert_eq!(
-        take_over(&[line(2, 1.0), line(6, 1.0)], 1, 1, 0.2),
+        take_over(&[line(2, 1.0), line(6, 1.0)], (1, None), 1, 0.2),
         vec![0, 1]
     );
     // Tasks shorter than a round: the peer starts them first.
-    assert_eq!(take_over(&[line(1, 0.1)], 1, 4, 0.2), vec![0]);
+    assert_eq!(take_over(&[line(1, 0.1)], (1, None), 4, 0.2), vec![0]);
     // A peer of four slots starts its first four at once.
     let wide = Line {
         waiting: 4,
@@ -45,27 +45,64 @@ fn an_idle_node_takes_over_the_ends_of_long_lines() {
         slots: 4,
         task_secs: 1.0,
     };
-    assert_eq!(take_over(&[wide], 1, 4, 1.5), vec![0]);
-    assert_eq!(take_over(&[wide], 1, 4, 0.2), vec![1]);
+    assert_eq!(take_over(&[wide], (1, None), 4, 1.5), vec![0]);
+    assert_eq!(take_over(&[wide], (1, None), 4, 0.2), vec![1]);
     // Its head it starts itself: of three, the last two.
     let headed = Line {
         head: 1,
         ..line(3, 2.0)
     };
-    assert_eq!(take_over(&[headed], 1, 8, 0.2), vec![2]);
+    assert_eq!(take_over(&[headed], (1, None), 8, 0.2), vec![2]);
     assert_eq!(
         take_over(
             &[Line {
                 head: 1,
                 ..line(1, 5.0)
             }],
-            1,
+            (1, None),
             8,
             0.2
         ),
         vec![0]
     );
-    assert_eq!(take_over(&[], 1, 4, 0.2), Vec::<usize>::new());
+    assert_eq!(take_over(&[], (1, None), 4, 0.2), Vec::<usize>::new());
+}
+
+#[test]
+fn a_fast_node_takes_over_a_slow_peers_line_at_its_own_pace_head_and_all() {
+    // A peer held to a tenth of a core runs a task in 2.2 s, this node
+    // in 0.4 s, a committing round 0.2 s.
+    let slow = 2.2;
+    let head = head_left(1, slow, Some(0.4), 0.2);
+    assert_eq!(head, 0, "started there or not, it ends sooner here");
+    // At a like pace, or not knowing its own, the node leaves the head.
+    assert_eq!(head_left(1, 0.9, Some(0.5), 0.2), 1);
+    assert_eq!(head_left(2, slow, None, 0.2), 2);
+    // Slower, but not by twice the node's task and round: left its head.
+    assert_eq!(head_left(1, 1.0, Some(0.4), 0.2), 1);
+    // Its two claims: both taken over; at the peer's pace, as before,
+    // the node reckoned it would start the second 2.2 s on, too late.
+    let line = Line {
+        waiting: 2,
+        head,
+        slots: 1,
+        task_secs: slow,
+    };
+    assert_eq!(take_over(&[line], (1, Some(0.4)), 4, 0.2), vec![2]);
+    assert_eq!(take_over(&[line], (1, None), 4, 0.2), vec![1]);
+    // Slower than the peer by the numbers, a node reckons at the peer's
+    // pace: its own tasks may only have been longer.
+    let quick = Line {
+        waiting: 5,
+        task_secs: 1.0,
+        head: 0,
+        ..line
+    };
+    assert_eq!(take_over(&[quick], (1, Some(4.0)), 8, 0.2), vec![3]);
+    // Five: the node starts them 0.2, 0.6, 1.0, 1.4 and 1.8 s on, before
+    // the peer would start the first (2.2 s): all five.
+    let five = Line { waiting: 5, ..line };
+    assert_eq!(take_over(&[five], (1, Some(0.4)), 8, 0.2), vec![5]);
 }
 
 #[test]

@@ -122,6 +122,8 @@ fn lines_of<'h>(
         }
     }
     let task_secs = req.task_secs.or(peers.task_secs());
+    // Checked by the caller: no round timed, nothing taken over.
+    let round = req.round_secs.unwrap_or(f64::INFINITY);
     let mut order: Vec<PeerLine<'_>> = Vec::new();
     let mut read = 0;
     for (peer, mut waiting) in lines {
@@ -165,8 +167,10 @@ fn lines_of<'h>(
         } else {
             let ended = (since / task_secs).floor().min(1e6) as usize;
             let started = ended.saturating_mul(of.slots as usize);
-            (started.saturating_sub(ended_seen), of.slots as usize)
+            let head = share::head_left(of.slots, task_secs, req.task_secs, round);
+            (started.saturating_sub(ended_seen), head)
         };
+        tracing::debug!(peer = %peer, waiting = waiting.len(), started, head, task_secs, since, overdue, "a busy peer's line");
         let line = Line {
             waiting: waiting.len().saturating_sub(started),
             head,
@@ -176,8 +180,6 @@ fn lines_of<'h>(
         order.push((peer, waiting, line));
     }
     let lines: Vec<Line> = order.iter().map(|(_, _, l)| *l).collect();
-    // Checked by the caller: no round timed, nothing taken over.
-    let round = req.round_secs.unwrap_or(f64::INFINITY);
-    let counts = share::take_over(&lines, req.slots, req.steal_up_to, round);
+    let counts = share::take_over(&lines, (req.slots, req.task_secs), req.steal_up_to, round);
     (order, counts)
 }

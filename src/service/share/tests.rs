@@ -78,8 +78,9 @@ fn a_fast_node_takes_over_a_slow_peers_line_at_its_own_pace_head_and_all() {
     // At a like pace, or not knowing its own, the node leaves the head.
     assert_eq!(head_left(1, 0.9, Some(0.5), 0.2), 1);
     assert_eq!(head_left(2, slow, None, 0.2), 2);
-    // Slower, but not by twice the node's task and round: left its head.
+    // Slower, but by less than twice the node's task and a round.
     assert_eq!(head_left(1, 1.0, Some(0.4), 0.2), 1);
+    assert_eq!(head_left(1, 1.3, Some(0.4), 0.2), 0);
     // Its two claims: both taken over; at the peer's pace, as before,
     // the node reckoned it would start the second 2.2 s on, too late.
     let line = Line {

@@ -454,7 +454,7 @@ impl Worker {
     /// them, or ended elsewhere while it ran them.
     pub(super) fn drop_claims_gone(&mut self, report: &SyncReport) {
         for id in &report.lost {
-            tracing::warn!(task_id = %id, "a claim made for this node was reaped before it answered; stopping the task");
+            tracing::warn!(task_id = %id, "a claim made for this node names another node before its answer landed (reaped, or taken over by a peer); stopping the task");
             self.drop_lost(id);
         }
         for id in &report.taken {

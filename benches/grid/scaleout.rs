@@ -67,6 +67,9 @@ struct Run {
     held_idle: f64,
     /// Tasks handed back to the queue.
     given_back: usize,
+    /// Starts beyond one a task: runs of a task taken over that its first
+    /// holder had started too (the work done twice).
+    ran_twice: usize,
 }
 
 fn sleeps(prefix: &str, lengths: &[f64]) -> Vec<(String, String)> {
@@ -214,7 +217,22 @@ fn drain(shape: &Shape) -> Run {
             .flatten()
             .filter(|e| e.what == What::GaveBack)
             .count(),
+        ran_twice: ran_twice(&logs),
     }
+}
+
+/// Starts beyond the first of each task, over every node's log; a start
+/// taken back for higher work is not a run.
+fn ran_twice(logs: &[Vec<Event>]) -> usize {
+    let mut starts: std::collections::BTreeMap<&str, isize> = Default::default();
+    for e in logs.iter().flatten() {
+        match e.what {
+            What::Started => *starts.entry(&e.task).or_default() += 1,
+            What::TakenBack => *starts.entry(&e.task).or_default() -= 1,
+            _ => {}
+        }
+    }
+    starts.values().map(|n| (n - 1).max(0) as usize).sum()
 }
 
 fn secs(t: SystemTime) -> f64 {
@@ -387,7 +405,7 @@ fn in_turn(shapes: &[Shape]) -> Vec<Vec<Run>> {
         for (i, shape) in shapes.iter().enumerate() {
             let r = drain(shape);
             eprintln!(
-                "  run {round}: {} workers{}, {} tasks{}{}: {:.1} s, {:.2} tasks/s, {} commits, tail idle {:.2} s ({:.2} s while held), {} given back",
+                "  run {round}: {} workers{}, {} tasks{}{}: {:.1} s, {:.2} tasks/s, {} commits, tail idle {:.2} s ({:.2} s while held), {} given back, {} run twice",
                 shape.workers,
                 if shape.concurrency > 1 {
                     format!(" of {} slots", shape.concurrency)
@@ -406,7 +424,8 @@ fn in_turn(shapes: &[Shape]) -> Vec<Vec<Run>> {
                 r.commits,
                 r.tail_idle,
                 r.held_idle,
-                r.given_back
+                r.given_back,
+                r.ran_twice
             );
             runs[i].push(r);
         }

@@ -117,16 +117,14 @@ fn faster(mine: Option<f64>, peer: f64) -> f64 {
 /// How many claims at the head of a busy peer's line (`slots`, tasks of
 /// `peer_task` seconds) a node with nothing to run leaves to it: the peer
 /// starts them at its next task ends, which may have come, and a claim
-/// taken over there would run twice. None where the peer is slower than
-/// this node (tasks of `mine` seconds, a committing `round` on the way)
-/// by more than [`UNEQUAL`]: started there or not, the task ends sooner
-/// here (by half the peer's task, where the node's own and a round took
-/// as long as the other half: in pairs, fast nodes sat idle while slow
-/// ones held claims 2.9 s (median of nine) against 3.6 s (nine) when
-/// the head was taken as soon as it ended here sooner at all). Traced with nodes of unequal speed: fast
-/// nodes sat idle 3-6 s at a drain's end while slow ones held one or two
-/// claims each, every line read as a task started since the record and
-/// its head.
+/// taken over there would run twice. None where half the peer's task is
+/// longer than the node's own (`mine`) and a committing `round`: nodes
+/// of unequal speed, where the task, started there or not, ends sooner
+/// here. Traced: fast nodes sat idle 3-6 s at a drain's end while slow
+/// ones held one or two claims each, every line read as a task started
+/// since the record and its head. The half, not the whole, was measured:
+/// taken as soon as the task ends sooner here at all, the fast nodes sat
+/// idle beside held claims 3.6 s (median of nine drains) against 2.9 s.
 pub fn head_left(slots: u32, peer_task: f64, mine: Option<f64>, round: f64) -> usize {
     match mine {
         Some(m) if peer_task * UNEQUAL > m + round => 0,

@@ -170,7 +170,10 @@ fn lines_of<'h>(
             let head = share::head_left(of.slots, task_secs, req.task_secs, round);
             (started.saturating_sub(ended_seen), head)
         };
-        tracing::debug!(peer = %peer, waiting = waiting.len(), started, head, task_secs, since, overdue, mine = ?req.task_secs, round, "a busy peer's line");
+        tracing::debug!(
+            peer = %peer, waiting = waiting.len(), started, head, task_secs, since,
+            overdue, mine = ?req.task_secs, round, "a busy peer's line"
+        );
         let line = Line {
             waiting: waiting.len().saturating_sub(started),
             head,

@@ -374,6 +374,47 @@ fn timed_worker(grid: &Grid, node: &str) -> WorkerProc {
     worker
 }
 
+/// A peer on pace, read a round after its record: its claims were to
+/// keep it busy 4 s from its plan (tasks of 2 s), and 7 s on it has
+/// started three of its four, the commit that claimed them having taken
+/// a round (2 s) to land. Not overdue: nothing is taken over. Read 9 s
+/// on, it is, and the end of its line is.
+#[test]
+fn a_peer_is_not_overdue_for_the_round_its_claims_took_to_land() {
+    let grid = Grid::new();
+    let none = serde_json::json!({});
+    let record = |ago: i64| {
+        let (path, bytes) = busy("paced", &[], 2000);
+        let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        record["busy_ms"] = 4000.into();
+        record["last_heartbeat"] = at(-ago).into();
+        (path, serde_json::to_vec(&record).unwrap())
+    };
+    let mut files = vec![record(7)];
+    for i in 0..4 {
+        files.push(claim(&format!("p-{i}"), "paced", "sleep 2", none.clone()));
+    }
+    grid.commit_files(&files, "a peer on pace");
+    let mut idle = PlainNode::new("idle");
+    idle.record.last_heartbeat = at(0);
+    let req = SyncRequest {
+        steal_up_to: 4,
+        task_secs: Some(2.0),
+        round_secs: Some(2.0),
+        ..idle.request(4)
+    };
+    let (_state, repo) = clone_of(&grid.url());
+    let tip = repo.fetch().unwrap();
+    sync::plan(&Txn { repo: &repo, tip }, &req).unwrap();
+    let tip = repo.fetch().unwrap();
+    let on_pace = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap().value;
+    assert!(on_pace.stolen.is_empty(), "{:?}", on_pace.stolen);
+    grid.commit_files(&[record(11)], "its record older");
+    let tip = repo.fetch().unwrap();
+    let late = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap().value;
+    assert!(!late.stolen.is_empty(), "overdue: its line is taken over");
+}
+
 /// Nodes of unequal speed: a peer whose record says its tasks take 2.2 s
 /// holds two claims behind the one it runs. A node that runs them in
 /// 0.4 s takes both, the head too (started there or not, the task ends

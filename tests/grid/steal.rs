@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::common::plan::{PlainNode, clone_of, commit_at, completed, plan_at, publish_at};
 use crate::common::*;
 use dgrid_worker::git::txn::{self, Identity, TxnPolicy};
-use dgrid_worker::git::{Txn, TxnOutcome};
+use dgrid_worker::git::{GridRepo, Txn, TxnOutcome};
 use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
 use dgrid_worker::service::outbox::{Finish, OutboxEntry};
 use dgrid_worker::service::sync::{self, SyncReport, SyncRequest};
@@ -59,13 +59,24 @@ fn node_of(grid: &Grid, task: &str) -> String {
         .to_string()
 }
 
-/// Plan `req` once on a fresh clone (which learns who holds claims, and
-/// so watches their published outboxes from its next fetch on, as a
-/// running node's clone does), then commit it.
-fn take_over_at(grid: &Grid, req: &SyncRequest<'_>) -> SyncReport {
-    let (_state, repo) = clone_of(&grid.url());
+/// A fresh clone that has planned `req` once: it learns who holds
+/// claims, and so watches their published outboxes from its next fetch
+/// on, as a running node's clone does.
+fn watching_clone(grid: &Grid, req: &SyncRequest<'_>) -> (tempfile::TempDir, GridRepo) {
+    let (state, repo) = clone_of(&grid.url());
+    plan_on(&repo, req);
+    (state, repo)
+}
+
+/// Plan `req` on the tip `repo` fetches now, committing nothing.
+fn plan_on(repo: &GridRepo, req: &SyncRequest<'_>) -> SyncReport {
     let tip = repo.fetch().unwrap();
-    sync::plan(&Txn { repo: &repo, tip }, req).unwrap();
+    sync::plan(&Txn { repo, tip }, req).unwrap().value
+}
+
+/// Plan `req` on a watching clone, then commit it.
+fn take_over_at(grid: &Grid, req: &SyncRequest<'_>) -> SyncReport {
+    let (_state, repo) = watching_clone(grid, req);
     let who = Identity::for_node(req.node.as_str());
     match txn::run(&repo, &who, &TxnPolicy::default(), |t| sync::plan(t, req)).unwrap() {
         TxnOutcome::Committed { value, .. } => value,
@@ -285,11 +296,8 @@ fn an_idle_node_takes_over_the_end_of_a_busy_peers_line() {
         ..idle.request(8)
     };
     grid.commit_files(&[busy("slow", &["s-0"], 100)], "slow's tasks are short");
-    let (_state, repo) = clone_of(&grid.url());
-    let tip = repo.fetch().unwrap();
-    sync::plan(&Txn { repo: &repo, tip }, &quick).unwrap();
-    let tip = repo.fetch().unwrap();
-    let planned = sync::plan(&Txn { repo: &repo, tip }, &quick).unwrap().value;
+    let (_state, repo) = watching_clone(&grid, &quick);
+    let planned = plan_on(&repo, &quick);
     assert!(planned.stolen.is_empty(), "{:?}", planned.stolen);
 }
 
@@ -403,15 +411,11 @@ fn a_peer_is_not_overdue_for_the_round_its_claims_took_to_land() {
         round_secs: Some(2.0),
         ..idle.request(4)
     };
-    let (_state, repo) = clone_of(&grid.url());
-    let tip = repo.fetch().unwrap();
-    sync::plan(&Txn { repo: &repo, tip }, &req).unwrap();
-    let tip = repo.fetch().unwrap();
-    let on_pace = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap().value;
+    let (_state, repo) = watching_clone(&grid, &req);
+    let on_pace = plan_on(&repo, &req);
     assert!(on_pace.stolen.is_empty(), "{:?}", on_pace.stolen);
     grid.commit_files(&[record(11)], "its record older");
-    let tip = repo.fetch().unwrap();
-    let late = sync::plan(&Txn { repo: &repo, tip }, &req).unwrap().value;
+    let late = plan_on(&repo, &req);
     assert!(!late.stolen.is_empty(), "overdue: its line is taken over");
 }
 
@@ -436,13 +440,8 @@ fn a_fast_node_takes_a_slow_peers_line_head_and_all() {
         round_secs: Some(0.2),
         ..idle.request(4)
     };
-    let (_state, repo) = clone_of(&grid.url());
-    let tip = repo.fetch().unwrap();
-    sync::plan(&Txn { repo: &repo, tip }, &req(2.0)).unwrap();
-    let tip = repo.fetch().unwrap();
-    let alike = sync::plan(&Txn { repo: &repo, tip }, &req(2.0))
-        .unwrap()
-        .value;
+    let (_state, repo) = watching_clone(&grid, &req(2.0));
+    let alike = plan_on(&repo, &req(2.0));
     assert_eq!(ids(&alike.stolen), ["s-2"], "{:?}", alike.stolen);
     let landed = take_over_at(&grid, &req(0.4));
     assert_eq!(ids(&landed.stolen), ["s-1", "s-2"], "{:?}", landed.stolen);

@@ -382,41 +382,85 @@ fn timed_worker(grid: &Grid, node: &str) -> WorkerProc {
     worker
 }
 
+/// A peer holding four claims of 2 s tasks, which were to keep it busy
+/// 4 s from its plan, its record written `ago` seconds before.
+fn paced_peer(ago: i64) -> Vec<(String, Vec<u8>)> {
+    let none = serde_json::json!({});
+    let (path, bytes) = busy("paced", &[], 2000);
+    let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    record["busy_ms"] = 4000.into();
+    record["last_heartbeat"] = at(-ago).into();
+    let mut files = vec![(path, serde_json::to_vec(&record).unwrap())];
+    for i in 0..4 {
+        files.push(claim(&format!("p-{i}"), "paced", "sleep 2", none.clone()));
+    }
+    files
+}
+
+/// An idle node that takes over up to four claims, where tasks take 2 s
+/// and a round as long, having reached the grid since `reached_since`.
+fn paced_taker(
+    idle: &PlainNode,
+    reached_since: Option<dgrid_worker::time::Timestamp>,
+) -> SyncRequest<'_> {
+    SyncRequest {
+        steal_up_to: 4,
+        task_secs: Some(2.0),
+        round_secs: Some(2.0),
+        reached_since,
+        ..idle.request(4)
+    }
+}
+
 /// A peer on pace, read a round after its record: its claims were to
 /// keep it busy 4 s from its plan (tasks of 2 s), and 7 s on it has
 /// started three of its four, the commit that claimed them having taken
-/// a round (2 s) to land. Not overdue: nothing is taken over. Read 9 s
+/// a round (2 s) to land. Not overdue: nothing is taken over. Read 11 s
 /// on, it is, and the end of its line is.
 #[test]
 fn a_peer_is_not_overdue_for_the_round_its_claims_took_to_land() {
     let grid = Grid::new();
-    let none = serde_json::json!({});
-    let record = |ago: i64| {
-        let (path, bytes) = busy("paced", &[], 2000);
-        let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        record["busy_ms"] = 4000.into();
-        record["last_heartbeat"] = at(-ago).into();
-        (path, serde_json::to_vec(&record).unwrap())
-    };
-    let mut files = vec![record(7)];
-    for i in 0..4 {
-        files.push(claim(&format!("p-{i}"), "paced", "sleep 2", none.clone()));
-    }
-    grid.commit_files(&files, "a peer on pace");
+    grid.commit_files(&paced_peer(7), "a peer on pace");
     let mut idle = PlainNode::new("idle");
     idle.record.last_heartbeat = at(0);
-    let req = SyncRequest {
-        steal_up_to: 4,
-        task_secs: Some(2.0),
-        round_secs: Some(2.0),
-        ..idle.request(4)
-    };
+    let long_ago = dgrid_worker::time::now() - chrono::Duration::hours(1);
+    let req = paced_taker(&idle, Some(long_ago));
     let (_state, repo) = watching_clone(&grid, &req);
     let on_pace = plan_on(&repo, &req);
     assert!(on_pace.stolen.is_empty(), "{:?}", on_pace.stolen);
-    grid.commit_files(&[record(11)], "its record older");
+    grid.commit_files(&paced_peer(11)[..1], "its record older");
     let late = plan_on(&repo, &req);
     assert!(!late.stolen.is_empty(), "overdue: its line is taken over");
+}
+
+/// The grid was away, from this node and so most likely from its peers,
+/// which could not write their records: a peer's record 11 s old, which
+/// says its line runs late (as above), does not to a node that reached
+/// the grid again moments ago, nor 5 s ago. Its silence counts from then,
+/// less a poll interval (1 s) within which the peer tries again; 10 s
+/// after, past what its claims were to keep it busy, a task and a round,
+/// its line is taken over.
+#[test]
+fn a_peer_is_not_overdue_for_the_time_the_grid_was_away() {
+    let grid = Grid::new();
+    grid.commit_files(&paced_peer(11), "a peer silent for 11 s");
+    let mut idle = PlainNode::new("idle");
+    idle.record.last_heartbeat = at(0);
+    let back = |secs: i64| Some(dgrid_worker::time::now() - chrono::Duration::seconds(secs));
+    let (_state, repo) = watching_clone(&grid, &paced_taker(&idle, back(0)));
+    for (reached, what) in [
+        (None, "this sync is the first to reach it"),
+        (back(0), "back now"),
+        (back(5), "back 5 s ago"),
+    ] {
+        let report = plan_on(&repo, &paced_taker(&idle, reached));
+        assert!(report.stolen.is_empty(), "{what}: {:?}", report.stolen);
+    }
+    let late = plan_on(&repo, &paced_taker(&idle, back(10)));
+    assert!(
+        !late.stolen.is_empty(),
+        "back 10 s ago: its line is taken over"
+    );
 }
 
 /// Nodes of unequal speed: a peer whose record says its tasks take 2.2 s

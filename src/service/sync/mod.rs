@@ -124,6 +124,12 @@ pub struct SyncRequest<'a> {
     /// Take over claims busy peers hold and have not started, up to this
     /// many, where nothing else is claimed (`claim::steal`). 0: none.
     pub steal_up_to: usize,
+    /// Since when this node's syncs have reached the grid, none failing
+    /// (none: this is the first, or the one before failed). While the grid
+    /// was away from it, it was from its peers too, most likely, and they
+    /// could not write their records: their silence counts from then
+    /// (`claim::steal`).
+    pub reached_since: Option<Timestamp>,
     /// Look whether the claims this node holds (`held`, less its outbox
     /// and `answer`) still name it: where tasks outlast a round, an idle
     /// peer may take over one it has not started (`SyncReport::taken`).

@@ -265,6 +265,7 @@ impl Worker {
                 joining,
                 count_at_work: defer.is_some(),
                 steal_up_to,
+                reached_since: self.reached_since,
                 watch: long && !nothing_to_run,
             };
             let planned = sync::plan(t, &req)?;
@@ -307,10 +308,10 @@ impl Worker {
         // Losing races says the grid is there and busy, not away.
         let outcome = result.inspect_err(|e| {
             if matches!(e, txn::TxnError::Git(_)) {
-                self.remote_ok = false;
+                self.reached_since = None;
             }
         })?;
-        self.remote_ok = true;
+        self.reached_since.get_or_insert_with(time::now);
         let (report, commit) = match outcome {
             TxnOutcome::Committed {
                 commit,
@@ -365,7 +366,7 @@ impl Worker {
                 error,
             } => {
                 tracing::warn!(%commit, error = %Untrusted(&error), "push outcome unknown and the grid unreachable; will check once it is back");
-                self.remote_ok = false;
+                self.reached_since = None;
                 self.board.sync_done(failed(0));
                 self.uncertain = Some((commit, value));
                 return Err(txn::TxnError::Git(error));

@@ -116,7 +116,7 @@ impl Worker {
                 crate::service::heap::release_free();
                 self.ended_at_trim = ended;
             }
-            if opts.drain && idle && self.remote_ok && self.queue_empty_at.is_some() {
+            if opts.drain && idle && self.reached_since.is_some() && self.queue_empty_at.is_some() {
                 tracing::info!("queue empty and nothing pending; --drain ends here");
                 break;
             }

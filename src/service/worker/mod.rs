@@ -154,7 +154,10 @@ struct Worker {
     /// The last look at the queue left tasks in it: claiming ahead takes
     /// nothing another idle node would have started at once.
     queue_deep: bool,
-    remote_ok: bool,
+    /// Since when every sync has reached the grid (none: none has yet, or
+    /// the last failed): a peer cannot write its record while the grid is
+    /// away from it either (`SyncRequest::reached_since`).
+    reached_since: Option<crate::time::Timestamp>,
     /// What the last look at the queue and the peers saw.
     last_view: Option<View>,
     /// The peers' node records read so far, by blob id.
@@ -379,7 +382,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         ended_at_trim: 0,
         queue_empty_at: None,
         queue_deep: false,
-        remote_ok: false,
+        reached_since: None,
         last_view: None,
         records: Default::default(),
         uncertain: None,

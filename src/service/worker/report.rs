@@ -107,7 +107,7 @@ impl Worker {
         if pending > 0 {
             s.push_str(&format!("; {pending} result(s) waiting to be pushed"));
         }
-        if !self.remote_ok {
+        if self.reached_since.is_none() {
             s.push_str("; grid unreachable");
         }
         s

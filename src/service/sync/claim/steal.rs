@@ -166,7 +166,19 @@ fn lines_of<'h>(
         // in the chaos suite: claims of 0.2 s tasks, started on pace 0.7 s
         // after the record, a round of 0.3 s, read as overdue and taken
         // over after they had started).
-        let overdue = of.busy.is_some_and(|b| since > b + task_secs + round);
+        //
+        // And its silence counts from when the grid came back to this node,
+        // less a poll interval, within which the peer tries again: while the
+        // grid was away the peer ran its line on and could not say so
+        // (traced in the chaos suite: the first node back from an outage of
+        // 6 s took over two claims whose peers had run them during it, their
+        // results waiting in their outboxes).
+        let heard = req.reached_since.map_or(0.0, |t| {
+            (req.now - t).to_std().unwrap_or_default().as_secs_f64() - req.pickup_secs
+        });
+        let overdue = of
+            .busy
+            .is_some_and(|b| since.min(heard) > b + task_secs + round);
         let (started, head) = if overdue {
             (0, 0)
         } else {

@@ -435,11 +435,11 @@ fn a_peer_is_not_overdue_for_the_round_its_claims_took_to_land() {
 
 /// The grid was away, from this node and so most likely from its peers,
 /// which could not write their records: a peer's record 11 s old, which
-/// says its line runs late (as above), does not to a node that reached
-/// the grid again moments ago, nor 5 s ago. Its silence counts from then,
-/// less a poll interval (1 s) within which the peer tries again; 10 s
-/// after, past what its claims were to keep it busy, a task and a round,
-/// its line is taken over.
+/// says its line runs late (as above), does not say so to a node that
+/// reached the grid again moments ago, nor 5 s ago. Its silence counts
+/// from then, less a poll interval (1 s) within which the peer tries
+/// again; 10 s after, past what its claims were to keep it busy, a task
+/// and a round, its line is taken over.
 #[test]
 fn a_peer_is_not_overdue_for_the_time_the_grid_was_away() {
     let grid = Grid::new();

@@ -124,6 +124,15 @@ fn lines_of<'h>(
     let task_secs = req.task_secs.or(peers.task_secs());
     // Checked by the caller: no round timed, nothing taken over.
     let round = req.round_secs.unwrap_or(f64::INFINITY);
+    // How far back a peer's silence can count (seconds): from when the
+    // grid came back to this node, less a poll interval, within which the
+    // peer tries again. While the grid was away the peer ran its line on
+    // and could not say so (traced in the chaos suite: the first node back
+    // from an outage of 6 s took over two claims whose peers had run them
+    // during it, their results waiting in their outboxes).
+    let heard = req.reached_since.map_or(0.0, |t| {
+        (req.now - t).to_std().unwrap_or_default().as_secs_f64() - req.pickup_secs
+    });
     let mut order: Vec<PeerLine<'_>> = Vec::new();
     let mut read = 0;
     for (peer, mut waiting) in lines {
@@ -166,16 +175,7 @@ fn lines_of<'h>(
         // in the chaos suite: claims of 0.2 s tasks, started on pace 0.7 s
         // after the record, a round of 0.3 s, read as overdue and taken
         // over after they had started).
-        //
-        // And its silence counts from when the grid came back to this node,
-        // less a poll interval, within which the peer tries again: while the
-        // grid was away the peer ran its line on and could not say so
-        // (traced in the chaos suite: the first node back from an outage of
-        // 6 s took over two claims whose peers had run them during it, their
-        // results waiting in their outboxes).
-        let heard = req.reached_since.map_or(0.0, |t| {
-            (req.now - t).to_std().unwrap_or_default().as_secs_f64() - req.pickup_secs
-        });
+        // Its silence counts only as far back as `heard` (above).
         let overdue = of
             .busy
             .is_some_and(|b| since.min(heard) > b + task_secs + round);

@@ -18,6 +18,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::git::auth::{self, Access};
+use crate::grid::orphan::OrphanPolicy;
 use crate::grid::{Id, TaskRules};
 use crate::sandbox::{EngineKind, Limits, SandboxConfig};
 
@@ -112,6 +113,16 @@ impl Env for ProcessEnv {
 }
 
 impl Config {
+    /// The orphan rule as this node applies it (PROTOCOL.md, Orphans).
+    pub fn orphan_policy(&self) -> OrphanPolicy {
+        let at_most = |d| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        OrphanPolicy {
+            stale_after: at_most(self.stale_after),
+            max_attempts: self.max_attempts,
+            claim_grace: at_most(self.claim_grace),
+        }
+    }
+
     /// Load from `path` (the default path may be absent; an explicit one must
     /// exist) and the process environment.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {

@@ -1,7 +1,7 @@
 //! The orphan rule: when a claim no longer has a live owner, and what becomes
 //! of the task then.
 
-use super::claim::Claim;
+use super::claim::{ANSWER_WITHIN, Claim};
 use super::node::{NodeRecord, NodeStatus};
 use crate::time::{self, Timestamp};
 
@@ -15,6 +15,44 @@ pub struct OrphanPolicy {
     pub stale_after: chrono::Duration,
     /// Claims handed out before a task goes to `failed/` as abandoned.
     pub max_attempts: u32,
+    /// How long a holder has to land its result once its task has ended
+    /// (the grace in a claim's deadline): after an outage, the time it
+    /// gets once the grid is back before its passed deadline counts.
+    pub claim_grace: chrono::Duration,
+}
+
+/// Since when the judge of a claim has reached the grid without a break.
+/// A limit that passed while the grid was away from it proves nothing of
+/// the peer, which most likely could not reach the grid either: it ran its
+/// task on, and its heartbeat, its answer and its result waited with it.
+/// Each reason that reads a peer's silence therefore holds only once the
+/// judge has been in reach for as long as that reason allows the peer
+/// (without it, the first node back from an outage past `ANSWER_WITHIN`
+/// reaps every claim made for a peer just before it and marks the peer as
+/// taking none; past a claim's deadline or `stale_after`, every claim).
+/// A worker judges by the clock until one of its syncs fails, as the
+/// grid's tool does: a process just started knows of no outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Judged by the clock alone: a tool run once, on the grid as the
+    /// forge gives it.
+    Unbroken,
+    /// A worker whose syncs have reached the grid since then.
+    Since(Timestamp),
+    /// A worker whose last sync failed, or that has not synced yet: no
+    /// silence counts.
+    NotYet,
+}
+
+impl Reach {
+    /// The judge has been in reach for longer than `allowance` at `now`.
+    fn held_for(self, now: Timestamp, allowance: chrono::Duration) -> bool {
+        match self {
+            Reach::Unbroken => true,
+            Reach::Since(t) => t.checked_add_signed(allowance).is_some_and(|end| end < now),
+            Reach::NotYet => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,15 +125,20 @@ pub fn orphan_reason(
     node: Option<&NodeRecord>,
     now: Timestamp,
     policy: &OrphanPolicy,
+    reach: Reach,
 ) -> Option<OrphanReason> {
-    let past = |s: &str, slack: chrono::Duration| time::parse(s).is_none_or(|t| t + slack < now);
-    if past(&claim.deadline, chrono::Duration::zero()) {
+    let past = |s: &str, slack: chrono::Duration| {
+        time::parse(s).is_none_or(|t| t.checked_add_signed(slack).is_some_and(|end| end < now))
+    };
+    let heard = |allowance| reach.held_for(now, allowance);
+    if past(&claim.deadline, chrono::Duration::zero()) && heard(policy.claim_grace) {
         return Some(OrphanReason::DeadlinePassed {
             deadline: claim.deadline.clone(),
         });
     }
     if let Some(answer_by) = &claim.answer_by
         && past(answer_by, chrono::Duration::zero())
+        && heard(ANSWER_WITHIN)
     {
         return Some(OrphanReason::NotAnswered {
             answer_by: answer_by.clone(),
@@ -114,13 +157,15 @@ pub fn orphan_reason(
             at: n.last_heartbeat.clone(),
         }),
         Some(n) if n.status == NodeStatus::Stopped => Some(OrphanReason::NodeStopped),
-        Some(n) if past(&n.last_heartbeat, policy.stale_after) => {
+        Some(n) if past(&n.last_heartbeat, policy.stale_after) && heard(policy.stale_after) => {
             Some(OrphanReason::HeartbeatStale {
                 last_heartbeat: n.last_heartbeat.clone(),
             })
         }
         Some(_) => None,
-        None if past(&claim.claimed_at, policy.stale_after) => Some(OrphanReason::NodeUnknown),
+        None if past(&claim.claimed_at, policy.stale_after) && heard(policy.stale_after) => {
+            Some(OrphanReason::NodeUnknown)
+        }
         None => None,
     }
 }
@@ -167,19 +212,22 @@ mod tests {
         NodeRecord::new(Id::parse("n").unwrap(), status, hb.into())
     }
 
+    /// The rule as the tool applies it: by the clock alone.
+    fn by_clock(c: &Claim, n: Option<&NodeRecord>, now: Timestamp) -> Option<OrphanReason> {
+        orphan_reason(c, n, now, &POLICY, Reach::Unbroken)
+    }
+
     const POLICY: OrphanPolicy = OrphanPolicy {
         stale_after: chrono::Duration::seconds(60),
         max_attempts: 3,
+        claim_grace: chrono::Duration::seconds(300),
     };
 
     #[test]
     fn live_claim_is_kept() {
         let c = claim("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", 1);
         let n = node("2026-01-01T00:00:30Z", NodeStatus::Busy);
-        assert_eq!(
-            orphan_reason(&c, Some(&n), at("2026-01-01T00:01:00Z"), &POLICY),
-            None
-        );
+        assert_eq!(by_clock(&c, Some(&n), at("2026-01-01T00:01:00Z")), None);
     }
 
     #[test]
@@ -187,7 +235,7 @@ mod tests {
         let c = claim("2026-01-01T00:00:00Z", "2026-01-01T00:00:40Z", 1);
         let n = node("2026-01-01T00:00:59Z", NodeStatus::Busy);
         assert!(matches!(
-            orphan_reason(&c, Some(&n), at("2026-01-01T00:01:00Z"), &POLICY),
+            by_clock(&c, Some(&n), at("2026-01-01T00:01:00Z")),
             Some(OrphanReason::DeadlinePassed { .. })
         ));
     }
@@ -198,28 +246,19 @@ mod tests {
         let now = at("2026-01-01T00:02:01Z");
         let stale = node("2026-01-01T00:01:00Z", NodeStatus::Busy);
         assert!(matches!(
-            orphan_reason(&c, Some(&stale), at("2026-01-01T00:02:01Z"), &POLICY),
+            by_clock(&c, Some(&stale), at("2026-01-01T00:02:01Z")),
             Some(OrphanReason::HeartbeatStale { .. })
         ));
-        assert_eq!(
-            orphan_reason(&c, Some(&stale), at("2026-01-01T00:01:59Z"), &POLICY),
-            None
-        );
+        assert_eq!(by_clock(&c, Some(&stale), at("2026-01-01T00:01:59Z")), None);
         let stopped = node("2026-01-01T00:02:00Z", NodeStatus::Stopped);
         assert_eq!(
-            orphan_reason(&c, Some(&stopped), now, &POLICY),
+            by_clock(&c, Some(&stopped), now),
             Some(OrphanReason::NodeStopped)
         );
-        assert_eq!(
-            orphan_reason(&c, None, now, &POLICY),
-            Some(OrphanReason::NodeUnknown)
-        );
-        assert_eq!(
-            orphan_reason(&c, None, at("2026-01-01T00:00:30Z"), &POLICY),
-            None
-        );
+        assert_eq!(by_clock(&c, None, now), Some(OrphanReason::NodeUnknown));
+        assert_eq!(by_clock(&c, None, at("2026-01-01T00:00:30Z")), None);
         let garbled = claim("yesterday", "soon", 1);
-        assert!(orphan_reason(&garbled, None, now, &POLICY).is_some());
+        assert!(by_clock(&garbled, None, now).is_some());
     }
 
     #[test]
@@ -228,7 +267,7 @@ mod tests {
         // A forged claim: dated in year 9999, deadline and all.
         let forged = claim("9999-01-01T00:00:00Z", "9999-12-31T00:00:00Z", 1);
         assert!(matches!(
-            orphan_reason(&forged, None, now, &POLICY),
+            by_clock(&forged, None, now),
             Some(OrphanReason::InTheFuture {
                 what: "claimed_at",
                 ..
@@ -238,12 +277,12 @@ mod tests {
         let c = claim("2026-01-01T00:00:00Z", "9999-12-31T00:00:00Z", 1);
         let n = node("9999-01-01T00:00:00Z", NodeStatus::Busy);
         assert!(matches!(
-            orphan_reason(&c, Some(&n), now, &POLICY),
+            by_clock(&c, Some(&n), now),
             Some(OrphanReason::InTheFuture { .. })
         ));
         // A clock a few minutes fast is a clock, not a forgery.
         let n = node("2026-01-01T00:05:00Z", NodeStatus::Busy);
-        assert_eq!(orphan_reason(&c, Some(&n), now, &POLICY), None);
+        assert_eq!(by_clock(&c, Some(&n), now), None);
     }
 
     #[test]
@@ -254,13 +293,10 @@ mod tests {
         c.answer_by = Some("2026-01-01T00:01:00Z".into());
         let n = node("2026-01-01T00:00:50Z", NodeStatus::Idle);
         // Within its window, a live node's assigned claim stands.
-        assert_eq!(
-            orphan_reason(&c, Some(&n), at("2026-01-01T00:00:59Z"), &p),
-            None
-        );
+        assert_eq!(by_clock(&c, Some(&n), at("2026-01-01T00:00:59Z")), None);
         // Past it, it is an orphan however fresh the record looks.
         assert_eq!(
-            orphan_reason(&c, Some(&n), at("2026-01-01T00:01:01Z"), &p),
+            by_clock(&c, Some(&n), at("2026-01-01T00:01:01Z")),
             Some(OrphanReason::NotAnswered {
                 answer_by: "2026-01-01T00:01:00Z".into()
             })
@@ -268,7 +304,7 @@ mod tests {
         // A date nobody can read counts as long past.
         c.answer_by = Some("soon".into());
         assert!(matches!(
-            orphan_reason(&c, Some(&n), at("2026-01-01T00:00:30Z"), &p),
+            by_clock(&c, Some(&n), at("2026-01-01T00:00:30Z")),
             Some(OrphanReason::NotAnswered { .. })
         ));
         // It never ran: no attempt is spent, even at the limit.
@@ -296,5 +332,60 @@ mod tests {
             Disposition::Requeue { attempt: 3 }
         );
         assert_eq!(disposition(&c(3), &POLICY), Disposition::Abandon);
+    }
+
+    #[test]
+    fn a_limit_passed_while_the_grid_was_away_counts_once_the_judge_has_heard_for_as_long() {
+        let mut answer = claim("2026-01-01T00:00:00Z", "2026-01-01T00:10:00Z", 1);
+        answer.assigned_by = Some(Id::parse("n2").unwrap());
+        answer.answer_by = Some("2026-01-01T00:01:00Z".into());
+        let fresh = node("2026-01-01T00:19:50Z", NodeStatus::Busy);
+        let stale = node("2026-01-01T00:00:00Z", NodeStatus::Busy);
+        let past_deadline = claim("2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", 1);
+        // Twenty minutes on: the answer, the deadline and the heartbeat
+        // (60 s allowed) have all passed by the clock.
+        let now = at("2026-01-01T00:20:00Z");
+        let back = |secs| Reach::Since(now - chrono::Duration::seconds(secs));
+        for (reach, answers, deadlines, hearts) in [
+            (Reach::NotYet, false, false, false),
+            // Back for 30 s: nothing counts yet.
+            (back(30), false, false, false),
+            // Back for 61 s: the answer (60 s) and the heartbeat (60 s).
+            (back(61), true, false, true),
+            // Back for longer than the grace (300 s): the deadline too.
+            (back(301), true, true, true),
+            (Reach::Unbroken, true, true, true),
+        ] {
+            assert_eq!(
+                orphan_reason(&answer, Some(&fresh), now, &POLICY, reach).is_some(),
+                answers,
+                "{reach:?}"
+            );
+            assert_eq!(
+                orphan_reason(&past_deadline, Some(&fresh), now, &POLICY, reach).is_some(),
+                deadlines,
+                "{reach:?}"
+            );
+            let live = claim("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", 1);
+            assert_eq!(
+                orphan_reason(&live, Some(&stale), now, &POLICY, reach).is_some(),
+                hearts,
+                "{reach:?}"
+            );
+            assert_eq!(
+                orphan_reason(&live, None, now, &POLICY, reach).is_some(),
+                hearts,
+                "{reach:?}: an unknown node's claim"
+            );
+        }
+        // What reads no silence holds at once: a stopped node, a forgery.
+        let stopped = node("2026-01-01T00:19:00Z", NodeStatus::Stopped);
+        let live = claim("2026-01-01T00:19:00Z", "2026-01-02T00:00:00Z", 1);
+        assert_eq!(
+            orphan_reason(&live, Some(&stopped), now, &POLICY, Reach::NotYet),
+            Some(OrphanReason::NodeStopped)
+        );
+        let forged = claim("2099-01-01T00:00:00Z", "2099-01-02T00:00:00Z", 1);
+        assert!(orphan_reason(&forged, None, now, &POLICY, Reach::NotYet).is_some());
     }
 }

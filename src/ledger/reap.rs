@@ -9,7 +9,7 @@ use crate::escape::Untrusted;
 use crate::git::{Blob, EntryMode, GridRepo, TreeEntry};
 use crate::git::{Edit, Edits, GitError};
 use crate::grid::claim::ClaimedTask;
-use crate::grid::orphan::{self, Disposition, OrphanPolicy, OrphanReason};
+use crate::grid::orphan::{self, Disposition, OrphanPolicy, OrphanReason, Reach};
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, NodeRecord, Task, TaskRules, layout};
 use crate::time::Timestamp;
@@ -27,6 +27,9 @@ pub struct ReapInput<'a> {
     pub skip: &'a BTreeSet<Id>,
     pub rules: &'a TaskRules,
     pub policy: &'a OrphanPolicy,
+    /// How long the reaper has reached the grid: a peer's silence counts
+    /// only from then (`orphan::Reach`).
+    pub reach: Reach,
 }
 
 #[derive(Debug, Default)]
@@ -170,6 +173,7 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                 records.get(&c.claim.node_id),
                 input.now,
                 input.policy,
+                input.reach,
             );
             if matches!(reason, Some(OrphanReason::NotAnswered { .. }))
                 && let Some(record) = taking.remove(&c.claim.node_id)

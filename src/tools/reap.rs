@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::git::txn::{Plan, Txn};
 use crate::git::{Edits, GitError};
-use crate::grid::orphan::OrphanPolicy;
+use crate::grid::orphan::{OrphanPolicy, Reach};
 use crate::grid::schedule::NodeLabels;
 use crate::grid::{Id, TaskRules};
 use crate::ledger::deps::{self, Finished};
@@ -74,6 +74,9 @@ pub fn plan(
         skip: &none,
         rules,
         policy,
+        // Run once on the grid as the forge gives it: it has no outage of
+        // its own to discount (RELIABILITY.md, the reap and an outage).
+        reach: Reach::Unbroken,
     };
     let planned = reap::plan(txn.repo, tip, &input)?;
     let mut edits = planned.edits;

@@ -36,6 +36,7 @@ impl PlainNode {
             policy: OrphanPolicy {
                 stale_after: chrono::Duration::hours(1),
                 max_attempts: 3,
+                claim_grace: chrono::Duration::minutes(5),
             },
             labels: NodeLabels::default(),
             held: BTreeSet::new(),
@@ -88,6 +89,7 @@ impl PlainNode {
             steal_up_to: 0,
             // The grid reached for long: peers' records read as they are.
             reached_since: Some(dgrid_worker::time::now() - chrono::Duration::hours(1)),
+            been_away: false,
             watch: false,
         }
     }

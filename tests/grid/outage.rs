@@ -432,3 +432,197 @@ fn a_start_the_relay_made_inside_a_sync_is_taken_back_for_the_higher_work_it_bro
     ids.dedup();
     assert_eq!(ids.len(), warm + 6, "each task once: {ids:?}");
 }
+
+/// A node back from an outage (one of its syncs failed) judges its peers
+/// by what they could do since: an answer, a deadline and a heartbeat that passed while the grid
+/// was away from it (and so, most likely, from them) count only once it
+/// has reached the grid for as long as each allows. Before, the first sync
+/// back reaped every claim made for a peer just before an outage of a
+/// minute, and marked the peer as taking none; past a claim's deadline or
+/// `stale_after`, every claim of every peer, the tasks they ran through
+/// the outage included.
+#[test]
+fn a_reap_counts_a_peers_silence_from_when_the_grid_came_back() {
+    use crate::common::plan::{PlainNode, commit_at, plan_at};
+    use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
+    use dgrid_worker::service::sync::SyncRequest;
+
+    let grid = Grid::new();
+    let now = dgrid_worker::time::now();
+    let at = |secs: i64| dgrid_worker::time::format(now + chrono::Duration::seconds(secs));
+    let rec = |node: &str, heard: i64| {
+        let r = NodeRecord {
+            takes_assigned: true,
+            ..NodeRecord::new(Id::parse(node).unwrap(), NodeStatus::Busy, at(heard))
+        };
+        (format!("nodes/{node}.json"), r.to_bytes())
+    };
+    let claim = |task: &str, node: &str, claimed: i64, deadline: i64, answer_by: Option<i64>| {
+        let mut c = serde_json::json!({
+            "task_id": task, "script": "true", "timeout_seconds": 30,
+            "claim": {"node_id": node, "claimed_at": at(claimed), "deadline": at(deadline), "attempt": 1},
+        });
+        if let Some(by) = answer_by {
+            c["claim"]["assigned_by"] = "elsewhere".into();
+            c["claim"]["answer_by"] = at(by).into();
+        }
+        (
+            format!("tasks/in_progress/{task}.json"),
+            serde_json::to_vec_pretty(&c).unwrap(),
+        )
+    };
+    // Two hours away (`stale_after` is one): each peer last wrote when the
+    // grid went.
+    let gone = -2 * 3600;
+    grid.commit_files(
+        &[
+            // Made for `answers` just before: answer_by a minute later.
+            rec("answers", gone),
+            claim("made-for", "answers", gone, 3600, Some(gone + 60)),
+            // Its task ended in the outage: the deadline passed.
+            rec("finished", gone),
+            claim("ran-out", "finished", gone, gone + 330, None),
+            // A long task, its deadline to come: only the heartbeat aged.
+            rec("long", gone),
+            claim("long-run", "long", gone, 3600, None),
+        ],
+        "three busy peers, as the outage left them",
+    );
+    let back = PlainNode::new("back");
+    let reaped_after = |reached: Option<i64>| -> Vec<String> {
+        let mut r: Vec<String> = plan_at(
+            &grid.url(),
+            &SyncRequest {
+                reap: true,
+                now,
+                reached_since: reached.map(|s| now - chrono::Duration::seconds(s)),
+                been_away: true,
+                ..back.request(0)
+            },
+        )
+        .reaped
+        .into_iter()
+        .map(|(task, _)| task)
+        .collect();
+        r.sort();
+        r
+    };
+    let none: Vec<String> = Vec::new();
+    // A node none of whose syncs failed knows of no outage: the clock.
+    let by_the_clock = plan_at(
+        &grid.url(),
+        &SyncRequest {
+            reap: true,
+            now,
+            ..back.request(0)
+        },
+    );
+    assert_eq!(by_the_clock.reaped.len(), 3, "{:?}", by_the_clock.reaped);
+    assert_eq!(reaped_after(None), none, "the first sync back");
+    assert_eq!(reaped_after(Some(5)), none, "back for 5 s");
+    assert_eq!(
+        reaped_after(Some(61)),
+        ["made-for"],
+        "back past the answer's minute"
+    );
+    assert_eq!(
+        reaped_after(Some(301)),
+        ["made-for", "ran-out"],
+        "back past the result's grace (5 min)"
+    );
+    // Back past `stale_after`: every one, as the clock alone would judge.
+    let landed = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            reap: true,
+            now,
+            reached_since: Some(now - chrono::Duration::seconds(3601)),
+            been_away: true,
+            ..back.request(0)
+        },
+    );
+    let mut all: Vec<&str> = landed.reaped.iter().map(|(t, _)| t.as_str()).collect();
+    all.sort();
+    assert_eq!(all, ["long-run", "made-for", "ran-out"]);
+    assert_eq!(landed.silent.len(), 1, "{:?}", landed.silent);
+    assert!(
+        grid.files("tasks/in_progress").keys().all(|f| f == ".keep"),
+        "nothing left claimed"
+    );
+}
+
+/// The same rule in a running worker, through a real outage: a peer's
+/// claim whose deadline passes while the grid is away is left alone by the
+/// worker's first sync back (a reap falls due during the outage, so that
+/// sync reaps), and reaped only once the worker has reached the grid for
+/// its `claim_grace`; it then runs the task itself, as attempt 2.
+#[test]
+fn a_worker_back_from_an_outage_gives_a_peers_passed_deadline_its_grace() {
+    use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
+    let grid = Grid::new();
+    let mut daemon = GitDaemon::start(&grid, free_port());
+    let mut spec = WorkerSpec::new(&grid, "back");
+    spec.url = daemon.url();
+    spec.drain = false;
+    // A reap at most every 10 s (half `stale_after`); a heartbeat each
+    // second, so that the record says when a sync lands.
+    spec.extra = "heartbeat_interval = 1\nstale_after = 20\nclaim_grace = 20\n".into();
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("registered", Duration::from_secs(30), || {
+        grid.files("nodes").contains_key("back.json")
+    });
+
+    // A peer at work on a task whose deadline is 3 s off.
+    let now = dgrid_worker::time::now();
+    let at = |secs: i64| dgrid_worker::time::format(now + chrono::Duration::seconds(secs));
+    let peer = NodeRecord::new(Id::parse("peer").unwrap(), NodeStatus::Busy, at(0));
+    let claim = serde_json::json!({
+        "task_id": "peer-task", "script": "echo rerun", "timeout_seconds": 2,
+        "claim": {"node_id": "peer", "claimed_at": at(0), "deadline": at(3), "attempt": 1},
+    });
+    grid.commit_files(
+        &[
+            ("nodes/peer.json".into(), peer.to_bytes()),
+            (
+                "tasks/in_progress/peer-task.json".into(),
+                claim.to_string().into_bytes(),
+            ),
+        ],
+        "a peer at work",
+    );
+    daemon.stop();
+    let away = std::time::Instant::now();
+    // Away past the deadline and past the reap's 10 s, so that the first
+    // sync back reaps; the worker tried and failed meanwhile.
+    wait_until("a failed sync", Duration::from_secs(60), || {
+        w.log_text().contains("sync failed")
+    });
+    while away.elapsed() < Duration::from_secs(11) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let beat = |g: &Grid| -> String {
+        let r: serde_json::Value = serde_json::from_slice(&g.files("nodes")["back.json"]).unwrap();
+        r["last_heartbeat"].as_str().unwrap_or_default().to_owned()
+    };
+    let before = beat(&grid);
+    daemon.restart();
+    wait_until("a sync back", Duration::from_secs(60), || {
+        beat(&grid) != before
+    });
+    assert!(
+        grid.files("tasks/in_progress")
+            .contains_key("peer-task.json"),
+        "the first sync back reaped the peer's claim:\n{}",
+        w.log_text()
+    );
+
+    // Once in reach for its grace, the claim is the orphan it is.
+    wait_until("the task run again", Duration::from_secs(90), || {
+        grid.files("tasks/completed")
+            .contains_key("back@peer-task.json")
+    });
+    let done = grid.json_files("tasks/completed");
+    assert_eq!(done["back@peer-task.json"]["attempt"], 2);
+    w.signal(Signal::SIGTERM);
+    assert!(w.wait_exit(Duration::from_secs(60)).success());
+}

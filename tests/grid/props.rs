@@ -268,10 +268,10 @@ proptest! {
         stale in 1i64..1000, attempt in 1u32..10,
     ) {
         let now = deadline + 1;
-        let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(stale), max_attempts: 3 };
+        let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(stale), max_attempts: 3, claim_grace: chrono::Duration::minutes(5) };
         let c = claim_at(claimed, deadline, attempt);
         for n in [Some(node(hb, st)), None] {
-            let r = orphan::orphan_reason(&c, n.as_ref(), ts(now), &policy);
+            let r = orphan::orphan_reason(&c, n.as_ref(), ts(now), &policy, orphan::Reach::Unbroken);
             prop_assert!(matches!(r, Some(OrphanReason::DeadlinePassed { .. })), "{:?}", r);
         }
     }
@@ -283,10 +283,10 @@ proptest! {
     ) {
         prop_assume!(st != NodeStatus::Stopped);
         let now = claimed + 10;
-        let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(stale), max_attempts: 3 };
+        let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(stale), max_attempts: 3, claim_grace: chrono::Duration::minutes(5) };
         let c = claim_at(claimed, now + ahead, 1);
         let hb = now - age.min(stale);
-        prop_assert_eq!(orphan::orphan_reason(&c, Some(&node(hb, st)), ts(now), &policy), None);
+        prop_assert_eq!(orphan::orphan_reason(&c, Some(&node(hb, st)), ts(now), &policy, orphan::Reach::Unbroken), None);
     }
 
     #[test]
@@ -295,11 +295,11 @@ proptest! {
         st in status(), known in any::<bool>(), stale in 1i64..1000,
         now in 0i64..4000, later in 0i64..4000,
     ) {
-        let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(stale), max_attempts: 3 };
+        let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(stale), max_attempts: 3, claim_grace: chrono::Duration::minutes(5) };
         let c = claim_at(claimed, deadline, 1);
         let n = known.then(|| node(hb, st));
-        if orphan::orphan_reason(&c, n.as_ref(), ts(now), &policy).is_some() {
-            prop_assert!(orphan::orphan_reason(&c, n.as_ref(), ts(now + later), &policy).is_some());
+        if orphan::orphan_reason(&c, n.as_ref(), ts(now), &policy, orphan::Reach::Unbroken).is_some() {
+            prop_assert!(orphan::orphan_reason(&c, n.as_ref(), ts(now + later), &policy, orphan::Reach::Unbroken).is_some());
         }
     }
 
@@ -307,27 +307,27 @@ proptest! {
     fn an_unknown_node_is_given_the_stale_limit(
         claimed in 0i64..1000, stale in 1i64..1000, after in 0i64..2000,
     ) {
-        let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(stale), max_attempts: 3 };
+        let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(stale), max_attempts: 3, claim_grace: chrono::Duration::minutes(5) };
         let c = claim_at(claimed, claimed + 100_000, 1);
-        let r = orphan::orphan_reason(&c, None, ts(claimed + after), &policy);
+        let r = orphan::orphan_reason(&c, None, ts(claimed + after), &policy, orphan::Reach::Unbroken);
         prop_assert_eq!(r.is_some(), after > stale);
     }
 
     #[test]
     fn garbled_timestamps_never_block_a_task(claimed in ".{0,30}", deadline in ".{0,30}", hb in ".{0,30}") {
         prop_assume!(time::parse(&deadline).is_none());
-        let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(60), max_attempts: 3 };
+        let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(60), max_attempts: 3, claim_grace: chrono::Duration::minutes(5) };
         let c = Claim { node_id: Id::parse("n").unwrap(), claimed_at: claimed, deadline, attempt: 1, queued_at: None, assigned_by: None, answer_by: None, taken_from: None };
         let mut n = node(0, NodeStatus::Busy);
         n.last_heartbeat = hb;
-        prop_assert!(orphan::orphan_reason(&c, Some(&n), ts(0), &policy).is_some());
+        prop_assert!(orphan::orphan_reason(&c, Some(&n), ts(0), &policy, orphan::Reach::Unbroken).is_some());
     }
 
     // ---- attempt accounting --------------------------------------------------
 
     #[test]
     fn a_task_is_claimed_at_most_max_attempts_times(max in 1u32..20, start in 1u32..25) {
-        let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(60), max_attempts: max };
+        let policy = OrphanPolicy { stale_after: chrono::Duration::seconds(60), max_attempts: max, claim_grace: chrono::Duration::minutes(5) };
         let task = Task::parse(
             json!({"task_id": "t", "script": "true", "timeout_seconds": 5, "attempt": start}).to_string().as_bytes(),
             &TaskRules::default(),

@@ -50,6 +50,9 @@ pub fn reap(a: ReapArgs) -> ExitCode {
     let policy = OrphanPolicy {
         stale_after: chrono::Duration::seconds(a.stale.stale_after.min(i64::MAX as u64) as i64),
         max_attempts: a.max_attempts,
+        // Read only by a judge whose reach broke (a worker's): the tool's
+        // is unbroken.
+        claim_grace: chrono::Duration::seconds(crate::config::defaults::CLAIM_GRACE_SECS as i64),
     };
     let rules = TaskRules {
         max_timeout_seconds: u64::MAX,

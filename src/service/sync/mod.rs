@@ -15,7 +15,7 @@ use std::rc::Rc;
 use crate::git::txn::{Plan, Txn};
 use crate::git::{Edit, Edits, GitError};
 use crate::git::{GridRepo, Oid, TreeEntry};
-use crate::grid::orphan::OrphanPolicy;
+use crate::grid::orphan::{self, OrphanPolicy};
 use crate::grid::schedule::NodeLabels;
 use crate::grid::{Class, Id, NodeRecord, NodeStatus, ResultStatus, TaskRules, layout};
 use crate::ledger::deps::BlockedEntry;
@@ -130,6 +130,11 @@ pub struct SyncRequest<'a> {
     /// could not write their records: their silence counts from then
     /// (`claim::steal`).
     pub reached_since: Option<Timestamp>,
+    /// A sync of this node has failed since it started: its reap reads a
+    /// peer's silence only from `reached_since` (`orphan::Reach`). Until
+    /// then, by the clock, as the grid's tool does: a node just started
+    /// knows of no outage.
+    pub been_away: bool,
     /// Look whether the claims this node holds (`held`, less its outbox
     /// and `answer`) still name it: where tasks outlast a round, an idle
     /// peer may take over one it has not started (`SyncReport::taken`).
@@ -422,6 +427,11 @@ fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<()
         skip: touched,
         rules: d.req.rules,
         policy: d.req.policy,
+        reach: match (d.req.been_away, d.req.reached_since) {
+            (false, _) => orphan::Reach::Unbroken,
+            (true, Some(t)) => orphan::Reach::Since(t),
+            (true, None) => orphan::Reach::NotYet,
+        },
     };
     let planned = reap::plan(repo, d.tip, &input)?;
     d.edits.extend(planned.edits);

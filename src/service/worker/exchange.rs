@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use crate::escape::Untrusted;
 use crate::git::txn::{self, TxnOutcome, TxnPolicy};
 use crate::grid::NodeStatus;
-use crate::grid::orphan::OrphanPolicy;
 use crate::service::outbox::Finish;
 use crate::service::sync::{self, SyncReport, SyncRequest};
 use crate::status::SyncStats;
@@ -19,14 +18,6 @@ use super::schedule::Due;
 use super::{View, Worker, kept_pace};
 
 impl Worker {
-    fn orphan_policy(&self) -> OrphanPolicy {
-        OrphanPolicy {
-            stale_after: chrono::Duration::from_std(self.cfg.stale_after)
-                .unwrap_or(chrono::Duration::MAX),
-            max_attempts: self.cfg.max_attempts,
-        }
-    }
-
     /// One sync carrying what `due` asks for, with the node's current status.
     pub(super) fn sync(
         &mut self,
@@ -51,7 +42,7 @@ impl Worker {
         let mut held = self.slots.held();
         held.extend(outbox.iter().map(|e| e.task_id.clone()));
         let record = self.record(status);
-        let policy = self.orphan_policy();
+        let policy = self.cfg.orphan_policy();
         // Holding claims not started, a look claims higher work above them.
         let preempt_below = self.slots.lowest_waiting_level(time::now());
         let preempt_up_to = self.slots.waiting.len();
@@ -266,6 +257,7 @@ impl Worker {
                 count_at_work: defer.is_some(),
                 steal_up_to,
                 reached_since: self.reached_since,
+                been_away: self.been_away,
                 watch: long && !nothing_to_run,
             };
             let planned = sync::plan(t, &req)?;
@@ -309,6 +301,7 @@ impl Worker {
         let outcome = result.inspect_err(|e| {
             if matches!(e, txn::TxnError::Git(_)) {
                 self.reached_since = None;
+                self.been_away = true;
             }
         })?;
         self.reached_since.get_or_insert_with(time::now);
@@ -367,6 +360,7 @@ impl Worker {
             } => {
                 tracing::warn!(%commit, error = %Untrusted(&error), "push outcome unknown and the grid unreachable; will check once it is back");
                 self.reached_since = None;
+                self.been_away = true;
                 self.board.sync_done(failed(0));
                 self.uncertain = Some((commit, value));
                 return Err(txn::TxnError::Git(error));

@@ -158,6 +158,8 @@ struct Worker {
     /// the last failed): a peer cannot write its record while the grid is
     /// away from it either (`SyncRequest::reached_since`).
     reached_since: Option<crate::time::Timestamp>,
+    /// A sync has failed since the start (`SyncRequest::been_away`).
+    been_away: bool,
     /// What the last look at the queue and the peers saw.
     last_view: Option<View>,
     /// The peers' node records read so far, by blob id.
@@ -383,6 +385,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         queue_empty_at: None,
         queue_deep: false,
         reached_since: None,
+        been_away: false,
         last_view: None,
         records: Default::default(),
         uncertain: None,

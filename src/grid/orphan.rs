@@ -37,7 +37,8 @@ pub enum Reach {
     /// Judged by the clock alone: a tool run once, on the grid as the
     /// forge gives it.
     Unbroken,
-    /// A worker whose syncs have reached the grid since then.
+    /// A worker back from an outage, its syncs reaching the grid since
+    /// then.
     Since(Timestamp),
     /// A worker whose last sync failed, or that has not synced yet: no
     /// silence counts.

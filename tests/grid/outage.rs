@@ -489,21 +489,20 @@ fn a_reap_counts_a_peers_silence_from_when_the_grid_came_back() {
         "three busy peers, as the outage left them",
     );
     let back = PlainNode::new("back");
+    // Its reap, back (one of its syncs failed) `reached` seconds ago.
+    let back_for = |reached: Option<i64>| SyncRequest {
+        reap: true,
+        now,
+        reached_since: reached.map(|s| now - chrono::Duration::seconds(s)),
+        been_away: true,
+        ..back.request(0)
+    };
     let reaped_after = |reached: Option<i64>| -> Vec<String> {
-        let mut r: Vec<String> = plan_at(
-            &grid.url(),
-            &SyncRequest {
-                reap: true,
-                now,
-                reached_since: reached.map(|s| now - chrono::Duration::seconds(s)),
-                been_away: true,
-                ..back.request(0)
-            },
-        )
-        .reaped
-        .into_iter()
-        .map(|(task, _)| task)
-        .collect();
+        let mut r: Vec<String> = plan_at(&grid.url(), &back_for(reached))
+            .reaped
+            .into_iter()
+            .map(|(task, _)| task)
+            .collect();
         r.sort();
         r
     };
@@ -512,9 +511,8 @@ fn a_reap_counts_a_peers_silence_from_when_the_grid_came_back() {
     let by_the_clock = plan_at(
         &grid.url(),
         &SyncRequest {
-            reap: true,
-            now,
-            ..back.request(0)
+            been_away: false,
+            ..back_for(None)
         },
     );
     assert_eq!(by_the_clock.reaped.len(), 3, "{:?}", by_the_clock.reaped);
@@ -531,16 +529,7 @@ fn a_reap_counts_a_peers_silence_from_when_the_grid_came_back() {
         "back past the result's grace (5 min)"
     );
     // Back past `stale_after`: every one, as the clock alone would judge.
-    let landed = commit_at(
-        &grid.url(),
-        &SyncRequest {
-            reap: true,
-            now,
-            reached_since: Some(now - chrono::Duration::seconds(3601)),
-            been_away: true,
-            ..back.request(0)
-        },
-    );
+    let landed = commit_at(&grid.url(), &back_for(Some(3601)));
     let mut all: Vec<&str> = landed.reaped.iter().map(|(t, _)| t.as_str()).collect();
     all.sort();
     assert_eq!(all, ["long-run", "made-for", "ran-out"]);

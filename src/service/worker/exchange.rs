@@ -300,8 +300,7 @@ impl Worker {
         // Losing races says the grid is there and busy, not away.
         let outcome = result.inspect_err(|e| {
             if matches!(e, txn::TxnError::Git(_)) {
-                self.reached_since = None;
-                self.been_away = true;
+                self.lost_the_grid();
             }
         })?;
         self.reached_since.get_or_insert_with(time::now);
@@ -359,8 +358,7 @@ impl Worker {
                 error,
             } => {
                 tracing::warn!(%commit, error = %Untrusted(&error), "push outcome unknown and the grid unreachable; will check once it is back");
-                self.reached_since = None;
-                self.been_away = true;
+                self.lost_the_grid();
                 self.board.sync_done(failed(0));
                 self.uncertain = Some((commit, value));
                 return Err(txn::TxnError::Git(error));

@@ -430,6 +430,13 @@ impl Worker {
         &self.cfg.node_id
     }
 
+    /// A sync could not reach the grid (or cannot tell whether its push
+    /// landed): peers' silence counts again from the next one that does.
+    fn lost_the_grid(&mut self) {
+        self.reached_since = None;
+        self.been_away = true;
+    }
+
     /// Register (first heartbeat, pending outbox, own leftover claims) before
     /// telling systemd we are ready. The remote may be down at boot: keep
     /// trying, answering the watchdog and signals meanwhile.

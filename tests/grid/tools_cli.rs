@@ -535,6 +535,60 @@ fn submit_names_the_file_and_item_of_a_graph_it_refuses() {
     assert_eq!(grid.commit_count(), before, "nothing was pushed");
 }
 
+/// The scheduling flags fill what a task file leaves out and never
+/// overrule what it says: the submitter from `DGRID_SUBMITTER` left in a
+/// shell would otherwise file another's task as its own.
+#[test]
+fn submit_flags_fill_a_task_file_and_never_overrule_it() {
+    let grid = Grid::new();
+    let file = grid.path("carol.json");
+    std::fs::write(
+        &file,
+        br#"{"task_id":"c-1","script":"true","timeout_seconds":5,"priority":10,"submitter":"carol"}"#,
+    )
+    .unwrap();
+    let before = grid.commit_count();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_dgrid-worker"))
+        .args(["submit", "--repo", &grid.url(), "--task-file"])
+        .arg(&file)
+        .env("DGRID_SUBMITTER", "erin")
+        .output()
+        .unwrap();
+    expect_refused(
+        &refused,
+        "carol.json: field `submitter` is \"carol\" in the file, and --submitter (or DGRID_SUBMITTER) says \"erin\": give one",
+    );
+    let o = dgrid(&[
+        "submit",
+        "--repo",
+        &grid.url(),
+        "--task-file",
+        file.to_str().unwrap(),
+        "--priority",
+        "80",
+    ]);
+    expect_refused(&o, "field `priority` is 10 in the file, and --priority says 80");
+    assert_eq!(grid.commit_count(), before, "nothing was pushed");
+    let o = dgrid(&[
+        "submit",
+        "--repo",
+        &grid.url(),
+        "--task-file",
+        file.to_str().unwrap(),
+        "--priority",
+        "10",
+        "--requires",
+        "gpu",
+    ]);
+    expect_code(&o, 0);
+    let task = &grid.queued()["c-1.json"];
+    assert_eq!(
+        (&task["priority"], &task["submitter"], &task["requires"]),
+        (&serde_json::json!(10), &serde_json::json!("carol"), &serde_json::json!(["gpu"])),
+        "{task}"
+    );
+}
+
 /// A field kept that is a known one mistyped or named as other schedulers
 /// name it is valid (unknown fields are kept), and said: by `validate`,
 /// which the pull request's check runs, and by `submit`, before the push.

@@ -31,7 +31,9 @@ pub struct SubmitArgs {
     pub script_file: Option<PathBuf>,
     /// A task JSON document to submit, or an array of them (a graph of
     /// tasks that run `after` one another, pushed in one commit); --id,
-    /// --script and --timeout override a single task's fields, and an id is
+    /// --script and --timeout override a single task's fields, --priority,
+    /// --requires, --after and --submitter fill the fields a task leaves
+    /// out (one that sets another value is an error), and an id is
     /// generated for a task that has none.
     #[arg(long, value_name = "FILE")]
     pub task_file: Option<PathBuf>,
@@ -68,20 +70,45 @@ pub struct SubmitArgs {
     pub expires_in: u64,
 }
 
-/// The scheduling flags of `submit`, as fields of a task document.
-fn scheduling_fields(a: &SubmitArgs, base: &mut Map<String, Value>) {
-    if let Some(p) = a.priority {
-        base.insert("priority".into(), p.into());
+/// The scheduling flags of `submit`, as fields of a task document. They
+/// fill what a task file leaves out; where the file sets a field to
+/// something else, that is an error, never a silent override (the
+/// submitter, say, may come from `DGRID_SUBMITTER` left in a shell, and
+/// fairness between submitters rests on it).
+fn scheduling_fields(a: &SubmitArgs, base: &mut Map<String, Value>) -> Result<(), String> {
+    let flags: [(&str, &str, Option<Value>); 4] = [
+        ("priority", "--priority", a.priority.map(Value::from)),
+        (
+            "requires",
+            "--requires",
+            (!a.requires.is_empty()).then(|| a.requires.clone().into()),
+        ),
+        (
+            "after",
+            "--after",
+            (!a.after.is_empty()).then(|| a.after.clone().into()),
+        ),
+        (
+            "submitter",
+            "--submitter (or DGRID_SUBMITTER)",
+            a.submitter.clone().map(Value::from),
+        ),
+    ];
+    for (field, flag, value) in flags {
+        let Some(value) = value else { continue };
+        match base.get(field) {
+            None => {
+                base.insert(field.into(), value);
+            }
+            Some(set) if *set == value => {}
+            Some(set) => {
+                return Err(format!(
+                    "field `{field}` is {set} in the file, and {flag} says {value}: give one"
+                ));
+            }
+        }
     }
-    if !a.requires.is_empty() {
-        base.insert("requires".into(), a.requires.clone().into());
-    }
-    if !a.after.is_empty() {
-        base.insert("after".into(), a.after.clone().into());
-    }
-    if let Some(s) = &a.submitter {
-        base.insert("submitter".into(), s.clone().into());
-    }
+    Ok(())
 }
 
 pub fn submit(a: SubmitArgs) -> ExitCode {
@@ -166,12 +193,14 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
     // Where each task came from, to name in what is said of it.
     let mut origins = Vec::with_capacity(bases.len());
     for (i, mut base) in bases.into_iter().enumerate() {
-        scheduling_fields(&a, &mut base);
         let origin = match (&a.task_file, graph) {
             (Some(p), true) => format!("{} item {i}", p.display()),
             (Some(p), false) => p.display().to_string(),
             (None, _) => "the task".to_owned(),
         };
+        if let Err(e) = scheduling_fields(&a, &mut base) {
+            return fail(format_args!("{origin}: {e}"));
+        }
         let task = match submit::make_task(
             base,
             a.id.as_deref(),

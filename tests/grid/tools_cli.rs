@@ -567,7 +567,10 @@ fn submit_flags_fill_a_task_file_and_never_overrule_it() {
         "--priority",
         "80",
     ]);
-    expect_refused(&o, "field `priority` is 10 in the file, and --priority says 80");
+    expect_refused(
+        &o,
+        "field `priority` is 10 in the file, and --priority says 80",
+    );
     assert_eq!(grid.commit_count(), before, "nothing was pushed");
     let o = dgrid(&[
         "submit",
@@ -584,7 +587,11 @@ fn submit_flags_fill_a_task_file_and_never_overrule_it() {
     let task = &grid.queued()["c-1.json"];
     assert_eq!(
         (&task["priority"], &task["submitter"], &task["requires"]),
-        (&serde_json::json!(10), &serde_json::json!("carol"), &serde_json::json!(["gpu"])),
+        (
+            &serde_json::json!(10),
+            &serde_json::json!("carol"),
+            &serde_json::json!(["gpu"])
+        ),
         "{task}"
     );
 }

@@ -206,3 +206,83 @@ fn hostile_names_reach_the_log_only_escaped() {
         );
     }
 }
+
+/// A copy of a running task's file, pushed again to the inbox or a lane
+/// (by mistake, or to hijack it), is not claimed while the task runs: a
+/// claim of it would overwrite the running claim, and the first run's
+/// result would be dropped. Each copy runs once no claim holds the id, as
+/// a task submitted again does, and every result lands.
+#[test]
+fn a_copy_of_a_running_task_waits_and_never_displaces_its_claim() {
+    let grid = Grid::new();
+    let go = grid.path("go");
+    let long = format!(
+        r#"{{"task_id":"long","script":"while [ ! -e {} ]; do sleep 0.05; done; echo first","timeout_seconds":120}}"#,
+        go.display()
+    );
+    grid.commit_files(
+        &[("tasks/queue/long.json".into(), long.into_bytes())],
+        "a long task",
+    );
+    let mut n1 = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
+    let holder = || {
+        grid.json_files("tasks/in_progress")
+            .get("long.json")
+            .map(|c| c["claim"]["node_id"].as_str().unwrap_or("").to_owned())
+    };
+    wait_until("n1 runs the task", Duration::from_secs(60), || {
+        holder().as_deref() == Some("n1") && n1.log_text().contains("running task_id=long")
+    });
+    let copy = |n: &str| {
+        format!(r#"{{"task_id":"long","script":"echo copy-{n}","timeout_seconds":30}}"#)
+            .into_bytes()
+    };
+    grid.commit_files(
+        &[
+            ("tasks/queue/long.json".into(), copy("inbox")),
+            (
+                "tasks/lanes/p50/any/20261205T2300/long.json".into(),
+                copy("lane"),
+            ),
+        ],
+        "two copies of a running task",
+    );
+    let mut n2 = spawn_worker(&grid, &WorkerSpec::new(&grid, "n2"));
+    // n2 registered, the inbox's copy is filed, and n2 looked at the
+    // queue twice more with both copies in the lanes.
+    wait_until(
+        "n2 has looked at the copies twice",
+        Duration::from_secs(60),
+        || {
+            grid.files("tasks/queue").keys().all(|k| k == ".gitkeep")
+                && n2.log_text().matches("DEBUG sync").count() >= 3
+        },
+    );
+    assert_eq!(
+        holder().as_deref(),
+        Some("n1"),
+        "the running claim stays n1's"
+    );
+    std::fs::write(&go, b"").unwrap();
+    for w in [&mut n1, &mut n2] {
+        assert!(
+            w.wait_exit(Duration::from_secs(90)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+    let mut outs: Vec<String> = grid
+        .json_files("tasks/completed")
+        .values()
+        .filter(|r| r["task_id"] == "long")
+        .map(|r| r["stdout"].as_str().unwrap_or("").trim().to_owned())
+        .collect();
+    outs.sort();
+    assert_eq!(
+        outs,
+        ["copy-inbox", "copy-lane", "first"],
+        "every run's result landed"
+    );
+    assert!(grid.json_files("tasks/in_progress").is_empty());
+    assert!(grid.lane_paths().is_empty(), "{:?}", grid.lane_paths());
+}

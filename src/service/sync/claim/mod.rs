@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use super::admit;
 use super::{Draft, SyncRequest};
-use crate::git::{GitError, GridRepo, TreeEntry};
+use crate::git::{Edit, GitError, GridRepo, TreeEntry};
 use crate::grid::layout::Place;
 use crate::grid::schedule::{self, Picker, Queued};
 use crate::grid::{Class, Id, layout};
@@ -118,12 +118,17 @@ pub(super) fn claim(
     // Whether it serves a class is asked once per class, not per task.
     let mut serves: BTreeMap<&Class, bool> = BTreeMap::new();
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    // Queued files of an id this plan settles already (a result, a claim
+    // handed back): copies, which wait for their turn (below), still work.
+    let mut copies = 0;
     for l in &queue.lanes {
         let ok = *serves
             .entry(&l.place.class)
             .or_insert_with(|| req.labels.serves(&l.place.class).is_ok());
+        let new = not_touched(l.file_name());
+        copies += usize::from(ok && !new);
         // Not work for this node until its policy changes (trust).
-        if ok && not_touched(l.file_name()) && !admit::skipped(d, &l.entry.oid) {
+        if ok && new && !admit::skipped(d, &l.entry.oid) {
             candidates.push(Candidate {
                 dir: layout::LANES,
                 entry: Cow::Borrowed(&l.entry),
@@ -183,7 +188,7 @@ pub(super) fn claim(
         )?
     {
         d.report.stayed_out = true;
-        d.report.queue_left = candidates.len() + inbox.len();
+        d.report.queue_left = candidates.len() + inbox.len() + copies;
         return Ok(());
     }
     let assigning = req
@@ -220,7 +225,7 @@ pub(super) fn claim(
     };
     if !claiming && above.is_none() {
         candidates.iter().for_each(|c| file_unclaimed(d, c));
-        d.report.queue_left = candidates.len() + unread;
+        d.report.queue_left = candidates.len() + unread + copies;
         d.report.top_queued = top;
         return Ok(());
     }
@@ -275,10 +280,12 @@ pub(super) fn claim(
     let quotas = level_quotas(&candidates, &order, req, &peers, d.report.fair_share);
     let sample = order.len().min((want + assignees.total()) * 2 + 4);
     let mut read = read_sample(repo, &candidates, &order[..sample], req)?;
+    // The ids claims hold at this tip (`<id>.json`).
+    let running: BTreeSet<&[u8]> = in_progress.iter().map(|e| &e.name[..]).collect();
     let mut picker = Picker::new(want);
     let mut results_index: Option<ResultIndex> = None;
     let mut claimed_ids: BTreeSet<Id> = BTreeSet::new();
-    let mut left = unread;
+    let mut left = unread + copies;
     let mut top: Option<u8> = None;
     // A task claimed ahead waits for a slot: for the tasks claimed before
     // it in this batch (the wait for tasks already running or waiting is in
@@ -330,8 +337,32 @@ pub(super) fn claim(
             );
             continue;
         }
-        if !claimed_ids.insert(task.task_id.clone()) {
-            // A second file of one id: one claim only.
+        // Claimed already: a copy of a running task's file pushed again,
+        // or a second file of one id. Claimed, it would overwrite the
+        // claim that runs, whose result would then be dropped. It stays
+        // where it is, and runs once no claim holds the id, as a task
+        // submitted again does: left in the queue (a drain waits for it),
+        // though not as higher work for which held claims go back (a copy
+        // of a running task's id with a higher priority would otherwise
+        // turn nodes' claims over for as long as the task runs).
+        let held = d
+            .edits
+            .get(layout::in_progress_file(&task.task_id).as_bytes())
+            .map_or_else(
+                || running.contains(format!("{}.json", task.task_id).as_bytes()),
+                |e| !matches!(e, Edit::Delete),
+            );
+        if held || !claimed_ids.insert(task.task_id.clone()) {
+            left += 1;
+            if c.dir == layout::QUEUE {
+                move_to(
+                    d,
+                    &c.path(),
+                    &home.file(&task.task_id),
+                    &c.entry.oid,
+                    "file",
+                );
+            }
             continue;
         }
         let inputs = if task.after().is_empty() {

@@ -80,10 +80,12 @@ const MINUTE_LEN: usize = 13;
 
 impl Batch {
     pub fn new(arrival: Timestamp, submitter: Option<Id>) -> Batch {
-        use chrono::{DurationRound, TimeDelta};
-        let minute = arrival
-            .duration_trunc(TimeDelta::minutes(1))
-            .unwrap_or(arrival);
+        // Not `duration_trunc`: it counts in nanoseconds, fails past the
+        // year 2262, and a `queued_at` of 9999 then kept its seconds, a
+        // place never equal to its own path's: the task was filed again at
+        // every claim, a commit each poll, and never claimed.
+        let secs = arrival.timestamp();
+        let minute = Timestamp::from_timestamp(secs - secs.rem_euclid(60), 0).unwrap_or(arrival);
         Batch { minute, submitter }
     }
 
@@ -342,7 +344,10 @@ mod tests {
             p in 0u8..=99,
             labels in proptest::collection::btree_set("[a-z0-9][a-z0-9._-]{0,7}(=[a-z0-9._-]{1,6})?", 0..5),
             who in proptest::option::of("[A-Za-z0-9][A-Za-z0-9._-]{0,20}"),
-            secs in 0i64..4_000_000_000,
+            // To the last millisecond of the year 9999, the last a path
+            // can say.
+            secs in 0i64..253_402_300_800,
+            millis in 0u32..1000,
         ) {
             let labels: Vec<&String> = labels.iter().filter(|l| l.as_str() != "any").collect();
             let mut fields = serde_json::json!({"task_id": "t", "script": "x", "timeout_seconds": 1, "priority": p, "requires": labels});
@@ -350,7 +355,7 @@ mod tests {
                 fields["submitter"] = w.clone().into();
             }
             let task = Task::parse(fields.to_string().as_bytes(), &crate::grid::TaskRules::default()).unwrap();
-            let at = chrono::DateTime::from_timestamp(secs, 0).unwrap();
+            let at = chrono::DateTime::from_timestamp(secs, millis * 1_000_000).unwrap();
             let place = Place::of(&task, at);
             let path = place.file(&task.task_id);
             let rel = path.strip_prefix("tasks/lanes/").unwrap();

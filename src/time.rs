@@ -6,6 +6,14 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 pub type Timestamp = DateTime<Utc>;
 
+/// How far ahead of ours another node's clock may be. A claim made, or a
+/// heartbeat sent, later than this from now cannot be true: it is treated
+/// as unreadable, i.e. as long past, so that nobody holds a task for ever by
+/// dating a claim or a heartbeat in year 9999. (Such a claim is reaped at
+/// first sight; were it to survive until the date came near, it would be
+/// judged like any other then.)
+pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::hours(1);
+
 pub fn now() -> Timestamp {
     Utc::now()
 }

@@ -140,9 +140,12 @@ impl NodeRecord {
         self.status != NodeStatus::Stopped && self.beats(now, stale_after)
     }
 
-    /// Is its heartbeat younger than `stale_after` at `now`?
+    /// Is its heartbeat younger than `stale_after` at `now`? One dated
+    /// beyond any clock's skew is no heartbeat: a record forged to stay
+    /// live for ever would be claimed for, and wait for, for ever.
     fn beats(&self, now: crate::time::Timestamp, stale_after: chrono::Duration) -> bool {
-        crate::time::parse(&self.last_heartbeat).is_some_and(|t| t + stale_after >= now)
+        crate::time::parse(&self.last_heartbeat)
+            .is_some_and(|t| t + stale_after >= now && t <= now + crate::time::MAX_CLOCK_SKEW)
     }
 
     /// Is this node taking work at `now`: alive, and not paused by its
@@ -154,5 +157,28 @@ impl NodeRecord {
     /// Its labels, for routing ([`crate::grid::schedule::NodeLabels`]).
     pub fn node_labels(&self) -> crate::grid::schedule::NodeLabels {
         crate::grid::schedule::NodeLabels::from_record(&self.labels, &self.exclusive)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A heartbeat counts from its time to `stale_after` after it, and
+    /// not at all when dated beyond any clock's skew from now: a record
+    /// forged in year 9999 is no live node to claim for.
+    #[test]
+    fn a_heartbeat_far_in_the_future_is_none() {
+        let now = crate::time::parse("2026-12-05T12:00:00.000Z").unwrap();
+        let stale = chrono::Duration::hours(2);
+        let at = |hb: &str| NodeRecord::new(Id::parse("n").unwrap(), NodeStatus::Idle, hb.into());
+        assert!(at("2026-12-05T10:00:00.000Z").is_live(now, stale));
+        assert!(!at("2026-12-05T09:59:59.999Z").is_live(now, stale));
+        assert!(
+            at("2026-12-05T13:00:00.000Z").is_live(now, stale),
+            "an hour fast"
+        );
+        assert!(!at("2026-12-05T13:00:00.001Z").is_live(now, stale));
+        assert!(!at("9999-12-31T23:59:59.999Z").is_up(now, stale));
     }
 }

@@ -54,6 +54,13 @@ pub enum RemoteFailure {
     HostKeyChanged,
     #[error("unreachable: cannot connect to the server (network, name or port)")]
     Unreachable,
+    #[error(
+        "push refused by git itself: another branch's name ends in this branch's full \
+         name (one named `refs/heads/<branch>`, pushed by someone), so git cannot tell \
+         which to update; delete it on the server: \
+         git push origin :refs/heads/refs/heads/<branch>"
+    )]
+    AmbiguousBranch,
 }
 
 impl RemoteFailure {
@@ -138,6 +145,7 @@ pub fn classify(stderr: &str, pushing: bool) -> Option<(RemoteFailure, String)> 
                 "Repository not found",
             ],
         ),
+        (AmbiguousBranch, &["matches more than one"]),
         (
             Unreachable,
             &[
@@ -216,6 +224,11 @@ mod tests {
                 "fatal: repository 'https://h/nope.git/' not found\n",
                 false,
                 Some(NotFound),
+            ),
+            (
+                "error: dst refspec refs/heads/main matches more than one\nerror: failed to push some refs to '/g.git'\n",
+                true,
+                Some(AmbiguousBranch),
             ),
             (
                 "fatal: unable to access 'https://h/g.git/': server certificate verification failed. CAfile: /etc/ssl/certs/ca-certificates.crt CRLfile: none\n",

@@ -98,10 +98,20 @@ impl GridRepo {
             .iter()
             .map(|(_, branch)| parse_push_porcelain(&out.stdout, &format!("refs/heads/{branch}")))
             .collect();
-        let failed = || GitError::Failed {
-            args: "push".into(),
-            code: out.code,
-            stderr: summarize(&out.stderr),
+        // Exit 1 is also git's for a push that never started (a refspec
+        // it cannot resolve): told like any other refusal.
+        let failed = || match super::failure::classify(&String::from_utf8_lossy(&out.stderr), true)
+        {
+            Some((failure, said)) => GitError::Remote {
+                failure,
+                args: "push".into(),
+                said,
+            },
+            None => GitError::Failed {
+                args: "push".into(),
+                code: out.code,
+                stderr: summarize(&out.stderr),
+            },
         };
         // The tracking refs are left alone: every transaction starts with a
         // fetch, which brings them up to date.

@@ -596,6 +596,33 @@ fn submit_flags_fill_a_task_file_and_never_overrule_it() {
     );
 }
 
+/// A branch named `refs/heads/main` on the grid (anyone may push one)
+/// makes git refuse every push to `main` as ambiguous: said as that, with
+/// what to delete, not as a race lost to other writers.
+#[test]
+fn a_branch_that_makes_main_ambiguous_is_named() {
+    let grid = Grid::new();
+    git(&grid.bare, &["branch", "refs/heads/main", "main"]);
+    let o = dgrid(&[
+        "submit",
+        "--repo",
+        &grid.url(),
+        "--script",
+        "true",
+        "--timeout",
+        "5",
+    ]);
+    expect_refused(
+        &o,
+        "git cannot tell which to update; delete it on the server",
+    );
+    assert!(
+        stderr(&o).contains("matches more than one"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// A field kept that is a known one mistyped or named as other schedulers
 /// name it is valid (unknown fields are kept), and said: by `validate`,
 /// which the pull request's check runs, and by `submit`, before the push.

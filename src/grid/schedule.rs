@@ -10,10 +10,11 @@
 //!   per [`AGING_STEP_SECS`] it has waited, up to [`PRIORITY_MAX`], so that
 //!   nothing starves: a task of priority 10 outranks fresh work of priority
 //!   90 after eight hours; among equals the older goes first.
-//! - **Fairness.** Within one level, submitters take turns (each one's own
-//!   tasks first in, first out): a submitter with a thousand tasks queued
-//!   does not hold back one with ten. Tasks that name no submitter are one
-//!   more party in the turns, first in, first out among themselves.
+//! - **Fairness.** Within one level, submitters take turns (by name, each
+//!   one's own tasks first in, first out), going round from the one after
+//!   the submitter a node claimed for last: a submitter with a thousand
+//!   tasks queued does not hold back one with ten. Tasks that name no
+//!   submitter are one more party in the turns, the last.
 //! - **Spreading a level.** A node takes at most its share of a level
 //!   ([`Picker`]), and goes no lower while any of that level is left for
 //!   others: no node holds lower work behind higher work that waits.
@@ -129,10 +130,27 @@ pub struct Queued<'a> {
 }
 
 /// The claim order of `tasks` at `now`: indices into `tasks`, highest
-/// effective priority first; within one, submitters in turn (the one whose
-/// next task has waited longest first), each submitter's tasks oldest first.
-/// Each entry comes with its effective priority.
+/// effective priority first; within one, submitters in turn (by name, the
+/// tasks that name none last), each submitter's tasks oldest first. Each
+/// entry comes with its effective priority.
 pub fn order(tasks: &[Queued<'_>], now: Timestamp) -> Vec<(usize, u8)> {
+    order_turning(tasks, now, None)
+}
+
+/// [`order`], with each level's turns going round from the submitter
+/// after `last` (`Some(None)`: the tasks that name none), the one whose
+/// task the node claimed last. Without it a node that claims one task at
+/// a time would start every level's turns again from the first
+/// submitter, who would take every turn.
+pub fn order_turning(
+    tasks: &[Queued<'_>],
+    now: Timestamp,
+    last: Option<Option<&str>>,
+) -> Vec<(usize, u8)> {
+    // The turns' order: by name, the nameless last.
+    fn key(party: Option<&str>) -> (bool, Option<&str>) {
+        (party.is_none(), party)
+    }
     // level -> party -> its tasks (arrival, name, index)
     type Party<'a> = Vec<(Timestamp, &'a [u8], usize)>;
     let mut levels: BTreeMap<u8, BTreeMap<Option<&str>, Party<'_>>> = BTreeMap::new();
@@ -148,27 +166,31 @@ pub fn order(tasks: &[Queued<'_>], now: Timestamp) -> Vec<(usize, u8)> {
     }
     let mut out = Vec::with_capacity(tasks.len());
     for (level, parties) in levels.into_iter().rev() {
-        let mut queues: Vec<Party<'_>> = parties
-            .into_values()
-            .map(|mut q| {
+        let queues: Vec<(Option<&str>, Party<'_>)> = parties
+            .into_iter()
+            .map(|(party, mut q)| {
                 q.sort_by(arrival);
-                q
+                (party, q)
             })
             .collect();
         let mut round = 0;
         loop {
-            // This round's task of each party that has one, the longest
-            // waiting first.
-            let mut turn: Vec<&(Timestamp, &[u8], usize)> =
-                queues.iter().filter_map(|q| q.get(round)).collect();
+            // This round's task of each party that has one, from the one
+            // after `last`.
+            let mut turn: Vec<_> = queues
+                .iter()
+                .filter_map(|(party, q)| Some((*party, q.get(round)?)))
+                .collect();
             if turn.is_empty() {
                 break;
             }
-            turn.sort_by(|a, b| arrival(a, b));
-            out.extend(turn.into_iter().map(|t| (t.2, level)));
+            turn.sort_by_key(|(party, _)| {
+                let k = key(*party);
+                (last.is_some_and(|l| k <= key(l)), k)
+            });
+            out.extend(turn.into_iter().map(|(_, t)| (t.2, level)));
             round += 1;
         }
-        queues.clear();
     }
     out
 }
@@ -431,7 +453,48 @@ mod tests {
         assert_eq!(
             ids(&tasks, now),
             [
-                "ana-0", "anon-0", "bob-0", "ana-1", "bob-1", "ana-2", "ana-3", "ana-4"
+                "ana-0", "bob-0", "anon-0", "ana-1", "bob-1", "ana-2", "ana-3", "ana-4"
+            ]
+        );
+    }
+
+    /// Claimed one at a time (a node's one slot, long tasks), each claim
+    /// ordered anew after the submitter of the last: the turns go round,
+    /// where the longest waiting party would take every one.
+    #[test]
+    fn one_claim_at_a_time_still_goes_round_the_submitters() {
+        let now = at("2026-11-30T10:05:30Z");
+        let mut tasks: Vec<(Place, String)> = [("ana", 5, "10:00"), ("bob", 2, "10:05")]
+            .into_iter()
+            .flat_map(|(who, n, hm)| (0..n).map(move |i| (who, i, hm)))
+            .map(|(who, i, hm)| {
+                let p = place(50, &[], &format!("2026-11-30T{hm}:00Z"), Some(who));
+                (p, format!("{who}-{i}"))
+            })
+            .collect();
+        tasks.push((
+            place(50, &[], "2026-11-30T10:01:00Z", None),
+            "anon-0".into(),
+        ));
+        let mut last: Option<Option<String>> = None;
+        let mut claimed = Vec::new();
+        while !tasks.is_empty() {
+            let q: Vec<Queued<'_>> = tasks
+                .iter()
+                .map(|(p, n)| Queued {
+                    place: p,
+                    name: n.as_bytes(),
+                })
+                .collect();
+            let first = order_turning(&q, now, last.as_ref().map(|l| l.as_deref()))[0].0;
+            let (p, name) = tasks.remove(first);
+            last = Some(p.batch.submitter.map(|s| s.to_string()));
+            claimed.push(name);
+        }
+        assert_eq!(
+            claimed,
+            [
+                "ana-0", "bob-0", "anon-0", "ana-1", "bob-1", "ana-2", "ana-3", "ana-4"
             ]
         );
     }

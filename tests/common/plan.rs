@@ -74,6 +74,7 @@ impl PlainNode {
             survey: false,
             defer_results: false,
             labels: &self.labels,
+            turn_after: None,
             holding_classes: &[],
             preempt_below: None,
             preempt_up_to: 0,

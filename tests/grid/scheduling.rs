@@ -102,6 +102,58 @@ fn higher_priority_runs_first_and_old_tasks_without_the_fields_run_as_before() {
     assert!(grid.queued().is_empty());
 }
 
+/// Submitters take turns within a level even where a node claims one task
+/// at a time (one slot, long tasks): alice's six do not hold back bob's
+/// three, queued in the same minute, and a task that names no submitter is
+/// one more party. The order run is the one `status` prints.
+#[test]
+fn submitters_take_turns_when_a_node_claims_one_task_at_a_time() {
+    let grid = Grid::new();
+    let task = |id: String, who: Option<&str>| {
+        let mut t = json!({"task_id": id, "script": format!("echo {id}"), "timeout_seconds": 30});
+        if let Some(who) = who {
+            t["submitter"] = who.into();
+        }
+        t
+    };
+    let mut tasks: Vec<Value> = (1..=6)
+        .map(|i| task(format!("alice-{i}"), Some("alice")))
+        .collect();
+    tasks.extend((1..=3).map(|i| task(format!("bob-{i}"), Some("bob"))));
+    tasks.push(task("anon-1".into(), None));
+    submit(&grid, "turns", Value::Array(tasks));
+    let shown = stdout(&dgrid(&["status", "--repo", &grid.url()]));
+    let mut spec = WorkerSpec::new(&grid, "solo");
+    spec.extra = "claim_ahead = 0".into();
+    let mut w = spawn_worker(&grid, &spec);
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    let r = results_by_task(&grid);
+    let mut order: Vec<(&String, chrono::DateTime<chrono::Utc>)> =
+        r.iter().map(|(id, r)| (id, started(r))).collect();
+    order.sort_by_key(|(_, t)| *t);
+    let ids: Vec<&str> = order.iter().map(|(id, _)| id.as_str()).collect();
+    // Each turn goes to the party after the last, by name, the nameless
+    // last.
+    assert_eq!(
+        ids,
+        [
+            "alice-1", "bob-1", "anon-1", "alice-2", "bob-2", "alice-3", "bob-3", "alice-4",
+            "alice-5", "alice-6"
+        ],
+        "{}",
+        w.log_text()
+    );
+    let listed: Vec<&str> = shown
+        .split_whitespace()
+        .filter(|w| ids.contains(w))
+        .collect();
+    assert_eq!(listed, ids, "status lists the order run:\n{shown}");
+}
+
 #[test]
 fn two_nodes_with_different_labels_share_a_mixed_queue_and_an_unservable_task_is_named() {
     let grid = Grid::new();

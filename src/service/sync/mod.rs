@@ -85,6 +85,10 @@ pub struct SyncRequest<'a> {
     /// What this node serves: it claims only tasks whose class it has
     /// every label of (and, if exclusive, that require its labels).
     pub labels: &'a NodeLabels,
+    /// The submitter of the task this node claimed last (`Some(None)`: one
+    /// that named none): within a level, submitters' turns go round from
+    /// the next (`schedule::order_turning`).
+    pub turn_after: Option<Option<&'a Id>>,
     /// The classes of the claims it holds and has not started: idle peers
     /// count for handing them over only if they serve one.
     pub holding_classes: &'a [Class],

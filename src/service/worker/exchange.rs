@@ -243,6 +243,7 @@ impl Worker {
                 survey,
                 defer_results,
                 labels: &self.labels,
+                turn_after: self.last_submitter.as_ref().map(Option::as_ref),
                 holding_classes: &holding_classes,
                 preempt_below,
                 preempt_up_to,
@@ -535,6 +536,7 @@ impl Worker {
                     .insert(c.task.task_id.clone(), commit.to_owned());
             }
             self.slots.waiting.push_back(c.clone());
+            self.last_submitter = Some(c.task.submitter.clone());
         }
         if !report.claimed.is_empty() || !report.adopted.is_empty() {
             // Higher work claimed while holding lower: it starts first.

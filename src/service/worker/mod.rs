@@ -158,6 +158,8 @@ struct Worker {
     /// the last failed): a peer cannot write its record while the grid is
     /// away from it either (`SyncRequest::reached_since`).
     reached_since: Option<crate::time::Timestamp>,
+    /// Whose task it claimed last, for submitters' turns (`SyncRequest::turn_after`).
+    last_submitter: Option<Option<crate::grid::Id>>,
     /// A sync has failed since the start (`SyncRequest::been_away`).
     been_away: bool,
     /// What the last look at the queue and the peers saw.
@@ -385,6 +387,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         queue_empty_at: None,
         queue_deep: false,
         reached_since: None,
+        last_submitter: None,
         been_away: false,
         last_view: None,
         records: Default::default(),

@@ -237,7 +237,8 @@ pub(super) fn claim(
             name: c.name(),
         })
         .collect();
-    let order = schedule::order(&places, req.now);
+    let order =
+        schedule::order_turning(&places, req.now, req.turn_after.map(|l| l.map(Id::as_str)));
     let queued = candidates.len() + unread;
     let (want, mut assignees) = match (above, assigning) {
         (Some(held), _) => {

@@ -194,17 +194,24 @@ impl ClaimedTask {
         bytes: &[u8],
         rules: &TaskRules,
     ) -> Result<ClaimedTask, ClaimFileError> {
-        let claim = serde_json::from_slice::<Value>(bytes)
-            .ok()
-            .and_then(|mut v| v.get_mut(CLAIM_FIELD).map(Value::take))
-            .ok_or(ClaimFileError::NoClaim)?;
-        let claim: Claim = serde_json::from_value(claim).map_err(ClaimFileError::BadClaim)?;
         // A task already running may have been accepted under looser rules;
         // only its shape matters here, not today's limits.
         let lenient = TaskRules {
             max_timeout_seconds: u64::MAX,
             ..rules.clone()
         };
+        let Ok(mut value) = serde_json::from_slice::<Value>(bytes) else {
+            // Not JSON (empty, cut short, nested too deep): said as a task
+            // file would be, not as a missing claim.
+            return Err(Task::from_entry(name, EntryKind::File, bytes, &lenient)
+                .err()
+                .map_or(ClaimFileError::NoClaim, ClaimFileError::from));
+        };
+        let claim = value
+            .get_mut(CLAIM_FIELD)
+            .map(Value::take)
+            .ok_or(ClaimFileError::NoClaim)?;
+        let claim: Claim = serde_json::from_value(claim).map_err(ClaimFileError::BadClaim)?;
         let task = Task::from_entry(name, EntryKind::File, bytes, &lenient)?;
         Ok(ClaimedTask { task, claim })
     }
@@ -321,5 +328,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, ClaimFileError::NoClaim));
+    }
+
+    /// A file that is no JSON at all says so, as a task file would, and
+    /// not that its claim is missing.
+    #[test]
+    fn a_file_that_is_not_json_says_so() {
+        for bytes in [&br#"{"task_id":"c10""#[..], b"", &[b'['; 100_000][..]] {
+            let e = ClaimedTask::parse("c10.json", bytes, &TaskRules::default()).unwrap_err();
+            assert!(matches!(e, ClaimFileError::Task(_)), "{e}");
+        }
     }
 }

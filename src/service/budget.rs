@@ -219,44 +219,99 @@ impl Budget {
             room = Some(max as usize - started);
         }
         if let Some(max) = self.limits.task_seconds_per_hour {
-            let used = self.seconds_used(now);
-            if used >= max as f64 {
-                return Allowance::Paused(Paused {
-                    why: format!("at its limit of {max} s of task time an hour"),
-                    until: self.seconds_free_at(now, max as f64),
-                });
+            match self.time_allows(max, now, task_secs) {
+                Ok(fits) => room = Some(room.map_or(fits, |r| r.min(fits))),
+                Err(paused) => return Allowance::Paused(paused),
             }
-            // What the time left holds, at the measured pace, once the
-            // tasks running now have taken what they are expected to still
-            // take (without that, each look while they ran found the hour
-            // as free as at their start, and a node of four slots started
-            // four where the time held two); unmeasured, one at a time.
-            let running = self.runs.iter().filter(|(_, e)| e.is_none());
-            let fits = match task_secs {
-                Some(t) if t > 0.0 => {
-                    let ahead: f64 = running
-                        .map(|(s, _)| (t - (now - *s).num_milliseconds() as f64 / 1000.0).max(0.0))
-                        .sum();
-                    ((max as f64 - used - ahead).max(0.0) / t).ceil() as usize
-                }
-                _ => usize::from(running.count() == 0),
-            };
-            room = Some(room.map_or(fits, |r| r.min(fits)));
         }
         Allowance::Open(room)
     }
 
-    /// When the time used in the last hour falls below `max`, if no task
-    /// runs (a running one keeps adding to it): looked for ten seconds at a
-    /// time over the next hour.
-    fn seconds_free_at(&self, now: Timestamp, max: f64) -> Option<Timestamp> {
+    /// How many more tasks may start under a limit of `max` seconds of
+    /// task time an hour, tasks measured to take `task_secs` on average:
+    /// as many as fit whole, by that length, in what is left once the
+    /// tasks running now have taken what they are expected to still take.
+    /// Counting only what they had taken, each look while they ran found
+    /// the hour as free as at their start; rounding up, a node with 6 s
+    /// left started two tasks of 4 s, and one with 1 s left a task of 4 s
+    /// (a sweep measured 12 s in an hour of 10, and 8 of 5). A task may
+    /// still run longer than measured: the limit is passed by at most what
+    /// tasks run past their measured length. Unmeasured, one at a time
+    /// (its end measures the pace): that first task may pass it by its
+    /// whole length. Nothing fits and nothing runs: paused, until a task
+    /// fits again.
+    fn time_allows(
+        &self,
+        max: u64,
+        now: Timestamp,
+        task_secs: Option<f64>,
+    ) -> Result<usize, Paused> {
+        let limit = max as f64;
+        let at_limit = |until| Paused {
+            why: format!("at its limit of {max} s of task time an hour"),
+            until,
+        };
+        let used = self.seconds_used(now);
+        if used >= limit {
+            return Err(at_limit(self.time_free_at(now, limit, 0.0)));
+        }
+        let running: Vec<Timestamp> = self
+            .runs
+            .iter()
+            .filter(|(_, e)| e.is_none())
+            .map(|(s, _)| *s)
+            .collect();
+        let Some(task) = task_secs.filter(|t| *t > 0.0) else {
+            return Ok(usize::from(running.is_empty()));
+        };
+        let ahead: f64 = running
+            .iter()
+            .map(|s| (task - (now - *s).num_milliseconds() as f64 / 1000.0).max(0.0))
+            .sum();
+        let fits = tasks_fitting(limit - used - ahead, task);
+        if fits > 0 || !running.is_empty() {
+            return Ok(fits);
+        }
+        if task > limit {
+            // No hour ever holds one: said, so that the volunteer sees why
+            // this node never runs anything.
+            return Err(Paused {
+                why: format!(
+                    "at its limit of {max} s of task time an hour: its tasks take about {task:.0} s each, more than an hour allows"
+                ),
+                until: None,
+            });
+        }
+        Err(at_limit(self.time_free_at(now, limit, task)))
+    }
+
+    /// When the time used in the last hour leaves room for a task of
+    /// `need` seconds (for any task, when `need` is 0), if no task runs (a
+    /// running one keeps adding to it): looked for ten seconds at a time
+    /// over the next hour.
+    fn time_free_at(&self, now: Timestamp, limit: f64, need: f64) -> Option<Timestamp> {
         if self.runs.iter().any(|(_, e)| e.is_none()) {
             return None;
         }
         (1..=360)
             .map(|i| now + chrono::Duration::seconds(10 * i))
-            .find(|t| self.seconds_used(*t) < max)
+            .find(|t| {
+                let left = limit - self.seconds_used(*t);
+                if need > 0.0 {
+                    tasks_fitting(left, need) > 0
+                } else {
+                    left > 0.0
+                }
+            })
     }
+}
+
+/// How many tasks of `task` seconds fit whole in `left` seconds. A
+/// millisecond of slack (what the runs are counted to): a task that fits
+/// exactly is not lost to rounding.
+fn tasks_fitting(left: f64, task: f64) -> usize {
+    // `as` saturates: a tiny task in a long hour is a large number.
+    ((left.max(0.0) + 0.001) / task).floor() as usize
 }
 
 #[cfg(test)]

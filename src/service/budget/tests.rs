@@ -85,9 +85,9 @@ fn a_start_taken_back_is_not_a_task() {
 
 #[test]
 fn a_cap_on_seconds_counts_what_running_tasks_will_still_take() {
-    // 4 s an hour, tasks of 3 s, four slots: two may start (the second
-    // starts within the limit), and no more while they run.
-    let mut b = Budget::new(limits(None, Some(4), &[]));
+    // 7 s an hour, tasks of 3 s, four slots: two fit, not three, and no
+    // more while they run.
+    let mut b = Budget::new(limits(None, Some(7), &[]));
     let t0 = at("2026-11-30T10:00:00Z");
     assert_eq!(b.allowance(t0, &Utc, Some(3.0)), Allowance::Open(Some(2)));
     b.started(t0);
@@ -96,21 +96,72 @@ fn a_cap_on_seconds_counts_what_running_tasks_will_still_take() {
     assert_eq!(
         b.allowance(soon, &Utc, Some(3.0)),
         Allowance::Open(Some(0)),
-        "5.8 s still to run against 3.8 s left"
+        "5.8 s still to run against 6.8 s left: a third would pass the limit"
     );
-    // One ends early, after 1 s: 3 s left, the other 2 s from its end.
+    // One ends early, after 1 s: what it did not take is free again.
     b.ended(t0, t0 + chrono::Duration::seconds(1));
     let later = t0 + chrono::Duration::seconds(1);
     assert_eq!(
         b.allowance(later, &Utc, Some(3.0)),
-        Allowance::Open(Some(0)),
-        "1 s used, 1 s running, 2 s ahead of it: the hour is spoken for"
+        Allowance::Open(Some(1)),
+        "1 s used, 1 s running, 2 s ahead of it: 3 s left, one task"
     );
     // Unmeasured, one at a time: nothing beside a task that runs.
     let mut b = Budget::new(limits(None, Some(600), &[]));
     assert_eq!(b.allowance(t0, &Utc, None), Allowance::Open(Some(1)));
     b.started(t0);
     assert_eq!(b.allowance(soon, &Utc, None), Allowance::Open(Some(0)));
+}
+
+#[test]
+fn a_cap_on_seconds_starts_no_task_measured_to_pass_it() {
+    // The sweep's node: 10 s an hour, tasks of 4 s, two slots. After the
+    // first (unmeasured, alone), 6 s are left: one more, not two.
+    let mut b = Budget::new(limits(None, Some(10), &[]));
+    let t0 = at("2026-11-30T10:00:00Z");
+    let s = |secs| t0 + chrono::Duration::seconds(secs);
+    b.started(t0);
+    b.ended(t0, s(4));
+    assert_eq!(b.allowance(s(4), &Utc, Some(4.0)), Allowance::Open(Some(1)));
+    b.started(s(4));
+    assert_eq!(b.allowance(s(5), &Utc, Some(4.0)), Allowance::Open(Some(0)));
+    b.ended(s(4), s(8));
+    // 2 s left hold no task of 4 s: paused (not open with no room, which
+    // would say nothing of why), until the first run's time leaves the
+    // window far enough (at 11:00:02), found ten seconds at a time.
+    let Allowance::Paused(p) = b.allowance(s(8), &Utc, Some(4.0)) else {
+        panic!("2 s left, tasks of 4 s")
+    };
+    assert_eq!(p.why, "at its limit of 10 s of task time an hour");
+    let until = p.until.unwrap();
+    assert!(until >= s(3602) && until <= s(3612), "{until}");
+    assert_eq!(
+        b.allowance(s(3602), &Utc, Some(4.0)),
+        Allowance::Open(Some(1)),
+        "2 s of the first run out of the window: 4 s left"
+    );
+    // With 1 s left, nothing of 4 s starts (the sweep's second node: 8 s
+    // in an hour of 5).
+    let mut b = Budget::new(limits(None, Some(5), &[]));
+    b.started(t0);
+    b.ended(t0, s(4));
+    assert!(matches!(
+        b.allowance(s(4), &Utc, Some(4.0)),
+        Allowance::Paused(_)
+    ));
+    // A task that fits exactly is not lost to rounding.
+    let b = Budget::new(limits(None, Some(8), &[]));
+    assert_eq!(b.allowance(t0, &Utc, Some(4.0)), Allowance::Open(Some(2)));
+    // Tasks longer than the hour allows: none, and why.
+    let b = Budget::new(limits(None, Some(5), &[]));
+    let Allowance::Paused(p) = b.allowance(t0, &Utc, Some(6.0)) else {
+        panic!("a task of 6 s in an hour of 5")
+    };
+    assert_eq!(
+        p.why,
+        "at its limit of 5 s of task time an hour: its tasks take about 6 s each, more than an hour allows"
+    );
+    assert_eq!(p.until, None);
 }
 
 #[test]

@@ -59,6 +59,14 @@ impl Allowance {
         }
     }
 
+    /// At most `n` held: what the limits allow and no more than `n`.
+    pub fn at_most(self, n: usize) -> Allowance {
+        match self {
+            Allowance::Open(room) => Allowance::Open(Some(room.map_or(n, |r| r.min(n)))),
+            paused => paused,
+        }
+    }
+
     /// How many of `waiting` held claims are beyond what may start: they go
     /// back to the queue.
     pub fn surplus(&self, waiting: usize) -> usize {
@@ -225,6 +233,19 @@ impl Budget {
             }
         }
         Allowance::Open(room)
+    }
+
+    /// When the next quiet hours begin, read on the wall clock of `zone`,
+    /// if any are set and `now` is outside them: what is claimed before
+    /// then must start by then (`worker/load.rs`), or it would be held
+    /// through them, kept from other nodes, and given back at their start.
+    pub fn quiet_begins<Z: TimeZone>(&self, now: Timestamp, zone: &Z) -> Option<Timestamp> {
+        let local = now.with_timezone(zone).naive_local();
+        let minute = local.hour() * 60 + local.minute();
+        if self.limits.quiet_hours.iter().any(|q| q.contains(minute)) {
+            return None;
+        }
+        quiet::begins(&self.limits.quiet_hours, now, local, zone)
     }
 
     /// How many more tasks may start under a limit of `max` seconds of

@@ -1241,6 +1241,69 @@ fn a_node_in_its_quiet_hours_takes_nothing() {
 }
 
 #[test]
+fn a_node_holds_no_claim_it_cannot_start_before_its_quiet_hours() {
+    // Quiet hours that begin 20 s from now: a zone whose clock is ahead of
+    // UTC by the seconds that put their start on a minute (POSIX TZ takes
+    // seconds), so the test waits 20 s, not up to a minute.
+    use chrono::Timelike;
+    let grid = Grid::new();
+    let tasks: Vec<(String, String, u64)> = (0..60)
+        .map(|i| (format!("m{i}"), "sleep 1".into(), 10))
+        .collect();
+    grid.submit(&tasks);
+    let begins = (chrono::Utc::now() + chrono::Duration::seconds(20))
+        .with_nanosecond(0)
+        .unwrap();
+    let ahead = (60 - begins.second()) % 60;
+    let local = begins + chrono::Duration::seconds(ahead.into());
+    let window = format!(
+        "{}-{}",
+        local.format("%H:%M"),
+        (local + chrono::Duration::minutes(10)).format("%H:%M")
+    );
+    let mut spec = WorkerSpec::new(&grid, "evening");
+    spec.drain = false;
+    spec.env.push(("TZ".into(), format!("XXX-0:00:{ahead:02}")));
+    spec.extra = format!("[budget]\nquiet_hours = [\"{window}\"]\n");
+    let mut w = spawn_worker(&grid, &spec);
+    let until =
+        |t: chrono::DateTime<chrono::Utc>| (t - chrono::Utc::now()).to_std().unwrap_or_default();
+    std::thread::sleep(until(begins - chrono::Duration::seconds(4)));
+    // In the last seconds before them: one running, and what its slot
+    // starts before they begin (1 s tasks). Without the bound, about 40.
+    let mut held = 0;
+    while chrono::Utc::now() < begins - chrono::Duration::seconds(1) {
+        held = held.max(grid.files("tasks/in_progress").len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(held <= 8, "{held} claims held 4 s before quiet hours");
+    wait_until("the pause in the record", Duration::from_secs(60), || {
+        record(&grid, "evening")["paused"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("quiet hours"))
+    });
+    wait_until("nothing held", Duration::from_secs(30), || {
+        grid.files("tasks/in_progress").is_empty()
+    });
+    let given_back = w
+        .log_text()
+        .matches("giving back the claim: the volunteer's limits")
+        .count();
+    assert!(
+        given_back <= 5,
+        "{given_back} claims given back\n{}",
+        w.log_text()
+    );
+    assert!(!grid.results().is_empty(), "it worked until then");
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+}
+
+#[test]
 fn a_node_at_its_cap_of_task_time_starts_nothing_measured_to_pass_it() {
     // The sweep's node: two slots, 10 s of task time an hour, tasks of
     // 3 s. The first runs alone (unmeasured); 7 s left hold two more, not

@@ -40,6 +40,33 @@ pub(super) fn end<Z: TimeZone>(
     )
 }
 
+/// The moment the wall clock of `zone`, reading `local` at `now` (outside
+/// every span of `quiet`), next reads a minute inside one: when the next
+/// quiet hours begin, found on the wall clock as [`end`] finds their end
+/// (a start the clocks skip is the first minute after it that exists).
+/// None if no span is set.
+pub(super) fn begins<Z: TimeZone>(
+    quiet: &[QuietHours],
+    now: Timestamp,
+    local: NaiveDateTime,
+    zone: &Z,
+) -> Option<Timestamp> {
+    const DAY: u32 = 24 * 60;
+    let minute = local.hour() * 60 + local.minute();
+    let ahead = (1..=DAY).find(|m| quiet.iter().any(|q| q.contains((minute + m) % DAY)))?;
+    let start = local
+        .with_second(0)
+        .and_then(|l| l.with_nanosecond(0))
+        .unwrap_or(local)
+        + chrono::Duration::minutes(i64::from(ahead));
+    Some(
+        (0..=180)
+            .map(|m| start + chrono::Duration::minutes(m))
+            .find_map(|l| zone.from_local_datetime(&l).earliest())
+            .map_or(now + (start - local), |t| t.with_timezone(&Utc)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{NaiveDateTime, TimeZone};
@@ -185,5 +212,60 @@ mod tests {
             Allowance::Open(None),
             "and there the node works again"
         );
+    }
+
+    #[test]
+    fn the_next_quiet_hours_begin_on_the_wall_clock() {
+        let zone = chrono::FixedOffset::east_opt(3600).unwrap();
+        let b = quiet("22:00-07:00");
+        // 20:59:30 local: they begin in 30 s, at the minute, not at the
+        // minute's end.
+        assert_eq!(
+            b.quiet_begins(at("2026-11-30T19:59:30Z"), &zone),
+            Some(at("2026-11-30T21:00:00Z"))
+        );
+        // 07:00 local: the next night.
+        assert_eq!(
+            b.quiet_begins(at("2026-12-01T06:00:00Z"), &zone),
+            Some(at("2026-12-01T21:00:00Z"))
+        );
+        assert_eq!(
+            b.quiet_begins(at("2026-11-30T23:00:00Z"), &zone),
+            None,
+            "inside them: paused, nothing to bound"
+        );
+        assert_eq!(
+            Budget::new(Limits::default()).quiet_begins(at("2026-11-30T23:00:00Z"), &zone),
+            None
+        );
+        // Clocks go forward at 01:00 UTC, skipping 02:00-03:00 local: quiet
+        // hours from 02:30 begin at 03:00, the first minute that exists.
+        let spring = Shift {
+            at: at("2026-03-29T01:00:00Z").naive_utc(),
+            before: chrono::FixedOffset::east_opt(3600).unwrap(),
+            after: chrono::FixedOffset::east_opt(7200).unwrap(),
+        };
+        assert_eq!(
+            quiet("02:30-05:00").quiet_begins(at("2026-03-28T23:00:00Z"), &spring),
+            Some(at("2026-03-29T01:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn what_is_held_before_quiet_hours_is_bounded_on_top_of_the_limits() {
+        assert_eq!(Allowance::Open(None).at_most(3), Allowance::Open(Some(3)));
+        assert_eq!(
+            Allowance::Open(Some(2)).at_most(3),
+            Allowance::Open(Some(2))
+        );
+        assert_eq!(
+            Allowance::Open(Some(5)).at_most(3),
+            Allowance::Open(Some(3))
+        );
+        let paused = Allowance::Paused(super::super::Paused {
+            why: "quiet".into(),
+            until: None,
+        });
+        assert_eq!(paused.clone().at_most(3), paused);
     }
 }

@@ -1,6 +1,7 @@
 //! The configuration's rules, from TOML text and a made-up environment.
 
 use super::*;
+use crate::sandbox::EngineKind;
 use std::collections::HashMap;
 
 #[test]

@@ -1,0 +1,87 @@
+//! One value of the configuration, read and checked: a number, an engine,
+//! an address, a file that must be readable, the default node id. Kept
+//! apart from `mod.rs`, which puts the file and the environment together.
+
+use std::path::Path;
+
+use super::ConfigError;
+use crate::grid::Id;
+use crate::sandbox::EngineKind;
+
+/// A file setting must name a file this process can read now: found at
+/// start, not at the first fetch. A private key that others may read is
+/// refused too, as ssh itself would refuse it (less clearly, and later).
+pub(super) fn check_readable(key: &str, path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown}: is not a file"));
+    }
+    std::fs::File::open(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    // ssh's own rule: a key of ours that group or others may read.
+    let ours = std::os::unix::fs::MetadataExt::uid(&meta) == nix::unistd::getuid().as_raw();
+    if key == "git.ssh_key_file" && ours && mode & 0o077 != 0 {
+        return Err(format!(
+            "{shown}: others may read this private key (mode {mode:o}), and ssh refuses such a key: chmod 600 it"
+        ));
+    }
+    Ok(())
+}
+
+/// `host:port`, or `""`/`off` for no status page.
+pub(super) fn parse_listen(v: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    let v = v.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| {
+        format!("is {v:?}; expected an address and port such as 127.0.0.1:8000, or \"off\"")
+    })
+}
+
+pub(super) fn parse_positive(var: &'static str, v: &str) -> Result<u64, ConfigError> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError::Env {
+            var,
+            reason: format!("expected a whole number above 0, got {v:?}"),
+        }),
+    }
+}
+
+pub(super) fn parse_engine(v: &str) -> Result<EngineKind, ConfigError> {
+    match v {
+        "auto" => Ok(EngineKind::Auto),
+        "podman" => Ok(EngineKind::Podman),
+        "docker" => Ok(EngineKind::Docker),
+        "shell" => Ok(EngineKind::Shell),
+        _ => Err(ConfigError::Env {
+            var: "DGRID_ENGINE",
+            reason: format!("expected auto, podman, docker or shell, got {v:?}"),
+        }),
+    }
+}
+
+/// The host name, made into a valid id: a node that is not named explicitly
+/// is named after its machine.
+pub(super) fn default_node_id() -> Id {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let cleaned: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .skip_while(|c| !c.is_ascii_alphanumeric())
+        .take(crate::grid::id::MAX_LEN)
+        .collect();
+    Id::parse(&cleaned).unwrap_or_else(|_| Id::parse("node").expect("a literal id"))
+}

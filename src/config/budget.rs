@@ -21,6 +21,7 @@ use toml::Spanned;
 
 use super::{ConfigError, Env};
 use crate::grid::Label;
+use crate::grid::node::MAX_CONFIGURED_LABELS;
 
 /// A span of the day, in the node's local time: `22:00-07:00` (across
 /// midnight) or `09:00-17:30`.
@@ -129,6 +130,19 @@ pub struct Scheduling {
     pub budget: Limits,
 }
 
+/// A node's labels and those it is exclusive to are written into its
+/// record, which peers read up to a cap: at most
+/// [`MAX_CONFIGURED_LABELS`] of each.
+fn check_count(n: usize) -> Result<(), String> {
+    if n > MAX_CONFIGURED_LABELS {
+        return Err(format!(
+            "lists {n} labels; at most {MAX_CONFIGURED_LABELS} are allowed (they go in the node's record, which peers read only up to {} KiB)",
+            crate::grid::layout::MAX_NODE_RECORD_BYTES / 1024
+        ));
+    }
+    Ok(())
+}
+
 /// `labels`, `exclusive` (each overridden by `DGRID_LABELS`,
 /// `DGRID_EXCLUSIVE`: comma-separated) and `[budget]`. `at` turns a span
 /// of the file into "file, line N".
@@ -144,31 +158,31 @@ pub fn resolve(
                 file: Option<Spanned<Vec<String>>>|
      -> Result<Vec<Label>, ConfigError> {
         if let Some(v) = env.get(var) {
-            return v
+            let env_error = |reason| ConfigError::Env { var, reason };
+            let names: Vec<&str> = v
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| {
-                    Label::parse(s).map_err(|e| ConfigError::Env {
-                        var,
-                        reason: format!("label {s:?} {e}"),
-                    })
-                })
+                .collect();
+            check_count(names.len()).map_err(env_error)?;
+            return names
+                .into_iter()
+                .map(|s| Label::parse(s).map_err(|e| env_error(format!("label {s:?} {e}"))))
                 .collect();
         }
         let Some(file) = file else {
             return Ok(Vec::new());
         };
         let where_ = at(Some(file.span()));
+        let file_error = |reason| ConfigError::Invalid {
+            origin: where_.clone(),
+            key,
+            reason,
+        };
+        check_count(file.get_ref().len()).map_err(file_error)?;
         file.into_inner()
             .iter()
-            .map(|s| {
-                Label::parse(s).map_err(|e| ConfigError::Invalid {
-                    origin: where_.clone(),
-                    key,
-                    reason: format!("label {s:?} {e}"),
-                })
-            })
+            .map(|s| Label::parse(s).map_err(|e| file_error(format!("label {s:?} {e}"))))
             .collect()
     };
     let exclusive_span = exclusive.as_ref().map(Spanned::span);

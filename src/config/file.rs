@@ -28,7 +28,7 @@ pub(super) struct File {
     pub(super) stale_after: Option<NonZeroU64>,
     pub(super) claim_grace: Option<u64>,
     pub(super) max_attempts: Option<std::num::NonZeroU32>,
-    pub(super) concurrency: Option<std::num::NonZeroU32>,
+    pub(super) concurrency: Option<Spanned<std::num::NonZeroU32>>,
     pub(super) claim_ahead: Option<u32>,
     pub(super) drain_timeout: Option<u64>,
     pub(super) log_level: Option<String>,

@@ -309,10 +309,7 @@ impl Config {
                 ),
             });
         }
-        let concurrency = match env.get("DGRID_CONCURRENCY") {
-            Some(v) => parse_positive("DGRID_CONCURRENCY", &v)? as u32,
-            None => file.concurrency.map_or(defaults::CONCURRENCY, |n| n.get()),
-        };
+        let concurrency = values::concurrency(env.get("DGRID_CONCURRENCY"), file.concurrency, &at)?;
         let claim_ahead = match env.get("DGRID_CLAIM_AHEAD") {
             Some(v) => v.trim().parse::<u32>().map_err(|_| ConfigError::Env {
                 var: "DGRID_CLAIM_AHEAD",

@@ -279,3 +279,66 @@ fn every_key_the_conffile_documents_parses() {
     assert_eq!(c.scheduling.budget.tasks_per_hour, Some(100));
     assert_eq!(c.scheduling.budget.quiet_hours.len(), 1);
 }
+
+#[test]
+fn labels_and_slots_are_bounded_so_that_peers_read_the_record() {
+    // A sweep's node with 1000 labels wrote a record its peers could not
+    // read; `check` said ok.
+    let labels = |n: usize| {
+        (0..n)
+            .map(|i| format!("\"l{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = |n| format!("repo_url = \"/g\"\n\nlabels = [{}]\n", labels(n));
+    let c = load(&text(64), &env(&[])).unwrap();
+    assert_eq!(c.scheduling.labels.len(), 64);
+    let e = load(&text(65), &env(&[])).unwrap_err().to_string();
+    assert!(
+        e.contains("line 3") && e.contains("`labels`") && e.contains("65 labels; at most 64"),
+        "{e}"
+    );
+    // The environment of these tests lives as long as the test binary.
+    let many: &'static str = Box::leak(
+        (0..65)
+            .map(|i| format!("l{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+            .into_boxed_str(),
+    );
+    let e = load("repo_url = \"/g\"\n", &env(&[("DGRID_LABELS", many)]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("DGRID_LABELS") && e.contains("65 labels"), "{e}");
+    let e = load(
+        "repo_url = \"/g\"\n",
+        &env(&[("DGRID_LABELS", "gpu"), ("DGRID_EXCLUSIVE", many)]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("DGRID_EXCLUSIVE") && e.contains("65 labels"),
+        "{e}"
+    );
+
+    let c = load("repo_url = \"/g\"\nconcurrency = 256\n", &env(&[])).unwrap();
+    assert_eq!(c.concurrency, 256);
+    let e = load("repo_url = \"/g\"\n\nconcurrency = 257\n", &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 3") && e.contains("`concurrency`") && e.contains("at most 256"),
+        "{e}"
+    );
+    // Not cut to 32 bits either (2^32 + 1 was read as 1).
+    let e = load(
+        "repo_url = \"/g\"\n",
+        &env(&[("DGRID_CONCURRENCY", "4294967297")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("DGRID_CONCURRENCY") && e.contains("at most 256"),
+        "{e}"
+    );
+}

@@ -2,10 +2,14 @@
 //! an address, a file that must be readable, the default node id. Kept
 //! apart from `mod.rs`, which puts the file and the environment together.
 
+use std::num::NonZeroU32;
 use std::path::Path;
+
+use toml::Spanned;
 
 use super::ConfigError;
 use crate::grid::Id;
+use crate::grid::node::MAX_SLOTS;
 use crate::sandbox::EngineKind;
 
 /// A file setting must name a file this process can read now: found at
@@ -48,6 +52,39 @@ pub(super) fn parse_positive(var: &'static str, v: &str) -> Result<u64, ConfigEr
             var,
             reason: format!("expected a whole number above 0, got {v:?}"),
         }),
+    }
+}
+
+/// `concurrency` (or `DGRID_CONCURRENCY`): from 1 to
+/// [`MAX_SLOTS`], as the node's record lists what each slot runs and
+/// peers read a record only up to a cap. `at` turns the file's span into
+/// "file, line N".
+pub(super) fn concurrency(
+    env: Option<String>,
+    file: Option<Spanned<NonZeroU32>>,
+    at: &dyn Fn(std::ops::Range<usize>) -> String,
+) -> Result<u32, ConfigError> {
+    let too_many = |n: u64| {
+        format!(
+            "is {n}; at most {MAX_SLOTS} slots are allowed (the node's record lists what each runs, and peers read it only up to {} KiB)",
+            crate::grid::layout::MAX_NODE_RECORD_BYTES / 1024
+        )
+    };
+    match (env, file) {
+        (Some(v), _) => match parse_positive("DGRID_CONCURRENCY", &v)? {
+            n if n > u64::from(MAX_SLOTS) => Err(ConfigError::Env {
+                var: "DGRID_CONCURRENCY",
+                reason: too_many(n),
+            }),
+            n => Ok(n as u32),
+        },
+        (None, Some(n)) if n.get_ref().get() > MAX_SLOTS => Err(ConfigError::Invalid {
+            origin: at(n.span()),
+            key: "concurrency",
+            reason: too_many(n.get_ref().get().into()),
+        }),
+        (None, Some(n)) => Ok(n.into_inner().get()),
+        (None, None) => Ok(super::defaults::CONCURRENCY),
     }
 }
 

@@ -27,8 +27,9 @@ pub const NODES: &str = "nodes";
 pub const KEEP_FILE: &str = ".gitkeep";
 
 /// The most bytes read of one node record. A record is a few hundred
-/// bytes (its `running` list holds at most `concurrency` ids); a bigger one
-/// is not read and counts as no record at all.
+/// bytes; the largest the configuration allows (its `running` list holds
+/// at most `concurrency` ids, and its labels are bounded: `node.rs`) is
+/// about 35 KB. A bigger one is not read and counts as no record at all.
 pub const MAX_NODE_RECORD_BYTES: u64 = 64 * 1024;
 
 /// The most bytes read of one result file. A result keeps at most

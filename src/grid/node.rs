@@ -6,6 +6,22 @@ use serde::{Deserialize, Serialize};
 
 use super::Id;
 
+/// The most labels a node's configuration may give it (`labels`), and so
+/// the most it may be exclusive to. With the three it detects and the most
+/// slots ([`MAX_SLOTS`]), its record stays well under what peers read of
+/// one ([`super::layout::MAX_NODE_RECORD_BYTES`]): 35 KB of 64 at most,
+/// escapes and all. A sweep's node with 1000 labels wrote 72 KB, which its
+/// peers read as no record at all: no live node served its tasks.
+pub const MAX_CONFIGURED_LABELS: usize = 64;
+
+/// The most slots a node may run (`concurrency`): its record lists the
+/// task each runs.
+pub const MAX_SLOTS: u32 = 256;
+
+/// The most bytes of why a node is unhealthy that its record keeps: the
+/// engine's own words, which a record must not grow without bound.
+pub const MAX_PROBLEM_BYTES: usize = 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
@@ -120,6 +136,19 @@ impl NodeRecord {
         }
     }
 
+    /// `problem` as the record keeps it: at most [`MAX_PROBLEM_BYTES`], cut
+    /// on a character and marked as cut.
+    pub fn problem_of(problem: &str) -> String {
+        if problem.len() <= MAX_PROBLEM_BYTES {
+            return problem.to_owned();
+        }
+        let mut end = MAX_PROBLEM_BYTES;
+        while !problem.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &problem[..end])
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         super::claim::pretty(&serde_json::to_value(self).expect("node records always serialise"))
     }
@@ -163,6 +192,8 @@ impl NodeRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grid::label::MAX_LABEL_LEN;
+    use crate::grid::layout::MAX_NODE_RECORD_BYTES;
 
     /// A heartbeat counts from its time to `stale_after` after it, and
     /// not at all when dated beyond any clock's skew from now: a record
@@ -180,5 +211,67 @@ mod tests {
         );
         assert!(!at("2026-12-05T13:00:00.001Z").is_live(now, stale));
         assert!(!at("9999-12-31T23:59:59.999Z").is_up(now, stale));
+    }
+
+    /// `n` distinct strings of `len` characters that JSON escapes to six
+    /// bytes each where it can (a label cannot hold such characters; the
+    /// other text may).
+    fn long(prefix: &str, n: usize, len: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let head = format!("{prefix}{i}-");
+                format!("{head}{}", "x".repeat(len - head.len()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_largest_record_the_configuration_allows_is_read_by_peers() {
+        let id = |s: String| Id::parse(&s).unwrap();
+        let mut r = NodeRecord::new(
+            id("n".repeat(crate::grid::id::MAX_LEN)),
+            NodeStatus::Unhealthy,
+            "2026-11-30T10:00:00.000Z".into(),
+        );
+        r.started_at = r.last_heartbeat.clone();
+        r.version = "999.999.999-really-long".into();
+        // Linux's HOST_NAME_MAX.
+        r.hostname = "h".repeat(64);
+        r.engine = "podman".into();
+        r.concurrency = MAX_SLOTS;
+        r.running = long("t", MAX_SLOTS as usize, crate::grid::id::MAX_LEN);
+        r.tasks_completed = u64::MAX;
+        r.tasks_failed = u64::MAX;
+        r.task_ms = Some(u64::MAX);
+        r.holds_level = Some(99);
+        r.busy_ms = Some(u64::MAX);
+        r.takes_assigned = true;
+        r.unanswered_at = Some(r.last_heartbeat.clone());
+        // Control characters: six bytes each in JSON.
+        r.problem = Some(NodeRecord::problem_of(&"\u{1}".repeat(10_000)));
+        let mut labels = long("l", MAX_CONFIGURED_LABELS, MAX_LABEL_LEN);
+        r.exclusive = labels.clone();
+        labels.extend(["arch=amd64", "os=linux", "engine=podman"].map(String::from));
+        r.labels = labels;
+        r.paused = Some(format!(
+            "at its limit of {} s of task time an hour: its tasks take about {} s each, more than an hour allows until 2026-11-30T11:00:00.000Z",
+            u64::MAX,
+            u64::MAX
+        ));
+        r.node_key = Some(format!("sk-ssh-ed25519@openssh.com {}", "A".repeat(200)));
+        let bytes = r.to_bytes();
+        assert!(
+            (bytes.len() as u64) < MAX_NODE_RECORD_BYTES * 3 / 4,
+            "{} bytes, against a cap of {MAX_NODE_RECORD_BYTES} on reading one",
+            bytes.len()
+        );
+        assert_eq!(NodeRecord::parse(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn a_long_problem_is_cut_on_a_character() {
+        assert_eq!(NodeRecord::problem_of("engine down"), "engine down");
+        let cut = NodeRecord::problem_of(&"é".repeat(MAX_PROBLEM_BYTES));
+        assert!(cut.ends_with('…') && cut.len() <= MAX_PROBLEM_BYTES + '…'.len_utf8());
     }
 }

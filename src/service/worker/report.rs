@@ -46,7 +46,10 @@ impl Worker {
             takes_assigned: self.takes_assigned(),
             // Its own write clears a peer's finding that it did not answer.
             unanswered_at: None,
-            problem: self.unhealthy.as_ref().map(|u| u.problem.clone()),
+            problem: self
+                .unhealthy
+                .as_ref()
+                .map(|u| NodeRecord::problem_of(&u.problem)),
             labels: self.labels.labels.labels().map(|l| l.to_string()).collect(),
             exclusive: self
                 .labels

@@ -134,10 +134,12 @@ service the image its tasks run in (there is no registry to pull from).
 State: the working clone and the outbox of results not yet pushed, the
 trust policy held (trust/policy.json) and the signed tasks run
 (trust/ran); also the home of the dgrid-worker user and its rootless
-podman storage.
+podman storage. \fIlock\fR there is held by the running worker (it holds
+its pid): a second worker on the same state directory exits with 78.
 .SH EXIT STATUS
-0 on success; 78 on a configuration error (the service is then not
-restarted); 1 on other failures.
+0 on success; 78 on a configuration error, or when another worker holds
+the state directory (the service is then not restarted); 1 on other
+failures.
 .SH SEE ALSO
 \fBsystemctl\fR(1), \fBjournalctl\fR(1), \fBpodman\fR(1)
 "#;

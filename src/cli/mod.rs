@@ -119,7 +119,11 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %crate::escape::Untrusted(&e), "worker stopped");
-                    ExitCode::FAILURE
+                    if e.is_configuration() {
+                        ExitCode::from(EXIT_CONFIG)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The node's life around its tasks: heartbeats while a task runs, orphaned
 //! claims of dead nodes requeued with an attempt count (and abandoned at the
-//! limit), and the SIGTERM drain: let a task finish, or put it back.
+//! limit), the SIGTERM drain: let a task finish, or put it back, and one
+//! worker a state directory.
 
 use std::time::Duration;
 
@@ -605,5 +606,80 @@ fn a_restarted_node_keeps_the_task_length_it_measured() {
         record(&grid, "keeper")["task_ms"],
         serde_json::Value::Null,
         "without the file in its state directory, a start is blind"
+    );
+}
+
+#[test]
+fn a_second_worker_on_the_same_state_directory_stops_and_touches_nothing() {
+    // The same configuration started twice (by hand beside the service):
+    // the second took the first one's claims for its own earlier run's and
+    // requeued them as "this node restarted".
+    let grid = Grid::new();
+    grid.submit(&[
+        ("held-1".into(), "sleep 30".into(), 60),
+        ("held-2".into(), "sleep 30".into(), 60),
+    ]);
+    let mut spec = WorkerSpec::new(&grid, "owner");
+    spec.drain = false;
+    let mut first = spawn_worker(&grid, &spec);
+    wait_until("the first worker's claim", Duration::from_secs(30), || {
+        !grid.files("tasks/in_progress").is_empty() && first.log_text().contains("running")
+    });
+    let claims = grid.files("tasks/in_progress");
+    let queued = grid.queued();
+    let tip = grid.tip_of("main");
+
+    let log = grid.path("second.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(grid.path("owner.toml"))
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let mut second = WorkerProc {
+        child,
+        log,
+        state: first.state.clone(),
+    };
+    let status = second.wait_exit(Duration::from_secs(60));
+    let said = second.log_text();
+    assert_eq!(status.code(), Some(78), "{said}");
+    assert!(
+        said.contains(&format!(
+            "state directory {} is in use by another dgrid-worker (pid {})",
+            first.state.display(),
+            first.child.id()
+        )),
+        "{said}"
+    );
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "the first runs on"
+    );
+    assert_eq!(grid.files("tasks/in_progress"), claims, "claims untouched");
+    assert_eq!(grid.queued(), queued);
+    assert_eq!(grid.tip_of("main"), tip, "nothing pushed by the second");
+    // The first still holds and runs its claim, as its own.
+    assert!(
+        !first.log_text().contains("requeue"),
+        "{}",
+        first.log_text()
+    );
+    // Stopped at once (a second signal once the first is taken): the
+    // task would run 30 s.
+    first.signal(Signal::SIGTERM);
+    wait_until("the first signal taken", Duration::from_secs(30), || {
+        first.log_text().contains("stopping")
+    });
+    first.signal(Signal::SIGTERM);
+    assert!(
+        first.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        first.log_text()
     );
 }

@@ -17,6 +17,7 @@
 //! - `signals`     the events that wake the loop
 //! - `attest`      trust: the node key and the gate; signed results
 //! - `kept*`       what a node keeps between runs: its pace, its budget
+//! - `lock`        one worker a state directory
 
 mod attest;
 mod exchange;
@@ -25,6 +26,7 @@ mod kept;
 mod kept_budget;
 mod kept_pace;
 mod load;
+mod lock;
 mod look;
 mod main_loop;
 mod relay;
@@ -86,6 +88,17 @@ pub enum WorkerError {
     /// `[trust]` cannot be applied (the node key, the state directory).
     #[error("trust: {0}")]
     Trust(String),
+    /// Another worker runs on this state directory, or it cannot be locked.
+    #[error(transparent)]
+    StateLock(#[from] lock::LockError),
+}
+
+impl WorkerError {
+    /// Only an operator can end it (another worker on the same state
+    /// directory): as a configuration error, restarting cannot help.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, WorkerError::StateLock(lock::LockError::InUse { .. }))
+    }
 }
 
 /// What the last look at the grid saw (a claim, or a look while holding
@@ -273,6 +286,9 @@ fn worker_access(cfg: &Config) -> Access {
 
 pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     crate::service::heap::limit_arenas();
+    // Before anything is touched: a second worker here must not remove
+    // the first one's containers, nor requeue its claims.
+    let _state_lock = lock::take(&cfg.state_dir)?;
     let engine: Arc<dyn Engine> = Arc::from(sandbox::engine_from_config(&cfg.sandbox)?);
     let node = cfg.node_id.clone();
     tracing::info!(node_id = %node, engine = %engine.name(), repo = %cfg.repo_url, "starting");

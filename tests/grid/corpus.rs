@@ -146,7 +146,7 @@ fn hostile_entries_in_in_progress_are_reaped_with_a_reason() {
     let errors = errors_of(&failed);
     // Nothing is read through the symlink; it goes too.
     for (name, why) in [
-        ("not-json.json", "field `claim` is missing"),
+        ("not-json.json", "not valid JSON"),
         ("array.json", "field `claim` is missing"),
         ("traversal.json", "field `claim` is missing"),
         ("link.json", "is a symbolic link"),

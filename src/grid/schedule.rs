@@ -384,15 +384,18 @@ mod tests {
         assert_eq!(effective_priority(99, t0, at("2030-01-01T00:00:00Z")), 99);
     }
 
-    fn ids(tasks: &[(Place, &str)], now: Timestamp) -> Vec<String> {
-        let q: Vec<Queued<'_>> = tasks
+    fn queued<S: AsRef<str>>(tasks: &[(Place, S)]) -> Vec<Queued<'_>> {
+        tasks
             .iter()
             .map(|(p, n)| Queued {
                 place: p,
-                name: n.as_bytes(),
+                name: n.as_ref().as_bytes(),
             })
-            .collect();
-        order(&q, now)
+            .collect()
+    }
+
+    fn ids(tasks: &[(Place, &str)], now: Timestamp) -> Vec<String> {
+        order(&queued(tasks), now)
             .into_iter()
             .map(|(i, _)| tasks[i].1.to_owned())
             .collect()
@@ -479,14 +482,8 @@ mod tests {
         let mut last: Option<Option<String>> = None;
         let mut claimed = Vec::new();
         while !tasks.is_empty() {
-            let q: Vec<Queued<'_>> = tasks
-                .iter()
-                .map(|(p, n)| Queued {
-                    place: p,
-                    name: n.as_bytes(),
-                })
-                .collect();
-            let first = order_turning(&q, now, last.as_ref().map(|l| l.as_deref()))[0].0;
+            let turn = last.as_ref().map(|l| l.as_deref());
+            let first = order_turning(&queued(&tasks), now, turn)[0].0;
             let (p, name) = tasks.remove(first);
             last = Some(p.batch.submitter.map(|s| s.to_string()));
             claimed.push(name);

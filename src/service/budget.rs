@@ -220,7 +220,10 @@ impl Budget {
                     .filter(|s| *s > from)
                     .min();
                 return Allowance::Paused(Paused {
-                    why: format!("at its limit of {max} tasks an hour"),
+                    why: format!(
+                        "at its limit of {max} {} an hour",
+                        if max == 1 { "task" } else { "tasks" }
+                    ),
                     until: oldest.map(|s| s + window()),
                 });
             }

@@ -61,6 +61,13 @@ fn a_cap_on_tasks_counts_starts_in_the_last_hour_and_claims_waiting() {
     // An hour after the first start, one may go again.
     let later = t0 + chrono::Duration::minutes(61);
     assert_eq!(b.allowance(later, l, None), Allowance::Open(Some(1)));
+    // One task an hour, said so.
+    let mut one = Budget::new(limits(Some(1), None, &[]));
+    one.started(t0);
+    let Allowance::Paused(p) = one.allowance(t0, l, None) else {
+        panic!("at its cap")
+    };
+    assert_eq!(p.why, "at its limit of 1 task an hour");
 }
 
 #[test]

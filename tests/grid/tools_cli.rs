@@ -558,32 +558,24 @@ fn submit_flags_fill_a_task_file_and_never_overrule_it() {
         &refused,
         "carol.json: field `submitter` is \"carol\" in the file, and --submitter (or DGRID_SUBMITTER) says \"erin\": give one",
     );
-    let o = dgrid(&[
-        "submit",
-        "--repo",
-        &grid.url(),
-        "--task-file",
-        file.to_str().unwrap(),
-        "--priority",
-        "80",
-    ]);
+    let url = grid.url();
+    let submit_with = |flags: &[&str]| {
+        let mut args = vec![
+            "submit",
+            "--repo",
+            &url,
+            "--task-file",
+            file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(flags);
+        dgrid(&args)
+    };
     expect_refused(
-        &o,
+        &submit_with(&["--priority", "80"]),
         "field `priority` is 10 in the file, and --priority says 80",
     );
     assert_eq!(grid.commit_count(), before, "nothing was pushed");
-    let o = dgrid(&[
-        "submit",
-        "--repo",
-        &grid.url(),
-        "--task-file",
-        file.to_str().unwrap(),
-        "--priority",
-        "10",
-        "--requires",
-        "gpu",
-    ]);
-    expect_code(&o, 0);
+    expect_code(&submit_with(&["--priority", "10", "--requires", "gpu"]), 0);
     let task = &grid.queued()["c-1.json"];
     assert_eq!(
         (&task["priority"], &task["submitter"], &task["requires"]),

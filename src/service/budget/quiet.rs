@@ -30,14 +30,7 @@ pub(super) fn end<Z: TimeZone>(
             return None;
         }
     }
-    let end =
-        local.with_second(0).unwrap_or(local) + chrono::Duration::minutes(i64::from(minutes_left));
-    Some(
-        (0..=180)
-            .map(|m| end + chrono::Duration::minutes(m))
-            .find_map(|l| zone.from_local_datetime(&l).earliest())
-            .map_or(now + (end - local), |t| t.with_timezone(&Utc)),
-    )
+    Some(on_the_wall(minutes_left, now, local, zone))
 }
 
 /// The moment the wall clock of `zone`, reading `local` at `now` (outside
@@ -54,17 +47,28 @@ pub(super) fn begins<Z: TimeZone>(
     const DAY: u32 = 24 * 60;
     let minute = local.hour() * 60 + local.minute();
     let ahead = (1..=DAY).find(|m| quiet.iter().any(|q| q.contains((minute + m) % DAY)))?;
-    let start = local
+    Some(on_the_wall(ahead, now, local, zone))
+}
+
+/// The moment the wall clock of `zone`, reading `local` at `now`, reads
+/// the start of the minute `minutes` ahead of its own: the first minute
+/// from there that exists (the clocks may skip it), the earliest if they
+/// pass it twice.
+fn on_the_wall<Z: TimeZone>(
+    minutes: u32,
+    now: Timestamp,
+    local: NaiveDateTime,
+    zone: &Z,
+) -> Timestamp {
+    let at = local
         .with_second(0)
         .and_then(|l| l.with_nanosecond(0))
         .unwrap_or(local)
-        + chrono::Duration::minutes(i64::from(ahead));
-    Some(
-        (0..=180)
-            .map(|m| start + chrono::Duration::minutes(m))
-            .find_map(|l| zone.from_local_datetime(&l).earliest())
-            .map_or(now + (start - local), |t| t.with_timezone(&Utc)),
-    )
+        + chrono::Duration::minutes(i64::from(minutes));
+    (0..=180)
+        .map(|m| at + chrono::Duration::minutes(m))
+        .find_map(|l| zone.from_local_datetime(&l).earliest())
+        .map_or(now + (at - local), |t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]

@@ -31,8 +31,12 @@ pub enum Next {
     Ready,
     /// It waits for this parent (the first of its `after` still pending).
     Wait(Id),
-    /// It will never run: this parent did not complete, or is gone.
+    /// It will never run: this parent did not complete.
     Fail { parent: Id, error: String },
+    /// It can never run, by its own `after`: it names a task that is not
+    /// on the grid (or its `after`s close a cycle, which takes the whole
+    /// graph to see). Invalid, as `validate` and `submit` say.
+    Invalid { error: String },
 }
 
 /// Decide for a task that runs after `after`, by `state` of each. A failed
@@ -53,10 +57,9 @@ pub fn next(after: &[Id], mut state: impl FnMut(&Id) -> Parent) -> Next {
                 };
             }
             Parent::Unknown => {
-                return Next::Fail {
-                    parent: parent.clone(),
+                return Next::Invalid {
                     error: format!(
-                        "dependency `{parent}` is not on the grid: no task of that id is queued, running or finished on its branch"
+                        "field `after` names `{parent}`, which is not on the grid: no task of that id is queued, waiting, running or finished on its branch"
                     ),
                 };
             }
@@ -226,7 +229,7 @@ mod tests {
         );
         let gone = next(&after, |_| Parent::Unknown);
         assert!(
-            matches!(gone, Next::Fail { parent, error } if parent == id("a") && error.contains("not on the grid"))
+            matches!(gone, Next::Invalid { error } if error.contains("`a`, which is not on the grid"))
         );
     }
 

@@ -10,16 +10,17 @@
 //!   `blocked/<that task>/` in the same commit and moves each task found
 //!   there on: to its lane when every parent completed, under its next
 //!   unfinished parent, or to `failed/` as `dependency_failed` naming the
-//!   parent that did not complete. A task failed so releases its own
-//!   waiting tasks in turn. Tasks the plan files under `blocked/` itself
-//!   (from the inbox) are looked at as if there already, and at once if
-//!   their parent is not pending; cycles through them fail, and so do
-//!   the tasks of a loop that a move under the next parent would close.
+//!   parent that did not complete (as `invalid`, where its `after` names a
+//!   task not on the grid). A task failed so releases its own waiting
+//!   tasks in turn. Tasks the plan files under `blocked/` itself (from the
+//!   inbox) are looked at as if there already, and at once if their parent
+//!   is not pending; cycles through them are invalid, and so are the tasks
+//!   of a loop that a move under the next parent would close.
 //! - **The sweep** (the safety net), with each reap: every `blocked/<p>/`
 //!   whose `p` is no longer queued, waiting or running is looked at the
 //!   same way (a result written by an older worker, a task pushed under a
 //!   finished parent by hand), and waiting tasks that wait for each other
-//!   in a cycle fail, naming it.
+//!   in a cycle are invalid, naming it.
 //!
 //! Both are bounded: at most [`MAX_PER_PLAN`] waiting tasks are looked at in
 //! one plan; the rest are left for the next.
@@ -317,8 +318,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
         };
         let id = task.task_id.clone();
         let next = match cycle_of.get(&id) {
-            Some(error) => Next::Fail {
-                parent: b.parent.clone(),
+            Some(error) => Next::Invalid {
                 error: error.clone(),
             },
             None => {
@@ -389,7 +389,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                 Some(cycle) => {
                     let error = deps::GraphError::Cycle(cycle.clone()).to_string();
                     cycle_of.extend(cycle.into_iter().map(|c| (c, error.clone())));
-                    Next::Fail { parent: p, error }
+                    Next::Invalid { error }
                 }
                 None => Next::Wait(p),
             },
@@ -401,6 +401,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
         };
         // A task not waiting for the parent it is filed under (pushed
         // there by hand) is judged all the same: by its own `after`.
+        let invalid = matches!(next, Next::Invalid { .. });
         match next {
             Next::Ready => {
                 out.edits.insert(b.path(), Edit::Delete);
@@ -432,14 +433,24 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                 out.moved
                     .push((id.to_string(), format!("now waits for `{p}`")));
             }
-            Next::Fail { error, .. } => {
+            Next::Fail { error, .. } | Next::Invalid { error } => {
                 out.edits.insert(b.path(), Edit::Delete);
-                let result = dependency_failed(&task, input.node, input.now, error.clone());
+                let (status, error, how) = match invalid {
+                    // Named by the file it was judged in, as every
+                    // `invalid` result is.
+                    true => (
+                        ResultStatus::Invalid,
+                        format!("{}: {error}", String::from_utf8_lossy(&b.path())),
+                        "reject",
+                    ),
+                    false => (ResultStatus::DependencyFailed, error, "fail"),
+                };
+                let result = never_ran(&task, input.node, input.now, status, error.clone());
                 let pending = PendingResult::unsigned(input.node.clone(), id.to_string(), result);
                 failed_now.insert(id.clone(), Finished::of(&pending));
                 ledger.pending.remove(&id);
                 out.results.push(pending);
-                out.summary.push(format!("fail {id} (dependency)"));
+                out.summary.push(format!("{how} {id} (dependency)"));
                 out.moved.push((id.to_string(), error));
                 // Its own waiting tasks, in turn.
                 queue.extend(blocked.entries.iter().filter(|c| c.parent == id).cloned());
@@ -457,8 +468,16 @@ fn reject(out: &mut Moves, entry: &TreeEntry, why: &str, input: &ReleaseInput<'_
     out.invalid.push(r.invalid);
 }
 
-/// The `dependency_failed` result of a waiting task that will never run.
-pub fn dependency_failed(task: &Task, node: &Id, now: Timestamp, error: String) -> TaskResult {
+/// The result of a waiting task that will never run: `dependency_failed`
+/// (a parent did not complete) or `invalid` (its `after` can never be
+/// met).
+pub fn never_ran(
+    task: &Task,
+    node: &Id,
+    now: Timestamp,
+    status: ResultStatus,
+    error: String,
+) -> TaskResult {
     TaskResult {
         task_id: task.task_id.to_string(),
         node_id: node.clone(),
@@ -466,7 +485,7 @@ pub fn dependency_failed(task: &Task, node: &Id, now: Timestamp, error: String) 
         stdout: String::new(),
         stderr: String::new(),
         timestamp: time::format(now),
-        status: ResultStatus::DependencyFailed,
+        status,
         started_at: None,
         duration_ms: None,
         attempt: task.attempt,

@@ -165,7 +165,7 @@ pub fn plan(txn: &Txn<'_>, tasks: &[Task], now: Timestamp) -> Result<Plan<Submit
         let path = match next {
             Next::Ready => Place::of(t, now).file(&t.task_id),
             Next::Wait(parent) => layout::blocked_file(&parent, &t.task_id),
-            Next::Fail { error, .. } => {
+            Next::Fail { error, .. } | Next::Invalid { error } => {
                 return Ok(unchanged(Submitted::Refused {
                     task: t.task_id.clone(),
                     why: format!("field `after` of `{}`: {error}", t.task_id),

@@ -469,7 +469,8 @@ fn json_at(grid: &Grid, commit: &str, path: &str) -> Value {
 /// its dependant and theirs, two tasks that wait for each other, and a
 /// task after a parent that completed before. The commit that lands the
 /// parent's `invalid` result fails its dependants, naming it and how it
-/// ended, fails the cycle, and queues the task whose parent completed:
+/// ended, rejects the cycle as invalid, and queues the task whose parent
+/// completed:
 /// nothing is left in `tasks/blocked/` for a later sweep.
 #[test]
 fn a_parent_rejected_as_invalid_fails_its_dependants_in_the_same_commit() {
@@ -529,15 +530,22 @@ fn a_parent_rejected_as_invalid_fails_its_dependants_in_the_same_commit() {
         ),
         (
             "cyc-a",
-            "field `after` makes a cycle: cyc-a -> cyc-b -> cyc-a",
+            "tasks/blocked/cyc-b/cyc-a.json: field `after` makes a cycle: cyc-a -> cyc-b -> cyc-a",
         ),
         (
             "cyc-b",
-            "field `after` makes a cycle: cyc-a -> cyc-b -> cyc-a",
+            "tasks/blocked/cyc-a/cyc-b.json: field `after` makes a cycle: cyc-a -> cyc-b -> cyc-a",
         ),
     ] {
         let r = at(&format!("tasks/failed/n2@{id}.json"));
-        assert_eq!(r["status"], "dependency_failed", "{id}: {r}");
+        // A parent that did not complete fails its dependants; an `after`
+        // that can never be met (a cycle) makes the task invalid.
+        let want_status = if id.starts_with("cyc") {
+            "invalid"
+        } else {
+            "dependency_failed"
+        };
+        assert_eq!(r["status"], want_status, "{id}: {r}");
         let e = r["error"].as_str().unwrap();
         assert!(e.contains(want), "{id}: {e}");
     }
@@ -551,7 +559,7 @@ fn a_parent_rejected_as_invalid_fails_its_dependants_in_the_same_commit() {
 /// sweep at a node's start moves it on, naming how its parent ended), and
 /// two tasks whose `after`s make a loop only once their first parent is
 /// done (`loop-a` after `x` and `loop-b`, `loop-b` after `loop-a`): the
-/// commit that lands `x`'s result fails both, naming the loop, where the
+/// commit that lands `x`'s result rejects both, naming the loop, where the
 /// move of `loop-a` under `loop-b` left them for a later sweep.
 #[test]
 fn a_loop_closed_by_a_release_fails_at_once_and_a_late_dependant_says_how_its_parent_ended() {
@@ -595,7 +603,7 @@ fn a_loop_closed_by_a_release_fails_at_once_and_a_late_dependant_says_how_its_pa
     for id in ["loop-a", "loop-b"] {
         // Failed in the commit of x's result.
         let r = json_at(&grid, &landed, &format!("tasks/failed/n2@{id}.json"));
-        assert_eq!(r["status"], "dependency_failed", "{id}: {r}");
+        assert_eq!(r["status"], "invalid", "{id}: {r}");
         let e = r["error"].as_str().unwrap();
         assert!(
             e.contains("field `after` makes a cycle: loop-a -> loop-b -> loop-a"),
@@ -1415,10 +1423,11 @@ fn hostile_entries_in_lanes_and_blocked_go_to_failed_with_a_named_error() {
         "tasks/lanes/p50/any/20261130T1200/big.json: is 307",
         "tasks/lanes/p50/any/20261130T1200/other.json: field `task_id` is \"mismatch\" but the file is named \"other\".json",
         "tasks/blocked/stray.json: is not where a waiting task can be",
-        "dependency `nobody` is not on the grid",
+        "tasks/blocked/nobody/orphan-child.json: field `after` names `nobody`, which is not on the grid",
     ] {
         assert!(errors.contains(want), "{want:?} not in:\n{errors}");
     }
+    assert_eq!(failed["sturdy@orphan-child.json"]["status"], "invalid");
     let done = grid.json_files("tasks/completed");
     assert_eq!(done["sturdy@misfiled.json"]["stdout"], "misfiled\n");
     assert!(

@@ -36,12 +36,14 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
 <div class=\"card\" id=\"count-queue\"><b>{}</b>queued</div>\
 <div class=\"card\" id=\"count-waiting\"><b>{}</b>waiting</div>\
 <div class=\"card\" id=\"count-running\"><b>{}</b>running</div>\
+<div class=\"card\" id=\"count-ahead\"><b>{}</b>claimed ahead</div>\
 <div class=\"card\" id=\"count-completed\"><b>{}</b>completed</div>\
 <div class=\"card\" id=\"count-failed\"><b>{}</b>failed</div>{}</div>",
         view.nodes.len(),
         view.queue.len(),
         view.waiting.len(),
-        view.running.len(),
+        view.started_claims(),
+        view.running.len() - view.started_claims(),
         view.completed,
         view.failed,
         match &view.trust {
@@ -116,12 +118,18 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
     none_row(&mut h, view.nodes.is_empty(), 11, "no node has registered");
     h.push_str("</table>");
 
-    h.push_str("<h2>Running</h2><table id=\"running\"><tr><th>task</th><th>node</th><th>for</th><th>attempt</th><th>deadline</th></tr>");
+    h.push_str("<h2>Running</h2><table id=\"running\"><tr><th>task</th><th>priority</th><th>node</th><th>state</th><th>for</th><th>attempt</th><th>deadline</th></tr>");
     for r in &view.running {
         let _ = write!(
             h,
-            "<tr class=\"running\" data-task=\"{id}\"><td>{id}</td><td>{node}{by}</td><td>{age}</td><td>{att}</td><td>{dl}{err}</td></tr>",
+            "<tr class=\"running\" data-task=\"{id}\"><td>{id}</td><td>{prio}</td><td>{node}{by}</td><td class=\"claim-state\">{state}</td><td>{age}</td><td>{att}</td><td>{dl}{err}</td></tr>",
             id = escape(&r.task_id),
+            prio = r.priority.map(|p| p.to_string()).unwrap_or_default(),
+            // By its node's record, as old as the node's last commit.
+            state = match r.started {
+                true => "running",
+                false => "claimed ahead",
+            },
             node = escape(&r.node_id),
             by = r
                 .assigned_by
@@ -141,7 +149,7 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
                 .unwrap_or_default(),
         );
     }
-    none_row(&mut h, view.running.is_empty(), 5, "nothing is running");
+    none_row(&mut h, view.running.is_empty(), 7, "nothing is running");
     h.push_str("</table>");
 
     if !view.unservable.is_empty() {

@@ -21,10 +21,11 @@ pub fn status(view: &GridView, repo: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "queued {}  waiting {}  running {}  completed {}  failed {}",
+        "queued {}  waiting {}  running {}  claimed ahead {}  completed {}  failed {}",
         view.queue.len(),
         view.waiting.len(),
-        view.running.len(),
+        view.started_claims(),
+        view.running.len() - view.started_claims(),
         view.completed,
         view.failed
     );
@@ -74,26 +75,26 @@ pub fn status(view: &GridView, repo: &str) -> String {
         }
     }
 
-    let _ = writeln!(s, "\nrunning ({}):", view.running.len());
-    for r in view.running.iter().take(SHOWN) {
-        match &r.error {
-            Some(e) => {
-                let _ = writeln!(s, "  {:<30} ! {}", esc(&r.task_id), esc(e));
-            }
-            None => {
-                let _ = writeln!(
-                    s,
-                    "  {:<30} on {:<20} for {:>4}  attempt {}{}",
-                    esc(&r.task_id),
-                    esc(&r.node_id),
-                    human_age(r.age_s),
-                    r.attempt,
-                    unanswered(r)
-                );
-            }
+    // Running by its node's record, then claimed and not started by it
+    // (claimed ahead; or started since, or its node is gone).
+    for (title, started) in [
+        ("running", true),
+        ("claimed ahead, not started by its node's record", false),
+    ] {
+        let claims: Vec<_> = view
+            .running
+            .iter()
+            .filter(|r| r.started == started)
+            .collect();
+        if !started && claims.is_empty() {
+            continue;
         }
+        let _ = writeln!(s, "\n{title} ({}):", claims.len());
+        for r in claims.iter().take(SHOWN) {
+            let _ = writeln!(s, "  {}", claim_line(r));
+        }
+        more(&mut s, claims.len());
     }
-    more(&mut s, view.running.len());
 
     let _ = writeln!(
         s,
@@ -281,6 +282,22 @@ fn trust(s: &mut String, view: &GridView) {
         );
     }
     more(s, not.len());
+}
+
+/// A claim, for the lists of what is running and claimed ahead.
+fn claim_line(r: &super::view::RunningView) -> String {
+    if let Some(e) = &r.error {
+        return format!("{:<30} ! {}", esc(&r.task_id), esc(e));
+    }
+    let priority = r.priority.map(|p| format!("p{p}")).unwrap_or_default();
+    format!(
+        "{:<30} {priority:<4} on {:<20} for {:>4}  attempt {}{}",
+        esc(&r.task_id),
+        esc(&r.node_id),
+        human_age(r.age_s),
+        r.attempt,
+        unanswered(r)
+    )
 }
 
 /// A claim made for the node by a peer, not answered yet: said so, as it

@@ -26,6 +26,12 @@ fn dashboard_renders_every_state_in_chromium() {
         ("stale mark", "busy (stale heartbeat)"),
         ("queued task", "class=\"queued\" data-task=\"q-1\""),
         ("running task", "class=\"running\" data-task=\"t-run\""),
+        ("the running count", "id=\"count-running\"><b>2</b>"),
+        ("the count claimed ahead", "id=\"count-ahead\"><b>1</b>"),
+        (
+            "a claim its node's record does not list",
+            "data-task=\"t-last\"><td>t-last</td><td>50</td><td>beta</td><td class=\"claim-state\">claimed ahead</td>",
+        ),
         (
             "completed result",
             "data-task=\"c-0\" data-status=\"completed\"",

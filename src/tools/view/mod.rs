@@ -56,6 +56,12 @@ fn age(now: Timestamp, s: &str) -> Option<i64> {
 }
 
 impl GridView {
+    /// The claims whose node's record says it runs them (the rest of
+    /// `running` are claimed ahead, or started since the record).
+    pub fn started_claims(&self) -> usize {
+        self.running.iter().filter(|r| r.started).count()
+    }
+
     /// Read the grid at `commit`, as of `now`.
     pub fn load(
         repo: &GridRepo,
@@ -69,7 +75,7 @@ impl GridView {
         }
         let (queue, unservable, misplaced) = queue_views(repo, commit, now, &nodes)?;
         let waiting = waiting_views(repo, commit)?;
-        let running = running_views(repo, commit, now)?;
+        let running = running_views(repo, commit, now, &nodes)?;
         let mut all = Vec::new();
         let completed = read_results(repo, commit, layout::COMPLETED, false, &mut all)?;
         let failed = read_results(repo, commit, layout::FAILED, true, &mut all)?;

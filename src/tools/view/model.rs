@@ -173,6 +173,14 @@ pub struct RunningView {
     pub age_s: Option<i64>,
     pub deadline: String,
     pub attempt: u32,
+    /// Its priority (the task's, or the default).
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// Its node's record lists it among the tasks it runs. A claim that
+    /// is not is claimed ahead (it starts at one of its node's next free
+    /// slots), or started since the record was written, or its node's.
+    #[serde(default)]
+    pub started: bool,
     /// A claim another node made for this one, not answered yet: who made
     /// it, and by when the node must answer (PROTOCOL.md, Assigned claims).
     #[serde(skip_serializing_if = "Option::is_none", default)]

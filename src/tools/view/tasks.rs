@@ -203,10 +203,13 @@ fn held(task: &Task, parent: &Id, completed: impl Fn(&Id) -> bool) -> Option<Str
     ))
 }
 
+/// The claims in `in_progress/`, each `started` where its node's record
+/// (among `nodes`) lists it among the tasks it runs.
 pub(super) fn running_views(
     repo: &GridRepo,
     commit: &str,
     now: Timestamp,
+    nodes: &[NodeView],
 ) -> Result<Vec<RunningView>, GitError> {
     let entries: Vec<TreeEntry> = files(repo.list_dir(commit, layout::IN_PROGRESS)?)
         .into_iter()
@@ -227,12 +230,17 @@ pub(super) fn running_views(
             };
             match parsed {
                 Ok(c) => RunningView {
+                    started: nodes.iter().any(|n| {
+                        n.node_id == c.claim.node_id.as_str()
+                            && n.running.iter().any(|r| r == c.task.task_id.as_str())
+                    }),
                     task_id: c.task.task_id.to_string(),
                     node_id: c.claim.node_id.to_string(),
                     age_s: age(now, &c.claim.claimed_at),
                     claimed_at: c.claim.claimed_at,
                     deadline: c.claim.deadline,
                     attempt: c.claim.attempt,
+                    priority: Some(c.task.priority()),
                     assigned_by: c.claim.assigned_by.map(|b| b.to_string()),
                     answer_by: c.claim.answer_by,
                     error: None,
@@ -244,6 +252,8 @@ pub(super) fn running_views(
                     age_s: None,
                     deadline: String::new(),
                     attempt: 0,
+                    priority: None,
+                    started: false,
                     assigned_by: None,
                     answer_by: None,
                     error: Some(format!("{}/{name}: {err}", layout::IN_PROGRESS)),

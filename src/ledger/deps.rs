@@ -36,7 +36,7 @@ use crate::time::{self, Timestamp};
 
 use super::Moves;
 use super::queue::{QueueAt, requeue_path};
-use super::result_index::{self, ResultIndex};
+use super::result_index::{self, Counts, ResultIndex};
 use super::results::{PendingResult, Rejection, entry_path};
 
 /// Waiting tasks looked at in one plan, at most.
@@ -151,6 +151,9 @@ pub struct ReleaseInput<'a> {
     /// Also look at every waiting task whose parent is no longer pending,
     /// and for cycles (the reap's sweep).
     pub sweep: bool,
+    /// Whether a completed result counts (a node's trust, enforced): one
+    /// that does not is no result, and its task is as good as pending.
+    pub counts: Option<Counts<'a>>,
 }
 
 /// What the grid's branch says of tasks, for [`Parent`].
@@ -335,7 +338,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                     .cloned()
                     .collect();
                 if !lookup.is_empty() {
-                    let found = index.find(repo, &lookup)?;
+                    let found = index.find_counted(repo, &lookup, input.counts)?;
                     let failed: BTreeMap<Id, _> = found
                         .iter()
                         .filter(|(_, r)| !r.completed)
@@ -344,6 +347,10 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                     let how = result_index::statuses(repo, &failed)?;
                     for p in lookup {
                         match found.get(&p) {
+                            // Not attested: as if still to finish.
+                            Some(r) if !r.counted => {
+                                ledger.pending.insert(p);
+                            }
                             Some(r) => {
                                 let status = how.get(&p).map(|s| status_name(*s));
                                 ledger

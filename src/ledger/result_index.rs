@@ -15,7 +15,15 @@ pub struct ResultRef {
     /// Its path.
     pub file: String,
     pub oid: Oid,
+    /// It counts: always, but for a completed result that the node's
+    /// trust does not attest ([`ResultIndex::find_counted`]), which is no
+    /// result: it releases no dependant and is no one's input.
+    pub counted: bool,
 }
+
+/// Whether a completed result's bytes count as the result of the task
+/// (with trust enforced: signed by a node the policy lists).
+pub type Counts<'a> = &'a dyn Fn(&Id, &[u8]) -> bool;
 
 /// The result directories at a tip, listed once, for looking tasks' results
 /// up by id: a name of the current form (`<node>@<task>.json`) says whose
@@ -37,13 +45,21 @@ impl ResultIndex {
 
     /// The results of `ids`, those that have one.
     pub fn find(&self, repo: &GridRepo, ids: &[Id]) -> Result<BTreeMap<Id, ResultRef>, GitError> {
-        let mut found: BTreeMap<Id, ResultRef> = BTreeMap::new();
-        let mut note = |id: &Id, r: ResultRef| {
-            let slot = found.entry(id.clone()).or_insert_with(|| r.clone());
-            if r.completed && !slot.completed {
-                *slot = r;
-            }
-        };
+        self.find_counted(repo, ids, None)
+    }
+
+    /// The results of `ids`, those that have one, where a completed result
+    /// counts only if `counts` says so (each read, bounded, one at a
+    /// time): a counted completed result wins over a failed one, and that
+    /// over a completed one that does not count.
+    pub fn find_counted(
+        &self,
+        repo: &GridRepo,
+        ids: &[Id],
+        counts: Option<Counts<'_>>,
+    ) -> Result<BTreeMap<Id, ResultRef>, GitError> {
+        let mut all: BTreeMap<Id, Vec<ResultRef>> = BTreeMap::new();
+        let mut note = |id: &Id, r: ResultRef| all.entry(id.clone()).or_default().push(r);
         for (dir, entries) in &self.listed {
             let completed = *dir == layout::COMPLETED;
             let mut candidates: Vec<(&TreeEntry, Vec<&Id>)> = Vec::new();
@@ -58,6 +74,7 @@ impl ResultIndex {
                                 completed,
                                 file: format!("{dir}/{name}"),
                                 oid: e.oid.clone(),
+                                counted: true,
                             },
                         ),
                         layout::NameMatch::Candidate => maybe.push(id),
@@ -93,10 +110,31 @@ impl ResultIndex {
                             completed,
                             file: format!("{dir}/{}", e.name_lossy()),
                             oid: e.oid.clone(),
+                            counted: true,
                         },
                     );
                 }
             }
+        }
+        let mut found = BTreeMap::new();
+        for (id, mut refs) in all {
+            if let Some(counts) = counts {
+                for r in refs.iter_mut().filter(|r| r.completed) {
+                    let blob =
+                        repo.read_objects(std::slice::from_ref(&r.oid), layout::MAX_RESULT_BYTES)?;
+                    r.counted = blob
+                        .first()
+                        .and_then(|b| b.data())
+                        .is_some_and(|b| counts(&id, b));
+                }
+            }
+            // The first of the best: listed order otherwise.
+            let best = refs
+                .into_iter()
+                .enumerate()
+                .max_by_key(|(i, r)| (r.counted, r.completed, std::cmp::Reverse(*i)))
+                .map(|(_, r)| r);
+            found.extend(best.map(|r| (id, r)));
         }
         Ok(found)
     }

@@ -102,6 +102,10 @@ pub fn plan(
             claimed: &none,
             filed: &[],
             sweep: true,
+            // The tool holds no policy: a node with trust enforced puts
+            // back, at its claim, a task released by a result it does not
+            // count.
+            counts: None,
         },
     )?;
     // What no live node can run, as the nodes' records say now.

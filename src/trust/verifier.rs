@@ -224,6 +224,26 @@ impl Verifier {
         Ok(node)
     }
 
+    /// Does the result file `bytes` count as the completed result of task
+    /// `task`, for the tasks that run after it: signed by a node the
+    /// policy lists, now, as the node it names, for that task. What a node
+    /// can tell without the grid's history, as [`Verifier::answers`].
+    pub fn completes(&self, bytes: &[u8], task: &Id, now: Timestamp) -> Result<Id, TrustError> {
+        let opened = result::open(bytes, &self.pinned.grid_id)?;
+        let p = self.policy.as_ref().ok_or(TrustError::NoPolicy)?;
+        let node = result::judge_signer(&opened, &p.index, now)?;
+        if opened.result.task_id != task.as_str()
+            || opened.result.status != crate::grid::ResultStatus::Completed
+        {
+            return Err(TrustError::ClaimNotHeld(format!(
+                "it is the `{}` result of task {}, not the completed result of {task}",
+                opened.result.status.as_str(),
+                opened.result.task_id
+            )));
+        }
+        Ok(node)
+    }
+
     /// The version of the policy in use, if any.
     pub fn policy_version(&self) -> Option<u64> {
         self.policy().map(|p| p.version)

@@ -356,6 +356,58 @@ fn a_task_that_ran_never_runs_again_but_a_requeue_does() {
     assert!(!t.grid.files("tasks/failed").contains_key("n1@slow.json"));
 }
 
+/// A completed result no node of the policy signed releases no dependant
+/// and is no one's input: a task after `par`, whose `par` the host took out
+/// of the queue and answered with a result of its own, waits; once `par`
+/// runs, the dependant reads the signed result, never the forged one.
+#[test]
+fn a_forged_result_neither_releases_a_dependant_nor_becomes_its_input() {
+    let t = TrustedGrid::new();
+    let script = format!("cat \"$DGRID_INPUTS/par.json\"; {}", t.marking("after-par"));
+    let after = serde_json::json!({
+        "task_id": "after-par", "script": script, "timeout_seconds": 30, "after": ["par"]
+    });
+    let forged = serde_json::json!({
+        "task_id": "par", "node_id": "n1", "exit_code": 0, "stdout": "FORGED", "stderr": "",
+        "timestamp": dgrid_worker::time::format(dgrid_worker::time::now()),
+        "status": "completed", "attempt": 1, "truncated": false
+    });
+    t.grid.commit_files(
+        &[
+            (
+                "tasks/queue/after-par.json".into(),
+                t.signed_task(after, "alice", GRID_ID, -10, 3600),
+            ),
+            (
+                "tasks/completed/n1@par.json".into(),
+                serde_json::to_vec(&forged).unwrap(),
+            ),
+        ],
+        "a signed dependant, and an unsigned result for its parent",
+    );
+    let w = t.drain(&t.worker("n1", "enforce"));
+    assert_eq!(t.runs("after-par"), 0, "{}", w.log_text());
+    assert!(
+        t.grid
+            .files("tasks/blocked/par")
+            .contains_key("after-par.json"),
+        "it waits for par: {:?}",
+        t.grid.files("tasks/blocked")
+    );
+    assert!(
+        !log_lines(&w, "a completed result is not attested").is_empty(),
+        "{}",
+        w.log_text()
+    );
+
+    t.queue(&[("par", t.by_alice("par", "echo genuine"))], "par, signed");
+    let w = t.drain(&t.worker("n1", "enforce"));
+    assert_eq!(t.runs("after-par"), 1, "{}", w.log_text());
+    let r = &t.grid.json_files("tasks/completed")["n1@after-par.json"];
+    let out = r["stdout"].as_str().unwrap();
+    assert!(out.contains("genuine") && !out.contains("FORGED"), "{out}");
+}
+
 #[test]
 fn the_policy_only_moves_forward_and_only_the_roots_move_it() {
     let t = TrustedGrid::new();

@@ -98,13 +98,20 @@ impl TrustedGrid {
         from: i64,
         to: i64,
     ) -> Vec<u8> {
-        let task = Task::parse(
-            serde_json::json!({"task_id": id, "script": script, "timeout_seconds": 30})
-                .to_string()
-                .as_bytes(),
-            &TaskRules::default(),
-        )
-        .unwrap();
+        let task = serde_json::json!({"task_id": id, "script": script, "timeout_seconds": 30});
+        self.signed_task(task, signer, grid, from, to)
+    }
+
+    /// The task `task` (its JSON), signed as [`TrustedGrid::signed`] signs.
+    pub fn signed_task(
+        &self,
+        task: serde_json::Value,
+        signer: &str,
+        grid: &str,
+        from: i64,
+        to: i64,
+    ) -> Vec<u8> {
+        let task = Task::parse(task.to_string().as_bytes(), &TaskRules::default()).unwrap();
         let key = KeySigner::open(Path::new(&self.key(signer))).unwrap();
         let now = time::now();
         dgrid_worker::trust::task::sign(

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::Draft;
+use super::{Draft, SyncRequest};
 use crate::escape::Untrusted;
 use crate::git::GitError;
 use crate::git::{Blob, EntryMode, GridRepo, Oid, TreeEntry};
@@ -71,6 +71,32 @@ pub(super) fn refresh(repo: &GridRepo, d: &Draft<'_>) -> Result<(), GitError> {
     match d.req.trust {
         Some(gate) => gate.borrow_mut().refresh(repo, d.tip),
         None => Ok(()),
+    }
+}
+
+/// Is trust enforced (then results are read to see if they count)?
+pub(super) fn enforced(req: &SyncRequest<'_>) -> bool {
+    req.trust.is_some_and(|g| g.borrow().mode == Mode::Enforce)
+}
+
+/// Does a completed result (`bytes`, found as task `task`'s) count for the
+/// tasks that run after it, their release and their inputs? Asked where
+/// trust is [`enforced`]: only if a node the policy lists signed it as that task's
+/// (`Verifier::completes`): a result pushed by anyone else is no result,
+/// and its dependants wait as for a parent still to finish (said once).
+pub(super) fn result_counts(req: &SyncRequest<'_>, task: &Id, bytes: &[u8]) -> bool {
+    let Some(gate) = req.trust else {
+        return true;
+    };
+    let mut gate = gate.borrow_mut();
+    match gate.verifier.completes(bytes, task, req.now) {
+        Ok(_) => true,
+        Err(e) => {
+            if gate.first_time(&format!("completed result of {task}"), e.code()) {
+                tracing::warn!(task = %task, code = %e.code(), error = %Untrusted(&e), "trust: a completed result is not attested: its dependants wait");
+            }
+            false
+        }
     }
 }
 

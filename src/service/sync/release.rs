@@ -30,6 +30,8 @@ pub(super) fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
         .map(|c| c.task.task_id.clone())
         .collect();
     let queue = d.queue(repo)?;
+    let req = d.req;
+    let counts = |id: &Id, bytes: &[u8]| super::admit::result_counts(req, id, bytes);
     let input = deps::ReleaseInput {
         node: d.req.node,
         now: d.req.now,
@@ -39,6 +41,7 @@ pub(super) fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
         claimed: &claimed,
         filed: &d.waiting,
         sweep: d.req.reap,
+        counts: super::admit::enforced(req).then_some(&counts),
     };
     let planned = deps::release(repo, d.tip, &input)?;
     // A task this very plan filed under `blocked/` and moves on now: the

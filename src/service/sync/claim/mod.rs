@@ -372,7 +372,13 @@ pub(super) fn claim(
             if results_index.is_none() {
                 results_index = Some(ResultIndex::list(repo, d.tip)?);
             }
-            inputs_of(repo, results_index.as_ref().expect("listed above"), &task)?
+            let counts = |id: &Id, bytes: &[u8]| admit::result_counts(req, id, bytes);
+            inputs_of(
+                repo,
+                results_index.as_ref().expect("listed above"),
+                &task,
+                admit::enforced(req).then_some(&counts),
+            )?
         };
         let inputs = match inputs {
             Ok(inputs) => inputs,

@@ -7,7 +7,7 @@ use crate::git::{Edit, EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::claim::{ClaimedTask, TakenFrom};
 use crate::grid::{Id, Task, layout};
 use crate::ledger::deps::BlockedEntry;
-use crate::ledger::result_index::ResultIndex;
+use crate::ledger::result_index::{Counts, ResultIndex};
 use crate::service::sync::Draft;
 
 /// Move the file at `from` (blob `oid`, unchanged: a signed task stays
@@ -46,18 +46,20 @@ pub(super) fn wait_under(d: &mut Draft<'_>, from: &[u8], parent: &Id, id: &Id, o
 }
 
 /// The results of the tasks `task` runs after, to mount as its inputs, if
-/// every one completed; else the first that has not.
+/// every one completed (with a result that `counts`); else the first that
+/// has not.
 pub(super) fn inputs_of(
     repo: &GridRepo,
     index: &ResultIndex,
     task: &Task,
+    counts: Option<Counts<'_>>,
 ) -> Result<Result<Vec<(Id, Oid)>, Id>, GitError> {
-    let found = index.find(repo, task.after())?;
+    let found = index.find_counted(repo, task.after(), counts)?;
     Ok(task
         .after()
         .iter()
         .map(|p| match found.get(p) {
-            Some(r) if r.completed => Ok((p.clone(), r.oid.clone())),
+            Some(r) if r.completed && r.counted => Ok((p.clone(), r.oid.clone())),
             _ => Err(p.clone()),
         })
         .collect())

@@ -59,7 +59,11 @@ impl TaskDigest {
         TaskDigest(format!("sha256:{}", sha256_hex(bytes)))
     }
 
-    /// The digest of a task file, queued or claimed.
+    /// The digest of a task file, queued or claimed. None for a signed
+    /// file whose fields are not its signed payload's (tampered with): what
+    /// runs from it is not what was signed, and no digest of the payload
+    /// may stand for it (a node in `warn` or `off` runs such a file, and
+    /// must not sign its result as the signed task's).
     pub fn of_file(bytes: &[u8]) -> Option<TaskDigest> {
         let Ok(Value::Object(mut top)) = serde_json::from_slice::<Value>(bytes) else {
             return None;
@@ -69,6 +73,8 @@ impl TaskDigest {
                 .ok()?
                 .payload_bytes()
                 .ok()?;
+            let signed = envelope::parse_object(&payload).ok()?;
+            envelope::agree(&top, &signed, &UNSIGNED_FIELDS).ok()?;
             return Some(TaskDigest::of_bytes(&payload));
         }
         for f in UNSIGNED_FIELDS {

@@ -408,6 +408,35 @@ fn a_forged_result_neither_releases_a_dependant_nor_becomes_its_input() {
     assert!(out.contains("genuine") && !out.contains("FORGED"), "{out}");
 }
 
+/// A node in `warn` runs a signed task whose script the host rewrote, as
+/// `warn` runs everything; its result goes unsigned, so it stands for
+/// nothing its submitter signed: the genuine task, put back, still runs on
+/// a node enforcing trust (it is no replay of what ran).
+#[test]
+fn a_tampered_task_run_in_warn_leaves_no_signed_result_for_the_signed_task() {
+    let t = TrustedGrid::new();
+    let genuine = t.by_alice("w1", &t.marking("w1"));
+    let mut tampered: Value = serde_json::from_slice(&genuine).unwrap();
+    tampered["script"] = t.marking("tampered").into();
+    t.queue(
+        &[("w1", serde_json::to_vec(&tampered).unwrap())],
+        "the host rewrites the script",
+    );
+    let w = t.drain(&t.worker("n1", "warn"));
+    assert_eq!(t.runs("tampered"), 1, "{}", w.log_text());
+    let r = &t.grid.json_files("tasks/completed")["n1@w1.json"];
+    assert!(r.get("envelope").is_none(), "signed: {r}");
+    assert!(
+        !log_lines(&w, "its result goes unsigned").is_empty(),
+        "{}",
+        w.log_text()
+    );
+
+    t.queue(&[("w1", genuine)], "the genuine task again");
+    let w = t.drain(&t.worker("n2", "enforce"));
+    assert_eq!(t.runs("w1"), 1, "{}", w.log_text());
+}
+
 #[test]
 fn the_policy_only_moves_forward_and_only_the_roots_move_it() {
     let t = TrustedGrid::new();

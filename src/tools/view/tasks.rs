@@ -199,7 +199,7 @@ fn held(task: &Task, parent: &Id, completed: impl Fn(&Id) -> bool) -> Option<Str
         "every task its `after` names completed"
     };
     Some(format!(
-        "waits under `{parent}` by its path ({why}): a node queues it when `{parent}` finishes or at its next sweep"
+        "waits under `{parent}` by its path ({why}): a node queues it when `{parent}` finishes (by the result that ends it, or the first sweep after)"
     ))
 }
 

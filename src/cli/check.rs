@@ -140,6 +140,8 @@ pub fn run(cfg: &Config, opts: CheckOptions, out: &mut dyn FnMut(&Line)) -> Vec<
         }
     };
 
+    // The grid's policy, where the remote was asked and roots are pinned.
+    let mut grid_policy = None;
     if opts.preflight {
         emit(line(
             Verdict::Ok,
@@ -175,10 +177,13 @@ pub fn run(cfg: &Config, opts: CheckOptions, out: &mut dyn FnMut(&Line)) -> Vec<
         emit(remote);
         if readable {
             emit(check_push(cfg));
+            if cfg.trust.pinned.is_some() {
+                grid_policy = Some(read_grid_policy(cfg));
+            }
         }
     }
 
-    if let Some(l) = check_trust(cfg) {
+    if let Some(l) = check_trust(cfg, grid_policy.as_ref()) {
         emit(l);
     }
     for l in check_sandbox(cfg, opts) {
@@ -228,17 +233,65 @@ fn check_push(cfg: &Config) -> Line {
     }
 }
 
+/// The grid's `.dgrid/policy.json` (none if it has none): one shallow
+/// fetch of the branch into a scratch repository, read bounded.
+fn read_grid_policy(cfg: &Config) -> Result<Option<Vec<u8>>, String> {
+    use crate::trust::policy::{MAX_POLICY_BYTES, POLICY_FILE};
+    let scratch = tempfile::Builder::new()
+        .prefix("dgrid-check-")
+        .tempdir()
+        .map_err(|e| format!("no temporary directory: {e}"))?;
+    let git = Git::new(
+        &cfg.git_binary,
+        scratch.path(),
+        cfg.git_timeout.min(Duration::from_secs(60)),
+    )
+    .with_env(cfg.access.env());
+    let head = format!("refs/heads/{}", cfg.branch);
+    git.run(&["init", "--quiet", "--bare"])
+        .and_then(|_| {
+            git.run(&[
+                "fetch",
+                "--quiet",
+                "--depth",
+                "1",
+                "--",
+                &cfg.repo_url,
+                &head,
+            ])
+        })
+        .map_err(|e| e.to_string())?;
+    let spec = format!("FETCH_HEAD:{POLICY_FILE}");
+    let Ok(size) = git.run(&["cat-file", "-s", &spec]) else {
+        return Ok(None);
+    };
+    match size.stdout_str().parse::<usize>() {
+        Ok(n) if n <= MAX_POLICY_BYTES => git
+            .run(&["cat-file", "blob", &spec])
+            .map(|o| Some(o.stdout))
+            .map_err(|e| e.to_string()),
+        _ => Err(format!(
+            "{POLICY_FILE} is {} bytes; a policy is at most {MAX_POLICY_BYTES}",
+            size.stdout_str()
+        )),
+    }
+}
+
 /// `[trust]`, when anything of it is set: the mode, what is pinned, the
-/// policy held, and the node key (which `warn` and `enforce` need: they
-/// sign the node's results).
-fn check_trust(cfg: &Config) -> Option<Line> {
+/// policy held, the grid's policy (`grid_policy`, where it was read) as the
+/// pinned roots judge it, and the node key (which `warn` and `enforce`
+/// need: they sign the node's results).
+fn check_trust(
+    cfg: &Config,
+    grid_policy: Option<&Result<Option<Vec<u8>>, String>>,
+) -> Option<Line> {
     let t = &cfg.trust;
     if t.pinned.is_none() && t.node_key.is_none() {
         return None;
     }
     let mut detail = format!("mode {}", t.mode.word());
     if let Some(p) = &t.pinned {
-        let (verifier, stale) = match crate::trust::Verifier::open_state(
+        let (mut verifier, stale) = match crate::trust::Verifier::open_state(
             p.clone(),
             cfg.task_rules.clone(),
             &cfg.state_dir,
@@ -265,6 +318,33 @@ fn check_trust(cfg: &Config) -> Option<Line> {
                 e.code()
             )),
             (None, None) => detail.push_str(", no policy held yet"),
+        }
+        // What the node would make of the grid's policy at its next sync:
+        // a policy its roots do not sign means it runs nothing signed.
+        match grid_policy {
+            Some(Ok(Some(file))) => match verifier.offer_policy(file) {
+                Ok(_) => detail.push_str(&format!(
+                    "; the grid's policy (version {}) is signed by the roots pinned",
+                    verifier.policy_version().unwrap_or_default()
+                )),
+                Err(e) => {
+                    return Some(Line {
+                        verdict: Verdict::FailConfig,
+                        what: "trust",
+                        detail: format!(
+                            "{detail}; the grid's {} is refused ({}): {e}; this node would run no signed task: check `[trust] roots` and `grid_id`",
+                            crate::trust::policy::POLICY_FILE,
+                            e.code()
+                        ),
+                    });
+                }
+            },
+            Some(Ok(None)) => detail.push_str(&format!(
+                "; the grid has no {} yet",
+                crate::trust::policy::POLICY_FILE
+            )),
+            Some(Err(e)) => detail.push_str(&format!("; the grid's policy was not read: {e}")),
+            None => {}
         }
     }
     let Some(path) = &t.node_key else {

@@ -437,6 +437,41 @@ fn a_tampered_task_run_in_warn_leaves_no_signed_result_for_the_signed_task() {
     assert_eq!(t.runs("w1"), 1, "{}", w.log_text());
 }
 
+/// `check` reads the grid's policy and judges it by the roots pinned: a
+/// node pinning a key that does not sign it runs nothing signed, which
+/// `check` says (78: the configuration must change), before the node is
+/// started.
+#[test]
+fn check_refuses_roots_that_do_not_sign_the_grids_policy() {
+    let t = TrustedGrid::new();
+    let check = |spec: &WorkerSpec| {
+        let state = t.grid.path(&format!("state-{}", spec.node));
+        let config = t.grid.path(&format!("{}.toml", spec.node));
+        std::fs::write(&config, spec.config_text(&state)).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text)
+    };
+    let (code, text) = check(&t.worker("n1", "enforce"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("the grid's policy (version 6) is signed by the roots pinned"),
+        "{text}"
+    );
+    let mut wrong = t.worker("n2", "enforce");
+    wrong.extra = wrong.extra.replace(&t.key("root.pub"), &t.key("alice.pub"));
+    let (code, text) = check(&wrong);
+    assert_eq!(code, Some(78), "{text}");
+    assert!(
+        text.contains("the grid's .dgrid/policy.json is refused (not-signed-by-roots)"),
+        "{text}"
+    );
+}
+
 #[test]
 fn the_policy_only_moves_forward_and_only_the_roots_move_it() {
     let t = TrustedGrid::new();

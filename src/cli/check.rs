@@ -290,6 +290,8 @@ fn check_trust(
         return None;
     }
     let mut detail = format!("mode {}", t.mode.word());
+    // The policy the node would hold (for its own key's standing).
+    let mut held = None;
     if let Some(p) = &t.pinned {
         let (mut verifier, stale) = match crate::trust::Verifier::open_state(
             p.clone(),
@@ -346,6 +348,7 @@ fn check_trust(
             Some(Err(e)) => detail.push_str(&format!("; the grid's policy was not read: {e}")),
             None => {}
         }
+        held = Some(verifier);
     }
     let Some(path) = &t.node_key else {
         return Some(Line {
@@ -360,15 +363,32 @@ fn check_trust(
         Verdict::FailConfig
     };
     Some(match crate::trust::KeySigner::open(path) {
-        Ok(crate::trust::KeySigner::InProcess(k)) => Line {
-            verdict: Verdict::Ok,
-            what: "trust",
-            detail: format!(
+        Ok(crate::trust::KeySigner::InProcess(k)) => {
+            let key = k.public_key();
+            let detail = format!(
                 "{detail}; node key {} ({})",
-                crate::trust::keys::fingerprint(k.public_key()),
+                crate::trust::keys::fingerprint(key),
                 path.display()
-            ),
-        },
+            );
+            let standing = held
+                .as_ref()
+                .map(|v| v.node_key_standing(&cfg.node_id, key, crate::time::now()));
+            match standing {
+                // It runs, and signs results that no one attests.
+                Some(crate::trust::KeyStanding::Problem(why)) => Line {
+                    verdict: Verdict::Warn,
+                    what: "trust",
+                    detail: format!(
+                        "{detail}: its results will not count ({why}): send its public key to the grid's owner for `dgrid-worker trust add-node`"
+                    ),
+                },
+                _ => Line {
+                    verdict: Verdict::Ok,
+                    what: "trust",
+                    detail,
+                },
+            }
+        }
         Ok(crate::trust::KeySigner::SshKeygen { .. }) => Line {
             verdict: broken,
             what: "trust",

@@ -440,7 +440,7 @@ fn a_tampered_task_run_in_warn_leaves_no_signed_result_for_the_signed_task() {
 /// `check` reads the grid's policy and judges it by the roots pinned: a
 /// node pinning a key that does not sign it runs nothing signed, which
 /// `check` says (78: the configuration must change), before the node is
-/// started.
+/// started; and it says when the policy does not list the node's key.
 #[test]
 fn check_refuses_roots_that_do_not_sign_the_grids_policy() {
     let t = TrustedGrid::new();
@@ -460,6 +460,14 @@ fn check_refuses_roots_that_do_not_sign_the_grids_policy() {
     assert_eq!(code, Some(0), "{text}");
     assert!(
         text.contains("the grid's policy (version 6) is signed by the roots pinned"),
+        "{text}"
+    );
+    // A node whose key the policy does not list runs, and warns: its
+    // results will not count.
+    let (code, text) = check(&t.worker("carol", "enforce"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("WARN trust") && text.contains("its results will not count"),
         "{text}"
     );
     let mut wrong = t.worker("n2", "enforce");

@@ -47,7 +47,7 @@ pub fn status(view: &GridView, repo: &str) -> String {
         }
         if let (Some(k), Some(p)) = (&n.key, &n.key_problem) {
             extra.push_str(&format!(
-                "  ! key {}: {}; its results do not count",
+                "  ! the key its record names, {}: {}; results that key signs do not count",
                 esc(k),
                 esc(p)
             ));

@@ -203,10 +203,15 @@ pub fn trust(a: TrustArgs) -> ExitCode {
         },
         other => other,
     };
-    let opened = match sign.repo.open_clone_as("trust") {
+    let mut opened = match sign.repo.open_clone_as("trust") {
         Ok(o) => o,
         Err(e) => return fail(e),
     };
+    // The clone is shallow; the policy's history tells a rollback.
+    match opened.repo.deepen() {
+        Ok(tip) => opened.tip = tip,
+        Err(e) => return fail(format_args!("{}: {e}", sign.repo.repo)),
+    }
     let refs: Vec<&KeySigner> = signers.iter().collect();
     let identity = txn::Identity::for_node("trust");
     match txn::run(&opened.repo, &identity, &opened.txn_policy(), |t| {

@@ -287,6 +287,26 @@ impl GridRepo {
         Ok(out.stdout_str() == "true")
     }
 
+    /// Fetch the branch's whole history into this clone, if it is shallow,
+    /// and return the tip: the policy tools look at every version of
+    /// `.dgrid/policy.json` the branch held, which a shallow clone hides.
+    /// Later fetches stay incremental, so the history stays complete.
+    pub fn deepen(&self) -> Result<Option<Oid>, GitError> {
+        if self.is_shallow()? {
+            let spec = format!("+refs/heads/{}:{TRACKING}", self.branch);
+            self.git.run(&[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--unshallow",
+                "origin",
+                &spec,
+            ])?;
+        }
+        self.tip()
+    }
+
     /// The last fetched tip, without asking the remote.
     pub fn tip(&self) -> Result<Option<Oid>, GitError> {
         let branch = self.branch.clone();

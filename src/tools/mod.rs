@@ -8,6 +8,7 @@ pub mod attest;
 pub mod escape;
 pub mod html;
 pub mod init;
+pub mod policy_history;
 pub mod reap;
 pub mod source;
 pub mod submit;

@@ -16,11 +16,11 @@ use crate::grid::{Id, TaskRules, layout};
 use crate::time::Timestamp;
 use crate::trust::keys::{self, fingerprint};
 use crate::trust::policy::{
-    self, ALLOWED_SIGNERS_FILE, Kind, POLICY_FILE, Pinned, Policy, REVOKED_KEYS_FILE, ROOTS_FILE,
-    Window,
+    ALLOWED_SIGNERS_FILE, Kind, POLICY_FILE, Pinned, Policy, REVOKED_KEYS_FILE, ROOTS_FILE, Window,
 };
 use crate::trust::{KeySigner, TrustError, Verdict, Verifier};
 
+use super::policy_history as history;
 use super::validate::{Finding, Report};
 
 /// One change to the policy.
@@ -50,44 +50,6 @@ pub enum PolicyEdit {
 pub struct Changed {
     pub version: u64,
     pub summary: String,
-}
-
-/// The grid's current policy, checked against the roots the caller holds
-/// (its signing keys and any `--roots`): a tool never builds on a policy
-/// it could not itself accept.
-fn current(
-    repo: &GridRepo,
-    tip: &str,
-    roots: &[PublicKey],
-) -> Result<Result<Policy, String>, GitError> {
-    let file = match repo.read_path(tip, POLICY_FILE, policy::MAX_POLICY_BYTES as u64)? {
-        Blob::Data(file) => file,
-        Blob::Missing => {
-            return Ok(Err(format!(
-                "the grid has no {POLICY_FILE}: run `dgrid-worker trust init` first"
-            )));
-        }
-        unread => {
-            return Ok(Err(format!(
-                "{POLICY_FILE} {}",
-                unread.why_unread().unwrap_or_default()
-            )));
-        }
-    };
-    let grid_id = serde_json::from_slice::<Value>(&file)
-        .ok()
-        .and_then(|v| v["grid_id"].as_str().and_then(|g| Id::parse(g).ok()));
-    let Some(grid_id) = grid_id else {
-        return Ok(Err(format!("{POLICY_FILE}: has no valid `grid_id`")));
-    };
-    let pinned = Pinned {
-        grid_id,
-        roots: roots.to_vec(),
-        threshold: 1,
-    };
-    Ok(policy::open(&pinned, &file).map(|a| a.policy).map_err(|e| {
-        format!("{POLICY_FILE} {e}; pass the grid's roots with --roots if another root signed it")
-    }))
 }
 
 fn put(edits: &mut Edits, path: &str, bytes: Vec<u8>) {
@@ -121,6 +83,13 @@ pub fn plan(
                     "the grid has a {POLICY_FILE} already; change it with add-submitter, add-node or revoke"
                 )));
             }
+            // Deleted by a pusher: version 1 again would be refused by every
+            // node that holds a later one.
+            if let Some(tip) = txn.tip.as_deref()
+                && let Some(why) = history::deleted(&history::read(txn.repo, tip, roots, None)?)
+            {
+                return Ok(refuse(why));
+            }
             let text: String = roots
                 .iter()
                 .map(|k| format!("{}\n", keys::openssh_line(k)))
@@ -139,11 +108,11 @@ pub fn plan(
                     "the grid is empty: run `dgrid-worker trust init` first".to_owned(),
                 ));
             };
-            let cur = match current(txn.repo, tip, roots)? {
+            let cur = match history::current(txn.repo, tip, roots)? {
                 Ok(p) => p,
                 Err(why) => return Ok(refuse(why)),
             };
-            let mut next = cur.successor(now);
+            let mut next = cur.policy.successor(now);
             let done = match edit {
                 PolicyEdit::Add {
                     kind,

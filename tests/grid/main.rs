@@ -29,3 +29,4 @@ mod steal;
 mod structure;
 mod tools_cli;
 mod trust;
+mod trust_history;

@@ -44,13 +44,13 @@ fn ssh_keygen(args: &[&str], stdin: Option<&[u8]>) -> Output {
 
 /// A grid with a policy: root `root` (made by ssh-keygen), submitter
 /// `alice` (ssh-keygen), nodes `n1` and `n2` (dgrid-worker keygen).
-struct TrustGrid {
-    grid: Grid,
+pub(crate) struct TrustGrid {
+    pub(crate) grid: Grid,
     keys: PathBuf,
 }
 
 impl TrustGrid {
-    fn new() -> TrustGrid {
+    pub(crate) fn new() -> TrustGrid {
         let grid = Grid::new();
         let keys = grid.path("keys");
         std::fs::create_dir(&keys).unwrap();
@@ -117,18 +117,18 @@ impl TrustGrid {
         t
     }
 
-    fn key(&self, name: &str) -> String {
+    pub(crate) fn key(&self, name: &str) -> String {
         self.keys.join(name).display().to_string()
     }
 
     /// A policy tool, signed by the root; must succeed.
-    fn tool(&self, args: &[&str]) -> Output {
+    pub(crate) fn tool(&self, args: &[&str]) -> Output {
         let out = self.try_tool(args, "root");
         expect_code(&out, 0);
         out
     }
 
-    fn try_tool(&self, args: &[&str], signer: &str) -> Output {
+    pub(crate) fn try_tool(&self, args: &[&str], signer: &str) -> Output {
         let url = self.grid.url();
         let key = self.key(signer);
         let mut all: Vec<&str> = args.to_vec();
@@ -159,7 +159,7 @@ impl TrustGrid {
         v
     }
 
-    fn grid_file(&self, path: &str) -> Vec<u8> {
+    pub(crate) fn grid_file(&self, path: &str) -> Vec<u8> {
         git(&self.grid.bare, &["show", &format!("main:{path}")]).stdout
     }
 }

@@ -1,0 +1,132 @@
+//! The policy tools against what a pusher with plain git access can do to
+//! `.dgrid/policy.json`: put an older root-signed version back, or delete
+//! it. Nodes refuse whatever is built on that, and a version built on an
+//! older one would bring back what the owner had revoked; so the tools
+//! read the policy's history on the branch (through their shallow clone,
+//! deepened) and refuse, saying how to restore the newest version.
+
+use serde_json::Value;
+
+use crate::common::*;
+use crate::tools_fixture::*;
+use crate::trust::TrustGrid;
+
+fn tip(t: &TrustGrid) -> String {
+    let out = git(&t.grid.bare, &["rev-parse", "main"]).stdout;
+    String::from_utf8(out).unwrap().trim().to_owned()
+}
+
+fn policy_on_main(t: &TrustGrid) -> Value {
+    serde_json::from_slice(&t.grid_file(".dgrid/policy.json")).unwrap()
+}
+
+/// What the refusals tell the owner to run, in a clone of the grid.
+fn restore(t: &TrustGrid, commit: &str) {
+    t.grid.commit_with("restore the policy", |work| {
+        git(work, &["checkout", commit, "--", ".dgrid"]);
+    });
+}
+
+/// The owner's routine change: list node n3 (its key made here).
+fn add_n3(t: &TrustGrid) -> std::process::Output {
+    if !std::path::Path::new(&t.key("n3.pub")).exists() {
+        expect_code(&dgrid(&["keygen", "-f", &t.key("n3"), "-C", "n3"]), 0);
+    }
+    t.try_tool(
+        &[
+            "trust",
+            "add-node",
+            "--node-id",
+            "n3",
+            "--key",
+            &t.key("n3.pub"),
+        ],
+        "root",
+    )
+}
+
+#[test]
+fn a_policy_rolled_back_by_a_pusher_is_never_built_on() {
+    let t = TrustGrid::new();
+    t.tool(&[
+        "trust",
+        "add-submitter",
+        "--name",
+        "mallory",
+        "--key",
+        &t.key("mallory.pub"),
+    ]);
+    let v5 = t.grid_file(".dgrid/policy.json");
+    t.tool(&[
+        "trust",
+        "revoke",
+        "--key",
+        &t.key("mallory.pub"),
+        "--reason",
+        "leaked",
+    ]);
+    let v6_at = tip(&t);
+    // A pusher, holding no key, puts the genuine version 5 back.
+    t.grid
+        .commit_files(&[(".dgrid/policy.json".into(), v5)], "back to v5");
+    let rolled_at = tip(&t);
+    let out = add_n3(&t);
+    expect_refused(&out, "version 5");
+    for said in [
+        format!("(commit {rolled_at}) is older than version 6"),
+        format!("at commit {v6_at} (rolled-back)"),
+        format!("`git checkout {v6_at} -- .dgrid`"),
+    ] {
+        assert!(stderr(&out).contains(&said), "{said}: {}", stderr(&out));
+    }
+    assert_eq!(tip(&t), rolled_at, "nothing pushed");
+
+    // Done as it says, the owner's change builds on version 6: mallory
+    // stays revoked.
+    restore(&t, &v6_at);
+    let out = add_n3(&t);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains("policy version 7: add node n3"),
+        "{}",
+        stdout(&out)
+    );
+    let policy = policy_on_main(&t);
+    assert_eq!(policy["version"], 7);
+    assert_eq!(policy["revoked"].as_array().unwrap().len(), 1, "{policy}");
+    assert!(
+        !policy["submitters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "mallory"),
+        "{policy}"
+    );
+}
+
+#[test]
+fn a_deleted_policy_is_restored_not_started_again() {
+    let t = TrustGrid::new();
+    let v4_at = tip(&t);
+    t.grid.commit_with("a pusher deletes .dgrid", |work| {
+        std::fs::remove_dir_all(work.join(".dgrid")).unwrap();
+    });
+    let deleted_at = tip(&t);
+    let init = t.try_tool(&["trust", "init", "--grid-id", "g7"], "root");
+    for out in [&add_n3(&t), &init] {
+        expect_refused(out, "the grid has no .dgrid/policy.json, but it had one");
+        for said in [
+            format!("commit {deleted_at} deleted it"),
+            format!("version 4, signed by the roots, is at commit {v4_at}"),
+            "nodes holding version 4 refuse (rolled-back)".to_owned(),
+            format!("`git checkout {v4_at} -- .dgrid`"),
+        ] {
+            assert!(stderr(out).contains(&said), "{said}: {}", stderr(out));
+        }
+    }
+    assert_eq!(tip(&t), deleted_at, "nothing pushed");
+    restore(&t, &v4_at);
+    let out = add_n3(&t);
+    expect_code(&out, 0);
+    assert_eq!(policy_on_main(&t)["version"], 5);
+}

@@ -15,9 +15,9 @@ use ssh_key::PublicKey;
 
 use crate::git::{Blob, GitError, GridRepo};
 use crate::grid::Id;
-use crate::trust::keys;
+use crate::trust::keys::{self, fingerprint};
 use crate::trust::policy::{
-    self, Accepted, Held, MAX_POLICY_BYTES, POLICY_FILE, Pinned, PolicyError,
+    self, Accepted, Held, MAX_POLICY_BYTES, POLICY_FILE, Pinned, PolicyError, ROOTS_FILE,
 };
 
 /// At most this many commits that changed the policy are read, the newest
@@ -197,4 +197,33 @@ pub fn deleted(history: &History) -> Option<String> {
         newest.accepted.policy.version,
         restore(newest),
     ))
+}
+
+/// The roots the tools know of: the caller's (`--sign-with`, `--roots`)
+/// and those the grid lists in `.dgrid/roots` (which a pusher can rewrite:
+/// only ever used to refuse, never to accept).
+pub fn known_roots(
+    repo: &GridRepo,
+    tip: &str,
+    roots: &[PublicKey],
+) -> Result<Vec<PublicKey>, GitError> {
+    let mut all = roots.to_vec();
+    if let Blob::Data(text) = repo.read_path(tip, ROOTS_FILE, 64 * 1024)? {
+        all.extend(keys::parse_list(&String::from_utf8_lossy(&text)).unwrap_or_default());
+    }
+    Ok(all)
+}
+
+/// Why `key` cannot be revoked in the policy: it is a root, which the
+/// nodes pin in their own configuration, and no policy can unpin.
+pub fn root_refusal(key: &PublicKey, known_roots: &[PublicKey]) -> Option<String> {
+    known_roots
+        .iter()
+        .any(|r| r.key_data() == key.key_data())
+        .then(|| {
+            format!(
+                "key {} is a root of the grid: revoking it in the policy would change nothing, since each node pins its roots in the file its `[trust] roots` names; retire a leaked root by removing it from that file on every node (and from {ROOTS_FILE}), and sign with the other roots",
+                fingerprint(key)
+            )
+        })
 }

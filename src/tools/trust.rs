@@ -112,7 +112,19 @@ pub fn plan(
                 Ok(p) => p,
                 Err(why) => return Ok(refuse(why)),
             };
+            let known = history::known_roots(txn.repo, tip, roots)?;
             let mut next = cur.policy.successor(now);
+            // A root is pinned by each node, not listed: no policy revokes it.
+            let revoked = match edit {
+                PolicyEdit::Revoke { key, .. } => Some(key.clone()),
+                PolicyEdit::RevokeFingerprint {
+                    fingerprint: fp, ..
+                } => next.key_by_fingerprint(fp),
+                _ => None,
+            };
+            if let Some(why) = revoked.and_then(|k| history::root_refusal(&k, &known)) {
+                return Ok(refuse(why));
+            }
             let done = match edit {
                 PolicyEdit::Add {
                     kind,

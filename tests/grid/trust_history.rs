@@ -3,7 +3,8 @@
 //! it. Nodes refuse whatever is built on that, and a version built on an
 //! older one would bring back what the owner had revoked; so the tools
 //! read the policy's history on the branch (through their shallow clone,
-//! deepened) and refuse, saying how to restore the newest version.
+//! deepened) and refuse, saying how to restore the newest version. And
+//! what no policy can do: revoke a root (each node pins its roots).
 
 use serde_json::Value;
 
@@ -129,4 +130,28 @@ fn a_deleted_policy_is_restored_not_started_again() {
     let out = add_n3(&t);
     expect_code(&out, 0);
     assert_eq!(policy_on_main(&t)["version"], 5);
+}
+
+#[test]
+fn a_root_is_not_revoked_in_the_policy() {
+    let t = TrustGrid::new();
+    let before = tip(&t);
+    let out = t.try_tool(
+        &[
+            "trust",
+            "revoke",
+            "--key",
+            &t.key("root.pub"),
+            "--reason",
+            "leaked",
+        ],
+        "root",
+    );
+    expect_refused(&out, "is a root of the grid");
+    assert!(
+        stderr(&out).contains("`[trust] roots`") && stderr(&out).contains("on every node"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tip(&t), before, "nothing pushed");
 }

@@ -83,6 +83,10 @@ pub struct SignArgs {
     /// roots other than those signing now.
     #[arg(long, value_name = "FILE")]
     pub roots: Option<PathBuf>,
+    /// Sign the new version with fewer roots than signed the current one
+    /// (refused otherwise: nodes whose `threshold` needs more refuse it).
+    #[arg(long)]
+    pub fewer_signatures: bool,
 }
 
 /// A key's time window, as RFC 3339 times.
@@ -215,7 +219,7 @@ pub fn trust(a: TrustArgs) -> ExitCode {
     let refs: Vec<&KeySigner> = signers.iter().collect();
     let identity = txn::Identity::for_node("trust");
     match txn::run(&opened.repo, &identity, &opened.txn_policy(), |t| {
-        tools::plan(t, &edit, &refs, &roots, time::now())
+        tools::plan(t, &edit, &refs, &roots, sign.fewer_signatures, time::now())
     }) {
         Ok(TxnOutcome::Committed {
             value: Ok(changed), ..

@@ -227,3 +227,27 @@ pub fn root_refusal(key: &PublicKey, known_roots: &[PublicKey]) -> Option<String
             )
         })
 }
+
+/// Why a new version signed by `signing` distinct roots must not replace
+/// `current` signed by more: nodes whose `threshold` needs those refuse it.
+/// The known roots count, since the caller may sign with fewer than signed.
+pub fn fewer_signatures(
+    current: &Accepted,
+    known_roots: &[PublicKey],
+    signing: usize,
+) -> Option<String> {
+    let pinned = Pinned {
+        grid_id: current.policy.grid_id.clone(),
+        roots: known_roots.to_vec(),
+        threshold: 1,
+    };
+    let had = policy::open(&pinned, &current.file).map_or(current.root_signatures, |a| {
+        a.root_signatures.max(current.root_signatures)
+    });
+    (signing < had).then(|| {
+        format!(
+            "{POLICY_FILE}: version {} carries {had} root signatures, and the new version would carry {signing}: nodes whose `[trust] threshold` is above {signing} would refuse it (too-few-signatures) and keep the old one. Sign with more roots (repeat --sign-with), or pass --fewer-signatures if no node needs more than {signing}",
+            current.policy.version
+        )
+    })
+}

@@ -59,12 +59,14 @@ fn put(edits: &mut Edits, path: &str, bytes: Vec<u8>) {
 /// Plan one policy change at the fetched tip: the next version, signed by
 /// `signers`, with `allowed_signers` and `revoked_keys` written from it. A
 /// refusal (no policy yet, a key already listed, ...) plans nothing and
-/// says why.
+/// says why. Unless `fewer_signatures`, a version signed by fewer roots
+/// than the one it replaces is refused: nodes may need those.
 pub fn plan(
     txn: &Txn<'_>,
     edit: &PolicyEdit,
     signers: &[&KeySigner],
     roots: &[PublicKey],
+    fewer_signatures: bool,
     now: Timestamp,
 ) -> Result<Plan<Result<Changed, String>>, GitError> {
     let refuse = |why: String| Plan {
@@ -113,6 +115,15 @@ pub fn plan(
                 Err(why) => return Ok(refuse(why)),
             };
             let known = history::known_roots(txn.repo, tip, roots)?;
+            let signing: HashSet<String> = signers
+                .iter()
+                .map(|s| fingerprint(s.public_key()))
+                .collect();
+            if !fewer_signatures
+                && let Some(why) = history::fewer_signatures(&cur, &known, signing.len())
+            {
+                return Ok(refuse(why));
+            }
             let mut next = cur.policy.successor(now);
             // A root is pinned by each node, not listed: no policy revokes it.
             let revoked = match edit {

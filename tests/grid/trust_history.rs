@@ -4,7 +4,8 @@
 //! older one would bring back what the owner had revoked; so the tools
 //! read the policy's history on the branch (through their shallow clone,
 //! deepened) and refuse, saying how to restore the newest version. And
-//! what no policy can do: revoke a root (each node pins its roots).
+//! what no policy can do: revoke a root (each node pins its roots), or be
+//! signed by fewer roots than the nodes' threshold may need.
 
 use serde_json::Value;
 
@@ -154,4 +155,56 @@ fn a_root_is_not_revoked_in_the_policy() {
         stderr(&out)
     );
     assert_eq!(tip(&t), before, "nothing pushed");
+}
+
+#[test]
+fn a_version_signed_by_fewer_roots_than_the_last_needs_a_flag() {
+    let grid = Grid::new();
+    let key = |n: &str| grid.path(n).display().to_string();
+    for n in ["r1", "r2", "alice", "bob"] {
+        expect_code(&dgrid(&["keygen", "-f", &key(n), "-C", n]), 0);
+    }
+    let url = grid.url();
+    let tool = |args: &[&str], signers: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--repo".into(), url.clone()]);
+        for s in signers {
+            all.extend(["--sign-with".into(), key(s)]);
+        }
+        dgrid(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    expect_code(
+        &tool(&["trust", "init", "--grid-id", "g7"], &["r1", "r2"]),
+        0,
+    );
+    let alice = [
+        "trust",
+        "add-submitter",
+        "--name",
+        "alice",
+        "--key",
+        &key("alice.pub"),
+    ];
+    let out = tool(&alice, &["r1"]);
+    expect_refused(
+        &out,
+        "version 1 carries 2 root signatures, and the new version would carry 1",
+    );
+    assert!(
+        stderr(&out).contains("--fewer-signatures"),
+        "{}",
+        stderr(&out)
+    );
+    // Signed by both, it goes; the owner who means it says so.
+    expect_code(&tool(&alice, &["r1", "r2"]), 0);
+    let mut bob = vec!["trust", "add-submitter", "--name", "bob", "--key"];
+    let bob_key = key("bob.pub");
+    bob.extend([bob_key.as_str(), "--fewer-signatures"]);
+    let out = tool(&bob, &["r2"]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains("policy version 3"),
+        "{}",
+        stdout(&out)
+    );
 }

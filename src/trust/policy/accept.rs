@@ -69,6 +69,7 @@ pub fn open(pinned: &Pinned, file: &[u8]) -> Result<Accepted, PolicyError> {
         policy,
         file: file.to_vec(),
         digest: keys::sha256_hex(&payload),
+        root_signatures: roots_ok.len(),
     })
 }
 

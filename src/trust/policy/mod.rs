@@ -248,6 +248,9 @@ pub struct Accepted {
     pub file: Vec<u8>,
     /// SHA-256 of the signed payload, hex: tells two equal versions apart.
     pub digest: String,
+    /// How many distinct pinned roots' signatures verified: the policy
+    /// tools refuse to replace it with a version signed by fewer.
+    pub root_signatures: usize,
 }
 
 /// The keys of a policy, by fingerprint.

@@ -208,3 +208,27 @@ fn a_version_signed_by_fewer_roots_than_the_last_needs_a_flag() {
         stdout(&out)
     );
 }
+
+#[test]
+fn a_merge_does_not_hide_the_newest_version() {
+    let t = TrustGrid::new();
+    let v4_at = tip(&t);
+    // A merge of version 3's commit with the tip, keeping version 3's
+    // tree: a plain `git log -- .dgrid/policy.json` follows the side that
+    // kept the file as it is, and never sees version 4.
+    t.grid.commit_with("merge, keeping version 3", |work| {
+        git(work, &["checkout", "--quiet", "--detach", "main~1"]);
+        git(
+            work,
+            &["merge", "--quiet", "-s", "ours", "main", "-m", "merge"],
+        );
+    });
+    assert_eq!(policy_on_main(&t)["version"], 3);
+    let out = add_n3(&t);
+    expect_refused(&out, "is older than version 4");
+    assert!(
+        stderr(&out).contains(&format!("`git checkout {v4_at} -- .dgrid`")),
+        "{}",
+        stderr(&out)
+    );
+}

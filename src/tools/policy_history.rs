@@ -24,6 +24,9 @@ use crate::trust::policy::{
 /// first: a grid makes one per policy version, a few hundred in its life.
 pub const MAX_COMMITS_READ: usize = 10_000;
 
+/// Versions read at once, at most (each up to [`MAX_POLICY_BYTES`]).
+const READ_BATCH: usize = 32;
+
 /// A version the roots signed, and the newest commit that wrote it.
 pub struct Version {
     pub commit: String,
@@ -69,39 +72,42 @@ pub fn read(
         POLICY_FILE,
     ])?;
     let commits: Vec<String> = out.stdout_str().lines().map(str::to_owned).collect();
-    let specs: Vec<String> = commits
-        .iter()
-        .map(|c| format!("{c}:{POLICY_FILE}"))
-        .collect();
-    let blobs = repo.read_objects(&specs, MAX_POLICY_BYTES as u64)?;
     let mut seen = HashSet::new();
     let mut newest: Option<Version> = None;
-    for (commit, blob) in commits.iter().zip(blobs) {
-        // A deletion, or a file too large to be a policy: no version.
-        let Blob::Data(file) = blob else { continue };
-        if !seen.insert(keys::sha256_hex(&file)) {
-            continue;
-        }
-        let Some(own) = grid_id_of(&file) else {
-            continue;
-        };
-        let pinned = Pinned {
-            grid_id: grid_id.cloned().unwrap_or(own),
-            roots: roots.to_vec(),
-            threshold: 1,
-        };
-        // What the roots did not sign (a pusher's forgery) is no version.
-        let Ok(accepted) = policy::open(&pinned, &file) else {
-            continue;
-        };
-        if newest
-            .as_ref()
-            .is_none_or(|n| accepted.policy.version > n.accepted.policy.version)
-        {
-            newest = Some(Version {
-                commit: commit.clone(),
-                accepted,
-            });
+    // A batch of versions in memory at a time: each may be a megabyte.
+    let read = commits.chunks(READ_BATCH).map(|chunk| {
+        let specs: Vec<String> = chunk.iter().map(|c| format!("{c}:{POLICY_FILE}")).collect();
+        repo.read_objects(&specs, MAX_POLICY_BYTES as u64)
+            .map(|blobs| chunk.iter().zip(blobs).collect::<Vec<_>>())
+    });
+    for batch in read {
+        for (commit, blob) in batch? {
+            // A deletion, or a file too large to be a policy: no version.
+            let Blob::Data(file) = blob else { continue };
+            if !seen.insert(keys::sha256_hex(&file)) {
+                continue;
+            }
+            let Some(own) = grid_id_of(&file) else {
+                continue;
+            };
+            let pinned = Pinned {
+                grid_id: grid_id.cloned().unwrap_or(own),
+                roots: roots.to_vec(),
+                threshold: 1,
+            };
+            // What the roots did not sign (a pusher's forgery) is no version.
+            let Ok(accepted) = policy::open(&pinned, &file) else {
+                continue;
+            };
+            if newest
+                .as_ref()
+                .is_none_or(|n| accepted.policy.version > n.accepted.policy.version)
+            {
+                newest = Some(Version {
+                    commit: commit.clone(),
+                    accepted,
+                });
+            }
         }
     }
     Ok(History {

@@ -453,7 +453,7 @@ pub fn verify_results(
         let task_id = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|v| v["task_id"].as_str().map(str::to_owned));
-        let mut checked = verifier.verify_result(&bytes, claim.as_deref(), now);
+        let mut checked = verifier.verify_result(&path, &bytes, claim.as_deref(), now);
         // A claim commit that is not on the branch (made elsewhere, or
         // invented) holds no claim, whatever it contains: say so; unless
         // the clone is shallow and lacks it, when nothing can be said.

@@ -58,6 +58,11 @@ pub enum TrustError {
     WrongNode { signer: String, node_id: String },
     #[error("answers a claim its node never held: {0}")]
     ClaimNotHeld(String),
+    /// A result's path says another node, task or outcome than its signed
+    /// fields: a copy or a move of a real result, which must not count as
+    /// what its path claims.
+    #[error("is filed where its signed fields do not put it: {0}")]
+    Misplaced(String),
     /// The task ran already: a copy put back in the queue after its result
     /// (by the host, or anyone with push access) never runs again.
     #[error("was run already: {0}")]
@@ -99,6 +104,7 @@ impl TrustError {
             TrustError::LifetimeTooLong { .. } => "lifetime-too-long",
             TrustError::WrongNode { .. } => "wrong-node",
             TrustError::ClaimNotHeld(_) => "claim-not-held",
+            TrustError::Misplaced(_) => "misplaced",
             TrustError::Replayed(_) => "replayed",
         }
     }

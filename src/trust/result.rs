@@ -211,6 +211,46 @@ pub fn judge(
     })
 }
 
+/// Does the result's `path` on the grid agree with what it signs? The
+/// directory with its status (`completed/` holds `completed` results,
+/// `failed/` the rest) and the name with its node and task:
+/// `<node_id>@<task_id>.json`, or `<node_id>@<task_id>@<suffix>.json` for a
+/// node's extra result of one task. Otherwise a copy of a real result (as
+/// another node's, another task's, or a failure filed as completed) would
+/// count as what its path says. An older `<node>-<task>.json` name is
+/// refused too: results were signed only once names took `@`, so no node
+/// ever wrote a signed result under one.
+pub fn placed(path: &str, r: &TaskResult) -> Result<(), TrustError> {
+    use crate::grid::layout::{COMPLETED, FAILED, RESULT_SEP, json_stem};
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let want_dir = if r.status.is_success() {
+        COMPLETED
+    } else {
+        FAILED
+    };
+    if dir != want_dir {
+        return Err(TrustError::Misplaced(format!(
+            "it is a `{}` result, so it belongs in {want_dir}/, not {dir}/",
+            r.status.as_str()
+        )));
+    }
+    let named = json_stem(name)
+        .and_then(|stem| stem.split_once(RESULT_SEP))
+        .map(|(node, rest)| match rest.split_once(RESULT_SEP) {
+            Some((task, suffix)) if !suffix.is_empty() => (node, task),
+            Some(_) => (node, ""),
+            None => (node, rest),
+        });
+    match named {
+        Some((node, task)) if node == r.node_id.as_str() && task == r.task_id => Ok(()),
+        _ => Err(TrustError::Misplaced(format!(
+            "it is signed as node {}'s result of task {}, so its name must be {}{RESULT_SEP}{}.json \
+             (or with an {RESULT_SEP}<suffix>), not {name}",
+            r.node_id, r.task_id, r.node_id, r.task_id
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,5 +390,33 @@ mod tests {
         let bytes = sign(&result("n1"), &id("g7"), &other, Some("c0"), &f.n1).unwrap();
         let e = check(&f, &bytes, Some(&f.claim_file)).unwrap_err();
         assert!(e.to_string().contains("is another task"), "{e}");
+    }
+
+    #[test]
+    fn a_result_is_placed_only_where_its_signed_fields_put_it() {
+        let ok = |path: &str, r: &TaskResult| placed(path, r).is_ok();
+        let done = result("n1");
+        assert!(ok("tasks/completed/n1@t1.json", &done));
+        assert!(ok("tasks/completed/n1@t1@1764.json", &done));
+        for wrong in [
+            "tasks/failed/n1@t1.json",
+            "tasks/completed/n2@t1.json",
+            "tasks/completed/n1@t9.json",
+            "tasks/completed/n1@t1@.json",
+            "tasks/completed/n1-t1.json",
+            "tasks/completed/n1@t1.txt",
+        ] {
+            assert_eq!(
+                placed(wrong, &done).unwrap_err().code(),
+                "misplaced",
+                "{wrong}"
+            );
+        }
+        let failed = TaskResult {
+            status: ResultStatus::Failed,
+            ..result("n1")
+        };
+        assert!(ok("tasks/failed/n1@t1.json", &failed));
+        assert!(!ok("tasks/completed/n1@t1.json", &failed));
     }
 }

@@ -190,15 +190,21 @@ impl Verifier {
         }))
     }
 
-    /// Does a result count? `claim_file` as [`result::judge`] takes it.
+    /// Does the result at `path` on the grid count? `claim_file` as
+    /// [`result::judge`] takes it; the path must agree with what is signed
+    /// ([`result::placed`]).
     pub fn verify_result(
         &self,
+        path: &str,
         bytes: &[u8],
         claim_file: Option<&[u8]>,
         now: Timestamp,
     ) -> Result<Attested, TrustError> {
         let opened = result::open(bytes, &self.pinned.grid_id)?;
         let p = self.policy.as_ref().ok_or(TrustError::NoPolicy)?;
+        // The path first: a shallow clone cannot check the claim of a copy,
+        // but can tell it is one.
+        result::placed(path, &opened.result)?;
         result::judge(&opened, &p.index, now, claim_file)
     }
 

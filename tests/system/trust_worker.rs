@@ -810,3 +810,65 @@ fn only_a_result_signed_by_the_node_that_held_the_claim_is_attested() {
     }
     assert!(dom.contains("class=\"ok\">by n1</span>"));
 }
+
+#[test]
+fn a_result_copied_or_moved_to_a_path_that_says_otherwise_is_not_attested() {
+    let t = TrustedGrid::new();
+    t.queue(
+        &[
+            ("t1", t.by_alice("t1", "echo one")),
+            ("t2", t.by_alice("t2", "exit 3")),
+        ],
+        "two tasks",
+    );
+    t.drain(&t.worker("n1", "enforce"));
+    // The host copies n1's result of t1 as n2's, and as n1's of a task
+    // that never ran, and files n1's failure of t2 as completed: each file
+    // is n1's own, signature intact.
+    t.grid.commit_with("hostile: copies and a move", |work| {
+        let done = work.join("tasks/completed");
+        for copy in ["n2@t1.json", "n1@t9.json", "n1@t1@x.json"] {
+            std::fs::copy(done.join("n1@t1.json"), done.join(copy)).unwrap();
+        }
+        std::fs::rename(
+            work.join("tasks/failed/n1@t2.json"),
+            done.join("n1@t2.json"),
+        )
+        .unwrap();
+    });
+    let out = t.verify(&[]);
+    let line = |path: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("tasks/completed/{path}:")))
+            .unwrap_or_else(|| panic!("{path} not in:\n{out}"))
+            .to_owned()
+    };
+    assert!(line("n1@t1.json").ends_with("attested by node n1"), "{out}");
+    // A suffixed name (a node's extra result of one task) is still its own.
+    assert!(
+        line("n1@t1@x.json").ends_with("attested by node n1"),
+        "{out}"
+    );
+    for (path, says) in [
+        ("n2@t1.json", "so its name must be n1@t1.json"),
+        ("n1@t9.json", "so its name must be n1@t1.json"),
+        (
+            "n1@t2.json",
+            "it is a `failed` result, so it belongs in tasks/failed/",
+        ),
+    ] {
+        let l = line(path);
+        assert!(
+            l.contains("not attested (misplaced)") && l.contains(says),
+            "{l}"
+        );
+    }
+    // status counts them as what they are.
+    let bare = t.grid.bare.display().to_string();
+    let root = t.key("root.pub");
+    let json = dgrid(&["status", "--repo", &bare, "--json", "--roots", &root]);
+    expect_code(&json, 0);
+    let v: Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(v["trust"]["attested"], 2, "{}", v["trust"]);
+    assert_eq!(v["trust"]["not_attested"], 3, "{}", v["trust"]);
+}

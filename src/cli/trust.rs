@@ -335,7 +335,7 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    let opened = match a.repo.open_read() {
+    let opened = match a.repo.open_read_with_history() {
         Ok(o) => o,
         Err(e) => return fail(e),
     };

@@ -124,6 +124,32 @@ impl RepoArgs {
         })
     }
 
+    /// Open the grid to read it with its history, as checking the claims
+    /// of signed results needs (`verify`, `status --roots`): a local
+    /// repository as it is (a shallow checkout shows its results as
+    /// `unchecked`), a URL cloned and then deepened to its whole history, so
+    /// that a URL reads as a path does. (A blobless clone would fetch each
+    /// claim file read one by one, a round trip each.)
+    pub fn open_read_with_history(&self) -> Result<Opened, SourceError> {
+        let opened = self.open_read()?;
+        if opened._tmp.is_some() && opened.repo.is_shallow().map_err(|e| self.git_err(e))? {
+            let branch = format!("refs/heads/{}", self.branch);
+            let fetch = [
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--unshallow",
+                "origin",
+                &branch,
+            ];
+            opened.repo.git().run(&fetch).map_err(|e| self.git_err(e))?;
+            // A reader started before would not see the new pack.
+            opened.repo.release_readers();
+        }
+        Ok(opened)
+    }
+
     /// Open a private clone for a transaction (`txn::run` fetches it each
     /// round). The identity names the tool, so the grid's history says who
     /// made each commit.

@@ -872,3 +872,33 @@ fn a_result_copied_or_moved_to_a_path_that_says_otherwise_is_not_attested() {
     assert_eq!(v["trust"]["attested"], 2, "{}", v["trust"]);
     assert_eq!(v["trust"]["not_attested"], 3, "{}", v["trust"]);
 }
+
+#[test]
+fn verify_and_status_given_a_url_fetch_the_history_they_check_claims_in() {
+    let t = TrustedGrid::new();
+    t.queue(&[("a1", t.by_alice("a1", "echo a1"))], "a task");
+    t.drain(&t.worker("n1", "enforce"));
+    // A URL, not a path: the tool clones it itself.
+    let url = format!("file://{}", t.grid.bare.display());
+    let root = t.key("root.pub");
+    let out = dgrid(&[
+        "verify",
+        "--repo",
+        &url,
+        "--grid-id",
+        GRID_ID,
+        "--roots",
+        &root,
+    ]);
+    expect_code(&out, 0);
+    assert!(
+        stdout(&out).contains("tasks/completed/n1@a1.json: attested by node n1"),
+        "{}",
+        stdout(&out)
+    );
+    let json = dgrid(&["status", "--repo", &url, "--json", "--roots", &root]);
+    expect_code(&json, 0);
+    let v: Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(v["trust"]["attested"], 1, "{}", v["trust"]);
+    assert_eq!(v["trust"]["unchecked"], 0, "{}", v["trust"]);
+}

@@ -28,7 +28,12 @@ fn load_view(
     stale_after: u64,
     pin: &attest::PinArgs,
 ) -> Result<view::GridView, String> {
-    let opened = repo.open_read().map_err(|e| e.to_string())?;
+    // Pinned roots ask for the claims to be checked, which takes history.
+    let opened = match pin.roots {
+        Some(_) => repo.open_read_with_history(),
+        None => repo.open_read(),
+    }
+    .map_err(|e| e.to_string())?;
     let tip = opened.tip.clone().ok_or_else(|| {
         format!(
             "{}: the repository has no branch `{}`",

@@ -390,7 +390,12 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
             println!("{}", serde_json::to_string(c).expect("checks serialise"));
         } else {
             match (&c.attested_by, &c.error) {
-                (Some(node), _) => println!("{}: attested by node {}", esc(&c.path), esc(node)),
+                (Some(node), _) => println!(
+                    "{}: attested by node {}{}",
+                    esc(&c.path),
+                    esc(node),
+                    crate::tools::attest::unsigned_note(c.task_signed)
+                ),
                 (None, Some(e)) => println!(
                     "{}: not attested ({}): {}",
                     esc(&c.path),

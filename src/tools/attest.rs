@@ -88,7 +88,10 @@ pub fn attest(
     for c in checks.values() {
         trust.checked += 1;
         match (&c.attested_by, c.code) {
-            (Some(_), _) => trust.attested += 1,
+            (Some(_), _) => {
+                trust.attested += 1;
+                trust.attested_unsigned += usize::from(c.task_signed == Some(false));
+            }
             (None, Some(UNCHECKED)) => trust.unchecked += 1,
             (None, _) => trust.not_attested += 1,
         }
@@ -103,6 +106,7 @@ pub fn attest(
             (None, code) => code.unwrap_or("error").to_owned(),
         });
         r.trust_error = c.error.clone();
+        r.task_signed = c.task_signed;
     }
     for n in &mut view.nodes {
         let (Ok(id), Some(line)) = (Id::parse(&n.node_id), &n.key_line) else {
@@ -177,4 +181,14 @@ fn open(
         ..TrustView::default()
     };
     Ok(Ok((verifier, view)))
+}
+
+/// Said after "attested by node n2" of the result of a task no submitter
+/// signed (run by a node in mode `off`): it is the node's word for what it
+/// ran, not a signed task's result.
+pub fn unsigned_note(task_signed: Option<bool>) -> &'static str {
+    match task_signed {
+        Some(false) => " (the task was not signed)",
+        _ => "",
+    }
 }

@@ -360,6 +360,10 @@ fn key_cell(key: Option<&str>, problem: Option<&str>) -> String {
 /// Whether a result is attested: by which node, or why not.
 fn attested_cell(r: &ResultView) -> String {
     match (r.trust.as_deref(), &r.attested_by) {
+        (Some("attested"), Some(node)) if r.task_signed == Some(false) => format!(
+            "<span class=\"warn\" title=\"the task was not signed\">by {} (task not signed)</span>",
+            escape(node)
+        ),
         (Some("attested"), Some(node)) => {
             format!("<span class=\"ok\">by {}</span>", escape(node))
         }

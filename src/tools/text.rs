@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::escape::untrusted as esc;
-use super::view::{GridView, human_age};
+use super::view::{GridView, ResultView, human_age};
 
 /// Lists longer than this are cut, with a count of the rest.
 const SHOWN: usize = 20;
@@ -252,20 +252,37 @@ fn trust(s: &mut String, view: &GridView) {
         esc(&t.grid_id),
         esc(&t.roots)
     );
+    let unsigned = match t.attested_unsigned {
+        0 => String::new(),
+        n => format!(" ({n} of them of a task not signed)"),
+    };
     let _ = writeln!(
         s,
-        "  of the {} latest results and failures: {} attested, {} not, {} unchecked",
+        "  of the {} latest results and failures: {} attested{unsigned}, {} not, {} unchecked",
         t.checked, t.attested, t.not_attested, t.unchecked
     );
     let mut seen = std::collections::BTreeSet::new();
+    let listed = |r: &&ResultView| {
+        r.trust.as_deref().is_some_and(|c| c != "attested") || r.task_signed == Some(false)
+    };
     let not: Vec<_> = view
         .recent
         .iter()
         .chain(&view.failures)
-        .filter(|r| r.trust.as_deref().is_some_and(|c| c != "attested"))
+        .filter(listed)
         .filter(|r| seen.insert(r.file.clone()))
         .collect();
     for r in not.iter().take(SHOWN) {
+        if let (Some("attested"), Some(node)) = (r.trust.as_deref(), &r.attested_by) {
+            let note = super::attest::unsigned_note(r.task_signed);
+            let _ = writeln!(
+                s,
+                "  {}  attested by node {}{note}",
+                esc(&r.file),
+                esc(node)
+            );
+            continue;
+        }
         let why: String = r
             .trust_error
             .as_deref()

@@ -320,6 +320,25 @@ pub struct ResultCheck {
     /// history to tell (a shallow clone without the claim's commit).
     pub code: Option<&'static str>,
     pub error: Option<String>,
+    /// Of an attested result: `false` when the task it answers was not
+    /// signed (run by a node in mode `off`), so that nobody takes it for
+    /// the result of a task a submitter signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_signed: Option<bool>,
+}
+
+impl ResultCheck {
+    /// A result that does not count, and why.
+    fn refused(path: String, task_id: Option<String>, code: &'static str, error: String) -> Self {
+        ResultCheck {
+            path,
+            task_id,
+            attested_by: None,
+            code: Some(code),
+            error: Some(error),
+            task_signed: None,
+        }
+    }
 }
 
 /// The code of a result whose signature and signer hold but whose claim
@@ -430,23 +449,13 @@ pub fn verify_results(
         let bytes = match blob {
             Blob::Data(bytes) => bytes,
             Blob::Missing => {
-                out.push(ResultCheck {
-                    path,
-                    task_id: None,
-                    attested_by: None,
-                    code: Some("missing"),
-                    error: Some(format!("is not on the branch at {tip}")),
-                });
+                let error = format!("is not on the branch at {tip}");
+                out.push(ResultCheck::refused(path, None, "missing", error));
                 continue;
             }
             unread => {
-                out.push(ResultCheck {
-                    path,
-                    task_id: None,
-                    attested_by: None,
-                    code: Some("unreadable"),
-                    error: unread.why_unread(),
-                });
+                let error = unread.why_unread().unwrap_or_default();
+                out.push(ResultCheck::refused(path, None, "unreadable", error));
                 continue;
             }
         };
@@ -462,15 +471,10 @@ pub fn verify_results(
             (&mut checked, &named, &elsewhere)
         {
             if absent.contains(c) {
-                out.push(ResultCheck {
-                    path,
-                    task_id,
-                    attested_by: None,
-                    code: Some(UNCHECKED),
-                    error: Some(format!(
-                        "its signature holds, but this clone is shallow and lacks its claim's commit {c}: fetch the grid's history to check the claim"
-                    )),
-                });
+                let error = format!(
+                    "its signature holds, but this clone is shallow and lacks its claim's commit {c}: fetch the grid's history to check the claim"
+                );
+                out.push(ResultCheck::refused(path, task_id, UNCHECKED, error));
                 continue;
             }
             *why = format!("commit {c} is not in the branch's history");
@@ -482,14 +486,9 @@ pub fn verify_results(
                 attested_by: Some(a.node.to_string()),
                 code: None,
                 error: None,
+                task_signed: a.task_signed,
             },
-            Err(e) => ResultCheck {
-                path,
-                task_id,
-                attested_by: None,
-                code: Some(e.code()),
-                error: Some(e.to_string()),
-            },
+            Err(e) => ResultCheck::refused(path, task_id, e.code(), e.to_string()),
         });
     }
     Ok(out)

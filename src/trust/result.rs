@@ -134,6 +134,10 @@ pub struct Attested {
     pub node: Id,
     pub task_digest: String,
     pub claim_commit: Option<String>,
+    /// Whether the task it answers was signed: false when the claim file
+    /// (the task as claimed) has no envelope, a task run by a node in mode
+    /// `off` that no submitter signed; none for a task that never ran.
+    pub task_signed: Option<bool>,
 }
 
 /// The first half of [`judge`], all that needs no history: the signature
@@ -175,6 +179,7 @@ pub fn judge(
         r.status,
         ResultStatus::Completed | ResultStatus::Failed | ResultStatus::Timeout
     );
+    let mut task_signed = None;
     if ran {
         let Some(commit) = &opened.claim_commit else {
             return Err(TrustError::ClaimNotHeld(
@@ -184,8 +189,9 @@ pub fn judge(
         let path = format!("{}/{}.json", crate::grid::layout::IN_PROGRESS, r.task_id);
         let file = claim_file
             .ok_or_else(|| TrustError::ClaimNotHeld(format!("commit {commit} has no {path}")))?;
-        let claim = serde_json::from_slice::<Value>(file)
-            .ok()
+        let claimed = serde_json::from_slice::<Value>(file).ok();
+        task_signed = claimed.as_ref().map(|v| v.get(ENVELOPE_FIELD).is_some());
+        let claim = claimed
             .and_then(|mut v| v.get_mut(CLAIM_FIELD).map(Value::take))
             .and_then(|c| serde_json::from_value::<Claim>(c).ok())
             .ok_or_else(|| {
@@ -208,6 +214,7 @@ pub fn judge(
         node: signer,
         task_digest: opened.task_digest.clone(),
         claim_commit: opened.claim_commit.clone(),
+        task_signed,
     })
 }
 

@@ -902,3 +902,79 @@ fn verify_and_status_given_a_url_fetch_the_history_they_check_claims_in() {
     assert_eq!(v["trust"]["attested"], 1, "{}", v["trust"]);
     assert_eq!(v["trust"]["unchecked"], 0, "{}", v["trust"]);
 }
+
+#[test]
+fn the_attested_result_of_a_task_no_one_signed_says_so() {
+    let t = TrustedGrid::new();
+    let unsigned = serde_json::json!({"task_id": "u1", "script": "echo u1", "timeout_seconds": 30});
+    t.queue(
+        &[
+            ("u1", serde_json::to_vec(&unsigned).unwrap()),
+            ("s1", t.by_alice("s1", "echo s1")),
+        ],
+        "an unsigned task and a signed one",
+    );
+    // A listed node in mode off runs both, and signs both results.
+    t.drain(&t.worker("n2", "off"));
+    let out = t.verify(&[]);
+    assert!(
+        out.contains("tasks/completed/n2@u1.json: attested by node n2 (the task was not signed)\n")
+            && out.contains("tasks/completed/n2@s1.json: attested by node n2\n"),
+        "{out}"
+    );
+    let bare = t.grid.bare.display().to_string();
+    let root = t.key("root.pub");
+    let json = dgrid(&[
+        "verify",
+        "--repo",
+        &bare,
+        "--grid-id",
+        GRID_ID,
+        "--roots",
+        &root,
+        "--json",
+    ]);
+    let lines: Vec<Value> = stdout(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |task: &str| lines.iter().find(|l| l["task_id"] == task).unwrap().clone();
+    assert_eq!(of("u1")["task_signed"], false);
+    assert_eq!(of("s1")["task_signed"], true);
+
+    let status = dgrid(&["status", "--repo", &bare, "--roots", &root, "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(v["trust"]["attested"], 2, "{}", v["trust"]);
+    assert_eq!(v["trust"]["attested_unsigned"], 1, "{}", v["trust"]);
+    let u1 = v["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["task_id"] == "u1")
+        .unwrap();
+    assert_eq!(u1["task_signed"], false, "{u1}");
+    let text = stdout(&dgrid(&["status", "--repo", &bare, "--roots", &root]));
+    assert!(
+        text.contains("2 attested (1 of them of a task not signed)")
+            && text.contains(
+                "tasks/completed/n2@u1.json  attested by node n2 (the task was not signed)"
+            ),
+        "{text}"
+    );
+    let site = t.grid.path("site");
+    let site_arg = site.display().to_string();
+    expect_code(
+        &dgrid(&[
+            "dashboard",
+            "--repo",
+            &bare,
+            "--roots",
+            &root,
+            "--out",
+            &site_arg,
+        ]),
+        0,
+    );
+    let page = std::fs::read_to_string(site.join("index.html")).unwrap();
+    assert!(page.contains(">by n2 (task not signed)</span>"), "{page}");
+}

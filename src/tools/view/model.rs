@@ -53,6 +53,9 @@ pub struct TrustView {
     pub error: Option<String>,
     pub checked: usize,
     pub attested: usize,
+    /// Of those attested, how many answer a task that was not signed.
+    #[serde(default)]
+    pub attested_unsigned: usize,
     pub not_attested: usize,
     /// Signed by their node, but the clone lacks the claim's commit.
     pub unchecked: usize,
@@ -211,4 +214,8 @@ pub struct ResultView {
     pub attested_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_error: Option<String>,
+    /// Of an attested result: `false` when its task was not signed (run by
+    /// a node in mode `off`), not a signed task's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_signed: Option<bool>,
 }

@@ -81,6 +81,7 @@ pub(super) fn read_results(
                 trust: None,
                 attested_by: None,
                 trust_error: None,
+                task_signed: None,
             },
             Err(err) => ResultView {
                 error: Some(format!("{file}: {err}")),
@@ -95,6 +96,7 @@ pub(super) fn read_results(
                 trust: None,
                 attested_by: None,
                 trust_error: None,
+                task_signed: None,
             },
         };
         out.push(view);

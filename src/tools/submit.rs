@@ -53,7 +53,11 @@ pub fn make_task(
     if let Some(t) = timeout {
         base.insert("timeout_seconds".into(), t.into());
     }
-    if !base.contains_key("queued_at") {
+    // A task signed already (by `ssh-keygen -Y sign`, say) takes no field
+    // its signature does not cover: its lane's batch is then the time it
+    // is queued, as for any task without `queued_at`.
+    if !base.contains_key("queued_at") && !base.contains_key(crate::trust::envelope::ENVELOPE_FIELD)
+    {
         base.insert("queued_at".into(), crate::time::format(now).into());
     }
     let bytes = pretty(&Value::Object(base.clone()));

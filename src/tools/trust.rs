@@ -507,9 +507,26 @@ pub fn sign_task(
 ) -> Result<crate::grid::Task, String> {
     let grid = Id::parse(grid).map_err(|e| format!("--grid-id {grid:?}: {e}"))?;
     let key = KeySigner::open(key_path).map_err(|e| e.to_string())?;
-    let expires = chrono::Duration::seconds(expires_in.min(crate::config::MAX_SECONDS) as i64);
-    let bytes = crate::trust::task::sign(task, &grid, now, now + expires, &key)
-        .map_err(|e| e.to_string())?;
+    let expires =
+        now + chrono::Duration::seconds(expires_in.min(crate::config::MAX_SECONDS) as i64);
+    // What the file says itself is never silently overruled.
+    let file = task.to_json();
+    for (field, flag, signs) in [
+        ("grid_id", "--grid-id", grid.to_string()),
+        ("issued_at", "--sign-with (now)", crate::time::format(now)),
+        ("expires_at", "--expires-in", crate::time::format(expires)),
+    ] {
+        match file.get(field) {
+            Some(v) if v.as_str() != Some(signs.as_str()) => {
+                return Err(format!(
+                    "field `{field}` is {v} in the file, and {flag} signs {signs:?}: give one"
+                ));
+            }
+            _ => {}
+        }
+    }
+    let bytes =
+        crate::trust::task::sign(task, &grid, now, expires, &key).map_err(|e| e.to_string())?;
     let name = format!("{}.json", task.task_id);
     crate::grid::Task::from_entry(&name, crate::grid::task::EntryKind::File, &bytes, rules)
         .map_err(|e| format!("the signed task: {e}"))

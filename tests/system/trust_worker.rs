@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::tools_fixture::{dgrid, expect_code, stdout};
+use crate::tools_fixture::{dgrid, expect_code, stderr, stdout};
 use crate::trust_fixture::*;
 
 /// The `error` of a result in `failed/`.
@@ -977,4 +977,82 @@ fn the_attested_result_of_a_task_no_one_signed_says_so() {
     );
     let page = std::fs::read_to_string(site.join("index.html")).unwrap();
     assert!(page.contains(">by n2 (task not signed)</span>"), "{page}");
+}
+
+#[test]
+fn submit_leaves_a_signed_task_file_as_signed_and_never_overrules_its_fields() {
+    let t = TrustedGrid::new();
+    let url = t.grid.url();
+    // Signed outside `submit` (as `ssh-keygen -Y sign` would): no
+    // `queued_at`, which submit must not add.
+    let file = t.grid.path("signed.json");
+    std::fs::write(&file, t.by_alice("signed", &t.marking("signed"))).unwrap();
+    let file_arg = file.display().to_string();
+    // A flag that would add a field outside the signature is refused.
+    let added = dgrid(&[
+        "submit",
+        "--repo",
+        &url,
+        "--task-file",
+        &file_arg,
+        "--priority",
+        "70",
+    ]);
+    expect_code(&added, 1);
+    assert!(
+        stderr(&added).contains(&format!(
+            "{file_arg}: field `priority` is not in the file, which is signed already"
+        )),
+        "{}",
+        stderr(&added)
+    );
+    expect_code(
+        &dgrid(&["submit", "--repo", &url, "--task-file", &file_arg]),
+        0,
+    );
+    t.drain(&t.worker("n1", "enforce"));
+    assert_eq!(
+        t.runs("signed"),
+        1,
+        "the node refused it: {:?}",
+        t.grid.results()
+    );
+
+    // --sign-with: the file's own grid_id or expires_at is not replaced.
+    for (field, value, flag) in [
+        ("grid_id", "zz", "--grid-id signs \"g7\""),
+        (
+            "expires_at",
+            "2026-12-08T00:00:00.000Z",
+            "--expires-in signs",
+        ),
+    ] {
+        let own = t.grid.path("own.json");
+        let mut task =
+            serde_json::json!({"task_id": "own", "script": "true", "timeout_seconds": 30});
+        task[field] = value.into();
+        std::fs::write(&own, task.to_string()).unwrap();
+        let alice = t.key("alice");
+        let own_arg = own.display().to_string();
+        let out = dgrid(&[
+            "submit",
+            "--repo",
+            &url,
+            "--grid-id",
+            GRID_ID,
+            "--sign-with",
+            &alice,
+            "--task-file",
+            &own_arg,
+        ]);
+        expect_code(&out, 1);
+        assert!(
+            stderr(&out).contains(&format!(
+                "{own_arg}: field `{field}` is \"{value}\" in the file, and {flag}"
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(t.grid.queued().is_empty() && t.grid.lane_paths().is_empty());
 }

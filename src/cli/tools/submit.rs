@@ -94,9 +94,25 @@ fn scheduling_fields(a: &SubmitArgs, base: &mut Map<String, Value>) -> Result<()
             a.submitter.clone().map(Value::from),
         ),
     ];
+    fill(base, flags)
+}
+
+/// Set each field a flag gives where `base` leaves it out; a different
+/// value in `base` is an error. A task signed already (it has an
+/// envelope) takes no new field either: its signature would not cover it.
+fn fill<'a>(
+    base: &mut Map<String, Value>,
+    flags: impl IntoIterator<Item = (&'a str, &'a str, Option<Value>)>,
+) -> Result<(), String> {
+    let signed = base.contains_key(crate::trust::envelope::ENVELOPE_FIELD);
     for (field, flag, value) in flags {
         let Some(value) = value else { continue };
         match base.get(field) {
+            None if signed => {
+                return Err(format!(
+                    "field `{field}` is not in the file, which is signed already: {flag} would add it outside the signature"
+                ));
+            }
             None => {
                 base.insert(field.into(), value);
             }
@@ -198,7 +214,17 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
             (Some(p), false) => p.display().to_string(),
             (None, _) => "the task".to_owned(),
         };
-        if let Err(e) = scheduling_fields(&a, &mut base) {
+        // A signed file's own fields stand: the flags may only agree.
+        let own = [
+            ("task_id", "--id", a.id.clone().map(Value::from)),
+            ("script", "--script", script.clone().map(Value::from)),
+            ("timeout_seconds", "--timeout", a.timeout.map(Value::from)),
+        ];
+        let signed = base.contains_key(crate::trust::envelope::ENVELOPE_FIELD);
+        if let Err(e) = scheduling_fields(&a, &mut base).and_then(|()| match signed {
+            true => fill(&mut base, own),
+            false => Ok(()),
+        }) {
             return fail(format_args!("{origin}: {e}"));
         }
         let task = match submit::make_task(
@@ -223,7 +249,7 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
             (Some(key), Some(grid)) => {
                 match trust::sign_task(&task, key, grid, a.expires_in, now, &rules) {
                     Ok(t) => t,
-                    Err(e) => return fail(e),
+                    Err(e) => return fail(format_args!("{origin}: {e}")),
                 }
             }
             _ => task,

@@ -1056,3 +1056,65 @@ fn submit_leaves_a_signed_task_file_as_signed_and_never_overrules_its_fields() {
     }
     assert!(t.grid.queued().is_empty() && t.grid.lane_paths().is_empty());
 }
+
+#[test]
+fn submit_refuses_a_task_it_signed_that_every_node_would_fail() {
+    let t = TrustedGrid::new();
+    let url = t.grid.url();
+    let submit = |id: &str, key: &str, extra: &[&str]| {
+        let key = t.key(key);
+        let mut args = vec![
+            "submit",
+            "--repo",
+            &url,
+            "--timeout",
+            "30",
+            "--script",
+            "true",
+            "--id",
+            id,
+            "--sign-with",
+            &key,
+        ];
+        args.extend_from_slice(extra);
+        if !extra.contains(&"--grid-id") {
+            args.extend(["--grid-id", GRID_ID]);
+        }
+        dgrid(&args)
+    };
+    for (id, key, extra, code) in [
+        ("by-node-key", "n1", &[][..], "wrong-role"),
+        (
+            "other-grid",
+            "alice",
+            &["--grid-id", "g8"][..],
+            "other-grid",
+        ),
+        ("expired", "alice", &["--expires-in", "0"][..], "expired"),
+        (
+            "too-long",
+            "alice",
+            &["--expires-in", "3456000"][..],
+            "lifetime-too-long",
+        ),
+    ] {
+        let out = submit(id, key, extra);
+        expect_code(&out, 1);
+        assert!(
+            stderr(&out).contains(&format!(
+                "every node would refuse it under the grid's .dgrid/policy.json: untrusted ({code})"
+            )),
+            "{id}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(t.grid.lane_paths().is_empty(), "{:?}", t.grid.lane_paths());
+    // A key the policy may list later: pushed, with a warning.
+    let out = submit("stranger", "eve", &[]);
+    expect_code(&out, 0);
+    assert!(
+        stderr(&out).contains("a node would leave it in the queue: untrusted (unknown-signer)"),
+        "{}",
+        stderr(&out)
+    );
+}

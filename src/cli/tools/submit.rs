@@ -273,6 +273,11 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
         Ok(o) => o,
         Err(e) => return fail(e),
     };
+    if a.sign_with.is_some()
+        && let Err(e) = check_signed(&opened, &tasks, &origins, &rules, now)
+    {
+        return fail(e);
+    }
     let identity = txn::Identity::for_node("submit");
     match txn::run(&opened.repo, &identity, &opened.txn_policy(), |t| {
         submit::plan(t, &tasks, now)
@@ -316,4 +321,57 @@ fn duplicate_id(tasks: &[crate::grid::Task]) -> Option<(usize, usize)> {
         .iter()
         .enumerate()
         .find_map(|(i, t)| seen.insert(&t.task_id, i).map(|first| (first, i)))
+}
+
+/// The tasks `submit --sign-with` signed, checked as a node would check
+/// them against the grid's policy at the fetched tip (the verifier of
+/// `validate --verify`, with the grid's own roots: a check for the
+/// submitter's sake, not a trust decision): one a node would fail
+/// (`wrong-role`, `other-grid`, `expired`, ...) is an error, nothing
+/// pushed; one it would only leave in the queue (`unknown-signer`) a
+/// warning. A grid without a policy checks nothing.
+fn check_signed(
+    opened: &crate::tools::source::Opened,
+    tasks: &[crate::grid::Task],
+    origins: &[String],
+    rules: &TaskRules,
+    now: time::Timestamp,
+) -> Result<(), String> {
+    use crate::trust::Verdict;
+    let Some(tip) = &opened.tip else {
+        return Ok(());
+    };
+    let policy = crate::trust::policy::POLICY_FILE;
+    if !opened.repo.exists(tip, policy).map_err(|e| e.to_string())? {
+        return Ok(());
+    }
+    let mut verifier = match trust::verifier_at(opened.repo.dir(), tip, None, 1, rules) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!(
+                "dgrid-worker: warning: the signed tasks are not checked: {}",
+                esc(&e)
+            );
+            return Ok(());
+        }
+    };
+    for (t, origin) in tasks.iter().zip(origins) {
+        let bytes = crate::grid::claim::pretty(&Value::Object(t.to_json()));
+        let name = format!("{}.json", t.task_id);
+        match verifier.verify_task(origin, &name, &bytes, now) {
+            Verdict::Trusted(_) => {}
+            Verdict::Skip(e) => eprintln!(
+                "dgrid-worker: warning: {}: a node would leave it in the queue: {}",
+                esc(origin),
+                esc(&e.report())
+            ),
+            Verdict::Reject(e) => {
+                return Err(format!(
+                    "{origin}: every node would refuse it under the grid's {policy}: {}; nothing pushed",
+                    e.report()
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -303,6 +303,8 @@ impl GridRepo {
                 "origin",
                 &spec,
             ])?;
+            // A reader started before would not see the new pack.
+            self.release_readers();
         }
         self.tip()
     }

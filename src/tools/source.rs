@@ -132,20 +132,8 @@ impl RepoArgs {
     /// claim file read one by one, a round trip each.)
     pub fn open_read_with_history(&self) -> Result<Opened, SourceError> {
         let opened = self.open_read()?;
-        if opened._tmp.is_some() && opened.repo.is_shallow().map_err(|e| self.git_err(e))? {
-            let branch = format!("refs/heads/{}", self.branch);
-            let fetch = [
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--no-write-fetch-head",
-                "--unshallow",
-                "origin",
-                &branch,
-            ];
-            opened.repo.git().run(&fetch).map_err(|e| self.git_err(e))?;
-            // A reader started before would not see the new pack.
-            opened.repo.release_readers();
+        if opened._tmp.is_some() {
+            opened.repo.deepen().map_err(|e| self.git_err(e))?;
         }
         Ok(opened)
     }

@@ -15,9 +15,7 @@ use crate::git::{Edit, Edits, Git, GitError, GridRepo};
 use crate::grid::{Id, TaskRules, layout};
 use crate::time::Timestamp;
 use crate::trust::keys::{self, fingerprint};
-use crate::trust::policy::{
-    ALLOWED_SIGNERS_FILE, Kind, POLICY_FILE, Pinned, Policy, REVOKED_KEYS_FILE, ROOTS_FILE, Window,
-};
+use crate::trust::policy::{Kind, POLICY_FILE, Pinned, Policy, ROOTS_FILE, Window};
 use crate::trust::{KeySigner, TrustError, Verdict, Verifier};
 
 use super::policy_history as history;
@@ -175,16 +173,9 @@ pub fn plan(
     };
     let mut edits = Edits::new();
     put(&mut edits, POLICY_FILE, file);
-    put(
-        &mut edits,
-        ALLOWED_SIGNERS_FILE,
-        next.allowed_signers().into_bytes(),
-    );
-    put(
-        &mut edits,
-        REVOKED_KEYS_FILE,
-        next.revoked_keys().into_bytes(),
-    );
+    for (path, made) in next.made_files() {
+        put(&mut edits, path, made.into_bytes());
+    }
     if let Some(r) = roots_file {
         put(&mut edits, ROOTS_FILE, r.into_bytes());
     }
@@ -303,6 +294,24 @@ pub fn verify_report(
                     field: Some("envelope"),
                     reason: format!("untrusted policy ({}): {e}", e.code()),
                 }),
+            }
+        }
+        // The files made from the policy for `ssh-keygen -Y verify`: an
+        // edit there (a key added for a principal) would make that check
+        // trust what no root signed.
+        if let Some(p) = verifier.policy() {
+            for (file, made) in p.made_files() {
+                let path = grid.join(file);
+                if std::fs::read(&path).is_ok_and(|b| b != made.as_bytes()) {
+                    report.findings.push(Finding {
+                        path,
+                        field: None,
+                        reason: format!(
+                            "differs from what {POLICY_FILE} version {} makes; it is written by `dgrid-worker trust` from the policy and never edited by hand",
+                            p.version
+                        ),
+                    });
+                }
             }
         }
     }

@@ -664,9 +664,20 @@ fn validate_verify_takes_trust_from_the_base_and_names_each_attack() {
         stderr(&out)
     );
 
-    // A pull request that brings back an older, root-signed policy.
+    // A pull request that brings back an older, root-signed policy, and
+    // lists mallory's key for alice in the file `ssh-keygen -Y verify`
+    // reads.
     let old = git(&t.grid.bare, &["show", "main~2:.dgrid/policy.json"]).stdout;
     std::fs::write(co.join(".dgrid/policy.json"), old).unwrap();
+    let signers = co.join(".dgrid/allowed_signers");
+    let mut text = std::fs::read_to_string(&signers).unwrap();
+    text.push_str(&format!(
+        "submitter:alice namespaces=\"dgrid-task-v1@g7\" {}\n",
+        std::fs::read_to_string(t.key("mallory.pub"))
+            .unwrap()
+            .trim()
+    ));
+    std::fs::write(&signers, text).unwrap();
     for f in [
         "unsigned",
         "by-node",
@@ -689,6 +700,13 @@ fn validate_verify_takes_trust_from_the_base_and_names_each_attack() {
     expect_code(&out, 1);
     assert!(
         stdout(&out).contains("untrusted policy (rolled-back): is version 2, older than version 4"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains(
+            ".dgrid/allowed_signers: differs from what .dgrid/policy.json version 4 makes"
+        ),
         "{}",
         stdout(&out)
     );
@@ -756,10 +774,10 @@ fn verify_tells_attested_results_from_forged_ones() {
     let unsigned = serde_json::to_vec(&result_of("t1", "n1")).unwrap();
     t.grid.commit_files(
         &[
-            ("tasks/completed/n1-t1.json".into(), good),
-            ("tasks/completed/forged-t1.json".into(), forged),
-            ("tasks/completed/n2-t1.json".into(), unheld),
-            ("tasks/completed/elsewhere-t1.json".into(), elsewhere),
+            ("tasks/completed/n1@t1.json".into(), good),
+            ("tasks/completed/n1@t1@f.json".into(), forged),
+            ("tasks/completed/n2@t1.json".into(), unheld),
+            ("tasks/completed/n1@t1@e.json".into(), elsewhere),
             ("tasks/failed/plain-t1.json".into(), unsigned),
         ],
         "results",
@@ -778,17 +796,17 @@ fn verify_tells_attested_results_from_forged_ones() {
     expect_code(&out, 1);
     let text = stdout(&out);
     for (file, says) in [
-        ("tasks/completed/n1-t1.json", "attested by node n1"),
+        ("tasks/completed/n1@t1.json", "attested by node n1"),
         (
-            "tasks/completed/forged-t1.json",
+            "tasks/completed/n1@t1@f.json",
             "not attested (wrong-node): is signed by node n2 but names node n1",
         ),
         (
-            "tasks/completed/n2-t1.json",
+            "tasks/completed/n2@t1.json",
             "not attested (claim-not-held)",
         ),
         (
-            "tasks/completed/elsewhere-t1.json",
+            "tasks/completed/n1@t1@e.json",
             "not attested (claim-not-held): answers a claim its node never held: commit 0123456789012345678901234567890123456789 is not in the branch's history",
         ),
         ("tasks/failed/plain-t1.json", "not attested (unsigned)"),
@@ -813,7 +831,7 @@ fn verify_tells_attested_results_from_forged_ones() {
         "--roots",
         &roots,
         "--json",
-        "tasks/completed/n1-t1.json",
+        "tasks/completed/n1@t1.json",
     ]);
     expect_code(&one, 0);
     let v: Value = serde_json::from_str(stdout(&one).trim()).unwrap();

@@ -481,6 +481,15 @@ impl Policy {
         out
     }
 
+    /// The files the tools write beside the policy, made from it: each
+    /// path and its content.
+    pub fn made_files(&self) -> [(&'static str, String); 2] {
+        [
+            (ALLOWED_SIGNERS_FILE, self.allowed_signers()),
+            (REVOKED_KEYS_FILE, self.revoked_keys()),
+        ]
+    }
+
     /// `.dgrid/revoked_keys`: one revoked key a line, which
     /// `ssh-keygen -Y verify -r` takes as well as a KRL.
     pub fn revoked_keys(&self) -> String {

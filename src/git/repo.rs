@@ -293,20 +293,28 @@ impl GridRepo {
     /// Later fetches stay incremental, so the history stays complete.
     pub fn deepen(&self) -> Result<Option<Oid>, GitError> {
         if self.is_shallow()? {
-            let spec = format!("+refs/heads/{}:{TRACKING}", self.branch);
-            self.git.run(&[
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--no-write-fetch-head",
-                "--unshallow",
-                "origin",
-                &spec,
-            ])?;
+            self.fetch_branch_to("--unshallow")?;
             // A reader started before would not see the new pack.
             self.release_readers();
         }
         self.tip()
+    }
+
+    /// Fetch the grid's branch to the depth `depth` says (`--depth=1`,
+    /// `--unshallow`), nothing else.
+    fn fetch_branch_to(&self, depth: &str) -> Result<(), GitError> {
+        let spec = format!("+refs/heads/{}:{TRACKING}", self.branch);
+        self.git
+            .run(&[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                depth,
+                "origin",
+                &spec,
+            ])
+            .map(drop)
     }
 
     /// The last fetched tip, without asking the remote.
@@ -333,16 +341,7 @@ impl GridRepo {
     /// commit would be pruned, and the history between it and the tip cut,
     /// so [`GridRepo::is_ancestor`] could no longer tell whether it landed.
     pub fn maintain(&self) -> Result<(), GitError> {
-        let spec = format!("+refs/heads/{}:{TRACKING}", self.branch);
-        self.git.run(&[
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--depth=1",
-            "origin",
-            &spec,
-        ])?;
+        self.fetch_branch_to("--depth=1")?;
         // The last transaction's commit: it would keep the history below it.
         self.git
             .run_with(&["update-ref", "-d", edits::SCRATCH_REF], None, &[0, 1])?;

@@ -493,48 +493,6 @@ fn a_fast_node_takes_a_slow_peers_line_head_and_all() {
     assert_eq!(node_of(&grid, "s-1"), "idle");
 }
 
-/// A peer holds claims of priority 90 behind a long task; the queue holds
-/// work of priority 10 only. A node with a free slot claims its share of
-/// that, and takes over the last of the peer's higher claims too, which it
-/// starts first: not the lower work while higher work waits for a busy
-/// peer. Where the queue's work is as high, nothing is taken over.
-#[test]
-fn a_free_node_takes_over_a_busy_peers_higher_claims_before_lower_queued_work() {
-    let grid = Grid::new();
-    let high = serde_json::json!({"priority": 90});
-    let mut files = vec![busy("slow", &["s-0"], 20_000)];
-    files.push(claim("s-0", "slow", "sleep 20", high.clone()));
-    for i in 1..4 {
-        files.push(claim(&format!("hi-{i}"), "slow", "sleep 20", high.clone()));
-    }
-    let queued = |id: &str, priority: u8| {
-        let t = serde_json::json!({
-            "task_id": id, "script": "sleep 20", "timeout_seconds": 60, "priority": priority
-        });
-        (format!("tasks/queue/{id}.json"), t.to_string().into_bytes())
-    };
-    files.extend((0..3).map(|i| queued(&format!("lo-{i}"), 10)));
-    grid.commit_files(&files, "a busy peer's high line, and low work queued");
-    let mut idle = PlainNode::new("idle");
-    idle.record.last_heartbeat = at(0);
-    let req = SyncRequest {
-        steal_up_to: 1,
-        task_secs: Some(20.0),
-        round_secs: Some(0.2),
-        ..idle.request(1)
-    };
-    let landed = take_over_at(&grid, &req);
-    assert_eq!(ids(&landed.stolen), ["hi-3"], "{:?}", landed.stolen);
-    assert_eq!(node_of(&grid, "hi-3"), "idle");
-    assert_eq!(node_of(&grid, "hi-2"), "slow");
-
-    // Work as high in the queue: the node claims that, and takes nothing.
-    grid.commit_files(&[queued("top-0", 95)], "work above the peer's");
-    let landed = take_over_at(&grid, &req);
-    assert!(landed.stolen.is_empty(), "{:?}", landed.stolen);
-    assert_eq!(node_of(&grid, "top-0"), "idle");
-}
-
 /// A peer holds claims behind a task that runs far longer than it
 /// reckoned (its record stays as it was): a running node with nothing to
 /// do takes them over one commit at a time, as each starts at once, and

@@ -1,7 +1,6 @@
 //! Taking over claims a busy peer has not started (work stealing;
 //! PROTOCOL.md, Claims taken over). A node with a free slot, nothing
-//! waiting and nothing queued that it serves (or, where there is, only
-//! claims of a higher level than that work) reads, at the tip, the
+//! waiting and nothing queued that it serves reads, at the tip, the
 //! claims each live peer holds beyond the tasks its record says it runs,
 //! and takes the last of the longest lines (`share::take_over`) in its own
 //! commit (with its results and record). The peer, at its next sync, finds
@@ -29,8 +28,7 @@ type PeerLine<'a> = (&'a Id, Vec<(u8, &'a Id)>, Line);
 const MAX_LINES: usize = 64;
 
 /// Take over, for this node, claims busy peers hold and have not started,
-/// up to `req.steal_up_to`: any where this plan claimed nothing and
-/// nothing is left queued, else those above both.
+/// up to `req.steal_up_to`, where this plan claimed nothing else.
 pub(in crate::service::sync) fn steal(
     repo: &GridRepo,
     d: &mut Draft<'_>,
@@ -40,30 +38,9 @@ pub(in crate::service::sync) fn steal(
     if req.round_secs.is_none() || req.steal_up_to == 0 {
         return Ok(());
     }
-    if !d.report.assigned.is_empty() {
+    if !d.report.claimed.is_empty() || !d.report.assigned.is_empty() || d.report.queue_left > 0 {
         return Ok(());
     }
-    // With nothing claimed and nothing queued, any claim (the tail of a
-    // drain). Else only claims of a level above what this plan claimed
-    // and what is left queued: a node free before its peers would
-    // otherwise start lower work while a busy peer holds higher work it
-    // has not started, a priority inversion across nodes (traced: a free
-    // node started `t50-3` while its peer held `t90-3` behind a task).
-    let floor = if d.report.claimed.is_empty() && d.report.queue_left == 0 {
-        None
-    } else {
-        let claimed = d
-            .report
-            .claimed
-            .iter()
-            .map(|c| c.effective_priority(req.now))
-            .max();
-        match (d.report.queue_left > 0, d.report.top_queued) {
-            // Work queued whose level this look did not read.
-            (true, None) => return Ok(()),
-            (_, top) => claimed.max(top),
-        }
-    };
     let listed = d.claims_and_nodes(repo)?;
     let [in_progress, nodes] = &*listed;
     let claims = assigned::held_claims(repo, d, in_progress, |_| true)?;
@@ -74,12 +51,12 @@ pub(in crate::service::sync) fn steal(
     // The lines first as the tip and the records show them; what the
     // peers published is read only where a claim would be taken over.
     let none = BTreeMap::new();
-    let (_, counts) = lines_of(repo, (d.req, &*touched, floor), &claims, &peers, &none);
+    let (_, counts) = lines_of(repo, (d.req, &*touched), &claims, &peers, &none);
     if counts.iter().all(|n| *n == 0) {
         return Ok(());
     }
     let published = published::published_ids(repo, d, in_progress)?;
-    let (order, counts) = lines_of(repo, (d.req, &*touched, floor), &claims, &peers, &published);
+    let (order, counts) = lines_of(repo, (d.req, &*touched), &claims, &peers, &published);
     let mut queued_before = chrono::Duration::zero();
     for ((peer, waiting, _), n) in order.iter().zip(counts) {
         let ids: Vec<&Id> = waiting[waiting.len() - n..].iter().map(|w| w.1).collect();
@@ -125,12 +102,11 @@ pub(in crate::service::sync) fn steal(
 /// it may start at any look, unrecorded), not among what its record says
 /// it runs, nor published (`published`: it ran them, or gave them up,
 /// past its record), and only from peers whose published entries the
-/// last fetch brought; only those above `floor`, if set. In the order it
-/// starts them: the highest level first, then by name, as it claimed
-/// them.
+/// last fetch brought. In the order it starts them: the highest level
+/// first, then by name, as it claimed them.
 fn lines_of<'h>(
     repo: &GridRepo,
-    (req, touched, floor): (&SyncRequest<'_>, &BTreeSet<Id>, Option<u8>),
+    (req, touched): (&SyncRequest<'_>, &BTreeSet<Id>),
     claims: &'h BTreeMap<Id, assigned::HeldClaim>,
     peers: &Peers,
     published: &BTreeMap<Id, BTreeSet<Id>>,
@@ -140,7 +116,6 @@ fn lines_of<'h>(
         if &c.node != req.node
             && !c.unanswered
             && !touched.contains(task)
-            && floor.is_none_or(|f| c.level > f)
             && req.labels.serves(&c.class).is_ok()
         {
             lines.entry(&c.node).or_default().push((c.level, task));

@@ -752,7 +752,9 @@ fn only_a_result_signed_by_the_node_that_held_the_claim_is_attested() {
         text.contains("trust: policy version 6 of grid g7, roots from the grid's own .dgrid/roots")
             && text.contains("2 attested, 4 not, 0 unchecked")
             && text.contains("tasks/completed/n1@ok@1.json  not attested (wrong-node)")
-            && text.contains(": policy version 6 does not list it; results that key signs do not count"),
+            && text.contains(
+                ": policy version 6 does not list it; results that key signs do not count"
+            ),
         "{text}"
     );
     // Pinned to a root that did not sign the policy, nothing is attested.

@@ -32,8 +32,9 @@ use super::task::{TaskDigest, signer_for};
 use crate::grid::claim::{CLAIM_FIELD, Claim, pretty};
 use crate::grid::{Id, ResultStatus, TaskResult};
 
-/// Sign a result. `claim_commit` is none only for a task that was never
-/// claimed (an invalid queue entry moved to `failed/`).
+/// Sign a result. `claim_commit` is none where the node does not know
+/// the commit that pushed its claim; such a result is not attested
+/// ([`judge`]). Results of tasks that never ran are not signed at all.
 pub fn sign(
     result: &TaskResult,
     grid: &Id,

@@ -228,20 +228,25 @@ pub fn result_name_is_for(name: &str, task: &Id) -> NameMatch {
     let Some(stem) = json_stem(name) else {
         return NameMatch::No;
     };
-    match stem.split_once(RESULT_SEP) {
-        Some((_node, rest)) => {
-            let task_part = rest.split(RESULT_SEP).next().unwrap_or(rest);
-            if task_part == task.as_str() {
-                NameMatch::Yes
-            } else {
-                NameMatch::No
-            }
-        }
+    match result_name_parts(name) {
+        Some((_node, task_part, _)) if task_part == task.as_str() => NameMatch::Yes,
+        Some(_) => NameMatch::No,
         None => match stem.strip_suffix(task.as_str()) {
             Some(node) if node.len() > 1 && node.ends_with('-') => NameMatch::Candidate,
             _ => NameMatch::No,
         },
     }
+}
+
+/// The parts of a result file's name of the current form,
+/// `<node>@<task>.json` or `<node>@<task>@<suffix>.json` (a node's extra
+/// result of one task): the node, the task and the suffix, if any.
+pub fn result_name_parts(name: &str) -> Option<(&str, &str, Option<&str>)> {
+    let (node, rest) = json_stem(name)?.split_once(RESULT_SEP)?;
+    Some(match rest.split_once(RESULT_SEP) {
+        Some((task, suffix)) => (node, task, Some(suffix)),
+        None => (node, rest, None),
+    })
 }
 
 /// What a result's name says about which task it is for.

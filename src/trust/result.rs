@@ -229,7 +229,7 @@ pub fn judge(
 /// refused too: results were signed only once names took `@`, so no node
 /// ever wrote a signed result under one.
 pub fn placed(path: &str, r: &TaskResult) -> Result<(), TrustError> {
-    use crate::grid::layout::{COMPLETED, FAILED, RESULT_SEP, json_stem};
+    use crate::grid::layout::{COMPLETED, FAILED, RESULT_SEP, result_name_parts};
     let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
     let want_dir = if r.status.is_success() {
         COMPLETED
@@ -242,15 +242,12 @@ pub fn placed(path: &str, r: &TaskResult) -> Result<(), TrustError> {
             r.status.as_str()
         )));
     }
-    let named = json_stem(name)
-        .and_then(|stem| stem.split_once(RESULT_SEP))
-        .map(|(node, rest)| match rest.split_once(RESULT_SEP) {
-            Some((task, suffix)) if !suffix.is_empty() => (node, task),
-            Some(_) => (node, ""),
-            None => (node, rest),
-        });
-    match named {
-        Some((node, task)) if node == r.node_id.as_str() && task == r.task_id => Ok(()),
+    match result_name_parts(name) {
+        Some((node, task, suffix))
+            if node == r.node_id.as_str() && task == r.task_id && suffix != Some("") =>
+        {
+            Ok(())
+        }
         _ => Err(TrustError::Misplaced(format!(
             "it is signed as node {}'s result of task {}, so its name must be {}{RESULT_SEP}{}.json \
              (or with an {RESULT_SEP}<suffix>), not {name}",

@@ -218,9 +218,7 @@ impl Verifier {
         digest: &TaskDigest,
         now: Timestamp,
     ) -> Result<Id, TrustError> {
-        let opened = result::open(bytes, &self.pinned.grid_id)?;
-        let p = self.policy.as_ref().ok_or(TrustError::NoPolicy)?;
-        let node = result::judge_signer(&opened, &p.index, now)?;
+        let (opened, node) = self.signed_by_a_node(bytes, now)?;
         if opened.task_digest != digest.0 {
             return Err(TrustError::ClaimNotHeld(format!(
                 "it answers task {}, not {digest}",
@@ -235,9 +233,7 @@ impl Verifier {
     /// policy lists, now, as the node it names, for that task. What a node
     /// can tell without the grid's history, as [`Verifier::answers`].
     pub fn completes(&self, bytes: &[u8], task: &Id, now: Timestamp) -> Result<Id, TrustError> {
-        let opened = result::open(bytes, &self.pinned.grid_id)?;
-        let p = self.policy.as_ref().ok_or(TrustError::NoPolicy)?;
-        let node = result::judge_signer(&opened, &p.index, now)?;
+        let (opened, node) = self.signed_by_a_node(bytes, now)?;
         if opened.result.task_id != task.as_str()
             || opened.result.status != crate::grid::ResultStatus::Completed
         {
@@ -248,6 +244,19 @@ impl Verifier {
             )));
         }
         Ok(node)
+    }
+
+    /// The result file `bytes`, opened, and the node the policy lists
+    /// that signed it as its own, now ([`result::judge_signer`]).
+    fn signed_by_a_node(
+        &self,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<(result::Opened, Id), TrustError> {
+        let opened = result::open(bytes, &self.pinned.grid_id)?;
+        let p = self.policy.as_ref().ok_or(TrustError::NoPolicy)?;
+        let node = result::judge_signer(&opened, &p.index, now)?;
+        Ok((opened, node))
     }
 
     /// The version of the policy in use, if any.

@@ -5,6 +5,9 @@ use chrono::{NaiveDateTime, TimeZone, Timelike, Utc};
 use super::QuietHours;
 use crate::time::Timestamp;
 
+/// Minutes in a day, as the wall clock counts them.
+const DAY: u32 = 24 * 60;
+
 /// The moment the wall clock of `zone`, reading `local` at `now`, next
 /// reads a minute outside every span of `quiet` (`local` is inside one):
 /// spans that meet (`22:00-00:00` and `00:00-07:00`) end together. Found
@@ -19,7 +22,6 @@ pub(super) fn end<Z: TimeZone>(
     local: NaiveDateTime,
     zone: &Z,
 ) -> Option<Timestamp> {
-    const DAY: u32 = 24 * 60;
     let mut minute = local.hour() * 60 + local.minute();
     let mut minutes_left = 0;
     while let Some(q) = quiet.iter().find(|q| q.contains(minute)) {
@@ -44,7 +46,6 @@ pub(super) fn begins<Z: TimeZone>(
     local: NaiveDateTime,
     zone: &Z,
 ) -> Option<Timestamp> {
-    const DAY: u32 = 24 * 60;
     let minute = local.hour() * 60 + local.minute();
     let ahead = (1..=DAY).find(|m| quiet.iter().any(|q| q.contains((minute + m) % DAY)))?;
     Some(on_the_wall(ahead, now, local, zone))

@@ -141,9 +141,7 @@ pub enum GateError {
 /// Result files of the current form name their task: `<node>@<task>.json`
 /// or `<node>@<task>@<n>.json`.
 fn task_of_result(name: &str) -> Option<&str> {
-    let stem = layout::json_stem(name)?;
-    let (_node, rest) = stem.split_once(layout::RESULT_SEP)?;
-    rest.split(layout::RESULT_SEP).next()
+    layout::result_name_parts(name).map(|(_, task, _)| task)
 }
 
 impl Gate {

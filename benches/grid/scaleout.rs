@@ -158,6 +158,7 @@ fn drain(shape: &Shape) -> Run {
             })
             .collect()
     };
+    let mut cpu_before: Vec<f64> = vec![0.0; shape.workers];
     let (mut procs, pushed_at, pushed) = if shape.fleet_start {
         grid.commit_files(&files, "queue");
         let at = SystemTime::now();
@@ -169,6 +170,10 @@ fn drain(shape: &Shape) -> Run {
         });
         // Let the last registration settle into its idle poll.
         std::thread::sleep(Duration::from_secs(shape.pull_interval.min(3) + 1));
+        cpu_before = procs
+            .iter()
+            .map(|p| crate::service::usage(p.child.id()).1)
+            .collect();
         grid.commit_files(&files, "queue");
         (procs, SystemTime::now(), Instant::now())
     };
@@ -178,6 +183,12 @@ fn drain(shape: &Shape) -> Run {
     let seconds = pushed.elapsed().as_secs_f64();
     let ended_at = SystemTime::now();
     let commits = grid.commit_count() - before;
+    // While tuning: where the machine went, node by node (SCALEOUT_CPU=1).
+    let cpu: Vec<f64> = procs
+        .iter()
+        .zip(&cpu_before)
+        .map(|(p, b)| crate::service::usage(p.child.id()).1 - b)
+        .collect();
     for p in &mut procs {
         p.signal(nix::sys::signal::Signal::SIGTERM);
     }
@@ -200,6 +211,19 @@ fn drain(shape: &Shape) -> Run {
         std::mem::forget(grid);
     }
     let t0 = secs(pushed_at);
+    if std::env::var_os("SCALEOUT_CPU").is_some() {
+        let ran = |l: &[Event]| l.iter().filter(|e| e.what == What::Finished).count();
+        let line: Vec<String> = logs
+            .iter()
+            .zip(&cpu)
+            .map(|(l, c)| format!("{}:{c:.2}s", ran(l)))
+            .collect();
+        let total: f64 = cpu.iter().sum();
+        eprintln!(
+            "    {seconds:.2} s, nodes' cpu {total:.2} s (tasks:cpu) {}",
+            line.join(" ")
+        );
+    }
     let tail = tail_idle(&logs, secs(ended_at));
     Run {
         seconds,

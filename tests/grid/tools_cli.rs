@@ -498,14 +498,19 @@ fn submit_names_the_file_and_item_of_a_graph_it_refuses() {
     let refused = |name: &str, tasks: Vec<serde_json::Value>, want: &str| {
         let file = grid.path(name);
         std::fs::write(&file, serde_json::Value::Array(tasks).to_string()).unwrap();
-        let o = dgrid(&[
-            "submit",
-            "--repo",
-            &grid.url(),
-            "--task-file",
-            file.to_str().unwrap(),
-        ]);
-        expect_refused(&o, &format!("{} {want}", file.display()));
+        // A dry run says the same, before anything could be pushed.
+        let url = grid.url();
+        for dry in [&["--dry-run"][..], &[]] {
+            let mut args = vec![
+                "submit",
+                "--repo",
+                &url,
+                "--task-file",
+                file.to_str().unwrap(),
+            ];
+            args.extend(dry);
+            expect_refused(&dgrid(&args), &format!("{} {want}", file.display()));
+        }
     };
     refused(
         "cycle.json",
@@ -533,6 +538,60 @@ fn submit_names_the_file_and_item_of_a_graph_it_refuses() {
         "item 1: field `task_id` \"q-1\" is already in use on the grid: tasks/queue/q-1.json",
     );
     assert_eq!(grid.commit_count(), before, "nothing was pushed");
+}
+
+/// `submit --dry-run` checks a graph against the grid as it is and says
+/// where each task would go, pushing nothing; then the same file submits.
+#[test]
+fn submit_dry_run_says_where_a_graph_would_go_and_pushes_nothing() {
+    let grid = populated_grid();
+    let before = grid.commit_count();
+    let file = grid.path("graph.json");
+    std::fs::write(
+        &file,
+        serde_json::json!([
+            {"task_id": "g1", "script": "true", "timeout_seconds": 5},
+            {"task_id": "g2", "script": "true", "timeout_seconds": 5, "after": ["g1"]},
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let url = grid.url();
+    let submit = |dry: bool| {
+        let mut args = vec![
+            "submit",
+            "--repo",
+            &url,
+            "--task-file",
+            file.to_str().unwrap(),
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        dgrid(&args)
+    };
+    let o = submit(true);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{err}");
+    assert_eq!(out, "g1\ng2\n");
+    assert!(err.contains("would queue tasks/lanes/p50/"), "{err}");
+    assert!(
+        err.contains("would queue tasks/blocked/g1/g2.json"),
+        "{err}"
+    );
+    assert!(err.contains("dry run: nothing pushed"), "{err}");
+    assert_eq!(grid.commit_count(), before, "nothing was pushed");
+    let o = submit(false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(grid.commit_count(), before + 1);
+    // Now the ids are in use: a dry run says so.
+    expect_refused(
+        &submit(true),
+        "field `task_id` \"g1\" is already in use on the grid",
+    );
 }
 
 /// The scheduling flags fill what a task file leaves out and never

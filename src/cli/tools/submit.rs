@@ -68,6 +68,11 @@ pub struct SubmitArgs {
     /// How long a signed task may wait to run before it expires.
     #[arg(long, value_name = "SECS", default_value_t = 7 * 24 * 3600)]
     pub expires_in: u64,
+    /// Check the task (or the graph) as submit would, against the grid as
+    /// it is now (ids in use, parents, cycles, the grid's policy), say
+    /// where each would go, and push nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// The scheduling flags of `submit`, as fields of a task document. They
@@ -278,31 +283,48 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
     {
         return fail(e);
     }
-    let identity = txn::Identity::for_node("submit");
-    match txn::run(&opened.repo, &identity, &opened.txn_policy(), |t| {
-        submit::plan(t, &tasks, now)
-    }) {
-        Ok(TxnOutcome::Committed { value, .. }) => {
-            if let submit::Submitted::Queued { paths } = value {
-                for path in paths {
-                    eprintln!("queued {}", esc(&path));
-                }
+    // What the grid says of the tasks, whether it is pushed or not.
+    let said = |value: submit::Submitted, verb: &str| match value {
+        submit::Submitted::Queued { paths } => {
+            for path in paths {
+                eprintln!("{verb} {}", esc(&path));
             }
             for t in &tasks {
                 println!("{}", t.task_id);
             }
             ExitCode::SUCCESS
         }
-        Ok(TxnOutcome::Unchanged { value, .. }) => match value {
-            submit::Submitted::Duplicate { id, path } => fail(format_args!(
-                "{}: field `task_id` {:?} is already in use on the grid: {path}",
-                origin_of(&id),
-                id.as_str()
-            )),
-            submit::Submitted::Refused { task, why } => {
-                fail(format_args!("{}: {why}", origin_of(&task)))
+        submit::Submitted::Duplicate { id, path } => fail(format_args!(
+            "{}: field `task_id` {:?} is already in use on the grid: {path}",
+            origin_of(&id),
+            id.as_str()
+        )),
+        submit::Submitted::Refused { task, why } => {
+            fail(format_args!("{}: {why}", origin_of(&task)))
+        }
+    };
+    if a.dry_run {
+        let at = txn::Txn {
+            repo: &opened.repo,
+            tip: opened.tip.clone(),
+        };
+        return match submit::plan(&at, &tasks, now) {
+            Ok(plan) => {
+                let code = said(plan.value, "would queue");
+                eprintln!("dry run: nothing pushed");
+                code
             }
+            Err(e) => fail(format_args!("{}: {e}", a.repo.repo)),
+        };
+    }
+    let identity = txn::Identity::for_node("submit");
+    match txn::run(&opened.repo, &identity, &opened.txn_policy(), |t| {
+        submit::plan(t, &tasks, now)
+    }) {
+        Ok(TxnOutcome::Committed { value, .. }) => said(value, "queued"),
+        Ok(TxnOutcome::Unchanged { value, .. }) => match value {
             submit::Submitted::Queued { .. } => fail("nothing pushed"),
+            refused => said(refused, "queued"),
         },
         Ok(TxnOutcome::Uncertain { error, .. }) => fail(format_args!(
             "{}: the push's answer was lost and the grid is unreachable ({error}); \

@@ -23,7 +23,7 @@ pub enum TaskError {
     NotUtf8(usize),
     #[error("is not valid JSON: {0}")]
     NotJson(String),
-    #[error("must be a JSON object, found {0}")]
+    #[error("must be a JSON object, found {0}{hint}", hint = graph_hint(.0))]
     NotObject(&'static str),
     #[error("field `{0}` is missing")]
     Missing(&'static str),
@@ -91,5 +91,16 @@ impl TaskError {
             TaskError::NotATime { field, .. } => Some(field),
             _ => None,
         }
+    }
+}
+
+/// An array in the queue is most often a graph of tasks written for
+/// `submit`, pushed by hand: say where it belongs.
+fn graph_hint(found: &str) -> &'static str {
+    match found {
+        "an array" => {
+            " (one task a file; an array of tasks is a graph for `dgrid-worker submit --task-file`, which files each, and checks one with --dry-run)"
+        }
+        _ => "",
     }
 }

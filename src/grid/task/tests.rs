@@ -34,6 +34,11 @@ fn each_problem_is_named() {
         ("t.json", "[1]", "must be a JSON object, found an array"),
         (
             "t.json",
+            r#"[{"task_id":"a"}]"#,
+            "an array of tasks is a graph for `dgrid-worker submit --task-file`",
+        ),
+        (
+            "t.json",
             r#"{"script":"x","timeout_seconds":1}"#,
             "`task_id` is missing",
         ),

@@ -85,6 +85,13 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
             ),
             _ => status,
         };
+        let status = match &n.overdue_at {
+            Some(at) if n.error.is_none() => format!(
+                "{status} <span class=\"warn overdue\" title=\"presumed dead or cut off; no node claims for it until it writes its record again\">left a claim past its deadline ({})</span>",
+                escape(at)
+            ),
+            _ => status,
+        };
         let status = match &n.unanswered_at {
             Some(at) if n.error.is_none() => format!(
                 "{status} <span class=\"warn unanswered\" title=\"no node claims for it until it writes its record again\">left a claim made for it unanswered ({})</span>",
@@ -118,11 +125,11 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
     none_row(&mut h, view.nodes.is_empty(), 11, "no node has registered");
     h.push_str("</table>");
 
-    h.push_str("<h2>Running</h2><table id=\"running\"><tr><th>task</th><th>priority</th><th>node</th><th>state</th><th>for</th><th>attempt</th><th>deadline</th></tr>");
+    h.push_str("<h2>Running</h2><table id=\"running\"><tr><th>task</th><th>priority</th><th>node</th><th>state</th><th>claimed</th><th>attempt</th><th>deadline</th></tr>");
     for r in &view.running {
         let _ = write!(
             h,
-            "<tr class=\"running\" data-task=\"{id}\"><td>{id}</td><td>{prio}</td><td>{node}{by}</td><td class=\"claim-state\">{state}</td><td>{age}</td><td>{att}</td><td>{dl}{err}</td></tr>",
+            "<tr class=\"running\" data-task=\"{id}\"><td>{id}</td><td>{prio}</td><td>{node}{by}</td><td class=\"claim-state\">{state}</td><td class=\"claimed\">{age} ago</td><td>{att}</td><td>{dl}{err}</td></tr>",
             id = escape(&r.task_id),
             prio = r.priority.map(|p| p.to_string()).unwrap_or_default(),
             // By its node's record, as old as the node's last commit.

@@ -39,6 +39,12 @@ pub fn status(view: &GridView, repo: &str) -> String {
             (None, None, Some(p)) => format!("  ! paused: {}", esc(p)),
             _ => String::new(),
         };
+        if let Some(at) = &n.overdue_at {
+            extra.push_str(&format!(
+                "  ! left a claim past its deadline (found {}): presumed dead or cut off; no node claims for it until it writes its record again",
+                esc(at)
+            ));
+        }
         if let Some(at) = &n.unanswered_at {
             extra.push_str(&format!(
                 "  ! left a claim made for it unanswered (found {}): no node claims for it until it writes its record again",
@@ -307,8 +313,10 @@ fn claim_line(r: &super::view::RunningView) -> String {
         return format!("{:<30} ! {}", esc(&r.task_id), esc(e));
     }
     let priority = r.priority.map(|p| format!("p{p}")).unwrap_or_default();
+    // The grid holds when a claim was made, not when its run started (a
+    // claim ahead waits for a slot first): said as such.
     format!(
-        "{:<30} {priority:<4} on {:<20} for {:>4}  attempt {}{}",
+        "{:<30} {priority:<4} on {:<20} claimed {:>4} ago  attempt {}{}",
         esc(&r.task_id),
         esc(&r.node_id),
         human_age(r.age_s),

@@ -84,6 +84,13 @@ pub struct NodeRecord {
     /// the record clears it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub unanswered_at: Option<String>,
+    /// When a peer's reap found a claim of its past its deadline (the node
+    /// dead, hung or cut off, its record still fresh) and marked it as
+    /// taking no claims made for it, as for `unanswered_at`: holding
+    /// nothing after the reap, it looked run dry and was claimed for
+    /// again, a minute each time. Its own next write clears it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub overdue_at: Option<String>,
     /// Why the node is unhealthy, when it is.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub problem: Option<String>,
@@ -128,6 +135,7 @@ impl NodeRecord {
             busy_ms: None,
             takes_assigned: false,
             unanswered_at: None,
+            overdue_at: None,
             problem: None,
             labels: Vec::new(),
             exclusive: Vec::new(),
@@ -247,6 +255,7 @@ mod tests {
         r.busy_ms = Some(u64::MAX);
         r.takes_assigned = true;
         r.unanswered_at = Some(r.last_heartbeat.clone());
+        r.overdue_at = Some(r.last_heartbeat.clone());
         // Control characters: six bytes each in JSON.
         r.problem = Some(NodeRecord::problem_of(&"\u{1}".repeat(10_000)));
         let mut labels = long("l", MAX_CONFIGURED_LABELS, MAX_LABEL_LEN);

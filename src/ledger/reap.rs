@@ -175,10 +175,19 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                 input.policy,
                 input.reach,
             );
-            if matches!(reason, Some(OrphanReason::NotAnswered { .. }))
+            // A node that leaves a claim made for it unanswered, or its own
+            // past its deadline, with a record that still looks fresh, is
+            // claimed for no more: holding nothing once reaped, it would
+            // look run dry.
+            let found = match reason {
+                Some(OrphanReason::NotAnswered { .. }) => Some(Silent::Unanswered),
+                Some(OrphanReason::DeadlinePassed { .. }) => Some(Silent::Overdue),
+                _ => None,
+            };
+            if let Some(found) = found
                 && let Some(record) = taking.remove(&c.claim.node_id)
             {
-                silence(&mut out, &c.claim.node_id, &record, input.now);
+                silence(&mut out, &c.claim.node_id, &record, input.now, found);
             }
             reason.map(|r| r.to_string())
         };
@@ -217,6 +226,16 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
     Ok(out)
 }
 
+/// Why a peer is claimed for no more, as its record says.
+#[derive(Clone, Copy)]
+enum Silent {
+    /// A claim made for it, unanswered past its `answer_by`
+    /// (`unanswered_at`).
+    Unanswered,
+    /// A claim of its past its deadline (`overdue_at`).
+    Overdue,
+}
+
 /// A peer left a claim made for it unanswered past its `answer_by`: dead
 /// with a record that still looks fresh (a node that crashed counts as
 /// live until `stale_after`, hours at the defaults), or cut off from the
@@ -227,13 +246,18 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
 /// commit rewrites its record, and says it again if it does. The record
 /// also says when it was found not answering (`unanswered_at`), for
 /// `status` and the dashboard; that too goes with the node's next write.
-fn silence(out: &mut ReapPlan, node: &Id, record: &[u8], now: Timestamp) {
+/// The same for a claim of its own found past its deadline (`overdue_at`).
+fn silence(out: &mut ReapPlan, node: &Id, record: &[u8], now: Timestamp, found: Silent) {
     let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(record) else {
         return;
     };
     fields.insert("takes_assigned".into(), serde_json::Value::Bool(false));
+    let field = match found {
+        Silent::Unanswered => "unanswered_at",
+        Silent::Overdue => "overdue_at",
+    };
     fields.insert(
-        "unanswered_at".into(),
+        field.into(),
         serde_json::Value::String(crate::time::format(now)),
     );
     out.edits.insert(

@@ -592,3 +592,82 @@ fn a_node_drops_the_claims_a_peer_took_over() {
         holder.log_text()
     );
 }
+
+/// A node killed right after its first claim, made before it had timed a
+/// task (its record has no `busy_ms`): a peer takes over its line all the
+/// same, reckoned from what it held, and when the claims it was running
+/// are reaped at their deadlines, it is marked as taking no claims made
+/// for it. Before, its line counted as started for ever (the peer idle
+/// until the reap), and the reaped node, holding nothing with a fresh
+/// record, was claimed for again and again, a minute each time.
+#[test]
+fn a_node_killed_after_its_first_claim_loses_its_line_and_is_not_claimed_for() {
+    let grid = Grid::new();
+    let mut spec = WorkerSpec::new(&grid, "dies");
+    spec.drain = false;
+    // Its record stays fresh for the whole test; reaps every 20 s.
+    let extra = "concurrency = 2\nheartbeat_interval = 10\nstale_after = 40\nclaim_grace = 5\n";
+    spec.extra = extra.into();
+    let mut dies = spawn_worker(&grid, &spec);
+    wait_until("its registration", Duration::from_secs(60), || {
+        grid.files("nodes").contains_key("dies.json")
+    });
+    let tasks: Vec<(String, String, u64)> = (0..12)
+        .map(|i| (format!("k-{i:02}"), "sleep 1".into(), 3))
+        .collect();
+    grid.submit(&tasks);
+    let mine = |grid: &Grid| {
+        grid.json_files("tasks/in_progress")
+            .values()
+            .filter(|c| c["claim"]["node_id"] == "dies")
+            .count()
+    };
+    wait_until("its first claim", Duration::from_secs(60), || {
+        mine(&grid) > 2 && dies.log_text().contains("running")
+    });
+    dies.signal(nix::sys::signal::Signal::SIGKILL);
+    dies.wait_exit(Duration::from_secs(30));
+    let record = &grid.json_files("nodes")["dies.json"];
+    assert!(record.get("busy_ms").is_none(), "{record}");
+    let held = mine(&grid);
+
+    let mut spec = WorkerSpec::new(&grid, "lives");
+    spec.drain = false;
+    spec.extra = extra.into();
+    let mut lives = spawn_worker(&grid, &spec);
+    wait_until(
+        "its line taken over before any deadline passed",
+        Duration::from_secs(60),
+        || {
+            lives
+                .log_text()
+                .contains("took over a claim a busy peer had not started")
+        },
+    );
+    // The two it was running come back only at their deadlines.
+    wait_until("every task done", Duration::from_secs(120), || {
+        grid.json_files("tasks/completed").len() == tasks.len()
+    });
+    let record = &grid.json_files("nodes")["dies.json"];
+    assert_eq!(record["takes_assigned"], false, "{record}");
+    let o = crate::tools_fixture::dgrid(&["status", "--repo", &grid.url()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("dies "))
+        .unwrap_or_else(|| panic!("no line for dies: {text}"));
+    assert!(line.contains("left a claim past its deadline"), "{text}");
+    let log = String::from_utf8(git(&grid.bare, &["log", "--format=%B", "main"]).stdout).unwrap();
+    let for_dies = log
+        .split([',', '\n'])
+        .map(str::trim)
+        .any(|item| item.starts_with("claim ") && item.ends_with(" for dies"));
+    assert!(!for_dies, "claimed for the dead node:\n{log}");
+    lives.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        lives.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        lives.log_text()
+    );
+    assert!(held > 2);
+}

@@ -35,6 +35,7 @@ pub fn node(name: &str, status: NodeStatus, hb_ago_s: i64, running: &[&str]) -> 
         busy_ms: None,
         takes_assigned: false,
         unanswered_at: None,
+        overdue_at: None,
         problem: None,
         labels: vec![
             "arch=amd64".into(),

@@ -46,6 +46,7 @@ impl Worker {
             takes_assigned: self.takes_assigned(),
             // Its own write clears a peer's finding that it did not answer.
             unanswered_at: None,
+            overdue_at: None,
             problem: self
                 .unhealthy
                 .as_ref()

@@ -93,6 +93,11 @@ pub struct NodeView {
     /// it as taking no more until it writes its record again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unanswered_at: Option<String>,
+    /// When a peer's reap found a claim of its past its deadline, and
+    /// marked it as taking no claims made for it until it writes its
+    /// record again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue_at: Option<String>,
     /// Set when the file is not a node record.
     pub error: Option<String>,
     /// The fingerprint of the key the node says it signs with.

@@ -62,6 +62,7 @@ pub(super) fn node_views(
                 paused: r.paused,
                 takes_assigned: r.takes_assigned,
                 unanswered_at: r.unanswered_at,
+                overdue_at: r.overdue_at,
                 error: None,
                 key: r.node_key.as_deref().map(|k| {
                     crate::trust::keys::parse_public(k)
@@ -89,6 +90,7 @@ pub(super) fn node_views(
                 paused: None,
                 takes_assigned: false,
                 unanswered_at: None,
+                overdue_at: None,
                 key: None,
                 key_problem: None,
                 key_line: None,

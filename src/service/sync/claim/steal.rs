@@ -175,10 +175,16 @@ fn lines_of<'h>(
         // in the chaos suite: claims of 0.2 s tasks, started on pace 0.7 s
         // after the record, a round of 0.3 s, read as overdue and taken
         // over after they had started).
-        // Its silence counts only as far back as `heard` (above).
-        let overdue = of
+        // Its silence counts only as far back as `heard` (above). A record
+        // without `busy_ms` (a claim made before it had timed a task) is
+        // reckoned by what it held: its line and its runs, a task each,
+        // over its slots. Read as never overdue, a node killed right after
+        // such a claim kept its line for a minute, until the reap.
+        let held = waiting.len() + of.running.len();
+        let busy = of
             .busy
-            .is_some_and(|b| since.min(heard) > b + task_secs + round);
+            .unwrap_or(held.div_ceil(of.slots.max(1) as usize) as f64 * task_secs);
+        let overdue = since.min(heard) > busy + task_secs + round;
         let (started, head) = if overdue {
             (0, 0)
         } else {

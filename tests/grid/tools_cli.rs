@@ -751,6 +751,16 @@ fn status_shows_nodes_queue_running_and_results() {
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
+    // A claim's age is when it was claimed (30 s ago): the grid does not
+    // hold when its run started.
+    let run = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("t-run "))
+        .unwrap();
+    assert!(
+        run.contains("on alpha") && run.contains("claimed  3") && run.contains("s ago"),
+        "{run}"
+    );
     // Heartbeat ages: alpha 20 s, beta 3 h.
     let alpha = text
         .lines()

@@ -91,6 +91,7 @@ fn per_task() -> Vec<(String, Vec<Duration>)> {
             grid_id: grid.clone(),
             roots: vec![root.public_key().clone()],
             threshold: 1,
+            min_version: 0,
         },
         TaskRules::default(),
     );

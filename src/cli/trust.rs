@@ -347,6 +347,7 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
             grid_id,
             roots,
             threshold: a.threshold,
+            min_version: 0,
         },
         TaskRules::default(),
     );

@@ -43,6 +43,7 @@ pub struct TrustFile {
     grid_id: Option<Spanned<String>>,
     roots: Option<Spanned<Roots>>,
     threshold: Option<NonZeroUsize>,
+    min_policy_version: Option<u64>,
     node_key: Option<PathBuf>,
     #[serde(skip)]
     line_starts: Vec<usize>,
@@ -152,6 +153,7 @@ pub fn resolve(file: TrustFile, origin: &str, env: &dyn Env) -> Result<TrustConf
                 grid_id,
                 roots,
                 threshold,
+                min_version: file.min_policy_version.unwrap_or(0),
             })
         }
         (None, None) => None,
@@ -246,6 +248,12 @@ mod tests {
         assert_eq!(p.grid_id.as_str(), "g7");
         assert_eq!(p.roots[0].key_data(), key.public_key().key_data());
         assert_eq!(p.threshold, 1);
+        assert_eq!(p.min_version, 0, "any version, unless set");
+        let c = load(&format!(
+            "grid_id = \"g7\"\nroots = [\"{line}\"]\nmin_policy_version = 7\n"
+        ))
+        .unwrap();
+        assert_eq!(c.trust.pinned.unwrap().min_version, 7);
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("roots");

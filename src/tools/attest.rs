@@ -168,6 +168,7 @@ fn open(
             grid_id: grid_id.clone(),
             roots,
             threshold: 1,
+            min_version: 0,
         },
         TaskRules::default(),
     );

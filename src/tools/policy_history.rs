@@ -94,6 +94,7 @@ pub fn read(
                 grid_id: grid_id.cloned().unwrap_or(own),
                 roots: roots.to_vec(),
                 threshold: 1,
+                min_version: 0,
             };
             // What the roots did not sign (a pusher's forgery) is no version.
             let Ok(accepted) = policy::open(&pinned, &file) else {
@@ -147,6 +148,7 @@ pub fn current(
         grid_id: grid_id.clone(),
         roots: roots.to_vec(),
         threshold: 1,
+        min_version: 0,
     };
     let cur = match policy::open(&pinned, &file) {
         Ok(a) => a,
@@ -246,6 +248,7 @@ pub fn fewer_signatures(
         grid_id: current.policy.grid_id.clone(),
         roots: known_roots.to_vec(),
         threshold: 1,
+        min_version: 0,
     };
     let had = policy::open(&pinned, &current.file).map_or(current.root_signatures, |a| {
         a.root_signatures.max(current.root_signatures)

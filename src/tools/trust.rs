@@ -237,6 +237,7 @@ pub fn verifier_at(
             grid_id,
             roots,
             threshold,
+            min_version: 0,
         },
         rules.clone(),
     );

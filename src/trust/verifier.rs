@@ -111,7 +111,7 @@ impl Verifier {
         let Some(file) = stored else {
             return (v, None);
         };
-        match policy::open(&v.pinned, file) {
+        match open_at_least(&v.pinned, file) {
             Ok(a) => {
                 v.held = Some((&a).into());
                 v.policy = Some(a);
@@ -152,7 +152,7 @@ impl Verifier {
     /// taken (the caller stores the file); anything else is refused with a
     /// named error and the policy held stays in use.
     pub fn offer_policy(&mut self, file: &[u8]) -> Result<Offer, PolicyError> {
-        let candidate = policy::open(&self.pinned, file)?;
+        let candidate = open_at_least(&self.pinned, file)?;
         match policy::decide(self.held.as_ref(), &candidate)? {
             Decision::Same => {
                 if self.policy.is_none() {
@@ -322,12 +322,48 @@ impl Signer {
     }
 }
 
+/// A policy file the pinned roots signed, of a version the node takes
+/// at all (`Pinned::min_version`).
+fn open_at_least(pinned: &Pinned, file: &[u8]) -> Result<Accepted, PolicyError> {
+    let candidate = policy::open(pinned, file)?;
+    let (found, min) = (candidate.policy.version, pinned.min_version);
+    if found < min {
+        return Err(PolicyError::BelowMinimum { found, min });
+    }
+    Ok(candidate)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::trust::Mode;
     use crate::trust::policy::tests::{at, id, pinned, signer};
     use crate::trust::policy::{Kind, Window};
+
+    /// A node that holds no policy yet takes none older than its
+    /// configuration's `min_policy_version`: a pusher who put an older
+    /// root-signed version back cannot hand it to a node joining the grid.
+    #[test]
+    fn a_node_with_no_policy_takes_none_below_its_minimum() {
+        let root = signer();
+        let v1 = Policy::new(id("g7"), at("2026-01-01T00:00:00Z"));
+        let v2 = v1.successor(at("2026-01-02T00:00:00Z"));
+        let (f1, f2) = (v1.seal(&[&root]).unwrap(), v2.seal(&[&root]).unwrap());
+        let at_least_2 = Pinned {
+            min_version: 2,
+            ..pinned(&[&root], 1)
+        };
+        let mut v = Verifier::new(at_least_2.clone(), TaskRules::default());
+        let e = v.offer_policy(&f1).unwrap_err();
+        assert_eq!(e.code(), "rolled-back");
+        assert!(e.to_string().contains("min_policy_version"), "{e}");
+        assert!(v.policy().is_none());
+        assert_eq!(v.offer_policy(&f2), Ok(Offer::Newer));
+        // Nor one stored before the minimum was raised.
+        let (stored, warn) = Verifier::with_stored(at_least_2, TaskRules::default(), Some(&f1));
+        assert_eq!(warn.unwrap().code(), "rolled-back");
+        assert!(stored.policy().is_none());
+    }
 
     #[test]
     fn policy_updates_go_forward_only_and_the_floor_survives_a_restart() {

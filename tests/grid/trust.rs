@@ -151,6 +151,7 @@ impl TrustGrid {
                 grid_id: Id::parse("g7").unwrap(),
                 roots,
                 threshold: 1,
+                min_version: 0,
             },
             TaskRules::default(),
         );
@@ -904,6 +905,7 @@ fn a_root_key_with_a_passphrase_signs_through_ssh_keygen() {
         grid_id: Id::parse("g7").unwrap(),
         roots,
         threshold: 1,
+        min_version: 0,
     };
     assert_eq!(
         dgrid_worker::trust::policy::open(&pinned, &policy)

@@ -201,6 +201,10 @@ pub enum PolicyError {
     #[error("is version {found}, older than version {held} already accepted: a rollback, refused")]
     RolledBack { found: u64, held: u64 },
     #[error(
+        "is version {found}, older than version {min}, the lowest this node takes (`[trust] min_policy_version`): a rollback, refused"
+    )]
+    BelowMinimum { found: u64, min: u64 },
+    #[error(
         "is version {version} with other content than the version {version} already accepted: refused"
     )]
     Equivocation { version: u64 },
@@ -218,7 +222,7 @@ impl PolicyError {
             PolicyError::NotSignedByRoots { .. } => "not-signed-by-roots",
             PolicyError::BadRootSignature { .. } => "bad-signature",
             PolicyError::TooFewRootSignatures { .. } => "too-few-signatures",
-            PolicyError::RolledBack { .. } => "rolled-back",
+            PolicyError::RolledBack { .. } | PolicyError::BelowMinimum { .. } => "rolled-back",
             PolicyError::Equivocation { .. } => "equivocation",
         }
     }
@@ -231,6 +235,11 @@ pub struct Pinned {
     pub grid_id: Id,
     pub roots: Vec<PublicKey>,
     pub threshold: usize,
+    /// The lowest version taken (`[trust] min_policy_version`; 0: any):
+    /// a node that holds no policy yet would otherwise take whatever
+    /// root-signed version the branch has, an older one a pusher put
+    /// back included.
+    pub min_version: u64,
 }
 
 impl Pinned {

@@ -20,6 +20,7 @@ pub fn pinned(roots: &[&KeySigner], threshold: usize) -> Pinned {
         grid_id: id("g7"),
         roots: roots.iter().map(|r| r.public_key().clone()).collect(),
         threshold,
+        min_version: 0,
     }
 }
 

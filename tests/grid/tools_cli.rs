@@ -482,6 +482,21 @@ fn submit_bad_input_is_refused_before_anything_is_pushed() {
     assert_eq!(grid.commit_count(), before, "nothing was pushed");
 }
 
+/// `submit --task-file FILE` to the grid at `url`, a dry run or not.
+fn submit_file(url: &str, file: &std::path::Path, dry: bool) -> std::process::Output {
+    let mut args = vec![
+        "submit",
+        "--repo",
+        url,
+        "--task-file",
+        file.to_str().unwrap(),
+    ];
+    if dry {
+        args.push("--dry-run");
+    }
+    dgrid(&args)
+}
+
 /// What `submit --task-file` refuses of a graph is said of the file and the
 /// item in it, with the field and the reason; nothing is pushed.
 #[test]
@@ -499,17 +514,11 @@ fn submit_names_the_file_and_item_of_a_graph_it_refuses() {
         let file = grid.path(name);
         std::fs::write(&file, serde_json::Value::Array(tasks).to_string()).unwrap();
         // A dry run says the same, before anything could be pushed.
-        let url = grid.url();
-        for dry in [&["--dry-run"][..], &[]] {
-            let mut args = vec![
-                "submit",
-                "--repo",
-                &url,
-                "--task-file",
-                file.to_str().unwrap(),
-            ];
-            args.extend(dry);
-            expect_refused(&dgrid(&args), &format!("{} {want}", file.display()));
+        for dry in [true, false] {
+            expect_refused(
+                &submit_file(&grid.url(), &file, dry),
+                &format!("{} {want}", file.display()),
+            );
         }
     };
     refused(
@@ -556,20 +565,7 @@ fn submit_dry_run_says_where_a_graph_would_go_and_pushes_nothing() {
         .to_string(),
     )
     .unwrap();
-    let url = grid.url();
-    let submit = |dry: bool| {
-        let mut args = vec![
-            "submit",
-            "--repo",
-            &url,
-            "--task-file",
-            file.to_str().unwrap(),
-        ];
-        if dry {
-            args.push("--dry-run");
-        }
-        dgrid(&args)
-    };
+    let submit = |dry: bool| submit_file(&grid.url(), &file, dry);
     let o = submit(true);
     let (out, err) = (
         String::from_utf8_lossy(&o.stdout),

@@ -107,7 +107,7 @@ pub enum TokenError {
     /// prints a line it cannot read, so the rest of the token would end up
     /// in the log).
     #[error(
-        "the token from {origin} contains a control character at byte {at} (a line break?): \\
+        "the token from {origin} contains a control character at byte {at} (a line break?): \
          a token is one line of printable characters; fix {origin}"
     )]
     ControlCharacter { origin: String, at: usize },
@@ -288,6 +288,10 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("ghp_first") && !e.contains("evil"), "{e}");
+        assert!(
+            !e.contains('\\') && !e.contains('\n'),
+            "one clean line: {e:?}"
+        );
         let from_env = |n: &str| (n == "GIT_TOKEN").then(|| "a\tb".to_owned());
         let e = load_token(&from_env, None).unwrap_err().to_string();
         assert!(e.contains("GIT_TOKEN") && e.contains("byte 1"), "{e}");

@@ -52,7 +52,10 @@ pub enum RemoteFailure {
          (a re-keyed server, or someone in between: verify before editing known_hosts)"
     )]
     HostKeyChanged,
-    #[error("unreachable: cannot connect to the server (network, name or port)")]
+    #[error(
+        "unreachable: cannot connect to the server, or the connection was cut \
+         (network, name or port; the server or a proxy restarting)"
+    )]
     Unreachable,
     #[error(
         "push refused by git itself: another branch's name ends in this branch's full \
@@ -159,6 +162,21 @@ pub fn classify(stderr: &str, pushing: bool) -> Option<(RemoteFailure, String)> 
                 "Network is unreachable",
                 "Connection reset by peer",
                 "Connection closed by",
+                // A connection cut mid-transfer (the server or a proxy
+                // restarting), as curl's GnuTLS and OpenSSL builds say it;
+                // not the HTTP errors `RPC failed; curl 22` reports.
+                "gnutls_handshake() failed",
+                "GnuTLS recv error",
+                "GnuTLS send error",
+                "OpenSSL SSL_read",
+                "OpenSSL SSL_connect",
+                "SSL_ERROR_SYSCALL",
+                "Empty reply from server",
+                "RPC failed; curl 18",
+                "RPC failed; curl 35",
+                "RPC failed; curl 52",
+                "RPC failed; curl 55",
+                "RPC failed; curl 56",
             ],
         ),
     ];
@@ -276,6 +294,28 @@ mod tests {
                 Some(Unreachable),
             ),
             ("ERROR: Repository not found.\n", false, Some(NotFound)),
+            // nginx stopped, then its connections reset, under a fetch.
+            (
+                "error: RPC failed; curl 56 GnuTLS recv error (-110): The TLS connection was non-properly terminated.\nfatal: expected flush after ref listing\n",
+                false,
+                Some(Unreachable),
+            ),
+            (
+                "fatal: unable to access 'https://h/g.git/': gnutls_handshake() failed: The TLS connection was non-properly terminated.\n",
+                false,
+                Some(Unreachable),
+            ),
+            (
+                "error: RPC failed; curl 35 OpenSSL SSL_connect: SSL_ERROR_SYSCALL in connection to h:443\n",
+                true,
+                Some(Unreachable),
+            ),
+            // An HTTP error is the server's answer, not a cut connection.
+            (
+                "error: RPC failed; HTTP 413 curl 22 The requested URL returned error: 413\nsend-pack: unexpected disconnect while reading sideband packet\n",
+                true,
+                None,
+            ),
             (
                 "fatal: couldn't find remote ref refs/heads/archive\n",
                 false,

@@ -185,6 +185,37 @@ fn a_revoked_token_is_named_the_worker_backs_off_and_keeps_its_result() {
     assert_eq!(grid.results().len(), 1);
 }
 
+/// A node started with a token the forge refuses asks again once a
+/// minute, as a registered node does: a sweep counted 30 refused logins in
+/// 75 s (backing off as for an outage, from a second up to six polls).
+#[test]
+fn a_node_started_with_a_refused_token_asks_once_a_minute() {
+    let grid = Grid::new();
+    let host = HttpsHost::start(grid.root.path());
+    let mut spec = https_spec(&grid, &host, "wrong-token", "");
+    spec.env
+        .push(("GIT_TOKEN".into(), "ghp_not_the_token_0123456789".into()));
+    spec.drain = false;
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the refusal in the log", Duration::from_secs(120), || {
+        w.log_text().contains("authentication failed")
+    });
+    assert!(w.log_text().contains("retry_in_s=60"), "{}", w.log_text());
+    let refused = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains(" - x-access-token [") && l.contains("\" 401 "))
+            .count()
+    };
+    let before = refused(&host.access_log());
+    std::thread::sleep(Duration::from_secs(10));
+    let during = refused(&host.access_log()) - before;
+    assert_eq!(during, 0, "refused logins in 10 s after the first refusal");
+    assert!(w.child.try_wait().unwrap().is_none(), "{}", w.log_text());
+    assert!(grid.files("nodes").is_empty());
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    w.wait_exit(Duration::from_secs(60));
+}
+
 #[test]
 fn check_tells_each_https_failure_apart_in_one_line() {
     let grid = Grid::new();

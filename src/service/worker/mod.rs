@@ -506,16 +506,34 @@ impl Worker {
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %Untrusted(&e), retry_in_s = delay.as_secs(), "cannot reach the grid yet");
+                    // Backing off as for an outage, but a grid that refused
+                    // the credentials is asked once a minute at most, as
+                    // once registered (`TxnError::retry_after`): a sweep
+                    // counted 30 refused logins in 75 s from a node started
+                    // with a wrong token.
+                    let wait = e.retry_after(delay);
+                    tracing::warn!(error = %Untrusted(&e), retry_in_s = wait.as_secs(), "cannot reach the grid yet");
                     self.notifier.status(&format!("waiting for the grid: {e}"));
+                    // In steps, answering the watchdog (a minute is its
+                    // interval in the unit).
+                    let until = Instant::now() + wait;
+                    loop {
+                        self.notifier.watchdog();
+                        let left = until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        if let Ok(Event::Signal) =
+                            rx.recv_timeout(left.min(Duration::from_secs(20)))
+                        {
+                            self.notifier.stopping("stopped before registering");
+                            return Err(WorkerError::StoppedBeforeReady);
+                        }
+                    }
+                    delay = (delay * 2).min(self.cfg.pull_interval.max(Duration::from_secs(1)) * 6);
+                    continue;
                 }
             }
-            self.notifier.watchdog();
-            if let Ok(Event::Signal) = rx.recv_timeout(delay) {
-                self.notifier.stopping("stopped before registering");
-                return Err(WorkerError::StoppedBeforeReady);
-            }
-            delay = (delay * 2).min(self.cfg.pull_interval.max(Duration::from_secs(1)) * 6);
         }
         let status = self.status_line();
         self.notifier.ready(&status);

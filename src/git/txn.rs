@@ -79,14 +79,32 @@ pub enum TxnError {
     #[error(transparent)]
     Git(#[from] GitError),
     /// A stuck lock on the server (a git server killed mid-push keeps it)
-    /// looks like this too: `last` shows git's words, so the log can tell.
-    #[error("gave up after {rounds} rounds lost to other writers (last: {last})")]
-    Contended { rounds: u32, last: String },
+    /// refuses every push as a lost race does, over HTTPS with the same
+    /// words (`failed to update ref`): `moved` tells them apart, as no
+    /// other writer moved the branch in all those rounds.
+    #[error("{}", contended(*rounds, last, *moved))]
+    Contended {
+        rounds: u32,
+        last: String,
+        moved: bool,
+    },
     /// Given up between rounds because the caller asked (see
     /// [`TxnPolicy::interrupt`] and [`TxnPolicy::rounds_end_by`]): nothing
     /// was changed, nothing is wrong.
     #[error("interrupted after {rounds} rounds lost to other writers")]
     Interrupted { rounds: u32 },
+}
+
+fn contended(rounds: u32, last: &str, moved: bool) -> String {
+    match moved {
+        true => format!("gave up after {rounds} rounds lost to other writers (last: {last})"),
+        false => format!(
+            "gave up after {rounds} pushes the server refused to apply though no other \
+             writer moved the branch: a lock left on the server (`refs/heads/<branch>.lock` \
+             in the grid's repository, by a push killed mid-way?) blocks every write until \
+             it is removed there (last: {last})"
+        ),
+    }
 }
 
 impl TxnError {
@@ -265,6 +283,10 @@ pub fn run_branches<T>(
 ) -> Result<BranchesOutcome<T>, TxnError> {
     let mut rejections = 0;
     let mut last_rejection = String::new();
+    // The tips the last rejected push was built on, and whether they ever
+    // differed from one rejection to the next (another writer landed).
+    let mut rejected_on: Option<Vec<Option<Oid>>> = None;
+    let mut moved = false;
     let began = std::time::Instant::now();
     let mut deferred = false;
     let mut round = 0;
@@ -342,6 +364,8 @@ pub fn run_branches<T>(
             Ok(PushOutcome::Rejected(why)) => {
                 rejections += 1;
                 last_rejection = why;
+                moved |= rejected_on.as_ref().is_some_and(|before| *before != tips);
+                rejected_on = Some(tips.clone());
                 tracing::debug!(round, "push lost the race; planning again from the new tip");
             }
             Err(push_err) => {
@@ -394,6 +418,8 @@ pub fn run_branches<T>(
     Err(TxnError::Contended {
         rounds: policy.max_rounds,
         last: last_rejection,
+        // One lost round says nothing of who else writes.
+        moved: moved || rejections < 2,
     })
 }
 

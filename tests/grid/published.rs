@@ -936,3 +936,48 @@ fn a_published_handback_is_claimed_in_the_commit_that_carries_it() {
     assert_eq!(grid.files("tasks/in_progress").len(), 3);
     assert!(grid.queued().is_empty());
 }
+
+/// A lock left on the server (`refs/heads/main.lock`, as a receive-pack
+/// killed mid-push leaves it) refuses every push as a lost race does, in
+/// the same words over HTTPS: the transaction names it, as no other
+/// writer moved the branch in all its rounds, where it used to blame
+/// other writers (a sweep found it logged so every ten seconds). Other
+/// writers landing between the rounds are still said to be that.
+#[test]
+fn a_lock_left_on_the_server_is_named_not_blamed_on_other_writers() {
+    let grid = Grid::new();
+    let (_state, repo) = clone_of(&grid.url());
+    let who = Identity::for_node("n1");
+    let three = TxnPolicy {
+        max_rounds: 3,
+        ..TxnPolicy::default()
+    };
+    let mine = || {
+        let mut edits = Edits::new();
+        edits.insert(b"notes/mine".to_vec(), Edit::Put(b"x".to_vec()));
+        Plan {
+            edits,
+            message: "mine".into(),
+            value: (),
+        }
+    };
+    let tip = grid.tip_of("main").unwrap();
+    let lock = grid.bare.join("refs/heads/main.lock");
+    std::fs::write(&lock, format!("{tip}\n")).unwrap();
+    let e = txn::run(&repo, &who, &three, |_| Ok(mine())).unwrap_err();
+    assert!(
+        matches!(e, txn::TxnError::Contended { moved: false, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("a lock left on the server"), "{e}");
+    assert_eq!(grid.tip_of("main").unwrap(), tip, "nothing landed");
+
+    // Other writers, landing between the rounds, are named as such.
+    std::fs::remove_file(&lock).unwrap();
+    let e = txn::run(&repo, &who, &three, |_| {
+        grid.commit_files(&[("notes/other".into(), b"y".to_vec())], "a peer lands");
+        Ok(mine())
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("lost to other writers"), "{e}");
+}

@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 pub use super::failure::RemoteFailure;
 use super::ssh::SSH_BASE;
 
+/// Variables of the worker's own environment that hold a secret git is
+/// given another way (the token: `auth::credential_env`, to the children
+/// that reach the server): no git child inherits them.
+const INHERITED_SECRETS: &[&str] = &["GIT_TOKEN"];
+
 /// How to run git for one repository.
 #[derive(Debug, Clone)]
 pub struct Git {
@@ -92,17 +97,10 @@ impl Git {
         self.timeout
     }
 
-    /// The environment every git child gets, on top of the process's own.
+    /// The environment every git child gets, on top of the process's own
+    /// (less [`INHERITED_SECRETS`]).
     fn child_env(&self) -> Vec<(&str, &str)> {
-        let mut env = vec![
-            // Never wait for a person: a prompt would hang the service until
-            // the timeout and then fail anyway.
-            ("GIT_TERMINAL_PROMPT", "0"),
-            ("GIT_ASKPASS", ""),
-            ("SSH_ASKPASS", ""),
-            // Messages are parsed in a few places; keep them in English.
-            ("LC_ALL", "C"),
-        ];
+        let mut env = Self::base_env();
         // Strict ssh unless someone chose another: the configuration's
         // (in `self.env`), else the process's own.
         let ssh_chosen = std::env::var_os("GIT_SSH_COMMAND").is_some()
@@ -114,9 +112,24 @@ impl Git {
         env
     }
 
+    /// What every git child is given, the local ones too.
+    fn base_env() -> Vec<(&'static str, &'static str)> {
+        vec![
+            // Never wait for a person: a prompt would hang the service until
+            // the timeout and then fail anyway.
+            ("GIT_TERMINAL_PROMPT", "0"),
+            ("GIT_ASKPASS", ""),
+            ("SSH_ASKPASS", ""),
+            // Messages are parsed in a few places; keep them in English.
+            ("LC_ALL", "C"),
+        ]
+    }
+
     /// A git child that lives on, with piped stdin and stdout (for
-    /// `cat-file --batch`, [`super::batch`]): the same binary, directory
-    /// and environment as [`Git::run`]; stderr is dropped.
+    /// `cat-file --batch`, [`super::batch`]): the same binary and
+    /// directory as [`Git::run`]; stderr is dropped. It reads the local
+    /// clone only and lives for a whole sync, so it is given no credential
+    /// and no identity: only [`Git::base_env`].
     pub(super) fn spawn_piped(&self, args: &[&str]) -> std::io::Result<std::process::Child> {
         use std::process::{Command, Stdio};
         let mut cmd = Command::new(&self.binary);
@@ -125,7 +138,10 @@ impl Git {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        for (k, v) in self.child_env() {
+        for k in INHERITED_SECRETS {
+            cmd.env_remove(k);
+        }
+        for (k, v) in Self::base_env() {
             cmd.env(k, v);
         }
         cmd.spawn()
@@ -260,6 +276,9 @@ impl Git {
             .dir(&self.dir)
             .stderr_capture()
             .unchecked();
+        for k in INHERITED_SECRETS {
+            expr = expr.env_remove(k);
+        }
         for (k, v) in self.child_env() {
             expr = expr.env(k, v);
         }
@@ -339,6 +358,35 @@ mod tests {
 
     fn git(timeout: Duration) -> Git {
         Git::new("git", std::env::temp_dir(), timeout)
+    }
+
+    /// The token goes to the children that may reach the server; the kept
+    /// readers of the local clone, which live for a whole sync, get none
+    /// (a sweep found it in every `cat-file` process's environment).
+    #[test]
+    fn the_local_readers_are_given_no_credential() {
+        let env = Git::new("env", std::env::temp_dir(), Duration::from_secs(10)).with_env(vec![
+            ("DGRID_GIT_TOKEN".into(), "s3cret-tok".into()),
+            (
+                "GIT_CONFIG_VALUE_0".into(),
+                "Authorization: Basic czNjcmV0".into(),
+            ),
+        ]);
+        let networked = env.run(&[]).unwrap();
+        assert!(
+            networked
+                .stdout_str()
+                .contains("DGRID_GIT_TOKEN=s3cret-tok")
+        );
+        let mut reader = env.spawn_piped(&[]).unwrap();
+        drop(reader.stdin.take());
+        let out = reader.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("LC_ALL=C"), "{text}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("czNjcmV0"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -144,6 +144,9 @@ impl ContainerEngine {
         // systemd's notify socket is the worker's alone: podman's conmon
         // would otherwise send READY=1 for each container to the service.
         cmd.env_remove("NOTIFY_SOCKET");
+        // Nor is the grid's token the engine's (its CLI and conmon live as
+        // long as the task; the task itself gets only what `--env` gives).
+        cmd.env_remove("GIT_TOKEN");
         // Its own process group, so a Ctrl-C meant for the worker does not
         // reach the CLI, which would relay it into the container and end the
         // task behind the worker's back: cancelling is the worker's decision.

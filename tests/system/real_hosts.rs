@@ -65,6 +65,19 @@ fn line<'a>(text: &'a str, what: &str) -> &'a str {
     lines[0]
 }
 
+/// The logins the server refuses for the token's user over the next
+/// `span`: each is a 401 in its access log.
+fn refused_logins_in(host: &HttpsHost, span: Duration) -> usize {
+    let refused = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains(" - x-access-token [") && l.contains("\" 401 "))
+            .count()
+    };
+    let before = refused(&host.access_log());
+    std::thread::sleep(span);
+    refused(&host.access_log()) - before
+}
+
 fn result_name(node: &str, task: &str) -> String {
     format!("{node}@{task}.json")
 }
@@ -160,14 +173,7 @@ fn a_revoked_token_is_named_the_worker_backs_off_and_keeps_its_result() {
     // No knocking every poll: at most one attempt in ten seconds (the
     // worker polls each second here), where every attempt is logged by
     // the server as a 401 for the token's user.
-    let refused = |log: &str| {
-        log.lines()
-            .filter(|l| l.contains(" - x-access-token [") && l.contains("\" 401 "))
-            .count()
-    };
-    let before = refused(&host.access_log());
-    std::thread::sleep(Duration::from_secs(10));
-    let during = refused(&host.access_log()) - before;
+    let during = refused_logins_in(&host, Duration::from_secs(10));
     assert!(during <= 1, "{during} refused attempts in 10 s");
     assert_eq!(w.outbox_len(), 1);
 
@@ -201,14 +207,7 @@ fn a_node_started_with_a_refused_token_asks_once_a_minute() {
         w.log_text().contains("authentication failed")
     });
     assert!(w.log_text().contains("retry_in_s=60"), "{}", w.log_text());
-    let refused = |log: &str| {
-        log.lines()
-            .filter(|l| l.contains(" - x-access-token [") && l.contains("\" 401 "))
-            .count()
-    };
-    let before = refused(&host.access_log());
-    std::thread::sleep(Duration::from_secs(10));
-    let during = refused(&host.access_log()) - before;
+    let during = refused_logins_in(&host, Duration::from_secs(10));
     assert_eq!(during, 0, "refused logins in 10 s after the first refusal");
     assert!(w.child.try_wait().unwrap().is_none(), "{}", w.log_text());
     assert!(grid.files("nodes").is_empty());

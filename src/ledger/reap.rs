@@ -180,12 +180,14 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
             // claimed for no more: holding nothing once reaped, it would
             // look run dry. (One whose record is stale is claimed for by
             // no one already.)
-            let fresh = records
-                .get(&c.claim.node_id)
-                .is_some_and(|r| r.is_live(input.now, input.policy.stale_after));
+            let fresh = || {
+                records
+                    .get(&c.claim.node_id)
+                    .is_some_and(|r| r.is_live(input.now, input.policy.stale_after))
+            };
             let found = match reason {
                 Some(OrphanReason::NotAnswered { .. }) => Some(Silent::Unanswered),
-                Some(OrphanReason::DeadlinePassed { .. }) if fresh => Some(Silent::Overdue),
+                Some(OrphanReason::DeadlinePassed { .. }) if fresh() => Some(Silent::Overdue),
                 _ => None,
             };
             if let Some(found) = found

@@ -493,11 +493,7 @@ impl Worker {
                     self.queue_deep = false;
                     self.notifier
                         .status("waiting to register: peers are draining a queue of short tasks");
-                    self.notifier.watchdog();
-                    if let Ok(Event::Signal) = rx.recv_timeout(self.cfg.pull_interval) {
-                        self.notifier.stopping("stopped before registering");
-                        return Err(WorkerError::StoppedBeforeReady);
-                    }
+                    self.wait_to_register(rx, self.cfg.pull_interval)?;
                     continue;
                 }
                 Ok(_) => {
@@ -514,22 +510,7 @@ impl Worker {
                     let wait = e.retry_after(delay);
                     tracing::warn!(error = %Untrusted(&e), retry_in_s = wait.as_secs(), "cannot reach the grid yet");
                     self.notifier.status(&format!("waiting for the grid: {e}"));
-                    // In steps, answering the watchdog (a minute is its
-                    // interval in the unit).
-                    let until = Instant::now() + wait;
-                    loop {
-                        self.notifier.watchdog();
-                        let left = until.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            break;
-                        }
-                        if let Ok(Event::Signal) =
-                            rx.recv_timeout(left.min(Duration::from_secs(20)))
-                        {
-                            self.notifier.stopping("stopped before registering");
-                            return Err(WorkerError::StoppedBeforeReady);
-                        }
-                    }
+                    self.wait_to_register(rx, wait)?;
                     delay = (delay * 2).min(self.cfg.pull_interval.max(Duration::from_secs(1)) * 6);
                     continue;
                 }
@@ -539,5 +520,27 @@ impl Worker {
         self.notifier.ready(&status);
         tracing::info!(node_id = %self.node(), "registered; ready");
         Ok(())
+    }
+
+    /// Wait `wait` before trying to register again, answering the watchdog
+    /// in steps (a minute is its interval in the unit) and stopping at a
+    /// signal.
+    fn wait_to_register(
+        &mut self,
+        rx: &Receiver<Event>,
+        wait: Duration,
+    ) -> Result<(), WorkerError> {
+        let until = Instant::now() + wait;
+        loop {
+            self.notifier.watchdog();
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            if let Ok(Event::Signal) = rx.recv_timeout(left.min(Duration::from_secs(20))) {
+                self.notifier.stopping("stopped before registering");
+                return Err(WorkerError::StoppedBeforeReady);
+            }
+        }
     }
 }

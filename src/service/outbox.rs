@@ -67,11 +67,16 @@ pub struct OutboxEntry {
 }
 
 /// The outbox on disk, mirrored in memory so the loop can ask about it
-/// cheaply; the disk is written first, always.
+/// cheaply; the disk is written first, always. An entry the disk refused
+/// (full, read-only) is kept in memory all the same, pushed like the
+/// others, and written again at each sync until it lands: a result is
+/// lost only if the worker also dies before that push.
 #[derive(Debug)]
 pub struct Outbox {
     dir: PathBuf,
     entries: Vec<OutboxEntry>,
+    /// Entries held only in memory: their write failed.
+    unwritten: std::collections::BTreeSet<Id>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +98,11 @@ impl Outbox {
         let dir = dir.into();
         std::fs::create_dir_all(dir.join("superseded")).map_err(err(&dir))?;
         let entries = load(&dir)?;
-        Ok(Outbox { dir, entries })
+        Ok(Outbox {
+            dir,
+            entries,
+            unwritten: Default::default(),
+        })
     }
 
     /// Everything waiting, oldest first.
@@ -113,8 +122,54 @@ impl Outbox {
         self.dir.join(format!("{task}.json"))
     }
 
-    /// Store an entry durably before anything else is done with it.
+    /// Store an entry durably before anything else is done with it. If
+    /// the disk refuses it, the entry is kept in memory all the same (and
+    /// the error returned, for the log): [`Outbox::write_unwritten`]
+    /// tries again.
     pub fn put(&mut self, entry: &OutboxEntry) -> Result<(), OutboxError> {
+        self.entries.retain(|e| e.task_id != entry.task_id);
+        self.entries.push(entry.clone());
+        match self.write(entry) {
+            Ok(()) => {
+                self.unwritten.remove(&entry.task_id);
+                Ok(())
+            }
+            Err(e) => {
+                self.unwritten.insert(entry.task_id.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Write again the entries the disk refused; the first error, if any
+    /// is still refused.
+    pub fn write_unwritten(&mut self) -> Result<(), OutboxError> {
+        let waiting: Vec<OutboxEntry> = self
+            .entries
+            .iter()
+            .filter(|e| self.unwritten.contains(&e.task_id))
+            .cloned()
+            .collect();
+        let mut first = None;
+        for entry in waiting {
+            match self.write(&entry) {
+                Ok(()) => {
+                    self.unwritten.remove(&entry.task_id);
+                }
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// How many entries are held only in memory.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten.len()
+    }
+
+    fn write(&self, entry: &OutboxEntry) -> Result<(), OutboxError> {
         let path = self.path(&entry.task_id);
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(err(&self.dir))?;
         let bytes = serde_json::to_vec_pretty(entry).expect("outbox entries always serialise");
@@ -124,16 +179,14 @@ impl Outbox {
             path: path.clone(),
             source: e.error,
         })?;
-        sync_dir(&self.dir)?;
-        self.entries.retain(|e| e.task_id != entry.task_id);
-        self.entries.push(entry.clone());
-        Ok(())
+        sync_dir(&self.dir)
     }
 
     /// The entry has landed on the remote.
     pub fn remove(&mut self, task: &Id) -> Result<(), OutboxError> {
         let path = self.path(task);
         self.entries.retain(|e| &e.task_id != task);
+        self.unwritten.remove(task);
         match std::fs::remove_file(&path) {
             Ok(()) => sync_dir(&self.dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -145,13 +198,21 @@ impl Outbox {
     /// task given to someone else): keep it for the operator, out of the way.
     pub fn supersede(&mut self, task: &Id) -> Result<(), OutboxError> {
         let from = self.path(task);
+        let kept = self.entries.iter().find(|e| &e.task_id == task).cloned();
         self.entries.retain(|e| &e.task_id != task);
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         let to = self
             .dir
             .join("superseded")
             .join(format!("{task}-{stamp}.json"));
-        std::fs::rename(&from, &to).map_err(err(&from))?;
+        if self.unwritten.remove(task) {
+            // Never on disk: write it where it is kept.
+            let bytes = kept
+                .map(|e| serde_json::to_vec_pretty(&e).expect("outbox entries always serialise"));
+            std::fs::write(&to, bytes.unwrap_or_default()).map_err(err(&to))?;
+        } else {
+            std::fs::rename(&from, &to).map_err(err(&from))?;
+        }
         sync_dir(&self.dir)
     }
 }
@@ -224,6 +285,48 @@ mod tests {
             1
         );
         again.remove(&e.task_id).unwrap();
+    }
+
+    #[test]
+    fn an_entry_the_disk_refuses_is_kept_in_memory_and_written_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox_dir = dir.path().join("outbox");
+        let mut outbox = Outbox::open(&outbox_dir).unwrap();
+        let e = OutboxEntry {
+            task_id: Id::parse("t1").unwrap(),
+            attempt: 1,
+            claimed_at: "2026-01-01T00:00:00.000Z".into(),
+            finish: Finish::Retry { reason: "r".into() },
+            ran: None,
+        };
+        // The directory gone stands for a disk that refuses writes (root
+        // writes through permissions).
+        let away = dir.path().join("away");
+        std::fs::rename(&outbox_dir, &away).unwrap();
+        assert!(outbox.put(&e).is_err());
+        assert_eq!(outbox.entries(), &[e.clone()][..], "kept, to be pushed");
+        assert_eq!(outbox.unwritten(), 1);
+        assert!(outbox.write_unwritten().is_err());
+        std::fs::rename(&away, &outbox_dir).unwrap();
+        outbox.write_unwritten().unwrap();
+        assert_eq!(outbox.unwritten(), 0);
+        assert_eq!(
+            Outbox::open(&outbox_dir).unwrap().entries(),
+            &[e.clone()][..]
+        );
+        // One landed while held only in memory leaves nothing behind.
+        std::fs::rename(&outbox_dir, &away).unwrap();
+        let other = OutboxEntry {
+            task_id: Id::parse("t2").unwrap(),
+            ..e.clone()
+        };
+        assert!(outbox.put(&other).is_err());
+        std::fs::rename(&away, &outbox_dir).unwrap();
+        outbox.remove(&other.task_id).unwrap();
+        outbox.supersede(&e.task_id).unwrap();
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.unwritten(), 0);
+        assert!(Outbox::open(&outbox_dir).unwrap().is_empty());
     }
 
     #[test]

@@ -38,6 +38,11 @@ impl Worker {
         self.schedule.synced();
         self.resolve_uncertain()?;
         let want = due.claims;
+        if self.outbox.unwritten() > 0
+            && let Err(e) = self.outbox.write_unwritten()
+        {
+            tracing::error!(error = %e, kept = self.outbox.unwritten(), "outbox entries still held only in memory");
+        }
         let outbox = self.outbox.entries().to_vec();
         let mut held = self.slots.held();
         held.extend(outbox.iter().map(|e| e.task_id.clone()));
@@ -545,7 +550,7 @@ impl Worker {
         if self.draining_since.is_some() {
             // Claimed by a push we only now know landed, while stopping:
             // give it back rather than start it.
-            self.give_back_waiting();
+            self.give_back_waiting("stopping");
         }
         self.start_waiting();
     }

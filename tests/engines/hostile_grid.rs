@@ -91,26 +91,8 @@ fn a_task_cannot_pose_as_an_engine_failure() {
 fn engine_failures_count_against_the_task() {
     require_podman_image();
     let grid = Grid::new();
-    let bin = grid.path("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let real = Command::new("sh")
-        .args(["-c", "command -v podman"])
-        .output()
-        .unwrap();
-    let real = String::from_utf8(real.stdout).unwrap().trim().to_owned();
-    write_script(
-        &bin.join("podman"),
-        &format!(
-            "#!/bin/sh\nif [ \"$1\" = run ]; then echo 'Error: runc: container init failed' >&2; exit 125; fi\nexec {real} \"$@\"\n"
-        ),
-    );
     grid.submit(&[("unlucky".into(), "echo never".into(), 30)]);
-    let mut spec = podman_spec(&grid, "broken-n");
-    spec.drain = false;
-    spec.extra = "max_attempts = 1\n".into();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    spec.env.push(("PATH".into(), path));
-    let w = spawn_worker(&grid, &spec);
+    let w = spawn_worker(&grid, &failing_engine_spec(&grid, "broken-n", None));
     wait_until("the task to be abandoned", Duration::from_secs(120), || {
         grid.files("tasks/failed")
             .contains_key("broken-n@unlucky.json")
@@ -126,6 +108,82 @@ fn engine_failures_count_against_the_task() {
     assert!(grid.files("tasks/in_progress").is_empty());
     // The node said so: its engine failed.
     assert!(w.log_text().contains("engine failure"), "{}", w.log_text());
+}
+
+/// A worker whose `podman run` fails as runc does (everything else the
+/// real podman; with `once`, only once that file exists), with
+/// `max_attempts = 1`, not draining.
+fn failing_engine_spec(grid: &Grid, node: &str, once: Option<&Path>) -> WorkerSpec {
+    let bin = grid.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = Command::new("sh")
+        .args(["-c", "command -v podman"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8(real.stdout).unwrap().trim().to_owned();
+    write_script(
+        &bin.join("podman"),
+        &format!(
+            "#!/bin/sh\nif [ \"$1\" = run ] && [ -e '{}' ]; then echo 'Error: runc: container init failed' >&2; exit 125; fi\nexec {real} \"$@\"\n",
+            once.unwrap_or(Path::new("/")).display()
+        ),
+    );
+    let mut spec = podman_spec(grid, node);
+    spec.drain = false;
+    spec.extra = "max_attempts = 1\n".into();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    spec.env.push(("PATH".into(), path));
+    spec
+}
+
+/// Once its engine has failed a start, a node starts none of the claims
+/// it holds ahead (each would fail too, and spend an attempt of its
+/// task): it gives them back, their attempts unspent, for peers to run.
+#[test]
+fn an_engine_failure_gives_back_the_claims_held_ahead_unspent() {
+    require_podman_image();
+    let grid = Grid::new();
+    let broken = grid.path("engine-broken");
+    let tasks = |prefix: &str, n: usize| -> Vec<(String, String, u64)> {
+        (1..=n)
+            .map(|i| (format!("{prefix}-{i}"), "sleep 0.2".into(), 30))
+            .collect()
+    };
+    // Tasks timed first, so that the node claims ahead of its slot.
+    grid.submit(&tasks("timed", 4));
+    let w = spawn_worker(&grid, &failing_engine_spec(&grid, "held-n", Some(&broken)));
+    wait_until("the first tasks to run", Duration::from_secs(180), || {
+        grid.files("tasks/completed").len() == 4
+    });
+    std::fs::write(&broken, b"").unwrap();
+    grid.submit(&tasks("held", 12));
+    wait_until(
+        "the claims to be given back",
+        Duration::from_secs(120),
+        || {
+            !grid.files("tasks/failed").is_empty()
+                && grid.files("tasks/in_progress").is_empty()
+                && grid.queued().len() == 11
+        },
+    );
+    let log = w.log_text();
+    assert!(
+        log.contains("giving back the claim") && log.contains("the engine is unhealthy"),
+        "the node held claims ahead and gave them back: {log}"
+    );
+    // One start failed; its retry (a minute on) has not come yet.
+    let failed = grid.files("tasks/failed");
+    assert_eq!(
+        failed.len(),
+        1,
+        "only the start that failed is spent: {failed:?}"
+    );
+    for (name, task) in grid.queued() {
+        assert!(
+            task.get("attempt").is_none_or(|a| a == 1),
+            "{name} kept its attempt: {task}"
+        );
+    }
 }
 
 // ---- 2. bounded reads -----------------------------------------------------

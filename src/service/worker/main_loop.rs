@@ -176,7 +176,7 @@ impl Worker {
                         "stopping: no new claims; letting running tasks finish"
                     );
                     self.draining_since = Some(Instant::now());
-                    self.give_back_waiting();
+                    self.give_back_waiting("stopping");
                     self.notifier.stopping("draining");
                     self.notifier
                         .extend_timeout(self.cfg.drain_timeout + Duration::from_secs(30));
@@ -185,7 +185,7 @@ impl Worker {
                         "second signal: stopping now; running tasks go back to the queue"
                     );
                     self.draining_since.get_or_insert_with(Instant::now);
-                    self.give_back_waiting();
+                    self.give_back_waiting("stopping");
                     self.cancel_all("the worker was told to stop now");
                 }
             }

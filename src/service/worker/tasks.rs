@@ -26,6 +26,12 @@ impl Worker {
     /// Start waiting claims while slots are free; the ids of those started.
     pub(super) fn start_waiting(&mut self) -> Vec<Id> {
         let mut started = Vec::new();
+        if self.unhealthy.is_some() {
+            // Each start would fail the engine too and spend an attempt of
+            // the task: peers start them now, this node once healthy.
+            self.give_back_waiting("the engine is unhealthy");
+            return started;
+        }
         loop {
             while let Some(next) = self.slots.next_to_start() {
                 let id = next.task.task_id.clone();
@@ -213,10 +219,9 @@ impl Worker {
         self.claim_commits.remove(&entry.task_id);
         self.schedule.result_waiting(Instant::now());
         if let Err(e) = self.outbox.put(&entry) {
-            // Without a durable copy the result would be lost on a crash;
-            // without even that, it must not be lost now: keep going and
-            // let the orphan rule requeue the task.
-            tracing::error!(task_id = %entry.task_id, error = %e, "cannot write the outbox; the claim will be reaped and the task rerun");
+            // Kept in memory and pushed all the same: only a crash before
+            // that push loses it (then the orphan rule reruns the task).
+            tracing::error!(task_id = %entry.task_id, error = %e, "cannot write the outbox; the result is kept in memory, pushed at the next sync and written again until then");
         }
     }
 
@@ -436,12 +441,13 @@ impl Worker {
         }
     }
 
-    /// Hand claimed-ahead tasks back to the queue (the node is stopping).
-    pub(super) fn give_back_waiting(&mut self) {
+    /// Hand claimed-ahead tasks back to the queue, their attempt unspent
+    /// (`why`: the node is stopping, or its engine is unhealthy).
+    pub(super) fn give_back_waiting(&mut self, why: &str) {
         let all = self.slots.waiting.len();
         for c in self.slots.take_last_waiting(all) {
-            tracing::info!(task_id = %c.task.task_id, "giving back the claim: stopping");
-            let reason = format!("{} stopped before starting it", self.node());
+            tracing::info!(task_id = %c.task.task_id, why, "giving back the claim");
+            let reason = format!("{} gave it back before starting it: {why}", self.node());
             self.put_outbox(&c, Finish::requeue(reason));
         }
     }

@@ -34,6 +34,10 @@ pub(super) enum Ended {
 #[derive(Debug)]
 pub(super) struct Finished {
     pub ended: Ended,
+    /// The signal that ended the child, when it did not exit by itself
+    /// (`ended` then says 128 + it): for an engine's CLI, something on the
+    /// host killed it, whatever became of its container.
+    pub killed_by: Option<i32>,
     pub stdout: Captured,
     pub stderr: Captured,
     pub started_at: Timestamp,
@@ -139,12 +143,14 @@ pub(super) fn run(
         }
     };
 
+    let mut killed_by = None;
     let ended = match wait(&mut child, started + timeout, cancel) {
-        Ok(Ended::Exited(code)) => {
+        Ok(Ok(status)) => {
             stopper.after_exit(&child);
-            Ended::Exited(code)
+            killed_by = status.signal();
+            Ended::Exited(exit_code(status))
         }
-        Ok(early) => {
+        Ok(Err(early)) => {
             kill_and_reap(&mut child, stopper);
             early
         }
@@ -156,6 +162,7 @@ pub(super) fn run(
 
     Ok(Finished {
         ended,
+        killed_by,
         stdout: stdout.finish(OUTPUT_GRACE),
         stderr: stderr.finish(OUTPUT_GRACE),
         started_at,
@@ -163,17 +170,22 @@ pub(super) fn run(
     })
 }
 
-fn wait(child: &mut Child, deadline: Instant, cancel: Option<&CancelFlag>) -> io::Result<Ended> {
+/// The child's own end, or the deadline or cancellation that came first.
+fn wait(
+    child: &mut Child,
+    deadline: Instant,
+    cancel: Option<&CancelFlag>,
+) -> io::Result<Result<ExitStatus, Ended>> {
     loop {
         if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
-            return Ok(Ended::Cancelled);
+            return Ok(Err(Ended::Cancelled));
         }
         let now = Instant::now();
         if now >= deadline {
-            return Ok(Ended::TimedOut);
+            return Ok(Err(Ended::TimedOut));
         }
         if let Some(status) = child.wait_timeout(POLL.min(deadline - now))? {
-            return Ok(Ended::Exited(exit_code(status)));
+            return Ok(Ok(status));
         }
     }
 }
@@ -225,6 +237,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.ended, Ended::Exited(137));
+        assert_eq!(f.killed_by, Some(9));
+        let exited = run(
+            sh("exit 137"),
+            Duration::from_secs(10),
+            None,
+            100,
+            &mut KillChild,
+        );
+        assert_eq!(
+            exited.unwrap().killed_by,
+            None,
+            "an exit code is not a signal"
+        );
     }
 
     #[test]

@@ -346,6 +346,52 @@ fn cancelled_after(f: EngineFlavor, name: &str, after: Duration) {
     );
 }
 
+/// The engine's CLI process running container `name`: its argv names the
+/// container (conmon's does too, so the command name decides).
+fn cli_running(f: EngineFlavor, name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|d| {
+        let pid: u32 = d.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(d.path().join("comm")).ok()?;
+        let argv = std::fs::read(d.path().join("cmdline")).ok()?;
+        let argv = String::from_utf8_lossy(&argv);
+        (comm.trim() == f.binary() && argv.split('\0').any(|a| a == name)).then_some(pid)
+    })
+}
+
+/// The engine's CLI killed under a running task (by the host's OOM killer,
+/// an operator) says nothing of the task: an engine failure, not the
+/// task's exit 137, and its container, which would run on outside the
+/// slot that counted it, is removed.
+fn a_killed_cli_is_the_engines_failure_and_leaves_no_container(f: EngineFlavor) {
+    let e = engine(f, Limits::default());
+    let j = job(
+        "clikilled",
+        "echo begin; sleep 300",
+        Duration::from_secs(240),
+    );
+    let name = j.container_name();
+    let _cleanup = Cleanup(f, vec![name.clone()]);
+    let runner = thread::spawn(move || run(&e, &j));
+    let until = Instant::now() + Duration::from_secs(120);
+    let pid = loop {
+        if let Some(pid) = cli_running(f, &name).filter(|_| container_exists(f, &name)) {
+            break pid;
+        }
+        assert!(Instant::now() < until, "{name} never started");
+        thread::sleep(Duration::from_millis(100));
+    };
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let r = runner.join().unwrap();
+    match &r.outcome {
+        Outcome::EngineFailed(why) => assert!(why.contains("killed by signal 9"), "{why}"),
+        other => panic!("not the engine's failure: {other:?} {r:?}"),
+    }
+    assert!(!container_exists(f, &name), "container left running");
+}
+
 /// Removes the named containers when dropped, so a failed assertion does not
 /// leave `sleep 300` containers behind.
 struct Cleanup(EngineFlavor, Vec<String>);
@@ -472,6 +518,7 @@ for_each_engine!(
     cancel_during_startup_leaves_nothing,
     remove_leftovers_only_takes_this_nodes,
     inputs_are_read_only_at_inputs,
+    a_killed_cli_is_the_engines_failure_and_leaves_no_container,
 );
 
 // ---- shell engine ------------------------------------------------------------

@@ -392,6 +392,16 @@ impl Engine for ContainerEngine {
         // Room for the start mark on top of the task's own cap.
         let cap = self.limits.output_bytes + STARTED_MARK.len();
         match supervise::run(cmd, job.timeout, Some(cancel), cap, &mut stopper) {
+            Ok(f) if f.killed_by.is_some() => {
+                // The CLI was killed, not the task: its container may run
+                // on, outside the slot that counted it.
+                stopper.remove();
+                engine_failed(format!(
+                    "the {} CLI was killed by signal {} while it ran the task",
+                    self.flavor.binary(),
+                    f.killed_by.unwrap_or_default()
+                ))
+            }
             Ok(mut f) => {
                 let started = f.stdout.text.starts_with(STARTED_MARK);
                 if started {

@@ -65,6 +65,10 @@ impl Blob {
     }
 }
 
+/// Bytes of `ls-tree -r` read when the kept readers cannot answer: a
+/// few hundred thousand entries.
+const LS_TREE_CAP: usize = 64 << 20;
+
 impl GridRepo {
     /// Does `path` exist in `commit`? Reads nothing.
     pub fn exists(&self, commit: &str, path: &str) -> Result<bool, GitError> {
@@ -117,18 +121,35 @@ impl GridRepo {
     /// (`p50/any/20261130T1205/t.json`): through the kept readers, which
     /// read only the subtrees the last walk of `path` did not (`walk.rs`);
     /// `ls-tree -r` when they cannot answer (10,000 entries in about 8 ms).
+    /// A subtree met again is listed once, its copies as tree entries (a
+    /// tree where a file belongs), and at most `walk::MAX_LISTED` entries.
     pub fn list_dir_recursive(&self, commit: &str, path: &str) -> Result<Vec<TreeEntry>, GitError> {
         if let Some(all) = super::walk::walk_kept(&self.cat, &self.git, &self.walks, commit, path) {
             return Ok(all);
         }
+        // The kept readers failed: `ls-tree` lists it, expanding every
+        // copy of a subtree, so its output is capped.
         let prefix = format!("{path}/");
-        let out = self
-            .git
-            .run(&["ls-tree", "-r", "-z", "--full-tree", commit, "--", &prefix])?;
-        parse_ls_tree(&out.stdout, prefix.as_bytes()).map_err(|what| GitError::Unexpected {
-            args: "ls-tree -r".into(),
-            what,
-        })
+        let (out, more) = self.git.run_capped(
+            &["ls-tree", "-r", "-z", "--full-tree", commit, "--", &prefix],
+            LS_TREE_CAP,
+        )?;
+        let whole = match more {
+            false => &out.stdout[..],
+            // Up to the last whole record.
+            true => {
+                let end = out.stdout.iter().rposition(|b| *b == 0).unwrap_or(0);
+                tracing::warn!(dir = path, cap = LS_TREE_CAP, "listing cut at its cap");
+                &out.stdout[..end]
+            }
+        };
+        let mut all =
+            parse_ls_tree(whole, prefix.as_bytes()).map_err(|what| GitError::Unexpected {
+                args: "ls-tree -r".into(),
+                what,
+            })?;
+        all.truncate(super::walk::MAX_LISTED);
+        Ok(all)
     }
 
     /// What `specs` (`<oid>` or `<commit>:<path>`) name, without reading

@@ -43,8 +43,10 @@ fn held(trees: &Trees) -> usize {
 /// `GridRepo::list_dir_recursive` through the kept readers: the
 /// trees a level at a time (one exchange each, for the trees the last
 /// walk of `path` did not read), then listed depth first in tree order,
-/// as `ls-tree -r` lists them. Deeper than [`KEPT_WALK_DEPTH`] (no grid
-/// layout is), `ls-tree` does it.
+/// as `ls-tree -r` lists them, but for what a listing must not expand
+/// (`list_below`): a subtree met again, and trees deeper than
+/// [`KEPT_WALK_DEPTH`], are listed as one entry each, a tree where a
+/// file belongs, which the grid's rules refuse (and remove).
 pub(super) fn walk_kept(
     cat: &CatFiles,
     git: &Git,
@@ -61,10 +63,11 @@ pub(super) fn walk_kept(
         .unwrap_or_default();
     let mut trees: Trees = HashMap::new();
     let mut level: Vec<Oid> = subtrees(&root, &trees);
-    for _ in 0..KEPT_WALK_DEPTH {
-        if level.is_empty() {
+    for depth in 0..=KEPT_WALK_DEPTH {
+        if level.is_empty() || depth == KEPT_WALK_DEPTH {
             let mut all = Vec::new();
-            list_below(&root, b"", &trees, &mut all);
+            let mut listed = Listed::default();
+            list_below(&root, b"", &trees, &mut listed, &mut all);
             if held(&trees) <= KEPT_BYTES
                 && let Ok(mut m) = cache.by_dir.lock()
             {
@@ -96,12 +99,26 @@ pub(super) fn walk_kept(
         next.retain(|oid| !trees.contains_key(oid));
         level = next;
     }
-    None
+    unreachable!("the last level lists")
 }
 
-/// Levels of directories below a listed one that the kept readers walk;
-/// the lanes are three deep (`p50/any/20261130T1205/t.json`).
+/// Levels of directories below a listed one that the walk reads; the
+/// lanes are three deep (`p50/any/20261130T1205/t.json`). A tree deeper
+/// is listed as one entry.
 const KEPT_WALK_DEPTH: usize = 32;
+
+/// At most this many entries are listed of one directory, in tree order
+/// (a queue of a few hundred thousand tasks; tens of MB): a listing the
+/// grid's writers size must not size a node's memory.
+pub(super) const MAX_LISTED: usize = 500_000;
+
+/// What a listing has expanded so far.
+#[derive(Default)]
+struct Listed {
+    /// The subtrees already listed: one met again is a copy.
+    expanded: std::collections::HashSet<Oid>,
+    count: usize,
+}
 
 /// The trees among `entries` not read yet.
 fn subtrees(entries: &[TreeEntry], read: &Trees) -> Vec<Oid> {
@@ -113,15 +130,33 @@ fn subtrees(entries: &[TreeEntry], read: &Trees) -> Vec<Oid> {
 }
 
 /// Everything but trees below `entries`, named from `prefix` on, depth
-/// first.
-fn list_below(entries: &[TreeEntry], prefix: &[u8], trees: &Trees, out: &mut Vec<TreeEntry>) {
+/// first, at most [`MAX_LISTED`]. A subtree is expanded once: a tree
+/// met again (and one not read, below the walk's depth) is listed as
+/// itself. Without that, a push of a few KB (eight levels of ten names
+/// for one subtree) lists 10^8 paths and takes every node's memory;
+/// with it, a listing is as long as the trees fetched.
+fn list_below(
+    entries: &[TreeEntry],
+    prefix: &[u8],
+    trees: &Trees,
+    listed: &mut Listed,
+    out: &mut Vec<TreeEntry>,
+) {
     for e in entries {
+        if listed.count >= MAX_LISTED {
+            return;
+        }
         let mut name = prefix.to_vec();
         name.extend_from_slice(&e.name);
-        if e.mode == EntryMode::Tree {
+        let below = (e.mode == EntryMode::Tree)
+            .then(|| trees.get(&e.oid))
+            .flatten()
+            .filter(|_| listed.expanded.insert(e.oid.clone()));
+        if let Some(below) = below {
             name.push(b'/');
-            list_below(&trees[&e.oid], &name, trees, out);
+            list_below(below, &name, trees, listed, out);
         } else {
+            listed.count += 1;
             out.push(TreeEntry {
                 mode: e.mode,
                 oid: e.oid.clone(),
@@ -251,18 +286,18 @@ mod tests {
     }
 
     #[test]
-    fn a_tree_deeper_than_the_kept_walk_is_listed_by_ls_tree() {
+    fn a_tree_deeper_than_the_walk_is_listed_as_one_entry() {
         let dir = tempfile::tempdir().unwrap();
         let git = Git::new("git", dir.path(), std::time::Duration::from_secs(30));
         git.run(&["init", "-q", "--bare"]).unwrap();
-        // A blob, then a tree around it KEPT_WALK_DEPTH + 2 times.
+        // A blob, then a tree around it KEPT_WALK_DEPTH + 4 times.
         let mut oid = git
             .run_with(&["hash-object", "-w", "--stdin"], Some(b"deep"), &[0])
             .unwrap()
             .stdout_str()
             .to_owned();
         let mut mode = "100644 blob";
-        for _ in 0..KEPT_WALK_DEPTH + 2 {
+        for _ in 0..KEPT_WALK_DEPTH + 4 {
             let line = format!("{mode} {oid}\td\n");
             oid = git
                 .run_with(&["mktree"], Some(line.as_bytes()), &[0])
@@ -272,9 +307,63 @@ mod tests {
             mode = "040000 tree";
         }
         let repo = GridRepo::read_only(git, "main");
-        assert_eq!(walk(&repo, &oid, "d"), None, "too deep for the walk");
-        let all = repo.list_dir_recursive(&oid, "d").unwrap();
+        let all = walk(&repo, &oid, "d").unwrap();
         assert_eq!(all.len(), 1);
+        assert_eq!(all[0].mode, EntryMode::Tree, "a tree where a file belongs");
         assert_eq!(all[0].name_lossy(), "d/".repeat(KEPT_WALK_DEPTH) + "d");
+        assert_eq!(repo.list_dir_recursive(&oid, "d").unwrap(), all);
+    }
+
+    /// Eight levels of ten names for one subtree: a push of a few KB, 10^8
+    /// paths. Each subtree is listed once; its copies are entries of their
+    /// own, and `ls-tree` (when the kept readers cannot answer) stops at
+    /// its cap.
+    #[test]
+    fn a_subtree_named_again_is_listed_once_and_its_copies_as_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = Git::new("git", dir.path(), std::time::Duration::from_secs(60));
+        git.run(&["init", "-q", "--bare"]).unwrap();
+        let mut oid = git
+            .run_with(&["hash-object", "-w", "--stdin"], Some(b"{}"), &[0])
+            .unwrap()
+            .stdout_str()
+            .to_owned();
+        let mut mode = "100644 blob";
+        for level in 0..9 {
+            let names: String = (0..10)
+                .map(|i| {
+                    format!(
+                        "{mode} {oid}\t{i}{}\n",
+                        if level == 0 { ".json" } else { "" }
+                    )
+                })
+                .collect();
+            oid = git
+                .run_with(&["mktree"], Some(names.as_bytes()), &[0])
+                .unwrap()
+                .stdout_str()
+                .to_owned();
+            mode = "040000 tree";
+        }
+        let line = format!("040000 tree {oid}\tl\n");
+        let top = git
+            .run_with(&["mktree"], Some(line.as_bytes()), &[0])
+            .unwrap()
+            .stdout_str()
+            .to_owned();
+        let repo = GridRepo::read_only(git.clone(), "main");
+        let all = walk(&repo, &top, "l").unwrap();
+        // Ten files at the bottom of one chain, nine copies at each of the
+        // eight levels above.
+        assert_eq!(all.len(), 10 + 9 * 8, "{}", all.len());
+        let copies: Vec<_> = all.iter().filter(|e| e.mode == EntryMode::Tree).collect();
+        assert_eq!(copies.len(), 72);
+        assert_eq!(copies[0].name_lossy(), "0/0/0/0/0/0/0/1");
+        assert_eq!(all[0].name_lossy(), "0/0/0/0/0/0/0/0/0.json");
+        // The fallback lists through `ls-tree -r`, capped.
+        let (out, more) = git
+            .run_capped(&["ls-tree", "-r", "-z", &top, "--", "l/"], 4096)
+            .unwrap();
+        assert!(more && out.stdout.len() <= 4096 + 65536);
     }
 }

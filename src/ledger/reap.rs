@@ -47,6 +47,9 @@ pub struct ReapPlan {
     pub silent: Vec<Id>,
 }
 
+/// Garbage entries of `in_progress/` moved out by one plan, at most.
+pub const REJECT_PER_PLAN: usize = 256;
+
 /// Look at every claim in `in_progress/` at `tip` and plan what becomes of
 /// the orphaned ones.
 pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPlan, GitError> {
@@ -54,6 +57,11 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
     // Garbage in in_progress/ (pushed by hand, or by a broken tool): it
     // blocks nothing but must not sit there for ever.
     let reject = |out: &mut ReapPlan, entry: &TreeEntry, error: &dyn std::fmt::Display| {
+        // The rest in a later reap: each is a commit's edits, and a few
+        // hundred KB of names would make one commit that never lands.
+        if out.invalid.len() >= REJECT_PER_PLAN {
+            return;
+        }
         let r = Rejection::of(layout::IN_PROGRESS, entry, error, input.node, input.now);
         out.edits.insert(r.path, Edit::Delete);
         out.summary.push(format!("reject {}", r.result.stem));

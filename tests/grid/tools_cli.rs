@@ -923,6 +923,28 @@ fn status_says_what_holds_a_waiting_task_that_names_nothing_to_wait_for() {
     assert!(waiting("bl8").get("held").is_none());
 }
 
+/// A few hundred KB of junk names in `in_progress/` (200,000 of them made
+/// one commit that never landed, at every reap, for every node) are moved
+/// out a bounded batch a reap.
+#[test]
+fn a_flood_of_garbage_in_in_progress_goes_out_a_batch_a_reap() {
+    let grid = Grid::new();
+    let junk: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("tasks/in_progress/x{i:04}.json"), br#"{"task_id":"x"}"#.to_vec()))
+        .collect();
+    grid.commit_files(&junk, "junk claims");
+    let moved = |grid: &Grid| {
+        let o = dgrid(&["reap", "--repo", &grid.url(), "--json"]);
+        expect_code(&o, 0);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["invalid"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(moved(&grid), dgrid_worker::ledger::reap::REJECT_PER_PLAN);
+    assert_eq!(moved(&grid), 300 - dgrid_worker::ledger::reap::REJECT_PER_PLAN);
+    assert!(grid.files("tasks/in_progress").is_empty());
+    assert_eq!(grid.files("tasks/failed").len(), 300);
+}
+
 #[test]
 fn reap_requeues_orphans_abandons_exhausted_claims_and_dry_run_changes_nothing() {
     let grid = populated_grid();

@@ -91,7 +91,8 @@ pub fn fast_import_stream(
 /// with a quote; a name with a line feed (git allows one) must be quoted,
 /// C-style.
 fn push_path(s: &mut Vec<u8>, path: &[u8]) {
-    if !path.contains(&b'\n') && path.first() != Some(&b'"') {
+    // The empty path, quoted, is the root: `M 040000 <tree> ""`.
+    if !path.is_empty() && !path.contains(&b'\n') && path.first() != Some(&b'"') {
         s.extend_from_slice(path);
         return;
     }

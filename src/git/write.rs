@@ -3,7 +3,7 @@
 //! race, a lost lock, a refusal), and whether a commit is on a tip.
 
 use super::command::{GitError, summarize};
-use super::edits::{self, Edits, Signature};
+use super::edits::{self, Edit, Edits, Signature};
 use super::repo::GridRepo;
 use super::tree::{EntryMode, Oid, TreeEntry};
 
@@ -56,12 +56,31 @@ impl GridRepo {
         message: &str,
         who: &Signature,
     ) -> Result<Oid, GitError> {
-        let stream = edits::fast_import_stream(parent, edits, message, who);
-        let out = self.git.run_with(
-            &["fast-import", "--quiet", "--force", "--done"],
-            Some(&stream),
-            &[0],
-        )?;
+        let fast_import = |edits: &Edits| {
+            let stream = edits::fast_import_stream(parent, edits, message, who);
+            self.git.run_with(
+                &["fast-import", "--quiet", "--force", "--done"],
+                Some(&stream),
+                &[0],
+            )
+        };
+        let out = match (fast_import(edits), parent) {
+            (Err(e), Some(parent)) if super::long_names::is_unloadable_tree(&e) => {
+                self.remove_crash_reports();
+                let root = self.root_without_long_names(parent, edits.keys().cloned())?;
+                let Some(root) = root else { return Err(e) };
+                let mut cleaned = edits.clone();
+                cleaned.insert(
+                    Vec::new(),
+                    Edit::Object {
+                        mode: EntryMode::Tree,
+                        oid: root,
+                    },
+                );
+                fast_import(&cleaned)?
+            }
+            (out, _) => out?,
+        };
         let oid = out.stdout_str();
         if oid.len() < 40 || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(GitError::Unexpected {
@@ -70,6 +89,21 @@ impl GridRepo {
             });
         }
         Ok(oid.to_owned())
+    }
+
+    /// fast-import leaves a crash report in the repository at each failure.
+    fn remove_crash_reports(&self) {
+        let Ok(dir) = std::fs::read_dir(self.git.dir()) else {
+            return;
+        };
+        for e in dir.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("fast_import_crash_")
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Push `commit` as the new `main`. A plain (non-force) push is the

@@ -23,6 +23,11 @@ pub struct ReapInput<'a> {
     pub node: &'a Id,
     pub now: Timestamp,
     pub held: &'a BTreeSet<Id>,
+    /// The claims (task, attempt) the reaping node started before it
+    /// restarted, as its state directory kept them; `None` when not known
+    /// (a tool, a new state directory). One of its leftovers not among
+    /// them never ran: back to the queue with its attempt unspent.
+    pub started_before: Option<&'a BTreeSet<(Id, u32)>>,
     /// Tasks already handled in the same plan (outbox landings): left alone.
     pub skip: &'a BTreeSet<Id>,
     pub rules: &'a TaskRules,
@@ -163,7 +168,14 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         if unknown_yet.contains(&c.claim.node_id) {
             continue;
         }
-        let why = if &c.claim.node_id == input.node {
+        let never_started = &c.claim.node_id == input.node
+            && !c.claim.unanswered()
+            && input
+                .started_before
+                .is_some_and(|s| !s.contains(&(id.clone(), c.claim.attempt)));
+        let why = if never_started {
+            (!input.held.contains(id)).then(|| "this node restarted before starting it".to_owned())
+        } else if &c.claim.node_id == input.node {
             // Our own claim on a task we do not hold: we crashed or were
             // killed while it ran. No need to wait for the stale limit.
             // A claim a peer made for it that it is not running: it had
@@ -208,7 +220,13 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         let Some(why) = why else { continue };
         out.edits
             .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
-        match orphan::disposition(&c.claim, input.policy) {
+        let disposition = match never_started {
+            true => Disposition::Requeue {
+                attempt: c.claim.attempt,
+            },
+            false => orphan::disposition(&c.claim, input.policy),
+        };
+        match disposition {
             Disposition::Requeue { attempt } => {
                 out.edits.insert(
                     super::queue::requeue_path(&c.task, c.arrival()).into_bytes(),

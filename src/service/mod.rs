@@ -7,6 +7,7 @@ pub mod notify;
 pub mod outbox;
 pub mod pace;
 pub mod share;
+pub mod started;
 pub mod sync;
 pub mod worker;
 

@@ -68,6 +68,7 @@ pub fn plan(
     };
     let none = BTreeSet::new();
     let input = ReapInput {
+        started_before: None,
         node: who,
         now,
         held: &none,

@@ -56,6 +56,7 @@ impl PlainNode {
             start_now: want,
             reap: false,
             held: &self.held,
+            started_before: None,
             heartbeat: want == 0,
             record: &self.record,
             rules: &self.rules,

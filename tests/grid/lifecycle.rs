@@ -683,3 +683,75 @@ fn a_second_worker_on_the_same_state_directory_stops_and_touches_nothing() {
         first.log_text()
     );
 }
+
+/// A node killed while it runs one claim and holds others ahead, then
+/// started again: the claim it was running goes back as its next
+/// attempt (the task may be what brought it down), the ones it never
+/// started with their attempts unspent. Before, each restart spent an
+/// attempt of every claim it held: killed three times, a node abandoned
+/// twenty tasks, nineteen of which never ran.
+#[test]
+fn a_restart_spends_an_attempt_only_of_the_claims_it_started() {
+    let grid = Grid::new();
+    let mut spec = WorkerSpec::new(&grid, "crashy");
+    spec.drain = false;
+    let mut w = spawn_worker(&grid, &spec);
+    // Timed first, so that it claims ahead of its slot.
+    grid.submit(
+        &(0..3)
+            .map(|i| (format!("q-{i}"), "true".into(), 30))
+            .collect::<Vec<_>>(),
+    );
+    wait_until("the quick tasks", Duration::from_secs(60), || {
+        grid.files("tasks/completed").len() == 3
+    });
+    let slow: Vec<(String, String, u64)> = (0..8)
+        .map(|i| (format!("s-{i}"), "sleep 60".into(), 120))
+        .collect();
+    grid.submit(&slow);
+    let held = |grid: &Grid| -> Vec<String> {
+        grid.json_files("tasks/in_progress")
+            .values()
+            .filter(|c| c["claim"]["node_id"] == "crashy")
+            .map(|c| c["task_id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    wait_until("a run and claims ahead", Duration::from_secs(60), || {
+        held(&grid).len() >= 3 && w.log_text().contains("running task_id=s-")
+    });
+    w.signal(Signal::SIGKILL);
+    w.wait_exit(Duration::from_secs(30));
+    let log = w.log_text();
+    let running: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("running task_id=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|id| id.starts_with("s-"))
+        .collect();
+    assert_eq!(running.len(), 1, "{log}");
+    let left = held(&grid);
+    let mut w = spawn_worker(&grid, &spec);
+    // The commit's body, one item a line (its subject names a few).
+    let requeued = |grid: &Grid| -> std::collections::BTreeSet<String> {
+        let log = git(&grid.bare, &["log", "--format=%b", "main"]);
+        String::from_utf8_lossy(&log.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|item| item.starts_with("requeue s-"))
+            .map(str::to_owned)
+            .collect()
+    };
+    wait_until("its leftovers requeued", Duration::from_secs(60), || {
+        requeued(&grid).len() == left.len()
+    });
+    for item in requeued(&grid) {
+        let attempt = if item.contains(running[0]) { 2 } else { 1 };
+        assert!(
+            item.ends_with(&format!("(attempt {attempt})")),
+            "{item}: {:?}",
+            requeued(&grid)
+        );
+    }
+    w.signal(Signal::SIGKILL);
+    w.wait_exit(Duration::from_secs(30));
+}

@@ -930,7 +930,12 @@ fn status_says_what_holds_a_waiting_task_that_names_nothing_to_wait_for() {
 fn a_flood_of_garbage_in_in_progress_goes_out_a_batch_a_reap() {
     let grid = Grid::new();
     let junk: Vec<(String, Vec<u8>)> = (0..300)
-        .map(|i| (format!("tasks/in_progress/x{i:04}.json"), br#"{"task_id":"x"}"#.to_vec()))
+        .map(|i| {
+            (
+                format!("tasks/in_progress/x{i:04}.json"),
+                br#"{"task_id":"x"}"#.to_vec(),
+            )
+        })
         .collect();
     grid.commit_files(&junk, "junk claims");
     let moved = |grid: &Grid| {
@@ -940,7 +945,10 @@ fn a_flood_of_garbage_in_in_progress_goes_out_a_batch_a_reap() {
         v["invalid"].as_array().map_or(0, Vec::len)
     };
     assert_eq!(moved(&grid), dgrid_worker::ledger::reap::REJECT_PER_PLAN);
-    assert_eq!(moved(&grid), 300 - dgrid_worker::ledger::reap::REJECT_PER_PLAN);
+    assert_eq!(
+        moved(&grid),
+        300 - dgrid_worker::ledger::reap::REJECT_PER_PLAN
+    );
     assert!(grid.files("tasks/in_progress").is_empty());
     assert_eq!(grid.files("tasks/failed").len(), 300);
 }

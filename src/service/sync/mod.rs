@@ -39,6 +39,9 @@ pub struct SyncRequest<'a> {
     /// Tasks this node is running or has results for: its claims on them
     /// are alive. Any other claim naming this node is left from a crash.
     pub held: &'a BTreeSet<Id>,
+    /// The claims this node started before it restarted (`None`: not
+    /// known): one of its leftovers it never started costs no attempt.
+    pub started_before: Option<&'a crate::service::started::Started>,
     /// Write the node record even if nothing else changes.
     pub heartbeat: bool,
     /// The record to write (with `last_heartbeat` = now).
@@ -428,6 +431,7 @@ fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<()
         node: d.req.node,
         now: d.req.now,
         held: d.req.held,
+        started_before: d.req.started_before,
         skip: touched,
         rules: d.req.rules,
         policy: d.req.policy,

@@ -230,6 +230,7 @@ impl Worker {
                 start_now,
                 reap: due.reap,
                 held: &held,
+                started_before: self.started_before.as_ref(),
                 heartbeat: due.heartbeat,
                 record: &record,
                 rules: &self.cfg.task_rules,

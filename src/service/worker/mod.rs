@@ -141,6 +141,10 @@ struct Worker {
     identity: Identity,
     engine: Arc<dyn Engine>,
     outbox: Outbox,
+    /// Which claims its task threads started (`service::started`), and
+    /// what its last run started, until its own leftovers are reaped.
+    started: Arc<crate::service::started::StartLog>,
+    started_before: Option<crate::service::started::Started>,
     notifier: Notifier,
     events: Sender<Event>,
     /// Set by a task's thread when it ends: a sync losing races gives up
@@ -328,6 +332,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     .with_env(identity.env());
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?.with_outboxes();
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
+    let (started, started_before) = crate::service::started::StartLog::open(&cfg.state_dir);
     // Inputs written for tasks of an earlier run: those tasks are gone.
     match std::fs::remove_dir_all(cfg.state_dir.join("inputs")) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -387,6 +392,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         identity,
         engine,
         outbox,
+        started: Arc::new(started),
+        started_before,
         notifier: Notifier::from_env(),
         events: tx,
         nudge: Default::default(),
@@ -499,6 +506,10 @@ impl Worker {
                 Ok(_) => {
                     self.registered = true;
                     self.join_by = None;
+                    // Its leftovers reaped: the last run's starts are
+                    // needed no more.
+                    self.started_before = None;
+                    self.started.rewrite(std::iter::empty(), true);
                     break;
                 }
                 Err(e) => {

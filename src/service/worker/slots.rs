@@ -265,6 +265,7 @@ pub fn launch(
     relay: &Relay,
     run: (Id, Job),
     ended: &Ended,
+    started: &Arc<crate::service::started::StartLog>,
 ) -> std::io::Result<CancelFlag> {
     let (mut id, mut job) = run;
     let cancel: CancelFlag = Arc::new(AtomicBool::new(false));
@@ -274,10 +275,12 @@ pub fn launch(
     let nudge = nudge.clone();
     let relay = relay.clone();
     let mut ended = ended.clone();
+    let started = started.clone();
     std::thread::Builder::new()
         .name(format!("task-{id}"))
         .spawn(move || {
             loop {
+                started.record(&job.task_id, job.attempt);
                 let report = engine.run(&job, &flag);
                 let _ = ended.set(Instant::now());
                 let next = (!flag.load(Ordering::SeqCst)

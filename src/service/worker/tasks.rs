@@ -61,6 +61,11 @@ impl Worker {
         };
         let ended = slots::Ended::default();
         let job = super::relay::job_of(self.node(), &claimed, inputs.clone());
+        let running = self.slots.running.values();
+        self.started.rewrite(
+            running.map(|r| (r.claimed.task.task_id.to_string(), r.claimed.claim.attempt)),
+            false,
+        );
         match slots::launch(
             &self.engine,
             &self.events,
@@ -68,6 +73,7 @@ impl Worker {
             &self.relay,
             (id.clone(), job),
             &ended,
+            &self.started,
         ) {
             Ok(cancel) => {
                 super::relay::log_start(&claimed);

@@ -22,7 +22,7 @@ use toml::Spanned;
 use crate::git::auth::{self, Access};
 use crate::grid::orphan::OrphanPolicy;
 use crate::grid::{Id, TaskRules};
-use crate::sandbox::{Limits, SandboxConfig};
+use crate::sandbox::SandboxConfig;
 
 pub use defaults::{
     DEFAULT_CLAIM_AHEAD, DEFAULT_HEARTBEAT_SECS, DEFAULT_PATH, DEFAULT_STALE_SECS,
@@ -330,37 +330,23 @@ impl Config {
         };
         let image = env
             .get("DGRID_IMAGE")
-            .or(file.sandbox.image)
+            .or(file.sandbox.image.clone())
             .unwrap_or_else(|| defaults::IMAGE.into());
-        let cpus = file.sandbox.cpus.unwrap_or(Limits::default().cpus);
-        if !(cpus > 0.0 && cpus <= 1024.0) {
-            return Err(ConfigError::Invalid {
-                origin,
-                key: "sandbox.cpus",
-                reason: format!("is {cpus}; it must be above 0"),
-            });
-        }
-        let default = Limits::default();
-        let limits = Limits {
-            memory_mb: file
-                .sandbox
-                .memory_mb
-                .map_or(default.memory_mb, NonZeroU64::get),
-            cpus,
-            pids: file.sandbox.pids_limit.map_or(default.pids, |n| n.get()),
-            output_bytes: file
-                .sandbox
-                .output_limit_bytes
-                .map_or(default.output_bytes, |n| n.get() as usize),
-        };
+        let limits = values::sandbox_limits(&file.sandbox, &origin)?;
         let log_level = env
             .get("LOG_LEVEL")
             .or(file.log_level)
             .unwrap_or_else(|| defaults::LOG_LEVEL.into());
-        tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| ConfigError::Invalid {
-            origin: origin.clone(),
-            key: "log_level",
-            reason: e.to_string(),
+        values::check_log_level(&log_level).map_err(|reason| match env.get("LOG_LEVEL") {
+            Some(_) => ConfigError::Env {
+                var: "LOG_LEVEL",
+                reason,
+            },
+            None => ConfigError::Invalid {
+                origin: origin.clone(),
+                key: "log_level",
+                reason,
+            },
         })?;
 
         let status_listen_is_default =

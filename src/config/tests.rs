@@ -342,3 +342,71 @@ fn labels_and_slots_are_bounded_so_that_peers_read_the_record() {
         "{e}"
     );
 }
+
+/// Limits an engine refuses (or whose arithmetic overflows), and an
+/// output cap whose result no reader would read, are refused with the
+/// key and the range: they passed, and every task then failed as the
+/// engine's, or had its output replaced by the start mark.
+#[test]
+fn sandbox_limits_outside_what_engines_take_are_refused() {
+    for (line, key, range) in [
+        ("memory_mb = 1", "sandbox.memory_mb", "from 6 to"),
+        (
+            "memory_mb = 18446744073709551615",
+            "sandbox.memory_mb",
+            "from 6 to",
+        ),
+        (
+            "pids_limit = 4294967295",
+            "sandbox.pids_limit",
+            "at most 4194304",
+        ),
+        ("cpus = 0.0001", "sandbox.cpus", "from 0.01 to 1024"),
+        ("cpus = 2000.0", "sandbox.cpus", "from 0.01 to 1024"),
+        (
+            "output_limit_bytes = 18446744073709551615",
+            "sandbox.output_limit_bytes",
+            "at most 65536",
+        ),
+        (
+            "output_limit_bytes = 100000",
+            "sandbox.output_limit_bytes",
+            "at most 65536",
+        ),
+    ] {
+        let text = format!("repo_url = \"/g\"\n[sandbox]\n{line}\n");
+        let e = load(&text, &env(&[])).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(range), "{line}: {e}");
+    }
+    let text =
+        "repo_url = \"/g\"\n[sandbox]\nmemory_mb = 6\ncpus = 0.01\noutput_limit_bytes = 65536\n";
+    assert!(load(text, &env(&[])).is_ok());
+}
+
+/// A word that is no level logs nothing at all (`tracing` reads it as a
+/// target): refused, from the file and from `LOG_LEVEL`.
+#[test]
+fn a_log_level_that_is_no_level_is_refused() {
+    let e = load("repo_url = \"/g\"\nlog_level = \"verbose\"\n", &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("log_level") && e.contains("\"verbose\" is no level"),
+        "{e}"
+    );
+    let e = load("repo_url = \"/g\"\n", &env(&[("LOG_LEVEL", "warning")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("LOG_LEVEL") && e.contains("\"warning\""), "{e}");
+    for ok in [
+        "info",
+        "DEBUG",
+        "warn,dgrid_worker=trace",
+        "dgrid_worker::git=debug",
+    ] {
+        assert!(
+            load("repo_url = \"/g\"\n", &env(&[("LOG_LEVEL", ok)])).is_ok(),
+            "{ok}"
+        );
+    }
+}

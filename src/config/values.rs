@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::ConfigError;
 use crate::grid::Id;
 use crate::grid::node::MAX_SLOTS;
-use crate::sandbox::EngineKind;
+use crate::sandbox::{EngineKind, Limits};
 
 /// A file setting must name a file this process can read now: found at
 /// start, not at the first fetch. A private key that others may read is
@@ -121,4 +121,80 @@ pub(super) fn default_node_id() -> Id {
         .take(crate::grid::id::MAX_LEN)
         .collect();
     Id::parse(&cleaned).unwrap_or_else(|_| Id::parse("node").expect("a literal id"))
+}
+
+/// The sandbox's limits, each within what the engines accept: podman
+/// refuses a memory limit under 6 MB and a CPU quota under 1 ms a 100 ms
+/// period, and a value past these bounds overflows their arithmetic; every
+/// task would then fail as the engine's, and the node go unhealthy.
+/// `output_limit_bytes` keeps a result (both streams, each byte escaped
+/// as up to six in JSON) under the 1 MiB a reader reads of it.
+pub(super) fn sandbox_limits(
+    file: &super::file::SandboxFile,
+    origin: &str,
+) -> Result<Limits, ConfigError> {
+    let default = Limits::default();
+    let out_of = |key: &'static str, value: String, range: &str| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        key,
+        reason: format!("is {value}; it must be {range}"),
+    };
+    let cpus = file.cpus.unwrap_or(default.cpus);
+    if !(0.01..=1024.0).contains(&cpus) {
+        return Err(out_of(
+            "sandbox.cpus",
+            cpus.to_string(),
+            "from 0.01 to 1024",
+        ));
+    }
+    let memory_mb = file.memory_mb.map_or(default.memory_mb, |n| n.get());
+    if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&memory_mb) {
+        let range = format!("from {MIN_MEMORY_MB} to {MAX_MEMORY_MB} (MB)");
+        return Err(out_of("sandbox.memory_mb", memory_mb.to_string(), &range));
+    }
+    let pids = file.pids_limit.map_or(default.pids, |n| n.get());
+    if pids > MAX_PIDS {
+        let range = format!("at most {MAX_PIDS} (the kernel's own limit)");
+        return Err(out_of("sandbox.pids_limit", pids.to_string(), &range));
+    }
+    let output = file
+        .output_limit_bytes
+        .map_or(default.output_bytes as u64, |n| n.get());
+    if output > MAX_OUTPUT_BYTES {
+        let range = format!("at most {MAX_OUTPUT_BYTES}, so that a result stays readable (1 MiB)");
+        return Err(out_of(
+            "sandbox.output_limit_bytes",
+            output.to_string(),
+            &range,
+        ));
+    }
+    Ok(Limits {
+        memory_mb,
+        cpus,
+        pids,
+        output_bytes: output as usize,
+    })
+}
+
+const MIN_MEMORY_MB: u64 = 6;
+const MAX_MEMORY_MB: u64 = 1 << 20;
+const MAX_PIDS: u32 = 4_194_304;
+pub const MAX_OUTPUT_BYTES: u64 = 64 * 1024;
+
+/// A `log_level` is a level (`info`), or directives `target=level`
+/// separated by commas; a bare word that is no level is a target to
+/// `tracing`, and logs nothing at all: refused, as the typo it is.
+pub(super) fn check_log_level(v: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    tracing_subscriber::EnvFilter::try_new(v).map_err(|e| e.to_string())?;
+    for directive in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{directive:?} is no level: one of {} (or target=level, comma-separated)",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }

@@ -128,6 +128,33 @@ fn sigterm_lets_a_running_task_finish() {
     assert_eq!(record(&grid, "polite")["status"], "stopped");
 }
 
+/// SIGHUP (a terminal hung up, a reload asked by habit) killed the worker
+/// on the spot; it is logged and ignored.
+#[test]
+fn a_sighup_is_ignored() {
+    let grid = Grid::new();
+    grid.submit(&[("after-hup".into(), "sleep 1; echo done".into(), 30)]);
+    let mut spec = WorkerSpec::new(&grid, "hup");
+    spec.drain = false;
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the claim", Duration::from_secs(20), || {
+        grid.files("tasks/in_progress").len() == 1
+    });
+    w.signal(Signal::SIGHUP);
+    wait_until("the result", Duration::from_secs(30), || {
+        grid.files("tasks/completed")
+            .contains_key("hup@after-hup.json")
+    });
+    assert!(w.child.try_wait().unwrap().is_none(), "{}", w.log_text());
+    assert!(w.log_text().contains("SIGHUP ignored"), "{}", w.log_text());
+    w.signal(Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+}
+
 #[test]
 fn a_task_that_outlasts_the_drain_goes_back_to_the_queue() {
     let grid = Grid::new();

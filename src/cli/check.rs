@@ -512,7 +512,7 @@ pub fn main(config: Option<PathBuf>, opts: CheckOptions) -> u8 {
                 what: "config",
                 detail: e.to_string(),
             };
-            println!("{l}");
+            say(&l);
             return exit_code(&[l]);
         }
     };
@@ -520,8 +520,15 @@ pub fn main(config: Option<PathBuf>, opts: CheckOptions) -> u8 {
     // not enforced but allowed) is one of the lines below already, and
     // saying it twice reads as two problems.
     crate::logging::init("error", Some(cfg.node_id.as_str()));
-    let lines = run(&cfg, opts, &mut |l| println!("{l}"));
+    let lines = run(&cfg, opts, &mut say);
     exit_code(&lines)
+}
+
+/// A line to stdout; a reader gone (`check | head -1`) ends nothing but
+/// the printing: `println!` panicked there.
+fn say(l: &Line) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{l}");
 }
 
 #[cfg(test)]

@@ -82,9 +82,9 @@ fn a_task_cannot_pose_as_an_engine_failure() {
     assert_ne!(node["status"], "unhealthy", "{node}");
 }
 
-/// An engine that really fails (its container never starts: here a
-/// `podman` whose `run` fails as runc does, everything else the real
-/// podman) is not the task's fault, but it counts: a task that keeps
+/// An engine that really fails for a task (its container never starts:
+/// here a `podman` whose `run` of that task fails as runc does, everything
+/// else the real podman) is not the task's fault, but it counts: a task that keeps
 /// meeting it ends in `failed/` within `max_attempts`, never requeued for
 /// ever.
 #[test]
@@ -92,7 +92,14 @@ fn engine_failures_count_against_the_task() {
     require_podman_image();
     let grid = Grid::new();
     grid.submit(&[("unlucky".into(), "echo never".into(), 30)]);
-    let w = spawn_worker(&grid, &failing_engine_spec(&grid, "broken-n", None));
+    let w = spawn_worker(
+        &grid,
+        &failing_engine_spec(
+            &grid,
+            "broken-n",
+            r#"case "$*" in *unlucky*) true;; *) false;; esac"#,
+        ),
+    );
     wait_until("the task to be abandoned", Duration::from_secs(120), || {
         grid.files("tasks/failed")
             .contains_key("broken-n@unlucky.json")
@@ -110,10 +117,10 @@ fn engine_failures_count_against_the_task() {
     assert!(w.log_text().contains("engine failure"), "{}", w.log_text());
 }
 
-/// A worker whose `podman run` fails as runc does (everything else the
-/// real podman; with `once`, only once that file exists), with
+/// A worker whose `podman run` fails as runc does when the shell test
+/// `when` holds (everything else the real podman), with
 /// `max_attempts = 1`, not draining.
-fn failing_engine_spec(grid: &Grid, node: &str, once: Option<&Path>) -> WorkerSpec {
+fn failing_engine_spec(grid: &Grid, node: &str, when: &str) -> WorkerSpec {
     let bin = grid.path("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let real = Command::new("sh")
@@ -124,8 +131,7 @@ fn failing_engine_spec(grid: &Grid, node: &str, once: Option<&Path>) -> WorkerSp
     write_script(
         &bin.join("podman"),
         &format!(
-            "#!/bin/sh\nif [ \"$1\" = run ] && [ -e '{}' ]; then echo 'Error: runc: container init failed' >&2; exit 125; fi\nexec {real} \"$@\"\n",
-            once.unwrap_or(Path::new("/")).display()
+            "#!/bin/sh\nif [ \"$1\" = run ] && {when}; then echo 'Error: runc: container init failed' >&2; exit 125; fi\nexec {real} \"$@\"\n"
         ),
     );
     let mut spec = podman_spec(grid, node);
@@ -134,6 +140,30 @@ fn failing_engine_spec(grid: &Grid, node: &str, once: Option<&Path>) -> WorkerSp
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     spec.env.push(("PATH".into(), path));
     spec
+}
+
+/// An engine that answers `info` and holds the image but starts no
+/// container: `check` says so (it passed), and the node's health check
+/// (the same probe) keeps it unhealthy rather than claiming again.
+#[test]
+fn check_fails_an_engine_that_starts_no_container() {
+    require_podman_image();
+    let grid = Grid::new();
+    let spec = failing_engine_spec(&grid, "probe-n", "true");
+    let config = grid.path("probe-n.toml");
+    std::fs::write(&config, spec.config_text(&grid.path("state-probe-n"))).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("starts no container") && text.contains("container init failed"),
+        "{text}"
+    );
 }
 
 /// Once its engine has failed a start, a node starts none of the claims
@@ -151,7 +181,10 @@ fn an_engine_failure_gives_back_the_claims_held_ahead_unspent() {
     };
     // Tasks timed first, so that the node claims ahead of its slot.
     grid.submit(&tasks("timed", 4));
-    let w = spawn_worker(&grid, &failing_engine_spec(&grid, "held-n", Some(&broken)));
+    let w = spawn_worker(
+        &grid,
+        &failing_engine_spec(&grid, "held-n", &format!("[ -e '{}' ]", broken.display())),
+    );
     wait_until("the first tasks to run", Duration::from_secs(180), || {
         grid.files("tasks/completed").len() == 4
     });

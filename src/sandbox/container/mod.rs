@@ -221,6 +221,31 @@ impl ContainerEngine {
         matches!(self.call("info", &self.flavor.info_args()), Ok(out) if out.code == 0)
     }
 
+    /// Start one container as a task's, with a task's flags, running
+    /// `true`: an engine that answers `info` and holds the image may still
+    /// start no container (runc refusing the host's limits), and a node
+    /// that trusted `info` alone claimed, failed every start, spent an
+    /// attempt of each task, and called itself healthy again a minute
+    /// later, round after round.
+    fn probe(&self) -> Result<(), SandboxError> {
+        let job = Job {
+            node_id: "probe".into(),
+            task_id: format!("probe-{}", std::process::id()),
+            attempt: 1,
+            script: "true".into(),
+            timeout: self.call_timeout,
+            inputs: None,
+        };
+        let never: super::CancelFlag = Default::default();
+        match self.run(&job, &never).outcome {
+            super::Outcome::Exited(0) => Ok(()),
+            super::Outcome::EngineFailed(why) => {
+                Err(self.unusable(format!("it starts no container: {why}")))
+            }
+            other => Err(self.unusable(format!("a container running `true` ended {other:?}"))),
+        }
+    }
+
     fn unusable(&self, reason: String) -> SandboxError {
         SandboxError::Unusable {
             engine: self.name().to_string(),
@@ -316,14 +341,14 @@ impl Engine for ContainerEngine {
             .call("image", &self.flavor.image_exists_args(&self.image))
             .map_err(|e| self.unusable(e.to_string()))?;
         if image.code == 0 {
-            return Ok(());
+            return self.probe();
         }
         // Not here yet: fetch it now, once, rather than let every task fail
         // on it (runs use --pull=never so that a task never waits on one).
         tracing::info!(engine = %self.name(), image = %self.image, "image not present; pulling it");
         let pull = self.call_within("pull", &["pull", self.image.as_str()], PULL_TIMEOUT);
         match pull {
-            Ok(out) if out.code == 0 => Ok(()),
+            Ok(out) if out.code == 0 => self.probe(),
             Ok(out) => Err(self.image_missing(format!(
                 "`{} pull` failed ({})",
                 self.name(),

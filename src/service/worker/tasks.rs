@@ -260,14 +260,20 @@ impl Worker {
         }
         std::fs::create_dir_all(&dir).map_err(io)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
-        // A new round of reads: these are a few results, each capped.
-        self.repo.reset_read_budget();
-        let oids: Vec<String> = parents.iter().map(|(_, oid)| oid.clone()).collect();
-        let blobs = self
-            .repo
-            .read_objects(&oids, crate::grid::layout::MAX_RESULT_BYTES)
-            .map_err(|e| e.to_string())?;
-        for ((parent, _), blob) in parents.iter().zip(blobs) {
+        // Each a round of reads of its own: a result is capped (1 MiB),
+        // but twenty of them are more than one round reads, and a task
+        // whose inputs never fit one round failed every attempt.
+        for (parent, oid) in &parents {
+            self.repo.reset_read_budget();
+            let blob = self
+                .repo
+                .read_objects(
+                    std::slice::from_ref(oid),
+                    crate::grid::layout::MAX_RESULT_BYTES,
+                )
+                .map_err(|e| e.to_string())?
+                .pop()
+                .unwrap_or(crate::git::Blob::Missing);
             let Some(bytes) = blob.data() else {
                 remove_inputs(Some(&dir));
                 return Err(format!(

@@ -56,6 +56,32 @@ fn shown(s: &str, keep_lines: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// JSON text (`serde_json`'s, which escapes only what JSON must) with
+/// every other character [`line`] escapes written as `\uXXXX` too: the
+/// same value to a parser, and nothing a terminal acts on (a C1 control,
+/// a bidi override) when `status --json` is printed to one.
+pub fn json(text: String) -> String {
+    if !text.chars().any(needs_escape_in_json) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if needs_escape_in_json(c) {
+            // Every such character is in the Basic Multilingual Plane.
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What JSON text may still hold raw that [`line`] would escape: JSON has
+/// escaped the ASCII controls, quotes and backslashes already.
+fn needs_escape_in_json(c: char) -> bool {
+    needs_escape(c) && !matches!(c, '\\' | '\0'..='\u{1f}')
+}
+
 fn needs_escape(c: char) -> bool {
     c.is_control()
         || c == '\\'
@@ -101,6 +127,27 @@ pub(crate) fn unescape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_keeps_its_value_and_shows_no_c1_control_or_bidi_override() {
+        let value =
+            serde_json::json!({"name": "a\u{9b}31m\u{202e}b\u{7f}\\\n\u{1b}", "ok": "café"});
+        let text = json(serde_json::to_string(&value).unwrap());
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() || ('\u{2000}'..='\u{2fff}').contains(&c)),
+            "{text}"
+        );
+        assert!(
+            text.contains("\\u009b") && text.contains("\\u202e") && text.contains("café"),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            value
+        );
+    }
 
     #[test]
     fn plain_text_passes_unchanged() {

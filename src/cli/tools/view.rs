@@ -55,10 +55,8 @@ pub fn status(a: StatusArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).expect("views serialise")
-        );
+        let text = serde_json::to_string_pretty(&v).expect("views serialise");
+        println!("{}", crate::escape::json(text));
     } else {
         print!("{}", text::status(&v, &a.repo.repo));
     }
@@ -95,7 +93,8 @@ pub fn dashboard(a: DashboardArgs) -> ExitCode {
         .and_then(|()| {
             write(
                 "grid.json",
-                &serde_json::to_vec_pretty(&v).expect("views serialise"),
+                crate::escape::json(serde_json::to_string_pretty(&v).expect("views serialise"))
+                    .as_bytes(),
             )
         })
         .and_then(|()| write("index.html", html::dashboard(&v, &a.title).as_bytes()));

@@ -51,3 +51,39 @@ pub fn unserved(queue: &QueueAt, live: &[(&str, &NodeLabels)]) -> Vec<Unserved> 
     }
     out.into_values().collect()
 }
+
+/// The classes only paused nodes serve (quiet hours, a limit reached),
+/// beyond `unserved`: their tasks wait until one comes back, which may be
+/// hours, and say so, naming each such node and its pause (`paused`: a
+/// node's, by id).
+pub fn served_only_by_paused(
+    queue: &QueueAt,
+    live: &[(&str, &NodeLabels)],
+    unserved: &[Unserved],
+    paused: &dyn Fn(&str) -> Option<String>,
+) -> Vec<Unserved> {
+    let working: Vec<(&str, &NodeLabels)> = live
+        .iter()
+        .copied()
+        .filter(|(n, _)| paused(n).is_none())
+        .collect();
+    if working.len() == live.len() {
+        return Vec::new();
+    }
+    self::unserved(queue, &working)
+        .into_iter()
+        .filter(|u| !unserved.iter().any(|v| v.class == u.class))
+        .map(|mut u| {
+            let servers: Vec<String> = live
+                .iter()
+                .filter(|(_, l)| l.serves(&u.class).is_ok())
+                .filter_map(|(n, _)| Some(format!("{n} ({})", paused(n)?)))
+                .collect();
+            u.why = format!(
+                "only nodes that take no work now serve it: {}",
+                servers.join(", ")
+            );
+            u
+        })
+        .collect()
+}

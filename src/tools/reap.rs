@@ -133,7 +133,17 @@ pub fn plan(
         .filter(|r| r.is_up(now, policy.stale_after))
         .map(|r| r.node_id.to_string())
         .collect();
-    let unservable = routing::unserved(&queue, &refs)
+    let mut unserved = routing::unserved(&queue, &refs);
+    let paused = |id: &str| {
+        records
+            .iter()
+            .find(|r| r.node_id.as_str() == id)
+            .and_then(|r| r.paused.clone())
+    };
+    unserved.extend(routing::served_only_by_paused(
+        &queue, &refs, &unserved, &paused,
+    ));
+    let unservable = unserved
         .into_iter()
         .map(|u| Unservable {
             requires: u.class.labels().map(ToString::to_string).collect(),

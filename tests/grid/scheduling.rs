@@ -395,6 +395,51 @@ fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
     assert!(grid.queued().contains_key("needs-fpga.json"));
 }
 
+/// A task that only a paused node serves (its quiet hours, its hourly
+/// limit) waits until that node comes back, perhaps for hours: `status`,
+/// the dashboard's data and `reap` say so, naming the node and its pause.
+/// They called it servable.
+#[test]
+fn a_task_only_a_paused_node_serves_says_so() {
+    let grid = Grid::new();
+    submit(
+        &grid,
+        "paused",
+        json!([{"task_id": "on-gpu", "script": "true", "timeout_seconds": 30, "requires": ["gpu"]}]),
+    );
+    let now = dgrid_worker::time::format(dgrid_worker::time::now());
+    let records = [
+        json!({"node_id": "g1", "status": "idle", "last_heartbeat": now, "labels": ["gpu"],
+               "paused": "quiet hours (22:00-07:00, local time) until 07:00"}),
+        json!({"node_id": "n2", "status": "idle", "last_heartbeat": now}),
+    ];
+    let files: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .map(|r| {
+            (
+                format!("nodes/{}.json", r["node_id"].as_str().unwrap()),
+                r.to_string().into_bytes(),
+            )
+        })
+        .collect();
+    grid.commit_files(&files, "two nodes, one paused");
+    let want = "only nodes that take no work now serve it: g1 (quiet hours (22:00-07:00, local time) until 07:00)";
+    let out = dgrid(&["status", "--repo", &grid.bare.display().to_string()]);
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains(want), "{}", stdout(&out));
+    let out = dgrid(&[
+        "status",
+        "--json",
+        "--repo",
+        &grid.bare.display().to_string(),
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["unservable"][0]["task_ids"], json!(["on-gpu"]), "{v}");
+    let out = dgrid(&["reap", "--repo", &grid.url()]);
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains(want), "{}", stdout(&out));
+}
+
 #[test]
 fn a_graph_runs_in_order_with_its_inputs_and_a_failure_fails_its_dependants_by_name() {
     let grid = Grid::new();

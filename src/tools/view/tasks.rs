@@ -43,7 +43,16 @@ pub(super) fn queue_views(
         })
         .collect();
     let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (*n, l)).collect();
-    let unserved = routing::unserved(&q, &refs);
+    let mut unserved = routing::unserved(&q, &refs);
+    let paused = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.node_id == id)
+            .and_then(|n| n.paused.clone())
+    };
+    unserved.extend(routing::served_only_by_paused(
+        &q, &refs, &unserved, &paused,
+    ));
     let why: BTreeMap<&Class, &str> = unserved
         .iter()
         .map(|u| (&u.class, u.why.as_str()))

@@ -410,7 +410,13 @@ fn check_trust(
 /// before the worker starts; elsewhere the worker makes it itself).
 fn check_state_dir(dir: &Path) -> std::io::Result<&'static str> {
     if dir.is_dir() {
-        return tempfile::tempfile_in(dir).map(|_| "is writable");
+        // Written to and synced: an empty file is made even on a full
+        // filesystem, where the worker's first write then fails.
+        use std::io::Write;
+        let mut f = tempfile::tempfile_in(dir)?;
+        f.write_all(&[0; 64 << 10])?;
+        f.sync_all()?;
+        return Ok("is writable");
     }
     if dir.exists() {
         return Err(std::io::Error::other("is not a directory"));

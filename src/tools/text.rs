@@ -152,7 +152,16 @@ pub fn status(view: &GridView, repo: &str) -> String {
                     let _ = writeln!(s, "  {:<30} ! {}", esc(&w.task_id), esc(e));
                 }
                 None => {
-                    let _ = writeln!(s, "  {:<30} {}", esc(&w.task_id), esc(&w.waits()));
+                    // Its level and labels too: what it will ask of a node
+                    // once it is released.
+                    let level = w.priority.map(|p| format!("p{p}")).unwrap_or_default();
+                    let requires = requirement(&w.requires);
+                    let _ = writeln!(
+                        s,
+                        "  {:<30} {level:<12} {requires}  {}",
+                        esc(&w.task_id),
+                        esc(&w.waits())
+                    );
                 }
             }
         }

@@ -166,7 +166,7 @@ pub fn cases() -> Vec<Hostile> {
         f(
             "timeout-float.json",
             with("timeout-float", "timeout_seconds", 1.5.into()),
-            "`timeout_seconds` must be an integer, found a fractional number",
+            "`timeout_seconds` must be an integer, found a number written with a decimal point or an exponent",
             "fractional timeout",
         ),
         f(

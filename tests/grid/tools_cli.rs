@@ -524,27 +524,27 @@ fn submit_names_the_file_and_item_of_a_graph_it_refuses() {
     refused(
         "cycle.json",
         vec![t("a1", &[]), t("a2", &["a3"]), t("a3", &["a2"])],
-        "item 1: field `after` makes a cycle: a2 -> a3 -> a2",
+        "item 2 (a2): field `after` makes a cycle: a2 -> a3 -> a2",
     );
     refused(
         "unknown.json",
         vec![t("a1", &[]), t("a3", &["nope"])],
-        "item 1: field `after` of `a3` names `nope`, which is neither among these tasks nor on the grid",
+        "item 2 (a3): field `after` of `a3` names `nope`, which is neither among these tasks nor on the grid",
     );
     refused(
         "failed.json",
         vec![t("a1", &[]), t("a4", &["f-exit"])],
-        "item 1: field `after` of `a4`: dependency `f-exit` did not complete",
+        "item 2 (a4): field `after` of `a4`: dependency `f-exit` did not complete",
     );
     refused(
         "twice.json",
         vec![t("d1", &[]), t("d2", &[]), t("d1", &[])],
-        "item 2: field `task_id` \"d1\" is given to two tasks (item 0 has it too)",
+        "item 3 (d1): field `task_id` \"d1\" is given to two tasks (item 1 has it too)",
     );
     refused(
         "taken.json",
         vec![t("n1", &[]), t("q-1", &[])],
-        "item 1: field `task_id` \"q-1\" is already in use on the grid: tasks/queue/q-1.json",
+        "item 2 (q-1): field `task_id` \"q-1\" is already in use on the grid: tasks/queue/q-1.json",
     );
     assert_eq!(grid.commit_count(), before, "nothing was pushed");
 }
@@ -895,6 +895,11 @@ fn status_says_what_holds_a_waiting_task_that_names_nothing_to_wait_for() {
         "{text}"
     );
     assert!(line("bl8").ends_with("waits for q-1"), "{text}");
+    // With what it will ask of a node once released.
+    assert!(
+        line("bl8").contains(" p50 ") && line("bl8").contains("requires nothing"),
+        "{text}"
+    );
     assert!(
         !text.lines().any(|l| l.trim_end().ends_with("waits for")),
         "{text}"

@@ -148,8 +148,9 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
                             Value::Object(m) => out.push(m),
                             _ => {
                                 return fail(format_args!(
-                                    "{}: item {i} must be a JSON object (a task)",
-                                    p.display()
+                                    "{}: item {} must be a JSON object (a task)",
+                                    p.display(),
+                                    i + 1
                                 ));
                             }
                         }
@@ -178,7 +179,7 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
             .position(|b| !b.contains_key("timeout_seconds"))
     {
         let which = if bases.len() > 1 {
-            format!(" (item {i})")
+            format!(" (item {})", i + 1)
         } else {
             String::new()
         };
@@ -215,7 +216,16 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
     let mut origins = Vec::with_capacity(bases.len());
     for (i, mut base) in bases.into_iter().enumerate() {
         let origin = match (&a.task_file, graph) {
-            (Some(p), true) => format!("{} item {i}", p.display()),
+            // Counted from 1, as a person counts, with the task it holds.
+            (Some(p), true) => match base.get("task_id").and_then(Value::as_str) {
+                Some(id) => format!(
+                    "{} item {} ({})",
+                    p.display(),
+                    i + 1,
+                    crate::tools::escape::untrusted(id)
+                ),
+                None => format!("{} item {}", p.display(), i + 1),
+            },
             (Some(p), false) => p.display().to_string(),
             (None, _) => "the task".to_owned(),
         };
@@ -264,9 +274,10 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
     }
     if let Some((first, second)) = duplicate_id(&tasks) {
         return fail(format_args!(
-            "{}: field `task_id` {:?} is given to two tasks (item {first} has it too)",
+            "{}: field `task_id` {:?} is given to two tasks (item {} has it too)",
             origins[second],
-            tasks[second].task_id.as_str()
+            tasks[second].task_id.as_str(),
+            first + 1
         ));
     }
     // Said of a task by its id: named by where it came from.

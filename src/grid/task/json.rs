@@ -11,7 +11,7 @@ pub(super) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_f64() => "a fractional number",
+        Value::Number(n) if n.is_f64() => "a number written with a decimal point or an exponent",
         Value::Number(n) if n.is_i64() && n.as_i64().is_some_and(|i| i < 0) => "a negative number",
         Value::Number(_) => "a number",
         Value::String(_) => "a string",

@@ -80,7 +80,7 @@ fn each_problem_is_named() {
         (
             "t.json",
             r#"{"task_id":"t","script":"x","timeout_seconds":1.5}"#,
-            "must be an integer, found a fractional number",
+            "must be an integer, found a number written with a decimal point or an exponent",
         ),
         (
             "t.json",

@@ -35,15 +35,19 @@ pub struct QuietHours {
 impl QuietHours {
     pub fn parse(s: &str) -> Result<QuietHours, String> {
         let minute = |t: &str| -> Result<u32, String> {
-            let (h, m) = t.trim().split_once(':').ok_or_else(|| {
-                format!("{t:?} is not a time of day such as 22:00 (midnight is 00:00)")
-            })?;
+            let (h, m) = t
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| format!("{t:?} is not a time of day such as 22:00"))?;
             let (h, m): (u32, u32) = match (h.parse(), m.parse()) {
                 (Ok(h), Ok(m)) if h < 24 && m < 60 && m_len(t) => (h, m),
                 _ => {
-                    return Err(format!(
-                        "{t:?} is not a time of day such as 22:00 (midnight is 00:00)"
-                    ));
+                    let hint = if h == "24" {
+                        " (midnight is 00:00)"
+                    } else {
+                        ""
+                    };
+                    return Err(format!("{t:?} is not a time of day such as 22:00{hint}"));
                 }
             };
             Ok(h * 60 + m)

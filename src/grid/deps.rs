@@ -59,7 +59,7 @@ pub fn next(after: &[Id], mut state: impl FnMut(&Id) -> Parent) -> Next {
             Parent::Unknown => {
                 return Next::Invalid {
                     error: format!(
-                        "field `after` names `{parent}`, which is not on the grid: no task of that id is queued, waiting, running or finished on its branch"
+                        "field `after` names `{parent}`, which is not on the grid: no task of that id is queued, waiting, running or finished on its branch (a result moved to the `archive` branch counts no more)"
                     ),
                 };
             }

@@ -11,6 +11,9 @@ use super::view::{GridView, ResultView, human_age};
 /// Lists longer than this are cut, with a count of the rest.
 const SHOWN: usize = 20;
 
+/// Nodes listed by `status`, at most.
+const NODES_SHOWN: usize = 500;
+
 pub fn status(view: &GridView, repo: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -31,7 +34,9 @@ pub fn status(view: &GridView, repo: &str) -> String {
     );
 
     let _ = writeln!(s, "\nnodes ({}):", view.nodes.len());
-    for n in &view.nodes {
+    // A grid's nodes/ is anyone's to fill: 100,000 records printed a line
+    // each (18 MB).
+    for n in view.nodes.iter().take(NODES_SHOWN) {
         let mut extra = match (&n.error, &n.problem, &n.paused) {
             (Some(e), _, _) => format!("  ! {}", esc(e)),
             (None, Some(p), _) => format!("  ! {}", esc(p)),
@@ -79,6 +84,14 @@ pub fn status(view: &GridView, repo: &str) -> String {
             };
             let _ = writeln!(s, "    labels {}{exclusive}", esc(&n.labels.join(", ")));
         }
+    }
+
+    if view.nodes.len() > NODES_SHOWN {
+        let _ = writeln!(
+            s,
+            "  ... and {} more (status --json lists every one)",
+            view.nodes.len() - NODES_SHOWN
+        );
     }
 
     // Running by its node's record, then claimed and not started by it

@@ -928,6 +928,29 @@ fn status_says_what_holds_a_waiting_task_that_names_nothing_to_wait_for() {
     assert!(waiting("bl8").get("held").is_none());
 }
 
+/// `nodes/` is anyone's to fill: `status` lists 500 nodes and counts the
+/// rest (100,000 junk records printed 18 MB).
+#[test]
+fn status_lists_at_most_500_nodes() {
+    let grid = Grid::new();
+    let records: Vec<(String, Vec<u8>)> = (0..520)
+        .map(|i| {
+            let r = serde_json::json!({"node_id": format!("n-{i:04}"), "status": "idle", "last_heartbeat": "2026-01-01T00:00:00.000Z"});
+            (format!("nodes/n-{i:04}.json"), r.to_string().into_bytes())
+        })
+        .collect();
+    grid.commit_files(&records, "a crowd of records");
+    let o = dgrid(&["status", "--repo", &grid.url()]);
+    expect_code(&o, 0);
+    let text = stdout(&o);
+    assert!(text.contains("nodes (520):"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("  n-")).count(), 500);
+    assert!(
+        text.contains("... and 20 more (status --json lists every one)"),
+        "{text}"
+    );
+}
+
 /// A few hundred KB of junk names in `in_progress/` (200,000 of them made
 /// one commit that never landed, at every reap, for every node) are moved
 /// out a bounded batch a reap.

@@ -782,3 +782,44 @@ fn a_restart_spends_an_attempt_only_of_the_claims_it_started() {
     w.signal(Signal::SIGKILL);
     w.wait_exit(Duration::from_secs(30));
 }
+
+/// Two workers under one node id (hosts named alike, the default id being
+/// the host name): each took the other's claims for leftovers of its own
+/// crash. The second stops at once, as for a configuration error (78),
+/// naming the id; the first's claim is untouched, and the first, started
+/// again on its own state directory, registers.
+#[test]
+fn a_second_worker_under_a_node_id_in_use_stops() {
+    let grid = Grid::new();
+    grid.submit(&[("long".into(), "sleep 30".into(), 60)]);
+    let mut spec = WorkerSpec::new(&grid, "twin");
+    spec.drain = false;
+    let mut first = spawn_worker(&grid, &spec);
+    wait_until("its run", Duration::from_secs(60), || {
+        first.log_text().contains("running task_id=long")
+    });
+    let config = grid.path("twin-elsewhere.toml");
+    std::fs::write(&config, spec.config_text(&grid.path("state-elsewhere"))).unwrap();
+    // Draining, so that a worker that does not stop ends all the same.
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--drain", "--config"])
+        .arg(&config)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("node id `twin` is in use"), "{err}");
+    let claim = &grid.json_files("tasks/in_progress")["long.json"]["claim"];
+    assert_eq!(claim["node_id"], "twin");
+    assert_eq!(claim["attempt"], 1, "{claim}");
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(Duration::from_secs(30));
+    let mut again = spawn_worker(&grid, &spec);
+    wait_until("its registration", Duration::from_secs(60), || {
+        again.log_text().contains("registered; ready")
+    });
+    again.signal(Signal::SIGKILL);
+    again.wait_exit(Duration::from_secs(30));
+}

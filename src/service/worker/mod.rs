@@ -18,6 +18,7 @@
 //! - `attest`      trust: the node key and the gate; signed results
 //! - `kept*`       what a node keeps between runs: its pace, its budget
 //! - `lock`        one worker a state directory
+//! - `setup`       what start-up puts together; one worker a node id
 
 mod attest;
 mod exchange;
@@ -32,6 +33,7 @@ mod main_loop;
 mod relay;
 mod report;
 mod schedule;
+mod setup;
 mod signals;
 mod slots;
 mod tasks;
@@ -46,12 +48,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::escape::Untrusted;
-use crate::git::auth::Access;
-use crate::git::ssh::{self, SharedConnection};
 use crate::git::txn::{Identity, TxnPolicy};
 use crate::git::{Git, GridRepo};
+use crate::grid::Id;
 use crate::grid::schedule::NodeLabels;
-use crate::grid::{Class, Id, Label};
 use crate::sandbox::{self, Engine};
 use crate::service::budget::{Budget, Paused};
 use crate::service::notify::Notifier;
@@ -91,13 +91,19 @@ pub enum WorkerError {
     /// Another worker runs on this state directory, or it cannot be locked.
     #[error(transparent)]
     StateLock(#[from] lock::LockError),
+    /// Another worker, elsewhere, writes this node's record.
+    #[error("{0}")]
+    IdInUse(String),
 }
 
 impl WorkerError {
     /// Only an operator can end it (another worker on the same state
     /// directory): as a configuration error, restarting cannot help.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, WorkerError::StateLock(lock::LockError::InUse { .. }))
+        matches!(
+            self,
+            WorkerError::StateLock(lock::LockError::InUse { .. }) | WorkerError::IdInUse(_)
+        )
     }
 }
 
@@ -238,6 +244,8 @@ struct Worker {
     /// were there. Until then it claims only its free slots (see
     /// `register`).
     registered: bool,
+    /// Its id's record was read before registering (`setup`).
+    id_checked: bool,
     /// Registering, until when it may stay out of a drain its peers cover
     /// (`share::stays_out`) rather than push its registration: a bound, so
     /// that a long drain does not keep it unregistered.
@@ -247,46 +255,6 @@ struct Worker {
 /// A node stays out of a drain its peers cover for at most this long
 /// before it registers anyway.
 const STAY_OUT_AT_MOST: Duration = Duration::from_secs(60);
-
-/// The labels a node routes by: those configured, and `arch=`, `os=` and
-/// `engine=` as detected.
-pub fn node_labels(cfg: &Config, engine: &str) -> NodeLabels {
-    let mut detected = vec![
-        crate::grid::label::arch_label(),
-        crate::grid::label::os_label(),
-    ];
-    if let Ok(e) = Label::parse(&format!("engine={engine}")) {
-        detected.push(e);
-    }
-    for (c, d) in crate::grid::label::contradicting(&cfg.scheduling.labels, &detected) {
-        tracing::warn!(configured = %c.as_str(), detected = %d.as_str(), "a configured label says another value than the one detected: this node claims tasks that ask for either");
-    }
-    let mut labels = cfg.scheduling.labels.clone();
-    labels.extend(detected);
-    NodeLabels {
-        labels: Class::of(labels),
-        exclusive: Class::of(cfg.scheduling.exclusive.clone()),
-    }
-}
-
-/// How the worker's git calls reach the grid: the configuration's access,
-/// and over ssh one connection kept open between calls, unless the
-/// operator chose the ssh command (`GIT_SSH_COMMAND`, with no key or pinned
-/// host keys configured, which would replace it anyway).
-fn worker_access(cfg: &Config) -> Access {
-    let mut access = cfg.access.clone();
-    let ssh_chosen = std::env::var_os("GIT_SSH_COMMAND").is_some()
-        && access.ssh_key_file.is_none()
-        && access.known_hosts.is_none();
-    if !ssh::is_ssh_url(&cfg.repo_url) || ssh_chosen {
-        return access;
-    }
-    match SharedConnection::fresh(&cfg.state_dir.join("ssh")) {
-        Ok(shared) => access.ssh_shared = Some(shared),
-        Err(e) => tracing::warn!(error = %e, "each git call opens its own ssh connection"),
-    }
-    access
-}
 
 pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     crate::service::heap::limit_arenas();
@@ -322,7 +290,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     }
 
     let identity = Identity::for_node(node.as_str());
-    let access = worker_access(&cfg);
+    let access = setup::worker_access(&cfg);
     let git = Git::new(
         &cfg.git_binary,
         cfg.state_dir.join("grid.git"),
@@ -356,7 +324,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     let (tx, rx) = channel();
     let signals = signals::spawn_signal_thread(tx.clone()).map_err(WorkerError::Signals)?;
 
-    let labels = node_labels(&cfg, engine.name());
+    let labels = setup::node_labels(&cfg, engine.name());
     tracing::info!(labels = %labels.labels.describe(), exclusive = %labels.exclusive.describe(), "routing");
     let mut budget = Budget::new(cfg.scheduling.budget.clone());
     if budget.limits().counts_the_hour() {
@@ -427,6 +395,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         claims_seen: Default::default(),
         published_seen: Default::default(),
         registered: false,
+        id_checked: false,
         join_by: None,
     };
     let ran = match w.register(&rx) {
@@ -471,6 +440,7 @@ impl Worker {
         self.join_by = Some(Instant::now() + STAY_OUT_AT_MOST);
         let mut stayed_out = false;
         loop {
+            self.check_id_is_ours()?;
             // The registration claims too (as an idle node would on its
             // first poll): one commit fewer per start, where every node of
             // a grid may be starting at once. But only its free slots, not
@@ -510,6 +480,7 @@ impl Worker {
                     // needed no more.
                     self.started_before = None;
                     self.started.rewrite(std::iter::empty(), true);
+                    self.keep_registered();
                     break;
                 }
                 Err(e) => {

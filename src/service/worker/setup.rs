@@ -1,0 +1,126 @@
+//! What start-up puts together (the labels a node routes by, how its git
+//! calls reach the grid), and the one check that a node id is this
+//! worker's alone.
+//!
+//! A node id defaults to the host name, and volunteers' hosts are often
+//! named alike (`debian`, a cloned image): two workers under one id each
+//! took the other's claims for leftovers of its own crash and requeued
+//! them at every reap, running tasks again and superseding results. So a
+//! worker about to register reads its id's record: written recently by a
+//! worker that has not stopped, and not by this state directory's last
+//! run (`<state>/registered`, the `started_at` of the last run that
+//! registered), it is another worker's, and this one stops, as for a
+//! configuration error.
+
+use crate::config::Config;
+use crate::git::auth::Access;
+use crate::git::ssh::{self, SharedConnection};
+use crate::grid::schedule::NodeLabels;
+use crate::grid::{Class, Label, NodeRecord, NodeStatus, layout};
+
+use super::{Worker, WorkerError};
+
+/// The labels a node routes by: those configured, and `arch=`, `os=` and
+/// `engine=` as detected.
+pub fn node_labels(cfg: &Config, engine: &str) -> NodeLabels {
+    let mut detected = vec![
+        crate::grid::label::arch_label(),
+        crate::grid::label::os_label(),
+    ];
+    if let Ok(e) = Label::parse(&format!("engine={engine}")) {
+        detected.push(e);
+    }
+    for (c, d) in crate::grid::label::contradicting(&cfg.scheduling.labels, &detected) {
+        tracing::warn!(configured = %c.as_str(), detected = %d.as_str(), "a configured label says another value than the one detected: this node claims tasks that ask for either");
+    }
+    let mut labels = cfg.scheduling.labels.clone();
+    labels.extend(detected);
+    NodeLabels {
+        labels: Class::of(labels),
+        exclusive: Class::of(cfg.scheduling.exclusive.clone()),
+    }
+}
+
+/// How the worker's git calls reach the grid: the configuration's access,
+/// and over ssh one connection kept open between calls, unless the
+/// operator chose the ssh command (`GIT_SSH_COMMAND`, with no key or pinned
+/// host keys configured, which would replace it anyway).
+pub(super) fn worker_access(cfg: &Config) -> Access {
+    let mut access = cfg.access.clone();
+    let ssh_chosen = std::env::var_os("GIT_SSH_COMMAND").is_some()
+        && access.ssh_key_file.is_none()
+        && access.known_hosts.is_none();
+    if !ssh::is_ssh_url(&cfg.repo_url) || ssh_chosen {
+        return access;
+    }
+    match SharedConnection::fresh(&cfg.state_dir.join("ssh")) {
+        Ok(shared) => access.ssh_shared = Some(shared),
+        Err(e) => tracing::warn!(error = %e, "each git call opens its own ssh connection"),
+    }
+    access
+}
+
+/// The file that keeps the `started_at` of this state directory's last
+/// run that registered.
+const REGISTERED: &str = "registered";
+
+impl Worker {
+    /// Stop if another worker writes this node's record (see the module's
+    /// doc). Asked at each attempt to register until one could fetch.
+    pub(super) fn check_id_is_ours(&mut self) -> Result<(), WorkerError> {
+        if self.id_checked {
+            return Ok(());
+        }
+        let Ok(Some(tip)) = self.repo.fetch() else {
+            // Unreachable: the registration's sync says so.
+            return Ok(());
+        };
+        self.id_checked = true;
+        let spec = format!("{tip}:{}", layout::node_file(self.node()));
+        let Ok(mut blobs) = self
+            .repo
+            .read_objects(&[spec], layout::MAX_NODE_RECORD_BYTES)
+        else {
+            return Ok(());
+        };
+        let record = blobs
+            .pop()
+            .and_then(|b| b.data().and_then(|d| NodeRecord::parse(d).ok()));
+        let last = std::fs::read_to_string(self.cfg.state_dir.join(REGISTERED)).ok();
+        match record {
+            Some(r) if written_by_another(&r, last.as_deref(), &self.cfg) => {
+                Err(WorkerError::IdInUse(format!(
+                    "node id `{}` is in use: its record was written {} by a worker started at {} on host {:?}, not by this state directory's last run; give this node its own `node_id` (or, if that was this node before its state directory was lost, start it again once that record is older than stale_after, {} s)",
+                    self.node(),
+                    crate::escape::line(&r.last_heartbeat),
+                    crate::escape::line(&r.started_at),
+                    crate::escape::line(&r.hostname),
+                    self.cfg.stale_after.as_secs()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The node registered: its record now says this run's `started_at`.
+    pub(super) fn keep_registered(&self) {
+        let path = self.cfg.state_dir.join(REGISTERED);
+        if let Err(e) = std::fs::write(&path, &self.started_at) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep which run registered");
+        }
+    }
+}
+
+/// Is `r`, the record of this node's id, another worker's: live, not
+/// stopped, and not written by the last run of this state directory that
+/// registered (`last`)? A record of an older version, with no
+/// `started_at`, cannot tell, and counts as ours.
+fn written_by_another(r: &NodeRecord, last: Option<&str>, cfg: &Config) -> bool {
+    let live = r.is_live(
+        crate::time::now(),
+        chrono::Duration::from_std(cfg.stale_after).unwrap_or_default(),
+    );
+    live && r.status != NodeStatus::Stopped
+        && !r.started_at.is_empty()
+        && last != Some(r.started_at.as_str())
+}

@@ -420,14 +420,20 @@ impl Config {
                 ..TaskRules::default()
             },
         };
-        cfg.check_durations(&origin)?;
+        cfg.check_durations(&origin, env)?;
         Ok(cfg)
     }
 
     /// Every span of time the worker adds to a clock must fit: an interval
     /// of 2^63 seconds would pass parsing and then panic the loop on its
     /// first `Instant + Duration`. Ten years is past any sane setting.
-    fn check_durations(&self, origin: &str) -> Result<(), ConfigError> {
+    /// A span set by a variable is named by it, not by the file.
+    fn check_durations(&self, origin: &str, env: &dyn Env) -> Result<(), ConfigError> {
+        let from_env = [
+            ("pull_interval", "PULL_INTERVAL"),
+            ("heartbeat_interval", "DGRID_HEARTBEAT_INTERVAL"),
+            ("stale_after", "DGRID_STALE_AFTER"),
+        ];
         let spans = [
             ("pull_interval", self.pull_interval.as_secs()),
             ("heartbeat_interval", self.heartbeat_interval.as_secs()),
@@ -442,12 +448,16 @@ impl Config {
         ];
         for (key, secs) in spans {
             if secs > MAX_SECONDS {
-                return Err(ConfigError::Invalid {
-                    origin: origin.to_owned(),
-                    key,
-                    reason: format!(
-                        "is {secs} seconds; at most {MAX_SECONDS} (ten years) are allowed"
-                    ),
+                let reason =
+                    format!("is {secs} seconds; at most {MAX_SECONDS} (ten years) are allowed");
+                let var = from_env.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+                return Err(match var.filter(|v| env.get(v).is_some()) {
+                    Some(var) => ConfigError::Env { var, reason },
+                    None => ConfigError::Invalid {
+                        origin: origin.to_owned(),
+                        key,
+                        reason,
+                    },
                 });
             }
         }

@@ -410,3 +410,30 @@ fn a_log_level_that_is_no_level_is_refused() {
         );
     }
 }
+
+/// A span too long for the clock is named where it was set: a variable
+/// was blamed on the file.
+#[test]
+fn a_span_too_long_is_named_where_it_was_set() {
+    let e = load(
+        "repo_url = \"/g\"\n",
+        &env(&[("PULL_INTERVAL", "99999999999999")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("PULL_INTERVAL") && e.contains("ten years"),
+        "{e}"
+    );
+    assert!(!e.contains("worker.toml"), "{e}");
+    let e = load(
+        "repo_url = \"/g\"\npull_interval = 99999999999999\n",
+        &env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("worker.toml") && e.contains("pull_interval"),
+        "{e}"
+    );
+}

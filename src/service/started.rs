@@ -10,8 +10,9 @@
 //! new state directory), every claim left counts, as before.
 //!
 //! Appended without fsync: a start is a write to the page cache, and a
-//! killed process leaves it there; only a host's crash loses a line, and
-//! then its claim counts as started.
+//! killed process leaves it there. A host's crash may lose the last
+//! lines, and then those claims count as never started: a task that
+//! brings down the host itself is not held back by `max_attempts`.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

@@ -244,8 +244,10 @@ struct Worker {
     /// were there. Until then it claims only its free slots (see
     /// `register`).
     registered: bool,
-    /// Its id's record was read before registering (`setup`).
-    id_checked: bool,
+    /// Its id's record is still to be read before registering (`setup`):
+    /// `Some(had_clone)`, whether the state directory held a clone before
+    /// this start.
+    id_to_check: Option<bool>,
     /// Registering, until when it may stay out of a drain its peers cover
     /// (`share::stays_out`) rather than push its registration: a bound, so
     /// that a long drain does not keep it unregistered.
@@ -298,6 +300,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     )
     .with_env(access.env())
     .with_env(identity.env());
+    let had_clone = cfg.state_dir.join("grid.git").exists();
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?.with_outboxes();
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
     let (started, started_before) = crate::service::started::StartLog::open(&cfg.state_dir);
@@ -395,7 +398,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         claims_seen: Default::default(),
         published_seen: Default::default(),
         registered: false,
-        id_checked: false,
+        id_to_check: Some(had_clone),
         join_by: None,
     };
     let ran = match w.register(&rx) {

@@ -10,7 +10,8 @@
 //! worker that has not stopped, and not by this state directory's last
 //! run (`<state>/registered`, the `started_at` of the last run that
 //! registered), it is another worker's, and this one stops, as for a
-//! configuration error.
+//! configuration error. A state directory that an older version ran on
+//! (a clone, no `registered`) cannot tell, and is taken at its word.
 
 use crate::config::Config;
 use crate::git::auth::Access;
@@ -68,14 +69,14 @@ impl Worker {
     /// Stop if another worker writes this node's record (see the module's
     /// doc). Asked at each attempt to register until one could fetch.
     pub(super) fn check_id_is_ours(&mut self) -> Result<(), WorkerError> {
-        if self.id_checked {
+        let Some(had_clone) = self.id_to_check else {
             return Ok(());
-        }
+        };
         let Ok(Some(tip)) = self.repo.fetch() else {
             // Unreachable: the registration's sync says so.
             return Ok(());
         };
-        self.id_checked = true;
+        self.id_to_check = None;
         let spec = format!("{tip}:{}", layout::node_file(self.node()));
         let Ok(mut blobs) = self
             .repo
@@ -87,6 +88,11 @@ impl Worker {
             .pop()
             .and_then(|b| b.data().and_then(|d| NodeRecord::parse(d).ok()));
         let last = std::fs::read_to_string(self.cfg.state_dir.join(REGISTERED)).ok();
+        if last.is_none() && had_clone {
+            // A state directory an older version ran on, which kept no
+            // `registered`: its record cannot be told from another's.
+            return Ok(());
+        }
         match record {
             Some(r) if written_by_another(&r, last.as_deref(), &self.cfg) => {
                 Err(WorkerError::IdInUse(format!(

@@ -109,6 +109,17 @@ pub fn run(cfg: &Config, opts: CheckOptions, out: &mut dyn FnMut(&Line)) -> Vec<
         ),
     ));
 
+    let quiet = &cfg.scheduling.budget.quiet_hours;
+    if !quiet.is_empty() {
+        let (zone, missing) = crate::config::budget::local_zone();
+        let spans: Vec<String> = quiet.iter().map(ToString::to_string).collect();
+        let detail = format!("quiet hours {} in local time: {zone}", spans.join(", "));
+        emit(match missing {
+            Some(why) => line(Verdict::Warn, "budget", format!("{detail}; {why}")),
+            None => line(Verdict::Ok, "budget", detail),
+        });
+    }
+
     emit(match check_state_dir(&cfg.state_dir) {
         Ok(how) => line(
             Verdict::Ok,

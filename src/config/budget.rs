@@ -240,3 +240,35 @@ pub fn resolve(
         },
     })
 }
+
+/// The zone `quiet_hours` are read in, as the C library finds it (`TZ`,
+/// else `/etc/localtime`), with the offset now; and why it may not be the
+/// one meant: a `TZ` naming no zone file is UTC, without a word from the
+/// C library.
+pub fn local_zone() -> (String, Option<String>) {
+    let offset = chrono::Local::now().format("%:z").to_string();
+    let tz = std::env::var("TZ").ok().filter(|t| !t.is_empty());
+    let name = match &tz {
+        Some(t) => format!("TZ={t}"),
+        None => std::fs::read_link("/etc/localtime")
+            .ok()
+            .and_then(|p| {
+                let p = p.to_string_lossy().into_owned();
+                p.split_once("zoneinfo/").map(|(_, z)| z.to_owned())
+            })
+            .unwrap_or_else(|| "the host's".to_owned()),
+    };
+    // A zone named as a file (`Europe/Berlin`, `:Europe/Berlin`); a POSIX
+    // rule (`CET-1CEST,M3.5.0`) holds a digit and needs none.
+    let missing = tz.as_deref().and_then(|t| {
+        let file = t.strip_prefix(':').unwrap_or(t);
+        let posix = file.chars().any(|c| c.is_ascii_digit());
+        let known = file.starts_with('/') && std::path::Path::new(file).exists()
+            || std::path::Path::new("/usr/share/zoneinfo")
+                .join(file)
+                .exists();
+        (!posix && !known && file != "UTC")
+            .then(|| format!("TZ={t} names no zone in /usr/share/zoneinfo: local time is UTC"))
+    });
+    (format!("{name} (UTC{offset} now)"), missing)
+}

@@ -143,3 +143,41 @@ fn check_says_each_thing_once_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `quiet_hours` are read in local time: `check` names the zone, and a
+/// `TZ` that names none (the C library then reads UTC, silently) is a
+/// warning.
+#[test]
+fn check_names_the_zone_quiet_hours_are_read_in() {
+    let grid = Grid::new();
+    let config = grid.path("quiet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repo_url = \"{}\"\nstate_dir = \"{}\"\n[sandbox]\nengine = \"shell\"\n[budget]\nquiet_hours = [\"22:00-07:00\"]\n",
+            grid.url(),
+            grid.path("state").display()
+        ),
+    )
+    .unwrap();
+    let check = |tz: &str| {
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&config)
+            .env("TZ", tz)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let typo = check("Europe/Berln");
+    assert!(
+        typo.contains("quiet hours 22:00-07:00 in local time: TZ=Europe/Berln")
+            && typo.contains("names no zone"),
+        "{typo}"
+    );
+    let utc = check("UTC");
+    assert!(
+        utc.contains("TZ=UTC (UTC+00:00 now)") && !utc.contains("names no zone"),
+        "{utc}"
+    );
+}

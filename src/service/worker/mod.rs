@@ -329,6 +329,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
 
     let labels = setup::node_labels(&cfg, engine.name());
     tracing::info!(labels = %labels.labels.describe(), exclusive = %labels.exclusive.describe(), "routing");
+    setup::say_zone(&cfg);
     let mut budget = Budget::new(cfg.scheduling.budget.clone());
     if budget.limits().counts_the_hour() {
         let runs = budget.restore(&kept_budget::load(&cfg.state_dir), time::now());

@@ -61,6 +61,19 @@ pub(super) fn worker_access(cfg: &Config) -> Access {
     access
 }
 
+/// Name the zone `quiet_hours` are read in, and warn of a `TZ` that names
+/// none (the C library then reads UTC, silently).
+pub(super) fn say_zone(cfg: &Config) {
+    if cfg.scheduling.budget.quiet_hours.is_empty() {
+        return;
+    }
+    let (zone, missing) = crate::config::budget::local_zone();
+    tracing::info!(zone = %crate::escape::Untrusted(&zone), "quiet hours are read in local time");
+    if let Some(why) = missing {
+        tracing::warn!(problem = %crate::escape::Untrusted(&why), "quiet hours may not be in the zone meant");
+    }
+}
+
 /// The file that keeps the `started_at` of this state directory's last
 /// run that registered.
 const REGISTERED: &str = "registered";

@@ -126,6 +126,15 @@ pub fn run(cfg: &Config, opts: CheckOptions, out: &mut dyn FnMut(&Line)) -> Vec<
             "state",
             format!("{} {how}", cfg.state_dir.display()),
         ),
+        // A file where the directory should be: only an edit mends it.
+        Err(_) if cfg.state_dir.exists() && !cfg.state_dir.is_dir() => line(
+            Verdict::FailConfig,
+            "state",
+            format!(
+                "`state_dir` {} is not a directory (a file of that name is there)",
+                cfg.state_dir.display()
+            ),
+        ),
         Err(e) => line(
             Verdict::Fail,
             "state",

@@ -181,3 +181,41 @@ fn check_names_the_zone_quiet_hours_are_read_in() {
         "{utc}"
     );
 }
+
+/// A file where the state directory should be: `check` and `run` both
+/// stop as for a configuration error (78), naming `state_dir`. They
+/// exited 1, saying only "is not a directory".
+#[test]
+fn a_state_dir_that_is_a_file_is_a_configuration_error() {
+    let grid = Grid::new();
+    let file = grid.path("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let config = grid.path("file-state.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repo_url = \"{}\"\nstate_dir = \"{}\"\n[sandbox]\nengine = \"shell\"\n",
+            grid.url(),
+            file.display()
+        ),
+    )
+    .unwrap();
+    for cmd in ["check", "run"] {
+        let out = std::process::Command::new(BIN)
+            .args([cmd, "--config"])
+            .arg(&config)
+            .env_remove("NOTIFY_SOCKET")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(78), "{cmd}: {text}");
+        assert!(
+            text.contains("`state_dir`") && text.contains("is not a directory"),
+            "{cmd}: {text}"
+        );
+    }
+}

@@ -30,6 +30,8 @@ pub enum LockError {
         holder = holder.map_or(String::new(), |p| format!(" (pid {p})"))
     )]
     InUse { dir: PathBuf, holder: Option<u32> },
+    #[error("`state_dir` {} is not a directory (a file of that name is there): point state_dir at a directory, or move the file", dir.display())]
+    NotADirectory { dir: PathBuf },
     #[error("state directory {}: cannot lock {}: {source}", dir.display(), FILE)]
     Io {
         dir: PathBuf,
@@ -44,6 +46,11 @@ pub fn take(dir: &Path) -> Result<StateLock, LockError> {
         dir: dir.to_owned(),
         source,
     };
+    if dir.exists() && !dir.is_dir() {
+        return Err(LockError::NotADirectory {
+            dir: dir.to_owned(),
+        });
+    }
     std::fs::create_dir_all(dir).map_err(io)?;
     // Not truncated on open: the pid in it is the holder's until the lock
     // is ours. Opened close-on-exec (std's default), so that no git, engine

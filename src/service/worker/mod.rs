@@ -102,7 +102,9 @@ impl WorkerError {
     pub fn is_configuration(&self) -> bool {
         matches!(
             self,
-            WorkerError::StateLock(lock::LockError::InUse { .. }) | WorkerError::IdInUse(_)
+            WorkerError::StateLock(
+                lock::LockError::InUse { .. } | lock::LockError::NotADirectory { .. }
+            ) | WorkerError::IdInUse(_)
         )
     }
 }

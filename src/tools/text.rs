@@ -115,15 +115,30 @@ pub fn status(view: &GridView, repo: &str) -> String {
         more(&mut s, claims.len());
     }
 
+    // Filed tasks in claim order; the inbox apart: its entries have no
+    // place in that order until a node has read and filed them (and some
+    // may be refused then).
+    let (filed, inbox): (Vec<_>, Vec<_>) = view.queue.iter().partition(|q| q.priority.is_some());
     let _ = writeln!(
         s,
         "\nqueue ({}), in the order nodes take it (priority, with age):",
-        view.queue.len()
+        filed.len()
     );
-    for q in view.queue.iter().take(SHOWN) {
+    for q in filed.iter().take(SHOWN) {
         let _ = writeln!(s, "  {}", queued_line(q));
     }
-    more(&mut s, view.queue.len());
+    more(&mut s, filed.len());
+    if !inbox.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nin the inbox ({}), read and filed (or refused) by the next node that looks:",
+            inbox.len()
+        );
+        for q in inbox.iter().take(SHOWN) {
+            let _ = writeln!(s, "  {}", esc(&q.task_id));
+        }
+        more(&mut s, inbox.len());
+    }
 
     if !view.unservable.is_empty() {
         let classes = plural(view.unservable.len(), "class");

@@ -747,6 +747,15 @@ fn status_shows_nodes_queue_running_and_results() {
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
+    // What the inbox holds is listed apart from the claim order: a node
+    // files it (or refuses it) when it reads it.
+    let inbox = text.split("\nin the inbox (").nth(1).unwrap_or_default();
+    let order = text
+        .split("in the order nodes take it")
+        .nth(1)
+        .unwrap_or_default();
+    let order = order.split("\nin the inbox").next().unwrap_or_default();
+    assert!(inbox.contains("q-1") && !order.contains("q-1"), "{text}");
     // A claim's age is when it was claimed (30 s ago): the grid does not
     // hold when its run started.
     let run = text

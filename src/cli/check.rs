@@ -3,11 +3,13 @@
 //! code a service manager can act on:
 //!
 //! - 0: everything checked is fine (warnings allowed);
-//! - 78 (EX_CONFIG): something only an operator can fix: the configuration,
-//!   no engine installed, limits the engine would silently ignore. The unit
-//!   lists 78 in `RestartPreventExitStatus=`, so a broken node stops instead
-//!   of restarting forever;
-//! - 1: anything else (state directory, git, remote, engine down, image).
+//! - 78 (EX_CONFIG): something only an operator can fix: the configuration
+//!   (a `state_dir` that is a file too), no engine installed, limits the
+//!   engine would silently ignore. The unit lists 78 in
+//!   `RestartPreventExitStatus=`, so a broken node stops instead of
+//!   restarting forever;
+//! - 1: anything else (a state directory not writable now, git, remote,
+//!   engine down, image).
 //!
 //! `--preflight` is the unit's mode: it fails only on what the worker itself
 //! would refuse to start with, and only warns about what the worker rides out

@@ -67,7 +67,9 @@ fn check_does_not_make_the_state_directory() {
         "/srv/g.git",
     );
     let lines = run(&c, CheckOptions { preflight: true }, &mut |_| {});
-    assert_eq!(lines[1].verdict, Verdict::Fail, "{lines:?}");
+    // A file where the directory should be: only an edit mends it.
+    assert_eq!(lines[1].verdict, Verdict::FailConfig, "{lines:?}");
+    assert!(lines[1].detail.contains("`state_dir`"), "{lines:?}");
 }
 
 #[test]

@@ -111,11 +111,8 @@ pub fn run(cfg: &Config, opts: CheckOptions, out: &mut dyn FnMut(&Line)) -> Vec<
         ),
     ));
 
-    let quiet = &cfg.scheduling.budget.quiet_hours;
-    if !quiet.is_empty() {
-        let (zone, missing) = crate::config::budget::local_zone();
-        let spans: Vec<String> = quiet.iter().map(ToString::to_string).collect();
-        let detail = format!("quiet hours {} in local time: {zone}", spans.join(", "));
+    let quiet = crate::config::budget::quiet_hours_zone(&cfg.scheduling.budget.quiet_hours);
+    if let Some((detail, missing)) = quiet {
         emit(match missing {
             Some(why) => line(Verdict::Warn, "budget", format!("{detail}; {why}")),
             None => line(Verdict::Ok, "budget", detail),

@@ -272,3 +272,18 @@ pub fn local_zone() -> (String, Option<String>) {
     });
     (format!("{name} (UTC{offset} now)"), missing)
 }
+
+/// What `check` and the worker's start say of `quiet` hours: the spans and
+/// the zone they are read in, and why that may not be the zone meant
+/// (`local_zone`); `None` without quiet hours.
+pub fn quiet_hours_zone(quiet: &[QuietHours]) -> Option<(String, Option<String>)> {
+    if quiet.is_empty() {
+        return None;
+    }
+    let (zone, missing) = local_zone();
+    let spans: Vec<String> = quiet.iter().map(ToString::to_string).collect();
+    Some((
+        format!("quiet hours {} in local time: {zone}", spans.join(", ")),
+        missing,
+    ))
+}

@@ -64,11 +64,9 @@ pub(super) fn worker_access(cfg: &Config) -> Access {
 /// Name the zone `quiet_hours` are read in, and warn of a `TZ` that names
 /// none (the C library then reads UTC, silently).
 pub(super) fn say_zone(cfg: &Config) {
-    if cfg.scheduling.budget.quiet_hours.is_empty() {
-        return;
-    }
-    let (zone, missing) = crate::config::budget::local_zone();
-    tracing::info!(zone = %crate::escape::Untrusted(&zone), "quiet hours are read in local time");
+    let quiet = crate::config::budget::quiet_hours_zone(&cfg.scheduling.budget.quiet_hours);
+    let Some((said, missing)) = quiet else { return };
+    tracing::info!("{}", crate::escape::Untrusted(&said));
     if let Some(why) = missing {
         tracing::warn!(problem = %crate::escape::Untrusted(&why), "quiet hours may not be in the zone meant");
     }

@@ -100,20 +100,32 @@ fn log_files_carry_plain_fields() {
     }
 }
 
-#[test]
-fn check_says_each_thing_once_and_changes_nothing() {
-    let grid = Grid::new();
-    let state = grid.path("not-made-yet");
-    let config = grid.path("check.toml");
+/// A configuration file `name` for the shell engine on `grid`, its state
+/// in `state`, with `extra` lines after `[sandbox]`.
+fn shell_config(
+    grid: &Grid,
+    name: &str,
+    state: &std::path::Path,
+    extra: &str,
+) -> std::path::PathBuf {
+    let config = grid.path(name);
     std::fs::write(
         &config,
         format!(
-            "repo_url = \"{}\"\nstate_dir = \"{}\"\n[sandbox]\nengine = \"shell\"\n",
+            "repo_url = \"{}\"\nstate_dir = \"{}\"\n[sandbox]\nengine = \"shell\"\n{extra}",
             grid.url(),
             state.display()
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn check_says_each_thing_once_and_changes_nothing() {
+    let grid = Grid::new();
+    let state = grid.path("not-made-yet");
+    let config = shell_config(&grid, "check.toml", &state, "");
     let out = std::process::Command::new(BIN)
         .args(["check", "--config"])
         .arg(&config)
@@ -150,16 +162,8 @@ fn check_says_each_thing_once_and_changes_nothing() {
 #[test]
 fn check_names_the_zone_quiet_hours_are_read_in() {
     let grid = Grid::new();
-    let config = grid.path("quiet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "repo_url = \"{}\"\nstate_dir = \"{}\"\n[sandbox]\nengine = \"shell\"\n[budget]\nquiet_hours = [\"22:00-07:00\"]\n",
-            grid.url(),
-            grid.path("state").display()
-        ),
-    )
-    .unwrap();
+    let quiet = "[budget]\nquiet_hours = [\"22:00-07:00\"]\n";
+    let config = shell_config(&grid, "quiet.toml", &grid.path("state"), quiet);
     let check = |tz: &str| {
         let out = std::process::Command::new(BIN)
             .args(["check", "--config"])
@@ -190,16 +194,7 @@ fn a_state_dir_that_is_a_file_is_a_configuration_error() {
     let grid = Grid::new();
     let file = grid.path("a-file");
     std::fs::write(&file, b"x").unwrap();
-    let config = grid.path("file-state.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "repo_url = \"{}\"\nstate_dir = \"{}\"\n[sandbox]\nengine = \"shell\"\n",
-            grid.url(),
-            file.display()
-        ),
-    )
-    .unwrap();
+    let config = shell_config(&grid, "file-state.toml", &file, "");
     for cmd in ["check", "run"] {
         let out = std::process::Command::new(BIN)
             .args([cmd, "--config"])

@@ -15,6 +15,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::command::Git;
@@ -34,6 +35,10 @@ pub struct ObjectInfo {
 pub(super) struct CatFiles {
     check: Mutex<Option<Batch>>,
     contents: Mutex<Option<Batch>>,
+    /// Set for good once a tree read was out of git's order (a name twice):
+    /// from then on each commit writes the directories it edits again
+    /// (`git::irregular`).
+    irregular: AtomicBool,
 }
 
 impl CatFiles {
@@ -101,7 +106,23 @@ impl CatFiles {
     /// tree's id) name, as `ls-tree` lists them (names without the path);
     /// an empty list for a spec that names no tree, as `ls-tree` of a
     /// directory that is not there.
+    ///
+    /// A tree out of git's order is listed with the first entry of each
+    /// name only, as git's own lookups find it, and the reader remembers
+    /// it met one (`git::irregular`).
     pub fn trees(&self, git: &Git, specs: &[String]) -> Option<Vec<Vec<TreeEntry>>> {
+        let mut listed = self.trees_as_written(git, specs)?;
+        for entries in &mut listed {
+            if !super::irregular::in_git_order(entries) {
+                self.irregular.store(true, Ordering::Relaxed);
+                super::irregular::first_of_each_name(entries);
+            }
+        }
+        Some(listed)
+    }
+
+    /// [`Self::trees`] with every entry each tree object holds.
+    pub fn trees_as_written(&self, git: &Git, specs: &[String]) -> Option<Vec<Vec<TreeEntry>>> {
         let mut input = Vec::new();
         for spec in specs {
             // A newline would shift every answer after it; the grid code
@@ -128,6 +149,11 @@ impl CatFiles {
             listed[i] = parse_tree(&body?, info.oid.len() / 2)?;
         }
         Some(listed)
+    }
+
+    /// Has a tree read been out of git's order?
+    pub fn met_irregular(&self) -> bool {
+        self.irregular.load(Ordering::Relaxed)
     }
 
     /// Drop both processes (after housekeeping replaced the packs).

@@ -22,7 +22,7 @@ pub mod command;
 pub mod crowd;
 pub mod edits;
 pub mod failure;
-mod long_names;
+mod irregular;
 pub mod published;
 pub mod read;
 pub mod repo;

@@ -64,22 +64,25 @@ impl GridRepo {
                 &[0],
             )
         };
-        let out = match (fast_import(edits), parent) {
-            (Err(e), Some(parent)) if super::long_names::is_unloadable_tree(&e) => {
-                self.remove_crash_reports();
-                let root = self.root_without_long_names(parent, edits.keys().cloned())?;
-                let Some(root) = root else { return Err(e) };
-                let mut cleaned = edits.clone();
-                cleaned.insert(
-                    Vec::new(),
-                    Edit::Object {
-                        mode: EntryMode::Tree,
-                        oid: root,
-                    },
-                );
-                fast_import(&cleaned)?
+        // A tree out of git's order met: the directories edited are
+        // written again first, else a `D` would leave a name's second entry.
+        let cleaned = match parent {
+            Some(parent) if self.cat.met_irregular() => {
+                self.root_without_irregular(parent, edits.keys().cloned())?
             }
-            (out, _) => out?,
+            _ => None,
+        };
+        let out = match cleaned {
+            Some(root) => fast_import(&from_root(edits, root))?,
+            None => match (fast_import(edits), parent) {
+                (Err(e), Some(parent)) if super::irregular::is_unloadable_tree(&e) => {
+                    self.remove_crash_reports();
+                    let root = self.root_without_irregular(parent, edits.keys().cloned())?;
+                    let Some(root) = root else { return Err(e) };
+                    fast_import(&from_root(edits, root))?
+                }
+                (out, _) => out?,
+            },
         };
         let oid = out.stdout_str();
         if oid.len() < 40 || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -239,6 +242,20 @@ fn parse_push_porcelain(stdout: &[u8], dst: &str) -> Option<PushLine> {
             _ => return None,
         })
     })
+}
+
+/// `edits` made on `root` instead of the parent's root: its `M 040000`
+/// of the root sorts first.
+fn from_root(edits: &Edits, root: Oid) -> Edits {
+    let mut cleaned = edits.clone();
+    cleaned.insert(
+        Vec::new(),
+        Edit::Object {
+            mode: EntryMode::Tree,
+            oid: root,
+        },
+    );
+    cleaned
 }
 
 #[cfg(test)]

@@ -286,3 +286,120 @@ fn a_copy_of_a_running_task_waits_and_never_displaces_its_claim() {
     assert!(grid.json_files("tasks/in_progress").is_empty());
     assert!(grid.lane_paths().is_empty(), "{:?}", grid.lane_paths());
 }
+
+/// A directory holding one name twice, pushed to a server without fsck:
+/// a claim's `D` removed only the first entry, and the task ran again
+/// from the second. The node's first commit in the directory writes it
+/// again with the first entry of each name: one run, one result.
+#[test]
+fn a_task_named_twice_in_one_tree_runs_once() {
+    let grid = Grid::new();
+    let runs = grid.path("runs.log");
+    let task = |n: u32| {
+        serde_json::json!({
+            "task_id": "twice",
+            "script": format!("echo {n} >> '{}'", runs.display()),
+            "timeout_seconds": 30,
+        })
+        .to_string()
+    };
+    grid.commit_files(
+        &[(
+            "tasks/queue/other.json".into(),
+            br#"{"task_id":"other","script":"true","timeout_seconds":30}"#.to_vec(),
+        )],
+        "a task beside",
+    );
+    // `mktree` and `git add` refuse a name twice: the tree is written raw.
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path().join("w");
+    git(scratch.path(), &["clone", "--quiet", &grid.url(), "w"]);
+    let stdout = |args: &[&str], input: &[u8]| {
+        let mut child = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&work)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let mut queue = Vec::new();
+    for (name, body) in [
+        (
+            "other.json",
+            stdout(&["rev-parse", "HEAD:tasks/queue/other.json"], b""),
+        ),
+        (
+            "twice.json",
+            stdout(&["hash-object", "-w", "--stdin"], task(1).as_bytes()),
+        ),
+        (
+            "twice.json",
+            stdout(&["hash-object", "-w", "--stdin"], task(2).as_bytes()),
+        ),
+    ] {
+        queue.extend_from_slice(format!("100644 {name}\0").as_bytes());
+        queue.extend_from_slice(&hex::decode(body).unwrap());
+    }
+    let queue = stdout(
+        &["hash-object", "-w", "-t", "tree", "--literally", "--stdin"],
+        &queue,
+    );
+    let tasks: String = stdout(&["ls-tree", "HEAD:tasks"], b"")
+        .lines()
+        .map(|l| match l.ends_with("\tqueue") {
+            true => format!("040000 tree {queue}\tqueue\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    let tasks = stdout(&["mktree"], tasks.as_bytes());
+    let root: String = stdout(&["ls-tree", "HEAD"], b"")
+        .lines()
+        .map(|l| match l.ends_with("\ttasks") {
+            true => format!("040000 tree {tasks}\ttasks\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    let root = stdout(&["mktree"], root.as_bytes());
+    let commit = stdout(
+        &["commit-tree", &root, "-p", "HEAD", "-m", "one name twice"],
+        b"",
+    );
+    git(
+        &work,
+        &["push", "--quiet", "origin", &format!("{commit}:main")],
+    );
+
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
+    wait_until("both tasks have results", Duration::from_secs(60), || {
+        grid.results().len() >= 2
+    });
+    // Long enough for a second entry left behind to be filed and run.
+    wait_until(
+        "the worker has looked twice more",
+        Duration::from_secs(60),
+        || w.log_text().matches("DEBUG sync").count() >= 4,
+    );
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    let ran = std::fs::read_to_string(&runs).unwrap();
+    assert_eq!(ran, "1\n", "the first entry ran, once");
+    let results: Vec<String> = grid.results().into_iter().map(|(name, _)| name).collect();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(grid.queued().is_empty() && grid.lane_paths().is_empty());
+    assert!(
+        w.log_text()
+            .contains("a second entry of one name is removed"),
+        "{}",
+        w.log_text()
+    );
+}

@@ -113,9 +113,9 @@ impl CatFiles {
     pub fn trees(&self, git: &Git, specs: &[String]) -> Option<Vec<Vec<TreeEntry>>> {
         let mut listed = self.trees_as_written(git, specs)?;
         for entries in &mut listed {
-            if !super::irregular::in_git_order(entries) {
+            if !super::tree::in_git_order(entries) {
                 self.irregular.store(true, Ordering::Relaxed);
-                super::irregular::first_of_each_name(entries);
+                super::tree::first_of_each_name(entries);
             }
         }
         Some(listed)

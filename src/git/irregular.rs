@@ -10,7 +10,7 @@
 //! - A name given twice in one directory (a server without `fsck` takes
 //!   it): fast-import's `D` removes the first entry only, so a claimed
 //!   task stayed queued under its second entry and ran again. Once the
-//!   clone's reader has met a tree out of git's order ([`in_git_order`]),
+//!   clone's reader has met a tree out of git's order (`tree::in_git_order`),
 //!   the directories each commit edits are written again keeping the
 //!   first entry of each name, the one git and the walk find.
 //!
@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::command::GitError;
 use super::repo::GridRepo;
-use super::tree::{EntryMode, Oid, TreeEntry};
+use super::tree::{EntryMode, Oid, TreeEntry, first_of_each_name};
 use crate::escape::Untrusted;
 
 /// Longest name kept in a directory written again; far beyond any grid
@@ -32,31 +32,6 @@ pub const MAX_NAME: usize = 4096;
 /// Does fast-import's error say it could not load a tree?
 pub(super) fn is_unloadable_tree(e: &GitError) -> bool {
     e.to_string().contains("Corrupt mode")
-}
-
-/// Keep the first entry of each name, as git's lookups find it; returns
-/// the others.
-pub(super) fn first_of_each_name(entries: &mut Vec<TreeEntry>) -> Vec<TreeEntry> {
-    let mut seen = BTreeSet::new();
-    let (kept, later) = std::mem::take(entries)
-        .into_iter()
-        .partition(|e| seen.insert(e.name.clone()));
-    *entries = kept;
-    later
-}
-
-/// Are `entries` in the order git writes a tree in, each name once? Names
-/// compare as bytes, a directory's as if it ended in `/`; two entries of
-/// one name next to each other (a file and a directory so named, too) are
-/// out of order.
-pub(super) fn in_git_order(entries: &[TreeEntry]) -> bool {
-    fn key(e: &TreeEntry) -> impl Iterator<Item = u8> + '_ {
-        let dir = (e.mode == EntryMode::Tree).then_some(b'/');
-        e.name.iter().copied().chain(dir)
-    }
-    entries
-        .windows(2)
-        .all(|w| w[0].name != w[1].name && key(&w[0]).lt(key(&w[1])))
 }
 
 impl GridRepo {
@@ -253,30 +228,5 @@ mod tests {
         let commit = repo.commit_edits(Some(&parent), &edits, "m", &who).unwrap();
         let listed = run(&["ls-tree", "-r", "--name-only", &commit], b"");
         assert_eq!(listed.lines().collect::<Vec<_>>(), ["tasks/queue/b.json"]);
-    }
-
-    #[test]
-    fn git_order_is_names_as_bytes_a_directory_as_if_ending_in_a_slash() {
-        let e = |name: &str, mode| TreeEntry {
-            mode,
-            oid: "0".repeat(40),
-            name: name.as_bytes().to_vec(),
-        };
-        let (f, t) = (EntryMode::File, EntryMode::Tree);
-        // As git writes them: `a` the file, `a-b`, `a` the directory.
-        assert!(in_git_order(&[
-            e("a", f),
-            e("a-b", f),
-            e("a", t),
-            e("b", f)
-        ]));
-        assert!(in_git_order(&[]));
-        assert!(!in_git_order(&[e("a", f), e("a", f)]));
-        assert!(
-            !in_git_order(&[e("a", f), e("a", t)]),
-            "one name, two kinds"
-        );
-        assert!(!in_git_order(&[e("b", f), e("a", f)]));
-        assert!(!in_git_order(&[e("a", t), e("a-b", f)]));
     }
 }

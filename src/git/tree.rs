@@ -107,6 +107,31 @@ pub(super) fn parse_ls_tree(out: &[u8], strip: &[u8]) -> Result<Vec<TreeEntry>, 
         .collect()
 }
 
+/// Keep the first entry of each name, as git's lookups find it; returns
+/// the others.
+pub fn first_of_each_name(entries: &mut Vec<TreeEntry>) -> Vec<TreeEntry> {
+    let mut seen = std::collections::BTreeSet::new();
+    let (kept, later) = std::mem::take(entries)
+        .into_iter()
+        .partition(|e| seen.insert(e.name.clone()));
+    *entries = kept;
+    later
+}
+
+/// Are `entries` in the order git writes a tree in, each name once? Names
+/// compare as bytes, a directory's as if it ended in `/`; two entries of
+/// one name next to each other (a file and a directory so named, too) are
+/// out of order.
+pub fn in_git_order(entries: &[TreeEntry]) -> bool {
+    fn key(e: &TreeEntry) -> impl Iterator<Item = u8> + '_ {
+        let dir = (e.mode == EntryMode::Tree).then_some(b'/');
+        e.name.iter().copied().chain(dir)
+    }
+    entries
+        .windows(2)
+        .all(|w| w[0].name != w[1].name && key(&w[0]).lt(key(&w[1])))
+}
+
 /// For tests: git run in the work tree `dir`, as a test's author and
 /// committer; its output, trimmed.
 #[cfg(test)]
@@ -142,4 +167,34 @@ pub(super) fn committed_repo(
         std::time::Duration::from_secs(30),
     );
     (dir, super::GridRepo::read_only(git, "main"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_order_is_names_as_bytes_a_directory_as_if_ending_in_a_slash() {
+        let e = |name: &str, mode| TreeEntry {
+            mode,
+            oid: "0".repeat(40),
+            name: name.as_bytes().to_vec(),
+        };
+        let (f, t) = (EntryMode::File, EntryMode::Tree);
+        // As git writes them: `a` the file, `a-b`, `a` the directory.
+        assert!(in_git_order(&[
+            e("a", f),
+            e("a-b", f),
+            e("a", t),
+            e("b", f)
+        ]));
+        assert!(in_git_order(&[]));
+        assert!(!in_git_order(&[e("a", f), e("a", f)]));
+        assert!(
+            !in_git_order(&[e("a", f), e("a", t)]),
+            "one name, two kinds"
+        );
+        assert!(!in_git_order(&[e("b", f), e("a", f)]));
+        assert!(!in_git_order(&[e("a", t), e("a-b", f)]));
+    }
 }

@@ -107,6 +107,11 @@ pub struct NodeRecord {
     /// quiet hours), and until when.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub paused: Option<String>,
+    /// The longest `timeout_seconds` it takes (`tasks.max_timeout_seconds`):
+    /// a node with a shorter limit leaves a longer task to it. Absent (an
+    /// older worker): the default, 3600.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_timeout_seconds: Option<u64>,
     /// The public key this node signs its results with (`ssh-ed25519
     /// AAAA…`), for the grid's owner to list in the policy. Only the
     /// policy says whether it counts.
@@ -140,6 +145,7 @@ impl NodeRecord {
             labels: Vec::new(),
             exclusive: Vec::new(),
             paused: None,
+            max_timeout_seconds: None,
             node_key: None,
         }
     }
@@ -268,6 +274,7 @@ mod tests {
             u64::MAX
         ));
         r.node_key = Some(format!("sk-ssh-ed25519@openssh.com {}", "A".repeat(200)));
+        r.max_timeout_seconds = Some(u64::MAX);
         let bytes = r.to_bytes();
         assert!(
             (bytes.len() as u64) < MAX_NODE_RECORD_BYTES * 3 / 4,

@@ -311,7 +311,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
             &b.file_name(),
             EntryKind::from(b.entry.mode),
             &bytes,
-            input.rules,
+            &input.rules.to_read_by(),
         ) {
             Ok(t) => t,
             Err(e) => {

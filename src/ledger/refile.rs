@@ -54,9 +54,12 @@ pub fn plan(
     for (l, blob) in batch.into_iter().zip(blobs) {
         let name = String::from_utf8_lossy(l.file_name()).into_owned();
         let parsed = match blob {
-            Blob::Data(bytes) => {
-                Task::from_entry(&name, EntryKind::from(l.entry.mode), &bytes, rules)
-            }
+            Blob::Data(bytes) => Task::from_entry(
+                &name,
+                EntryKind::from(l.entry.mode),
+                &bytes,
+                &rules.to_read_by(),
+            ),
             Blob::TooBig { size, cap } => Err(TaskError::TooLarge {
                 size: usize::try_from(size).unwrap_or(usize::MAX),
                 max: usize::try_from(cap).unwrap_or(usize::MAX),

@@ -214,3 +214,93 @@ fn a_state_dir_that_is_a_file_is_a_configuration_error() {
         );
     }
 }
+
+/// `[tasks] max_timeout_seconds` is a volunteer's own limit: a task longer
+/// than it is left to a live peer that takes it (it failed as invalid for
+/// the whole grid), and failed, naming the limits, only when no live node
+/// takes it.
+#[test]
+fn a_task_longer_than_a_nodes_limit_is_left_to_a_peer_that_takes_it() {
+    let grid = Grid::new();
+    let spec = |node: &str, limit: Option<u64>| {
+        let mut s = WorkerSpec::new(&grid, node);
+        s.drain = false;
+        if let Some(secs) = limit {
+            s.extra = format!("[tasks]\nmax_timeout_seconds = {secs}\n");
+        }
+        s
+    };
+    let completed_by = |id: &str| {
+        grid.json_files("tasks/completed")
+            .into_values()
+            .find(|r| r["task_id"] == id)
+            .map(|r| r["node_id"].as_str().unwrap_or("").to_owned())
+    };
+    // The node that takes long tasks is busy (with no claims ahead), so
+    // that the short node sees the long task and nobody claims it for it.
+    let go = grid.path("go");
+    let mut long_spec = spec("long", None);
+    long_spec.extra = "claim_ahead = 0".into();
+    let mut long = spawn_worker(&grid, &long_spec);
+    grid.submit(&[(
+        "gate".into(),
+        format!("while [ ! -e '{}' ]; do sleep 0.1; done", go.display()),
+        120,
+    )]);
+    wait_until(
+        "the long node runs the gate",
+        Duration::from_secs(60),
+        || long.log_text().contains("running task_id=gate"),
+    );
+    let mut short = spawn_worker(&grid, &spec("short", Some(60)));
+    grid.submit(&[
+        ("hour".into(), "echo ran".into(), 600),
+        ("brief".into(), "true".into(), 30),
+    ]);
+    wait_until(
+        "the short node ran the brief task",
+        Duration::from_secs(60),
+        || completed_by("brief").as_deref() == Some("short"),
+    );
+    // It has looked at the long task since, and left it.
+    let looked = short.log_text().matches("DEBUG sync").count();
+    wait_until(
+        "the short node looked twice more",
+        Duration::from_secs(60),
+        || short.log_text().matches("DEBUG sync").count() >= looked + 2,
+    );
+    assert!(
+        grid.json_files("tasks/failed").is_empty(),
+        "{:?}",
+        grid.json_files("tasks/failed")
+    );
+    assert_eq!(completed_by("hour"), None);
+    std::fs::write(&go, b"").unwrap();
+    wait_until(
+        "the node that takes it ran it",
+        Duration::from_secs(60),
+        || completed_by("hour").as_deref() == Some("long"),
+    );
+    // Longer than any live node takes: failed, with both limits named.
+    grid.submit(&[("day".into(), "true".into(), 86_400)]);
+    wait_until("the day-long task failed", Duration::from_secs(60), || {
+        !grid.json_files("tasks/failed").is_empty()
+    });
+    let failed: Vec<_> = grid.json_files("tasks/failed").into_values().collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["task_id"], "day");
+    let error = failed[0]["error"].as_str().unwrap_or("").to_owned();
+    assert!(
+        error.contains("`timeout_seconds` is 86400; no live node takes a task that long"),
+        "{error}"
+    );
+    assert!(error.contains("3600"), "{error}");
+    for w in [&mut short, &mut long] {
+        w.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(
+            w.wait_exit(Duration::from_secs(60)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+}

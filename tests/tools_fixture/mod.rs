@@ -44,6 +44,7 @@ pub fn node(name: &str, status: NodeStatus, hb_ago_s: i64, running: &[&str]) -> 
         ],
         exclusive: Vec::new(),
         paused: None,
+        max_timeout_seconds: None,
         node_key: None,
     }
     .to_bytes()

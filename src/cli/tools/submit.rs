@@ -55,6 +55,7 @@ pub struct SubmitArgs {
     /// Who submits it, for fairness between submitters.
     #[arg(long, env = "DGRID_SUBMITTER", value_name = "NAME")]
     pub submitter: Option<String>,
+    /// The longest `timeout_seconds` the grid accepts (as `validate`'s).
     #[arg(long, value_name = "SECS", default_value_t = crate::grid::TaskRules::default().max_timeout_seconds)]
     pub max_timeout: u64,
     /// Sign the task with this submitter's private key (OpenSSH format; one

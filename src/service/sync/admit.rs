@@ -53,16 +53,50 @@ pub(super) fn admit(
     kind: EntryKind,
     content: &[u8],
 ) -> Result<Admit, GitError> {
-    let task = match Task::from_entry(name, kind, content, d.req.rules) {
+    let task = match Task::from_entry(name, kind, content, &d.req.rules.to_read_by()) {
         Ok(task) => task,
         Err(e) => return Ok(Admit::Reject(e.to_string())),
     };
+    if task.timeout_seconds > d.req.rules.max_timeout_seconds {
+        return Ok(longer_than_mine(d, &task));
+    }
     match d.req.trust {
         None => Ok(Admit::Run(task)),
         Some(gate) => gate
             .borrow_mut()
             .admit(repo, d.tip, entry, name, content, task, d.req.now),
     }
+}
+
+/// A task longer than this node's `tasks.max_timeout_seconds`: left for a
+/// live peer whose limit takes it (paused ones too: quiet hours end),
+/// else failed, naming the longest any live node takes. The records are
+/// the ones the claim read for its peers (`claim::peers`): a rare case,
+/// so looked up only here.
+fn longer_than_mine(d: &Draft<'_>, task: &Task) -> Admit {
+    let mine = d.req.rules.max_timeout_seconds;
+    let peers = d.claims_and_nodes.as_ref().map(|l| {
+        let cache = d.req.records.borrow();
+        l[1].iter()
+            .filter_map(|e| Some((e, cache.record(&e.oid)?)))
+            // A record naming another node than its file is no record.
+            .filter(|(e, r)| layout::json_stem(&e.name_lossy()) == Some(r.node_id.as_str()))
+            .map(|(_, r)| r)
+            .filter(|r| r.node_id != *d.req.node && r.is_live(d.req.now, d.req.policy.stale_after))
+            .map(|r| {
+                r.max_timeout_seconds
+                    .unwrap_or(TaskRules::default().max_timeout_seconds)
+            })
+            .max()
+    });
+    let longest = peers.flatten().unwrap_or(0);
+    if longest >= task.timeout_seconds {
+        return Admit::Skip;
+    }
+    Admit::Reject(format!(
+        "field `timeout_seconds` is {}; no live node takes a task that long (this node's `tasks.max_timeout_seconds` is {mine}, the most a live peer takes {longest})",
+        task.timeout_seconds
+    ))
 }
 
 /// Look at the policy and the results at the tip being planned on, before

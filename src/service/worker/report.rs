@@ -59,6 +59,7 @@ impl Worker {
                 .map(|l| l.to_string())
                 .collect(),
             paused: self.paused.as_ref().map(ToString::to_string),
+            max_timeout_seconds: Some(self.cfg.task_rules.max_timeout_seconds),
             node_key: self.node_key.as_ref().map(crate::trust::keys::openssh_line),
         }
     }

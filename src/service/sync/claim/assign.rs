@@ -29,6 +29,7 @@ const MIN_PEERS: usize = 2;
 struct Assignee {
     id: Id,
     labels: NodeLabels,
+    max_timeout: u64,
     /// How many more to claim for it.
     due: usize,
     slots: usize,
@@ -119,6 +120,7 @@ impl Assignees {
                 .map(|(p, due)| Assignee {
                     id: p.id,
                     labels: p.labels,
+                    max_timeout: p.max_timeout,
                     due,
                     slots: p.slots as usize,
                     given: 0,
@@ -143,11 +145,12 @@ impl Assignees {
         self.peers.iter().map(|p| p.due).sum()
     }
 
-    /// The first peer still due some that serves `class`, if any.
-    pub(super) fn who(&self, class: &Class) -> Option<usize> {
+    /// The first peer still due some that serves `class` and takes a
+    /// task of `timeout` seconds, if any.
+    pub(super) fn who(&self, class: &Class, timeout: u64) -> Option<usize> {
         self.peers
             .iter()
-            .position(|p| p.due > 0 && p.labels.serves(class).is_ok())
+            .position(|p| p.due > 0 && p.labels.serves(class).is_ok() && timeout <= p.max_timeout)
     }
 
     /// Claim `task` (the queue file at `from`) for peer `who` (from

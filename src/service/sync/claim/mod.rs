@@ -400,7 +400,7 @@ pub(super) fn claim(
         // due some (not a task that reads inputs: a peer finds only its
         // claim).
         if inputs.is_empty()
-            && let Some(who) = assignees.who(&c.place.class)
+            && let Some(who) = assignees.who(&c.place.class, task.timeout_seconds)
         {
             assignees.take(who, d, &path, task, arrival);
             continue;

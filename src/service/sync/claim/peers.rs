@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::git::{EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::schedule::NodeLabels;
-use crate::grid::{Class, Id, NodeRecord, NodeStatus, layout};
+use crate::grid::{Class, Id, NodeRecord, NodeStatus, TaskRules, layout};
 use crate::service::share::PeerSlot;
 use crate::service::sync::SyncRequest;
 
@@ -21,6 +21,8 @@ struct Peer {
     slots: u32,
     idle: bool,
     labels: NodeLabels,
+    /// The longest `timeout_seconds` it takes.
+    max_timeout: u64,
     /// How long its tasks take, as it measured them (`task_ms`).
     task_secs: Option<f64>,
     /// The lowest level among the tasks it holds (`holds_level`).
@@ -59,6 +61,9 @@ pub(super) struct Assignable {
     pub id: Id,
     pub slots: u32,
     pub labels: NodeLabels,
+    /// The longest `timeout_seconds` it takes: a longer task is not
+    /// claimed for it.
+    pub max_timeout: u64,
     /// Busy by its record, run dry by what it published: its own claims
     /// are not landing.
     pub ran_dry: bool,
@@ -140,6 +145,7 @@ impl Peers {
                 id: p.id.clone(),
                 slots: p.slots,
                 labels: p.labels.clone(),
+                max_timeout: p.max_timeout,
                 ran_dry: p.ran_dry && !p.idle,
             })
             .collect();
@@ -305,6 +311,9 @@ pub(super) fn peers(
                 slots: n.concurrency.clamp(1, 1024),
                 idle: n.status == NodeStatus::Idle,
                 labels: n.node_labels(),
+                max_timeout: n
+                    .max_timeout_seconds
+                    .unwrap_or(TaskRules::default().max_timeout_seconds),
                 task_secs: n.task_ms.map(record_secs),
                 holds_level: n.holds_level,
                 dry_in: dry_in(n, since),
@@ -352,6 +361,11 @@ pub struct RecordCache(std::collections::HashMap<Oid, Option<NodeRecord>>);
 
 impl RecordCache {
     const MAX: usize = 4096;
+
+    /// The record read from blob `oid`, if it was read and is one.
+    pub fn record(&self, oid: &str) -> Option<&NodeRecord> {
+        self.0.get(oid).and_then(Option::as_ref)
+    }
 
     fn remember(&mut self, read: impl Iterator<Item = (Oid, Option<NodeRecord>)>) {
         for (oid, record) in read {

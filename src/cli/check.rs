@@ -25,54 +25,13 @@ use crate::config::Config;
 use crate::git::Git;
 use crate::sandbox::{self, EngineKind, SandboxError};
 
-/// How one check went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verdict {
-    Ok,
-    Warn,
-    /// Broken; the worker could still be restarted and succeed later.
-    Fail,
-    /// Broken until someone edits the configuration or the host.
-    FailConfig,
-}
-
-#[derive(Debug, Clone)]
-pub struct Line {
-    pub verdict: Verdict,
-    pub what: &'static str,
-    pub detail: String,
-}
-
-impl std::fmt::Display for Line {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let tag = match self.verdict {
-            Verdict::Ok => "ok  ",
-            Verdict::Warn => "WARN",
-            Verdict::Fail | Verdict::FailConfig => "FAIL",
-        };
-        // A detail quotes what the remote, git or a stored policy said.
-        write!(
-            f,
-            "{tag} {:<8} {}",
-            self.what,
-            crate::escape::line(&self.detail)
-        )
-    }
-}
+mod line;
+pub use line::{Line, Verdict, exit_code};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CheckOptions {
     /// The unit's mode: see the module documentation.
     pub preflight: bool,
-}
-
-/// Exit code for the worst verdict.
-pub fn exit_code(lines: &[Line]) -> u8 {
-    match lines.iter().map(|l| l.verdict).max() {
-        None | Some(Verdict::Ok) | Some(Verdict::Warn) => 0,
-        Some(Verdict::Fail) => 1,
-        Some(Verdict::FailConfig) => super::EXIT_CONFIG,
-    }
 }
 
 /// Run every check that the configuration allows, printing each line as it

@@ -823,3 +823,57 @@ fn a_second_worker_under_a_node_id_in_use_stops() {
     again.signal(Signal::SIGKILL);
     again.wait_exit(Duration::from_secs(30));
 }
+
+/// Traced in the chaos suite (`chaos_short`, 5 runs of ~60 here): a
+/// worker killed after its registration landed and before it kept which
+/// run registered (`<state>/registered`) left a record its own state
+/// directory did not know, and every later start on that directory
+/// stopped with 78 ("node id ... is in use"). Here the registration's
+/// answer comes back slowly (a proxy delaying each way by 1.5 s): the
+/// worker is killed once its record is on the grid and before it hears
+/// so; started again, it registers.
+#[test]
+fn a_worker_killed_as_its_registration_lands_starts_again() {
+    let grid = Grid::new();
+    let daemon = GitDaemon::start(&grid, free_port());
+    let proxy =
+        crate::common::delay_proxy::DelayProxy::start(daemon.port, Duration::from_millis(1500));
+    let mut spec = WorkerSpec::new(&grid, "phoenix");
+    spec.url = proxy.url("grid.git");
+    spec.drain = false;
+    let started_at = || {
+        grid.json_files("nodes")
+            .get("phoenix.json")
+            .map(|r| r["started_at"].as_str().unwrap_or_default().to_owned())
+    };
+    let mut first = spawn_worker(&grid, &spec);
+    wait_until("its registration", Duration::from_secs(60), || {
+        first.log_text().contains("registered; ready")
+    });
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(Duration::from_secs(30));
+    let before = started_at();
+    let mut second = spawn_worker(&grid, &spec);
+    wait_until(
+        "its registration on the grid",
+        Duration::from_secs(60),
+        || started_at() != before,
+    );
+    second.signal(Signal::SIGKILL);
+    second.wait_exit(Duration::from_secs(30));
+    // One log for the node's runs: the first's registration only.
+    let ready = |log: &str| log.matches("registered; ready").count();
+    assert_eq!(
+        ready(&second.log_text()),
+        1,
+        "killed after it heard its registration landed: the window was missed"
+    );
+    let mut third = spawn_worker(&grid, &spec);
+    wait_until("its registration", Duration::from_secs(60), || {
+        let log = third.log_text();
+        assert!(!log.contains("is in use"), "{log}");
+        ready(&log) == 2
+    });
+    third.signal(Signal::SIGKILL);
+    third.wait_exit(Duration::from_secs(30));
+}

@@ -460,6 +460,7 @@ impl Worker {
                 look: false,
                 before_start: false,
             };
+            self.note_registering();
             match self.sync(&due, &TxnPolicy::default()) {
                 Ok(report) if report.stayed_out => {
                     // Its peers drain the queue sooner than it could join:

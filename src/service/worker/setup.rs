@@ -9,9 +9,11 @@
 //! worker about to register reads its id's record: written recently by a
 //! worker that has not stopped, and not by this state directory's last
 //! run (`<state>/registered`, the `started_at` of the last run that
-//! registered), it is another worker's, and this one stops, as for a
-//! configuration error. A state directory that an older version ran on
-//! (a clone, no `registered`) cannot tell, and is taken at its word.
+//! registered), nor by a run that pushed its registration and may have
+//! been killed before it kept it (`<state>/registering`), it is another
+//! worker's, and this one stops, as for a configuration error. A state
+//! directory that an older version ran on (a clone, neither file) cannot
+//! tell, and is taken at its word.
 
 use crate::config::Config;
 use crate::git::auth::Access;
@@ -76,6 +78,15 @@ pub(super) fn say_zone(cfg: &Config) {
 /// run that registered.
 const REGISTERED: &str = "registered";
 
+/// The `started_at`s of this state directory's runs that pushed a
+/// registration and may have been stopped (SIGKILL) before it was kept in
+/// `registered`: the record may say any of them (traced in the chaos
+/// suite: a registration landed, the worker was killed before it kept it,
+/// and every later start stopped with 78, its own record read as another
+/// worker's). At most this many, the latest.
+const REGISTERING: &str = "registering";
+const REGISTERING_KEPT: usize = 8;
+
 impl Worker {
     /// Stop if another worker writes this node's record (see the module's
     /// doc). Asked at each attempt to register until one could fetch.
@@ -99,13 +110,14 @@ impl Worker {
             .pop()
             .and_then(|b| b.data().and_then(|d| NodeRecord::parse(d).ok()));
         let last = std::fs::read_to_string(self.cfg.state_dir.join(REGISTERED)).ok();
-        if last.is_none() && had_clone {
+        let pending = self.registering();
+        if last.is_none() && pending.is_empty() && had_clone {
             // A state directory an older version ran on, which kept no
             // `registered`: its record cannot be told from another's.
             return Ok(());
         }
         match record {
-            Some(r) if written_by_another(&r, last.as_deref(), &self.cfg) => {
+            Some(r) if written_by_another(&r, last.as_deref(), &pending, &self.cfg) => {
                 Err(WorkerError::IdInUse(format!(
                     "node id `{}` is in use: its record was written {} by a worker started at {} on host {:?}, not by this state directory's last run; give this node its own `node_id` (or, if that was this node before its state directory was lost, start it again once that record is older than stale_after, {} s)",
                     self.node(),
@@ -124,7 +136,36 @@ impl Worker {
         let path = self.cfg.state_dir.join(REGISTERED);
         if let Err(e) = std::fs::write(&path, &self.started_at) {
             tracing::warn!(path = %path.display(), error = %e, "cannot keep which run registered");
+            return;
         }
+        let _ = std::fs::remove_file(self.cfg.state_dir.join(REGISTERING));
+    }
+
+    /// Before a registration's push: its record may say this run's
+    /// `started_at` from the moment the push lands, before
+    /// `keep_registered` can say so.
+    pub(super) fn note_registering(&self) {
+        let mut runs = self.registering();
+        if runs.iter().any(|r| r == &self.started_at) {
+            return;
+        }
+        runs.push(self.started_at.clone());
+        let from = runs.len().saturating_sub(REGISTERING_KEPT);
+        let path = self.cfg.state_dir.join(REGISTERING);
+        if let Err(e) = std::fs::write(&path, runs[from..].join("\n") + "\n") {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep which run is registering");
+        }
+    }
+
+    fn registering(&self) -> Vec<String> {
+        std::fs::read_to_string(self.cfg.state_dir.join(REGISTERING))
+            .map(|s| {
+                s.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -132,7 +173,12 @@ impl Worker {
 /// stopped, and not written by the last run of this state directory that
 /// registered (`last`)? A record of an older version, with no
 /// `started_at`, cannot tell, and counts as ours.
-fn written_by_another(r: &NodeRecord, last: Option<&str>, cfg: &Config) -> bool {
+fn written_by_another(
+    r: &NodeRecord,
+    last: Option<&str>,
+    pending: &[String],
+    cfg: &Config,
+) -> bool {
     let live = r.is_live(
         crate::time::now(),
         chrono::Duration::from_std(cfg.stale_after).unwrap_or_default(),
@@ -140,4 +186,5 @@ fn written_by_another(r: &NodeRecord, last: Option<&str>, cfg: &Config) -> bool 
     live && r.status != NodeStatus::Stopped
         && !r.started_at.is_empty()
         && last != Some(r.started_at.as_str())
+        && !pending.iter().any(|p| p == &r.started_at)
 }

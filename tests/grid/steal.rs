@@ -438,8 +438,8 @@ fn a_peer_is_not_overdue_for_the_round_its_claims_took_to_land() {
 /// says its line runs late (as above), does not say so to a node that
 /// reached the grid again moments ago, nor 5 s ago. Its silence counts
 /// from then, less a poll interval (1 s) within which the peer tries
-/// again; 10 s after, past what its claims were to keep it busy, a task
-/// and a round, its line is taken over.
+/// again; 12 s after, past what its claims were to keep it busy, a task
+/// and two rounds (its claims' and its results'), its line is taken over.
 #[test]
 fn a_peer_is_not_overdue_for_the_time_the_grid_was_away() {
     let grid = Grid::new();
@@ -456,10 +456,10 @@ fn a_peer_is_not_overdue_for_the_time_the_grid_was_away() {
         let report = plan_on(&repo, &paced_taker(&idle, reached));
         assert!(report.stolen.is_empty(), "{what}: {:?}", report.stolen);
     }
-    let late = plan_on(&repo, &paced_taker(&idle, back(10)));
+    let late = plan_on(&repo, &paced_taker(&idle, back(12)));
     assert!(
         !late.stolen.is_empty(),
-        "back 10 s ago: its line is taken over"
+        "back 12 s ago: its line is taken over"
     );
 }
 
@@ -670,4 +670,59 @@ fn a_node_killed_after_its_first_claim_loses_its_line_and_is_not_claimed_for() {
         lives.log_text()
     );
     assert!(held > 2);
+}
+
+/// Traced in the chaos suite (`chaos_short`, 200 tasks: chaos-0166 and
+/// chaos-0167 run by two workers never killed). A peer planned a commit
+/// claiming four 0.2 s tasks (two to start at once, `busy_ms` 418); it
+/// landed a quarter of a second later, the peer ran the whole line and was
+/// pushing its results when an idle node, 0.84 s after the peer's record,
+/// read it as overdue (0.84 > 0.418 + 0.209 + its round 0.166) and took
+/// over the last two, which had ended 0.2 s before. A healthy peer's
+/// record cannot be fresher than its next commit: one that lands a round
+/// after its last task ends, the round its claims took to land counted
+/// too. So read 0.84 s after its record the peer is on pace (nothing is
+/// taken over: by its pace it has started them all); read 3 s after, it
+/// is overdue and the end of its line is taken over.
+#[test]
+fn a_peer_is_not_overdue_before_its_results_could_land() {
+    let grid = Grid::new();
+    let none = serde_json::json!({});
+    let now = dgrid_worker::time::now();
+    let peer = |ago_ms: i64| {
+        let (path, bytes) = busy("quick", &["q-0", "q-1"], 209);
+        let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        record["busy_ms"] = 418.into();
+        record["last_heartbeat"] =
+            dgrid_worker::time::format(now - chrono::Duration::milliseconds(ago_ms)).into();
+        (path, serde_json::to_vec(&record).unwrap())
+    };
+    let mut files = vec![peer(838)];
+    for i in 0..5 {
+        files.push(claim(&format!("q-{i}"), "quick", "sleep 0.2", none.clone()));
+    }
+    grid.commit_files(&files, "a peer that claimed a short line");
+    let mut idle = PlainNode::new("idle");
+    idle.record.last_heartbeat = at(0);
+    let req = SyncRequest {
+        now,
+        steal_up_to: 2,
+        task_secs: Some(0.214),
+        round_secs: Some(0.166),
+        ..idle.request(2)
+    };
+    let (_state, repo) = watching_clone(&grid, &req);
+    let on_pace = plan_on(&repo, &req);
+    assert!(
+        on_pace.stolen.is_empty(),
+        "its line ran; its results are on their way: {:?}",
+        on_pace.stolen
+    );
+    grid.commit_files(&[peer(3000)], "its record older");
+    let late = plan_on(&repo, &req);
+    assert_eq!(
+        ids(&late.stolen),
+        ["q-3", "q-4"],
+        "overdue: its line is taken over"
+    );
 }

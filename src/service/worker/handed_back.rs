@@ -43,7 +43,8 @@ impl Worker {
     /// Nothing waits for a free slot: take back the first claim handed to
     /// the peers whose requeue is still in the outbox (not landed, not
     /// superseded), so that the slot starts it. False if there is none.
-    /// Never while stopping: then the requeues go out.
+    /// Never while stopping (then the requeues go out), nor while a push's
+    /// outcome is unknown.
     pub(super) fn take_back_handed(&mut self) -> bool {
         let outbox = &self.outbox;
         // What has landed (or was found moot) is the peers' now.
@@ -60,7 +61,12 @@ impl Worker {
                     )
             })
         });
-        if self.draining_since.is_some() || self.unhealthy.is_some() || self.handed_back.is_empty()
+        // A push whose outcome is not known yet may have landed the
+        // requeue: the task may be a peer's already.
+        if self.draining_since.is_some()
+            || self.unhealthy.is_some()
+            || self.uncertain.is_some()
+            || self.handed_back.is_empty()
         {
             return false;
         }

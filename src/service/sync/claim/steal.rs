@@ -174,7 +174,13 @@ fn lines_of<'h>(
         // claims start only once that commit landed: a round more (traced
         // in the chaos suite: claims of 0.2 s tasks, started on pace 0.7 s
         // after the record, a round of 0.3 s, read as overdue and taken
-        // over after they had started).
+        // over after they had started). And its next record comes only
+        // with its next commit, which lands a round after its last task
+        // ended at the soonest: another round (traced in the chaos suite:
+        // a peer ran its whole line of 0.2 s tasks, its claims' commit
+        // 0.25 s landing, and an idle node read it 0.84 s after its record,
+        // past 0.418 + 0.209 + 0.166, took over the last two, which had
+        // ended 0.2 s before, and ran them again; chaos-0166/0167).
         // Its silence counts only as far back as `heard` (above). A record
         // without `busy_ms` (a claim made before it had timed a task) is
         // reckoned by what it held: its line and its runs, a task each,
@@ -184,7 +190,7 @@ fn lines_of<'h>(
         let busy = of
             .busy
             .unwrap_or(held.div_ceil(of.slots.max(1) as usize) as f64 * task_secs);
-        let overdue = since.min(heard) > busy + task_secs + round;
+        let overdue = since.min(heard) > busy + task_secs + 2.0 * round;
         let (started, head) = if overdue {
             (0, 0)
         } else {

@@ -216,9 +216,9 @@ fn a_state_dir_that_is_a_file_is_a_configuration_error() {
 }
 
 /// `[tasks] max_timeout_seconds` is a volunteer's own limit: a task longer
-/// than it is left to a live peer that takes it (it failed as invalid for
-/// the whole grid), and failed, naming the limits, only when no live node
-/// takes it.
+/// than it is filed to its lane and left to a live peer that takes it (it
+/// failed as invalid for the whole grid), and failed, naming the limits,
+/// only when no live node takes it.
 #[test]
 fn a_task_longer_than_a_nodes_limit_is_left_to_a_peer_that_takes_it() {
     let grid = Grid::new();
@@ -275,6 +275,18 @@ fn a_task_longer_than_a_nodes_limit_is_left_to_a_peer_that_takes_it() {
         grid.json_files("tasks/failed")
     );
     assert_eq!(completed_by("hour"), None);
+    // Filed to its lane as any task, not left in the inbox that every
+    // node reads a batch of at each claim.
+    assert!(
+        grid.files("tasks/queue").is_empty(),
+        "{:?}",
+        grid.files("tasks/queue").keys()
+    );
+    assert!(
+        grid.lane_paths().iter().any(|p| p.ends_with("/hour.json")),
+        "{:?}",
+        grid.lane_paths()
+    );
     std::fs::write(&go, b"").unwrap();
     wait_until(
         "the node that takes it ran it",

@@ -41,6 +41,10 @@ pub(super) enum Admit {
     Skip,
     /// Move it to `failed/` with this reason: no policy can make it good.
     Reject(String),
+    /// A task another node runs (longer than this node's limit): filed to
+    /// its lane as any task is, never claimed here, not counted as work
+    /// left.
+    Elsewhere(Task),
 }
 
 /// Admit the queue entry `entry`, a file named `name`, whose bytes are
@@ -58,7 +62,7 @@ pub(super) fn admit(
         Err(e) => return Ok(Admit::Reject(e.to_string())),
     };
     if task.timeout_seconds > d.req.rules.max_timeout_seconds {
-        return Ok(longer_than_mine(d, &task));
+        return Ok(longer_than_mine(d, task));
     }
     match d.req.trust {
         None => Ok(Admit::Run(task)),
@@ -68,12 +72,12 @@ pub(super) fn admit(
     }
 }
 
-/// A task longer than this node's `tasks.max_timeout_seconds`: left for a
-/// live peer whose limit takes it (paused ones too: quiet hours end),
+/// A task longer than this node's `tasks.max_timeout_seconds`: left (in
+/// its lane) for a live peer whose limit takes it (paused ones too: quiet hours end),
 /// else failed, naming the longest any live node takes. The records are
 /// the ones the claim read for its peers (`claim::peers`): a rare case,
 /// so looked up only here.
-fn longer_than_mine(d: &Draft<'_>, task: &Task) -> Admit {
+fn longer_than_mine(d: &Draft<'_>, task: Task) -> Admit {
     let mine = d.req.rules.max_timeout_seconds;
     let peers = d.claims_and_nodes.as_ref().map(|l| {
         let cache = d.req.records.borrow();
@@ -91,7 +95,7 @@ fn longer_than_mine(d: &Draft<'_>, task: &Task) -> Admit {
     });
     let longest = peers.flatten().unwrap_or(0);
     if longest >= task.timeout_seconds {
-        return Admit::Skip;
+        return Admit::Elsewhere(task);
     }
     Admit::Reject(format!(
         "field `timeout_seconds` is {}; no live node takes a task that long (this node's `tasks.max_timeout_seconds` is {mine}, the most a live peer takes {longest})",

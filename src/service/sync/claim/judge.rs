@@ -24,7 +24,8 @@ fn is_file(mode: EntryMode) -> bool {
 
 /// Read and judge a batch of the inbox: a broken entry goes to `failed/`;
 /// a task that runs after others waits in `blocked/` (where its parents are
-/// looked at); one this node does not serve goes to its lane; the others
+/// looked at); one this node does not serve (its labels, or a timeout
+/// past its limit) goes to its lane; the others
 /// become candidates, judged, to be claimed or filed.
 pub(super) fn file_inbox(
     repo: &GridRepo,
@@ -43,8 +44,9 @@ pub(super) fn file_inbox(
     );
     let mut out = Vec::new();
     for entry in inbox {
-        let task = match consider(repo, d, &entry, &entry.name, read.next_for(&entry))? {
-            Verdict::Claimable(task) => task,
+        let (task, mine) = match consider(repo, d, &entry, &entry.name, read.next_for(&entry))? {
+            Verdict::Claimable(task) => (task, true),
+            Verdict::Elsewhere(task) => (task, false),
             Verdict::Reject(e) => {
                 d.reject(layout::QUEUE, &entry, &e);
                 continue;
@@ -57,7 +59,7 @@ pub(super) fn file_inbox(
             continue;
         }
         let place = Place::of(&task, req.now);
-        if req.labels.serves(&place.class).is_err() {
+        if !mine || req.labels.serves(&place.class).is_err() {
             move_to(d, &from, &place.file(&task.task_id), &entry.oid, "file");
             continue;
         }
@@ -157,6 +159,9 @@ pub(super) enum Verdict {
     /// Not this node's to run now (unsigned, an unknown signer, not yet
     /// issued: `admit`): left where it is, not counted as work left.
     Skip,
+    /// A task for another node (`Admit::Elsewhere`): to its lane from the
+    /// inbox, else left; not counted as work left.
+    Elsewhere(Task),
     /// Not decided in this round (not read: budget spent, or gone).
     Later,
 }
@@ -188,6 +193,7 @@ pub(super) fn consider(
         match admit::admit(repo, d, entry, &name, EntryKind::from(entry.mode), &content)? {
             Admit::Run(task) => Verdict::Claimable(task),
             Admit::Skip => Verdict::Skip,
+            Admit::Elsewhere(task) => Verdict::Elsewhere(task),
             Admit::Reject(e) => Verdict::Reject(e),
         },
     )

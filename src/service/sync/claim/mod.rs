@@ -317,7 +317,7 @@ pub(super) fn claim(
                 d.reject(c.dir, &c.entry, &e);
                 continue;
             }
-            Verdict::Skip => continue,
+            Verdict::Skip | Verdict::Elsewhere(_) => continue,
             Verdict::Later => {
                 left += 1;
                 top = top.max(Some(level));

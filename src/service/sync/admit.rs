@@ -73,10 +73,10 @@ pub(super) fn admit(
 }
 
 /// A task longer than this node's `tasks.max_timeout_seconds`: left (in
-/// its lane) for a live peer whose limit takes it (paused ones too: quiet hours end),
-/// else failed, naming the longest any live node takes. The records are
-/// the ones the claim read for its peers (`claim::peers`): a rare case,
-/// so looked up only here.
+/// its lane) for a live peer whose limit takes it (a paused one too: its
+/// quiet hours end), else failed, naming the longest any live node takes.
+/// The records are the ones the claim read for its peers (`claim::peers`,
+/// before any candidate is judged): a rare case, so looked up only here.
 fn longer_than_mine(d: &Draft<'_>, task: Task) -> Admit {
     let mine = d.req.rules.max_timeout_seconds;
     let peers = d.claims_and_nodes.as_ref().map(|l| {

@@ -203,6 +203,46 @@ impl NodeRecord {
     }
 }
 
+/// How long a node record may stay silent before a reap removes it: a
+/// month. A node back after that registers again; its counts start anew.
+pub const RECORD_KEPT_DAYS: i64 = 30;
+
+/// Why a file in `nodes/` is no node's record and goes at a reap, if it
+/// is none: a push of 100,000 junk names (1.2 MB) made every node's every
+/// sync ten times slower, fetching, listing and writing again a 6.9 MB
+/// tree. `name` is the file's name, `bytes` its content (None: not a
+/// regular file, or over the read cap). Kept: anything every version
+/// writes (`node_id` as its file says, `status`, `last_heartbeat`), fields
+/// of a later version too, heard from within [`RECORD_KEPT_DAYS`].
+pub fn junk_record(
+    name: &str,
+    bytes: Option<&[u8]>,
+    now: crate::time::Timestamp,
+) -> Option<String> {
+    let Some(stem) = super::id::json_stem(name).filter(|s| Id::parse(s).is_ok()) else {
+        return Some("not named <node id>.json".into());
+    };
+    let Some(bytes) = bytes else {
+        return Some("not a file no bigger than a record may be".into());
+    };
+    let record: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(bytes) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => return Some("not a JSON object".into()),
+    };
+    let text = |k: &str| record.get(k).and_then(serde_json::Value::as_str);
+    if text("node_id") != Some(stem) || text("status").is_none() {
+        return Some("no `node_id` naming its file, or no `status`".into());
+    }
+    let heard = text("last_heartbeat").and_then(crate::time::parse);
+    match heard {
+        None => Some("no `last_heartbeat` that is a time".into()),
+        Some(t) if now - t > chrono::Duration::days(RECORD_KEPT_DAYS) => {
+            Some(format!("silent for more than {RECORD_KEPT_DAYS} days"))
+        }
+        Some(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +329,57 @@ mod tests {
         assert_eq!(NodeRecord::problem_of("engine down"), "engine down");
         let cut = NodeRecord::problem_of(&"é".repeat(MAX_PROBLEM_BYTES));
         assert!(cut.ends_with('…') && cut.len() <= MAX_PROBLEM_BYTES + '…'.len_utf8());
+    }
+
+    #[test]
+    fn junk_records_are_told_from_records_of_any_version() {
+        let now = crate::time::parse("2026-12-06T12:00:00Z").unwrap();
+        let rec = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
+        let fresh = rec(
+            serde_json::json!({"node_id": "n1", "status": "busy", "last_heartbeat": "2026-12-06T11:00:00Z", "a_later_field": [1]}),
+        );
+        assert_eq!(junk_record("n1.json", Some(&fresh), now), None);
+        let stopped = rec(
+            serde_json::json!({"node_id": "n1", "status": "stopped", "last_heartbeat": "2026-11-10T11:00:00Z"}),
+        );
+        assert_eq!(
+            junk_record("n1.json", Some(&stopped), now),
+            None,
+            "silent 26 days: kept"
+        );
+        let old = rec(
+            serde_json::json!({"node_id": "n1", "status": "stopped", "last_heartbeat": "2026-10-01T00:00:00Z"}),
+        );
+        assert!(
+            junk_record("n1.json", Some(&old), now)
+                .unwrap()
+                .contains("silent")
+        );
+        for (name, bytes) in [
+            ("n1.json", Some(b"junk 1".as_slice())),
+            ("n1.json", Some(b"[]".as_slice())),
+            (
+                "n1.json",
+                Some(
+                    br#"{"node_id":"n2","status":"busy","last_heartbeat":"2026-12-06T11:00:00Z"}"#
+                        .as_slice(),
+                ),
+            ),
+            (
+                "n1.json",
+                Some(br#"{"node_id":"n1","last_heartbeat":"2026-12-06T11:00:00Z"}"#.as_slice()),
+            ),
+            (
+                "n1.json",
+                Some(
+                    br#"{"node_id":"n1","status":"busy","last_heartbeat":"yesterday"}"#.as_slice(),
+                ),
+            ),
+            ("n1.json", None),
+            ("n1.txt", Some(fresh.as_slice())),
+            ("-n1.json", Some(fresh.as_slice())),
+        ] {
+            assert!(junk_record(name, bytes, now).is_some(), "{name} {bytes:?}");
+        }
     }
 }

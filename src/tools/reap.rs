@@ -110,7 +110,12 @@ pub fn plan(
         },
     )?;
     // What no live node can run, as the nodes' records say now.
-    let records = nodes::records(txn.repo, tip, None)?;
+    let (records, junk) = nodes::records_and_junk(txn.repo, tip, None, Some(now))?;
+    if let Some(junk) = junk {
+        let (path, edit) = junk.edit();
+        edits.insert(path, edit);
+        summary.push(junk.say());
+    }
     let live = nodes::live_labels(&records, now, policy.stale_after);
     let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (n.as_str(), l)).collect();
     // Where none of them reads, a task filed by hand in the wrong lane

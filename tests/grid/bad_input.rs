@@ -403,3 +403,68 @@ fn a_task_named_twice_in_one_tree_runs_once() {
         w.log_text()
     );
 }
+
+/// Files in `nodes/` that are no node's record (100,000 of them, a push of
+/// 1.2 MB, made every sync of every node ten times slower) go at a reap,
+/// in one commit; records of any version heard from within a month stay.
+#[test]
+fn junk_in_nodes_goes_at_a_reap_and_records_stay() {
+    let grid = Grid::new();
+    let now = dgrid_worker::time::now();
+    let ago = |days: i64| dgrid_worker::time::format(now - chrono::Duration::days(days));
+    let record = |node: &str, status: &str, days: i64| {
+        (
+            format!("nodes/{node}.json"),
+            serde_json::json!({"node_id": node, "status": status, "last_heartbeat": ago(days), "later": true})
+                .to_string()
+                .into_bytes(),
+        )
+    };
+    let mut files: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| {
+            (
+                format!("nodes/junk{i:03}.json"),
+                format!("junk {i}").into_bytes(),
+            )
+        })
+        .collect();
+    files.extend([
+        record("away", "stopped", 40),
+        record("resting", "stopped", 1),
+        record("peer", "busy", 0),
+        (
+            "nodes/other.json".into(),
+            br#"{"node_id":"peer","status":"busy","last_heartbeat":"2026-01-01T00:00:00Z"}"#
+                .to_vec(),
+        ),
+        ("nodes/notes.txt".into(), b"hello".to_vec()),
+        ("nodes/dir.json/x".into(), b"{}".to_vec()),
+        (
+            "tasks/queue/t1.json".into(),
+            br#"{"task_id":"t1","script":"true","timeout_seconds":30}"#.to_vec(),
+        ),
+    ]);
+    grid.commit_files(&files, "junk in nodes/");
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
+    assert!(
+        w.wait_exit(Duration::from_secs(90)).success(),
+        "{}",
+        w.log_text()
+    );
+    let left: Vec<String> = grid.files_below("nodes").into_keys().collect();
+    assert_eq!(
+        left,
+        ["n1.json", "peer.json", "resting.json"],
+        "{}",
+        w.log_text()
+    );
+    assert!(
+        w.log_text()
+            .contains("removing files in nodes/ that are no node's record files=304"),
+        "{}",
+        w.log_text()
+    );
+    assert_eq!(grid.results().len(), 1, "the task ran");
+    let keep = git(&grid.bare, &["ls-tree", "main", "nodes/.gitkeep"]);
+    assert!(!keep.stdout.is_empty(), "the layout's .gitkeep stays");
+}

@@ -12,7 +12,14 @@ use crate::ledger::{nodes, refile};
 
 pub(super) fn refile(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
     let me = d.req.node.as_str();
-    let records = nodes::records(repo, d.tip, Some(me))?;
+    let (records, junk) = nodes::records_and_junk(repo, d.tip, Some(me), Some(d.req.now))?;
+    // Removed in this commit: before the node's own record and any peer's
+    // it edits, which are written over it.
+    if let Some(junk) = junk {
+        let (path, edit) = junk.edit();
+        d.edits.insert(path, edit);
+        d.summary.push(junk.say());
+    }
     // This node serves what its record says now, whatever the tip holds
     // of it (nothing yet, or an older record).
     let mut live = nodes::live_labels(&records, d.req.now, d.req.policy.stale_after);

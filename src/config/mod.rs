@@ -421,6 +421,17 @@ impl Config {
             },
         };
         cfg.check_durations(&origin, env)?;
+        let ceiling = crate::grid::task::TIMEOUT_CEILING;
+        if cfg.task_rules.max_timeout_seconds > ceiling {
+            return Err(ConfigError::Invalid {
+                origin,
+                key: "tasks.max_timeout_seconds",
+                reason: format!(
+                    "is {} seconds; at most {ceiling} (a week): no task may be longer on any node",
+                    cfg.task_rules.max_timeout_seconds
+                ),
+            });
+        }
         Ok(cfg)
     }
 

@@ -19,6 +19,21 @@ fn spans_of_time_are_bounded() {
     }
 }
 
+/// No task may be longer than a week on any node: a node's limit above
+/// it made such a task run or fail by which node read it first.
+#[test]
+fn a_nodes_longest_task_is_a_week_at_most() {
+    let text = |secs: u64| format!("repo_url = \"/g\"\n[tasks]\nmax_timeout_seconds = {secs}\n");
+    let week = Config::from_str_with(&text(604_800), Path::new("w.toml"), &env(&[])).unwrap();
+    assert_eq!(week.task_rules.max_timeout_seconds, 604_800);
+    let e = Config::from_str_with(&text(700_000), Path::new("w.toml"), &env(&[])).unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.contains("tasks.max_timeout_seconds") && e.contains("at most 604800"),
+        "{e}"
+    );
+}
+
 struct MapEnv(HashMap<&'static str, &'static str>);
 impl Env for MapEnv {
     fn get(&self, name: &str) -> Option<String> {

@@ -107,15 +107,24 @@ pub(super) fn parse_ls_tree(out: &[u8], strip: &[u8]) -> Result<Vec<TreeEntry>, 
         .collect()
 }
 
-/// Keep the first entry of each name, as git's lookups find it; returns
-/// the others.
+/// Keep one entry of each name: the first directory of that name if there
+/// is one (a file placed in front of `tasks/in_progress` hid every claim,
+/// and kept a finished run's result out), else the first entry, as git's
+/// lookups find it. Returns the others.
 pub fn first_of_each_name(entries: &mut Vec<TreeEntry>) -> Vec<TreeEntry> {
-    let mut seen = std::collections::BTreeSet::new();
+    let mut chosen: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        let c = chosen.entry(e.name.clone()).or_insert(i);
+        if e.mode == EntryMode::Tree && entries[*c].mode != EntryMode::Tree {
+            *c = i;
+        }
+    }
     let (kept, later) = std::mem::take(entries)
         .into_iter()
-        .partition(|e| seen.insert(e.name.clone()));
-    *entries = kept;
-    later
+        .enumerate()
+        .partition::<Vec<_>, _>(|(i, e)| chosen.get(&e.name) == Some(i));
+    *entries = kept.into_iter().map(|(_, e)| e).collect();
+    later.into_iter().map(|(_, e)| e).collect()
 }
 
 /// Are `entries` in the order git writes a tree in, each name once? Names
@@ -196,5 +205,24 @@ mod tests {
         );
         assert!(!in_git_order(&[e("b", f), e("a", f)]));
         assert!(!in_git_order(&[e("a", t), e("a-b", f)]));
+    }
+
+    #[test]
+    fn of_one_name_the_directory_is_kept_else_the_first() {
+        let e = |name: &str, mode, oid: char| TreeEntry {
+            mode,
+            oid: oid.to_string().repeat(40),
+            name: name.as_bytes().to_vec(),
+        };
+        let (f, t) = (EntryMode::File, EntryMode::Tree);
+        let mut entries = vec![
+            e("tasks", f, '1'),
+            e("tasks", t, '2'),
+            e("x.json", f, '3'),
+            e("x.json", f, '4'),
+        ];
+        let dropped = first_of_each_name(&mut entries);
+        assert_eq!(entries, [e("tasks", t, '2'), e("x.json", f, '3')]);
+        assert_eq!(dropped, [e("tasks", f, '1'), e("x.json", f, '4')]);
     }
 }

@@ -191,6 +191,12 @@ impl NodeRecord {
             .is_some_and(|t| t + stale_after >= now && t <= now + crate::time::MAX_CLOCK_SKEW)
     }
 
+    /// Has it been heard from within `stale_after` at `now`, whatever its
+    /// status (a node draining, or stopped for a restart, comes back)?
+    pub fn heard_within(&self, now: crate::time::Timestamp, stale_after: chrono::Duration) -> bool {
+        self.beats(now, stale_after)
+    }
+
     /// Is this node taking work at `now`: alive, and not paused by its
     /// volunteer's limits?
     pub fn takes_work(&self, now: crate::time::Timestamp, stale_after: chrono::Duration) -> bool {

@@ -192,6 +192,11 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), InitError> {
             &["clone", "--quiet", "--bare", "--no-local", &source, &target],
         )?;
         git(dir, &["remote", "remove", "origin"])?;
+        // A server that checks what is pushed refuses the trees only a
+        // hand-built push holds (a name twice, a file in front of a
+        // directory of its name, a name of 64 KiB): git-daemon and SSH
+        // serve with receive-pack, which reads this. Forges check already.
+        git(dir, &["config", "receive.fsckObjects", "true"])?;
     }
     Ok(())
 }

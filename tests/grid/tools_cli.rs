@@ -27,7 +27,7 @@ fn validate_names_file_field_and_reason_and_exits_for_ci() {
     .unwrap();
     std::fs::write(
         q.join("slow.json"),
-        br#"{"task_id":"slow","script":"x","timeout_seconds":99999}"#,
+        br#"{"task_id":"slow","script":"x","timeout_seconds":999999}"#,
     )
     .unwrap();
     // The same id twice: a second directory holding good.json again.
@@ -52,7 +52,7 @@ fn validate_names_file_field_and_reason_and_exits_for_ci() {
         (q.join("noscript.json"), "field `script` is missing"),
         (
             q.join("slow.json"),
-            "field `timeout_seconds` is 99999; it must be between 1 and 3600",
+            "field `timeout_seconds` is 999999; it must be between 1 and 604800",
         ),
         (
             other.join("good.json"),
@@ -1369,6 +1369,25 @@ fn init_makes_a_grid_that_the_tools_and_a_worker_use() {
     let bare = root.path().join("served.git");
     expect_code(&dgrid(&["init", "--bare", bare.to_str().unwrap()]), 0);
     let url = format!("file://{}", bare.display());
+    // It checks what is pushed: a tree with a name twice is refused.
+    let dup = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            r#"set -e; cd "$(mktemp -d)"; git clone -q "$0" w; cd w
+            b=$(echo x | git hash-object -w --stdin)
+            t=$(perl -e 'print(("100644 a\0" . pack("H*", $ARGV[0])) x 2)' "$b" | git hash-object -t tree -w --literally --stdin)
+            c=$(git -c user.name=t -c user.email=t@t commit-tree "$t" -p HEAD -m dup)
+            git push -q origin "$c:main""#,
+        )
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(!dup.status.success(), "{dup:?}");
+    assert!(
+        String::from_utf8_lossy(&dup.stderr).contains("duplicateEntries"),
+        "{}",
+        String::from_utf8_lossy(&dup.stderr)
+    );
     expect_code(
         &dgrid(&[
             "submit",

@@ -56,7 +56,7 @@ pub struct SubmitArgs {
     #[arg(long, env = "DGRID_SUBMITTER", value_name = "NAME")]
     pub submitter: Option<String>,
     /// The longest `timeout_seconds` the grid accepts (as `validate`'s).
-    #[arg(long, value_name = "SECS", default_value_t = crate::grid::TaskRules::default().max_timeout_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = crate::grid::task::TIMEOUT_CEILING)]
     pub max_timeout: u64,
     /// Sign the task with this submitter's private key (OpenSSH format; one
     /// with a passphrase is used through `ssh-keygen -Y sign`).

@@ -16,10 +16,10 @@ pub struct ValidateArgs {
     /// entries (e.g. tasks/queue).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// The longest `timeout_seconds` the grid accepts (its workers'
-    /// `tasks.max_timeout_seconds`). A worker reads any task up to a week,
-    /// and leaves one longer than its own limit to a peer that takes it.
-    #[arg(long, value_name = "SECS", default_value_t = crate::grid::TaskRules::default().max_timeout_seconds)]
+    /// The longest `timeout_seconds` the grid accepts: by default a week,
+    /// as the workers read a task; each node runs those up to its own
+    /// `tasks.max_timeout_seconds` and leaves longer ones to a peer.
+    #[arg(long, value_name = "SECS", default_value_t = crate::grid::task::TIMEOUT_CEILING)]
     pub max_timeout: u64,
     /// A checkout of the grid: also refuse ids that are running there or
     /// already have a result.

@@ -27,19 +27,19 @@ impl Default for TaskRules {
 
 impl TaskRules {
     /// What a file must respect to be a task at all, as a worker reads the
-    /// grid: these rules, with a timeout up to [`TIMEOUT_CEILING`] (or
-    /// this node's own limit, if more). Whether it runs a task longer than
-    /// its limit is the node's own affair, not the task's validity.
+    /// grid: these rules, with a timeout up to [`TIMEOUT_CEILING`]. Whether
+    /// it runs a task longer than its own limit is the node's own affair,
+    /// not the task's validity.
     pub fn to_read_by(&self) -> TaskRules {
         TaskRules {
-            max_timeout_seconds: self.max_timeout_seconds.max(TIMEOUT_CEILING),
+            max_timeout_seconds: TIMEOUT_CEILING,
             ..self.clone()
         }
     }
 }
 
-/// The longest `timeout_seconds` a worker reads as a task at all (a week,
-/// or its own `tasks.max_timeout_seconds` if that is more). Below it, a
+/// The longest `timeout_seconds` a task may ask for on any node (a week;
+/// the most `tasks.max_timeout_seconds` may be). Below it, a
 /// task longer than a node's own limit is left for a peer that takes it:
 /// one volunteer's limit does not fail a task for the whole grid.
 pub const TIMEOUT_CEILING: u64 = 7 * 24 * 3600;

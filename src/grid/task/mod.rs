@@ -27,7 +27,7 @@ mod tests;
 pub use error::TaskError;
 pub(crate) use json::duplicate_key;
 use json::{bounded_int, type_name, wrong};
-pub use limits::{DEFAULT_PRIORITY, MAX_AFTER, PRIORITY_MAX, TaskRules};
+pub use limits::{DEFAULT_PRIORITY, MAX_AFTER, PRIORITY_MAX, TIMEOUT_CEILING, TaskRules};
 use scheduling::{parse_after, parse_requires};
 
 /// The block a claim adds to a task file (`grid::claim`): the grid's own,

@@ -73,8 +73,11 @@ pub(super) fn admit(
 }
 
 /// A task longer than this node's `tasks.max_timeout_seconds`: left (in
-/// its lane) for a live peer whose limit takes it (a paused one too: its
-/// quiet hours end), else failed, naming the longest any live node takes.
+/// its lane) for a peer whose limit takes it, heard from within
+/// `stale_after` whatever its status (paused, draining, or stopped for a
+/// restart: it comes back; counting only live ones, a restart of the only
+/// such node failed every long task waiting for it), else failed, naming
+/// the longest any such peer takes.
 /// The records are the ones the claim read for its peers (`claim::peers`,
 /// before any candidate is judged): a rare case, so looked up only here.
 fn longer_than_mine(d: &Draft<'_>, task: Task) -> Admit {
@@ -86,19 +89,25 @@ fn longer_than_mine(d: &Draft<'_>, task: Task) -> Admit {
             // A record naming another node than its file is no record.
             .filter(|(e, r)| layout::json_stem(&e.name_lossy()) == Some(r.node_id.as_str()))
             .map(|(_, r)| r)
-            .filter(|r| r.node_id != *d.req.node && r.is_live(d.req.now, d.req.policy.stale_after))
+            .filter(|r| {
+                r.node_id != *d.req.node && r.heard_within(d.req.now, d.req.policy.stale_after)
+            })
             .map(|r| {
                 r.max_timeout_seconds
                     .unwrap_or(TaskRules::default().max_timeout_seconds)
             })
             .max()
     });
-    let longest = peers.flatten().unwrap_or(0);
-    if longest >= task.timeout_seconds {
+    let longest = peers.flatten();
+    if longest.is_some_and(|l| l >= task.timeout_seconds) {
         return Admit::Elsewhere(task);
     }
+    let peers = match longest {
+        Some(l) => format!("the most a peer heard from within `stale_after` takes is {l}"),
+        None => "no peer has been heard from within `stale_after`".to_owned(),
+    };
     Admit::Reject(format!(
-        "field `timeout_seconds` is {}; no live node takes a task that long (this node's `tasks.max_timeout_seconds` is {mine}, the most a live peer takes {longest})",
+        "field `timeout_seconds` is {}; no node takes a task that long (this node's `tasks.max_timeout_seconds` is {mine}; {peers})",
         task.timeout_seconds
     ))
 }

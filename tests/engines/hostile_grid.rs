@@ -292,6 +292,14 @@ fn oversized_entries_are_refused_unread_and_memory_stays_bounded() {
     ]);
     let pack_kib = dir_kib(&grid.bare);
     tools_stay_small(&grid, "before the worker");
+    let (out, _) = measured(&["status", "--repo", &grid.bare.display().to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "nodes/big-3.json: not a node record: is 52428800 bytes; at most 65536 are read"
+        ),
+        "{text}"
+    );
 
     let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "frugal"));
     let pid = w.child.id();
@@ -327,18 +335,12 @@ fn oversized_entries_are_refused_unread_and_memory_stays_bounded() {
     assert!(grid.queued().is_empty());
     assert!(grid.files("tasks/in_progress").is_empty());
 
-    // The tools read the same grid in place, as bounded (nodes/ still
-    // holds its twenty; the tools' figures with all sixty are measured
-    // before the worker ran, above).
+    // The worker's reap removed the twenty from nodes/ (too big to be a
+    // record); the tools read the same grid in place, as bounded (their
+    // figures with all sixty are measured before the worker ran, above).
+    let nodes: Vec<String> = grid.files("nodes").into_keys().collect();
+    assert_eq!(nodes, ["frugal.json"]);
     tools_stay_small(&grid, "after the worker");
-    let (out, _) = measured(&["status", "--repo", &grid.bare.display().to_string()]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains(
-            "nodes/big-3.json: not a node record: is 52428800 bytes; at most 65536 are read"
-        ),
-        "{text}"
-    );
 }
 
 /// Every reading tool finishes on `grid`, each under a generous bound of
@@ -551,6 +553,12 @@ fn forged_claims_and_dates_hold_nothing() {
         ],
         "claims from the future",
     );
+    let out = dgrid(&["status", "--repo", &grid.bare.display().to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("names node \"real\", but the file is named for \"mimic\""),
+        "{text}"
+    );
     let out = dgrid(&["reap", "--repo", &grid.url()]);
     assert!(
         out.status.success(),
@@ -567,12 +575,11 @@ fn forged_claims_and_dates_hold_nothing() {
     assert_eq!(queue["held.json"]["attempt"], 2);
     assert_eq!(queue["held-2.json"]["attempt"], 2);
 
+    // The record that names another node than its file is no record: the
+    // reap removed it, and nothing shows it as that node.
+    assert!(!grid.files("nodes").contains_key("mimic.json"));
     let out = dgrid(&["status", "--repo", &grid.bare.display().to_string()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("names node \"real\", but the file is named for \"mimic\""),
-        "{text}"
-    );
     assert!(
         !text.lines().any(|l| l.trim_start().starts_with("real ")),
         "{text}"

@@ -121,14 +121,18 @@ fn shell_config(
     config
 }
 
-#[test]
-fn check_says_each_thing_once_and_changes_nothing() {
-    let grid = Grid::new();
-    let state = grid.path("not-made-yet");
-    let config = shell_config(&grid, "check.toml", &state, "");
+/// `dgrid-worker <cmd> --config <config>` with `env` added, outside any
+/// unit: its exit code, and what it printed, stdout then stderr.
+fn run_with_config(
+    cmd: &str,
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
     let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&config)
+        .args([cmd, "--config"])
+        .arg(config)
+        .env_remove("NOTIFY_SOCKET")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let text = format!(
@@ -136,7 +140,16 @@ fn check_says_each_thing_once_and_changes_nothing() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    (out.status.code(), text)
+}
+
+#[test]
+fn check_says_each_thing_once_and_changes_nothing() {
+    let grid = Grid::new();
+    let state = grid.path("not-made-yet");
+    let config = shell_config(&grid, "check.toml", &state, "");
+    let (code, text) = run_with_config("check", &config, &[]);
+    assert_eq!(code, Some(0), "{text}");
     assert_eq!(text.matches("without isolation").count(), 1, "{text}");
     assert_eq!(text.matches("NO isolation").count(), 0, "{text}");
     assert!(text.contains("will create it"), "{text}");
@@ -164,15 +177,7 @@ fn check_names_the_zone_quiet_hours_are_read_in() {
     let grid = Grid::new();
     let quiet = "[budget]\nquiet_hours = [\"22:00-07:00\"]\n";
     let config = shell_config(&grid, "quiet.toml", &grid.path("state"), quiet);
-    let check = |tz: &str| {
-        let out = std::process::Command::new(BIN)
-            .args(["check", "--config"])
-            .arg(&config)
-            .env("TZ", tz)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let check = |tz: &str| run_with_config("check", &config, &[("TZ", tz)]).1;
     let typo = check("Europe/Berln");
     assert!(
         typo.contains("quiet hours 22:00-07:00 in local time: TZ=Europe/Berln")
@@ -196,18 +201,8 @@ fn a_state_dir_that_is_a_file_is_a_configuration_error() {
     std::fs::write(&file, b"x").unwrap();
     let config = shell_config(&grid, "file-state.toml", &file, "");
     for cmd in ["check", "run"] {
-        let out = std::process::Command::new(BIN)
-            .args([cmd, "--config"])
-            .arg(&config)
-            .env_remove("NOTIFY_SOCKET")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(78), "{cmd}: {text}");
+        let (code, text) = run_with_config(cmd, &config, &[]);
+        assert_eq!(code, Some(78), "{cmd}: {text}");
         assert!(
             text.contains("`state_dir`") && text.contains("is not a directory"),
             "{cmd}: {text}"

@@ -726,3 +726,40 @@ fn a_peer_is_not_overdue_before_its_results_could_land() {
         "overdue: its line is taken over"
     );
 }
+
+/// The pace rule counts to the takeover's landing, a round after the plan.
+/// A peer with one slot, 1 s tasks, read 0.9 s after its record, with
+/// three claims waiting behind its run: its run ends 0.1 s on and it
+/// starts the next claim blind; the takeover lands 0.3 s on, after that
+/// end's sync began, so the peer learns of it only at the sync after its
+/// next end, and starts the second claim blind too. Only the third is
+/// the idle node's to take. Counted to the plan only, it took the second
+/// as well, which the peer would have run too.
+#[test]
+fn a_takeover_leaves_what_the_peer_starts_before_it_lands() {
+    let grid = Grid::new();
+    let none = serde_json::json!({});
+    let now = dgrid_worker::time::now();
+    let (path, bytes) = busy("steady", &["p-0"], 1000);
+    let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    record["busy_ms"] = 4000.into();
+    record["last_heartbeat"] =
+        dgrid_worker::time::format(now - chrono::Duration::milliseconds(900)).into();
+    let mut files = vec![(path, serde_json::to_vec(&record).unwrap())];
+    for i in 0..4 {
+        files.push(claim(&format!("p-{i}"), "steady", "sleep 1", none.clone()));
+    }
+    grid.commit_files(&files, "a peer with a line of 1 s tasks");
+    let mut idle = PlainNode::new("idle");
+    idle.record.last_heartbeat = at(0);
+    let req = SyncRequest {
+        now,
+        steal_up_to: 2,
+        task_secs: Some(1.0),
+        round_secs: Some(0.3),
+        ..idle.request(1)
+    };
+    let (_state, repo) = watching_clone(&grid, &req);
+    let plan = plan_on(&repo, &req);
+    assert_eq!(ids(&plan.stolen), ["p-3"], "{:?}", plan.stolen);
+}

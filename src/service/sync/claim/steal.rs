@@ -194,7 +194,14 @@ fn lines_of<'h>(
         let (started, head) = if overdue {
             (0, 0)
         } else {
-            let ended = (since / task_secs).floor().min(1e6) as usize;
+            // Counted to this plan's landing, a round on: the peer learns
+            // of a takeover only at its first sync after that, and starts
+            // the next claim at that task's end before the sync. Counted
+            // to the plan only, a task ending within the round started a
+            // claim taken over blind (the chaos suite's second route to a
+            // task run by two live workers, where tasks are shorter than
+            // a round).
+            let ended = ((since + round) / task_secs).floor().min(1e6) as usize;
             let started = ended.saturating_mul(of.slots as usize);
             let head = share::head_left(of.slots, task_secs, req.task_secs, round);
             (started.saturating_sub(ended_seen), head)

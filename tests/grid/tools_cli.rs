@@ -937,6 +937,57 @@ fn status_says_what_holds_a_waiting_task_that_names_nothing_to_wait_for() {
     assert!(waiting("bl8").get("held").is_none());
 }
 
+/// A task up to a week is a task (a node longer than its own limit leaves
+/// it to a peer that takes it): `status` reads a claim of one and one
+/// waiting for another as it reads any, not as files it cannot read.
+/// Before, it read a waiting task held to an hour: the day-long one was
+/// listed as an error. (A claim is read without a limit: it was accepted
+/// under whatever rules its node held.)
+#[test]
+fn status_reads_tasks_longer_than_an_hour() {
+    let grid = populated_grid();
+    let claim = serde_json::json!({
+        "task_id": "long-run", "script": "sleep 7000", "timeout_seconds": 7200,
+        "claim": {"node_id": "alpha", "claimed_at": "2026-01-01T00:00:00Z",
+                  "deadline": "2099-01-01T00:00:00Z", "attempt": 1},
+    });
+    let waiting = serde_json::json!({
+        "task_id": "long-wait", "script": "sleep 1", "timeout_seconds": 86400,
+        "after": ["long-run"],
+    });
+    grid.commit_files(
+        &[
+            (
+                "tasks/in_progress/long-run.json".into(),
+                serde_json::to_vec(&claim).unwrap(),
+            ),
+            (
+                "tasks/blocked/long-run/long-wait.json".into(),
+                serde_json::to_vec(&waiting).unwrap(),
+            ),
+        ],
+        "a claim of a two-hour task, and a day-long task waiting for it",
+    );
+    let o = dgrid(&["status", "--repo", &grid.url(), "--json"]);
+    expect_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let find = |part: &str, id: &str| {
+        v[part]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["task_id"] == id)
+            .unwrap_or_else(|| panic!("{id} missing from {part}: {v}"))
+            .clone()
+    };
+    let run = find("running", "long-run");
+    assert!(run["error"].is_null(), "{run}");
+    assert_eq!(run["node_id"], "alpha", "{run}");
+    let wait = find("waiting", "long-wait");
+    assert!(wait["error"].is_null(), "{wait}");
+    assert_eq!(wait["waits_for"], serde_json::json!(["long-run"]), "{wait}");
+}
+
 /// `nodes/` is anyone's to fill: `status` lists 500 nodes and counts the
 /// rest (100,000 junk records printed 18 MB).
 #[test]

@@ -26,6 +26,7 @@
 //! one plan; the rest are left for the next.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use crate::git::{Blob, EntryMode, GridRepo, TreeEntry};
 use crate::git::{Edit, GitError};
@@ -234,7 +235,8 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
         .collect();
     // Waiting for each other: each waits under one parent, so a cycle is a
     // loop of waiting tasks; none of them can ever run.
-    let mut cycle_of: BTreeMap<Id, String> = BTreeMap::new();
+    // One text a cycle, shared by its members.
+    let mut cycle_of: BTreeMap<Id, Rc<str>> = BTreeMap::new();
     if cycles {
         let owned: Vec<(Id, Id)> = blocked
             .entries
@@ -243,7 +245,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
             .collect();
         let refs: BTreeMap<&Id, Vec<&Id>> = owned.iter().map(|(c, p)| (c, vec![p])).collect();
         for cycle in deps::cycles(&refs) {
-            let error = deps::GraphError::Cycle(cycle.clone()).to_string();
+            let error: Rc<str> = deps::GraphError::Cycle(cycle.clone()).to_string().into();
             for id in cycle {
                 cycle_of.insert(id, error.clone());
             }
@@ -322,7 +324,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
         let id = task.task_id.clone();
         let next = match cycle_of.get(&id) {
             Some(error) => Next::Invalid {
-                error: error.clone(),
+                error: error.to_string(),
             },
             None => {
                 // Look the parents up among the results once, together.
@@ -395,7 +397,8 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
             Next::Wait(p) if p != b.parent => match deps::loop_through(&under, &id, &p) {
                 Some(cycle) => {
                     let error = deps::GraphError::Cycle(cycle.clone()).to_string();
-                    cycle_of.extend(cycle.into_iter().map(|c| (c, error.clone())));
+                    let shared: Rc<str> = error.as_str().into();
+                    cycle_of.extend(cycle.into_iter().map(|c| (c, shared.clone())));
                     Next::Invalid { error }
                 }
                 None => Next::Wait(p),

@@ -405,6 +405,27 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
             },
             next => next,
         };
+        // A move never writes over a file: one of its id where it goes is
+        // another copy of it (pushed again), which would vanish. It stays
+        // where it is until that place is free, and a later plan moves it.
+        let to = match &next {
+            Next::Ready => Some(requeue_path(&task, input.now)),
+            Next::Wait(p) if p != &b.parent => Some(layout::blocked_file(p, &id)),
+            _ => None,
+        };
+        if let Some(to) = &to
+            && !super::queue::is_free(repo, tip, &out.edits, to)?
+        {
+            out.moved.push((
+                id.to_string(),
+                format!(
+                    "stays under `{}`: {to} holds another file of its id",
+                    b.parent
+                ),
+            ));
+            ledger.pending.insert(id);
+            continue;
+        }
         match &next {
             Next::Wait(p) => under.insert(id.clone(), p.clone()),
             _ => under.remove(&id),
@@ -415,7 +436,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
         match next {
             Next::Ready => {
                 out.edits.insert(b.path(), Edit::Delete);
-                let to = requeue_path(&task, input.now);
+                let to = to.expect("a lane path, free");
                 out.edits.insert(
                     to.clone().into_bytes(),
                     Edit::Object {
@@ -434,7 +455,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
             Next::Wait(p) => {
                 out.edits.insert(b.path(), Edit::Delete);
                 out.edits.insert(
-                    layout::blocked_file(&p, &id).into_bytes(),
+                    to.expect("a place under `p`, free").into_bytes(),
                     Edit::Object {
                         mode: EntryMode::File,
                         oid: b.entry.oid.clone(),

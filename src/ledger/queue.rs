@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use crate::git::GitError;
+use crate::git::{Edit, Edits, GitError};
 use crate::git::{GridRepo, TreeEntry};
 use crate::grid::layout::{self, Place, PlaceError};
 use crate::grid::schedule::{NodeLabels, effective_priority};
@@ -177,6 +177,40 @@ impl QueueAt {
 /// says nowhere when it was queued, `arrival` is its arrival.
 pub fn requeue_path(task: &Task, arrival: Timestamp) -> String {
     Place::of(task, arrival).file(&task.task_id)
+}
+
+/// Is `path` free at `tip` as a plan's `edits` leave it? A move never
+/// writes over a file: one of the same id there is another copy of the
+/// task (pushed again, with the same `queued_at`), and would vanish with
+/// no run and no result. Asked of the object store, nothing read.
+pub fn is_free(repo: &GridRepo, tip: &str, edits: &Edits, path: &str) -> Result<bool, GitError> {
+    Ok(match edits.get(path.as_bytes()) {
+        Some(Edit::Delete) => true,
+        Some(_) => false,
+        None => !repo.exists(tip, path)?,
+    })
+}
+
+/// Where a claim going back to the queue is written: its lane
+/// (`requeue_path`) if that is free; else the inbox, from which a node
+/// files it once its lane is free (PROTOCOL.md, Layout); else nowhere
+/// now, and the claim stays for a later plan to try again.
+pub fn requeue_to(
+    repo: &GridRepo,
+    tip: &str,
+    edits: &Edits,
+    task: &Task,
+    arrival: Timestamp,
+) -> Result<Option<String>, GitError> {
+    for to in [
+        requeue_path(task, arrival),
+        layout::queue_file(&task.task_id),
+    ] {
+        if is_free(repo, tip, edits, &to)? {
+            return Ok(Some(to));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -218,25 +218,46 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
             reason.map(|r| r.to_string())
         };
         let Some(why) = why else { continue };
-        out.edits
-            .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
         let disposition = match never_started {
             true => Disposition::Requeue {
                 attempt: c.claim.attempt,
             },
             false => orphan::disposition(&c.claim, input.policy),
         };
+        let to = match disposition {
+            Disposition::Requeue { .. } => {
+                match super::queue::requeue_to(repo, tip, &out.edits, &c.task, c.arrival())? {
+                    Some(to) => Some(to),
+                    None => {
+                        // Its lane and the inbox each hold a file of its
+                        // id: a later reap tries again.
+                        out.reaped.push((
+                            id.to_string(),
+                            format!("left for now ({why}): its lane and the inbox each hold another file of its id"),
+                        ));
+                        continue;
+                    }
+                }
+            }
+            Disposition::Abandon => None,
+        };
+        out.edits
+            .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
         match disposition {
             Disposition::Requeue { attempt } => {
-                out.edits.insert(
-                    super::queue::requeue_path(&c.task, c.arrival()).into_bytes(),
-                    Edit::Put(c.requeued(attempt)),
-                );
+                let to = to.expect("found above");
+                let inbox = if to.starts_with(layout::QUEUE) {
+                    " to the inbox (its lane holds another file of its id)"
+                } else {
+                    ""
+                };
+                out.edits
+                    .insert(to.into_bytes(), Edit::Put(c.requeued(attempt)));
                 out.summary
                     .push(format!("requeue {id} (attempt {attempt})"));
                 out.reaped.push((
                     id.to_string(),
-                    format!("requeued as attempt {attempt}: {why}"),
+                    format!("requeued as attempt {attempt}{inbox}: {why}"),
                 ));
             }
             Disposition::Abandon => {

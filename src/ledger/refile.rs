@@ -30,6 +30,7 @@ pub const READ_PER_REAP: usize = 256;
 /// picks the batch when there are more than [`READ_PER_REAP`].
 pub fn plan(
     repo: &GridRepo,
+    tip: &str,
     queue: &QueueAt,
     live: &[(&str, &NodeLabels)],
     rules: &TaskRules,
@@ -81,6 +82,14 @@ pub fn plan(
                     continue;
                 }
                 let to = home.file(&task.task_id);
+                // Never over a file: one of its id there is another copy.
+                if !super::queue::is_free(repo, tip, &out.edits, &to)? {
+                    out.moved.push((
+                        task.task_id.to_string(),
+                        format!("stays where it is: {to}, where its fields put it, holds another file of its id"),
+                    ));
+                    continue;
+                }
                 out.edits.insert(l.path(), Edit::Delete);
                 out.edits.insert(
                     to.clone().into_bytes(),

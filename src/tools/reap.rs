@@ -120,7 +120,7 @@ pub fn plan(
     let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (n.as_str(), l)).collect();
     // Where none of them reads, a task filed by hand in the wrong lane
     // would wait unseen: those lanes' files are read here.
-    let refiled = refile::plan(txn.repo, &queue, &refs, rules, who, now)?;
+    let refiled = refile::plan(txn.repo, tip, &queue, &refs, rules, who, now)?;
     let mut queue = queue;
     queue
         .lanes

@@ -468,3 +468,119 @@ fn junk_in_nodes_goes_at_a_reap_and_records_stay() {
     let keep = git(&grid.bare, &["ls-tree", "main", "nodes/.gitkeep"]);
     assert!(!keep.stdout.is_empty(), "the layout's .gitkeep stays");
 }
+
+/// Two files of one id, one of them to be moved where the other is (copies
+/// of a task pushed again with the same `queued_at`): a requeue of an
+/// orphaned claim, a task released to its lane, one moved under its next
+/// parent, one refiled from a lane its fields do not name. Each move wrote
+/// over the file there, which vanished with no run and no result (a sweep
+/// found it, with the `reap` tool and with workers). Now none replaces
+/// another file: the requeue goes to the inbox, the rest stay where they
+/// are until their place is free, and every copy runs once.
+#[test]
+fn a_move_never_writes_over_another_copy_and_every_copy_runs() {
+    let grid = Grid::new();
+    let runs = grid.path("runs.log");
+    let task = |id: &str, mark: &str, extra: &str| {
+        format!(
+            r#"{{"task_id":"{id}","script":"echo {mark} >> '{}'","timeout_seconds":30,"queued_at":"2026-12-06T13:00:00Z"{extra}}}"#,
+            runs.display()
+        )
+        .into_bytes()
+    };
+    let lane = |id: &str| format!("tasks/lanes/p50/any/20261206T1300/{id}.json");
+    let mut orphan: serde_json::Value =
+        serde_json::from_slice(&task("R", "R-claimed", "")).unwrap();
+    orphan["claim"] = serde_json::json!({
+        "node_id": "gone", "claimed_at": "2026-01-01T00:00:00Z",
+        "deadline": "2099-01-01T00:00:00Z", "attempt": 1,
+        "queued_at": "2026-12-06T13:00:00Z",
+    });
+    let done = br#"{"task_id":"t1","node_id":"n0","status":"completed","exit_code":0,"timestamp":"2026-12-06T13:00:30.000Z"}"#;
+    grid.commit_files(
+        &[
+            ("tasks/completed/n0@t1.json".into(), done.to_vec()),
+            (lane("R"), task("R", "R-lane", "")),
+            (
+                "tasks/in_progress/R.json".into(),
+                serde_json::to_vec(&orphan).unwrap(),
+            ),
+            (lane("Y"), task("Y", "Y-lane", "")),
+            (
+                "tasks/blocked/t1/Y.json".into(),
+                task("Y", "Y-released", r#","after":["t1"]"#),
+            ),
+            (lane("X"), task("X", "X-lane", "")),
+            (
+                "tasks/lanes/p10/gpu/20261206T1300/X.json".into(),
+                task("X", "X-refiled", ""),
+            ),
+            (lane("BB"), task("BB", "BB", "")),
+            (
+                "tasks/blocked/t1/W.json".into(),
+                task("W", "W-moved", r#","after":["t1","BB"]"#),
+            ),
+            (
+                "tasks/blocked/BB/W.json".into(),
+                task("W", "W-waiting", r#","after":["BB"]"#),
+            ),
+        ],
+        "copies of one id where others move to",
+    );
+    let marks = [
+        "R-claimed",
+        "R-lane",
+        "Y-lane",
+        "Y-released",
+        "X-lane",
+        "X-refiled",
+        "BB",
+        "W-moved",
+        "W-waiting",
+    ];
+    // Every task file on the grid, by the mark its script writes.
+    let on_grid = || {
+        let out = git(
+            &grid.bare,
+            &["grep", "-ho", "echo [A-Za-z-]*", "main", "--", "tasks/"],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
+    crate::tools_fixture::expect_code(&reap, 0);
+    let after = on_grid();
+    for mark in marks {
+        assert!(
+            after.contains(&format!("echo {mark}")),
+            "{mark} vanished at the reap:\n{after}\n{}",
+            crate::tools_fixture::stdout(&reap)
+        );
+    }
+    let requeued = &grid.json_files("tasks/queue")["R.json"];
+    assert_eq!(requeued["attempt"], 2, "{requeued}");
+
+    // Workers and reaps in turn, until every copy ran: what waited for
+    // its place moves once the file there ran.
+    for _ in 0..6 {
+        let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+        if marks.iter().all(|m| ran.lines().any(|l| l == *m)) {
+            break;
+        }
+        let mut spec = WorkerSpec::new(&grid, "n1");
+        spec.extra = "labels = [\"gpu\"]\n".into();
+        let mut w = spawn_worker(&grid, &spec);
+        assert!(
+            w.wait_exit(Duration::from_secs(120)).success(),
+            "{}",
+            w.log_text()
+        );
+        let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
+        crate::tools_fixture::expect_code(&reap, 0);
+    }
+    let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+    let mut lines: Vec<&str> = ran.lines().collect();
+    lines.sort();
+    let mut want = marks.to_vec();
+    want.sort();
+    assert_eq!(lines, want, "every copy ran once");
+}

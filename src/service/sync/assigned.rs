@@ -11,7 +11,7 @@ use super::Draft;
 use crate::git::{Blob, Edit, EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::{Class, Id, Task, layout};
-use crate::ledger::queue::requeue_path;
+use crate::ledger::queue::requeue_to;
 
 /// Claim files read in one sync, at most, beyond those read before: a grid
 /// that fills `in_progress/` with junk cannot make a look long. Those not
@@ -259,12 +259,14 @@ fn unheld(repo: &GridRepo, d: &mut Draft<'_>) -> Result<Vec<ClaimedTask>, GitErr
 pub(super) fn decline(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
     for c in unheld(repo, d)? {
         let id = &c.task.task_id;
+        // Nowhere free (copies pushed again): left for its `answer_by`.
+        let Some(to) = requeue_to(repo, d.tip, &d.edits, &c.task, c.arrival())? else {
+            continue;
+        };
         d.edits
             .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
-        d.edits.insert(
-            requeue_path(&c.task, c.arrival()).into_bytes(),
-            Edit::Put(c.requeued(c.claim.attempt)),
-        );
+        d.edits
+            .insert(to.into_bytes(), Edit::Put(c.requeued(c.claim.attempt)));
         d.summary.push(format!("requeue {id} (not taken)"));
         d.report.requeued += 1;
     }

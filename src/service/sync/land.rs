@@ -11,7 +11,7 @@ use crate::git::{Blob, GridRepo};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan;
 use crate::grid::{Id, TaskRules, layout};
-use crate::ledger::queue::requeue_path;
+use crate::ledger::queue::requeue_to;
 use crate::ledger::results::{PendingResult, abandoned};
 use crate::service::outbox::{Finish, OutboxEntry};
 
@@ -152,7 +152,7 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
             }
         };
         touched.insert(id.clone());
-        d.edits.insert(source, Edit::Delete);
+        d.edits.insert(source.clone(), Edit::Delete);
         match &entry.finish {
             Finish::Result { result, signed } => {
                 d.summary
@@ -171,10 +171,12 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                     d.req.rules,
                 );
                 if let Ok(c) = claimed {
-                    d.edits.insert(
-                        requeue_path(&c.task, c.arrival()).into_bytes(),
-                        Edit::Put(c.requeued(c.claim.attempt)),
-                    );
+                    let Some(to) = requeue_to(repo, d.tip, &d.edits, &c.task, c.arrival())? else {
+                        stay_claimed(d, &mut touched, &source, id);
+                        continue;
+                    };
+                    d.edits
+                        .insert(to.into_bytes(), Edit::Put(c.requeued(c.claim.attempt)));
                 }
                 d.summary.push(format!("requeue {id} ({reason})"));
                 d.report.requeued += 1;
@@ -191,10 +193,13 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                 // It ran here: an attempt spent, answered or not.
                 match orphan::disposition(&c.answered().claim, d.req.policy) {
                     orphan::Disposition::Requeue { attempt } => {
-                        d.edits.insert(
-                            requeue_path(&c.task, c.arrival()).into_bytes(),
-                            Edit::Put(c.requeued(attempt)),
-                        );
+                        let Some(to) = requeue_to(repo, d.tip, &d.edits, &c.task, c.arrival())?
+                        else {
+                            stay_claimed(d, &mut touched, &source, id);
+                            continue;
+                        };
+                        d.edits
+                            .insert(to.into_bytes(), Edit::Put(c.requeued(attempt)));
                         d.summary
                             .push(format!("requeue {id} (attempt {attempt}: {reason})"));
                         d.report.requeued += 1;
@@ -222,6 +227,15 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
         d.report.landed.push(id.clone());
     }
     Ok(touched)
+}
+
+/// A requeue with nowhere to go now (its lane and the inbox each hold a
+/// file of its id, copies pushed again): the claim stays, and the outbox
+/// entry waits for a later sync.
+fn stay_claimed(d: &mut Draft<'_>, touched: &mut BTreeSet<Id>, source: &[u8], id: &Id) {
+    d.edits.remove(source);
+    touched.remove(id);
+    tracing::warn!(task_id = %id, "the requeue waits: the task's lane and the inbox each hold another file of its id");
 }
 
 #[cfg(test)]

@@ -202,7 +202,7 @@ pub(super) fn carry_handbacks(
                 continue;
             }
             settled = false;
-            out.extend(requeue_for(d, id, claim, &peer));
+            out.extend(requeue_for(repo, d, id, claim, &peer)?);
         }
         if settled {
             remember(&mut d.req.published_seen.borrow_mut().no_handbacks, tip);
@@ -322,23 +322,33 @@ fn carriable(entry: &Blob, claim: &Blob, id: &Id, peer: &Id, d: &Draft<'_>) -> O
 /// End `peer`'s claim of task `id` (`claim`, at the tip) as its requeue
 /// would: back to its lane, attempt unchanged. Returns the task as it
 /// goes back, and the file written there.
+/// Not carried where its lane holds another file of its id (a copy
+/// pushed again): the peer's claim stays, and the peer lands its requeue
+/// itself (by the inbox, if need be).
 fn requeue_for(
+    repo: &GridRepo,
     d: &mut Draft<'_>,
     id: &Id,
     claim: &Blob,
     peer: &Id,
-) -> Option<(ClaimedTask, Vec<u8>)> {
-    let c = ClaimedTask::parse(&format!("{id}.json"), claim.data()?, d.req.rules).ok()?;
+) -> Result<Option<(ClaimedTask, Vec<u8>)>, GitError> {
+    let Some(c) = claim
+        .data()
+        .and_then(|b| ClaimedTask::parse(&format!("{id}.json"), b, d.req.rules).ok())
+    else {
+        return Ok(None);
+    };
+    let to = requeue_path(&c.task, c.arrival());
+    if !crate::ledger::queue::is_free(repo, d.tip, &d.edits, &to)? {
+        return Ok(None);
+    }
     let bytes = c.requeued(c.claim.attempt);
     d.edits
         .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
-    d.edits.insert(
-        requeue_path(&c.task, c.arrival()).into_bytes(),
-        Edit::Put(bytes.clone()),
-    );
+    d.edits.insert(to.into_bytes(), Edit::Put(bytes.clone()));
     d.summary.push(format!("requeue {id} for {peer}"));
     d.report.carried_back.push((id.clone(), peer.clone()));
-    Some((c, bytes))
+    Ok(Some((c, bytes)))
 }
 
 /// Carry what `peer` published in `commit`. True if nothing in it can be
@@ -369,7 +379,7 @@ fn carry_one(
             continue;
         }
         let Finish::Result { result, signed } = &entry.finish else {
-            if requeue_for(d, id, claim, peer).is_some() {
+            if requeue_for(repo, d, id, claim, peer)?.is_some() {
                 touched.insert(id.clone());
                 settled = false;
             }

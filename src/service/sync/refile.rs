@@ -26,7 +26,15 @@ pub(super) fn refile(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError>
     live.push((me.to_owned(), d.req.record.node_labels()));
     let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (n.as_str(), l)).collect();
     let queue = d.queue(repo)?;
-    let planned = refile::plan(repo, &queue, &refs, d.req.rules, d.req.node, d.req.now)?;
+    let planned = refile::plan(
+        repo,
+        d.tip,
+        &queue,
+        &refs,
+        d.req.rules,
+        d.req.node,
+        d.req.now,
+    )?;
     // A path this plan already moves is left to it.
     if planned.edits.keys().any(|p| d.edits.contains_key(p)) {
         return Ok(());

@@ -55,12 +55,19 @@ pub(super) fn file_inbox(
         };
         let from = results::entry_path(layout::QUEUE, &entry.name);
         if let Some(first) = task.after().first() {
-            wait_under(d, &from, first, &task.task_id, &entry.oid);
+            wait_under(repo, d, &from, first, &task.task_id, &entry.oid)?;
             continue;
         }
         let place = Place::of(&task, req.now);
         if !mine || req.labels.serves(&place.class).is_err() {
-            move_to(d, &from, &place.file(&task.task_id), &entry.oid, "file");
+            move_to(
+                repo,
+                d,
+                &from,
+                &place.file(&task.task_id),
+                &entry.oid,
+                "file",
+            )?;
             continue;
         }
         out.push(Candidate {

@@ -224,7 +224,9 @@ pub(super) fn claim(
         _ => None,
     };
     if !claiming && above.is_none() {
-        candidates.iter().for_each(|c| file_unclaimed(d, c));
+        for c in &candidates {
+            file_unclaimed(repo, d, c)?;
+        }
         d.report.queue_left = candidates.len() + unread + copies;
         d.report.top_queued = top;
         return Ok(());
@@ -298,7 +300,7 @@ pub(super) fn claim(
             // Nothing at or below what it holds is claimed in a look.
             left += 1;
             top = top.max(Some(level));
-            file_unclaimed(d, &candidates[i]);
+            file_unclaimed(repo, d, &candidates[i])?;
             continue;
         }
         let c = &mut candidates[i];
@@ -330,12 +332,13 @@ pub(super) fn claim(
         let home = Place::of(&task, c.place.batch.minute);
         if c.dir == layout::LANES && home != *c.place {
             move_to(
+                repo,
                 d,
                 &c.path(),
                 &home.file(&task.task_id),
                 &c.entry.oid,
                 "file",
-            );
+            )?;
             continue;
         }
         // Claimed already: a copy of a running task's file pushed again,
@@ -357,12 +360,13 @@ pub(super) fn claim(
             left += 1;
             if c.dir == layout::QUEUE {
                 move_to(
+                    repo,
                     d,
                     &c.path(),
                     &home.file(&task.task_id),
                     &c.entry.oid,
                     "file",
-                );
+                )?;
             }
             continue;
         }
@@ -386,7 +390,7 @@ pub(super) fn claim(
                 // A task it runs after has not completed (it was pushed
                 // among the ready ones by hand): it waits under that one,
                 // and what becomes of it is decided there (`ledger::deps`).
-                wait_under(d, &c.path(), &wait_for, &task.task_id, &c.entry.oid);
+                wait_under(repo, d, &c.path(), &wait_for, &task.task_id, &c.entry.oid)?;
                 continue;
             }
         };
@@ -408,7 +412,14 @@ pub(super) fn claim(
         left += 1;
         top = top.max(Some(level));
         if c.dir == layout::QUEUE {
-            move_to(d, &path, &c.place.file(&task.task_id), &c.entry.oid, "file");
+            move_to(
+                repo,
+                d,
+                &path,
+                &c.place.file(&task.task_id),
+                &c.entry.oid,
+                "file",
+            )?;
         }
     }
     // The peers claimed for are idle no more: this node hands them nothing
@@ -428,18 +439,20 @@ pub(super) fn claim(
 }
 
 /// An inbox entry read and judged, not claimed: to its lane.
-fn file_unclaimed(d: &mut Draft<'_>, c: &Candidate<'_>) {
+fn file_unclaimed(repo: &GridRepo, d: &mut Draft<'_>, c: &Candidate<'_>) -> Result<(), GitError> {
     if c.dir == layout::QUEUE
         && let Some(Verdict::Claimable(task)) = &c.judged
     {
         move_to(
+            repo,
             d,
             &c.path(),
             &c.place.file(&task.task_id),
             &c.entry.oid,
             "file",
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// Joining, does this node stay out of the drain at this tip

@@ -11,8 +11,21 @@ use crate::ledger::result_index::{Counts, ResultIndex};
 use crate::service::sync::Draft;
 
 /// Move the file at `from` (blob `oid`, unchanged: a signed task stays
-/// signed) to `to`.
-pub(super) fn move_to(d: &mut Draft<'_>, from: &[u8], to: &str, oid: &Oid, word: &str) {
+/// signed) to `to`, if `to` is free (`ledger::queue::is_free`): a file of
+/// its id there is another copy of the task, which it must not replace.
+/// Else it stays where it is, for a later plan. Whether it moved.
+pub(super) fn move_to(
+    repo: &GridRepo,
+    d: &mut Draft<'_>,
+    from: &[u8],
+    to: &str,
+    oid: &Oid,
+    word: &str,
+) -> Result<bool, GitError> {
+    if !crate::ledger::queue::is_free(repo, d.tip, &d.edits, to)? {
+        tracing::debug!(to = %crate::escape::Untrusted(to), "not moved: another file of its id is there");
+        return Ok(false);
+    }
     d.edits.insert(from.to_vec(), Edit::Delete);
     d.edits.insert(
         to.as_bytes().to_vec(),
@@ -26,14 +39,24 @@ pub(super) fn move_to(d: &mut Draft<'_>, from: &[u8], to: &str, oid: &Oid, word:
         "{word} {}",
         layout::json_stem(name).unwrap_or(name)
     ));
+    Ok(true)
 }
 
 /// Move the task `id` (the file at `from`, blob `oid`) to wait under
 /// `parent` in `blocked/`; the plan's release looks at it there
 /// (`ledger::deps`).
-pub(super) fn wait_under(d: &mut Draft<'_>, from: &[u8], parent: &Id, id: &Id, oid: &Oid) {
+pub(super) fn wait_under(
+    repo: &GridRepo,
+    d: &mut Draft<'_>,
+    from: &[u8],
+    parent: &Id,
+    id: &Id,
+    oid: &Oid,
+) -> Result<(), GitError> {
     let to = layout::blocked_file(parent, id);
-    move_to(d, from, &to, oid, "wait");
+    if !move_to(repo, d, from, &to, oid, "wait")? {
+        return Ok(());
+    }
     let name = format!("{parent}/{id}.json").into_bytes();
     d.waiting.push(BlockedEntry {
         entry: TreeEntry {
@@ -43,6 +66,7 @@ pub(super) fn wait_under(d: &mut Draft<'_>, from: &[u8], parent: &Id, id: &Id, o
         },
         parent: parent.clone(),
     });
+    Ok(())
 }
 
 /// The results of the tasks `task` runs after, to mount as its inputs, if

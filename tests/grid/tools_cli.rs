@@ -546,6 +546,31 @@ fn submit_names_the_file_and_item_of_a_graph_it_refuses() {
         vec![t("n1", &[]), t("q-1", &[])],
         "item 2 (q-1): field `task_id` \"q-1\" is already in use on the grid: tasks/queue/q-1.json",
     );
+    // A key given twice: serde_json would keep the last, a reviewer reads
+    // the first (a sweep pushed `rm -rf /` behind a harmless script, and
+    // lost a dependency to `"after":["x"],"after":[]`).
+    for (name, text, want) in [
+        (
+            "dup-one.json",
+            r#"{"task_id":"u1","script":"echo hi","timeout_seconds":5,"script":"rm -rf /"}"#,
+            ": field `script` appears more than once",
+        ),
+        (
+            "dup-item.json",
+            r#"[{"task_id":"u2","script":"true","timeout_seconds":5},
+                {"task_id":"u3","script":"true","timeout_seconds":5,"after":["u2"],"after":[]}]"#,
+            " item 2: field `after` appears more than once",
+        ),
+    ] {
+        let file = grid.path(name);
+        std::fs::write(&file, text).unwrap();
+        for dry in [true, false] {
+            expect_refused(
+                &submit_file(&grid.url(), &file, dry),
+                &format!("{}{want}", file.display()),
+            );
+        }
+    }
     assert_eq!(grid.commit_count(), before, "nothing was pushed");
 }
 

@@ -140,6 +140,17 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
         Some(p) => match validate::read_regular(p, TaskRules::default().max_file_bytes as u64 * 64)
         {
             Err(e) => return fail(format_args!("{}: {e}", p.display())),
+            // A key given twice: serde_json keeps the last, a reviewer reads
+            // the first (the worker and `validate` refuse such a task too).
+            Ok(bytes)
+                if let Some((item, key)) = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(crate::grid::task::duplicate_key_in_file) =>
+            {
+                let item = item.map(|i| format!(" item {i}")).unwrap_or_default();
+                let e = crate::grid::TaskError::DuplicateField(key);
+                return fail(format_args!("{}{item}: {e}", p.display()));
+            }
             Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
                 Ok(Value::Object(m)) => vec![m],
                 Ok(Value::Array(items)) => {

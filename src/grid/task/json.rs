@@ -80,3 +80,16 @@ pub(crate) fn duplicate_key(text: &str) -> Option<String> {
     let mut de = serde_json::Deserializer::from_str(text);
     de.deserialize_map(Keys).ok().and_then(|d| d.0)
 }
+
+/// The first key given twice in a task file of one object or an array of
+/// them (`submit --task-file`): the item (from 1; none for one object)
+/// and the key.
+pub(crate) fn duplicate_key_in_file(text: &str) -> Option<(Option<usize>, String)> {
+    match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) {
+        Ok(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| duplicate_key(item.get()).map(|k| (Some(i + 1), k))),
+        Err(_) => duplicate_key(text).map(|k| (None, k)),
+    }
+}

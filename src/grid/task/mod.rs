@@ -25,8 +25,8 @@ mod scheduling;
 mod tests;
 
 pub use error::TaskError;
-pub(crate) use json::duplicate_key;
 use json::{bounded_int, type_name, wrong};
+pub(crate) use json::{duplicate_key, duplicate_key_in_file};
 pub use limits::{DEFAULT_PRIORITY, MAX_AFTER, PRIORITY_MAX, TIMEOUT_CEILING, TaskRules};
 use scheduling::{parse_after, parse_requires};
 

@@ -584,3 +584,51 @@ fn a_move_never_writes_over_another_copy_and_every_copy_runs() {
     want.sort();
     assert_eq!(lines, want, "every copy ran once");
 }
+
+/// Two batch directories of one tree (the same task files pushed again,
+/// `queued_at` and all, under another minute): a listing expands a subtree
+/// once, and read the second as a tree where a task belongs, so the next
+/// claim removed it, every task in it, under one `invalid` result (a sweep
+/// found it). It waits now, and its tasks run once the first batch's did.
+#[test]
+fn a_batch_that_copies_another_waits_and_runs() {
+    let grid = Grid::new();
+    let runs = grid.path("runs.log");
+    let task = |id: &str| {
+        format!(
+            r#"{{"task_id":"{id}","script":"echo {id} >> '{}'","timeout_seconds":30,"queued_at":"2026-12-01T00:00:00Z"}}"#,
+            runs.display()
+        )
+        .into_bytes()
+    };
+    let mut files = Vec::new();
+    for batch in ["20261201T0000", "20261201T0001"] {
+        for id in ["f0", "f1"] {
+            files.push((format!("tasks/lanes/p50/any/{batch}/{id}.json"), task(id)));
+        }
+    }
+    grid.commit_files(&files, "one batch, and a copy of its tree");
+    for _ in 0..4 {
+        let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+        if ran.lines().count() >= 4 {
+            break;
+        }
+        let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
+        assert!(
+            w.wait_exit(Duration::from_secs(120)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+    let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+    let mut lines: Vec<&str> = ran.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["f0", "f0", "f1", "f1"], "each copy ran");
+    let results = grid.results();
+    assert!(
+        results.iter().all(|(_, r)| r["status"] == "completed"),
+        "{results:?}"
+    );
+    assert_eq!(results.len(), 4);
+    assert!(grid.lane_paths().is_empty(), "{:?}", grid.lane_paths());
+}

@@ -201,6 +201,24 @@ impl Draft<'_> {
         Ok(q)
     }
 
+    /// Is `path` free at this plan's tip, as its edits leave it
+    /// (`ledger::queue::is_free`)? A lane's path is looked up in the
+    /// queue's listing, which the plan holds already.
+    fn is_free(&mut self, repo: &GridRepo, path: &str) -> Result<bool, GitError> {
+        match self.edits.get(path.as_bytes()) {
+            Some(Edit::Delete) => return Ok(true),
+            Some(_) => return Ok(false),
+            None => {}
+        }
+        let lanes = format!("{}/", layout::LANES);
+        if let Some(rel) = path.strip_prefix(&lanes)
+            && let Some(held) = self.queue(repo)?.holds(rel.as_bytes())
+        {
+            return Ok(!held);
+        }
+        crate::ledger::queue::is_free(repo, self.tip, &self.edits, path)
+    }
+
     /// The claims and the node records at this plan's tip, in one listing
     /// (on first use).
     fn claims_and_nodes(&mut self, repo: &GridRepo) -> Result<Rc<[Vec<TreeEntry>; 2]>, GitError> {

@@ -22,7 +22,7 @@ pub(super) fn move_to(
     oid: &Oid,
     word: &str,
 ) -> Result<bool, GitError> {
-    if !crate::ledger::queue::is_free(repo, d.tip, &d.edits, to)? {
+    if !d.is_free(repo, to)? {
         tracing::debug!(to = %crate::escape::Untrusted(to), "not moved: another file of its id is there");
         return Ok(false);
     }

@@ -4,7 +4,7 @@
 //! the grid has never heard of.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::place::walk;
 use super::read::read_regular;
@@ -66,6 +66,7 @@ pub fn check_against_grid(report: &mut Report, grid: &Path) {
             }
         }
     }
+    check_lanes_after(report, grid);
     // A task that runs after another the grid has never heard of would
     // fail at once.
     let graph: Vec<(Id, Vec<Id>)> = report
@@ -123,16 +124,32 @@ fn known_ids(grid: &Path, graph: &[(Id, Vec<Id>)]) -> std::collections::BTreeSet
                 .filter_map(|(p, _)| stem_id(&p.file_name()?.to_string_lossy())),
         );
     }
-    for dir in [layout::COMPLETED, layout::FAILED] {
+    known.extend(with_results(
+        grid,
+        &[layout::COMPLETED, layout::FAILED],
+        &wanted,
+    ));
+    known.retain(|id| wanted.contains(id));
+    known
+}
+
+/// Of `wanted`, the ids with a result in one of `dirs` of the checkout.
+fn with_results(
+    grid: &Path,
+    dirs: &[&str],
+    wanted: &std::collections::BTreeSet<&Id>,
+) -> std::collections::BTreeSet<Id> {
+    let mut found = std::collections::BTreeSet::new();
+    for dir in dirs {
         let Ok(entries) = std::fs::read_dir(grid.join(dir)) else {
             continue;
         };
         for e in entries.filter_map(Result::ok) {
             let name = e.file_name().to_string_lossy().into_owned();
-            for id in &wanted {
+            for id in wanted {
                 match layout::result_name_is_for(&name, id) {
                     layout::NameMatch::Yes => {
-                        known.insert((*id).clone());
+                        found.insert((*id).clone());
                     }
                     layout::NameMatch::Candidate => {
                         let task_id = read_regular(&e.path(), layout::MAX_RESULT_BYTES)
@@ -140,7 +157,7 @@ fn known_ids(grid: &Path, graph: &[(Id, Vec<Id>)]) -> std::collections::BTreeSet
                             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                             .and_then(|v| v["task_id"].as_str().map(str::to_owned));
                         if task_id.as_deref() == Some(id.as_str()) {
-                            known.insert((*id).clone());
+                            found.insert((*id).clone());
                         }
                     }
                     layout::NameMatch::No => {}
@@ -148,6 +165,35 @@ fn known_ids(grid: &Path, graph: &[(Id, Vec<Id>)]) -> std::collections::BTreeSet
             }
         }
     }
-    known.retain(|id| wanted.contains(id));
-    known
+    found
+}
+
+/// A task in a lane that runs after others is where the grid put it once
+/// every one of them completed (a node released it, its `after` kept); one
+/// with a task in its `after` not completed belongs in `tasks/blocked/`.
+fn check_lanes_after(report: &mut Report, grid: &Path) {
+    let wanted: std::collections::BTreeSet<&Id> =
+        report.lane_after.iter().flat_map(|(_, a)| a).collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let completed = with_results(grid, &[layout::COMPLETED], &wanted);
+    let mut refused = Vec::new();
+    for (path, after) in &report.lane_after {
+        if let Some(p) = after.iter().find(|p| !completed.contains(*p)) {
+            refused.push(Finding {
+                path: path.clone(),
+                field: Some("after"),
+                reason: format!(
+                    "`{p}` has not completed: a task that runs after others waits in {}/<the first of them not completed>/, not in a lane",
+                    layout::BLOCKED
+                ),
+            });
+        }
+    }
+    let paths: std::collections::BTreeSet<&PathBuf> = refused.iter().map(|f| &f.path).collect();
+    let before = report.tasks.len();
+    report.tasks.retain(|(p, _)| !paths.contains(p));
+    report.valid -= before - report.tasks.len();
+    report.findings.extend(refused);
 }

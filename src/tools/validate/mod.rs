@@ -65,6 +65,9 @@ pub struct Report {
     pub tasks: Vec<(PathBuf, String)>,
     /// The valid tasks that run after others: (file, task id, `after`).
     pub graph: Vec<(PathBuf, Id, Vec<Id>)>,
+    /// Of those, the ones in a lane (file, `after`): where the grid puts
+    /// one once all of them completed, which only `--grid` can check.
+    pub lane_after: Vec<(PathBuf, Vec<Id>)>,
 }
 
 /// Validate `paths`: files are checked as queue entries; a directory stands
@@ -140,6 +143,11 @@ pub fn validate(paths: &[PathBuf], rules: &TaskRules) -> Report {
                                     reason: mistake(field, meant),
                                 }),
                         );
+                    if !task.after().is_empty() && matches!(place, Where::Lane(_)) {
+                        report
+                            .lane_after
+                            .push((path.clone(), task.after().to_vec()));
+                    }
                     if !task.after().is_empty() {
                         report.graph.push((
                             path.clone(),

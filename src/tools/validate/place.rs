@@ -135,15 +135,8 @@ pub(super) fn check_place(path: &Path, place: &Where, task: Task) -> Result<Task
         Where::Anywhere => Ok(task),
         Where::Lane(rel) => {
             let (at, _) = Place::parse(rel.as_bytes()).map_err(|e| finding(None, e.to_string()))?;
-            if !task.after().is_empty() {
-                return Err(finding(
-                    Some("after"),
-                    format!(
-                        "a task that runs after others waits in {}/<the first of them>/, not in a lane",
-                        layout::BLOCKED
-                    ),
-                ));
-            }
+            // One with an `after` is where a node puts it once each of
+            // those completed: `--grid` checks that (`checkout`).
             let home = Place::of(&task, at.batch.minute);
             if home != at {
                 return Err(finding(

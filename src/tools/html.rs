@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use crate::html::{STYLE, escape, escape_block};
 
-use super::view::{GridView, ResultView, human_age};
+use super::view::{GridView, NODES_SHOWN, ResultView, human_age};
 
 fn status_class(status: &str) -> &'static str {
     match status {
@@ -60,7 +60,7 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
     h.push_str(&chart(view));
 
     h.push_str("<h2>Nodes</h2><table id=\"nodes\"><tr><th>node</th><th>status</th><th>last heartbeat</th><th>running</th><th>done</th><th>failed</th><th>labels</th><th>host</th><th>engine</th><th>version</th><th>key</th></tr>");
-    for n in &view.nodes {
+    for n in view.nodes_in_order().into_iter().take(NODES_SHOWN) {
         let status = match (&n.problem, &n.error) {
             (_, Some(e)) => format!("<span class=\"bad\">{}</span>", escape(e)),
             (Some(p), None) => format!(
@@ -122,11 +122,12 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
             key = key_cell(n.key.as_deref(), n.key_problem.as_deref()),
         );
     }
+    more_rows(&mut h, view.nodes.len(), NODES_SHOWN, 11);
     none_row(&mut h, view.nodes.is_empty(), 11, "no node has registered");
     h.push_str("</table>");
 
     h.push_str("<h2>Running</h2><table id=\"running\"><tr><th>task</th><th>priority</th><th>node</th><th>state</th><th>claimed</th><th>attempt</th><th>deadline</th></tr>");
-    for r in &view.running {
+    for r in view.running.iter().take(NODES_SHOWN) {
         let _ = write!(
             h,
             "<tr class=\"running\" data-task=\"{id}\"><td>{id}</td><td>{prio}</td><td>{node}{by}</td><td class=\"claim-state\">{state}</td><td class=\"claimed\">{age} ago</td><td>{att}</td><td>{dl}{err}</td></tr>",
@@ -156,12 +157,13 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
                 .unwrap_or_default(),
         );
     }
+    more_rows(&mut h, view.running.len(), NODES_SHOWN, 7);
     none_row(&mut h, view.running.is_empty(), 7, "nothing is running");
     h.push_str("</table>");
 
     if !view.unservable.is_empty() {
         h.push_str("<h2>Cannot run now</h2><table id=\"unservable\"><tr><th>requires</th><th>tasks</th><th>why</th></tr>");
-        for u in &view.unservable {
+        for u in view.unservable.iter().take(QUEUE_SHOWN) {
             let _ = write!(
                 h,
                 "<tr class=\"unservable\"><td>{}</td><td>{}: {}</td><td class=\"bad\">{}</td></tr>",
@@ -171,10 +173,10 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
                 escape(&u.why),
             );
         }
+        more_rows(&mut h, view.unservable.len(), QUEUE_SHOWN, 3);
         h.push_str("</table>");
     }
 
-    const QUEUE_SHOWN: usize = 200;
     h.push_str(
         "<h2>Queue</h2><p class=\"muted\">In the order nodes take it: by priority (with the levels gained by waiting), submitters in turn.</p>\
 <table id=\"queue\"><tr><th>task</th><th>priority</th><th>requires</th><th>submitter</th><th>queued</th></tr>",
@@ -201,13 +203,7 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
             at = escape(q.queued_at.as_deref().unwrap_or("")),
         );
     }
-    if view.queue.len() > QUEUE_SHOWN {
-        let _ = write!(
-            h,
-            "<tr><td colspan=\"5\" class=\"muted\">and {} more</td></tr>",
-            view.queue.len() - QUEUE_SHOWN
-        );
-    }
+    more_rows(&mut h, view.queue.len(), QUEUE_SHOWN, 5);
     none_row(&mut h, view.queue.is_empty(), 5, "the queue is empty");
     h.push_str("</table>");
 
@@ -272,6 +268,21 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
     );
     h.push_str("</body></html>\n");
     h
+}
+
+/// Rows of a table's kind shown, at most (a queue, the classes no node
+/// serves, claims): each is anyone's to fill.
+const QUEUE_SHOWN: usize = 200;
+
+/// A last row saying how many of `len` were not shown (`shown` were).
+fn more_rows(h: &mut String, len: usize, shown: usize, columns: usize) {
+    if len > shown {
+        let _ = write!(
+            h,
+            "<tr><td colspan=\"{columns}\" class=\"muted\">and {} more</td></tr>",
+            len - shown
+        );
+    }
 }
 
 /// A row saying the table is empty, rather than bare headers that read

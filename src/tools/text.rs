@@ -11,8 +11,7 @@ use super::view::{GridView, ResultView, human_age};
 /// Lists longer than this are cut, with a count of the rest.
 const SHOWN: usize = 20;
 
-/// Nodes listed by `status`, at most.
-const NODES_SHOWN: usize = 500;
+use super::view::NODES_SHOWN;
 
 pub fn status(view: &GridView, repo: &str) -> String {
     let mut s = String::new();
@@ -36,7 +35,7 @@ pub fn status(view: &GridView, repo: &str) -> String {
     let _ = writeln!(s, "\nnodes ({}):", view.nodes.len());
     // A grid's nodes/ is anyone's to fill: 100,000 records printed a line
     // each (18 MB).
-    for n in view.nodes.iter().take(NODES_SHOWN) {
+    for n in view.nodes_in_order().into_iter().take(NODES_SHOWN) {
         let mut extra = match (&n.error, &n.problem, &n.paused) {
             (Some(e), _, _) => format!("  ! {}", esc(e)),
             (None, Some(p), _) => format!("  ! {}", esc(p)),
@@ -143,7 +142,7 @@ pub fn status(view: &GridView, repo: &str) -> String {
     if !view.unservable.is_empty() {
         let classes = plural(view.unservable.len(), "class");
         let _ = writeln!(s, "\ncannot run now ({classes}):");
-        for u in &view.unservable {
+        for u in view.unservable.iter().take(SHOWN) {
             let more = if u.tasks > u.task_ids.len() {
                 format!(" and {} more", u.tasks - u.task_ids.len())
             } else {
@@ -158,6 +157,7 @@ pub fn status(view: &GridView, repo: &str) -> String {
                 esc(&u.why)
             );
         }
+        more(&mut s, view.unservable.len());
     }
 
     if !view.misplaced.is_empty() {

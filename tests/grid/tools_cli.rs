@@ -1039,6 +1039,64 @@ fn status_lists_at_most_500_nodes() {
         text.contains("... and 20 more (status --json lists every one)"),
         "{text}"
     );
+
+    // Files that are no record, named before a live node, and tasks of
+    // thirty classes nobody serves: the live node is listed first (a
+    // sweep's 100,000 junk files hid it), and the classes twenty at a
+    // time, on the page too.
+    let now = dgrid_worker::time::format(dgrid_worker::time::now());
+    let mut files: Vec<(String, Vec<u8>)> = (0..30)
+        .map(|i| (format!("nodes/a-{i:02}.json"), b"{}".to_vec()))
+        .collect();
+    let live = serde_json::json!({"node_id": "zz-live", "status": "idle", "last_heartbeat": now});
+    files.push(("nodes/zz-live.json".into(), live.to_string().into_bytes()));
+    for i in 0..30 {
+        let t = format!(
+            r#"{{"task_id":"c{i}","script":"true","timeout_seconds":5,"requires":["l{i}"]}}"#
+        );
+        files.push((
+            format!("tasks/lanes/p50/l{i}/20261201T0000/c{i}.json"),
+            t.into_bytes(),
+        ));
+    }
+    grid.commit_files(&files, "junk before a live node; classes nobody serves");
+    let o = dgrid(&["status", "--repo", &grid.url()]);
+    expect_code(&o, 0);
+    let text = stdout(&o);
+    let first = text
+        .split("nodes (551):\n")
+        .nth(1)
+        .and_then(|t| t.lines().next())
+        .unwrap_or_default();
+    assert!(first.trim_start().starts_with("zz-live "), "{text}");
+    let cannot = text
+        .split("cannot run now (30 classes):\n")
+        .nth(1)
+        .unwrap_or_default();
+    let shown = cannot
+        .lines()
+        .take_while(|l| l.starts_with("  requires"))
+        .count();
+    assert_eq!(shown, 20, "{text}");
+    assert!(cannot.contains("  ... and 10 more"), "{text}");
+    let out = grid.path("site");
+    let o = dgrid(&[
+        "dashboard",
+        "--repo",
+        &grid.url(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    expect_code(&o, 0);
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(page.contains(">and 51 more</td>"), "the nodes past 500");
+    assert_eq!(page.matches("<tr class=\"unservable\">").count(), 30);
+    let nodes = page.split("id=\"nodes\"").nth(1).unwrap_or_default();
+    let zz = nodes.find("zz-live").expect("the live node is on the page");
+    assert!(
+        nodes.find("a-00").is_none_or(|junk| junk > zz),
+        "live first"
+    );
 }
 
 /// A few hundred KB of junk names in `in_progress/` (200,000 of them made

@@ -55,7 +55,21 @@ fn age(now: Timestamp, s: &str) -> Option<i64> {
     time::parse(s).map(|t| (now - t).num_seconds())
 }
 
+/// Nodes a page or a summary lists, at most: a grid's `nodes/` is
+/// anyone's to fill (100,000 records printed 18 MB of text, 38 MB of HTML).
+pub const NODES_SHOWN: usize = 500;
+
 impl GridView {
+    /// The nodes in the order they are shown: live records first, then
+    /// stale ones, then files that are no record, each by name. By name
+    /// alone, 100,000 junk files named before a real node pushed it out of
+    /// the lines shown.
+    pub fn nodes_in_order(&self) -> Vec<&NodeView> {
+        let mut nodes: Vec<&NodeView> = self.nodes.iter().collect();
+        nodes.sort_by_key(|n| (n.error.is_some(), n.stale));
+        nodes
+    }
+
     /// The claims whose node's record says it runs them (the rest of
     /// `running` are claimed ahead, or started since the record).
     pub fn started_claims(&self) -> usize {

@@ -23,12 +23,29 @@ pub struct Bucket {
     pub failed: usize,
 }
 
-/// Results per time bucket, over the span the results cover, in at most
-/// [`BUCKETS`] bars of a round width: `(timestamp, completed)` of each.
-pub fn of<'a>(results: impl Iterator<Item = (&'a str, bool)>) -> Throughput {
-    let times: Vec<(i64, bool)> = results
+/// A result stamped more than this after `now` (seconds) is left out: no
+/// clock is that far off, and one stamped in 9999 would make every real
+/// result one bar.
+const AHEAD: i64 = 3600;
+
+/// The chart reaches back this far from its newest result at most
+/// (seconds): one stamped in year 1 must not flatten a month's work into
+/// one bar either.
+const REACH: i64 = 90 * 86400;
+
+/// Results per time bucket, over the span the results cover (at most
+/// [`REACH`], none stamped after `now` by more than [`AHEAD`]), in at
+/// most [`BUCKETS`] bars of a round width: `(timestamp, completed)` of
+/// each.
+pub fn of<'a>(results: impl Iterator<Item = (&'a str, bool)>, now: time::Timestamp) -> Throughput {
+    let latest = now.timestamp().saturating_add(AHEAD);
+    let mut times: Vec<(i64, bool)> = results
         .filter_map(|(ts, ok)| time::parse(ts).map(|t| (t.timestamp(), ok)))
+        .filter(|(t, _)| *t <= latest)
         .collect();
+    if let Some(newest) = times.iter().map(|t| t.0).max() {
+        times.retain(|(t, _)| *t >= newest.saturating_sub(REACH));
+    }
     let (Some(min), Some(max)) = (
         times.iter().map(|t| t.0).min(),
         times.iter().map(|t| t.0).max(),
@@ -87,38 +104,60 @@ pub fn of<'a>(results: impl Iterator<Item = (&'a str, bool)>) -> Throughput {
 mod tests {
     use super::*;
 
+    fn now() -> time::Timestamp {
+        time::parse("2026-01-02T00:00:00Z").unwrap()
+    }
+
     #[test]
     fn throughput_buckets_are_round_and_cover_the_span() {
-        let t = of([
-            ("2026-01-01T00:00:10Z", true),
-            ("2026-01-01T00:03:00Z", false),
-            ("2026-01-01T01:59:00Z", true),
-            ("garbage", true),
-        ]
-        .into_iter());
+        let t = of(
+            [
+                ("2026-01-01T00:00:10Z", true),
+                ("2026-01-01T00:03:00Z", false),
+                ("2026-01-01T01:59:00Z", true),
+                ("garbage", true),
+            ]
+            .into_iter(),
+            now(),
+        );
         assert_eq!(t.bucket_s, 300);
         assert_eq!(t.buckets.first().unwrap().start, "2026-01-01T00:00:00.000Z");
         assert_eq!(t.buckets[0].completed, 1);
         assert_eq!(t.buckets[0].failed, 1);
         assert_eq!(t.buckets.len(), 24);
         assert_eq!(t.buckets.last().unwrap().completed, 1);
-        assert!(of(std::iter::empty()).buckets.is_empty());
+        assert!(of(std::iter::empty(), now()).buckets.is_empty());
     }
 
+    /// A sweep's forged results (year 1, year 9999) made the chart one
+    /// bar of 77 years: they are left out, and a day's work keeps its bars.
     #[test]
     fn forged_timestamps_cannot_grow_the_chart() {
-        let t = of([
-            ("0000-01-01T00:00:00Z", true),
-            ("9999-12-31T23:59:59Z", false),
-        ]
-        .into_iter());
-        assert!(t.buckets.len() <= BUCKETS, "{} buckets", t.buckets.len());
+        let t = of(
+            [
+                ("0001-01-01T00:00:00Z", true),
+                ("9999-12-31T23:59:59Z", false),
+                ("2026-01-01T00:00:10Z", true),
+                ("2026-01-01T23:00:00Z", false),
+            ]
+            .into_iter(),
+            now(),
+        );
+        assert_eq!(t.bucket_s, 1800, "a day in half-hour bars: {t:?}");
         assert_eq!(t.buckets.first().unwrap().completed, 1);
         assert_eq!(t.buckets.last().unwrap().failed, 1);
+        let counted: usize = t.buckets.iter().map(|b| b.completed + b.failed).sum();
+        assert_eq!(counted, 2);
         for span in [59, 3600, 47 * 3600, 86400 * 400, 86400 * 365 * 30] {
             let end = chrono::DateTime::from_timestamp(1_700_000_000 + span, 0).unwrap();
-            let end = time::format(end);
-            let t = of([("2023-11-14T22:13:20Z", true), (end.as_str(), true)].into_iter());
+            let t = of(
+                [
+                    ("2023-11-14T22:13:20Z", true),
+                    (time::format(end).as_str(), true),
+                ]
+                .into_iter(),
+                end,
+            );
             assert!(
                 t.buckets.len() <= BUCKETS,
                 "span {span}: {}",

@@ -1018,6 +1018,44 @@ fn status_reads_tasks_longer_than_an_hour() {
     assert_eq!(wait["waits_for"], serde_json::json!(["long-run"]), "{wait}");
 }
 
+/// A result's timestamp is whatever its writer chose: sorted as text, one
+/// stamped "zzz" stayed on top of "recent" for good, and one of year 9999
+/// with it (a sweep's finding). By time now, and no time last.
+#[test]
+fn status_lists_results_newest_first_by_the_time_they_say() {
+    let grid = Grid::new();
+    let result = |id: &str, ts: &str| {
+        (
+            format!("tasks/completed/n1@{id}.json"),
+            format!(
+                r#"{{"task_id":"{id}","node_id":"n1","status":"completed","exit_code":0,"timestamp":"{ts}"}}"#
+            )
+            .into_bytes(),
+        )
+    };
+    let now = dgrid_worker::time::format(dgrid_worker::time::now());
+    grid.commit_files(
+        &[
+            result("forged", "zzz"),
+            result("future", "9999-12-31T23:59:59Z"),
+            result("older", "2026-01-01T00:00:00Z"),
+            result("newest", &now),
+            result("offset", "2026-01-01T12:00:00-23:00"),
+        ],
+        "results stamped anyhow",
+    );
+    let o = dgrid(&["status", "--repo", &grid.url(), "--json"]);
+    expect_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let order: Vec<&str> = v["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["task_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order[..3], ["newest", "offset", "older"], "{order:?}");
+}
+
 /// `nodes/` is anyone's to fill: `status` lists 500 nodes and counts the
 /// rest (100,000 junk records printed 18 MB).
 #[test]

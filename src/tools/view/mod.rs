@@ -100,9 +100,15 @@ impl GridView {
         let throughput = throughput::of(
             all.iter()
                 .map(|r| (r.timestamp.as_str(), r.status == "completed")),
+            now,
         );
-        // Newest first; RFC 3339 UTC strings with `Z` sort as times.
-        all.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+        // Newest first, by the time each says; one whose timestamp is no
+        // time, or later than any clock could be, last (a forged "zzz"
+        // sorted as text stayed on top of "recent" for good).
+        let latest = now + chrono::Duration::hours(1);
+        all.sort_by_cached_key(|r| {
+            std::cmp::Reverse(time::parse(&r.timestamp).filter(|t| *t <= latest))
+        });
         let failures: Vec<ResultView> = all
             .iter()
             .filter(|r| r.status != "completed")

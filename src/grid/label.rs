@@ -108,7 +108,7 @@ pub enum ClassError {
     TooMany(usize),
     #[error("makes a class name of {0} bytes; at most {MAX_CLASS_LEN} are allowed")]
     TooLong(usize),
-    #[error("is not a class: its labels must be sorted, each once, joined by '+'")]
+    #[error("its labels must be sorted, each once, joined by '+'")]
     NotCanonical,
 }
 

@@ -419,7 +419,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
             out.moved.push((
                 id.to_string(),
                 format!(
-                    "stays under `{}`: {to} holds another file of its id",
+                    "left under `{}`: {to} holds another file of its id",
                     b.parent
                 ),
             ));
@@ -447,7 +447,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                 out.summary.push(format!("release {id}"));
                 out.moved.push((
                     id.to_string(),
-                    format!("every dependency completed: queued at {to}"),
+                    format!("queued at {to}: every dependency completed"),
                 ));
                 ledger.pending.insert(id);
             }
@@ -462,7 +462,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                     },
                 );
                 out.moved
-                    .push((id.to_string(), format!("now waits for `{p}`")));
+                    .push((id.to_string(), format!("moved to wait for `{p}`")));
             }
             Next::Fail { error, .. } | Next::Invalid { error } => {
                 out.edits.insert(b.path(), Edit::Delete);
@@ -482,7 +482,15 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                 ledger.pending.remove(&id);
                 out.results.push(pending);
                 out.summary.push(format!("{how} {id} (dependency)"));
-                out.moved.push((id.to_string(), error));
+                let word = if invalid {
+                    "invalid"
+                } else {
+                    "dependency_failed"
+                };
+                out.moved.push((
+                    id.to_string(),
+                    format!("moved to {} as {word}: {error}", layout::FAILED),
+                ));
                 // Its own waiting tasks, in turn.
                 queue.extend(blocked.entries.iter().filter(|c| c.parent == id).cloned());
             }

@@ -86,7 +86,7 @@ pub fn plan(
                 if !super::queue::is_free(repo, tip, &out.edits, &to)? {
                     out.moved.push((
                         task.task_id.to_string(),
-                        format!("stays where it is: {to}, where its fields put it, holds another file of its id"),
+                        format!("left where it is: {to}, where its fields put it, holds another file of its id"),
                     ));
                     continue;
                 }

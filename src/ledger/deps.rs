@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use crate::git::{Blob, EntryMode, GridRepo, TreeEntry};
-use crate::git::{Edit, GitError};
+use crate::git::{Edit, Edits, GitError};
 use crate::grid::deps::{self, Next, Parent};
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, ResultStatus, Task, TaskResult, TaskRules, layout};
@@ -155,6 +155,9 @@ pub struct ReleaseInput<'a> {
     /// Whether a completed result counts (a node's trust, enforced): one
     /// that does not is no result, and its task is as good as pending.
     pub counts: Option<Counts<'a>>,
+    /// The edits of the commit's plans before this one: a move writes over
+    /// none of theirs either.
+    pub earlier: &'a Edits,
 }
 
 /// What the grid's branch says of tasks, for [`Parent`].
@@ -414,7 +417,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
             _ => None,
         };
         if let Some(to) = &to
-            && !super::queue::is_free(repo, tip, &out.edits, to)?
+            && !super::queue::is_free(repo, tip, &[input.earlier, &out.edits], to)?
         {
             out.moved.push((
                 id.to_string(),

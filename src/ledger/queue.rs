@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use crate::git::{Edit, Edits, GitError};
-use crate::git::{EntryMode, GridRepo, TreeEntry};
+use crate::git::{GridRepo, TreeEntry};
 use crate::grid::layout::{self, Place, PlaceError};
 use crate::grid::schedule::{NodeLabels, effective_priority};
 use crate::grid::{Class, Id, Task};
@@ -54,9 +54,6 @@ pub struct QueueAt {
     /// Entries below `tasks/lanes/` that are no place for a task (named by
     /// their path below it), and why.
     pub misplaced: Vec<(TreeEntry, PlaceError)>,
-    /// Directories below `tasks/lanes/` not listed: copies of one listed
-    /// (`is_copy`).
-    pub copies: Vec<Vec<u8>>,
     /// The lanes' file names (below `tasks/lanes/`), once asked.
     names: std::cell::OnceCell<std::collections::HashSet<Vec<u8>>>,
 }
@@ -64,26 +61,6 @@ pub struct QueueAt {
 fn is_keep(name: &[u8]) -> bool {
     let last = name.rsplit(|b| *b == b'/').next().unwrap_or(name);
     last == layout::KEEP_FILE.as_bytes()
-}
-
-/// A tree where the lanes hold a priority's, a class's or a batch's
-/// directory: a copy of one listed already (a listing expands a subtree
-/// once, so that a push of a few KB cannot list 10^8 paths). Neither
-/// listed nor no place: judged as misplaced, it was removed with every
-/// task in it (byte-identical batches: a task file pushed again with the
-/// same `queued_at`). It is listed once the directory it copies changes,
-/// at the next claim from it.
-fn is_copy(entry: &TreeEntry) -> bool {
-    if entry.mode != EntryMode::Tree {
-        return false;
-    }
-    let below: &[u8] = match entry.name.iter().filter(|b| **b == b'/').count() {
-        0 => b"/any/20000101T0000/t.json",
-        1 => b"/20000101T0000/t.json",
-        2 => b"/t.json",
-        _ => return false,
-    };
-    Place::parse(&[&entry.name[..], below].concat()).is_ok()
 }
 
 impl QueueAt {
@@ -104,15 +81,10 @@ impl QueueAt {
     fn list_lanes(repo: &GridRepo, tip: &str) -> Result<QueueAt, GitError> {
         let mut lanes = Vec::new();
         let mut misplaced = Vec::new();
-        let mut copies = Vec::new();
         // Each batch directory is read once, whatever it holds.
         let mut dirs: HashMap<Vec<u8>, Result<Rc<Place>, PlaceError>> = HashMap::new();
         for entry in repo.list_dir_recursive(tip, layout::LANES)? {
             if is_keep(&entry.name) {
-                continue;
-            }
-            if is_copy(&entry) {
-                copies.push(entry.name);
                 continue;
             }
             let dir = match entry.name.iter().rposition(|b| *b == b'/') {
@@ -138,27 +110,19 @@ impl QueueAt {
             inbox: Vec::new(),
             lanes,
             misplaced,
-            copies,
             names: Default::default(),
         })
     }
 
     /// Is there a file at `rel` (a path below `tasks/lanes/`) in this
-    /// listing? None where it cannot say: below a directory it did not
-    /// list (`copies`). Asked of every task a plan files: in memory, where
-    /// asking git cost a drain of 500 tasks 40-60 ms a sync.
-    pub fn holds(&self, rel: &[u8]) -> Option<bool> {
-        if self
-            .copies
-            .iter()
-            .any(|c| rel.starts_with(c) && rel.get(c.len()) == Some(&b'/'))
-        {
-            return None;
-        }
-        let names = self
-            .names
-            .get_or_init(|| self.lanes.iter().map(|l| l.entry.name.clone()).collect());
-        Some(names.contains(rel))
+    /// listing? Asked of every task a plan files: in memory, where asking
+    /// git cost a drain of 500 tasks 40-60 ms a sync. A directory that
+    /// copies another is listed as one entry (no place for a task: it goes
+    /// to `failed/` whole), its files not: they are copies of files listed.
+    pub fn holds(&self, rel: &[u8]) -> bool {
+        self.names
+            .get_or_init(|| self.lanes.iter().map(|l| l.entry.name.clone()).collect())
+            .contains(rel)
     }
 
     /// What the inbox holds, as one number (`None` when it is empty): a
@@ -229,34 +193,52 @@ pub fn requeue_path(task: &Task, arrival: Timestamp) -> String {
     Place::of(task, arrival).file(&task.task_id)
 }
 
-/// Is `path` free at `tip` as a plan's `edits` leave it? A move never
-/// writes over a file: one of the same id there is another copy of the
-/// task (pushed again, with the same `queued_at`), and would vanish with
-/// no run and no result. Asked of the object store, nothing read.
-pub fn is_free(repo: &GridRepo, tip: &str, edits: &Edits, path: &str) -> Result<bool, GitError> {
-    Ok(match edits.get(path.as_bytes()) {
+/// Is `path` free at `tip` as the edits of one commit's plans leave it
+/// (`plans`, in the order they are applied: the worker's draft and a
+/// ledger plan's own, or the tool's plans so far)? A move never writes
+/// over a file: one of the same id there is another copy of the task
+/// (pushed again, with the same `queued_at`), and would vanish with no run
+/// and no result; nor over another move of one commit (a requeue and a
+/// release of copies of one task). Asked of the object store, nothing read.
+pub fn is_free(repo: &GridRepo, tip: &str, plans: &[&Edits], path: &str) -> Result<bool, GitError> {
+    let edit = plans.iter().rev().find_map(|e| e.get(path.as_bytes()));
+    Ok(match edit {
         Some(Edit::Delete) => true,
         Some(_) => false,
         None => !repo.exists(tip, path)?,
     })
 }
 
+/// Later minutes of its lane a claim going back may take when its own
+/// place and the inbox are taken.
+const LATER_MINUTES: i64 = 5;
+
 /// Where a claim going back to the queue is written: its lane
 /// (`requeue_path`) if that is free; else the inbox, from which a node
-/// files it once its lane is free (PROTOCOL.md, Layout); else nowhere
-/// now, and the claim stays for a later plan to try again.
+/// files it once its lane is free (PROTOCOL.md, Layout); else its lane a
+/// minute later (up to [`LATER_MINUTES`]), where a node claims it or, if
+/// its `queued_at` names its own minute, moves it there once that is
+/// free. Else nowhere now, and the claim stays for a later plan. Kept
+/// claimed while copies wait in its lane and the inbox, none of the three
+/// could ever move: the copies wait for the claim to go.
 pub fn requeue_to(
     repo: &GridRepo,
     tip: &str,
-    edits: &Edits,
+    plans: &[&Edits],
     task: &Task,
     arrival: Timestamp,
 ) -> Result<Option<String>, GitError> {
-    for to in [
-        requeue_path(task, arrival),
-        layout::queue_file(&task.task_id),
-    ] {
-        if is_free(repo, tip, edits, &to)? {
+    let home = Place::of(task, arrival);
+    let later = (1..=LATER_MINUTES).map(|m| {
+        let mut p = home.clone();
+        p.batch.minute += chrono::Duration::minutes(m);
+        p.file(&task.task_id)
+    });
+    for to in [home.file(&task.task_id), layout::queue_file(&task.task_id)]
+        .into_iter()
+        .chain(later)
+    {
+        if is_free(repo, tip, plans, &to)? {
             return Ok(Some(to));
         }
     }

@@ -35,6 +35,9 @@ pub struct ReapInput<'a> {
     /// How long the reaper has reached the grid: a peer's silence counts
     /// only from then (`orphan::Reach`).
     pub reach: Reach,
+    /// The edits of the commit's plans before this one: a requeue writes
+    /// over none of their moves either.
+    pub earlier: &'a Edits,
 }
 
 #[derive(Debug, Default)]
@@ -226,7 +229,13 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         };
         let to = match disposition {
             Disposition::Requeue { .. } => {
-                match super::queue::requeue_to(repo, tip, &out.edits, &c.task, c.arrival())? {
+                match super::queue::requeue_to(
+                    repo,
+                    tip,
+                    &[input.earlier, &out.edits],
+                    &c.task,
+                    c.arrival(),
+                )? {
                     Some(to) => Some(to),
                     None => {
                         // Its lane and the inbox each hold a file of its

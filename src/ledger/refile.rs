@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::git::{Blob, Edit, EntryMode, GitError, GridRepo};
+use crate::git::{Blob, Edit, Edits, EntryMode, GitError, GridRepo};
 use crate::grid::layout::{self, Place};
 use crate::grid::schedule::{self, NodeLabels};
 use crate::grid::task::EntryKind;
@@ -30,7 +30,7 @@ pub const READ_PER_REAP: usize = 256;
 /// picks the batch when there are more than [`READ_PER_REAP`].
 pub fn plan(
     repo: &GridRepo,
-    tip: &str,
+    (tip, earlier): (&str, &Edits),
     queue: &QueueAt,
     live: &[(&str, &NodeLabels)],
     rules: &TaskRules,
@@ -83,7 +83,7 @@ pub fn plan(
                 }
                 let to = home.file(&task.task_id);
                 // Never over a file: one of its id there is another copy.
-                if !super::queue::is_free(repo, tip, &out.edits, &to)? {
+                if !super::queue::is_free(repo, tip, &[earlier, &out.edits], &to)? {
                     out.moved.push((
                         task.task_id.to_string(),
                         format!("left where it is: {to}, where its fields put it, holds another file of its id"),

@@ -78,6 +78,7 @@ pub fn plan(
         // Run once on the grid as the forge gives it: it has no outage of
         // its own to discount (RELIABILITY.md, the reap and an outage).
         reach: Reach::Unbroken,
+        earlier: &Edits::new(),
     };
     let planned = reap::plan(txn.repo, tip, &input)?;
     let mut edits = planned.edits;
@@ -107,6 +108,7 @@ pub fn plan(
             // back, at its claim, a task released by a result it does not
             // count.
             counts: None,
+            earlier: &edits,
         },
     )?;
     // What no live node can run, as the nodes' records say now.
@@ -120,7 +122,10 @@ pub fn plan(
     let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (n.as_str(), l)).collect();
     // Where none of them reads, a task filed by hand in the wrong lane
     // would wait unseen: those lanes' files are read here.
-    let refiled = refile::plan(txn.repo, tip, &queue, &refs, rules, who, now)?;
+    // After the reap's and the release's moves: none written over.
+    let mut so_far = edits.clone();
+    so_far.extend(released.edits.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let refiled = refile::plan(txn.repo, (tip, &so_far), &queue, &refs, rules, who, now)?;
     let mut queue = queue;
     queue
         .lanes

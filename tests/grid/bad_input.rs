@@ -496,6 +496,11 @@ fn a_move_never_writes_over_another_copy_and_every_copy_runs() {
         "deadline": "2099-01-01T00:00:00Z", "attempt": 1,
         "queued_at": "2026-12-06T13:00:00Z",
     });
+    let orphan_of = |id: &str, mark: &str| {
+        let mut c: serde_json::Value = serde_json::from_slice(&task(id, mark, "")).unwrap();
+        c["claim"] = orphan["claim"].clone();
+        serde_json::to_vec(&c).unwrap()
+    };
     let done = br#"{"task_id":"t1","node_id":"n0","status":"completed","exit_code":0,"timestamp":"2026-12-06T13:00:30.000Z"}"#;
     grid.commit_files(
         &[
@@ -524,6 +529,23 @@ fn a_move_never_writes_over_another_copy_and_every_copy_runs() {
                 "tasks/blocked/BB/W.json".into(),
                 task("W", "W-waiting", r#","after":["BB"]"#),
             ),
+            // Its lane and the inbox both hold a copy (pushed twice by hand
+            // while it ran): kept claimed, none of the three could move.
+            (
+                "tasks/in_progress/D.json".into(),
+                orphan_of("D", "D-claimed"),
+            ),
+            (lane("D"), task("D", "D-lane", "")),
+            ("tasks/queue/D.json".into(), task("D", "D-inbox", "")),
+            // A requeue and a release to one free place in one commit.
+            (
+                "tasks/in_progress/G.json".into(),
+                orphan_of("G", "G-claimed"),
+            ),
+            (
+                "tasks/blocked/t1/G.json".into(),
+                task("G", "G-released", r#","after":["t1"]"#),
+            ),
         ],
         "copies of one id where others move to",
     );
@@ -537,6 +559,11 @@ fn a_move_never_writes_over_another_copy_and_every_copy_runs() {
         "BB",
         "W-moved",
         "W-waiting",
+        "D-claimed",
+        "D-lane",
+        "D-inbox",
+        "G-claimed",
+        "G-released",
     ];
     // Every task file on the grid, by the mark its script writes.
     let on_grid = || {
@@ -583,52 +610,4 @@ fn a_move_never_writes_over_another_copy_and_every_copy_runs() {
     let mut want = marks.to_vec();
     want.sort();
     assert_eq!(lines, want, "every copy ran once");
-}
-
-/// Two batch directories of one tree (the same task files pushed again,
-/// `queued_at` and all, under another minute): a listing expands a subtree
-/// once, and read the second as a tree where a task belongs, so the next
-/// claim removed it, every task in it, under one `invalid` result (a sweep
-/// found it). It waits now, and its tasks run once the first batch's did.
-#[test]
-fn a_batch_that_copies_another_waits_and_runs() {
-    let grid = Grid::new();
-    let runs = grid.path("runs.log");
-    let task = |id: &str| {
-        format!(
-            r#"{{"task_id":"{id}","script":"echo {id} >> '{}'","timeout_seconds":30,"queued_at":"2026-12-01T00:00:00Z"}}"#,
-            runs.display()
-        )
-        .into_bytes()
-    };
-    let mut files = Vec::new();
-    for batch in ["20261201T0000", "20261201T0001"] {
-        for id in ["f0", "f1"] {
-            files.push((format!("tasks/lanes/p50/any/{batch}/{id}.json"), task(id)));
-        }
-    }
-    grid.commit_files(&files, "one batch, and a copy of its tree");
-    for _ in 0..4 {
-        let ran = std::fs::read_to_string(&runs).unwrap_or_default();
-        if ran.lines().count() >= 4 {
-            break;
-        }
-        let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
-        assert!(
-            w.wait_exit(Duration::from_secs(120)).success(),
-            "{}",
-            w.log_text()
-        );
-    }
-    let ran = std::fs::read_to_string(&runs).unwrap_or_default();
-    let mut lines: Vec<&str> = ran.lines().collect();
-    lines.sort();
-    assert_eq!(lines, ["f0", "f0", "f1", "f1"], "each copy ran");
-    let results = grid.results();
-    assert!(
-        results.iter().all(|(_, r)| r["status"] == "completed"),
-        "{results:?}"
-    );
-    assert_eq!(results.len(), 4);
-    assert!(grid.lane_paths().is_empty(), "{:?}", grid.lane_paths());
 }

@@ -260,7 +260,7 @@ pub(super) fn decline(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
     for c in unheld(repo, d)? {
         let id = &c.task.task_id;
         // Nowhere free (copies pushed again): left for its `answer_by`.
-        let Some(to) = requeue_to(repo, d.tip, &d.edits, &c.task, c.arrival())? else {
+        let Some(to) = requeue_to(repo, d.tip, &[&d.edits], &c.task, c.arrival())? else {
             continue;
         };
         d.edits

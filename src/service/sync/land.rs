@@ -171,7 +171,8 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                     d.req.rules,
                 );
                 if let Ok(c) = claimed {
-                    let Some(to) = requeue_to(repo, d.tip, &d.edits, &c.task, c.arrival())? else {
+                    let Some(to) = requeue_to(repo, d.tip, &[&d.edits], &c.task, c.arrival())?
+                    else {
                         stay_claimed(d, &mut touched, &source, id);
                         continue;
                     };
@@ -193,7 +194,7 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                 // It ran here: an attempt spent, answered or not.
                 match orphan::disposition(&c.answered().claim, d.req.policy) {
                     orphan::Disposition::Requeue { attempt } => {
-                        let Some(to) = requeue_to(repo, d.tip, &d.edits, &c.task, c.arrival())?
+                        let Some(to) = requeue_to(repo, d.tip, &[&d.edits], &c.task, c.arrival())?
                         else {
                             stay_claimed(d, &mut touched, &source, id);
                             continue;

@@ -211,12 +211,10 @@ impl Draft<'_> {
             None => {}
         }
         let lanes = format!("{}/", layout::LANES);
-        if let Some(rel) = path.strip_prefix(&lanes)
-            && let Some(held) = self.queue(repo)?.holds(rel.as_bytes())
-        {
-            return Ok(!held);
+        if let Some(rel) = path.strip_prefix(&lanes) {
+            return Ok(!self.queue(repo)?.holds(rel.as_bytes()));
         }
-        crate::ledger::queue::is_free(repo, self.tip, &self.edits, path)
+        crate::ledger::queue::is_free(repo, self.tip, &[&self.edits], path)
     }
 
     /// The claims and the node records at this plan's tip, in one listing
@@ -458,6 +456,7 @@ fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<()
             (true, Some(t)) => orphan::Reach::Since(t),
             (true, None) => orphan::Reach::NotYet,
         },
+        earlier: &d.edits,
     };
     let planned = reap::plan(repo, d.tip, &input)?;
     d.edits.extend(planned.edits);

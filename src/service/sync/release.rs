@@ -42,6 +42,7 @@ pub(super) fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
         filed: &d.waiting,
         sweep: d.req.reap,
         counts: super::admit::enforced(req).then_some(&counts),
+        earlier: &d.edits,
     };
     let planned = deps::release(repo, d.tip, &input)?;
     // A task this very plan filed under `blocked/` and moves on now: the

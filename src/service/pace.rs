@@ -118,6 +118,14 @@ impl Pace {
         self.round
     }
 
+    /// Do tasks take longer than `share` of a committing round (both
+    /// measured)?
+    pub fn tasks_outlast(&self, share: f64) -> bool {
+        self.task
+            .zip(self.round)
+            .is_some_and(|(task, round)| task > round * share)
+    }
+
     /// What a look at the lanes takes, in seconds: as measured, or half a
     /// sync's time until a look has been timed (it is a sync's fetch and
     /// listing without its reads, commit and push).

@@ -227,22 +227,17 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
             },
             false => orphan::disposition(&c.claim, input.policy),
         };
-        let to = match disposition {
-            Disposition::Requeue { .. } => {
-                match super::queue::requeue_to(
-                    repo,
-                    tip,
-                    &[input.earlier, &out.edits],
-                    &c.task,
-                    c.arrival(),
-                )? {
-                    Some(to) => Some(to),
+        // Where a requeue goes (`queue::requeue_to`); none free: a later
+        // reap tries again.
+        let requeue = match disposition {
+            Disposition::Requeue { attempt } => {
+                let plans = [input.earlier, &out.edits];
+                match super::queue::requeue_to(repo, tip, &plans, &c.task, c.arrival())? {
+                    Some(to) => Some((attempt, to)),
                     None => {
-                        // Its lane and the inbox each hold a file of its
-                        // id: a later reap tries again.
                         out.reaped.push((
                             id.to_string(),
-                            format!("left for now ({why}): its lane and the inbox each hold another file of its id"),
+                            format!("left for now ({why}): its lane, the inbox and the next minutes of its lane each hold another file of its id"),
                         ));
                         continue;
                     }
@@ -252,9 +247,8 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         };
         out.edits
             .insert(layout::in_progress_file(id).into_bytes(), Edit::Delete);
-        match disposition {
-            Disposition::Requeue { attempt } => {
-                let to = to.expect("found above");
+        match requeue {
+            Some((attempt, to)) => {
                 let inbox = if to.starts_with(layout::QUEUE) {
                     " to the inbox (its lane holds another file of its id)"
                 } else {
@@ -269,7 +263,7 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                     format!("requeued as attempt {attempt}{inbox}: {why}"),
                 ));
             }
-            Disposition::Abandon => {
+            None => {
                 let error = format!(
                     "abandoned after {} attempts; the last claim, by {}, was orphaned: {why}",
                     c.claim.attempt, c.claim.node_id

@@ -30,7 +30,7 @@ pub const READ_PER_REAP: usize = 256;
 /// picks the batch when there are more than [`READ_PER_REAP`].
 pub fn plan(
     repo: &GridRepo,
-    (tip, earlier): (&str, &Edits),
+    (tip, earlier): (&str, &[&Edits]),
     queue: &QueueAt,
     live: &[(&str, &NodeLabels)],
     rules: &TaskRules,
@@ -83,7 +83,8 @@ pub fn plan(
                 }
                 let to = home.file(&task.task_id);
                 // Never over a file: one of its id there is another copy.
-                if !super::queue::is_free(repo, tip, &[earlier, &out.edits], &to)? {
+                let plans: Vec<&Edits> = earlier.iter().copied().chain([&out.edits]).collect();
+                if !super::queue::is_free(repo, tip, &plans, &to)? {
                     out.moved.push((
                         task.task_id.to_string(),
                         format!("left where it is: {to}, where its fields put it, holds another file of its id"),

@@ -123,9 +123,8 @@ pub fn plan(
     // Where none of them reads, a task filed by hand in the wrong lane
     // would wait unseen: those lanes' files are read here.
     // After the reap's and the release's moves: none written over.
-    let mut so_far = edits.clone();
-    so_far.extend(released.edits.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let refiled = refile::plan(txn.repo, (tip, &so_far), &queue, &refs, rules, who, now)?;
+    let earlier = [&edits, &released.edits];
+    let refiled = refile::plan(txn.repo, (tip, &earlier), &queue, &refs, rules, who, now)?;
     let mut queue = queue;
     queue
         .lanes

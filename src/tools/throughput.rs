@@ -23,22 +23,18 @@ pub struct Bucket {
     pub failed: usize,
 }
 
-/// A result stamped more than this after `now` (seconds) is left out: no
-/// clock is that far off, and one stamped in 9999 would make every real
-/// result one bar.
-const AHEAD: i64 = 3600;
-
 /// The chart reaches back this far from its newest result at most
 /// (seconds): one stamped in year 1 must not flatten a month's work into
 /// one bar either.
 const REACH: i64 = 90 * 86400;
 
 /// Results per time bucket, over the span the results cover (at most
-/// [`REACH`], none stamped after `now` by more than [`AHEAD`]), in at
-/// most [`BUCKETS`] bars of a round width: `(timestamp, completed)` of
-/// each.
+/// [`REACH`]; none stamped after `now` by more than any clock is off,
+/// `time::MAX_CLOCK_SKEW`: one stamped in 9999 would make every real
+/// result one bar), in at most [`BUCKETS`] bars of a round width:
+/// `(timestamp, completed)` of each.
 pub fn of<'a>(results: impl Iterator<Item = (&'a str, bool)>, now: time::Timestamp) -> Throughput {
-    let latest = now.timestamp().saturating_add(AHEAD);
+    let latest = (now + time::MAX_CLOCK_SKEW).timestamp();
     let mut times: Vec<(i64, bool)> = results
         .filter_map(|(ts, ok)| time::parse(ts).map(|t| (t.timestamp(), ok)))
         .filter(|(t, _)| *t <= latest)

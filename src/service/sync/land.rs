@@ -230,13 +230,13 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
     Ok(touched)
 }
 
-/// A requeue with nowhere to go now (its lane and the inbox each hold a
-/// file of its id, copies pushed again): the claim stays, and the outbox
+/// A requeue with nowhere to go now (`queue::requeue_to`: copies pushed
+/// again hold each place it may take): the claim stays, and the outbox
 /// entry waits for a later sync.
 fn stay_claimed(d: &mut Draft<'_>, touched: &mut BTreeSet<Id>, source: &[u8], id: &Id) {
     d.edits.remove(source);
     touched.remove(id);
-    tracing::warn!(task_id = %id, "the requeue waits: the task's lane and the inbox each hold another file of its id");
+    tracing::warn!(task_id = %id, "the requeue waits: each place it may take holds another file of its id");
 }
 
 #[cfg(test)]

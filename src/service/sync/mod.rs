@@ -210,8 +210,10 @@ impl Draft<'_> {
             Some(_) => return Ok(false),
             None => {}
         }
-        let lanes = format!("{}/", layout::LANES);
-        if let Some(rel) = path.strip_prefix(&lanes) {
+        if let Some(rel) = path
+            .strip_prefix(layout::LANES)
+            .and_then(|p| p.strip_prefix('/'))
+        {
             return Ok(!self.queue(repo)?.holds(rel.as_bytes()));
         }
         crate::ledger::queue::is_free(repo, self.tip, &[&self.edits], path)

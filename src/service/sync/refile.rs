@@ -28,7 +28,7 @@ pub(super) fn refile(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError>
     let queue = d.queue(repo)?;
     let planned = refile::plan(
         repo,
-        (d.tip, &d.edits),
+        (d.tip, &[&d.edits]),
         &queue,
         &refs,
         d.req.rules,

@@ -105,7 +105,7 @@ impl GridView {
         // Newest first, by the time each says; one whose timestamp is no
         // time, or later than any clock could be, last (a forged "zzz"
         // sorted as text stayed on top of "recent" for good).
-        let latest = now + chrono::Duration::hours(1);
+        let latest = now + time::MAX_CLOCK_SKEW;
         all.sort_by_cached_key(|r| {
             std::cmp::Reverse(time::parse(&r.timestamp).filter(|t| *t <= latest))
         });

@@ -12,7 +12,10 @@
 //!   unfinished parent, or to `failed/` as `dependency_failed` naming the
 //!   parent that did not complete (as `invalid`, where its `after` names a
 //!   task not on the grid). A task failed so releases its own waiting
-//!   tasks in turn. Tasks the plan files under `blocked/` itself (from the
+//!   tasks in turn. A failure while another copy of the parent is still
+//!   to run (queued, running, waiting, or claimed in this commit) is the
+//!   end of that copy, not of the task: an invalid file pushed under a
+//!   queued task's id would otherwise fail the task's dependants. Tasks the plan files under `blocked/` itself (from the
 //!   inbox) are looked at as if there already, and at once if their parent
 //!   is not pending; cycles through them are invalid, and so are the tasks
 //!   of a loop that a move under the next parent would close.
@@ -36,76 +39,13 @@ use crate::grid::{Id, ResultStatus, Task, TaskResult, TaskRules, layout};
 use crate::time::{self, Timestamp};
 
 use super::Moves;
+use super::blocked::{BlockedAt, BlockedEntry, Copies};
 use super::queue::{QueueAt, requeue_path};
 use super::result_index::{self, Counts, ResultIndex};
-use super::results::{PendingResult, Rejection, entry_path};
+use super::results::{PendingResult, Rejection};
 
 /// Waiting tasks looked at in one plan, at most.
 pub const MAX_PER_PLAN: usize = 512;
-
-/// One file below `tasks/blocked/`.
-#[derive(Debug, Clone)]
-pub struct BlockedEntry {
-    /// Named by its path below `tasks/blocked/` (`<parent>/<task>.json`).
-    pub entry: TreeEntry,
-    pub parent: Id,
-}
-
-impl BlockedEntry {
-    /// Its own name (`<task>.json`).
-    pub fn file_name(&self) -> String {
-        let name = self.entry.name_lossy();
-        name.rsplit('/').next().unwrap_or(&name).to_owned()
-    }
-
-    /// The waiting task's id, if its name is `<id>.json`.
-    pub fn child(&self) -> Option<Id> {
-        layout::json_stem(&self.file_name()).and_then(|s| Id::parse(s).ok())
-    }
-
-    pub fn path(&self) -> Vec<u8> {
-        entry_path(layout::BLOCKED, &self.entry.name)
-    }
-}
-
-/// What waits at a tip.
-#[derive(Debug, Clone, Default)]
-pub struct BlockedAt {
-    pub entries: Vec<BlockedEntry>,
-    /// Entries that are no waiting task's place (named by their path below
-    /// `tasks/blocked/`).
-    pub misplaced: Vec<TreeEntry>,
-}
-
-impl BlockedAt {
-    pub fn list(repo: &GridRepo, tip: &str) -> Result<BlockedAt, GitError> {
-        let mut out = BlockedAt::default();
-        for entry in repo.list_dir_recursive(tip, layout::BLOCKED)? {
-            let name = entry.name.clone();
-            let parts: Vec<&[u8]> = name.split(|b| *b == b'/').collect();
-            if parts.last() == Some(&layout::KEEP_FILE.as_bytes()) {
-                continue;
-            }
-            let parent = match parts[..] {
-                [p, _] => std::str::from_utf8(p).ok().and_then(|p| Id::parse(p).ok()),
-                _ => None,
-            };
-            match parent {
-                Some(parent) => out.entries.push(BlockedEntry { entry, parent }),
-                None => out.misplaced.push(entry),
-            }
-        }
-        Ok(out)
-    }
-
-    /// The ids of the tasks that wait.
-    pub fn children(&self) -> BTreeSet<Id> {
-        self.entries
-            .iter()
-            .filter_map(BlockedEntry::child)
-            .collect()
-    }
-}
 
 /// A result this plan writes, as dependants see it.
 #[derive(Debug, Clone)]
@@ -214,15 +154,32 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
         .iter()
         .filter_map(|b| Some((b.child()?, b.parent.clone())))
         .collect();
+    let running = repo.list_dir(tip, layout::IN_PROGRESS)?;
     let mut pending: BTreeSet<Id> = input.queue.paths().into_keys().collect();
     pending.extend(
-        repo.list_dir(tip, layout::IN_PROGRESS)?
+        running
             .iter()
             .filter_map(|e| layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok())),
     );
     pending.extend(waiting.iter().cloned());
     pending.extend(input.claimed.iter().cloned());
-    for id in input.finished.keys() {
+    let copies = Copies {
+        queue: input.queue,
+        running: &running,
+        blocked: &blocked,
+        claimed: input.claimed,
+        removed: input.earlier,
+    };
+    // A failure ends a task only where no other copy of it is still to
+    // run: a file pushed under a queued task's id, invalid, fails that
+    // file, and the task's dependants wait for the task.
+    let finished: BTreeMap<Id, Finished> = input
+        .finished
+        .iter()
+        .filter(|(id, f)| f.success || !copies.survives(id))
+        .map(|(id, f)| (id.clone(), f.clone()))
+        .collect();
+    for id in finished.keys() {
         pending.remove(id);
     }
 
@@ -233,7 +190,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
         .iter()
         .filter(|b| {
             let settled = input.sweep || filed.contains(&b.entry.name[..]);
-            input.finished.contains_key(&b.parent) || (settled && !pending.contains(&b.parent))
+            finished.contains_key(&b.parent) || (settled && !pending.contains(&b.parent))
         })
         .collect();
     // Waiting for each other: each waits under one parent, so a cycle is a
@@ -255,7 +212,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
         }
         work.extend(blocked.entries.iter().filter(|b| {
             b.child().is_some_and(|c| cycle_of.contains_key(&c))
-                && !input.finished.contains_key(&b.parent)
+                && !finished.contains_key(&b.parent)
                 && pending.contains(&b.parent)
         }));
     }
@@ -278,7 +235,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
     // Parents to look up among the results: those not pending and not
     // finished in this plan.
     let mut unknown_parents: BTreeSet<Id> = BTreeSet::new();
-    let mut failed_now: BTreeMap<Id, Finished> = input.finished.clone();
+    let mut failed_now = finished;
     let mut done: BTreeSet<Vec<u8>> = BTreeSet::new();
     let mut queue: std::collections::VecDeque<BlockedEntry> = work.into_iter().cloned().collect();
     let mut looked = 0;

@@ -3,6 +3,7 @@
 //! `git/` and `grid/`, below `service/` and `tools/`, so that a tool
 //! applies exactly the rule a worker does without depending on the worker.
 
+pub mod blocked;
 pub mod deps;
 pub mod nodes;
 pub mod queue;

@@ -167,7 +167,7 @@ pub fn plan(
 /// path names one of its parents, not all.
 fn needed_results(repo: &GridRepo, tip: &str) -> Result<BTreeSet<String>, GitError> {
     use crate::grid::layout;
-    use crate::ledger::deps::BlockedAt;
+    use crate::ledger::blocked::BlockedAt;
     use crate::ledger::queue::QueueAt;
     let queue = QueueAt::list(repo, tip)?;
     let blocked = BlockedAt::list(repo, tip)?;

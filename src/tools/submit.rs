@@ -13,7 +13,7 @@ use crate::grid::deps::{self, Next, Parent};
 use crate::grid::layout::Place;
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, Task, TaskError, TaskRules, layout};
-use crate::ledger::deps::BlockedAt;
+use crate::ledger::blocked::BlockedAt;
 use crate::ledger::queue::QueueAt;
 use crate::ledger::result_index::{ResultIndex, ResultRef};
 use crate::time::Timestamp;

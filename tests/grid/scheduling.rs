@@ -600,6 +600,53 @@ fn a_parent_rejected_as_invalid_fails_its_dependants_in_the_same_commit() {
     assert!(grid.blocked().is_empty() && grid.queued().is_empty());
 }
 
+/// A file pushed into the inbox under the id of a task that is queued,
+/// invalid, fails as a file (its own `invalid` result), not as the task:
+/// the task's dependant waits for the task, which runs and completes, and
+/// then runs too.
+#[test]
+fn an_invalid_file_under_a_queued_tasks_id_does_not_fail_its_dependants() {
+    let grid = Grid::new();
+    submit(
+        &grid,
+        "graph",
+        json!([
+            {"task_id": "par", "script": "echo parent", "timeout_seconds": 30},
+            {"task_id": "kid", "script": "cat \"$DGRID_INPUTS/par.json\"", "timeout_seconds": 30, "after": ["par"]},
+        ]),
+    );
+    grid.commit_files(
+        &[(
+            "tasks/queue/par.json".to_owned(),
+            b"{\"task_id\": \"par\"}".to_vec(),
+        )],
+        "a file of par's id, with no script",
+    );
+    drained(&grid, "n1");
+    let mut by_id: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (_, r) in grid.results() {
+        by_id
+            .entry(r["task_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(r);
+    }
+    let mut par: Vec<&str> = by_id["par"]
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    par.sort();
+    assert_eq!(par, ["completed", "invalid"], "{:?}", by_id["par"]);
+    let kid = &by_id["kid"];
+    assert_eq!(kid.len(), 1, "{kid:?}");
+    assert_eq!(kid[0]["status"], "completed", "{}", kid[0]);
+    assert!(
+        kid[0]["stdout"].as_str().unwrap().contains("parent"),
+        "{}",
+        kid[0]
+    );
+    assert!(grid.blocked().is_empty() && grid.queued().is_empty());
+}
+
 /// Pushed by hand: a task filed under a parent that failed before (the
 /// sweep at a node's start moves it on, naming how its parent ended), and
 /// two tasks whose `after`s make a loop only once their first parent is

@@ -18,7 +18,7 @@ use crate::git::{GridRepo, Oid, TreeEntry};
 use crate::grid::orphan::{self, OrphanPolicy};
 use crate::grid::schedule::NodeLabels;
 use crate::grid::{Class, Id, NodeRecord, NodeStatus, ResultStatus, TaskRules, layout};
-use crate::ledger::deps::BlockedEntry;
+use crate::ledger::blocked::BlockedEntry;
 use crate::ledger::queue::QueueAt;
 use crate::ledger::reap;
 use crate::ledger::results::{self, PendingResult, Rejection};

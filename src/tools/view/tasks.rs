@@ -11,7 +11,7 @@ use crate::grid::claim::ClaimedTask;
 use crate::grid::schedule::{self, NodeLabels};
 use crate::grid::task::EntryKind;
 use crate::grid::{Class, Id, Task, TaskRules, layout};
-use crate::ledger::deps::BlockedAt;
+use crate::ledger::blocked::BlockedAt;
 use crate::ledger::queue::QueueAt;
 use crate::ledger::result_index::ResultIndex;
 use crate::ledger::routing;

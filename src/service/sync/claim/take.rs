@@ -6,7 +6,7 @@
 use crate::git::{Edit, EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::claim::{ClaimedTask, TakenFrom};
 use crate::grid::{Id, Task, layout};
-use crate::ledger::deps::BlockedEntry;
+use crate::ledger::blocked::BlockedEntry;
 use crate::ledger::result_index::{Counts, ResultIndex};
 use crate::service::sync::Draft;
 

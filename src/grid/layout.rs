@@ -55,6 +55,16 @@ pub fn blocked_file(parent: &Id, child: &Id) -> String {
     format!("{BLOCKED}/{parent}/{child}.json")
 }
 
+/// The directories a file at `path` makes below the grid's fixed ones
+/// (`tasks/<dir>`): for `tasks/lanes/p50/any/B/t.json`, `tasks/lanes/p50`,
+/// `tasks/lanes/p50/any` and `tasks/lanes/p50/any/B`. A hostile push can
+/// put a file at any of them.
+pub fn dirs_made_by(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/')
+        .skip(2)
+        .map(move |(i, _)| &path[..i])
+}
+
 /// Where a queued task waits: its lane (priority and class) and its batch
 /// (the minute it arrived and who submitted it). Everything the claim
 /// order needs is in the path, so a node orders a queue of any size from

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use crate::git::{Edit, Edits, GitError};
+use crate::git::{Edit, Edits, EntryMode, GitError};
 use crate::git::{GridRepo, TreeEntry};
 use crate::grid::layout::{self, Place, PlaceError};
 use crate::grid::schedule::{NodeLabels, effective_priority};
@@ -115,13 +115,22 @@ impl QueueAt {
     }
 
     /// Is there a file at `rel` (a path below `tasks/lanes/`) in this
-    /// listing? Asked of every task a plan files: in memory, where asking
-    /// git cost a drain of 500 tasks 40-60 ms a sync. A directory that
-    /// copies another is listed as one entry (no place for a task: it goes
-    /// to `failed/` whole), its files not: they are copies of files listed.
+    /// listing, a task or a misplaced entry? Asked of every task a plan
+    /// files: in memory, where asking git cost a drain of 500 tasks 40-60
+    /// ms a sync. A directory that copies another is listed as one entry
+    /// (no place for a task: it goes to `failed/` whole), its files not:
+    /// they are copies of files listed.
     pub fn holds(&self, rel: &[u8]) -> bool {
         self.names
-            .get_or_init(|| self.lanes.iter().map(|l| l.entry.name.clone()).collect())
+            .get_or_init(|| {
+                let misplaced = self.misplaced.iter().map(|(e, _)| e);
+                self.lanes
+                    .iter()
+                    .map(|l| &l.entry)
+                    .chain(misplaced.filter(|e| e.mode != EntryMode::Tree))
+                    .map(|e| e.name.clone())
+                    .collect()
+            })
             .contains(rel)
     }
 
@@ -200,13 +209,33 @@ pub fn requeue_path(task: &Task, arrival: Timestamp) -> String {
 /// (pushed again, with the same `queued_at`), and would vanish with no run
 /// and no result; nor over another move of one commit (a requeue and a
 /// release of copies of one task). Asked of the object store, nothing read.
+///
+/// Nor under a file where one of its directories goes (`tasks/lanes/p50`
+/// pushed as a file): the directory would replace it, and it would vanish
+/// without the `invalid` result a misplaced entry gets; the move waits
+/// until a plan has moved it to `failed/`.
 pub fn is_free(repo: &GridRepo, tip: &str, plans: &[&Edits], path: &str) -> Result<bool, GitError> {
-    let edit = plans.iter().rev().find_map(|e| e.get(path.as_bytes()));
-    Ok(match edit {
-        Some(Edit::Delete) => true,
-        Some(_) => false,
-        None => !repo.exists(tip, path)?,
-    })
+    let edit = |p: &[u8]| plans.iter().rev().find_map(|e| e.get(p));
+    match edit(path.as_bytes()) {
+        Some(Edit::Delete) => return Ok(true),
+        Some(_) => return Ok(false),
+        None => {}
+    }
+    let mut asked = vec![format!("{tip}:{path}")];
+    for dir in layout::dirs_made_by(path) {
+        match edit(dir.as_bytes()) {
+            Some(Edit::Delete)
+            | Some(Edit::Object {
+                mode: EntryMode::Tree,
+                ..
+            }) => {}
+            Some(_) => return Ok(false),
+            None => asked.push(format!("{tip}:{dir}")),
+        }
+    }
+    let found = repo.object_info(&asked)?;
+    let (own, dirs) = found.split_first().expect("the path itself is asked");
+    Ok(own.is_none() && dirs.iter().flatten().all(|i| i.kind == "tree"))
 }
 
 /// Later minutes of its lane a claim going back may take when its own

@@ -611,3 +611,132 @@ fn a_move_never_writes_over_another_copy_and_every_copy_runs() {
     want.sort();
     assert_eq!(lines, want, "every copy ran once");
 }
+
+/// A file pushed where a move's directory goes (`tasks/lanes/p60`,
+/// `tasks/blocked/<parent>`): the directory would replace it, and it
+/// vanished with no result (a requeue by the `reap` tool; a task filed to
+/// wait by a worker between its reaps). Now each move waits until the
+/// file has gone to `failed/` as misplaced, naming its path, and then
+/// every task runs.
+#[test]
+fn a_file_where_a_move_makes_a_directory_gets_its_result_before_the_move() {
+    let grid = Grid::new();
+    let go = grid.path("go");
+    let task = |id: &str, script: &str, extra: &str| {
+        format!(
+            r#"{{"task_id":"{id}","script":"{script}","timeout_seconds":60,"queued_at":"2026-12-06T13:00:00Z"{extra}}}"#
+        )
+        .into_bytes()
+    };
+    let squat = || task("squat", "echo squat", "");
+    let mut orphan: serde_json::Value =
+        serde_json::from_slice(&task("Q", "echo Q", r#","priority":60"#)).unwrap();
+    orphan["claim"] = serde_json::json!({
+        "node_id": "gone", "claimed_at": "2026-01-01T00:00:00Z",
+        "deadline": "2099-01-01T00:00:00Z", "attempt": 1,
+        "queued_at": "2026-12-06T13:00:00Z",
+    });
+    let gated = format!("while [ ! -e {} ]; do sleep 0.05; done", go.display());
+    grid.commit_files(
+        &[
+            ("tasks/lanes/p60".into(), squat()),
+            (
+                "tasks/in_progress/Q.json".into(),
+                serde_json::to_vec(&orphan).unwrap(),
+            ),
+            (
+                "tasks/lanes/p70/any/20261206T1300/P.json".into(),
+                task("P", &gated, r#","priority":70"#),
+            ),
+        ],
+        "a file where the requeue's lane goes",
+    );
+    let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
+    crate::tools_fixture::expect_code(&reap, 0);
+    let present = |path: &str| {
+        let out = git(&grid.bare, &["ls-tree", "main", "--", path]);
+        String::from_utf8_lossy(&out.stdout).contains(" blob ")
+    };
+    let has_result = |path: &str| {
+        errors_of(&grid.json_files("tasks/failed"))
+            .iter()
+            .any(|e| e.starts_with(&format!("{path}: ")))
+    };
+    assert!(
+        present("tasks/lanes/p60") || has_result("tasks/lanes/p60"),
+        "the requeue removed tasks/lanes/p60:\n{}",
+        crate::tools_fixture::stdout(&reap)
+    );
+
+    // A worker between its reaps (the first at its start), with a slot
+    // free: it runs P, and a dependant of P comes with a file where it
+    // would wait.
+    let mut spec = WorkerSpec::new(&grid, "n1");
+    spec.extra = "concurrency = 2\n".into();
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("n1 runs P", Duration::from_secs(60), || {
+        w.log_text().contains("running task_id=P")
+    });
+    grid.commit_files(
+        &[
+            ("tasks/blocked/P".into(), squat()),
+            (
+                "tasks/queue/K.json".into(),
+                task("K", "echo K", r#","after":["P"]"#),
+            ),
+            ("tasks/lanes/p50/gpu/20261206T1300".into(), squat()),
+            (
+                "tasks/queue/F.json".into(),
+                task("F", "echo F", r#","requires":["gpu"]"#),
+            ),
+        ],
+        "a dependant, and a file where it would wait",
+    );
+    let syncs = w.log_text().matches("DEBUG sync").count();
+    wait_until("n1 has seen K", Duration::from_secs(60), || {
+        w.log_text().matches("DEBUG sync").count() >= syncs + 3
+    });
+
+    for path in ["tasks/blocked/P", "tasks/lanes/p50/gpu/20261206T1300"] {
+        assert!(
+            present(path) || has_result(path),
+            "filing a task removed {path}:\n{}",
+            w.log_text()
+        );
+    }
+    std::fs::write(&go, b"").unwrap();
+    // K waits in the inbox for the next reap; the tool's comes sooner.
+    wait_until("P's result", Duration::from_secs(60), || {
+        grid.json_files("tasks/completed")
+            .values()
+            .any(|r| r["task_id"] == "P")
+    });
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    w.wait_exit(Duration::from_secs(60));
+    let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
+    crate::tools_fixture::expect_code(&reap, 0);
+    let mut spec = WorkerSpec::new(&grid, "n1");
+    spec.extra = "labels = [\"gpu\"]\n".into();
+    let mut w = spawn_worker(&grid, &spec);
+    assert!(
+        w.wait_exit(Duration::from_secs(120)).success(),
+        "{}",
+        w.log_text()
+    );
+    for path in [
+        "tasks/lanes/p60",
+        "tasks/blocked/P",
+        "tasks/lanes/p50/gpu/20261206T1300",
+    ] {
+        assert!(has_result(path), "{path} has no result");
+    }
+    let done = grid.json_files("tasks/completed");
+    for id in ["Q", "P", "K", "F"] {
+        assert!(
+            done.values().any(|r| r["task_id"] == id),
+            "{id} did not run: {:?}",
+            done.keys()
+        );
+    }
+    assert!(grid.queued().is_empty() && grid.blocked().is_empty());
+}

@@ -210,11 +210,15 @@ impl Draft<'_> {
             Some(_) => return Ok(false),
             None => {}
         }
-        if let Some(rel) = path
-            .strip_prefix(layout::LANES)
-            .and_then(|p| p.strip_prefix('/'))
-        {
-            return Ok(!self.queue(repo)?.holds(rel.as_bytes()));
+        if let Some(rel) = below_lanes(path) {
+            // Nor a file where one of its directories goes (pushed there by
+            // hand), unless this plan moved it out.
+            let queue = self.queue(repo)?;
+            let taken = |dir: &str| {
+                below_lanes(dir).is_some_and(|d| queue.holds(d.as_bytes()))
+                    && !matches!(self.edits.get(dir.as_bytes()), Some(Edit::Delete))
+            };
+            return Ok(!queue.holds(rel.as_bytes()) && !layout::dirs_made_by(path).any(taken));
         }
         crate::ledger::queue::is_free(repo, self.tip, &[&self.edits], path)
     }
@@ -288,6 +292,11 @@ fn writers(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(u32, u32), GitError> {
         0
     };
     Ok((count(others.len()).saturating_add(1), at_work))
+}
+
+/// `path` below `tasks/lanes/`, if it is there.
+fn below_lanes(path: &str) -> Option<&str> {
+    path.strip_prefix(layout::LANES)?.strip_prefix('/')
 }
 
 pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, GitError> {

@@ -227,19 +227,22 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
             },
             false => orphan::disposition(&c.claim, input.policy),
         };
-        // Where a requeue goes (`queue::requeue_to`); none free: a later
-        // reap tries again.
+        // Where a requeue goes (`queue::requeue_to`). None free: each of
+        // those places holds another file of its id, which the claim holds
+        // back (a copy of a claimed task waits for the claim to go), so a
+        // claim kept would keep them all from running for good. It ends
+        // instead, and they run; its dependants wait for them (`deps`).
+        let mut why = why;
         let requeue = match disposition {
             Disposition::Requeue { attempt } => {
                 let plans = [input.earlier, &out.edits];
                 match super::queue::requeue_to(repo, tip, &plans, &c.task, c.arrival())? {
                     Some(to) => Some((attempt, to)),
                     None => {
-                        out.reaped.push((
-                            id.to_string(),
-                            format!("left for now ({why}): its lane, the inbox and the next minutes of its lane each hold another file of its id"),
-                        ));
-                        continue;
+                        why = format!(
+                            "{why}; its lane, the inbox and the next minutes of its lane each hold another file of its id, which run instead"
+                        );
+                        None
                     }
                 }
             }
@@ -264,9 +267,13 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                 ));
             }
             None => {
+                let attempts = match c.claim.attempt {
+                    1 => "1 attempt".to_owned(),
+                    n => format!("{n} attempts"),
+                };
                 let error = format!(
-                    "abandoned after {} attempts; the last claim, by {}, was orphaned: {why}",
-                    c.claim.attempt, c.claim.node_id
+                    "abandoned after {attempts}; the last claim, by {}, was orphaned: {why}",
+                    c.claim.node_id
                 );
                 let result = abandoned(c, &c.claim.node_id, input.now, error.clone());
                 out.results.push(PendingResult::unsigned(

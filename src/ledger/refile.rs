@@ -50,9 +50,23 @@ pub fn plan(
         })
         .collect();
     let batch = batch(&unserved, now);
-    let specs: Vec<String> = batch.iter().map(|l| l.entry.oid.clone()).collect();
-    let blobs = repo.read_objects(&specs, rules.max_file_bytes as u64)?;
-    for (l, blob) in batch.into_iter().zip(blobs) {
+    // Only files are read: a submodule's or a symbolic link's entry is
+    // judged by its kind (a gitlink names a commit the grid does not have,
+    // which would be "not read this time" at every reap, for good).
+    let is_file = |l: &LaneEntry| matches!(l.entry.mode, EntryMode::File | EntryMode::Executable);
+    let specs: Vec<String> = batch
+        .iter()
+        .filter(|l| is_file(l))
+        .map(|l| l.entry.oid.clone())
+        .collect();
+    let mut blobs = repo
+        .read_objects(&specs, rules.max_file_bytes as u64)?
+        .into_iter();
+    for l in batch {
+        let blob = match is_file(l) {
+            true => blobs.next().unwrap_or(Blob::Missing),
+            false => Blob::Data(Vec::new()),
+        };
         let name = String::from_utf8_lossy(l.file_name()).into_owned();
         let parsed = match blob {
             Blob::Data(bytes) => Task::from_entry(

@@ -740,3 +740,98 @@ fn a_file_where_a_move_makes_a_directory_gets_its_result_before_the_move() {
     }
     assert!(grid.queued().is_empty() && grid.blocked().is_empty());
 }
+
+/// An orphaned claim whose lane, the inbox and the next five minutes of its
+/// lane each hold a copy of its task: a requeue has nowhere to go, and the
+/// claim held every copy back (a copy of a claimed task waits for the
+/// claim), so the task never ran and a drain never ended. The claim is
+/// abandoned, saying why, and every copy runs.
+#[test]
+fn a_claim_with_nowhere_to_go_ends_and_its_copies_run() {
+    let grid = Grid::new();
+    let runs = grid.path("runs.log");
+    let task = |mark: &str| {
+        format!(
+            r#"{{"task_id":"T","script":"echo {mark} >> '{}'","timeout_seconds":30,"queued_at":"2026-12-06T13:00:00Z"}}"#,
+            runs.display()
+        )
+    };
+    let mut claimed: serde_json::Value = serde_json::from_str(&task("claimed")).unwrap();
+    claimed["claim"] = serde_json::json!({
+        "node_id": "gone", "claimed_at": "2026-01-01T00:00:00Z",
+        "deadline": "2026-01-01T00:10:00Z", "attempt": 1,
+        "queued_at": "2026-12-06T13:00:00Z",
+    });
+    let mut files = vec![
+        (
+            "tasks/in_progress/T.json".to_owned(),
+            serde_json::to_vec(&claimed).unwrap(),
+        ),
+        ("tasks/queue/T.json".to_owned(), task("inbox").into_bytes()),
+    ];
+    let mut marks = vec!["inbox".to_owned()];
+    for minute in 0..=5 {
+        let mark = format!("lane-{minute}");
+        files.push((
+            format!("tasks/lanes/p50/any/20261206T130{minute}/T.json"),
+            task(&mark).into_bytes(),
+        ));
+        marks.push(mark);
+    }
+    grid.commit_files(&files, "copies everywhere a requeue could go");
+    let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
+    crate::tools_fixture::expect_code(&reap, 0);
+    let failed = grid.json_files("tasks/failed");
+    let abandoned = &failed["gone@T.json"];
+    assert_eq!(abandoned["status"], "abandoned", "{abandoned}");
+    let error = abandoned["error"].as_str().unwrap();
+    assert!(
+        error.contains("abandoned after 1 attempt;") && error.contains("which run instead"),
+        "{error}"
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
+    assert!(
+        w.wait_exit(Duration::from_secs(120)).success(),
+        "{}",
+        w.log_text()
+    );
+    let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+    let mut lines: Vec<&str> = ran.lines().collect();
+    lines.sort();
+    marks.sort();
+    assert_eq!(lines, marks, "every copy ran once, the claim's did not");
+}
+
+/// A submodule (gitlink) named as a task in a lane no live node serves:
+/// the reap read its object, which the grid does not have, and left it
+/// "for a later reap", every reap, for good. It is judged by its kind.
+#[test]
+fn a_submodule_in_a_lane_nobody_serves_goes_to_failed() {
+    let grid = Grid::new();
+    let place = "tasks/lanes/p50/gpu/20261206T1200/S.json";
+    grid.commit_with("a submodule where a task goes", |work| {
+        let path = work.join(place);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("README"), b"nested\n").unwrap();
+        for args in [
+            &["init", "--quiet", "-b", "main"][..],
+            &["add", "README"],
+            &["commit", "--quiet", "-m", "nested"],
+        ] {
+            git(&path, args);
+        }
+    });
+    let listed = git(&grid.bare, &["ls-tree", "-r", "main", "--", place]).stdout;
+    assert!(String::from_utf8_lossy(&listed).starts_with("160000 commit"));
+    let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
+    crate::tools_fixture::expect_code(&reap, 0);
+    let errors = errors_of(&grid.json_files("tasks/failed"));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e == &format!("{place}: is a submodule, not a regular file")),
+        "{errors:?}\n{}",
+        crate::tools_fixture::stdout(&reap)
+    );
+    assert!(grid.lane_paths().is_empty(), "{:?}", grid.lane_paths());
+}

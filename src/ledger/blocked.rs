@@ -76,25 +76,92 @@ impl BlockedAt {
     }
 }
 
-/// Where the copies of a task are at the tip, and what the commit removes.
+/// Where the copies of a task are at the tip.
 pub(super) struct Copies<'a> {
     pub queue: &'a QueueAt,
     pub running: &'a [TreeEntry],
     pub blocked: &'a BlockedAt,
     pub claimed: &'a BTreeSet<Id>,
-    pub removed: &'a Edits,
 }
 
+/// The directories a task's file can be in, waiting to run or running.
+const TASK_DIRS: [&str; 4] = [
+    layout::QUEUE,
+    layout::LANES,
+    layout::IN_PROGRESS,
+    layout::BLOCKED,
+];
+
 impl Copies<'_> {
-    /// Whether a copy of `id` stays pending after the commit's edits: a
-    /// claim of it in this plan, or a file of its id in the queue,
-    /// `in_progress/` or `blocked/` that no edit of the commit deletes.
-    pub fn survives(&self, id: &Id) -> bool {
-        let stays = |path: Vec<u8>| !matches!(self.removed.get(&path), Some(Edit::Delete));
+    /// The tasks that will run whatever waits in `blocked/`, once the
+    /// commit's `plans` are made: claimed in this plan, or with a file in
+    /// the queue or `in_progress/` that they leave or write. One pass over
+    /// the listings.
+    pub fn outside_blocked(&self, plans: &[&Edits]) -> BTreeSet<Id> {
+        let last_edit = |path: &[u8]| plans.iter().rev().find_map(|e| e.get(path));
+        let stays = |path: &[u8]| !matches!(last_edit(path), Some(Edit::Delete));
+        let id_of = |name: &[u8]| {
+            let last = name.rsplit(|b| *b == b'/').next().unwrap_or(name);
+            std::str::from_utf8(last)
+                .ok()
+                .and_then(layout::json_stem)
+                .and_then(|s| Id::parse(s).ok())
+        };
+        let mut out: BTreeSet<Id> = self.claimed.clone();
+        for e in &self.queue.inbox {
+            if stays(&entry_path(layout::QUEUE, &e.name)) {
+                out.extend(id_of(&e.name));
+            }
+        }
+        for l in &self.queue.lanes {
+            if stays(&l.path()) {
+                out.extend(l.id());
+            }
+        }
+        for e in self.running {
+            if stays(&entry_path(layout::IN_PROGRESS, &e.name)) {
+                out.extend(id_of(&e.name));
+            }
+        }
+        for (path, edit) in plans.iter().flat_map(|e| e.iter()) {
+            let placed = [layout::QUEUE, layout::LANES, layout::IN_PROGRESS]
+                .iter()
+                .any(|d| {
+                    path.strip_prefix(d.as_bytes())
+                        .is_some_and(|rest| rest.first() == Some(&b'/'))
+                });
+            if placed && !matches!(edit, Edit::Delete) && stays(path) {
+                out.extend(id_of(path));
+            }
+        }
+        out
+    }
+
+    /// Whether a copy of `id` is still to run once the commit's `plans`
+    /// (in the order they apply) are made: a claim of it in this plan, a
+    /// file of its id in the queue, `in_progress/` or `blocked/` that they
+    /// leave, or one they write there (a task filed, refiled, requeued or
+    /// moved on in the same commit).
+    pub fn survives(&self, id: &Id, plans: &[&Edits]) -> bool {
+        let last_edit = |path: &[u8]| plans.iter().rev().find_map(|e| e.get(path));
+        let stays = |path: Vec<u8>| !matches!(last_edit(&path), Some(Edit::Delete));
         let named = |name: &[u8]| {
-            let name = String::from_utf8_lossy(name);
-            let last = name.rsplit('/').next().unwrap_or(&name);
-            layout::json_stem(last) == Some(id.as_str())
+            let last = name.rsplit(|b| *b == b'/').next().unwrap_or(name);
+            std::str::from_utf8(last).ok().and_then(layout::json_stem) == Some(id.as_str())
+        };
+        let in_task_dir = |path: &[u8]| {
+            TASK_DIRS.iter().any(|d| {
+                path.strip_prefix(d.as_bytes())
+                    .is_some_and(|rest| rest.first() == Some(&b'/'))
+            })
+        };
+        let written = || {
+            plans.iter().flat_map(|e| e.iter()).any(|(path, edit)| {
+                !matches!(edit, Edit::Delete)
+                    && named(path)
+                    && in_task_dir(path)
+                    && !matches!(last_edit(path), Some(Edit::Delete))
+            })
         };
         self.claimed.contains(id)
             || self
@@ -120,5 +187,6 @@ impl Copies<'_> {
                 .iter()
                 .filter(|b| b.child().as_ref() == Some(id))
                 .any(|b| stays(b.path()))
+            || written()
     }
 }

@@ -161,14 +161,13 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
             .iter()
             .filter_map(|e| layout::json_stem(&e.name_lossy()).and_then(|s| Id::parse(s).ok())),
     );
-    pending.extend(waiting.iter().cloned());
     pending.extend(input.claimed.iter().cloned());
+    pending.extend(waiting.iter().cloned());
     let copies = Copies {
         queue: input.queue,
         running: &running,
         blocked: &blocked,
         claimed: input.claimed,
-        removed: input.earlier,
     };
     // A failure ends a task only where no other copy of it is still to
     // run: a file pushed under a queued task's id, invalid, fails that
@@ -176,7 +175,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
     let finished: BTreeMap<Id, Finished> = input
         .finished
         .iter()
-        .filter(|(id, f)| f.success || !copies.survives(id))
+        .filter(|(id, f)| f.success || !copies.survives(id, &[input.earlier]))
         .map(|(id, f)| (id.clone(), f.clone()))
         .collect();
     for id in finished.keys() {
@@ -198,10 +197,14 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
     // One text a cycle, shared by its members.
     let mut cycle_of: BTreeMap<Id, Rc<str>> = BTreeMap::new();
     if cycles {
+        // A file under `blocked/` of a task that also waits in the queue
+        // or runs (a copy pushed there) closes no loop: the task runs.
+        let outside = copies.outside_blocked(&[input.earlier]);
         let owned: Vec<(Id, Id)> = blocked
             .entries
             .iter()
             .filter_map(|b| Some((b.child()?, b.parent.clone())))
+            .filter(|(c, _)| !outside.contains(c))
             .collect();
         let refs: BTreeMap<&Id, Vec<&Id>> = owned.iter().map(|(c, p)| (c, vec![p])).collect();
         for cycle in deps::cycles(&refs) {
@@ -438,8 +441,14 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                 };
                 let result = never_ran(&task, input.node, input.now, status, error.clone());
                 let pending = PendingResult::unsigned(input.node.clone(), id.to_string(), result);
-                failed_now.insert(id.clone(), Finished::of(&pending));
-                ledger.pending.remove(&id);
+                // Its own waiting tasks, in turn, unless another copy of it
+                // is still to run (a copy pushed under a wrong parent, failed
+                // here, while the task waits in its lane).
+                let ended = !copies.survives(&id, &[input.earlier, &out.edits]);
+                if ended {
+                    failed_now.insert(id.clone(), Finished::of(&pending));
+                    ledger.pending.remove(&id);
+                }
                 out.results.push(pending);
                 out.summary.push(format!("{how} {id} (dependency)"));
                 let word = if invalid {
@@ -451,8 +460,9 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                     id.to_string(),
                     format!("moved to {} as {word}: {error}", layout::FAILED),
                 ));
-                // Its own waiting tasks, in turn.
-                queue.extend(blocked.entries.iter().filter(|c| c.parent == id).cloned());
+                if ended {
+                    queue.extend(blocked.entries.iter().filter(|c| c.parent == id).cloned());
+                }
             }
         }
     }

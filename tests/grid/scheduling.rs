@@ -647,6 +647,78 @@ fn an_invalid_file_under_a_queued_tasks_id_does_not_fail_its_dependants() {
     assert!(grid.blocked().is_empty() && grid.queued().is_empty());
 }
 
+/// Copies of a queued parent pushed where they fail, or where they look
+/// like a loop, fail as copies: the parent's dependants wait for the parent
+/// itself. A copy under a parent nobody knows (`invalid`), a copy waiting
+/// under the parent's own dependant (no loop: the parent is queued), and a
+/// junk file in `tasks/lanes/` named after a parent that the same commit
+/// files from the inbox into a lane no live node serves.
+#[test]
+fn copies_of_a_queued_parent_that_fail_do_not_fail_its_dependants() {
+    let grid = Grid::new();
+    submit(
+        &grid,
+        "graph",
+        json!([
+            {"task_id": "P", "script": "echo P", "timeout_seconds": 30},
+            {"task_id": "D", "script": "echo D", "timeout_seconds": 30, "after": ["P"]},
+        ]),
+    );
+    let task = |id: &str, extra: &str| {
+        format!(r#"{{"task_id":"{id}","script":"echo {id}","timeout_seconds":30{extra}}}"#)
+            .into_bytes()
+    };
+    grid.commit_files(
+        &[
+            (
+                "tasks/blocked/nobody/P.json".into(),
+                task("P", r#","after":["nobody"]"#),
+            ),
+            ("tasks/blocked/D/P.json".into(), task("P", "")),
+            (
+                "tasks/queue/G.json".into(),
+                task("G", r#","requires":["gpu"]"#),
+            ),
+            (
+                "tasks/blocked/G/E.json".into(),
+                task("E", r#","after":["G"]"#),
+            ),
+            ("tasks/lanes/G.json".into(), b"not json".to_vec()),
+        ],
+        "copies of parents where they fail",
+    );
+    drained(&grid, "n1");
+    let ended = |id: &str| -> Vec<String> {
+        grid.results()
+            .into_iter()
+            .filter(|(_, r)| r["task_id"] == id)
+            .map(|(f, r)| format!("{f}: {} {}", r["status"], r["error"]))
+            .collect()
+    };
+    let d = ended("D");
+    assert!(
+        d.len() == 1 && d[0].contains("\"completed\""),
+        "D: {d:?}, P: {:?}",
+        ended("P")
+    );
+    assert!(
+        ended("E").is_empty(),
+        "E waits for G, which is queued: {:?}",
+        ended("E")
+    );
+    let mut spec = WorkerSpec::new(&grid, "gpu1");
+    spec.extra = "labels = [\"gpu\"]\n".into();
+    let mut w = spawn_worker(&grid, &spec);
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    let e = ended("E");
+    assert!(e.len() == 1 && e[0].contains("\"completed\""), "E: {e:?}");
+    assert!(grid.blocked().is_empty() && grid.queued().is_empty());
+}
+
 /// Pushed by hand: a task filed under a parent that failed before (the
 /// sweep at a node's start moves it on, naming how its parent ended), and
 /// two tasks whose `after`s make a loop only once their first parent is

@@ -84,109 +84,81 @@ pub(super) struct Copies<'a> {
     pub claimed: &'a BTreeSet<Id>,
 }
 
-/// The directories a task's file can be in, waiting to run or running.
-const TASK_DIRS: [&str; 4] = [
-    layout::QUEUE,
-    layout::LANES,
-    layout::IN_PROGRESS,
-    layout::BLOCKED,
-];
+/// Where a task's file is while it will still run, `blocked/` aside.
+const OUTSIDE_BLOCKED: [&str; 3] = [layout::QUEUE, layout::LANES, layout::IN_PROGRESS];
+
+/// The last edit of `path` among the commit's `plans` (in the order they
+/// apply), if any.
+fn last_edit<'e>(plans: &[&'e Edits], path: &[u8]) -> Option<&'e Edit> {
+    plans.iter().rev().find_map(|e| e.get(path))
+}
+
+fn deleted(plans: &[&Edits], path: &[u8]) -> bool {
+    matches!(last_edit(plans, path), Some(Edit::Delete))
+}
+
+/// The id a task file is named for (`.../<id>.json`).
+fn id_of(path: &[u8]) -> Option<Id> {
+    let last = path.rsplit(|b| *b == b'/').next().unwrap_or(path);
+    std::str::from_utf8(last)
+        .ok()
+        .and_then(layout::json_stem)
+        .and_then(|s| Id::parse(s).ok())
+}
+
+/// Task files the commit's `plans` write below one of `dirs` and keep.
+fn written<'p>(plans: &'p [&Edits], dirs: &'p [&str]) -> impl Iterator<Item = Id> + 'p {
+    let below = |path: &[u8]| {
+        dirs.iter().any(|d| {
+            path.strip_prefix(d.as_bytes())
+                .is_some_and(|rest| rest.first() == Some(&b'/'))
+        })
+    };
+    plans
+        .iter()
+        .flat_map(|e| e.iter())
+        .filter(move |(path, edit)| {
+            !matches!(edit, Edit::Delete) && below(path) && !deleted(plans, path)
+        })
+        .filter_map(|(path, _)| id_of(path))
+}
 
 impl Copies<'_> {
+    /// Every task file at the tip where it will still run: the inbox, the
+    /// lanes and `in_progress/`, and `blocked/` if asked.
+    fn files(&self, with_blocked: bool) -> impl Iterator<Item = (&str, &TreeEntry)> {
+        let blocked = self.blocked.entries.iter().filter(move |_| with_blocked);
+        let queue = self.queue;
+        (queue.inbox.iter().map(|e| (layout::QUEUE, e)))
+            .chain(queue.lanes.iter().map(|l| (layout::LANES, &l.entry)))
+            .chain(self.running.iter().map(|e| (layout::IN_PROGRESS, e)))
+            .chain(blocked.map(|b| (layout::BLOCKED, &b.entry)))
+    }
+
     /// The tasks that will run whatever waits in `blocked/`, once the
     /// commit's `plans` are made: claimed in this plan, or with a file in
-    /// the queue or `in_progress/` that they leave or write. One pass over
-    /// the listings.
+    /// the queue or `in_progress/` that they leave or write. One pass.
     pub fn outside_blocked(&self, plans: &[&Edits]) -> BTreeSet<Id> {
-        let last_edit = |path: &[u8]| plans.iter().rev().find_map(|e| e.get(path));
-        let stays = |path: &[u8]| !matches!(last_edit(path), Some(Edit::Delete));
-        let id_of = |name: &[u8]| {
-            let last = name.rsplit(|b| *b == b'/').next().unwrap_or(name);
-            std::str::from_utf8(last)
-                .ok()
-                .and_then(layout::json_stem)
-                .and_then(|s| Id::parse(s).ok())
-        };
         let mut out: BTreeSet<Id> = self.claimed.clone();
-        for e in &self.queue.inbox {
-            if stays(&entry_path(layout::QUEUE, &e.name)) {
+        for (dir, e) in self.files(false) {
+            if !deleted(plans, &entry_path(dir, &e.name)) {
                 out.extend(id_of(&e.name));
             }
         }
-        for l in &self.queue.lanes {
-            if stays(&l.path()) {
-                out.extend(l.id());
-            }
-        }
-        for e in self.running {
-            if stays(&entry_path(layout::IN_PROGRESS, &e.name)) {
-                out.extend(id_of(&e.name));
-            }
-        }
-        for (path, edit) in plans.iter().flat_map(|e| e.iter()) {
-            let placed = [layout::QUEUE, layout::LANES, layout::IN_PROGRESS]
-                .iter()
-                .any(|d| {
-                    path.strip_prefix(d.as_bytes())
-                        .is_some_and(|rest| rest.first() == Some(&b'/'))
-                });
-            if placed && !matches!(edit, Edit::Delete) && stays(path) {
-                out.extend(id_of(path));
-            }
-        }
+        out.extend(written(plans, &OUTSIDE_BLOCKED));
         out
     }
 
     /// Whether a copy of `id` is still to run once the commit's `plans`
-    /// (in the order they apply) are made: a claim of it in this plan, a
-    /// file of its id in the queue, `in_progress/` or `blocked/` that they
-    /// leave, or one they write there (a task filed, refiled, requeued or
-    /// moved on in the same commit).
+    /// are made: a claim of it in this plan, a file of its id in the queue,
+    /// `in_progress/` or `blocked/` that they leave, or one they write
+    /// there (a task filed, refiled, requeued or moved on in the commit).
     pub fn survives(&self, id: &Id, plans: &[&Edits]) -> bool {
-        let last_edit = |path: &[u8]| plans.iter().rev().find_map(|e| e.get(path));
-        let stays = |path: Vec<u8>| !matches!(last_edit(&path), Some(Edit::Delete));
-        let named = |name: &[u8]| {
-            let last = name.rsplit(|b| *b == b'/').next().unwrap_or(name);
-            std::str::from_utf8(last).ok().and_then(layout::json_stem) == Some(id.as_str())
-        };
-        let in_task_dir = |path: &[u8]| {
-            TASK_DIRS.iter().any(|d| {
-                path.strip_prefix(d.as_bytes())
-                    .is_some_and(|rest| rest.first() == Some(&b'/'))
-            })
-        };
-        let written = || {
-            plans.iter().flat_map(|e| e.iter()).any(|(path, edit)| {
-                !matches!(edit, Edit::Delete)
-                    && named(path)
-                    && in_task_dir(path)
-                    && !matches!(last_edit(path), Some(Edit::Delete))
-            })
-        };
+        let dirs = [OUTSIDE_BLOCKED.as_slice(), &[layout::BLOCKED]].concat();
         self.claimed.contains(id)
-            || self
-                .queue
-                .inbox
-                .iter()
-                .filter(|e| named(&e.name))
-                .any(|e| stays(entry_path(layout::QUEUE, &e.name)))
-            || self
-                .queue
-                .lanes
-                .iter()
-                .filter(|l| l.id().as_ref() == Some(id))
-                .any(|l| stays(l.path()))
-            || self
-                .running
-                .iter()
-                .filter(|e| named(&e.name))
-                .any(|e| stays(entry_path(layout::IN_PROGRESS, &e.name)))
-            || self
-                .blocked
-                .entries
-                .iter()
-                .filter(|b| b.child().as_ref() == Some(id))
-                .any(|b| stays(b.path()))
-            || written()
+            || self.files(true).any(|(dir, e)| {
+                id_of(&e.name).as_ref() == Some(id) && !deleted(plans, &entry_path(dir, &e.name))
+            })
+            || written(plans, &dirs).any(|w| &w == id)
     }
 }

@@ -13,12 +13,14 @@
 //!   parent that did not complete (as `invalid`, where its `after` names a
 //!   task not on the grid). A task failed so releases its own waiting
 //!   tasks in turn. A failure while another copy of the parent is still
-//!   to run (queued, running, waiting, or claimed in this commit) is the
-//!   end of that copy, not of the task: an invalid file pushed under a
-//!   queued task's id would otherwise fail the task's dependants. Tasks the plan files under `blocked/` itself (from the
-//!   inbox) are looked at as if there already, and at once if their parent
-//!   is not pending; cycles through them are invalid, and so are the tasks
-//!   of a loop that a move under the next parent would close.
+//!   to run (queued, running, waiting, claimed or written in this commit:
+//!   `ledger::blocked::Copies`) is the end of that copy, not of the task:
+//!   an invalid file pushed under a queued task's id would otherwise fail
+//!   the task's dependants. Tasks the plan files under `blocked/` itself
+//!   (from the inbox) are looked at as if there already, and at once if
+//!   their parent is not pending; cycles through them are invalid, and so
+//!   are the tasks of a loop that a move under the next parent would
+//!   close. A copy of a queued or running task closes no cycle.
 //! - **The sweep** (the safety net), with each reap: every `blocked/<p>/`
 //!   whose `p` is no longer queued, waiting or running is looked at the
 //!   same way (a result written by an older worker, a task pushed under a

@@ -307,6 +307,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_move_makes_the_directories_below_the_grids_own() {
+        let made: Vec<&str> = dirs_made_by("tasks/lanes/p50/any/20261130T1205/t.json").collect();
+        assert_eq!(
+            made,
+            [
+                "tasks/lanes/p50",
+                "tasks/lanes/p50/any",
+                "tasks/lanes/p50/any/20261130T1205"
+            ]
+        );
+        let made: Vec<&str> = dirs_made_by("tasks/blocked/p/c.json").collect();
+        assert_eq!(made, ["tasks/blocked/p"]);
+        assert_eq!(dirs_made_by("tasks/queue/t.json").count(), 0);
+    }
+
+    #[test]
     fn paths_are_built_from_ids() {
         let t = Id::parse("t1").unwrap();
         let n = Id::parse("n1").unwrap();

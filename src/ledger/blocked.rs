@@ -3,7 +3,8 @@
 //! (`ledger::deps`), the tools that show and archive them, and a node's
 //! claim.
 
-use std::collections::BTreeSet;
+use std::cell::OnceCell;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::git::{Edit, Edits, TreeEntry};
 use crate::git::{GitError, GridRepo};
@@ -76,12 +77,18 @@ impl BlockedAt {
     }
 }
 
-/// Where the copies of a task are at the tip.
+/// Where the copies of a task are: at the tip, and as the commit's plans
+/// so far (`earlier`) leave them.
 pub(super) struct Copies<'a> {
     pub queue: &'a QueueAt,
     pub running: &'a [TreeEntry],
     pub blocked: &'a BlockedAt,
     pub claimed: &'a BTreeSet<Id>,
+    pub earlier: &'a Edits,
+    /// Every path a file of each id is at, at the tip or written by
+    /// `earlier`: built once, at the first question (a flood of 20,000
+    /// invalid files asked a walk of the whole queue each).
+    paths: OnceCell<HashMap<Id, Vec<Vec<u8>>>>,
 }
 
 /// Where a task's file is while it will still run, `blocked/` aside.
@@ -106,59 +113,105 @@ fn id_of(path: &[u8]) -> Option<Id> {
         .and_then(|s| Id::parse(s).ok())
 }
 
-/// Task files the commit's `plans` write below one of `dirs` and keep.
-fn written<'p>(plans: &'p [&Edits], dirs: &'p [&str]) -> impl Iterator<Item = Id> + 'p {
+/// Task files `edits` write below one of `dirs`, with their ids.
+fn written<'e>(edits: &'e Edits, dirs: &'e [&str]) -> impl Iterator<Item = (Id, &'e Vec<u8>)> {
     let below = |path: &[u8]| {
         dirs.iter().any(|d| {
             path.strip_prefix(d.as_bytes())
                 .is_some_and(|rest| rest.first() == Some(&b'/'))
         })
     };
-    plans
+    edits
         .iter()
-        .flat_map(|e| e.iter())
-        .filter(move |(path, edit)| {
-            !matches!(edit, Edit::Delete) && below(path) && !deleted(plans, path)
-        })
-        .filter_map(|(path, _)| id_of(path))
+        .filter(move |(path, edit)| !matches!(edit, Edit::Delete) && below(path))
+        .filter_map(|(path, _)| Some((id_of(path)?, path)))
 }
 
-impl Copies<'_> {
+const TASK_DIRS: [&str; 4] = [
+    layout::QUEUE,
+    layout::LANES,
+    layout::IN_PROGRESS,
+    layout::BLOCKED,
+];
+
+impl<'a> Copies<'a> {
+    pub fn new(
+        queue: &'a QueueAt,
+        running: &'a [TreeEntry],
+        blocked: &'a BlockedAt,
+        claimed: &'a BTreeSet<Id>,
+        earlier: &'a Edits,
+    ) -> Copies<'a> {
+        Copies {
+            queue,
+            running,
+            blocked,
+            claimed,
+            earlier,
+            paths: OnceCell::new(),
+        }
+    }
+
     /// Every task file at the tip where it will still run: the inbox, the
     /// lanes and `in_progress/`, and `blocked/` if asked.
-    fn files(&self, with_blocked: bool) -> impl Iterator<Item = (&str, &TreeEntry)> {
+    fn files(&self, with_blocked: bool) -> impl Iterator<Item = Vec<u8>> + '_ {
         let blocked = self.blocked.entries.iter().filter(move |_| with_blocked);
         let queue = self.queue;
-        (queue.inbox.iter().map(|e| (layout::QUEUE, e)))
-            .chain(queue.lanes.iter().map(|l| (layout::LANES, &l.entry)))
-            .chain(self.running.iter().map(|e| (layout::IN_PROGRESS, e)))
-            .chain(blocked.map(|b| (layout::BLOCKED, &b.entry)))
+        (queue
+            .inbox
+            .iter()
+            .map(|e| entry_path(layout::QUEUE, &e.name)))
+        .chain(queue.lanes.iter().map(|l| l.path()))
+        .chain(
+            self.running
+                .iter()
+                .map(|e| entry_path(layout::IN_PROGRESS, &e.name)),
+        )
+        .chain(blocked.map(|b| b.path()))
     }
 
     /// The tasks that will run whatever waits in `blocked/`, once the
-    /// commit's `plans` are made: claimed in this plan, or with a file in
+    /// `earlier` plans are made: claimed in this plan, or with a file in
     /// the queue or `in_progress/` that they leave or write. One pass.
-    pub fn outside_blocked(&self, plans: &[&Edits]) -> BTreeSet<Id> {
+    pub fn outside_blocked(&self) -> BTreeSet<Id> {
+        let plans = [self.earlier];
         let mut out: BTreeSet<Id> = self.claimed.clone();
-        for (dir, e) in self.files(false) {
-            if !deleted(plans, &entry_path(dir, &e.name)) {
-                out.extend(id_of(&e.name));
+        for path in self.files(false) {
+            if !deleted(&plans, &path) {
+                out.extend(id_of(&path));
             }
         }
-        out.extend(written(plans, &OUTSIDE_BLOCKED));
+        for (id, path) in written(self.earlier, &OUTSIDE_BLOCKED) {
+            if !deleted(&plans, path) {
+                out.insert(id);
+            }
+        }
         out
     }
 
-    /// Whether a copy of `id` is still to run once the commit's `plans`
-    /// are made: a claim of it in this plan, a file of its id in the queue,
-    /// `in_progress/` or `blocked/` that they leave, or one they write
-    /// there (a task filed, refiled, requeued or moved on in the commit).
-    pub fn survives(&self, id: &Id, plans: &[&Edits]) -> bool {
-        let dirs = [OUTSIDE_BLOCKED.as_slice(), &[layout::BLOCKED]].concat();
+    /// Whether a copy of `id` is still to run once the `earlier` plans and
+    /// `more` are made: a claim of it in this plan, a file of its id in
+    /// the queue, `in_progress/` or `blocked/` that they leave, or one they
+    /// write there (a task filed, refiled, requeued or moved on in the
+    /// commit).
+    pub fn survives(&self, id: &Id, more: &Edits) -> bool {
+        let plans = [self.earlier, more];
+        let paths = self.paths.get_or_init(|| {
+            let mut by_id: HashMap<Id, Vec<Vec<u8>>> = HashMap::new();
+            for path in self.files(true) {
+                if let Some(id) = id_of(&path) {
+                    by_id.entry(id).or_default().push(path);
+                }
+            }
+            for (id, path) in written(self.earlier, &TASK_DIRS) {
+                by_id.entry(id).or_default().push(path.clone());
+            }
+            by_id
+        });
         self.claimed.contains(id)
-            || self.files(true).any(|(dir, e)| {
-                id_of(&e.name).as_ref() == Some(id) && !deleted(plans, &entry_path(dir, &e.name))
-            })
-            || written(plans, &dirs).any(|w| &w == id)
+            || paths
+                .get(id)
+                .is_some_and(|ps| ps.iter().any(|p| !deleted(&plans, p)))
+            || written(more, &TASK_DIRS).any(|(w, p)| &w == id && !deleted(&plans, p))
     }
 }

@@ -56,6 +56,11 @@ pub struct Finished {
     pub status: String,
     /// Where it lands (for the error of a dependant).
     pub file: String,
+    /// Judged, not run: `invalid` (the file broke a rule) or
+    /// `dependency_failed`. Such a result is of a file, and ends its task
+    /// only where no other file of the id is still to run; a run's end
+    /// (or an abandoned claim) ends the task.
+    pub judged: bool,
 }
 
 impl Finished {
@@ -64,7 +69,17 @@ impl Finished {
             success: r.result.status.is_success(),
             status: status_name(r.result.status),
             file: layout::result_file(r.result.status.is_success(), &r.node, &r.stem),
+            judged: matches!(
+                r.result.status,
+                ResultStatus::Invalid | ResultStatus::DependencyFailed
+            ),
         }
+    }
+
+    /// Whether this result ends its task for the dependants, given
+    /// whether another file of the id is still to run.
+    fn ends_task(&self, copy_survives: impl FnOnce() -> bool) -> bool {
+        self.success || !self.judged || !copy_survives()
     }
 }
 
@@ -165,19 +180,20 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
     );
     pending.extend(input.claimed.iter().cloned());
     pending.extend(waiting.iter().cloned());
-    let copies = Copies {
-        queue: input.queue,
-        running: &running,
-        blocked: &blocked,
-        claimed: input.claimed,
-    };
-    // A failure ends a task only where no other copy of it is still to
-    // run: a file pushed under a queued task's id, invalid, fails that
+    let copies = Copies::new(
+        input.queue,
+        &running,
+        &blocked,
+        input.claimed,
+        input.earlier,
+    );
+    // A file judged invalid ends its task only where no other copy of it
+    // is still to run: a file pushed under a queued task's id fails that
     // file, and the task's dependants wait for the task.
     let finished: BTreeMap<Id, Finished> = input
         .finished
         .iter()
-        .filter(|(id, f)| f.success || !copies.survives(id, &[input.earlier]))
+        .filter(|(id, f)| f.ends_task(|| copies.survives(id, &Edits::new())))
         .map(|(id, f)| (id.clone(), f.clone()))
         .collect();
     for id in finished.keys() {
@@ -201,7 +217,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
     if cycles {
         // A file under `blocked/` of a task that also waits in the queue
         // or runs (a copy pushed there) closes no loop: the task runs.
-        let outside = copies.outside_blocked(&[input.earlier]);
+        let outside = copies.outside_blocked();
         let owned: Vec<(Id, Id)> = blocked
             .entries
             .iter()
@@ -446,7 +462,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                 // Its own waiting tasks, in turn, unless another copy of it
                 // is still to run (a copy pushed under a wrong parent, failed
                 // here, while the task waits in its lane).
-                let ended = !copies.survives(&id, &[input.earlier, &out.edits]);
+                let ended = !copies.survives(&id, &out.edits);
                 if ended {
                     failed_now.insert(id.clone(), Finished::of(&pending));
                     ledger.pending.remove(&id);

@@ -719,6 +719,47 @@ fn copies_of_a_queued_parent_that_fail_do_not_fail_its_dependants() {
     assert!(grid.blocked().is_empty() && grid.queued().is_empty());
 }
 
+/// A run's failure ends its task whatever copies are left: a copy of the
+/// parent waiting in a lane no live node serves (or, with trust enforced,
+/// an unsigned copy no node ever runs) kept the dependant waiting for good.
+#[test]
+fn a_parent_that_ran_and_failed_fails_its_dependants_whatever_copies_wait() {
+    let grid = Grid::new();
+    submit(
+        &grid,
+        "graph",
+        json!([
+            {"task_id": "P", "script": "exit 3", "timeout_seconds": 30},
+            {"task_id": "D", "script": "echo D", "timeout_seconds": 30, "after": ["P"]},
+        ]),
+    );
+    let copy = r#"{"task_id":"P","script":"echo copy","timeout_seconds":30,"requires":["gpu"],"queued_at":"2026-12-06T13:00:00Z"}"#;
+    grid.commit_files(
+        &[(
+            "tasks/lanes/p50/gpu/20261206T1300/P.json".into(),
+            copy.as_bytes().to_vec(),
+        )],
+        "a copy of P nobody here serves",
+    );
+    drained(&grid, "n1");
+    let d: Vec<Value> = grid
+        .results()
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| r["task_id"] == "D")
+        .collect();
+    assert_eq!(d.len(), 1, "D has no result: {:?}", grid.blocked());
+    assert_eq!(d[0]["status"], "dependency_failed", "{}", d[0]);
+    assert!(
+        d[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("it ended `failed`"),
+        "{}",
+        d[0]
+    );
+}
+
 /// Pushed by hand: a task filed under a parent that failed before (the
 /// sweep at a node's start moves it on, naming how its parent ended), and
 /// two tasks whose `after`s make a loop only once their first parent is

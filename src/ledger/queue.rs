@@ -10,7 +10,8 @@ use crate::git::{Edit, Edits, EntryMode, GitError};
 use crate::git::{GridRepo, TreeEntry};
 use crate::grid::layout::{self, Place, PlaceError};
 use crate::grid::schedule::{NodeLabels, effective_priority};
-use crate::grid::{Class, Id, Task};
+use crate::grid::task::EntryKind;
+use crate::grid::{Class, Id, Task, TaskRules};
 use crate::time::Timestamp;
 
 /// One task file in a lane.
@@ -257,21 +258,58 @@ pub fn requeue_to(
     task: &Task,
     arrival: Timestamp,
 ) -> Result<Option<String>, GitError> {
+    for to in requeue_places(task, arrival) {
+        if is_free(repo, tip, plans, &to)? {
+            return Ok(Some(to));
+        }
+    }
+    Ok(None)
+}
+
+/// The places [`requeue_to`] tries, in order: its lane, the inbox, its
+/// lane a minute later up to [`LATER_MINUTES`].
+pub fn requeue_places(task: &Task, arrival: Timestamp) -> Vec<String> {
     let home = Place::of(task, arrival);
     let later = (1..=LATER_MINUTES).map(|m| {
         let mut p = home.clone();
         p.batch.minute += chrono::Duration::minutes(m);
         p.file(&task.task_id)
     });
-    for to in [home.file(&task.task_id), layout::queue_file(&task.task_id)]
+    [home.file(&task.task_id), layout::queue_file(&task.task_id)]
         .into_iter()
         .chain(later)
-    {
-        if is_free(repo, tip, plans, &to)? {
-            return Ok(Some(to));
+        .collect()
+}
+
+/// Does each of `places` hold a file that is a task of `id`, as the
+/// commit's `plans` leave them (a move of another plan there counts)?
+/// Read, bounded: a junk file, or a file where one of a place's
+/// directories goes, is no task, and a node moves it to `failed/`, which
+/// frees that place; a task there runs, and frees it only then.
+pub fn all_hold_tasks_of(
+    repo: &GridRepo,
+    tip: &str,
+    plans: &[&Edits],
+    places: &[String],
+    id: &Id,
+    rules: &TaskRules,
+) -> Result<bool, GitError> {
+    let mut at_tip = Vec::new();
+    for place in places {
+        match plans.iter().rev().find_map(|e| e.get(place.as_bytes())) {
+            Some(Edit::Object { .. }) => {}
+            Some(_) => return Ok(false),
+            None => at_tip.push(format!("{tip}:{place}")),
         }
     }
-    Ok(None)
+    let blobs = repo.read_objects(&at_tip, rules.max_file_bytes as u64)?;
+    Ok(at_tip.iter().zip(blobs).all(|(spec, blob)| {
+        let name = spec.rsplit('/').next().unwrap_or(spec);
+        blob.data().is_some_and(|bytes| {
+            Task::from_entry(name, EntryKind::File, bytes, &rules.to_read_by())
+                .is_ok_and(|t| &t.task_id == id)
+        })
+    }))
 }
 
 #[cfg(test)]

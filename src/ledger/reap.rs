@@ -227,11 +227,12 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
             },
             false => orphan::disposition(&c.claim, input.policy),
         };
-        // Where a requeue goes (`queue::requeue_to`). None free: each of
-        // those places holds another file of its id, which the claim holds
-        // back (a copy of a claimed task waits for the claim to go), so a
-        // claim kept would keep them all from running for good. It ends
-        // instead, and they run; its dependants wait for them (`deps`).
+        // Where a requeue goes (`queue::requeue_to`). None free: where each
+        // of those places holds a task of its id, the claim holds them back
+        // (a copy of a claimed task waits for the claim to go), and kept it
+        // would keep them all from running for good: it ends instead, and
+        // they run. Where one holds anything else, a node moves that to
+        // `failed/`, and a later reap requeues the claim.
         let mut why = why;
         let requeue = match disposition {
             Disposition::Requeue { attempt } => {
@@ -239,8 +240,18 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                 match super::queue::requeue_to(repo, tip, &plans, &c.task, c.arrival())? {
                     Some(to) => Some((attempt, to)),
                     None => {
+                        let places = super::queue::requeue_places(&c.task, c.arrival());
+                        let rules = input.rules;
+                        if !super::queue::all_hold_tasks_of(repo, tip, &plans, &places, id, rules)?
+                        {
+                            out.reaped.push((
+                                id.to_string(),
+                                format!("left for now ({why}): its lane, the inbox and the next minutes of its lane each hold a file of its id, not all of them tasks"),
+                            ));
+                            continue;
+                        }
                         why = format!(
-                            "{why}; its lane, the inbox and the next minutes of its lane each hold another file of its id, which run instead"
+                            "{why}; its lane, the inbox and the next minutes of its lane each hold another task of its id, which run instead"
                         );
                         None
                     }

@@ -802,6 +802,55 @@ fn a_claim_with_nowhere_to_go_ends_and_its_copies_run() {
     assert_eq!(lines, marks, "every copy ran once, the claim's did not");
 }
 
+/// The same claim where the places hold junk, not tasks (a file that is
+/// no JSON in the inbox, a file where its lane's directory goes): the
+/// `reap` tool, which moves no junk, left the claim for a later reap; it
+/// abandoned it at first, and the task never ran again. A worker then
+/// moves the junk to `failed/`, requeues the claim, and the task runs.
+#[test]
+fn a_claim_whose_places_hold_junk_waits_for_them_to_clear_and_runs() {
+    let grid = Grid::new();
+    let task = r#"{"task_id":"T","script":"echo T","timeout_seconds":30,"queued_at":"2026-12-06T13:00:00Z"}"#;
+    let mut claimed: serde_json::Value = serde_json::from_str(task).unwrap();
+    claimed["claim"] = serde_json::json!({
+        "node_id": "gone", "claimed_at": "2026-01-01T00:00:00Z",
+        "deadline": "2026-01-01T00:10:00Z", "attempt": 1,
+        "queued_at": "2026-12-06T13:00:00Z",
+    });
+    grid.commit_files(
+        &[
+            (
+                "tasks/in_progress/T.json".into(),
+                serde_json::to_vec(&claimed).unwrap(),
+            ),
+            ("tasks/queue/T.json".into(), b"not json".to_vec()),
+            ("tasks/lanes/p50".into(), b"junk".to_vec()),
+        ],
+        "junk where a requeue would go",
+    );
+    let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
+    crate::tools_fixture::expect_code(&reap, 0);
+    let out = crate::tools_fixture::stdout(&reap);
+    assert!(out.contains("left for now"), "{out}");
+    assert!(
+        !grid.json_files("tasks/failed").contains_key("gone@T.json"),
+        "{out}"
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
+    assert!(
+        w.wait_exit(Duration::from_secs(120)).success(),
+        "{}",
+        w.log_text()
+    );
+    let done = grid.json_files("tasks/completed");
+    assert!(
+        done.values().any(|r| r["task_id"] == "T"),
+        "T did not run: {:?}\n{}",
+        grid.json_files("tasks/failed").keys(),
+        w.log_text()
+    );
+}
+
 /// A submodule (gitlink) named as a task in a lane no live node serves:
 /// the reap read its object, which the grid does not have, and left it
 /// "for a later reap", every reap, for good. It is judged by its kind.

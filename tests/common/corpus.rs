@@ -332,17 +332,7 @@ pub fn write_queue(dir: &Path) {
                 std::fs::create_dir(&path).unwrap();
                 std::fs::write(path.join("inner"), b"{}").unwrap();
             }
-            Body::Repo => {
-                std::fs::create_dir(&path).unwrap();
-                std::fs::write(path.join("README"), b"nested\n").unwrap();
-                for args in [
-                    &["init", "--quiet", "-b", "main"][..],
-                    &["add", "README"],
-                    &["commit", "--quiet", "-m", "nested"],
-                ] {
-                    super::git(&path, args);
-                }
-            }
+            Body::Repo => super::nested_repo(&path),
         }
         if let Body::File(_) = h.body {
             // Mode bits are not the point; keep them plain.

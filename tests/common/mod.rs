@@ -427,6 +427,20 @@ pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) 
 
 /// The `error` of each result file (empty when it has none), e.g. of
 /// `tasks/failed/`, to look for a reason in.
+/// A git repository with one commit at `path` (made here): committed in
+/// a work tree around it, git records it as a gitlink (a submodule).
+pub fn nested_repo(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    std::fs::write(path.join("README"), b"nested\n").unwrap();
+    for args in [
+        &["init", "--quiet", "-b", "main"][..],
+        &["add", "README"],
+        &["commit", "--quiet", "-m", "nested"],
+    ] {
+        git(path, args);
+    }
+}
+
 pub fn errors_of(results: &BTreeMap<String, serde_json::Value>) -> Vec<String> {
     results
         .values()

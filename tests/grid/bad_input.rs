@@ -489,18 +489,8 @@ fn a_move_never_writes_over_another_copy_and_every_copy_runs() {
         .into_bytes()
     };
     let lane = |id: &str| format!("tasks/lanes/p50/any/20261206T1300/{id}.json");
-    let mut orphan: serde_json::Value =
-        serde_json::from_slice(&task("R", "R-claimed", "")).unwrap();
-    orphan["claim"] = serde_json::json!({
-        "node_id": "gone", "claimed_at": "2026-01-01T00:00:00Z",
-        "deadline": "2099-01-01T00:00:00Z", "attempt": 1,
-        "queued_at": "2026-12-06T13:00:00Z",
-    });
-    let orphan_of = |id: &str, mark: &str| {
-        let mut c: serde_json::Value = serde_json::from_slice(&task(id, mark, "")).unwrap();
-        c["claim"] = orphan["claim"].clone();
-        serde_json::to_vec(&c).unwrap()
-    };
+    let orphan_of =
+        |id: &str, mark: &str| claimed_by_gone(&task(id, mark, ""), "2099-01-01T00:00:00Z");
     let done = br#"{"task_id":"t1","node_id":"n0","status":"completed","exit_code":0,"timestamp":"2026-12-06T13:00:30.000Z"}"#;
     grid.commit_files(
         &[
@@ -508,7 +498,7 @@ fn a_move_never_writes_over_another_copy_and_every_copy_runs() {
             (lane("R"), task("R", "R-lane", "")),
             (
                 "tasks/in_progress/R.json".into(),
-                serde_json::to_vec(&orphan).unwrap(),
+                orphan_of("R", "R-claimed"),
             ),
             (lane("Y"), task("Y", "Y-lane", "")),
             (
@@ -629,21 +619,15 @@ fn a_file_where_a_move_makes_a_directory_gets_its_result_before_the_move() {
         .into_bytes()
     };
     let squat = || task("squat", "echo squat", "");
-    let mut orphan: serde_json::Value =
-        serde_json::from_slice(&task("Q", "echo Q", r#","priority":60"#)).unwrap();
-    orphan["claim"] = serde_json::json!({
-        "node_id": "gone", "claimed_at": "2026-01-01T00:00:00Z",
-        "deadline": "2099-01-01T00:00:00Z", "attempt": 1,
-        "queued_at": "2026-12-06T13:00:00Z",
-    });
+    let orphan = claimed_by_gone(
+        &task("Q", "echo Q", r#","priority":60"#),
+        "2099-01-01T00:00:00Z",
+    );
     let gated = format!("while [ ! -e {} ]; do sleep 0.05; done", go.display());
     grid.commit_files(
         &[
             ("tasks/lanes/p60".into(), squat()),
-            (
-                "tasks/in_progress/Q.json".into(),
-                serde_json::to_vec(&orphan).unwrap(),
-            ),
+            ("tasks/in_progress/Q.json".into(), orphan),
             (
                 "tasks/lanes/p70/any/20261206T1300/P.json".into(),
                 task("P", &gated, r#","priority":70"#),
@@ -756,16 +740,10 @@ fn a_claim_with_nowhere_to_go_ends_and_its_copies_run() {
             runs.display()
         )
     };
-    let mut claimed: serde_json::Value = serde_json::from_str(&task("claimed")).unwrap();
-    claimed["claim"] = serde_json::json!({
-        "node_id": "gone", "claimed_at": "2026-01-01T00:00:00Z",
-        "deadline": "2026-01-01T00:10:00Z", "attempt": 1,
-        "queued_at": "2026-12-06T13:00:00Z",
-    });
     let mut files = vec![
         (
             "tasks/in_progress/T.json".to_owned(),
-            serde_json::to_vec(&claimed).unwrap(),
+            claimed_by_gone(task("claimed").as_bytes(), "2026-01-01T00:10:00Z"),
         ),
         ("tasks/queue/T.json".to_owned(), task("inbox").into_bytes()),
     ];
@@ -811,17 +789,11 @@ fn a_claim_with_nowhere_to_go_ends_and_its_copies_run() {
 fn a_claim_whose_places_hold_junk_waits_for_them_to_clear_and_runs() {
     let grid = Grid::new();
     let task = r#"{"task_id":"T","script":"echo T","timeout_seconds":30,"queued_at":"2026-12-06T13:00:00Z"}"#;
-    let mut claimed: serde_json::Value = serde_json::from_str(task).unwrap();
-    claimed["claim"] = serde_json::json!({
-        "node_id": "gone", "claimed_at": "2026-01-01T00:00:00Z",
-        "deadline": "2026-01-01T00:10:00Z", "attempt": 1,
-        "queued_at": "2026-12-06T13:00:00Z",
-    });
     grid.commit_files(
         &[
             (
                 "tasks/in_progress/T.json".into(),
-                serde_json::to_vec(&claimed).unwrap(),
+                claimed_by_gone(task.as_bytes(), "2026-01-01T00:10:00Z"),
             ),
             ("tasks/queue/T.json".into(), b"not json".to_vec()),
             ("tasks/lanes/p50".into(), b"junk".to_vec()),
@@ -859,16 +831,7 @@ fn a_submodule_in_a_lane_nobody_serves_goes_to_failed() {
     let grid = Grid::new();
     let place = "tasks/lanes/p50/gpu/20261206T1200/S.json";
     grid.commit_with("a submodule where a task goes", |work| {
-        let path = work.join(place);
-        std::fs::create_dir_all(&path).unwrap();
-        std::fs::write(path.join("README"), b"nested\n").unwrap();
-        for args in [
-            &["init", "--quiet", "-b", "main"][..],
-            &["add", "README"],
-            &["commit", "--quiet", "-m", "nested"],
-        ] {
-            git(&path, args);
-        }
+        nested_repo(&work.join(place))
     });
     let listed = git(&grid.bare, &["ls-tree", "-r", "main", "--", place]).stdout;
     assert!(String::from_utf8_lossy(&listed).starts_with("160000 commit"));
@@ -883,4 +846,16 @@ fn a_submodule_in_a_lane_nobody_serves_goes_to_failed() {
         crate::tools_fixture::stdout(&reap)
     );
     assert!(grid.lane_paths().is_empty(), "{:?}", grid.lane_paths());
+}
+
+/// `task` as an orphaned claim of node `gone` (no record), claimed at the
+/// start of 2026, its deadline `deadline`, attempt 1.
+fn claimed_by_gone(task: &[u8], deadline: &str) -> Vec<u8> {
+    let mut claimed: serde_json::Value = serde_json::from_slice(task).unwrap();
+    claimed["claim"] = serde_json::json!({
+        "node_id": "gone", "claimed_at": "2026-01-01T00:00:00Z",
+        "deadline": deadline, "attempt": 1,
+        "queued_at": "2026-12-06T13:00:00Z",
+    });
+    serde_json::to_vec(&claimed).unwrap()
 }

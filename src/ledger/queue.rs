@@ -282,7 +282,8 @@ pub fn requeue_places(task: &Task, arrival: Timestamp) -> Vec<String> {
 }
 
 /// Does each of `places` hold a file that is a task of `id`, as the
-/// commit's `plans` leave them (a move of another plan there counts)?
+/// commit's `plans` leave them (a move or requeue of another plan there
+/// counts)?
 /// Read, bounded: a junk file, or a file where one of a place's
 /// directories goes, is no task, and a node moves it to `failed/`, which
 /// frees that place; a task there runs, and frees it only then.
@@ -297,8 +298,9 @@ pub fn all_hold_tasks_of(
     let mut at_tip = Vec::new();
     for place in places {
         match plans.iter().rev().find_map(|e| e.get(place.as_bytes())) {
-            Some(Edit::Object { .. }) => {}
-            Some(_) => return Ok(false),
+            // A plan moved or requeued a task there.
+            Some(Edit::Object { .. } | Edit::Put(_)) => {}
+            Some(Edit::Delete) => return Ok(false),
             None => at_tip.push(format!("{tip}:{place}")),
         }
     }

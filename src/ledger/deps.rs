@@ -68,7 +68,7 @@ impl Finished {
         Finished {
             success: r.result.status.is_success(),
             status: status_name(r.result.status),
-            file: layout::result_file(r.result.status.is_success(), &r.node, &r.stem),
+            file: r.path(),
             judged: matches!(
                 r.result.status,
                 ResultStatus::Invalid | ResultStatus::DependencyFailed

@@ -31,6 +31,11 @@ impl PendingResult {
         }
     }
 
+    /// Where it goes in the grid, by its stem.
+    pub fn path(&self) -> String {
+        layout::result_file(self.result.status.is_success(), &self.node, &self.stem)
+    }
+
     /// The file as it goes in the grid.
     pub fn to_bytes(&self) -> Vec<u8> {
         match &self.signed {
@@ -83,17 +88,34 @@ impl Rejection {
 }
 
 /// Edits writing `results` at paths that do not exist yet at `tip` and
-/// that no other result of the same commit takes: a clash (the same id
-/// submitted again later, or two entries with one stem rejected at once)
-/// gets a suffix (`@<millis>`, then `@<millis>.2`, ...) instead of
-/// overwriting the other result. The same rule as the worker's sync.
+/// that no other result of the same commit takes ([`name_results`]).
 pub fn place_results(
     repo: &GridRepo,
     tip: &str,
     now: Timestamp,
-    results: Vec<PendingResult>,
+    mut results: Vec<PendingResult>,
 ) -> Result<Edits, GitError> {
-    let mut edits = Edits::new();
+    name_results(repo, tip, now, &mut results)?;
+    Ok(results
+        .iter()
+        .map(|r| (r.path().into_bytes(), Edit::Put(r.to_bytes())))
+        .collect())
+}
+
+/// Give each of `results` a stem whose path does not exist yet at `tip`
+/// and that no other of them takes: a clash (the same id submitted again
+/// later, or two entries with one stem rejected at once) gets a suffix
+/// (`@<millis>`, then `@<millis>.2`, ...) instead of overwriting the other
+/// result. Done before the results' dependants are judged, so that a
+/// dependant's error names the file its parent's result lands in; a stem
+/// named so keeps its name when named again. The same rule as the
+/// worker's sync.
+pub fn name_results(
+    repo: &GridRepo,
+    tip: &str,
+    now: Timestamp,
+    results: &mut [PendingResult],
+) -> Result<(), GitError> {
     let path_of = |r: &PendingResult, stem: &str| {
         layout::result_file(r.result.status.is_success(), &r.node, stem)
     };
@@ -101,7 +123,7 @@ pub fn place_results(
     // Every name that may be asked for, checked in one call: each result's
     // own and its first suffixed one.
     let mut specs: Vec<String> = Vec::new();
-    for r in &results {
+    for r in results.iter() {
         specs.push(format!("{tip}:{}", path_of(r, &r.stem)));
         specs.push(format!(
             "{tip}:{}",
@@ -129,20 +151,21 @@ pub fn place_results(
         }
     };
     let mut taken: BTreeSet<String> = BTreeSet::new();
-    for r in results {
+    for r in results.iter_mut() {
         let mut candidates = std::iter::once(r.stem.clone())
             .chain(std::iter::once(layout::extra_result_stem(&r.stem, millis)))
             .chain((2u32..).map(|n| layout::extra_result_stem(&r.stem, format!("{millis}.{n}"))));
-        let path = loop {
-            let p = path_of(&r, &candidates.next().expect("an endless list"));
+        let stem = loop {
+            let stem = candidates.next().expect("an endless list");
+            let p = path_of(r, &stem);
             if !taken.contains(&p) && !there(&p)? {
-                break p;
+                taken.insert(p);
+                break stem;
             }
         };
-        taken.insert(path.clone());
-        edits.insert(path.into_bytes(), Edit::Put(r.to_bytes()));
+        r.stem = stem;
     }
-    Ok(edits)
+    Ok(())
 }
 
 /// The `invalid` result of a queue or claim entry that breaks the rules,

@@ -83,6 +83,9 @@ pub fn plan(
     let planned = reap::plan(txn.repo, tip, &input)?;
     let mut edits = planned.edits;
     let mut pending = planned.results;
+    // Named first: a dependant failed now names the file its parent's
+    // result lands in.
+    results::name_results(txn.repo, tip, now, &mut pending)?;
     let mut summary = planned.summary;
     let mut invalid = planned.invalid;
     // Waiting tasks: those of the tasks abandoned now, and every one whose

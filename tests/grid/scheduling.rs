@@ -722,6 +722,8 @@ fn copies_of_a_queued_parent_that_fail_do_not_fail_its_dependants() {
 /// A run's failure ends its task whatever copies are left: a copy of the
 /// parent waiting in a lane no live node serves (or, with trust enforced,
 /// an unsigned copy no node ever runs) kept the dependant waiting for good.
+/// The dependant's error names the file the failure landed in, suffixed
+/// where a junk file of the parent's name was rejected first.
 #[test]
 fn a_parent_that_ran_and_failed_fails_its_dependants_whatever_copies_wait() {
     let grid = Grid::new();
@@ -735,28 +737,35 @@ fn a_parent_that_ran_and_failed_fails_its_dependants_whatever_copies_wait() {
     );
     let copy = r#"{"task_id":"P","script":"echo copy","timeout_seconds":30,"requires":["gpu"],"queued_at":"2026-12-06T13:00:00Z"}"#;
     grid.commit_files(
-        &[(
-            "tasks/lanes/p50/gpu/20261206T1300/P.json".into(),
-            copy.as_bytes().to_vec(),
-        )],
-        "a copy of P nobody here serves",
+        &[
+            (
+                "tasks/lanes/p50/gpu/20261206T1300/P.json".into(),
+                copy.as_bytes().to_vec(),
+            ),
+            // Rejected first, its `invalid` result takes `n1@P.json`.
+            ("tasks/queue/P.json".into(), b"not json".to_vec()),
+        ],
+        "a copy of P nobody here serves, and junk of its name",
     );
     drained(&grid, "n1");
-    let d: Vec<Value> = grid
-        .results()
-        .into_iter()
+    let results = grid.results();
+    let d: Vec<&Value> = results
+        .iter()
         .map(|(_, r)| r)
         .filter(|r| r["task_id"] == "D")
         .collect();
     assert_eq!(d.len(), 1, "D has no result: {:?}", grid.blocked());
     assert_eq!(d[0]["status"], "dependency_failed", "{}", d[0]);
+    // It names the file P's failure landed in (a suffixed name: the
+    // junk's result has P's own).
+    let (failed, _) = results
+        .iter()
+        .find(|(_, r)| r["task_id"] == "P" && r["status"] == "failed")
+        .expect("P ran and failed");
+    let error = d[0]["error"].as_str().unwrap();
     assert!(
-        d[0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("it ended `failed`"),
-        "{}",
-        d[0]
+        error.contains(&format!("it ended `failed` (tasks/failed/{failed})")),
+        "{error} does not name {failed}"
     );
 }
 

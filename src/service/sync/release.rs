@@ -15,14 +15,17 @@ use crate::ledger::deps::{self, Finished};
 /// Move on the tasks waiting for those this plan writes results of (and,
 /// with a reap, sweep every waiting task whose parent is gone).
 pub(super) fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
+    if d.results.is_empty() && !d.req.reap && d.waiting.is_empty() {
+        return Ok(());
+    }
+    // Named first: a dependant failed now names the file its parent's
+    // result lands in (a suffixed name where another file has its own).
+    crate::ledger::results::name_results(repo, d.tip, d.req.now, &mut d.results)?;
     let finished: BTreeMap<Id, Finished> = d
         .results
         .iter()
         .filter_map(|r| Some((Id::parse(&r.result.task_id).ok()?, Finished::of(r))))
         .collect();
-    if finished.is_empty() && !d.req.reap && d.waiting.is_empty() {
-        return Ok(());
-    }
     let claimed: BTreeSet<Id> = d
         .report
         .claimed

@@ -95,7 +95,7 @@ pub fn place_results(
     now: Timestamp,
     mut results: Vec<PendingResult>,
 ) -> Result<Edits, GitError> {
-    name_results(repo, tip, now, &mut results)?;
+    name_results(repo, tip, now, &mut results.iter_mut().collect::<Vec<_>>())?;
     Ok(results
         .iter()
         .map(|r| (r.path().into_bytes(), Edit::Put(r.to_bytes())))
@@ -114,7 +114,7 @@ pub fn name_results(
     repo: &GridRepo,
     tip: &str,
     now: Timestamp,
-    results: &mut [PendingResult],
+    results: &mut [&mut PendingResult],
 ) -> Result<(), GitError> {
     let path_of = |r: &PendingResult, stem: &str| {
         layout::result_file(r.result.status.is_success(), &r.node, stem)

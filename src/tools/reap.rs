@@ -85,7 +85,12 @@ pub fn plan(
     let mut pending = planned.results;
     // Named first: a dependant failed now names the file its parent's
     // result lands in.
-    results::name_results(txn.repo, tip, now, &mut pending)?;
+    results::name_results(
+        txn.repo,
+        tip,
+        now,
+        &mut pending.iter_mut().collect::<Vec<_>>(),
+    )?;
     let mut summary = planned.summary;
     let mut invalid = planned.invalid;
     // Waiting tasks: those of the tasks abandoned now, and every one whose

@@ -18,9 +18,16 @@ pub(super) fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
     if d.results.is_empty() && !d.req.reap && d.waiting.is_empty() {
         return Ok(());
     }
-    // Named first: a dependant failed now names the file its parent's
-    // result lands in (a suffixed name where another file has its own).
-    crate::ledger::results::name_results(repo, d.tip, d.req.now, &mut d.results)?;
+    // Failures named first: a dependant failed now names the file its
+    // parent's result lands in (a suffixed name where another file has
+    // its own). A completed parent is named by no dependant, and a drain
+    // of tasks that complete asks git nothing more.
+    let mut failures: Vec<_> = d
+        .results
+        .iter_mut()
+        .filter(|r| !r.result.status.is_success())
+        .collect();
+    crate::ledger::results::name_results(repo, d.tip, d.req.now, &mut failures)?;
     let finished: BTreeMap<Id, Finished> = d
         .results
         .iter()

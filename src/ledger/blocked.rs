@@ -10,6 +10,7 @@ use crate::git::{Edit, Edits, TreeEntry};
 use crate::git::{GitError, GridRepo};
 use crate::grid::{Id, layout};
 
+use super::last_edit;
 use super::queue::QueueAt;
 use super::results::entry_path;
 
@@ -93,12 +94,6 @@ pub(super) struct Copies<'a> {
 
 /// Where a task's file is while it will still run, `blocked/` aside.
 const OUTSIDE_BLOCKED: [&str; 3] = [layout::QUEUE, layout::LANES, layout::IN_PROGRESS];
-
-/// The last edit of `path` among the commit's `plans` (in the order they
-/// apply), if any.
-fn last_edit<'e>(plans: &[&'e Edits], path: &[u8]) -> Option<&'e Edit> {
-    plans.iter().rev().find_map(|e| e.get(path))
-}
 
 fn deleted(plans: &[&Edits], path: &[u8]) -> bool {
     matches!(last_edit(plans, path), Some(Edit::Delete))

@@ -13,8 +13,14 @@ pub mod result_index;
 pub mod results;
 pub mod routing;
 
-use crate::git::Edits;
+use crate::git::{Edit, Edits};
 use results::PendingResult;
+
+/// The last edit of `path` among one commit's `plans` (in the order they
+/// apply), if any: what the commit leaves there.
+pub fn last_edit<'e>(plans: &[&'e Edits], path: &[u8]) -> Option<&'e Edit> {
+    plans.iter().rev().find_map(|e| e.get(path))
+}
 
 /// What a plan over waiting entries (in `blocked/`, or in a lane nobody
 /// serves) moves on: the edits, the results of entries that will never

@@ -216,7 +216,7 @@ pub fn requeue_path(task: &Task, arrival: Timestamp) -> String {
 /// without the `invalid` result a misplaced entry gets; the move waits
 /// until a plan has moved it to `failed/`.
 pub fn is_free(repo: &GridRepo, tip: &str, plans: &[&Edits], path: &str) -> Result<bool, GitError> {
-    let edit = |p: &[u8]| plans.iter().rev().find_map(|e| e.get(p));
+    let edit = |p: &[u8]| super::last_edit(plans, p);
     match edit(path.as_bytes()) {
         Some(Edit::Delete) => return Ok(true),
         Some(_) => return Ok(false),
@@ -297,7 +297,7 @@ pub fn all_hold_tasks_of(
 ) -> Result<bool, GitError> {
     let mut at_tip = Vec::new();
     for place in places {
-        match plans.iter().rev().find_map(|e| e.get(place.as_bytes())) {
+        match super::last_edit(plans, place.as_bytes()) {
             // A plan moved or requeued a task there.
             Some(Edit::Object { .. } | Edit::Put(_)) => {}
             Some(Edit::Delete) => return Ok(false),

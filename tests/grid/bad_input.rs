@@ -563,14 +563,13 @@ fn a_move_never_writes_over_another_copy_and_every_copy_runs() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
-    crate::tools_fixture::expect_code(&reap, 0);
+    let reap = reaped(&grid);
     let after = on_grid();
     for mark in marks {
         assert!(
             after.contains(&format!("echo {mark}")),
             "{mark} vanished at the reap:\n{after}\n{}",
-            crate::tools_fixture::stdout(&reap)
+            reap
         );
     }
     let requeued = &grid.json_files("tasks/queue")["R.json"];
@@ -583,16 +582,8 @@ fn a_move_never_writes_over_another_copy_and_every_copy_runs() {
         if marks.iter().all(|m| ran.lines().any(|l| l == *m)) {
             break;
         }
-        let mut spec = WorkerSpec::new(&grid, "n1");
-        spec.extra = "labels = [\"gpu\"]\n".into();
-        let mut w = spawn_worker(&grid, &spec);
-        assert!(
-            w.wait_exit(Duration::from_secs(120)).success(),
-            "{}",
-            w.log_text()
-        );
-        let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
-        crate::tools_fixture::expect_code(&reap, 0);
+        drained_with_gpu(&grid);
+        reaped(&grid);
     }
     let ran = std::fs::read_to_string(&runs).unwrap_or_default();
     let mut lines: Vec<&str> = ran.lines().collect();
@@ -635,8 +626,7 @@ fn a_file_where_a_move_makes_a_directory_gets_its_result_before_the_move() {
         ],
         "a file where the requeue's lane goes",
     );
-    let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
-    crate::tools_fixture::expect_code(&reap, 0);
+    let reap = reaped(&grid);
     let present = |path: &str| {
         let out = git(&grid.bare, &["ls-tree", "main", "--", path]);
         String::from_utf8_lossy(&out.stdout).contains(" blob ")
@@ -649,7 +639,7 @@ fn a_file_where_a_move_makes_a_directory_gets_its_result_before_the_move() {
     assert!(
         present("tasks/lanes/p60") || has_result("tasks/lanes/p60"),
         "the requeue removed tasks/lanes/p60:\n{}",
-        crate::tools_fixture::stdout(&reap)
+        reap
     );
 
     // A worker between its reaps (the first at its start), with a slot
@@ -697,16 +687,8 @@ fn a_file_where_a_move_makes_a_directory_gets_its_result_before_the_move() {
     });
     w.signal(nix::sys::signal::Signal::SIGTERM);
     w.wait_exit(Duration::from_secs(60));
-    let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
-    crate::tools_fixture::expect_code(&reap, 0);
-    let mut spec = WorkerSpec::new(&grid, "n1");
-    spec.extra = "labels = [\"gpu\"]\n".into();
-    let mut w = spawn_worker(&grid, &spec);
-    assert!(
-        w.wait_exit(Duration::from_secs(120)).success(),
-        "{}",
-        w.log_text()
-    );
+    reaped(&grid);
+    drained_with_gpu(&grid);
     for path in [
         "tasks/lanes/p60",
         "tasks/blocked/P",
@@ -757,8 +739,7 @@ fn a_claim_with_nowhere_to_go_ends_and_its_copies_run() {
         marks.push(mark);
     }
     grid.commit_files(&files, "copies everywhere a requeue could go");
-    let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
-    crate::tools_fixture::expect_code(&reap, 0);
+    reaped(&grid);
     let failed = grid.json_files("tasks/failed");
     let abandoned = &failed["gone@T.json"];
     assert_eq!(abandoned["status"], "abandoned", "{abandoned}");
@@ -800,9 +781,7 @@ fn a_claim_whose_places_hold_junk_waits_for_them_to_clear_and_runs() {
         ],
         "junk where a requeue would go",
     );
-    let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
-    crate::tools_fixture::expect_code(&reap, 0);
-    let out = crate::tools_fixture::stdout(&reap);
+    let out = reaped(&grid);
     assert!(out.contains("left for now"), "{out}");
     assert!(
         !grid.json_files("tasks/failed").contains_key("gone@T.json"),
@@ -835,15 +814,14 @@ fn a_submodule_in_a_lane_nobody_serves_goes_to_failed() {
     });
     let listed = git(&grid.bare, &["ls-tree", "-r", "main", "--", place]).stdout;
     assert!(String::from_utf8_lossy(&listed).starts_with("160000 commit"));
-    let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
-    crate::tools_fixture::expect_code(&reap, 0);
+    let reap = reaped(&grid);
     let errors = errors_of(&grid.json_files("tasks/failed"));
     assert!(
         errors
             .iter()
             .any(|e| e == &format!("{place}: is a submodule, not a regular file")),
         "{errors:?}\n{}",
-        crate::tools_fixture::stdout(&reap)
+        reap
     );
     assert!(grid.lane_paths().is_empty(), "{:?}", grid.lane_paths());
 }
@@ -858,4 +836,24 @@ fn claimed_by_gone(task: &[u8], deadline: &str) -> Vec<u8> {
         "queued_at": "2026-12-06T13:00:00Z",
     });
     serde_json::to_vec(&claimed).unwrap()
+}
+
+/// One `dgrid-worker reap` of the grid, which must succeed: its output.
+fn reaped(grid: &Grid) -> String {
+    let reap = crate::tools_fixture::dgrid(&["reap", "--repo", &grid.url()]);
+    crate::tools_fixture::expect_code(&reap, 0);
+    crate::tools_fixture::stdout(&reap)
+}
+
+/// A worker `n1` with the label `gpu`, run until the queue is drained; it
+/// must exit cleanly.
+fn drained_with_gpu(grid: &Grid) {
+    let mut spec = WorkerSpec::new(grid, "n1");
+    spec.extra = "labels = [\"gpu\"]\n".into();
+    let mut w = spawn_worker(grid, &spec);
+    assert!(
+        w.wait_exit(Duration::from_secs(120)).success(),
+        "{}",
+        w.log_text()
+    );
 }

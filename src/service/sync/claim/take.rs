@@ -12,7 +12,8 @@ use crate::service::sync::Draft;
 
 /// Move the file at `from` (blob `oid`, unchanged: a signed task stays
 /// signed) to `to`, if `to` is free (`ledger::queue::is_free`): a file of
-/// its id there is another copy of the task, which it must not replace.
+/// its id there is another copy of the task, which it must not replace,
+/// and a file where one of its directories goes would be replaced too.
 /// Else it stays where it is, for a later plan. Whether it moved.
 pub(super) fn move_to(
     repo: &GridRepo,
@@ -23,7 +24,7 @@ pub(super) fn move_to(
     word: &str,
 ) -> Result<bool, GitError> {
     if !d.is_free(repo, to)? {
-        tracing::debug!(to = %crate::escape::Untrusted(to), "not moved: another file of its id is there");
+        tracing::debug!(to = %crate::escape::Untrusted(to), "not moved: its place, or a directory of it, holds another file");
         return Ok(false);
     }
     d.edits.insert(from.to_vec(), Edit::Delete);

@@ -45,6 +45,7 @@ use super::blocked::{BlockedAt, BlockedEntry, Copies};
 use super::queue::{QueueAt, requeue_path};
 use super::result_index::{self, Counts, ResultIndex};
 use super::results::{PendingResult, Rejection};
+use super::room::{GiveWay, Mover, Room, room_for};
 
 /// Waiting tasks looked at in one plan, at most.
 pub const MAX_PER_PLAN: usize = 512;
@@ -115,6 +116,9 @@ pub struct ReleaseInput<'a> {
     /// The edits of the commit's plans before this one: a move writes over
     /// none of theirs either.
     pub earlier: &'a Edits,
+    /// A node's say over a file that holds the place a task is released
+    /// to (`room::GiveWay`); the tools have none.
+    pub give_way: Option<&'a dyn GiveWay>,
 }
 
 /// What the grid's branch says of tasks, for [`Parent`].
@@ -394,18 +398,35 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
             Next::Wait(p) if p != &b.parent => Some(layout::blocked_file(p, &id)),
             _ => None,
         };
-        if let Some(to) = &to
-            && !super::queue::is_free(repo, tip, &[input.earlier, &out.edits], to)?
-        {
-            out.moved.push((
-                id.to_string(),
-                format!(
-                    "left under `{}`: {to} holds another file of its id",
-                    b.parent
-                ),
-            ));
-            ledger.pending.insert(id);
-            continue;
+        let room = match &to {
+            Some(to) => {
+                let mover = || {
+                    Ok(Mover {
+                        blob: Some(b.entry.oid.clone()),
+                        bytes: bytes.clone(),
+                    })
+                };
+                let plans = [input.earlier, &out.edits];
+                let (node, now) = (input.node, input.now);
+                room_for(repo, tip, &plans, to, input.give_way, mover, node, now)?
+            }
+            None => Room::Free,
+        };
+        match room {
+            Room::Free => {}
+            Room::GivenWay(r) => out.reject(*r),
+            Room::Taken => {
+                let to = to.as_deref().unwrap_or_default();
+                out.moved.push((
+                    id.to_string(),
+                    format!(
+                        "left under `{}`: {to} holds another file of its id",
+                        b.parent
+                    ),
+                ));
+                ledger.pending.insert(id);
+                continue;
+            }
         }
         match &next {
             Next::Wait(p) => under.insert(id.clone(), p.clone()),
@@ -488,11 +509,13 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
 }
 
 fn reject(out: &mut Moves, entry: &TreeEntry, why: &str, input: &ReleaseInput<'_>) {
-    let r = Rejection::of(layout::BLOCKED, entry, &why, input.node, input.now);
-    out.edits.insert(r.path, Edit::Delete);
-    out.summary.push(format!("reject {}", r.result.stem));
-    out.results.push(r.result);
-    out.invalid.push(r.invalid);
+    out.reject(Rejection::of(
+        layout::BLOCKED,
+        entry,
+        &why,
+        input.node,
+        input.now,
+    ));
 }
 
 /// The result of a waiting task that will never run: `dependency_failed`

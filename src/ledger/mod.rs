@@ -11,6 +11,7 @@ pub mod reap;
 pub mod refile;
 pub mod result_index;
 pub mod results;
+pub mod room;
 pub mod routing;
 
 use crate::git::{Edit, Edits};
@@ -38,6 +39,14 @@ pub struct Moves {
 }
 
 impl Moves {
+    /// Move a rejected entry to `failed/`, with its `invalid` result.
+    pub fn reject(&mut self, r: results::Rejection) {
+        self.edits.insert(r.path, Edit::Delete);
+        self.summary.push(format!("reject {}", r.result.stem));
+        self.results.push(r.result);
+        self.invalid.push(r.invalid);
+    }
+
     /// Add `other`'s moves after these.
     pub fn extend(&mut self, other: Moves) {
         self.edits.extend(other.edits);

@@ -203,42 +203,6 @@ pub fn requeue_path(task: &Task, arrival: Timestamp) -> String {
     Place::of(task, arrival).file(&task.task_id)
 }
 
-/// Is `path` free at `tip` as the edits of one commit's plans leave it
-/// (`plans`, in the order they are applied: the worker's draft and a
-/// ledger plan's own, or the tool's plans so far)? A move never writes
-/// over a file: one of the same id there is another copy of the task
-/// (pushed again, with the same `queued_at`), and would vanish with no run
-/// and no result; nor over another move of one commit (a requeue and a
-/// release of copies of one task). Asked of the object store, nothing read.
-///
-/// Nor under a file where one of its directories goes (`tasks/lanes/p50`
-/// pushed as a file): the directory would replace it, and it would vanish
-/// without the `invalid` result a misplaced entry gets; the move waits
-/// until a plan has moved it to `failed/`.
-pub fn is_free(repo: &GridRepo, tip: &str, plans: &[&Edits], path: &str) -> Result<bool, GitError> {
-    let edit = |p: &[u8]| super::last_edit(plans, p);
-    match edit(path.as_bytes()) {
-        Some(Edit::Delete) => return Ok(true),
-        Some(_) => return Ok(false),
-        None => {}
-    }
-    let mut asked = vec![format!("{tip}:{path}")];
-    for dir in layout::dirs_made_by(path) {
-        match edit(dir.as_bytes()) {
-            Some(Edit::Delete)
-            | Some(Edit::Object {
-                mode: EntryMode::Tree,
-                ..
-            }) => {}
-            Some(_) => return Ok(false),
-            None => asked.push(format!("{tip}:{dir}")),
-        }
-    }
-    let found = repo.object_info(&asked)?;
-    let (own, dirs) = found.split_first().expect("the path itself is asked");
-    Ok(own.is_none() && dirs.iter().flatten().all(|i| i.kind == "tree"))
-}
-
 /// Later minutes of its lane a claim going back may take when its own
 /// place and the inbox are taken.
 const LATER_MINUTES: i64 = 5;
@@ -259,7 +223,7 @@ pub fn requeue_to(
     arrival: Timestamp,
 ) -> Result<Option<String>, GitError> {
     for to in requeue_places(task, arrival) {
-        if is_free(repo, tip, plans, &to)? {
+        if super::room::is_free(repo, tip, plans, &to)? {
             return Ok(Some(to));
         }
     }

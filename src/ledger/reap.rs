@@ -15,6 +15,7 @@ use crate::grid::{Id, NodeRecord, Task, TaskRules, layout};
 use crate::time::Timestamp;
 
 use super::results::{PendingResult, Rejection, abandoned};
+use super::room::{GiveWay, Mover, Room, room_for};
 
 /// Who reaps, when, and under which rules.
 pub struct ReapInput<'a> {
@@ -38,6 +39,10 @@ pub struct ReapInput<'a> {
     /// The edits of the commit's plans before this one: a requeue writes
     /// over none of their moves either.
     pub earlier: &'a Edits,
+    /// A node's say over a file that holds a claim's lane
+    /// (`room::GiveWay`), asked where no place is free; the tools have
+    /// none.
+    pub give_way: Option<&'a dyn GiveWay>,
 }
 
 #[derive(Debug, Default)]
@@ -70,11 +75,13 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         if out.invalid.len() >= REJECT_PER_PLAN {
             return;
         }
-        let r = Rejection::of(layout::IN_PROGRESS, entry, error, input.node, input.now);
-        out.edits.insert(r.path, Edit::Delete);
-        out.summary.push(format!("reject {}", r.result.stem));
-        out.results.push(r.result);
-        out.invalid.push(r.invalid);
+        out.reject(Rejection::of(
+            layout::IN_PROGRESS,
+            entry,
+            error,
+            input.node,
+            input.now,
+        ));
     };
     let (entries, odd): (Vec<TreeEntry>, Vec<TreeEntry>) = repo
         .list_dir(tip, layout::IN_PROGRESS)?
@@ -237,9 +244,15 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         let requeue = match disposition {
             Disposition::Requeue { attempt } => {
                 let plans = [input.earlier, &out.edits];
-                match super::queue::requeue_to(repo, tip, &plans, &c.task, c.arrival())? {
+                let free = super::queue::requeue_to(repo, tip, &plans, &c.task, c.arrival())?;
+                let to = match free {
+                    Some(to) => Some(to),
+                    None => lane_given_way(repo, tip, &mut out, c, attempt, input)?,
+                };
+                match to {
                     Some(to) => Some((attempt, to)),
                     None => {
+                        let plans = [input.earlier, &out.edits];
                         let places = super::queue::requeue_places(&c.task, c.arrival());
                         let rules = input.rules;
                         if !super::queue::all_hold_tasks_of(repo, tip, &plans, &places, id, rules)?
@@ -321,6 +334,57 @@ enum Silent {
 /// also says when it was found not answering (`unanswered_at`), for
 /// `status` and the dashboard; that too goes with the node's next write.
 /// The same for a claim of its own found past its deadline (`overdue_at`).
+impl ReapPlan {
+    fn reject(&mut self, r: Rejection) {
+        self.edits.insert(r.path, Edit::Delete);
+        self.summary.push(format!("reject {}", r.result.stem));
+        self.results.push(r.result);
+        self.invalid.push(r.invalid);
+    }
+}
+
+/// A claim with no free place to go back to: its own lane, if the file
+/// there gives way to it (`room::GiveWay`, a node enforcing trust, the
+/// file one it never runs). Planned here: the file's rejection, which the
+/// requeue's write of the path replaces.
+fn lane_given_way(
+    repo: &GridRepo,
+    tip: &str,
+    out: &mut ReapPlan,
+    c: &ClaimedTask,
+    attempt: u32,
+    input: &ReapInput<'_>,
+) -> Result<Option<String>, GitError> {
+    if input.give_way.is_none() {
+        return Ok(None);
+    }
+    let lane = super::queue::requeue_path(&c.task, c.arrival());
+    let plans = [input.earlier, &out.edits];
+    let mover = || {
+        Ok(Mover {
+            blob: None,
+            bytes: c.requeued(attempt),
+        })
+    };
+    let room = room_for(
+        repo,
+        tip,
+        &plans,
+        &lane,
+        input.give_way,
+        mover,
+        input.node,
+        input.now,
+    )?;
+    Ok(match room {
+        Room::GivenWay(r) => {
+            out.reject(*r);
+            Some(lane)
+        }
+        Room::Free | Room::Taken => None,
+    })
+}
+
 fn silence(out: &mut ReapPlan, node: &Id, record: &[u8], now: Timestamp, found: Silent) {
     let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(record) else {
         return;

@@ -84,11 +84,7 @@ pub fn plan(
         };
         match parsed {
             Err(e) => {
-                let r = Rejection::of(layout::LANES, &l.entry, &e, node, now);
-                out.edits.insert(r.path, Edit::Delete);
-                out.summary.push(format!("reject {}", r.result.stem));
-                out.results.push(r.result);
-                out.invalid.push(r.invalid);
+                out.reject(Rejection::of(layout::LANES, &l.entry, &e, node, now));
             }
             Ok(task) => {
                 let home = Place::of(&task, l.place.batch.minute);
@@ -98,7 +94,7 @@ pub fn plan(
                 let to = home.file(&task.task_id);
                 // Never over a file: one of its id there is another copy.
                 let plans: Vec<&Edits> = earlier.iter().copied().chain([&out.edits]).collect();
-                if !super::queue::is_free(repo, tip, &plans, &to)? {
+                if !super::room::is_free(repo, tip, &plans, &to)? {
                     out.moved.push((
                         task.task_id.to_string(),
                         format!("left where it is: {to}, where its fields put it, holds another file of its id"),

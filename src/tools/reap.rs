@@ -79,6 +79,8 @@ pub fn plan(
         // its own to discount (RELIABILITY.md, the reap and an outage).
         reach: Reach::Unbroken,
         earlier: &Edits::new(),
+        // It holds no policy: every file keeps its place.
+        give_way: None,
     };
     let planned = reap::plan(txn.repo, tip, &input)?;
     let mut edits = planned.edits;
@@ -117,6 +119,9 @@ pub fn plan(
             // count.
             counts: None,
             earlier: &edits,
+            // Nor can it tell a file no node runs from a copy of the task:
+            // every file keeps its place.
+            give_way: None,
         },
     )?;
     // What no live node can run, as the nodes' records say now.

@@ -1118,3 +1118,166 @@ fn submit_refuses_a_task_it_signed_that_every_node_would_fail() {
         stderr(&out)
     );
 }
+
+/// An unsigned file at the lane path a signed dependant is released to
+/// (the path its signed `queued_at` names): nodes enforcing trust never run
+/// it nor move it, and a move never writes over a file, so the dependant
+/// waited for good. It now gives way: it goes to `failed/` naming the
+/// trusted task whose place it took, and the dependant runs; its
+/// `invalid` result, a copy's, fails nothing that waits for `D`.
+#[test]
+fn an_unsigned_file_where_a_signed_dependant_is_released_gives_way() {
+    let t = TrustedGrid::new();
+    let queued_at = "2026-12-06T13:00:00Z";
+    let d = serde_json::json!({
+        "task_id": "D", "script": t.marking("D"), "timeout_seconds": 30,
+        "after": ["P"], "queued_at": queued_at,
+    });
+    let squat = serde_json::json!({
+        "task_id": "D", "script": t.marking("squat"), "timeout_seconds": 30, "queued_at": queued_at,
+    });
+    let lane = "tasks/lanes/p50/any/20261206T1300/D.json";
+    t.grid.commit_files(
+        &[
+            (
+                "tasks/queue/P.json".into(),
+                t.by_alice("P", &t.marking("P")),
+            ),
+            (
+                "tasks/queue/D.json".into(),
+                t.signed_task(d, "alice", GRID_ID, -10, 3600),
+            ),
+            (lane.into(), serde_json::to_vec(&squat).unwrap()),
+            (
+                "tasks/queue/E.json".into(),
+                t.signed_task(
+                    serde_json::json!({
+                        "task_id": "E", "script": t.marking("E"), "timeout_seconds": 30,
+                        "after": ["D"],
+                    }),
+                    "alice",
+                    GRID_ID,
+                    -10,
+                    3600,
+                ),
+            ),
+        ],
+        "a signed graph, and an unsigned file where its dependant goes",
+    );
+    let w = t.drain(&t.worker("n1", "enforce"));
+    assert_eq!(t.runs("P"), 1, "{}", w.log_text());
+    assert_eq!(t.runs("D"), 1, "D waits: {:?}", t.grid.blocked());
+    assert_eq!(t.runs("E"), 1, "{:?}", t.grid.json_files("tasks/failed"));
+    assert_eq!(t.runs("squat"), 0);
+    let e = failed_error(&t, "n1@D.json");
+    assert!(
+        e.starts_with(&format!("{lane}: untrusted (unsigned)"))
+            && e.contains("gives way to a trusted task of its id"),
+        "{e}"
+    );
+    assert!(t.grid.lane_paths().is_empty(), "{:?}", t.grid.lane_paths());
+}
+
+/// A dead node's claim on a signed task, with an unsigned file of its id
+/// at each of the seven places a requeue may take (its lane, the inbox,
+/// the next five minutes of its lane; the one in its lane signed by a key
+/// the policy does not list): nodes enforcing trust run none of them, yet
+/// the claim was abandoned as if they would run instead. The file in its
+/// lane now gives way, the claim is requeued there and runs.
+#[test]
+fn unsigned_files_around_a_dead_nodes_claim_give_way_to_it() {
+    let t = TrustedGrid::new();
+    let queued_at = "2026-12-06T13:00:00Z";
+    let task = serde_json::json!({
+        "task_id": "T", "script": t.marking("T"), "timeout_seconds": 30, "queued_at": queued_at,
+    });
+    let mut claimed: Value =
+        serde_json::from_slice(&t.signed_task(task, "alice", GRID_ID, -10, 3600)).unwrap();
+    claimed["claim"] = serde_json::json!({
+        "node_id": "gone", "claimed_at": "2026-01-01T00:00:00Z",
+        "deadline": "2026-01-01T00:10:00Z", "attempt": 1, "queued_at": queued_at,
+    });
+    let squat = serde_json::to_vec(&serde_json::json!({
+        "task_id": "T", "script": t.marking("squat"), "timeout_seconds": 30, "queued_at": queued_at,
+    }))
+    .unwrap();
+    let mut files = vec![
+        (
+            "tasks/in_progress/T.json".to_owned(),
+            serde_json::to_vec(&claimed).unwrap(),
+        ),
+        ("tasks/queue/T.json".to_owned(), squat.clone()),
+    ];
+    let by_eve = serde_json::json!({
+        "task_id": "T", "script": t.marking("squat"), "timeout_seconds": 30, "queued_at": queued_at,
+    });
+    files.push((
+        "tasks/lanes/p50/any/20261206T1300/T.json".to_owned(),
+        t.signed_task(by_eve, "eve", GRID_ID, -10, 3600),
+    ));
+    for minute in 1..=5 {
+        files.push((
+            format!("tasks/lanes/p50/any/20261206T130{minute}/T.json"),
+            squat.clone(),
+        ));
+    }
+    t.grid
+        .commit_files(&files, "untrusted files everywhere a requeue could go");
+    let w = t.drain(&t.worker("n1", "enforce"));
+    assert_eq!(t.runs("T"), 1, "{}", w.log_text());
+    assert_eq!(t.runs("squat"), 0);
+    let completed = t.grid.json_files("tasks/completed");
+    assert_eq!(
+        completed["n1@T.json"]["status"], "completed",
+        "{completed:?}"
+    );
+    let e = failed_error(&t, "n1@T.json");
+    assert!(
+        e.starts_with("tasks/lanes/p50/any/20261206T1300/T.json: untrusted (unknown-signer)")
+            && e.contains("gives way to a trusted task of its id"),
+        "{e}"
+    );
+    assert!(
+        !t.grid
+            .json_files("tasks/failed")
+            .values()
+            .any(|r| r["status"] == "abandoned"),
+        "{:?}",
+        t.grid.json_files("tasks/failed")
+    );
+}
+
+/// A signed task filed a few minutes after the lane its `queued_at` names
+/// (where a requeue goes when its own place is taken), with an unsigned
+/// file of its id in that place: a node moves it home before it claims
+/// it, and the move waited for good. The unsigned file gives way.
+#[test]
+fn an_unsigned_file_in_a_signed_tasks_own_lane_gives_way() {
+    let t = TrustedGrid::new();
+    let queued_at = "2026-12-06T13:00:00Z";
+    let task = serde_json::json!({
+        "task_id": "T", "script": t.marking("T"), "timeout_seconds": 30, "queued_at": queued_at,
+    });
+    let squat = serde_json::json!({
+        "task_id": "T", "script": t.marking("squat"), "timeout_seconds": 30, "queued_at": queued_at,
+    });
+    let home = "tasks/lanes/p50/any/20261206T1300/T.json";
+    t.grid.commit_files(
+        &[
+            (
+                "tasks/lanes/p50/any/20261206T1303/T.json".into(),
+                t.signed_task(task, "alice", GRID_ID, -10, 3600),
+            ),
+            (home.into(), serde_json::to_vec(&squat).unwrap()),
+        ],
+        "a signed task three minutes late, an unsigned file in its place",
+    );
+    let w = t.drain(&t.worker("n1", "enforce"));
+    assert_eq!(t.runs("T"), 1, "{}", w.log_text());
+    assert_eq!(t.runs("squat"), 0);
+    let e = failed_error(&t, "n1@T.json");
+    assert!(
+        e.starts_with(&format!("{home}: untrusted (unsigned)")),
+        "{e}"
+    );
+}

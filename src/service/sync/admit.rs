@@ -20,6 +20,7 @@ use crate::git::GitError;
 use crate::git::{Blob, EntryMode, GridRepo, Oid, TreeEntry};
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, Task, TaskRules, layout};
+use crate::ledger::room::{GiveWay, Mover};
 use crate::time::Timestamp;
 use crate::trust::cache::Cache;
 use crate::trust::policy::{MAX_POLICY_BYTES, POLICY_FILE, Pinned};
@@ -144,6 +145,31 @@ pub(super) fn result_counts(req: &SyncRequest<'_>, task: &Id, bytes: &[u8]) -> b
             }
             false
         }
+    }
+}
+
+/// A node enforcing trust, as the ledger asks of a file that holds the
+/// place a task moves to (`ledger::room::GiveWay`).
+pub(super) struct Enforcing<'a> {
+    req: &'a SyncRequest<'a>,
+}
+
+/// The node's say over what gives way, where it enforces trust.
+pub(super) fn give_way<'a>(req: &'a SyncRequest<'a>) -> Option<Enforcing<'a>> {
+    enforced(req).then_some(Enforcing { req })
+}
+
+impl GiveWay for Enforcing<'_> {
+    fn gives_way(
+        &self,
+        repo: &GridRepo,
+        path: &str,
+        held: &Oid,
+        mover: &mut dyn FnMut() -> Result<Mover, GitError>,
+    ) -> Result<Option<String>, GitError> {
+        let gate = self.req.trust.expect("only where trust is enforced");
+        gate.borrow_mut()
+            .gives_way(repo, path, held, mover, self.req.now, self.req.rules)
     }
 }
 
@@ -365,6 +391,49 @@ impl Gate {
                 Admit::Skip
             }
             (Action::Fail(e), _) => Admit::Reject(e.report()),
+        })
+    }
+
+    /// Does the file `held` at `path` give way to the task `mover`? Where
+    /// this node runs `mover` (signed by a submitter its policy lists) and
+    /// would leave `held` in the queue for good, as a file with no
+    /// signature or signed by a key its policy does not list: kept, it
+    /// would hold the trusted task back for good, and no node enforcing
+    /// trust would ever run or move it. A file left only until its
+    /// `issued_at` (`not-yet-issued`), or until this node holds a policy,
+    /// keeps its place.
+    fn gives_way(
+        &mut self,
+        repo: &GridRepo,
+        path: &str,
+        held: &Oid,
+        mover: &mut dyn FnMut() -> Result<Mover, GitError>,
+        now: Timestamp,
+        rules: &TaskRules,
+    ) -> Result<Option<String>, GitError> {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        // The file held first: most often another copy of the task, as
+        // trusted as the task, and the task moved is not read at all.
+        let blob = repo.read_objects(std::slice::from_ref(held), rules.max_file_bytes as u64)?;
+        let Some(bytes) = blob.first().and_then(Blob::data) else {
+            return Ok(None);
+        };
+        let refused = match self.verifier.verify_task(held, name, bytes, now) {
+            Verdict::Skip(e @ (TrustError::Unsigned | TrustError::UnknownSigner { .. })) => e,
+            _ => return Ok(None),
+        };
+        let Mover { blob, bytes } = mover()?;
+        // Its blob names it in the verifier's cache, as a queued file's does.
+        let blob = match blob {
+            Some(b) => b,
+            None => repo.write_blob(&bytes)?,
+        };
+        Ok(match self.verifier.verify_task(&blob, name, &bytes, now) {
+            Verdict::Trusted(_) => Some(format!(
+                "{}; it gives way to a trusted task of its id, moved to its place",
+                refused.report()
+            )),
+            _ => None,
         })
     }
 

@@ -22,6 +22,7 @@ use crate::ledger::blocked::BlockedEntry;
 use crate::ledger::queue::QueueAt;
 use crate::ledger::reap;
 use crate::ledger::results::{self, PendingResult, Rejection};
+use crate::ledger::room::GiveWay;
 use crate::service::outbox::OutboxEntry;
 use crate::time::Timestamp;
 
@@ -202,7 +203,7 @@ impl Draft<'_> {
     }
 
     /// Is `path` free at this plan's tip, as its edits leave it
-    /// (`ledger::queue::is_free`)? A lane's path is looked up in the
+    /// (`ledger::room::is_free`)? A lane's path is looked up in the
     /// queue's listing, which the plan holds already.
     fn is_free(&mut self, repo: &GridRepo, path: &str) -> Result<bool, GitError> {
         match self.edits.get(path.as_bytes()) {
@@ -220,7 +221,7 @@ impl Draft<'_> {
             };
             return Ok(!queue.holds(rel.as_bytes()) && !layout::dirs_made_by(path).any(taken));
         }
-        crate::ledger::queue::is_free(repo, self.tip, &[&self.edits], path)
+        crate::ledger::room::is_free(repo, self.tip, &[&self.edits], path)
     }
 
     /// The claims and the node records at this plan's tip, in one listing
@@ -250,7 +251,16 @@ impl Draft<'_> {
     }
 
     fn reject(&mut self, dir: &str, entry: &TreeEntry, error: &dyn std::fmt::Display) {
-        let r = Rejection::of(dir, entry, error, self.req.node, self.req.now);
+        self.rejected(Rejection::of(
+            dir,
+            entry,
+            error,
+            self.req.node,
+            self.req.now,
+        ));
+    }
+
+    fn rejected(&mut self, r: Rejection) {
         self.edits.insert(r.path, Edit::Delete);
         self.summary.push(format!("reject {}", r.result.stem));
         self.results.push(r.result);
@@ -454,6 +464,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
 /// Requeue (or abandon) claims whose owner is gone. The rule itself lives
 /// in ledger::reap, shared with `dgrid-worker reap`.
 fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(), GitError> {
+    let give_way = admit::give_way(d.req);
     let input = reap::ReapInput {
         node: d.req.node,
         now: d.req.now,
@@ -468,6 +479,7 @@ fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<()
             (true, None) => orphan::Reach::NotYet,
         },
         earlier: &d.edits,
+        give_way: give_way.as_ref().map(|g| g as &dyn GiveWay),
     };
     let planned = reap::plan(repo, d.tip, &input)?;
     d.edits.extend(planned.edits);

@@ -339,7 +339,7 @@ fn requeue_for(
         return Ok(None);
     };
     let to = requeue_path(&c.task, c.arrival());
-    if !crate::ledger::queue::is_free(repo, d.tip, &[&d.edits], &to)? {
+    if !crate::ledger::room::is_free(repo, d.tip, &[&d.edits], &to)? {
         return Ok(None);
     }
     let bytes = c.requeued(c.claim.attempt);

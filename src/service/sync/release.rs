@@ -11,6 +11,7 @@ use super::Draft;
 use crate::git::{GitError, GridRepo};
 use crate::grid::Id;
 use crate::ledger::deps::{self, Finished};
+use crate::ledger::room::GiveWay;
 
 /// Move on the tasks waiting for those this plan writes results of (and,
 /// with a reap, sweep every waiting task whose parent is gone).
@@ -42,6 +43,7 @@ pub(super) fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
     let queue = d.queue(repo)?;
     let req = d.req;
     let counts = |id: &Id, bytes: &[u8]| super::admit::result_counts(req, id, bytes);
+    let give_way = super::admit::give_way(req);
     let input = deps::ReleaseInput {
         node: d.req.node,
         now: d.req.now,
@@ -53,6 +55,7 @@ pub(super) fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
         sweep: d.req.reap,
         counts: super::admit::enforced(req).then_some(&counts),
         earlier: &d.edits,
+        give_way: give_way.as_ref().map(|g| g as &dyn GiveWay),
     };
     let planned = deps::release(repo, d.tip, &input)?;
     // A task this very plan filed under `blocked/` and moves on now: the

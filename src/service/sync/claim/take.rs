@@ -3,15 +3,16 @@
 //! inputs), or moving a queue file unchanged to where it belongs (its lane,
 //! or to wait under `blocked/`).
 
-use crate::git::{Edit, EntryMode, GitError, GridRepo, Oid, TreeEntry};
+use crate::git::{Blob, Edit, EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::claim::{ClaimedTask, TakenFrom};
 use crate::grid::{Id, Task, layout};
 use crate::ledger::blocked::BlockedEntry;
 use crate::ledger::result_index::{Counts, ResultIndex};
+use crate::ledger::room::{Mover, Room, room_for};
 use crate::service::sync::Draft;
 
 /// Move the file at `from` (blob `oid`, unchanged: a signed task stays
-/// signed) to `to`, if `to` is free (`ledger::queue::is_free`): a file of
+/// signed) to `to`, if `to` is free (`ledger::room::is_free`): a file of
 /// its id there is another copy of the task, which it must not replace,
 /// and a file where one of its directories goes would be replaced too.
 /// Else it stays where it is, for a later plan. Whether it moved.
@@ -23,7 +24,7 @@ pub(super) fn move_to(
     oid: &Oid,
     word: &str,
 ) -> Result<bool, GitError> {
-    if !d.is_free(repo, to)? {
+    if !d.is_free(repo, to)? && !made_way(repo, d, to, oid)? {
         tracing::debug!(to = %crate::escape::Untrusted(to), "not moved: its place, or a directory of it, holds another file");
         return Ok(false);
     }
@@ -41,6 +42,43 @@ pub(super) fn move_to(
         layout::json_stem(name).unwrap_or(name)
     ));
     Ok(true)
+}
+
+/// Where `to` is taken: does the file there give way to the file `oid`
+/// (`ledger::room::GiveWay`: this node enforces trust, runs `oid` and
+/// would never run the other)? Then it is rejected in this plan, and
+/// `to` is free.
+fn made_way(repo: &GridRepo, d: &mut Draft<'_>, to: &str, oid: &Oid) -> Result<bool, GitError> {
+    let Some(give_way) = super::super::admit::give_way(d.req) else {
+        return Ok(false);
+    };
+    let mover = || {
+        let blob =
+            repo.read_objects(std::slice::from_ref(oid), d.req.rules.max_file_bytes as u64)?;
+        let bytes = blob.into_iter().next().and_then(Blob::into_data);
+        Ok(Mover {
+            blob: Some(oid.clone()),
+            bytes: bytes.unwrap_or_default(),
+        })
+    };
+    let (node, now) = (d.req.node, d.req.now);
+    let room = room_for(
+        repo,
+        d.tip,
+        &[&d.edits],
+        to,
+        Some(&give_way),
+        mover,
+        node,
+        now,
+    )?;
+    Ok(match room {
+        Room::GivenWay(r) => {
+            d.rejected(*r);
+            true
+        }
+        Room::Free | Room::Taken => false,
+    })
 }
 
 /// Move the task `id` (the file at `from`, blob `oid`) to wait under

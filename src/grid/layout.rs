@@ -248,6 +248,25 @@ pub fn result_name_is_for(name: &str, task: &Id) -> NameMatch {
     }
 }
 
+/// The tasks the result file `name` may be for, each with how its name
+/// says so: [`NameMatch::Yes`] for the one a name of the current form
+/// names; [`NameMatch::Candidate`] for each an older `<node>-<task>.json`
+/// name may be for (one per `-` with a node before it). Each pair is what
+/// [`result_name_is_for`] says of the name and that task: a look-up by id
+/// over many results reads each name once.
+pub fn result_name_tasks(name: &str) -> Vec<(&str, NameMatch)> {
+    let Some(stem) = json_stem(name) else {
+        return Vec::new();
+    };
+    if let Some((_, task, _)) = result_name_parts(name) {
+        return vec![(task, NameMatch::Yes)];
+    }
+    stem.match_indices('-')
+        .filter(|(at, _)| *at > 0 && *at + 1 < stem.len())
+        .map(|(at, _)| (&stem[at + 1..], NameMatch::Candidate))
+        .collect()
+}
+
 /// The parts of a result file's name of the current form,
 /// `<node>@<task>.json` or `<node>@<task>@<suffix>.json` (a node's extra
 /// result of one task): the node, the task and the suffix, if any.
@@ -440,6 +459,34 @@ mod tests {
         assert_eq!(result_name_is_for("a-b-c.json", &t), NameMatch::Candidate);
         assert_eq!(result_name_is_for("b-c.json", &t), NameMatch::No);
         assert_eq!(result_name_is_for("-b-c.json", &t), NameMatch::No);
+    }
+
+    #[test]
+    fn the_tasks_a_result_name_may_be_for_are_those_it_matches() {
+        let names = [
+            "a@b-c.json",
+            "a@b-c@1700.json",
+            "a-b@c.json",
+            "a-b-c.json",
+            "b-c.json",
+            "-b-c.json",
+            "a--c.json",
+            "a-b-.json",
+            "abc.json",
+            "a-b.txt",
+        ];
+        let ids = ["a", "b", "c", "b-c", "-c", "c@1700", "b-", "abc", "a-b-c"];
+        for name in names {
+            let tasks = result_name_tasks(name);
+            for id in ids {
+                let Ok(task) = Id::parse(id) else { continue };
+                let listed = tasks
+                    .iter()
+                    .find(|(t, _)| *t == id)
+                    .map_or(NameMatch::No, |(_, m)| *m);
+                assert_eq!(listed, result_name_is_for(name, &task), "{name} for {id}");
+            }
+        }
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! `status`). The result directories are listed once; a name says whose
 //! result it is, or a bounded read of the file does.
 
-use std::collections::BTreeMap;
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::git::{GitError, GridRepo, Oid, TreeEntry};
-use crate::grid::{Id, ResultStatus, layout};
+use crate::grid::layout::{self, NameMatch};
+use crate::grid::{Id, ResultStatus};
 
 /// A result found on the branch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +34,14 @@ pub type Counts<'a> = &'a dyn Fn(&Id, &[u8]) -> bool;
 /// run again).
 pub struct ResultIndex {
     listed: Vec<(&'static str, Vec<TreeEntry>)>,
+    /// For each listed directory: task id -> the entries whose names may be
+    /// its result (index, how), in listing order. Built at the first look-up,
+    /// each name read once: a look-up costs its ids, not ids × results.
+    by_task: OnceCell<Vec<ByTask>>,
 }
+
+/// Task id -> the entries of one directory whose names may be its result.
+type ByTask = HashMap<String, Vec<(usize, NameMatch)>>;
 
 impl ResultIndex {
     pub fn list(repo: &GridRepo, tip: &str) -> Result<ResultIndex, GitError> {
@@ -40,7 +49,28 @@ impl ResultIndex {
         for dir in [layout::COMPLETED, layout::FAILED] {
             listed.push((dir, repo.list_dir(tip, dir)?));
         }
-        Ok(ResultIndex { listed })
+        Ok(ResultIndex {
+            listed,
+            by_task: OnceCell::new(),
+        })
+    }
+
+    fn by_task(&self) -> &[ByTask] {
+        self.by_task.get_or_init(|| {
+            self.listed
+                .iter()
+                .map(|(_, entries)| {
+                    let mut by_task = ByTask::new();
+                    for (i, e) in entries.iter().enumerate() {
+                        let name = e.name_lossy();
+                        for (task, how) in layout::result_name_tasks(&name) {
+                            by_task.entry(task.to_owned()).or_default().push((i, how));
+                        }
+                    }
+                    by_task
+                })
+                .collect()
+        })
     }
 
     /// The results of `ids`, those that have one.
@@ -60,34 +90,35 @@ impl ResultIndex {
     ) -> Result<BTreeMap<Id, ResultRef>, GitError> {
         let mut all: BTreeMap<Id, Vec<ResultRef>> = BTreeMap::new();
         let mut note = |id: &Id, r: ResultRef| all.entry(id.clone()).or_default().push(r);
-        for (dir, entries) in &self.listed {
+        for ((dir, entries), by_task) in self.listed.iter().zip(self.by_task()) {
             let completed = *dir == layout::COMPLETED;
-            let mut candidates: Vec<(&TreeEntry, Vec<&Id>)> = Vec::new();
-            for e in entries {
-                let name = e.name_lossy();
-                let mut maybe = Vec::new();
-                for id in ids {
-                    match layout::result_name_is_for(&name, id) {
-                        layout::NameMatch::Yes => note(
+            // Older names, by entry (in listing order): the ids asked that
+            // each may be, confirmed by reading the file once.
+            let mut maybe_of: BTreeMap<usize, Vec<&Id>> = BTreeMap::new();
+            for id in ids {
+                for &(i, how) in by_task.get(id.as_str()).into_iter().flatten() {
+                    match how {
+                        NameMatch::Yes => note(
                             id,
                             ResultRef {
                                 completed,
-                                file: format!("{dir}/{name}"),
-                                oid: e.oid.clone(),
+                                file: format!("{dir}/{}", entries[i].name_lossy()),
+                                oid: entries[i].oid.clone(),
                                 counted: true,
                             },
                         ),
-                        layout::NameMatch::Candidate => maybe.push(id),
-                        layout::NameMatch::No => {}
+                        NameMatch::Candidate => maybe_of.entry(i).or_default().push(id),
+                        NameMatch::No => {}
                     }
                 }
-                if !maybe.is_empty() {
-                    candidates.push((e, maybe));
-                }
             }
-            if candidates.is_empty() {
+            if maybe_of.is_empty() {
                 continue;
             }
+            let candidates: Vec<(&TreeEntry, Vec<&Id>)> = maybe_of
+                .into_iter()
+                .map(|(i, maybe)| (&entries[i], maybe))
+                .collect();
             let blobs = repo.read_objects(
                 &candidates
                     .iter()

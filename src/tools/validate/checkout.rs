@@ -3,7 +3,7 @@
 //! that is running or already has a result, and a task that runs after one
 //! the grid has never heard of.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::place::walk;
@@ -16,7 +16,6 @@ use crate::grid::{Id, layout};
 /// an id that is running (`in_progress/`) or already has a result would be
 /// run a second time. A pull request's check sees what `submit` refuses.
 pub fn check_against_grid(report: &mut Report, grid: &Path) {
-    use std::collections::BTreeSet;
     let ids: BTreeSet<&str> = report.tasks.iter().map(|(_, id)| id.as_str()).collect();
     // id -> where it is in use already.
     let mut in_use: BTreeMap<String, String> = BTreeMap::new();
@@ -26,45 +25,10 @@ pub fn check_against_grid(report: &mut Report, grid: &Path) {
             in_use.insert(id.to_string(), format!("is running: {claim}"));
         }
     }
-    // Results are named <node>@<task>.json, which says whose they are; an
-    // older <node>-<task>.json name is only a candidate until the file's
-    // task_id says so. One directory listing, whatever the number of tasks
-    // checked.
-    let parsed: Vec<crate::grid::Id> = ids
-        .iter()
-        .filter_map(|id| crate::grid::Id::parse(id).ok())
-        .collect();
-    for dir in [layout::COMPLETED, layout::FAILED] {
-        let Ok(entries) = std::fs::read_dir(grid.join(dir)) else {
-            continue;
-        };
-        for e in entries.filter_map(Result::ok) {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let mut candidates = Vec::new();
-            for id in &parsed {
-                match layout::result_name_is_for(&name, id) {
-                    layout::NameMatch::Yes => {
-                        in_use
-                            .entry(id.to_string())
-                            .or_insert_with(|| format!("already has a result: {dir}/{name}"));
-                    }
-                    layout::NameMatch::Candidate => candidates.push(id.as_str()),
-                    layout::NameMatch::No => {}
-                }
-            }
-            if candidates.is_empty() {
-                continue;
-            }
-            let task_id = read_regular(&e.path(), layout::MAX_RESULT_BYTES)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v["task_id"].as_str().map(str::to_owned));
-            if let Some(id) = task_id.filter(|t| candidates.contains(&t.as_str())) {
-                in_use
-                    .entry(id)
-                    .or_insert_with(|| format!("already has a result: {dir}/{name}"));
-            }
-        }
+    for (id, file) in results_of(grid, &[layout::COMPLETED, layout::FAILED], &ids) {
+        in_use
+            .entry(id)
+            .or_insert_with(|| format!("already has a result: {file}"));
     }
     check_lanes_after(report, grid);
     // A task that runs after another the grid has never heard of would
@@ -98,8 +62,7 @@ pub fn check_against_grid(report: &mut Report, grid: &Path) {
 
 /// Of the ids `graph`'s tasks run after, those the grid checked out at
 /// `grid` holds: queued, waiting, running, or with a result.
-fn known_ids(grid: &Path, graph: &[(Id, Vec<Id>)]) -> std::collections::BTreeSet<Id> {
-    use std::collections::BTreeSet;
+fn known_ids(grid: &Path, graph: &[(Id, Vec<Id>)]) -> BTreeSet<Id> {
     let wanted: BTreeSet<&Id> = graph.iter().flat_map(|(_, a)| a).collect();
     let mut known = BTreeSet::new();
     if wanted.is_empty() {
@@ -124,44 +87,50 @@ fn known_ids(grid: &Path, graph: &[(Id, Vec<Id>)]) -> std::collections::BTreeSet
                 .filter_map(|(p, _)| stem_id(&p.file_name()?.to_string_lossy())),
         );
     }
-    known.extend(with_results(
-        grid,
-        &[layout::COMPLETED, layout::FAILED],
-        &wanted,
-    ));
+    let wanted_names: BTreeSet<&str> = wanted.iter().map(|id| id.as_str()).collect();
+    let results = results_of(grid, &[layout::COMPLETED, layout::FAILED], &wanted_names);
+    known.extend(
+        results
+            .into_iter()
+            .filter_map(|(id, _)| Id::parse(&id).ok()),
+    );
     known.retain(|id| wanted.contains(id));
     known
 }
 
-/// Of `wanted`, the ids with a result in one of `dirs` of the checkout.
-fn with_results(
-    grid: &Path,
-    dirs: &[&str],
-    wanted: &std::collections::BTreeSet<&Id>,
-) -> std::collections::BTreeSet<Id> {
-    let mut found = std::collections::BTreeSet::new();
+/// The result files in `dirs` that are results of the tasks `wanted`:
+/// (task, `<dir>/<name>`), in listing order. Results are named
+/// `<node>@<task>.json`, which says whose they are; an older
+/// `<node>-<task>.json` name is only a candidate until the file's
+/// `task_id` says so (read once, bounded). One listing a directory, each
+/// name looked at once, whatever the number of tasks.
+fn results_of(grid: &Path, dirs: &[&str], wanted: &BTreeSet<&str>) -> Vec<(String, String)> {
+    let mut found = Vec::new();
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(grid.join(dir)) else {
             continue;
         };
         for e in entries.filter_map(Result::ok) {
             let name = e.file_name().to_string_lossy().into_owned();
-            for id in wanted {
-                match layout::result_name_is_for(&name, id) {
+            let mut candidates = Vec::new();
+            for (task, how) in layout::result_name_tasks(&name) {
+                match how {
+                    _ if !wanted.contains(task) => {}
                     layout::NameMatch::Yes => {
-                        found.insert((*id).clone());
+                        found.push((task.to_owned(), format!("{dir}/{name}")))
                     }
-                    layout::NameMatch::Candidate => {
-                        let task_id = read_regular(&e.path(), layout::MAX_RESULT_BYTES)
-                            .ok()
-                            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                            .and_then(|v| v["task_id"].as_str().map(str::to_owned));
-                        if task_id.as_deref() == Some(id.as_str()) {
-                            found.insert((*id).clone());
-                        }
-                    }
-                    layout::NameMatch::No => {}
+                    _ => candidates.push(task),
                 }
+            }
+            if candidates.is_empty() {
+                continue;
+            }
+            let task_id = read_regular(&e.path(), layout::MAX_RESULT_BYTES)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["task_id"].as_str().map(str::to_owned));
+            if let Some(id) = task_id.filter(|t| candidates.contains(&t.as_str())) {
+                found.push((id, format!("{dir}/{name}")));
             }
         }
     }
@@ -172,15 +141,21 @@ fn with_results(
 /// every one of them completed (a node released it, its `after` kept); one
 /// with a task in its `after` not completed belongs in `tasks/blocked/`.
 fn check_lanes_after(report: &mut Report, grid: &Path) {
-    let wanted: std::collections::BTreeSet<&Id> =
-        report.lane_after.iter().flat_map(|(_, a)| a).collect();
+    let wanted: BTreeSet<&str> = report
+        .lane_after
+        .iter()
+        .flat_map(|(_, a)| a.iter().map(Id::as_str))
+        .collect();
     if wanted.is_empty() {
         return;
     }
-    let completed = with_results(grid, &[layout::COMPLETED], &wanted);
+    let completed: BTreeSet<String> = results_of(grid, &[layout::COMPLETED], &wanted)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let mut refused = Vec::new();
     for (path, after) in &report.lane_after {
-        if let Some(p) = after.iter().find(|p| !completed.contains(*p)) {
+        if let Some(p) = after.iter().find(|p| !completed.contains(p.as_str())) {
             refused.push(Finding {
                 path: path.clone(),
                 field: Some("after"),
@@ -191,7 +166,7 @@ fn check_lanes_after(report: &mut Report, grid: &Path) {
             });
         }
     }
-    let paths: std::collections::BTreeSet<&PathBuf> = refused.iter().map(|f| &f.path).collect();
+    let paths: BTreeSet<&PathBuf> = refused.iter().map(|f| &f.path).collect();
     let before = report.tasks.len();
     report.tasks.retain(|(p, _)| !paths.contains(p));
     report.valid -= before - report.tasks.len();

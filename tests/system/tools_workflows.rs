@@ -323,6 +323,16 @@ fn the_validate_step_takes_trust_from_the_base_branch() {
         &key("alice.pub"),
     ]);
 
+    // On main already: a task queued before the grid signed anything,
+    // which nodes enforcing trust leave in the queue. It is the grid's,
+    // not the pull request's: it must not fail every pull request after.
+    grid.commit_files(
+        &[(
+            "tasks/queue/from-before.json".into(),
+            br#"{"task_id":"from-before","script":"echo old","timeout_seconds":5}"#.to_vec(),
+        )],
+        "a task queued before the policy",
+    );
     let work = grid.path("checkout");
     git(grid.root.path(), &["clone", "--quiet", &url, "checkout"]);
     git(&work, &["checkout", "--quiet", "-b", "pr"]);
@@ -346,6 +356,14 @@ fn the_validate_step_takes_trust_from_the_base_branch() {
     };
     sign_task("by-alice", "alice");
     sign_task("by-mallory", "mallory");
+    // And a task filed by hand in a lane its fields do not name.
+    let lane = work.join("tasks/lanes/p70/any/20261206T1000");
+    std::fs::create_dir_all(&lane).unwrap();
+    std::fs::copy(
+        work.join("tasks/queue/by-alice.json"),
+        lane.join("by-alice-2.json"),
+    )
+    .unwrap();
     // The pull request lists mallory in its own (unsigned) roots file.
     let mallory = std::fs::read_to_string(key("mallory.pub")).unwrap();
     std::fs::write(work.join(".dgrid/roots"), mallory).unwrap();
@@ -382,11 +400,26 @@ fn the_validate_step_takes_trust_from_the_base_branch() {
             && text.contains("::error file=tasks/queue/by-mallory.json"),
         "{text}"
     );
-    assert!(!text.contains("by-alice"), "{text}");
+    assert!(
+        text.contains("tasks/lanes/p70/any/20261206T1000/by-alice-2.json: "),
+        "{text}"
+    );
+    assert!(
+        !text.contains("by-alice.json") && !text.contains("from-before"),
+        "{text}"
+    );
 
-    // The pull request drops that task; the merge is made anew.
+    // The pull request drops those two; the merge is made anew.
     git(&work, &["checkout", "--quiet", "pr"]);
-    git(&work, &["rm", "--quiet", "tasks/queue/by-mallory.json"]);
+    git(
+        &work,
+        &[
+            "rm",
+            "--quiet",
+            "tasks/queue/by-mallory.json",
+            "tasks/lanes/p70/any/20261206T1000/by-alice-2.json",
+        ],
+    );
     git(&work, &["commit", "--quiet", "-m", "drop it"]);
     git(
         &work,

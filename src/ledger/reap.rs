@@ -43,6 +43,11 @@ pub struct ReapInput<'a> {
     /// (`room::GiveWay`), asked where no place is free; the tools have
     /// none.
     pub give_way: Option<&'a dyn GiveWay>,
+    /// May a claim whose seven places all hold tasks of its id end, so
+    /// that they run instead? Not where the reaper cannot tell a copy that
+    /// runs from a file no node enforcing trust runs (the tool, on a grid
+    /// that signs its tasks): the nodes reap too, and can.
+    pub ends_for_copies: bool,
 }
 
 #[derive(Debug, Default)]
@@ -260,6 +265,13 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                             out.reaped.push((
                                 id.to_string(),
                                 format!("left for now ({why}): its lane, the inbox and the next minutes of its lane each hold a file of its id, not all of them tasks"),
+                            ));
+                            continue;
+                        }
+                        if !input.ends_for_copies {
+                            out.reaped.push((
+                                id.to_string(),
+                                format!("left for now ({why}): its lane, the inbox and the next minutes of its lane each hold a task of its id, and only a node that holds the grid's trust policy can tell whether they run"),
                             ));
                             continue;
                         }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::git::txn::{Plan, Txn};
-use crate::git::{Edits, GitError};
+use crate::git::{Edits, GitError, GridRepo};
 use crate::grid::orphan::{OrphanPolicy, Reach};
 use crate::grid::schedule::NodeLabels;
 use crate::grid::{Id, TaskRules};
@@ -47,6 +47,12 @@ pub struct Unservable {
     pub why: String,
 }
 
+/// Does the grid at `tip` sign its tasks (it holds a trust policy)?
+fn signs_tasks(repo: &GridRepo, tip: &str) -> Result<bool, GitError> {
+    let spec = format!("{tip}:{}", crate::trust::policy::POLICY_FILE);
+    Ok(repo.object_info(&[spec])?[0].is_some())
+}
+
 /// Plan the reap at the fetched tip. `who` is the reaper's identity: it must
 /// not be a worker's id, or that worker's live claims would be taken for
 /// its own leftovers. `outboxes`: the published outboxes on the remote
@@ -79,8 +85,11 @@ pub fn plan(
         // its own to discount (RELIABILITY.md, the reap and an outage).
         reach: Reach::Unbroken,
         earlier: &Edits::new(),
-        // It holds no policy: every file keeps its place.
+        // It holds no policy: every file keeps its place, and on a grid
+        // that signs its tasks it cannot tell a copy that runs from a file
+        // that never does.
         give_way: None,
+        ends_for_copies: !signs_tasks(txn.repo, tip)?,
     };
     let planned = reap::plan(txn.repo, tip, &input)?;
     let mut edits = planned.edits;

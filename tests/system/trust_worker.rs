@@ -1182,8 +1182,9 @@ fn an_unsigned_file_where_a_signed_dependant_is_released_gives_way() {
 /// at each of the seven places a requeue may take (its lane, the inbox,
 /// the next five minutes of its lane; the one in its lane signed by a key
 /// the policy does not list): nodes enforcing trust run none of them, yet
-/// the claim was abandoned as if they would run instead. The file in its
-/// lane now gives way, the claim is requeued there and runs.
+/// the claim was abandoned as if they would run instead. The `reap` tool
+/// now leaves it to the nodes; the file in its lane gives way to a node
+/// enforcing trust, and the claim is requeued there and runs.
 #[test]
 fn unsigned_files_around_a_dead_nodes_claim_give_way_to_it() {
     let t = TrustedGrid::new();
@@ -1223,6 +1224,16 @@ fn unsigned_files_around_a_dead_nodes_claim_give_way_to_it() {
     }
     t.grid
         .commit_files(&files, "untrusted files everywhere a requeue could go");
+    // The `reap` tool holds no policy: on a grid that signs its tasks it
+    // cannot tell whether those files run, and leaves the claim to nodes.
+    let reap = dgrid(&["reap", "--repo", &t.grid.url()]);
+    expect_code(&reap, 0);
+    assert!(
+        stdout(&reap).contains("only a node that holds the grid's trust policy can tell"),
+        "{}",
+        stdout(&reap)
+    );
+    assert!(t.grid.files("tasks/in_progress").contains_key("T.json"));
     let w = t.drain(&t.worker("n1", "enforce"));
     assert_eq!(t.runs("T"), 1, "{}", w.log_text());
     assert_eq!(t.runs("squat"), 0);

@@ -480,6 +480,7 @@ fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<()
         },
         earlier: &d.edits,
         give_way: give_way.as_ref().map(|g| g as &dyn GiveWay),
+        ends_for_copies: true,
     };
     let planned = reap::plan(repo, d.tip, &input)?;
     d.edits.extend(planned.edits);

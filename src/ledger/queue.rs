@@ -8,11 +8,15 @@ use std::rc::Rc;
 
 use crate::git::{Edit, Edits, EntryMode, GitError};
 use crate::git::{GridRepo, TreeEntry};
+use crate::grid::claim::ClaimedTask;
 use crate::grid::layout::{self, Place, PlaceError};
 use crate::grid::schedule::{NodeLabels, effective_priority};
 use crate::grid::task::EntryKind;
 use crate::grid::{Class, Id, Task, TaskRules};
 use crate::time::Timestamp;
+
+use super::results::Rejection;
+use super::room::{GiveWay, Mover, Room, room_for};
 
 /// One task file in a lane.
 #[derive(Debug, Clone)]
@@ -228,6 +232,43 @@ pub fn requeue_to(
         }
     }
     Ok(None)
+}
+
+/// Where the claim `c` going back to the queue as attempt `attempt` goes:
+/// [`requeue_to`]'s first free place; else its own lane, where the file
+/// there gives way to it (`room::GiveWay`: a node enforcing trust, the
+/// file one it never runs), with that file's rejection to plan in the same
+/// commit (the requeue's write of the path replaces its delete).
+#[allow(clippy::too_many_arguments)]
+pub fn requeue_place(
+    repo: &GridRepo,
+    tip: &str,
+    plans: &[&Edits],
+    give_way: Option<&dyn GiveWay>,
+    c: &ClaimedTask,
+    attempt: u32,
+    node: &Id,
+    now: Timestamp,
+) -> Result<Option<(String, Option<Rejection>)>, GitError> {
+    if let Some(to) = requeue_to(repo, tip, plans, &c.task, c.arrival())? {
+        return Ok(Some((to, None)));
+    }
+    if give_way.is_none() {
+        return Ok(None);
+    }
+    let lane = requeue_path(&c.task, c.arrival());
+    let mover = || {
+        Ok(Mover {
+            blob: None,
+            bytes: c.requeued(attempt),
+        })
+    };
+    Ok(
+        match room_for(repo, tip, plans, &lane, give_way, mover, node, now)? {
+            Room::GivenWay(r) => Some((lane, Some(*r))),
+            Room::Free | Room::Taken => None,
+        },
+    )
 }
 
 /// The places [`requeue_to`] tries, in order: its lane, the inbox, its

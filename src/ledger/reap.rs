@@ -15,7 +15,7 @@ use crate::grid::{Id, NodeRecord, Task, TaskRules, layout};
 use crate::time::Timestamp;
 
 use super::results::{PendingResult, Rejection, abandoned};
-use super::room::{GiveWay, Mover, Room, room_for};
+use super::room::GiveWay;
 
 /// Who reaps, when, and under which rules.
 pub struct ReapInput<'a> {
@@ -249,13 +249,24 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
         let requeue = match disposition {
             Disposition::Requeue { attempt } => {
                 let plans = [input.earlier, &out.edits];
-                let free = super::queue::requeue_to(repo, tip, &plans, &c.task, c.arrival())?;
-                let to = match free {
-                    Some(to) => Some(to),
-                    None => lane_given_way(repo, tip, &mut out, c, attempt, input)?,
-                };
+                let (node, now) = (input.node, input.now);
+                let to = super::queue::requeue_place(
+                    repo,
+                    tip,
+                    &plans,
+                    input.give_way,
+                    c,
+                    attempt,
+                    node,
+                    now,
+                )?;
                 match to {
-                    Some(to) => Some((attempt, to)),
+                    Some((to, given_way)) => {
+                        if let Some(r) = given_way {
+                            out.reject(r);
+                        }
+                        Some((attempt, to))
+                    }
                     None => {
                         let plans = [input.earlier, &out.edits];
                         let places = super::queue::requeue_places(&c.task, c.arrival());
@@ -353,48 +364,6 @@ impl ReapPlan {
         self.results.push(r.result);
         self.invalid.push(r.invalid);
     }
-}
-
-/// A claim with no free place to go back to: its own lane, if the file
-/// there gives way to it (`room::GiveWay`, a node enforcing trust, the
-/// file one it never runs). Planned here: the file's rejection, which the
-/// requeue's write of the path replaces.
-fn lane_given_way(
-    repo: &GridRepo,
-    tip: &str,
-    out: &mut ReapPlan,
-    c: &ClaimedTask,
-    attempt: u32,
-    input: &ReapInput<'_>,
-) -> Result<Option<String>, GitError> {
-    if input.give_way.is_none() {
-        return Ok(None);
-    }
-    let lane = super::queue::requeue_path(&c.task, c.arrival());
-    let plans = [input.earlier, &out.edits];
-    let mover = || {
-        Ok(Mover {
-            blob: None,
-            bytes: c.requeued(attempt),
-        })
-    };
-    let room = room_for(
-        repo,
-        tip,
-        &plans,
-        &lane,
-        input.give_way,
-        mover,
-        input.node,
-        input.now,
-    )?;
-    Ok(match room {
-        Room::GivenWay(r) => {
-            out.reject(*r);
-            Some(lane)
-        }
-        Room::Free | Room::Taken => None,
-    })
 }
 
 fn silence(out: &mut ReapPlan, node: &Id, record: &[u8], now: Timestamp, found: Silent) {

@@ -11,8 +11,9 @@ use crate::git::{Blob, GridRepo};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan;
 use crate::grid::{Id, TaskRules, layout};
-use crate::ledger::queue::requeue_to;
+use crate::ledger::queue;
 use crate::ledger::results::{PendingResult, abandoned};
+use crate::ledger::room::GiveWay;
 use crate::service::outbox::{Finish, OutboxEntry};
 
 /// What becomes of one outbox entry at this tip.
@@ -171,8 +172,7 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                     d.req.rules,
                 );
                 if let Ok(c) = claimed {
-                    let Some(to) = requeue_to(repo, d.tip, &[&d.edits], &c.task, c.arrival())?
-                    else {
+                    let Some(to) = requeue_place(repo, d, &c, c.claim.attempt)? else {
                         stay_claimed(d, &mut touched, &source, id);
                         continue;
                     };
@@ -194,8 +194,7 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                 // It ran here: an attempt spent, answered or not.
                 match orphan::disposition(&c.answered().claim, d.req.policy) {
                     orphan::Disposition::Requeue { attempt } => {
-                        let Some(to) = requeue_to(repo, d.tip, &[&d.edits], &c.task, c.arrival())?
-                        else {
+                        let Some(to) = requeue_place(repo, d, &c, attempt)? else {
                             stay_claimed(d, &mut touched, &source, id);
                             continue;
                         };
@@ -230,12 +229,35 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
     Ok(touched)
 }
 
+/// Where the claim `c` goes back to the queue as attempt `attempt`
+/// (`ledger::queue::requeue_place`), the rejection of a file that gave way
+/// to it planned; `None` where nowhere is free now.
+fn requeue_place(
+    repo: &GridRepo,
+    d: &mut Draft<'_>,
+    c: &ClaimedTask,
+    attempt: u32,
+) -> Result<Option<String>, GitError> {
+    let give_way = super::admit::give_way(d.req);
+    let give_way = give_way.as_ref().map(|g| g as &dyn GiveWay);
+    let (node, now) = (d.req.node, d.req.now);
+    let plans = [&d.edits];
+    let found = queue::requeue_place(repo, d.tip, &plans, give_way, c, attempt, node, now)?;
+    Ok(found.map(|(to, given_way)| {
+        if let Some(r) = given_way {
+            d.rejected(r);
+        }
+        to
+    }))
+}
+
 /// A requeue with nowhere to go now (`queue::requeue_to`: copies pushed
 /// again hold each place it may take): the claim stays, and the outbox
 /// entry waits for a later sync.
 fn stay_claimed(d: &mut Draft<'_>, touched: &mut BTreeSet<Id>, source: &[u8], id: &Id) {
     d.edits.remove(source);
     touched.remove(id);
+    d.report.requeues_waiting += 1;
     tracing::warn!(task_id = %id, "the requeue waits: each place it may take holds another file of its id");
 }
 

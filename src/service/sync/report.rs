@@ -41,6 +41,10 @@ pub struct SyncReport {
     pub wrote_heartbeat: bool,
     /// Tasks this commit puts back in the queue (requeues from the outbox).
     pub requeued: usize,
+    /// Requeues from the outbox with nowhere to go now (each place holds
+    /// another file of the task's id): they wait, and so does the node's
+    /// next sync, a poll interval, rather than try again at once.
+    pub requeues_waiting: usize,
     /// The highest priority (with its age) of the tasks this node could
     /// claim that are left in the queue, when it was looked at: claims not
     /// started of a lower one go back for it (`share::preempt`).

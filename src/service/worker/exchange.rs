@@ -398,12 +398,14 @@ impl Worker {
                 .claimed(now, more || report.requeued > 0, self.cfg.pull_interval);
         }
         self.absorb(&report, commit.as_deref());
+        if report.requeues_waiting > 0 {
+            self.schedule.requeue_waits(now, self.cfg.pull_interval);
+        }
         self.check_node_key();
         if looked {
             self.rebalance_on(View::of(&report));
         }
-        // Not with a push of unknown outcome: maintenance may cut history
-        // that telling whether it landed needs.
+        // Not with a push of unknown outcome: maintenance may cut the history that tells.
         if self.slots.running.is_empty()
             && self.uncertain.is_none()
             && self.schedule.take_maintenance(now)

@@ -296,6 +296,14 @@ impl Schedule {
         self.retry_sync_at = now + pull_interval;
     }
 
+    /// A requeue from the outbox had nowhere to go (`SyncReport::
+    /// requeues_waiting`): nothing the next sync could change until the
+    /// grid does, so it waits `pull_interval`, as after a failed sync;
+    /// tried at once, it would make a plan every few ms.
+    pub fn requeue_waits(&mut self, now: Instant, pull_interval: Duration) {
+        self.retry_sync_at = now + pull_interval;
+    }
+
     /// A sync that claimed landed: poll again at once while the queue has
     /// more and the claim took all it asked for (or tasks just went back to
     /// the queue); otherwise at the interval.

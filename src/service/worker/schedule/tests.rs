@@ -96,6 +96,23 @@ fn a_failed_sync_holds_every_reason_back_for_the_interval() {
 }
 
 #[test]
+fn an_idle_node_whose_requeue_waits_tries_again_after_the_interval() {
+    let now = Instant::now();
+    let mut s = quiet(now);
+    s.result_waiting(now);
+    // Idle, with a requeue in the outbox: due at once.
+    let idle = Load {
+        room: 1,
+        pending: 1,
+        ..base()
+    };
+    assert!(s.due(now, &idle).is_some_and(|d| d.flush));
+    s.requeue_waits(now, PULL);
+    assert_eq!(s.due(at(now, 5), &idle), None, "not tried again at once");
+    assert!(s.due(now + PULL, &idle).is_some_and(|d| d.flush));
+}
+
+#[test]
 fn results_ride_with_the_next_claim_or_go_after_the_delay() {
     let now = Instant::now();
     let mut s = quiet(now);

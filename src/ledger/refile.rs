@@ -20,6 +20,7 @@ use crate::time::Timestamp;
 use super::Moves;
 use super::queue::{LaneEntry, QueueAt};
 use super::results::Rejection;
+use super::room::{GiveWay, Mover, Room, room_for};
 
 /// Files read in one reap, at most: a grid with more waiting in unserved
 /// lanes has a different batch of them read at each reap.
@@ -27,7 +28,10 @@ pub const READ_PER_REAP: usize = 256;
 
 /// Read a batch of the files in lanes that none of `live` serves and plan
 /// what becomes of those filed elsewhere than their fields say. `now`
-/// picks the batch when there are more than [`READ_PER_REAP`].
+/// picks the batch when there are more than [`READ_PER_REAP`]. A file
+/// where one belongs gives way as `give_way` says (`room::GiveWay`: a
+/// node's; the tools have none).
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     repo: &GridRepo,
     (tip, earlier): (&str, &[&Edits]),
@@ -36,6 +40,7 @@ pub fn plan(
     rules: &TaskRules,
     node: &Id,
     now: Timestamp,
+    give_way: Option<&dyn GiveWay>,
 ) -> Result<Moves, GitError> {
     let mut out = Moves::default();
     // Judged once a class: a deep queue has far fewer classes than tasks.
@@ -94,12 +99,30 @@ pub fn plan(
                 let to = home.file(&task.task_id);
                 // Never over a file: one of its id there is another copy.
                 let plans: Vec<&Edits> = earlier.iter().copied().chain([&out.edits]).collect();
-                if !super::room::is_free(repo, tip, &plans, &to)? {
-                    out.moved.push((
-                        task.task_id.to_string(),
-                        format!("left where it is: {to}, where its fields put it, holds another file of its id"),
-                    ));
-                    continue;
+                let mover = || {
+                    let blob = repo.read_objects(
+                        std::slice::from_ref(&l.entry.oid),
+                        rules.max_file_bytes as u64,
+                    )?;
+                    Ok(Mover {
+                        blob: Some(l.entry.oid.clone()),
+                        bytes: blob
+                            .into_iter()
+                            .next()
+                            .and_then(Blob::into_data)
+                            .unwrap_or_default(),
+                    })
+                };
+                match room_for(repo, tip, &plans, &to, give_way, mover, node, now)? {
+                    Room::Free => {}
+                    Room::GivenWay(r) => out.reject(*r),
+                    Room::Taken => {
+                        out.moved.push((
+                            task.task_id.to_string(),
+                            format!("left where it is: {to}, where its fields put it, holds another file of its id"),
+                        ));
+                        continue;
+                    }
                 }
                 out.edits.insert(l.path(), Edit::Delete);
                 out.edits.insert(

@@ -146,7 +146,16 @@ pub fn plan(
     // would wait unseen: those lanes' files are read here.
     // After the reap's and the release's moves: none written over.
     let earlier = [&edits, &released.edits];
-    let refiled = refile::plan(txn.repo, (tip, &earlier), &queue, &refs, rules, who, now)?;
+    let refiled = refile::plan(
+        txn.repo,
+        (tip, &earlier),
+        &queue,
+        &refs,
+        rules,
+        who,
+        now,
+        None,
+    )?;
     let mut queue = queue;
     queue
         .lanes

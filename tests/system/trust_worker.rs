@@ -1292,3 +1292,104 @@ fn an_unsigned_file_in_a_signed_tasks_own_lane_gives_way() {
         "{e}"
     );
 }
+
+/// A node stopped while it runs a signed task, which it cancels at its
+/// drain timeout and puts back in the queue, where an unsigned file of
+/// the task's id sits at each of the seven places a requeue may take: its
+/// claim stayed, and the node tried the requeue again every few ms. The
+/// file in the task's lane now gives way in the stop's own commit, and the
+/// task runs.
+#[test]
+fn a_nodes_own_requeue_takes_its_lane_from_an_unsigned_file() {
+    let t = TrustedGrid::new();
+    let queued_at = "2026-12-06T13:00:00Z";
+    let task = serde_json::json!({
+        "task_id": "T", "script": format!("sleep 5; {}", t.marking("T")),
+        "timeout_seconds": 30, "queued_at": queued_at,
+    });
+    t.queue(
+        &[("T", t.signed_task(task, "alice", GRID_ID, -10, 3600))],
+        "a signed task that takes a while",
+    );
+    let mut spec = t.worker("n1", "enforce");
+    spec.drain = false;
+    spec.extra = format!("drain_timeout = 1\n{}", spec.extra);
+    let mut w = spawn_worker(&t.grid, &spec);
+    wait_until("T claimed", Duration::from_secs(60), || {
+        t.grid.files("tasks/in_progress").contains_key("T.json")
+    });
+    let squat = serde_json::to_vec(&serde_json::json!({
+        "task_id": "T", "script": t.marking("squat"), "timeout_seconds": 30, "queued_at": queued_at,
+    }))
+    .unwrap();
+    let mut files = vec![("tasks/queue/T.json".to_owned(), squat.clone())];
+    for minute in 0..=5 {
+        files.push((
+            format!("tasks/lanes/p50/any/20261206T130{minute}/T.json"),
+            squat.clone(),
+        ));
+    }
+    t.grid
+        .commit_files(&files, "unsigned files everywhere a requeue could go");
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    assert!(
+        w.log_text().contains("task cancelled; requeueing"),
+        "{}",
+        w.log_text()
+    );
+    // Put back by the stop's own commit, not left for a later start.
+    assert!(
+        !t.grid.files("tasks/in_progress").contains_key("T.json")
+            && !w.log_text().contains("the requeue waits"),
+        "{}",
+        w.log_text()
+    );
+    let again = t.drain(&t.worker("n1", "enforce"));
+    assert_eq!(t.runs("T"), 1, "{}", again.log_text());
+    assert_eq!(t.runs("squat"), 0);
+    let e = failed_error(&t, "n1@T.json");
+    assert!(
+        e.starts_with("tasks/lanes/p50/any/20261206T1300/T.json: untrusted (unsigned)"),
+        "{e}"
+    );
+}
+
+/// A signed task misfiled in a lane no live node serves (`gpu`, asking for
+/// nothing), with an unsigned file of its id where its fields put it: the
+/// reap's refile left it where it was, at every reap, for good. The file
+/// at its place gives way, and the task runs.
+#[test]
+fn a_signed_task_refiled_from_a_lane_nobody_serves_takes_its_place() {
+    let t = TrustedGrid::new();
+    let queued_at = "2026-12-06T13:00:00Z";
+    let task = serde_json::json!({
+        "task_id": "T", "script": t.marking("T"), "timeout_seconds": 30, "queued_at": queued_at,
+    });
+    let squat = serde_json::json!({
+        "task_id": "T", "script": t.marking("squat"), "timeout_seconds": 30, "queued_at": queued_at,
+    });
+    let home = "tasks/lanes/p50/any/20261206T1300/T.json";
+    t.grid.commit_files(
+        &[
+            (
+                "tasks/lanes/p50/gpu/20261206T1300/T.json".into(),
+                t.signed_task(task, "alice", GRID_ID, -10, 3600),
+            ),
+            (home.into(), serde_json::to_vec(&squat).unwrap()),
+        ],
+        "a signed task in a gpu lane, an unsigned file where it belongs",
+    );
+    let w = t.drain(&t.worker("n1", "enforce"));
+    assert_eq!(t.runs("T"), 1, "{}", w.log_text());
+    assert_eq!(t.runs("squat"), 0);
+    let e = failed_error(&t, "n1@T.json");
+    assert!(
+        e.starts_with(&format!("{home}: untrusted (unsigned)")),
+        "{e}"
+    );
+}

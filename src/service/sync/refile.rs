@@ -8,6 +8,7 @@
 use super::Draft;
 use crate::git::{GitError, GridRepo};
 use crate::grid::schedule::NodeLabels;
+use crate::ledger::room::GiveWay;
 use crate::ledger::{nodes, refile};
 
 pub(super) fn refile(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError> {
@@ -26,6 +27,7 @@ pub(super) fn refile(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError>
     live.push((me.to_owned(), d.req.record.node_labels()));
     let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (n.as_str(), l)).collect();
     let queue = d.queue(repo)?;
+    let give_way = super::admit::give_way(d.req);
     let planned = refile::plan(
         repo,
         (d.tip, &[&d.edits]),
@@ -34,6 +36,7 @@ pub(super) fn refile(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError>
         d.req.rules,
         d.req.node,
         d.req.now,
+        give_way.as_ref().map(|g| g as &dyn GiveWay),
     )?;
     // A path this plan already moves is left to it.
     if planned.edits.keys().any(|p| d.edits.contains_key(p)) {

@@ -16,5 +16,6 @@ mod tools_dashboard;
 mod tools_perf;
 mod tools_status_page;
 mod tools_workflows;
+mod trust_give_way;
 mod trust_guide;
 mod trust_worker;

@@ -219,3 +219,43 @@ fn a_signed_task_refiled_from_a_lane_nobody_serves_takes_its_place() {
     let w = t.drain(&t.worker("n1", "enforce"));
     gave_way(&t, &w, "T", &lane("T", 0), "unsigned");
 }
+
+/// Not to a replay: a signed task that ran already (its signed result is
+/// on the grid), pushed again under a parent. Released, it would only be
+/// failed as `replayed`, for nobody to run; the file at its lane, which a
+/// node not enforcing trust may run, keeps its place.
+#[test]
+fn an_unsigned_file_keeps_its_place_from_a_replayed_task() {
+    let t = TrustedGrid::new();
+    let x = signed(&t, "X", "", json!({}));
+    t.queue(&[("X", x.clone())], "X");
+    t.drain(&t.worker("n1", "enforce"));
+    assert_eq!(t.runs("X"), 1);
+    t.grid.commit_files(
+        &[
+            (
+                "tasks/queue/P.json".into(),
+                t.by_alice("P", &t.marking("P")),
+            ),
+            ("tasks/blocked/P/X.json".into(), x),
+            (lane("X", 0), squat(&t, "X")),
+        ],
+        "X pushed again under P, and an unsigned file at its lane",
+    );
+    let w = t.drain(&t.worker("n1", "enforce"));
+    assert_eq!(t.runs("P"), 1, "{}", w.log_text());
+    assert_eq!(t.runs("X"), 1);
+    let failed = t.grid.json_files("tasks/failed");
+    assert!(
+        !failed
+            .values()
+            .any(|r| r["error"].as_str().is_some_and(|e| e.contains("gives way"))),
+        "{failed:?}"
+    );
+    let kept = lane("X", 0).replace("tasks/lanes/", "");
+    assert!(
+        t.grid.lane_paths().contains(&kept),
+        "{:?}",
+        t.grid.lane_paths()
+    );
+}

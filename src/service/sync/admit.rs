@@ -152,11 +152,13 @@ pub(super) fn result_counts(req: &SyncRequest<'_>, task: &Id, bytes: &[u8]) -> b
 /// place a task moves to (`ledger::room::GiveWay`).
 pub(super) struct Enforcing<'a> {
     req: &'a SyncRequest<'a>,
+    tip: &'a str,
 }
 
-/// The node's say over what gives way, where it enforces trust.
-pub(super) fn give_way<'a>(req: &'a SyncRequest<'a>) -> Option<Enforcing<'a>> {
-    enforced(req).then_some(Enforcing { req })
+/// The node's say over what gives way, where it enforces trust, in a plan
+/// at `tip`.
+pub(super) fn give_way<'a>(req: &'a SyncRequest<'a>, tip: &'a str) -> Option<Enforcing<'a>> {
+    enforced(req).then_some(Enforcing { req, tip })
 }
 
 impl GiveWay for Enforcing<'_> {
@@ -168,8 +170,9 @@ impl GiveWay for Enforcing<'_> {
         mover: &mut dyn FnMut() -> Result<Mover, GitError>,
     ) -> Result<Option<String>, GitError> {
         let gate = self.req.trust.expect("only where trust is enforced");
+        let (tip, now, rules) = (self.tip, self.req.now, self.req.rules);
         gate.borrow_mut()
-            .gives_way(repo, path, held, mover, self.req.now, self.req.rules)
+            .gives_way(repo, tip, path, held, mover, now, rules)
     }
 }
 
@@ -402,9 +405,11 @@ impl Gate {
     /// trust would ever run or move it. A file left only until its
     /// `issued_at` (`not-yet-issued`), or until this node holds a policy,
     /// keeps its place.
+    #[allow(clippy::too_many_arguments)]
     fn gives_way(
         &mut self,
         repo: &GridRepo,
+        tip: &str,
         path: &str,
         held: &Oid,
         mover: &mut dyn FnMut() -> Result<Mover, GitError>,
@@ -428,13 +433,19 @@ impl Gate {
             Some(b) => b,
             None => repo.write_blob(&bytes)?,
         };
-        Ok(match self.verifier.verify_task(&blob, name, &bytes, now) {
-            Verdict::Trusted(_) => Some(format!(
-                "{}; it gives way to a trusted task of its id, moved to its place",
-                refused.report()
-            )),
-            _ => None,
-        })
+        // A task this node would run: trusted, and no replay of one that
+        // ran (which it fails when it meets it, for nobody to run).
+        let trusted = match self.verifier.verify_task(&blob, name, &bytes, now) {
+            Verdict::Trusted(s) => s,
+            _ => return Ok(None),
+        };
+        if self.replayed(repo, tip, &trusted, now)?.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "{}; it gives way to a trusted task of its id, moved to its place",
+            refused.report()
+        )))
     }
 
     /// Has this task run already? By this node (its record), or by any node

@@ -238,7 +238,7 @@ fn requeue_place(
     c: &ClaimedTask,
     attempt: u32,
 ) -> Result<Option<String>, GitError> {
-    let give_way = super::admit::give_way(d.req);
+    let give_way = super::admit::give_way(d.req, d.tip);
     let give_way = give_way.as_ref().map(|g| g as &dyn GiveWay);
     let (node, now) = (d.req.node, d.req.now);
     let plans = [&d.edits];

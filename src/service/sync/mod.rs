@@ -464,7 +464,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
 /// Requeue (or abandon) claims whose owner is gone. The rule itself lives
 /// in ledger::reap, shared with `dgrid-worker reap`.
 fn reap(repo: &GridRepo, d: &mut Draft<'_>, touched: &BTreeSet<Id>) -> Result<(), GitError> {
-    let give_way = admit::give_way(d.req);
+    let give_way = admit::give_way(d.req, d.tip);
     let input = reap::ReapInput {
         node: d.req.node,
         now: d.req.now,

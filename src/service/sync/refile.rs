@@ -27,7 +27,7 @@ pub(super) fn refile(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError>
     live.push((me.to_owned(), d.req.record.node_labels()));
     let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (n.as_str(), l)).collect();
     let queue = d.queue(repo)?;
-    let give_way = super::admit::give_way(d.req);
+    let give_way = super::admit::give_way(d.req, d.tip);
     let planned = refile::plan(
         repo,
         (d.tip, &[&d.edits]),

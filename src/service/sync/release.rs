@@ -43,7 +43,7 @@ pub(super) fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
     let queue = d.queue(repo)?;
     let req = d.req;
     let counts = |id: &Id, bytes: &[u8]| super::admit::result_counts(req, id, bytes);
-    let give_way = super::admit::give_way(req);
+    let give_way = super::admit::give_way(req, d.tip);
     let input = deps::ReleaseInput {
         node: d.req.node,
         now: d.req.now,

@@ -49,7 +49,7 @@ pub(super) fn move_to(
 /// would never run the other)? Then it is rejected in this plan, and
 /// `to` is free.
 fn made_way(repo: &GridRepo, d: &mut Draft<'_>, to: &str, oid: &Oid) -> Result<bool, GitError> {
-    let Some(give_way) = super::super::admit::give_way(d.req) else {
+    let Some(give_way) = super::super::admit::give_way(d.req, d.tip) else {
         return Ok(false);
     };
     let mover = || {

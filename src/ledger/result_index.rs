@@ -6,7 +6,7 @@
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::git::{GitError, GridRepo, Oid, TreeEntry};
+use crate::git::{EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::layout::{self, NameMatch};
 use crate::grid::{Id, ResultStatus};
 
@@ -61,7 +61,13 @@ impl ResultIndex {
                 .iter()
                 .map(|(_, entries)| {
                     let mut by_task = ByTask::new();
-                    for (i, e) in entries.iter().enumerate() {
+                    // A result is a file: a directory, symbolic link or
+                    // submodule named like one (pushed by hand) is none.
+                    let files = entries
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| matches!(e.mode, EntryMode::File | EntryMode::Executable));
+                    for (i, e) in files {
                         let name = e.name_lossy();
                         for (task, how) in layout::result_name_tasks(&name) {
                             by_task.entry(task.to_owned()).or_default().push((i, how));

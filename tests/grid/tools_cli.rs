@@ -140,6 +140,11 @@ fn validate_with_the_grid_refuses_ids_that_are_running_or_done() {
     std::fs::write(q.join("exit.json"), task("exit")).unwrap();
     let o = dgrid(&["validate", "--grid", co.to_str().unwrap(), &p("exit")]);
     expect_code(&o, 0);
+    // Nor is a directory named like a result: a result is a file.
+    std::fs::create_dir_all(co.join("tasks/completed/n1@dir.json")).unwrap();
+    std::fs::write(q.join("dir.json"), task("dir")).unwrap();
+    let o = dgrid(&["validate", "--grid", co.to_str().unwrap(), &p("dir")]);
+    expect_code(&o, 0);
 }
 
 #[test]
@@ -413,6 +418,23 @@ fn submit_pushes_a_valid_task_and_refuses_duplicates() {
         &url,
         "--id",
         "1-done",
+        "--script",
+        "x",
+        "--timeout",
+        "5",
+    ]);
+    expect_code(&ok, 0);
+    // Nor is a directory named like a result: a result is a file.
+    grid.commit_files(
+        &[("tasks/completed/n1@dir.json/x".into(), b"{}".to_vec())],
+        "a directory named like a result",
+    );
+    let ok = dgrid(&[
+        "submit",
+        "--repo",
+        &url,
+        "--id",
+        "dir",
         "--script",
         "x",
         "--timeout",

@@ -110,7 +110,12 @@ fn results_of(grid: &Path, dirs: &[&str], wanted: &BTreeSet<&str>) -> Vec<(Strin
         let Ok(entries) = std::fs::read_dir(grid.join(dir)) else {
             continue;
         };
-        for e in entries.filter_map(Result::ok) {
+        // A result is a file: a directory or symbolic link named like one
+        // is none (as the worker's look-up says).
+        let files = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()));
+        for e in files {
             let name = e.file_name().to_string_lossy().into_owned();
             let mut candidates = Vec::new();
             for (task, how) in layout::result_name_tasks(&name) {

@@ -252,18 +252,27 @@ pub fn result_name_is_for(name: &str, task: &Id) -> NameMatch {
 /// says so: [`NameMatch::Yes`] for the one a name of the current form
 /// names; [`NameMatch::Candidate`] for each an older `<node>-<task>.json`
 /// name may be for (one per `-` with a node before it). Each pair is what
-/// [`result_name_is_for`] says of the name and that task: a look-up by id
-/// over many results reads each name once.
+/// [`result_name_is_for`] says of the name and that task, for every task
+/// id (one [`Id::parse`] takes): a look-up by id over many results reads
+/// each name once. Only the last [`crate::grid::id::MAX_LEN`] characters
+/// can hold one, so a name a pusher made 100 KB long costs what any does.
 pub fn result_name_tasks(name: &str) -> Vec<(&str, NameMatch)> {
     let Some(stem) = json_stem(name) else {
         return Vec::new();
     };
+    let is_id = |t: &str| Id::parse(t).is_ok();
     if let Some((_, task, _)) = result_name_parts(name) {
-        return vec![(task, NameMatch::Yes)];
+        return match is_id(task) {
+            true => vec![(task, NameMatch::Yes)],
+            false => Vec::new(),
+        };
     }
+    let tail = stem.len().saturating_sub(crate::grid::id::MAX_LEN + 1);
     stem.match_indices('-')
-        .filter(|(at, _)| *at > 0 && *at + 1 < stem.len())
-        .map(|(at, _)| (&stem[at + 1..], NameMatch::Candidate))
+        .filter(|(at, _)| *at > 0 && *at >= tail && *at + 1 < stem.len())
+        .map(|(at, _)| &stem[at + 1..])
+        .filter(|t| is_id(t))
+        .map(|t| (t, NameMatch::Candidate))
         .collect()
 }
 
@@ -487,6 +496,12 @@ mod tests {
                 assert_eq!(listed, result_name_is_for(name, &task), "{name} for {id}");
             }
         }
+        // A name of 100,000 dashes and letters: only ids, from its tail.
+        let long = format!("{}x.json", "a-".repeat(50_000));
+        let tasks = result_name_tasks(&long);
+        assert!(tasks.len() <= 33, "{}", tasks.len());
+        assert!(tasks.iter().all(|(t, _)| Id::parse(t).is_ok()));
+        assert!(tasks.contains(&("x", NameMatch::Candidate)));
     }
 
     #[test]

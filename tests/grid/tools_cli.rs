@@ -147,6 +147,70 @@ fn validate_with_the_grid_refuses_ids_that_are_running_or_done() {
     expect_code(&o, 0);
 }
 
+/// Given only some files (a pull request's), `--grid` still refuses an id
+/// the grid holds queued or waiting at another path, and a cycle closed
+/// with a task waiting there: the old check of the whole queue saw both.
+#[test]
+fn validate_with_the_grid_refuses_a_second_file_of_an_id_and_a_cycle_with_its_tasks() {
+    let grid = Grid::new();
+    let t = |id: &str, after: &[&str]| {
+        serde_json::json!({"task_id": id, "script": "echo", "timeout_seconds": 5, "after": after})
+            .to_string()
+            .into_bytes()
+    };
+    grid.commit_files(
+        &[
+            ("tasks/queue/x.json".into(), t("x", &[])),
+            (
+                "tasks/lanes/p50/any/20261206T1900/y.json".into(),
+                t("y", &[]),
+            ),
+            ("tasks/queue/p.json".into(), t("p", &[])),
+            ("tasks/blocked/p/c.json".into(), t("c", &["p"])),
+        ],
+        "on main",
+    );
+    let co = grid.path("checkout");
+    git(
+        grid.root.path(),
+        &["clone", "--quiet", &grid.url(), "checkout"],
+    );
+    let lane = co.join("tasks/lanes/p50/any/20261206T1900");
+    std::fs::write(lane.join("x.json"), t("x", &[])).unwrap();
+    std::fs::write(co.join("tasks/queue/y.json"), t("y", &[])).unwrap();
+    // p changed to run after c, which waits for p.
+    std::fs::write(co.join("tasks/queue/p.json"), t("p", &["c"])).unwrap();
+    let paths = [
+        "tasks/lanes/p50/any/20261206T1900/x.json",
+        "tasks/queue/y.json",
+        "tasks/queue/p.json",
+    ];
+    let mut args = vec!["validate", "--grid", "."];
+    args.extend(paths);
+    let o = std::process::Command::new(BIN)
+        .args(&args)
+        .current_dir(&co)
+        .output()
+        .unwrap();
+    expect_code(&o, 1);
+    let out = stdout(&o);
+    for line in [
+        "tasks/lanes/p50/any/20261206T1900/x.json: field `task_id` \"x\" is queued already: tasks/queue/x.json",
+        "tasks/queue/y.json: field `task_id` \"y\" is queued already: tasks/lanes/p50/any/20261206T1900/y.json",
+        "tasks/queue/p.json: field `after` makes a cycle: c -> p -> c",
+    ] {
+        assert!(out.contains(line), "want {line:?} in:\n{out}");
+    }
+    // Each file on its own path is no second file of itself.
+    std::fs::remove_file(lane.join("x.json")).unwrap();
+    let o = std::process::Command::new(BIN)
+        .args(["validate", "--grid", ".", "tasks/queue/x.json"])
+        .current_dir(&co)
+        .output()
+        .unwrap();
+    expect_code(&o, 0);
+}
+
 #[test]
 fn validate_checks_the_scheduling_fields_and_where_each_task_is_filed() {
     let grid = populated_grid();

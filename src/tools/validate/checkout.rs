@@ -44,9 +44,28 @@ pub fn check_against_grid(report: &mut Report, grid: &Path) {
             graph_finding(report, &e);
         }
     }
+    let queued = queued_files(grid);
+    check_cycles_with_the_grid(report, grid, &queued);
+    // Queued or waiting already at another path (a pull request adding a
+    // second file of an id the grid holds): it would run twice.
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    let elsewhere = |path: &Path, id: &str| {
+        let (_, p) = queued
+            .iter()
+            .find(|(q, p)| q.as_str() == id && !same(p, path))?;
+        let rel = p.strip_prefix(grid).unwrap_or(p).display().to_string();
+        Some(match rel.starts_with(layout::BLOCKED) {
+            true => format!("waits already: {rel}"),
+            false => format!("is queued already: {rel}"),
+        })
+    };
     let tasks = std::mem::take(&mut report.tasks);
     for (path, id) in tasks {
-        match in_use.get(&id) {
+        let why = in_use.get(&id).cloned().or_else(|| elsewhere(&path, &id));
+        match why {
             Some(where_) => {
                 report.valid -= 1;
                 report.findings.push(Finding {
@@ -60,6 +79,93 @@ pub fn check_against_grid(report: &mut Report, grid: &Path) {
     }
 }
 
+/// The task files queued or waiting in the checkout at `grid` (the inbox,
+/// the lanes, `blocked/`), each with the id its name says.
+fn queued_files(grid: &Path) -> Vec<(Id, PathBuf)> {
+    let stem_id = |p: &Path| {
+        let name = p.file_name()?.to_string_lossy();
+        layout::json_stem(&name).and_then(|s| Id::parse(s).ok())
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(grid.join(layout::QUEUE))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .collect();
+    for dir in [layout::LANES, layout::BLOCKED] {
+        let mut found = Vec::new();
+        walk(&grid.join(dir), &mut found, &mut Vec::new());
+        paths.extend(found.into_iter().map(|(p, _)| p));
+    }
+    paths
+        .into_iter()
+        .filter_map(|p| Some((stem_id(&p)?, p)))
+        .collect()
+}
+
+/// A cycle the tasks checked close with tasks waiting on the grid (a pull
+/// request making `p` run after `c`, where `c` waits for `p`): each would
+/// wait for the other, and the grid fails both, its own task too. Cycles
+/// among the tasks checked alone are found without the grid.
+fn check_cycles_with_the_grid(report: &mut Report, grid: &Path, queued: &[(Id, PathBuf)]) {
+    if report.graph.is_empty() {
+        return;
+    }
+    let ours: BTreeSet<&Id> = report.graph.iter().map(|(_, id, _)| id).collect();
+    let mut graph: Vec<(Id, Vec<Id>)> = report
+        .graph
+        .iter()
+        .map(|(_, id, after)| (id.clone(), after.clone()))
+        .collect();
+    // The grid's waiting tasks (in the inbox or under `blocked/`), read
+    // as the old whole-queue check read them, bounded.
+    let lanes = grid.join(layout::LANES);
+    let waiting = queued
+        .iter()
+        .filter(|(id, p)| !ours.contains(id) && !p.starts_with(&lanes));
+    for (id, path) in waiting {
+        let after = read_regular(
+            path,
+            crate::grid::TaskRules::default().max_file_bytes as u64,
+        )
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            let ids = v["after"].as_array()?.iter();
+            ids.map(|a| Id::parse(a.as_str()?).ok())
+                .collect::<Option<Vec<Id>>>()
+        });
+        if let Some(after) = after.filter(|a| !a.is_empty()) {
+            graph.push((id.clone(), after));
+        }
+    }
+    for e in deps::check_graph(&graph, |_| true) {
+        let GraphError::Cycle(ids) = &e else { continue };
+        let Some(first) = ids.iter().find(|id| ours.contains(id)) else {
+            continue;
+        };
+        if ids.iter().all(|id| ours.contains(id)) {
+            continue;
+        }
+        let Some(path) = report
+            .graph
+            .iter()
+            .find(|(_, id, _)| id == first)
+            .map(|(p, ..)| p.clone())
+        else {
+            continue;
+        };
+        if let Some(i) = report.tasks.iter().position(|(p, _)| *p == path) {
+            report.tasks.remove(i);
+            report.valid -= 1;
+        }
+        report.findings.push(Finding {
+            path,
+            field: Some("after"),
+            reason: format!("{e} (a cycle with tasks waiting on the grid)"),
+        });
+    }
+}
+
 /// Of the ids `graph`'s tasks run after, those the grid checked out at
 /// `grid` holds: queued, waiting, running, or with a result.
 fn known_ids(grid: &Path, graph: &[(Id, Vec<Id>)]) -> BTreeSet<Id> {
@@ -69,24 +175,14 @@ fn known_ids(grid: &Path, graph: &[(Id, Vec<Id>)]) -> BTreeSet<Id> {
         return known;
     }
     let stem_id = |name: &str| layout::json_stem(name).and_then(|s| Id::parse(s).ok());
-    for dir in [layout::QUEUE, layout::IN_PROGRESS] {
-        if let Ok(entries) = std::fs::read_dir(grid.join(dir)) {
-            known.extend(
-                entries
-                    .filter_map(Result::ok)
-                    .filter_map(|e| stem_id(&e.file_name().to_string_lossy())),
-            );
-        }
-    }
-    for dir in [layout::LANES, layout::BLOCKED] {
-        let mut found = Vec::new();
-        walk(&grid.join(dir), &mut found, &mut Vec::new());
+    if let Ok(entries) = std::fs::read_dir(grid.join(layout::IN_PROGRESS)) {
         known.extend(
-            found
-                .iter()
-                .filter_map(|(p, _)| stem_id(&p.file_name()?.to_string_lossy())),
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| stem_id(&e.file_name().to_string_lossy())),
         );
     }
+    known.extend(queued_files(grid).into_iter().map(|(id, _)| id));
     let wanted_names: BTreeSet<&str> = wanted.iter().map(|id| id.as_str()).collect();
     let results = results_of(grid, &[layout::COMPLETED, layout::FAILED], &wanted_names);
     known.extend(

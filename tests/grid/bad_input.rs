@@ -761,6 +761,77 @@ fn a_claim_with_nowhere_to_go_ends_and_its_copies_run() {
     assert_eq!(lines, marks, "every copy ran once, the claim's did not");
 }
 
+/// A node's own claim going back (a task cancelled at its drain timeout)
+/// where a copy of the task sits at each of the seven places: the claim
+/// stayed, holding the copies back, and the node's `--drain` never ended.
+/// It ends as `abandoned`, as an orphaned claim does, and the copies run.
+#[test]
+fn a_nodes_own_requeue_with_nowhere_to_go_ends_and_its_copies_run() {
+    let grid = Grid::new();
+    let runs = grid.path("runs.log");
+    let task = |mark: &str, script: &str| {
+        format!(
+            r#"{{"task_id":"T","script":"{script}echo {mark} >> '{}'","timeout_seconds":30,"queued_at":"2026-12-06T13:00:00Z"}}"#,
+            runs.display()
+        )
+    };
+    grid.commit_files(
+        &[(
+            "tasks/queue/T.json".into(),
+            task("claimed", "sleep 5; ").into_bytes(),
+        )],
+        "a task that takes a while",
+    );
+    let mut spec = WorkerSpec::new(&grid, "n1");
+    spec.drain = false;
+    spec.extra = "drain_timeout = 1\n".into();
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("T claimed", Duration::from_secs(60), || {
+        grid.files("tasks/in_progress").contains_key("T.json")
+    });
+    let mut files = vec![(
+        "tasks/queue/T.json".to_owned(),
+        task("inbox", "").into_bytes(),
+    )];
+    let mut marks = vec!["inbox".to_owned()];
+    for minute in 0..=5 {
+        let mark = format!("lane-{minute}");
+        files.push((
+            format!("tasks/lanes/p50/any/20261206T130{minute}/T.json"),
+            task(&mark, "").into_bytes(),
+        ));
+        marks.push(mark);
+    }
+    grid.commit_files(&files, "copies everywhere a requeue could go");
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    let failed = grid.json_files("tasks/failed");
+    let error = failed["n1@T.json"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("abandoned after 1 attempt, the last on n1:")
+            && error.contains("which run instead"),
+        "{failed:?}"
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
+    assert!(
+        w.wait_exit(Duration::from_secs(120)).success(),
+        "{}",
+        w.log_text()
+    );
+    let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+    let mut lines: Vec<&str> = ran.lines().collect();
+    lines.sort();
+    marks.sort();
+    assert_eq!(
+        lines, marks,
+        "every copy ran once, the cancelled claim's did not finish"
+    );
+}
+
 /// The same claim where the places hold junk, not tasks (a file that is
 /// no JSON in the inbox, a file where its lane's directory goes): the
 /// `reap` tool, which moves no junk, left the claim for a later reap; it

@@ -173,7 +173,10 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                 );
                 if let Ok(c) = claimed {
                     let Some(to) = requeue_place(repo, d, &c, c.claim.attempt)? else {
-                        stay_claimed(d, &mut touched, &source, id);
+                        match ended_for_copies(repo, d, &c)? {
+                            true => d.report.landed.push(id.clone()),
+                            false => stay_claimed(d, &mut touched, &source, id),
+                        }
                         continue;
                     };
                     d.edits
@@ -195,7 +198,10 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                 match orphan::disposition(&c.answered().claim, d.req.policy) {
                     orphan::Disposition::Requeue { attempt } => {
                         let Some(to) = requeue_place(repo, d, &c, attempt)? else {
-                            stay_claimed(d, &mut touched, &source, id);
+                            match ended_for_copies(repo, d, &c)? {
+                                true => d.report.landed.push(id.clone()),
+                                false => stay_claimed(d, &mut touched, &source, id),
+                            }
                             continue;
                         };
                         d.edits
@@ -249,6 +255,36 @@ fn requeue_place(
         }
         to
     }))
+}
+
+/// A requeue with nowhere to go, where each of its seven places holds a
+/// task of its id (copies pushed again, which the claim holds back: a copy
+/// of a claimed task is not claimed): the claim ends as `abandoned`, as
+/// the reap ends an orphaned claim so, and the copies run. Kept, it would
+/// hold them back, and the node's `--drain`, for good. Whether it ended.
+fn ended_for_copies(repo: &GridRepo, d: &mut Draft<'_>, c: &ClaimedTask) -> Result<bool, GitError> {
+    let id = &c.task.task_id;
+    let places = queue::requeue_places(&c.task, c.arrival());
+    let rules = d.req.rules;
+    if !queue::all_hold_tasks_of(repo, d.tip, &[&d.edits], &places, id, rules)? {
+        return Ok(false);
+    }
+    let attempts = match c.claim.attempt {
+        1 => "1 attempt".to_owned(),
+        n => format!("{n} attempts"),
+    };
+    let error = format!(
+        "abandoned after {attempts}, the last on {}: it cannot go back to the queue, as its lane, the inbox and the next minutes of its lane each hold another task of its id, which run instead",
+        d.req.node
+    );
+    let result = abandoned(c, d.req.node, d.req.now, error);
+    d.summary.push(format!("abandon {id}"));
+    d.results.push(PendingResult::unsigned(
+        d.req.node.clone(),
+        id.to_string(),
+        result,
+    ));
+    Ok(true)
 }
 
 /// A requeue with nowhere to go now (`queue::requeue_to`: copies pushed

@@ -314,12 +314,9 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
                 ));
             }
             None => {
-                let attempts = match c.claim.attempt {
-                    1 => "1 attempt".to_owned(),
-                    n => format!("{n} attempts"),
-                };
                 let error = format!(
-                    "abandoned after {attempts}; the last claim, by {}, was orphaned: {why}",
+                    "abandoned after {}; the last claim, by {}, was orphaned: {why}",
+                    super::results::attempts(c.claim.attempt),
                     c.claim.node_id
                 );
                 let result = abandoned(c, &c.claim.node_id, input.now, error.clone());

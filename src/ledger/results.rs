@@ -187,6 +187,14 @@ pub fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskRes
     }
 }
 
+/// "1 attempt", "3 attempts": how many a task was given, for an error.
+pub fn attempts(n: u32) -> String {
+    match n {
+        1 => "1 attempt".to_owned(),
+        n => format!("{n} attempts"),
+    }
+}
+
 /// The `abandoned` result of a claimed task that will not be tried again.
 pub fn abandoned(c: &ClaimedTask, node: &Id, now: Timestamp, error: String) -> TaskResult {
     TaskResult {

@@ -722,22 +722,11 @@ fn a_claim_with_nowhere_to_go_ends_and_its_copies_run() {
             runs.display()
         )
     };
-    let mut files = vec![
-        (
-            "tasks/in_progress/T.json".to_owned(),
-            claimed_by_gone(task("claimed").as_bytes(), "2026-01-01T00:10:00Z"),
-        ),
-        ("tasks/queue/T.json".to_owned(), task("inbox").into_bytes()),
-    ];
-    let mut marks = vec!["inbox".to_owned()];
-    for minute in 0..=5 {
-        let mark = format!("lane-{minute}");
-        files.push((
-            format!("tasks/lanes/p50/any/20261206T130{minute}/T.json"),
-            task(&mark).into_bytes(),
-        ));
-        marks.push(mark);
-    }
+    let (mut files, mut marks) = copies_everywhere(task);
+    files.push((
+        "tasks/in_progress/T.json".to_owned(),
+        claimed_by_gone(task("claimed").as_bytes(), "2026-01-01T00:10:00Z"),
+    ));
     grid.commit_files(&files, "copies everywhere a requeue could go");
     reaped(&grid);
     let failed = grid.json_files("tasks/failed");
@@ -789,19 +778,7 @@ fn a_nodes_own_requeue_with_nowhere_to_go_ends_and_its_copies_run() {
     wait_until("T claimed", Duration::from_secs(60), || {
         grid.files("tasks/in_progress").contains_key("T.json")
     });
-    let mut files = vec![(
-        "tasks/queue/T.json".to_owned(),
-        task("inbox", "").into_bytes(),
-    )];
-    let mut marks = vec!["inbox".to_owned()];
-    for minute in 0..=5 {
-        let mark = format!("lane-{minute}");
-        files.push((
-            format!("tasks/lanes/p50/any/20261206T130{minute}/T.json"),
-            task(&mark, "").into_bytes(),
-        ));
-        marks.push(mark);
-    }
+    let (files, mut marks) = copies_everywhere(|mark| task(mark, ""));
     grid.commit_files(&files, "copies everywhere a requeue could go");
     w.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(
@@ -895,6 +872,23 @@ fn a_submodule_in_a_lane_nobody_serves_goes_to_failed() {
         reap
     );
     assert!(grid.lane_paths().is_empty(), "{:?}", grid.lane_paths());
+}
+
+/// A copy of task `T` (`task` of its mark) at each of the seven places a
+/// claim of it going back may take (the inbox, its lane at 13:00 and the
+/// five minutes after), and the marks they leave.
+fn copies_everywhere(task: impl Fn(&str) -> String) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+    let mut files = vec![("tasks/queue/T.json".to_owned(), task("inbox").into_bytes())];
+    let mut marks = vec!["inbox".to_owned()];
+    for minute in 0..=5 {
+        let mark = format!("lane-{minute}");
+        files.push((
+            format!("tasks/lanes/p50/any/20261206T130{minute}/T.json"),
+            task(&mark).into_bytes(),
+        ));
+        marks.push(mark);
+    }
+    (files, marks)
 }
 
 /// `task` as an orphaned claim of node `gone` (no record), claimed at the

@@ -12,7 +12,7 @@ use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan;
 use crate::grid::{Id, TaskRules, layout};
 use crate::ledger::queue;
-use crate::ledger::results::{PendingResult, abandoned};
+use crate::ledger::results::{PendingResult, abandoned, attempts};
 use crate::ledger::room::GiveWay;
 use crate::service::outbox::{Finish, OutboxEntry};
 
@@ -269,12 +269,9 @@ fn ended_for_copies(repo: &GridRepo, d: &mut Draft<'_>, c: &ClaimedTask) -> Resu
     if !queue::all_hold_tasks_of(repo, d.tip, &[&d.edits], &places, id, rules)? {
         return Ok(false);
     }
-    let attempts = match c.claim.attempt {
-        1 => "1 attempt".to_owned(),
-        n => format!("{n} attempts"),
-    };
     let error = format!(
-        "abandoned after {attempts}, the last on {}: it cannot go back to the queue, as its lane, the inbox and the next minutes of its lane each hold another task of its id, which run instead",
+        "abandoned after {}, the last on {}: it cannot go back to the queue, as its lane, the inbox and the next minutes of its lane each hold another task of its id, which run instead",
+        attempts(c.claim.attempt),
         d.req.node
     );
     let result = abandoned(c, d.req.node, d.req.now, error);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::place::walk;
 use super::read::read_regular;
-use super::{Finding, Report, graph_finding};
+use super::{Finding, Report, after_finding, graph_finding};
 use crate::grid::deps::{self, GraphError};
 use crate::grid::{Id, layout};
 
@@ -110,7 +110,7 @@ fn check_cycles_with_the_grid(report: &mut Report, grid: &Path, queued: &[(Id, P
     if report.graph.is_empty() {
         return;
     }
-    let ours: BTreeSet<&Id> = report.graph.iter().map(|(_, id, _)| id).collect();
+    let ours: BTreeSet<Id> = report.graph.iter().map(|(_, id, _)| id.clone()).collect();
     let mut graph: Vec<(Id, Vec<Id>)> = report
         .graph
         .iter()
@@ -146,23 +146,8 @@ fn check_cycles_with_the_grid(report: &mut Report, grid: &Path, queued: &[(Id, P
         if ids.iter().all(|id| ours.contains(id)) {
             continue;
         }
-        let Some(path) = report
-            .graph
-            .iter()
-            .find(|(_, id, _)| id == first)
-            .map(|(p, ..)| p.clone())
-        else {
-            continue;
-        };
-        if let Some(i) = report.tasks.iter().position(|(p, _)| *p == path) {
-            report.tasks.remove(i);
-            report.valid -= 1;
-        }
-        report.findings.push(Finding {
-            path,
-            field: Some("after"),
-            reason: format!("{e} (a cycle with tasks waiting on the grid)"),
-        });
+        let reason = format!("{e} (a cycle with tasks waiting on the grid)");
+        after_finding(report, first, reason);
     }
 }
 

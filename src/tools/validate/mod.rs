@@ -187,10 +187,15 @@ fn graph_finding(report: &mut Report, e: &GraphError) {
         GraphError::Unknown { task, .. } => task,
         GraphError::Cycle(ids) => &ids[0],
     };
+    after_finding(report, first, e.to_string());
+}
+
+/// The task `id` of the graph is invalid by its `after`, for `reason`.
+fn after_finding(report: &mut Report, id: &Id, reason: String) {
     let Some(path) = report
         .graph
         .iter()
-        .find(|(_, id, _)| id == first)
+        .find(|(_, task, _)| task == id)
         .map(|(p, _, _)| p.clone())
     else {
         return;
@@ -202,7 +207,7 @@ fn graph_finding(report: &mut Report, e: &GraphError) {
     report.findings.push(Finding {
         path,
         field: Some("after"),
-        reason: e.to_string(),
+        reason,
     });
 }
 

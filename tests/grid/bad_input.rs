@@ -722,7 +722,7 @@ fn a_claim_with_nowhere_to_go_ends_and_its_copies_run() {
             runs.display()
         )
     };
-    let (mut files, mut marks) = copies_everywhere(task);
+    let (mut files, marks) = copies_everywhere(task);
     files.push((
         "tasks/in_progress/T.json".to_owned(),
         claimed_by_gone(task("claimed").as_bytes(), "2026-01-01T00:10:00Z"),
@@ -737,17 +737,7 @@ fn a_claim_with_nowhere_to_go_ends_and_its_copies_run() {
         error.contains("abandoned after 1 attempt;") && error.contains("which run instead"),
         "{error}"
     );
-    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
-    assert!(
-        w.wait_exit(Duration::from_secs(120)).success(),
-        "{}",
-        w.log_text()
-    );
-    let ran = std::fs::read_to_string(&runs).unwrap_or_default();
-    let mut lines: Vec<&str> = ran.lines().collect();
-    lines.sort();
-    marks.sort();
-    assert_eq!(lines, marks, "every copy ran once, the claim's did not");
+    each_ran_once(&grid, &runs, marks);
 }
 
 /// A node's own claim going back (a task cancelled at its drain timeout)
@@ -778,7 +768,7 @@ fn a_nodes_own_requeue_with_nowhere_to_go_ends_and_its_copies_run() {
     wait_until("T claimed", Duration::from_secs(60), || {
         grid.files("tasks/in_progress").contains_key("T.json")
     });
-    let (files, mut marks) = copies_everywhere(|mark| task(mark, ""));
+    let (files, marks) = copies_everywhere(|mark| task(mark, ""));
     grid.commit_files(&files, "copies everywhere a requeue could go");
     w.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(
@@ -793,20 +783,7 @@ fn a_nodes_own_requeue_with_nowhere_to_go_ends_and_its_copies_run() {
             && error.contains("which run instead"),
         "{failed:?}"
     );
-    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
-    assert!(
-        w.wait_exit(Duration::from_secs(120)).success(),
-        "{}",
-        w.log_text()
-    );
-    let ran = std::fs::read_to_string(&runs).unwrap_or_default();
-    let mut lines: Vec<&str> = ran.lines().collect();
-    lines.sort();
-    marks.sort();
-    assert_eq!(
-        lines, marks,
-        "every copy ran once, the cancelled claim's did not finish"
-    );
+    each_ran_once(&grid, &runs, marks);
 }
 
 /// The same claim where the places hold junk, not tasks (a file that is
@@ -889,6 +866,22 @@ fn copies_everywhere(task: impl Fn(&str) -> String) -> (Vec<(String, Vec<u8>)>, 
         marks.push(mark);
     }
     (files, marks)
+}
+
+/// A worker `n1` drains the grid: the marks left in `runs` are `marks`,
+/// each once (every copy ran, and the claim's own task did not finish).
+fn each_ran_once(grid: &Grid, runs: &std::path::Path, mut marks: Vec<String>) {
+    let mut w = spawn_worker(grid, &WorkerSpec::new(grid, "n1"));
+    assert!(
+        w.wait_exit(Duration::from_secs(120)).success(),
+        "{}",
+        w.log_text()
+    );
+    let ran = std::fs::read_to_string(runs).unwrap_or_default();
+    let mut lines: Vec<&str> = ran.lines().collect();
+    lines.sort();
+    marks.sort();
+    assert_eq!(lines, marks, "every copy ran once, the claim's did not");
 }
 
 /// `task` as an orphaned claim of node `gone` (no record), claimed at the

@@ -367,7 +367,18 @@ fn the_validate_step_takes_trust_from_the_base_branch() {
     // The pull request lists mallory in its own (unsigned) roots file.
     let mallory = std::fs::read_to_string(key("mallory.pub")).unwrap();
     std::fs::write(work.join(".dgrid/roots"), mallory).unwrap();
+    // And what validate, given it, cannot see: a file nested in the flat
+    // inbox, and a submodule (an empty directory in a checkout).
+    std::fs::create_dir_all(work.join("tasks/queue/sub")).unwrap();
+    std::fs::write(
+        work.join("tasks/queue/sub/nested.json"),
+        br#"{"task_id":"nested","script":"echo","timeout_seconds":5}"#,
+    )
+    .unwrap();
     git(&work, &["add", "-A"]);
+    let head = String::from_utf8(git(&work, &["rev-parse", "HEAD"]).stdout).unwrap();
+    let gitlink = format!("160000,{},tasks/queue/mod", head.trim());
+    git(&work, &["update-index", "--add", "--cacheinfo", &gitlink]);
     git(&work, &["commit", "--quiet", "-m", "two tasks"]);
     // What actions/checkout makes of a pull request: a merge commit whose
     // first parent is the base branch.
@@ -401,7 +412,11 @@ fn the_validate_step_takes_trust_from_the_base_branch() {
         "{text}"
     );
     assert!(
-        text.contains("tasks/lanes/p70/any/20261206T1000/by-alice-2.json: "),
+        text.contains("tasks/lanes/p70/any/20261206T1000/by-alice-2.json: ")
+            && text.contains("a submodule is no task: tasks/queue/mod\n")
+            && text.contains(
+                "the inbox is flat, a task is a file directly in tasks/queue: tasks/queue/sub/nested.json\n"
+            ),
         "{text}"
     );
     assert!(
@@ -418,6 +433,8 @@ fn the_validate_step_takes_trust_from_the_base_branch() {
             "--quiet",
             "tasks/queue/by-mallory.json",
             "tasks/lanes/p70/any/20261206T1000/by-alice-2.json",
+            "tasks/queue/sub/nested.json",
+            "tasks/queue/mod",
         ],
     );
     git(&work, &["commit", "--quiet", "-m", "drop it"]);

@@ -42,7 +42,7 @@ pub const MAX_RESULT_BYTES: u64 = 1024 * 1024;
 /// alphabet, so a result name splits one way only: `a-b@c.json` is node
 /// `a-b`'s result of task `c`, `a@b-c.json` node `a`'s of task `b-c`.
 /// (Results written before this rule are named `<node>-<task>.json`, which
-/// is ambiguous when ids hold `-`: [`result_name_is_for`] still finds them.)
+/// is ambiguous when ids hold `-`: [`result_name_tasks`] still finds them.)
 pub const RESULT_SEP: char = '@';
 
 pub fn queue_file(task: &Id) -> String {
@@ -233,7 +233,9 @@ pub fn extra_result_stem(result_stem: &str, n: impl std::fmt::Display) -> String
 /// Could the result file `name` (in `completed/` or `failed/`) be one of
 /// task `task`'s? A name of the current form says so by itself; an older
 /// `<node>-<task>.json` name only makes it a candidate (node ids may hold
-/// `-`), which the file's `task_id` must confirm.
+/// `-`), which the file's `task_id` must confirm. The rule for one name
+/// and one task, which [`result_name_tasks`] (what the look-ups use) is
+/// checked against (a unit test, and the property tests).
 pub fn result_name_is_for(name: &str, task: &Id) -> NameMatch {
     let Some(stem) = json_stem(name) else {
         return NameMatch::No;
@@ -248,11 +250,13 @@ pub fn result_name_is_for(name: &str, task: &Id) -> NameMatch {
     }
 }
 
-/// The tasks the result file `name` may be for, each with how its name
-/// says so: [`NameMatch::Yes`] for the one a name of the current form
-/// names; [`NameMatch::Candidate`] for each an older `<node>-<task>.json`
-/// name may be for (one per `-` with a node before it). Each pair is what
-/// [`result_name_is_for`] says of the name and that task, for every task
+/// The tasks the result file `name` (in `completed/` or `failed/`) may be
+/// for, each with how its name says so: [`NameMatch::Yes`] for the one a
+/// name of the current form names; [`NameMatch::Candidate`] for each an
+/// older `<node>-<task>.json` name may be for (one per `-` with a node
+/// before it; node ids may hold `-`), which the file's `task_id` must
+/// confirm. Each pair is what [`result_name_is_for`] says of the name and
+/// that task, for every task
 /// id (one [`Id::parse`] takes): a look-up by id over many results reads
 /// each name once. Only the last [`crate::grid::id::MAX_LEN`] characters
 /// can hold one, so a name a pusher made 100 KB long costs what any does.

@@ -99,20 +99,7 @@ pub fn plan(
                 let to = home.file(&task.task_id);
                 // Never over a file: one of its id there is another copy.
                 let plans: Vec<&Edits> = earlier.iter().copied().chain([&out.edits]).collect();
-                let mover = || {
-                    let blob = repo.read_objects(
-                        std::slice::from_ref(&l.entry.oid),
-                        rules.max_file_bytes as u64,
-                    )?;
-                    Ok(Mover {
-                        blob: Some(l.entry.oid.clone()),
-                        bytes: blob
-                            .into_iter()
-                            .next()
-                            .and_then(Blob::into_data)
-                            .unwrap_or_default(),
-                    })
-                };
+                let mover = || Mover::read(repo, &l.entry.oid, rules.max_file_bytes);
                 match room_for(repo, tip, &plans, &to, give_way, mover, node, now)? {
                     Room::Free => {}
                     Room::GivenWay(r) => out.reject(*r),

@@ -6,7 +6,7 @@
 //! hold that task back for good; such a node says so ([`GiveWay`]), and
 //! the file goes to `failed/` as the task takes its place.
 
-use crate::git::{Edit, Edits, EntryMode, GitError, GridRepo, Oid, TreeEntry};
+use crate::git::{Blob, Edit, Edits, EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::{Id, layout};
 use crate::time::Timestamp;
 
@@ -32,6 +32,22 @@ pub trait GiveWay {
 pub struct Mover {
     pub blob: Option<Oid>,
     pub bytes: Vec<u8>,
+}
+
+impl Mover {
+    /// The file moved unchanged, blob `oid`, read up to `cap` bytes (past
+    /// it, or unread, no bytes: no task, and nothing gives way to it).
+    pub fn read(repo: &GridRepo, oid: &Oid, cap: usize) -> Result<Mover, GitError> {
+        let blob = repo.read_objects(std::slice::from_ref(oid), cap as u64)?;
+        Ok(Mover {
+            blob: Some(oid.clone()),
+            bytes: blob
+                .into_iter()
+                .next()
+                .and_then(Blob::into_data)
+                .unwrap_or_default(),
+        })
+    }
 }
 
 /// What a place holds, for a move there.

@@ -38,13 +38,13 @@ pub fn check_against_grid(report: &mut Report, grid: &Path) {
         .iter()
         .map(|(_, id, after)| (id.clone(), after.clone()))
         .collect();
-    let on_grid = known_ids(grid, &graph);
+    let queued = queued_files(grid);
+    let on_grid = known_ids(grid, &graph, &queued);
     for e in deps::check_graph(&graph, |p| on_grid.contains(p)) {
         if matches!(e, GraphError::Unknown { .. }) {
             graph_finding(report, &e);
         }
     }
-    let queued = queued_files(grid);
     check_cycles_with_the_grid(report, grid, &queued);
     // Queued or waiting already at another path (a pull request adding a
     // second file of an id the grid holds): it would run twice.
@@ -152,8 +152,9 @@ fn check_cycles_with_the_grid(report: &mut Report, grid: &Path, queued: &[(Id, P
 }
 
 /// Of the ids `graph`'s tasks run after, those the grid checked out at
-/// `grid` holds: queued, waiting, running, or with a result.
-fn known_ids(grid: &Path, graph: &[(Id, Vec<Id>)]) -> BTreeSet<Id> {
+/// `grid` holds: queued or waiting (`queued`, its [`queued_files`]),
+/// running, or with a result.
+fn known_ids(grid: &Path, graph: &[(Id, Vec<Id>)], queued: &[(Id, PathBuf)]) -> BTreeSet<Id> {
     let wanted: BTreeSet<&Id> = graph.iter().flat_map(|(_, a)| a).collect();
     let mut known = BTreeSet::new();
     if wanted.is_empty() {
@@ -167,7 +168,7 @@ fn known_ids(grid: &Path, graph: &[(Id, Vec<Id>)]) -> BTreeSet<Id> {
                 .filter_map(|e| stem_id(&e.file_name().to_string_lossy())),
         );
     }
-    known.extend(queued_files(grid).into_iter().map(|(id, _)| id));
+    known.extend(queued.iter().map(|(id, _)| id.clone()));
     let wanted_names: BTreeSet<&str> = wanted.iter().map(|id| id.as_str()).collect();
     let results = results_of(grid, &[layout::COMPLETED, layout::FAILED], &wanted_names);
     known.extend(

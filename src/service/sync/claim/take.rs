@@ -3,7 +3,7 @@
 //! inputs), or moving a queue file unchanged to where it belongs (its lane,
 //! or to wait under `blocked/`).
 
-use crate::git::{Blob, Edit, EntryMode, GitError, GridRepo, Oid, TreeEntry};
+use crate::git::{Edit, EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::claim::{ClaimedTask, TakenFrom};
 use crate::grid::{Id, Task, layout};
 use crate::ledger::blocked::BlockedEntry;
@@ -52,15 +52,7 @@ fn made_way(repo: &GridRepo, d: &mut Draft<'_>, to: &str, oid: &Oid) -> Result<b
     let Some(give_way) = super::super::admit::give_way(d.req, d.tip) else {
         return Ok(false);
     };
-    let mover = || {
-        let blob =
-            repo.read_objects(std::slice::from_ref(oid), d.req.rules.max_file_bytes as u64)?;
-        let bytes = blob.into_iter().next().and_then(Blob::into_data);
-        Ok(Mover {
-            blob: Some(oid.clone()),
-            bytes: bytes.unwrap_or_default(),
-        })
-    };
+    let mover = || Mover::read(repo, oid, d.req.rules.max_file_bytes);
     let (node, now) = (d.req.node, d.req.now);
     let room = room_for(
         repo,

@@ -11,6 +11,7 @@ pub mod layout;
 pub mod node;
 pub mod orphan;
 pub mod result;
+pub mod scarcity;
 pub mod schedule;
 pub mod task;
 

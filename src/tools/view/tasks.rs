@@ -63,6 +63,8 @@ pub(super) fn queue_views(
         .map(|l| schedule::Queued {
             place: &l.place,
             name: l.file_name(),
+            // The grid's order, not one node's: no class goes first.
+            servers: 0,
         })
         .collect();
     let mut queue = Vec::with_capacity(q.len());

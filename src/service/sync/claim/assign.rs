@@ -6,6 +6,7 @@
 
 use crate::git::Edit;
 use crate::grid::claim::ClaimedTask;
+use crate::grid::scarcity::Scarcity;
 use crate::grid::schedule::NodeLabels;
 use crate::grid::{Class, Id, Task, layout};
 use crate::service::share;
@@ -146,11 +147,22 @@ impl Assignees {
     }
 
     /// The first peer still due some that serves `class` and takes a
-    /// task of `timeout` seconds, if any.
-    pub(super) fn who(&self, class: &Class, timeout: u64) -> Option<usize> {
-        self.peers
-            .iter()
-            .position(|p| p.due > 0 && p.labels.serves(class).is_ok() && timeout <= p.max_timeout)
+    /// task of `timeout` seconds, if any; not one that has work queued at
+    /// `level` or above that fewer nodes serve: by its own order it takes
+    /// that first (a GPU node runs the GPU work before common work).
+    pub(super) fn who(
+        &self,
+        class: &Class,
+        level: u8,
+        timeout: u64,
+        scarcity: &Scarcity,
+    ) -> Option<usize> {
+        self.peers.iter().position(|p| {
+            p.due > 0
+                && p.labels.serves(class).is_ok()
+                && timeout <= p.max_timeout
+                && !scarcity.rather(&p.labels, class, level)
+        })
     }
 
     /// Claim `task` (the queue file at `from`) for peer `who` (from

@@ -22,6 +22,7 @@ use super::admit;
 use super::{Draft, SyncRequest};
 use crate::git::{Edit, GitError, GridRepo, TreeEntry};
 use crate::grid::layout::Place;
+use crate::grid::scarcity::Scarcity;
 use crate::grid::schedule::{self, Picker, Queued};
 use crate::grid::{Class, Id, layout};
 use crate::ledger::queue::QueueAt;
@@ -232,11 +233,23 @@ pub(super) fn claim(
         return Ok(());
     }
 
+    let scarcity = scarcity(&queue, &candidates, req, &peers);
+    // A batch's tasks come together: its class looked up once.
+    let mut last: Option<(*const Place, u32)> = None;
     let places: Vec<Queued<'_>> = candidates
         .iter()
-        .map(|c| Queued {
-            place: &c.place,
-            name: c.name(),
+        .map(|c| {
+            let p = Rc::as_ptr(&c.place);
+            let servers = match last {
+                Some((q, n)) if q == p => n,
+                _ => scarcity.servers(&c.place.class),
+            };
+            last = Some((p, servers));
+            Queued {
+                place: &c.place,
+                name: c.name(),
+                servers,
+            }
         })
         .collect();
     let order =
@@ -404,7 +417,7 @@ pub(super) fn claim(
         // due some (not a task that reads inputs: a peer finds only its
         // claim).
         if inputs.is_empty()
-            && let Some(who) = assignees.who(&c.place.class, task.timeout_seconds)
+            && let Some(who) = assignees.who(&c.place.class, level, task.timeout_seconds, &scarcity)
         {
             assignees.take(who, d, &path, task, arrival);
             continue;
@@ -493,6 +506,39 @@ fn stays_out(
         round,
         covering,
     ))
+}
+
+/// The classes queued (in the lanes, and read from the inbox), each with
+/// how many slots of the live nodes serve it: within a level a node takes
+/// first what fewer serve, and claims for a peer nothing the peer would
+/// rather leave for scarcer work it serves.
+fn scarcity(
+    queue: &QueueAt,
+    candidates: &[Candidate<'_>],
+    req: &SyncRequest<'_>,
+    peers: &Peers,
+) -> Scarcity {
+    let mut places: Vec<&Rc<Place>> = Vec::new();
+    // Tasks of one batch share their place: each once. Every candidate's
+    // class is counted (one handed back by a peer is in no lane at this
+    // tip): each is served by this node at least.
+    let lanes = queue.lanes.iter().map(|l| &l.place);
+    for p in lanes.chain(candidates.iter().map(|c| &c.place)) {
+        if places.last().is_none_or(|last| !Rc::ptr_eq(last, p)) {
+            places.push(p);
+        }
+    }
+    Scarcity::new(
+        places.iter().map(|p| (&p.class, level_of(p, req))),
+        |class| {
+            let mine = if req.labels.serves(class).is_ok() {
+                req.slots
+            } else {
+                0
+            };
+            peers.live_slots(Some(&[class])).saturating_add(mine)
+        },
+    )
 }
 
 /// The level (effective priority) of a place now.

@@ -159,7 +159,16 @@ pub fn resolve(
     budget: BudgetFile,
     env: &dyn Env,
     at: &dyn Fn(Option<std::ops::Range<usize>>) -> String,
+    engine: Option<&str>,
 ) -> Result<Scheduling, ConfigError> {
+    // A label of a key the node detects must say what it detects.
+    let label = |s: &str| -> Result<Label, String> {
+        let l = Label::parse(s).map_err(|e| format!("label {s:?} {e}"))?;
+        match crate::grid::label::against_detected(&l, engine) {
+            Some(why) => Err(why),
+            None => Ok(l),
+        }
+    };
     let list = |key: &'static str,
                 var: &'static str,
                 file: Option<Spanned<Vec<String>>>|
@@ -174,7 +183,7 @@ pub fn resolve(
             check_count(names.len()).map_err(env_error)?;
             return names
                 .into_iter()
-                .map(|s| Label::parse(s).map_err(|e| env_error(format!("label {s:?} {e}"))))
+                .map(|s| label(s).map_err(env_error))
                 .collect();
         }
         let Some(file) = file else {
@@ -189,7 +198,7 @@ pub fn resolve(
         check_count(file.get_ref().len()).map_err(file_error)?;
         file.into_inner()
             .iter()
-            .map(|s| Label::parse(s).map_err(|e| file_error(format!("label {s:?} {e}"))))
+            .map(|s| label(s).map_err(file_error))
             .collect()
     };
     let exclusive_span = exclusive.as_ref().map(Spanned::span);

@@ -368,7 +368,20 @@ impl Config {
 
         let trust = trust::resolve(file.trust, &origin, env)?;
         let at_maybe = |span: Option<std::ops::Range<usize>>| span.map_or(origin.clone(), at);
-        let scheduling = budget::resolve(file.labels, file.exclusive, file.budget, env, &at_maybe)?;
+        let engine_name = match engine {
+            crate::sandbox::EngineKind::Auto => None,
+            crate::sandbox::EngineKind::Podman => Some("podman"),
+            crate::sandbox::EngineKind::Docker => Some("docker"),
+            crate::sandbox::EngineKind::Shell => Some("shell"),
+        };
+        let scheduling = budget::resolve(
+            file.labels,
+            file.exclusive,
+            file.budget,
+            env,
+            &at_maybe,
+            engine_name,
+        )?;
 
         let cfg = Config {
             scheduling,

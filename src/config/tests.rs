@@ -176,6 +176,48 @@ fn a_token_with_a_line_break_stops_the_start() {
     assert!(!e.contains("def"), "{e}");
 }
 
+/// A sweep's node configured `arch=arm64` on amd64 and `engine=docker`
+/// with the shell engine: it claimed tasks that asked for those, and ran
+/// them as it was.
+#[test]
+fn a_label_of_a_detected_key_must_say_what_is_detected() {
+    let other = if crate::grid::label::arch_label().as_str() == "arch=arm64" {
+        "arch=amd64"
+    } else {
+        "arch=arm64"
+    };
+    let text = format!("repo_url = \"/g\"\n\nlabels = [\"gpu\", \"{other}\"]\n");
+    let e = load(&text, &env(&[])).unwrap_err().to_string();
+    assert!(
+        e.contains("line 3") && e.contains("labels") && e.contains(other) && e.contains("detected"),
+        "{e}"
+    );
+    let e = load(
+        "repo_url = \"/g\"\nlabels = [\"engine=docker\"]\n[sandbox]\nengine = \"shell\"\n",
+        &env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("line 2") && e.contains("engine=docker"), "{e}");
+    let e = load(
+        "repo_url = \"/g\"\n",
+        &env(&[("DGRID_LABELS", "os=windows")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("DGRID_LABELS") && e.contains("os=windows"),
+        "{e}"
+    );
+    // Saying what is detected is no error.
+    let c = load(
+        "repo_url = \"/g\"\nlabels = [\"engine=shell\", \"os=linux\"]\n[sandbox]\nengine = \"shell\"\n",
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.scheduling.labels.len(), 2);
+}
+
 #[test]
 fn labels_exclusive_and_budget_are_checked_with_the_line() {
     let text = "repo_url = \"/g\"\nlabels = [\"gpu\", \"zone=eu\"]\nexclusive = [\"gpu\"]\n[budget]\ntasks_per_hour = 10\ntask_seconds_per_hour = 600\nquiet_hours = [\"22:00-07:00\"]\n";
@@ -233,11 +275,8 @@ fn labels_exclusive_and_budget_are_checked_with_the_line() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("line 3") && e.contains("tasks_per_hour"), "{e}");
-    let c = load(
-        "repo_url = \"/g\"\n",
-        &env(&[("DGRID_LABELS", "gpu, arch=arm64")]),
-    )
-    .unwrap();
+    let labels: &'static str = format!("gpu, {}", crate::grid::label::arch_label().as_str()).leak();
+    let c = load("repo_url = \"/g\"\n", &env(&[("DGRID_LABELS", labels)])).unwrap();
     assert_eq!(c.scheduling.labels.len(), 2);
     let e = load("repo_url = \"/g\"\n", &env(&[("DGRID_LABELS", "a/b")]))
         .unwrap_err()

@@ -227,24 +227,35 @@ pub fn os_label() -> Label {
     Label::parse(&format!("os={}", std::env::consts::OS)).expect("OS names are labels")
 }
 
-/// The configured labels that say another value for a key the node
-/// detects (`arch=arm64` on an amd64 machine), each with the detected one:
-/// kept (an emulator may run such tasks), but worth a word, since the node
-/// will then claim tasks that ask for either.
-pub fn contradicting<'a>(
-    configured: &'a [Label],
-    detected: &'a [Label],
-) -> Vec<(&'a Label, &'a Label)> {
-    let key = |l: &'a Label| l.as_str().split_once('=').map(|(k, _)| k);
-    configured
-        .iter()
-        .filter_map(|c| {
-            let d = detected
-                .iter()
-                .find(|d| key(d).is_some() && key(d) == key(c) && d != &c)?;
-            Some((c, d))
-        })
-        .collect()
+/// Why a configured label cannot be one, if it names a key the node
+/// detects (`arch=`, `os=`, `engine=`) with another value than detected:
+/// the node would claim the tasks that ask for it and run them as it is
+/// (a task that asks for `arch=arm64` run on amd64, one that asks for
+/// `engine=docker` run by the shell engine). `engine`: the engine's name
+/// as configured, none where it is found at start (`auto`).
+pub fn against_detected(label: &Label, engine: Option<&str>) -> Option<String> {
+    let (key, _) = label.as_str().split_once('=')?;
+    let detected = match key {
+        "arch" => arch_label(),
+        "os" => os_label(),
+        "engine" => match engine {
+            Some(e) => Label::parse(&format!("engine={e}")).ok()?,
+            None => {
+                return Some(format!(
+                    "label {:?} names the engine, which is detected at start from the one found (`sandbox.engine` is auto): name the engine in `sandbox.engine` instead",
+                    label.as_str()
+                ));
+            }
+        },
+        _ => return None,
+    };
+    (detected != *label).then(|| {
+        format!(
+            "label {:?} says another value than the node detects ({}): it would claim tasks for a machine it is not; {key}= labels are detected, not configured",
+            label.as_str(),
+            detected.as_str()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -252,14 +263,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_configured_label_against_a_detected_one_is_found() {
+    fn a_configured_label_must_say_what_the_node_detects_of_its_key() {
         let l = |s: &str| Label::parse(s).unwrap();
-        let configured = [l("arch=arm64"), l("gpu"), l("os=linux")];
-        let detected = [l("arch=amd64"), l("os=linux"), l("engine=shell")];
-        assert_eq!(
-            contradicting(&configured, &detected),
-            [(&configured[0], &detected[0])]
+        let other_arch = if arch_label().as_str() == "arch=arm64" {
+            "arch=amd64"
+        } else {
+            "arch=arm64"
+        };
+        let e = against_detected(&l(other_arch), Some("shell")).unwrap();
+        assert!(
+            e.contains(other_arch) && e.contains(arch_label().as_str()),
+            "{e}"
         );
+        assert!(against_detected(&l("os=windows"), None).is_some());
+        assert!(against_detected(&l("engine=docker"), Some("shell")).is_some());
+        let e = against_detected(&l("engine=podman"), None).unwrap();
+        assert!(e.contains("sandbox.engine"), "{e}");
+        for ok in [
+            arch_label(),
+            os_label(),
+            l("engine=shell"),
+            l("gpu"),
+            l("zone=eu"),
+        ] {
+            assert_eq!(against_detected(&ok, Some("shell")), None, "{ok:?}");
+        }
     }
 
     #[test]

@@ -33,9 +33,6 @@ pub fn node_labels(cfg: &Config, engine: &str) -> NodeLabels {
     if let Ok(e) = Label::parse(&format!("engine={engine}")) {
         detected.push(e);
     }
-    for (c, d) in crate::grid::label::contradicting(&cfg.scheduling.labels, &detected) {
-        tracing::warn!(configured = %c.as_str(), detected = %d.as_str(), "a configured label says another value than the one detected: this node claims tasks that ask for either");
-    }
     let mut labels = cfg.scheduling.labels.clone();
     labels.extend(detected);
     NodeLabels {

@@ -313,6 +313,51 @@ fn a_node_with_a_scarce_label_runs_the_work_only_it_can_first() {
     assert!(r.values().all(|res| res["status"] == "completed"), "{r:?}");
 }
 
+/// A GPU task longer than the GPU node's limit, beside a plain node whose
+/// limit takes it: no live node can run it, and the GPU node fails it
+/// naming why. The plain node's limit made it wait in its lane for good,
+/// named by nothing (a sweep's).
+#[test]
+fn a_task_too_long_for_every_node_that_serves_its_labels_fails_named() {
+    let grid = Grid::new();
+    let mut plain = WorkerSpec::new(&grid, "plain-long");
+    plain.drain = false;
+    plain.extra = "[tasks]\nmax_timeout_seconds = 7200\n".into();
+    let mut gpu = WorkerSpec::new(&grid, "gpu-short");
+    gpu.drain = false;
+    gpu.extra = "labels = [\"gpu\"]\n".into();
+    let mut workers = [spawn_worker(&grid, &plain), spawn_worker(&grid, &gpu)];
+    wait_until("both registrations", Duration::from_secs(60), || {
+        grid.files("nodes").len() == 2
+    });
+    submit(
+        &grid,
+        "long-gpu",
+        json!([{"task_id": "long-gpu", "script": "true", "timeout_seconds": 5000, "requires": ["gpu"]}]),
+    );
+    wait_until("the long GPU task failed", Duration::from_secs(60), || {
+        !grid.json_files("tasks/failed").is_empty()
+    });
+    for w in &mut workers {
+        w.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(
+            w.wait_exit(Duration::from_secs(30)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+    let failed: Vec<Value> = grid.json_files("tasks/failed").into_values().collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["status"], "invalid");
+    let error = failed[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("`timeout_seconds` is 5000")
+            && error.contains("3600")
+            && error.contains("no peer that serves it"),
+        "{error}"
+    );
+}
+
 /// Pushed by hand into `p50/gpu/`, which no node serves (there is none at
 /// all, so no node lists that lane to meet a task misfiled there): `plain`,
 /// which requires nothing, `on-gpu`, which does ask for a GPU, and `extra`

@@ -42,8 +42,10 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "SECS", required_unless_present = "task_file")]
     pub timeout: Option<u64>,
     /// priority of the task: 0 to 99, higher runs first [default: 50].
-    #[arg(long, value_name = "N")]
-    pub priority: Option<u64>,
+    // Negative numbers are read as numbers, so that `--priority -1` is
+    // refused as the field's error, not as an unknown option.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i64>,
     /// A label a node must have to run it (repeat for several), such as
     /// gpu or arch=arm64.
     #[arg(long = "requires", value_name = "LABEL")]
@@ -53,7 +55,12 @@ pub struct SubmitArgs {
     #[arg(long = "after", value_name = "ID")]
     pub after: Vec<String>,
     /// Who submits it, for fairness between submitters.
-    #[arg(long, env = "DGRID_SUBMITTER", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "DGRID_SUBMITTER",
+        value_name = "NAME",
+        allow_hyphen_values = true
+    )]
     pub submitter: Option<String>,
     /// The longest `timeout_seconds` the grid accepts (as `validate`'s).
     #[arg(long, value_name = "SECS", default_value_t = crate::grid::task::TIMEOUT_CEILING)]

@@ -1437,6 +1437,35 @@ fn record(grid: &Grid, node: &str) -> Value {
     serde_json::from_slice(&grid.files("nodes")[&format!("{node}.json")]).unwrap()
 }
 
+/// A batch run (`--drain`, a volunteer's cron job) at its limit ends with
+/// what it may run now, the rest left queued: it sat paused until its
+/// hour was over (a sweep's, killed by its timeout).
+#[test]
+fn a_drain_paused_by_its_limits_ends_with_the_rest_queued() {
+    let grid = Grid::new();
+    let tasks: Vec<(String, String, u64)> = (0..4)
+        .map(|i| (format!("t{i}"), "echo hi".into(), 30))
+        .collect();
+    grid.submit(&tasks);
+    let mut spec = WorkerSpec::new(&grid, "batch");
+    spec.extra = "[budget]\ntasks_per_hour = 2\n".into();
+    let mut w = spawn_worker(&grid, &spec);
+    assert!(
+        w.wait_exit(Duration::from_secs(90)).success(),
+        "{}",
+        w.log_text()
+    );
+    assert!(
+        w.log_text()
+            .contains("paused by the volunteer's limits and nothing pending; --drain ends here"),
+        "{}",
+        w.log_text()
+    );
+    assert_eq!(grid.results().len(), 2);
+    assert_eq!(grid.queued().len(), 2, "the rest wait, none held");
+    assert!(grid.files("tasks/in_progress").is_empty());
+}
+
 #[test]
 fn a_node_at_its_hourly_cap_stops_claiming_holds_nothing_and_says_so() {
     let grid = Grid::new();

@@ -120,6 +120,16 @@ impl Worker {
                 tracing::info!("queue empty and nothing pending; --drain ends here");
                 break;
             }
+            // Paused by the volunteer's limits, it may sit still for hours:
+            // a batch run (a cron job's) ends with what it may run now.
+            if opts.drain
+                && idle
+                && self.reached_since.is_some()
+                && let Some(p) = &self.paused
+            {
+                tracing::info!(why = %p, "paused by the volunteer's limits and nothing pending; --drain ends here");
+                break;
+            }
 
             // Last thing before waiting: the page shows this round's claims.
             self.publish();

@@ -187,14 +187,7 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
             (Some(p), Some(e)) if e != p => format!("{p} <span class=\"muted\">(now {e})</span>"),
             (Some(p), _) => p.to_string(),
         };
-        let requires = match &q.unservable {
-            Some(why) => format!(
-                "{} <span class=\"bad\">{}</span>",
-                labels_cell(&q.requires),
-                escape(why)
-            ),
-            None => labels_cell(&q.requires),
-        };
+        let requires = requires_cell(&q.requires, q.unservable.as_deref());
         let _ = write!(
             h,
             "<tr class=\"queued\" data-task=\"{id}\"><td>{id}</td><td class=\"priority\">{priority}</td><td class=\"requires\">{requires}</td><td>{by}</td><td>{at}</td></tr>",
@@ -236,7 +229,7 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
             "<tr class=\"waiting\" data-task=\"{id}\"><td>{id}</td><td class=\"waits-for\">{waits}</td><td>{p}</td><td>{r}</td></tr>",
             id = escape(&w.task_id),
             p = w.priority.map(|p| p.to_string()).unwrap_or_default(),
-            r = labels_cell(&w.requires),
+            r = requires_cell(&w.requires, w.unservable.as_deref()),
         );
     }
     none_row(
@@ -311,6 +304,18 @@ fn heartbeat_cell(last_heartbeat: &str, age_s: Option<i64>) -> String {
             "<span class=\"bad\">unreadable: {}</span>",
             escape(last_heartbeat)
         ),
+    }
+}
+
+/// A task's labels, and what the live nodes lack where none serves them.
+fn requires_cell(requires: &[String], unservable: Option<&str>) -> String {
+    match unservable {
+        Some(why) => format!(
+            "{} <span class=\"bad\">{}</span>",
+            labels_cell(requires),
+            escape(why)
+        ),
+        None => labels_cell(requires),
     }
 }
 

@@ -184,9 +184,14 @@ pub fn status(view: &GridView, repo: &str) -> String {
                     // once it is released.
                     let level = w.priority.map(|p| format!("p{p}")).unwrap_or_default();
                     let requires = requirement(&w.requires);
+                    let unservable = w
+                        .unservable
+                        .as_ref()
+                        .map(|why| format!("  ! {}", esc(why)))
+                        .unwrap_or_default();
                     let _ = writeln!(
                         s,
-                        "  {:<30} {level:<12} {requires}  {}",
+                        "  {:<30} {level:<12} {requires}  {}{unservable}",
                         esc(&w.task_id),
                         esc(&w.waits())
                     );

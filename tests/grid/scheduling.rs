@@ -458,7 +458,11 @@ fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
     submit(
         &grid,
         "unservable",
-        json!([{"task_id": "needs-fpga", "script": "true", "timeout_seconds": 30, "requires": ["fpga"]}]),
+        json!([
+            {"task_id": "needs-fpga", "script": "true", "timeout_seconds": 30, "requires": ["fpga"]},
+            // Waiting, and unservable once released: said now.
+            {"task_id": "then-fpga", "script": "true", "timeout_seconds": 30, "requires": ["fpga"], "after": ["needs-fpga"]}
+        ]),
     );
     // A node that stays up, exclusive to gpu: it lacks fpga.
     let mut spec = WorkerSpec::new(&grid, "gpu-box");
@@ -470,6 +474,10 @@ fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
     });
     for (cmd, want) in [
         ("status", "no live node serves it: gpu-box lacks fpga"),
+        (
+            "status",
+            "waits for needs-fpga  ! no live node serves it: gpu-box lacks fpga",
+        ),
         (
             "reap",
             "needs-fpga: cannot run now, requires fpga: no live node serves it: gpu-box lacks fpga",
@@ -503,6 +511,14 @@ fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
     let json: Value =
         serde_json::from_slice(&std::fs::read(site.join("grid.json")).unwrap()).unwrap();
     assert_eq!(json["unservable"][0]["task_ids"], json!(["needs-fpga"]));
+    assert_eq!(
+        json["waiting"][0]["unservable"],
+        "no live node serves it: gpu-box lacks fpga"
+    );
+    assert!(
+        html.contains("<td>50</td><td>fpga <span class=\"bad\">no live node serves it: gpu-box lacks fpga</span></td></tr></table><h2>Recent"),
+        "{html}"
+    );
     w.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(
         w.wait_exit(Duration::from_secs(30)).success(),

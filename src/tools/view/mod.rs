@@ -88,7 +88,7 @@ impl GridView {
             n.stale = n.heartbeat_age_s.is_none_or(|a| a > stale_after_s);
         }
         let (queue, unservable, misplaced) = queue_views(repo, commit, now, &nodes)?;
-        let waiting = waiting_views(repo, commit)?;
+        let waiting = waiting_views(repo, commit, &nodes)?;
         let running = running_views(repo, commit, now, &nodes)?;
         let mut all = Vec::new();
         let completed = read_results(repo, commit, layout::COMPLETED, false, &mut all)?;

@@ -141,6 +141,9 @@ pub struct WaitingView {
     pub held: Option<String>,
     pub priority: Option<u8>,
     pub requires: Vec<String>,
+    /// Set when no live node serves its labels: what they lack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unservable: Option<String>,
     pub path: String,
     /// Set when the file cannot be read as a task.
     pub error: Option<String>,

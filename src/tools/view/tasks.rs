@@ -32,16 +32,7 @@ pub(super) fn queue_views(
     nodes: &[NodeView],
 ) -> Result<QueueViews, GitError> {
     let q = QueueAt::list(repo, commit)?;
-    let live: Vec<(&str, NodeLabels)> = nodes
-        .iter()
-        .filter(|n| n.error.is_none() && !n.stale && matches!(n.status.as_str(), "idle" | "busy"))
-        .map(|n| {
-            (
-                n.node_id.as_str(),
-                NodeLabels::from_record(&n.labels, &n.exclusive),
-            )
-        })
-        .collect();
+    let live = live_labels(nodes);
     let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (*n, l)).collect();
     let mut unserved = routing::unserved(&q, &refs);
     let paused = |id: &str| {
@@ -122,9 +113,28 @@ pub(super) fn queue_views(
     Ok((queue, unservable, misplaced))
 }
 
+/// The live nodes' labels, by node: what routes the tasks now.
+fn live_labels(nodes: &[NodeView]) -> Vec<(&str, NodeLabels)> {
+    nodes
+        .iter()
+        .filter(|n| n.error.is_none() && !n.stale && matches!(n.status.as_str(), "idle" | "busy"))
+        .map(|n| {
+            (
+                n.node_id.as_str(),
+                NodeLabels::from_record(&n.labels, &n.exclusive),
+            )
+        })
+        .collect()
+}
+
 /// The tasks waiting for others, each with those it still waits for (its
-/// `after` less those with a completed result).
-pub(super) fn waiting_views(repo: &GridRepo, commit: &str) -> Result<Vec<WaitingView>, GitError> {
+/// `after` less those with a completed result), and, where no live node
+/// serves its labels, what they lack: released, it would wait for good.
+pub(super) fn waiting_views(
+    repo: &GridRepo,
+    commit: &str,
+    nodes: &[NodeView],
+) -> Result<Vec<WaitingView>, GitError> {
     let blocked = BlockedAt::list(repo, commit)?;
     if blocked.entries.is_empty() {
         return Ok(Vec::new());
@@ -164,6 +174,14 @@ pub(super) fn waiting_views(repo: &GridRepo, commit: &str) -> Result<Vec<Waiting
         .into_iter()
         .collect();
     let done = ResultIndex::list(repo, commit)?.find(repo, &parents)?;
+    let live = live_labels(nodes);
+    let refs: Vec<(&str, &NodeLabels)> = live.iter().map(|(n, l)| (*n, l)).collect();
+    let mut why: BTreeMap<Class, Option<String>> = BTreeMap::new();
+    let mut unservable = |class: Class| {
+        why.entry(class)
+            .or_insert_with_key(|c| schedule::why_unserved(c, &refs))
+            .clone()
+    };
     Ok(parsed
         .into_iter()
         .map(|(b, path, task)| match task {
@@ -178,6 +196,7 @@ pub(super) fn waiting_views(repo: &GridRepo, commit: &str) -> Result<Vec<Waiting
                 held: held(&t, &b.parent, |p| done.get(p).is_some_and(|r| r.completed)),
                 priority: Some(t.priority()),
                 requires: t.class().labels().map(ToString::to_string).collect(),
+                unservable: unservable(t.class()),
                 path,
                 error: None,
             },
@@ -190,6 +209,7 @@ pub(super) fn waiting_views(repo: &GridRepo, commit: &str) -> Result<Vec<Waiting
                 held: None,
                 priority: None,
                 requires: Vec::new(),
+                unservable: None,
                 error: Some(format!("{path}: {e}")),
                 path,
             },

@@ -55,12 +55,7 @@ pub struct SubmitArgs {
     #[arg(long = "after", value_name = "ID")]
     pub after: Vec<String>,
     /// Who submits it, for fairness between submitters.
-    #[arg(
-        long,
-        env = "DGRID_SUBMITTER",
-        value_name = "NAME",
-        allow_hyphen_values = true
-    )]
+    #[arg(long, env = "DGRID_SUBMITTER", value_name = "NAME")]
     pub submitter: Option<String>,
     /// The longest `timeout_seconds` the grid accepts (as `validate`'s).
     #[arg(long, value_name = "SECS", default_value_t = crate::grid::task::TIMEOUT_CEILING)]

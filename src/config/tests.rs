@@ -209,6 +209,14 @@ fn a_label_of_a_detected_key_must_say_what_is_detected() {
         e.contains("DGRID_LABELS") && e.contains("os=windows"),
         "{e}"
     );
+    // With the engine found at start (auto), the start judges it.
+    assert!(
+        load(
+            "repo_url = \"/g\"\nlabels = [\"engine=podman\"]\n",
+            &env(&[])
+        )
+        .is_ok()
+    );
     // Saying what is detected is no error.
     let c = load(
         "repo_url = \"/g\"\nlabels = [\"engine=shell\", \"os=linux\"]\n[sandbox]\nengine = \"shell\"\n",

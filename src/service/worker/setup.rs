@@ -33,7 +33,24 @@ pub fn node_labels(cfg: &Config, engine: &str) -> NodeLabels {
     if let Ok(e) = Label::parse(&format!("engine={engine}")) {
         detected.push(e);
     }
-    let mut labels = cfg.scheduling.labels.clone();
+    // An `engine=` label the configuration could not judge (the engine
+    // was `auto`): one that names another engine than the one found is
+    // left out, or the node would claim tasks for an engine it has not.
+    let mut labels: Vec<Label> = cfg
+        .scheduling
+        .labels
+        .iter()
+        .filter(
+            |l| match crate::grid::label::against_detected(l, Some(engine)) {
+                Some(why) => {
+                    tracing::error!(%why, "a configured label is left out of this node's labels");
+                    false
+                }
+                None => true,
+            },
+        )
+        .cloned()
+        .collect();
     labels.extend(detected);
     NodeLabels {
         labels: Class::of(labels),
@@ -184,4 +201,31 @@ fn written_by_another(
         && !r.started_at.is_empty()
         && last != Some(r.started_at.as_str())
         && !pending.iter().any(|p| p == &r.started_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoEnv;
+    impl crate::config::Env for NoEnv {
+        fn get(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    /// With the engine found at start (`auto`), a configured `engine=`
+    /// label that names another is left out of the node's labels.
+    #[test]
+    fn an_engine_label_against_the_engine_found_is_left_out() {
+        let text = "repo_url = \"/g\"\nlabels = [\"gpu\", \"engine=docker\"]\n";
+        let path = std::path::Path::new("/etc/dgrid/worker.toml");
+        let cfg = Config::from_str_with(text, path, &NoEnv).unwrap();
+        let labels = node_labels(&cfg, "podman").labels;
+        let names: Vec<&str> = labels.labels().map(Label::as_str).collect();
+        assert!(names.contains(&"gpu") && names.contains(&"engine=podman"), "{names:?}");
+        assert!(!names.contains(&"engine=docker"), "{names:?}");
+        let kept = node_labels(&cfg, "docker").labels;
+        assert!(kept.labels().any(|l| l.as_str() == "engine=docker"));
+    }
 }

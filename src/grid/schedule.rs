@@ -205,6 +205,81 @@ pub fn order_turning(
     out
 }
 
+/// The turns a node owes the submitters of one level while it holds claims
+/// it has not started: a submitter whose tasks arrived after the node
+/// claimed ahead from another would wait behind all of those claims. A
+/// look claims such tasks while the submitter holds fewer claims there than
+/// the one holding most, less one, and the node starts its claims in
+/// turns ([`in_turns`]): a submitter of three tasks who came after a node
+/// claimed forty of another's waited for all forty (a sweep's).
+#[derive(Debug, Clone)]
+pub struct TurnsOwed {
+    level: u8,
+    held: BTreeMap<Option<String>, usize>,
+    most: usize,
+}
+
+impl TurnsOwed {
+    /// At `level`, where the node holds claims not started of these
+    /// submitters (one entry a claim). None: no submitter holds two, so
+    /// none is owed a turn.
+    pub fn new<'a>(
+        level: u8,
+        held: impl IntoIterator<Item = Option<&'a str>>,
+    ) -> Option<TurnsOwed> {
+        let mut counts: BTreeMap<Option<String>, usize> = BTreeMap::new();
+        for party in held {
+            *counts.entry(party.map(str::to_owned)).or_default() += 1;
+        }
+        let most = counts.values().copied().max().unwrap_or(0);
+        (most >= 2).then_some(TurnsOwed {
+            level,
+            held: counts,
+            most,
+        })
+    }
+
+    /// Is a queued task of `party` at `level` owed a turn?
+    pub fn owes(&self, level: u8, party: Option<&str>) -> bool {
+        let held = self
+            .held
+            .get(&party.map(str::to_owned))
+            .copied()
+            .unwrap_or(0);
+        level == self.level && held + 1 < self.most
+    }
+
+    /// A queued task of `party` at `level`: is it owed a turn (and counted
+    /// as claimed if so)?
+    pub fn take(&mut self, level: u8, party: Option<&str>) -> bool {
+        let owed = self.owes(level, party);
+        if owed {
+            *self.held.entry(party.map(str::to_owned)).or_default() += 1;
+        }
+        owed
+    }
+}
+
+/// The order claims held and not started run in: higher level first; within
+/// one, submitters in turns (each one's first, then each one's second, ...,
+/// each one's in the order they were claimed), so that work claimed for a
+/// submitter who came late runs between the claims held for another.
+/// `held`: each claim's level and submitter, in the order claimed.
+pub fn in_turns(held: &[(u8, Option<&str>)]) -> Vec<usize> {
+    let mut seen: BTreeMap<(u8, Option<&str>), usize> = BTreeMap::new();
+    let mut keyed: Vec<(std::cmp::Reverse<u8>, usize, usize)> = held
+        .iter()
+        .enumerate()
+        .map(|(i, (level, party))| {
+            let round = seen.entry((*level, *party)).or_default();
+            *round += 1;
+            (std::cmp::Reverse(*level), *round, i)
+        })
+        .collect();
+    keyed.sort();
+    keyed.into_iter().map(|(_, _, i)| i).collect()
+}
+
 /// Which of two queued tasks (arrival minute, id, index) came first: the
 /// earlier minute; within one minute (the path says no more), by id with
 /// the numbers in ids compared as numbers, so that `task-2`, submitted

@@ -154,6 +154,49 @@ fn submitters_take_turns_when_a_node_claims_one_task_at_a_time() {
     assert_eq!(listed, ids, "status lists the order run:\n{shown}");
 }
 
+/// A submitter who comes after a node claimed ahead from another gets
+/// turns with the claims it holds: the next look claims the newcomer's
+/// tasks and they start between the others'. They waited behind all of
+/// them (a sweep's: three tasks behind thirty-nine, 17 s).
+#[test]
+fn a_submitter_who_comes_after_claims_ahead_gets_turns() {
+    let grid = Grid::new();
+    let tasks = |who: &str, n: usize| {
+        let t: Vec<Value> = (1..=n)
+            .map(|i| json!({"task_id": format!("{who}-{i}"), "script": "sleep 0.3", "timeout_seconds": 30, "submitter": who}))
+            .collect();
+        Value::Array(t)
+    };
+    submit(&grid, "alice", tasks("alice", 30));
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "solo"));
+    wait_until("claims ahead of alice's", Duration::from_secs(60), || {
+        grid.files("tasks/in_progress").len() >= 15
+    });
+    submit(&grid, "bob", tasks("bob", 3));
+    assert!(
+        w.wait_exit(Duration::from_secs(120)).success(),
+        "{}",
+        w.log_text()
+    );
+    let r = results_by_task(&grid);
+    assert_eq!(r.len(), 33);
+    let last_bob = r
+        .iter()
+        .filter(|(id, _)| id.starts_with("bob-"))
+        .map(|(_, r)| started(r))
+        .max()
+        .unwrap();
+    let alice_after = r
+        .iter()
+        .filter(|(id, r)| id.starts_with("alice-") && started(r) > last_bob)
+        .count();
+    assert!(
+        alice_after >= 8,
+        "bob's tasks waited behind alice's claims: {alice_after} of alice's started after them\n{}",
+        w.log_text()
+    );
+}
+
 #[test]
 fn two_nodes_with_different_labels_share_a_mixed_queue_and_an_unservable_task_is_named() {
     let grid = Grid::new();

@@ -50,7 +50,6 @@ impl Worker {
         let policy = self.cfg.orphan_policy();
         // Holding claims not started, a look claims higher work above them.
         let preempt_below = self.slots.lowest_waiting_level(time::now());
-        let preempt_up_to = self.slots.waiting.len();
         // A task claimed ahead may wait for a slot: its deadline allows for
         // that, so that a healthy node's queued claim is never reaped.
         let start_now = self.slots.free();
@@ -252,7 +251,8 @@ impl Worker {
                 turn_after: self.last_submitter.as_ref().map(Option::as_ref),
                 holding_classes: &holding_classes,
                 preempt_below,
-                preempt_up_to,
+                preempt_up_to: self.slots.waiting.len(),
+                turns_owed: self.slots.turns_owed(time::now()),
                 trust: self.gate.as_ref(),
                 adopt,
                 adopt_above,

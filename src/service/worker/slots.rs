@@ -11,6 +11,7 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use crate::grid::claim::ClaimedTask;
+use crate::grid::schedule::{self, TurnsOwed};
 use crate::grid::{Id, ResultStatus, TaskResult};
 use crate::sandbox::{CancelFlag, Engine, Job, Outcome, RunReport};
 use crate::service::pace::Pace;
@@ -115,6 +116,20 @@ impl Slots {
         self.waiting.iter().map(|c| c.effective_priority(now)).min()
     }
 
+    /// The turns owed at the lowest level it holds claims not started of
+    /// (`schedule::TurnsOwed`): a look claims queued tasks of submitters
+    /// who hold fewer there.
+    pub fn turns_owed(&self, now: time::Timestamp) -> Option<TurnsOwed> {
+        let level = self.lowest_waiting_level(now)?;
+        TurnsOwed::new(
+            level,
+            self.waiting
+                .iter()
+                .filter(|c| c.effective_priority(now) == level)
+                .map(|c| c.task.submitter.as_ref().map(|s| s.as_str())),
+        )
+    }
+
     /// The level of the claim that starts at the next free slot (the
     /// highest waiting: they wait in that order).
     pub fn next_waiting_level(&self, now: time::Timestamp) -> Option<u8> {
@@ -211,12 +226,26 @@ impl Slots {
         out
     }
 
-    /// Highest level first, claims of one level in the order they came (a
-    /// stable sort): higher work claimed while holding lower starts first.
+    /// Highest level first (higher work claimed while holding lower starts
+    /// first), claims of one level in submitters' turns, each one's in the
+    /// order they came (`schedule::in_turns`).
     pub fn sort_waiting(&mut self, now: time::Timestamp) {
-        self.waiting
-            .make_contiguous()
-            .sort_by_key(|c| std::cmp::Reverse(c.effective_priority(now)));
+        let keys: Vec<(u8, Option<&str>)> = self
+            .waiting
+            .iter()
+            .map(|c| {
+                (
+                    c.effective_priority(now),
+                    c.task.submitter.as_ref().map(|s| s.as_str()),
+                )
+            })
+            .collect();
+        let order = schedule::in_turns(&keys);
+        let mut slots: Vec<Option<ClaimedTask>> = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.waiting = order.into_iter().filter_map(|i| slots[i].take()).collect();
     }
 
     /// The last `n` waiting claims, taken out.

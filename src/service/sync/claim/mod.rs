@@ -22,8 +22,7 @@ use super::admit;
 use super::{Draft, SyncRequest};
 use crate::git::{Edit, GitError, GridRepo, TreeEntry};
 use crate::grid::layout::Place;
-use crate::grid::scarcity::Scarcity;
-use crate::grid::schedule::{self, Picker, Queued};
+use crate::grid::schedule::{self, Picker};
 use crate::grid::{Class, Id, layout};
 use crate::ledger::queue::QueueAt;
 use crate::ledger::result_index::ResultIndex;
@@ -32,6 +31,7 @@ use crate::service::share;
 
 mod assign;
 mod judge;
+mod order;
 mod peers;
 mod size;
 mod steal;
@@ -68,6 +68,11 @@ struct Candidate<'q> {
 impl Candidate<'_> {
     fn path(&self) -> Vec<u8> {
         results::entry_path(self.dir, &self.entry.name)
+    }
+
+    /// Who submitted it, as its path says.
+    fn party(&self) -> Option<&str> {
+        self.place.batch.submitter.as_ref().map(|s| s.as_str())
     }
 
     fn name(&self) -> &[u8] {
@@ -224,7 +229,20 @@ pub(super) fn claim(
         (false, Some(held), Some(top)) if top > held => Some(held),
         _ => None,
     };
-    if !claiming && above.is_none() {
+    // Surveying while holding claims not started, with nothing above
+    // them: the submitters owed a turn at their level (`TurnsOwed`), whose
+    // queued tasks this look claims.
+    let mut owed = match (claiming, above, &req.turns_owed) {
+        (false, None, Some(o))
+            if candidates
+                .iter()
+                .any(|c| o.owes(level_of(&c.place, req), c.party())) =>
+        {
+            Some(o.clone())
+        }
+        _ => None,
+    };
+    if !claiming && above.is_none() && owed.is_none() {
         for c in &candidates {
             file_unclaimed(repo, d, c)?;
         }
@@ -233,29 +251,13 @@ pub(super) fn claim(
         return Ok(());
     }
 
-    let scarcity = scarcity(&queue, &candidates, req, &peers);
-    // A batch's tasks come together: its class looked up once.
-    let mut last: Option<(*const Place, u32)> = None;
-    let places: Vec<Queued<'_>> = candidates
-        .iter()
-        .map(|c| {
-            let p = Rc::as_ptr(&c.place);
-            let servers = match last {
-                Some((q, n)) if q == p => n,
-                _ => scarcity.servers(&c.place.class),
-            };
-            last = Some((p, servers));
-            Queued {
-                place: &c.place,
-                name: c.name(),
-                servers,
-            }
-        })
-        .collect();
+    let scarcity = order::scarcity(&queue, &candidates, req, &peers);
+    let places = order::queued(&candidates, &scarcity);
     let order =
         schedule::order_turning(&places, req.now, req.turn_after.map(|l| l.map(Id::as_str)));
     let queued = candidates.len() + unread;
     let (want, mut assignees) = match (above, assigning) {
+        _ if owed.is_some() => (req.preempt_up_to, Assignees::none()),
         (Some(held), _) => {
             // A burst above what this node holds: its share for itself, and
             // the peers' shares for them, in this one commit.
@@ -311,6 +313,15 @@ pub(super) fn claim(
     for (k, &(i, level)) in order.iter().enumerate() {
         if above.is_some_and(|held| level <= held) {
             // Nothing at or below what it holds is claimed in a look.
+            left += 1;
+            top = top.max(Some(level));
+            file_unclaimed(repo, d, &candidates[i])?;
+            continue;
+        }
+        if owed
+            .as_ref()
+            .is_some_and(|o| !o.owes(level, candidates[i].party()))
+        {
             left += 1;
             top = top.max(Some(level));
             file_unclaimed(repo, d, &candidates[i])?;
@@ -410,6 +421,9 @@ pub(super) fn claim(
         let path = c.path();
         let arrival = c.place.batch.minute;
         if picker.offer(level, quotas.get(&level).copied().unwrap_or(usize::MAX)) {
+            if let Some(o) = owed.as_mut() {
+                o.take(level, task.submitter.as_ref().map(|s| s.as_str()));
+            }
             queued_before = take(d, (&path, None), task, arrival, inputs, queued_before);
             continue;
         }
@@ -506,39 +520,6 @@ fn stays_out(
         round,
         covering,
     ))
-}
-
-/// The classes queued (in the lanes, and read from the inbox), each with
-/// how many slots of the live nodes serve it: within a level a node takes
-/// first what fewer serve, and claims for a peer nothing the peer would
-/// rather leave for scarcer work it serves.
-fn scarcity(
-    queue: &QueueAt,
-    candidates: &[Candidate<'_>],
-    req: &SyncRequest<'_>,
-    peers: &Peers,
-) -> Scarcity {
-    let mut places: Vec<&Rc<Place>> = Vec::new();
-    // Tasks of one batch share their place: each once. Every candidate's
-    // class is counted (one handed back by a peer is in no lane at this
-    // tip): each is served by this node at least.
-    let lanes = queue.lanes.iter().map(|l| &l.place);
-    for p in lanes.chain(candidates.iter().map(|c| &c.place)) {
-        if places.last().is_none_or(|last| !Rc::ptr_eq(last, p)) {
-            places.push(p);
-        }
-    }
-    Scarcity::new(
-        places.iter().map(|p| (&p.class, level_of(p, req))),
-        |class| {
-            let mine = if req.labels.serves(class).is_ok() {
-                req.slots
-            } else {
-                0
-            };
-            peers.live_slots(Some(&[class])).saturating_add(mine)
-        },
-    )
 }
 
 /// The level (effective priority) of a place now.

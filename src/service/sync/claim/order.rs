@@ -1,0 +1,93 @@
+//! The claim's order, where it depends on the peers: within a level, what
+//! fewer live nodes serve goes first (`grid::scarcity`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use super::Candidate;
+use super::peers::Peers;
+use crate::grid::Class;
+use crate::grid::layout::Place;
+use crate::grid::scarcity::Scarcity;
+use crate::grid::schedule::Queued;
+use crate::ledger::queue::QueueAt;
+use crate::service::sync::SyncRequest;
+
+/// Of the classes this node does not serve, at most this many are
+/// reckoned with (the highest queued).
+const OTHER_CLASSES_RECKONED: usize = 64;
+
+/// The classes queued (in the lanes, and read from the inbox), each with
+/// how many slots of the live nodes serve it: within a level a node takes
+/// first what fewer serve, and claims for a peer nothing the peer would
+/// rather leave for scarcer work it serves.
+pub(super) fn scarcity(
+    queue: &QueueAt,
+    candidates: &[Candidate<'_>],
+    req: &SyncRequest<'_>,
+    peers: &Peers,
+) -> Scarcity {
+    let mut places: Vec<&Rc<Place>> = Vec::new();
+    // Tasks of one batch share their place: each once. Every candidate's
+    // class is counted (one handed back by a peer is in no lane at this
+    // tip): each is served by this node at least.
+    let lanes = queue.lanes.iter().map(|l| &l.place);
+    for p in lanes.chain(candidates.iter().map(|c| &c.place)) {
+        if places.last().is_none_or(|last| !Rc::ptr_eq(last, p)) {
+            places.push(p);
+        }
+    }
+    // Each class queued at its highest level. This node's own classes all
+    // count; of the others (what peers may serve, for the claims made for
+    // them) only the highest: each costs a pass over the peers' records,
+    // and a hostile grid's junk classes and records made every claim
+    // round of a sweep's node take seconds.
+    let mut top: BTreeMap<&Class, u8> = BTreeMap::new();
+    for p in &places {
+        let level = super::level_of(p, req);
+        let t = top.entry(&p.class).or_insert(level);
+        *t = (*t).max(level);
+    }
+    let mut mine: BTreeSet<&Class> = BTreeSet::new();
+    let mut last: Option<&Rc<Place>> = None;
+    for c in candidates {
+        if last.is_none_or(|l| !Rc::ptr_eq(l, &c.place)) {
+            mine.insert(&c.place.class);
+            last = Some(&c.place);
+        }
+    }
+    let (own, mut others): (Vec<_>, Vec<_>) = top.into_iter().partition(|(c, _)| mine.contains(c));
+    others.sort_by_key(|(_, level)| std::cmp::Reverse(*level));
+    others.truncate(OTHER_CLASSES_RECKONED);
+    Scarcity::new(own.into_iter().chain(others), |class| {
+        let mine = if req.labels.serves(class).is_ok() {
+            req.slots
+        } else {
+            0
+        };
+        peers.live_slots(Some(&[class])).saturating_add(mine)
+    })
+}
+
+/// The candidates as the order sees them, each with how many slots serve
+/// its class.
+pub(super) fn queued<'c>(candidates: &'c [Candidate<'_>], scarcity: &Scarcity) -> Vec<Queued<'c>> {
+    // A batch's tasks come together: its class looked up once.
+    let mut last: Option<(*const Place, u32)> = None;
+    candidates
+        .iter()
+        .map(|c| {
+            let p = Rc::as_ptr(&c.place);
+            let servers = match last {
+                Some((q, n)) if q == p => n,
+                _ => scarcity.servers(&c.place.class),
+            };
+            last = Some((p, servers));
+            Queued {
+                place: &c.place,
+                name: c.name(),
+                servers,
+            }
+        })
+        .collect()
+}

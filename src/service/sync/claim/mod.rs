@@ -236,7 +236,13 @@ pub(super) fn claim(
         (false, None, Some(o))
             if candidates
                 .iter()
-                .any(|c| o.owes(level_of(&c.place, req), c.party())) =>
+                // A batch's tasks share their place: asked once each.
+                .scan(None, |last: &mut Option<*const Place>, c| {
+                    let new = *last != Some(Rc::as_ptr(&c.place));
+                    *last = Some(Rc::as_ptr(&c.place));
+                    Some(new && o.owes(level_of(&c.place, req), c.party()))
+                })
+                .any(|owed| owed) =>
         {
             Some(o.clone())
         }

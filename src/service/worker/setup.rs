@@ -223,7 +223,10 @@ mod tests {
         let cfg = Config::from_str_with(text, path, &NoEnv).unwrap();
         let labels = node_labels(&cfg, "podman").labels;
         let names: Vec<&str> = labels.labels().map(Label::as_str).collect();
-        assert!(names.contains(&"gpu") && names.contains(&"engine=podman"), "{names:?}");
+        assert!(
+            names.contains(&"gpu") && names.contains(&"engine=podman"),
+            "{names:?}"
+        );
         assert!(!names.contains(&"engine=docker"), "{names:?}");
         let kept = node_labels(&cfg, "docker").labels;
         assert!(kept.labels().any(|l| l.as_str() == "engine=docker"));

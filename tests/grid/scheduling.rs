@@ -51,6 +51,22 @@ fn drained(grid: &Grid, node: &str) {
     );
 }
 
+/// Stop workers with SIGTERM, all at once, and wait for each to exit
+/// cleanly (its log in the panic if not).
+fn stop_cleanly<'w>(workers: impl IntoIterator<Item = &'w mut WorkerProc>) {
+    let mut workers: Vec<&mut WorkerProc> = workers.into_iter().collect();
+    for w in &workers {
+        w.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    for w in &mut workers {
+        assert!(
+            w.wait_exit(Duration::from_secs(60)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+}
+
 fn started(r: &Value) -> chrono::DateTime<chrono::Utc> {
     dgrid_worker::time::parse(r["started_at"].as_str().unwrap()).unwrap()
 }
@@ -324,14 +340,7 @@ fn a_node_with_a_scarce_label_runs_the_work_only_it_can_first() {
     wait_until("every result", Duration::from_secs(120), || {
         grid.results().len() == 20
     });
-    for w in &mut workers {
-        w.signal(nix::sys::signal::Signal::SIGTERM);
-        assert!(
-            w.wait_exit(Duration::from_secs(30)).success(),
-            "{}",
-            w.log_text()
-        );
-    }
+    stop_cleanly(&mut workers);
     let r = results_by_task(&grid);
     let on_gpu_node = |prefix: &str| -> Vec<chrono::DateTime<chrono::Utc>> {
         r.iter()
@@ -381,14 +390,7 @@ fn a_task_too_long_for_every_node_that_serves_its_labels_fails_named() {
     wait_until("the long GPU task failed", Duration::from_secs(60), || {
         !grid.json_files("tasks/failed").is_empty()
     });
-    for w in &mut workers {
-        w.signal(nix::sys::signal::Signal::SIGTERM);
-        assert!(
-            w.wait_exit(Duration::from_secs(30)).success(),
-            "{}",
-            w.log_text()
-        );
-    }
+    stop_cleanly(&mut workers);
     let failed: Vec<Value> = grid.json_files("tasks/failed").into_values().collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["status"], "invalid");
@@ -478,12 +480,7 @@ fn a_worker_alone_moves_a_task_misfiled_in_a_lane_nobody_serves_and_runs_it() {
         Duration::from_secs(60),
         || !grid.files("tasks/completed").is_empty(),
     );
-    w.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(
-        w.wait_exit(Duration::from_secs(60)).success(),
-        "{}",
-        w.log_text()
-    );
+    stop_cleanly([&mut w]);
     let r = results_by_task(&grid);
     assert_eq!(r["plain"]["status"], "completed", "{}", r["plain"]);
     assert!(!r.contains_key("on-gpu"), "{r:?}");
@@ -562,12 +559,7 @@ fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
         html.contains("<td>50</td><td>fpga <span class=\"bad\">no live node serves it: gpu-box lacks fpga</span></td></tr></table><h2>Recent"),
         "{html}"
     );
-    w.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(
-        w.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        w.log_text()
-    );
+    stop_cleanly([&mut w]);
     assert!(grid.queued().contains_key("needs-fpga.json"));
 }
 
@@ -1143,16 +1135,7 @@ fn a_dependency_that_completes_while_its_dependants_are_claimed_and_submitted() 
     wait_until("every task's result", Duration::from_secs(180), || {
         results_by_task(&grid).len() == 15 * 3 + 1 + 6
     });
-    for w in &workers {
-        w.signal(nix::sys::signal::Signal::SIGTERM);
-    }
-    for w in &mut workers {
-        assert!(
-            w.wait_exit(Duration::from_secs(60)).success(),
-            "{}",
-            w.log_text()
-        );
-    }
+    stop_cleanly(&mut workers);
     let r = results_by_task(&grid);
     for (id, res) in &r {
         assert_eq!(res["status"], "completed", "{id}: {res}");
@@ -1211,16 +1194,7 @@ fn a_priority_burst_mid_drain_starts_before_the_low_work_left() {
             .count()
             == 20
     });
-    for w in &workers {
-        w.signal(nix::sys::signal::Signal::SIGTERM);
-    }
-    for w in &mut workers {
-        assert!(
-            w.wait_exit(Duration::from_secs(60)).success(),
-            "{}",
-            w.log_text()
-        );
-    }
+    stop_cleanly(&mut workers);
     let r = results_by_task(&grid);
     let last_high = r
         .iter()
@@ -1483,12 +1457,7 @@ fn stop_after_results(grid: &Grid, w: &mut WorkerProc, n: usize) -> BTreeMap<Str
     wait_until("every result", Duration::from_secs(120), || {
         grid.results().len() == n
     });
-    w.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(
-        w.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        w.log_text()
-    );
+    stop_cleanly([w]);
     results_by_task(grid)
 }
 
@@ -1620,12 +1589,7 @@ fn a_node_at_its_hourly_cap_stops_claiming_holds_nothing_and_says_so() {
     assert!(grid.files("tasks/in_progress").is_empty());
     assert_eq!(grid.results().len(), 3);
     assert!(w.log_text().contains("runs=3"), "{}", w.log_text());
-    w.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(
-        w.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        w.log_text()
-    );
+    stop_cleanly([&mut w]);
 }
 
 #[test]
@@ -1659,12 +1623,7 @@ fn a_node_in_its_quiet_hours_takes_nothing() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(grid.results().is_empty() && grid.files("tasks/in_progress").is_empty());
     assert_eq!(grid.queued().len(), 1);
-    w.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(
-        w.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        w.log_text()
-    );
+    stop_cleanly([&mut w]);
 }
 
 #[test]
@@ -1722,12 +1681,7 @@ fn a_node_holds_no_claim_it_cannot_start_before_its_quiet_hours() {
         w.log_text()
     );
     assert!(!grid.results().is_empty(), "it worked until then");
-    w.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(
-        w.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        w.log_text()
-    );
+    stop_cleanly([&mut w]);
 }
 
 #[test]
@@ -1767,12 +1721,7 @@ fn a_node_at_its_cap_of_task_time_starts_nothing_measured_to_pass_it() {
         w.log_text()
     );
     assert_eq!(grid.queued().len(), 6 - results.len());
-    w.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(
-        w.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        w.log_text()
-    );
+    stop_cleanly([&mut w]);
 }
 
 #[test]

@@ -78,7 +78,7 @@ pub fn next(after: &[Id], mut state: impl FnMut(&Id) -> Parent) -> Next {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GraphError {
     #[error(
-        "field `after` of `{task}` names `{parent}`, which is neither among these tasks nor on the grid"
+        "field `after` of `{task}` names `{parent}`, which is neither among these tasks nor on the grid (a result moved to the `archive` branch counts no more)"
     )]
     Unknown { task: Id, parent: Id },
     #[error("field `after` makes a cycle: {}; none of them could ever run", cycle_text(.0))]

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod claim;
 pub mod deps;
+pub mod held;
 pub mod id;
 pub mod label;
 pub mod layout;

@@ -61,6 +61,14 @@ impl Scarcity {
         Scarcity { classes, servers }
     }
 
+    /// Each class reckoned with, and how many slots serve it.
+    pub fn counts(&self) -> Vec<(Class, u32)> {
+        self.classes
+            .iter()
+            .map(|q| (q.class.clone(), q.servers))
+            .collect()
+    }
+
     /// How many slots serve `class` (0: none, not queued, or not
     /// reckoned).
     pub fn servers(&self, class: &Class) -> u32 {

@@ -79,7 +79,7 @@ impl PlainNode {
             holding_classes: &[],
             preempt_below: None,
             preempt_up_to: 0,
-            turns_owed: None,
+            owed: None,
             trust: None,
             adopt: 0,
             adopt_above: 0,

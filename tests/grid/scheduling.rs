@@ -365,6 +365,65 @@ fn a_node_with_a_scarce_label_runs_the_work_only_it_can_first() {
     assert!(r.values().all(|res| res["status"] == "completed"), "{r:?}");
 }
 
+/// A GPU task pushed while the GPU node (not exclusive) holds common
+/// claims of its level ahead: the GPU node's next look claims it and it
+/// starts at the next free slot, not after those claims (a sweep's waited
+/// 10.5-13 s behind 29 of them).
+#[test]
+fn work_only_a_busy_node_serves_starts_before_the_common_claims_it_holds() {
+    let grid = Grid::new();
+    let mut gpu = WorkerSpec::new(&grid, "gpu-node");
+    gpu.extra = "labels = [\"gpu\"]\n".into();
+    gpu.drain = false;
+    let mut plain = WorkerSpec::new(&grid, "plain-node");
+    plain.drain = false;
+    let mut workers = [spawn_worker(&grid, &gpu), spawn_worker(&grid, &plain)];
+    wait_until("both registrations", Duration::from_secs(60), || {
+        grid.files("nodes").len() == 2
+    });
+    let common: Vec<Value> = (0..40)
+        .map(|i| json!({"task_id": format!("common-{i:02}"), "script": "sleep 0.5", "timeout_seconds": 30}))
+        .collect();
+    submit(&grid, "common", Value::Array(common));
+    let held_by_gpu_node = || {
+        grid.json_files("tasks/in_progress")
+            .values()
+            .filter(|c| c["claim"]["node_id"] == "gpu-node")
+            .count()
+    };
+    wait_until(
+        "the GPU node holds common claims ahead",
+        Duration::from_secs(60),
+        || held_by_gpu_node() >= 8,
+    );
+    let pushed = chrono::Utc::now();
+    submit(
+        &grid,
+        "gpu",
+        json!([{"task_id": "gpu-1", "script": "true", "timeout_seconds": 30, "requires": ["gpu"]}]),
+    );
+    wait_until("every result", Duration::from_secs(120), || {
+        grid.results().len() == 41
+    });
+    stop_cleanly(&mut workers);
+    let r = results_by_task(&grid);
+    let gpu_start = started(&r["gpu-1"]);
+    let common_between: Vec<&String> = r
+        .iter()
+        .filter(|(id, res)| {
+            id.starts_with("common-")
+                && res["node_id"] == "gpu-node"
+                && started(res) > pushed
+                && started(res) < gpu_start
+        })
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        common_between.len() <= 3,
+        "the GPU task waited behind the common claims the GPU node held: {common_between:?}"
+    );
+}
+
 /// A GPU task longer than the GPU node's limit, beside a plain node whose
 /// limit takes it: no live node can run it, and the GPU node fails it
 /// naming why. The plain node's limit made it wait in its lane for good,

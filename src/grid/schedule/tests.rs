@@ -313,33 +313,3 @@ proptest::proptest! {
         }
     }
 }
-
-#[test]
-fn a_submitter_who_came_late_is_owed_turns_up_to_the_one_holding_most() {
-    let held = [Some("alice"); 5];
-    let mut owed = TurnsOwed::new(50, held.iter().copied()).unwrap();
-    assert!(!owed.take(49, Some("bob")), "another level");
-    let taken = (0..10).filter(|_| owed.take(50, Some("bob"))).count();
-    assert_eq!(taken, 4, "up to one less than alice's five");
-    assert!(!owed.take(50, Some("alice")));
-    assert!(owed.take(50, None), "the nameless are a party too");
-    // One claim each: nobody is owed a turn.
-    assert!(TurnsOwed::new(50, [Some("a"), Some("b"), None]).is_none());
-}
-
-#[test]
-fn claims_held_run_in_turns_within_a_level_and_higher_first() {
-    let held = [
-        (50, Some("alice")),
-        (50, Some("alice")),
-        (50, Some("alice")),
-        (70, Some("carol")),
-        (50, Some("bob")),
-        (50, Some("bob")),
-    ];
-    let order: Vec<usize> = in_turns(&held);
-    assert_eq!(order, [3, 0, 4, 1, 5, 2]);
-    // One submitter: the order claimed.
-    let one = [(50, None), (50, None), (50, None)];
-    assert_eq!(in_turns(&one), [0, 1, 2]);
-}

@@ -102,11 +102,11 @@ pub struct SyncRequest<'a> {
     /// before them; those go back by the outbox (`share::preempt`).
     pub preempt_below: Option<u8>,
     pub preempt_up_to: usize,
-    /// Surveying while holding claims not started: the submitters owed a
-    /// turn at the lowest level among them. Their queued tasks are claimed
-    /// in this look, up to `preempt_up_to`, and start in turns with what
-    /// it holds (`Slots::sort_waiting`).
-    pub turns_owed: Option<crate::grid::schedule::TurnsOwed>,
+    /// Surveying while holding claims not started: what a look owes
+    /// against them at their lowest level (`held::Owed`: a submitter who
+    /// came late, work fewer nodes serve), claimed up to `preempt_up_to`
+    /// to start among them (`Slots::sort_waiting`).
+    pub owed: Option<crate::grid::held::Owed>,
     /// The node's trust (`[trust] mode` warn or enforce): which queue
     /// entries it may claim. None: every valid task.
     pub trust: Option<&'a RefCell<Gate>>,

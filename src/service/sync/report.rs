@@ -49,6 +49,10 @@ pub struct SyncReport {
     /// claim that are left in the queue, when it was looked at: claims not
     /// started of a lower one go back for it (`share::preempt`).
     pub top_queued: Option<u8>,
+    /// How many live slots serve each class queued, as the claim counted
+    /// them (`grid::scarcity`; empty: not counted): claims held start
+    /// scarcer first.
+    pub servers: Vec<(crate::grid::Class, u32)>,
     /// The claim stopped at this node's share of a priority level, with
     /// more of it queued for others: look again as soon as there is room.
     pub capped: bool,

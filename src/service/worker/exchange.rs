@@ -48,7 +48,6 @@ impl Worker {
         held.extend(outbox.iter().map(|e| e.task_id.clone()));
         let record = self.record(status);
         let policy = self.cfg.orphan_policy();
-        // Holding claims not started, a look claims higher work above them.
         let preempt_below = self.slots.lowest_waiting_level(time::now());
         // A task claimed ahead may wait for a slot: its deadline allows for
         // that, so that a healthy node's queued claim is never reaped.
@@ -252,7 +251,7 @@ impl Worker {
                 holding_classes: &holding_classes,
                 preempt_below,
                 preempt_up_to: self.slots.waiting.len(),
-                turns_owed: self.slots.turns_owed(time::now()),
+                owed: self.slots.owed(time::now()),
                 trust: self.gate.as_ref(),
                 adopt,
                 adopt_above,
@@ -450,6 +449,7 @@ impl Worker {
     /// log what the grid now says.
     fn absorb(&mut self, report: &SyncReport, commit: Option<&str>) {
         let now = Instant::now();
+        self.slots.counted(&report.servers);
         if report.requeued > 0 || !report.reaped.is_empty() || !report.released.is_empty() {
             // This commit put tasks back in the queue (or released waiting
             // ones into it): it is not empty, and a node with room looks at

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
+use crate::grid::Class;
 use crate::grid::claim::ClaimedTask;
-use crate::grid::schedule::{self, TurnsOwed};
+use crate::grid::held::{self, Owed};
 use crate::grid::{Id, ResultStatus, TaskResult};
 use crate::sandbox::{CancelFlag, Engine, Job, Outcome, RunReport};
 use crate::service::pace::Pace;
@@ -46,6 +47,9 @@ pub struct Slots {
     /// without waiting for a push, and the push of the last result overlaps
     /// its run.
     pub waiting: VecDeque<ClaimedTask>,
+    /// How many live slots serve each class this node serves, as its last
+    /// claim or look counted them: claims held start scarcer first.
+    pub servers: BTreeMap<Class, u32>,
 }
 
 impl Slots {
@@ -54,7 +58,21 @@ impl Slots {
             concurrency: concurrency as usize,
             running: BTreeMap::new(),
             waiting: VecDeque::new(),
+            servers: BTreeMap::new(),
         }
+    }
+
+    /// Keep a claim's or look's count of the slots serving each class
+    /// (none counted: the last count stands).
+    pub fn counted(&mut self, servers: &[(Class, u32)]) {
+        if !servers.is_empty() {
+            self.servers = servers.iter().cloned().collect();
+        }
+    }
+
+    /// How many live slots serve `c`'s class, as last counted.
+    fn servers_of(&self, c: &ClaimedTask) -> Option<u32> {
+        self.servers.get(&c.task.class()).copied()
     }
 
     pub fn is_idle(&self) -> bool {
@@ -116,17 +134,22 @@ impl Slots {
         self.waiting.iter().map(|c| c.effective_priority(now)).min()
     }
 
-    /// The turns owed at the lowest level it holds claims not started of
-    /// (`schedule::TurnsOwed`): a look claims queued tasks of submitters
-    /// who hold fewer there.
-    pub fn turns_owed(&self, now: time::Timestamp) -> Option<TurnsOwed> {
+    /// What a look owes against the claims not started at their lowest
+    /// level (`held::Owed`): the tasks of a submitter who holds fewer
+    /// there, and work fewer nodes serve.
+    pub fn owed(&self, now: time::Timestamp) -> Option<Owed> {
         let level = self.lowest_waiting_level(now)?;
-        TurnsOwed::new(
+        Owed::new(
             level,
             self.waiting
                 .iter()
                 .filter(|c| c.effective_priority(now) == level)
-                .map(|c| c.task.submitter.as_ref().map(|s| s.as_str())),
+                .map(|c| {
+                    (
+                        c.task.submitter.as_ref().map(|s| s.as_str()),
+                        self.servers_of(c),
+                    )
+                }),
         )
     }
 
@@ -227,20 +250,21 @@ impl Slots {
     }
 
     /// Highest level first (higher work claimed while holding lower starts
-    /// first), claims of one level in submitters' turns, each one's in the
-    /// order they came (`schedule::in_turns`).
+    /// first); within one, what fewer nodes serve, then submitters in
+    /// turns, each one's in the order they came (`held::in_order`).
     pub fn sort_waiting(&mut self, now: time::Timestamp) {
-        let keys: Vec<(u8, Option<&str>)> = self
+        let keys: Vec<(u8, Option<u32>, Option<&str>)> = self
             .waiting
             .iter()
             .map(|c| {
                 (
                     c.effective_priority(now),
+                    self.servers_of(c),
                     c.task.submitter.as_ref().map(|s| s.as_str()),
                 )
             })
             .collect();
-        let order = schedule::in_turns(&keys);
+        let order = held::in_order(&keys);
         let mut slots: Vec<Option<ClaimedTask>> = std::mem::take(&mut self.waiting)
             .into_iter()
             .map(Some)

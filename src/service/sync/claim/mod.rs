@@ -229,23 +229,14 @@ pub(super) fn claim(
         (false, Some(held), Some(top)) if top > held => Some(held),
         _ => None,
     };
+    let scarcity = order::scarcity(&queue, &candidates, req, &peers);
+    d.report.servers = scarcity.counts();
+    let places = order::queued(&candidates, &scarcity);
     // Surveying while holding claims not started, with nothing above
-    // them: the submitters owed a turn at their level (`TurnsOwed`), whose
-    // queued tasks this look claims.
-    let mut owed = match (claiming, above, &req.turns_owed) {
-        (false, None, Some(o))
-            if candidates
-                .iter()
-                // A batch's tasks share their place: asked once each.
-                .scan(None, |last: &mut Option<*const Place>, c| {
-                    let new = *last != Some(Rc::as_ptr(&c.place));
-                    *last = Some(Rc::as_ptr(&c.place));
-                    Some(new && o.owes(level_of(&c.place, req), c.party()))
-                })
-                .any(|owed| owed) =>
-        {
-            Some(o.clone())
-        }
+    // them: what a look owes against them (`held::Owed`: the tasks of a
+    // submitter who came late, work fewer nodes serve), claimed now.
+    let mut owed = match (claiming, above, &req.owed) {
+        (false, None, Some(o)) if order::owes_any(o, &places, req) => Some(o.clone()),
         _ => None,
     };
     if !claiming && above.is_none() && owed.is_none() {
@@ -256,9 +247,7 @@ pub(super) fn claim(
         d.report.top_queued = top;
         return Ok(());
     }
-
-    let scarcity = order::scarcity(&queue, &candidates, req, &peers);
-    let places = order::queued(&candidates, &scarcity);
+    let servers: Vec<u32> = places.iter().map(|q| q.servers).collect();
     let order =
         schedule::order_turning(&places, req.now, req.turn_after.map(|l| l.map(Id::as_str)));
     let queued = candidates.len() + unread;
@@ -326,7 +315,7 @@ pub(super) fn claim(
         }
         if owed
             .as_ref()
-            .is_some_and(|o| !o.owes(level, candidates[i].party()))
+            .is_some_and(|o| !o.owes(level, candidates[i].party(), servers[i]))
         {
             left += 1;
             top = top.max(Some(level));
@@ -428,7 +417,11 @@ pub(super) fn claim(
         let arrival = c.place.batch.minute;
         if picker.offer(level, quotas.get(&level).copied().unwrap_or(usize::MAX)) {
             if let Some(o) = owed.as_mut() {
-                o.take(level, task.submitter.as_ref().map(|s| s.as_str()));
+                o.take(
+                    level,
+                    task.submitter.as_ref().map(|s| s.as_str()),
+                    servers[i],
+                );
             }
             queued_before = take(d, (&path, None), task, arrival, inputs, queued_before);
             continue;

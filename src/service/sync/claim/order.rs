@@ -7,6 +7,7 @@ use std::rc::Rc;
 use super::Candidate;
 use super::peers::Peers;
 use crate::grid::Class;
+use crate::grid::held::Owed;
 use crate::grid::layout::Place;
 use crate::grid::scarcity::Scarcity;
 use crate::grid::schedule::Queued;
@@ -90,4 +91,17 @@ pub(super) fn queued<'c>(candidates: &'c [Candidate<'_>], scarcity: &Scarcity) -
             }
         })
         .collect()
+}
+
+/// Does the look owe any of the candidates a place among the claims held
+/// (`held::Owed`)? A batch's tasks share their place: asked once each.
+pub(super) fn owes_any(owed: &Owed, places: &[Queued<'_>], req: &SyncRequest<'_>) -> bool {
+    let mut last: Option<*const Place> = None;
+    places.iter().any(|q| {
+        let p: *const Place = q.place;
+        let new = last != Some(p);
+        last = Some(p);
+        let party = q.place.batch.submitter.as_ref().map(|s| s.as_str());
+        new && owed.owes(super::level_of(q.place, req), party, q.servers)
+    })
 }

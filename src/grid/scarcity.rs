@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 use super::label::Class;
 use super::schedule::NodeLabels;
 
+/// Of the classes a node does not serve, at most this many are reckoned
+/// with (the highest queued).
+pub const OTHER_CLASSES_RECKONED: usize = 64;
+
 /// The classes queued: how many slots of the live nodes serve each, and
 /// the highest level it is queued at.
 #[derive(Debug, Default, Clone)]
@@ -31,10 +35,16 @@ struct Queued {
 
 impl Scarcity {
     /// From the classes queued, each with a level it is queued at (a class
-    /// may come many times), and `servers`: how many slots of the live
-    /// nodes, this one's included, serve a class.
+    /// may come many times); `own`: does this node serve a class; and
+    /// `servers`: how many slots of the live nodes, this one's included,
+    /// serve a class. This node's own classes all count; of the others
+    /// (what peers may serve, for the claims made for them) only the
+    /// [`OTHER_CLASSES_RECKONED`] queued highest: each costs a pass over
+    /// the peers' records, and a hostile grid's junk classes and records
+    /// made every claim round of a sweep's node take seconds.
     pub fn new<'a>(
         queued: impl IntoIterator<Item = (&'a Class, u8)>,
+        own: impl Fn(&Class) -> bool,
         servers: impl Fn(&Class) -> u32,
     ) -> Scarcity {
         let mut top: BTreeMap<&Class, u8> = BTreeMap::new();
@@ -42,8 +52,12 @@ impl Scarcity {
             let t = top.entry(class).or_insert(level);
             *t = (*t).max(level);
         }
-        let mut classes: Vec<Queued> = top
+        let (mine, mut others): (Vec<_>, Vec<_>) = top.into_iter().partition(|(c, _)| own(c));
+        others.sort_by_key(|(_, level)| std::cmp::Reverse(*level));
+        others.truncate(OTHER_CLASSES_RECKONED);
+        let mut classes: Vec<Queued> = mine
             .into_iter()
+            .chain(others)
             .map(|(class, top)| Queued {
                 servers: servers(class),
                 class: class.clone(),
@@ -110,7 +124,11 @@ mod tests {
     #[test]
     fn a_node_would_rather_take_what_fewer_serve_at_its_level_or_above() {
         let (any, gpu) = (Class::any(), class(&["gpu"]));
-        let s = Scarcity::new([(&any, 50), (&gpu, 40), (&gpu, 50), (&any, 30)], servers);
+        let s = Scarcity::new(
+            [(&any, 50), (&gpu, 40), (&gpu, 50), (&any, 30)],
+            |_| true,
+            servers,
+        );
         assert_eq!(s.servers(&any), 4);
         assert_eq!(s.servers(&gpu), 1);
         assert_eq!(s.servers(&class(&["fpga"])), 0, "not queued");
@@ -126,9 +144,28 @@ mod tests {
     #[test]
     fn where_every_node_serves_alike_no_work_comes_first() {
         let (any, amd) = (Class::any(), class(&["arch=amd64"]));
-        let s = Scarcity::new([(&any, 50), (&amd, 50)], |_| 3);
+        let s = Scarcity::new([(&any, 50), (&amd, 50)], |_| true, |_| 3);
         assert!(!s.rather(&node(&["arch=amd64"]), &any, 50));
         assert!(!s.rather(&node(&["arch=amd64"]), &amd, 0));
         assert_eq!(Scarcity::default().servers(&any), 0);
+    }
+
+    #[test]
+    fn of_the_classes_a_node_does_not_serve_only_the_highest_are_reckoned() {
+        let mine = Class::any();
+        let others: Vec<Class> = (0..OTHER_CLASSES_RECKONED + 6)
+            .map(|i| class(&[&format!("junk-{i}")]))
+            .collect();
+        // The others at rising levels: the six lowest are left out.
+        let queued = others
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c, i as u8))
+            .chain([(&mine, 0)]);
+        let s = Scarcity::new(queued, |c| *c == mine, |_| 1);
+        assert_eq!(s.servers(&mine), 1, "its own class, however low");
+        assert_eq!(s.counts().len(), OTHER_CLASSES_RECKONED + 1);
+        assert_eq!(s.servers(&others[5]), 0);
+        assert_eq!(s.servers(&others[6]), 1);
     }
 }

@@ -1,7 +1,6 @@
 //! The claim's order, where it depends on the peers: within a level, what
 //! fewer live nodes serve goes first (`grid::scarcity`).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use super::Candidate;
@@ -13,10 +12,6 @@ use crate::grid::scarcity::Scarcity;
 use crate::grid::schedule::Queued;
 use crate::ledger::queue::QueueAt;
 use crate::service::sync::SyncRequest;
-
-/// Of the classes this node does not serve, at most this many are
-/// reckoned with (the highest queued).
-const OTHER_CLASSES_RECKONED: usize = 64;
 
 /// The classes queued (in the lanes, and read from the inbox), each with
 /// how many slots of the live nodes serve it: within a level a node takes
@@ -38,36 +33,15 @@ pub(super) fn scarcity(
             places.push(p);
         }
     }
-    // Each class queued at its highest level. This node's own classes all
-    // count; of the others (what peers may serve, for the claims made for
-    // them) only the highest: each costs a pass over the peers' records,
-    // and a hostile grid's junk classes and records made every claim
-    // round of a sweep's node take seconds.
-    let mut top: BTreeMap<&Class, u8> = BTreeMap::new();
-    for p in &places {
-        let level = super::level_of(p, req);
-        let t = top.entry(&p.class).or_insert(level);
-        *t = (*t).max(level);
-    }
-    let mut mine: BTreeSet<&Class> = BTreeSet::new();
-    let mut last: Option<&Rc<Place>> = None;
-    for c in candidates {
-        if last.is_none_or(|l| !Rc::ptr_eq(l, &c.place)) {
-            mine.insert(&c.place.class);
-            last = Some(&c.place);
-        }
-    }
-    let (own, mut others): (Vec<_>, Vec<_>) = top.into_iter().partition(|(c, _)| mine.contains(c));
-    others.sort_by_key(|(_, level)| std::cmp::Reverse(*level));
-    others.truncate(OTHER_CLASSES_RECKONED);
-    Scarcity::new(own.into_iter().chain(others), |class| {
-        let mine = if req.labels.serves(class).is_ok() {
-            req.slots
-        } else {
-            0
-        };
-        peers.live_slots(Some(&[class])).saturating_add(mine)
-    })
+    let own = |class: &Class| req.labels.serves(class).is_ok();
+    Scarcity::new(
+        places.iter().map(|p| (&p.class, super::level_of(p, req))),
+        own,
+        |class| {
+            let mine = if own(class) { req.slots } else { 0 };
+            peers.live_slots(Some(&[class])).saturating_add(mine)
+        },
+    )
 }
 
 /// The candidates as the order sees them, each with how many slots serve

@@ -114,6 +114,21 @@ impl Env for ProcessEnv {
     }
 }
 
+/// No environment at all, for tests: no variable, and none of the host's
+/// files (a node key the host may have).
+#[cfg(test)]
+pub(crate) struct NoEnv;
+
+#[cfg(test)]
+impl Env for NoEnv {
+    fn get(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn exists(&self, _: &Path) -> bool {
+        false
+    }
+}
+
 impl Config {
     /// The orphan rule as this node applies it (PROTOCOL.md, Orphans).
     pub fn orphan_policy(&self) -> OrphanPolicy {

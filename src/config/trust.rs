@@ -213,18 +213,7 @@ pub fn resolve(file: TrustFile, origin: &str, env: &dyn Env) -> Result<TrustConf
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-
-    struct NoEnv;
-    impl Env for NoEnv {
-        fn get(&self, _: &str) -> Option<String> {
-            None
-        }
-        // Not the host's files: a node key the host may have.
-        fn exists(&self, _: &Path) -> bool {
-            false
-        }
-    }
+    use crate::config::{Config, NoEnv};
 
     fn load(trust: &str) -> Result<Config, ConfigError> {
         let text = format!("repo_url = \"/g\"\n\n[trust]\n{trust}");

@@ -1,16 +1,5 @@
 use super::*;
-use crate::config::Env;
-
-struct NoEnv;
-impl Env for NoEnv {
-    fn get(&self, _: &str) -> Option<String> {
-        None
-    }
-    // Not the host's files: a node key the host may have.
-    fn exists(&self, _: &Path) -> bool {
-        false
-    }
-}
+use crate::config::NoEnv;
 
 fn cfg(extra: &str, state: &Path, url: &str) -> Config {
     let text = format!(

@@ -206,13 +206,7 @@ fn written_by_another(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct NoEnv;
-    impl crate::config::Env for NoEnv {
-        fn get(&self, _: &str) -> Option<String> {
-            None
-        }
-    }
+    use crate::config::NoEnv;
 
     /// With the engine found at start (`auto`), a configured `engine=`
     /// label that names another is left out of the node's labels.

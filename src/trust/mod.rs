@@ -7,18 +7,21 @@
 //! revocations, under a version number that only goes up. A **task** carries
 //! a submitter's signature over its content, and a **result** its node's
 //! signature over what it produced, the digest of the task it answers and
-//! the claim it ran under.
+//! the claim it ran under. A node signs its own **record** too, so that a
+//! node in `enforce` schedules only around the peers the policy lists
+//! ([`record`]).
 //!
 //! Every signature is an SSH signature (`ssh-keygen -Y sign` format), made
 //! and checked in process with the `ssh-key` crate, in a namespace that
 //! binds the grid and the role (`dgrid-task-v1@<grid>`,
-//! `dgrid-result-v1@<grid>`, `dgrid-policy-v1@<grid>`): a signature made for
+//! `dgrid-result-v1@<grid>`, `dgrid-policy-v1@<grid>`,
+//! `dgrid-record-v1@<grid>`): a signature made for
 //! one grid or role verifies for no other. The signed bytes travel inside
 //! the file, in an [`envelope`], so a claim that rewrites the file cannot
 //! touch them, and what runs is exactly what was signed.
 //!
 //! Layout: the decisions are pure and take the clock as an argument
-//! ([`policy`], [`task`], [`result`], [`verifier`]); reading and writing
+//! ([`policy`], [`task`], [`result`], [`record`], [`verifier`]); reading and writing
 //! files is in [`keys`] (key files), [`store`] (the policy a node holds) and
 //! [`ran`] (the tasks it has run), the last two in its state directory.
 
@@ -29,6 +32,7 @@ pub mod keys;
 pub mod mode;
 pub mod policy;
 pub mod ran;
+pub mod record;
 pub mod result;
 pub mod sig;
 pub mod store;

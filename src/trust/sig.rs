@@ -16,13 +16,15 @@ use ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 use crate::grid::Id;
 
 /// What a signature is for. Each role has its own namespace and payload
-/// type, and its own signers: submitters sign tasks, nodes sign results,
-/// roots sign policies.
+/// type, and its own signers: submitters sign tasks, nodes sign results
+/// and their own records, roots sign policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Task,
     Result,
     Policy,
+    /// A node's record (`nodes/<id>.json`), signed by the node.
+    Record,
 }
 
 impl Role {
@@ -31,6 +33,7 @@ impl Role {
             Role::Task => "task",
             Role::Result => "result",
             Role::Policy => "policy",
+            Role::Record => "record",
         }
     }
 
@@ -47,6 +50,7 @@ impl Role {
             Role::Task => "application/vnd.dgrid.task.v1+json",
             Role::Result => "application/vnd.dgrid.result.v1+json",
             Role::Policy => "application/vnd.dgrid.policy.v1+json",
+            Role::Record => "application/vnd.dgrid.record.v1+json",
         }
     }
 }

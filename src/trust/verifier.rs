@@ -320,6 +320,11 @@ impl Signer {
     ) -> Result<Vec<u8>, SignError> {
         result::sign(result, &self.grid, task_digest, claim_commit, &self.key)
     }
+
+    /// The node's record file, signed ([`super::record`]).
+    pub fn sign_record(&self, record: &crate::grid::NodeRecord) -> Result<Vec<u8>, SignError> {
+        super::record::sign(record, &self.grid, &self.key)
+    }
 }
 
 /// A policy file the pinned roots signed, of a version the node takes

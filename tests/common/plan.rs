@@ -81,6 +81,7 @@ impl PlainNode {
             preempt_up_to: 0,
             owed: None,
             trust: None,
+            seal: None,
             adopt: 0,
             adopt_above: 0,
             answer: &self.held,

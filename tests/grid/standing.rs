@@ -46,7 +46,7 @@ fn standing(node: &str, answers: &[(&str, &str)], r: &NodeRecord) -> Edits {
             .zip(answers)
             .map(|(id, (_, at))| (id, *at))
             .collect(),
-        record: r,
+        record: r.to_bytes(),
     };
     sync::with_standing(None, &Id::parse(node).unwrap(), &s).edits
 }

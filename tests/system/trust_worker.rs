@@ -3,7 +3,8 @@
 //! queue, or in `failed/` with its name), what a node runs is exactly what
 //! a submitter signed, a copy of a task that ran never runs again, the
 //! policy only moves forward, and only results signed by the node that
-//! held the claim are attested (`verify`, `status`, `dashboard`).
+//! held the claim are attested (`verify`, `status`, `dashboard`), and a
+//! node in `enforce` reckons only with peers' records their nodes signed.
 //!
 //! The shell engine runs the scripts (these tests are about what runs, not
 //! how it is contained): each leaves a mark, so a test can tell which ran.
@@ -1117,4 +1118,89 @@ fn submit_refuses_a_task_it_signed_that_every_node_would_fail() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A peer's record counts for a node in `enforce` only where that peer
+/// signed it with the key the policy lists for it. Here the record of `n2`
+/// says it takes tasks of a day. Signed by n2, it keeps n1 from failing a
+/// task longer than n1's own limit (the hour): the task waits for n2 in
+/// its lane. The same record unsigned, as anyone who can push could write
+/// it, is no peer: the task fails, named.
+#[test]
+fn a_peer_record_counts_in_enforce_only_when_its_node_signed_it() {
+    use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
+    let t = TrustedGrid::new();
+    let n2 = |signed: bool| {
+        let mut r = NodeRecord::new(
+            Id::parse("n2").unwrap(),
+            NodeStatus::Idle,
+            dgrid_worker::time::format(dgrid_worker::time::now()),
+        );
+        r.max_timeout_seconds = Some(86_400);
+        let bytes = if signed {
+            let key =
+                dgrid_worker::trust::KeySigner::open(std::path::Path::new(&t.key("n2"))).unwrap();
+            dgrid_worker::trust::record::sign(&r, &Id::parse(GRID_ID).unwrap(), &key).unwrap()
+        } else {
+            r.to_bytes()
+        };
+        vec![("nodes/n2.json".to_owned(), bytes)]
+    };
+    t.grid.commit_files(&n2(true), "n2, signed");
+    let long = t.signed_task(
+        serde_json::json!({"task_id": "long", "script": t.marking("long"), "timeout_seconds": 7200}),
+        "alice",
+        GRID_ID,
+        -10,
+        3600,
+    );
+    t.queue(&[("long", long)], "a task of two hours");
+    let mut spec = t.worker("n1", "enforce");
+    spec.drain = false;
+    let mut w = spawn_worker(&t.grid, &spec);
+    wait_until(
+        "the long task filed for n2",
+        Duration::from_secs(60),
+        || {
+            t.grid
+                .lane_paths()
+                .iter()
+                .any(|p| p.ends_with("/long.json"))
+        },
+    );
+    // A look after it, which meets `long` first in its lane: still left.
+    t.queue(
+        &[("short", t.by_alice("short", &t.marking("short")))],
+        "a short task",
+    );
+    wait_until("the short task ran", Duration::from_secs(60), || {
+        t.grid.files("tasks/completed").len() == 1
+    });
+    assert!(
+        t.grid.files("tasks/failed").is_empty(),
+        "{:?}",
+        t.grid.json_files("tasks/failed")
+    );
+    t.grid.commit_files(&n2(false), "n2, forged");
+    wait_until("the long task failed", Duration::from_secs(60), || {
+        t.grid.files("tasks/failed").contains_key("n1@long.json")
+    });
+    let error = failed_error(&t, "n1@long.json");
+    assert!(
+        error.contains("`timeout_seconds` is 7200") && error.contains("no peer that serves it"),
+        "{error}"
+    );
+    assert_eq!(t.runs("long"), 0);
+    let said = log_lines(&w, "a peer's record is not signed");
+    assert!(
+        said.len() == 1 && said[0].contains("n2") && said[0].contains("not counted"),
+        "{said:?}"
+    );
+    // And n1's own record, as its peers read it: signed with its key.
+    let mine = &t.grid.files("nodes")["n1.json"];
+    let signer = dgrid_worker::trust::record::signer(mine, &Id::parse(GRID_ID).unwrap());
+    let n1 = dgrid_worker::trust::keys::read_public(std::path::Path::new(&t.key("n1.pub")));
+    assert_eq!(signer.unwrap().key_data(), n1.unwrap().key_data());
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(w.wait_exit(Duration::from_secs(60)).success());
 }

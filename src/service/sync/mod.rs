@@ -110,6 +110,8 @@ pub struct SyncRequest<'a> {
     /// The node's trust (`[trust] mode` warn or enforce): which queue
     /// entries it may claim. None: every valid task.
     pub trust: Option<&'a RefCell<Gate>>,
+    /// The node's key and grid: its record goes signed (`trust::record`).
+    pub seal: Option<&'a crate::trust::Signer>,
     /// This node takes claims peers make for it and has a free slot: a
     /// look that finds some ends there, unpushed, and reports up to this
     /// many of them to start at once (`assigned::discover`). 0: none.
@@ -163,18 +165,21 @@ mod assigned;
 mod claim;
 mod land;
 mod published;
+mod record;
+mod records;
 mod refile;
 mod release;
 mod report;
 
 pub use admit::{Gate, GateError};
 pub use assigned::{ClaimCache, made_for};
-pub use claim::RecordCache;
 use claim::{claim, steal};
 use land::land_outbox;
 pub use published::{
     PublishedCache, Standing, publishes, publishes_all, to_publish, with_standing,
 };
+pub use record::record_file;
+pub use records::RecordCache;
 use release::release;
 pub use report::SyncReport;
 
@@ -322,7 +327,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         if req.heartbeat {
             edits.insert(
                 layout::node_file(req.node).into_bytes(),
-                Edit::Put(req.record.to_bytes()),
+                Edit::Put(record_file(req.seal, req.record)),
             );
         }
         let report = SyncReport {
@@ -429,35 +434,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
     release(repo, &mut d)?;
     write_results(repo, &mut d)?;
 
-    // The heartbeat rides along with any change, or goes alone when due.
-    if !d.edits.is_empty() || req.heartbeat {
-        // The record as it will be once this commit lands: with the tasks
-        // just claimed among those running.
-        let mut record = req.record.clone();
-        let starting = d.report.claimed.iter().take(req.start_now);
-        record
-            .running
-            .extend(starting.map(|c| c.task.task_id.to_string()));
-        if record.status == NodeStatus::Idle && !record.running.is_empty() {
-            record.status = NodeStatus::Busy;
-        }
-        // And busy for as long as its claims keep it (when it can tell).
-        if !d.report.claimed.is_empty() {
-            record.busy_ms = req
-                .next_starts
-                .get(d.report.claimed.len())
-                .filter(|s| s.is_finite())
-                .map(|s| (s * 1000.0).round() as u64);
-        }
-        d.edits.insert(
-            layout::node_file(req.node).into_bytes(),
-            Edit::Put(record.to_bytes()),
-        );
-        d.report.wrote_heartbeat = true;
-        if d.summary.is_empty() {
-            d.summary.push("heartbeat".into());
-        }
-    }
+    record::write(&mut d);
     (d.report.writers, d.report.peers_at_work) = writers(repo, &mut d)?;
     Ok(Plan {
         message: commit_message(req.node, &d.summary),

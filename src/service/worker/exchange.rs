@@ -27,8 +27,8 @@ impl Worker {
         self.sync_as(due, self.status(), txn_policy)
     }
 
-    /// One sync, writing the node record with `status`. Results and
-    /// requeues in the outbox always go along.
+    /// One sync, writing the node record with `status` (signed where it
+    /// has a key). Results and requeues in the outbox always go along.
     pub(super) fn sync_as(
         &mut self,
         due: &Due,
@@ -88,8 +88,7 @@ impl Worker {
         // The outbox is due only because a claim is (pace::flush_results): if
         // the queue turns out empty, the result of the running task is near.
         // Not tasks going back: others may be waiting for them.
-        // A look before starting a claim: the slot waits for it, so the
-        // results wait for the next sync.
+        // A look before starting a claim: the slot waits, results too.
         let defer_results = due.before_start
             || !self.slots.running.is_empty()
                 && self.draining_since.is_none()
@@ -253,6 +252,7 @@ impl Worker {
                 preempt_up_to: self.slots.waiting.len(),
                 owed: self.slots.owed(time::now()),
                 trust: self.gate.as_ref(),
+                seal: self.signer.as_ref(),
                 adopt,
                 adopt_above,
                 answer: &self.unanswered,

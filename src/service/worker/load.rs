@@ -57,7 +57,7 @@ impl Worker {
         }
         let standing = crate::service::sync::Standing {
             answers: self.answers(),
-            record,
+            record: crate::service::sync::record_file(self.signer.as_ref(), record),
         };
         Some(crate::service::sync::with_standing(
             publication,

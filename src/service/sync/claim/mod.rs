@@ -39,7 +39,6 @@ mod take;
 
 use assign::Assignees;
 use judge::{Verdict, consider, file_inbox, handed_back, read_sample};
-pub use peers::RecordCache;
 use peers::{Peers, peers};
 use size::{how_many, level_quotas, others_sharing};
 pub(super) use steal::steal;

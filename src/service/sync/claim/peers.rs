@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::git::{EntryMode, GitError, GridRepo, Oid, TreeEntry};
+use crate::git::{EntryMode, GitError, GridRepo, TreeEntry};
 use crate::grid::schedule::NodeLabels;
 use crate::grid::{Class, Id, NodeRecord, NodeStatus, TaskRules, layout};
 use crate::service::share::PeerSlot;
 use crate::service::sync::SyncRequest;
+use crate::service::sync::admit::record_counts;
 
 /// The other nodes taking work at a tip, as their records say: their
 /// slots, whether they are idle, and what they serve.
@@ -275,22 +276,9 @@ pub(super) fn peers(
         .filter(|e| e.mode == EntryMode::File && e.name != layout::KEEP_FILE.as_bytes())
         .filter(|e| layout::json_stem(&e.name_lossy()) != Some(req.node.as_str()))
         .collect();
-    // Most records are the same blobs as in the last round: read only the
-    // new ones.
+    let grid = req.trust.map(|g| g.borrow().grid_id().clone());
     let mut cache = req.records.borrow_mut();
-    super::super::assigned::forget_unlisted(&mut cache.0, &others);
-    let unseen: Vec<String> = others
-        .iter()
-        .filter(|e| !cache.0.contains_key(&e.oid))
-        .map(|e| e.oid.clone())
-        .collect();
-    let read = repo.read_objects(&unseen, layout::MAX_NODE_RECORD_BYTES)?;
-    cache.remember(
-        unseen.into_iter().zip(
-            read.iter()
-                .map(|b| b.data().and_then(|b| NodeRecord::parse(b).ok())),
-        ),
-    );
+    cache.read_new(repo, &others, grid.as_ref())?;
     Ok(Peers(
         others
             .iter()
@@ -298,10 +286,12 @@ pub(super) fn peers(
             // its file does, is no record: that node is not counted.
             .filter_map(|e| {
                 cache
-                    .0
-                    .get(&e.oid)
-                    .and_then(Option::as_ref)
-                    .filter(|r| layout::json_stem(&e.name_lossy()) == Some(r.node_id.as_str()))
+                    .read(&e.oid)
+                    .filter(|r| {
+                        layout::json_stem(&e.name_lossy()) == Some(r.record.node_id.as_str())
+                    })
+                    .filter(|r| record_counts(req, r))
+                    .map(|r| &r.record)
             })
             .filter(|n| n.takes_work(req.now, req.policy.stale_after))
             .map(|n| (n, since(n, req.now)))
@@ -349,30 +339,4 @@ fn dry_in(record: &NodeRecord, since: Option<f64>) -> Option<f64> {
     }
     let busy = record_secs(record.busy_ms?);
     Some((busy - since?).max(0.0))
-}
-
-/// Node records already read, by blob id (a blob's content never changes),
-/// so that a round reads only the records that changed since the last.
-/// Bounded: a grid that keeps pushing new records empties it now and then,
-/// and records no longer listed (older heartbeats) are dropped once they
-/// outnumber those listed.
-#[derive(Debug, Default)]
-pub struct RecordCache(std::collections::HashMap<Oid, Option<NodeRecord>>);
-
-impl RecordCache {
-    const MAX: usize = 4096;
-
-    /// The record read from blob `oid`, if it was read and is one.
-    pub fn record(&self, oid: &str) -> Option<&NodeRecord> {
-        self.0.get(oid).and_then(Option::as_ref)
-    }
-
-    fn remember(&mut self, read: impl Iterator<Item = (Oid, Option<NodeRecord>)>) {
-        for (oid, record) in read {
-            if self.0.len() >= Self::MAX {
-                self.0.clear();
-            }
-            self.0.insert(oid, record);
-        }
-    }
 }

@@ -39,11 +39,12 @@ struct Answer {
 }
 
 /// What a node publishes of its standing: the claims made for it that it
-/// answers (task, the moment each was made) and its record as its next
-/// commit would write it.
+/// answers (task, the moment each was made) and its record's file as its
+/// next commit would write it (signed where it has a key: a carrier
+/// copies the bytes, which only the node could sign).
 pub struct Standing<'a> {
     pub answers: Vec<(&'a Id, &'a str)>,
-    pub record: &'a NodeRecord,
+    pub record: Vec<u8>,
 }
 
 /// `publication` (its results, if any) with `node`'s standing beside them.
@@ -65,7 +66,7 @@ pub fn with_standing(publication: Option<Publish>, node: &Id, s: &Standing<'_>) 
         );
     }
     p.edits
-        .insert(RECORD.as_bytes().to_vec(), Edit::Put(s.record.to_bytes()));
+        .insert(RECORD.as_bytes().to_vec(), Edit::Put(s.record.clone()));
     p
 }
 
@@ -89,10 +90,8 @@ pub(super) fn carry(
     let mut settled = !deferred(record);
     let mut wrote = false;
     if let Some(r) = newer_record(record, peer, d) {
-        d.edits.insert(
-            layout::node_file(peer).into_bytes(),
-            Edit::Put(r.to_bytes()),
-        );
+        d.edits
+            .insert(layout::node_file(peer).into_bytes(), Edit::Put(r.to_vec()));
         wrote = true;
     }
     for (id, found) in ids.iter().zip(answers.chunks(2)) {
@@ -124,8 +123,9 @@ pub(super) fn carry(
 
 /// The published record (`found`: it, then the tip's), if it is `peer`'s
 /// and written later than the tip's, not far past this node's clock.
-fn newer_record(found: &[Blob], peer: &Id, d: &Draft<'_>) -> Option<NodeRecord> {
-    let published = NodeRecord::parse(found[0].data()?).ok()?;
+fn newer_record<'b>(found: &'b [Blob], peer: &Id, d: &Draft<'_>) -> Option<&'b [u8]> {
+    let bytes = found[0].data()?;
+    let published = NodeRecord::parse(bytes).ok()?;
     let at = time::parse(&published.last_heartbeat)?;
     if &published.node_id != peer || at > d.req.now + chrono::Duration::seconds(MAX_SKEW_SECS) {
         return None;
@@ -135,7 +135,7 @@ fn newer_record(found: &[Blob], peer: &Id, d: &Draft<'_>) -> Option<NodeRecord> 
         .and_then(|b| NodeRecord::parse(b).ok())
         .and_then(|r| time::parse(&r.last_heartbeat))
         .is_some_and(|tip_at| tip_at >= at);
-    (!older).then_some(published)
+    (!older).then_some(bytes)
 }
 
 /// The claim at the tip (`claim`) that `entry` answers, if it is still

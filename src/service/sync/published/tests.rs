@@ -148,7 +148,7 @@ fn a_standing_rides_beside_the_results_and_counts_as_none_of_them() {
     let b = Id::parse("b").unwrap();
     let standing = Standing {
         answers: vec![(&b, "2026-01-01T00:00:00.000Z")],
-        record: &record,
+        record: record.to_bytes(),
     };
     let p = with_standing(to_publish(&me, &outbox, false), &me, &standing);
     let names: Vec<String> = p

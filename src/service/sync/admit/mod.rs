@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::records::Read;
 use super::{Draft, SyncRequest};
 use crate::escape::Untrusted;
 use crate::git::GitError;
@@ -30,6 +31,8 @@ use crate::trust::{Action, KeyStanding, Mode, Offer, SignedTask, TrustError, Ver
 /// Queue blobs remembered as skipped: a queue flooded with unsigned
 /// entries costs a few MB of ids, not a read of each at every sync.
 const SKIPPED_ENTRIES: usize = 65536;
+
+mod longer;
 
 /// What becomes of one queue entry.
 #[derive(Debug)]
@@ -63,7 +66,7 @@ pub(super) fn admit(
         Err(e) => return Ok(Admit::Reject(e.to_string())),
     };
     if task.timeout_seconds > d.req.rules.max_timeout_seconds {
-        return Ok(longer_than_mine(d, task));
+        return Ok(longer::than_mine(d, task));
     }
     match d.req.trust {
         None => Ok(Admit::Run(task)),
@@ -71,53 +74,6 @@ pub(super) fn admit(
             .borrow_mut()
             .admit(repo, d.tip, entry, name, content, task, d.req.now),
     }
-}
-
-/// A task longer than this node's `tasks.max_timeout_seconds`: left (in
-/// its lane) for a peer whose limit takes it, heard from within
-/// `stale_after` whatever its status (paused, draining, or stopped for a
-/// restart: it comes back; counting only live ones, a restart of the only
-/// such node failed every long task waiting for it), else failed, naming
-/// the longest any such peer takes. Only peers that serve the task's
-/// labels count: a plain node's limit is no place for a long GPU task (a
-/// sweep's such task waited in its lane for good, named by nothing).
-/// The records are the ones the claim read for its peers (`claim::peers`,
-/// before any candidate is judged): a rare case, so looked up only here.
-fn longer_than_mine(d: &Draft<'_>, task: Task) -> Admit {
-    let mine = d.req.rules.max_timeout_seconds;
-    let class = task.class();
-    let peers = d.claims_and_nodes.as_ref().map(|l| {
-        let cache = d.req.records.borrow();
-        l[1].iter()
-            .filter_map(|e| Some((e, cache.record(&e.oid)?)))
-            // A record naming another node than its file is no record.
-            .filter(|(e, r)| layout::json_stem(&e.name_lossy()) == Some(r.node_id.as_str()))
-            .map(|(_, r)| r)
-            .filter(|r| {
-                r.node_id != *d.req.node
-                    && r.heard_within(d.req.now, d.req.policy.stale_after)
-                    && r.node_labels().serves(&class).is_ok()
-            })
-            .map(|r| {
-                r.max_timeout_seconds
-                    .unwrap_or(TaskRules::default().max_timeout_seconds)
-            })
-            .max()
-    });
-    let longest = peers.flatten();
-    if longest.is_some_and(|l| l >= task.timeout_seconds) {
-        return Admit::Elsewhere(task);
-    }
-    let peers = match longest {
-        Some(l) => format!(
-            "the most a peer that serves it and was heard from within `stale_after` takes is {l}"
-        ),
-        None => "no peer that serves it has been heard from within `stale_after`".to_owned(),
-    };
-    Admit::Reject(format!(
-        "field `timeout_seconds` is {}; no node takes a task that long (this node's `tasks.max_timeout_seconds` is {mine}; {peers})",
-        task.timeout_seconds
-    ))
 }
 
 /// Look at the policy and the results at the tip being planned on, before
@@ -153,6 +109,40 @@ pub(super) fn result_counts(req: &SyncRequest<'_>, task: &Id, bytes: &[u8]) -> b
             false
         }
     }
+}
+
+/// Does a peer's record count for this node's reckoning? Every record
+/// does, but on a node in `enforce`: there only a record its node signed
+/// with the key the policy lists for it, as only such a node's results
+/// count (`trust::record`). Anyone who can push can write a record, and
+/// one that serves everything with a week's limit, or sits idle with
+/// 1,024 slots, would steer this node's claims. In `warn` every record
+/// counts, and one that `enforce` would leave out is said once for each
+/// node and reason.
+pub(super) fn record_counts(req: &SyncRequest<'_>, read: &Read) -> bool {
+    let (Some(gate), Some(sealed)) = (req.trust, &read.sealed) else {
+        return true;
+    };
+    let mut gate = gate.borrow_mut();
+    let node = &read.record.node_id;
+    let (code, why) = match sealed {
+        Ok(key) => match gate.verifier.node_key_standing(node, key, req.now) {
+            KeyStanding::Listed => return true,
+            KeyStanding::NoPolicy => ("no-policy", "no policy is held yet".to_owned()),
+            KeyStanding::Problem(p) => ("record-key", format!("its signing key: {p}")),
+        },
+        Err(e) => ("record-signature", format!("the record {e}")),
+    };
+    let enforce = gate.mode == Mode::Enforce;
+    if gate.first_time(&format!("record of {node}"), code) {
+        let counted = if enforce {
+            "not counted"
+        } else {
+            "enforce would not count it"
+        };
+        tracing::warn!(node_id = %node, code, reason = %Untrusted(&why), "trust: a peer's record is not signed by the key the policy lists for it: {counted}");
+    }
+    !enforce
 }
 
 /// A node enforcing trust, as the ledger asks of a file that holds the
@@ -288,6 +278,11 @@ impl Gate {
             // The grid still holds the results, which refuse a replay too.
             tracing::error!(error = %e, "cannot record the tasks run");
         }
+    }
+
+    /// The grid id it is pinned to.
+    pub(in crate::service::sync) fn grid_id(&self) -> &Id {
+        self.verifier.grid_id()
     }
 
     /// Log `what` about `blob` once.

@@ -23,9 +23,9 @@ use crate::git::GitError;
 use crate::git::{Blob, GridRepo};
 use crate::grid::{Id, TaskRules};
 use crate::time::Timestamp;
-use crate::trust::keys;
 use crate::trust::policy::{MAX_POLICY_BYTES, POLICY_FILE, Pinned, ROOTS_FILE};
 use crate::trust::{KeyStanding, Verifier};
+use crate::trust::{keys, record};
 
 /// The roots to check against, as the tools take them.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -117,6 +117,25 @@ pub fn attest(
             Ok(k) => match verifier.node_key_standing(&id, &k, now) {
                 KeyStanding::Listed | KeyStanding::NoPolicy => None,
                 KeyStanding::Problem(why) => Some(why),
+            },
+        };
+    }
+    // What a node in `enforce` makes of each record: counted only if the
+    // policy lists its signer as that node's key.
+    for n in &mut view.nodes {
+        let Ok(id) = Id::parse(&n.node_id) else {
+            continue;
+        };
+        if n.error.is_some() {
+            continue;
+        }
+        n.record_problem = match record::signer(&n.record_bytes, verifier.grid_id()) {
+            Err(e) => Some(e.to_string()),
+            Ok(k) => match verifier.node_key_standing(&id, &k, now) {
+                KeyStanding::Listed | KeyStanding::NoPolicy => None,
+                KeyStanding::Problem(why) => {
+                    Some(format!("is signed by a key not this node's: {why}"))
+                }
             },
         };
     }

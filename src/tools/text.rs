@@ -55,6 +55,12 @@ pub fn status(view: &GridView, repo: &str) -> String {
                 esc(at)
             ));
         }
+        if let Some(p) = &n.record_problem {
+            extra.push_str(&format!(
+                "  ! its record {}: a node enforcing the policy reckons without it",
+                esc(p)
+            ));
+        }
         if let (Some(k), Some(p)) = (&n.key, &n.key_problem) {
             extra.push_str(&format!(
                 "  ! the key its record names, {}: {}; results that key signs do not count",

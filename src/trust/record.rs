@@ -44,7 +44,7 @@ pub enum RecordSealError {
     NotAnObject,
     #[error("is not signed")]
     Unsigned,
-    #[error("its signature {0}")]
+    #[error("has a signature that {0}")]
     Signature(SigError),
 }
 

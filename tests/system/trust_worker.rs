@@ -1196,6 +1196,29 @@ fn a_peer_record_counts_in_enforce_only_when_its_node_signed_it() {
         said.len() == 1 && said[0].contains("n2") && said[0].contains("not counted"),
         "{said:?}"
     );
+    // `status` says which records an enforcing node leaves out: n2's.
+    let (bare, root) = (t.grid.bare.display().to_string(), t.key("root.pub"));
+    let status = dgrid(&["status", "--repo", &bare, "--roots", &root]);
+    expect_code(&status, 0);
+    let said: Vec<String> = stdout(&status)
+        .lines()
+        .filter(|l| l.contains("its record"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        said.len() == 1
+            && said[0].trim_start().starts_with("n2 ")
+            && said[0].contains(
+                "its record is not signed: a node enforcing the policy reckons without it"
+            ),
+        "{said:?}"
+    );
+    let json = dgrid(&["status", "--repo", &bare, "--json", "--roots", &root]);
+    let nodes = serde_json::from_str::<Value>(&stdout(&json)).unwrap()["nodes"].clone();
+    let problems: Vec<(&str, &str)> = (nodes.as_array().unwrap().iter())
+        .filter_map(|n| Some((n["node_id"].as_str()?, n["record_problem"].as_str()?)))
+        .collect();
+    assert_eq!(problems, [("n2", "is not signed")]);
     // And n1's own record, as its peers read it: signed with its key.
     let mine = &t.grid.files("nodes")["n1.json"];
     let signer = dgrid_worker::trust::record::signer(mine, &Id::parse(GRID_ID).unwrap());

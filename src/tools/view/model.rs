@@ -111,6 +111,15 @@ pub struct NodeView {
     /// The key itself, as the record gives it (not shown; for checking).
     #[serde(skip)]
     pub key_line: Option<String>,
+    /// Why a node enforcing the grid's policy leaves this record out of
+    /// its reckoning (unsigned, or signed by a key the policy does not
+    /// list as this node's: `trust::record`); none when it counts, or
+    /// when there is no policy to ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_problem: Option<String>,
+    /// The record's bytes (not shown; for checking its signature).
+    #[serde(skip)]
+    pub record_bytes: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

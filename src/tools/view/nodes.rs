@@ -22,7 +22,11 @@ pub(super) fn node_views(
         let id = layout::json_stem(&name).unwrap_or(&name).to_owned();
         let parsed = if matches!(e.mode, EntryMode::File | EntryMode::Executable) {
             match blobs.next().unwrap_or(Blob::Missing) {
-                Blob::Data(b) => Some(NodeRecord::parse(&b).map_err(|e| e.to_string())),
+                Blob::Data(b) => Some(
+                    NodeRecord::parse(&b)
+                        .map(|r| (r, b))
+                        .map_err(|e| e.to_string()),
+                ),
                 other => Some(Err(other
                     .why_unread()
                     .unwrap_or_else(|| "is gone".to_owned()))),
@@ -33,7 +37,7 @@ pub(super) fn node_views(
         // A record that names another node than its file mimics it: shown
         // under its file's name, as an error, never as that node.
         let parsed = match parsed {
-            Some(Ok(r)) if r.node_id.as_str() != id => Some(Err(format!(
+            Some(Ok((r, _))) if r.node_id.as_str() != id => Some(Err(format!(
                 "names node {:?}, but the file is named for {:?}",
                 r.node_id.as_str(),
                 id
@@ -41,7 +45,7 @@ pub(super) fn node_views(
             other => other,
         };
         out.push(match parsed {
-            Some(Ok(r)) => NodeView {
+            Some(Ok((r, bytes))) => NodeView {
                 node_id: r.node_id.to_string(),
                 status: serde_json::to_value(r.status)
                     .ok()
@@ -71,6 +75,8 @@ pub(super) fn node_views(
                 }),
                 key_problem: None,
                 key_line: r.node_key,
+                record_problem: None,
+                record_bytes: bytes,
             },
             other => NodeView {
                 node_id: id,
@@ -94,6 +100,8 @@ pub(super) fn node_views(
                 key: None,
                 key_problem: None,
                 key_line: None,
+                record_problem: None,
+                record_bytes: Vec::new(),
                 error: Some(match other {
                     Some(Err(e)) => format!("{}/{name}: not a node record: {e}", layout::NODES),
                     _ => format!("{}/{name}: not a regular file", layout::NODES),

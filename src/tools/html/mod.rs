@@ -10,6 +10,9 @@ use crate::html::{STYLE, escape, escape_block};
 
 use super::view::{GridView, NODES_SHOWN, ResultView, human_age};
 
+mod trust;
+use trust::{attested_cell, key_cell, trust_note};
+
 fn status_class(status: &str) -> &'static str {
     match status {
         "completed" | "idle" | "busy" => "ok",
@@ -119,7 +122,7 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
             host = escape(&n.hostname),
             engine = escape(&n.engine),
             ver = escape(&n.version),
-            key = key_cell(n.key.as_deref(), n.key_problem.as_deref()),
+            key = key_cell(n),
         );
     }
     more_rows(&mut h, view.nodes.len(), NODES_SHOWN, 11);
@@ -341,66 +344,6 @@ pub fn duration(ms: u64) -> String {
         0..=999 => format!("{ms} ms"),
         1000..=59_999 => format!("{:.1} s", ms as f64 / 1000.0),
         _ => format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000),
-    }
-}
-
-/// The trust line under the counts: which policy the results were
-/// checked against, and where its roots came from.
-fn trust_note(view: &GridView) -> String {
-    match &view.trust {
-        None => String::new(),
-        Some(t) => match &t.error {
-            Some(e) => format!(
-                "<p id=\"trust\" class=\"bad\">Results not checked: {}</p>",
-                escape(e)
-            ),
-            None => format!(
-                "<p id=\"trust\" class=\"muted\">Results checked against policy version {v} of grid <code>{g}</code>, roots from {r}: {a} attested, {n} not, {u} unchecked (their claim's commit is not in this clone).</p>",
-                v = t.policy_version.unwrap_or_default(),
-                g = escape(&t.grid_id),
-                r = escape(&t.roots),
-                a = t.attested,
-                n = t.not_attested,
-                u = t.unchecked,
-            ),
-        },
-    }
-}
-
-/// A node's key: its fingerprint, and what the policy says of it.
-fn key_cell(key: Option<&str>, problem: Option<&str>) -> String {
-    match (key, problem) {
-        (None, _) => "<span class=\"muted\">none</span>".into(),
-        (Some(k), None) => format!("<code>{}</code>", escape(k)),
-        (Some(k), Some(p)) => format!(
-            "<code>{}</code> <span class=\"bad\">{}</span>",
-            escape(k),
-            escape(p)
-        ),
-    }
-}
-
-/// Whether a result is attested: by which node, or why not.
-fn attested_cell(r: &ResultView) -> String {
-    match (r.trust.as_deref(), &r.attested_by) {
-        (Some("attested"), Some(node)) if r.task_signed == Some(false) => format!(
-            "<span class=\"warn\" title=\"the task was not signed\">by {} (task not signed)</span>",
-            escape(node)
-        ),
-        (Some("attested"), Some(node)) => {
-            format!("<span class=\"ok\">by {}</span>", escape(node))
-        }
-        (Some(code), _) => format!(
-            "<span class=\"{}\" title=\"{}\">{}</span>",
-            if code == crate::tools::trust::UNCHECKED {
-                "warn"
-            } else {
-                "bad"
-            },
-            escape(r.trust_error.as_deref().unwrap_or("")),
-            escape(code)
-        ),
-        (None, _) => String::new(),
     }
 }
 

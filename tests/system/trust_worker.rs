@@ -1120,33 +1120,30 @@ fn submit_refuses_a_task_it_signed_that_every_node_would_fail() {
     );
 }
 
-/// A peer's record counts for a node in `enforce` only where that peer
-/// signed it with the key the policy lists for it. Here the record of `n2`
-/// says it takes tasks of a day. Signed by n2, it keeps n1 from failing a
-/// task longer than n1's own limit (the hour): the task waits for n2 in
-/// its lane. The same record unsigned, as anyone who can push could write
-/// it, is no peer: the task fails, named.
-#[test]
-fn a_peer_record_counts_in_enforce_only_when_its_node_signed_it() {
+/// `n2`'s record, fresh and idle, saying it takes tasks of a day: signed
+/// with n2's key, or as anyone who can push could write it.
+fn n2_record(t: &TrustedGrid, signed: bool) -> Vec<(String, Vec<u8>)> {
     use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
-    let t = TrustedGrid::new();
-    let n2 = |signed: bool| {
-        let mut r = NodeRecord::new(
-            Id::parse("n2").unwrap(),
-            NodeStatus::Idle,
-            dgrid_worker::time::format(dgrid_worker::time::now()),
-        );
-        r.max_timeout_seconds = Some(86_400);
-        let bytes = if signed {
-            let key =
-                dgrid_worker::trust::KeySigner::open(std::path::Path::new(&t.key("n2"))).unwrap();
-            dgrid_worker::trust::record::sign(&r, &Id::parse(GRID_ID).unwrap(), &key).unwrap()
-        } else {
-            r.to_bytes()
-        };
-        vec![("nodes/n2.json".to_owned(), bytes)]
+    let mut r = NodeRecord::new(
+        Id::parse("n2").unwrap(),
+        NodeStatus::Idle,
+        dgrid_worker::time::format(dgrid_worker::time::now()),
+    );
+    r.max_timeout_seconds = Some(86_400);
+    let bytes = if signed {
+        let key = dgrid_worker::trust::KeySigner::open(std::path::Path::new(&t.key("n2"))).unwrap();
+        dgrid_worker::trust::record::sign(&r, &Id::parse(GRID_ID).unwrap(), &key).unwrap()
+    } else {
+        r.to_bytes()
     };
-    t.grid.commit_files(&n2(true), "n2, signed");
+    vec![("nodes/n2.json".to_owned(), bytes)]
+}
+
+/// Queue `long`, a task of two hours (longer than a node's default limit),
+/// start `n1` in `mode`, and wait until it filed `long` in its lane, left
+/// for n2; then queue `short` and wait until it ran: the look that claimed
+/// it met `long` first in its lane, and left it.
+fn long_left_for_n2(t: &TrustedGrid, mode: &str) -> WorkerProc {
     let long = t.signed_task(
         serde_json::json!({"task_id": "long", "script": t.marking("long"), "timeout_seconds": 7200}),
         "alice",
@@ -1155,9 +1152,9 @@ fn a_peer_record_counts_in_enforce_only_when_its_node_signed_it() {
         3600,
     );
     t.queue(&[("long", long)], "a task of two hours");
-    let mut spec = t.worker("n1", "enforce");
+    let mut spec = t.worker("n1", mode);
     spec.drain = false;
-    let mut w = spawn_worker(&t.grid, &spec);
+    let w = spawn_worker(&t.grid, &spec);
     wait_until(
         "the long task filed for n2",
         Duration::from_secs(60),
@@ -1168,7 +1165,6 @@ fn a_peer_record_counts_in_enforce_only_when_its_node_signed_it() {
                 .any(|p| p.ends_with("/long.json"))
         },
     );
-    // A look after it, which meets `long` first in its lane: still left.
     t.queue(
         &[("short", t.by_alice("short", &t.marking("short")))],
         "a short task",
@@ -1181,7 +1177,22 @@ fn a_peer_record_counts_in_enforce_only_when_its_node_signed_it() {
         "{:?}",
         t.grid.json_files("tasks/failed")
     );
-    t.grid.commit_files(&n2(false), "n2, forged");
+    w
+}
+
+/// A peer's record counts for a node in `enforce` only where that peer
+/// signed it with the key the policy lists for it. Here the record of `n2`
+/// says it takes tasks of a day. Signed by n2, it keeps n1 from failing a
+/// task longer than n1's own limit (the hour): the task waits for n2 in
+/// its lane. The same record unsigned, as anyone who can push could write
+/// it, is no peer: the task fails, named.
+#[test]
+fn a_peer_record_counts_in_enforce_only_when_its_node_signed_it() {
+    use dgrid_worker::grid::Id;
+    let t = TrustedGrid::new();
+    t.grid.commit_files(&n2_record(&t, true), "n2, signed");
+    let mut w = long_left_for_n2(&t, "enforce");
+    t.grid.commit_files(&n2_record(&t, false), "n2, forged");
     wait_until("the long task failed", Duration::from_secs(60), || {
         t.grid.files("tasks/failed").contains_key("n1@long.json")
     });
@@ -1224,6 +1235,22 @@ fn a_peer_record_counts_in_enforce_only_when_its_node_signed_it() {
     let signer = dgrid_worker::trust::record::signer(mine, &Id::parse(GRID_ID).unwrap());
     let n1 = dgrid_worker::trust::keys::read_public(std::path::Path::new(&t.key("n1.pub")));
     assert_eq!(signer.unwrap().key_data(), n1.unwrap().key_data());
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(w.wait_exit(Duration::from_secs(60)).success());
+}
+
+/// In `warn` the same forged record counts, as every record does, and the
+/// node says once that `enforce` would not count it.
+#[test]
+fn warn_counts_a_forged_peer_record_and_says_enforce_would_not() {
+    let t = TrustedGrid::new();
+    t.grid.commit_files(&n2_record(&t, false), "n2, forged");
+    let mut w = long_left_for_n2(&t, "warn");
+    let said = log_lines(&w, "a peer's record is not signed");
+    assert!(
+        said.len() == 1 && said[0].contains("n2") && said[0].contains("enforce would not count it"),
+        "{said:?}"
+    );
     w.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(w.wait_exit(Duration::from_secs(60)).success());
 }

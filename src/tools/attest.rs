@@ -133,9 +133,9 @@ pub fn attest(
             Err(e) => Some(e.to_string()),
             Ok(k) => match verifier.node_key_standing(&id, &k, now) {
                 KeyStanding::Listed | KeyStanding::NoPolicy => None,
-                KeyStanding::Problem(why) => {
-                    Some(format!("is signed by a key not this node's: {why}"))
-                }
+                KeyStanding::Problem(why) => Some(format!(
+                    "is signed by a key the policy does not count for it: {why}"
+                )),
             },
         };
     }

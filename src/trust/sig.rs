@@ -59,7 +59,11 @@ impl Role {
 pub enum SigError {
     #[error("is not an SSH signature ({0})")]
     Malformed(String),
-    #[error("was made in namespace {found:?}, not {expected:?}")]
+    /// `found` is the signature's own, cut to [`NAMESPACE_SHOWN`]: anyone
+    /// can make a signature in a namespace of 40 KB, which every error
+    /// line, log and status page would otherwise carry. Quoted, not
+    /// escaped: whoever prints it escapes it, once.
+    #[error("was made in namespace \"{found}\", not \"{expected}\"")]
     Namespace { found: String, expected: String },
     #[error("does not match the signed bytes ({0})")]
     Invalid(String),
@@ -81,13 +85,29 @@ pub fn verify(sig: &SshSig, role: Role, grid: &Id, msg: &[u8]) -> Result<(), Sig
     let expected = role.namespace(grid);
     if sig.namespace() != expected {
         return Err(SigError::Namespace {
-            found: sig.namespace().to_owned(),
+            found: shown(sig.namespace()),
             expected,
         });
     }
     signer(sig)
         .verify(&expected, msg, sig)
         .map_err(|e| SigError::Invalid(e.to_string()))
+}
+
+/// How much of a foreign namespace an error shows.
+pub const NAMESPACE_SHOWN: usize = 64;
+
+/// `namespace`, cut to [`NAMESPACE_SHOWN`] bytes (on a character's
+/// boundary), marked where it was cut.
+fn shown(namespace: &str) -> String {
+    if namespace.len() <= NAMESPACE_SHOWN {
+        return namespace.to_owned();
+    }
+    let mut end = NAMESPACE_SHOWN;
+    while !namespace.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &namespace[..end])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +204,20 @@ mod tests {
 
     fn id(s: &str) -> Id {
         Id::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_foreign_namespace_is_shown_cut() {
+        let key = generate("eve");
+        let long = format!("{}\u{202e}", "n".repeat(40_000));
+        let sig = key.sign(&long, HashAlg::Sha512, b"m").unwrap();
+        let e = verify(&sig, Role::Task, &id("g7"), b"m")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.len() < 200 && e.contains(&format!("\"{}…\"", "n".repeat(64))),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1123,11 +1123,16 @@ fn submit_refuses_a_task_it_signed_that_every_node_would_fail() {
 /// `n2`'s record, fresh and idle, saying it takes tasks of a day: signed
 /// with n2's key, or as anyone who can push could write it.
 fn n2_record(t: &TrustedGrid, signed: bool) -> Vec<(String, Vec<u8>)> {
+    n2_record_of(t, signed, 0)
+}
+
+/// The same, written `age` seconds ago.
+fn n2_record_of(t: &TrustedGrid, signed: bool, age: i64) -> Vec<(String, Vec<u8>)> {
     use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
     let mut r = NodeRecord::new(
         Id::parse("n2").unwrap(),
         NodeStatus::Idle,
-        dgrid_worker::time::format(dgrid_worker::time::now()),
+        dgrid_worker::time::format(dgrid_worker::time::now() - chrono::Duration::seconds(age)),
     );
     r.max_timeout_seconds = Some(86_400);
     let bytes = if signed {
@@ -1202,9 +1207,11 @@ fn a_peer_record_counts_in_enforce_only_when_its_node_signed_it() {
         "{error}"
     );
     assert_eq!(t.runs("long"), 0);
-    let said = log_lines(&w, "a peer's record is not signed");
+    let said = log_lines(&w, "of this node's reckoning");
     assert!(
-        said.len() == 1 && said[0].contains("n2") && said[0].contains("not counted"),
+        said.len() == 1
+            && said[0].contains("n2")
+            && said[0].contains("a peer's record is left out"),
         "{said:?}"
     );
     // `status` says which records an enforcing node leaves out: n2's.
@@ -1246,9 +1253,37 @@ fn warn_counts_a_forged_peer_record_and_says_enforce_would_not() {
     let t = TrustedGrid::new();
     t.grid.commit_files(&n2_record(&t, false), "n2, forged");
     let mut w = long_left_for_n2(&t, "warn");
-    let said = log_lines(&w, "a peer's record is not signed");
+    let said = log_lines(&w, "of this node's reckoning");
     assert!(
-        said.len() == 1 && said[0].contains("n2") && said[0].contains("enforce would not count it"),
+        said.len() == 1
+            && said[0].contains("n2")
+            && said[0].contains("enforce would leave a peer's record out"),
+        "{said:?}"
+    );
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(w.wait_exit(Duration::from_secs(60)).success());
+}
+
+/// n2's own signed record, put back over a newer one it wrote: still
+/// fresh, signed by n2, but what n2 said before. A node in `enforce` that
+/// counted the newer one does not count it: the long task it would hold
+/// for n2 fails, named.
+#[test]
+fn an_older_signed_record_put_back_does_not_count_in_enforce() {
+    let t = TrustedGrid::new();
+    let older = n2_record_of(&t, true, 60);
+    t.grid.commit_files(&n2_record(&t, true), "n2, signed");
+    let mut w = long_left_for_n2(&t, "enforce");
+    t.grid
+        .commit_files(&older, "n2's record of a minute ago, put back");
+    wait_until("the long task failed", Duration::from_secs(60), || {
+        t.grid.files("tasks/failed").contains_key("n1@long.json")
+    });
+    let said = log_lines(&w, "of this node's reckoning");
+    assert!(
+        said.len() == 1
+            && said[0].contains("record-replayed")
+            && said[0].contains("older than one counted before"),
         "{said:?}"
     );
     w.signal(nix::sys::signal::Signal::SIGTERM);

@@ -24,11 +24,10 @@ pub(super) fn than_mine(d: &Draft<'_>, task: Task) -> Admit {
         let cache = d.req.records.borrow();
         l[1].iter()
             .filter_map(|e| Some((e, cache.read(&e.oid)?)))
-            .filter(|(_, r)| super::record_counts(d.req, r))
-            .map(|(e, r)| (e, &r.record))
             // A record naming another node than its file is no record.
-            .filter(|(e, r)| layout::json_stem(&e.name_lossy()) == Some(r.node_id.as_str()))
-            .map(|(_, r)| r)
+            .filter(|(e, r)| layout::json_stem(&e.name_lossy()) == Some(r.record.node_id.as_str()))
+            .filter(|(_, r)| super::record_counts(d.req, r))
+            .map(|(_, r)| &r.record)
             .filter(|r| {
                 r.node_id != *d.req.node
                     && r.heard_within(d.req.now, d.req.policy.stale_after)

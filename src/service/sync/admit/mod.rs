@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::records::Read;
+use super::records::{Read, RecordsSeen};
 use super::{Draft, SyncRequest};
 use crate::escape::Untrusted;
 use crate::git::GitError;
@@ -114,34 +114,37 @@ pub(super) fn result_counts(req: &SyncRequest<'_>, task: &Id, bytes: &[u8]) -> b
 /// Does a peer's record count for this node's reckoning? Every record
 /// does, but on a node in `enforce`: there only a record its node signed
 /// with the key the policy lists for it, as only such a node's results
-/// count (`trust::record`). Anyone who can push can write a record, and
-/// one that serves everything with a week's limit, or sits idle with
-/// 1,024 slots, would steer this node's claims. In `warn` every record
-/// counts, and one that `enforce` would leave out is said once for each
-/// node and reason.
+/// count (`trust::record`), and not one older than a record of that node
+/// already counted (put back, it would say what the node said before).
+/// Anyone who can push can write a record, and one that serves
+/// everything with a week's limit, or sits idle with 1,024 slots, would
+/// steer this node's claims. In `warn` every record counts, and one that
+/// `enforce` would leave out is said.
 pub(super) fn record_counts(req: &SyncRequest<'_>, read: &Read) -> bool {
     let (Some(gate), Some(sealed)) = (req.trust, &read.sealed) else {
         return true;
     };
     let mut gate = gate.borrow_mut();
-    let node = &read.record.node_id;
+    let record = &read.record;
     let (code, why) = match sealed {
-        Ok(key) => match gate.verifier.node_key_standing(node, key, req.now) {
-            KeyStanding::Listed => return true,
+        Ok(key) => match gate
+            .verifier
+            .node_key_standing(&record.node_id, key, req.now)
+        {
+            KeyStanding::Listed => match gate.records.replayed(record) {
+                None => return true,
+                Some(newer) => (
+                    "record-replayed",
+                    format!("it is older than one counted before (written at {newer})"),
+                ),
+            },
             KeyStanding::NoPolicy => ("no-policy", "no policy is held yet".to_owned()),
             KeyStanding::Problem(p) => ("record-key", format!("its signing key: {p}")),
         },
         Err(e) => ("record-signature", format!("the record {e}")),
     };
     let enforce = gate.mode == Mode::Enforce;
-    if gate.first_time(&format!("record of {node}"), code) {
-        let counted = if enforce {
-            "not counted"
-        } else {
-            "enforce would not count it"
-        };
-        tracing::warn!(node_id = %node, code, reason = %Untrusted(&why), "trust: a peer's record is not signed by the key the policy lists for it: {counted}");
-    }
+    gate.say_record(&record.node_id, code, &why, enforce);
     !enforce
 }
 
@@ -200,6 +203,9 @@ pub struct Gate {
     skipped: Cache<()>,
     /// What was logged about a blob already: said once, not every poll.
     said: Cache<()>,
+    /// Peers' records: the newest counted, and how many not counted were
+    /// said (`records.rs`).
+    records: RecordsSeen,
 }
 
 /// Why the gate could not be opened.
@@ -251,6 +257,7 @@ impl Gate {
             results: None,
             skipped: Cache::new(SKIPPED_ENTRIES),
             said: Cache::new(crate::trust::verifier::CACHE_ENTRIES),
+            records: RecordsSeen::default(),
         })
     }
 
@@ -283,6 +290,27 @@ impl Gate {
     /// The grid id it is pinned to.
     pub(in crate::service::sync) fn grid_id(&self) -> &Id {
         self.verifier.grid_id()
+    }
+
+    /// Say that a record of `node` does not count (or would not, in
+    /// `warn`): once for each node and reason (a policy's reason in full,
+    /// so that a key listed, then revoked, is said again; a signature's by
+    /// its code, as anyone can vary its words), and at `warn` level for a
+    /// bounded number of nodes, as anyone who can push names any number.
+    fn say_record(&mut self, node: &Id, code: &str, why: &str, enforce: bool) {
+        let reason = if code == "record-key" { why } else { code };
+        if !self.first_time(&format!("record of {node}: {reason}"), code) {
+            return;
+        }
+        let counted = if enforce {
+            "a peer's record is left out of this node's reckoning"
+        } else {
+            "enforce would leave a peer's record out of this node's reckoning"
+        };
+        let Some(more) = self.records.say() else {
+            return tracing::debug!(node_id = %node, code, reason = %Untrusted(why), "trust: {counted}");
+        };
+        tracing::warn!(node_id = %node, code, reason = %Untrusted(why), "trust: {counted}{more}");
     }
 
     /// Log `what` about `blob` once.

@@ -156,10 +156,7 @@ impl NodeRecord {
         if problem.len() <= MAX_PROBLEM_BYTES {
             return problem.to_owned();
         }
-        let mut end = MAX_PROBLEM_BYTES;
-        while !problem.is_char_boundary(end) {
-            end -= 1;
-        }
+        let end = problem.floor_char_boundary(MAX_PROBLEM_BYTES);
         format!("{}…", &problem[..end])
     }
 

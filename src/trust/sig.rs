@@ -103,10 +103,7 @@ fn shown(namespace: &str) -> String {
     if namespace.len() <= NAMESPACE_SHOWN {
         return namespace.to_owned();
     }
-    let mut end = NAMESPACE_SHOWN;
-    while !namespace.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = namespace.floor_char_boundary(NAMESPACE_SHOWN);
     format!("{}…", &namespace[..end])
 }
 

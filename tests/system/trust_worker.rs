@@ -1120,6 +1120,22 @@ fn submit_refuses_a_task_it_signed_that_every_node_would_fail() {
     );
 }
 
+/// The worker's log says once that a peer's record is left out (or that
+/// `enforce` would leave it out), in a line holding each of `words`.
+fn said_once(w: &WorkerProc, words: &[&str]) {
+    let said = log_lines(w, "of this node's reckoning");
+    assert!(
+        said.len() == 1 && words.iter().all(|word| said[0].contains(word)),
+        "{said:?}"
+    );
+}
+
+/// Stop `w` as systemd would, and see it exit cleanly.
+fn stop(w: &mut WorkerProc) {
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(w.wait_exit(Duration::from_secs(60)).success());
+}
+
 /// `n2`'s record, fresh and idle, saying it takes tasks of a day: signed
 /// with n2's key, or as anyone who can push could write it.
 fn n2_record(t: &TrustedGrid, signed: bool) -> Vec<(String, Vec<u8>)> {
@@ -1207,13 +1223,7 @@ fn a_peer_record_counts_in_enforce_only_when_its_node_signed_it() {
         "{error}"
     );
     assert_eq!(t.runs("long"), 0);
-    let said = log_lines(&w, "of this node's reckoning");
-    assert!(
-        said.len() == 1
-            && said[0].contains("n2")
-            && said[0].contains("a peer's record is left out"),
-        "{said:?}"
-    );
+    said_once(&w, &["n2", "a peer's record is left out"]);
     // `status` says which records an enforcing node leaves out: n2's.
     let (bare, root) = (t.grid.bare.display().to_string(), t.key("root.pub"));
     let status = dgrid(&["status", "--repo", &bare, "--roots", &root]);
@@ -1242,8 +1252,7 @@ fn a_peer_record_counts_in_enforce_only_when_its_node_signed_it() {
     let signer = dgrid_worker::trust::record::signer(mine, &Id::parse(GRID_ID).unwrap());
     let n1 = dgrid_worker::trust::keys::read_public(std::path::Path::new(&t.key("n1.pub")));
     assert_eq!(signer.unwrap().key_data(), n1.unwrap().key_data());
-    w.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(w.wait_exit(Duration::from_secs(60)).success());
+    stop(&mut w);
 }
 
 /// In `warn` the same forged record counts, as every record does, and the
@@ -1253,15 +1262,8 @@ fn warn_counts_a_forged_peer_record_and_says_enforce_would_not() {
     let t = TrustedGrid::new();
     t.grid.commit_files(&n2_record(&t, false), "n2, forged");
     let mut w = long_left_for_n2(&t, "warn");
-    let said = log_lines(&w, "of this node's reckoning");
-    assert!(
-        said.len() == 1
-            && said[0].contains("n2")
-            && said[0].contains("enforce would leave a peer's record out"),
-        "{said:?}"
-    );
-    w.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(w.wait_exit(Duration::from_secs(60)).success());
+    said_once(&w, &["n2", "enforce would leave a peer's record out"]);
+    stop(&mut w);
 }
 
 /// n2's own signed record, put back over a newer one it wrote: still
@@ -1279,13 +1281,6 @@ fn an_older_signed_record_put_back_does_not_count_in_enforce() {
     wait_until("the long task failed", Duration::from_secs(60), || {
         t.grid.files("tasks/failed").contains_key("n1@long.json")
     });
-    let said = log_lines(&w, "of this node's reckoning");
-    assert!(
-        said.len() == 1
-            && said[0].contains("record-replayed")
-            && said[0].contains("older than one counted before"),
-        "{said:?}"
-    );
-    w.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(w.wait_exit(Duration::from_secs(60)).success());
+    said_once(&w, &["record-replayed", "older than one counted before"]);
+    stop(&mut w);
 }

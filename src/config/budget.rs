@@ -125,7 +125,7 @@ impl Limits {
 pub struct BudgetFile {
     tasks_per_hour: Option<NonZeroU32>,
     task_seconds_per_hour: Option<NonZeroU64>,
-    quiet_hours: Option<Spanned<Vec<String>>>,
+    quiet_hours: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// The routing and budget settings, resolved.
@@ -154,8 +154,8 @@ fn check_count(n: usize) -> Result<(), String> {
 /// `DGRID_EXCLUSIVE`: comma-separated) and `[budget]`. `at` turns a span
 /// of the file into "file, line N".
 pub fn resolve(
-    labels: Option<Spanned<Vec<String>>>,
-    exclusive: Option<Spanned<Vec<String>>>,
+    labels: Option<Spanned<Vec<Spanned<String>>>>,
+    exclusive: Option<Spanned<Vec<Spanned<String>>>>,
     budget: BudgetFile,
     env: &dyn Env,
     at: &dyn Fn(Option<std::ops::Range<usize>>) -> String,
@@ -171,7 +171,7 @@ pub fn resolve(
     };
     let list = |key: &'static str,
                 var: &'static str,
-                file: Option<Spanned<Vec<String>>>|
+                file: Option<Spanned<Vec<Spanned<String>>>>|
      -> Result<Vec<Label>, ConfigError> {
         if let Some(v) = env.get(var) {
             let env_error = |reason| ConfigError::Env { var, reason };
@@ -189,16 +189,17 @@ pub fn resolve(
         let Some(file) = file else {
             return Ok(Vec::new());
         };
-        let where_ = at(Some(file.span()));
-        let file_error = |reason| ConfigError::Invalid {
-            origin: where_.clone(),
+        // Each entry is named at its own line: a list may take many.
+        let file_error = |span, reason| ConfigError::Invalid {
+            origin: at(Some(span)),
             key,
             reason,
         };
-        check_count(file.get_ref().len()).map_err(file_error)?;
+        let span = file.span();
+        check_count(file.get_ref().len()).map_err(|r| file_error(span, r))?;
         file.into_inner()
             .iter()
-            .map(|s| label(s).map_err(file_error))
+            .map(|s| label(s.get_ref()).map_err(|r| file_error(s.span(), r)))
             .collect()
     };
     let exclusive_span = exclusive.as_ref().map(Spanned::span);
@@ -225,19 +226,17 @@ pub fn resolve(
     }
     let quiet_hours = match budget.quiet_hours {
         None => Vec::new(),
-        Some(q) => {
-            let where_ = at(Some(q.span()));
-            q.into_inner()
-                .iter()
-                .map(|s| {
-                    QuietHours::parse(s).map_err(|reason| ConfigError::Invalid {
-                        origin: where_.clone(),
-                        key: "budget.quiet_hours",
-                        reason,
-                    })
+        Some(q) => q
+            .into_inner()
+            .iter()
+            .map(|s| {
+                QuietHours::parse(s.get_ref()).map_err(|reason| ConfigError::Invalid {
+                    origin: at(Some(s.span())),
+                    key: "budget.quiet_hours",
+                    reason,
                 })
-                .collect::<Result<_, _>>()?
-        }
+            })
+            .collect::<Result<_, _>>()?,
     };
     Ok(Scheduling {
         labels,

@@ -41,8 +41,8 @@ pub(super) struct File {
     pub(super) tasks: TasksFile,
     #[serde(default)]
     pub(super) trust: trust::TrustFile,
-    pub(super) labels: Option<Spanned<Vec<String>>>,
-    pub(super) exclusive: Option<Spanned<Vec<String>>>,
+    pub(super) labels: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) exclusive: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub(super) budget: budget::BudgetFile,
 }

@@ -246,6 +246,22 @@ fn labels_exclusive_and_budget_are_checked_with_the_line() {
         e.contains("line 3") && e.contains("labels") && e.contains("\"GPU\""),
         "{e}"
     );
+    // A list a line per entry: the entry's own line, not the list's.
+    for (key, text) in [
+        (
+            "labels",
+            "labels = [\n  \"gpu\",\n  \"zone=eu\",\n  \"GPU\",\n]\n",
+        ),
+        (
+            "budget.quiet_hours",
+            "[budget]\nquiet_hours = [\n  \"22:00-07:00\",\n  \"25:00-26:00\",\n]\n",
+        ),
+    ] {
+        let e = load(&format!("repo_url = \"/g\"\n{text}"), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 5") && e.contains(key), "{e}");
+    }
     let e = load(
         "repo_url = \"/g\"\nlabels = [\"gpu\"]\nexclusive = [\"fpga\"]\n",
         &env(&[]),

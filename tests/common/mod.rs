@@ -369,6 +369,22 @@ pub fn spawn_worker(grid: &Grid, spec: &WorkerSpec) -> WorkerProc {
     WorkerProc { child, log, state }
 }
 
+/// Stop workers with SIGTERM, all at once, and wait for each to exit
+/// cleanly (its log in the panic if not).
+pub fn stop_cleanly<'w>(workers: impl IntoIterator<Item = &'w mut WorkerProc>) {
+    let mut workers: Vec<&mut WorkerProc> = workers.into_iter().collect();
+    for w in &workers {
+        w.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    for w in &mut workers {
+        assert!(
+            w.wait_exit(Duration::from_secs(60)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+}
+
 impl WorkerProc {
     pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;

@@ -51,22 +51,6 @@ fn drained(grid: &Grid, node: &str) {
     );
 }
 
-/// Stop workers with SIGTERM, all at once, and wait for each to exit
-/// cleanly (its log in the panic if not).
-fn stop_cleanly<'w>(workers: impl IntoIterator<Item = &'w mut WorkerProc>) {
-    let mut workers: Vec<&mut WorkerProc> = workers.into_iter().collect();
-    for w in &workers {
-        w.signal(nix::sys::signal::Signal::SIGTERM);
-    }
-    for w in &mut workers {
-        assert!(
-            w.wait_exit(Duration::from_secs(60)).success(),
-            "{}",
-            w.log_text()
-        );
-    }
-}
-
 fn started(r: &Value) -> chrono::DateTime<chrono::Utc> {
     dgrid_worker::time::parse(r["started_at"].as_str().unwrap()).unwrap()
 }

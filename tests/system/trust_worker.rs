@@ -1130,12 +1130,6 @@ fn said_once(w: &WorkerProc, words: &[&str]) {
     );
 }
 
-/// Stop `w` as systemd would, and see it exit cleanly.
-fn stop(w: &mut WorkerProc) {
-    w.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(w.wait_exit(Duration::from_secs(60)).success());
-}
-
 /// `n2`'s record, fresh and idle, saying it takes tasks of a day: signed
 /// with n2's key, or as anyone who can push could write it.
 fn n2_record(t: &TrustedGrid, signed: bool) -> Vec<(String, Vec<u8>)> {
@@ -1252,7 +1246,7 @@ fn a_peer_record_counts_in_enforce_only_when_its_node_signed_it() {
     let signer = dgrid_worker::trust::record::signer(mine, &Id::parse(GRID_ID).unwrap());
     let n1 = dgrid_worker::trust::keys::read_public(std::path::Path::new(&t.key("n1.pub")));
     assert_eq!(signer.unwrap().key_data(), n1.unwrap().key_data());
-    stop(&mut w);
+    stop_cleanly([&mut w]);
 }
 
 /// In `warn` the same forged record counts, as every record does, and the
@@ -1263,7 +1257,7 @@ fn warn_counts_a_forged_peer_record_and_says_enforce_would_not() {
     t.grid.commit_files(&n2_record(&t, false), "n2, forged");
     let mut w = long_left_for_n2(&t, "warn");
     said_once(&w, &["n2", "enforce would leave a peer's record out"]);
-    stop(&mut w);
+    stop_cleanly([&mut w]);
 }
 
 /// n2's own signed record, put back over a newer one it wrote: still
@@ -1282,5 +1276,5 @@ fn an_older_signed_record_put_back_does_not_count_in_enforce() {
         t.grid.files("tasks/failed").contains_key("n1@long.json")
     });
     said_once(&w, &["record-replayed", "older than one counted before"]);
-    stop(&mut w);
+    stop_cleanly([&mut w]);
 }

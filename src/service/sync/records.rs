@@ -38,11 +38,6 @@ pub struct RecordCache(std::collections::HashMap<Oid, Option<Read>>);
 impl RecordCache {
     const MAX: usize = 4096;
 
-    /// The record read from blob `oid`, if it was read and is one.
-    pub fn record(&self, oid: &str) -> Option<&NodeRecord> {
-        self.read(oid).map(|r| &r.record)
-    }
-
     /// The record read from blob `oid` with its signer, as
     /// `admit::record_counts` asks.
     pub(super) fn read(&self, oid: &str) -> Option<&Read> {

@@ -1278,3 +1278,25 @@ fn an_older_signed_record_put_back_does_not_count_in_enforce() {
     said_once(&w, &["record-replayed", "older than one counted before"]);
     stop_cleanly([&mut w]);
 }
+
+/// The same, put back while the node is stopped: the newest heartbeat it
+/// counted is kept in its state directory, so the record it finds at its
+/// next start is as old as it was.
+#[test]
+fn an_older_signed_record_put_back_while_the_node_is_down_does_not_count() {
+    let t = TrustedGrid::new();
+    let older = n2_record_of(&t, true, 60);
+    t.grid.commit_files(&n2_record(&t, true), "n2, signed");
+    let mut w = long_left_for_n2(&t, "enforce");
+    stop_cleanly([&mut w]);
+    t.grid
+        .commit_files(&older, "n2's record of a minute ago, put back");
+    let mut spec = t.worker("n1", "enforce");
+    spec.drain = false;
+    let mut w = spawn_worker(&t.grid, &spec);
+    wait_until("the long task failed", Duration::from_secs(60), || {
+        t.grid.files("tasks/failed").contains_key("n1@long.json")
+    });
+    said_once(&w, &["record-replayed", "older than one counted before"]);
+    stop_cleanly([&mut w]);
+}

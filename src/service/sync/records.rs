@@ -4,8 +4,13 @@
 //! (`admit::longer`). Whether a record counts is the gate's to say
 //! (`admit::record_counts`).
 
+use std::collections::HashMap;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
 use crate::git::{GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::{Id, NodeRecord, layout};
+use crate::time::Timestamp;
 use crate::trust::record::RecordSealError;
 
 /// A peer's record as read, and, for a node with a trust gate, the key
@@ -33,7 +38,7 @@ impl Read {
 /// and records no longer listed (older heartbeats) are dropped once they
 /// outnumber those listed.
 #[derive(Debug, Default)]
-pub struct RecordCache(std::collections::HashMap<Oid, Option<Read>>);
+pub struct RecordCache(HashMap<Oid, Option<Read>>);
 
 impl RecordCache {
     const MAX: usize = 4096;
@@ -84,29 +89,132 @@ impl RecordCache {
 /// older record of the node put back over a newer one does not count
 /// (the policy bounds the nodes: only listed ones count); and how many
 /// nodes' records it has said do not count.
+///
+/// The newest heartbeats are kept in the state directory too
+/// ([`seen_path`]), so that a record put back while the node was down, or
+/// before it restarted, is not counted afresh. Each node's kept heartbeat
+/// is written again once the newest is a minute past it (a record is
+/// rewritten at every commit its node makes; a minute's lag lets through
+/// only a record that says what the newest does, near enough).
 #[derive(Debug, Default)]
 pub struct RecordsSeen {
-    newest: std::collections::HashMap<Id, crate::time::Timestamp>,
+    newest: HashMap<Id, Timestamp>,
+    /// What the file holds; None: nothing is kept (tests).
+    kept: Option<Kept>,
     said: usize,
+}
+
+#[derive(Debug)]
+struct Kept {
+    path: PathBuf,
+    heartbeats: HashMap<Id, Timestamp>,
+    /// A failure to write was said (once: the node goes on without).
+    failed: bool,
 }
 
 /// Nodes whose records not counted are said at `warn` level; the rest at
 /// `debug`.
 const RECORDS_SAID: usize = 16;
 
+/// How far the newest heartbeat of a node runs ahead of the one kept on
+/// disk before it is written again.
+const KEEP_STEP: chrono::Duration = chrono::Duration::minutes(1);
+
+/// The most nodes kept, and the longest file read (a line is an id of at
+/// most 128 bytes and a timestamp): more than any policy lists.
+const KEPT_NODES: usize = 4096;
+const KEPT_BYTES: u64 = 1 << 20;
+
+/// Where a node keeps its peers' newest heartbeats: a line per node,
+/// `<node id> <heartbeat>`.
+pub fn seen_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("trust").join("records-seen")
+}
+
 impl RecordsSeen {
+    /// The newest heartbeats kept in `state_dir`, as of `now`. A file that
+    /// cannot be read is said, and the node starts with none (a replay
+    /// put back before this start then counts until its heartbeat is
+    /// stale, as it would have without the file); a line that cannot be
+    /// read, or dated past any clock's skew from `now` (this host's clock
+    /// stepped back since), is dropped.
+    pub(super) fn open(state_dir: &Path, now: Timestamp) -> RecordsSeen {
+        let path = seen_path(state_dir);
+        let mut bytes = Vec::new();
+        let read =
+            std::fs::File::open(&path).and_then(|f| f.take(KEPT_BYTES).read_to_end(&mut bytes));
+        match read {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the peers' newest heartbeats; starting without them");
+                bytes.clear();
+            }
+        }
+        let heartbeats: HashMap<Id, Timestamp> = String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|line| {
+                let (node, at) = line.split_once(' ')?;
+                let at = crate::time::parse(at)?;
+                (at <= now + crate::time::MAX_CLOCK_SKEW).then_some((Id::parse(node).ok()?, at))
+            })
+            .take(KEPT_NODES)
+            .collect();
+        RecordsSeen {
+            newest: heartbeats.clone(),
+            kept: Some(Kept {
+                path,
+                heartbeats,
+                failed: false,
+            }),
+            said: 0,
+        }
+    }
+
     /// If `record` (signed by its node's key) is older than one of its
     /// node already counted, when that one was written; else none, and it
-    /// is the newest now. A record whose heartbeat cannot be read is
-    /// never live, so it needs no such check.
-    pub(super) fn replayed(&mut self, record: &NodeRecord) -> Option<String> {
+    /// is the newest now. A record whose heartbeat cannot be read, or is
+    /// dated past any clock's skew from `now`, is never live, so it needs
+    /// no such check, and is not taken as the newest: a node whose clock
+    /// ran a day ahead for one record would be left out for that day.
+    pub(super) fn replayed(&mut self, record: &NodeRecord, now: Timestamp) -> Option<String> {
         let at = crate::time::parse(&record.last_heartbeat)?;
+        if at > now + crate::time::MAX_CLOCK_SKEW {
+            return None;
+        }
         match self.newest.get(&record.node_id) {
             Some(newest) if *newest > at => Some(crate::time::format(*newest)),
             _ => {
                 self.newest.insert(record.node_id.clone(), at);
+                self.keep(&record.node_id, at);
                 None
             }
+        }
+    }
+
+    /// Write the file again if `node`'s newest heartbeat, `at`, is a step
+    /// past the one it holds.
+    fn keep(&mut self, node: &Id, at: Timestamp) {
+        let Some(kept) = &mut self.kept else {
+            return;
+        };
+        let behind = kept
+            .heartbeats
+            .get(node)
+            .is_none_or(|k| at - *k >= KEEP_STEP);
+        if !behind || (kept.heartbeats.len() >= KEPT_NODES && !kept.heartbeats.contains_key(node)) {
+            return;
+        }
+        kept.heartbeats.insert(node.clone(), at);
+        let text: String = kept
+            .heartbeats
+            .iter()
+            .map(|(node, at)| format!("{node} {}\n", crate::time::format(*at)))
+            .collect();
+        if let Err(e) = write_file(&kept.path, text.as_bytes())
+            && !std::mem::replace(&mut kept.failed, true)
+        {
+            tracing::warn!(path = %kept.path.display(), error = %e, "cannot keep the peers' newest heartbeats; a record put back before a restart may count after it");
         }
     }
 
@@ -124,6 +232,18 @@ impl RecordsSeen {
     }
 }
 
+/// Replace `path` whole: a temporary file renamed over it, so that a crash
+/// leaves the old file or the new one. Not synced: losing it costs only
+/// what the node had before it was kept.
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("the path has a directory");
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,15 +253,103 @@ mod tests {
         NodeRecord::new(Id::parse(node).unwrap(), NodeStatus::Idle, at.into())
     }
 
+    fn at(s: &str) -> Timestamp {
+        crate::time::parse(s).unwrap()
+    }
+
+    const NOW: &str = "2026-12-07T10:02:00.000Z";
+
     #[test]
     fn an_older_record_of_a_node_counted_is_a_replay() {
         let mut seen = RecordsSeen::default();
+        let now = at(NOW);
         let (old, new) = ("2026-12-07T10:00:00.000Z", "2026-12-07T10:01:00.000Z");
-        assert_eq!(seen.replayed(&record("n2", new)), None);
-        assert_eq!(seen.replayed(&record("n2", new)), None, "the same again");
-        assert_eq!(seen.replayed(&record("n2", old)).as_deref(), Some(new));
-        assert_eq!(seen.replayed(&record("n3", old)), None, "another node");
-        assert_eq!(seen.replayed(&record("n2", "no time")), None);
+        assert_eq!(seen.replayed(&record("n2", new), now), None);
+        assert_eq!(
+            seen.replayed(&record("n2", new), now),
+            None,
+            "the same again"
+        );
+        assert_eq!(seen.replayed(&record("n2", old), now).as_deref(), Some(new));
+        assert_eq!(seen.replayed(&record("n3", old), now), None, "another node");
+        assert_eq!(seen.replayed(&record("n2", "no time"), now), None);
+    }
+
+    #[test]
+    fn a_record_dated_past_the_clocks_skew_is_not_taken_as_the_newest() {
+        let mut seen = RecordsSeen::default();
+        let now = at(NOW);
+        assert_eq!(
+            seen.replayed(&record("n2", "2026-12-08T10:00:00.000Z"), now),
+            None
+        );
+        assert_eq!(
+            seen.replayed(&record("n2", "2026-12-07T10:01:00.000Z"), now),
+            None,
+            "its clock set right again, its next record counts"
+        );
+    }
+
+    #[test]
+    fn the_newest_heartbeats_are_kept_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = at(NOW);
+        let mut seen = RecordsSeen::open(dir.path(), now);
+        assert_eq!(
+            seen.replayed(&record("n2", "2026-12-07T10:01:00.000Z"), now),
+            None
+        );
+        assert_eq!(
+            seen.replayed(&record("n3", "2026-12-07T10:00:00.000Z"), now),
+            None
+        );
+        // Less than a step later: counted, not written yet.
+        assert_eq!(
+            seen.replayed(&record("n2", "2026-12-07T10:01:30.000Z"), now),
+            None
+        );
+        drop(seen);
+        let mut again = RecordsSeen::open(dir.path(), now);
+        assert_eq!(
+            again
+                .replayed(&record("n2", "2026-12-07T10:00:30.000Z"), now)
+                .as_deref(),
+            Some("2026-12-07T10:01:00.000Z"),
+            "put back while the node was down"
+        );
+        assert_eq!(
+            again.replayed(&record("n2", "2026-12-07T10:01:10.000Z"), now),
+            None
+        );
+        assert!(
+            again
+                .replayed(&record("n3", "2026-12-07T09:59:00.000Z"), now)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_kept_file_that_cannot_be_read_whole_costs_only_its_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = seen_path(dir.path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            b"n2 2026-12-07T10:01:00.000Z\nnot a line\n../x 2026-12-07T10:01:00.000Z\n\
+             n3 2026-12-09T10:00:00.000Z\nn4 yesterday\n\xff\xfe\n",
+        )
+        .unwrap();
+        let mut seen = RecordsSeen::open(dir.path(), at(NOW));
+        assert_eq!(seen.newest.len(), 1, "{:?}", seen.newest);
+        assert!(
+            seen.replayed(&record("n2", "2026-12-07T10:00:00.000Z"), at(NOW))
+                .is_some()
+        );
+        assert_eq!(
+            seen.replayed(&record("n3", "2026-12-07T10:00:00.000Z"), at(NOW)),
+            None,
+            "dated past the skew: this host's clock stepped back since"
+        );
     }
 
     #[test]

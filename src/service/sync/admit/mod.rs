@@ -131,7 +131,7 @@ pub(super) fn record_counts(req: &SyncRequest<'_>, read: &Read) -> bool {
             .verifier
             .node_key_standing(&record.node_id, key, req.now)
         {
-            KeyStanding::Listed => match gate.records.replayed(record) {
+            KeyStanding::Listed => match gate.records.replayed(record, req.now) {
                 None => return true,
                 Some(newer) => (
                     "record-replayed",
@@ -257,7 +257,7 @@ impl Gate {
             results: None,
             skipped: Cache::new(SKIPPED_ENTRIES),
             said: Cache::new(crate::trust::verifier::CACHE_ENTRIES),
-            records: RecordsSeen::default(),
+            records: RecordsSeen::open(state_dir, now),
         })
     }
 

@@ -20,6 +20,10 @@ pub struct BlockedEntry {
     /// Named by its path below `tasks/blocked/` (`<parent>/<task>.json`).
     pub entry: TreeEntry,
     pub parent: Id,
+    /// Where the plan that files it here took it from (the file as its
+    /// submitter pushed it): named in what the plan says of it, as the
+    /// path here is not on the grid yet. None: listed at the tip.
+    pub filed_from: Option<Vec<u8>>,
 }
 
 impl BlockedEntry {
@@ -36,6 +40,12 @@ impl BlockedEntry {
 
     pub fn path(&self) -> Vec<u8> {
         entry_path(layout::BLOCKED, &self.entry.name)
+    }
+
+    /// The path a plan names it by: where it was pushed, if this plan
+    /// filed it, else its path here.
+    pub fn named(&self) -> Vec<u8> {
+        self.filed_from.clone().unwrap_or_else(|| self.path())
     }
 }
 
@@ -62,7 +72,11 @@ impl BlockedAt {
                 _ => None,
             };
             match parent {
-                Some(parent) => out.entries.push(BlockedEntry { entry, parent }),
+                Some(parent) => out.entries.push(BlockedEntry {
+                    entry,
+                    parent,
+                    filed_from: None,
+                }),
                 None => out.misplaced.push(entry),
             }
         }

@@ -473,7 +473,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                     // `invalid` result is.
                     true => (
                         ResultStatus::Invalid,
-                        format!("{}: {error}", String::from_utf8_lossy(&b.path())),
+                        format!("{}: {error}", String::from_utf8_lossy(&b.named())),
                         "reject",
                     ),
                     false => (ResultStatus::DependencyFailed, error, "fail"),

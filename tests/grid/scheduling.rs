@@ -1818,6 +1818,21 @@ fn hostile_entries_in_lanes_and_blocked_go_to_failed_with_a_named_error() {
                 "tasks/blocked/nobody/orphan-child.json".into(),
                 task("orphan-child", r#","after":["nobody"]"#),
             ),
+            // Pushed where tasks are pushed, with `after`s that can never
+            // be met: named by the file pushed, not the place under
+            // `blocked/` the plan that fails them filed them first.
+            (
+                "tasks/queue/unk.json".into(),
+                task("unk", r#","after":["nosuch"]"#),
+            ),
+            (
+                "tasks/queue/cyc-a.json".into(),
+                task("cyc-a", r#","after":["cyc-b"]"#),
+            ),
+            (
+                "tasks/queue/cyc-b.json".into(),
+                task("cyc-b", r#","after":["cyc-a"]"#),
+            ),
         ],
         "hostile lanes",
     );
@@ -1835,6 +1850,9 @@ fn hostile_entries_in_lanes_and_blocked_go_to_failed_with_a_named_error() {
         "tasks/lanes/p50/any/20261130T1200/other.json: field `task_id` is \"mismatch\" but the file is named \"other\".json",
         "tasks/blocked/stray.json: is not where a waiting task can be",
         "tasks/blocked/nobody/orphan-child.json: field `after` names `nobody`, which is not on the grid",
+        "tasks/queue/unk.json: field `after` names `nosuch`, which is not on the grid",
+        "tasks/queue/cyc-a.json: field `after` makes a cycle",
+        "tasks/queue/cyc-b.json: field `after` makes a cycle",
     ] {
         assert!(errors.contains(want), "{want:?} not in:\n{errors}");
     }

@@ -117,7 +117,9 @@ impl Worker {
                 self.ended_at_trim = ended;
             }
             if opts.drain && idle && self.reached_since.is_some() && self.queue_empty_at.is_some() {
-                tracing::info!("queue empty and nothing pending; --drain ends here");
+                tracing::info!(
+                    "nothing queued that this node can take, and nothing pending; --drain ends here"
+                );
                 break;
             }
             // Paused by the volunteer's limits, it may sit still for hours:

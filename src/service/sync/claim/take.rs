@@ -96,6 +96,7 @@ pub(super) fn wait_under(
             name,
         },
         parent: parent.clone(),
+        filed_from: Some(from.to_vec()),
     });
     Ok(())
 }

@@ -72,7 +72,7 @@ pub(super) struct GitFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TasksFile {
-    pub(super) max_timeout_seconds: Option<NonZeroU64>,
+    pub(super) max_timeout_seconds: Option<Spanned<NonZeroU64>>,
 }
 
 pub(super) fn parse_file(text: &str, path: &Path) -> Result<File, ConfigError> {

@@ -381,6 +381,21 @@ impl Config {
             (None, None) => parse_listen(DEFAULT_STATUS_LISTEN).expect("the default parses"),
         };
 
+        let ceiling = crate::grid::task::TIMEOUT_CEILING;
+        let max_timeout_seconds = match file.tasks.max_timeout_seconds {
+            None => TaskRules::default().max_timeout_seconds,
+            Some(v) if v.get_ref().get() > ceiling => {
+                return Err(ConfigError::Invalid {
+                    origin: at(v.span()),
+                    key: "tasks.max_timeout_seconds",
+                    reason: format!(
+                        "is {} seconds; at most {ceiling} (a week): no task may be longer on any node",
+                        v.get_ref()
+                    ),
+                });
+            }
+            Some(v) => v.into_inner().get(),
+        };
         let trust = trust::resolve(file.trust, &origin, env)?;
         let at_maybe = |span: Option<std::ops::Range<usize>>| span.map_or(origin.clone(), at);
         let engine_name = match engine {
@@ -441,25 +456,11 @@ impl Config {
                 engine_call_timeout: Duration::from_secs(60),
             },
             task_rules: TaskRules {
-                max_timeout_seconds: file
-                    .tasks
-                    .max_timeout_seconds
-                    .map_or(TaskRules::default().max_timeout_seconds, NonZeroU64::get),
+                max_timeout_seconds,
                 ..TaskRules::default()
             },
         };
         cfg.check_durations(&origin, env)?;
-        let ceiling = crate::grid::task::TIMEOUT_CEILING;
-        if cfg.task_rules.max_timeout_seconds > ceiling {
-            return Err(ConfigError::Invalid {
-                origin,
-                key: "tasks.max_timeout_seconds",
-                reason: format!(
-                    "is {} seconds; at most {ceiling} (a week): no task may be longer on any node",
-                    cfg.task_rules.max_timeout_seconds
-                ),
-            });
-        }
         Ok(cfg)
     }
 

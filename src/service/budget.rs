@@ -301,7 +301,8 @@ impl Budget {
             // this node never runs anything.
             return Err(Paused {
                 why: format!(
-                    "at its limit of {max} s of task time an hour: its tasks take about {task:.0} s each, more than an hour allows"
+                    "at its limit of {max} s of task time an hour: its tasks take about {} s each, more than an hour allows",
+                    about(task)
                 ),
                 until: None,
             });
@@ -336,6 +337,17 @@ impl Budget {
 fn tasks_fitting(left: f64, task: f64) -> usize {
     // `as` saturates: a tiny task in a long hour is a large number.
     ((left.max(0.0) + 0.001) / task).floor() as usize
+}
+
+/// A task's length as said to the volunteer: a tenth of a second under
+/// ten (a task of 1.5 s against a limit of 1 s is not "about 2 s"), whole
+/// seconds above.
+fn about(seconds: f64) -> String {
+    if seconds < 10.0 {
+        format!("{seconds:.1}")
+    } else {
+        format!("{seconds:.0}")
+    }
 }
 
 #[cfg(test)]

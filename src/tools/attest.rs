@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::trust::{UNCHECKED, verify_results};
+use super::trust::{NEVER_RAN, UNCHECKED, verify_results};
 use super::view::{GridView, TrustView};
 use crate::git::GitError;
 use crate::git::{Blob, GridRepo};
@@ -93,6 +93,7 @@ pub fn attest(
                 trust.attested_unsigned += usize::from(c.task_signed == Some(false));
             }
             (None, Some(UNCHECKED)) => trust.unchecked += 1,
+            (None, Some(NEVER_RAN)) => trust.never_ran += 1,
             (None, _) => trust.not_attested += 1,
         }
     }

@@ -35,6 +35,8 @@ pub fn status(view: &GridView, repo: &str) -> String {
     let _ = writeln!(s, "\nnodes ({}):", view.nodes.len());
     // A grid's nodes/ is anyone's to fill: 100,000 records printed a line
     // each (18 MB).
+    // Keys are judged only against a policy that could be read.
+    let policy_read = view.trust.as_ref().is_some_and(|t| t.error.is_none());
     for n in view.nodes_in_order().into_iter().take(NODES_SHOWN) {
         let mut extra = match (&n.error, &n.problem, &n.paused) {
             (Some(e), _, _) => format!("  ! {}", esc(e)),
@@ -61,12 +63,16 @@ pub fn status(view: &GridView, repo: &str) -> String {
                 esc(p)
             ));
         }
-        if let (Some(k), Some(p)) = (&n.key, &n.key_problem) {
-            extra.push_str(&format!(
+        match (&n.key, &n.key_problem) {
+            (Some(k), Some(p)) => extra.push_str(&format!(
                 "  ! the key its record names, {}: {}; results that key signs do not count",
                 esc(k),
                 esc(p)
-            ));
+            )),
+            (Some(k), None) if policy_read => {
+                extra.push_str(&format!("  key {}, as the policy lists it", esc(k)))
+            }
+            _ => {}
         }
         let _ = writeln!(
             s,
@@ -312,12 +318,19 @@ fn trust(s: &mut String, view: &GridView) {
     };
     let _ = writeln!(
         s,
-        "  of the {} latest results and failures: {} attested{unsigned}, {} not, {} unchecked",
-        t.checked, t.attested, t.not_attested, t.unchecked
+        "  of the {} latest results and failures: {} attested{unsigned}, {} not, {}{}",
+        t.checked,
+        t.attested,
+        t.not_attested,
+        unchecked_words(t.unchecked),
+        never_ran_words(t.never_ran)
     );
     let mut seen = std::collections::BTreeSet::new();
     let listed = |r: &&ResultView| {
-        r.trust.as_deref().is_some_and(|c| c != "attested") || r.task_signed == Some(false)
+        r.trust
+            .as_deref()
+            .is_some_and(|c| c != "attested" && c != super::trust::NEVER_RAN)
+            || r.task_signed == Some(false)
     };
     let not: Vec<_> = view
         .recent
@@ -353,6 +366,23 @@ fn trust(s: &mut String, view: &GridView) {
         );
     }
     more(s, not.len());
+}
+
+/// How many results were not checked, and why, if any.
+pub(super) fn unchecked_words(n: usize) -> String {
+    match n {
+        0 => "0 unchecked".to_owned(),
+        n => format!("{n} unchecked (their claim's commit is not in this clone)"),
+    }
+}
+
+/// How many results are of tasks that never ran, if any: no node signs
+/// those, and they are neither attested nor refused.
+pub(super) fn never_ran_words(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        n => format!("; {n} of tasks that never ran (nothing to attest)"),
+    }
 }
 
 /// A claim, for the lists of what is running and claimed ahead.

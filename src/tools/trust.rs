@@ -355,6 +355,15 @@ impl ResultCheck {
 /// could not be looked at: the clone is shallow and lacks its commit.
 pub const UNCHECKED: &str = "unchecked";
 
+/// The code of a result of a task that never ran (`invalid`, `abandoned`,
+/// `dependency_failed`), unsigned as every such result is: it says no
+/// output was made, so there is nothing to attest, and it is no result for
+/// `verify`'s exit status.
+pub const NEVER_RAN: &str = "never-ran";
+
+/// The statuses of a task that never ran.
+const NEVER_RAN_STATUSES: [&str; 3] = ["invalid", "abandoned", "dependency_failed"];
+
 /// Check results on the grid's branch: every file in `tasks/completed/` and
 /// `tasks/failed/`, or only `paths`. A result's claim commit must be in the
 /// branch's history (one `rev-list`, whatever the number of results, and
@@ -469,10 +478,26 @@ pub fn verify_results(
                 continue;
             }
         };
-        let task_id = serde_json::from_slice::<Value>(&bytes)
-            .ok()
+        let fields = serde_json::from_slice::<Value>(&bytes).ok();
+        let task_id = fields
+            .as_ref()
             .and_then(|v| v["task_id"].as_str().map(str::to_owned));
+        // Only in `failed/`, where such results are filed.
+        let in_failed = path
+            .strip_prefix(layout::FAILED)
+            .is_some_and(|p| p.starts_with('/'));
+        let never_ran = fields
+            .as_ref()
+            .and_then(|v| v["status"].as_str())
+            .filter(|s| in_failed && NEVER_RAN_STATUSES.contains(s));
         let mut checked = verifier.verify_result(&path, &bytes, claim.as_deref(), now);
+        if let (Err(TrustError::Unsigned), Some(status)) = (&checked, never_ran) {
+            let error = format!(
+                "the task never ran ({status}): no node signs such a result, as it claims no output"
+            );
+            out.push(ResultCheck::refused(path, task_id, NEVER_RAN, error));
+            continue;
+        }
         // A claim commit that is not on the branch (made elsewhere, or
         // invented) holds no claim, whatever it contains: say so; unless
         // the clone is shallow and lacks it, when nothing can be said.

@@ -202,6 +202,31 @@ fn enforce_runs_only_what_a_submitter_signed_and_names_each_refusal() {
         out.contains("tasks/completed/n1@good.json: attested by node n1"),
         "{out}"
     );
+    // The refusals' results are of tasks that never ran: no node signs
+    // those, and `verify` of the whole grid, as a grid's CI runs it, still
+    // passes, naming them as such.
+    let bare = t.grid.bare.display().to_string();
+    let root = t.key("root.pub");
+    let all = dgrid(&[
+        "verify",
+        "--repo",
+        &bare,
+        "--grid-id",
+        GRID_ID,
+        "--roots",
+        &root,
+    ]);
+    expect_code(&all, 0);
+    let text = stdout(&all);
+    for id in ["by-node", "tampered", "expired"] {
+        let line = format!("tasks/failed/n1@{id}.json: the task never ran (invalid)");
+        assert!(text.contains(&line), "{line:?} not in:\n{text}");
+    }
+    assert!(
+        stderr(&all).contains("1 attested, 0 not; 6 of tasks that never ran"),
+        "{}",
+        stderr(&all)
+    );
     // The node's record carries its key; its state holds the policy and
     // the task it ran.
     let record = &t.grid.json_files("nodes")["n1.json"];
@@ -757,6 +782,18 @@ fn only_a_result_signed_by_the_node_that_held_the_claim_is_attested() {
                 ": policy version 6 does not list it; results that key signs do not count"
             ),
         "{text}"
+    );
+    // Each node's key, listed ones too.
+    let n1_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("n1 "))
+        .unwrap_or_else(|| panic!("no line of n1 in:\n{text}"));
+    assert!(
+        n1_line.contains(&format!(
+            "key {}, as the policy lists it",
+            n1["key"].as_str().unwrap()
+        )),
+        "{n1_line}"
     );
     // Pinned to a root that did not sign the policy, nothing is attested.
     let eve = t.key("eve.pub");

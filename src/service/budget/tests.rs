@@ -159,6 +159,12 @@ fn a_cap_on_seconds_starts_no_task_measured_to_pass_it() {
     // A task that fits exactly is not lost to rounding.
     let b = Budget::new(limits(None, Some(8), &[]));
     assert_eq!(b.allowance(t0, &Utc, Some(4.0)), Allowance::Open(Some(2)));
+    // Said to a tenth of a second, not rounded up past the limit.
+    let b = Budget::new(limits(None, Some(1), &[]));
+    let Allowance::Paused(p) = b.allowance(t0, &Utc, Some(1.5)) else {
+        panic!("a task of 1.5 s in an hour of 1")
+    };
+    assert!(p.why.contains("take about 1.5 s each"), "{}", p.why);
     // Tasks longer than the hour allows: none, and why.
     let b = Budget::new(limits(None, Some(5), &[]));
     let Allowance::Paused(p) = b.allowance(t0, &Utc, Some(6.0)) else {
@@ -166,7 +172,7 @@ fn a_cap_on_seconds_starts_no_task_measured_to_pass_it() {
     };
     assert_eq!(
         p.why,
-        "at its limit of 5 s of task time an hour: its tasks take about 6 s each, more than an hour allows"
+        "at its limit of 5 s of task time an hour: its tasks take about 6.0 s each, more than an hour allows"
     );
     assert_eq!(p.until, None);
 }

@@ -515,7 +515,7 @@ impl Worker {
             tracing::info!(task_id = %task, peer = %peer, "took over a claim a busy peer had not started");
         }
         for c in &report.adopted {
-            tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, by = ?c.claim.assigned_by.as_ref().map(|b| b.as_str()), "claimed for this node by a peer");
+            tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, by = %c.claim.assigned_by.as_ref().map_or("a peer", |b| b.as_str()), "claimed for this node by a peer");
             // The tip it was found at holds the claim, as the result says.
             if let Some(tip) = &report.tip {
                 self.claim_commits

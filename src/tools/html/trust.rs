@@ -16,13 +16,14 @@ pub(super) fn trust_note(view: &GridView) -> String {
                 escape(e)
             ),
             None => format!(
-                "<p id=\"trust\" class=\"muted\">Results checked against policy version {v} of grid <code>{g}</code>, roots from {r}: {a} attested, {n} not, {u} unchecked (their claim's commit is not in this clone).</p>",
+                "<p id=\"trust\" class=\"muted\">Results checked against policy version {v} of grid <code>{g}</code>, roots from {r}: {a} attested, {n} not, {u}{never}.</p>",
                 v = t.policy_version.unwrap_or_default(),
                 g = escape(&t.grid_id),
                 r = escape(&t.roots),
                 a = t.attested,
                 n = t.not_attested,
-                u = t.unchecked,
+                u = crate::tools::text::unchecked_words(t.unchecked),
+                never = crate::tools::text::never_ran_words(t.never_ran),
             ),
         },
     }
@@ -57,10 +58,10 @@ pub(super) fn attested_cell(r: &ResultView) -> String {
         }
         (Some(code), _) => format!(
             "<span class=\"{}\" title=\"{}\">{}</span>",
-            if code == crate::tools::trust::UNCHECKED {
-                "warn"
-            } else {
-                "bad"
+            match code {
+                crate::tools::trust::UNCHECKED => "warn",
+                crate::tools::trust::NEVER_RAN => "muted",
+                _ => "bad",
             },
             escape(r.trust_error.as_deref().unwrap_or("")),
             escape(code)

@@ -59,6 +59,10 @@ pub struct TrustView {
     pub not_attested: usize,
     /// Signed by their node, but the clone lacks the claim's commit.
     pub unchecked: usize,
+    /// Results of tasks that never ran (`invalid`, `abandoned`,
+    /// `dependency_failed`): no node signs those.
+    #[serde(default)]
+    pub never_ran: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

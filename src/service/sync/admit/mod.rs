@@ -376,7 +376,7 @@ impl Gate {
             Err(e) => tracing::warn!(
                 code = %e.code(),
                 error = %Untrusted(&e),
-                held = ?self.verifier.policy_version(),
+                held = %self.verifier.policy_version().map_or("none".to_owned(), |v| v.to_string()),
                 "trust: the grid's policy is refused; keeping the one held"
             ),
         }

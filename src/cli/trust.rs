@@ -381,13 +381,19 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
             crate::trust::policy::POLICY_FILE
         ));
     }
-    let checks = match tools::verify_results(&opened.repo, &tip, &verifier, &a.paths, time::now()) {
+    let checks = match crate::tools::verify::verify_results(
+        &opened.repo,
+        &tip,
+        &verifier,
+        &a.paths,
+        time::now(),
+    ) {
         Ok(c) => c,
         Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
     };
     let never_ran = checks
         .iter()
-        .filter(|c| c.code == Some(tools::NEVER_RAN))
+        .filter(|c| c.code == Some(crate::tools::verify::NEVER_RAN))
         .count();
     let unattested = checks.iter().filter(|c| c.attested_by.is_none()).count() - never_ran;
     for c in &checks {
@@ -401,7 +407,7 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
                     esc(node),
                     crate::tools::attest::unsigned_note(c.task_signed)
                 ),
-                (None, Some(e)) if c.code == Some(tools::NEVER_RAN) => {
+                (None, Some(e)) if c.code == Some(crate::tools::verify::NEVER_RAN) => {
                     println!("{}: {}", esc(&c.path), esc(e))
                 }
                 (None, Some(e)) => println!(

@@ -84,23 +84,6 @@ pub fn json_stem(name: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    /// The error holds the character as it is, and whatever shows it
-    /// escapes it once (`escape::line`): not `'\\u{1b}'`, as a quoted
-    /// form escaped again read.
-    #[test]
-    fn a_bad_character_is_escaped_once_where_it_is_shown() {
-        let e = Id::parse("a\u{1b}b").unwrap_err();
-        assert_eq!(
-            crate::escape::line(&e.to_string()),
-            "contains '\\u{1b}'; only letters, digits, '.', '_' and '-' are allowed"
-        );
-        let e = Id::parse("\\x").unwrap_err();
-        assert_eq!(
-            crate::escape::line(&e.to_string()),
-            "must start with a letter or digit, not '\\\\'"
-        );
-    }
-
     #[test]
     fn accepts_the_documented_alphabet() {
         for ok in ["a", "demo-task-001", "A.b_c-9", &"x".repeat(64)] {

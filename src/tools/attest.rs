@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::trust::{NEVER_RAN, UNCHECKED, verify_results};
+use super::verify::{NEVER_RAN, UNCHECKED, verify_results};
 use super::view::{GridView, TrustView};
 use crate::git::GitError;
 use crate::git::{Blob, GridRepo};

@@ -44,6 +44,23 @@ const FENCE: &str = "```";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error holds the character as it is, and whatever shows it
+    /// escapes it once (`escape::line`): not `'\\u{1b}'`, as a quoted
+    /// form escaped again read.
+    #[test]
+    fn a_bad_character_is_escaped_once_where_it_is_shown() {
+        let e = crate::grid::Id::parse("a\u{1b}b").unwrap_err();
+        assert_eq!(
+            untrusted(&e.to_string()),
+            "contains '\\u{1b}'; only letters, digits, '.', '_' and '-' are allowed"
+        );
+        let e = crate::grid::Id::parse("\\x").unwrap_err();
+        assert_eq!(
+            untrusted(&e.to_string()),
+            "must start with a letter or digit, not '\\\\'"
+        );
+    }
     use crate::escape::unescape;
 
     #[test]

@@ -16,4 +16,5 @@ pub mod text;
 pub mod throughput;
 pub mod trust;
 pub mod validate;
+pub mod verify;
 pub mod view;

@@ -329,7 +329,7 @@ fn trust(s: &mut String, view: &GridView) {
     let listed = |r: &&ResultView| {
         r.trust
             .as_deref()
-            .is_some_and(|c| c != "attested" && c != super::trust::NEVER_RAN)
+            .is_some_and(|c| c != "attested" && c != super::verify::NEVER_RAN)
             || r.task_signed == Some(false)
     };
     let not: Vec<_> = view

@@ -280,7 +280,7 @@ pub fn cases() -> Vec<Hostile> {
         f(
             "tab\tname.json",
             json(task("tab\tname")),
-            "contains '\\t'",
+            "contains '\t'",
             "control character in the name",
         ),
         f(

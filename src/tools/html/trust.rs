@@ -59,8 +59,8 @@ pub(super) fn attested_cell(r: &ResultView) -> String {
         (Some(code), _) => format!(
             "<span class=\"{}\" title=\"{}\">{}</span>",
             match code {
-                crate::tools::trust::UNCHECKED => "warn",
-                crate::tools::trust::NEVER_RAN => "muted",
+                crate::tools::verify::UNCHECKED => "warn",
+                crate::tools::verify::NEVER_RAN => "muted",
                 _ => "bad",
             },
             escape(r.trust_error.as_deref().unwrap_or("")),

@@ -116,7 +116,7 @@ fn hostile_scripts_are_contained_by_podman() {
         },
         Abuse {
             id: "write-root",
-            script: "for d in / /etc /bin /home/task /usr /var; do \
+            script: "for d in / /etc /bin /home/task /usr /var /var/tmp /run; do \
                      if touch $d/pwned 2>/dev/null; then echo wrote-$d; fi; done; \
                      if echo h > /proc/sysrq-trigger 2>/dev/null; then echo wrote-sysrq; fi; \
                      if mount -t tmpfs none /home/task 2>/dev/null; then echo mounted; fi; \

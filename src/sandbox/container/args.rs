@@ -102,6 +102,11 @@ pub fn engine_run_args(
 ) -> Vec<String> {
     let mut args = run_args(job, image, limits);
     if flavor == EngineFlavor::Podman {
+        // podman's `--read-only` mounts writable tmpfs on /run and
+        // /var/tmp as well as /tmp unless told not to; docker's does not.
+        // Only /tmp (and /dev/shm, on both) is writable, so that a task
+        // behaves alike on either engine.
+        args.insert(1, "--read-only-tmpfs=false".to_owned());
         let bound = job
             .timeout
             .as_secs()
@@ -208,7 +213,10 @@ mod tests {
     #[test]
     fn podman_bounds_the_run_itself() {
         let args = engine_run_args(EngineFlavor::Podman, &job(), "i", &Limits::default());
-        assert_eq!(args[..2], ["run", "--timeout=70"]);
+        assert_eq!(
+            args[..3],
+            ["run", "--timeout=70", "--read-only-tmpfs=false"]
+        );
         let args = engine_run_args(EngineFlavor::Docker, &job(), "i", &Limits::default());
         assert_eq!(args, run_args(&job(), "i", &Limits::default()));
     }

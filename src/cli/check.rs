@@ -307,15 +307,35 @@ fn check_trust(
                     "; the grid's policy (version {}) is signed by the roots pinned",
                     verifier.policy_version().unwrap_or_default()
                 )),
+                // Holding a version its roots signed, the node keeps it
+                // and runs what it allows (a new version short of
+                // signatures, or older than the one held, changes
+                // nothing); holding none, it runs nothing signed.
                 Err(e) => {
-                    return Some(Line {
-                        verdict: Verdict::FailConfig,
-                        what: "trust",
-                        detail: format!(
-                            "{detail}; the grid's {} is refused ({}): {e}; this node would run no signed task: check `[trust] roots` and `grid_id`",
-                            crate::trust::policy::POLICY_FILE,
-                            e.code()
+                    let refused = format!(
+                        "{detail}; the grid's {} is refused ({}): {e}",
+                        crate::trust::policy::POLICY_FILE,
+                        e.code()
+                    );
+                    let (verdict, detail) = match verifier.policy_version() {
+                        Some(v) => (
+                            Verdict::Warn,
+                            format!(
+                                "{refused}; this node keeps version {v} and runs what it allows"
+                            ),
                         ),
+                        None => (
+                            Verdict::FailConfig,
+                            format!(
+                                "{refused}; this node would run no signed task: {}",
+                                policy_advice(e.code())
+                            ),
+                        ),
+                    };
+                    return Some(Line {
+                        verdict,
+                        what: "trust",
+                        detail,
                     });
                 }
             },
@@ -381,6 +401,21 @@ fn check_trust(
             detail: format!("{detail}; node key {e}"),
         },
     })
+}
+
+/// What to do about a grid's policy refused with `code`, for a node that
+/// holds none.
+fn policy_advice(code: &str) -> &'static str {
+    match code {
+        "other-grid" | "not-signed-by-roots" | "bad-signature" => {
+            "check `[trust] roots` and `grid_id`"
+        }
+        "too-few-signatures" => {
+            "the grid's owners must sign it with as many roots as `threshold` asks"
+        }
+        "rolled-back" => "it is older than `min_policy_version`: check that setting",
+        _ => "the grid's owner must sign a sound policy",
+    }
 }
 
 /// Can the worker keep its state in `dir`? Looked at, never made: `check`

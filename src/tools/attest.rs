@@ -28,7 +28,7 @@ use crate::trust::{KeyStanding, Verifier};
 use crate::trust::{keys, record};
 
 /// The roots to check against, as the tools take them.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct PinArgs {
     /// The grid's root public keys, as the workers pin them [default: the
     /// grid's own .dgrid/roots, which a pusher could have rewritten].
@@ -37,6 +37,22 @@ pub struct PinArgs {
     /// The grid's id, as the workers pin it [default: the policy's].
     #[arg(long, env = "DGRID_GRID_ID", value_name = "ID")]
     pub grid_id: Option<String>,
+    /// Root signatures a policy needs, as the workers pin it (`[trust]
+    /// threshold`): a version signed by fewer is refused, as they refuse
+    /// it.
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub threshold: std::num::NonZeroUsize,
+}
+
+impl Default for PinArgs {
+    /// The grid's own roots, the policy's grid id, one root signature.
+    fn default() -> Self {
+        PinArgs {
+            roots: None,
+            grid_id: None,
+            threshold: std::num::NonZeroUsize::MIN,
+        }
+    }
 }
 
 /// Check the results `view` lists, and the node keys its records show,
@@ -187,7 +203,7 @@ fn open(
         Pinned {
             grid_id: grid_id.clone(),
             roots,
-            threshold: 1,
+            threshold: pin.threshold.get(),
             min_version: 0,
         },
         TaskRules::default(),

@@ -470,18 +470,7 @@ fn a_tampered_task_run_in_warn_leaves_no_signed_result_for_the_signed_task() {
 #[test]
 fn check_refuses_roots_that_do_not_sign_the_grids_policy() {
     let t = TrustedGrid::new();
-    let check = |spec: &WorkerSpec| {
-        let state = t.grid.path(&format!("state-{}", spec.node));
-        let config = t.grid.path(&format!("{}.toml", spec.node));
-        std::fs::write(&config, spec.config_text(&state)).unwrap();
-        let out = std::process::Command::new(BIN)
-            .args(["check", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        (out.status.code(), text)
-    };
+    let check = |spec: &WorkerSpec| check_node(&t, spec);
     let (code, text) = check(&t.worker("n1", "enforce"));
     assert_eq!(code, Some(0), "{text}");
     assert!(
@@ -504,6 +493,21 @@ fn check_refuses_roots_that_do_not_sign_the_grids_policy() {
         text.contains("the grid's .dgrid/policy.json is refused (not-signed-by-roots)"),
         "{text}"
     );
+}
+
+/// `dgrid-worker check` of `spec`'s configuration (its state directory
+/// the worker's): the exit code and what it printed.
+fn check_node(t: &TrustedGrid, spec: &WorkerSpec) -> (Option<i32>, String) {
+    let state = t.grid.path(&format!("state-{}", spec.node));
+    let config = t.grid.path(&format!("{}.toml", spec.node));
+    std::fs::write(&config, spec.config_text(&state)).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code(), text)
 }
 
 #[test]
@@ -539,6 +543,16 @@ fn the_policy_only_moves_forward_and_only_the_roots_move_it() {
     assert_eq!(t.held_version(&w), 6);
     assert_eq!(t.runs("by-bob"), 0);
     assert!(failed_error(&t, "n1@by-bob.json").contains("untrusted (revoked-key)"));
+    // `check` says so: a warning, not a refusal of the node's
+    // configuration, which is sound (the node runs under version 6).
+    let (code, text) = check_node(&t, &t.worker("n1", "enforce"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("WARN trust")
+            && text.contains("is refused (rolled-back)")
+            && text.contains("this node keeps version 6"),
+        "{text}"
+    );
 
     // Eve writes a version 99 listing herself, signed by herself.
     let mut policy: dgrid_worker::trust::Policy = {
@@ -794,6 +808,24 @@ fn only_a_result_signed_by_the_node_that_held_the_claim_is_attested() {
             n1["key"].as_str().unwrap()
         )),
         "{n1_line}"
+    );
+    // With the nodes' threshold of two roots, a policy one root signed is
+    // refused, as those nodes refuse it.
+    let two = dgrid(&[
+        "status",
+        "--repo",
+        &bare,
+        "--roots",
+        &root,
+        "--threshold",
+        "2",
+    ]);
+    assert!(
+        stdout(&two).contains(
+            "trust: results not checked: .dgrid/policy.json (too-few-signatures): is signed by 1 pinned root(s); 2 are required"
+        ),
+        "{}",
+        stdout(&two)
     );
     // Pinned to a root that did not sign the policy, nothing is attested.
     let eve = t.key("eve.pub");

@@ -89,19 +89,34 @@ pub fn attest(
             return Ok(());
         }
     };
+    // The results listed, and those of the parents of tasks held only by
+    // their path: all checked with one look at the history.
     let mut paths: Vec<String> = view
         .recent
         .iter()
         .chain(&view.failures)
         .map(|r| r.file.clone())
         .collect();
+    let parents: Vec<String> = view
+        .waiting
+        .iter()
+        .filter(|w| w.held.is_some())
+        .flat_map(|w| w.parent_results.iter().cloned())
+        .collect();
+    paths.extend(parents.iter().cloned());
     paths.sort();
     paths.dedup();
     let checks: HashMap<String, _> = verify_results(repo, tip, &verifier, &paths, now)?
         .into_iter()
         .map(|c| (c.path.clone(), c))
         .collect();
-    for c in checks.values() {
+    let listed: std::collections::HashSet<&String> = view
+        .recent
+        .iter()
+        .chain(&view.failures)
+        .map(|r| &r.file)
+        .collect();
+    for c in checks.values().filter(|c| listed.contains(&c.path)) {
         trust.checked += 1;
         match (&c.attested_by, c.code) {
             (Some(_), _) => {
@@ -111,6 +126,21 @@ pub fn attest(
             (None, Some(UNCHECKED)) => trust.unchecked += 1,
             (None, Some(NEVER_RAN)) => trust.never_ran += 1,
             (None, _) => trust.not_attested += 1,
+        }
+    }
+    // A parent's completed result that is not attested releases nothing
+    // on a node that enforces trust: its dependant waits there.
+    for w in view.waiting.iter_mut().filter(|w| w.held.is_some()) {
+        let unattested = w.parent_results.iter().find_map(|p| {
+            let c = checks.get(p)?;
+            // Unchecked (a shallow clone) is not known to be forged.
+            (c.attested_by.is_none() && c.code != Some(UNCHECKED))
+                .then(|| (p, c.code.unwrap_or("error")))
+        });
+        if let Some((file, code)) = unattested {
+            w.held = Some(format!(
+                "waits on nodes that enforce trust: the completed result {file} is not attested ({code}), and releases nothing there"
+            ));
         }
     }
     for r in view.recent.iter_mut().chain(view.failures.iter_mut()) {

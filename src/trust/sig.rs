@@ -189,9 +189,23 @@ fn ssh_keygen_sign(path: &Path, namespace: &str, msg: &[u8]) -> Result<String, S
     let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() || parse(&text).is_err() {
-        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        let said = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        return Err(fail(with_passphrase_hint(said)));
     }
     Ok(text)
+}
+
+/// ssh-keygen says "incorrect passphrase supplied" also when it had no
+/// way to ask for one (no terminal, no agent holding the key): say what
+/// would let it sign.
+fn with_passphrase_hint(said: String) -> String {
+    if said.contains("passphrase") {
+        format!(
+            "{said} (the key has a passphrase: sign from a terminal, where ssh-keygen asks for it, or add the key to ssh-agent with `ssh-add` first)"
+        )
+    } else {
+        said
+    }
 }
 
 #[cfg(test)]

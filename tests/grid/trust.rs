@@ -897,7 +897,16 @@ fn a_root_key_with_a_passphrase_signs_through_ssh_keygen() {
     };
     let wrong = grid.path("wrong");
     write_script(&wrong, "#!/bin/sh\necho 'wrong'\n");
-    expect_refused(&run(&wrong), "`ssh-keygen -Y sign` failed");
+    let refused = run(&wrong);
+    expect_refused(&refused, "`ssh-keygen -Y sign` failed");
+    // ssh-keygen says only that the passphrase was wrong: the tool says
+    // how to give one.
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("add the key to ssh-agent with `ssh-add`"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     expect_code(&run(&askpass), 0);
     let policy = git(&grid.bare, &["show", "main:.dgrid/policy.json"]).stdout;
     let roots = keys::read_public_list(&grid.path("root.pub")).unwrap();

@@ -425,6 +425,26 @@ fn a_forged_result_neither_releases_a_dependant_nor_becomes_its_input() {
         "{}",
         w.log_text()
     );
+    // `status` with the roots says why it waits, not that a node will
+    // queue it.
+    let bare = t.grid.bare.display().to_string();
+    let status = stdout(&dgrid(&[
+        "status",
+        "--repo",
+        &bare,
+        "--roots",
+        &t.key("root.pub"),
+    ]));
+    let line = status
+        .lines()
+        .find(|l| l.contains("after-par"))
+        .unwrap_or_else(|| panic!("after-par not in:\n{status}"));
+    assert!(
+        line.contains(
+            "waits on nodes that enforce trust: the completed result tasks/completed/n1@par.json is not attested (unsigned)"
+        ),
+        "{line}"
+    );
 
     t.queue(&[("par", t.by_alice("par", "echo genuine"))], "par, signed");
     let w = t.drain(&t.worker("n1", "enforce"));

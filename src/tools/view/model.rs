@@ -160,6 +160,11 @@ pub struct WaitingView {
     pub path: String,
     /// Set when the file cannot be read as a task.
     pub error: Option<String>,
+    /// The results of the tasks it runs after that completed, by path:
+    /// where trust is checked, one not attested holds it on every node
+    /// that enforces trust (`attest`).
+    #[serde(skip)]
+    pub parent_results: Vec<String>,
 }
 
 impl WaitingView {

@@ -199,6 +199,12 @@ pub(super) fn waiting_views(
                 unservable: unservable(t.class()),
                 path,
                 error: None,
+                parent_results: t
+                    .after()
+                    .iter()
+                    .filter_map(|p| done.get(p).filter(|r| r.completed))
+                    .map(|r| r.file.clone())
+                    .collect(),
             },
             Err(e) => WaitingView {
                 task_id: b
@@ -212,6 +218,7 @@ pub(super) fn waiting_views(
                 unservable: None,
                 error: Some(format!("{path}: {e}")),
                 path,
+                parent_results: Vec::new(),
             },
         })
         .collect())

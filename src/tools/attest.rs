@@ -27,6 +27,9 @@ use crate::trust::policy::{MAX_POLICY_BYTES, POLICY_FILE, Pinned, ROOTS_FILE};
 use crate::trust::{KeyStanding, Verifier};
 use crate::trust::{keys, record};
 
+/// The most parents' results checked for tasks held only by their path.
+const PARENTS_CHECKED: usize = 256;
+
 /// The roots to check against, as the tools take them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PinArgs {
@@ -97,11 +100,14 @@ pub fn attest(
         .chain(&view.failures)
         .map(|r| r.file.clone())
         .collect();
+    // Bounded: a grid's blocked/ is anyone's to fill, and a held task is
+    // rare (a node releases it at its parent's result).
     let parents: Vec<String> = view
         .waiting
         .iter()
         .filter(|w| w.held.is_some())
         .flat_map(|w| w.parent_results.iter().cloned())
+        .take(PARENTS_CHECKED)
         .collect();
     paths.extend(parents.iter().cloned());
     paths.sort();

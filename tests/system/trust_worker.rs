@@ -205,17 +205,7 @@ fn enforce_runs_only_what_a_submitter_signed_and_names_each_refusal() {
     // The refusals' results are of tasks that never ran: no node signs
     // those, and `verify` of the whole grid, as a grid's CI runs it, still
     // passes, naming them as such.
-    let bare = t.grid.bare.display().to_string();
-    let root = t.key("root.pub");
-    let all = dgrid(&[
-        "verify",
-        "--repo",
-        &bare,
-        "--grid-id",
-        GRID_ID,
-        "--roots",
-        &root,
-    ]);
+    let all = t.verify_run(&[]);
     expect_code(&all, 0);
     let text = stdout(&all);
     for id in ["by-node", "tampered", "expired"] {
@@ -1012,18 +1002,9 @@ fn the_attested_result_of_a_task_no_one_signed_says_so() {
             && out.contains("tasks/completed/n2@s1.json: attested by node n2\n"),
         "{out}"
     );
+    let json = t.verify_run(&["--json"]);
     let bare = t.grid.bare.display().to_string();
     let root = t.key("root.pub");
-    let json = dgrid(&[
-        "verify",
-        "--repo",
-        &bare,
-        "--grid-id",
-        GRID_ID,
-        "--roots",
-        &root,
-        "--json",
-    ]);
     let lines: Vec<Value> = stdout(&json)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -185,9 +185,15 @@ impl TrustedGrid {
     /// `dgrid-worker verify` of `paths` against the pinned root: one line
     /// per result.
     pub fn verify(&self, paths: &[&str]) -> String {
+        String::from_utf8_lossy(&self.verify_run(paths).stdout).into_owned()
+    }
+
+    /// The same, run with `args` after the pinning (paths, `--json`):
+    /// what it printed and its exit status.
+    pub fn verify_run(&self, args: &[&str]) -> std::process::Output {
         let bare = self.grid.bare.display().to_string();
         let root = self.key("root.pub");
-        let mut args = vec![
+        let mut all = vec![
             "verify",
             "--repo",
             bare.as_str(),
@@ -196,9 +202,8 @@ impl TrustedGrid {
             "--roots",
             root.as_str(),
         ];
-        args.extend_from_slice(paths);
-        let out = dgrid(&args);
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        all.extend_from_slice(args);
+        dgrid(&all)
     }
 }
 

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::git::Git;
 use crate::sandbox::{self, EngineKind, SandboxError};
 
+mod grid;
 mod line;
 pub use line::{Line, Verdict, exit_code};
 
@@ -156,13 +157,21 @@ pub fn run(cfg: &Config, opts: CheckOptions, out: &mut dyn FnMut(&Line)) -> Vec<
         if readable {
             emit(check_push(cfg));
             if cfg.trust.pinned.is_some() {
-                grid_policy = Some(read_grid_policy(cfg));
+                grid_policy = Some(grid::read(cfg));
             }
         }
     }
 
-    if let Some(l) = check_trust(cfg, grid_policy.as_ref()) {
+    if let Some((l, held)) = check_trust(cfg, grid_policy.as_ref()) {
         emit(l);
+        // Who a node enforcing the policy would reckon without, for a
+        // node about to (`warn`) or already enforcing.
+        let enforcing = cfg.trust.mode != crate::trust::Mode::Off;
+        if let (true, Some(v), Some(Ok(read))) = (enforcing, held, &grid_policy)
+            && let Some(l) = grid::peers_line(cfg, &v, &read.records)
+        {
+            emit(l);
+        }
     }
     for l in check_sandbox(cfg, opts) {
         emit(l);
@@ -211,58 +220,14 @@ fn check_push(cfg: &Config) -> Line {
     }
 }
 
-/// The grid's `.dgrid/policy.json` (none if it has none): one shallow
-/// fetch of the branch into a scratch repository, read bounded.
-fn read_grid_policy(cfg: &Config) -> Result<Option<Vec<u8>>, String> {
-    use crate::trust::policy::{MAX_POLICY_BYTES, POLICY_FILE};
-    let scratch = tempfile::Builder::new()
-        .prefix("dgrid-check-")
-        .tempdir()
-        .map_err(|e| format!("no temporary directory: {e}"))?;
-    let git = Git::new(
-        &cfg.git_binary,
-        scratch.path(),
-        cfg.git_timeout.min(Duration::from_secs(60)),
-    )
-    .with_env(cfg.access.env());
-    let head = format!("refs/heads/{}", cfg.branch);
-    git.run(&["init", "--quiet", "--bare"])
-        .and_then(|_| {
-            git.run(&[
-                "fetch",
-                "--quiet",
-                "--depth",
-                "1",
-                "--",
-                &cfg.repo_url,
-                &head,
-            ])
-        })
-        .map_err(|e| e.to_string())?;
-    let spec = format!("FETCH_HEAD:{POLICY_FILE}");
-    let Ok(size) = git.run(&["cat-file", "-s", &spec]) else {
-        return Ok(None);
-    };
-    match size.stdout_str().parse::<usize>() {
-        Ok(n) if n <= MAX_POLICY_BYTES => git
-            .run(&["cat-file", "blob", &spec])
-            .map(|o| Some(o.stdout))
-            .map_err(|e| e.to_string()),
-        _ => Err(format!(
-            "{POLICY_FILE} is {} bytes; a policy is at most {MAX_POLICY_BYTES}",
-            size.stdout_str()
-        )),
-    }
-}
-
 /// `[trust]`, when anything of it is set: the mode, what is pinned, the
 /// policy held, the grid's policy (`grid_policy`, where it was read) as the
 /// pinned roots judge it, and the node key (which `warn` and `enforce`
 /// need: they sign the node's results).
 fn check_trust(
     cfg: &Config,
-    grid_policy: Option<&Result<Option<Vec<u8>>, String>>,
-) -> Option<Line> {
+    grid_policy: Option<&Result<grid::GridRead, String>>,
+) -> Option<(Line, Option<crate::trust::Verifier>)> {
     let t = &cfg.trust;
     if t.pinned.is_none() && t.node_key.is_none() {
         return None;
@@ -278,11 +243,12 @@ fn check_trust(
         ) {
             Ok(v) => v,
             Err(e) => {
-                return Some(Line {
+                let line = Line {
                     verdict: Verdict::Fail,
                     what: "trust",
                     detail: format!("{detail}: {e}"),
-                });
+                };
+                return Some((line, None));
             }
         };
         detail.push_str(&format!(
@@ -302,7 +268,9 @@ fn check_trust(
         // What the node would make of the grid's policy at its next sync:
         // a policy its roots do not sign means it runs nothing signed.
         match grid_policy {
-            Some(Ok(Some(file))) => match verifier.offer_policy(file) {
+            Some(Ok(grid::GridRead {
+                policy: Some(file), ..
+            })) => match verifier.offer_policy(file) {
                 Ok(_) => detail.push_str(&format!(
                     "; the grid's policy (version {}) is signed by the roots pinned",
                     verifier.policy_version().unwrap_or_default()
@@ -317,7 +285,8 @@ fn check_trust(
                         crate::trust::policy::POLICY_FILE,
                         e.code()
                     );
-                    let (verdict, detail) = match verifier.policy_version() {
+                    let held_version = verifier.policy_version();
+                    let (verdict, detail) = match held_version {
                         Some(v) => (
                             Verdict::Warn,
                             format!(
@@ -332,14 +301,15 @@ fn check_trust(
                             ),
                         ),
                     };
-                    return Some(Line {
+                    let line = Line {
                         verdict,
                         what: "trust",
                         detail,
-                    });
+                    };
+                    return Some((line, held_version.map(|_| verifier)));
                 }
             },
-            Some(Ok(None)) => detail.push_str(&format!(
+            Some(Ok(grid::GridRead { policy: None, .. })) => detail.push_str(&format!(
                 "; the grid has no {} yet",
                 crate::trust::policy::POLICY_FILE
             )),
@@ -349,18 +319,19 @@ fn check_trust(
         held = Some(verifier);
     }
     let Some(path) = &t.node_key else {
-        return Some(Line {
+        let line = Line {
             verdict: Verdict::Ok,
             what: "trust",
             detail: format!("{detail}; no node key: results go unsigned"),
-        });
+        };
+        return Some((line, held));
     };
     let broken = if t.mode == crate::trust::Mode::Off {
         Verdict::Warn
     } else {
         Verdict::FailConfig
     };
-    Some(match crate::trust::KeySigner::open(path) {
+    let line = match crate::trust::KeySigner::open(path) {
         Ok(crate::trust::KeySigner::InProcess(k)) => {
             let key = k.public_key();
             let detail = format!(
@@ -400,7 +371,8 @@ fn check_trust(
             what: "trust",
             detail: format!("{detail}; node key {e}"),
         },
-    })
+    };
+    Some((line, held))
 }
 
 /// What to do about a grid's policy refused with `code`, for a node that

@@ -315,8 +315,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub roots: PathBuf,
     /// Root signatures the policy needs.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub threshold: usize,
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threshold: u64,
     /// Print one JSON object per result.
     #[arg(long)]
     pub json: bool,
@@ -346,7 +346,7 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
         Pinned {
             grid_id,
             roots,
-            threshold: a.threshold,
+            threshold: a.threshold as usize,
             min_version: 0,
         },
         TaskRules::default(),

@@ -43,8 +43,8 @@ pub struct PinArgs {
     /// Root signatures a policy needs, as the workers pin it (`[trust]
     /// threshold`): a version signed by fewer is refused, as they refuse
     /// it.
-    #[arg(long, value_name = "N", default_value = "1")]
-    pub threshold: std::num::NonZeroUsize,
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threshold: u64,
 }
 
 impl Default for PinArgs {
@@ -53,7 +53,7 @@ impl Default for PinArgs {
         PinArgs {
             roots: None,
             grid_id: None,
-            threshold: std::num::NonZeroUsize::MIN,
+            threshold: 1,
         }
     }
 }
@@ -139,9 +139,10 @@ pub fn attest(
     for w in view.waiting.iter_mut().filter(|w| w.held.is_some()) {
         let unattested = w.parent_results.iter().find_map(|p| {
             let c = checks.get(p)?;
-            // Unchecked (a shallow clone) is not known to be forged.
-            (c.attested_by.is_none() && c.code != Some(UNCHECKED))
-                .then(|| (p, c.code.unwrap_or("error")))
+            // Unchecked (a shallow clone), or a file git could not read
+            // by its name, is not known to be forged.
+            let unknown = matches!(c.code, Some(UNCHECKED | "missing" | "unreadable"));
+            (c.attested_by.is_none() && !unknown).then(|| (p, c.code.unwrap_or("error")))
         });
         if let Some((file, code)) = unattested {
             w.held = Some(format!(
@@ -239,7 +240,7 @@ fn open(
         Pinned {
             grid_id: grid_id.clone(),
             roots,
-            threshold: pin.threshold.get(),
+            threshold: pin.threshold as usize,
             min_version: 0,
         },
         TaskRules::default(),

@@ -57,6 +57,25 @@ pub const NEVER_RAN: &str = "never-ran";
 /// The statuses of a task that never ran.
 const NEVER_RAN_STATUSES: [&str; 3] = ["invalid", "abandoned", "dependency_failed"];
 
+/// Does the result claim nothing of a run: no exit code, no output, no
+/// duration, no claim it was run under? So does every result a node writes
+/// for a task that never ran; one that claims any of them is read as the
+/// result of a run, whatever its status says.
+fn claims_no_output(v: &Value) -> bool {
+    let none = |k: &str| v.get(k).is_none_or(Value::is_null);
+    let empty = |k: &str| {
+        v.get(k)
+            .is_none_or(|s| s.is_null() || s.as_str() == Some(""))
+    };
+    v.is_object()
+        && none("exit_code")
+        && none("duration_ms")
+        && none("claim_commit")
+        && empty("stdout")
+        && empty("stderr")
+        && v.get("truncated").is_none_or(|t| t == &Value::Bool(false))
+}
+
 /// Check results on the grid's branch: every file in `tasks/completed/` and
 /// `tasks/failed/`, or only `paths`. A result's claim commit must be in the
 /// branch's history (one `rev-list`, whatever the number of results, and
@@ -181,8 +200,9 @@ pub fn verify_results(
             .is_some_and(|p| p.starts_with('/'));
         let never_ran = fields
             .as_ref()
+            .filter(|v| in_failed && claims_no_output(v))
             .and_then(|v| v["status"].as_str())
-            .filter(|s| in_failed && NEVER_RAN_STATUSES.contains(s));
+            .filter(|s| NEVER_RAN_STATUSES.contains(s));
         let mut checked = verifier.verify_result(&path, &bytes, claim.as_deref(), now);
         if let (Err(TrustError::Unsigned), Some(status)) = (&checked, never_ran) {
             let error = format!(

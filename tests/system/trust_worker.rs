@@ -217,6 +217,27 @@ fn enforce_runs_only_what_a_submitter_signed_and_names_each_refusal() {
         "{}",
         stderr(&all)
     );
+    // A forged `invalid` result that claims a run's output is no refusal:
+    // not attested, and `verify` fails.
+    let forged = serde_json::json!({
+        "task_id": "good", "node_id": "n1", "status": "invalid", "exit_code": 0,
+        "stdout": "PWNED", "stderr": "", "attempt": 1, "truncated": false,
+        "timestamp": dgrid_worker::time::format(dgrid_worker::time::now()),
+    });
+    t.grid.commit_files(
+        &[(
+            "tasks/failed/n1@good@9.json".into(),
+            serde_json::to_vec(&forged).unwrap(),
+        )],
+        "a refusal that says what ran",
+    );
+    let all = t.verify_run(&[]);
+    expect_code(&all, 1);
+    assert!(
+        stdout(&all).contains("tasks/failed/n1@good@9.json: not attested (unsigned)"),
+        "{}",
+        stdout(&all)
+    );
     // The node's record carries its key; its state holds the policy and
     // the task it ran.
     let record = &t.grid.json_files("nodes")["n1.json"];
@@ -487,6 +508,24 @@ fn check_refuses_roots_that_do_not_sign_the_grids_policy() {
         text.contains("the grid's policy (version 6) is signed by the roots pinned"),
         "{text}"
     );
+    assert!(!text.contains("peers"), "{text}");
+    // A live peer whose record is not signed (an older worker's): a node
+    // enforcing the policy reckons without it, which `check` says before
+    // the switch; signed by its listed key, it counts.
+    t.grid
+        .commit_files(&n2_record(&t, false), "n2, an older worker");
+    let (code, text) = check(&t.worker("n1", "warn"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("WARN peers")
+            && text.contains(
+                "1 live peer(s) a node in `enforce` reckons without: n2 (its record is not signed)"
+            ),
+        "{text}"
+    );
+    t.grid.commit_files(&n2_record(&t, true), "n2, upgraded");
+    let (_, text) = check(&t.worker("n1", "warn"));
+    assert!(!text.contains("peers"), "{text}");
     // A node whose key the policy does not list runs, and warns: its
     // results will not count.
     let (code, text) = check(&t.worker("carol", "enforce"));
@@ -837,6 +876,15 @@ fn only_a_result_signed_by_the_node_that_held_the_claim_is_attested() {
         "{}",
         stdout(&two)
     );
+    for tool in ["status", "dashboard", "verify"] {
+        let zero = dgrid(&[tool, "--repo", &bare, "--roots", &root, "--threshold", "0"]);
+        expect_code(&zero, 2);
+        assert!(
+            stderr(&zero).contains("0 is not in 1..=1024"),
+            "{tool}: {}",
+            stderr(&zero)
+        );
+    }
     // Pinned to a root that did not sign the policy, nothing is attested.
     let eve = t.key("eve.pub");
     let wrong = dgrid(&["status", "--repo", &bare, "--roots", &eve]);

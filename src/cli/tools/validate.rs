@@ -39,8 +39,8 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "FILE")]
     pub roots: Option<PathBuf>,
     /// Root signatures the policy needs.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub threshold: usize,
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threshold: u64,
 }
 
 pub fn validate(a: ValidateArgs) -> ExitCode {
@@ -54,7 +54,7 @@ pub fn validate(a: ValidateArgs) -> ExitCode {
             &dir,
             trust_ref,
             a.roots.as_deref(),
-            a.threshold,
+            a.threshold as usize,
             &rules(a.max_timeout),
         ) {
             Ok(mut v) => trust::verify_report(&mut report, &mut v, a.grid.as_deref(), time::now()),

@@ -141,8 +141,13 @@ impl RecordsSeen {
     pub(super) fn open(state_dir: &Path, now: Timestamp) -> RecordsSeen {
         let path = seen_path(state_dir);
         let mut bytes = Vec::new();
-        let read =
-            std::fs::File::open(&path).and_then(|f| f.take(KEPT_BYTES).read_to_end(&mut bytes));
+        // Only a file: a FIFO put there would block the open for ever.
+        let read = std::fs::metadata(&path)
+            .and_then(|m| match m.is_file() {
+                true => std::fs::File::open(&path),
+                false => Err(std::io::Error::other("is not a regular file")),
+            })
+            .and_then(|f| f.take(KEPT_BYTES).read_to_end(&mut bytes));
         match read {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -202,8 +207,20 @@ impl RecordsSeen {
             .heartbeats
             .get(node)
             .is_none_or(|k| at - *k >= KEEP_STEP);
-        if !behind || (kept.heartbeats.len() >= KEPT_NODES && !kept.heartbeats.contains_key(node)) {
+        if !behind {
             return;
+        }
+        // Full (nodes come and go over a grid's life): the node heard from
+        // longest ago makes room.
+        if kept.heartbeats.len() >= KEPT_NODES && !kept.heartbeats.contains_key(node) {
+            let oldest = kept
+                .heartbeats
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(n, _)| n.clone());
+            if let Some(oldest) = oldest {
+                kept.heartbeats.remove(&oldest);
+            }
         }
         kept.heartbeats.insert(node.clone(), at);
         let text: String = kept
@@ -326,6 +343,40 @@ mod tests {
                 .replayed(&record("n3", "2026-12-07T09:59:00.000Z"), now)
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_full_file_makes_room_for_a_new_node_and_a_fifo_is_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = seen_path(dir.path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let full: String = (0..KEPT_NODES)
+            .map(|i| format!("old{i} 2026-12-01T10:00:00.000Z\n"))
+            .collect();
+        std::fs::write(&path, full).unwrap();
+        let now = at(NOW);
+        let mut seen = RecordsSeen::open(dir.path(), now);
+        assert_eq!(
+            seen.replayed(&record("n2", "2026-12-07T10:01:00.000Z"), now),
+            None
+        );
+        let mut again = RecordsSeen::open(dir.path(), now);
+        assert!(
+            again
+                .replayed(&record("n2", "2026-12-07T10:00:00.000Z"), now)
+                .is_some(),
+            "n2 was kept"
+        );
+        assert_eq!(again.newest.len(), KEPT_NODES);
+
+        std::fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let seen = RecordsSeen::open(dir.path(), now);
+        assert!(seen.newest.is_empty());
     }
 
     #[test]

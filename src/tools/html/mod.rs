@@ -52,7 +52,8 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
         match &view.trust {
             Some(t) if t.error.is_none() => format!(
                 "<div class=\"card\" id=\"count-attested\"><b>{}/{}</b>listed results attested</div>",
-                t.attested, t.checked
+                t.attested,
+                t.checked - t.never_ran
             ),
             _ => String::new(),
         }

@@ -2,7 +2,7 @@
 //! each result on the grid's branch is attested, by which node, or why
 //! not, checked against a policy (`Verifier`) and the branch's history.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -76,6 +76,36 @@ fn claims_no_output(v: &Value) -> bool {
         && v.get("truncated").is_none_or(|t| t == &Value::Bool(false))
 }
 
+/// How to read each of `paths` at `tip`: by the blob id its directory's
+/// listing gives it (one listing a directory), so that a name git's
+/// `<tip>:<path>` cannot carry (one with a newline) is read all the same;
+/// `<tip>:<path>` for a path no listing holds (git then says it is not
+/// there).
+fn blob_specs(repo: &GridRepo, tip: &str, paths: &[String]) -> Result<Vec<String>, GitError> {
+    let mut listed: HashMap<&str, HashMap<String, String>> = HashMap::new();
+    for dir in paths
+        .iter()
+        .filter_map(|p| p.rsplit_once('/').map(|(d, _)| d))
+    {
+        if !listed.contains_key(dir) {
+            let names = repo
+                .list_dir(tip, dir)?
+                .into_iter()
+                .map(|e| (e.name_lossy(), e.oid))
+                .collect();
+            listed.insert(dir, names);
+        }
+    }
+    Ok(paths
+        .iter()
+        .map(|p| {
+            p.rsplit_once('/')
+                .and_then(|(dir, name)| listed.get(dir)?.get(name).cloned())
+                .unwrap_or_else(|| format!("{tip}:{p}"))
+        })
+        .collect())
+}
+
 /// Check results on the grid's branch: every file in `tasks/completed/` and
 /// `tasks/failed/`, or only `paths`. A result's claim commit must be in the
 /// branch's history (one `rev-list`, whatever the number of results, and
@@ -89,27 +119,22 @@ pub fn verify_results(
     paths: &[String],
     now: Timestamp,
 ) -> Result<Vec<ResultCheck>, GitError> {
-    let paths: Vec<String> = if paths.is_empty() {
+    // Each result by the blob id its directory's listing gives it.
+    let (paths, specs): (Vec<String>, Vec<String>) = if paths.is_empty() {
         let mut all = Vec::new();
         for dir in [layout::COMPLETED, layout::FAILED] {
             for e in repo.list_dir(tip, dir)? {
                 let name = e.name_lossy();
                 if name != layout::KEEP_FILE {
-                    all.push(format!("{dir}/{name}"));
+                    all.push((format!("{dir}/{name}"), e.oid));
                 }
             }
         }
-        all
+        all.into_iter().unzip()
     } else {
-        paths.to_vec()
+        (paths.to_vec(), blob_specs(repo, tip, paths)?)
     };
-    let blobs = repo.read_objects(
-        &paths
-            .iter()
-            .map(|p| format!("{tip}:{p}"))
-            .collect::<Vec<_>>(),
-        layout::MAX_RESULT_BYTES,
-    )?;
+    let blobs = repo.read_objects(&specs, layout::MAX_RESULT_BYTES)?;
     // (claim commit, task id) each result names, unverified: only to know
     // which claim file to read.
     let claimed: Vec<Option<(String, String)>> = blobs

@@ -937,6 +937,20 @@ fn only_a_result_signed_by_the_node_that_held_the_claim_is_attested() {
         assert!(dom.contains(needle), "{needle:?} not in the rendered page");
     }
     assert!(dom.contains("class=\"ok\">by n1</span>"));
+
+    // A copy under a name `<tip>:<path>` cannot carry (a newline) is read
+    // by its blob id and judged, not taken for a file that is not there.
+    let ok = t.grid.files("tasks/completed")["n1@ok.json"].clone();
+    t.grid.commit_files(
+        &[("tasks/completed/n1\n@ok.json".into(), ok)],
+        "a copy under a name with a newline",
+    );
+    let out = t.verify(&[]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("tasks/completed/n1\\n@ok.json: "))
+        .unwrap_or_else(|| panic!("the copy is not in:\n{out}"));
+    assert!(line.contains("not attested (misplaced)"), "{line}");
 }
 
 #[test]

@@ -60,6 +60,7 @@ pub fn open(pinned: &Pinned, file: &[u8]) -> Result<Accepted, PolicyError> {
             None => PolicyError::TooFewRootSignatures {
                 valid: roots_ok.len(),
                 threshold,
+                pinned: pinned.roots.len(),
             },
         });
     }

@@ -196,8 +196,16 @@ pub enum PolicyError {
         fingerprint: String,
         error: SigError,
     },
-    #[error("is signed by {valid} pinned root(s); {threshold} are required")]
-    TooFewRootSignatures { valid: usize, threshold: usize },
+    #[error(
+        "is signed by {valid} pinned root(s); {threshold} are required{}",
+        never_met(*threshold, *pinned)
+    )]
+    TooFewRootSignatures {
+        valid: usize,
+        threshold: usize,
+        /// How many roots are pinned: a threshold above it is never met.
+        pinned: usize,
+    },
     #[error("is version {found}, older than version {held} already accepted: a rollback, refused")]
     RolledBack { found: u64, held: u64 },
     #[error(
@@ -208,6 +216,17 @@ pub enum PolicyError {
         "is version {version} with other content than the version {version} already accepted: refused"
     )]
     Equivocation { version: u64 },
+}
+
+/// Said of a threshold above the roots pinned (a tool's `--threshold`;
+/// a node's configuration refuses one).
+fn never_met(threshold: usize, pinned: usize) -> String {
+    match threshold > pinned {
+        true => {
+            format!(", but only {pinned} root(s) are pinned: no policy can meet that threshold")
+        }
+        false => String::new(),
+    }
 }
 
 impl PolicyError {

@@ -120,9 +120,15 @@ fn a_threshold_counts_distinct_roots() {
         open(&pin, &one).unwrap_err(),
         PolicyError::TooFewRootSignatures {
             valid: 1,
-            threshold: 2
+            threshold: 2,
+            pinned: 3
         }
     );
+    assert!(!open(&pin, &one).unwrap_err().to_string().contains("only"));
+    let beyond = pinned(&[&r1], 2);
+    assert!(open(&beyond, &one).unwrap_err().to_string().ends_with(
+        "2 are required, but only 1 root(s) are pinned: no policy can meet that threshold"
+    ));
     let same_twice = p.seal(&[&r1, &r1]).unwrap();
     assert_eq!(
         open(&pin, &same_twice).unwrap_err().code(),

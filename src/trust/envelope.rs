@@ -51,6 +51,10 @@ pub enum EnvelopeError {
     NotBase64(String),
     #[error("the signed payload {0}")]
     BadPayload(String),
+    /// The file itself, before any envelope is looked for: said as the
+    /// file's fault, not a signed payload's (an unsigned file has none).
+    #[error("the file {0}")]
+    BadFile(String),
     #[error("field `envelope.signatures` holds {found} signatures; a {role} carries {expected}")]
     SignatureCount {
         found: usize,
@@ -121,6 +125,15 @@ pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, EnvelopeError> {
         )));
     }
     Ok(obj)
+}
+
+/// [`parse_object`] of a whole file (a task's or a result's), its faults
+/// named as the file's.
+pub fn parse_file(bytes: &[u8]) -> Result<Map<String, Value>, EnvelopeError> {
+    parse_object(bytes).map_err(|e| match e {
+        EnvelopeError::BadPayload(why) => EnvelopeError::BadFile(why),
+        e => e,
+    })
 }
 
 /// How a file's top-level fields disagree with its signed payload.
@@ -217,6 +230,11 @@ mod tests {
         ));
         let e = parse_object(br#"{"script":"a","script":"b"}"#).unwrap_err();
         assert!(e.to_string().contains("`script` more than once"), "{e}");
+        let file = parse_file(br#"{"status":"invalid","status":"completed"}"#).unwrap_err();
+        assert_eq!(
+            file.to_string(),
+            "the file has field `status` more than once"
+        );
         assert!(parse_object(b"[1]").is_err());
         let two = Envelope::new(Role::Task, b"{}", vec!["a".into(), "b".into()]);
         assert!(two.only_signature(Role::Task).is_err());

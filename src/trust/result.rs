@@ -85,7 +85,7 @@ fn text_field(
 }
 
 pub fn open(bytes: &[u8], grid: &Id) -> Result<Opened, TrustError> {
-    let top = envelope::parse_object(bytes)?;
+    let top = envelope::parse_file(bytes)?;
     let env = Envelope::from_field(
         top.get(ENVELOPE_FIELD).ok_or(TrustError::Unsigned)?,
         Role::Result,

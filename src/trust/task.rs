@@ -154,7 +154,7 @@ pub fn open(name: &str, bytes: &[u8], rules: &TaskRules, grid: &Id) -> Result<Op
     // no key given twice), exactly as an unsigned one.
     let as_filed =
         Task::from_entry(name, EntryKind::File, bytes, rules).map_err(TrustError::BadTask)?;
-    let top = envelope::parse_object(bytes)?;
+    let top = envelope::parse_file(bytes)?;
     let env = Envelope::from_field(
         top.get(ENVELOPE_FIELD).ok_or(TrustError::Unsigned)?,
         Role::Task,

@@ -43,16 +43,7 @@ pub fn drain(workers: usize, tasks: usize, extra: &str) -> Drain {
     wait_for_results(&grid, tasks, Duration::from_secs(1800));
     let seconds = submitted.elapsed().as_secs_f64();
     let commits = grid.commit_count() - before;
-    for p in &mut procs {
-        p.signal(nix::sys::signal::Signal::SIGTERM);
-    }
-    for p in &mut procs {
-        assert!(
-            p.wait_exit(Duration::from_secs(60)).success(),
-            "{}",
-            p.log_text()
-        );
-    }
+    stop_cleanly(&mut procs);
     let results = grid.files("tasks/completed").len();
     assert_eq!(results, tasks, "every task done, once");
     Drain {

@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod heap;
+mod kept;
 pub mod notify;
 pub mod outbox;
 pub mod pace;

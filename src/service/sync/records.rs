@@ -5,7 +5,7 @@
 //! (`admit::record_counts`).
 
 use std::collections::HashMap;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use crate::git::{GitError, GridRepo, Oid, TreeEntry};
@@ -106,7 +106,7 @@ pub struct RecordsSeen {
 
 #[derive(Debug)]
 struct Kept {
-    path: PathBuf,
+    state_dir: PathBuf,
     heartbeats: HashMap<Id, Timestamp>,
     /// A failure to write was said (once: the node goes on without).
     failed: bool,
@@ -125,10 +125,12 @@ const KEEP_STEP: chrono::Duration = chrono::Duration::minutes(1);
 const KEPT_NODES: usize = 4096;
 const KEPT_BYTES: u64 = 1 << 20;
 
-/// Where a node keeps its peers' newest heartbeats: a line per node,
-/// `<node id> <heartbeat>`.
+/// Where a node keeps its peers' newest heartbeats, in its state
+/// directory: a line per node, `<node id> <heartbeat>`.
+const SEEN_FILE: &str = "trust/records-seen";
+
 pub fn seen_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("trust").join("records-seen")
+    state_dir.join(SEEN_FILE)
 }
 
 impl RecordsSeen {
@@ -168,7 +170,7 @@ impl RecordsSeen {
         RecordsSeen {
             newest: heartbeats.clone(),
             kept: Some(Kept {
-                path,
+                state_dir: state_dir.to_owned(),
                 heartbeats,
                 failed: false,
             }),
@@ -228,10 +230,11 @@ impl RecordsSeen {
             .iter()
             .map(|(node, at)| format!("{node} {}\n", crate::time::format(*at)))
             .collect();
-        if let Err(e) = write_file(&kept.path, text.as_bytes())
+        if let Err(e) =
+            crate::service::kept::write_bytes(&kept.state_dir, SEEN_FILE, text.as_bytes())
             && !std::mem::replace(&mut kept.failed, true)
         {
-            tracing::warn!(path = %kept.path.display(), error = %e, "cannot keep the peers' newest heartbeats; a record put back before a restart may count after it");
+            tracing::warn!(error = %e, "cannot keep the peers' newest heartbeats; a record put back before a restart may count after it");
         }
     }
 
@@ -247,18 +250,6 @@ impl RecordsSeen {
             std::cmp::Ordering::Greater => None,
         }
     }
-}
-
-/// Replace `path` whole: a temporary file renamed over it, so that a crash
-/// leaves the old file or the new one. Not synced: losing it costs only
-/// what the node had before it was kept.
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("the path has a directory");
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

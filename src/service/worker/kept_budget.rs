@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::kept;
+use crate::service::kept;
 use crate::time::Timestamp;
 
 const FILE: &str = "budget.json";

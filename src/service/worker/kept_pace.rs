@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::kept;
+use crate::service::kept;
 use crate::time::{self, Timestamp};
 
 const FILE: &str = "pace.json";

@@ -23,7 +23,6 @@
 mod attest;
 mod exchange;
 mod handed_back;
-mod kept;
 mod kept_budget;
 mod kept_pace;
 mod load;

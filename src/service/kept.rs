@@ -1,5 +1,6 @@
 //! The small files a node keeps in its state directory between runs
-//! (`kept_pace.rs`, `kept_budget.rs`): hints for its next start, read no
+//! (`worker/kept_pace.rs`, `worker/kept_budget.rs`, the peers' newest
+//! heartbeats of `sync/records.rs`): hints for its next start, read no
 //! larger than they are ever written, and written whole, then renamed into
 //! place. Not synced: a write lost in a power cut costs the next start its
 //! hint, as no file at all would.
@@ -37,10 +38,21 @@ pub(super) fn read<T: DeserializeOwned>(
 /// Write `value` as the file `name` in `state_dir`: whole, then renamed
 /// into place. An error names the file.
 pub(super) fn write<T: Serialize>(state_dir: &Path, name: &str, value: &T) -> Result<(), String> {
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| format!("{}: {e}", state_dir.join(name).display()))?;
+    write_bytes(state_dir, name, &bytes)
+}
+
+/// Write `bytes` as the file `name` in `state_dir` (a path below it; its
+/// directory made if need be): whole, then renamed into place. An error
+/// names the file.
+pub(super) fn write_bytes(state_dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
     let path = state_dir.join(name);
-    tempfile::NamedTempFile::new_in(state_dir)
+    let dir = path.parent().unwrap_or(state_dir);
+    std::fs::create_dir_all(dir)
+        .and_then(|_| tempfile::NamedTempFile::new_in(dir))
         .and_then(|mut tmp| {
-            tmp.write_all(&serde_json::to_vec(value)?)?;
+            tmp.write_all(bytes)?;
             tmp.persist(&path).map_err(|e| e.error)
         })
         .map(drop)

@@ -1,8 +1,8 @@
 //! The small files a node keeps in its state directory between runs
 //! (`worker/kept_pace.rs`, `worker/kept_budget.rs`, the peers' newest
-//! heartbeats of `sync/records.rs`): hints for its next start, read no
-//! larger than they are ever written, and written whole, then renamed into
-//! place. Not synced: a write lost in a power cut costs the next start its
+//! heartbeats of `sync/records.rs`): hints for its next start, read only
+//! from a regular file and no larger than they are ever written, and
+//! written whole, then renamed into place. Not synced: a write lost in a power cut costs the next start its
 //! hint, as no file at all would.
 
 use std::io::{Read, Write};
@@ -21,8 +21,7 @@ pub(super) fn read<T: DeserializeOwned>(
 ) -> Result<Option<T>, String> {
     let path = state_dir.join(name);
     let mut bytes = Vec::new();
-    let read =
-        std::fs::File::open(&path).and_then(|f| f.take(max_bytes + 1).read_to_end(&mut bytes));
+    let read = open_file(&path).and_then(|f| f.take(max_bytes + 1).read_to_end(&mut bytes));
     let why = match read {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => e.to_string(),
@@ -33,6 +32,23 @@ pub(super) fn read<T: DeserializeOwned>(
         },
     };
     Err(format!("{}: {why}", path.display()))
+}
+
+/// `path` opened to read, if it is a regular file. Opened without
+/// waiting and checked once open, so that a FIFO put in a kept file's
+/// place is refused rather than waited on for ever (a plain open of a
+/// FIFO blocks until a writer comes), and nothing can be swapped in
+/// between the check and the open.
+pub(super) fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    match file.metadata()?.is_file() {
+        true => Ok(file),
+        false => Err(std::io::Error::other("is not a regular file")),
+    }
 }
 
 /// Write `value` as the file `name` in `state_dir`: whole, then renamed
@@ -57,4 +73,29 @@ pub(super) fn write_bytes(state_dir: &Path, name: &str, bytes: &[u8]) -> Result<
         })
         .map(drop)
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_or_a_directory_in_a_kept_files_place_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "pace.json", &5u32).unwrap();
+        assert_eq!(read::<u32>(dir.path(), "pace.json", 64), Ok(Some(5)));
+        assert_eq!(read::<u32>(dir.path(), "none.json", 64), Ok(None));
+
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("budget.json"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::create_dir(dir.path().join("dir.json")).unwrap();
+        for name in ["budget.json", "dir.json"] {
+            let err = read::<u32>(dir.path(), name, 64).unwrap_err();
+            assert!(err.contains(name), "{err}");
+            assert!(err.contains("is not a regular file"), "{err}");
+        }
+    }
 }

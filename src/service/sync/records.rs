@@ -143,12 +143,7 @@ impl RecordsSeen {
     pub(super) fn open(state_dir: &Path, now: Timestamp) -> RecordsSeen {
         let path = seen_path(state_dir);
         let mut bytes = Vec::new();
-        // Only a file: a FIFO put there would block the open for ever.
-        let read = std::fs::metadata(&path)
-            .and_then(|m| match m.is_file() {
-                true => std::fs::File::open(&path),
-                false => Err(std::io::Error::other("is not a regular file")),
-            })
+        let read = crate::service::kept::open_file(&path)
             .and_then(|f| f.take(KEPT_BYTES).read_to_end(&mut bytes));
         match read {
             Ok(_) => {}

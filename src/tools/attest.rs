@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use super::policy_history;
 use super::verify::{NEVER_RAN, UNCHECKED, verify_results};
 use super::view::{GridView, TrustView};
 use crate::git::GitError;
@@ -26,6 +27,10 @@ use crate::time::Timestamp;
 use crate::trust::policy::{MAX_POLICY_BYTES, POLICY_FILE, Pinned, ROOTS_FILE};
 use crate::trust::{KeyStanding, Verifier};
 use crate::trust::{keys, record};
+
+/// Bytes of the policy's past versions read to find the newest the roots
+/// signed: a grid makes a few hundred small versions in its life.
+const HISTORY_READ_BUDGET: u64 = 16 * 1024 * 1024;
 
 /// The most parents' results checked for tasks held only by their path.
 const PARENTS_CHECKED: usize = 256;
@@ -236,22 +241,49 @@ fn open(
         Ok(g) => g,
         Err(e) => return Ok(Err(e)),
     };
+    let threshold = pin.threshold as usize;
     let mut verifier = Verifier::new(
         Pinned {
             grid_id: grid_id.clone(),
-            roots,
-            threshold: pin.threshold as usize,
+            roots: roots.clone(),
+            threshold,
             min_version: 0,
         },
         TaskRules::default(),
     );
-    if let Err(e) = verifier.offer_policy(policy) {
-        return Ok(Err(format!("{POLICY_FILE} ({}): {e}", e.code())));
-    }
+    // A node that took a version keeps it when the tip's is refused (a
+    // version put back, or one signed by fewer roots than pinned), and
+    // checks by it: so does the view, with the newest version in the
+    // branch's history that the roots signed. (A clone without history
+    // holds only the tip's.)
+    // Its own budget: the versions a pusher piles up must not leave the
+    // results unread.
+    let own = repo.clone().with_read_budget(HISTORY_READ_BUDGET);
+    let history = policy_history::read_pinned(&own, tip, &roots, Some(&grid_id), threshold)?;
+    let newest = history.newest.as_ref();
+    let refused = match verifier.offer_policy(policy) {
+        Ok(_) => match (verifier.policy_version(), newest) {
+            (Some(cur), Some(n)) if n.accepted.policy.version > cur => Some(format!(
+                "{POLICY_FILE} (rolled-back): version {cur} is older than version {} that the roots signed",
+                n.accepted.policy.version
+            )),
+            _ => None,
+        },
+        Err(e) => Some(format!("{POLICY_FILE} ({}): {e}", e.code())),
+    };
+    let tip_refused = match (refused, newest) {
+        (None, _) => None,
+        (Some(why), Some(n)) if verifier.offer_policy(&n.accepted.file).is_ok() => Some(format!(
+            "{why}; checked against version {} (commit {}), the newest the roots signed, which nodes that took it keep (a node that took none runs no signed task)",
+            n.accepted.policy.version, n.commit
+        )),
+        (Some(why), _) => return Ok(Err(why)),
+    };
     let view = TrustView {
         grid_id: grid_id.to_string(),
         roots: from,
         policy_version: verifier.policy_version(),
+        tip_refused,
         ..TrustView::default()
     };
     Ok(Ok((verifier, view)))

@@ -61,6 +61,18 @@ pub fn read(
     roots: &[PublicKey],
     grid_id: Option<&Id>,
 ) -> Result<History, GitError> {
+    read_pinned(repo, tip, roots, grid_id, 1)
+}
+
+/// [`read`], keeping only versions signed by at least `threshold` of
+/// `roots`, as nodes that pin that threshold take them.
+pub fn read_pinned(
+    repo: &GridRepo,
+    tip: &str,
+    roots: &[PublicKey],
+    grid_id: Option<&Id>,
+    threshold: usize,
+) -> Result<History, GitError> {
     let limit = format!("--max-count={MAX_COMMITS_READ}");
     let out = repo.git().run(&[
         "log",
@@ -93,7 +105,7 @@ pub fn read(
             let pinned = Pinned {
                 grid_id: grid_id.cloned().unwrap_or(own),
                 roots: roots.to_vec(),
-                threshold: 1,
+                threshold,
                 min_version: 0,
             };
             // What the roots did not sign (a pusher's forgery) is no version.

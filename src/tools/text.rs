@@ -312,6 +312,9 @@ fn trust(s: &mut String, view: &GridView) {
         esc(&t.grid_id),
         esc(&t.roots)
     );
+    if let Some(why) = &t.tip_refused {
+        let _ = writeln!(s, "  the grid's newest policy is refused: {}", esc(why));
+    }
     let unsigned = match t.attested_unsigned {
         0 => String::new(),
         n => format!(" ({n} of them of a task not signed)"),

@@ -82,6 +82,34 @@ fn a_policy_rolled_back_by_a_pusher_is_never_built_on() {
         assert!(stderr(&out).contains(&said), "{said}: {}", stderr(&out));
     }
     assert_eq!(tip(&t), rolled_at, "nothing pushed");
+    // `status` and the dashboard check by version 6, as the nodes that
+    // took it do, and say why the tip's is not used.
+    let roots = t.key("root.pub");
+    let bare = t.grid.bare.to_str().unwrap();
+    let said = format!(
+        ".dgrid/policy.json (rolled-back): version 5 is older than version 6 that the roots signed; checked against version 6 (commit {v6_at})"
+    );
+    let status = dgrid(&["status", "--repo", bare, "--roots", &roots]);
+    expect_code(&status, 0);
+    let text = stdout(&status);
+    assert!(
+        text.contains("trust: policy version 6 of grid g7")
+            && text.contains(&format!("the grid's newest policy is refused: {said}")),
+        "{text}"
+    );
+    let json = dgrid(&["status", "--repo", bare, "--roots", &roots, "--json"]);
+    let json: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["trust"]["policy_version"], 6, "{json}");
+    let site = t.grid.path("site");
+    let out = site.to_str().unwrap();
+    let dash = dgrid(&["dashboard", "--repo", bare, "--roots", &roots, "--out", out]);
+    expect_code(&dash, 0);
+    let html = std::fs::read_to_string(site.join("index.html")).unwrap();
+    assert!(
+        html.contains("The grid's newest policy is refused: .dgrid/policy.json (rolled-back)")
+            && html.contains("Results checked against policy version 6"),
+        "{html}"
+    );
 
     // Done as it says, the owner's change builds on version 6: mallory
     // stays revoked.
@@ -206,6 +234,28 @@ fn a_version_signed_by_fewer_roots_than_the_last_needs_a_flag() {
         stdout(&out).contains("policy version 3"),
         "{}",
         stdout(&out)
+    );
+    // Nodes that pin both roots and a threshold of two keep version 2;
+    // `status` pinned so checks by it too.
+    let roots = grid.path("roots");
+    let both = [key("r1.pub"), key("r2.pub")].map(|k| std::fs::read_to_string(k).unwrap());
+    std::fs::write(&roots, both.concat()).unwrap();
+    let roots = roots.to_str().unwrap();
+    let status = dgrid(&[
+        "status",
+        "--repo",
+        &url,
+        "--roots",
+        roots,
+        "--threshold",
+        "2",
+    ]);
+    expect_code(&status, 0);
+    let text = stdout(&status);
+    assert!(
+        text.contains("trust: policy version 2 of grid g7")
+            && text.contains("the grid's newest policy is refused: .dgrid/policy.json (too-few-signatures): is signed by 1 pinned root(s); 2 are required; checked against version 2 (commit "),
+        "{text}"
     );
 }
 

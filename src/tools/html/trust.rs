@@ -16,7 +16,11 @@ pub(super) fn trust_note(view: &GridView) -> String {
                 escape(e)
             ),
             None => format!(
-                "<p id=\"trust\" class=\"muted\">Results checked against policy version {v} of grid <code>{g}</code>, roots from {r}: {a} attested, {n} not, {u}{never}.</p>",
+                "{tip}<p id=\"trust\" class=\"muted\">Results checked against policy version {v} of grid <code>{g}</code>, roots from {r}: {a} attested, {n} not, {u}{never}.</p>",
+                tip = t.tip_refused.as_ref().map_or_else(String::new, |why| format!(
+                    "<p id=\"policy-refused\" class=\"bad\">The grid's newest policy is refused: {}</p>",
+                    escape(why)
+                )),
                 v = t.policy_version.unwrap_or_default(),
                 g = escape(&t.grid_id),
                 r = escape(&t.roots),

@@ -51,6 +51,11 @@ pub struct TrustView {
     pub policy_version: Option<u64>,
     /// Why the policy could not be used; nothing is attested then.
     pub error: Option<String>,
+    /// Why the branch tip's policy is refused, when the results were
+    /// checked against the newest version in the branch's history that
+    /// the roots signed (`policy_version`), as the nodes that took it do.
+    #[serde(default)]
+    pub tip_refused: Option<String>,
     pub checked: usize,
     pub attested: usize,
     /// Of those attested, how many answer a task that was not signed.

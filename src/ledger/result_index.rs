@@ -153,17 +153,22 @@ impl ResultIndex {
                 }
             }
         }
+        // Each file read once, bounded: a name is anyone's to push, so a
+        // file counts only if it is a result of the task its name says, as
+        // its directory says it ended (junk named `x@p.json` released p's
+        // dependants, and was mounted as p's result).
+        let oids: Vec<String> = all.values().flatten().map(|r| r.oid.clone()).collect();
+        let mut blobs = repo
+            .read_objects(&oids, layout::MAX_RESULT_BYTES)?
+            .into_iter();
         let mut found = BTreeMap::new();
         for (id, mut refs) in all {
-            if let Some(counts) = counts {
-                for r in refs.iter_mut().filter(|r| r.completed) {
-                    let blob =
-                        repo.read_objects(std::slice::from_ref(&r.oid), layout::MAX_RESULT_BYTES)?;
-                    r.counted = blob
-                        .first()
-                        .and_then(|b| b.data())
-                        .is_some_and(|b| counts(&id, b));
-                }
+            for r in refs.iter_mut() {
+                let blob = blobs.next().unwrap_or(crate::git::Blob::Missing);
+                r.counted = blob.data().is_some_and(|b| {
+                    answers(&id, b, r.completed)
+                        && (!r.completed || counts.is_none_or(|c| c(&id, b)))
+                });
             }
             // The first of the best: listed order otherwise.
             let best = refs
@@ -175,6 +180,21 @@ impl ResultIndex {
         }
         Ok(found)
     }
+}
+
+/// Whether `bytes` is a result of task `id` that ended as its directory
+/// says (`completed` or not): its `task_id` that id, its `status` one of
+/// that directory's. A signed result's envelope field is beside these, and
+/// they are its payload's (the envelope's check says so), so one reading
+/// serves both forms.
+fn answers(id: &Id, bytes: &[u8], completed: bool) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Says {
+        task_id: String,
+        status: ResultStatus,
+    }
+    serde_json::from_slice::<Says>(bytes)
+        .is_ok_and(|s| s.task_id == id.as_str() && s.status.is_success() == completed)
 }
 
 /// How the results in `refs` ended, by their files' `status` (each read

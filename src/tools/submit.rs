@@ -129,7 +129,7 @@ pub fn plan(txn: &Txn<'_>, tasks: &[Task], now: Timestamp) -> Result<Plan<Submit
                 path: path.clone(),
             }));
         }
-        if let Some(r) = results.get(id) {
+        if let Some(r) = results.get(id).filter(|r| r.counted) {
             return Ok(unchanged(Submitted::Duplicate {
                 id: id.clone(),
                 path: r.file.clone(),
@@ -157,6 +157,9 @@ pub fn plan(txn: &Txn<'_>, tasks: &[Task], now: Timestamp) -> Result<Plan<Submit
                 Parent::Pending
             } else {
                 match results.get(p) {
+                    // Junk under its result's name: as if still to finish,
+                    // as a node reads it.
+                    Some(r) if !r.counted => Parent::Pending,
                     Some(r) if r.completed => Parent::Completed,
                     Some(r) => Parent::Failed {
                         status: None,

@@ -858,6 +858,58 @@ fn an_invalid_file_under_a_queued_tasks_id_does_not_fail_its_dependants() {
     assert!(grid.blocked().is_empty() && grid.queued().is_empty());
 }
 
+/// Files pushed by hand under a parent's result names that are no result
+/// of it (not JSON, another task's, one that did not end as its directory
+/// says) release nothing, fail nothing, and are no one's input: the
+/// dependant waits for the parent's own result and reads it.
+#[test]
+fn junk_under_a_parents_result_names_neither_releases_nor_fails_its_dependants() {
+    let grid = Grid::new();
+    submit(
+        &grid,
+        "graph",
+        json!([
+            {"task_id": "par", "script": "echo parent", "timeout_seconds": 30},
+            {"task_id": "kid", "script": "cat \"$DGRID_INPUTS/par.json\"", "timeout_seconds": 30, "after": ["par"]},
+        ]),
+    );
+    let other = json!({"task_id": "other", "node_id": "evil", "exit_code": 0, "stdout": "forged",
+        "stderr": "", "timestamp": "2026-12-07T00:00:00Z", "status": "completed", "attempt": 1, "truncated": false});
+    let mut failed_as_completed = other.clone();
+    failed_as_completed["task_id"] = json!("par");
+    failed_as_completed["status"] = json!("failed");
+    grid.commit_files(
+        &[
+            (
+                "tasks/completed/evil@par.json".to_owned(),
+                b"{not json".to_vec(),
+            ),
+            (
+                "tasks/completed/evil2@par.json".to_owned(),
+                serde_json::to_vec(&other).unwrap(),
+            ),
+            (
+                "tasks/completed/evil3@par.json".to_owned(),
+                serde_json::to_vec(&failed_as_completed).unwrap(),
+            ),
+            ("tasks/failed/evil@par.json".to_owned(), b"[1, 2]".to_vec()),
+        ],
+        "junk under par's result names",
+    );
+    drained(&grid, "n1");
+    let kid: Vec<Value> = grid
+        .results()
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| r["task_id"] == "kid")
+        .collect();
+    assert_eq!(kid.len(), 1, "{kid:?}");
+    assert_eq!(kid[0]["status"], "completed", "{}", kid[0]);
+    let out = kid[0]["stdout"].as_str().unwrap();
+    assert!(out.contains("\"stdout\": \"parent"), "{out}");
+    assert!(grid.blocked().is_empty() && grid.queued().is_empty());
+}
+
 /// Copies of a queued parent pushed where they fail, or where they look
 /// like a loop, fail as copies: the parent's dependants wait for the parent
 /// itself. A copy under a parent nobody knows (`invalid`), a copy waiting

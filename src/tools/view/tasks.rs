@@ -190,10 +190,12 @@ pub(super) fn waiting_views(
                 waits_for: t
                     .after()
                     .iter()
-                    .filter(|p| !done.get(*p).is_some_and(|r| r.completed))
+                    .filter(|p| !done.get(*p).is_some_and(|r| r.completed && r.counted))
                     .map(Id::to_string)
                     .collect(),
-                held: held(&t, &b.parent, |p| done.get(p).is_some_and(|r| r.completed)),
+                held: held(&t, &b.parent, |p| {
+                    done.get(p).is_some_and(|r| r.completed && r.counted)
+                }),
                 priority: Some(t.priority()),
                 requires: t.class().labels().map(ToString::to_string).collect(),
                 unservable: unservable(t.class()),
@@ -202,7 +204,7 @@ pub(super) fn waiting_views(
                 parent_results: t
                     .after()
                     .iter()
-                    .filter_map(|p| done.get(p).filter(|r| r.completed))
+                    .filter_map(|p| done.get(p).filter(|r| r.completed && r.counted))
                     .map(|r| r.file.clone())
                     .collect(),
             },

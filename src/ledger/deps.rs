@@ -243,6 +243,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
     }
     for entry in &blocked.misplaced {
         if out.invalid.len() >= MAX_PER_PLAN {
+            out.more = true;
             break;
         }
         let why = "is not where a waiting task can be: tasks/blocked/<the task it waits for>/<task>.json is";
@@ -266,6 +267,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
     let mut looked = 0;
     while let Some(b) = queue.pop_front() {
         if looked >= MAX_PER_PLAN {
+            out.more = true;
             break;
         }
         if !done.insert(b.entry.name.clone()) {
@@ -505,6 +507,9 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
             }
         }
     }
+    // Only while plans move something: tasks that stay (a parent's result
+    // not counted, a place taken) would make every sync a sweep.
+    out.more &= !(out.moved.is_empty() && out.results.is_empty());
     Ok(out)
 }
 

@@ -36,6 +36,11 @@ pub struct Moves {
     pub invalid: Vec<(String, String)>,
     /// (task, what became of it).
     pub moved: Vec<(String, String)>,
+    /// Waiting tasks left for a later plan by the bound of one
+    /// ([`deps::MAX_PER_PLAN`]), after this one moved some: the next plan
+    /// sweeps, so a parent with thousands of dependants releases them all
+    /// within rounds, not a sweep a minute.
+    pub more: bool,
 }
 
 impl Moves {
@@ -54,5 +59,6 @@ impl Moves {
         self.summary.extend(other.summary);
         self.invalid.extend(other.invalid);
         self.moved.extend(other.moved);
+        self.more |= other.more;
     }
 }

@@ -858,6 +858,41 @@ fn an_invalid_file_under_a_queued_tasks_id_does_not_fail_its_dependants() {
     assert!(grid.blocked().is_empty() && grid.queued().is_empty());
 }
 
+/// More dependants of one parent than a plan looks at (512) all move on
+/// when it completes, within a drain: the rest are swept in the syncs
+/// right after, not a sweep a minute later (a `--drain` ended with them
+/// still waiting).
+#[test]
+fn a_parent_with_more_dependants_than_a_plan_looks_at_releases_them_all_in_one_drain() {
+    let grid = Grid::new();
+    let task = |id: &str, after: &[&str]| {
+        serde_json::to_vec(
+            &json!({"task_id": id, "script": "true", "timeout_seconds": 30, "after": after}),
+        )
+        .unwrap()
+    };
+    let mut files = vec![("tasks/queue/p0.json".to_owned(), task("p0", &[]))];
+    files.extend((0..530).map(|i| {
+        let id = format!("f{i}");
+        (format!("tasks/blocked/p0/{id}.json"), task(&id, &["p0"]))
+    }));
+    grid.commit_files(&files, "a parent and 530 dependants, by hand");
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
+    assert!(
+        w.wait_exit(Duration::from_secs(240)).success(),
+        "{}",
+        w.log_text()
+    );
+    assert!(grid.blocked().is_empty(), "{:?}", grid.blocked().len());
+    assert!(grid.queued().is_empty());
+    let completed = grid
+        .results()
+        .into_iter()
+        .filter(|(_, r)| r["status"] == "completed")
+        .count();
+    assert_eq!(completed, 531);
+}
+
 /// Files pushed by hand under a parent's result names that are no result
 /// of it (not JSON, another task's, one that did not end as its directory
 /// says) release nothing, fail nothing, and are no one's input: the

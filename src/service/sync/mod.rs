@@ -258,6 +258,7 @@ impl Draft<'_> {
         self.summary.extend(m.summary);
         self.report.invalid.extend(m.invalid);
         self.report.released.extend(m.moved);
+        self.report.release_more |= m.more;
     }
 
     fn reject(&mut self, dir: &str, entry: &TreeEntry, error: &dyn std::fmt::Display) {

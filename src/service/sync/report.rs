@@ -61,6 +61,9 @@ pub struct SyncReport {
     pub inputs: BTreeMap<Id, Vec<(Id, Oid)>>,
     /// Tasks that waited for others, moved on: (task, what became of it).
     pub released: Vec<(String, String)>,
+    /// More waiting tasks than one plan looks at could move on: the next
+    /// sync sweeps (`Moves::more`).
+    pub release_more: bool,
     /// Claims peers made for this node, found in this look: to start now
     /// and answer in the next commit (this plan pushes nothing).
     pub adopted: Vec<ClaimedTask>,

@@ -457,6 +457,10 @@ impl Worker {
             self.queue_empty_at = None;
             self.schedule.next_poll = now;
         }
+        if report.release_more {
+            // Not a minute from now: the next sync sweeps for the rest.
+            self.schedule.next_reap = now;
+        }
         if report.wrote_heartbeat {
             self.schedule
                 .heartbeat_written(now, self.cfg.heartbeat_interval);

@@ -260,11 +260,30 @@ fn two_nodes_with_different_labels_share_a_mixed_queue_and_an_unservable_task_is
         "{record}"
     );
 
+    // A record pushed by hand that serves fpga, its heartbeat dated 9999:
+    // as the nodes read it, it holds nothing, and the tools say so.
+    let mut forged = record.clone();
+    forged["node_id"] = json!("fut");
+    forged["labels"].as_array_mut().unwrap().push(json!("fpga"));
+    forged["exclusive"] = json!([]);
+    forged["last_heartbeat"] = json!("9999-01-01T00:00:00Z");
+    grid.commit_files(
+        &[(
+            "nodes/fut.json".to_owned(),
+            serde_json::to_vec(&forged).unwrap(),
+        )],
+        "a record dated 9999",
+    );
+
     // The nodes stopped; as live nodes their records still count for the
     // tools' verdict when fresh: make them so by reading at once.
     let out = dgrid(&["status", "--repo", &grid.bare.display().to_string()]);
     expect_code(&out, 0);
     let text = stdout(&out);
+    assert!(
+        text.contains("! its heartbeat is dated more than an hour ahead of this clock: no node counts it as live"),
+        "{text}"
+    );
     assert!(text.contains("cannot run now"), "{text}");
     assert!(
         text.contains("requires fpga, gpu: 1 task (needs-fpga)"),

@@ -84,8 +84,19 @@ impl GridView {
         stale_after_s: i64,
     ) -> Result<GridView, GitError> {
         let mut nodes = node_views(repo, commit, now)?;
+        // A heartbeat dated past any clock's skew holds nothing, as nodes
+        // read it: one file dated 9999 showed a live node for good, and
+        // hid that no live node served its labels.
+        let skew = time::MAX_CLOCK_SKEW.num_seconds();
         for n in &mut nodes {
-            n.stale = n.heartbeat_age_s.is_none_or(|a| a > stale_after_s);
+            let ahead = n.heartbeat_age_s.is_some_and(|a| a < -skew);
+            n.stale = ahead || n.heartbeat_age_s.is_none_or(|a| a > stale_after_s);
+            if ahead && n.problem.is_none() {
+                n.problem = Some(
+                    "its heartbeat is dated more than an hour ahead of this clock: no node counts it as live"
+                        .to_owned(),
+                );
+            }
         }
         let (queue, unservable, misplaced) = queue_views(repo, commit, now, &nodes)?;
         let waiting = waiting_views(repo, commit, &nodes)?;

@@ -368,9 +368,9 @@ fn silence(out: &mut ReapPlan, node: &Id, record: &[u8], now: Timestamp, found: 
         return;
     };
     fields.insert("takes_assigned".into(), serde_json::Value::Bool(false));
-    let field = match found {
-        Silent::Unanswered => "unanswered_at",
-        Silent::Overdue => "overdue_at",
+    let (field, why) = match found {
+        Silent::Unanswered => ("unanswered_at", "left a claim made for it unanswered"),
+        Silent::Overdue => ("overdue_at", "left a claim past its deadline"),
     };
     fields.insert(
         field.into(),
@@ -383,6 +383,6 @@ fn silence(out: &mut ReapPlan, node: &Id, record: &[u8], now: Timestamp, found: 
         ))),
     );
     out.summary
-        .push(format!("{node} takes no claims made for it"));
+        .push(format!("{node} {why}: it takes no claims made for it"));
     out.silent.push(node.clone());
 }

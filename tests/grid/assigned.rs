@@ -419,7 +419,10 @@ fn a_peer_that_does_not_answer_is_claimed_for_no_more_until_it_writes_again() {
     assert!(nodes["p3.json"].get("unanswered_at").is_none());
     let log =
         String::from_utf8(git(&grid.bare, &["log", "-1", "--format=%B", "main"]).stdout).unwrap();
-    assert!(log.contains("p1 takes no claims made for it"), "{log}");
+    assert!(
+        log.contains("p1 left a claim made for it unanswered: it takes no claims made for it"),
+        "{log}"
+    );
 
     // The grid's owner sees it: `status` and the dashboard name the nodes
     // marked, and when, and not the one that answered.

@@ -106,6 +106,42 @@ fn orphaned_claims_are_requeued_with_attempt_plus_one_or_abandoned() {
     assert_eq!(done.len() + failed.len(), 2);
 }
 
+/// A node whose record is fresh but whose own claim is past its deadline
+/// (killed while running it, its record not yet stale): the claim goes
+/// back, and the commit says why the node is claimed for no more.
+#[test]
+fn a_live_nodes_claim_past_its_deadline_is_requeued_and_the_commit_says_why() {
+    let grid = Grid::new();
+    let now = dgrid_worker::time::format(chrono::Utc::now());
+    let ghost_record = serde_json::json!({
+        "node_id": "ghost", "status": "busy", "last_heartbeat": now, "takes_assigned": true
+    });
+    grid.commit_files(
+        &[
+            ghost_claim("overdue", 1),
+            (
+                "nodes/ghost.json".into(),
+                ghost_record.to_string().into_bytes(),
+            ),
+        ],
+        "a claim past its deadline, of a node that still looks live",
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "reaper"));
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+    let done = grid.json_files("tasks/completed");
+    assert_eq!(done["reaper@overdue.json"]["attempt"], 2);
+    let log = String::from_utf8(git(&grid.bare, &["log", "--format=%B", "main"]).stdout).unwrap();
+    assert!(
+        log.contains("ghost left a claim past its deadline: it takes no claims made for it"),
+        "{log}"
+    );
+    assert!(grid.json_files("nodes")["ghost.json"]["overdue_at"].is_string());
+}
+
 #[test]
 fn sigterm_lets_a_running_task_finish() {
     let grid = Grid::new();

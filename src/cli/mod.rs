@@ -7,6 +7,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` for what the tools print: a reader gone (`reap --dry-run |
+/// head`) ends the printing, not the tool (`println!` panicked there).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 pub mod check;
 mod generate;
 pub mod tools;

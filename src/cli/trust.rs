@@ -53,7 +53,7 @@ pub fn keygen(a: KeygenArgs) -> ExitCode {
                 public.display()
             );
             // The public key on stdout, for `trust add-node --key -`.
-            println!(
+            say!(
                 "{}",
                 key.public_key().to_openssh().expect("a new key encodes")
             );
@@ -224,7 +224,7 @@ pub fn trust(a: TrustArgs) -> ExitCode {
         Ok(TxnOutcome::Committed {
             value: Ok(changed), ..
         }) => {
-            println!("policy version {}: {}", changed.version, changed.summary);
+            say!("policy version {}: {}", changed.version, changed.summary);
             ExitCode::SUCCESS
         }
         Ok(TxnOutcome::Committed {
@@ -398,19 +398,19 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
     let unattested = checks.iter().filter(|c| c.attested_by.is_none()).count() - never_ran;
     for c in &checks {
         if a.json {
-            println!("{}", serde_json::to_string(c).expect("checks serialise"));
+            say!("{}", serde_json::to_string(c).expect("checks serialise"));
         } else {
             match (&c.attested_by, &c.error) {
-                (Some(node), _) => println!(
+                (Some(node), _) => say!(
                     "{}: attested by node {}{}",
                     esc(&c.path),
                     esc(node),
                     crate::tools::attest::unsigned_note(c.task_signed)
                 ),
                 (None, Some(e)) if c.code == Some(crate::tools::verify::NEVER_RAN) => {
-                    println!("{}: {}", esc(&c.path), esc(e))
+                    say!("{}: {}", esc(&c.path), esc(e))
                 }
-                (None, Some(e)) => println!(
+                (None, Some(e)) => say!(
                     "{}: not attested ({}): {}",
                     esc(&c.path),
                     c.code.unwrap_or("error"),

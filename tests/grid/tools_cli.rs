@@ -1688,3 +1688,29 @@ fn init_makes_a_grid_that_the_tools_and_a_worker_use() {
     assert_eq!(v["completed"], 1, "{v}");
     assert_eq!(v["recent"][0]["task_id"], "hello");
 }
+
+/// A reader that goes away (`status | head -1`, `reap --dry-run | head`)
+/// ends the printing, not the tool: `println!` panicked there.
+#[test]
+fn a_reader_gone_from_the_pipe_ends_the_printing_not_the_tool() {
+    let grid = Grid::new();
+    grid.submit(&[("a".into(), "true".into(), 30)]);
+    let bare = grid.bare.display().to_string();
+    for args in [
+        vec!["status", "--repo", &bare],
+        vec!["reap", "--repo", &bare, "--dry-run"],
+        vec!["validate", "--grid", &bare],
+    ] {
+        let mut child = std::process::Command::new(BIN)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(out.status.code().is_some(), "{args:?}: {:?}", out.status);
+    }
+}

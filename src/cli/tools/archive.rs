@@ -40,7 +40,7 @@ pub fn archive(a: ArchiveArgs) -> ExitCode {
     };
     let s = &done.summary;
     if a.json {
-        println!(
+        say!(
             "{}",
             serde_json::json!({
                 "dry_run": a.dry_run,
@@ -58,10 +58,10 @@ pub fn archive(a: ArchiveArgs) -> ExitCode {
     // One line per result would be tens of thousands on a first run: the
     // count, and the files whose name changed (their old name was taken).
     for (from, to) in s.renamed() {
-        println!("{}: {verb}archived as {}", esc(from), esc(to));
+        say!("{}: {verb}archived as {}", esc(from), esc(to));
     }
     for path in &s.already_archived {
-        println!("{}: {verb}removed (the same file is archived)", esc(path));
+        say!("{}: {verb}removed (the same file is archived)", esc(path));
     }
     let dependants = if s.kept_for_dependants > 0 {
         format!(

@@ -136,7 +136,7 @@ pub fn reap(a: ReapArgs) -> ExitCode {
         );
     }
     if a.json {
-        println!(
+        say!(
             "{}",
             serde_json::json!({
                 "dry_run": a.dry_run,
@@ -151,16 +151,16 @@ pub fn reap(a: ReapArgs) -> ExitCode {
     } else {
         let verb = if a.dry_run { "would be " } else { "" };
         for (task, what) in &summary.reaped {
-            println!("{}: {verb}{}", esc(task), esc(what));
+            say!("{}: {verb}{}", esc(task), esc(what));
         }
         for (entry, why) in &summary.invalid {
-            println!("{}: {verb}moved to tasks/failed: {}", esc(entry), esc(why));
+            say!("{}: {verb}moved to tasks/failed: {}", esc(entry), esc(why));
         }
         for (task, what) in &summary.released {
-            println!("{}: {verb}{}", esc(task), esc(what));
+            say!("{}: {verb}{}", esc(task), esc(what));
         }
         for node in &summary.silent {
-            println!(
+            say!(
                 "{}: {verb}marked as taking no claims made for it (it left them unanswered)",
                 esc(node)
             );
@@ -172,7 +172,7 @@ pub fn reap(a: ReapArgs) -> ExitCode {
             } else {
                 String::new()
             };
-            println!(
+            say!(
                 "{}{more}: cannot run now, {}: {}",
                 esc(&u.task_ids.join(", ")),
                 crate::tools::text::requirement(&u.requires),
@@ -180,7 +180,7 @@ pub fn reap(a: ReapArgs) -> ExitCode {
             );
         }
         for node in &deleted {
-            println!(
+            say!(
                 "outbox/{}: {verb}deleted (no running node owns it)",
                 esc(node)
             );

@@ -315,7 +315,7 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
                 eprintln!("{verb} {}", esc(&path));
             }
             for t in &tasks {
-                println!("{}", t.task_id);
+                say!("{}", t.task_id);
             }
             ExitCode::SUCCESS
         }

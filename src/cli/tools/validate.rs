@@ -64,15 +64,15 @@ pub fn validate(a: ValidateArgs) -> ExitCode {
     // In GitHub Actions, also as annotations on the pull request's files.
     let github = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
     for f in report.unreadable.iter().chain(&report.findings) {
-        println!("{f}");
+        say!("{f}");
         if github {
-            println!("{}", validate::github_annotation(f));
+            say!("{}", validate::github_annotation(f));
         }
     }
     for w in &report.warnings {
-        println!("warning: {w}");
+        say!("warning: {w}");
         if github {
-            println!("{}", validate::github_warning(w));
+            say!("{}", validate::github_warning(w));
         }
     }
     eprintln!(

@@ -56,9 +56,16 @@ pub fn status(a: StatusArgs) -> ExitCode {
     };
     if a.json {
         let text = serde_json::to_string_pretty(&v).expect("views serialise");
-        println!("{}", crate::escape::json(text));
+        say!("{}", crate::escape::json(text));
     } else {
-        print!("{}", text::status(&v, &a.repo.repo));
+        {
+            use std::io::Write as _;
+            let _ = write!(
+                std::io::stdout().lock(),
+                "{}",
+                text::status(&v, &a.repo.repo)
+            );
+        }
     }
     ExitCode::SUCCESS
 }

@@ -63,7 +63,7 @@ impl Junk {
             .take(3)
             .map(|(name, why)| format!("{}: {why}", crate::escape::line(name)))
             .collect();
-        tracing::warn!(files = self.removed.len(), first = %shown.join("; "), "removing files in nodes/ that are no node's record");
+        tracing::warn!(files = self.removed.len(), first = %shown.join("; "), "files in nodes/ that are no node's record, to remove");
         format!("remove {} junk node records", self.removed.len())
     }
 }

@@ -460,7 +460,7 @@ fn junk_in_nodes_goes_at_a_reap_and_records_stay() {
     );
     assert!(
         w.log_text()
-            .contains("removing files in nodes/ that are no node's record files=304"),
+            .contains("files in nodes/ that are no node's record, to remove files=304"),
         "{}",
         w.log_text()
     );

@@ -73,7 +73,7 @@ impl Rejection {
         now: Timestamp,
     ) -> Rejection {
         let name = entry.name_lossy();
-        let reason = format!("{dir}/{name}: {error}");
+        let reason = clip_error(format!("{dir}/{name}: {error}"));
         let result = PendingResult::unsigned(
             node.clone(),
             layout::result_stem_for_entry(&name),
@@ -183,8 +183,29 @@ pub fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskRes
         duration_ms: None,
         attempt: 1,
         truncated: false,
-        error: Some(reason.to_owned()),
+        error: Some(clip_error(reason.to_owned())),
     }
+}
+
+/// The most of an error a result keeps, in bytes: an error quotes the bad
+/// value, and a 200 KB label or a 200,000-digit priority made an error
+/// (and a line of `status`) of that size.
+pub const MAX_ERROR_BYTES: usize = 2048;
+
+/// `error` cut to [`MAX_ERROR_BYTES`] at a character's edge, saying how
+/// much was cut.
+pub fn clip_error(mut error: String) -> String {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error;
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = error.len() - end;
+    error.truncate(end);
+    error.push_str(&format!("... ({cut} bytes more)"));
+    error
 }
 
 /// "1 attempt", "3 attempts": how many a task was given, for an error.

@@ -915,3 +915,38 @@ fn drained_with_gpu(grid: &Grid) {
         w.log_text()
     );
 }
+
+/// An error quotes the bad value; a result keeps at most 2 KB of it, and
+/// says how much more there was: a 200 KB label made a 200 KB error.
+#[test]
+fn an_error_quoting_a_huge_value_is_cut_in_the_result() {
+    let grid = Grid::new();
+    let label = "x".repeat(200_000);
+    let task = serde_json::json!({"task_id": "big-label", "script": "true", "timeout_seconds": 30, "requires": [label]});
+    grid.commit_files(
+        &[(
+            "tasks/queue/big-label.json".to_owned(),
+            serde_json::to_vec(&task).unwrap(),
+        )],
+        "a label of 200 KB",
+    );
+    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "n1"));
+    assert!(
+        w.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
+    let failed = grid.json_files("tasks/failed");
+    let r = failed.values().next().expect("a result");
+    assert_eq!(r["status"], "invalid", "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.len() < 2200
+            && error.starts_with("tasks/queue/big-label.json: ")
+            && error.ends_with("bytes more)"),
+        "{} bytes: {:.200}...{}",
+        error.len(),
+        error,
+        &error[error.len().saturating_sub(60)..]
+    );
+}

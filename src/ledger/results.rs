@@ -192,20 +192,27 @@ pub fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskRes
 /// (and a line of `status`) of that size.
 pub const MAX_ERROR_BYTES: usize = 2048;
 
-/// `error` cut to [`MAX_ERROR_BYTES`] at a character's edge, saying how
-/// much was cut.
-pub fn clip_error(mut error: String) -> String {
+/// `error` cut to about [`MAX_ERROR_BYTES`] in its middle, at characters'
+/// edges, saying how much was cut: the value it quotes is in the middle,
+/// the file and field before it, the reason after.
+pub fn clip_error(error: String) -> String {
     if error.len() <= MAX_ERROR_BYTES {
         return error;
     }
-    let mut end = MAX_ERROR_BYTES;
-    while !error.is_char_boundary(end) {
-        end -= 1;
+    let mut head = MAX_ERROR_BYTES / 2;
+    while !error.is_char_boundary(head) {
+        head -= 1;
     }
-    let cut = error.len() - end;
-    error.truncate(end);
-    error.push_str(&format!("... ({cut} bytes more)"));
-    error
+    let mut tail = error.len() - MAX_ERROR_BYTES / 2;
+    while !error.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} [... {} bytes cut ...] {}",
+        &error[..head],
+        tail - head,
+        &error[tail..]
+    )
 }
 
 /// "1 attempt", "3 attempts": how many a task was given, for an error.

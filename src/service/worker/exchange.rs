@@ -371,8 +371,9 @@ impl Worker {
             }
         };
         let now = Instant::now();
-        if due.reap {
-            self.schedule.reaped(now, self.cfg.stale_after);
+        let more = report.release_more;
+        if due.reap || more {
+            self.schedule.reaped(now, self.cfg.stale_after, more);
         }
         let looked = want > 0 || survey;
         if looked {
@@ -451,15 +452,10 @@ impl Worker {
         let now = Instant::now();
         self.slots.counted(&report.servers);
         if report.requeued > 0 || !report.reaped.is_empty() || !report.released.is_empty() {
-            // This commit put tasks back in the queue (or released waiting
-            // ones into it): it is not empty, and a node with room looks at
-            // it again.
+            // Tasks went back to the queue (or waiting ones into it): it is
+            // not empty, and a node with room looks at it again.
             self.queue_empty_at = None;
             self.schedule.next_poll = now;
-        }
-        if report.release_more {
-            // Not a minute from now: the next sync sweeps for the rest.
-            self.schedule.next_reap = now;
         }
         if report.wrote_heartbeat {
             self.schedule

@@ -323,8 +323,14 @@ impl Schedule {
         self.last_look = Some(now);
     }
 
-    pub fn reaped(&mut self, now: Instant, stale_after: Duration) {
-        self.next_reap = now + REAP_EVERY.min(stale_after / 2);
+    /// A sweep (a reap) landed, or a plan left more waiting tasks to move
+    /// on than it looks at (`more`): then the next sync sweeps for the
+    /// rest, not one a minute away.
+    pub fn reaped(&mut self, now: Instant, stale_after: Duration, more: bool) {
+        self.next_reap = match more {
+            true => now,
+            false => now + REAP_EVERY.min(stale_after / 2),
+        };
     }
 
     pub fn heartbeat_written(&mut self, now: Instant, interval: Duration) {

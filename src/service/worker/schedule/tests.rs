@@ -154,7 +154,7 @@ fn a_claim_that_took_all_it_asked_for_polls_again_at_once() {
     assert_eq!(s.next_poll, now);
     s.claimed(now, false, PULL);
     assert_eq!(s.next_poll, now + PULL);
-    s.reaped(now, Duration::from_secs(30));
+    s.reaped(now, Duration::from_secs(30), false);
     assert_eq!(
         s.next_reap,
         now + Duration::from_secs(15),

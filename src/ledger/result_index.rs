@@ -6,7 +6,7 @@
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::git::{EntryMode, GitError, GridRepo, Oid, TreeEntry};
+use crate::git::{Blob, EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::layout::{self, NameMatch};
 use crate::grid::{Id, ResultStatus};
 
@@ -154,22 +154,30 @@ impl ResultIndex {
             }
         }
         // Each file read once, bounded: a name is anyone's to push, so a
-        // file counts only if it is a result of the task its name says, as
-        // its directory says it ended (junk named `x@p.json` released p's
-        // dependants, and was mounted as p's result).
+        // file is a result only if it is one of the task its name says, as
+        // its directory says it ended; else it is none at all (junk named
+        // `x@p.json` released p's dependants, and was mounted as p's
+        // result; taken as a result not counted, it held them for good).
+        // A file this round's read budget left unread is one not counted
+        // yet: the next round reads it.
         let oids: Vec<String> = all.values().flatten().map(|r| r.oid.clone()).collect();
         let mut blobs = repo
             .read_objects(&oids, layout::MAX_RESULT_BYTES)?
             .into_iter();
         let mut found = BTreeMap::new();
-        for (id, mut refs) in all {
-            for r in refs.iter_mut() {
-                let blob = blobs.next().unwrap_or(crate::git::Blob::Missing);
-                r.counted = blob.data().is_some_and(|b| {
-                    answers(&id, b, r.completed)
-                        && (!r.completed || counts.is_none_or(|c| c(&id, b)))
-                });
+        for (id, refs) in all {
+            let mut results = Vec::with_capacity(refs.len());
+            for mut r in refs {
+                match blobs.next().unwrap_or(Blob::Missing) {
+                    Blob::Data(b) if answers(&id, &b, r.completed) => {
+                        r.counted = !r.completed || counts.is_none_or(|c| c(&id, &b));
+                    }
+                    Blob::Deferred { .. } => r.counted = false,
+                    _ => continue,
+                }
+                results.push(r);
             }
+            let refs = results;
             // The first of the best: listed order otherwise.
             let best = refs
                 .into_iter()

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::tools_fixture::{dgrid, expect_code, expect_refused, http_get, stdout};
+use crate::tools_fixture::{dgrid, expect_code, expect_refused, http_get, stderr, stdout};
 use serde_json::{Value, json};
 
 /// Submit `tasks` (a JSON array) with `dgrid-worker submit --task-file`:
@@ -947,10 +947,50 @@ fn junk_under_a_parents_result_names_neither_releases_nor_fails_its_dependants()
                 serde_json::to_vec(&failed_as_completed).unwrap(),
             ),
             ("tasks/failed/evil@par.json".to_owned(), b"[1, 2]".to_vec()),
+            // A task no one has, whose only "result" is junk: no task at
+            // all, so its dependant is refused, not held for good.
+            (
+                "tasks/completed/evil@ghost.json".to_owned(),
+                b"{not json".to_vec(),
+            ),
+            (
+                "tasks/blocked/ghost/orphan.json".to_owned(),
+                serde_json::to_vec(&json!({"task_id": "orphan", "script": "true", "timeout_seconds": 30, "after": ["ghost"]})).unwrap(),
+            ),
         ],
         "junk under par's result names",
     );
+    let refused = dgrid(&[
+        "submit",
+        "--repo",
+        &grid.url(),
+        "--id",
+        "late",
+        "--after",
+        "ghost",
+        "--script",
+        "true",
+        "--timeout",
+        "30",
+    ]);
+    assert!(
+        stderr(&refused)
+            .contains("names `ghost`, which is neither among these tasks nor on the grid"),
+        "{}",
+        stderr(&refused)
+    );
     drained(&grid, "n1");
+    let orphan = grid
+        .results()
+        .into_iter()
+        .map(|(_, r)| r)
+        .find(|r| r["task_id"] == "orphan")
+        .expect("a result of orphan");
+    assert_eq!(orphan["status"], "invalid", "{orphan}");
+    assert!(
+        orphan["error"].as_str().unwrap().contains("ghost"),
+        "{orphan}"
+    );
     let kid: Vec<Value> = grid
         .results()
         .into_iter()

@@ -64,29 +64,36 @@ fn ghost_claim(id: &str, attempt: u32) -> (String, Vec<u8>) {
     )
 }
 
+/// `claims` of node `ghost` and its `record` pushed, then a node
+/// `reaper` drains the grid.
+fn drained_after_ghost(
+    grid: &Grid,
+    claims: &[(String, Vec<u8>)],
+    record: serde_json::Value,
+    why: &str,
+) {
+    let mut files = claims.to_vec();
+    files.push(("nodes/ghost.json".into(), record.to_string().into_bytes()));
+    grid.commit_files(&files, why);
+    let mut w = spawn_worker(grid, &WorkerSpec::new(grid, "reaper"));
+    assert!(
+        w.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        w.log_text()
+    );
+}
+
 #[test]
 fn orphaned_claims_are_requeued_with_attempt_plus_one_or_abandoned() {
     let grid = Grid::new();
     let ghost_record = serde_json::json!({
         "node_id": "ghost", "status": "busy", "last_heartbeat": "2026-01-01T00:00:00.000Z"
     });
-    grid.commit_files(
-        &[
-            ghost_claim("second-chance", 1),
-            ghost_claim("last-straw", 3),
-            (
-                "nodes/ghost.json".into(),
-                ghost_record.to_string().into_bytes(),
-            ),
-        ],
-        "claims of a node that died",
-    );
-    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "reaper"));
-    assert!(
-        w.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        w.log_text()
-    );
+    let claims = [
+        ghost_claim("second-chance", 1),
+        ghost_claim("last-straw", 3),
+    ];
+    drained_after_ghost(&grid, &claims, ghost_record, "claims of a node that died");
 
     let done = grid.json_files("tasks/completed");
     let rerun = &done["reaper@second-chance.json"];
@@ -116,21 +123,11 @@ fn a_live_nodes_claim_past_its_deadline_is_requeued_and_the_commit_says_why() {
     let ghost_record = serde_json::json!({
         "node_id": "ghost", "status": "busy", "last_heartbeat": now, "takes_assigned": true
     });
-    grid.commit_files(
-        &[
-            ghost_claim("overdue", 1),
-            (
-                "nodes/ghost.json".into(),
-                ghost_record.to_string().into_bytes(),
-            ),
-        ],
+    drained_after_ghost(
+        &grid,
+        &[ghost_claim("overdue", 1)],
+        ghost_record,
         "a claim past its deadline, of a node that still looks live",
-    );
-    let mut w = spawn_worker(&grid, &WorkerSpec::new(&grid, "reaper"));
-    assert!(
-        w.wait_exit(Duration::from_secs(30)).success(),
-        "{}",
-        w.log_text()
     );
     let done = grid.json_files("tasks/completed");
     assert_eq!(done["reaper@overdue.json"]["attempt"], 2);

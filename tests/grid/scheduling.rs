@@ -830,6 +830,18 @@ fn a_parent_rejected_as_invalid_fails_its_dependants_in_the_same_commit() {
     assert!(grid.blocked().is_empty() && grid.queued().is_empty());
 }
 
+/// `par` (echoes "parent"), and `kid` after it, which prints its input.
+fn submit_parent_and_kid(grid: &Grid) {
+    submit(
+        grid,
+        "graph",
+        json!([
+            {"task_id": "par", "script": "echo parent", "timeout_seconds": 30},
+            {"task_id": "kid", "script": "cat \"$DGRID_INPUTS/par.json\"", "timeout_seconds": 30, "after": ["par"]},
+        ]),
+    );
+}
+
 /// A file pushed into the inbox under the id of a task that is queued,
 /// invalid, fails as a file (its own `invalid` result), not as the task:
 /// the task's dependant waits for the task, which runs and completes, and
@@ -837,14 +849,7 @@ fn a_parent_rejected_as_invalid_fails_its_dependants_in_the_same_commit() {
 #[test]
 fn an_invalid_file_under_a_queued_tasks_id_does_not_fail_its_dependants() {
     let grid = Grid::new();
-    submit(
-        &grid,
-        "graph",
-        json!([
-            {"task_id": "par", "script": "echo parent", "timeout_seconds": 30},
-            {"task_id": "kid", "script": "cat \"$DGRID_INPUTS/par.json\"", "timeout_seconds": 30, "after": ["par"]},
-        ]),
-    );
+    submit_parent_and_kid(&grid);
     grid.commit_files(
         &[(
             "tasks/queue/par.json".to_owned(),
@@ -919,14 +924,7 @@ fn a_parent_with_more_dependants_than_a_plan_looks_at_releases_them_all_in_one_d
 #[test]
 fn junk_under_a_parents_result_names_neither_releases_nor_fails_its_dependants() {
     let grid = Grid::new();
-    submit(
-        &grid,
-        "graph",
-        json!([
-            {"task_id": "par", "script": "echo parent", "timeout_seconds": 30},
-            {"task_id": "kid", "script": "cat \"$DGRID_INPUTS/par.json\"", "timeout_seconds": 30, "after": ["par"]},
-        ]),
-    );
+    submit_parent_and_kid(&grid);
     let other = json!({"task_id": "other", "node_id": "evil", "exit_code": 0, "stdout": "forged",
         "stderr": "", "timestamp": "2026-12-07T00:00:00Z", "status": "completed", "attempt": 1, "truncated": false});
     let mut failed_as_completed = other.clone();

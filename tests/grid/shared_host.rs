@@ -155,15 +155,11 @@ fn check_says_each_thing_once_and_changes_nothing() {
     assert!(text.contains("will create it"), "{text}");
     assert!(!state.exists(), "check made the state directory");
     // Read in part (`check | head -1`): its verdict, not a panic.
-    let mut child = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+    let out = crate::tools_fixture::with_stdout_closed(
+        std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&config),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");

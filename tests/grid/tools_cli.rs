@@ -1701,14 +1701,7 @@ fn a_reader_gone_from_the_pipe_ends_the_printing_not_the_tool() {
         vec!["reap", "--repo", &bare, "--dry-run"],
         vec!["validate", "--grid", &bare],
     ] {
-        let mut child = std::process::Command::new(BIN)
-            .args(&args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
+        let out = with_stdout_closed(std::process::Command::new(BIN).args(&args));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(out.status.code().is_some(), "{args:?}: {:?}", out.status);

@@ -173,6 +173,18 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// Fail with the output when the tool did not exit as expected.
+/// Run `cmd` with its stdout closed at once, as by a reader gone
+/// (`| head -1`): what it printed on stderr, and how it ended.
+pub fn with_stdout_closed(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
 pub fn expect_code(o: &Output, code: i32) {
     assert_eq!(
         o.status.code(),

@@ -254,10 +254,9 @@ fn open(
     // A node that took a version keeps it when the tip's is refused (a
     // version put back, or one signed by fewer roots than pinned), and
     // checks by it: so does the view, with the newest version in the
-    // branch's history that the roots signed. (A clone without history
-    // holds only the tip's.)
-    // Its own budget: the versions a pusher piles up must not leave the
-    // results unread.
+    // branch's history that the roots signed (a clone without history
+    // holds only the tip's), read with a budget of its own, so that the
+    // versions a pusher piles up cannot leave the results unread.
     let own = repo.clone().with_read_budget(HISTORY_READ_BUDGET);
     let history = policy_history::read_pinned(&own, tip, &roots, Some(&grid_id), threshold)?;
     let newest = history.newest.as_ref();

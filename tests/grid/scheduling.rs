@@ -1810,6 +1810,15 @@ fn a_node_in_its_quiet_hours_takes_nothing() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(grid.results().is_empty() && grid.files("tasks/in_progress").is_empty());
     assert_eq!(grid.queued().len(), 1);
+    // It says so in the record it registers with, not in a commit of its
+    // own right after: one commit wrote its record, and says paused.
+    let writes = git(
+        &grid.bare,
+        &["log", "--format=%H", "main", "--", "nodes/sleepy.json"],
+    )
+    .stdout;
+    let writes: Vec<&str> = std::str::from_utf8(&writes).unwrap().lines().collect();
+    assert_eq!(writes.len(), 1, "{writes:?}");
     stop_cleanly([&mut w]);
 }
 

@@ -443,6 +443,9 @@ impl Worker {
     fn register(&mut self, rx: &Receiver<Event>) -> Result<(), WorkerError> {
         let mut delay = Duration::from_secs(1);
         self.join_by = Some(Instant::now() + STAY_OUT_AT_MOST);
+        // A node at its limits says so in the record it registers with,
+        // not in a commit of its own right after.
+        self.check_budget();
         let mut stayed_out = false;
         loop {
             self.check_id_is_ours()?;

@@ -43,7 +43,7 @@ use crate::time::{self, Timestamp};
 use super::Moves;
 use super::blocked::{BlockedAt, BlockedEntry, Copies};
 use super::queue::{QueueAt, requeue_path};
-use super::result_index::{self, Counts, ResultIndex};
+use super::result_index::{Counts, ResultIndex};
 use super::results::{PendingResult, Rejection};
 use super::room::{GiveWay, Mover, Room, room_for};
 
@@ -328,12 +328,6 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                     .collect();
                 if !lookup.is_empty() {
                     let found = index.find_counted(repo, &lookup, input.counts)?;
-                    let failed: BTreeMap<Id, _> = found
-                        .iter()
-                        .filter(|(_, r)| !r.completed)
-                        .map(|(id, r)| (id.clone(), r.clone()))
-                        .collect();
-                    let how = result_index::statuses(repo, &failed)?;
                     for p in lookup {
                         match found.get(&p) {
                             // Not attested: as if still to finish.
@@ -341,7 +335,7 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                                 ledger.pending.insert(p);
                             }
                             Some(r) => {
-                                let status = how.get(&p).map(|s| status_name(*s));
+                                let status = r.status.map(status_name);
                                 ledger
                                     .results
                                     .insert(p, (r.completed, r.file.clone(), status));

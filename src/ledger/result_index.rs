@@ -21,6 +21,9 @@ pub struct ResultRef {
     /// trust does not attest ([`ResultIndex::find_counted`]), which is no
     /// result: it releases no dependant and is no one's input.
     pub counted: bool,
+    /// How it ended, as its file says (none if the file is not read yet):
+    /// for a dependant's error.
+    pub status: Option<ResultStatus>,
 }
 
 /// Whether a completed result's bytes count as the result of the task
@@ -111,6 +114,7 @@ impl ResultIndex {
                                 file: format!("{dir}/{}", entries[i].name_lossy()),
                                 oid: entries[i].oid.clone(),
                                 counted: true,
+                                status: None,
                             },
                         ),
                         NameMatch::Candidate => maybe_of.entry(i).or_default().push(id),
@@ -148,6 +152,7 @@ impl ResultIndex {
                             file: format!("{dir}/{}", e.name_lossy()),
                             oid: e.oid.clone(),
                             counted: true,
+                            status: None,
                         },
                     );
                 }
@@ -169,8 +174,9 @@ impl ResultIndex {
             let mut results = Vec::with_capacity(refs.len());
             for mut r in refs {
                 match blobs.next().unwrap_or(Blob::Missing) {
-                    Blob::Data(b) if answers(&id, &b, r.completed) => {
+                    Blob::Data(b) if let Some(status) = answers(&id, &b, r.completed) => {
                         r.counted = !r.completed || counts.is_none_or(|c| c(&id, &b));
+                        r.status = Some(status);
                     }
                     Blob::Deferred { .. } => r.counted = false,
                     _ => continue,
@@ -190,43 +196,19 @@ impl ResultIndex {
     }
 }
 
-/// Whether `bytes` is a result of task `id` that ended as its directory
-/// says (`completed` or not): its `task_id` that id, its `status` one of
-/// that directory's. A signed result's envelope field is beside these, and
-/// they are its payload's (the envelope's check says so), so one reading
-/// serves both forms.
-fn answers(id: &Id, bytes: &[u8], completed: bool) -> bool {
+/// How `bytes` ended, if it is a result of task `id` that ended as its
+/// directory says (`completed` or not): its `task_id` that id, its
+/// `status` one of that directory's. A signed result's envelope field is
+/// beside these, and they are its payload's (the envelope's check says
+/// so), so one reading serves both forms.
+fn answers(id: &Id, bytes: &[u8], completed: bool) -> Option<ResultStatus> {
     #[derive(serde::Deserialize)]
     struct Says {
         task_id: String,
         status: ResultStatus,
     }
     serde_json::from_slice::<Says>(bytes)
-        .is_ok_and(|s| s.task_id == id.as_str() && s.status.is_success() == completed)
-}
-
-/// How the results in `refs` ended, by their files' `status` (each read
-/// bounded, one at a time: a result may be a megabyte of output): for a
-/// dependant's error. A file that says no known status is left out.
-pub fn statuses(
-    repo: &GridRepo,
-    refs: &BTreeMap<Id, ResultRef>,
-) -> Result<BTreeMap<Id, ResultStatus>, GitError> {
-    let mut out = BTreeMap::new();
-    for (id, r) in refs {
-        let blob = repo.read_objects(std::slice::from_ref(&r.oid), layout::MAX_RESULT_BYTES)?;
-        // Only the one field is kept; the rest is skipped as it is read.
-        #[derive(serde::Deserialize)]
-        struct Ended {
-            status: ResultStatus,
-        }
-        let ended = blob
-            .first()
-            .and_then(|b| b.data())
-            .and_then(|b| serde_json::from_slice::<Ended>(b).ok());
-        if let Some(e) = ended {
-            out.insert(id.clone(), e.status);
-        }
-    }
-    Ok(out)
+        .ok()
+        .filter(|s| s.task_id == id.as_str() && s.status.is_success() == completed)
+        .map(|s| s.status)
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use dgrid_worker::grid::{Id, ResultStatus, Task, TaskResult, TaskRules};
 use dgrid_worker::time;
 use dgrid_worker::trust::policy::{Kind, Pinned, Policy, Window};
+use dgrid_worker::trust::result::Answered;
 use dgrid_worker::trust::task::TaskDigest;
 use dgrid_worker::trust::{KeySigner, Signer, Verdict, Verifier, keys};
 
@@ -148,8 +149,7 @@ fn per_task() -> Vec<(String, Vec<Duration>)> {
         signer
             .sign_result(
                 &result,
-                &digest,
-                Some("0123456789abcdef0123456789abcdef01234567"),
+                &Answered::new(&digest, Some("0123456789abcdef0123456789abcdef01234567")),
             )
             .unwrap();
         signing.push(t.elapsed());

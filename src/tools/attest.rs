@@ -147,11 +147,22 @@ pub fn attest(
             // Unchecked (a shallow clone), or a file git could not read
             // by its name, is not known to be forged.
             let unknown = matches!(c.code, Some(UNCHECKED | "missing" | "unreadable"));
-            (c.attested_by.is_none() && !unknown).then(|| (p, c.code.unwrap_or("error")))
+            if c.task_not_taken {
+                return Some((
+                    p,
+                    "answers a task its node did not find signed (task-not-signed)".to_owned(),
+                ));
+            }
+            (c.attested_by.is_none() && !unknown).then(|| {
+                (
+                    p,
+                    format!("is not attested ({})", c.code.unwrap_or("error")),
+                )
+            })
         });
-        if let Some((file, code)) = unattested {
+        if let Some((file, why)) = unattested {
             w.held = Some(format!(
-                "waits on nodes that enforce trust: the completed result {file} is not attested ({code}), and releases nothing there"
+                "waits on nodes that enforce trust: the completed result {file} {why}, and releases nothing there"
             ));
         }
     }

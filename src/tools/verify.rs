@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::git::{Blob, GitError, GridRepo};
 use crate::grid::{Id, TaskRules, layout};
 use crate::time::Timestamp;
+use crate::trust::result::TaskSigner;
 use crate::trust::{TrustError, Verifier};
 
 /// One result's standing.
@@ -28,6 +29,11 @@ pub struct ResultCheck {
     /// the result of a task a submitter signed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_signed: Option<bool>,
+    /// Of an attested result: its node took no submitter's signature on
+    /// the task (`task_signed_by: null`), so it releases no dependant on a
+    /// node enforcing trust (`Verifier::completes`).
+    #[serde(skip)]
+    pub task_not_taken: bool,
 }
 
 impl ResultCheck {
@@ -40,6 +46,7 @@ impl ResultCheck {
             code: Some(code),
             error: Some(error),
             task_signed: None,
+            task_not_taken: false,
         }
     }
 }
@@ -260,6 +267,7 @@ pub fn verify_results(
                 code: None,
                 error: None,
                 task_signed: a.task_signed,
+                task_not_taken: a.task_signer == TaskSigner::NotTaken,
             },
             Err(e) => ResultCheck::refused(path, task_id, e.code(), e.to_string()),
         });

@@ -67,6 +67,13 @@ pub enum TrustError {
     /// (by the host, or anyone with push access) never runs again.
     #[error("was run already: {0}")]
     Replayed(String),
+    /// A completed result whose node took no submitter's signature on the
+    /// task it ran (a listed node in `warn` or `off` runs what no one
+    /// signed): no completion of a signed task, whatever its id.
+    #[error(
+        "answers a task that node {0} did not find signed by a submitter its policy lists (it ran it in `warn` or `off`)"
+    )]
+    TaskNotSigned(String),
 }
 
 /// What a node does with a task it does not trust.
@@ -106,6 +113,7 @@ impl TrustError {
             TrustError::ClaimNotHeld(_) => "claim-not-held",
             TrustError::Misplaced(_) => "misplaced",
             TrustError::Replayed(_) => "replayed",
+            TrustError::TaskNotSigned(_) => "task-not-signed",
         }
     }
 

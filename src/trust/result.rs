@@ -1,9 +1,11 @@
 //! Signed results.
 //!
 //! A node signs its result's fields plus `grid_id`, `task_digest` (the
-//! [`TaskDigest`] of the task it ran) and `claim_commit` (the commit that
-//! put its claim in `tasks/in_progress/`), with its own key, in the grid's
-//! result namespace. The file is those fields and the envelope:
+//! [`TaskDigest`] of the task it ran), `claim_commit` (the commit that
+//! put its claim in `tasks/in_progress/`) and `task_signed_by` (the
+//! submitter whose signature on the task its policy took, or `null`), with
+//! its own key, in the grid's result namespace. The file is those fields
+//! and the envelope:
 //!
 //! ```json
 //! {
@@ -12,6 +14,7 @@
 //!   "grid_id": "g7",
 //!   "task_digest": "sha256:9f86d0…",
 //!   "claim_commit": "3b18e5…",
+//!   "task_signed_by": "alice",
 //!   "envelope": {"payload_type": "application/vnd.dgrid.result.v1+json", "payload": "…", "signatures": ["…"]}
 //! }
 //! ```
@@ -20,6 +23,14 @@
 //! node it names, and, for a task that ran, the claim commit holds that
 //! node's claim of that task, at that attempt, with that digest: a node
 //! cannot answer for a claim it never held, nor for another task.
+//!
+//! `task_signed_by` is the runner's word on what it ran: a listed node in
+//! `warn` or `off` runs tasks no submitter signed, and signs their results
+//! as its own. A node enforcing trust takes a completed result as a
+//! parent's completion (its dependants' release and input) only if the
+//! runner found the task signed ([`TaskSigner`]), or the result is older
+//! than the field: else a pusher's unsigned task of a parent's id, run by
+//! such a node, would feed its output to a signed dependant.
 
 use serde_json::Value;
 use ssh_key::PublicKey;
@@ -32,24 +43,57 @@ use super::task::{TaskDigest, signer_for};
 use crate::grid::claim::{CLAIM_FIELD, Claim, pretty};
 use crate::grid::{Id, ResultStatus, TaskResult};
 
-/// Sign a result. `claim_commit` is none where the node does not know
-/// the commit that pushed its claim; such a result is not attested
-/// ([`judge`]). Results of tasks that never ran are not signed at all.
+/// The signed field naming the submitter whose signature the runner's
+/// policy took on the task it ran (`null`: none, or not checked).
+pub const TASK_SIGNER_FIELD: &str = "task_signed_by";
+
+/// The task a result answers, as its node signs it: the digest of the task
+/// file it ran, the commit that pushed its claim (none where the node does
+/// not know it; such a result is not attested, [`judge`]), and the
+/// submitter whose signature its policy took on that file (none in `off`,
+/// or where it took none).
+pub struct Answered<'a> {
+    pub task_digest: &'a TaskDigest,
+    pub claim_commit: Option<&'a str>,
+    pub task_signer: Option<&'a Id>,
+}
+
+impl<'a> Answered<'a> {
+    /// The task file `task_digest` claimed in `claim_commit`, its
+    /// signature taken from no one.
+    pub fn new(task_digest: &'a TaskDigest, claim_commit: Option<&'a str>) -> Answered<'a> {
+        Answered {
+            task_digest,
+            claim_commit,
+            task_signer: None,
+        }
+    }
+}
+
+/// Sign a result. Results of tasks that never ran are not signed at all.
 pub fn sign(
     result: &TaskResult,
     grid: &Id,
-    task_digest: &TaskDigest,
-    claim_commit: Option<&str>,
+    answered: &Answered<'_>,
     key: &KeySigner,
 ) -> Result<Vec<u8>, SignError> {
     let Value::Object(mut fields) = serde_json::to_value(result).expect("results serialise") else {
         unreachable!("a struct serialises to an object")
     };
     fields.insert("grid_id".into(), grid.to_string().into());
-    fields.insert("task_digest".into(), task_digest.to_string().into());
-    if let Some(c) = claim_commit {
+    fields.insert(
+        "task_digest".into(),
+        answered.task_digest.to_string().into(),
+    );
+    if let Some(c) = answered.claim_commit {
         fields.insert("claim_commit".into(), c.into());
     }
+    fields.insert(
+        TASK_SIGNER_FIELD.into(),
+        answered
+            .task_signer
+            .map_or(Value::Null, |s| s.to_string().into()),
+    );
     let payload = serde_json::to_vec(&Value::Object(fields.clone())).expect("JSON serialises");
     let signature = key.sign(Role::Result, grid, &payload)?;
     fields.insert(
@@ -66,8 +110,21 @@ pub struct Opened {
     pub result: TaskResult,
     pub task_digest: String,
     pub claim_commit: Option<String>,
+    pub task_signer: TaskSigner,
     pub signer: PublicKey,
     pub signature: Result<(), SigError>,
+}
+
+/// What a result says of the signature on the task it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskSigner {
+    /// Nothing: a result signed before nodes said it.
+    Unsaid,
+    /// `null`: its node took no submitter's signature on the task (it was
+    /// unsigned or refused, run in `warn`; or not checked, in `off`).
+    NotTaken,
+    /// The submitter whose signature its node's policy took.
+    By(String),
 }
 
 fn text_field(
@@ -114,6 +171,11 @@ pub fn open(bytes: &[u8], grid: &Id) -> Result<Opened, TrustError> {
         reason: "it is missing".into(),
     })?;
     let claim_commit = text_field(&signed, "claim_commit")?;
+    let task_signer = match signed.get(TASK_SIGNER_FIELD) {
+        None => TaskSigner::Unsaid,
+        Some(Value::Null) => TaskSigner::NotTaken,
+        Some(_) => TaskSigner::By(text_field(&signed, TASK_SIGNER_FIELD)?.unwrap_or_default()),
+    };
     let result: TaskResult =
         serde_json::from_value(Value::Object(signed)).map_err(|e| TrustError::BadField {
             field: "result",
@@ -124,6 +186,7 @@ pub fn open(bytes: &[u8], grid: &Id) -> Result<Opened, TrustError> {
         result,
         task_digest,
         claim_commit,
+        task_signer,
         signer: sig::signer(&s),
         signature: sig::verify(&s, Role::Result, grid, &payload),
     })
@@ -139,6 +202,8 @@ pub struct Attested {
     /// (the task as claimed) has no envelope, a task run by a node in mode
     /// `off` that no submitter signed; none for a task that never ran.
     pub task_signed: Option<bool>,
+    /// What the node said of the task's signature (`task_signed_by`).
+    pub task_signer: TaskSigner,
 }
 
 /// The first half of [`judge`], all that needs no history: the signature
@@ -216,6 +281,7 @@ pub fn judge(
         task_digest: opened.task_digest.clone(),
         claim_commit: opened.claim_commit.clone(),
         task_signed,
+        task_signer: opened.task_signer.clone(),
     })
 }
 
@@ -318,10 +384,46 @@ mod tests {
         judge(&open(bytes, &id("g7"))?, &f.index, at(NOW), claim)
     }
 
+    /// What a result says of its task's signature is read back as signed:
+    /// a name, `null`, or (a result of a node before it said it) nothing;
+    /// a name changed after signing breaks the signature.
+    #[test]
+    fn a_result_says_who_signed_its_task_under_its_signature() {
+        let f = fixture();
+        let alice = id("alice");
+        let mut said = Answered::new(&f.digest, Some("c0"));
+        let null = sign(&result("n1"), &id("g7"), &said, &f.n1).unwrap();
+        said.task_signer = Some(&alice);
+        let named = sign(&result("n1"), &id("g7"), &said, &f.n1).unwrap();
+        let read = |b: &[u8]| open(b, &id("g7")).unwrap().task_signer;
+        assert_eq!(read(&null), TaskSigner::NotTaken);
+        assert_eq!(read(&named), TaskSigner::By("alice".into()));
+        let v: Value = serde_json::from_slice(&null).unwrap();
+        assert_eq!(v[TASK_SIGNER_FIELD], Value::Null);
+
+        let mut forged: Value = serde_json::from_slice(&null).unwrap();
+        forged[TASK_SIGNER_FIELD] = "alice".into();
+        let forged = serde_json::to_vec(&forged).unwrap();
+        assert_eq!(
+            open(&forged, &id("g7")).unwrap_err().code(),
+            "tampered",
+            "the field is signed"
+        );
+        let mut bad: Value = serde_json::from_slice(&null).unwrap();
+        bad[TASK_SIGNER_FIELD] = 7.into();
+        assert!(open(&serde_json::to_vec(&bad).unwrap(), &id("g7")).is_err());
+    }
+
     #[test]
     fn a_result_signed_by_the_claiming_node_is_attested() {
         let f = fixture();
-        let bytes = sign(&result("n1"), &id("g7"), &f.digest, Some("c0ffee"), &f.n1).unwrap();
+        let bytes = sign(
+            &result("n1"),
+            &id("g7"),
+            &Answered::new(&f.digest, Some("c0ffee")),
+            &f.n1,
+        )
+        .unwrap();
         let a = check(&f, &bytes, Some(&f.claim_file)).unwrap();
         assert_eq!(a.node.as_str(), "n1");
         assert_eq!(a.claim_commit.as_deref(), Some("c0ffee"));
@@ -334,7 +436,13 @@ mod tests {
     fn attack_forged_result_is_not_attested() {
         let f = fixture();
         // Another node's key, in n1's name.
-        let bytes = sign(&result("n1"), &id("g7"), &f.digest, Some("c0"), &f.n2).unwrap();
+        let bytes = sign(
+            &result("n1"),
+            &id("g7"),
+            &Answered::new(&f.digest, Some("c0")),
+            &f.n2,
+        )
+        .unwrap();
         let e = check(&f, &bytes, Some(&f.claim_file)).unwrap_err();
         assert_eq!(
             e,
@@ -344,13 +452,25 @@ mod tests {
             }
         );
         // A key the policy does not know.
-        let bytes = sign(&result("n1"), &id("g7"), &f.digest, Some("c0"), &signer()).unwrap();
+        let bytes = sign(
+            &result("n1"),
+            &id("g7"),
+            &Answered::new(&f.digest, Some("c0")),
+            &signer(),
+        )
+        .unwrap();
         assert_eq!(
             check(&f, &bytes, Some(&f.claim_file)).unwrap_err().code(),
             "unknown-signer"
         );
         // n1's own result with its output changed.
-        let good = sign(&result("n1"), &id("g7"), &f.digest, Some("c0"), &f.n1).unwrap();
+        let good = sign(
+            &result("n1"),
+            &id("g7"),
+            &Answered::new(&f.digest, Some("c0")),
+            &f.n1,
+        )
+        .unwrap();
         let mut v: Value = serde_json::from_slice(&good).unwrap();
         v["stdout"] = "all good\n".into();
         let e = check(&f, &serde_json::to_vec(&v).unwrap(), Some(&f.claim_file)).unwrap_err();
@@ -371,7 +491,13 @@ mod tests {
     fn attack_result_for_a_claim_the_node_never_held() {
         let f = fixture();
         // n2 signs its own result for the task n1 holds.
-        let bytes = sign(&result("n2"), &id("g7"), &f.digest, Some("c0"), &f.n2).unwrap();
+        let bytes = sign(
+            &result("n2"),
+            &id("g7"),
+            &Answered::new(&f.digest, Some("c0")),
+            &f.n2,
+        )
+        .unwrap();
         let e = check(&f, &bytes, Some(&f.claim_file)).unwrap_err();
         assert_eq!(e.code(), "claim-not-held");
         assert!(
@@ -380,19 +506,37 @@ mod tests {
             "{e}"
         );
         // No claim in the named commit, or none named.
-        let bytes = sign(&result("n1"), &id("g7"), &f.digest, Some("c0"), &f.n1).unwrap();
+        let bytes = sign(
+            &result("n1"),
+            &id("g7"),
+            &Answered::new(&f.digest, Some("c0")),
+            &f.n1,
+        )
+        .unwrap();
         assert_eq!(
             check(&f, &bytes, None).unwrap_err().code(),
             "claim-not-held"
         );
-        let bytes = sign(&result("n1"), &id("g7"), &f.digest, None, &f.n1).unwrap();
+        let bytes = sign(
+            &result("n1"),
+            &id("g7"),
+            &Answered::new(&f.digest, None),
+            &f.n1,
+        )
+        .unwrap();
         assert_eq!(
             check(&f, &bytes, Some(&f.claim_file)).unwrap_err().code(),
             "claim-not-held"
         );
         // The claim of another task.
         let other = TaskDigest::of_bytes(b"another task");
-        let bytes = sign(&result("n1"), &id("g7"), &other, Some("c0"), &f.n1).unwrap();
+        let bytes = sign(
+            &result("n1"),
+            &id("g7"),
+            &Answered::new(&other, Some("c0")),
+            &f.n1,
+        )
+        .unwrap();
         let e = check(&f, &bytes, Some(&f.claim_file)).unwrap_err();
         assert!(e.to_string().contains("is another task"), "{e}");
     }

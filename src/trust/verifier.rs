@@ -230,8 +230,10 @@ impl Verifier {
 
     /// Does the result file `bytes` count as the completed result of task
     /// `task`, for the tasks that run after it: signed by a node the
-    /// policy lists, now, as the node it names, for that task. What a node
-    /// can tell without the grid's history, as [`Verifier::answers`].
+    /// policy lists, now, as the node it names, for that task, which that
+    /// node found signed by a submitter (or said nothing of, as results
+    /// signed before nodes said it). What a node can tell without the
+    /// grid's history, as [`Verifier::answers`].
     pub fn completes(&self, bytes: &[u8], task: &Id, now: Timestamp) -> Result<Id, TrustError> {
         let (opened, node) = self.signed_by_a_node(bytes, now)?;
         if opened.result.task_id != task.as_str()
@@ -243,7 +245,22 @@ impl Verifier {
                 opened.result.task_id
             )));
         }
+        if opened.task_signer == result::TaskSigner::NotTaken {
+            return Err(TrustError::TaskNotSigned(node.to_string()));
+        }
         Ok(node)
+    }
+
+    /// The submitter whose signature on the task file `bytes` (filed as
+    /// `name`) the policy in use takes at `at`: what this node says in the
+    /// result of the task (`task_signed_by`). None for a task unsigned, or
+    /// signed by a key the policy does not take then.
+    pub fn task_signer(&self, name: &str, bytes: &[u8], at: Timestamp) -> Option<Id> {
+        let p = self.policy.as_ref()?;
+        let opened = task::open(name, bytes, &self.rules, &self.pinned.grid_id).ok()?;
+        task::judge(&opened, &p.index, p.policy.max_task_lifetime_seconds, at)
+            .ok()
+            .map(|t| t.submitter)
     }
 
     /// The result file `bytes`, opened, and the node the policy lists
@@ -310,15 +327,16 @@ impl Signer {
         self.key.public_key()
     }
 
-    /// The result file, signed: `task_digest` of the task file it ran
-    /// ([`TaskDigest::of_file`]), and the commit that pushed its claim.
+    /// The result file, signed, with the task it answers
+    /// ([`result::Answered`]: the digest of the task file it ran,
+    /// [`TaskDigest::of_file`], the commit that pushed its claim, and who
+    /// signed the task).
     pub fn sign_result(
         &self,
         result: &TaskResult,
-        task_digest: &TaskDigest,
-        claim_commit: Option<&str>,
+        answered: &result::Answered<'_>,
     ) -> Result<Vec<u8>, SignError> {
-        result::sign(result, &self.grid, task_digest, claim_commit, &self.key)
+        result::sign(result, &self.grid, answered, &self.key)
     }
 
     /// The node's record file, signed ([`super::record`]).

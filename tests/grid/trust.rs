@@ -21,6 +21,7 @@ use dgrid_worker::grid::claim::ClaimedTask;
 use dgrid_worker::grid::{Id, ResultStatus, Task, TaskResult, TaskRules};
 use dgrid_worker::time;
 use dgrid_worker::trust::policy::Pinned;
+use dgrid_worker::trust::result::Answered;
 use dgrid_worker::trust::task::TaskDigest;
 use dgrid_worker::trust::{KeySigner, Signer, Verdict, Verifier, keys};
 
@@ -379,8 +380,7 @@ fn what_dgrid_worker_signs_verifies_with_ssh_keygen() {
     let result = signer
         .sign_result(
             &result_of("t1", "n1"),
-            &TaskDigest::of_file(&task).unwrap(),
-            Some("c0"),
+            &Answered::new(&TaskDigest::of_file(&task).unwrap(), Some("c0")),
         )
         .unwrap();
     let (payload, sig) = payload_and_signature(&result);
@@ -755,21 +755,29 @@ fn verify_tells_attested_results_from_forged_ones() {
     let n1 = Signer::open(g7.clone(), Path::new(&t.key("n1"))).unwrap();
     let n2 = Signer::open(g7.clone(), Path::new(&t.key("n2"))).unwrap();
     let good = n1
-        .sign_result(&result_of("t1", "n1"), &digest, Some(&claim_commit))
+        .sign_result(
+            &result_of("t1", "n1"),
+            &Answered::new(&digest, Some(&claim_commit)),
+        )
         .unwrap();
     // n2 in n1's name; n2 for a claim it never held; n1 for a commit that
     // is not in the grid's history; no signature at all.
     let forged = n2
-        .sign_result(&result_of("t1", "n1"), &digest, Some(&claim_commit))
+        .sign_result(
+            &result_of("t1", "n1"),
+            &Answered::new(&digest, Some(&claim_commit)),
+        )
         .unwrap();
     let unheld = n2
-        .sign_result(&result_of("t1", "n2"), &digest, Some(&claim_commit))
+        .sign_result(
+            &result_of("t1", "n2"),
+            &Answered::new(&digest, Some(&claim_commit)),
+        )
         .unwrap();
     let elsewhere = n1
         .sign_result(
             &result_of("t1", "n1"),
-            &digest,
-            Some("0123456789012345678901234567890123456789"),
+            &Answered::new(&digest, Some("0123456789012345678901234567890123456789")),
         )
         .unwrap();
     let unsigned = serde_json::to_vec(&result_of("t1", "n1")).unwrap();

@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::common::*;
 use crate::tools_fixture::{dgrid, expect_code, stderr, stdout};
 use crate::trust_fixture::*;
+use dgrid_worker::trust::result::Answered;
 
 /// The `error` of a result in `failed/`.
 pub(crate) fn failed_error(t: &TrustedGrid, name: &str) -> String {
@@ -465,6 +466,79 @@ fn a_forged_result_neither_releases_a_dependant_nor_becomes_its_input() {
     assert!(out.contains("genuine") && !out.contains("FORGED"), "{out}");
 }
 
+/// A listed node in `warn` runs what no submitter signed, and signs the
+/// result as its own word for what it ran; that result stands for no
+/// signed task: a pusher's unsigned task of a signed parent's id, run so,
+/// neither releases the signed dependants on a node enforcing trust nor
+/// becomes their input. The same node's result of the signed parent does.
+#[test]
+fn a_result_of_an_unsigned_task_run_in_warn_releases_no_dependant_in_enforce() {
+    let t = TrustedGrid::new();
+    let script = format!("cat \"$DGRID_INPUTS/par.json\"; {}", t.marking("kid"));
+    let kid = serde_json::json!({
+        "task_id": "kid", "script": script, "timeout_seconds": 30, "after": ["par"],
+        "requires": ["gpu"]
+    });
+    let evil = serde_json::json!({"task_id": "par", "script": "echo EVIL", "timeout_seconds": 30});
+    t.queue(
+        &[
+            ("kid", t.signed_task(kid, "alice", GRID_ID, -10, 3600)),
+            ("par", serde_json::to_vec(&evil).unwrap()),
+        ],
+        "a signed dependant, and an unsigned task of its parent's id",
+    );
+    let w = t.drain(&t.worker("n2", "warn"));
+    let evil_run = &t.grid.json_files("tasks/completed")["n2@par.json"];
+    assert!(
+        evil_run["stdout"].as_str().unwrap().contains("EVIL"),
+        "{evil_run}"
+    );
+    assert_eq!(evil_run["task_signed_by"], Value::Null, "{evil_run}");
+    // n2 released `kid`, as a node not enforcing trust does, to a lane of
+    // `gpu`, which only n1 serves; n1 enforces.
+    assert_eq!(t.runs("kid"), 0, "{}", w.log_text());
+    let mut n1 = t.worker("n1", "enforce");
+    n1.extra = format!("labels = [\"gpu\"]\n{}", n1.extra);
+
+    let w = t.drain(&n1);
+    assert_eq!(t.runs("kid"), 0, "{}", w.log_text());
+    assert!(
+        log_lines(&w, "a completed result is not attested")
+            .iter()
+            .any(|l| l.contains("code=task-not-signed")),
+        "{}",
+        w.log_text()
+    );
+    let bare = t.grid.bare.display().to_string();
+    let status = stdout(&dgrid(&[
+        "status",
+        "--repo",
+        &bare,
+        "--roots",
+        &t.key("root.pub"),
+    ]));
+    assert!(
+        status.lines().any(|l| l.contains("kid") && l.contains(
+            "the completed result tasks/completed/n2@par.json answers a task its node did not find signed (task-not-signed)"
+        )),
+        "{status}"
+    );
+
+    t.queue(&[("par", t.by_alice("par", "echo genuine"))], "par, signed");
+    let w = t.drain(&t.worker("n2", "warn"));
+    let w1 = t.drain(&n1);
+    assert_eq!(t.runs("kid"), 1, "{}\n{}", w.log_text(), w1.log_text());
+    let results = t.grid.json_files("tasks/completed");
+    let genuine = results
+        .iter()
+        .find(|(k, v)| k.contains("@par") && v["stdout"].as_str().unwrap().contains("genuine"))
+        .map(|(_, v)| v.clone())
+        .expect("the signed par ran");
+    assert_eq!(genuine["task_signed_by"], "alice", "{genuine}");
+    let out = results["n1@kid.json"]["stdout"].as_str().unwrap();
+    assert!(out.contains("genuine") && !out.contains("EVIL"), "{out}");
+}
+
 /// A node in `warn` runs a signed task whose script the host rewrote, as
 /// `warn` runs everything; its result goes unsigned, so it stands for
 /// nothing its submitter signed: the genuine task, put back, still runs on
@@ -715,14 +789,14 @@ fn only_a_result_signed_by_the_node_that_held_the_claim_is_attested() {
     // n2's key in n1's name; n2 for the claim n1 held; n1's result with
     // its output changed; a result with no signature.
     let in_n1s_name = n2
-        .sign_result(&result, &digest, Some(&claim_commit))
+        .sign_result(&result, &Answered::new(&digest, Some(&claim_commit)))
         .unwrap();
     let theirs = TaskResult {
         node_id: Id::parse("n2").unwrap(),
         ..result.clone()
     };
     let unheld = n2
-        .sign_result(&theirs, &digest, Some(&claim_commit))
+        .sign_result(&theirs, &Answered::new(&digest, Some(&claim_commit)))
         .unwrap();
     let mut changed = ok.clone();
     changed["stdout"] = "all good, trust me\n".into();

@@ -19,6 +19,7 @@ use crate::service::sync::Gate;
 use crate::time;
 use crate::trust::envelope::ENVELOPE_FIELD;
 use crate::trust::ran::Ran;
+use crate::trust::result::Answered;
 use crate::trust::{KeySigner, KeyStanding, Mode, Signer, TaskDigest};
 
 use super::{Worker, WorkerError};
@@ -111,7 +112,21 @@ impl Worker {
             tracing::warn!(task_id = %claimed.task.task_id, "the task's fields are not those its submitter signed: its result goes unsigned");
             return None;
         };
-        match signer.sign_result(result, &digest, commit.map(String::as_str)) {
+        // Whose signature this node's policy took on the task, when it was
+        // claimed: nodes enforcing trust take the result as the task's
+        // completion only if one was (`Verifier::completes`). In `off`
+        // nothing was checked: none.
+        let task_signer = self.gate.as_ref().and_then(|g| {
+            let at = time::parse(&claimed.claim.claimed_at).unwrap_or_else(time::now);
+            let name = format!("{}.json", claimed.task.task_id);
+            g.borrow().task_signer(&name, &claimed.to_bytes(), at)
+        });
+        let answered = Answered {
+            task_digest: &digest,
+            claim_commit: commit.map(String::as_str),
+            task_signer: task_signer.as_ref(),
+        };
+        match signer.sign_result(result, &answered) {
             Ok(bytes) => String::from_utf8(bytes).ok(),
             Err(e) => {
                 // The result itself must not be lost: it goes unsigned.

@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use super::records::{Read, RecordsSeen};
 use super::{Draft, SyncRequest};
 use crate::escape::Untrusted;
-use crate::git::GitError;
-use crate::git::{Blob, EntryMode, GridRepo, Oid, TreeEntry};
+use crate::git::{Blob, EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::task::EntryKind;
 use crate::grid::{Id, Task, TaskRules, layout};
 use crate::ledger::room::{GiveWay, Mover};
@@ -277,6 +276,10 @@ impl Gate {
         now: Timestamp,
     ) -> KeyStanding {
         self.verifier.node_key_standing(node, key, now)
+    }
+
+    pub fn task_signer(&self, name: &str, bytes: &[u8], at: Timestamp) -> Option<Id> {
+        self.verifier.task_signer(name, bytes, at)
     }
 
     /// Tasks whose results a push just delivered: never run again.

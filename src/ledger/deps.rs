@@ -12,7 +12,8 @@
 //!   unfinished parent, or to `failed/` as `dependency_failed` naming the
 //!   parent that did not complete (as `invalid`, where its `after` names a
 //!   task not on the grid). A task failed so releases its own waiting
-//!   tasks in turn. A failure while another copy of the parent is still
+//!   tasks in turn. A result that did not complete also looks at the
+//!   tasks waiting under other parents: any of them may run after it. A failure while another copy of the parent is still
 //!   to run (queued, running, waiting, claimed or written in this commit:
 //!   `ledger::blocked::Copies`) is the end of that copy, not of the task:
 //!   an invalid file pushed under a queued task's id would otherwise fail
@@ -152,7 +153,8 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
         })
         .chain(input.filed.iter().map(|b| b.parent.clone()))
         .collect();
-    let relevant = parents.iter().any(|id| input.finished.contains_key(id));
+    let relevant = parents.iter().any(|id| input.finished.contains_key(id))
+        || input.finished.values().any(|f| !f.success);
     // A cycle through a task filed now needs something waiting for it.
     let cycles = input.sweep
         || input
@@ -206,14 +208,19 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
 
     // Whose waiting tasks to look at: the parents finished now, and in a
     // sweep (or for a task filed now) every parent that is not pending.
-    let mut work: Vec<&BlockedEntry> = blocked
-        .entries
-        .iter()
-        .filter(|b| {
-            let settled = input.sweep || filed.contains(&b.entry.name[..]);
-            finished.contains_key(&b.parent) || (settled && !pending.contains(&b.parent))
-        })
-        .collect();
+    let looks = |b: &&BlockedEntry| {
+        let settled = input.sweep || filed.contains(&b.entry.name[..]);
+        finished.contains_key(&b.parent) || (settled && !pending.contains(&b.parent))
+    };
+    let mut work: Vec<&BlockedEntry> = blocked.entries.iter().filter(looks).collect();
+    // A task ended now without completing ends the tasks after it, which
+    // may wait under another parent still running (under the first of
+    // their parents not finished): the others waiting are looked at too,
+    // after those above, within the plan's bound. Else a map-reduce whose
+    // one map failed waits for its longest map to fail.
+    if finished.values().any(|f| !f.success) {
+        work.extend(blocked.entries.iter().filter(|b| !looks(b)));
+    }
     // Waiting for each other: each waits under one parent, so a cycle is a
     // loop of waiting tasks; none of them can ever run.
     // One text a cycle, shared by its members.
@@ -496,7 +503,15 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                     format!("moved to {} as {word}: {error}", layout::FAILED),
                 ));
                 if ended {
-                    queue.extend(blocked.entries.iter().filter(|c| c.parent == id).cloned());
+                    // Looked at and left already, maybe: again, now. Not
+                    // one moved or failed (a loop's members fail each
+                    // other): a task ends once.
+                    for c in blocked.entries.iter().filter(|c| c.parent == id) {
+                        if !matches!(out.edits.get(&c.path()), Some(Edit::Delete)) {
+                            done.remove(&c.entry.name);
+                        }
+                        queue.push_back(c.clone());
+                    }
                 }
             }
         }

@@ -722,6 +722,111 @@ fn a_graph_runs_in_order_with_its_inputs_and_a_failure_fails_its_dependants_by_n
     assert!(grid.files("tasks/in_progress").is_empty());
 }
 
+/// A task that fails ends the tasks after it in the commit of its result,
+/// also those waiting under another of their parents still running (they
+/// wait under the first not finished): a reduce whose one map failed
+/// fails at once, not when its longest map ends; and `status` never says
+/// it waits for the failed one.
+#[test]
+fn a_failure_fails_its_dependants_waiting_under_a_parent_still_running() {
+    let grid = Grid::new();
+    let go = grid.path("go");
+    let slow = format!(
+        "while [ ! -e '{}' ]; do sleep 0.1; done; echo slow",
+        go.display()
+    );
+    submit(
+        &grid,
+        "graph",
+        json!([
+            {"task_id": "slow", "script": slow, "timeout_seconds": 300},
+            {"task_id": "bad", "script": "exit 3", "timeout_seconds": 30},
+            {"task_id": "reduce", "script": "echo never", "timeout_seconds": 30, "after": ["slow", "bad"]},
+            {"task_id": "post", "script": "echo never", "timeout_seconds": 30, "after": ["reduce"]},
+        ]),
+    );
+    let under_slow = grid.files("tasks/blocked/slow");
+    assert!(
+        under_slow.contains_key("reduce.json"),
+        "{:?}",
+        under_slow.keys()
+    );
+    let mut spec = WorkerSpec::new(&grid, "w1");
+    spec.extra = "concurrency = 2\n".into();
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("reduce and post failed", Duration::from_secs(90), || {
+        grid.results()
+            .iter()
+            .filter(|(_, r)| r["status"] == "dependency_failed")
+            .count()
+            == 2
+    });
+    let r = results_by_task(&grid);
+    assert!(!r.contains_key("slow"), "slow still runs: {:?}", r.keys());
+    let e = r["reduce"]["error"].as_str().unwrap();
+    assert!(
+        e.contains("dependency `bad` did not complete: it ended `failed`"),
+        "{e}"
+    );
+    let e = r["post"]["error"].as_str().unwrap();
+    assert!(e.contains("dependency `reduce` did not complete"), "{e}");
+    assert!(grid.blocked().is_empty(), "{:?}", grid.blocked());
+
+    std::fs::write(&go, "").unwrap();
+    assert!(
+        w.wait_exit(Duration::from_secs(120)).success(),
+        "{}",
+        w.log_text()
+    );
+    assert_eq!(results_by_task(&grid)["slow"]["status"], "completed");
+}
+
+/// A failure written where no node looked at the tasks after it (by hand,
+/// or a tool): `status` says such a task will fail, and when, not that it
+/// waits for the failed one.
+#[test]
+fn status_says_a_task_after_a_failed_one_fails_and_when() {
+    let grid = Grid::new();
+    submit(
+        &grid,
+        "graph",
+        json!([
+            {"task_id": "slow", "script": "true", "timeout_seconds": 30},
+            {"task_id": "bad", "script": "true", "timeout_seconds": 30},
+            {"task_id": "reduce", "script": "true", "timeout_seconds": 30, "after": ["slow", "bad"]},
+        ]),
+    );
+    let bad_lane = grid
+        .lane_paths()
+        .into_iter()
+        .find(|p| p.ends_with("/bad.json"))
+        .unwrap();
+    let failed = json!({
+        "task_id": "bad", "node_id": "x", "exit_code": 3, "stdout": "", "stderr": "",
+        "timestamp": "2026-12-07T08:00:00Z", "status": "failed", "attempt": 1, "truncated": false
+    });
+    grid.commit_with("bad failed, written by hand", |dir| {
+        std::fs::remove_file(dir.join("tasks/lanes").join(&bad_lane)).unwrap();
+        std::fs::write(dir.join("tasks/failed/x@bad.json"), failed.to_string()).unwrap();
+    });
+    let text = stdout(&dgrid(&["status", "--repo", &grid.url()]));
+    let says =
+        "fails when `slow` finishes: dependency `bad` did not complete (tasks/failed/x@bad.json)";
+    assert!(
+        text.lines()
+            .any(|l| l.contains("reduce") && l.contains(says)),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&stdout(&dgrid(&[
+        "status",
+        "--repo",
+        &grid.url(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(json["waiting"][0]["fails"], says, "{}", json["waiting"]);
+}
+
 /// The one commit on `main` that added `path`.
 fn commit_adding(grid: &Grid, path: &str) -> String {
     let log = git(

@@ -221,6 +221,9 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
     for w in view.waiting.iter().take(QUEUE_SHOWN) {
         let waits = match &w.error {
             Some(e) => format!("<span class=\"bad\">{}</span>", escape(e)),
+            None if w.fails.is_some() => {
+                format!("<span class=\"bad\">{}</span>", escape(&w.waits()))
+            }
             None => match &w.held {
                 Some(held) if w.waits_for.is_empty() => {
                     format!("<span class=\"muted\">{}</span>", escape(held))

@@ -157,6 +157,10 @@ pub struct WaitingView {
     /// names completed): what holds it all the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// Set when a task it runs after ended without completing: it never
+    /// runs, and is failed when the task it waits under finishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fails: Option<String>,
     pub priority: Option<u8>,
     pub requires: Vec<String>,
     /// Set when no live node serves its labels: what they lack.
@@ -175,6 +179,9 @@ pub struct WaitingView {
 impl WaitingView {
     /// What it waits for, in words: the tasks, or what holds it.
     pub fn waits(&self) -> String {
+        if let Some(fails) = &self.fails {
+            return fails.clone();
+        }
         match &self.held {
             Some(held) if self.waits_for.is_empty() => held.clone(),
             _ => format!("waits for {}", self.waits_for.join(", ")),

@@ -196,6 +196,13 @@ pub(super) fn waiting_views(
                 held: held(&t, &b.parent, |p| {
                     done.get(p).is_some_and(|r| r.completed && r.counted)
                 }),
+                fails: t.after().iter().find_map(|p| {
+                    let r = done.get(p).filter(|r| !r.completed && r.counted)?;
+                    Some(format!(
+                        "fails when `{}` finishes: dependency `{p}` did not complete ({})",
+                        b.parent, r.file
+                    ))
+                }),
                 priority: Some(t.priority()),
                 requires: t.class().labels().map(ToString::to_string).collect(),
                 unservable: unservable(t.class()),
@@ -215,6 +222,7 @@ pub(super) fn waiting_views(
                     .unwrap_or_else(|| b.file_name()),
                 waits_for: vec![b.parent.to_string()],
                 held: None,
+                fails: None,
                 priority: None,
                 requires: Vec::new(),
                 unservable: None,

@@ -428,12 +428,14 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
                 peers_dry: std::mem::take(&mut d.report.peers_dry),
                 live_peer_slots: d.report.live_peer_slots,
                 top_queued: d.report.top_queued,
+                awaited: release::awaited(repo, &d)?,
                 ..SyncReport::default()
             },
         });
     }
     release(repo, &mut d)?;
     write_results(repo, &mut d)?;
+    d.report.awaited = release::awaited(repo, &d)?;
 
     record::write(&mut d);
     (d.report.writers, d.report.peers_at_work) = writers(repo, &mut d)?;

@@ -65,3 +65,25 @@ pub(super) fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
     d.fold(planned);
     Ok(())
 }
+
+/// The tasks this node holds (claimed before, or in this plan) that others
+/// wait for under `blocked/` at the tip or in this plan: their results go
+/// at once, not with the node's next claim (`Worker::others_wait`), as
+/// each link of a graph would otherwise wait that long. One listing of
+/// `blocked/`'s top, and only by a node holding something.
+pub(super) fn awaited(repo: &GridRepo, d: &Draft<'_>) -> Result<BTreeSet<Id>, GitError> {
+    let claimed = d.report.claimed.iter().map(|c| &c.task.task_id);
+    let held: BTreeSet<&Id> = d.req.held.iter().chain(claimed).collect();
+    if held.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let mut parents: BTreeSet<Id> = repo
+        .list_dir(d.tip, crate::grid::layout::BLOCKED)?
+        .iter()
+        .filter(|e| e.mode == crate::git::EntryMode::Tree)
+        .filter_map(|e| Id::parse(std::str::from_utf8(&e.name).ok()?).ok())
+        .collect();
+    parents.extend(d.waiting.iter().map(|b| b.parent.clone()));
+    parents.retain(|p| held.contains(p));
+    Ok(parents)
+}

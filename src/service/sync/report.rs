@@ -1,8 +1,9 @@
 //! What a sync tells the loop: what it claimed and landed, what it found
 //! at the tip, and what the loop should do about it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use crate::escape::Untrusted;
 use crate::git::Oid;
 use crate::grid::Id;
 use crate::grid::claim::ClaimedTask;
@@ -64,6 +65,9 @@ pub struct SyncReport {
     /// More waiting tasks than one plan looks at could move on: the next
     /// sync sweeps (`Moves::more`).
     pub release_more: bool,
+    /// Tasks this node holds that others wait for (`release::awaited`):
+    /// their results do not wait for the node's next claim.
+    pub awaited: BTreeSet<Id>,
     /// Claims peers made for this node, found in this look: to start now
     /// and answer in the next commit (this plan pushes nothing).
     pub adopted: Vec<ClaimedTask>,
@@ -106,4 +110,38 @@ pub struct SyncReport {
     /// longer holds, nor queues: ended elsewhere (a claim taken over whose
     /// first holder's result landed first). It stops their runs.
     pub ended: Vec<Id>,
+}
+
+impl SyncReport {
+    /// Say in the log what the commit moved besides this node's own
+    /// claims and results: each line names the task and the peer.
+    pub fn log_moves(&self) {
+        for (name, reason) in &self.invalid {
+            tracing::warn!(entry = %Untrusted(name), error = %Untrusted(reason), "invalid task moved to tasks/failed");
+        }
+        for (task, what) in &self.reaped {
+            tracing::warn!(task_id = %task, action = %Untrusted(what), "orphaned claim reaped");
+        }
+        for peer in &self.silent {
+            tracing::warn!(node_id = %peer, "a peer left claims made for it unanswered; none are made for it until it writes its record again");
+        }
+        for (task, what) in &self.released {
+            tracing::info!(task_id = %task, action = %Untrusted(what), "waiting task moved on");
+        }
+        for (task, peer) in &self.assigned {
+            tracing::info!(task_id = %task, peer = %peer, "claimed for a peer");
+        }
+        for (task, peer) in &self.carried {
+            tracing::info!(task_id = %task, peer = %peer, "carried a peer's published result");
+        }
+        for peer in &self.carried_standing {
+            tracing::info!(peer = %peer, "carried a peer's published answers and record");
+        }
+        for (task, peer) in &self.carried_back {
+            tracing::info!(task_id = %task, peer = %peer, "carried a claim a peer handed back to the queue");
+        }
+        for (task, peer) in &self.stolen {
+            tracing::info!(task_id = %task, peer = %peer, "took over a claim a busy peer had not started");
+        }
+    }
 }

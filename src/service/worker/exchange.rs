@@ -87,16 +87,18 @@ impl Worker {
         let survey = due.look || !self.slots.waiting.is_empty();
         // The outbox is due only because a claim is (pace::flush_results): if
         // the queue turns out empty, the result of the running task is near.
-        // Not tasks going back: others may be waiting for them.
         // A look before starting a claim: the slot waits, results too.
-        let defer_results = due.before_start
+        // Not what others wait for (tasks going back, a result that
+        // releases tasks): the look carries it, and what it releases is
+        // looked at next, the start just made taken back for it if higher.
+        let defer_results = (due.before_start
             || !self.slots.running.is_empty()
                 && self.draining_since.is_none()
-                && !self.giving_back()
                 && self
                     .schedule
                     .results_since
-                    .is_some_and(|since| since.elapsed() < self.result_delay());
+                    .is_some_and(|since| since.elapsed() < self.result_delay()))
+            && !self.others_wait();
         let holding_classes: Vec<crate::grid::Class> = self
             .slots
             .waiting
@@ -450,12 +452,17 @@ impl Worker {
     /// log what the grid now says.
     fn absorb(&mut self, report: &SyncReport, commit: Option<&str>) {
         let now = Instant::now();
+        if report.tip.is_some() {
+            self.awaited.clone_from(&report.awaited);
+        }
         self.slots.counted(&report.servers);
         if report.requeued > 0 || !report.reaped.is_empty() || !report.released.is_empty() {
             // Tasks went back to the queue (or waiting ones into it): it is
-            // not empty, and a node with room looks at it again.
+            // not empty, and a node with room looks at it again; one that
+            // holds claims, for work above them.
             self.queue_empty_at = None;
             self.schedule.next_poll = now;
+            // self.schedule.next_look = now;
         }
         if report.wrote_heartbeat {
             self.schedule
@@ -480,40 +487,14 @@ impl Worker {
         if self.outbox.is_empty() {
             self.schedule.outbox_emptied();
         }
-        for (name, reason) in &report.invalid {
-            tracing::warn!(entry = %Untrusted(name), error = %Untrusted(reason), "invalid task moved to tasks/failed");
-        }
-        for (task, what) in &report.reaped {
-            tracing::warn!(task_id = %task, action = %Untrusted(what), "orphaned claim reaped");
-        }
-        for peer in &report.silent {
-            tracing::warn!(node_id = %peer, "a peer left claims made for it unanswered; none are made for it until it writes its record again");
-        }
-        for (task, what) in &report.released {
-            tracing::info!(task_id = %task, action = %Untrusted(what), "waiting task moved on");
-        }
+        report.log_moves();
         for (task, inputs) in &report.inputs {
             self.inputs.insert(task.clone(), inputs.clone());
-        }
-        for (task, peer) in &report.assigned {
-            tracing::info!(task_id = %task, peer = %peer, "claimed for a peer");
-        }
-        for (task, peer) in &report.carried {
-            tracing::info!(task_id = %task, peer = %peer, "carried a peer's published result");
-        }
-        for peer in &report.carried_standing {
-            tracing::info!(peer = %peer, "carried a peer's published answers and record");
-        }
-        for (task, peer) in &report.carried_back {
-            tracing::info!(task_id = %task, peer = %peer, "carried a claim a peer handed back to the queue");
         }
         for id in &report.answered {
             self.unanswered.remove(id);
         }
         self.drop_claims_gone(report);
-        for (task, peer) in &report.stolen {
-            tracing::info!(task_id = %task, peer = %peer, "took over a claim a busy peer had not started");
-        }
         for c in &report.adopted {
             tracing::info!(task_id = %c.task.task_id, attempt = c.claim.attempt, by = %c.claim.assigned_by.as_ref().map_or("a peer", |b| b.as_str()), "claimed for this node by a peer");
             // The tip it was found at holds the claim, as the result says.

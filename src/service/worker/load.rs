@@ -156,6 +156,20 @@ impl Worker {
         })
     }
 
+    /// Does the outbox hold what others wait for: tasks going back to the
+    /// queue (`giving_back`), or the result of a task others run `after`
+    /// (`SyncReport::awaited`)? Then it goes at once, not with the next
+    /// claim: a chain of tasks through a busy grid waited that long at each
+    /// link (1-2 s, and a link on a node that then started a lower task of
+    /// 8 s began 8 s late).
+    pub(super) fn others_wait(&self) -> bool {
+        use crate::service::outbox::Finish;
+        self.giving_back()
+            || self.outbox.entries().iter().any(|e| {
+                matches!(e.finish, Finish::Result { .. }) && self.awaited.contains(&e.task_id)
+            })
+    }
+
     /// How long results may wait for a claim to ride with, given how many
     /// nodes share the ref (`Pace::result_delay`).
     pub(super) fn result_delay(&self) -> std::time::Duration {
@@ -170,7 +184,7 @@ impl Worker {
             waiting: self.slots.waiting.len(),
             running: self.slots.running.len(),
             pending: self.outbox.len(),
-            giving_back: self.giving_back(),
+            giving_back: self.others_wait(),
             result_delay: self.result_delay(),
             stopping: self.draining_since.is_some(),
             look_ahead_at: self.look_ahead_at(),

@@ -76,7 +76,7 @@ impl Worker {
                 // the sync right after: a handback that lost seven races
                 // in a row once kept a slot idle for four seconds.)
                 let policy = if self.slots.is_idle()
-                    || (self.giving_back() && self.slots.waiting.is_empty())
+                    || (self.others_wait() && self.slots.waiting.is_empty())
                 {
                     policy
                 } else {

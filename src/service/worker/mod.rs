@@ -204,6 +204,8 @@ struct Worker {
     /// For tasks claimed that run after others: the results to give them
     /// as inputs (task -> (parent, blob)).
     inputs: std::collections::BTreeMap<Id, Vec<(Id, String)>>,
+    /// Tasks it holds that others wait for, as the last sync saw.
+    awaited: std::collections::BTreeSet<Id>,
     /// A task ended with claims waiting, and the slot started these: look
     /// at the queue right away (`Worker::look_at_free_slot`).
     look_at_slot: Option<Vec<Id>>,
@@ -354,6 +356,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         budget_kept_at: None,
         paused: None,
         inputs: Default::default(),
+        awaited: Default::default(),
         look_at_slot: None,
         relayed: Vec::new(),
         unclaimable_top: None,

@@ -61,7 +61,8 @@ pub struct Load {
     pub running: usize,
     /// Entries in the outbox.
     pub pending: usize,
-    /// Among them, tasks handed back to the queue.
+    /// Among them, what others wait for: tasks handed back to the queue,
+    /// or results of tasks others run after (`Worker::others_wait`).
     pub giving_back: bool,
     /// How long a result may wait for a claim to ride with.
     pub result_delay: Duration,

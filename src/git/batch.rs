@@ -230,7 +230,7 @@ pub(super) fn parse_batch_check(
 }
 
 /// A tree object's entries: `<octal mode> <name>\0<raw id>`, each.
-fn parse_tree(mut body: &[u8], id_len: usize) -> Option<Vec<TreeEntry>> {
+pub(super) fn parse_tree(mut body: &[u8], id_len: usize) -> Option<Vec<TreeEntry>> {
     let mut entries = Vec::new();
     while !body.is_empty() {
         let space = body.iter().position(|b| *b == b' ')?;

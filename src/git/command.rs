@@ -57,6 +57,12 @@ pub enum GitError {
     PushRefused { reason: String },
     #[error("`git {args}` printed something unexpected: {what}")]
     Unexpected { args: String, what: String },
+    /// The clone lacks an object that a tree or commit it holds names
+    /// (`git::damage`): what would read as "not there" is not known.
+    #[error(
+        "the node's clone is damaged: {0}; nothing is decided on it: stop the node, delete the clone (grid.git in its state directory) and start it again, which clones afresh (its outbox keeps its results)"
+    )]
+    Damaged(String),
 }
 
 /// What a successful call printed, and how long it took.

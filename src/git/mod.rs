@@ -20,6 +20,7 @@ pub mod auth;
 mod batch;
 pub mod command;
 pub mod crowd;
+mod damage;
 pub mod edits;
 pub mod failure;
 mod irregular;

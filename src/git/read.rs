@@ -92,6 +92,17 @@ impl GridRepo {
     pub fn list_dirs(&self, commit: &str, paths: &[&str]) -> Result<Vec<Vec<TreeEntry>>, GitError> {
         let specs: Vec<String> = paths.iter().map(|p| format!("{commit}:{p}")).collect();
         if let Some(dirs) = self.cat.trees(&self.git, &specs) {
+            // No tree is empty: an empty listing is a directory not there,
+            // or one the clone lost, which is no empty one (`git::damage`).
+            let missing: Vec<&str> = specs
+                .iter()
+                .zip(&dirs)
+                .filter(|(_, d)| d.is_empty())
+                .map(|(s, _)| s.as_str())
+                .collect();
+            if let Some(Err(what)) = super::damage::lost(&self.cat, &self.git, &missing) {
+                return Err(GitError::Damaged(what));
+            }
             return Ok(dirs);
         }
         let prefixes: Vec<String> = paths.iter().map(|p| format!("{p}/")).collect();
@@ -168,6 +179,15 @@ impl GridRepo {
             input.push(b'\n');
         }
         if let Some(infos) = self.cat.info(&self.git, &input, specs.len()) {
+            let missing: Vec<&str> = specs
+                .iter()
+                .zip(&infos)
+                .filter(|(_, i)| i.is_none())
+                .map(|(s, _)| s.as_str())
+                .collect();
+            if let Some(Err(what)) = super::damage::lost(&self.cat, &self.git, &missing) {
+                return Err(GitError::Damaged(what));
+            }
             return Ok(infos);
         }
         let out = self

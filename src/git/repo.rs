@@ -101,6 +101,15 @@ impl GridRepo {
             repo.git.run(&["init", "--quiet", "--bare"])?;
         }
         let fetch_spec = format!("+refs/heads/{branch}:{TRACKING}");
+        let listed = repo
+            .git
+            .run_with(&["config", "--local", "--list"], None, &[0, 1])?;
+        let set: std::collections::HashMap<String, String> = listed
+            .stdout_str()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         for (key, value) in [
             ("remote.origin.url", url),
             ("remote.origin.fetch", fetch_spec.as_str()),
@@ -116,7 +125,12 @@ impl GridRepo {
             // reads it for the crowd after a watched peer.
             ("fetch.output", "full"),
         ] {
-            repo.git.run(&["config", key, value])?;
+            // Written only where it differs: a node restarted on a full
+            // disk (systemd restarts it, and gives up after a few) starts,
+            // and its syncs wait for space as they do in a run.
+            if set.get(&key.to_ascii_lowercase()).map(String::as_str) != Some(value) {
+                repo.git.run(&["config", key, value])?;
+            }
         }
         Ok(repo)
     }

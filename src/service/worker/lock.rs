@@ -87,6 +87,42 @@ fn holder(file: &mut File) -> Option<u32> {
     text.trim().parse().ok()
 }
 
+/// Lock files git left in the node's clone (`clone`) when a process of an
+/// earlier run died, removed: taken after the state directory's lock and
+/// before any git process of this run, each is stale, and git would refuse
+/// every fetch, commit or configuration write on it, for good (a
+/// `refs/remotes/origin/main.lock` left so kept a node from ever syncing,
+/// logged as "cannot reach the grid"). The clone's top and its `refs/`,
+/// bounded; returns how many were removed.
+pub fn clear_git_locks(clone: &Path) -> usize {
+    let mut dirs = vec![clone.to_path_buf()];
+    let mut removed = 0;
+    let mut seen = 0;
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            seen += 1;
+            if seen > 100_000 {
+                return removed;
+            }
+            let path = e.path();
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() && path.starts_with(clone.join("refs")) {
+                dirs.push(path);
+            } else if kind.is_file()
+                && path.extension().is_some_and(|x| x == "lock")
+                && std::fs::remove_file(&path).is_ok()
+            {
+                tracing::warn!(file = %path.display(), "removed a lock file a git process of an earlier run left in the clone");
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +146,33 @@ mod tests {
         );
         drop(first);
         let _again = take(&state).unwrap();
+    }
+
+    #[test]
+    fn locks_git_left_in_the_clone_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let clone = dir.path().join("grid.git");
+        let files = [
+            "config.lock",
+            "HEAD",
+            "refs/remotes/origin/main.lock",
+            "refs/remotes/origin/main",
+            "refs/dgrid/txn.lock",
+            "objects/pack/x.lock",
+        ];
+        for f in files {
+            std::fs::create_dir_all(clone.join(f).parent().unwrap()).unwrap();
+            std::fs::write(clone.join(f), "x").unwrap();
+        }
+        assert_eq!(clear_git_locks(&clone), 3);
+        let left: Vec<&str> = files
+            .into_iter()
+            .filter(|f| clone.join(f).exists())
+            .collect();
+        assert_eq!(
+            left,
+            ["HEAD", "refs/remotes/origin/main", "objects/pack/x.lock"]
+        );
+        assert_eq!(clear_git_locks(&dir.path().join("none")), 0, "no clone yet");
     }
 }

@@ -304,6 +304,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     .with_env(access.env())
     .with_env(identity.env());
     let had_clone = cfg.state_dir.join("grid.git").exists();
+    lock::clear_git_locks(&cfg.state_dir.join("grid.git"));
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?.with_outboxes();
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
     let (started, started_before) = crate::service::started::StartLog::open(&cfg.state_dir);

@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::batch::{CatFiles, ObjectInfo, parse_tree};
 use super::command::Git;
+use super::tree::EntryMode;
 
 /// Is any of `missing` (specs `cat-file` answered `missing` for) an object
 /// the clone should hold? `Err` names the first such; None when the kept
@@ -95,7 +96,12 @@ pub(super) fn lost(cat: &CatFiles, git: &Git, missing: &[&str]) -> Option<Result
     let mut names: HashMap<&str, HashSet<Vec<u8>>> = HashMap::new();
     for (oid, body) in oids.iter().zip(bodies) {
         let entries = parse_tree(&body?, oid.len() / 2)?;
-        names.insert(oid, entries.into_iter().map(|e| e.name).collect());
+        // A submodule's commit is never in the clone: anyone can push
+        // one, and it is a path that holds nothing, not damage.
+        let held = entries
+            .into_iter()
+            .filter(|e| e.mode != EntryMode::Submodule);
+        names.insert(oid, held.map(|e| e.name).collect());
     }
     for (tree, name, what) in &looks {
         if names.get(tree.oid.as_str())?.contains(name.as_bytes()) {
@@ -159,5 +165,39 @@ mod tests {
             e.contains("`HEAD:b/c` is named by tree") && e.contains("delete the clone"),
             "{e}"
         );
+    }
+
+    /// A submodule's commit is never in the clone, and anyone can push
+    /// one anywhere: a path under it is not there, and nothing is lost.
+    #[test]
+    fn a_submodule_is_no_damage() {
+        let (dir, repo) = committed_repo(|d| {
+            std::fs::create_dir_all(d.join("a")).unwrap();
+            std::fs::write(d.join("a/x"), "x").unwrap();
+        });
+        let link = format!("160000,{},a/sub", "2".repeat(40));
+        for args in [
+            &["update-index", "--add", "--cacheinfo", &link][..],
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "sub",
+            ],
+        ] {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
+        let info = |s: &str| repo.object_info(&[s.to_owned()]).unwrap();
+        assert_eq!(info("HEAD:a/sub"), [None]);
+        assert_eq!(info("HEAD:a/sub/x.json"), [None]);
+        assert!(repo.list_dir("HEAD", "a/sub").unwrap().is_empty());
     }
 }

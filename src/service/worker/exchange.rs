@@ -452,9 +452,6 @@ impl Worker {
     /// log what the grid now says.
     fn absorb(&mut self, report: &SyncReport, commit: Option<&str>) {
         let now = Instant::now();
-        if report.tip.is_some() {
-            self.awaited.clone_from(&report.awaited);
-        }
         self.slots.counted(&report.servers);
         if report.requeued > 0 || !report.reaped.is_empty() || !report.released.is_empty() {
             // Tasks went back to the queue (or waiting ones into it): it is
@@ -462,7 +459,7 @@ impl Worker {
             // holds claims, for work above them.
             self.queue_empty_at = None;
             self.schedule.next_poll = now;
-            // self.schedule.next_look = now;
+            self.schedule.next_look = now;
         }
         if report.wrote_heartbeat {
             self.schedule
@@ -530,6 +527,17 @@ impl Worker {
         if !report.claimed.is_empty() || !report.adopted.is_empty() {
             // Higher work claimed while holding lower: it starts first.
             self.slots.sort_waiting(time::now());
+        }
+        if report.tip.is_some() {
+            // Its claims are all in the slots now; one that ended while the
+            // sync ran keeps the level it had.
+            let mut levels = self.slots.levels_of(&report.awaited, time::now());
+            for id in &report.awaited {
+                if let Some(&l) = self.awaited.get(id) {
+                    levels.entry(id.clone()).or_insert(l);
+                }
+            }
+            self.awaited = levels;
         }
         if self.draining_since.is_some() {
             // Claimed by a push we only now know landed, while stopping:

@@ -204,8 +204,9 @@ struct Worker {
     /// For tasks claimed that run after others: the results to give them
     /// as inputs (task -> (parent, blob)).
     inputs: std::collections::BTreeMap<Id, Vec<(Id, String)>>,
-    /// Tasks it holds that others wait for, as the last sync saw.
-    awaited: std::collections::BTreeSet<Id>,
+    /// Tasks it holds that others wait for, as the last sync saw, with
+    /// their level then.
+    awaited: std::collections::BTreeMap<Id, u8>,
     /// A task ended with claims waiting, and the slot started these: look
     /// at the queue right away (`Worker::look_at_free_slot`).
     look_at_slot: Option<Vec<Id>>,

@@ -155,6 +155,22 @@ impl Slots {
 
     /// The level of the claim that starts at the next free slot (the
     /// highest waiting: they wait in that order).
+    /// The level of each of `ids` that this node holds (running or
+    /// waiting).
+    pub fn levels_of(
+        &self,
+        ids: &std::collections::BTreeSet<Id>,
+        now: time::Timestamp,
+    ) -> std::collections::BTreeMap<Id, u8> {
+        let running = self.running.iter().map(|(id, r)| (id, &r.claimed));
+        let waiting = self.waiting.iter().map(|c| (&c.task.task_id, c));
+        running
+            .chain(waiting)
+            .filter(|(id, _)| ids.contains(*id))
+            .map(|(id, c)| (id.clone(), c.effective_priority(now)))
+            .collect()
+    }
+
     pub fn next_waiting_level(&self, now: time::Timestamp) -> Option<u8> {
         self.waiting.iter().map(|c| c.effective_priority(now)).max()
     }

@@ -825,6 +825,30 @@ fn status_says_a_task_after_a_failed_one_fails_and_when() {
     ])))
     .unwrap();
     assert_eq!(json["waiting"][0]["fails"], says, "{}", json["waiting"]);
+
+    // A judged failure (an invalid file under the id) while a copy of the
+    // task still waits in its lane: that copy runs, and so will the task
+    // after it, as nodes judge it.
+    submit(
+        &grid,
+        "graph2",
+        json!([
+            {"task_id": "slow2", "script": "true", "timeout_seconds": 30},
+            {"task_id": "bad2", "script": "true", "timeout_seconds": 30},
+            {"task_id": "reduce2", "script": "true", "timeout_seconds": 30, "after": ["slow2", "bad2"]},
+        ]),
+    );
+    let invalid = json!({
+        "task_id": "bad2", "node_id": "x", "exit_code": null, "stdout": "", "stderr": "",
+        "timestamp": "2026-12-07T08:00:00Z", "status": "invalid", "attempt": 1, "truncated": false,
+        "error": "tasks/queue/bad2.json: is not valid JSON"
+    });
+    grid.commit_with("an invalid copy of bad2 failed", |dir| {
+        std::fs::write(dir.join("tasks/failed/x@bad2.json"), invalid.to_string()).unwrap();
+    });
+    let text = stdout(&dgrid(&["status", "--repo", &grid.url()]));
+    let line = text.lines().find(|l| l.contains("reduce2")).unwrap();
+    assert!(!line.contains("fails when"), "{line}");
 }
 
 /// A result that tasks wait for goes at once, not with the node's next

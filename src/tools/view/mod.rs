@@ -99,8 +99,24 @@ impl GridView {
             }
         }
         let (queue, unservable, misplaced) = queue_views(repo, commit, now, &nodes)?;
-        let waiting = waiting_views(repo, commit, &nodes)?;
+        let mut waiting = waiting_views(repo, commit, &nodes)?;
         let running = running_views(repo, commit, now, &nodes)?;
+        // A failed result ends its dependants only where no other copy of
+        // the task is still to run (`ledger::blocked::Copies`).
+        let pending: std::collections::HashSet<String> = queue
+            .iter()
+            .map(|q| q.task_id.clone())
+            .chain(running.iter().map(|r| r.task_id.clone()))
+            .chain(waiting.iter().map(|w| w.task_id.clone()))
+            .collect();
+        for w in &mut waiting {
+            if w.failed_parent
+                .as_ref()
+                .is_some_and(|p| pending.contains(p))
+            {
+                w.fails = None;
+            }
+        }
         let mut all = Vec::new();
         let completed = read_results(repo, commit, layout::COMPLETED, false, &mut all)?;
         let failed = read_results(repo, commit, layout::FAILED, true, &mut all)?;

@@ -161,6 +161,10 @@ pub struct WaitingView {
     /// runs, and is failed when the task it waits under finishes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fails: Option<String>,
+    /// The task `fails` names, where its result was judged (`invalid`):
+    /// no failure while a copy of it is still to run, as nodes judge it.
+    #[serde(skip)]
+    pub failed_parent: Option<String>,
     pub priority: Option<u8>,
     pub requires: Vec<String>,
     /// Set when no live node serves its labels: what they lack.

@@ -10,7 +10,7 @@ use crate::git::{Blob, EntryMode, GitError, GridRepo, TreeEntry};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::schedule::{self, NodeLabels};
 use crate::grid::task::EntryKind;
-use crate::grid::{Class, Id, Task, TaskRules, layout};
+use crate::grid::{Class, Id, ResultStatus, Task, TaskRules, layout};
 use crate::ledger::blocked::BlockedAt;
 use crate::ledger::queue::QueueAt;
 use crate::ledger::result_index::ResultIndex;
@@ -185,36 +185,51 @@ pub(super) fn waiting_views(
     Ok(parsed
         .into_iter()
         .map(|(b, path, task)| match task {
-            Ok(t) => WaitingView {
-                task_id: t.task_id.to_string(),
-                waits_for: t
-                    .after()
-                    .iter()
-                    .filter(|p| !done.get(*p).is_some_and(|r| r.completed && r.counted))
-                    .map(Id::to_string)
-                    .collect(),
-                held: held(&t, &b.parent, |p| {
-                    done.get(p).is_some_and(|r| r.completed && r.counted)
-                }),
-                fails: t.after().iter().find_map(|p| {
+            Ok(t) => {
+                let failed = t.after().iter().find_map(|p| {
                     let r = done.get(p).filter(|r| !r.completed && r.counted)?;
-                    Some(format!(
-                        "fails when `{}` finishes: dependency `{p}` did not complete ({})",
-                        b.parent, r.file
-                    ))
-                }),
-                priority: Some(t.priority()),
-                requires: t.class().labels().map(ToString::to_string).collect(),
-                unservable: unservable(t.class()),
-                path,
-                error: None,
-                parent_results: t
-                    .after()
-                    .iter()
-                    .filter_map(|p| done.get(p).filter(|r| r.completed && r.counted))
-                    .map(|r| r.file.clone())
-                    .collect(),
-            },
+                    Some((p, r.file.as_str(), r.status))
+                });
+                WaitingView {
+                    task_id: t.task_id.to_string(),
+                    waits_for: t
+                        .after()
+                        .iter()
+                        .filter(|p| !done.get(*p).is_some_and(|r| r.completed && r.counted))
+                        .map(Id::to_string)
+                        .collect(),
+                    held: held(&t, &b.parent, |p| {
+                        done.get(p).is_some_and(|r| r.completed && r.counted)
+                    }),
+                    fails: failed.map(|(p, file, _)| {
+                        format!(
+                            "fails when `{}` finishes: dependency `{p}` did not complete ({file})",
+                            b.parent
+                        )
+                    }),
+                    // Judged, not run: it ends the task only where no copy
+                    // of it is still to run (`ledger::deps::Finished`).
+                    failed_parent: failed
+                        .filter(|(_, _, s)| {
+                            matches!(
+                                s,
+                                Some(ResultStatus::Invalid | ResultStatus::DependencyFailed)
+                            )
+                        })
+                        .map(|(p, ..)| p.to_string()),
+                    priority: Some(t.priority()),
+                    requires: t.class().labels().map(ToString::to_string).collect(),
+                    unservable: unservable(t.class()),
+                    path,
+                    error: None,
+                    parent_results: t
+                        .after()
+                        .iter()
+                        .filter_map(|p| done.get(p).filter(|r| r.completed && r.counted))
+                        .map(|r| r.file.clone())
+                        .collect(),
+                }
+            }
             Err(e) => WaitingView {
                 task_id: b
                     .child()
@@ -223,6 +238,7 @@ pub(super) fn waiting_views(
                 waits_for: vec![b.parent.to_string()],
                 held: None,
                 fails: None,
+                failed_parent: None,
                 priority: None,
                 requires: Vec::new(),
                 unservable: None,

@@ -74,7 +74,11 @@ pub fn attest(
     now: Timestamp,
 ) -> Result<(), GitError> {
     let policy = match repo.read_path(tip, POLICY_FILE, MAX_POLICY_BYTES as u64)? {
-        Blob::Missing => return Ok(()),
+        // Never one: no trust. One deleted, or put out of reach (a
+        // submodule at its path): refused below as no policy at all, and
+        // checked against the newest in the history, as nodes keep it.
+        Blob::Missing if !policy_history::ever(repo, tip)? => return Ok(()),
+        Blob::Missing => Vec::new(),
         Blob::Data(p) => p,
         unread => {
             view.trust = Some(TrustView {
@@ -241,18 +245,28 @@ fn open(
             }
         },
     };
+    let threshold = pin.threshold as usize;
+    // A policy read with a budget of its own (below).
+    let own = repo.clone().with_read_budget(HISTORY_READ_BUDGET);
     let grid_id = match &pin.grid_id {
         Some(g) => Id::parse(g).map_err(|e| format!("--grid-id {g:?}: {e}")),
-        None => serde_json::from_slice::<Value>(policy)
+        None => match serde_json::from_slice::<Value>(policy)
             .ok()
             .and_then(|v| v["grid_id"].as_str().and_then(|g| Id::parse(g).ok()))
-            .ok_or_else(|| format!("{POLICY_FILE}: has no valid `grid_id`")),
+        {
+            Some(g) => Ok(g),
+            // The tip's is broken (or gone): the newest the roots signed
+            // names the grid, or a pusher's junk would check nothing.
+            None => policy_history::read_pinned(&own, tip, &roots, None, threshold)?
+                .newest
+                .map(|n| n.accepted.policy.grid_id.clone())
+                .ok_or_else(|| format!("{POLICY_FILE}: has no valid `grid_id`")),
+        },
     };
     let grid_id = match grid_id {
         Ok(g) => g,
         Err(e) => return Ok(Err(e)),
     };
-    let threshold = pin.threshold as usize;
     let mut verifier = Verifier::new(
         Pinned {
             grid_id: grid_id.clone(),
@@ -268,7 +282,6 @@ fn open(
     // branch's history that the roots signed (a clone without history
     // holds only the tip's), read with a budget of its own, so that the
     // versions a pusher piles up cannot leave the results unread.
-    let own = repo.clone().with_read_budget(HISTORY_READ_BUDGET);
     let history = policy_history::read_pinned(&own, tip, &roots, Some(&grid_id), threshold)?;
     let newest = history.newest.as_ref();
     let refused = match verifier.offer_policy(policy) {

@@ -64,6 +64,15 @@ pub fn read(
     read_pinned(repo, tip, roots, grid_id, 1)
 }
 
+/// Has the branch at `tip` ever held a policy file (one commit of its
+/// history touches it)?
+pub fn ever(repo: &GridRepo, tip: &str) -> Result<bool, GitError> {
+    let out = repo
+        .git()
+        .run(&["log", "-1", "--format=%H", tip, "--", POLICY_FILE])?;
+    Ok(!out.stdout_str().trim().is_empty())
+}
+
 /// [`read`], keeping only versions signed by at least `threshold` of
 /// `roots`, as nodes that pin that threshold take them.
 pub fn read_pinned(

@@ -282,3 +282,44 @@ fn a_merge_does_not_hide_the_newest_version() {
         stderr(&out)
     );
 }
+
+/// A pusher's junk at the policy's path (not JSON, no grid id, or the file
+/// gone): nodes keep the version they hold, and `status` checks the
+/// results against the newest the roots signed, saying why, rather than
+/// checking nothing.
+#[test]
+fn status_checks_by_the_newest_signed_policy_when_the_tips_is_junk_or_gone() {
+    let t = TrustGrid::new();
+    let v = policy_on_main(&t)["version"].clone();
+    let signed_at = tip(&t);
+    let roots = t.key("root.pub");
+    let bare = t.grid.bare.to_str().unwrap().to_owned();
+    let status = || {
+        let out = dgrid(&["status", "--repo", &bare, "--roots", &roots]);
+        expect_code(&out, 0);
+        stdout(&out)
+    };
+    t.grid.commit_files(
+        &[(
+            ".dgrid/policy.json".into(),
+            b"{\"version\": 8, \"x\": ".to_vec(),
+        )],
+        "junk at the policy's path",
+    );
+    let text = status();
+    let checked = format!("checked against version {v} (commit {signed_at})");
+    assert!(
+        text.contains(&format!("trust: policy version {v} of grid g7"))
+            && text.contains("the grid's newest policy is refused: .dgrid/policy.json (")
+            && text.contains(&checked),
+        "{text}"
+    );
+    t.grid.commit_with("the policy deleted", |work| {
+        std::fs::remove_file(work.join(".dgrid/policy.json")).unwrap();
+    });
+    let text = status();
+    assert!(
+        text.contains(&format!("trust: policy version {v} of grid g7")) && text.contains(&checked),
+        "{text}"
+    );
+}

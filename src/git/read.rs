@@ -94,15 +94,7 @@ impl GridRepo {
         if let Some(dirs) = self.cat.trees(&self.git, &specs) {
             // No tree is empty: an empty listing is a directory not there,
             // or one the clone lost, which is no empty one (`git::damage`).
-            let missing: Vec<&str> = specs
-                .iter()
-                .zip(&dirs)
-                .filter(|(_, d)| d.is_empty())
-                .map(|(s, _)| s.as_str())
-                .collect();
-            if let Some(Err(what)) = super::damage::lost(&self.cat, &self.git, &missing) {
-                return Err(GitError::Damaged(what));
-            }
+            self.none_lost(&specs, |i| dirs[i].is_empty())?;
             return Ok(dirs);
         }
         let prefixes: Vec<String> = paths.iter().map(|p| format!("{p}/")).collect();
@@ -179,15 +171,7 @@ impl GridRepo {
             input.push(b'\n');
         }
         if let Some(infos) = self.cat.info(&self.git, &input, specs.len()) {
-            let missing: Vec<&str> = specs
-                .iter()
-                .zip(&infos)
-                .filter(|(_, i)| i.is_none())
-                .map(|(s, _)| s.as_str())
-                .collect();
-            if let Some(Err(what)) = super::damage::lost(&self.cat, &self.git, &missing) {
-                return Err(GitError::Damaged(what));
-            }
+            self.none_lost(specs, |i| infos[i].is_none())?;
             return Ok(infos);
         }
         let out = self
@@ -275,6 +259,19 @@ impl GridRepo {
             args: "cat-file --batch".into(),
             what,
         })
+    }
+
+    /// Of `specs`, those `missing` says were not found: is any an object
+    /// the clone lost, not a path that is not there (`git::damage`)?
+    fn none_lost(&self, specs: &[String], missing: impl Fn(usize) -> bool) -> Result<(), GitError> {
+        let missing: Vec<&str> = (0..specs.len())
+            .filter(|&i| missing(i))
+            .map(|i| specs[i].as_str())
+            .collect();
+        match super::damage::lost(&self.cat, &self.git, &missing) {
+            Some(Err(what)) => Err(GitError::Damaged(what)),
+            _ => Ok(()),
+        }
     }
 
     /// Read the file at `path` in `commit`, if it is there and at most `cap`

@@ -87,18 +87,20 @@ impl Worker {
         let survey = due.look || !self.slots.waiting.is_empty();
         // The outbox is due only because a claim is (pace::flush_results): if
         // the queue turns out empty, the result of the running task is near.
+        // Not tasks going back: others may be waiting for them.
         // A look before starting a claim: the slot waits, results too.
-        // Not what others wait for (tasks going back, a result that
-        // releases tasks): the look carries it, and what it releases is
-        // looked at next, the start just made taken back for it if higher.
+        // Not a result that releases tasks (`Worker::awaited_pending`):
+        // the look carries it, and what it releases is looked at next,
+        // the start just made taken back for it if higher.
         let defer_results = (due.before_start
             || !self.slots.running.is_empty()
                 && self.draining_since.is_none()
+                && !self.giving_back()
                 && self
                     .schedule
                     .results_since
                     .is_some_and(|since| since.elapsed() < self.result_delay()))
-            && !self.others_wait();
+            && !self.awaited_pending();
         let holding_classes: Vec<crate::grid::Class> = self
             .slots
             .waiting

@@ -166,16 +166,21 @@ impl Worker {
     /// would wait behind them, and a layered graph pushed each of its
     /// results alone (10 times the commits, 3 times as long).
     pub(super) fn others_wait(&self) -> bool {
+        self.giving_back() || self.awaited_pending()
+    }
+
+    /// The second half of [`Worker::others_wait`]: a result that releases
+    /// tasks, above the claims this node still has to start.
+    pub(super) fn awaited_pending(&self) -> bool {
         use crate::service::outbox::Finish;
         let next = self.slots.next_waiting_level(time::now());
-        self.giving_back()
-            || self.outbox.entries().iter().any(|e| {
-                matches!(e.finish, Finish::Result { .. })
-                    && self
-                        .awaited
-                        .get(&e.task_id)
-                        .is_some_and(|&level| next.is_none_or(|n| level > n))
-            })
+        self.outbox.entries().iter().any(|e| {
+            matches!(e.finish, Finish::Result { .. })
+                && self
+                    .awaited
+                    .get(&e.task_id)
+                    .is_some_and(|&level| next.is_none_or(|n| level > n))
+        })
     }
 
     /// How long results may wait for a claim to ride with, given how many

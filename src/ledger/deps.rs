@@ -13,8 +13,9 @@
 //!   parent that did not complete (as `invalid`, where its `after` names a
 //!   task not on the grid). A task failed so releases its own waiting
 //!   tasks in turn. A result that did not complete also looks at the
-//!   tasks waiting under other parents: any of them may run after it. A failure while another copy of the parent is still
-//!   to run (queued, running, waiting, claimed or written in this commit:
+//!   tasks waiting under other parents: any of them may run after it.
+//!   A failure while another copy of the parent is still to run
+//!   (queued, running, waiting, claimed or written in this commit:
 //!   `ledger::blocked::Copies`) is the end of that copy, not of the task:
 //!   an invalid file pushed under a queued task's id would otherwise fail
 //!   the task's dependants. Tasks the plan files under `blocked/` itself

@@ -246,8 +246,9 @@ fn open(
         },
     };
     let threshold = pin.threshold as usize;
-    // A policy read with a budget of its own (below).
+    // The history, read with a budget of its own (below), once.
     let own = repo.clone().with_read_budget(HISTORY_READ_BUDGET);
+    let mut read = None;
     let grid_id = match &pin.grid_id {
         Some(g) => Id::parse(g).map_err(|e| format!("--grid-id {g:?}: {e}")),
         None => match serde_json::from_slice::<Value>(policy)
@@ -256,11 +257,17 @@ fn open(
         {
             Some(g) => Ok(g),
             // The tip's is broken (or gone): the newest the roots signed
-            // names the grid, or a pusher's junk would check nothing.
-            None => policy_history::read_pinned(&own, tip, &roots, None, threshold)?
-                .newest
-                .map(|n| n.accepted.policy.grid_id.clone())
-                .ok_or_else(|| format!("{POLICY_FILE}: has no valid `grid_id`")),
+            // names the grid, or a pusher's junk would check nothing. The
+            // newest of any grid is the newest of its own.
+            None => {
+                let history = policy_history::read_pinned(&own, tip, &roots, None, threshold)?;
+                let id = history
+                    .newest
+                    .as_ref()
+                    .map(|n| n.accepted.policy.grid_id.clone());
+                read = Some(history);
+                id.ok_or_else(|| format!("{POLICY_FILE}: has no valid `grid_id`"))
+            }
         },
     };
     let grid_id = match grid_id {
@@ -282,7 +289,10 @@ fn open(
     // branch's history that the roots signed (a clone without history
     // holds only the tip's), read with a budget of its own, so that the
     // versions a pusher piles up cannot leave the results unread.
-    let history = policy_history::read_pinned(&own, tip, &roots, Some(&grid_id), threshold)?;
+    let history = match read {
+        Some(h) => h,
+        None => policy_history::read_pinned(&own, tip, &roots, Some(&grid_id), threshold)?,
+    };
     let newest = history.newest.as_ref();
     let refused = match verifier.offer_policy(policy) {
         Ok(_) => match (verifier.policy_version(), newest) {

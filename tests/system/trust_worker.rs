@@ -398,6 +398,18 @@ fn a_task_that_ran_never_runs_again_but_a_requeue_does() {
 /// and is no one's input: a task after `par`, whose `par` the host took out
 /// of the queue and answered with a result of its own, waits; once `par`
 /// runs, the dependant reads the signed result, never the forged one.
+/// `status --roots` of the grid, its text.
+fn status_with_roots(t: &TrustedGrid) -> String {
+    let bare = t.grid.bare.display().to_string();
+    stdout(&dgrid(&[
+        "status",
+        "--repo",
+        &bare,
+        "--roots",
+        &t.key("root.pub"),
+    ]))
+}
+
 #[test]
 fn a_forged_result_neither_releases_a_dependant_nor_becomes_its_input() {
     let t = TrustedGrid::new();
@@ -439,14 +451,7 @@ fn a_forged_result_neither_releases_a_dependant_nor_becomes_its_input() {
     );
     // `status` with the roots says why it waits, not that a node will
     // queue it.
-    let bare = t.grid.bare.display().to_string();
-    let status = stdout(&dgrid(&[
-        "status",
-        "--repo",
-        &bare,
-        "--roots",
-        &t.key("root.pub"),
-    ]));
+    let status = status_with_roots(&t);
     let line = status
         .lines()
         .find(|l| l.contains("after-par"))
@@ -509,14 +514,7 @@ fn a_result_of_an_unsigned_task_run_in_warn_releases_no_dependant_in_enforce() {
         "{}",
         w.log_text()
     );
-    let bare = t.grid.bare.display().to_string();
-    let status = stdout(&dgrid(&[
-        "status",
-        "--repo",
-        &bare,
-        "--roots",
-        &t.key("root.pub"),
-    ]));
+    let status = status_with_roots(&t);
     assert!(
         status.lines().any(|l| l.contains("kid") && l.contains(
             "the completed result tasks/completed/n2@par.json answers a task its node did not find signed (task-not-signed)"

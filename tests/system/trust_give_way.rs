@@ -259,3 +259,31 @@ fn an_unsigned_file_keeps_its_place_from_a_replayed_task() {
         t.grid.lane_paths()
     );
 }
+
+/// Not held back by a flood: thousands of unsigned files pushed above a
+/// signed task, read by a node that wants one task a round
+/// (`claim_ahead = 0`). Each file it skips is known for good (the skip
+/// cache), yet a round read only twice what it wanted: the flood took
+/// hundreds of rounds to read through before the signed task's turn.
+#[test]
+fn a_flood_of_unsigned_files_above_a_signed_task_is_read_through_at_once() {
+    let t = TrustedGrid::new();
+    let flood = |i: usize| {
+        let id = format!("flood-{i:04}");
+        let task = json!({
+            "task_id": id, "script": t.marking("squat"), "timeout_seconds": 30,
+            "queued_at": QUEUED_AT, "priority": 99,
+        });
+        let path = format!("tasks/lanes/p99/any/20261206T1300/{id}.json");
+        (path, serde_json::to_vec(&task).unwrap())
+    };
+    let mut files: Vec<(String, Vec<u8>)> = (0..3000).map(flood).collect();
+    files.push((lane("S", 0), signed(&t, "S", "", json!({}))));
+    t.grid
+        .commit_files(&files, "a flood of unsigned files above a signed task");
+    let mut spec = t.worker("n1", "enforce");
+    spec.extra = format!("claim_ahead = 0\n{}", spec.extra);
+    let w = t.drain(&spec);
+    assert_eq!(t.runs("S"), 1, "{}", w.log_text());
+    assert_eq!(t.runs("squat"), 0);
+}

@@ -60,7 +60,7 @@ pub enum GitError {
     /// The clone lacks an object that a tree or commit it holds names
     /// (`git::damage`): what would read as "not there" is not known.
     #[error(
-        "the node's clone is damaged: {0}; nothing is decided on it: stop the node, delete the clone (grid.git in its state directory) and start it again, which clones afresh (its outbox keeps its results)"
+        "the clone is damaged: {0}; nothing is decided on it (a node clones the grid afresh by itself, keeping its results in its outbox; a repository a tool reads needs `git fsck` and a fresh clone)"
     )]
     Damaged(String),
 }

@@ -162,7 +162,7 @@ mod tests {
         assert!(repo.list_dir("HEAD", "b/none").unwrap().is_empty());
         let e = repo.list_dir("HEAD", "b/c").unwrap_err().to_string();
         assert!(
-            e.contains("`HEAD:b/c` is named by tree") && e.contains("delete the clone"),
+            e.contains("`HEAD:b/c` is named by tree") && e.contains("clones the grid afresh"),
             "{e}"
         );
     }

@@ -314,3 +314,73 @@ fn once_results_are_archived_the_clone_does_not_grow_with_them() {
     assert!(grid.files("nodes").contains_key("tester.json"));
     assert_eq!(grid.files("tasks/completed").len(), 50);
 }
+
+/// Take object `oid` out of the clone at `dir`: its packs unpacked first
+/// (into loose objects), so that one object can go, as a disk fault or a
+/// crash mid-write takes it.
+fn lose_object(dir: &Path, oid: &str) {
+    let packs = dir.join("objects/pack");
+    let aside = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&packs).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::rename(&path, aside.path().join(path.file_name().unwrap())).unwrap();
+    }
+    for entry in std::fs::read_dir(aside.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "pack") {
+            let pack = std::fs::File::open(&path).unwrap();
+            let status = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["unpack-objects", "-q"])
+                .stdin(pack)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    std::fs::remove_file(dir.join("objects").join(&oid[..2]).join(&oid[2..])).unwrap();
+}
+
+/// A clone that lost an object its tip names (here the tree of `nodes/`,
+/// which the registration reads) decides nothing (`GitError::Damaged`):
+/// the node moves it aside and clones the grid afresh by itself, rather
+/// than fail every sync until a person deletes it. Nothing is lost or
+/// run twice; the clone left is whole.
+#[test]
+fn a_damaged_clone_is_cloned_afresh_by_the_node() {
+    let grid = Grid::new();
+    grid.submit(&[("a".into(), "echo a".into(), 30)]);
+    let spec = WorkerSpec::new(&grid, "mended");
+    let mut w = spawn_worker(&grid, &spec);
+    assert!(
+        w.wait_exit(Duration::from_secs(120)).success(),
+        "{}",
+        w.log_text()
+    );
+    let clone = w.state.join("grid.git");
+    let out = git(&clone, &["rev-parse", "refs/remotes/origin/main:nodes"]);
+    let nodes = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    lose_object(&clone, &nodes);
+    grid.submit(&[("b".into(), "echo b".into(), 30)]);
+    let mut w = spawn_worker(&grid, &spec);
+    let status = w.wait_exit(Duration::from_secs(180));
+    let log = w.log_text();
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("is damaged"), "{log}");
+    assert_eq!(
+        log.matches("the next sync clones the grid afresh").count(),
+        1,
+        "{log}"
+    );
+    let results = grid.results();
+    let ids: Vec<&str> = results.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(!clone.with_file_name("grid.git.damaged").exists());
+    let fsck = git(&clone, &["fsck", "--connectivity-only"]);
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+}

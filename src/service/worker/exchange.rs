@@ -24,7 +24,9 @@ impl Worker {
         due: &Due,
         txn_policy: &TxnPolicy,
     ) -> Result<SyncReport, txn::TxnError> {
-        self.sync_as(due, self.status(), txn_policy)
+        let ran = self.sync_as(due, self.status(), txn_policy);
+        self.mend_clone(&ran);
+        ran
     }
 
     /// One sync, writing the node record with `status` (signed where it

@@ -29,6 +29,7 @@ mod load;
 mod lock;
 mod look;
 mod main_loop;
+mod mend;
 mod relay;
 mod report;
 mod schedule;
@@ -252,6 +253,9 @@ struct Worker {
     /// `Some(had_clone)`, whether the state directory held a clone before
     /// this start.
     id_to_check: Option<bool>,
+    /// The clone was made afresh after damage, and no sync has landed on
+    /// it yet (`mend`).
+    clone_fresh: bool,
     /// Registering, until when it may stay out of a drain its peers cover
     /// (`share::stays_out`) rather than push its registration: a bound, so
     /// that a long drain does not keep it unregistered.
@@ -306,6 +310,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
     .with_env(identity.env());
     let had_clone = cfg.state_dir.join("grid.git").exists();
     lock::clear_git_locks(&cfg.state_dir.join("grid.git"));
+    mend::remove_leftover(&cfg.state_dir);
     let repo = GridRepo::open_or_init(git, &cfg.repo_url, &cfg.branch)?.with_outboxes();
     let outbox = Outbox::open(cfg.state_dir.join("outbox"))?;
     let (started, started_before) = crate::service::started::StartLog::open(&cfg.state_dir);
@@ -406,6 +411,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         published_seen: Default::default(),
         registered: false,
         id_to_check: Some(had_clone),
+        clone_fresh: false,
         join_by: None,
     };
     let ran = match w.register(&rx) {

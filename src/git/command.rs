@@ -345,8 +345,10 @@ impl GitError {
     }
 }
 
-/// The useful part of git's stderr for an error message: its last few
-/// non-empty lines, at most 500 characters.
+/// The useful part of git's stderr for an error message: its first
+/// `fatal:` or `error:` line, then its last few non-empty lines, at most
+/// 500 characters. The cause is often the first line and advice the last
+/// (a lock file: the path first, then five lines on other processes).
 pub fn summarize(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let lines: Vec<&str> = text
@@ -354,13 +356,35 @@ pub fn summarize(stderr: &[u8]) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
-    tail.chars().take(500).collect()
+    let tail = lines.len().saturating_sub(3);
+    let cause = lines[..tail]
+        .iter()
+        .find(|l| l.starts_with("fatal:") || l.starts_with("error:"));
+    let shown: Vec<&str> = cause
+        .into_iter()
+        .copied()
+        .chain(lines[tail..].iter().copied())
+        .collect();
+    shown.join(" / ").chars().take(500).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lock file's path is in git's first line, and five lines of advice
+    /// follow: the summary keeps the path (a fault sweep found it cut).
+    #[test]
+    fn a_summary_keeps_the_cause_before_the_advice() {
+        let stderr = b"fatal: Unable to create '/s/grid.git/config.lock': File exists.\n\nAnother git process seems to be running in this repository, e.g.\nan editor opened by 'git commit'. Please make sure all processes\nare terminated then try again. If it still fails, a git process\nmay have crashed in this repository earlier:\nremove the file manually to continue.\n";
+        let s = summarize(stderr);
+        assert!(
+            s.starts_with("fatal: Unable to create '/s/grid.git/config.lock'"),
+            "{s}"
+        );
+        assert!(s.ends_with("remove the file manually to continue."), "{s}");
+        assert_eq!(summarize(b"error: one\ntwo\n"), "error: one / two");
+    }
 
     fn git(timeout: Duration) -> Git {
         Git::new("git", std::env::temp_dir(), timeout)

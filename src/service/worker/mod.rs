@@ -510,7 +510,7 @@ impl Worker {
                     // counted 30 refused logins in 75 s from a node started
                     // with a wrong token.
                     let wait = e.retry_after(delay);
-                    tracing::warn!(error = %Untrusted(&e), retry_in_s = wait.as_secs(), "cannot reach the grid yet");
+                    tracing::warn!(error = %Untrusted(&e), retry_in_s = wait.as_secs(), "cannot register with the grid yet");
                     self.notifier.status(&format!("waiting for the grid: {e}"));
                     self.wait_to_register(rx, wait)?;
                     delay = (delay * 2).min(self.cfg.pull_interval.max(Duration::from_secs(1)) * 6);

@@ -51,7 +51,8 @@ pub struct SubmitArgs {
     #[arg(long = "requires", value_name = "LABEL")]
     pub requires: Vec<String>,
     /// A task that must complete first (repeat for several); its result is
-    /// the task's input, /inputs/<id>.json.
+    /// the task's input, $DGRID_INPUTS/<id>.json (/inputs/<id>.json in a
+    /// container).
     #[arg(long = "after", value_name = "ID")]
     pub after: Vec<String>,
     /// Who submits it, for fairness between submitters.

@@ -117,6 +117,9 @@ impl CatFiles {
                 self.irregular.store(true, Ordering::Relaxed);
                 super::tree::first_of_each_name(entries);
             }
+            if entries.iter().any(|e| super::tree::unaddressable(&e.name)) {
+                self.irregular.store(true, Ordering::Relaxed);
+            }
         }
         Some(listed)
     }

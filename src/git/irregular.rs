@@ -13,6 +13,11 @@
 //!   clone's reader has met a tree out of git's order (`tree::in_git_order`),
 //!   the directories each commit edits are written again keeping the
 //!   first entry of each name, the one git and the walk find.
+//! - A name holding a `/` (a server without `fsck` takes it): no path
+//!   names the entry, so a `D` of it removed nothing, and a node filed it
+//!   as invalid at every sync, for ever; `mktree` refuses the directory,
+//!   so a commit that wrote it again failed. Once the reader has met one,
+//!   the directories each commit edits are written again without it.
 //!
 //! Written again with `mktree`, bottom up to the root; the commit starts
 //! from that root.
@@ -21,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::command::GitError;
 use super::repo::GridRepo;
-use super::tree::{EntryMode, Oid, TreeEntry, first_of_each_name};
+use super::tree::{EntryMode, Oid, TreeEntry, first_of_each_name, unaddressable};
 use crate::escape::Untrusted;
 
 /// Longest name kept in a directory written again; far beyond any grid
@@ -86,6 +91,13 @@ impl GridRepo {
                 let keep = e.name.len() <= MAX_NAME;
                 if !keep {
                     tracing::error!(dir = %in_dir, name = %shown(e), bytes = e.name.len(), "an entry whose name is too long for git fast-import is removed");
+                }
+                keep
+            });
+            entries.retain(|e| {
+                let keep = !unaddressable(&e.name);
+                if !keep {
+                    tracing::error!(dir = %in_dir, name = %shown(e), "an entry whose name holds a '/' is removed (a tree no git host with fsck takes)");
                 }
                 keep
             });
@@ -228,5 +240,65 @@ mod tests {
         let commit = repo.commit_edits(Some(&parent), &edits, "m", &who).unwrap();
         let listed = run(&["ls-tree", "-r", "--name-only", &commit], b"");
         assert_eq!(listed.lines().collect::<Vec<_>>(), ["tasks/queue/b.json"]);
+    }
+
+    /// A name holding a `/` (a push to a server without fsck): no path
+    /// reaches it, so the `D` of it removed nothing and a node filed it as
+    /// invalid at every sync. Once the reader has listed it, the commit
+    /// that removes it writes the directory again without it.
+    #[test]
+    fn a_name_holding_a_slash_is_gone_after_a_commit_that_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = Git::new("git", dir.path(), std::time::Duration::from_secs(60));
+        git.run(&["init", "-q", "--bare"]).unwrap();
+        let run = |args: &[&str], input: &[u8]| {
+            git.run_with(args, Some(input), &[0])
+                .unwrap()
+                .stdout_str()
+                .to_owned()
+        };
+        let blob = run(&["hash-object", "-w", "--stdin"], b"{}");
+        // `mktree` refuses such a name: the tree object is written raw.
+        let mut raw = Vec::new();
+        for name in ["a/b.json", "b.json"] {
+            raw.extend_from_slice(format!("100644 {name}\0").as_bytes());
+            raw.extend_from_slice(&hex::decode(&blob).unwrap());
+        }
+        let queue = run(
+            &["hash-object", "-w", "-t", "tree", "--literally", "--stdin"],
+            &raw,
+        );
+        let tasks = run(
+            &["mktree"],
+            format!("040000 tree {queue}\tqueue\n").as_bytes(),
+        );
+        let root = run(
+            &["mktree"],
+            format!("040000 tree {tasks}\ttasks\n").as_bytes(),
+        );
+        let parent = run(&["commit-tree", &root, "-m", "x"], b"");
+        let repo = GridRepo::read_only(git.clone(), "main");
+        let listed = repo.list_dir(&parent, "tasks/queue").unwrap();
+        let names: Vec<_> = listed.iter().map(|e| e.name.clone()).collect();
+        assert_eq!(names, [b"a/b.json".to_vec(), b"b.json".to_vec()]);
+        let mut edits = Edits::new();
+        edits.insert(b"tasks/queue/a/b.json".to_vec(), Edit::Delete);
+        edits.insert(b"tasks/failed/n@b.json".to_vec(), Edit::Put(b"{}".to_vec()));
+        let who = Signature {
+            name: "t".into(),
+            email: "t@t".into(),
+            when: 0,
+        };
+        let commit = repo.commit_edits(Some(&parent), &edits, "m", &who).unwrap();
+        let listed = run(&["ls-tree", "-r", "--name-only", &commit], b"");
+        assert_eq!(
+            listed.lines().collect::<Vec<_>>(),
+            ["tasks/failed/n@b.json", "tasks/queue/b.json"]
+        );
+        // A directory holding one, written again by `make_tree`: left out.
+        let entries = repo.list_dir(&parent, "tasks/queue").unwrap();
+        let tree = repo.make_tree(&entries).unwrap();
+        let listed = run(&["ls-tree", "--name-only", &tree], b"");
+        assert_eq!(listed.lines().collect::<Vec<_>>(), ["b.json"]);
     }
 }

@@ -127,6 +127,12 @@ pub fn first_of_each_name(entries: &mut Vec<TreeEntry>) -> Vec<TreeEntry> {
     later.into_iter().map(|(_, e)| e).collect()
 }
 
+/// A name no path can reach (it holds a `/`; a server without `fsck`
+/// takes it): `mktree` refuses it (`git::irregular`).
+pub fn unaddressable(name: &[u8]) -> bool {
+    name.contains(&b'/')
+}
+
 /// Are `entries` in the order git writes a tree in, each name once? Names
 /// compare as bytes, a directory's as if it ended in `/`; two entries of
 /// one name next to each other (a file and a directory so named, too) are

@@ -24,7 +24,12 @@ impl GridRepo {
     /// fast-import edits one entry at a time, each a scan of the directory.
     pub fn make_tree(&self, entries: &[TreeEntry]) -> Result<Oid, GitError> {
         let mut input = Vec::new();
-        for e in entries {
+        // A name holding a `/` names no path, and `mktree` refuses it
+        // (`git::irregular`): a directory written again leaves it out.
+        for e in entries
+            .iter()
+            .filter(|e| !super::tree::unaddressable(&e.name))
+        {
             let kind = match e.mode {
                 EntryMode::Tree => "tree",
                 EntryMode::Submodule => "commit",

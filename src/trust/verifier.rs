@@ -276,6 +276,14 @@ impl Verifier {
         Ok((opened, node))
     }
 
+    /// The task and the node of the result file `bytes`, which a node the
+    /// policy lists signed as the node it names. What a node can tell
+    /// without the grid's history, as [`Verifier::answers`].
+    pub fn answer_of(&self, bytes: &[u8], now: Timestamp) -> Result<(String, Id), TrustError> {
+        let (opened, node) = self.signed_by_a_node(bytes, now)?;
+        Ok((opened.result.task_id, node))
+    }
+
     /// The version of the policy in use, if any.
     pub fn policy_version(&self) -> Option<u64> {
         self.policy().map(|p| p.version)

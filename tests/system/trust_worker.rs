@@ -1554,3 +1554,107 @@ fn a_forged_record_under_a_nodes_own_id_does_not_stop_it() {
     assert_eq!(status.code(), Some(78), "{}", w.log_text());
     assert!(w.log_text().contains("is in use"), "{}", w.log_text());
 }
+
+/// A pusher ends a running node's claim with a result no node signed:
+/// first by a forged `outbox/n1` branch, which a peer's commit would
+/// carry (it ended n1's claim, in n2's name), then by hand (the claim
+/// deleted, `completed/n1@L.json` written unsigned). A sweep: n1's own
+/// result was put aside as superseded, and L's dependant waited for good
+/// in `enforce`. Now the peer carries nothing unsigned, and n1's result
+/// lands beside the forged one, as D's input.
+#[test]
+fn a_claim_ended_by_a_forged_result_still_lands_the_nodes_own_in_enforce() {
+    use serde_json::json;
+    let t = TrustedGrid::new();
+    let go = t.grid.path("go");
+    let seen = t.grid.path("seen-by-d");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.1; done; {}; echo REAL",
+        go.display(),
+        t.marking("L")
+    );
+    let l = json!({"task_id": "L", "script": script, "timeout_seconds": 120});
+    let d_script = format!(
+        "cat \"$DGRID_INPUTS/L.json\" > {}; {}",
+        seen.display(),
+        t.marking("D")
+    );
+    let d = json!({"task_id": "D", "script": d_script, "timeout_seconds": 30, "after": ["L"]});
+    t.queue(
+        &[
+            ("L", t.signed_task(l, "alice", GRID_ID, -10, 3600)),
+            ("D", t.signed_task(d, "alice", GRID_ID, -10, 3600)),
+        ],
+        "L, and D after it",
+    );
+    let mut spec = t.worker("n1", "enforce");
+    spec.drain = false;
+    let mut n1 = spawn_worker(&t.grid, &spec);
+    wait_until("n1 claimed L", Duration::from_secs(60), || {
+        t.grid.files("tasks/in_progress").contains_key("L.json")
+    });
+    let claim: Value =
+        serde_json::from_slice(&t.grid.files("tasks/in_progress")["L.json"]).unwrap();
+    let claimed_at = claim["claim"]["claimed_at"].as_str().unwrap().to_owned();
+    let forged = json!({
+        "task_id": "L", "node_id": "n1", "exit_code": 0, "stdout": "FORGED\n", "stderr": "",
+        "timestamp": claimed_at, "status": "completed", "attempt": 1, "truncated": false,
+    });
+    // The outbox branch, as n1 would publish it.
+    let scratch = tempfile::tempdir().unwrap();
+    let entry = json!({"task_id": "L", "attempt": 1, "claimed_at": claimed_at,
+        "finish": {"kind": "result", "result": forged}});
+    std::fs::create_dir_all(scratch.path().join("results")).unwrap();
+    std::fs::write(scratch.path().join("results/L.json"), entry.to_string()).unwrap();
+    git(scratch.path(), &["init", "-q"]);
+    git(scratch.path(), &["add", "-A"]);
+    git(
+        scratch.path(),
+        &[
+            "-c",
+            "user.name=x",
+            "-c",
+            "user.email=x@x",
+            "commit",
+            "-qm",
+            "pub",
+        ],
+    );
+    let bare = t.grid.bare.display().to_string();
+    git(
+        scratch.path(),
+        &["push", "-q", "-f", &bare, "HEAD:refs/heads/outbox/n1"],
+    );
+    let s = |id: &str| (id.to_owned(), t.by_alice(id, &t.marking(id)));
+    let small: Vec<(String, Vec<u8>)> = ["s1", "s2", "s3"].map(s).to_vec();
+    let small: Vec<(&str, Vec<u8>)> = small.iter().map(|(i, b)| (i.as_str(), b.clone())).collect();
+    t.queue(
+        &small,
+        "tasks for n2, whose commits would carry n1's outbox",
+    );
+    let n2 = t.drain(&t.worker("n2", "enforce"));
+    assert!(
+        t.grid.files("tasks/in_progress").contains_key("L.json"),
+        "n2 carried the forged result: {}",
+        n2.log_text()
+    );
+    t.grid
+        .commit_with("L's claim ended by hand, with a forged result", |w| {
+            let _ = std::fs::remove_file(w.join("tasks/in_progress/L.json"));
+            std::fs::write(w.join("tasks/completed/n1@L.json"), forged.to_string()).unwrap();
+        });
+    std::fs::write(&go, "").unwrap();
+    wait_until("D ran", Duration::from_secs(90), || t.runs("D") == 1);
+    let input = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        input.contains("REAL") && !input.contains("FORGED"),
+        "{input}"
+    );
+    let completed: Vec<String> = t.grid.files("tasks/completed").into_keys().collect();
+    assert!(
+        completed.iter().filter(|n| n.starts_with("n1@L")).count() == 2,
+        "{completed:?}"
+    );
+    assert_eq!(t.runs("L"), 1);
+    stop_cleanly([&mut n1]);
+}

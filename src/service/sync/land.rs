@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Draft, status_word};
+use super::{Draft, admit, status_word};
 use crate::git::Edit;
 use crate::git::GitError;
 use crate::git::{Blob, GridRepo};
@@ -12,6 +12,7 @@ use crate::grid::claim::ClaimedTask;
 use crate::grid::orphan;
 use crate::grid::{Id, TaskRules, layout};
 use crate::ledger::queue;
+use crate::ledger::result_index::ResultIndex;
 use crate::ledger::results::{PendingResult, abandoned, attempts};
 use crate::ledger::room::GiveWay;
 use crate::service::outbox::{Finish, OutboxEntry};
@@ -147,13 +148,28 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                 d.report.landed.push(id.clone());
                 continue;
             }
+            Landing::Superseded
+                if in_progress.data().is_none()
+                    && matches!(entry.finish, Finish::Result { .. })
+                    && admit::enforced(d.req)
+                    && !answered(repo, d, id)? =>
+            {
+                // No claim holds the task, and no node's signed result
+                // answers it: a pusher ended this node's claim (deleted
+                // it, or wrote a result no node signed, by hand or in a
+                // forged outbox). Its own result lands, beside any other.
+                tracing::warn!(task = %id, "trust: the claim of this task was ended by no node's signed result; this node's own result lands");
+                Vec::new()
+            }
             Landing::Superseded => {
                 d.report.superseded.push(id.clone());
                 continue;
             }
         };
         touched.insert(id.clone());
-        d.edits.insert(source.clone(), Edit::Delete);
+        if !source.is_empty() {
+            d.edits.insert(source.clone(), Edit::Delete);
+        }
         match &entry.finish {
             Finish::Result { result, signed } => {
                 d.summary
@@ -233,6 +249,26 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
         d.report.landed.push(id.clone());
     }
     Ok(touched)
+}
+
+/// Enforcing trust: does a result signed by a node the policy lists
+/// answer task `id` at the tip (the one that stands: a completed result
+/// that counts, else a failed one)? One not read yet counts, as before.
+fn answered(repo: &GridRepo, d: &Draft<'_>, id: &Id) -> Result<bool, GitError> {
+    let index = ResultIndex::list(repo, d.tip)?;
+    let counts = |task: &Id, bytes: &[u8]| admit::result_counts(d.req, task, bytes);
+    let found = index.find_counted(repo, std::slice::from_ref(id), Some(&counts))?;
+    let Some(r) = found.get(id) else {
+        return Ok(false);
+    };
+    if r.completed {
+        return Ok(r.counted);
+    }
+    let read = repo.read_objects(std::slice::from_ref(&r.oid), layout::MAX_RESULT_BYTES)?;
+    Ok(match read.first().and_then(Blob::data) {
+        Some(bytes) => admit::answers::attested(d.req, bytes, id),
+        None => true,
+    })
 }
 
 /// Where the claim `c` goes back to the queue as attempt `attempt`

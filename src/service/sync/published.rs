@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::land::is_ours;
-use super::{Draft, assigned, status_word};
+use super::{Draft, admit, assigned, status_word};
 use crate::git::published::Publish;
 use crate::git::{Blob, Edit, Edits, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::claim::ClaimedTask;
@@ -310,8 +310,20 @@ fn carriable(entry: &Blob, claim: &Blob, id: &Id, peer: &Id, d: &Draft<'_>) -> O
     let entry = entry
         .data()
         .and_then(|b| serde_json::from_slice::<OutboxEntry>(b).ok())?;
+    // Enforcing trust: only a result the peer signed. A branch is anyone's
+    // to push, and a forged result carried in this node's commit had
+    // ended the peer's claim, its own result then put aside (a sweep).
     let fits = match &entry.finish {
-        Finish::Result { result, .. } => result.task_id == id.as_str() && &result.node_id == peer,
+        Finish::Result { result, signed } => {
+            result.task_id == id.as_str()
+                && &result.node_id == peer
+                && admit::answers::signed_as(
+                    d.req,
+                    signed.as_deref().unwrap_or_default().as_bytes(),
+                    id,
+                    peer,
+                )
+        }
         Finish::Requeue { .. } => true,
         Finish::Retry { .. } => false,
     };

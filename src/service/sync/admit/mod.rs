@@ -31,6 +31,7 @@ use crate::trust::{Action, KeyStanding, Mode, Offer, SignedTask, TrustError, Ver
 /// entries costs a few MB of ids, not a read of each at every sync.
 const SKIPPED_ENTRIES: usize = 65536;
 
+pub(super) mod answers;
 mod longer;
 
 /// What becomes of one queue entry.
@@ -154,8 +155,7 @@ pub(super) struct Enforcing<'a> {
     tip: &'a str,
 }
 
-/// The node's say over what gives way, where it enforces trust, in a plan
-/// at `tip`.
+/// The node's say over what gives way, enforcing trust, in a plan at `tip`.
 pub(super) fn give_way<'a>(req: &'a SyncRequest<'a>, tip: &'a str) -> Option<Enforcing<'a>> {
     enforced(req).then_some(Enforcing { req, tip })
 }

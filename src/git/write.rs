@@ -17,6 +17,18 @@ pub enum PushOutcome {
     Rejected(String),
 }
 
+/// The id git gives `data` as a blob (the SHA-1 of its header and bytes),
+/// with no process and nothing written: for a file a commit being planned
+/// writes, named before the commit (a dependant claimed in the commit that
+/// writes its parent's result reads that result by this id).
+pub fn blob_id(data: &[u8]) -> Oid {
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    h.update(format!("blob {}\0", data.len()).as_bytes());
+    h.update(data);
+    hex::encode(h.finalize())
+}
+
 impl GridRepo {
     /// Write a tree object of `entries` (one directory, not recursive) with
     /// one `git mktree`, which sorts them as git wants. This is how a
@@ -266,6 +278,18 @@ fn from_root(edits: &Edits, root: Oid) -> Edits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The id named in process is the one git writes the blob under.
+    #[test]
+    fn a_blob_id_is_gits() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = crate::git::Git::new("git", dir.path(), std::time::Duration::from_secs(30));
+        git.run(&["init", "-q", "--bare"]).unwrap();
+        let repo = GridRepo::read_only(git, "main");
+        for data in [&b""[..], b"{}", b"a\0b\n", &[0xffu8; 3000]] {
+            assert_eq!(blob_id(data), repo.write_blob(data).unwrap());
+        }
+    }
 
     #[test]
     fn push_porcelain_lines() {

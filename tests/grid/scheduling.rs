@@ -893,6 +893,36 @@ fn a_result_others_wait_for_is_pushed_at_once_while_a_long_task_runs() {
     );
 }
 
+/// A chain on an idle node: the commit that lands a link's result claims
+/// the next link, which reads that result as its input (written in that
+/// very commit). Each link took two pushes, `complete c2, release c3`
+/// then `claim c3`: behind a forge 100 ms away, 1.5 s between links.
+#[test]
+fn the_commit_that_lands_a_links_result_claims_the_next_link() {
+    let grid = Grid::new();
+    let tasks: Vec<Value> = (0..6)
+        .map(|i| match i {
+            0 => json!({"task_id": "c0", "script": "echo c0", "timeout_seconds": 30}),
+            _ => json!({
+                "task_id": format!("c{i}"), "timeout_seconds": 30, "after": [format!("c{}", i - 1)],
+                "script": format!("grep -q '\"stdout\": \"c{}' \"$DGRID_INPUTS/c{}.json\" && echo c{i}", i - 1, i - 1),
+            }),
+        })
+        .collect();
+    submit(&grid, "chain", Value::Array(tasks));
+    drained(&grid, "w1");
+    let r = results_by_task(&grid);
+    for i in 0..6 {
+        let c = &r[&format!("c{i}")];
+        assert_eq!(c["stdout"], format!("c{i}\n"), "{c}");
+    }
+    for i in 1..6 {
+        let landed = commit_adding(&grid, &format!("tasks/completed/w1@c{}.json", i - 1));
+        let claim = json_at(&grid, &landed, &format!("tasks/in_progress/c{i}.json"));
+        assert_eq!(claim["claim"]["node_id"], "w1", "{claim}");
+    }
+}
+
 /// The one commit on `main` that added `path`.
 fn commit_adding(grid: &Grid, path: &str) -> String {
     let log = git(
@@ -916,7 +946,7 @@ fn json_at(grid: &Grid, commit: &str, path: &str) -> Value {
 /// task after a parent that completed before. The commit that lands the
 /// parent's `invalid` result fails its dependants, naming it and how it
 /// ended, rejects the cycle as invalid, and queues the task whose parent
-/// completed:
+/// completed (and claims it: the node has room):
 /// nothing is left in `tasks/blocked/` for a later sweep.
 #[test]
 fn a_parent_rejected_as_invalid_fails_its_dependants_in_the_same_commit() {
@@ -959,11 +989,10 @@ fn a_parent_rejected_as_invalid_fails_its_dependants_in_the_same_commit() {
         !paths.lines().any(|p| p.starts_with("tasks/blocked/")),
         "nothing left waiting:\n{paths}"
     );
+    // Queued, and claimed in the same commit by the node that has room.
     assert!(
-        paths
-            .lines()
-            .any(|p| p.starts_with("tasks/lanes/") && p.ends_with("/late.json")),
-        "the task whose parent completed is queued:\n{paths}"
+        paths.lines().any(|p| p == "tasks/in_progress/late.json"),
+        "the task whose parent completed is claimed:\n{paths}"
     );
     for (id, want) in [
         (

@@ -199,6 +199,9 @@ struct Draft<'a> {
     /// Tasks this plan files under `blocked/`: the release looks at them
     /// with those waiting at the tip.
     waiting: Vec<BlockedEntry>,
+    /// Tasks this plan releases to their lanes (path, blob), for the node
+    /// to claim in it (`claim::claim_released`).
+    ready: Vec<(Vec<u8>, Oid)>,
 }
 
 impl Draft<'_> {
@@ -354,6 +357,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         queue: None,
         claims_and_nodes: None,
         waiting: Vec::new(),
+        ready: Vec::new(),
     };
     if req.adopt > 0 || req.adopt_above > 0 {
         // Claims a peer made for this node: they start now, before any
@@ -434,6 +438,7 @@ pub fn plan(txn: &Txn<'_>, req: &SyncRequest<'_>) -> Result<Plan<SyncReport>, Gi
         });
     }
     release(repo, &mut d)?;
+    claim::claim_released(repo, &mut d)?;
     write_results(repo, &mut d)?;
     d.report.awaited = release::awaited(repo, &d)?;
 

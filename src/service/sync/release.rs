@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Draft;
-use crate::git::{GitError, GridRepo};
+use crate::git::{Edit, EntryMode, GitError, GridRepo};
 use crate::grid::Id;
 use crate::ledger::deps::{self, Finished};
 use crate::ledger::room::GiveWay;
@@ -58,6 +58,16 @@ pub(super) fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
         give_way: give_way.as_ref().map(|g| g as &dyn GiveWay),
     };
     let planned = deps::release(repo, d.tip, &input)?;
+    // What it made ready: the waiting tasks' blobs put in their lanes.
+    let lanes = format!("{}/", crate::grid::layout::LANES);
+    d.ready
+        .extend(planned.edits.iter().filter_map(|(path, e)| match e {
+            Edit::Object {
+                mode: EntryMode::File,
+                oid,
+            } if path.starts_with(lanes.as_bytes()) => Some((path.clone(), oid.clone())),
+            _ => None,
+        }));
     // A task this very plan filed under `blocked/` and moves on now: the
     // delete replaces the filing (fast-import ignores the delete of a path
     // the tip does not have, and removes one it does: a file of the same

@@ -1,0 +1,102 @@
+//! The tasks this very plan releases, claimed in it: where the node has
+//! room and nothing else queued to take, a dependant whose last parent's
+//! result the plan lands starts with that commit, not a round later. Each
+//! link of a chain took two pushes (`complete c2, release c3`, then
+//! `claim c3`): behind a forge 100 ms away, 1.5 s from one link's end to
+//! the next one's start, for tasks of 1 s.
+
+use super::{Verdict, consider, take};
+use crate::git::{Blob, EntryMode, GitError, GridRepo, Oid, TreeEntry};
+use crate::grid::layout::{self, Place};
+use crate::grid::{Id, Task};
+use crate::ledger::result_index::ResultIndex;
+use crate::service::sync::{Draft, admit};
+
+/// Claim what this plan released (`Draft::ready`), up to the room the
+/// node asked to claim and did not fill from the queue.
+pub(in crate::service::sync) fn claim_released(
+    repo: &GridRepo,
+    d: &mut Draft<'_>,
+) -> Result<(), GitError> {
+    let req = d.req;
+    let mut room = req.want_claims.saturating_sub(d.report.claimed.len());
+    // Something else left queued: the claim's order chose it over these.
+    if room == 0 || d.ready.is_empty() || d.report.queue_left > 0 {
+        return Ok(());
+    }
+    let ready = std::mem::take(&mut d.ready);
+    let mut index: Option<ResultIndex> = None;
+    for (path, oid) in ready {
+        if room == 0 {
+            break;
+        }
+        let rel = path.strip_prefix(format!("{}/", layout::LANES).as_bytes());
+        let Some(Ok((place, name))) = rel.map(Place::parse) else {
+            continue;
+        };
+        if req.labels.serves(&place.class).is_err() {
+            continue;
+        }
+        let entry = TreeEntry {
+            mode: EntryMode::File,
+            oid: oid.clone(),
+            name: name.to_vec(),
+        };
+        let blob = repo
+            .read_objects(&[oid], req.rules.max_file_bytes as u64)?
+            .pop()
+            .unwrap_or(Blob::Missing);
+        let Verdict::Claimable(task) = consider(repo, d, &entry, name, blob)? else {
+            continue;
+        };
+        let Some(inputs) = inputs(repo, d, &task, &mut index)? else {
+            continue;
+        };
+        let before = d
+            .report
+            .claimed
+            .iter()
+            .map(|c| chrono::Duration::seconds(c.task.timeout_seconds as i64))
+            .sum();
+        take(d, (&path, None), task, place.batch.minute, inputs, before);
+        room -= 1;
+    }
+    Ok(())
+}
+
+/// The results `task` reads, by parent: those this plan writes (named by
+/// the blob id the commit writes them under), else the tip's that count.
+/// None if one is neither.
+fn inputs(
+    repo: &GridRepo,
+    d: &Draft<'_>,
+    task: &Task,
+    index: &mut Option<ResultIndex>,
+) -> Result<Option<Vec<(Id, Oid)>>, GitError> {
+    let mut inputs = Vec::new();
+    for parent in task.after() {
+        let here = d
+            .results
+            .iter()
+            .find(|r| r.result.task_id == parent.as_str() && r.result.status.is_success());
+        if let Some(r) = here {
+            inputs.push((parent.clone(), crate::git::write::blob_id(&r.to_bytes())));
+            continue;
+        }
+        if index.is_none() {
+            *index = Some(ResultIndex::list(repo, d.tip)?);
+        }
+        let counts = |id: &Id, bytes: &[u8]| admit::result_counts(d.req, id, bytes);
+        let counts = admit::enforced(d.req).then_some(&counts as &dyn Fn(&Id, &[u8]) -> bool);
+        let found = index.as_ref().expect("listed above").find_counted(
+            repo,
+            std::slice::from_ref(parent),
+            counts,
+        )?;
+        match found.get(parent) {
+            Some(r) if r.completed && r.counted => inputs.push((parent.clone(), r.oid.clone())),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(inputs))
+}

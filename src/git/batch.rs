@@ -155,6 +155,12 @@ impl CatFiles {
     }
 
     /// Has a tree read been out of git's order?
+    /// A tree out of git's order was met outside [`Self::trees`]
+    /// (`git::damage`): commits write the directories they edit again.
+    pub(super) fn mark_irregular(&self) {
+        self.irregular.store(true, Ordering::Relaxed);
+    }
+
     pub fn met_irregular(&self) -> bool {
         self.irregular.load(Ordering::Relaxed)
     }

@@ -9,13 +9,14 @@
 //! (`<rev>^{tree}`, `<rev>:a`, `<rev>:a/b`) are looked up in one
 //! batch-check, and the deepest tree found is read: if it names the next
 //! part, the clone lacks an object it should hold. A commit the clone does
-//! not have at all (a shallow clone's history) is not damage.
+//! not have at all (a shallow clone's history) is not damage, nor is a
+//! name in a tree out of git's order, which git's lookup does not find.
 
 use std::collections::{HashMap, HashSet};
 
 use super::batch::{CatFiles, ObjectInfo, parse_tree};
 use super::command::Git;
-use super::tree::EntryMode;
+use super::tree::{EntryMode, in_git_order};
 
 /// Is any of `missing` (specs `cat-file` answered `missing` for) an object
 /// the clone should hold? `Err` names the first such; None when the kept
@@ -96,6 +97,15 @@ pub(super) fn lost(cat: &CatFiles, git: &Git, missing: &[&str]) -> Option<Result
     let mut names: HashMap<&str, HashSet<Vec<u8>>> = HashMap::new();
     for (oid, body) in oids.iter().zip(bodies) {
         let entries = parse_tree(&body?, oid.len() / 2)?;
+        // A tree out of git's order (a server without fsck takes one):
+        // git's lookup by path stops early in it, so a name it holds reads
+        // as not there, as git tells it, not as a lost object (a pusher's
+        // such tree had every node clone the grid again). Commits write
+        // it again in order (`git::irregular`).
+        if !in_git_order(&entries) {
+            cat.mark_irregular();
+            continue;
+        }
         // A submodule's commit is never in the clone: anyone can push
         // one, and it is a path that holds nothing, not damage.
         let held = entries
@@ -104,7 +114,10 @@ pub(super) fn lost(cat: &CatFiles, git: &Git, missing: &[&str]) -> Option<Result
         names.insert(oid, held.map(|e| e.name).collect());
     }
     for (tree, name, what) in &looks {
-        if names.get(tree.oid.as_str())?.contains(name.as_bytes()) {
+        let Some(held) = names.get(tree.oid.as_str()) else {
+            continue;
+        };
+        if held.contains(name.as_bytes()) {
             return Some(Err(format!(
                 "`{what}` is named by tree {} but the clone lacks it",
                 tree.oid
@@ -199,5 +212,46 @@ mod tests {
         assert_eq!(info("HEAD:a/sub"), [None]);
         assert_eq!(info("HEAD:a/sub/x.json"), [None]);
         assert!(repo.list_dir("HEAD", "a/sub").unwrap().is_empty());
+    }
+
+    /// A tree out of git's order (pushed to a server without fsck): git's
+    /// lookup by path misses a name it holds. That is a path not there, as
+    /// git reads it, not a lost object: a pusher's such tree in
+    /// `in_progress/` had a node take its clone for damaged, and clone the
+    /// grid again at every sync that followed a landed one.
+    #[test]
+    fn a_name_git_cannot_find_in_a_tree_out_of_order_is_no_damage() {
+        let (dir, repo) = committed_repo(|d| std::fs::write(d.join("x"), "x").unwrap());
+        let run = |args: &[&str], input: &[u8]| {
+            use std::io::Write;
+            let mut child = std::process::Command::new("git")
+                .args(args)
+                .current_dir(dir.path())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(input).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        let blob = run(&["hash-object", "-w", "--stdin"], b"{}");
+        let mut raw = Vec::new();
+        for name in ["z.json", "b.json"] {
+            raw.extend_from_slice(format!("100644 {name}\0").as_bytes());
+            raw.extend_from_slice(&hex::decode(&blob).unwrap());
+        }
+        let dir_tree = run(
+            &["hash-object", "-w", "-t", "tree", "--literally", "--stdin"],
+            &raw,
+        );
+        let root = run(
+            &["mktree"],
+            format!("040000 tree {dir_tree}\td\n").as_bytes(),
+        );
+        let commit = run(&["commit-tree", &root, "-m", "unsorted"], b"");
+        let info = repo.object_info(&[format!("{commit}:d/b.json")]).unwrap();
+        assert_eq!(info, [None], "git's lookup misses it: not there");
     }
 }

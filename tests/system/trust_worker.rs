@@ -1506,55 +1506,6 @@ fn an_older_signed_record_put_back_while_the_node_is_down_does_not_count() {
     fails_as_replayed(&t, spawn_worker(&t.grid, &spec));
 }
 
-/// A record under a node's own id, dated most of an hour ahead and naming
-/// another start: forged (not signed by the key the policy lists for the
-/// node), it stopped that node at every start until it was stale, in
-/// `enforce` too (a sweep: exit 78, which systemd does not restart). Now
-/// the node registers over it and runs. Signed with that key, it is
-/// another worker of this id (a cloned host with the key), and the node
-/// stops as before.
-#[test]
-fn a_forged_record_under_a_nodes_own_id_does_not_stop_it() {
-    use dgrid_worker::grid::{Id, NodeRecord, NodeStatus};
-    let t = TrustedGrid::new();
-    t.queue(&[("a", t.by_alice("a", &t.marking("a")))], "a");
-    t.drain(&t.worker("n1", "enforce"));
-    let other_start = |signed: bool| {
-        let ahead = dgrid_worker::time::now() + chrono::Duration::minutes(59);
-        let mut r = NodeRecord::new(
-            Id::parse("n1").unwrap(),
-            NodeStatus::Idle,
-            dgrid_worker::time::format(ahead),
-        );
-        r.started_at = "2026-01-01T00:00:00.000Z".into();
-        let bytes = if signed {
-            let key = dgrid_worker::trust::KeySigner::open(std::path::Path::new(&t.key("n1")));
-            dgrid_worker::trust::record::sign(&r, &Id::parse(GRID_ID).unwrap(), &key.unwrap())
-                .unwrap()
-        } else {
-            r.to_bytes()
-        };
-        vec![("nodes/n1.json".to_owned(), bytes)]
-    };
-    t.grid
-        .commit_files(&other_start(false), "a forged record under n1's id");
-    t.queue(&[("b", t.by_alice("b", &t.marking("b")))], "b");
-    let w = t.drain(&t.worker("n1", "enforce"));
-    assert_eq!(t.runs("b"), 1, "{}", w.log_text());
-    assert_eq!(
-        log_lines(&w, "not another worker's").len(),
-        1,
-        "{}",
-        w.log_text()
-    );
-    t.grid
-        .commit_files(&other_start(true), "n1's record, from another start of n1");
-    let mut w = spawn_worker(&t.grid, &t.worker("n1", "enforce"));
-    let status = w.wait_exit(Duration::from_secs(60));
-    assert_eq!(status.code(), Some(78), "{}", w.log_text());
-    assert!(w.log_text().contains("is in use"), "{}", w.log_text());
-}
-
 /// A pusher ends a running node's claim with a result no node signed:
 /// first by a forged `outbox/n1` branch, which a peer's commit would
 /// carry (it ended n1's claim, in n2's name), then by hand (the claim

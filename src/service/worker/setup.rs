@@ -13,16 +13,13 @@
 //! been killed before it kept it (`<state>/registering`), it is another
 //! worker's, and this one stops, as for a configuration error. A state
 //! directory that an older version ran on (a clone, neither file) cannot
-//! tell, and is taken at its word. Where the policy the node holds lists
-//! its key, a record not signed by a key listed for its id is no worker's
-//! (anyone can push one) and is written over.
+//! tell, and is taken at its word.
 
 use crate::config::Config;
 use crate::git::auth::Access;
 use crate::git::ssh::{self, SharedConnection};
 use crate::grid::schedule::NodeLabels;
 use crate::grid::{Class, Label, NodeRecord, NodeStatus, layout};
-use crate::trust::KeyStanding;
 
 use super::{Worker, WorkerError};
 
@@ -123,16 +120,9 @@ impl Worker {
         else {
             return Ok(());
         };
-        let Some(bytes) = blobs.pop().and_then(|b| b.data().map(<[u8]>::to_vec)) else {
-            return Ok(());
-        };
-        if self.signed_by_another_key(&bytes) {
-            tracing::warn!(
-                "the record under this node's id is not signed by a key the policy lists for it: not another worker's; the registration writes over it"
-            );
-            return Ok(());
-        }
-        let record = NodeRecord::parse(&bytes).ok();
+        let record = blobs
+            .pop()
+            .and_then(|b| b.data().and_then(|d| NodeRecord::parse(d).ok()));
         let last = std::fs::read_to_string(self.cfg.state_dir.join(REGISTERED)).ok();
         let pending = self.registering();
         if last.is_none() && pending.is_empty() && had_clone {
@@ -153,31 +143,6 @@ impl Worker {
             }
             _ => Ok(()),
         }
-    }
-
-    /// Whether the record `bytes` under this node's id is not signed by a
-    /// key the policy lists for it, where the policy held lists this node's
-    /// own key (so that another worker of this id would be listed too: two
-    /// volunteers' hosts named alike have keys of their own, and the one
-    /// the owner did not list is the one that stops). Anyone who can push
-    /// can write a record: one forged under a node's id, dated ahead, had
-    /// stopped that node at every start, in `enforce` too (a sweep).
-    fn signed_by_another_key(&self, bytes: &[u8]) -> bool {
-        let (Some(gate), Some(own), Some(pinned)) =
-            (&self.gate, &self.node_key, &self.cfg.trust.pinned)
-        else {
-            return false;
-        };
-        let gate = gate.borrow();
-        let now = crate::time::now();
-        let listed = |key: &ssh_key::PublicKey| {
-            matches!(
-                gate.node_key_standing(self.node(), key, now),
-                KeyStanding::Listed
-            )
-        };
-        listed(own)
-            && !crate::trust::record::signer(bytes, &pinned.grid_id).is_ok_and(|k| listed(&k))
     }
 
     /// The node registered: its record now says this run's `started_at`.

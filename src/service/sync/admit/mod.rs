@@ -33,6 +33,7 @@ const SKIPPED_ENTRIES: usize = 65536;
 
 pub(super) mod answers;
 mod longer;
+pub(super) mod skips;
 
 /// What becomes of one queue entry.
 #[derive(Debug)]
@@ -51,8 +52,7 @@ pub(super) enum Admit {
     Elsewhere(Task),
 }
 
-/// Admit the queue entry `entry`, a file named `name`, whose bytes are
-/// `content`.
+/// Admit the queue entry `entry` (a file named `name`) of bytes `content`.
 pub(super) fn admit(
     repo: &GridRepo,
     d: &Draft<'_>,

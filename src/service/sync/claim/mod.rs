@@ -314,10 +314,15 @@ pub(super) fn claim(
     let mut queued_before = chrono::Duration::zero();
     for (k, &(i, level)) in order.iter().enumerate() {
         // Entries not this node's to run (unsigned, an unknown signer:
-        // `admit`) took the sample's reads: read on, as many again at a
-        // time, up to SKIPS_READ a round. A pusher's 6,000 unsigned files
-        // at the top priority held signed work back for 36 s, 262 a poll.
-        if k == sample && skipped > 0 && picker.taken() < want && sample < SKIPS_READ {
+        // `admit`) took the sample's reads: read on, doubling, up to
+        // SKIPS_READ a round, while the skip cache holds them (`skips`).
+        // 6,000 unsigned files at p99 held signed work back 36 s before.
+        if k == sample
+            && skipped > 0
+            && picker.taken() < want
+            && sample < SKIPS_READ
+            && admit::skips::room_for(req, SKIPS_READ)
+        {
             let end = order.len().min(sample * 2).min(SKIPS_READ);
             read = read_sample(repo, &candidates, &order[sample..end], req)?;
             sample = end;

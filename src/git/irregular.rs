@@ -130,6 +130,39 @@ mod tests {
     use crate::git::Git;
     use crate::git::edits::{Edit, Edits, Signature};
 
+    /// What git run with `args` in `git`'s repository printed, `input` on
+    /// its standard input.
+    fn run_in(git: &Git, args: &[&str], input: &[u8]) -> String {
+        git.run_with(args, Some(input), &[0])
+            .unwrap()
+            .stdout_str()
+            .to_owned()
+    }
+
+    /// A commit whose `tasks/queue/` holds `entries` (name, blob), its
+    /// tree written raw, as a participant builds one that `mktree` (and a
+    /// server with fsck) refuses.
+    fn raw_queue(git: &Git, entries: &[(&str, &String)]) -> String {
+        let mut raw = Vec::new();
+        for (name, oid) in entries {
+            raw.extend_from_slice(format!("100644 {name}\0").as_bytes());
+            raw.extend_from_slice(&hex::decode(oid).unwrap());
+        }
+        let literally = ["hash-object", "-w", "-t", "tree", "--literally", "--stdin"];
+        let queue = run_in(git, &literally, &raw);
+        let tasks = run_in(
+            git,
+            &["mktree"],
+            format!("040000 tree {queue}\tqueue\n").as_bytes(),
+        );
+        let root = run_in(
+            git,
+            &["mktree"],
+            format!("040000 tree {tasks}\ttasks\n").as_bytes(),
+        );
+        run_in(git, &["commit-tree", &root, "-m", "x"], b"")
+    }
+
     /// One name of 70,000 bytes in `tasks/queue/` (a push of 1 KB) made
     /// every commit that touched the queue fail; the commit now lands,
     /// without that name, and with everything else the tree held.
@@ -191,34 +224,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let git = Git::new("git", dir.path(), std::time::Duration::from_secs(60));
         git.run(&["init", "-q", "--bare"]).unwrap();
-        let run = |args: &[&str], input: &[u8]| {
-            git.run_with(args, Some(input), &[0])
-                .unwrap()
-                .stdout_str()
-                .to_owned()
-        };
+        let run = |args: &[&str], input: &[u8]| run_in(&git, args, input);
         let one = run(&["hash-object", "-w", "--stdin"], b"{\"n\": 1}");
         let two = run(&["hash-object", "-w", "--stdin"], b"{\"n\": 2}");
         let kept = run(&["hash-object", "-w", "--stdin"], b"{}");
         // `mktree` refuses a name twice: the tree object is written raw.
-        let mut raw = Vec::new();
-        for (name, oid) in [("a.json", &one), ("a.json", &two), ("b.json", &kept)] {
-            raw.extend_from_slice(format!("100644 {name}\0").as_bytes());
-            raw.extend_from_slice(&hex::decode(oid).unwrap());
-        }
-        let queue = run(
-            &["hash-object", "-w", "-t", "tree", "--literally", "--stdin"],
-            &raw,
+        let parent = raw_queue(
+            &git,
+            &[("a.json", &one), ("a.json", &two), ("b.json", &kept)],
         );
-        let tasks = run(
-            &["mktree"],
-            format!("040000 tree {queue}\tqueue\n").as_bytes(),
-        );
-        let root = run(
-            &["mktree"],
-            format!("040000 tree {tasks}\ttasks\n").as_bytes(),
-        );
-        let parent = run(&["commit-tree", &root, "-m", "x"], b"");
         let repo = GridRepo::read_only(git.clone(), "main");
         let listed = repo.list_dir(&parent, "tasks/queue").unwrap();
         let names: Vec<_> = listed
@@ -251,32 +265,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let git = Git::new("git", dir.path(), std::time::Duration::from_secs(60));
         git.run(&["init", "-q", "--bare"]).unwrap();
-        let run = |args: &[&str], input: &[u8]| {
-            git.run_with(args, Some(input), &[0])
-                .unwrap()
-                .stdout_str()
-                .to_owned()
-        };
+        let run = |args: &[&str], input: &[u8]| run_in(&git, args, input);
         let blob = run(&["hash-object", "-w", "--stdin"], b"{}");
         // `mktree` refuses such a name: the tree object is written raw.
-        let mut raw = Vec::new();
-        for name in ["a/b.json", "b.json"] {
-            raw.extend_from_slice(format!("100644 {name}\0").as_bytes());
-            raw.extend_from_slice(&hex::decode(&blob).unwrap());
-        }
-        let queue = run(
-            &["hash-object", "-w", "-t", "tree", "--literally", "--stdin"],
-            &raw,
-        );
-        let tasks = run(
-            &["mktree"],
-            format!("040000 tree {queue}\tqueue\n").as_bytes(),
-        );
-        let root = run(
-            &["mktree"],
-            format!("040000 tree {tasks}\ttasks\n").as_bytes(),
-        );
-        let parent = run(&["commit-tree", &root, "-m", "x"], b"");
+        let parent = raw_queue(&git, &[("a/b.json", &blob), ("b.json", &blob)]);
         let repo = GridRepo::read_only(git.clone(), "main");
         let listed = repo.list_dir(&parent, "tasks/queue").unwrap();
         let names: Vec<_> = listed.iter().map(|e| e.name.clone()).collect();

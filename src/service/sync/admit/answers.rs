@@ -15,26 +15,19 @@ pub(in crate::service::sync) fn signed_as(
     task: &Id,
     node: &Id,
 ) -> bool {
-    match req.trust.filter(|_| enforced(req)) {
-        None => true,
-        Some(gate) => gate
-            .borrow()
-            .verifier
-            .answer_of(bytes, req.now)
-            .is_ok_and(|(t, n)| t == task.as_str() && &n == node),
-    }
+    answer(req, bytes).is_none_or(|a| a.is_some_and(|(t, n)| t == task.as_str() && &n == node))
 }
 
 /// Does the result file `bytes` answer task `task`, signed by any node
 /// the policy lists as the node it names? Where trust is not enforced,
 /// every result does.
 pub(in crate::service::sync) fn attested(req: &SyncRequest<'_>, bytes: &[u8], task: &Id) -> bool {
-    match req.trust.filter(|_| enforced(req)) {
-        None => true,
-        Some(gate) => gate
-            .borrow()
-            .verifier
-            .answer_of(bytes, req.now)
-            .is_ok_and(|(t, _)| t == task.as_str()),
-    }
+    answer(req, bytes).is_none_or(|a| a.is_some_and(|(t, _)| t == task.as_str()))
+}
+
+/// None where trust is not enforced; else the task and node the result
+/// answers as, if a node the policy lists signed it as itself.
+fn answer(req: &SyncRequest<'_>, bytes: &[u8]) -> Option<Option<(String, Id)>> {
+    let gate = req.trust.filter(|_| enforced(req))?;
+    Some(gate.borrow().verifier.answer_of(bytes, req.now).ok())
 }

@@ -916,6 +916,15 @@ fn the_commit_that_lands_a_links_result_claims_the_next_link() {
         let c = &r[&format!("c{i}")];
         assert_eq!(c["stdout"], format!("c{i}\n"), "{c}");
     }
+    // The log says when each run ended, as its result does (the line is
+    // written when the loop takes the end in, after a sync under way).
+    let log = std::fs::read_to_string(grid.path("w1.log")).unwrap();
+    let ended = r["c0"]["timestamp"].as_str().unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("task finished") && l.contains(ended)),
+        "{log}"
+    );
     for i in 1..6 {
         let landed = commit_adding(&grid, &format!("tasks/completed/w1@c{}.json", i - 1));
         let claim = json_at(&grid, &landed, &format!("tasks/in_progress/c{i}.json"));

@@ -148,11 +148,15 @@ impl Worker {
                 } else {
                     self.failed += 1;
                 }
+                // Logged when the loop takes the end in, which a sync under
+                // way delays (up to 1.9 s in a walk behind a far forge):
+                // `ended_at` says when the run ended, as its result does.
                 tracing::info!(
                     task_id = %task,
                     status = %result.status,
                     exit_code = result.exit_code,
                     duration_ms = report.duration.as_millis() as u64,
+                    ended_at = %result.timestamp,
                     "task finished"
                 );
                 let signed = self.sign(&claimed, &result);

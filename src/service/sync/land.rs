@@ -114,6 +114,7 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
     // Where each queued task is, looked up only if a claim is not ours any
     // more (it may have been reaped and requeued: in a lane, by its fields).
     let mut queued: Option<std::collections::BTreeMap<Id, Vec<u8>>> = None;
+    let mut results: Option<ResultIndex> = None;
     for (entry, found) in d.req.outbox.iter().zip(blobs.chunks(2)) {
         let id = &entry.task_id;
         let (in_progress, delivered) = (&found[0], &found[1]);
@@ -152,7 +153,7 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
                 if in_progress.data().is_none()
                     && matches!(entry.finish, Finish::Result { .. })
                     && admit::enforced(d.req)
-                    && !answered(repo, d, id)? =>
+                    && !answered(repo, d, id, &mut results)? =>
             {
                 // No claim holds the task, and no node's signed result
                 // answers it: a pusher ended this node's claim (deleted
@@ -254,8 +255,18 @@ pub(super) fn land_outbox(repo: &GridRepo, d: &mut Draft<'_>) -> Result<BTreeSet
 /// Enforcing trust: does a result signed by a node the policy lists
 /// answer task `id` at the tip (the one that stands: a completed result
 /// that counts, else a failed one)? One not read yet counts, as before.
-fn answered(repo: &GridRepo, d: &Draft<'_>, id: &Id) -> Result<bool, GitError> {
-    let index = ResultIndex::list(repo, d.tip)?;
+/// The result directories are listed once a plan (`results`): a node back
+/// from an outage may hold many results superseded.
+fn answered(
+    repo: &GridRepo,
+    d: &Draft<'_>,
+    id: &Id,
+    results: &mut Option<ResultIndex>,
+) -> Result<bool, GitError> {
+    if results.is_none() {
+        *results = Some(ResultIndex::list(repo, d.tip)?);
+    }
+    let index = results.as_ref().expect("listed above");
     let counts = |task: &Id, bytes: &[u8]| admit::result_counts(d.req, task, bytes);
     let found = index.find_counted(repo, std::slice::from_ref(id), Some(&counts))?;
     let Some(r) = found.get(id) else {

@@ -130,6 +130,25 @@ mod tests {
     use crate::git::Git;
     use crate::git::edits::{Edit, Edits, Signature};
 
+    /// A bare repository in a directory of its own (kept while the first
+    /// is).
+    fn bare() -> (tempfile::TempDir, Git) {
+        let dir = tempfile::tempdir().unwrap();
+        let git = Git::new("git", dir.path(), std::time::Duration::from_secs(60));
+        git.run(&["init", "-q", "--bare"]).unwrap();
+        (dir, git)
+    }
+
+    /// The commit of `edits` on `parent`, as a node writes it.
+    fn commit(repo: &GridRepo, parent: &str, edits: &Edits) -> String {
+        let who = Signature {
+            name: "t".into(),
+            email: "t@t".into(),
+            when: 0,
+        };
+        repo.commit_edits(Some(parent), edits, "m", &who).unwrap()
+    }
+
     /// What git run with `args` in `git`'s repository printed, `input` on
     /// its standard input.
     fn run_in(git: &Git, args: &[&str], input: &[u8]) -> String {
@@ -168,15 +187,8 @@ mod tests {
     /// without that name, and with everything else the tree held.
     #[test]
     fn a_commit_beside_a_name_fast_import_cannot_load_lands_without_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let git = Git::new("git", dir.path(), std::time::Duration::from_secs(60));
-        git.run(&["init", "-q", "--bare"]).unwrap();
-        let run = |args: &[&str], input: &str| {
-            git.run_with(args, Some(input.as_bytes()), &[0])
-                .unwrap()
-                .stdout_str()
-                .to_owned()
-        };
+        let (dir, git) = bare();
+        let run = |args: &[&str], input: &str| run_in(&git, args, input.as_bytes());
         let blob = run(&["hash-object", "-w", "--stdin"], "{}");
         let long = format!("{}.json", "A".repeat(70_000));
         let queue = run(
@@ -192,12 +204,7 @@ mod tests {
         let repo = GridRepo::read_only(git.clone(), "main");
         let mut edits = Edits::new();
         edits.insert(b"tasks/queue/new.json".to_vec(), Edit::Put(b"{}".to_vec()));
-        let who = Signature {
-            name: "t".into(),
-            email: "t@t".into(),
-            when: 0,
-        };
-        let commit = repo.commit_edits(Some(&parent), &edits, "m", &who).unwrap();
+        let commit = commit(&repo, &parent, &edits);
         let listed = run(&["ls-tree", "-r", "--name-only", &commit], "");
         assert_eq!(
             listed.lines().collect::<Vec<_>>(),
@@ -221,9 +228,7 @@ mod tests {
     /// commit writes the directory again: the name is gone, the rest kept.
     #[test]
     fn a_name_given_twice_is_gone_after_a_commit_that_removes_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let git = Git::new("git", dir.path(), std::time::Duration::from_secs(60));
-        git.run(&["init", "-q", "--bare"]).unwrap();
+        let (_dir, git) = bare();
         let run = |args: &[&str], input: &[u8]| run_in(&git, args, input);
         let one = run(&["hash-object", "-w", "--stdin"], b"{\"n\": 1}");
         let two = run(&["hash-object", "-w", "--stdin"], b"{\"n\": 2}");
@@ -246,12 +251,7 @@ mod tests {
         );
         let mut edits = Edits::new();
         edits.insert(b"tasks/queue/a.json".to_vec(), Edit::Delete);
-        let who = Signature {
-            name: "t".into(),
-            email: "t@t".into(),
-            when: 0,
-        };
-        let commit = repo.commit_edits(Some(&parent), &edits, "m", &who).unwrap();
+        let commit = commit(&repo, &parent, &edits);
         let listed = run(&["ls-tree", "-r", "--name-only", &commit], b"");
         assert_eq!(listed.lines().collect::<Vec<_>>(), ["tasks/queue/b.json"]);
     }
@@ -262,9 +262,7 @@ mod tests {
     /// that removes it writes the directory again without it.
     #[test]
     fn a_name_holding_a_slash_is_gone_after_a_commit_that_removes_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let git = Git::new("git", dir.path(), std::time::Duration::from_secs(60));
-        git.run(&["init", "-q", "--bare"]).unwrap();
+        let (_dir, git) = bare();
         let run = |args: &[&str], input: &[u8]| run_in(&git, args, input);
         let blob = run(&["hash-object", "-w", "--stdin"], b"{}");
         // `mktree` refuses such a name: the tree object is written raw.
@@ -276,12 +274,7 @@ mod tests {
         let mut edits = Edits::new();
         edits.insert(b"tasks/queue/a/b.json".to_vec(), Edit::Delete);
         edits.insert(b"tasks/failed/n@b.json".to_vec(), Edit::Put(b"{}".to_vec()));
-        let who = Signature {
-            name: "t".into(),
-            email: "t@t".into(),
-            when: 0,
-        };
-        let commit = repo.commit_edits(Some(&parent), &edits, "m", &who).unwrap();
+        let commit = commit(&repo, &parent, &edits);
         let listed = run(&["ls-tree", "-r", "--name-only", &commit], b"");
         assert_eq!(
             listed.lines().collect::<Vec<_>>(),

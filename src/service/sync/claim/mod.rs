@@ -54,9 +54,8 @@ const INBOX_BATCH: usize = 256;
 /// `failed/` in one sync, at most.
 const MISPLACED_BATCH: usize = 64;
 
-/// Lane entries a round reads at most while those it read were not this
-/// node's to run (see the claim loop): a flood is read through in a few
-/// rounds, and each round stays bounded.
+/// Lane entries a round reads at most past entries not this node's to
+/// run (the claim loop): a flood is read through in a few rounds.
 const SKIPS_READ: usize = 4096;
 
 /// A queued task this node could claim.
@@ -426,6 +425,7 @@ pub(super) fn claim(
                 results_index.as_ref().expect("listed above"),
                 &task,
                 admit::enforced(req).then_some(&counts),
+                &[],
             )?
         };
         let inputs = match inputs {

@@ -5,10 +5,10 @@
 //! `claim c3`): behind a forge 100 ms away, 1.5 s from one link's end to
 //! the next one's start, for tasks of 1 s.
 
-use super::{Verdict, consider, take};
-use crate::git::{Blob, EntryMode, GitError, GridRepo, Oid, TreeEntry};
+use super::{Verdict, consider, inputs_of, take};
+use crate::git::{Blob, EntryMode, GitError, GridRepo, TreeEntry};
+use crate::grid::Id;
 use crate::grid::layout::{self, Place};
-use crate::grid::{Id, Task};
 use crate::ledger::result_index::ResultIndex;
 use crate::service::sync::{Draft, admit};
 
@@ -49,7 +49,18 @@ pub(in crate::service::sync) fn claim_released(
         let Verdict::Claimable(task) = consider(repo, d, &entry, name, blob)? else {
             continue;
         };
-        let Some(inputs) = inputs(repo, d, &task, &mut index)? else {
+        if index.is_none() {
+            index = Some(ResultIndex::list(repo, d.tip)?);
+        }
+        let counts = |id: &Id, bytes: &[u8]| admit::result_counts(req, id, bytes);
+        let Ok(inputs) = inputs_of(
+            repo,
+            index.as_ref().expect("listed above"),
+            &task,
+            admit::enforced(req).then_some(&counts),
+            &d.results,
+        )?
+        else {
             continue;
         };
         let before = d
@@ -62,41 +73,4 @@ pub(in crate::service::sync) fn claim_released(
         room -= 1;
     }
     Ok(())
-}
-
-/// The results `task` reads, by parent: those this plan writes (named by
-/// the blob id the commit writes them under), else the tip's that count.
-/// None if one is neither.
-fn inputs(
-    repo: &GridRepo,
-    d: &Draft<'_>,
-    task: &Task,
-    index: &mut Option<ResultIndex>,
-) -> Result<Option<Vec<(Id, Oid)>>, GitError> {
-    let mut inputs = Vec::new();
-    for parent in task.after() {
-        let here = d
-            .results
-            .iter()
-            .find(|r| r.result.task_id == parent.as_str() && r.result.status.is_success());
-        if let Some(r) = here {
-            inputs.push((parent.clone(), crate::git::write::blob_id(&r.to_bytes())));
-            continue;
-        }
-        if index.is_none() {
-            *index = Some(ResultIndex::list(repo, d.tip)?);
-        }
-        let counts = |id: &Id, bytes: &[u8]| admit::result_counts(d.req, id, bytes);
-        let counts = admit::enforced(d.req).then_some(&counts as &dyn Fn(&Id, &[u8]) -> bool);
-        let found = index.as_ref().expect("listed above").find_counted(
-            repo,
-            std::slice::from_ref(parent),
-            counts,
-        )?;
-        match found.get(parent) {
-            Some(r) if r.completed && r.counted => inputs.push((parent.clone(), r.oid.clone())),
-            _ => return Ok(None),
-        }
-    }
-    Ok(Some(inputs))
 }

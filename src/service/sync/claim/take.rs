@@ -3,11 +3,13 @@
 //! inputs), or moving a queue file unchanged to where it belongs (its lane,
 //! or to wait under `blocked/`).
 
+use crate::git::write::blob_id;
 use crate::git::{Edit, EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::claim::{ClaimedTask, TakenFrom};
 use crate::grid::{Id, Task, layout};
 use crate::ledger::blocked::BlockedEntry;
 use crate::ledger::result_index::{Counts, ResultIndex};
+use crate::ledger::results::PendingResult;
 use crate::ledger::room::{Mover, Room, room_for};
 use crate::service::sync::Draft;
 
@@ -103,19 +105,34 @@ pub(super) fn wait_under(
 
 /// The results of the tasks `task` runs after, to mount as its inputs, if
 /// every one completed (with a result that `counts`); else the first that
-/// has not.
+/// has not. A parent's completed result among `written` (what this plan
+/// writes: a dependant claimed in the commit that releases it) is named
+/// by the blob id the commit writes it under; the others are the tip's.
 pub(super) fn inputs_of(
     repo: &GridRepo,
     index: &ResultIndex,
     task: &Task,
     counts: Option<Counts<'_>>,
+    written: &[PendingResult],
 ) -> Result<Result<Vec<(Id, Oid)>, Id>, GitError> {
-    let found = index.find_counted(repo, task.after(), counts)?;
+    let here = |p: &Id| {
+        written
+            .iter()
+            .find(|r| r.result.task_id == p.as_str() && r.result.status.is_success())
+    };
+    let at_tip: Vec<Id> = task
+        .after()
+        .iter()
+        .filter(|p| here(p).is_none())
+        .cloned()
+        .collect();
+    let found = index.find_counted(repo, &at_tip, counts)?;
     Ok(task
         .after()
         .iter()
-        .map(|p| match found.get(p) {
-            Some(r) if r.completed && r.counted => Ok((p.clone(), r.oid.clone())),
+        .map(|p| match (here(p), found.get(p)) {
+            (Some(r), _) => Ok((p.clone(), blob_id(&r.to_bytes()))),
+            (None, Some(r)) if r.completed && r.counted => Ok((p.clone(), r.oid.clone())),
             _ => Err(p.clone()),
         })
         .collect())

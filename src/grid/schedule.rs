@@ -281,6 +281,17 @@ impl Picker {
     pub fn taken(&self) -> usize {
         self.taken
     }
+
+    /// How much of what it wants it has taken, from 0 to 1 (nothing
+    /// wanted: full): a node dealing the queue between itself and the
+    /// peers it claims for takes a task when it is no fuller than they.
+    pub fn filled(&self) -> f64 {
+        if self.taken >= self.want {
+            1.0
+        } else {
+            self.taken as f64 / self.want as f64
+        }
+    }
 }
 
 #[cfg(test)]

@@ -283,6 +283,54 @@ fn a_blind_claim_gives_idle_peers_eight_tasks_a_slot_and_one_alone_none() {
     assert_eq!(assigned(&one, Some(1.0)).1, 0, "one peer: none");
 }
 
+/// The queue is dealt between the node's own share and its idle peers',
+/// not given out in runs: a submission's long tasks, next to each other
+/// in the queue's order, go to different nodes. Two long tasks at the
+/// head of a backlog of 14 and two idle peers: each long one on a node of
+/// its own, the first three tasks on three nodes, and the shares what
+/// they were (a node given the head's run held both long tasks and ran
+/// them in turn).
+#[test]
+fn a_claim_for_idle_peers_deals_the_queue_so_neighbours_go_to_different_nodes() {
+    let grid = Grid::new();
+    let mut files = vec![record("p1", true), record("p2", true)];
+    let ids: Vec<String> = ["a-long-0", "a-long-1"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain((0..12).map(|i| format!("t{i:02}")))
+        .collect();
+    files.extend(ids.iter().map(|id| {
+        let body = serde_json::json!({"task_id": id, "script": "true", "timeout_seconds": 30});
+        (format!("tasks/queue/{id}.json"), body.to_string().into_bytes())
+    }));
+    grid.commit_files(&files, "two idle peers and a backlog");
+    let report = crate::common::plan::plan_at(
+        &grid.url(),
+        &SyncRequest {
+            share_up_to: 64,
+            task_secs: Some(1.0),
+            assign_within: Some(chrono::Duration::seconds(60)),
+            ..live("me").request(1)
+        },
+    );
+    let mut on: std::collections::BTreeMap<String, String> = report
+        .assigned
+        .iter()
+        .map(|(t, p)| (t.to_string(), p.to_string()))
+        .collect();
+    for c in &report.claimed {
+        on.insert(c.task.task_id.to_string(), "me".to_owned());
+    }
+    let node_of = |id: &str| on.get(id).cloned().unwrap_or_default();
+    assert_ne!(node_of("a-long-0"), node_of("a-long-1"), "{on:?}");
+    let head: BTreeSet<String> = ids[..3].iter().map(|id| node_of(id)).collect();
+    assert_eq!(head.len(), 3, "the first three on three nodes: {on:?}");
+    let count = |n: &str| on.values().filter(|v| *v == n).count();
+    let mut peers = [count("p1"), count("p2")];
+    peers.sort();
+    assert_eq!((count("me"), peers), (5, [4, 5]), "the shares: {on:?}");
+}
+
 /// Idle workers with the real binary: the first to claim claims for the
 /// others, each starts what was claimed for it, and every task runs once.
 #[test]

@@ -265,10 +265,14 @@ fn the_picker_takes_a_share_of_a_level_and_goes_no_lower_while_some_is_left() {
     assert!(p.capped());
     // The whole of a level it may take, then on down.
     let mut p = Picker::new(10);
+    assert_eq!(p.filled(), 0.0);
     assert_eq!((0..3).filter(|_| p.offer(90, 5)).count(), 3);
+    assert_eq!(p.filled(), 0.3);
     assert_eq!((0..20).filter(|_| p.offer(10, 100)).count(), 7);
     assert!(!p.capped(), "it has all it wants");
     assert_eq!(p.taken(), 10);
+    assert_eq!(p.filled(), 1.0);
+    assert_eq!(Picker::new(0).filled(), 1.0, "nothing wanted: full");
 }
 
 proptest::proptest! {

@@ -1,10 +1,10 @@
-//! Claiming for idle peers: once a node has claimed its own, the tasks
-//! next in the queue's order go to the idle peers that start claims made
-//! for them, each up to its share (`share::assign`), in the same commit.
+//! Claiming for idle peers: the queue's order is dealt between the node's
+//! own share and the idle peers that start claims made for them, each up
+//! to its share (`share::assign`), in the same commit.
 //! One push then starts many nodes: each idle peer finds its claims at its
 //! next look and starts them before any push of its own.
 
-use crate::git::Edit;
+use crate::git::{Edit, Oid};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::scarcity::Scarcity;
 use crate::grid::schedule::NodeLabels;
@@ -146,23 +146,43 @@ impl Assignees {
         self.peers.iter().map(|p| p.due).sum()
     }
 
-    /// The first peer still due some that serves `class` and takes a
-    /// task of `timeout` seconds, if any; not one that has work queued at
-    /// `level` or above that fewer nodes serve: by its own order it takes
-    /// that first (a GPU node runs the GPU work before common work).
+    /// The peer still due some that serves `class` and takes `task`
+    /// (which reads `inputs`), least given to for its due (ties: the
+    /// first), if any: not for a task that reads inputs (a peer finds only
+    /// its claim); not one that has work queued at `level` or above that
+    /// fewer nodes serve: by its own order it takes that first (a GPU node
+    /// runs the GPU work before common work).
     pub(super) fn who(
         &self,
         class: &Class,
         level: u8,
-        timeout: u64,
+        (task, inputs): (&Task, &[(Id, Oid)]),
         scarcity: &Scarcity,
     ) -> Option<usize> {
-        self.peers.iter().position(|p| {
+        if !inputs.is_empty() {
+            return None;
+        }
+        let serves = |p: &Assignee| {
             p.due > 0
                 && p.labels.serves(class).is_ok()
-                && timeout <= p.max_timeout
+                && task.timeout_seconds <= p.max_timeout
                 && !scarcity.rather(&p.labels, class, level)
-        })
+        };
+        (0..self.peers.len())
+            .filter(|&i| serves(&self.peers[i]))
+            .min_by(|&a, &b| self.filled(a).total_cmp(&self.filled(b)))
+    }
+
+    /// How much of its due peer `who` has been given, from 0 to 1. The
+    /// queue is dealt by it, this node's own share with the rest
+    /// ([`Picker::filled`](crate::grid::schedule::Picker::filled)): tasks
+    /// next to each other in the queue's order, as a submission's long
+    /// ones often are, go to different nodes. Given out in runs, one node
+    /// held both 20 s tasks at the head of a backlog of 26 and ran them in
+    /// turn: 46 s where three nodes could end in 30.
+    pub(super) fn filled(&self, who: usize) -> f64 {
+        let p = &self.peers[who];
+        p.given as f64 / (p.given + p.due) as f64
     }
 
     /// Claim `task` (the queue file at `from`) for peer `who` (from

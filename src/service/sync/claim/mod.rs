@@ -440,7 +440,10 @@ pub(super) fn claim(
         };
         let path = c.path();
         let arrival = c.place.batch.minute;
-        if picker.offer(level, quotas.get(&level).copied().unwrap_or(usize::MAX)) {
+        // An idle peer due some is dealt its turn (`Assignees::filled`).
+        let peer = assignees.who(&c.place.class, level, (&task, &inputs), &scarcity);
+        let peers_turn = peer.is_some_and(|who| assignees.filled(who) < picker.filled());
+        if !peers_turn && picker.offer(level, quotas.get(&level).copied().unwrap_or(usize::MAX)) {
             if let Some(o) = owed.as_mut() {
                 o.take(
                     level,
@@ -451,12 +454,8 @@ pub(super) fn claim(
             queued_before = take(d, (&path, None), task, arrival, inputs, queued_before);
             continue;
         }
-        // Next in order after this node's own: an idle peer's, if one is
-        // due some (not a task that reads inputs: a peer finds only its
-        // claim).
-        if inputs.is_empty()
-            && let Some(who) = assignees.who(&c.place.class, level, task.timeout_seconds, &scarcity)
-        {
+        // Not this node's: the peer's, dealt its turn or due some.
+        if let Some(who) = peer {
             assignees.take(who, d, &path, task, arrival);
             continue;
         }

@@ -196,11 +196,11 @@ pub fn status(view: &GridView, repo: &str) -> String {
                     // once it is released.
                     let level = w.priority.map(|p| format!("p{p}")).unwrap_or_default();
                     let requires = requirement(&w.requires);
-                    let unservable = w
-                        .unservable
-                        .as_ref()
+                    let unservable: String = [&w.unservable, &w.behind]
+                        .into_iter()
+                        .flatten()
                         .map(|why| format!("  ! {}", esc(why)))
-                        .unwrap_or_default();
+                        .collect();
                     let _ = writeln!(
                         s,
                         "  {:<30} {level:<12} {requires}  {}{unservable}",

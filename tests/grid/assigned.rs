@@ -301,7 +301,10 @@ fn a_claim_for_idle_peers_deals_the_queue_so_neighbours_go_to_different_nodes() 
         .collect();
     files.extend(ids.iter().map(|id| {
         let body = serde_json::json!({"task_id": id, "script": "true", "timeout_seconds": 30});
-        (format!("tasks/queue/{id}.json"), body.to_string().into_bytes())
+        (
+            format!("tasks/queue/{id}.json"),
+            body.to_string().into_bytes(),
+        )
     }));
     grid.commit_files(&files, "two idle peers and a backlog");
     let report = crate::common::plan::plan_at(

@@ -563,7 +563,10 @@ fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
         json!([
             {"task_id": "needs-fpga", "script": "true", "timeout_seconds": 30, "requires": ["fpga"]},
             // Waiting, and unservable once released: said now.
-            {"task_id": "then-fpga", "script": "true", "timeout_seconds": 30, "requires": ["fpga"], "after": ["needs-fpga"]}
+            {"task_id": "then-fpga", "script": "true", "timeout_seconds": 30, "requires": ["fpga"], "after": ["needs-fpga"]},
+            // Served, but behind one no node serves, at one remove and two.
+            {"task_id": "then-gpu", "script": "true", "timeout_seconds": 30, "requires": ["gpu"], "after": ["needs-fpga"]},
+            {"task_id": "last-gpu", "script": "true", "timeout_seconds": 30, "requires": ["gpu"], "after": ["then-gpu"]}
         ]),
     );
     // A node that stays up, exclusive to gpu: it lacks fpga.
@@ -579,6 +582,14 @@ fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
         (
             "status",
             "waits for needs-fpga  ! no live node serves it: gpu-box lacks fpga",
+        ),
+        (
+            "status",
+            "waits for needs-fpga  ! behind `needs-fpga`: no live node serves it: gpu-box lacks fpga",
+        ),
+        (
+            "status",
+            "waits for then-gpu  ! behind `needs-fpga` (through `then-gpu`): no live node serves it: gpu-box lacks fpga",
         ),
         (
             "reap",
@@ -618,7 +629,21 @@ fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
         "no live node serves it: gpu-box lacks fpga"
     );
     assert!(
-        html.contains("<td>50</td><td>fpga <span class=\"bad\">no live node serves it: gpu-box lacks fpga</span></td></tr></table><h2>Recent"),
+        html.contains("<td>50</td><td>fpga <span class=\"bad\">no live node serves it: gpu-box lacks fpga</span></td></tr>"),
+        "{html}"
+    );
+    let last = json["waiting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["task_id"] == "last-gpu")
+        .unwrap();
+    assert_eq!(
+        last["behind"],
+        "behind `needs-fpga` (through `then-gpu`): no live node serves it: gpu-box lacks fpga"
+    );
+    assert!(
+        html.contains("then-gpu <span class=\"bad\">behind `needs-fpga` (through `then-gpu`)"),
         "{html}"
     );
     stop_cleanly([&mut w]);

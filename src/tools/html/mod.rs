@@ -231,6 +231,10 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
                 _ => escape(&w.waits_for.join(", ")),
             },
         };
+        let waits = match &w.behind {
+            Some(behind) => format!("{waits} <span class=\"bad\">{}</span>", escape(behind)),
+            None => waits,
+        };
         let _ = write!(
             h,
             "<tr class=\"waiting\" data-task=\"{id}\"><td>{id}</td><td class=\"waits-for\">{waits}</td><td>{p}</td><td>{r}</td></tr>",

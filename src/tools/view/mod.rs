@@ -31,7 +31,7 @@ pub use model::{
 };
 use nodes::node_views;
 use results::read_results;
-use tasks::{queue_views, running_views, waiting_views};
+use tasks::{mark_behind, queue_views, running_views, waiting_views};
 
 /// How many recent results and failures are listed.
 pub const RECENT: usize = 50;
@@ -100,6 +100,7 @@ impl GridView {
         }
         let (queue, unservable, misplaced) = queue_views(repo, commit, now, &nodes)?;
         let mut waiting = waiting_views(repo, commit, &nodes)?;
+        mark_behind(&mut waiting, &queue);
         let running = running_views(repo, commit, now, &nodes)?;
         // A failed result ends its dependants only where no other copy of
         // the task is still to run (`ledger::blocked::Copies`).

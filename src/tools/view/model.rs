@@ -170,6 +170,10 @@ pub struct WaitingView {
     /// Set when no live node serves its labels: what they lack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unservable: Option<String>,
+    /// Set when a task it waits for, or one that task waits for in turn,
+    /// is one no live node serves: which, and what the nodes lack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind: Option<String>,
     pub path: String,
     /// Set when the file cannot be read as a task.
     pub error: Option<String>,

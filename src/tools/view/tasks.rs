@@ -1,8 +1,9 @@
 //! Reading the tasks not done yet: the queue in claim order with the
 //! classes no live node serves, the tasks waiting for others (and which of
-//! those they still wait for), and the claims running in `in_progress/`.
+//! those they still wait for, and any no live node serves that they wait
+//! behind), and the claims running in `in_progress/`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::model::{MisplacedView, NodeView, QueuedView, RunningView, UnservableView, WaitingView};
 use super::{age, blob_ids, files};
@@ -220,6 +221,7 @@ pub(super) fn waiting_views(
                     priority: Some(t.priority()),
                     requires: t.class().labels().map(ToString::to_string).collect(),
                     unservable: unservable(t.class()),
+                    behind: None,
                     path,
                     error: None,
                     parent_results: t
@@ -242,6 +244,7 @@ pub(super) fn waiting_views(
                 priority: None,
                 requires: Vec::new(),
                 unservable: None,
+                behind: None,
                 error: Some(format!("{path}: {e}")),
                 path,
                 parent_results: Vec::new(),
@@ -326,4 +329,123 @@ pub(super) fn running_views(
             }
         })
         .collect())
+}
+
+/// Mark each waiting task that waits, directly or through others waiting,
+/// for a task no live node serves (queued, or waiting and unservable once
+/// released): it never runs while that holds, and `status` said only
+/// "waits for" the task in between.
+pub(super) fn mark_behind(waiting: &mut [WaitingView], queue: &[QueuedView]) {
+    // Who waits for each task, by id.
+    let mut dependants: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, w) in waiting.iter().enumerate() {
+        for p in &w.waits_for {
+            dependants.entry(p.as_str()).or_default().push(i);
+        }
+    }
+    // From each task no live node serves, down its dependants: a task
+    // reached once (by the first root to reach it) is not walked again.
+    let roots = queue
+        .iter()
+        .filter_map(|q| Some((q.task_id.clone(), q.unservable.clone()?)))
+        .chain(
+            waiting
+                .iter()
+                .filter_map(|w| Some((w.task_id.clone(), w.unservable.clone()?))),
+        );
+    let mut behind: Vec<Option<String>> = vec![None; waiting.len()];
+    let mut walk: Vec<(String, String, String)> = Vec::new();
+    for (root, why) in roots {
+        walk.push((root.clone(), root, why));
+        while let Some((id, root, why)) = walk.pop() {
+            for &i in dependants.get(id.as_str()).into_iter().flatten() {
+                if behind[i].is_some() || waiting[i].task_id == root {
+                    continue;
+                }
+                behind[i] = Some(if id == root {
+                    format!("behind `{root}`: {why}")
+                } else {
+                    format!("behind `{root}` (through `{id}`): {why}")
+                });
+                walk.push((waiting[i].task_id.clone(), root.clone(), why.clone()));
+            }
+        }
+    }
+    for (w, b) in waiting.iter_mut().zip(behind) {
+        w.behind = b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(id: &str, after: &[&str]) -> WaitingView {
+        WaitingView {
+            task_id: id.to_owned(),
+            waits_for: after.iter().map(|a| (*a).to_owned()).collect(),
+            held: None,
+            fails: None,
+            failed_parent: None,
+            priority: Some(50),
+            requires: Vec::new(),
+            unservable: None,
+            behind: None,
+            path: format!("tasks/blocked/x/{id}.json"),
+            error: None,
+            parent_results: Vec::new(),
+        }
+    }
+
+    fn queued(id: &str, unservable: Option<&str>) -> QueuedView {
+        QueuedView {
+            task_id: id.to_owned(),
+            priority: Some(50),
+            effective_priority: Some(50),
+            requires: Vec::new(),
+            submitter: None,
+            queued_at: None,
+            path: format!("tasks/lanes/p50/{id}.json"),
+            unservable: unservable.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_chain_behind_an_unservable_task_is_marked_down_to_its_end_and_no_further() {
+        // Listed end first, as a long chain's waiting files may come.
+        let mut w: Vec<WaitingView> = (1..200)
+            .rev()
+            .map(|i| waiting(&format!("c{i:03}"), &[&format!("c{:03}", i - 1)]))
+            .collect();
+        w.push(waiting("other", &["ok"]));
+        let q = [
+            queued("c000", Some("no live node serves it")),
+            queued("ok", None),
+        ];
+        mark_behind(&mut w, &q);
+        assert_eq!(
+            w[0].behind.as_deref(),
+            Some("behind `c000` (through `c198`): no live node serves it")
+        );
+        assert_eq!(
+            w[198].behind.as_deref(),
+            Some("behind `c000`: no live node serves it")
+        );
+        assert!(w[199].behind.is_none(), "behind a servable task: nothing");
+    }
+
+    #[test]
+    fn a_cycle_pushed_by_hand_ends_the_walk() {
+        let mut w = vec![waiting("a", &["b", "root"]), waiting("b", &["a"])];
+        let q = [queued("root", Some("no live node serves it"))];
+        mark_behind(&mut w, &q);
+        assert_eq!(
+            w[0].behind.as_deref(),
+            Some("behind `root`: no live node serves it")
+        );
+        assert_eq!(
+            w[1].behind.as_deref(),
+            Some("behind `root` (through `a`): no live node serves it")
+        );
+    }
 }

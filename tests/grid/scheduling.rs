@@ -585,11 +585,11 @@ fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
         ),
         (
             "status",
-            "waits for needs-fpga  ! behind `needs-fpga`: no live node serves it: gpu-box lacks fpga",
+            "waits for needs-fpga  ! behind `needs-fpga`, which no live node runs now",
         ),
         (
             "status",
-            "waits for then-gpu  ! behind `needs-fpga` (through `then-gpu`): no live node serves it: gpu-box lacks fpga",
+            "waits for then-gpu  ! behind `needs-fpga` (through `then-gpu`), which no live node runs now",
         ),
         (
             "reap",
@@ -640,7 +640,7 @@ fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
         .unwrap();
     assert_eq!(
         last["behind"],
-        "behind `needs-fpga` (through `then-gpu`): no live node serves it: gpu-box lacks fpga"
+        "behind `needs-fpga` (through `then-gpu`), which no live node runs now"
     );
     assert!(
         html.contains("then-gpu <span class=\"bad\">behind `needs-fpga` (through `then-gpu`)"),

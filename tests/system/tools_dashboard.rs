@@ -235,7 +235,7 @@ fn dashboard_shows_priority_labels_and_what_waits_in_chromium() {
         ("the submitter", "<td>ana</td>"),
         (
             "what waits, and for what",
-            "class=\"waiting\" data-task=\"after-urgent\"><td>after-urgent</td><td class=\"waits-for\">urgent <span class=\"bad\">behind `urgent`: only nodes that take no work now serve it: gpu-box (quiet hours",
+            "class=\"waiting\" data-task=\"after-urgent\"><td>after-urgent</td><td class=\"waits-for\">urgent <span class=\"bad\">behind `urgent`, which no live node runs now</span></td>",
         ),
         ("the class no node serves", "id=\"unservable\""),
         ("why", "no live node serves it: gpu-box lacks fpga"),

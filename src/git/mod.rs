@@ -38,7 +38,7 @@ pub use command::{Git, GitError};
 pub use edits::{Edit, Edits, Signature};
 pub use failure::RemoteFailure;
 pub use read::Blob;
-pub use repo::GridRepo;
+pub use repo::{GridRepo, Growth};
 pub use tree::{EntryMode, Oid, TreeEntry};
 pub use txn::{Plan, Txn, TxnError, TxnOutcome, TxnPolicy};
 pub use write::PushOutcome;

@@ -344,6 +344,12 @@ impl GridRepo {
         self.cat.reset();
     }
 
+    /// How far the clone has grown since it was last cut back.
+    pub fn growth(&self) -> Result<Growth, GitError> {
+        let out = self.git.run(&["count-objects", "-v"])?;
+        Ok(Growth::parse(out.stdout_str()))
+    }
+
     /// Housekeeping, off the claim path: cut the clone back to the tip
     /// (`fetch --depth=1`) and drop everything else (`gc --prune=now`), so
     /// that its size stays that of one tip, however long the worker runs,
@@ -363,6 +369,47 @@ impl GridRepo {
         self.release_readers();
         self.git.run(&["gc", "--quiet", "--prune=now"])?;
         Ok(())
+    }
+}
+
+/// How far a clone has grown: its loose objects and packs, as `git
+/// count-objects -v` counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Growth {
+    pub loose: u64,
+    pub packs: u64,
+}
+
+/// Git's own limits for an automatic gc (`gc.auto`, `gc.autoPackLimit`),
+/// which the worker's clone turns off: past either, the clone is cut back
+/// at the next sync between tasks.
+const LOOSE_LIMIT: u64 = 6700;
+const PACK_LIMIT: u64 = 50;
+/// Past this many times those limits, it is cut back with tasks running.
+const OVERGROWN: u64 = 4;
+
+impl Growth {
+    /// Parse `git count-objects -v` (`count: N`, `packs: N`, ...).
+    fn parse(out: &str) -> Growth {
+        let field = |name: &str| {
+            out.lines()
+                .filter_map(|l| l.split_once(": "))
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Growth {
+            loose: field("count"),
+            packs: field("packs"),
+        }
+    }
+
+    pub fn grown(&self) -> bool {
+        self.loose >= LOOSE_LIMIT || self.packs >= PACK_LIMIT
+    }
+
+    pub fn overgrown(&self) -> bool {
+        self.loose >= LOOSE_LIMIT * OVERGROWN || self.packs >= PACK_LIMIT * OVERGROWN
     }
 }
 
@@ -413,6 +460,25 @@ mod tests {
         out(&["update-ref", "-d", TRACKING]);
         assert_eq!(repo.tip().unwrap(), None, "deleted");
         assert_eq!(repo.cat.check_pid(), Some(reader), "one reader throughout");
+    }
+
+    #[test]
+    fn growth_is_read_from_count_objects_and_judged_by_gits_limits() {
+        let g = Growth::parse("count: 6700\nsize: 27\nin-pack: 3\npacks: 1\nsize-pack: 1\n");
+        assert_eq!(
+            g,
+            Growth {
+                loose: 6700,
+                packs: 1
+            }
+        );
+        assert!(g.grown() && !g.overgrown());
+        let packs = Growth {
+            loose: 0,
+            packs: 200,
+        };
+        assert!(packs.grown() && packs.overgrown());
+        assert!(!Growth::parse("garbage").grown(), "unread: not grown");
     }
 
     #[test]

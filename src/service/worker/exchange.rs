@@ -411,14 +411,7 @@ impl Worker {
         if looked {
             self.rebalance_on(View::of(&report));
         }
-        // Not with a push of unknown outcome: maintenance may cut the history that tells.
-        if self.slots.running.is_empty()
-            && self.uncertain.is_none()
-            && self.schedule.take_maintenance(now)
-            && let Err(e) = self.repo.maintain()
-        {
-            tracing::warn!(error = %Untrusted(&e), "git maintenance failed");
-        }
+        self.upkeep(now);
         // An idle node's next sync is a poll interval away: it keeps no
         // reader processes (their memory) until then.
         if self.slots.is_idle() {

@@ -37,6 +37,7 @@ mod setup;
 mod signals;
 mod slots;
 mod tasks;
+mod upkeep;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -12,8 +12,12 @@ use crate::service::pace;
 
 /// Reap at most this often: reaping lists `in_progress/` and reads claims.
 pub const REAP_EVERY: Duration = Duration::from_secs(60);
-/// Cut the private clone back to the tip this often (`GridRepo::maintain`).
+/// Cut the private clone back to the tip this often (`GridRepo::maintain`),
+/// and sooner once it has grown (`git::Growth`).
 pub const MAINTAIN_EVERY: Duration = Duration::from_secs(6 * 3600);
+/// Ask how far the clone has grown this often (`git count-objects`: a
+/// listing of its object directories).
+pub const GROWTH_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// Never sleep less than this: a rule that is due "now" again and again must
 /// not spin the loop.
 const SHORTEST_SLEEP: Duration = Duration::from_millis(10);
@@ -25,6 +29,10 @@ pub struct Schedule {
     pub next_heartbeat: Instant,
     pub next_reap: Instant,
     pub next_maintenance: Instant,
+    pub next_growth_check: Instant,
+    /// The last check found the clone grown: cut back at the next sync
+    /// between tasks.
+    pub clone_grown: bool,
     /// After a failed sync, no sync (for any reason) before this.
     pub retry_sync_at: Instant,
     /// When the oldest entry in the outbox was put there.
@@ -141,6 +149,10 @@ impl Schedule {
             next_heartbeat: now,
             next_reap: now,
             next_maintenance: now + MAINTAIN_EVERY,
+            // A node restarted on a grown clone cuts it back at once: the
+            // period starts again at every start.
+            next_growth_check: now,
+            clone_grown: false,
             retry_sync_at: now,
             results_since: outbox_pending.then_some(now),
             next_look: now,
@@ -353,11 +365,23 @@ impl Schedule {
         self.results_since = None;
     }
 
-    /// Maintenance is due now; if so, it is scheduled for the next period.
-    pub fn take_maintenance(&mut self, now: Instant) -> bool {
-        let due = now >= self.next_maintenance;
+    /// Is maintenance due by the period?
+    pub fn maintenance_due(&self, now: Instant) -> bool {
+        now >= self.next_maintenance
+    }
+
+    /// Maintenance ran: the next a period from now.
+    pub fn maintained(&mut self, now: Instant) {
+        self.next_maintenance = now + MAINTAIN_EVERY;
+        self.clone_grown = false;
+    }
+
+    /// Is a check of the clone's growth due now? If so, the next a
+    /// [`GROWTH_CHECK_EVERY`] later.
+    pub fn take_growth_check(&mut self, now: Instant) -> bool {
+        let due = now >= self.next_growth_check;
         if due {
-            self.next_maintenance = now + MAINTAIN_EVERY;
+            self.next_growth_check = now + GROWTH_CHECK_EVERY;
         }
         due
     }

@@ -160,9 +160,13 @@ fn a_claim_that_took_all_it_asked_for_polls_again_at_once() {
         now + Duration::from_secs(15),
         "half the stale limit"
     );
-    assert!(!s.take_maintenance(now));
-    assert!(s.take_maintenance(now + MAINTAIN_EVERY));
-    assert!(!s.take_maintenance(now + MAINTAIN_EVERY));
+    assert!(!s.maintenance_due(now));
+    assert!(s.maintenance_due(now + MAINTAIN_EVERY));
+    s.maintained(now + MAINTAIN_EVERY);
+    assert!(!s.maintenance_due(now + MAINTAIN_EVERY));
+    assert!(s.take_growth_check(now), "at the start");
+    assert!(!s.take_growth_check(now + GROWTH_CHECK_EVERY / 2));
+    assert!(s.take_growth_check(now + GROWTH_CHECK_EVERY));
 }
 
 #[test]

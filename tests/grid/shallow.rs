@@ -342,6 +342,30 @@ fn lose_object(dir: &Path, oid: &str) {
     std::fs::remove_file(dir.join("objects").join(&oid[..2]).join(&oid[2..])).unwrap();
 }
 
+/// A node `node` that has run task `a` and stopped, and its clone.
+fn node_after_one_task(grid: &Grid, node: &str) -> (WorkerSpec, std::path::PathBuf) {
+    grid.submit(&[("a".into(), "echo a".into(), 30)]);
+    let spec = WorkerSpec::new(grid, node);
+    let mut w = spawn_worker(grid, &spec);
+    assert!(
+        w.wait_exit(Duration::from_secs(120)).success(),
+        "{}",
+        w.log_text()
+    );
+    let clone = w.state.join("grid.git");
+    (spec, clone)
+}
+
+/// Task `b`, run by that node started again: its log.
+fn run_b(grid: &Grid, spec: &WorkerSpec) -> String {
+    grid.submit(&[("b".into(), "echo b".into(), 30)]);
+    let mut w = spawn_worker(grid, spec);
+    let status = w.wait_exit(Duration::from_secs(180));
+    let log = w.log_text();
+    assert!(status.success(), "{status}: {log}");
+    log
+}
+
 /// A clone that lost an object its tip names (here the tree of `nodes/`,
 /// which the registration reads) decides nothing (`GitError::Damaged`):
 /// the node moves it aside and clones the grid afresh by itself, rather
@@ -350,23 +374,11 @@ fn lose_object(dir: &Path, oid: &str) {
 #[test]
 fn a_damaged_clone_is_cloned_afresh_by_the_node() {
     let grid = Grid::new();
-    grid.submit(&[("a".into(), "echo a".into(), 30)]);
-    let spec = WorkerSpec::new(&grid, "mended");
-    let mut w = spawn_worker(&grid, &spec);
-    assert!(
-        w.wait_exit(Duration::from_secs(120)).success(),
-        "{}",
-        w.log_text()
-    );
-    let clone = w.state.join("grid.git");
+    let (spec, clone) = node_after_one_task(&grid, "mended");
     let out = git(&clone, &["rev-parse", "refs/remotes/origin/main:nodes"]);
     let nodes = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     lose_object(&clone, &nodes);
-    grid.submit(&[("b".into(), "echo b".into(), 30)]);
-    let mut w = spawn_worker(&grid, &spec);
-    let status = w.wait_exit(Duration::from_secs(180));
-    let log = w.log_text();
-    assert!(status.success(), "{status}: {log}");
+    let log = run_b(&grid, &spec);
     assert!(log.contains("is damaged"), "{log}");
     assert_eq!(
         log.matches("the next sync clones the grid afresh").count(),
@@ -393,15 +405,7 @@ fn a_damaged_clone_is_cloned_afresh_by_the_node() {
 #[test]
 fn a_grown_clone_is_cut_back_at_the_next_sync_between_tasks() {
     let grid = Grid::new();
-    grid.submit(&[("a".into(), "echo a".into(), 30)]);
-    let spec = WorkerSpec::new(&grid, "tidy");
-    let mut w = spawn_worker(&grid, &spec);
-    assert!(
-        w.wait_exit(Duration::from_secs(120)).success(),
-        "{}",
-        w.log_text()
-    );
-    let clone = w.state.join("grid.git");
+    let (spec, clone) = node_after_one_task(&grid, "tidy");
     // 7,000 objects no ref reaches, loose, as fetches and the node's own
     // commits leave them.
     let junk = tempfile::tempdir().unwrap();
@@ -437,11 +441,7 @@ fn a_grown_clone_is_cut_back_at_the_next_sync_between_tasks() {
             .unwrap()
     };
     assert!(loose(&clone) >= 7000);
-    grid.submit(&[("b".into(), "echo b".into(), 30)]);
-    let mut w = spawn_worker(&grid, &spec);
-    let status = w.wait_exit(Duration::from_secs(120));
-    let log = w.log_text();
-    assert!(status.success(), "{status}: {log}");
+    let log = run_b(&grid, &spec);
     assert!(log.contains("the clone has grown"), "{log}");
     assert!(loose(&clone) < 100, "{} loose objects left", loose(&clone));
     assert_eq!(grid.results().len(), 2);

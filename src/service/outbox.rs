@@ -217,6 +217,41 @@ impl Outbox {
     }
 }
 
+/// How long a result put aside as superseded is kept for the operator,
+/// and at most how many (the newest): the grid has the task's result, and
+/// a busy node puts aside a few an hour (0.8 % of a soak's tasks, run
+/// twice where a takeover raced its holder's start), for as long as it
+/// runs.
+const SUPERSEDED_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+const SUPERSEDED_KEPT: usize = 1000;
+
+impl Outbox {
+    /// Remove what was put aside as superseded more than a week before
+    /// `now`, and all but the newest [`SUPERSEDED_KEPT`]: how many went.
+    pub fn prune_superseded(&self, now: std::time::SystemTime) -> Result<usize, OutboxError> {
+        let dir = self.dir.join("superseded");
+        let mut kept: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+        for item in std::fs::read_dir(&dir).map_err(err(&dir))? {
+            let item = item.map_err(err(&dir))?;
+            let Ok(meta) = item.metadata() else { continue };
+            if meta.is_file() {
+                let at = meta.modified().unwrap_or(now);
+                kept.push((at, item.path()));
+            }
+        }
+        kept.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut removed = 0;
+        for (i, (at, path)) in kept.iter().enumerate() {
+            let old = now.duration_since(*at).unwrap_or_default() > SUPERSEDED_KEPT_FOR;
+            if old || i >= SUPERSEDED_KEPT {
+                std::fs::remove_file(path).map_err(err(path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
 /// Read the outbox back, oldest first. A file that cannot be read back is
 /// moved aside to `corrupt/` and reported, never deleted.
 fn load(dir: &Path) -> Result<Vec<OutboxEntry>, OutboxError> {
@@ -285,6 +320,28 @@ mod tests {
             1
         );
         again.remove(&e.task_id).unwrap();
+    }
+
+    #[test]
+    fn results_put_aside_go_after_a_week_or_beyond_the_newest_thousand() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let aside = dir.path().join("superseded");
+        let now = std::time::SystemTime::now();
+        let day = std::time::Duration::from_secs(24 * 3600);
+        for (name, age) in [("old", 8 * day), ("recent", day)] {
+            let f = std::fs::File::create(aside.join(format!("{name}.json"))).unwrap();
+            f.set_modified(now - age).unwrap();
+        }
+        assert_eq!(outbox.prune_superseded(now).unwrap(), 1);
+        assert!(!aside.join("old.json").exists());
+        assert!(aside.join("recent.json").exists());
+        for i in 0..SUPERSEDED_KEPT {
+            std::fs::write(aside.join(format!("n{i}.json")), b"{}").unwrap();
+        }
+        assert_eq!(outbox.prune_superseded(now).unwrap(), 1, "the oldest");
+        assert!(!aside.join("recent.json").exists());
+        assert_eq!(std::fs::read_dir(&aside).unwrap().count(), SUPERSEDED_KEPT);
     }
 
     #[test]

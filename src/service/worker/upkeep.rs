@@ -5,6 +5,7 @@
 //! period alone let a busy grid's clones grow 290-370 MB an hour (a soak of
 //! four nodes, 68 tasks a minute: 24,300 loose objects each in 24 minutes),
 //! and a node restarted more often than the period never cut back at all.
+//! The results put aside as superseded are pruned at the same time.
 
 use std::time::Instant;
 
@@ -50,6 +51,16 @@ impl Worker {
         self.schedule.maintained(now);
         if let Err(e) = self.repo.maintain() {
             tracing::warn!(error = %Untrusted(&e), "git maintenance failed");
+        }
+        match self.outbox.prune_superseded(std::time::SystemTime::now()) {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(
+                    removed,
+                    "results put aside as superseded a week ago removed"
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot prune the results put aside"),
         }
     }
 }

@@ -239,7 +239,7 @@ impl Outbox {
                 kept.push((at, item.path()));
             }
         }
-        kept.sort_by(|a, b| b.0.cmp(&a.0));
+        kept.sort_by_key(|k| std::cmp::Reverse(k.0));
         let mut removed = 0;
         for (i, (at, path)) in kept.iter().enumerate() {
             let old = now.duration_since(*at).unwrap_or_default() > SUPERSEDED_KEPT_FOR;

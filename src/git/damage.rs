@@ -221,20 +221,10 @@ mod tests {
     /// grid again at every sync that followed a landed one.
     #[test]
     fn a_name_git_cannot_find_in_a_tree_out_of_order_is_no_damage() {
-        let (dir, repo) = committed_repo(|d| std::fs::write(d.join("x"), "x").unwrap());
+        let (_dir, repo) = committed_repo(|d| std::fs::write(d.join("x"), "x").unwrap());
         let run = |args: &[&str], input: &[u8]| {
-            use std::io::Write;
-            let mut child = std::process::Command::new("git")
-                .args(args)
-                .current_dir(dir.path())
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            child.stdin.take().unwrap().write_all(input).unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "{out:?}");
-            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+            let out = repo.git.run_with(args, Some(input), &[0]).unwrap();
+            out.stdout_str().trim().to_owned()
         };
         let blob = run(&["hash-object", "-w", "--stdin"], b"{}");
         let mut raw = Vec::new();

@@ -34,6 +34,27 @@ pub fn git(dir: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// Run git in `dir` with `input` on its stdin: its stdout, trimmed. The
+/// input is written from a thread of its own: git may fill its stdout
+/// before it has read all of it.
+pub fn git_with_input(dir: &Path, args: &[&str], input: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "git {args:?} in {}", dir.display());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// A grid: a bare repository seeded with the layout, in a temp directory
 /// that also holds the workers' state and logs.
 pub struct Grid {

@@ -314,20 +314,7 @@ fn a_task_named_twice_in_one_tree_runs_once() {
     let scratch = tempfile::tempdir().unwrap();
     let work = scratch.path().join("w");
     git(scratch.path(), &["clone", "--quiet", &grid.url(), "w"]);
-    let stdout = |args: &[&str], input: &[u8]| {
-        let mut child = std::process::Command::new("git")
-            .args(args)
-            .current_dir(&work)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let stdout = |args: &[&str], input: &[u8]| git_with_input(&work, args, input);
     let mut queue = Vec::new();
     for (name, body) in [
         (

@@ -416,20 +416,11 @@ fn a_grown_clone_is_cut_back_at_the_next_sync_between_tasks() {
             p.display().to_string()
         })
         .collect();
-    let mut hash = std::process::Command::new("git")
-        .args(["hash-object", "-w", "--stdin-paths"])
-        .current_dir(&clone)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    hash.stdin
-        .take()
-        .unwrap()
-        .write_all((paths.join("\n") + "\n").as_bytes())
-        .unwrap();
-    assert!(hash.wait().unwrap().success());
+    git_with_input(
+        &clone,
+        &["hash-object", "-w", "--stdin-paths"],
+        (paths.join("\n") + "\n").as_bytes(),
+    );
     let loose = |clone: &std::path::Path| -> u64 {
         let out = git(clone, &["count-objects", "-v"]);
         String::from_utf8(out.stdout)

@@ -118,6 +118,11 @@ impl Pace {
         self.round
     }
 
+    /// A whole sync's time, lost rounds included (seconds).
+    pub fn sync_secs(&self) -> Option<f64> {
+        self.sync
+    }
+
     /// Do tasks take longer than `share` of a committing round (both
     /// measured)?
     pub fn tasks_outlast(&self, share: f64) -> bool {

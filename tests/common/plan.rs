@@ -69,6 +69,7 @@ impl PlainNode {
             start_soon: usize::MAX,
             task_secs: None,
             round_secs: None,
+            sync_secs: None,
             next_starts: &[],
             pickup_secs: 1.0,
             records: &self.records,

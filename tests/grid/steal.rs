@@ -383,7 +383,8 @@ fn timed_worker(grid: &Grid, node: &str) -> WorkerProc {
 }
 
 /// A peer holding four claims of 2 s tasks, which were to keep it busy
-/// 4 s from its plan, its record written `ago` seconds before.
+/// 4 s from its plan, its record and its claims written `ago` seconds
+/// before.
 fn paced_peer(ago: i64) -> Vec<(String, Vec<u8>)> {
     let none = serde_json::json!({});
     let (path, bytes) = busy("paced", &[], 2000);
@@ -392,7 +393,10 @@ fn paced_peer(ago: i64) -> Vec<(String, Vec<u8>)> {
     record["last_heartbeat"] = at(-ago).into();
     let mut files = vec![(path, serde_json::to_vec(&record).unwrap())];
     for i in 0..4 {
-        files.push(claim(&format!("p-{i}"), "paced", "sleep 2", none.clone()));
+        let (p, b) = claim(&format!("p-{i}"), "paced", "sleep 2", none.clone());
+        let mut v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        v["claim"]["claimed_at"] = at(-ago).into();
+        files.push((p, serde_json::to_vec_pretty(&v).unwrap()));
     }
     files
 }
@@ -428,7 +432,7 @@ fn a_peer_is_not_overdue_for_the_round_its_claims_took_to_land() {
     let (_state, repo) = watching_clone(&grid, &req);
     let on_pace = plan_on(&repo, &req);
     assert!(on_pace.stolen.is_empty(), "{:?}", on_pace.stolen);
-    grid.commit_files(&paced_peer(11)[..1], "its record older");
+    grid.commit_files(&paced_peer(11), "its record and claims older");
     let late = plan_on(&repo, &req);
     assert!(!late.stolen.is_empty(), "overdue: its line is taken over");
 }
@@ -762,4 +766,114 @@ fn a_takeover_leaves_what_the_peer_starts_before_it_lands() {
     let (_state, repo) = watching_clone(&grid, &req);
     let plan = plan_on(&repo, &req);
     assert_eq!(ids(&plan.stolen), ["p-3"], "{:?}", plan.stolen);
+}
+
+/// A node writes its record as a sync starts and makes its claims at the
+/// plan, after the fetch. Traced in the chaos suite: a peer with two
+/// slots and 0.2 s tasks, its record 1.19 s old and its four claims 0.69
+/// s, was read as overdue (1.19 > 0.41 + 0.20 + 2 x 0.17) and the end of
+/// its line taken over, which it had started 0.4 s before: both ran. Its
+/// silence counts from its newest claim: on pace, nothing is taken over;
+/// with its claims as old as its record, it is overdue as before.
+#[test]
+fn a_peer_is_silent_only_since_its_newest_claim() {
+    let grid = Grid::new();
+    let none = serde_json::json!({});
+    let now = dgrid_worker::time::now();
+    let ago = |ms: i64| dgrid_worker::time::format(now - chrono::Duration::milliseconds(ms));
+    let (path, bytes) = busy("quick", &["q-0", "q-1"], 204);
+    let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    record["busy_ms"] = 407.into();
+    record["concurrency"] = 2.into();
+    record["last_heartbeat"] = ago(1190).into();
+    let line = |claimed_ms: i64| -> Vec<(String, Vec<u8>)> {
+        let mut files = vec![(path.clone(), serde_json::to_vec(&record).unwrap())];
+        for i in 0..4 {
+            let (p, b) = claim(&format!("q-{i}"), "quick", "sleep 0.2", none.clone());
+            let mut v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            v["claim"]["claimed_at"] = ago(claimed_ms).into();
+            files.push((p, serde_json::to_vec_pretty(&v).unwrap()));
+        }
+        files
+    };
+    grid.commit_files(&line(690), "a peer's claims, made after its record");
+    let mut idle = PlainNode::new("idle");
+    idle.record.last_heartbeat = at(0);
+    let req = SyncRequest {
+        now,
+        steal_up_to: 2,
+        task_secs: Some(0.203),
+        round_secs: Some(0.174),
+        reached_since: Some(now - chrono::Duration::hours(1)),
+        ..idle.request(2)
+    };
+    let (_state, repo) = watching_clone(&grid, &req);
+    let on_pace = plan_on(&repo, &req);
+    assert!(
+        on_pace.stolen.is_empty(),
+        "claimed 0.69 s ago, it has started them: {:?}",
+        on_pace.stolen
+    );
+    grid.commit_files(&line(1190), "its claims as old as its record");
+    let late = plan_on(&repo, &req);
+    assert!(!late.stolen.is_empty(), "overdue: its line is taken over");
+}
+
+/// A peer's results land a sync after its line ends, and this node reads
+/// them at a fetch of its own after that: where nodes race for the ref,
+/// a sync is several rounds. Traced in the chaos suite: a peer with two
+/// slots and 0.2 s tasks held seven claims, reckoned to keep it busy
+/// 0.62 s; it ran them all on pace, and its results, which lost a round,
+/// were published 0.44 s after; an idle node, its round 0.17 s, read the
+/// peer 1.54 s after its claims, past 0.62 + 0.21 + 2 x 0.17, and ran two
+/// of them again. Counted by this node's syncs (0.4 s each), the peer is
+/// on pace then; 3 s on, it is overdue.
+#[test]
+fn a_peer_is_not_overdue_while_its_results_could_be_racing_for_the_ref() {
+    let grid = Grid::new();
+    let none = serde_json::json!({});
+    let now = dgrid_worker::time::now();
+    let ago = |ms: i64| dgrid_worker::time::format(now - chrono::Duration::milliseconds(ms));
+    let peer = |ms: i64| -> Vec<(String, Vec<u8>)> {
+        let (path, bytes) = busy("raced", &["r-0", "r-1"], 206);
+        let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        record["busy_ms"] = 618.into();
+        record["concurrency"] = 2.into();
+        record["last_heartbeat"] = ago(ms).into();
+        let mut files = vec![(path, serde_json::to_vec(&record).unwrap())];
+        for i in 0..7 {
+            let (p, b) = claim(&format!("r-{i}"), "raced", "sleep 0.2", none.clone());
+            let mut v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            v["claim"]["claimed_at"] = ago(ms).into();
+            files.push((p, serde_json::to_vec_pretty(&v).unwrap()));
+        }
+        files
+    };
+    grid.commit_files(&peer(1540), "a peer's line, run on pace");
+    let mut idle = PlainNode::new("idle");
+    idle.record.last_heartbeat = at(0);
+    let req = |sync_secs: Option<f64>| SyncRequest {
+        now,
+        steal_up_to: 2,
+        task_secs: Some(0.203),
+        round_secs: Some(0.171),
+        sync_secs,
+        reached_since: Some(now - chrono::Duration::hours(1)),
+        ..idle.request(2)
+    };
+    let (_state, repo) = watching_clone(&grid, &req(Some(0.4)));
+    let on_pace = plan_on(&repo, &req(Some(0.4)));
+    assert!(
+        on_pace.stolen.is_empty(),
+        "its results may be racing for the ref: {:?}",
+        on_pace.stolen
+    );
+    let by_rounds = plan_on(&repo, &req(None));
+    assert!(
+        !by_rounds.stolen.is_empty(),
+        "with no sync timed, two rounds: overdue"
+    );
+    grid.commit_files(&peer(3000), "its line older");
+    let late = plan_on(&repo, &req(Some(0.4)));
+    assert!(!late.stolen.is_empty(), "overdue: its line is taken over");
 }

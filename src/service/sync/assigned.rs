@@ -36,6 +36,8 @@ struct Holder {
     arrival: crate::time::Timestamp,
     /// The labels it requires.
     class: Class,
+    /// When it was made (none if unreadable).
+    claimed_at: Option<crate::time::Timestamp>,
 }
 
 impl ClaimCache {
@@ -83,6 +85,7 @@ pub(super) struct HeldClaim {
     pub level: u8,
     pub unanswered: bool,
     pub class: Class,
+    pub claimed_at: Option<crate::time::Timestamp>,
 }
 
 /// Who holds the claims listed in `in_progress/` (`entries`), as far as
@@ -186,6 +189,7 @@ fn read_unseen<'e>(
                 priority: c.task.priority(),
                 arrival: c.arrival(),
                 class: c.task.class(),
+                claimed_at: crate::time::parse(&c.claim.claimed_at),
                 node: c.claim.node_id,
             }),
             // Not read for lack of budget: not known yet.
@@ -228,6 +232,7 @@ pub(super) fn held_claims(
             level: crate::grid::schedule::effective_priority(h.priority, h.arrival, now),
             unanswered: h.late_at.is_some(),
             class: h.class.clone(),
+            claimed_at: h.claimed_at,
         };
         out.insert(task, claim);
     }

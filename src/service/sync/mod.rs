@@ -70,6 +70,9 @@ pub struct SyncRequest<'a> {
     /// pays for (`share::participants`).
     pub task_secs: Option<f64>,
     pub round_secs: Option<f64>,
+    /// How long a whole sync takes, its lost rounds included, as measured
+    /// (none until timed): what a busy peer's results take to land.
+    pub sync_secs: Option<f64>,
     /// When this node would start the tasks it claims now, in the order it
     /// claims them, and then run dry (seconds from now, `Pace::starts`: one
     /// more than it may claim), and how long a peer

@@ -246,6 +246,7 @@ impl Worker {
                 start_soon,
                 task_secs: self.pace.task_secs(),
                 round_secs,
+                sync_secs: self.pace.sync_secs(),
                 next_starts: &next_starts,
                 pickup_secs: self.cfg.pull_interval.as_secs_f64(),
                 records: &self.records,

@@ -112,7 +112,13 @@ fn lines_of<'h>(
     published: &BTreeMap<Id, BTreeSet<Id>>,
 ) -> (Vec<PeerLine<'h>>, Vec<usize>) {
     let mut lines: BTreeMap<&Id, Vec<(u8, &Id)>> = BTreeMap::new();
+    // Each peer's newest claim: it said, then, what its line holds.
+    let mut newest: BTreeMap<&Id, crate::time::Timestamp> = BTreeMap::new();
     for (task, c) in claims {
+        if let Some(t) = c.claimed_at {
+            let n = newest.entry(&c.node).or_insert(t);
+            *n = (*n).max(t);
+        }
         if &c.node != req.node
             && !c.unanswered
             && !touched.contains(task)
@@ -175,12 +181,18 @@ fn lines_of<'h>(
         // in the chaos suite: claims of 0.2 s tasks, started on pace 0.7 s
         // after the record, a round of 0.3 s, read as overdue and taken
         // over after they had started). And its next record comes only
-        // with its next commit, which lands a round after its last task
-        // ended at the soonest: another round (traced in the chaos suite:
-        // a peer ran its whole line of 0.2 s tasks, its claims' commit
-        // 0.25 s landing, and an idle node read it 0.84 s after its record,
-        // past 0.418 + 0.209 + 0.166, took over the last two, which had
-        // ended 0.2 s before, and ran them again; chaos-0166/0167).
+        // with its next commit, which lands a sync after its last task
+        // ended at the soonest, and this node reads it at its own fetch
+        // after that: two syncs, lost rounds included, at least two rounds
+        // (traced in the chaos suite: a peer ran its whole line of 0.2 s
+        // tasks, its claims' commit 0.25 s landing, and an idle node read
+        // it 0.84 s after its record, past 0.418 + 0.209 + 0.166, took
+        // over the last two, which had ended 0.2 s before, and ran them
+        // again, chaos-0166/0167; with a round more, where eight nodes
+        // raced for the ref, a peer's results, its line ended at pace,
+        // lost a round and were published 0.44 s after it, and an idle
+        // node that fetched before that took over two of them 0.55 s
+        // after, chaos-0080/0082, twice in six runs).
         // Its silence counts only as far back as `heard` (above). A record
         // without `busy_ms` (a claim made before it had timed a task) is
         // reckoned by what it held: its line and its runs, a task each,
@@ -190,7 +202,18 @@ fn lines_of<'h>(
         let busy = of
             .busy
             .unwrap_or(held.div_ceil(of.slots.max(1) as usize) as f64 * task_secs);
-        let overdue = since.min(heard) > busy + task_secs + 2.0 * round;
+        // Silent only since its newest claim, where that is later than
+        // its record: a node writes its record as a sync starts and makes
+        // its claims at the plan, after the fetch, which a busy forge or
+        // lost races make long (traced in the chaos suite: a record 1.19
+        // s old, its claims 0.69 s, read as overdue by 1.19 > 0.41 + 0.20
+        // + 2 x 0.17; the two claims taken over had started 0.4 s before,
+        // and ran on both; chaos-0078/0080).
+        let said = newest.get(peer).map_or(since, |t| {
+            since.min((req.now - *t).to_std().unwrap_or_default().as_secs_f64())
+        });
+        let deliver = round.max(2.0 * req.sync_secs.unwrap_or(0.0));
+        let overdue = said.min(heard) > busy + task_secs + round + deliver;
         let (started, head) = if overdue {
             (0, 0)
         } else {

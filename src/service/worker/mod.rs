@@ -92,9 +92,6 @@ pub enum WorkerError {
     /// Another worker runs on this state directory, or it cannot be locked.
     #[error(transparent)]
     StateLock(#[from] lock::LockError),
-    /// Another worker, elsewhere, writes this node's record.
-    #[error("{0}")]
-    IdInUse(String),
 }
 
 impl WorkerError {
@@ -105,7 +102,7 @@ impl WorkerError {
             self,
             WorkerError::StateLock(
                 lock::LockError::InUse { .. } | lock::LockError::NotADirectory { .. }
-            ) | WorkerError::IdInUse(_)
+            )
         )
     }
 }
@@ -459,8 +456,25 @@ impl Worker {
         // not in a commit of its own right after.
         self.check_budget();
         let mut stayed_out = false;
+        let mut id_said = false;
         loop {
-            self.check_id_is_ours()?;
+            if let Some(why) = self.id_in_use() {
+                // Another worker's record, or one pushed to look like it:
+                // wait for it to say stopped or go stale (`setup`), past
+                // systemd's start timeout if need be.
+                if !id_said {
+                    tracing::error!("{}", Untrusted(&why));
+                    id_said = true;
+                }
+                self.notifier.status(&format!("waiting: {why}"));
+                let wait = self.cfg.pull_interval.max(Duration::from_secs(1));
+                self.notifier.extend_timeout(wait + Duration::from_secs(60));
+                self.wait_to_register(rx, wait)?;
+                continue;
+            }
+            if std::mem::take(&mut id_said) {
+                tracing::info!(node_id = %self.node(), "the node id's record is no longer another worker's; registering");
+            }
             // The registration claims too (as an idle node would on its
             // first poll): one commit fewer per start, where every node of
             // a grid may be starting at once. But only its free slots, not

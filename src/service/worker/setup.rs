@@ -11,9 +11,13 @@
 //! run (`<state>/registered`, the `started_at` of the last run that
 //! registered), nor by a run that pushed its registration and may have
 //! been killed before it kept it (`<state>/registering`), it is another
-//! worker's, and this one stops, as for a configuration error. A state
-//! directory that an older version ran on (a clone, neither file) cannot
-//! tell, and is taken at its word.
+//! worker's, and this one waits, claiming nothing and writing nothing,
+//! until that record says stopped or goes stale. It does not stop: the
+//! record is grid content, which anyone may push, and a forged one must
+//! not keep a node down for good (it stopped as for a configuration error
+//! before, and systemd did not start it again). A state directory that an
+//! older version ran on (a clone, neither file) cannot tell, and is taken
+//! at its word.
 
 use crate::config::Config;
 use crate::git::auth::Access;
@@ -21,7 +25,7 @@ use crate::git::ssh::{self, SharedConnection};
 use crate::grid::schedule::NodeLabels;
 use crate::grid::{Class, Label, NodeRecord, NodeStatus, layout};
 
-use super::{Worker, WorkerError};
+use super::Worker;
 
 /// The labels a node routes by: those configured, and `arch=`, `os=` and
 /// `engine=` as detected.
@@ -102,24 +106,28 @@ const REGISTERING: &str = "registering";
 const REGISTERING_KEPT: usize = 8;
 
 impl Worker {
-    /// Stop if another worker writes this node's record (see the module's
-    /// doc). Asked at each attempt to register until one could fetch.
-    pub(super) fn check_id_is_ours(&mut self) -> Result<(), WorkerError> {
-        let Some(had_clone) = self.id_to_check else {
-            return Ok(());
-        };
+    /// Is this node's record another worker's (see the module's doc)?
+    /// Then why, and the registration waits. Asked at each attempt to
+    /// register until one could fetch and found it ours.
+    pub(super) fn id_in_use(&mut self) -> Option<String> {
+        let had_clone = self.id_to_check?;
         let Ok(Some(tip)) = self.repo.fetch() else {
             // Unreachable: the registration's sync says so.
-            return Ok(());
+            return None;
         };
-        self.id_to_check = None;
+        let why = self.record_of_another(&tip, had_clone);
+        if why.is_none() {
+            self.id_to_check = None;
+        }
+        why
+    }
+
+    fn record_of_another(&self, tip: &crate::git::Oid, had_clone: bool) -> Option<String> {
         let spec = format!("{tip}:{}", layout::node_file(self.node()));
-        let Ok(mut blobs) = self
+        let mut blobs = self
             .repo
             .read_objects(&[spec], layout::MAX_NODE_RECORD_BYTES)
-        else {
-            return Ok(());
-        };
+            .ok()?;
         let record = blobs
             .pop()
             .and_then(|b| b.data().and_then(|d| NodeRecord::parse(d).ok()));
@@ -128,21 +136,17 @@ impl Worker {
         if last.is_none() && pending.is_empty() && had_clone {
             // A state directory an older version ran on, which kept no
             // `registered`: its record cannot be told from another's.
-            return Ok(());
+            return None;
         }
-        match record {
-            Some(r) if written_by_another(&r, last.as_deref(), &pending, &self.cfg) => {
-                Err(WorkerError::IdInUse(format!(
-                    "node id `{}` is in use: its record was written {} by a worker started at {} on host {:?}, not by this state directory's last run; give this node its own `node_id` (or, if that was this node before its state directory was lost, start it again once that record is older than stale_after, {} s)",
-                    self.node(),
-                    crate::escape::line(&r.last_heartbeat),
-                    crate::escape::line(&r.started_at),
-                    crate::escape::line(&r.hostname),
-                    self.cfg.stale_after.as_secs()
-                )))
-            }
-            _ => Ok(()),
-        }
+        let r = record.filter(|r| written_by_another(r, last.as_deref(), &pending, &self.cfg))?;
+        Some(format!(
+            "node id `{}` is in use: its record was written {} by a worker started at {} on host {:?}, not by this state directory's last run; give this node its own `node_id`. This worker claims nothing until that record says stopped or is older than stale_after ({} s)",
+            self.node(),
+            crate::escape::line(&r.last_heartbeat),
+            crate::escape::line(&r.started_at),
+            crate::escape::line(&r.hostname),
+            self.cfg.stale_after.as_secs()
+        ))
     }
 
     /// The node registered: its record now says this run's `started_at`.

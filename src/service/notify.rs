@@ -61,8 +61,7 @@ impl Notifier {
         self.send(&[NotifyState::Stopping, NotifyState::Status(&line(status))]);
     }
 
-    /// Ask for more time in the phase the service is in: to start, while
-    /// its node id is another worker's, or to stop, while a task drains.
+    /// Ask for more time to stop while a task drains.
     pub fn extend_timeout(&self, by: Duration) {
         let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
         self.send(&[NotifyState::ExtendTimeoutUsec(usec)]);

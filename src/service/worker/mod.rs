@@ -460,16 +460,18 @@ impl Worker {
         loop {
             if let Some(why) = self.id_in_use() {
                 // Another worker's record, or one pushed to look like it:
-                // wait for it to say stopped or go stale (`setup`), past
-                // systemd's start timeout if need be.
+                // wait for it to say stopped or go stale (`setup`). Started
+                // as far as systemd is concerned, the reason in its status:
+                // a wait of minutes must not hold `systemctl start` (or a
+                // package upgrade's restart) nor run into the start timeout.
+                let status = format!("waiting: {why}");
                 if !id_said {
                     tracing::error!("{}", Untrusted(&why));
+                    self.notifier.ready(&status);
                     id_said = true;
                 }
-                self.notifier.status(&format!("waiting: {why}"));
-                let wait = self.cfg.pull_interval.max(Duration::from_secs(1));
-                self.notifier.extend_timeout(wait + Duration::from_secs(60));
-                self.wait_to_register(rx, wait)?;
+                self.notifier.status(&status);
+                self.wait_to_register(rx, self.cfg.pull_interval.max(Duration::from_secs(1)))?;
                 continue;
             }
             if std::mem::take(&mut id_said) {

@@ -12,7 +12,8 @@
 //! registered), nor by a run that pushed its registration and may have
 //! been killed before it kept it (`<state>/registering`), it is another
 //! worker's, and this one waits, claiming nothing and writing nothing,
-//! until that record says stopped or goes stale. It does not stop: the
+//! until that record says stopped or goes stale (started, as far as
+//! systemd is concerned, the reason in `STATUS=`). It does not stop: the
 //! record is grid content, which anyone may push, and a forged one must
 //! not keep a node down for good (it stopped as for a configuration error
 //! before, and systemd did not start it again). A state directory that an
@@ -128,9 +129,12 @@ impl Worker {
             .repo
             .read_objects(&[spec], layout::MAX_NODE_RECORD_BYTES)
             .ok()?;
-        let record = blobs
-            .pop()
-            .and_then(|b| b.data().and_then(|d| NodeRecord::parse(d).ok()));
+        let blob = blobs.pop()?;
+        let bytes = blob.data()?;
+        let record = NodeRecord::parse(bytes).ok();
+        if record.is_some() && !self.signed_by_this_key(bytes) {
+            return None;
+        }
         let last = std::fs::read_to_string(self.cfg.state_dir.join(REGISTERED)).ok();
         let pending = self.registering();
         if last.is_none() && pending.is_empty() && had_clone {
@@ -147,6 +151,30 @@ impl Worker {
             crate::escape::line(&r.hostname),
             self.cfg.stale_after.as_secs()
         ))
+    }
+
+    /// In `enforce`, a record of this node's id that its own key did not
+    /// sign is no worker of this node's: its peers leave such a record
+    /// out (`sync::admit::record_counts`), and it must not keep the node
+    /// waiting either. A twin holding the same key (a copied image or
+    /// state directory) signs with it, and is found.
+    fn signed_by_this_key(&self, bytes: &[u8]) -> bool {
+        let enforcing = self
+            .gate
+            .as_ref()
+            .is_some_and(|g| g.borrow().mode() == crate::trust::Mode::Enforce);
+        let Some(signer) = self.signer.as_ref().filter(|_| enforcing) else {
+            return true;
+        };
+        let ours = crate::trust::record::signer(bytes, signer.grid())
+            .is_ok_and(|key| key.key_data() == signer.public_key().key_data());
+        if !ours {
+            tracing::warn!(
+                node_id = %self.node(),
+                "this node's record at the tip is not signed by its key: left out, as its peers in enforce leave it out"
+            );
+        }
+        ours
     }
 
     /// The node registered: its record now says this run's `started_at`.

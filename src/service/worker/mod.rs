@@ -458,24 +458,8 @@ impl Worker {
         let mut stayed_out = false;
         let mut id_said = false;
         loop {
-            if let Some(why) = self.id_in_use() {
-                // Another worker's record, or one pushed to look like it:
-                // wait for it to say stopped or go stale (`setup`). Started
-                // as far as systemd is concerned, the reason in its status:
-                // a wait of minutes must not hold `systemctl start` (or a
-                // package upgrade's restart) nor run into the start timeout.
-                let status = format!("waiting: {why}");
-                if !id_said {
-                    tracing::error!("{}", Untrusted(&why));
-                    self.notifier.ready(&status);
-                    id_said = true;
-                }
-                self.notifier.status(&status);
-                self.wait_to_register(rx, self.cfg.pull_interval.max(Duration::from_secs(1)))?;
+            if self.waited_for_id(rx, &mut id_said)? {
                 continue;
-            }
-            if std::mem::take(&mut id_said) {
-                tracing::info!(node_id = %self.node(), "the node id's record is no longer another worker's; registering");
             }
             // The registration claims too (as an idle node would on its
             // first poll): one commit fewer per start, where every node of

@@ -26,7 +26,11 @@ use crate::git::ssh::{self, SharedConnection};
 use crate::grid::schedule::NodeLabels;
 use crate::grid::{Class, Label, NodeRecord, NodeStatus, layout};
 
-use super::Worker;
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use super::{Event, Worker, WorkerError};
+use crate::escape::Untrusted;
 
 /// The labels a node routes by: those configured, and `arch=`, `os=` and
 /// `engine=` as detected.
@@ -107,10 +111,37 @@ const REGISTERING: &str = "registering";
 const REGISTERING_KEPT: usize = 8;
 
 impl Worker {
-    /// Is this node's record another worker's (see the module's doc)?
-    /// Then why, and the registration waits. Asked at each attempt to
-    /// register until one could fetch and found it ours.
-    pub(super) fn id_in_use(&mut self) -> Option<String> {
+    /// Wait a poll interval if this node's id is another worker's (see the
+    /// module's doc), or a record pushed to look like one: true if it
+    /// waited, and the registration asks again. Started as far as systemd
+    /// is concerned, the reason in its status: a wait of minutes must not
+    /// hold `systemctl start` (or a package upgrade's restart) nor run
+    /// into the start timeout. `said`: the wait was logged.
+    pub(super) fn waited_for_id(
+        &mut self,
+        rx: &Receiver<Event>,
+        said: &mut bool,
+    ) -> Result<bool, WorkerError> {
+        let Some(why) = self.id_in_use() else {
+            if std::mem::take(said) {
+                tracing::info!(node_id = %self.node(), "the node id's record is no longer another worker's; registering");
+            }
+            return Ok(false);
+        };
+        let status = format!("waiting: {why}");
+        if !*said {
+            tracing::error!("{}", Untrusted(&why));
+            self.notifier.ready(&status);
+            *said = true;
+        }
+        self.notifier.status(&status);
+        self.wait_to_register(rx, self.cfg.pull_interval.max(Duration::from_secs(1)))?;
+        Ok(true)
+    }
+
+    /// Is this node's record another worker's? Then why. Asked at each
+    /// attempt to register until one could fetch and found it ours.
+    fn id_in_use(&mut self) -> Option<String> {
         let had_clone = self.id_to_check?;
         let Ok(Some(tip)) = self.repo.fetch() else {
             // Unreachable: the registration's sync says so.

@@ -768,6 +768,52 @@ fn a_takeover_leaves_what_the_peer_starts_before_it_lands() {
     assert_eq!(ids(&plan.stolen), ["p-3"], "{:?}", plan.stolen);
 }
 
+/// A peer with two slots and tasks of `task_ms`, running the first two of
+/// its `n` claims, its record reckoning them to keep it busy `busy_ms`:
+/// the record written `record_ms` before `now`, its claims `claims_ms`
+/// before (the chaos suite's figures).
+fn two_slot_line(
+    now: dgrid_worker::time::Timestamp,
+    (node, n): (&str, usize),
+    (task_ms, busy_ms): (u64, u64),
+    (record_ms, claims_ms): (i64, i64),
+) -> Vec<(String, Vec<u8>)> {
+    let ago = |ms: i64| dgrid_worker::time::format(now - chrono::Duration::milliseconds(ms));
+    let task = |i: usize| format!("{}-{i}", &node[..1]);
+    let (path, bytes) = busy(node, &[&task(0), &task(1)], task_ms);
+    let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    record["busy_ms"] = busy_ms.into();
+    record["concurrency"] = 2.into();
+    record["last_heartbeat"] = ago(record_ms).into();
+    let mut files = vec![(path, serde_json::to_vec(&record).unwrap())];
+    for i in 0..n {
+        let (p, b) = claim(&task(i), node, "sleep 0.2", serde_json::json!({}));
+        let mut v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        v["claim"]["claimed_at"] = ago(claims_ms).into();
+        files.push((p, serde_json::to_vec_pretty(&v).unwrap()));
+    }
+    files
+}
+
+/// An idle node with two slots, its tasks 0.2 s, its round `round`, its
+/// syncs `sync_secs`, that has reached the grid for an hour.
+fn quick_taker(
+    idle: &PlainNode,
+    now: dgrid_worker::time::Timestamp,
+    round: f64,
+    sync_secs: Option<f64>,
+) -> SyncRequest<'_> {
+    SyncRequest {
+        now,
+        steal_up_to: 2,
+        task_secs: Some(0.203),
+        round_secs: Some(round),
+        sync_secs,
+        reached_since: Some(now - chrono::Duration::hours(1)),
+        ..idle.request(2)
+    }
+}
+
 /// A node writes its record as a sync starts and makes its claims at the
 /// plan, after the fetch. Traced in the chaos suite: a peer with two
 /// slots and 0.2 s tasks, its record 1.19 s old and its four claims 0.69
@@ -778,35 +824,12 @@ fn a_takeover_leaves_what_the_peer_starts_before_it_lands() {
 #[test]
 fn a_peer_is_silent_only_since_its_newest_claim() {
     let grid = Grid::new();
-    let none = serde_json::json!({});
     let now = dgrid_worker::time::now();
-    let ago = |ms: i64| dgrid_worker::time::format(now - chrono::Duration::milliseconds(ms));
-    let (path, bytes) = busy("quick", &["q-0", "q-1"], 204);
-    let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    record["busy_ms"] = 407.into();
-    record["concurrency"] = 2.into();
-    record["last_heartbeat"] = ago(1190).into();
-    let line = |claimed_ms: i64| -> Vec<(String, Vec<u8>)> {
-        let mut files = vec![(path.clone(), serde_json::to_vec(&record).unwrap())];
-        for i in 0..4 {
-            let (p, b) = claim(&format!("q-{i}"), "quick", "sleep 0.2", none.clone());
-            let mut v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-            v["claim"]["claimed_at"] = ago(claimed_ms).into();
-            files.push((p, serde_json::to_vec_pretty(&v).unwrap()));
-        }
-        files
-    };
+    let line = |claims_ms| two_slot_line(now, ("quick", 4), (204, 407), (1190, claims_ms));
     grid.commit_files(&line(690), "a peer's claims, made after its record");
     let mut idle = PlainNode::new("idle");
     idle.record.last_heartbeat = at(0);
-    let req = SyncRequest {
-        now,
-        steal_up_to: 2,
-        task_secs: Some(0.203),
-        round_secs: Some(0.174),
-        reached_since: Some(now - chrono::Duration::hours(1)),
-        ..idle.request(2)
-    };
+    let req = quick_taker(&idle, now, 0.174, None);
     let (_state, repo) = watching_clone(&grid, &req);
     let on_pace = plan_on(&repo, &req);
     assert!(
@@ -831,36 +854,12 @@ fn a_peer_is_silent_only_since_its_newest_claim() {
 #[test]
 fn a_peer_is_not_overdue_while_its_results_could_be_racing_for_the_ref() {
     let grid = Grid::new();
-    let none = serde_json::json!({});
     let now = dgrid_worker::time::now();
-    let ago = |ms: i64| dgrid_worker::time::format(now - chrono::Duration::milliseconds(ms));
-    let peer = |ms: i64| -> Vec<(String, Vec<u8>)> {
-        let (path, bytes) = busy("raced", &["r-0", "r-1"], 206);
-        let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        record["busy_ms"] = 618.into();
-        record["concurrency"] = 2.into();
-        record["last_heartbeat"] = ago(ms).into();
-        let mut files = vec![(path, serde_json::to_vec(&record).unwrap())];
-        for i in 0..7 {
-            let (p, b) = claim(&format!("r-{i}"), "raced", "sleep 0.2", none.clone());
-            let mut v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-            v["claim"]["claimed_at"] = ago(ms).into();
-            files.push((p, serde_json::to_vec_pretty(&v).unwrap()));
-        }
-        files
-    };
+    let peer = |ms| two_slot_line(now, ("raced", 7), (206, 618), (ms, ms));
     grid.commit_files(&peer(1540), "a peer's line, run on pace");
     let mut idle = PlainNode::new("idle");
     idle.record.last_heartbeat = at(0);
-    let req = |sync_secs: Option<f64>| SyncRequest {
-        now,
-        steal_up_to: 2,
-        task_secs: Some(0.203),
-        round_secs: Some(0.171),
-        sync_secs,
-        reached_since: Some(now - chrono::Duration::hours(1)),
-        ..idle.request(2)
-    };
+    let req = |sync_secs| quick_taker(&idle, now, 0.171, sync_secs);
     let (_state, repo) = watching_clone(&grid, &req(Some(0.4)));
     let on_pace = plan_on(&repo, &req(Some(0.4)));
     assert!(

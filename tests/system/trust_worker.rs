@@ -1349,13 +1349,24 @@ fn n2_record_of(t: &TrustedGrid, signed: bool, age: i64) -> Vec<(String, Vec<u8>
         dgrid_worker::time::format(dgrid_worker::time::now() - chrono::Duration::seconds(age)),
     );
     r.max_timeout_seconds = Some(86_400);
+    record_file(t, &r, signed)
+}
+
+/// The file of record `r`, signed with its node's key or not.
+fn record_file(
+    t: &TrustedGrid,
+    r: &dgrid_worker::grid::NodeRecord,
+    signed: bool,
+) -> Vec<(String, Vec<u8>)> {
+    use dgrid_worker::grid::Id;
+    let node = r.node_id.as_str();
     let bytes = if signed {
-        let key = dgrid_worker::trust::KeySigner::open(std::path::Path::new(&t.key("n2"))).unwrap();
-        dgrid_worker::trust::record::sign(&r, &Id::parse(GRID_ID).unwrap(), &key).unwrap()
+        let key = dgrid_worker::trust::KeySigner::open(std::path::Path::new(&t.key(node))).unwrap();
+        dgrid_worker::trust::record::sign(r, &Id::parse(GRID_ID).unwrap(), &key).unwrap()
     } else {
         r.to_bytes()
     };
-    vec![("nodes/n2.json".to_owned(), bytes)]
+    vec![(format!("nodes/{node}.json"), bytes)]
 }
 
 /// Queue `long`, a task of two hours (longer than a node's default limit),
@@ -1621,13 +1632,7 @@ fn n1_record_of_another_run(t: &TrustedGrid, signed: bool) -> Vec<(String, Vec<u
     );
     r.started_at = "2026-01-01T00:00:00.000Z".into();
     r.hostname = "elsewhere".into();
-    let bytes = if signed {
-        let key = dgrid_worker::trust::KeySigner::open(std::path::Path::new(&t.key("n1"))).unwrap();
-        dgrid_worker::trust::record::sign(&r, &Id::parse(GRID_ID).unwrap(), &key).unwrap()
-    } else {
-        r.to_bytes()
-    };
-    vec![("nodes/n1.json".to_owned(), bytes)]
+    record_file(t, &r, signed)
 }
 
 /// A worker that finds its id's record written by another run waits for

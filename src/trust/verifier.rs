@@ -335,11 +335,6 @@ impl Signer {
         self.key.public_key()
     }
 
-    /// The grid it signs for.
-    pub fn grid(&self) -> &Id {
-        &self.grid
-    }
-
     /// The result file, signed, with the task it answers
     /// ([`result::Answered`]: the digest of the task file it ran,
     /// [`TaskDigest::of_file`], the commit that pushed its claim, and who

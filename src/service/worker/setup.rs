@@ -160,12 +160,9 @@ impl Worker {
             .repo
             .read_objects(&[spec], layout::MAX_NODE_RECORD_BYTES)
             .ok()?;
-        let blob = blobs.pop()?;
-        let bytes = blob.data()?;
-        let record = NodeRecord::parse(bytes).ok();
-        if record.is_some() && !self.signed_by_this_key(bytes) {
-            return None;
-        }
+        let record = blobs
+            .pop()
+            .and_then(|b| b.data().and_then(|d| NodeRecord::parse(d).ok()));
         let last = std::fs::read_to_string(self.cfg.state_dir.join(REGISTERED)).ok();
         let pending = self.registering();
         if last.is_none() && pending.is_empty() && had_clone {
@@ -182,30 +179,6 @@ impl Worker {
             crate::escape::line(&r.hostname),
             self.cfg.stale_after.as_secs()
         ))
-    }
-
-    /// In `enforce`, a record of this node's id that its own key did not
-    /// sign is no worker of this node's: its peers leave such a record
-    /// out (`sync::admit::record_counts`), and it must not keep the node
-    /// waiting either. A twin holding the same key (a copied image or
-    /// state directory) signs with it, and is found.
-    fn signed_by_this_key(&self, bytes: &[u8]) -> bool {
-        let enforcing = self
-            .gate
-            .as_ref()
-            .is_some_and(|g| g.borrow().mode() == crate::trust::Mode::Enforce);
-        let Some(signer) = self.signer.as_ref().filter(|_| enforcing) else {
-            return true;
-        };
-        let ours = crate::trust::record::signer(bytes, signer.grid())
-            .is_ok_and(|key| key.key_data() == signer.public_key().key_data());
-        if !ours {
-            tracing::warn!(
-                node_id = %self.node(),
-                "this node's record at the tip is not signed by its key: left out, as its peers in enforce leave it out"
-            );
-        }
-        ours
     }
 
     /// The node registered: its record now says this run's `started_at`.

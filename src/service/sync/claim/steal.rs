@@ -176,8 +176,9 @@ fn lines_of<'h>(
         // started 0.2-0.9 s before). Unless its claims have kept it busy
         // for a task longer than it reckoned they would (`busy_ms`): then
         // a task runs long, with the line behind it, as its record says.
-        // Reckoned from the record's time, which is its plan's, and its
-        // claims start only once that commit landed: a round more (traced
+        // Reckoned from the record's time, or its newest claim's if later
+        // (`said`, below), and its claims start only once that commit
+        // landed: a round more (traced
         // in the chaos suite: claims of 0.2 s tasks, started on pace 0.7 s
         // after the record, a round of 0.3 s, read as overdue and taken
         // over after they had started). And its next record comes only

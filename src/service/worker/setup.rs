@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::git::auth::Access;
 use crate::git::ssh::{self, SharedConnection};
 use crate::grid::schedule::NodeLabels;
-use crate::grid::{Class, Label, NodeRecord, NodeStatus, layout};
+use crate::grid::{Class, Label, NodeRecord, layout};
 
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
@@ -128,6 +128,10 @@ impl Worker {
             }
             return Ok(false);
         };
+        // Its clone is made now: a restart of this run must not read this
+        // state directory as an older version's, which is taken at its
+        // word (an attack on this wait: a waiting twin restarted ran).
+        self.note_registering();
         let status = format!("waiting: {why}");
         if !*said {
             tracing::error!("{}", Untrusted(&why));
@@ -170,7 +174,11 @@ impl Worker {
             // `registered`: its record cannot be told from another's.
             return None;
         }
-        let r = record.filter(|r| written_by_another(r, last.as_deref(), &pending, &self.cfg))?;
+        // A record naming another node under this one's file is none of
+        // its (as for the reap and the idle count).
+        let r = record.filter(|r| {
+            &r.node_id == self.node() && written_by_another(r, last.as_deref(), &pending, &self.cfg)
+        })?;
         Some(format!(
             "node id `{}` is in use: its record was written {} by a worker started at {} on host {:?}, not by this state directory's last run; give this node its own `node_id`. This worker claims nothing until that record says stopped or is older than stale_after ({} s)",
             self.node(),
@@ -219,22 +227,22 @@ impl Worker {
     }
 }
 
-/// Is `r`, the record of this node's id, another worker's: live, not
-/// stopped, and not written by the last run of this state directory that
-/// registered (`last`)? A record of an older version, with no
-/// `started_at`, cannot tell, and counts as ours.
+/// Is `r`, the record of this node's id, another worker's: up (a fresh
+/// heartbeat, not stopped: draining or unhealthy too, as such a worker
+/// still holds claims), and not written by the last run of this state
+/// directory that registered (`last`)? A record of an older version, with
+/// no `started_at`, cannot tell, and counts as ours.
 fn written_by_another(
     r: &NodeRecord,
     last: Option<&str>,
     pending: &[String],
     cfg: &Config,
 ) -> bool {
-    let live = r.is_live(
+    let up = r.is_up(
         crate::time::now(),
         chrono::Duration::from_std(cfg.stale_after).unwrap_or_default(),
     );
-    live && r.status != NodeStatus::Stopped
-        && !r.started_at.is_empty()
+    up && !r.started_at.is_empty()
         && last != Some(r.started_at.as_str())
         && !pending.iter().any(|p| p == &r.started_at)
 }

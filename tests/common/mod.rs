@@ -314,6 +314,10 @@ pub struct WorkerSpec {
     /// A cgroup directory the worker runs in (the benches' CPU limit), with
     /// everything it starts.
     pub cgroup: Option<PathBuf>,
+    /// The name its configuration, state directory and log are filed
+    /// under in the grid's directory, where not its node id (a second
+    /// host under the same id).
+    pub files: Option<String>,
 }
 
 impl WorkerSpec {
@@ -327,6 +331,7 @@ impl WorkerSpec {
             env: Vec::new(),
             drain: true,
             cgroup: None,
+            files: None,
         }
     }
 
@@ -350,11 +355,12 @@ pub struct WorkerProc {
 }
 
 pub fn spawn_worker(grid: &Grid, spec: &WorkerSpec) -> WorkerProc {
-    let state = grid.path(&format!("state-{}", spec.node));
+    let name = spec.files.as_deref().unwrap_or(&spec.node);
+    let state = grid.path(&format!("state-{name}"));
     std::fs::create_dir_all(&state).unwrap();
-    let config = grid.path(&format!("{}.toml", spec.node));
+    let config = grid.path(&format!("{name}.toml"));
     std::fs::write(&config, spec.config_text(&state)).unwrap();
-    let log = grid.path(&format!("{}.log", spec.node));
+    let log = grid.path(&format!("{name}.log"));
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -844,32 +844,10 @@ fn a_second_worker_under_a_node_id_in_use_waits_until_it_is_free() {
         first.log_text().contains("running task_id=long")
     });
     // The same id, its own state directory (another host).
-    let state = grid.path("state-elsewhere");
-    let config = grid.path("twin-elsewhere.toml");
-    std::fs::write(&config, spec.config_text(&state)).unwrap();
-    let log = grid.path("twin-elsewhere.log");
-    let start_second = || {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = std::process::Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("JOURNAL_STREAM")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        WorkerProc {
-            child,
-            log: log.clone(),
-            state: state.clone(),
-        }
-    };
+    let mut elsewhere = WorkerSpec::new(&grid, "twin");
+    elsewhere.files = Some("twin-elsewhere".into());
+    elsewhere.drain = false;
+    let start_second = || spawn_worker(&grid, &elsewhere);
     let mut second = start_second();
     let in_use = |w: &WorkerProc| w.log_text().matches("node id `twin` is in use").count();
     wait_until(

@@ -128,12 +128,13 @@ impl Worker {
             }
             return Ok(false);
         };
-        // Its clone is made now: a restart of this run must not read this
-        // state directory as an older version's, which is taken at its
-        // word (an attack on this wait: a waiting twin restarted ran).
-        self.note_registering();
         let status = format!("waiting: {why}");
         if !*said {
+            // Its clone is made now: a restart of this run must not read
+            // this state directory as an older version's, which is taken at
+            // its word (an attack on this wait: a waiting twin restarted
+            // ran). Once a run.
+            self.note_registering();
             tracing::error!("{}", Untrusted(&why));
             self.notifier.ready(&status);
             *said = true;

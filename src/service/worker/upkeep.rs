@@ -57,7 +57,7 @@ impl Worker {
             Ok(removed) => {
                 tracing::info!(
                     removed,
-                    "results put aside as superseded a week ago removed"
+                    "results put aside as superseded removed: older than a week, or past the newest 1,000"
                 )
             }
             Err(e) => tracing::warn!(error = %e, "cannot prune the results put aside"),

@@ -171,8 +171,13 @@ pub fn name_results(
 /// The `invalid` result of a queue or claim entry that breaks the rules,
 /// named after the raw entry name.
 pub fn invalid_result(name: &str, node: &Id, now: &str, reason: &str) -> TaskResult {
+    // A lane's entry is named by its own name, its last component, as its
+    // result's file is: its dependants, `status` and `submit` find it by
+    // that id (the lane's path here left a graph waiting on a parent that
+    // had failed, and let its id be submitted again).
+    let own = name.rsplit('/').next().unwrap_or(name);
     TaskResult {
-        task_id: layout::json_stem(name).unwrap_or(name).to_owned(),
+        task_id: layout::json_stem(own).unwrap_or(own).to_owned(),
         node_id: node.clone(),
         exit_code: None,
         stdout: String::new(),

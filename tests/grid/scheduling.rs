@@ -430,7 +430,10 @@ fn work_only_a_busy_node_serves_starts_before_the_common_claims_it_holds() {
 /// A GPU task longer than the GPU node's limit, beside a plain node whose
 /// limit takes it: no live node can run it, and the GPU node fails it
 /// naming why. The plain node's limit made it wait in its lane for good,
-/// named by nothing (a sweep's).
+/// named by nothing (a sweep's). Its result names it by its id, not its
+/// lane's path, and a task after it ends `dependency_failed`: with the
+/// path as its `task_id`, the dependant waited on a parent that had
+/// failed, and the reap failed it as naming no task on the grid.
 #[test]
 fn a_task_too_long_for_every_node_that_serves_its_labels_fails_named() {
     let grid = Grid::new();
@@ -447,20 +450,33 @@ fn a_task_too_long_for_every_node_that_serves_its_labels_fails_named() {
     submit(
         &grid,
         "long-gpu",
-        json!([{"task_id": "long-gpu", "script": "true", "timeout_seconds": 5000, "requires": ["gpu"]}]),
+        json!([
+            {"task_id": "long-gpu", "script": "true", "timeout_seconds": 5000, "requires": ["gpu"]},
+            {"task_id": "after-long", "script": "true", "timeout_seconds": 5, "after": ["long-gpu"]},
+        ]),
     );
-    wait_until("the long GPU task failed", Duration::from_secs(60), || {
-        !grid.json_files("tasks/failed").is_empty()
-    });
+    wait_until(
+        "the long GPU task and its dependant failed",
+        Duration::from_secs(60),
+        || grid.json_files("tasks/failed").len() == 2,
+    );
     stop_cleanly(&mut workers);
-    let failed: Vec<Value> = grid.json_files("tasks/failed").into_values().collect();
-    assert_eq!(failed.len(), 1, "{failed:?}");
-    assert_eq!(failed[0]["status"], "invalid");
-    let error = failed[0]["error"].as_str().unwrap_or_default();
+    let failed = results_by_task(&grid);
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    let long = &failed["long-gpu"];
+    assert_eq!(long["status"], "invalid");
+    let error = long["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("`timeout_seconds` is 5000")
             && error.contains("3600")
             && error.contains("no peer that serves it"),
+        "{error}"
+    );
+    let after = &failed["after-long"];
+    assert_eq!(after["status"], "dependency_failed", "{after}");
+    let error = after["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("long-gpu") && error.contains("invalid"),
         "{error}"
     );
 }

@@ -2408,3 +2408,62 @@ fn a_burst_over_low_work_held_out_of_the_queues_sight_is_shared() {
         "one step below is the same work aged since the record was written"
     );
 }
+
+/// A look that owes the nameless a turn against the claims of bob it
+/// holds passes bob's queued task by, unread, and claims the nameless
+/// one after it. Its bytes were read with the sample in claim order and
+/// handed out in turn: the task after one passed by was judged by its
+/// neighbour's bytes, failed as "`task_id` is b-1 but the file is named
+/// c-1", and its dependants with it (a helper's chain of 200 lost 100
+/// links so, in every run with a submitter's bursts beside it).
+#[test]
+fn a_task_after_one_a_look_passes_by_is_judged_by_its_own_bytes() {
+    use crate::common::plan::{PlainNode, commit_at};
+    use dgrid_worker::grid::held::Owed;
+    use dgrid_worker::service::sync::SyncRequest;
+
+    let grid = Grid::new();
+    let task = |id: &str, minute: &str, submitter: Option<&str>| {
+        let mut body = json!({"task_id": id, "script": "true", "timeout_seconds": 30,
+            "queued_at": format!("2026-12-07T19:{minute}:00Z")});
+        let mut batch = format!("20261207T19{minute}");
+        if let Some(s) = submitter {
+            body["submitter"] = s.into();
+            batch = format!("{batch}-{s}");
+        }
+        (
+            format!("tasks/lanes/p50/any/{batch}/{id}.json"),
+            body.to_string().into_bytes(),
+        )
+    };
+    grid.commit_files(
+        &[
+            task("b-1", "46", Some("bob")),
+            task("b-2", "47", Some("bob")),
+            task("c-1", "47", None),
+        ],
+        "bob's tasks, and one that names no submitter, in one minute",
+    );
+    let mut node = PlainNode::new("me");
+    node.record.last_heartbeat = dgrid_worker::time::format(dgrid_worker::time::now());
+    let report = commit_at(
+        &grid.url(),
+        &SyncRequest {
+            survey: true,
+            preempt_up_to: 1,
+            owed: Owed::new(50, [(Some("bob"), None), (Some("bob"), None)]),
+            ..node.request(0)
+        },
+    );
+    let claimed: Vec<&str> = report
+        .claimed
+        .iter()
+        .map(|c| c.task.task_id.as_str())
+        .collect();
+    assert_eq!(claimed, ["c-1"], "{report:?}");
+    assert!(grid.json_files("tasks/failed").is_empty());
+    assert_eq!(
+        grid.json_files("tasks/in_progress")["c-1.json"]["task_id"],
+        "c-1"
+    );
+}

@@ -5,11 +5,12 @@
 //! candidate.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::Candidate;
 use super::take::{move_to, wait_under};
-use crate::git::{Blob, EntryMode, GitError, GridRepo, TreeEntry};
+use crate::git::{Blob, EntryMode, GitError, GridRepo, Oid, TreeEntry};
 use crate::grid::claim::ClaimedTask;
 use crate::grid::layout::Place;
 use crate::grid::task::EntryKind;
@@ -38,10 +39,7 @@ pub(super) fn file_inbox(
         .filter(|e| is_file(e.mode))
         .map(|e| e.oid.clone())
         .collect();
-    let mut read = Sample(
-        repo.read_objects(&files, req.rules.max_file_bytes as u64)?
-            .into_iter(),
-    );
+    let mut read = Sample::read(repo, files, req)?;
     let mut out = Vec::new();
     for entry in inbox {
         let (task, mine) = match consider(repo, d, &entry, &entry.name, read.next_for(&entry))? {
@@ -122,13 +120,30 @@ pub(super) fn handed_back(
 /// The sample's blobs, read in one bounded call: only files are read, and
 /// none bigger than a task may be (a bigger one is refused by its size
 /// alone).
-pub(super) struct Sample(std::vec::IntoIter<Blob>);
+pub(super) struct Sample(HashMap<Oid, Vec<Blob>>);
 
 impl Sample {
-    /// What was read for `entry`, the next entry of the sample in order.
+    /// `files` (blob ids) read, each kept under its id.
+    fn read(repo: &GridRepo, files: Vec<Oid>, req: &SyncRequest<'_>) -> Result<Sample, GitError> {
+        let blobs = repo.read_objects(&files, req.rules.max_file_bytes as u64)?;
+        let mut by_id: HashMap<Oid, Vec<Blob>> = HashMap::new();
+        for (oid, blob) in files.into_iter().zip(blobs) {
+            by_id.entry(oid).or_default().push(blob);
+        }
+        Ok(Sample(by_id))
+    }
+
+    /// What was read for `entry`, found by its blob's id. Not the sample's
+    /// next in turn: the claim passes entries of the sample by unread (a
+    /// level at or below what it holds, a submitter not owed a turn), and
+    /// each entry after one passed was judged by its neighbour's bytes (a
+    /// released task failed as another's, and its dependants with it).
     pub(super) fn next_for(&mut self, entry: &TreeEntry) -> Blob {
         if is_file(entry.mode) {
-            self.0.next().unwrap_or(Blob::Missing)
+            self.0
+                .get_mut(&entry.oid)
+                .and_then(Vec::pop)
+                .unwrap_or(Blob::Missing)
         } else {
             // Symlinks, trees and submodules are refused by their kind,
             // unread.
@@ -151,8 +166,7 @@ pub(super) fn read_sample(
         .filter(|c| c.judged.is_none() && is_file(c.entry.mode))
         .map(|c| c.entry.oid.clone())
         .collect();
-    let blobs = repo.read_objects(&files, req.rules.max_file_bytes as u64)?;
-    Ok(Sample(blobs.into_iter()))
+    Sample::read(repo, files, req)
 }
 
 /// What becomes of one candidate.

@@ -288,6 +288,15 @@ impl Slots {
         self.waiting = order.into_iter().filter_map(|i| slots[i].take()).collect();
     }
 
+    /// A claim whose start was taken back for higher work waits again, in
+    /// its place: first of its level and its submitter's, as it was when
+    /// it started (at the back, it ran after every claim of its level
+    /// held, 19 in a drain traced, where the order they came says next).
+    pub fn wait_again(&mut self, claimed: ClaimedTask, now: time::Timestamp) {
+        self.waiting.push_front(claimed);
+        self.sort_waiting(now);
+    }
+
     /// The last `n` waiting claims, taken out.
     pub fn take_last_waiting(&mut self, n: usize) -> Vec<ClaimedTask> {
         let keep = self.waiting.len().saturating_sub(n);

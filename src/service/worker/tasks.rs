@@ -204,8 +204,7 @@ impl Worker {
             let reason = format!("{} stopped before the task finished", self.node());
             self.put_outbox(&claimed, Finish::requeue(reason));
         } else {
-            self.slots.waiting.push_back(claimed);
-            self.slots.sort_waiting(time::now());
+            self.slots.wait_again(claimed, time::now());
         }
         self.start_waiting();
     }

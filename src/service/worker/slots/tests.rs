@@ -167,6 +167,17 @@ fn a_start_below_higher_work_is_taken_back_and_frees_its_slot() {
 }
 
 #[test]
+fn a_start_taken_back_waits_first_of_its_level_not_last() {
+    let mut s = Slots::new(1);
+    for (id, p) in [("al-12", 50), ("urgent", 90), ("al-13", 50)] {
+        s.waiting.push_back(at_level(id, p));
+    }
+    s.wait_again(at_level("al-11", 50), time::now());
+    let order: Vec<&str> = s.waiting.iter().map(|c| c.task.task_id.as_str()).collect();
+    assert_eq!(order, ["urgent", "al-11", "al-12", "al-13"]);
+}
+
+#[test]
 fn claims_wait_highest_first_in_the_order_they_came() {
     let mut s = Slots::new(1);
     for (id, p) in [("a", 10), ("b", 90), ("c", 10), ("d", 50), ("e", 90)] {

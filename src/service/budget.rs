@@ -275,17 +275,31 @@ impl Budget {
             why: format!("at its limit of {max} s of task time an hour"),
             until,
         };
-        let used = self.seconds_used(now);
-        if used >= limit {
-            return Err(at_limit(self.time_free_at(now, limit, 0.0)));
-        }
         let running: Vec<Timestamp> = self
             .runs
             .iter()
             .filter(|(_, e)| e.is_none())
             .map(|(s, _)| *s)
             .collect();
-        let Some(task) = task_secs.filter(|t| *t > 0.0) else {
+        let task = task_secs.filter(|t| *t > 0.0);
+        if let Some(task) = task.filter(|t| *t > limit && running.is_empty()) {
+            // No hour ever holds one: said, so that the volunteer sees why
+            // this node never runs anything (first, not an hour's wait: the
+            // first run, unmeasured, used the hour up, and the pause said
+            // `until` an hour on, when nothing would start either).
+            return Err(Paused {
+                why: format!(
+                    "at its limit of {max} s of task time an hour: its tasks take about {} s each, more than an hour allows",
+                    about(task)
+                ),
+                until: None,
+            });
+        }
+        let used = self.seconds_used(now);
+        if used >= limit {
+            return Err(at_limit(self.time_free_at(now, limit, 0.0)));
+        }
+        let Some(task) = task else {
             return Ok(usize::from(running.is_empty()));
         };
         let ahead: f64 = running
@@ -295,17 +309,6 @@ impl Budget {
         let fits = tasks_fitting(limit - used - ahead, task);
         if fits > 0 || !running.is_empty() {
             return Ok(fits);
-        }
-        if task > limit {
-            // No hour ever holds one: said, so that the volunteer sees why
-            // this node never runs anything.
-            return Err(Paused {
-                why: format!(
-                    "at its limit of {max} s of task time an hour: its tasks take about {} s each, more than an hour allows",
-                    about(task)
-                ),
-                until: None,
-            });
         }
         Err(at_limit(self.time_free_at(now, limit, task)))
     }

@@ -175,6 +175,16 @@ fn a_cap_on_seconds_starts_no_task_measured_to_pass_it() {
         "at its limit of 5 s of task time an hour: its tasks take about 6.0 s each, more than an hour allows"
     );
     assert_eq!(p.until, None);
+    // The first run, unmeasured, used the hour up: why no hour holds one,
+    // not an hour's wait after which none starts either.
+    let mut b = Budget::new(limits(None, Some(1), &[]));
+    b.started(t0);
+    b.ended(t0, s(2));
+    let Allowance::Paused(p) = b.allowance(s(2), &Utc, Some(2.0)) else {
+        panic!("a task of 2 s in an hour of 1")
+    };
+    assert!(p.why.contains("more than an hour allows"), "{}", p.why);
+    assert_eq!(p.until, None);
 }
 
 #[test]

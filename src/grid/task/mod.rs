@@ -78,13 +78,15 @@ impl Task {
         bytes: &[u8],
         rules: &TaskRules,
     ) -> Result<Task, TaskError> {
-        let stem = super::id::json_stem(name).ok_or(TaskError::NotJsonName)?;
+        // What it is before what it is called: a directory pushed into the
+        // inbox was refused as "file name must end in .json".
         match kind {
             EntryKind::File | EntryKind::Executable => {}
             EntryKind::Symlink => return Err(TaskError::NotAFile("symbolic link")),
             EntryKind::Directory => return Err(TaskError::NotAFile("directory")),
             EntryKind::Submodule => return Err(TaskError::NotAFile("submodule")),
         }
+        let stem = super::id::json_stem(name).ok_or(TaskError::NotJsonName)?;
         let file_id = Id::parse(stem).map_err(TaskError::BadFileName)?;
         let task = Task::parse(bytes, rules)?;
         if task.task_id != file_id {

@@ -118,6 +118,10 @@ fn non_files_and_bad_bytes_are_rejected() {
     assert_eq!(e, TaskError::NotAFile("symbolic link"));
     let e = Task::from_entry("t.json", EntryKind::Directory, b"", &rules).unwrap_err();
     assert_eq!(e, TaskError::NotAFile("directory"));
+    // A directory pushed into the inbox is named for what it is, whatever
+    // its name.
+    let e = Task::from_entry("sub", EntryKind::Directory, b"", &rules).unwrap_err();
+    assert_eq!(e, TaskError::NotAFile("directory"));
     let e = Task::from_entry("t.json", EntryKind::File, b"{\"a\xff", &rules).unwrap_err();
     assert_eq!(e, TaskError::NotUtf8(3));
     let big = vec![b' '; rules.max_file_bytes + 1];

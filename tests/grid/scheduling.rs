@@ -2423,10 +2423,13 @@ fn a_task_after_one_a_look_passes_by_is_judged_by_its_own_bytes() {
     use dgrid_worker::service::sync::SyncRequest;
 
     let grid = Grid::new();
-    let task = |id: &str, minute: &str, submitter: Option<&str>| {
+    // Queued a minute ago and now: young enough not to have aged a level
+    // above the claims held.
+    let task = |id: &str, ago: i64, submitter: Option<&str>| {
+        let at = dgrid_worker::time::now() - chrono::Duration::minutes(ago);
         let mut body = json!({"task_id": id, "script": "true", "timeout_seconds": 30,
-            "queued_at": format!("2026-12-07T19:{minute}:00Z")});
-        let mut batch = format!("20261207T19{minute}");
+            "queued_at": at.format("%Y-%m-%dT%H:%M:00Z").to_string()});
+        let mut batch = at.format("%Y%m%dT%H%M").to_string();
         if let Some(s) = submitter {
             body["submitter"] = s.into();
             batch = format!("{batch}-{s}");
@@ -2438,9 +2441,9 @@ fn a_task_after_one_a_look_passes_by_is_judged_by_its_own_bytes() {
     };
     grid.commit_files(
         &[
-            task("b-1", "46", Some("bob")),
-            task("b-2", "47", Some("bob")),
-            task("c-1", "47", None),
+            task("b-1", 1, Some("bob")),
+            task("b-2", 0, Some("bob")),
+            task("c-1", 0, None),
         ],
         "bob's tasks, and one that names no submitter, in one minute",
     );

@@ -91,11 +91,8 @@ impl GridView {
         for n in &mut nodes {
             let ahead = n.heartbeat_age_s.is_some_and(|a| a < -skew);
             n.stale = ahead || n.heartbeat_age_s.is_none_or(|a| a > stale_after_s);
-            if ahead && n.problem.is_none() {
-                n.problem = Some(
-                    "its heartbeat is dated more than an hour ahead of this clock: no node counts it as live"
-                        .to_owned(),
-                );
+            if n.problem.is_none() {
+                n.problem = dated_ahead(n.heartbeat_age_s);
             }
         }
         let (queue, unservable, misplaced) = queue_views(repo, commit, now, &nodes)?;
@@ -179,6 +176,25 @@ fn tail(s: &str, max: usize) -> String {
 }
 
 /// "3s", "4m", "2h", "5d": ages at a glance.
+/// What a heartbeat dated ahead of this clock says of its record: past
+/// any clock's skew, no node counts it; within it, it counts (a clock set
+/// wrong, or a record written to look live for that long), and was shown
+/// as `0s` ago, fresh, with nothing to say so.
+fn dated_ahead(age_s: Option<i64>) -> Option<String> {
+    const NOTED_AHEAD_S: i64 = 60;
+    match age_s? {
+        a if a < -time::MAX_CLOCK_SKEW.num_seconds() => Some(
+            "its heartbeat is dated more than an hour ahead of this clock: no node counts it as live"
+                .to_owned(),
+        ),
+        a if a < -NOTED_AHEAD_S => Some(format!(
+            "its heartbeat is dated {} ahead of this clock: nodes count it as live until then, and for stale_after after",
+            human_age(Some(-a))
+        )),
+        _ => None,
+    }
+}
+
 pub fn human_age(secs: Option<i64>) -> String {
     match secs {
         None => "?".into(),
@@ -202,5 +218,19 @@ mod tests {
         assert_eq!(human_age(Some(3 * 86400)), "3d");
         assert_eq!(human_age(None), "?");
         assert_eq!(tail("abcdef", 3), "…def");
+    }
+
+    #[test]
+    fn a_heartbeat_dated_ahead_is_said_so() {
+        assert_eq!(dated_ahead(Some(-30)), None, "within a minute");
+        assert_eq!(dated_ahead(Some(5)), None);
+        assert_eq!(dated_ahead(None), None);
+        let within = dated_ahead(Some(-58 * 60)).unwrap();
+        assert!(
+            within.starts_with("its heartbeat is dated 58m ahead"),
+            "{within}"
+        );
+        let past = dated_ahead(Some(-2 * 3600)).unwrap();
+        assert!(past.contains("no node counts it as live"), "{past}");
     }
 }

@@ -342,15 +342,13 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
     let Some(tip) = opened.tip.clone() else {
         return fail(format_args!("{}: the grid is empty", a.repo.repo));
     };
-    let mut verifier = Verifier::new(
-        Pinned {
-            grid_id,
-            roots,
-            threshold: a.threshold as usize,
-            min_version: 0,
-        },
-        TaskRules::default(),
-    );
+    let pinned = Pinned {
+        grid_id,
+        roots,
+        threshold: a.threshold as usize,
+        min_version: 0,
+    };
+    let mut verifier = Verifier::new(pinned.clone(), TaskRules::default());
     let policy = match opened.repo.read_path(
         &tip,
         crate::trust::policy::POLICY_FILE,
@@ -380,6 +378,15 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
             a.repo.repo,
             crate::trust::policy::POLICY_FILE
         ));
+    }
+    // A version the roots signed, put back over a newer one (a revocation
+    // undone by anyone who can push): the nodes that took the newer one
+    // refuse it, and so does the audit. Checked by it, a revoked key's
+    // results read as attested.
+    match crate::tools::trust::rolled_back_at(opened.repo.git(), &tip, &pinned, &policy) {
+        Ok(None) => {}
+        Ok(Some(why)) => return fail(format_args!("{}: {why}", a.repo.repo)),
+        Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
     }
     let checks = match crate::tools::verify::verify_results(
         &opened.repo,

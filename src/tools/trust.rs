@@ -231,18 +231,50 @@ pub fn verifier_at(
         .ok()
         .and_then(|v| v["grid_id"].as_str().and_then(|g| Id::parse(g).ok()))
         .ok_or_else(|| format!("{reference}:{POLICY_FILE}: has no valid `grid_id`"))?;
-    let mut v = Verifier::new(
-        Pinned {
-            grid_id,
-            roots,
-            threshold,
-            min_version: 0,
-        },
-        rules.clone(),
-    );
+    let pinned = Pinned {
+        grid_id,
+        roots,
+        threshold,
+        min_version: 0,
+    };
+    let mut v = Verifier::new(pinned.clone(), rules.clone());
     v.offer_policy(&policy_file)
         .map_err(|e| format!("{reference}:{POLICY_FILE} {e}"))?;
+    // A version put back over a newer one on the ref (a revocation undone
+    // by a push): the nodes that took the newer one refuse it, and tasks
+    // of a key it revoked would pass here.
+    if let Some(why) = rolled_back_at(&git, reference, &pinned, &policy_file)? {
+        return Err(format!("{reference}:{why}"));
+    }
     Ok(v)
+}
+
+/// Why `policy_file`, on `reference`, is older than (or differs from) a
+/// version the roots signed in the ref's history, if it is. A shallow
+/// checkout holds no history to tell.
+pub fn rolled_back_at(
+    git: &Git,
+    reference: &str,
+    pinned: &Pinned,
+    policy_file: &[u8],
+) -> Result<Option<String>, String> {
+    let Ok(current) = crate::trust::policy::open(pinned, policy_file) else {
+        return Ok(None);
+    };
+    let spec = format!("{reference}^{{commit}}");
+    let tip = git
+        .run(&["rev-parse", "--verify", "--quiet", &spec])
+        .map_err(|e| e.to_string())?;
+    let repo = crate::git::GridRepo::read_only(git.clone(), reference);
+    let past = history::read_pinned(
+        &repo,
+        tip.stdout_str(),
+        &pinned.roots,
+        Some(&pinned.grid_id),
+        pinned.threshold,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(history::rolled_back(&past, &current))
 }
 
 /// Check the signature of every valid task in `report` with `verifier`:

@@ -137,7 +137,7 @@ impl TrustGrid {
         dgrid(&all)
     }
 
-    fn checkout(&self) -> PathBuf {
+    pub(crate) fn checkout(&self) -> PathBuf {
         git(
             self.grid.root.path(),
             &["clone", "--quiet", &self.grid.url(), "co"],

@@ -111,6 +111,38 @@ fn a_policy_rolled_back_by_a_pusher_is_never_built_on() {
         "{html}"
     );
 
+    // The audit and the pull request's check stop with the refusal: by
+    // version 5, mallory's key (revoked in 6) signs tasks and results
+    // that pass.
+    for out in [
+        dgrid(&[
+            "verify",
+            "--repo",
+            bare,
+            "--grid-id",
+            "g7",
+            "--roots",
+            &roots,
+        ]),
+        dgrid(&[
+            "validate",
+            "--grid",
+            t.checkout().to_str().unwrap(),
+            "--verify",
+            "--trust-ref",
+            "origin/main",
+            t.grid.path("co/tasks/queue").to_str().unwrap(),
+        ]),
+    ] {
+        assert!(!out.status.success(), "{}", stdout(&out));
+        assert!(
+            stderr(&out).contains("version 5 (commit")
+                && stderr(&out).contains(&format!("is older than version 6 that the roots signed and the branch held at commit {v6_at} (rolled-back)")),
+            "{}",
+            stderr(&out)
+        );
+    }
+
     // Done as it says, the owner's change builds on version 6: mallory
     // stays revoked.
     restore(&t, &v6_at);

@@ -1682,3 +1682,103 @@ fn in_enforce_a_record_of_the_nodes_id_signed_or_not_keeps_it_waiting() {
         stop_cleanly([&mut w]);
     }
 }
+
+/// A submitter's key revoked while a node holds tasks it signed, claimed
+/// ahead and not started: in `enforce` they do not start (a key that
+/// leaked: every task it signs stops counting), and fail named; a task
+/// past its `expires_at` while it waited ahead does not start either.
+/// Before, each ran at its turn, its result attested.
+#[test]
+fn claims_held_ahead_do_not_start_once_their_signer_is_revoked_or_they_expire() {
+    let t = TrustedGrid::new();
+    t.policy(&[
+        "trust",
+        "add-submitter",
+        "--name",
+        "carol",
+        "--key",
+        &t.key("carol.pub"),
+    ]);
+    let mut spec = t.worker("n1", "enforce");
+    spec.drain = false;
+    let mut w = spawn_worker(&t.grid, &spec);
+    // Quick tasks first: the node learns its pace, and claims ahead.
+    let warm: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            let id = format!("warm-{i}");
+            let body = t.by_alice(&id, "true");
+            (id, body)
+        })
+        .collect();
+    let warm: Vec<(&str, Vec<u8>)> = warm.iter().map(|(i, b)| (i.as_str(), b.clone())).collect();
+    t.queue(&warm, "quick tasks");
+    wait_until("the quick tasks ran", Duration::from_secs(60), || {
+        t.grid.files("tasks/completed").len() == 6
+    });
+    let go = t.grid.path("go");
+    let blocker = t.by_alice(
+        "a-blocker",
+        &format!("while [ ! -e {} ]; do sleep 0.05; done", go.display()),
+    );
+    let by_carol = |id: &str| t.signed(id, &t.marking(id), "carol", GRID_ID, -10, 3600);
+    // Valid for 20 s: claimed well within them, started after.
+    let signed = std::time::Instant::now();
+    let expiring = t.signed(
+        "b-expiring",
+        &t.marking("b-expiring"),
+        "alice",
+        GRID_ID,
+        -10,
+        20,
+    );
+    t.queue(
+        &[
+            ("a-blocker", blocker),
+            ("b-expiring", expiring),
+            ("c-1", by_carol("c-1")),
+            ("c-2", by_carol("c-2")),
+        ],
+        "a task that waits, then carol's, and one that expires soon",
+    );
+    wait_until(
+        "n1 holds all four, one running",
+        Duration::from_secs(60),
+        || t.grid.files("tasks/in_progress").len() == 4,
+    );
+    let held = t.held_version(&w);
+    t.policy(&[
+        "trust",
+        "revoke",
+        "--key",
+        &t.key("carol.pub"),
+        "--reason",
+        "leaked",
+    ]);
+    wait_until(
+        "n1 took the policy that revokes carol",
+        Duration::from_secs(60),
+        || t.held_version(&w) > held,
+    );
+    // Past b-expiring's window, by the clock it is signed against.
+    std::thread::sleep(Duration::from_secs(22).saturating_sub(signed.elapsed()));
+    std::fs::write(&go, b"").unwrap();
+    wait_until("all four ended", Duration::from_secs(60), || {
+        t.grid.files("tasks/in_progress").is_empty()
+            && t.grid.files("tasks/completed").len() + t.grid.files("tasks/failed").len() == 6 + 4
+    });
+    stop_cleanly(std::slice::from_mut(&mut w));
+    for id in ["c-1", "c-2", "b-expiring"] {
+        assert_eq!(t.runs(id), 0, "{id} ran: {}", w.log_text());
+    }
+    for (id, code) in [
+        ("c-1", "revoked-key"),
+        ("c-2", "revoked-key"),
+        ("b-expiring", "expired"),
+    ] {
+        let error = failed_error(&t, &format!("n1@{id}.json"));
+        assert!(
+            error.contains(code) && error.contains("not started"),
+            "{id}: {error}"
+        );
+    }
+}

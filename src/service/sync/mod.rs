@@ -174,6 +174,7 @@ mod refile;
 mod release;
 mod report;
 
+pub use admit::at_start::AtStart;
 pub use admit::{Gate, GateError};
 pub use assigned::{ClaimCache, made_for};
 use claim::{claim, steal};

@@ -15,7 +15,9 @@ use crate::config::Config;
 use crate::escape::Untrusted;
 use crate::grid::claim::ClaimedTask;
 use crate::grid::{Id, TaskResult};
-use crate::service::sync::Gate;
+use crate::ledger::results::invalid_result;
+use crate::service::outbox::Finish;
+use crate::service::sync::{AtStart, Gate};
 use crate::time;
 use crate::trust::envelope::ENVELOPE_FIELD;
 use crate::trust::ran::Ran;
@@ -148,6 +150,51 @@ impl Worker {
             .filter_map(|e| e.ran.clone())
             .collect();
         gate.borrow_mut().ran(&ran);
+    }
+
+    /// A claim held ahead that the policy held now no longer starts
+    /// (`Gate::at_start`: its submitter's key revoked, the task expired,
+    /// since it was claimed) ends here: failed, or given back. True if it
+    /// did.
+    pub(super) fn ended_at_start(&mut self, claimed: &ClaimedTask) -> bool {
+        let Some(gate) = &self.gate else {
+            return false;
+        };
+        let now = time::now();
+        let verdict = gate.borrow_mut().at_start(claimed, now);
+        let id = &claimed.task.task_id;
+        let finish = match verdict {
+            AtStart::Run => return false,
+            AtStart::GiveBack(why) => {
+                tracing::warn!(task_id = %id, why = %Untrusted(&why), "trust: giving back a claim the policy no longer runs");
+                Finish::requeue(format!("{} gave it back: {why}", self.node()))
+            }
+            AtStart::Fail(error) => {
+                tracing::warn!(task_id = %id, error = %Untrusted(&error), "trust: failing a claim the policy no longer runs");
+                let name = format!("{id}.json");
+                let stamp = time::format(now);
+                let result = invalid_result(&name, self.node(), &stamp, &error);
+                Finish::Result {
+                    result,
+                    signed: None,
+                }
+            }
+        };
+        self.put_outbox(claimed, finish);
+        true
+    }
+
+    /// The claims waiting that the policy held now no longer starts,
+    /// ended (`ended_at_start`): before the threads are handed the line.
+    pub(super) fn end_waiting_refused(&mut self) {
+        if self.gate.is_none() {
+            return;
+        }
+        for c in std::mem::take(&mut self.slots.waiting) {
+            if !self.ended_at_start(&c) {
+                self.slots.waiting.push_back(c);
+            }
+        }
     }
 
     /// Say once per policy version whether this node's results will count:

@@ -154,6 +154,7 @@ impl Worker {
         {
             return;
         }
+        self.end_waiting_refused();
         let most = if self.budget.limits().is_unlimited() {
             self.slots.waiting.len()
         } else {

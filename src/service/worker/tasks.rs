@@ -50,6 +50,9 @@ impl Worker {
     /// Start `claimed` in a free slot; false if it could not start (its
     /// claim then went to the outbox).
     fn start(&mut self, claimed: ClaimedTask) -> bool {
+        if self.ended_at_start(&claimed) {
+            return false;
+        }
         let id = claimed.task.task_id.clone();
         let inputs = match self.prepare_inputs(&claimed) {
             Ok(dir) => dir,

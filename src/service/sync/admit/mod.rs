@@ -3,10 +3,9 @@
 //! (what `validate` checks), then, with `[trust] mode` `warn` or `enforce`,
 //! the node's [`Gate`]: the submitter's signature under the policy the node
 //! holds, the task's validity by the node's own clock, and that it has not
-//! run already.
-//!
-//! The gate lives as long as the worker: its verifier caches what it found
-//! in each blob, so a queue entry is parsed and its signature checked once,
+//! run already; and again as a claim held ahead starts (`at_start`). The
+//! gate lives as long as the worker: its verifier caches what it found in
+//! each blob, so a queue entry is parsed and its signature checked once,
 //! however many syncs see it. At each new tip it looks at the ids of
 //! `.dgrid/policy.json` and of the result directories (one `cat-file
 //! --batch-check`), and reads the policy only when its blob changed.
@@ -32,6 +31,7 @@ use crate::trust::{Action, KeyStanding, Mode, Offer, SignedTask, TrustError, Ver
 const SKIPPED_ENTRIES: usize = 65536;
 
 pub(super) mod answers;
+pub(super) mod at_start;
 mod longer;
 pub(super) mod skips;
 

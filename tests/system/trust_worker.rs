@@ -1782,3 +1782,74 @@ fn claims_held_ahead_do_not_start_once_their_signer_is_revoked_or_they_expire() 
         );
     }
 }
+
+/// A node in `enforce` whose own key is revoked while it runs a task:
+/// its result does not count, so the task after it waits here as on any
+/// enforcing node (before, this node released it, and ran it).
+#[test]
+fn a_node_whose_key_is_revoked_releases_nothing_by_its_own_results() {
+    let t = TrustedGrid::new();
+    let mut spec = t.worker("n1", "enforce");
+    spec.drain = false;
+    // A slot free while the parent runs: the node keeps looking at the
+    // grid, and takes the new policy.
+    spec.extra = format!("concurrency = 2\n{}", spec.extra);
+    let mut w = spawn_worker(&t.grid, &spec);
+    let go = t.grid.path("go");
+    let parent = t.signed_task(
+        serde_json::json!({"task_id": "parent", "timeout_seconds": 600,
+            "script": format!("while [ ! -e {} ]; do sleep 0.05; done", go.display())}),
+        "alice",
+        GRID_ID,
+        -10,
+        3600,
+    );
+    let child = t.signed_task(
+        serde_json::json!({"task_id": "child", "script": t.marking("child"), "timeout_seconds": 30, "after": ["parent"]}),
+        "alice",
+        GRID_ID,
+        -10,
+        3600,
+    );
+    t.queue(
+        &[("parent", parent), ("child", child)],
+        "a parent and its child",
+    );
+    wait_until("n1 runs the parent", Duration::from_secs(60), || {
+        w.log_text().contains("running task_id=parent")
+    });
+    let held = t.held_version(&w);
+    t.policy(&[
+        "trust",
+        "revoke",
+        "--key",
+        &t.key("n1.pub"),
+        "--reason",
+        "stolen",
+    ]);
+    wait_until(
+        "n1 took the policy that revokes its key",
+        Duration::from_secs(60),
+        || t.held_version(&w) > held,
+    );
+    std::fs::write(&go, b"").unwrap();
+    wait_until(
+        "n1 finds its own result not attested",
+        Duration::from_secs(60),
+        || !log_lines(&w, "a completed result is not attested").is_empty(),
+    );
+    wait_until(
+        "the parent's result landed",
+        Duration::from_secs(60),
+        || t.grid.files("tasks/completed").len() == 1,
+    );
+    stop_cleanly(std::slice::from_mut(&mut w));
+    assert_eq!(t.runs("child"), 0, "{}", w.log_text());
+    assert!(
+        t.grid
+            .files("tasks/blocked/parent")
+            .contains_key("child.json"),
+        "{:?}",
+        t.grid.files("tasks/blocked")
+    );
+}

@@ -29,10 +29,24 @@ pub(super) fn release(repo: &GridRepo, d: &mut Draft<'_>) -> Result<(), GitError
         .filter(|r| !r.result.status.is_success())
         .collect();
     crate::ledger::results::name_results(repo, d.tip, d.req.now, &mut failures)?;
+    // In `enforce`, a completed result lands here as it counts anywhere:
+    // signed by a node the policy lists. This node's own, once its key is
+    // revoked, released the task after it here (a helper's trust session),
+    // where no other enforcing node would.
+    let enforced = super::admit::enforced(d.req);
+    let counts_here = |id: &Id, r: &crate::ledger::results::PendingResult| {
+        !enforced
+            || !r.result.status.is_success()
+            || r.signed
+                .as_deref()
+                .is_some_and(|b| super::admit::result_counts(d.req, id, b))
+    };
     let finished: BTreeMap<Id, Finished> = d
         .results
         .iter()
-        .filter_map(|r| Some((Id::parse(&r.result.task_id).ok()?, Finished::of(r))))
+        .filter_map(|r| Some((Id::parse(&r.result.task_id).ok()?, r)))
+        .filter(|(id, r)| counts_here(id, r))
+        .map(|(id, r)| (id, Finished::of(r)))
         .collect();
     let claimed: BTreeSet<Id> = d
         .report

@@ -50,6 +50,10 @@ pub struct Slots {
     /// How many live slots serve each class this node serves, as its last
     /// claim or look counted them: claims held start scarcer first.
     pub servers: BTreeMap<Class, u32>,
+    /// Claims whose start was taken back once: not again. A chaos session
+    /// saw one start taken back three times (higher work kept arriving),
+    /// each a run thrown away.
+    taken_back_once: BTreeSet<Id>,
 }
 
 impl Slots {
@@ -59,6 +63,7 @@ impl Slots {
             running: BTreeMap::new(),
             waiting: VecDeque::new(),
             servers: BTreeMap::new(),
+            taken_back_once: BTreeSet::new(),
         }
     }
 
@@ -246,11 +251,15 @@ impl Slots {
             }
         }
         let mut out = Vec::new();
+        // Only what is still held is remembered.
+        let (running, waiting) = (&self.running, &self.waiting);
+        self.taken_back_once
+            .retain(|id| running.contains_key(id) || waiting.iter().any(|c| &c.task.task_id == id));
         for id in started {
             let Some(r) = self.running.get_mut(id) else {
                 continue;
             };
-            if r.taken_back || r.ended.get().is_some() {
+            if r.taken_back || r.ended.get().is_some() || self.taken_back_once.contains(id) {
                 continue;
             }
             let level = r.claimed.effective_priority(now);
@@ -258,6 +267,7 @@ impl Slots {
                 continue;
             };
             above.swap_remove(i);
+            self.taken_back_once.insert(id.clone());
             r.taken_back = true;
             r.cancel.store(true, Ordering::SeqCst);
             out.push((id.clone(), level));

@@ -178,6 +178,29 @@ fn a_start_taken_back_waits_first_of_its_level_not_last() {
 }
 
 #[test]
+fn a_start_is_taken_back_once_not_again() {
+    let now = Instant::now();
+    let id = |s: &str| Id::parse(s).unwrap();
+    let mut s = Slots::new(1);
+    run(&mut s, at_level("low", 10), now);
+    s.waiting.push_back(at_level("urgent", 90));
+    assert_eq!(
+        s.take_back_below(&[id("low")], time::now()),
+        [(id("low"), 10)]
+    );
+    // Its run ends; it waits, and starts again after the urgent one.
+    let low = s.running.remove(&id("low")).unwrap().claimed;
+    s.waiting.pop_front();
+    s.wait_again(low, time::now());
+    let low = s.waiting.pop_front().unwrap();
+    run(&mut s, low, now);
+    // More higher work: this start runs on.
+    s.waiting.push_back(at_level("urgent-2", 90));
+    assert!(s.take_back_below(&[id("low")], time::now()).is_empty());
+    assert!(!s.running[&id("low")].taken_back);
+}
+
+#[test]
 fn claims_wait_highest_first_in_the_order_they_came() {
     let mut s = Slots::new(1);
     for (id, p) in [("a", 10), ("b", 90), ("c", 10), ("d", 50), ("e", 90)] {

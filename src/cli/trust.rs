@@ -412,7 +412,10 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
                     "{}: attested by node {}{}",
                     esc(&c.path),
                     esc(node),
-                    crate::tools::attest::unsigned_note(c.task_signed)
+                    match c.task_signed {
+                        Some(false) => crate::tools::attest::unsigned_note(c.task_signed),
+                        _ => crate::tools::attest::not_taken_note(c.task_not_taken),
+                    }
                 ),
                 (None, Some(e)) if c.code == Some(crate::tools::verify::NEVER_RAN) => {
                     say!("{}: {}", esc(&c.path), esc(e))

@@ -325,6 +325,19 @@ fn open(
 /// Said after "attested by node n2" of the result of a task no submitter
 /// signed (run by a node in mode `off`): it is the node's word for what it
 /// ran, not a signed task's result.
+/// Said after "attested by node n2" of a result whose node said it took no
+/// submitter's signature on the task (`task_signed_by: null`: run in
+/// `warn`, or its submitter's key revoked by the time it ended): `verify`
+/// said nothing of it, where nodes that enforce trust hold its dependants.
+pub fn not_taken_note(task_not_taken: bool) -> &'static str {
+    match task_not_taken {
+        true => {
+            " (its node took no submitter's signature on the task: task-not-signed; it releases no dependant on nodes that enforce trust)"
+        }
+        false => "",
+    }
+}
+
 pub fn unsigned_note(task_signed: Option<bool>) -> &'static str {
     match task_signed {
         Some(false) => " (the task was not signed)",

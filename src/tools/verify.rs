@@ -31,8 +31,8 @@ pub struct ResultCheck {
     pub task_signed: Option<bool>,
     /// Of an attested result: its node took no submitter's signature on
     /// the task (`task_signed_by: null`), so it releases no dependant on a
-    /// node enforcing trust (`Verifier::completes`).
-    #[serde(skip)]
+    /// node enforcing trust (`Verifier::completes`). In JSON only when so.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub task_not_taken: bool,
 }
 

@@ -1716,9 +1716,15 @@ fn claims_held_ahead_do_not_start_once_their_signer_is_revoked_or_they_expire() 
         t.grid.files("tasks/completed").len() == 6
     });
     let go = t.grid.path("go");
-    let blocker = t.by_alice(
+    // Carol's too, started before her key is revoked: it runs to its end,
+    // its result saying no signature was taken (`task_signed_by: null`).
+    let blocker = t.signed(
         "a-blocker",
         &format!("while [ ! -e {} ]; do sleep 0.05; done", go.display()),
+        "carol",
+        GRID_ID,
+        -10,
+        3600,
     );
     let by_carol = |id: &str| t.signed(id, &t.marking(id), "carol", GRID_ID, -10, 3600);
     // Valid for 20 s: claimed well within them, started after.
@@ -1770,6 +1776,17 @@ fn claims_held_ahead_do_not_start_once_their_signer_is_revoked_or_they_expire() 
     for id in ["c-1", "c-2", "b-expiring"] {
         assert_eq!(t.runs(id), 0, "{id} ran: {}", w.log_text());
     }
+    let blocker = &t.grid.json_files("tasks/completed")["n1@a-blocker.json"];
+    assert_eq!(blocker["task_signed_by"], Value::Null, "{blocker}");
+    // verify says so, as nodes that enforce trust read it.
+    let said = t.verify(&["tasks/completed/n1@a-blocker.json"]);
+    assert!(
+        said.contains("attested by node n1 (its node took no submitter's signature on the task: task-not-signed"),
+        "{said}"
+    );
+    let json = t.verify_run(&["--json", "tasks/completed/n1@a-blocker.json"]);
+    let json: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["task_not_taken"], true, "{json}");
     for (id, code) in [
         ("c-1", "revoked-key"),
         ("c-2", "revoked-key"),

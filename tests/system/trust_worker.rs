@@ -413,28 +413,7 @@ fn status_with_roots(t: &TrustedGrid) -> String {
 #[test]
 fn a_forged_result_neither_releases_a_dependant_nor_becomes_its_input() {
     let t = TrustedGrid::new();
-    let script = format!("cat \"$DGRID_INPUTS/par.json\"; {}", t.marking("after-par"));
-    let after = serde_json::json!({
-        "task_id": "after-par", "script": script, "timeout_seconds": 30, "after": ["par"]
-    });
-    let forged = serde_json::json!({
-        "task_id": "par", "node_id": "n1", "exit_code": 0, "stdout": "FORGED", "stderr": "",
-        "timestamp": dgrid_worker::time::format(dgrid_worker::time::now()),
-        "status": "completed", "attempt": 1, "truncated": false
-    });
-    t.grid.commit_files(
-        &[
-            (
-                "tasks/queue/after-par.json".into(),
-                t.signed_task(after, "alice", GRID_ID, -10, 3600),
-            ),
-            (
-                "tasks/completed/n1@par.json".into(),
-                serde_json::to_vec(&forged).unwrap(),
-            ),
-        ],
-        "a signed dependant, and an unsigned result for its parent",
-    );
+    dependant_of_a_forged_result(&t);
     let w = t.drain(&t.worker("n1", "enforce"));
     assert_eq!(t.runs("after-par"), 0, "{}", w.log_text());
     assert!(
@@ -469,6 +448,51 @@ fn a_forged_result_neither_releases_a_dependant_nor_becomes_its_input() {
     let r = &t.grid.json_files("tasks/completed")["n1@after-par.json"];
     let out = r["stdout"].as_str().unwrap();
     assert!(out.contains("genuine") && !out.contains("FORGED"), "{out}");
+}
+
+/// In `warn` the same dependant runs, as `warn` runs everything, and the
+/// node says what `enforce` would have held (it said nothing: an operator
+/// previewing `enforce` saw no sign of it).
+#[test]
+fn warn_releases_the_dependant_of_a_forged_result_and_says_enforce_would_not() {
+    let t = TrustedGrid::new();
+    dependant_of_a_forged_result(&t);
+    let w = t.drain(&t.worker("n2", "warn"));
+    assert_eq!(t.runs("after-par"), 1, "{}", w.log_text());
+    assert!(
+        log_lines(&w, "enforce mode would hold its dependants")
+            .iter()
+            .any(|l| l.contains("task=par") && l.contains("code=unsigned")),
+        "{}",
+        w.log_text()
+    );
+}
+
+/// A signed task after `par`, and a completed result of `par` that no node
+/// signed, pushed together.
+fn dependant_of_a_forged_result(t: &TrustedGrid) {
+    let script = format!("cat \"$DGRID_INPUTS/par.json\"; {}", t.marking("after-par"));
+    let after = serde_json::json!({
+        "task_id": "after-par", "script": script, "timeout_seconds": 30, "after": ["par"]
+    });
+    let forged = serde_json::json!({
+        "task_id": "par", "node_id": "n1", "exit_code": 0, "stdout": "FORGED", "stderr": "",
+        "timestamp": dgrid_worker::time::format(dgrid_worker::time::now()),
+        "status": "completed", "attempt": 1, "truncated": false
+    });
+    t.grid.commit_files(
+        &[
+            (
+                "tasks/queue/after-par.json".into(),
+                t.signed_task(after, "alice", GRID_ID, -10, 3600),
+            ),
+            (
+                "tasks/completed/n1@par.json".into(),
+                serde_json::to_vec(&forged).unwrap(),
+            ),
+        ],
+        "a signed dependant, and an unsigned result for its parent",
+    );
 }
 
 /// A listed node in `warn` runs what no submitter signed, and signs the

@@ -25,6 +25,7 @@ use crate::trust::cache::Cache;
 use crate::trust::policy::{MAX_POLICY_BYTES, POLICY_FILE, Pinned};
 use crate::trust::ran::{Ran, RanRecord};
 use crate::trust::{Action, KeyStanding, Mode, Offer, SignedTask, TrustError, Verdict, Verifier};
+pub(super) use counts::{enforced, result_counts};
 
 /// Queue blobs remembered as skipped: a queue flooded with unsigned
 /// entries costs a few MB of ids, not a read of each at every sync.
@@ -32,6 +33,7 @@ const SKIPPED_ENTRIES: usize = 65536;
 
 pub(super) mod answers;
 pub(super) mod at_start;
+mod counts;
 mod longer;
 pub(super) mod skips;
 
@@ -82,32 +84,6 @@ pub(super) fn refresh(repo: &GridRepo, d: &Draft<'_>) -> Result<(), GitError> {
     match d.req.trust {
         Some(gate) => gate.borrow_mut().refresh(repo, d.tip),
         None => Ok(()),
-    }
-}
-
-/// Is trust enforced (then results are read to see if they count)?
-pub(super) fn enforced(req: &SyncRequest<'_>) -> bool {
-    req.trust.is_some_and(|g| g.borrow().mode == Mode::Enforce)
-}
-
-/// Does a completed result (`bytes`, found as task `task`'s) count for the
-/// tasks that run after it, their release and their inputs? Asked where
-/// trust is [`enforced`]: only if a node the policy lists signed it as that task's
-/// (`Verifier::completes`): a result pushed by anyone else is no result,
-/// and its dependants wait as for a parent still to finish (said once).
-pub(super) fn result_counts(req: &SyncRequest<'_>, task: &Id, bytes: &[u8]) -> bool {
-    let Some(gate) = req.trust else {
-        return true;
-    };
-    let mut gate = gate.borrow_mut();
-    match gate.verifier.completes(bytes, task, req.now) {
-        Ok(_) => true,
-        Err(e) => {
-            if gate.first_time(&format!("completed result of {task}"), e.code()) {
-                tracing::warn!(task = %task, code = %e.code(), error = %Untrusted(&e), "trust: a completed result is not attested: its dependants wait");
-            }
-            false
-        }
     }
 }
 

@@ -424,7 +424,7 @@ pub(super) fn claim(
                 repo,
                 results_index.as_ref().expect("listed above"),
                 &task,
-                admit::enforced(req).then_some(&counts),
+                req.trust.is_some().then_some(&counts),
                 &[],
             )?
         };

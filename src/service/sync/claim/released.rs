@@ -57,7 +57,7 @@ pub(in crate::service::sync) fn claim_released(
             repo,
             index.as_ref().expect("listed above"),
             &task,
-            admit::enforced(req).then_some(&counts),
+            req.trust.is_some().then_some(&counts),
             &d.results,
         )?
         else {

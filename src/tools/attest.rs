@@ -327,7 +327,7 @@ fn open(
 /// ran, not a signed task's result.
 /// Said after "attested by node n2" of a result whose node said it took no
 /// submitter's signature on the task (`task_signed_by: null`: run in
-/// `warn`, or its submitter's key revoked by the time it ended): `verify`
+/// `off` or `warn`, or its submitter's key revoked by the time it ended): `verify`
 /// said nothing of it, where nodes that enforce trust hold its dependants.
 pub fn not_taken_note(task_not_taken: bool) -> &'static str {
     match task_not_taken {

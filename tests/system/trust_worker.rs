@@ -1152,12 +1152,15 @@ fn the_attested_result_of_a_task_no_one_signed_says_so() {
         ],
         "an unsigned task and a signed one",
     );
-    // A listed node in mode off runs both, and signs both results.
+    // A listed node in mode off runs both, and signs both results; it
+    // checked no signature, so of the signed task's result it says it
+    // took none, and verify says so (nodes that enforce trust hold its
+    // dependants).
     t.drain(&t.worker("n2", "off"));
     let out = t.verify(&[]);
     assert!(
         out.contains("tasks/completed/n2@u1.json: attested by node n2 (the task was not signed)\n")
-            && out.contains("tasks/completed/n2@s1.json: attested by node n2\n"),
+            && out.contains("tasks/completed/n2@s1.json: attested by node n2 (its node took no submitter's signature on the task: task-not-signed;"),
         "{out}"
     );
     let json = t.verify_run(&["--json"]);

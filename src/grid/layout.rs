@@ -133,6 +133,12 @@ impl Batch {
 pub enum PlaceError {
     #[error("is not where a queued task can be: tasks/lanes/p<NN>/<class>/<batch>/<task>.json is")]
     Depth,
+    /// A directory listed as one entry: the same tree as one listed before
+    /// it (a copy pushed by hand), whose files are those files again.
+    #[error(
+        "is a copy of another directory of the lanes (the same files, listed there): not where a queued task can be"
+    )]
+    Copy,
     #[error("is under {0:?}, which is not a priority (p00 to p{PRIORITY_MAX})")]
     Priority(String),
     #[error("is under {name:?}, which is not a class: {reason}")]

@@ -105,7 +105,13 @@ impl QueueAt {
                 }
             };
             // What a path says depends on its directory alone (the depth
-            // too): one verdict for all of a directory's entries.
+            // too): one verdict for all of a directory's entries. A tree
+            // above a task's depth is listed only where it copies one
+            // listed before (`git::walk`): said so, not that it is no
+            // place (a helper read that as a task lost without a trace).
+            let copy =
+                entry.mode == EntryMode::Tree && entry.name.split(|b| *b == b'/').count() < 4;
+            let place = if copy { Err(PlaceError::Copy) } else { place };
             match place {
                 Ok(place) => lanes.push(LaneEntry { entry, place }),
                 Err(e) => misplaced.push((entry, e)),

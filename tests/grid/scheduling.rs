@@ -2186,6 +2186,15 @@ fn hostile_entries_in_lanes_and_blocked_go_to_failed_with_a_named_error() {
     grid.commit_files(
         &[
             ("tasks/lanes/stray.json".into(), task("stray", "")),
+            // The same directory twice: the second is a copy of the first.
+            (
+                "tasks/lanes/p20/any/20261130T1200/dup.json".into(),
+                task("dup", r#","priority":20"#),
+            ),
+            (
+                "tasks/lanes/p21/any/20261130T1200/dup.json".into(),
+                task("dup", r#","priority":20"#),
+            ),
             (
                 "tasks/lanes/p7/any/20261130T1200/short-p.json".into(),
                 task("short-p", ""),
@@ -2244,6 +2253,7 @@ fn hostile_entries_in_lanes_and_blocked_go_to_failed_with_a_named_error() {
     let errors = errors_of(&failed).join("\n");
     for want in [
         "tasks/lanes/stray.json: is not where a queued task can be",
+        "tasks/lanes/p21: is a copy of another directory of the lanes",
         "tasks/lanes/p7/any/20261130T1200/short-p.json: is under \"p7\", which is not a priority",
         "tasks/lanes/p50/GPU/20261130T1200/upper.json: is under \"GPU\", which is not a class",
         "tasks/lanes/p50/any/yesterday/when.json: is under \"yesterday\", which is not a batch",
@@ -2262,6 +2272,7 @@ fn hostile_entries_in_lanes_and_blocked_go_to_failed_with_a_named_error() {
     assert_eq!(failed["sturdy@orphan-child.json"]["status"], "invalid");
     let done = grid.json_files("tasks/completed");
     assert_eq!(done["sturdy@misfiled.json"]["stdout"], "misfiled\n");
+    assert_eq!(done["sturdy@dup.json"]["stdout"], "dup\n");
     assert!(
         grid.queued().is_empty() && grid.blocked().is_empty(),
         "{:?}",

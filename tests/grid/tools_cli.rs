@@ -637,6 +637,29 @@ fn submit_names_the_file_and_item_of_a_graph_it_refuses() {
         vec![t("n1", &[]), t("q-1", &[])],
         "item 2 (q-1): field `task_id` \"q-1\" is already in use on the grid: tasks/queue/q-1.json",
     );
+    // Every bad item is named, not only the first.
+    let mut high = t("m2", &[]);
+    high["priority"] = 200.into();
+    let mut gpu = t("m3", &[]);
+    gpu["requires"] = serde_json::json!(["GPU"]);
+    let file = grid.path("several.json");
+    std::fs::write(
+        &file,
+        serde_json::json!([t("m1", &[]), high, gpu]).to_string(),
+    )
+    .unwrap();
+    let out = submit_file(&grid.url(), &file, true);
+    expect_code(&out, 1);
+    for item in [
+        "item 2 (m2): field `priority`",
+        "item 3 (m3): field `requires`",
+    ] {
+        assert!(
+            stderr(&out).contains(&format!("{} {item}", file.display())),
+            "{item}: {}",
+            stderr(&out)
+        );
+    }
     // A key given twice: serde_json would keep the last, a reviewer reads
     // the first (a sweep pushed `rm -rf /` behind a harmless script, and
     // lost a dependency to `"after":["x"],"after":[]`).

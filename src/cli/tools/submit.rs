@@ -229,6 +229,9 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
     let mut tasks = Vec::with_capacity(bases.len());
     // Where each task came from, to name in what is said of it.
     let mut origins = Vec::with_capacity(bases.len());
+    // Every item's errors, not only the first's: a graph is fixed in one
+    // pass, as `validate` lists every file's.
+    let mut errors: Vec<String> = Vec::new();
     for (i, mut base) in bases.into_iter().enumerate() {
         let origin = match (&a.task_file, graph) {
             // Counted from 1, as a person counts, with the task it holds.
@@ -255,7 +258,8 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
             true => fill(&mut base, own),
             false => Ok(()),
         }) {
-            return fail(format_args!("{origin}: {e}"));
+            errors.push(format!("{origin}: {e}"));
+            continue;
         }
         let task = match submit::make_task(
             base,
@@ -266,7 +270,10 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
             &rules,
         ) {
             Ok(t) => t,
-            Err(e) => return fail(format_args!("{origin}: {e}")),
+            Err(e) => {
+                errors.push(format!("{origin}: {e}"));
+                continue;
+            }
         };
         for (field, meant) in task.likely_mistakes() {
             eprintln!(
@@ -279,13 +286,22 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
             (Some(key), Some(grid)) => {
                 match trust::sign_task(&task, key, grid, a.expires_in, now, &rules) {
                     Ok(t) => t,
-                    Err(e) => return fail(format_args!("{origin}: {e}")),
+                    Err(e) => {
+                        errors.push(format!("{origin}: {e}"));
+                        continue;
+                    }
                 }
             }
             _ => task,
         };
         tasks.push(task);
         origins.push(origin);
+    }
+    if let Some(last) = errors.pop() {
+        for e in &errors {
+            let _ = fail(e);
+        }
+        return fail(last);
     }
     if let Some((first, second)) = duplicate_id(&tasks) {
         return fail(format_args!(

@@ -1633,6 +1633,7 @@ fn init_makes_a_grid_that_the_tools_and_a_worker_use() {
         "v1.2",
     ]);
     expect_code(&o, 0);
+    assert!(!stderr(&o).contains("placeholder"), "{}", stderr(&o));
     for d in [
         "tasks/queue",
         "tasks/in_progress",
@@ -1664,7 +1665,14 @@ fn init_makes_a_grid_that_the_tools_and_a_worker_use() {
 
     // A bare grid: submit to it, run a real worker on it, see the result.
     let bare = root.path().join("served.git");
-    expect_code(&dgrid(&["init", "--bare", bare.to_str().unwrap()]), 0);
+    let o = dgrid(&["init", "--bare", bare.to_str().unwrap()]);
+    expect_code(&o, 0);
+    // Its workflows build from the placeholder until told otherwise: said.
+    assert!(
+        stderr(&o).contains("a placeholder: set the repository variable DGRID_WORKER_GIT"),
+        "{}",
+        stderr(&o)
+    );
     let url = format!("file://{}", bare.display());
     // It checks what is pushed: a tree with a name twice is refused.
     let dup = std::process::Command::new("sh")

@@ -23,6 +23,7 @@ pub struct InitArgs {
 }
 
 pub fn init(a: InitArgs) -> ExitCode {
+    let a_worker_git = a.worker_git.clone();
     let opts = init::InitOptions {
         worker_git: a.worker_git,
         worker_ref: a.worker_ref,
@@ -31,6 +32,14 @@ pub fn init(a: InitArgs) -> ExitCode {
     match init::init(&a.dir, &opts) {
         Ok(()) => {
             eprintln!("new grid in {}", a.dir.display());
+            // The workflows would build from a placeholder, and fail at
+            // their first step, until the owner says where from.
+            if a_worker_git == init::DEFAULT_WORKER_GIT {
+                eprintln!(
+                    "dgrid-worker: warning: the grid's workflows build dgrid-worker from {}, a placeholder: set the repository variable DGRID_WORKER_GIT on the forge, or run init again with --worker-git URL",
+                    init::DEFAULT_WORKER_GIT
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),

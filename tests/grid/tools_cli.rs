@@ -985,24 +985,35 @@ fn status_and_the_dashboard_name_lane_entries_that_are_no_place_for_a_task() {
     grid.commit_files(
         &[
             ("tasks/lanes/p7/any/20261203T1400/x.json".into(), t.clone()),
-            ("tasks/lanes/p50/GPU/20261203T1400/y.json".into(), t),
+            ("tasks/lanes/p50/GPU/20261203T1400/y.json".into(), t.clone()),
+            // In its place, but named as no task id is: no queued task.
+            ("tasks/lanes/p50/any/20261203T1400/a b.json".into(), t),
         ],
         "misplaced by hand",
     );
     let o = dgrid(&["status", "--repo", &grid.url()]);
     expect_code(&o, 0);
     let text = stdout(&o);
-    assert!(text.contains("no place for a task (2;"), "{text}");
+    assert!(text.contains("no place for a task (3;"), "{text}");
     for path in [
         "tasks/lanes/p7/any/20261203T1400/x.json !",
         "tasks/lanes/p50/GPU/20261203T1400/y.json !",
+        "tasks/lanes/p50/any/20261203T1400/a b.json ! file name is not a valid task id",
     ] {
         assert!(text.contains(path), "{path}: {text}");
     }
     let o = dgrid(&["status", "--repo", &grid.url(), "--json"]);
     expect_code(&o, 0);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v["misplaced"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["misplaced"].as_array().map(Vec::len), Some(3), "{v}");
+    assert!(
+        !v["queue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["task_id"] == "a b"),
+        "{v}"
+    );
     let html = dashboard_html(&grid, &grid.path("site-misplaced"));
     assert!(
         html.contains("<h2>No place for a task</h2>")

@@ -60,9 +60,20 @@ pub(super) fn queue_views(
         })
         .collect();
     let mut queue = Vec::with_capacity(q.len());
+    let mut misplaced = Vec::new();
     for (i, level) in schedule::order(&places, now) {
         let l = &q.lanes[i];
         let name = String::from_utf8_lossy(l.file_name()).into_owned();
+        // What its name and kind alone say a node refuses (a name that is
+        // no task id, a symlink) is no queued task: listed as one, it was
+        // counted in the queue until a node failed it.
+        if let Some(why) = name_refused(&name, l.entry.mode) {
+            misplaced.push(MisplacedView {
+                path: String::from_utf8_lossy(&l.path()).into_owned(),
+                why,
+            });
+            continue;
+        }
         let task_id = layout::json_stem(&name).unwrap_or(&name).to_owned();
         let requires: Vec<String> = l.place.class.labels().map(ToString::to_string).collect();
         let lacking = why.get(&l.place.class).map(|w| (*w).to_owned());
@@ -99,19 +110,30 @@ pub(super) fn queue_views(
             why: u.why,
         })
         .collect();
-    let misplaced = q
-        .misplaced
-        .iter()
-        .map(|(e, why)| MisplacedView {
+    misplaced.extend(q.misplaced.iter().map(|(e, why)| {
+        MisplacedView {
             path: String::from_utf8_lossy(&crate::ledger::results::entry_path(
                 layout::LANES,
                 &e.name,
             ))
             .into_owned(),
             why: why.to_string(),
-        })
-        .collect();
+        }
+    }));
     Ok((queue, unservable, misplaced))
+}
+
+/// Why a node refuses a lane's entry by its name and kind alone, if it
+/// does: as `Task::from_entry` says it, its contents unread.
+fn name_refused(name: &str, mode: EntryMode) -> Option<String> {
+    use crate::grid::TaskError;
+    let rules = TaskRules::default();
+    match Task::from_entry(name, EntryKind::from(mode), b"", &rules) {
+        Err(e @ (TaskError::NotAFile(_) | TaskError::NotJsonName | TaskError::BadFileName(_))) => {
+            Some(e.to_string())
+        }
+        _ => None,
+    }
 }
 
 /// The live nodes' labels, by node: what routes the tasks now.

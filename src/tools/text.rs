@@ -228,6 +228,19 @@ pub fn status(view: &GridView, repo: &str) -> String {
         "\ndone: {} completed, {} failed{by_status}",
         view.completed, view.failed
     );
+    if let Some(a) = view
+        .archived
+        .as_ref()
+        .filter(|a| a.completed + a.failed > 0)
+    {
+        let _ = writeln!(
+            s,
+            "archived: {} completed, {} failed more, on branch {} (not in the figures above)",
+            a.completed,
+            a.failed,
+            esc(&a.branch)
+        );
+    }
     trust(&mut s, view);
     if !view.failures.is_empty() {
         let _ = writeln!(s, "\nrecent failures:");

@@ -1499,6 +1499,32 @@ fn archive_keeps_the_newest_moves_the_rest_unchanged_and_reruns_change_nothing()
         (main1, archive1)
     );
 
+    // status and the dashboard count main's results, and say what the
+    // archive holds beside them (they said nothing: the totals seemed to
+    // stop at the newest results kept). Read where the branch is: a local
+    // grid (a tool's clone of a URL fetches main alone).
+    let bare = grid.bare.to_str().unwrap();
+    let o = dgrid(&["status", "--repo", bare]);
+    expect_code(&o, 0);
+    assert!(
+        stdout(&o).contains(
+            "archived: 6 completed, 0 failed more, on branch archive (not in the figures above)"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    let o = dgrid(&["status", "--repo", bare, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["archived"]["completed"], 6, "{v}");
+    let site = grid.path("site-archived");
+    let o = dgrid(&["dashboard", "--repo", bare, "--out", site.to_str().unwrap()]);
+    expect_code(&o, 0);
+    let html = std::fs::read_to_string(site.join("index.html")).unwrap();
+    assert!(
+        html.contains("And 6 completed, 0 failed on branch archive, archived"),
+        "{html}"
+    );
+
     // Bad arguments are named.
     let o = dgrid(&["archive", "--repo", &grid.url(), "--archive-branch", "main"]);
     expect_refused(&o, "--archive-branch \"main\": must differ");

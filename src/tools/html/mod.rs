@@ -59,6 +59,18 @@ pub fn dashboard(view: &GridView, title: &str) -> String {
         }
     );
     h.push_str(&trust_note(view));
+    if let Some(a) = view
+        .archived
+        .as_ref()
+        .filter(|a| a.completed + a.failed > 0)
+    {
+        h.push_str(&format!(
+            "<p class=\"muted\" id=\"archived\">And {} completed, {} failed on branch {}, archived: not in these figures nor the chart.</p>",
+            a.completed,
+            a.failed,
+            escape(&a.branch)
+        ));
+    }
 
     h.push_str("<h2>Throughput</h2>");
     h.push_str(&chart(view));

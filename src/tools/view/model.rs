@@ -28,6 +28,11 @@ pub struct GridView {
     pub running: Vec<RunningView>,
     pub completed: usize,
     pub failed: usize,
+    /// Results moved to the archive branch, where the repository read has
+    /// it (`archive`; the grid's workflow runs it): not in the figures
+    /// above, which are `main`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived: Option<ArchivedView>,
     /// Results by `status` (completed, failed, timeout, invalid, abandoned).
     pub by_status: BTreeMap<String, usize>,
     pub recent: Vec<ResultView>,
@@ -264,4 +269,12 @@ pub struct ResultView {
     /// a node in mode `off`), not a signed task's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_signed: Option<bool>,
+}
+
+/// The results on the archive branch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ArchivedView {
+    pub branch: String,
+    pub completed: usize,
+    pub failed: usize,
 }

@@ -1778,20 +1778,7 @@ fn claims_held_ahead_do_not_start_once_their_signer_is_revoked_or_they_expire() 
         Duration::from_secs(60),
         || t.grid.files("tasks/in_progress").len() == 4,
     );
-    let held = t.held_version(&w);
-    t.policy(&[
-        "trust",
-        "revoke",
-        "--key",
-        &t.key("carol.pub"),
-        "--reason",
-        "leaked",
-    ]);
-    wait_until(
-        "n1 took the policy that revokes carol",
-        Duration::from_secs(60),
-        || t.held_version(&w) > held,
-    );
+    revoke_and_wait(&t, &w, "carol.pub");
     // Past b-expiring's window, by the clock it is signed against.
     std::thread::sleep(Duration::from_secs(22).saturating_sub(signed.elapsed()));
     std::fs::write(&go, b"").unwrap();
@@ -1862,20 +1849,7 @@ fn a_node_whose_key_is_revoked_releases_nothing_by_its_own_results() {
     wait_until("n1 runs the parent", Duration::from_secs(60), || {
         w.log_text().contains("running task_id=parent")
     });
-    let held = t.held_version(&w);
-    t.policy(&[
-        "trust",
-        "revoke",
-        "--key",
-        &t.key("n1.pub"),
-        "--reason",
-        "stolen",
-    ]);
-    wait_until(
-        "n1 took the policy that revokes its key",
-        Duration::from_secs(60),
-        || t.held_version(&w) > held,
-    );
+    revoke_and_wait(&t, &w, "n1.pub");
     std::fs::write(&go, b"").unwrap();
     wait_until(
         "n1 finds its own result not attested",
@@ -1895,5 +1869,18 @@ fn a_node_whose_key_is_revoked_releases_nothing_by_its_own_results() {
             .contains_key("child.json"),
         "{:?}",
         t.grid.files("tasks/blocked")
+    );
+}
+
+/// Revoke the key `key` (under the grid's `keys/`) and wait until `w`
+/// holds the policy that does.
+fn revoke_and_wait(t: &TrustedGrid, w: &WorkerProc, key: &str) {
+    let held = t.held_version(w);
+    let key_file = t.key(key);
+    t.policy(&["trust", "revoke", "--key", &key_file, "--reason", "leaked"]);
+    wait_until(
+        &format!("the worker took the policy that revokes {key}"),
+        Duration::from_secs(60),
+        || t.held_version(w) > held,
     );
 }

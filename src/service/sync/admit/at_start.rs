@@ -9,6 +9,7 @@ use super::Gate;
 use crate::escape::Untrusted;
 use crate::grid::claim::ClaimedTask;
 use crate::time::Timestamp;
+use crate::trust::envelope::ENVELOPE_FIELD;
 use crate::trust::{Action, TaskDigest};
 
 /// What becomes of a claim held when it comes to start.
@@ -29,6 +30,11 @@ impl Gate {
     /// fields are not what was signed (judged at the claim, and its result
     /// goes unsigned).
     pub fn at_start(&mut self, claimed: &ClaimedTask, now: Timestamp) -> AtStart {
+        // A task no one signed has no key to revoke nor window to pass: as
+        // it was judged at its claim (`warn` ran it, and said so).
+        if !claimed.task.extra.contains_key(ENVELOPE_FIELD) {
+            return AtStart::Run;
+        }
         let bytes = claimed.to_bytes();
         let Some(digest) = TaskDigest::of_file(&bytes) else {
             return AtStart::Run;

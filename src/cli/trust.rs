@@ -383,7 +383,7 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
     // undone by anyone who can push): the nodes that took the newer one
     // refuse it, and so does the audit. Checked by it, a revoked key's
     // results read as attested.
-    match crate::tools::trust::rolled_back_at(opened.repo.git(), &tip, &pinned, &policy) {
+    match crate::tools::trust::rolled_back(&opened.repo, &tip, &pinned, &policy) {
         Ok(None) => {}
         Ok(Some(why)) => return fail(format_args!("{}: {why}", a.repo.repo)),
         Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),

@@ -99,29 +99,17 @@ impl RepoArgs {
             return self.open_clone();
         };
         let git = Git::new("git", &git_dir, self.timeout());
-        // A checkout made by actions/checkout has the branch itself; a clone
-        // may only have origin's copy of it.
-        let candidates = [
-            format!("refs/heads/{}", self.branch),
-            format!("refs/remotes/origin/{}", self.branch),
-        ];
-        for r in &candidates {
-            let out = git
-                .run_with(&["rev-parse", "--verify", "--quiet", r], None, &[0, 1])
-                .map_err(|source| self.git_err(source))?;
-            if out.code == 0 {
-                return Ok(Opened {
-                    repo: GridRepo::read_only(git.clone(), &self.branch)
-                        .with_read_budget(TOOLS_READ_BUDGET),
-                    tip: Some(out.stdout_str().to_owned()),
-                    _tmp: None,
-                });
-            }
+        match local_tip(&git, &self.branch).map_err(|source| self.git_err(source))? {
+            Some(tip) => Ok(Opened {
+                repo: GridRepo::read_only(git, &self.branch).with_read_budget(TOOLS_READ_BUDGET),
+                tip: Some(tip),
+                _tmp: None,
+            }),
+            None => Err(SourceError::NoBranch {
+                repo: self.repo.clone(),
+                branch: self.branch.clone(),
+            }),
         }
-        Err(SourceError::NoBranch {
-            repo: self.repo.clone(),
-            branch: self.branch.clone(),
-        })
     }
 
     /// Open the grid to read it with its history, as checking the claims
@@ -227,4 +215,20 @@ fn access() -> Result<Access, SourceError> {
         // A tool makes a few git calls and exits: nothing to keep open.
         ssh_shared: None,
     })
+}
+
+/// The tip of `branch` in a local repository, if it has one: a checkout
+/// made by actions/checkout has the branch itself; a clone may only have
+/// origin's copy of it.
+pub fn local_tip(git: &Git, branch: &str) -> Result<Option<String>, GitError> {
+    for r in [
+        format!("refs/heads/{branch}"),
+        format!("refs/remotes/origin/{branch}"),
+    ] {
+        let out = git.run_with(&["rev-parse", "--verify", "--quiet", &r], None, &[0, 1])?;
+        if out.code == 0 {
+            return Ok(Some(out.stdout_str().to_owned()));
+        }
+    }
+    Ok(None)
 }

@@ -243,37 +243,37 @@ pub fn verifier_at(
     // A version put back over a newer one on the ref (a revocation undone
     // by a push): the nodes that took the newer one refuse it, and tasks
     // of a key it revoked would pass here.
-    if let Some(why) = rolled_back_at(&git, reference, &pinned, &policy_file)? {
+    let spec = format!("{reference}^{{commit}}");
+    let tip = git
+        .run(&["rev-parse", "--verify", "--quiet", &spec])
+        .map_err(|e| e.to_string())?;
+    let repo = crate::git::GridRepo::read_only(git, reference);
+    let refused = rolled_back(&repo, tip.stdout_str(), &pinned, &policy_file);
+    if let Some(why) = refused.map_err(|e| e.to_string())? {
         return Err(format!("{reference}:{why}"));
     }
     Ok(v)
 }
 
-/// Why `policy_file`, on `reference`, is older than (or differs from) a
-/// version the roots signed in the ref's history, if it is. A shallow
-/// checkout holds no history to tell.
-pub fn rolled_back_at(
-    git: &Git,
-    reference: &str,
+/// Why `policy_file`, the policy at commit `tip`, is older than (or
+/// differs from) a version the roots signed in the history below `tip`,
+/// if it is. A shallow clone holds no history to tell.
+pub fn rolled_back(
+    repo: &crate::git::GridRepo,
+    tip: &str,
     pinned: &Pinned,
     policy_file: &[u8],
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, GitError> {
     let Ok(current) = crate::trust::policy::open(pinned, policy_file) else {
         return Ok(None);
     };
-    let spec = format!("{reference}^{{commit}}");
-    let tip = git
-        .run(&["rev-parse", "--verify", "--quiet", &spec])
-        .map_err(|e| e.to_string())?;
-    let repo = crate::git::GridRepo::read_only(git.clone(), reference);
     let past = history::read_pinned(
-        &repo,
-        tip.stdout_str(),
+        repo,
+        tip,
         &pinned.roots,
         Some(&pinned.grid_id),
         pinned.threshold,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     Ok(history::rolled_back(&past, &current))
 }
 

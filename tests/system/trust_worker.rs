@@ -345,16 +345,11 @@ fn a_task_that_ran_never_runs_again_but_a_requeue_does() {
     );
 
     // A result that does not verify is no result: it cannot stop a task.
-    let forged = serde_json::json!({
-        "task_id": "fresh", "node_id": "n1", "exit_code": 0, "stdout": "", "stderr": "",
-        "timestamp": dgrid_worker::time::format(dgrid_worker::time::now()),
-        "status": "completed", "attempt": 1, "truncated": false
-    });
     t.grid.commit_files(
         &[
             (
                 "tasks/completed/n1@fresh.json".into(),
-                serde_json::to_vec(&forged).unwrap(),
+                forged_completed("fresh", ""),
             ),
             (
                 "tasks/queue/fresh.json".into(),
@@ -475,11 +470,6 @@ fn dependant_of_a_forged_result(t: &TrustedGrid) {
     let after = serde_json::json!({
         "task_id": "after-par", "script": script, "timeout_seconds": 30, "after": ["par"]
     });
-    let forged = serde_json::json!({
-        "task_id": "par", "node_id": "n1", "exit_code": 0, "stdout": "FORGED", "stderr": "",
-        "timestamp": dgrid_worker::time::format(dgrid_worker::time::now()),
-        "status": "completed", "attempt": 1, "truncated": false
-    });
     t.grid.commit_files(
         &[
             (
@@ -488,11 +478,22 @@ fn dependant_of_a_forged_result(t: &TrustedGrid) {
             ),
             (
                 "tasks/completed/n1@par.json".into(),
-                serde_json::to_vec(&forged).unwrap(),
+                forged_completed("par", "FORGED"),
             ),
         ],
         "a signed dependant, and an unsigned result for its parent",
     );
+}
+
+/// A completed result of `task` in n1's name, written now, that no node
+/// signed: what anyone who can push can write.
+fn forged_completed(task: &str, stdout: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "task_id": task, "node_id": "n1", "exit_code": 0, "stdout": stdout, "stderr": "",
+        "timestamp": dgrid_worker::time::format(dgrid_worker::time::now()),
+        "status": "completed", "attempt": 1, "truncated": false
+    }))
+    .unwrap()
 }
 
 /// A listed node in `warn` runs what no submitter signed, and signs the

@@ -200,35 +200,20 @@ fn dated_ahead(age_s: Option<i64>) -> Option<String> {
 /// local grid; a tool's clone of a URL fetches `main` alone).
 fn archived(repo: &GridRepo) -> Result<Option<model::ArchivedView>, GitError> {
     let branch = crate::grid::archive::ARCHIVE_BRANCH;
-    let mut tip = None;
-    for r in [
-        format!("refs/heads/{branch}"),
-        format!("refs/remotes/origin/{branch}"),
-    ] {
-        let spec = format!("{r}^{{commit}}");
-        let out =
-            repo.git()
-                .run_with(&["rev-parse", "--verify", "--quiet", &spec], None, &[0, 1])?;
-        if out.code == 0 {
-            tip = Some(out.stdout_str().to_owned());
-            break;
-        }
-    }
-    let Some(tip) = tip else {
+    let Some(tip) = crate::tools::source::local_tip(repo.git(), branch)? else {
         return Ok(None);
     };
-    let count = |dir: &str| -> Result<usize, GitError> {
-        let keep = layout::KEEP_FILE.as_bytes();
-        Ok(repo
-            .list_dir(&tip, dir)?
-            .iter()
-            .filter(|e| e.name != keep)
-            .count())
-    };
+    // Both directories in one listing.
+    let keep = layout::KEEP_FILE.as_bytes();
+    let dirs: [Vec<crate::git::TreeEntry>; 2] = repo
+        .list_dirs(&tip, &[layout::COMPLETED, layout::FAILED])?
+        .try_into()
+        .expect("two directories asked, two listed");
+    let [completed, failed] = dirs.map(|d| d.iter().filter(|e| e.name != keep).count());
     Ok(Some(model::ArchivedView {
         branch: branch.to_owned(),
-        completed: count(layout::COMPLETED)?,
-        failed: count(layout::FAILED)?,
+        completed,
+        failed,
     }))
 }
 

@@ -1873,6 +1873,79 @@ fn a_node_whose_key_is_revoked_releases_nothing_by_its_own_results() {
     );
 }
 
+/// A node in `enforce` whose own key is revoked claims nothing more and
+/// gives back the claims it holds ahead: the results it would make count
+/// for nothing (before, it ran every claim it held, and claimed again).
+/// The task it runs ends, and its record says why it takes no work.
+#[test]
+fn a_node_whose_key_is_revoked_gives_back_its_claims_and_claims_nothing() {
+    let t = TrustedGrid::new();
+    let mut spec = t.worker("n1", "enforce");
+    spec.drain = false;
+    let mut w = spawn_worker(&t.grid, &spec);
+    // Quick tasks first: the node learns its pace, and claims ahead.
+    let warm: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            (
+                format!("warm-{i}"),
+                t.by_alice(&format!("warm-{i}"), "true"),
+            )
+        })
+        .collect();
+    let warm: Vec<(&str, Vec<u8>)> = warm.iter().map(|(i, b)| (i.as_str(), b.clone())).collect();
+    t.queue(&warm, "quick tasks");
+    wait_until("the quick tasks ran", Duration::from_secs(60), || {
+        t.grid.files("tasks/completed").len() == 6
+    });
+    let go = t.grid.path("go");
+    let blocker = t.by_alice(
+        "a-blocker",
+        &format!("while [ ! -e {} ]; do sleep 0.05; done", go.display()),
+    );
+    let ahead = ["b-1", "b-2", "b-3"];
+    let mut tasks = vec![("a-blocker", blocker)];
+    tasks.extend(ahead.iter().map(|id| (*id, t.by_alice(id, &t.marking(id)))));
+    t.queue(&tasks, "a task that waits, and three behind it");
+    wait_until(
+        "n1 holds all four, one running",
+        Duration::from_secs(60),
+        || t.grid.files("tasks/in_progress").len() == 4,
+    );
+    revoke_and_wait(&t, &w, "n1.pub");
+    wait_until(
+        "n1 gave back the three it held ahead",
+        Duration::from_secs(60),
+        || {
+            t.grid.files("tasks/in_progress").len() == 1
+                && ahead.iter().all(|id| {
+                    t.grid
+                        .queued()
+                        .keys()
+                        .any(|f| f.ends_with(&format!("{id}.json")))
+                })
+        },
+    );
+    std::fs::write(&go, b"").unwrap();
+    wait_until(
+        "the running task ended, and n1's record says why it takes no work",
+        Duration::from_secs(60),
+        || {
+            let record = &t.grid.json_files("nodes")["n1.json"];
+            t.grid.files("tasks/completed").len() == 7
+                && t.grid.files("tasks/in_progress").is_empty()
+                && record["paused"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("its key does not count in the grid's policy"))
+        },
+    );
+    stop_cleanly(std::slice::from_mut(&mut w));
+    for id in ahead {
+        assert_eq!(t.runs(id), 0, "{id} ran: {}", w.log_text());
+    }
+    let said = log_lines(&w, "paused by the grid's policy: claiming nothing");
+    assert!(said.len() == 1 && said[0].contains("revoked"), "{said:?}");
+}
+
 /// Revoke the key `key` (under the grid's `keys/`) and wait until `w`
 /// holds the policy that does.
 fn revoke_and_wait(t: &TrustedGrid, w: &WorkerProc, key: &str) {

@@ -198,29 +198,46 @@ impl Worker {
     }
 
     /// Say once per policy version whether this node's results will count:
-    /// a key the policy does not list signs results nobody attests.
+    /// a key the policy does not list signs results nobody attests. In
+    /// `enforce` such a node claims nothing (`key_refused`, a pause): every
+    /// task it ran would stand unattested on the grid, its dependants held
+    /// by every enforcing node, this one too (a helper's trust session: a
+    /// revoked node went on claiming, and each claim kept a task from the
+    /// nodes whose results count).
     pub(super) fn check_node_key(&mut self) {
         let (Some(gate), Some(key)) = (&self.gate, &self.node_key) else {
             return;
         };
         let gate = gate.borrow();
-        let version = gate.policy_version();
-        if version.is_none() || version == self.key_checked_at {
+        let Some(version) = gate.policy_version() else {
+            return;
+        };
+        if Some(version) == self.key_checked_at {
             return;
         }
-        self.key_checked_at = version;
+        self.key_checked_at = Some(version);
         let fingerprint = crate::trust::keys::fingerprint(key);
-        match gate.node_key_standing(&self.cfg.node_id, key, time::now()) {
+        let enforce = gate.mode() == Mode::Enforce;
+        self.key_refused = match gate.node_key_standing(&self.cfg.node_id, key, time::now()) {
             KeyStanding::Listed => {
-                tracing::info!(%fingerprint, policy = version, "this node's key is in the policy: its results count")
+                tracing::info!(%fingerprint, policy = version, "this node's key is in the policy: its results count");
+                None
             }
-            KeyStanding::NoPolicy => {}
-            KeyStanding::Problem(why) => tracing::warn!(
-                %fingerprint,
-                policy = version,
-                problem = %Untrusted(&why),
-                "this node's results will not count as attested: send its public key to the grid's owner for `dgrid-worker trust add-node`"
-            ),
-        }
+            KeyStanding::NoPolicy => None,
+            KeyStanding::Problem(why) => {
+                tracing::warn!(
+                    %fingerprint,
+                    policy = version,
+                    problem = %Untrusted(&why),
+                    "this node's results will not count as attested: send its public key to the grid's owner for `dgrid-worker trust add-node`"
+                );
+                enforce.then(|| {
+                    format!(
+                        "its key does not count in the grid's policy version {version} ({}): its results would not be attested",
+                        Untrusted(&why)
+                    )
+                })
+            }
+        };
     }
 }

@@ -118,7 +118,15 @@ impl Worker {
     /// begin, at the measured pace. Held past their start, claims wait
     /// through them, kept from other nodes, and go back only then: a
     /// sweep found a node holding 35 claims of 1 s tasks 3 s before them.
+    /// Before them, a node whose own key the policy it enforces does not
+    /// count claims nothing (`check_node_key`).
     pub(super) fn allowance(&self) -> Allowance {
+        if let Some(why) = &self.key_refused {
+            return Allowance::Paused(crate::service::budget::Paused {
+                why: why.clone(),
+                until: None,
+            });
+        }
         if self.budget.limits().is_unlimited() {
             return Allowance::Open(None);
         }

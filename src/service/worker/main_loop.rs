@@ -129,7 +129,7 @@ impl Worker {
                 && self.reached_since.is_some()
                 && let Some(p) = &self.paused
             {
-                tracing::info!(why = %p, "paused by the volunteer's limits and nothing pending; --drain ends here");
+                tracing::info!(why = %p, "paused by {} and nothing pending; --drain ends here", self.paused_by());
                 break;
             }
 

@@ -227,6 +227,9 @@ struct Worker {
     node_key: Option<PublicKey>,
     /// The policy version this node's key was last checked against.
     key_checked_at: Option<u64>,
+    /// In `enforce`, why the policy does not count this node's results
+    /// (its key revoked or not listed): it claims nothing, as if paused.
+    key_refused: Option<String>,
     /// For each task this node holds, the commit that pushed its claim.
     claim_commits: HashMap<Id, String>,
     /// Claims handed to peers whose requeue has not landed: a free slot
@@ -400,6 +403,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         signer: trust.signer,
         node_key: trust.node_key,
         key_checked_at: None,
+        key_refused: None,
         claim_commits: HashMap::new(),
         handed_back: Vec::new(),
         unanswered: Default::default(),

@@ -324,12 +324,11 @@ impl Worker {
             crate::service::budget::Allowance::Paused(p) => Some(p.clone()),
             _ => None,
         };
+        let by = self.paused_by();
         if paused.as_ref().map(|p| &p.why) != self.paused.as_ref().map(|p| &p.why) {
             match &paused {
-                Some(p) => {
-                    tracing::info!(why = %p, "paused by the volunteer's limits: claiming nothing")
-                }
-                None => tracing::info!("the volunteer's limits allow work again"),
+                Some(p) => tracing::info!(why = %p, "paused by {by}: claiming nothing"),
+                None => tracing::info!("nothing pauses this node any more: claiming again"),
             }
             self.schedule.next_heartbeat = Instant::now();
             if paused.is_none() {
@@ -350,10 +349,20 @@ impl Worker {
                 .as_ref()
                 .map_or("at its limit".to_owned(), ToString::to_string);
             for c in self.slots.take_last_waiting(surplus) {
-                tracing::info!(task_id = %c.task.task_id, "giving back the claim: the volunteer's limits");
+                tracing::info!(task_id = %c.task.task_id, "giving back the claim: {by}");
                 let reason = format!("{} gave it back: {why}", self.node());
                 self.put_outbox(&c, Finish::requeue(reason));
             }
+        }
+    }
+
+    /// What pauses this node: the policy it enforces, which does not count
+    /// its key, or else its volunteer's limits.
+    pub(super) fn paused_by(&self) -> &'static str {
+        if self.key_refused.is_some() {
+            "the grid's policy"
+        } else {
+            "the volunteer's limits"
         }
     }
 

@@ -343,12 +343,18 @@ fn check_trust(
                 .as_ref()
                 .map(|v| v.node_key_standing(&cfg.node_id, key, crate::time::now()));
             match standing {
-                // It runs, and signs results that no one attests.
+                // It runs, and signs results that no one attests; in
+                // `enforce` it claims nothing until its key is listed.
                 Some(crate::trust::KeyStanding::Problem(why)) => Line {
                     verdict: Verdict::Warn,
                     what: "trust",
                     detail: format!(
-                        "{detail}: its results will not count ({why}): send its public key to the grid's owner for `dgrid-worker trust add-node`"
+                        "{detail}: its results will not count ({why}){}: send its public key to the grid's owner for `dgrid-worker trust add-node`",
+                        if cfg.trust.mode == crate::trust::Mode::Enforce {
+                            ", so in `enforce` it claims nothing"
+                        } else {
+                            ""
+                        }
                     ),
                 },
                 _ => Line {

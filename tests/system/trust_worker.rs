@@ -623,12 +623,19 @@ fn check_refuses_roots_that_do_not_sign_the_grids_policy() {
     t.grid.commit_files(&n2_record(&t, true), "n2, upgraded");
     let (_, text) = check(&t.worker("n1", "warn"));
     assert!(!text.contains("peers"), "{text}");
-    // A node whose key the policy does not list runs, and warns: its
-    // results will not count.
+    // A node whose key the policy does not list may start, and is warned:
+    // its results will not count, so in `enforce` it claims nothing.
     let (code, text) = check(&t.worker("carol", "enforce"));
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("WARN trust") && text.contains("its results will not count"),
+        text.contains("WARN trust")
+            && text.contains("its results will not count")
+            && text.contains("so in `enforce` it claims nothing"),
+        "{text}"
+    );
+    let (_, text) = check(&t.worker("carol", "warn"));
+    assert!(
+        text.contains("its results will not count") && !text.contains("claims nothing"),
         "{text}"
     );
     let mut wrong = t.worker("n2", "enforce");

@@ -19,10 +19,12 @@
 //!   `ledger::blocked::Copies`) is the end of that copy, not of the task:
 //!   an invalid file pushed under a queued task's id would otherwise fail
 //!   the task's dependants. Tasks the plan files under `blocked/` itself
-//!   (from the inbox) are looked at as if there already, and at once if
-//!   their parent is not pending; cycles through them are invalid, and so
-//!   are the tasks of a loop that a move under the next parent would
-//!   close. A copy of a queued or running task closes no cycle.
+//!   (from the inbox) are looked at as if there already, and at once, by
+//!   all of their parents (one not on the grid makes a task invalid
+//!   wherever it stands in `after`); cycles through them are invalid, and
+//!   so are the tasks of a loop that a move under the next parent would
+//!   close, each of them in that plan. A copy of a queued or running task
+//!   closes no cycle.
 //! - **The sweep** (the safety net), with each reap: every `blocked/<p>/`
 //!   whose `p` is no longer queued, waiting or running is looked at the
 //!   same way (a result written by an older worker, a task pushed under a
@@ -39,11 +41,13 @@ use crate::git::{Blob, EntryMode, GridRepo, TreeEntry};
 use crate::git::{Edit, Edits, GitError};
 use crate::grid::deps::{self, Next, Parent};
 use crate::grid::task::EntryKind;
-use crate::grid::{Id, ResultStatus, Task, TaskResult, TaskRules, layout};
-use crate::time::{self, Timestamp};
+use crate::grid::{Id, ResultStatus, Task, TaskRules, layout};
+use crate::time::Timestamp;
 
 use super::Moves;
 use super::blocked::{BlockedAt, BlockedEntry, Copies};
+use super::finished::status_name;
+pub use super::finished::{Finished, never_ran};
 use super::queue::{QueueAt, requeue_path};
 use super::result_index::{Counts, ResultIndex};
 use super::results::{PendingResult, Rejection};
@@ -51,47 +55,6 @@ use super::room::{GiveWay, Mover, Room, room_for};
 
 /// Waiting tasks looked at in one plan, at most.
 pub const MAX_PER_PLAN: usize = 512;
-
-/// A result this plan writes, as dependants see it.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub success: bool,
-    pub status: String,
-    /// Where it lands (for the error of a dependant).
-    pub file: String,
-    /// Judged, not run: `invalid` (the file broke a rule) or
-    /// `dependency_failed`. Such a result is of a file, and ends its task
-    /// only where no other file of the id is still to run; a run's end
-    /// (or an abandoned claim) ends the task.
-    pub judged: bool,
-}
-
-impl Finished {
-    pub fn of(r: &PendingResult) -> Finished {
-        Finished {
-            success: r.result.status.is_success(),
-            status: status_name(r.result.status),
-            file: r.path(),
-            judged: matches!(
-                r.result.status,
-                ResultStatus::Invalid | ResultStatus::DependencyFailed
-            ),
-        }
-    }
-
-    /// Whether this result ends its task for the dependants, given
-    /// whether another file of the id is still to run.
-    fn ends_task(&self, copy_survives: impl FnOnce() -> bool) -> bool {
-        self.success || !self.judged || !copy_survives()
-    }
-}
-
-fn status_name(s: ResultStatus) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
 
 /// Who moves waiting tasks on, and what it knows.
 pub struct ReleaseInput<'a> {
@@ -207,11 +170,16 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
         pending.remove(id);
     }
 
-    // Whose waiting tasks to look at: the parents finished now, and in a
-    // sweep (or for a task filed now) every parent that is not pending.
+    // Whose waiting tasks to look at: the parents finished now, in a sweep
+    // every parent that is not pending, and every task filed now, by all
+    // of its parents: filed under the first, one it names that is not on
+    // the grid (or that failed) went unseen until the first had finished
+    // (a helper's sweep: `after: ["P", "ghost"]` waited for P, where
+    // `["ghost", "P"]` was invalid at once).
     let looks = |b: &&BlockedEntry| {
-        let settled = input.sweep || filed.contains(&b.entry.name[..]);
-        finished.contains_key(&b.parent) || (settled && !pending.contains(&b.parent))
+        filed.contains(&b.entry.name[..])
+            || finished.contains_key(&b.parent)
+            || (input.sweep && !pending.contains(&b.parent))
     };
     let mut work: Vec<&BlockedEntry> = blocked.entries.iter().filter(looks).collect();
     // A task ended now without completing ends the tasks after it, which
@@ -317,6 +285,13 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
             }
         };
         let id = task.task_id.clone();
+        // Moved under another parent earlier in this plan, and looked at
+        // again (that parent failed since): this decision replaces that
+        // move.
+        if let Some(q) = under.get(&id).filter(|q| **q != b.parent) {
+            out.edits.remove(layout::blocked_file(q, &id).as_bytes());
+            out.moved.retain(|(t, _)| t != id.as_str());
+        }
         let next = match cycle_of.get(&id) {
             Some(error) => Next::Invalid {
                 error: error.to_string(),
@@ -507,8 +482,19 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
                     // Looked at and left already, maybe: again, now. Not
                     // one moved or failed (a loop's members fail each
                     // other): a task ends once.
-                    for c in blocked.entries.iter().filter(|c| c.parent == id) {
-                        if !matches!(out.edits.get(&c.path()), Some(Edit::Delete)) {
+                    // Those this plan moved under it too (a loop found
+                    // as its members move on: the one moved first waited
+                    // under the one failed second, until a sweep).
+                    let moved_under = |c: &BlockedEntry| {
+                        c.parent != id && c.child().is_some_and(|ch| under.get(&ch) == Some(&id))
+                    };
+                    for c in blocked
+                        .entries
+                        .iter()
+                        .filter(|c| c.parent == id || moved_under(c))
+                    {
+                        if moved_under(c) || !matches!(out.edits.get(&c.path()), Some(Edit::Delete))
+                        {
                             done.remove(&c.entry.name);
                         }
                         queue.push_back(c.clone());
@@ -531,30 +517,4 @@ fn reject(out: &mut Moves, entry: &TreeEntry, why: &str, input: &ReleaseInput<'_
         input.node,
         input.now,
     ));
-}
-
-/// The result of a waiting task that will never run: `dependency_failed`
-/// (a parent did not complete) or `invalid` (its `after` can never be
-/// met).
-pub fn never_ran(
-    task: &Task,
-    node: &Id,
-    now: Timestamp,
-    status: ResultStatus,
-    error: String,
-) -> TaskResult {
-    TaskResult {
-        task_id: task.task_id.to_string(),
-        node_id: node.clone(),
-        exit_code: None,
-        stdout: String::new(),
-        stderr: String::new(),
-        timestamp: time::format(now),
-        status,
-        started_at: None,
-        duration_ms: None,
-        attempt: task.attempt,
-        truncated: false,
-        error: Some(error),
-    }
 }

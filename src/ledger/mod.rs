@@ -5,6 +5,7 @@
 
 pub mod blocked;
 pub mod deps;
+mod finished;
 pub mod nodes;
 pub mod queue;
 pub mod reap;

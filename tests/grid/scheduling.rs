@@ -1432,6 +1432,96 @@ fn a_loop_closed_by_a_release_fails_at_once_and_a_late_dependant_says_how_its_pa
     assert!(grid.blocked().is_empty() && grid.queued().is_empty());
 }
 
+/// Two tasks pushed by hand that wait for each other behind one parent:
+/// as the parent's result moves them on, the loop is found, and both fail
+/// in that commit naming it (before, the one moved first went on waiting
+/// under the other, failed, until a sweep; a drain ended with it there).
+#[test]
+fn a_loop_behind_one_parent_fails_whole_when_the_parent_ends() {
+    let grid = Grid::new();
+    let task = |id: &str, after: &[&str]| {
+        let t =
+            json!({"task_id": id, "script": "echo never", "timeout_seconds": 30, "after": after});
+        (format!("tasks/queue/{id}.json"), t.to_string().into_bytes())
+    };
+    grid.commit_files(
+        &[
+            (
+                "tasks/queue/p.json".to_owned(),
+                json!({"task_id": "p", "script": "echo p", "timeout_seconds": 30})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            task("ring-a", &["p", "ring-b"]),
+            task("ring-b", &["p", "ring-a"]),
+        ],
+        "by hand, in one commit",
+    );
+    drained(&grid, "n1");
+    let landed = commit_adding(&grid, "tasks/completed/n1@p.json");
+    for id in ["ring-a", "ring-b"] {
+        let r = json_at(&grid, &landed, &format!("tasks/failed/n1@{id}.json"));
+        assert_eq!(r["status"], "invalid", "{id}: {r}");
+        let e = r["error"].as_str().unwrap();
+        assert!(
+            e.contains("field `after` makes a cycle: ring-a -> ring-b -> ring-a"),
+            "{id}: {e}"
+        );
+    }
+    assert!(grid.blocked().is_empty(), "{:?}", grid.blocked());
+}
+
+/// A task whose `after` names a task not on the grid is invalid as it is
+/// filed, wherever the name stands in the list: not only once the parents
+/// named before it have finished (the parent here runs until the test has
+/// seen the refusal).
+#[test]
+fn an_unknown_parent_anywhere_in_after_is_invalid_at_once() {
+    let grid = Grid::new();
+    let go = grid.path("go");
+    let blocker = format!("while [ ! -e {} ]; do sleep 0.05; done", go.display());
+    submit(
+        &grid,
+        "parent",
+        json!([{"task_id": "p", "script": blocker, "timeout_seconds": 120}]),
+    );
+    let mut spec = WorkerSpec::new(&grid, "n1");
+    spec.drain = false;
+    // A slot free while p runs: the node keeps looking at the queue.
+    spec.extra = "concurrency = 2".into();
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("n1 runs p", Duration::from_secs(60), || {
+        w.log_text().contains("running task_id=p")
+    });
+    grid.commit_files(
+        &[(
+            "tasks/queue/x.json".to_owned(),
+            json!({"task_id": "x", "script": "echo never", "timeout_seconds": 30, "after": ["p", "ghost"]})
+                .to_string()
+                .into_bytes(),
+        )],
+        "a task after p and a task no one pushed",
+    );
+    wait_until(
+        "x failed while p still runs",
+        Duration::from_secs(60),
+        || grid.files("tasks/failed").contains_key("n1@x.json"),
+    );
+    std::fs::write(&go, b"").unwrap();
+    wait_until("p completed", Duration::from_secs(60), || {
+        grid.files("tasks/completed").contains_key("n1@p.json")
+    });
+    stop_cleanly(std::slice::from_mut(&mut w));
+    let r = &grid.json_files("tasks/failed")["n1@x.json"];
+    assert_eq!(r["status"], "invalid", "{r}");
+    let e = r["error"].as_str().unwrap();
+    assert!(
+        e.contains("field `after` names `ghost`, which is not on the grid"),
+        "{e}"
+    );
+    assert!(grid.blocked().is_empty(), "{:?}", grid.blocked());
+}
+
 #[test]
 fn unknown_parents_and_cycles_are_refused_by_submit_and_validate() {
     let grid = Grid::new();

@@ -876,3 +876,36 @@ fn a_peer_is_not_overdue_while_its_results_could_be_racing_for_the_ref() {
     let late = plan_on(&repo, &req(Some(0.4)));
     assert!(!late.stolen.is_empty(), "overdue: its line is taken over");
 }
+
+/// A peer of like pace holds one claim behind the task it runs: an idle
+/// node leaves it to the peer, which starts it at that task's end, and
+/// counts it among the claims peers have not started, which a `--drain`
+/// does not end beside (the peer may yet hand it back, or fall behind
+/// and have it taken over: a helper's sweep, four nodes draining eight
+/// 20 s tasks, two ended as the other two claimed one each ahead, which
+/// each then ran in turn, 60 s against 40).
+#[test]
+fn a_claim_left_to_a_busy_peer_is_counted_as_not_started() {
+    let grid = Grid::new();
+    let none = serde_json::json!({});
+    grid.commit_files(
+        &[
+            busy("peer", &["s-0"], 2000),
+            claim("s-0", "peer", "sleep 2", none.clone()),
+            claim("s-1", "peer", "sleep 2", none),
+        ],
+        "a peer and the one claim behind its task",
+    );
+    let mut idle = PlainNode::new("idle");
+    idle.record.last_heartbeat = at(0);
+    let req = SyncRequest {
+        steal_up_to: 4,
+        task_secs: Some(2.0),
+        round_secs: Some(0.2),
+        ..idle.request(4)
+    };
+    let (_state, repo) = watching_clone(&grid, &req);
+    let report = plan_on(&repo, &req);
+    assert!(report.stolen.is_empty(), "{:?}", report.stolen);
+    assert_eq!(report.peers_unstarted, 1);
+}

@@ -102,6 +102,10 @@ pub struct SyncReport {
     /// Claims this commit takes over from busy peers that had not started
     /// them (`claim::steal`; among `claimed` too): (task, peer).
     pub stolen: Vec<(Id, Id)>,
+    /// Claims live peers hold that this node serves and they have not
+    /// started, as far as their records tell (`claim::steal`, read only by
+    /// a node with nothing to claim): a drain does not end beside them.
+    pub peers_unstarted: usize,
     /// Claims this node holds (`SyncRequest::watch`) that the tip names
     /// another node for: taken over by an idle peer, or reaped and claimed
     /// again. It stops them.

@@ -393,6 +393,7 @@ impl Worker {
                 && report.invalid.is_empty()
                 && report.adopted.is_empty();
             self.queue_empty_at = empty.then(|| report.tip.clone()).flatten();
+            self.peers_unstarted = report.peers_unstarted;
             self.queue_deep = report.queue_left > 0;
             // Poll again at once while the queue has work and we have room;
             // also at once after putting tasks back in the queue: they were

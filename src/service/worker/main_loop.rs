@@ -116,7 +116,16 @@ impl Worker {
                 crate::service::heap::release_free();
                 self.ended_at_trim = ended;
             }
-            if opts.drain && idle && self.reached_since.is_some() && self.queue_empty_at.is_some() {
+            // Nor while peers hold claims it could run that they have not
+            // started: it may take them over (a helper's sweep: four nodes
+            // draining eight 20 s tasks, two ended as the other two claimed
+            // one each ahead, which then ran in turn, 60 s against 40).
+            if opts.drain
+                && idle
+                && self.reached_since.is_some()
+                && self.queue_empty_at.is_some()
+                && self.peers_unstarted == 0
+            {
                 tracing::info!(
                     "nothing queued that this node can take, and nothing pending; --drain ends here"
                 );

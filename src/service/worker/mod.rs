@@ -174,6 +174,10 @@ struct Worker {
     /// The tip at which the queue was last seen empty: a poll that finds
     /// the same tip need not list it again.
     queue_empty_at: Option<String>,
+    /// Claims live peers hold, not started, that this node serves, as its
+    /// last look read them: `--drain` waits while there are any (it may
+    /// take them over).
+    peers_unstarted: usize,
     /// The last look at the queue left tasks in it: claiming ahead takes
     /// nothing another idle node would have started at once.
     queue_deep: bool,
@@ -392,6 +396,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         failed: 0,
         ended_at_trim: 0,
         queue_empty_at: None,
+        peers_unstarted: 0,
         queue_deep: false,
         reached_since: None,
         last_submitter: None,

@@ -51,7 +51,8 @@ pub(in crate::service::sync) fn steal(
     // The lines first as the tip and the records show them; what the
     // peers published is read only where a claim would be taken over.
     let none = BTreeMap::new();
-    let (_, counts) = lines_of(repo, (d.req, &*touched), &claims, &peers, &none);
+    let (lines, counts) = lines_of(repo, (d.req, &*touched), &claims, &peers, &none);
+    d.report.peers_unstarted = lines.iter().map(|(_, _, l)| l.waiting).sum();
     if counts.iter().all(|n| *n == 0) {
         return Ok(());
     }

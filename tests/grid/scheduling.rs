@@ -1763,6 +1763,43 @@ fn a_priority_burst_mid_drain_starts_before_the_low_work_left() {
     }
 }
 
+/// One node, low work claimed ahead and a chain of high work: each link,
+/// released by the result of the one before, starts at that one's slot,
+/// before the low claims held (before, each link waited out a low task
+/// the slot had started blind to it: `h1 low0 h2 low0 h3 low1 h4`).
+#[test]
+fn a_chain_of_high_work_runs_link_after_link_before_low_claims_held() {
+    let grid = Grid::new();
+    let mut tasks: Vec<Value> = (0..8)
+        .map(|i| json!({"task_id": format!("low-{i}"), "script": "sleep 1", "timeout_seconds": 30, "priority": 10}))
+        .collect();
+    tasks
+        .push(json!({"task_id": "h1", "script": "sleep 1", "timeout_seconds": 30, "priority": 90}));
+    for i in 2..=4 {
+        tasks.push(json!({"task_id": format!("h{i}"), "script": "sleep 1", "timeout_seconds": 30, "priority": 90, "after": [format!("h{}", i - 1)]}));
+    }
+    submit(&grid, "chain", Value::Array(tasks));
+    drained(&grid, "n1");
+    let r = results_by_task(&grid);
+    for i in 2..=4 {
+        let (before, link) = (&r[&format!("h{}", i - 1)], &r[&format!("h{i}")]);
+        let between: Vec<&String> = r
+            .iter()
+            .filter(|(id, low)| {
+                id.starts_with("low-")
+                    && started(low) > ended(before)
+                    && started(low) < started(link)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        assert!(
+            between.is_empty(),
+            "h{i} waited for {between:?}: {}",
+            std::fs::read_to_string(grid.path("n1.log")).unwrap_or_default()
+        );
+    }
+}
+
 /// A node `holder`, registered and idle, then six tasks of priority 10
 /// arrive (a node starting with a backlog claims only its free slots):
 /// alone, it claims them all and runs `blocker_script` first, holding

@@ -191,6 +191,44 @@ impl Worker {
         })
     }
 
+    /// Does the result of `task`, just ended, release work above every
+    /// claim waiting here? Then its slot starts none of them until the
+    /// sync that lands the result has claimed that work (`claim_released`):
+    /// started blind, the next link of a high chain waited out a low task
+    /// at each link. Only while the grid answers: away, the slot starts
+    /// what it holds.
+    pub(super) fn holds_slot_for(&self, task: &crate::grid::Id) -> bool {
+        let next = self.slots.next_waiting_level(time::now());
+        self.reached_since.is_some()
+            && self.draining_since.is_none()
+            && self
+                .awaited
+                .get(task)
+                .is_some_and(|&l| next.is_some_and(|n| l > n))
+    }
+
+    /// A task running here whose result releases work above every claim
+    /// waiting: the relay starts nothing at task ends (a start there is
+    /// as blind as at a free slot, [`Worker::holds_slot_for`]).
+    pub(super) fn runs_awaited_above(&self) -> bool {
+        let next = self.slots.next_waiting_level(time::now());
+        self.slots.running.keys().any(|id| {
+            self.awaited
+                .get(id)
+                .is_some_and(|&l| next.is_some_and(|n| l > n))
+        })
+    }
+
+    /// What pauses this node: the policy it enforces, which does not count
+    /// its key, or else its volunteer's limits.
+    pub(super) fn paused_by(&self) -> &'static str {
+        if self.key_refused.is_some() {
+            "the grid's policy"
+        } else {
+            "the volunteer's limits"
+        }
+    }
+
     /// How long results may wait for a claim to ride with, given how many
     /// nodes share the ref (`Pace::result_delay`).
     pub(super) fn result_delay(&self) -> std::time::Duration {

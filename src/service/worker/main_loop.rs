@@ -101,6 +101,11 @@ impl Worker {
                     }
                 }
             }
+            // A slot held for what a result releases (`Worker::finished`)
+            // starts what comes first now, whatever the sync did.
+            if std::mem::take(&mut self.slot_held) {
+                self.start_waiting();
+            }
             let status = self.status_line();
             self.notifier.status(&status);
 

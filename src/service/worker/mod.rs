@@ -178,6 +178,8 @@ struct Worker {
     /// last look read them: `--drain` waits while there are any (it may
     /// take them over).
     peers_unstarted: usize,
+    /// A slot left free for what a result releases (`holds_slot_for`).
+    slot_held: bool,
     /// The last look at the queue left tasks in it: claiming ahead takes
     /// nothing another idle node would have started at once.
     queue_deep: bool,
@@ -231,8 +233,7 @@ struct Worker {
     node_key: Option<PublicKey>,
     /// The policy version this node's key was last checked against.
     key_checked_at: Option<u64>,
-    /// In `enforce`, why the policy does not count this node's results
-    /// (its key revoked or not listed): it claims nothing, as if paused.
+    /// In `enforce`, why the policy does not count its key: it claims nothing.
     key_refused: Option<String>,
     /// For each task this node holds, the commit that pushed its claim.
     claim_commits: HashMap<Id, String>,
@@ -397,6 +398,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         ended_at_trim: 0,
         queue_empty_at: None,
         peers_unstarted: 0,
+        slot_held: false,
         queue_deep: false,
         reached_since: None,
         last_submitter: None,

@@ -151,6 +151,7 @@ impl Worker {
             || self.paused.is_some()
             || self.unhealthy.is_some()
             || self.slots.free() > 0
+            || self.runs_awaited_above()
         {
             return;
         }

@@ -183,6 +183,12 @@ impl Worker {
             }
         };
         self.put_outbox(&claimed, finish);
+        if self.holds_slot_for(&task) {
+            // The loop's next turn pushes the result, which releases work
+            // above what waits here, claims it, and starts it in this slot.
+            self.slot_held = true;
+            return;
+        }
         // Start what was claimed ahead before pushing this result: the push
         // then overlaps the next run. A look at the lanes, if one is due,
         // comes right after the start, not before it: the slot never waits
@@ -353,16 +359,6 @@ impl Worker {
                 let reason = format!("{} gave it back: {why}", self.node());
                 self.put_outbox(&c, Finish::requeue(reason));
             }
-        }
-    }
-
-    /// What pauses this node: the policy it enforces, which does not count
-    /// its key, or else its volunteer's limits.
-    pub(super) fn paused_by(&self) -> &'static str {
-        if self.key_refused.is_some() {
-            "the grid's policy"
-        } else {
-            "the volunteer's limits"
         }
     }
 

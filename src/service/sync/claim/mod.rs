@@ -546,7 +546,7 @@ fn stays_out(
 }
 
 /// The level (effective priority) of a place now.
-fn level_of(place: &Place, req: &SyncRequest<'_>) -> u8 {
+pub(super) fn level_of(place: &Place, req: &SyncRequest<'_>) -> u8 {
     schedule::effective_priority(place.priority, place.batch.minute, req.now)
 }
 

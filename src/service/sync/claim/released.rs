@@ -20,8 +20,18 @@ pub(in crate::service::sync) fn claim_released(
 ) -> Result<(), GitError> {
     let req = d.req;
     let mut room = req.want_claims.saturating_sub(d.report.claimed.len());
+    // Holding claims not started below what this plan released (the next
+    // link of a chain of higher work, released by this node's own result):
+    // as many as it holds, to start before them (`Slots::sort_waiting`).
+    // Else each link waited out a low task claimed ahead (a helper's
+    // sweep: one node, a chain of p90 behind p10 claims, started `h2 low0
+    // h3 low1 h4`).
+    let above = req.preempt_below.filter(|_| room == 0);
+    if above.is_some() {
+        room = req.preempt_up_to;
+    }
     // Something else left queued: the claim's order chose it over these.
-    if room == 0 || d.ready.is_empty() || d.report.queue_left > 0 {
+    if room == 0 || d.ready.is_empty() || (above.is_none() && d.report.queue_left > 0) {
         return Ok(());
     }
     let ready = std::mem::take(&mut d.ready);
@@ -34,7 +44,9 @@ pub(in crate::service::sync) fn claim_released(
         let Some(Ok((place, name))) = rel.map(Place::parse) else {
             continue;
         };
-        if req.labels.serves(&place.class).is_err() {
+        if req.labels.serves(&place.class).is_err()
+            || above.is_some_and(|held| super::level_of(&place, req) <= held)
+        {
             continue;
         }
         let entry = TreeEntry {

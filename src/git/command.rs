@@ -12,6 +12,9 @@ use super::ssh::SSH_BASE;
 /// that reach the server): no git child inherits them.
 const INHERITED_SECRETS: &[&str] = &["GIT_TOKEN"];
 
+/// How long a call killed at its timeout is waited for, to be reaped.
+const REAP_WITHIN: Duration = Duration::from_secs(5);
+
 /// How to run git for one repository.
 #[derive(Debug, Clone)]
 pub struct Git {
@@ -179,7 +182,11 @@ impl Git {
         let output = match handle.wait_timeout(self.timeout) {
             Ok(Some(_)) => handle.into_output(),
             Ok(None) => {
-                let _ = handle.kill();
+                // The whole group: git's helpers and ssh too, which a kill
+                // of git alone left running. Then reaped, within a bound:
+                // a grandchild that left the group may hold a pipe open.
+                super::child::kill_group(&handle.pids());
+                let _ = handle.wait_timeout(REAP_WITHIN);
                 return Err(GitError::Timeout {
                     args: shown,
                     after: self.timeout,
@@ -223,7 +230,7 @@ impl Git {
             std::thread::spawn(move || {
                 let late = finished.recv_timeout(timeout) == Err(mpsc::RecvTimeoutError::Timeout);
                 if late {
-                    let _ = reader.kill();
+                    super::child::kill_group(&reader.pids());
                 }
                 late
             })
@@ -240,7 +247,7 @@ impl Git {
         read.map_err(|source| self.spawn_error(&shown, source))?;
         let elapsed = started.elapsed();
         if stdout.len() > cap {
-            let _ = reader.kill();
+            super::child::kill_group(&reader.pids());
             stdout.truncate(cap);
             return Ok((
                 GitOutput {
@@ -278,7 +285,7 @@ impl Git {
     /// captured, any exit accepted (the caller checks it).
     fn expression(&self, args: &[&str]) -> duct::Expression {
         // As an OsStr, not a Path: duct would read a bare `git` Path as `./git`.
-        let mut expr = duct::cmd(self.binary.as_os_str(), args)
+        let mut expr = super::child::own_group(duct::cmd(self.binary.as_os_str(), args))
             .dir(&self.dir)
             .stderr_capture()
             .unchecked();

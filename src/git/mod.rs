@@ -18,6 +18,7 @@
 
 pub mod auth;
 mod batch;
+mod child;
 pub mod command;
 pub mod crowd;
 mod damage;

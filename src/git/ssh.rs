@@ -8,8 +8,20 @@ use std::time::Duration;
 use wait_timeout::ChildExt;
 
 /// The ssh every git child runs unless told otherwise: never a prompt,
-/// never an unknown host key accepted.
-pub const SSH_BASE: &str = "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes";
+/// never an unknown host key accepted, and a server that hangs noticed by
+/// ssh itself, which then says so ("Connection timed out", "Timeout, server
+/// not responding": `failure` names it unreachable) well before the call's
+/// own timeout (120 s by default) kills it without a word:
+/// - `ConnectTimeout=20`: the TCP connect and the server's banner; a
+///   forge answers both in well under a second, and 20 s leaves a slow or
+///   lossy link (a SYN resent twice) room.
+/// - `ServerAliveInterval=10`, `ServerAliveCountMax=3`: a connection whose
+///   server stops answering ends 30 s later. The server's sshd answers
+///   these probes itself, so a git that is slow to pack is not cut off.
+///   ssh takes an option's first value, so these hold for the kept
+///   connection's master too.
+pub const SSH_BASE: &str = "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes \
+     -o ConnectTimeout=20 -o ServerAliveInterval=10 -o ServerAliveCountMax=3";
 
 /// `ssh` as every git child runs it: [`SSH_BASE`], then the pinned host
 /// keys, the one key offered, and the kept connection, each if configured.
@@ -46,7 +58,7 @@ pub fn command(
 /// the worker stops ([`SharedConnection::close`]), [`PERSIST_SECS`] after
 /// its last use, or when the server stops answering keepalives: a
 /// connection that went dead costs at most `ServerAliveInterval ×
-/// ServerAliveCountMax` before calls open fresh ones.
+/// ServerAliveCountMax` ([`SSH_BASE`]) before calls open fresh ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedConnection {
     dir: PathBuf,
@@ -125,8 +137,7 @@ impl SharedConnection {
     fn options(&self) -> String {
         let path = self.dir.join(SOCKET);
         format!(
-            " -o ControlMaster=auto -o ControlPath={} -o ControlPersist={PERSIST_SECS} \
-             -o ServerAliveInterval=10 -o ServerAliveCountMax=3",
+            " -o ControlMaster=auto -o ControlPath={} -o ControlPersist={PERSIST_SECS}",
             quote(&path)
         )
     }
@@ -198,6 +209,8 @@ mod tests {
             format!("ControlPath={}/master", dir.display()),
             format!("ControlPersist={PERSIST_SECS}"),
             "ServerAliveInterval=10".to_owned(),
+            "ServerAliveCountMax=3".to_owned(),
+            "ConnectTimeout=20".to_owned(),
         ] {
             assert!(words.contains(&opt), "{opt} in {cmd}");
         }

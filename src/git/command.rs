@@ -7,10 +7,21 @@ use std::time::{Duration, Instant};
 pub use super::failure::RemoteFailure;
 use super::ssh::SSH_BASE;
 
-/// Variables of the worker's own environment that hold a secret git is
-/// given another way (the token: `auth::credential_env`, to the children
-/// that reach the server): no git child inherits them.
-const INHERITED_SECRETS: &[&str] = &["GIT_TOKEN"];
+/// Variables no git child is given: a secret git is given another way
+/// (the token: `auth::credential_env`, to the children that reach the
+/// server), and what would turn TLS verification off behind the
+/// configuration's back: `GIT_SSL_NO_VERIFY` wins over any setting (git
+/// reads it after its configuration, and set to anything, even empty, it
+/// turns verification off), and `GIT_CONFIG_PARAMETERS` (`git -c`) is read
+/// after [`FORCED_CONFIG`].
+const NOT_INHERITED: &[&str] = &["GIT_TOKEN", "GIT_SSL_NO_VERIFY", "GIT_CONFIG_PARAMETERS"];
+
+/// Settings every git child is given, as command-line configuration
+/// through `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n` (in
+/// no argv), after the other entries there: they override the system's,
+/// the user's (`$HOME/.gitconfig`) and the repository's. TLS verification
+/// is never off: a grid with a private CA names it (`[git] ca_file`).
+const FORCED_CONFIG: &[(&str, &str)] = &[("http.sslVerify", "true")];
 
 /// How long a call killed at its timeout is waited for, to be reaped.
 const REAP_WITHIN: Duration = Duration::from_secs(5);
@@ -107,23 +118,46 @@ impl Git {
     }
 
     /// The environment every git child gets, on top of the process's own
-    /// (less [`INHERITED_SECRETS`]).
-    fn child_env(&self) -> Vec<(&str, &str)> {
+    /// (less [`NOT_INHERITED`]).
+    fn child_env(&self) -> Vec<(String, String)> {
         let mut env = Self::base_env();
         // Strict ssh unless someone chose another: the configuration's
         // (in `self.env`), else the process's own.
         let ssh_chosen = std::env::var_os("GIT_SSH_COMMAND").is_some()
             || self.env.iter().any(|(k, _)| k == "GIT_SSH_COMMAND");
         if !ssh_chosen {
-            env.push(("GIT_SSH_COMMAND", SSH_BASE));
+            env.push(("GIT_SSH_COMMAND".into(), SSH_BASE.into()));
         }
-        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        env
+        env.extend(
+            self.env
+                .iter()
+                .filter(|(k, _)| !NOT_INHERITED.contains(&k.as_str()))
+                .cloned(),
+        );
+        // After the credentials' entries, which count from 0.
+        let configured = self
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "GIT_CONFIG_COUNT")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        env.extend(forced_config(configured));
+        // One value a name, the last: duct gives the first `env` of a name
+        // precedence, and the count above must replace the credentials'.
+        let mut seen = std::collections::HashSet::new();
+        let mut unique: Vec<_> = env
+            .into_iter()
+            .rev()
+            .filter(|(k, _)| seen.insert(k.clone()))
+            .collect();
+        unique.reverse();
+        unique
     }
 
     /// What every git child is given, the local ones too.
-    fn base_env() -> Vec<(&'static str, &'static str)> {
-        vec![
+    fn base_env() -> Vec<(String, String)> {
+        [
             // Never wait for a person: a prompt would hang the service until
             // the timeout and then fail anyway.
             ("GIT_TERMINAL_PROMPT", "0"),
@@ -132,13 +166,16 @@ impl Git {
             // Messages are parsed in a few places; keep them in English.
             ("LC_ALL", "C"),
         ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
     }
 
     /// A git child that lives on, with piped stdin and stdout (for
     /// `cat-file --batch`, [`super::batch`]): the same binary and
     /// directory as [`Git::run`]; stderr is dropped. It reads the local
     /// clone only and lives for a whole sync, so it is given no credential
-    /// and no identity: only [`Git::base_env`].
+    /// and no identity: only [`Git::base_env`] and [`FORCED_CONFIG`].
     pub(super) fn spawn_piped(&self, args: &[&str]) -> std::io::Result<std::process::Child> {
         use std::process::{Command, Stdio};
         let mut cmd = Command::new(&self.binary);
@@ -147,10 +184,10 @@ impl Git {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        for k in INHERITED_SECRETS {
+        for k in NOT_INHERITED {
             cmd.env_remove(k);
         }
-        for (k, v) in Self::base_env() {
+        for (k, v) in Self::base_env().into_iter().chain(forced_config(0)) {
             cmd.env(k, v);
         }
         cmd.spawn()
@@ -289,7 +326,7 @@ impl Git {
             .dir(&self.dir)
             .stderr_capture()
             .unchecked();
-        for k in INHERITED_SECRETS {
+        for k in NOT_INHERITED {
             expr = expr.env_remove(k);
         }
         for (k, v) in self.child_env() {
@@ -305,6 +342,24 @@ impl Git {
             source,
         }
     }
+}
+
+/// [`FORCED_CONFIG`] as the entries `from..` of `GIT_CONFIG_*`, and the
+/// count that ends with them.
+fn forced_config(from: usize) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for (i, (key, value)) in FORCED_CONFIG.iter().enumerate() {
+        env.push((format!("GIT_CONFIG_KEY_{}", from + i), (*key).to_owned()));
+        env.push((
+            format!("GIT_CONFIG_VALUE_{}", from + i),
+            (*value).to_owned(),
+        ));
+    }
+    env.push((
+        "GIT_CONFIG_COUNT".to_owned(),
+        (from + FORCED_CONFIG.len()).to_string(),
+    ));
+    env
 }
 
 /// An exit code outside `ok` as the error it is: a remote's refusal,
@@ -376,81 +431,4 @@ pub fn summarize(stderr: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A lock file's path is in git's first line, and five lines of advice
-    /// follow: the summary keeps the path (a fault sweep found it cut).
-    #[test]
-    fn a_summary_keeps_the_cause_before_the_advice() {
-        let stderr = b"fatal: Unable to create '/s/grid.git/config.lock': File exists.\n\nAnother git process seems to be running in this repository, e.g.\nan editor opened by 'git commit'. Please make sure all processes\nare terminated then try again. If it still fails, a git process\nmay have crashed in this repository earlier:\nremove the file manually to continue.\n";
-        let s = summarize(stderr);
-        assert!(
-            s.starts_with("fatal: Unable to create '/s/grid.git/config.lock'"),
-            "{s}"
-        );
-        assert!(s.ends_with("remove the file manually to continue."), "{s}");
-        assert_eq!(summarize(b"error: one\ntwo\n"), "error: one / two");
-    }
-
-    fn git(timeout: Duration) -> Git {
-        Git::new("git", std::env::temp_dir(), timeout)
-    }
-
-    /// The token goes to the children that may reach the server; the kept
-    /// readers of the local clone, which live for a whole sync, get none
-    /// (a sweep found it in every `cat-file` process's environment).
-    #[test]
-    fn the_local_readers_are_given_no_credential() {
-        let env = Git::new("env", std::env::temp_dir(), Duration::from_secs(10)).with_env(vec![
-            ("DGRID_GIT_TOKEN".into(), "s3cret-tok".into()),
-            (
-                "GIT_CONFIG_VALUE_0".into(),
-                "Authorization: Basic czNjcmV0".into(),
-            ),
-        ]);
-        let networked = env.run(&[]).unwrap();
-        assert!(
-            networked
-                .stdout_str()
-                .contains("DGRID_GIT_TOKEN=s3cret-tok")
-        );
-        let mut reader = env.spawn_piped(&[]).unwrap();
-        drop(reader.stdin.take());
-        let out = reader.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("LC_ALL=C"), "{text}");
-        assert!(
-            !text.contains("s3cret") && !text.contains("czNjcmV0"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn a_capped_run_reads_no_more_than_its_cap() {
-        let (out, more) = git(Duration::from_secs(30))
-            .run_capped(&["--version"], 7)
-            .unwrap();
-        assert_eq!(out.stdout, b"git ver");
-        assert!(more);
-        let (out, more) = git(Duration::from_secs(30))
-            .run_capped(&["--version"], 1000)
-            .unwrap();
-        assert!(out.stdout_str().starts_with("git version"), "{out:?}");
-        assert!(!more);
-        let failed = git(Duration::from_secs(30)).run_capped(&["no-such-command"], 1000);
-        assert!(matches!(failed, Err(GitError::Failed { .. })), "{failed:?}");
-    }
-
-    #[test]
-    fn a_capped_run_stops_at_the_timeout() {
-        // A server that accepts and never answers.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("git://{}/grid.git", listener.local_addr().unwrap());
-        let started = Instant::now();
-        let hung = git(Duration::from_secs(1)).run_capped(&["ls-remote", &url], 1000);
-        assert!(matches!(hung, Err(GitError::Timeout { .. })), "{hung:?}");
-        assert!(started.elapsed() < Duration::from_secs(30));
-        drop(listener);
-    }
-}
+mod tests;

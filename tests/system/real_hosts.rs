@@ -457,3 +457,46 @@ fn ssh_host_keys_are_pinned_never_trusted_on_first_use() {
     assert_eq!(std::fs::read_to_string(&empty).unwrap(), "");
     assert!(grid.files("nodes").is_empty());
 }
+
+/// TLS verification cannot be turned off around the worker or the tools:
+/// with no `ca_file`, a forge whose CA is not trusted is refused even with
+/// `GIT_SSL_NO_VERIFY=1`, `http.sslVerify=false` in `$HOME/.gitconfig` and
+/// `git -c http.sslVerify=false` in the environment (a tester had `check`
+/// say `ok remote` with the first two).
+#[test]
+fn tls_verification_cannot_be_turned_off() {
+    let grid = Grid::new();
+    let host = HttpsHost::start(grid.root.path());
+    let home = grid.path("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(home.join(".gitconfig"), "[http]\n\tsslVerify = false\n").unwrap();
+    let home_s = home.display().to_string();
+    let env = [
+        ("GIT_TOKEN", host.token.as_str()),
+        ("HOME", home_s.as_str()),
+        ("GIT_SSL_NO_VERIFY", "1"),
+        ("GIT_CONFIG_PARAMETERS", "'http.sslverify'='false'"),
+    ];
+    let mut untrusted = WorkerSpec::new(&grid, "chk-noverify");
+    untrusted.url = host.url("grid.git");
+    let (code, text) = check(&grid, &untrusted, &env);
+    assert_eq!(code, 1, "{text}");
+    let l = line(&text, "remote");
+    assert!(
+        l.starts_with("FAIL") && l.contains("certificate is not trusted"),
+        "{text}"
+    );
+
+    let tool = Command::new(BIN)
+        .args(["status", "--repo", &host.url("grid.git")])
+        .env_remove("DGRID_TOKEN_FILE")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .envs(env)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&tool.stderr);
+    assert!(!tool.status.success(), "{stderr}");
+    assert!(stderr.contains("certificate is not trusted"), "{stderr}");
+    assert!(!stderr.contains(&host.token), "{stderr}");
+    assert!(grid.files("nodes").is_empty());
+}

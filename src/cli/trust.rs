@@ -214,7 +214,7 @@ pub fn trust(a: TrustArgs) -> ExitCode {
     // The clone is shallow; the policy's history tells a rollback.
     match opened.repo.deepen() {
         Ok(tip) => opened.tip = tip,
-        Err(e) => return fail(format_args!("{}: {e}", sign.repo.repo)),
+        Err(e) => return fail(format_args!("{}: {e}", sign.repo.shown())),
     }
     let refs: Vec<&KeySigner> = signers.iter().collect();
     let identity = txn::Identity::for_node("trust");
@@ -237,10 +237,10 @@ pub fn trust(a: TrustArgs) -> ExitCode {
         Ok(TxnOutcome::Uncertain { error, .. }) => fail(format_args!(
             "{}: the push's answer was lost and the grid is unreachable ({error}); \
              look at {} before trying again",
-            sign.repo.repo,
+            sign.repo.shown(),
             crate::trust::policy::POLICY_FILE
         )),
-        Err(e) => fail(format_args!("{}: {e}", sign.repo.repo)),
+        Err(e) => fail(format_args!("{}: {e}", sign.repo.shown())),
     }
 }
 
@@ -340,7 +340,7 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let Some(tip) = opened.tip.clone() else {
-        return fail(format_args!("{}: the grid is empty", a.repo.repo));
+        return fail(format_args!("{}: the grid is empty", a.repo.shown()));
     };
     let pinned = Pinned {
         grid_id,
@@ -358,24 +358,24 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
         Ok(crate::git::Blob::Missing) => {
             return fail(format_args!(
                 "{}: has no {}",
-                a.repo.repo,
+                a.repo.shown(),
                 crate::trust::policy::POLICY_FILE
             ));
         }
         Ok(unread) => {
             return fail(format_args!(
                 "{}: {} {}",
-                a.repo.repo,
+                a.repo.shown(),
                 crate::trust::policy::POLICY_FILE,
                 unread.why_unread().unwrap_or_default()
             ));
         }
-        Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
+        Err(e) => return fail(format_args!("{}: {e}", a.repo.shown())),
     };
     if let Err(e) = verifier.offer_policy(&policy) {
         return fail(format_args!(
             "{}: {} {e}",
-            a.repo.repo,
+            a.repo.shown(),
             crate::trust::policy::POLICY_FILE
         ));
     }
@@ -385,8 +385,8 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
     // results read as attested.
     match crate::tools::trust::rolled_back(&opened.repo, &tip, &pinned, &policy) {
         Ok(None) => {}
-        Ok(Some(why)) => return fail(format_args!("{}: {why}", a.repo.repo)),
-        Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
+        Ok(Some(why)) => return fail(format_args!("{}: {why}", a.repo.shown())),
+        Err(e) => return fail(format_args!("{}: {e}", a.repo.shown())),
     }
     let checks = match crate::tools::verify::verify_results(
         &opened.repo,
@@ -396,7 +396,7 @@ pub fn verify(a: VerifyArgs) -> ExitCode {
         time::now(),
     ) {
         Ok(c) => c,
-        Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
+        Err(e) => return fail(format_args!("{}: {e}", a.repo.shown())),
     };
     let never_ran = checks
         .iter()

@@ -225,16 +225,33 @@ pub fn check_url(url: &str) -> Result<(), UrlError> {
     if url.trim().is_empty() {
         return Err(UrlError::Empty);
     }
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority = rest.split('/').next().unwrap_or("");
-        if let Some((userinfo, _host)) = authority.rsplit_once('@') {
-            let http = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
-            if userinfo.contains(':') || http {
-                return Err(UrlError::CredentialsInUrl);
-            }
-        }
+    match secret_userinfo(url) {
+        Some(_) => Err(UrlError::CredentialsInUrl),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Where in `url` a secret may sit: the userinfo of `scheme://userinfo@host`
+/// when it has a password, or any userinfo over HTTP(S) (a token alone is
+/// a user name there). `None` for a URL with none.
+fn secret_userinfo(url: &str) -> Option<std::ops::Range<usize>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let (userinfo, _host) = authority.rsplit_once('@')?;
+    let http = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+    let start = scheme.len() + "://".len();
+    (userinfo.contains(':') || http).then(|| start..start + userinfo.len())
+}
+
+/// `url` as it may be printed: what [`check_url`] refuses as credentials
+/// replaced by `***`. Every message that names a repository URL a person
+/// typed goes through this: the refusal of a URL with a token in it must
+/// not print the token it refuses.
+pub fn shown_url(url: &str) -> String {
+    match secret_userinfo(url) {
+        Some(at) => format!("{}***{}", &url[..at.start], &url[at.end..]),
+        None => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -270,6 +287,26 @@ mod tests {
             "git://127.0.0.1/g",
         ] {
             assert_eq!(check_url(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_never_shown() {
+        assert_eq!(
+            shown_url("https://x-access-token:tok_LEAKME@127.0.0.1:8443/https.git"),
+            "https://***@127.0.0.1:8443/https.git"
+        );
+        assert_eq!(shown_url("HTTP://tok@h/r"), "HTTP://***@h/r");
+        assert_eq!(shown_url("ssh://u:pw@host/r"), "ssh://***@host/r");
+        // What check_url refuses is what is hidden; the rest is as typed.
+        for url in [
+            "https://github.com/o/r",
+            "ssh://git@host/r",
+            "git@github.com:o/r.git",
+            "/srv/a@b",
+        ] {
+            assert_eq!(shown_url(url), url);
+            assert_eq!(check_url(url), Ok(()), "{url}");
         }
     }
 

@@ -321,7 +321,7 @@ pub fn run(
     check_branch(repo, &opts.archive_branch)?;
     let opened = repo.open_clone_as(ARCHIVER)?;
     let txn_err = |source| ArchiveError::Txn {
-        repo: repo.repo.clone(),
+        repo: repo.shown(),
         source,
     };
     if dry_run {
@@ -357,7 +357,7 @@ pub fn run(
             rejections,
         }),
         BranchesOutcome::Uncertain { error, .. } => Err(ArchiveError::Uncertain {
-            repo: repo.repo.clone(),
+            repo: repo.shown(),
             error,
         }),
     }

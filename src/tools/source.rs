@@ -75,6 +75,12 @@ impl Opened {
 }
 
 impl RepoArgs {
+    /// `--repo` as messages show it: never a token typed into it
+    /// ([`auth::shown_url`]).
+    pub fn shown(&self) -> String {
+        auth::shown_url(&self.repo)
+    }
+
     fn timeout(&self) -> Duration {
         Duration::from_secs(self.git_timeout.max(1))
     }
@@ -106,7 +112,7 @@ impl RepoArgs {
                 _tmp: None,
             }),
             None => Err(SourceError::NoBranch {
-                repo: self.repo.clone(),
+                repo: self.shown(),
                 branch: self.branch.clone(),
             }),
         }
@@ -137,7 +143,8 @@ impl RepoArgs {
                 .unwrap_or_else(|_| self.repo.clone()),
             None => self.repo.clone(),
         };
-        auth::check_url(&url).map_err(|e| SourceError::Url(format!("--repo {url}: {e}")))?;
+        auth::check_url(&url)
+            .map_err(|e| SourceError::Url(format!("--repo {}: {e}", auth::shown_url(&url))))?;
         let tmp = tempfile::Builder::new()
             .prefix("dgrid-tool-")
             .tempdir()
@@ -160,7 +167,7 @@ impl RepoArgs {
         let opened = self.open_clone_as("tools")?;
         if opened.tip.is_none() {
             return Err(SourceError::NoBranch {
-                repo: self.repo.clone(),
+                repo: self.shown(),
                 branch: self.branch.clone(),
             });
         }
@@ -169,7 +176,7 @@ impl RepoArgs {
 
     pub fn git_err(&self, source: GitError) -> SourceError {
         SourceError::Git {
-            repo: self.repo.clone(),
+            repo: self.shown(),
             source,
         }
     }

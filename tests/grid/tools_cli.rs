@@ -1775,3 +1775,38 @@ fn a_reader_gone_from_the_pipe_ends_the_printing_not_the_tool() {
         assert!(out.status.code().is_some(), "{args:?}: {:?}", out.status);
     }
 }
+
+/// A token typed into `--repo` is refused without being printed: the
+/// refusal shows the URL with its credentials as `***` (a tester had
+/// `status` and `submit` print the whole URL, token included).
+#[test]
+fn a_token_in_the_repo_url_is_refused_and_never_printed() {
+    let url = "https://x-access-token:tok_LEAKME@127.0.0.1:8443/https.git";
+    let runs: [&[&str]; 4] = [
+        &["status", "--repo", url],
+        &[
+            "submit",
+            "--repo",
+            url,
+            "--script",
+            "true",
+            "--timeout",
+            "5",
+        ],
+        &["reap", "--repo", url],
+        &["dashboard", "--repo", url, "--out", "/nonexistent/d.html"],
+    ];
+    for args in runs {
+        let o = dgrid(args);
+        let (out, err) = (stdout(&o), stderr(&o));
+        assert!(!o.status.success(), "{args:?}: {err}");
+        assert!(
+            !out.contains("LEAKME") && !err.contains("LEAKME"),
+            "{args:?}: {out}{err}"
+        );
+        assert!(
+            err.contains("https://***@127.0.0.1:8443/https.git") && err.contains("credentials"),
+            "{args:?}: {err}"
+        );
+    }
+}

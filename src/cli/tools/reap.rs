@@ -80,7 +80,7 @@ pub fn reap(a: ReapArgs) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "warning: {}: could not list the outbox/ branches: {}",
-                a.repo.repo,
+                a.repo.shown(),
                 esc(&e.to_string())
             );
             Outboxes::default()
@@ -93,7 +93,7 @@ pub fn reap(a: ReapArgs) -> ExitCode {
         };
         match reap::plan(&t, &who, time::now(), &policy, &rules, &listed.branches) {
             Ok(p) => p.value,
-            Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
+            Err(e) => return fail(format_args!("{}: {e}", a.repo.shown())),
         }
     } else {
         let identity = txn::Identity::for_node(who.as_str());
@@ -105,10 +105,10 @@ pub fn reap(a: ReapArgs) -> ExitCode {
             Ok(TxnOutcome::Uncertain { error, .. }) => {
                 return fail(format_args!(
                     "{}: the push's answer was lost and the grid is unreachable: {error}",
-                    a.repo.repo
+                    a.repo.shown()
                 ));
             }
-            Err(e) => return fail(format_args!("{}: {e}", a.repo.repo)),
+            Err(e) => return fail(format_args!("{}: {e}", a.repo.shown())),
         }
     };
     let (deleted, refused, more) = if a.dry_run {
@@ -132,7 +132,7 @@ pub fn reap(a: ReapArgs) -> ExitCode {
     if more {
         eprintln!(
             "warning: {}: more outbox/ branches than this reap could list; the rest at the next",
-            a.repo.repo
+            a.repo.shown()
         );
     }
     if a.json {

@@ -356,7 +356,7 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
                 eprintln!("dry run: nothing pushed");
                 code
             }
-            Err(e) => fail(format_args!("{}: {e}", a.repo.repo)),
+            Err(e) => fail(format_args!("{}: {e}", a.repo.shown())),
         };
     }
     let identity = txn::Identity::for_node("submit");
@@ -371,9 +371,9 @@ pub fn submit(a: SubmitArgs) -> ExitCode {
         Ok(TxnOutcome::Uncertain { error, .. }) => fail(format_args!(
             "{}: the push's answer was lost and the grid is unreachable ({error}); \
              look with `dgrid-worker status` before submitting again",
-            a.repo.repo
+            a.repo.shown()
         )),
-        Err(e) => fail(format_args!("{}: {e}", a.repo.repo)),
+        Err(e) => fail(format_args!("{}: {e}", a.repo.shown())),
     }
 }
 

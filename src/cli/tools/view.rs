@@ -37,15 +37,16 @@ fn load_view(
     let tip = opened.tip.clone().ok_or_else(|| {
         format!(
             "{}: the repository has no branch `{}`",
-            repo.repo, repo.branch
+            repo.shown(),
+            repo.branch
         )
     })?;
     let stale = stale_after.min(i64::MAX as u64) as i64;
     let now = time::now();
     let mut v = view::GridView::load(&opened.repo, &tip, now, stale)
-        .map_err(|e| format!("{}: {}", repo.repo, e))?;
+        .map_err(|e| format!("{}: {}", repo.shown(), e))?;
     attest::attest(&mut v, &opened.repo, &tip, pin, now)
-        .map_err(|e| format!("{}: {}", repo.repo, e))?;
+        .map_err(|e| format!("{}: {}", repo.shown(), e))?;
     Ok(v)
 }
 
@@ -63,7 +64,7 @@ pub fn status(a: StatusArgs) -> ExitCode {
             let _ = write!(
                 std::io::stdout().lock(),
                 "{}",
-                text::status(&v, &a.repo.repo)
+                text::status(&v, &a.repo.shown())
             );
         }
     }

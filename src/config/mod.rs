@@ -199,6 +199,8 @@ impl Config {
                 None => default_node_id(),
             },
         };
+        // Where repo_url was set, for an error found later (the token's).
+        let mut repo_url_at = None;
         let repo_url = match env.get("DGRID_REPO_URL") {
             Some(url) => {
                 auth::check_url(&url).map_err(|e| ConfigError::Env {
@@ -218,6 +220,7 @@ impl Config {
                     key: "repo_url",
                     reason: format!("is refused: {e}"),
                 })?;
+                repo_url_at = Some(at(url.span()));
                 url.into_inner()
             }
         };
@@ -228,6 +231,17 @@ impl Config {
 
         let get = |name: &str| env.get(name);
         let token = auth::load_token(&get, file.token_file.as_deref())?;
+        auth::check_transport(&repo_url, token.as_ref()).map_err(|e| match repo_url_at.take() {
+            Some(origin) => ConfigError::Invalid {
+                origin,
+                key: "repo_url",
+                reason: format!("is refused: {e}"),
+            },
+            None => ConfigError::Env {
+                var: "DGRID_REPO_URL",
+                reason: e.to_string(),
+            },
+        })?;
         let git_username = match (env.get("DGRID_GIT_USERNAME"), file.git_username) {
             (Some(user), _) if user.contains(char::is_control) => {
                 return Err(ConfigError::Env {

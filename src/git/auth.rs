@@ -217,6 +217,43 @@ pub enum UrlError {
     CredentialsInUrl,
     #[error("the repository URL is empty")]
     Empty,
+    #[error(
+        "the repository URL is plain http:// and a token is set (token_file, \
+         DGRID_TOKEN_FILE, GIT_TOKEN or the git-token credential): git would send the \
+         token in clear text, readable and reusable by anyone on the way to {host}; \
+         use https:// (plain http is taken with a token only for a loopback host: \
+         127.0.0.0/8, ::1, localhost)"
+    )]
+    TokenOverHttp { host: String },
+}
+
+/// Refuse to send `token` over plain `http://`: git sends it with every
+/// request (`credential_env`), as a Basic header, which is the token
+/// itself, base64-encoded. A loopback host is let through: the token
+/// leaves no machine, and a test grid may serve plain http there.
+pub fn check_transport(url: &str, token: Option<&Secret>) -> Result<(), UrlError> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Ok(());
+    };
+    if token.is_none() || !scheme.eq_ignore_ascii_case("http") {
+        return Ok(());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return Ok(());
+    }
+    Err(UrlError::TokenOverHttp {
+        host: host.to_owned(),
+    })
 }
 
 /// Refuse a remote URL with a password or token in it. An ssh user name
@@ -308,6 +345,35 @@ mod tests {
             assert_eq!(shown_url(url), url);
             assert_eq!(check_url(url), Ok(()), "{url}");
         }
+    }
+
+    #[test]
+    fn a_token_goes_over_plain_http_to_a_loopback_host_only() {
+        let tok = Secret::new("t");
+        for refused in [
+            "http://forge.example/g.git",
+            "HTTP://10.0.0.1:8081/g.git",
+            "http://128.0.0.1/g",
+            "http://[2001:db8::1]:80/g",
+            "http://localhost.evil.example/g",
+        ] {
+            let e = check_transport(refused, Some(&tok)).unwrap_err();
+            assert!(matches!(e, UrlError::TokenOverHttp { .. }), "{refused}");
+            assert!(e.to_string().contains("clear text"), "{e}");
+        }
+        for ok in [
+            "http://127.0.0.1:8081/g.git",
+            "http://127.9.8.7/g",
+            "http://[::1]:8081/g",
+            "http://LOCALHOST/g",
+            "https://forge.example/g.git",
+            "ssh://git@forge.example/g.git",
+            "/srv/grid.git",
+        ] {
+            assert_eq!(check_transport(ok, Some(&tok)), Ok(()), "{ok}");
+        }
+        // No token, nothing to leak.
+        assert_eq!(check_transport("http://forge.example/g", None), Ok(()));
     }
 
     fn no_env(_: &str) -> Option<String> {

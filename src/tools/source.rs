@@ -149,8 +149,11 @@ impl RepoArgs {
             .prefix("dgrid-tool-")
             .tempdir()
             .map_err(SourceError::Temp)?;
+        let access = access()?;
+        auth::check_transport(&url, access.token.as_ref())
+            .map_err(|e| SourceError::Url(format!("--repo {}: {e}", auth::shown_url(&url))))?;
         let git = Git::new("git", tmp.path().join("grid.git"), self.timeout())
-            .with_env(access()?.env())
+            .with_env(access.env())
             .with_env(Identity::for_node(who).env());
         let repo = GridRepo::open_or_init(git, &url, &self.branch)
             .map_err(|source| self.git_err(source))?

@@ -1810,3 +1810,51 @@ fn a_token_in_the_repo_url_is_refused_and_never_printed() {
         );
     }
 }
+
+/// The tools send no token over plain http to another machine: `--repo`
+/// `http://` with a token is refused before git runs, naming why; on a
+/// loopback host it is let through (this one has no server: unreachable).
+#[test]
+fn a_token_over_plain_http_is_refused_by_the_tools() {
+    let tool = |args: &[&str]| {
+        std::process::Command::new(crate::common::BIN)
+            .args(args)
+            .env_remove("DGRID_REPO_URL")
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("DGRID_TOKEN_FILE")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env("GIT_TOKEN", "tok_LEAKME")
+            .output()
+            .unwrap()
+    };
+    let far = "http://forge.invalid:8081/g.git";
+    for args in [
+        &["status", "--repo", far][..],
+        &[
+            "submit",
+            "--repo",
+            far,
+            "--script",
+            "true",
+            "--timeout",
+            "5",
+        ],
+    ] {
+        let o = tool(args);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains(far) && err.contains("clear text") && err.contains("GIT_TOKEN"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("LEAKME"), "{err}");
+    }
+    let near = format!("http://127.0.0.1:{}/g.git", free_port());
+    let o = tool(&["status", "--repo", &near]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        !err.contains("clear text") && err.contains("unreachable"),
+        "{err}"
+    );
+}

@@ -1,5 +1,11 @@
 //! A git child's lifetime: it starts in a process group of its own, so
-//! that a call past its timeout is ended whole.
+//! that a call past its timeout is ended whole, and the wait for it beats
+//! a pulse the caller installed (the worker's watchdog), since that wait is
+//! bounded by the call's own timeout and is no sign of a stuck loop.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Each git child starts as the leader of a new process group: git runs
 /// its remote helpers (`git-remote-https`) and `ssh` (through `sh -c`) as
@@ -27,10 +33,48 @@ pub(super) fn kill_group(pids: &[u32]) {
     }
 }
 
+/// What a wait for a git child calls at least every `every`.
+#[derive(Clone)]
+pub struct Pulse {
+    pub every: Duration,
+    pub beat: Arc<dyn Fn() + Send + Sync>,
+}
+
+thread_local! {
+    /// Per thread: only the thread that installed it (the worker's loop)
+    /// says through it that it is alive; a git call on another thread
+    /// vouches for nothing.
+    static PULSE: RefCell<Option<Pulse>> = const { RefCell::new(None) };
+}
+
+/// Beat `pulse` while a git call of this thread waits for its child. The
+/// worker's loop installs systemd's watchdog here: a call may rightly last
+/// up to `[git] timeout` (a first clone of a big grid takes minutes), past
+/// the watchdog's interval, and is ended at its timeout whole
+/// ([`kill_group`]), so the wait is bounded and the loop is not stuck.
+pub fn set_pulse(pulse: Option<Pulse>) {
+    PULSE.with(|p| *p.borrow_mut() = pulse);
+}
+
+/// This thread's pulse, for a wait (or a watcher thread of it).
+pub(super) fn pulse() -> Option<Pulse> {
+    PULSE.with(|p| p.borrow().clone())
+}
+
+/// How long a wait may sleep before it beats `pulse`: never past `left`.
+pub(super) fn step(pulse: Option<&Pulse>, left: Duration) -> Duration {
+    match pulse {
+        Some(p) => p.every.min(left),
+        None => left,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
+
+    use super::*;
 
     use crate::git::{Git, GitError};
 
@@ -117,5 +161,37 @@ mod tests {
             "{capped:?}"
         );
         assert_gone(ssh_pid(&pid_file), "run_capped");
+    }
+
+    /// The wait for a hung call beats this thread's pulse, in `run` and in
+    /// `run_capped` (whose watcher is another thread) alike; a thread that
+    /// installed none is not beaten for.
+    #[test]
+    fn a_hung_call_beats_the_pulse_of_its_thread() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("git://{}/grid.git", listener.local_addr().unwrap());
+        let beats = Arc::new(AtomicUsize::new(0));
+        let counted = beats.clone();
+        set_pulse(Some(Pulse {
+            every: Duration::from_millis(100),
+            beat: Arc::new(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }),
+        }));
+        let git = Git::new("git", std::env::temp_dir(), Duration::from_secs(1));
+        let hung = git.run(&["ls-remote", &url]);
+        assert!(matches!(hung, Err(GitError::Timeout { .. })), "{hung:?}");
+        let by_run = beats.swap(0, Ordering::SeqCst);
+        assert!((5..=11).contains(&by_run), "{by_run} beats");
+        let hung = git.run_capped(&["ls-remote", &url], 1000);
+        assert!(matches!(hung, Err(GitError::Timeout { .. })), "{hung:?}");
+        let by_capped = beats.swap(0, Ordering::SeqCst);
+        assert!((5..=11).contains(&by_capped), "{by_capped} beats");
+        let elsewhere = std::thread::spawn(move || git.run(&["ls-remote", &url]).is_err());
+        assert!(elsewhere.join().unwrap());
+        assert_eq!(beats.load(Ordering::SeqCst), 0);
+        set_pulse(None);
+        drop(listener);
     }
 }

@@ -216,20 +216,32 @@ impl Git {
         let handle = expr
             .start()
             .map_err(|source| self.spawn_error(&shown, source))?;
-        let output = match handle.wait_timeout(self.timeout) {
-            Ok(Some(_)) => handle.into_output(),
-            Ok(None) => {
-                // The whole group: git's helpers and ssh too, which a kill
-                // of git alone left running. Then reaped, within a bound:
-                // a grandchild that left the group may hold a pipe open.
-                super::child::kill_group(&handle.pids());
-                let _ = handle.wait_timeout(REAP_WITHIN);
-                return Err(GitError::Timeout {
-                    args: shown,
-                    after: self.timeout,
-                });
+        // In steps, beating this thread's pulse (the watchdog) between.
+        let pulse = super::child::pulse();
+        let deadline = started + self.timeout;
+        let output = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match handle.wait_timeout(super::child::step(pulse.as_ref(), left)) {
+                Ok(Some(_)) => break handle.into_output(),
+                Ok(None) if Instant::now() < deadline => {
+                    if let Some(pulse) = &pulse {
+                        (pulse.beat)();
+                    }
+                    continue;
+                }
+                Ok(None) => {
+                    // The whole group: git's helpers and ssh too, which a kill
+                    // of git alone left running. Then reaped, within a bound:
+                    // a grandchild that left the group may hold a pipe open.
+                    super::child::kill_group(&handle.pids());
+                    let _ = handle.wait_timeout(REAP_WITHIN);
+                    return Err(GitError::Timeout {
+                        args: shown,
+                        after: self.timeout,
+                    });
+                }
+                Err(e) => break Err(e),
             }
-            Err(e) => Err(e),
         }
         .map_err(|source| self.spawn_error(&shown, source))?;
         let code = output.status.code().unwrap_or(-1);
@@ -263,13 +275,26 @@ impl Git {
         let (done, finished) = mpsc::channel::<()>();
         let watcher = {
             let reader = reader.clone();
-            let timeout = self.timeout;
+            let deadline = started + self.timeout;
+            // Beats the reading thread's pulse, as `run_with` does.
+            let pulse = super::child::pulse();
             std::thread::spawn(move || {
-                let late = finished.recv_timeout(timeout) == Err(mpsc::RecvTimeoutError::Timeout);
-                if late {
-                    super::child::kill_group(&reader.pids());
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let step = super::child::step(pulse.as_ref(), left);
+                    match finished.recv_timeout(step) {
+                        Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                            if let Some(pulse) = &pulse {
+                                (pulse.beat)();
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            super::child::kill_group(&reader.pids());
+                            return true;
+                        }
+                        _ => return false,
+                    }
                 }
-                late
             })
         };
         let mut stdout = Vec::new();

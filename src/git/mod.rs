@@ -35,6 +35,7 @@ mod walk;
 pub mod write;
 
 pub use batch::ObjectInfo;
+pub use child::{Pulse, set_pulse};
 pub use command::{Git, GitError};
 pub use edits::{Edit, Edits, Signature};
 pub use failure::RemoteFailure;

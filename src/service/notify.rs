@@ -56,6 +56,22 @@ impl Notifier {
         }
     }
 
+    /// Answer the watchdog while a git call of this thread waits for its
+    /// child (`git::set_pulse`). The call may rightly outlast the
+    /// watchdog's interval (`[git] timeout` is 120 s by default, the unit's
+    /// `WatchdogSec` 60; a node's first clone of a big grid takes minutes),
+    /// and it is bounded: git is killed at its timeout, with every process
+    /// it started. A loop stuck anywhere else still goes silent.
+    pub fn answer_during_git(&self) {
+        let beat = std::sync::Arc::new(|| {
+            let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+        });
+        crate::git::set_pulse(
+            self.watchdog_every
+                .map(|every| crate::git::Pulse { every, beat }),
+        );
+    }
+
     pub fn stopping(&mut self, status: &str) {
         self.last_status = status.to_owned();
         self.send(&[NotifyState::Stopping, NotifyState::Status(&line(status))]);

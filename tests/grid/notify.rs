@@ -109,3 +109,65 @@ fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
     assert_eq!(node["status"], "stopped");
     assert_eq!(grid.json_files("tasks/completed").len(), 1);
 }
+
+/// A git call that hangs is no stuck loop: while the worker's fetch waits
+/// on a server that accepts and never answers, for up to its `[git]
+/// timeout` (here longer than the watchdog's interval, as the defaults
+/// are: 120 s against the unit's 60), WATCHDOG=1 keeps coming at half the
+/// interval. A tester saw 100 s of silence, which systemd would have
+/// ended by killing the worker.
+#[test]
+fn the_watchdog_is_answered_while_a_git_call_hangs() {
+    let grid = Grid::new();
+    let sock_path = grid.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // The frozen server: it takes every connection and says nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+
+    let mut spec = WorkerSpec::new(&grid, "frozen");
+    spec.drain = false;
+    spec.url = format!("http://127.0.0.1:{port}/grid.git");
+    spec.extra = "[git]\ntimeout = 30\n".into();
+    spec.env = vec![
+        ("NOTIFY_SOCKET".into(), sock_path.display().to_string()),
+        ("WATCHDOG_USEC".into(), "3000000".into()),
+    ];
+    let mut w = spawn_worker(&grid, &spec);
+
+    // 12 s of the 30 s fetch: every ping's time.
+    let started = Instant::now();
+    let mut pings = vec![started];
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(12) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert!(
+                !msg.contains("READY=1"),
+                "the frozen server answered? {msg}"
+            );
+            if msg.lines().any(|l| l == "WATCHDOG=1") {
+                pings.push(Instant::now());
+            }
+        }
+    }
+    pings.push(Instant::now());
+    let max_gap = pings.windows(2).map(|p| p[1] - p[0]).max().unwrap();
+    w.signal(Signal::SIGKILL);
+    let _ = w.wait_exit(Duration::from_secs(20));
+    assert!(
+        max_gap < Duration::from_millis(2500),
+        "a gap of {max_gap:?} between WATCHDOG=1 (interval 3 s) while git hung; {} pings\n{}",
+        pings.len() - 2,
+        w.log_text()
+    );
+    assert!(pings.len() >= 8, "{} pings", pings.len() - 2);
+}

@@ -423,6 +423,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         clone_fresh: false,
         join_by: None,
     };
+    w.notifier.answer_during_git();
     let ran = match w.register(&rx) {
         // Told to stop while waiting for the grid: a clean stop, not a
         // failure. Results an earlier run left get one try to land (the

@@ -174,9 +174,8 @@ struct Worker {
     /// The tip at which the queue was last seen empty: a poll that finds
     /// the same tip need not list it again.
     queue_empty_at: Option<String>,
-    /// Claims live peers hold, not started, that this node serves, as its
-    /// last look read them: `--drain` waits while there are any (it may
-    /// take them over).
+    /// Claims live peers hold, not started, that this node serves (its last
+    /// look's): `--drain` waits while there are any.
     peers_unstarted: usize,
     /// A slot left free for what a result releases (`holds_slot_for`).
     slot_held: bool,

@@ -615,3 +615,83 @@ fn a_worker_back_from_an_outage_gives_a_peers_passed_deadline_its_grace() {
     w.signal(Signal::SIGTERM);
     assert!(w.wait_exit(Duration::from_secs(60)).success());
 }
+
+/// A tmpfs of `size` mounted at `dir` for the life of the guard.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: std::path::PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .expect("mount (the test runs as root, as CI does)");
+        assert!(out.status.success(), "mount: {out:?}");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The state directory fills up while a task runs: its result cannot be
+/// written, nor pushed (git cannot write there either). Stopped then, the
+/// node says the result is lost and exits with a failure, not "the outbox
+/// keeps it" and 0 (a tester's full disk); its claim stays on the grid,
+/// and started again with room, the node runs the task again. Nothing of
+/// the task is lost.
+#[test]
+fn a_result_the_full_state_directory_cannot_take_is_said_lost_and_the_task_runs_again() {
+    let grid = Grid::new();
+    let go = grid.path("go");
+    grid.submit(&[(
+        "t".into(),
+        format!(
+            "while [ ! -e '{}' ]; do sleep 0.05; done; echo ran",
+            go.display()
+        ),
+        120,
+    )]);
+    let state = grid.path("state-full");
+    let _tmpfs = Tmpfs::mount(state.clone(), "16m");
+    let mut spec = WorkerSpec::new(&grid, "full");
+    spec.drain = false;
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the task runs", Duration::from_secs(60), || {
+        w.log_text().contains("running task_id=t")
+    });
+    // Every byte left taken.
+    let mut fill = std::fs::File::create(state.join("fill")).unwrap();
+    let chunk = vec![0u8; 1 << 16];
+    while std::io::Write::write_all(&mut fill, &chunk).is_ok() {}
+    drop(fill);
+    std::fs::write(&go, b"").unwrap();
+    wait_until(
+        "the result cannot be written",
+        Duration::from_secs(60),
+        || w.log_text().contains("cannot write the outbox"),
+    );
+    w.signal(Signal::SIGTERM);
+    let status = w.wait_exit(Duration::from_secs(60));
+    let log = w.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("results held only in memory are lost"),
+        "{log}"
+    );
+    assert!(grid.files("tasks/in_progress").contains_key("t.json"));
+    // Room again: the node takes its claim back and runs the task.
+    std::fs::remove_file(state.join("fill")).unwrap();
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until("the task ran again", Duration::from_secs(60), || {
+        grid.files("tasks/completed").len() == 1
+    });
+    stop_cleanly(std::slice::from_mut(&mut w));
+}

@@ -12,10 +12,14 @@ use crate::grid::NodeStatus;
 
 use super::schedule::Due;
 use super::signals::Event;
-use super::{RunOptions, Worker};
+use super::{RunOptions, Worker, WorkerError};
 
 impl Worker {
-    pub(super) fn main_loop(&mut self, rx: &Receiver<Event>, opts: &RunOptions) {
+    pub(super) fn main_loop(
+        &mut self,
+        rx: &Receiver<Event>,
+        opts: &RunOptions,
+    ) -> Result<(), WorkerError> {
         loop {
             self.notifier.watchdog();
             self.check_engine_recovery();
@@ -160,7 +164,7 @@ impl Worker {
             }
             self.renew_nudge();
         }
-        self.shutdown();
+        self.shutdown()
     }
 
     /// The nudge says whether a run has ended that the loop has not taken
@@ -220,7 +224,7 @@ impl Worker {
 
     /// Push what is pending and mark the node stopped. Bounded: a remote
     /// that is away keeps the outbox for the next start.
-    pub(super) fn shutdown(&mut self) {
+    pub(super) fn shutdown(&mut self) -> Result<(), WorkerError> {
         self.draining_since.get_or_insert_with(Instant::now);
         self.notifier.stopping("stopping: pushing pending results");
         self.keep_budget(true);
@@ -250,8 +254,23 @@ impl Worker {
                 "stopped with results still in the outbox"
             ),
             Err(e) => {
-                tracing::warn!(error = %Untrusted(&e), "could not push on the way out; the outbox keeps it for the next start")
+                tracing::warn!(error = %Untrusted(&e), "could not push on the way out; the outbox keeps what it could write for the next start")
             }
         }
+        // What the state directory could not take (a full disk) goes with
+        // the process: one last try, else said, and the exit is a failure
+        // (a tester's full disk: "the outbox keeps it", exit 0, and the
+        // result was gone; its task ran again after its claim went back).
+        if self.outbox.unwritten() > 0
+            && let Err(e) = self.outbox.write_unwritten()
+        {
+            tracing::error!(
+                error = %e,
+                lost = self.outbox.unwritten(),
+                "results held only in memory are lost: their claims go back to the queue, and their tasks run again"
+            );
+            return Err(e.into());
+        }
+        Ok(())
     }
 }

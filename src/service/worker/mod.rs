@@ -427,17 +427,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), WorkerError> {
         // Told to stop while waiting for the grid: a clean stop, not a
         // failure. Results an earlier run left get one try to land (the
         // grid may be back by now); a remote still away keeps them.
-        Err(WorkerError::StoppedBeforeReady) => {
-            if !w.outbox.is_empty() {
-                w.shutdown();
-            }
-            Ok(())
-        }
+        Err(WorkerError::StoppedBeforeReady) if w.outbox.is_empty() => Ok(()),
+        Err(WorkerError::StoppedBeforeReady) => w.shutdown(),
         Err(e) => Err(e),
-        Ok(()) => {
-            w.main_loop(&rx, &opts);
-            Ok(())
-        }
+        Ok(()) => w.main_loop(&rx, &opts),
     };
     if let Some(shared) = &access.ssh_shared {
         shared.close();

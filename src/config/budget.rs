@@ -20,8 +20,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{ConfigError, Env};
-use crate::grid::Label;
 use crate::grid::node::MAX_CONFIGURED_LABELS;
+use crate::grid::{Class, Label};
 
 /// A span of the day, in the node's local time: `22:00-07:00` (across
 /// midnight) or `09:00-17:30`.
@@ -205,13 +205,9 @@ pub fn resolve(
     let exclusive_span = exclusive.as_ref().map(Spanned::span);
     let labels = list("labels", "DGRID_LABELS", labels)?;
     let exclusive = list("exclusive", "DGRID_EXCLUSIVE", exclusive)?;
-    if let Some(stray) = exclusive.iter().find(|l| !labels.contains(l)) {
-        let reason = format!(
-            "lists {:?}, which is not in `labels`: a node can only be exclusive to a label it has",
-            stray.as_str()
-        );
-        // Named where it was set: the variable overrides the file.
-        return Err(if env.get("DGRID_EXCLUSIVE").is_some() {
+    // Named where it was set: the variable overrides the file.
+    let exclusive_error = |reason| {
+        if env.get("DGRID_EXCLUSIVE").is_some() {
             ConfigError::Env {
                 var: "DGRID_EXCLUSIVE",
                 reason,
@@ -222,7 +218,24 @@ pub fn resolve(
                 key: "exclusive",
                 reason,
             }
-        });
+        }
+    };
+    if let Some(stray) = exclusive.iter().find(|l| !labels.contains(l)) {
+        return Err(exclusive_error(format!(
+            "lists {:?}, which is not in `labels`: a node can only be exclusive to a label it has",
+            stray.as_str()
+        )));
+    }
+    // A node takes only tasks that require every label it is exclusive
+    // to, and a task's `requires` is held to the class rules (how many
+    // labels, how long their joined name): a set that breaks them is one
+    // no valid task can ever match, and the node would take nothing. The
+    // same rules as a task's, so that the limits are said once.
+    let set = Class::of(exclusive.iter().cloned());
+    if let Err(e) = Class::from_labels(set.labels().map(Label::as_str)) {
+        return Err(exclusive_error(format!(
+            "{e}, as for a task's `requires`: no task could require them all, so this node would never take anything"
+        )));
     }
     let quiet_hours = match budget.quiet_hours {
         None => Vec::new(),

@@ -2257,6 +2257,76 @@ fn a_node_holds_no_claim_it_cannot_start_before_its_quiet_hours() {
     stop_cleanly([&mut w]);
 }
 
+/// Quiet hours that begin while every slot is busy are said when they
+/// begin, while the task runs, not at its end: nothing else wakes a node
+/// with no room to claim (a tester's node said them 18 s late behind a
+/// task of 40 s).
+#[test]
+fn quiet_hours_that_begin_while_every_slot_is_busy_are_said_at_once() {
+    use chrono::Timelike;
+    let grid = Grid::new();
+    // Ends before the node's first reap after its start (60 s on), the
+    // one other thing that would wake it while the task runs.
+    grid.submit(&[("long".into(), "sleep 50".into(), 120)]);
+    // Quiet hours that begin 25 s from now, on a minute of a zone ahead
+    // of UTC by the seconds that put them there (as above).
+    let begins = (chrono::Utc::now() + chrono::Duration::seconds(25))
+        .with_nanosecond(0)
+        .unwrap();
+    let ahead = (60 - begins.second()) % 60;
+    let local = begins + chrono::Duration::seconds(ahead.into());
+    let window = format!(
+        "{}-{}",
+        local.format("%H:%M"),
+        (local + chrono::Duration::minutes(10)).format("%H:%M")
+    );
+    let port = free_port();
+    let mut spec = WorkerSpec::new(&grid, "busy");
+    spec.drain = false;
+    spec.env.push(("TZ".into(), format!("XXX-0:00:{ahead:02}")));
+    spec.extra =
+        format!("status_listen = \"127.0.0.1:{port}\"\n[budget]\nquiet_hours = [\"{window}\"]\n");
+    let mut w = spawn_worker(&grid, &spec);
+    let running = |grid: &Grid| {
+        grid.files("nodes").contains_key("busy.json")
+            && record(grid, "busy")["running"] == json!(["long"])
+    };
+    wait_until("the long task running", Duration::from_secs(60), || {
+        running(&grid)
+    });
+    assert!(
+        chrono::Utc::now() < begins,
+        "the task started after the quiet hours began: the test says nothing\n{}",
+        w.log_text()
+    );
+    wait_until("the pause in the record", Duration::from_secs(90), || {
+        record(&grid, "busy")["paused"].is_string()
+    });
+    let r = record(&grid, "busy");
+    assert!(
+        r["paused"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("quiet hours ({window}, local time) until ")),
+        "{r}"
+    );
+    // Said while the task runs: the record that says it still lists it,
+    // and its result is yet to come.
+    assert_eq!(r["running"], json!(["long"]), "{r}\n{}", w.log_text());
+    assert!(grid.results().is_empty(), "{}", w.log_text());
+    let (code, body) = http_get(&format!("127.0.0.1:{port}"), "/api/status");
+    assert_eq!(code, 200);
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        status["paused"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("quiet hours")),
+        "{status}"
+    );
+    // The task that started before them runs to its end.
+    stop_after_results(&grid, &mut w, 1);
+}
+
 #[test]
 fn a_node_at_its_cap_of_task_time_starts_nothing_measured_to_pass_it() {
     // The sweep's node: two slots, 10 s of task time an hour, tasks of

@@ -145,6 +145,17 @@ impl Worker {
         )
     }
 
+    /// When the next quiet hours begin, on the loop's clock (none set, or
+    /// in them now: `paused_until` says when they end).
+    pub(super) fn quiet_begins_at(&self) -> Option<Instant> {
+        if self.budget.limits().quiet_hours.is_empty() {
+            return None;
+        }
+        let now = time::now();
+        let begins = self.budget.quiet_begins(now, &chrono::Local)?;
+        Some(Instant::now() + (begins - now).to_std().unwrap_or_default())
+    }
+
     /// Tasks wait in the outbox to go back to the queue: others may be
     /// waiting for them, so they go at once, and the sync that carries them
     /// does not give way to this node's own task ends. Not claims handed

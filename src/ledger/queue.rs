@@ -125,6 +125,48 @@ impl QueueAt {
         })
     }
 
+    /// The lanes as `edits` leave them: the files they put below
+    /// `tasks/lanes/` listed (with no object id, as they are not in the
+    /// repository yet), those they delete gone; the inbox and what is
+    /// misplaced left out. For what is said of the lanes after a plan: a
+    /// reap that requeues a claim into a lane no live node serves names
+    /// it among the tasks that cannot run now, as `status` does after.
+    pub fn lanes_after(&self, edits: &Edits) -> QueueAt {
+        let prefix = format!("{}/", layout::LANES);
+        let mut lanes = self.lanes.clone();
+        for (path, edit) in edits {
+            let Some(rel) = path.strip_prefix(prefix.as_bytes()) else {
+                continue;
+            };
+            // A file, or a directory with all below it.
+            lanes.retain(|l| {
+                let name = &l.entry.name;
+                !(name.starts_with(rel) && matches!(name.get(rel.len()), None | Some(b'/')))
+            });
+            let oid = match edit {
+                Edit::Delete => continue,
+                Edit::Put(_) => String::new(),
+                Edit::Object { oid, .. } => oid.clone(),
+            };
+            if let Ok((place, _)) = Place::parse(rel) {
+                lanes.push(LaneEntry {
+                    entry: TreeEntry {
+                        mode: EntryMode::File,
+                        oid,
+                        name: rel.to_vec(),
+                    },
+                    place: Rc::new(place),
+                });
+            }
+        }
+        QueueAt {
+            inbox: Vec::new(),
+            lanes,
+            misplaced: Vec::new(),
+            names: Default::default(),
+        }
+    }
+
     /// Is there a file at `rel` (a path below `tasks/lanes/`) in this
     /// listing, a task or a misplaced entry? Asked of every task a plan
     /// files: in memory, where asking git cost a drain of 500 tasks 40-60

@@ -173,6 +173,10 @@ pub fn plan(
         .filter(|r| r.is_up(now, policy.stale_after))
         .map(|r| r.node_id.to_string())
         .collect();
+    // The lanes as this reap leaves them: a claim it requeues into a lane
+    // no live node serves cannot run now either (it went unnamed, and
+    // `status` named it right after).
+    let queue = queue.lanes_after(&edits);
     let mut unserved = routing::unserved(&queue, &refs);
     let paused = |id: &str| {
         records

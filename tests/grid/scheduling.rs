@@ -666,6 +666,64 @@ fn a_task_no_live_node_can_serve_says_what_each_node_lacks() {
     assert!(grid.queued().contains_key("needs-fpga.json"));
 }
 
+/// A claim `reap` requeues into a lane no live node serves is named among
+/// what cannot run now, as `status` names it right after (it went
+/// unnamed: the list was of the lanes before the reap).
+#[test]
+fn a_claim_reap_requeues_where_no_live_node_serves_is_named() {
+    let grid = Grid::new();
+    submit(
+        &grid,
+        "exclusive",
+        json!([{"task_id": "gblong", "script": "sleep 60", "timeout_seconds": 120, "requires": ["gpu", "big"]}]),
+    );
+    let mut spec = WorkerSpec::new(&grid, "ex");
+    spec.extra = "labels = [\"gpu\", \"big\"]\nexclusive = [\"gpu\", \"big\"]\n".into();
+    spec.drain = false;
+    let mut ex = spawn_worker(&grid, &spec);
+    // A peer that stays live and lacks both labels.
+    let mut spec = WorkerSpec::new(&grid, "np");
+    spec.extra = "heartbeat_interval = 2\nstale_after = 60\n".into();
+    spec.drain = false;
+    let mut np = spawn_worker(&grid, &spec);
+    wait_until("gblong running on ex", Duration::from_secs(60), || {
+        grid.files("nodes").contains_key("ex.json")
+            && grid.files("nodes").contains_key("np.json")
+            && record(&grid, "ex")["running"] == json!(["gblong"])
+    });
+    ex.signal(nix::sys::signal::Signal::SIGKILL);
+    ex.wait_exit(Duration::from_secs(30));
+    let heartbeat =
+        dgrid_worker::time::parse(record(&grid, "ex")["last_heartbeat"].as_str().unwrap()).unwrap();
+    wait_until("ex's heartbeat stale", Duration::from_secs(60), || {
+        chrono::Utc::now() - heartbeat > chrono::Duration::seconds(12)
+    });
+    let out = dgrid(&["reap", "--repo", &grid.url(), "--stale-after", "10"]);
+    expect_code(&out, 0);
+    let said = stdout(&out);
+    assert!(said.contains("gblong: requeued as attempt 2"), "{said}");
+    assert!(
+        said.contains(
+            "gblong: cannot run now, requires big, gpu: no live node serves it: np lacks big, gpu"
+        ),
+        "{said}"
+    );
+    // As `status` says it, by the same count of who is live.
+    let out = dgrid(&[
+        "status",
+        "--repo",
+        &grid.bare.display().to_string(),
+        "--stale-after",
+        "10",
+    ]);
+    assert!(
+        stdout(&out).contains("np lacks big, gpu"),
+        "{}",
+        stdout(&out)
+    );
+    stop_cleanly([&mut np]);
+}
+
 /// A task that only a paused node serves (its quiet hours, its hourly
 /// limit) waits until that node comes back, perhaps for hours: `status`,
 /// the dashboard's data and `reap` say so, naming the node and its pause.

@@ -2214,6 +2214,48 @@ fn a_node_at_its_hourly_cap_stops_claiming_holds_nothing_and_says_so() {
     stop_cleanly([&mut w]);
 }
 
+/// A node killed (SIGKILL) right after a few starts under its cap of
+/// tasks an hour counts them after its restart: a tester's node capped
+/// at 8 had kept 1 of its 5 starts (the file was written every 10 s at
+/// most), and ran 12 in the hour.
+#[test]
+fn a_node_killed_under_its_hourly_cap_counts_every_start_after_a_restart() {
+    let grid = Grid::new();
+    let tasks: Vec<(String, String, u64)> = (0..12)
+        .map(|i| (format!("h{i}"), "sleep 1".into(), 30))
+        .collect();
+    grid.submit(&tasks);
+    let mut spec = WorkerSpec::new(&grid, "crashy");
+    spec.drain = false;
+    spec.extra = "[budget]\ntasks_per_hour = 6\n".into();
+    let mut w = spawn_worker(&grid, &spec);
+    let starts = |log: &str| log.matches("running task_id=").count();
+    wait_until("three starts", Duration::from_secs(60), || {
+        starts(&w.log_text()) >= 3
+    });
+    w.signal(nix::sys::signal::Signal::SIGKILL);
+    w.wait_exit(Duration::from_secs(30));
+    // The log is appended to: the restart's lines follow.
+    let first = w.log_text();
+    let mut w = spawn_worker(&grid, &spec);
+    wait_until(
+        "the restarted node at its cap",
+        Duration::from_secs(90),
+        || {
+            w.log_text()[first.len()..]
+                .contains("paused by the volunteer's limits: claiming nothing")
+        },
+    );
+    let (before, all) = (starts(&first), starts(&w.log_text()));
+    assert!(
+        all <= 6,
+        "{before} starts before the crash and {} after, against a cap of 6\n{}",
+        all - before,
+        w.log_text()
+    );
+    stop_cleanly([&mut w]);
+}
+
 #[test]
 fn a_node_in_its_quiet_hours_takes_nothing() {
     let grid = Grid::new();

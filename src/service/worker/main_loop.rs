@@ -232,7 +232,7 @@ impl Worker {
     pub(super) fn shutdown(&mut self) -> Result<(), WorkerError> {
         self.draining_since.get_or_insert_with(Instant::now);
         self.notifier.stopping("stopping: pushing pending results");
-        self.keep_budget(true);
+        self.keep_budget(super::kept_budget::Keep::Now);
         // As many rounds as any sync: a grid whose nodes all stop at once
         // (a fleet restarted) contends like one that starts at once, and
         // this push carries the last results. A remote that is away fails

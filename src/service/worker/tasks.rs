@@ -2,7 +2,7 @@
 //! of the slots. Every way a claim ends goes through the outbox first.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use std::path::{Path, PathBuf};
 
@@ -16,11 +16,9 @@ use crate::service::sync::SyncReport;
 use crate::status;
 use crate::time;
 
+use super::kept_budget::Keep;
 use super::slots::{self, Running};
 use super::{ENGINE_RETRY, Unhealthy, View, Worker};
-
-/// How often, at most, what the budget counts is kept while tasks run.
-const KEEP_BUDGET_EVERY: Duration = Duration::from_secs(10);
 
 impl Worker {
     /// Start waiting claims while slots are free; the ids of those started.
@@ -107,7 +105,7 @@ impl Worker {
         inputs: Option<PathBuf>,
     ) {
         self.budget.started(started_at);
-        self.keep_budget(false);
+        self.keep_budget(Keep::Started);
         self.slots.running.insert(
             claimed.task.task_id.clone(),
             Running {
@@ -132,7 +130,7 @@ impl Worker {
             return;
         }
         self.budget.ended(running.started_at, time::now());
-        self.keep_budget(false);
+        self.keep_budget(Keep::Ended);
         remove_inputs(running.inputs.as_deref());
         let claimed = running.claimed;
         if !matches!(
@@ -207,7 +205,7 @@ impl Worker {
     fn wait_again(&mut self, running: Running) {
         remove_inputs(running.inputs.as_deref());
         self.budget.taken_back(running.started_at);
-        self.keep_budget(false);
+        self.keep_budget(Keep::Started);
         let claimed = running.claimed;
         if self.draining_since.is_some() {
             let reason = format!("{} stopped before the task finished", self.node());
@@ -303,27 +301,6 @@ impl Worker {
     /// Look at the volunteer's limits: a change (paused, or free again) is
     /// logged and goes into the next heartbeat; claims held beyond what may
     /// start within the limits go back to the queue at once.
-    /// Where an hourly limit is set, keep what it counts for a restart:
-    /// when asked (`now`: at a limit, stopping), else at most every
-    /// [`KEEP_BUDGET_EVERY`], as tasks start and end (a node of short tasks
-    /// would write the file many times a second). A node that dies while
-    /// it works loses that much of the count.
-    pub(super) fn keep_budget(&mut self, now: bool) {
-        if !self.budget.limits().counts_the_hour() {
-            return;
-        }
-        if !now
-            && self
-                .budget_kept_at
-                .is_some_and(|t| t.elapsed() < KEEP_BUDGET_EVERY)
-        {
-            return;
-        }
-        self.budget_kept_at = Some(Instant::now());
-        let runs = self.budget.kept(time::now(), super::kept_budget::MAX_RUNS);
-        super::kept_budget::save(&self.cfg.state_dir, &runs);
-    }
-
     pub(super) fn check_budget(&mut self) {
         let allowance = self.allowance();
         let paused = match &allowance {
@@ -345,7 +322,7 @@ impl Worker {
             // At its limit it may sit still for an hour, starting nothing
             // that would keep the count: a node that dies then must not
             // come back with a fresh hour.
-            self.keep_budget(true);
+            self.keep_budget(Keep::Now);
         }
         self.paused = paused;
         let surplus = allowance.surplus(self.slots.waiting.len());

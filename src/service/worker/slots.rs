@@ -38,6 +38,9 @@ pub struct Running {
     /// Taken back for higher work just after it started (cancelled): its
     /// slot is free, and its claim waits again once its run reports.
     pub taken_back: bool,
+    /// Its claim is not this node's any more (`Worker::drop_lost`): ended
+    /// elsewhere, or another node's now. Stopped, it goes back to no queue.
+    pub gone: bool,
 }
 
 pub struct Slots {

@@ -116,6 +116,7 @@ impl Worker {
                 started_at,
                 inputs,
                 taken_back: false,
+                gone: false,
             },
         );
     }
@@ -132,6 +133,7 @@ impl Worker {
         self.budget.ended(running.started_at, time::now());
         self.keep_budget(Keep::Ended);
         remove_inputs(running.inputs.as_deref());
+        let gone = running.gone;
         let claimed = running.claimed;
         if !matches!(
             report.outcome,
@@ -174,6 +176,14 @@ impl Worker {
                 Finish::Retry {
                     reason: format!("engine failure on {node}: {problem}"),
                 }
+            }
+            // Stopped because its claim is not this node's any more: its
+            // requeue lands moot, and nothing goes back to the queue (a
+            // node that said "requeueing" here alarmed a tester for
+            // nothing, after a peer's result had landed).
+            (_, None) if gone => {
+                tracing::info!(task_id = %task, "run stopped: its claim is not this node's any more; nothing goes back to the queue");
+                Finish::requeue(format!("{node} stopped its run: the claim is not its own"))
             }
             (_, None) => {
                 tracing::warn!(task_id = %task, "task cancelled; requeueing");
@@ -482,6 +492,7 @@ impl Worker {
             r.cancel.store(true, Ordering::SeqCst);
             // Not to wait again: the claim is not this node's any more.
             r.taken_back = false;
+            r.gone = true;
         }
         self.slots.waiting.retain(|c| &c.task.task_id != id);
         self.claim_commits.remove(id);

@@ -28,6 +28,7 @@ fn run(slots: &mut Slots, c: ClaimedTask, started: Instant) {
             started_at: time::now(),
             inputs: None,
             taken_back: false,
+            gone: false,
         },
     );
 }

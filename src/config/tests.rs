@@ -360,86 +360,6 @@ fn every_key_the_conffile_documents_parses() {
 }
 
 #[test]
-fn an_exclusive_set_no_task_can_require_is_refused() {
-    // A tester's nodes: exclusive to nine labels, or to five of 41
-    // characters (209 bytes joined); no valid task requires either, so
-    // the node could never take anything, and `check` said ok.
-    use crate::grid::label::{CLASS_SEP, MAX_CLASS_LEN, MAX_REQUIRES};
-    let quoted = |names: &[String]| {
-        names
-            .iter()
-            .map(|n| format!("{n:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let text = |names: &[String]| {
-        let list = quoted(names);
-        format!("repo_url = \"/g\"\nlabels = [{list}]\n\nexclusive = [{list}]\n")
-    };
-    let short = |n: usize| (0..n).map(|i| format!("l{i}")).collect::<Vec<_>>();
-    let c = load(&text(&short(MAX_REQUIRES)), &env(&[])).unwrap();
-    assert_eq!(
-        c.scheduling.exclusive.len(),
-        MAX_REQUIRES,
-        "as many as a task may require"
-    );
-    let e = load(&text(&short(MAX_REQUIRES + 1)), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("line 4")
-            && e.contains("`exclusive`")
-            && e.contains(&format!(
-                "{} labels; at most {MAX_REQUIRES}",
-                MAX_REQUIRES + 1
-            ))
-            && e.contains("never take anything"),
-        "{e}"
-    );
-    // Labels whose joined name is one byte too long for a class, and
-    // one that fits exactly.
-    let long = |total: usize| {
-        let n = 5;
-        let each = (total - (n - 1) * CLASS_SEP.len_utf8()) / n;
-        let mut names: Vec<String> = (0..n)
-            .map(|i| format!("{i}{}", "x".repeat(each - 1)))
-            .collect();
-        let joined = names.join("+").len();
-        names[n - 1].push_str(&"y".repeat(total - joined));
-        names
-    };
-    let fits = long(MAX_CLASS_LEN);
-    assert_eq!(fits.join("+").len(), MAX_CLASS_LEN);
-    load(&text(&fits), &env(&[])).unwrap();
-    let over = long(MAX_CLASS_LEN + 1);
-    let e = load(&text(&over), &env(&[])).unwrap_err().to_string();
-    assert!(
-        e.contains("line 4")
-            && e.contains("`exclusive`")
-            && e.contains(&format!(
-                "{} bytes; at most {MAX_CLASS_LEN}",
-                MAX_CLASS_LEN + 1
-            )),
-        "{e}"
-    );
-    // Set in the environment: named there. Labels alone are not a task's
-    // class, and may be as many as a record holds.
-    let many: &'static str = short(MAX_REQUIRES + 1).join(",").leak();
-    let e = load(
-        "repo_url = \"/g\"\n",
-        &env(&[("DGRID_LABELS", many), ("DGRID_EXCLUSIVE", many)]),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        e.contains("DGRID_EXCLUSIVE") && e.contains("never take anything") && !e.contains("line"),
-        "{e}"
-    );
-    let c = load("repo_url = \"/g\"\n", &env(&[("DGRID_LABELS", many)])).unwrap();
-    assert_eq!(c.scheduling.labels.len(), MAX_REQUIRES + 1);
-}
-
-#[test]
 fn labels_and_slots_are_bounded_so_that_peers_read_the_record() {
     // A sweep's node with 1000 labels wrote a record its peers could not
     // read; `check` said ok.
@@ -597,40 +517,8 @@ fn a_span_too_long_is_named_where_it_was_set() {
     );
 }
 
-/// A token is never sent over plain http to another machine: a tester
-/// had the server get `Authorization: Basic` with it. Loopback is let be
-/// (a test grid), and so is https.
-#[test]
-fn a_token_over_plain_http_is_refused_but_on_loopback() {
-    let e = load(
-        "node_id = \"n1\"\n\nrepo_url = \"http://forge.example:8081/g.git\"\n",
-        &env(&[("GIT_TOKEN", "tok_secret")]),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        e.contains("/etc/dgrid/worker.toml line 3") && e.contains("`repo_url`"),
-        "{e}"
-    );
-    assert!(e.contains("token_file") && e.contains("clear text"), "{e}");
-    assert!(!e.contains("tok_secret"), "{e}");
-    let with_token = env(&[
-        ("GIT_TOKEN", "tok_secret"),
-        ("DGRID_REPO_URL", "http://10.1.2.3/g.git"),
-    ]);
-    let e = load("repo_url = \"/g\"\n", &with_token)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("DGRID_REPO_URL") && e.contains("clear text"),
-        "{e}"
-    );
-    for ok in ["http://127.0.0.1:8081/g.git", "https://forge.example/g.git"] {
-        load(
-            &format!("repo_url = \"{ok}\"\n"),
-            &env(&[("GIT_TOKEN", "t")]),
-        )
-        .unwrap();
-    }
-    load("repo_url = \"http://forge.example/g\"\n", &env(&[])).unwrap();
-}
+/// The labels a node is exclusive to, against a task's class rules.
+mod exclusive;
+
+/// A token and the transport it would travel by.
+mod transport;

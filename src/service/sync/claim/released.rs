@@ -20,15 +20,19 @@ pub(in crate::service::sync) fn claim_released(
 ) -> Result<(), GitError> {
     let req = d.req;
     let mut room = req.want_claims.saturating_sub(d.report.claimed.len());
-    // Holding claims not started below what this plan released (the next
-    // link of a chain of higher work, released by this node's own result):
-    // as many as it holds, to start before them (`Slots::sort_waiting`).
-    // Else each link waited out a low task claimed ahead (a helper's
-    // sweep: one node, a chain of p90 behind p10 claims, started `h2 low0
-    // h3 low1 h4`).
-    let above = req.preempt_below.filter(|_| room == 0);
+    // Holding claims not started, or taking some from the queue in this
+    // plan, below what this plan released (the next link of a chain of
+    // higher work, released by this node's own result): as many as those,
+    // to start before them (`Slots::sort_waiting`). Else each link waited
+    // out a low task (a helper's sweep: one node, a chain of p90 beside
+    // p10 work, started `h2 low0 h3 low1 h4`).
+    let claimed_low = (d.report.claimed.iter())
+        .map(|c| c.effective_priority(req.now))
+        .min();
+    let below = req.preempt_below.into_iter().chain(claimed_low).min();
+    let above = below.filter(|_| room == 0 || d.report.queue_left > 0);
     if above.is_some() {
-        room = req.preempt_up_to;
+        room = room.max(req.preempt_up_to + d.report.claimed.len());
     }
     // Something else left queued: the claim's order chose it over these.
     if room == 0 || d.ready.is_empty() || (above.is_none() && d.report.queue_left > 0) {

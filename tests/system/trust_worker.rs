@@ -1737,19 +1737,7 @@ fn claims_held_ahead_do_not_start_once_their_signer_is_revoked_or_they_expire() 
     let mut spec = t.worker("n1", "enforce");
     spec.drain = false;
     let mut w = spawn_worker(&t.grid, &spec);
-    // Quick tasks first: the node learns its pace, and claims ahead.
-    let warm: Vec<(String, Vec<u8>)> = (0..6)
-        .map(|i| {
-            let id = format!("warm-{i}");
-            let body = t.by_alice(&id, "true");
-            (id, body)
-        })
-        .collect();
-    let warm: Vec<(&str, Vec<u8>)> = warm.iter().map(|(i, b)| (i.as_str(), b.clone())).collect();
-    t.queue(&warm, "quick tasks");
-    wait_until("the quick tasks ran", Duration::from_secs(60), || {
-        t.grid.files("tasks/completed").len() == 6
-    });
+    pace_learned(&t);
     let go = t.grid.path("go");
     // Carol's too, started before her key is revoked: it runs to its end,
     // its result saying no signature was taken (`task_signed_by: null`).
@@ -1890,20 +1878,7 @@ fn a_node_whose_key_is_revoked_gives_back_its_claims_and_claims_nothing() {
     let mut spec = t.worker("n1", "enforce");
     spec.drain = false;
     let mut w = spawn_worker(&t.grid, &spec);
-    // Quick tasks first: the node learns its pace, and claims ahead.
-    let warm: Vec<(String, Vec<u8>)> = (0..6)
-        .map(|i| {
-            (
-                format!("warm-{i}"),
-                t.by_alice(&format!("warm-{i}"), "true"),
-            )
-        })
-        .collect();
-    let warm: Vec<(&str, Vec<u8>)> = warm.iter().map(|(i, b)| (i.as_str(), b.clone())).collect();
-    t.queue(&warm, "quick tasks");
-    wait_until("the quick tasks ran", Duration::from_secs(60), || {
-        t.grid.files("tasks/completed").len() == 6
-    });
+    pace_learned(&t);
     let go = t.grid.path("go");
     let blocker = t.by_alice(
         "a-blocker",
@@ -1951,6 +1926,23 @@ fn a_node_whose_key_is_revoked_gives_back_its_claims_and_claims_nothing() {
     }
     let said = log_lines(&w, "paused by the grid's policy: claiming nothing");
     assert!(said.len() == 1 && said[0].contains("revoked"), "{said:?}");
+}
+
+/// Six quick tasks, run: the node learns its pace, and claims ahead.
+fn pace_learned(t: &TrustedGrid) {
+    let warm: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            (
+                format!("warm-{i}"),
+                t.by_alice(&format!("warm-{i}"), "true"),
+            )
+        })
+        .collect();
+    let warm: Vec<(&str, Vec<u8>)> = warm.iter().map(|(i, b)| (i.as_str(), b.clone())).collect();
+    t.queue(&warm, "quick tasks");
+    wait_until("the quick tasks ran", Duration::from_secs(60), || {
+        t.grid.files("tasks/completed").len() == 6
+    });
 }
 
 /// Revoke the key `key` (under the grid's `keys/`) and wait until `w`

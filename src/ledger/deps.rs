@@ -290,6 +290,9 @@ pub fn release(repo: &GridRepo, tip: &str, input: &ReleaseInput<'_>) -> Result<M
         // move.
         if let Some(q) = under.get(&id).filter(|q| **q != b.parent) {
             out.edits.remove(layout::blocked_file(q, &id).as_bytes());
+            // Its file stays where it is unless this decision moves it:
+            // every decision below that moves it deletes it again.
+            out.edits.remove(&b.path());
             out.moved.retain(|(t, _)| t != id.as_str());
         }
         let next = match cycle_of.get(&id) {

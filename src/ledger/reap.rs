@@ -335,12 +335,21 @@ pub fn plan(repo: &GridRepo, tip: &str, input: &ReapInput<'_>) -> Result<ReapPla
 
 /// Why a peer is claimed for no more, as its record says.
 #[derive(Clone, Copy)]
-enum Silent {
+pub(crate) enum Silent {
     /// A claim made for it, unanswered past its `answer_by`
     /// (`unanswered_at`).
     Unanswered,
     /// A claim of its past its deadline (`overdue_at`).
     Overdue,
+}
+
+impl Silent {
+    pub(crate) fn why(self) -> &'static str {
+        match self {
+            Silent::Unanswered => "left a claim made for it unanswered",
+            Silent::Overdue => "left a claim past its deadline",
+        }
+    }
 }
 
 /// A peer left a claim made for it unanswered past its `answer_by`: dead
@@ -364,25 +373,35 @@ impl ReapPlan {
 }
 
 fn silence(out: &mut ReapPlan, node: &Id, record: &[u8], now: Timestamp, found: Silent) {
-    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(record) else {
+    let Some(bytes) = silenced(record, now, found) else {
         return;
     };
+    out.edits
+        .insert(layout::node_file(node).into_bytes(), Edit::Put(bytes));
+    out.summary.push(format!(
+        "{node} {}: it takes no claims made for it",
+        found.why()
+    ));
+    out.silent.push(node.clone());
+}
+
+/// A peer's `record` rewritten to say it takes no claims made for it, and
+/// when it was `found` silent; everything else it says kept. None: not a
+/// record this can rewrite (not a JSON object).
+pub(crate) fn silenced(record: &[u8], now: Timestamp, found: Silent) -> Option<Vec<u8>> {
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(record) else {
+        return None;
+    };
     fields.insert("takes_assigned".into(), serde_json::Value::Bool(false));
-    let (field, why) = match found {
-        Silent::Unanswered => ("unanswered_at", "left a claim made for it unanswered"),
-        Silent::Overdue => ("overdue_at", "left a claim past its deadline"),
+    let field = match found {
+        Silent::Unanswered => "unanswered_at",
+        Silent::Overdue => "overdue_at",
     };
     fields.insert(
         field.into(),
         serde_json::Value::String(crate::time::format(now)),
     );
-    out.edits.insert(
-        layout::node_file(node).into_bytes(),
-        Edit::Put(crate::grid::claim::pretty(&serde_json::Value::Object(
-            fields,
-        ))),
-    );
-    out.summary
-        .push(format!("{node} {why}: it takes no claims made for it"));
-    out.silent.push(node.clone());
+    Some(crate::grid::claim::pretty(&serde_json::Value::Object(
+        fields,
+    )))
 }

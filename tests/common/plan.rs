@@ -92,6 +92,7 @@ impl PlainNode {
             joining: false,
             count_at_work: false,
             steal_up_to: 0,
+            take_late_up_to: 0,
             // The grid reached for long: peers' records read as they are.
             reached_since: Some(dgrid_worker::time::now() - chrono::Duration::hours(1)),
             been_away: false,

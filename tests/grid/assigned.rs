@@ -801,3 +801,94 @@ fn a_look_that_defers_its_results_still_finds_a_claim_made_for_it_lost() {
     assert_eq!(look.lost, [Id::parse("gone").unwrap()]);
     assert_eq!(grid.tip_of("main"), tip, "the look pushed a commit");
 }
+
+/// A helper's sweep: a node killed while idle, its record still fresh,
+/// was dealt a share of the next backlog, and its peers sat idle beside
+/// those claims about 100 s (the minute `answer_by` gives, then the next
+/// reap, at most once a minute). An idle peer takes them over once they
+/// are late (`ANSWER_LATE`, 30 s), and marks the dead node's record as
+/// taking no claims made for it.
+#[test]
+fn claims_dealt_to_a_node_killed_while_idle_are_taken_over_once_late() {
+    let grid = Grid::new();
+    let nodes = ["live-a", "dead-b", "live-c"];
+    let mut workers = idle_fleet(&grid, &nodes);
+    workers[1].signal(nix::sys::signal::Signal::SIGKILL);
+    workers[1].wait_exit(Duration::from_secs(30));
+    let tasks: Vec<(String, String, u64)> = (0..12)
+        .map(|i| (format!("k{i:02}"), "sleep 1".into(), 60))
+        .collect();
+    let pushed = std::time::Instant::now();
+    grid.submit(&tasks);
+    wait_until("all twelve completed", Duration::from_secs(240), || {
+        grid.files("tasks/completed").len() == tasks.len()
+    });
+    eprintln!(
+        "all done {:.1} s after the push",
+        pushed.elapsed().as_secs_f64()
+    );
+    let log = String::from_utf8(git(&grid.bare, &["log", "--format=%B", "main"]).stdout).unwrap();
+    assert!(
+        log.split([',', '\n'])
+            .any(|i| i.trim().ends_with(" for dead-b")),
+        "a claim was made for the dead node:\n{log}"
+    );
+    let said = |w: &WorkerProc| {
+        w.log_text()
+            .contains("took over a claim made for a peer that has not answered it")
+    };
+    assert!(
+        said(&workers[0]) || said(&workers[2]),
+        "taken over, not left to the reap:\n{}\n{}",
+        workers[0].log_text(),
+        workers[2].log_text()
+    );
+    let record = &grid.json_files("nodes")["dead-b.json"];
+    assert_eq!(record["takes_assigned"], false, "{record}");
+    for i in [0, 2] {
+        workers[i].signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(
+            workers[i].wait_exit(Duration::from_secs(60)).success(),
+            "{}",
+            workers[i].log_text()
+        );
+    }
+}
+
+/// A hostile sweep: a record pushed by hand for a node that does not
+/// exist ("ph", busy with nothing running, taking claims made for it)
+/// drew a share of a backlog of short tasks, and two `--drain` workers
+/// ended beside those claims, unanswered (39 of 40 tasks left claimed, to
+/// the reap a minute on): the count of what peers hold and have not
+/// started read only lines of long tasks. The drain waits for them, and
+/// takes them over once late.
+#[test]
+fn a_drain_does_not_end_beside_claims_made_for_a_forged_record() {
+    let grid = Grid::new();
+    let now = dgrid_worker::time::format(dgrid_worker::time::now());
+    let forged = serde_json::json!({
+        "node_id": "ph", "status": "busy", "last_heartbeat": now, "started_at": now,
+        "engine": "shell", "concurrency": 64, "running": [], "takes_assigned": true,
+        "labels": ["arch=x86_64", "arch=amd64", "arch=aarch64", "os=linux", "engine=shell"],
+    });
+    let mut files = vec![("nodes/ph.json".to_string(), forged.to_string().into_bytes())];
+    files.extend((0..24).map(|i| {
+        let body = serde_json::json!({"task_id": format!("m{i:02}"), "script": "sleep 0.3", "timeout_seconds": 30});
+        (format!("tasks/queue/m{i:02}.json"), body.to_string().into_bytes())
+    }));
+    grid.commit_files(&files, "a forged record and a backlog");
+    let mut workers: Vec<WorkerProc> = ["d1", "d2"]
+        .iter()
+        .map(|n| spawn_worker(&grid, &WorkerSpec::new(&grid, n)))
+        .collect();
+    for w in workers.iter_mut() {
+        assert!(
+            w.wait_exit(Duration::from_secs(240)).success(),
+            "{}",
+            w.log_text()
+        );
+    }
+    let left = grid.files("tasks/in_progress");
+    assert!(left.is_empty(), "the drains ended beside {:?}", left.keys());
+    assert_eq!(grid.files("tasks/completed").len(), 24);
+}

@@ -909,3 +909,91 @@ fn a_claim_left_to_a_busy_peer_is_counted_as_not_started() {
     assert!(report.stolen.is_empty(), "{:?}", report.stolen);
     assert_eq!(report.peers_unstarted, 1);
 }
+
+/// A claim made for `node` by a peer `ago` seconds ago, not answered.
+fn made_for(task: &str, node: &str, ago: i64) -> (String, Vec<u8>) {
+    let (path, bytes) = claim(task, node, "sleep 2", serde_json::json!({}));
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    v["claim"]["claimed_at"] = at(-ago).into();
+    v["claim"]["assigned_by"] = "dealer".into();
+    v["claim"]["answer_by"] = at(60 - ago).into();
+    (path, serde_json::to_vec_pretty(&v).unwrap())
+}
+
+/// An idle node whose record takes claims made for it.
+fn takes_assigned(node: &str) -> (String, Vec<u8>) {
+    let r = NodeRecord {
+        takes_assigned: true,
+        ..NodeRecord::new(Id::parse(node).unwrap(), NodeStatus::Idle, at(-40))
+    };
+    (format!("nodes/{node}.json"), r.to_bytes())
+}
+
+/// A helper's sweep: a node killed while idle was dealt a third of the
+/// next backlog, and its peers sat idle beside those claims about 100 s
+/// (the minute `answer_by` gives, then the next reap). A node that is well
+/// answers within 20 s and a few lost races: 35 s on, "gone"'s three
+/// claims are late, and an idle node takes over two (its free slots),
+/// the highest first (g-2, then g-0 by name), and marks gone's record as taking no claims made
+/// for it (else the next backlog is dealt to it again). "slow"'s, made 5
+/// s ago, are left: it may start them at any look. Nothing is taken by
+/// a node back at the grid only 10 s ago: gone could not answer while
+/// the grid was away either.
+#[test]
+fn claims_left_unanswered_past_answer_late_are_taken_over_and_their_node_claimed_for_no_more() {
+    let grid = Grid::new();
+    let mut g2 = made_for("g-2", "gone", 35);
+    let mut v: serde_json::Value = serde_json::from_slice(&g2.1).unwrap();
+    v["priority"] = 90.into();
+    g2.1 = serde_json::to_vec_pretty(&v).unwrap();
+    grid.commit_files(
+        &[
+            takes_assigned("gone"),
+            takes_assigned("slow"),
+            made_for("g-0", "gone", 35),
+            made_for("g-1", "gone", 35),
+            g2,
+            made_for("s-0", "slow", 5),
+            made_for("s-1", "slow", 5),
+        ],
+        "claims made for two idle peers",
+    );
+    let mut idle = PlainNode::new("idle");
+    idle.record.last_heartbeat = at(0);
+    let back = |secs: i64| Some(dgrid_worker::time::now() - chrono::Duration::seconds(secs));
+    let req = |reached| SyncRequest {
+        take_late_up_to: 2,
+        task_secs: Some(2.0),
+        round_secs: Some(0.2),
+        reached_since: reached,
+        ..idle.request(2)
+    };
+    let (_state, repo) = watching_clone(&grid, &req(back(10)));
+    let report = plan_on(&repo, &req(back(10)));
+    assert!(
+        report.taken_unanswered.is_empty(),
+        "{:?}",
+        report.taken_unanswered
+    );
+    assert_eq!(
+        report.peers_unstarted, 5,
+        "unanswered claims are not started"
+    );
+
+    let report = take_over_at(&grid, &req(back(3600)));
+    assert_eq!(ids(&report.taken_unanswered), ["g-0", "g-2"]);
+    assert_eq!(ids_of(&report.silent), ["gone"]);
+    assert_eq!(report.peers_unstarted, 3);
+    for task in ["g-0", "g-2"] {
+        let c = &grid.json_files("tasks/in_progress")[&format!("{task}.json")]["claim"];
+        assert_eq!(c["node_id"], "idle", "{c}");
+        assert_eq!(c["taken_from"]["node_id"], "gone", "{c}");
+        assert!(c.get("answer_by").is_none(), "{c}");
+    }
+    assert_eq!(node_of(&grid, "g-1"), "gone");
+    assert_eq!(node_of(&grid, "s-0"), "slow");
+    let nodes = grid.json_files("nodes");
+    assert_eq!(nodes["gone.json"]["takes_assigned"], false);
+    assert!(nodes["gone.json"]["unanswered_at"].is_string());
+    assert_eq!(nodes["slow.json"]["takes_assigned"], true);
+}

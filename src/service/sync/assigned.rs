@@ -84,6 +84,9 @@ pub(super) struct HeldClaim {
     pub node: Id,
     pub level: u8,
     pub unanswered: bool,
+    /// Made for its node and not answered: when that turns late
+    /// (`grid::claim::ANSWER_LATE`).
+    pub late_at: Option<crate::time::Timestamp>,
     pub class: Class,
     pub claimed_at: Option<crate::time::Timestamp>,
 }
@@ -231,6 +234,7 @@ pub(super) fn held_claims(
             node: h.node.clone(),
             level: crate::grid::schedule::effective_priority(h.priority, h.arrival, now),
             unanswered: h.late_at.is_some(),
+            late_at: h.late_at,
             class: h.class.clone(),
             claimed_at: h.claimed_at,
         };

@@ -142,6 +142,11 @@ pub struct SyncRequest<'a> {
     /// Take over claims busy peers hold and have not started, up to this
     /// many, where nothing else is claimed (`claim::steal`). 0: none.
     pub steal_up_to: usize,
+    /// Take over claims made for peers that have left them unanswered past
+    /// `grid::claim::ANSWER_LATE`, up to this many, where nothing else is
+    /// claimed (`claim::take_unanswered`): whatever the tasks' length, a
+    /// node that has not answered in 30 s is most likely gone. 0: none.
+    pub take_late_up_to: usize,
     /// Since when this node's syncs have reached the grid, none failing
     /// (none: this is the first, or the one before failed). While the grid
     /// was away from it, it was from its peers too, most likely, and they

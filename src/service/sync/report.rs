@@ -102,6 +102,10 @@ pub struct SyncReport {
     /// Claims this commit takes over from busy peers that had not started
     /// them (`claim::steal`; among `claimed` too): (task, peer).
     pub stolen: Vec<(Id, Id)>,
+    /// Claims this commit takes over that were made for a peer which has
+    /// not answered them in `grid::claim::ANSWER_LATE`
+    /// (`claim::take_unanswered`; among `claimed` too): (task, peer).
+    pub taken_unanswered: Vec<(Id, Id)>,
     /// Claims live peers hold that this node serves and they have not
     /// started, as far as their records tell (`claim::steal`, read only by
     /// a node with nothing to claim): a drain does not end beside them.
@@ -146,6 +150,9 @@ impl SyncReport {
         }
         for (task, peer) in &self.stolen {
             tracing::info!(task_id = %task, peer = %peer, "took over a claim a busy peer had not started");
+        }
+        for (task, peer) in &self.taken_unanswered {
+            tracing::info!(task_id = %task, peer = %peer, "took over a claim made for a peer that has not answered it");
         }
     }
 }

@@ -154,12 +154,13 @@ impl Worker {
         // tasks outlast a round: claims a busy peer has not started may be
         // taken over, as many as start now. (Taken over to wait here, one
         // was taken over again from this node within half a second.)
-        let steal_up_to = match status {
-            NodeStatus::Idle | NodeStatus::Busy if long && self.registered && !joining => {
+        let take_late_up_to = match status {
+            NodeStatus::Idle | NodeStatus::Busy if self.registered && !joining => {
                 want.min(start_now)
             }
             _ => 0,
         };
+        let steal_up_to = if long { take_late_up_to } else { 0 };
         let txn_policy = if idle { txn_policy.idle() } else { txn_policy };
         // Its last results, with nothing left to run, or claims handed
         // back: should a round be lost, they go where a peer's commit may
@@ -269,6 +270,7 @@ impl Worker {
                 joining,
                 count_at_work: defer.is_some(),
                 steal_up_to,
+                take_late_up_to,
                 reached_since: self.reached_since,
                 been_away: self.been_away,
                 watch,

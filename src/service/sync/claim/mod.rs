@@ -37,6 +37,7 @@ mod released;
 mod size;
 mod steal;
 mod take;
+mod unanswered;
 
 use assign::Assignees;
 use judge::{Verdict, consider, file_inbox, handed_back, read_sample};

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::judge::{Verdict, handed_back};
 use super::peers::{Peers, peers};
 use super::take::take;
+use super::unanswered::take_unanswered;
 use crate::git::{GitError, GridRepo};
 use crate::grid::claim::{ClaimedTask, TakenFrom};
 use crate::grid::{Id, layout};
@@ -27,15 +28,18 @@ type PeerLine<'a> = (&'a Id, Vec<(u8, &'a Id)>, Line);
 /// cannot make a plan long.
 const MAX_LINES: usize = 64;
 
-/// Take over, for this node, claims busy peers hold and have not started,
-/// up to `req.steal_up_to`, where this plan claimed nothing else.
+/// Take over, for this node, claims made for peers that have left them
+/// unanswered past `ANSWER_LATE`, up to `req.take_late_up_to`, then claims
+/// busy peers hold and have not started, up to `req.steal_up_to` in all,
+/// where this plan claimed nothing else; and count the claims peers hold
+/// and have not started (`SyncReport::peers_unstarted`).
 pub(in crate::service::sync) fn steal(
     repo: &GridRepo,
     d: &mut Draft<'_>,
     touched: &mut BTreeSet<Id>,
 ) -> Result<(), GitError> {
     let req = d.req;
-    if req.round_secs.is_none() || req.steal_up_to == 0 {
+    if req.steal_up_to == 0 && req.take_late_up_to == 0 {
         return Ok(());
     }
     if !d.report.claimed.is_empty() || !d.report.assigned.is_empty() || d.report.queue_left > 0 {
@@ -47,17 +51,41 @@ pub(in crate::service::sync) fn steal(
     if claims.values().all(|c| &c.node == req.node) {
         return Ok(());
     }
+    // Claims made for peers and not answered yet are not started either:
+    // a drain does not end beside them (their node may be gone, and they
+    // are taken over once late).
+    let unanswered = claims
+        .iter()
+        .filter(|(task, c)| {
+            &c.node != req.node
+                && c.unanswered
+                && !touched.contains(*task)
+                && req.labels.serves(&c.class).is_ok()
+        })
+        .count();
+    let took = take_unanswered(
+        repo,
+        d,
+        touched,
+        (&claims, in_progress),
+        req.take_late_up_to,
+    )?;
+    d.report.peers_unstarted = unanswered.saturating_sub(took);
+    let up_to = req.steal_up_to.saturating_sub(took);
+    if req.round_secs.is_none() || up_to == 0 {
+        return Ok(());
+    }
     let peers = peers(repo, nodes, req)?;
     // The lines first as the tip and the records show them; what the
     // peers published is read only where a claim would be taken over.
     let none = BTreeMap::new();
-    let (lines, counts) = lines_of(repo, (d.req, &*touched), &claims, &peers, &none);
-    d.report.peers_unstarted = lines.iter().map(|(_, _, l)| l.waiting).sum();
+    let (lines, counts) = lines_of(repo, (d.req, &*touched, up_to), &claims, &peers, &none);
+    d.report.peers_unstarted += lines.iter().map(|(_, _, l)| l.waiting).sum::<usize>();
     if counts.iter().all(|n| *n == 0) {
         return Ok(());
     }
     let published = published::published_ids(repo, d, in_progress)?;
-    let (order, counts) = lines_of(repo, (d.req, &*touched), &claims, &peers, &published);
+    let (order, counts) = lines_of(repo, (d.req, &*touched, up_to), &claims, &peers, &published);
     let mut queued_before = chrono::Duration::zero();
     for ((peer, waiting, _), n) in order.iter().zip(counts) {
         let ids: Vec<&Id> = waiting[waiting.len() - n..].iter().map(|w| w.1).collect();
@@ -107,7 +135,7 @@ pub(in crate::service::sync) fn steal(
 /// first, then by name, as it claimed them.
 fn lines_of<'h>(
     repo: &GridRepo,
-    (req, touched): (&SyncRequest<'_>, &BTreeSet<Id>),
+    (req, touched, up_to): (&SyncRequest<'_>, &BTreeSet<Id>, usize),
     claims: &'h BTreeMap<Id, assigned::HeldClaim>,
     peers: &Peers,
     published: &BTreeMap<Id, BTreeSet<Id>>,
@@ -244,6 +272,6 @@ fn lines_of<'h>(
         order.push((peer, waiting, line));
     }
     let lines: Vec<Line> = order.iter().map(|(_, _, l)| *l).collect();
-    let counts = share::take_over(&lines, (req.slots, req.task_secs), req.steal_up_to, round);
+    let counts = share::take_over(&lines, (req.slots, req.task_secs), up_to, round);
     (order, counts)
 }

@@ -892,3 +892,38 @@ fn a_drain_does_not_end_beside_claims_made_for_a_forged_record() {
     assert!(left.is_empty(), "the drains ended beside {:?}", left.keys());
     assert_eq!(grid.files("tasks/completed").len(), 24);
 }
+
+/// A helper's sweep at the default poll interval: twelve 20 s tasks
+/// pushed to eight idle one-slot nodes went two each to six of them (each
+/// share rounded up, dealt whole in turn), and two nodes sat idle 66 s
+/// while the others ran their second. Every idle peer gets a task before
+/// any gets a second: nine tasks, this node and six peers, a task each
+/// and two seconds.
+#[test]
+fn a_backlog_smaller_than_twice_the_slots_starts_every_idle_peer() {
+    let grid = Grid::new();
+    let peers: Vec<String> = (1..=6).map(|i| format!("p{i}")).collect();
+    let mut files: Vec<(String, Vec<u8>)> = peers.iter().map(|p| record(p, true)).collect();
+    files.extend((0..9).map(|i| {
+        let body = serde_json::json!({"task_id": format!("t{i:02}"), "script": "sleep 20", "timeout_seconds": 60});
+        (format!("tasks/queue/t{i:02}.json"), body.to_string().into_bytes())
+    }));
+    grid.commit_files(&files, "six idle peers and nine long tasks");
+    let report = crate::common::plan::plan_at(
+        &grid.url(),
+        &SyncRequest {
+            share_up_to: 9,
+            task_secs: Some(20.0),
+            round_secs: Some(0.2),
+            assign_within: Some(chrono::Duration::seconds(60)),
+            ..live("me").request(1)
+        },
+    );
+    let mut per_peer = std::collections::BTreeMap::new();
+    for (_, p) in &report.assigned {
+        *per_peer.entry(p.to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(per_peer.len(), 6, "every idle peer gets one: {per_peer:?}");
+    assert!(report.claimed.len() <= 2, "{:?}", report.claimed.len());
+    assert_eq!(report.claimed.len() + report.assigned.len(), 9);
+}

@@ -113,8 +113,12 @@ fn idle_peers_are_claimed_for_by_their_share() {
     assert_eq!(assign(128, 120, 1, 15, &[1; 15]), vec![8; 15]);
     // Slots count: a peer of four gets four shares.
     assert_eq!(assign(64, 56, 1, 7, &[4, 1, 1, 1]), vec![32, 8, 8, 8]);
-    // No more than is left, first come first served.
-    assert_eq!(assign(10, 3, 1, 3, &[1, 1, 1]), vec![3, 0, 0]);
+    // No more than is left: a task a slot to each first, then the rest
+    // first come first served.
+    assert_eq!(assign(10, 3, 1, 3, &[1, 1, 1]), vec![1, 1, 1]);
+    assert_eq!(assign(12, 10, 1, 7, &[1; 7]), vec![2, 2, 2, 1, 1, 1, 1]);
+    assert_eq!(assign(12, 8, 2, 6, &[1, 4, 1]), vec![2, 5, 1]);
+    assert_eq!(assign(12, 6, 2, 6, &[1, 4, 1]), vec![1, 4, 1]);
     // Only the slots the drain pays for: two of the five peers.
     assert_eq!(assign(500, 400, 1, 2, &[1; 5]), vec![167, 167, 0, 0, 0]);
     // A peer bigger than what is left of them gets nothing; a smaller

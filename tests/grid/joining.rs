@@ -157,3 +157,41 @@ fn remove_json_below(dir: &std::path::Path) {
         }
     }
 }
+
+/// A hostile sweep: fifty records pushed by hand, idle, their tasks
+/// timed at 1 ms, made a drain of 1 s tasks read as paying for one node
+/// (the median of every record's `task_ms`), and a second node stayed out
+/// of it for 45 s. How long tasks take is read from the peers holding
+/// claims: forty 1 s tasks and rounds of 0.3 s pay for twelve slots, and
+/// the one holder does not cover them.
+#[test]
+fn records_that_hold_no_claim_do_not_keep_a_joining_node_out() {
+    let grid = Grid::new();
+    let now = dgrid_worker::time::format(dgrid_worker::time::now());
+    let mut files: Vec<(String, Vec<u8>)> = (0..50)
+        .map(|i| {
+            let r = serde_json::json!({
+                "node_id": format!("f{i:02}"), "status": "idle", "last_heartbeat": now,
+                "concurrency": 1, "task_ms": 1, "busy_ms": 0,
+            });
+            (format!("nodes/f{i:02}.json"), r.to_string().into_bytes())
+        })
+        .collect();
+    files.extend((0..40).map(|i| {
+        let body = serde_json::json!({"task_id": format!("t{i:02}"), "script": "sleep 1", "timeout_seconds": 30});
+        (format!("tasks/queue/t{i:02}.json"), body.to_string().into_bytes())
+    }));
+    grid.commit_files(&files, "forged records and a backlog");
+    let holder = commit_at(&grid.url(), &peer("p0", Some(1000)).request(10));
+    assert!(!holder.claimed.is_empty());
+    let me = PlainNode::new("me");
+    let req = SyncRequest {
+        joining: true,
+        heartbeat: true,
+        round_secs: Some(0.3),
+        ..me.request(1)
+    };
+    let report = commit_at(&grid.url(), &req);
+    assert!(!report.stayed_out, "kept out by records that hold nothing");
+    assert!(grid.files("nodes").contains_key("me.json"));
+}

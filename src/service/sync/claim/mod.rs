@@ -511,7 +511,7 @@ fn file_unclaimed(repo: &GridRepo, d: &mut Draft<'_>, c: &Candidate<'_>) -> Resu
 /// and `more` (the inbox, unread, and what is claimed); the peers that
 /// cover it are those holding claims, and they must cover every class it
 /// could claim (a GPU node does not stay out of GPU work because CPU peers
-/// are busy). Only once the tasks' length is known (a peer timed them)
+/// are busy). Only once the tasks' length is known (a holder timed them)
 /// and a round's (this sync lost one), and never while a claim names it
 /// (left from before a restart: its registration requeues it).
 fn stays_out(
@@ -523,10 +523,10 @@ fn stays_out(
     more: usize,
 ) -> Result<bool, GitError> {
     let req = d.req;
-    let (Some(task), Some(round)) = (peers.task_secs(), req.round_secs) else {
+    let holders = super::assigned::holders(repo, d, in_progress)?;
+    let (Some(task), Some(round)) = (peers.task_secs_of(&holders.by_node), req.round_secs) else {
         return Ok(false);
     };
-    let holders = super::assigned::holders(repo, d, in_progress)?;
     if holders.by_node.get(req.node).is_some_and(|n| *n > 0) {
         return Ok(false);
     }

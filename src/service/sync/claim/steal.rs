@@ -10,13 +10,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::judge::{Verdict, handed_back};
 use super::peers::{Peers, peers};
-use super::take::take;
+use super::take::take_over;
 use super::unanswered::take_unanswered;
 use crate::git::{GitError, GridRepo};
-use crate::grid::claim::{ClaimedTask, TakenFrom};
-use crate::grid::{Id, layout};
+use crate::grid::Id;
+use crate::grid::claim::ClaimedTask;
 use crate::service::share::{self, Line};
 use crate::service::sync::{Draft, SyncRequest, assigned, published};
 
@@ -98,27 +97,10 @@ pub(in crate::service::sync) fn steal(
             else {
                 continue;
             };
-            // Judged as this node judges what is queued (its labels, its
-            // trust); not a task that reads inputs, which a claim from the
-            // lanes would have gathered.
-            let bytes = c.requeued(c.claim.attempt);
-            let Some(candidate) = handed_back(repo, d, &c, bytes)? else {
+            let Some(q) = take_over(repo, d, touched, (id, &c), queued_before)? else {
                 continue;
             };
-            let Some(Verdict::Claimable(task)) = candidate.judged else {
-                continue;
-            };
-            if !task.after().is_empty() {
-                continue;
-            }
-            let from = layout::in_progress_file(id).into_bytes();
-            let was = TakenFrom {
-                node_id: c.claim.node_id.clone(),
-                claimed_at: c.claim.claimed_at.clone(),
-            };
-            let at = (&from[..], Some(was));
-            queued_before = take(d, at, task, c.arrival(), Vec::new(), queued_before);
-            touched.insert(id.clone());
+            queued_before = q;
             d.report.stolen.push((id.clone(), (*peer).clone()));
         }
     }

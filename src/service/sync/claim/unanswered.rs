@@ -17,10 +17,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::judge::{Verdict, handed_back};
-use super::take::take;
+use super::take::take_over;
 use crate::git::{Edit, GitError, GridRepo, TreeEntry};
-use crate::grid::claim::{ANSWER_LATE, ClaimedTask, TakenFrom};
+use crate::grid::claim::{ANSWER_LATE, ClaimedTask};
 use crate::grid::{Id, layout};
 use crate::ledger::reap::{Silent, silenced};
 use crate::service::sync::{Draft, assigned, published};
@@ -84,32 +83,12 @@ pub(super) fn take_unanswered(
         else {
             continue;
         };
-        // Judged as this node judges what is queued (its labels, its
-        // trust); not a task that reads inputs, which a claim from the
-        // lanes gathers (it goes back at `answer_by`, by the reap).
-        let Some(candidate) = handed_back(repo, d, &c, c.requeued(c.claim.attempt))? else {
+        // Not a task that reads inputs: it goes back at `answer_by`, by
+        // the reap.
+        let Some(q) = take_over(repo, d, touched, (id, &c), queued_before)? else {
             continue;
         };
-        let Some(Verdict::Claimable(task)) = candidate.judged else {
-            continue;
-        };
-        if !task.after().is_empty() {
-            continue;
-        }
-        let from = layout::in_progress_file(id).into_bytes();
-        let was = TakenFrom {
-            node_id: c.claim.node_id.clone(),
-            claimed_at: c.claim.claimed_at.clone(),
-        };
-        queued_before = take(
-            d,
-            (&from[..], Some(was)),
-            task,
-            c.arrival(),
-            Vec::new(),
-            queued_before,
-        );
-        touched.insert(id.clone());
+        queued_before = q;
         d.report.taken_unanswered.push((id.clone(), peer.clone()));
         silent.insert(peer.clone());
         taken += 1;

@@ -8,11 +8,10 @@
 //! the peers, file what the inbox holds, decide the order and how many
 //! (`grid::schedule`), read the sample (bounded), judge each candidate
 //! ([`consider`]), and claim the ones taken ([`take`]).
-//!
 //! Here: the candidates, the claim loop and the order. Apart: `size.rs`,
-//! how many (by fair share) and each level's quota; `judge.rs`, reading a candidate and judging it ([`Verdict`]),
-//! and filing the inbox; `take.rs`, the edits of a task taken or moved;
-//! `peers.rs`, what the other nodes' records say about their slots.
+//! how many (by fair share) and each level's quota; `judge.rs`, reading
+//! and judging a candidate ([`Verdict`]), and filing the inbox; `take.rs`,
+//! the edits of a task taken or moved; `peers.rs`, the peers' records.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +36,7 @@ mod released;
 mod size;
 mod steal;
 mod take;
+mod takeover;
 mod unanswered;
 
 use assign::Assignees;

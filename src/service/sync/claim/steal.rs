@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::peers::{Peers, peers};
-use super::take::take_over;
+use super::takeover::take_over;
 use super::unanswered::take_unanswered;
 use crate::git::{GitError, GridRepo};
 use crate::grid::Id;

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::take::take_over;
+use super::takeover::take_over;
 use crate::git::{Edit, GitError, GridRepo, TreeEntry};
 use crate::grid::claim::{ANSWER_LATE, ClaimedTask};
 use crate::grid::{Id, layout};
